@@ -1,0 +1,143 @@
+//! Records written by the eBPF probes and read by the agent.
+//!
+//! Every type here is `#[repr(C)]` with fixed-width fields and no implicit padding,
+//! so the probe and the agent agree on its layout byte for byte.
+
+/// Which probe produced an event. The ids are part of the wire format: never
+/// reuse a retired id.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
+pub enum ProbeKind {
+    /// `_raw_spin_lock` entry (fentry, or kprobe when fentry is unavailable).
+    SpinLock = 1,
+    /// `alloc_fd` entry (kprobe): a file descriptor is being allocated.
+    AllocFd = 2,
+    /// `exceptions:page_fault_user` tracepoint: a fault taken in user mode.
+    PageFaultUser = 3,
+    /// `exceptions:page_fault_kernel` tracepoint: a fault taken in kernel mode.
+    PageFaultKernel = 4,
+}
+
+impl ProbeKind {
+    /// Every probe kind, in id order.
+    pub const ALL: [ProbeKind; 4] = [
+        ProbeKind::SpinLock,
+        ProbeKind::AllocFd,
+        ProbeKind::PageFaultUser,
+        ProbeKind::PageFaultKernel,
+    ];
+
+    /// Number of probe kinds; the size of per-kind counter arrays (index = id).
+    pub const COUNT: usize = 5;
+
+    /// The probe kind with this id, if any.
+    pub const fn from_id(id: u32) -> Option<ProbeKind> {
+        match id {
+            1 => Some(ProbeKind::SpinLock),
+            2 => Some(ProbeKind::AllocFd),
+            3 => Some(ProbeKind::PageFaultUser),
+            4 => Some(ProbeKind::PageFaultKernel),
+            _ => None,
+        }
+    }
+
+    /// The stable, human-readable name used in reports and on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProbeKind::SpinLock => "spin_lock",
+            ProbeKind::AllocFd => "alloc_fd",
+            ProbeKind::PageFaultUser => "page_fault_user",
+            ProbeKind::PageFaultKernel => "page_fault_kernel",
+        }
+    }
+
+    /// The probe kind with this name (see [`ProbeKind::name`]).
+    pub fn from_name(name: &str) -> Option<ProbeKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// Stack id value meaning "no stack was recorded" (the probe skipped the walk).
+pub const NO_STACK: i32 = i32::MIN;
+
+/// One probe hit, as written into the ring buffer (64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
+pub struct RawEvent {
+    /// `bpf_ktime_get_ns()`: guest CLOCK_MONOTONIC, nanoseconds.
+    pub ts_ns: u64,
+    /// Probe-specific argument: the lock address (spin_lock), the `end` limit
+    /// (alloc_fd), the faulting address (page faults).
+    pub arg: u64,
+    /// Instruction pointer of a page fault; 0 for other probes.
+    pub ip: u64,
+    /// [`ProbeKind`] id.
+    pub kind: u32,
+    /// CPU the probe ran on.
+    pub cpu: u32,
+    /// Thread-group id (the process id user space sees).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Id in the kernel stack-trace map; negative: the `bpf_get_stackid` error,
+    /// or [`NO_STACK`] when no walk was made.
+    pub stack_id: i32,
+    /// Probe-specific flags: the page-fault error code; 0 otherwise.
+    pub flags: u32,
+    /// `comm` of the current task, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<RawEvent>() == 64);
+
+impl RawEvent {
+    /// The probe kind, if the id is known.
+    pub fn probe(&self) -> Option<ProbeKind> {
+        ProbeKind::from_id(self.kind)
+    }
+
+    /// `comm` up to its first NUL byte.
+    pub fn comm_bytes(&self) -> &[u8] {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        &self.comm[..end]
+    }
+}
+
+/// Per-CPU, per-probe counters kept by the probes themselves, so every event
+/// that was not delivered is accounted for (aya's RingBuf reports no losses).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
+pub struct ProbeCounters {
+    /// Hits by a process under study (passed the pid filter).
+    pub matched: u64,
+    /// Of those, records written to the ring buffer.
+    pub emitted: u64,
+    /// Records lost because the ring buffer was full (`reserve` failed).
+    pub ring_full: u64,
+    /// Records emitted without a stack because `bpf_get_stackid` failed.
+    pub stack_failed: u64,
+    /// Hits skipped because another guestscope probe was running on this CPU
+    /// (the probe would otherwise observe itself).
+    pub nested: u64,
+}
+
+impl ProbeCounters {
+    /// Adds another CPU's counters to these.
+    pub fn add(&mut self, other: &ProbeCounters) {
+        self.matched += other.matched;
+        self.emitted += other.emitted;
+        self.ring_full += other.ring_full;
+        self.stack_failed += other.stack_failed;
+        self.nested += other.nested;
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: RawEvent is repr(C), has only integer fields and no padding (size asserted).
+unsafe impl aya::Pod for RawEvent {}
+#[cfg(feature = "user")]
+// SAFETY: ProbeCounters is repr(C) with only u64 fields.
+unsafe impl aya::Pod for ProbeCounters {}

@@ -1,0 +1,19 @@
+//! The one definition of every type that crosses a boundary in guestscope.
+//!
+//! - [`event`]: the fixed-layout records the eBPF probes write into the ring buffer
+//!   and the counters they keep (eBPF ↔ agent). `no_std`, `#[repr(C)]`.
+//! - [`maps`]: the names and sizes of the eBPF maps both sides refer to.
+//! - [`wire`] (feature `std`): the versioned, framed stream the agent sends to the
+//!   host collector over vsock (guest ↔ host), with its decoder.
+//! - [`plan`] (feature `std`): what the host asks the agent to run (host → guest).
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(missing_docs)]
+
+pub mod event;
+pub mod maps;
+#[cfg(feature = "std")]
+pub mod plan;
+#[cfg(feature = "std")]
+pub mod wire;
+
+pub use event::{ProbeCounters, ProbeKind, RawEvent};

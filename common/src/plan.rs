@@ -1,0 +1,51 @@
+//! The run plan: what the host collector asks the agent to do (host → guest).
+//!
+//! The collector writes it as JSON into the guest at [`PLAN_PATH`]; the agent
+//! reads it at start.
+
+use serde::{Deserialize, Serialize};
+
+/// Where the plan is placed in the guest.
+pub const PLAN_PATH: &str = "/etc/guestscope/plan.json";
+/// Where guestscope's own workloads live in the guest.
+pub const BUILTIN_WORKLOAD_DIR: &str = "/usr/lib/guestscope/workloads";
+/// Where user-supplied `--workload` binaries are placed in the guest.
+pub const USER_WORKLOAD_DIR: &str = "/usr/lib/guestscope/user";
+/// The vsock CID of the host, as seen from the guest.
+pub const HOST_CID: u32 = 2;
+
+/// Everything the agent needs for one run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// vsock port on the host (CID [`HOST_CID`]) the agent connects to.
+    pub vsock_port: u32,
+    /// Probes to attach, by [`crate::ProbeKind::name`]; empty means all.
+    pub probes: Vec<String>,
+    /// Workloads to run one after another, each traced with its children.
+    pub workloads: Vec<WorkloadSpec>,
+    /// Milliseconds to keep tracing the idle agent-less guest before the first
+    /// workload (0 = none); not used by the default lab.
+    pub settle_ms: u64,
+}
+
+/// One program to run and trace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadSpec {
+    /// Name shown in the report (unique within a plan).
+    pub name: String,
+    /// Absolute path of the executable inside the guest.
+    pub path: String,
+    /// Arguments (not including argv\[0\]).
+    pub args: Vec<String>,
+    /// Whether this is a guestscope workload or one the user supplied.
+    pub origin: WorkloadOrigin,
+}
+
+/// Where a workload came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkloadOrigin {
+    /// One of guestscope's own workloads.
+    Builtin,
+    /// A static binary the user gave with `--workload`.
+    User,
+}

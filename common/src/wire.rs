@@ -1,0 +1,340 @@
+//! The guest → host stream: versioned frames, each carrying one [`Record`].
+//!
+//! A frame is a 12-byte header followed by the payload:
+//!
+//! | bytes | field                                  |
+//! |-------|----------------------------------------|
+//! | 0..4  | magic `GSCP`                           |
+//! | 4..6  | wire version, little endian            |
+//! | 6..8  | reserved, zero                         |
+//! | 8..12 | payload length, little endian          |
+//!
+//! The payload is a [`Record`] encoded with bincode 2 (standard config). Every
+//! record carries a sequence number, starting at 0 and increasing by one, so the
+//! collector can detect a gap or a duplicate.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{ProbeCounters, RawEvent};
+
+/// First four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"GSCP";
+/// The wire version this build writes and reads.
+pub const WIRE_VERSION: u16 = 1;
+/// Size of the frame header in bytes.
+pub const HEADER_LEN: usize = 12;
+/// Largest payload accepted (a bigger length is treated as corruption).
+pub const MAX_PAYLOAD: u32 = 32 * 1024 * 1024;
+
+/// One unit of the stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the stream: 0 for the first record, then +1 each record.
+    pub seq: u64,
+    /// What the record says.
+    pub body: Body,
+}
+
+/// The content of a [`Record`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// First record of a stream: who is talking.
+    Hello(Hello),
+    /// Outcome of attaching one probe.
+    ProbeAttach(ProbeAttach),
+    /// A file or command output captured in the guest (kallsyms, dmesg, ...),
+    /// possibly in several chunks; `last` marks the final chunk.
+    Artifact {
+        /// Artifact name, e.g. `kallsyms`.
+        name: String,
+        /// Byte offset of this chunk.
+        offset: u64,
+        /// Chunk bytes.
+        data: Vec<u8>,
+        /// True on the final chunk.
+        last: bool,
+    },
+    /// A workload was started (its pid is in the kernel filter before it runs).
+    WorkloadStarted(WorkloadStarted),
+    /// A workload ended.
+    WorkloadExited(WorkloadExited),
+    /// A batch of probe events, in ring-buffer order.
+    Events(Vec<RawEvent>),
+    /// A kernel stack, sent once per stack id, before or after events that use it.
+    Stack {
+        /// Id in the stack-trace map.
+        id: u32,
+        /// Return addresses, innermost first.
+        ips: Vec<u64>,
+    },
+    /// A diagnostic message from the agent.
+    Log {
+        /// `error`, `warn` or `info`.
+        level: String,
+        /// The message.
+        message: String,
+    },
+    /// Last record of a stream: per-probe totals.
+    Finished(Totals),
+}
+
+/// Agent identity and guest facts, sent first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The agent's crate version.
+    pub agent_version: String,
+    /// `uname -r` of the guest.
+    pub kernel_release: String,
+    /// Number of online CPUs in the guest.
+    pub cpus: u32,
+    /// Guest CLOCK_MONOTONIC when the agent started, ns.
+    pub agent_start_ns: u64,
+    /// Guest CLOCK_MONOTONIC when this record was written, ns.
+    pub monotonic_ns: u64,
+    /// The agent's own pid (never traced).
+    pub agent_pid: u32,
+}
+
+/// How a probe was attached, or why it was not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeAttach {
+    /// Probe name ([`crate::ProbeKind::name`]).
+    pub probe: String,
+    /// Kernel symbol or tracepoint it was attached to.
+    pub target: String,
+    /// `fentry`, `kprobe` or `tracepoint`; empty when not attached.
+    pub method: String,
+    /// Why it is not attached (or why a fallback was used); empty on success.
+    pub note: String,
+    /// Whether the probe is attached.
+    pub attached: bool,
+}
+
+/// A workload that was started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadStarted {
+    /// Name from the plan.
+    pub name: String,
+    /// Process id.
+    pub pid: u32,
+    /// Full command line.
+    pub argv: Vec<String>,
+    /// Guest CLOCK_MONOTONIC at start, ns.
+    pub start_ns: u64,
+}
+
+/// A workload that ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadExited {
+    /// Name from the plan.
+    pub name: String,
+    /// Process id.
+    pub pid: u32,
+    /// Exit code, or `128 + signal` when killed by a signal; -1 if it never ran.
+    pub status: i32,
+    /// Guest CLOCK_MONOTONIC at exit, ns.
+    pub end_ns: u64,
+    /// What the workload wrote to stdout and stderr (truncated to 64 KiB).
+    pub output: String,
+}
+
+/// Totals for the whole run, sent last.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Per-probe counters summed over CPUs, by probe name.
+    pub probes: Vec<(String, ProbeCounters)>,
+    /// Events the agent read from the ring buffer.
+    pub events_read: u64,
+    /// Events the agent sent in [`Body::Events`] records.
+    pub events_sent: u64,
+    /// Events read whose record was malformed (wrong size) and skipped.
+    pub events_malformed: u64,
+    /// Unique stacks sent.
+    pub stacks_sent: u64,
+    /// Stack ids that could not be read back from the stack map.
+    pub stacks_missing: u64,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The stream ended cleanly between frames.
+    #[error("end of stream")]
+    Eof,
+    /// The stream ended inside a frame.
+    #[error("stream truncated inside a frame ({got} of {want} bytes)")]
+    Truncated {
+        /// Bytes read of the part being read.
+        got: usize,
+        /// Bytes expected.
+        want: usize,
+    },
+    /// The header does not start with [`MAGIC`].
+    #[error("bad frame magic {0:02x?} (not a guestscope stream, or corrupt)")]
+    BadMagic([u8; 4]),
+    /// The frame was written by a wire version this build does not read.
+    #[error("wire version {got} is not supported (this build reads version {supported}); upgrade the collector")]
+    UnsupportedVersion {
+        /// Version in the frame.
+        got: u16,
+        /// Version this build reads.
+        supported: u16,
+    },
+    /// The payload length is larger than [`MAX_PAYLOAD`].
+    #[error("frame payload of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
+    TooLarge(u32),
+    /// The payload is not a valid [`Record`].
+    #[error("corrupt frame payload: {0}")]
+    Payload(#[source] bincode::error::DecodeError),
+    /// The payload decoded but had bytes left over.
+    #[error("corrupt frame payload: {0} trailing bytes")]
+    TrailingBytes(usize),
+    /// Reading from the underlying stream failed.
+    #[error("reading the stream: {0}")]
+    Io(#[source] io::Error),
+}
+
+/// Why a frame could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The record could not be encoded.
+    #[error("encoding a record: {0}")]
+    Encode(#[source] bincode::error::EncodeError),
+    /// The encoded record is larger than [`MAX_PAYLOAD`].
+    #[error("record of {0} bytes exceeds the frame limit")]
+    TooLarge(usize),
+    /// Writing to the underlying stream failed.
+    #[error("writing the stream: {0}")]
+    Io(#[source] io::Error),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ MAX_PAYLOAD as usize }>()
+}
+
+/// Encodes `record` as one complete frame (header + payload).
+pub fn encode_frame(record: &Record) -> Result<Vec<u8>, EncodeError> {
+    let mut frame = vec![0u8; HEADER_LEN];
+    let payload = bincode::serde::encode_to_vec(record, config()).map_err(EncodeError::Encode)?;
+    if payload.len() > MAX_PAYLOAD as usize {
+        return Err(EncodeError::TooLarge(payload.len()));
+    }
+    frame[0..4].copy_from_slice(&MAGIC);
+    frame[4..6].copy_from_slice(&WIRE_VERSION.to_le_bytes());
+    frame[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Writes `record` as one frame to `out`.
+pub fn write_frame<W: Write>(out: &mut W, record: &Record) -> Result<usize, EncodeError> {
+    let frame = encode_frame(record)?;
+    out.write_all(&frame).map_err(EncodeError::Io)?;
+    Ok(frame.len())
+}
+
+/// Parses a frame header, returning the payload length.
+pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<u32, DecodeError> {
+    let magic: [u8; 4] = header[0..4].try_into().expect("4 bytes");
+    if magic != MAGIC {
+        return Err(DecodeError::BadMagic(magic));
+    }
+    let version = u16::from_le_bytes([header[4], header[5]]);
+    if version != WIRE_VERSION {
+        return Err(DecodeError::UnsupportedVersion { got: version, supported: WIRE_VERSION });
+    }
+    let len = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if len > MAX_PAYLOAD {
+        return Err(DecodeError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame payload into a [`Record`].
+pub fn decode_payload(payload: &[u8]) -> Result<Record, DecodeError> {
+    let (record, used) =
+        bincode::serde::decode_from_slice(payload, config()).map_err(DecodeError::Payload)?;
+    if used != payload.len() {
+        return Err(DecodeError::TrailingBytes(payload.len() - used));
+    }
+    Ok(record)
+}
+
+/// Decodes one complete frame from the start of `bytes`, returning the record and
+/// the number of bytes it used.
+pub fn decode_frame(bytes: &[u8]) -> Result<(Record, usize), DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(if bytes.is_empty() {
+            DecodeError::Eof
+        } else {
+            DecodeError::Truncated { got: bytes.len(), want: HEADER_LEN }
+        });
+    }
+    let header: &[u8; HEADER_LEN] = bytes[..HEADER_LEN].try_into().expect("header length");
+    let len = parse_header(header)? as usize;
+    let end = HEADER_LEN + len;
+    if bytes.len() < end {
+        return Err(DecodeError::Truncated { got: bytes.len() - HEADER_LEN, want: len });
+    }
+    Ok((decode_payload(&bytes[HEADER_LEN..end])?, end))
+}
+
+/// Reads frames one at a time from a byte stream.
+pub struct FrameReader<R> {
+    inner: R,
+    payload: Vec<u8>,
+    bytes_read: u64,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Wraps a stream.
+    pub fn new(inner: R) -> Self {
+        FrameReader { inner, payload: Vec::new(), bytes_read: 0 }
+    }
+
+    /// Total bytes consumed from the stream so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// Reads the next record. Returns [`DecodeError::Eof`] when the stream ends
+    /// exactly between two frames.
+    pub fn next_record(&mut self) -> Result<Record, DecodeError> {
+        let mut header = [0u8; HEADER_LEN];
+        let got = read_full(&mut self.inner, &mut header).map_err(DecodeError::Io)?;
+        self.bytes_read += got as u64;
+        if got == 0 {
+            return Err(DecodeError::Eof);
+        }
+        if got < HEADER_LEN {
+            return Err(DecodeError::Truncated { got, want: HEADER_LEN });
+        }
+        let len = parse_header(&header)? as usize;
+        self.payload.resize(len, 0);
+        let got = read_full(&mut self.inner, &mut self.payload).map_err(DecodeError::Io)?;
+        self.bytes_read += got as u64;
+        if got < len {
+            return Err(DecodeError::Truncated { got, want: len });
+        }
+        decode_payload(&self.payload)
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::event::ProbeKind;
+
+fn event(seq: u64) -> RawEvent {
+    RawEvent {
+        ts_ns: 1_000 + seq,
+        arg: 0xffff_ffff_8280_7a40,
+        ip: 0,
+        kind: ProbeKind::SpinLock as u32,
+        cpu: 1,
+        pid: 42,
+        tid: 43,
+        stack_id: 7,
+        flags: 0,
+        comm: *b"fopen\0\0\0\0\0\0\0\0\0\0\0",
+    }
+}
+
+fn sample_records() -> Vec<Record> {
+    vec![
+        Record {
+            seq: 0,
+            body: Body::Hello(Hello {
+                agent_version: "0.1.0".into(),
+                kernel_release: "6.1.0-test".into(),
+                cpus: 1,
+                agent_start_ns: 5,
+                monotonic_ns: 6,
+                agent_pid: 77,
+            }),
+        },
+        Record { seq: 1, body: Body::Events((0..100).map(event).collect()) },
+        Record { seq: 2, body: Body::Stack { id: 7, ips: vec![0xffff_ffff_8100_0000, 1, 2] } },
+        Record {
+            seq: 3,
+            body: Body::Artifact { name: "kallsyms".into(), offset: 0, data: b"ffff t x\n".to_vec(), last: true },
+        },
+        Record { seq: 4, body: Body::Finished(Totals::default()) },
+    ]
+}
+
+#[test]
+fn frames_round_trip_through_a_stream() {
+    let records = sample_records();
+    let mut stream = Vec::new();
+    for r in &records {
+        write_frame(&mut stream, r).unwrap();
+    }
+    let mut reader = FrameReader::new(stream.as_slice());
+    for want in &records {
+        assert_eq!(&reader.next_record().unwrap(), want);
+    }
+    assert!(matches!(reader.next_record(), Err(DecodeError::Eof)));
+    assert_eq!(reader.bytes_read(), stream.len() as u64);
+}
+
+#[test]
+fn header_layout_is_as_documented() {
+    let frame = encode_frame(&sample_records()[0]).unwrap();
+    assert_eq!(&frame[0..4], b"GSCP");
+    assert_eq!(u16::from_le_bytes([frame[4], frame[5]]), WIRE_VERSION);
+    assert_eq!(&frame[6..8], &[0, 0]);
+    let len = u32::from_le_bytes(frame[8..12].try_into().unwrap()) as usize;
+    assert_eq!(len, frame.len() - HEADER_LEN);
+}
+
+#[test]
+fn bad_magic_is_rejected() {
+    let mut frame = encode_frame(&sample_records()[0]).unwrap();
+    frame[0] = b'X';
+    assert!(matches!(decode_frame(&frame), Err(DecodeError::BadMagic(_))));
+}
+
+#[test]
+fn newer_wire_version_is_rejected_with_both_versions() {
+    let mut frame = encode_frame(&sample_records()[0]).unwrap();
+    frame[4..6].copy_from_slice(&(WIRE_VERSION + 1).to_le_bytes());
+    match decode_frame(&frame) {
+        Err(e @ DecodeError::UnsupportedVersion { got, supported }) => {
+            assert_eq!(got, WIRE_VERSION + 1);
+            assert_eq!(supported, WIRE_VERSION);
+            assert!(e.to_string().contains("upgrade"));
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+}
+
+#[test]
+fn oversized_length_is_rejected_before_allocating() {
+    let mut frame = encode_frame(&sample_records()[0]).unwrap();
+    frame[8..12].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
+    assert!(matches!(decode_frame(&frame), Err(DecodeError::TooLarge(_))));
+}
+
+#[test]
+fn truncation_anywhere_is_reported_not_panicked() {
+    let frame = encode_frame(&sample_records()[1]).unwrap();
+    for cut in 1..frame.len() {
+        let mut reader = FrameReader::new(&frame[..cut]);
+        assert!(
+            matches!(reader.next_record(), Err(DecodeError::Truncated { .. })),
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn corrupt_payload_is_an_error() {
+    let mut frame = encode_frame(&sample_records()[0]).unwrap();
+    // An enum tag far outside Body's variants.
+    frame[HEADER_LEN + 1] = 0xfb;
+    frame[HEADER_LEN + 2] = 0xff;
+    assert!(decode_frame(&frame).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The decoder never panics on arbitrary bytes after a valid header.
+    #[test]
+    fn decoder_survives_arbitrary_payloads(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&MAGIC);
+        frame.extend_from_slice(&WIRE_VERSION.to_le_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let _ = decode_frame(&frame);
+    }
+
+    /// The decoder never panics on arbitrary bytes, header included.
+    #[test]
+    fn decoder_survives_arbitrary_streams(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut reader = FrameReader::new(bytes.as_slice());
+        for _ in 0..4 {
+            if reader.next_record().is_err() { break; }
+        }
+    }
+
+    /// Any event batch round-trips exactly.
+    #[test]
+    fn events_round_trip(seq in any::<u64>(), ts in any::<u64>(), pid in any::<u32>(), stack in any::<i32>()) {
+        let mut e = event(0);
+        e.ts_ns = ts; e.pid = pid; e.stack_id = stack;
+        let rec = Record { seq, body: Body::Events(vec![e; 3]) };
+        let (back, used) = decode_frame(&encode_frame(&rec).unwrap()).unwrap();
+        prop_assert_eq!(back, rec);
+        prop_assert!(used > HEADER_LEN);
+    }
+}

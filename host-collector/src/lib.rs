@@ -1,0 +1,1 @@
+//! guestscope host collector.

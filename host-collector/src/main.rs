@@ -1,0 +1,2 @@
+//! guestscope binary.
+fn main() {}
