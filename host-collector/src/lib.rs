@@ -1,1 +1,24 @@
-//! guestscope host collector.
+//! guestscope's host side: boots (or attaches to) a guest, receives the agent's
+//! event stream, and writes the trace and the report.
+//!
+//! Modules, in the order an event passes through them:
+//! - [`inputs`]: checks on user input, one clear error each.
+//! - [`image`]: the per-run initramfs layer (run plan, user workloads).
+//! - [`qemu`]: QEMU, its accelerator, serial console and vsock device.
+//! - [`stream`]: the hybrid-vsock listener and sequence accounting.
+//! - [`guest`]: guest kernel knowledge (kallsyms).
+//! - [`session`]: applies the stream's records; writes `events.jsonl`.
+//! - [`output`]: `summary.json` and `report.md`.
+//! - [`lab`]: one run, end to end.
+//! - [`cli`]: the command line.
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod guest;
+pub mod image;
+pub mod inputs;
+pub mod lab;
+pub mod output;
+pub mod qemu;
+pub mod session;
+pub mod stream;

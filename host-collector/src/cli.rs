@@ -1,0 +1,117 @@
+//! The `guestscope` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::lab::LabOptions;
+use crate::qemu::accel::Accel;
+
+/// See inside a Linux guest's kernel: eBPF probes in the guest, QEMU's gdbstub on
+/// the host, one report.
+#[derive(Debug, Parser)]
+#[command(name = "guestscope", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log more (`-v` info, `-vv` debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a guest, run the workloads under the probes, write the report.
+    Lab(LabArgs),
+}
+
+/// Accelerator choice on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AccelArg {
+    /// Decide from the host (KVM only when it can really run a guest).
+    Auto,
+    /// Force KVM.
+    Kvm,
+    /// Force TCG.
+    Tcg,
+}
+
+/// `guestscope lab` arguments.
+#[derive(Debug, clap::Args)]
+pub struct LabArgs {
+    /// Guest kernel image (bzImage).
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// Base initramfs carrying the agent (built by `cargo xtask lab`).
+    #[arg(long)]
+    pub initrd: PathBuf,
+    /// Output directory.
+    #[arg(long, default_value = "guestscope-out")]
+    pub out: PathBuf,
+    /// A static program to trace, with its arguments: --workload './prog -n 5'.
+    /// Repeatable; each runs after the built-in workloads.
+    #[arg(long = "workload", value_name = "'PATH [ARGS...]'")]
+    pub workloads: Vec<String>,
+    /// Skip guestscope's own workloads.
+    #[arg(long)]
+    pub no_builtin_workloads: bool,
+    /// Probes to attach (default: all). Comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub probes: Vec<String>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub memory: u32,
+    /// Guest vCPUs.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Extra kernel command-line arguments.
+    #[arg(long, default_value = "")]
+    pub append: String,
+    /// gdbstub port on 127.0.0.1 (default: a free port).
+    #[arg(long)]
+    pub gdb_port: Option<u16>,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    pub qemu: String,
+    /// vhost-device-vsock binary.
+    #[arg(long, default_value = "vhost-device-vsock")]
+    pub vhost_device_vsock: String,
+    /// Seconds to wait for the agent to connect.
+    #[arg(long, default_value_t = 180)]
+    pub boot_timeout: u64,
+    /// Seconds the whole run may take.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+}
+
+impl From<LabArgs> for LabOptions {
+    fn from(a: LabArgs) -> LabOptions {
+        LabOptions {
+            kernel: a.kernel,
+            initrd: a.initrd,
+            out_dir: a.out,
+            workloads: a.workloads,
+            builtin_workloads: !a.no_builtin_workloads,
+            probes: a.probes,
+            memory_mb: a.memory,
+            cpus: a.cpus,
+            qemu: a.qemu,
+            vhost_device_vsock: a.vhost_device_vsock,
+            append: a.append,
+            gdb_port: a.gdb_port,
+            boot_timeout: Duration::from_secs(a.boot_timeout),
+            run_timeout: Duration::from_secs(a.timeout),
+            accel: match a.accel {
+                AccelArg::Auto => None,
+                AccelArg::Kvm => Some(Accel::Kvm),
+                AccelArg::Tcg => Some(Accel::Tcg),
+            },
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Checks on what the user gives us, before anything is started: every problem is
+//! one clear line, found before a VM boots.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use object::read::elf::{FileHeader, ProgramHeader};
+
+/// A problem with the user's input.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The kernel image does not exist.
+    #[error("kernel image not found: {0}")]
+    KernelMissing(PathBuf),
+    /// The file is not an x86 bzImage.
+    #[error("not a bootable x86 kernel (no bzImage 'HdrS' header): {0}")]
+    NotAKernel(PathBuf),
+    /// The initramfs does not exist or is empty.
+    #[error("initramfs not found or empty: {0}")]
+    InitrdMissing(PathBuf),
+    /// A `--workload` path does not exist.
+    #[error("--workload {0}: no such file")]
+    WorkloadMissing(PathBuf),
+    /// A `--workload` path is not an executable file.
+    #[error("--workload {0}: not an executable file (chmod +x?)")]
+    WorkloadNotExecutable(PathBuf),
+    /// A `--workload` is not an x86-64 ELF program.
+    #[error("--workload {0}: not an x86-64 ELF executable ({1})")]
+    WorkloadNotElf(PathBuf, String),
+    /// A `--workload` needs a dynamic loader the guest does not have.
+    #[error("--workload {0}: dynamically linked (needs {1}); the built-in guest has no libc: build it static (e.g. --target x86_64-unknown-linux-musl or gcc -static)")]
+    WorkloadDynamic(PathBuf, String),
+    /// A `--workload` spec could not be split into words.
+    #[error("--workload '{0}': {1}")]
+    WorkloadSyntax(String, String),
+    /// Two workloads would have the same name.
+    #[error("--workload {0}: two workloads named '{1}'; rename one of the binaries")]
+    WorkloadDuplicate(PathBuf, String),
+    /// An unknown probe name.
+    #[error("unknown probe '{0}' (known: {1})")]
+    UnknownProbe(String, String),
+    /// The gdbstub port is taken.
+    #[error("gdb port {0} on 127.0.0.1 is already in use")]
+    PortInUse(u16),
+    /// The output directory cannot be written.
+    #[error("output directory {0} is not writable: {1}")]
+    OutDirNotWritable(PathBuf, String),
+    /// A required program is missing.
+    #[error("{0} not found: {1}")]
+    ProgramMissing(String, String),
+}
+
+/// Checks that `path` is an x86 bzImage.
+pub fn check_kernel(path: &Path) -> Result<(), InputError> {
+    let data = fs::read(path).map_err(|_| InputError::KernelMissing(path.to_path_buf()))?;
+    if data.len() < 0x206 || &data[0x202..0x206] != b"HdrS" {
+        return Err(InputError::NotAKernel(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Checks that the initramfs exists and is not empty.
+pub fn check_initrd(path: &Path) -> Result<(), InputError> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() > 0 => Ok(()),
+        _ => Err(InputError::InitrdMissing(path.to_path_buf())),
+    }
+}
+
+/// A user workload, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserWorkload {
+    /// Host path of the binary.
+    pub path: PathBuf,
+    /// Name in the report (the file name).
+    pub name: String,
+    /// Arguments.
+    pub args: Vec<String>,
+}
+
+/// Parses and checks one `--workload 'PATH [ARGS...]'` value.
+pub fn check_workload(spec: &str) -> Result<UserWorkload, InputError> {
+    let words =
+        shell_words::split(spec).map_err(|e| InputError::WorkloadSyntax(spec.to_string(), e.to_string()))?;
+    let Some((path, args)) = words.split_first() else {
+        return Err(InputError::WorkloadSyntax(spec.to_string(), "empty".into()));
+    };
+    let path = PathBuf::from(path);
+    let meta = fs::metadata(&path).map_err(|_| InputError::WorkloadMissing(path.clone()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(InputError::WorkloadNotExecutable(path));
+    }
+    let data = fs::read(&path).map_err(|_| InputError::WorkloadMissing(path.clone()))?;
+    if let Some(interp) = elf_interpreter(&data).map_err(|e| InputError::WorkloadNotElf(path.clone(), e))? {
+        return Err(InputError::WorkloadDynamic(path, interp));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "workload".into());
+    Ok(UserWorkload { path, name, args: args.to_vec() })
+}
+
+/// The ELF interpreter (dynamic loader) an x86-64 executable asks for, if any.
+pub fn elf_interpreter(data: &[u8]) -> Result<Option<String>, String> {
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(data).map_err(|e| e.to_string())?;
+    let endian = header.endian().map_err(|e| e.to_string())?;
+    if header.e_machine(endian) != object::elf::EM_X86_64 {
+        return Err("not built for x86-64".into());
+    }
+    for ph in header.program_headers(endian, data).map_err(|e| e.to_string())? {
+        if ph.p_type(endian) == object::elf::PT_INTERP {
+            let bytes = ph.data(endian, data).map_err(|_| "bad PT_INTERP".to_string())?;
+            let s = String::from_utf8_lossy(bytes).trim_end_matches('\0').to_string();
+            return Ok(Some(s));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks that `port` on 127.0.0.1 is free.
+pub fn check_port_free(port: u16) -> Result<(), InputError> {
+    TcpListener::bind(("127.0.0.1", port)).map(drop).map_err(|_| InputError::PortInUse(port))
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; QEMU binds it right after).
+pub fn free_port() -> Option<u16> {
+    TcpListener::bind(("127.0.0.1", 0)).ok()?.local_addr().ok().map(|a| a.port())
+}
+
+/// Creates `dir` if needed and checks a file can be written in it.
+pub fn check_out_dir(dir: &Path) -> Result<(), InputError> {
+    let fail = |e: std::io::Error| InputError::OutDirNotWritable(dir.to_path_buf(), e.to_string());
+    fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".guestscope-write-test");
+    fs::write(&probe, b"ok").map_err(fail)?;
+    fs::remove_file(&probe).map_err(fail)
+}
+
+/// Finds a program on PATH (or checks an explicit path).
+pub fn find_program(name: &str) -> Result<PathBuf, InputError> {
+    let p = Path::new(name);
+    if p.components().count() > 1 {
+        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(InputError::ProgramMissing(name.into(), "no such file".into())) };
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .chain(dirs_home_cargo_bin())
+        .map(|d| d.join(name))
+        .find(|c| c.is_file())
+        .ok_or_else(|| InputError::ProgramMissing(name.into(), "not on PATH".into()))
+}
+
+fn dirs_home_cargo_bin() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert!(matches!(check_kernel(&missing), Err(InputError::KernelMissing(_))));
+        let text = dir.path().join("text");
+        fs::write(&text, vec![b'x'; 4096]).unwrap();
+        assert!(matches!(check_kernel(&text), Err(InputError::NotAKernel(_))));
+        let mut img = vec![0u8; 4096];
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        let k = dir.path().join("bz");
+        fs::write(&k, img).unwrap();
+        check_kernel(&k).unwrap();
+    }
+
+    #[test]
+    fn workload_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert!(matches!(check_workload(missing.to_str().unwrap()), Err(InputError::WorkloadMissing(_))));
+        let script = dir.path().join("s.sh");
+        fs::write(&script, "#!/bin/sh\n").unwrap();
+        assert!(matches!(check_workload(script.to_str().unwrap()), Err(InputError::WorkloadNotExecutable(_))));
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(check_workload(script.to_str().unwrap()), Err(InputError::WorkloadNotElf(..))));
+        // The test binary itself is dynamically linked (glibc host build).
+        let me = std::env::current_exe().unwrap();
+        let spec = format!("{} --flag 'two words'", me.display());
+        match check_workload(&spec) {
+            Err(InputError::WorkloadDynamic(_, interp)) => assert!(interp.contains("ld-linux")),
+            other => panic!("expected dynamic, got {other:?}"),
+        }
+        assert!(matches!(check_workload("'unclosed"), Err(InputError::WorkloadSyntax(..))));
+    }
+
+    #[test]
+    fn port_in_use_is_detected() {
+        let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(matches!(check_port_free(port), Err(InputError::PortInUse(p)) if p == port));
+    }
+
+    #[test]
+    fn unwritable_out_dir_is_one_line() {
+        let err = check_out_dir(Path::new("/proc/guestscope-out")).unwrap_err().to_string();
+        assert!(err.starts_with("output directory /proc/guestscope-out is not writable"));
+        assert!(!err.contains('\n'));
+    }
+}

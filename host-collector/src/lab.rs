@@ -1,0 +1,376 @@
+//! One `guestscope lab` run: validate inputs, boot the guest, receive its stream,
+//! write the outputs. Every file written is complete and parseable, whatever way
+//! the run ends.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use guestscope_common::event::ProbeKind;
+use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, USER_WORKLOAD_DIR, WorkloadOrigin, WorkloadSpec};
+use guestscope_common::wire::{DecodeError, FrameReader};
+
+use crate::image;
+use crate::inputs::{self, InputError, UserWorkload};
+use crate::output::{atomic, markdown, summary};
+use crate::qemu::accel::{self, Accel};
+use crate::qemu::child::ChildGuard;
+use crate::qemu::command::QemuConfig;
+use crate::qemu::serial::{self, SerialState};
+use crate::qemu::vhost;
+use crate::session::Session;
+use crate::stream::listener::{ListenError, PortListener};
+
+/// The guest vsock CID.
+pub const GUEST_CID: u32 = 3;
+/// The vsock port the agent connects to.
+pub const VSOCK_PORT: u32 = 7171;
+
+/// Options of one lab run (validated by [`run`]).
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Base initramfs with the agent.
+    pub initrd: PathBuf,
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// `--workload` specs (`PATH [ARGS...]`).
+    pub workloads: Vec<String>,
+    /// Whether to run guestscope's own workloads.
+    pub builtin_workloads: bool,
+    /// Probe names; empty = all.
+    pub probes: Vec<String>,
+    /// Guest memory, MiB.
+    pub memory_mb: u32,
+    /// vCPUs.
+    pub cpus: u32,
+    /// QEMU binary.
+    pub qemu: String,
+    /// vhost-device-vsock binary.
+    pub vhost_device_vsock: String,
+    /// Extra kernel command-line arguments.
+    pub append: String,
+    /// gdbstub port (None: pick a free one).
+    pub gdb_port: Option<u16>,
+    /// Longest wait for the agent to connect.
+    pub boot_timeout: Duration,
+    /// Longest time for the whole run.
+    pub run_timeout: Duration,
+    /// Force an accelerator instead of detecting.
+    pub accel: Option<Accel>,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            kernel: PathBuf::new(),
+            initrd: PathBuf::new(),
+            out_dir: PathBuf::from("guestscope-out"),
+            workloads: Vec::new(),
+            builtin_workloads: true,
+            probes: Vec::new(),
+            memory_mb: 1024,
+            cpus: 1,
+            qemu: "qemu-system-x86_64".into(),
+            vhost_device_vsock: "vhost-device-vsock".into(),
+            append: String::new(),
+            gdb_port: None,
+            boot_timeout: Duration::from_secs(180),
+            run_timeout: Duration::from_secs(900),
+            accel: None,
+        }
+    }
+}
+
+/// A run that could not start (nothing was collected).
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Bad input.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Setting up the run failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct LabOutcome {
+    /// The summary written to `summary.json`.
+    pub summary: summary::Summary,
+    /// The output directory.
+    pub out_dir: PathBuf,
+}
+
+/// The workloads guestscope runs by default: (name, args).
+pub const BUILTIN_WORKLOADS: [(&str, &[&str]); 3] = [("cpuinfo", &[]), ("fopen", &[]), ("malloc", &[])];
+
+struct Validated {
+    user: Vec<UserWorkload>,
+    probes: Vec<String>,
+    qemu: PathBuf,
+    vhost: PathBuf,
+    gdb_port: Option<u16>,
+}
+
+fn validate(o: &LabOptions) -> Result<Validated, InputError> {
+    inputs::check_kernel(&o.kernel)?;
+    inputs::check_initrd(&o.initrd)?;
+    let mut user = Vec::new();
+    for spec in &o.workloads {
+        let w = inputs::check_workload(spec)?;
+        let clash = user.iter().any(|u: &UserWorkload| u.name == w.name)
+            || (o.builtin_workloads && BUILTIN_WORKLOADS.iter().any(|(n, _)| *n == w.name));
+        if clash {
+            return Err(InputError::WorkloadDuplicate(w.path.clone(), w.name.clone()));
+        }
+        user.push(w);
+    }
+    for p in &o.probes {
+        if ProbeKind::from_name(p).is_none() {
+            let known: Vec<&str> = ProbeKind::ALL.iter().map(|k| k.name()).collect();
+            return Err(InputError::UnknownProbe(p.clone(), known.join(", ")));
+        }
+    }
+    if let Some(port) = o.gdb_port {
+        inputs::check_port_free(port)?;
+    }
+    let qemu = inputs::find_program(&o.qemu)?;
+    let vhost = inputs::find_program(&o.vhost_device_vsock)?;
+    inputs::check_out_dir(&o.out_dir)?;
+    Ok(Validated { user, probes: o.probes.clone(), qemu, vhost, gdb_port: o.gdb_port.or_else(inputs::free_port) })
+}
+
+fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
+    let mut workloads = Vec::new();
+    if o.builtin_workloads {
+        for (name, args) in BUILTIN_WORKLOADS {
+            workloads.push(WorkloadSpec {
+                name: name.into(),
+                path: format!("{BUILTIN_WORKLOAD_DIR}/{name}"),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                origin: WorkloadOrigin::Builtin,
+            });
+        }
+    }
+    for u in &v.user {
+        workloads.push(WorkloadSpec {
+            name: u.name.clone(),
+            path: format!("{USER_WORKLOAD_DIR}/{}", u.name),
+            args: u.args.clone(),
+            origin: WorkloadOrigin::User,
+        });
+    }
+    RunPlan { vsock_port: VSOCK_PORT, probes: v.probes.clone(), workloads, settle_ms: 0 }
+}
+
+/// A reader that waits through socket timeouts while `alive` says to go on.
+struct PatientReader<F> {
+    stream: UnixStream,
+    alive: F,
+    bytes: u64,
+}
+
+impl<F: FnMut() -> Result<(), String>> Read for PatientReader<F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(n) => {
+                    self.bytes += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    (self.alive)().map_err(io::Error::other)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Runs the lab once. Input problems are returned as [`LabError`] before anything
+/// starts; problems during the run end it early but still write every output.
+pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
+    let v = validate(o)?;
+    let started = Instant::now();
+    let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
+
+    let run_dir = tempfile::Builder::new().prefix("guestscope-").tempdir().map_err(|e| setup("creating a run directory", &e))?;
+    let plan = plan(o, &v);
+    let user: Vec<(String, &Path)> = v.user.iter().map(|u| (u.name.clone(), u.path.as_path())).collect();
+    let initrd = run_dir.path().join("initrd.cpio");
+    image::build_run_initrd(&o.initrd, &plan, &user, &initrd).map_err(|e| setup("writing the run's initramfs", &e))?;
+
+    let (vhost_child, backend) = vhost::start(&v.vhost, run_dir.path(), GUEST_CID).map_err(|e| LabError::Setup(e.to_string()))?;
+    let mut _vhost_child = vhost_child;
+    let uds = match &backend {
+        vhost::VsockBackend::VhostUser { uds, .. } => uds.clone(),
+        vhost::VsockBackend::Kernel => unreachable!("only the vhost-user backend is started here"),
+    };
+    let listener = PortListener::bind(&uds, VSOCK_PORT).map_err(|e| LabError::Setup(e.to_string()))?;
+
+    let choice = accel::detect();
+    let accel = o.accel.unwrap_or(choice.accel);
+    let append = format!("console=ttyS0 panic=-1 {}", o.append).trim().to_string();
+    let qemu_cfg = QemuConfig {
+        binary: v.qemu.clone(),
+        accel,
+        memory_mb: o.memory_mb,
+        cpus: o.cpus,
+        cpu_model: None,
+        kernel: o.kernel.clone(),
+        initrd: initrd.clone(),
+        append: append.clone(),
+        gdb_port: v.gdb_port,
+        vsock: backend.clone(),
+        cid: GUEST_CID,
+        extra: Vec::new(),
+    };
+    tracing::info!("starting QEMU ({}): {}", accel.as_str(), qemu_cfg.display());
+    let serial_state = Arc::new(Mutex::new(SerialState::default()));
+    let launched = Instant::now();
+    let mut child = qemu_cfg
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(run_dir.path().join("qemu.stderr")).map_err(|e| setup("qemu stderr", &e))?)
+        .spawn()
+        .map_err(|e| setup(&format!("starting {}", v.qemu.display()), &e))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut qemu = ChildGuard::new("qemu", child);
+    let serial_log = o.out_dir.join("serial.log");
+    let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, &serial_log)
+        .map_err(|e| setup("writing serial.log", &e))?;
+
+    let events_path = o.out_dir.join("events.jsonl");
+    let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
+    let mut session = Session::new(BufWriter::new(events_file));
+    let mut outcome = summary::Outcome::default();
+    let mut decode_error = None;
+    let mut bytes = 0u64;
+    let run_deadline = started + o.run_timeout;
+
+    let qemu_ref = &mut qemu;
+    let serial_ref = serial_state.clone();
+    let mut alive = move || -> Result<(), String> {
+        if let Ok(Some(status)) = qemu_ref.try_wait() {
+            return Err(format!("QEMU exited ({status})"));
+        }
+        if let Some(f) = serial_ref.lock().expect("serial").marks.fatal.clone() {
+            return Err(format!("guest kernel failed: {f}"));
+        }
+        if Instant::now() > run_deadline {
+            return Err("run timeout".into());
+        }
+        Ok(())
+    };
+    match listener.accept_within(o.boot_timeout, &mut alive) {
+        Ok(stream) => {
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
+            let mut patient = PatientReader { stream, alive: &mut alive, bytes: 0 };
+            let mut frames = FrameReader::new(&mut patient);
+            loop {
+                match frames.next_record() {
+                    Ok(rec) => {
+                        if let Err(e) = session.apply(rec) {
+                            outcome.how = "output write failed".into();
+                            outcome.detail = Some(format!("writing events.jsonl: {e}"));
+                            break;
+                        }
+                        if session.finished() {
+                            outcome.how = "finished".into();
+                            outcome.complete = true;
+                            break;
+                        }
+                    }
+                    Err(DecodeError::Eof) => {
+                        outcome.how = "stream ended before the agent's final record".into();
+                        break;
+                    }
+                    Err(e) => {
+                        outcome.how = "stream error".into();
+                        outcome.detail = Some(e.to_string());
+                        decode_error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            bytes = frames.bytes_read();
+        }
+        Err(ListenError::Abandoned(why)) => {
+            outcome.how = "agent never connected".into();
+            outcome.detail = Some(why);
+        }
+        Err(e) => {
+            outcome.how = "agent never connected".into();
+            outcome.detail = Some(e.to_string());
+        }
+    }
+    drop(alive);
+    // The agent powers the guest off after its final record.
+    if qemu.wait_timeout(Duration::from_secs(if outcome.complete { 30 } else { 2 })).ok().flatten().is_none() {
+        tracing::debug!("QEMU still running; stopping it");
+    }
+    qemu.kill();
+    let _ = reader.join();
+    _vhost_child.kill();
+    let _ = session.flush();
+
+    let serial = serial_state.lock().expect("serial");
+    if let Some(f) = &serial.marks.fatal {
+        if !outcome.complete {
+            outcome.how = "guest kernel failed".into();
+            outcome.detail = Some(f.clone());
+        }
+    }
+    let (probes, workloads, losses, mut stream) = summary::collect(&mut session);
+    stream.bytes = bytes;
+    stream.decode_error = decode_error;
+    let summary = summary::Summary {
+        guestscope_version: env!("CARGO_PKG_VERSION").to_string(),
+        run: summary::RunInfo {
+            started_unix_s,
+            wall_s: started.elapsed().as_secs_f64(),
+            accel: accel.as_str().into(),
+            accel_reason: if o.accel.is_some() { "forced by --accel".into() } else { choice.reason.clone() },
+            qemu_command: qemu_cfg.display(),
+            kernel: o.kernel.display().to_string(),
+            kernel_release: session.hello.as_ref().map(|h| h.kernel_release.clone()),
+            kernel_cmdline: append,
+            cpus: o.cpus,
+            memory_mb: o.memory_mb,
+            gdb_port: v.gdb_port,
+            outcome,
+        },
+        boot: serial.marks.clone(),
+        stream,
+        losses,
+        probes,
+        workloads,
+        agent_messages: session.agent_logs.iter().map(|(l, m)| format!("{l}: {m}")).collect(),
+    };
+    drop(serial);
+    write_outputs(&o.out_dir, &summary, &session).map_err(|e| setup("writing outputs", &e))?;
+    Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
+}
+
+fn write_outputs<W: io::Write>(dir: &Path, s: &summary::Summary, session: &Session<W>) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(s).map_err(io::Error::other)?;
+    atomic::write(&dir.join("summary.json"), &json)?;
+    atomic::write(&dir.join("report.md"), markdown::render(s).as_bytes())?;
+    let guest = dir.join("guest");
+    std::fs::create_dir_all(&guest)?;
+    for (name, a) in &session.artifacts {
+        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            atomic::write(&guest.join(name), &a.data)?;
+        }
+    }
+    Ok(())
+}

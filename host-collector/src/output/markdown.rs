@@ -1,0 +1,148 @@
+//! `report.md`, rendered from the [`Summary`] alone, so every number in the
+//! report is one in `summary.json`.
+
+use std::fmt::Write;
+
+use super::summary::Summary;
+
+fn opt_s(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.3} s")).unwrap_or_else(|| "—".into())
+}
+
+/// Renders the report.
+pub fn render(s: &Summary) -> String {
+    let mut md = String::new();
+    let r = &s.run;
+    let _ = writeln!(md, "# guestscope report\n");
+    let _ = writeln!(
+        md,
+        "Guest kernel **{}** under QEMU ({}: {}), {} vCPU, {} MiB. Run took {:.1} s of host wall time. \
+         Outcome: **{}**{}.\n",
+        r.kernel_release.as_deref().unwrap_or("unknown"),
+        r.accel.to_uppercase(),
+        r.accel_reason,
+        r.cpus,
+        r.memory_mb,
+        r.wall_s,
+        r.outcome.how,
+        r.outcome.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+    );
+
+    let _ = writeln!(md, "## Boot\n");
+    let b = &s.boot;
+    let _ = writeln!(md, "| milestone | host time since QEMU launch |\n|---|---|");
+    for (name, v) in [
+        ("first console byte", b.first_byte_s),
+        ("kernel banner (`Linux version`)", b.kernel_banner_s),
+        ("init started", b.init_start_s),
+        ("agent ready (probes attached, stream up)", b.agent_ready_s),
+    ] {
+        let _ = writeln!(md, "| {name} | {} |", opt_s(v));
+    }
+    if let Some(k) = b.init_start_kernel_s {
+        let _ = writeln!(md, "\nThe kernel's own clock read {k:.3} s when init started.");
+    }
+    if let Some(f) = &b.fatal {
+        let _ = writeln!(md, "\n**Fatal console message:** `{f}`");
+    }
+
+    let _ = writeln!(md, "\n## Probes\n");
+    let _ = writeln!(md, "| probe | attached to | method | matched | emitted | lost (ring full) | no stack | skipped (nested) | note |\n|---|---|---|---:|---:|---:|---:|---:|---|");
+    for p in &s.probes {
+        let c = p.counters.unwrap_or_default();
+        let n = |v: u64| if p.counters.is_some() { v.to_string() } else { "—".into() };
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
+            p.name,
+            p.attach.target,
+            if p.attach.attached { p.attach.method.as_str() } else { "not attached" },
+            n(c.matched),
+            n(c.emitted),
+            n(c.ring_full),
+            n(c.stack_failed),
+            n(c.nested),
+            p.attach.note
+        );
+    }
+
+    let l = &s.losses;
+    let st = &s.stream;
+    let _ = writeln!(md, "\n## Coverage and losses\n");
+    let _ = writeln!(md, "| what | count |\n|---|---:|");
+    let _ = writeln!(md, "| events received by the collector | {} |", st.events_received);
+    if let Some(sent) = l.events_sent {
+        let _ = writeln!(md, "| events sent by the agent | {sent} |");
+    }
+    if let Some(m) = l.events_missing {
+        let _ = writeln!(md, "| events sent but not received | {m} |");
+    }
+    let _ = writeln!(md, "| events lost in the kernel (ring buffer full) | {} |", l.ring_full);
+    let _ = writeln!(md, "| events without a stack (stack walk failed) | {} |", l.stack_failed);
+    let _ = writeln!(md, "| probe hits skipped (another probe running on the CPU) | {} |", l.nested);
+    let _ = writeln!(md, "| stream records missing (sequence gaps) | {} in {} gaps |", st.seq.missing, st.seq.gaps);
+    let _ = writeln!(md, "| duplicate records dropped | {} |", st.seq.duplicates);
+    let _ = writeln!(md, "| events attributed to no workload | {} |", st.events_unattributed);
+    if let Some(e) = &st.decode_error {
+        let _ = writeln!(md, "\nThe stream ended with an error: `{e}`.");
+    }
+    if let Some(rate) = st.events_per_s {
+        let _ = writeln!(md, "\n{} records, {} bytes; {:.0} events/s while workloads ran (guest clock).", st.records, st.bytes, rate);
+    }
+
+    let _ = writeln!(md, "\n## Workloads\n");
+    let _ = writeln!(md, "| workload | pid | exit | duration (guest) | spin_lock | alloc_fd | page_fault_user | page_fault_kernel |\n|---|---:|---:|---:|---:|---:|---:|---:|");
+    for w in &s.workloads {
+        let e = |k: &str| w.events.get(k).copied().unwrap_or(0);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            w.name,
+            w.pid,
+            w.status.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
+            w.duration_ms.map(|d| format!("{d:.1} ms")).unwrap_or_else(|| "—".into()),
+            e("spin_lock"),
+            e("alloc_fd"),
+            e("page_fault_user"),
+            e("page_fault_kernel")
+        );
+    }
+    for w in &s.workloads {
+        let _ = writeln!(md, "\n### {} (`{}`)\n", w.name, w.argv.join(" "));
+        if w.pids.len() > 1 {
+            let _ = writeln!(md, "Events came from pids {:?} (the workload and its children).\n", w.pids);
+        }
+        if !w.named_locks.is_empty() {
+            let locks: Vec<String> = w.named_locks.iter().map(|(k, v)| format!("`{k}` ×{v}")).collect();
+            let _ = writeln!(md, "Named locks taken: {}.\n", locks.join(", "));
+        }
+        for (probe, stacks) in &w.top_stacks {
+            let total = w.events.get(probe).copied().unwrap_or(0);
+            let _ = writeln!(md, "**{probe}**: top {} of {} events' stacks\n", stacks.len(), total);
+            for st in stacks {
+                let _ = writeln!(md, "{} events:\n```", st.count);
+                if st.frames.is_empty() {
+                    let _ = writeln!(md, "(no stack: id {})", st.stack_id);
+                }
+                for f in st.frames.iter().take(16) {
+                    let _ = writeln!(md, "  {f}");
+                }
+                if st.frames.len() > 16 {
+                    let _ = writeln!(md, "  … {} more frames", st.frames.len() - 16);
+                }
+                let _ = writeln!(md, "```");
+            }
+        }
+        if !w.output.is_empty() {
+            let _ = writeln!(md, "Output:\n```\n{}\n```", w.output);
+        }
+    }
+    if !s.agent_messages.is_empty() {
+        let _ = writeln!(md, "\n## Agent messages\n");
+        for m in &s.agent_messages {
+            let _ = writeln!(md, "- {m}");
+        }
+    }
+    let _ = writeln!(md, "\n---\nQEMU: `{}`", r.qemu_command);
+    md
+}

@@ -1,0 +1,9 @@
+//! What a run writes to its output directory.
+//!
+//! - [`summary`]: `summary.json`, every number the report shows.
+//! - [`markdown`]: `report.md`, rendered from the summary only.
+//! - [`atomic`]: write-then-rename, so no reader ever sees half a file.
+
+pub mod atomic;
+pub mod markdown;
+pub mod summary;

@@ -1,0 +1,226 @@
+//! `summary.json`: every number the report shows, from this run's data.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use guestscope_common::event::{ProbeCounters, ProbeKind};
+use guestscope_common::wire::ProbeAttach;
+use serde::Serialize;
+
+use crate::qemu::serial::BootMarks;
+use crate::session::Session;
+use crate::stream::seq::SeqTracker;
+
+/// The whole summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// guestscope version that wrote this.
+    pub guestscope_version: String,
+    /// How the run was set up and how it ended.
+    pub run: RunInfo,
+    /// Boot milestones (host seconds since QEMU launch).
+    pub boot: BootMarks,
+    /// Stream accounting.
+    pub stream: StreamStats,
+    /// Everything that was lost, by cause.
+    pub losses: Losses,
+    /// Per-probe attach outcome and counters.
+    pub probes: Vec<ProbeSummary>,
+    /// Per-workload results.
+    pub workloads: Vec<WorkloadSummary>,
+    /// Warnings and errors the agent reported.
+    pub agent_messages: Vec<String>,
+}
+
+/// Run setup and outcome.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunInfo {
+    /// Unix time the run started.
+    pub started_unix_s: u64,
+    /// Host wall time of the run, s.
+    pub wall_s: f64,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// Why that accelerator.
+    pub accel_reason: String,
+    /// The QEMU command line.
+    pub qemu_command: String,
+    /// Kernel image path.
+    pub kernel: String,
+    /// Guest kernel release (from the agent).
+    pub kernel_release: Option<String>,
+    /// Guest kernel command line.
+    pub kernel_cmdline: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory, MiB.
+    pub memory_mb: u32,
+    /// gdbstub port on 127.0.0.1.
+    pub gdb_port: Option<u16>,
+    /// How the run ended.
+    pub outcome: Outcome,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Outcome {
+    /// True when the agent sent its final record.
+    pub complete: bool,
+    /// Short description: `finished`, `stream ended early`, `guest panicked`, ...
+    pub how: String,
+    /// Detail (error text, panic line).
+    pub detail: Option<String>,
+}
+
+/// Stream accounting.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StreamStats {
+    /// Records applied.
+    pub records: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Sequence-number accounting.
+    pub seq: SeqTracker,
+    /// The decode error that ended the stream, if any.
+    pub decode_error: Option<String>,
+    /// Events received.
+    pub events_received: u64,
+    /// Events attributed to no workload.
+    pub events_unattributed: u64,
+    /// Events whose stack never arrived.
+    pub events_stack_unknown: u64,
+    /// Events per second over the time workloads ran (guest clock).
+    pub events_per_s: Option<f64>,
+}
+
+/// Losses, by cause. `produced = received + ring_full` for every probe.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Losses {
+    /// Events lost because the ring buffer was full.
+    pub ring_full: u64,
+    /// Events that carry no stack because the walk failed.
+    pub stack_failed: u64,
+    /// Hits skipped because a probe was already running on the CPU.
+    pub nested: u64,
+    /// Records missing from the stream (sequence gaps).
+    pub records_missing: u64,
+    /// Events the agent says it sent.
+    pub events_sent: Option<u64>,
+    /// Events sent but not received (`events_sent - events_received`).
+    pub events_missing: Option<u64>,
+}
+
+/// One probe.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeSummary {
+    /// Probe name.
+    pub name: String,
+    /// Attach outcome.
+    pub attach: ProbeAttach,
+    /// Counters summed over CPUs (absent if the run did not finish).
+    pub counters: Option<ProbeCounters>,
+}
+
+/// One stack and how often it was seen.
+#[derive(Clone, Debug, Serialize)]
+pub struct StackCount {
+    /// Events with this stack.
+    pub count: u64,
+    /// Stack-map id (negative: no stack).
+    pub stack_id: i32,
+    /// Symbolized frames, innermost first.
+    pub frames: Vec<String>,
+}
+
+/// One workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadSummary {
+    /// Name.
+    pub name: String,
+    /// Process id.
+    pub pid: u32,
+    /// Command line.
+    pub argv: Vec<String>,
+    /// Exit status (None if the guest never reported it).
+    pub status: Option<i32>,
+    /// Run time on the guest clock, ms.
+    pub duration_ms: Option<f64>,
+    /// Events per probe.
+    pub events: BTreeMap<String, u64>,
+    /// Pids whose events were attributed to this workload.
+    pub pids: Vec<u32>,
+    /// spin_lock hits on named global locks.
+    pub named_locks: BTreeMap<String, u64>,
+    /// Most frequent stacks per probe.
+    pub top_stacks: BTreeMap<String, Vec<StackCount>>,
+    /// The workload's own output (first lines).
+    pub output: String,
+}
+
+/// Stacks kept per probe per workload.
+pub const TOP_STACKS: usize = 5;
+
+/// Builds the per-probe and per-workload parts from a session.
+pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<WorkloadSummary>, Losses, StreamStats) {
+    let counters: BTreeMap<String, ProbeCounters> =
+        session.totals.as_ref().map(|t| t.probes.iter().cloned().collect()).unwrap_or_default();
+    let probes = session
+        .probes
+        .iter()
+        .map(|a| ProbeSummary { name: a.probe.clone(), attach: a.clone(), counters: counters.get(&a.probe).copied() })
+        .collect();
+    let mut workloads = Vec::new();
+    for i in 0..session.workloads.len() {
+        let mut top_stacks = BTreeMap::new();
+        for kind in ProbeKind::ALL {
+            let top = session.top_stacks(i, kind, TOP_STACKS);
+            if !top.is_empty() {
+                top_stacks.insert(
+                    kind.name().to_string(),
+                    top.into_iter().map(|(count, stack_id, frames)| StackCount { count, stack_id, frames }).collect(),
+                );
+            }
+        }
+        let w = &session.workloads[i];
+        let duration_ms = w.exited.as_ref().map(|x| x.end_ns.saturating_sub(w.started.start_ns) as f64 / 1e6);
+        workloads.push(WorkloadSummary {
+            name: w.started.name.clone(),
+            pid: w.started.pid,
+            argv: w.started.argv.clone(),
+            status: w.exited.as_ref().map(|x| x.status),
+            duration_ms,
+            events: w.events.clone(),
+            pids: w.pids.iter().copied().collect(),
+            named_locks: w.named_locks.clone(),
+            top_stacks,
+            output: w.exited.as_ref().map(|x| x.output.lines().take(20).collect::<Vec<_>>().join("\n")).unwrap_or_default(),
+        });
+    }
+    let mut losses = Losses { records_missing: session.seq.missing, ..Losses::default() };
+    for c in counters.values() {
+        losses.ring_full += c.ring_full;
+        losses.stack_failed += c.stack_failed;
+        losses.nested += c.nested;
+    }
+    if let Some(t) = &session.totals {
+        losses.events_sent = Some(t.events_sent);
+        losses.events_missing = Some(t.events_sent.saturating_sub(session.events_received));
+    }
+    let busy_ns: u64 = session
+        .workloads
+        .iter()
+        .filter_map(|w| w.exited.as_ref().map(|x| x.end_ns.saturating_sub(w.started.start_ns)))
+        .sum();
+    let attributed = session.events_received - session.events_unattributed;
+    let stream = StreamStats {
+        records: session.records,
+        bytes: 0,
+        seq: session.seq.clone(),
+        decode_error: None,
+        events_received: session.events_received,
+        events_unattributed: session.events_unattributed,
+        events_stack_unknown: session.events_stack_unknown,
+        events_per_s: (busy_ns > 0).then(|| attributed as f64 / (busy_ns as f64 / 1e9)),
+    };
+    (probes, workloads, losses, stream)
+}

@@ -1,0 +1,156 @@
+//! The QEMU command line for a guestscope run.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::accel::Accel;
+use super::vhost::VsockBackend;
+
+/// Everything that shapes the QEMU command line.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    /// The `qemu-system-x86_64` binary.
+    pub binary: PathBuf,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Guest memory in MiB.
+    pub memory_mb: u32,
+    /// Number of vCPUs.
+    pub cpus: u32,
+    /// `-cpu` model, when not QEMU's default.
+    pub cpu_model: Option<String>,
+    /// Kernel image (bzImage).
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: PathBuf,
+    /// Kernel command line.
+    pub append: String,
+    /// gdbstub port on 127.0.0.1, if any.
+    pub gdb_port: Option<u16>,
+    /// The vsock device.
+    pub vsock: VsockBackend,
+    /// Guest vsock CID.
+    pub cid: u32,
+    /// Extra arguments appended verbatim.
+    pub extra: Vec<String>,
+}
+
+impl QemuConfig {
+    /// The arguments (without the binary).
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "-accel".into(),
+            self.accel.as_str().into(),
+            "-m".into(),
+            format!("{}M", self.memory_mb),
+            "-smp".into(),
+            self.cpus.to_string(),
+            "-display".into(),
+            "none".into(),
+            "-serial".into(),
+            "stdio".into(),
+            "-monitor".into(),
+            "none".into(),
+            "-no-reboot".into(),
+            "-kernel".into(),
+            self.kernel.display().to_string(),
+            "-initrd".into(),
+            self.initrd.display().to_string(),
+            "-append".into(),
+            self.append.clone(),
+        ];
+        if let Some(model) = &self.cpu_model {
+            a.extend(["-cpu".into(), model.clone()]);
+        }
+        if let Some(port) = self.gdb_port {
+            // Loopback only: the gdbstub gives full control of the guest.
+            a.extend(["-gdb".into(), format!("tcp:127.0.0.1:{port}")]);
+        }
+        match &self.vsock {
+            VsockBackend::Kernel => {
+                a.extend(["-device".into(), format!("vhost-vsock-pci,guest-cid={}", self.cid)]);
+            }
+            VsockBackend::VhostUser { control, .. } => {
+                // vhost-user needs guest memory QEMU can share with the backend.
+                a.extend([
+                    "-object".into(),
+                    format!("memory-backend-memfd,id=mem,size={}M,share=on", self.memory_mb),
+                    "-machine".into(),
+                    "memory-backend=mem".into(),
+                    "-chardev".into(),
+                    format!("socket,id=vsock0,path={}", control.display()),
+                    "-device".into(),
+                    "vhost-user-vsock-pci,chardev=vsock0".into(),
+                ]);
+            }
+        }
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+
+    /// A ready-to-spawn command.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.args(self.args());
+        c
+    }
+
+    /// The command line as one shell-quoted string (for logs and the report).
+    pub fn display(&self) -> String {
+        std::iter::once(self.binary.display().to_string())
+            .chain(self.args())
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> QemuConfig {
+        QemuConfig {
+            binary: "qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            memory_mb: 1024,
+            cpus: 1,
+            cpu_model: None,
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            append: "console=ttyS0 panic=-1".into(),
+            gdb_port: Some(1234),
+            vsock: VsockBackend::VhostUser { control: "/r/vhost.sock".into(), uds: "/r/vm.vsock".into() },
+            cid: 3,
+            extra: vec![],
+        }
+    }
+
+    #[test]
+    fn gdbstub_listens_on_loopback_only() {
+        let args = config().args();
+        let i = args.iter().position(|a| a == "-gdb").unwrap();
+        assert_eq!(args[i + 1], "tcp:127.0.0.1:1234");
+    }
+
+    #[test]
+    fn vhost_user_vsock_shares_memory_of_the_same_size() {
+        let args = config().args().join(" ");
+        assert!(args.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
+        assert!(args.contains("vhost-user-vsock-pci,chardev=vsock0"));
+        assert!(args.contains("-accel tcg"));
+    }
+
+    #[test]
+    fn display_quotes_the_kernel_command_line() {
+        assert!(config().display().contains("-append 'console=ttyS0 panic=-1'"));
+    }
+}

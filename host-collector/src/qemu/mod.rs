@@ -1,0 +1,13 @@
+//! Running the guest: QEMU, its accelerator, its serial console and the vsock device.
+//!
+//! - [`accel`]: KVM when it can really run a guest, else TCG.
+//! - [`command`]: the QEMU command line.
+//! - [`serial`]: the serial console, line by line, timestamped on the host.
+//! - [`vhost`]: the vhost-user vsock device process (when /dev/vhost-vsock is absent).
+//! - [`child`]: a child process that is killed when dropped.
+
+pub mod accel;
+pub mod child;
+pub mod command;
+pub mod serial;
+pub mod vhost;

@@ -1,0 +1,67 @@
+//! The vsock device when the host has no `/dev/vhost-vsock`: rust-vmm's
+//! `vhost-device-vsock`, a vhost-user backend QEMU connects to over a Unix socket.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::child::ChildGuard;
+
+/// How the guest's vsock device is provided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VsockBackend {
+    /// The kernel's vhost-vsock (`/dev/vhost-vsock`): `-device vhost-vsock-pci`.
+    /// Host side uses AF_VSOCK directly.
+    Kernel,
+    /// vhost-device-vsock with hybrid Unix sockets.
+    VhostUser {
+        /// Control socket QEMU connects to.
+        control: PathBuf,
+        /// Base path of the hybrid-vsock Unix sockets.
+        uds: PathBuf,
+    },
+}
+
+/// Why the vsock device could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum VhostError {
+    /// The program is not installed.
+    #[error("vhost-device-vsock not found ({0}); run `cargo xtask lab` once, or `cargo install vhost-device-vsock@0.3.0`")]
+    NotFound(String),
+    /// It started but never created its socket.
+    #[error("vhost-device-vsock did not create {0} within 10 s")]
+    NoSocket(PathBuf),
+    /// It exited at start.
+    #[error("vhost-device-vsock exited at start ({0})")]
+    Exited(String),
+}
+
+/// Starts `vhost-device-vsock` for guest CID `cid`, with its sockets in `dir`.
+pub fn start(program: &Path, dir: &Path, cid: u32) -> Result<(ChildGuard, VsockBackend), VhostError> {
+    let control = dir.join("vhost.sock");
+    let uds = dir.join("vm.vsock");
+    let child = Command::new(program)
+        .arg("--guest-cid")
+        .arg(cid.to_string())
+        .arg("--socket")
+        .arg(&control)
+        .arg("--uds-path")
+        .arg(&uds)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| VhostError::NotFound(format!("{}: {e}", program.display())))?;
+    let mut guard = ChildGuard::new("vhost-device-vsock", child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !control.exists() {
+        if let Ok(Some(status)) = guard.try_wait() {
+            return Err(VhostError::Exited(status.to_string()));
+        }
+        if Instant::now() > deadline {
+            return Err(VhostError::NoSocket(control));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((guard, VsockBackend::VhostUser { control, uds }))
+}

@@ -1,0 +1,300 @@
+//! One run's collected state: applies each record of the guest stream, writes
+//! `events.jsonl` as events arrive, and keeps the aggregates the report needs.
+//!
+//! Memory stays bounded by what the report shows (counts per workload, probe and
+//! stack), not by the number of events: events go to disk as they arrive.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+
+use guestscope_common::event::{NO_STACK, ProbeKind, RawEvent};
+use guestscope_common::wire::{Body, Hello, ProbeAttach, Record, Totals, WorkloadExited, WorkloadStarted};
+use serde::Serialize;
+
+use crate::guest::kallsyms::Kallsyms;
+use crate::stream::seq::{SeqTracker, SeqVerdict};
+
+/// A workload as seen by the collector.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadRun {
+    /// Start record.
+    pub started: WorkloadStarted,
+    /// Exit record, once received.
+    pub exited: Option<WorkloadExited>,
+    /// Events per probe name.
+    pub events: BTreeMap<String, u64>,
+    /// Distinct pids whose events were attributed to this workload.
+    pub pids: BTreeSet<u32>,
+    /// Event count per (probe, stack id).
+    #[serde(skip)]
+    pub stack_counts: HashMap<(ProbeKind, i32), u64>,
+    /// spin_lock hits per named lock (global lock symbols such as `jiffies_lock`).
+    pub named_locks: BTreeMap<String, u64>,
+    /// Guest monotonic ns of the first and last event.
+    pub first_event_ns: Option<u64>,
+    /// See `first_event_ns`.
+    pub last_event_ns: Option<u64>,
+}
+
+/// An artifact (file captured in the guest) as assembled from chunks.
+#[derive(Clone, Debug, Default)]
+pub struct Artifact {
+    /// Bytes received so far.
+    pub data: Vec<u8>,
+    /// Whether the last chunk arrived.
+    pub complete: bool,
+    /// Chunks that did not continue at the expected offset.
+    pub misplaced_chunks: u64,
+}
+
+/// Collected state of one stream.
+pub struct Session<W: Write> {
+    events_out: W,
+    /// The agent's hello, once received.
+    pub hello: Option<Hello>,
+    /// Probe attach outcomes, in the order received.
+    pub probes: Vec<ProbeAttach>,
+    /// Workloads in start order.
+    pub workloads: Vec<WorkloadRun>,
+    /// Artifacts by name.
+    pub artifacts: BTreeMap<String, Artifact>,
+    /// The guest's symbol table, once its artifact is complete.
+    pub kallsyms: Option<Kallsyms>,
+    /// Why kallsyms could not be used, if so.
+    pub kallsyms_error: Option<String>,
+    /// Sequence-number accounting.
+    pub seq: SeqTracker,
+    /// The agent's final totals, if the stream finished cleanly.
+    pub totals: Option<Totals>,
+    /// Records applied (duplicates excluded).
+    pub records: u64,
+    /// Events received.
+    pub events_received: u64,
+    /// Events whose pid belongs to no workload and that arrived while none ran.
+    pub events_unattributed: u64,
+    /// Events whose stack record never arrived (symbolized as empty).
+    pub events_stack_unknown: u64,
+    /// Diagnostic messages from the agent: (level, message).
+    pub agent_logs: Vec<(String, String)>,
+    stacks_raw: HashMap<u32, Vec<u64>>,
+    stacks_sym: HashMap<u32, Vec<String>>,
+    pid_workload: HashMap<u32, usize>,
+    active: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct EventLine<'a> {
+    ts_ns: u64,
+    probe: &'a str,
+    cpu: u32,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    workload: Option<&'a str>,
+    arg: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<u32>,
+    stack_id: i32,
+    stack: &'a [String],
+}
+
+static EMPTY: Vec<String> = Vec::new();
+
+impl<W: Write> Session<W> {
+    /// A new session writing one JSON line per event to `events_out`.
+    pub fn new(events_out: W) -> Session<W> {
+        Session {
+            events_out,
+            hello: None,
+            probes: Vec::new(),
+            workloads: Vec::new(),
+            artifacts: BTreeMap::new(),
+            kallsyms: None,
+            kallsyms_error: None,
+            seq: SeqTracker::default(),
+            totals: None,
+            records: 0,
+            events_received: 0,
+            events_unattributed: 0,
+            events_stack_unknown: 0,
+            agent_logs: Vec::new(),
+            stacks_raw: HashMap::new(),
+            stacks_sym: HashMap::new(),
+            pid_workload: HashMap::new(),
+            active: None,
+        }
+    }
+
+    /// Whether the final record has arrived.
+    pub fn finished(&self) -> bool {
+        self.totals.is_some()
+    }
+
+    /// Applies one record. I/O errors writing `events.jsonl` are returned.
+    pub fn apply(&mut self, record: Record) -> std::io::Result<()> {
+        if let SeqVerdict::Duplicate = self.seq.observe(record.seq) {
+            return Ok(());
+        }
+        self.records += 1;
+        match record.body {
+            Body::Hello(h) => self.hello = Some(h),
+            Body::ProbeAttach(p) => self.probes.push(p),
+            Body::Artifact { name, offset, data, last } => self.artifact_chunk(name, offset, data, last),
+            Body::WorkloadStarted(s) => {
+                let idx = self.workloads.len();
+                self.pid_workload.insert(s.pid, idx);
+                self.active = Some(idx);
+                self.workloads.push(WorkloadRun {
+                    started: s,
+                    exited: None,
+                    events: BTreeMap::new(),
+                    pids: BTreeSet::new(),
+                    stack_counts: HashMap::new(),
+                    named_locks: BTreeMap::new(),
+                    first_event_ns: None,
+                    last_event_ns: None,
+                });
+            }
+            Body::WorkloadExited(x) => {
+                if let Some(&idx) = self.pid_workload.get(&x.pid) {
+                    self.workloads[idx].exited = Some(x);
+                    if self.active == Some(idx) {
+                        self.active = None;
+                    }
+                }
+            }
+            Body::Stack { id, ips } => {
+                self.stacks_sym.remove(&id);
+                self.stacks_raw.insert(id, ips);
+            }
+            Body::Events(events) => {
+                for e in &events {
+                    self.event(e)?;
+                }
+            }
+            Body::Log { level, message } => self.agent_logs.push((level, message)),
+            Body::Finished(t) => {
+                self.totals = Some(t);
+                self.events_out.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn artifact_chunk(&mut self, name: String, offset: u64, data: Vec<u8>, last: bool) {
+        let a = self.artifacts.entry(name.clone()).or_default();
+        if offset != a.data.len() as u64 {
+            a.misplaced_chunks += 1;
+        }
+        a.data.extend_from_slice(&data);
+        a.complete |= last;
+        if last && name == "kallsyms" {
+            match Kallsyms::parse(&String::from_utf8_lossy(&a.data)) {
+                Ok(k) => {
+                    self.kallsyms = Some(k);
+                    self.stacks_sym.clear();
+                }
+                Err(e) => self.kallsyms_error = Some(e.to_string()),
+            }
+        }
+    }
+
+    /// The text of a complete artifact.
+    pub fn artifact_text(&self, name: &str) -> Option<String> {
+        self.artifacts.get(name).map(|a| String::from_utf8_lossy(&a.data).into_owned())
+    }
+
+    /// The symbolized frames of stack `id` (empty if unknown).
+    pub fn stack(&mut self, id: i32) -> &[String] {
+        if id < 0 {
+            return &EMPTY;
+        }
+        let id = id as u32;
+        if !self.stacks_sym.contains_key(&id) {
+            let Some(ips) = self.stacks_raw.get(&id) else { return &EMPTY };
+            let frames = match &self.kallsyms {
+                Some(k) => k.symbolize_stack(ips),
+                None => ips.iter().map(|ip| format!("{ip:#x}")).collect(),
+            };
+            self.stacks_sym.insert(id, frames);
+        }
+        &self.stacks_sym[&id]
+    }
+
+    fn event(&mut self, e: &RawEvent) -> std::io::Result<()> {
+        self.events_received += 1;
+        let probe = e.probe();
+        let probe_name = probe.map(ProbeKind::name).unwrap_or("unknown");
+        let idx = self.pid_workload.get(&e.pid).copied().or(self.active);
+        if e.stack_id >= 0 && !self.stacks_raw.contains_key(&(e.stack_id as u32)) {
+            self.events_stack_unknown += 1;
+        }
+        let lock = match (probe, &self.kallsyms) {
+            (Some(ProbeKind::SpinLock), Some(k)) => k.exact(e.arg).map(|s| s.name.clone()),
+            _ => None,
+        };
+        match idx {
+            Some(i) => {
+                let w = &mut self.workloads[i];
+                *w.events.entry(probe_name.to_string()).or_default() += 1;
+                w.pids.insert(e.pid);
+                if let Some(p) = probe {
+                    *w.stack_counts.entry((p, e.stack_id)).or_default() += 1;
+                }
+                if let Some(l) = &lock {
+                    *w.named_locks.entry(l.clone()).or_default() += 1;
+                }
+                w.first_event_ns.get_or_insert(e.ts_ns);
+                w.last_event_ns = Some(e.ts_ns);
+            }
+            None => self.events_unattributed += 1,
+        }
+        let workload = idx.map(|i| self.workloads[i].started.name.clone());
+        let comm = String::from_utf8_lossy(e.comm_bytes()).into_owned();
+        let is_fault = matches!(probe, Some(ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel));
+        let stack_id = if e.stack_id == NO_STACK { -1 } else { e.stack_id };
+        let frames = self.stack(e.stack_id).to_vec();
+        let line = EventLine {
+            ts_ns: e.ts_ns,
+            probe: probe_name,
+            cpu: e.cpu,
+            pid: e.pid,
+            tid: e.tid,
+            comm: &comm,
+            workload: workload.as_deref(),
+            arg: format!("{:#x}", e.arg),
+            lock: lock.as_deref(),
+            ip: is_fault.then(|| format!("{:#x}", e.ip)),
+            error_code: is_fault.then_some(e.flags),
+            stack_id,
+            stack: &frames,
+        };
+        serde_json::to_writer(&mut self.events_out, &line)?;
+        self.events_out.write_all(b"\n")
+    }
+
+    /// The `n` most frequent stacks of `probe` in workload `idx`: (count, frames).
+    pub fn top_stacks(&mut self, idx: usize, probe: ProbeKind, n: usize) -> Vec<(u64, i32, Vec<String>)> {
+        let mut counts: Vec<(u64, i32)> = self.workloads[idx]
+            .stack_counts
+            .iter()
+            .filter(|((p, _), _)| *p == probe)
+            .map(|((_, id), c)| (*c, *id))
+            .collect();
+        counts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        counts.truncate(n);
+        counts.into_iter().map(|(c, id)| (c, id, self.stack(id).to_vec())).collect()
+    }
+
+    /// Flushes `events.jsonl`.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.events_out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests;

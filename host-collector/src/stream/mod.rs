@@ -1,0 +1,7 @@
+//! The host end of the guest's event stream.
+//!
+//! - [`seq`]: sequence-number checking (gaps, duplicates).
+//! - [`listener`]: the hybrid-vsock Unix socket the guest's connection arrives on.
+
+pub mod listener;
+pub mod seq;
