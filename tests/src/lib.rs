@@ -1,1 +1,97 @@
-//! End-to-end tests live in tests/.
+//! Shared harness for guestscope's end-to-end tests: they boot the real guest
+//! (kernel + initramfs built by `cargo xtask test`) under QEMU and check what the
+//! collector wrote.
+//!
+//! The guest artifacts come from the environment: `GUESTSCOPE_KERNEL` and
+//! `GUESTSCOPE_INITRD` (set by `cargo xtask test`). A VM test run without them
+//! fails with a message saying so; it never passes vacuously.
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use guestscope::lab::{self, LabOptions};
+use serde_json::Value;
+
+/// What one guest run left in its output directory.
+pub struct RunOutput {
+    /// The output directory (kept after the test for inspection).
+    pub dir: PathBuf,
+    /// `summary.json`.
+    pub summary: Value,
+    /// `events.jsonl`, one value per line.
+    pub events: Vec<Value>,
+    /// `report.md`.
+    pub report: String,
+}
+
+impl RunOutput {
+    /// The workload entry of `summary.json` named `name`.
+    pub fn workload(&self, name: &str) -> &Value {
+        self.summary["workloads"]
+            .as_array()
+            .and_then(|ws| ws.iter().find(|w| w["name"] == name))
+            .unwrap_or_else(|| panic!("workload {name} missing from summary ({})", self.dir.display()))
+    }
+
+    /// Events of workload `name` from probe `probe`.
+    pub fn events_of<'a>(&'a self, name: &'a str, probe: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events.iter().filter(move |e| e["workload"] == name && e["probe"] == probe)
+    }
+}
+
+/// Whether any frame of an event's stack is in function `func`.
+pub fn stack_has(event: &Value, func: &str) -> bool {
+    event["stack"].as_array().is_some_and(|frames| {
+        frames.iter().any(|f| f.as_str().is_some_and(|s| s.split(['+', ' ']).next() == Some(func)))
+    })
+}
+
+/// The repository's target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// Guest kernel and base initramfs from the environment.
+pub fn guest_artifacts() -> (PathBuf, PathBuf) {
+    let get = |var: &str| {
+        std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+            panic!("{var} is not set: VM tests need the guest built by `cargo xtask test` (run that instead of cargo test)")
+        })
+    };
+    (get("GUESTSCOPE_KERNEL"), get("GUESTSCOPE_INITRD"))
+}
+
+/// A static musl binary of one of guestscope's workloads, on the host.
+pub fn workload_binary(name: &str) -> PathBuf {
+    let p = target_dir().join("x86_64-unknown-linux-musl/release").join(name);
+    assert!(p.is_file(), "{} missing: build with `cargo xtask test`", p.display());
+    p
+}
+
+/// Boots the guest with `opts` (kernel, initrd and out dir filled in) and loads
+/// what it wrote.
+pub fn run_lab(test_name: &str, mut opts: LabOptions) -> RunOutput {
+    let (kernel, initrd) = guest_artifacts();
+    let dir = target_dir().join("guestscope/test-out").join(test_name);
+    let _ = std::fs::remove_dir_all(&dir);
+    opts.kernel = kernel;
+    opts.initrd = initrd;
+    opts.out_dir = dir.clone();
+    let outcome = lab::run(&opts).unwrap_or_else(|e| panic!("lab run failed to start: {e}"));
+    assert_eq!(outcome.out_dir, dir);
+    load(&dir)
+}
+
+/// Loads the outputs in `dir`.
+pub fn load(dir: &Path) -> RunOutput {
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_else(|e| panic!("{}/{n}: {e}", dir.display()));
+    let summary: Value = serde_json::from_str(&read("summary.json")).expect("summary.json parses");
+    let events = read("events.jsonl")
+        .lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("events.jsonl line {}: {e}", i + 1)))
+        .collect();
+    RunOutput { dir: dir.to_path_buf(), summary, events, report: read("report.md") }
+}
