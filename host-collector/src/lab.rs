@@ -14,6 +14,7 @@ use guestscope_common::event::ProbeKind;
 use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, USER_WORKLOAD_DIR, WorkloadOrigin, WorkloadSpec};
 use guestscope_common::wire::{DecodeError, FrameReader};
 
+use crate::experiments;
 use crate::image;
 use crate::inputs::{self, InputError, UserWorkload};
 use crate::output::{atomic, markdown, summary};
@@ -331,6 +332,10 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         }
     }
     let (probes, workloads, losses, mut stream) = summary::collect(&mut session);
+    let experiments = summary::Experiments {
+        spin_lock: experiments::spinlock::analyze(&mut session),
+        page_faults: experiments::faults::analyze(&mut session),
+    };
     stream.bytes = bytes;
     stream.decode_error = decode_error;
     let summary = summary::Summary {
@@ -354,6 +359,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         losses,
         probes,
         workloads,
+        experiments,
         agent_messages: session.agent_logs.iter().map(|(l, m)| format!("{l}: {m}")).collect(),
     };
     drop(serial);

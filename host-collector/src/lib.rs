@@ -7,6 +7,7 @@
 //! - [`qemu`]: QEMU, its accelerator, serial console and vsock device.
 //! - [`stream`]: the hybrid-vsock listener and sequence accounting.
 //! - [`guest`]: guest kernel knowledge (kallsyms).
+//! - [`experiments`]: the lab's questions, answered from the collected data.
 //! - [`session`]: applies the stream's records; writes `events.jsonl`.
 //! - [`output`]: `summary.json` and `report.md`.
 //! - [`lab`]: one run, end to end.
@@ -14,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod experiments;
 pub mod guest;
 pub mod image;
 pub mod inputs;

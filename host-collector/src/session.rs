@@ -30,6 +30,9 @@ pub struct WorkloadRun {
     pub stack_counts: HashMap<(ProbeKind, i32), u64>,
     /// spin_lock hits per named lock (global lock symbols such as `jiffies_lock`).
     pub named_locks: BTreeMap<String, u64>,
+    /// spin_lock hits on named locks, per stack id.
+    #[serde(skip)]
+    pub named_locks_by_stack: HashMap<i32, BTreeMap<String, u64>>,
     /// Guest monotonic ns of the first and last event.
     pub first_event_ns: Option<u64>,
     /// See `first_event_ns`.
@@ -155,6 +158,7 @@ impl<W: Write> Session<W> {
                     pids: BTreeSet::new(),
                     stack_counts: HashMap::new(),
                     named_locks: BTreeMap::new(),
+                    named_locks_by_stack: HashMap::new(),
                     first_event_ns: None,
                     last_event_ns: None,
                 });
@@ -247,6 +251,7 @@ impl<W: Write> Session<W> {
                 }
                 if let Some(l) = &lock {
                     *w.named_locks.entry(l.clone()).or_default() += 1;
+                    *w.named_locks_by_stack.entry(e.stack_id).or_default().entry(l.clone()).or_default() += 1;
                 }
                 w.first_event_ns.get_or_insert(e.ts_ns);
                 w.last_event_ns = Some(e.ts_ns);
@@ -288,6 +293,18 @@ impl<W: Write> Session<W> {
         counts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         counts.truncate(n);
         counts.into_iter().map(|(c, id)| (c, id, self.stack(id).to_vec())).collect()
+    }
+
+    /// Every (stack id, count) of `probe` in workload `idx`, most frequent first.
+    pub fn stacks_of(&self, idx: usize, probe: ProbeKind) -> Vec<(i32, u64)> {
+        let mut v: Vec<(i32, u64)> = self.workloads[idx]
+            .stack_counts
+            .iter()
+            .filter(|((p, _), _)| *p == probe)
+            .map(|((_, id), c)| (*id, *c))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
     }
 
     /// Flushes `events.jsonl`.

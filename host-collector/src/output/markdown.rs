@@ -137,6 +137,7 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(md, "Output:\n```\n{}\n```", w.output);
         }
     }
+    render_experiments(&mut md, s);
     if !s.agent_messages.is_empty() {
         let _ = writeln!(md, "\n## Agent messages\n");
         for m in &s.agent_messages {
@@ -145,4 +146,49 @@ pub fn render(s: &Summary) -> String {
     }
     let _ = writeln!(md, "\n---\nQEMU: `{}`", r.qemu_command);
     md
+}
+
+fn render_experiments(md: &mut String, s: &Summary) {
+    let _ = writeln!(md, "\n## spin_lock by subsystem (seed §5)\n");
+    let _ = writeln!(
+        md,
+        "Each `_raw_spin_lock` hit by a workload, classified by the first frame of its kernel stack that a rule \
+         names (the rule table is in `host-collector/src/experiments/classify.rs`).\n"
+    );
+    let _ = writeln!(md, "| workload | hits | class | hits in class | named locks | decided by |\n|---|---:|---|---:|---|---|");
+    for w in &s.experiments.spin_lock {
+        for c in &w.classes {
+            let locks: Vec<String> = c.named_locks.iter().map(|(k, v)| format!("`{k}` ×{v}")).collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                w.workload,
+                w.hits,
+                c.class,
+                c.hits,
+                locks.join(", "),
+                c.decided_by.as_deref().map(|d| format!("`{d}`")).unwrap_or_default()
+            );
+        }
+    }
+    let mut shown: Vec<&str> = Vec::new();
+    for w in &s.experiments.spin_lock {
+        for c in &w.classes {
+            if shown.contains(&c.class.as_str()) || c.class == "other" {
+                continue;
+            }
+            shown.push(&c.class);
+            let _ = writeln!(md, "\n**{}** — representative stack ({} hits, workload {}):\n```", c.class, c.representative_hits, w.workload);
+            for f in c.representative.iter().take(14) {
+                let _ = writeln!(md, "  {f}");
+            }
+            let _ = writeln!(md, "```");
+        }
+    }
+    let _ = writeln!(md, "\n## Page faults (seed §5.3)\n");
+    let _ = writeln!(md, "| workload | user faults | kernel faults | paths |\n|---|---:|---:|---|");
+    for f in &s.experiments.page_faults {
+        let paths: Vec<String> = f.paths.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+        let _ = writeln!(md, "| {} | {} | {} | {} |", f.workload, f.user, f.kernel, paths.join(", "));
+    }
 }

@@ -28,8 +28,19 @@ pub struct Summary {
     pub probes: Vec<ProbeSummary>,
     /// Per-workload results.
     pub workloads: Vec<WorkloadSummary>,
+    /// The lab's experiments.
+    pub experiments: Experiments,
     /// Warnings and errors the agent reported.
     pub agent_messages: Vec<String>,
+}
+
+/// Results of the lab's experiments.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Experiments {
+    /// spin_lock hits per subsystem per workload.
+    pub spin_lock: Vec<crate::experiments::spinlock::WorkloadSpinLocks>,
+    /// Page faults per workload.
+    pub page_faults: Vec<crate::experiments::faults::WorkloadFaults>,
 }
 
 /// Run setup and outcome.
