@@ -1,2 +1,113 @@
-//! xtask
-fn main() {}
+//! `cargo xtask`: guestscope's build orchestration.
+//!
+//! Subcommands, one module each (`Options` and one entry function):
+//! - [`lab`]: build everything and run `guestscope lab` on the guest image;
+//! - [`test`]: build everything and run all tests, the VM tests included;
+//! - [`bench`]: not implemented yet;
+//! - [`deps`]: check and install what the lab needs on the host;
+//! - [`image`]: build the guest image only.
+//!
+//! Their building blocks: [`build_guest`] (cargo builds), [`kernel`] (the
+//! Debian kernel and its modules), [`initramfs`] (the guest's base archive),
+//! [`paths`] (where artifacts go), [`cmd`] (running programs), [`steps`]
+//! (timing), [`elf`] (static or dynamic executables).
+
+mod bench;
+mod build_guest;
+mod cmd;
+mod deps;
+mod elf;
+mod image;
+mod initramfs;
+mod kernel;
+mod lab;
+mod paths;
+mod steps;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// guestscope's build tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the guest image and the collector, then run `guestscope lab`.
+    Lab(lab::Options),
+    /// Build the guest image and the collector, then run every test (VM tests included).
+    Test(test::Options),
+    /// Benchmarks (not implemented yet).
+    Bench(bench::Options),
+    /// Check and install the host tools the lab needs.
+    Deps(deps::Options),
+    /// Build the guest image only (kernel and base initramfs).
+    Image(image::Options),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Lab(options) => lab::lab(options),
+        Command::Test(options) => test::test(options),
+        Command::Bench(options) => bench::bench(options),
+        Command::Deps(options) => deps::deps(options),
+        Command::Image(options) => image::image(options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<bench::NotImplemented>().is_some() {
+                return ExitCode::from(2);
+            }
+            let code = err
+                .downcast_ref::<cmd::Failed>()
+                .and_then(|failed| failed.status.code())
+                .and_then(|code| u8::try_from(code).ok())
+                .filter(|code| *code != 0);
+            ExitCode::from(code.unwrap_or(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_passes_unknown_arguments_through() {
+        let cli = Cli::try_parse_from([
+            "xtask", "lab", "--out", "o", "--probes", "fd", "-v", "--out2",
+        ])
+        .unwrap();
+        let Command::Lab(options) = cli.command else {
+            panic!("not lab")
+        };
+        assert_eq!(options.out.as_deref(), Some(std::path::Path::new("o")));
+        assert_eq!(options.args, ["--probes", "fd", "-v", "--out2"]);
+        let cli = Cli::try_parse_from(["xtask", "lab", "--", "--out", "x"]).unwrap();
+        let Command::Lab(options) = cli.command else {
+            panic!("not lab")
+        };
+        assert_eq!(
+            (options.out, options.args),
+            (None, vec!["--out".to_string(), "x".to_string()])
+        );
+    }
+
+    #[test]
+    fn test_passes_cargo_test_arguments_through() {
+        let cli = Cli::try_parse_from(["xtask", "test", "boots", "--", "--nocapture"]).unwrap();
+        let Command::Test(options) = cli.command else {
+            panic!("not test")
+        };
+        assert_eq!(options.args, ["boots", "--", "--nocapture"]);
+    }
+}

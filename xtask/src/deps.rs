@@ -1,0 +1,324 @@
+//! `cargo xtask deps`: check, and install when missing, what the lab needs on
+//! the host. Idempotent, and quick when everything is present: a second run
+//! installs and downloads nothing.
+//!
+//! - Debian packages: `qemu-system-x86`, `busybox-static`, `kmod`, installed with
+//!   `apt-get` when root; otherwise the exact command is printed and xtask fails.
+//! - rustup: the nightly toolchain with `rust-src` (the eBPF build), and the musl
+//!   target for the active toolchain (agent and workloads are static binaries).
+//! - `bpf-linker` and `vhost-device-vsock`, pinned, with `cargo install`.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd::{self, cmd};
+use crate::elf;
+
+/// Options of `cargo xtask deps` (none yet).
+#[derive(Debug, clap::Args)]
+pub struct Options {}
+
+/// Entry point of `cargo xtask deps`.
+pub fn deps(_options: &Options) -> Result<()> {
+    ensure()
+}
+
+/// The target the guest binaries are built for.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Where the guest's busybox comes from (Debian's `busybox-static`).
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// A Debian package and how to tell it is installed.
+struct DebianPackage {
+    name: &'static str,
+    installed: fn() -> bool,
+}
+
+const DEBIAN_PACKAGES: &[DebianPackage] = &[
+    DebianPackage {
+        name: "qemu-system-x86",
+        installed: || cmd::which("qemu-system-x86_64").is_some(),
+    },
+    DebianPackage {
+        name: "busybox-static",
+        installed: busybox_is_static,
+    },
+    DebianPackage {
+        name: "kmod",
+        installed: || cmd::which("depmod").is_some(),
+    },
+];
+
+/// A tool installed with `cargo install`, pinned to one version.
+struct CargoTool {
+    /// Binary and crate name.
+    name: &'static str,
+    version: &'static str,
+    /// The toolchain to build it with (`+nightly`), if not the default.
+    toolchain: Option<&'static str>,
+}
+
+const CARGO_TOOLS: &[CargoTool] = &[
+    // 0.10.3 loads the nightly rustc's LLVM; 0.11+ wants a system LLVM 21+,
+    // which Debian 12 does not have.
+    CargoTool {
+        name: "bpf-linker",
+        version: "0.10.3",
+        toolchain: Some("nightly"),
+    },
+    // The host end of the guest's vsock, since there is no /dev/vhost-vsock.
+    CargoTool {
+        name: "vhost-device-vsock",
+        version: "0.3.0",
+        toolchain: None,
+    },
+];
+
+/// Checks everything and installs what is missing.
+pub fn ensure() -> Result<()> {
+    let mut present: Vec<String> = Vec::new();
+    ensure_debian_packages(&mut present)?;
+    ensure_rust(&mut present)?;
+    for tool in CARGO_TOOLS {
+        ensure_cargo_tool(tool, &mut present)?;
+    }
+    eprintln!("    present: {}", present.join(", "));
+    Ok(())
+}
+
+fn busybox_is_static() -> bool {
+    std::fs::read(BUSYBOX).is_ok_and(|bytes| elf::classify(&bytes) == elf::Kind::Static)
+}
+
+fn ensure_debian_packages(present: &mut Vec<String>) -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|p| {
+            let ok = (p.installed)();
+            if ok {
+                present.push(p.name.to_string());
+            }
+            !ok
+        })
+        .map(|p| p.name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let install = apt_install_command(&missing);
+    if !cmd::is_root() {
+        bail!(
+            "missing Debian packages: {}; install them with:\n    sudo {install}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("    installing Debian packages: {}", missing.join(" "));
+    if !apt_lists_present() {
+        eprintln!("    apt's package lists are missing: running apt-get update first");
+        apt_update()?;
+        apt_install(&missing)?;
+    } else if let Err(err) = apt_install(&missing) {
+        eprintln!(
+            "    apt-get install failed ({err:#}); the package lists may be stale: running apt-get update and retrying once"
+        );
+        apt_update()?;
+        apt_install(&missing)?;
+    }
+    for package in DEBIAN_PACKAGES.iter().filter(|p| missing.contains(&p.name)) {
+        if !(package.installed)() {
+            bail!("installed {} but its check still fails", package.name);
+        }
+        present.push(package.name.to_string());
+    }
+    Ok(())
+}
+
+/// The one command that installs `packages` (printed for non-root users).
+fn apt_install_command(packages: &[&str]) -> String {
+    format!(
+        "apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    )
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    cmd::run(
+        cmd("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages),
+    )
+}
+
+/// `apt-get update` (root only).
+pub fn apt_update() -> Result<()> {
+    cmd::run(
+        cmd("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .arg("update"),
+    )
+}
+
+/// Whether apt has any package index at all (a fresh container has none).
+fn apt_lists_present() -> bool {
+    std::fs::read_dir("/var/lib/apt/lists").is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
+    })
+}
+
+fn ensure_rust(present: &mut Vec<String>) -> Result<()> {
+    // The eBPF crate is built by the agent's build script with nightly and
+    // `-Z build-std=core`, which needs rust-src.
+    match cmd::stdout_of(cmd("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ])) {
+        Ok(list) if has_component(&list, "rust-src") => present.push("nightly+rust-src".into()),
+        Ok(_) => {
+            eprintln!("    adding rust-src to the nightly toolchain");
+            cmd::run(cmd("rustup").args([
+                "component",
+                "add",
+                "rust-src",
+                "--toolchain",
+                "nightly",
+            ]))?;
+        }
+        Err(_) => {
+            eprintln!("    installing the nightly toolchain with rust-src");
+            cmd::run(cmd("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "-c",
+                "rust-src",
+            ]))?;
+        }
+    }
+    // The target for the toolchain cargo uses in this workspace (the one running xtask).
+    let root = crate::paths::Layout::discover()?.root;
+    let targets = cmd::stdout_of(
+        cmd("rustup")
+            .args(["target", "list", "--installed"])
+            .current_dir(&root),
+    )
+    .context("cannot list the installed rustup targets")?;
+    if has_component(&targets, MUSL_TARGET) {
+        present.push(format!("target {MUSL_TARGET}"));
+    } else {
+        eprintln!("    adding the {MUSL_TARGET} target");
+        cmd::run(
+            cmd("rustup")
+                .args(["target", "add", MUSL_TARGET])
+                .current_dir(&root),
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether `rustup component list --installed` (or `target list --installed`)
+/// output has the line `component` (`rust-src` and targets are listed bare).
+fn has_component(list: &str, component: &str) -> bool {
+    list.lines().map(str::trim).any(|line| line == component)
+}
+
+fn ensure_cargo_tool(tool: &CargoTool, present: &mut Vec<String>) -> Result<()> {
+    let found = installed_version(tool.name);
+    if found.as_deref() == Some(tool.version) {
+        present.push(format!("{} {}", tool.name, tool.version));
+        return Ok(());
+    }
+    match &found {
+        Some(other) => eprintln!(
+            "    {} {other} found, {} wanted: installing",
+            tool.name, tool.version
+        ),
+        None => eprintln!("    {} not found: installing {}", tool.name, tool.version),
+    }
+    let mut install = cmd("cargo");
+    if let Some(toolchain) = tool.toolchain {
+        install.arg(format!("+{toolchain}"));
+    }
+    install.args([
+        "install",
+        &format!("{}@{}", tool.name, tool.version),
+        "--locked",
+    ]);
+    // Leave the workspace, so its configuration does not apply to the install.
+    install.current_dir(std::env::temp_dir());
+    cmd::run(&mut install)?;
+    let now = installed_version(tool.name);
+    if now.as_deref() != Some(tool.version) {
+        let where_ = cmd::which(tool.name);
+        bail!(
+            "installed {} {} but `{} --version` now reports {:?} (found at {:?}); is another copy earlier on PATH?",
+            tool.name,
+            tool.version,
+            tool.name,
+            now,
+            where_.as_deref().map(Path::display).map(|d| d.to_string())
+        );
+    }
+    present.push(format!("{} {}", tool.name, tool.version));
+    Ok(())
+}
+
+/// The version `name --version` reports, if it runs.
+fn installed_version(name: &str) -> Option<String> {
+    let output = cmd::stdout_of(cmd(name).arg("--version")).ok()?;
+    parse_version(&output, name)
+}
+
+/// Parses `<name> <version>` from the first line of a `--version` output.
+fn parse_version(output: &str, name: &str) -> Option<String> {
+    let mut words = output.lines().next()?.split_whitespace();
+    (words.next()? == name).then(|| words.next().map(str::to_string))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_components_with_or_without_a_triple() {
+        let list = "cargo-x86_64-unknown-linux-gnu\nrust-src\nrust-std-x86_64-unknown-linux-gnu\n";
+        assert!(has_component(list, "rust-src"));
+        assert!(!has_component(list, "rust"));
+        assert!(!has_component(list, "clippy"));
+        let targets = "x86_64-unknown-linux-gnu\nx86_64-unknown-linux-musl\n";
+        assert!(has_component(targets, MUSL_TARGET));
+        assert!(!has_component("x86_64-unknown-linux-gnu\n", MUSL_TARGET));
+    }
+
+    #[test]
+    fn parses_tool_versions() {
+        assert_eq!(
+            parse_version("bpf-linker 0.10.3\n", "bpf-linker").as_deref(),
+            Some("0.10.3")
+        );
+        assert_eq!(
+            parse_version("vhost-device-vsock 0.3.0\nmore\n", "vhost-device-vsock").as_deref(),
+            Some("0.3.0")
+        );
+        assert_eq!(parse_version("something-else 1.0\n", "bpf-linker"), None);
+        assert_eq!(parse_version("", "bpf-linker"), None);
+        assert_eq!(parse_version("bpf-linker\n", "bpf-linker"), None);
+    }
+
+    #[test]
+    fn install_command_is_one_line() {
+        assert_eq!(
+            apt_install_command(&["kmod", "busybox-static"]),
+            "apt-get install -y --no-install-recommends kmod busybox-static"
+        );
+    }
+}

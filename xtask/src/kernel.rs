@@ -1,0 +1,550 @@
+//! The guest kernel: Debian's current 6.1 kernel package, resolved at run time
+//! from `linux-image-amd64`'s dependency (`apt-cache show`), downloaded with `apt-get download`
+//! (no root needed) into `target/guestscope/cache/`, unpacked with `dpkg-deb`,
+//! and the dependency-ordered list of the modules the guest must load.
+//!
+//! Cached: the download is skipped when the resolved version's `.deb` is
+//! present, the unpacking when its tree is complete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd::{self, cmd};
+use crate::deps;
+use crate::paths::Layout;
+
+/// The Debian meta package whose dependency names the current kernel.
+const META_PACKAGE: &str = "linux-image-amd64";
+
+/// The modules the guest loads (their dependencies come along): the virtio PCI
+/// transport and the vsock transport over it, which the agent talks through.
+pub const WANTED_MODULES: &[&str] = &["virtio_pci", "vmw_vsock_virtio_transport"];
+
+/// Marks an unpacked tree as complete; holds the kernel release.
+const UNPACKED_MARKER: &str = ".unpacked";
+
+/// A kernel ready to go into the guest image.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    /// The release, as `uname -r` prints it in the guest (e.g. `6.1.0-48-amd64`).
+    pub release: String,
+    /// The kernel image.
+    pub vmlinuz: PathBuf,
+    /// The kernel's build configuration.
+    pub config: PathBuf,
+    /// `lib/modules/<release>` of the unpacked tree.
+    pub modules_dir: PathBuf,
+    /// The modules to load, in load order, relative to [`Kernel::modules_dir`].
+    pub load_order: Vec<String>,
+}
+
+/// A Debian binary package, as apt resolved it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Package {
+    name: String,
+    version: String,
+    arch: String,
+}
+
+impl Package {
+    /// The file name `apt-get download` gives the package.
+    fn deb_file_name(&self) -> String {
+        format!(
+            "{}_{}_{}.deb",
+            self.name,
+            self.version.replace(':', "%3a"),
+            self.arch
+        )
+    }
+
+    /// The cache directory the package is unpacked into.
+    fn tree_dir_name(&self) -> String {
+        format!("{}_{}", self.name, self.version.replace(':', "%3a"))
+    }
+}
+
+/// Resolves, downloads (if not cached) and unpacks the kernel, and orders its modules.
+pub fn prepare(layout: &Layout) -> Result<Kernel> {
+    let cache = layout.cache_dir();
+    fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
+    let (package, deb) = match fetch(&cache) {
+        Ok(found) => found,
+        Err(err) if cmd::is_root() => {
+            eprintln!("    {err:#}");
+            eprintln!(
+                "    apt's package lists may be missing or stale: running apt-get update once and retrying"
+            );
+            deps::apt_update()?;
+            fetch(&cache)?
+        }
+        Err(err) => {
+            return Err(err.context(
+                "apt's package lists may be missing or stale: run `sudo apt-get update` and retry",
+            ));
+        }
+    };
+    let tree = unpack(&cache, &package, &deb)?;
+    prune_other_versions(&cache, &package)?;
+
+    let release = fs::read_to_string(tree.join(UNPACKED_MARKER))?
+        .trim()
+        .to_string();
+    let modules_dir = tree.join("lib/modules").join(&release);
+    let modules_dep = fs::read_to_string(modules_dir.join("modules.dep"))
+        .with_context(|| format!("cannot read modules.dep in {}", modules_dir.display()))?;
+    let builtin = fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default();
+    let load_order = load_order(
+        &parse_modules_dep(&modules_dep)?,
+        WANTED_MODULES,
+        &parse_builtin(&builtin),
+    )?;
+    check_uncompressed(&load_order)?;
+    eprintln!(
+        "    kernel {release} ({} {}), modules: {}",
+        package.name,
+        package.version,
+        load_order
+            .iter()
+            .map(|p| module_name(p))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(Kernel {
+        vmlinuz: tree.join("boot").join(format!("vmlinuz-{release}")),
+        config: tree.join("boot").join(format!("config-{release}")),
+        release,
+        modules_dir,
+        load_order,
+    })
+}
+
+/// Resolves the kernel package and downloads its `.deb` unless cached.
+fn fetch(cache: &Path) -> Result<(Package, PathBuf)> {
+    let package = resolve()?;
+    let deb = cache.join(package.deb_file_name());
+    if deb.is_file() {
+        eprintln!("    cached: {}", deb.display());
+        return Ok((package, deb));
+    }
+    // Download into a scratch directory, so an interrupted download never
+    // looks like a cached package.
+    let partial = cache.join("partial");
+    let _ = fs::remove_dir_all(&partial);
+    fs::create_dir_all(&partial)?;
+    let mut download = cmd("apt-get");
+    if cmd::is_root() {
+        // apt's sandbox user cannot write into the cache; download as root
+        // instead of printing a warning about it.
+        download.args(["-o", "APT::Sandbox::User=root"]);
+    }
+    download
+        .args(["download", &format!("{}={}", package.name, package.version)])
+        .current_dir(&partial);
+    cmd::run(&mut download).with_context(|| format!("cannot download {}", package.name))?;
+    fs::rename(partial.join(package.deb_file_name()), &deb).with_context(|| {
+        format!(
+            "apt-get download did not produce {}",
+            package.deb_file_name()
+        )
+    })?;
+    fs::remove_dir_all(&partial)?;
+    Ok((package, deb))
+}
+
+/// Asks apt which kernel `linux-image-amd64` currently depends on, and its version.
+fn resolve() -> Result<Package> {
+    let show = |name: &str| {
+        cmd::stdout_of(cmd("apt-cache").args(["show", "--no-all-versions", name]))
+            .with_context(|| format!("apt does not know {name}"))
+    };
+    let field = |stanza: &str, name: &str, key: &str| {
+        control_field(stanza, key).with_context(|| format!("apt-cache show {name} has no {key}"))
+    };
+    let meta = show(META_PACKAGE)?;
+    let depends = field(&meta, META_PACKAGE, "Depends")?;
+    let (name, version) = parse_kernel_dependency(&depends)
+        .with_context(|| format!("{META_PACKAGE} depends on no kernel image: {depends}"))?;
+    let arch = field(&meta, META_PACKAGE, "Architecture")?;
+    // The meta package pins the exact version; ask apt only if it does not.
+    let version = match version {
+        Some(version) => version,
+        None => field(&show(&name)?, &name, "Version")?,
+    };
+    Ok(Package {
+        name,
+        version,
+        arch,
+    })
+}
+
+/// The `linux-image-<abi>-<flavour>` package in a `Depends:` value, with the
+/// version it is pinned to (`(= version)`), if any.
+fn parse_kernel_dependency(depends: &str) -> Option<(String, Option<String>)> {
+    depends.split([',', '|']).find_map(|alternative| {
+        let alternative = alternative.trim();
+        let (name, constraint) = match alternative.split_once('(') {
+            Some((name, constraint)) => {
+                (name.trim(), Some(constraint.trim_end_matches(')').trim()))
+            }
+            None => (alternative, None),
+        };
+        let name = name.split(':').next().unwrap_or(name);
+        if !name.starts_with("linux-image-") || name == META_PACKAGE {
+            return None;
+        }
+        let version = constraint
+            .and_then(|c| c.strip_prefix('='))
+            .map(|v| v.trim().to_string());
+        Some((name.to_string(), version))
+    })
+}
+
+/// The value of `key` in the first stanza of Debian control data (`apt-cache show`).
+fn control_field(stanza: &str, key: &str) -> Option<String> {
+    stanza
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .map(|value| value.trim().to_string())
+}
+
+/// Unpacks the `.deb` into the cache (once), keeping only the kernel image, its
+/// config and its modules, and generates `modules.dep` with `depmod`.
+fn unpack(cache: &Path, package: &Package, deb: &Path) -> Result<PathBuf> {
+    let tree = cache.join(package.tree_dir_name());
+    if tree.join(UNPACKED_MARKER).is_file() {
+        return Ok(tree);
+    }
+    let scratch = cache.join(format!("{}.partial", package.tree_dir_name()));
+    for dir in [&tree, &scratch] {
+        if dir.exists() {
+            fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+    }
+    eprintln!("    unpacking {}", deb.display());
+    cmd::run(cmd("dpkg-deb").arg("-x").arg(deb).arg(&scratch))?;
+    let release = release_of(&scratch.join("boot"))?;
+    prune_tree(&scratch)?;
+    let modules_dir = scratch.join("lib/modules").join(&release);
+    if !modules_dir.is_dir() {
+        bail!("{} has no lib/modules/{release}", deb.display());
+    }
+    cmd::run(cmd("depmod").arg("-b").arg(&scratch).arg(&release))?;
+    fs::write(scratch.join(UNPACKED_MARKER), format!("{release}\n"))?;
+    fs::rename(&scratch, &tree)?;
+    Ok(tree)
+}
+
+/// The release named by the single `vmlinuz-<release>` in `boot`.
+fn release_of(boot: &Path) -> Result<String> {
+    let mut releases = Vec::new();
+    for entry in fs::read_dir(boot).with_context(|| format!("cannot read {}", boot.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(release) = name.strip_prefix("vmlinuz-") {
+            releases.push(release.to_string());
+        }
+    }
+    match releases.as_slice() {
+        [release] => Ok(release.clone()),
+        _ => bail!(
+            "expected one vmlinuz-* in {}, found {releases:?}",
+            boot.display()
+        ),
+    }
+}
+
+/// Deletes everything but `boot/vmlinuz-*`, `boot/config-*` and `lib/modules`.
+fn prune_tree(root: &Path) -> Result<()> {
+    let keep = |dir: &str, name: &str| match dir {
+        "" => name == "boot" || name == "lib",
+        "boot" => name.starts_with("vmlinuz-") || name.starts_with("config-"),
+        "lib" => name == "modules",
+        _ => true,
+    };
+    for dir in ["", "boot", "lib"] {
+        let Ok(entries) = fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep(dir, &name) {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            }
+            .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes older kernel packages and trees from the cache once a newer one is unpacked.
+fn prune_other_versions(cache: &Path, current: &Package) -> Result<()> {
+    let keep = [current.deb_file_name(), current.tree_dir_name()];
+    for entry in fs::read_dir(cache)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("linux-image-") || keep.contains(&name) {
+            continue;
+        }
+        eprintln!("    removing the superseded {name} from the cache");
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// `modules.dep`: each module's path (relative to `lib/modules/<release>`) and
+/// the paths of the modules it needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModulesDep {
+    deps: BTreeMap<String, Vec<String>>,
+    by_name: BTreeMap<String, String>,
+}
+
+/// Parses `modules.dep` (`path: dep dep ...` per line).
+pub fn parse_modules_dep(text: &str) -> Result<ModulesDep> {
+    let mut parsed = ModulesDep::default();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (module, deps) = line
+            .split_once(':')
+            .with_context(|| format!("modules.dep line {}: no ':' in {line:?}", number + 1))?;
+        let module = module.trim().to_string();
+        parsed.by_name.insert(module_name(&module), module.clone());
+        parsed.deps.insert(
+            module,
+            deps.split_whitespace().map(str::to_string).collect(),
+        );
+    }
+    Ok(parsed)
+}
+
+/// The names in `modules.builtin` (modules compiled into the kernel).
+pub fn parse_builtin(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(module_name)
+        .collect()
+}
+
+/// A module's name from its path: file name without `.ko[.xz|.zst|.gz]`, `-` as `_`.
+pub fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+/// The paths of `wanted` and everything they need, each after its
+/// dependencies, each once; built-in modules are skipped.
+pub fn load_order(
+    dep: &ModulesDep,
+    wanted: &[&str],
+    builtin: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    #[derive(PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit(
+        dep: &ModulesDep,
+        path: &str,
+        marks: &mut BTreeMap<String, Mark>,
+        order: &mut Vec<String>,
+    ) -> Result<()> {
+        match marks.get(path) {
+            Some(Mark::Done) => return Ok(()),
+            Some(Mark::Visiting) => bail!("modules.dep has a dependency cycle through {path}"),
+            None => {}
+        }
+        marks.insert(path.to_string(), Mark::Visiting);
+        let needs = dep.deps.get(path).with_context(|| {
+            format!("modules.dep has no entry for {path}, which another module needs")
+        })?;
+        for need in needs {
+            visit(dep, need, marks, order)?;
+        }
+        marks.insert(path.to_string(), Mark::Done);
+        order.push(path.to_string());
+        Ok(())
+    }
+
+    let mut marks = BTreeMap::new();
+    let mut order = Vec::new();
+    for name in wanted {
+        let name = name.replace('-', "_");
+        match dep.by_name.get(&name) {
+            Some(path) => visit(dep, path, &mut marks, &mut order)?,
+            None if builtin.contains(&name) => {}
+            None => bail!("module {name} is neither in modules.dep nor built in"),
+        }
+    }
+    Ok(order)
+}
+
+/// Fails on compressed modules: the guest loads them with busybox `insmod`,
+/// which takes plain `.ko` files (Debian 6.1 ships them uncompressed).
+fn check_uncompressed(paths: &[String]) -> Result<()> {
+    if let Some(path) = paths.iter().find(|p| !p.ends_with(".ko")) {
+        bail!(
+            "module {path} is compressed; the guest's busybox insmod needs plain .ko files \
+             and xtask does not decompress modules yet"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEP: &str = "\
+kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/net/vmw_vsock/vsock.ko:
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko
+";
+
+    fn position(order: &[String], name: &str) -> usize {
+        order
+            .iter()
+            .position(|p| module_name(p) == name)
+            .unwrap_or_else(|| panic!("{name} not in {order:?}"))
+    }
+
+    #[test]
+    fn orders_dependencies_first_and_each_once() {
+        let dep = parse_modules_dep(DEP).unwrap();
+        let order = load_order(&dep, WANTED_MODULES, &BTreeSet::new()).unwrap();
+        assert_eq!(order.len(), 8, "{order:?}");
+        let unique: BTreeSet<_> = order.iter().collect();
+        assert_eq!(unique.len(), order.len());
+        for (before, after) in [
+            ("virtio_ring", "virtio_pci"),
+            ("virtio", "virtio_pci"),
+            ("virtio_pci_modern_dev", "virtio_pci"),
+            ("vsock", "vmw_vsock_virtio_transport_common"),
+            (
+                "vmw_vsock_virtio_transport_common",
+                "vmw_vsock_virtio_transport",
+            ),
+        ] {
+            assert!(
+                position(&order, before) < position(&order, after),
+                "{before} after {after}: {order:?}"
+            );
+        }
+        assert!(order.iter().all(|p| !p.contains("fat")));
+    }
+
+    #[test]
+    fn builtin_modules_are_skipped_and_unknown_ones_fail() {
+        let dep = parse_modules_dep("kernel/a.ko: kernel/b.ko\nkernel/b.ko:\n").unwrap();
+        let builtin = parse_builtin("kernel/drivers/virtio/virtio-pci.ko\n");
+        assert_eq!(
+            load_order(&dep, &["a", "virtio_pci"], &builtin).unwrap(),
+            ["kernel/b.ko", "kernel/a.ko"]
+        );
+        let err = load_order(&dep, &["nope"], &builtin).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn missing_entries_and_cycles_fail() {
+        let dangling = parse_modules_dep("kernel/a.ko: kernel/gone.ko\n").unwrap();
+        assert!(load_order(&dangling, &["a"], &BTreeSet::new()).is_err());
+        let cycle =
+            parse_modules_dep("kernel/a.ko: kernel/b.ko\nkernel/b.ko: kernel/a.ko\n").unwrap();
+        let err = load_order(&cycle, &["a"], &BTreeSet::new()).unwrap_err();
+        assert!(err.to_string().contains("cycle"), "{err}");
+        assert!(parse_modules_dep("no colon here\n").is_err());
+    }
+
+    #[test]
+    fn module_names_drop_extensions_and_dashes() {
+        assert_eq!(
+            module_name("kernel/drivers/virtio/virtio_pci.ko"),
+            "virtio_pci"
+        );
+        assert_eq!(module_name("kernel/x/snd-hda-intel.ko.xz"), "snd_hda_intel");
+        assert_eq!(module_name("kernel/x/vsock.ko.zst"), "vsock");
+    }
+
+    #[test]
+    fn compressed_modules_are_refused() {
+        assert!(check_uncompressed(&["a.ko".into(), "b.ko".into()]).is_ok());
+        let err = check_uncompressed(&["a.ko".into(), "b.ko.xz".into()]).unwrap_err();
+        assert!(err.to_string().contains("b.ko.xz"), "{err}");
+    }
+
+    #[test]
+    fn parses_the_kernel_dependency() {
+        assert_eq!(
+            parse_kernel_dependency("linux-image-6.1.0-56-amd64 (= 6.1.192-2)"),
+            Some((
+                "linux-image-6.1.0-56-amd64".into(),
+                Some("6.1.192-2".into())
+            ))
+        );
+        assert_eq!(
+            parse_kernel_dependency(
+                "initramfs-tools | linux-initramfs-tool, linux-image-6.1.0-48-amd64:amd64 (>= 6.1.172-1)"
+            ),
+            Some(("linux-image-6.1.0-48-amd64".into(), None))
+        );
+        assert_eq!(
+            parse_kernel_dependency("linux-image-6.1.0-48-amd64"),
+            Some(("linux-image-6.1.0-48-amd64".into(), None))
+        );
+        assert_eq!(
+            parse_kernel_dependency("firmware-linux-free, linux-image-amd64"),
+            None
+        );
+        assert_eq!(parse_kernel_dependency(""), None);
+    }
+
+    #[test]
+    fn parses_apt_cache_show() {
+        let show = "Package: linux-image-amd64\nSource: linux-signed-amd64 (6.1.192+2)\nVersion: 6.1.192-2\nArchitecture: amd64\nDepends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)\n\nPackage: other\nVersion: 9\n";
+        assert_eq!(control_field(show, "Version").as_deref(), Some("6.1.192-2"));
+        assert_eq!(
+            control_field(show, "Depends").as_deref(),
+            Some("linux-image-6.1.0-56-amd64 (= 6.1.192-2)")
+        );
+        assert_eq!(
+            control_field(show, "Architecture").as_deref(),
+            Some("amd64")
+        );
+        assert_eq!(control_field(show, "Filename"), None);
+        let package = Package {
+            name: "linux-image-6.1.0-48-amd64".into(),
+            version: "1:6.1.172-1".into(),
+            arch: "amd64".into(),
+        };
+        assert_eq!(
+            package.deb_file_name(),
+            "linux-image-6.1.0-48-amd64_1%3a6.1.172-1_amd64.deb"
+        );
+    }
+}

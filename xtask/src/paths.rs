@@ -1,0 +1,83 @@
+//! Where xtask keeps things: the workspace, the target directory, the kernel
+//! cache and the guest image that `lab` and `test` hand to the collector.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+/// The directories xtask works in, all derived from the workspace root.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The workspace root (the directory holding the top `Cargo.toml`).
+    pub root: PathBuf,
+    /// Cargo's target directory (`$CARGO_TARGET_DIR`, else `<root>/target`).
+    pub target_dir: PathBuf,
+}
+
+impl Layout {
+    /// Finds the workspace from this crate's manifest directory.
+    pub fn discover() -> Result<Self> {
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let root = manifest_dir
+            .parent()
+            .context("xtask's manifest directory has no parent")?
+            .to_path_buf();
+        let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => root.join(dir),
+            None => root.join("target"),
+        };
+        Ok(Self { root, target_dir })
+    }
+
+    /// `target/guestscope`: everything xtask produces outside cargo's own layout.
+    pub fn guestscope_dir(&self) -> PathBuf {
+        self.target_dir.join("guestscope")
+    }
+
+    /// `target/guestscope/cache`: downloaded kernel packages and their unpacked trees.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.guestscope_dir().join("cache")
+    }
+
+    /// `target/guestscope/guest`: the guest image the collector boots.
+    pub fn guest_dir(&self) -> PathBuf {
+        self.guestscope_dir().join("guest")
+    }
+
+    /// The guest kernel image (a copy of the Debian package's `vmlinuz`).
+    pub fn kernel(&self) -> PathBuf {
+        self.guest_dir().join("vmlinuz")
+    }
+
+    /// The base initramfs (uncompressed newc cpio); the collector appends a per-run layer.
+    pub fn initrd(&self) -> PathBuf {
+        self.guest_dir().join("base.cpio")
+    }
+
+    /// The guest kernel's build configuration (to check which features it has).
+    pub fn kernel_config(&self) -> PathBuf {
+        self.guest_dir().join("config")
+    }
+
+    /// A text file holding the guest kernel's release (`uname -r`).
+    pub fn kernel_release_file(&self) -> PathBuf {
+        self.guest_dir().join("kernel-release")
+    }
+
+    /// The stamp recording which inputs built the current guest image.
+    pub fn image_stamp(&self) -> PathBuf {
+        self.guest_dir().join("base.cpio.stamp")
+    }
+
+    /// The default output directory of `cargo xtask lab` (ignored by git).
+    pub fn default_lab_out(&self) -> PathBuf {
+        self.root.join("guestscope-out")
+    }
+}
+
+/// Makes `path` absolute against the current directory (without touching the file system).
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot make {} absolute", path.display()))
+}

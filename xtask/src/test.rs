@@ -1,0 +1,72 @@
+//! `cargo xtask test`: build the guest image (as `lab` does), then run every
+//! crate's tests in release mode, the VM tests included, which find the image
+//! and the collector through environment variables.
+
+use anyhow::Result;
+
+use crate::build_guest::Overrides;
+use crate::cmd;
+use crate::image;
+use crate::paths::Layout;
+use crate::steps::Steps;
+
+/// The kernel the VM tests boot.
+pub const KERNEL_ENV: &str = "GUESTSCOPE_KERNEL";
+/// The base initramfs the VM tests boot.
+pub const INITRD_ENV: &str = "GUESTSCOPE_INITRD";
+/// The `guestscope` binary the VM tests run.
+pub const BIN_ENV: &str = "GUESTSCOPE_BIN";
+
+/// The eBPF crate only builds for the BPF target (the agent's build script
+/// builds it), so it is left out like in the workspace's `default-members`.
+const EXCLUDED_PACKAGE: &str = "guestscope-probes";
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Prebuilt guest binaries.
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// Further arguments for `cargo test` (a test name filter, `-- --nocapture`, ...).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CARGO_TEST_ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
+/// Entry point of `cargo xtask test`.
+pub fn test(options: &Options) -> Result<()> {
+    let layout = Layout::discover()?;
+    let mut steps = Steps::default();
+    let result = run(&layout, &mut steps, options);
+    eprintln!("steps: {}", steps.summary());
+    result
+}
+
+fn run(layout: &Layout, steps: &mut Steps, options: &Options) -> Result<()> {
+    let image = image::prepare(layout, steps, &options.overrides, true)?;
+    let collector = image
+        .collector
+        .clone()
+        .expect("prepare built the collector");
+    steps.run("cargo test", || {
+        cmd::run(
+            cmd::cargo()
+                .args([
+                    "test",
+                    "--workspace",
+                    "--exclude",
+                    EXCLUDED_PACKAGE,
+                    "--release",
+                    "--locked",
+                ])
+                .args(&options.args)
+                .env(KERNEL_ENV, &image.kernel)
+                .env(INITRD_ENV, &image.initrd)
+                .env(BIN_ENV, &collector)
+                .current_dir(&layout.root),
+        )
+    })
+}
