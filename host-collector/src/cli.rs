@@ -88,6 +88,9 @@ pub struct LabArgs {
     /// Seconds the whole run may take.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
+    /// Extra boots for the boot-time experiment (wall clock versus kernel clock).
+    #[arg(long, default_value_t = 5)]
+    pub boots: u32,
 }
 
 impl From<LabArgs> for LabOptions {
@@ -112,6 +115,8 @@ impl From<LabArgs> for LabOptions {
                 AccelArg::Kvm => Some(Accel::Kvm),
                 AccelArg::Tcg => Some(Accel::Tcg),
             },
+            boots: a.boots,
+            progress: |step| eprintln!("guestscope: {step}"),
         }
     }
 }

@@ -64,6 +64,10 @@ pub struct LabOptions {
     pub run_timeout: Duration,
     /// Force an accelerator instead of detecting.
     pub accel: Option<Accel>,
+    /// Extra boots for the boot-time experiment (0 = none).
+    pub boots: u32,
+    /// Called with a short description as each step starts.
+    pub progress: fn(&str),
 }
 
 impl Default for LabOptions {
@@ -84,6 +88,8 @@ impl Default for LabOptions {
             boot_timeout: Duration::from_secs(180),
             run_timeout: Duration::from_secs(900),
             accel: None,
+            boots: 0,
+            progress: |_| {},
         }
     }
 }
@@ -111,12 +117,15 @@ pub struct LabOutcome {
 /// The workloads guestscope runs by default: (name, args).
 pub const BUILTIN_WORKLOADS: [(&str, &[&str]); 3] = [("cpuinfo", &[]), ("fopen", &[]), ("malloc", &[])];
 
-struct Validated {
+/// Inputs after validation.
+pub struct Validated {
     user: Vec<UserWorkload>,
     probes: Vec<String>,
     qemu: PathBuf,
     vhost: PathBuf,
     gdb_port: Option<u16>,
+    accel: accel::AccelChoice,
+    append: String,
 }
 
 fn validate(o: &LabOptions) -> Result<Validated, InputError> {
@@ -144,7 +153,15 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     let qemu = inputs::find_program(&o.qemu)?;
     let vhost = inputs::find_program(&o.vhost_device_vsock)?;
     inputs::check_out_dir(&o.out_dir)?;
-    Ok(Validated { user, probes: o.probes.clone(), qemu, vhost, gdb_port: o.gdb_port.or_else(inputs::free_port) })
+    Ok(Validated {
+        user,
+        probes: o.probes.clone(),
+        qemu,
+        vhost,
+        gdb_port: o.gdb_port.or_else(inputs::free_port),
+        accel: accel::detect(),
+        append: format!("console=ttyS0 panic=-1 {}", o.append).trim().to_string(),
+    })
 }
 
 fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
@@ -195,31 +212,59 @@ impl<F: FnMut() -> Result<(), String>> Read for PatientReader<F> {
     }
 }
 
-/// Runs the lab once. Input problems are returned as [`LabError`] before anything
-/// starts; problems during the run end it early but still write every output.
-pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
-    let v = validate(o)?;
-    let started = Instant::now();
-    let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
+/// How much of a run to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything the plan says.
+    Full,
+    /// Boot until the agent's hello, then stop (boot-time measurements).
+    BootOnly,
+}
 
+/// What one boot of the guest produced.
+pub struct Collected {
+    /// The applied stream.
+    pub session: Session<Box<dyn io::Write + Send>>,
+    /// Serial-console milestones.
+    pub marks: serial::BootMarks,
+    /// How it ended.
+    pub outcome: summary::Outcome,
+    /// Bytes received on the stream.
+    pub bytes: u64,
+    /// Decode error that ended the stream, if any.
+    pub decode_error: Option<String>,
+    /// The QEMU command line.
+    pub qemu_command: String,
+    /// Accelerator used.
+    pub accel: Accel,
+}
+
+/// Boots the guest once with `plan`, collecting its stream until the agent's final
+/// record (or its hello, in [`Mode::BootOnly`]). `events` receives `events.jsonl`;
+/// the console goes to `serial_log`.
+pub fn boot_and_collect(
+    o: &LabOptions,
+    v: &Validated,
+    plan: &RunPlan,
+    events: Box<dyn io::Write + Send>,
+    serial_log: &Path,
+    mode: Mode,
+) -> Result<Collected, LabError> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
     let run_dir = tempfile::Builder::new().prefix("guestscope-").tempdir().map_err(|e| setup("creating a run directory", &e))?;
-    let plan = plan(o, &v);
     let user: Vec<(String, &Path)> = v.user.iter().map(|u| (u.name.clone(), u.path.as_path())).collect();
     let initrd = run_dir.path().join("initrd.cpio");
-    image::build_run_initrd(&o.initrd, &plan, &user, &initrd).map_err(|e| setup("writing the run's initramfs", &e))?;
+    image::build_run_initrd(&o.initrd, plan, &user, &initrd).map_err(|e| setup("writing the run's initramfs", &e))?;
 
-    let (vhost_child, backend) = vhost::start(&v.vhost, run_dir.path(), GUEST_CID).map_err(|e| LabError::Setup(e.to_string()))?;
-    let mut _vhost_child = vhost_child;
+    let (mut vhost_child, backend) =
+        vhost::start(&v.vhost, run_dir.path(), GUEST_CID).map_err(|e| LabError::Setup(e.to_string()))?;
     let uds = match &backend {
         vhost::VsockBackend::VhostUser { uds, .. } => uds.clone(),
         vhost::VsockBackend::Kernel => unreachable!("only the vhost-user backend is started here"),
     };
     let listener = PortListener::bind(&uds, VSOCK_PORT).map_err(|e| LabError::Setup(e.to_string()))?;
 
-    let choice = accel::detect();
-    let accel = o.accel.unwrap_or(choice.accel);
-    let append = format!("console=ttyS0 panic=-1 {}", o.append).trim().to_string();
+    let accel = o.accel.unwrap_or(v.accel.accel);
     let qemu_cfg = QemuConfig {
         binary: v.qemu.clone(),
         accel,
@@ -228,7 +273,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         cpu_model: None,
         kernel: o.kernel.clone(),
         initrd: initrd.clone(),
-        append: append.clone(),
+        append: v.append.clone(),
         gdb_port: v.gdb_port,
         vsock: backend.clone(),
         cid: GUEST_CID,
@@ -246,17 +291,14 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         .map_err(|e| setup(&format!("starting {}", v.qemu.display()), &e))?;
     let stdout = child.stdout.take().expect("piped stdout");
     let mut qemu = ChildGuard::new("qemu", child);
-    let serial_log = o.out_dir.join("serial.log");
-    let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, &serial_log)
-        .map_err(|e| setup("writing serial.log", &e))?;
+    let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, serial_log)
+        .map_err(|e| setup("writing the serial log", &e))?;
 
-    let events_path = o.out_dir.join("events.jsonl");
-    let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
-    let mut session = Session::new(BufWriter::new(events_file));
+    let mut session = Session::new(events);
     let mut outcome = summary::Outcome::default();
     let mut decode_error = None;
     let mut bytes = 0u64;
-    let run_deadline = started + o.run_timeout;
+    let run_deadline = Instant::now() + o.run_timeout;
 
     let qemu_ref = &mut qemu;
     let serial_ref = serial_state.clone();
@@ -285,7 +327,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
                             outcome.detail = Some(format!("writing events.jsonl: {e}"));
                             break;
                         }
-                        if session.finished() {
+                        if session.finished() || (mode == Mode::BootOnly && session.hello.is_some()) {
                             outcome.how = "finished".into();
                             outcome.complete = true;
                             break;
@@ -315,46 +357,76 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         }
     }
     drop(alive);
-    // The agent powers the guest off after its final record.
-    if qemu.wait_timeout(Duration::from_secs(if outcome.complete { 30 } else { 2 })).ok().flatten().is_none() {
-        tracing::debug!("QEMU still running; stopping it");
-    }
+    // The guest powers itself off after the agent's final record.
+    let grace = if outcome.complete && mode == Mode::Full { 30 } else { 0 };
+    let _ = qemu.wait_timeout(Duration::from_secs(grace));
     qemu.kill();
     let _ = reader.join();
-    _vhost_child.kill();
+    vhost_child.kill();
     let _ = session.flush();
-
-    let serial = serial_state.lock().expect("serial");
-    if let Some(f) = &serial.marks.fatal {
+    let marks = serial_state.lock().expect("serial").marks.clone();
+    if let Some(f) = &marks.fatal {
         if !outcome.complete {
             outcome.how = "guest kernel failed".into();
             outcome.detail = Some(f.clone());
         }
     }
-    let (probes, workloads, losses, mut stream) = summary::collect(&mut session);
+    Ok(Collected { session, marks, outcome, bytes, decode_error, qemu_command: qemu_cfg.display(), accel })
+}
+
+/// Runs the lab: the boot-time boots (if asked), then the full run. Input problems
+/// are returned as [`LabError`] before anything starts; problems during the run
+/// end it early but still write every output.
+pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
+    let v = validate(o)?;
+    let started = Instant::now();
+    let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
+
+    let mut boots = Vec::new();
+    if o.boots > 0 {
+        let boot_plan = RunPlan { workloads: Vec::new(), ..plan(o, &v) };
+        let logs = o.out_dir.join("boots");
+        std::fs::create_dir_all(&logs).map_err(|e| setup("creating boots/", &e))?;
+        for i in 0..o.boots {
+            (o.progress)(&format!("boot {}/{}", i + 1, o.boots));
+            let c = boot_and_collect(o, &v, &boot_plan, Box::new(io::sink()), &logs.join(format!("serial-{}.log", i + 1)), Mode::BootOnly)?;
+            boots.push(experiments::boot::BootSample::from_run(i + 1, &c.marks, c.session.hello.as_ref(), &c.outcome));
+        }
+    }
+
+    (o.progress)("tracing the workloads");
+    let events_path = o.out_dir.join("events.jsonl");
+    let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
+    let plan = plan(o, &v);
+    let mut c = boot_and_collect(o, &v, &plan, Box::new(BufWriter::new(events_file)), &o.out_dir.join("serial.log"), Mode::Full)?;
+    (o.progress)("analyzing");
+    let session = &mut c.session;
+    let (probes, workloads, losses, mut stream) = summary::collect(session);
     let experiments = summary::Experiments {
-        spin_lock: experiments::spinlock::analyze(&mut session),
-        page_faults: experiments::faults::analyze(&mut session),
+        boot: experiments::boot::analyze(boots),
+        spin_lock: experiments::spinlock::analyze(session),
+        page_faults: experiments::faults::analyze(session),
     };
-    stream.bytes = bytes;
-    stream.decode_error = decode_error;
+    stream.bytes = c.bytes;
+    stream.decode_error = c.decode_error.clone();
     let summary = summary::Summary {
         guestscope_version: env!("CARGO_PKG_VERSION").to_string(),
         run: summary::RunInfo {
             started_unix_s,
             wall_s: started.elapsed().as_secs_f64(),
-            accel: accel.as_str().into(),
-            accel_reason: if o.accel.is_some() { "forced by --accel".into() } else { choice.reason.clone() },
-            qemu_command: qemu_cfg.display(),
+            accel: c.accel.as_str().into(),
+            accel_reason: if o.accel.is_some() { "forced by --accel".into() } else { v.accel.reason.clone() },
+            qemu_command: c.qemu_command.clone(),
             kernel: o.kernel.display().to_string(),
             kernel_release: session.hello.as_ref().map(|h| h.kernel_release.clone()),
-            kernel_cmdline: append,
+            kernel_cmdline: v.append.clone(),
             cpus: o.cpus,
             memory_mb: o.memory_mb,
             gdb_port: v.gdb_port,
-            outcome,
+            outcome: c.outcome.clone(),
         },
-        boot: serial.marks.clone(),
+        boot: c.marks.clone(),
         stream,
         losses,
         probes,
@@ -362,8 +434,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         experiments,
         agent_messages: session.agent_logs.iter().map(|(l, m)| format!("{l}: {m}")).collect(),
     };
-    drop(serial);
-    write_outputs(&o.out_dir, &summary, &session).map_err(|e| setup("writing outputs", &e))?;
+    write_outputs(&o.out_dir, &summary, session).map_err(|e| setup("writing outputs", &e))?;
     Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
 }
 

@@ -149,6 +149,26 @@ pub fn render(s: &Summary) -> String {
 }
 
 fn render_experiments(md: &mut String, s: &Summary) {
+    if let Some(b) = &s.experiments.boot {
+        let _ = writeln!(md, "\n## Boot time: wall clock versus kernel clock (seed §3.4)\n");
+        let _ = writeln!(md, "| boot | first byte | kernel banner | init | init (kernel clock) | agent ready | agent ready (kernel clock) |\n|---:|---:|---:|---:|---:|---:|---:|");
+        let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "—".into());
+        for x in &b.samples {
+            let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} | {} |", x.boot, f(x.first_byte_s), f(x.kernel_banner_s), f(x.init_s), f(x.init_kernel_s), f(x.agent_ready_s), f(x.agent_ready_kernel_s));
+        }
+        let st = |s: Option<crate::experiments::boot::Stat>| s.map(|s| format!("{:.3} ± {:.3} s", s.mean, s.sd)).unwrap_or_else(|| "—".into());
+        let _ = writeln!(md, "\nAll times in seconds; host times from QEMU's launch.\n");
+        let _ = writeln!(md, "| phase | mean ± sd |\n|---|---:|");
+        let _ = writeln!(md, "| wall clock to agent ready | {} |", st(b.wall_to_ready));
+        let _ = writeln!(md, "| kernel clock at agent ready | {} |", st(b.kernel_at_ready));
+        let _ = writeln!(md, "| gap (wall − kernel) | {} |", st(b.gap));
+        let _ = writeln!(md, "| before the kernel clock starts (firmware, load, decompress) | {} |", st(b.before_kernel_clock));
+        let _ = writeln!(md, "| clock drift from banner to init (host − kernel) | {} |", st(b.drift_to_init));
+        let _ = writeln!(md, "| user space, init → agent ready | {} |", st(b.userspace));
+        if let Some(x) = b.explained_by_pre_kernel {
+            let _ = writeln!(md, "\n{:.0}% of the gap is time that passes before the kernel's clock starts counting.", x * 100.0);
+        }
+    }
     let _ = writeln!(md, "\n## spin_lock by subsystem (seed §5)\n");
     let _ = writeln!(
         md,

@@ -37,6 +37,8 @@ pub struct Summary {
 /// Results of the lab's experiments.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Experiments {
+    /// Boot time over several boots (seed §3.4).
+    pub boot: Option<crate::experiments::boot::BootExperiment>,
     /// spin_lock hits per subsystem per workload.
     pub spin_lock: Vec<crate::experiments::spinlock::WorkloadSpinLocks>,
     /// Page faults per workload.
