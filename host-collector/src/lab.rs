@@ -405,6 +405,10 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     let (probes, workloads, losses, mut stream) = summary::collect(session);
     let experiments = summary::Experiments {
         boot: experiments::boot::analyze(boots),
+        pci: experiments::pci::analyze(
+            &session.artifact_text("pci").unwrap_or_default(),
+            &session.artifact_text("dmesg").unwrap_or_default(),
+        ),
         spin_lock: experiments::spinlock::analyze(session),
         page_faults: experiments::faults::analyze(session),
     };

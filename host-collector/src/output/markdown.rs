@@ -169,6 +169,24 @@ fn render_experiments(md: &mut String, s: &Summary) {
             let _ = writeln!(md, "\n{:.0}% of the gap is time that passes before the kernel's clock starts counting.", x * 100.0);
         }
     }
+    if !s.experiments.pci.is_empty() {
+        let _ = writeln!(md, "\n## PCI devices (seed §3.5)\n");
+        let _ = writeln!(md, "| slot | vendor:device | class | class name | vendor | device | discovered by the kernel |\n|---|---|---|---|---|---|---|");
+        for d in &s.experiments.pci {
+            let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
+            let _ = writeln!(
+                md,
+                "| {} | {} | 0x{:06x} | {} | {} | {} | {} |",
+                d.slot,
+                d.ids,
+                d.class_code,
+                o(&d.subclass_name),
+                o(&d.vendor_name),
+                o(&d.device_name),
+                d.dmesg.as_deref().map(|l| format!("`{l}`")).unwrap_or_else(|| "—".into())
+            );
+        }
+    }
     let _ = writeln!(md, "\n## spin_lock by subsystem (seed §5)\n");
     let _ = writeln!(
         md,

@@ -39,6 +39,8 @@ pub struct Summary {
 pub struct Experiments {
     /// Boot time over several boots (seed §3.4).
     pub boot: Option<crate::experiments::boot::BootExperiment>,
+    /// PCI devices (seed §3.5).
+    pub pci: Vec<crate::experiments::pci::PciDevice>,
     /// spin_lock hits per subsystem per workload.
     pub spin_lock: Vec<crate::experiments::spinlock::WorkloadSpinLocks>,
     /// Page faults per workload.
