@@ -1,2 +1,97 @@
-//! placeholder
-fn main() {}
+//! `guestscope-agent`: the guest side of guestscope.
+//!
+//! It loads the eBPF probes, runs the plan's workloads one after another with their
+//! pids in the kernel filter, and streams everything (probe status, kallsyms, events,
+//! stacks, workload results, guest facts, totals) to the host as framed records.
+//!
+//! Modules, one concern each:
+//! - [`cli`]: command-line options.
+//! - [`plan`]: reading and checking the run plan.
+//! - [`transport`]: the stream's destination (vsock to the host, or a file).
+//! - [`stream`]: record framing and sequence numbers.
+//! - [`probes`]: loading the eBPF object, attaching its programs.
+//! - [`tracer`]: the pid filter and the ring-buffer → records pump.
+//! - [`ringbuf`]: decoding ring-buffer records.
+//! - [`batch`]: grouping events into `Events` records.
+//! - [`stacks`]: sending each kernel stack once, before its first use.
+//! - [`counters`]: summing the probes' per-CPU counters.
+//! - [`spawn`]: starting a workload held at a gate until it is traced.
+//! - [`workloads`]: running one workload under the probes.
+//! - [`artifacts`]: files captured in the guest (kallsyms, dmesg, pci, ...).
+//! - [`session`]: one run, in the order the host expects.
+//! - [`clock`]: the guest's monotonic clock.
+#![deny(missing_docs)]
+
+pub mod artifacts;
+pub mod batch;
+pub mod cli;
+pub mod clock;
+pub mod counters;
+pub mod plan;
+pub mod probes;
+pub mod ringbuf;
+pub mod session;
+pub mod spawn;
+pub mod stacks;
+pub mod stream;
+pub mod tracer;
+pub mod transport;
+pub mod workloads;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+use crate::{cli::Args, stream::Stream};
+
+fn main() -> ExitCode {
+    init_logging();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => {
+            println!("guestscope-agent: done");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("guestscope-agent: error: {e:#}");
+            println!("guestscope-agent: failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let agent_start_ns = clock::monotonic_ns();
+    let plan = plan::load(&args.plan)?;
+    tracing::info!(workloads = plan.workloads.len(), "plan loaded from {}", args.plan.display());
+    let out = transport::open(args.output.as_deref(), plan.vsock_port)?;
+    let mut stream = Stream::new(out);
+    let summary = session::run(&plan, &mut stream, agent_start_ns)?;
+    let bytes = stream.bytes();
+    stream.into_inner().flush().context("flushing the stream")?;
+    tracing::info!(
+        probes_attached = summary.attached,
+        workloads = summary.workloads,
+        failed_workloads = summary.failed_workloads,
+        events = summary.events,
+        records = summary.records,
+        bytes,
+        "run complete"
+    );
+    Ok(())
+}
+
+/// Logs go to stderr (the serial console); `GUESTSCOPE_LOG` sets the filter
+/// (default `info`).
+fn init_logging() {
+    let filter =
+        EnvFilter::try_from_env("GUESTSCOPE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+}

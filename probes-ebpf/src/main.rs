@@ -1,2 +1,36 @@
+//! guestscope's eBPF programs.
+//!
+//! Every event probe follows the same path (see [`emit`]): drop the hit unless the
+//! current process is in `TRACED_PIDS`, skip it if another guestscope probe is already
+//! running on this CPU, record the kernel stack, and write one
+//! [`guestscope_common::RawEvent`] into the `EVENTS` ring buffer, counting every
+//! outcome in `COUNTERS`.
+//!
+//! - [`maps`]: the map definitions (names and sizes from `guestscope_common::maps`).
+//! - [`emit`]: the shared filter / guard / stack / ring-buffer path.
+//! - [`spinlock`]: `_raw_spin_lock` (fentry, and a kprobe fallback).
+//! - [`fd`]: `alloc_fd` (kprobe).
+//! - [`fault`]: `exceptions:page_fault_user` and `exceptions:page_fault_kernel`.
+//! - [`fork`]: `sched:sched_process_fork`, which adds a traced process's children.
 #![no_std]
 #![no_main]
+
+mod emit;
+mod fault;
+mod fd;
+mod fork;
+mod maps;
+mod spinlock;
+
+/// The kernel lets only GPL-compatible programs call `bpf_get_stackid`,
+/// `bpf_probe_read_kernel` and attach as fentry; the object declares a dual licence.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // eBPF cannot unwind or abort; the verifier rejects any path that reaches here.
+    loop {}
+}

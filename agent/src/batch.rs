@@ -1,0 +1,130 @@
+//! Grouping events into `Events` records: at most [`MAX_EVENTS`] events, and no event
+//! waits more than [`MAX_AGE`] before it is sent.
+
+use std::time::{Duration, Instant};
+
+use guestscope_common::RawEvent;
+
+/// Most events in one `Events` record.
+pub const MAX_EVENTS: usize = 1024;
+/// Longest time the first event of a batch waits before the batch is sent.
+pub const MAX_AGE: Duration = Duration::from_millis(50);
+
+/// Events collected for the next `Events` record.
+#[derive(Debug)]
+pub struct Batcher {
+    events: Vec<RawEvent>,
+    opened: Option<Instant>,
+    max_events: usize,
+    max_age: Duration,
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        Batcher::new(MAX_EVENTS, MAX_AGE)
+    }
+}
+
+impl Batcher {
+    /// A batcher with the given limits (`max_events` ≥ 1).
+    pub fn new(max_events: usize, max_age: Duration) -> Self {
+        let max_events = max_events.max(1);
+        Batcher { events: Vec::with_capacity(max_events), opened: None, max_events, max_age }
+    }
+
+    /// Adds an event read at `now`; returns true when the batch is full.
+    pub fn push(&mut self, event: RawEvent, now: Instant) -> bool {
+        if self.events.is_empty() {
+            self.opened = Some(now);
+        }
+        self.events.push(event);
+        self.is_full()
+    }
+
+    /// Whether the batch holds `max_events` events.
+    pub fn is_full(&self) -> bool {
+        self.events.len() >= self.max_events
+    }
+
+    /// Whether the batch should be sent now (full, or its first event is `max_age` old).
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.is_full() || self.deadline().is_some_and(|d| now >= d)
+    }
+
+    /// When the batch becomes due by age; `None` while empty.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.opened.map(|t| t + self.max_age)
+    }
+
+    /// Number of events waiting.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Takes the waiting events, leaving the batch empty.
+    pub fn take(&mut self) -> Vec<RawEvent> {
+        self.opened = None;
+        std::mem::replace(&mut self.events, Vec::with_capacity(self.max_events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn ev(n: u64) -> RawEvent {
+        RawEvent {
+            ts_ns: n,
+            arg: 0,
+            ip: 0,
+            kind: 2,
+            cpu: 0,
+            pid: 1,
+            tid: 1,
+            stack_id: -1,
+            flags: 0,
+            comm: [0; 16],
+        }
+    }
+
+    #[test]
+    fn full_at_max_events() {
+        let t = Instant::now();
+        let mut b = Batcher::new(3, MAX_AGE);
+        assert!(!b.push(ev(0), t));
+        assert!(!b.push(ev(1), t));
+        assert!(!b.is_due(t));
+        assert!(b.push(ev(2), t));
+        assert!(b.is_due(t));
+        let got = b.take();
+        assert_eq!(got.iter().map(|e| e.ts_ns).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert!(b.is_empty() && b.deadline().is_none());
+    }
+
+    #[test]
+    fn due_by_age_from_first_event() {
+        let t = Instant::now();
+        let mut b = Batcher::new(1024, Duration::from_millis(50));
+        assert!(!b.is_due(t + Duration::from_secs(10)), "an empty batch is never due");
+        b.push(ev(0), t);
+        b.push(ev(1), t + Duration::from_millis(40));
+        assert_eq!(b.deadline(), Some(t + Duration::from_millis(50)));
+        assert!(!b.is_due(t + Duration::from_millis(49)));
+        assert!(b.is_due(t + Duration::from_millis(50)));
+        b.take();
+        b.push(ev(2), t + Duration::from_millis(60));
+        assert_eq!(b.deadline(), Some(t + Duration::from_millis(110)));
+    }
+
+    #[test]
+    fn zero_limit_is_treated_as_one() {
+        let mut b = Batcher::new(0, MAX_AGE);
+        assert!(b.push(ev(0), Instant::now()));
+        assert_eq!(b.len(), 1);
+    }
+}

@@ -1,0 +1,156 @@
+//! Loading and checking the run plan.
+
+use std::{collections::HashSet, fs, io, path::Path};
+
+use guestscope_common::{
+    ProbeKind,
+    plan::{RunPlan, WorkloadSpec},
+};
+
+/// Why the plan cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The plan file could not be read.
+    #[error("reading plan {path}: {source}")]
+    Read {
+        /// The plan's path.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The plan is not valid JSON for a `RunPlan`.
+    #[error("parsing plan {path}: {source}")]
+    Parse {
+        /// The plan's path.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The plan names a probe this agent does not have.
+    #[error(
+        "plan asks for unknown probe {0:?} (known: spin_lock, alloc_fd, page_fault_user, page_fault_kernel)"
+    )]
+    UnknownProbe(String),
+    /// Two workloads share a name.
+    #[error("plan has two workloads named {0:?}")]
+    DuplicateWorkload(String),
+    /// A workload's path is not absolute.
+    #[error("workload {name:?}: path {path:?} is not absolute")]
+    RelativePath {
+        /// The workload's name.
+        name: String,
+        /// Its path.
+        path: String,
+    },
+    /// A workload's path or argument contains a NUL byte.
+    #[error("workload {0:?}: path or argument contains a NUL byte")]
+    NulByte(String),
+}
+
+/// Reads and checks the plan at `path`.
+pub fn load(path: &Path) -> Result<RunPlan, PlanError> {
+    let display = path.display().to_string();
+    let text = fs::read_to_string(path)
+        .map_err(|source| PlanError::Read { path: display.clone(), source })?;
+    let plan: RunPlan =
+        serde_json::from_str(&text).map_err(|source| PlanError::Parse { path: display, source })?;
+    check(&plan)?;
+    Ok(plan)
+}
+
+/// Checks what serde cannot: probe names, unique workload names, usable paths.
+pub fn check(plan: &RunPlan) -> Result<(), PlanError> {
+    selected_probes(plan)?;
+    let mut names = HashSet::new();
+    for WorkloadSpec { name, path, args, .. } in &plan.workloads {
+        if !names.insert(name.as_str()) {
+            return Err(PlanError::DuplicateWorkload(name.clone()));
+        }
+        if !path.starts_with('/') {
+            return Err(PlanError::RelativePath { name: name.clone(), path: path.clone() });
+        }
+        if path.contains('\0') || args.iter().any(|a| a.contains('\0')) {
+            return Err(PlanError::NulByte(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The probes the plan asks for (all of them when its list is empty), in id order.
+pub fn selected_probes(plan: &RunPlan) -> Result<Vec<ProbeKind>, PlanError> {
+    if plan.probes.is_empty() {
+        return Ok(ProbeKind::ALL.to_vec());
+    }
+    let mut kinds = plan
+        .probes
+        .iter()
+        .map(|name| ProbeKind::from_name(name).ok_or_else(|| PlanError::UnknownProbe(name.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    kinds.sort();
+    kinds.dedup();
+    Ok(kinds)
+}
+
+#[cfg(test)]
+mod tests {
+    use guestscope_common::plan::WorkloadOrigin;
+
+    use super::*;
+
+    fn plan(probes: &[&str], workloads: &[(&str, &str)]) -> RunPlan {
+        RunPlan {
+            vsock_port: 7000,
+            probes: probes.iter().map(|s| s.to_string()).collect(),
+            workloads: workloads
+                .iter()
+                .map(|(name, path)| WorkloadSpec {
+                    name: name.to_string(),
+                    path: path.to_string(),
+                    args: vec!["--iterations".into(), "10".into()],
+                    origin: WorkloadOrigin::Builtin,
+                })
+                .collect(),
+            settle_ms: 0,
+        }
+    }
+
+    #[test]
+    fn empty_probe_list_means_all() {
+        assert_eq!(selected_probes(&plan(&[], &[])).unwrap(), ProbeKind::ALL.to_vec());
+    }
+
+    #[test]
+    fn probe_names_are_checked_and_deduplicated() {
+        let p = plan(&["alloc_fd", "spin_lock", "alloc_fd"], &[]);
+        assert_eq!(selected_probes(&p).unwrap(), vec![ProbeKind::SpinLock, ProbeKind::AllocFd]);
+        assert!(
+            matches!(check(&plan(&["nope"], &[])), Err(PlanError::UnknownProbe(n)) if n == "nope")
+        );
+    }
+
+    #[test]
+    fn workloads_are_checked() {
+        assert!(check(&plan(&[], &[("a", "/bin/a"), ("b", "/bin/b")])).is_ok());
+        assert!(matches!(
+            check(&plan(&[], &[("a", "/bin/a"), ("a", "/bin/b")])),
+            Err(PlanError::DuplicateWorkload(_))
+        ));
+        assert!(matches!(
+            check(&plan(&[], &[("a", "bin/a")])),
+            Err(PlanError::RelativePath { .. })
+        ));
+        assert!(matches!(check(&plan(&[], &[("a", "/bin/a\0")])), Err(PlanError::NulByte(_))));
+    }
+
+    #[test]
+    fn plan_json_parses() {
+        let json = r#"{"vsock_port":7000,"probes":[],"settle_ms":0,
+            "workloads":[{"name":"fopen","path":"/usr/lib/guestscope/workloads/fopen",
+            "args":["--iterations","100"],"origin":"Builtin"}]}"#;
+        let p: RunPlan = serde_json::from_str(json).unwrap();
+        check(&p).unwrap();
+        assert_eq!(p.workloads[0].name, "fopen");
+    }
+}

@@ -1,0 +1,340 @@
+//! Loading the embedded eBPF object and attaching its programs.
+//!
+//! Attaching never fails the run: every probe gets a [`ProbeAttach`] record saying how it
+//! was attached or why it was not. `_raw_spin_lock` is tried as fentry first (cheap BTF
+//! trampoline) and falls back to a kprobe.
+
+use std::{error::Error as StdError, fs, path::Path};
+
+use aya::{
+    Btf, Ebpf, EbpfError,
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{FEntry, KProbe, ProgramError, TracePoint},
+};
+use guestscope_common::{ProbeCounters, ProbeKind, maps as names, wire::ProbeAttach};
+
+/// The eBPF object built from `probes-ebpf/` by the build script.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guestscope-probes"));
+
+/// Kernel function the spin-lock probes attach to.
+pub const SPIN_LOCK_FN: &str = "_raw_spin_lock";
+/// Kernel function the fd probe attaches to.
+pub const ALLOC_FD_FN: &str = "alloc_fd";
+/// Longest note kept in a [`ProbeAttach`] record (verifier logs can be huge).
+const MAX_NOTE: usize = 4096;
+
+/// Why the probes could not be loaded, or one of them attached.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The eBPF object was not built (`AYA_BUILD_SKIP`) into this agent.
+    #[error("this agent was built without its eBPF object")]
+    NoObject,
+    /// The object could not be loaded (maps could not be created, ...).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] EbpfError),
+    /// A map the agent needs is not in the object.
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    /// A map has an unexpected type or layout.
+    #[error("map {name}: {source}")]
+    Map {
+        /// The map's name.
+        name: &'static str,
+        /// What is wrong.
+        #[source]
+        source: MapError,
+    },
+    /// A program is not in the object.
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    /// The kernel's BTF (needed by fentry) could not be read.
+    #[error("reading kernel BTF (/sys/kernel/btf/vmlinux): {0}")]
+    Btf(String),
+    /// Loading or attaching a program failed.
+    #[error("{program}: {source}")]
+    Program {
+        /// The program's name.
+        program: &'static str,
+        /// What failed.
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// The maps the agent reads and writes.
+pub struct Maps {
+    /// `EVENTS`: probe events.
+    pub events: RingBuf<MapData>,
+    /// `TRACED_PIDS`: the processes under study.
+    pub traced: HashMap<MapData, u32, u8>,
+    /// `STACKS`: kernel stacks by id.
+    pub stacks: StackTraceMap<MapData>,
+    /// `COUNTERS`: per-CPU, per-probe outcome counters.
+    pub counters: PerCpuArray<MapData, ProbeCounters>,
+}
+
+/// The loaded object (its programs stay attached while it lives) and its maps.
+pub struct Loaded {
+    /// The object.
+    pub ebpf: Ebpf,
+    /// Its maps, taken out of it.
+    pub maps: Maps,
+}
+
+/// Loads the embedded object and takes its maps. No program is attached yet.
+pub fn load() -> Result<Loaded, ProbeError> {
+    if OBJECT.is_empty() {
+        return Err(ProbeError::NoObject);
+    }
+    raise_memlock_limit();
+    let mut ebpf = Ebpf::load(OBJECT).map_err(ProbeError::Load)?;
+    let maps = Maps {
+        events: take(&mut ebpf, names::EVENTS)?,
+        traced: take(&mut ebpf, names::TRACED_PIDS)?,
+        stacks: take(&mut ebpf, names::STACKS)?,
+        counters: take(&mut ebpf, names::COUNTERS)?,
+    };
+    Ok(Loaded { ebpf, maps })
+}
+
+fn take<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>
+where
+    M: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+    M::try_from(map).map_err(|source| ProbeError::Map { name, source })
+}
+
+/// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK; lift it (harmless later).
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit reads a valid, initialised rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Attaches the probes in `selected` and reports every probe kind, selected or not.
+pub fn attach_all(ebpf: &mut Ebpf, selected: &[ProbeKind]) -> Vec<ProbeAttach> {
+    ensure_tracefs();
+    let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()));
+    ProbeKind::ALL
+        .into_iter()
+        .map(|kind| {
+            if !selected.contains(&kind) {
+                return ProbeAttach {
+                    probe: kind.name().into(),
+                    target: target(kind).into(),
+                    method: String::new(),
+                    note: "not requested by the plan".into(),
+                    attached: false,
+                };
+            }
+            let record = attach_one(ebpf, kind, btf.as_ref());
+            if record.attached {
+                tracing::info!(probe = %record.probe, method = %record.method, target = %record.target, "attached");
+            } else {
+                tracing::warn!(probe = %record.probe, "not attached: {}", first_line(&record.note));
+            }
+            record
+        })
+        .collect()
+}
+
+/// Attaches the fork follower (children of traced processes are traced too).
+pub fn attach_fork_follower(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    ensure_tracefs();
+    tracepoint(ebpf, "sched_process_fork", "sched", "sched_process_fork")
+}
+
+/// The kernel symbol or tracepoint a probe kind attaches to.
+pub fn target(kind: ProbeKind) -> &'static str {
+    match kind {
+        ProbeKind::SpinLock => SPIN_LOCK_FN,
+        ProbeKind::AllocFd => ALLOC_FD_FN,
+        ProbeKind::PageFaultUser => "exceptions:page_fault_user",
+        ProbeKind::PageFaultKernel => "exceptions:page_fault_kernel",
+    }
+}
+
+fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) -> ProbeAttach {
+    let mut record = ProbeAttach {
+        probe: kind.name().into(),
+        target: target(kind).into(),
+        method: String::new(),
+        note: String::new(),
+        attached: false,
+    };
+    let result = match kind {
+        ProbeKind::SpinLock => {
+            let fentry_result = match btf {
+                Ok(btf) => fentry(ebpf, "spin_lock_fentry", SPIN_LOCK_FN, btf),
+                Err(e) => Err(ProbeError::Btf(e.to_string())),
+            };
+            match fentry_result {
+                Ok(()) => {
+                    record.method = "fentry".into();
+                    Ok(())
+                }
+                Err(e) => {
+                    record.note =
+                        format!("fentry unavailable ({}); fell back to kprobe", chain(&e));
+                    record.method = "kprobe".into();
+                    kprobe(ebpf, "spin_lock_kprobe", SPIN_LOCK_FN)
+                }
+            }
+        }
+        ProbeKind::AllocFd => {
+            record.method = "kprobe".into();
+            kprobe(ebpf, "alloc_fd", ALLOC_FD_FN)
+        }
+        ProbeKind::PageFaultUser => {
+            record.method = "tracepoint".into();
+            tracepoint(ebpf, "page_fault_user", "exceptions", "page_fault_user")
+        }
+        ProbeKind::PageFaultKernel => {
+            record.method = "tracepoint".into();
+            tracepoint(ebpf, "page_fault_kernel", "exceptions", "page_fault_kernel")
+        }
+    };
+    match result {
+        Ok(()) => record.attached = true,
+        Err(e) => {
+            let why = chain(&e);
+            record.note =
+                if record.note.is_empty() { why } else { format!("{}; {why}", record.note) };
+            record.method.clear();
+        }
+    }
+    truncate_note(&mut record.note);
+    record
+}
+
+fn fentry(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    function: &str,
+    btf: &Btf,
+) -> Result<(), ProbeError> {
+    let err = |source| ProbeError::Program { program, source };
+    let prog: &mut FEntry = ebpf
+        .program_mut(program)
+        .ok_or(ProbeError::MissingProgram(program))?
+        .try_into()
+        .map_err(err)?;
+    prog.load(function, btf).map_err(err)?;
+    if let Err(e) = prog.attach() {
+        // Leave nothing half-done behind for the fallback.
+        let _ = prog.unload();
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+fn kprobe(ebpf: &mut Ebpf, program: &'static str, function: &str) -> Result<(), ProbeError> {
+    let err = |source| ProbeError::Program { program, source };
+    let prog: &mut KProbe = ebpf
+        .program_mut(program)
+        .ok_or(ProbeError::MissingProgram(program))?
+        .try_into()
+        .map_err(err)?;
+    prog.load().map_err(err)?;
+    prog.attach(function, 0).map_err(err)?;
+    Ok(())
+}
+
+fn tracepoint(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    category: &str,
+    name: &str,
+) -> Result<(), ProbeError> {
+    let err = |source| ProbeError::Program { program, source };
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or(ProbeError::MissingProgram(program))?
+        .try_into()
+        .map_err(err)?;
+    prog.load().map_err(err)?;
+    prog.attach(category, name).map_err(err)?;
+    Ok(())
+}
+
+/// Tracepoints are found through tracefs; mount it if the guest's init did not.
+fn ensure_tracefs() {
+    let dir = Path::new("/sys/kernel/tracing");
+    let populated = |d: &Path| fs::read_dir(d).is_ok_and(|mut e| e.next().is_some());
+    if populated(dir) || populated(Path::new("/sys/kernel/debug/tracing")) || !dir.exists() {
+        return;
+    }
+    match nix::mount::mount(
+        Some("tracefs"),
+        dir,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    ) {
+        Ok(()) => tracing::info!("mounted tracefs on {}", dir.display()),
+        Err(e) => tracing::warn!("tracefs is not mounted and mounting it failed: {e}"),
+    }
+}
+
+/// An error and its sources, joined by ": ".
+pub fn chain(err: &dyn StdError) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        // thiserror's `{0}` formats often repeat the source already.
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+fn truncate_note(note: &mut String) {
+    if note.len() > MAX_NOTE {
+        let mut end = MAX_NOTE;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str(" [truncated]");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_target() {
+        for kind in ProbeKind::ALL {
+            assert!(!target(kind).is_empty());
+        }
+    }
+
+    #[test]
+    fn chain_joins_sources_without_repeating() {
+        let io = std::io::Error::other("permission denied");
+        let e = ProbeError::Program { program: "alloc_fd", source: ProgramError::from(io) };
+        let text = chain(&e);
+        assert!(text.starts_with("alloc_fd: "), "{text}");
+        assert_eq!(text.matches("permission denied").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn notes_are_bounded() {
+        let mut n = "é".repeat(MAX_NOTE);
+        truncate_note(&mut n);
+        assert!(n.len() <= MAX_NOTE + " [truncated]".len());
+        assert!(n.ends_with("[truncated]"));
+    }
+}

@@ -1,0 +1,156 @@
+//! One run of the plan, in the order the host expects:
+//! Hello → ProbeAttach × n → Artifact kallsyms → per workload (WorkloadStarted, Stack and
+//! Events records, WorkloadExited) → the rest of the ring buffer → end artifacts →
+//! Finished.
+
+use std::{
+    fs,
+    io::Write,
+    time::{Duration, Instant},
+};
+
+use guestscope_common::{
+    ProbeKind,
+    plan::RunPlan,
+    wire::{Body, Hello, ProbeAttach},
+};
+
+use crate::{
+    artifacts,
+    clock::monotonic_ns,
+    plan::selected_probes,
+    probes,
+    stream::{Stream, StreamError},
+    tracer::Tracer,
+    workloads,
+};
+
+/// What the run did, for the console.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    /// Probes attached.
+    pub attached: usize,
+    /// Workloads run.
+    pub workloads: usize,
+    /// Workloads that exited non-zero or never ran.
+    pub failed_workloads: usize,
+    /// Events sent.
+    pub events: u64,
+    /// Records sent.
+    pub records: u64,
+}
+
+/// Runs `plan`, writing every record to `stream`. Only a broken stream is an error.
+pub fn run<W: Write>(
+    plan: &RunPlan,
+    stream: &mut Stream<W>,
+    agent_start_ns: u64,
+) -> Result<Summary, StreamError> {
+    // The plan was checked when loaded; an unknown name cannot reach here.
+    let selected = selected_probes(plan).unwrap_or_else(|_| ProbeKind::ALL.to_vec());
+    let mut logs: Vec<(&str, String)> = Vec::new();
+    let (mut tracer, attach) = match probes::load() {
+        Ok(mut loaded) => {
+            let attach = probes::attach_all(&mut loaded.ebpf, &selected);
+            match probes::attach_fork_follower(&mut loaded.ebpf) {
+                Ok(()) => {
+                    logs.push(("info", "fork follower attached to sched:sched_process_fork".into()))
+                }
+                Err(e) => {
+                    let message = format!(
+                        "fork follower not attached, children of workloads are not traced: {}",
+                        probes::chain(&e)
+                    );
+                    tracing::warn!("{message}");
+                    logs.push(("warn", message));
+                }
+            }
+            (Tracer::new(loaded), attach)
+        }
+        Err(e) => {
+            let why = probes::chain(&e);
+            tracing::error!("no probes: {why}");
+            logs.push(("error", format!("eBPF probes not loaded, workloads run untraced: {why}")));
+            let attach = ProbeKind::ALL
+                .into_iter()
+                .map(|kind| ProbeAttach {
+                    probe: kind.name().into(),
+                    target: probes::target(kind).into(),
+                    method: String::new(),
+                    note: format!("eBPF object not loaded: {why}"),
+                    attached: false,
+                })
+                .collect();
+            (Tracer::inactive(), attach)
+        }
+    };
+
+    stream.send(Body::Hello(hello(agent_start_ns)))?;
+    let attached = attach.iter().filter(|a| a.attached).count();
+    for record in attach {
+        stream.send(Body::ProbeAttach(record))?;
+    }
+    for (level, message) in logs {
+        stream.send(Body::Log { level: level.into(), message })?;
+    }
+    println!("guestscope-agent: ready");
+
+    artifacts::send_file(stream, "kallsyms", "/proc/kallsyms")?;
+
+    if plan.settle_ms > 0 {
+        settle(&mut tracer, stream, Duration::from_millis(plan.settle_ms))?;
+    }
+    let mut failed_workloads = 0;
+    for spec in &plan.workloads {
+        let status = workloads::run(spec, &mut tracer, stream)?;
+        if status != 0 {
+            failed_workloads += 1;
+        }
+    }
+    tracer.drain(stream)?;
+
+    artifacts::send_end_artifacts(stream)?;
+    let totals = tracer.totals();
+    let events = totals.events_sent;
+    stream.send(Body::Finished(totals))?;
+    Ok(Summary {
+        attached,
+        workloads: plan.workloads.len(),
+        failed_workloads,
+        events,
+        records: stream.records(),
+    })
+}
+
+fn hello(agent_start_ns: u64) -> Hello {
+    let kernel_release = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cpus = aya::util::online_cpus().map(|c| c.len() as u32).unwrap_or(0);
+    Hello {
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        kernel_release,
+        cpus,
+        agent_start_ns,
+        monotonic_ns: monotonic_ns(),
+        agent_pid: std::process::id(),
+    }
+}
+
+/// Keeps pumping events for `duration` before the first workload.
+fn settle<W: Write>(
+    tracer: &mut Tracer,
+    stream: &mut Stream<W>,
+    duration: Duration,
+) -> Result<(), StreamError> {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        std::thread::sleep(
+            tracer
+                .poll_timeout(Instant::now())
+                .min(until.saturating_duration_since(Instant::now())),
+        );
+        tracer.pump(stream)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Starting a workload held at a gate: the child exists (so its pid can be put in the
+//! kernel filter) but does not exec until the agent opens the gate.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    io,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use nix::{
+    errno::Errno,
+    fcntl::{FcntlArg, OFlag, fcntl},
+    unistd::{ForkResult, Pid, dup2, execv, fork, pipe2, read, write},
+};
+
+/// Exit status of a child whose exec failed (as shells use).
+pub const EXEC_FAILED: i32 = 127;
+
+/// A workload could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// A path or argument contains a NUL byte.
+    #[error("path or argument contains a NUL byte")]
+    Nul,
+    /// Creating a pipe failed.
+    #[error("creating a pipe: {0}")]
+    Pipe(#[source] Errno),
+    /// fork() failed.
+    #[error("fork: {0}")]
+    Fork(#[source] Errno),
+    /// Opening the gate failed.
+    #[error("releasing the child: {0}")]
+    Gate(#[source] Errno),
+}
+
+/// A child waiting at its gate.
+pub struct Gated {
+    /// The child's pid.
+    pub pid: Pid,
+    gate: OwnedFd,
+    output: OwnedFd,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Gated {
+    /// Lets the child exec.
+    pub fn release(self) -> Result<Running, SpawnError> {
+        let Gated { pid, gate, output, pidfd } = self;
+        loop {
+            match write(&gate, &[1]) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(SpawnError::Gate(e)),
+            }
+        }
+        drop(gate);
+        Ok(Running { pid, output, pidfd })
+    }
+}
+
+/// A released child.
+pub struct Running {
+    /// The child's pid.
+    pub pid: Pid,
+    output: OwnedFd,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Running {
+    /// Read end of the child's stdout+stderr pipe (non-blocking).
+    pub fn output(&self) -> BorrowedFd<'_> {
+        self.output.as_fd()
+    }
+
+    /// A pidfd that becomes readable when the child exits, if the kernel has pidfds.
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|f| f.as_fd())
+    }
+}
+
+/// Forks a child that waits at a gate, then execs `path` with `argv` (argv\[0\] included),
+/// its stdout and stderr on a pipe and stdin on /dev/null.
+pub fn spawn_gated(path: &str, argv: &[String]) -> Result<Gated, SpawnError> {
+    let c_path = CString::new(path).map_err(|_| SpawnError::Nul)?;
+    let c_argv = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| SpawnError::Nul)?;
+    let (gate_r, gate_w) = pipe2(OFlag::O_CLOEXEC).map_err(SpawnError::Pipe)?;
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(SpawnError::Pipe)?;
+    let null = File::open("/dev/null").ok();
+    let exec_error_prefix = format!("guestscope-agent: exec {path}: ");
+
+    // SAFETY: the agent is single-threaded, so the child may run ordinary code until exec.
+    match unsafe { fork() }.map_err(SpawnError::Fork)? {
+        ForkResult::Child => {
+            drop(gate_w);
+            drop(out_r);
+            child(&gate_r, &out_w, null.as_ref(), &c_path, &c_argv, &exec_error_prefix)
+        }
+        ForkResult::Parent { child } => {
+            drop(gate_r);
+            drop(out_w);
+            if let Err(e) = set_nonblocking(out_r.as_raw_fd()) {
+                tracing::warn!("output pipe stays blocking: {e}");
+            }
+            Ok(Gated { pid: child, gate: gate_w, output: out_r, pidfd: pidfd_open(child) })
+        }
+    }
+}
+
+/// The child side: wait at the gate, set up stdio, exec. Never returns.
+fn child(
+    gate: &OwnedFd,
+    out: &OwnedFd,
+    null: Option<&File>,
+    path: &CString,
+    argv: &[CString],
+    prefix: &str,
+) -> ! {
+    let mut byte = [0u8; 1];
+    let released = loop {
+        match read(gate.as_raw_fd(), &mut byte) {
+            Ok(1) => break true,
+            Err(Errno::EINTR) => continue,
+            // The agent went away without releasing us.
+            _ => break false,
+        }
+    };
+    if !released {
+        exit_now(EXEC_FAILED);
+    }
+    let _ = dup2(out.as_raw_fd(), 1);
+    let _ = dup2(out.as_raw_fd(), 2);
+    if let Some(null) = null {
+        let _ = dup2(null.as_raw_fd(), 0);
+    }
+    let err = match execv(path, argv) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    let message = format!("{prefix}{err}\n");
+    // SAFETY: fd 2 is the output pipe, owned by this process until it exits.
+    let stderr = unsafe { BorrowedFd::borrow_raw(2) };
+    let _ = write(stderr, message.as_bytes());
+    exit_now(EXEC_FAILED)
+}
+
+/// Leaves the child without running the parent's atexit handlers or flushing its
+/// copied stdio buffers.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+fn set_nonblocking(fd: RawFd) -> nix::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
+}
+
+/// A pidfd for `pid` (Linux ≥ 5.3), or `None`.
+fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        tracing::debug!("pidfd_open: {}", io::Error::last_os_error());
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

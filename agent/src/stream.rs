@@ -1,0 +1,107 @@
+//! The framed record stream: numbers records and writes them, one frame each, to any
+//! [`Write`] (a vsock connection or a file).
+
+use std::io::Write;
+
+use guestscope_common::wire::{Body, EncodeError, Record, write_frame};
+
+/// A record could not be sent.
+#[derive(Debug, thiserror::Error)]
+#[error("sending record {seq}: {source}")]
+pub struct StreamError {
+    /// Sequence number of the record that failed.
+    pub seq: u64,
+    /// What failed.
+    #[source]
+    pub source: EncodeError,
+}
+
+/// Writes records with consecutive sequence numbers starting at 0.
+pub struct Stream<W: Write> {
+    out: W,
+    seq: u64,
+    bytes: u64,
+}
+
+impl<W: Write> Stream<W> {
+    /// Starts a stream on `out`.
+    pub fn new(out: W) -> Self {
+        Stream { out, seq: 0, bytes: 0 }
+    }
+
+    /// Sends one record and flushes it; returns its sequence number.
+    pub fn send(&mut self, body: Body) -> Result<u64, StreamError> {
+        let seq = self.seq;
+        let record = Record { seq, body };
+        let written =
+            write_frame(&mut self.out, &record).map_err(|source| StreamError { seq, source })?;
+        self.out.flush().map_err(|e| StreamError { seq, source: EncodeError::Io(e) })?;
+        self.seq += 1;
+        self.bytes += written as u64;
+        Ok(seq)
+    }
+
+    /// Number of records sent.
+    pub fn records(&self) -> u64 {
+        self.seq
+    }
+
+    /// Number of bytes sent.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The underlying writer.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use guestscope_common::wire::{DecodeError, FrameReader};
+
+    use super::*;
+
+    fn log(message: &str) -> Body {
+        Body::Log { level: "info".into(), message: message.into() }
+    }
+
+    #[test]
+    fn records_are_numbered_from_zero() {
+        let mut stream = Stream::new(Vec::new());
+        for i in 0..5 {
+            assert_eq!(stream.send(log(&i.to_string())).unwrap(), i);
+        }
+        assert_eq!(stream.records(), 5);
+        let bytes = stream.bytes();
+        let buf = stream.into_inner();
+        assert_eq!(bytes, buf.len() as u64);
+        let mut reader = FrameReader::new(buf.as_slice());
+        for i in 0..5 {
+            let r = reader.next_record().unwrap();
+            assert_eq!(r.seq, i);
+            assert_eq!(r.body, log(&i.to_string()));
+        }
+        assert!(matches!(reader.next_record(), Err(DecodeError::Eof)));
+    }
+
+    struct Broken;
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("connection reset"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_an_error_and_does_not_advance() {
+        let mut stream = Stream::new(Broken);
+        let err = stream.send(log("x")).unwrap_err();
+        assert_eq!(err.seq, 0);
+        assert!(err.to_string().contains("connection reset"));
+        assert_eq!(stream.records(), 0);
+    }
+}

@@ -1,0 +1,271 @@
+//! Running one workload under the probes, streaming its events while it runs.
+
+use std::{
+    io::Write,
+    os::fd::{AsRawFd, BorrowedFd},
+};
+
+use guestscope_common::{
+    plan::WorkloadSpec,
+    wire::{Body, WorkloadExited, WorkloadStarted},
+};
+use nix::{
+    errno::Errno,
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+    sys::wait::{WaitPidFlag, WaitStatus, waitpid},
+    unistd::read,
+};
+
+use crate::{
+    clock::monotonic_ns,
+    spawn::{Running, spawn_gated},
+    stream::{Stream, StreamError},
+    tracer::Tracer,
+};
+
+/// Most workload output kept (stdout and stderr together).
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+/// Status reported for a workload that never ran.
+pub const NEVER_RAN: i32 = -1;
+
+/// A workload's output, kept up to a limit; the rest is counted and dropped.
+#[derive(Debug)]
+pub struct OutputBuffer {
+    data: Vec<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl OutputBuffer {
+    /// An empty buffer keeping at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        OutputBuffer { data: Vec::new(), limit, dropped: 0 }
+    }
+
+    /// Appends bytes, dropping what does not fit.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let room = self.limit.saturating_sub(self.data.len());
+        let take = room.min(bytes.len());
+        self.data.extend_from_slice(&bytes[..take]);
+        self.dropped += (bytes.len() - take) as u64;
+    }
+
+    /// Reads from a non-blocking fd until it would block; returns false at end of file
+    /// (or on an error, after which the fd is not worth polling).
+    pub fn read_from(&mut self, fd: BorrowedFd<'_>) -> bool {
+        let mut buf = [0u8; 8192];
+        loop {
+            match read(fd.as_raw_fd(), &mut buf) {
+                Ok(0) => return false,
+                Ok(n) => self.push(&buf[..n]),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return true,
+                Err(e) => {
+                    tracing::warn!("reading workload output: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The kept output as text (invalid UTF-8 replaced), with a note when bytes were
+    /// dropped; never longer than the limit.
+    pub fn finish(mut self) -> String {
+        if self.dropped > 0 {
+            let note = format!(
+                "\n[guestscope-agent: output truncated, {} more bytes dropped]\n",
+                self.dropped
+            );
+            let keep = self.limit.saturating_sub(note.len());
+            self.data.truncate(keep);
+            self.data.extend_from_slice(note.as_bytes());
+            self.data.truncate(self.limit);
+        }
+        match String::from_utf8(self.data) {
+            Ok(s) => s,
+            Err(e) => {
+                let mut s = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                // Replacement characters can make it longer than the limit.
+                while s.len() > self.limit {
+                    s.pop();
+                }
+                s
+            }
+        }
+    }
+}
+
+/// The exit status as the wire reports it: the exit code, or 128 + signal.
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, signal, _) => Some(128 + signal as i32),
+        _ => None,
+    }
+}
+
+/// Runs `spec` to completion under `tracer`: `WorkloadStarted`, its events and stacks,
+/// then `WorkloadExited`. Only a broken stream is an error; a workload that cannot be
+/// started is reported with status [`NEVER_RAN`] (or 127 when exec fails) and the run goes on.
+pub fn run<W: Write>(
+    spec: &WorkloadSpec,
+    tracer: &mut Tracer,
+    stream: &mut Stream<W>,
+) -> Result<i32, StreamError> {
+    let argv: Vec<String> =
+        std::iter::once(spec.path.clone()).chain(spec.args.iter().cloned()).collect();
+    let exited = |pid: u32, status: i32, output: String| {
+        Body::WorkloadExited(WorkloadExited {
+            name: spec.name.clone(),
+            pid,
+            status,
+            end_ns: monotonic_ns(),
+            output,
+        })
+    };
+
+    let gated = match spawn_gated(&spec.path, &argv) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(workload = %spec.name, "cannot start: {e}");
+            stream.send(exited(
+                0,
+                NEVER_RAN,
+                format!("guestscope-agent: cannot start {}: {e}\n", spec.path),
+            ))?;
+            return Ok(NEVER_RAN);
+        }
+    };
+    let pid = gated.pid.as_raw() as u32;
+    if let Err(e) = tracer.trace(pid) {
+        tracing::error!(workload = %spec.name, "{e}; it runs untraced");
+        stream.send(Body::Log {
+            level: "error".into(),
+            message: format!("workload {}: {e}; it runs untraced", spec.name),
+        })?;
+    }
+    let start_ns = monotonic_ns();
+    stream.send(Body::WorkloadStarted(WorkloadStarted {
+        name: spec.name.clone(),
+        pid,
+        argv: argv.clone(),
+        start_ns,
+    }))?;
+    let running = match gated.release() {
+        Ok(r) => r,
+        Err(e) => {
+            // The child sees the closed gate and exits on its own; reap it.
+            let _ = waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            untrace(tracer, &spec.name);
+            tracer.drain(stream)?;
+            stream.send(exited(pid, NEVER_RAN, format!("guestscope-agent: {e}\n")))?;
+            return Ok(NEVER_RAN);
+        }
+    };
+    tracing::info!(workload = %spec.name, pid, "started");
+
+    let (status, output) = supervise(&running, tracer, stream)?;
+    untrace(tracer, &spec.name);
+    tracer.drain(stream)?;
+    tracing::info!(workload = %spec.name, pid, status, "exited");
+    stream.send(exited(pid, status, output))?;
+    Ok(status)
+}
+
+/// Streams events and collects output until the child exits; returns its status and output.
+fn supervise<W: Write>(
+    running: &Running,
+    tracer: &mut Tracer,
+    stream: &mut Stream<W>,
+) -> Result<(i32, String), StreamError> {
+    let mut output = OutputBuffer::new(OUTPUT_LIMIT);
+    let mut output_open = true;
+    let status = loop {
+        // Round up: a deadline 0.4 ms away must not become a busy 0 ms poll.
+        let wait = tracer.poll_timeout(std::time::Instant::now());
+        let timeout =
+            PollTimeout::from(wait.as_micros().div_ceil(1000).min(u128::from(u16::MAX)) as u16);
+        {
+            let mut fds = Vec::with_capacity(3);
+            if let Some(fd) = tracer.ring_fd() {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            if output_open {
+                fds.push(PollFd::new(running.output(), PollFlags::POLLIN));
+            }
+            if let Some(fd) = running.pidfd() {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => tracing::warn!("poll: {e}"),
+            }
+        }
+        tracer.pump(stream)?;
+        if output_open {
+            output_open = output.read_from(running.output());
+        }
+        match waitpid(running.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+            Ok(status) => {
+                if let Some(code) = exit_code(status) {
+                    break code;
+                }
+            }
+            Err(e) => {
+                tracing::error!("waitpid({}): {e}", running.pid);
+                break NEVER_RAN;
+            }
+        }
+    };
+    // What the child wrote before exiting is in the pipe; descendants still holding it
+    // open cannot make us wait (the read end is non-blocking).
+    if output_open {
+        output.read_from(running.output());
+    }
+    Ok((status, output.finish()))
+}
+
+fn untrace(tracer: &mut Tracer, name: &str) {
+    match tracer.untrace_all() {
+        Ok(n) => tracing::debug!(workload = name, removed = n, "pids removed from the filter"),
+        Err(e) => tracing::warn!(workload = name, "{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::{sys::signal::Signal, unistd::Pid};
+
+    use super::*;
+
+    #[test]
+    fn output_is_kept_up_to_the_limit_with_a_note() {
+        let mut out = OutputBuffer::new(100);
+        out.push(&[b'a'; 60]);
+        out.push(&[b'b'; 60]);
+        let text = out.finish();
+        assert!(text.len() <= 100, "{}", text.len());
+        assert!(text.starts_with("aaaa"));
+        assert!(text.contains("20 more bytes dropped"), "{text}");
+    }
+
+    #[test]
+    fn short_output_is_unchanged_and_lossy_utf8_is_bounded() {
+        let mut out = OutputBuffer::new(100);
+        out.push(b"done: 100 iterations\n");
+        assert_eq!(out.finish(), "done: 100 iterations\n");
+
+        let mut out = OutputBuffer::new(10);
+        out.push(&[0xff; 10]);
+        assert!(out.finish().len() <= 10);
+    }
+
+    #[test]
+    fn exit_codes() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some(3));
+        assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), Some(137));
+        assert_eq!(exit_code(WaitStatus::StillAlive), None);
+    }
+}

@@ -1,0 +1,51 @@
+//! The maps shared with the agent. Names are the statics' names, which must equal the
+//! constants in `guestscope_common::maps` (the agent looks maps up by those).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use guestscope_common::{ProbeCounters, ProbeKind, maps as names};
+
+// Keep the statics' names and the shared constants in step.
+const _: () = assert!(const_eq(names::EVENTS, "EVENTS"));
+const _: () = assert!(const_eq(names::TRACED_PIDS, "TRACED_PIDS"));
+const _: () = assert!(const_eq(names::STACKS, "STACKS"));
+const _: () = assert!(const_eq(names::COUNTERS, "COUNTERS"));
+const _: () = assert!(const_eq(names::BUSY, "BUSY"));
+
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Probe events ([`guestscope_common::RawEvent`]) for the agent.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(names::EVENTS_BYTES, 0);
+
+/// Processes under study: `tgid -> 1`. Written by the agent and by the fork probe.
+#[map]
+pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(names::TRACED_PIDS_MAX, 0);
+
+/// Kernel stacks, keyed by the id `bpf_get_stackid` returns.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(names::STACKS_MAX, 0);
+
+/// Per-CPU outcome counters, indexed by [`ProbeKind`] id.
+#[map]
+pub static COUNTERS: PerCpuArray<ProbeCounters> =
+    PerCpuArray::with_max_entries(ProbeKind::COUNT as u32, 0);
+
+/// Per-CPU flag: non-zero while a guestscope probe runs on this CPU.
+#[map]
+pub static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
