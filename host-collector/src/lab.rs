@@ -17,13 +17,14 @@ use guestscope_common::wire::{DecodeError, FrameReader};
 use crate::experiments;
 use crate::image;
 use crate::inputs::{self, InputError, UserWorkload};
-use crate::output::{atomic, markdown, summary};
+use crate::output::html::Figure;
+use crate::output::{atomic, html, markdown, plots, summary};
 use crate::qemu::accel::{self, Accel};
 use crate::qemu::child::ChildGuard;
 use crate::qemu::command::QemuConfig;
 use crate::qemu::serial::{self, SerialState};
 use crate::qemu::vhost;
-use crate::session::Session;
+use crate::session::{self, Session};
 use crate::stream::listener::{ListenError, PortListener};
 
 /// The guest vsock CID.
@@ -442,10 +443,42 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
 }
 
+/// The report's plots, each placed after its section.
+fn figures<W: io::Write>(s: &summary::Summary, session: &Session<W>) -> Vec<Figure> {
+    let mut figs = Vec::new();
+    let mut add = |after: &str, svg: Option<String>| {
+        if let Some(svg) = svg {
+            figs.push(Figure { after_heading: after.to_string(), svg });
+        }
+    };
+    if let Some(b) = &s.experiments.boot {
+        add("Boot time", plots::boot_phases(b));
+    }
+    let classes = experiments::classify::SPIN_LOCK_RULES.classes();
+    add("spin_lock by subsystem", plots::spin_lock_classes(&s.experiments.spin_lock, &classes));
+    let bin_ms = session::TIMELINE_BIN_NS as f64 / 1e6;
+    for w in &session.workloads {
+        let series: Vec<(String, Vec<(f64, u64)>)> = ["page_fault_user", "page_fault_kernel"]
+            .iter()
+            .filter_map(|p| {
+                let bins = w.timeline.get(*p)?;
+                let last = *bins.keys().last()?;
+                Some((p.to_string(), (0..=last).map(|b| (b as f64 * bin_ms, bins.get(&b).copied().unwrap_or(0))).collect()))
+            })
+            .collect();
+        if series.iter().map(|(_, p)| p.iter().map(|(_, c)| c).sum::<u64>()).sum::<u64>() >= 100 {
+            add("Page faults", plots::timeline(&format!("Page faults over time: {}", w.started.name), bin_ms, &series));
+        }
+    }
+    figs
+}
+
 fn write_outputs<W: io::Write>(dir: &Path, s: &summary::Summary, session: &Session<W>) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(s).map_err(io::Error::other)?;
     atomic::write(&dir.join("summary.json"), &json)?;
-    atomic::write(&dir.join("report.md"), markdown::render(s).as_bytes())?;
+    let md = markdown::render(s);
+    atomic::write(&dir.join("report.md"), md.as_bytes())?;
+    atomic::write(&dir.join("report.html"), html::render(&md, &figures(s, session)).as_bytes())?;
     let guest = dir.join("guest");
     std::fs::create_dir_all(&guest)?;
     for (name, a) in &session.artifacts {

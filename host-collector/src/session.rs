@@ -33,6 +33,9 @@ pub struct WorkloadRun {
     /// spin_lock hits on named locks, per stack id.
     #[serde(skip)]
     pub named_locks_by_stack: HashMap<i32, BTreeMap<String, u64>>,
+    /// Events per probe per [`TIMELINE_BIN_NS`] bin since the workload started.
+    #[serde(skip)]
+    pub timeline: BTreeMap<String, BTreeMap<u64, u64>>,
     /// Guest monotonic ns of the first and last event.
     pub first_event_ns: Option<u64>,
     /// See `first_event_ns`.
@@ -107,6 +110,9 @@ struct EventLine<'a> {
 
 static EMPTY: Vec<String> = Vec::new();
 
+/// Width of a timeline bin, ns.
+pub const TIMELINE_BIN_NS: u64 = 10_000_000;
+
 impl<W: Write> Session<W> {
     /// A new session writing one JSON line per event to `events_out`.
     pub fn new(events_out: W) -> Session<W> {
@@ -159,6 +165,7 @@ impl<W: Write> Session<W> {
                     stack_counts: HashMap::new(),
                     named_locks: BTreeMap::new(),
                     named_locks_by_stack: HashMap::new(),
+                    timeline: BTreeMap::new(),
                     first_event_ns: None,
                     last_event_ns: None,
                 });
@@ -253,6 +260,8 @@ impl<W: Write> Session<W> {
                     *w.named_locks.entry(l.clone()).or_default() += 1;
                     *w.named_locks_by_stack.entry(e.stack_id).or_default().entry(l.clone()).or_default() += 1;
                 }
+                let bin = e.ts_ns.saturating_sub(w.started.start_ns) / TIMELINE_BIN_NS;
+                *w.timeline.entry(probe_name.to_string()).or_default().entry(bin).or_default() += 1;
                 w.first_event_ns.get_or_insert(e.ts_ns);
                 w.last_event_ns = Some(e.ts_ns);
             }

@@ -2,8 +2,12 @@
 //!
 //! - [`summary`]: `summary.json`, every number the report shows.
 //! - [`markdown`]: `report.md`, rendered from the summary only.
+//! - [`html`]: `report.html`, self-contained, with the plots inlined.
+//! - [`plots`]: SVG plots (plotters).
 //! - [`atomic`]: write-then-rename, so no reader ever sees half a file.
 
 pub mod atomic;
+pub mod html;
 pub mod markdown;
+pub mod plots;
 pub mod summary;
