@@ -115,8 +115,18 @@ pub struct LabOutcome {
     pub out_dir: PathBuf,
 }
 
-/// The workloads guestscope runs by default: (name, args).
-pub const BUILTIN_WORKLOADS: [(&str, &[&str]); 3] = [("cpuinfo", &[]), ("fopen", &[]), ("malloc", &[])];
+/// The workloads guestscope runs by default: (name, program, args).
+pub const BUILTIN_WORKLOADS: [(&str, &str, &[&str]); 6] = [
+    ("cpuinfo", "cpuinfo", &[]),
+    ("fopen", "fopen", &[]),
+    ("malloc", "malloc", &[]),
+    ("random", "random", &["--device", "/dev/random", "--reads", "200", "--bytes", "512"]),
+    ("urandom", "random", &["--device", "/dev/urandom", "--reads", "200", "--bytes", "512"]),
+    ("getrandom", "random", &["--getrandom-nonblock", "--reads", "50", "--bytes", "32"]),
+];
+
+/// Builtin workloads whose output feeds the /dev/random experiment.
+const RANDOM_WORKLOADS: [&str; 3] = ["random", "urandom", "getrandom"];
 
 /// Inputs after validation.
 pub struct Validated {
@@ -136,7 +146,7 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     for spec in &o.workloads {
         let w = inputs::check_workload(spec)?;
         let clash = user.iter().any(|u: &UserWorkload| u.name == w.name)
-            || (o.builtin_workloads && BUILTIN_WORKLOADS.iter().any(|(n, _)| *n == w.name));
+            || (o.builtin_workloads && BUILTIN_WORKLOADS.iter().any(|(n, _, _)| *n == w.name));
         if clash {
             return Err(InputError::WorkloadDuplicate(w.path.clone(), w.name.clone()));
         }
@@ -168,10 +178,10 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
 fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
     let mut workloads = Vec::new();
     if o.builtin_workloads {
-        for (name, args) in BUILTIN_WORKLOADS {
+        for (name, program, args) in BUILTIN_WORKLOADS {
             workloads.push(WorkloadSpec {
                 name: name.into(),
-                path: format!("{BUILTIN_WORKLOAD_DIR}/{name}"),
+                path: format!("{BUILTIN_WORKLOAD_DIR}/{program}"),
                 args: args.iter().map(|a| a.to_string()).collect(),
                 origin: WorkloadOrigin::Builtin,
             });
@@ -410,6 +420,17 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
             &session.artifact_text("pci").unwrap_or_default(),
             &session.artifact_text("dmesg").unwrap_or_default(),
         ),
+        random: experiments::random::analyze(
+            &session
+                .workloads
+                .iter()
+                .filter(|w| RANDOM_WORKLOADS.contains(&w.started.name.as_str()))
+                .filter_map(|w| Some((w.started.name.clone(), w.exited.as_ref()?.output.clone())))
+                .collect::<Vec<_>>(),
+            &session.artifact_text("dmesg").unwrap_or_default(),
+            session.artifact_text("entropy_avail").as_deref(),
+            c.marks.init_start_kernel_s,
+        ),
         spin_lock: experiments::spinlock::analyze(session),
         page_faults: experiments::faults::analyze(session),
     };
@@ -455,6 +476,11 @@ fn figures<W: io::Write>(s: &summary::Summary, session: &Session<W>) -> Vec<Figu
         add("Boot time", plots::boot_phases(b));
     }
     let classes = experiments::classify::SPIN_LOCK_RULES.classes();
+    if let Some(r) = &s.experiments.random {
+        let series: Vec<(String, Vec<f64>)> =
+            r.sources.iter().map(|x| (format!("{} ({})", x.workload, x.method), x.latencies_us.clone())).collect();
+        add("/dev/random", plots::log_histogram("Read latency per source", "µs (log scale)", &series));
+    }
     add("spin_lock by subsystem", plots::spin_lock_classes(&s.experiments.spin_lock, &classes));
     let bin_ms = session::TIMELINE_BIN_NS as f64 / 1e6;
     for w in &session.workloads {

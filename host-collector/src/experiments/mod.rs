@@ -4,10 +4,12 @@
 //! - [`classify`]: stack → class rule tables (data, not code).
 //! - [`spinlock`]: which subsystems take `_raw_spin_lock` (seed §5).
 //! - [`pci`]: the guest's PCI devices, named from pci.ids, with their dmesg lines (seed §3.5).
+//! - [`random`]: /dev/random versus /dev/urandom, and when the CRNG became ready (seed §7).
 //! - [`faults`]: page faults of the malloc workload and their path (seed §5.3).
 
 pub mod boot;
 pub mod classify;
 pub mod faults;
 pub mod pci;
+pub mod random;
 pub mod spinlock;

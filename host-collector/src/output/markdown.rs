@@ -187,6 +187,9 @@ fn render_experiments(md: &mut String, s: &Summary) {
             );
         }
     }
+    if let Some(r) = &s.experiments.random {
+        render_random(md, r);
+    }
     let _ = writeln!(md, "\n## spin_lock by subsystem (seed §5)\n");
     let _ = writeln!(
         md,
@@ -229,4 +232,52 @@ fn render_experiments(md: &mut String, s: &Summary) {
         let paths: Vec<String> = f.paths.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
         let _ = writeln!(md, "| {} | {} | {} | {} |", f.workload, f.user, f.kernel, paths.join(", "));
     }
+}
+
+fn render_random(md: &mut String, r: &crate::experiments::random::RandomExperiment) {
+    let _ = writeln!(md, "\n## /dev/random versus /dev/urandom (seed §7)\n");
+    let us = |v: Option<f64>| v.map(|v| format!("{v:.1} µs")).unwrap_or_else(|| "—".into());
+    let _ = writeln!(md, "| workload | source | reads | errors | median | p99 | max | blocked (> 100 ms) |\n|---|---|---:|---:|---:|---:|---:|---|");
+    for x in &r.sources {
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} |",
+            x.workload,
+            x.method,
+            x.reads,
+            x.errors,
+            us(x.p50_us),
+            us(x.p99_us),
+            us(x.max_us),
+            if x.blocked { "yes" } else { "no" }
+        );
+    }
+    match (&r.crng_ready_line, r.crng_ready_s) {
+        (Some(l), _) => {
+            let _ = writeln!(md, "\nThe kernel's CRNG became ready during boot: `{l}`.");
+        }
+        _ => {
+            let _ = writeln!(md, "\nNo CRNG-ready message was found in this boot's dmesg.");
+        }
+    }
+    if let (Some(c), Some(i)) = (r.crng_ready_s, r.init_kernel_s) {
+        let when = if c <= i { "before" } else { "after" };
+        let _ = writeln!(md, "That was at {c:.3} s on the kernel clock, {when} the first user-space process started ({i:.3} s).");
+    }
+    if let Some(e) = r.entropy_avail {
+        let _ = writeln!(md, "`entropy_avail` read {e} at the end of the run.");
+    }
+    let random_blocked = r.sources.iter().any(|x| x.method.contains("/dev/random") && x.blocked);
+    let nonblock = r.sources.iter().find(|x| x.method.contains("getrandom"));
+    let _ = writeln!(
+        md,
+        "\nSince Linux 5.6, `/dev/random` blocks only until the CRNG is initialized, and then behaves like `/dev/urandom`; \
+         the entropy count no longer gates reads. In this run `/dev/random` {}{}.",
+        if random_blocked { "did block" } else { "never blocked" },
+        match nonblock {
+            Some(n) if n.errors == 0 => format!(", and {} non-blocking `getrandom` calls all succeeded, which they only do once the CRNG is ready", n.reads),
+            Some(n) => format!(", while {} of {} non-blocking `getrandom` calls failed ({})", n.errors, n.errors + n.reads, n.error_texts.join("; ")),
+            None => String::new(),
+        }
+    );
 }

@@ -41,6 +41,8 @@ pub struct Experiments {
     pub boot: Option<crate::experiments::boot::BootExperiment>,
     /// PCI devices (seed §3.5).
     pub pci: Vec<crate::experiments::pci::PciDevice>,
+    /// /dev/random versus /dev/urandom (seed §7).
+    pub random: Option<crate::experiments::random::RandomExperiment>,
     /// spin_lock hits per subsystem per workload.
     pub spin_lock: Vec<crate::experiments::spinlock::WorkloadSpinLocks>,
     /// Page faults per workload.
