@@ -115,18 +115,21 @@ pub struct LabOutcome {
     pub out_dir: PathBuf,
 }
 
-/// The workloads guestscope runs by default: (name, program, args).
-pub const BUILTIN_WORKLOADS: [(&str, &str, &[&str]); 6] = [
+/// The workloads guestscope runs by default: (name, program, args). The
+/// random-number readers go first, while the kernel's CRNG may still be
+/// initializing, so the run shows how each source behaves before and after.
+pub const BUILTIN_WORKLOADS: [(&str, &str, &[&str]); 7] = [
+    ("getrandom-before", "random", &["--getrandom-nonblock", "--reads", "20", "--bytes", "32"]),
+    ("urandom", "random", &["--device", "/dev/urandom", "--reads", "200", "--bytes", "512"]),
+    ("random", "random", &["--device", "/dev/random", "--reads", "200", "--bytes", "512"]),
+    ("getrandom-after", "random", &["--getrandom-nonblock", "--reads", "20", "--bytes", "32"]),
     ("cpuinfo", "cpuinfo", &[]),
     ("fopen", "fopen", &[]),
     ("malloc", "malloc", &[]),
-    ("random", "random", &["--device", "/dev/random", "--reads", "200", "--bytes", "512"]),
-    ("urandom", "random", &["--device", "/dev/urandom", "--reads", "200", "--bytes", "512"]),
-    ("getrandom", "random", &["--getrandom-nonblock", "--reads", "50", "--bytes", "32"]),
 ];
 
 /// Builtin workloads whose output feeds the /dev/random experiment.
-const RANDOM_WORKLOADS: [&str; 3] = ["random", "urandom", "getrandom"];
+const RANDOM_WORKLOADS: [&str; 4] = ["getrandom-before", "urandom", "random", "getrandom-after"];
 
 /// Inputs after validation.
 pub struct Validated {
@@ -248,6 +251,8 @@ pub struct Collected {
     pub qemu_command: String,
     /// Accelerator used.
     pub accel: Accel,
+    /// Host seconds since QEMU's launch when the agent's hello arrived.
+    pub hello_host_s: Option<f64>,
 }
 
 /// Boots the guest once with `plan`, collecting its stream until the agent's final
@@ -309,6 +314,7 @@ pub fn boot_and_collect(
     let mut outcome = summary::Outcome::default();
     let mut decode_error = None;
     let mut bytes = 0u64;
+    let mut hello_host_s = None;
     let run_deadline = Instant::now() + o.run_timeout;
 
     let qemu_ref = &mut qemu;
@@ -337,6 +343,9 @@ pub fn boot_and_collect(
                             outcome.how = "output write failed".into();
                             outcome.detail = Some(format!("writing events.jsonl: {e}"));
                             break;
+                        }
+                        if hello_host_s.is_none() && session.hello.is_some() {
+                            hello_host_s = Some(launched.elapsed().as_secs_f64());
                         }
                         if session.finished() || (mode == Mode::BootOnly && session.hello.is_some()) {
                             outcome.how = "finished".into();
@@ -382,7 +391,7 @@ pub fn boot_and_collect(
             outcome.detail = Some(f.clone());
         }
     }
-    Ok(Collected { session, marks, outcome, bytes, decode_error, qemu_command: qemu_cfg.display(), accel })
+    Ok(Collected { session, marks, outcome, bytes, decode_error, qemu_command: qemu_cfg.display(), accel, hello_host_s })
 }
 
 /// Runs the lab: the boot-time boots (if asked), then the full run. Input problems
@@ -402,7 +411,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         for i in 0..o.boots {
             (o.progress)(&format!("boot {}/{}", i + 1, o.boots));
             let c = boot_and_collect(o, &v, &boot_plan, Box::new(io::sink()), &logs.join(format!("serial-{}.log", i + 1)), Mode::BootOnly)?;
-            boots.push(experiments::boot::BootSample::from_run(i + 1, &c.marks, c.session.hello.as_ref(), &c.outcome));
+            boots.push(experiments::boot::BootSample::from_run(i + 1, &c.marks, c.session.hello.as_ref(), c.hello_host_s, &c.outcome));
         }
     }
 
@@ -414,7 +423,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     (o.progress)("analyzing");
     let session = &mut c.session;
     let (probes, workloads, losses, mut stream) = summary::collect(session);
-    let experiments = summary::Experiments {
+    let mut experiments = summary::Experiments {
         boot: experiments::boot::analyze(boots),
         pci: experiments::pci::analyze(
             &session.artifact_text("pci").unwrap_or_default(),
@@ -425,7 +434,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
                 .workloads
                 .iter()
                 .filter(|w| RANDOM_WORKLOADS.contains(&w.started.name.as_str()))
-                .filter_map(|w| Some((w.started.name.clone(), w.exited.as_ref()?.output.clone())))
+                .filter_map(|w| Some((w.started.name.clone(), w.started.start_ns, w.exited.as_ref()?.output.clone())))
                 .collect::<Vec<_>>(),
             &session.artifact_text("dmesg").unwrap_or_default(),
             session.artifact_text("entropy_avail").as_deref(),
@@ -434,6 +443,9 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         spin_lock: experiments::spinlock::analyze(session),
         page_faults: experiments::faults::analyze(session),
     };
+    if let Some(r) = experiments.random.as_mut() {
+        experiments::random::annotate_with_stacks(r, session);
+    }
     stream.bytes = c.bytes;
     stream.decode_error = c.decode_error.clone();
     let summary = summary::Summary {

@@ -25,25 +25,26 @@ pub struct BootSample {
     pub init_s: Option<f64>,
     /// Kernel clock when init started (last printk timestamp before it).
     pub init_kernel_s: Option<f64>,
-    /// Host s from launch to the agent's ready line.
-    pub agent_ready_s: Option<f64>,
-    /// Kernel clock (CLOCK_MONOTONIC) in the agent's hello.
-    pub agent_ready_kernel_s: Option<f64>,
+    /// Host s from launch to the arrival of the agent's hello (its first record).
+    pub agent_hello_s: Option<f64>,
+    /// Kernel clock (CLOCK_MONOTONIC) written in that hello: the same instant on
+    /// the guest's clock, give or take the vsock transit (well under 1 ms).
+    pub agent_hello_kernel_s: Option<f64>,
     /// Whether the boot reached the agent.
     pub ok: bool,
 }
 
 impl BootSample {
     /// Builds a sample from one boot's milestones and the agent's hello.
-    pub fn from_run(boot: u32, m: &BootMarks, hello: Option<&Hello>, outcome: &Outcome) -> BootSample {
+    pub fn from_run(boot: u32, m: &BootMarks, hello: Option<&Hello>, hello_host_s: Option<f64>, outcome: &Outcome) -> BootSample {
         BootSample {
             boot,
             first_byte_s: m.first_byte_s,
             kernel_banner_s: m.kernel_banner_s,
             init_s: m.init_start_s,
             init_kernel_s: m.init_start_kernel_s,
-            agent_ready_s: m.agent_ready_s,
-            agent_ready_kernel_s: hello.map(|h| h.monotonic_ns as f64 / 1e9),
+            agent_hello_s: hello_host_s,
+            agent_hello_kernel_s: hello.map(|h| h.monotonic_ns as f64 / 1e9),
             ok: outcome.complete,
         }
     }
@@ -85,11 +86,11 @@ impl Stat {
 pub struct BootExperiment {
     /// Every boot.
     pub samples: Vec<BootSample>,
-    /// Host time to the agent's ready line.
-    pub wall_to_ready: Option<Stat>,
-    /// Kernel clock at the agent's ready line.
-    pub kernel_at_ready: Option<Stat>,
-    /// Wall minus kernel at agent ready: the gap the lab saw.
+    /// Host time to the agent's hello.
+    pub wall_to_hello: Option<Stat>,
+    /// Kernel clock at the agent's hello.
+    pub kernel_at_hello: Option<Stat>,
+    /// Wall minus kernel at the agent's hello: the gap the lab saw.
     pub gap: Option<Stat>,
     /// Host time before the kernel clock starts (launch → banner): firmware,
     /// kernel load and decompression.
@@ -99,7 +100,7 @@ pub struct BootExperiment {
     /// Host time banner → init minus kernel time to init: clock drift while the
     /// kernel boots (≈0 means the guest clock keeps up with the host).
     pub drift_to_init: Option<Stat>,
-    /// Host time init → agent ready (user space: modules, probe loading).
+    /// Host time init → agent hello (user space: modules, agent start).
     pub userspace: Option<Stat>,
     /// Share of the gap explained by the time before the kernel clock starts.
     pub explained_by_pre_kernel: Option<f64>,
@@ -111,20 +112,20 @@ pub fn analyze(samples: Vec<BootSample>) -> Option<BootExperiment> {
         return None;
     }
     let sub = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
-    let gap = Stat::of(samples.iter().map(|s| sub(s.agent_ready_s, s.agent_ready_kernel_s)));
+    let gap = Stat::of(samples.iter().map(|s| sub(s.agent_hello_s, s.agent_hello_kernel_s)));
     let before = Stat::of(samples.iter().map(|s| s.kernel_banner_s));
     let explained = match (gap, before) {
         (Some(g), Some(b)) if g.mean > 0.0 => Some(b.mean / g.mean),
         _ => None,
     };
     Some(BootExperiment {
-        wall_to_ready: Stat::of(samples.iter().map(|s| s.agent_ready_s)),
-        kernel_at_ready: Stat::of(samples.iter().map(|s| s.agent_ready_kernel_s)),
+        wall_to_hello: Stat::of(samples.iter().map(|s| s.agent_hello_s)),
+        kernel_at_hello: Stat::of(samples.iter().map(|s| s.agent_hello_kernel_s)),
         gap,
         before_kernel_clock: before,
         to_first_byte: Stat::of(samples.iter().map(|s| s.first_byte_s)),
         drift_to_init: Stat::of(samples.iter().map(|s| Some(sub(s.init_s, s.kernel_banner_s)? - s.init_kernel_s?))),
-        userspace: Stat::of(samples.iter().map(|s| sub(s.agent_ready_s, s.init_s))),
+        userspace: Stat::of(samples.iter().map(|s| sub(s.agent_hello_s, s.init_s))),
         explained_by_pre_kernel: explained,
         samples,
     })
@@ -141,8 +142,8 @@ mod tests {
             kernel_banner_s: Some(banner),
             init_s: Some(init),
             init_kernel_s: Some(init_k),
-            agent_ready_s: Some(ready),
-            agent_ready_kernel_s: Some(ready_k),
+            agent_hello_s: Some(ready),
+            agent_hello_kernel_s: Some(ready_k),
             ok: true,
         }
     }

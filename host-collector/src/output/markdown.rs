@@ -151,20 +151,20 @@ pub fn render(s: &Summary) -> String {
 fn render_experiments(md: &mut String, s: &Summary) {
     if let Some(b) = &s.experiments.boot {
         let _ = writeln!(md, "\n## Boot time: wall clock versus kernel clock (seed §3.4)\n");
-        let _ = writeln!(md, "| boot | first byte | kernel banner | init | init (kernel clock) | agent ready | agent ready (kernel clock) |\n|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "| boot | first byte | kernel banner | init | init (kernel clock) | agent hello | agent hello (kernel clock) |\n|---:|---:|---:|---:|---:|---:|---:|");
         let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "—".into());
         for x in &b.samples {
-            let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} | {} |", x.boot, f(x.first_byte_s), f(x.kernel_banner_s), f(x.init_s), f(x.init_kernel_s), f(x.agent_ready_s), f(x.agent_ready_kernel_s));
+            let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} | {} |", x.boot, f(x.first_byte_s), f(x.kernel_banner_s), f(x.init_s), f(x.init_kernel_s), f(x.agent_hello_s), f(x.agent_hello_kernel_s));
         }
         let st = |s: Option<crate::experiments::boot::Stat>| s.map(|s| format!("{:.3} ± {:.3} s", s.mean, s.sd)).unwrap_or_else(|| "—".into());
-        let _ = writeln!(md, "\nAll times in seconds; host times from QEMU's launch.\n");
+        let _ = writeln!(md, "\nAll times in seconds; host times from QEMU's launch; the agent's hello is its first record on the stream, stamped with the guest's CLOCK_MONOTONIC.\n");
         let _ = writeln!(md, "| phase | mean ± sd |\n|---|---:|");
-        let _ = writeln!(md, "| wall clock to agent ready | {} |", st(b.wall_to_ready));
-        let _ = writeln!(md, "| kernel clock at agent ready | {} |", st(b.kernel_at_ready));
+        let _ = writeln!(md, "| wall clock to agent hello | {} |", st(b.wall_to_hello));
+        let _ = writeln!(md, "| kernel clock at agent hello | {} |", st(b.kernel_at_hello));
         let _ = writeln!(md, "| gap (wall − kernel) | {} |", st(b.gap));
         let _ = writeln!(md, "| before the kernel clock starts (firmware, load, decompress) | {} |", st(b.before_kernel_clock));
         let _ = writeln!(md, "| clock drift from banner to init (host − kernel) | {} |", st(b.drift_to_init));
-        let _ = writeln!(md, "| user space, init → agent ready | {} |", st(b.userspace));
+        let _ = writeln!(md, "| user space, init → agent hello | {} |", st(b.userspace));
         if let Some(x) = b.explained_by_pre_kernel {
             let _ = writeln!(md, "\n{:.0}% of the gap is time that passes before the kernel's clock starts counting.", x * 100.0);
         }
@@ -267,17 +267,12 @@ fn render_random(md: &mut String, r: &crate::experiments::random::RandomExperime
     if let Some(e) = r.entropy_avail {
         let _ = writeln!(md, "`entropy_avail` read {e} at the end of the run.");
     }
-    let random_blocked = r.sources.iter().any(|x| x.method.contains("/dev/random") && x.blocked);
-    let nonblock = r.sources.iter().find(|x| x.method.contains("getrandom"));
-    let _ = writeln!(
-        md,
-        "\nSince Linux 5.6, `/dev/random` blocks only until the CRNG is initialized, and then behaves like `/dev/urandom`; \
-         the entropy count no longer gates reads. In this run `/dev/random` {}{}.",
-        if random_blocked { "did block" } else { "never blocked" },
-        match nonblock {
-            Some(n) if n.errors == 0 => format!(", and {} non-blocking `getrandom` calls all succeeded, which they only do once the CRNG is ready", n.reads),
-            Some(n) => format!(", while {} of {} non-blocking `getrandom` calls failed ({})", n.errors, n.errors + n.reads, n.error_texts.join("; ")),
-            None => String::new(),
+    let _ = writeln!(md, "\n{}", crate::experiments::random::explain(r));
+    if let Some(s) = r.sources.iter().find(|s| !s.jitter_stack.is_empty()) {
+        let _ = writeln!(md, "\nA stack from inside that read ({}):\n```", s.workload);
+        for f in s.jitter_stack.iter().take(12) {
+            let _ = writeln!(md, "  {f}");
         }
-    );
+        let _ = writeln!(md, "```");
+    }
 }

@@ -36,14 +36,14 @@ pub fn boot_phases(b: &BootExperiment) -> Option<String> {
     let rows: Vec<(u32, [f64; 3])> = b
         .samples
         .iter()
-        .filter_map(|s| Some((s.boot, [s.kernel_banner_s?, s.init_s?, s.agent_ready_s?])))
+        .filter_map(|s| Some((s.boot, [s.kernel_banner_s?, s.init_s?, s.agent_hello_s?])))
         .collect();
     if rows.is_empty() {
         return None;
     }
     let max_x = rows.iter().map(|(_, t)| t[2]).fold(0.0, f64::max) * 1.05;
     let n = rows.len() as f64;
-    let labels = ["before kernel clock (firmware, load, decompress)", "kernel init", "user space to agent ready"];
+    let labels = ["before kernel clock (firmware, load, decompress)", "kernel init", "user space to agent hello"];
     render(760, 110 + 36 * rows.len() as u32, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption("Boot phases per boot (host seconds since QEMU launch)", ("sans-serif", 16))
