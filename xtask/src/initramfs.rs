@@ -136,12 +136,16 @@ pub fn write(layout: &Layout, inputs: &Inputs<'_>) -> Result<Outcome> {
     Ok(Outcome::Written)
 }
 
-/// Writes `path` through a temporary file renamed into place.
+/// Writes `path` through a temporary file renamed into place (named by
+/// process id, so concurrent xtask runs never write the same file).
 fn replace(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    write(&tmp)?;
+    if let Err(err) = write(&tmp) {
+        let _ = fs::remove_file(&tmp);
+        return Err(err);
+    }
     fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }

@@ -131,7 +131,7 @@ fn fetch(cache: &Path) -> Result<(Package, PathBuf)> {
     }
     // Download into a scratch directory, so an interrupted download never
     // looks like a cached package.
-    let partial = cache.join("partial");
+    let partial = cache.join(format!("partial.{}", std::process::id()));
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial)?;
     let mut download = cmd("apt-get");
@@ -143,15 +143,15 @@ fn fetch(cache: &Path) -> Result<(Package, PathBuf)> {
     download
         .args(["download", &format!("{}={}", package.name, package.version)])
         .current_dir(&partial);
-    cmd::run(&mut download).with_context(|| format!("cannot download {}", package.name))?;
-    fs::rename(partial.join(package.deb_file_name()), &deb).with_context(|| {
-        format!(
-            "apt-get download did not produce {}",
-            package.deb_file_name()
-        )
-    })?;
-    fs::remove_dir_all(&partial)?;
-    Ok((package, deb))
+    let downloaded = cmd::run(&mut download)
+        .with_context(|| format!("cannot download {}", package.name))
+        .and_then(|()| {
+            let file = package.deb_file_name();
+            fs::rename(partial.join(&file), &deb)
+                .with_context(|| format!("apt-get download did not produce {file}"))
+        });
+    let _ = fs::remove_dir_all(&partial);
+    downloaded.map(|()| (package, deb))
 }
 
 /// Asks apt which kernel `linux-image-amd64` currently depends on, and its version.
@@ -218,11 +218,16 @@ fn unpack(cache: &Path, package: &Package, deb: &Path) -> Result<PathBuf> {
     if tree.join(UNPACKED_MARKER).is_file() {
         return Ok(tree);
     }
-    let scratch = cache.join(format!("{}.partial", package.tree_dir_name()));
-    for dir in [&tree, &scratch] {
-        if dir.exists() {
-            fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-        }
+    // Unpacked under a name of this process's own, then renamed into place, so
+    // neither an interrupted run nor a concurrent one leaves a half tree.
+    let scratch = cache.join(format!(
+        "{}.partial.{}",
+        package.tree_dir_name(),
+        std::process::id()
+    ));
+    if scratch.exists() {
+        fs::remove_dir_all(&scratch)
+            .with_context(|| format!("cannot remove {}", scratch.display()))?;
     }
     eprintln!("    unpacking {}", deb.display());
     cmd::run(cmd("dpkg-deb").arg("-x").arg(deb).arg(&scratch))?;
@@ -234,7 +239,18 @@ fn unpack(cache: &Path, package: &Package, deb: &Path) -> Result<PathBuf> {
     }
     cmd::run(cmd("depmod").arg("-b").arg(&scratch).arg(&release))?;
     fs::write(scratch.join(UNPACKED_MARKER), format!("{release}\n"))?;
-    fs::rename(&scratch, &tree)?;
+    if fs::rename(&scratch, &tree).is_err() {
+        if tree.join(UNPACKED_MARKER).is_file() {
+            // Another run finished the same tree first.
+            fs::remove_dir_all(&scratch)?;
+        } else {
+            // A leftover without its marker: replace it.
+            fs::remove_dir_all(&tree)
+                .with_context(|| format!("cannot remove {}", tree.display()))?;
+            fs::rename(&scratch, &tree)
+                .with_context(|| format!("cannot rename into {}", tree.display()))?;
+        }
+    }
     Ok(tree)
 }
 
@@ -286,13 +302,14 @@ fn prune_tree(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes older kernel packages and trees from the cache once a newer one is unpacked.
+/// Removes other kernel versions' packages and trees from the cache once the
+/// current one is unpacked (everything named after the current version stays).
 fn prune_other_versions(cache: &Path, current: &Package) -> Result<()> {
-    let keep = [current.deb_file_name(), current.tree_dir_name()];
+    let prefix = current.tree_dir_name();
     for entry in fs::read_dir(cache)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("linux-image-") || keep.contains(&name) {
+        if !name.starts_with("linux-image-") || name.starts_with(&prefix) {
             continue;
         }
         eprintln!("    removing the superseded {name} from the cache");
