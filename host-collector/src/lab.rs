@@ -448,7 +448,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     }
     stream.bytes = c.bytes;
     stream.decode_error = c.decode_error.clone();
-    let summary = summary::Summary {
+    let mut summary = summary::Summary {
         guestscope_version: env!("CARGO_PKG_VERSION").to_string(),
         run: summary::RunInfo {
             started_unix_s,
@@ -470,8 +470,10 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         probes,
         workloads,
         experiments,
+        claims: Vec::new(),
         agent_messages: session.agent_logs.iter().map(|(l, m)| format!("{l}: {m}")).collect(),
     };
+    summary.claims = experiments::claims::check(&summary);
     write_outputs(&o.out_dir, &summary, session).map_err(|e| setup("writing outputs", &e))?;
     Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
 }

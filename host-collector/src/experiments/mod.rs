@@ -1,6 +1,7 @@
 //! The lab's experiments, each answered from this run's measurements.
 //!
 //! - [`boot`]: wall-clock versus kernel boot time over several boots (seed §3.4).
+//! - [`claims`]: each of the lab's conclusions, confirmed or contradicted by this run's data.
 //! - [`classify`]: stack → class rule tables (data, not code).
 //! - [`spinlock`]: which subsystems take `_raw_spin_lock` (seed §5).
 //! - [`pci`]: the guest's PCI devices, named from pci.ids, with their dmesg lines (seed §3.5).
@@ -8,6 +9,7 @@
 //! - [`faults`]: page faults of the malloc workload and their path (seed §5.3).
 
 pub mod boot;
+pub mod claims;
 pub mod classify;
 pub mod faults;
 pub mod pci;

@@ -28,7 +28,30 @@ pub struct ClassCount {
     pub representative: Vec<String>,
     /// How many hits had that exact stack.
     pub representative_hits: u64,
+    /// Hits whose stack passes through each [`LANDMARKS`] function, with the
+    /// most frequent such stack.
+    pub through: BTreeMap<String, Through>,
 }
+
+/// Hits of a class whose stacks pass through one function.
+#[derive(Clone, Debug, Serialize)]
+pub struct Through {
+    /// Hits.
+    pub hits: u64,
+    /// The most frequent stack among them.
+    pub stack: Vec<String>,
+}
+
+/// Functions whose presence on a lock's stack the lab's claims are about.
+pub const LANDMARKS: [&str; 7] = [
+    "alloc_fd",
+    "tick_do_update_jiffies64",
+    "__schedule",
+    "exc_page_fault",
+    "pte_alloc_one",
+    "__pte_alloc",
+    "try_to_generate_entropy",
+];
 
 /// The experiment's result for one workload.
 #[derive(Clone, Debug, Serialize)]
@@ -66,7 +89,14 @@ pub fn analyze<W: Write>(session: &mut Session<W>) -> Vec<WorkloadSpinLocks> {
                 decided_by: c.decided_by.clone(),
                 representative: frames.clone(),
                 representative_hits: count,
+                through: BTreeMap::new(),
             });
+            for l in LANDMARKS {
+                if frames.iter().any(|f| crate::guest::kallsyms::frame_function(f) == l) {
+                    let t = entry.through.entry(l.to_string()).or_insert_with(|| Through { hits: 0, stack: frames.clone() });
+                    t.hits += count;
+                }
+            }
             entry.hits += count;
             entry.stacks += 1;
             if let Some(locks) = session.workloads[i].named_locks_by_stack.get(&stack_id) {

@@ -28,6 +28,15 @@ pub fn render(s: &Summary) -> String {
         r.outcome.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
     );
 
+    if !s.claims.is_empty() {
+        let _ = writeln!(md, "## Claims check\n");
+        let _ = writeln!(md, "Each conclusion of the seed lab, decided by this run's measurements.\n");
+        let _ = writeln!(md, "| § | the lab's claim | verdict | evidence from this run |\n|---|---|---|---|");
+        for c in &s.claims {
+            let _ = writeln!(md, "| {} | {} | **{}** | {} |", c.section, c.claim, c.verdict.as_str(), c.evidence.replace('|', "\\|"));
+        }
+        let _ = writeln!(md);
+    }
     let _ = writeln!(md, "## Boot\n");
     let b = &s.boot;
     let _ = writeln!(md, "| milestone | host time since QEMU launch |\n|---|---|");

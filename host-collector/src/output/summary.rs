@@ -30,6 +30,8 @@ pub struct Summary {
     pub workloads: Vec<WorkloadSummary>,
     /// The lab's experiments.
     pub experiments: Experiments,
+    /// The lab's claims, checked against this run.
+    pub claims: Vec<crate::experiments::claims::Claim>,
     /// Warnings and errors the agent reported.
     pub agent_messages: Vec<String>,
 }
