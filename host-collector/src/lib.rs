@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod experiments;
+pub mod gdb;
 pub mod guest;
 pub mod image;
 pub mod inputs;

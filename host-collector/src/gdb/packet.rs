@@ -175,7 +175,7 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 /// Bytes of a hex string (either case). `xx` pairs, which QEMU and gdbserver send
 /// for unavailable register bytes, are an error.
 pub fn decode_hex(hex: &[u8]) -> Result<Vec<u8>, GdbError> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(GdbError::Malformed(format!("odd-length hex ({} digits)", hex.len())));
     }
     hex.chunks_exact(2)

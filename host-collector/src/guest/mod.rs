@@ -4,3 +4,4 @@
 //!   at their run-time (KASLR-shifted) location.
 
 pub mod kallsyms;
+pub mod btf;
