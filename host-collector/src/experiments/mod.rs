@@ -15,3 +15,4 @@ pub mod faults;
 pub mod pci;
 pub mod random;
 pub mod spinlock;
+pub mod syscall_cr3;
