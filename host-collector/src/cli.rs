@@ -39,6 +39,36 @@ pub enum AccelArg {
     Tcg,
 }
 
+/// Virtual hardware profiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MachineProfile {
+    /// QEMU's `pc` machine with its default devices.
+    Default,
+    /// The devices of the seed lab's virt-manager VM (Table 2).
+    Seed,
+}
+
+impl MachineProfile {
+    /// Extra QEMU arguments for this profile.
+    pub fn qemu_args(self) -> Vec<String> {
+        match self {
+            MachineProfile::Default => Vec::new(),
+            // Fixed slots, clear of the ones QEMU assigns by itself (1-4).
+            MachineProfile::Seed => [
+                "-vga", "qxl",
+                "-device", "ich9-usb-uhci1,addr=0x5.0x0,multifunction=on",
+                "-device", "ich9-usb-uhci2,addr=0x5.0x1",
+                "-device", "ich9-usb-uhci3,addr=0x5.0x2",
+                "-device", "ich9-usb-ehci1,addr=0x5.0x7",
+                "-device", "virtio-balloon-pci,addr=0x6",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        }
+    }
+}
+
 /// `guestscope lab` arguments.
 #[derive(Debug, clap::Args)]
 pub struct LabArgs {
@@ -88,6 +118,10 @@ pub struct LabArgs {
     /// Seconds the whole run may take.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
+    /// Virtual hardware: `default` (QEMU's pc machine) or `seed` (adds what the
+    /// lab's virt-manager VM had: QXL VGA, ICH9 USB UHCI/EHCI, virtio-balloon).
+    #[arg(long, value_enum, default_value = "default")]
+    pub machine_profile: MachineProfile,
     /// Extra boots for the boot-time experiment (wall clock versus kernel clock).
     #[arg(long, default_value_t = 5)]
     pub boots: u32,
@@ -116,6 +150,7 @@ impl From<LabArgs> for LabOptions {
                 AccelArg::Tcg => Some(Accel::Tcg),
             },
             boots: a.boots,
+            qemu_extra: a.machine_profile.qemu_args(),
             progress: |step| eprintln!("guestscope: {step}"),
         }
     }

@@ -67,6 +67,8 @@ pub struct LabOptions {
     pub accel: Option<Accel>,
     /// Extra boots for the boot-time experiment (0 = none).
     pub boots: u32,
+    /// Extra QEMU arguments (e.g. a machine profile's devices).
+    pub qemu_extra: Vec<String>,
     /// Called with a short description as each step starts.
     pub progress: fn(&str),
 }
@@ -90,6 +92,7 @@ impl Default for LabOptions {
             run_timeout: Duration::from_secs(900),
             accel: None,
             boots: 0,
+            qemu_extra: Vec::new(),
             progress: |_| {},
         }
     }
@@ -293,7 +296,7 @@ pub fn boot_and_collect(
         gdb_port: v.gdb_port,
         vsock: backend.clone(),
         cid: GUEST_CID,
-        extra: Vec::new(),
+        extra: o.qemu_extra.clone(),
     };
     tracing::info!("starting QEMU ({}): {}", accel.as_str(), qemu_cfg.display());
     let serial_state = Arc::new(Mutex::new(SerialState::default()));

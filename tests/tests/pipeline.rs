@@ -11,6 +11,8 @@ use guestscope_tests::{RunOutput, run_lab, stack_has, workload_binary};
 /// `--workload`, so it goes through the same path as any user's binary.
 const USER_WORKLOAD: &str = "user-fopen";
 const USER_ITERATIONS: u64 = 60;
+/// Boots of the boot-time experiment, on top of the traced run.
+const BOOTS: u32 = 2;
 
 fn run() -> &'static RunOutput {
     static RUN: OnceLock<RunOutput> = OnceLock::new();
@@ -21,6 +23,7 @@ fn run() -> &'static RunOutput {
         std::fs::copy(workload_binary("fopen"), &user).unwrap();
         let opts = LabOptions {
             workloads: vec![format!("{} --iterations {USER_ITERATIONS}", user.display())],
+            boots: BOOTS,
             ..LabOptions::default()
         };
         run_lab("pipeline", opts)
@@ -96,4 +99,91 @@ fn a_user_workload_shows_up_with_its_own_events() {
     let n = r.events_of(USER_WORKLOAD, "alloc_fd").filter(|e| e["pid"].as_u64() == Some(pid)).count() as u64;
     assert!(n >= USER_ITERATIONS, "{n} alloc_fd events for {USER_ITERATIONS} iterations");
     assert!(r.report.contains(&format!("### {USER_WORKLOAD}")));
+}
+
+#[test]
+fn spin_lock_file_system_class_holds_a_stack_through_alloc_fd_for_fopen() {
+    let r = run();
+    let fopen = r.summary["experiments"]["spin_lock"].as_array().unwrap().iter().find(|w| w["workload"] == "fopen").unwrap();
+    let fs = fopen["classes"].as_array().unwrap().iter().find(|c| c["class"] == "file system").expect("a file-system class for fopen");
+    let through = &fs["through"]["alloc_fd"];
+    assert!(through["hits"].as_u64().unwrap() >= 50, "alloc_fd lock hits: {through}");
+    let stack: Vec<&str> = through["stack"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(stack[0].starts_with("_raw_spin_lock") && stack.iter().any(|f| f.starts_with("alloc_fd+")), "{stack:?}");
+}
+
+#[test]
+fn spin_lock_timer_class_shows_jiffies_lock_or_the_tick_path() {
+    let r = run();
+    let timers: Vec<_> = r.summary["experiments"]["spin_lock"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w["classes"].as_array().unwrap().iter().filter(|c| c["class"] == "timers"))
+        .collect();
+    assert!(!timers.is_empty(), "no timer-class spin_lock hit in any workload");
+    let jiffies: u64 = timers.iter().filter_map(|c| c["named_locks"]["jiffies_lock"].as_u64()).sum();
+    let tick = timers.iter().any(|c| c["through"]["tick_do_update_jiffies64"]["hits"].as_u64().unwrap_or(0) > 0);
+    assert!(jiffies > 0 || tick, "timer class without jiffies_lock or the tick path: {timers:?}");
+}
+
+#[test]
+fn boot_table_has_a_row_per_boot_with_kernel_time_below_wall_time() {
+    let r = run();
+    let boot = &r.summary["experiments"]["boot"];
+    let samples = boot["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), BOOTS as usize);
+    for s in samples {
+        let wall = s["agent_hello_s"].as_f64().expect("boot reached the agent");
+        let kernel = s["agent_hello_kernel_s"].as_f64().unwrap();
+        assert!(kernel > 0.0 && kernel < wall, "kernel {kernel} s vs wall {wall} s");
+        assert!(s["kernel_banner_s"].as_f64().unwrap() < wall);
+    }
+    assert!(boot["gap"]["mean"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn pci_table_has_the_host_bridge_with_its_class_and_dmesg_line() {
+    let r = run();
+    let pci = r.summary["experiments"]["pci"].as_array().unwrap();
+    let hb = pci.iter().find(|d| d["ids"] == "8086:1237").expect("host bridge 8086:1237");
+    assert_eq!(hb["class_code"].as_u64().unwrap() >> 8, 0x0600);
+    assert_eq!(hb["subclass_name"], "Host bridge");
+    let line = hb["dmesg"].as_str().expect("the dmesg line that discovered it");
+    assert!(line.contains("[8086:1237]") && line.contains("class 0x060000"), "{line}");
+}
+
+#[test]
+fn random_devices_only_wait_until_the_crng_is_ready() {
+    let r = run();
+    let rnd = &r.summary["experiments"]["random"];
+    let crng = rnd["crng_ready_s"].as_f64().expect("crng init time from dmesg");
+    for s in rnd["sources"].as_array().unwrap() {
+        let start = s["start_s"].as_f64().unwrap();
+        let name = s["workload"].as_str().unwrap();
+        if start > crng {
+            // After the CRNG is seeded nothing blocks, /dev/random included.
+            assert_eq!(s["blocked"], false, "{name} blocked after the CRNG was ready: {s}");
+        }
+        if s["method"] == "/dev/urandom" && s["blocked"] == true {
+            // A wait on urandom is the reader seeding the CRNG itself, seen on its stacks.
+            assert!(s["jitter_events"].as_u64().unwrap() > 0, "urandom waited without try_to_generate_entropy: {s}");
+        }
+    }
+    let after = rnd["sources"].as_array().unwrap().iter().find(|s| s["workload"] == "getrandom-after").unwrap();
+    assert_eq!(after["errors"], 0, "non-blocking getrandom failed after the CRNG was ready");
+}
+
+#[test]
+fn the_report_has_every_section_and_the_html_is_self_contained() {
+    let r = run();
+    for section in ["## Claims check", "## Boot time", "## PCI devices", "## /dev/random", "## spin_lock by subsystem", "## Page faults", "## Coverage and losses"] {
+        assert!(r.report.contains(section), "report.md lacks {section}");
+    }
+    let html = std::fs::read_to_string(r.dir.join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "no plot in report.html");
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "report.html loads something from the network");
+    let claims = r.summary["claims"].as_array().unwrap();
+    assert!(claims.len() >= 6);
+    assert!(claims.iter().any(|c| c["verdict"] == "contradicted"), "{claims:?}");
 }

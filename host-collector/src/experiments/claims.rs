@@ -84,14 +84,18 @@ pub fn check(s: &Summary) -> Vec<Claim> {
             "The VM's PCI devices and classes are those of Table 2 (8086:1237 host bridge, PIIX3 ISA/IDE, ...).",
             if hb.class_code >> 8 == 0x0600 { Verdict::Confirmed } else { Verdict::Contradicted },
             format!(
-                "{} of Table 2's {} rows are present in this VM ({}); 8086:1237 has class 0x{:06x} ({}), found by the kernel in `{}`. \
-                 The rest are devices virt-manager adds: reproduce them with `--machine-profile seed`.",
+                "{} of Table 2's {} rows are present in this VM ({}); 8086:1237 has class 0x{:06x} ({}), found by the kernel in `{}`.{}",
                 present.len(),
                 seed_rows.len(),
                 present.join(", "),
                 hb.class_code,
                 hb.subclass_name.as_deref().unwrap_or("?"),
-                hb.dmesg.as_deref().unwrap_or("(no dmesg line)")
+                hb.dmesg.as_deref().unwrap_or("(no dmesg line)"),
+                if present.len() < seed_rows.len() {
+                    " The missing rows are devices virt-manager adds: `--machine-profile seed` reproduces them."
+                } else {
+                    ""
+                }
             ),
         ),
         None => claim("3.5", "The VM's PCI devices are those of Table 2.", Verdict::NotTested, "The guest sent no PCI list.".into()),

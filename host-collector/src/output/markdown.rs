@@ -189,7 +189,7 @@ fn render_experiments(md: &mut String, s: &Summary) {
                 d.slot,
                 d.ids,
                 d.class_code,
-                o(&d.subclass_name),
+                o(&d.subclass_name.clone().or_else(|| d.class_name.clone())),
                 o(&d.vendor_name),
                 o(&d.device_name),
                 d.dmesg.as_deref().map(|l| format!("`{l}`")).unwrap_or_else(|| "—".into())
