@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("guestscope-agent: error: {e:#}");
+            eprintln!("guestscope-agent: error: {}", probes::chain(e.as_ref()));
             println!("guestscope-agent: failed");
             ExitCode::FAILURE
         }

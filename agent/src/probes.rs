@@ -2,9 +2,13 @@
 //!
 //! Attaching never fails the run: every probe gets a [`ProbeAttach`] record saying how it
 //! was attached or why it was not. `_raw_spin_lock` is tried as fentry first (cheap BTF
-//! trampoline) and falls back to a kprobe.
+//! trampoline) and falls back to a kprobe; setting [`NO_FENTRY_ENV`]`=1` skips fentry
+//! (for kernels where it misbehaves, and to exercise the fallback).
+//!
+//! Tracepoints need tracefs mounted at `/sys/kernel/tracing` (or debugfs at
+//! `/sys/kernel/debug`); the guest's init mounts it.
 
-use std::{error::Error as StdError, fs, path::Path};
+use std::error::Error as StdError;
 
 use aya::{
     Btf, Ebpf, EbpfError,
@@ -20,6 +24,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gu
 pub const SPIN_LOCK_FN: &str = "_raw_spin_lock";
 /// Kernel function the fd probe attaches to.
 pub const ALLOC_FD_FN: &str = "alloc_fd";
+/// Environment variable that, set to `1`, makes the spin-lock probe skip fentry.
+pub const NO_FENTRY_ENV: &str = "GUESTSCOPE_NO_FENTRY";
 /// Longest note kept in a [`ProbeAttach`] record (verifier logs can be huge).
 const MAX_NOTE: usize = 4096;
 
@@ -50,6 +56,9 @@ pub enum ProbeError {
     /// The kernel's BTF (needed by fentry) could not be read.
     #[error("reading kernel BTF (/sys/kernel/btf/vmlinux): {0}")]
     Btf(String),
+    /// The attach method was turned off by an environment variable.
+    #[error("disabled by {0}=1")]
+    Disabled(&'static str),
     /// Loading or attaching a program failed.
     #[error("{program}: {source}")]
     Program {
@@ -116,7 +125,6 @@ fn raise_memlock_limit() {
 
 /// Attaches the probes in `selected` and reports every probe kind, selected or not.
 pub fn attach_all(ebpf: &mut Ebpf, selected: &[ProbeKind]) -> Vec<ProbeAttach> {
-    ensure_tracefs();
     let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()));
     ProbeKind::ALL
         .into_iter()
@@ -143,7 +151,6 @@ pub fn attach_all(ebpf: &mut Ebpf, selected: &[ProbeKind]) -> Vec<ProbeAttach> {
 
 /// Attaches the fork follower (children of traced processes are traced too).
 pub fn attach_fork_follower(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    ensure_tracefs();
     tracepoint(ebpf, "sched_process_fork", "sched", "sched_process_fork")
 }
 
@@ -168,6 +175,9 @@ fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) 
     let result = match kind {
         ProbeKind::SpinLock => {
             let fentry_result = match btf {
+                _ if std::env::var_os(NO_FENTRY_ENV).is_some_and(|v| v == "1") => {
+                    Err(ProbeError::Disabled(NO_FENTRY_ENV))
+                }
                 Ok(btf) => fentry(ebpf, "spin_lock_fentry", SPIN_LOCK_FN, btf),
                 Err(e) => Err(ProbeError::Btf(e.to_string())),
             };
@@ -258,25 +268,6 @@ fn tracepoint(
     prog.load().map_err(err)?;
     prog.attach(category, name).map_err(err)?;
     Ok(())
-}
-
-/// Tracepoints are found through tracefs; mount it if the guest's init did not.
-fn ensure_tracefs() {
-    let dir = Path::new("/sys/kernel/tracing");
-    let populated = |d: &Path| fs::read_dir(d).is_ok_and(|mut e| e.next().is_some());
-    if populated(dir) || populated(Path::new("/sys/kernel/debug/tracing")) || !dir.exists() {
-        return;
-    }
-    match nix::mount::mount(
-        Some("tracefs"),
-        dir,
-        Some("tracefs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    ) {
-        Ok(()) => tracing::info!("mounted tracefs on {}", dir.display()),
-        Err(e) => tracing::warn!("tracefs is not mounted and mounting it failed: {e}"),
-    }
 }
 
 /// An error and its sources, joined by ": ".

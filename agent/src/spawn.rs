@@ -11,6 +11,7 @@ use std::{
 use nix::{
     errno::Errno,
     fcntl::{FcntlArg, OFlag, fcntl},
+    sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask},
     unistd::{ForkResult, Pid, dup2, execv, fork, pipe2, read, write},
 };
 
@@ -132,6 +133,7 @@ fn child(
     if !released {
         exit_now(EXEC_FAILED);
     }
+    reset_signals();
     let _ = dup2(out.as_raw_fd(), 1);
     let _ = dup2(out.as_raw_fd(), 2);
     if let Some(null) = null {
@@ -146,6 +148,19 @@ fn child(
     let stderr = unsafe { BorrowedFd::borrow_raw(2) };
     let _ = write(stderr, message.as_bytes());
     exit_now(EXEC_FAILED)
+}
+
+/// Ignored signals and the signal mask survive exec: Rust ignores SIGPIPE at start-up
+/// and the guest's init shell may ignore others (SIGQUIT, ...). Give the workload the
+/// defaults, as `posix_spawn` with `POSIX_SPAWN_SETSIGDEF` would.
+fn reset_signals() {
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL runs no handler code.
+            let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// Leaves the child without running the parent's atexit handlers or flushing its

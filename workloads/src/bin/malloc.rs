@@ -2,7 +2,10 @@
 //! malloc loop (Listing 12), made large enough that every round takes fresh page faults
 //! (allocations this big are mmap'ed and returned to the kernel on free).
 //!
-//! Usage: `malloc [--mib M] [--repeat R]` (defaults 16 and 4).
+//! With transparent huge pages (Debian's default), one fault can map 2 MiB; `--no-thp`
+//! asks for 4 KiB pages (`MADV_NOHUGEPAGE`), so every page touched is one fault.
+//!
+//! Usage: `malloc [--mib M] [--repeat R] [--no-thp]` (defaults 16 and 4).
 
 use std::{
     alloc::{Layout, alloc, dealloc},
@@ -12,7 +15,7 @@ use std::{
 
 use guestscope_workloads::{Args, Error, Value, elapsed_ns, json_line, main_with};
 
-const USAGE: &str = "malloc [--mib M] [--repeat R]";
+const USAGE: &str = "malloc [--mib M] [--repeat R] [--no-thp]";
 const PAGE: usize = 4096;
 
 fn main() -> ExitCode {
@@ -22,6 +25,7 @@ fn main() -> ExitCode {
 fn run(mut args: Args) -> Result<(), Error> {
     let mib = args.number("--mib", 16)?;
     let repeat = args.number("--repeat", 4)?;
+    let no_thp = args.flag("--no-thp");
     args.finish(USAGE)?;
     if mib == 0 || mib > 1 << 20 {
         return Err(Error::usage(format!("--mib must be between 1 and {}", 1 << 20)));
@@ -42,6 +46,15 @@ fn run(mut args: Args) -> Result<(), Error> {
         if p.is_null() {
             return Err(Error::runtime(format!("allocating {mib} MiB failed in round {round}")));
         }
+        if no_thp {
+            // SAFETY: madvise only changes paging advice for this allocation's pages.
+            if unsafe { libc::madvise(p.cast(), size, libc::MADV_NOHUGEPAGE) } != 0 {
+                let e = std::io::Error::last_os_error();
+                // SAFETY: allocated above with the same layout.
+                unsafe { dealloc(p, layout) };
+                return Err(Error::runtime(format!("madvise(MADV_NOHUGEPAGE): {e}")));
+            }
+        }
         for offset in (0..size).step_by(PAGE) {
             // SAFETY: offset < size, inside the allocation.
             unsafe { p.add(offset).write_volatile(round as u8 ^ (offset >> 12) as u8) };
@@ -59,6 +72,7 @@ fn run(mut args: Args) -> Result<(), Error> {
             ("workload", Value::Str("malloc".into())),
             ("mib", Value::Num(mib)),
             ("repeat", Value::Num(repeat)),
+            ("thp", Value::Bool(!no_thp)),
             ("pages_touched", Value::Num(pages)),
             ("checksum", Value::Num(checksum)),
             ("elapsed_ns", Value::Num(elapsed_ns(start))),
