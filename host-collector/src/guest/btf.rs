@@ -233,7 +233,7 @@ mod tests {
         types.extend([s("task_struct", &strings), info(8, 0, false), 1]);
         // 6: struct flags { int a:3 } with kind_flag bitfield encoding
         types.extend([s("flags", &strings), info(4, 1, true), 4]);
-        types.extend([s("a", &strings), 1, (3 << 24) | 0]);
+        types.extend([s("a", &strings), 1, 3 << 24]); // 3 bits at bit offset 0
         strings.extend_from_slice(b"");
         let type_bytes: Vec<u8> = types.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut blob = Vec::new();
