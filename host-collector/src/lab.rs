@@ -474,11 +474,59 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         workloads,
         experiments,
         claims: Vec::new(),
+        trace: None,
         agent_messages: session.agent_logs.iter().map(|(l, m)| format!("{l}: {m}")).collect(),
     };
     summary.claims = experiments::claims::check(&summary);
+    summary.trace = write_trace(&o.out_dir, &summary, session, c.hello_host_s).map_err(|e| setup("writing the Perfetto trace", &e))?;
     write_outputs(&o.out_dir, &summary, session).map_err(|e| setup("writing outputs", &e))?;
     Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
+}
+
+/// Writes `trace.perfetto-trace`: boot milestones (host clock), workloads and
+/// every probe event (guest clock, mapped onto the host axis at the agent's hello).
+fn write_trace<W: io::Write>(
+    dir: &Path,
+    s: &summary::Summary,
+    session: &Session<W>,
+    hello_host_s: Option<f64>,
+) -> io::Result<Option<summary::TraceInfo>> {
+    let (Some(hello), Some(host_s)) = (session.hello.as_ref(), hello_host_s) else { return Ok(None) };
+    let offset_ns = (host_s * 1e9) as i64 - hello.monotonic_ns as i64;
+    let to_trace = move |guest_ns: u64| (guest_ns as i64 + offset_ns).max(0) as u64;
+    let path = dir.join("trace.perfetto-trace");
+    let tmp = dir.join("trace.perfetto-trace.tmp");
+    let mut w = crate::output::perfetto::TraceWriter::new(io::BufWriter::new(File::create(&tmp)?));
+    let b = &s.boot;
+    let ns = |v: f64| (v * 1e9) as u64;
+    let phases = [
+        ("firmware, kernel load and decompression", Some(0.0), b.kernel_banner_s),
+        ("kernel init", b.kernel_banner_s, b.init_start_s),
+        ("user space to agent ready", b.init_start_s, b.agent_ready_s),
+    ];
+    for (name, a, z) in phases {
+        if let (Some(a), Some(z)) = (a, z) {
+            w.slice(&crate::output::perfetto::Slice { track: "boot (host clock)".into(), name: name.into(), start_ns: ns(a), end_ns: ns(z) })?;
+        }
+    }
+    for wl in &session.workloads {
+        if let Some(x) = &wl.exited {
+            w.workload(wl.started.pid, &wl.started.name, to_trace(wl.started.start_ns), to_trace(x.end_ns))?;
+        }
+    }
+    let events = w.events_from_jsonl(io::BufReader::new(File::open(dir.join("events.jsonl"))?), to_trace)?;
+    let packets = w.packets;
+    w.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(Some(summary::TraceInfo {
+        file: "trace.perfetto-trace".into(),
+        packets,
+        events,
+        guest_to_host_offset_ns: offset_ns,
+        clock_sync: "one sample: the agent's hello, guest CLOCK_MONOTONIC stamp against its arrival on the host; \
+                     error within the vsock transit time"
+            .into(),
+    }))
 }
 
 /// The report's plots, each placed after its section.

@@ -187,3 +187,43 @@ fn the_report_has_every_section_and_the_html_is_self_contained() {
     assert!(claims.len() >= 6);
     assert!(claims.iter().any(|c| c["verdict"] == "contradicted"), "{claims:?}");
 }
+
+/// Parses `trace.perfetto-trace` with Perfetto's own published protos (PyPI
+/// `perfetto`, installed by `cargo xtask deps`) and checks that guest events and
+/// host-clock boot phases share one time axis.
+#[test]
+fn the_perfetto_trace_parses_with_perfettos_protos_and_shares_one_time_axis() {
+    let r = run();
+    let path = r.dir.join("trace.perfetto-trace");
+    let script = r#"
+import sys, json
+from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
+t = pb.Trace()
+t.ParseFromString(open(sys.argv[1], 'rb').read())
+names = {}
+probe_ts = []
+boot = {}
+tracks = {p.track_descriptor.uuid: p.track_descriptor for p in t.packet if p.HasField('track_descriptor')}
+for p in t.packet:
+    if p.HasField('track_event'):
+        e = p.track_event
+        if 'probe' in e.categories:
+            probe_ts.append(p.timestamp)
+        if tracks.get(e.track_uuid) is not None and tracks[e.track_uuid].name == 'boot (host clock)' and e.name:
+            boot[e.name] = p.timestamp
+print(json.dumps({"probe_events": len(probe_ts), "first_probe": min(probe_ts), "boot": boot,
+                  "threads": sum(1 for d in tracks.values() if d.HasField('thread'))}))
+"#;
+    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&path).output().expect("python3");
+    assert!(out.status.success(), "Perfetto's protos could not parse the trace: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Each event appears on its thread track and on its CPU track.
+    assert_eq!(v["probe_events"].as_u64().unwrap(), 2 * r.events.len() as u64);
+    assert!(v["threads"].as_u64().unwrap() >= r.summary["workloads"].as_array().unwrap().len() as u64);
+    let user_space = v["boot"]["user space to agent ready"].as_u64().expect("boot phase slice");
+    let kernel_init = v["boot"]["kernel init"].as_u64().unwrap();
+    let first = v["first_probe"].as_u64().unwrap();
+    // Guest events (mapped from the guest clock) come after the kernel started
+    // and after user space began (host clock): one consistent axis.
+    assert!(kernel_init < user_space && user_space < first, "kernel init {kernel_init}, user space {user_space}, first event {first}");
+}

@@ -84,7 +84,37 @@ pub fn ensure() -> Result<()> {
     for tool in CARGO_TOOLS {
         ensure_cargo_tool(tool, &mut present)?;
     }
+    ensure_perfetto_protos(&mut present)?;
     eprintln!("    present: {}", present.join(", "));
+    Ok(())
+}
+
+/// Perfetto's published trace protos for Python (PyPI `perfetto`), which the
+/// tests use as the reference parser of our `trace.perfetto-trace`.
+const PERFETTO_PIP: &str = "perfetto>=0.59,<0.60";
+const PERFETTO_CHECK: &str = "from perfetto.protos.perfetto.trace import perfetto_trace_pb2";
+
+fn ensure_perfetto_protos(present: &mut Vec<String>) -> Result<()> {
+    let importable = || {
+        std::process::Command::new("python3")
+            .args(["-c", PERFETTO_CHECK])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable() {
+        present.push("python perfetto protos".into());
+        return Ok(());
+    }
+    eprintln!("    installing {PERFETTO_PIP} (Python) for the trace tests");
+    let status = std::process::Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", PERFETTO_PIP, "protobuf"])
+        .status()
+        .map_err(|e| anyhow::anyhow!("running pip: {e}"))?;
+    if !status.success() || !importable() {
+        anyhow::bail!("could not install the Python package {PERFETTO_PIP}: run `python3 -m pip install {PERFETTO_PIP} protobuf`");
+    }
     Ok(())
 }
 

@@ -153,6 +153,15 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(md, "- {m}");
         }
     }
+    if let Some(t) = &s.trace {
+        let _ = writeln!(
+            md,
+            "\n## Trace\n\n`{}` ({} packets, {} probe events) opens in https://ui.perfetto.dev: boot phases on the host clock, \
+             workloads and every probe event on per-thread and per-CPU tracks. Guest times are placed on the host axis with an \
+             offset of {:.6} s ({}).",
+            t.file, t.packets, t.events, t.guest_to_host_offset_ns as f64 / 1e9, t.clock_sync
+        );
+    }
     let _ = writeln!(md, "\n---\nQEMU: `{}`", r.qemu_command);
     md
 }

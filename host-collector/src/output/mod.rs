@@ -4,10 +4,12 @@
 //! - [`markdown`]: `report.md`, rendered from the summary only.
 //! - [`html`]: `report.html`, self-contained, with the plots inlined.
 //! - [`plots`]: SVG plots (plotters).
+//! - [`perfetto`]: `trace.perfetto-trace`, guest events and host milestones on one time axis.
 //! - [`atomic`]: write-then-rename, so no reader ever sees half a file.
 
 pub mod atomic;
 pub mod html;
 pub mod markdown;
+pub mod perfetto;
 pub mod plots;
 pub mod summary;

@@ -30,10 +30,27 @@ pub struct Summary {
     pub workloads: Vec<WorkloadSummary>,
     /// The lab's experiments.
     pub experiments: Experiments,
+    /// The Perfetto trace, if written.
+    pub trace: Option<TraceInfo>,
     /// The lab's claims, checked against this run.
     pub claims: Vec<crate::experiments::claims::Claim>,
     /// Warnings and errors the agent reported.
     pub agent_messages: Vec<String>,
+}
+
+/// The Perfetto trace written for the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceInfo {
+    /// File name in the output directory.
+    pub file: String,
+    /// Packets written.
+    pub packets: u64,
+    /// Probe events in it.
+    pub events: u64,
+    /// Host ns since QEMU launch minus guest CLOCK_MONOTONIC ns.
+    pub guest_to_host_offset_ns: i64,
+    /// How the two clocks were related.
+    pub clock_sync: String,
 }
 
 /// Results of the lab's experiments.
