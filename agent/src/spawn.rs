@@ -112,7 +112,7 @@ pub fn spawn_gated(path: &str, argv: &[String]) -> Result<Gated, SpawnError> {
     }
 }
 
-/// The child side: wait at the gate, set up stdio, exec. Never returns.
+/// The child side: set up signals and stdio, wait at the gate, exec. Never returns.
 fn child(
     gate: &OwnedFd,
     out: &OwnedFd,
@@ -121,6 +121,14 @@ fn child(
     argv: &[CString],
     prefix: &str,
 ) -> ! {
+    // Everything but exec happens before the gate, so the traced part of the child's life
+    // before exec (still the agent's image, comm "guestscope-agen") is as short as it can be.
+    reset_signals();
+    let _ = dup2(out.as_raw_fd(), 1);
+    let _ = dup2(out.as_raw_fd(), 2);
+    if let Some(null) = null {
+        let _ = dup2(null.as_raw_fd(), 0);
+    }
     let mut byte = [0u8; 1];
     let released = loop {
         match read(gate.as_raw_fd(), &mut byte) {
@@ -132,12 +140,6 @@ fn child(
     };
     if !released {
         exit_now(EXEC_FAILED);
-    }
-    reset_signals();
-    let _ = dup2(out.as_raw_fd(), 1);
-    let _ = dup2(out.as_raw_fd(), 2);
-    if let Some(null) = null {
-        let _ = dup2(null.as_raw_fd(), 0);
     }
     let err = match execv(path, argv) {
         Err(e) => e,

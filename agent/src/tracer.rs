@@ -190,3 +190,25 @@ impl Tracer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inactive_tracer_runs_workloads_without_records() {
+        let mut tracer = Tracer::inactive();
+        let mut stream = Stream::new(Vec::new());
+        assert!(!tracer.is_active());
+        assert!(tracer.ring_fd().is_none());
+        tracer.trace(42).unwrap();
+        assert_eq!(tracer.untrace_all().unwrap(), 0);
+        tracer.pump(&mut stream).unwrap();
+        tracer.drain(&mut stream).unwrap();
+        assert_eq!(stream.records(), 0);
+        assert_eq!(tracer.poll_timeout(Instant::now()), MAX_AGE);
+        let totals = tracer.totals();
+        assert_eq!(totals.probes.len(), guestscope_common::ProbeKind::ALL.len());
+        assert_eq!(totals.events_sent, 0);
+    }
+}
