@@ -101,6 +101,9 @@ pub fn emit<C: StackIdContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C
         Err(NotEntered::NoSlot) => return,
     };
     bump!(counters.matched);
+    // Taken before the stack walk, which is the slow part (microseconds under TCG).
+    // SAFETY: a helper call without arguments.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Payload { arg, ip, flags } = payload(ctx);
     let stack_id = match ctx.get_stackid(&STACKS, 0) {
         Ok(id) => id as i32,
@@ -114,12 +117,11 @@ pub fn emit<C: StackIdContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C
         return;
     };
     entry.write(RawEvent {
-        // SAFETY: plain helper calls without arguments.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns,
         arg,
         ip,
         kind: kind as u32,
-        // SAFETY: as above.
+        // SAFETY: a helper call without arguments.
         cpu: unsafe { bpf_get_smp_processor_id() },
         pid: tgid,
         tid: pid_tgid as u32,
