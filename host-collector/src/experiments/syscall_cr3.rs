@@ -37,8 +37,10 @@ pub enum StepOver {
     /// Single-step with the breakpoint in place (QEMU's single step ignores a
     /// breakpoint at the starting address), then continue: 2 packets.
     KeepBreakpoint,
-    /// What gdb does: remove the breakpoint, step, insert it again, continue.
-    /// In QEMU 7.2 each insert and remove flushes all translated code.
+    /// What gdb does: remove the breakpoint, step, insert it again, continue:
+    /// 4 packets. QEMU since 6.2 recognises breakpoints outside translated code, so
+    /// inserting and removing one no longer flushes the translation cache; measured
+    /// on 7.2, this costs two round trips more and no slower guest run.
     Reinsert,
 }
 
@@ -113,6 +115,8 @@ pub enum Cr3Error {
 pub struct Millis {
     /// Number of samples.
     pub n: usize,
+    /// Smallest.
+    pub min: f64,
     /// Median.
     pub median: f64,
     /// Mean.
@@ -130,7 +134,7 @@ impl Millis {
         ms.sort_by(f64::total_cmp);
         let n = ms.len();
         let median = if n % 2 == 1 { ms[n / 2] } else { (ms[n / 2 - 1] + ms[n / 2]) / 2.0 };
-        Millis { n, median, mean: ms.iter().sum::<f64>() / n as f64, max: ms[n - 1] }
+        Millis { n, min: ms[0], median, mean: ms.iter().sum::<f64>() / n as f64, max: ms[n - 1] }
     }
 }
 
@@ -231,18 +235,15 @@ impl fmt::Display for Cr3Report {
             self.current_error_before.as_deref().map(|e| format!(" ({e})")).unwrap_or_default(),
             self.current_readable_after
         )?;
-        write!(
-            f,
-            "{} hits, {} other-process resumes ({:?}); per hit {:.2} ms median ({:.2} mean), handling {:.3} ms, {:.1} round trips per other hit; {} round trips in all",
-            self.hits_examined,
-            self.resumes_other,
-            self.step_over,
-            self.per_hit.median,
-            self.per_hit.mean,
-            self.handling.median,
-            self.round_trips_per_other_hit,
-            self.round_trips_total
-        )
+        write!(f, "{} hits, {} other-process resumes ({:?})", self.hits_examined, self.resumes_other, self.step_over)?;
+        if self.resumes_other > 0 {
+            write!(
+                f,
+                "; per hit {:.2} ms median ({:.2} mean, {:.2} min), handling {:.3} ms, {:.1} round trips per other hit",
+                self.per_hit.median, self.per_hit.mean, self.per_hit.min, self.handling.median, self.round_trips_per_other_hit
+            )?;
+        }
+        write!(f, "; {} round trips in all", self.round_trips_total)
     }
 }
 
@@ -267,18 +268,201 @@ pub fn run_on(client: &mut Client, kallsyms: &Kallsyms, offsets: &TaskOffsets, t
     let entry = kallsyms.by_name(ENTRY_SYMBOL).ok_or(Cr3Error::MissingSymbol(ENTRY_SYMBOL))?.addr;
     let layout = KernelLayout::new(kallsyms, offsets.clone())?;
     let mut reader = CurrentReader::new(layout);
+    with_breakpoint(client, entry, |client| hunt(client, &mut reader, kallsyms, entry, target_pid, opts))
+}
+
+/// The cost of a breakpoint whose condition (the current tgid) is decided on the host.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ConditionCost {
+    /// Hits examined.
+    pub hits: u64,
+    /// Hits of the process the condition asks for.
+    pub matching: u64,
+    /// How hits continued.
+    pub step_over: StepOver,
+    /// How the condition was read (the last hit's path).
+    pub condition_path: Option<MemoryPath>,
+    /// Mean round trips per hit (stop + condition + step-over).
+    pub round_trips_per_hit: f64,
+    /// From resume to the next stop.
+    pub run_to_hit: Millis,
+    /// From a stop to the next resume (host-side condition + step-over).
+    pub handling: Millis,
+    /// Resume to resume.
+    pub per_hit: Millis,
+    /// First hits' identities.
+    pub samples: Vec<HitSample>,
+    /// Wall time.
+    pub elapsed_ms: f64,
+}
+
+/// Measures `hits` breakpoint hits on `entry_SYSCALL_64` with the tgid condition
+/// evaluated host-side and every hit resumed (none is treated as the target).
+/// `tgid` only counts matches. The client stays attached; the breakpoint is removed.
+pub fn measure_condition(
+    client: &mut Client,
+    kallsyms: &Kallsyms,
+    offsets: &TaskOffsets,
+    tgid: u32,
+    hits: u64,
+    opts: &Cr3Options,
+) -> Result<ConditionCost, Cr3Error> {
+    let entry = kallsyms.by_name(ENTRY_SYMBOL).ok_or(Cr3Error::MissingSymbol(ENTRY_SYMBOL))?.addr;
+    let mut reader = CurrentReader::new(KernelLayout::new(kallsyms, offsets.clone())?);
+    with_breakpoint(client, entry, |client| {
+        let mut l = HitLoop::new(opts);
+        let start = Instant::now();
+        while l.hits < hits {
+            if start.elapsed() >= opts.timeout {
+                break;
+            }
+            let Some(hit) = l.next_hit(client, &mut reader, entry)? else { break };
+            l.step_over(client, entry, hit.rt_at_stop, hit.stopped)?;
+            l.last_path = Some(hit.ids.path);
+        }
+        let matching = l.samples_all.iter().filter(|t| **t == tgid).count() as u64;
+        Ok(ConditionCost {
+            hits: l.hits,
+            matching,
+            step_over: opts.step_over,
+            condition_path: l.last_path,
+            round_trips_per_hit: if l.resumed == 0 { 0.0 } else { l.other_rts as f64 / l.resumed as f64 },
+            run_to_hit: Millis::of(&l.run_to_hit),
+            handling: Millis::of(&l.handling),
+            per_hit: Millis::of(&l.per_hit),
+            samples: l.samples,
+            elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+        })
+    })
+}
+
+/// Inserts a breakpoint, runs `f`, and removes the breakpoint whatever `f` returned.
+fn with_breakpoint<T>(client: &mut Client, entry: u64, f: impl FnOnce(&mut Client) -> Result<T, Cr3Error>) -> Result<T, Cr3Error> {
     if client.is_running() {
         client.interrupt()?;
     }
     client.insert_hw_breakpoint(entry)?;
-    let result = hunt(client, &mut reader, kallsyms, entry, target_pid, opts);
+    let result = f(client);
     if client.is_running() {
         client.interrupt()?;
     }
     let removed = client.remove_hw_breakpoint(entry);
-    let report = result?;
+    let value = result?;
     removed?;
-    Ok(report)
+    Ok(value)
+}
+
+struct Hit {
+    ids: TaskIds,
+    base: u64,
+    stopped: Instant,
+    rt_at_stop: u64,
+}
+
+/// Resume → stop → condition, with the bookkeeping both entry points share.
+struct HitLoop {
+    step_over_mode: StepOver,
+    hit_timeout: Duration,
+    keep_samples: usize,
+    bases: HashMap<Option<ThreadId>, u64>,
+    samples: Vec<HitSample>,
+    samples_all: Vec<u32>,
+    seen: Vec<u32>,
+    run_to_hit: Vec<Duration>,
+    handling: Vec<Duration>,
+    per_hit: Vec<Duration>,
+    hits: u64,
+    resumed: u64,
+    other_rts: u64,
+    last_resume: Option<Instant>,
+    last_path: Option<MemoryPath>,
+}
+
+impl HitLoop {
+    fn new(opts: &Cr3Options) -> HitLoop {
+        HitLoop {
+            step_over_mode: opts.step_over,
+            hit_timeout: opts.hit_timeout,
+            keep_samples: opts.keep_samples,
+            bases: HashMap::new(),
+            samples: Vec::new(),
+            samples_all: Vec::new(),
+            seen: Vec::new(),
+            run_to_hit: Vec::new(),
+            handling: Vec::new(),
+            per_hit: Vec::new(),
+            hits: 0,
+            resumed: 0,
+            other_rts: 0,
+            last_resume: None,
+            last_path: None,
+        }
+    }
+
+    /// Resumes, waits for the next hit and reads `current` there. `None`: no hit in time
+    /// (the target is stopped again by an interrupt).
+    fn next_hit(&mut self, client: &mut Client, reader: &mut CurrentReader, entry: u64) -> Result<Option<Hit>, Cr3Error> {
+        let resumed = Instant::now();
+        if let Some(prev) = self.last_resume.replace(resumed) {
+            self.per_hit.push(resumed - prev);
+        }
+        client.resume()?;
+        let Some(stop) = client.wait_stop(self.hit_timeout)? else {
+            client.interrupt()?;
+            return Ok(None);
+        };
+        let stopped = Instant::now();
+        self.run_to_hit.push(stopped - resumed);
+        let rt_at_stop = client.round_trips();
+        self.hits += 1;
+        if self.hits == 1 {
+            // QEMU's stop replies do not say which breakpoint hit; check the first.
+            let rip = client.read_register("rip")?;
+            if rip != entry {
+                return Err(Cr3Error::WrongStop { rip, entry });
+            }
+        }
+        let thread = stop.thread();
+        if let Some(t) = thread {
+            client.select_thread(t)?;
+        }
+        let base = match self.bases.get(&thread) {
+            Some(b) => *b,
+            None => {
+                let b = reader.per_cpu_base(client)?;
+                self.bases.insert(thread, b);
+                b
+            }
+        };
+        let ids = reader.current_ids(client, base, Access::Auto)?;
+        if self.samples.len() < self.keep_samples {
+            self.samples.push(HitSample { pid: ids.pid, tgid: ids.tgid });
+        }
+        self.samples_all.push(ids.tgid);
+        if !self.seen.contains(&ids.tgid) {
+            self.seen.push(ids.tgid);
+        }
+        Ok(Some(Hit { ids, base, stopped, rt_at_stop }))
+    }
+
+    /// Leaves the breakpoint address so the next resume runs on.
+    fn step_over(&mut self, client: &mut Client, entry: u64, rt_at_stop: u64, stopped: Instant) -> Result<(), Cr3Error> {
+        match self.step_over_mode {
+            StepOver::KeepBreakpoint => {
+                client.step()?;
+            }
+            StepOver::Reinsert => {
+                client.remove_hw_breakpoint(entry)?;
+                client.step()?;
+                client.insert_hw_breakpoint(entry)?;
+            }
+        }
+        self.resumed += 1;
+        // +1: the resume and its stop, counted when the stop arrived.
+        self.other_rts += client.round_trips() - rt_at_stop + 1;
+        self.handling.push(stopped.elapsed());
+        Ok(())
+    }
 }
 
 fn hunt(
@@ -290,137 +474,83 @@ fn hunt(
     opts: &Cr3Options,
 ) -> Result<Cr3Report, Cr3Error> {
     let start = Instant::now();
-    let mut bases: HashMap<Option<ThreadId>, u64> = HashMap::new();
-    let mut samples = Vec::new();
-    let mut seen: Vec<u32> = Vec::new();
-    let (mut run_to_hit, mut handling, mut per_hit) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut hits, mut resumes_other, mut other_rts) = (0u64, 0u64, 0u64);
-    let mut last_resume: Option<Instant> = None;
-    loop {
-        let not_seen = |reason: &str, hits: u64, seen: &[u32]| Cr3Error::TargetNotSeen {
-            target_pid,
-            hits,
-            elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
-            reason: reason.to_string(),
-            seen: seen.to_vec(),
-        };
-        if hits >= opts.max_hits {
-            return Err(not_seen("hit limit", hits, &seen));
+    let mut l = HitLoop::new(opts);
+    let not_seen = |reason: &str, l: &HitLoop| Cr3Error::TargetNotSeen {
+        target_pid,
+        hits: l.hits,
+        elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+        reason: reason.to_string(),
+        seen: l.seen.clone(),
+    };
+    let hit = loop {
+        if l.hits >= opts.max_hits {
+            return Err(not_seen("hit limit", &l));
         }
         if start.elapsed() >= opts.timeout {
-            return Err(not_seen("time limit", hits, &seen));
+            return Err(not_seen("time limit", &l));
         }
-        let resumed = Instant::now();
-        if let Some(prev) = last_resume.replace(resumed) {
-            per_hit.push(resumed - prev);
-        }
-        client.resume()?;
-        let Some(stop) = client.wait_stop(opts.hit_timeout)? else {
-            client.interrupt()?;
-            return Err(not_seen("no system call within the hit timeout", hits, &seen));
+        let Some(hit) = l.next_hit(client, reader, entry)? else {
+            return Err(not_seen("no system call within the hit timeout", &l));
         };
-        let stopped = Instant::now();
-        run_to_hit.push(stopped - resumed);
-        let rt_at_stop = client.round_trips();
-        hits += 1;
-        if hits == 1 {
-            // QEMU's stop replies do not say which breakpoint hit; check the first.
-            let rip = client.read_register("rip")?;
-            if rip != entry {
-                return Err(Cr3Error::WrongStop { rip, entry });
-            }
+        if hit.ids.tgid == target_pid {
+            break hit;
         }
-        let thread = stop.thread();
-        if let Some(t) = thread {
-            client.select_thread(t)?;
-        }
-        let base = match bases.get(&thread) {
-            Some(b) => *b,
-            None => {
-                let b = reader.per_cpu_base(client)?;
-                bases.insert(thread, b);
-                b
-            }
-        };
-        let ids = reader.current_ids(client, base, Access::Auto)?;
-        if samples.len() < opts.keep_samples {
-            samples.push(HitSample { pid: ids.pid, tgid: ids.tgid });
-        }
-        if !seen.contains(&ids.tgid) {
-            seen.push(ids.tgid);
-        }
-        if ids.tgid != target_pid {
-            resumes_other += 1;
-            match opts.step_over {
-                StepOver::KeepBreakpoint => {
-                    client.step()?;
-                }
-                StepOver::Reinsert => {
-                    client.remove_hw_breakpoint(entry)?;
-                    client.step()?;
-                    client.insert_hw_breakpoint(entry)?;
-                }
-            }
-            // +1: the resume and its stop, counted when the stop arrived.
-            other_rts += client.round_trips() - rt_at_stop + 1;
-            handling.push(stopped.elapsed());
-            continue;
-        }
-        tracing::debug!(target_pid, hits, "target process at the syscall entry");
-        let rip = client.read_register("rip")?;
-        if rip != entry {
-            return Err(Cr3Error::WrongStop { rip, entry });
-        }
-        let cr3_user = client.read_register("cr3")?;
-        let (current_readable_before, current_error_before) = match reader.current_ids(client, base, Access::Virtual) {
-            Ok(_) => (true, None),
-            Err(e @ GdbError::Memory { .. }) => (false, Some(e.to_string())),
-            Err(e) => return Err(e.into()),
-        };
-        let mut cr3_kernel = cr3_user;
-        let mut steps = 0;
-        let mut switch_at = None;
-        while steps < opts.max_steps {
-            client.step()?;
-            steps += 1;
-            cr3_kernel = client.read_register("cr3")?;
-            if cr3_kernel != cr3_user {
-                let rip = client.read_register("rip")?;
-                switch_at = Some(kallsyms.resolve(rip).map_or_else(|| format!("{rip:#x}"), |r| r.to_string()));
-                break;
-            }
-        }
-        let current_readable_after = reader.current_ids(client, base, Access::Virtual).is_ok();
-        let diff = cr3_user ^ cr3_kernel;
-        return Ok(Cr3Report {
-            target_pid,
-            target: ids.clone(),
-            entry,
-            cr3_user,
-            cr3_kernel,
-            cr3_changed: diff != 0,
-            differing_bits: diff,
-            pgd_switch_bit12: diff & CR3_PTI_USER_BIT != 0,
-            pcid: ((cr3_user & CR3_PCID_MASK) as u16, (cr3_kernel & CR3_PCID_MASK) as u16),
-            noflush: (cr3_user & CR3_NOFLUSH != 0, cr3_kernel & CR3_NOFLUSH != 0),
-            steps,
-            switch_at,
-            current_readable_before,
-            current_error_before,
-            current_readable_after,
-            condition_path: ids.path,
-            hits_examined: hits,
-            resumes_other,
-            step_over: opts.step_over,
-            round_trips_total: client.round_trips(),
-            round_trips_per_other_hit: if resumes_other == 0 { 0.0 } else { other_rts as f64 / resumes_other as f64 },
-            run_to_hit: Millis::of(&run_to_hit),
-            handling: Millis::of(&handling),
-            per_hit: Millis::of(&per_hit),
-            samples,
-            elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
-        });
+        l.step_over(client, entry, hit.rt_at_stop, hit.stopped)?;
+    };
+    tracing::debug!(target_pid, hits = l.hits, "target process at the syscall entry");
+    let rip = client.read_register("rip")?;
+    if rip != entry {
+        return Err(Cr3Error::WrongStop { rip, entry });
     }
+    let cr3_user = client.read_register("cr3")?;
+    let (current_readable_before, current_error_before) = match reader.current_ids(client, hit.base, Access::Virtual) {
+        Ok(_) => (true, None),
+        Err(e @ GdbError::Memory { .. }) => (false, Some(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let mut cr3_kernel = cr3_user;
+    let mut steps = 0;
+    let mut switch_at = None;
+    while steps < opts.max_steps {
+        client.step()?;
+        steps += 1;
+        cr3_kernel = client.read_register("cr3")?;
+        if cr3_kernel != cr3_user {
+            let rip = client.read_register("rip")?;
+            switch_at = Some(kallsyms.resolve(rip).map_or_else(|| format!("{rip:#x}"), |r| r.to_string()));
+            break;
+        }
+    }
+    let current_readable_after = reader.current_ids(client, hit.base, Access::Virtual).is_ok();
+    let diff = cr3_user ^ cr3_kernel;
+    Ok(Cr3Report {
+        target_pid,
+        target: hit.ids.clone(),
+        entry,
+        cr3_user,
+        cr3_kernel,
+        cr3_changed: diff != 0,
+        differing_bits: diff,
+        pgd_switch_bit12: diff & CR3_PTI_USER_BIT != 0,
+        pcid: ((cr3_user & CR3_PCID_MASK) as u16, (cr3_kernel & CR3_PCID_MASK) as u16),
+        noflush: (cr3_user & CR3_NOFLUSH != 0, cr3_kernel & CR3_NOFLUSH != 0),
+        steps,
+        switch_at,
+        current_readable_before,
+        current_error_before,
+        current_readable_after,
+        condition_path: hit.ids.path,
+        hits_examined: l.hits,
+        resumes_other: l.resumed,
+        step_over: opts.step_over,
+        round_trips_total: client.round_trips(),
+        round_trips_per_other_hit: if l.resumed == 0 { 0.0 } else { l.other_rts as f64 / l.resumed as f64 },
+        run_to_hit: Millis::of(&l.run_to_hit),
+        handling: Millis::of(&l.handling),
+        per_hit: Millis::of(&l.per_hit),
+        samples: l.samples,
+        elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+    })
 }
 
 #[cfg(test)]
@@ -430,7 +560,7 @@ mod tests {
     #[test]
     fn millis_summarises_durations() {
         let m = Millis::of(&[Duration::from_millis(1), Duration::from_millis(3), Duration::from_millis(8)]);
-        assert_eq!((m.n, m.median, m.max), (3, 3.0, 8.0));
+        assert_eq!((m.n, m.min, m.median, m.max), (3, 1.0, 3.0, 8.0));
         assert!((m.mean - 4.0).abs() < 1e-9);
         assert_eq!(Millis::of(&[]), Millis::default());
     }
