@@ -37,7 +37,8 @@ pub fn render(s: &Summary) -> String {
         }
         let _ = writeln!(md);
     }
-    let _ = writeln!(md, "## Boot\n");
+    render_experiments(&mut md, s);
+    let _ = writeln!(md, "\n## The traced run: boot\n");
     let b = &s.boot;
     let _ = writeln!(md, "| milestone | host time since QEMU launch |\n|---|---|");
     for (name, v) in [
@@ -116,6 +117,7 @@ pub fn render(s: &Summary) -> String {
             e("page_fault_kernel")
         );
     }
+    let _ = writeln!(md, "\n## Workload details\n\nThe most frequent kernel stacks of each workload, per probe; every event is in `events.jsonl`.");
     for w in &s.workloads {
         let _ = writeln!(md, "\n### {} (`{}`)\n", w.name, w.argv.join(" "));
         if w.pids.len() > 1 {
@@ -146,7 +148,6 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(md, "Output:\n```\n{}\n```", w.output);
         }
     }
-    render_experiments(&mut md, s);
     if !s.agent_messages.is_empty() {
         let _ = writeln!(md, "\n## Agent messages\n");
         for m in &s.agent_messages {
@@ -183,8 +184,16 @@ fn render_experiments(md: &mut String, s: &Summary) {
         let _ = writeln!(md, "| before the kernel clock starts (firmware, load, decompress) | {} |", st(b.before_kernel_clock));
         let _ = writeln!(md, "| clock drift from banner to init (host − kernel) | {} |", st(b.drift_to_init));
         let _ = writeln!(md, "| user space, init → agent hello | {} |", st(b.userspace));
-        if let Some(x) = b.explained_by_pre_kernel {
-            let _ = writeln!(md, "\n{:.0}% of the gap is time that passes before the kernel's clock starts counting.", x * 100.0);
+        if let (Some(x), Some(pre), Some(gap), Some(drift)) = (b.explained_by_pre_kernel, b.before_kernel_clock, b.gap, b.drift_to_init) {
+            let _ = writeln!(
+                md,
+                "\nThe {:.2} s that pass before the kernel's clock starts account for {:.0}% of the {:.2} s gap; while the kernel \
+                 runs, its clock stays within {:.2} s of the host's.",
+                pre.mean,
+                x * 100.0,
+                gap.mean,
+                drift.mean.abs()
+            );
         }
     }
     if !s.experiments.pci.is_empty() {
@@ -214,20 +223,28 @@ fn render_experiments(md: &mut String, s: &Summary) {
         "Each `_raw_spin_lock` hit by a workload, classified by the first frame of its kernel stack that a rule \
          names (the rule table is in `host-collector/src/experiments/classify.rs`).\n"
     );
-    let _ = writeln!(md, "| workload | hits | class | hits in class | named locks | decided by |\n|---|---:|---|---:|---|---|");
+    let classes = crate::experiments::classify::SPIN_LOCK_RULES.classes();
+    let _ = writeln!(md, "| workload | hits | {} |\n|---|---:|{}", classes.join(" | "), "---:|".repeat(classes.len()));
+    for w in &s.experiments.spin_lock {
+        let cells: Vec<String> = classes
+            .iter()
+            .map(|c| w.classes.iter().find(|x| x.class == *c).map(|x| x.hits.to_string()).unwrap_or_else(|| "0".into()))
+            .collect();
+        let _ = writeln!(md, "| {} | {} | {} |", w.workload, w.hits, cells.join(" | "));
+    }
+    let mut locks: std::collections::BTreeMap<(&str, &str), u64> = std::collections::BTreeMap::new();
     for w in &s.experiments.spin_lock {
         for c in &w.classes {
-            let locks: Vec<String> = c.named_locks.iter().map(|(k, v)| format!("`{k}` ×{v}")).collect();
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} |",
-                w.workload,
-                w.hits,
-                c.class,
-                c.hits,
-                locks.join(", "),
-                c.decided_by.as_deref().map(|d| format!("`{d}`")).unwrap_or_default()
-            );
+            for (l, n) in &c.named_locks {
+                *locks.entry((l.as_str(), c.class.as_str())).or_default() += n;
+            }
+        }
+    }
+    if !locks.is_empty() {
+        let _ = writeln!(md, "\nNamed global locks among those hits (the lock address matched a symbol in the guest's kallsyms), all workloads:\n");
+        let _ = writeln!(md, "| lock | class | hits |\n|---|---|---:|");
+        for ((l, c), n) in &locks {
+            let _ = writeln!(md, "| `{l}` | {c} | {n} |");
         }
     }
     let mut shown: Vec<&str> = Vec::new();
@@ -237,7 +254,14 @@ fn render_experiments(md: &mut String, s: &Summary) {
                 continue;
             }
             shown.push(&c.class);
-            let _ = writeln!(md, "\n**{}** — representative stack ({} hits, workload {}):\n```", c.class, c.representative_hits, w.workload);
+            let _ = writeln!(
+                md,
+                "\n**{}** — representative stack ({} hits, workload {}, decided by `{}`):\n```",
+                c.class,
+                c.representative_hits,
+                w.workload,
+                c.decided_by.as_deref().unwrap_or("?")
+            );
             for f in c.representative.iter().take(14) {
                 let _ = writeln!(md, "  {f}");
             }
@@ -288,7 +312,8 @@ fn render_random(md: &mut String, r: &crate::experiments::random::RandomExperime
     let _ = writeln!(md, "\n{}", crate::experiments::random::explain(r));
     if let Some(s) = r.sources.iter().find(|s| !s.jitter_stack.is_empty()) {
         let _ = writeln!(md, "\nA stack from inside that read ({}):\n```", s.workload);
-        for f in s.jitter_stack.iter().take(12) {
+        let upto = s.jitter_stack.iter().position(|f| f.starts_with(crate::experiments::random::JITTER_FN)).map_or(12, |i| i + 4);
+        for f in s.jitter_stack.iter().take(upto) {
             let _ = writeln!(md, "  {f}");
         }
         let _ = writeln!(md, "```");

@@ -44,19 +44,22 @@ pub fn boot_phases(b: &BootExperiment) -> Option<String> {
     let max_x = rows.iter().map(|(_, t)| t[2]).fold(0.0, f64::max) * 1.05;
     let n = rows.len() as f64;
     let labels = ["before kernel clock (firmware, load, decompress)", "kernel init", "user space to agent hello"];
-    render(760, 110 + 36 * rows.len() as u32, |root| {
+    render(760, 170 + 36 * rows.len() as u32, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption("Boot phases per boot (host seconds since QEMU launch)", ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..max_x, 0.4..(n + 0.6))
+            .build_cartesian_2d(0.0..max_x, 0.4..(n + 1.9))
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .y_labels(rows.len())
-            .y_label_formatter(&|y| format!("boot {}", y.round() as u32))
+            .y_labels(rows.len() + 2)
+            .y_label_formatter(&|y| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 1.0 && i <= n { format!("boot {}", i as u32) } else { String::new() }
+            })
             .x_desc("seconds")
             .draw()
             .map_err(|e| e.to_string())?;
@@ -76,7 +79,7 @@ pub fn boot_phases(b: &BootExperiment) -> Option<String> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(|e| e.to_string())
     })
