@@ -427,6 +427,9 @@ fn continue_wait_and_interrupt() {
         Got::Interrupt => Action::Send(packet::encode(b"T02thread:p01.01;")),
         Got::Packet(p) if p == "s" => ack_reply("T05thread:p01.01;"),
         Got::Packet(p) if p == "Hgp1.2" => ack_reply("OK"),
+        Got::Packet(p) if p == "vCont?" => ack_reply("vCont;c;C;s;S"),
+        Got::Packet(p) if p == "vCont;s:p1.2" => ack_reply("T05thread:p01.02;"),
+        Got::Packet(p) if p == "vCont;s:p1.3" => ack_reply("T05thread:p01.02;"),
         other => acks_only(other),
     });
     let mut c = Client::connect(stub.addr, quick()).unwrap();
@@ -441,13 +444,19 @@ fn continue_wait_and_interrupt() {
     // cont() interrupts by itself when no stop comes.
     assert_eq!(c.cont(Duration::from_millis(100)).unwrap().signal(), Some(2));
     assert_eq!(c.step().unwrap().signal(), Some(5));
+    // Stepping one vCPU: vCont;s:thread, checked against the stop's thread.
+    let stop = c.step_thread(ThreadId { pid: Some(1), tid: 2 }).unwrap();
+    assert_eq!(stop.thread(), Some(ThreadId { pid: Some(1), tid: 2 }));
+    assert!(matches!(c.step_thread(ThreadId { pid: Some(1), tid: 3 }), Err(GdbError::UnexpectedReply { .. })));
+    // The stop named thread 2, which QEMU makes current: no Hg needed for it.
     c.select_thread(ThreadId { pid: Some(1), tid: 2 }).unwrap();
-    c.select_thread(ThreadId { pid: Some(1), tid: 2 }).unwrap(); // cached: no second Hg
+    c.select_thread(ThreadId { pid: Some(1), tid: 2 }).unwrap();
     let rts = c.round_trips();
     c.detach().unwrap();
     assert!(rts >= 6);
     let packets = stub.packets();
-    assert_eq!(packets.iter().filter(|p| p.starts_with("Hg")).count(), 1);
+    assert_eq!(packets.iter().filter(|p| p.starts_with("Hg")).count(), 0);
+    assert_eq!(packets.iter().filter(|p| *p == "vCont?").count(), 1, "asked once");
     stub.finish();
 }
 

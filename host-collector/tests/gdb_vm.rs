@@ -15,8 +15,8 @@
 //!    target and sees CR3 bit 12 switch with `current` unreadable before it; the
 //!    per-hit cost is measured with the breakpoint kept and with gdb's
 //!    remove/step/insert.
-//! 2. QEMU's default model (AMD vendor, "meltdown: Not affected": no PTI): CR3
-//!    never changes and `current` is readable at the breakpoint.
+//! 2. QEMU's default model (AMD vendor, "meltdown: Not affected": no PTI), two
+//!    vCPUs: CR3 never changes and `current` is readable at the breakpoint.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -107,11 +107,11 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn boot(dir: &Path, initrd: &Path, cpu: Option<&str>, want_btf: bool) -> Guest {
+fn boot(dir: &Path, initrd: &Path, cpu: Option<&str>, smp: u32, want_btf: bool) -> Guest {
     let port = free_port();
     let btf_path = dir.join(format!("btf-{port}.bin"));
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "512", "-smp", "1", "-nographic", "-no-reboot"]);
+    cmd.args(["-accel", "tcg", "-m", "512", "-smp", &smp.to_string(), "-nographic", "-no-reboot"]);
     if let Some(cpu) = cpu {
         cmd.args(["-cpu", cpu]);
     }
@@ -177,7 +177,7 @@ fn boot(dir: &Path, initrd: &Path, cpu: Option<&str>, want_btf: bool) -> Guest {
         guest.btf = Some(blob);
     }
     eprintln!(
-        "booted (cpu {}) in {:.1} s: meltdown {:?}, target pid {}, noise pid {}",
+        "booted (cpu {}, {smp} vCPUs) in {:.1} s: meltdown {:?}, target pid {}, noise pid {}",
         cpu.unwrap_or("default"),
         guest.boot_s,
         guest.meltdown,
@@ -187,9 +187,9 @@ fn boot(dir: &Path, initrd: &Path, cpu: Option<&str>, want_btf: bool) -> Guest {
     guest
 }
 
-fn check_cr3_and_current(guest: &Guest, offsets: &TaskOffsets) {
+fn check_cr3_and_current(guest: &Guest, offsets: &TaskOffsets, vcpus: usize) {
     let mut c = Client::connect(guest.gdb, ClientOptions::default()).unwrap();
-    assert_eq!(c.threads().unwrap().len(), 1, "-smp 1: one vCPU thread");
+    assert_eq!(c.threads().unwrap().len(), vcpus, "one thread per vCPU");
     let cr3 = c.read_register("cr3").unwrap();
     let cr4 = c.read_register("cr4").unwrap();
     eprintln!("cr3 {cr3:#x} cr4 {cr4:#x} at a stop");
@@ -233,13 +233,13 @@ fn syscall_cr3_with_and_without_pti() {
     let opts = Cr3Options::default();
 
     // ---- PTI on -----------------------------------------------------------------
-    let pti = boot(dir.path(), &initrd, Some("Haswell-noTSX"), true);
+    let pti = boot(dir.path(), &initrd, Some("Haswell-noTSX"), 1, true);
     assert!(pti.meltdown.contains("PTI"), "Haswell-noTSX should get PTI: {:?}", pti.meltdown);
     let offsets = btf::task_offsets(pti.btf.as_deref().unwrap()).unwrap();
     eprintln!("task_struct offsets from the guest's BTF: {offsets:?}");
     assert_eq!(offsets.tgid, offsets.pid + 4);
     assert_eq!(offsets.comm_len, 16);
-    check_cr3_and_current(&pti, &offsets);
+    check_cr3_and_current(&pti, &offsets, 1);
 
     // current at the syscall entry: both loops show up, read through a page walk.
     let mut c = Client::connect(pti.gdb, ClientOptions::default()).unwrap();
@@ -270,12 +270,19 @@ fn syscall_cr3_with_and_without_pti() {
     drop(pti);
 
     // ---- PTI off (QEMU's default CPU model) -----------------------------------------
-    let nopti = boot(dir.path(), &initrd, None, false);
+    // Two vCPUs here: hits come from both, each with its own per-cpu base, and
+    // steps must move only the vCPU that hit.
+    let nopti = boot(dir.path(), &initrd, None, 2, false);
     assert!(nopti.meltdown.contains("Not affected"), "default model: {:?}", nopti.meltdown);
-    check_cr3_and_current(&nopti, &offsets);
+    check_cr3_and_current(&nopti, &offsets, 2);
     let mut c = Client::connect(nopti.gdb, ClientOptions::default()).unwrap();
-    let cost_plain = syscall_cr3::measure_condition(&mut c, &nopti.kallsyms, &offsets, nopti.target_pid, 300, &opts).unwrap();
-    report_cost("no PTI, breakpoint kept, step over", &cost_plain);
+    let all = Cr3Options { keep_samples: 300, ..opts.clone() };
+    let cost_plain = syscall_cr3::measure_condition(&mut c, &nopti.kallsyms, &offsets, nopti.target_pid, 300, &all).unwrap();
+    report_cost("no PTI, 2 vCPUs, breakpoint kept, step over", &cost_plain);
+    let mut vcpus: Vec<_> = cost_plain.samples.iter().map(|s| s.thread).collect();
+    vcpus.sort_by_key(|t| t.map(|t| t.tid));
+    vcpus.dedup();
+    assert_eq!(vcpus.len(), 2, "hits on both vCPUs");
     assert_eq!(cost_plain.condition_path, Some(MemoryPath::Virtual));
     assert!(cost_plain.matching > 0);
     c.detach().unwrap();

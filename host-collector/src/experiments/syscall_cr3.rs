@@ -145,6 +145,8 @@ pub struct HitSample {
     pub pid: u32,
     /// `current->tgid`.
     pub tgid: u32,
+    /// The vCPU (gdb thread) that hit.
+    pub thread: Option<ThreadId>,
 }
 
 /// What the experiment saw.
@@ -317,7 +319,7 @@ pub fn measure_condition(
                 break;
             }
             let Some(hit) = l.next_hit(client, &mut reader, entry)? else { break };
-            l.step_over(client, entry, hit.rt_at_stop, hit.stopped)?;
+            l.step_over(client, entry, &hit)?;
             l.last_path = Some(hit.ids.path);
         }
         let matching = l.samples_all.iter().filter(|t| **t == tgid).count() as u64;
@@ -355,6 +357,7 @@ fn with_breakpoint<T>(client: &mut Client, entry: u64, f: impl FnOnce(&mut Clien
 struct Hit {
     ids: TaskIds,
     base: u64,
+    thread: Option<ThreadId>,
     stopped: Instant,
     rt_at_stop: u64,
 }
@@ -436,24 +439,25 @@ impl HitLoop {
         };
         let ids = reader.current_ids(client, base, Access::Auto)?;
         if self.samples.len() < self.keep_samples {
-            self.samples.push(HitSample { pid: ids.pid, tgid: ids.tgid });
+            self.samples.push(HitSample { pid: ids.pid, tgid: ids.tgid, thread });
         }
         self.samples_all.push(ids.tgid);
         if !self.seen.contains(&ids.tgid) {
             self.seen.push(ids.tgid);
         }
-        Ok(Some(Hit { ids, base, stopped, rt_at_stop }))
+        Ok(Some(Hit { ids, base, thread, stopped, rt_at_stop }))
     }
 
     /// Leaves the breakpoint address so the next resume runs on.
-    fn step_over(&mut self, client: &mut Client, entry: u64, rt_at_stop: u64, stopped: Instant) -> Result<(), Cr3Error> {
+    fn step_over(&mut self, client: &mut Client, entry: u64, hit: &Hit) -> Result<(), Cr3Error> {
+        let (rt_at_stop, stopped) = (hit.rt_at_stop, hit.stopped);
         match self.step_over_mode {
             StepOver::KeepBreakpoint => {
-                client.step()?;
+                step(client, hit.thread)?;
             }
             StepOver::Reinsert => {
                 client.remove_hw_breakpoint(entry)?;
-                client.step()?;
+                step(client, hit.thread)?;
                 client.insert_hw_breakpoint(entry)?;
             }
         }
@@ -462,6 +466,14 @@ impl HitLoop {
         self.other_rts += client.round_trips() - rt_at_stop + 1;
         self.handling.push(stopped.elapsed());
         Ok(())
+    }
+}
+
+/// One instruction on the hit's vCPU only (the others stay stopped).
+fn step(client: &mut Client, thread: Option<ThreadId>) -> Result<(), GdbError> {
+    match thread {
+        Some(t) => client.step_thread(t).map(drop),
+        None => client.step().map(drop),
     }
 }
 
@@ -495,7 +507,7 @@ fn hunt(
         if hit.ids.tgid == target_pid {
             break hit;
         }
-        l.step_over(client, entry, hit.rt_at_stop, hit.stopped)?;
+        l.step_over(client, entry, &hit)?;
     };
     tracing::debug!(target_pid, hits = l.hits, "target process at the syscall entry");
     let rip = client.read_register("rip")?;
@@ -512,7 +524,7 @@ fn hunt(
     let mut steps = 0;
     let mut switch_at = None;
     while steps < opts.max_steps {
-        client.step()?;
+        step(client, hit.thread)?;
         steps += 1;
         cr3_kernel = client.read_register("cr3")?;
         if cr3_kernel != cr3_user {

@@ -118,6 +118,7 @@ pub struct Client {
     g_thread: Option<ThreadId>,
     phys_mode: Option<bool>,
     p_supported: bool,
+    vcont_step: Option<bool>,
     last_stop: Option<StopReply>,
     running: bool,
     detached: bool,
@@ -172,6 +173,7 @@ impl Client {
             g_thread: None,
             phys_mode: None,
             p_supported: true,
+            vcont_step: None,
             last_stop: None,
             running: false,
             detached: false,
@@ -565,6 +567,32 @@ impl Client {
         self.ensure_stopped("s")?;
         let reply = self.transact(b"s", Expect::Stop, self.opts.reply_timeout)?;
         self.stop_from(&reply, "s")
+    }
+
+    /// Steps one instruction on `thread` only, the other vCPUs staying stopped
+    /// (`vCont;s:thread`), so no other vCPU can hit a breakpoint meanwhile and
+    /// the stop is this thread's. Falls back to [`Client::step`] when the stub has
+    /// no `vCont` step.
+    pub fn step_thread(&mut self, thread: ThreadId) -> Result<StopReply, GdbError> {
+        self.ensure_stopped("vCont;s")?;
+        if self.vcont_step.is_none() {
+            let actions = match self.request_text("vCont?") {
+                Ok(a) => a,
+                Err(GdbError::Unsupported { .. }) => String::new(),
+                Err(e) => return Err(e),
+            };
+            self.vcont_step = Some(actions.split(';').any(|a| a == "s"));
+        }
+        if self.vcont_step != Some(true) {
+            return self.step();
+        }
+        let request = format!("vCont;s:{thread}");
+        let reply = self.transact(request.as_bytes(), Expect::Stop, self.opts.reply_timeout)?;
+        let stop = self.stop_from(&reply, &request)?;
+        if stop.thread().is_some_and(|t| t != thread) {
+            return Err(GdbError::UnexpectedReply { request, reply: format!("{stop:?}") });
+        }
+        Ok(stop)
     }
 
     /// `c`: resumes the target without waiting (see [`Client::wait_stop`]).
