@@ -230,3 +230,29 @@ fn target_descriptions_that_cannot_work_are_errors() {
     let t = TargetDescription::parse(r#"<reg name="a" bitsize="32"/><reg name="b" bitsize="64" regnum="10"/><reg name="c" bitsize="8"/>"#, &mut none).unwrap();
     assert_eq!(t.registers.iter().map(|r| (r.regnum, r.g_offset)).collect::<Vec<_>>(), vec![(0, 0), (10, 4), (11, 12)]);
 }
+
+#[test]
+fn reply_parsers_never_panic_on_garbage() {
+    let alphabet: &[u8] = b"TSWXElmp0123456789abcdef.,;:$#}*<>=\"' /-!\xc3\xa9";
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3000 {
+        let len = (next() % 40) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+        let _ = StopReply::parse(&bytes);
+        let _ = StopReply::looks_like(&bytes);
+        let _ = packet::parse_thread_list(&bytes);
+        let _ = packet::error_code(&bytes);
+        let _ = packet::decode_hex(&bytes);
+        let _ = packet::decode_body(&bytes);
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = ThreadId::parse(&text);
+        let xml = format!("<reg name={text} bitsize=\"8\"/><{text}/><xi:include href=\"{text}\"/>{text}");
+        let _ = TargetDescription::parse(&xml, &mut |_| Err(GdbError::TargetXml("none".into())));
+    }
+}

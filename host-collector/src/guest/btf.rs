@@ -271,6 +271,19 @@ mod tests {
         for cut in [10, 24, 40, blob.len() - 1] {
             assert!(task_offsets(&blob[..cut]).is_err(), "truncated at {cut}");
         }
+        // Random corruption of the type section: errors or odd offsets, never a panic.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2000 {
+            let mut bad = blob.clone();
+            for _ in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = (x % bad.len() as u64) as usize;
+                bad[at] = (x >> 32) as u8;
+            }
+            let _ = task_offsets(&bad);
+        }
         let mut flipped = blob.clone();
         flipped[24 + 4] = 0xff; // kind of the first type: invalid
         flipped[24 + 7] = 0x7f;
