@@ -34,6 +34,8 @@ pub const END_FILES: &[(&str, &str)] = &[
     ("meltdown", "/sys/devices/system/cpu/vulnerabilities/meltdown"),
     ("cpuinfo", "/proc/cpuinfo"),
     ("entropy_avail", "/proc/sys/kernel/random/entropy_avail"),
+    // Struct layouts for the host's gdbstub experiments (task_struct offsets).
+    ("btf", "/sys/kernel/btf/vmlinux"),
 ];
 
 /// Splits `data` into `Artifact` bodies of at most [`CHUNK`] bytes; the last has

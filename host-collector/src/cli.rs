@@ -122,6 +122,9 @@ pub struct LabArgs {
     /// lab's virt-manager VM had: QXL VGA, ICH9 USB UHCI/EHCI, virtio-balloon).
     #[arg(long, value_enum, default_value = "default")]
     pub machine_profile: MachineProfile,
+    /// Skip the gdbstub CR3 experiment (two extra boots, PTI on and off).
+    #[arg(long)]
+    pub no_cr3: bool,
     /// Extra boots for the boot-time experiment (wall clock versus kernel clock).
     #[arg(long, default_value_t = 5)]
     pub boots: u32,
@@ -151,6 +154,7 @@ impl From<LabArgs> for LabOptions {
             },
             boots: a.boots,
             qemu_extra: a.machine_profile.qemu_args(),
+            cr3: !a.no_cr3,
             progress: |step| eprintln!("guestscope: {step}"),
         }
     }

@@ -15,6 +15,8 @@ use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, USER_WORKLOAD_DIR, 
 use guestscope_common::wire::{DecodeError, FrameReader};
 
 use crate::experiments;
+use crate::experiments::syscall_cr3::{self, Cr3Options, Cr3Report};
+use crate::guest::btf::TaskOffsets;
 use crate::image;
 use crate::inputs::{self, InputError, UserWorkload};
 use crate::output::html::Figure;
@@ -69,6 +71,8 @@ pub struct LabOptions {
     pub boots: u32,
     /// Extra QEMU arguments (e.g. a machine profile's devices).
     pub qemu_extra: Vec<String>,
+    /// Run the gdbstub CR3 experiment (two extra boots: PTI on and off).
+    pub cr3: bool,
     /// Called with a short description as each step starts.
     pub progress: fn(&str),
 }
@@ -93,6 +97,7 @@ impl Default for LabOptions {
             accel: None,
             boots: 0,
             qemu_extra: Vec::new(),
+            cr3: false,
             progress: |_| {},
         }
     }
@@ -230,12 +235,20 @@ impl<F: FnMut() -> Result<(), String>> Read for PatientReader<F> {
 }
 
 /// How much of a run to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Everything the plan says.
     Full,
     /// Boot until the agent's hello, then stop (boot-time measurements).
     BootOnly,
+    /// Everything the plan says, with the gdbstub CR3 experiment run against the
+    /// first workload while it runs.
+    Cr3 {
+        /// QEMU `-cpu` model (None: QEMU's default).
+        cpu_model: Option<String>,
+        /// task_struct offsets from the guest's BTF.
+        offsets: TaskOffsets,
+    },
 }
 
 /// What one boot of the guest produced.
@@ -256,6 +269,8 @@ pub struct Collected {
     pub accel: Accel,
     /// Host seconds since QEMU's launch when the agent's hello arrived.
     pub hello_host_s: Option<f64>,
+    /// The CR3 experiment's outcome, in [`Mode::Cr3`].
+    pub cr3: Option<Result<Cr3Report, String>>,
 }
 
 /// Boots the guest once with `plan`, collecting its stream until the agent's final
@@ -267,7 +282,7 @@ pub fn boot_and_collect(
     plan: &RunPlan,
     events: Box<dyn io::Write + Send>,
     serial_log: &Path,
-    mode: Mode,
+    mode: &Mode,
 ) -> Result<Collected, LabError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
     let run_dir = tempfile::Builder::new().prefix("guestscope-").tempdir().map_err(|e| setup("creating a run directory", &e))?;
@@ -289,7 +304,10 @@ pub fn boot_and_collect(
         accel,
         memory_mb: o.memory_mb,
         cpus: o.cpus,
-        cpu_model: None,
+        cpu_model: match mode {
+            Mode::Cr3 { cpu_model, .. } => cpu_model.clone(),
+            _ => None,
+        },
         kernel: o.kernel.clone(),
         initrd: initrd.clone(),
         append: v.append.clone(),
@@ -318,6 +336,7 @@ pub fn boot_and_collect(
     let mut decode_error = None;
     let mut bytes = 0u64;
     let mut hello_host_s = None;
+    let mut cr3_thread: Option<std::thread::JoinHandle<Result<Cr3Report, String>>> = None;
     let run_deadline = Instant::now() + o.run_timeout;
 
     let qemu_ref = &mut qemu;
@@ -350,7 +369,16 @@ pub fn boot_and_collect(
                         if hello_host_s.is_none() && session.hello.is_some() {
                             hello_host_s = Some(launched.elapsed().as_secs_f64());
                         }
-                        if session.finished() || (mode == Mode::BootOnly && session.hello.is_some()) {
+                        if let (Mode::Cr3 { offsets, .. }, None, Some(port)) = (mode, &cr3_thread, v.gdb_port) {
+                            if let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms) {
+                                let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
+                                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                                cr3_thread = Some(std::thread::spawn(move || {
+                                    syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default()).map_err(|e| e.to_string())
+                                }));
+                            }
+                        }
+                        if session.finished() || (*mode == Mode::BootOnly && session.hello.is_some()) {
                             outcome.how = "finished".into();
                             outcome.complete = true;
                             break;
@@ -380,8 +408,9 @@ pub fn boot_and_collect(
         }
     }
     drop(alive);
+    let cr3 = cr3_thread.map(|t| t.join().unwrap_or_else(|_| Err("the CR3 experiment thread panicked".into())));
     // The guest powers itself off after the agent's final record.
-    let grace = if outcome.complete && mode == Mode::Full { 30 } else { 0 };
+    let grace = if outcome.complete && *mode != Mode::BootOnly { 30 } else { 0 };
     let _ = qemu.wait_timeout(Duration::from_secs(grace));
     qemu.kill();
     let _ = reader.join();
@@ -394,7 +423,7 @@ pub fn boot_and_collect(
             outcome.detail = Some(f.clone());
         }
     }
-    Ok(Collected { session, marks, outcome, bytes, decode_error, qemu_command: qemu_cfg.display(), accel, hello_host_s })
+    Ok(Collected { session, marks, outcome, bytes, decode_error, qemu_command: qemu_cfg.display(), accel, hello_host_s, cr3 })
 }
 
 /// Runs the lab: the boot-time boots (if asked), then the full run. Input problems
@@ -413,7 +442,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         std::fs::create_dir_all(&logs).map_err(|e| setup("creating boots/", &e))?;
         for i in 0..o.boots {
             (o.progress)(&format!("boot {}/{}", i + 1, o.boots));
-            let c = boot_and_collect(o, &v, &boot_plan, Box::new(io::sink()), &logs.join(format!("serial-{}.log", i + 1)), Mode::BootOnly)?;
+            let c = boot_and_collect(o, &v, &boot_plan, Box::new(io::sink()), &logs.join(format!("serial-{}.log", i + 1)), &Mode::BootOnly)?;
             boots.push(experiments::boot::BootSample::from_run(i + 1, &c.marks, c.session.hello.as_ref(), c.hello_host_s, &c.outcome));
         }
     }
@@ -422,7 +451,8 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     let events_path = o.out_dir.join("events.jsonl");
     let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
     let plan = plan(o, &v);
-    let mut c = boot_and_collect(o, &v, &plan, Box::new(BufWriter::new(events_file)), &o.out_dir.join("serial.log"), Mode::Full)?;
+    let mut c = boot_and_collect(o, &v, &plan, Box::new(BufWriter::new(events_file)), &o.out_dir.join("serial.log"), &Mode::Full)?;
+    let syscall_cr3_runs = if o.cr3 { cr3_boots(o, &v, &c.session) } else { Vec::new() };
     (o.progress)("analyzing");
     let session = &mut c.session;
     let (probes, workloads, losses, mut stream) = summary::collect(session);
@@ -443,6 +473,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
             session.artifact_text("entropy_avail").as_deref(),
             c.marks.init_start_kernel_s,
         ),
+        syscall_cr3: syscall_cr3_runs,
         spin_lock: experiments::spinlock::analyze(session),
         page_faults: experiments::faults::analyze(session),
     };
@@ -481,6 +512,49 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     summary.trace = write_trace(&o.out_dir, &summary, session, c.hello_host_s).map_err(|e| setup("writing the Perfetto trace", &e))?;
     write_outputs(&o.out_dir, &summary, session).map_err(|e| setup("writing outputs", &e))?;
     Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
+}
+
+/// The two CR3 boots (PTI on, PTI off), each running a system-call-heavy workload
+/// under the gdbstub experiment. Needs the guest's BTF from the main run.
+fn cr3_boots<W: io::Write>(o: &LabOptions, v: &Validated, main: &Session<W>) -> Vec<summary::Cr3Run> {
+    let btf = main.artifacts.get("btf").map(|a| a.data.clone()).unwrap_or_default();
+    let offsets = match crate::guest::btf::task_offsets(&btf) {
+        Ok(off) => off,
+        Err(e) => {
+            return vec![summary::Cr3Run::skipped(&format!("no task_struct layout from the guest's BTF: {e}"))];
+        }
+    };
+    let plan = RunPlan {
+        workloads: vec![WorkloadSpec {
+            name: "syscalls".into(),
+            path: format!("{BUILTIN_WORKLOAD_DIR}/cpuinfo"),
+            args: vec!["--iterations".into(), "3000".into()],
+            origin: WorkloadOrigin::Builtin,
+        }],
+        ..plan(o, v)
+    };
+    let mut runs = Vec::new();
+    for (label, cpu) in [("PTI on", Some("Haswell-noTSX")), ("PTI off", None)] {
+        (o.progress)(&format!("CR3 at system-call entry: {label}"));
+        let log = o.out_dir.join(format!("serial-cr3-{}.log", if cpu.is_some() { "pti" } else { "nopti" }));
+        let mode = Mode::Cr3 { cpu_model: cpu.map(str::to_string), offsets: offsets.clone() };
+        let run = match boot_and_collect(o, v, &plan, Box::new(io::sink()), &log, &mode) {
+            Ok(c) => summary::Cr3Run {
+                label: label.into(),
+                cpu_model: cpu.unwrap_or("QEMU default (qemu64)").into(),
+                meltdown: c.session.artifact_text("meltdown").map(|m| m.trim().to_string()),
+                report: c.cr3.as_ref().and_then(|r| r.as_ref().ok()).cloned(),
+                error: match c.cr3 {
+                    Some(Err(e)) => Some(e),
+                    None => Some(format!("the workload never started ({})", c.outcome.how)),
+                    Some(Ok(_)) => None,
+                },
+            },
+            Err(e) => summary::Cr3Run { label: label.into(), cpu_model: cpu.unwrap_or("default").into(), meltdown: None, report: None, error: Some(e.to_string()) },
+        };
+        runs.push(run);
+    }
+    runs
 }
 
 /// Writes `trace.perfetto-trace`: boot milestones (host clock), workloads and

@@ -156,12 +156,39 @@ pub fn check(s: &Summary) -> Vec<Claim> {
     });
 
     // §6: CR3 and PTI.
-    out.push(claim(
-        "6",
-        "CR3 does not change at system-call entry whether PTI is on or off, because GDB in a VM cannot see the guest's CR3 updates.",
-        Verdict::NotTested,
-        "The gdbstub CR3 experiment did not run in this build. Note: QEMU's default CPU model is not Meltdown-affected, so the guest runs without PTI unless an affected model (e.g. Haswell) is used.".into(),
-    ));
+    let on = e.syscall_cr3.iter().find(|r| r.label == "PTI on").and_then(|r| r.report.as_ref().map(|c| (r, c)));
+    let off = e.syscall_cr3.iter().find(|r| r.label == "PTI off").and_then(|r| r.report.as_ref().map(|c| (r, c)));
+    let claim6 = "CR3 does not change at system-call entry whether PTI is on or off, because GDB in a VM cannot see the guest's CR3 updates.";
+    out.push(match (on, off) {
+        (Some((ron, con)), Some((roff, coff))) => claim(
+            "6",
+            claim6,
+            if con.cr3_changed && !coff.cr3_changed { Verdict::Contradicted } else { Verdict::Confirmed },
+            format!(
+                "PTI on ({}, guest says \"{}\"): CR3 {:#x} → {:#x} at {}, bit 12 flipped, `current` unreadable before the switch. \
+                 PTI off ({}, \"{}\"): CR3 {:#x} unchanged over {} steps, `current` readable. The gdbstub sees every CR3 write; \
+                 the lab's VM simply ran without PTI (its CPU model was not Meltdown-affected).",
+                ron.cpu_model,
+                ron.meltdown.as_deref().unwrap_or("?"),
+                con.cr3_user,
+                con.cr3_kernel,
+                con.switch_at.as_deref().unwrap_or("?"),
+                roff.cpu_model,
+                roff.meltdown.as_deref().unwrap_or("?"),
+                coff.cr3_user,
+                coff.steps
+            ),
+        ),
+        _ => claim(
+            "6",
+            claim6,
+            Verdict::NotTested,
+            format!(
+                "The gdbstub CR3 experiment gave no result ({}).",
+                e.syscall_cr3.iter().filter_map(|r| r.error.clone()).collect::<Vec<_>>().join("; ")
+            ),
+        ),
+    });
 
     // §7: /dev/random.
     out.push(match &e.random {

@@ -217,6 +217,9 @@ fn render_experiments(md: &mut String, s: &Summary) {
     if let Some(r) = &s.experiments.random {
         render_random(md, r);
     }
+    if !s.experiments.syscall_cr3.is_empty() {
+        render_cr3(md, &s.experiments.syscall_cr3);
+    }
     let _ = writeln!(md, "\n## spin_lock by subsystem (seed §5)\n");
     let _ = writeln!(
         md,
@@ -317,5 +320,50 @@ fn render_random(md: &mut String, r: &crate::experiments::random::RandomExperime
             let _ = writeln!(md, "  {f}");
         }
         let _ = writeln!(md, "```");
+    }
+}
+
+fn render_cr3(md: &mut String, runs: &[crate::output::summary::Cr3Run]) {
+    let _ = writeln!(md, "\n## CR3 at system-call entry, PTI on and off (seed §6)\n");
+    let _ = writeln!(
+        md,
+        "A hardware breakpoint on `entry_SYSCALL_64` through QEMU's gdbstub; at each hit the host reads `current` \
+         (per-cpu `current_task`, offsets from the guest's BTF) and resumes unless it is the workload's process; at the \
+         workload's hit it records CR3, then single-steps until CR3 changes.\n"
+    );
+    let _ = writeln!(md, "| boot | CPU model | guest's meltdown line | CR3 at entry | CR3 after | differing bits | switched at | `current` readable before / after | other-process hits resumed | per hit |\n|---|---|---|---|---|---|---|---|---:|---:|");
+    for r in runs {
+        match &r.report {
+            Some(c) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | `{:#x}` | `{:#x}` | `{:#x}`{} | {} | {} / {} | {} | {:.2} ms |",
+                    r.label,
+                    r.cpu_model,
+                    r.meltdown.as_deref().unwrap_or("—"),
+                    c.cr3_user,
+                    c.cr3_kernel,
+                    c.differing_bits,
+                    if c.pgd_switch_bit12 { " (bit 12: PTI's user/kernel PGD)" } else { "" },
+                    c.switch_at.as_deref().map(|x| format!("`{x}` after {} steps", c.steps)).unwrap_or_else(|| format!("no change in {} steps", c.steps)),
+                    if c.current_readable_before { "yes" } else { "no" },
+                    if c.current_readable_after { "yes" } else { "no" },
+                    c.resumes_other,
+                    c.per_hit.median
+                );
+            }
+            None => {
+                let _ = writeln!(md, "| {} | {} | {} | — | — | — | {} | — | — | — |", r.label, r.cpu_model, r.meltdown.as_deref().unwrap_or("—"), r.error.as_deref().unwrap_or("no result"));
+            }
+        }
+    }
+    if let Some(c) = runs.iter().filter_map(|r| r.report.as_ref()).find(|c| !c.current_readable_before) {
+        let _ = writeln!(
+            md,
+            "\nUnder PTI the user page tables do not map the kernel's per-cpu data, so reading `current` at the entry fails{} — \
+             the memory error the lab saw before `SWITCH_TO_KERNEL_CR3`. It is not the MMU \"updating permissions\": the CR3 switch \
+             installs page tables that map the kernel.",
+            c.current_error_before.as_deref().map(|e| format!(" (`{e}`)")).unwrap_or_default()
+        );
     }
 }

@@ -53,6 +53,28 @@ pub struct TraceInfo {
     pub clock_sync: String,
 }
 
+/// One boot of the CR3 experiment.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cr3Run {
+    /// `PTI on` or `PTI off`.
+    pub label: String,
+    /// QEMU CPU model.
+    pub cpu_model: String,
+    /// The guest's own /sys/devices/system/cpu/vulnerabilities/meltdown line.
+    pub meltdown: Option<String>,
+    /// The experiment's findings.
+    pub report: Option<crate::experiments::syscall_cr3::Cr3Report>,
+    /// Why there are none.
+    pub error: Option<String>,
+}
+
+impl Cr3Run {
+    /// A run that could not be attempted.
+    pub fn skipped(why: &str) -> Cr3Run {
+        Cr3Run { label: "skipped".into(), cpu_model: String::new(), meltdown: None, report: None, error: Some(why.into()) }
+    }
+}
+
 /// Results of the lab's experiments.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Experiments {
@@ -62,6 +84,8 @@ pub struct Experiments {
     pub pci: Vec<crate::experiments::pci::PciDevice>,
     /// /dev/random versus /dev/urandom (seed §7).
     pub random: Option<crate::experiments::random::RandomExperiment>,
+    /// CR3 at system-call entry with PTI on and off (seed §6).
+    pub syscall_cr3: Vec<Cr3Run>,
     /// spin_lock hits per subsystem per workload.
     pub spin_lock: Vec<crate::experiments::spinlock::WorkloadSpinLocks>,
     /// Page faults per workload.
