@@ -16,4 +16,4 @@ pub mod plan;
 #[cfg(feature = "std")]
 pub mod wire;
 
-pub use event::{ProbeCounters, ProbeKind, RawEvent};
+pub use event::{MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent, StackedEvent};
