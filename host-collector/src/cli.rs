@@ -26,6 +26,39 @@ pub struct Cli {
 pub enum Command {
     /// Boot a guest, run the workloads under the probes, write the report.
     Lab(LabArgs),
+    /// Collect from a VM started outside guestscope, whose agent connects to us.
+    Attach(AttachArgs),
+}
+
+/// `guestscope attach` arguments.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("endpoint").required(true).args(["vsock_uds", "vsock_cid", "print_setup", "write_plan"]).multiple(true)))]
+pub struct AttachArgs {
+    /// Hybrid-vsock Unix socket base path (vhost-device-vsock's --uds-path); the
+    /// agent's connection arrives on `<PATH>_<PORT>`.
+    #[arg(long, value_name = "PATH")]
+    pub vsock_uds: Option<PathBuf>,
+    /// Guest CID, for a VM with a kernel vhost-vsock device (libvirt's <vsock>).
+    #[arg(long, value_name = "N")]
+    pub vsock_cid: Option<u32>,
+    /// vsock port the agent connects to.
+    #[arg(long, default_value_t = crate::lab::VSOCK_PORT)]
+    pub port: u32,
+    /// QEMU gdbstub address of the VM (127.0.0.1 only), shown in the setup text.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1234")]
+    pub gdb: std::net::SocketAddr,
+    /// Output directory.
+    #[arg(long, default_value = "guestscope-out")]
+    pub out: PathBuf,
+    /// Seconds to wait for the agent and its stream.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Print the QEMU/libvirt options and guest steps the VM needs, then exit.
+    #[arg(long)]
+    pub print_setup: bool,
+    /// Write the run plan to place in the guest at /etc/guestscope/plan.json, then exit.
+    #[arg(long, value_name = "FILE")]
+    pub write_plan: Option<PathBuf>,
 }
 
 /// Accelerator choice on the command line.

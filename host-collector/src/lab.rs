@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -210,13 +209,13 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
 }
 
 /// A reader that waits through socket timeouts while `alive` says to go on.
-struct PatientReader<F> {
-    stream: UnixStream,
-    alive: F,
+struct PatientReader<'a, S> {
+    stream: S,
+    alive: &'a mut dyn FnMut() -> Result<(), String>,
     bytes: u64,
 }
 
-impl<F: FnMut() -> Result<(), String>> Read for PatientReader<F> {
+impl<S: Read> Read for PatientReader<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.stream.read(buf) {
@@ -232,6 +231,67 @@ impl<F: FnMut() -> Result<(), String>> Read for PatientReader<F> {
             }
         }
     }
+}
+
+/// What [`receive`] saw of a stream.
+pub struct Received {
+    /// How the stream ended.
+    pub outcome: summary::Outcome,
+    /// Bytes read.
+    pub bytes: u64,
+    /// The decode error that ended it, if any.
+    pub decode_error: Option<String>,
+    /// Seconds since `t0` when the agent's hello arrived.
+    pub hello_host_s: Option<f64>,
+}
+
+/// Reads records from `stream` into `session` until the agent's final record (or
+/// its hello, with `stop_at_hello`), the end of the stream, or an error.
+/// `alive` is asked between reads whether to keep waiting; `on_record` runs after
+/// each applied record.
+pub fn receive<S: Read>(
+    stream: S,
+    session: &mut Session<Box<dyn io::Write + Send>>,
+    alive: &mut dyn FnMut() -> Result<(), String>,
+    t0: Instant,
+    stop_at_hello: bool,
+    on_record: &mut dyn FnMut(&Session<Box<dyn io::Write + Send>>),
+) -> Received {
+    let mut r = Received { outcome: summary::Outcome::default(), bytes: 0, decode_error: None, hello_host_s: None };
+    let mut patient = PatientReader { stream, alive, bytes: 0 };
+    let mut frames = FrameReader::new(&mut patient);
+    loop {
+        match frames.next_record() {
+            Ok(rec) => {
+                if let Err(e) = session.apply(rec) {
+                    r.outcome.how = "output write failed".into();
+                    r.outcome.detail = Some(format!("writing events.jsonl: {e}"));
+                    break;
+                }
+                if r.hello_host_s.is_none() && session.hello.is_some() {
+                    r.hello_host_s = Some(t0.elapsed().as_secs_f64());
+                }
+                on_record(session);
+                if session.finished() || (stop_at_hello && session.hello.is_some()) {
+                    r.outcome.how = "finished".into();
+                    r.outcome.complete = true;
+                    break;
+                }
+            }
+            Err(DecodeError::Eof) => {
+                r.outcome.how = "stream ended before the agent's final record".into();
+                break;
+            }
+            Err(e) => {
+                r.outcome.how = "stream error".into();
+                r.outcome.detail = Some(e.to_string());
+                r.decode_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    r.bytes = frames.bytes_read();
+    r
 }
 
 /// How much of a run to do.
@@ -356,47 +416,22 @@ pub fn boot_and_collect(
     match listener.accept_within(o.boot_timeout, &mut alive) {
         Ok(stream) => {
             let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
-            let mut patient = PatientReader { stream, alive: &mut alive, bytes: 0 };
-            let mut frames = FrameReader::new(&mut patient);
-            loop {
-                match frames.next_record() {
-                    Ok(rec) => {
-                        if let Err(e) = session.apply(rec) {
-                            outcome.how = "output write failed".into();
-                            outcome.detail = Some(format!("writing events.jsonl: {e}"));
-                            break;
-                        }
-                        if hello_host_s.is_none() && session.hello.is_some() {
-                            hello_host_s = Some(launched.elapsed().as_secs_f64());
-                        }
-                        if let (Mode::Cr3 { offsets, .. }, None, Some(port)) = (mode, &cr3_thread, v.gdb_port) {
-                            if let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms) {
-                                let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
-                                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                                cr3_thread = Some(std::thread::spawn(move || {
-                                    syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default()).map_err(|e| e.to_string())
-                                }));
-                            }
-                        }
-                        if session.finished() || (*mode == Mode::BootOnly && session.hello.is_some()) {
-                            outcome.how = "finished".into();
-                            outcome.complete = true;
-                            break;
-                        }
-                    }
-                    Err(DecodeError::Eof) => {
-                        outcome.how = "stream ended before the agent's final record".into();
-                        break;
-                    }
-                    Err(e) => {
-                        outcome.how = "stream error".into();
-                        outcome.detail = Some(e.to_string());
-                        decode_error = Some(e.to_string());
-                        break;
+            let stop_at_hello = *mode == Mode::BootOnly;
+            let r = receive(stream, &mut session, &mut alive, launched, stop_at_hello, &mut |session| {
+                if let (Mode::Cr3 { offsets, .. }, None, Some(port)) = (mode, &cr3_thread, v.gdb_port) {
+                    if let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms) {
+                        let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
+                        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                        cr3_thread = Some(std::thread::spawn(move || {
+                            syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default()).map_err(|e| e.to_string())
+                        }));
                     }
                 }
-            }
-            bytes = frames.bytes_read();
+            });
+            outcome = r.outcome;
+            bytes = r.bytes;
+            decode_error = r.decode_error;
+            hello_host_s = r.hello_host_s;
         }
         Err(ListenError::Abandoned(why)) => {
             outcome.how = "agent never connected".into();
@@ -454,7 +489,37 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     let mut c = boot_and_collect(o, &v, &plan, Box::new(BufWriter::new(events_file)), &o.out_dir.join("serial.log"), &Mode::Full)?;
     let syscall_cr3_runs = if o.cr3 { cr3_boots(o, &v, &c.session) } else { Vec::new() };
     (o.progress)("analyzing");
+    let run = summary::RunInfo {
+        started_unix_s,
+        wall_s: started.elapsed().as_secs_f64(),
+        accel: c.accel.as_str().into(),
+        accel_reason: if o.accel.is_some() { "forced by --accel".into() } else { v.accel.reason.clone() },
+        qemu_command: c.qemu_command.clone(),
+        kernel: o.kernel.display().to_string(),
+        kernel_release: None,
+        kernel_cmdline: v.append.clone(),
+        cpus: o.cpus,
+        memory_mb: o.memory_mb,
+        gdb_port: v.gdb_port,
+        outcome: c.outcome.clone(),
+    };
+    let summary = finish(&o.out_dir, &mut c, run, boots, syscall_cr3_runs).map_err(|e| setup("writing outputs", &e))?;
+    Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
+}
+
+/// Analyzes a collected run, checks the lab's claims and writes every output
+/// (`summary.json`, `report.md`, `report.html`, `trace.perfetto-trace`, guest
+/// artifacts) to `dir`.
+pub fn finish(
+    dir: &Path,
+    c: &mut Collected,
+    mut run: summary::RunInfo,
+    boots: Vec<experiments::boot::BootSample>,
+    syscall_cr3: Vec<summary::Cr3Run>,
+) -> io::Result<summary::Summary> {
     let session = &mut c.session;
+    let _ = session.flush();
+    run.kernel_release = session.hello.as_ref().map(|h| h.kernel_release.clone());
     let (probes, workloads, losses, mut stream) = summary::collect(session);
     let mut experiments = summary::Experiments {
         boot: experiments::boot::analyze(boots),
@@ -473,7 +538,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
             session.artifact_text("entropy_avail").as_deref(),
             c.marks.init_start_kernel_s,
         ),
-        syscall_cr3: syscall_cr3_runs,
+        syscall_cr3,
         spin_lock: experiments::spinlock::analyze(session),
         page_faults: experiments::faults::analyze(session),
     };
@@ -484,20 +549,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     stream.decode_error = c.decode_error.clone();
     let mut summary = summary::Summary {
         guestscope_version: env!("CARGO_PKG_VERSION").to_string(),
-        run: summary::RunInfo {
-            started_unix_s,
-            wall_s: started.elapsed().as_secs_f64(),
-            accel: c.accel.as_str().into(),
-            accel_reason: if o.accel.is_some() { "forced by --accel".into() } else { v.accel.reason.clone() },
-            qemu_command: c.qemu_command.clone(),
-            kernel: o.kernel.display().to_string(),
-            kernel_release: session.hello.as_ref().map(|h| h.kernel_release.clone()),
-            kernel_cmdline: v.append.clone(),
-            cpus: o.cpus,
-            memory_mb: o.memory_mb,
-            gdb_port: v.gdb_port,
-            outcome: c.outcome.clone(),
-        },
+        run,
         boot: c.marks.clone(),
         stream,
         losses,
@@ -509,9 +561,9 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         agent_messages: session.agent_logs.iter().map(|(l, m)| format!("{l}: {m}")).collect(),
     };
     summary.claims = experiments::claims::check(&summary);
-    summary.trace = write_trace(&o.out_dir, &summary, session, c.hello_host_s).map_err(|e| setup("writing the Perfetto trace", &e))?;
-    write_outputs(&o.out_dir, &summary, session).map_err(|e| setup("writing outputs", &e))?;
-    Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
+    summary.trace = write_trace(dir, &summary, session, c.hello_host_s)?;
+    write_outputs(dir, &summary, session)?;
+    Ok(summary)
 }
 
 /// The two CR3 boots (PTI on, PTI off), each running a system-call-heavy workload

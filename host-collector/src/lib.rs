@@ -11,9 +11,11 @@
 //! - [`session`]: applies the stream's records; writes `events.jsonl`.
 //! - [`output`]: `summary.json` and `report.md`.
 //! - [`lab`]: one run, end to end.
+//! - [`attach`]: collect from a VM started outside guestscope.
 //! - [`cli`]: the command line.
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod cli;
 pub mod experiments;
 pub mod gdb;

@@ -3,8 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use guestscope::attach::{self, AttachOptions, Endpoint};
+use guestscope::cli::AttachArgs;
 use guestscope::cli::{Cli, Command};
-use guestscope::lab;
+use guestscope::lab::{self, LabError, LabOutcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,34 +21,89 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Command::Lab(args) => match lab::run(&args.into()) {
-            Ok(out) => {
-                let o = &out.summary.run.outcome;
-                let events = out.summary.stream.events_received;
-                println!(
-                    "guestscope: {} events from {} workloads ({:.1} s, {}); report: {}",
-                    events,
-                    out.summary.workloads.len(),
-                    out.summary.run.wall_s,
-                    out.summary.run.accel,
-                    out.out_dir.join("report.md").display()
-                );
-                if o.complete {
-                    ExitCode::SUCCESS
-                } else {
-                    eprintln!(
-                        "guestscope: run incomplete: {}{} (everything received was written)",
-                        o.how,
-                        o.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
-                    );
-                    ExitCode::FAILURE
-                }
-            }
+    let result = match cli.command {
+        Command::Lab(args) => lab::run(&args.into()),
+        Command::Attach(args) => match attach_command(args) {
+            Ok(Some(r)) => r,
+            Ok(None) => return ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("guestscope: error: {e}");
-                ExitCode::from(2)
+                return ExitCode::from(2);
             }
         },
+    };
+    match result {
+        Ok(out) => {
+            let o = &out.summary.run.outcome;
+            let events = out.summary.stream.events_received;
+            println!(
+                "guestscope: {} events from {} workloads ({:.1} s, {}); report: {}",
+                events,
+                out.summary.workloads.len(),
+                out.summary.run.wall_s,
+                out.summary.run.accel,
+                out.out_dir.join("report.md").display()
+            );
+            if o.complete {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "guestscope: run incomplete: {}{} (everything received was written)",
+                    o.how,
+                    o.detail
+                        .as_deref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("guestscope: error: {e}");
+            ExitCode::from(2)
+        }
     }
+}
+
+/// Runs `guestscope attach`; `Ok(None)` when it only printed or wrote setup.
+fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>, String> {
+    if !a.gdb.ip().is_loopback() {
+        return Err(format!(
+            "--gdb {}: the gdbstub must listen on loopback only (it gives full control of the guest)",
+            a.gdb
+        ));
+    }
+    let endpoint = match (a.vsock_uds.clone(), a.vsock_cid) {
+        (Some(p), None) => Some(Endpoint::Uds(p)),
+        (None, Some(c)) => Some(Endpoint::Cid(c)),
+        (Some(_), Some(_)) => {
+            return Err("give one of --vsock-uds and --vsock-cid, not both".into());
+        }
+        (None, None) => None,
+    };
+    if let Some(path) = &a.write_plan {
+        let json =
+            serde_json::to_vec_pretty(&attach::default_plan(a.port)).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!(
+            "guestscope: wrote {}; place it in the guest at /etc/guestscope/plan.json",
+            path.display()
+        );
+    }
+    if a.print_setup {
+        let shown = endpoint.clone().unwrap_or(Endpoint::Cid(3));
+        print!("{}", attach::setup_text(&shown, a.gdb.port()));
+    }
+    let Some(endpoint) = endpoint else {
+        return Ok(None);
+    };
+    if a.print_setup {
+        return Ok(None);
+    }
+    Ok(Some(attach::run(&AttachOptions {
+        endpoint,
+        port: a.port,
+        out_dir: a.out,
+        timeout: std::time::Duration::from_secs(a.timeout),
+    })))
 }

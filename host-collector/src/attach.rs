@@ -1,0 +1,136 @@
+//! `guestscope attach`: collect from a VM that someone else started (libvirt,
+//! virt-manager, a hand-written QEMU line), with the agent started in the guest
+//! by hand or by its init unit. No boot is involved: the collector listens where
+//! the agent connects, receives the stream, and writes the same outputs as `lab`.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, WorkloadOrigin, WorkloadSpec};
+
+use crate::lab::{self, Collected, LabError, LabOutcome};
+use crate::output::summary;
+use crate::qemu::accel::Accel;
+use crate::qemu::serial::BootMarks;
+use crate::session::Session;
+use crate::stream::listener::PortListener;
+
+/// Where the guest's vsock connection arrives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Hybrid vsock: the Unix socket `<path>_<port>` (vhost-device-vsock,
+    /// Firecracker, Cloud Hypervisor).
+    Uds(PathBuf),
+    /// Kernel vsock (vhost-vsock): listen on AF_VSOCK, accepting guest `cid`.
+    Cid(u32),
+}
+
+/// Options of `guestscope attach`.
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    /// Where the agent connects.
+    pub endpoint: Endpoint,
+    /// vsock port (the plan's `vsock_port`).
+    pub port: u32,
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// Longest wait for the agent and its stream.
+    pub timeout: Duration,
+}
+
+/// The run plan to place in the guest at `/etc/guestscope/plan.json`.
+pub fn default_plan(port: u32) -> RunPlan {
+    let workloads = lab::BUILTIN_WORKLOADS
+        .iter()
+        .map(|(name, program, args)| WorkloadSpec {
+            name: name.to_string(),
+            path: format!("{BUILTIN_WORKLOAD_DIR}/{program}"),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            origin: WorkloadOrigin::Builtin,
+        })
+        .collect();
+    RunPlan { vsock_port: port, probes: Vec::new(), workloads, settle_ms: 0 }
+}
+
+/// What the VM needs, as QEMU options and libvirt XML, for `endpoint`.
+pub fn setup_text(endpoint: &Endpoint, gdb_port: u16) -> String {
+    let vsock = match endpoint {
+        Endpoint::Uds(path) => format!(
+            "  vhost-device-vsock --guest-cid 3 --socket /run/guestscope/vhost.sock --uds-path {}\n  \
+             qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=<RAM>,share=on -machine memory-backend=mem \\\n    \
+             -chardev socket,id=vsock0,path=/run/guestscope/vhost.sock -device vhost-user-vsock-pci,chardev=vsock0 \\\n    \
+             -gdb tcp:127.0.0.1:{gdb_port}",
+            path.display()
+        ),
+        Endpoint::Cid(cid) => format!(
+            "  qemu-system-x86_64 ... -device vhost-vsock-pci,guest-cid={cid} -gdb tcp:127.0.0.1:{gdb_port}\n\n\
+             libvirt (virsh edit <domain>), inside <devices>:\n  \
+             <vsock model='virtio'><cid auto='no' address='{cid}'/></vsock>\n\
+             and for the gdbstub, in <domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>:\n  \
+             <qemu:commandline><qemu:arg value='-gdb'/><qemu:arg value='tcp:127.0.0.1:{gdb_port}'/></qemu:commandline>"
+        ),
+    };
+    format!(
+        "The VM needs a vsock device and, for the gdbstub experiments, QEMU's gdbstub on loopback only:\n{vsock}\n\n\
+         In the guest (as root): the static agent and workloads from target/x86_64-unknown-linux-musl/release, the plan\n\
+         (`guestscope attach --write-plan plan.json`) at /etc/guestscope/plan.json, then\n  \
+         guestscope-agent --plan /etc/guestscope/plan.json\n"
+    )
+}
+
+/// Waits for the agent, collects its stream and writes the outputs.
+pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
+    crate::inputs::check_out_dir(&o.out_dir)?;
+    let started = Instant::now();
+    let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let deadline = started + o.timeout;
+    let mut alive = move || if Instant::now() > deadline { Err("attach timeout".to_string()) } else { Ok(()) };
+    let events = std::fs::File::create(o.out_dir.join("events.jsonl"))
+        .map_err(|e| LabError::Setup(format!("creating events.jsonl: {e}")))?;
+    let mut session: Session<Box<dyn io::Write + Send>> = Session::new(Box::new(io::BufWriter::new(events)));
+    let received = match &o.endpoint {
+        Endpoint::Uds(path) => {
+            let listener = PortListener::bind(path, o.port).map_err(|e| LabError::Setup(e.to_string()))?;
+            eprintln!("guestscope: waiting for the agent on {}", listener.path().display());
+            let stream = listener.accept_within(o.timeout, &mut alive).map_err(|e| LabError::Setup(e.to_string()))?;
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
+            lab::receive(stream, &mut session, &mut alive, started, false, &mut |_| {})
+        }
+        Endpoint::Cid(cid) => {
+            let listener = vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, o.port)
+                .map_err(|e| LabError::Setup(format!("listening on vsock port {}: {e} (is vhost_vsock loaded?)", o.port)))?;
+            eprintln!("guestscope: waiting for the agent of CID {cid} on vsock port {}", o.port);
+            let (stream, peer) = listener.accept().map_err(|e| LabError::Setup(format!("accepting on vsock: {e}")))?;
+            let peer_cid = peer.cid();
+            if peer_cid != *cid {
+                return Err(LabError::Setup(format!("refused a connection from CID {peer_cid} (expected {cid})")));
+            }
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
+            lab::receive(stream, &mut session, &mut alive, started, false, &mut |_| {})
+        }
+    };
+    let mut c = Collected {
+        session,
+        marks: BootMarks::default(),
+        outcome: received.outcome.clone(),
+        bytes: received.bytes,
+        decode_error: received.decode_error,
+        qemu_command: String::new(),
+        accel: Accel::Tcg,
+        hello_host_s: received.hello_host_s,
+        cr3: None,
+    };
+    let run = summary::RunInfo {
+        started_unix_s,
+        wall_s: started.elapsed().as_secs_f64(),
+        accel: "unknown".into(),
+        accel_reason: "attached to a VM started outside guestscope".into(),
+        qemu_command: format!("(attached: {:?}, port {})", o.endpoint, o.port),
+        outcome: received.outcome,
+        ..Default::default()
+    };
+    let summary = lab::finish(&o.out_dir, &mut c, run, Vec::new(), Vec::new())
+        .map_err(|e| LabError::Setup(format!("writing outputs: {e}")))?;
+    Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
+}

@@ -1,0 +1,109 @@
+//! `guestscope attach` against a QEMU that the test starts itself, outside
+//! guestscope, with the vsock and gdbstub options `attach --print-setup` prints.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use guestscope::attach::{self, AttachOptions, Endpoint};
+use guestscope::image;
+use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, WorkloadOrigin, WorkloadSpec};
+use guestscope_tests::{guest_artifacts, load, stack_has, target_dir};
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn attach_collects_from_a_vm_started_outside_guestscope() {
+    let (kernel, base) = guest_artifacts();
+    let dir = tempfile_dir();
+    let uds = dir.join("vm.vsock");
+    let control = dir.join("vhost.sock");
+    let port = 7300;
+    let setup = attach::setup_text(&Endpoint::Uds(uds.clone()), 1234);
+    for option in ["vhost-user-vsock-pci,chardev=vsock0", "memory-backend-memfd", "share=on", "-gdb tcp:127.0.0.1:1234"] {
+        assert!(setup.contains(option), "setup text lacks {option}:\n{setup}");
+    }
+
+    let plan = RunPlan {
+        vsock_port: port,
+        probes: Vec::new(),
+        workloads: vec![WorkloadSpec {
+            name: "fopen".into(),
+            path: format!("{BUILTIN_WORKLOAD_DIR}/fopen"),
+            args: vec!["--iterations".into(), "50".into()],
+            origin: WorkloadOrigin::Builtin,
+        }],
+        settle_ms: 0,
+    };
+    let initrd = dir.join("initrd.cpio");
+    image::build_run_initrd(&base, &plan, &[], &initrd).unwrap();
+
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let opts = AttachOptions { endpoint: Endpoint::Uds(uds.clone()), port, out_dir: out.clone(), timeout: Duration::from_secs(300) };
+    let collector = std::thread::spawn(move || attach::run(&opts));
+    // The listener is up once its socket exists.
+    let sock = dir.join(format!("vm.vsock_{port}"));
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "attach did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let _vhost = Kill(
+        Command::new("vhost-device-vsock")
+            .args(["--guest-cid", "3", "--socket"])
+            .arg(&control)
+            .arg("--uds-path")
+            .arg(&uds)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vhost-device-vsock"),
+    );
+    while !control.exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "vhost-device-vsock did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gdb = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _qemu = Kill(
+        Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-m", "1024M", "-display", "none", "-serial", "null", "-monitor", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", "console=ttyS0 panic=-1"])
+            .args(["-object", "memory-backend-memfd,id=mem,size=1024M,share=on", "-machine", "memory-backend=mem"])
+            .arg("-chardev")
+            .arg(format!("socket,id=vsock0,path={}", control.display()))
+            .args(["-device", "vhost-user-vsock-pci,chardev=vsock0"])
+            .args(["-gdb", &format!("tcp:127.0.0.1:{gdb}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-system-x86_64"),
+    );
+
+    let outcome = collector.join().unwrap().expect("attach run");
+    assert!(outcome.summary.run.outcome.complete, "{:?}", outcome.summary.run.outcome);
+    let r = load(&out);
+    let alloc: Vec<_> = r.events_of("fopen", "alloc_fd").collect();
+    assert!(alloc.len() >= 50, "{} alloc_fd events", alloc.len());
+    assert!(alloc.iter().all(|e| stack_has(e, "alloc_fd")));
+    assert!(r.report.contains("### fopen"));
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    // Short path: Unix socket paths are limited to 108 bytes.
+    let d = std::env::temp_dir().join(format!("gs-attach-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let _ = target_dir();
+    d
+}
