@@ -13,7 +13,7 @@
 //! - [`tracer`]: the pid filter and the ring-buffer → records pump.
 //! - [`ringbuf`]: decoding ring-buffer records.
 //! - [`batch`]: grouping events into `Events` records.
-//! - [`stacks`]: sending each kernel stack once, before its first use.
+//! - [`stacks`]: an id per distinct kernel stack, each stack sent once, before its first use.
 //! - [`counters`]: summing the probes' per-CPU counters.
 //! - [`spawn`]: starting a workload held at a gate until it is traced.
 //! - [`workloads`]: running one workload under the probes.

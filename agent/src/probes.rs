@@ -12,7 +12,7 @@ use std::error::Error as StdError;
 
 use aya::{
     Btf, Ebpf, EbpfError,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{FEntry, KProbe, ProgramError, TracePoint},
 };
 use guestscope_common::{ProbeCounters, ProbeKind, maps as names, wire::ProbeAttach};
@@ -72,12 +72,10 @@ pub enum ProbeError {
 
 /// The maps the agent reads and writes.
 pub struct Maps {
-    /// `EVENTS`: probe events.
+    /// `EVENTS`: probe events with their kernel stacks.
     pub events: RingBuf<MapData>,
     /// `TRACED_PIDS`: the processes under study.
     pub traced: HashMap<MapData, u32, u8>,
-    /// `STACKS`: kernel stacks by id.
-    pub stacks: StackTraceMap<MapData>,
     /// `COUNTERS`: per-CPU, per-probe outcome counters.
     pub counters: PerCpuArray<MapData, ProbeCounters>,
 }
@@ -100,7 +98,6 @@ pub fn load() -> Result<Loaded, ProbeError> {
     let maps = Maps {
         events: take(&mut ebpf, names::EVENTS)?,
         traced: take(&mut ebpf, names::TRACED_PIDS)?,
-        stacks: take(&mut ebpf, names::STACKS)?,
         counters: take(&mut ebpf, names::COUNTERS)?,
     };
     Ok(Loaded { ebpf, maps })

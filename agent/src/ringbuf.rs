@@ -1,4 +1,5 @@
-//! Reading [`RawEvent`] records from the `EVENTS` ring buffer.
+//! Reading [`StackedEvent`] records (an event and its kernel stack) from the `EVENTS`
+//! ring buffer.
 
 use std::{
     borrow::Borrow,
@@ -6,23 +7,24 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use guestscope_common::RawEvent;
+use guestscope_common::StackedEvent;
 
-/// Decodes one ring-buffer record; `None` if it is not exactly one [`RawEvent`].
-pub fn parse_event(bytes: &[u8]) -> Option<RawEvent> {
-    if bytes.len() != size_of::<RawEvent>() {
+/// Decodes one ring-buffer record; `None` if it is not exactly one [`StackedEvent`].
+pub fn parse_record(bytes: &[u8]) -> Option<StackedEvent> {
+    if bytes.len() != size_of::<StackedEvent>() {
         return None;
     }
-    // SAFETY: the length is checked above; RawEvent is repr(C) with only integer fields,
-    // so every bit pattern is valid, and read_unaligned has no alignment requirement.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawEvent>()) })
+    // SAFETY: the length is checked above; StackedEvent is repr(C) with only integer
+    // fields, so every bit pattern is valid, and read_unaligned has no alignment
+    // requirement.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<StackedEvent>()) })
 }
 
 /// A record read from the ring buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {
-    /// A well-formed event.
-    Event(RawEvent),
+    /// A well-formed record (boxed: it is 584 bytes).
+    Event(Box<StackedEvent>),
     /// A record of the wrong size (skipped).
     Malformed(usize),
 }
@@ -41,8 +43,8 @@ impl<T: Borrow<MapData>> EventReader<T> {
     /// The next record, if one is ready.
     pub fn read_next(&mut self) -> Option<Read> {
         let item = self.ring.next()?;
-        Some(match parse_event(&item) {
-            Some(e) => Read::Event(e),
+        Some(match parse_record(&item) {
+            Some(e) => Read::Event(Box::new(e)),
             None => Read::Malformed(item.len()),
         })
     }
@@ -55,30 +57,44 @@ impl<T: Borrow<MapData>> EventReader<T> {
 
 #[cfg(test)]
 mod tests {
+    use guestscope_common::RawEvent;
+
     use super::*;
 
     #[test]
-    fn parses_exactly_one_event() {
-        let e = RawEvent {
-            ts_ns: 1,
-            arg: 2,
-            ip: 3,
-            kind: 4,
-            cpu: 5,
-            pid: 6,
-            tid: 7,
-            stack_id: -8,
-            flags: 9,
-            comm: *b"fopen\0\0\0\0\0\0\0\0\0\0\0",
+    fn parses_exactly_one_record() {
+        let mut ips = [0; guestscope_common::MAX_STACK_FRAMES];
+        ips[0] = 0xffff_ffff_8100_0005;
+        ips[63] = 0xffff_ffff_8100_0063;
+        let r = StackedEvent {
+            event: RawEvent {
+                ts_ns: 1,
+                arg: 2,
+                ip: 3,
+                kind: 4,
+                cpu: 5,
+                pid: 6,
+                tid: 7,
+                stack_id: -8,
+                flags: 9,
+                comm: *b"fopen\0\0\0\0\0\0\0\0\0\0\0",
+            },
+            stack_bytes: 512,
+            _pad: 0,
+            ips,
         };
+        let size = size_of::<StackedEvent>();
         let mut bytes = vec![0u8; 1];
-        // SAFETY: RawEvent is plain old data of 64 bytes.
-        let raw = unsafe { std::slice::from_raw_parts((&e as *const RawEvent).cast::<u8>(), 64) };
+        // SAFETY: StackedEvent is plain old data of `size` bytes.
+        let raw =
+            unsafe { std::slice::from_raw_parts((&r as *const StackedEvent).cast::<u8>(), size) };
         bytes.extend_from_slice(raw);
         // Misaligned on purpose: the parser must not care.
-        assert_eq!(parse_event(&bytes[1..]), Some(e));
-        assert_eq!(parse_event(&bytes[1..64]), None);
-        assert_eq!(parse_event(&bytes), None);
-        assert_eq!(parse_event(&[]), None);
+        assert_eq!(parse_record(&bytes[1..]), Some(r));
+        assert_eq!(parse_record(&bytes[1..size]), None);
+        assert_eq!(parse_record(&bytes), None);
+        // A bare event (the record of older probes) is malformed too.
+        assert_eq!(parse_record(&bytes[1..65]), None);
+        assert_eq!(parse_record(&[]), None);
     }
 }

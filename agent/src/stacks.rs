@@ -1,61 +1,112 @@
-//! Kernel stacks: each stack id is sent once, as a `Stack` record, before the first
-//! `Events` record that refers to it.
+//! Kernel stacks: every probe record carries its event's frames (from `bpf_get_stack`);
+//! the agent gives each distinct stack an id of its own and sends it once, as a `Stack`
+//! record, before the first `Events` record that refers to it.
 //!
-//! Ids come from `bpf_get_stackid` without `BPF_F_REUSE_STACKID`, so an id, once
-//! handed out, keeps naming the same stack for the life of the map.
+//! Stacks are told apart by their full content (a hash map keyed by the frames), so two
+//! stacks never share an id, and an id, once given, names the same stack for the whole
+//! stream.
 
-use std::{borrow::Borrow, collections::HashSet, io::Write};
+use std::{collections::HashMap, io::Write};
 
-use aya::maps::{MapData, StackTraceMap};
-use guestscope_common::{RawEvent, wire::Body};
+use guestscope_common::{
+    RawEvent,
+    event::{StackError, StackedEvent},
+    wire::Body,
+};
 
 use crate::stream::{Stream, StreamError};
 
-/// Somewhere stacks can be read by id.
-pub trait StackSource {
-    /// The return addresses of stack `id`, innermost first; `None` if it is unknown.
-    fn stack(&self, id: u32) -> Option<Vec<u64>>;
+/// Most distinct stacks one run may hold (a run of the built-in lab has about 500);
+/// bounds the agent's memory at a few tens of MiB in the worst case.
+pub const MAX_STACKS: usize = 1 << 16;
+
+/// `stack_id` of an event whose walk reported a length that is not whole frames.
+pub const BAD_LENGTH_ID: i32 = -libc::EINVAL;
+/// `stack_id` of an event whose walk succeeded with no frame.
+pub const EMPTY_ID: i32 = -libc::ENODATA;
+/// `stack_id` of an event whose stack is new when [`MAX_STACKS`] are already known.
+pub const TABLE_FULL_ID: i32 = -libc::ENOSPC;
+
+/// Why an event leaves the table without a stack id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoStack {
+    /// The probe's walk failed; the probe counted it (`stack_failed`).
+    #[error("{0}")]
+    Failed(StackError),
+    /// The probe recorded a stack the agent cannot use (empty, or a bad length).
+    #[error("{0}")]
+    Unusable(StackError),
+    /// The stack is new and the table already holds [`MAX_STACKS`] stacks.
+    #[error("more than {MAX_STACKS} distinct stacks")]
+    TableFull,
 }
 
-impl<T: Borrow<MapData>> StackSource for StackTraceMap<T> {
-    fn stack(&self, id: u32) -> Option<Vec<u64>> {
-        match self.get(&id, 0) {
-            Ok(trace) => Some(trace.frames().iter().map(|f| f.ip).collect()),
-            Err(e) => {
-                tracing::debug!(id, error = %e, "stack id not in the stack map");
-                None
-            }
-        }
+/// The stack ids given so far, and the new stacks not sent yet.
+#[derive(Debug)]
+pub struct StackTable {
+    ids: HashMap<Box<[u64]>, u32>,
+    unsent: Vec<(u32, Vec<u64>)>,
+    capacity: usize,
+}
+
+impl Default for StackTable {
+    fn default() -> Self {
+        StackTable::with_capacity(MAX_STACKS)
     }
 }
 
-/// Remembers which stack ids were already sent.
-#[derive(Debug, Default)]
-pub struct StackDedup {
-    sent: HashSet<u32>,
-}
-
-impl StackDedup {
-    /// The valid stack ids in `events` not seen before, in order of first use; they are
-    /// marked as seen.
-    pub fn new_ids(&mut self, events: &[RawEvent]) -> Vec<u32> {
-        let mut ids = Vec::new();
-        for e in events {
-            if e.stack_id >= 0 && self.sent.insert(e.stack_id as u32) {
-                ids.push(e.stack_id as u32);
-            }
-        }
-        ids
+impl StackTable {
+    /// A table that holds at most `capacity` distinct stacks.
+    pub fn with_capacity(capacity: usize) -> Self {
+        StackTable { ids: HashMap::new(), unsent: Vec::new(), capacity }
     }
 
-    /// Number of distinct ids seen.
+    /// The id of the stack `frames`: the one it was given before, or the next free one
+    /// (the stack is then queued to be sent).
+    pub fn intern(&mut self, frames: &[u64]) -> Result<u32, NoStack> {
+        if let Some(&id) = self.ids.get(frames) {
+            return Ok(id);
+        }
+        if self.ids.len() >= self.capacity {
+            return Err(NoStack::TableFull);
+        }
+        // Ids count up from 0; MAX_STACKS keeps them far below i32::MAX.
+        let id = self.ids.len() as u32;
+        self.ids.insert(frames.into(), id);
+        self.unsent.push((id, frames.to_vec()));
+        Ok(id)
+    }
+
+    /// The event of a probe record, its `stack_id` set: the stack's id, or a negative
+    /// code saying why there is none (the walk's `-errno`, [`BAD_LENGTH_ID`],
+    /// [`EMPTY_ID`], [`TABLE_FULL_ID`]).
+    pub fn resolve(&mut self, record: &StackedEvent) -> (RawEvent, Result<u32, NoStack>) {
+        let (stack_id, outcome) = match record.frames() {
+            Ok(frames) => match self.intern(frames) {
+                Ok(id) => (id as i32, Ok(id)),
+                Err(e) => (TABLE_FULL_ID, Err(e)),
+            },
+            Err(e @ StackError::Walk(errno)) => (errno, Err(NoStack::Failed(e))),
+            Err(e @ StackError::BadLength(_)) => (BAD_LENGTH_ID, Err(NoStack::Unusable(e))),
+            Err(e @ StackError::Empty) => (EMPTY_ID, Err(NoStack::Unusable(e))),
+        };
+        let event = RawEvent { stack_id, ..record.event };
+        (event, outcome)
+    }
+
+    /// Takes the stacks given an id since the last call, in id order.
+    pub fn take_unsent(&mut self) -> Vec<(u32, Vec<u64>)> {
+        std::mem::take(&mut self.unsent)
+    }
+
+    /// Number of distinct stacks known.
     pub fn len(&self) -> usize {
-        self.sent.len()
+        self.ids.len()
     }
 
-    /// Whether no id was seen yet.
+    /// Whether no stack is known yet.
     pub fn is_empty(&self) -> bool {
-        self.sent.is_empty()
+        self.ids.is_empty()
     }
 }
 
@@ -66,91 +117,129 @@ pub struct BatchSent {
     pub events: u64,
     /// `Stack` records sent.
     pub stacks: u64,
-    /// New stack ids that could not be read.
-    pub stacks_missing: u64,
 }
 
-/// Sends the stacks `events` need that were not sent before, then `events` as one
-/// `Events` record (nothing at all when `events` is empty).
+/// Sends the stacks not sent yet, then `events` as one `Events` record (none when
+/// `events` is empty).
+///
+/// Every event read is resolved against `table` just before it joins the batch, so the
+/// new stacks of a batch are exactly the table's unsent ones: each goes out before the
+/// first `Events` record that uses it.
 pub fn send_batch<W: Write>(
     events: Vec<RawEvent>,
-    dedup: &mut StackDedup,
-    source: Option<&dyn StackSource>,
+    table: &mut StackTable,
     stream: &mut Stream<W>,
 ) -> Result<BatchSent, StreamError> {
     let mut sent = BatchSent::default();
-    if events.is_empty() {
-        return Ok(sent);
+    for (id, ips) in table.take_unsent() {
+        stream.send(Body::Stack { id, ips })?;
+        sent.stacks += 1;
     }
-    for id in dedup.new_ids(&events) {
-        match source.and_then(|s| s.stack(id)) {
-            Some(ips) => {
-                stream.send(Body::Stack { id, ips })?;
-                sent.stacks += 1;
-            }
-            None => sent.stacks_missing += 1,
-        }
+    if !events.is_empty() {
+        sent.events = events.len() as u64;
+        stream.send(Body::Events(events))?;
     }
-    sent.events = events.len() as u64;
-    stream.send(Body::Events(events))?;
     Ok(sent)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use guestscope_common::wire::{DecodeError, FrameReader};
+    use guestscope_common::{
+        MAX_STACK_FRAMES,
+        event::NO_STACK,
+        wire::{DecodeError, FrameReader},
+    };
 
     use super::*;
 
-    fn ev(stack_id: i32) -> RawEvent {
-        RawEvent {
-            ts_ns: 0,
-            arg: 0,
-            ip: 0,
-            kind: 2,
-            cpu: 0,
-            pid: 1,
-            tid: 1,
-            stack_id,
-            flags: 0,
-            comm: [0; 16],
-        }
-    }
-
-    struct Fake(HashMap<u32, Vec<u64>>);
-    impl StackSource for Fake {
-        fn stack(&self, id: u32) -> Option<Vec<u64>> {
-            self.0.get(&id).cloned()
+    fn record(frames: &[u64], stack_bytes: Option<i32>) -> StackedEvent {
+        let mut ips = [0; MAX_STACK_FRAMES];
+        ips[..frames.len()].copy_from_slice(frames);
+        StackedEvent {
+            event: RawEvent {
+                ts_ns: 0,
+                arg: 0,
+                ip: 0,
+                kind: 1,
+                cpu: 0,
+                pid: 1,
+                tid: 1,
+                stack_id: NO_STACK,
+                flags: 0,
+                comm: [0; 16],
+            },
+            stack_bytes: stack_bytes.unwrap_or(8 * frames.len() as i32),
+            _pad: 0,
+            ips,
         }
     }
 
     #[test]
-    fn new_ids_in_first_use_order_without_errors() {
-        let mut d = StackDedup::default();
-        let events = [ev(5), ev(3), ev(5), ev(-17), ev(i32::MIN), ev(0)];
-        assert_eq!(d.new_ids(&events), vec![5, 3, 0]);
-        assert_eq!(d.new_ids(&[ev(3), ev(9), ev(5)]), vec![9]);
-        assert_eq!(d.len(), 4);
+    fn equal_stacks_share_an_id_and_different_ones_do_not() {
+        let mut t = StackTable::default();
+        assert_eq!(t.intern(&[1, 2, 3]), Ok(0));
+        assert_eq!(t.intern(&[1, 2]), Ok(1));
+        assert_eq!(t.intern(&[1, 2, 3]), Ok(0));
+        // A prefix, or the same frames in another order, is another stack.
+        assert_eq!(t.intern(&[3, 2, 1]), Ok(2));
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.take_unsent(), vec![(0, vec![1, 2, 3]), (1, vec![1, 2]), (2, vec![3, 2, 1])]);
+        assert_eq!(t.take_unsent(), vec![]);
+        assert_eq!(t.intern(&[1, 2]), Ok(1));
+        assert_eq!(t.take_unsent(), vec![]);
+    }
+
+    #[test]
+    fn resolve_sets_the_id_or_a_negative_code() {
+        let mut t = StackTable::default();
+        let (e, r) = t.resolve(&record(&[0xa, 0xb], None));
+        assert_eq!((e.stack_id, r), (0, Ok(0)));
+        let (e, r) = t.resolve(&record(&[0xa, 0xb], None));
+        assert_eq!((e.stack_id, r), (0, Ok(0)));
+        let (e, r) = t.resolve(&record(&[], Some(-17)));
+        assert_eq!((e.stack_id, r), (-17, Err(NoStack::Failed(StackError::Walk(-17)))));
+        let (e, r) = t.resolve(&record(&[0xa], Some(12)));
+        assert_eq!(e.stack_id, BAD_LENGTH_ID);
+        assert_eq!(r, Err(NoStack::Unusable(StackError::BadLength(12))));
+        let (e, r) = t.resolve(&record(&[], Some(8 * 65)));
+        assert_eq!(e.stack_id, BAD_LENGTH_ID);
+        assert!(matches!(r, Err(NoStack::Unusable(StackError::BadLength(_)))));
+        let (e, r) = t.resolve(&record(&[], None));
+        assert_eq!((e.stack_id, r), (EMPTY_ID, Err(NoStack::Unusable(StackError::Empty))));
+        // The rest of the event is untouched.
+        assert_eq!(e.kind, 1);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_full_table_still_resolves_known_stacks() {
+        let mut t = StackTable::with_capacity(2);
+        assert_eq!(t.intern(&[1]), Ok(0));
+        assert_eq!(t.intern(&[2]), Ok(1));
+        assert_eq!(t.intern(&[3]), Err(NoStack::TableFull));
+        assert_eq!(t.intern(&[2]), Ok(1));
+        let (e, _) = t.resolve(&record(&[4], None));
+        assert_eq!(e.stack_id, TABLE_FULL_ID);
+        assert_eq!(t.take_unsent().len(), 2);
     }
 
     #[test]
     fn stacks_go_once_and_before_their_events() {
-        let fake = Fake(HashMap::from([(1, vec![0xa, 0xb]), (2, vec![0xc])]));
-        let mut dedup = StackDedup::default();
+        let mut table = StackTable::default();
         let mut stream = Stream::new(Vec::new());
-        let a =
-            send_batch(vec![ev(1), ev(2), ev(1)], &mut dedup, Some(&fake), &mut stream).unwrap();
-        assert_eq!(a, BatchSent { events: 3, stacks: 2, stacks_missing: 0 });
-        // Id 7 is unknown to the map: counted, not sent; id 1 is not sent again.
-        let b =
-            send_batch(vec![ev(1), ev(7), ev(-14)], &mut dedup, Some(&fake), &mut stream).unwrap();
-        assert_eq!(b, BatchSent { events: 3, stacks: 0, stacks_missing: 1 });
-        assert_eq!(
-            send_batch(vec![], &mut dedup, Some(&fake), &mut stream).unwrap(),
-            BatchSent::default()
+        let batch = |table: &mut StackTable, records: &[StackedEvent]| {
+            records.iter().map(|r| table.resolve(r).0).collect::<Vec<_>>()
+        };
+        let first = batch(
+            &mut table,
+            &[record(&[0xa, 0xb], None), record(&[0xc], None), record(&[0xa, 0xb], None)],
         );
+        let a = send_batch(first, &mut table, &mut stream).unwrap();
+        assert_eq!(a, BatchSent { events: 3, stacks: 2 });
+        let second = batch(&mut table, &[record(&[0xa, 0xb], None), record(&[], Some(-14))]);
+        let b = send_batch(second, &mut table, &mut stream).unwrap();
+        assert_eq!(b, BatchSent { events: 2, stacks: 0 });
+        assert_eq!(send_batch(vec![], &mut table, &mut stream).unwrap(), BatchSent::default());
 
         let buf = stream.into_inner();
         let mut reader = FrameReader::new(buf.as_slice());
@@ -163,17 +252,13 @@ mod tests {
             }
         }
         assert_eq!(bodies.len(), 4);
-        assert_eq!(bodies[0], Body::Stack { id: 1, ips: vec![0xa, 0xb] });
-        assert_eq!(bodies[1], Body::Stack { id: 2, ips: vec![0xc] });
-        assert!(matches!(&bodies[2], Body::Events(e) if e.len() == 3));
-        assert!(matches!(&bodies[3], Body::Events(e) if e.len() == 3));
-    }
-
-    #[test]
-    fn without_a_stack_map_every_new_id_is_missing() {
-        let mut stream = Stream::new(Vec::new());
-        let s =
-            send_batch(vec![ev(1), ev(2)], &mut StackDedup::default(), None, &mut stream).unwrap();
-        assert_eq!(s, BatchSent { events: 2, stacks: 0, stacks_missing: 2 });
+        assert_eq!(bodies[0], Body::Stack { id: 0, ips: vec![0xa, 0xb] });
+        assert_eq!(bodies[1], Body::Stack { id: 1, ips: vec![0xc] });
+        let ids = |b: &Body| match b {
+            Body::Events(e) => e.iter().map(|e| e.stack_id).collect::<Vec<_>>(),
+            other => panic!("not events: {other:?}"),
+        };
+        assert_eq!(ids(&bodies[2]), vec![0, 1, 0]);
+        assert_eq!(ids(&bodies[3]), vec![0, -14]);
     }
 }

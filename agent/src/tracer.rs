@@ -12,7 +12,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, MapError, PerCpuArray, StackTraceMap},
+    maps::{HashMap, MapData, MapError, PerCpuArray},
 };
 use guestscope_common::{ProbeCounters, wire::Totals};
 
@@ -21,7 +21,7 @@ use crate::{
     counters,
     probes::Loaded,
     ringbuf::{EventReader, Read},
-    stacks::{StackDedup, StackSource, send_batch},
+    stacks::{NoStack, StackTable, send_batch},
     stream::{Stream, StreamError},
 };
 
@@ -51,7 +51,6 @@ struct Active {
     _ebpf: Ebpf,
     events: EventReader<MapData>,
     traced: HashMap<MapData, u32, u8>,
-    stacks: StackTraceMap<MapData>,
     counters: PerCpuArray<MapData, ProbeCounters>,
 }
 
@@ -59,7 +58,7 @@ struct Active {
 pub struct Tracer {
     active: Option<Active>,
     batch: Batcher,
-    dedup: StackDedup,
+    stacks: StackTable,
     totals: Totals,
 }
 
@@ -71,7 +70,6 @@ impl Tracer {
             _ebpf: ebpf,
             events: EventReader::new(maps.events),
             traced: maps.traced,
-            stacks: maps.stacks,
             counters: maps.counters,
         };
         Tracer { active: Some(active), ..Tracer::inactive() }
@@ -82,7 +80,7 @@ impl Tracer {
         Tracer {
             active: None,
             batch: Batcher::default(),
-            dedup: StackDedup::default(),
+            stacks: StackTable::default(),
             totals: Totals::default(),
         }
     }
@@ -156,8 +154,18 @@ impl Tracer {
             let Some(read) = a.events.read_next() else { break };
             n += 1;
             match read {
-                Read::Event(e) => {
+                Read::Event(record) => {
                     self.totals.events_read += 1;
+                    let (e, stack) = self.stacks.resolve(&record);
+                    match stack {
+                        Ok(_) | Err(NoStack::Failed(_)) => {}
+                        Err(why @ (NoStack::Unusable(_) | NoStack::TableFull)) => {
+                            if self.totals.stacks_missing == 0 {
+                                tracing::warn!("an event without its stack: {why}");
+                            }
+                            self.totals.stacks_missing += 1;
+                        }
+                    }
                     if self.batch.push(e, Instant::now()) {
                         self.flush(stream)?;
                     }
@@ -174,11 +182,9 @@ impl Tracer {
     /// Sends the waiting batch, preceded by the stacks it introduces.
     fn flush<W: Write>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
         let events = self.batch.take();
-        let source = self.active.as_ref().map(|a| &a.stacks as &dyn StackSource);
-        let sent = send_batch(events, &mut self.dedup, source, stream)?;
+        let sent = send_batch(events, &mut self.stacks, stream)?;
         self.totals.events_sent += sent.events;
         self.totals.stacks_sent += sent.stacks;
-        self.totals.stacks_missing += sent.stacks_missing;
         Ok(())
     }
 

@@ -58,10 +58,12 @@ impl ProbeKind {
     }
 }
 
-/// Stack id value meaning "no stack was recorded" (the probe skipped the walk).
+/// Stack id value meaning "no stack was recorded" (the probe skipped the walk, or
+/// the agent has not assigned an id yet).
 pub const NO_STACK: i32 = i32::MIN;
 
-/// One probe hit, as written into the ring buffer (64 bytes).
+/// One probe hit (64 bytes): the head of every ring-buffer record ([`StackedEvent`]),
+/// and what `Events` records carry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
@@ -81,8 +83,10 @@ pub struct RawEvent {
     pub pid: u32,
     /// Thread id.
     pub tid: u32,
-    /// Id in the kernel stack-trace map; negative: the `bpf_get_stackid` error,
-    /// or [`NO_STACK`] when no walk was made.
+    /// The stack's id, assigned by the agent (one id per distinct stack, sent once as a
+    /// `Stack` record); negative: the stack walk's error (`-errno`), or [`NO_STACK`]
+    /// when no walk was made. In a [`StackedEvent`] straight from the probe it is
+    /// [`NO_STACK`]: the agent fills it in from [`StackedEvent::stack_bytes`].
     pub stack_id: i32,
     /// Probe-specific flags: the page-fault error code; 0 otherwise.
     pub flags: u32,
@@ -186,7 +190,7 @@ pub struct ProbeCounters {
     pub emitted: u64,
     /// Records lost because the ring buffer was full (`reserve` failed).
     pub ring_full: u64,
-    /// Records emitted without a stack because `bpf_get_stackid` failed.
+    /// Records emitted without a stack because the stack walk (`bpf_get_stack`) failed.
     pub stack_failed: u64,
     /// Hits skipped because another guestscope probe was running on this CPU
     /// (the probe would otherwise observe itself).

@@ -1,6 +1,6 @@
 //! Names and sizes of the eBPF maps, shared by the probes and the agent.
 
-/// Ring buffer of [`crate::RawEvent`] records.
+/// Ring buffer of [`crate::event::StackedEvent`] records.
 pub const EVENTS: &str = "EVENTS";
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 8 * 1024 * 1024;
@@ -9,12 +9,6 @@ pub const EVENTS_BYTES: u32 = 8 * 1024 * 1024;
 pub const TRACED_PIDS: &str = "TRACED_PIDS";
 /// Capacity of [`TRACED_PIDS`].
 pub const TRACED_PIDS_MAX: u32 = 4096;
-/// Stack-trace map of kernel stacks.
-pub const STACKS: &str = "STACKS";
-/// Capacity of [`STACKS`] (unique stacks per run).
-pub const STACKS_MAX: u32 = 16384;
-/// Maximum stack depth the kernel records (PERF_MAX_STACK_DEPTH).
-pub const STACK_DEPTH: usize = 127;
 /// Per-CPU array of [`crate::ProbeCounters`] indexed by [`crate::ProbeKind`] id.
 pub const COUNTERS: &str = "COUNTERS";
 /// Per-CPU array `u32` with one slot: non-zero while a guestscope probe runs

@@ -64,7 +64,8 @@ pub enum Body {
     Events(Vec<RawEvent>),
     /// A kernel stack, sent once per stack id, before or after events that use it.
     Stack {
-        /// Id in the stack-trace map.
+        /// The id events refer to in [`RawEvent::stack_id`] (assigned by the agent,
+        /// one per distinct stack).
         id: u32,
         /// Return addresses, innermost first.
         ips: Vec<u64>,
@@ -153,7 +154,10 @@ pub struct Totals {
     pub events_malformed: u64,
     /// Unique stacks sent.
     pub stacks_sent: u64,
-    /// Stack ids that could not be read back from the stack map.
+    /// Events whose stack walk succeeded but which reached the host without a stack: no
+    /// frame, a length that is not whole frames, or too many distinct stacks for the
+    /// agent's table. They carry a negative `stack_id` (failed walks are counted by the
+    /// probes, as `stack_failed`).
     pub stacks_missing: u64,
 }
 

@@ -1,14 +1,20 @@
 //! The path every event probe takes, from pid filter to ring-buffer record.
 
-use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-    },
-    programs::tracing::StackIdContext,
-};
-use guestscope_common::{ProbeKind, RawEvent};
+use core::{ffi::c_void, mem::size_of};
 
-use crate::maps::{BUSY, COUNTERS, EVENTS, STACKS, TRACED_PIDS};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
+        bpf_ktime_get_ns,
+    },
+};
+use guestscope_common::{MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent, event::NO_STACK};
+
+use crate::maps::{BUSY, COUNTERS, EVENTS, TRACED_PIDS};
+
+/// Bytes of [`StackedEvent::ips`]: the constant size the verifier wants for `bpf_get_stack`.
+const STACK_BUF_BYTES: u32 = (size_of::<u64>() * MAX_STACK_FRAMES) as u32;
 
 /// The probe-specific part of an event.
 pub struct Payload {
@@ -29,9 +35,10 @@ pub fn traced_tgid() -> Option<u32> {
 
 /// This CPU's "a guestscope probe is running" flag, held while the guard lives.
 ///
-/// `_raw_spin_lock` is taken inside `bpf_get_stackid` (the stack map's free list) and
-/// elsewhere in the helpers; without the flag the spin-lock probe would record the
-/// probes themselves, and its own stack walk would disturb the outer one.
+/// `_raw_spin_lock` is taken inside helpers and map updates (the hash map's free list,
+/// in the fork probe); without the flag the spin-lock probe would record the probes
+/// themselves, and a nested stack walk would compete with the outer one for the
+/// kernel's per-CPU callchain buffer.
 pub struct Busy(*mut u32);
 
 /// Why [`Busy::enter`] did not return a guard.
@@ -81,9 +88,11 @@ macro_rules! bump {
 /// Records one hit of probe `kind` if the current process is under study.
 ///
 /// `payload` runs only for hits that pass the filter and the busy guard, so the common
-/// case (some other process) costs one hash lookup.
+/// case (some other process) costs one hash lookup. The kernel stack is walked by
+/// `bpf_get_stack` straight into the reserved ring-buffer record: no stack map, so no
+/// hash-bucket collisions and no shared state between events.
 #[inline(always)]
-pub fn emit<C: StackIdContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -> Payload) {
+pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -> Payload) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if TRACED_PIDS.get_ptr(&tgid).is_none() {
@@ -105,30 +114,43 @@ pub fn emit<C: StackIdContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C
     // SAFETY: a helper call without arguments.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Payload { arg, ip, flags } = payload(ctx);
-    let stack_id = match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(errno) => {
-            bump!(counters.stack_failed);
-            errno
-        }
-    };
-    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+    let Some(mut entry) = EVENTS.reserve::<StackedEvent>(0) else {
         bump!(counters.ring_full);
         return;
     };
-    entry.write(RawEvent {
-        ts_ns,
-        arg,
-        ip,
-        kind: kind as u32,
-        // SAFETY: a helper call without arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        pid: tgid,
-        tid: pid_tgid as u32,
-        stack_id,
-        flags,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    });
+    // The record (584 bytes) is larger than the eBPF stack (512): fill it in place.
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at a reserved, writable ring-buffer slot of
+    // size_of::<StackedEvent>() bytes, which stays ours until submit; every field is
+    // written here before the record is submitted (`ips` by the helper, which zeroes
+    // what it does not fill).
+    let written = unsafe {
+        (*record).event = RawEvent {
+            ts_ns,
+            arg,
+            ip,
+            kind: kind as u32,
+            cpu: bpf_get_smp_processor_id(),
+            pid: tgid,
+            tid: pid_tgid as u32,
+            stack_id: NO_STACK,
+            flags,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        };
+        (*record)._pad = 0;
+        // Flags 0: the kernel stack, no frame skipped.
+        let written = bpf_get_stack(
+            ctx.as_ptr(),
+            (&raw mut (*record).ips).cast::<c_void>(),
+            STACK_BUF_BYTES,
+            0,
+        );
+        (*record).stack_bytes = written as i32;
+        written
+    };
+    if written < 0 {
+        bump!(counters.stack_failed);
+    }
     entry.submit(0);
     bump!(counters.emitted);
 }

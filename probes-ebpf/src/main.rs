@@ -2,8 +2,8 @@
 //!
 //! Every event probe follows the same path (see [`emit`]): drop the hit unless the
 //! current process is in `TRACED_PIDS`, skip it if another guestscope probe is already
-//! running on this CPU, record the kernel stack, and write one
-//! [`guestscope_common::RawEvent`] into the `EVENTS` ring buffer, counting every
+//! running on this CPU, and write one [`guestscope_common::StackedEvent`] (the event and
+//! its kernel stack, from `bpf_get_stack`) into the `EVENTS` ring buffer, counting every
 //! outcome in `COUNTERS`.
 //!
 //! - [`maps`]: the map definitions (names and sizes from `guestscope_common::maps`).
@@ -22,7 +22,7 @@ mod fork;
 mod maps;
 mod spinlock;
 
-/// The kernel lets only GPL-compatible programs call `bpf_get_stackid`,
+/// The kernel lets only GPL-compatible programs call `bpf_get_stack`,
 /// `bpf_probe_read_kernel` and attach as fentry; the object declares a dual licence.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

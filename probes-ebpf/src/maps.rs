@@ -3,14 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
 use guestscope_common::{ProbeCounters, ProbeKind, maps as names};
 
 // Keep the statics' names and the shared constants in step.
 const _: () = assert!(const_eq(names::EVENTS, "EVENTS"));
 const _: () = assert!(const_eq(names::TRACED_PIDS, "TRACED_PIDS"));
-const _: () = assert!(const_eq(names::STACKS, "STACKS"));
 const _: () = assert!(const_eq(names::COUNTERS, "COUNTERS"));
 const _: () = assert!(const_eq(names::BUSY, "BUSY"));
 
@@ -29,17 +28,13 @@ const fn const_eq(a: &str, b: &str) -> bool {
     true
 }
 
-/// Probe events ([`guestscope_common::RawEvent`]) for the agent.
+/// Probe events with their kernel stacks ([`guestscope_common::StackedEvent`]) for the agent.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(names::EVENTS_BYTES, 0);
 
 /// Processes under study: `tgid -> 1`. Written by the agent and by the fork probe.
 #[map]
 pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(names::TRACED_PIDS_MAX, 0);
-
-/// Kernel stacks, keyed by the id `bpf_get_stackid` returns.
-#[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(names::STACKS_MAX, 0);
 
 /// Per-CPU outcome counters, indexed by [`ProbeKind`] id.
 #[map]
