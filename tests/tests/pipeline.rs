@@ -24,6 +24,7 @@ fn run() -> &'static RunOutput {
         let opts = LabOptions {
             workloads: vec![format!("{} --iterations {USER_ITERATIONS}", user.display())],
             boots: BOOTS,
+            cr3: true,
             ..LabOptions::default()
         };
         run_lab("pipeline", opts)
@@ -38,6 +39,7 @@ fn the_run_completes_with_nothing_lost() {
     assert_eq!(s["stream"]["seq"]["missing"], 0);
     assert_eq!(s["losses"]["events_missing"], 0);
     assert_eq!(s["losses"]["ring_full"], 0);
+    assert_eq!(s["losses"]["stack_failed"], 0, "every event keeps its stack");
     let received = s["stream"]["events_received"].as_u64().unwrap();
     assert_eq!(received as usize, r.events.len(), "events.jsonl has every received event");
     assert!(r.report.contains("## Workloads"));
@@ -226,4 +228,32 @@ print(json.dumps({"probe_events": len(probe_ts), "first_probe": min(probe_ts), "
     // Guest events (mapped from the guest clock) come after the kernel started
     // and after user space began (host clock): one consistent axis.
     assert!(kernel_init < user_space && user_space < first, "kernel init {kernel_init}, user space {user_space}, first event {first}");
+}
+
+/// The gdbstub CR3 experiment, run by the lab on two extra boots: with PTI
+/// (Haswell-noTSX) CR3 changes at system-call entry, without it does not.
+#[test]
+fn cr3_changes_at_syscall_entry_only_with_pti() {
+    let r = run();
+    let runs = r.summary["experiments"]["syscall_cr3"].as_array().unwrap();
+    let get = |label: &str| runs.iter().find(|x| x["label"] == label).unwrap_or_else(|| panic!("no {label} run: {runs:?}"));
+    let (on, off) = (get("PTI on"), get("PTI off"));
+    let (con, coff) = (&on["report"], &off["report"]);
+    assert!(con.is_object(), "PTI-on run failed: {}", on["error"]);
+    assert!(coff.is_object(), "PTI-off run failed: {}", off["error"]);
+    assert!(on["meltdown"].as_str().unwrap().contains("PTI"), "guest says: {}", on["meltdown"]);
+    assert!(off["meltdown"].as_str().unwrap().contains("Not affected"), "guest says: {}", off["meltdown"]);
+    for c in [con, coff] {
+        let cr3 = c["cr3_user"].as_u64().unwrap();
+        assert!(cr3 >> 12 != 0, "CR3 {cr3:#x} has no page-table base");
+        // The breakpoint's host-side condition found the workload itself.
+        assert_eq!(c["target"]["tgid"].as_u64(), c["target_pid"].as_u64(), "{c}");
+    }
+    assert_eq!(con["cr3_changed"], true);
+    assert_eq!(con["differing_bits"].as_u64().unwrap() & 0x1000, 0x1000, "bit 12 is PTI's PGD switch: {con}");
+    assert_eq!(con["current_readable_before"], false);
+    assert_eq!(coff["cr3_changed"], false);
+    assert_eq!(coff["current_readable_before"], true);
+    let claim = r.summary["claims"].as_array().unwrap().iter().find(|c| c["section"] == "6").unwrap();
+    assert_eq!(claim["verdict"], "contradicted", "{claim}");
 }
