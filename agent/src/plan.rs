@@ -4,7 +4,7 @@ use std::{collections::HashSet, fs, io, path::Path};
 
 use guestscope_common::{
     ProbeKind,
-    plan::{RunPlan, WorkloadSpec},
+    plan::{RunPlan, WorkloadSpec, valid_events_bytes},
 };
 
 /// Why the plan cannot be used.
@@ -47,6 +47,9 @@ pub enum PlanError {
     /// A workload's path or argument contains a NUL byte.
     #[error("workload {0:?}: path or argument contains a NUL byte")]
     NulByte(String),
+    /// The ring-buffer size is not a power of two of at least a page.
+    #[error("plan asks for an EVENTS ring of {0} bytes (a power of two of at least 4096 is needed)")]
+    EventsBytes(u32),
 }
 
 /// Reads and checks the plan at `path`.
@@ -63,6 +66,9 @@ pub fn load(path: &Path) -> Result<RunPlan, PlanError> {
 /// Checks what serde cannot: probe names, unique workload names, usable paths.
 pub fn check(plan: &RunPlan) -> Result<(), PlanError> {
     selected_probes(plan)?;
+    if let Some(bytes) = plan.events_bytes.filter(|&b| !valid_events_bytes(b)) {
+        return Err(PlanError::EventsBytes(bytes));
+    }
     let mut names = HashSet::new();
     for WorkloadSpec { name, path, args, .. } in &plan.workloads {
         if !names.insert(name.as_str()) {
@@ -113,6 +119,7 @@ mod tests {
                 })
                 .collect(),
             settle_ms: 0,
+            events_bytes: None,
         }
     }
 
@@ -142,6 +149,16 @@ mod tests {
             Err(PlanError::RelativePath { .. })
         ));
         assert!(matches!(check(&plan(&[], &[("a", "/bin/a\0")])), Err(PlanError::NulByte(_))));
+    }
+
+    #[test]
+    fn ring_size_is_checked() {
+        let sized = |b| RunPlan { events_bytes: Some(b), ..plan(&[], &[]) };
+        assert!(check(&sized(4096)).is_ok());
+        assert!(check(&sized(1 << 20)).is_ok());
+        for bad in [0, 2048, 12288, 4097] {
+            assert!(matches!(check(&sized(bad)), Err(PlanError::EventsBytes(b)) if b == bad), "{bad}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::error::Error as StdError;
 
 use aya::{
-    Btf, Ebpf, EbpfError,
+    Btf, Ebpf, EbpfError, EbpfLoader,
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{FEntry, KProbe, ProgramError, TracePoint},
 };
@@ -90,11 +90,21 @@ pub struct Loaded {
 
 /// Loads the embedded object and takes its maps. No program is attached yet.
 pub fn load() -> Result<Loaded, ProbeError> {
+    load_with(None)
+}
+
+/// Like [`load`], with the `EVENTS` ring buffer resized to `events_bytes` when given
+/// (a power of two of at least a page; the plan's `events_bytes`).
+pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
     if OBJECT.is_empty() {
         return Err(ProbeError::NoObject);
     }
     raise_memlock_limit();
-    let mut ebpf = Ebpf::load(OBJECT).map_err(ProbeError::Load)?;
+    let mut loader = EbpfLoader::new();
+    if let Some(bytes) = events_bytes {
+        loader.map_max_entries(names::EVENTS, bytes);
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(ProbeError::Load)?;
     let maps = Maps {
         events: take(&mut ebpf, names::EVENTS)?,
         traced: take(&mut ebpf, names::TRACED_PIDS)?,

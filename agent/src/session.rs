@@ -49,7 +49,7 @@ pub fn run<W: Write>(
     // The plan was checked when loaded; an unknown name cannot reach here.
     let selected = selected_probes(plan).unwrap_or_else(|_| ProbeKind::ALL.to_vec());
     let mut logs: Vec<(&str, String)> = Vec::new();
-    let (mut tracer, attach) = match probes::load() {
+    let (mut tracer, attach) = match probes::load_with(plan.events_bytes) {
         Ok(mut loaded) => {
             let attach = probes::attach_all(&mut loaded.ebpf, &selected);
             match probes::attach_fork_follower(&mut loaded.ebpf) {

@@ -26,6 +26,20 @@ pub struct RunPlan {
     /// Milliseconds to keep tracing the idle agent-less guest before the first
     /// workload (0 = none); not used by the default lab.
     pub settle_ms: u64,
+    /// Size of the `EVENTS` ring buffer in bytes, set when the probes are loaded (a power
+    /// of two, at least one page); `None` keeps [`crate::maps::EVENTS_BYTES`]. A small
+    /// ring makes overflows (counted as `ring_full`) easy to provoke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_bytes: Option<u32>,
+}
+
+/// Smallest `EVENTS` ring the agent accepts ([`RunPlan::events_bytes`]): one page.
+pub const MIN_EVENTS_BYTES: u32 = 4096;
+
+/// Whether `bytes` is a usable `EVENTS` ring size: a power of two of at least
+/// [`MIN_EVENTS_BYTES`] (the kernel wants a power-of-two multiple of the page size).
+pub fn valid_events_bytes(bytes: u32) -> bool {
+    bytes >= MIN_EVENTS_BYTES && bytes.is_power_of_two()
 }
 
 /// One program to run and trace.

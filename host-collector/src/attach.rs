@@ -50,7 +50,7 @@ pub fn default_plan(port: u32) -> RunPlan {
             origin: WorkloadOrigin::Builtin,
         })
         .collect();
-    RunPlan { vsock_port: port, probes: Vec::new(), workloads, settle_ms: 0 }
+    RunPlan { vsock_port: port, probes: Vec::new(), workloads, settle_ms: 0, events_bytes: None }
 }
 
 /// What the VM needs, as QEMU options and libvirt XML, for `endpoint`.

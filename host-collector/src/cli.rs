@@ -161,6 +161,10 @@ pub struct LabArgs {
     /// Extra boots for the boot-time experiment (wall clock versus kernel clock).
     #[arg(long, default_value_t = 5)]
     pub boots: u32,
+    /// Size of the probes' ring buffer in bytes (a power of two, at least 4096;
+    /// default 8 MiB). A small ring loses events, each counted as `ring_full`.
+    #[arg(long, value_name = "BYTES")]
+    pub ring_bytes: Option<u32>,
 }
 
 impl From<LabArgs> for LabOptions {
@@ -188,6 +192,7 @@ impl From<LabArgs> for LabOptions {
             boots: a.boots,
             qemu_extra: a.machine_profile.qemu_args(),
             cr3: !a.no_cr3,
+            events_bytes: a.ring_bytes,
             progress: |step| eprintln!("guestscope: {step}"),
         }
     }

@@ -47,6 +47,9 @@ pub enum InputError {
     /// The output directory cannot be written.
     #[error("output directory {0} is not writable: {1}")]
     OutDirNotWritable(PathBuf, String),
+    /// The ring-buffer size is unusable.
+    #[error("--ring-bytes {0}: the probes' ring buffer needs a power of two of at least 4096 bytes")]
+    BadRingSize(u32),
     /// A required program is missing.
     #[error("{0} not found: {1}")]
     ProgramMissing(String, String),
@@ -115,6 +118,11 @@ pub fn elf_interpreter(data: &[u8]) -> Result<Option<String>, String> {
         }
     }
     Ok(None)
+}
+
+/// Checks a ring-buffer size (`--ring-bytes`).
+pub fn check_events_bytes(bytes: u32) -> Result<(), InputError> {
+    if guestscope_common::plan::valid_events_bytes(bytes) { Ok(()) } else { Err(InputError::BadRingSize(bytes)) }
 }
 
 /// Checks that `port` on 127.0.0.1 is free.

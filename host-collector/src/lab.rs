@@ -72,6 +72,8 @@ pub struct LabOptions {
     pub qemu_extra: Vec<String>,
     /// Run the gdbstub CR3 experiment (two extra boots: PTI on and off).
     pub cr3: bool,
+    /// Size of the probes' ring buffer in bytes (None: the built-in size).
+    pub events_bytes: Option<u32>,
     /// Called with a short description as each step starts.
     pub progress: fn(&str),
 }
@@ -97,6 +99,7 @@ impl Default for LabOptions {
             boots: 0,
             qemu_extra: Vec::new(),
             cr3: false,
+            events_bytes: None,
             progress: |_| {},
         }
     }
@@ -168,6 +171,9 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
             return Err(InputError::UnknownProbe(p.clone(), known.join(", ")));
         }
     }
+    if let Some(bytes) = o.events_bytes {
+        inputs::check_events_bytes(bytes)?;
+    }
     if let Some(port) = o.gdb_port {
         inputs::check_port_free(port)?;
     }
@@ -205,7 +211,7 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             origin: WorkloadOrigin::User,
         });
     }
-    RunPlan { vsock_port: VSOCK_PORT, probes: v.probes.clone(), workloads, settle_ms: 0 }
+    RunPlan { vsock_port: VSOCK_PORT, probes: v.probes.clone(), workloads, settle_ms: 0, events_bytes: o.events_bytes }
 }
 
 /// A reader that waits through socket timeouts while `alive` says to go on.
@@ -501,6 +507,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         cpus: o.cpus,
         memory_mb: o.memory_mb,
         gdb_port: v.gdb_port,
+        events_ring_bytes: o.events_bytes.unwrap_or(guestscope_common::maps::EVENTS_BYTES),
         outcome: c.outcome.clone(),
     };
     let summary = finish(&o.out_dir, &mut c, run, boots, syscall_cr3_runs).map_err(|e| setup("writing outputs", &e))?;

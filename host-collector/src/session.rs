@@ -76,6 +76,8 @@ pub struct Session<W: Write> {
     pub records: u64,
     /// Events received.
     pub events_received: u64,
+    /// Events received per probe name (what the probes' `emitted` counters should match).
+    pub events_by_probe: BTreeMap<String, u64>,
     /// Events whose pid belongs to no workload and that arrived while none ran.
     pub events_unattributed: u64,
     /// Events whose stack record never arrived (symbolized as empty).
@@ -128,6 +130,7 @@ impl<W: Write> Session<W> {
             totals: None,
             records: 0,
             events_received: 0,
+            events_by_probe: BTreeMap::new(),
             events_unattributed: 0,
             events_stack_unknown: 0,
             agent_logs: Vec::new(),
@@ -240,6 +243,7 @@ impl<W: Write> Session<W> {
         self.events_received += 1;
         let probe = e.probe();
         let probe_name = probe.map(ProbeKind::name).unwrap_or("unknown");
+        *self.events_by_probe.entry(probe_name.to_string()).or_default() += 1;
         let idx = self.pid_workload.get(&e.pid).copied().or(self.active);
         if e.stack_id >= 0 && !self.stacks_raw.contains_key(&(e.stack_id as u32)) {
             self.events_stack_unknown += 1;

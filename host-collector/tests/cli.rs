@@ -128,3 +128,9 @@ fn qemu_binary_absent() {
     let f = fixture();
     assert_one_line_error(&lab(&f, &["--qemu", "/no/qemu-system-x86_64"]), "not found");
 }
+
+#[test]
+fn ring_size_not_a_power_of_two() {
+    let f = fixture();
+    assert_one_line_error(&lab(&f, &["--ring-bytes", "10000"]), "power of two");
+}

@@ -93,6 +93,16 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(md, "| stream records missing (sequence gaps) | {} in {} gaps |", st.seq.missing, st.seq.gaps);
     let _ = writeln!(md, "| duplicate records dropped | {} |", st.seq.duplicates);
     let _ = writeln!(md, "| events attributed to no workload | {} |", st.events_unattributed);
+    let counted: Vec<_> = s.probes.iter().filter(|p| p.counters.is_some_and(|c| c.matched > 0)).collect();
+    if !counted.is_empty() {
+        let ring = if r.events_ring_bytes > 0 { format!(" (ring buffer: {} KiB)", r.events_ring_bytes / 1024) } else { String::new() };
+        let _ = writeln!(md, "\nPer probe, every hit of a traced process is either received or counted as lost in the kernel{ring}:\n");
+        let _ = writeln!(md, "| probe | hits (matched) | received | lost (ring full) | unaccounted |\n|---|---:|---:|---:|---:|");
+        for p in counted {
+            let c = p.counters.unwrap_or_default();
+            let _ = writeln!(md, "| {} | {} | {} | {} | {} |", p.name, c.matched, p.received, c.ring_full, p.unaccounted.unwrap_or(0));
+        }
+    }
     if let Some(e) = &st.decode_error {
         let _ = writeln!(md, "\nThe stream ended with an error: `{e}`.");
     }

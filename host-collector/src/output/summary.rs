@@ -117,6 +117,8 @@ pub struct RunInfo {
     pub memory_mb: u32,
     /// gdbstub port on 127.0.0.1.
     pub gdb_port: Option<u16>,
+    /// Size of the probes' `EVENTS` ring buffer, bytes (0 when unknown).
+    pub events_ring_bytes: u32,
     /// How the run ended.
     pub outcome: Outcome,
 }
@@ -179,6 +181,11 @@ pub struct ProbeSummary {
     pub attach: ProbeAttach,
     /// Counters summed over CPUs (absent if the run did not finish).
     pub counters: Option<ProbeCounters>,
+    /// Events of this probe the collector received.
+    pub received: u64,
+    /// `matched - (received + ring_full)`: hits neither received nor counted as lost in
+    /// the kernel (0 when every hit is accounted for; absent without counters).
+    pub unaccounted: Option<i64>,
 }
 
 /// One stack and how often it was seen.
@@ -227,7 +234,17 @@ pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<Wo
     let probes = session
         .probes
         .iter()
-        .map(|a| ProbeSummary { name: a.probe.clone(), attach: a.clone(), counters: counters.get(&a.probe).copied() })
+        .map(|a| {
+            let c = counters.get(&a.probe).copied();
+            let received = session.events_by_probe.get(&a.probe).copied().unwrap_or(0);
+            ProbeSummary {
+                name: a.probe.clone(),
+                attach: a.clone(),
+                counters: c,
+                received,
+                unaccounted: c.map(|c| c.matched as i64 - (received + c.ring_full) as i64),
+            }
+        })
         .collect();
     let mut workloads = Vec::new();
     for i in 0..session.workloads.len() {

@@ -58,6 +58,7 @@ fn duplicates_are_dropped_and_gaps_counted() {
     s.apply(Record { seq: 0, body: Body::Events(vec![ev(ProbeKind::AllocFd, 1, -1, 0)]) }).unwrap();
     s.apply(Record { seq: 3, body: Body::Events(vec![ev(ProbeKind::AllocFd, 1, -1, 0)]) }).unwrap();
     assert_eq!(s.events_received, 1);
+    assert_eq!(s.events_by_probe["alloc_fd"], 1, "a duplicate's events are not counted");
     assert_eq!(s.seq.duplicates, 1);
     assert_eq!(s.seq.missing, 2);
 }
