@@ -85,7 +85,11 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
     let started = Instant::now();
     let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let deadline = started + o.timeout;
-    let mut alive = move || if Instant::now() > deadline { Err("attach timeout".to_string()) } else { Ok(()) };
+    let mut alive = move || match lab::Stop::interrupted() {
+        Some(stop) => Err(stop),
+        None if Instant::now() > deadline => Err(lab::Stop::new("attach timeout", format!("no complete stream within {:?}", o.timeout))),
+        None => Ok(()),
+    };
     let events = std::fs::File::create(o.out_dir.join("events.jsonl"))
         .map_err(|e| LabError::Setup(format!("creating events.jsonl: {e}")))?;
     let mut session: Session<Box<dyn io::Write + Send>> = Session::new(Box::new(io::BufWriter::new(events)));
@@ -93,7 +97,9 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
         Endpoint::Uds(path) => {
             let listener = PortListener::bind(path, o.port).map_err(|e| LabError::Setup(e.to_string()))?;
             eprintln!("guestscope: waiting for the agent on {}", listener.path().display());
-            let stream = listener.accept_within(o.timeout, &mut alive).map_err(|e| LabError::Setup(e.to_string()))?;
+            let stream = listener
+                .accept_within(o.timeout, || alive().map_err(|s| s.to_string()))
+                .map_err(|e| LabError::Setup(e.to_string()))?;
             let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
             lab::receive(stream, &mut session, &mut alive, started, false, &mut |_| {})
         }

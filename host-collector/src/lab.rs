@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -214,15 +215,66 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
     RunPlan { vsock_port: VSOCK_PORT, probes: v.probes.clone(), workloads, settle_ms: 0, events_bytes: o.events_bytes }
 }
 
-/// A reader that waits through socket timeouts while `alive` says to go on.
-struct PatientReader<'a, S> {
+/// Why a run stopped waiting for the guest before the stream ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stop {
+    /// The outcome's short description (`interrupted`, `QEMU exited`, ...).
+    pub how: String,
+    /// What exactly happened.
+    pub detail: String,
+}
+
+impl Stop {
+    /// A stop with outcome `how`.
+    pub fn new(how: impl Into<String>, detail: impl Into<String>) -> Stop {
+        Stop { how: how.into(), detail: detail.into() }
+    }
+
+    /// The stop for a received SIGINT/SIGTERM/SIGHUP, if one was received.
+    pub fn interrupted() -> Option<Stop> {
+        crate::interrupt::received().map(|s| Stop::new("interrupted", format!("{s} received; QEMU stopped, everything received so far written")))
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.how, self.detail)
+    }
+}
+
+/// Asked between reads whether to keep waiting for the guest.
+pub type Alive<'a> = dyn FnMut() -> Result<(), Stop> + 'a;
+
+/// How often `alive` is asked while data keeps arriving (a busy stream never times out).
+const ALIVE_EVERY: Duration = Duration::from_millis(250);
+
+/// A reader that waits through socket timeouts while `alive` says to go on, and asks
+/// it at least every [`ALIVE_EVERY`] while data flows.
+struct PatientReader<'a, 'b, S> {
     stream: S,
-    alive: &'a mut dyn FnMut() -> Result<(), String>,
+    alive: &'a mut Alive<'b>,
+    stopped: Option<Stop>,
+    last_check: Instant,
     bytes: u64,
 }
 
-impl<S: Read> Read for PatientReader<'_, S> {
+impl<S> PatientReader<'_, '_, S> {
+    fn check(&mut self) -> io::Result<()> {
+        self.last_check = Instant::now();
+        if let Err(stop) = (self.alive)() {
+            let e = io::Error::other(stop.to_string());
+            self.stopped = Some(stop);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl<S: Read> Read for PatientReader<'_, '_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.last_check.elapsed() >= ALIVE_EVERY {
+            self.check()?;
+        }
         loop {
             match self.stream.read(buf) {
                 Ok(n) => {
@@ -230,7 +282,7 @@ impl<S: Read> Read for PatientReader<'_, S> {
                     return Ok(n);
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    (self.alive)().map_err(io::Error::other)?;
+                    self.check()?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -258,13 +310,13 @@ pub struct Received {
 pub fn receive<S: Read>(
     stream: S,
     session: &mut Session<Box<dyn io::Write + Send>>,
-    alive: &mut dyn FnMut() -> Result<(), String>,
+    alive: &mut Alive<'_>,
     t0: Instant,
     stop_at_hello: bool,
     on_record: &mut dyn FnMut(&Session<Box<dyn io::Write + Send>>),
 ) -> Received {
     let mut r = Received { outcome: summary::Outcome::default(), bytes: 0, decode_error: None, hello_host_s: None };
-    let mut patient = PatientReader { stream, alive, bytes: 0 };
+    let mut patient = PatientReader { stream, alive, stopped: None, last_check: Instant::now(), bytes: 0 };
     let mut frames = FrameReader::new(&mut patient);
     loop {
         match frames.next_record() {
@@ -297,6 +349,13 @@ pub fn receive<S: Read>(
         }
     }
     r.bytes = frames.bytes_read();
+    drop(frames);
+    if let Some(stop) = patient.stopped {
+        // Not the stream's fault: the run was stopped while it waited.
+        r.outcome.how = stop.how;
+        r.outcome.detail = Some(stop.detail);
+        r.decode_error = None;
+    }
     r
 }
 
@@ -387,6 +446,9 @@ pub fn boot_and_collect(
     let launched = Instant::now();
     let mut child = qemu_cfg
         .command()
+        // Its own process group: a Ctrl-C reaches the collector only, which stops QEMU
+        // after taking what the guest sent.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(File::create(run_dir.path().join("qemu.stderr")).map_err(|e| setup("qemu stderr", &e))?)
@@ -407,19 +469,30 @@ pub fn boot_and_collect(
 
     let qemu_ref = &mut qemu;
     let serial_ref = serial_state.clone();
-    let mut alive = move || -> Result<(), String> {
-        if let Ok(Some(status)) = qemu_ref.try_wait() {
-            return Err(format!("QEMU exited ({status})"));
+    let mut alive = move || -> Result<(), Stop> {
+        if let Some(stop) = Stop::interrupted() {
+            return Err(stop);
         }
         if let Some(f) = serial_ref.lock().expect("serial").marks.fatal.clone() {
-            return Err(format!("guest kernel failed: {f}"));
+            return Err(Stop::new("guest kernel failed", f));
+        }
+        if let Ok(Some(status)) = qemu_ref.try_wait() {
+            return Err(Stop::new("QEMU exited", status.to_string()));
         }
         if Instant::now() > run_deadline {
-            return Err("run timeout".into());
+            return Err(Stop::new("run timeout", format!("the run took longer than {:?}", o.run_timeout)));
         }
         Ok(())
     };
-    match listener.accept_within(o.boot_timeout, &mut alive) {
+    let mut stopped = None;
+    let accepted = listener.accept_within(o.boot_timeout, || {
+        alive().map_err(|stop| {
+            let text = stop.to_string();
+            stopped = Some(stop);
+            text
+        })
+    });
+    match accepted {
         Ok(stream) => {
             let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
             let stop_at_hello = *mode == Mode::BootOnly;
@@ -439,10 +512,16 @@ pub fn boot_and_collect(
             decode_error = r.decode_error;
             hello_host_s = r.hello_host_s;
         }
-        Err(ListenError::Abandoned(why)) => {
-            outcome.how = "agent never connected".into();
-            outcome.detail = Some(why);
-        }
+        Err(ListenError::Abandoned(why)) => match stopped {
+            Some(stop) => {
+                outcome.how = stop.how;
+                outcome.detail = Some(format!("{} (before the agent connected)", stop.detail));
+            }
+            None => {
+                outcome.how = "agent never connected".into();
+                outcome.detail = Some(why);
+            }
+        },
         Err(e) => {
             outcome.how = "agent never connected".into();
             outcome.detail = Some(e.to_string());
@@ -452,7 +531,12 @@ pub fn boot_and_collect(
     let cr3 = cr3_thread.map(|t| t.join().unwrap_or_else(|_| Err("the CR3 experiment thread panicked".into())));
     // The guest powers itself off after the agent's final record.
     let grace = if outcome.complete && *mode != Mode::BootOnly { 30 } else { 0 };
-    let _ = qemu.wait_timeout(Duration::from_secs(grace));
+    let grace_end = Instant::now() + Duration::from_secs(grace);
+    while Instant::now() < grace_end && crate::interrupt::received().is_none() {
+        if let Ok(Some(_)) = qemu.wait_timeout(Duration::from_millis(100)) {
+            break;
+        }
+    }
     qemu.kill();
     let _ = reader.join();
     vhost_child.kill();
@@ -482,6 +566,9 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         let logs = o.out_dir.join("boots");
         std::fs::create_dir_all(&logs).map_err(|e| setup("creating boots/", &e))?;
         for i in 0..o.boots {
+            if crate::interrupt::received().is_some() {
+                break;
+            }
             (o.progress)(&format!("boot {}/{}", i + 1, o.boots));
             let c = boot_and_collect(o, &v, &boot_plan, Box::new(io::sink()), &logs.join(format!("serial-{}.log", i + 1)), &Mode::BootOnly)?;
             boots.push(experiments::boot::BootSample::from_run(i + 1, &c.marks, c.session.hello.as_ref(), c.hello_host_s, &c.outcome));
@@ -493,7 +580,15 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
     let plan = plan(o, &v);
     let mut c = boot_and_collect(o, &v, &plan, Box::new(BufWriter::new(events_file)), &o.out_dir.join("serial.log"), &Mode::Full)?;
-    let syscall_cr3_runs = if o.cr3 { cr3_boots(o, &v, &c.session) } else { Vec::new() };
+    let interrupted = || crate::interrupt::received().is_some();
+    let syscall_cr3_runs = if o.cr3 && !interrupted() { cr3_boots(o, &v, &c.session) } else { Vec::new() };
+    if c.outcome.how != "interrupted" {
+        if let Some(stop) = Stop::interrupted() {
+            // The traced run had ended; what came after it (the CR3 boots) was cut short.
+            let before = std::mem::replace(&mut c.outcome.how, stop.how);
+            c.outcome.detail = Some(format!("{} after the traced run had ended ({before})", stop.detail));
+        }
+    }
     (o.progress)("analyzing");
     let run = summary::RunInfo {
         started_unix_s,
@@ -594,6 +689,9 @@ fn cr3_boots<W: io::Write>(o: &LabOptions, v: &Validated, main: &Session<W>) -> 
     };
     let mut runs = Vec::new();
     for (label, cpu) in [("PTI on", Some("Haswell-noTSX")), ("PTI off", None)] {
+        if crate::interrupt::received().is_some() {
+            break;
+        }
         (o.progress)(&format!("CR3 at system-call entry: {label}"));
         let log = o.out_dir.join(format!("serial-cr3-{}.log", if cpu.is_some() { "pti" } else { "nopti" }));
         let mode = Mode::Cr3 { cpu_model: cpu.map(str::to_string), offsets: offsets.clone() };

@@ -13,6 +13,7 @@
 //! - [`lab`]: one run, end to end.
 //! - [`attach`]: collect from a VM started outside guestscope.
 //! - [`cli`]: the command line.
+//! - [`interrupt`]: Ctrl-C and SIGTERM stop a run cleanly.
 #![deny(missing_docs)]
 
 pub mod attach;
@@ -22,6 +23,7 @@ pub mod gdb;
 pub mod guest;
 pub mod image;
 pub mod inputs;
+pub mod interrupt;
 pub mod lab;
 pub mod output;
 pub mod qemu;

@@ -21,6 +21,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = guestscope::interrupt::install() {
+        eprintln!("guestscope: error: installing the Ctrl-C/SIGTERM handler: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Lab(args) => lab::run(&args.into()),
         Command::Attach(args) => match attach_command(args) {
@@ -44,18 +48,24 @@ fn main() -> ExitCode {
                 out.summary.run.accel,
                 out.out_dir.join("report.md").display()
             );
-            if o.complete {
+            let interrupted = guestscope::interrupt::received();
+            if o.complete && interrupted.is_none() {
                 ExitCode::SUCCESS
             } else {
                 eprintln!(
-                    "guestscope: run incomplete: {}{} (everything received was written)",
+                    "guestscope: run {}: {}{} (everything received was written)",
+                    if o.complete { "stopped" } else { "incomplete" },
                     o.how,
                     o.detail
                         .as_deref()
                         .map(|d| format!(": {d}"))
                         .unwrap_or_default()
                 );
-                ExitCode::FAILURE
+                match interrupted {
+                    // The shell's convention for a process stopped by a signal.
+                    Some(signal) => ExitCode::from(128 + signal as u8),
+                    None => ExitCode::FAILURE,
+                }
             }
         }
         Err(e) => {

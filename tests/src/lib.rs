@@ -70,6 +70,24 @@ pub fn workload_binary(name: &str) -> PathBuf {
     p
 }
 
+/// The `guestscope` binary: `GUESTSCOPE_BIN` (set by `cargo xtask test`), else the
+/// release build in the target directory.
+pub fn collector_binary() -> PathBuf {
+    let p = std::env::var_os("GUESTSCOPE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("release/guestscope"));
+    assert!(p.is_file(), "{} missing: build with `cargo xtask test`", p.display());
+    p
+}
+
+/// A fresh output directory for test `name`, under the target directory (kept after
+/// the test for inspection).
+pub fn test_out_dir(name: &str) -> PathBuf {
+    let dir = target_dir().join("guestscope/test-out").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// Boots the guest with `opts` (kernel, initrd and out dir filled in) and loads
 /// what it wrote.
 pub fn run_lab(test_name: &str, mut opts: LabOptions) -> RunOutput {

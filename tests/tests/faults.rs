@@ -2,10 +2,14 @@
 //! test provokes one and checks that every event is either received or counted as lost,
 //! and that the outputs say how the run ended.
 
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use guestscope::lab::LabOptions;
-use guestscope_tests::{run_lab, workload_binary};
+use guestscope_tests::{collector_binary, guest_artifacts, load, run_lab, target_dir, test_out_dir, workload_binary};
 
 /// One guest at a time: the faults depend on timing, and the host has few cores.
 static ONE_VM: Mutex<()> = Mutex::new(());
@@ -63,4 +67,104 @@ fn ring_buffer_overrun_is_counted_exactly() {
     assert!(coverage.contains("ring buffer: 16 KiB"), "{coverage}");
     let row = coverage.lines().find(|l| l.starts_with("| spin_lock |")).expect("a spin_lock row");
     assert!(row.ends_with("| 0 |"), "spin_lock row leaves hits unaccounted: {row}");
+}
+
+/// Starts `guestscope lab` (the real binary, in a process group of its own) on a
+/// workload that runs until stopped, and waits until events are on disk.
+fn start_long_run(name: &str) -> (std::process::Child, PathBuf) {
+    let (kernel, initrd) = guest_artifacts();
+    let dir = test_out_dir(name);
+    let workload = format!("{} --iterations 100000000", workload_binary("fopen").display());
+    let child = Command::new(collector_binary())
+        .arg("lab")
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .arg("--out")
+        .arg(&dir)
+        .args(["--no-builtin-workloads", "--boots", "0", "--no-cr3", "--probes", "alloc_fd,spin_lock"])
+        .args(["--workload", &workload])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(target_dir().join(format!("guestscope/test-out/{name}.stderr"))).unwrap())
+        .spawn()
+        .expect("guestscope lab");
+    let events = dir.join("events.jsonl");
+    let t = Instant::now();
+    while std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0) < 256 * 1024 {
+        assert!(t.elapsed() < Duration::from_secs(180), "no events written within 180 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, dir)
+}
+
+/// The processes whose parent is `pid`, with their names.
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for k in list.split_whitespace().filter_map(|k| k.parse::<u32>().ok()) {
+            let comm = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap_or_default();
+            kids.push((k, comm.trim().to_string()));
+        }
+    }
+    kids
+}
+
+/// Sends `signal` mid-run (to the process, or to its whole group as a terminal's Ctrl-C
+/// does) and checks: QEMU and the vsock device stopped, exit status 128 + signal, and
+/// every output complete and parseable with outcome `interrupted`.
+fn interrupt_mid_run(name: &str, signal: &str, number: i32, whole_group: bool) {
+    let _vm = one_vm();
+    let (mut child, dir) = start_long_run(name);
+    let kids = children_of(child.id());
+    assert!(kids.iter().any(|(_, c)| c.starts_with("qemu")), "no QEMU child: {kids:?}");
+    let target = if whole_group { format!("-{}", child.id()) } else { child.id().to_string() };
+    let sent = Instant::now();
+    assert!(Command::new("kill").args([&format!("-{signal}"), "--", &target]).status().unwrap().success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if sent.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("guestscope did not stop within 120 s of {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("{name}: stopped {:.1} s after {signal}", sent.elapsed().as_secs_f64());
+    assert_eq!(status.code(), Some(128 + number), "exit status after {signal}");
+    for (pid, comm) in &kids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{comm} ({pid}) outlived the collector");
+    }
+
+    let r = load(&dir);
+    let outcome = &r.summary["run"]["outcome"];
+    assert_eq!(outcome["how"], "interrupted", "{outcome}");
+    assert_eq!(outcome["complete"], false);
+    assert!(outcome["detail"].as_str().unwrap().contains(signal), "{outcome}");
+    let received = r.summary["stream"]["events_received"].as_u64().unwrap();
+    eprintln!("{name}: {received} events received, {} lines in events.jsonl", r.events.len());
+    assert!(received > 0);
+    assert_eq!(received, r.events.len() as u64, "events.jsonl holds every received event, whole lines only");
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert!(text.ends_with('\n'), "events.jsonl ends inside a line");
+    let w = r.workload("fopen");
+    assert!(w["status"].is_null(), "the workload was still running: {w}");
+    assert!(r.report.contains("Outcome: **interrupted**"), "report.md does not say how the run ended");
+    for leftover in std::fs::read_dir(&dir).unwrap().flatten() {
+        let n = leftover.file_name().to_string_lossy().into_owned();
+        assert!(!n.ends_with(".tmp"), "half-written file left behind: {n}");
+    }
+}
+
+#[test]
+fn sigterm_mid_run_stops_qemu_and_writes_complete_outputs() {
+    interrupt_mid_run("sigterm", "SIGTERM", 15, false);
+}
+
+#[test]
+fn ctrl_c_to_the_process_group_mid_run_stops_qemu_and_writes_complete_outputs() {
+    interrupt_mid_run("sigint-group", "SIGINT", 2, true);
 }

@@ -2,6 +2,7 @@
 //! `vhost-device-vsock`, a vhost-user backend QEMU connects to over a Unix socket.
 
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,8 @@ pub fn start(program: &Path, dir: &Path, cid: u32) -> Result<(ChildGuard, VsockB
         .arg(&control)
         .arg("--uds-path")
         .arg(&uds)
+        // Its own process group, like QEMU's: a Ctrl-C reaches the collector only.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
