@@ -1,9 +1,14 @@
 //! The framed record stream: numbers records and writes them, one frame each, to any
 //! [`Write`] (a vsock connection or a file).
 
-use std::io::Write;
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
 
-use guestscope_common::wire::{Body, EncodeError, Record, write_frame};
+use guestscope_common::wire::{Body, EncodeError, HEARTBEAT_MS, Record, write_frame};
+
+use crate::clock::monotonic_ns;
 
 /// A record could not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -21,12 +26,23 @@ pub struct Stream<W: Write> {
     out: W,
     seq: u64,
     bytes: u64,
+    last_sent: Instant,
 }
 
 impl<W: Write> Stream<W> {
     /// Starts a stream on `out`.
     pub fn new(out: W) -> Self {
-        Stream { out, seq: 0, bytes: 0 }
+        Stream { out, seq: 0, bytes: 0, last_sent: Instant::now() }
+    }
+
+    /// Sends a [`Body::Heartbeat`] if nothing was sent for [`HEARTBEAT_MS`]; returns
+    /// whether it did.
+    pub fn heartbeat_if_idle(&mut self) -> Result<bool, StreamError> {
+        if self.last_sent.elapsed() < Duration::from_millis(HEARTBEAT_MS) {
+            return Ok(false);
+        }
+        self.send(Body::Heartbeat { monotonic_ns: monotonic_ns() })?;
+        Ok(true)
     }
 
     /// Sends one record and flushes it; returns its sequence number.
@@ -38,6 +54,7 @@ impl<W: Write> Stream<W> {
         self.out.flush().map_err(|e| StreamError { seq, source: EncodeError::Io(e) })?;
         self.seq += 1;
         self.bytes += written as u64;
+        self.last_sent = Instant::now();
         Ok(seq)
     }
 
@@ -84,6 +101,22 @@ mod tests {
             assert_eq!(r.body, log(&i.to_string()));
         }
         assert!(matches!(reader.next_record(), Err(DecodeError::Eof)));
+    }
+
+    #[test]
+    fn a_heartbeat_goes_out_only_after_a_quiet_second() {
+        let mut stream = Stream::new(Vec::new());
+        stream.send(log("x")).unwrap();
+        assert!(!stream.heartbeat_if_idle().unwrap());
+        stream.last_sent -= Duration::from_millis(HEARTBEAT_MS);
+        assert!(stream.heartbeat_if_idle().unwrap());
+        assert!(!stream.heartbeat_if_idle().unwrap(), "the heartbeat itself resets the clock");
+        let buf = stream.into_inner();
+        let mut reader = FrameReader::new(buf.as_slice());
+        reader.next_record().unwrap();
+        let r = reader.next_record().unwrap();
+        assert_eq!(r.seq, 1);
+        assert!(matches!(r.body, Body::Heartbeat { monotonic_ns } if monotonic_ns > 0));
     }
 
     struct Broken;

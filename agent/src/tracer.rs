@@ -128,11 +128,14 @@ impl Tracer {
 
     /// Reads the records that are ready (up to a budget) and sends every batch that is
     /// full or old enough.
+    /// A quiet stream gets a heartbeat, so the collector can tell an idle workload from a
+    /// hung guest.
     pub fn pump<W: Write>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
         self.read(stream, PUMP_BUDGET)?;
         if self.batch.is_due(Instant::now()) {
             self.flush(stream)?;
         }
+        stream.heartbeat_if_idle()?;
         Ok(())
     }
 

@@ -12,6 +12,9 @@
 //! The payload is a [`Record`] encoded with bincode 2 (standard config). Every
 //! record carries a sequence number, starting at 0 and increasing by one, so the
 //! collector can detect a gap or a duplicate.
+//!
+//! Versions: 1, the first; 2 added [`Body::Heartbeat`] (a reader of version 1 would
+//! not know it, so the version says so).
 
 use std::io::{self, Read, Write};
 
@@ -22,7 +25,10 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
+/// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
+/// silent stream means a stuck guest, not an idle workload.
+pub const HEARTBEAT_MS: u64 = 1000;
 /// Size of the frame header in bytes.
 pub const HEADER_LEN: usize = 12;
 /// Largest payload accepted (a bigger length is treated as corruption).
@@ -79,6 +85,12 @@ pub enum Body {
     },
     /// Last record of a stream: per-probe totals.
     Finished(Totals),
+    /// Proof of life, sent after [`HEARTBEAT_MS`] without any other record (the
+    /// collector's watchdog takes a silent stream for a hung guest).
+    Heartbeat {
+        /// Guest CLOCK_MONOTONIC when it was sent, ns.
+        monotonic_ns: u64,
+    },
 }
 
 /// Agent identity and guest facts, sent first.

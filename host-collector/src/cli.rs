@@ -165,6 +165,11 @@ pub struct LabArgs {
     /// default 8 MiB). A small ring loses events, each counted as `ring_full`.
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,
+    /// Seconds the agent's stream may stay silent (it sends a heartbeat every second)
+    /// before the guest is taken for hung: QEMU is stopped and everything received is
+    /// written. 0 turns the watchdog off.
+    #[arg(long, value_name = "SECS", default_value_t = crate::lab::DEFAULT_WATCHDOG.as_secs())]
+    pub watchdog: u64,
 }
 
 impl From<LabArgs> for LabOptions {
@@ -193,6 +198,7 @@ impl From<LabArgs> for LabOptions {
             qemu_extra: a.machine_profile.qemu_args(),
             cr3: !a.no_cr3,
             events_bytes: a.ring_bytes,
+            watchdog: (a.watchdog > 0).then(|| Duration::from_secs(a.watchdog)),
             progress: |step| eprintln!("guestscope: {step}"),
         }
     }

@@ -33,6 +33,11 @@ use crate::stream::listener::{ListenError, PortListener};
 pub const GUEST_CID: u32 = 3;
 /// The vsock port the agent connects to.
 pub const VSOCK_PORT: u32 = 7171;
+/// Default [`LabOptions::watchdog`]: thirty missed heartbeats.
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(30);
+/// Console lines kept in the outcome of a run that ended early (the panic text, or the
+/// last lines before a hang).
+const CONSOLE_LINES: usize = 60;
 
 /// Options of one lab run (validated by [`run`]).
 #[derive(Clone, Debug)]
@@ -73,6 +78,9 @@ pub struct LabOptions {
     pub qemu_extra: Vec<String>,
     /// Run the gdbstub CR3 experiment (two extra boots: PTI on and off).
     pub cr3: bool,
+    /// Longest silence of the agent's stream once it is connected (it sends a heartbeat
+    /// every second) before the guest is taken for hung and stopped; `None`: no watchdog.
+    pub watchdog: Option<Duration>,
     /// Size of the probes' ring buffer in bytes (None: the built-in size).
     pub events_bytes: Option<u32>,
     /// Called with a short description as each step starts.
@@ -100,6 +108,7 @@ impl Default for LabOptions {
             boots: 0,
             qemu_extra: Vec::new(),
             cr3: false,
+            watchdog: Some(DEFAULT_WATCHDOG),
             events_bytes: None,
             progress: |_| {},
         }
@@ -466,21 +475,38 @@ pub fn boot_and_collect(
     let mut hello_host_s = None;
     let mut cr3_thread: Option<std::thread::JoinHandle<Result<Cr3Report, String>>> = None;
     let run_deadline = Instant::now() + o.run_timeout;
+    // When the agent's stream last made progress (None until it connects). The gdbstub
+    // experiment holds the guest at breakpoints, so it runs without the watchdog.
+    let last_progress: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
+    let watchdog = if matches!(mode, Mode::Cr3 { .. }) { None } else { o.watchdog };
 
     let qemu_ref = &mut qemu;
     let serial_ref = serial_state.clone();
+    let progress = &last_progress;
     let mut alive = move || -> Result<(), Stop> {
         if let Some(stop) = Stop::interrupted() {
             return Err(stop);
         }
         if let Some(f) = serial_ref.lock().expect("serial").marks.fatal.clone() {
-            return Err(Stop::new("guest kernel failed", f));
+            return Err(Stop::new(fatal_how(&f), f));
         }
         if let Ok(Some(status)) = qemu_ref.try_wait() {
             return Err(Stop::new("QEMU exited", status.to_string()));
         }
         if Instant::now() > run_deadline {
             return Err(Stop::new("run timeout", format!("the run took longer than {:?}", o.run_timeout)));
+        }
+        if let (Some(limit), Some(last)) = (watchdog, progress.get()) {
+            if last.elapsed() >= limit {
+                return Err(Stop::new(
+                    "guest hung",
+                    format!(
+                        "no record from the agent for {:.0} s (it sends a heartbeat every {} ms): the guest kernel or the agent is stuck",
+                        last.elapsed().as_secs_f64(),
+                        guestscope_common::wire::HEARTBEAT_MS
+                    ),
+                ));
+            }
         }
         Ok(())
     };
@@ -496,7 +522,9 @@ pub fn boot_and_collect(
         Ok(stream) => {
             let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
             let stop_at_hello = *mode == Mode::BootOnly;
+            last_progress.set(Some(Instant::now()));
             let r = receive(stream, &mut session, &mut alive, launched, stop_at_hello, &mut |session| {
+                last_progress.set(Some(Instant::now()));
                 if let (Mode::Cr3 { offsets, .. }, None, Some(port)) = (mode, &cr3_thread, v.gdb_port) {
                     if let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms) {
                         let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
@@ -541,14 +569,46 @@ pub fn boot_and_collect(
     let _ = reader.join();
     vhost_child.kill();
     let _ = session.flush();
-    let marks = serial_state.lock().expect("serial").marks.clone();
+    let serial = serial_state.lock().expect("serial");
+    let marks = serial.marks.clone();
     if let Some(f) = &marks.fatal {
-        if !outcome.complete {
-            outcome.how = "guest kernel failed".into();
+        if !outcome.complete && outcome.how != "interrupted" {
+            // QEMU exiting, or the stream ending, was the panic's consequence.
+            outcome.how = fatal_how(f).into();
             outcome.detail = Some(f.clone());
         }
     }
+    if !outcome.complete {
+        let lines: Vec<&str> = serial.lines.iter().map(|l| l.text.as_str()).collect();
+        outcome.console = console_excerpt(&lines, marks.fatal.as_deref());
+    }
+    drop(serial);
     Ok(Collected { session, marks, outcome, bytes, decode_error, qemu_command: qemu_cfg.display(), accel, hello_host_s, cr3 })
+}
+
+/// The outcome of a run the guest kernel ended with console line `fatal`.
+fn fatal_how(fatal: &str) -> &'static str {
+    if fatal.contains("Kernel panic") { "guest kernel panic" } else { "guest kernel failed" }
+}
+
+/// The console lines that say how a run ended: from a few lines before the fatal line
+/// through the panic's end marker (at most [`CONSOLE_LINES`]), or the last lines.
+pub fn console_excerpt(lines: &[&str], fatal: Option<&str>) -> Vec<String> {
+    let at = fatal.and_then(|f| lines.iter().position(|l| l.trim() == f));
+    let range = match at {
+        Some(i) => {
+            let start = i.saturating_sub(5);
+            let end = lines[i..]
+                .iter()
+                .position(|l| l.contains("---[ end "))
+                .map(|k| i + k + 1)
+                .unwrap_or(lines.len())
+                .min(start + CONSOLE_LINES);
+            start..end
+        }
+        None => lines.len().saturating_sub(CONSOLE_LINES)..lines.len(),
+    };
+    lines[range].iter().map(|l| l.to_string()).collect()
 }
 
 /// Runs the lab: the boot-time boots (if asked), then the full run. Input problems

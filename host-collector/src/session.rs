@@ -84,6 +84,8 @@ pub struct Session<W: Write> {
     pub events_stack_unknown: u64,
     /// Diagnostic messages from the agent: (level, message).
     pub agent_logs: Vec<(String, String)>,
+    /// Guest clock of the agent's last heartbeat, ns.
+    pub last_heartbeat_ns: Option<u64>,
     stacks_raw: HashMap<u32, Vec<u64>>,
     stacks_sym: HashMap<u32, Vec<String>>,
     pid_workload: HashMap<u32, usize>,
@@ -134,6 +136,7 @@ impl<W: Write> Session<W> {
             events_unattributed: 0,
             events_stack_unknown: 0,
             agent_logs: Vec::new(),
+            last_heartbeat_ns: None,
             stacks_raw: HashMap::new(),
             stacks_sym: HashMap::new(),
             pid_workload: HashMap::new(),
@@ -191,6 +194,7 @@ impl<W: Write> Session<W> {
                 }
             }
             Body::Log { level, message } => self.agent_logs.push((level, message)),
+            Body::Heartbeat { monotonic_ns } => self.last_heartbeat_ns = Some(monotonic_ns),
             Body::Finished(t) => {
                 self.totals = Some(t);
                 self.events_out.flush()?;

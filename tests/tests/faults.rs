@@ -168,3 +168,69 @@ fn sigterm_mid_run_stops_qemu_and_writes_complete_outputs() {
 fn ctrl_c_to_the_process_group_mid_run_stops_qemu_and_writes_complete_outputs() {
     interrupt_mid_run("sigint-group", "SIGINT", 2, true);
 }
+
+/// A workload crashes the guest kernel (`sysrq c`, as root): the collector sees the panic
+/// on the console, stops, and writes what it received, with the panic text.
+#[test]
+fn guest_kernel_panic_ends_the_run_with_the_panic_text() {
+    let _vm = one_vm();
+    let opts = LabOptions {
+        builtin_workloads: false,
+        workloads: vec![format!("{} panic --opens 100", workload_binary("fault").display())],
+        probes: vec!["alloc_fd".into()],
+        ..LabOptions::default()
+    };
+    let r = run_lab("panic", opts);
+    let s = &r.summary;
+    let outcome = &s["run"]["outcome"];
+    eprintln!("panic: outcome {outcome}, {} s", s["run"]["wall_s"]);
+    assert_eq!(outcome["how"], "guest kernel panic", "{outcome}");
+    assert_eq!(outcome["complete"], false);
+    let panic_line = "Kernel panic - not syncing: sysrq triggered crash";
+    assert!(outcome["detail"].as_str().unwrap().contains(panic_line), "{outcome}");
+    assert!(s["boot"]["fatal"].as_str().unwrap().contains(panic_line));
+    let console: Vec<&str> = outcome["console"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(console.iter().any(|l| l.contains(panic_line)), "{console:?}");
+    assert!(console.iter().any(|l| l.contains("sysrq")), "the lines before the panic: {console:?}");
+
+    // Everything received before the panic is in the outputs.
+    let received = s["stream"]["events_received"].as_u64().unwrap();
+    assert_eq!(received, r.events.len() as u64);
+    let opens = r.events_of("fault", "alloc_fd").count();
+    eprintln!("panic: {received} events received, {opens} alloc_fd events of the workload");
+    assert!(opens >= 100, "{opens} alloc_fd events: the 100 opens before the panic were not all kept");
+    assert!(r.workload("fault")["status"].is_null());
+    assert!(r.report.contains("## How the run ended") && r.report.contains(panic_line), "report.md lacks the panic");
+}
+
+/// A workload starves the guest's user space (a SCHED_FIFO spin with the real-time
+/// throttle off), so the agent's heartbeats stop: the watchdog takes the guest for hung,
+/// stops QEMU, and writes what was received.
+#[test]
+fn hung_guest_is_stopped_by_the_watchdog() {
+    let _vm = one_vm();
+    let watchdog = Duration::from_secs(10);
+    let opts = LabOptions {
+        builtin_workloads: false,
+        workloads: vec![format!("{} hang --opens 100 --seconds 600", workload_binary("fault").display())],
+        probes: vec!["alloc_fd".into()],
+        watchdog: Some(watchdog),
+        ..LabOptions::default()
+    };
+    let started = Instant::now();
+    let r = run_lab("hang", opts);
+    let took = started.elapsed();
+    let s = &r.summary;
+    let outcome = &s["run"]["outcome"];
+    eprintln!("hang: outcome {outcome}, stopped after {:.1} s", took.as_secs_f64());
+    assert_eq!(outcome["how"], "guest hung", "{outcome}");
+    assert_eq!(outcome["complete"], false);
+    assert!(outcome["detail"].as_str().unwrap().contains("no record from the agent"), "{outcome}");
+    assert!(took < Duration::from_secs(180), "the watchdog took {took:?}");
+    assert!(!outcome["console"].as_array().unwrap().is_empty(), "no console tail in the outcome");
+    let received = s["stream"]["events_received"].as_u64().unwrap();
+    assert_eq!(received, r.events.len() as u64);
+    let opens = r.events_of("fault", "alloc_fd").count();
+    assert!(opens >= 100, "{opens} alloc_fd events: the opens before the hang were not all kept");
+    assert!(r.report.contains("**guest hung**"), "report.md does not say how the run ended");
+}

@@ -37,7 +37,8 @@ fn sample_records() -> Vec<Record> {
             seq: 3,
             body: Body::Artifact { name: "kallsyms".into(), offset: 0, data: b"ffff t x\n".to_vec(), last: true },
         },
-        Record { seq: 4, body: Body::Finished(Totals::default()) },
+        Record { seq: 4, body: Body::Heartbeat { monotonic_ns: 123_456_789 } },
+        Record { seq: 5, body: Body::Finished(Totals::default()) },
     ]
 }
 

@@ -28,6 +28,22 @@ pub fn render(s: &Summary) -> String {
         r.outcome.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
     );
 
+    if !r.outcome.complete {
+        let _ = writeln!(md, "## How the run ended\n");
+        let _ = writeln!(
+            md,
+            "The run ended before the agent's final record: **{}**{}. Everything received until then is in this report and in `events.jsonl`.\n",
+            r.outcome.how,
+            r.outcome.detail.as_deref().map(|d| format!(": `{}`", d.replace('`', "'"))).unwrap_or_default()
+        );
+        if !r.outcome.console.is_empty() {
+            let _ = writeln!(md, "The guest console at the end (`serial.log` has all of it):\n\n```");
+            for l in &r.outcome.console {
+                let _ = writeln!(md, "{l}");
+            }
+            let _ = writeln!(md, "```\n");
+        }
+    }
     if !s.claims.is_empty() {
         let _ = writeln!(md, "## Claims check\n");
         let _ = writeln!(md, "Each conclusion of the seed lab, decided by this run's measurements.\n");

@@ -132,6 +132,10 @@ pub struct Outcome {
     pub how: String,
     /// Detail (error text, panic line).
     pub detail: Option<String>,
+    /// For a run that ended early, the guest console that says how: the panic text, or
+    /// the last lines before a hang.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub console: Vec<String>,
 }
 
 /// Stream accounting.
