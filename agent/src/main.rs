@@ -8,6 +8,7 @@
 //! - [`cli`]: command-line options.
 //! - [`plan`]: reading and checking the run plan.
 //! - [`transport`]: the stream's destination (vsock to the host, or a file).
+//! - [`packet_size`]: writes small enough that every vsock packet is one buffer.
 //! - [`stream`]: record framing and sequence numbers.
 //! - [`probes`]: loading the eBPF object, attaching its programs.
 //! - [`tracer`]: the pid filter and the ring-buffer → records pump.
@@ -27,6 +28,7 @@ pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod counters;
+pub mod packet_size;
 pub mod plan;
 pub mod probes;
 pub mod ringbuf;

@@ -61,7 +61,7 @@ pub fn open(output: Option<&Path>, port: u32) -> Result<Box<dyn Write>, Transpor
         None => {
             let stream = connect_vsock(HOST_CID, port, CONNECT_TIMEOUT)?;
             tracing::info!("connected to vsock CID {HOST_CID} port {port}");
-            Ok(Box::new(BufWriter::with_capacity(256 * 1024, stream)))
+            Ok(Box::new(BufWriter::with_capacity(256 * 1024, crate::packet_size::SmallWrites(stream))))
         }
     }
 }
