@@ -8,6 +8,7 @@
 //! - [`stream`]: the hybrid-vsock listener and sequence accounting.
 //! - [`guest`]: guest kernel knowledge (kallsyms).
 //! - [`experiments`]: the lab's questions, answered from the collected data.
+//! - [`timeline`]: guest-to-host clock mapping.
 //! - [`session`]: applies the stream's records; writes `events.jsonl`.
 //! - [`output`]: `summary.json` and `report.md`.
 //! - [`lab`]: one run, end to end.
@@ -29,3 +30,4 @@ pub mod output;
 pub mod qemu;
 pub mod session;
 pub mod stream;
+pub mod timeline;
