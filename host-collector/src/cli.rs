@@ -161,6 +161,11 @@ pub struct LabArgs {
     /// Extra boots for the boot-time experiment (wall clock versus kernel clock).
     #[arg(long, default_value_t = 5)]
     pub boots: u32,
+    /// Your own root file system (raw ext2/3/4 image, a disk image with an ext
+    /// partition, or qcow2): boots --kernel with it, the agent and workloads run
+    /// chrooted in it; the image is never written (QEMU snapshot=on).
+    #[arg(long, value_name = "IMAGE")]
+    pub rootfs: Option<PathBuf>,
     /// Size of the probes' ring buffer in bytes (a power of two, at least 4096;
     /// default 8 MiB). A small ring loses events, each counted as `ring_full`.
     #[arg(long, value_name = "BYTES")]
@@ -195,6 +200,7 @@ impl From<LabArgs> for LabOptions {
                 AccelArg::Tcg => Some(Accel::Tcg),
             },
             boots: a.boots,
+            rootfs: a.rootfs,
             qemu_extra: a.machine_profile.qemu_args(),
             cr3: !a.no_cr3,
             events_bytes: a.ring_bytes,

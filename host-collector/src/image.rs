@@ -55,6 +55,18 @@ pub fn write_layer<W: Write>(out: W, files: &[LayerFile<'_>]) -> io::Result<W> {
 /// Writes `dest` = `base` followed by a layer with the plan and user workloads
 /// (`(guest file name, host path)` pairs, placed in [`USER_WORKLOAD_DIR`]).
 pub fn build_run_initrd(base: &Path, plan: &RunPlan, user: &[(String, &Path)], dest: &Path) -> io::Result<()> {
+    build_run_initrd_with(base, plan, user, &[], dest)
+}
+
+/// [`build_run_initrd`] with `extra` files in the layer too (a root file system's
+/// modules and mount settings, [`crate::rootfs::Prepared::layer_files`]).
+pub fn build_run_initrd_with(
+    base: &Path,
+    plan: &RunPlan,
+    user: &[(String, &Path)],
+    extra: &[LayerFile<'_>],
+    dest: &Path,
+) -> io::Result<()> {
     let mut out = BufWriter::new(File::create(dest)?);
     io::copy(&mut File::open(base)?, &mut out)?;
     // newc archives are 4-byte aligned; concatenated archives must start aligned.
@@ -68,6 +80,7 @@ pub fn build_run_initrd(base: &Path, plan: &RunPlan, user: &[(String, &Path)], d
         .collect::<io::Result<_>>()?;
     let mut files = vec![LayerFile { guest_path: PLAN_PATH.to_string(), data: &plan_json, mode: 0o600 }];
     files.extend(blobs.iter().map(|(g, d)| LayerFile { guest_path: g.clone(), data: d, mode: 0o755 }));
+    files.extend(extra.iter().map(|f| LayerFile { guest_path: f.guest_path.clone(), data: f.data, mode: f.mode }));
     write_layer(&mut out, &files)?;
     out.flush()
 }

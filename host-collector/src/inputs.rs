@@ -53,6 +53,9 @@ pub enum InputError {
     /// A required program is missing.
     #[error("{0} not found: {1}")]
     ProgramMissing(String, String),
+    /// The `--rootfs` image cannot be used.
+    #[error("--rootfs: {0}")]
+    Rootfs(#[from] crate::rootfs::RootfsError),
 }
 
 /// Checks that `path` is an x86 bzImage.

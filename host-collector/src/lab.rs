@@ -83,6 +83,9 @@ pub struct LabOptions {
     pub watchdog: Option<Duration>,
     /// Size of the probes' ring buffer in bytes (None: the built-in size).
     pub events_bytes: Option<u32>,
+    /// The user's root file system image (`--rootfs`): the agent runs chrooted in it
+    /// (see [`crate::rootfs`]).
+    pub rootfs: Option<PathBuf>,
     /// Called with a short description as each step starts.
     pub progress: fn(&str),
 }
@@ -110,6 +113,7 @@ impl Default for LabOptions {
             cr3: false,
             watchdog: Some(DEFAULT_WATCHDOG),
             events_bytes: None,
+            rootfs: None,
             progress: |_| {},
         }
     }
@@ -160,6 +164,7 @@ pub struct Validated {
     gdb_port: Option<u16>,
     accel: accel::AccelChoice,
     append: String,
+    rootfs: Option<crate::rootfs::Prepared>,
 }
 
 fn validate(o: &LabOptions) -> Result<Validated, InputError> {
@@ -190,7 +195,16 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     let qemu = inputs::find_program(&o.qemu)?;
     let vhost = inputs::find_program(&o.vhost_device_vsock)?;
     inputs::check_out_dir(&o.out_dir)?;
+    let rootfs = match &o.rootfs {
+        Some(image) => {
+            let prepared = crate::rootfs::prepare(image, &o.kernel)?;
+            (o.progress)(&format!("root file system: {}", prepared.description));
+            Some(prepared)
+        }
+        None => None,
+    };
     Ok(Validated {
+        rootfs,
         user,
         probes: o.probes.clone(),
         qemu,
@@ -422,7 +436,8 @@ pub fn boot_and_collect(
     let run_dir = tempfile::Builder::new().prefix("guestscope-").tempdir().map_err(|e| setup("creating a run directory", &e))?;
     let user: Vec<(String, &Path)> = v.user.iter().map(|u| (u.name.clone(), u.path.as_path())).collect();
     let initrd = run_dir.path().join("initrd.cpio");
-    image::build_run_initrd(&o.initrd, plan, &user, &initrd).map_err(|e| setup("writing the run's initramfs", &e))?;
+    let rootfs_files = v.rootfs.as_ref().map(|r| r.layer_files()).unwrap_or_default();
+    image::build_run_initrd_with(&o.initrd, plan, &user, &rootfs_files, &initrd).map_err(|e| setup("writing the run's initramfs", &e))?;
 
     let (mut vhost_child, backend) =
         vhost::start(&v.vhost, run_dir.path(), GUEST_CID).map_err(|e| LabError::Setup(e.to_string()))?;
@@ -448,7 +463,7 @@ pub fn boot_and_collect(
         gdb_port: v.gdb_port,
         vsock: backend.clone(),
         cid: GUEST_CID,
-        extra: o.qemu_extra.clone(),
+        extra: o.qemu_extra.iter().cloned().chain(v.rootfs.iter().flat_map(|r| r.qemu_args())).collect(),
     };
     tracing::info!("starting QEMU ({}): {}", accel.as_str(), qemu_cfg.display());
     let serial_state = Arc::new(Mutex::new(SerialState::default()));

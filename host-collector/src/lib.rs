@@ -13,6 +13,7 @@
 //! - [`output`]: `summary.json` and `report.md`.
 //! - [`lab`]: one run, end to end.
 //! - [`attach`]: collect from a VM started outside guestscope.
+//! - [`rootfs`]: the user's own root file system image (`--rootfs`, `deploy`).
 //! - [`cli`]: the command line.
 //! - [`interrupt`]: Ctrl-C and SIGTERM stop a run cleanly.
 #![deny(missing_docs)]
@@ -28,6 +29,7 @@ pub mod interrupt;
 pub mod lab;
 pub mod output;
 pub mod qemu;
+pub mod rootfs;
 pub mod session;
 pub mod stream;
 pub mod timeline;

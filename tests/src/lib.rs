@@ -9,6 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod guests;
+
 use guestscope::lab::{self, LabOptions};
 use serde_json::Value;
 

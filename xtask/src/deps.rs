@@ -2,7 +2,8 @@
 //! the host. Idempotent, and quick when everything is present: a second run
 //! installs and downloads nothing.
 //!
-//! - Debian packages: `qemu-system-x86`, `busybox-static`, `kmod`, installed with
+//! - Debian packages: `qemu-system-x86`, `busybox-static`, `kmod`, `qemu-utils`,
+//!   `e2fsprogs`, installed with
 //!   `apt-get` when root; otherwise the exact command is printed and xtask fails.
 //! - rustup: the nightly toolchain with `rust-src` (the eBPF build), and the musl
 //!   target for the active toolchain (agent and workloads are static binaries).
@@ -48,6 +49,16 @@ const DEBIAN_PACKAGES: &[DebianPackage] = &[
     DebianPackage {
         name: "kmod",
         installed: || cmd::which("depmod").is_some(),
+    },
+    // qemu-img: reading (and deploying into) qcow2 root file systems.
+    DebianPackage {
+        name: "qemu-utils",
+        installed: || cmd::which("qemu-img").is_some(),
+    },
+    // debugfs: reading and writing ext4 images without mounting them.
+    DebianPackage {
+        name: "e2fsprogs",
+        installed: || cmd::which("debugfs").is_some(),
     },
 ];
 

@@ -27,6 +27,9 @@ pub struct Image {
     pub initrd: PathBuf,
     /// The kernel's release.
     pub release: String,
+    /// The kernel's unpacked `lib/modules/<release>` (for tests that build a root
+    /// file system for this kernel).
+    pub modules_dir: PathBuf,
     /// The host binary `guestscope`, if [`prepare`] was asked to build it.
     pub collector: Option<PathBuf>,
 }
@@ -73,6 +76,7 @@ pub fn prepare(
     Ok(Image {
         kernel: layout.kernel(),
         initrd: layout.initrd(),
+        modules_dir: kernel.modules_dir.clone(),
         release: kernel.release,
         collector,
     })

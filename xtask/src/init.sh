@@ -3,7 +3,8 @@
 # (xtask/src/initramfs.rs). It mounts the kernel file systems, loads the
 # modules listed in /etc/guestscope/modules.order (dependencies first), runs
 # the agent with the plan the collector appended as a second cpio layer, and
-# powers off; QEMU runs with -no-reboot, so that ends QEMU. There is no
+# powers off; QEMU runs with -no-reboot, so that ends QEMU. With a root file
+# system image (`guestscope lab --rootfs`), the agent runs chrooted in it. There is no
 # network, not even loopback: the agent talks to the host over virtio-vsock.
 
 # `--install` finds busybox through /proc/self/exe, so /proc comes first.
@@ -23,14 +24,50 @@ mnt tmpfs /tmp
 
 echo "guestscope-init: start"
 
+# One line saying what is missing, which the collector reports, then stop.
+fail() {
+    echo "guestscope-init: error: $*"
+    poweroff -f
+}
+
 modules="/lib/modules/$(uname -r)"
 while read -r module; do
     [ -n "$module" ] || continue
     insmod "$modules/$module" || echo "guestscope-init: cannot load module $module"
 done < /etc/guestscope/modules.order
+[ -d /sys/bus/virtio/drivers/vmw_vsock_virtio_transport ] ||
+    fail "kernel $(uname -r) has no virtio vsock transport (it needs CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_VSOCKETS, built in or as modules): the agent cannot reach the host"
 
-/bin/guestscope-agent --plan /etc/guestscope/plan.json
-echo "guestscope-init: agent exited with status $?"
+if [ -f /etc/guestscope/rootfs.env ]; then
+    # `guestscope lab --rootfs`: the user's root file system is the virtio disk
+    # (writes go to a QEMU snapshot that is discarded). Mount it, give it the
+    # kernel file systems and guestscope's files, run the agent chrooted in it.
+    . /etc/guestscope/rootfs.env
+    tries=0
+    while [ ! -b "$GS_ROOT" ] && [ $tries -lt 150 ]; do
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+    [ -b "$GS_ROOT" ] || fail "no root device $GS_ROOT after 15 s: kernel $(uname -r) found no virtio disk (it needs CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_BLK)"
+    mkdir -p /sysroot
+    mount "$GS_ROOT" /sysroot || fail "cannot mount $GS_ROOT (kernel $(uname -r) needs a driver for its file system, e.g. CONFIG_EXT4_FS)"
+    for d in proc sys dev tmp usr/lib/guestscope etc/guestscope; do
+        [ -d "/sysroot/$d" ] || mkdir -p "/sysroot/$d" || fail "cannot create /$d in the root file system"
+    done
+    mount -o rbind /proc /sysroot/proc
+    mount -o rbind /sys /sysroot/sys
+    mount -o rbind /dev /sysroot/dev
+    mount -t tmpfs tmpfs /sysroot/tmp
+    ln -f /bin/guestscope-agent /usr/lib/guestscope/guestscope-agent
+    mount -o bind /usr/lib/guestscope /sysroot/usr/lib/guestscope
+    mount -o bind /etc/guestscope /sysroot/etc/guestscope
+    echo "guestscope-init: root file system $GS_ROOT mounted on /sysroot"
+    chroot /sysroot /usr/lib/guestscope/guestscope-agent --plan /etc/guestscope/plan.json
+    echo "guestscope-init: agent exited with status $?"
+else
+    /bin/guestscope-agent --plan /etc/guestscope/plan.json
+    echo "guestscope-init: agent exited with status $?"
+fi
 
 poweroff -f
 # Only reached if poweroff failed.

@@ -48,16 +48,33 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
     let image = image::prepare(layout, steps, &options.overrides, true)?;
     let collector = image.collector.context("the collector was not built")?;
     steps.run("guestscope lab", || {
-        cmd::run(
-            cmd(&collector)
-                .arg("lab")
-                .arg("--kernel")
-                .arg(&image.kernel)
-                .arg("--initrd")
-                .arg(&image.initrd)
-                .arg("--out")
-                .arg(out)
-                .args(&options.args),
-        )
+        let mut lab = cmd(&collector);
+        lab.arg("lab");
+        // The built-in kernel and initramfs, unless the arguments bring their own
+        // (`--kernel` with `--rootfs`, for a user's guest).
+        for (option, path) in [("--kernel", &image.kernel), ("--initrd", &image.initrd)] {
+            if !gives(&options.args, option) {
+                lab.arg(option).arg(path);
+            }
+        }
+        cmd::run(lab.arg("--out").arg(out).args(&options.args))
     })
+}
+
+/// Whether `args` set `option` (`--option VALUE` or `--option=VALUE`).
+fn gives(args: &[String], option: &str) -> bool {
+    args.iter().any(|a| a == option || a.starts_with(&format!("{option}=")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_kernel_replaces_the_built_in_one() {
+        let args: Vec<String> = ["--rootfs", "d.img", "--kernel=/k"].iter().map(|s| s.to_string()).collect();
+        assert!(gives(&args, "--kernel"));
+        assert!(!gives(&args, "--initrd"));
+        assert!(!gives(&["--kernels".to_string()], "--kernel"));
+    }
 }

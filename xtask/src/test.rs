@@ -16,6 +16,8 @@ pub const KERNEL_ENV: &str = "GUESTSCOPE_KERNEL";
 pub const INITRD_ENV: &str = "GUESTSCOPE_INITRD";
 /// The `guestscope` binary the VM tests run.
 pub const BIN_ENV: &str = "GUESTSCOPE_BIN";
+/// The built-in kernel's `lib/modules/<release>` (root file system tests).
+pub const MODULES_ENV: &str = "GUESTSCOPE_KERNEL_MODULES";
 
 /// The eBPF crate only builds for the BPF target (the agent's build script
 /// builds it), so it is left out like in the workspace's `default-members`.
@@ -66,6 +68,7 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options) -> Result<()> {
                 .env(KERNEL_ENV, &image.kernel)
                 .env(INITRD_ENV, &image.initrd)
                 .env(BIN_ENV, &collector)
+                .env(MODULES_ENV, &image.modules_dir)
                 .current_dir(&layout.root),
         )
     })

@@ -114,8 +114,12 @@ pub fn printk_timestamp(line: &str) -> Option<f64> {
     rest[..end].trim().parse().ok()
 }
 
+/// Console prefix of the guest init's one-line error (what the kernel lacks), after
+/// which it powers the guest off.
+pub const INIT_ERROR: &str = "guestscope-init: error: ";
+
 fn is_fatal(text: &str) -> bool {
-    ["Kernel panic - not syncing", "BUG: soft lockup", "rcu_sched detected stalls", "Oops:"]
+    ["Kernel panic - not syncing", "BUG: soft lockup", "rcu_sched detected stalls", "Oops:", INIT_ERROR]
         .iter()
         .any(|p| text.contains(p))
 }
@@ -182,5 +186,8 @@ mod tests {
         let mut s = SerialState::default();
         s.feed(b"[    2.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n", 1.0);
         assert!(s.marks.fatal.as_deref().unwrap().contains("Unable to mount root fs"));
+        let mut s = SerialState::default();
+        s.feed(b"guestscope-init: error: no root device /dev/vda after 15 s\n", 1.0);
+        assert_eq!(s.marks.fatal.as_deref(), Some("guestscope-init: error: no root device /dev/vda after 15 s"));
     }
 }
