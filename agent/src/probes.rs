@@ -1,7 +1,9 @@
 //! Loading the embedded eBPF object and attaching its programs.
 //!
 //! Attaching never fails the run: every probe gets a [`ProbeAttach`] record saying how it
-//! was attached or why it was not. `_raw_spin_lock` is tried as fentry first (cheap BTF
+//! was attached or why it was not. Before attaching, the kernel function must be in
+//! `/proc/kallsyms` and the tracepoint in tracefs, so a kernel without them gets a
+//! plain reason. `_raw_spin_lock` is tried as fentry first (cheap BTF
 //! trampoline) and falls back to a kprobe; setting [`NO_FENTRY_ENV`]`=1` skips fentry
 //! (for kernels where it misbehaves, and to exercise the fallback).
 //!
@@ -59,6 +61,12 @@ pub enum ProbeError {
     /// The attach method was turned off by an environment variable.
     #[error("disabled by {0}=1")]
     Disabled(&'static str),
+    /// The kernel function is not in `/proc/kallsyms` (inlined, renamed or absent).
+    #[error("{0} is not in /proc/kallsyms (inlined, renamed or not built into this kernel)")]
+    NoSymbol(String),
+    /// The tracepoint is not in tracefs.
+    #[error("tracepoint {0} is not in this kernel (no {1})")]
+    NoTracepoint(String, String),
     /// Loading or attaching a program failed.
     #[error("{program}: {source}")]
     Program {
@@ -133,6 +141,7 @@ fn raise_memlock_limit() {
 /// Attaches the probes in `selected` and reports every probe kind, selected or not.
 pub fn attach_all(ebpf: &mut Ebpf, selected: &[ProbeKind]) -> Vec<ProbeAttach> {
     let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()));
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").ok();
     ProbeKind::ALL
         .into_iter()
         .map(|kind| {
@@ -145,7 +154,16 @@ pub fn attach_all(ebpf: &mut Ebpf, selected: &[ProbeKind]) -> Vec<ProbeAttach> {
                     attached: false,
                 };
             }
-            let record = attach_one(ebpf, kind, btf.as_ref());
+            let record = match precheck(kind, kallsyms.as_deref()) {
+                Ok(()) => attach_one(ebpf, kind, btf.as_ref()),
+                Err(e) => ProbeAttach {
+                    probe: kind.name().into(),
+                    target: target(kind).into(),
+                    method: String::new(),
+                    note: chain(&e),
+                    attached: false,
+                },
+            };
             if record.attached {
                 tracing::info!(probe = %record.probe, method = %record.method, target = %record.target, "attached");
             } else {
@@ -171,6 +189,32 @@ pub fn target(kind: ProbeKind) -> &'static str {
     }
 }
 
+/// Checks that the kernel has what `kind` attaches to, so a missing function or
+/// tracepoint gets a plain reason instead of a perf or verifier error.
+fn precheck(kind: ProbeKind, kallsyms: Option<&str>) -> Result<(), ProbeError> {
+    match kind {
+        ProbeKind::SpinLock | ProbeKind::AllocFd => match kallsyms {
+            Some(text) if !has_symbol(text, target(kind)) => Err(ProbeError::NoSymbol(target(kind).into())),
+            _ => Ok(()),
+        },
+        ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel => {
+            let (category, name) = target(kind).split_once(':').expect("category:name");
+            let roots = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"];
+            let Some(root) = roots.iter().find(|r| std::path::Path::new(r).is_dir()) else {
+                // No tracefs to look in: let the attach say what is wrong.
+                return Ok(());
+            };
+            let dir = format!("{root}/{category}/{name}");
+            if std::path::Path::new(&dir).is_dir() { Ok(()) } else { Err(ProbeError::NoTracepoint(target(kind).into(), dir)) }
+        }
+    }
+}
+
+/// Whether `/proc/kallsyms` text lists function `name` (in the kernel or a module).
+fn has_symbol(kallsyms: &str, name: &str) -> bool {
+    kallsyms.lines().any(|l| l.split_whitespace().nth(2) == Some(name))
+}
+
 fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) -> ProbeAttach {
     let mut record = ProbeAttach {
         probe: kind.name().into(),
@@ -186,6 +230,7 @@ fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) 
                     Err(ProbeError::Disabled(NO_FENTRY_ENV))
                 }
                 Ok(btf) => fentry(ebpf, "spin_lock_fentry", SPIN_LOCK_FN, btf),
+                Err(ProbeError::Btf(why)) => Err(ProbeError::Btf(why.clone())),
                 Err(e) => Err(ProbeError::Btf(e.to_string())),
             };
             match fentry_result {
@@ -326,6 +371,18 @@ mod tests {
         let text = chain(&e);
         assert!(text.starts_with("alloc_fd: "), "{text}");
         assert_eq!(text.matches("permission denied").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn missing_functions_are_found_in_kallsyms() {
+        let text = "ffffffff81000000 T _raw_spin_lock\nffffffffc0000000 t alloc_fd_helper\t[m]\n";
+        assert!(has_symbol(text, "_raw_spin_lock"));
+        assert!(!has_symbol(text, "alloc_fd"));
+        let e = precheck(ProbeKind::AllocFd, Some(text)).unwrap_err().to_string();
+        assert_eq!(e, "alloc_fd is not in /proc/kallsyms (inlined, renamed or not built into this kernel)");
+        assert!(precheck(ProbeKind::SpinLock, Some(text)).is_ok());
+        // Without kallsyms the attach itself decides.
+        assert!(precheck(ProbeKind::AllocFd, None).is_ok());
     }
 
     #[test]

@@ -22,6 +22,14 @@ mnt tracefs /sys/kernel/tracing
 mnt bpf /sys/fs/bpf
 mnt tmpfs /tmp
 
+# `guestscope.btf=off` on the kernel command line hides the kernel's BTF, as on a
+# kernel built without CONFIG_DEBUG_INFO_BTF (to exercise the fallbacks).
+case " $(cat /proc/cmdline) " in
+*" guestscope.btf=off "*)
+    mount -t tmpfs -o ro,size=4k btf-hidden /sys/kernel/btf &&
+        echo "guestscope-init: kernel BTF hidden (guestscope.btf=off)" ;;
+esac
+
 echo "guestscope-init: start"
 
 # One line saying what is missing, which the collector reports, then stop.
