@@ -733,10 +733,17 @@ pub fn finish(
         probes,
         workloads,
         experiments,
+        kernel: Default::default(),
+        skipped: Vec::new(),
         claims: Vec::new(),
         trace: None,
         agent_messages: session.agent_logs.iter().map(|(l, m)| format!("{l}: {m}")).collect(),
     };
+    let attach: Vec<_> = summary.probes.iter().map(|p| p.attach.clone()).collect();
+    let btf = session.artifacts.get("btf").is_some_and(|a| !a.data.is_empty());
+    summary.kernel = experiments::support::kernel_support(&attach, btf, session.kallsyms.as_ref());
+    let ran_workloads = summary.workloads.iter().any(|w| w.status.is_some());
+    summary.skipped = experiments::support::skipped(&attach, &summary.experiments, ran_workloads);
     summary.claims = experiments::claims::check(&summary);
     summary.trace = write_trace(dir, &summary, session, c.hello_host_s)?;
     write_outputs(dir, &summary, session)?;
@@ -747,6 +754,11 @@ pub fn finish(
 /// under the gdbstub experiment. Needs the guest's BTF from the main run.
 fn cr3_boots<W: io::Write>(o: &LabOptions, v: &Validated, main: &Session<W>) -> Vec<summary::Cr3Run> {
     let btf = main.artifacts.get("btf").map(|a| a.data.clone()).unwrap_or_default();
+    if btf.is_empty() {
+        return vec![summary::Cr3Run::skipped(
+            "the guest kernel offers no BTF (/sys/kernel/btf/vmlinux): no task_struct layout to read the pid with",
+        )];
+    }
     let offsets = match crate::guest::btf::task_offsets(&btf) {
         Ok(off) => off,
         Err(e) => {

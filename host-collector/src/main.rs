@@ -49,7 +49,13 @@ fn main() -> ExitCode {
                 out.out_dir.join("report.md").display()
             );
             let interrupted = guestscope::interrupt::received();
-            if o.complete && interrupted.is_none() {
+            let skipped = &out.summary.skipped;
+            if o.complete && interrupted.is_none() && guestscope::experiments::support::ran(skipped) == 0 {
+                // Collected, but this kernel (or these options) let no experiment run.
+                let why: Vec<String> = skipped.iter().map(|x| format!("{}: {}", x.experiment, x.reason)).collect();
+                eprintln!("guestscope: error: no experiment could run ({})", why.join("; "));
+                ExitCode::FAILURE
+            } else if o.complete && interrupted.is_none() {
                 ExitCode::SUCCESS
             } else {
                 eprintln!(

@@ -5,7 +5,9 @@
 //! built-in kernel's modules xz-compressed, and is given as qcow2: the collector
 //! must find the modules through the qcow2, decompress and load them, mount the
 //! disk, and run the agent and workloads chrooted in it — and leave the image
-//! file exactly as it was.
+//! file exactly as it was. The kernel's BTF is hidden (`guestscope.btf=off`), as on a
+//! kernel built without it: the spin-lock probe must fall back to a kprobe and the
+//! CR3 experiment must be skipped with its reason, and the run still succeed.
 
 use std::process::Command;
 
@@ -28,6 +30,8 @@ fn lab_runs_the_workloads_inside_a_qcow2_root_file_system() {
         rootfs: Some(image.clone()),
         out_dir: out.clone(),
         builtin_workloads: false,
+        append: "guestscope.btf=off".into(),
+        cr3: true,
         workloads: vec![format!("{} --iterations 50", guestscope_tests::workload_binary("fopen").display())],
         ..LabOptions::default()
     };
@@ -42,6 +46,21 @@ fn lab_runs_the_workloads_inside_a_qcow2_root_file_system() {
     let alloc: Vec<_> = r.events_of("fopen", "alloc_fd").collect();
     assert_eq!(alloc.len(), 50, "one alloc_fd per fopen iteration");
     assert!(alloc.iter().all(|e| stack_has(e, "alloc_fd")));
+
+    // No BTF: kprobe instead of fentry, the CR3 experiment skipped with its reason.
+    assert!(serial.contains("guestscope-init: kernel BTF hidden"), "{serial}");
+    let s = &r.summary;
+    let spin = s["probes"].as_array().unwrap().iter().find(|p| p["name"] == "spin_lock").unwrap();
+    assert_eq!(spin["attach"]["method"], "kprobe", "{spin}");
+    assert!(spin["attach"]["note"].as_str().unwrap().contains("BTF"), "{spin}");
+    assert!(r.events_of("fopen", "spin_lock").count() > 0);
+    assert_eq!(s["kernel"]["btf"], false);
+    assert_eq!(s["kernel"]["fentry"], false);
+    let skipped = s["skipped"].as_array().unwrap();
+    let cr3 = skipped.iter().find(|x| x["experiment"].as_str().unwrap().starts_with("CR3")).expect("CR3 skipped");
+    assert!(cr3["reason"].as_str().unwrap().contains("BTF"), "{cr3}");
+    assert!(!skipped.iter().any(|x| x["experiment"].as_str().unwrap().starts_with("spin_lock")), "{skipped:?}");
+    assert!(r.report.contains("### Skipped") && r.report.contains("| BTF (`/sys/kernel/btf/vmlinux`) | no |"), "{}", r.report);
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! - [`pci`]: the guest's PCI devices, named from pci.ids, with their dmesg lines (seed §3.5).
 //! - [`random`]: /dev/random versus /dev/urandom, and when the CRNG became ready (seed §7).
 //! - [`faults`]: page faults of the malloc workload and their path (seed §5.3).
+//! - [`support`]: what the guest kernel offered, and the experiments it could not run.
 
 pub mod boot;
 pub mod claims;
@@ -15,4 +16,5 @@ pub mod faults;
 pub mod pci;
 pub mod random;
 pub mod spinlock;
+pub mod support;
 pub mod syscall_cr3;

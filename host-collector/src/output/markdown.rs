@@ -53,6 +53,7 @@ pub fn render(s: &Summary) -> String {
         }
         let _ = writeln!(md);
     }
+    render_support(&mut md, s);
     render_experiments(&mut md, s);
     let _ = writeln!(md, "\n## The traced run: boot\n");
     let b = &s.boot;
@@ -391,5 +392,36 @@ fn render_cr3(md: &mut String, runs: &[crate::output::summary::Cr3Run]) {
              installs page tables that map the kernel.",
             c.current_error_before.as_deref().map(|e| format!(" (`{e}`)")).unwrap_or_default()
         );
+    }
+}
+
+/// What the guest kernel offered, and the experiments that did not run.
+fn render_support(md: &mut String, s: &Summary) {
+    let k = &s.kernel;
+    let yes_no = |v: Option<bool>| match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "not tried",
+    };
+    let _ = writeln!(md, "## Guest kernel support
+");
+    let _ = writeln!(md, "| feature | available |\n|---|---|");
+    let _ = writeln!(md, "| BTF (`/sys/kernel/btf/vmlinux`) | {} |", if k.btf { "yes" } else { "no" });
+    let _ = writeln!(md, "| fentry (spin_lock probe) | {} |", yes_no(k.fentry));
+    let _ = writeln!(md, "| kprobes | {} |", yes_no(k.kprobes));
+    let _ = writeln!(md, "| tracepoints (exceptions:page_fault_*) | {} |", yes_no(k.tracepoints));
+    for c in &k.symbols {
+        let _ = writeln!(md, "| symbol `{}` ({}) | {} |", c.symbol, c.needed_by, yes_no(c.present));
+    }
+    let _ = writeln!(md, "\nProbes: {}.\n", k.probes.join("; ").replace('|', "\\|"));
+    if s.skipped.is_empty() {
+        let _ = writeln!(md, "Every experiment ran.\n");
+    } else {
+        let _ = writeln!(md, "### Skipped\n");
+        let _ = writeln!(md, "| experiment | why |\n|---|---|");
+        for x in &s.skipped {
+            let _ = writeln!(md, "| {} | {} |", x.experiment, x.reason.replace('|', "\\|"));
+        }
+        let _ = writeln!(md);
     }
 }

@@ -30,6 +30,10 @@ pub struct Summary {
     pub workloads: Vec<WorkloadSummary>,
     /// The lab's experiments.
     pub experiments: Experiments,
+    /// What the guest kernel offered (BTF, fentry, kprobes, tracepoints, symbols).
+    pub kernel: crate::experiments::support::KernelSupport,
+    /// Experiments that did not run, and why.
+    pub skipped: Vec<crate::experiments::support::Skipped>,
     /// The Perfetto trace, if written.
     pub trace: Option<TraceInfo>,
     /// The lab's claims, checked against this run.
