@@ -14,14 +14,14 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Read, Write},
+    io::{self, Read},
     os::unix::fs::OpenOptionsExt,
     path::Path,
 };
 
 use guestscope_common::wire::Body;
 
-use crate::stream::{Stream, StreamError};
+use crate::stream::{Sink, Stream, StreamError};
 
 /// Largest `Artifact` chunk.
 pub const CHUNK: usize = 1024 * 1024;
@@ -58,7 +58,7 @@ pub fn chunk_bodies(name: &str, data: &[u8], chunk: usize) -> Vec<Body> {
 }
 
 /// Sends `data` as artifact `name`.
-pub fn send_bytes<W: Write>(
+pub fn send_bytes<W: Sink>(
     stream: &mut Stream<W>,
     name: &str,
     data: &[u8],
@@ -70,7 +70,7 @@ pub fn send_bytes<W: Write>(
 }
 
 /// Sends `result` as artifact `name`, or a warning saying why it is missing.
-pub fn send_result<W: Write>(
+pub fn send_result<W: Sink>(
     stream: &mut Stream<W>,
     name: &str,
     result: io::Result<Vec<u8>>,
@@ -89,7 +89,7 @@ pub fn send_result<W: Write>(
 }
 
 /// Sends the file at `path` as artifact `name`.
-pub fn send_file<W: Write>(
+pub fn send_file<W: Sink>(
     stream: &mut Stream<W>,
     name: &str,
     path: &str,
@@ -99,7 +99,7 @@ pub fn send_file<W: Write>(
 }
 
 /// Sends the artifacts captured at the end of a run: `dmesg`, the [`END_FILES`], `pci`.
-pub fn send_end_artifacts<W: Write>(stream: &mut Stream<W>) -> Result<(), StreamError> {
+pub fn send_end_artifacts<W: Sink>(stream: &mut Stream<W>) -> Result<(), StreamError> {
     send_result(stream, "dmesg", dmesg())?;
     for (name, path) in END_FILES {
         send_file(stream, name, path)?;

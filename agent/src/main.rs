@@ -9,6 +9,7 @@
 //! - [`plan`]: reading and checking the run plan.
 //! - [`transport`]: the stream's destination (vsock to the host, or a file).
 //! - [`packet_size`]: writes small enough that every vsock packet is one buffer.
+//! - [`link`]: the connection to the host that survives drops: spool, acks, resends.
 //! - [`stream`]: record framing and sequence numbers.
 //! - [`probes`]: loading the eBPF object, attaching its programs.
 //! - [`tracer`]: the pid filter and the ring-buffer → records pump.
@@ -28,6 +29,7 @@ pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod counters;
+pub mod link;
 pub mod packet_size;
 pub mod plan;
 pub mod probes;
@@ -40,13 +42,25 @@ pub mod tracer;
 pub mod transport;
 pub mod workloads;
 
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use guestscope_common::plan::HOST_CID;
 use tracing_subscriber::EnvFilter;
 
-use crate::{cli::Args, stream::Stream};
+use crate::{
+    cli::Args,
+    link::{Link, LinkConfig, VsockConnector},
+    stream::Stream,
+};
+
+/// A connection whose oldest unacknowledged record waits this long is taken for dead.
+/// The collector acknowledges at least every 100 ms while records wait, so this is a
+/// dead connection (vhost-device-vsock does not always pass the host's close on).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait, after the final record, for the host to acknowledge everything.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     init_logging();
@@ -68,11 +82,43 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let agent_start_ns = clock::monotonic_ns();
     let plan = plan::load(&args.plan)?;
     tracing::info!(workloads = plan.workloads.len(), "plan loaded from {}", args.plan.display());
-    let out = transport::open(args.output.as_deref(), plan.vsock_port)?;
-    let mut stream = Stream::new(out);
-    let summary = session::run(&plan, &mut stream, agent_start_ns)?;
-    let bytes = stream.bytes();
-    stream.into_inner().flush().context("flushing the stream")?;
+    let (summary, bytes) = match &args.output {
+        Some(path) => {
+            let mut stream = Stream::new(transport::create_file(path)?);
+            let summary = session::run(&plan, &mut stream, agent_start_ns)?;
+            let bytes = stream.bytes();
+            stream.into_inner().flush().context("flushing the stream")?;
+            (summary, bytes)
+        }
+        None => {
+            let port = plan.vsock_port;
+            let conn = transport::connect_vsock(HOST_CID, port, transport::CONNECT_TIMEOUT)?;
+            tracing::info!("connected to vsock CID {HOST_CID} port {port}");
+            let config = LinkConfig {
+                agent_pid: std::process::id(),
+                agent_start_ns,
+                spool_bytes: plan.spool_bytes.unwrap_or(link::DEFAULT_SPOOL_BYTES),
+                ack_timeout: ACK_TIMEOUT,
+            };
+            let conn = packet_size::SmallWrites(conn);
+            let link = Link::new(VsockConnector { cid: HOST_CID, port }, conn, config)
+                .context("setting up the connection to the host")?;
+            let mut stream = Stream::new(link);
+            let summary = session::run(&plan, &mut stream, agent_start_ns)?;
+            let bytes = stream.bytes();
+            let mut link = stream.into_inner();
+            link.finish(FINISH_TIMEOUT)?;
+            let s = link.stats();
+            tracing::info!(
+                reconnects = s.reconnects,
+                resent = s.records_resent,
+                spool_dropped = s.spool_dropped_records,
+                spool_peak_bytes = s.spool_peak_bytes,
+                "every record acknowledged by the host"
+            );
+            (summary, bytes)
+        }
+    };
     tracing::info!(
         probes_attached = summary.attached,
         workloads = summary.workloads,

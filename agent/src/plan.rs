@@ -120,6 +120,7 @@ mod tests {
                 .collect(),
             settle_ms: 0,
             events_bytes: None,
+            spool_bytes: None,
         }
     }
 

@@ -5,7 +5,6 @@
 
 use std::{
     fs,
-    io::Write,
     time::{Duration, Instant},
 };
 
@@ -20,7 +19,7 @@ use crate::{
     clock::monotonic_ns,
     plan::selected_probes,
     probes,
-    stream::{Stream, StreamError},
+    stream::{Sink, Stream, StreamError},
     tracer::Tracer,
     workloads,
 };
@@ -41,7 +40,7 @@ pub struct Summary {
 }
 
 /// Runs `plan`, writing every record to `stream`. Only a broken stream is an error.
-pub fn run<W: Write>(
+pub fn run<W: Sink>(
     plan: &RunPlan,
     stream: &mut Stream<W>,
     agent_start_ns: u64,
@@ -138,7 +137,7 @@ fn hello(agent_start_ns: u64) -> Hello {
 }
 
 /// Keeps pumping events for `duration` before the first workload.
-fn settle<W: Write>(
+fn settle<W: Sink>(
     tracer: &mut Tracer,
     stream: &mut Stream<W>,
     duration: Duration,

@@ -6,7 +6,7 @@
 //! stacks never share an id, and an id, once given, names the same stack for the whole
 //! stream.
 
-use std::{collections::HashMap, io::Write};
+use std::collections::HashMap;
 
 use guestscope_common::{
     RawEvent,
@@ -14,7 +14,7 @@ use guestscope_common::{
     wire::Body,
 };
 
-use crate::stream::{Stream, StreamError};
+use crate::stream::{Sink, Stream, StreamError};
 
 /// Most distinct stacks one run may hold (a run of the built-in lab has about 500);
 /// bounds the agent's memory at a few tens of MiB in the worst case.
@@ -125,7 +125,7 @@ pub struct BatchSent {
 /// Every event read is resolved against `table` just before it joins the batch, so the
 /// new stacks of a batch are exactly the table's unsent ones: each goes out before the
 /// first `Events` record that uses it.
-pub fn send_batch<W: Write>(
+pub fn send_batch<W: Sink>(
     events: Vec<RawEvent>,
     table: &mut StackTable,
     stream: &mut Stream<W>,

@@ -1,14 +1,38 @@
-//! The framed record stream: numbers records and writes them, one frame each, to any
-//! [`Write`] (a vsock connection or a file).
+//! The framed record stream: numbers records and hands them, one frame each, to a
+//! [`Sink`]: the link to the host ([`crate::link::Link`]), or any [`Write`] (a file).
 
 use std::{
-    io::Write,
+    io::{self, Write},
     time::{Duration, Instant},
 };
 
-use guestscope_common::wire::{Body, EncodeError, HEARTBEAT_MS, Record, write_frame};
+use guestscope_common::{
+    ProbeKind,
+    wire::{Body, EncodeError, HEARTBEAT_MS, Record, Totals, encode_frame},
+};
 
 use crate::clock::monotonic_ns;
+
+/// Where frames go.
+pub trait Sink {
+    /// Takes the frame of record `seq`, which carries `events` events per probe id (all
+    /// zero for a record that is not `Events`).
+    fn send_frame(&mut self, seq: u64, frame: Vec<u8>, events: &[u64; ProbeKind::COUNT]) -> io::Result<()>;
+
+    /// Lets the sink do its background work (read acknowledgements, reconnect).
+    fn service(&mut self) {}
+
+    /// Adds the sink's own counters (the link's) to the run's totals.
+    fn fill_totals(&self, _totals: &mut Totals) {}
+}
+
+/// A plain writer: each frame is written whole and flushed.
+impl<W: Write> Sink for W {
+    fn send_frame(&mut self, _seq: u64, frame: Vec<u8>, _events: &[u64; ProbeKind::COUNT]) -> io::Result<()> {
+        self.write_all(&frame)?;
+        self.flush()
+    }
+}
 
 /// A record could not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -22,14 +46,14 @@ pub struct StreamError {
 }
 
 /// Writes records with consecutive sequence numbers starting at 0.
-pub struct Stream<W: Write> {
+pub struct Stream<W> {
     out: W,
     seq: u64,
     bytes: u64,
     last_sent: Instant,
 }
 
-impl<W: Write> Stream<W> {
+impl<W: Sink> Stream<W> {
     /// Starts a stream on `out`.
     pub fn new(out: W) -> Self {
         Stream { out, seq: 0, bytes: 0, last_sent: Instant::now() }
@@ -45,13 +69,27 @@ impl<W: Write> Stream<W> {
         Ok(true)
     }
 
-    /// Sends one record and flushes it; returns its sequence number.
-    pub fn send(&mut self, body: Body) -> Result<u64, StreamError> {
+    /// Sends one record; returns its sequence number. A `Finished` record gets the
+    /// sink's counters (the link's reconnections and spool) added to its totals.
+    pub fn send(&mut self, mut body: Body) -> Result<u64, StreamError> {
         let seq = self.seq;
-        let record = Record { seq, body };
-        let written =
-            write_frame(&mut self.out, &record).map_err(|source| StreamError { seq, source })?;
-        self.out.flush().map_err(|e| StreamError { seq, source: EncodeError::Io(e) })?;
+        let mut events = [0u64; ProbeKind::COUNT];
+        match &mut body {
+            Body::Events(batch) => {
+                for e in batch.iter() {
+                    if let Some(n) = events.get_mut(e.kind as usize) {
+                        *n += 1;
+                    }
+                }
+            }
+            Body::Finished(totals) => self.out.fill_totals(totals),
+            _ => {}
+        }
+        let frame = encode_frame(&Record { seq, body }).map_err(|source| StreamError { seq, source })?;
+        let written = frame.len();
+        self.out
+            .send_frame(seq, frame, &events)
+            .map_err(|e| StreamError { seq, source: EncodeError::Io(e) })?;
         self.seq += 1;
         self.bytes += written as u64;
         self.last_sent = Instant::now();
@@ -68,7 +106,12 @@ impl<W: Write> Stream<W> {
         self.bytes
     }
 
-    /// The underlying writer.
+    /// Lets the sink do its background work (see [`Sink::service`]).
+    pub fn service(&mut self) {
+        self.out.service();
+    }
+
+    /// The underlying sink.
     pub fn into_inner(self) -> W {
         self.out
     }

@@ -5,7 +5,6 @@
 //! does nothing, so workloads still run and the stream still completes.
 
 use std::{
-    io::Write,
     os::fd::BorrowedFd,
     time::{Duration, Instant},
 };
@@ -22,7 +21,7 @@ use crate::{
     probes::Loaded,
     ringbuf::{EventReader, Read},
     stacks::{NoStack, StackTable, send_batch},
-    stream::{Stream, StreamError},
+    stream::{Sink, Stream, StreamError},
 };
 
 /// Most ring-buffer records read in one [`Tracer::pump`] call, so a flood of events
@@ -130,23 +129,24 @@ impl Tracer {
     /// full or old enough.
     /// A quiet stream gets a heartbeat, so the collector can tell an idle workload from a
     /// hung guest.
-    pub fn pump<W: Write>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
+    pub fn pump<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
         self.read(stream, PUMP_BUDGET)?;
         if self.batch.is_due(Instant::now()) {
             self.flush(stream)?;
         }
         stream.heartbeat_if_idle()?;
+        stream.service();
         Ok(())
     }
 
     /// Reads the ring buffer until it is empty and sends everything.
-    pub fn drain<W: Write>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
+    pub fn drain<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
         while self.read(stream, PUMP_BUDGET)? == PUMP_BUDGET {}
         self.flush(stream)
     }
 
     /// Reads up to `budget` records; returns how many were read.
-    fn read<W: Write>(
+    fn read<W: Sink>(
         &mut self,
         stream: &mut Stream<W>,
         budget: usize,
@@ -183,7 +183,7 @@ impl Tracer {
     }
 
     /// Sends the waiting batch, preceded by the stacks it introduces.
-    fn flush<W: Write>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
+    fn flush<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
         let events = self.batch.take();
         let sent = send_batch(events, &mut self.stacks, stream)?;
         self.totals.events_sent += sent.events;

@@ -1,14 +1,14 @@
-//! Where the stream goes: a vsock connection to the host, or a file.
+//! Where the stream goes: the first vsock connection to the host (the [`crate::link`]
+//! makes the later ones), or a file.
 
 use std::{
     fs::File,
-    io::{self, BufWriter, Write},
+    io::{self, BufWriter},
     path::Path,
     thread,
     time::{Duration, Instant},
 };
 
-use guestscope_common::plan::HOST_CID;
 use vsock::VsockStream;
 
 /// How long to keep trying to reach the host.
@@ -47,23 +47,12 @@ pub enum TransportError {
     },
 }
 
-/// Opens the stream's destination: `output` if given, else vsock to the host on `port`.
-pub fn open(output: Option<&Path>, port: u32) -> Result<Box<dyn Write>, TransportError> {
-    match output {
-        Some(path) => {
-            let file = File::create(path).map_err(|source| TransportError::CreateFile {
-                path: path.display().to_string(),
-                source,
-            })?;
-            tracing::info!("writing the stream to {}", path.display());
-            Ok(Box::new(BufWriter::with_capacity(256 * 1024, file)))
-        }
-        None => {
-            let stream = connect_vsock(HOST_CID, port, CONNECT_TIMEOUT)?;
-            tracing::info!("connected to vsock CID {HOST_CID} port {port}");
-            Ok(Box::new(BufWriter::with_capacity(256 * 1024, crate::packet_size::SmallWrites(stream))))
-        }
-    }
+/// Creates the file the stream is written to (instead of the host).
+pub fn create_file(path: &Path) -> Result<BufWriter<File>, TransportError> {
+    let file = File::create(path)
+        .map_err(|source| TransportError::CreateFile { path: path.display().to_string(), source })?;
+    tracing::info!("writing the stream to {}", path.display());
+    Ok(BufWriter::with_capacity(256 * 1024, file))
 }
 
 /// Connects to `cid:port`, retrying until `timeout` has passed (the host may still be

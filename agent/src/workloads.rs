@@ -1,9 +1,6 @@
 //! Running one workload under the probes, streaming its events while it runs.
 
-use std::{
-    io::Write,
-    os::fd::{AsRawFd, BorrowedFd},
-};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use guestscope_common::{
     plan::WorkloadSpec,
@@ -19,7 +16,7 @@ use nix::{
 use crate::{
     clock::monotonic_ns,
     spawn::{Running, spawn_gated},
-    stream::{Stream, StreamError},
+    stream::{Sink, Stream, StreamError},
     tracer::Tracer,
 };
 
@@ -107,7 +104,7 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 /// Runs `spec` to completion under `tracer`: `WorkloadStarted`, its events and stacks,
 /// then `WorkloadExited`. Only a broken stream is an error; a workload that cannot be
 /// started is reported with status [`NEVER_RAN`] (or 127 when exec fails) and the run goes on.
-pub fn run<W: Write>(
+pub fn run<W: Sink>(
     spec: &WorkloadSpec,
     tracer: &mut Tracer,
     stream: &mut Stream<W>,
@@ -173,7 +170,7 @@ pub fn run<W: Write>(
 }
 
 /// Streams events and collects output until the child exits; returns its status and output.
-fn supervise<W: Write>(
+fn supervise<W: Sink>(
     running: &Running,
     tracer: &mut Tracer,
     stream: &mut Stream<W>,

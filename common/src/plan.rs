@@ -31,6 +31,10 @@ pub struct RunPlan {
     /// ring makes overflows (counted as `ring_full`) easy to provoke.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events_bytes: Option<u32>,
+    /// Bound of the agent's spool of records the collector has not acknowledged, bytes
+    /// (what survives a dropped link); `None`: the agent's default (64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_bytes: Option<u64>,
 }
 
 /// Smallest `EVENTS` ring the agent accepts ([`RunPlan::events_bytes`]): one page.

@@ -13,8 +13,14 @@
 //! record carries a sequence number, starting at 0 and increasing by one, so the
 //! collector can detect a gap or a duplicate.
 //!
-//! Versions: 1, the first; 2 added [`Body::Heartbeat`] (a reader of version 1 would
-//! not know it, so the version says so).
+//! Every connection starts with a [`Body::Connect`] record, outside the sequence: after
+//! a dropped link the agent reconnects and resends every record the collector has not
+//! acknowledged. The collector acknowledges on the same connection with [`Reply`] frames
+//! (same header), so the agent can forget what is stored; it drops duplicates by `seq`.
+//!
+//! Versions: 1, the first; 2 added [`Body::Heartbeat`]; 3 added [`Body::Connect`],
+//! [`Reply`] frames and the link counters of [`Totals`] (a reader of an older version
+//! would not know them, so the version says so).
 
 use std::io::{self, Read, Write};
 
@@ -25,7 +31,7 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -90,6 +96,48 @@ pub enum Body {
     Heartbeat {
         /// Guest CLOCK_MONOTONIC when it was sent, ns.
         monotonic_ns: u64,
+    },
+    /// First record of every connection, not part of the sequence: its [`Record::seq`]
+    /// is the sequence number of the first record the connection carries (resent ones
+    /// included).
+    Connect(Connect),
+}
+
+/// Who is connecting, and why again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connect {
+    /// The agent's pid; with `agent_start_ns`, tells a reconnecting agent from another.
+    pub agent_pid: u32,
+    /// Guest CLOCK_MONOTONIC when the agent started, ns.
+    pub agent_start_ns: u64,
+    /// 1 for the first connection, then +1 for each reconnection.
+    pub connection: u32,
+    /// Why the previous connection ended, for a reconnection.
+    pub after: Option<LinkLoss>,
+}
+
+/// The agent's view of a lost link, sent when it has reconnected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkLoss {
+    /// Guest CLOCK_MONOTONIC when the agent found the link broken, ns.
+    pub lost_ns: u64,
+    /// Guest CLOCK_MONOTONIC when the new connection was made, ns.
+    pub restored_ns: u64,
+    /// Connection attempts it took.
+    pub attempts: u32,
+    /// What broke it (the write or read error, or no acknowledgement in time).
+    pub why: String,
+    /// Records the collector had acknowledged by then (`seq` below this are stored).
+    pub acked: u64,
+}
+
+/// What the collector sends back to the agent (host → guest), framed like [`Record`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Every record with `seq < next` is stored (or known lost): the agent may forget it.
+    Ack {
+        /// The next sequence number the collector expects.
+        next: u64,
     },
 }
 
@@ -171,6 +219,18 @@ pub struct Totals {
     /// agent's table. They carry a negative `stack_id` (failed walks are counted by the
     /// probes, as `stack_failed`).
     pub stacks_missing: u64,
+    /// Connections made after the first, up to this record (the link was lost and
+    /// restored).
+    pub reconnects: u64,
+    /// `Events` records dropped because the spool of unacknowledged records was full
+    /// (the link was down too long): each leaves a gap in the sequence.
+    pub spool_dropped_records: u64,
+    /// Events in those records.
+    pub spool_dropped_events: u64,
+    /// The same events by probe name (probes with none left out).
+    pub spool_dropped_by_probe: Vec<(String, u64)>,
+    /// Largest size of the spool, bytes.
+    pub spool_peak_bytes: u64,
 }
 
 /// Why a frame could not be read.
@@ -232,16 +292,7 @@ fn config() -> impl bincode::config::Config {
 
 /// Encodes `record` as one complete frame (header + payload).
 pub fn encode_frame(record: &Record) -> Result<Vec<u8>, EncodeError> {
-    let mut frame = vec![0u8; HEADER_LEN];
-    let payload = bincode::serde::encode_to_vec(record, config()).map_err(EncodeError::Encode)?;
-    if payload.len() > MAX_PAYLOAD as usize {
-        return Err(EncodeError::TooLarge(payload.len()));
-    }
-    frame[0..4].copy_from_slice(&MAGIC);
-    frame[4..6].copy_from_slice(&WIRE_VERSION.to_le_bytes());
-    frame[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&payload);
-    Ok(frame)
+    encode_as(record)
 }
 
 /// Writes `record` as one frame to `out`.
@@ -270,6 +321,28 @@ pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<u32, DecodeError> {
 
 /// Decodes a frame payload into a [`Record`].
 pub fn decode_payload(payload: &[u8]) -> Result<Record, DecodeError> {
+    decode_payload_as(payload)
+}
+
+/// Encodes `reply` as one complete frame.
+pub fn encode_reply(reply: &Reply) -> Result<Vec<u8>, EncodeError> {
+    encode_as(reply)
+}
+
+fn encode_as<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    let mut frame = vec![0u8; HEADER_LEN];
+    let payload = bincode::serde::encode_to_vec(value, config()).map_err(EncodeError::Encode)?;
+    if payload.len() > MAX_PAYLOAD as usize {
+        return Err(EncodeError::TooLarge(payload.len()));
+    }
+    frame[0..4].copy_from_slice(&MAGIC);
+    frame[4..6].copy_from_slice(&WIRE_VERSION.to_le_bytes());
+    frame[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+fn decode_payload_as<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
     let (record, used) =
         bincode::serde::decode_from_slice(payload, config()).map_err(DecodeError::Payload)?;
     if used != payload.len() {
@@ -310,6 +383,17 @@ impl<R: Read> FrameReader<R> {
         FrameReader { inner, payload: Vec::new(), bytes_read: 0 }
     }
 
+    /// The underlying stream.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// The underlying stream, borrowed (reading from it directly would desynchronize
+    /// the frames).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// Total bytes consumed from the stream so far.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
@@ -318,6 +402,15 @@ impl<R: Read> FrameReader<R> {
     /// Reads the next record. Returns [`DecodeError::Eof`] when the stream ends
     /// exactly between two frames.
     pub fn next_record(&mut self) -> Result<Record, DecodeError> {
+        self.next_as()
+    }
+
+    /// Reads the next [`Reply`] (the agent's side of a connection).
+    pub fn next_reply(&mut self) -> Result<Reply, DecodeError> {
+        self.next_as()
+    }
+
+    fn next_as<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, DecodeError> {
         let mut header = [0u8; HEADER_LEN];
         let got = read_full(&mut self.inner, &mut header).map_err(DecodeError::Io)?;
         self.bytes_read += got as u64;
@@ -334,7 +427,7 @@ impl<R: Read> FrameReader<R> {
         if got < len {
             return Err(DecodeError::Truncated { got, want: len });
         }
-        decode_payload(&self.payload)
+        decode_payload_as(&self.payload)
     }
 }
 

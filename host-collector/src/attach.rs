@@ -15,6 +15,7 @@ use crate::qemu::accel::Accel;
 use crate::qemu::serial::BootMarks;
 use crate::session::Session;
 use crate::stream::listener::PortListener;
+use crate::stream::receive::{ReceiveOptions, Stop, receive};
 
 /// Where the guest's vsock connection arrives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub fn default_plan(port: u32) -> RunPlan {
             origin: WorkloadOrigin::Builtin,
         })
         .collect();
-    RunPlan { vsock_port: port, probes: Vec::new(), workloads, settle_ms: 0, events_bytes: None }
+    RunPlan { vsock_port: port, probes: Vec::new(), workloads, settle_ms: 0, events_bytes: None, spool_bytes: None }
 }
 
 /// What the VM needs, as QEMU options and libvirt XML, for `endpoint`.
@@ -85,9 +86,9 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
     let started = Instant::now();
     let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let deadline = started + o.timeout;
-    let mut alive = move || match lab::Stop::interrupted() {
+    let mut alive = move || match Stop::interrupted() {
         Some(stop) => Err(stop),
-        None if Instant::now() > deadline => Err(lab::Stop::new("attach timeout", format!("no complete stream within {:?}", o.timeout))),
+        None if Instant::now() > deadline => Err(Stop::new("attach timeout", format!("no complete stream within {:?}", o.timeout))),
         None => Ok(()),
     };
     let events = std::fs::File::create(o.out_dir.join("events.jsonl"))
@@ -95,16 +96,15 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
     let mut session: Session<Box<dyn io::Write + Send>> = Session::new(Box::new(io::BufWriter::new(events)));
     let received = match &o.endpoint {
         Endpoint::Uds(path) => {
-            let listener = PortListener::bind(path, o.port).map_err(|e| LabError::Setup(e.to_string()))?;
+            let mut listener = PortListener::bind(path, o.port).map_err(|e| LabError::Setup(e.to_string()))?;
             eprintln!("guestscope: waiting for the agent on {}", listener.path().display());
             let stream = listener
                 .accept_within(o.timeout, || alive().map_err(|s| s.to_string()))
                 .map_err(|e| LabError::Setup(e.to_string()))?;
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
-            lab::receive(stream, &mut session, &mut alive, started, false, &mut |_| {})
+            receive(Box::new(stream), &mut listener, &mut session, &mut alive, started, ReceiveOptions::default(), &mut |_| {})
         }
         Endpoint::Cid(cid) => {
-            let listener = vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, o.port)
+            let mut listener = vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, o.port)
                 .map_err(|e| LabError::Setup(format!("listening on vsock port {}: {e} (is vhost_vsock loaded?)", o.port)))?;
             eprintln!("guestscope: waiting for the agent of CID {cid} on vsock port {}", o.port);
             let (stream, peer) = listener.accept().map_err(|e| LabError::Setup(format!("accepting on vsock: {e}")))?;
@@ -112,8 +112,7 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
             if peer_cid != *cid {
                 return Err(LabError::Setup(format!("refused a connection from CID {peer_cid} (expected {cid})")));
             }
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
-            lab::receive(stream, &mut session, &mut alive, started, false, &mut |_| {})
+            receive(Box::new(stream), &mut listener, &mut session, &mut alive, started, ReceiveOptions::default(), &mut |_| {})
         }
     };
     let mut c = Collected {
@@ -126,6 +125,7 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
         accel: Accel::Tcg,
         hello_host_s: received.hello_host_s,
         cr3: None,
+        link: received.link,
     };
     let run = summary::RunInfo {
         started_unix_s,

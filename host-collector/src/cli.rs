@@ -175,6 +175,10 @@ pub struct LabArgs {
     /// written. 0 turns the watchdog off.
     #[arg(long, value_name = "SECS", default_value_t = crate::lab::DEFAULT_WATCHDOG.as_secs())]
     pub watchdog: u64,
+    /// Bound of the agent's spool of records not yet acknowledged, in bytes (default
+    /// 64 MiB): what a dropped link can hold back before events are dropped (counted).
+    #[arg(long, value_name = "BYTES")]
+    pub spool_bytes: Option<u64>,
 }
 
 impl From<LabArgs> for LabOptions {
@@ -205,6 +209,8 @@ impl From<LabArgs> for LabOptions {
             cr3: !a.no_cr3,
             events_bytes: a.ring_bytes,
             watchdog: (a.watchdog > 0).then(|| Duration::from_secs(a.watchdog)),
+            spool_bytes: a.spool_bytes,
+            link_faults: Vec::new(),
             progress: |step| eprintln!("guestscope: {step}"),
         }
     }

@@ -3,7 +3,7 @@
 //! the run ends.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use guestscope_common::event::ProbeKind;
 use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, USER_WORKLOAD_DIR, WorkloadOrigin, WorkloadSpec};
-use guestscope_common::wire::{DecodeError, FrameReader};
 
 use crate::experiments;
 use crate::experiments::syscall_cr3::{self, Cr3Options, Cr3Report};
@@ -28,6 +27,8 @@ use crate::qemu::serial::{self, SerialState};
 use crate::qemu::vhost;
 use crate::session::{self, Session};
 use crate::stream::listener::{ListenError, PortListener};
+use crate::stream::receive::{self, LinkFault, LinkReport, ReceiveOptions};
+pub use crate::stream::receive::{Alive, Stop};
 
 /// The guest vsock CID.
 pub const GUEST_CID: u32 = 3;
@@ -81,6 +82,10 @@ pub struct LabOptions {
     /// Longest silence of the agent's stream once it is connected (it sends a heartbeat
     /// every second) before the guest is taken for hung and stopped; `None`: no watchdog.
     pub watchdog: Option<Duration>,
+    /// Bound of the agent's spool of unacknowledged records, bytes (None: its default).
+    pub spool_bytes: Option<u64>,
+    /// Faults to inject into the agent's connection (tests of the link's recovery).
+    pub link_faults: Vec<LinkFault>,
     /// Size of the probes' ring buffer in bytes (None: the built-in size).
     pub events_bytes: Option<u32>,
     /// The user's root file system image (`--rootfs`): the agent runs chrooted in it
@@ -112,6 +117,8 @@ impl Default for LabOptions {
             qemu_extra: Vec::new(),
             cr3: false,
             watchdog: Some(DEFAULT_WATCHDOG),
+            spool_bytes: None,
+            link_faults: Vec::new(),
             events_bytes: None,
             rootfs: None,
             progress: |_| {},
@@ -235,151 +242,7 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             origin: WorkloadOrigin::User,
         });
     }
-    RunPlan { vsock_port: VSOCK_PORT, probes: v.probes.clone(), workloads, settle_ms: 0, events_bytes: o.events_bytes }
-}
-
-/// Why a run stopped waiting for the guest before the stream ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stop {
-    /// The outcome's short description (`interrupted`, `QEMU exited`, ...).
-    pub how: String,
-    /// What exactly happened.
-    pub detail: String,
-}
-
-impl Stop {
-    /// A stop with outcome `how`.
-    pub fn new(how: impl Into<String>, detail: impl Into<String>) -> Stop {
-        Stop { how: how.into(), detail: detail.into() }
-    }
-
-    /// The stop for a received SIGINT/SIGTERM/SIGHUP, if one was received.
-    pub fn interrupted() -> Option<Stop> {
-        crate::interrupt::received().map(|s| Stop::new("interrupted", format!("{s} received; QEMU stopped, everything received so far written")))
-    }
-}
-
-impl std::fmt::Display for Stop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.how, self.detail)
-    }
-}
-
-/// Asked between reads whether to keep waiting for the guest.
-pub type Alive<'a> = dyn FnMut() -> Result<(), Stop> + 'a;
-
-/// How often `alive` is asked while data keeps arriving (a busy stream never times out).
-const ALIVE_EVERY: Duration = Duration::from_millis(250);
-
-/// A reader that waits through socket timeouts while `alive` says to go on, and asks
-/// it at least every [`ALIVE_EVERY`] while data flows.
-struct PatientReader<'a, 'b, S> {
-    stream: S,
-    alive: &'a mut Alive<'b>,
-    stopped: Option<Stop>,
-    last_check: Instant,
-    bytes: u64,
-}
-
-impl<S> PatientReader<'_, '_, S> {
-    fn check(&mut self) -> io::Result<()> {
-        self.last_check = Instant::now();
-        if let Err(stop) = (self.alive)() {
-            let e = io::Error::other(stop.to_string());
-            self.stopped = Some(stop);
-            return Err(e);
-        }
-        Ok(())
-    }
-}
-
-impl<S: Read> Read for PatientReader<'_, '_, S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.last_check.elapsed() >= ALIVE_EVERY {
-            self.check()?;
-        }
-        loop {
-            match self.stream.read(buf) {
-                Ok(n) => {
-                    self.bytes += n as u64;
-                    return Ok(n);
-                }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    self.check()?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// What [`receive`] saw of a stream.
-pub struct Received {
-    /// How the stream ended.
-    pub outcome: summary::Outcome,
-    /// Bytes read.
-    pub bytes: u64,
-    /// The decode error that ended it, if any.
-    pub decode_error: Option<String>,
-    /// Seconds since `t0` when the agent's hello arrived.
-    pub hello_host_s: Option<f64>,
-}
-
-/// Reads records from `stream` into `session` until the agent's final record (or
-/// its hello, with `stop_at_hello`), the end of the stream, or an error.
-/// `alive` is asked between reads whether to keep waiting; `on_record` runs after
-/// each applied record.
-pub fn receive<S: Read>(
-    stream: S,
-    session: &mut Session<Box<dyn io::Write + Send>>,
-    alive: &mut Alive<'_>,
-    t0: Instant,
-    stop_at_hello: bool,
-    on_record: &mut dyn FnMut(&Session<Box<dyn io::Write + Send>>),
-) -> Received {
-    let mut r = Received { outcome: summary::Outcome::default(), bytes: 0, decode_error: None, hello_host_s: None };
-    let mut patient = PatientReader { stream, alive, stopped: None, last_check: Instant::now(), bytes: 0 };
-    let mut frames = FrameReader::new(&mut patient);
-    loop {
-        match frames.next_record() {
-            Ok(rec) => {
-                if let Err(e) = session.apply(rec) {
-                    r.outcome.how = "output write failed".into();
-                    r.outcome.detail = Some(format!("writing events.jsonl: {e}"));
-                    break;
-                }
-                if r.hello_host_s.is_none() && session.hello.is_some() {
-                    r.hello_host_s = Some(t0.elapsed().as_secs_f64());
-                }
-                on_record(session);
-                if session.finished() || (stop_at_hello && session.hello.is_some()) {
-                    r.outcome.how = "finished".into();
-                    r.outcome.complete = true;
-                    break;
-                }
-            }
-            Err(DecodeError::Eof) => {
-                r.outcome.how = "stream ended before the agent's final record".into();
-                break;
-            }
-            Err(e) => {
-                r.outcome.how = "stream error".into();
-                r.outcome.detail = Some(e.to_string());
-                r.decode_error = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    r.bytes = frames.bytes_read();
-    drop(frames);
-    if let Some(stop) = patient.stopped {
-        // Not the stream's fault: the run was stopped while it waited.
-        r.outcome.how = stop.how;
-        r.outcome.detail = Some(stop.detail);
-        r.decode_error = None;
-    }
-    r
+    RunPlan { vsock_port: VSOCK_PORT, probes: v.probes.clone(), workloads, settle_ms: 0, events_bytes: o.events_bytes, spool_bytes: o.spool_bytes }
 }
 
 /// How much of a run to do.
@@ -419,6 +282,8 @@ pub struct Collected {
     pub hello_host_s: Option<f64>,
     /// The CR3 experiment's outcome, in [`Mode::Cr3`].
     pub cr3: Option<Result<Cr3Report, String>>,
+    /// The agent's connections: outages, refusals.
+    pub link: LinkReport,
 }
 
 /// Boots the guest once with `plan`, collecting its stream until the agent's final
@@ -445,7 +310,7 @@ pub fn boot_and_collect(
         vhost::VsockBackend::VhostUser { uds, .. } => uds.clone(),
         vhost::VsockBackend::Kernel => unreachable!("only the vhost-user backend is started here"),
     };
-    let listener = PortListener::bind(&uds, VSOCK_PORT).map_err(|e| LabError::Setup(e.to_string()))?;
+    let mut listener = PortListener::bind(&uds, VSOCK_PORT).map_err(|e| LabError::Setup(e.to_string()))?;
 
     let accel = o.accel.unwrap_or(v.accel.accel);
     let qemu_cfg = QemuConfig {
@@ -488,6 +353,7 @@ pub fn boot_and_collect(
     let mut decode_error = None;
     let mut bytes = 0u64;
     let mut hello_host_s = None;
+    let mut link = LinkReport::default();
     let mut cr3_thread: Option<std::thread::JoinHandle<Result<Cr3Report, String>>> = None;
     let run_deadline = Instant::now() + o.run_timeout;
     // When the agent's stream last made progress (None until it connects). The gdbstub
@@ -535,10 +401,13 @@ pub fn boot_and_collect(
     });
     match accepted {
         Ok(stream) => {
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
-            let stop_at_hello = *mode == Mode::BootOnly;
+            let options = ReceiveOptions {
+                stop_at_hello: *mode == Mode::BootOnly,
+                faults: o.link_faults.clone(),
+                ..ReceiveOptions::default()
+            };
             last_progress.set(Some(Instant::now()));
-            let r = receive(stream, &mut session, &mut alive, launched, stop_at_hello, &mut |session| {
+            let r = receive::receive(Box::new(stream), &mut listener, &mut session, &mut alive, launched, options, &mut |session| {
                 last_progress.set(Some(Instant::now()));
                 if let (Mode::Cr3 { offsets, .. }, None, Some(port)) = (mode, &cr3_thread, v.gdb_port) {
                     if let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms) {
@@ -554,6 +423,7 @@ pub fn boot_and_collect(
             bytes = r.bytes;
             decode_error = r.decode_error;
             hello_host_s = r.hello_host_s;
+            link = r.link;
         }
         Err(ListenError::Abandoned(why)) => match stopped {
             Some(stop) => {
@@ -598,7 +468,7 @@ pub fn boot_and_collect(
         outcome.console = console_excerpt(&lines, marks.fatal.as_deref());
     }
     drop(serial);
-    Ok(Collected { session, marks, outcome, bytes, decode_error, qemu_command: qemu_cfg.display(), accel, hello_host_s, cr3 })
+    Ok(Collected { session, marks, outcome, bytes, decode_error, qemu_command: qemu_cfg.display(), accel, hello_host_s, cr3, link })
 }
 
 /// The outcome of a run the guest kernel ended with console line `fatal`.
@@ -724,6 +594,7 @@ pub fn finish(
     }
     stream.bytes = c.bytes;
     stream.decode_error = c.decode_error.clone();
+    stream.link = c.link.clone();
     let mut summary = summary::Summary {
         guestscope_version: env!("CARGO_PKG_VERSION").to_string(),
         run,

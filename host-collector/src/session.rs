@@ -151,6 +151,10 @@ impl<W: Write> Session<W> {
 
     /// Applies one record. I/O errors writing `events.jsonl` are returned.
     pub fn apply(&mut self, record: Record) -> std::io::Result<()> {
+        // A connection's first record is not part of the sequence (the receiver reads it).
+        if let Body::Connect(_) = record.body {
+            return Ok(());
+        }
         if let SeqVerdict::Duplicate = self.seq.observe(record.seq) {
             return Ok(());
         }
@@ -195,6 +199,7 @@ impl<W: Write> Session<W> {
             }
             Body::Log { level, message } => self.agent_logs.push((level, message)),
             Body::Heartbeat { monotonic_ns } => self.last_heartbeat_ns = Some(monotonic_ns),
+            Body::Connect(_) => {}
             Body::Finished(t) => {
                 self.totals = Some(t);
                 self.events_out.flush()?;

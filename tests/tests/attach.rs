@@ -40,6 +40,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
         }],
         settle_ms: 0,
         events_bytes: None,
+        spool_bytes: None,
     };
     let initrd = dir.join("initrd.cpio");
     image::build_run_initrd(&base, &plan, &[], &initrd).unwrap();

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use guestscope::lab::LabOptions;
+use guestscope::stream::receive::LinkFault;
 use guestscope_tests::{collector_binary, guest_artifacts, load, run_lab, target_dir, test_out_dir, workload_binary};
 
 /// One guest at a time: the faults depend on timing, and the host has few cores.
@@ -233,4 +234,106 @@ fn hung_guest_is_stopped_by_the_watchdog() {
     let opens = r.events_of("fault", "alloc_fd").count();
     assert!(opens >= 100, "{opens} alloc_fd events: the opens before the hang were not all kept");
     assert!(r.report.contains("**guest hung**"), "report.md does not say how the run ended");
+}
+
+/// Checks that every hit of every probe is accounted for: received, lost in the kernel
+/// (ring full) or dropped by the agent (spool full while the link was down); returns
+/// (received, ring_full, spool_dropped) summed over probes.
+fn assert_every_hit_accounted(r: &guestscope_tests::RunOutput) -> (u64, u64, u64) {
+    let mut sums = (0, 0, 0);
+    for p in r.summary["probes"].as_array().unwrap() {
+        let Some(c) = p["counters"].as_object() else { continue };
+        let name = p["name"].as_str().unwrap();
+        let (matched, ring_full) = (c["matched"].as_u64().unwrap(), c["ring_full"].as_u64().unwrap());
+        let (received, dropped) = (p["received"].as_u64().unwrap(), p["spool_dropped"].as_u64().unwrap());
+        eprintln!("{name}: matched {matched} = received {received} + ring_full {ring_full} + dropped by the agent {dropped}");
+        assert_eq!(received + ring_full + dropped, matched, "{name}: a hit is unaccounted for");
+        assert_eq!(r.events.iter().filter(|e| e["probe"] == name).count() as u64, received, "{name}: events.jsonl");
+        sums = (sums.0 + received, sums.1 + ring_full, sums.2 + dropped);
+    }
+    sums
+}
+
+fn flood_with_link_faults(name: &str, iterations: u64, faults: Vec<LinkFault>, spool_bytes: Option<u64>) -> guestscope_tests::RunOutput {
+    let opts = LabOptions {
+        builtin_workloads: false,
+        workloads: vec![format!("{} --iterations {iterations}", workload_binary("flood").display())],
+        probes: vec!["spin_lock".into(), "alloc_fd".into()],
+        link_faults: faults,
+        spool_bytes,
+        ..LabOptions::default()
+    };
+    run_lab(name, opts)
+}
+
+/// The collector closes the agent's connection twice while events stream (and stops
+/// listening for a while each time, as an outage would): the agent reconnects, resends
+/// what was not acknowledged, the collector drops the duplicates, and no event is lost.
+///
+/// The link is cut at the host end of the hybrid vsock socket: killing and restarting
+/// vhost-device-vsock instead cannot be survived, as QEMU's vhost-user-vsock device does
+/// not reconnect to a restarted backend (it has no chardev event handler), so the
+/// guest's vsock device is dead for the rest of the run.
+#[test]
+fn a_dropped_link_loses_no_event() {
+    let _vm = one_vm();
+    let faults = vec![
+        LinkFault { after_records: 40, down_for: Duration::from_millis(500) },
+        LinkFault { after_records: 90, down_for: Duration::from_secs(2) },
+    ];
+    let r = flood_with_link_faults("link-drop", 60_000, faults, None);
+    let s = &r.summary;
+    let outcome = &s["run"]["outcome"];
+    assert_eq!(outcome["complete"], true, "{outcome}");
+    let link = &s["stream"]["link"];
+    eprintln!("link-drop: {}", serde_json::to_string_pretty(link).unwrap());
+    let outages = link["outages"].as_array().unwrap();
+    assert_eq!(outages.len(), 2, "{link}");
+    for (o, min_gap) in outages.iter().zip([0.5, 2.0]) {
+        let gap = o["gap_s"].as_f64().expect("the link was restored");
+        assert!(gap >= min_gap, "a {gap} s gap for a {min_gap} s outage");
+        let agent = &o["agent"];
+        assert!(agent["attempts"].as_u64().unwrap() >= 1, "{o}");
+        assert_eq!(o["resumed_from"], agent["acked"], "resending starts at the first unacknowledged record: {o}");
+    }
+    assert_eq!(link["connections"], 3);
+    assert_eq!(s["stream"]["seq"]["missing"], 0, "a record is missing");
+    assert_eq!(s["losses"]["events_missing"], 0);
+    assert_eq!(s["losses"]["spool_dropped_events"], 0);
+    let (received, ring_full, dropped) = assert_every_hit_accounted(&r);
+    eprintln!(
+        "link-drop: {received} events received, {ring_full} lost to a full ring, {dropped} dropped; {} resent records dropped as duplicates",
+        s["stream"]["seq"]["duplicates"]
+    );
+    assert_eq!((ring_full, dropped), (0, 0), "events lost while the link was down");
+    assert!(received >= 120_000, "{received} events for 60000 dup+close iterations");
+    let coverage = r.report.split("## Coverage and losses").nth(1).unwrap();
+    assert!(coverage.contains("The link to the agent was lost 2 time(s)"), "{coverage}");
+}
+
+/// The link stays down longer than the agent's spool (256 KiB) can hold: the agent drops
+/// whole `Events` records and counts them, and the collector's sequence gaps match its
+/// count exactly; every other hit is still received (or lost to the ring buffer while
+/// the agent waited for acknowledgements, and counted there).
+#[test]
+fn past_the_spool_bound_the_dropped_events_are_counted_exactly() {
+    let _vm = one_vm();
+    // The agent takes 5 s without acknowledgements for a dead link; 8 s without
+    // listening leaves it about 3 s truly down while the workload floods.
+    let faults = vec![LinkFault { after_records: 40, down_for: Duration::from_secs(8) }];
+    let r = flood_with_link_faults("link-spool", 400_000, faults, Some(256 * 1024));
+    let s = &r.summary;
+    assert_eq!(s["run"]["outcome"]["complete"], true, "{}", s["run"]["outcome"]);
+    let losses = &s["losses"];
+    let dropped_records = losses["spool_dropped_records"].as_u64().unwrap();
+    let dropped_events = losses["spool_dropped_events"].as_u64().unwrap();
+    eprintln!("link-spool: dropped {dropped_events} events in {dropped_records} records; {}", s["stream"]["link"]);
+    assert!(dropped_records > 0, "the spool never overflowed: the test proves nothing");
+    assert_eq!(s["stream"]["seq"]["missing"].as_u64().unwrap(), dropped_records, "gaps != records the agent dropped");
+    assert_eq!(losses["events_missing"], 0, "events sent, neither received nor counted as dropped");
+    let (_, _, dropped) = assert_every_hit_accounted(&r);
+    assert_eq!(dropped, dropped_events);
+    let coverage = r.report.split("## Coverage and losses").nth(1).unwrap();
+    let row = format!("| events dropped by the agent (link down past its spool bound) | {dropped_events} in {dropped_records} records |");
+    assert!(coverage.contains(&row), "{coverage}");
 }

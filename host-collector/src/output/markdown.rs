@@ -108,17 +108,70 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(md, "| events without a stack (stack walk failed) | {} |", l.stack_failed);
     let _ = writeln!(md, "| probe hits skipped (another probe running on the CPU) | {} |", l.nested);
     let _ = writeln!(md, "| stream records missing (sequence gaps) | {} in {} gaps |", st.seq.missing, st.seq.gaps);
-    let _ = writeln!(md, "| duplicate records dropped | {} |", st.seq.duplicates);
+    let _ = writeln!(md, "| duplicate records dropped (resent after a reconnection) | {} |", st.seq.duplicates);
+    let link = &st.link;
+    let _ = writeln!(
+        md,
+        "| link outages (the agent reconnected and resent what was not acknowledged) | {} ({:.1} s without the link) |",
+        link.outages.len(),
+        link.total_gap_s()
+    );
+    let _ = writeln!(
+        md,
+        "| events dropped by the agent (link down past its spool bound) | {} in {} records |",
+        l.spool_dropped_events, l.spool_dropped_records
+    );
+    let _ = writeln!(md, "| connections refused (not this run's agent) | {} |", link.refused.len());
     let _ = writeln!(md, "| events attributed to no workload | {} |", st.events_unattributed);
     let counted: Vec<_> = s.probes.iter().filter(|p| p.counters.is_some_and(|c| c.matched > 0)).collect();
     if !counted.is_empty() {
         let ring = if r.events_ring_bytes > 0 { format!(" (ring buffer: {} KiB)", r.events_ring_bytes / 1024) } else { String::new() };
-        let _ = writeln!(md, "\nPer probe, every hit of a traced process is either received or counted as lost in the kernel{ring}:\n");
-        let _ = writeln!(md, "| probe | hits (matched) | received | lost (ring full) | unaccounted |\n|---|---:|---:|---:|---:|");
+        let _ = writeln!(md, "\nPer probe, every hit of a traced process is received, counted as lost in the kernel{ring}, or counted as dropped by the agent:\n");
+        let _ = writeln!(md, "| probe | hits (matched) | received | lost (ring full) | dropped (link down) | unaccounted |\n|---|---:|---:|---:|---:|---:|");
         for p in counted {
             let c = p.counters.unwrap_or_default();
-            let _ = writeln!(md, "| {} | {} | {} | {} | {} |", p.name, c.matched, p.received, c.ring_full, p.unaccounted.unwrap_or(0));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                p.name,
+                c.matched,
+                p.received,
+                c.ring_full,
+                p.spool_dropped,
+                p.unaccounted.unwrap_or(0)
+            );
         }
+    }
+    if !link.outages.is_empty() {
+        let _ = writeln!(md, "\nThe link to the agent was lost {} time(s):\n", link.outages.len());
+        for o in &link.outages {
+            let restored = match (o.restored_host_s, o.gap_s) {
+                (Some(r), Some(g)) => format!("restored at {r:.2} s ({g:.2} s without the link)"),
+                _ => "never restored".into(),
+            };
+            let resumed = o.resumed_from.map(|s| format!("; the agent resent from record {s}")).unwrap_or_default();
+            let agent = o
+                .agent
+                .as_ref()
+                .map(|a| {
+                    format!(
+                        "; the agent saw it break at {:.3} s guest time ({}) and reconnected after {} attempt(s), {:.2} s later",
+                        a.lost_ns as f64 / 1e9,
+                        a.why,
+                        a.attempts,
+                        a.restored_ns.saturating_sub(a.lost_ns) as f64 / 1e9
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                md,
+                "- lost at {:.2} s host time after {} records ({}), {restored}{resumed}{agent}.",
+                o.lost_host_s, o.records_before, o.why
+            );
+        }
+    }
+    for why in &link.refused {
+        let _ = writeln!(md, "\nRefused: {why}.");
     }
     if let Some(e) = &st.decode_error {
         let _ = writeln!(md, "\nThe stream ended with an error: `{e}`.");

@@ -161,9 +161,11 @@ pub struct StreamStats {
     pub events_stack_unknown: u64,
     /// Events per second over the time workloads ran (guest clock).
     pub events_per_s: Option<f64>,
+    /// The agent's connections: outages and how they were recovered, refusals.
+    pub link: crate::stream::receive::LinkReport,
 }
 
-/// Losses, by cause. `produced = received + ring_full` for every probe.
+/// Losses, by cause. Per probe, `matched = received + ring_full + spool_dropped`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Losses {
     /// Events lost because the ring buffer was full.
@@ -174,9 +176,15 @@ pub struct Losses {
     pub nested: u64,
     /// Records missing from the stream (sequence gaps).
     pub records_missing: u64,
+    /// `Events` records the agent dropped because its spool was full while the link
+    /// was down (each is a sequence gap).
+    pub spool_dropped_records: u64,
+    /// Events in them.
+    pub spool_dropped_events: u64,
     /// Events the agent says it sent.
     pub events_sent: Option<u64>,
-    /// Events sent but not received (`events_sent - events_received`).
+    /// Events sent but neither received nor counted as dropped by the agent
+    /// (`events_sent - spool_dropped_events - events_received`).
     pub events_missing: Option<u64>,
 }
 
@@ -191,8 +199,10 @@ pub struct ProbeSummary {
     pub counters: Option<ProbeCounters>,
     /// Events of this probe the collector received.
     pub received: u64,
-    /// `matched - (received + ring_full)`: hits neither received nor counted as lost in
-    /// the kernel (0 when every hit is accounted for; absent without counters).
+    /// Events of this probe the agent dropped (spool full while the link was down).
+    pub spool_dropped: u64,
+    /// `matched - (received + ring_full + spool_dropped)`: hits neither received nor
+    /// counted as lost (0 when every hit is accounted for; absent without counters).
     pub unaccounted: Option<i64>,
 }
 
@@ -245,12 +255,18 @@ pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<Wo
         .map(|a| {
             let c = counters.get(&a.probe).copied();
             let received = session.events_by_probe.get(&a.probe).copied().unwrap_or(0);
+            let spool_dropped = session
+                .totals
+                .as_ref()
+                .and_then(|t| t.spool_dropped_by_probe.iter().find(|(p, _)| *p == a.probe).map(|(_, n)| *n))
+                .unwrap_or(0);
             ProbeSummary {
                 name: a.probe.clone(),
                 attach: a.clone(),
                 counters: c,
                 received,
-                unaccounted: c.map(|c| c.matched as i64 - (received + c.ring_full) as i64),
+                spool_dropped,
+                unaccounted: c.map(|c| c.matched as i64 - (received + c.ring_full + spool_dropped) as i64),
             }
         })
         .collect();
@@ -289,7 +305,10 @@ pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<Wo
     }
     if let Some(t) = &session.totals {
         losses.events_sent = Some(t.events_sent);
-        losses.events_missing = Some(t.events_sent.saturating_sub(session.events_received));
+        losses.spool_dropped_records = t.spool_dropped_records;
+        losses.spool_dropped_events = t.spool_dropped_events;
+        losses.events_missing =
+            Some(t.events_sent.saturating_sub(t.spool_dropped_events).saturating_sub(session.events_received));
     }
     let busy_ns: u64 = session
         .workloads
@@ -306,6 +325,7 @@ pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<Wo
         events_unattributed: session.events_unattributed,
         events_stack_unknown: session.events_stack_unknown,
         events_per_s: (busy_ns > 0).then(|| attributed as f64 / (busy_ns as f64 / 1e9)),
+        link: Default::default(),
     };
     (probes, workloads, losses, stream)
 }

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::receive::{Accept, Conn};
+
 /// Why no connection was accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -43,19 +45,24 @@ pub fn port_socket_path(uds_path: &Path, port: u32) -> PathBuf {
 
 /// A listening socket for one vsock port, readable and writable by its owner only.
 pub struct PortListener {
-    listener: UnixListener,
+    /// None while paused.
+    listener: Option<UnixListener>,
     path: PathBuf,
+}
+
+fn bind_path(path: &Path) -> Result<UnixListener, ListenError> {
+    let bind_err = |source| ListenError::Bind { path: path.to_path_buf(), source };
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    Ok(listener)
 }
 
 impl PortListener {
     /// Binds `<uds_path>_<port>` with mode 0600.
     pub fn bind(uds_path: &Path, port: u32) -> Result<PortListener, ListenError> {
         let path = port_socket_path(uds_path, port);
-        let bind_err = |source| ListenError::Bind { path: path.clone(), source };
-        let listener = UnixListener::bind(&path).map_err(bind_err)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-        listener.set_nonblocking(true).map_err(bind_err)?;
-        Ok(PortListener { listener, path })
+        Ok(PortListener { listener: Some(bind_path(&path)?), path })
     }
 
     /// The socket's path.
@@ -72,13 +79,14 @@ impl PortListener {
     ) -> Result<UnixStream, ListenError> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
+            match self.listener.as_ref().map(UnixListener::accept) {
+                Some(Ok((stream, _))) => {
                     stream.set_nonblocking(false).map_err(ListenError::Accept)?;
                     return Ok(stream);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(ListenError::Accept(e)),
+                None => {}
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Some(Err(e)) => return Err(ListenError::Accept(e)),
             }
             keep_waiting().map_err(ListenError::Abandoned)?;
             if Instant::now() >= deadline {
@@ -86,6 +94,35 @@ impl PortListener {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Accept for PortListener {
+    fn accept_now(&mut self) -> io::Result<Option<Box<dyn Conn>>> {
+        let Some(listener) = self.listener.as_ref() else { return Ok(None) };
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                Ok(Some(Box::new(stream)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes the socket and removes its file: a connection attempt now fails.
+    fn pause(&mut self) -> io::Result<()> {
+        if self.listener.take().is_some() {
+            std::fs::remove_file(&self.path)?;
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self) -> io::Result<()> {
+        if self.listener.is_none() {
+            self.listener = Some(bind_path(&self.path).map_err(io::Error::other)?);
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,8 @@
 //!
 //! - [`seq`]: sequence-number checking (gaps, duplicates).
 //! - [`listener`]: the hybrid-vsock Unix socket the guest's connection arrives on.
+//! - [`receive`]: connections, acknowledgements and reconnections of the agent's stream.
 
 pub mod listener;
+pub mod receive;
 pub mod seq;

@@ -1,0 +1,250 @@
+//! The link against a scripted collector on a Unix socket: resending after a drop,
+//! de-duplication by sequence number, and the spool bound while the link is down.
+
+use std::{
+    os::unix::net::{UnixListener, UnixStream},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread,
+};
+
+use guestscope_common::{RawEvent, wire::encode_reply};
+
+use super::*;
+use crate::stream::Stream;
+
+struct UnixConnector(PathBuf);
+
+impl Connector for UnixConnector {
+    type Conn = UnixStream;
+    fn start(&mut self) -> io::Result<UnixStream> {
+        UnixStream::connect(&self.0)
+    }
+}
+
+fn socket_path(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let p = std::env::temp_dir().join(format!(
+        "gs-link-{}-{}-{name}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn config(spool_bytes: u64) -> LinkConfig {
+    LinkConfig { agent_pid: 42, agent_start_ns: 7, spool_bytes, ack_timeout: Duration::from_secs(5) }
+}
+
+fn events(n: usize) -> Body {
+    let e = RawEvent {
+        ts_ns: 1,
+        arg: 0,
+        ip: 0,
+        kind: ProbeKind::AllocFd as u32,
+        cpu: 0,
+        pid: 1,
+        tid: 1,
+        stack_id: -1,
+        flags: 0,
+        comm: [0; 16],
+    };
+    Body::Events(vec![e; n])
+}
+
+fn log(i: u64) -> Body {
+    Body::Log { level: "info".into(), message: format!("record {i}") }
+}
+
+/// What the scripted collector saw: every record applied (duplicates dropped), and
+/// every `Connect`.
+#[derive(Default)]
+struct Seen {
+    applied: Vec<Record>,
+    connects: Vec<(u64, Connect)>,
+    duplicates: u64,
+}
+
+/// Serves one connection the way the collector does: expects a `Connect`, applies new
+/// records, acknowledges each. Stops after `limit` records read on this connection
+/// (dropping the connection without acknowledging the last one), or at end of stream.
+fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
+    let mut writer = conn.try_clone().unwrap();
+    let mut frames = FrameReader::new(conn);
+    let first = frames.next_record().expect("a Connect first");
+    let Body::Connect(c) = first.body else { panic!("first record is not Connect: {first:?}") };
+    seen.lock().unwrap().connects.push((first.seq, c));
+    let mut n = 0;
+    while let Ok(r) = frames.next_record() {
+        n += 1;
+        if limit.is_some_and(|l| n >= l) {
+            return;
+        }
+        let next = {
+            let mut s = seen.lock().unwrap();
+            let expected = s.applied.last().map_or(0, |r| r.seq + 1);
+            if r.seq < expected {
+                s.duplicates += 1;
+            } else {
+                s.applied.push(r);
+            }
+            s.applied.last().map_or(0, |r| r.seq + 1)
+        };
+        if writer.write_all(&encode_reply(&Reply::Ack { next }).unwrap()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn records_flow_and_are_forgotten_once_acknowledged() {
+    let path = socket_path("flow");
+    let listener = UnixListener::bind(&path).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let host = {
+        let seen = seen.clone();
+        thread::spawn(move || serve(listener.accept().unwrap().0, &seen, None))
+    };
+    let conn = UnixStream::connect(&path).unwrap();
+    let link = Link::new(UnixConnector(path.clone()), conn, config(1 << 20)).unwrap();
+    let mut stream = Stream::new(link);
+    for i in 0..200 {
+        stream.send(if i % 2 == 0 { events(10) } else { log(i) }).unwrap();
+    }
+    let mut link = stream.into_inner();
+    link.finish(Duration::from_secs(10)).unwrap();
+    assert_eq!(link.unacknowledged(), 0);
+    host.join().unwrap();
+    let s = seen.lock().unwrap();
+    assert_eq!(s.applied.len(), 200);
+    assert!(s.applied.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+    assert_eq!(s.connects.len(), 1);
+    assert_eq!((s.connects[0].0, s.connects[0].1.connection, s.connects[0].1.agent_pid), (0, 1, 42));
+    assert_eq!(link.stats(), LinkStats { spool_peak_bytes: link.stats().spool_peak_bytes, ..LinkStats::default() });
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_dropped_connection_is_restored_and_nothing_is_lost_or_doubled() {
+    let path = socket_path("drop");
+    let listener = UnixListener::bind(&path).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let host = {
+        let seen = seen.clone();
+        thread::spawn(move || {
+            // The first two connections break after 30 records each; the third serves.
+            for limit in [Some(30), Some(30), None] {
+                serve(listener.accept().unwrap().0, &seen, limit);
+            }
+        })
+    };
+    let conn = UnixStream::connect(&path).unwrap();
+    let link = Link::new(UnixConnector(path.clone()), conn, config(1 << 20)).unwrap();
+    let mut stream = Stream::new(link);
+    for i in 0..300u64 {
+        stream.send(if i % 3 == 0 { events(5) } else { log(i) }).unwrap();
+        if i % 50 == 0 {
+            // Give the host time to read, so drops happen with records in flight.
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut link = stream.into_inner();
+    link.finish(Duration::from_secs(20)).unwrap();
+    host.join().unwrap();
+    let s = seen.lock().unwrap();
+    let seqs: Vec<u64> = s.applied.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (0..300).collect::<Vec<_>>(), "every record exactly once, in order");
+    assert_eq!(s.connects.len(), 3);
+    let stats = link.stats();
+    assert_eq!(stats.reconnects, 2);
+    assert_eq!(stats.spool_dropped_records, 0);
+    for (i, (seq, c)) in s.connects.iter().enumerate().skip(1) {
+        let after = c.after.as_ref().expect("a reconnection says what it follows");
+        assert_eq!(c.connection, i as u32 + 1);
+        assert_eq!(*seq, after.acked, "resending starts at the first unacknowledged record");
+        assert!(after.restored_ns >= after.lost_ns);
+        // The host closed it: seen as end of stream, a reset or a broken pipe.
+        assert!(["closed", "reset", "Broken pipe"].iter().any(|w| after.why.contains(w)), "{}", after.why);
+    }
+    assert!(stats.records_resent > 0, "nothing was in flight at the drops");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn past_the_spool_bound_events_are_dropped_and_counted_while_the_link_is_down() {
+    let path = socket_path("spool");
+    let listener = UnixListener::bind(&path).unwrap();
+    let conn = UnixStream::connect(&path).unwrap();
+    // Take the first connection and close it at once: the link is down, and stays
+    // down while nothing listens.
+    let (first, _) = listener.accept().unwrap();
+    drop(first);
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+
+    let link = Link::new(UnixConnector(path.clone()), conn, config(64 * 1024)).unwrap();
+    let mut stream = Stream::new(link);
+    let frame_len = encode_frame(&Record { seq: 0, body: events(100) }).unwrap().len() as u64;
+    let mut sent_events = 0u64;
+    for i in 0..100u64 {
+        stream.send(if i % 10 == 0 { log(i) } else { events(100) }).unwrap();
+        if i % 10 != 0 {
+            sent_events += 100;
+        }
+        if i == 0 {
+            // Let the link see the connection closed.
+            thread::sleep(Duration::from_millis(50));
+            stream.service();
+        }
+    }
+    let stats = stream.into_inner().stats();
+    let kept = (64 * 1024) / frame_len;
+    assert!(stats.spool_dropped_records > 0);
+    assert!(stats.spool_dropped_records <= 90 - kept + 1, "{stats:?}");
+    assert_eq!(stats.spool_dropped_events[ProbeKind::AllocFd as usize], stats.spool_dropped_records * 100);
+    assert!(stats.spool_peak_bytes <= 64 * 1024 + 4096, "non-events records only may pass the bound: {stats:?}");
+    assert!(sent_events > stats.spool_dropped_events.iter().sum::<u64>());
+}
+
+#[test]
+fn the_collector_gets_everything_kept_after_an_outage_with_the_gap_where_records_were_dropped() {
+    let path = socket_path("outage");
+    let listener = UnixListener::bind(&path).unwrap();
+    let conn = UnixStream::connect(&path).unwrap();
+    let (first, _) = listener.accept().unwrap();
+    drop(first);
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+
+    let link = Link::new(UnixConnector(path.clone()), conn, config(32 * 1024)).unwrap();
+    let mut stream = Stream::new(link);
+    thread::sleep(Duration::from_millis(50));
+    stream.service();
+    for i in 0..60u64 {
+        stream.send(if i % 6 == 0 { log(i) } else { events(50) }).unwrap();
+    }
+    // The collector comes back.
+    let listener = UnixListener::bind(&path).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let host = {
+        let seen = seen.clone();
+        thread::spawn(move || serve(listener.accept().unwrap().0, &seen, None))
+    };
+    let mut link = stream.into_inner();
+    link.finish(Duration::from_secs(20)).unwrap();
+    host.join().unwrap();
+    let stats = link.stats();
+    let s = seen.lock().unwrap();
+    let got = s.applied.len() as u64;
+    assert_eq!(got + stats.spool_dropped_records, 60, "every record either arrived or was counted as dropped");
+    let logs = s.applied.iter().filter(|r| matches!(r.body, Body::Log { .. })).count();
+    assert_eq!(logs, 10, "records other than events are never dropped");
+    assert_eq!(s.connects.len(), 1);
+    assert_eq!(s.connects[0].1.connection, 2);
+    assert!(s.connects[0].1.after.is_some());
+    let _ = std::fs::remove_file(&path);
+}
