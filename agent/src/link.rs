@@ -94,7 +94,7 @@ impl Connector for VsockConnector {
 }
 
 /// How the link behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LinkConfig {
     /// The agent's pid, sent in every [`Connect`].
     pub agent_pid: u32,
@@ -105,6 +105,8 @@ pub struct LinkConfig {
     /// A connection whose oldest unacknowledged record waits longer than this is taken
     /// for dead.
     pub ack_timeout: Duration,
+    /// The run's secret, presented on every connection.
+    pub secret: String,
 }
 
 /// Why the link could not be finished.
@@ -244,6 +246,7 @@ impl<C: Connector> Link<C> {
             agent_start_ns: self.config.agent_start_ns,
             connection: self.connections,
             after,
+            secret: self.config.secret.clone(),
         };
         self.preamble = encode_frame(&Record { seq: first, body: Body::Connect(connect) })
             .map_err(io::Error::other)?;

@@ -99,6 +99,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 agent_start_ns,
                 spool_bytes: plan.spool_bytes.unwrap_or(link::DEFAULT_SPOOL_BYTES),
                 ack_timeout: ACK_TIMEOUT,
+                secret: plan.secret.clone().unwrap_or_default(),
             };
             let conn = packet_size::SmallWrites(conn);
             let link = Link::new(VsockConnector { cid: HOST_CID, port }, conn, config)

@@ -121,6 +121,7 @@ mod tests {
             settle_ms: 0,
             events_bytes: None,
             spool_bytes: None,
+            secret: None,
         }
     }
 

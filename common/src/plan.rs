@@ -35,6 +35,42 @@ pub struct RunPlan {
     /// (what survives a dropped link); `None`: the agent's default (64 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool_bytes: Option<u64>,
+    /// The run's secret: the agent presents it on every connection, and the collector
+    /// refuses connections without it. The plan file is readable by root only in the
+    /// guest. `None`: the collector accepts any agent (a plan written by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// A fresh secret for a run: 32 random bytes from the operating system, in hex.
+pub fn new_secret() -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether `given` equals `expected`, in time that does not depend on where they differ.
+pub fn secret_matches(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_fresh_hex_and_compared_whole() {
+        let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert!(secret_matches(&a, &a.clone()));
+        assert!(!secret_matches(&a, &b));
+        assert!(!secret_matches("", &a));
+        assert!(!secret_matches(&a[..63], &a));
+    }
 }
 
 /// Smallest `EVENTS` ring the agent accepts ([`RunPlan::events_bytes`]): one page.

@@ -18,9 +18,13 @@
 //! acknowledged. The collector acknowledges on the same connection with [`Reply`] frames
 //! (same header), so the agent can forget what is stored; it drops duplicates by `seq`.
 //!
+//! Only this run's agent may feed the collector: every [`Connect`] carries the run's
+//! secret, which the collector put in the guest's root-only plan file; a connection
+//! without it is refused and counted.
+//!
 //! Versions: 1, the first; 2 added [`Body::Heartbeat`]; 3 added [`Body::Connect`],
-//! [`Reply`] frames and the link counters of [`Totals`] (a reader of an older version
-//! would not know them, so the version says so).
+//! [`Reply`] frames and the link counters of [`Totals`]; 4 added [`Connect::secret`]
+//! (a reader of an older version would not know them, so the version says so).
 
 use std::io::{self, Read, Write};
 
@@ -31,7 +35,7 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 3;
+pub const WIRE_VERSION: u16 = 4;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -114,6 +118,9 @@ pub struct Connect {
     pub connection: u32,
     /// Why the previous connection ended, for a reconnection.
     pub after: Option<LinkLoss>,
+    /// The run's secret, from the plan ([`crate::plan::RunPlan::secret`]); empty when
+    /// the plan has none.
+    pub secret: String,
 }
 
 /// The agent's view of a lost link, sent when it has reconnected.

@@ -38,6 +38,9 @@ pub struct AttachOptions {
     pub out_dir: PathBuf,
     /// Longest wait for the agent and its stream.
     pub timeout: Duration,
+    /// The secret of the plan the agent was given: connections without it are refused
+    /// (`None`: any agent is let in).
+    pub secret: Option<String>,
 }
 
 /// The run plan to place in the guest at `/etc/guestscope/plan.json`.
@@ -51,7 +54,7 @@ pub fn default_plan(port: u32) -> RunPlan {
             origin: WorkloadOrigin::Builtin,
         })
         .collect();
-    RunPlan { vsock_port: port, probes: Vec::new(), workloads, settle_ms: 0, events_bytes: None, spool_bytes: None }
+    RunPlan { vsock_port: port, probes: Vec::new(), workloads, settle_ms: 0, events_bytes: None, spool_bytes: None, secret: None }
 }
 
 /// What the VM needs, as QEMU options and libvirt XML, for `endpoint`.
@@ -94,6 +97,7 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
     let events = std::fs::File::create(o.out_dir.join("events.jsonl"))
         .map_err(|e| LabError::Setup(format!("creating events.jsonl: {e}")))?;
     let mut session: Session<Box<dyn io::Write + Send>> = Session::new(Box::new(io::BufWriter::new(events)));
+    let options = ReceiveOptions { secret: o.secret.clone(), ..ReceiveOptions::default() };
     let received = match &o.endpoint {
         Endpoint::Uds(path) => {
             let mut listener = PortListener::bind(path, o.port).map_err(|e| LabError::Setup(e.to_string()))?;
@@ -101,7 +105,7 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
             let stream = listener
                 .accept_within(o.timeout, || alive().map_err(|s| s.to_string()))
                 .map_err(|e| LabError::Setup(e.to_string()))?;
-            receive(Box::new(stream), &mut listener, &mut session, &mut alive, started, ReceiveOptions::default(), &mut |_| {})
+            receive(Box::new(stream), &mut listener, &mut session, &mut alive, started, options.clone(), &mut |_| {})
         }
         Endpoint::Cid(cid) => {
             let mut listener = vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, o.port)
@@ -112,7 +116,7 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
             if peer_cid != *cid {
                 return Err(LabError::Setup(format!("refused a connection from CID {peer_cid} (expected {cid})")));
             }
-            receive(Box::new(stream), &mut listener, &mut session, &mut alive, started, ReceiveOptions::default(), &mut |_| {})
+            receive(Box::new(stream), &mut listener, &mut session, &mut alive, started, options.clone(), &mut |_| {})
         }
     };
     let mut c = Collected {

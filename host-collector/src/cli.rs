@@ -56,9 +56,14 @@ pub struct AttachArgs {
     /// Print the QEMU/libvirt options and guest steps the VM needs, then exit.
     #[arg(long)]
     pub print_setup: bool,
-    /// Write the run plan to place in the guest at /etc/guestscope/plan.json, then exit.
+    /// Write the run plan to place in the guest at /etc/guestscope/plan.json (mode
+    /// 0600, root only: it holds the run's secret), then exit.
     #[arg(long, value_name = "FILE")]
     pub write_plan: Option<PathBuf>,
+    /// The plan the agent was given (from --write-plan): only an agent presenting its
+    /// secret is let in. Without it, any agent that connects is.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
 }
 
 /// Accelerator choice on the command line.

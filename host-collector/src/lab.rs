@@ -242,7 +242,7 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             origin: WorkloadOrigin::User,
         });
     }
-    RunPlan { vsock_port: VSOCK_PORT, probes: v.probes.clone(), workloads, settle_ms: 0, events_bytes: o.events_bytes, spool_bytes: o.spool_bytes }
+    RunPlan { vsock_port: VSOCK_PORT, probes: v.probes.clone(), workloads, settle_ms: 0, events_bytes: o.events_bytes, spool_bytes: o.spool_bytes, secret: None }
 }
 
 /// How much of a run to do.
@@ -298,10 +298,19 @@ pub fn boot_and_collect(
     mode: &Mode,
 ) -> Result<Collected, LabError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
-    let run_dir = tempfile::Builder::new().prefix("guestscope-").tempdir().map_err(|e| setup("creating a run directory", &e))?;
+    // Owner-only: it holds the sockets to the guest (whoever reaches them talks to it).
+    let run_dir = tempfile::Builder::new()
+        .prefix("guestscope-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| setup("creating a run directory", &e))?;
     let user: Vec<(String, &Path)> = v.user.iter().map(|u| (u.name.clone(), u.path.as_path())).collect();
     let initrd = run_dir.path().join("initrd.cpio");
     let rootfs_files = v.rootfs.as_ref().map(|r| r.layer_files()).unwrap_or_default();
+    // Each boot gets its own secret, in the plan (a root-only file in the guest): only
+    // the agent can present it.
+    let secret = guestscope_common::plan::new_secret().map_err(|e| setup("making the run's secret", &e))?;
+    let plan = &RunPlan { secret: Some(secret.clone()), ..plan.clone() };
     image::build_run_initrd_with(&o.initrd, plan, &user, &rootfs_files, &initrd).map_err(|e| setup("writing the run's initramfs", &e))?;
 
     let (mut vhost_child, backend) =
@@ -404,6 +413,7 @@ pub fn boot_and_collect(
             let options = ReceiveOptions {
                 stop_at_hello: *mode == Mode::BootOnly,
                 faults: o.link_faults.clone(),
+                secret: Some(secret.clone()),
                 ..ReceiveOptions::default()
             };
             last_progress.set(Some(Instant::now()));

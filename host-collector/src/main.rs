@@ -98,9 +98,11 @@ fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>,
         (None, None) => None,
     };
     if let Some(path) = &a.write_plan {
-        let json =
-            serde_json::to_vec_pretty(&attach::default_plan(a.port)).map_err(|e| e.to_string())?;
-        std::fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        // A fresh secret: `attach --plan` requires it of the agent that reads this plan.
+        let secret = guestscope_common::plan::new_secret().map_err(|e| format!("making a secret: {e}"))?;
+        let plan = guestscope_common::plan::RunPlan { secret: Some(secret), ..attach::default_plan(a.port) };
+        let json = serde_json::to_vec_pretty(&plan).map_err(|e| e.to_string())?;
+        write_private(path, &json).map_err(|e| format!("writing {}: {e}", path.display()))?;
         eprintln!(
             "guestscope: wrote {}; place it in the guest at /etc/guestscope/plan.json",
             path.display()
@@ -116,10 +118,28 @@ fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>,
     if a.print_setup {
         return Ok(None);
     }
+    let secret = match &a.plan {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("--plan {}: {e}", path.display()))?;
+            let plan: guestscope_common::plan::RunPlan =
+                serde_json::from_str(&text).map_err(|e| format!("--plan {}: not a run plan: {e}", path.display()))?;
+            Some(plan.secret.ok_or_else(|| format!("--plan {}: the plan has no secret (write one with --write-plan)", path.display()))?)
+        }
+        None => None,
+    };
     Ok(Some(attach::run(&AttachOptions {
         endpoint,
         port: a.port,
         out_dir: a.out,
         timeout: std::time::Duration::from_secs(a.timeout),
+        secret,
     })))
+}
+
+/// Writes a file readable by its owner only (it holds a secret).
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(data)
 }

@@ -90,6 +90,19 @@ pub fn test_out_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The processes whose parent is `pid`, with their names (`comm`).
+pub fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for k in list.split_whitespace().filter_map(|k| k.parse::<u32>().ok()) {
+            let comm = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap_or_default();
+            kids.push((k, comm.trim().to_string()));
+        }
+    }
+    kids
+}
+
 /// Boots the guest with `opts` (kernel, initrd and out dir filled in) and loads
 /// what it wrote.
 pub fn run_lab(test_name: &str, mut opts: LabOptions) -> RunOutput {

@@ -41,13 +41,15 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
         settle_ms: 0,
         events_bytes: None,
         spool_bytes: None,
+        // As `attach --write-plan` makes it: the agent must present this secret.
+        secret: Some(guestscope_common::plan::new_secret().unwrap()),
     };
     let initrd = dir.join("initrd.cpio");
     image::build_run_initrd(&base, &plan, &[], &initrd).unwrap();
 
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let opts = AttachOptions { endpoint: Endpoint::Uds(uds.clone()), port, out_dir: out.clone(), timeout: Duration::from_secs(300) };
+    let opts = AttachOptions { endpoint: Endpoint::Uds(uds.clone()), port, out_dir: out.clone(), timeout: Duration::from_secs(300), secret: plan.secret.clone() };
     let collector = std::thread::spawn(move || attach::run(&opts));
     // The listener is up once its socket exists.
     let sock = dir.join(format!("vm.vsock_{port}"));

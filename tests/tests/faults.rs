@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use guestscope::lab::LabOptions;
 use guestscope::stream::receive::LinkFault;
-use guestscope_tests::{collector_binary, guest_artifacts, load, run_lab, target_dir, test_out_dir, workload_binary};
+use guestscope_tests::{children_of, collector_binary, guest_artifacts, load, run_lab, target_dir, test_out_dir, workload_binary};
 
 /// One guest at a time: the faults depend on timing, and the host has few cores.
 static ONE_VM: Mutex<()> = Mutex::new(());
@@ -98,19 +98,6 @@ fn start_long_run(name: &str) -> (std::process::Child, PathBuf) {
         std::thread::sleep(Duration::from_millis(100));
     }
     (child, dir)
-}
-
-/// The processes whose parent is `pid`, with their names.
-fn children_of(pid: u32) -> Vec<(u32, String)> {
-    let mut kids = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for k in list.split_whitespace().filter_map(|k| k.parse::<u32>().ok()) {
-            let comm = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap_or_default();
-            kids.push((k, comm.trim().to_string()));
-        }
-    }
-    kids
 }
 
 /// Sends `signal` mid-run (to the process, or to its whole group as a terminal's Ctrl-C

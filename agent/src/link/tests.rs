@@ -37,7 +37,13 @@ fn socket_path(name: &str) -> PathBuf {
 }
 
 fn config(spool_bytes: u64) -> LinkConfig {
-    LinkConfig { agent_pid: 42, agent_start_ns: 7, spool_bytes, ack_timeout: Duration::from_secs(5) }
+    LinkConfig {
+        agent_pid: 42,
+        agent_start_ns: 7,
+        spool_bytes,
+        ack_timeout: Duration::from_secs(5),
+        secret: "s3cret".into(),
+    }
 }
 
 fn events(n: usize) -> Body {
@@ -124,6 +130,7 @@ fn records_flow_and_are_forgotten_once_acknowledged() {
     assert!(s.applied.iter().enumerate().all(|(i, r)| r.seq == i as u64));
     assert_eq!(s.connects.len(), 1);
     assert_eq!((s.connects[0].0, s.connects[0].1.connection, s.connects[0].1.agent_pid), (0, 1, 42));
+    assert_eq!(s.connects[0].1.secret, "s3cret", "the secret goes with every connection");
     assert_eq!(link.stats(), LinkStats { spool_peak_bytes: link.stats().spool_peak_bytes, ..LinkStats::default() });
     let _ = std::fs::remove_file(&path);
 }

@@ -37,7 +37,26 @@ pub enum VhostError {
     Exited(String),
 }
 
-/// Starts `vhost-device-vsock` for guest CID `cid`, with its sockets in `dir`.
+/// Makes a child create its files readable and writable by their owner only.
+trait OwnerOnly {
+    fn umask_owner_only(&mut self) -> &mut Self;
+}
+
+impl OwnerOnly for Command {
+    fn umask_owner_only(&mut self) -> &mut Self {
+        // SAFETY: the closure runs in the child between fork and exec and only calls
+        // umask, which is async-signal-safe and cannot fail.
+        unsafe {
+            self.pre_exec(|| {
+                libc::umask(0o177);
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Starts `vhost-device-vsock` for guest CID `cid`, with its sockets in `dir`
+/// (created owner-only: mode 0600, from a umask of 0177; it creates no directory).
 pub fn start(program: &Path, dir: &Path, cid: u32) -> Result<(ChildGuard, VsockBackend), VhostError> {
     let control = dir.join("vhost.sock");
     let uds = dir.join("vm.vsock");
@@ -50,6 +69,9 @@ pub fn start(program: &Path, dir: &Path, cid: u32) -> Result<(ChildGuard, VsockB
         .arg(&uds)
         // Its own process group, like QEMU's: a Ctrl-C reaches the collector only.
         .process_group(0)
+        // Its sockets (the control socket, the hybrid-vsock one) for the owner only:
+        // whoever reaches them talks to the guest.
+        .umask_owner_only()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -6,13 +6,14 @@
 //! connection breaks, it waits for the agent to reconnect: the agent resends what was not
 //! acknowledged, and the outage (its time on both clocks, what was resent) goes into the
 //! [`LinkReport`]. A connection whose first record is not a `Connect` of this run's agent
-//! is refused and counted.
+//! is refused and counted, and so is one without the run's secret.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use guestscope_common::plan::secret_matches;
 use guestscope_common::wire::{Body, Connect, DecodeError, FrameReader, LinkLoss, Record, Reply, encode_reply};
 use serde::Serialize;
 
@@ -135,11 +136,14 @@ pub struct ReceiveOptions {
     pub reconnect_within: Duration,
     /// Faults to inject (tests).
     pub faults: Vec<LinkFault>,
+    /// The run's secret: a connection whose `Connect` does not carry it is refused
+    /// (`None`: any agent is let in).
+    pub secret: Option<String>,
 }
 
 impl Default for ReceiveOptions {
     fn default() -> Self {
-        ReceiveOptions { stop_at_hello: false, reconnect_within: Duration::from_secs(60), faults: Vec::new() }
+        ReceiveOptions { stop_at_hello: false, reconnect_within: Duration::from_secs(60), faults: Vec::new(), secret: None }
     }
 }
 
@@ -269,6 +273,7 @@ struct PatientReader<'a, 'b, 'c> {
     accept: &'c mut dyn Accept,
     identity: (u32, u64),
     connection: u32,
+    secret: Option<String>,
     refused: Vec<String>,
     interrupted: Option<Interrupt>,
     last_check: Instant,
@@ -285,7 +290,7 @@ impl PatientReader<'_, '_, '_> {
             return Err(e);
         }
         while let Ok(Some(new)) = self.accept.accept_now() {
-            match handshake(new) {
+            match handshake(new, self.secret.as_deref()) {
                 Ok((conn, seq, c)) if (c.agent_pid, c.agent_start_ns) == self.identity && c.connection > self.connection => {
                     self.interrupted = Some(Interrupt::Superseded(conn, seq, c));
                     return Err(io::Error::other("superseded by a newer connection"));
@@ -333,10 +338,10 @@ fn refusal(c: &Connect, identity: (u32, u64)) -> String {
     }
 }
 
-/// Reads a new connection's first record, which must be a `Connect`; returns the
-/// connection, the record's `seq` (the first sequence number the connection carries)
-/// and the `Connect`.
-fn handshake(conn: Box<dyn Conn>) -> Result<(Box<dyn Conn>, u64, Connect), String> {
+/// Reads a new connection's first record, which must be a `Connect` with the run's
+/// `secret` (if there is one); returns the connection, the record's `seq` (the first
+/// sequence number the connection carries) and the `Connect`.
+fn handshake(conn: Box<dyn Conn>, secret: Option<&str>) -> Result<(Box<dyn Conn>, u64, Connect), String> {
     if let Err(e) = conn.set_timeouts(HANDSHAKE_TIMEOUT, WRITE_TIMEOUT) {
         return Err(format!("a connection that could not be set up: {e}"));
     }
@@ -345,6 +350,13 @@ fn handshake(conn: Box<dyn Conn>) -> Result<(Box<dyn Conn>, u64, Connect), Strin
     let conn = frames.into_inner();
     match first {
         Ok(Record { seq, body: Body::Connect(c) }) => {
+            if secret.is_some_and(|expected| !secret_matches(&c.secret, expected)) {
+                conn.close();
+                return Err(format!(
+                    "a connection without this run's secret (it claimed to be agent pid {}, connection {})",
+                    c.agent_pid, c.connection
+                ));
+            }
             let _ = conn.set_timeouts(READ_TIMEOUT, WRITE_TIMEOUT);
             Ok((conn, seq, c))
         }
@@ -459,6 +471,7 @@ impl Receiver<'_, '_, '_, '_> {
             accept: &mut *self.accept,
             identity,
             connection: self.connection,
+            secret: self.options.secret.clone(),
             refused: Vec::new(),
             interrupted: None,
             last_check: Instant::now(),
@@ -531,7 +544,7 @@ impl Receiver<'_, '_, '_, '_> {
         loop {
             (self.alive)()?;
             match self.accept.accept_now() {
-                Ok(Some(conn)) => match handshake(conn) {
+                Ok(Some(conn)) => match handshake(conn, self.options.secret.as_deref()) {
                     Ok((conn, seq, c)) => {
                         let ok = self.identity.is_none_or(|id| id == (c.agent_pid, c.agent_start_ns)) && c.connection > self.connection;
                         if ok {
@@ -583,7 +596,7 @@ pub fn receive(
     };
     let mut outcome = Outcome::default();
     let mut decode_error = None;
-    let mut next = match handshake(first) {
+    let mut next = match handshake(first, rx.options.secret.as_deref()) {
         Ok((conn, _, c)) => Some((conn, c)),
         Err(why) => {
             rx.link.refused.push(why);
