@@ -28,6 +28,23 @@ pub enum Command {
     Lab(LabArgs),
     /// Collect from a VM started outside guestscope, whose agent connects to us.
     Attach(AttachArgs),
+    /// Install the agent into an ext4 image, started by the image's own init.
+    Deploy(DeployArgs),
+}
+
+/// `guestscope deploy` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The image to install into: raw ext2/3/4, a disk image with an ext partition, or qcow2.
+    #[arg(long, value_name = "IMAGE")]
+    pub rootfs: PathBuf,
+    /// guestscope's base initramfs, where the agent and workloads come from
+    /// [default: target/guestscope/guest/base.cpio of this build].
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// vsock port the agent connects to (`guestscope attach --port`).
+    #[arg(long, default_value_t = crate::lab::VSOCK_PORT)]
+    pub port: u32,
 }
 
 /// `guestscope attach` arguments.

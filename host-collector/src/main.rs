@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Lab(args) => lab::run(&args.into()),
+        Command::Deploy(args) => return deploy_command(args),
         Command::Attach(args) => match attach_command(args) {
             Ok(Some(r)) => r,
             Ok(None) => return ExitCode::SUCCESS,
@@ -76,6 +77,36 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("guestscope: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `guestscope deploy`: one line on what changed, or one line of error.
+fn deploy_command(a: guestscope::cli::DeployArgs) -> ExitCode {
+    use guestscope::rootfs::deploy::{self, DeployOptions};
+    let Some(initrd) = a.initrd.clone().or_else(deploy::default_initrd) else {
+        eprintln!("guestscope: error: --initrd not given and this build has no target/guestscope/guest/base.cpio: run `cargo xtask image`");
+        return ExitCode::from(2);
+    };
+    let o = DeployOptions { image: a.rootfs.clone(), initrd, plan: attach::default_plan(a.port) };
+    match deploy::deploy(&o) {
+        Ok(r) if r.written.is_empty() => {
+            println!("guestscope: {} already has the agent ({}); nothing changed", a.rootfs.display(), r.init.name());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "guestscope: deployed into {} ({}): wrote {}; {} already in place",
+                a.rootfs.display(),
+                r.init.name(),
+                r.written.join(", "),
+                r.unchanged.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("guestscope: error: deploy: {e}");
             ExitCode::from(2)
         }
     }

@@ -53,6 +53,11 @@ pub fn busybox_rootfs(dir: &Path, modules: &Path) -> PathBuf {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/init")).unwrap();
     std::fs::write(root.join("etc/os-release"), "NAME=Buildroot\nID=buildroot\n").unwrap();
+    // Buildroot's BusyBox init runs /etc/init.d/rcS, which starts every S??* script.
+    std::fs::create_dir_all(root.join("etc/init.d")).unwrap();
+    let rcs = root.join("etc/init.d/rcS");
+    std::fs::write(&rcs, "#!/bin/sh\nfor i in /etc/init.d/S??*; do [ -x \"$i\" ] && \"$i\" start; done\n").unwrap();
+    std::fs::set_permissions(&rcs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     for m in MODULES {
         let dest = mdir.join(m);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();

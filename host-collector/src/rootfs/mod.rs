@@ -39,6 +39,7 @@
 //! `/sbin/init` is the root), or a qcow2 image of either. Anything else is one
 //! line of error before anything starts.
 
+pub mod deploy;
 pub mod ext4;
 pub mod format;
 pub mod modules;
