@@ -14,6 +14,7 @@ use crate::output::summary;
 use crate::qemu::accel::Accel;
 use crate::qemu::serial::BootMarks;
 use crate::session::Session;
+use crate::output::lines::WholeLines;
 use crate::stream::listener::PortListener;
 use crate::stream::receive::{ReceiveOptions, Stop, receive};
 
@@ -96,7 +97,7 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
     };
     let events = std::fs::File::create(o.out_dir.join("events.jsonl"))
         .map_err(|e| LabError::Setup(format!("creating events.jsonl: {e}")))?;
-    let mut session: Session<Box<dyn io::Write + Send>> = Session::new(Box::new(io::BufWriter::new(events)));
+    let mut session: Session<Box<dyn io::Write + Send>> = Session::new(Box::new(WholeLines::new(events)));
     let options = ReceiveOptions { secret: o.secret.clone(), ..ReceiveOptions::default() };
     let received = match &o.endpoint {
         Endpoint::Uds(path) => {
@@ -141,6 +142,6 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
         ..Default::default()
     };
     let summary = lab::finish(&o.out_dir, &mut c, run, Vec::new(), Vec::new())
-        .map_err(|e| LabError::Setup(format!("writing outputs: {e}")))?;
+        .map_err(|e| lab::outputs_error(&o.out_dir, &e))?;
     Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
 }

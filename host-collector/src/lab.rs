@@ -3,7 +3,7 @@
 //! the run ends.
 
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,6 +19,7 @@ use crate::guest::btf::TaskOffsets;
 use crate::image;
 use crate::inputs::{self, InputError, UserWorkload};
 use crate::output::html::Figure;
+use crate::output::lines::WholeLines;
 use crate::output::{atomic, html, markdown, plots, summary};
 use crate::qemu::accel::{self, Accel};
 use crate::qemu::child::ChildGuard;
@@ -534,7 +535,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     let events_path = o.out_dir.join("events.jsonl");
     let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
     let plan = plan(o, &v);
-    let mut c = boot_and_collect(o, &v, &plan, Box::new(BufWriter::new(events_file)), &o.out_dir.join("serial.log"), &Mode::Full)?;
+    let mut c = boot_and_collect(o, &v, &plan, Box::new(WholeLines::new(events_file)), &o.out_dir.join("serial.log"), &Mode::Full)?;
     let interrupted = || crate::interrupt::received().is_some();
     let syscall_cr3_runs = if o.cr3 && !interrupted() { cr3_boots(o, &v, &c.session) } else { Vec::new() };
     if c.outcome.how != "interrupted" {
@@ -560,8 +561,15 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         events_ring_bytes: o.events_bytes.unwrap_or(guestscope_common::maps::EVENTS_BYTES),
         outcome: c.outcome.clone(),
     };
-    let summary = finish(&o.out_dir, &mut c, run, boots, syscall_cr3_runs).map_err(|e| setup("writing outputs", &e))?;
+    let summary = finish(&o.out_dir, &mut c, run, boots, syscall_cr3_runs).map_err(|e| outputs_error(&o.out_dir, &e))?;
     Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
+}
+
+/// The error for outputs that could not be written, saying what `events.jsonl` kept.
+pub fn outputs_error(dir: &Path, e: &io::Error) -> LabError {
+    let kept = std::fs::read(dir.join("events.jsonl")).map(|b| b.iter().filter(|&&c| c == b'\n').count());
+    let kept = kept.map(|n| format!("; events.jsonl keeps the {n} events written before")).unwrap_or_default();
+    LabError::Setup(format!("writing outputs in {}: {e}{kept}", dir.display()))
 }
 
 /// Analyzes a collected run, checks the lab's claims and writes every output
@@ -626,9 +634,22 @@ pub fn finish(
     let ran_workloads = summary.workloads.iter().any(|w| w.status.is_some());
     summary.skipped = experiments::support::skipped(&attach, &summary.experiments, ran_workloads);
     summary.claims = experiments::claims::check(&summary);
-    summary.trace = write_trace(dir, &summary, session, c.hello_host_s)?;
+    // The trace is the largest output: if it cannot be written (a full disk), the
+    // summary and the reports still are, and then the error is returned.
+    let trace = write_trace(dir, &summary, session, c.hello_host_s);
+    if trace.is_err() {
+        let _ = std::fs::remove_file(dir.join("trace.perfetto-trace.tmp"));
+    }
+    let (trace, trace_error) = match trace {
+        Ok(t) => (t, None),
+        Err(e) => (None, Some(e)),
+    };
+    summary.trace = trace;
     write_outputs(dir, &summary, session)?;
-    Ok(summary)
+    match trace_error {
+        Some(e) => Err(io::Error::new(e.kind(), format!("trace.perfetto-trace: {e}"))),
+        None => Ok(summary),
+    }
 }
 
 /// The two CR3 boots (PTI on, PTI off), each running a system-call-heavy workload

@@ -59,8 +59,13 @@ fn main() -> ExitCode {
             } else if o.complete && interrupted.is_none() {
                 ExitCode::SUCCESS
             } else {
+                let kept = if o.how == "output write failed" {
+                    "events.jsonl keeps every whole line written before the failure"
+                } else {
+                    "everything received was written"
+                };
                 eprintln!(
-                    "guestscope: run {}: {}{} (everything received was written)",
+                    "guestscope: run {}: {}{} ({kept})",
                     if o.complete { "stopped" } else { "incomplete" },
                     o.how,
                     o.detail

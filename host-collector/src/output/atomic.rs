@@ -4,17 +4,22 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Writes `data` to `path` so that `path` is either the old file or the new one.
+/// Writes `data` to `path` so that `path` is either the old file or the new one; on
+/// failure (a full disk) the temporary file is removed and `path` is left as it was.
 pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
+    let result = fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(data)?;
+            f.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path)
+    result
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@
 //! - [`plots`]: SVG plots (plotters).
 //! - [`perfetto`]: `trace.perfetto-trace`, guest events and host milestones on one time axis.
 //! - [`atomic`]: write-then-rename, so no reader ever sees half a file.
+//! - [`lines`]: `events.jsonl` in whole lines, even when the disk fills up.
 
 pub mod atomic;
 pub mod html;
+pub mod lines;
 pub mod markdown;
 pub mod perfetto;
 pub mod plots;

@@ -425,7 +425,7 @@ impl Receiver<'_, '_, '_, '_> {
     }
 
     fn lost(&mut self, why: String) {
-        tracing::warn!(records = self.session.records, "the agent's connection was lost: {why}");
+        tracing::info!(records = self.session.records, "the agent's connection was lost: {why}");
         self.link.outages.push(Outage {
             lost_host_s: self.now_s(),
             restored_host_s: None,
@@ -523,7 +523,7 @@ impl Receiver<'_, '_, '_, '_> {
 
     /// Closes the link as a network outage would: nothing is accepted for a while.
     fn inject(&mut self, fault: LinkFault) -> String {
-        tracing::warn!(records = self.session.records, down_for = ?fault.down_for, "injected fault: closing the agent's connection");
+        tracing::info!(records = self.session.records, down_for = ?fault.down_for, "injected fault: closing the agent's connection");
         let _ = self.accept.pause();
         let until = Instant::now() + fault.down_for;
         while Instant::now() < until {
@@ -618,8 +618,15 @@ pub fn receive(
                     (conn, c)
                 }
                 Err(mut stop) => {
-                    if rx.link.connections == 0 && stop.how == "link lost" {
-                        stop = Stop::new("agent never connected", format!("{}; refused: {:?}", stop.detail, rx.link.refused));
+                    if rx.link.connections == 0 {
+                        // Say why what did connect was not let in.
+                        let how = if stop.how == "link lost" { "agent never connected".to_string() } else { stop.how };
+                        let refused = if rx.link.refused.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; refused: {}", rx.link.refused.join("; "))
+                        };
+                        stop = Stop::new(how, format!("{}{refused}", stop.detail));
                     } else if stop.how == "guest hung" && rx.link.outages.last().is_some_and(|o| o.restored_host_s.is_none()) {
                         // Silent because the link is down, not because the guest is stuck.
                         stop = Stop::new("link lost", format!("the link was lost and not restored: {}", stop.detail));
