@@ -85,7 +85,9 @@ pub fn collector_binary() -> PathBuf {
 /// A fresh output directory for test `name`, under the target directory (kept after
 /// the test for inspection).
 pub fn test_out_dir(name: &str) -> PathBuf {
-    let dir = target_dir().join("guestscope/test-out").join(name);
+    let parent = target_dir().join("guestscope/test-out");
+    std::fs::create_dir_all(&parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
+    let dir = parent.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
