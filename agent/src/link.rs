@@ -287,15 +287,15 @@ impl<C: Connector> Link<C> {
                 self.lose(format!("writing: {e}"));
                 return;
             }
-            if let Some(since) = self.unacked_since {
-                if since.elapsed() >= self.config.ack_timeout {
-                    let why = format!(
-                        "no acknowledgement for {:.1} s with {} records waiting",
-                        since.elapsed().as_secs_f64(),
-                        self.spool.len()
-                    );
-                    self.lose(why);
-                }
+            if let Some(since) = self.unacked_since
+                && since.elapsed() >= self.config.ack_timeout
+            {
+                let why = format!(
+                    "no acknowledgement for {:.1} s with {} records waiting",
+                    since.elapsed().as_secs_f64(),
+                    self.spool.len()
+                );
+                self.lose(why);
             }
         }
     }

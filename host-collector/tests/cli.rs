@@ -350,11 +350,19 @@ fn run_stream_case(c: &StreamCase) -> Result<(), String> {
     while !socket.exists() {
         if t.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
+            let _ = child.wait();
             return Err("attach did not listen".into());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut agent = UnixStream::connect(&socket).map_err(|e| format!("connecting: {e}"))?;
+    let mut agent = match UnixStream::connect(&socket) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("connecting: {e}"));
+        }
+    };
     // The collector may stop reading before the end (that is the point of some cases).
     let _ = agent.write_all(&c.bytes);
     drop(agent);
@@ -364,6 +372,7 @@ fn run_stream_case(c: &StreamCase) -> Result<(), String> {
         }
         if t.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
+            let _ = child.wait();
             return Err("attach did not end within 30 s".into());
         }
         std::thread::sleep(Duration::from_millis(20));
