@@ -42,9 +42,17 @@ pub struct DeployArgs {
     /// [default: target/guestscope/guest/base.cpio of this build].
     #[arg(long)]
     pub initrd: Option<PathBuf>,
-    /// vsock port the agent connects to (`guestscope attach --port`).
+    /// vsock port the agent connects to, for a new plan (`guestscope attach --port`).
     #[arg(long, default_value_t = crate::lab::VSOCK_PORT)]
     pub port: u32,
+    /// The plan to install (e.g. from `guestscope attach --write-plan`) [default: keep
+    /// the image's plan, or make one with a fresh secret].
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Where to write the installed plan on the host, for `guestscope attach --plan`
+    /// [default: IMAGE.plan.json].
+    #[arg(long, value_name = "FILE")]
+    pub write_plan: Option<PathBuf>,
 }
 
 /// `guestscope attach` arguments.

@@ -87,34 +87,59 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `guestscope deploy`: one line on what changed, or one line of error.
+/// Runs `guestscope deploy`: one line on what changed, one on how to collect; or one
+/// line of error.
 fn deploy_command(a: guestscope::cli::DeployArgs) -> ExitCode {
     use guestscope::rootfs::deploy::{self, DeployOptions};
-    let Some(initrd) = a.initrd.clone().or_else(deploy::default_initrd) else {
-        eprintln!("guestscope: error: --initrd not given and this build has no target/guestscope/guest/base.cpio: run `cargo xtask image`");
-        return ExitCode::from(2);
+    let fail = |e: String| {
+        eprintln!("guestscope: error: deploy: {e}");
+        ExitCode::from(2)
     };
-    let o = DeployOptions { image: a.rootfs.clone(), initrd, plan: attach::default_plan(a.port) };
-    match deploy::deploy(&o) {
-        Ok(r) if r.written.is_empty() => {
-            println!("guestscope: {} already has the agent ({}); nothing changed", a.rootfs.display(), r.init.name());
-            ExitCode::SUCCESS
-        }
-        Ok(r) => {
-            println!(
-                "guestscope: deployed into {} ({}): wrote {}; {} already in place",
-                a.rootfs.display(),
-                r.init.name(),
-                r.written.join(", "),
-                r.unchanged.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("guestscope: error: deploy: {e}");
-            ExitCode::from(2)
-        }
+    let Some(initrd) = a.initrd.clone().or_else(deploy::default_initrd) else {
+        return fail("--initrd not given and this build has no target/guestscope/guest/base.cpio: run `cargo xtask image`".into());
+    };
+    let plan = match &a.plan {
+        Some(path) => match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| {
+            serde_json::from_str::<guestscope_common::plan::RunPlan>(&t).map_err(|e| format!("not a run plan: {e}"))
+        }) {
+            Ok(plan) => Some(plan),
+            Err(e) => return fail(format!("--plan {}: {e}", path.display())),
+        },
+        None => None,
+    };
+    let o = DeployOptions { image: a.rootfs.clone(), initrd, plan, new_plan: attach::default_plan(a.port) };
+    let r = match deploy::deploy(&o) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let host_plan = a.write_plan.clone().unwrap_or_else(|| {
+        let mut p = a.rootfs.clone().into_os_string();
+        p.push(".plan.json");
+        p.into()
+    });
+    let json = match serde_json::to_vec_pretty(&r.plan) {
+        Ok(j) => j,
+        Err(e) => return fail(e.to_string()),
+    };
+    if let Err(e) = write_private(&host_plan, &json) {
+        return fail(format!("writing {}: {e}", host_plan.display()));
     }
+    if r.written.is_empty() {
+        println!("guestscope: {} already has the agent ({}); nothing changed", a.rootfs.display(), r.init.name());
+    } else {
+        println!(
+            "guestscope: deployed into {} ({}): wrote {}; {} already in place",
+            a.rootfs.display(),
+            r.init.name(),
+            r.written.join(", "),
+            r.unchanged.len()
+        );
+    }
+    println!(
+        "guestscope: boot it with a vsock device (`guestscope attach --print-setup`) and collect with: guestscope attach --plan {} --vsock-uds PATH|--vsock-cid N",
+        host_plan.display()
+    );
+    ExitCode::SUCCESS
 }
 
 /// Runs `guestscope attach`; `Ok(None)` when it only printed or wrote setup.

@@ -13,7 +13,7 @@ use guestscope_tests::guests::{busybox_rootfs, kernel_modules, run, sha256, to_q
 use guestscope_tests::{collector_binary, guest_artifacts, target_dir};
 
 fn options(image: &Path) -> DeployOptions {
-    DeployOptions { image: image.to_path_buf(), initrd: guest_artifacts().1, plan: default_plan(7171) }
+    DeployOptions { image: image.to_path_buf(), initrd: guest_artifacts().1, plan: None, new_plan: default_plan(7171) }
 }
 
 fn fsck_clean(image: &Path) {
@@ -43,11 +43,14 @@ fn deploy_into_a_busybox_image_is_idempotent() {
     assert_eq!(script, deploy::init_script());
     let plan: serde_json::Value = serde_json::from_slice(&ext.read("/etc/guestscope/plan.json").unwrap().unwrap()).unwrap();
     assert_eq!(plan["vsock_port"], 7171);
+    assert_eq!(plan["secret"].as_str(), first.plan.secret.as_deref(), "a fresh secret, reported for attach");
+    assert_eq!(ext.stat("/etc/guestscope/plan.json").unwrap().unwrap().perm, 0o600, "the plan holds the secret");
     assert!(ext.stat("/usr/lib/guestscope/workloads/fopen").unwrap().is_some());
 
     let before = sha256(&image);
     let second = deploy::deploy(&options(&image)).unwrap();
     assert!(second.written.is_empty(), "{second:?}");
+    assert_eq!(second.plan, first.plan, "the installed plan (and its secret) is kept");
     assert_eq!(sha256(&image), before, "a second deploy changed the image");
 
     // A changed file is put back, and only it.

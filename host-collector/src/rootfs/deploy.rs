@@ -5,7 +5,11 @@
 //! What is written (owner root, nothing else touched):
 //! - `/usr/lib/guestscope/guestscope-agent` and `/usr/lib/guestscope/workloads/*`:
 //!   the static agent and workloads, taken from guestscope's base initramfs;
-//! - `/etc/guestscope/plan.json`: the run plan (guestscope's workloads, the port);
+//! - `/etc/guestscope/plan.json` (root-only): the run plan — guestscope's workloads,
+//!   the port, and the secret the agent presents to the collector (`guestscope
+//!   attach --plan` with the same plan accepts it). Without a plan given, the one
+//!   already in the image is kept, so a second deploy changes nothing; a new one
+//!   gets a fresh secret;
 //! - for systemd images (`/sbin/init` → systemd, or `/lib/systemd/systemd`):
 //!   `/etc/systemd/system/guestscope-agent.service`, enabled the way
 //!   `systemctl enable` does it (a `multi-user.target.wants` symlink);
@@ -27,7 +31,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, PLAN_PATH, RunPlan};
+use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, PLAN_PATH, RunPlan, new_secret};
 
 use super::ext4::{Ext4Image, FileKind};
 use super::format::Format;
@@ -70,8 +74,12 @@ pub struct DeployOptions {
     pub image: PathBuf,
     /// guestscope's base initramfs (the agent and workloads come from it).
     pub initrd: PathBuf,
-    /// The plan to install.
-    pub plan: RunPlan,
+    /// The plan to install; None: keep the image's plan, or make one with a fresh
+    /// secret from `new_plan`.
+    pub plan: Option<RunPlan>,
+    /// The plan a first deploy installs when none is given (its secret is replaced
+    /// by a fresh one).
+    pub new_plan: RunPlan,
 }
 
 /// What a deploy did.
@@ -83,6 +91,8 @@ pub struct DeployReport {
     pub written: Vec<String>,
     /// Paths already as they should be.
     pub unchanged: Vec<String>,
+    /// The plan now in the image (give it to `guestscope attach --plan`).
+    pub plan: RunPlan,
 }
 
 /// One thing to have in the image.
@@ -201,7 +211,8 @@ fn items(init: InitSystem, ext: &Ext4Image, agent: Vec<u8>, workloads: Vec<(Stri
     for (name, data) in workloads {
         items.push(Item::File { path: format!("{BUILTIN_WORKLOAD_DIR}/{name}"), data, perm: 0o755 });
     }
-    items.push(Item::File { path: PLAN_PATH.into(), data: plan_json, perm: 0o644 });
+    // Root-only: it holds the secret.
+    items.push(Item::File { path: PLAN_PATH.into(), data: plan_json, perm: 0o600 });
     match init {
         InitSystem::Systemd => {
             items.push(Item::File { path: UNIT_PATH.into(), data: systemd_unit().into_bytes(), perm: 0o644 });
@@ -284,7 +295,17 @@ fn deploy_raw(image: &Path, raw: &Path, o: &DeployOptions) -> Result<DeployRepor
     let ext = Ext4Image::new(raw, fs.offset);
     let init = init_system(&ext)?;
     let (agent, workloads) = binaries_from_initrd(&o.initrd)?;
-    let wanted = items(init, &ext, agent, workloads, &o.plan)?;
+    let plan = match &o.plan {
+        Some(plan) => plan.clone(),
+        None => match installed_plan(&ext)? {
+            Some(plan) => plan,
+            None => {
+                let secret = new_secret().map_err(|e| RootfsError::Io("/dev/urandom".into(), e.to_string()))?;
+                RunPlan { secret: Some(secret), ..o.new_plan.clone() }
+            }
+        },
+    };
+    let wanted = items(init, &ext, agent, workloads, &plan)?;
     let mut todo = Vec::new();
     let mut unchanged = Vec::new();
     for item in &wanted {
@@ -308,7 +329,13 @@ fn deploy_raw(image: &Path, raw: &Path, o: &DeployOptions) -> Result<DeployRepor
             }
         }
     }
-    Ok(DeployReport { init, written: todo.iter().map(|i| i.path().to_string()).collect(), unchanged })
+    Ok(DeployReport { init, written: todo.iter().map(|i| i.path().to_string()).collect(), unchanged, plan })
+}
+
+/// The plan a previous deploy installed, if it is one with a secret.
+fn installed_plan(ext: &Ext4Image) -> Result<Option<RunPlan>, RootfsError> {
+    let Some(bytes) = ext.read(PLAN_PATH)? else { return Ok(None) };
+    Ok(serde_json::from_slice::<RunPlan>(&bytes).ok().filter(|p| p.secret.is_some()))
 }
 
 /// Installs the agent into `o.image` (see the module docs).
