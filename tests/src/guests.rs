@@ -3,6 +3,8 @@
 //! - [`busybox_rootfs`]: a Buildroot-like ext4 image (static busybox as `/sbin/init`,
 //!   `/lib` a symlink to `usr/lib` as on merged-/usr systems) holding the
 //!   modules the built-in kernel needs, xz-compressed as distributions ship them.
+//! - [`debian_guest`]: the Debian bookworm rootfs made with debootstrap (systemd as
+//!   init) and its 6.12 kernel and initramfs, built and cached by `cargo xtask test`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,4 +86,18 @@ pub fn to_qcow2(raw: &Path) -> PathBuf {
 /// A file's SHA-256, to show an image was not changed.
 pub fn sha256(path: &Path) -> String {
     String::from_utf8(run(Command::new("sha256sum").arg(path))).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+/// The Debian test guest: (root file system image, 6.12 kernel, Debian's initramfs),
+/// from `GUESTSCOPE_DEBIAN_IMAGE`, `GUESTSCOPE_DEBIAN_KERNEL` and
+/// `GUESTSCOPE_DEBIAN_INITRD` (set by `cargo xtask test`).
+pub fn debian_guest() -> (PathBuf, PathBuf, PathBuf) {
+    let get = |var: &str| {
+        let p = std::env::var_os(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("{var} is not set: the Debian guest tests need `cargo xtask test`"));
+        assert!(p.is_file(), "{var}={} does not exist", p.display());
+        p
+    };
+    (get("GUESTSCOPE_DEBIAN_IMAGE"), get("GUESTSCOPE_DEBIAN_KERNEL"), get("GUESTSCOPE_DEBIAN_INITRD"))
 }

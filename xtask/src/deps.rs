@@ -176,6 +176,24 @@ fn ensure_debian_packages(present: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Installs Debian packages as root, updating apt's lists first when they are
+/// missing, and once more when the install fails.
+pub fn install_debian(packages: &[&str]) -> Result<()> {
+    if !cmd::is_root() {
+        bail!("missing Debian packages: {}; install them with:\n    sudo {}", packages.join(" "), apt_install_command(packages));
+    }
+    eprintln!("    installing Debian packages: {}", packages.join(" "));
+    if !apt_lists_present() {
+        apt_update()?;
+    }
+    if let Err(err) = apt_install(packages) {
+        eprintln!("    apt-get install failed ({err:#}): running apt-get update and retrying once");
+        apt_update()?;
+        apt_install(packages)?;
+    }
+    Ok(())
+}
+
 /// The one command that installs `packages` (printed for non-root users).
 fn apt_install_command(packages: &[&str]) -> String {
     format!(

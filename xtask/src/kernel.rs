@@ -4,7 +4,8 @@
 //! and the dependency-ordered list of the modules the guest must load.
 //!
 //! Cached: the download is skipped when the resolved version's `.deb` is
-//! present, the unpacking when its tree is complete.
+//! present, the unpacking when its tree is complete. [`download`] fetches the
+//! kernel of another meta package the same way (the Debian test guest's 6.12).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -69,23 +70,7 @@ impl Package {
 /// Resolves, downloads (if not cached) and unpacks the kernel, and orders its modules.
 pub fn prepare(layout: &Layout) -> Result<Kernel> {
     let cache = layout.cache_dir();
-    fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
-    let (package, deb) = match fetch(&cache) {
-        Ok(found) => found,
-        Err(err) if cmd::is_root() => {
-            eprintln!("    {err:#}");
-            eprintln!(
-                "    apt's package lists may be missing or stale: running apt-get update once and retrying"
-            );
-            deps::apt_update()?;
-            fetch(&cache)?
-        }
-        Err(err) => {
-            return Err(err.context(
-                "apt's package lists may be missing or stale: run `sudo apt-get update` and retry",
-            ));
-        }
-    };
+    let (package, deb) = fetch_retrying(&cache, META_PACKAGE)?;
     let tree = unpack(&cache, &package, &deb)?;
     prune_other_versions(&cache, &package)?;
 
@@ -121,9 +106,46 @@ pub fn prepare(layout: &Layout) -> Result<Kernel> {
     })
 }
 
+/// A kernel package downloaded into a cache directory.
+#[derive(Clone, Debug)]
+pub struct Downloaded {
+    /// Package name (`linux-image-<abi>-<flavour>`).
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The `.deb`.
+    pub deb: PathBuf,
+}
+
+/// Downloads (unless cached in `cache`) the kernel package the meta package `meta`
+/// depends on (`linux-image-amd64`, `linux-image-6.12-amd64`, ...).
+pub fn download(cache: &Path, meta: &str) -> Result<Downloaded> {
+    let (package, deb) = fetch_retrying(cache, meta)?;
+    Ok(Downloaded { name: package.name, version: package.version, deb })
+}
+
+/// [`fetch`], after one `apt-get update` when the first try fails and we are root.
+fn fetch_retrying(cache: &Path, meta: &str) -> Result<(Package, PathBuf)> {
+    fs::create_dir_all(cache).with_context(|| format!("cannot create {}", cache.display()))?;
+    match fetch(cache, meta) {
+        Ok(found) => Ok(found),
+        Err(err) if cmd::is_root() => {
+            eprintln!("    {err:#}");
+            eprintln!(
+                "    apt's package lists may be missing or stale: running apt-get update once and retrying"
+            );
+            deps::apt_update()?;
+            fetch(cache, meta)
+        }
+        Err(err) => Err(err.context(
+            "apt's package lists may be missing or stale: run `sudo apt-get update` and retry",
+        )),
+    }
+}
+
 /// Resolves the kernel package and downloads its `.deb` unless cached.
-fn fetch(cache: &Path) -> Result<(Package, PathBuf)> {
-    let package = resolve()?;
+fn fetch(cache: &Path, meta: &str) -> Result<(Package, PathBuf)> {
+    let package = resolve(meta)?;
     let deb = cache.join(package.deb_file_name());
     if deb.is_file() {
         eprintln!("    cached: {}", deb.display());
@@ -154,8 +176,8 @@ fn fetch(cache: &Path) -> Result<(Package, PathBuf)> {
     downloaded.map(|()| (package, deb))
 }
 
-/// Asks apt which kernel `linux-image-amd64` currently depends on, and its version.
-fn resolve() -> Result<Package> {
+/// Asks apt which kernel the meta package `meta` currently depends on, and its version.
+fn resolve(meta: &str) -> Result<Package> {
     let show = |name: &str| {
         cmd::stdout_of(cmd("apt-cache").args(["show", "--no-all-versions", name]))
             .with_context(|| format!("apt does not know {name}"))
@@ -163,11 +185,11 @@ fn resolve() -> Result<Package> {
     let field = |stanza: &str, name: &str, key: &str| {
         control_field(stanza, key).with_context(|| format!("apt-cache show {name} has no {key}"))
     };
-    let meta = show(META_PACKAGE)?;
-    let depends = field(&meta, META_PACKAGE, "Depends")?;
-    let (name, version) = parse_kernel_dependency(&depends)
-        .with_context(|| format!("{META_PACKAGE} depends on no kernel image: {depends}"))?;
-    let arch = field(&meta, META_PACKAGE, "Architecture")?;
+    let stanza = show(meta)?;
+    let depends = field(&stanza, meta, "Depends")?;
+    let (name, version) = parse_kernel_dependency(&depends, meta)
+        .with_context(|| format!("{meta} depends on no kernel image: {depends}"))?;
+    let arch = field(&stanza, meta, "Architecture")?;
     // The meta package pins the exact version; ask apt only if it does not.
     let version = match version {
         Some(version) => version,
@@ -182,7 +204,7 @@ fn resolve() -> Result<Package> {
 
 /// The `linux-image-<abi>-<flavour>` package in a `Depends:` value, with the
 /// version it is pinned to (`(= version)`), if any.
-fn parse_kernel_dependency(depends: &str) -> Option<(String, Option<String>)> {
+fn parse_kernel_dependency(depends: &str, meta: &str) -> Option<(String, Option<String>)> {
     depends.split([',', '|']).find_map(|alternative| {
         let alternative = alternative.trim();
         let (name, constraint) = match alternative.split_once('(') {
@@ -192,7 +214,7 @@ fn parse_kernel_dependency(depends: &str) -> Option<(String, Option<String>)> {
             None => (alternative, None),
         };
         let name = name.split(':').next().unwrap_or(name);
-        if !name.starts_with("linux-image-") || name == META_PACKAGE {
+        if !name.starts_with("linux-image-") || name == meta {
             return None;
         }
         let version = constraint
@@ -518,7 +540,7 @@ kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko
     #[test]
     fn parses_the_kernel_dependency() {
         assert_eq!(
-            parse_kernel_dependency("linux-image-6.1.0-56-amd64 (= 6.1.192-2)"),
+            parse_kernel_dependency("linux-image-6.1.0-56-amd64 (= 6.1.192-2)", META_PACKAGE),
             Some((
                 "linux-image-6.1.0-56-amd64".into(),
                 Some("6.1.192-2".into())
@@ -526,19 +548,34 @@ kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko
         );
         assert_eq!(
             parse_kernel_dependency(
-                "initramfs-tools | linux-initramfs-tool, linux-image-6.1.0-48-amd64:amd64 (>= 6.1.172-1)"
+                "initramfs-tools | linux-initramfs-tool, linux-image-6.1.0-48-amd64:amd64 (>= 6.1.172-1)",
+                META_PACKAGE
             ),
             Some(("linux-image-6.1.0-48-amd64".into(), None))
         );
         assert_eq!(
-            parse_kernel_dependency("linux-image-6.1.0-48-amd64"),
+            parse_kernel_dependency("linux-image-6.1.0-48-amd64", META_PACKAGE),
             Some(("linux-image-6.1.0-48-amd64".into(), None))
         );
         assert_eq!(
-            parse_kernel_dependency("firmware-linux-free, linux-image-amd64"),
+            parse_kernel_dependency("firmware-linux-free, linux-image-amd64", META_PACKAGE),
             None
         );
-        assert_eq!(parse_kernel_dependency(""), None);
+        assert_eq!(parse_kernel_dependency("", META_PACKAGE), None);
+    }
+
+    #[test]
+    fn parses_the_6_12_series_dependency() {
+        assert_eq!(
+            parse_kernel_dependency(
+                "linux-image-6.12.117+deb12-amd64 (= 6.12.117-1~deb12u1)",
+                "linux-image-6.12-amd64"
+            ),
+            Some((
+                "linux-image-6.12.117+deb12-amd64".into(),
+                Some("6.12.117-1~deb12u1".into())
+            ))
+        );
     }
 
     #[test]

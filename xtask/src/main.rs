@@ -9,12 +9,14 @@
 //!
 //! Their building blocks: [`build_guest`] (cargo builds), [`kernel`] (the
 //! Debian kernel and its modules), [`initramfs`] (the guest's base archive),
+//! [`debian`] (the second test guest: a debootstrap rootfs with Debian's 6.12),
 //! [`paths`] (where artifacts go), [`cmd`] (running programs), [`steps`]
 //! (timing), [`elf`] (static or dynamic executables).
 
 mod bench;
 mod build_guest;
 mod cmd;
+mod debian;
 mod deps;
 mod elf;
 mod image;

@@ -1,11 +1,13 @@
-//! `cargo xtask test`: build the guest image (as `lab` does), then run every
-//! crate's tests in release mode, the VM tests included, which find the image
-//! and the collector through environment variables.
+//! `cargo xtask test`: build the guest image (as `lab` does) and the Debian test
+//! guest ([`crate::debian`]), then run every crate's tests in release mode, the VM
+//! tests included, which find the images and the collector through environment
+//! variables.
 
 use anyhow::Result;
 
 use crate::build_guest::Overrides;
 use crate::cmd;
+use crate::debian;
 use crate::image;
 use crate::paths::Layout;
 use crate::steps::Steps;
@@ -18,6 +20,12 @@ pub const INITRD_ENV: &str = "GUESTSCOPE_INITRD";
 pub const BIN_ENV: &str = "GUESTSCOPE_BIN";
 /// The built-in kernel's `lib/modules/<release>` (root file system tests).
 pub const MODULES_ENV: &str = "GUESTSCOPE_KERNEL_MODULES";
+/// The Debian test guest's root file system image.
+pub const DEBIAN_IMAGE_ENV: &str = "GUESTSCOPE_DEBIAN_IMAGE";
+/// The Debian test guest's 6.12 kernel.
+pub const DEBIAN_KERNEL_ENV: &str = "GUESTSCOPE_DEBIAN_KERNEL";
+/// The Debian test guest's own initramfs.
+pub const DEBIAN_INITRD_ENV: &str = "GUESTSCOPE_DEBIAN_INITRD";
 
 /// The eBPF crate only builds for the BPF target (the agent's build script
 /// builds it), so it is left out like in the workspace's `default-members`.
@@ -49,6 +57,7 @@ pub fn test(options: &Options) -> Result<()> {
 
 fn run(layout: &Layout, steps: &mut Steps, options: &Options) -> Result<()> {
     let image = image::prepare(layout, steps, &options.overrides, true)?;
+    let debian = steps.run("debian guest", || debian::prepare(layout))?;
     let collector = image
         .collector
         .clone()
@@ -69,6 +78,9 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options) -> Result<()> {
                 .env(INITRD_ENV, &image.initrd)
                 .env(BIN_ENV, &collector)
                 .env(MODULES_ENV, &image.modules_dir)
+                .env(DEBIAN_IMAGE_ENV, &debian.image)
+                .env(DEBIAN_KERNEL_ENV, &debian.kernel)
+                .env(DEBIAN_INITRD_ENV, &debian.initrd)
                 .current_dir(&layout.root),
         )
     })
