@@ -324,3 +324,33 @@ fn past_the_spool_bound_the_dropped_events_are_counted_exactly() {
     let row = format!("| events dropped by the agent (link down past its spool bound) | {dropped_events} in {dropped_records} records |");
     assert!(coverage.contains(&row), "{coverage}");
 }
+
+/// `kill -9` of the collector mid-run: nothing can be written any more, but QEMU and
+/// vhost-device-vsock die with it (they do not run on unattended), and what is on disk
+/// parses: `events.jsonl` holds whole lines only, and no half-written JSON is left.
+#[test]
+fn sigkill_mid_run_leaves_no_guest_behind_and_only_whole_lines() {
+    let _vm = one_vm();
+    let (mut child, dir) = start_long_run("sigkill");
+    let kids = children_of(child.id());
+    assert!(kids.iter().any(|(_, c)| c.starts_with("qemu")), "no QEMU child: {kids:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    for (pid, comm) in &kids {
+        // Gone, or a zombie waiting for a reaper: no longer running either way.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+            assert!(t.elapsed() < Duration::from_secs(10), "{comm} ({pid}) still runs after the collector was killed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "events.jsonl ends inside a line");
+    let lines = text.lines().count();
+    for (i, l) in text.lines().enumerate() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("events.jsonl line {}: {e}", i + 1));
+    }
+    eprintln!("sigkill: {lines} whole events.jsonl lines on disk");
+    assert!(lines > 0, "the run had written events before the kill");
+    assert!(!dir.join("summary.json").exists() || serde_json::from_slice::<serde_json::Value>(&std::fs::read(dir.join("summary.json")).unwrap()).is_ok());
+}

@@ -1,8 +1,29 @@
 //! A child process that cannot outlive its owner.
 
 use std::io;
-use std::process::{Child, ExitStatus};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
+
+/// Makes the child killed (SIGKILL) when the thread that starts it dies, so QEMU and
+/// the vsock device never outlive a collector that was itself killed (`kill -9`, a
+/// crash): [`ChildGuard`] covers every other way out.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl
+    // and getppid, both async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then there is no one to run for.
+            if libc::getppid() == 1 {
+                libc::_exit(1);
+            }
+            Ok(())
+        })
+    }
+}
 
 /// Wraps a [`Child`]; killed and reaped on drop.
 pub struct ChildGuard {

@@ -88,10 +88,12 @@ impl QemuConfig {
         a
     }
 
-    /// A ready-to-spawn command.
+    /// A ready-to-spawn command; QEMU dies with the thread that starts it (see
+    /// [`super::child::die_with_parent`]).
     pub fn command(&self) -> Command {
         let mut c = Command::new(&self.binary);
         c.args(self.args());
+        super::child::die_with_parent(&mut c);
         c
     }
 

@@ -60,7 +60,9 @@ impl OwnerOnly for Command {
 pub fn start(program: &Path, dir: &Path, cid: u32) -> Result<(ChildGuard, VsockBackend), VhostError> {
     let control = dir.join("vhost.sock");
     let uds = dir.join("vm.vsock");
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    super::child::die_with_parent(&mut command);
+    let child = command
         .arg("--guest-cid")
         .arg(cid.to_string())
         .arg("--socket")
