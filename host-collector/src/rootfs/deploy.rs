@@ -149,8 +149,11 @@ pub fn init_script() -> String {
     )
 }
 
-/// The agent and the workloads (name, contents) from guestscope's base initramfs.
-pub fn binaries_from_initrd(initrd: &Path) -> Result<(Vec<u8>, Vec<(String, Vec<u8>)>), RootfsError> {
+/// The agent's contents, and each workload's name and contents.
+pub type Binaries = (Vec<u8>, Vec<(String, Vec<u8>)>);
+
+/// The agent and the workloads from guestscope's base initramfs.
+pub fn binaries_from_initrd(initrd: &Path) -> Result<Binaries, RootfsError> {
     let io = |e: std::io::Error| RootfsError::Io(initrd.to_path_buf(), e.to_string());
     let data = std::fs::read(initrd).map_err(io)?;
     let workload_dir = BUILTIN_WORKLOAD_DIR.trim_start_matches('/');
@@ -169,10 +172,11 @@ pub fn binaries_from_initrd(initrd: &Path) -> Result<(Vec<u8>, Vec<(String, Vec<
         entry.read_to_end(&mut bytes).map_err(io)?;
         if name == "bin/guestscope-agent" {
             agent = Some(bytes);
-        } else if let Some(w) = name.strip_prefix(workload_dir).and_then(|w| w.strip_prefix('/')) {
-            if !w.is_empty() && !bytes.is_empty() {
-                workloads.push((w.to_string(), bytes));
-            }
+        } else if let Some(w) = name.strip_prefix(workload_dir).and_then(|w| w.strip_prefix('/'))
+            && !w.is_empty()
+            && !bytes.is_empty()
+        {
+            workloads.push((w.to_string(), bytes));
         }
         rest = entry.finish().map_err(io)?;
     }
@@ -324,7 +328,7 @@ fn deploy_raw(image: &Path, raw: &Path, o: &DeployOptions) -> Result<DeployRepor
         let output = ext.script(&commands, true)?;
         for item in &todo {
             if !in_place(&ext, item)? {
-                let detail = output.lines().filter(|l| !l.starts_with("debugfs ")).last().unwrap_or("").trim().to_string();
+                let detail = output.lines().rfind(|l| !l.starts_with("debugfs ")).unwrap_or("").trim().to_string();
                 return Err(RootfsError::Io(image.to_path_buf(), format!("debugfs did not write {} ({detail})", item.path())));
             }
         }

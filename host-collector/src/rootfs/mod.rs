@@ -208,16 +208,15 @@ pub fn prepare(image: &Path, kernel: &Path) -> Result<Prepared, RootfsError> {
     let modules_dir = format!("/lib/modules/{release}");
     let mut layer = Vec::new();
     let mut order = String::new();
-    let description;
-    if ext.stat(&modules_dir)?.is_none() {
+    let description = if ext.stat(&modules_dir)?.is_none() {
         let others = ext.list("/lib/modules")?.unwrap_or_default();
-        description = format!(
+        format!(
             "{} ({} {}, root {root_device}); no {modules_dir} in it{}: assuming kernel {release} has virtio-pci, virtio-blk, ext4 and vsock built in",
             image.display(),
             format.qemu_name(),
             fs.kind.name(),
             if others.is_empty() { String::new() } else { format!(" (it has {})", others.join(", ")) }
-        );
+        )
     } else {
         let dep = ext.read(&format!("{modules_dir}/modules.dep"))?.ok_or_else(|| {
             RootfsError::Kernel(format!("{}: {modules_dir}/modules.dep is missing: run `depmod {release}` in the guest once", image.display()))
@@ -247,15 +246,15 @@ pub fn prepare(image: &Path, kernel: &Path) -> Result<Prepared, RootfsError> {
             layer.push((format!("{modules_dir}/{plain}"), data, 0o644));
         }
         let names: Vec<String> = r.load_order.iter().map(|m| modules::module_name(m)).collect();
-        description = format!(
+        format!(
             "{} ({} {}, root {root_device}); kernel {release}: built in: {}; loading from the image: {}",
             image.display(),
             format.qemu_name(),
             fs.kind.name(),
             if r.builtin.is_empty() { "none of the needed drivers".to_string() } else { r.builtin.join(", ") },
             if names.is_empty() { "nothing".to_string() } else { names.join(" ") }
-        );
-    }
+        )
+    };
     layer.push((MODULES_ORDER_PATH.to_string(), order.into_bytes(), 0o644));
     layer.push((ROOTFS_ENV_PATH.to_string(), format!("GS_ROOT={root_device}\n").into_bytes(), 0o644));
     Ok(Prepared { image, format, root_device, release, layer, description })
