@@ -355,7 +355,20 @@ fn run_stream_case(c: &StreamCase) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut agent = match UnixStream::connect(&socket) {
+    // The socket file appears at bind(), a moment before listen(): retry a refusal.
+    let connect = || {
+        let mut tries = 0;
+        loop {
+            match UnixStream::connect(&socket) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
+    };
+    let mut agent = match connect() {
         Ok(s) => s,
         Err(e) => {
             let _ = child.kill();
