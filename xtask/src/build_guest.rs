@@ -23,7 +23,7 @@ pub const AGENT_BIN: &str = "guestscope-agent";
 /// The workloads' package.
 pub const WORKLOADS_PACKAGE: &str = "guestscope-workloads";
 /// The workload binaries, installed in the guest under their own names.
-pub const WORKLOAD_BINS: [&str; 4] = ["cpuinfo", "fopen", "malloc", "random"];
+pub const WORKLOAD_BINS: [&str; 6] = ["cpuinfo", "fopen", "malloc", "random", "flood", "blast"];
 /// The collector's package.
 pub const COLLECTOR_PACKAGE: &str = "guestscope-collector";
 /// The collector's binary name.
@@ -35,7 +35,7 @@ pub struct Overrides {
     /// Put this file in the guest as the agent instead of building guestscope-agent.
     #[arg(long, value_name = "PATH")]
     pub guest_agent: Option<PathBuf>,
-    /// Take the workloads (cpuinfo, fopen, malloc, random) from this directory
+    /// Take the workloads (cpuinfo, fopen, malloc, random, flood, blast) from this directory
     /// instead of building guestscope-workloads.
     #[arg(long, value_name = "DIR")]
     pub guest_workloads: Option<PathBuf>,

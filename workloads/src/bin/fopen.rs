@@ -4,19 +4,21 @@
 //! Each iteration makes exactly one `open` (so exactly one `alloc_fd`); setup and cleanup
 //! use only `mkdir`, `unlink` and `rmdir`, which allocate no descriptor.
 //!
-//! Usage: `fopen [--iterations N] [--dir DIR]` (defaults 200 and `$TMPDIR` or `/tmp`).
+//! Usage: `fopen [--iterations N] [--dir DIR] [--start-delay-ms MS]` (defaults 200,
+//! `$TMPDIR` or `/tmp`, and 0). `--start-delay-ms` sleeps before the loop (outside the
+//! timed part), so a host-side tracer can be set up once the pid is known.
 
 use std::{
     fs::{self, File},
     io::Write,
     path::PathBuf,
     process::ExitCode,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use guestscope_workloads::{Args, Error, Value, elapsed_ns, json_line, main_with};
 
-const USAGE: &str = "fopen [--iterations N] [--dir DIR]";
+const USAGE: &str = "fopen [--iterations N] [--dir DIR] [--start-delay-ms MS]";
 
 fn main() -> ExitCode {
     main_with("fopen", run)
@@ -25,7 +27,9 @@ fn main() -> ExitCode {
 fn run(mut args: Args) -> Result<(), Error> {
     let iterations = args.number("--iterations", 200)?;
     let base = args.value("--dir")?.map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let delay_ms = args.number("--start-delay-ms", 0)?;
     args.finish(USAGE)?;
+    std::thread::sleep(Duration::from_millis(delay_ms));
 
     let dir = base.join(format!("guestscope-fopen-{}", std::process::id()));
     fs::create_dir_all(&dir)
