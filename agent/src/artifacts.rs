@@ -36,6 +36,8 @@ pub const END_FILES: &[(&str, &str)] = &[
     ("entropy_avail", "/proc/sys/kernel/random/entropy_avail"),
     // Struct layouts for the host's gdbstub experiments (task_struct offsets).
     ("btf", "/sys/kernel/btf/vmlinux"),
+    // The agent's own memory at the end of the run (VmHWM: its peak resident set).
+    ("agent_status", "/proc/self/status"),
 ];
 
 /// Splits `data` into `Artifact` bodies of at most [`CHUNK`] bytes; the last has

@@ -19,6 +19,9 @@
 //! - [`counters`]: summing the probes' per-CPU counters.
 //! - [`spawn`]: starting a workload held at a gate until it is traced.
 //! - [`workloads`]: running one workload under the probes.
+//! - [`tracing_mode`]: a workload's own tracing (other probes, none, an ftrace kprobe)
+//!   and its report.
+//! - [`ftrace`]: ftrace kprobe events through tracefs.
 //! - [`artifacts`]: files captured in the guest (kallsyms, dmesg, pci, ...).
 //! - [`session`]: one run, in the order the host expects.
 //! - [`clock`]: the guest's monotonic clock.
@@ -29,6 +32,7 @@ pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod counters;
+pub mod ftrace;
 pub mod link;
 pub mod packet_size;
 pub mod plan;
@@ -39,6 +43,7 @@ pub mod spawn;
 pub mod stacks;
 pub mod stream;
 pub mod tracer;
+pub mod tracing_mode;
 pub mod transport;
 pub mod workloads;
 

@@ -4,7 +4,7 @@ use std::{collections::HashSet, fs, io, path::Path};
 
 use guestscope_common::{
     ProbeKind,
-    plan::{RunPlan, WorkloadSpec, valid_events_bytes},
+    plan::{RunPlan, Tracing, WorkloadSpec, valid_events_bytes},
 };
 
 /// Why the plan cannot be used.
@@ -50,6 +50,22 @@ pub enum PlanError {
     /// The ring-buffer size is not a power of two of at least a page.
     #[error("plan asks for an EVENTS ring of {0} bytes (a power of two of at least 4096 is needed)")]
     EventsBytes(u32),
+    /// A workload's tracing names a probe this agent does not have.
+    #[error("workload {workload:?}: unknown probe {probe:?}")]
+    UnknownWorkloadProbe {
+        /// The workload's name.
+        workload: String,
+        /// The probe name.
+        probe: String,
+    },
+    /// A workload's ftrace kprobe target is not a kernel symbol name.
+    #[error("workload {workload:?}: {function:?} is not a kernel function name")]
+    BadKprobeTarget {
+        /// The workload's name.
+        workload: String,
+        /// The function asked for.
+        function: String,
+    },
 }
 
 /// Reads and checks the plan at `path`.
@@ -70,7 +86,7 @@ pub fn check(plan: &RunPlan) -> Result<(), PlanError> {
         return Err(PlanError::EventsBytes(bytes));
     }
     let mut names = HashSet::new();
-    for WorkloadSpec { name, path, args, .. } in &plan.workloads {
+    for WorkloadSpec { name, path, args, tracing, .. } in &plan.workloads {
         if !names.insert(name.as_str()) {
             return Err(PlanError::DuplicateWorkload(name.clone()));
         }
@@ -80,8 +96,38 @@ pub fn check(plan: &RunPlan) -> Result<(), PlanError> {
         if path.contains('\0') || args.iter().any(|a| a.contains('\0')) {
             return Err(PlanError::NulByte(name.clone()));
         }
+        check_tracing(name, tracing)?;
     }
     Ok(())
+}
+
+/// Checks a workload's [`Tracing`]: known probe names, and a kprobe target that is a plain
+/// symbol name (it is written into tracefs `kprobe_events`).
+fn check_tracing(workload: &str, tracing: &Tracing) -> Result<(), PlanError> {
+    match tracing {
+        Tracing::Plan => Ok(()),
+        Tracing::Probes(names) | Tracing::ProbesWithoutStacks(names) => match names.iter().find(|n| ProbeKind::from_name(n).is_none()) {
+            Some(probe) => Err(PlanError::UnknownWorkloadProbe {
+                workload: workload.into(),
+                probe: probe.clone(),
+            }),
+            None => Ok(()),
+        },
+        Tracing::FtraceKprobe(function) => {
+            let symbol = !function.is_empty()
+                && function.len() <= 128
+                && !function.starts_with(|c: char| c.is_ascii_digit())
+                && function.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if symbol {
+                Ok(())
+            } else {
+                Err(PlanError::BadKprobeTarget {
+                    workload: workload.into(),
+                    function: function.clone(),
+                })
+            }
+        }
+    }
 }
 
 /// The probes the plan asks for (all of them when its list is empty), in id order.
@@ -101,7 +147,7 @@ pub fn selected_probes(plan: &RunPlan) -> Result<Vec<ProbeKind>, PlanError> {
 
 #[cfg(test)]
 mod tests {
-    use guestscope_common::plan::WorkloadOrigin;
+    use guestscope_common::plan::{Tracing, WorkloadOrigin};
 
     use super::*;
 
@@ -116,6 +162,7 @@ mod tests {
                     path: path.to_string(),
                     args: vec!["--iterations".into(), "10".into()],
                     origin: WorkloadOrigin::Builtin,
+                    tracing: Tracing::Plan,
                 })
                 .collect(),
             settle_ms: 0,
@@ -164,6 +211,38 @@ mod tests {
     }
 
     #[test]
+    fn workload_tracing_is_checked() {
+        let with = |tracing: Tracing| {
+            let mut p = plan(&[], &[("a", "/bin/a")]);
+            p.workloads[0].tracing = tracing;
+            check(&p)
+        };
+        assert!(with(Tracing::Probes(vec![])).is_ok());
+        assert!(with(Tracing::Probes(vec!["alloc_fd".into(), "spin_lock".into()])).is_ok());
+        assert!(matches!(
+            with(Tracing::Probes(vec!["nope".into()])),
+            Err(PlanError::UnknownWorkloadProbe { probe, .. }) if probe == "nope"
+        ));
+        assert!(with(Tracing::FtraceKprobe("alloc_fd".into())).is_ok());
+        assert!(with(Tracing::FtraceKprobe("do_sys_openat2.isra.0".into())).is_ok());
+        for bad in ["", "alloc_fd\n-:x", "a b", "p:x/y alloc_fd", "0abc"] {
+            assert!(
+                matches!(with(Tracing::FtraceKprobe(bad.into())), Err(PlanError::BadKprobeTarget { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn workload_tracing_round_trips_and_defaults_to_the_plan() {
+        let mut p = plan(&[], &[("a", "/bin/a"), ("b", "/bin/b")]);
+        p.workloads[1].tracing = Tracing::FtraceKprobe("alloc_fd".into());
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("\"Plan\""), "the default is left out: {json}");
+        assert_eq!(serde_json::from_str::<RunPlan>(&json).unwrap(), p);
+    }
+
+    #[test]
     fn plan_json_parses() {
         let json = r#"{"vsock_port":7000,"probes":[],"settle_ms":0,
             "workloads":[{"name":"fopen","path":"/usr/lib/guestscope/workloads/fopen",
@@ -171,5 +250,6 @@ mod tests {
         let p: RunPlan = serde_json::from_str(json).unwrap();
         check(&p).unwrap();
         assert_eq!(p.workloads[0].name, "fopen");
+        assert_eq!(p.workloads[0].tracing, Tracing::Plan, "a plan without tracing fields");
     }
 }

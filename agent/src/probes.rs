@@ -14,7 +14,7 @@ use std::error::Error as StdError;
 
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{FEntry, KProbe, ProgramError, TracePoint},
 };
 use guestscope_common::{ProbeCounters, ProbeKind, maps as names, wire::ProbeAttach};
@@ -86,6 +86,8 @@ pub struct Maps {
     pub traced: HashMap<MapData, u32, u8>,
     /// `COUNTERS`: per-CPU, per-probe outcome counters.
     pub counters: PerCpuArray<MapData, ProbeCounters>,
+    /// `SETTINGS`: switches for the probes.
+    pub settings: Array<MapData, u32>,
 }
 
 /// The loaded object (its programs stay attached while it lives) and its maps.
@@ -117,6 +119,7 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
         events: take(&mut ebpf, names::EVENTS)?,
         traced: take(&mut ebpf, names::TRACED_PIDS)?,
         counters: take(&mut ebpf, names::COUNTERS)?,
+        settings: take(&mut ebpf, names::SETTINGS)?,
     };
     Ok(Loaded { ebpf, maps })
 }
@@ -176,7 +179,7 @@ pub fn attach_all(ebpf: &mut Ebpf, selected: &[ProbeKind]) -> Vec<ProbeAttach> {
 
 /// Attaches the fork follower (children of traced processes are traced too).
 pub fn attach_fork_follower(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    tracepoint(ebpf, "sched_process_fork", "sched", "sched_process_fork")
+    tracepoint(ebpf, FORK_FOLLOWER, "sched", "sched_process_fork")
 }
 
 /// The kernel symbol or tracepoint a probe kind attaches to.
@@ -213,6 +216,65 @@ fn precheck(kind: ProbeKind, kallsyms: Option<&str>) -> Result<(), ProbeError> {
 /// Whether `/proc/kallsyms` text lists function `name` (in the kernel or a module).
 fn has_symbol(kallsyms: &str, name: &str) -> bool {
     kallsyms.lines().any(|l| l.split_whitespace().nth(2) == Some(name))
+}
+
+/// The eBPF programs of probe kind `kind` (spin_lock has two: fentry and its kprobe
+/// fallback; one at most is loaded).
+pub fn programs(kind: ProbeKind) -> &'static [&'static str] {
+    match kind {
+        ProbeKind::SpinLock => &["spin_lock_fentry", "spin_lock_kprobe"],
+        ProbeKind::AllocFd => &["alloc_fd"],
+        ProbeKind::PageFaultUser => &["page_fault_user"],
+        ProbeKind::PageFaultKernel => &["page_fault_kernel"],
+    }
+}
+
+/// The fork follower's program.
+pub const FORK_FOLLOWER: &str = "sched_process_fork";
+
+/// Whether program `name` is loaded. The agent attaches every program it loads and
+/// detaches by unloading, so loaded means attached.
+pub fn is_loaded(ebpf: &Ebpf, name: &str) -> bool {
+    ebpf.program(name).is_some_and(|p| p.fd().is_ok())
+}
+
+/// The probe kinds whose program is attached, in id order.
+pub fn attached_kinds(ebpf: &Ebpf) -> Vec<ProbeKind> {
+    ProbeKind::ALL
+        .into_iter()
+        .filter(|&kind| programs(kind).iter().any(|name| is_loaded(ebpf, name)))
+        .collect()
+}
+
+/// Detaches program `name` (by unloading it: aya detaches its links first). Detaching
+/// a program that is not loaded does nothing.
+pub fn detach_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProbeError> {
+    if !is_loaded(ebpf, name) {
+        return Ok(());
+    }
+    let err = |source| ProbeError::Program { program: name, source };
+    let prog = ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?;
+    let result = match prog {
+        aya::programs::Program::KProbe(p) => p.unload(),
+        aya::programs::Program::FEntry(p) => p.unload(),
+        aya::programs::Program::TracePoint(p) => p.unload(),
+        _ => Ok(()),
+    };
+    result.map_err(err)
+}
+
+/// Detaches every program of probe kind `kind`.
+pub fn detach_kind(ebpf: &mut Ebpf, kind: ProbeKind) -> Result<(), ProbeError> {
+    for name in programs(kind) {
+        detach_program(ebpf, name)?;
+    }
+    Ok(())
+}
+
+/// Attaches probe kind `kind` as at start (fentry first for spin_lock, then its kprobe
+/// fallback), saying how, or why it could not. `btf` is the kernel's BTF, for fentry.
+pub fn attach_kind(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) -> ProbeAttach {
+    attach_one(ebpf, kind, btf)
 }
 
 fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) -> ProbeAttach {
@@ -362,6 +424,17 @@ mod tests {
         for kind in ProbeKind::ALL {
             assert!(!target(kind).is_empty());
         }
+    }
+
+    #[test]
+    fn every_kind_has_its_programs_and_they_are_distinct() {
+        let mut all: Vec<&str> = ProbeKind::ALL.into_iter().flat_map(programs).copied().collect();
+        all.push(FORK_FOLLOWER);
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n);
+        assert_eq!(programs(ProbeKind::AllocFd), ["alloc_fd"]);
     }
 
     #[test]

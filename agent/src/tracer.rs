@@ -10,15 +10,15 @@ use std::{
 };
 
 use aya::{
-    Ebpf,
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    Btf, Ebpf,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
 };
-use guestscope_common::{ProbeCounters, wire::Totals};
+use guestscope_common::{ProbeCounters, ProbeKind, wire::Totals};
 
 use crate::{
     batch::{Batcher, MAX_AGE},
     counters,
-    probes::Loaded,
+    probes::{self, Loaded, ProbeError},
     ringbuf::{EventReader, Read},
     stacks::{NoStack, StackTable, send_batch},
     stream::{Sink, Stream, StreamError},
@@ -46,11 +46,25 @@ pub enum FilterError {
 }
 
 struct Active {
-    /// Keeps the programs attached.
-    _ebpf: Ebpf,
+    /// Holds the programs (attached while loaded).
+    ebpf: Ebpf,
     events: EventReader<MapData>,
     traced: HashMap<MapData, u32, u8>,
     counters: PerCpuArray<MapData, ProbeCounters>,
+    settings: Array<MapData, u32>,
+    /// What was attached when the tracer was made: the plan's probes.
+    plan: Attached,
+    /// The kernel's BTF (for fentry), read on the first re-attach.
+    btf: Option<Result<Btf, ProbeError>>,
+}
+
+/// Which programs are attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attached {
+    /// Event probes, in id order.
+    pub kinds: Vec<ProbeKind>,
+    /// Whether the fork follower is attached.
+    pub fork_follower: bool,
 }
 
 /// The pid filter and the event pump.
@@ -65,11 +79,18 @@ impl Tracer {
     /// A tracer over loaded (and attached) probes.
     pub fn new(loaded: Loaded) -> Tracer {
         let Loaded { ebpf, maps } = loaded;
+        let plan = Attached {
+            kinds: probes::attached_kinds(&ebpf),
+            fork_follower: probes::is_loaded(&ebpf, probes::FORK_FOLLOWER),
+        };
         let active = Active {
-            _ebpf: ebpf,
+            ebpf,
             events: EventReader::new(maps.events),
             traced: maps.traced,
             counters: maps.counters,
+            settings: maps.settings,
+            plan,
+            btf: None,
         };
         Tracer { active: Some(active), ..Tracer::inactive() }
     }
@@ -191,6 +212,82 @@ impl Tracer {
         Ok(())
     }
 
+    /// What is attached now (nothing when inactive).
+    pub fn attached(&self) -> Attached {
+        self.active.as_ref().map_or_else(Attached::default, |a| Attached {
+            kinds: probes::attached_kinds(&a.ebpf),
+            fork_follower: probes::is_loaded(&a.ebpf, probes::FORK_FOLLOWER),
+        })
+    }
+
+    /// Attaches exactly `want`, detaching everything else; returns what could not be
+    /// done (one message each). Nothing can be attached without loaded probes.
+    pub fn set_attached(&mut self, want: &Attached) -> Vec<String> {
+        let Some(a) = self.active.as_mut() else {
+            return if want.kinds.is_empty() && !want.fork_follower {
+                Vec::new()
+            } else {
+                vec!["the eBPF probes are not loaded".into()]
+            };
+        };
+        let mut errors = Vec::new();
+        let now = probes::attached_kinds(&a.ebpf);
+        for kind in ProbeKind::ALL {
+            match (now.contains(&kind), want.kinds.contains(&kind)) {
+                (true, false) => {
+                    if let Err(e) = probes::detach_kind(&mut a.ebpf, kind) {
+                        errors.push(format!("detaching {}: {}", kind.name(), probes::chain(&e)));
+                    }
+                }
+                (false, true) => {
+                    let btf = a.btf.get_or_insert_with(|| {
+                        Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()))
+                    });
+                    let record = probes::attach_kind(&mut a.ebpf, kind, btf.as_ref());
+                    if !record.attached {
+                        errors.push(format!("attaching {}: {}", kind.name(), record.note));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let fork_now = probes::is_loaded(&a.ebpf, probes::FORK_FOLLOWER);
+        let fork_result = match (fork_now, want.fork_follower) {
+            (true, false) => probes::detach_program(&mut a.ebpf, probes::FORK_FOLLOWER),
+            (false, true) => probes::attach_fork_follower(&mut a.ebpf),
+            _ => Ok(()),
+        };
+        if let Err(e) = fork_result {
+            errors.push(format!("fork follower: {}", probes::chain(&e)));
+        }
+        errors
+    }
+
+    /// Attaches again what the plan attached at start (after [`Tracer::set_attached`]).
+    pub fn restore_plan(&mut self) -> Vec<String> {
+        match self.active.as_ref().map(|a| a.plan.clone()) {
+            Some(plan) => self.set_attached(&plan),
+            None => Vec::new(),
+        }
+    }
+
+    /// Makes the probes walk each event's stack (the default) or not.
+    pub fn set_stack_walks(&mut self, on: bool) -> Result<(), MapError> {
+        let Some(a) = self.active.as_mut() else { return Ok(()) };
+        let flags = if on { 0 } else { guestscope_common::maps::NO_STACK_WALK };
+        a.settings.set(0, flags, 0)
+    }
+
+    /// The probes' counters now, summed over CPUs, by probe name in id order.
+    pub fn counters(&self) -> Vec<(String, ProbeCounters)> {
+        counters::read_all(self.active.as_ref().map(|a| &a.counters))
+    }
+
+    /// Ring-buffer records read and events sent so far.
+    pub fn events_read_sent(&self) -> (u64, u64) {
+        (self.totals.events_read, self.totals.events_sent)
+    }
+
     /// The run's totals: the probes' counters summed over CPUs, and the agent's counts.
     pub fn totals(&self) -> Totals {
         Totals {
@@ -216,6 +313,11 @@ mod tests {
         tracer.drain(&mut stream).unwrap();
         assert_eq!(stream.records(), 0);
         assert_eq!(tracer.poll_timeout(Instant::now()), MAX_AGE);
+        assert_eq!(tracer.attached(), Attached::default());
+        assert!(tracer.set_attached(&Attached::default()).is_empty());
+        let all = Attached { kinds: ProbeKind::ALL.to_vec(), fork_follower: true };
+        assert_eq!(tracer.set_attached(&all), ["the eBPF probes are not loaded"]);
+        assert!(tracer.restore_plan().is_empty());
         let totals = tracer.totals();
         assert_eq!(totals.probes.len(), guestscope_common::ProbeKind::ALL.len());
         assert_eq!(totals.events_sent, 0);

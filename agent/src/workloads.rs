@@ -1,6 +1,9 @@
 //! Running one workload under the probes, streaming its events while it runs.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::{
+    os::fd::{AsRawFd, BorrowedFd},
+    time::{Duration, Instant},
+};
 
 use guestscope_common::{
     plan::WorkloadSpec,
@@ -18,6 +21,7 @@ use crate::{
     spawn::{Running, spawn_gated},
     stream::{Sink, Stream, StreamError},
     tracer::Tracer,
+    tracing_mode::TracingMode,
 };
 
 /// Most workload output kept (stdout and stderr together).
@@ -104,33 +108,47 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 /// Runs `spec` to completion under `tracer`: `WorkloadStarted`, its events and stacks,
 /// then `WorkloadExited`. Only a broken stream is an error; a workload that cannot be
 /// started is reported with status [`NEVER_RAN`] (or 127 when exec fails) and the run goes on.
+///
+/// A workload with its own [`guestscope_common::plan::Tracing`] runs with what that asks
+/// attached; its report (artifact `tracing-<name>`) precedes `WorkloadExited`, and the
+/// plan's probes are attached again after it.
 pub fn run<W: Sink>(
     spec: &WorkloadSpec,
     tracer: &mut Tracer,
     stream: &mut Stream<W>,
 ) -> Result<i32, StreamError> {
+    let mode = TracingMode::begin(&spec.tracing, tracer);
+    let (exited, drain) = execute(spec, tracer, stream)?;
+    if let Some(mode) = mode {
+        mode.finish(&spec.name, drain, tracer, stream)?;
+    }
+    let status = exited.status;
+    stream.send(Body::WorkloadExited(exited))?;
+    Ok(status)
+}
+
+/// Starts the workload, streams its events until it exits, and drains the ring buffer;
+/// returns its exit record (the caller sends it) and how long the final drain took.
+fn execute<W: Sink>(
+    spec: &WorkloadSpec,
+    tracer: &mut Tracer,
+    stream: &mut Stream<W>,
+) -> Result<(WorkloadExited, Duration), StreamError> {
     let argv: Vec<String> =
         std::iter::once(spec.path.clone()).chain(spec.args.iter().cloned()).collect();
-    let exited = |pid: u32, status: i32, output: String| {
-        Body::WorkloadExited(WorkloadExited {
-            name: spec.name.clone(),
-            pid,
-            status,
-            end_ns: monotonic_ns(),
-            output,
-        })
+    let exited = |pid: u32, status: i32, output: String| WorkloadExited {
+        name: spec.name.clone(),
+        pid,
+        status,
+        end_ns: monotonic_ns(),
+        output,
     };
-
     let gated = match spawn_gated(&spec.path, &argv) {
         Ok(g) => g,
         Err(e) => {
             tracing::error!(workload = %spec.name, "cannot start: {e}");
-            stream.send(exited(
-                0,
-                NEVER_RAN,
-                format!("guestscope-agent: cannot start {}: {e}\n", spec.path),
-            ))?;
-            return Ok(NEVER_RAN);
+            let output = format!("guestscope-agent: cannot start {}: {e}\n", spec.path);
+            return Ok((exited(0, NEVER_RAN, output), Duration::ZERO));
         }
     };
     let pid = gated.pid.as_raw() as u32;
@@ -154,19 +172,21 @@ pub fn run<W: Sink>(
             // The child sees the closed gate and exits on its own; reap it.
             let _ = waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
             untrace(tracer, &spec.name);
+            let drained = Instant::now();
             tracer.drain(stream)?;
-            stream.send(exited(pid, NEVER_RAN, format!("guestscope-agent: {e}\n")))?;
-            return Ok(NEVER_RAN);
+            let drain = drained.elapsed();
+            return Ok((exited(pid, NEVER_RAN, format!("guestscope-agent: {e}\n")), drain));
         }
     };
     tracing::info!(workload = %spec.name, pid, "started");
 
     let (status, output) = supervise(&running, tracer, stream)?;
     untrace(tracer, &spec.name);
+    let drained = Instant::now();
     tracer.drain(stream)?;
+    let drain = drained.elapsed();
     tracing::info!(workload = %spec.name, pid, status, "exited");
-    stream.send(exited(pid, status, output))?;
-    Ok(status)
+    Ok((exited(pid, status, output), drain))
 }
 
 /// Streams events and collects output until the child exits; returns its status and output.

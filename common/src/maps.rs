@@ -16,6 +16,11 @@ pub const TRACED_PIDS: &str = "TRACED_PIDS";
 pub const TRACED_PIDS_MAX: u32 = 4096;
 /// Per-CPU array of [`crate::ProbeCounters`] indexed by [`crate::ProbeKind`] id.
 pub const COUNTERS: &str = "COUNTERS";
+/// Array `u32` with one slot: switches the agent sets for the probes ([`NO_STACK_WALK`]).
+pub const SETTINGS: &str = "SETTINGS";
+/// [`SETTINGS`] bit: record events without walking their stack (their `stack_bytes` is
+/// [`crate::event::NO_STACK`]), to measure what the walk costs.
+pub const NO_STACK_WALK: u32 = 1;
 /// Per-CPU array `u32` with one slot: non-zero while a guestscope probe runs
 /// on this CPU (guards against probes observing each other).
 pub const BUSY: &str = "BUSY";

@@ -93,6 +93,85 @@ pub struct WorkloadSpec {
     pub args: Vec<String>,
     /// Whether this is a guestscope workload or one the user supplied.
     pub origin: WorkloadOrigin,
+    /// How it is traced: under the plan's probes unless it says otherwise (plans written
+    /// before this field existed parse as [`Tracing::Plan`]).
+    #[serde(default, skip_serializing_if = "Tracing::is_plan")]
+    pub tracing: Tracing,
+}
+
+/// How one workload is traced. Every variant but [`Tracing::Plan`] changes what is
+/// attached for the workload's run only (the plan's probes are attached again after it)
+/// and makes the agent report, as artifact `tracing-<workload>`, what was attached and
+/// what the probes counted during the run ([`WorkloadTracing`]): the measurements of
+/// `guestscope bench`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tracing {
+    /// The plan's probes ([`RunPlan::probes`]), attached for the whole run.
+    #[default]
+    Plan,
+    /// Exactly these eBPF probes, by [`crate::ProbeKind::name`]. Empty: no probe at all is
+    /// attached (the fork follower neither) — the untraced baseline.
+    Probes(Vec<String>),
+    /// These probes, recording events without walking their stacks: what the stack walk
+    /// costs, by difference with [`Tracing::Probes`].
+    ProbesWithoutStacks(Vec<String>),
+    /// No eBPF probe; instead an ftrace kprobe event on this kernel function, created
+    /// through tracefs `kprobe_events` and enabled while the workload runs (the method
+    /// trace-cmd uses). Its hit count comes from `kprobe_profile`.
+    FtraceKprobe(String),
+}
+
+impl Tracing {
+    /// Whether this is the default, [`Tracing::Plan`].
+    pub fn is_plan(&self) -> bool {
+        *self == Tracing::Plan
+    }
+}
+
+/// Artifact name prefix of the agent's per-workload tracing report ([`WorkloadTracing`],
+/// JSON), followed by the workload's name.
+pub const TRACING_ARTIFACT_PREFIX: &str = "tracing-";
+
+/// What was attached while one workload ran, and what the probes counted meanwhile
+/// (sent for workloads whose [`Tracing`] is not [`Tracing::Plan`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadTracing {
+    /// eBPF probes attached during the run, by name.
+    pub probes: Vec<String>,
+    /// Whether the probes walked each event's stack.
+    pub stacks: bool,
+    /// Whether the fork follower was attached.
+    pub fork_follower: bool,
+    /// Why the requested set could not be attached, if so.
+    pub errors: Vec<String>,
+    /// Each probe's counters accumulated during the run (summed over CPUs), by name.
+    pub counters: Vec<(String, crate::ProbeCounters)>,
+    /// Ring-buffer records the agent read during the run (including its drain).
+    pub events_read: u64,
+    /// Events the agent sent during the run.
+    pub events_sent: u64,
+    /// The ftrace kprobe, for [`Tracing::FtraceKprobe`].
+    pub ftrace: Option<FtraceHits>,
+    /// The agent's peak resident set so far (`VmHWM`), KiB; 0 when unknown.
+    pub agent_peak_rss_kib: u64,
+    /// CPU time the agent used from the workload's start to the end of its drain
+    /// (user + system), ns: its share of the tracing cost.
+    pub agent_cpu_ns: u64,
+    /// Time the agent spent draining the ring buffer after the workload exited, ns.
+    pub drain_ns: u64,
+}
+
+/// An ftrace kprobe event's counts while a workload ran.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FtraceHits {
+    /// The event (`group/name`).
+    pub event: String,
+    /// Kernel function probed.
+    pub function: String,
+    /// Hits (`kprobe_profile`), every process included.
+    pub hits: u64,
+    /// Missed hits (`kprobe_profile`: the kprobe could not run, e.g. nested).
+    pub misses: u64,
 }
 
 /// Where a workload came from.

@@ -53,6 +53,7 @@ pub fn default_plan(port: u32) -> RunPlan {
             path: format!("{BUILTIN_WORKLOAD_DIR}/{program}"),
             args: args.iter().map(|a| a.to_string()).collect(),
             origin: WorkloadOrigin::Builtin,
+            tracing: Default::default(),
         })
         .collect();
     RunPlan { vsock_port: port, probes: Vec::new(), workloads, settle_ms: 0, events_bytes: None, spool_bytes: None, secret: None }

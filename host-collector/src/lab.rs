@@ -232,6 +232,7 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
                 path: format!("{BUILTIN_WORKLOAD_DIR}/{program}"),
                 args: args.iter().map(|a| a.to_string()).collect(),
                 origin: WorkloadOrigin::Builtin,
+                tracing: Default::default(),
             });
         }
     }
@@ -241,6 +242,7 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             path: format!("{USER_WORKLOAD_DIR}/{}", u.name),
             args: u.args.clone(),
             origin: WorkloadOrigin::User,
+            tracing: Default::default(),
         });
     }
     RunPlan { vsock_port: VSOCK_PORT, probes: v.probes.clone(), workloads, settle_ms: 0, events_bytes: o.events_bytes, spool_bytes: o.spool_bytes, secret: None }
@@ -673,6 +675,7 @@ fn cr3_boots<W: io::Write>(o: &LabOptions, v: &Validated, main: &Session<W>) -> 
             path: format!("{BUILTIN_WORKLOAD_DIR}/cpuinfo"),
             args: vec!["--iterations".into(), "3000".into()],
             origin: WorkloadOrigin::Builtin,
+            tracing: Default::default(),
         }],
         ..plan(o, v)
     };

@@ -9,9 +9,9 @@ use aya_ebpf::{
         bpf_ktime_get_ns,
     },
 };
-use guestscope_common::{MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent, event::NO_STACK};
+use guestscope_common::{MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent, event::NO_STACK, maps::NO_STACK_WALK};
 
-use crate::maps::{BUSY, COUNTERS, EVENTS, TRACED_PIDS};
+use crate::maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TRACED_PIDS};
 
 /// Bytes of [`StackedEvent::ips`]: the constant size the verifier wants for `bpf_get_stack`.
 const STACK_BUF_BYTES: u32 = (size_of::<u64>() * MAX_STACK_FRAMES) as u32;
@@ -123,7 +123,8 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     // SAFETY: `record` points at a reserved, writable ring-buffer slot of
     // size_of::<StackedEvent>() bytes, which stays ours until submit; every field is
     // written here before the record is submitted (`ips` by the helper, which zeroes
-    // what it does not fill).
+    // what it does not fill; without a walk `ips` keeps older bytes of the ring, which
+    // the reader ignores since `stack_bytes` is negative).
     let written = unsafe {
         (*record).event = RawEvent {
             ts_ns,
@@ -138,15 +139,21 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
         (*record)._pad = 0;
-        // Flags 0: the kernel stack, no frame skipped.
-        let written = bpf_get_stack(
-            ctx.as_ptr(),
-            (&raw mut (*record).ips).cast::<c_void>(),
-            STACK_BUF_BYTES,
-            0,
-        );
-        (*record).stack_bytes = written as i32;
-        written
+        if SETTINGS.get(0).is_some_and(|s| s & NO_STACK_WALK != 0) {
+            // No walk: no frame is meaningful (the agent reads none).
+            (*record).stack_bytes = NO_STACK;
+            0
+        } else {
+            // Flags 0: the kernel stack, no frame skipped.
+            let written = bpf_get_stack(
+                ctx.as_ptr(),
+                (&raw mut (*record).ips).cast::<c_void>(),
+                STACK_BUF_BYTES,
+                0,
+            );
+            (*record).stack_bytes = written as i32;
+            written
+        }
     };
     if written < 0 {
         bump!(counters.stack_failed);

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use guestscope_common::{ProbeCounters, ProbeKind, maps as names};
 
@@ -12,6 +12,7 @@ const _: () = assert!(const_eq(names::EVENTS, "EVENTS"));
 const _: () = assert!(const_eq(names::TRACED_PIDS, "TRACED_PIDS"));
 const _: () = assert!(const_eq(names::COUNTERS, "COUNTERS"));
 const _: () = assert!(const_eq(names::BUSY, "BUSY"));
+const _: () = assert!(const_eq(names::SETTINGS, "SETTINGS"));
 
 const fn const_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -40,6 +41,10 @@ pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(names::TRAC
 #[map]
 pub static COUNTERS: PerCpuArray<ProbeCounters> =
     PerCpuArray::with_max_entries(ProbeKind::COUNT as u32, 0);
+
+/// Switches set by the agent (`guestscope_common::maps::NO_STACK_WALK`).
+#[map]
+pub static SETTINGS: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Per-CPU flag: non-zero while a guestscope probe runs on this CPU.
 #[map]

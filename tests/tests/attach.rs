@@ -37,6 +37,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
             path: format!("{BUILTIN_WORKLOAD_DIR}/fopen"),
             args: vec!["--iterations".into(), "50".into()],
             origin: WorkloadOrigin::Builtin,
+            tracing: Default::default(),
         }],
         settle_ms: 0,
         events_bytes: None,

@@ -1,0 +1,229 @@
+//! A workload's own [`Tracing`]: what is attached while it runs (instead of the plan's
+//! probes), and the report of what was attached and counted, sent as artifact
+//! `tracing-<workload>` before its `WorkloadExited` record.
+
+use std::time::Duration;
+
+use guestscope_common::{
+    ProbeCounters, ProbeKind,
+    plan::{FtraceHits, TRACING_ARTIFACT_PREFIX, Tracing, WorkloadTracing},
+};
+
+use crate::{
+    artifacts,
+    ftrace::KprobeEvent,
+    stream::{Sink, Stream, StreamError},
+    tracer::{Attached, Tracer},
+};
+
+/// A workload's tracing, set up; [`TracingMode::finish`] restores the plan's probes.
+pub struct TracingMode {
+    cpu_before: u64,
+    stacks: bool,
+    attached: Attached,
+    errors: Vec<String>,
+    counters_before: Vec<(String, ProbeCounters)>,
+    read_sent_before: (u64, u64),
+    ftrace: Option<(KprobeEvent, (u64, u64))>,
+}
+
+/// CPU time this process has used (user + system), ns.
+pub fn own_cpu_ns() -> u64 {
+    // SAFETY: an all-zero rusage is valid; getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
+}
+
+/// The value in KiB of `field` (e.g. `VmHWM`) in the text of `/proc/<pid>/status`.
+pub fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// `after - before`, field by field (never below zero).
+pub fn counters_delta(after: &ProbeCounters, before: &ProbeCounters) -> ProbeCounters {
+    ProbeCounters {
+        matched: after.matched.saturating_sub(before.matched),
+        emitted: after.emitted.saturating_sub(before.emitted),
+        ring_full: after.ring_full.saturating_sub(before.ring_full),
+        stack_failed: after.stack_failed.saturating_sub(before.stack_failed),
+        nested: after.nested.saturating_sub(before.nested),
+    }
+}
+
+/// What [`Tracing`] asks to attach (the ftrace kprobe aside): the named probes, with
+/// the fork follower whenever any probe is on; nothing for the ftrace method.
+/// `None` for [`Tracing::Plan`]. The plan's check has made sure every name is known.
+pub fn wanted(tracing: &Tracing) -> Option<Attached> {
+    match tracing {
+        Tracing::Plan => None,
+        Tracing::Probes(names) | Tracing::ProbesWithoutStacks(names) => {
+            let mut kinds: Vec<ProbeKind> =
+                names.iter().filter_map(|n| ProbeKind::from_name(n)).collect();
+            kinds.sort();
+            kinds.dedup();
+            let fork_follower = !kinds.is_empty();
+            Some(Attached { kinds, fork_follower })
+        }
+        Tracing::FtraceKprobe(_) => Some(Attached::default()),
+    }
+}
+
+impl TracingMode {
+    /// Sets up `tracing` on `tracer`; `None` for [`Tracing::Plan`] (nothing to change).
+    pub fn begin(tracing: &Tracing, tracer: &mut Tracer) -> Option<TracingMode> {
+        let want = wanted(tracing)?;
+        let mut errors = tracer.set_attached(&want);
+        let stacks = !matches!(tracing, Tracing::ProbesWithoutStacks(_));
+        if let Err(e) = tracer.set_stack_walks(stacks) {
+            errors.push(format!("setting stack walks {}: {e}", if stacks { "on" } else { "off" }));
+        }
+        let ftrace = match tracing {
+            Tracing::FtraceKprobe(function) => match KprobeEvent::create(function) {
+                Ok(event) => match event.profile() {
+                    Ok(start) => Some((event, start)),
+                    Err(e) => {
+                        errors.push(format!("ftrace kprobe {}: {e}", event.event()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    errors.push(format!("ftrace kprobe on {function}: {e}"));
+                    None
+                }
+            },
+            _ => None,
+        };
+        for e in &errors {
+            tracing::warn!("workload tracing: {e}");
+        }
+        Some(TracingMode {
+            cpu_before: own_cpu_ns(),
+            stacks,
+            attached: tracer.attached(),
+            errors,
+            counters_before: tracer.counters(),
+            read_sent_before: tracer.events_read_sent(),
+            ftrace,
+        })
+    }
+
+    /// Reads what was counted, removes the ftrace event, attaches the plan's probes again,
+    /// and sends the report as artifact `tracing-<workload>`.
+    /// `drain` is how long the agent drained the ring after the workload exited.
+    pub fn finish<W: Sink>(
+        self,
+        workload: &str,
+        drain: Duration,
+        tracer: &mut Tracer,
+        stream: &mut Stream<W>,
+    ) -> Result<WorkloadTracing, StreamError> {
+        let agent_cpu_ns = own_cpu_ns().saturating_sub(self.cpu_before);
+        let TracingMode { attached, stacks, mut errors, counters_before, read_sent_before, ftrace, .. } =
+            self;
+        let counters = tracer
+            .counters()
+            .into_iter()
+            .map(|(name, after)| {
+                let before = counters_before
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, c)| *c)
+                    .unwrap_or_default();
+                let delta = counters_delta(&after, &before);
+                (name, delta)
+            })
+            .collect();
+        let (read, sent) = tracer.events_read_sent();
+        let ftrace = ftrace.and_then(|(event, (hits0, misses0))| {
+            let hits = match event.profile() {
+                Ok((hits, misses)) => Some(FtraceHits {
+                    event: event.event(),
+                    function: event.function().to_string(),
+                    hits: hits.saturating_sub(hits0),
+                    misses: misses.saturating_sub(misses0),
+                }),
+                Err(e) => {
+                    errors.push(format!("ftrace kprobe {}: {e}", event.event()));
+                    None
+                }
+            };
+            let name = event.event();
+            if let Err(e) = event.remove() {
+                errors.push(format!("removing ftrace kprobe {name}: {e}"));
+            }
+            hits
+        });
+        errors.extend(tracer.restore_plan());
+        if !stacks {
+            if let Err(e) = tracer.set_stack_walks(true) {
+                errors.push(format!("setting stack walks on again: {e}"));
+            }
+        }
+        let report = WorkloadTracing {
+            probes: attached.kinds.iter().map(|k| k.name().to_string()).collect(),
+            stacks,
+            fork_follower: attached.fork_follower,
+            errors,
+            counters,
+            events_read: read - read_sent_before.0,
+            events_sent: sent - read_sent_before.1,
+            ftrace,
+            agent_peak_rss_kib: std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| status_kib(&s, "VmHWM"))
+                .unwrap_or(0),
+            agent_cpu_ns,
+            drain_ns: drain.as_nanos() as u64,
+        };
+        let json = serde_json::to_vec(&report).unwrap_or_default();
+        artifacts::send_bytes(stream, &format!("{TRACING_ARTIFACT_PREFIX}{workload}"), &json)?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_are_per_field_and_never_negative() {
+        let before = ProbeCounters { matched: 5, emitted: 4, ring_full: 1, stack_failed: 0, nested: 2 };
+        let after = ProbeCounters { matched: 15, emitted: 12, ring_full: 3, stack_failed: 0, nested: 1 };
+        assert_eq!(
+            counters_delta(&after, &before),
+            ProbeCounters { matched: 10, emitted: 8, ring_full: 2, stack_failed: 0, nested: 0 }
+        );
+    }
+
+    #[test]
+    fn status_fields_in_kib() {
+        let status = "Name:\tguestscope-agen\nVmPeak:\t   12000 kB\nVmHWM:\t    3456 kB\nVmRSS:\t 3000 kB\n";
+        assert_eq!(status_kib(status, "VmHWM"), Some(3456));
+        assert_eq!(status_kib(status, "VmRSS"), Some(3000));
+        assert_eq!(status_kib(status, "Vm"), None);
+        assert_eq!(status_kib(status, "RssAnon"), None);
+    }
+
+    #[test]
+    fn wanted_sets() {
+        assert_eq!(wanted(&Tracing::Plan), None);
+        assert_eq!(wanted(&Tracing::Probes(vec![])), Some(Attached::default()));
+        assert_eq!(
+            wanted(&Tracing::Probes(vec!["alloc_fd".into(), "spin_lock".into(), "alloc_fd".into()])),
+            Some(Attached { kinds: vec![ProbeKind::SpinLock, ProbeKind::AllocFd], fork_follower: true })
+        );
+        assert_eq!(wanted(&Tracing::FtraceKprobe("alloc_fd".into())), Some(Attached::default()));
+        assert_eq!(
+            wanted(&Tracing::ProbesWithoutStacks(vec!["alloc_fd".into()])),
+            Some(Attached { kinds: vec![ProbeKind::AllocFd], fork_follower: true })
+        );
+    }
+}
