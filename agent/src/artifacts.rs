@@ -23,8 +23,9 @@ use guestscope_common::wire::Body;
 
 use crate::stream::{Sink, Stream, StreamError};
 
-/// Largest `Artifact` chunk.
-pub const CHUNK: usize = 1024 * 1024;
+/// Largest `Artifact` chunk (small enough that sending a file in chunks keeps the agent's
+/// memory low: it holds about four chunks at a time).
+pub const CHUNK: usize = 256 * 1024;
 
 /// Artifacts read from plain files at the end of a run: (name, path).
 pub const END_FILES: &[(&str, &str)] = &[
@@ -90,14 +91,64 @@ pub fn send_result<W: Sink>(
     }
 }
 
-/// Sends the file at `path` as artifact `name`.
+/// Reads from `file` until `buf` holds `limit` bytes or the file ends.
+fn read_chunk(file: &mut impl Read, limit: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(limit);
+    file.take(limit as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Sends the file at `path` as artifact `name`, one [`CHUNK`] at a time: the agent never
+/// holds more than two chunks of it (`kallsyms` is about 10 MB, the BTF about 5 MB).
 pub fn send_file<W: Sink>(
     stream: &mut Stream<W>,
     name: &str,
     path: &str,
 ) -> Result<(), StreamError> {
-    let result = fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")));
-    send_result(stream, name, result)
+    send_file_chunked(stream, name, path, CHUNK)
+}
+
+fn send_file_chunked<W: Sink>(
+    stream: &mut Stream<W>,
+    name: &str,
+    path: &str,
+    chunk: usize,
+) -> Result<(), StreamError> {
+    let chunk = chunk.max(1);
+    let context = |e: io::Error| io::Error::new(e.kind(), format!("{path}: {e}"));
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return send_result(stream, name, Err(context(e))),
+    };
+    let mut current = match read_chunk(&mut file, chunk) {
+        Ok(c) => c,
+        Err(e) => return send_result(stream, name, Err(context(e))),
+    };
+    let mut offset = 0u64;
+    loop {
+        // A full chunk may be followed by more: read ahead to know which chunk is last.
+        let next = if current.len() == chunk { read_chunk(&mut file, chunk) } else { Ok(Vec::new()) };
+        let next = match next {
+            Ok(n) => n,
+            Err(e) => {
+                // What was read goes out; the artifact stays incomplete (no last chunk).
+                let len = current.len() as u64;
+                stream.send(Body::Artifact { name: name.into(), offset, data: current, last: false })?;
+                let message = format!("artifact {name} cut after {} bytes: {}", offset + len, context(e));
+                tracing::warn!("{message}");
+                stream.send(Body::Log { level: "warn".into(), message })?;
+                return Ok(());
+            }
+        };
+        let last = next.is_empty();
+        let len = current.len() as u64;
+        stream.send(Body::Artifact { name: name.into(), offset, data: current, last })?;
+        if last {
+            return Ok(());
+        }
+        offset += len;
+        current = next;
+    }
 }
 
 /// Sends the artifacts captured at the end of a run: `dmesg`, the [`END_FILES`], `pci`.
@@ -232,6 +283,40 @@ fn read_small(path: &Path) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn artifacts_of(buf: &[u8]) -> Vec<Body> {
+        let mut reader = guestscope_common::wire::FrameReader::new(buf);
+        std::iter::from_fn(|| reader.next_record().ok().map(|r| r.body)).collect()
+    }
+
+    #[test]
+    fn files_go_in_chunks_with_offsets_and_one_last() {
+        let dir = std::env::temp_dir().join(format!("guestscope-artifacts-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // Chunks of 4 bytes; a file of whole chunks has no empty chunk after its last.
+        for (len, chunks) in [(0usize, 1usize), (3, 1), (4, 1), (8, 2), (9, 3)] {
+            let path = dir.join(format!("f{len}"));
+            let data: Vec<u8> = (0..len as u8).collect();
+            fs::write(&path, &data).unwrap();
+            let mut stream = Stream::new(Vec::new());
+            send_file_chunked(&mut stream, "f", path.to_str().unwrap(), 4).unwrap();
+            let bodies = artifacts_of(&stream.into_inner());
+            assert_eq!(bodies.len(), chunks, "len {len}");
+            let mut joined = Vec::new();
+            for (i, b) in bodies.iter().enumerate() {
+                let Body::Artifact { offset, data, last, .. } = b else { panic!("{b:?}") };
+                assert_eq!(*offset, joined.len() as u64);
+                assert_eq!(*last, i + 1 == chunks);
+                joined.extend_from_slice(data);
+            }
+            assert_eq!(joined, data);
+        }
+        let mut stream = Stream::new(Vec::new());
+        send_file(&mut stream, "nope", dir.join("missing").to_str().unwrap()).unwrap();
+        let bodies = artifacts_of(&stream.into_inner());
+        assert!(matches!(&bodies[..], [Body::Log { level, .. }] if level == "warn"), "{bodies:?}");
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn chunks_cover_the_data_with_offsets_and_one_last() {

@@ -20,13 +20,24 @@ pub fn parse_record(bytes: &[u8]) -> Option<StackedEvent> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<StackedEvent>()) })
 }
 
-/// A record read from the ring buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Read {
-    /// A well-formed record (boxed: it is 584 bytes).
-    Event(Box<StackedEvent>),
-    /// A record of the wrong size (skipped).
-    Malformed(usize),
+/// Calls `f` with the record in `bytes` if it is exactly one [`StackedEvent`] (in place
+/// when `bytes` is aligned for it, as ring-buffer records are; from a copy otherwise), or
+/// with the record's length if it is not.
+pub fn with_record<R>(bytes: &[u8], f: impl FnOnce(Result<&StackedEvent, usize>) -> R) -> R {
+    if bytes.len() != size_of::<StackedEvent>() {
+        return f(Err(bytes.len()));
+    }
+    if bytes.as_ptr().cast::<StackedEvent>().is_aligned() {
+        // SAFETY: the length and alignment are checked above; StackedEvent is repr(C) with
+        // only integer fields, so every bit pattern is valid; the reference lives no
+        // longer than `bytes`.
+        f(Ok(unsafe { &*bytes.as_ptr().cast::<StackedEvent>() }))
+    } else {
+        match parse_record(bytes) {
+            Some(record) => f(Ok(&record)),
+            None => f(Err(bytes.len())),
+        }
+    }
 }
 
 /// The consumer side of the `EVENTS` ring buffer.
@@ -40,13 +51,11 @@ impl<T: Borrow<MapData>> EventReader<T> {
         EventReader { ring }
     }
 
-    /// The next record, if one is ready.
-    pub fn read_next(&mut self) -> Option<Read> {
+    /// Calls `f` with the next record, if one is ready (see [`with_record`]); the record
+    /// is read in place, then released to the producer.
+    pub fn read_next<R>(&mut self, f: impl FnOnce(Result<&StackedEvent, usize>) -> R) -> Option<R> {
         let item = self.ring.next()?;
-        Some(match parse_record(&item) {
-            Some(e) => Read::Event(Box::new(e)),
-            None => Read::Malformed(item.len()),
-        })
+        Some(with_record(&item, f))
     }
 
     /// The ring buffer's fd, readable when records are waiting.
@@ -96,5 +105,13 @@ mod tests {
         // A bare event (the record of older probes) is malformed too.
         assert_eq!(parse_record(&bytes[1..65]), None);
         assert_eq!(parse_record(&[]), None);
+
+        // In place when aligned, from a copy when not; the length decides malformed.
+        let aligned = [r];
+        // SAFETY: as above.
+        let raw = unsafe { std::slice::from_raw_parts(aligned.as_ptr().cast::<u8>(), size) };
+        assert_eq!(with_record(raw, |got| got.map(|e| std::ptr::eq(e, &aligned[0]))), Ok(true));
+        assert_eq!(with_record(&bytes[1..], |got| got.copied()), Ok(r));
+        assert_eq!(with_record(&bytes[1..65], |got| got.copied()), Err(64));
     }
 }

@@ -19,7 +19,7 @@ use crate::{
     batch::{Batcher, MAX_AGE},
     counters,
     probes::{self, Loaded, ProbeError},
-    ringbuf::{EventReader, Read},
+    ringbuf::EventReader,
     stacks::{NoStack, StackTable, send_batch},
     stream::{Sink, Stream, StreamError},
 };
@@ -173,30 +173,38 @@ impl Tracer {
         budget: usize,
     ) -> Result<usize, StreamError> {
         let mut n = 0;
+        // One clock read per call: it only dates the opening of a batch.
+        let now = Instant::now();
         while n < budget {
             let Some(a) = self.active.as_mut() else { break };
-            let Some(read) = a.events.read_next() else { break };
-            n += 1;
-            match read {
-                Read::Event(record) => {
-                    self.totals.events_read += 1;
-                    let (e, stack) = self.stacks.resolve(&record);
+            let (stacks, totals) = (&mut self.stacks, &mut self.totals);
+            let Some(event) = a.events.read_next(|record| match record {
+                Ok(record) => {
+                    totals.events_read += 1;
+                    let (e, stack) = stacks.resolve(record);
                     match stack {
                         Ok(_) | Err(NoStack::Failed(_)) => {}
                         Err(why @ (NoStack::Unusable(_) | NoStack::TableFull)) => {
-                            if self.totals.stacks_missing == 0 {
+                            if totals.stacks_missing == 0 {
                                 tracing::warn!("an event without its stack: {why}");
                             }
-                            self.totals.stacks_missing += 1;
+                            totals.stacks_missing += 1;
                         }
                     }
-                    if self.batch.push(e, Instant::now()) {
-                        self.flush(stream)?;
-                    }
+                    Some(e)
                 }
-                Read::Malformed(len) => {
-                    self.totals.events_malformed += 1;
+                Err(len) => {
+                    totals.events_malformed += 1;
                     tracing::warn!(len, "skipping a ring-buffer record of the wrong size");
+                    None
+                }
+            }) else {
+                break;
+            };
+            n += 1;
+            if let Some(e) = event {
+                if self.batch.push(e, now) {
+                    self.flush(stream)?;
                 }
             }
         }

@@ -9,6 +9,14 @@ pub const EVENTS: &str = "EVENTS";
 /// overflowed (1 500 to 2 300 `ring_full`), 1 MiB did not; 8 MiB leaves room for
 /// heavier workloads and slower agents.
 pub const EVENTS_BYTES: u32 = 8 * 1024 * 1024;
+/// The probes wake the agent only when the ring holds at least `1 / WAKEUP_FRACTION` of
+/// its size; every other record is submitted without a wakeup, and the agent drains the
+/// ring on its own timer (it reads the ring at least every 50 ms).
+///
+/// A wakeup per record costs the traced workload two context switches and a turn of the
+/// agent's loop per event. Measured under TCG on the fopen loop (2000 iterations, alloc_fd
+/// probe only): 340 ms with a wakeup per record, 73 ms with this threshold, 52 ms untraced.
+pub const WAKEUP_FRACTION: u64 = 4;
 /// Hash map `tgid (u32) -> u8`: the processes under study. Children of a
 /// process in the map are added by the fork probe.
 pub const TRACED_PIDS: &str = "TRACED_PIDS";

@@ -299,7 +299,11 @@ fn config() -> impl bincode::config::Config {
 
 /// Encodes `record` as one complete frame (header + payload).
 pub fn encode_frame(record: &Record) -> Result<Vec<u8>, EncodeError> {
-    encode_as(record)
+    match &record.body {
+        // Byte for byte bincode's encoding, several times faster (see `events`).
+        Body::Events(events) => frame(events::encode(record.seq, events)),
+        _ => encode_as(record),
+    }
 }
 
 /// Writes `record` as one frame to `out`.
@@ -337,8 +341,12 @@ pub fn encode_reply(reply: &Reply) -> Result<Vec<u8>, EncodeError> {
 }
 
 fn encode_as<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    frame(bincode::serde::encode_to_vec(value, config()).map_err(EncodeError::Encode)?)
+}
+
+/// The frame around `payload`: the header, then the payload.
+fn frame(payload: Vec<u8>) -> Result<Vec<u8>, EncodeError> {
     let mut frame = vec![0u8; HEADER_LEN];
-    let payload = bincode::serde::encode_to_vec(value, config()).map_err(EncodeError::Encode)?;
     if payload.len() > MAX_PAYLOAD as usize {
         return Err(EncodeError::TooLarge(payload.len()));
     }
@@ -452,5 +460,6 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+mod events;
 #[cfg(test)]
 mod tests;

@@ -4,12 +4,13 @@ use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
         bpf_ktime_get_ns,
     },
 };
-use guestscope_common::{MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent, event::NO_STACK, maps::NO_STACK_WALK};
+use guestscope_common::{MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent, event::NO_STACK, maps::{NO_STACK_WALK, WAKEUP_FRACTION}};
 
 use crate::maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TRACED_PIDS};
 
@@ -158,6 +159,19 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     if written < 0 {
         bump!(counters.stack_failed);
     }
-    entry.submit(0);
+    entry.submit(wakeup_flag());
     bump!(counters.emitted);
+}
+
+/// Whether to wake the agent for the record being submitted: only once the ring holds
+/// a [`WAKEUP_FRACTION`] of its size (the agent drains it on a timer otherwise).
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let size = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
+    if waiting >= size / WAKEUP_FRACTION {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }
