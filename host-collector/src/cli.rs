@@ -30,6 +30,81 @@ pub enum Command {
     Attach(AttachArgs),
     /// Install the agent into an ext4 image, started by the image's own init.
     Deploy(DeployArgs),
+    /// Measure probe overhead, the gdb method, stream capacity, boot and memory;
+    /// write results.json and results.md.
+    Bench(BenchArgs),
+}
+
+/// `guestscope bench` arguments.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Guest kernel image (bzImage).
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// Base initramfs carrying the agent (built by `cargo xtask`).
+    #[arg(long)]
+    pub initrd: PathBuf,
+    /// Where results.json and results.md go.
+    #[arg(long, default_value = "bench")]
+    pub out: PathBuf,
+    /// Where serial logs and scratch files go (default: a directory under /tmp).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Repetitions of each probe-overhead condition.
+    #[arg(long, default_value_t = 15)]
+    pub reps: usize,
+    /// Events of the memory run (cut to what fits its time budget at the measured rate).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub memory_events: u64,
+    /// Seconds the memory run may take.
+    #[arg(long, default_value_t = 300)]
+    pub memory_budget: u64,
+    /// Run only these parts (capacity, overhead, memory, boot); default: all. The gdb
+    /// comparison (in overhead) needs the capacity boot.
+    #[arg(long, value_delimiter = ',', value_parser = ["capacity", "overhead", "memory", "boot"])]
+    pub only: Vec<String>,
+    /// An uncompressed kernel (ELF with a PVH entry, e.g. target/guestscope/guest/vmlinux)
+    /// whose boot time is measured next to --kernel's.
+    #[arg(long, value_name = "FILE")]
+    pub fast_kernel: Option<PathBuf>,
+    /// Boot-only boots of each kernel for the boot-time figures.
+    #[arg(long, default_value_t = 3)]
+    pub boot_samples: usize,
+    /// Wall seconds of a warm `cargo xtask lab` measured just before (by `cargo xtask bench`).
+    #[arg(long, value_name = "SECONDS")]
+    pub lab_wall_s: Option<f64>,
+    /// That lab run's summary.json (its boot-time samples join the boot figures).
+    #[arg(long, value_name = "FILE")]
+    pub lab_summary: Option<PathBuf>,
+    /// QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    pub qemu: String,
+    /// vhost-device-vsock binary.
+    #[arg(long, default_value = "vhost-device-vsock")]
+    pub vhost_device_vsock: String,
+}
+
+impl From<BenchArgs> for crate::bench::BenchOptions {
+    fn from(a: BenchArgs) -> crate::bench::BenchOptions {
+        let defaults = crate::bench::BenchOptions::default();
+        crate::bench::BenchOptions {
+            kernel: a.kernel,
+            initrd: a.initrd,
+            out_dir: a.out,
+            work_dir: a.work_dir.unwrap_or(defaults.work_dir.clone()),
+            qemu: a.qemu,
+            vhost_device_vsock: a.vhost_device_vsock,
+            reps: a.reps.max(1),
+            memory_events: a.memory_events.max(2),
+            memory_budget: Duration::from_secs(a.memory_budget),
+            lab: a.lab_wall_s.map(|s| (s, a.lab_summary)),
+            only: a.only,
+            fast_kernel: a.fast_kernel,
+            boot_samples: a.boot_samples,
+            progress: |step| eprintln!("guestscope bench: {step}"),
+            ..defaults
+        }
+    }
 }
 
 /// `guestscope deploy` arguments.

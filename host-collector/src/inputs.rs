@@ -14,8 +14,8 @@ pub enum InputError {
     /// The kernel image does not exist.
     #[error("kernel image not found: {0}")]
     KernelMissing(PathBuf),
-    /// The file is not an x86 bzImage.
-    #[error("not a bootable x86 kernel (no bzImage 'HdrS' header): {0}")]
+    /// The file is neither an x86 bzImage nor a 64-bit ELF kernel.
+    #[error("not a bootable x86 kernel (no bzImage 'HdrS' header, not a 64-bit ELF): {0}")]
     NotAKernel(PathBuf),
     /// The initramfs does not exist or is empty.
     #[error("initramfs not found or empty: {0}")]
@@ -60,8 +60,14 @@ pub enum InputError {
 
 /// Checks that `path` is an x86 bzImage.
 pub fn check_kernel(path: &Path) -> Result<(), InputError> {
-    let data = fs::read(path).map_err(|_| InputError::KernelMissing(path.to_path_buf()))?;
-    if data.len() < 0x206 || &data[0x202..0x206] != b"HdrS" {
+    let mut head = Vec::with_capacity(0x206);
+    fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 0x206), &mut head))
+        .map_err(|_| InputError::KernelMissing(path.to_path_buf()))?;
+    // A bzImage, or an uncompressed 64-bit ELF kernel (QEMU boots it through its PVH entry).
+    let bzimage = head.len() >= 0x206 && &head[0x202..0x206] == b"HdrS";
+    let elf = head.len() >= 5 && &head[..4] == b"\x7fELF" && head[4] == 2;
+    if !bzimage && !elf {
         return Err(InputError::NotAKernel(path.to_path_buf()));
     }
     Ok(())
@@ -183,6 +189,11 @@ mod tests {
         let k = dir.path().join("bz");
         fs::write(&k, img).unwrap();
         check_kernel(&k).unwrap();
+        let elf = dir.path().join("vmlinux");
+        fs::write(&elf, b"\x7fELF\x02\x01\x01").unwrap();
+        check_kernel(&elf).unwrap();
+        fs::write(&elf, b"\x7fELF\x01\x01\x01").unwrap();
+        assert!(matches!(check_kernel(&elf), Err(InputError::NotAKernel(_))), "32-bit ELF");
     }
 
     #[test]

@@ -13,12 +13,14 @@
 //! - [`output`]: `summary.json` and `report.md`.
 //! - [`lab`]: one run, end to end.
 //! - [`attach`]: collect from a VM started outside guestscope.
+//! - [`bench`]: the benchmarks (`guestscope bench`).
 //! - [`rootfs`]: the user's own root file system image (`--rootfs`, `deploy`).
 //! - [`cli`]: the command line.
 //! - [`interrupt`]: Ctrl-C and SIGTERM stop a run cleanly.
 #![deny(missing_docs)]
 
 pub mod attach;
+pub mod bench;
 pub mod cli;
 pub mod experiments;
 pub mod gdb;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lab(args) => lab::run(&args.into()),
         Command::Deploy(args) => return deploy_command(args),
+        Command::Bench(args) => return bench_command(args),
         Command::Attach(args) => match attach_command(args) {
             Ok(Some(r)) => r,
             Ok(None) => return ExitCode::SUCCESS,
@@ -140,6 +141,33 @@ fn deploy_command(a: guestscope::cli::DeployArgs) -> ExitCode {
         host_plan.display()
     );
     ExitCode::SUCCESS
+}
+
+/// Runs `guestscope bench` and prints where the results went.
+fn bench_command(args: guestscope::cli::BenchArgs) -> ExitCode {
+    let options: guestscope::bench::BenchOptions = args.into();
+    match guestscope::bench::run(&options) {
+        Ok(r) => {
+            let out = options.out_dir.join("results.md");
+            println!("guestscope bench: {:.0} s; results: {}", r.wall_s, out.display());
+            for t in &r.targets {
+                let met = match t.met {
+                    Some(true) => "met",
+                    Some(false) => "NOT met",
+                    None => "not measured",
+                };
+                println!("  {}: {} (target {}): {met}", t.what, t.measured, t.target);
+            }
+            for p in &r.problems {
+                println!("  problem: {p}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("guestscope bench: error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Runs `guestscope attach`; `Ok(None)` when it only printed or wrote setup.

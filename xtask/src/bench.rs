@@ -1,26 +1,87 @@
-//! `cargo xtask bench`: not written yet; says so and exits with status 2.
+//! `cargo xtask bench`: times a warm `cargo xtask lab`, then runs `guestscope bench`,
+//! which writes `bench/results.json` and `bench/results.md` (the table the README shows).
+//!
+//! Run it after `cargo xtask lab` has set things up once (the first `lab` installs the
+//! tools and builds everything; this one must find all of it in place). Under TCG on a
+//! 2-core machine it takes about 15 minutes.
 
-use std::fmt;
+use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
-/// Options of `cargo xtask bench` (none yet).
+use crate::build_guest::Overrides;
+use crate::cmd::{self, cmd};
+use crate::image;
+use crate::paths::{self, Layout};
+use crate::steps::Steps;
+
+/// Options of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
-pub struct Options {}
-
-/// The error `bench` returns until it exists; `main` exits with status 2 on it.
-#[derive(Debug)]
-pub struct NotImplemented;
-
-impl fmt::Display for NotImplemented {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("`cargo xtask bench` is not implemented yet")
-    }
+pub struct Options {
+    /// Where results.json and results.md go [default: bench/ in the workspace root].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Skip timing the warm `cargo xtask lab` (its row stays empty).
+    #[arg(long)]
+    pub no_lab: bool,
+    /// Prebuilt guest binaries.
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// Further arguments, passed to `guestscope bench` as they are (e.g. `--reps 5`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "GUESTSCOPE_ARGS")]
+    pub args: Vec<String>,
 }
 
-impl std::error::Error for NotImplemented {}
-
 /// Entry point of `cargo xtask bench`.
-pub fn bench(_options: &Options) -> Result<()> {
-    Err(NotImplemented.into())
+pub fn bench(options: &Options) -> Result<()> {
+    let layout = Layout::discover()?;
+    let out = match &options.out {
+        Some(out) => paths::absolute(out)?,
+        None => layout.root.join("bench"),
+    };
+    let mut steps = Steps::default();
+    let result = run(&layout, &mut steps, options, &out);
+    eprintln!("steps: {}", steps.summary());
+    result?;
+    eprintln!("results: {}", out.join("results.md").display());
+    Ok(())
+}
+
+fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::Path) -> Result<()> {
+    let image = image::prepare(layout, steps, &options.overrides, true)?;
+    let collector = image.collector.context("the collector was not built")?;
+    let work = layout.guestscope_dir().join("bench");
+    let lab_out = work.join("lab");
+    let mut lab_args = Vec::new();
+    if !options.no_lab {
+        // The whole command, as a user runs it, with everything already built.
+        let _ = std::fs::remove_dir_all(&lab_out);
+        let started = Instant::now();
+        steps.run("warm cargo xtask lab", || {
+            cmd::run(cmd::cargo().args(["xtask", "lab", "--out"]).arg(&lab_out).current_dir(&layout.root))
+        })?;
+        lab_args.push("--lab-wall-s".to_string());
+        lab_args.push(format!("{:.3}", started.elapsed().as_secs_f64()));
+        lab_args.push("--lab-summary".to_string());
+        lab_args.push(lab_out.join("summary.json").display().to_string());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    steps.run("guestscope bench", || {
+        cmd::run(
+            cmd(&collector)
+                .arg("bench")
+                .arg("--kernel")
+                .arg(&image.kernel)
+                .arg("--initrd")
+                .arg(&image.initrd)
+                .arg("--out")
+                .arg(out)
+                .arg("--work-dir")
+                .arg(work.join("work"))
+                .args(image.kernel_elf.iter().flat_map(|k| [std::ffi::OsStr::new("--fast-kernel"), k.as_os_str()]))
+                .args(&lab_args)
+                .args(&options.args),
+        )
+    })
 }

@@ -3,7 +3,7 @@
 //! installs and downloads nothing.
 //!
 //! - Debian packages: `qemu-system-x86`, `busybox-static`, `kmod`, `qemu-utils`,
-//!   `e2fsprogs`, installed with
+//!   `e2fsprogs`, `xz-utils`, installed with
 //!   `apt-get` when root; otherwise the exact command is printed and xtask fails.
 //! - rustup: the nightly toolchain with `rust-src` (the eBPF build), and the musl
 //!   target for the active toolchain (agent and workloads are static binaries).
@@ -59,6 +59,11 @@ const DEBIAN_PACKAGES: &[DebianPackage] = &[
     DebianPackage {
         name: "e2fsprogs",
         installed: || cmd::which("debugfs").is_some(),
+    },
+    // Unpacks the kernel's xz payload into the uncompressed, directly bootable kernel.
+    DebianPackage {
+        name: "xz-utils",
+        installed: || cmd::which("xz").is_some(),
     },
 ];
 

@@ -30,6 +30,8 @@ pub struct Image {
     /// The kernel's unpacked `lib/modules/<release>` (for tests that build a root
     /// file system for this kernel).
     pub modules_dir: PathBuf,
+    /// The uncompressed kernel (direct PVH boot), when the image's kernel has one.
+    pub kernel_elf: Option<PathBuf>,
     /// The host binary `guestscope`, if [`prepare`] was asked to build it.
     pub collector: Option<PathBuf>,
 }
@@ -45,6 +47,9 @@ pub fn image(options: &Options) -> Result<()> {
         image.release,
         image.initrd.display()
     );
+    if let Some(elf) = &image.kernel_elf {
+        eprintln!("uncompressed kernel (boots faster, no KASLR): {}", elf.display());
+    }
     eprintln!("steps: {}", steps.summary());
     Ok(())
 }
@@ -73,11 +78,35 @@ pub fn prepare(
         };
         initramfs::write(layout, &inputs)
     })?;
+    let kernel_elf = steps.run("kernel ELF", || unpack_kernel_elf(layout))?;
     Ok(Image {
         kernel: layout.kernel(),
         initrd: layout.initrd(),
         modules_dir: kernel.modules_dir.clone(),
         release: kernel.release,
+        kernel_elf,
         collector,
     })
+}
+
+/// Unpacks `vmlinux` from the image's `vmlinuz` unless it is current (a stamp records the
+/// `vmlinuz` it came from). `None` when the kernel has no xz payload or no PVH entry.
+fn unpack_kernel_elf(layout: &Layout) -> Result<Option<PathBuf>> {
+    let (bzimage, elf) = (layout.kernel(), layout.kernel_elf());
+    let stamp_path = elf.with_extension("stamp");
+    let meta = std::fs::metadata(&bzimage)?;
+    let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let stamp = format!("vmlinuz {} {}.{:09}\n", meta.len(), mtime.as_secs(), mtime.subsec_nanos());
+    if elf.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) {
+        eprintln!("    up to date: {}", elf.display());
+        return Ok(Some(elf));
+    }
+    let _ = std::fs::remove_file(&stamp_path);
+    if !kernel::unpack_elf(&bzimage, &elf)? {
+        eprintln!("    {} has no xz payload with a PVH entry: no direct-boot kernel", bzimage.display());
+        return Ok(None);
+    }
+    std::fs::write(&stamp_path, stamp)?;
+    eprintln!("    wrote {} ({:.0} MiB)", elf.display(), std::fs::metadata(&elf)?.len() as f64 / (1024.0 * 1024.0));
+    Ok(Some(elf))
 }

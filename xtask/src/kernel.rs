@@ -449,6 +449,50 @@ fn check_uncompressed(paths: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The start of an xz stream: a bzImage's compressed payload (Debian builds with
+/// `CONFIG_KERNEL_XZ`).
+const XZ_MAGIC: &[u8] = b"\xfd7zXZ\x00";
+
+/// Whether `elf` carries Xen's `PHYS32_ENTRY` note (type 18, name `Xen`): the PVH entry
+/// point QEMU boots an uncompressed kernel through (`CONFIG_PVH`).
+pub fn has_pvh_entry(elf: &[u8]) -> bool {
+    // Note header: namesz 4, descsz (4 or 8), type 18, then the name "Xen\0".
+    elf.windows(16).any(|w| {
+        w[0..4] == [4, 0, 0, 0] && w[8..12] == [18, 0, 0, 0] && &w[12..16] == b"Xen\0"
+    })
+}
+
+/// Unpacks the uncompressed kernel from `bzimage` (its xz payload is the kernel's ELF)
+/// to `dest` with `xz`, if it has a PVH entry; returns false (and writes nothing) if
+/// the image has no xz payload or its kernel no PVH entry.
+pub fn unpack_elf(bzimage: &Path, dest: &Path) -> Result<bool> {
+    let image = fs::read(bzimage).with_context(|| format!("cannot read {}", bzimage.display()))?;
+    let Some(start) = image.windows(XZ_MAGIC.len()).position(|w| w == XZ_MAGIC) else {
+        return Ok(false);
+    };
+    let tmp = dest.with_extension(format!("tmp{}", std::process::id()));
+    let mut child = std::process::Command::new("xz")
+        // The payload is followed by the decompressor's trailer: ignore what follows the stream.
+        .args(["--decompress", "--stdout", "--single-stream", "--format=xz"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?)
+        .spawn()
+        .context("cannot run xz (Debian package xz-utils)")?;
+    let mut stdin = child.stdin.take().context("xz's stdin")?;
+    let payload = image[start..].to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &payload));
+    let status = child.wait()?;
+    // xz stops reading after the stream: a broken pipe here is expected.
+    let _ = writer.join();
+    let elf = fs::read(&tmp).unwrap_or_default();
+    if !status.success() || elf.get(..4) != Some(b"\x7fELF") || !has_pvh_entry(&elf) {
+        let _ = fs::remove_file(&tmp);
+        return Ok(false);
+    }
+    fs::rename(&tmp, dest).with_context(|| format!("cannot write {}", dest.display()))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,6 +572,17 @@ kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko
         );
         assert_eq!(module_name("kernel/x/snd-hda-intel.ko.xz"), "snd_hda_intel");
         assert_eq!(module_name("kernel/x/vsock.ko.zst"), "vsock");
+    }
+
+    #[test]
+    fn pvh_entry_note_is_found() {
+        let mut elf = vec![0u8; 40];
+        elf.extend_from_slice(&[4, 0, 0, 0, 4, 0, 0, 0, 18, 0, 0, 0]);
+        elf.extend_from_slice(b"Xen\0\x00\x00\x00\x01");
+        assert!(has_pvh_entry(&elf));
+        let other_note = [4, 0, 0, 0, 8, 0, 0, 0, 17, 0, 0, 0, b'X', b'e', b'n', 0];
+        assert!(!has_pvh_entry(&other_note));
+        assert!(!has_pvh_entry(b"no notes here at all"));
     }
 
     #[test]

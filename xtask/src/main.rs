@@ -3,7 +3,7 @@
 //! Subcommands, one module each (`Options` and one entry function):
 //! - [`lab`]: build everything and run `guestscope lab` on the guest image;
 //! - [`test`]: build everything and run all tests, the VM tests included;
-//! - [`bench`]: not implemented yet;
+//! - [`bench`]: time a warm `lab`, then run `guestscope bench` (results in `bench/`);
 //! - [`deps`]: check and install what the lab needs on the host;
 //! - [`image`]: build the guest image only.
 //!
@@ -45,7 +45,7 @@ enum Command {
     Lab(lab::Options),
     /// Build the guest image and the collector, then run every test (VM tests included).
     Test(test::Options),
-    /// Benchmarks (not implemented yet).
+    /// Benchmarks: a warm `lab` timed, then `guestscope bench`; writes bench/results.{json,md}.
     Bench(bench::Options),
     /// Check and install the host tools the lab needs.
     Deps(deps::Options),
@@ -66,9 +66,6 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if err.downcast_ref::<bench::NotImplemented>().is_some() {
-                return ExitCode::from(2);
-            }
             let code = err
                 .downcast_ref::<cmd::Failed>()
                 .and_then(|failed| failed.status.code())
@@ -102,6 +99,16 @@ mod tests {
             (options.out, options.args),
             (None, vec!["--out".to_string(), "x".to_string()])
         );
+    }
+
+    #[test]
+    fn bench_passes_guestscope_arguments_through() {
+        let cli = Cli::try_parse_from(["xtask", "bench", "--no-lab", "--reps", "3"]).unwrap();
+        let Command::Bench(options) = cli.command else {
+            panic!("not bench")
+        };
+        assert!(options.no_lab);
+        assert_eq!(options.args, ["--reps", "3"]);
     }
 
     #[test]

@@ -51,6 +51,13 @@ impl Layout {
         self.guest_dir().join("vmlinuz")
     }
 
+    /// The uncompressed kernel (ELF with a PVH entry), unpacked from [`Layout::kernel`]:
+    /// QEMU boots it directly, without the 2 s of decompression a bzImage takes under TCG
+    /// (and without KASLR, which the bzImage's decompressor applies).
+    pub fn kernel_elf(&self) -> PathBuf {
+        self.guest_dir().join("vmlinux")
+    }
+
     /// The base initramfs (uncompressed newc cpio); the collector appends a per-run layer.
     pub fn initrd(&self) -> PathBuf {
         self.guest_dir().join("base.cpio")

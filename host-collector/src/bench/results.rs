@@ -1,0 +1,309 @@
+//! What `guestscope bench` measured, as written to `results.json`: every figure from
+//! this run, with the runs it came from.
+
+use serde::{Deserialize, Serialize};
+
+use super::stats::Spread;
+use crate::experiments::syscall_cr3::FunctionTrace;
+
+/// Everything one bench run measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BenchResults {
+    /// guestscope version.
+    pub guestscope_version: String,
+    /// Day of the run (UTC, `YYYY-MM-DD`).
+    pub date: String,
+    /// Start, seconds since the Unix epoch.
+    pub started_unix_s: u64,
+    /// Wall time of `guestscope bench` (the warm lab, run before it, excluded).
+    pub wall_s: f64,
+    /// Host and guest.
+    pub machine: MachineInfo,
+    /// Probe overhead on the workload loops (fopen, cpuinfo).
+    pub overhead: Vec<LoopOverhead>,
+    /// guestscope against the lab's gdbstub method.
+    pub gdb: Option<GdbComparison>,
+    /// Stream capacity against raw vsock.
+    pub capacity: Option<Capacity>,
+    /// Boot to agent-ready (the default bzImage: decompressed by its own stub, KASLR on).
+    pub boot: BootTimes,
+    /// Boot to agent-ready with the uncompressed kernel (QEMU's PVH entry; no KASLR).
+    pub boot_uncompressed: Option<BootTimes>,
+    /// The warm `cargo xtask lab`, if it was timed.
+    pub lab: Option<LabTiming>,
+    /// Agent and collector memory under a long event stream.
+    pub memory: Option<Memory>,
+    /// Each target of the benchmark issue: met or not, by how much.
+    pub targets: Vec<TargetCheck>,
+    /// Runs that failed and checks that did not add up.
+    pub problems: Vec<String>,
+}
+
+/// Where the figures were measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MachineInfo {
+    /// `tcg` or `kvm`.
+    pub accel: String,
+    /// Why that accelerator.
+    pub accel_reason: String,
+    /// Host CPUs.
+    pub host_cpus: usize,
+    /// Host CPU model (`/proc/cpuinfo`).
+    pub host_cpu_model: String,
+    /// QEMU's version line.
+    pub qemu: String,
+    /// Guest kernel release.
+    pub guest_kernel: String,
+    /// Guest vCPUs.
+    pub guest_vcpus: u32,
+    /// Guest memory, MiB.
+    pub guest_memory_mb: u32,
+    /// Host `/proc/loadavg` when the bench started.
+    pub load_before: String,
+    /// Host `/proc/loadavg` when it ended.
+    pub load_after: String,
+}
+
+/// A workload loop run untraced, with every probe, and (fopen) under an ftrace kprobe.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoopOverhead {
+    /// Workload (`fopen`, `cpuinfo`).
+    pub workload: String,
+    /// Loop iterations per run.
+    pub iterations: u64,
+    /// Repetitions (each one run of every condition, in rotating order).
+    pub reps: usize,
+    /// Loop time with no probe attached, ms (the workload's own clock).
+    pub untraced_ms: Option<Spread>,
+    /// Loop time with every eBPF probe attached, ms.
+    pub traced_ms: Option<Spread>,
+    /// Traced / untraced, paired by repetition.
+    pub ratio: Option<Spread>,
+    /// Probe events per loop iteration (the probes' `matched` counters, less a run of
+    /// zero iterations: process start and exit).
+    pub events_per_iteration: Option<Spread>,
+    /// Of those, per probe (medians).
+    pub events_per_iteration_by_probe: Vec<(String, f64)>,
+    /// Probe hits skipped per iteration because another guestscope probe ran (median).
+    pub nested_per_iteration: f64,
+    /// Events whose stack walk failed, all repetitions.
+    pub stack_failed: u64,
+    /// Events lost to a full ring buffer, all repetitions.
+    pub ring_full: u64,
+    /// Time added per event, µs: (traced − untraced) / loop events, paired.
+    pub us_per_event: Option<Spread>,
+    /// The same with the agent's drain after the workload exited added to the traced
+    /// time: every event processed, wherever the agent did it.
+    pub us_per_event_with_drain: Option<Spread>,
+    /// The agent's drain after exit, ms.
+    pub drain_ms: Option<Spread>,
+    /// Agent CPU time per event (workload start to end of drain), µs.
+    pub agent_cpu_us_per_event: Option<Spread>,
+    /// The same loop with every probe, recording no stacks.
+    pub without_stacks: Option<NoStackOverhead>,
+    /// Every run's loop time, ms, by condition and repetition (`all-3`), in run order
+    /// within each repetition.
+    pub runs_ms: Vec<(String, Option<f64>)>,
+    /// The same loop under an ftrace kprobe.
+    pub ftrace: Option<FtraceOverhead>,
+}
+
+/// A loop with every probe but no stack walks: what the walk costs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NoStackOverhead {
+    /// Loop time, ms.
+    pub traced_ms: Option<Spread>,
+    /// No-stack / untraced, paired.
+    pub ratio: Option<Spread>,
+    /// Time added per event without the walk, µs, paired.
+    pub us_per_event: Option<Spread>,
+    /// What the walk adds per event, µs: (with stacks − without) / events, paired.
+    pub walk_us_per_event: Option<Spread>,
+}
+
+/// A loop under an ftrace kprobe event (the method trace-cmd uses).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FtraceOverhead {
+    /// The probed function.
+    pub function: String,
+    /// Loop time, ms.
+    pub traced_ms: Option<Spread>,
+    /// ftrace / untraced, paired.
+    pub ratio: Option<Spread>,
+    /// Kprobe hits per iteration (`kprobe_profile`, every process).
+    pub hits_per_iteration: Option<Spread>,
+    /// Time added per hit, µs, paired.
+    pub us_per_hit: Option<Spread>,
+}
+
+/// The same loop traced by the lab's gdbstub method and by guestscope.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GdbComparison {
+    /// The function both trace.
+    pub symbol: String,
+    /// Loop iterations per run.
+    pub iterations: u64,
+    /// Repetitions.
+    pub reps: usize,
+    /// Loop time per iteration under the gdb method, ms (host clock: first to last hit).
+    pub gdb_ms_per_iteration: Option<Spread>,
+    /// Loop time per iteration under guestscope tracing the same events (the alloc_fd
+    /// probe, with its stack), ms.
+    pub guestscope_ms_per_iteration: Option<Spread>,
+    /// Loop time per iteration under guestscope with every probe, ms.
+    pub guestscope_all_ms_per_iteration: Option<Spread>,
+    /// gdb / guestscope with every probe, paired.
+    pub guestscope_all_faster: Option<Spread>,
+    /// Loop time per iteration untraced, ms.
+    pub untraced_ms_per_iteration: Option<Spread>,
+    /// How many times faster the loop runs under guestscope than under gdb, tracing the
+    /// same events, paired.
+    pub guestscope_faster: Option<Spread>,
+    /// gdb / untraced, paired.
+    pub gdb_slowdown: Option<Spread>,
+    /// Time added per breakpoint hit by the gdb method, ms, paired.
+    pub gdb_ms_per_hit: Option<Spread>,
+    /// Each gdb run.
+    pub traces: Vec<FunctionTrace>,
+}
+
+/// One step of the stream-capacity ladder.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CapacityStep {
+    /// Rate the workload was paced to, events/s (0: as fast as it could).
+    pub requested_rate: u64,
+    /// Probe hits (`matched`).
+    pub matched: u64,
+    /// Records the probe wrote (`emitted`).
+    pub emitted: u64,
+    /// Lost to a full ring buffer.
+    pub ring_full: u64,
+    /// Events the collector received for the workload.
+    pub received: u64,
+    /// The workload's loop time, s.
+    pub seconds: f64,
+    /// `matched / seconds`.
+    pub rate: f64,
+    /// Nothing lost.
+    pub lossless: bool,
+    /// `received + ring_full == matched` and `emitted == received`.
+    pub accounted: bool,
+    /// Stream bytes between the workload's start and exit records.
+    pub wire_bytes: u64,
+    /// Stream MB/s over the loop (`wire_bytes / seconds`).
+    pub wire_mb_s: f64,
+    /// Ring-buffer MB/s the agent read (584-byte records).
+    pub ring_mb_s: f64,
+}
+
+/// Raw guest → host vsock throughput (no framing, probes or agent).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RawThroughput {
+    /// Transfers.
+    pub reps: usize,
+    /// Bytes per transfer.
+    pub bytes: u64,
+    /// MB/s as the host received them (first byte to end).
+    pub host_mb_s: Option<Spread>,
+    /// MB/s of the guest's write loop.
+    pub guest_mb_s: Option<Spread>,
+}
+
+/// Stream capacity.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Capacity {
+    /// Raw vsock, same boot.
+    pub raw: RawThroughput,
+    /// The ladder, in the order run.
+    pub steps: Vec<CapacityStep>,
+    /// Highest rate with no loss at it and at every lower step, events/s.
+    pub max_lossless_rate: Option<f64>,
+    /// Stream MB/s at that step.
+    pub max_lossless_wire_mb_s: Option<f64>,
+    /// Ring-buffer MB/s at that step.
+    pub max_lossless_ring_mb_s: Option<f64>,
+    /// Stream bytes per event at that step (events, stacks, framing).
+    pub wire_bytes_per_event: Option<f64>,
+    /// Stream MB/s at that step over raw MB/s.
+    pub fraction_of_raw: Option<f64>,
+    /// Every step's counts add up.
+    pub accounting_ok: bool,
+}
+
+/// Boot to agent-ready.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BootTimes {
+    /// Host seconds from QEMU's launch to the agent's hello, every boot of this run.
+    pub agent_ready_s: Option<Spread>,
+    /// Host seconds to the kernel's first console line.
+    pub kernel_banner_s: Option<Spread>,
+    /// Each boot: (what, seconds to hello).
+    pub samples: Vec<(String, f64)>,
+}
+
+/// The warm `cargo xtask lab`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LabTiming {
+    /// Wall time of the whole command, s.
+    pub wall_s: f64,
+    /// Of which `guestscope lab` itself (its summary's `run.wall_s`).
+    pub guestscope_lab_s: Option<f64>,
+    /// Whether the lab run completed.
+    pub complete: Option<bool>,
+}
+
+/// One reading of the memory run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MemoryPoint {
+    /// Events received so far.
+    pub events: u64,
+    /// Agent peak RSS so far, KiB.
+    pub agent_peak_kib: u64,
+    /// Collector peak RSS so far (since the memory run began), KiB.
+    pub collector_peak_kib: u64,
+}
+
+/// Memory under a long event stream.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Memory {
+    /// Events asked for.
+    pub events_planned: u64,
+    /// Events received.
+    pub events_received: u64,
+    /// Events lost (ring full).
+    pub ring_full: u64,
+    /// Readings after each part.
+    pub points: Vec<MemoryPoint>,
+    /// Agent `VmHWM` at the end, KiB.
+    pub agent_peak_kib: Option<u64>,
+    /// Agent `RssAnon` at the end (its own heap and stacks), KiB.
+    pub agent_rss_anon_kib: Option<u64>,
+    /// Agent `RssFile` at the end (its binary and the mapped ring buffer), KiB.
+    pub agent_rss_file_kib: Option<u64>,
+    /// Collector peak RSS over the memory run, KiB.
+    pub collector_peak_kib: Option<u64>,
+    /// Whether the collector's peak was reset before the run (`clear_refs`); if not,
+    /// its figure is the whole process's peak.
+    pub collector_peak_reset: bool,
+    /// Growth between the readings, KiB per million events (agent, collector).
+    pub kib_per_million_events: Option<(f64, f64)>,
+    /// Size of the `events.jsonl` written (then deleted), bytes.
+    pub events_jsonl_bytes: u64,
+    /// Seconds the run took (boot included).
+    pub wall_s: f64,
+}
+
+/// A target of the benchmark issue against what this run measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TargetCheck {
+    /// What is measured.
+    pub what: String,
+    /// The target.
+    pub target: String,
+    /// The measured figure.
+    pub measured: String,
+    /// Met, not met, or not measured (`None`).
+    pub met: Option<bool>,
+    /// By how much, and what bounds it.
+    pub note: String,
+}
