@@ -45,8 +45,10 @@ pub struct KprobeEvent {
 
 /// The event name for a probe on `function` (tracefs wants `[A-Za-z_][A-Za-z0-9_]*`).
 pub fn event_name(function: &str) -> String {
-    let mut name: String =
-        function.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let mut name: String = function
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
         name.insert(0, '_');
     }
@@ -70,11 +72,17 @@ pub fn parse_profile(text: &str, name: &str) -> Option<(u64, u64)> {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FtraceError + '_ {
-    move |source| FtraceError::Io { path: path.to_path_buf(), source }
+    move |source| FtraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn append(path: &Path, line: &str) -> Result<(), FtraceError> {
-    let mut f = OpenOptions::new().append(true).open(path).map_err(io_err(path))?;
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))?;
     f.write_all(line.as_bytes()).map_err(io_err(path))
 }
 
@@ -92,8 +100,12 @@ impl KprobeEvent {
             .find(|p| p.join("kprobe_events").exists())
             .ok_or(FtraceError::NoTracefs)?;
         let name = event_name(function);
-        let mut event =
-            KprobeEvent { tracefs, name, function: function.to_string(), removed: false };
+        let mut event = KprobeEvent {
+            tracefs,
+            name,
+            function: function.to_string(),
+            removed: false,
+        };
         // A leftover from an earlier run of the agent would make the definition fail.
         let _ = event.undefine();
         append(
@@ -120,7 +132,11 @@ impl KprobeEvent {
     }
 
     fn enable_path(&self) -> PathBuf {
-        self.tracefs.join("events").join(GROUP).join(&self.name).join("enable")
+        self.tracefs
+            .join("events")
+            .join(GROUP)
+            .join(&self.name)
+            .join("enable")
     }
 
     /// Hits and misses so far.
@@ -132,7 +148,10 @@ impl KprobeEvent {
 
     fn undefine(&self) -> Result<(), FtraceError> {
         let _ = write(&self.enable_path(), "0");
-        append(&self.tracefs.join("kprobe_events"), &format!("-:{GROUP}/{}\n", self.name))
+        append(
+            &self.tracefs.join("kprobe_events"),
+            &format!("-:{GROUP}/{}\n", self.name),
+        )
     }
 
     /// Disables and deletes the event.
@@ -167,7 +186,10 @@ mod tests {
         let text = "  other                                                    5               0\n  \
                     alloc_fd                                              2000               3\n";
         assert_eq!(parse_profile(text, "alloc_fd"), Some((2000, 3)));
-        assert_eq!(parse_profile("  guestscope/alloc_fd 7 0\n", "alloc_fd"), Some((7, 0)));
+        assert_eq!(
+            parse_profile("  guestscope/alloc_fd 7 0\n", "alloc_fd"),
+            Some((7, 0))
+        );
         assert_eq!(parse_profile(text, "alloc"), None);
         assert_eq!(parse_profile("  alloc_fd x 0\n", "alloc_fd"), None);
         assert_eq!(parse_profile("", "alloc_fd"), None);

@@ -65,12 +65,17 @@ pub fn wanted(tracing: &Tracing) -> Option<Attached> {
     match tracing {
         Tracing::Plan => None,
         Tracing::Probes(names) | Tracing::ProbesWithoutStacks(names) => {
-            let mut kinds: Vec<ProbeKind> =
-                names.iter().filter_map(|n| ProbeKind::from_name(n)).collect();
+            let mut kinds: Vec<ProbeKind> = names
+                .iter()
+                .filter_map(|n| ProbeKind::from_name(n))
+                .collect();
             kinds.sort();
             kinds.dedup();
             let fork_follower = !kinds.is_empty();
-            Some(Attached { kinds, fork_follower })
+            Some(Attached {
+                kinds,
+                fork_follower,
+            })
         }
         Tracing::FtraceKprobe(_) => Some(Attached::default()),
     }
@@ -83,7 +88,10 @@ impl TracingMode {
         let mut errors = tracer.set_attached(&want);
         let stacks = !matches!(tracing, Tracing::ProbesWithoutStacks(_));
         if let Err(e) = tracer.set_stack_walks(stacks) {
-            errors.push(format!("setting stack walks {}: {e}", if stacks { "on" } else { "off" }));
+            errors.push(format!(
+                "setting stack walks {}: {e}",
+                if stacks { "on" } else { "off" }
+            ));
         }
         let ftrace = match tracing {
             Tracing::FtraceKprobe(function) => match KprobeEvent::create(function) {
@@ -126,8 +134,15 @@ impl TracingMode {
         stream: &mut Stream<W>,
     ) -> Result<WorkloadTracing, StreamError> {
         let agent_cpu_ns = own_cpu_ns().saturating_sub(self.cpu_before);
-        let TracingMode { attached, stacks, mut errors, counters_before, read_sent_before, ftrace, .. } =
-            self;
+        let TracingMode {
+            attached,
+            stacks,
+            mut errors,
+            counters_before,
+            read_sent_before,
+            ftrace,
+            ..
+        } = self;
         let counters = tracer
             .counters()
             .into_iter()
@@ -168,7 +183,11 @@ impl TracingMode {
             }
         }
         let report = WorkloadTracing {
-            probes: attached.kinds.iter().map(|k| k.name().to_string()).collect(),
+            probes: attached
+                .kinds
+                .iter()
+                .map(|k| k.name().to_string())
+                .collect(),
             stacks,
             fork_follower: attached.fork_follower,
             errors,
@@ -184,7 +203,11 @@ impl TracingMode {
             drain_ns: drain.as_nanos() as u64,
         };
         let json = serde_json::to_vec(&report).unwrap_or_default();
-        artifacts::send_bytes(stream, &format!("{TRACING_ARTIFACT_PREFIX}{workload}"), &json)?;
+        artifacts::send_bytes(
+            stream,
+            &format!("{TRACING_ARTIFACT_PREFIX}{workload}"),
+            &json,
+        )?;
         Ok(report)
     }
 }
@@ -195,17 +218,36 @@ mod tests {
 
     #[test]
     fn deltas_are_per_field_and_never_negative() {
-        let before = ProbeCounters { matched: 5, emitted: 4, ring_full: 1, stack_failed: 0, nested: 2 };
-        let after = ProbeCounters { matched: 15, emitted: 12, ring_full: 3, stack_failed: 0, nested: 1 };
+        let before = ProbeCounters {
+            matched: 5,
+            emitted: 4,
+            ring_full: 1,
+            stack_failed: 0,
+            nested: 2,
+        };
+        let after = ProbeCounters {
+            matched: 15,
+            emitted: 12,
+            ring_full: 3,
+            stack_failed: 0,
+            nested: 1,
+        };
         assert_eq!(
             counters_delta(&after, &before),
-            ProbeCounters { matched: 10, emitted: 8, ring_full: 2, stack_failed: 0, nested: 0 }
+            ProbeCounters {
+                matched: 10,
+                emitted: 8,
+                ring_full: 2,
+                stack_failed: 0,
+                nested: 0
+            }
         );
     }
 
     #[test]
     fn status_fields_in_kib() {
-        let status = "Name:\tguestscope-agen\nVmPeak:\t   12000 kB\nVmHWM:\t    3456 kB\nVmRSS:\t 3000 kB\n";
+        let status =
+            "Name:\tguestscope-agen\nVmPeak:\t   12000 kB\nVmHWM:\t    3456 kB\nVmRSS:\t 3000 kB\n";
         assert_eq!(status_kib(status, "VmHWM"), Some(3456));
         assert_eq!(status_kib(status, "VmRSS"), Some(3000));
         assert_eq!(status_kib(status, "Vm"), None);
@@ -217,13 +259,26 @@ mod tests {
         assert_eq!(wanted(&Tracing::Plan), None);
         assert_eq!(wanted(&Tracing::Probes(vec![])), Some(Attached::default()));
         assert_eq!(
-            wanted(&Tracing::Probes(vec!["alloc_fd".into(), "spin_lock".into(), "alloc_fd".into()])),
-            Some(Attached { kinds: vec![ProbeKind::SpinLock, ProbeKind::AllocFd], fork_follower: true })
+            wanted(&Tracing::Probes(vec![
+                "alloc_fd".into(),
+                "spin_lock".into(),
+                "alloc_fd".into()
+            ])),
+            Some(Attached {
+                kinds: vec![ProbeKind::SpinLock, ProbeKind::AllocFd],
+                fork_follower: true
+            })
         );
-        assert_eq!(wanted(&Tracing::FtraceKprobe("alloc_fd".into())), Some(Attached::default()));
+        assert_eq!(
+            wanted(&Tracing::FtraceKprobe("alloc_fd".into())),
+            Some(Attached::default())
+        );
         assert_eq!(
             wanted(&Tracing::ProbesWithoutStacks(vec!["alloc_fd".into()])),
-            Some(Attached { kinds: vec![ProbeKind::AllocFd], fork_follower: true })
+            Some(Attached {
+                kinds: vec![ProbeKind::AllocFd],
+                fork_follower: true
+            })
         );
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Run it after `cargo xtask lab` has set things up once (the first `lab` installs the
 //! tools and builds everything; this one must find all of it in place). Under TCG on a
-//! 2-core machine it takes about 15 minutes.
+//! 2-core machine it takes about 4 minutes.
 
 use std::path::PathBuf;
 use std::time::Instant;

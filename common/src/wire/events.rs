@@ -15,8 +15,12 @@ use crate::event::RawEvent;
 fn events_variant() -> &'static [u8] {
     static VARIANT: OnceLock<Vec<u8>> = OnceLock::new();
     VARIANT.get_or_init(|| {
-        let empty = Record { seq: 0, body: Body::Events(Vec::new()) };
-        let bytes = bincode::serde::encode_to_vec(&empty, config()).expect("an empty Events record encodes");
+        let empty = Record {
+            seq: 0,
+            body: Body::Events(Vec::new()),
+        };
+        let bytes = bincode::serde::encode_to_vec(&empty, config())
+            .expect("an empty Events record encodes");
         // [seq 0: one byte][variant index][length 0: one byte]
         bytes[1..bytes.len() - 1].to_vec()
     })
@@ -74,16 +78,47 @@ mod tests {
     use super::*;
 
     fn bincode_payload(seq: u64, events: Vec<RawEvent>) -> Vec<u8> {
-        bincode::serde::encode_to_vec(&Record { seq, body: Body::Events(events) }, config()).unwrap()
+        bincode::serde::encode_to_vec(
+            &Record {
+                seq,
+                body: Body::Events(events),
+            },
+            config(),
+        )
+        .unwrap()
     }
 
     fn event(v: [u64; 3], w: [u32; 5], stack_id: i32, comm: [u8; 16]) -> RawEvent {
-        RawEvent { ts_ns: v[0], arg: v[1], ip: v[2], kind: w[0], cpu: w[1], pid: w[2], tid: w[3], stack_id, flags: w[4], comm }
+        RawEvent {
+            ts_ns: v[0],
+            arg: v[1],
+            ip: v[2],
+            kind: w[0],
+            cpu: w[1],
+            pid: w[2],
+            tid: w[3],
+            stack_id,
+            flags: w[4],
+            comm,
+        }
     }
 
     #[test]
     fn matches_bincode_at_every_varint_boundary() {
-        let edges = [0, 1, 250, 251, 252, 255, 256, 65_535, 65_536, u64::from(u32::MAX), u64::from(u32::MAX) + 1, u64::MAX];
+        let edges = [
+            0,
+            1,
+            250,
+            251,
+            252,
+            255,
+            256,
+            65_535,
+            65_536,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ];
         let mut events = Vec::new();
         for &v in &edges {
             let w = u32::try_from(v).unwrap_or(u32::MAX);
@@ -92,7 +127,11 @@ mod tests {
             }
         }
         for &seq in &edges {
-            assert_eq!(encode(seq, &events), bincode_payload(seq, events.clone()), "seq {seq}");
+            assert_eq!(
+                encode(seq, &events),
+                bincode_payload(seq, events.clone()),
+                "seq {seq}"
+            );
         }
         assert_eq!(encode(3, &[]), bincode_payload(3, Vec::new()));
     }

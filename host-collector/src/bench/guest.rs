@@ -6,8 +6,8 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -144,7 +144,11 @@ impl Conn for Counting {
 }
 
 /// Accepts connections on `listener` until `stop`, reading each to its end and timing it.
-fn blast_receiver(listener: PortListener, stop: Arc<AtomicBool>, got: Arc<Mutex<Vec<Blast>>>) -> JoinHandle<()> {
+fn blast_receiver(
+    listener: PortListener,
+    stop: Arc<AtomicBool>,
+    got: Arc<Mutex<Vec<Blast>>>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 20];
         while !stop.load(Ordering::Relaxed) {
@@ -189,18 +193,33 @@ pub fn boot(
     setup: BootSetup,
     on_record: &mut dyn FnMut(&Collecting, u64),
 ) -> Result<Booted, String> {
-    let BootSetup { gdb_port, blast_port, stop_at_hello } = setup;
+    let BootSetup {
+        gdb_port,
+        blast_port,
+        stop_at_hello,
+    } = setup;
     let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
-    let run_dir = tempfile::Builder::new().prefix("guestscope-bench-").tempdir().map_err(|e| err("run directory", &e))?;
+    let run_dir = tempfile::Builder::new()
+        .prefix("guestscope-bench-")
+        .tempdir()
+        .map_err(|e| err("run directory", &e))?;
     // Each boot gets its own secret, as in `lab`: only the agent given this plan is heard.
-    let secret = guestscope_common::plan::new_secret().map_err(|e| err("making the run's secret", &e))?;
-    let plan = &RunPlan { secret: Some(secret.clone()), ..plan.clone() };
+    let secret =
+        guestscope_common::plan::new_secret().map_err(|e| err("making the run's secret", &e))?;
+    let plan = &RunPlan {
+        secret: Some(secret.clone()),
+        ..plan.clone()
+    };
     let initrd = run_dir.path().join("initrd.cpio");
-    image::build_run_initrd(&m.initrd, plan, &[], &initrd).map_err(|e| err("writing the run's initramfs", &e))?;
-    let (mut vhost_child, backend) = vhost::start(&m.vhost, run_dir.path(), GUEST_CID).map_err(|e| e.to_string())?;
+    image::build_run_initrd(&m.initrd, plan, &[], &initrd)
+        .map_err(|e| err("writing the run's initramfs", &e))?;
+    let (mut vhost_child, backend) =
+        vhost::start(&m.vhost, run_dir.path(), GUEST_CID).map_err(|e| e.to_string())?;
     let uds = match &backend {
         vhost::VsockBackend::VhostUser { uds, .. } => uds.clone(),
-        vhost::VsockBackend::Kernel => return Err("only the vhost-user vsock backend is used here".into()),
+        vhost::VsockBackend::Kernel => {
+            return Err("only the vhost-user vsock backend is used here".into());
+        }
     };
     let mut listener = PortListener::bind(&uds, plan.vsock_port).map_err(|e| e.to_string())?;
     let blasts = Arc::new(Mutex::new(Vec::new()));
@@ -235,12 +254,15 @@ pub fn boot(
         .nice(m.nice)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(File::create(run_dir.path().join("qemu.stderr")).map_err(|e| err("qemu stderr", &e))?)
+        .stderr(
+            File::create(run_dir.path().join("qemu.stderr")).map_err(|e| err("qemu stderr", &e))?,
+        )
         .spawn()
         .map_err(|e| err(&format!("starting {}", m.qemu.display()), &e))?;
     let stdout = child.stdout.take().expect("piped stdout");
     let mut qemu = ChildGuard::new("qemu", child);
-    let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, serial_log).map_err(|e| err("serial log", &e))?;
+    let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, serial_log)
+        .map_err(|e| err("serial log", &e))?;
 
     let mut session: Collecting = Session::new(events);
     let mut outcome = Outcome::default();
@@ -259,19 +281,38 @@ pub fn boot(
             return Err(Stop::new("guest kernel failed", f));
         }
         if Instant::now() > deadline {
-            return Err(Stop::new("run timeout", format!("the boot took longer than {:?}", m.run_timeout)));
+            return Err(Stop::new(
+                "run timeout",
+                format!("the boot took longer than {:?}", m.run_timeout),
+            ));
         }
         Ok(())
     };
-    let accepted = listener.accept_within(m.boot_timeout, || alive().map_err(|stop| stop.to_string()));
+    let accepted =
+        listener.accept_within(m.boot_timeout, || alive().map_err(|stop| stop.to_string()));
     match accepted {
         Ok(stream) => {
             let count = Arc::new(AtomicU64::new(0));
-            let counting = Counting { inner: stream, count: count.clone() };
-            let options = ReceiveOptions { stop_at_hello, secret: Some(secret.clone()), ..ReceiveOptions::default() };
-            let r = receive::receive(Box::new(counting), &mut listener, &mut session, &mut alive, launched, options, &mut |s| {
-                on_record(s, count.load(Ordering::Relaxed));
-            });
+            let counting = Counting {
+                inner: stream,
+                count: count.clone(),
+            };
+            let options = ReceiveOptions {
+                stop_at_hello,
+                secret: Some(secret.clone()),
+                ..ReceiveOptions::default()
+            };
+            let r = receive::receive(
+                Box::new(counting),
+                &mut listener,
+                &mut session,
+                &mut alive,
+                launched,
+                options,
+                &mut |s| {
+                    on_record(s, count.load(Ordering::Relaxed));
+                },
+            );
             outcome = r.outcome;
             bytes = r.bytes;
             hello_host_s = r.hello_host_s;
@@ -283,7 +324,11 @@ pub fn boot(
     }
     let wall_s = launched.elapsed().as_secs_f64();
     drop(alive);
-    let grace = if outcome.complete && !stop_at_hello { 30 } else { 0 };
+    let grace = if outcome.complete && !stop_at_hello {
+        30
+    } else {
+        0
+    };
     let _ = qemu.wait_timeout(Duration::from_secs(grace));
     qemu.kill();
     let _ = reader.join();
@@ -300,5 +345,13 @@ pub fn boot(
         }
     }
     let blasts = blasts.lock().expect("blasts").clone();
-    Ok(Booted { session, marks, outcome, bytes, hello_host_s, blasts, wall_s })
+    Ok(Booted {
+        session,
+        marks,
+        outcome,
+        bytes,
+        hello_host_s,
+        blasts,
+        wall_s,
+    })
 }

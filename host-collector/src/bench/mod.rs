@@ -32,7 +32,10 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, TRACING_ARTIFACT_PREFIX, Tracing, WorkloadOrigin, WorkloadSpec, WorkloadTracing};
+use guestscope_common::plan::{
+    BUILTIN_WORKLOAD_DIR, RunPlan, TRACING_ARTIFACT_PREFIX, Tracing, WorkloadOrigin, WorkloadSpec,
+    WorkloadTracing,
+};
 use guestscope_common::{ProbeKind, StackedEvent};
 
 use crate::experiments::syscall_cr3::{self, Cr3Options, FunctionTrace, StepOver};
@@ -175,7 +178,9 @@ impl Ran {
         self.status == Some(0)
     }
     fn elapsed_s(&self) -> Option<f64> {
-        self.elapsed_ns.filter(|_| self.ok()).map(|ns| ns as f64 / 1e9)
+        self.elapsed_ns
+            .filter(|_| self.ok())
+            .map(|ns| ns as f64 / 1e9)
     }
     fn counters(&self, probe: &str) -> guestscope_common::ProbeCounters {
         self.tracing
@@ -184,7 +189,9 @@ impl Ran {
             .unwrap_or_default()
     }
     fn matched_total(&self) -> Option<u64> {
-        self.tracing.as_ref().map(|t| t.counters.iter().map(|(_, c)| c.matched).sum())
+        self.tracing
+            .as_ref()
+            .map(|t| t.counters.iter().map(|(_, c)| c.matched).sum())
     }
 }
 
@@ -241,7 +248,12 @@ fn spec(name: &str, program: &str, args: &[String], tracing: Tracing) -> Workloa
 }
 
 fn all_probes() -> Tracing {
-    Tracing::Probes(ProbeKind::ALL.iter().map(|k| k.name().to_string()).collect())
+    Tracing::Probes(
+        ProbeKind::ALL
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect(),
+    )
 }
 
 fn no_probes() -> Tracing {
@@ -261,7 +273,12 @@ fn condition_tracing(c: &str) -> Tracing {
     match c {
         "off" => no_probes(),
         "all" => all_probes(),
-        "nostack" => Tracing::ProbesWithoutStacks(ProbeKind::ALL.iter().map(|k| k.name().to_string()).collect()),
+        "nostack" => Tracing::ProbesWithoutStacks(
+            ProbeKind::ALL
+                .iter()
+                .map(|k| k.name().to_string())
+                .collect(),
+        ),
         "fd" => Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]),
         _ => Tracing::FtraceKprobe(GDB_SYMBOL.into()),
     }
@@ -275,17 +292,37 @@ fn overhead_plan(o: &BenchOptions) -> RunPlan {
     let cpuinfo_n = o.cpuinfo_iterations.to_string();
     // Events of process start and exit, to subtract from the loops' counts.
     for i in 0..2 {
-        w.push(spec(&format!("fopen-base-{i}"), "fopen", &args(&["--iterations", "0"]), all_probes()));
-        w.push(spec(&format!("cpuinfo-base-{i}"), "cpuinfo", &args(&["--iterations", "0"]), all_probes()));
+        w.push(spec(
+            &format!("fopen-base-{i}"),
+            "fopen",
+            &args(&["--iterations", "0"]),
+            all_probes(),
+        ));
+        w.push(spec(
+            &format!("cpuinfo-base-{i}"),
+            "cpuinfo",
+            &args(&["--iterations", "0"]),
+            all_probes(),
+        ));
     }
     for rep in 0..o.reps {
         for c in stats::rotation(CONDITIONS.len(), rep) {
             let c = CONDITIONS[c];
-            w.push(spec(&format!("fopen-{c}-{rep}"), "fopen", &args(&["--iterations", &fopen_n]), condition_tracing(c)));
+            w.push(spec(
+                &format!("fopen-{c}-{rep}"),
+                "fopen",
+                &args(&["--iterations", &fopen_n]),
+                condition_tracing(c),
+            ));
         }
         for c in stats::rotation(2, rep) {
             let c = CONDITIONS[c];
-            w.push(spec(&format!("cpuinfo-{c}-{rep}"), "cpuinfo", &args(&["--iterations", &cpuinfo_n]), condition_tracing(c)));
+            w.push(spec(
+                &format!("cpuinfo-{c}-{rep}"),
+                "cpuinfo",
+                &args(&["--iterations", &cpuinfo_n]),
+                condition_tracing(c),
+            ));
         }
     }
     let gdb_n = o.gdb_iterations.to_string();
@@ -294,17 +331,36 @@ fn overhead_plan(o: &BenchOptions) -> RunPlan {
     for rep in 0..o.gdb_reps {
         for c in stats::rotation(SHORT.len(), rep) {
             let c = SHORT[c];
-            w.push(spec(&format!("short-{c}-{rep}"), "fopen", &args(&["--iterations", &gdb_n]), condition_tracing(c)));
+            w.push(spec(
+                &format!("short-{c}-{rep}"),
+                "fopen",
+                &args(&["--iterations", &gdb_n]),
+                condition_tracing(c),
+            ));
         }
         let delay = GDB_START_DELAY_MS.to_string();
-        w.push(spec(&format!("gdb-{rep}"), "fopen", &args(&["--iterations", &gdb_n, "--start-delay-ms", &delay]), no_probes()));
+        w.push(spec(
+            &format!("gdb-{rep}"),
+            "fopen",
+            &args(&["--iterations", &gdb_n, "--start-delay-ms", &delay]),
+            no_probes(),
+        ));
     }
-    RunPlan { vsock_port: VSOCK_PORT, probes: Vec::new(), workloads: w, settle_ms: 0, events_bytes: None, spool_bytes: None, secret: None }
+    RunPlan {
+        vsock_port: VSOCK_PORT,
+        probes: Vec::new(),
+        workloads: w,
+        settle_ms: 0,
+        events_bytes: None,
+        spool_bytes: None,
+        secret: None,
+    }
 }
 
 /// Events per ladder step at `rate` (at least enough to fill the 8 MiB ring twice).
 fn step_events(rate: u64, seconds: f64) -> u64 {
-    let ring_records = u64::from(guestscope_common::maps::EVENTS_BYTES) / size_of::<StackedEvent>() as u64;
+    let ring_records =
+        u64::from(guestscope_common::maps::EVENTS_BYTES) / size_of::<StackedEvent>() as u64;
     ((rate as f64 * seconds) as u64).max(2 * ring_records)
 }
 
@@ -314,17 +370,40 @@ fn capacity_plan(o: &BenchOptions) -> RunPlan {
     let port = BLAST_PORT.to_string();
     let bytes = o.blast_bytes.to_string();
     for i in 0..o.blast_reps {
-        w.push(spec(&format!("blast-{i}"), "blast", &args(&["--port", &port, "--bytes", &bytes]), no_probes()));
+        w.push(spec(
+            &format!("blast-{i}"),
+            "blast",
+            &args(&["--port", &port, "--bytes", &bytes]),
+            no_probes(),
+        ));
     }
     let fd_only = Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]);
     for &rate in &o.rates {
         let n = step_events(rate, o.step_seconds).to_string();
-        w.push(spec(&format!("flood-{rate}"), "flood", &args(&["--iterations", &n, "--rate", &rate.to_string()]), fd_only.clone()));
+        w.push(spec(
+            &format!("flood-{rate}"),
+            "flood",
+            &args(&["--iterations", &n, "--rate", &rate.to_string()]),
+            fd_only.clone(),
+        ));
     }
     let max_rate = o.rates.iter().copied().max().unwrap_or(100_000);
     let n = step_events(max_rate, o.step_seconds).to_string();
-    w.push(spec("flood-0", "flood", &args(&["--iterations", &n]), fd_only));
-    RunPlan { vsock_port: VSOCK_PORT, probes: Vec::new(), workloads: w, settle_ms: 0, events_bytes: None, spool_bytes: None, secret: None }
+    w.push(spec(
+        "flood-0",
+        "flood",
+        &args(&["--iterations", &n]),
+        fd_only,
+    ));
+    RunPlan {
+        vsock_port: VSOCK_PORT,
+        probes: Vec::new(),
+        workloads: w,
+        settle_ms: 0,
+        events_bytes: None,
+        spool_bytes: None,
+        secret: None,
+    }
 }
 
 /// The memory boot's plan: the flood in two parts (readings after each).
@@ -332,10 +411,28 @@ fn memory_plan(events: u64) -> RunPlan {
     let fd_only = Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]);
     let first = (events / 10).max(1);
     let w = vec![
-        spec("memory-0", "flood", &args(&["--iterations", &first.to_string()]), fd_only.clone()),
-        spec("memory-1", "flood", &args(&["--iterations", &(events - first).to_string()]), fd_only),
+        spec(
+            "memory-0",
+            "flood",
+            &args(&["--iterations", &first.to_string()]),
+            fd_only.clone(),
+        ),
+        spec(
+            "memory-1",
+            "flood",
+            &args(&["--iterations", &(events - first).to_string()]),
+            fd_only,
+        ),
     ];
-    RunPlan { vsock_port: VSOCK_PORT, probes: Vec::new(), workloads: w, settle_ms: 0, events_bytes: None, spool_bytes: None, secret: None }
+    RunPlan {
+        vsock_port: VSOCK_PORT,
+        probes: Vec::new(),
+        workloads: w,
+        settle_ms: 0,
+        events_bytes: None,
+        spool_bytes: None,
+        secret: None,
+    }
 }
 
 /// Per-workload outcomes of a boot (by workload name).
@@ -393,13 +490,20 @@ impl ByteMarks {
 }
 
 fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_default()
 }
 
@@ -408,7 +512,12 @@ fn qemu_version(qemu: &Path) -> String {
         .arg("--version")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
         .unwrap_or_default()
 }
 
@@ -419,7 +528,10 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
     inputs::check_out_dir(&o.out_dir)?;
     inputs::check_out_dir(&o.work_dir)?;
     let started = Instant::now();
-    let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let choice = accel::detect();
     let machine = Machine {
         qemu: inputs::find_program(&o.qemu)?,
@@ -435,7 +547,10 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
         nice: 0,
     };
     // The timed boots run QEMU a little ahead of the host's other work.
-    let timed = Machine { nice: MEASURE_NICE, ..machine.clone() };
+    let timed = Machine {
+        nice: MEASURE_NICE,
+        ..machine.clone()
+    };
     let mut r = BenchResults {
         guestscope_version: env!("CARGO_PKG_VERSION").to_string(),
         date: utc_date(started_unix_s),
@@ -443,7 +558,9 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
         machine: MachineInfo {
             accel: choice.accel.as_str().into(),
             accel_reason: choice.reason.clone(),
-            host_cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            host_cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
             host_cpu_model: cpu_model(),
             qemu: qemu_version(&machine.qemu),
             guest_kernel: String::new(),
@@ -457,171 +574,253 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
     // (boot, seconds to the agent's hello, seconds to the kernel's first line); each boot's
     // session is dropped once analysed, so the memory run starts from a small process.
     let mut boots: Vec<(String, Option<f64>, Option<f64>)> = Vec::new();
-    let boot_of = |name: &str, b: &Booted| (name.to_string(), b.hello_host_s, b.marks.kernel_banner_s);
+    let boot_of =
+        |name: &str, b: &Booted| (name.to_string(), b.hello_host_s, b.marks.kernel_banner_s);
     let part = |name: &str| o.only.is_empty() || o.only.iter().any(|p| p == name);
     let mut offsets: Result<TaskOffsets, String> = Err("the capacity boot was not run".into());
 
     // 1. Capacity (its end artifacts also give the BTF the gdb method needs).
     if part("capacity") {
-    (o.progress)("capacity: raw vsock blasts, then the event stream at rising rates");
-    let mut marks = ByteMarks::default();
-    let cap_jsonl = o.work_dir.join("capacity-events.jsonl");
-    let cap_sink = File::create(&cap_jsonl).map_err(|source| BenchError::Write { path: cap_jsonl.clone(), source })?;
-    let cap = guest::boot(
-        &timed,
-        &capacity_plan(o),
-        // The real path: every event written to events.jsonl, as `lab` does.
-        Box::new(BufWriter::with_capacity(1 << 20, cap_sink)),
-        &o.work_dir.join("serial-capacity.log"),
-        BootSetup { blast_port: Some(BLAST_PORT), ..BootSetup::default() },
-        &mut |s, bytes| {
-            marks.observe(s, bytes);
-        },
-    )
-    .map_err(BenchError::Boot)?;
-    let _ = std::fs::remove_file(&cap_jsonl);
-    let cap_runs = outcomes(&cap, &marks.marks);
-    r.capacity = Some(capacity(o, &cap, &cap_runs, &mut r.problems));
-    note_outcome("capacity", &cap, &mut r.problems);
-    offsets = cap
-        .session
-        .artifacts
-        .get("btf")
-        .map(|a| crate::guest::btf::task_offsets(&a.data).map_err(|e| e.to_string()))
-        .unwrap_or_else(|| Err("the capacity boot sent no BTF".into()));
-    if let Some(h) = &cap.session.hello {
-        r.machine.guest_kernel = h.kernel_release.clone();
-    }
-    boots.push(boot_of("capacity", &cap));
-    drop(cap);
+        (o.progress)("capacity: raw vsock blasts, then the event stream at rising rates");
+        let mut marks = ByteMarks::default();
+        let cap_jsonl = o.work_dir.join("capacity-events.jsonl");
+        let cap_sink = File::create(&cap_jsonl).map_err(|source| BenchError::Write {
+            path: cap_jsonl.clone(),
+            source,
+        })?;
+        let cap = guest::boot(
+            &timed,
+            &capacity_plan(o),
+            // The real path: every event written to events.jsonl, as `lab` does.
+            Box::new(BufWriter::with_capacity(1 << 20, cap_sink)),
+            &o.work_dir.join("serial-capacity.log"),
+            BootSetup {
+                blast_port: Some(BLAST_PORT),
+                ..BootSetup::default()
+            },
+            &mut |s, bytes| {
+                marks.observe(s, bytes);
+            },
+        )
+        .map_err(BenchError::Boot)?;
+        let _ = std::fs::remove_file(&cap_jsonl);
+        let cap_runs = outcomes(&cap, &marks.marks);
+        r.capacity = Some(capacity(o, &cap, &cap_runs, &mut r.problems));
+        note_outcome("capacity", &cap, &mut r.problems);
+        offsets = cap
+            .session
+            .artifacts
+            .get("btf")
+            .map(|a| crate::guest::btf::task_offsets(&a.data).map_err(|e| e.to_string()))
+            .unwrap_or_else(|| Err("the capacity boot sent no BTF".into()));
+        if let Some(h) = &cap.session.hello {
+            r.machine.guest_kernel = h.kernel_release.clone();
+        }
+        boots.push(boot_of("capacity", &cap));
+        drop(cap);
     }
 
     // 2. Overhead and the gdb method.
     if part("overhead") && !interrupted(&mut r.problems) {
-    (o.progress)("overhead: fopen and cpuinfo loops untraced, with every probe, under ftrace; then the gdb method");
-    let gdb_port = inputs::free_port();
-    let gdb_threads: std::cell::RefCell<Vec<(String, JoinHandle<Result<FunctionTrace, String>>)>> = Default::default();
-    let mut marks = ByteMarks::default();
-    let gdb_opts = Cr3Options {
-        step_over: StepOver::Reinsert,
-        hit_timeout: Duration::from_secs(GDB_START_DELAY_MS / 1000 + 5),
-        timeout: Duration::from_secs(300),
-        ..Cr3Options::default()
-    };
-    let over = guest::boot(
-        &timed,
-        &overhead_plan(o),
-        Box::new(io::sink()),
-        &o.work_dir.join("serial-overhead.log"),
-        BootSetup { gdb_port, ..BootSetup::default() },
-        &mut |s, bytes| {
-            let (started_name, _) = marks.observe(s, bytes);
-            let Some(name) = started_name.filter(|n| n.starts_with("gdb-")) else { return };
-            let (Some(port), Some(k), Ok(off)) = (gdb_port, s.kallsyms.clone(), offsets.clone()) else {
-                return;
-            };
-            let pid = s.workloads.last().map(|w| w.started.pid).unwrap_or(0);
-            let (n, opts) = (o.gdb_iterations, gdb_opts.clone());
-            let handle = std::thread::spawn(move || gdb_trace(port, &k, &off, pid, n, &opts));
-            gdb_threads.borrow_mut().push((name, handle));
-        },
-    )
-    .map_err(BenchError::Boot)?;
-    let over_runs = outcomes(&over, &marks.marks);
-    let mut traces = BTreeMap::new();
-    for (name, t) in gdb_threads.into_inner() {
-        match t.join() {
-            Ok(Ok(trace)) => {
-                traces.insert(name, trace);
+        (o.progress)(
+            "overhead: fopen and cpuinfo loops untraced, with every probe, under ftrace; then the gdb method",
+        );
+        let gdb_port = inputs::free_port();
+        let gdb_threads: std::cell::RefCell<
+            Vec<(String, JoinHandle<Result<FunctionTrace, String>>)>,
+        > = Default::default();
+        let mut marks = ByteMarks::default();
+        let gdb_opts = Cr3Options {
+            step_over: StepOver::Reinsert,
+            hit_timeout: Duration::from_secs(GDB_START_DELAY_MS / 1000 + 5),
+            timeout: Duration::from_secs(300),
+            ..Cr3Options::default()
+        };
+        let over = guest::boot(
+            &timed,
+            &overhead_plan(o),
+            Box::new(io::sink()),
+            &o.work_dir.join("serial-overhead.log"),
+            BootSetup {
+                gdb_port,
+                ..BootSetup::default()
+            },
+            &mut |s, bytes| {
+                let (started_name, _) = marks.observe(s, bytes);
+                let Some(name) = started_name.filter(|n| n.starts_with("gdb-")) else {
+                    return;
+                };
+                let (Some(port), Some(k), Ok(off)) =
+                    (gdb_port, s.kallsyms.clone(), offsets.clone())
+                else {
+                    return;
+                };
+                let pid = s.workloads.last().map(|w| w.started.pid).unwrap_or(0);
+                let (n, opts) = (o.gdb_iterations, gdb_opts.clone());
+                let handle = std::thread::spawn(move || gdb_trace(port, &k, &off, pid, n, &opts));
+                gdb_threads.borrow_mut().push((name, handle));
+            },
+        )
+        .map_err(BenchError::Boot)?;
+        let over_runs = outcomes(&over, &marks.marks);
+        let mut traces = BTreeMap::new();
+        for (name, t) in gdb_threads.into_inner() {
+            match t.join() {
+                Ok(Ok(trace)) => {
+                    traces.insert(name, trace);
+                }
+                Ok(Err(e)) => r
+                    .problems
+                    .push(format!("{name}: the gdb method failed: {e}")),
+                Err(_) => r.problems.push(format!("{name}: the gdb thread panicked")),
             }
-            Ok(Err(e)) => r.problems.push(format!("{name}: the gdb method failed: {e}")),
-            Err(_) => r.problems.push(format!("{name}: the gdb thread panicked")),
         }
-    }
-    if let Err(e) = &offsets {
-        r.problems.push(format!("gdb method not run: no task_struct offsets ({e})"));
-    }
-    r.overhead = vec![
-        loop_overhead("fopen", o.fopen_iterations, o.reps, true, &over_runs, &mut r.problems),
-        loop_overhead("cpuinfo", o.cpuinfo_iterations, o.reps, false, &over_runs, &mut r.problems),
-    ];
-    r.gdb = Some(gdb_comparison(o, &over_runs, &traces, &mut r.problems));
-    note_outcome("overhead", &over, &mut r.problems);
-    boots.push(boot_of("overhead", &over));
-    drop(over);
+        if let Err(e) = &offsets {
+            r.problems
+                .push(format!("gdb method not run: no task_struct offsets ({e})"));
+        }
+        r.overhead = vec![
+            loop_overhead(
+                "fopen",
+                o.fopen_iterations,
+                o.reps,
+                true,
+                &over_runs,
+                &mut r.problems,
+            ),
+            loop_overhead(
+                "cpuinfo",
+                o.cpuinfo_iterations,
+                o.reps,
+                false,
+                &over_runs,
+                &mut r.problems,
+            ),
+        ];
+        r.gdb = Some(gdb_comparison(o, &over_runs, &traces, &mut r.problems));
+        note_outcome("overhead", &over, &mut r.problems);
+        boots.push(boot_of("overhead", &over));
+        drop(over);
     }
 
     // 3. Memory.
     if part("memory") && !interrupted(&mut r.problems) {
-    let rate = r.capacity.as_ref().and_then(|c| c.steps.iter().map(|s| s.rate).reduce(f64::max)).unwrap_or(0.0);
-    let fit = (rate * o.memory_budget.as_secs_f64()) as u64;
-    let events = if fit > 0 { o.memory_events.min(fit.max(100_000)) } else { o.memory_events };
-    if events < o.memory_events {
-        r.problems.push(format!(
+        let rate = r
+            .capacity
+            .as_ref()
+            .and_then(|c| c.steps.iter().map(|s| s.rate).reduce(f64::max))
+            .unwrap_or(0.0);
+        let fit = (rate * o.memory_budget.as_secs_f64()) as u64;
+        let events = if fit > 0 {
+            o.memory_events.min(fit.max(100_000))
+        } else {
+            o.memory_events
+        };
+        if events < o.memory_events {
+            r.problems.push(format!(
             "memory run cut to {events} events: {} at the fastest measured rate ({rate:.0}/s) would not fit its {} s budget",
             o.memory_events,
             o.memory_budget.as_secs()
         ));
-    }
-    if o.only.len() != 1 {
-        // A fresh process, so the collector's peak is this run's alone (a process keeps
-        // the heap its earlier boots freed).
-        (o.progress)(&format!("memory: {events} events through the agent and the collector (in a fresh process)"));
-        match memory_in_child(o, events) {
-            Ok(m) => {
-                boots.push(("memory".to_string(), m.1, None));
-                r.problems.extend(m.2);
-                r.memory = Some(m.0);
-            }
-            Err(e) => r.problems.push(format!("memory run: {e}")),
         }
-    } else {
-    (o.progress)(&format!("memory: {events} events through the agent and the collector"));
-    let jsonl = o.work_dir.join("memory-events.jsonl");
-    let sink = File::create(&jsonl).map_err(|source| BenchError::Write { path: jsonl.clone(), source })?;
-    let reset = reset_own_peak();
-    let mut marks = ByteMarks::default();
-    let mut points = Vec::new();
-    let mem = guest::boot(
-        &machine,
-        &memory_plan(events),
-        Box::new(BufWriter::with_capacity(1 << 20, sink)),
-        &o.work_dir.join("serial-memory.log"),
-        BootSetup::default(),
-        &mut |s, bytes| {
-            if let (_, Some(name)) = marks.observe(s, bytes) {
-                points.push((name, s.events_received, own_peak_kib().unwrap_or(0)));
+        if o.only.len() != 1 {
+            // A fresh process, so the collector's peak is this run's alone (a process keeps
+            // the heap its earlier boots freed).
+            (o.progress)(&format!(
+                "memory: {events} events through the agent and the collector (in a fresh process)"
+            ));
+            match memory_in_child(o, events) {
+                Ok(m) => {
+                    boots.push(("memory".to_string(), m.1, None));
+                    r.problems.extend(m.2);
+                    r.memory = Some(m.0);
+                }
+                Err(e) => r.problems.push(format!("memory run: {e}")),
             }
-        },
-    )
-    .map_err(BenchError::Boot)?;
-    let collector_peak = own_peak_kib();
-    let mem_runs = outcomes(&mem, &marks.marks);
-    let jsonl_bytes = std::fs::metadata(&jsonl).map(|m| m.len()).unwrap_or(0);
-    let _ = std::fs::remove_file(&jsonl);
-    r.memory = Some(memory(events, &mem, &mem_runs, &points, collector_peak, reset, jsonl_bytes));
-    note_outcome("memory", &mem, &mut r.problems);
-    boots.push(boot_of("memory", &mem));
-    }
+        } else {
+            (o.progress)(&format!(
+                "memory: {events} events through the agent and the collector"
+            ));
+            let jsonl = o.work_dir.join("memory-events.jsonl");
+            let sink = File::create(&jsonl).map_err(|source| BenchError::Write {
+                path: jsonl.clone(),
+                source,
+            })?;
+            let reset = reset_own_peak();
+            let mut marks = ByteMarks::default();
+            let mut points = Vec::new();
+            let mem = guest::boot(
+                &machine,
+                &memory_plan(events),
+                Box::new(BufWriter::with_capacity(1 << 20, sink)),
+                &o.work_dir.join("serial-memory.log"),
+                BootSetup::default(),
+                &mut |s, bytes| {
+                    if let (_, Some(name)) = marks.observe(s, bytes) {
+                        points.push((name, s.events_received, own_peak_kib().unwrap_or(0)));
+                    }
+                },
+            )
+            .map_err(BenchError::Boot)?;
+            let collector_peak = own_peak_kib();
+            let mem_runs = outcomes(&mem, &marks.marks);
+            let jsonl_bytes = std::fs::metadata(&jsonl).map(|m| m.len()).unwrap_or(0);
+            let _ = std::fs::remove_file(&jsonl);
+            r.memory = Some(memory(
+                events,
+                &mem,
+                &mem_runs,
+                &points,
+                collector_peak,
+                reset,
+                jsonl_bytes,
+            ));
+            note_outcome("memory", &mem, &mut r.problems);
+            boots.push(boot_of("memory", &mem));
+        }
     }
 
     // 4. Boot to agent-ready, with the default kernel and (if given) the uncompressed one.
     let mut fast = Vec::new();
     if part("boot") && !interrupted(&mut r.problems) {
         (o.progress)("boot: boots to the agent's hello");
-        let plan = RunPlan { vsock_port: VSOCK_PORT, probes: Vec::new(), workloads: Vec::new(), settle_ms: 0, events_bytes: None, spool_bytes: None, secret: None };
-        let kernels: Vec<(&str, PathBuf)> = std::iter::once(("default", o.kernel.clone())).chain(o.fast_kernel.clone().map(|k| ("uncompressed", k))).collect();
+        let plan = RunPlan {
+            vsock_port: VSOCK_PORT,
+            probes: Vec::new(),
+            workloads: Vec::new(),
+            settle_ms: 0,
+            events_bytes: None,
+            spool_bytes: None,
+            secret: None,
+        };
+        let kernels: Vec<(&str, PathBuf)> = std::iter::once(("default", o.kernel.clone()))
+            .chain(o.fast_kernel.clone().map(|k| ("uncompressed", k)))
+            .collect();
         for i in 0..o.boot_samples {
             for (label, kernel) in &kernels {
                 if kernel != &o.kernel {
                     if let Err(e) = inputs::check_kernel(kernel) {
-                        r.problems.push(format!("uncompressed kernel not booted: {e}"));
+                        r.problems
+                            .push(format!("uncompressed kernel not booted: {e}"));
                         continue;
                     }
                 }
-                let m = Machine { kernel: kernel.clone(), ..machine.clone() };
+                let m = Machine {
+                    kernel: kernel.clone(),
+                    ..machine.clone()
+                };
                 let log = o.work_dir.join(format!("serial-boot-{label}-{i}.log"));
-                match guest::boot(&m, &plan, Box::new(io::sink()), &log, BootSetup { stop_at_hello: true, ..BootSetup::default() }, &mut |_, _| {}) {
+                match guest::boot(
+                    &m,
+                    &plan,
+                    Box::new(io::sink()),
+                    &log,
+                    BootSetup {
+                        stop_at_hello: true,
+                        ..BootSetup::default()
+                    },
+                    &mut |_, _| {},
+                ) {
                     Ok(b) if *label == "default" => boots.push(boot_of(&format!("boot {i}"), &b)),
                     Ok(b) => fast.push(boot_of(&format!("uncompressed boot {i}"), &b)),
                     Err(e) => r.problems.push(format!("{label} boot {i}: {e}")),
@@ -631,7 +830,10 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
     }
     r.boot = boot_times(&boots, o.lab.as_ref().and_then(|(_, p)| p.as_deref()));
     r.boot_uncompressed = (!fast.is_empty()).then(|| boot_times(&fast, None));
-    r.lab = o.lab.as_ref().map(|(wall_s, summary)| lab_timing(*wall_s, summary.as_deref()));
+    r.lab = o
+        .lab
+        .as_ref()
+        .map(|(wall_s, summary)| lab_timing(*wall_s, summary.as_deref()));
     r.machine.load_after = load();
     r.wall_s = started.elapsed().as_secs_f64();
     r.targets = report::targets(&r);
@@ -655,7 +857,10 @@ fn interrupted(problems: &mut Vec<String>) -> bool {
 
 /// Runs the memory part in a child `guestscope bench --only memory`; returns its figures,
 /// its boot's seconds to hello, and its problems.
-fn memory_in_child(o: &BenchOptions, events: u64) -> Result<(Memory, Option<f64>, Vec<String>), String> {
+fn memory_in_child(
+    o: &BenchOptions,
+    events: u64,
+) -> Result<(Memory, Option<f64>, Vec<String>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding guestscope: {e}"))?;
     let out = o.work_dir.join("memory");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -670,30 +875,63 @@ fn memory_in_child(o: &BenchOptions, events: u64) -> Result<(Memory, Option<f64>
         .arg("--work-dir")
         .arg(&o.work_dir)
         .args(["--only", "memory", "--memory-events", &events.to_string()])
-        .args(["--qemu", &o.qemu, "--vhost-device-vsock", &o.vhost_device_vsock])
+        .args([
+            "--qemu",
+            &o.qemu,
+            "--vhost-device-vsock",
+            &o.vhost_device_vsock,
+        ])
         .stdout(std::process::Stdio::null())
         .status()
         .map_err(|e| format!("running {}: {e}", exe.display()))?;
-    let json = std::fs::read(out.join("results.json")).map_err(|e| format!("the memory run wrote no results ({status}): {e}"))?;
+    let json = std::fs::read(out.join("results.json"))
+        .map_err(|e| format!("the memory run wrote no results ({status}): {e}"))?;
     let v: serde_json::Value = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
-    let memory: Memory = serde_json::from_value(v["memory"].clone()).map_err(|e| format!("memory results: {e}"))?;
-    let hello = v["boot"]["samples"].as_array().and_then(|s| s.first()).and_then(|s| s[1].as_f64());
-    let problems = v["problems"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(|p| format!("memory run: {p}"))).collect();
+    let memory: Memory =
+        serde_json::from_value(v["memory"].clone()).map_err(|e| format!("memory results: {e}"))?;
+    let hello = v["boot"]["samples"]
+        .as_array()
+        .and_then(|s| s.first())
+        .and_then(|s| s[1].as_f64());
+    let problems = v["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(|p| format!("memory run: {p}")))
+        .collect();
     Ok((memory, hello, problems))
 }
 
 fn note_outcome(what: &str, b: &Booted, problems: &mut Vec<String>) {
     if !b.outcome.complete {
-        problems.push(format!("{what} boot incomplete: {}{}", b.outcome.how, b.outcome.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()));
+        problems.push(format!(
+            "{what} boot incomplete: {}{}",
+            b.outcome.how,
+            b.outcome
+                .detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ));
     }
     let seq = &b.session.seq;
     if seq.missing > 0 || seq.duplicates > 0 {
-        problems.push(format!("{what} boot: {} stream records missing, {} duplicated", seq.missing, seq.duplicates));
+        problems.push(format!(
+            "{what} boot: {} stream records missing, {} duplicated",
+            seq.missing, seq.duplicates
+        ));
     }
 }
 
 /// Connects to the gdbstub and traces [`GDB_SYMBOL`] for `pid` until `n` hits.
-fn gdb_trace(port: u16, k: &crate::guest::kallsyms::Kallsyms, off: &TaskOffsets, pid: u32, n: u64, opts: &Cr3Options) -> Result<FunctionTrace, String> {
+fn gdb_trace(
+    port: u16,
+    k: &crate::guest::kallsyms::Kallsyms,
+    off: &TaskOffsets,
+    pid: u32,
+    n: u64,
+    opts: &Cr3Options,
+) -> Result<FunctionTrace, String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut client = Client::connect(addr, opts.client.clone()).map_err(|e| e.to_string())?;
     let trace = syscall_cr3::trace_function(&mut client, k, GDB_SYMBOL, off, pid, n, opts);
@@ -703,18 +941,38 @@ fn gdb_trace(port: u16, k: &crate::guest::kallsyms::Kallsyms, off: &TaskOffsets,
     Ok(trace)
 }
 
-fn series(runs: &BTreeMap<String, Ran>, prefix: &str, reps: usize, f: impl Fn(&Ran) -> Option<f64>) -> Vec<Option<f64>> {
-    (0..reps).map(|rep| runs.get(&format!("{prefix}-{rep}")).and_then(&f)).collect()
+fn series(
+    runs: &BTreeMap<String, Ran>,
+    prefix: &str,
+    reps: usize,
+    f: impl Fn(&Ran) -> Option<f64>,
+) -> Vec<Option<f64>> {
+    (0..reps)
+        .map(|rep| runs.get(&format!("{prefix}-{rep}")).and_then(&f))
+        .collect()
 }
 
 fn present(v: &[Option<f64>]) -> Vec<f64> {
     v.iter().flatten().copied().collect()
 }
 
-fn loop_overhead(workload: &str, iterations: u64, reps: usize, with_ftrace: bool, runs: &BTreeMap<String, Ran>, problems: &mut Vec<String>) -> LoopOverhead {
-    for (name, ran) in runs.iter().filter(|(n, _)| n.starts_with(&format!("{workload}-"))) {
+fn loop_overhead(
+    workload: &str,
+    iterations: u64,
+    reps: usize,
+    with_ftrace: bool,
+    runs: &BTreeMap<String, Ran>,
+    problems: &mut Vec<String>,
+) -> LoopOverhead {
+    for (name, ran) in runs
+        .iter()
+        .filter(|(n, _)| n.starts_with(&format!("{workload}-")))
+    {
         if !ran.ok() || ran.elapsed_ns.is_none() {
-            problems.push(format!("{name}: exit status {:?}, no loop time", ran.status));
+            problems.push(format!(
+                "{name}: exit status {:?}, no loop time",
+                ran.status
+            ));
         }
         if let Some(t) = &ran.tracing {
             for e in &t.errors {
@@ -722,15 +980,26 @@ fn loop_overhead(workload: &str, iterations: u64, reps: usize, with_ftrace: bool
             }
         }
     }
-    let base: Vec<f64> = (0..2).filter_map(|i| runs.get(&format!("{workload}-base-{i}"))?.matched_total()).map(|m| m as f64).collect();
+    let base: Vec<f64> = (0..2)
+        .filter_map(|i| runs.get(&format!("{workload}-base-{i}"))?.matched_total())
+        .map(|m| m as f64)
+        .collect();
     let base = stats::median(&base);
     let base = if base.is_finite() { base } else { 0.0 };
     let ms = |r: &Ran| r.elapsed_s().map(|s| s * 1e3);
     let off = series(runs, &format!("{workload}-off"), reps, ms);
     let all = series(runs, &format!("{workload}-all"), reps, ms);
-    let loop_events = series(runs, &format!("{workload}-all"), reps, |r| r.matched_total().map(|m| (m as f64 - base).max(0.0)));
-    let drain = series(runs, &format!("{workload}-all"), reps, |r| r.tracing.as_ref().map(|t| t.drain_ns as f64 / 1e6));
-    let all_drained: Vec<Option<f64>> = all.iter().zip(&drain).map(|(a, d)| Some((*a)? + (*d)?)).collect();
+    let loop_events = series(runs, &format!("{workload}-all"), reps, |r| {
+        r.matched_total().map(|m| (m as f64 - base).max(0.0))
+    });
+    let drain = series(runs, &format!("{workload}-all"), reps, |r| {
+        r.tracing.as_ref().map(|t| t.drain_ns as f64 / 1e6)
+    });
+    let all_drained: Vec<Option<f64>> = all
+        .iter()
+        .zip(&drain)
+        .map(|(a, d)| Some((*a)? + (*d)?))
+        .collect();
     let agent_cpu = series(runs, &format!("{workload}-all"), reps, |r| {
         let t = r.tracing.as_ref()?;
         let events = r.matched_total()?;
@@ -746,26 +1015,38 @@ fn loop_overhead(workload: &str, iterations: u64, reps: usize, with_ftrace: bool
         by_probe.push((kind.name().to_string(), stats::median(&per)));
     }
     let all_runs = || (0..reps).filter_map(|rep| runs.get(&format!("{workload}-all-{rep}")));
-    let nested: Vec<f64> = all_runs().filter_map(|r| r.tracing.as_ref()).map(|t| t.counters.iter().map(|(_, c)| c.nested).sum::<u64>() as f64 / n).collect();
+    let nested: Vec<f64> = all_runs()
+        .filter_map(|r| r.tracing.as_ref())
+        .map(|t| t.counters.iter().map(|(_, c)| c.nested).sum::<u64>() as f64 / n)
+        .collect();
     let without_stacks = with_ftrace.then(|| {
         let ns = series(runs, &format!("{workload}-nostack"), reps, ms);
-        let ns_events = series(runs, &format!("{workload}-nostack"), reps, |r| r.matched_total().map(|m| (m as f64 - base).max(0.0)));
+        let ns_events = series(runs, &format!("{workload}-nostack"), reps, |r| {
+            r.matched_total().map(|m| (m as f64 - base).max(0.0))
+        });
         NoStackOverhead {
             traced_ms: Spread::of(&present(&ns)),
             ratio: Spread::of(&stats::paired_ratios(&ns, &off)),
-            us_per_event: Spread::of(&stats::paired_cost_per(&ns, &off, &ns_events)).map(|s| s.scaled(1e3)),
-            walk_us_per_event: Spread::of(&stats::paired_cost_per(&all, &ns, &loop_events)).map(|s| s.scaled(1e3)),
+            us_per_event: Spread::of(&stats::paired_cost_per(&ns, &off, &ns_events))
+                .map(|s| s.scaled(1e3)),
+            walk_us_per_event: Spread::of(&stats::paired_cost_per(&all, &ns, &loop_events))
+                .map(|s| s.scaled(1e3)),
         }
     });
     let ftrace = with_ftrace.then(|| {
         let ft = series(runs, &format!("{workload}-ftrace"), reps, ms);
-        let hits = series(runs, &format!("{workload}-ftrace"), reps, |r| r.tracing.as_ref()?.ftrace.as_ref().map(|f| f.hits as f64));
+        let hits = series(runs, &format!("{workload}-ftrace"), reps, |r| {
+            r.tracing.as_ref()?.ftrace.as_ref().map(|f| f.hits as f64)
+        });
         FtraceOverhead {
             function: GDB_SYMBOL.into(),
             traced_ms: Spread::of(&present(&ft)),
             ratio: Spread::of(&stats::paired_ratios(&ft, &off)),
-            hits_per_iteration: Spread::of(&present(&hits).iter().map(|h| h / n).collect::<Vec<_>>()),
-            us_per_hit: Spread::of(&stats::paired_cost_per(&ft, &off, &hits)).map(|s| s.scaled(1e3)),
+            hits_per_iteration: Spread::of(
+                &present(&hits).iter().map(|h| h / n).collect::<Vec<_>>(),
+            ),
+            us_per_hit: Spread::of(&stats::paired_cost_per(&ft, &off, &hits))
+                .map(|s| s.scaled(1e3)),
         }
     });
     LoopOverhead {
@@ -775,21 +1056,46 @@ fn loop_overhead(workload: &str, iterations: u64, reps: usize, with_ftrace: bool
         untraced_ms: Spread::of(&present(&off)),
         traced_ms: Spread::of(&present(&all)),
         ratio: Spread::of(&stats::paired_ratios(&all, &off)),
-        events_per_iteration: Spread::of(&present(&loop_events).iter().map(|e| e / n).collect::<Vec<_>>()),
+        events_per_iteration: Spread::of(
+            &present(&loop_events)
+                .iter()
+                .map(|e| e / n)
+                .collect::<Vec<_>>(),
+        ),
         events_per_iteration_by_probe: by_probe,
         nested_per_iteration: stats::median(&nested),
-        stack_failed: all_runs().map(|r| r.tracing.as_ref().map_or(0, |t| t.counters.iter().map(|(_, c)| c.stack_failed).sum())).sum(),
-        ring_full: all_runs().map(|r| r.tracing.as_ref().map_or(0, |t| t.counters.iter().map(|(_, c)| c.ring_full).sum())).sum(),
+        stack_failed: all_runs()
+            .map(|r| {
+                r.tracing
+                    .as_ref()
+                    .map_or(0, |t| t.counters.iter().map(|(_, c)| c.stack_failed).sum())
+            })
+            .sum(),
+        ring_full: all_runs()
+            .map(|r| {
+                r.tracing
+                    .as_ref()
+                    .map_or(0, |t| t.counters.iter().map(|(_, c)| c.ring_full).sum())
+            })
+            .sum(),
         // ms / events → µs: × 1000.
-        us_per_event: Spread::of(&stats::paired_cost_per(&all, &off, &loop_events)).map(|s| s.scaled(1e3)),
-        us_per_event_with_drain: Spread::of(&stats::paired_cost_per(&all_drained, &off, &loop_events)).map(|s| s.scaled(1e3)),
+        us_per_event: Spread::of(&stats::paired_cost_per(&all, &off, &loop_events))
+            .map(|s| s.scaled(1e3)),
+        us_per_event_with_drain: Spread::of(&stats::paired_cost_per(
+            &all_drained,
+            &off,
+            &loop_events,
+        ))
+        .map(|s| s.scaled(1e3)),
         drain_ms: Spread::of(&present(&drain)),
         agent_cpu_us_per_event: Spread::of(&present(&agent_cpu)),
         without_stacks,
         runs_ms: (0..reps)
             .flat_map(|rep| {
                 let n = if with_ftrace { CONDITIONS.len() } else { 2 };
-                stats::rotation(n, rep).into_iter().map(move |c| format!("{}-{rep}", CONDITIONS[c]))
+                stats::rotation(n, rep)
+                    .into_iter()
+                    .map(move |c| format!("{}-{rep}", CONDITIONS[c]))
             })
             .map(|c| {
                 let ms = runs.get(&format!("{workload}-{c}")).and_then(ms);
@@ -800,7 +1106,12 @@ fn loop_overhead(workload: &str, iterations: u64, reps: usize, with_ftrace: bool
     }
 }
 
-fn gdb_comparison(o: &BenchOptions, runs: &BTreeMap<String, Ran>, traces: &BTreeMap<String, FunctionTrace>, problems: &mut Vec<String>) -> GdbComparison {
+fn gdb_comparison(
+    o: &BenchOptions,
+    runs: &BTreeMap<String, Ran>,
+    traces: &BTreeMap<String, FunctionTrace>,
+    problems: &mut Vec<String>,
+) -> GdbComparison {
     let n = o.gdb_iterations.max(2);
     let per_iter = |r: &Ran| r.elapsed_s().map(|s| s * 1e3 / n as f64);
     let gs = series(runs, "short-fd", o.gdb_reps, per_iter);
@@ -811,7 +1122,10 @@ fn gdb_comparison(o: &BenchOptions, runs: &BTreeMap<String, Ran>, traces: &BTree
             let name = format!("gdb-{rep}");
             let t = traces.get(&name)?;
             if t.matching != n {
-                problems.push(format!("{name}: the gdb method saw {} of the loop's {n} {GDB_SYMBOL} calls ({})", t.matching, t.ended));
+                problems.push(format!(
+                    "{name}: the gdb method saw {} of the loop's {n} {GDB_SYMBOL} calls ({})",
+                    t.matching, t.ended
+                ));
                 return None;
             }
             // n hits span n - 1 iterations.
@@ -835,15 +1149,28 @@ fn gdb_comparison(o: &BenchOptions, runs: &BTreeMap<String, Ran>, traces: &BTree
     }
 }
 
-fn capacity(o: &BenchOptions, b: &Booted, runs: &BTreeMap<String, Ran>, problems: &mut Vec<String>) -> Capacity {
-    let host: Vec<f64> = b.blasts.iter().filter(|x| x.seconds > 0.0).map(|x| x.bytes as f64 / x.seconds / 1e6).collect();
+fn capacity(
+    o: &BenchOptions,
+    b: &Booted,
+    runs: &BTreeMap<String, Ran>,
+    problems: &mut Vec<String>,
+) -> Capacity {
+    let host: Vec<f64> = b
+        .blasts
+        .iter()
+        .filter(|x| x.seconds > 0.0)
+        .map(|x| x.bytes as f64 / x.seconds / 1e6)
+        .collect();
     let guest: Vec<f64> = (0..o.blast_reps)
         .filter_map(|i| runs.get(&format!("blast-{i}")))
         .filter_map(|r| Some(o.blast_bytes as f64 / r.elapsed_s()? / 1e6))
         .collect();
     for x in &b.blasts {
         if x.bytes != o.blast_bytes {
-            problems.push(format!("a vsock blast delivered {} of {} bytes", x.bytes, o.blast_bytes));
+            problems.push(format!(
+                "a vsock blast delivered {} of {} bytes",
+                x.bytes, o.blast_bytes
+            ));
         }
     }
     let mut steps = Vec::new();
@@ -853,9 +1180,16 @@ fn capacity(o: &BenchOptions, b: &Booted, runs: &BTreeMap<String, Ran>, problems
         let name = format!("flood-{rate}");
         let Some(ran) = runs.get(&name) else { continue };
         let c = ran.counters(ProbeKind::AllocFd.name());
-        let received = ran.received.get(ProbeKind::AllocFd.name()).copied().unwrap_or(0);
+        let received = ran
+            .received
+            .get(ProbeKind::AllocFd.name())
+            .copied()
+            .unwrap_or(0);
         let Some(seconds) = ran.elapsed_s() else {
-            problems.push(format!("{name}: exit status {:?}, no loop time", ran.status));
+            problems.push(format!(
+                "{name}: exit status {:?}, no loop time",
+                ran.status
+            ));
             continue;
         };
         let wire_bytes = ran.bytes_at_exit.saturating_sub(ran.bytes_at_start);
@@ -881,15 +1215,30 @@ fn capacity(o: &BenchOptions, b: &Booted, runs: &BTreeMap<String, Ran>, problems
         }
         steps.push(step);
     }
-    let highest = stats::highest_lossless(&steps.iter().map(|t| (t.rate, t.lossless)).collect::<Vec<_>>());
-    let best = highest.and_then(|r| steps.iter().find(|s| s.rate == r)).cloned();
+    let highest = stats::highest_lossless(
+        &steps
+            .iter()
+            .map(|t| (t.rate, t.lossless))
+            .collect::<Vec<_>>(),
+    );
+    let best = highest
+        .and_then(|r| steps.iter().find(|s| s.rate == r))
+        .cloned();
     let raw = Spread::of(&host);
     Capacity {
-        raw: RawThroughput { reps: b.blasts.len(), bytes: o.blast_bytes, host_mb_s: raw.clone(), guest_mb_s: Spread::of(&guest) },
+        raw: RawThroughput {
+            reps: b.blasts.len(),
+            bytes: o.blast_bytes,
+            host_mb_s: raw.clone(),
+            guest_mb_s: Spread::of(&guest),
+        },
         max_lossless_rate: best.as_ref().map(|s| s.rate),
         max_lossless_wire_mb_s: best.as_ref().map(|s| s.wire_mb_s),
         max_lossless_ring_mb_s: best.as_ref().map(|s| s.ring_mb_s),
-        wire_bytes_per_event: best.as_ref().filter(|s| s.received > 0).map(|s| s.wire_bytes as f64 / s.received as f64),
+        wire_bytes_per_event: best
+            .as_ref()
+            .filter(|s| s.received > 0)
+            .map(|s| s.wire_bytes as f64 / s.received as f64),
         fraction_of_raw: match (&best, &raw) {
             (Some(s), Some(r)) if r.median > 0.0 => Some(s.wire_mb_s / r.median),
             _ => None,
@@ -899,27 +1248,44 @@ fn capacity(o: &BenchOptions, b: &Booted, runs: &BTreeMap<String, Ran>, problems
     }
 }
 
-fn memory(events: u64, b: &Booted, runs: &BTreeMap<String, Ran>, points: &[(String, u64, u64)], collector_peak: Option<u64>, reset: bool, jsonl_bytes: u64) -> Memory {
+fn memory(
+    events: u64,
+    b: &Booted,
+    runs: &BTreeMap<String, Ran>,
+    points: &[(String, u64, u64)],
+    collector_peak: Option<u64>,
+    reset: bool,
+    jsonl_bytes: u64,
+) -> Memory {
     let status = b.session.artifact_text("agent_status").unwrap_or_default();
     let pts: Vec<MemoryPoint> = points
         .iter()
         .map(|(name, received, collector)| MemoryPoint {
             events: *received,
-            agent_peak_kib: runs.get(name).and_then(|r| r.tracing.as_ref()).map_or(0, |t| t.agent_peak_rss_kib),
+            agent_peak_kib: runs
+                .get(name)
+                .and_then(|r| r.tracing.as_ref())
+                .map_or(0, |t| t.agent_peak_rss_kib),
             collector_peak_kib: *collector,
         })
         .collect();
     let slope = match pts.as_slice() {
         [a, .., z] if z.events > a.events => {
             let m = (z.events - a.events) as f64 / 1e6;
-            Some(((z.agent_peak_kib as f64 - a.agent_peak_kib as f64) / m, (z.collector_peak_kib as f64 - a.collector_peak_kib as f64) / m))
+            Some((
+                (z.agent_peak_kib as f64 - a.agent_peak_kib as f64) / m,
+                (z.collector_peak_kib as f64 - a.collector_peak_kib as f64) / m,
+            ))
         }
         _ => None,
     };
     Memory {
         events_planned: events,
         events_received: b.session.events_received,
-        ring_full: runs.values().map(|r| r.counters(ProbeKind::AllocFd.name()).ring_full).sum(),
+        ring_full: runs
+            .values()
+            .map(|r| r.counters(ProbeKind::AllocFd.name()).ring_full)
+            .sum(),
         points: pts,
         agent_peak_kib: status_kib(&status, "VmHWM"),
         agent_rss_anon_kib: status_kib(&status, "RssAnon"),
@@ -932,11 +1298,24 @@ fn memory(events: u64, b: &Booted, runs: &BTreeMap<String, Ran>, points: &[(Stri
     }
 }
 
-fn boot_times(boots: &[(String, Option<f64>, Option<f64>)], lab_summary: Option<&Path>) -> BootTimes {
-    let mut samples: Vec<(String, f64)> = boots.iter().filter_map(|(n, hello, _)| Some((format!("bench {n}"), (*hello)?))).collect();
+fn boot_times(
+    boots: &[(String, Option<f64>, Option<f64>)],
+    lab_summary: Option<&Path>,
+) -> BootTimes {
+    let mut samples: Vec<(String, f64)> = boots
+        .iter()
+        .filter_map(|(n, hello, _)| Some((format!("bench {n}"), (*hello)?)))
+        .collect();
     let mut banners: Vec<f64> = boots.iter().filter_map(|(_, _, banner)| *banner).collect();
-    if let Some(summary) = lab_summary.and_then(|p| std::fs::read(p).ok()).and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok()) {
-        for s in summary["experiments"]["boot"]["samples"].as_array().into_iter().flatten() {
+    if let Some(summary) = lab_summary
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+    {
+        for s in summary["experiments"]["boot"]["samples"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             if let (Some(i), Some(t)) = (s["boot"].as_u64(), s["agent_hello_s"].as_f64()) {
                 samples.push((format!("lab boot {i}"), t));
             }
@@ -953,17 +1332,27 @@ fn boot_times(boots: &[(String, Option<f64>, Option<f64>)], lab_summary: Option<
 }
 
 fn lab_timing(wall_s: f64, summary: Option<&Path>) -> LabTiming {
-    let s = summary.and_then(|p| std::fs::read(p).ok()).and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok());
+    let s = summary
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok());
     LabTiming {
         wall_s,
         guestscope_lab_s: s.as_ref().and_then(|s| s["run"]["wall_s"].as_f64()),
-        complete: s.as_ref().and_then(|s| s["run"]["outcome"]["complete"].as_bool()),
+        complete: s
+            .as_ref()
+            .and_then(|s| s["run"]["outcome"]["complete"].as_bool()),
     }
 }
 
 fn write(o: &BenchOptions, r: &BenchResults) -> Result<(), BenchError> {
-    let json = serde_json::to_vec_pretty(r).map_err(|e| BenchError::Write { path: o.out_dir.join("results.json"), source: io::Error::other(e) })?;
-    for (name, data) in [("results.json", json), ("results.md", report::render(r).into_bytes())] {
+    let json = serde_json::to_vec_pretty(r).map_err(|e| BenchError::Write {
+        path: o.out_dir.join("results.json"),
+        source: io::Error::other(e),
+    })?;
+    for (name, data) in [
+        ("results.json", json),
+        ("results.md", report::render(r).into_bytes()),
+    ] {
         let path = o.out_dir.join(name);
         atomic::write(&path, &data).map_err(|source| BenchError::Write { path, source })?;
     }
@@ -1000,28 +1389,75 @@ mod tests {
 
     #[test]
     fn overhead_plan_rotates_conditions_and_pairs_gdb_runs() {
-        let o = BenchOptions { reps: 3, gdb_reps: 2, ..BenchOptions::default() };
+        let o = BenchOptions {
+            reps: 3,
+            gdb_reps: 2,
+            ..BenchOptions::default()
+        };
         let p = overhead_plan(&o);
         let names: Vec<&str> = p.workloads.iter().map(|w| w.name.as_str()).collect();
-        let fopen: Vec<&str> = names.iter().copied().filter(|n| n.starts_with("fopen-") && !n.contains("base")).collect();
+        let fopen: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with("fopen-") && !n.contains("base"))
+            .collect();
         assert_eq!(
             fopen,
             [
-                "fopen-off-0", "fopen-all-0", "fopen-nostack-0", "fopen-ftrace-0",
-                "fopen-all-1", "fopen-nostack-1", "fopen-ftrace-1", "fopen-off-1",
-                "fopen-nostack-2", "fopen-ftrace-2", "fopen-off-2", "fopen-all-2",
+                "fopen-off-0",
+                "fopen-all-0",
+                "fopen-nostack-0",
+                "fopen-ftrace-0",
+                "fopen-all-1",
+                "fopen-nostack-1",
+                "fopen-ftrace-1",
+                "fopen-off-1",
+                "fopen-nostack-2",
+                "fopen-ftrace-2",
+                "fopen-off-2",
+                "fopen-all-2",
             ]
         );
-        let cpuinfo: Vec<&str> = names.iter().copied().filter(|n| n.starts_with("cpuinfo-") && !n.contains("base")).collect();
-        assert_eq!(cpuinfo, ["cpuinfo-off-0", "cpuinfo-all-0", "cpuinfo-all-1", "cpuinfo-off-1", "cpuinfo-off-2", "cpuinfo-all-2"]);
+        let cpuinfo: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with("cpuinfo-") && !n.contains("base"))
+            .collect();
+        assert_eq!(
+            cpuinfo,
+            [
+                "cpuinfo-off-0",
+                "cpuinfo-all-0",
+                "cpuinfo-all-1",
+                "cpuinfo-off-1",
+                "cpuinfo-off-2",
+                "cpuinfo-all-2"
+            ]
+        );
         let tail: Vec<&str> = names[names.len() - 8..].to_vec();
-        assert_eq!(tail, ["short-off-0", "short-fd-0", "short-all-0", "gdb-0", "short-fd-1", "short-all-1", "short-off-1", "gdb-1"]);
+        assert_eq!(
+            tail,
+            [
+                "short-off-0",
+                "short-fd-0",
+                "short-all-0",
+                "gdb-0",
+                "short-fd-1",
+                "short-all-1",
+                "short-off-1",
+                "gdb-1"
+            ]
+        );
         let fd = p.workloads.iter().find(|w| w.name == "short-fd-0").unwrap();
         assert_eq!(fd.tracing, Tracing::Probes(vec!["alloc_fd".into()]));
         let gdb = p.workloads.iter().find(|w| w.name == "gdb-0").unwrap();
         assert_eq!(gdb.tracing, Tracing::Probes(vec![]));
         assert!(gdb.args.contains(&"--start-delay-ms".to_string()));
-        let ft = p.workloads.iter().find(|w| w.name == "fopen-ftrace-0").unwrap();
+        let ft = p
+            .workloads
+            .iter()
+            .find(|w| w.name == "fopen-ftrace-0")
+            .unwrap();
         assert_eq!(ft.tracing, Tracing::FtraceKprobe("alloc_fd".into()));
         let mut unique = names.clone();
         unique.sort_unstable();
@@ -1034,7 +1470,11 @@ mod tests {
         let ring = u64::from(guestscope_common::maps::EVENTS_BYTES) / 584;
         assert_eq!(step_events(1000, 2.0), 2 * ring);
         assert_eq!(step_events(1_000_000, 2.0), 2_000_000);
-        let p = capacity_plan(&BenchOptions { rates: vec![10, 20], blast_reps: 1, ..BenchOptions::default() });
+        let p = capacity_plan(&BenchOptions {
+            rates: vec![10, 20],
+            blast_reps: 1,
+            ..BenchOptions::default()
+        });
         let names: Vec<&str> = p.workloads.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["blast-0", "flood-10", "flood-20", "flood-0"]);
     }

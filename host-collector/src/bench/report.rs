@@ -29,7 +29,14 @@ pub mod target {
 /// `median (min–max, n)` with `digits` decimals.
 pub fn spread(s: Option<&Spread>, digits: usize) -> String {
     match s {
-        Some(s) if s.n > 1 => format!("{:.d$} ({:.d$}–{:.d$}, n={})", s.median, s.min, s.max, s.n, d = digits),
+        Some(s) if s.n > 1 => format!(
+            "{:.d$} ({:.d$}–{:.d$}, n={})",
+            s.median,
+            s.min,
+            s.max,
+            s.n,
+            d = digits
+        ),
         Some(s) => format!("{:.d$} (n=1)", s.median, d = digits),
         None => "—".into(),
     }
@@ -39,10 +46,20 @@ fn med(s: Option<&Spread>) -> Option<f64> {
     s.map(|s| s.median)
 }
 
-fn check(what: &str, target: String, measured: Option<f64>, shown: String, at_most: Option<f64>, at_least: Option<f64>, note: String) -> TargetCheck {
+fn check(
+    what: &str,
+    target: String,
+    measured: Option<f64>,
+    shown: String,
+    at_most: Option<f64>,
+    at_least: Option<f64>,
+    note: String,
+) -> TargetCheck {
     let met = measured.map(|m| at_most.is_none_or(|t| m <= t) && at_least.is_none_or(|t| m >= t));
     let by = match (measured, at_most, at_least) {
-        (Some(m), Some(t), _) if m <= t => format!("{:.0}% under the target", (1.0 - m / t) * 100.0),
+        (Some(m), Some(t), _) if m <= t => {
+            format!("{:.0}% under the target", (1.0 - m / t) * 100.0)
+        }
         (Some(m), Some(t), _) => format!("{:.2}x the target", m / t),
         (Some(m), _, Some(t)) if m >= t => format!("{:.2}x the target", m / t),
         (Some(m), _, Some(t)) => format!("{:.0}% of the target", m / t * 100.0),
@@ -53,7 +70,11 @@ fn check(what: &str, target: String, measured: Option<f64>, shown: String, at_mo
         target,
         measured: shown,
         met,
-        note: if note.is_empty() { by } else { format!("{by}; {note}") },
+        note: if note.is_empty() {
+            by
+        } else {
+            format!("{by}; {note}")
+        },
     }
 }
 
@@ -75,7 +96,9 @@ pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
             if let Some(e) = per_it {
                 parts.push(format!("{e:.1} events per iteration"));
             }
-            if let Some(w) = fopen.and_then(|f| med(f.without_stacks.as_ref()?.walk_us_per_event.as_ref())) {
+            if let Some(w) =
+                fopen.and_then(|f| med(f.without_stacks.as_ref()?.walk_us_per_event.as_ref()))
+            {
                 parts.push(format!("the stack walk {w:.2} µs of it"));
             }
             if let Some(a) = fopen.and_then(|f| med(f.agent_cpu_us_per_event.as_ref())) {
@@ -97,7 +120,10 @@ pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
         None,
         String::new(),
     ));
-    let faster = r.gdb.as_ref().and_then(|g| med(g.guestscope_faster.as_ref()));
+    let faster = r
+        .gdb
+        .as_ref()
+        .and_then(|g| med(g.guestscope_faster.as_ref()));
     let gdb_hit = r.gdb.as_ref().and_then(|g| med(g.gdb_ms_per_hit.as_ref()));
     t.push(check(
         "fopen loop traced by guestscope vs by the lab's gdb method (same events: alloc_fd of the pid)",
@@ -123,20 +149,38 @@ pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
         "lossless event stream vs raw vsock (MB/s)",
         format!("≥ {:.0}%", target::FRACTION_OF_RAW * 100.0),
         frac,
-        match (cap.and_then(|c| c.max_lossless_rate), cap.and_then(|c| c.max_lossless_wire_mb_s), cap.and_then(|c| med(c.raw.host_mb_s.as_ref()))) {
-            (Some(e), Some(w), Some(raw)) => format!("{e:.0} events/s = {w:.2} MB/s of {raw:.0} MB/s raw ({:.1}%)", w / raw * 100.0),
+        match (
+            cap.and_then(|c| c.max_lossless_rate),
+            cap.and_then(|c| c.max_lossless_wire_mb_s),
+            cap.and_then(|c| med(c.raw.host_mb_s.as_ref())),
+        ) {
+            (Some(e), Some(w), Some(raw)) => format!(
+                "{e:.0} events/s = {w:.2} MB/s of {raw:.0} MB/s raw ({:.1}%)",
+                w / raw * 100.0
+            ),
             _ => "—".into(),
         },
         None,
         Some(target::FRACTION_OF_RAW),
-        cap.and_then(|c| c.max_lossless_ring_mb_s).map_or(String::new(), |m| format!("the agent read {m:.1} MB/s of ring-buffer records at that rate")),
+        cap.and_then(|c| c.max_lossless_ring_mb_s)
+            .map_or(String::new(), |m| {
+                format!("the agent read {m:.1} MB/s of ring-buffer records at that rate")
+            }),
     ));
     t.push(TargetCheck {
         what: "past the limit, every lost event counted (received + ring_full = matched)".into(),
         target: "exact".into(),
         measured: cap.map_or("—".into(), |c| {
             let lost: u64 = c.steps.iter().map(|s| s.ring_full).sum();
-            format!("{} steps, {lost} events lost, {}", c.steps.len(), if c.accounting_ok { "all add up" } else { "NOT all add up" })
+            format!(
+                "{} steps, {lost} events lost, {}",
+                c.steps.len(),
+                if c.accounting_ok {
+                    "all add up"
+                } else {
+                    "NOT all add up"
+                }
+            )
         }),
         met: cap.map(|c| c.accounting_ok),
         note: String::new(),
@@ -171,11 +215,20 @@ pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
         lab.map_or("—".into(), |s| format!("{s:.1} s")),
         Some(target::LAB_S),
         None,
-        r.lab.as_ref().and_then(|l| l.guestscope_lab_s).map_or(String::new(), |g| format!("{g:.1} s of it in `guestscope lab`")),
+        r.lab
+            .as_ref()
+            .and_then(|l| l.guestscope_lab_s)
+            .map_or(String::new(), |g| {
+                format!("{g:.1} s of it in `guestscope lab`")
+            }),
     ));
     let mem = r.memory.as_ref();
-    let scope = mem.map_or(String::new(), |m| format!("after {} events", m.events_received));
-    let agent = mem.and_then(|m| m.agent_peak_kib).map(|k| k as f64 / 1024.0);
+    let scope = mem.map_or(String::new(), |m| {
+        format!("after {} events", m.events_received)
+    });
+    let agent = mem
+        .and_then(|m| m.agent_peak_kib)
+        .map(|k| k as f64 / 1024.0);
     t.push(check(
         "agent peak RSS (VmHWM)",
         format!("≤ {} MiB after 10M events", target::AGENT_MIB),
@@ -187,7 +240,9 @@ pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
             format!("{:.1} MiB of its own (RssAnon), {:.1} MiB mapped files and ring buffer (RssFile)", a as f64 / 1024.0, f as f64 / 1024.0)
         }),
     ));
-    let coll = mem.and_then(|m| m.collector_peak_kib).map(|k| k as f64 / 1024.0);
+    let coll = mem
+        .and_then(|m| m.collector_peak_kib)
+        .map(|k| k as f64 / 1024.0);
     t.push(check(
         "collector peak RSS",
         format!("≤ {} MiB after 10M events", target::COLLECTOR_MIB),
@@ -195,7 +250,10 @@ pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
         coll.map_or("—".into(), |c| format!("{c:.1} MiB {scope}")),
         Some(target::COLLECTOR_MIB),
         None,
-        mem.and_then(|m| m.kib_per_million_events).map_or(String::new(), |(a, c)| format!("growth per million events: agent {a:.0} KiB, collector {c:.0} KiB")),
+        mem.and_then(|m| m.kib_per_million_events)
+            .map_or(String::new(), |(a, c)| {
+                format!("growth per million events: agent {a:.0} KiB, collector {c:.0} KiB")
+            }),
     ));
     t
 }
@@ -220,20 +278,36 @@ pub fn render(r: &BenchResults) -> String {
         m.load_after,
         r.wall_s
     );
-    let _ = writeln!(md, "Every figure is from this run: medians (min–max, n) of paired, alternated runs in one boot. Written by `cargo xtask bench`.\n");
-    let _ = writeln!(md, "## Targets\n\n| what | target | measured | met | note |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "Every figure is from this run: medians (min–max, n) of paired, alternated runs in one boot. Written by `cargo xtask bench`.\n"
+    );
+    let _ = writeln!(
+        md,
+        "## Targets\n\n| what | target | measured | met | note |\n|---|---|---|---|---|"
+    );
     for t in &r.targets {
         let met = match t.met {
             Some(true) => "yes",
             Some(false) => "**no**",
             None => "not measured",
         };
-        let _ = writeln!(md, "| {} | {} | {} | {met} | {} |", t.what, t.target, t.measured, t.note);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {met} | {} |",
+            t.what, t.target, t.measured, t.note
+        );
     }
 
     let _ = writeln!(md, "\n## Probe overhead\n");
-    let _ = writeln!(md, "Loop time from the workload's own clock; \"every probe\" = spin_lock (fentry), alloc_fd (kprobe), page_fault_user and page_fault_kernel (tracepoints), each event with its kernel stack; \"untraced\" = no program attached at all.\n");
-    let _ = writeln!(md, "| loop | iterations | untraced (ms) | every probe (ms) | ratio | events per iteration | µs per event |\n|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "Loop time from the workload's own clock; \"every probe\" = spin_lock (fentry), alloc_fd (kprobe), page_fault_user and page_fault_kernel (tracepoints), each event with its kernel stack; \"untraced\" = no program attached at all.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| loop | iterations | untraced (ms) | every probe (ms) | ratio | events per iteration | µs per event |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
     for o in &r.overhead {
         let _ = writeln!(
             md,
@@ -248,7 +322,12 @@ pub fn render(r: &BenchResults) -> String {
         );
     }
     for o in &r.overhead {
-        let per: Vec<String> = o.events_per_iteration_by_probe.iter().filter(|(_, v)| v.is_finite() && *v > 0.0).map(|(p, v)| format!("{p} {v:.2}")).collect();
+        let per: Vec<String> = o
+            .events_per_iteration_by_probe
+            .iter()
+            .filter(|(_, v)| v.is_finite() && *v > 0.0)
+            .map(|(p, v)| format!("{p} {v:.2}"))
+            .collect();
         let _ = writeln!(
             md,
             "\n{}: per iteration {} (process start and exit subtracted); {:.2} nested hits skipped per iteration; {} stack walks failed, {} events lost to a full ring. The agent used {} µs of CPU per event; after the loop it drained the rest in {} ms, which makes {} µs per event in all.",
@@ -294,10 +373,26 @@ pub fn render(r: &BenchResults) -> String {
             g.iterations, g.symbol
         );
         let _ = writeln!(md, "| | ms per iteration |\n|---|---:|");
-        let _ = writeln!(md, "| untraced | {} |", spread(g.untraced_ms_per_iteration.as_ref(), 4));
-        let _ = writeln!(md, "| guestscope, alloc_fd probe (the same events) | {} |", spread(g.guestscope_ms_per_iteration.as_ref(), 4));
-        let _ = writeln!(md, "| guestscope, every probe | {} |", spread(g.guestscope_all_ms_per_iteration.as_ref(), 4));
-        let _ = writeln!(md, "| gdb method | {} |", spread(g.gdb_ms_per_iteration.as_ref(), 2));
+        let _ = writeln!(
+            md,
+            "| untraced | {} |",
+            spread(g.untraced_ms_per_iteration.as_ref(), 4)
+        );
+        let _ = writeln!(
+            md,
+            "| guestscope, alloc_fd probe (the same events) | {} |",
+            spread(g.guestscope_ms_per_iteration.as_ref(), 4)
+        );
+        let _ = writeln!(
+            md,
+            "| guestscope, every probe | {} |",
+            spread(g.guestscope_all_ms_per_iteration.as_ref(), 4)
+        );
+        let _ = writeln!(
+            md,
+            "| gdb method | {} |",
+            spread(g.gdb_ms_per_iteration.as_ref(), 2)
+        );
         let _ = writeln!(
             md,
             "\nguestscope is {} times faster; the gdb method slows the loop {} times, {} ms per breakpoint hit.",
@@ -323,10 +418,20 @@ pub fn render(r: &BenchResults) -> String {
             spread(c.raw.host_mb_s.as_ref(), 0),
             spread(c.raw.guest_mb_s.as_ref(), 0)
         );
-        let _ = writeln!(md, "Events: `flood` (dup+close, one alloc_fd event with its stack per iteration), paced at rising rates, then unpaced:\n");
-        let _ = writeln!(md, "| paced at (/s) | achieved (events/s) | matched | received | lost (ring full) | adds up | stream MB/s | ring MB/s |\n|---:|---:|---:|---:|---:|---|---:|---:|");
+        let _ = writeln!(
+            md,
+            "Events: `flood` (dup+close, one alloc_fd event with its stack per iteration), paced at rising rates, then unpaced:\n"
+        );
+        let _ = writeln!(
+            md,
+            "| paced at (/s) | achieved (events/s) | matched | received | lost (ring full) | adds up | stream MB/s | ring MB/s |\n|---:|---:|---:|---:|---:|---|---:|---:|"
+        );
         for s in &c.steps {
-            let paced = if s.requested_rate == 0 { "unpaced".to_string() } else { s.requested_rate.to_string() };
+            let paced = if s.requested_rate == 0 {
+                "unpaced".to_string()
+            } else {
+                s.requested_rate.to_string()
+            };
             let _ = writeln!(
                 md,
                 "| {paced} | {:.0} | {} | {} | {} | {} | {:.2} | {:.1} |",
@@ -340,28 +445,70 @@ pub fn render(r: &BenchResults) -> String {
             );
         }
         if let (Some(rate), Some(bpe)) = (c.max_lossless_rate, c.wire_bytes_per_event) {
-            let _ = writeln!(md, "\nHighest lossless rate: {rate:.0} events/s ({bpe:.0} stream bytes per event, stacks and framing included).");
+            let _ = writeln!(
+                md,
+                "\nHighest lossless rate: {rate:.0} events/s ({bpe:.0} stream bytes per event, stacks and framing included)."
+            );
         }
     }
 
     let _ = writeln!(md, "\n## Boot and lab\n");
-    let _ = writeln!(md, "Boot to agent-ready (QEMU launch to the agent's hello on the host), default bzImage: {} s over {} boots; kernel's first console line at {} s.", spread(r.boot.agent_ready_s.as_ref(), 2), r.boot.samples.len(), spread(r.boot.kernel_banner_s.as_ref(), 2));
+    let _ = writeln!(
+        md,
+        "Boot to agent-ready (QEMU launch to the agent's hello on the host), default bzImage: {} s over {} boots; kernel's first console line at {} s.",
+        spread(r.boot.agent_ready_s.as_ref(), 2),
+        r.boot.samples.len(),
+        spread(r.boot.kernel_banner_s.as_ref(), 2)
+    );
     if let Some(f) = &r.boot_uncompressed {
-        let _ = writeln!(md, "\nUncompressed kernel (QEMU's PVH entry: no decompression under TCG, and so no KASLR): {} s over {} boots; kernel's first console line at {} s.", spread(f.agent_ready_s.as_ref(), 2), f.samples.len(), spread(f.kernel_banner_s.as_ref(), 2));
+        let _ = writeln!(
+            md,
+            "\nUncompressed kernel (QEMU's PVH entry: no decompression under TCG, and so no KASLR): {} s over {} boots; kernel's first console line at {} s.",
+            spread(f.agent_ready_s.as_ref(), 2),
+            f.samples.len(),
+            spread(f.kernel_banner_s.as_ref(), 2)
+        );
     }
     if let Some(l) = &r.lab {
-        let _ = writeln!(md, "\nWarm `cargo xtask lab` (everything built): {:.1} s end to end{}.", l.wall_s, l.guestscope_lab_s.map_or(String::new(), |g| format!(", {g:.1} s of it in `guestscope lab`")));
+        let _ = writeln!(
+            md,
+            "\nWarm `cargo xtask lab` (everything built): {:.1} s end to end{}.",
+            l.wall_s,
+            l.guestscope_lab_s.map_or(String::new(), |g| format!(
+                ", {g:.1} s of it in `guestscope lab`"
+            ))
+        );
     }
 
     if let Some(mm) = &r.memory {
         let _ = writeln!(md, "\n## Memory\n");
-        let _ = writeln!(md, "{} events planned, {} received ({} lost to a full ring), {:.0} s; `events.jsonl` written: {:.0} MB.\n", mm.events_planned, mm.events_received, mm.ring_full, mm.wall_s, mm.events_jsonl_bytes as f64 / 1e6);
-        let _ = writeln!(md, "| after events | agent peak RSS (MiB) | collector peak RSS (MiB) |\n|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "{} events planned, {} received ({} lost to a full ring), {:.0} s; `events.jsonl` written: {:.0} MB.\n",
+            mm.events_planned,
+            mm.events_received,
+            mm.ring_full,
+            mm.wall_s,
+            mm.events_jsonl_bytes as f64 / 1e6
+        );
+        let _ = writeln!(
+            md,
+            "| after events | agent peak RSS (MiB) | collector peak RSS (MiB) |\n|---:|---:|---:|"
+        );
         for p in &mm.points {
-            let _ = writeln!(md, "| {} | {:.1} | {:.1} |", p.events, p.agent_peak_kib as f64 / 1024.0, p.collector_peak_kib as f64 / 1024.0);
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {:.1} |",
+                p.events,
+                p.agent_peak_kib as f64 / 1024.0,
+                p.collector_peak_kib as f64 / 1024.0
+            );
         }
         if !mm.collector_peak_reset {
-            let _ = writeln!(md, "\nThe collector's peak could not be reset before this run: its figure is the whole bench process's peak.");
+            let _ = writeln!(
+                md,
+                "\nThe collector's peak could not be reset before this run: its figure is the whole bench process's peak."
+            );
         }
     }
 
@@ -390,9 +537,20 @@ mod tests {
     #[test]
     fn targets_say_met_or_not_and_by_how_much() {
         let r = BenchResults {
-            lab: Some(LabTiming { wall_s: 90.0, guestscope_lab_s: Some(70.0), complete: Some(true) }),
+            lab: Some(LabTiming {
+                wall_s: 90.0,
+                guestscope_lab_s: Some(70.0),
+                complete: Some(true),
+            }),
             capacity: Some(Capacity {
-                steps: vec![CapacityStep { matched: 10, received: 8, ring_full: 2, emitted: 8, accounted: true, ..Default::default() }],
+                steps: vec![CapacityStep {
+                    matched: 10,
+                    received: 8,
+                    ring_full: 2,
+                    emitted: 8,
+                    accounted: true,
+                    ..Default::default()
+                }],
                 accounting_ok: true,
                 ..Default::default()
             }),
@@ -408,6 +566,9 @@ mod tests {
         let gdb = t.iter().find(|c| c.what.contains("gdb")).unwrap();
         assert_eq!(gdb.met, None);
         let md = render(&BenchResults { targets: t, ..r });
-        assert!(md.contains("| warm `cargo xtask lab`, end to end (TCG) | ≤ 60 s | 90.0 s | **no** |"), "{md}");
+        assert!(
+            md.contains("| warm `cargo xtask lab`, end to end (TCG) | ≤ 60 s | 90.0 s | **no** |"),
+            "{md}"
+        );
     }
 }

@@ -78,7 +78,9 @@ pub fn paired_ratios(a: &[Option<f64>], b: &[Option<f64>]) -> Vec<f64> {
     a.iter()
         .zip(b)
         .filter_map(|(x, y)| match (x, y) {
-            (Some(x), Some(y)) if x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0 => Some(x / y),
+            (Some(x), Some(y)) if x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0 => {
+                Some(x / y)
+            }
             _ => None,
         })
         .collect()
@@ -102,7 +104,9 @@ pub fn paired_cost_per(a: &[Option<f64>], b: &[Option<f64>], per: &[Option<f64>]
 /// `rep`, so over any `conditions` consecutive repetitions each condition runs once in
 /// every position (and drift or warm-up cannot favour one of them).
 pub fn rotation(conditions: usize, rep: usize) -> Vec<usize> {
-    (0..conditions).map(|i| (i + rep) % conditions.max(1)).collect()
+    (0..conditions)
+        .map(|i| (i + rep) % conditions.max(1))
+        .collect()
 }
 
 /// The highest rate among `steps` (rate, lossless) such that it and every lower rate
@@ -142,7 +146,10 @@ mod tests {
         assert_eq!(Spread::of(&[f64::NAN, f64::INFINITY]), None);
         assert_eq!(Spread::of(&[f64::NAN, 2.0, 4.0]).unwrap().median, 3.0);
         assert!(median(&[]).is_nan());
-        assert_eq!(Spread::of(&[1.0, 3.0]).unwrap().scaled(1000.0).median, 2000.0);
+        assert_eq!(
+            Spread::of(&[1.0, 3.0]).unwrap().scaled(1000.0).median,
+            2000.0
+        );
     }
 
     #[test]
@@ -184,7 +191,13 @@ mod tests {
 
     #[test]
     fn highest_lossless_stops_at_the_first_loss() {
-        let steps = [(40e3, true), (10e3, true), (80e3, false), (20e3, true), (160e3, true)];
+        let steps = [
+            (40e3, true),
+            (10e3, true),
+            (80e3, false),
+            (20e3, true),
+            (160e3, true),
+        ];
         assert_eq!(highest_lossless(&steps), Some(40e3));
         assert_eq!(highest_lossless(&[(10.0, false), (20.0, true)]), None);
         assert_eq!(highest_lossless(&[]), None);

@@ -22,19 +22,27 @@ fn main() -> ExitCode {
 }
 
 fn run(mut args: Args) -> Result<(), Error> {
-    let port = args.value("--port")?.ok_or_else(|| Error::usage(format!("--port is required; usage: {USAGE}")))?;
-    let port: u32 = port.parse().map_err(|_| Error::usage(format!("--port: {port:?} is not a port")))?;
+    let port = args
+        .value("--port")?
+        .ok_or_else(|| Error::usage(format!("--port is required; usage: {USAGE}")))?;
+    let port: u32 = port
+        .parse()
+        .map_err(|_| Error::usage(format!("--port: {port:?} is not a port")))?;
     let bytes = args.number("--bytes", 64 << 20)?;
     let chunk = args.number("--chunk", 16 << 10)?.clamp(1, 16 << 20) as usize;
     args.finish(USAGE)?;
 
-    let sock = Vsock::connect(HOST_CID, port).map_err(|e| Error::runtime(format!("connecting to vsock {HOST_CID}:{port}: {e}")))?;
+    let sock = Vsock::connect(HOST_CID, port)
+        .map_err(|e| Error::runtime(format!("connecting to vsock {HOST_CID}:{port}: {e}")))?;
     let buf = vec![0x5au8; chunk];
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < bytes {
         let want = (bytes - sent).min(chunk as u64) as usize;
-        sent += sock.write(&buf[..want]).map_err(|e| Error::runtime(format!("write after {sent} bytes: {e}")))? as u64;
+        sent += sock
+            .write(&buf[..want])
+            .map_err(|e| Error::runtime(format!("write after {sent} bytes: {e}")))?
+            as u64;
     }
     let elapsed = elapsed_ns(start);
     drop(sock);

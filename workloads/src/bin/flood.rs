@@ -77,7 +77,10 @@ fn dup_close(fd: i32) -> Result<(), Error> {
     // and never used otherwise.
     let copy = unsafe { libc::dup(fd) };
     if copy < 0 {
-        return Err(Error::runtime(format!("dup: {}", std::io::Error::last_os_error())));
+        return Err(Error::runtime(format!(
+            "dup: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     // SAFETY: `copy` is the descriptor dup just returned, owned by nothing else.
     unsafe { libc::close(copy) };
