@@ -146,8 +146,8 @@ pub fn check(s: &Summary) -> Vec<Claim> {
             "malloc's page faults lead to a context switch that takes the runqueue lock in __schedule, via pte_alloc_one (Listing 13).",
             if sched_pte > 0 { Verdict::Confirmed } else { Verdict::Contradicted },
             format!(
-                "Of malloc's {sched_all} runqueue-lock hits in __schedule, {sched_fault} came from inside a page fault, {sched_pte} of them via pte_alloc_one. \
-                 The common path: {}{}",
+                "malloc took scheduler locks inside page faults {sched_fault} times ({sched_pte} of them via pte_alloc_one; \
+                 {sched_all} scheduler-lock hits of malloc were in __schedule, inside a fault or not). The most frequent such stack: {}{}",
                 short(&st, 8),
                 if sched_pte == 0 { ". The switch happens, but not where the lab placed it: the fault path reschedules at cond_resched or on return to user mode, not in pte_alloc_one." } else { "." }
             ),
