@@ -42,6 +42,22 @@ pub struct RunPlan {
     pub secret: Option<String>,
 }
 
+impl RunPlan {
+    /// A plan that runs `workloads` with every probe, the default ring and spool, and
+    /// no secret (the collector sets one per boot).
+    pub fn new(vsock_port: u32, workloads: Vec<WorkloadSpec>) -> RunPlan {
+        RunPlan {
+            vsock_port,
+            probes: Vec::new(),
+            workloads,
+            settle_ms: 0,
+            events_bytes: None,
+            spool_bytes: None,
+            secret: None,
+        }
+    }
+}
+
 /// A fresh secret for a run: 32 random bytes from the operating system, in hex.
 pub fn new_secret() -> std::io::Result<String> {
     use std::io::Read as _;

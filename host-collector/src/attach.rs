@@ -56,7 +56,7 @@ pub fn default_plan(port: u32) -> RunPlan {
             tracing: Default::default(),
         })
         .collect();
-    RunPlan { vsock_port: port, probes: Vec::new(), workloads, settle_ms: 0, events_bytes: None, spool_bytes: None, secret: None }
+    RunPlan::new(port, workloads)
 }
 
 /// What the VM needs, as QEMU options and libvirt XML, for `endpoint`.

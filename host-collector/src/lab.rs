@@ -245,7 +245,7 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             tracing: Default::default(),
         });
     }
-    RunPlan { vsock_port: VSOCK_PORT, probes: v.probes.clone(), workloads, settle_ms: 0, events_bytes: o.events_bytes, spool_bytes: o.spool_bytes, secret: None }
+    RunPlan { probes: v.probes.clone(), events_bytes: o.events_bytes, spool_bytes: o.spool_bytes, ..RunPlan::new(VSOCK_PORT, workloads) }
 }
 
 /// How much of a run to do.

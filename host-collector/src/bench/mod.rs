@@ -346,15 +346,7 @@ fn overhead_plan(o: &BenchOptions) -> RunPlan {
             no_probes(),
         ));
     }
-    RunPlan {
-        vsock_port: VSOCK_PORT,
-        probes: Vec::new(),
-        workloads: w,
-        settle_ms: 0,
-        events_bytes: None,
-        spool_bytes: None,
-        secret: None,
-    }
+    RunPlan::new(VSOCK_PORT, w)
 }
 
 /// Events per ladder step at `rate` (at least enough to fill the 8 MiB ring twice).
@@ -395,15 +387,7 @@ fn capacity_plan(o: &BenchOptions) -> RunPlan {
         &args(&["--iterations", &n]),
         fd_only,
     ));
-    RunPlan {
-        vsock_port: VSOCK_PORT,
-        probes: Vec::new(),
-        workloads: w,
-        settle_ms: 0,
-        events_bytes: None,
-        spool_bytes: None,
-        secret: None,
-    }
+    RunPlan::new(VSOCK_PORT, w)
 }
 
 /// The memory boot's plan: the flood in two parts (readings after each).
@@ -424,15 +408,7 @@ fn memory_plan(events: u64) -> RunPlan {
             fd_only,
         ),
     ];
-    RunPlan {
-        vsock_port: VSOCK_PORT,
-        probes: Vec::new(),
-        workloads: w,
-        settle_ms: 0,
-        events_bytes: None,
-        spool_bytes: None,
-        secret: None,
-    }
+    RunPlan::new(VSOCK_PORT, w)
 }
 
 /// Per-workload outcomes of a boot (by workload name).
@@ -784,15 +760,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
     let mut fast = Vec::new();
     if part("boot") && !interrupted(&mut r.problems) {
         (o.progress)("boot: boots to the agent's hello");
-        let plan = RunPlan {
-            vsock_port: VSOCK_PORT,
-            probes: Vec::new(),
-            workloads: Vec::new(),
-            settle_ms: 0,
-            events_bytes: None,
-            spool_bytes: None,
-            secret: None,
-        };
+        let plan = RunPlan::new(VSOCK_PORT, Vec::new());
         let kernels: Vec<(&str, PathBuf)> = std::iter::once(("default", o.kernel.clone()))
             .chain(o.fast_kernel.clone().map(|k| ("uncompressed", k)))
             .collect();
