@@ -3,6 +3,7 @@
 //! Each function returns a complete `<svg>` document, or `None` when there is
 //! nothing to plot.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::experiments::boot::BootExperiment;
@@ -29,6 +30,20 @@ fn render(width: u32, height: u32, draw: impl FnOnce(&DrawingArea<SVGBackend<'_>
         root.present().ok()?;
     }
     Some(svg)
+}
+
+/// The chart type every plot here draws on.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws the series legend, boxed on a light background, at `position`.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 /// Boot phases per boot: horizontal stacked bars on the host clock.
@@ -75,13 +90,7 @@ pub fn boot_phases(b: &BootExperiment) -> Option<String> {
                 .label(*label)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| e.to_string())
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
@@ -126,13 +135,7 @@ pub fn spin_lock_classes(data: &[WorkloadSpinLocks], classes: &[&str]) -> Option
                 .label(*class)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| e.to_string())
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
@@ -162,12 +165,7 @@ pub fn timeline(title: &str, bin_ms: f64, series: &[(String, Vec<(f64, u64)>)]) 
                 .label(label.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())
+        legend(&mut chart, SeriesLabelPosition::MiddleRight)
     })
 }
 
@@ -218,12 +216,7 @@ pub fn log_histogram(title: &str, unit: &str, series: &[(String, Vec<f64>)]) -> 
                 .label(label.clone())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())
+        legend(&mut chart, SeriesLabelPosition::MiddleRight)
     })
 }
 
