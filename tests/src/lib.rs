@@ -130,3 +130,38 @@ pub fn load(dir: &Path) -> RunOutput {
         .collect();
     RunOutput { dir: dir.to_path_buf(), summary, events, report: read("report.md") }
 }
+
+/// A child process that is killed and reaped when dropped (QEMU, vhost-device-vsock
+/// started by a test itself).
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `vhost-device-vsock` for guest CID 3 with its control socket at `control`
+/// and hybrid sockets under `uds`, as `guestscope attach --print-setup` tells a user
+/// to, and waits (up to 20 s) for the control socket.
+pub fn start_vhost_device_vsock(control: &Path, uds: &Path) -> Kill {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let child = Command::new("vhost-device-vsock")
+        .args(["--guest-cid", "3", "--socket"])
+        .arg(control)
+        .arg("--uds-path")
+        .arg(uds)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vhost-device-vsock");
+    let guard = Kill(child);
+    let t = Instant::now();
+    while !control.exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "vhost-device-vsock did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guard
+}

@@ -7,15 +7,7 @@ use std::time::{Duration, Instant};
 use guestscope::attach::{self, AttachOptions, Endpoint};
 use guestscope::image;
 use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, WorkloadOrigin, WorkloadSpec};
-use guestscope_tests::{guest_artifacts, load, stack_has, target_dir};
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use guestscope_tests::{Kill, start_vhost_device_vsock, guest_artifacts, load, stack_has, target_dir};
 
 #[test]
 fn attach_collects_from_a_vm_started_outside_guestscope() {
@@ -60,21 +52,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    let _vhost = Kill(
-        Command::new("vhost-device-vsock")
-            .args(["--guest-cid", "3", "--socket"])
-            .arg(&control)
-            .arg("--uds-path")
-            .arg(&uds)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("vhost-device-vsock"),
-    );
-    while !control.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "vhost-device-vsock did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _vhost = start_vhost_device_vsock(&control, &uds);
     let gdb = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let _qemu = Kill(
         Command::new("qemu-system-x86_64")

@@ -16,7 +16,7 @@ use guestscope::attach::{self, AttachOptions, Endpoint, default_plan};
 use guestscope::lab::{self, LabOptions};
 use guestscope::rootfs::deploy::{self, DeployOptions};
 use guestscope_tests::guests::{debian_guest, run, sha256};
-use guestscope_tests::{RunOutput, guest_artifacts, load, stack_has, target_dir, test_out_dir, workload_binary};
+use guestscope_tests::{Kill, start_vhost_device_vsock, RunOutput, guest_artifacts, load, stack_has, target_dir, test_out_dir, workload_binary};
 
 const ITERATIONS: usize = 100;
 
@@ -68,14 +68,6 @@ fn the_builtin_guest_and_the_debian_guest_both_trace_fopen() {
     }
 }
 
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_deployed_image_starts_the_agent_by_its_own_init() {
     let (image, kernel, initrd) = debian_guest();
@@ -114,21 +106,7 @@ fn a_deployed_image_starts_the_agent_by_its_own_init() {
         assert!(t.elapsed() < Duration::from_secs(10), "attach did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _vhost = Kill(
-        Command::new("vhost-device-vsock")
-            .args(["--guest-cid", "3", "--socket"])
-            .arg(&control)
-            .arg("--uds-path")
-            .arg(&uds)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("vhost-device-vsock"),
-    );
-    while !control.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "vhost-device-vsock did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _vhost = start_vhost_device_vsock(&control, &uds);
     let serial = out.join("serial.log");
     let launched = Instant::now();
     let _qemu = Kill(
