@@ -23,6 +23,11 @@ use guestscope_common::wire::Body;
 
 use crate::stream::{Sink, Stream, StreamError};
 
+/// Artifacts sent at the start of a run, before the first workload: the host needs
+/// them while the workloads run (kallsyms for the gdbstub's breakpoint addresses, the
+/// BTF for task_struct offsets). (name, path).
+pub const START_FILES: &[(&str, &str)] = &[("kallsyms", "/proc/kallsyms"), ("btf", "/sys/kernel/btf/vmlinux")];
+
 /// Largest `Artifact` chunk (small enough that sending a file in chunks keeps the agent's
 /// memory low: it holds about four chunks at a time).
 pub const CHUNK: usize = 256 * 1024;
@@ -35,8 +40,6 @@ pub const END_FILES: &[(&str, &str)] = &[
     ("meltdown", "/sys/devices/system/cpu/vulnerabilities/meltdown"),
     ("cpuinfo", "/proc/cpuinfo"),
     ("entropy_avail", "/proc/sys/kernel/random/entropy_avail"),
-    // Struct layouts for the host's gdbstub experiments (task_struct offsets).
-    ("btf", "/sys/kernel/btf/vmlinux"),
     // The agent's own memory at the end of the run (VmHWM: its peak resident set).
     ("agent_status", "/proc/self/status"),
 ];

@@ -7,6 +7,10 @@
 //! reconnects with backoff and, after a [`Body::Connect`] naming the lost link, resends
 //! every unacknowledged record; the collector drops the duplicates by sequence number.
 //!
+//! A [`Reply::ClockProbe`] is answered at once with a [`Body::ClockEcho`] stamped when the
+//! probe was read: it goes out at the next frame boundary, ahead of the spool, and is
+//! never spooled (a lost echo is only a lost clock sample).
+//!
 //! The spool is bounded: while connected, a full spool waits for acknowledgements (the
 //! probes' ring buffer takes up the slack, and counts what it cannot); while the link is
 //! down, an `Events` record that does not fit is dropped, and counted, leaving a gap in
@@ -22,7 +26,7 @@ use std::{
 
 use guestscope_common::{
     ProbeKind,
-    wire::{Body, Connect, DecodeError, FrameReader, LinkLoss, Record, Reply, Totals, encode_frame},
+    wire::{Body, ClockEcho, Connect, DecodeError, FrameReader, LinkLoss, Record, Reply, Totals, encode_frame},
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -168,6 +172,8 @@ pub struct LinkStats {
     pub spool_dropped_events: [u64; ProbeKind::COUNT],
     /// Largest spool size, bytes.
     pub spool_peak_bytes: u64,
+    /// Clock probes answered.
+    pub clock_echoes: u64,
 }
 
 /// A connection to the collector that survives drops (see the module docs).
@@ -175,7 +181,8 @@ pub struct Link<C: Connector> {
     connector: C,
     config: LinkConfig,
     conn: Option<C::Conn>,
-    /// Bytes of the current connection's [`Connect`] record not written yet.
+    /// Bytes of out-of-sequence frames not written yet: the current connection's
+    /// [`Connect`], then clock echoes. Written only at a frame boundary.
     preamble: Vec<u8>,
     spool: VecDeque<Spooled>,
     spool_bytes: u64,
@@ -372,6 +379,10 @@ impl<C: Connector> Link<C> {
                     used += reader.bytes_read() as usize;
                     self.acknowledge(next);
                 }
+                Ok(Reply::ClockProbe { id }) => {
+                    used += reader.bytes_read() as usize;
+                    self.echo(id);
+                }
                 Err(DecodeError::Eof | DecodeError::Truncated { .. }) => break,
                 Err(e) => return Err(format!("a bad reply from the host: {e}")),
             }
@@ -380,16 +391,35 @@ impl<C: Connector> Link<C> {
         ended.map_or(Ok(()), Err)
     }
 
+    /// Queues the answer to clock probe `id`, stamped now.
+    fn echo(&mut self, id: u32) {
+        let echo = ClockEcho { id, guest_ns: monotonic_ns() };
+        match encode_frame(&Record { seq: self.next_seq, body: Body::ClockEcho(echo) }) {
+            Ok(frame) => {
+                self.preamble.extend_from_slice(&frame);
+                self.stats.clock_echoes += 1;
+            }
+            Err(e) => tracing::warn!("encoding a clock echo: {e}"),
+        }
+    }
+
     /// Forgets the records the collector stored (`seq < next`).
     fn acknowledge(&mut self, next: u64) {
         if next <= self.acked {
             return;
         }
         self.acked = next;
+        self.forget_acknowledged();
+        let waiting = self.write_idx > 0 || self.write_off > 0;
+        self.unacked_since = waiting.then(Instant::now);
+    }
+
+    /// Drops the spooled records below [`Link::acked`], up to one partly written on this
+    /// connection (finished first, or the stream would be cut inside it; it is dropped
+    /// when its last byte is out: a record acknowledged while being resent).
+    fn forget_acknowledged(&mut self) {
         while let Some(front) = self.spool.front() {
-            // A frame partly written on this connection must be finished first, or the
-            // stream would be cut inside it.
-            if front.seq >= next || (self.write_idx == 0 && self.write_off > 0) {
+            if front.seq >= self.acked || (self.write_idx == 0 && self.write_off > 0) {
                 break;
             }
             let done = self.spool.pop_front().expect("front");
@@ -398,8 +428,6 @@ impl<C: Connector> Link<C> {
                 self.write_idx -= 1;
             }
         }
-        let waiting = self.write_idx > 0 || self.write_off > 0;
-        self.unacked_since = waiting.then(Instant::now);
     }
 
     /// Writes the preamble and spooled frames while the connection takes them: when it
@@ -434,20 +462,23 @@ impl<C: Connector> Link<C> {
     /// everything is written, and the bytes written.
     fn write_some(&mut self) -> io::Result<(bool, usize)> {
         let mut wrote = 0;
-        let Some(conn) = self.conn.as_mut() else { return Ok((true, 0)) };
-        while !self.preamble.is_empty() {
-            match conn.write(&self.preamble) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.preamble.drain(..n);
-                    wrote += n;
+        loop {
+            let Some(conn) = self.conn.as_mut() else { return Ok((true, wrote)) };
+            // Out-of-sequence frames go between records, never inside one.
+            if !self.preamble.is_empty() && self.write_off == 0 {
+                match conn.write(&self.preamble) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        self.preamble.drain(..n);
+                        wrote += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, wrote)),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, wrote)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                continue;
             }
-        }
-        while let Some(item) = self.spool.get(self.write_idx) {
+            let Some(item) = self.spool.get(self.write_idx) else { break };
             match conn.write(&item.frame[self.write_off..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
@@ -463,6 +494,9 @@ impl<C: Connector> Link<C> {
                         self.written_below = self.written_below.max(item.seq + 1);
                         self.write_idx += 1;
                         self.write_off = 0;
+                        if item.seq < self.acked {
+                            self.forget_acknowledged();
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, wrote)),
@@ -550,6 +584,10 @@ impl<C: Connector> Sink for Link<C> {
 
     fn service(&mut self) {
         Link::service(self);
+    }
+
+    fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.conn.as_ref().map(|c| c.as_fd())
     }
 
     fn fill_totals(&self, totals: &mut Totals) {

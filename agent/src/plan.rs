@@ -163,6 +163,7 @@ mod tests {
                     args: vec!["--iterations".into(), "10".into()],
                     origin: WorkloadOrigin::Builtin,
                     tracing: Tracing::Plan,
+                    quiet_link: false,
                 })
                 .collect(),
             settle_ms: 0,

@@ -1,5 +1,5 @@
 //! One run of the plan, in the order the host expects:
-//! Hello → ProbeAttach × n → Artifact kallsyms → per workload (WorkloadStarted, Stack and
+//! Hello → ProbeAttach × n → Artifacts kallsyms, btf → per workload (WorkloadStarted, Stack and
 //! Events records, WorkloadExited) → the rest of the ring buffer → end artifacts →
 //! Finished.
 
@@ -94,7 +94,9 @@ pub fn run<W: Sink>(
     }
     println!("guestscope-agent: ready");
 
-    artifacts::send_file(stream, "kallsyms", "/proc/kallsyms")?;
+    for (name, path) in artifacts::START_FILES {
+        artifacts::send_file(stream, name, path)?;
+    }
 
     if plan.settle_ms > 0 {
         settle(&mut tracer, stream, Duration::from_millis(plan.settle_ms))?;

@@ -22,6 +22,13 @@ pub trait Sink {
     /// Lets the sink do its background work (read acknowledgements, reconnect).
     fn service(&mut self) {}
 
+    /// A descriptor that becomes readable when the sink has work for
+    /// [`Sink::service`] (the host wrote to the link): waiting loops poll it too, so
+    /// the host's clock probes are answered at once.
+    fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+
     /// Adds the sink's own counters (the link's) to the run's totals.
     fn fill_totals(&self, _totals: &mut Totals) {}
 }
@@ -104,6 +111,11 @@ impl<W: Sink> Stream<W> {
     /// Number of bytes sent.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// The sink's [`Sink::wake_fd`].
+    pub fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.out.wake_fd()
     }
 
     /// Lets the sink do its background work (see [`Sink::service`]).

@@ -180,7 +180,7 @@ fn execute<W: Sink>(
     };
     tracing::info!(workload = %spec.name, pid, "started");
 
-    let (status, output) = supervise(&running, tracer, stream)?;
+    let (status, output) = supervise(&running, tracer, stream, spec.quiet_link)?;
     untrace(tracer, &spec.name);
     let drained = Instant::now();
     tracer.drain(stream)?;
@@ -189,22 +189,32 @@ fn execute<W: Sink>(
     Ok((exited(pid, status, output), drain))
 }
 
+/// How often a quiet workload's supervision looks at the child without a poll event.
+const QUIET_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Streams events and collects output until the child exits; returns its status and output.
+/// `quiet`: the link stays silent meanwhile (nothing read or sent; the events wait in the
+/// ring buffer for the drain after the exit).
 fn supervise<W: Sink>(
     running: &Running,
     tracer: &mut Tracer,
     stream: &mut Stream<W>,
+    quiet: bool,
 ) -> Result<(i32, String), StreamError> {
     let mut output = OutputBuffer::new(OUTPUT_LIMIT);
     let mut output_open = true;
     let status = loop {
         // Round up: a deadline 0.4 ms away must not become a busy 0 ms poll.
-        let wait = tracer.poll_timeout(std::time::Instant::now());
+        let wait = if quiet { QUIET_POLL } else { tracer.poll_timeout(std::time::Instant::now()) };
         let timeout =
             PollTimeout::from(wait.as_micros().div_ceil(1000).min(u128::from(u16::MAX)) as u16);
         {
-            let mut fds = Vec::with_capacity(3);
-            if let Some(fd) = tracer.ring_fd() {
+            let mut fds = Vec::with_capacity(4);
+            if let (false, Some(fd)) = (quiet, tracer.ring_fd()) {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            // The host's replies (acknowledgements, clock probes) wake the loop too.
+            if let (false, Some(fd)) = (quiet, stream.wake_fd()) {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
             if output_open {
@@ -218,7 +228,9 @@ fn supervise<W: Sink>(
                 Err(e) => tracing::warn!("poll: {e}"),
             }
         }
-        tracer.pump(stream)?;
+        if !quiet {
+            tracer.pump(stream)?;
+        }
         if output_open {
             output_open = output.read_from(running.output());
         }

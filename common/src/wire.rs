@@ -22,9 +22,15 @@
 //! secret, which the collector put in the guest's root-only plan file; a connection
 //! without it is refused and counted.
 //!
+//! The collector also measures the guest's clock against its own: it sends a
+//! [`Reply::ClockProbe`], and the agent answers at once with a [`Body::ClockEcho`]
+//! carrying its CLOCK_MONOTONIC (outside the sequence, like `Connect`). Many such round
+//! trips map guest time onto host time (the host's `timeline`).
+//!
 //! Versions: 1, the first; 2 added [`Body::Heartbeat`]; 3 added [`Body::Connect`],
-//! [`Reply`] frames and the link counters of [`Totals`]; 4 added [`Connect::secret`]
-//! (a reader of an older version would not know them, so the version says so).
+//! [`Reply`] frames and the link counters of [`Totals`]; 4 added [`Connect::secret`];
+//! 5 added [`Reply::ClockProbe`] and [`Body::ClockEcho`] (a reader of an older version
+//! would not know them, so the version says so).
 
 use std::io::{self, Read, Write};
 
@@ -35,7 +41,7 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 4;
+pub const WIRE_VERSION: u16 = 5;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -105,6 +111,20 @@ pub enum Body {
     /// is the sequence number of the first record the connection carries (resent ones
     /// included).
     Connect(Connect),
+    /// The answer to a [`Reply::ClockProbe`], written as soon as the probe was read. Not
+    /// part of the sequence: its [`Record::seq`] is the next record's, and it is not
+    /// resent after a lost link (a lost echo is a lost sample, nothing more).
+    ClockEcho(ClockEcho),
+}
+
+/// The guest's clock at the moment it answered a clock probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockEcho {
+    /// The probe's [`Reply::ClockProbe::id`].
+    pub id: u32,
+    /// Guest CLOCK_MONOTONIC (the clock of every event's timestamp) when the probe was
+    /// read, ns.
+    pub guest_ns: u64,
 }
 
 /// Who is connecting, and why again.
@@ -145,6 +165,12 @@ pub enum Reply {
     Ack {
         /// The next sequence number the collector expects.
         next: u64,
+    },
+    /// Answer at once with a [`Body::ClockEcho`] of this `id` (one round trip of the
+    /// clock-sync exchange: the host stamps the probe's send and the echo's arrival).
+    ClockProbe {
+        /// Matches the echo to the probe.
+        id: u32,
     },
 }
 

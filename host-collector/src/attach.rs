@@ -54,6 +54,7 @@ pub fn default_plan(port: u32) -> RunPlan {
             args: args.iter().map(|a| a.to_string()).collect(),
             origin: WorkloadOrigin::Builtin,
             tracing: Default::default(),
+            quiet_link: false,
         })
         .collect();
     RunPlan::new(port, workloads)
@@ -131,7 +132,9 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
         accel: Accel::Tcg,
         hello_host_s: received.hello_host_s,
         cr3: None,
+        snapshots: None,
         link: received.link,
+        clock: received.clock,
     };
     let run = summary::RunInfo {
         started_unix_s,

@@ -263,6 +263,10 @@ pub struct LabArgs {
     /// Skip the gdbstub CR3 experiment (two extra boots, PTI on and off).
     #[arg(long)]
     pub no_cr3: bool,
+    /// Skip the gdbstub snapshots of the traced run (the fopen workload held at
+    /// `alloc_fd` a dozen times, each snapshot checked against the eBPF events).
+    #[arg(long)]
+    pub no_snapshots: bool,
     /// Extra boots for the boot-time experiment (wall clock versus kernel clock).
     #[arg(long, default_value_t = 5)]
     pub boots: u32,
@@ -312,6 +316,7 @@ impl From<LabArgs> for LabOptions {
             rootfs: a.rootfs,
             qemu_extra: a.machine_profile.qemu_args(),
             cr3: !a.no_cr3,
+            snapshots: !a.no_snapshots,
             events_bytes: a.ring_bytes,
             watchdog: (a.watchdog > 0).then(|| Duration::from_secs(a.watchdog)),
             spool_bytes: a.spool_bytes,

@@ -14,6 +14,7 @@ use guestscope_common::event::ProbeKind;
 use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, USER_WORKLOAD_DIR, WorkloadOrigin, WorkloadSpec};
 
 use crate::experiments;
+use crate::experiments::snapshots::{self, SnapshotOptions, SnapshotRun};
 use crate::experiments::syscall_cr3::{self, Cr3Options, Cr3Report};
 use crate::guest::btf::TaskOffsets;
 use crate::image;
@@ -28,8 +29,10 @@ use crate::qemu::serial::{self, SerialState};
 use crate::qemu::vhost;
 use crate::session::{self, Session};
 use crate::stream::listener::{ListenError, PortListener};
-use crate::stream::receive::{self, LinkFault, LinkReport, ReceiveOptions};
+use crate::stream::receive::{self, ClockExchange, LinkFault, LinkReport, ReceiveOptions};
 pub use crate::stream::receive::{Alive, Stop};
+use crate::timeline::clock::{self, Timeline};
+use crate::timeline::holds::Holds;
 
 /// The guest vsock CID.
 pub const GUEST_CID: u32 = 3;
@@ -37,6 +40,11 @@ pub const GUEST_CID: u32 = 3;
 pub const VSOCK_PORT: u32 = 7171;
 /// Default [`LabOptions::watchdog`]: thirty missed heartbeats.
 pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(30);
+/// The built-in workload the traced run's gdbstub snapshots are taken of (it calls
+/// [`experiments::snapshots::SNAPSHOT_SYMBOL`] on every open).
+pub const SNAPSHOT_WORKLOAD: &str = "fopen";
+/// How long the [`SNAPSHOT_WORKLOAD`] sleeps before its loop when snapshots are taken.
+const SNAPSHOT_START_DELAY_MS: u64 = 500;
 /// Console lines kept in the outcome of a run that ended early (the panic text, or the
 /// last lines before a hang).
 const CONSOLE_LINES: usize = 60;
@@ -80,6 +88,8 @@ pub struct LabOptions {
     pub qemu_extra: Vec<String>,
     /// Run the gdbstub CR3 experiment (two extra boots: PTI on and off).
     pub cr3: bool,
+    /// Take gdbstub snapshots of the [`SNAPSHOT_WORKLOAD`] in the traced run.
+    pub snapshots: bool,
     /// Longest silence of the agent's stream once it is connected (it sends a heartbeat
     /// every second) before the guest is taken for hung and stopped; `None`: no watchdog.
     pub watchdog: Option<Duration>,
@@ -117,6 +127,7 @@ impl Default for LabOptions {
             boots: 0,
             qemu_extra: Vec::new(),
             cr3: false,
+            snapshots: false,
             watchdog: Some(DEFAULT_WATCHDOG),
             spool_bytes: None,
             link_faults: Vec::new(),
@@ -227,12 +238,20 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
     let mut workloads = Vec::new();
     if o.builtin_workloads {
         for (name, program, args) in BUILTIN_WORKLOADS {
+            let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            if o.snapshots && name == SNAPSHOT_WORKLOAD {
+                // Time for the host to see the pid and set its breakpoint (outside the
+                // workload's timed loop).
+                args.extend(["--start-delay-ms".to_string(), SNAPSHOT_START_DELAY_MS.to_string()]);
+            }
             workloads.push(WorkloadSpec {
                 name: name.into(),
                 path: format!("{BUILTIN_WORKLOAD_DIR}/{program}"),
-                args: args.iter().map(|a| a.to_string()).collect(),
+                args,
                 origin: WorkloadOrigin::Builtin,
                 tracing: Default::default(),
+                // The host holds the VM while it runs.
+                quiet_link: o.snapshots && name == SNAPSHOT_WORKLOAD,
             });
         }
     }
@@ -243,6 +262,7 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             args: u.args.clone(),
             origin: WorkloadOrigin::User,
             tracing: Default::default(),
+            quiet_link: false,
         });
     }
     RunPlan { probes: v.probes.clone(), events_bytes: o.events_bytes, spool_bytes: o.spool_bytes, ..RunPlan::new(VSOCK_PORT, workloads) }
@@ -285,8 +305,12 @@ pub struct Collected {
     pub hello_host_s: Option<f64>,
     /// The CR3 experiment's outcome, in [`Mode::Cr3`].
     pub cr3: Option<Result<Cr3Report, String>>,
+    /// The gdbstub snapshots' outcome (None: not taken).
+    pub snapshots: Option<Result<SnapshotRun, String>>,
     /// The agent's connections: outages, refusals.
     pub link: LinkReport,
+    /// The clock-sync exchange's round trips.
+    pub clock: ClockExchange,
 }
 
 /// Boots the guest once with `plan`, collecting its stream until the agent's final
@@ -366,7 +390,10 @@ pub fn boot_and_collect(
     let mut bytes = 0u64;
     let mut hello_host_s = None;
     let mut link = LinkReport::default();
+    let mut clock = ClockExchange::default();
     let mut cr3_thread: Option<std::thread::JoinHandle<Result<Cr3Report, String>>> = None;
+    let mut snapshot_thread: Option<Snapshotter> = None;
+    let take_snapshots = o.snapshots && *mode == Mode::Full;
     let run_deadline = Instant::now() + o.run_timeout;
     // When the agent's stream last made progress (None until it connects). The gdbstub
     // experiment holds the guest at breakpoints, so it runs without the watchdog.
@@ -431,12 +458,18 @@ pub fn boot_and_collect(
                         }));
                     }
                 }
+                match (&snapshot_thread, v.gdb_port) {
+                    (None, Some(port)) if take_snapshots => snapshot_thread = start_snapshots(session, port, launched),
+                    (Some(s), _) => s.note_progress(session),
+                    _ => {}
+                }
             });
             outcome = r.outcome;
             bytes = r.bytes;
             decode_error = r.decode_error;
             hello_host_s = r.hello_host_s;
             link = r.link;
+            clock = r.clock;
         }
         Err(ListenError::Abandoned(why)) => match stopped {
             Some(stop) => {
@@ -455,6 +488,11 @@ pub fn boot_and_collect(
     }
     drop(alive);
     let cr3 = cr3_thread.map(|t| t.join().unwrap_or_else(|_| Err("the CR3 experiment thread panicked".into())));
+    let snapshots = match snapshot_thread {
+        Some(s) => Some(s.join()),
+        None if take_snapshots && outcome.complete => Some(Err(snapshots_not_started(&session))),
+        None => None,
+    };
     // The guest powers itself off after the agent's final record.
     let grace = if outcome.complete && *mode != Mode::BootOnly { 30 } else { 0 };
     let grace_end = Instant::now() + Duration::from_secs(grace);
@@ -481,7 +519,73 @@ pub fn boot_and_collect(
         outcome.console = console_excerpt(&lines, marks.fatal.as_deref());
     }
     drop(serial);
-    Ok(Collected { session, marks, outcome, bytes, decode_error, qemu_command: qemu_cfg.display(), accel, hello_host_s, cr3, link })
+    Ok(Collected {
+        session,
+        marks,
+        outcome,
+        bytes,
+        decode_error,
+        qemu_command: qemu_cfg.display(),
+        accel,
+        hello_host_s,
+        cr3,
+        snapshots,
+        link,
+        clock,
+    })
+}
+
+/// The thread taking the traced run's gdbstub snapshots.
+struct Snapshotter {
+    tgid: u32,
+    /// Set when the process has exited: the breakpoint comes out.
+    done: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<SnapshotRun, String>>,
+}
+
+impl Snapshotter {
+    /// Tells the thread when its process has exited.
+    fn note_progress<W: io::Write>(&self, session: &Session<W>) {
+        if session.workloads.iter().any(|w| w.started.pid == self.tgid && w.exited.is_some()) {
+            self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Waits for the thread (the stream has ended: its process is gone).
+    fn join(self) -> Result<SnapshotRun, String> {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_else(|_| Err("the snapshot thread panicked".into()))
+    }
+}
+
+/// Starts the gdbstub snapshots when the [`SNAPSHOT_WORKLOAD`] has just started and
+/// the guest's kallsyms and BTF are in.
+fn start_snapshots<W: io::Write>(session: &Session<W>, gdb_port: u16, launched: Instant) -> Option<Snapshotter> {
+    let w = session.workloads.last().filter(|w| w.started.name == SNAPSHOT_WORKLOAD && w.exited.is_none())?;
+    let kallsyms = session.kallsyms.clone()?;
+    let btf = session.artifacts.get("btf").filter(|a| a.complete && !a.data.is_empty())?;
+    let btf = btf.data.clone();
+    let tgid = w.started.pid;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], gdb_port));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tracing::debug!(tgid, "starting the gdbstub snapshots");
+    let flag = done.clone();
+    let thread = std::thread::spawn(move || {
+        let offsets = crate::guest::btf::task_offsets(&btf).map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
+        snapshots::take(addr, &kallsyms, &offsets, tgid, launched, &flag, &SnapshotOptions::default()).map_err(|e| e.to_string())
+    });
+    Some(Snapshotter { tgid, done, thread })
+}
+
+/// Why the snapshots of a finished run were never started.
+fn snapshots_not_started<W: io::Write>(session: &Session<W>) -> String {
+    if !session.workloads.iter().any(|w| w.started.name == SNAPSHOT_WORKLOAD) {
+        format!("no {SNAPSHOT_WORKLOAD} workload in the plan")
+    } else if session.artifacts.get("btf").is_none_or(|a| a.data.is_empty()) {
+        "the guest kernel offers no BTF (/sys/kernel/btf/vmlinux): no task_struct layout to read the pid with".into()
+    } else {
+        "the guest's kallsyms and BTF had not arrived when the workload started".into()
+    }
 }
 
 /// The outcome of a run the guest kernel ended with console line `fatal`.
@@ -627,6 +731,7 @@ pub fn finish(
         kernel: Default::default(),
         skipped: Vec::new(),
         claims: Vec::new(),
+        timeline: Default::default(),
         trace: None,
         agent_messages: session.agent_logs.iter().map(|(l, m)| format!("{l}: {m}")).collect(),
     };
@@ -636,9 +741,19 @@ pub fn finish(
     let ran_workloads = summary.workloads.iter().any(|w| w.status.is_some());
     summary.skipped = experiments::support::skipped(&attach, &summary.experiments, ran_workloads);
     summary.claims = experiments::claims::check(&summary);
+    let timeline = timeline_of(c, &mut summary.timeline);
+    if let (Some(t), Some(sr)) = (&timeline, summary.timeline.snapshots.as_mut())
+        && let Some(run) = &sr.run
+    {
+        match read_event_points(&dir.join("events.jsonl")) {
+            Ok(events) => sr.cross_check = Some(snapshots::cross_check(&run.snapshots, &events, t, ProbeKind::AllocFd.name())),
+            Err(e) => sr.error = Some(format!("reading events.jsonl for the cross-check: {e}")),
+        }
+    }
+    let session = &mut c.session;
     // The trace is the largest output: if it cannot be written (a full disk), the
     // summary and the reports still are, and then the error is returned.
-    let trace = write_trace(dir, &summary, session, c.hello_host_s);
+    let trace = write_trace(dir, &summary, session, timeline.as_ref());
     if trace.is_err() {
         let _ = std::fs::remove_file(dir.join("trace.perfetto-trace.tmp"));
     }
@@ -676,6 +791,9 @@ fn cr3_boots<W: io::Write>(o: &LabOptions, v: &Validated, main: &Session<W>) -> 
             args: vec!["--iterations".into(), "3000".into()],
             origin: WorkloadOrigin::Builtin,
             tracing: Default::default(),
+            // The CR3 experiment holds the VM at every system call until it finds this
+            // workload's.
+            quiet_link: true,
         }],
         ..plan(o, v)
     };
@@ -706,17 +824,96 @@ fn cr3_boots<W: io::Write>(o: &LabOptions, v: &Validated, main: &Session<W>) -> 
     runs
 }
 
-/// Writes `trace.perfetto-trace`: boot milestones (host clock), workloads and
-/// every probe event (guest clock, mapped onto the host axis at the agent's hello).
+/// Guest time onto host time for this run: the clock-sync round trips fitted in
+/// running time (the gdbstub's holds taken out), or, with no round trip answered, the
+/// agent's hello alone. Fills `report` with what was measured.
+fn timeline_of(c: &Collected, report: &mut summary::TimelineReport) -> Option<Timeline> {
+    report.probes = c.clock.counts.clone();
+    report.samples = c.clock.samples.clone();
+    let run = c.snapshots.as_ref().and_then(|r| r.as_ref().ok());
+    let host_holds = run.map(|r| r.holds.clone()).unwrap_or_default();
+    report.snapshots = c.snapshots.as_ref().map(|r| match r {
+        Ok(run) => summary::SnapshotsReport { run: Some(run.clone()), ..Default::default() },
+        Err(e) => summary::SnapshotsReport { error: Some(e.clone()), ..Default::default() },
+    });
+    // Each hold may have lasted up to one stub round trip longer for the guest.
+    let holds = Holds::new(host_holds).with_slack(run.map_or(0, |r| r.stub_round_trip_ns));
+    report.holds = holds.len();
+    report.held_ms = holds.total_ns() as f64 / 1e6;
+    if let Some(map) = clock::fit(&c.clock.samples, &holds) {
+        report.fit = Some(map);
+        if !holds.is_empty() {
+            report.error_bound_ignoring_holds_ns = clock::fit(&c.clock.samples, &Holds::default()).map(|m| m.error_bound_ns);
+        }
+        report.method = format!(
+            "{} clock-sync round trips over vsock (host probe, guest CLOCK_MONOTONIC echo), one offset-and-drift line \
+             through every round trip's window{}",
+            map.samples,
+            if holds.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", with the {} gdbstub holds taken out (each as the host saw it, give or take one {:.0} µs stub round trip)",
+                    holds.len(),
+                    holds.slack_ns() as f64 / 1e3
+                )
+            }
+        );
+        return Some(Timeline { map, holds });
+    }
+    let (hello, host_s) = (c.session.hello.as_ref()?, c.hello_host_s?);
+    report.method = "no clock-sync round trip was answered: one sample, the agent's hello (guest stamp against its arrival), \
+                     error within the vsock transit time"
+        .into();
+    let map = clock::ClockMap {
+        offset_ns: host_s * 1e9 - hello.monotonic_ns as f64,
+        drift: 0.0,
+        guest_ref_ns: hello.monotonic_ns,
+        error_bound_ns: f64::NAN,
+        consistent: true,
+        samples: 0,
+        best_rtt_ns: 0,
+        span_ns: 0,
+    };
+    Some(Timeline { map, holds })
+}
+
+/// The events of `events.jsonl` as the snapshot cross-check needs them.
+fn read_event_points(path: &Path) -> io::Result<Vec<snapshots::EventPoint>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        ts_ns: u64,
+        probe: String,
+        cpu: u32,
+        pid: u32,
+        tid: u32,
+    }
+    let mut out = Vec::new();
+    for line in io::BufRead::lines(io::BufReader::new(File::open(path)?)) {
+        let Ok(l) = serde_json::from_str::<Line>(&line?) else {
+            continue;
+        };
+        let Some(kind) = ProbeKind::ALL.into_iter().find(|k| k.name() == l.probe) else {
+            continue;
+        };
+        out.push(snapshots::EventPoint { ts_ns: l.ts_ns, cpu: l.cpu, tid: l.tid, pid: l.pid, probe: kind.name() });
+    }
+    Ok(out)
+}
+
+/// Writes `trace.perfetto-trace`: boot milestones (host clock), workloads and every
+/// probe event (guest clock, mapped onto the host axis by `timeline`), and the
+/// gdbstub's holds and snapshots (host clock).
 fn write_trace<W: io::Write>(
     dir: &Path,
     s: &summary::Summary,
     session: &Session<W>,
-    hello_host_s: Option<f64>,
+    timeline: Option<&Timeline>,
 ) -> io::Result<Option<summary::TraceInfo>> {
-    let (Some(hello), Some(host_s)) = (session.hello.as_ref(), hello_host_s) else { return Ok(None) };
-    let offset_ns = (host_s * 1e9) as i64 - hello.monotonic_ns as i64;
-    let to_trace = move |guest_ns: u64| (guest_ns as i64 + offset_ns).max(0) as u64;
+    let Some(timeline) = timeline else {
+        return Ok(None);
+    };
+    let to_trace = |guest_ns: u64| timeline.to_host(guest_ns).max(0.0) as u64;
     let path = dir.join("trace.perfetto-trace");
     let tmp = dir.join("trace.perfetto-trace.tmp");
     let mut w = crate::output::perfetto::TraceWriter::new(io::BufWriter::new(File::create(&tmp)?));
@@ -737,20 +934,38 @@ fn write_trace<W: io::Write>(
             w.workload(wl.started.pid, &wl.started.name, to_trace(wl.started.start_ns), to_trace(x.end_ns))?;
         }
     }
+    let (mut n_snapshots, mut n_holds) = (0, 0);
+    if let Some(run) = s.timeline.snapshots.as_ref().and_then(|r| r.run.as_ref()) {
+        for &(a, z) in &run.holds {
+            w.slice(&crate::output::perfetto::Slice {
+                track: GDB_TRACK.into(),
+                name: "VM held (guest clock stopped)".into(),
+                start_ns: a,
+                end_ns: z,
+            })?;
+            n_holds += 1;
+        }
+        for snap in &run.snapshots {
+            let mut args = vec![
+                ("pid".to_string(), snap.pid.to_string()),
+                ("tgid".to_string(), snap.tgid.to_string()),
+                ("comm".to_string(), snap.comm.clone()),
+                ("cpu".to_string(), snap.cpu.map_or_else(|| "?".into(), |c| c.to_string())),
+            ];
+            args.extend(snap.registers.iter().map(|(r, v)| (r.clone(), format!("{v:#x}"))));
+            w.instant_on(GDB_TRACK, snap.host_ns, &format!("gdbstub snapshot at {}", run.symbol), &args)?;
+            n_snapshots += 1;
+        }
+    }
     let events = w.events_from_jsonl(io::BufReader::new(File::open(dir.join("events.jsonl"))?), to_trace)?;
     let packets = w.packets;
     w.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, &path)?;
-    Ok(Some(summary::TraceInfo {
-        file: "trace.perfetto-trace".into(),
-        packets,
-        events,
-        guest_to_host_offset_ns: offset_ns,
-        clock_sync: "one sample: the agent's hello, guest CLOCK_MONOTONIC stamp against its arrival on the host; \
-                     error within the vsock transit time"
-            .into(),
-    }))
+    Ok(Some(summary::TraceInfo { file: "trace.perfetto-trace".into(), packets, events, snapshots: n_snapshots, holds: n_holds }))
 }
+
+/// The trace track of the gdbstub's holds and snapshots (host clock).
+const GDB_TRACK: &str = "gdbstub (host clock)";
 
 /// The report's plots, each placed after its section.
 fn figures<W: io::Write>(s: &summary::Summary, session: &Session<W>) -> Vec<Figure> {

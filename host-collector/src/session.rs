@@ -151,8 +151,9 @@ impl<W: Write> Session<W> {
 
     /// Applies one record. I/O errors writing `events.jsonl` are returned.
     pub fn apply(&mut self, record: Record) -> std::io::Result<()> {
-        // A connection's first record is not part of the sequence (the receiver reads it).
-        if let Body::Connect(_) = record.body {
+        // A connection's first record and clock echoes are not part of the sequence
+        // (the receiver takes them; a replayed file may hold some).
+        if let Body::Connect(_) | Body::ClockEcho(_) = record.body {
             return Ok(());
         }
         if let SeqVerdict::Duplicate = self.seq.observe(record.seq) {
@@ -199,7 +200,7 @@ impl<W: Write> Session<W> {
             }
             Body::Log { level, message } => self.agent_logs.push((level, message)),
             Body::Heartbeat { monotonic_ns } => self.last_heartbeat_ns = Some(monotonic_ns),
-            Body::Connect(_) => {}
+            Body::Connect(_) | Body::ClockEcho(_) => {}
             Body::Finished(t) => {
                 self.totals = Some(t);
                 self.events_out.flush()?;

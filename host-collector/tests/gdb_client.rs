@@ -260,7 +260,9 @@ fn replays_a_recorded_qemu_pti_session() {
     assert_eq!(base, 0xffff_8e95_5f20_0000);
     // User page tables of a PTI guest: the per-cpu area is not mapped.
     match c.read_memory(base + 0x1fb80, 8) {
-        Err(GdbError::Memory { addr, code, .. }) => assert_eq!((addr, code.as_str()), (0xffff_8e95_5f21_fb80, "14")),
+        Err(GdbError::Memory { addr, code, .. }) => {
+            assert_eq!((addr, code.as_str()), (0xffff_8e95_5f21_fb80, "14"))
+        }
         other => panic!("{other:?}"),
     }
     c.insert_hw_breakpoint(0xffff_ffff_a3c0_0080).unwrap();
@@ -276,7 +278,12 @@ fn replays_a_recorded_qemu_pti_session() {
     c.step().unwrap();
     let cur = reader.current(&mut c).unwrap();
     assert_eq!((cur.ids.pid, cur.comm.as_str(), cur.per_cpu_base), (94, "init", base));
-    c.detach().unwrap();
+    // The VM was held from the connection to the resume, and from the breakpoint stop,
+    // through the single step (QEMU steps with timers off), to the detach.
+    let holds = c.detach_with_holds().unwrap();
+    assert_eq!(holds.len(), 2, "{holds:?}");
+    assert!(holds.iter().all(|h| h.from <= h.to));
+    assert!(holds.windows(2).all(|w| w[0].to <= w[1].from), "holds overlap: {holds:?}");
     let seen = replayer.join().unwrap();
     assert_eq!(seen, expected);
 }

@@ -30,6 +30,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
             args: vec!["--iterations".into(), "50".into()],
             origin: WorkloadOrigin::Builtin,
             tracing: Default::default(),
+            quiet_link: false,
         }],
         settle_ms: 0,
         events_bytes: None,

@@ -25,6 +25,7 @@ fn run() -> &'static RunOutput {
             workloads: vec![format!("{} --iterations {USER_ITERATIONS}", user.display())],
             boots: BOOTS,
             cr3: true,
+            snapshots: true,
             ..LabOptions::default()
         };
         run_lab("pipeline", opts)
@@ -205,16 +206,21 @@ t.ParseFromString(open(sys.argv[1], 'rb').read())
 names = {}
 probe_ts = []
 boot = {}
+snapshots = []
 tracks = {p.track_descriptor.uuid: p.track_descriptor for p in t.packet if p.HasField('track_descriptor')}
 for p in t.packet:
     if p.HasField('track_event'):
         e = p.track_event
         if 'probe' in e.categories:
             probe_ts.append(p.timestamp)
-        if tracks.get(e.track_uuid) is not None and tracks[e.track_uuid].name == 'boot (host clock)' and e.name:
+        track = tracks.get(e.track_uuid)
+        if track is not None and track.name == 'boot (host clock)' and e.name:
             boot[e.name] = p.timestamp
-print(json.dumps({"probe_events": len(probe_ts), "first_probe": min(probe_ts), "boot": boot,
-                  "threads": sum(1 for d in tracks.values() if d.HasField('thread'))}))
+        if track is not None and track.name == 'gdbstub (host clock)' and e.name.startswith('gdbstub snapshot'):
+            args = {a.name: (a.string_value or str(a.uint_value)) for a in e.debug_annotations}
+            snapshots.append({"ts": p.timestamp, "pid": args.get("pid"), "cr3": args.get("cr3")})
+print(json.dumps({"probe_events": len(probe_ts), "first_probe": min(probe_ts), "last_probe": max(probe_ts), "boot": boot,
+                  "threads": sum(1 for d in tracks.values() if d.HasField('thread')), "snapshots": snapshots}))
 "#;
     let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&path).output().expect("python3");
     assert!(out.status.success(), "Perfetto's protos could not parse the trace: {}", String::from_utf8_lossy(&out.stderr));
@@ -228,6 +234,56 @@ print(json.dumps({"probe_events": len(probe_ts), "first_probe": min(probe_ts), "
     // Guest events (mapped from the guest clock) come after the kernel started
     // and after user space began (host clock): one consistent axis.
     assert!(kernel_init < user_space && user_space < first, "kernel init {kernel_init}, user space {user_space}, first event {first}");
+    // The gdbstub snapshots (host clock) sit among the guest's events, with their
+    // registers as arguments.
+    let snaps = v["snapshots"].as_array().unwrap();
+    assert!(!snaps.is_empty(), "no gdbstub snapshot in the trace");
+    let last = v["last_probe"].as_u64().unwrap();
+    for sn in snaps {
+        let ts = sn["ts"].as_u64().unwrap();
+        assert!(first < ts && ts < last, "snapshot at {ts} outside the events' span {first}..{last}");
+        assert!(sn["cr3"].as_str().is_some_and(|c| c.starts_with("0x")), "{sn}");
+    }
+}
+
+/// The clock-sync exchange and the traced run's gdbstub snapshots: one line through
+/// every round trip, and every snapshot's pid, read through the gdbstub, agrees with
+/// the eBPF events of the same moment.
+#[test]
+fn snapshots_agree_with_the_ebpf_events_on_one_time_line() {
+    let r = run();
+    let t = &r.summary["timeline"];
+    let answered = t["probes"]["answered"].as_u64().unwrap();
+    assert!(answered >= 10, "only {answered} clock-sync round trips: {}", t["probes"]);
+    let fit = &t["fit"];
+    let bound = fit["error_bound_ns"].as_f64().unwrap();
+    assert!(bound > 0.0 && bound < 5e6, "error bound {bound} ns");
+    let sr = &t["snapshots"];
+    let run = &sr["run"];
+    assert!(run.is_object(), "snapshots not taken: {}", sr["error"]);
+    let pid = r.workload("fopen")["pid"].as_u64().unwrap();
+    let snaps = run["snapshots"].as_array().unwrap();
+    assert!(snaps.len() >= 5, "{} snapshots ({})", snaps.len(), run["ended"]);
+    for sn in snaps {
+        assert_eq!(sn["tgid"].as_u64(), Some(pid), "{sn}");
+        assert_eq!(sn["comm"], "fopen");
+        let regs: std::collections::HashMap<String, u64> = serde_json::from_value(serde_json::Value::Object(
+            sn["registers"].as_array().unwrap().iter().map(|p| (p[0].as_str().unwrap().to_string(), p[1].clone())).collect(),
+        ))
+        .unwrap();
+        assert_eq!(regs["rip"], run["address"].as_u64().unwrap(), "stopped at the breakpoint");
+        // QEMU's default CPU model has no PCID: CR3 is the page-aligned PGD address.
+        assert_eq!(regs["cr3"] & 0xfff, 0, "CR3 {:#x} is not page-aligned", regs["cr3"]);
+        assert!(regs["cr3"] >> 12 != 0, "CR3 {:#x} has no page-table base", regs["cr3"]);
+    }
+    // Every stop is a hold (the guest clock stood still), taken out of the time line.
+    assert!(t["holds"].as_u64().unwrap() >= snaps.len() as u64);
+    let cc = &sr["cross_check"];
+    let compared = cc["compared"].as_u64().unwrap();
+    assert_eq!(compared, snaps.len() as u64, "{cc}");
+    assert_eq!(cc["agreed"].as_u64().unwrap(), compared, "{cc}");
+    assert_eq!(cc["same_call_agreed"].as_u64().unwrap(), compared, "{cc}");
+    assert!(r.report.contains("## One time line"));
 }
 
 /// The gdbstub CR3 experiment, run by the lab on two extra boots: with PTI

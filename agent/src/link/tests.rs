@@ -71,12 +71,16 @@ fn log(i: u64) -> Body {
 #[derive(Default)]
 struct Seen {
     applied: Vec<Record>,
+    /// Clock echoes, with the number of records applied when each arrived.
+    echoes: Vec<(ClockEcho, usize)>,
+    /// Clock probes sent.
+    probes: u32,
     connects: Vec<(u64, Connect)>,
     duplicates: u64,
 }
 
 /// Serves one connection the way the collector does: expects a `Connect`, applies new
-/// records, acknowledges each. Stops after `limit` records read on this connection
+/// records, acknowledges each, and sends a clock probe after every tenth record. Stops after `limit` records read on this connection
 /// (dropping the connection without acknowledging the last one), or at end of stream.
 fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
     let mut writer = conn.try_clone().unwrap();
@@ -86,6 +90,12 @@ fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
     seen.lock().unwrap().connects.push((first.seq, c));
     let mut n = 0;
     while let Ok(r) = frames.next_record() {
+        if let Body::ClockEcho(echo) = r.body {
+            let mut s = seen.lock().unwrap();
+            let applied = s.applied.len();
+            s.echoes.push((echo, applied));
+            continue;
+        }
         n += 1;
         if limit.is_some_and(|l| n >= l) {
             return;
@@ -102,6 +112,16 @@ fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
         };
         if writer.write_all(&encode_reply(&Reply::Ack { next }).unwrap()).is_err() {
             return;
+        }
+        if n % 10 == 0 {
+            let id = {
+                let mut s = seen.lock().unwrap();
+                s.probes += 1;
+                s.probes
+            };
+            if writer.write_all(&encode_reply(&Reply::ClockProbe { id }).unwrap()).is_err() {
+                return;
+            }
         }
     }
 }
@@ -131,7 +151,46 @@ fn records_flow_and_are_forgotten_once_acknowledged() {
     assert_eq!(s.connects.len(), 1);
     assert_eq!((s.connects[0].0, s.connects[0].1.connection, s.connects[0].1.agent_pid), (0, 1, 42));
     assert_eq!(s.connects[0].1.secret, "s3cret", "the secret goes with every connection");
-    assert_eq!(link.stats(), LinkStats { spool_peak_bytes: link.stats().spool_peak_bytes, ..LinkStats::default() });
+    let st = link.stats();
+    assert_eq!(st, LinkStats { spool_peak_bytes: st.spool_peak_bytes, clock_echoes: st.clock_echoes, ..LinkStats::default() });
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn clock_probes_are_answered_between_records_with_the_guest_clock() {
+    let path = socket_path("clock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let host = {
+        let seen = seen.clone();
+        thread::spawn(move || serve(listener.accept().unwrap().0, &seen, None))
+    };
+    let conn = UnixStream::connect(&path).unwrap();
+    let link = Link::new(UnixConnector(path.clone()), conn, config(1 << 20)).unwrap();
+    let mut stream = Stream::new(link);
+    let before = monotonic_ns();
+    for i in 0..300 {
+        // Big records, so a probe often arrives while one is half written.
+        stream.send(if i % 3 == 0 { events(400) } else { log(i) }).unwrap();
+    }
+    let mut link = stream.into_inner();
+    link.finish(Duration::from_secs(10)).unwrap();
+    host.join().unwrap();
+    let after = monotonic_ns();
+    let s = seen.lock().unwrap();
+    // The records still parse and are all there: echoes never cut one.
+    assert_eq!(s.applied.len(), 300);
+    assert!(s.applied.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+    assert!(s.probes >= 25, "{} probes", s.probes);
+    // Every probe answered before the end, once, in order, with a clock reading
+    // taken during the run.
+    let ids: Vec<u32> = s.echoes.iter().map(|(e, _)| e.id).collect();
+    let answered = ids.len() as u32;
+    assert!(answered + 1 >= s.probes, "{answered} of {} probes answered", s.probes);
+    assert_eq!(ids, (1..=answered).collect::<Vec<_>>());
+    assert!(s.echoes.windows(2).all(|w| w[0].0.guest_ns <= w[1].0.guest_ns));
+    assert!(s.echoes.iter().all(|(e, _)| (before..=after).contains(&e.guest_ns)));
+    assert_eq!(link.stats().clock_echoes, u64::from(answered));
     let _ = std::fs::remove_file(&path);
 }
 

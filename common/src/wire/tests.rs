@@ -187,6 +187,7 @@ fn arb_body() -> impl Strategy<Value = Body> {
             after: Some(LinkLoss { lost_ns: 1, restored_ns: 2, attempts: 3, why: "closed".into(), acked: 4 }),
             secret,
         })),
+        (any::<u32>(), any::<u64>()).prop_map(|(id, guest_ns)| Body::ClockEcho(ClockEcho { id, guest_ns })),
     ]
 }
 
@@ -284,10 +285,12 @@ proptest! {
 
     /// Replies (host → guest) round-trip, and garbage is an error, not a panic.
     #[test]
-    fn replies_round_trip_and_garbage_is_an_error(next in any::<u64>(), garbage in proptest::collection::vec(any::<u8>(), 0..64)) {
-        let frame = encode_reply(&Reply::Ack { next }).unwrap();
-        let mut reader = FrameReader::new(frame.as_slice());
+    fn replies_round_trip_and_garbage_is_an_error(next in any::<u64>(), id in any::<u32>(), garbage in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let mut frames = encode_reply(&Reply::Ack { next }).unwrap();
+        frames.extend(encode_reply(&Reply::ClockProbe { id }).unwrap());
+        let mut reader = FrameReader::new(frames.as_slice());
         prop_assert_eq!(reader.next_reply().unwrap(), Reply::Ack { next });
+        prop_assert_eq!(reader.next_reply().unwrap(), Reply::ClockProbe { id });
         let mut reader = FrameReader::new(garbage.as_slice());
         let _ = reader.next_reply();
     }

@@ -244,6 +244,7 @@ fn spec(name: &str, program: &str, args: &[String], tracing: Tracing) -> Workloa
         args: args.to_vec(),
         origin: WorkloadOrigin::Builtin,
         tracing,
+        quiet_link: false,
     }
 }
 

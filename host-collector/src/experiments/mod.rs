@@ -7,6 +7,7 @@
 //! - [`pci`]: the guest's PCI devices, named from pci.ids, with their dmesg lines (seed §3.5).
 //! - [`random`]: /dev/random versus /dev/urandom, and when the CRNG became ready (seed §7).
 //! - [`faults`]: page faults of the malloc workload and their path (seed §5.3).
+//! - [`snapshots`]: gdbstub snapshots of the workload at a probed function, checked against the eBPF events.
 //! - [`support`]: what the guest kernel offered, and the experiments it could not run.
 
 pub mod boot;
@@ -15,6 +16,7 @@ pub mod classify;
 pub mod faults;
 pub mod pci;
 pub mod random;
+pub mod snapshots;
 pub mod spinlock;
 pub mod support;
 pub mod syscall_cr3;

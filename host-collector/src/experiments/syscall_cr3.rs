@@ -318,7 +318,9 @@ pub fn measure_condition(
             if start.elapsed() >= opts.timeout {
                 break;
             }
-            let Some(hit) = l.next_hit(client, &mut reader, entry)? else { break };
+            let Some(hit) = l.next_hit(client, &mut reader, entry)? else {
+                break;
+            };
             l.step_over(client, entry, &hit)?;
             l.last_path = Some(hit.ids.path);
         }
@@ -432,7 +434,11 @@ pub fn trace_function(
 }
 
 /// Inserts a breakpoint, runs `f`, and removes the breakpoint whatever `f` returned.
-fn with_breakpoint<T>(client: &mut Client, entry: u64, f: impl FnOnce(&mut Client) -> Result<T, Cr3Error>) -> Result<T, Cr3Error> {
+pub(crate) fn with_breakpoint<T>(
+    client: &mut Client,
+    entry: u64,
+    f: impl FnOnce(&mut Client) -> Result<T, Cr3Error>,
+) -> Result<T, Cr3Error> {
     if client.is_running() {
         client.interrupt()?;
     }
@@ -447,16 +453,21 @@ fn with_breakpoint<T>(client: &mut Client, entry: u64, f: impl FnOnce(&mut Clien
     Ok(value)
 }
 
-struct Hit {
-    ids: TaskIds,
-    base: u64,
-    thread: Option<ThreadId>,
-    stopped: Instant,
+/// One breakpoint stop and the task it stopped in.
+pub(crate) struct Hit {
+    /// `current`'s ids.
+    pub ids: TaskIds,
+    /// The vCPU's per-cpu base.
+    pub base: u64,
+    /// The vCPU that stopped.
+    pub thread: Option<ThreadId>,
+    /// When the stop arrived.
+    pub stopped: Instant,
     rt_at_stop: u64,
 }
 
-/// Resume → stop → condition, with the bookkeeping both entry points share.
-struct HitLoop {
+/// Resume → stop → condition, with the bookkeeping the gdbstub experiments share.
+pub(crate) struct HitLoop {
     step_over_mode: StepOver,
     hit_timeout: Duration,
     keep_samples: usize,
@@ -465,17 +476,17 @@ struct HitLoop {
     samples_all: Vec<u32>,
     seen: Vec<u32>,
     run_to_hit: Vec<Duration>,
-    handling: Vec<Duration>,
+    pub(crate) handling: Vec<Duration>,
     per_hit: Vec<Duration>,
-    hits: u64,
-    resumed: u64,
+    pub(crate) hits: u64,
+    pub(crate) resumed: u64,
     other_rts: u64,
     last_resume: Option<Instant>,
     last_path: Option<MemoryPath>,
 }
 
 impl HitLoop {
-    fn new(opts: &Cr3Options) -> HitLoop {
+    pub(crate) fn new(opts: &Cr3Options) -> HitLoop {
         HitLoop {
             step_over_mode: opts.step_over,
             hit_timeout: opts.hit_timeout,
@@ -497,7 +508,7 @@ impl HitLoop {
 
     /// Resumes, waits for the next hit and reads `current` there. `None`: no hit in time
     /// (the target is stopped again by an interrupt).
-    fn next_hit(&mut self, client: &mut Client, reader: &mut CurrentReader, entry: u64) -> Result<Option<Hit>, Cr3Error> {
+    pub(crate) fn next_hit(&mut self, client: &mut Client, reader: &mut CurrentReader, entry: u64) -> Result<Option<Hit>, Cr3Error> {
         let resumed = Instant::now();
         if let Some(prev) = self.last_resume.replace(resumed) {
             self.per_hit.push(resumed - prev);
@@ -542,7 +553,7 @@ impl HitLoop {
     }
 
     /// Leaves the breakpoint address so the next resume runs on.
-    fn step_over(&mut self, client: &mut Client, entry: u64, hit: &Hit) -> Result<(), Cr3Error> {
+    pub(crate) fn step_over(&mut self, client: &mut Client, entry: u64, hit: &Hit) -> Result<(), Cr3Error> {
         let (rt_at_stop, stopped) = (hit.rt_at_stop, hit.stopped);
         match self.step_over_mode {
             StepOver::KeepBreakpoint => {

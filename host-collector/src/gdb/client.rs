@@ -125,6 +125,28 @@ pub struct Client {
     broken: bool,
     breakpoints: BTreeSet<u64>,
     transcript: Vec<(Direction, Vec<u8>)>,
+    /// Since when the VM is held (stopped by the stub), if it is.
+    held_since: Option<Instant>,
+    /// Every finished hold, in order.
+    holds: Vec<Hold>,
+    /// Time of each request answered by a plain reply (not a stop), for the latency
+    /// between the stub and the host.
+    reply_times: Vec<Duration>,
+}
+
+/// A time the stub held the VM: from a stop (or the client's connection, which pauses
+/// QEMU) to the next resume or detach. The guest's clocks stand still meanwhile (QEMU
+/// stops its virtual clock and the CPU tick count with the VM), so a hold shifts the
+/// guest clock against the host's by its length. Single steps do not end a hold: QEMU
+/// steps with timers off (its default `SSTEP_NOTIMER`), and the guest's clock does not
+/// move over one (measured: counting steps as running left ~0.18 ms per step
+/// unaccounted in the clock fit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// When the stop was seen.
+    pub from: Instant,
+    /// When the resume was sent.
+    pub to: Instant,
 }
 
 impl std::fmt::Debug for Client {
@@ -180,6 +202,10 @@ impl Client {
             broken: false,
             breakpoints: BTreeSet::new(),
             transcript: Vec::new(),
+            // QEMU pauses the VM when a client connects.
+            held_since: Some(Instant::now()),
+            holds: Vec::new(),
+            reply_times: Vec::new(),
         };
         let reply = c.request_text("qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386")?;
         c.features = reply.split(';').filter(|s| !s.is_empty()).map(str::to_string).collect();
@@ -313,9 +339,13 @@ impl Client {
         let request = String::from_utf8_lossy(payload).into_owned();
         let framed = packet::encode(payload);
         tracing::trace!(request = %request, "gdb >");
+        let sent = Instant::now();
         self.write_raw(&framed)?;
-        let reply = self.await_packet(Some(&framed), &request, expect, Instant::now() + timeout)?;
+        let reply = self.await_packet(Some(&framed), &request, expect, sent + timeout)?;
         self.round_trips += 1;
+        if expect == Expect::Reply {
+            self.reply_times.push(sent.elapsed());
+        }
         Ok(reply)
     }
 
@@ -369,6 +399,7 @@ impl Client {
 
     fn note_stop(&mut self, stop: &StopReply) {
         self.running = false;
+        self.held_since.get_or_insert_with(Instant::now);
         self.g_thread = if self.opts.stop_selects_thread { stop.thread() } else { None };
         self.last_stop = Some(stop.clone());
     }
@@ -508,7 +539,9 @@ impl Client {
             let n = (len - out.len()).min(max);
             let hex = match self.request_text(&format!("m{at:x},{n:x}")) {
                 Ok(h) => h,
-                Err(GdbError::Refused { code, .. }) => return Err(GdbError::Memory { addr: at, len: n, code }),
+                Err(GdbError::Refused { code, .. }) => {
+                    return Err(GdbError::Memory { addr: at, len: n, code });
+                }
                 Err(e) => return Err(e),
             };
             let bytes = packet::decode_hex(hex.as_bytes())?;
@@ -600,6 +633,7 @@ impl Client {
         self.ensure_stopped("c")?;
         let framed = packet::encode(b"c");
         tracing::trace!("gdb > c");
+        self.release();
         self.write_raw(&framed)?;
         self.running = true;
         self.g_thread = None;
@@ -646,6 +680,26 @@ impl Client {
         self.stop_from(&reply, "interrupt")
     }
 
+    /// The VM runs again from now: ends the current hold.
+    fn release(&mut self) {
+        if let Some(from) = self.held_since.take() {
+            self.holds.push(Hold { from, to: Instant::now() });
+        }
+    }
+
+    /// The holds so far (the current one not included).
+    pub fn holds(&self) -> &[Hold] {
+        &self.holds
+    }
+
+    /// Median time of a request answered by a plain reply (a register or memory read):
+    /// the host ↔ stub round trip. `None` before any.
+    pub fn median_reply_time(&self) -> Option<Duration> {
+        let mut t = self.reply_times.clone();
+        t.sort_unstable();
+        t.get(t.len() / 2).copied()
+    }
+
     fn ensure_stopped(&self, request: &str) -> Result<(), GdbError> {
         if self.running {
             return Err(GdbError::UnexpectedReply { request: request.into(), reply: "(target is already running)".into() });
@@ -667,8 +721,15 @@ impl Client {
 
     /// Removes our breakpoints, restores virtual memory mode, and detaches: the
     /// guest runs on. A running target is interrupted first.
-    pub fn detach(mut self) -> Result<(), GdbError> {
-        self.detach_inner()
+    pub fn detach(self) -> Result<(), GdbError> {
+        self.detach_with_holds().map(drop)
+    }
+
+    /// [`Client::detach`], returning every time the VM was held, the last one ending
+    /// at the detach.
+    pub fn detach_with_holds(mut self) -> Result<Vec<Hold>, GdbError> {
+        self.detach_inner()?;
+        Ok(std::mem::take(&mut self.holds))
     }
 
     fn detach_inner(&mut self) -> Result<(), GdbError> {
@@ -687,7 +748,11 @@ impl Client {
         }
         let pid = self.last_stop.as_ref().and_then(StopReply::thread).and_then(|t| t.pid).unwrap_or(1);
         let request = if self.multiprocess { format!("D;{pid:x}") } else { "D".to_string() };
+        let sent = Instant::now();
         self.expect_ok(&request)?;
+        if let Some(from) = self.held_since.take() {
+            self.holds.push(Hold { from, to: sent });
+        }
         self.detached = true;
         tracing::debug!("detached from the gdbstub");
         Ok(())

@@ -19,7 +19,7 @@ pub mod target;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, Hold};
 pub use kernel::{CurrentReader, CurrentTask, KernelLayout};
 pub use packet::{StopReply, ThreadId};
 pub use target::{RegisterInfo, TargetDescription};

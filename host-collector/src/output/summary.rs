@@ -34,6 +34,9 @@ pub struct Summary {
     pub kernel: crate::experiments::support::KernelSupport,
     /// Experiments that did not run, and why.
     pub skipped: Vec<crate::experiments::support::Skipped>,
+    /// Guest and host on one time line: the clock-sync exchange, the gdbstub's holds and
+    /// snapshots, and their cross-check against the eBPF events.
+    pub timeline: TimelineReport,
     /// The Perfetto trace, if written.
     pub trace: Option<TraceInfo>,
     /// The lab's claims, checked against this run.
@@ -51,10 +54,43 @@ pub struct TraceInfo {
     pub packets: u64,
     /// Probe events in it.
     pub events: u64,
-    /// Host ns since QEMU launch minus guest CLOCK_MONOTONIC ns.
-    pub guest_to_host_offset_ns: i64,
-    /// How the two clocks were related.
-    pub clock_sync: String,
+    /// gdbstub snapshots in it (instants with their registers).
+    pub snapshots: usize,
+    /// gdbstub holds in it (slices).
+    pub holds: usize,
+}
+
+/// How guest time was put on the host's axis, and the gdbstub snapshots on it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TimelineReport {
+    /// The clock-sync exchange: probes sent, answered, given up.
+    pub probes: crate::stream::clock_probe::ProbeCounts,
+    /// The fit (guest → host running time), when any round trip was answered.
+    pub fit: Option<crate::timeline::clock::ClockMap>,
+    /// Every answered round trip (host ns since QEMU's launch, guest ns).
+    pub samples: Vec<crate::timeline::clock::Sample>,
+    /// The fit's error bound had the holds been ignored (one straight line through
+    /// every sample), ns: how far the guest clock fell behind while held.
+    pub error_bound_ignoring_holds_ns: Option<f64>,
+    /// Times the gdbstub held the VM during the traced run.
+    pub holds: usize,
+    /// Their total, ms.
+    pub held_ms: f64,
+    /// How guest times were mapped, in words.
+    pub method: String,
+    /// The gdbstub snapshots of the traced run.
+    pub snapshots: Option<SnapshotsReport>,
+}
+
+/// The gdbstub snapshots of the traced run and their cross-check.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SnapshotsReport {
+    /// The run, if it worked.
+    pub run: Option<crate::experiments::snapshots::SnapshotRun>,
+    /// Why it did not.
+    pub error: Option<String>,
+    /// Each snapshot against the nearest eBPF event on its CPU.
+    pub cross_check: Option<crate::experiments::snapshots::CrossCheck>,
 }
 
 /// One boot of the CR3 experiment.

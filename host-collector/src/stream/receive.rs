@@ -7,6 +7,10 @@
 //! acknowledged, and the outage (its time on both clocks, what was resent) goes into the
 //! [`LinkReport`]. A connection whose first record is not a `Connect` of this run's agent
 //! is refused and counted, and so is one without the run's secret.
+//!
+//! On the same connection the collector runs the clock-sync exchange
+//! ([`super::clock_probe`]): the agent's echoes are taken out of the stream before the
+//! session sees it, and their round trips come back in [`Received::clock`].
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -19,6 +23,8 @@ use serde::Serialize;
 
 use crate::output::summary::Outcome;
 use crate::session::Session;
+use crate::stream::clock_probe::{ClockProber, ProbeCounts};
+use crate::timeline::clock::Sample;
 
 /// Why a run stopped waiting for the guest before the stream ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +207,17 @@ pub struct Received {
     pub hello_host_s: Option<f64>,
     /// The connections.
     pub link: LinkReport,
+    /// The clock-sync exchange's round trips.
+    pub clock: ClockExchange,
+}
+
+/// What the clock-sync exchange of a run measured.
+#[derive(Clone, Debug, Default)]
+pub struct ClockExchange {
+    /// Every answered round trip, in order (host times since QEMU's launch).
+    pub samples: Vec<Sample>,
+    /// Probes sent, answered, given up.
+    pub counts: ProbeCounts,
 }
 
 /// How often `alive` is asked while data keeps arriving (a busy stream never times out).
@@ -231,9 +248,19 @@ struct Acker {
     last: Instant,
     acks_sent: u64,
     errors: u64,
+    prober: ClockProber,
 }
 
 impl Acker {
+    /// Writes a clock probe if one is due.
+    fn probe_if_due(&mut self) {
+        if let Some(frame) = self.prober.due()
+            && self.conn.write_all(&frame).is_err()
+        {
+            self.prober.write_failed();
+        }
+    }
+
     /// Notes that records below `next` are stored.
     fn applied(&mut self, next: u64) {
         self.next = next;
@@ -284,6 +311,7 @@ impl PatientReader<'_, '_, '_> {
     fn check(&mut self) -> io::Result<()> {
         self.last_check = Instant::now();
         self.acker.ack_if_due(false);
+        self.acker.probe_if_due();
         if let Err(stop) = (self.alive)() {
             let e = io::Error::other(stop.to_string());
             self.interrupted = Some(Interrupt::Stop(stop));
@@ -384,6 +412,7 @@ fn body_name(b: &Body) -> &'static str {
         Body::Finished(_) => "Finished",
         Body::Heartbeat { .. } => "Heartbeat",
         Body::Connect(_) => "Connect",
+        Body::ClockEcho(_) => "ClockEcho",
     }
 }
 
@@ -417,6 +446,8 @@ struct Receiver<'s, 'a, 'b, 'c> {
     bytes: u64,
     hello_host_s: Option<f64>,
     link: LinkReport,
+    /// Lent to each connection's [`Acker`] while it is served.
+    prober: Option<ClockProber>,
 }
 
 impl Receiver<'_, '_, '_, '_> {
@@ -461,6 +492,7 @@ impl Receiver<'_, '_, '_, '_> {
             last: Instant::now(),
             acks_sent: 0,
             errors: 0,
+            prober: self.prober.take().expect("the prober is home between connections"),
         };
         // At once: what is already stored, so the agent need not resend it.
         acker.ack_if_due(true);
@@ -486,6 +518,12 @@ impl Receiver<'_, '_, '_, '_> {
             if matches!(rec.body, Body::Connect(_)) {
                 break Ok(ConnEnd::Lost("a second Connect record on one connection".into()));
             }
+            if let Body::ClockEcho(echo) = &rec.body {
+                let acker = &mut frames.get_mut().acker;
+                acker.prober.echo(echo);
+                acker.probe_if_due();
+                continue;
+            }
             if let Err(e) = self.session.apply(rec) {
                 break Ok(ConnEnd::OutputFailed(e));
             }
@@ -497,6 +535,7 @@ impl Receiver<'_, '_, '_, '_> {
             let acker = &mut frames.get_mut().acker;
             acker.applied(self.session.seq.next);
             acker.ack_if_due(done);
+            acker.probe_if_due();
             if done {
                 break Ok(ConnEnd::Done);
             }
@@ -507,6 +546,8 @@ impl Receiver<'_, '_, '_, '_> {
             }
         };
         drop(frames);
+        reader.acker.prober.connection_ended();
+        self.prober = Some(reader.acker.prober);
         self.bytes += reader.bytes;
         self.link.acks_sent += reader.acker.acks_sent;
         self.link.ack_errors += reader.acker.errors;
@@ -556,7 +597,9 @@ impl Receiver<'_, '_, '_, '_> {
                     Err(why) => self.link.refused.push(why),
                 },
                 Ok(None) => {}
-                Err(e) => return Err(Stop::new("link lost", format!("accepting the agent's reconnection: {e}"))),
+                Err(e) => {
+                    return Err(Stop::new("link lost", format!("accepting the agent's reconnection: {e}")));
+                }
             }
             if Instant::now() >= deadline {
                 return Err(Stop::new(
@@ -593,6 +636,7 @@ pub fn receive(
         bytes: 0,
         hello_host_s: None,
         link: LinkReport::default(),
+        prober: Some(ClockProber::new(t0)),
     };
     let mut outcome = Outcome::default();
     let mut decode_error = None;
@@ -685,5 +729,7 @@ pub fn receive(
         let detail = outcome.detail.take().unwrap_or_default();
         outcome.detail = Some(format!("{detail} (the link was lost at {:.1} s: {})", o.lost_host_s, o.why));
     }
-    Received { outcome, bytes: rx.bytes, decode_error, hello_host_s: rx.hello_host_s, link: rx.link }
+    let prober = rx.prober.take().expect("the prober is home after the last connection");
+    let clock = ClockExchange { samples: prober.samples().to_vec(), counts: prober.counts().clone() };
+    Received { outcome, bytes: rx.bytes, decode_error, hello_host_s: rx.hello_host_s, link: rx.link, clock }
 }

@@ -1,0 +1,429 @@
+//! gdbstub snapshots taken while the eBPF probes trace the same calls, and the check
+//! that both saw the same thing.
+//!
+//! During the traced run the collector puts a hardware breakpoint on a probed kernel
+//! function (`alloc_fd`, which the `alloc_fd` kprobe also watches) and, at each hit by
+//! the workload, takes a snapshot: registers, and `current`'s pid and comm read
+//! through the page tables (BTF offsets, as in [`super::syscall_cr3`]). Hits by other
+//! processes are stepped over. Every stop is a hold: the guest's clock stands still
+//! until the resume, so the holds go to the timeline ([`crate::timeline::holds`]).
+//!
+//! The cross-check ([`cross_check`]): for each snapshot, the eBPF event nearest in
+//! time on the same CPU, on the one time line; the two must name the same task.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::syscall_cr3::{Cr3Error, Cr3Options, HitLoop, with_breakpoint};
+use crate::gdb::{Client, CurrentReader, KernelLayout};
+use crate::guest::btf::TaskOffsets;
+use crate::guest::kallsyms::Kallsyms;
+use crate::timeline::clock::Timeline;
+
+/// The function the breakpoint goes on.
+pub const SNAPSHOT_SYMBOL: &str = "alloc_fd";
+/// Registers recorded in each snapshot.
+pub const SNAPSHOT_REGISTERS: &[&str] =
+    &["rip", "rsp", "rdi", "rsi", "cr3", "gs_base", "k_gs_base"];
+
+/// Settings of a snapshot run.
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    /// Snapshots of the target to take.
+    pub snapshots: usize,
+    /// Hits of other processes allowed before giving up.
+    pub max_other_hits: u64,
+    /// Longest the breakpoint stays in.
+    pub timeout: Duration,
+    /// Longest wait for one hit (also how often `done` is looked at).
+    pub hit_timeout: Duration,
+}
+
+impl Default for SnapshotOptions {
+    /// Few snapshots, by design: every stop also stops the VM's vhost-user vsock backend
+    /// (QEMU stops vhost-user devices with the VM), and many stop/start cycles in quick
+    /// succession have been seen to leave the guest's vsock link dead.
+    fn default() -> SnapshotOptions {
+        SnapshotOptions {
+            snapshots: 8,
+            max_other_hits: 200,
+            timeout: Duration::from_secs(20),
+            hit_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One stop of the workload at the breakpoint.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// When the stop was seen, host ns since QEMU's launch.
+    pub host_ns: u64,
+    /// The vCPU that stopped (gdb thread id − 1, the kernel's CPU number).
+    pub cpu: Option<u32>,
+    /// `current->pid` (thread id).
+    pub pid: u32,
+    /// `current->tgid`.
+    pub tgid: u32,
+    /// `current->comm`.
+    pub comm: String,
+    /// [`SNAPSHOT_REGISTERS`], by name.
+    pub registers: Vec<(String, u64)>,
+}
+
+/// What a snapshot run did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SnapshotRun {
+    /// The function the breakpoint was on.
+    pub symbol: String,
+    /// Its run-time address.
+    pub address: u64,
+    /// The process snapshotted.
+    pub target_tgid: u32,
+    /// The snapshots, in order.
+    pub snapshots: Vec<Snapshot>,
+    /// Hits of other processes, stepped over.
+    pub other_hits: u64,
+    /// Every time the stub held the VM, host ns since QEMU's launch, as the host saw it
+    /// (from a stop reply's arrival to a resume's sending).
+    pub holds: Vec<(u64, u64)>,
+    /// Median host ↔ stub round trip of a plain request (a register read), ns.
+    pub stub_round_trip_ns: u64,
+    /// What ended it.
+    pub ended: String,
+}
+
+/// Connects to the gdbstub, takes up to `opts.snapshots` snapshots of `tgid` at
+/// [`SNAPSHOT_SYMBOL`] (stopping early once `done` is set: the process ended), and
+/// detaches. Host times are measured from `launched`.
+pub fn take(
+    gdb: SocketAddr,
+    kallsyms: &Kallsyms,
+    offsets: &TaskOffsets,
+    tgid: u32,
+    launched: Instant,
+    done: &AtomicBool,
+    opts: &SnapshotOptions,
+) -> Result<SnapshotRun, Cr3Error> {
+    let mut client = Client::connect(gdb, Default::default())?;
+    let run = take_on(&mut client, kallsyms, offsets, tgid, launched, done, opts);
+    let rtt = client.median_reply_time().unwrap_or_default();
+    let holds = client.detach_with_holds();
+    let mut run = run?;
+    run.stub_round_trip_ns = rtt.as_nanos() as u64;
+    run.holds = holds?
+        .iter()
+        .map(|h| (since(launched, h.from), since(launched, h.to)))
+        .collect();
+    Ok(run)
+}
+
+fn since(launched: Instant, t: Instant) -> u64 {
+    t.saturating_duration_since(launched).as_nanos() as u64
+}
+
+fn take_on(
+    client: &mut Client,
+    kallsyms: &Kallsyms,
+    offsets: &TaskOffsets,
+    tgid: u32,
+    launched: Instant,
+    done: &AtomicBool,
+    opts: &SnapshotOptions,
+) -> Result<SnapshotRun, Cr3Error> {
+    let address = kallsyms
+        .by_name(SNAPSHOT_SYMBOL)
+        .ok_or(Cr3Error::MissingSymbol(SNAPSHOT_SYMBOL))?
+        .addr;
+    let mut reader = CurrentReader::new(KernelLayout::new(kallsyms, offsets.clone())?);
+    let loop_opts = Cr3Options {
+        hit_timeout: opts.hit_timeout,
+        keep_samples: 0,
+        ..Cr3Options::default()
+    };
+    with_breakpoint(client, address, |client| {
+        let mut l = HitLoop::new(&loop_opts);
+        let start = Instant::now();
+        let mut snapshots = Vec::new();
+        let ended = loop {
+            if snapshots.len() >= opts.snapshots {
+                break "every snapshot taken";
+            }
+            if l.resumed >= opts.max_other_hits + snapshots.len() as u64 {
+                break "other-process hit limit";
+            }
+            if start.elapsed() >= opts.timeout {
+                break "time limit";
+            }
+            if done.load(Ordering::Relaxed) {
+                break "the process ended";
+            }
+            let Some(hit) = l.next_hit(client, &mut reader, address)? else {
+                if done.load(Ordering::Relaxed) {
+                    break "the process ended";
+                }
+                continue;
+            };
+            tracing::debug!(
+                pid = hit.ids.pid,
+                tgid = hit.ids.tgid,
+                target = tgid,
+                "alloc_fd hit"
+            );
+            if hit.ids.tgid == tgid {
+                let regs = client.read_registers()?;
+                let (comm, _) = reader.read_kernel(
+                    client,
+                    hit.ids.task + u64::from(reader.layout().task.comm),
+                    16,
+                    crate::gdb::kernel::Access::Auto,
+                )?;
+                let comm = comm
+                    .split(|b| *b == 0)
+                    .next()
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .unwrap_or_default();
+                snapshots.push(Snapshot {
+                    host_ns: since(launched, hit.stopped),
+                    cpu: hit.thread.map(|t| t.tid.saturating_sub(1) as u32),
+                    pid: hit.ids.pid,
+                    tgid: hit.ids.tgid,
+                    comm,
+                    registers: SNAPSHOT_REGISTERS
+                        .iter()
+                        .filter_map(|name| regs.get(name).map(|v| (name.to_string(), v)))
+                        .collect(),
+                });
+            }
+            l.step_over(client, address, &hit)?;
+        };
+        Ok(SnapshotRun {
+            symbol: SNAPSHOT_SYMBOL.into(),
+            address,
+            target_tgid: tgid,
+            other_hits: l.resumed.saturating_sub(snapshots.len() as u64),
+            snapshots,
+            holds: Vec::new(),
+            stub_round_trip_ns: 0,
+            ended: ended.into(),
+        })
+    })
+}
+
+/// An eBPF event, as the cross-check needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventPoint {
+    /// Guest CLOCK_MONOTONIC, ns.
+    pub ts_ns: u64,
+    /// CPU it ran on.
+    pub cpu: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Probe name.
+    pub probe: &'static str,
+}
+
+/// One snapshot against its nearest event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Match {
+    /// Index of the snapshot.
+    pub snapshot: usize,
+    /// The snapshot's pid (thread id) and the event's.
+    pub pids: (u32, u32),
+    /// The event's probe.
+    pub probe: String,
+    /// Event time minus snapshot time on the guest clock, µs (positive: after).
+    pub delta_us: f64,
+    /// Whether the pids agree.
+    pub agree: bool,
+    /// The first event of the probe on the breakpoint's function, on the same CPU, at or
+    /// after the snapshot: its thread id and how long after the stop it was stamped, µs
+    /// (the same call, seen by both).
+    pub same_call: Option<(u32, f64)>,
+}
+
+/// The cross-check of a snapshot run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CrossCheck {
+    /// Snapshots compared (those with a CPU and an event on it).
+    pub compared: usize,
+    /// Of those, the ones whose nearest event names the same thread.
+    pub agreed: usize,
+    /// Snapshots with no event on their CPU.
+    pub without_event: usize,
+    /// Largest |delta|, µs.
+    pub max_abs_delta_us: f64,
+    /// Median |delta|, µs.
+    pub median_abs_delta_us: f64,
+    /// The probe on the breakpoint's function.
+    pub same_call_probe: String,
+    /// Snapshots whose next event of that probe on the same CPU is the same thread.
+    pub same_call_agreed: usize,
+    /// Median time from a stop to that event on the guest clock, µs.
+    pub same_call_median_us: f64,
+    /// Largest, µs.
+    pub same_call_max_us: f64,
+    /// Each comparison.
+    pub matches: Vec<Match>,
+}
+
+/// For each snapshot, the event nearest in time on its CPU, and the next event of
+/// `probe` (the one on the breakpoint's function) on it (times compared on the guest
+/// clock: a snapshot is the guest instant its hold began). `events` need not be sorted.
+pub fn cross_check(
+    snapshots: &[Snapshot],
+    events: &[EventPoint],
+    timeline: &Timeline,
+    probe: &str,
+) -> CrossCheck {
+    let mut by_cpu: std::collections::BTreeMap<u32, Vec<&EventPoint>> = Default::default();
+    for e in events {
+        by_cpu.entry(e.cpu).or_default().push(e);
+    }
+    for v in by_cpu.values_mut() {
+        v.sort_by_key(|e| e.ts_ns);
+    }
+    let mut out = CrossCheck {
+        same_call_probe: probe.to_string(),
+        ..CrossCheck::default()
+    };
+    for (i, s) in snapshots.iter().enumerate() {
+        let Some(list) = s.cpu.and_then(|c| by_cpu.get(&c)) else {
+            out.without_event += 1;
+            continue;
+        };
+        let at = timeline.to_guest(s.host_ns as f64);
+        let k = list.partition_point(|e| (e.ts_ns as f64) < at);
+        let nearest = [k.checked_sub(1), Some(k)]
+            .into_iter()
+            .flatten()
+            .filter_map(|j| list.get(j))
+            .min_by(|a, b| {
+                (a.ts_ns as f64 - at)
+                    .abs()
+                    .total_cmp(&(b.ts_ns as f64 - at).abs())
+            });
+        let Some(e) = nearest else {
+            out.without_event += 1;
+            continue;
+        };
+        let agree = e.tid == s.pid;
+        // A probe's timestamp is taken a little into the call: the event of the same
+        // call may sort just before the estimated stop; allow the timeline's bound.
+        let from = at - timeline.map.error_bound_ns.max(0.0);
+        let same_call = list[list.partition_point(|e| (e.ts_ns as f64) < from)..]
+            .iter()
+            .find(|e| e.probe == probe)
+            .map(|e| (e.tid, (e.ts_ns as f64 - at) / 1e3));
+        out.compared += 1;
+        out.agreed += usize::from(agree);
+        out.same_call_agreed += usize::from(same_call.is_some_and(|(tid, _)| tid == s.pid));
+        out.matches.push(Match {
+            snapshot: i,
+            pids: (s.pid, e.tid),
+            probe: e.probe.to_string(),
+            delta_us: (e.ts_ns as f64 - at) / 1e3,
+            agree,
+            same_call,
+        });
+    }
+    let (median, max) = median_max(out.matches.iter().map(|m| m.delta_us.abs()));
+    (out.median_abs_delta_us, out.max_abs_delta_us) = (median, max);
+    let (median, max) = median_max(
+        out.matches
+            .iter()
+            .filter_map(|m| m.same_call.map(|(_, d)| d)),
+    );
+    (out.same_call_median_us, out.same_call_max_us) = (median, max);
+    out
+}
+
+/// Median and largest of `values` (0 for none).
+fn median_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    (
+        v.get(v.len() / 2).copied().unwrap_or(0.0),
+        v.last().copied().unwrap_or(0.0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::clock::{ClockMap, Timeline};
+    use crate::timeline::holds::Holds;
+
+    fn timeline(offset_ns: f64, holds: Vec<(u64, u64)>) -> Timeline {
+        let map = ClockMap {
+            offset_ns,
+            drift: 0.0,
+            guest_ref_ns: 0,
+            error_bound_ns: 0.0,
+            consistent: true,
+            samples: 1,
+            best_rtt_ns: 0,
+            span_ns: 0,
+        };
+        Timeline {
+            map,
+            holds: Holds::new(holds),
+        }
+    }
+
+    fn snap(host_ns: u64, cpu: u32, pid: u32) -> Snapshot {
+        Snapshot {
+            host_ns,
+            cpu: Some(cpu),
+            pid,
+            tgid: pid,
+            comm: "fopen".into(),
+            registers: Vec::new(),
+        }
+    }
+
+    fn ev(ts_ns: u64, cpu: u32, tid: u32) -> EventPoint {
+        EventPoint {
+            ts_ns,
+            cpu,
+            tid,
+            pid: tid,
+            probe: "alloc_fd",
+        }
+    }
+
+    #[test]
+    fn nearest_event_on_the_same_cpu_is_compared_in_guest_time() {
+        // Guest = host − 1 s before the hold at 5 s; the hold lasts 2 ms.
+        let t = timeline(1.0e9, vec![(5_000_000_000, 5_002_000_000)]);
+        let snaps = [snap(5_000_000_000, 0, 42), snap(7_000_000_000, 1, 43)];
+        let events = [
+            ev(4_000_010_000, 0, 42), // 10 µs after the stop, in guest time
+            ev(4_000_005_000, 1, 99), // nearer in time but on the other CPU
+            ev(5_998_000_000, 1, 7),  // the second snapshot's nearest: a different thread
+        ];
+        let c = cross_check(&snaps, &events, &t, "alloc_fd");
+        assert_eq!((c.compared, c.agreed, c.without_event), (2, 1, 0));
+        assert!(
+            (c.matches[0].delta_us - 10.0).abs() < 1e-6,
+            "{:?}",
+            c.matches[0]
+        );
+        assert!(!c.matches[1].agree);
+        assert_eq!(c.matches[1].pids, (43, 7));
+        // The same call: the next alloc_fd event on the CPU.
+        assert_eq!(c.matches[0].same_call.map(|(tid, _)| tid), Some(42));
+        assert_eq!(c.same_call_agreed, 1);
+    }
+
+    #[test]
+    fn a_snapshot_without_events_on_its_cpu_is_counted_not_compared() {
+        let t = timeline(0.0, Vec::new());
+        let c = cross_check(&[snap(10, 3, 1)], &[ev(10, 0, 1)], &t, "alloc_fd");
+        assert_eq!((c.compared, c.without_event), (0, 1));
+    }
+}
