@@ -836,8 +836,7 @@ fn timeline_of(c: &Collected, report: &mut summary::TimelineReport) -> Option<Ti
         Ok(run) => summary::SnapshotsReport { run: Some(run.clone()), ..Default::default() },
         Err(e) => summary::SnapshotsReport { error: Some(e.clone()), ..Default::default() },
     });
-    // Each hold may have lasted up to one stub round trip longer for the guest.
-    let holds = Holds::new(host_holds).with_slack(run.map_or(0, |r| r.stub_round_trip_ns));
+    let holds = Holds::with_slack(host_holds);
     report.holds = holds.len();
     report.held_ms = holds.total_ns() as f64 / 1e6;
     if let Some(map) = clock::fit(&c.clock.samples, &holds) {
@@ -853,9 +852,10 @@ fn timeline_of(c: &Collected, report: &mut summary::TimelineReport) -> Option<Ti
                 String::new()
             } else {
                 format!(
-                    ", with the {} gdbstub holds taken out (each as the host saw it, give or take one {:.0} µs stub round trip)",
+                    ", with the {} gdbstub holds taken out (as the host saw them; the {:.1} ms their single steps took may have \
+                     run the guest's clock, so each may have been that much shorter)",
                     holds.len(),
-                    holds.slack_ns() as f64 / 1e3
+                    holds.slack_total_ns() as f64 / 1e6
                 )
             }
         );
@@ -936,7 +936,7 @@ fn write_trace<W: io::Write>(
     }
     let (mut n_snapshots, mut n_holds) = (0, 0);
     if let Some(run) = s.timeline.snapshots.as_ref().and_then(|r| r.run.as_ref()) {
-        for &(a, z) in &run.holds {
+        for &(a, z, _) in &run.holds {
             w.slice(&crate::output::perfetto::Slice {
                 track: GDB_TRACK.into(),
                 name: "VM held (guest clock stopped)".into(),

@@ -279,9 +279,11 @@ fn replays_a_recorded_qemu_pti_session() {
     let cur = reader.current(&mut c).unwrap();
     assert_eq!((cur.ids.pid, cur.comm.as_str(), cur.per_cpu_base), (94, "init", base));
     // The VM was held from the connection to the resume, and from the breakpoint stop,
-    // through the single step (QEMU steps with timers off), to the detach.
+    // through the single step (counted as stepping), to the detach.
     let holds = c.detach_with_holds().unwrap();
     assert_eq!(holds.len(), 2, "{holds:?}");
+    assert_eq!(holds[0].stepping, Duration::ZERO);
+    assert!(holds[1].stepping > Duration::ZERO && holds[1].stepping <= holds[1].to - holds[1].from, "{holds:?}");
     assert!(holds.iter().all(|h| h.from <= h.to));
     assert!(holds.windows(2).all(|w| w[0].to <= w[1].from), "holds overlap: {holds:?}");
     let seen = replayer.join().unwrap();

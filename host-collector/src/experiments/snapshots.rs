@@ -87,8 +87,9 @@ pub struct SnapshotRun {
     /// Hits of other processes, stepped over.
     pub other_hits: u64,
     /// Every time the stub held the VM, host ns since QEMU's launch, as the host saw it
-    /// (from a stop reply's arrival to a resume's sending).
-    pub holds: Vec<(u64, u64)>,
+    /// (from a stop reply's arrival to a resume's sending), with the time single steps
+    /// inside it ran the VM: `(from, to, stepping)`.
+    pub holds: Vec<(u64, u64, u64)>,
     /// Median host ↔ stub round trip of a plain request (a register read), ns.
     pub stub_round_trip_ns: u64,
     /// What ended it.
@@ -115,7 +116,7 @@ pub fn take(
     run.stub_round_trip_ns = rtt.as_nanos() as u64;
     run.holds = holds?
         .iter()
-        .map(|h| (since(launched, h.from), since(launched, h.to)))
+        .map(|h| (since(launched, h.from), since(launched, h.to), h.stepping.as_nanos() as u64))
         .collect();
     Ok(run)
 }

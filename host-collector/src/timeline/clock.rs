@@ -58,7 +58,7 @@ pub struct ClockMap {
     /// Guest time the offset refers to (the first sample's), ns.
     pub guest_ref_ns: u64,
     /// Largest error of a mapped time within the sampled span, ns (for a time after
-    /// holds, add [`Holds::slack_ns`] per hold before it).
+    /// holds, add up to their slack, [`Holds::uncertainty_before`]).
     pub error_bound_ns: f64,
     /// Whether one line passes through every sample's window. When not, the bound is
     /// how far the best line misses the worst window plus half the tightest window.
@@ -165,9 +165,10 @@ pub fn fit(samples: &[Sample], holds: &Holds) -> Option<ClockMap> {
             let g = s.guest_ns as f64;
             Window {
                 x: g - guest_ref_ns as f64,
-                // Holds longer than seen would put the truth lower, never higher.
-                lo: holds.running(s.host_send_ns as f64) - g - holds.uncertainty_before(s.host_send_ns as f64),
-                hi: holds.running(s.host_recv_ns as f64) - g,
+                lo: holds.running(s.host_send_ns as f64) - g,
+                // Holds shorter for the guest than seen (single steps ran it) would put
+                // the truth higher, never lower.
+                hi: holds.running(s.host_recv_ns as f64) - g + holds.uncertainty_before(s.host_recv_ns as f64),
             }
         })
         .collect();
@@ -305,26 +306,22 @@ mod tests {
         assert!(naive.error_bound_ns > 100.0e6, "naive bound {}", naive.error_bound_ns);
     }
 
-    /// Holds the guest lived 60 µs longer each than the host saw: inconsistent as seen,
-    /// consistent once each hold may be up to 100 µs longer.
+    /// Holds the guest lived 60 µs shorter each than the host saw (a step ran it):
+    /// inconsistent as seen, consistent once each may be up to 100 µs shorter.
     #[test]
-    fn hold_slack_absorbs_holds_seen_short() {
+    fn hold_slack_absorbs_holds_seen_long() {
         let lived: Vec<(u64, u64)> = (0..10).map(|i| (3_000_000_000 + i * 20_000_000, 3_005_000_000 + i * 20_000_000)).collect();
-        let seen: Vec<(u64, u64)> = lived.iter().map(|&(a, z)| (a + 30_000, z - 30_000)).collect();
+        let seen: Vec<(u64, u64)> = lived.iter().map(|&(a, z)| (a - 30_000, z + 30_000)).collect();
         let truth = Holds::new(lived);
         let samples: Vec<Sample> = (0..80)
             .map(|i| {
                 let h = truth.host(1.0e9 + i as f64 * 50.0e6 + 1.0e9);
-                Sample {
-                    host_send_ns: (h - 20_000.0) as u64,
-                    guest_ns: (1.0e9 + i as f64 * 50.0e6) as u64,
-                    host_recv_ns: (h + 20_000.0) as u64,
-                }
+                Sample { host_send_ns: (h - 20_000.0) as u64, guest_ns: (1.0e9 + i as f64 * 50.0e6) as u64, host_recv_ns: (h + 20_000.0) as u64 }
             })
             .filter(|s| truth.running(s.host_send_ns as f64) + 40_000.0 >= truth.running(s.host_recv_ns as f64))
             .collect();
         assert!(!fit(&samples, &Holds::new(seen.clone())).unwrap().consistent);
-        let m = fit(&samples, &Holds::new(seen).with_slack(100_000)).unwrap();
+        let m = fit(&samples, &Holds::with_slack(seen.into_iter().map(|(a, b)| (a, b, 100_000)).collect())).unwrap();
         assert!(m.consistent, "{m:?}");
     }
 }

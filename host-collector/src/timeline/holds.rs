@@ -14,44 +14,49 @@ use serde::Serialize;
 pub struct Holds {
     /// Sorted, non-overlapping `[from, to)` intervals.
     spans: Vec<(u64, u64)>,
-    /// How much longer than its span each hold may have been for the guest, ns: the
-    /// host sees a stop only when the stub's reply arrives, and a resume takes effect
-    /// only when its request has reached the stub.
-    slack_ns: u64,
+    /// Per span: how much shorter it may have been for the guest's clock, ns (the time
+    /// single steps inside it ran the VM).
+    slack: Vec<u64>,
 }
 
 impl Holds {
     /// Holds from intervals in any order; overlapping or touching ones are merged and
     /// empty ones dropped.
-    pub fn new(mut spans: Vec<(u64, u64)>) -> Holds {
-        spans.retain(|(a, b)| b > a);
+    pub fn new(spans: Vec<(u64, u64)>) -> Holds {
+        Holds::with_slack(spans.into_iter().map(|(a, b)| (a, b, 0)).collect())
+    }
+
+    /// Holds from `(from, to, slack)`: each may have been up to `slack` ns shorter for
+    /// the guest's clock.
+    pub fn with_slack(mut spans: Vec<(u64, u64, u64)>) -> Holds {
+        spans.retain(|(a, b, _)| b > a);
         spans.sort_unstable();
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
-        for (a, b) in spans {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
+        let mut slack: Vec<u64> = Vec::with_capacity(spans.len());
+        for (a, b, s) in spans {
+            match (merged.last_mut(), slack.last_mut()) {
+                (Some(last), Some(ls)) if a <= last.1 => {
+                    last.1 = last.1.max(b);
+                    *ls += s;
+                }
+                _ => {
+                    merged.push((a, b));
+                    slack.push(s);
+                }
             }
         }
-        Holds {
-            spans: merged,
-            slack_ns: 0,
-        }
+        Holds { spans: merged, slack }
     }
 
-    /// These holds, each possibly up to `slack_ns` longer for the guest.
-    pub fn with_slack(self, slack_ns: u64) -> Holds {
-        Holds { slack_ns, ..self }
+    /// Total slack, ns.
+    pub fn slack_total_ns(&self) -> u64 {
+        self.slack.iter().sum()
     }
 
-    /// The per-hold slack, ns.
-    pub fn slack_ns(&self) -> u64 {
-        self.slack_ns
-    }
-
-    /// How much more held time than the spans say may lie before `host_ns`, ns.
+    /// How much less held time than the spans say may lie before `host_ns`, ns.
     pub fn uncertainty_before(&self, host_ns: f64) -> f64 {
-        self.spans.partition_point(|&(a, _)| (a as f64) < host_ns) as f64 * self.slack_ns as f64
+        let n = self.spans.partition_point(|&(a, _)| (a as f64) < host_ns);
+        self.slack[..n].iter().sum::<u64>() as f64
     }
 
     /// The intervals, sorted.
