@@ -55,6 +55,7 @@ pub fn render(s: &Summary) -> String {
     }
     render_support(&mut md, s);
     render_experiments(&mut md, s);
+    render_timeline(&mut md, s);
     let _ = writeln!(md, "\n## The traced run: boot\n");
     let b = &s.boot;
     let _ = writeln!(md, "| milestone | host time since QEMU launch |\n|---|---|");
@@ -236,7 +237,6 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(md, "- {m}");
         }
     }
-    render_timeline(&mut md, s);
     if let Some(t) = &s.trace {
         let _ = writeln!(
             md,
