@@ -446,6 +446,8 @@ pub fn boot_and_collect(
                 secret: Some(secret.clone()),
                 ..ReceiveOptions::default()
             };
+            // Set while a gdbstub thread may hold the VM: nothing goes to the guest then.
+            let paused = options.replies_paused.clone();
             last_progress.set(Some(Instant::now()));
             let r = receive::receive(Box::new(stream), &mut listener, &mut session, &mut alive, launched, options, &mut |session| {
                 last_progress.set(Some(Instant::now()));
@@ -453,13 +455,17 @@ pub fn boot_and_collect(
                     if let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms) {
                         let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
                         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                        let paused = paused.clone();
+                        paused.store(true, std::sync::atomic::Ordering::Relaxed);
                         cr3_thread = Some(std::thread::spawn(move || {
-                            syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default()).map_err(|e| e.to_string())
+                            let r = syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default()).map_err(|e| e.to_string());
+                            paused.store(false, std::sync::atomic::Ordering::Relaxed);
+                            r
                         }));
                     }
                 }
                 match (&snapshot_thread, v.gdb_port) {
-                    (None, Some(port)) if take_snapshots => snapshot_thread = start_snapshots(session, port, launched),
+                    (None, Some(port)) if take_snapshots => snapshot_thread = start_snapshots(session, port, launched, &paused),
                     (Some(s), _) => s.note_progress(session),
                     _ => {}
                 }
@@ -560,7 +566,13 @@ impl Snapshotter {
 
 /// Starts the gdbstub snapshots when the [`SNAPSHOT_WORKLOAD`] has just started and
 /// the guest's kallsyms and BTF are in.
-fn start_snapshots<W: io::Write>(session: &Session<W>, gdb_port: u16, launched: Instant) -> Option<Snapshotter> {
+/// `paused` is set while the thread runs (nothing is written to the guest meanwhile).
+fn start_snapshots<W: io::Write>(
+    session: &Session<W>,
+    gdb_port: u16,
+    launched: Instant,
+    paused: &Arc<std::sync::atomic::AtomicBool>,
+) -> Option<Snapshotter> {
     let w = session.workloads.last().filter(|w| w.started.name == SNAPSHOT_WORKLOAD && w.exited.is_none())?;
     let kallsyms = session.kallsyms.clone()?;
     let btf = session.artifacts.get("btf").filter(|a| a.complete && !a.data.is_empty())?;
@@ -570,9 +582,16 @@ fn start_snapshots<W: io::Write>(session: &Session<W>, gdb_port: u16, launched: 
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tracing::debug!(tgid, "starting the gdbstub snapshots");
     let flag = done.clone();
+    let paused = paused.clone();
+    paused.store(true, std::sync::atomic::Ordering::Relaxed);
     let thread = std::thread::spawn(move || {
-        let offsets = crate::guest::btf::task_offsets(&btf).map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
-        snapshots::take(addr, &kallsyms, &offsets, tgid, launched, &flag, &SnapshotOptions::default()).map_err(|e| e.to_string())
+        let r = crate::guest::btf::task_offsets(&btf)
+            .map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))
+            .and_then(|offsets| {
+                snapshots::take(addr, &kallsyms, &offsets, tgid, launched, &flag, &SnapshotOptions::default()).map_err(|e| e.to_string())
+            });
+        paused.store(false, std::sync::atomic::Ordering::Relaxed);
+        r
     });
     Some(Snapshotter { tgid, done, thread })
 }

@@ -15,6 +15,8 @@
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use guestscope_common::plan::secret_matches;
@@ -145,11 +147,21 @@ pub struct ReceiveOptions {
     /// The run's secret: a connection whose `Connect` does not carry it is refused
     /// (`None`: any agent is let in).
     pub secret: Option<String>,
+    /// While set, nothing is written to the agent (no acknowledgement, no clock probe):
+    /// set while the gdbstub holds the VM, since a VM stop with vsock traffic in flight
+    /// can wedge the vhost-user vsock device.
+    pub replies_paused: Arc<AtomicBool>,
 }
 
 impl Default for ReceiveOptions {
     fn default() -> Self {
-        ReceiveOptions { stop_at_hello: false, reconnect_within: Duration::from_secs(60), faults: Vec::new(), secret: None }
+        ReceiveOptions {
+            stop_at_hello: false,
+            reconnect_within: Duration::from_secs(60),
+            faults: Vec::new(),
+            secret: None,
+            replies_paused: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
@@ -249,11 +261,15 @@ struct Acker {
     acks_sent: u64,
     errors: u64,
     prober: ClockProber,
+    paused: Arc<AtomicBool>,
 }
 
 impl Acker {
     /// Writes a clock probe if one is due.
     fn probe_if_due(&mut self) {
+        if self.paused.load(Ordering::Relaxed) {
+            return;
+        }
         if let Some(frame) = self.prober.due()
             && self.conn.write_all(&frame).is_err()
         {
@@ -269,6 +285,9 @@ impl Acker {
 
     /// Acknowledges now if something is unacknowledged and it is due (or `force`).
     fn ack_if_due(&mut self, force: bool) {
+        if self.paused.load(Ordering::Relaxed) {
+            return;
+        }
         let pending = self.sent != Some(self.next);
         let due = force || self.unacked >= ACK_EVERY_RECORDS || self.last.elapsed() >= ACK_EVERY;
         if pending && due {
@@ -493,6 +512,7 @@ impl Receiver<'_, '_, '_, '_> {
             acks_sent: 0,
             errors: 0,
             prober: self.prober.take().expect("the prober is home between connections"),
+            paused: self.options.replies_paused.clone(),
         };
         // At once: what is already stored, so the agent need not resend it.
         acker.ack_if_due(true);
