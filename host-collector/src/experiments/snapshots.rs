@@ -90,8 +90,6 @@ pub struct SnapshotRun {
     /// (from a stop reply's arrival to a resume's sending), with the time single steps
     /// inside it ran the VM: `(from, to, stepping)`.
     pub holds: Vec<(u64, u64, u64)>,
-    /// Median host ↔ stub round trip of a plain request (a register read), ns.
-    pub stub_round_trip_ns: u64,
     /// What ended it.
     pub ended: String,
 }
@@ -110,10 +108,8 @@ pub fn take(
 ) -> Result<SnapshotRun, Cr3Error> {
     let mut client = Client::connect(gdb, Default::default())?;
     let run = take_on(&mut client, kallsyms, offsets, tgid, launched, done, opts);
-    let rtt = client.median_reply_time().unwrap_or_default();
     let holds = client.detach_with_holds();
     let mut run = run?;
-    run.stub_round_trip_ns = rtt.as_nanos() as u64;
     run.holds = holds?
         .iter()
         .map(|h| (since(launched, h.from), since(launched, h.to), h.stepping.as_nanos() as u64))
@@ -207,7 +203,6 @@ fn take_on(
             other_hits: l.resumed.saturating_sub(snapshots.len() as u64),
             snapshots,
             holds: Vec::new(),
-            stub_round_trip_ns: 0,
             ended: ended.into(),
         })
     })

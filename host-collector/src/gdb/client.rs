@@ -131,9 +131,6 @@ pub struct Client {
     held_stepping: Duration,
     /// Every finished hold, in order.
     holds: Vec<Hold>,
-    /// Time of each request answered by a plain reply (not a stop), for the latency
-    /// between the stub and the host.
-    reply_times: Vec<Duration>,
 }
 
 /// A time the stub held the VM: from a stop (or the client's connection, which pauses
@@ -211,7 +208,6 @@ impl Client {
             held_since: Some(Instant::now()),
             held_stepping: Duration::ZERO,
             holds: Vec::new(),
-            reply_times: Vec::new(),
         };
         let reply = c.request_text("qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386")?;
         c.features = reply.split(';').filter(|s| !s.is_empty()).map(str::to_string).collect();
@@ -345,13 +341,9 @@ impl Client {
         let request = String::from_utf8_lossy(payload).into_owned();
         let framed = packet::encode(payload);
         tracing::trace!(request = %request, "gdb >");
-        let sent = Instant::now();
         self.write_raw(&framed)?;
-        let reply = self.await_packet(Some(&framed), &request, expect, sent + timeout)?;
+        let reply = self.await_packet(Some(&framed), &request, expect, Instant::now() + timeout)?;
         self.round_trips += 1;
-        if expect == Expect::Reply {
-            self.reply_times.push(sent.elapsed());
-        }
         Ok(reply)
     }
 
@@ -701,14 +693,6 @@ impl Client {
     /// The holds so far (the current one not included).
     pub fn holds(&self) -> &[Hold] {
         &self.holds
-    }
-
-    /// Median time of a request answered by a plain reply (a register or memory read):
-    /// the host ↔ stub round trip. `None` before any.
-    pub fn median_reply_time(&self) -> Option<Duration> {
-        let mut t = self.reply_times.clone();
-        t.sort_unstable();
-        t.get(t.len() / 2).copied()
     }
 
     fn ensure_stopped(&self, request: &str) -> Result<(), GdbError> {
