@@ -455,12 +455,8 @@ pub fn boot_and_collect(
                     if let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms) {
                         let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
                         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                        let paused = paused.clone();
-                        paused.store(true, std::sync::atomic::Ordering::Relaxed);
-                        cr3_thread = Some(std::thread::spawn(move || {
-                            let r = syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default()).map_err(|e| e.to_string());
-                            paused.store(false, std::sync::atomic::Ordering::Relaxed);
-                            r
+                        cr3_thread = Some(spawn_holding(&paused, move || {
+                            syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default()).map_err(|e| e.to_string())
                         }));
                     }
                 }
@@ -541,6 +537,27 @@ pub fn boot_and_collect(
     })
 }
 
+/// Runs `f` on a thread that may hold the VM through the gdbstub: `paused` is set from
+/// now until the thread ends, however it ends (nothing is written to the guest
+/// meanwhile, see [`ReceiveOptions::replies_paused`]).
+fn spawn_holding<T: Send + 'static>(
+    paused: &Arc<std::sync::atomic::AtomicBool>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    struct Release(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    paused.store(true, std::sync::atomic::Ordering::Relaxed);
+    let release = Release(paused.clone());
+    std::thread::spawn(move || {
+        let _release = release;
+        f()
+    })
+}
+
 /// The thread taking the traced run's gdbstub snapshots.
 struct Snapshotter {
     tgid: u32,
@@ -582,16 +599,9 @@ fn start_snapshots<W: io::Write>(
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tracing::debug!(tgid, "starting the gdbstub snapshots");
     let flag = done.clone();
-    let paused = paused.clone();
-    paused.store(true, std::sync::atomic::Ordering::Relaxed);
-    let thread = std::thread::spawn(move || {
-        let r = crate::guest::btf::task_offsets(&btf)
-            .map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))
-            .and_then(|offsets| {
-                snapshots::take(addr, &kallsyms, &offsets, tgid, launched, &flag, &SnapshotOptions::default()).map_err(|e| e.to_string())
-            });
-        paused.store(false, std::sync::atomic::Ordering::Relaxed);
-        r
+    let thread = spawn_holding(paused, move || {
+        let offsets = crate::guest::btf::task_offsets(&btf).map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
+        snapshots::take(addr, &kallsyms, &offsets, tgid, launched, &flag, &SnapshotOptions::default()).map_err(|e| e.to_string())
     });
     Some(Snapshotter { tgid, done, thread })
 }

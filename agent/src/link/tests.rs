@@ -126,9 +126,10 @@ fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
     }
 }
 
-#[test]
-fn records_flow_and_are_forgotten_once_acknowledged() {
-    let path = socket_path("flow");
+/// A link (1 MiB spool) to a scripted collector serving one connection on a fresh
+/// socket: the socket's path, what the collector saw, its thread, and the stream.
+fn served_link(name: &str) -> (PathBuf, Arc<Mutex<Seen>>, thread::JoinHandle<()>, Stream<Link<UnixConnector>>) {
+    let path = socket_path(name);
     let listener = UnixListener::bind(&path).unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let host = {
@@ -137,7 +138,12 @@ fn records_flow_and_are_forgotten_once_acknowledged() {
     };
     let conn = UnixStream::connect(&path).unwrap();
     let link = Link::new(UnixConnector(path.clone()), conn, config(1 << 20)).unwrap();
-    let mut stream = Stream::new(link);
+    (path, seen, host, Stream::new(link))
+}
+
+#[test]
+fn records_flow_and_are_forgotten_once_acknowledged() {
+    let (path, seen, host, mut stream) = served_link("flow");
     for i in 0..200 {
         stream.send(if i % 2 == 0 { events(10) } else { log(i) }).unwrap();
     }
@@ -158,16 +164,7 @@ fn records_flow_and_are_forgotten_once_acknowledged() {
 
 #[test]
 fn clock_probes_are_answered_between_records_with_the_guest_clock() {
-    let path = socket_path("clock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let host = {
-        let seen = seen.clone();
-        thread::spawn(move || serve(listener.accept().unwrap().0, &seen, None))
-    };
-    let conn = UnixStream::connect(&path).unwrap();
-    let link = Link::new(UnixConnector(path.clone()), conn, config(1 << 20)).unwrap();
-    let mut stream = Stream::new(link);
+    let (path, seen, host, mut stream) = served_link("clock");
     let before = monotonic_ns();
     for i in 0..300 {
         // Big records, so a probe often arrives while one is half written.
