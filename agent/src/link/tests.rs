@@ -80,8 +80,10 @@ struct Seen {
 }
 
 /// Serves one connection the way the collector does: expects a `Connect`, applies new
-/// records, acknowledges each, and sends a clock probe after every tenth record. Stops after `limit` records read on this connection
-/// (dropping the connection without acknowledging the last one), or at end of stream.
+/// records, acknowledges each, and sends a clock probe after every tenth record. Once a
+/// write fails (the agent closed its side), it stops writing but reads on, as the
+/// collector does. Stops after `limit` records read on this connection (dropping the
+/// connection without acknowledging the last one), or at end of stream.
 fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
     let mut writer = conn.try_clone().unwrap();
     let mut frames = FrameReader::new(conn);
@@ -89,6 +91,7 @@ fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
     let Body::Connect(c) = first.body else { panic!("first record is not Connect: {first:?}") };
     seen.lock().unwrap().connects.push((first.seq, c));
     let mut n = 0;
+    let mut writable = true;
     while let Ok(r) = frames.next_record() {
         if let Body::ClockEcho(echo) = r.body {
             let mut s = seen.lock().unwrap();
@@ -110,17 +113,14 @@ fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
             }
             s.applied.last().map_or(0, |r| r.seq + 1)
         };
-        if writer.write_all(&encode_reply(&Reply::Ack { next }).unwrap()).is_err() {
-            return;
-        }
-        if n % 10 == 0 {
-            let id = {
-                let mut s = seen.lock().unwrap();
-                s.probes += 1;
-                s.probes
-            };
-            if writer.write_all(&encode_reply(&Reply::ClockProbe { id }).unwrap()).is_err() {
-                return;
+        writable = writable && writer.write_all(&encode_reply(&Reply::Ack { next }).unwrap()).is_ok();
+        if writable && n % 10 == 0 {
+            let mut s = seen.lock().unwrap();
+            let id = s.probes + 1;
+            writable = writer.write_all(&encode_reply(&Reply::ClockProbe { id }).unwrap()).is_ok();
+            // Only a probe that went out counts as sent.
+            if writable {
+                s.probes = id;
             }
         }
     }
