@@ -16,8 +16,14 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("agent manifest has no parent directory"))?
         .join("probes-ebpf");
-    let probes_dir = probes_dir.to_str().context("probes-ebpf path is not UTF-8")?;
-    let package = Package { name: "guestscope-probes", root_dir: probes_dir, ..Default::default() };
+    let probes_dir = probes_dir
+        .to_str()
+        .context("probes-ebpf path is not UTF-8")?;
+    let package = Package {
+        name: "guestscope-probes",
+        root_dir: probes_dir,
+        ..Default::default()
+    };
     aya_build::build_ebpf([package], Toolchain::Nightly)?;
 
     // Under AYA_BUILD_SKIP nothing is produced; leave an empty object so the agent compiles.

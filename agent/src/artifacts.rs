@@ -26,7 +26,10 @@ use crate::stream::{Sink, Stream, StreamError};
 /// Artifacts sent at the start of a run, before the first workload: the host needs
 /// them while the workloads run (kallsyms for the gdbstub's breakpoint addresses, the
 /// BTF for task_struct offsets). (name, path).
-pub const START_FILES: &[(&str, &str)] = &[("kallsyms", "/proc/kallsyms"), ("btf", "/sys/kernel/btf/vmlinux")];
+pub const START_FILES: &[(&str, &str)] = &[
+    ("kallsyms", "/proc/kallsyms"),
+    ("btf", "/sys/kernel/btf/vmlinux"),
+];
 
 /// Largest `Artifact` chunk (small enough that sending a file in chunks keeps the agent's
 /// memory low: it holds about four chunks at a time).
@@ -37,7 +40,10 @@ pub const END_FILES: &[(&str, &str)] = &[
     ("uptime", "/proc/uptime"),
     ("cmdline", "/proc/cmdline"),
     ("version", "/proc/version"),
-    ("meltdown", "/sys/devices/system/cpu/vulnerabilities/meltdown"),
+    (
+        "meltdown",
+        "/sys/devices/system/cpu/vulnerabilities/meltdown",
+    ),
     ("cpuinfo", "/proc/cpuinfo"),
     ("entropy_avail", "/proc/sys/kernel/random/entropy_avail"),
     // The agent's own memory at the end of the run (VmHWM: its peak resident set).
@@ -49,7 +55,12 @@ pub const END_FILES: &[(&str, &str)] = &[
 pub fn chunk_bodies(name: &str, data: &[u8], chunk: usize) -> Vec<Body> {
     let chunk = chunk.max(1);
     if data.is_empty() {
-        return vec![Body::Artifact { name: name.into(), offset: 0, data: Vec::new(), last: true }];
+        return vec![Body::Artifact {
+            name: name.into(),
+            offset: 0,
+            data: Vec::new(),
+            last: true,
+        }];
     }
     let count = data.len().div_ceil(chunk);
     data.chunks(chunk)
@@ -130,22 +141,43 @@ fn send_file_chunked<W: Sink>(
     let mut offset = 0u64;
     loop {
         // A full chunk may be followed by more: read ahead to know which chunk is last.
-        let next = if current.len() == chunk { read_chunk(&mut file, chunk) } else { Ok(Vec::new()) };
+        let next = if current.len() == chunk {
+            read_chunk(&mut file, chunk)
+        } else {
+            Ok(Vec::new())
+        };
         let next = match next {
             Ok(n) => n,
             Err(e) => {
                 // What was read goes out; the artifact stays incomplete (no last chunk).
                 let len = current.len() as u64;
-                stream.send(Body::Artifact { name: name.into(), offset, data: current, last: false })?;
-                let message = format!("artifact {name} cut after {} bytes: {}", offset + len, context(e));
+                stream.send(Body::Artifact {
+                    name: name.into(),
+                    offset,
+                    data: current,
+                    last: false,
+                })?;
+                let message = format!(
+                    "artifact {name} cut after {} bytes: {}",
+                    offset + len,
+                    context(e)
+                );
                 tracing::warn!("{message}");
-                stream.send(Body::Log { level: "warn".into(), message })?;
+                stream.send(Body::Log {
+                    level: "warn".into(),
+                    message,
+                })?;
                 return Ok(());
             }
         };
         let last = next.is_empty();
         let len = current.len() as u64;
-        stream.send(Body::Artifact { name: name.into(), offset, data: current, last })?;
+        stream.send(Body::Artifact {
+            name: name.into(),
+            offset,
+            data: current,
+            last,
+        })?;
         if last {
             return Ok(());
         }
@@ -182,8 +214,10 @@ pub fn dmesg() -> io::Result<Vec<u8>> {
 
 /// Reads every record in `/dev/kmsg` without blocking.
 fn read_kmsg() -> io::Result<String> {
-    let mut kmsg =
-        OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg")?;
+    let mut kmsg = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")?;
     let mut out = String::new();
     // One read returns one record; records are at most ~8 KiB.
     let mut buf = vec![0u8; 16 * 1024];
@@ -213,7 +247,12 @@ pub fn kmsg_line(record: &[u8]) -> Option<String> {
     let first = record.lines().next()?;
     let (prefix, text) = first.split_once(';')?;
     let ts_us: u64 = prefix.split(',').nth(2)?.parse().ok()?;
-    Some(format!("[{:5}.{:06}] {}", ts_us / 1_000_000, ts_us % 1_000_000, text))
+    Some(format!(
+        "[{:5}.{:06}] {}",
+        ts_us / 1_000_000,
+        ts_us % 1_000_000,
+        text
+    ))
 }
 
 /// The kernel log buffer through `klogctl(SYSLOG_ACTION_READ_ALL)`.
@@ -228,7 +267,11 @@ fn read_klogctl() -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; size.max(4096) as usize];
     // SAFETY: the buffer is valid for `buf.len()` bytes.
     let n = unsafe {
-        libc::klogctl(SYSLOG_ACTION_READ_ALL, buf.as_mut_ptr().cast(), buf.len() as libc::c_int)
+        libc::klogctl(
+            SYSLOG_ACTION_READ_ALL,
+            buf.as_mut_ptr().cast(),
+            buf.len() as libc::c_int,
+        )
     };
     if n < 0 {
         return Err(io::Error::last_os_error());
@@ -257,7 +300,13 @@ pub fn strip_syslog_prefix(line: &str) -> &str {
 
 /// One `pci` artifact line.
 pub fn pci_line(slot: &str, vendor: &str, device: &str, class: &str) -> String {
-    format!("{} {} {} {}", slot.trim(), vendor.trim(), device.trim(), class.trim())
+    format!(
+        "{} {} {} {}",
+        slot.trim(),
+        vendor.trim(),
+        device.trim(),
+        class.trim()
+    )
 }
 
 /// Lists the PCI devices under `devices` (normally `/sys/bus/pci/devices`).
@@ -271,7 +320,12 @@ pub fn pci_listing(devices: &Path) -> io::Result<String> {
     for slot in slots {
         let dir = devices.join(&slot);
         let field = |name: &str| read_small(&dir.join(name)).unwrap_or_else(|_| "?".into());
-        out.push_str(&pci_line(&slot, &field("vendor"), &field("device"), &field("class")));
+        out.push_str(&pci_line(
+            &slot,
+            &field("vendor"),
+            &field("device"),
+            &field("class"),
+        ));
         out.push('\n');
     }
     Ok(out)
@@ -307,7 +361,12 @@ mod tests {
             assert_eq!(bodies.len(), chunks, "len {len}");
             let mut joined = Vec::new();
             for (i, b) in bodies.iter().enumerate() {
-                let Body::Artifact { offset, data, last, .. } = b else { panic!("{b:?}") };
+                let Body::Artifact {
+                    offset, data, last, ..
+                } = b
+                else {
+                    panic!("{b:?}")
+                };
                 assert_eq!(*offset, joined.len() as u64);
                 assert_eq!(*last, i + 1 == chunks);
                 joined.extend_from_slice(data);
@@ -317,7 +376,10 @@ mod tests {
         let mut stream = Stream::new(Vec::new());
         send_file(&mut stream, "nope", dir.join("missing").to_str().unwrap()).unwrap();
         let bodies = artifacts_of(&stream.into_inner());
-        assert!(matches!(&bodies[..], [Body::Log { level, .. }] if level == "warn"), "{bodies:?}");
+        assert!(
+            matches!(&bodies[..], [Body::Log { level, .. }] if level == "warn"),
+            "{bodies:?}"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -328,7 +390,12 @@ mod tests {
         let parts: Vec<_> = bodies
             .iter()
             .map(|b| match b {
-                Body::Artifact { name, offset, data, last } => {
+                Body::Artifact {
+                    name,
+                    offset,
+                    data,
+                    last,
+                } => {
                     assert_eq!(name, "kallsyms");
                     (*offset, data.clone(), *last)
                 }
@@ -337,7 +404,11 @@ mod tests {
             .collect();
         assert_eq!(
             parts,
-            vec![(0, vec![0, 1, 2, 3], false), (4, vec![4, 5, 6, 7], false), (8, vec![8, 9], true)]
+            vec![
+                (0, vec![0, 1, 2, 3], false),
+                (4, vec![4, 5, 6, 7], false),
+                (8, vec![8, 9], true)
+            ]
         );
         assert_eq!(chunk_bodies("x", &data, 10).len(), 1);
     }
@@ -346,7 +417,12 @@ mod tests {
     fn empty_artifact_is_one_last_chunk() {
         assert_eq!(
             chunk_bodies("meltdown", &[], CHUNK),
-            vec![Body::Artifact { name: "meltdown".into(), offset: 0, data: vec![], last: true }]
+            vec![Body::Artifact {
+                name: "meltdown".into(),
+                offset: 0,
+                data: vec![],
+                last: true
+            }]
         );
     }
 
@@ -371,7 +447,10 @@ mod tests {
 
     #[test]
     fn syslog_prefixes_are_stripped() {
-        assert_eq!(strip_syslog_prefix("<6>[    0.000000] Linux"), "[    0.000000] Linux");
+        assert_eq!(
+            strip_syslog_prefix("<6>[    0.000000] Linux"),
+            "[    0.000000] Linux"
+        );
         assert_eq!(strip_syslog_prefix("<x>y"), "<x>y");
         assert_eq!(strip_syslog_prefix("plain"), "plain");
     }

@@ -29,7 +29,12 @@ impl Batcher {
     /// A batcher with the given limits (`max_events` ≥ 1).
     pub fn new(max_events: usize, max_age: Duration) -> Self {
         let max_events = max_events.max(1);
-        Batcher { events: Vec::with_capacity(max_events), opened: None, max_events, max_age }
+        Batcher {
+            events: Vec::with_capacity(max_events),
+            opened: None,
+            max_events,
+            max_age,
+        }
     }
 
     /// Adds an event read at `now`; returns true when the batch is full.
@@ -102,7 +107,10 @@ mod tests {
         assert!(b.push(ev(2), t));
         assert!(b.is_due(t));
         let got = b.take();
-        assert_eq!(got.iter().map(|e| e.ts_ns).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            got.iter().map(|e| e.ts_ns).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
         assert!(b.is_empty() && b.deadline().is_none());
     }
 
@@ -110,7 +118,10 @@ mod tests {
     fn due_by_age_from_first_event() {
         let t = Instant::now();
         let mut b = Batcher::new(1024, Duration::from_millis(50));
-        assert!(!b.is_due(t + Duration::from_secs(10)), "an empty batch is never due");
+        assert!(
+            !b.is_due(t + Duration::from_secs(10)),
+            "an empty batch is never due"
+        );
         b.push(ev(0), t);
         b.push(ev(1), t + Duration::from_millis(40));
         assert_eq!(b.deadline(), Some(t + Duration::from_millis(50)));

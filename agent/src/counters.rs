@@ -7,10 +7,12 @@ use guestscope_common::{ProbeCounters, ProbeKind};
 
 /// Sums one probe's counters over CPUs.
 pub fn sum(per_cpu: &[ProbeCounters]) -> ProbeCounters {
-    per_cpu.iter().fold(ProbeCounters::default(), |mut total, c| {
-        total.add(c);
-        total
-    })
+    per_cpu
+        .iter()
+        .fold(ProbeCounters::default(), |mut total, c| {
+            total.add(c);
+            total
+        })
 }
 
 /// Every probe kind's counters summed over CPUs, by probe name, in id order. Kinds
@@ -40,12 +42,29 @@ mod tests {
 
     #[test]
     fn sums_every_field_over_cpus() {
-        let a = ProbeCounters { matched: 1, emitted: 2, ring_full: 3, stack_failed: 4, nested: 5 };
-        let b =
-            ProbeCounters { matched: 10, emitted: 20, ring_full: 30, stack_failed: 40, nested: 50 };
+        let a = ProbeCounters {
+            matched: 1,
+            emitted: 2,
+            ring_full: 3,
+            stack_failed: 4,
+            nested: 5,
+        };
+        let b = ProbeCounters {
+            matched: 10,
+            emitted: 20,
+            ring_full: 30,
+            stack_failed: 40,
+            nested: 50,
+        };
         assert_eq!(
             sum(&[a, b]),
-            ProbeCounters { matched: 11, emitted: 22, ring_full: 33, stack_failed: 44, nested: 55 }
+            ProbeCounters {
+                matched: 11,
+                emitted: 22,
+                ring_full: 33,
+                stack_failed: 44,
+                nested: 55
+            }
         );
         assert_eq!(sum(&[]), ProbeCounters::default());
     }

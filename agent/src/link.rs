@@ -26,7 +26,10 @@ use std::{
 
 use guestscope_common::{
     ProbeKind,
-    wire::{Body, ClockEcho, Connect, DecodeError, FrameReader, LinkLoss, Record, Reply, Totals, encode_frame},
+    wire::{
+        Body, ClockEcho, Connect, DecodeError, FrameReader, LinkLoss, Record, Reply, Totals,
+        encode_frame,
+    },
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -88,12 +91,19 @@ impl Connector for VsockConnector {
     /// the probes' ring buffer fills.
     fn start(&mut self) -> io::Result<Self::Conn> {
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, VsockAddr, connect, socket};
-        let fd = socket(AddressFamily::Vsock, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
+        let fd = socket(
+            AddressFamily::Vsock,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
         match connect(fd.as_raw_fd(), &VsockAddr::new(self.cid, self.port)) {
             Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
             Err(e) => return Err(e.into()),
         }
-        Ok(crate::packet_size::SmallWrites(vsock::VsockStream::from(fd)))
+        Ok(crate::packet_size::SmallWrites(vsock::VsockStream::from(
+            fd,
+        )))
     }
 }
 
@@ -145,7 +155,14 @@ struct Down<T> {
 
 impl<T> Down<T> {
     fn new(since_ns: u64, why: String, attempts: u32) -> Down<T> {
-        Down { since_ns, why, attempts, next_try: Instant::now() + FIRST_BACKOFF, backoff: FIRST_BACKOFF, connecting: None }
+        Down {
+            since_ns,
+            why,
+            attempts,
+            next_try: Instant::now() + FIRST_BACKOFF,
+            backoff: FIRST_BACKOFF,
+            connecting: None,
+        }
     }
 
     /// Schedules the next attempt after a failed one.
@@ -255,8 +272,11 @@ impl<C: Connector> Link<C> {
             after,
             secret: self.config.secret.clone(),
         };
-        self.preamble = encode_frame(&Record { seq: first, body: Body::Connect(connect) })
-            .map_err(io::Error::other)?;
+        self.preamble = encode_frame(&Record {
+            seq: first,
+            body: Body::Connect(connect),
+        })
+        .map_err(io::Error::other)?;
         self.conn = Some(conn);
         self.write_idx = 0;
         self.write_off = 0;
@@ -274,7 +294,11 @@ impl<C: Connector> Link<C> {
             // Everything was acknowledged: nothing is lost with it (the usual end).
             tracing::debug!("connection to the host closed: {why}");
         } else {
-            tracing::warn!(acked = self.acked, unacked = self.spool.len(), "link to the host lost: {why}");
+            tracing::warn!(
+                acked = self.acked,
+                unacked = self.spool.len(),
+                "link to the host lost: {why}"
+            );
         }
         self.down = Some(Down::new(monotonic_ns(), why, 0));
     }
@@ -308,7 +332,9 @@ impl<C: Connector> Link<C> {
     }
 
     fn try_reconnect(&mut self) {
-        let Some(down) = self.down.as_mut() else { return };
+        let Some(down) = self.down.as_mut() else {
+            return;
+        };
         if down.connecting.is_none() {
             if Instant::now() < down.next_try {
                 return;
@@ -337,7 +363,11 @@ impl<C: Connector> Link<C> {
                     why: down.why,
                     acked: self.acked,
                 };
-                tracing::info!(attempts = loss.attempts, resend = self.spool.len(), "link to the host restored");
+                tracing::info!(
+                    attempts = loss.attempts,
+                    resend = self.spool.len(),
+                    "link to the host restored"
+                );
                 match self.attach(conn, Some(loss.clone())) {
                     Ok(()) => self.stats.reconnects += 1,
                     Err(e) => {
@@ -353,7 +383,9 @@ impl<C: Connector> Link<C> {
     /// is gone (the replies that came before the end are applied first: the final
     /// acknowledgement often arrives together with the host closing the connection).
     fn read_replies(&mut self) -> Result<(), String> {
-        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
         let mut buf = [0u8; 4096];
         let mut ended = None;
         loop {
@@ -393,8 +425,14 @@ impl<C: Connector> Link<C> {
 
     /// Queues the answer to clock probe `id`, stamped now.
     fn echo(&mut self, id: u32) {
-        let echo = ClockEcho { id, guest_ns: monotonic_ns() };
-        match encode_frame(&Record { seq: self.next_seq, body: Body::ClockEcho(echo) }) {
+        let echo = ClockEcho {
+            id,
+            guest_ns: monotonic_ns(),
+        };
+        match encode_frame(&Record {
+            seq: self.next_seq,
+            body: Body::ClockEcho(echo),
+        }) {
             Ok(frame) => {
                 self.preamble.extend_from_slice(&frame);
                 self.stats.clock_echoes += 1;
@@ -440,7 +478,11 @@ impl<C: Connector> Link<C> {
         loop {
             let (done, wrote) = self.write_some()?;
             // A round that wrote nothing means the room poll saw was not there: stop.
-            if done || wrote == 0 || started.elapsed() >= FLUSH_BUDGET || !self.writable_within(WRITABLE_WAIT) {
+            if done
+                || wrote == 0
+                || started.elapsed() >= FLUSH_BUDGET
+                || !self.writable_within(WRITABLE_WAIT)
+            {
                 return Ok(());
             }
         }
@@ -449,13 +491,17 @@ impl<C: Connector> Link<C> {
     /// Whether the connection has room to write within `timeout` (a hang-up or an error
     /// is not room).
     fn writable_within(&self, timeout: Duration) -> bool {
-        let Some(conn) = self.conn.as_ref() else { return false };
+        let Some(conn) = self.conn.as_ref() else {
+            return false;
+        };
         let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLOUT)];
         let ms = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
         if !matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
             return false;
         }
-        fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLOUT) && !r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+        fds[0].revents().is_some_and(|r| {
+            r.contains(PollFlags::POLLOUT) && !r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)
+        })
     }
 
     /// Writes until everything is written or the connection would block; returns whether
@@ -463,7 +509,9 @@ impl<C: Connector> Link<C> {
     fn write_some(&mut self) -> io::Result<(bool, usize)> {
         let mut wrote = 0;
         loop {
-            let Some(conn) = self.conn.as_mut() else { return Ok((true, wrote)) };
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok((true, wrote));
+            };
             // Out-of-sequence frames go between records, never inside one.
             if !self.preamble.is_empty() && self.write_off == 0 {
                 match conn.write(&self.preamble) {
@@ -478,7 +526,9 @@ impl<C: Connector> Link<C> {
                 }
                 continue;
             }
-            let Some(item) = self.spool.get(self.write_idx) else { break };
+            let Some(item) = self.spool.get(self.write_idx) else {
+                break;
+            };
             match conn.write(&item.frame[self.write_off..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
@@ -512,11 +562,19 @@ impl<C: Connector> Link<C> {
     fn wait(&self, timeout: Duration) {
         let Some(conn) = self.conn.as_ref() else {
             match self.down.as_ref() {
-                Some(Down { connecting: Some((c, _)), .. }) => {
+                Some(Down {
+                    connecting: Some((c, _)),
+                    ..
+                }) => {
                     let ms = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
-                    let _ = poll(&mut [PollFd::new(c.as_fd(), PollFlags::POLLOUT)], PollTimeout::from(ms));
+                    let _ = poll(
+                        &mut [PollFd::new(c.as_fd(), PollFlags::POLLOUT)],
+                        PollTimeout::from(ms),
+                    );
                 }
-                Some(d) => std::thread::sleep(timeout.min(d.next_try.saturating_duration_since(Instant::now()))),
+                Some(d) => std::thread::sleep(
+                    timeout.min(d.next_try.saturating_duration_since(Instant::now())),
+                ),
                 None => std::thread::sleep(timeout),
             }
             return;
@@ -545,7 +603,11 @@ impl<C: Connector> Link<C> {
                     (None, Some(d)) => format!("down: {} ({} attempts)", d.why, d.attempts),
                     (None, None) => "down".into(),
                 };
-                return Err(LinkError::Unacknowledged { records: self.spool.len(), waited: started.elapsed(), why });
+                return Err(LinkError::Unacknowledged {
+                    records: self.spool.len(),
+                    waited: started.elapsed(),
+                    why,
+                });
             }
             self.wait(WAIT_STEP);
         }
@@ -557,13 +619,21 @@ impl<C: Connector> Link<C> {
 }
 
 impl<C: Connector> Sink for Link<C> {
-    fn send_frame(&mut self, seq: u64, frame: Vec<u8>, events: &[u64; ProbeKind::COUNT]) -> io::Result<()> {
+    fn send_frame(
+        &mut self,
+        seq: u64,
+        frame: Vec<u8>,
+        events: &[u64; ProbeKind::COUNT],
+    ) -> io::Result<()> {
         self.next_seq = seq + 1;
         self.service();
         let len = frame.len() as u64;
         // Connected: wait for the collector rather than drop (backpressure), until the
         // connection is found dead.
-        while self.conn.is_some() && !self.spool.is_empty() && self.spool_bytes + len > self.config.spool_bytes {
+        while self.conn.is_some()
+            && !self.spool.is_empty()
+            && self.spool_bytes + len > self.config.spool_bytes
+        {
             self.wait(WAIT_STEP);
             self.service();
         }

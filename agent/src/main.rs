@@ -86,7 +86,11 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     let agent_start_ns = clock::monotonic_ns();
     let plan = plan::load(&args.plan)?;
-    tracing::info!(workloads = plan.workloads.len(), "plan loaded from {}", args.plan.display());
+    tracing::info!(
+        workloads = plan.workloads.len(),
+        "plan loaded from {}",
+        args.plan.display()
+    );
     let (summary, bytes) = match &args.output {
         Some(path) => {
             let mut stream = Stream::new(transport::create_file(path)?);
@@ -107,8 +111,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 secret: plan.secret.clone().unwrap_or_default(),
             };
             let conn = packet_size::SmallWrites(conn);
-            let link = Link::new(VsockConnector { cid: HOST_CID, port }, conn, config)
-                .context("setting up the connection to the host")?;
+            let link = Link::new(
+                VsockConnector {
+                    cid: HOST_CID,
+                    port,
+                },
+                conn,
+                config,
+            )
+            .context("setting up the connection to the host")?;
             let mut stream = Stream::new(link);
             let summary = session::run(&plan, &mut stream, agent_start_ns)?;
             let bytes = stream.bytes();

@@ -48,7 +48,9 @@ pub enum PlanError {
     #[error("workload {0:?}: path or argument contains a NUL byte")]
     NulByte(String),
     /// The ring-buffer size is not a power of two of at least a page.
-    #[error("plan asks for an EVENTS ring of {0} bytes (a power of two of at least 4096 is needed)")]
+    #[error(
+        "plan asks for an EVENTS ring of {0} bytes (a power of two of at least 4096 is needed)"
+    )]
     EventsBytes(u32),
     /// A workload's tracing names a probe this agent does not have.
     #[error("workload {workload:?}: unknown probe {probe:?}")]
@@ -71,10 +73,14 @@ pub enum PlanError {
 /// Reads and checks the plan at `path`.
 pub fn load(path: &Path) -> Result<RunPlan, PlanError> {
     let display = path.display().to_string();
-    let text = fs::read_to_string(path)
-        .map_err(|source| PlanError::Read { path: display.clone(), source })?;
-    let plan: RunPlan =
-        serde_json::from_str(&text).map_err(|source| PlanError::Parse { path: display, source })?;
+    let text = fs::read_to_string(path).map_err(|source| PlanError::Read {
+        path: display.clone(),
+        source,
+    })?;
+    let plan: RunPlan = serde_json::from_str(&text).map_err(|source| PlanError::Parse {
+        path: display,
+        source,
+    })?;
     check(&plan)?;
     Ok(plan)
 }
@@ -86,12 +92,22 @@ pub fn check(plan: &RunPlan) -> Result<(), PlanError> {
         return Err(PlanError::EventsBytes(bytes));
     }
     let mut names = HashSet::new();
-    for WorkloadSpec { name, path, args, tracing, .. } in &plan.workloads {
+    for WorkloadSpec {
+        name,
+        path,
+        args,
+        tracing,
+        ..
+    } in &plan.workloads
+    {
         if !names.insert(name.as_str()) {
             return Err(PlanError::DuplicateWorkload(name.clone()));
         }
         if !path.starts_with('/') {
-            return Err(PlanError::RelativePath { name: name.clone(), path: path.clone() });
+            return Err(PlanError::RelativePath {
+                name: name.clone(),
+                path: path.clone(),
+            });
         }
         if path.contains('\0') || args.iter().any(|a| a.contains('\0')) {
             return Err(PlanError::NulByte(name.clone()));
@@ -106,18 +122,22 @@ pub fn check(plan: &RunPlan) -> Result<(), PlanError> {
 fn check_tracing(workload: &str, tracing: &Tracing) -> Result<(), PlanError> {
     match tracing {
         Tracing::Plan => Ok(()),
-        Tracing::Probes(names) | Tracing::ProbesWithoutStacks(names) => match names.iter().find(|n| ProbeKind::from_name(n).is_none()) {
-            Some(probe) => Err(PlanError::UnknownWorkloadProbe {
-                workload: workload.into(),
-                probe: probe.clone(),
-            }),
-            None => Ok(()),
-        },
+        Tracing::Probes(names) | Tracing::ProbesWithoutStacks(names) => {
+            match names.iter().find(|n| ProbeKind::from_name(n).is_none()) {
+                Some(probe) => Err(PlanError::UnknownWorkloadProbe {
+                    workload: workload.into(),
+                    probe: probe.clone(),
+                }),
+                None => Ok(()),
+            }
+        }
         Tracing::FtraceKprobe(function) => {
             let symbol = !function.is_empty()
                 && function.len() <= 128
                 && !function.starts_with(|c: char| c.is_ascii_digit())
-                && function.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                && function
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
             if symbol {
                 Ok(())
             } else {
@@ -175,13 +195,19 @@ mod tests {
 
     #[test]
     fn empty_probe_list_means_all() {
-        assert_eq!(selected_probes(&plan(&[], &[])).unwrap(), ProbeKind::ALL.to_vec());
+        assert_eq!(
+            selected_probes(&plan(&[], &[])).unwrap(),
+            ProbeKind::ALL.to_vec()
+        );
     }
 
     #[test]
     fn probe_names_are_checked_and_deduplicated() {
         let p = plan(&["alloc_fd", "spin_lock", "alloc_fd"], &[]);
-        assert_eq!(selected_probes(&p).unwrap(), vec![ProbeKind::SpinLock, ProbeKind::AllocFd]);
+        assert_eq!(
+            selected_probes(&p).unwrap(),
+            vec![ProbeKind::SpinLock, ProbeKind::AllocFd]
+        );
         assert!(
             matches!(check(&plan(&["nope"], &[])), Err(PlanError::UnknownProbe(n)) if n == "nope")
         );
@@ -198,16 +224,25 @@ mod tests {
             check(&plan(&[], &[("a", "bin/a")])),
             Err(PlanError::RelativePath { .. })
         ));
-        assert!(matches!(check(&plan(&[], &[("a", "/bin/a\0")])), Err(PlanError::NulByte(_))));
+        assert!(matches!(
+            check(&plan(&[], &[("a", "/bin/a\0")])),
+            Err(PlanError::NulByte(_))
+        ));
     }
 
     #[test]
     fn ring_size_is_checked() {
-        let sized = |b| RunPlan { events_bytes: Some(b), ..plan(&[], &[]) };
+        let sized = |b| RunPlan {
+            events_bytes: Some(b),
+            ..plan(&[], &[])
+        };
         assert!(check(&sized(4096)).is_ok());
         assert!(check(&sized(1 << 20)).is_ok());
         for bad in [0, 2048, 12288, 4097] {
-            assert!(matches!(check(&sized(bad)), Err(PlanError::EventsBytes(b)) if b == bad), "{bad}");
+            assert!(
+                matches!(check(&sized(bad)), Err(PlanError::EventsBytes(b)) if b == bad),
+                "{bad}"
+            );
         }
     }
 
@@ -228,7 +263,10 @@ mod tests {
         assert!(with(Tracing::FtraceKprobe("do_sys_openat2.isra.0".into())).is_ok());
         for bad in ["", "alloc_fd\n-:x", "a b", "p:x/y alloc_fd", "0abc"] {
             assert!(
-                matches!(with(Tracing::FtraceKprobe(bad.into())), Err(PlanError::BadKprobeTarget { .. })),
+                matches!(
+                    with(Tracing::FtraceKprobe(bad.into())),
+                    Err(PlanError::BadKprobeTarget { .. })
+                ),
                 "{bad:?}"
             );
         }
@@ -239,7 +277,10 @@ mod tests {
         let mut p = plan(&[], &[("a", "/bin/a"), ("b", "/bin/b")]);
         p.workloads[1].tracing = Tracing::FtraceKprobe("alloc_fd".into());
         let json = serde_json::to_string(&p).unwrap();
-        assert!(!json.contains("\"Plan\""), "the default is left out: {json}");
+        assert!(
+            !json.contains("\"Plan\""),
+            "the default is left out: {json}"
+        );
         assert_eq!(serde_json::from_str::<RunPlan>(&json).unwrap(), p);
     }
 
@@ -251,6 +292,10 @@ mod tests {
         let p: RunPlan = serde_json::from_str(json).unwrap();
         check(&p).unwrap();
         assert_eq!(p.workloads[0].name, "fopen");
-        assert_eq!(p.workloads[0].tracing, Tracing::Plan, "a plan without tracing fields");
+        assert_eq!(
+            p.workloads[0].tracing,
+            Tracing::Plan,
+            "a plan without tracing fields"
+        );
     }
 }

@@ -134,10 +134,16 @@ where
 
 /// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK; lift it (harmless later).
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit reads a valid, initialised rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -197,25 +203,36 @@ pub fn target(kind: ProbeKind) -> &'static str {
 fn precheck(kind: ProbeKind, kallsyms: Option<&str>) -> Result<(), ProbeError> {
     match kind {
         ProbeKind::SpinLock | ProbeKind::AllocFd => match kallsyms {
-            Some(text) if !has_symbol(text, target(kind)) => Err(ProbeError::NoSymbol(target(kind).into())),
+            Some(text) if !has_symbol(text, target(kind)) => {
+                Err(ProbeError::NoSymbol(target(kind).into()))
+            }
             _ => Ok(()),
         },
         ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel => {
             let (category, name) = target(kind).split_once(':').expect("category:name");
-            let roots = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"];
+            let roots = [
+                "/sys/kernel/tracing/events",
+                "/sys/kernel/debug/tracing/events",
+            ];
             let Some(root) = roots.iter().find(|r| std::path::Path::new(r).is_dir()) else {
                 // No tracefs to look in: let the attach say what is wrong.
                 return Ok(());
             };
             let dir = format!("{root}/{category}/{name}");
-            if std::path::Path::new(&dir).is_dir() { Ok(()) } else { Err(ProbeError::NoTracepoint(target(kind).into(), dir)) }
+            if std::path::Path::new(&dir).is_dir() {
+                Ok(())
+            } else {
+                Err(ProbeError::NoTracepoint(target(kind).into(), dir))
+            }
         }
     }
 }
 
 /// Whether `/proc/kallsyms` text lists function `name` (in the kernel or a module).
 fn has_symbol(kallsyms: &str, name: &str) -> bool {
-    kallsyms.lines().any(|l| l.split_whitespace().nth(2) == Some(name))
+    kallsyms
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some(name))
 }
 
 /// The eBPF programs of probe kind `kind` (spin_lock has two: fentry and its kprobe
@@ -252,8 +269,13 @@ pub fn detach_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProbeEr
     if !is_loaded(ebpf, name) {
         return Ok(());
     }
-    let err = |source| ProbeError::Program { program: name, source };
-    let prog = ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?;
+    let err = |source| ProbeError::Program {
+        program: name,
+        source,
+    };
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?;
     let result = match prog {
         aya::programs::Program::KProbe(p) => p.unload(),
         aya::programs::Program::FEntry(p) => p.unload(),
@@ -273,7 +295,11 @@ pub fn detach_kind(ebpf: &mut Ebpf, kind: ProbeKind) -> Result<(), ProbeError> {
 
 /// Attaches probe kind `kind` as at start (fentry first for spin_lock, then its kprobe
 /// fallback), saying how, or why it could not. `btf` is the kernel's BTF, for fentry.
-pub fn attach_kind(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) -> ProbeAttach {
+pub fn attach_kind(
+    ebpf: &mut Ebpf,
+    kind: ProbeKind,
+    btf: Result<&Btf, &ProbeError>,
+) -> ProbeAttach {
     attach_one(ebpf, kind, btf)
 }
 
@@ -325,8 +351,11 @@ fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) 
         Ok(()) => record.attached = true,
         Err(e) => {
             let why = chain(&e);
-            record.note =
-                if record.note.is_empty() { why } else { format!("{}; {why}", record.note) };
+            record.note = if record.note.is_empty() {
+                why
+            } else {
+                format!("{}; {why}", record.note)
+            };
             record.method.clear();
         }
     }
@@ -428,7 +457,11 @@ mod tests {
 
     #[test]
     fn every_kind_has_its_programs_and_they_are_distinct() {
-        let mut all: Vec<&str> = ProbeKind::ALL.into_iter().flat_map(programs).copied().collect();
+        let mut all: Vec<&str> = ProbeKind::ALL
+            .into_iter()
+            .flat_map(programs)
+            .copied()
+            .collect();
         all.push(FORK_FOLLOWER);
         let n = all.len();
         all.sort_unstable();
@@ -440,7 +473,10 @@ mod tests {
     #[test]
     fn chain_joins_sources_without_repeating() {
         let io = std::io::Error::other("permission denied");
-        let e = ProbeError::Program { program: "alloc_fd", source: ProgramError::from(io) };
+        let e = ProbeError::Program {
+            program: "alloc_fd",
+            source: ProgramError::from(io),
+        };
         let text = chain(&e);
         assert!(text.starts_with("alloc_fd: "), "{text}");
         assert_eq!(text.matches("permission denied").count(), 1, "{text}");
@@ -451,8 +487,13 @@ mod tests {
         let text = "ffffffff81000000 T _raw_spin_lock\nffffffffc0000000 t alloc_fd_helper\t[m]\n";
         assert!(has_symbol(text, "_raw_spin_lock"));
         assert!(!has_symbol(text, "alloc_fd"));
-        let e = precheck(ProbeKind::AllocFd, Some(text)).unwrap_err().to_string();
-        assert_eq!(e, "alloc_fd is not in /proc/kallsyms (inlined, renamed or not built into this kernel)");
+        let e = precheck(ProbeKind::AllocFd, Some(text))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "alloc_fd is not in /proc/kallsyms (inlined, renamed or not built into this kernel)"
+        );
         assert!(precheck(ProbeKind::SpinLock, Some(text)).is_ok());
         // Without kallsyms the attach itself decides.
         assert!(precheck(ProbeKind::AllocFd, None).is_ok());

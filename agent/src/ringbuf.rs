@@ -110,7 +110,10 @@ mod tests {
         let aligned = [r];
         // SAFETY: as above.
         let raw = unsafe { std::slice::from_raw_parts(aligned.as_ptr().cast::<u8>(), size) };
-        assert_eq!(with_record(raw, |got| got.map(|e| std::ptr::eq(e, &aligned[0]))), Ok(true));
+        assert_eq!(
+            with_record(raw, |got| got.map(|e| std::ptr::eq(e, &aligned[0]))),
+            Ok(true)
+        );
         assert_eq!(with_record(&bytes[1..], |got| got.copied()), Ok(r));
         assert_eq!(with_record(&bytes[1..65], |got| got.copied()), Err(64));
     }

@@ -52,9 +52,10 @@ pub fn run<W: Sink>(
         Ok(mut loaded) => {
             let attach = probes::attach_all(&mut loaded.ebpf, &selected);
             match probes::attach_fork_follower(&mut loaded.ebpf) {
-                Ok(()) => {
-                    logs.push(("info", "fork follower attached to sched:sched_process_fork".into()))
-                }
+                Ok(()) => logs.push((
+                    "info",
+                    "fork follower attached to sched:sched_process_fork".into(),
+                )),
                 Err(e) => {
                     let message = format!(
                         "fork follower not attached, children of workloads are not traced: {}",
@@ -69,7 +70,10 @@ pub fn run<W: Sink>(
         Err(e) => {
             let why = probes::chain(&e);
             tracing::error!("no probes: {why}");
-            logs.push(("error", format!("eBPF probes not loaded, workloads run untraced: {why}")));
+            logs.push((
+                "error",
+                format!("eBPF probes not loaded, workloads run untraced: {why}"),
+            ));
             let attach = ProbeKind::ALL
                 .into_iter()
                 .map(|kind| ProbeAttach {
@@ -90,7 +94,10 @@ pub fn run<W: Sink>(
         stream.send(Body::ProbeAttach(record))?;
     }
     for (level, message) in logs {
-        stream.send(Body::Log { level: level.into(), message })?;
+        stream.send(Body::Log {
+            level: level.into(),
+            message,
+        })?;
     }
     println!("guestscope-agent: ready");
 
@@ -127,7 +134,9 @@ fn hello(agent_start_ns: u64) -> Hello {
     let kernel_release = fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    let cpus = aya::util::online_cpus().map(|c| c.len() as u32).unwrap_or(0);
+    let cpus = aya::util::online_cpus()
+        .map(|c| c.len() as u32)
+        .unwrap_or(0);
     Hello {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         kernel_release,

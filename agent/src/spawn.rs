@@ -47,7 +47,12 @@ pub struct Gated {
 impl Gated {
     /// Lets the child exec.
     pub fn release(self) -> Result<Running, SpawnError> {
-        let Gated { pid, gate, output, pidfd } = self;
+        let Gated {
+            pid,
+            gate,
+            output,
+            pidfd,
+        } = self;
         loop {
             match write(&gate, &[1]) {
                 Ok(_) => break,
@@ -99,7 +104,14 @@ pub fn spawn_gated(path: &str, argv: &[String]) -> Result<Gated, SpawnError> {
         ForkResult::Child => {
             drop(gate_w);
             drop(out_r);
-            child(&gate_r, &out_w, null.as_ref(), &c_path, &c_argv, &exec_error_prefix)
+            child(
+                &gate_r,
+                &out_w,
+                null.as_ref(),
+                &c_path,
+                &c_argv,
+                &exec_error_prefix,
+            )
         }
         ForkResult::Parent { child } => {
             drop(gate_r);
@@ -107,7 +119,12 @@ pub fn spawn_gated(path: &str, argv: &[String]) -> Result<Gated, SpawnError> {
             if let Err(e) = set_nonblocking(out_r.as_raw_fd()) {
                 tracing::warn!("output pipe stays blocking: {e}");
             }
-            Ok(Gated { pid: child, gate: gate_w, output: out_r, pidfd: pidfd_open(child) })
+            Ok(Gated {
+                pid: child,
+                gate: gate_w,
+                output: out_r,
+                pidfd: pidfd_open(child),
+            })
         }
     }
 }

@@ -102,7 +102,11 @@ impl Default for StackTable {
 impl StackTable {
     /// A table that holds at most `capacity` distinct stacks.
     pub fn with_capacity(capacity: usize) -> Self {
-        StackTable { ids: HashMap::default(), unsent: Vec::new(), capacity }
+        StackTable {
+            ids: HashMap::default(),
+            unsent: Vec::new(),
+            capacity,
+        }
     }
 
     /// The id of the stack `frames`: the one it was given before, or the next free one
@@ -134,7 +138,10 @@ impl StackTable {
             Err(e @ StackError::BadLength(_)) => (BAD_LENGTH_ID, Err(NoStack::Unusable(e))),
             Err(e @ StackError::Empty) => (EMPTY_ID, Err(NoStack::Unusable(e))),
         };
-        let event = RawEvent { stack_id, ..record.event };
+        let event = RawEvent {
+            stack_id,
+            ..record.event
+        };
         (event, outcome)
     }
 
@@ -227,7 +234,10 @@ mod tests {
         // A prefix, or the same frames in another order, is another stack.
         assert_eq!(t.intern(&[3, 2, 1]), Ok(2));
         assert_eq!(t.len(), 3);
-        assert_eq!(t.take_unsent(), vec![(0, vec![1, 2, 3]), (1, vec![1, 2]), (2, vec![3, 2, 1])]);
+        assert_eq!(
+            t.take_unsent(),
+            vec![(0, vec![1, 2, 3]), (1, vec![1, 2]), (2, vec![3, 2, 1])]
+        );
         assert_eq!(t.take_unsent(), vec![]);
         assert_eq!(t.intern(&[1, 2]), Ok(1));
         assert_eq!(t.take_unsent(), vec![]);
@@ -241,15 +251,24 @@ mod tests {
         let (e, r) = t.resolve(&record(&[0xa, 0xb], None));
         assert_eq!((e.stack_id, r), (0, Ok(0)));
         let (e, r) = t.resolve(&record(&[], Some(-17)));
-        assert_eq!((e.stack_id, r), (-17, Err(NoStack::Failed(StackError::Walk(-17)))));
+        assert_eq!(
+            (e.stack_id, r),
+            (-17, Err(NoStack::Failed(StackError::Walk(-17))))
+        );
         let (e, r) = t.resolve(&record(&[0xa], Some(12)));
         assert_eq!(e.stack_id, BAD_LENGTH_ID);
         assert_eq!(r, Err(NoStack::Unusable(StackError::BadLength(12))));
         let (e, r) = t.resolve(&record(&[], Some(8 * 65)));
         assert_eq!(e.stack_id, BAD_LENGTH_ID);
-        assert!(matches!(r, Err(NoStack::Unusable(StackError::BadLength(_)))));
+        assert!(matches!(
+            r,
+            Err(NoStack::Unusable(StackError::BadLength(_)))
+        ));
         let (e, r) = t.resolve(&record(&[], None));
-        assert_eq!((e.stack_id, r), (EMPTY_ID, Err(NoStack::Unusable(StackError::Empty))));
+        assert_eq!(
+            (e.stack_id, r),
+            (EMPTY_ID, Err(NoStack::Unusable(StackError::Empty)))
+        );
         // The rest of the event is untouched.
         assert_eq!(e.kind, 1);
         assert_eq!(t.len(), 1);
@@ -286,18 +305,43 @@ mod tests {
         let mut table = StackTable::default();
         let mut stream = Stream::new(Vec::new());
         let batch = |table: &mut StackTable, records: &[StackedEvent]| {
-            records.iter().map(|r| table.resolve(r).0).collect::<Vec<_>>()
+            records
+                .iter()
+                .map(|r| table.resolve(r).0)
+                .collect::<Vec<_>>()
         };
         let first = batch(
             &mut table,
-            &[record(&[0xa, 0xb], None), record(&[0xc], None), record(&[0xa, 0xb], None)],
+            &[
+                record(&[0xa, 0xb], None),
+                record(&[0xc], None),
+                record(&[0xa, 0xb], None),
+            ],
         );
         let a = send_batch(first, &mut table, &mut stream).unwrap();
-        assert_eq!(a, BatchSent { events: 3, stacks: 2 });
-        let second = batch(&mut table, &[record(&[0xa, 0xb], None), record(&[], Some(-14))]);
+        assert_eq!(
+            a,
+            BatchSent {
+                events: 3,
+                stacks: 2
+            }
+        );
+        let second = batch(
+            &mut table,
+            &[record(&[0xa, 0xb], None), record(&[], Some(-14))],
+        );
         let b = send_batch(second, &mut table, &mut stream).unwrap();
-        assert_eq!(b, BatchSent { events: 2, stacks: 0 });
-        assert_eq!(send_batch(vec![], &mut table, &mut stream).unwrap(), BatchSent::default());
+        assert_eq!(
+            b,
+            BatchSent {
+                events: 2,
+                stacks: 0
+            }
+        );
+        assert_eq!(
+            send_batch(vec![], &mut table, &mut stream).unwrap(),
+            BatchSent::default()
+        );
 
         let buf = stream.into_inner();
         let mut reader = FrameReader::new(buf.as_slice());
@@ -310,8 +354,20 @@ mod tests {
             }
         }
         assert_eq!(bodies.len(), 4);
-        assert_eq!(bodies[0], Body::Stack { id: 0, ips: vec![0xa, 0xb] });
-        assert_eq!(bodies[1], Body::Stack { id: 1, ips: vec![0xc] });
+        assert_eq!(
+            bodies[0],
+            Body::Stack {
+                id: 0,
+                ips: vec![0xa, 0xb]
+            }
+        );
+        assert_eq!(
+            bodies[1],
+            Body::Stack {
+                id: 1,
+                ips: vec![0xc]
+            }
+        );
         let ids = |b: &Body| match b {
             Body::Events(e) => e.iter().map(|e| e.stack_id).collect::<Vec<_>>(),
             other => panic!("not events: {other:?}"),

@@ -17,7 +17,12 @@ use crate::clock::monotonic_ns;
 pub trait Sink {
     /// Takes the frame of record `seq`, which carries `events` events per probe id (all
     /// zero for a record that is not `Events`).
-    fn send_frame(&mut self, seq: u64, frame: Vec<u8>, events: &[u64; ProbeKind::COUNT]) -> io::Result<()>;
+    fn send_frame(
+        &mut self,
+        seq: u64,
+        frame: Vec<u8>,
+        events: &[u64; ProbeKind::COUNT],
+    ) -> io::Result<()>;
 
     /// Lets the sink do its background work (read acknowledgements, reconnect).
     fn service(&mut self) {}
@@ -35,7 +40,12 @@ pub trait Sink {
 
 /// A plain writer: each frame is written whole and flushed.
 impl<W: Write> Sink for W {
-    fn send_frame(&mut self, _seq: u64, frame: Vec<u8>, _events: &[u64; ProbeKind::COUNT]) -> io::Result<()> {
+    fn send_frame(
+        &mut self,
+        _seq: u64,
+        frame: Vec<u8>,
+        _events: &[u64; ProbeKind::COUNT],
+    ) -> io::Result<()> {
         self.write_all(&frame)?;
         self.flush()
     }
@@ -63,7 +73,12 @@ pub struct Stream<W> {
 impl<W: Sink> Stream<W> {
     /// Starts a stream on `out`.
     pub fn new(out: W) -> Self {
-        Stream { out, seq: 0, bytes: 0, last_sent: Instant::now() }
+        Stream {
+            out,
+            seq: 0,
+            bytes: 0,
+            last_sent: Instant::now(),
+        }
     }
 
     /// Sends a [`Body::Heartbeat`] if nothing was sent for [`HEARTBEAT_MS`]; returns
@@ -72,7 +87,9 @@ impl<W: Sink> Stream<W> {
         if self.last_sent.elapsed() < Duration::from_millis(HEARTBEAT_MS) {
             return Ok(false);
         }
-        self.send(Body::Heartbeat { monotonic_ns: monotonic_ns() })?;
+        self.send(Body::Heartbeat {
+            monotonic_ns: monotonic_ns(),
+        })?;
         Ok(true)
     }
 
@@ -92,11 +109,15 @@ impl<W: Sink> Stream<W> {
             Body::Finished(totals) => self.out.fill_totals(totals),
             _ => {}
         }
-        let frame = encode_frame(&Record { seq, body }).map_err(|source| StreamError { seq, source })?;
+        let frame =
+            encode_frame(&Record { seq, body }).map_err(|source| StreamError { seq, source })?;
         let written = frame.len();
         self.out
             .send_frame(seq, frame, &events)
-            .map_err(|e| StreamError { seq, source: EncodeError::Io(e) })?;
+            .map_err(|e| StreamError {
+                seq,
+                source: EncodeError::Io(e),
+            })?;
         self.seq += 1;
         self.bytes += written as u64;
         self.last_sent = Instant::now();
@@ -136,7 +157,10 @@ mod tests {
     use super::*;
 
     fn log(message: &str) -> Body {
-        Body::Log { level: "info".into(), message: message.into() }
+        Body::Log {
+            level: "info".into(),
+            message: message.into(),
+        }
     }
 
     #[test]
@@ -165,7 +189,10 @@ mod tests {
         assert!(!stream.heartbeat_if_idle().unwrap());
         stream.last_sent -= Duration::from_millis(HEARTBEAT_MS);
         assert!(stream.heartbeat_if_idle().unwrap());
-        assert!(!stream.heartbeat_if_idle().unwrap(), "the heartbeat itself resets the clock");
+        assert!(
+            !stream.heartbeat_if_idle().unwrap(),
+            "the heartbeat itself resets the clock"
+        );
         let buf = stream.into_inner();
         let mut reader = FrameReader::new(buf.as_slice());
         reader.next_record().unwrap();

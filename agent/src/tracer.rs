@@ -92,7 +92,10 @@ impl Tracer {
             plan,
             btf: None,
         };
-        Tracer { active: Some(active), ..Tracer::inactive() }
+        Tracer {
+            active: Some(active),
+            ..Tracer::inactive()
+        }
     }
 
     /// A tracer without probes: nothing is filtered or read.
@@ -117,15 +120,25 @@ impl Tracer {
 
     /// Starts tracing process `pid` (and, through the fork probe, its children).
     pub fn trace(&mut self, pid: u32) -> Result<(), FilterError> {
-        let Some(a) = self.active.as_mut() else { return Ok(()) };
-        a.traced.insert(pid, 1, 0).map_err(|source| FilterError::Insert { pid, source })
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        a.traced
+            .insert(pid, 1, 0)
+            .map_err(|source| FilterError::Insert { pid, source })
     }
 
     /// Stops tracing every process (the workload and all the descendants the fork probe
     /// added); returns how many pids were removed.
     pub fn untrace_all(&mut self) -> Result<usize, FilterError> {
-        let Some(a) = self.active.as_mut() else { return Ok(0) };
-        let pids = a.traced.keys().collect::<Result<Vec<u32>, _>>().map_err(FilterError::Clear)?;
+        let Some(a) = self.active.as_mut() else {
+            return Ok(0);
+        };
+        let pids = a
+            .traced
+            .keys()
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(FilterError::Clear)?;
         let mut removed = 0;
         for pid in pids {
             match a.traced.remove(&pid) {
@@ -222,10 +235,12 @@ impl Tracer {
 
     /// What is attached now (nothing when inactive).
     pub fn attached(&self) -> Attached {
-        self.active.as_ref().map_or_else(Attached::default, |a| Attached {
-            kinds: probes::attached_kinds(&a.ebpf),
-            fork_follower: probes::is_loaded(&a.ebpf, probes::FORK_FOLLOWER),
-        })
+        self.active
+            .as_ref()
+            .map_or_else(Attached::default, |a| Attached {
+                kinds: probes::attached_kinds(&a.ebpf),
+                fork_follower: probes::is_loaded(&a.ebpf, probes::FORK_FOLLOWER),
+            })
     }
 
     /// Attaches exactly `want`, detaching everything else; returns what could not be
@@ -281,8 +296,14 @@ impl Tracer {
 
     /// Makes the probes walk each event's stack (the default) or not.
     pub fn set_stack_walks(&mut self, on: bool) -> Result<(), MapError> {
-        let Some(a) = self.active.as_mut() else { return Ok(()) };
-        let flags = if on { 0 } else { guestscope_common::maps::NO_STACK_WALK };
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        let flags = if on {
+            0
+        } else {
+            guestscope_common::maps::NO_STACK_WALK
+        };
         a.settings.set(0, flags, 0)
     }
 
@@ -323,8 +344,14 @@ mod tests {
         assert_eq!(tracer.poll_timeout(Instant::now()), MAX_AGE);
         assert_eq!(tracer.attached(), Attached::default());
         assert!(tracer.set_attached(&Attached::default()).is_empty());
-        let all = Attached { kinds: ProbeKind::ALL.to_vec(), fork_follower: true };
-        assert_eq!(tracer.set_attached(&all), ["the eBPF probes are not loaded"]);
+        let all = Attached {
+            kinds: ProbeKind::ALL.to_vec(),
+            fork_follower: true,
+        };
+        assert_eq!(
+            tracer.set_attached(&all),
+            ["the eBPF probes are not loaded"]
+        );
         assert!(tracer.restore_plan().is_empty());
         let totals = tracer.totals();
         assert_eq!(totals.probes.len(), guestscope_common::ProbeKind::ALL.len());

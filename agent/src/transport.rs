@@ -49,8 +49,10 @@ pub enum TransportError {
 
 /// Creates the file the stream is written to (instead of the host).
 pub fn create_file(path: &Path) -> Result<BufWriter<File>, TransportError> {
-    let file = File::create(path)
-        .map_err(|source| TransportError::CreateFile { path: path.display().to_string(), source })?;
+    let file = File::create(path).map_err(|source| TransportError::CreateFile {
+        path: path.display().to_string(),
+        source,
+    })?;
     tracing::info!("writing the stream to {}", path.display());
     Ok(BufWriter::with_capacity(256 * 1024, file))
 }

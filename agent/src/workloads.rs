@@ -40,7 +40,11 @@ pub struct OutputBuffer {
 impl OutputBuffer {
     /// An empty buffer keeping at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        OutputBuffer { data: Vec::new(), limit, dropped: 0 }
+        OutputBuffer {
+            data: Vec::new(),
+            limit,
+            dropped: 0,
+        }
     }
 
     /// Appends bytes, dropping what does not fit.
@@ -134,8 +138,9 @@ fn execute<W: Sink>(
     tracer: &mut Tracer,
     stream: &mut Stream<W>,
 ) -> Result<(WorkloadExited, Duration), StreamError> {
-    let argv: Vec<String> =
-        std::iter::once(spec.path.clone()).chain(spec.args.iter().cloned()).collect();
+    let argv: Vec<String> = std::iter::once(spec.path.clone())
+        .chain(spec.args.iter().cloned())
+        .collect();
     let exited = |pid: u32, status: i32, output: String| WorkloadExited {
         name: spec.name.clone(),
         pid,
@@ -175,7 +180,10 @@ fn execute<W: Sink>(
             let drained = Instant::now();
             tracer.drain(stream)?;
             let drain = drained.elapsed();
-            return Ok((exited(pid, NEVER_RAN, format!("guestscope-agent: {e}\n")), drain));
+            return Ok((
+                exited(pid, NEVER_RAN, format!("guestscope-agent: {e}\n")),
+                drain,
+            ));
         }
     };
     tracing::info!(workload = %spec.name, pid, "started");
@@ -205,7 +213,11 @@ fn supervise<W: Sink>(
     let mut output_open = true;
     let status = loop {
         // Round up: a deadline 0.4 ms away must not become a busy 0 ms poll.
-        let wait = if quiet { QUIET_POLL } else { tracer.poll_timeout(std::time::Instant::now()) };
+        let wait = if quiet {
+            QUIET_POLL
+        } else {
+            tracer.poll_timeout(std::time::Instant::now())
+        };
         let timeout =
             PollTimeout::from(wait.as_micros().div_ceil(1000).min(u128::from(u16::MAX)) as u16);
         {
@@ -294,7 +306,10 @@ mod tests {
     fn exit_codes() {
         let pid = Pid::from_raw(1);
         assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some(3));
-        assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), Some(137));
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some(137)
+        );
         assert_eq!(exit_code(WaitStatus::StillAlive), None);
     }
 }

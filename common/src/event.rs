@@ -104,7 +104,11 @@ impl RawEvent {
 
     /// `comm` up to its first NUL byte.
     pub fn comm_bytes(&self) -> &[u8] {
-        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        let end = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
         &self.comm[..end]
     }
 }
@@ -239,13 +243,26 @@ mod tests {
         for (i, ip) in ips.iter_mut().enumerate() {
             *ip = 0xffff_ffff_8100_0000 + i as u64;
         }
-        StackedEvent { event, stack_bytes, _pad: 0, ips }
+        StackedEvent {
+            event,
+            stack_bytes,
+            _pad: 0,
+            ips,
+        }
     }
 
     #[test]
     fn frames_follow_the_walks_length() {
-        assert_eq!(stacked(16).frames(), Ok(&[0xffff_ffff_8100_0000, 0xffff_ffff_8100_0001][..]));
-        assert_eq!(stacked(8 * MAX_STACK_FRAMES as i32).frames().map(<[u64]>::len), Ok(64));
+        assert_eq!(
+            stacked(16).frames(),
+            Ok(&[0xffff_ffff_8100_0000, 0xffff_ffff_8100_0001][..])
+        );
+        assert_eq!(
+            stacked(8 * MAX_STACK_FRAMES as i32)
+                .frames()
+                .map(<[u64]>::len),
+            Ok(64)
+        );
     }
 
     #[test]
@@ -253,7 +270,10 @@ mod tests {
         assert_eq!(stacked(-17).frames(), Err(StackError::Walk(-17)));
         assert_eq!(stacked(12).frames(), Err(StackError::BadLength(12)));
         assert_eq!(stacked(8 * 65).frames(), Err(StackError::BadLength(8 * 65)));
-        assert_eq!(stacked(i32::MAX).frames(), Err(StackError::BadLength(i32::MAX)));
+        assert_eq!(
+            stacked(i32::MAX).frames(),
+            Err(StackError::BadLength(i32::MAX))
+        );
         assert_eq!(stacked(0).frames(), Err(StackError::Empty));
     }
 

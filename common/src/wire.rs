@@ -284,7 +284,9 @@ pub enum DecodeError {
     #[error("bad frame magic {0:02x?} (not a guestscope stream, or corrupt)")]
     BadMagic([u8; 4]),
     /// The frame was written by a wire version this build does not read.
-    #[error("wire version {got} is not supported (this build reads version {supported}); upgrade the collector")]
+    #[error(
+        "wire version {got} is not supported (this build reads version {supported}); upgrade the collector"
+    )]
     UnsupportedVersion {
         /// Version in the frame.
         got: u16,
@@ -347,7 +349,10 @@ pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<u32, DecodeError> {
     }
     let version = u16::from_le_bytes([header[4], header[5]]);
     if version != WIRE_VERSION {
-        return Err(DecodeError::UnsupportedVersion { got: version, supported: WIRE_VERSION });
+        return Err(DecodeError::UnsupportedVersion {
+            got: version,
+            supported: WIRE_VERSION,
+        });
     }
     let len = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     if len > MAX_PAYLOAD {
@@ -399,14 +404,20 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Record, usize), DecodeError> {
         return Err(if bytes.is_empty() {
             DecodeError::Eof
         } else {
-            DecodeError::Truncated { got: bytes.len(), want: HEADER_LEN }
+            DecodeError::Truncated {
+                got: bytes.len(),
+                want: HEADER_LEN,
+            }
         });
     }
     let header: &[u8; HEADER_LEN] = bytes[..HEADER_LEN].try_into().expect("header length");
     let len = parse_header(header)? as usize;
     let end = HEADER_LEN + len;
     if bytes.len() < end {
-        return Err(DecodeError::Truncated { got: bytes.len() - HEADER_LEN, want: len });
+        return Err(DecodeError::Truncated {
+            got: bytes.len() - HEADER_LEN,
+            want: len,
+        });
     }
     Ok((decode_payload(&bytes[HEADER_LEN..end])?, end))
 }
@@ -421,7 +432,11 @@ pub struct FrameReader<R> {
 impl<R: Read> FrameReader<R> {
     /// Wraps a stream.
     pub fn new(inner: R) -> Self {
-        FrameReader { inner, payload: Vec::new(), bytes_read: 0 }
+        FrameReader {
+            inner,
+            payload: Vec::new(),
+            bytes_read: 0,
+        }
     }
 
     /// The underlying stream.
@@ -459,7 +474,10 @@ impl<R: Read> FrameReader<R> {
             return Err(DecodeError::Eof);
         }
         if got < HEADER_LEN {
-            return Err(DecodeError::Truncated { got, want: HEADER_LEN });
+            return Err(DecodeError::Truncated {
+                got,
+                want: HEADER_LEN,
+            });
         }
         let len = parse_header(&header)? as usize;
         self.payload.resize(len, 0);

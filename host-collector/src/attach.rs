@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, WorkloadOrigin, WorkloadSpec};
 
 use crate::lab::{self, Collected, LabError, LabOutcome};
+use crate::output::lines::WholeLines;
 use crate::output::summary;
 use crate::qemu::accel::Accel;
 use crate::qemu::serial::BootMarks;
 use crate::session::Session;
-use crate::output::lines::WholeLines;
 use crate::stream::listener::PortListener;
 use crate::stream::receive::{ReceiveOptions, Stop, receive};
 
@@ -90,36 +90,80 @@ pub fn setup_text(endpoint: &Endpoint, gdb_port: u16) -> String {
 pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
     crate::inputs::check_out_dir(&o.out_dir)?;
     let started = Instant::now();
-    let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let deadline = started + o.timeout;
     let mut alive = move || match Stop::interrupted() {
         Some(stop) => Err(stop),
-        None if Instant::now() > deadline => Err(Stop::new("attach timeout", format!("no complete stream within {:?}", o.timeout))),
+        None if Instant::now() > deadline => Err(Stop::new(
+            "attach timeout",
+            format!("no complete stream within {:?}", o.timeout),
+        )),
         None => Ok(()),
     };
     let events = std::fs::File::create(o.out_dir.join("events.jsonl"))
         .map_err(|e| LabError::Setup(format!("creating events.jsonl: {e}")))?;
-    let mut session: Session<Box<dyn io::Write + Send>> = Session::new(Box::new(WholeLines::new(events)));
-    let options = ReceiveOptions { secret: o.secret.clone(), ..ReceiveOptions::default() };
+    let mut session: Session<Box<dyn io::Write + Send>> =
+        Session::new(Box::new(WholeLines::new(events)));
+    let options = ReceiveOptions {
+        secret: o.secret.clone(),
+        ..ReceiveOptions::default()
+    };
     let received = match &o.endpoint {
         Endpoint::Uds(path) => {
-            let mut listener = PortListener::bind(path, o.port).map_err(|e| LabError::Setup(e.to_string()))?;
-            eprintln!("guestscope: waiting for the agent on {}", listener.path().display());
+            let mut listener =
+                PortListener::bind(path, o.port).map_err(|e| LabError::Setup(e.to_string()))?;
+            eprintln!(
+                "guestscope: waiting for the agent on {}",
+                listener.path().display()
+            );
             let stream = listener
                 .accept_within(o.timeout, || alive().map_err(|s| s.to_string()))
                 .map_err(|e| LabError::Setup(e.to_string()))?;
-            receive(Box::new(stream), &mut listener, &mut session, &mut alive, started, options.clone(), &mut |_| {})
+            receive(
+                Box::new(stream),
+                &mut listener,
+                &mut session,
+                &mut alive,
+                started,
+                options.clone(),
+                &mut |_| {},
+            )
         }
         Endpoint::Cid(cid) => {
-            let mut listener = vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, o.port)
-                .map_err(|e| LabError::Setup(format!("listening on vsock port {}: {e} (is vhost_vsock loaded?)", o.port)))?;
-            eprintln!("guestscope: waiting for the agent of CID {cid} on vsock port {}", o.port);
-            let (stream, peer) = listener.accept().map_err(|e| LabError::Setup(format!("accepting on vsock: {e}")))?;
+            let mut listener =
+                vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, o.port).map_err(
+                    |e| {
+                        LabError::Setup(format!(
+                            "listening on vsock port {}: {e} (is vhost_vsock loaded?)",
+                            o.port
+                        ))
+                    },
+                )?;
+            eprintln!(
+                "guestscope: waiting for the agent of CID {cid} on vsock port {}",
+                o.port
+            );
+            let (stream, peer) = listener
+                .accept()
+                .map_err(|e| LabError::Setup(format!("accepting on vsock: {e}")))?;
             let peer_cid = peer.cid();
             if peer_cid != *cid {
-                return Err(LabError::Setup(format!("refused a connection from CID {peer_cid} (expected {cid})")));
+                return Err(LabError::Setup(format!(
+                    "refused a connection from CID {peer_cid} (expected {cid})"
+                )));
             }
-            receive(Box::new(stream), &mut listener, &mut session, &mut alive, started, options.clone(), &mut |_| {})
+            receive(
+                Box::new(stream),
+                &mut listener,
+                &mut session,
+                &mut alive,
+                started,
+                options.clone(),
+                &mut |_| {},
+            )
         }
     };
     let mut c = Collected {
@@ -147,5 +191,8 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
     };
     let summary = lab::finish(&o.out_dir, &mut c, run, Vec::new(), Vec::new())
         .map_err(|e| lab::outputs_error(&o.out_dir, &e))?;
-    Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
+    Ok(LabOutcome {
+        summary,
+        out_dir: o.out_dir.clone(),
+    })
 }

@@ -193,12 +193,18 @@ impl MachineProfile {
             MachineProfile::Default => Vec::new(),
             // Fixed slots, clear of the ones QEMU assigns by itself (1-4).
             MachineProfile::Seed => [
-                "-vga", "qxl",
-                "-device", "ich9-usb-uhci1,addr=0x5.0x0,multifunction=on",
-                "-device", "ich9-usb-uhci2,addr=0x5.0x1",
-                "-device", "ich9-usb-uhci3,addr=0x5.0x2",
-                "-device", "ich9-usb-ehci1,addr=0x5.0x7",
-                "-device", "virtio-balloon-pci,addr=0x6",
+                "-vga",
+                "qxl",
+                "-device",
+                "ich9-usb-uhci1,addr=0x5.0x0,multifunction=on",
+                "-device",
+                "ich9-usb-uhci2,addr=0x5.0x1",
+                "-device",
+                "ich9-usb-uhci3,addr=0x5.0x2",
+                "-device",
+                "ich9-usb-ehci1,addr=0x5.0x7",
+                "-device",
+                "virtio-balloon-pci,addr=0x6",
             ]
             .iter()
             .map(|s| s.to_string())

@@ -25,7 +25,14 @@ pub fn write_layer<W: Write>(out: W, files: &[LayerFile<'_>]) -> io::Result<W> {
     for f in files {
         let rel = f.guest_path.trim_start_matches('/');
         let mut acc = String::new();
-        for part in rel.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+        for part in rel
+            .split('/')
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+            .skip(1)
+            .rev()
+        {
             if !acc.is_empty() {
                 acc.push('/');
             }
@@ -38,7 +45,12 @@ pub fn write_layer<W: Write>(out: W, files: &[LayerFile<'_>]) -> io::Result<W> {
     let mut ino = 0x6000u32;
     for d in &dirs {
         ino += 1;
-        out = cpio::newc::Builder::new(d).ino(ino).mode(0o040755).nlink(2).write(out, 0).finish()?;
+        out = cpio::newc::Builder::new(d)
+            .ino(ino)
+            .mode(0o040755)
+            .nlink(2)
+            .write(out, 0)
+            .finish()?;
     }
     for f in files {
         ino += 1;
@@ -54,7 +66,12 @@ pub fn write_layer<W: Write>(out: W, files: &[LayerFile<'_>]) -> io::Result<W> {
 
 /// Writes `dest` = `base` followed by a layer with the plan and user workloads
 /// (`(guest file name, host path)` pairs, placed in [`USER_WORKLOAD_DIR`]).
-pub fn build_run_initrd(base: &Path, plan: &RunPlan, user: &[(String, &Path)], dest: &Path) -> io::Result<()> {
+pub fn build_run_initrd(
+    base: &Path,
+    plan: &RunPlan,
+    user: &[(String, &Path)],
+    dest: &Path,
+) -> io::Result<()> {
     build_run_initrd_with(base, plan, user, &[], dest)
 }
 
@@ -78,9 +95,21 @@ pub fn build_run_initrd_with(
         .iter()
         .map(|(name, p)| Ok((format!("{USER_WORKLOAD_DIR}/{name}"), fs::read(p)?)))
         .collect::<io::Result<_>>()?;
-    let mut files = vec![LayerFile { guest_path: PLAN_PATH.to_string(), data: &plan_json, mode: 0o600 }];
-    files.extend(blobs.iter().map(|(g, d)| LayerFile { guest_path: g.clone(), data: d, mode: 0o755 }));
-    files.extend(extra.iter().map(|f| LayerFile { guest_path: f.guest_path.clone(), data: f.data, mode: f.mode }));
+    let mut files = vec![LayerFile {
+        guest_path: PLAN_PATH.to_string(),
+        data: &plan_json,
+        mode: 0o600,
+    }];
+    files.extend(blobs.iter().map(|(g, d)| LayerFile {
+        guest_path: g.clone(),
+        data: d,
+        mode: 0o755,
+    }));
+    files.extend(extra.iter().map(|f| LayerFile {
+        guest_path: f.guest_path.clone(),
+        data: f.data,
+        mode: f.mode,
+    }));
     write_layer(&mut out, &files)?;
     out.flush()
 }
@@ -93,8 +122,16 @@ mod tests {
     #[test]
     fn layer_contains_parent_dirs_then_files_and_reads_back() {
         let files = [
-            LayerFile { guest_path: "/etc/guestscope/plan.json".into(), data: b"{}", mode: 0o600 },
-            LayerFile { guest_path: "/usr/lib/guestscope/user/x".into(), data: b"\x7fELF", mode: 0o755 },
+            LayerFile {
+                guest_path: "/etc/guestscope/plan.json".into(),
+                data: b"{}",
+                mode: 0o600,
+            },
+            LayerFile {
+                guest_path: "/usr/lib/guestscope/user/x".into(),
+                data: b"\x7fELF",
+                mode: 0o755,
+            },
         ];
         let bytes = write_layer(Vec::new(), &files).unwrap();
         let mut names = Vec::new();
@@ -113,7 +150,19 @@ mod tests {
             rest = r.finish().unwrap();
         }
         let n: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(n, ["etc", "etc/guestscope", "usr", "usr/lib", "usr/lib/guestscope", "usr/lib/guestscope/user", "etc/guestscope/plan.json", "usr/lib/guestscope/user/x"]);
+        assert_eq!(
+            n,
+            [
+                "etc",
+                "etc/guestscope",
+                "usr",
+                "usr/lib",
+                "usr/lib/guestscope",
+                "usr/lib/guestscope/user",
+                "etc/guestscope/plan.json",
+                "usr/lib/guestscope/user/x"
+            ]
+        );
         assert_eq!(names[6].1, 0o100600);
         assert_eq!(names[7].1, 0o100755);
     }

@@ -30,7 +30,9 @@ pub enum InputError {
     #[error("--workload {0}: not an x86-64 ELF executable ({1})")]
     WorkloadNotElf(PathBuf, String),
     /// A `--workload` needs a dynamic loader the guest does not have.
-    #[error("--workload {0}: dynamically linked (needs {1}); the built-in guest has no libc: build it static (e.g. --target x86_64-unknown-linux-musl or gcc -static)")]
+    #[error(
+        "--workload {0}: dynamically linked (needs {1}); the built-in guest has no libc: build it static (e.g. --target x86_64-unknown-linux-musl or gcc -static)"
+    )]
     WorkloadDynamic(PathBuf, String),
     /// A `--workload` spec could not be split into words.
     #[error("--workload '{0}': {1}")]
@@ -48,7 +50,9 @@ pub enum InputError {
     #[error("output directory {0} is not writable: {1}")]
     OutDirNotWritable(PathBuf, String),
     /// The ring-buffer size is unusable.
-    #[error("--ring-bytes {0}: the probes' ring buffer needs a power of two of at least 4096 bytes")]
+    #[error(
+        "--ring-bytes {0}: the probes' ring buffer needs a power of two of at least 4096 bytes"
+    )]
     BadRingSize(u32),
     /// A required program is missing.
     #[error("{0} not found: {1}")]
@@ -94,8 +98,8 @@ pub struct UserWorkload {
 
 /// Parses and checks one `--workload 'PATH [ARGS...]'` value.
 pub fn check_workload(spec: &str) -> Result<UserWorkload, InputError> {
-    let words =
-        shell_words::split(spec).map_err(|e| InputError::WorkloadSyntax(spec.to_string(), e.to_string()))?;
+    let words = shell_words::split(spec)
+        .map_err(|e| InputError::WorkloadSyntax(spec.to_string(), e.to_string()))?;
     let Some((path, args)) = words.split_first() else {
         return Err(InputError::WorkloadSyntax(spec.to_string(), "empty".into()));
     };
@@ -105,24 +109,41 @@ pub fn check_workload(spec: &str) -> Result<UserWorkload, InputError> {
         return Err(InputError::WorkloadNotExecutable(path));
     }
     let data = fs::read(&path).map_err(|_| InputError::WorkloadMissing(path.clone()))?;
-    if let Some(interp) = elf_interpreter(&data).map_err(|e| InputError::WorkloadNotElf(path.clone(), e))? {
+    if let Some(interp) =
+        elf_interpreter(&data).map_err(|e| InputError::WorkloadNotElf(path.clone(), e))?
+    {
         return Err(InputError::WorkloadDynamic(path, interp));
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "workload".into());
-    Ok(UserWorkload { path, name, args: args.to_vec() })
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workload".into());
+    Ok(UserWorkload {
+        path,
+        name,
+        args: args.to_vec(),
+    })
 }
 
 /// The ELF interpreter (dynamic loader) an x86-64 executable asks for, if any.
 pub fn elf_interpreter(data: &[u8]) -> Result<Option<String>, String> {
-    let header = object::elf::FileHeader64::<object::Endianness>::parse(data).map_err(|e| e.to_string())?;
+    let header =
+        object::elf::FileHeader64::<object::Endianness>::parse(data).map_err(|e| e.to_string())?;
     let endian = header.endian().map_err(|e| e.to_string())?;
     if header.e_machine(endian) != object::elf::EM_X86_64 {
         return Err("not built for x86-64".into());
     }
-    for ph in header.program_headers(endian, data).map_err(|e| e.to_string())? {
+    for ph in header
+        .program_headers(endian, data)
+        .map_err(|e| e.to_string())?
+    {
         if ph.p_type(endian) == object::elf::PT_INTERP {
-            let bytes = ph.data(endian, data).map_err(|_| "bad PT_INTERP".to_string())?;
-            let s = String::from_utf8_lossy(bytes).trim_end_matches('\0').to_string();
+            let bytes = ph
+                .data(endian, data)
+                .map_err(|_| "bad PT_INTERP".to_string())?;
+            let s = String::from_utf8_lossy(bytes)
+                .trim_end_matches('\0')
+                .to_string();
             return Ok(Some(s));
         }
     }
@@ -131,17 +152,27 @@ pub fn elf_interpreter(data: &[u8]) -> Result<Option<String>, String> {
 
 /// Checks a ring-buffer size (`--ring-bytes`).
 pub fn check_events_bytes(bytes: u32) -> Result<(), InputError> {
-    if guestscope_common::plan::valid_events_bytes(bytes) { Ok(()) } else { Err(InputError::BadRingSize(bytes)) }
+    if guestscope_common::plan::valid_events_bytes(bytes) {
+        Ok(())
+    } else {
+        Err(InputError::BadRingSize(bytes))
+    }
 }
 
 /// Checks that `port` on 127.0.0.1 is free.
 pub fn check_port_free(port: u16) -> Result<(), InputError> {
-    TcpListener::bind(("127.0.0.1", port)).map(drop).map_err(|_| InputError::PortInUse(port))
+    TcpListener::bind(("127.0.0.1", port))
+        .map(drop)
+        .map_err(|_| InputError::PortInUse(port))
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; QEMU binds it right after).
 pub fn free_port() -> Option<u16> {
-    TcpListener::bind(("127.0.0.1", 0)).ok()?.local_addr().ok().map(|a| a.port())
+    TcpListener::bind(("127.0.0.1", 0))
+        .ok()?
+        .local_addr()
+        .ok()
+        .map(|a| a.port())
 }
 
 /// Creates `dir` if needed and checks a file can be written in it.
@@ -157,7 +188,14 @@ pub fn check_out_dir(dir: &Path) -> Result<(), InputError> {
 pub fn find_program(name: &str) -> Result<PathBuf, InputError> {
     let p = Path::new(name);
     if p.components().count() > 1 {
-        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(InputError::ProgramMissing(name.into(), "no such file".into())) };
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(InputError::ProgramMissing(
+                name.into(),
+                "no such file".into(),
+            ))
+        };
     }
     std::env::var_os("PATH")
         .into_iter()
@@ -180,10 +218,16 @@ mod tests {
     fn kernel_checks() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        assert!(matches!(check_kernel(&missing), Err(InputError::KernelMissing(_))));
+        assert!(matches!(
+            check_kernel(&missing),
+            Err(InputError::KernelMissing(_))
+        ));
         let text = dir.path().join("text");
         fs::write(&text, vec![b'x'; 4096]).unwrap();
-        assert!(matches!(check_kernel(&text), Err(InputError::NotAKernel(_))));
+        assert!(matches!(
+            check_kernel(&text),
+            Err(InputError::NotAKernel(_))
+        ));
         let mut img = vec![0u8; 4096];
         img[0x202..0x206].copy_from_slice(b"HdrS");
         let k = dir.path().join("bz");
@@ -193,19 +237,31 @@ mod tests {
         fs::write(&elf, b"\x7fELF\x02\x01\x01").unwrap();
         check_kernel(&elf).unwrap();
         fs::write(&elf, b"\x7fELF\x01\x01\x01").unwrap();
-        assert!(matches!(check_kernel(&elf), Err(InputError::NotAKernel(_))), "32-bit ELF");
+        assert!(
+            matches!(check_kernel(&elf), Err(InputError::NotAKernel(_))),
+            "32-bit ELF"
+        );
     }
 
     #[test]
     fn workload_checks() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        assert!(matches!(check_workload(missing.to_str().unwrap()), Err(InputError::WorkloadMissing(_))));
+        assert!(matches!(
+            check_workload(missing.to_str().unwrap()),
+            Err(InputError::WorkloadMissing(_))
+        ));
         let script = dir.path().join("s.sh");
         fs::write(&script, "#!/bin/sh\n").unwrap();
-        assert!(matches!(check_workload(script.to_str().unwrap()), Err(InputError::WorkloadNotExecutable(_))));
+        assert!(matches!(
+            check_workload(script.to_str().unwrap()),
+            Err(InputError::WorkloadNotExecutable(_))
+        ));
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(matches!(check_workload(script.to_str().unwrap()), Err(InputError::WorkloadNotElf(..))));
+        assert!(matches!(
+            check_workload(script.to_str().unwrap()),
+            Err(InputError::WorkloadNotElf(..))
+        ));
         // The test binary itself is dynamically linked (glibc host build).
         let me = std::env::current_exe().unwrap();
         let spec = format!("{} --flag 'two words'", me.display());
@@ -213,7 +269,10 @@ mod tests {
             Err(InputError::WorkloadDynamic(_, interp)) => assert!(interp.contains("ld-linux")),
             other => panic!("expected dynamic, got {other:?}"),
         }
-        assert!(matches!(check_workload("'unclosed"), Err(InputError::WorkloadSyntax(..))));
+        assert!(matches!(
+            check_workload("'unclosed"),
+            Err(InputError::WorkloadSyntax(..))
+        ));
     }
 
     #[test]
@@ -225,7 +284,9 @@ mod tests {
 
     #[test]
     fn unwritable_out_dir_is_one_line() {
-        let err = check_out_dir(Path::new("/proc/guestscope-out")).unwrap_err().to_string();
+        let err = check_out_dir(Path::new("/proc/guestscope-out"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("output directory /proc/guestscope-out is not writable"));
         assert!(!err.contains('\n'));
     }

@@ -25,7 +25,11 @@ extern "C" fn on_signal(signal: libc::c_int) {
 
 /// Installs the handler for [`STOP_SIGNALS`] (binaries call this once, at start).
 pub fn install() -> nix::Result<()> {
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for signal in STOP_SIGNALS {
         // SAFETY: the handler only touches an atomic and calls _exit, both
         // async-signal-safe.

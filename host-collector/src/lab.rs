@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use guestscope_common::event::ProbeKind;
-use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, USER_WORKLOAD_DIR, WorkloadOrigin, WorkloadSpec};
+use guestscope_common::plan::{
+    BUILTIN_WORKLOAD_DIR, RunPlan, USER_WORKLOAD_DIR, WorkloadOrigin, WorkloadSpec,
+};
 
 use crate::experiments;
 use crate::experiments::snapshots::{self, SnapshotOptions, SnapshotRun};
@@ -162,10 +164,40 @@ pub struct LabOutcome {
 /// random-number readers go first, while the kernel's CRNG may still be
 /// initializing, so the run shows how each source behaves before and after.
 pub const BUILTIN_WORKLOADS: [(&str, &str, &[&str]); 7] = [
-    ("getrandom-before", "random", &["--getrandom-nonblock", "--reads", "20", "--bytes", "32"]),
-    ("urandom", "random", &["--device", "/dev/urandom", "--reads", "200", "--bytes", "512"]),
-    ("random", "random", &["--device", "/dev/random", "--reads", "200", "--bytes", "512"]),
-    ("getrandom-after", "random", &["--getrandom-nonblock", "--reads", "20", "--bytes", "32"]),
+    (
+        "getrandom-before",
+        "random",
+        &["--getrandom-nonblock", "--reads", "20", "--bytes", "32"],
+    ),
+    (
+        "urandom",
+        "random",
+        &[
+            "--device",
+            "/dev/urandom",
+            "--reads",
+            "200",
+            "--bytes",
+            "512",
+        ],
+    ),
+    (
+        "random",
+        "random",
+        &[
+            "--device",
+            "/dev/random",
+            "--reads",
+            "200",
+            "--bytes",
+            "512",
+        ],
+    ),
+    (
+        "getrandom-after",
+        "random",
+        &["--getrandom-nonblock", "--reads", "20", "--bytes", "32"],
+    ),
     ("cpuinfo", "cpuinfo", &[]),
     ("fopen", "fopen", &[]),
     ("malloc", "malloc", &[]),
@@ -195,7 +227,10 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
         let clash = user.iter().any(|u: &UserWorkload| u.name == w.name)
             || (o.builtin_workloads && BUILTIN_WORKLOADS.iter().any(|(n, _, _)| *n == w.name));
         if clash {
-            return Err(InputError::WorkloadDuplicate(w.path.clone(), w.name.clone()));
+            return Err(InputError::WorkloadDuplicate(
+                w.path.clone(),
+                w.name.clone(),
+            ));
         }
         user.push(w);
     }
@@ -230,7 +265,9 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
         vhost,
         gdb_port: o.gdb_port.or_else(inputs::free_port),
         accel: accel::detect(),
-        append: format!("console=ttyS0 panic=-1 {}", o.append).trim().to_string(),
+        append: format!("console=ttyS0 panic=-1 {}", o.append)
+            .trim()
+            .to_string(),
     })
 }
 
@@ -242,7 +279,10 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             if o.snapshots && name == SNAPSHOT_WORKLOAD {
                 // Time for the host to see the pid and set its breakpoint (outside the
                 // workload's timed loop).
-                args.extend(["--start-delay-ms".to_string(), SNAPSHOT_START_DELAY_MS.to_string()]);
+                args.extend([
+                    "--start-delay-ms".to_string(),
+                    SNAPSHOT_START_DELAY_MS.to_string(),
+                ]);
             }
             workloads.push(WorkloadSpec {
                 name: name.into(),
@@ -265,7 +305,12 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             quiet_link: false,
         });
     }
-    RunPlan { probes: v.probes.clone(), events_bytes: o.events_bytes, spool_bytes: o.spool_bytes, ..RunPlan::new(VSOCK_PORT, workloads) }
+    RunPlan {
+        probes: v.probes.clone(),
+        events_bytes: o.events_bytes,
+        spool_bytes: o.spool_bytes,
+        ..RunPlan::new(VSOCK_PORT, workloads)
+    }
 }
 
 /// How much of a run to do.
@@ -331,22 +376,36 @@ pub fn boot_and_collect(
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .map_err(|e| setup("creating a run directory", &e))?;
-    let user: Vec<(String, &Path)> = v.user.iter().map(|u| (u.name.clone(), u.path.as_path())).collect();
+    let user: Vec<(String, &Path)> = v
+        .user
+        .iter()
+        .map(|u| (u.name.clone(), u.path.as_path()))
+        .collect();
     let initrd = run_dir.path().join("initrd.cpio");
-    let rootfs_files = v.rootfs.as_ref().map(|r| r.layer_files()).unwrap_or_default();
+    let rootfs_files = v
+        .rootfs
+        .as_ref()
+        .map(|r| r.layer_files())
+        .unwrap_or_default();
     // Each boot gets its own secret, in the plan (a root-only file in the guest): only
     // the agent can present it.
-    let secret = guestscope_common::plan::new_secret().map_err(|e| setup("making the run's secret", &e))?;
-    let plan = &RunPlan { secret: Some(secret.clone()), ..plan.clone() };
-    image::build_run_initrd_with(&o.initrd, plan, &user, &rootfs_files, &initrd).map_err(|e| setup("writing the run's initramfs", &e))?;
+    let secret =
+        guestscope_common::plan::new_secret().map_err(|e| setup("making the run's secret", &e))?;
+    let plan = &RunPlan {
+        secret: Some(secret.clone()),
+        ..plan.clone()
+    };
+    image::build_run_initrd_with(&o.initrd, plan, &user, &rootfs_files, &initrd)
+        .map_err(|e| setup("writing the run's initramfs", &e))?;
 
-    let (mut vhost_child, backend) =
-        vhost::start(&v.vhost, run_dir.path(), GUEST_CID).map_err(|e| LabError::Setup(e.to_string()))?;
+    let (mut vhost_child, backend) = vhost::start(&v.vhost, run_dir.path(), GUEST_CID)
+        .map_err(|e| LabError::Setup(e.to_string()))?;
     let uds = match &backend {
         vhost::VsockBackend::VhostUser { uds, .. } => uds.clone(),
         vhost::VsockBackend::Kernel => unreachable!("only the vhost-user backend is started here"),
     };
-    let mut listener = PortListener::bind(&uds, VSOCK_PORT).map_err(|e| LabError::Setup(e.to_string()))?;
+    let mut listener =
+        PortListener::bind(&uds, VSOCK_PORT).map_err(|e| LabError::Setup(e.to_string()))?;
 
     let accel = o.accel.unwrap_or(v.accel.accel);
     let qemu_cfg = QemuConfig {
@@ -364,7 +423,12 @@ pub fn boot_and_collect(
         gdb_port: v.gdb_port,
         vsock: backend.clone(),
         cid: GUEST_CID,
-        extra: o.qemu_extra.iter().cloned().chain(v.rootfs.iter().flat_map(|r| r.qemu_args())).collect(),
+        extra: o
+            .qemu_extra
+            .iter()
+            .cloned()
+            .chain(v.rootfs.iter().flat_map(|r| r.qemu_args()))
+            .collect(),
     };
     tracing::info!("starting QEMU ({}): {}", accel.as_str(), qemu_cfg.display());
     let serial_state = Arc::new(Mutex::new(SerialState::default()));
@@ -376,7 +440,10 @@ pub fn boot_and_collect(
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(File::create(run_dir.path().join("qemu.stderr")).map_err(|e| setup("qemu stderr", &e))?)
+        .stderr(
+            File::create(run_dir.path().join("qemu.stderr"))
+                .map_err(|e| setup("qemu stderr", &e))?,
+        )
         .spawn()
         .map_err(|e| setup(&format!("starting {}", v.qemu.display()), &e))?;
     let stdout = child.stdout.take().expect("piped stdout");
@@ -398,7 +465,11 @@ pub fn boot_and_collect(
     // When the agent's stream last made progress (None until it connects). The gdbstub
     // experiment holds the guest at breakpoints, so it runs without the watchdog.
     let last_progress: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
-    let watchdog = if matches!(mode, Mode::Cr3 { .. }) { None } else { o.watchdog };
+    let watchdog = if matches!(mode, Mode::Cr3 { .. }) {
+        None
+    } else {
+        o.watchdog
+    };
 
     let qemu_ref = &mut qemu;
     let serial_ref = serial_state.clone();
@@ -414,7 +485,10 @@ pub fn boot_and_collect(
             return Err(Stop::new("QEMU exited", status.to_string()));
         }
         if Instant::now() > run_deadline {
-            return Err(Stop::new("run timeout", format!("the run took longer than {:?}", o.run_timeout)));
+            return Err(Stop::new(
+                "run timeout",
+                format!("the run took longer than {:?}", o.run_timeout),
+            ));
         }
         if let (Some(limit), Some(last)) = (watchdog, progress.get()) {
             if last.elapsed() >= limit {
@@ -449,23 +523,36 @@ pub fn boot_and_collect(
             // Set while a gdbstub thread may hold the VM: nothing goes to the guest then.
             let paused = options.replies_paused.clone();
             last_progress.set(Some(Instant::now()));
-            let r = receive::receive(Box::new(stream), &mut listener, &mut session, &mut alive, launched, options, &mut |session| {
-                last_progress.set(Some(Instant::now()));
-                if let (Mode::Cr3 { offsets, .. }, None, Some(port)) = (mode, &cr3_thread, v.gdb_port) {
-                    if let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms) {
-                        let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
-                        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                        cr3_thread = Some(spawn_holding(&paused, move || {
-                            syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default()).map_err(|e| e.to_string())
-                        }));
+            let r = receive::receive(
+                Box::new(stream),
+                &mut listener,
+                &mut session,
+                &mut alive,
+                launched,
+                options,
+                &mut |session| {
+                    last_progress.set(Some(Instant::now()));
+                    if let (Mode::Cr3 { offsets, .. }, None, Some(port)) =
+                        (mode, &cr3_thread, v.gdb_port)
+                    {
+                        if let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms) {
+                            let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
+                            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                            cr3_thread = Some(spawn_holding(&paused, move || {
+                                syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default())
+                                    .map_err(|e| e.to_string())
+                            }));
+                        }
                     }
-                }
-                match (&snapshot_thread, v.gdb_port) {
-                    (None, Some(port)) if take_snapshots => snapshot_thread = start_snapshots(session, port, launched, &paused),
-                    (Some(s), _) => s.note_progress(session),
-                    _ => {}
-                }
-            });
+                    match (&snapshot_thread, v.gdb_port) {
+                        (None, Some(port)) if take_snapshots => {
+                            snapshot_thread = start_snapshots(session, port, launched, &paused)
+                        }
+                        (Some(s), _) => s.note_progress(session),
+                        _ => {}
+                    }
+                },
+            );
             outcome = r.outcome;
             bytes = r.bytes;
             decode_error = r.decode_error;
@@ -489,14 +576,21 @@ pub fn boot_and_collect(
         }
     }
     drop(alive);
-    let cr3 = cr3_thread.map(|t| t.join().unwrap_or_else(|_| Err("the CR3 experiment thread panicked".into())));
+    let cr3 = cr3_thread.map(|t| {
+        t.join()
+            .unwrap_or_else(|_| Err("the CR3 experiment thread panicked".into()))
+    });
     let snapshots = match snapshot_thread {
         Some(s) => Some(s.join()),
         None if take_snapshots && outcome.complete => Some(Err(snapshots_not_started(&session))),
         None => None,
     };
     // The guest powers itself off after the agent's final record.
-    let grace = if outcome.complete && *mode != Mode::BootOnly { 30 } else { 0 };
+    let grace = if outcome.complete && *mode != Mode::BootOnly {
+        30
+    } else {
+        0
+    };
     let grace_end = Instant::now() + Duration::from_secs(grace);
     while Instant::now() < grace_end && crate::interrupt::received().is_none() {
         if let Ok(Some(_)) = qemu.wait_timeout(Duration::from_millis(100)) {
@@ -569,7 +663,11 @@ struct Snapshotter {
 impl Snapshotter {
     /// Tells the thread when its process has exited.
     fn note_progress<W: io::Write>(&self, session: &Session<W>) {
-        if session.workloads.iter().any(|w| w.started.pid == self.tgid && w.exited.is_some()) {
+        if session
+            .workloads
+            .iter()
+            .any(|w| w.started.pid == self.tgid && w.exited.is_some())
+        {
             self.done.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -577,7 +675,9 @@ impl Snapshotter {
     /// Waits for the thread (the stream has ended: its process is gone).
     fn join(self) -> Result<SnapshotRun, String> {
         self.done.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap_or_else(|_| Err("the snapshot thread panicked".into()))
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err("the snapshot thread panicked".into()))
     }
 }
 
@@ -590,9 +690,15 @@ fn start_snapshots<W: io::Write>(
     launched: Instant,
     paused: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<Snapshotter> {
-    let w = session.workloads.last().filter(|w| w.started.name == SNAPSHOT_WORKLOAD && w.exited.is_none())?;
+    let w = session
+        .workloads
+        .last()
+        .filter(|w| w.started.name == SNAPSHOT_WORKLOAD && w.exited.is_none())?;
     let kallsyms = session.kallsyms.clone()?;
-    let btf = session.artifacts.get("btf").filter(|a| a.complete && !a.data.is_empty())?;
+    let btf = session
+        .artifacts
+        .get("btf")
+        .filter(|a| a.complete && !a.data.is_empty())?;
     let btf = btf.data.clone();
     let tgid = w.started.pid;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], gdb_port));
@@ -600,17 +706,35 @@ fn start_snapshots<W: io::Write>(
     tracing::debug!(tgid, "starting the gdbstub snapshots");
     let flag = done.clone();
     let thread = spawn_holding(paused, move || {
-        let offsets = crate::guest::btf::task_offsets(&btf).map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
-        snapshots::take(addr, &kallsyms, &offsets, tgid, launched, &flag, &SnapshotOptions::default()).map_err(|e| e.to_string())
+        let offsets = crate::guest::btf::task_offsets(&btf)
+            .map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
+        snapshots::take(
+            addr,
+            &kallsyms,
+            &offsets,
+            tgid,
+            launched,
+            &flag,
+            &SnapshotOptions::default(),
+        )
+        .map_err(|e| e.to_string())
     });
     Some(Snapshotter { tgid, done, thread })
 }
 
 /// Why the snapshots of a finished run were never started.
 fn snapshots_not_started<W: io::Write>(session: &Session<W>) -> String {
-    if !session.workloads.iter().any(|w| w.started.name == SNAPSHOT_WORKLOAD) {
+    if !session
+        .workloads
+        .iter()
+        .any(|w| w.started.name == SNAPSHOT_WORKLOAD)
+    {
         format!("no {SNAPSHOT_WORKLOAD} workload in the plan")
-    } else if session.artifacts.get("btf").is_none_or(|a| a.data.is_empty()) {
+    } else if session
+        .artifacts
+        .get("btf")
+        .is_none_or(|a| a.data.is_empty())
+    {
         "the guest kernel offers no BTF (/sys/kernel/btf/vmlinux): no task_struct layout to read the pid with".into()
     } else {
         "the guest's kallsyms and BTF had not arrived when the workload started".into()
@@ -619,7 +743,11 @@ fn snapshots_not_started<W: io::Write>(session: &Session<W>) -> String {
 
 /// The outcome of a run the guest kernel ended with console line `fatal`.
 fn fatal_how(fatal: &str) -> &'static str {
-    if fatal.contains("Kernel panic") { "guest kernel panic" } else { "guest kernel failed" }
+    if fatal.contains("Kernel panic") {
+        "guest kernel panic"
+    } else {
+        "guest kernel failed"
+    }
 }
 
 /// The console lines that say how a run ended: from a few lines before the fatal line
@@ -648,12 +776,18 @@ pub fn console_excerpt(lines: &[&str], fatal: Option<&str>) -> Vec<String> {
 pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     let v = validate(o)?;
     let started = Instant::now();
-    let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
 
     let mut boots = Vec::new();
     if o.boots > 0 {
-        let boot_plan = RunPlan { workloads: Vec::new(), ..plan(o, &v) };
+        let boot_plan = RunPlan {
+            workloads: Vec::new(),
+            ..plan(o, &v)
+        };
         let logs = o.out_dir.join("boots");
         std::fs::create_dir_all(&logs).map_err(|e| setup("creating boots/", &e))?;
         for i in 0..o.boots {
@@ -661,8 +795,21 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
                 break;
             }
             (o.progress)(&format!("boot {}/{}", i + 1, o.boots));
-            let c = boot_and_collect(o, &v, &boot_plan, Box::new(io::sink()), &logs.join(format!("serial-{}.log", i + 1)), &Mode::BootOnly)?;
-            boots.push(experiments::boot::BootSample::from_run(i + 1, &c.marks, c.session.hello.as_ref(), c.hello_host_s, &c.outcome));
+            let c = boot_and_collect(
+                o,
+                &v,
+                &boot_plan,
+                Box::new(io::sink()),
+                &logs.join(format!("serial-{}.log", i + 1)),
+                &Mode::BootOnly,
+            )?;
+            boots.push(experiments::boot::BootSample::from_run(
+                i + 1,
+                &c.marks,
+                c.session.hello.as_ref(),
+                c.hello_host_s,
+                &c.outcome,
+            ));
         }
     }
 
@@ -670,14 +817,28 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     let events_path = o.out_dir.join("events.jsonl");
     let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
     let plan = plan(o, &v);
-    let mut c = boot_and_collect(o, &v, &plan, Box::new(WholeLines::new(events_file)), &o.out_dir.join("serial.log"), &Mode::Full)?;
+    let mut c = boot_and_collect(
+        o,
+        &v,
+        &plan,
+        Box::new(WholeLines::new(events_file)),
+        &o.out_dir.join("serial.log"),
+        &Mode::Full,
+    )?;
     let interrupted = || crate::interrupt::received().is_some();
-    let syscall_cr3_runs = if o.cr3 && !interrupted() { cr3_boots(o, &v, &c.session) } else { Vec::new() };
+    let syscall_cr3_runs = if o.cr3 && !interrupted() {
+        cr3_boots(o, &v, &c.session)
+    } else {
+        Vec::new()
+    };
     if c.outcome.how != "interrupted" {
         if let Some(stop) = Stop::interrupted() {
             // The traced run had ended; what came after it (the CR3 boots) was cut short.
             let before = std::mem::replace(&mut c.outcome.how, stop.how);
-            c.outcome.detail = Some(format!("{} after the traced run had ended ({before})", stop.detail));
+            c.outcome.detail = Some(format!(
+                "{} after the traced run had ended ({before})",
+                stop.detail
+            ));
         }
     }
     (o.progress)("analyzing");
@@ -685,7 +846,11 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         started_unix_s,
         wall_s: started.elapsed().as_secs_f64(),
         accel: c.accel.as_str().into(),
-        accel_reason: if o.accel.is_some() { "forced by --accel".into() } else { v.accel.reason.clone() },
+        accel_reason: if o.accel.is_some() {
+            "forced by --accel".into()
+        } else {
+            v.accel.reason.clone()
+        },
         qemu_command: c.qemu_command.clone(),
         kernel: o.kernel.display().to_string(),
         kernel_release: None,
@@ -693,17 +858,26 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         cpus: o.cpus,
         memory_mb: o.memory_mb,
         gdb_port: v.gdb_port,
-        events_ring_bytes: o.events_bytes.unwrap_or(guestscope_common::maps::EVENTS_BYTES),
+        events_ring_bytes: o
+            .events_bytes
+            .unwrap_or(guestscope_common::maps::EVENTS_BYTES),
         outcome: c.outcome.clone(),
     };
-    let summary = finish(&o.out_dir, &mut c, run, boots, syscall_cr3_runs).map_err(|e| outputs_error(&o.out_dir, &e))?;
-    Ok(LabOutcome { summary, out_dir: o.out_dir.clone() })
+    let summary = finish(&o.out_dir, &mut c, run, boots, syscall_cr3_runs)
+        .map_err(|e| outputs_error(&o.out_dir, &e))?;
+    Ok(LabOutcome {
+        summary,
+        out_dir: o.out_dir.clone(),
+    })
 }
 
 /// The error for outputs that could not be written, saying what `events.jsonl` kept.
 pub fn outputs_error(dir: &Path, e: &io::Error) -> LabError {
-    let kept = std::fs::read(dir.join("events.jsonl")).map(|b| b.iter().filter(|&&c| c == b'\n').count());
-    let kept = kept.map(|n| format!("; events.jsonl keeps the {n} events written before")).unwrap_or_default();
+    let kept =
+        std::fs::read(dir.join("events.jsonl")).map(|b| b.iter().filter(|&&c| c == b'\n').count());
+    let kept = kept
+        .map(|n| format!("; events.jsonl keeps the {n} events written before"))
+        .unwrap_or_default();
     LabError::Setup(format!("writing outputs in {}: {e}{kept}", dir.display()))
 }
 
@@ -732,7 +906,13 @@ pub fn finish(
                 .workloads
                 .iter()
                 .filter(|w| RANDOM_WORKLOADS.contains(&w.started.name.as_str()))
-                .filter_map(|w| Some((w.started.name.clone(), w.started.start_ns, w.exited.as_ref()?.output.clone())))
+                .filter_map(|w| {
+                    Some((
+                        w.started.name.clone(),
+                        w.started.start_ns,
+                        w.exited.as_ref()?.output.clone(),
+                    ))
+                })
                 .collect::<Vec<_>>(),
             &session.artifact_text("dmesg").unwrap_or_default(),
             session.artifact_text("entropy_avail").as_deref(),
@@ -762,10 +942,17 @@ pub fn finish(
         claims: Vec::new(),
         timeline: Default::default(),
         trace: None,
-        agent_messages: session.agent_logs.iter().map(|(l, m)| format!("{l}: {m}")).collect(),
+        agent_messages: session
+            .agent_logs
+            .iter()
+            .map(|(l, m)| format!("{l}: {m}"))
+            .collect(),
     };
     let attach: Vec<_> = summary.probes.iter().map(|p| p.attach.clone()).collect();
-    let btf = session.artifacts.get("btf").is_some_and(|a| !a.data.is_empty());
+    let btf = session
+        .artifacts
+        .get("btf")
+        .is_some_and(|a| !a.data.is_empty());
     summary.kernel = experiments::support::kernel_support(&attach, btf, session.kallsyms.as_ref());
     let ran_workloads = summary.workloads.iter().any(|w| w.status.is_some());
     summary.skipped = experiments::support::skipped(&attach, &summary.experiments, ran_workloads);
@@ -775,7 +962,14 @@ pub fn finish(
         && let Some(run) = &sr.run
     {
         match read_event_points(&dir.join("events.jsonl")) {
-            Ok(events) => sr.cross_check = Some(snapshots::cross_check(&run.snapshots, &events, t, ProbeKind::AllocFd.name())),
+            Ok(events) => {
+                sr.cross_check = Some(snapshots::cross_check(
+                    &run.snapshots,
+                    &events,
+                    t,
+                    ProbeKind::AllocFd.name(),
+                ))
+            }
             Err(e) => sr.error = Some(format!("reading events.jsonl for the cross-check: {e}")),
         }
     }
@@ -793,15 +987,26 @@ pub fn finish(
     summary.trace = trace;
     write_outputs(dir, &summary, session)?;
     match trace_error {
-        Some(e) => Err(io::Error::new(e.kind(), format!("trace.perfetto-trace: {e}"))),
+        Some(e) => Err(io::Error::new(
+            e.kind(),
+            format!("trace.perfetto-trace: {e}"),
+        )),
         None => Ok(summary),
     }
 }
 
 /// The two CR3 boots (PTI on, PTI off), each running a system-call-heavy workload
 /// under the gdbstub experiment. Needs the guest's BTF from the main run.
-fn cr3_boots<W: io::Write>(o: &LabOptions, v: &Validated, main: &Session<W>) -> Vec<summary::Cr3Run> {
-    let btf = main.artifacts.get("btf").map(|a| a.data.clone()).unwrap_or_default();
+fn cr3_boots<W: io::Write>(
+    o: &LabOptions,
+    v: &Validated,
+    main: &Session<W>,
+) -> Vec<summary::Cr3Run> {
+    let btf = main
+        .artifacts
+        .get("btf")
+        .map(|a| a.data.clone())
+        .unwrap_or_default();
     if btf.is_empty() {
         return vec![summary::Cr3Run::skipped(
             "the guest kernel offers no BTF (/sys/kernel/btf/vmlinux): no task_struct layout to read the pid with",
@@ -810,7 +1015,9 @@ fn cr3_boots<W: io::Write>(o: &LabOptions, v: &Validated, main: &Session<W>) -> 
     let offsets = match crate::guest::btf::task_offsets(&btf) {
         Ok(off) => off,
         Err(e) => {
-            return vec![summary::Cr3Run::skipped(&format!("no task_struct layout from the guest's BTF: {e}"))];
+            return vec![summary::Cr3Run::skipped(&format!(
+                "no task_struct layout from the guest's BTF: {e}"
+            ))];
         }
     };
     let plan = RunPlan {
@@ -832,13 +1039,22 @@ fn cr3_boots<W: io::Write>(o: &LabOptions, v: &Validated, main: &Session<W>) -> 
             break;
         }
         (o.progress)(&format!("CR3 at system-call entry: {label}"));
-        let log = o.out_dir.join(format!("serial-cr3-{}.log", if cpu.is_some() { "pti" } else { "nopti" }));
-        let mode = Mode::Cr3 { cpu_model: cpu.map(str::to_string), offsets: offsets.clone() };
+        let log = o.out_dir.join(format!(
+            "serial-cr3-{}.log",
+            if cpu.is_some() { "pti" } else { "nopti" }
+        ));
+        let mode = Mode::Cr3 {
+            cpu_model: cpu.map(str::to_string),
+            offsets: offsets.clone(),
+        };
         let run = match boot_and_collect(o, v, &plan, Box::new(io::sink()), &log, &mode) {
             Ok(c) => summary::Cr3Run {
                 label: label.into(),
                 cpu_model: cpu.unwrap_or("QEMU default (qemu64)").into(),
-                meltdown: c.session.artifact_text("meltdown").map(|m| m.trim().to_string()),
+                meltdown: c
+                    .session
+                    .artifact_text("meltdown")
+                    .map(|m| m.trim().to_string()),
                 report: c.cr3.as_ref().and_then(|r| r.as_ref().ok()).cloned(),
                 error: match c.cr3 {
                     Some(Err(e)) => Some(e),
@@ -846,7 +1062,13 @@ fn cr3_boots<W: io::Write>(o: &LabOptions, v: &Validated, main: &Session<W>) -> 
                     Some(Ok(_)) => None,
                 },
             },
-            Err(e) => summary::Cr3Run { label: label.into(), cpu_model: cpu.unwrap_or("default").into(), meltdown: None, report: None, error: Some(e.to_string()) },
+            Err(e) => summary::Cr3Run {
+                label: label.into(),
+                cpu_model: cpu.unwrap_or("default").into(),
+                meltdown: None,
+                report: None,
+                error: Some(e.to_string()),
+            },
         };
         runs.push(run);
     }
@@ -862,8 +1084,14 @@ fn timeline_of(c: &Collected, report: &mut summary::TimelineReport) -> Option<Ti
     let run = c.snapshots.as_ref().and_then(|r| r.as_ref().ok());
     let host_holds = run.map(|r| r.holds.clone()).unwrap_or_default();
     report.snapshots = c.snapshots.as_ref().map(|r| match r {
-        Ok(run) => summary::SnapshotsReport { run: Some(run.clone()), ..Default::default() },
-        Err(e) => summary::SnapshotsReport { error: Some(e.clone()), ..Default::default() },
+        Ok(run) => summary::SnapshotsReport {
+            run: Some(run.clone()),
+            ..Default::default()
+        },
+        Err(e) => summary::SnapshotsReport {
+            error: Some(e.clone()),
+            ..Default::default()
+        },
     });
     let holds = Holds::with_slack(host_holds);
     report.holds = holds.len();
@@ -871,7 +1099,8 @@ fn timeline_of(c: &Collected, report: &mut summary::TimelineReport) -> Option<Ti
     if let Some(map) = clock::fit(&c.clock.samples, &holds) {
         report.fit = Some(map);
         if !holds.is_empty() {
-            report.error_bound_ignoring_holds_ns = clock::fit(&c.clock.samples, &Holds::default()).map(|m| m.error_bound_ns);
+            report.error_bound_ignoring_holds_ns =
+                clock::fit(&c.clock.samples, &Holds::default()).map(|m| m.error_bound_ns);
         }
         report.method = format!(
             "{} clock-sync round trips over vsock (host probe, guest CLOCK_MONOTONIC echo), one offset-and-drift line \
@@ -925,7 +1154,13 @@ fn read_event_points(path: &Path) -> io::Result<Vec<snapshots::EventPoint>> {
         let Some(kind) = ProbeKind::ALL.into_iter().find(|k| k.name() == l.probe) else {
             continue;
         };
-        out.push(snapshots::EventPoint { ts_ns: l.ts_ns, cpu: l.cpu, tid: l.tid, pid: l.pid, probe: kind.name() });
+        out.push(snapshots::EventPoint {
+            ts_ns: l.ts_ns,
+            cpu: l.cpu,
+            tid: l.tid,
+            pid: l.pid,
+            probe: kind.name(),
+        });
     }
     Ok(out)
 }
@@ -949,18 +1184,32 @@ fn write_trace<W: io::Write>(
     let b = &s.boot;
     let ns = |v: f64| (v * 1e9) as u64;
     let phases = [
-        ("firmware, kernel load and decompression", Some(0.0), b.kernel_banner_s),
+        (
+            "firmware, kernel load and decompression",
+            Some(0.0),
+            b.kernel_banner_s,
+        ),
         ("kernel init", b.kernel_banner_s, b.init_start_s),
         ("user space to agent ready", b.init_start_s, b.agent_ready_s),
     ];
     for (name, a, z) in phases {
         if let (Some(a), Some(z)) = (a, z) {
-            w.slice(&crate::output::perfetto::Slice { track: "boot (host clock)".into(), name: name.into(), start_ns: ns(a), end_ns: ns(z) })?;
+            w.slice(&crate::output::perfetto::Slice {
+                track: "boot (host clock)".into(),
+                name: name.into(),
+                start_ns: ns(a),
+                end_ns: ns(z),
+            })?;
         }
     }
     for wl in &session.workloads {
         if let Some(x) = &wl.exited {
-            w.workload(wl.started.pid, &wl.started.name, to_trace(wl.started.start_ns), to_trace(x.end_ns))?;
+            w.workload(
+                wl.started.pid,
+                &wl.started.name,
+                to_trace(wl.started.start_ns),
+                to_trace(x.end_ns),
+            )?;
         }
     }
     let (mut n_snapshots, mut n_holds) = (0, 0);
@@ -979,18 +1228,42 @@ fn write_trace<W: io::Write>(
                 ("pid".to_string(), snap.pid.to_string()),
                 ("tgid".to_string(), snap.tgid.to_string()),
                 ("comm".to_string(), snap.comm.clone()),
-                ("cpu".to_string(), snap.cpu.map_or_else(|| "?".into(), |c| c.to_string())),
+                (
+                    "cpu".to_string(),
+                    snap.cpu.map_or_else(|| "?".into(), |c| c.to_string()),
+                ),
             ];
-            args.extend(snap.registers.iter().map(|(r, v)| (r.clone(), format!("{v:#x}"))));
-            w.instant_on(GDB_TRACK, snap.host_ns, &format!("gdbstub snapshot at {}", run.symbol), &args)?;
+            args.extend(
+                snap.registers
+                    .iter()
+                    .map(|(r, v)| (r.clone(), format!("{v:#x}"))),
+            );
+            w.instant_on(
+                GDB_TRACK,
+                snap.host_ns,
+                &format!("gdbstub snapshot at {}", run.symbol),
+                &args,
+            )?;
             n_snapshots += 1;
         }
     }
-    let events = w.events_from_jsonl(io::BufReader::new(File::open(dir.join("events.jsonl"))?), to_trace)?;
+    let events = w.events_from_jsonl(
+        io::BufReader::new(File::open(dir.join("events.jsonl"))?),
+        to_trace,
+    )?;
     let packets = w.packets;
-    w.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    w.finish()?
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
     std::fs::rename(&tmp, &path)?;
-    Ok(Some(summary::TraceInfo { file: "trace.perfetto-trace".into(), packets, events, snapshots: n_snapshots, holds: n_holds }))
+    Ok(Some(summary::TraceInfo {
+        file: "trace.perfetto-trace".into(),
+        packets,
+        events,
+        snapshots: n_snapshots,
+        holds: n_holds,
+    }))
 }
 
 /// The trace track of the gdbstub's holds and snapshots (host clock).
@@ -1001,7 +1274,10 @@ fn figures<W: io::Write>(s: &summary::Summary, session: &Session<W>) -> Vec<Figu
     let mut figs = Vec::new();
     let mut add = |after: &str, svg: Option<String>| {
         if let Some(svg) = svg {
-            figs.push(Figure { after_heading: after.to_string(), svg });
+            figs.push(Figure {
+                after_heading: after.to_string(),
+                svg,
+            });
         }
     };
     if let Some(b) = &s.experiments.boot {
@@ -1009,11 +1285,25 @@ fn figures<W: io::Write>(s: &summary::Summary, session: &Session<W>) -> Vec<Figu
     }
     let classes = experiments::classify::SPIN_LOCK_RULES.classes();
     if let Some(r) = &s.experiments.random {
-        let series: Vec<(String, Vec<f64>)> =
-            r.sources.iter().map(|x| (format!("{} ({})", x.workload, x.method), x.latencies_us.clone())).collect();
-        add("/dev/random", plots::log_histogram("Read latency per source", "µs (log scale)", &series));
+        let series: Vec<(String, Vec<f64>)> = r
+            .sources
+            .iter()
+            .map(|x| {
+                (
+                    format!("{} ({})", x.workload, x.method),
+                    x.latencies_us.clone(),
+                )
+            })
+            .collect();
+        add(
+            "/dev/random",
+            plots::log_histogram("Read latency per source", "µs (log scale)", &series),
+        );
     }
-    add("spin_lock by subsystem", plots::spin_lock_classes(&s.experiments.spin_lock, &classes));
+    add(
+        "spin_lock by subsystem",
+        plots::spin_lock_classes(&s.experiments.spin_lock, &classes),
+    );
     let bin_ms = session::TIMELINE_BIN_NS as f64 / 1e6;
     for w in &session.workloads {
         let series: Vec<(String, Vec<(f64, u64)>)> = ["page_fault_user", "page_fault_kernel"]
@@ -1021,26 +1311,53 @@ fn figures<W: io::Write>(s: &summary::Summary, session: &Session<W>) -> Vec<Figu
             .filter_map(|p| {
                 let bins = w.timeline.get(*p)?;
                 let last = *bins.keys().last()?;
-                Some((p.to_string(), (0..=last).map(|b| (b as f64 * bin_ms, bins.get(&b).copied().unwrap_or(0))).collect()))
+                Some((
+                    p.to_string(),
+                    (0..=last)
+                        .map(|b| (b as f64 * bin_ms, bins.get(&b).copied().unwrap_or(0)))
+                        .collect(),
+                ))
             })
             .collect();
-        if series.iter().map(|(_, p)| p.iter().map(|(_, c)| c).sum::<u64>()).sum::<u64>() >= 100 {
-            add("Page faults", plots::timeline(&format!("Page faults over time: {}", w.started.name), bin_ms, &series));
+        if series
+            .iter()
+            .map(|(_, p)| p.iter().map(|(_, c)| c).sum::<u64>())
+            .sum::<u64>()
+            >= 100
+        {
+            add(
+                "Page faults",
+                plots::timeline(
+                    &format!("Page faults over time: {}", w.started.name),
+                    bin_ms,
+                    &series,
+                ),
+            );
         }
     }
     figs
 }
 
-fn write_outputs<W: io::Write>(dir: &Path, s: &summary::Summary, session: &Session<W>) -> io::Result<()> {
+fn write_outputs<W: io::Write>(
+    dir: &Path,
+    s: &summary::Summary,
+    session: &Session<W>,
+) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(s).map_err(io::Error::other)?;
     atomic::write(&dir.join("summary.json"), &json)?;
     let md = markdown::render(s);
     atomic::write(&dir.join("report.md"), md.as_bytes())?;
-    atomic::write(&dir.join("report.html"), html::render(&md, &figures(s, session)).as_bytes())?;
+    atomic::write(
+        &dir.join("report.html"),
+        html::render(&md, &figures(s, session)).as_bytes(),
+    )?;
     let guest = dir.join("guest");
     std::fs::create_dir_all(&guest)?;
     for (name, a) in &session.artifacts {
-        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             atomic::write(&guest.join(name), &a.data)?;
         }
     }

@@ -52,10 +52,19 @@ fn main() -> ExitCode {
             );
             let interrupted = guestscope::interrupt::received();
             let skipped = &out.summary.skipped;
-            if o.complete && interrupted.is_none() && guestscope::experiments::support::ran(skipped) == 0 {
+            if o.complete
+                && interrupted.is_none()
+                && guestscope::experiments::support::ran(skipped) == 0
+            {
                 // Collected, but this kernel (or these options) let no experiment run.
-                let why: Vec<String> = skipped.iter().map(|x| format!("{}: {}", x.experiment, x.reason)).collect();
-                eprintln!("guestscope: error: no experiment could run ({})", why.join("; "));
+                let why: Vec<String> = skipped
+                    .iter()
+                    .map(|x| format!("{}: {}", x.experiment, x.reason))
+                    .collect();
+                eprintln!(
+                    "guestscope: error: no experiment could run ({})",
+                    why.join("; ")
+                );
                 ExitCode::FAILURE
             } else if o.complete && interrupted.is_none() {
                 ExitCode::SUCCESS
@@ -100,15 +109,23 @@ fn deploy_command(a: guestscope::cli::DeployArgs) -> ExitCode {
         return fail("--initrd not given and this build has no target/guestscope/guest/base.cpio: run `cargo xtask image`".into());
     };
     let plan = match &a.plan {
-        Some(path) => match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| {
-            serde_json::from_str::<guestscope_common::plan::RunPlan>(&t).map_err(|e| format!("not a run plan: {e}"))
-        }) {
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                serde_json::from_str::<guestscope_common::plan::RunPlan>(&t)
+                    .map_err(|e| format!("not a run plan: {e}"))
+            }) {
             Ok(plan) => Some(plan),
             Err(e) => return fail(format!("--plan {}: {e}", path.display())),
         },
         None => None,
     };
-    let o = DeployOptions { image: a.rootfs.clone(), initrd, plan, new_plan: attach::default_plan(a.port) };
+    let o = DeployOptions {
+        image: a.rootfs.clone(),
+        initrd,
+        plan,
+        new_plan: attach::default_plan(a.port),
+    };
     let r = match deploy::deploy(&o) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
@@ -126,7 +143,11 @@ fn deploy_command(a: guestscope::cli::DeployArgs) -> ExitCode {
         return fail(format!("writing {}: {e}", host_plan.display()));
     }
     if r.written.is_empty() {
-        println!("guestscope: {} already has the agent ({}); nothing changed", a.rootfs.display(), r.init.name());
+        println!(
+            "guestscope: {} already has the agent ({}); nothing changed",
+            a.rootfs.display(),
+            r.init.name()
+        );
     } else {
         println!(
             "guestscope: deployed into {} ({}): wrote {}; {} already in place",
@@ -149,7 +170,11 @@ fn bench_command(args: guestscope::cli::BenchArgs) -> ExitCode {
     match guestscope::bench::run(&options) {
         Ok(r) => {
             let out = options.out_dir.join("results.md");
-            println!("guestscope bench: {:.0} s; results: {}", r.wall_s, out.display());
+            println!(
+                "guestscope bench: {:.0} s; results: {}",
+                r.wall_s,
+                out.display()
+            );
             for t in &r.targets {
                 let met = match t.met {
                     Some(true) => "met",
@@ -188,8 +213,12 @@ fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>,
     };
     if let Some(path) = &a.write_plan {
         // A fresh secret: `attach --plan` requires it of the agent that reads this plan.
-        let secret = guestscope_common::plan::new_secret().map_err(|e| format!("making a secret: {e}"))?;
-        let plan = guestscope_common::plan::RunPlan { secret: Some(secret), ..attach::default_plan(a.port) };
+        let secret =
+            guestscope_common::plan::new_secret().map_err(|e| format!("making a secret: {e}"))?;
+        let plan = guestscope_common::plan::RunPlan {
+            secret: Some(secret),
+            ..attach::default_plan(a.port)
+        };
         let json = serde_json::to_vec_pretty(&plan).map_err(|e| e.to_string())?;
         write_private(path, &json).map_err(|e| format!("writing {}: {e}", path.display()))?;
         eprintln!(
@@ -209,10 +238,16 @@ fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>,
     }
     let secret = match &a.plan {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("--plan {}: {e}", path.display()))?;
-            let plan: guestscope_common::plan::RunPlan =
-                serde_json::from_str(&text).map_err(|e| format!("--plan {}: not a run plan: {e}", path.display()))?;
-            Some(plan.secret.ok_or_else(|| format!("--plan {}: the plan has no secret (write one with --write-plan)", path.display()))?)
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--plan {}: {e}", path.display()))?;
+            let plan: guestscope_common::plan::RunPlan = serde_json::from_str(&text)
+                .map_err(|e| format!("--plan {}: not a run plan: {e}", path.display()))?;
+            Some(plan.secret.ok_or_else(|| {
+                format!(
+                    "--plan {}: the plan has no secret (write one with --write-plan)",
+                    path.display()
+                )
+            })?)
         }
         None => None,
     };
@@ -229,6 +264,11 @@ fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>,
 fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(data)
 }

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 
 use guestscope_common::event::{NO_STACK, ProbeKind, RawEvent};
-use guestscope_common::wire::{Body, Hello, ProbeAttach, Record, Totals, WorkloadExited, WorkloadStarted};
+use guestscope_common::wire::{
+    Body, Hello, ProbeAttach, Record, Totals, WorkloadExited, WorkloadStarted,
+};
 use serde::Serialize;
 
 use crate::guest::kallsyms::Kallsyms;
@@ -163,7 +165,12 @@ impl<W: Write> Session<W> {
         match record.body {
             Body::Hello(h) => self.hello = Some(h),
             Body::ProbeAttach(p) => self.probes.push(p),
-            Body::Artifact { name, offset, data, last } => self.artifact_chunk(name, offset, data, last),
+            Body::Artifact {
+                name,
+                offset,
+                data,
+                last,
+            } => self.artifact_chunk(name, offset, data, last),
             Body::WorkloadStarted(s) => {
                 let idx = self.workloads.len();
                 self.pid_workload.insert(s.pid, idx);
@@ -229,7 +236,9 @@ impl<W: Write> Session<W> {
 
     /// The text of a complete artifact.
     pub fn artifact_text(&self, name: &str) -> Option<String> {
-        self.artifacts.get(name).map(|a| String::from_utf8_lossy(&a.data).into_owned())
+        self.artifacts
+            .get(name)
+            .map(|a| String::from_utf8_lossy(&a.data).into_owned())
     }
 
     /// The symbolized frames of stack `id` (empty if unknown).
@@ -239,7 +248,9 @@ impl<W: Write> Session<W> {
         }
         let id = id as u32;
         if !self.stacks_sym.contains_key(&id) {
-            let Some(ips) = self.stacks_raw.get(&id) else { return &EMPTY };
+            let Some(ips) = self.stacks_raw.get(&id) else {
+                return &EMPTY;
+            };
             let frames = match &self.kallsyms {
                 Some(k) => k.symbolize_stack(ips),
                 None => ips.iter().map(|ip| format!("{ip:#x}")).collect(),
@@ -253,7 +264,10 @@ impl<W: Write> Session<W> {
         self.events_received += 1;
         let probe = e.probe();
         let probe_name = probe.map(ProbeKind::name).unwrap_or("unknown");
-        *self.events_by_probe.entry(probe_name.to_string()).or_default() += 1;
+        *self
+            .events_by_probe
+            .entry(probe_name.to_string())
+            .or_default() += 1;
         let idx = self.pid_workload.get(&e.pid).copied().or(self.active);
         if e.stack_id >= 0 && !self.stacks_raw.contains_key(&(e.stack_id as u32)) {
             self.events_stack_unknown += 1;
@@ -272,10 +286,18 @@ impl<W: Write> Session<W> {
                 }
                 if let Some(l) = &lock {
                     *w.named_locks.entry(l.clone()).or_default() += 1;
-                    *w.named_locks_by_stack.entry(e.stack_id).or_default().entry(l.clone()).or_default() += 1;
+                    *w.named_locks_by_stack
+                        .entry(e.stack_id)
+                        .or_default()
+                        .entry(l.clone())
+                        .or_default() += 1;
                 }
                 let bin = e.ts_ns.saturating_sub(w.started.start_ns) / TIMELINE_BIN_NS;
-                *w.timeline.entry(probe_name.to_string()).or_default().entry(bin).or_default() += 1;
+                *w.timeline
+                    .entry(probe_name.to_string())
+                    .or_default()
+                    .entry(bin)
+                    .or_default() += 1;
                 w.first_event_ns.get_or_insert(e.ts_ns);
                 w.last_event_ns = Some(e.ts_ns);
             }
@@ -283,8 +305,15 @@ impl<W: Write> Session<W> {
         }
         let workload = idx.map(|i| self.workloads[i].started.name.clone());
         let comm = String::from_utf8_lossy(e.comm_bytes()).into_owned();
-        let is_fault = matches!(probe, Some(ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel));
-        let stack_id = if e.stack_id == NO_STACK { -1 } else { e.stack_id };
+        let is_fault = matches!(
+            probe,
+            Some(ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel)
+        );
+        let stack_id = if e.stack_id == NO_STACK {
+            -1
+        } else {
+            e.stack_id
+        };
         let frames = self.stack(e.stack_id).to_vec();
         let line = EventLine {
             ts_ns: e.ts_ns,
@@ -306,7 +335,12 @@ impl<W: Write> Session<W> {
     }
 
     /// The `n` most frequent stacks of `probe` in workload `idx`: (count, frames).
-    pub fn top_stacks(&mut self, idx: usize, probe: ProbeKind, n: usize) -> Vec<(u64, i32, Vec<String>)> {
+    pub fn top_stacks(
+        &mut self,
+        idx: usize,
+        probe: ProbeKind,
+        n: usize,
+    ) -> Vec<(u64, i32, Vec<String>)> {
         let mut counts: Vec<(u64, i32)> = self.workloads[idx]
             .stack_counts
             .iter()
@@ -315,7 +349,10 @@ impl<W: Write> Session<W> {
             .collect();
         counts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         counts.truncate(n);
-        counts.into_iter().map(|(c, id)| (c, id, self.stack(id).to_vec())).collect()
+        counts
+            .into_iter()
+            .map(|(c, id)| (c, id, self.stack(id).to_vec()))
+            .collect()
     }
 
     /// Every (stack id, count) of `probe` in workload `idx`, most frequent first.

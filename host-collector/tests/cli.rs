@@ -23,7 +23,8 @@ use guestscope::gdb::{Client, ClientOptions};
 use guestscope_common::event::{ProbeKind, RawEvent};
 use guestscope_common::plan::RunPlan;
 use guestscope_common::wire::{
-    Body, Connect, Hello, MAGIC, MAX_PAYLOAD, Record, Totals, WIRE_VERSION, WorkloadStarted, encode_frame,
+    Body, Connect, Hello, MAGIC, MAX_PAYLOAD, Record, Totals, WIRE_VERSION, WorkloadStarted,
+    encode_frame,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_guestscope");
@@ -42,7 +43,11 @@ fn fixture() -> Fixture {
     std::fs::write(&kernel, img).unwrap();
     let initrd = dir.path().join("base.cpio");
     std::fs::write(&initrd, b"070701").unwrap();
-    Fixture { dir, kernel, initrd }
+    Fixture {
+        dir,
+        kernel,
+        initrd,
+    }
 }
 
 impl Fixture {
@@ -52,15 +57,29 @@ impl Fixture {
 
     /// `lab` with this fixture's kernel, initrd and output directory, then `extra`.
     fn lab(&self, extra: &[&str]) -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec!["lab".into(), "--kernel".into(), self.kernel.clone().into()];
-        a.extend(["--initrd".into(), self.initrd.clone().into(), "--out".into(), self.path("out").into()]);
+        let mut a: Vec<OsString> =
+            vec!["lab".into(), "--kernel".into(), self.kernel.clone().into()];
+        a.extend([
+            "--initrd".into(),
+            self.initrd.clone().into(),
+            "--out".into(),
+            self.path("out").into(),
+        ]);
         a.extend(extra.iter().map(OsString::from));
         a
     }
 
     /// `lab` with the given kernel, initrd and output directory.
     fn lab_with(&self, kernel: &Path, initrd: &Path, out: &Path) -> Vec<OsString> {
-        vec!["lab".into(), "--kernel".into(), kernel.into(), "--initrd".into(), initrd.into(), "--out".into(), out.into()]
+        vec![
+            "lab".into(),
+            "--kernel".into(),
+            kernel.into(),
+            "--initrd".into(),
+            initrd.into(),
+            "--out".into(),
+            out.into(),
+        ]
     }
 
     /// An executable file named `name` with `data`.
@@ -88,14 +107,21 @@ fn static_elf() -> Vec<u8> {
 }
 
 fn run(args: &[OsString]) -> Output {
-    Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap()
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// One clear line on stderr, exit status 2, no panic.
 fn one_line_error(out: &Output, needle: &str) -> Result<(), String> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(2) {
-        return Err(format!("exit status {:?}, want 2; stderr: {stderr}", out.status.code()));
+        return Err(format!(
+            "exit status {:?}, want 2; stderr: {stderr}",
+            out.status.code()
+        ));
     }
     if stderr.trim_end().lines().count() != 1 {
         return Err(format!("not one line: {stderr:?}"));
@@ -107,7 +133,11 @@ fn one_line_error(out: &Output, needle: &str) -> Result<(), String> {
 }
 
 /// A case: its name, and what to run (with anything that must live while it runs).
-type Case = (&'static str, Box<dyn Fn(&Fixture) -> (Vec<OsString>, Vec<Box<dyn Any>>)>, &'static str);
+type Case = (
+    &'static str,
+    Box<dyn Fn(&Fixture) -> (Vec<OsString>, Vec<Box<dyn Any>>)>,
+    &'static str,
+);
 
 fn input_cases() -> Vec<Case> {
     fn case(
@@ -119,9 +149,21 @@ fn input_cases() -> Vec<Case> {
     }
     let plain = |f: fn(&Fixture) -> Vec<OsString>| move |fx: &Fixture| (f(fx), Vec::new());
     vec![
-        case("kernel missing", "kernel image not found", plain(|f| f.lab_with(&f.path("nope"), &f.initrd, &f.path("o")))),
-        case("kernel not a kernel", "not a bootable x86 kernel", plain(|f| f.lab_with(&f.initrd, &f.initrd, &f.path("o")))),
-        case("initramfs missing", "initramfs not found", plain(|f| f.lab_with(&f.kernel, &f.path("nope.cpio"), &f.path("o")))),
+        case(
+            "kernel missing",
+            "kernel image not found",
+            plain(|f| f.lab_with(&f.path("nope"), &f.initrd, &f.path("o"))),
+        ),
+        case(
+            "kernel not a kernel",
+            "not a bootable x86 kernel",
+            plain(|f| f.lab_with(&f.initrd, &f.initrd, &f.path("o"))),
+        ),
+        case(
+            "initramfs missing",
+            "initramfs not found",
+            plain(|f| f.lab_with(&f.kernel, &f.path("nope.cpio"), &f.path("o"))),
+        ),
         case(
             "initramfs empty",
             "initramfs not found or empty",
@@ -130,63 +172,179 @@ fn input_cases() -> Vec<Case> {
                 f.lab_with(&f.kernel, &f.path("empty.cpio"), &f.path("o"))
             }),
         ),
-        case("rootfs not an image", "unsupported image", plain(|f| {
-            std::fs::write(f.path("disk.img"), vec![b'x'; 4096]).unwrap();
-            f.lab(&["--rootfs", f.path("disk.img").to_str().unwrap()])
-        })),
-        case("unknown probe", "unknown probe 'kmalloc'", plain(|f| f.lab(&["--probes", "alloc_fd,kmalloc"]))),
-        case("workload missing", "no such file", plain(|f| f.lab(&["--workload", "/no/such/prog -x"]))),
-        case("workload not executable", "not an executable file", plain(|f| {
-            let p = f.program("data.bin", b"\x7fELF", 0o644);
-            f.lab(&["--workload", &p])
-        })),
-        case("workload not an ELF program", "not an x86-64 ELF executable", plain(|f| {
-            let p = f.program("script.sh", b"#!/bin/sh\necho hi\n", 0o755);
-            f.lab(&["--workload", &p])
-        })),
-        case("workload dynamically linked", "dynamically linked", plain(|f| {
-            // This host's own test binary: glibc, with an interpreter.
-            f.lab(&["--workload", std::env::current_exe().unwrap().to_str().unwrap()])
-        })),
-        case("workload spec unparsable", "--workload", plain(|f| f.lab(&["--workload", "'unclosed"]))),
-        case("workload named like a built-in one", "two workloads named 'fopen'", plain(|f| {
-            let p = f.program("fopen", &static_elf(), 0o755);
-            f.lab(&["--workload", &p])
-        })),
+        case(
+            "rootfs not an image",
+            "unsupported image",
+            plain(|f| {
+                std::fs::write(f.path("disk.img"), vec![b'x'; 4096]).unwrap();
+                f.lab(&["--rootfs", f.path("disk.img").to_str().unwrap()])
+            }),
+        ),
+        case(
+            "unknown probe",
+            "unknown probe 'kmalloc'",
+            plain(|f| f.lab(&["--probes", "alloc_fd,kmalloc"])),
+        ),
+        case(
+            "workload missing",
+            "no such file",
+            plain(|f| f.lab(&["--workload", "/no/such/prog -x"])),
+        ),
+        case(
+            "workload not executable",
+            "not an executable file",
+            plain(|f| {
+                let p = f.program("data.bin", b"\x7fELF", 0o644);
+                f.lab(&["--workload", &p])
+            }),
+        ),
+        case(
+            "workload not an ELF program",
+            "not an x86-64 ELF executable",
+            plain(|f| {
+                let p = f.program("script.sh", b"#!/bin/sh\necho hi\n", 0o755);
+                f.lab(&["--workload", &p])
+            }),
+        ),
+        case(
+            "workload dynamically linked",
+            "dynamically linked",
+            plain(|f| {
+                // This host's own test binary: glibc, with an interpreter.
+                f.lab(&[
+                    "--workload",
+                    std::env::current_exe().unwrap().to_str().unwrap(),
+                ])
+            }),
+        ),
+        case(
+            "workload spec unparsable",
+            "--workload",
+            plain(|f| f.lab(&["--workload", "'unclosed"])),
+        ),
+        case(
+            "workload named like a built-in one",
+            "two workloads named 'fopen'",
+            plain(|f| {
+                let p = f.program("fopen", &static_elf(), 0o755);
+                f.lab(&["--workload", &p])
+            }),
+        ),
         case("gdb port in use", "already in use", |f| {
             let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
             let port = l.local_addr().unwrap().port().to_string();
-            (f.lab(&["--gdb-port", &port]), vec![Box::new(l) as Box<dyn Any>])
+            (
+                f.lab(&["--gdb-port", &port]),
+                vec![Box::new(l) as Box<dyn Any>],
+            )
         }),
-        case("output directory not writable", "not writable", plain(|f| f.lab_with(&f.kernel, &f.initrd, Path::new("/proc/guestscope-out")))),
-        case("output directory is a file", "not writable", plain(|f| f.lab_with(&f.kernel, &f.initrd, &f.initrd))),
-        case("QEMU binary absent", "not found", plain(|f| f.lab(&["--qemu", "/no/qemu-system-x86_64"]))),
-        case("vhost-device-vsock absent", "not found", plain(|f| f.lab(&["--vhost-device-vsock", "/no/vhost-device-vsock"]))),
-        case("ring size not a power of two", "power of two", plain(|f| f.lab(&["--ring-bytes", "10000"]))),
-        case("attach: gdbstub not on loopback", "loopback only", plain(|f| {
-            vec!["attach".into(), "--vsock-uds".into(), f.path("vm.vsock").into(), "--gdb".into(), "10.0.0.1:1234".into()]
-        })),
-        case("attach: two endpoints", "not both", plain(|f| {
-            vec!["attach".into(), "--vsock-uds".into(), f.path("vm.vsock").into(), "--vsock-cid".into(), "3".into()]
-        })),
+        case(
+            "output directory not writable",
+            "not writable",
+            plain(|f| f.lab_with(&f.kernel, &f.initrd, Path::new("/proc/guestscope-out"))),
+        ),
+        case(
+            "output directory is a file",
+            "not writable",
+            plain(|f| f.lab_with(&f.kernel, &f.initrd, &f.initrd)),
+        ),
+        case(
+            "QEMU binary absent",
+            "not found",
+            plain(|f| f.lab(&["--qemu", "/no/qemu-system-x86_64"])),
+        ),
+        case(
+            "vhost-device-vsock absent",
+            "not found",
+            plain(|f| f.lab(&["--vhost-device-vsock", "/no/vhost-device-vsock"])),
+        ),
+        case(
+            "ring size not a power of two",
+            "power of two",
+            plain(|f| f.lab(&["--ring-bytes", "10000"])),
+        ),
+        case(
+            "attach: gdbstub not on loopback",
+            "loopback only",
+            plain(|f| {
+                vec![
+                    "attach".into(),
+                    "--vsock-uds".into(),
+                    f.path("vm.vsock").into(),
+                    "--gdb".into(),
+                    "10.0.0.1:1234".into(),
+                ]
+            }),
+        ),
+        case(
+            "attach: two endpoints",
+            "not both",
+            plain(|f| {
+                vec![
+                    "attach".into(),
+                    "--vsock-uds".into(),
+                    f.path("vm.vsock").into(),
+                    "--vsock-cid".into(),
+                    "3".into(),
+                ]
+            }),
+        ),
         case("attach: socket in use", "cannot listen on", |f| {
             let uds = f.path("vm.vsock");
             let held = UnixListener::bind(f.path("vm.vsock_7171")).unwrap();
-            let args = vec!["attach".into(), "--vsock-uds".into(), uds.into(), "--out".into(), f.path("o").into(), "--timeout".into(), "2".into()];
+            let args = vec![
+                "attach".into(),
+                "--vsock-uds".into(),
+                uds.into(),
+                "--out".into(),
+                f.path("o").into(),
+                "--timeout".into(),
+                "2".into(),
+            ];
             (args, vec![Box::new(held) as Box<dyn Any>])
         }),
-        case("attach: plan missing", "--plan", plain(|f| {
-            vec!["attach".into(), "--vsock-uds".into(), f.path("vm.vsock").into(), "--plan".into(), f.path("nope.json").into()]
-        })),
-        case("attach: plan without a secret", "has no secret", plain(|f| {
-            let plan = guestscope::attach::default_plan(7171);
-            std::fs::write(f.path("plan.json"), serde_json::to_vec(&plan).unwrap()).unwrap();
-            vec!["attach".into(), "--vsock-uds".into(), f.path("vm.vsock").into(), "--plan".into(), f.path("plan.json").into()]
-        })),
-        case("attach: plan not a plan", "not a run plan", plain(|f| {
-            std::fs::write(f.path("plan.json"), b"{\"vsock_port\": \"x\"}").unwrap();
-            vec!["attach".into(), "--vsock-uds".into(), f.path("vm.vsock").into(), "--plan".into(), f.path("plan.json").into()]
-        })),
+        case(
+            "attach: plan missing",
+            "--plan",
+            plain(|f| {
+                vec![
+                    "attach".into(),
+                    "--vsock-uds".into(),
+                    f.path("vm.vsock").into(),
+                    "--plan".into(),
+                    f.path("nope.json").into(),
+                ]
+            }),
+        ),
+        case(
+            "attach: plan without a secret",
+            "has no secret",
+            plain(|f| {
+                let plan = guestscope::attach::default_plan(7171);
+                std::fs::write(f.path("plan.json"), serde_json::to_vec(&plan).unwrap()).unwrap();
+                vec![
+                    "attach".into(),
+                    "--vsock-uds".into(),
+                    f.path("vm.vsock").into(),
+                    "--plan".into(),
+                    f.path("plan.json").into(),
+                ]
+            }),
+        ),
+        case(
+            "attach: plan not a plan",
+            "not a run plan",
+            plain(|f| {
+                std::fs::write(f.path("plan.json"), b"{\"vsock_port\": \"x\"}").unwrap();
+                vec![
+                    "attach".into(),
+                    "--vsock-uds".into(),
+                    f.path("vm.vsock").into(),
+                    "--plan".into(),
+                    f.path("plan.json").into(),
+                ]
+            }),
+        ),
     ]
 }
 
@@ -202,7 +360,13 @@ fn bad_input_gets_one_clear_line_and_exit_status_2() {
             failed.push(format!("{name}: {why}"));
         }
     }
-    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), cases.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n")
+    );
 }
 
 // ---- Bad streams from a fake agent ----
@@ -217,7 +381,13 @@ fn frame(body: Body) -> Vec<u8> {
 /// Frames of a well-behaved start: Connect (with `secret`), Hello, a workload, and
 /// `events` alloc_fd events; sequence numbers from 0.
 fn good_start(secret: &str, events: usize) -> Vec<u8> {
-    let connect = Connect { agent_pid: PID, agent_start_ns: 1, connection: 1, after: None, secret: secret.into() };
+    let connect = Connect {
+        agent_pid: PID,
+        agent_start_ns: 1,
+        connection: 1,
+        after: None,
+        secret: secret.into(),
+    };
     let hello = Hello {
         agent_version: "0.1.0".into(),
         kernel_release: "6.1-fake".into(),
@@ -226,10 +396,28 @@ fn good_start(secret: &str, events: usize) -> Vec<u8> {
         monotonic_ns: 2,
         agent_pid: PID,
     };
-    let started = WorkloadStarted { name: "w".into(), pid: 77, argv: vec!["w".into()], start_ns: 3 };
+    let started = WorkloadStarted {
+        name: "w".into(),
+        pid: 77,
+        argv: vec!["w".into()],
+        start_ns: 3,
+    };
     let mut bytes = frame(Body::Connect(connect));
-    for (seq, body) in [Body::Hello(hello), Body::WorkloadStarted(started), Body::Events(event_batch(events))].into_iter().enumerate() {
-        bytes.extend(encode_frame(&Record { seq: seq as u64, body }).unwrap());
+    for (seq, body) in [
+        Body::Hello(hello),
+        Body::WorkloadStarted(started),
+        Body::Events(event_batch(events)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        bytes.extend(
+            encode_frame(&Record {
+                seq: seq as u64,
+                body,
+            })
+            .unwrap(),
+        );
     }
     bytes
 }
@@ -277,7 +465,11 @@ fn stream_cases() -> Vec<StreamCase> {
     let mut corrupt = good_start("", 5);
     corrupt.extend(b"XXXXgarbage that is no frame header");
     let mut truncated = good_start("", 5);
-    let next = encode_frame(&Record { seq: 3, body: Body::Events(event_batch(50)) }).unwrap();
+    let next = encode_frame(&Record {
+        seq: 3,
+        body: Body::Events(event_batch(50)),
+    })
+    .unwrap();
     truncated.extend(&next[..next.len() / 2]);
     let mut bad_payload = good_start("", 5);
     bad_payload.extend(header(WIRE_VERSION, 16));
@@ -288,18 +480,70 @@ fn stream_cases() -> Vec<StreamCase> {
     newer.extend([0; 4]);
     let mut flood = good_start("", 0);
     for seq in 3..60u64 {
-        flood.extend(encode_frame(&Record { seq, body: Body::Events(event_batch(1000)) }).unwrap());
+        flood.extend(
+            encode_frame(&Record {
+                seq,
+                body: Body::Events(event_batch(1000)),
+            })
+            .unwrap(),
+        );
     }
-    flood.extend(encode_frame(&Record { seq: 60, body: Body::Finished(Totals::default()) }).unwrap());
-    let case = |name, bytes, needle, events| StreamCase { name, bytes, with_plan: false, tiny_disk: false, needle, events };
+    flood.extend(
+        encode_frame(&Record {
+            seq: 60,
+            body: Body::Finished(Totals::default()),
+        })
+        .unwrap(),
+    );
+    let case = |name, bytes, needle, events| StreamCase {
+        name,
+        bytes,
+        with_plan: false,
+        tiny_disk: false,
+        needle,
+        events,
+    };
     vec![
         case("corrupt frame", corrupt, "bad frame magic", Some(5)),
-        case("frame cut short, then the link closed", truncated, "stream truncated inside a frame", Some(5)),
-        case("undecodable record", bad_payload, "corrupt frame payload", Some(5)),
+        case(
+            "frame cut short, then the link closed",
+            truncated,
+            "stream truncated inside a frame",
+            Some(5),
+        ),
+        case(
+            "undecodable record",
+            bad_payload,
+            "corrupt frame payload",
+            Some(5),
+        ),
         case("oversized frame length", oversized, "exceeds the", Some(5)),
-        case("newer wire version", newer, Box::leak(format!("wire version {} is not supported", WIRE_VERSION + 1).into_boxed_str()), Some(0)),
-        StreamCase { with_plan: true, ..case("no secret", good_start("", 5), "without this run's secret", Some(0)) },
-        StreamCase { tiny_disk: true, ..case("disk full while writing", flood, "No space left on device", None) },
+        case(
+            "newer wire version",
+            newer,
+            Box::leak(
+                format!("wire version {} is not supported", WIRE_VERSION + 1).into_boxed_str(),
+            ),
+            Some(0),
+        ),
+        StreamCase {
+            with_plan: true,
+            ..case(
+                "no secret",
+                good_start("", 5),
+                "without this run's secret",
+                Some(0),
+            )
+        },
+        StreamCase {
+            tiny_disk: true,
+            ..case(
+                "disk full while writing",
+                flood,
+                "No space left on device",
+                None,
+            )
+        },
     ]
 }
 
@@ -309,7 +553,11 @@ struct TinyDisk(PathBuf);
 impl TinyDisk {
     fn mount(dir: &Path) -> Option<TinyDisk> {
         std::fs::create_dir_all(dir).unwrap();
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"]).arg(dir).status().is_ok_and(|s| s.success());
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
         ok.then(|| TinyDisk(dir.to_path_buf()))
     }
 }
@@ -337,14 +585,27 @@ fn run_stream_case(c: &StreamCase) -> Result<(), String> {
     };
     let uds = dir.path().join("vm.vsock");
     let mut cmd = Command::new(BIN);
-    cmd.arg("attach").arg("--vsock-uds").arg(&uds).args(["--port", &PORT.to_string(), "--timeout", "4"]).arg("--out").arg(&out);
+    cmd.arg("attach")
+        .arg("--vsock-uds")
+        .arg(&uds)
+        .args(["--port", &PORT.to_string(), "--timeout", "4"])
+        .arg("--out")
+        .arg(&out);
     if c.with_plan {
-        let plan = RunPlan { secret: Some("a".repeat(64)), ..guestscope::attach::default_plan(PORT) };
+        let plan = RunPlan {
+            secret: Some("a".repeat(64)),
+            ..guestscope::attach::default_plan(PORT)
+        };
         let p = dir.path().join("plan.json");
         std::fs::write(&p, serde_json::to_vec(&plan).unwrap()).unwrap();
         cmd.arg("--plan").arg(p);
     }
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let socket = PathBuf::from(format!("{}_{PORT}", uds.display()));
     let t = Instant::now();
     while !socket.exists() {
@@ -391,16 +652,32 @@ fn run_stream_case(c: &StreamCase) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     if status.success() || stderr.contains("panicked") {
         return Err(format!("exit {status}; stderr: {stderr}"));
     }
     let errors: Vec<&str> = stderr
         .lines()
-        .filter(|l| ["guestscope: error:", "guestscope: run incomplete", "guestscope: run stopped"].iter().any(|p| l.starts_with(p)))
+        .filter(|l| {
+            [
+                "guestscope: error:",
+                "guestscope: run incomplete",
+                "guestscope: run stopped",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
         .collect();
     if errors.len() != 1 || !errors[0].contains(c.needle) {
-        return Err(format!("want one error line with {:?}; stderr: {stderr}", c.needle));
+        return Err(format!(
+            "want one error line with {:?}; stderr: {stderr}",
+            c.needle
+        ));
     }
     eprintln!("{} -> exit {:?}: {}", c.name, status.code(), errors[0]);
     if let Some(stray) = stderr.lines().find(|l| !l.starts_with("guestscope: ")) {
@@ -408,29 +685,44 @@ fn run_stream_case(c: &StreamCase) -> Result<(), String> {
     }
     // Nothing received is lost: events.jsonl parses line by line and holds what came
     // before the fault; summary.json parses when the disk had room for it.
-    let lines = std::fs::read_to_string(out.join("events.jsonl")).map_err(|e| format!("events.jsonl: {e}"))?;
+    let lines = std::fs::read_to_string(out.join("events.jsonl"))
+        .map_err(|e| format!("events.jsonl: {e}"))?;
     if !lines.is_empty() && !lines.ends_with('\n') {
         return Err("events.jsonl ends inside a line".into());
     }
     for (i, l) in lines.lines().enumerate() {
-        serde_json::from_str::<serde_json::Value>(l).map_err(|e| format!("events.jsonl line {}: {e}", i + 1))?;
+        serde_json::from_str::<serde_json::Value>(l)
+            .map_err(|e| format!("events.jsonl line {}: {e}", i + 1))?;
     }
     if c.events.is_none() && lines.lines().count() == 0 {
         return Err("events.jsonl kept nothing of what fitted".into());
     }
     if let Some(n) = c.events {
         if lines.lines().count() != n {
-            return Err(format!("events.jsonl has {} events, want {n}", lines.lines().count()));
+            return Err(format!(
+                "events.jsonl has {} events, want {n}",
+                lines.lines().count()
+            ));
         }
-        let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).map_err(|e| format!("summary.json: {e}"))?)
-            .map_err(|e| format!("summary.json: {e}"))?;
-        if summary["stream"]["events_received"] != n || summary["run"]["outcome"]["complete"] != false {
-            return Err(format!("summary.json: {} events, outcome {}", summary["stream"]["events_received"], summary["run"]["outcome"]));
+        let summary: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join("summary.json")).map_err(|e| format!("summary.json: {e}"))?,
+        )
+        .map_err(|e| format!("summary.json: {e}"))?;
+        if summary["stream"]["events_received"] != n
+            || summary["run"]["outcome"]["complete"] != false
+        {
+            return Err(format!(
+                "summary.json: {} events, outcome {}",
+                summary["stream"]["events_received"], summary["run"]["outcome"]
+            ));
         }
     }
     for f in std::fs::read_dir(&out).unwrap().flatten() {
         if f.file_name().to_string_lossy().ends_with(".tmp") {
-            return Err(format!("half-written {} left behind", f.file_name().to_string_lossy()));
+            return Err(format!(
+                "half-written {} left behind",
+                f.file_name().to_string_lossy()
+            ));
         }
     }
     Ok(())
@@ -439,17 +731,32 @@ fn run_stream_case(c: &StreamCase) -> Result<(), String> {
 #[test]
 fn bad_streams_get_one_clear_line_and_keep_what_was_received() {
     let cases = stream_cases();
-    let failed: Vec<String> = cases.iter().filter_map(|c| run_stream_case(c).err().map(|e| format!("{}: {e}", c.name))).collect();
-    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), cases.len(), failed.join("\n"));
+    let failed: Vec<String> = cases
+        .iter()
+        .filter_map(|c| run_stream_case(c).err().map(|e| format!("{}: {e}", c.name)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n")
+    );
 }
 
 // ---- A gdbstub that misbehaves ----
 
 #[test]
 fn gdbstub_that_refuses_hangs_up_or_stays_silent_is_one_clear_error() {
-    let quick = ClientOptions { reply_timeout: Duration::from_millis(300), ..ClientOptions::default() };
+    let quick = ClientOptions {
+        reply_timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
     // Refuses: nothing listens on the port.
-    let refused = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     // Hangs up: accepts, then closes.
     let hangs_up = TcpListener::bind("127.0.0.1:0").unwrap();
     let hangs_up_addr = hangs_up.local_addr().unwrap();
@@ -466,7 +773,11 @@ fn gdbstub_that_refuses_hangs_up_or_stays_silent_is_one_clear_error() {
         ("refuses", refused, "connect"),
         ("hangs up", hangs_up_addr, "closed"),
         ("stays silent", silent_addr, "no reply"),
-        ("not on loopback", "192.0.2.1:1234".parse().unwrap(), "must listen on 127.0.0.1"),
+        (
+            "not on loopback",
+            "192.0.2.1:1234".parse().unwrap(),
+            "must listen on 127.0.0.1",
+        ),
     ];
     let mut failed = Vec::new();
     for (name, addr, needle) in cases {

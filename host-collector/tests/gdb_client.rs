@@ -53,7 +53,10 @@ fn handshake(p: &str, features: &str) -> Option<Action> {
     if let Some(rest) = p.strip_prefix("qXfer:features:read:") {
         let (annex, range) = rest.split_once(':').unwrap();
         let (off, len) = range.split_once(',').unwrap();
-        let (off, len) = (usize::from_str_radix(off, 16).unwrap(), usize::from_str_radix(len, 16).unwrap());
+        let (off, len) = (
+            usize::from_str_radix(off, 16).unwrap(),
+            usize::from_str_radix(len, 16).unwrap(),
+        );
         let file = match annex {
             "target.xml" => TARGET_XML,
             "i386-64bit.xml" => I386_64BIT_XML,
@@ -85,7 +88,11 @@ impl Stub {
     }
 
     /// Like [`Stub::spawn`], writing `greeting` as soon as the client connects.
-    fn spawn_with_greeting(features: &'static str, greeting: Vec<u8>, mut handler: impl FnMut(&Got) -> Action + Send + 'static) -> Stub {
+    fn spawn_with_greeting(
+        features: &'static str,
+        greeting: Vec<u8>,
+        mut handler: impl FnMut(&Got) -> Action + Send + 'static,
+    ) -> Stub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -117,7 +124,11 @@ impl Stub {
                             {
                                 let frame: Vec<u8> = buf.drain(..h + 3).collect();
                                 let body = &frame[1..h];
-                                let cs = u8::from_str_radix(std::str::from_utf8(&frame[h + 1..]).unwrap(), 16).unwrap();
+                                let cs = u8::from_str_radix(
+                                    std::str::from_utf8(&frame[h + 1..]).unwrap(),
+                                    16,
+                                )
+                                .unwrap();
                                 assert_eq!(cs, packet::checksum(body), "client checksum");
                                 let payload = packet::decode_body(body).unwrap();
                                 break Some(Got::Packet(String::from_utf8(payload).unwrap()));
@@ -170,7 +181,10 @@ impl Stub {
 }
 
 fn quick() -> ClientOptions {
-    ClientOptions { reply_timeout: Duration::from_millis(500), ..ClientOptions::default() }
+    ClientOptions {
+        reply_timeout: Duration::from_millis(500),
+        ..ClientOptions::default()
+    }
 }
 
 fn acks_only(got: &Got) -> Action {
@@ -195,10 +209,15 @@ fn recorded_exchanges(jsonl: &str) -> Vec<(String, Vec<u8>)> {
             }
             let mut d = packet::Decoder::new(1 << 16);
             d.feed(data.as_bytes());
-            let Some(packet::Frame::Packet(p)) = d.next_frame().unwrap() else { panic!("bad client frame {data}") };
+            let Some(packet::Frame::Packet(p)) = d.next_frame().unwrap() else {
+                panic!("bad client frame {data}")
+            };
             out.push((String::from_utf8(p).unwrap(), Vec::new()));
         } else {
-            out.last_mut().expect("stub spoke first").1.extend_from_slice(data.as_bytes());
+            out.last_mut()
+                .expect("stub spoke first")
+                .1
+                .extend_from_slice(data.as_bytes());
         }
     }
     out
@@ -206,14 +225,24 @@ fn recorded_exchanges(jsonl: &str) -> Vec<(String, Vec<u8>)> {
 
 /// task_struct offsets of the recorded guest (Debian 6.1.0-56-amd64, from its BTF).
 fn debian_6_1_offsets() -> TaskOffsets {
-    TaskOffsets { pid: 0x970, tgid: 0x974, comm: 0xba0, comm_len: 16, pcpu_hot_current_task: None }
+    TaskOffsets {
+        pid: 0x970,
+        tgid: 0x974,
+        comm: 0xba0,
+        comm_len: 16,
+        pcpu_hot_current_task: None,
+    }
 }
 
 #[test]
 fn replays_a_recorded_qemu_pti_session() {
     let mut script = recorded_exchanges(include_str!("fixtures/gdb/qemu-7.2-pti-session.jsonl"));
     // Not in the recording: what detach sends after it.
-    for (p, r) in [("z1,ffffffffa3c00080,1", "+$OK#9a"), ("Qqemu.PhyMemMode:0", "+$OK#9a"), ("D;1", "+$OK#9a")] {
+    for (p, r) in [
+        ("z1,ffffffffa3c00080,1", "+$OK#9a"),
+        ("Qqemu.PhyMemMode:0", "+$OK#9a"),
+        ("D;1", "+$OK#9a"),
+    ] {
         script.push((p.to_string(), r.as_bytes().to_vec()));
     }
     let expected: Vec<String> = script.iter().map(|(p, _)| p.clone()).collect();
@@ -230,7 +259,9 @@ fn replays_a_recorded_qemu_pti_session() {
             match d.next_frame().unwrap() {
                 Some(packet::Frame::Packet(p)) => {
                     let p = String::from_utf8(p).unwrap();
-                    let (want, reply) = next.next().unwrap_or_else(|| panic!("unscripted packet {p}"));
+                    let (want, reply) = next
+                        .next()
+                        .unwrap_or_else(|| panic!("unscripted packet {p}"));
                     assert_eq!(p, want, "packet #{}", seen.len());
                     seen.push(p);
                     s.write_all(&reply).unwrap();
@@ -246,10 +277,22 @@ fn replays_a_recorded_qemu_pti_session() {
     });
 
     let mut c = Client::connect(addr, ClientOptions::default()).unwrap();
-    assert_eq!(c.last_stop().and_then(StopReply::thread), Some(ThreadId { pid: Some(1), tid: 1 }));
+    assert_eq!(
+        c.last_stop().and_then(StopReply::thread),
+        Some(ThreadId {
+            pid: Some(1),
+            tid: 1
+        })
+    );
     assert!(!c.no_ack_mode(), "QEMU 7.2 does not offer QStartNoAckMode");
     assert!(c.supports_phys_mem_mode());
-    assert_eq!(c.threads().unwrap(), vec![ThreadId { pid: Some(1), tid: 1 }]);
+    assert_eq!(
+        c.threads().unwrap(),
+        vec![ThreadId {
+            pid: Some(1),
+            tid: 1
+        }]
+    );
     let regs = c.read_registers().unwrap();
     assert_eq!(regs.len(), 608);
     assert_eq!(regs.get("cr3"), Some(0x1ff0_5000));
@@ -269,23 +312,39 @@ fn replays_a_recorded_qemu_pti_session() {
     let stop = c.cont(Duration::from_secs(5)).unwrap();
     assert_eq!(stop.signal(), Some(5));
     assert_eq!(c.read_register("rip").unwrap(), 0xffff_ffff_a3c0_0080);
-    assert!(matches!(c.read_memory(base + 0x1fb80, 8), Err(GdbError::Memory { .. })));
+    assert!(matches!(
+        c.read_memory(base + 0x1fb80, 8),
+        Err(GdbError::Memory { .. })
+    ));
     let kallsyms = Kallsyms::parse(include_str!("fixtures/gdb/qemu-7.2-pti-kallsyms.txt")).unwrap();
-    let mut reader = CurrentReader::new(KernelLayout::new(&kallsyms, debian_6_1_offsets()).unwrap());
+    let mut reader =
+        CurrentReader::new(KernelLayout::new(&kallsyms, debian_6_1_offsets()).unwrap());
     let ids = reader.current_ids(&mut c, base, Access::Auto).unwrap();
-    assert_eq!((ids.pid, ids.tgid, ids.path), (94, 94, MemoryPath::PageWalk));
+    assert_eq!(
+        (ids.pid, ids.tgid, ids.path),
+        (94, 94, MemoryPath::PageWalk)
+    );
     assert_eq!(ids.task, 0xffff_8e95_4279_4c80);
     c.step().unwrap();
     let cur = reader.current(&mut c).unwrap();
-    assert_eq!((cur.ids.pid, cur.comm.as_str(), cur.per_cpu_base), (94, "init", base));
+    assert_eq!(
+        (cur.ids.pid, cur.comm.as_str(), cur.per_cpu_base),
+        (94, "init", base)
+    );
     // The VM was held from the connection to the resume, and from the breakpoint stop,
     // through the single step (counted as stepping), to the detach.
     let holds = c.detach_with_holds().unwrap();
     assert_eq!(holds.len(), 2, "{holds:?}");
     assert_eq!(holds[0].stepping, Duration::ZERO);
-    assert!(holds[1].stepping > Duration::ZERO && holds[1].stepping <= holds[1].to - holds[1].from, "{holds:?}");
+    assert!(
+        holds[1].stepping > Duration::ZERO && holds[1].stepping <= holds[1].to - holds[1].from,
+        "{holds:?}"
+    );
     assert!(holds.iter().all(|h| h.from <= h.to));
-    assert!(holds.windows(2).all(|w| w[0].to <= w[1].from), "holds overlap: {holds:?}");
+    assert!(
+        holds.windows(2).all(|w| w[0].to <= w[1].from),
+        "holds overlap: {holds:?}"
+    );
     let seen = replayer.join().unwrap();
     assert_eq!(seen, expected);
 }
@@ -300,7 +359,11 @@ fn refuses_non_loopback_addresses_without_connecting() {
 
 #[test]
 fn connection_refused_is_an_error() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let err = Client::connect(SocketAddr::from(([127, 0, 0, 1], port)), quick()).unwrap_err();
     assert!(matches!(err, GdbError::Connect { .. }), "{err}");
 }
@@ -316,7 +379,11 @@ fn unsolicited_stop_on_connect_is_not_taken_for_the_reply() {
         other => acks_only(other),
     });
     let mut c = Client::connect(stub.addr, quick()).unwrap();
-    assert_eq!(c.last_stop().and_then(StopReply::signal), Some(5), "the '?' reply came after the unsolicited T02");
+    assert_eq!(
+        c.last_stop().and_then(StopReply::signal),
+        Some(5),
+        "the '?' reply came after the unsolicited T02"
+    );
     assert!(c.features().iter().any(|f| f == "multiprocess+"));
     assert_eq!(c.threads().unwrap().len(), 2);
     drop(c); // detaches
@@ -326,18 +393,24 @@ fn unsolicited_stop_on_connect_is_not_taken_for_the_reply() {
 
 #[test]
 fn no_ack_mode_is_used_when_offered() {
-    let stub = Stub::spawn("PacketSize=1000;qXfer:features:read+;multiprocess+;QStartNoAckMode+", move |got| match got {
-        Got::Packet(p) if p == "QStartNoAckMode" => ack_reply("OK"),
-        Got::Packet(p) if p == "p1d" => Action::Send(packet::encode(b"0050f01f00000000")),
-        Got::Ack => Action::Nothing,
-        other => panic!("{other:?}"),
-    });
+    let stub = Stub::spawn(
+        "PacketSize=1000;qXfer:features:read+;multiprocess+;QStartNoAckMode+",
+        move |got| match got {
+            Got::Packet(p) if p == "QStartNoAckMode" => ack_reply("OK"),
+            Got::Packet(p) if p == "p1d" => Action::Send(packet::encode(b"0050f01f00000000")),
+            Got::Ack => Action::Nothing,
+            other => panic!("{other:?}"),
+        },
+    );
     let mut c = Client::connect(stub.addr, quick()).unwrap();
     assert!(c.no_ack_mode());
     assert_eq!(c.read_register("cr3").unwrap(), 0x1ff0_5000);
     c.detach().unwrap();
     let got = stub.finish();
-    let switch = got.iter().position(|g| *g == Got::Packet("QStartNoAckMode".into())).unwrap();
+    let switch = got
+        .iter()
+        .position(|g| *g == Got::Packet("QStartNoAckMode".into()))
+        .unwrap();
     // One ack for the OK reply, then none.
     assert_eq!(got[switch + 1], Got::Ack);
     assert!(!got[switch + 2..].contains(&Got::Ack), "{got:?}");
@@ -364,13 +437,19 @@ fn bad_checksums_are_nacked_and_nacks_retransmitted() {
     let mut c = Client::connect(stub.addr, quick()).unwrap();
     // The corrupted reply is refused with '-'; the stub here does not resend on its
     // own (QEMU does not either), so the client's wait ends in a timeout...
-    assert!(matches!(c.read_register("cr3"), Err(GdbError::Timeout { .. })));
+    assert!(matches!(
+        c.read_register("cr3"),
+        Err(GdbError::Timeout { .. })
+    ));
     // ... and a nack of our packet makes the client resend it.
     assert_eq!(c.read_register("cr4").unwrap(), 0x1506f0);
     assert_eq!(stub.packets().iter().filter(|p| *p == "p1e").count(), 2);
     drop(c);
     let got = stub.finish();
-    assert!(got.contains(&Got::Nack), "the client nacked the bad checksum");
+    assert!(
+        got.contains(&Got::Nack),
+        "the client nacked the bad checksum"
+    );
 }
 
 #[test]
@@ -386,13 +465,30 @@ fn error_empty_and_garbage_replies_become_errors() {
         other => acks_only(other),
     });
     let mut c = Client::connect(stub.addr, quick()).unwrap();
-    assert!(matches!(c.select_thread(ThreadId { pid: Some(1), tid: 2 }), Err(GdbError::Refused { ref code, .. }) if code == "22"));
+    assert!(
+        matches!(c.select_thread(ThreadId { pid: Some(1), tid: 2 }), Err(GdbError::Refused { ref code, .. }) if code == "22")
+    );
     assert_eq!(c.read_register("cr3").unwrap(), 0, "read through 'g'");
-    assert!(matches!(c.read_register("nope"), Err(GdbError::UnknownRegister(_))));
-    assert!(matches!(c.read_memory(0x1000, 4), Err(GdbError::Malformed(_))));
-    assert!(matches!(c.read_memory(0x2000, 4), Err(GdbError::Memory { addr: 0x2000, .. })));
-    assert!(matches!(c.insert_hw_breakpoint(0xffff_ffff_8100_0000), Err(GdbError::Unsupported { .. })));
-    assert!(matches!(c.set_phys_mem_mode(true), Err(GdbError::Refused { .. })));
+    assert!(matches!(
+        c.read_register("nope"),
+        Err(GdbError::UnknownRegister(_))
+    ));
+    assert!(matches!(
+        c.read_memory(0x1000, 4),
+        Err(GdbError::Malformed(_))
+    ));
+    assert!(matches!(
+        c.read_memory(0x2000, 4),
+        Err(GdbError::Memory { addr: 0x2000, .. })
+    ));
+    assert!(matches!(
+        c.insert_hw_breakpoint(0xffff_ffff_8100_0000),
+        Err(GdbError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        c.set_phys_mem_mode(true),
+        Err(GdbError::Refused { .. })
+    ));
     drop(c);
     stub.finish();
 }
@@ -407,9 +503,15 @@ fn a_silent_stub_times_out_and_a_hang_up_is_closed() {
     });
     let mut c = Client::connect(stub.addr, quick()).unwrap();
     let t0 = std::time::Instant::now();
-    assert!(matches!(c.read_register("rip"), Err(GdbError::Timeout { .. })));
+    assert!(matches!(
+        c.read_register("rip"),
+        Err(GdbError::Timeout { .. })
+    ));
     assert!(t0.elapsed() < Duration::from_secs(3));
-    assert!(matches!(c.read_register("cr3"), Err(GdbError::Closed | GdbError::Io(_))));
+    assert!(matches!(
+        c.read_register("cr3"),
+        Err(GdbError::Closed | GdbError::Io(_))
+    ));
     drop(c); // must not hang or panic on a dead socket
     stub.finish();
 }
@@ -444,28 +546,66 @@ fn continue_wait_and_interrupt() {
     let mut c = Client::connect(stub.addr, quick()).unwrap();
     c.resume().unwrap();
     assert!(c.is_running());
-    assert!(matches!(c.read_register("cr3"), Err(GdbError::UnexpectedReply { .. })), "no reads while running");
+    assert!(
+        matches!(
+            c.read_register("cr3"),
+            Err(GdbError::UnexpectedReply { .. })
+        ),
+        "no reads while running"
+    );
     assert!(matches!(c.step(), Err(GdbError::UnexpectedReply { .. })));
     assert_eq!(c.wait_stop(Duration::from_millis(100)).unwrap(), None);
     let stop = c.interrupt().unwrap();
     assert_eq!(stop.signal(), Some(2));
     assert!(!c.is_running());
     // cont() interrupts by itself when no stop comes.
-    assert_eq!(c.cont(Duration::from_millis(100)).unwrap().signal(), Some(2));
+    assert_eq!(
+        c.cont(Duration::from_millis(100)).unwrap().signal(),
+        Some(2)
+    );
     assert_eq!(c.step().unwrap().signal(), Some(5));
     // Stepping one vCPU: vCont;s:thread, checked against the stop's thread.
-    let stop = c.step_thread(ThreadId { pid: Some(1), tid: 2 }).unwrap();
-    assert_eq!(stop.thread(), Some(ThreadId { pid: Some(1), tid: 2 }));
-    assert!(matches!(c.step_thread(ThreadId { pid: Some(1), tid: 3 }), Err(GdbError::UnexpectedReply { .. })));
+    let stop = c
+        .step_thread(ThreadId {
+            pid: Some(1),
+            tid: 2,
+        })
+        .unwrap();
+    assert_eq!(
+        stop.thread(),
+        Some(ThreadId {
+            pid: Some(1),
+            tid: 2
+        })
+    );
+    assert!(matches!(
+        c.step_thread(ThreadId {
+            pid: Some(1),
+            tid: 3
+        }),
+        Err(GdbError::UnexpectedReply { .. })
+    ));
     // The stop named thread 2, which QEMU makes current: no Hg needed for it.
-    c.select_thread(ThreadId { pid: Some(1), tid: 2 }).unwrap();
-    c.select_thread(ThreadId { pid: Some(1), tid: 2 }).unwrap();
+    c.select_thread(ThreadId {
+        pid: Some(1),
+        tid: 2,
+    })
+    .unwrap();
+    c.select_thread(ThreadId {
+        pid: Some(1),
+        tid: 2,
+    })
+    .unwrap();
     let rts = c.round_trips();
     c.detach().unwrap();
     assert!(rts >= 6);
     let packets = stub.packets();
     assert_eq!(packets.iter().filter(|p| p.starts_with("Hg")).count(), 0);
-    assert_eq!(packets.iter().filter(|p| *p == "vCont?").count(), 1, "asked once");
+    assert_eq!(
+        packets.iter().filter(|p| *p == "vCont?").count(),
+        1,
+        "asked once"
+    );
     stub.finish();
 }
 
@@ -481,25 +621,35 @@ fn target_exit_while_running_is_an_error_value() {
         other => acks_only(other),
     });
     let mut c = Client::connect(stub.addr, quick()).unwrap();
-    assert!(matches!(c.cont(Duration::from_secs(1)), Err(GdbError::TargetGone(StopReply::Exited { code: 0 }))));
+    assert!(matches!(
+        c.cont(Duration::from_secs(1)),
+        Err(GdbError::TargetGone(StopReply::Exited { code: 0 }))
+    ));
     drop(c);
     stub.finish();
 }
 
 #[test]
 fn reads_are_split_to_the_packet_size() {
-    let stub = Stub::spawn("PacketSize=100;qXfer:features:read+;multiprocess+", |got| match got {
-        Got::Packet(p) if p.starts_with('m') => {
-            let (_, len) = p[1..].split_once(',').unwrap();
-            let len = usize::from_str_radix(len, 16).unwrap();
-            ack_reply(&"ab".repeat(len))
-        }
-        other => acks_only(other),
-    });
+    let stub = Stub::spawn(
+        "PacketSize=100;qXfer:features:read+;multiprocess+",
+        |got| match got {
+            Got::Packet(p) if p.starts_with('m') => {
+                let (_, len) = p[1..].split_once(',').unwrap();
+                let len = usize::from_str_radix(len, 16).unwrap();
+                ack_reply(&"ab".repeat(len))
+            }
+            other => acks_only(other),
+        },
+    );
     let mut c = Client::connect(stub.addr, quick()).unwrap();
     let bytes = c.read_memory(0x1000, 300).unwrap();
     assert_eq!(bytes, vec![0xab; 300]);
-    let reads: Vec<String> = stub.packets().into_iter().filter(|p| p.starts_with('m')).collect();
+    let reads: Vec<String> = stub
+        .packets()
+        .into_iter()
+        .filter(|p| p.starts_with('m'))
+        .collect();
     assert_eq!(reads, vec!["m1000,7c", "m107c,7c", "m10f8,34"]);
     drop(c);
     stub.finish();

@@ -66,17 +66,30 @@ fn kernel() -> PathBuf {
 }
 
 fn scratch_initramfs(dir: &Path) -> PathBuf {
-    let busybox = std::fs::read(BUSYBOX).unwrap_or_else(|e| panic!("{BUSYBOX}: {e} (install busybox-static)"));
+    let busybox = std::fs::read(BUSYBOX)
+        .unwrap_or_else(|e| panic!("{BUSYBOX}: {e} (install busybox-static)"));
     let path = dir.join("scratch.cpio");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let mut ino = 1u32;
     for d in ["bin", "proc", "sys", "dev"] {
         ino += 1;
-        out = cpio::newc::Builder::new(d).ino(ino).mode(0o040755).nlink(2).write(out, 0).finish().unwrap();
+        out = cpio::newc::Builder::new(d)
+            .ino(ino)
+            .mode(0o040755)
+            .nlink(2)
+            .write(out, 0)
+            .finish()
+            .unwrap();
     }
-    for (name, data, mode) in [("bin/busybox", busybox.as_slice(), 0o100755), ("init", INIT.as_bytes(), 0o100755)] {
+    for (name, data, mode) in [
+        ("bin/busybox", busybox.as_slice(), 0o100755),
+        ("init", INIT.as_bytes(), 0o100755),
+    ] {
         ino += 1;
-        let mut w = cpio::newc::Builder::new(name).ino(ino).mode(mode).write(out, data.len() as u32);
+        let mut w = cpio::newc::Builder::new(name)
+            .ino(ino)
+            .mode(mode)
+            .write(out, data.len() as u32);
         std::io::Write::write_all(&mut w, data).unwrap();
         out = w.finish().unwrap();
     }
@@ -104,30 +117,58 @@ impl Drop for Guest {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn boot(dir: &Path, initrd: &Path, cpu: Option<&str>, smp: u32, want_btf: bool) -> Guest {
     let port = free_port();
     let btf_path = dir.join(format!("btf-{port}.bin"));
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "512", "-smp", &smp.to_string(), "-nographic", "-no-reboot"]);
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-smp",
+        &smp.to_string(),
+        "-nographic",
+        "-no-reboot",
+    ]);
     if let Some(cpu) = cpu {
         cmd.args(["-cpu", cpu]);
     }
     cmd.arg("-kernel").arg(kernel()).arg("-initrd").arg(initrd);
-    cmd.args(["-append", &format!("console=ttyS0 panic=-1 quiet gs.btf={}", u8::from(want_btf))]);
-    cmd.args(["-serial", "mon:stdio", "-serial", &format!("file:{}", btf_path.display())]);
+    cmd.args([
+        "-append",
+        &format!("console=ttyS0 panic=-1 quiet gs.btf={}", u8::from(want_btf)),
+    ]);
+    cmd.args([
+        "-serial",
+        "mon:stdio",
+        "-serial",
+        &format!("file:{}", btf_path.display()),
+    ]);
     cmd.args(["-gdb", &format!("tcp:127.0.0.1:{port}")]);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let start = Instant::now();
-    let mut child = cmd.spawn().expect("qemu-system-x86_64 (package qemu-system-x86) must be installed");
+    let mut child = cmd
+        .spawn()
+        .expect("qemu-system-x86_64 (package qemu-system-x86) must be installed");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).split(b'\n') {
             let Ok(line) = line else { return };
-            if tx.send(String::from_utf8_lossy(&line).trim_end().to_string()).is_err() {
+            if tx
+                .send(String::from_utf8_lossy(&line).trim_end().to_string())
+                .is_err()
+            {
                 return;
             }
         }
@@ -149,7 +190,10 @@ fn boot(dir: &Path, initrd: &Path, cpu: Option<&str>, smp: u32, want_btf: bool) 
         let left = BOOT_TIMEOUT.saturating_sub(start.elapsed());
         let line = match rx.recv_timeout(left) {
             Ok(l) => l,
-            Err(_) => panic!("guest not ready within {BOOT_TIMEOUT:?} (cpu {cpu:?}); console:\n{}", console.join("\n")),
+            Err(_) => panic!(
+                "guest not ready within {BOOT_TIMEOUT:?} (cpu {cpu:?}); console:\n{}",
+                console.join("\n")
+            ),
         };
         console.push(line.clone());
         let Some(at) = line.find("GS-") else { continue };
@@ -173,7 +217,11 @@ fn boot(dir: &Path, initrd: &Path, cpu: Option<&str>, smp: u32, want_btf: bool) 
     guest.kallsyms = Kallsyms::parse(&ksyms).unwrap();
     if let Some(size) = btf_size {
         let blob = std::fs::read(&btf_path).unwrap();
-        assert_eq!(blob.len(), size, "BTF copied through the second serial port");
+        assert_eq!(
+            blob.len(),
+            size,
+            "BTF copied through the second serial port"
+        );
         guest.btf = Some(blob);
     }
     eprintln!(
@@ -199,9 +247,13 @@ fn check_cr3_and_current(guest: &Guest, offsets: &TaskOffsets, vcpus: usize) {
         // CR4.PCIDE off (TCG has no PCID): bits 0-11 are flags Linux leaves clear.
         assert_eq!(cr3 & 0xfff, 0, "page-aligned PGD, no PCID");
     }
-    let mut reader = CurrentReader::new(KernelLayout::new(&guest.kallsyms, offsets.clone()).unwrap());
+    let mut reader =
+        CurrentReader::new(KernelLayout::new(&guest.kallsyms, offsets.clone()).unwrap());
     let cur = reader.current(&mut c).unwrap();
-    eprintln!("current at the connect stop: pid {} tgid {} comm {:?} via {:?}", cur.ids.pid, cur.ids.tgid, cur.comm, cur.ids.path);
+    eprintln!(
+        "current at the connect stop: pid {} tgid {} comm {:?} via {:?}",
+        cur.ids.pid, cur.ids.tgid, cur.comm, cur.ids.path
+    );
     assert!(!cur.comm.is_empty());
     if cur.ids.pid == 0 {
         assert!(cur.comm.starts_with("swapper"), "{cur:?}");
@@ -227,14 +279,22 @@ fn report_cost(label: &str, cost: &syscall_cr3::ConditionCost) {
 #[test]
 fn syscall_cr3_with_and_without_pti() {
     let kernel = kernel();
-    assert!(kernel.is_file(), "GUESTSCOPE_KERNEL={} is not a file", kernel.display());
+    assert!(
+        kernel.is_file(),
+        "GUESTSCOPE_KERNEL={} is not a file",
+        kernel.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let initrd = scratch_initramfs(dir.path());
     let opts = Cr3Options::default();
 
     // ---- PTI on -----------------------------------------------------------------
     let pti = boot(dir.path(), &initrd, Some("Haswell-noTSX"), 1, true);
-    assert!(pti.meltdown.contains("PTI"), "Haswell-noTSX should get PTI: {:?}", pti.meltdown);
+    assert!(
+        pti.meltdown.contains("PTI"),
+        "Haswell-noTSX should get PTI: {:?}",
+        pti.meltdown
+    );
     let offsets = btf::task_offsets(pti.btf.as_deref().unwrap()).unwrap();
     eprintln!("task_struct offsets from the guest's BTF: {offsets:?}");
     assert_eq!(offsets.tgid, offsets.pid + 4);
@@ -243,14 +303,31 @@ fn syscall_cr3_with_and_without_pti() {
 
     // current at the syscall entry: both loops show up, read through a page walk.
     let mut c = Client::connect(pti.gdb, ClientOptions::default()).unwrap();
-    let cost_keep = syscall_cr3::measure_condition(&mut c, &pti.kallsyms, &offsets, pti.target_pid, 300, &opts).unwrap();
+    let cost_keep =
+        syscall_cr3::measure_condition(&mut c, &pti.kallsyms, &offsets, pti.target_pid, 300, &opts)
+            .unwrap();
     report_cost("PTI, breakpoint kept, step over", &cost_keep);
     let tgids: Vec<u32> = cost_keep.samples.iter().map(|s| s.tgid).collect();
     assert_eq!(cost_keep.hits, 300);
-    assert!(cost_keep.matching > 0, "target pid {} not among {tgids:?}", pti.target_pid);
+    assert!(
+        cost_keep.matching > 0,
+        "target pid {} not among {tgids:?}",
+        pti.target_pid
+    );
     assert_eq!(cost_keep.condition_path, Some(MemoryPath::PageWalk));
-    let reinsert = Cr3Options { step_over: StepOver::Reinsert, ..opts.clone() };
-    let cost_reinsert = syscall_cr3::measure_condition(&mut c, &pti.kallsyms, &offsets, pti.target_pid, 100, &reinsert).unwrap();
+    let reinsert = Cr3Options {
+        step_over: StepOver::Reinsert,
+        ..opts.clone()
+    };
+    let cost_reinsert = syscall_cr3::measure_condition(
+        &mut c,
+        &pti.kallsyms,
+        &offsets,
+        pti.target_pid,
+        100,
+        &reinsert,
+    )
+    .unwrap();
     report_cost("PTI, gdb-style remove/step/insert", &cost_reinsert);
     c.detach().unwrap();
 
@@ -262,8 +339,18 @@ fn syscall_cr3_with_and_without_pti() {
     assert!(!report.current_readable_before, "{report}");
     assert!(report.current_readable_after, "{report}");
     assert!(report.pti_observed());
-    assert!(report.steps <= 20, "SWITCH_TO_KERNEL_CR3 is a few instructions in: {report}");
-    assert!(report.switch_at.as_deref().unwrap_or("").starts_with("entry_SYSCALL_64+"), "{report}");
+    assert!(
+        report.steps <= 20,
+        "SWITCH_TO_KERNEL_CR3 is a few instructions in: {report}"
+    );
+    assert!(
+        report
+            .switch_at
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("entry_SYSCALL_64+"),
+        "{report}"
+    );
     // The guest runs on after detach: a new connection finds it making syscalls.
     let again = syscall_cr3::run(pti.gdb, &pti.kallsyms, &offsets, pti.noise_pid, &opts).unwrap();
     assert_eq!(again.target.tgid, pti.noise_pid);
@@ -273,11 +360,26 @@ fn syscall_cr3_with_and_without_pti() {
     // Two vCPUs here: hits come from both, each with its own per-cpu base, and
     // steps must move only the vCPU that hit.
     let nopti = boot(dir.path(), &initrd, None, 2, false);
-    assert!(nopti.meltdown.contains("Not affected"), "default model: {:?}", nopti.meltdown);
+    assert!(
+        nopti.meltdown.contains("Not affected"),
+        "default model: {:?}",
+        nopti.meltdown
+    );
     check_cr3_and_current(&nopti, &offsets, 2);
     let mut c = Client::connect(nopti.gdb, ClientOptions::default()).unwrap();
-    let all = Cr3Options { keep_samples: 300, ..opts.clone() };
-    let cost_plain = syscall_cr3::measure_condition(&mut c, &nopti.kallsyms, &offsets, nopti.target_pid, 300, &all).unwrap();
+    let all = Cr3Options {
+        keep_samples: 300,
+        ..opts.clone()
+    };
+    let cost_plain = syscall_cr3::measure_condition(
+        &mut c,
+        &nopti.kallsyms,
+        &offsets,
+        nopti.target_pid,
+        300,
+        &all,
+    )
+    .unwrap();
     report_cost("no PTI, 2 vCPUs, breakpoint kept, step over", &cost_plain);
     let mut vcpus: Vec<_> = cost_plain.samples.iter().map(|s| s.thread).collect();
     vcpus.sort_by_key(|t| t.map(|t| t.tid));
@@ -286,12 +388,22 @@ fn syscall_cr3_with_and_without_pti() {
     assert_eq!(cost_plain.condition_path, Some(MemoryPath::Virtual));
     assert!(cost_plain.matching > 0);
     c.detach().unwrap();
-    let report = syscall_cr3::run(nopti.gdb, &nopti.kallsyms, &offsets, nopti.target_pid, &opts).unwrap();
+    let report = syscall_cr3::run(
+        nopti.gdb,
+        &nopti.kallsyms,
+        &offsets,
+        nopti.target_pid,
+        &opts,
+    )
+    .unwrap();
     eprintln!("no-PTI report:\n{report}");
     assert_eq!(report.target.tgid, nopti.target_pid);
     assert!(!report.cr3_changed, "{report}");
     assert_eq!(report.steps, opts.max_steps);
-    assert!(report.current_readable_before && report.current_readable_after, "{report}");
+    assert!(
+        report.current_readable_before && report.current_readable_after,
+        "{report}"
+    );
     assert_eq!(report.condition_path, MemoryPath::Virtual);
     assert!(!report.pti_observed());
 }

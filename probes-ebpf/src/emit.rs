@@ -10,7 +10,11 @@ use aya_ebpf::{
         bpf_ktime_get_ns,
     },
 };
-use guestscope_common::{MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent, event::NO_STACK, maps::{NO_STACK_WALK, WAKEUP_FRACTION}};
+use guestscope_common::{
+    MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent,
+    event::NO_STACK,
+    maps::{NO_STACK_WALK, WAKEUP_FRACTION},
+};
 
 use crate::maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TRACED_PIDS};
 

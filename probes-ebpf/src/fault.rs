@@ -24,7 +24,11 @@ fn fault_payload(ctx: &TracePointContext) -> Payload {
             ctx.read_at::<u64>(ERROR_CODE).unwrap_or(0),
         )
     };
-    Payload { arg, ip, flags: code as u32 }
+    Payload {
+        arg,
+        ip,
+        flags: code as u32,
+    }
 }
 
 /// A fault taken while the CPU ran user code.

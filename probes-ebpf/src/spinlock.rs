@@ -15,7 +15,11 @@ use crate::emit::{Payload, emit};
 /// fentry on `_raw_spin_lock(raw_spinlock_t *lock)`.
 #[fentry(function = "_raw_spin_lock")]
 pub fn spin_lock_fentry(ctx: FEntryContext) -> u32 {
-    emit(&ctx, ProbeKind::SpinLock, |ctx| Payload { arg: ctx.arg::<u64>(0), ip: 0, flags: 0 });
+    emit(&ctx, ProbeKind::SpinLock, |ctx| Payload {
+        arg: ctx.arg::<u64>(0),
+        ip: 0,
+        flags: 0,
+    });
     0
 }
 

@@ -25,7 +25,11 @@ const MODULES: &[&str] = &[
 /// Runs `cmd`, panicking with its stderr if it fails.
 pub fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -35,7 +39,11 @@ pub fn kernel_modules() -> PathBuf {
     let dir = std::env::var_os("GUESTSCOPE_KERNEL_MODULES").map(PathBuf::from).unwrap_or_else(|| {
         panic!("GUESTSCOPE_KERNEL_MODULES is not set: root file system tests need `cargo xtask test`")
     });
-    assert!(dir.join("modules.dep").is_file(), "{}: no modules.dep", dir.display());
+    assert!(
+        dir.join("modules.dep").is_file(),
+        "{}: no modules.dep",
+        dir.display()
+    );
     dir
 }
 
@@ -54,24 +62,47 @@ pub fn busybox_rootfs(dir: &Path, modules: &Path) -> PathBuf {
     std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/init")).unwrap();
-    std::fs::write(root.join("etc/os-release"), "NAME=Buildroot\nID=buildroot\n").unwrap();
+    std::fs::write(
+        root.join("etc/os-release"),
+        "NAME=Buildroot\nID=buildroot\n",
+    )
+    .unwrap();
     // Buildroot's BusyBox init runs /etc/init.d/rcS, which starts every S??* script.
     std::fs::create_dir_all(root.join("etc/init.d")).unwrap();
     let rcs = root.join("etc/init.d/rcS");
-    std::fs::write(&rcs, "#!/bin/sh\nfor i in /etc/init.d/S??*; do [ -x \"$i\" ] && \"$i\" start; done\n").unwrap();
+    std::fs::write(
+        &rcs,
+        "#!/bin/sh\nfor i in /etc/init.d/S??*; do [ -x \"$i\" ] && \"$i\" start; done\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&rcs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     for m in MODULES {
         let dest = mdir.join(m);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        run(Command::new("cp").arg("-r").arg(modules.join(m)).arg(dest.parent().unwrap()));
+        run(Command::new("cp")
+            .arg("-r")
+            .arg(modules.join(m))
+            .arg(dest.parent().unwrap()));
     }
-    run(Command::new("find").arg(&mdir).args(["-name", "*.ko", "-exec", "xz", "{}", ";"]));
-    let dep = std::fs::read_to_string(modules.join("modules.dep")).unwrap().replace(".ko", ".ko.xz");
+    run(Command::new("find")
+        .arg(&mdir)
+        .args(["-name", "*.ko", "-exec", "xz", "{}", ";"]));
+    let dep = std::fs::read_to_string(modules.join("modules.dep"))
+        .unwrap()
+        .replace(".ko", ".ko.xz");
     std::fs::write(mdir.join("modules.dep"), dep).unwrap();
-    std::fs::copy(modules.join("modules.builtin"), mdir.join("modules.builtin")).unwrap();
+    std::fs::copy(
+        modules.join("modules.builtin"),
+        mdir.join("modules.builtin"),
+    )
+    .unwrap();
     let image = dir.join("rootfs.ext4");
     let _ = std::fs::remove_file(&image);
-    run(Command::new("mke2fs").args(["-q", "-t", "ext4", "-d"]).arg(&root).arg(&image).arg("64M"));
+    run(Command::new("mke2fs")
+        .args(["-q", "-t", "ext4", "-d"])
+        .arg(&root)
+        .arg(&image)
+        .arg("64M"));
     image
 }
 
@@ -79,13 +110,21 @@ pub fn busybox_rootfs(dir: &Path, modules: &Path) -> PathBuf {
 pub fn to_qcow2(raw: &Path) -> PathBuf {
     let q = raw.with_extension("qcow2");
     let _ = std::fs::remove_file(&q);
-    run(Command::new("qemu-img").args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(raw).arg(&q));
+    run(Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(raw)
+        .arg(&q));
     q
 }
 
 /// A file's SHA-256, to show an image was not changed.
 pub fn sha256(path: &Path) -> String {
-    String::from_utf8(run(Command::new("sha256sum").arg(path))).unwrap().split_whitespace().next().unwrap().to_string()
+    String::from_utf8(run(Command::new("sha256sum").arg(path)))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// The Debian test guest: (root file system image, 6.12 kernel, Debian's initramfs),
@@ -93,11 +132,15 @@ pub fn sha256(path: &Path) -> String {
 /// `GUESTSCOPE_DEBIAN_INITRD` (set by `cargo xtask test`).
 pub fn debian_guest() -> (PathBuf, PathBuf, PathBuf) {
     let get = |var: &str| {
-        let p = std::env::var_os(var)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| panic!("{var} is not set: the Debian guest tests need `cargo xtask test`"));
+        let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+            panic!("{var} is not set: the Debian guest tests need `cargo xtask test`")
+        });
         assert!(p.is_file(), "{var}={} does not exist", p.display());
         p
     };
-    (get("GUESTSCOPE_DEBIAN_IMAGE"), get("GUESTSCOPE_DEBIAN_KERNEL"), get("GUESTSCOPE_DEBIAN_INITRD"))
+    (
+        get("GUESTSCOPE_DEBIAN_IMAGE"),
+        get("GUESTSCOPE_DEBIAN_KERNEL"),
+        get("GUESTSCOPE_DEBIAN_INITRD"),
+    )
 }

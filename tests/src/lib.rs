@@ -32,19 +32,33 @@ impl RunOutput {
         self.summary["workloads"]
             .as_array()
             .and_then(|ws| ws.iter().find(|w| w["name"] == name))
-            .unwrap_or_else(|| panic!("workload {name} missing from summary ({})", self.dir.display()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "workload {name} missing from summary ({})",
+                    self.dir.display()
+                )
+            })
     }
 
     /// Events of workload `name` from probe `probe`.
-    pub fn events_of<'a>(&'a self, name: &'a str, probe: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-        self.events.iter().filter(move |e| e["workload"] == name && e["probe"] == probe)
+    pub fn events_of<'a>(
+        &'a self,
+        name: &'a str,
+        probe: &'a str,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events
+            .iter()
+            .filter(move |e| e["workload"] == name && e["probe"] == probe)
     }
 }
 
 /// Whether any frame of an event's stack is in function `func`.
 pub fn stack_has(event: &Value, func: &str) -> bool {
     event["stack"].as_array().is_some_and(|frames| {
-        frames.iter().any(|f| f.as_str().is_some_and(|s| s.split(['+', ' ']).next() == Some(func)))
+        frames.iter().any(|f| {
+            f.as_str()
+                .is_some_and(|s| s.split(['+', ' ']).next() == Some(func))
+        })
     })
 }
 
@@ -67,8 +81,14 @@ pub fn guest_artifacts() -> (PathBuf, PathBuf) {
 
 /// A static musl binary of one of guestscope's workloads, on the host.
 pub fn workload_binary(name: &str) -> PathBuf {
-    let p = target_dir().join("x86_64-unknown-linux-musl/release").join(name);
-    assert!(p.is_file(), "{} missing: build with `cargo xtask test`", p.display());
+    let p = target_dir()
+        .join("x86_64-unknown-linux-musl/release")
+        .join(name);
+    assert!(
+        p.is_file(),
+        "{} missing: build with `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
@@ -78,7 +98,11 @@ pub fn collector_binary() -> PathBuf {
     let p = std::env::var_os("GUESTSCOPE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir().join("release/guestscope"));
-    assert!(p.is_file(), "{} missing: build with `cargo xtask test`", p.display());
+    assert!(
+        p.is_file(),
+        "{} missing: build with `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
@@ -95,9 +119,16 @@ pub fn test_out_dir(name: &str) -> PathBuf {
 /// The processes whose parent is `pid`, with their names (`comm`).
 pub fn children_of(pid: u32) -> Vec<(u32, String)> {
     let mut kids = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for k in list.split_whitespace().filter_map(|k| k.parse::<u32>().ok()) {
+        for k in list
+            .split_whitespace()
+            .filter_map(|k| k.parse::<u32>().ok())
+        {
             let comm = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap_or_default();
             kids.push((k, comm.trim().to_string()));
         }
@@ -121,14 +152,24 @@ pub fn run_lab(test_name: &str, mut opts: LabOptions) -> RunOutput {
 
 /// Loads the outputs in `dir`.
 pub fn load(dir: &Path) -> RunOutput {
-    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_else(|e| panic!("{}/{n}: {e}", dir.display()));
+    let read = |n: &str| {
+        std::fs::read_to_string(dir.join(n))
+            .unwrap_or_else(|e| panic!("{}/{n}: {e}", dir.display()))
+    };
     let summary: Value = serde_json::from_str(&read("summary.json")).expect("summary.json parses");
     let events = read("events.jsonl")
         .lines()
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("events.jsonl line {}: {e}", i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("events.jsonl line {}: {e}", i + 1))
+        })
         .collect();
-    RunOutput { dir: dir.to_path_buf(), summary, events, report: read("report.md") }
+    RunOutput {
+        dir: dir.to_path_buf(),
+        summary,
+        events,
+        report: read("report.md"),
+    }
 }
 
 /// A child process that is killed and reaped when dropped (QEMU, vhost-device-vsock
@@ -160,7 +201,10 @@ pub fn start_vhost_device_vsock(control: &Path, uds: &Path) -> Kill {
     let guard = Kill(child);
     let t = Instant::now();
     while !control.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "vhost-device-vsock did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "vhost-device-vsock did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     guard

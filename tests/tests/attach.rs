@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use guestscope::attach::{self, AttachOptions, Endpoint};
 use guestscope::image;
 use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, WorkloadOrigin, WorkloadSpec};
-use guestscope_tests::{Kill, start_vhost_device_vsock, guest_artifacts, load, stack_has, target_dir};
+use guestscope_tests::{
+    Kill, guest_artifacts, load, stack_has, start_vhost_device_vsock, target_dir,
+};
 
 #[test]
 fn attach_collects_from_a_vm_started_outside_guestscope() {
@@ -17,8 +19,16 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
     let control = dir.join("vhost.sock");
     let port = 7300;
     let setup = attach::setup_text(&Endpoint::Uds(uds.clone()), 1234);
-    for option in ["vhost-user-vsock-pci,chardev=vsock0", "memory-backend-memfd", "share=on", "-gdb tcp:127.0.0.1:1234"] {
-        assert!(setup.contains(option), "setup text lacks {option}:\n{setup}");
+    for option in [
+        "vhost-user-vsock-pci,chardev=vsock0",
+        "memory-backend-memfd",
+        "share=on",
+        "-gdb tcp:127.0.0.1:1234",
+    ] {
+        assert!(
+            setup.contains(option),
+            "setup text lacks {option}:\n{setup}"
+        );
     }
 
     let plan = RunPlan {
@@ -43,27 +53,57 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
 
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let opts = AttachOptions { endpoint: Endpoint::Uds(uds.clone()), port, out_dir: out.clone(), timeout: Duration::from_secs(300), secret: plan.secret.clone() };
+    let opts = AttachOptions {
+        endpoint: Endpoint::Uds(uds.clone()),
+        port,
+        out_dir: out.clone(),
+        timeout: Duration::from_secs(300),
+        secret: plan.secret.clone(),
+    };
     let collector = std::thread::spawn(move || attach::run(&opts));
     // The listener is up once its socket exists.
     let sock = dir.join(format!("vm.vsock_{port}"));
     let t = Instant::now();
     while !sock.exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "attach did not listen");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "attach did not listen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
     let _vhost = start_vhost_device_vsock(&control, &uds);
-    let gdb = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gdb = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let _qemu = Kill(
         Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "1024M", "-display", "none", "-serial", "null", "-monitor", "none", "-no-reboot"])
+            .args([
+                "-accel",
+                "tcg",
+                "-m",
+                "1024M",
+                "-display",
+                "none",
+                "-serial",
+                "null",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ])
             .arg("-kernel")
             .arg(&kernel)
             .arg("-initrd")
             .arg(&initrd)
             .args(["-append", "console=ttyS0 panic=-1"])
-            .args(["-object", "memory-backend-memfd,id=mem,size=1024M,share=on", "-machine", "memory-backend=mem"])
+            .args([
+                "-object",
+                "memory-backend-memfd,id=mem,size=1024M,share=on",
+                "-machine",
+                "memory-backend=mem",
+            ])
             .arg("-chardev")
             .arg(format!("socket,id=vsock0,path={}", control.display()))
             .args(["-device", "vhost-user-vsock-pci,chardev=vsock0"])
@@ -75,7 +115,11 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
     );
 
     let outcome = collector.join().unwrap().expect("attach run");
-    assert!(outcome.summary.run.outcome.complete, "{:?}", outcome.summary.run.outcome);
+    assert!(
+        outcome.summary.run.outcome.complete,
+        "{:?}",
+        outcome.summary.run.outcome
+    );
     let r = load(&out);
     let alloc: Vec<_> = r.events_of("fopen", "alloc_fd").collect();
     assert!(alloc.len() >= 50, "{} alloc_fd events", alloc.len());

@@ -16,7 +16,10 @@ use guestscope::attach::{self, AttachOptions, Endpoint, default_plan};
 use guestscope::lab::{self, LabOptions};
 use guestscope::rootfs::deploy::{self, DeployOptions};
 use guestscope_tests::guests::{debian_guest, run, sha256};
-use guestscope_tests::{Kill, start_vhost_device_vsock, RunOutput, guest_artifacts, load, stack_has, target_dir, test_out_dir, workload_binary};
+use guestscope_tests::{
+    Kill, RunOutput, guest_artifacts, load, stack_has, start_vhost_device_vsock, target_dir,
+    test_out_dir, workload_binary,
+};
 
 const ITERATIONS: usize = 100;
 
@@ -29,21 +32,44 @@ fn fopen_run(name: &str, kernel: &Path, rootfs: Option<&Path>) -> RunOutput {
         rootfs: rootfs.map(Path::to_path_buf),
         out_dir: out.clone(),
         builtin_workloads: false,
-        workloads: vec![format!("{} --iterations {ITERATIONS}", workload_binary("fopen").display())],
+        workloads: vec![format!(
+            "{} --iterations {ITERATIONS}",
+            workload_binary("fopen").display()
+        )],
         ..LabOptions::default()
     };
     let started = Instant::now();
     let outcome = lab::run(&opts).unwrap_or_else(|e| panic!("{name}: lab did not start: {e}"));
-    eprintln!("{name}: {:.1} s, boot marks {:?}", started.elapsed().as_secs_f64(), outcome.summary.boot);
-    assert!(outcome.summary.run.outcome.complete, "{name}: {:?}", outcome.summary.run.outcome);
+    eprintln!(
+        "{name}: {:.1} s, boot marks {:?}",
+        started.elapsed().as_secs_f64(),
+        outcome.summary.boot
+    );
+    assert!(
+        outcome.summary.run.outcome.complete,
+        "{name}: {:?}",
+        outcome.summary.run.outcome
+    );
     load(&out)
 }
 
 fn assert_fopen_events(name: &str, r: &RunOutput) {
     let alloc: Vec<_> = r.events_of("fopen", "alloc_fd").collect();
-    assert_eq!(alloc.len(), ITERATIONS, "{name}: one alloc_fd per iteration");
-    assert!(alloc.iter().all(|e| stack_has(e, "alloc_fd")), "{name}: {}", alloc[0]["stack"]);
-    assert!(r.events_of("fopen", "spin_lock").any(|e| stack_has(e, "alloc_fd")), "{name}: no spin_lock under alloc_fd");
+    assert_eq!(
+        alloc.len(),
+        ITERATIONS,
+        "{name}: one alloc_fd per iteration"
+    );
+    assert!(
+        alloc.iter().all(|e| stack_has(e, "alloc_fd")),
+        "{name}: {}",
+        alloc[0]["stack"]
+    );
+    assert!(
+        r.events_of("fopen", "spin_lock")
+            .any(|e| stack_has(e, "alloc_fd")),
+        "{name}: no spin_lock under alloc_fd"
+    );
 }
 
 #[test]
@@ -56,12 +82,28 @@ fn the_builtin_guest_and_the_debian_guest_both_trace_fopen() {
 
     assert_fopen_events("built-in", &builtin);
     assert_fopen_events("debian", &debian);
-    let release = |r: &RunOutput| r.summary["run"]["kernel_release"].as_str().unwrap().to_string();
-    assert!(release(&builtin).starts_with("6.1."), "{}", release(&builtin));
-    assert!(release(&debian).starts_with("6.12."), "{}", release(&debian));
+    let release = |r: &RunOutput| {
+        r.summary["run"]["kernel_release"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        release(&builtin).starts_with("6.1."),
+        "{}",
+        release(&builtin)
+    );
+    assert!(
+        release(&debian).starts_with("6.12."),
+        "{}",
+        release(&debian)
+    );
     // 6.12 has virtio-pci built in and the rest as xz modules, read from the image.
     let serial = std::fs::read_to_string(debian.dir.join("serial.log")).unwrap();
-    assert!(serial.contains("guestscope-init: root file system /dev/vda mounted on /sysroot"), "{serial}");
+    assert!(
+        serial.contains("guestscope-init: root file system /dev/vda mounted on /sysroot"),
+        "{serial}"
+    );
     for r in [&builtin, &debian] {
         assert_eq!(r.summary["kernel"]["btf"], true);
         assert_eq!(r.summary["kernel"]["fentry"], true);
@@ -77,7 +119,10 @@ fn a_deployed_image_starts_the_agent_by_its_own_init() {
     std::fs::create_dir_all(&dir).unwrap();
     let copy = target_dir().join("guestscope/test-deploy/debian.ext4");
     std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
-    run(Command::new("cp").arg("--sparse=always").arg(&image).arg(&copy));
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&image)
+        .arg(&copy));
 
     let port = 7400;
     let report = deploy::deploy(&DeployOptions {
@@ -103,7 +148,10 @@ fn a_deployed_image_starts_the_agent_by_its_own_init() {
     let collector = std::thread::spawn(move || attach::run(&opts));
     let t = Instant::now();
     while !dir.join(format!("vm.vsock_{port}")).exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "attach did not listen");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "attach did not listen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let _vhost = start_vhost_device_vsock(&control, &uds);
@@ -111,15 +159,35 @@ fn a_deployed_image_starts_the_agent_by_its_own_init() {
     let launched = Instant::now();
     let _qemu = Kill(
         Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "1024M", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
+            .args([
+                "-accel",
+                "tcg",
+                "-m",
+                "1024M",
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ])
             .arg("-kernel")
             .arg(&kernel)
             .arg("-initrd")
             .arg(&initrd)
             .args(["-append", "console=ttyS0 root=/dev/vda rw panic=-1"])
             .arg("-drive")
-            .arg(format!("file={},format=raw,if=virtio,snapshot=on", copy.display()))
-            .args(["-object", "memory-backend-memfd,id=mem,size=1024M,share=on", "-machine", "memory-backend=mem"])
+            .arg(format!(
+                "file={},format=raw,if=virtio,snapshot=on",
+                copy.display()
+            ))
+            .args([
+                "-object",
+                "memory-backend-memfd,id=mem,size=1024M,share=on",
+                "-machine",
+                "memory-backend=mem",
+            ])
             .arg("-chardev")
             .arg(format!("socket,id=vsock0,path={}", control.display()))
             .args(["-device", "vhost-user-vsock-pci,chardev=vsock0"])
@@ -129,18 +197,41 @@ fn a_deployed_image_starts_the_agent_by_its_own_init() {
             .expect("qemu-system-x86_64"),
     );
     let outcome = collector.join().unwrap().expect("attach run");
-    eprintln!("deployed Debian guest: stream complete {:.1} s after QEMU started", launched.elapsed().as_secs_f64());
-    assert!(outcome.summary.run.outcome.complete, "{:?}", outcome.summary.run.outcome);
+    eprintln!(
+        "deployed Debian guest: stream complete {:.1} s after QEMU started",
+        launched.elapsed().as_secs_f64()
+    );
+    assert!(
+        outcome.summary.run.outcome.complete,
+        "{:?}",
+        outcome.summary.run.outcome
+    );
     let console = strip_ansi(&std::fs::read_to_string(&serial).unwrap());
     // systemd's status line (cut to the terminal width), and the agent's own lines
     // as the journal forwards them, tagged with the unit's process name.
-    assert!(console.contains("Started guestscope-agent"), "systemd did not start the agent:\n{console}");
-    assert!(console.contains("guestscope-agent[") && console.contains("INFO plan loaded from /etc/guestscope/plan.json"), "{console}");
+    assert!(
+        console.contains("Started guestscope-agent"),
+        "systemd did not start the agent:\n{console}"
+    );
+    assert!(
+        console.contains("guestscope-agent[")
+            && console.contains("INFO plan loaded from /etc/guestscope/plan.json"),
+        "{console}"
+    );
     let r = load(&out);
     let alloc: Vec<_> = r.events_of("fopen", "alloc_fd").collect();
-    assert!(alloc.len() >= 100, "{} alloc_fd events for fopen", alloc.len());
+    assert!(
+        alloc.len() >= 100,
+        "{} alloc_fd events for fopen",
+        alloc.len()
+    );
     assert!(alloc.iter().all(|e| stack_has(e, "alloc_fd")));
-    assert!(r.summary["run"]["kernel_release"].as_str().unwrap().starts_with("6.12."));
+    assert!(
+        r.summary["run"]["kernel_release"]
+            .as_str()
+            .unwrap()
+            .starts_with("6.12.")
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

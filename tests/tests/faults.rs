@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use guestscope::lab::LabOptions;
 use guestscope::stream::receive::LinkFault;
-use guestscope_tests::{children_of, collector_binary, guest_artifacts, load, run_lab, target_dir, test_out_dir, workload_binary};
+use guestscope_tests::{
+    children_of, collector_binary, guest_artifacts, load, run_lab, target_dir, test_out_dir,
+    workload_binary,
+};
 
 /// One guest at a time: the faults depend on timing, and the host has few cores.
 static ONE_VM: Mutex<()> = Mutex::new(());
@@ -27,14 +30,21 @@ fn ring_buffer_overrun_is_counted_exactly() {
     let _vm = one_vm();
     let opts = LabOptions {
         builtin_workloads: false,
-        workloads: vec![format!("{} --iterations 20000", workload_binary("flood").display())],
+        workloads: vec![format!(
+            "{} --iterations 20000",
+            workload_binary("flood").display()
+        )],
         probes: vec!["spin_lock".into(), "alloc_fd".into()],
         events_bytes: Some(16 * 1024),
         ..LabOptions::default()
     };
     let r = run_lab("ring-overrun", opts);
     let s = &r.summary;
-    assert_eq!(s["run"]["outcome"]["complete"], true, "outcome: {}", s["run"]["outcome"]);
+    assert_eq!(
+        s["run"]["outcome"]["complete"], true,
+        "outcome: {}",
+        s["run"]["outcome"]
+    );
     assert_eq!(s["run"]["events_ring_bytes"], 16 * 1024);
     assert_eq!(s["stream"]["seq"]["missing"], 0);
     assert_eq!(s["losses"]["events_missing"], 0);
@@ -48,26 +58,61 @@ fn ring_buffer_overrun_is_counted_exactly() {
             continue;
         }
         let c = &p["counters"];
-        let (matched, ring_full) = (c["matched"].as_u64().unwrap(), c["ring_full"].as_u64().unwrap());
+        let (matched, ring_full) = (
+            c["matched"].as_u64().unwrap(),
+            c["ring_full"].as_u64().unwrap(),
+        );
         let received = p["received"].as_u64().unwrap();
         let in_file = r.events.iter().filter(|e| e["probe"] == name).count() as u64;
         eprintln!("{name}: matched {matched}, received {received}, ring_full {ring_full}");
-        assert_eq!(received, in_file, "{name}: events.jsonl holds every received event");
-        assert_eq!(received + ring_full, matched, "{name}: received + ring_full != matched");
-        assert_eq!(c["emitted"].as_u64().unwrap(), received, "{name}: emitted != received");
+        assert_eq!(
+            received, in_file,
+            "{name}: events.jsonl holds every received event"
+        );
+        assert_eq!(
+            received + ring_full,
+            matched,
+            "{name}: received + ring_full != matched"
+        );
+        assert_eq!(
+            c["emitted"].as_u64().unwrap(),
+            received,
+            "{name}: emitted != received"
+        );
         assert_eq!(p["unaccounted"], 0);
         lost += ring_full;
     }
-    assert!(lost > 0, "the 16 KiB ring never overflowed: the test proves nothing");
+    assert!(
+        lost > 0,
+        "the 16 KiB ring never overflowed: the test proves nothing"
+    );
     assert_eq!(s["losses"]["ring_full"].as_u64().unwrap(), lost);
     // 20000 iterations of dup + close: at least one alloc_fd hit each.
-    let alloc = s["probes"].as_array().unwrap().iter().find(|p| p["name"] == "alloc_fd").unwrap();
-    assert!(alloc["counters"]["matched"].as_u64().unwrap() >= 20000, "{alloc}");
+    let alloc = s["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "alloc_fd")
+        .unwrap();
+    assert!(
+        alloc["counters"]["matched"].as_u64().unwrap() >= 20000,
+        "{alloc}"
+    );
 
-    let coverage = r.report.split("## Coverage and losses").nth(1).expect("a Coverage and losses section");
+    let coverage = r
+        .report
+        .split("## Coverage and losses")
+        .nth(1)
+        .expect("a Coverage and losses section");
     assert!(coverage.contains("ring buffer: 16 KiB"), "{coverage}");
-    let row = coverage.lines().find(|l| l.starts_with("| spin_lock |")).expect("a spin_lock row");
-    assert!(row.ends_with("| 0 |"), "spin_lock row leaves hits unaccounted: {row}");
+    let row = coverage
+        .lines()
+        .find(|l| l.starts_with("| spin_lock |"))
+        .expect("a spin_lock row");
+    assert!(
+        row.ends_with("| 0 |"),
+        "spin_lock row leaves hits unaccounted: {row}"
+    );
 }
 
 /// Starts `guestscope lab` (the real binary, in a process group of its own) on a
@@ -75,7 +120,10 @@ fn ring_buffer_overrun_is_counted_exactly() {
 fn start_long_run(name: &str) -> (std::process::Child, PathBuf) {
     let (kernel, initrd) = guest_artifacts();
     let dir = test_out_dir(name);
-    let workload = format!("{} --iterations 100000000", workload_binary("fopen").display());
+    let workload = format!(
+        "{} --iterations 100000000",
+        workload_binary("fopen").display()
+    );
     let child = Command::new(collector_binary())
         .arg("lab")
         .arg("--kernel")
@@ -84,17 +132,30 @@ fn start_long_run(name: &str) -> (std::process::Child, PathBuf) {
         .arg(&initrd)
         .arg("--out")
         .arg(&dir)
-        .args(["--no-builtin-workloads", "--boots", "0", "--no-cr3", "--probes", "alloc_fd,spin_lock"])
+        .args([
+            "--no-builtin-workloads",
+            "--boots",
+            "0",
+            "--no-cr3",
+            "--probes",
+            "alloc_fd,spin_lock",
+        ])
         .args(["--workload", &workload])
         .process_group(0)
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(target_dir().join(format!("guestscope/test-out/{name}.stderr"))).unwrap())
+        .stderr(
+            std::fs::File::create(target_dir().join(format!("guestscope/test-out/{name}.stderr")))
+                .unwrap(),
+        )
         .spawn()
         .expect("guestscope lab");
     let events = dir.join("events.jsonl");
     let t = Instant::now();
     while std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0) < 256 * 1024 {
-        assert!(t.elapsed() < Duration::from_secs(180), "no events written within 180 s");
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "no events written within 180 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     (child, dir)
@@ -107,10 +168,23 @@ fn interrupt_mid_run(name: &str, signal: &str, number: i32, whole_group: bool) {
     let _vm = one_vm();
     let (mut child, dir) = start_long_run(name);
     let kids = children_of(child.id());
-    assert!(kids.iter().any(|(_, c)| c.starts_with("qemu")), "no QEMU child: {kids:?}");
-    let target = if whole_group { format!("-{}", child.id()) } else { child.id().to_string() };
+    assert!(
+        kids.iter().any(|(_, c)| c.starts_with("qemu")),
+        "no QEMU child: {kids:?}"
+    );
+    let target = if whole_group {
+        format!("-{}", child.id())
+    } else {
+        child.id().to_string()
+    };
     let sent = Instant::now();
-    assert!(Command::new("kill").args([&format!("-{signal}"), "--", &target]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args([&format!("-{signal}"), "--", &target])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -121,26 +195,49 @@ fn interrupt_mid_run(name: &str, signal: &str, number: i32, whole_group: bool) {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    eprintln!("{name}: stopped {:.1} s after {signal}", sent.elapsed().as_secs_f64());
-    assert_eq!(status.code(), Some(128 + number), "exit status after {signal}");
+    eprintln!(
+        "{name}: stopped {:.1} s after {signal}",
+        sent.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        status.code(),
+        Some(128 + number),
+        "exit status after {signal}"
+    );
     for (pid, comm) in &kids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{comm} ({pid}) outlived the collector");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{comm} ({pid}) outlived the collector"
+        );
     }
 
     let r = load(&dir);
     let outcome = &r.summary["run"]["outcome"];
     assert_eq!(outcome["how"], "interrupted", "{outcome}");
     assert_eq!(outcome["complete"], false);
-    assert!(outcome["detail"].as_str().unwrap().contains(signal), "{outcome}");
+    assert!(
+        outcome["detail"].as_str().unwrap().contains(signal),
+        "{outcome}"
+    );
     let received = r.summary["stream"]["events_received"].as_u64().unwrap();
-    eprintln!("{name}: {received} events received, {} lines in events.jsonl", r.events.len());
+    eprintln!(
+        "{name}: {received} events received, {} lines in events.jsonl",
+        r.events.len()
+    );
     assert!(received > 0);
-    assert_eq!(received, r.events.len() as u64, "events.jsonl holds every received event, whole lines only");
+    assert_eq!(
+        received,
+        r.events.len() as u64,
+        "events.jsonl holds every received event, whole lines only"
+    );
     let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
     assert!(text.ends_with('\n'), "events.jsonl ends inside a line");
     let w = r.workload("fopen");
     assert!(w["status"].is_null(), "the workload was still running: {w}");
-    assert!(r.report.contains("Outcome: **interrupted**"), "report.md does not say how the run ended");
+    assert!(
+        r.report.contains("Outcome: **interrupted**"),
+        "report.md does not say how the run ended"
+    );
     for leftover in std::fs::read_dir(&dir).unwrap().flatten() {
         let n = leftover.file_name().to_string_lossy().into_owned();
         assert!(!n.ends_with(".tmp"), "half-written file left behind: {n}");
@@ -164,7 +261,10 @@ fn guest_kernel_panic_ends_the_run_with_the_panic_text() {
     let _vm = one_vm();
     let opts = LabOptions {
         builtin_workloads: false,
-        workloads: vec![format!("{} panic --opens 100", workload_binary("fault").display())],
+        workloads: vec![format!(
+            "{} panic --opens 100",
+            workload_binary("fault").display()
+        )],
         probes: vec!["alloc_fd".into()],
         ..LabOptions::default()
     };
@@ -175,20 +275,40 @@ fn guest_kernel_panic_ends_the_run_with_the_panic_text() {
     assert_eq!(outcome["how"], "guest kernel panic", "{outcome}");
     assert_eq!(outcome["complete"], false);
     let panic_line = "Kernel panic - not syncing: sysrq triggered crash";
-    assert!(outcome["detail"].as_str().unwrap().contains(panic_line), "{outcome}");
+    assert!(
+        outcome["detail"].as_str().unwrap().contains(panic_line),
+        "{outcome}"
+    );
     assert!(s["boot"]["fatal"].as_str().unwrap().contains(panic_line));
-    let console: Vec<&str> = outcome["console"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
-    assert!(console.iter().any(|l| l.contains(panic_line)), "{console:?}");
-    assert!(console.iter().any(|l| l.contains("sysrq")), "the lines before the panic: {console:?}");
+    let console: Vec<&str> = outcome["console"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        console.iter().any(|l| l.contains(panic_line)),
+        "{console:?}"
+    );
+    assert!(
+        console.iter().any(|l| l.contains("sysrq")),
+        "the lines before the panic: {console:?}"
+    );
 
     // Everything received before the panic is in the outputs.
     let received = s["stream"]["events_received"].as_u64().unwrap();
     assert_eq!(received, r.events.len() as u64);
     let opens = r.events_of("fault", "alloc_fd").count();
     eprintln!("panic: {received} events received, {opens} alloc_fd events of the workload");
-    assert!(opens >= 100, "{opens} alloc_fd events: the 100 opens before the panic were not all kept");
+    assert!(
+        opens >= 100,
+        "{opens} alloc_fd events: the 100 opens before the panic were not all kept"
+    );
     assert!(r.workload("fault")["status"].is_null());
-    assert!(r.report.contains("## How the run ended") && r.report.contains(panic_line), "report.md lacks the panic");
+    assert!(
+        r.report.contains("## How the run ended") && r.report.contains(panic_line),
+        "report.md lacks the panic"
+    );
 }
 
 /// A workload starves the guest's user space (a SCHED_FIFO spin with the real-time
@@ -200,7 +320,10 @@ fn hung_guest_is_stopped_by_the_watchdog() {
     let watchdog = Duration::from_secs(10);
     let opts = LabOptions {
         builtin_workloads: false,
-        workloads: vec![format!("{} hang --opens 100 --seconds 600", workload_binary("fault").display())],
+        workloads: vec![format!(
+            "{} hang --opens 100 --seconds 600",
+            workload_binary("fault").display()
+        )],
         probes: vec!["alloc_fd".into()],
         watchdog: Some(watchdog),
         ..LabOptions::default()
@@ -210,17 +333,38 @@ fn hung_guest_is_stopped_by_the_watchdog() {
     let took = started.elapsed();
     let s = &r.summary;
     let outcome = &s["run"]["outcome"];
-    eprintln!("hang: outcome {outcome}, stopped after {:.1} s", took.as_secs_f64());
+    eprintln!(
+        "hang: outcome {outcome}, stopped after {:.1} s",
+        took.as_secs_f64()
+    );
     assert_eq!(outcome["how"], "guest hung", "{outcome}");
     assert_eq!(outcome["complete"], false);
-    assert!(outcome["detail"].as_str().unwrap().contains("no record from the agent"), "{outcome}");
-    assert!(took < Duration::from_secs(180), "the watchdog took {took:?}");
-    assert!(!outcome["console"].as_array().unwrap().is_empty(), "no console tail in the outcome");
+    assert!(
+        outcome["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no record from the agent"),
+        "{outcome}"
+    );
+    assert!(
+        took < Duration::from_secs(180),
+        "the watchdog took {took:?}"
+    );
+    assert!(
+        !outcome["console"].as_array().unwrap().is_empty(),
+        "no console tail in the outcome"
+    );
     let received = s["stream"]["events_received"].as_u64().unwrap();
     assert_eq!(received, r.events.len() as u64);
     let opens = r.events_of("fault", "alloc_fd").count();
-    assert!(opens >= 100, "{opens} alloc_fd events: the opens before the hang were not all kept");
-    assert!(r.report.contains("**guest hung**"), "report.md does not say how the run ended");
+    assert!(
+        opens >= 100,
+        "{opens} alloc_fd events: the opens before the hang were not all kept"
+    );
+    assert!(
+        r.report.contains("**guest hung**"),
+        "report.md does not say how the run ended"
+    );
 }
 
 /// Checks that every hit of every probe is accounted for: received, lost in the kernel
@@ -229,22 +373,48 @@ fn hung_guest_is_stopped_by_the_watchdog() {
 fn assert_every_hit_accounted(r: &guestscope_tests::RunOutput) -> (u64, u64, u64) {
     let mut sums = (0, 0, 0);
     for p in r.summary["probes"].as_array().unwrap() {
-        let Some(c) = p["counters"].as_object() else { continue };
+        let Some(c) = p["counters"].as_object() else {
+            continue;
+        };
         let name = p["name"].as_str().unwrap();
-        let (matched, ring_full) = (c["matched"].as_u64().unwrap(), c["ring_full"].as_u64().unwrap());
-        let (received, dropped) = (p["received"].as_u64().unwrap(), p["spool_dropped"].as_u64().unwrap());
-        eprintln!("{name}: matched {matched} = received {received} + ring_full {ring_full} + dropped by the agent {dropped}");
-        assert_eq!(received + ring_full + dropped, matched, "{name}: a hit is unaccounted for");
-        assert_eq!(r.events.iter().filter(|e| e["probe"] == name).count() as u64, received, "{name}: events.jsonl");
+        let (matched, ring_full) = (
+            c["matched"].as_u64().unwrap(),
+            c["ring_full"].as_u64().unwrap(),
+        );
+        let (received, dropped) = (
+            p["received"].as_u64().unwrap(),
+            p["spool_dropped"].as_u64().unwrap(),
+        );
+        eprintln!(
+            "{name}: matched {matched} = received {received} + ring_full {ring_full} + dropped by the agent {dropped}"
+        );
+        assert_eq!(
+            received + ring_full + dropped,
+            matched,
+            "{name}: a hit is unaccounted for"
+        );
+        assert_eq!(
+            r.events.iter().filter(|e| e["probe"] == name).count() as u64,
+            received,
+            "{name}: events.jsonl"
+        );
         sums = (sums.0 + received, sums.1 + ring_full, sums.2 + dropped);
     }
     sums
 }
 
-fn flood_with_link_faults(name: &str, iterations: u64, faults: Vec<LinkFault>, spool_bytes: Option<u64>) -> guestscope_tests::RunOutput {
+fn flood_with_link_faults(
+    name: &str,
+    iterations: u64,
+    faults: Vec<LinkFault>,
+    spool_bytes: Option<u64>,
+) -> guestscope_tests::RunOutput {
     let opts = LabOptions {
         builtin_workloads: false,
-        workloads: vec![format!("{} --iterations {iterations}", workload_binary("flood").display())],
+        workloads: vec![format!(
+            "{} --iterations {iterations}",
+            workload_binary("flood").display()
+        )],
         probes: vec!["spin_lock".into(), "alloc_fd".into()],
         link_faults: faults,
         spool_bytes,
@@ -265,8 +435,14 @@ fn flood_with_link_faults(name: &str, iterations: u64, faults: Vec<LinkFault>, s
 fn a_dropped_link_loses_no_event() {
     let _vm = one_vm();
     let faults = vec![
-        LinkFault { after_records: 40, down_for: Duration::from_millis(500) },
-        LinkFault { after_records: 90, down_for: Duration::from_secs(2) },
+        LinkFault {
+            after_records: 40,
+            down_for: Duration::from_millis(500),
+        },
+        LinkFault {
+            after_records: 90,
+            down_for: Duration::from_secs(2),
+        },
     ];
     let r = flood_with_link_faults("link-drop", 60_000, faults, None);
     let s = &r.summary;
@@ -281,7 +457,10 @@ fn a_dropped_link_loses_no_event() {
         assert!(gap >= min_gap, "a {gap} s gap for a {min_gap} s outage");
         let agent = &o["agent"];
         assert!(agent["attempts"].as_u64().unwrap() >= 1, "{o}");
-        assert_eq!(o["resumed_from"], agent["acked"], "resending starts at the first unacknowledged record: {o}");
+        assert_eq!(
+            o["resumed_from"], agent["acked"],
+            "resending starts at the first unacknowledged record: {o}"
+        );
     }
     assert_eq!(link["connections"], 3);
     assert_eq!(s["stream"]["seq"]["missing"], 0, "a record is missing");
@@ -292,10 +471,20 @@ fn a_dropped_link_loses_no_event() {
         "link-drop: {received} events received, {ring_full} lost to a full ring, {dropped} dropped; {} resent records dropped as duplicates",
         s["stream"]["seq"]["duplicates"]
     );
-    assert_eq!((ring_full, dropped), (0, 0), "events lost while the link was down");
-    assert!(received >= 120_000, "{received} events for 60000 dup+close iterations");
+    assert_eq!(
+        (ring_full, dropped),
+        (0, 0),
+        "events lost while the link was down"
+    );
+    assert!(
+        received >= 120_000,
+        "{received} events for 60000 dup+close iterations"
+    );
     let coverage = r.report.split("## Coverage and losses").nth(1).unwrap();
-    assert!(coverage.contains("The link to the agent was lost 2 time(s)"), "{coverage}");
+    assert!(
+        coverage.contains("The link to the agent was lost 2 time(s)"),
+        "{coverage}"
+    );
 }
 
 /// The link stays down longer than the agent's spool (256 KiB) can hold: the agent drops
@@ -307,21 +496,43 @@ fn past_the_spool_bound_the_dropped_events_are_counted_exactly() {
     let _vm = one_vm();
     // The agent takes 5 s without acknowledgements for a dead link; 8 s without
     // listening leaves it about 3 s truly down while the workload floods.
-    let faults = vec![LinkFault { after_records: 40, down_for: Duration::from_secs(8) }];
+    let faults = vec![LinkFault {
+        after_records: 40,
+        down_for: Duration::from_secs(8),
+    }];
     let r = flood_with_link_faults("link-spool", 400_000, faults, Some(256 * 1024));
     let s = &r.summary;
-    assert_eq!(s["run"]["outcome"]["complete"], true, "{}", s["run"]["outcome"]);
+    assert_eq!(
+        s["run"]["outcome"]["complete"], true,
+        "{}",
+        s["run"]["outcome"]
+    );
     let losses = &s["losses"];
     let dropped_records = losses["spool_dropped_records"].as_u64().unwrap();
     let dropped_events = losses["spool_dropped_events"].as_u64().unwrap();
-    eprintln!("link-spool: dropped {dropped_events} events in {dropped_records} records; {}", s["stream"]["link"]);
-    assert!(dropped_records > 0, "the spool never overflowed: the test proves nothing");
-    assert_eq!(s["stream"]["seq"]["missing"].as_u64().unwrap(), dropped_records, "gaps != records the agent dropped");
-    assert_eq!(losses["events_missing"], 0, "events sent, neither received nor counted as dropped");
+    eprintln!(
+        "link-spool: dropped {dropped_events} events in {dropped_records} records; {}",
+        s["stream"]["link"]
+    );
+    assert!(
+        dropped_records > 0,
+        "the spool never overflowed: the test proves nothing"
+    );
+    assert_eq!(
+        s["stream"]["seq"]["missing"].as_u64().unwrap(),
+        dropped_records,
+        "gaps != records the agent dropped"
+    );
+    assert_eq!(
+        losses["events_missing"], 0,
+        "events sent, neither received nor counted as dropped"
+    );
     let (_, _, dropped) = assert_every_hit_accounted(&r);
     assert_eq!(dropped, dropped_events);
     let coverage = r.report.split("## Coverage and losses").nth(1).unwrap();
-    let row = format!("| events dropped by the agent (link down past its spool bound) | {dropped_events} in {dropped_records} records |");
+    let row = format!(
+        "| events dropped by the agent (link down past its spool bound) | {dropped_events} in {dropped_records} records |"
+    );
     assert!(coverage.contains(&row), "{coverage}");
 }
 
@@ -333,24 +544,42 @@ fn sigkill_mid_run_leaves_no_guest_behind_and_only_whole_lines() {
     let _vm = one_vm();
     let (mut child, dir) = start_long_run("sigkill");
     let kids = children_of(child.id());
-    assert!(kids.iter().any(|(_, c)| c.starts_with("qemu")), "no QEMU child: {kids:?}");
+    assert!(
+        kids.iter().any(|(_, c)| c.starts_with("qemu")),
+        "no QEMU child: {kids:?}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let t = Instant::now();
     for (pid, comm) in &kids {
         // Gone, or a zombie waiting for a reaper: no longer running either way.
-        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
-            assert!(t.elapsed() < Duration::from_secs(10), "{comm} ({pid}) still runs after the collector was killed");
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{comm} ({pid}) still runs after the collector was killed"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
     let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
-    assert!(text.is_empty() || text.ends_with('\n'), "events.jsonl ends inside a line");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "events.jsonl ends inside a line"
+    );
     let lines = text.lines().count();
     for (i, l) in text.lines().enumerate() {
-        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("events.jsonl line {}: {e}", i + 1));
+        serde_json::from_str::<serde_json::Value>(l)
+            .unwrap_or_else(|e| panic!("events.jsonl line {}: {e}", i + 1));
     }
     eprintln!("sigkill: {lines} whole events.jsonl lines on disk");
     assert!(lines > 0, "the run had written events before the kill");
-    assert!(!dir.join("summary.json").exists() || serde_json::from_slice::<serde_json::Value>(&std::fs::read(dir.join("summary.json")).unwrap()).is_ok());
+    assert!(
+        !dir.join("summary.json").exists()
+            || serde_json::from_slice::<serde_json::Value>(
+                &std::fs::read(dir.join("summary.json")).unwrap()
+            )
+            .is_ok()
+    );
 }

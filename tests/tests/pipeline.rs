@@ -36,13 +36,24 @@ fn run() -> &'static RunOutput {
 fn the_run_completes_with_nothing_lost() {
     let r = run();
     let s = &r.summary;
-    assert_eq!(s["run"]["outcome"]["complete"], true, "outcome: {}", s["run"]["outcome"]);
+    assert_eq!(
+        s["run"]["outcome"]["complete"], true,
+        "outcome: {}",
+        s["run"]["outcome"]
+    );
     assert_eq!(s["stream"]["seq"]["missing"], 0);
     assert_eq!(s["losses"]["events_missing"], 0);
     assert_eq!(s["losses"]["ring_full"], 0);
-    assert_eq!(s["losses"]["stack_failed"], 0, "every event keeps its stack");
+    assert_eq!(
+        s["losses"]["stack_failed"], 0,
+        "every event keeps its stack"
+    );
     let received = s["stream"]["events_received"].as_u64().unwrap();
-    assert_eq!(received as usize, r.events.len(), "events.jsonl has every received event");
+    assert_eq!(
+        received as usize,
+        r.events.len(),
+        "events.jsonl has every received event"
+    );
     assert!(r.report.contains("## Workloads"));
 }
 
@@ -51,7 +62,11 @@ fn fopen_alloc_fd_events_carry_its_pid_and_an_alloc_fd_stack() {
     let r = run();
     let pid = r.workload("fopen")["pid"].as_u64().unwrap();
     let events: Vec<_> = r.events_of("fopen", "alloc_fd").collect();
-    assert!(events.len() >= 50, "only {} alloc_fd events for fopen", events.len());
+    assert!(
+        events.len() >= 50,
+        "only {} alloc_fd events for fopen",
+        events.len()
+    );
     for e in &events {
         assert_eq!(e["pid"].as_u64(), Some(pid));
     }
@@ -67,10 +82,23 @@ fn fopen_alloc_fd_events_carry_its_pid_and_an_alloc_fd_stack() {
 #[test]
 fn spin_lock_is_seen_through_alloc_fd() {
     let r = run();
-    let through = r.events_of("fopen", "spin_lock").filter(|e| stack_has(e, "alloc_fd")).count();
-    assert!(through > 0, "no spin_lock event of fopen has alloc_fd in its stack");
-    let first = r.events_of("fopen", "spin_lock").find(|e| stack_has(e, "alloc_fd")).unwrap();
-    assert!(stack_has(first, "_raw_spin_lock"), "stack starts at the lock: {}", first["stack"]);
+    let through = r
+        .events_of("fopen", "spin_lock")
+        .filter(|e| stack_has(e, "alloc_fd"))
+        .count();
+    assert!(
+        through > 0,
+        "no spin_lock event of fopen has alloc_fd in its stack"
+    );
+    let first = r
+        .events_of("fopen", "spin_lock")
+        .find(|e| stack_has(e, "alloc_fd"))
+        .unwrap();
+    assert!(
+        stack_has(first, "_raw_spin_lock"),
+        "stack starts at the lock: {}",
+        first["stack"]
+    );
 }
 
 #[test]
@@ -79,17 +107,34 @@ fn page_faults_are_attributed_to_malloc() {
     let pid = r.workload("malloc")["pid"].as_u64().unwrap();
     let faults: Vec<_> = r.events_of("malloc", "page_fault_user").collect();
     // 16 MiB touched page by page, 4 times: thousands of faults.
-    assert!(faults.len() >= 1000, "only {} user page faults for malloc", faults.len());
+    assert!(
+        faults.len() >= 1000,
+        "only {} user page faults for malloc",
+        faults.len()
+    );
     assert!(faults.iter().all(|e| e["pid"].as_u64() == Some(pid)));
 }
 
 #[test]
 fn no_event_comes_from_a_process_outside_the_filter() {
     let r = run();
-    let workload_pids: BTreeSet<u64> =
-        r.summary["workloads"].as_array().unwrap().iter().map(|w| w["pid"].as_u64().unwrap()).collect();
-    let outside: Vec<_> = r.events.iter().filter(|e| !workload_pids.contains(&e["pid"].as_u64().unwrap())).collect();
-    assert!(outside.is_empty(), "{} events from other pids, e.g. {}", outside.len(), outside[0]);
+    let workload_pids: BTreeSet<u64> = r.summary["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect();
+    let outside: Vec<_> = r
+        .events
+        .iter()
+        .filter(|e| !workload_pids.contains(&e["pid"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{} events from other pids, e.g. {}",
+        outside.len(),
+        outside[0]
+    );
     assert_eq!(r.summary["stream"]["events_unattributed"], 0);
 }
 
@@ -99,20 +144,47 @@ fn a_user_workload_shows_up_with_its_own_events() {
     let w = r.workload(USER_WORKLOAD);
     assert_eq!(w["status"], 0, "user workload output: {}", w["output"]);
     let pid = w["pid"].as_u64().unwrap();
-    let n = r.events_of(USER_WORKLOAD, "alloc_fd").filter(|e| e["pid"].as_u64() == Some(pid)).count() as u64;
-    assert!(n >= USER_ITERATIONS, "{n} alloc_fd events for {USER_ITERATIONS} iterations");
+    let n = r
+        .events_of(USER_WORKLOAD, "alloc_fd")
+        .filter(|e| e["pid"].as_u64() == Some(pid))
+        .count() as u64;
+    assert!(
+        n >= USER_ITERATIONS,
+        "{n} alloc_fd events for {USER_ITERATIONS} iterations"
+    );
     assert!(r.report.contains(&format!("### {USER_WORKLOAD}")));
 }
 
 #[test]
 fn spin_lock_file_system_class_holds_a_stack_through_alloc_fd_for_fopen() {
     let r = run();
-    let fopen = r.summary["experiments"]["spin_lock"].as_array().unwrap().iter().find(|w| w["workload"] == "fopen").unwrap();
-    let fs = fopen["classes"].as_array().unwrap().iter().find(|c| c["class"] == "file system").expect("a file-system class for fopen");
+    let fopen = r.summary["experiments"]["spin_lock"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["workload"] == "fopen")
+        .unwrap();
+    let fs = fopen["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "file system")
+        .expect("a file-system class for fopen");
     let through = &fs["through"]["alloc_fd"];
-    assert!(through["hits"].as_u64().unwrap() >= 50, "alloc_fd lock hits: {through}");
-    let stack: Vec<&str> = through["stack"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
-    assert!(stack[0].starts_with("_raw_spin_lock") && stack.iter().any(|f| f.starts_with("alloc_fd+")), "{stack:?}");
+    assert!(
+        through["hits"].as_u64().unwrap() >= 50,
+        "alloc_fd lock hits: {through}"
+    );
+    let stack: Vec<&str> = through["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        stack[0].starts_with("_raw_spin_lock") && stack.iter().any(|f| f.starts_with("alloc_fd+")),
+        "{stack:?}"
+    );
 }
 
 #[test]
@@ -122,12 +194,32 @@ fn spin_lock_timer_class_shows_jiffies_lock_or_the_tick_path() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|w| w["classes"].as_array().unwrap().iter().filter(|c| c["class"] == "timers"))
+        .flat_map(|w| {
+            w["classes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["class"] == "timers")
+        })
         .collect();
-    assert!(!timers.is_empty(), "no timer-class spin_lock hit in any workload");
-    let jiffies: u64 = timers.iter().filter_map(|c| c["named_locks"]["jiffies_lock"].as_u64()).sum();
-    let tick = timers.iter().any(|c| c["through"]["tick_do_update_jiffies64"]["hits"].as_u64().unwrap_or(0) > 0);
-    assert!(jiffies > 0 || tick, "timer class without jiffies_lock or the tick path: {timers:?}");
+    assert!(
+        !timers.is_empty(),
+        "no timer-class spin_lock hit in any workload"
+    );
+    let jiffies: u64 = timers
+        .iter()
+        .filter_map(|c| c["named_locks"]["jiffies_lock"].as_u64())
+        .sum();
+    let tick = timers.iter().any(|c| {
+        c["through"]["tick_do_update_jiffies64"]["hits"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    assert!(
+        jiffies > 0 || tick,
+        "timer class without jiffies_lock or the tick path: {timers:?}"
+    );
 }
 
 #[test]
@@ -139,7 +231,10 @@ fn boot_table_has_a_row_per_boot_with_kernel_time_below_wall_time() {
     for s in samples {
         let wall = s["agent_hello_s"].as_f64().expect("boot reached the agent");
         let kernel = s["agent_hello_kernel_s"].as_f64().unwrap();
-        assert!(kernel > 0.0 && kernel < wall, "kernel {kernel} s vs wall {wall} s");
+        assert!(
+            kernel > 0.0 && kernel < wall,
+            "kernel {kernel} s vs wall {wall} s"
+        );
         assert!(s["kernel_banner_s"].as_f64().unwrap() < wall);
     }
     assert!(boot["gap"]["mean"].as_f64().unwrap() > 0.0);
@@ -149,46 +244,84 @@ fn boot_table_has_a_row_per_boot_with_kernel_time_below_wall_time() {
 fn pci_table_has_the_host_bridge_with_its_class_and_dmesg_line() {
     let r = run();
     let pci = r.summary["experiments"]["pci"].as_array().unwrap();
-    let hb = pci.iter().find(|d| d["ids"] == "8086:1237").expect("host bridge 8086:1237");
+    let hb = pci
+        .iter()
+        .find(|d| d["ids"] == "8086:1237")
+        .expect("host bridge 8086:1237");
     assert_eq!(hb["class_code"].as_u64().unwrap() >> 8, 0x0600);
     assert_eq!(hb["subclass_name"], "Host bridge");
-    let line = hb["dmesg"].as_str().expect("the dmesg line that discovered it");
-    assert!(line.contains("[8086:1237]") && line.contains("class 0x060000"), "{line}");
+    let line = hb["dmesg"]
+        .as_str()
+        .expect("the dmesg line that discovered it");
+    assert!(
+        line.contains("[8086:1237]") && line.contains("class 0x060000"),
+        "{line}"
+    );
 }
 
 #[test]
 fn random_devices_only_wait_until_the_crng_is_ready() {
     let r = run();
     let rnd = &r.summary["experiments"]["random"];
-    let crng = rnd["crng_ready_s"].as_f64().expect("crng init time from dmesg");
+    let crng = rnd["crng_ready_s"]
+        .as_f64()
+        .expect("crng init time from dmesg");
     for s in rnd["sources"].as_array().unwrap() {
         let start = s["start_s"].as_f64().unwrap();
         let name = s["workload"].as_str().unwrap();
         if start > crng {
             // After the CRNG is seeded nothing blocks, /dev/random included.
-            assert_eq!(s["blocked"], false, "{name} blocked after the CRNG was ready: {s}");
+            assert_eq!(
+                s["blocked"], false,
+                "{name} blocked after the CRNG was ready: {s}"
+            );
         }
         if s["method"] == "/dev/urandom" && s["blocked"] == true {
             // A wait on urandom is the reader seeding the CRNG itself, seen on its stacks.
-            assert!(s["jitter_events"].as_u64().unwrap() > 0, "urandom waited without try_to_generate_entropy: {s}");
+            assert!(
+                s["jitter_events"].as_u64().unwrap() > 0,
+                "urandom waited without try_to_generate_entropy: {s}"
+            );
         }
     }
-    let after = rnd["sources"].as_array().unwrap().iter().find(|s| s["workload"] == "getrandom-after").unwrap();
-    assert_eq!(after["errors"], 0, "non-blocking getrandom failed after the CRNG was ready");
+    let after = rnd["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["workload"] == "getrandom-after")
+        .unwrap();
+    assert_eq!(
+        after["errors"], 0,
+        "non-blocking getrandom failed after the CRNG was ready"
+    );
 }
 
 #[test]
 fn the_report_has_every_section_and_the_html_is_self_contained() {
     let r = run();
-    for section in ["## Claims check", "## Boot time", "## PCI devices", "## /dev/random", "## spin_lock by subsystem", "## Page faults", "## Coverage and losses"] {
+    for section in [
+        "## Claims check",
+        "## Boot time",
+        "## PCI devices",
+        "## /dev/random",
+        "## spin_lock by subsystem",
+        "## Page faults",
+        "## Coverage and losses",
+    ] {
         assert!(r.report.contains(section), "report.md lacks {section}");
     }
     let html = std::fs::read_to_string(r.dir.join("report.html")).unwrap();
     assert!(html.contains("<svg"), "no plot in report.html");
-    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "report.html loads something from the network");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "report.html loads something from the network"
+    );
     let claims = r.summary["claims"].as_array().unwrap();
     assert!(claims.len() >= 6);
-    assert!(claims.iter().any(|c| c["verdict"] == "contradicted"), "{claims:?}");
+    assert!(
+        claims.iter().any(|c| c["verdict"] == "contradicted"),
+        "{claims:?}"
+    );
 }
 
 /// Parses `trace.perfetto-trace` with Perfetto's own published protos (PyPI
@@ -222,18 +355,37 @@ for p in t.packet:
 print(json.dumps({"probe_events": len(probe_ts), "first_probe": min(probe_ts), "last_probe": max(probe_ts), "boot": boot,
                   "threads": sum(1 for d in tracks.values() if d.HasField('thread')), "snapshots": snapshots}))
 "#;
-    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&path).output().expect("python3");
-    assert!(out.status.success(), "Perfetto's protos could not parse the trace: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "Perfetto's protos could not parse the trace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Each event appears on its thread track and on its CPU track.
-    assert_eq!(v["probe_events"].as_u64().unwrap(), 2 * r.events.len() as u64);
-    assert!(v["threads"].as_u64().unwrap() >= r.summary["workloads"].as_array().unwrap().len() as u64);
-    let user_space = v["boot"]["user space to agent ready"].as_u64().expect("boot phase slice");
+    assert_eq!(
+        v["probe_events"].as_u64().unwrap(),
+        2 * r.events.len() as u64
+    );
+    assert!(
+        v["threads"].as_u64().unwrap() >= r.summary["workloads"].as_array().unwrap().len() as u64
+    );
+    let user_space = v["boot"]["user space to agent ready"]
+        .as_u64()
+        .expect("boot phase slice");
     let kernel_init = v["boot"]["kernel init"].as_u64().unwrap();
     let first = v["first_probe"].as_u64().unwrap();
     // Guest events (mapped from the guest clock) come after the kernel started
     // and after user space began (host clock): one consistent axis.
-    assert!(kernel_init < user_space && user_space < first, "kernel init {kernel_init}, user space {user_space}, first event {first}");
+    assert!(
+        kernel_init < user_space && user_space < first,
+        "kernel init {kernel_init}, user space {user_space}, first event {first}"
+    );
     // The gdbstub snapshots (host clock) sit among the guest's events, with their
     // registers as arguments.
     let snaps = v["snapshots"].as_array().unwrap();
@@ -241,8 +393,14 @@ print(json.dumps({"probe_events": len(probe_ts), "first_probe": min(probe_ts), "
     let last = v["last_probe"].as_u64().unwrap();
     for sn in snaps {
         let ts = sn["ts"].as_u64().unwrap();
-        assert!(first < ts && ts < last, "snapshot at {ts} outside the events' span {first}..{last}");
-        assert!(sn["cr3"].as_str().is_some_and(|c| c.starts_with("0x")), "{sn}");
+        assert!(
+            first < ts && ts < last,
+            "snapshot at {ts} outside the events' span {first}..{last}"
+        );
+        assert!(
+            sn["cr3"].as_str().is_some_and(|c| c.starts_with("0x")),
+            "{sn}"
+        );
     }
 }
 
@@ -254,7 +412,11 @@ fn snapshots_agree_with_the_ebpf_events_on_one_time_line() {
     let r = run();
     let t = &r.summary["timeline"];
     let answered = t["probes"]["answered"].as_u64().unwrap();
-    assert!(answered >= 10, "only {answered} clock-sync round trips: {}", t["probes"]);
+    assert!(
+        answered >= 10,
+        "only {answered} clock-sync round trips: {}",
+        t["probes"]
+    );
     let fit = &t["fit"];
     let bound = fit["error_bound_ns"].as_f64().unwrap();
     assert!(bound > 0.0 && bound < 5e6, "error bound {bound} ns");
@@ -263,18 +425,42 @@ fn snapshots_agree_with_the_ebpf_events_on_one_time_line() {
     assert!(run.is_object(), "snapshots not taken: {}", sr["error"]);
     let pid = r.workload("fopen")["pid"].as_u64().unwrap();
     let snaps = run["snapshots"].as_array().unwrap();
-    assert!(snaps.len() >= 5, "{} snapshots ({})", snaps.len(), run["ended"]);
+    assert!(
+        snaps.len() >= 5,
+        "{} snapshots ({})",
+        snaps.len(),
+        run["ended"]
+    );
     for sn in snaps {
         assert_eq!(sn["tgid"].as_u64(), Some(pid), "{sn}");
         assert_eq!(sn["comm"], "fopen");
-        let regs: std::collections::HashMap<String, u64> = serde_json::from_value(serde_json::Value::Object(
-            sn["registers"].as_array().unwrap().iter().map(|p| (p[0].as_str().unwrap().to_string(), p[1].clone())).collect(),
-        ))
-        .unwrap();
-        assert_eq!(regs["rip"], run["address"].as_u64().unwrap(), "stopped at the breakpoint");
+        let regs: std::collections::HashMap<String, u64> =
+            serde_json::from_value(serde_json::Value::Object(
+                sn["registers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (p[0].as_str().unwrap().to_string(), p[1].clone()))
+                    .collect(),
+            ))
+            .unwrap();
+        assert_eq!(
+            regs["rip"],
+            run["address"].as_u64().unwrap(),
+            "stopped at the breakpoint"
+        );
         // QEMU's default CPU model has no PCID: CR3 is the page-aligned PGD address.
-        assert_eq!(regs["cr3"] & 0xfff, 0, "CR3 {:#x} is not page-aligned", regs["cr3"]);
-        assert!(regs["cr3"] >> 12 != 0, "CR3 {:#x} has no page-table base", regs["cr3"]);
+        assert_eq!(
+            regs["cr3"] & 0xfff,
+            0,
+            "CR3 {:#x} is not page-aligned",
+            regs["cr3"]
+        );
+        assert!(
+            regs["cr3"] >> 12 != 0,
+            "CR3 {:#x} has no page-table base",
+            regs["cr3"]
+        );
     }
     // Every stop is a hold (the guest clock stood still), taken out of the time line.
     assert!(t["holds"].as_u64().unwrap() >= snaps.len() as u64);
@@ -292,7 +478,11 @@ fn snapshots_agree_with_the_ebpf_events_on_one_time_line() {
 fn cr3_changes_at_syscall_entry_only_with_pti() {
     let r = run();
     let runs = r.summary["experiments"]["syscall_cr3"].as_array().unwrap();
-    let get = |label: &str| runs.iter().find(|x| x["label"] == label).unwrap_or_else(|| panic!("no {label} run: {runs:?}"));
+    let get = |label: &str| {
+        runs.iter()
+            .find(|x| x["label"] == label)
+            .unwrap_or_else(|| panic!("no {label} run: {runs:?}"))
+    };
     let (on, off) = (get("PTI on"), get("PTI off"));
     let (con, coff) = (&on["report"], &off["report"]);
     assert!(con.is_object(), "PTI-on run failed: {}", on["error"]);
@@ -310,13 +500,26 @@ fn cr3_changes_at_syscall_entry_only_with_pti() {
         let cr3 = c["cr3_user"].as_u64().unwrap();
         assert!(cr3 >> 12 != 0, "CR3 {cr3:#x} has no page-table base");
         // The breakpoint's host-side condition found the workload itself.
-        assert_eq!(c["target"]["tgid"].as_u64(), c["target_pid"].as_u64(), "{c}");
+        assert_eq!(
+            c["target"]["tgid"].as_u64(),
+            c["target_pid"].as_u64(),
+            "{c}"
+        );
     }
     assert_eq!(con["cr3_changed"], true);
-    assert_eq!(con["differing_bits"].as_u64().unwrap() & 0x1000, 0x1000, "bit 12 is PTI's PGD switch: {con}");
+    assert_eq!(
+        con["differing_bits"].as_u64().unwrap() & 0x1000,
+        0x1000,
+        "bit 12 is PTI's PGD switch: {con}"
+    );
     assert_eq!(con["current_readable_before"], false);
     assert_eq!(coff["cr3_changed"], false);
     assert_eq!(coff["current_readable_before"], true);
-    let claim = r.summary["claims"].as_array().unwrap().iter().find(|c| c["section"] == "6").unwrap();
+    let claim = r.summary["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["section"] == "6")
+        .unwrap();
     assert_eq!(claim["verdict"], "contradicted", "{claim}");
 }

@@ -13,7 +13,9 @@ use std::process::Command;
 
 use guestscope::lab::{self, LabOptions};
 use guestscope_tests::guests::{busybox_rootfs, kernel_modules, sha256, to_qcow2};
-use guestscope_tests::{collector_binary, guest_artifacts, load, stack_has, target_dir, test_out_dir};
+use guestscope_tests::{
+    collector_binary, guest_artifacts, load, stack_has, target_dir, test_out_dir,
+};
 
 #[test]
 fn lab_runs_the_workloads_inside_a_qcow2_root_file_system() {
@@ -32,35 +34,70 @@ fn lab_runs_the_workloads_inside_a_qcow2_root_file_system() {
         builtin_workloads: false,
         append: "guestscope.btf=off".into(),
         cr3: true,
-        workloads: vec![format!("{} --iterations 50", guestscope_tests::workload_binary("fopen").display())],
+        workloads: vec![format!(
+            "{} --iterations 50",
+            guestscope_tests::workload_binary("fopen").display()
+        )],
         ..LabOptions::default()
     };
     let outcome = lab::run(&opts).unwrap_or_else(|e| panic!("lab --rootfs did not start: {e}"));
-    assert!(outcome.summary.run.outcome.complete, "{:?}", outcome.summary.run.outcome);
+    assert!(
+        outcome.summary.run.outcome.complete,
+        "{:?}",
+        outcome.summary.run.outcome
+    );
     assert_eq!(sha256(&image), before, "the image file changed");
 
     let r = load(&out);
     let serial = std::fs::read_to_string(out.join("serial.log")).unwrap();
-    assert!(serial.contains("guestscope-init: root file system /dev/vda mounted on /sysroot"), "{serial}");
+    assert!(
+        serial.contains("guestscope-init: root file system /dev/vda mounted on /sysroot"),
+        "{serial}"
+    );
     assert!(!serial.contains("cannot load module"), "{serial}");
     let alloc: Vec<_> = r.events_of("fopen", "alloc_fd").collect();
     assert_eq!(alloc.len(), 50, "one alloc_fd per fopen iteration");
     assert!(alloc.iter().all(|e| stack_has(e, "alloc_fd")));
 
     // No BTF: kprobe instead of fentry, the CR3 experiment skipped with its reason.
-    assert!(serial.contains("guestscope-init: kernel BTF hidden"), "{serial}");
+    assert!(
+        serial.contains("guestscope-init: kernel BTF hidden"),
+        "{serial}"
+    );
     let s = &r.summary;
-    let spin = s["probes"].as_array().unwrap().iter().find(|p| p["name"] == "spin_lock").unwrap();
+    let spin = s["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "spin_lock")
+        .unwrap();
     assert_eq!(spin["attach"]["method"], "kprobe", "{spin}");
-    assert!(spin["attach"]["note"].as_str().unwrap().contains("BTF"), "{spin}");
+    assert!(
+        spin["attach"]["note"].as_str().unwrap().contains("BTF"),
+        "{spin}"
+    );
     assert!(r.events_of("fopen", "spin_lock").count() > 0);
     assert_eq!(s["kernel"]["btf"], false);
     assert_eq!(s["kernel"]["fentry"], false);
     let skipped = s["skipped"].as_array().unwrap();
-    let cr3 = skipped.iter().find(|x| x["experiment"].as_str().unwrap().starts_with("CR3")).expect("CR3 skipped");
+    let cr3 = skipped
+        .iter()
+        .find(|x| x["experiment"].as_str().unwrap().starts_with("CR3"))
+        .expect("CR3 skipped");
     assert!(cr3["reason"].as_str().unwrap().contains("BTF"), "{cr3}");
-    assert!(!skipped.iter().any(|x| x["experiment"].as_str().unwrap().starts_with("spin_lock")), "{skipped:?}");
-    assert!(r.report.contains("### Skipped") && r.report.contains("| BTF (`/sys/kernel/btf/vmlinux`) | no |"), "{}", r.report);
+    assert!(
+        !skipped
+            .iter()
+            .any(|x| x["experiment"].as_str().unwrap().starts_with("spin_lock")),
+        "{skipped:?}"
+    );
+    assert!(
+        r.report.contains("### Skipped")
+            && r.report
+                .contains("| BTF (`/sys/kernel/btf/vmlinux`) | no |"),
+        "{}",
+        r.report
+    );
 }
 
 #[test]
@@ -72,18 +109,32 @@ fn bad_rootfs_images_are_one_line_errors() {
     std::fs::write(&junk, vec![0x5a; 64 * 1024]).unwrap();
     // A root file system for this kernel whose modules.dep offers nothing the guest
     // needs (and nothing is built in): stopped before the boot, naming what is missing.
-    let release = kernel_modules().file_name().unwrap().to_str().unwrap().to_string();
+    let release = kernel_modules()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let root = work.join("nomodules");
     let mdir = root.join("lib/modules").join(&release);
     std::fs::create_dir_all(&mdir).unwrap();
     std::fs::write(mdir.join("modules.dep"), "kernel/fs/fat/fat.ko:\n").unwrap();
     let no_modules = work.join("nomodules.ext4");
     let _ = std::fs::remove_file(&no_modules);
-    guestscope_tests::guests::run(Command::new("mke2fs").args(["-q", "-t", "ext4", "-d"]).arg(&root).arg(&no_modules).arg("8M"));
+    guestscope_tests::guests::run(
+        Command::new("mke2fs")
+            .args(["-q", "-t", "ext4", "-d"])
+            .arg(&root)
+            .arg(&no_modules)
+            .arg("8M"),
+    );
     let cases = [
         (work.join("missing.img"), "root file system image not found"),
         (junk, "unsupported image"),
-        (no_modules, "has no support for virtio PCI devices (CONFIG_VIRTIO_PCI, module virtio_pci), the virtio disk"),
+        (
+            no_modules,
+            "has no support for virtio PCI devices (CONFIG_VIRTIO_PCI, module virtio_pci), the virtio disk",
+        ),
     ];
     for (image, expected) in cases {
         let out = Command::new(collector_binary())

@@ -21,7 +21,13 @@ use guestscope_tests::{children_of, run_lab, target_dir, workload_binary};
 
 /// What one fake agent sends.
 fn fake_frames(secret: &str) -> Vec<u8> {
-    let connect = Connect { agent_pid: 1, agent_start_ns: 1, connection: 1, after: None, secret: secret.into() };
+    let connect = Connect {
+        agent_pid: 1,
+        agent_start_ns: 1,
+        connection: 1,
+        after: None,
+        secret: secret.into(),
+    };
     let hello = Hello {
         agent_version: "0.1.0".into(),
         kernel_release: "fake".into(),
@@ -30,15 +36,26 @@ fn fake_frames(secret: &str) -> Vec<u8> {
         monotonic_ns: 2,
         agent_pid: 1,
     };
-    let mut bytes = encode_frame(&Record { seq: 0, body: Body::Connect(connect) }).unwrap();
-    bytes.extend(encode_frame(&Record { seq: 0, body: Body::Hello(hello) }).unwrap());
+    let mut bytes = encode_frame(&Record {
+        seq: 0,
+        body: Body::Connect(connect),
+    })
+    .unwrap();
+    bytes.extend(
+        encode_frame(&Record {
+            seq: 0,
+            body: Body::Hello(hello),
+        })
+        .unwrap(),
+    );
     bytes
 }
 
 /// Connects to `socket`, sends `bytes`, and returns what came back before the collector
 /// closed the connection (it must close it within 20 s).
 fn fake_agent(socket: &Path, bytes: &[u8]) -> Vec<u8> {
-    let mut s = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+    let mut s = UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     // The collector may close before reading all of it.
     let _ = s.write_all(bytes);
@@ -49,7 +66,9 @@ fn fake_agent(socket: &Path, bytes: &[u8]) -> Vec<u8> {
             Ok(0) => return got,
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e) => panic!("the collector neither refused nor closed a fake agent's connection: {e}"),
+            Err(e) => {
+                panic!("the collector neither refused nor closed a fake agent's connection: {e}")
+            }
         }
     }
 }
@@ -60,13 +79,19 @@ fn vhost_uds(deadline: Instant) -> PathBuf {
         for (pid, comm) in children_of(std::process::id()) {
             if comm.starts_with("vhost-device-vs") {
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let args: Vec<String> = cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                let args: Vec<String> = cmdline
+                    .split(|&b| b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
                 if let Some(i) = args.iter().position(|a| a == "--uds-path") {
                     return PathBuf::from(&args[i + 1]);
                 }
             }
         }
-        assert!(Instant::now() < deadline, "no vhost-device-vsock child appeared");
+        assert!(
+            Instant::now() < deadline,
+            "no vhost-device-vsock child appeared"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -96,9 +121,15 @@ fn socket_inodes(pid: u32) -> BTreeSet<u64> {
 fn tcp_listeners(inodes: &BTreeSet<u64>) -> Vec<(String, u16)> {
     let mut found = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else { continue };
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
             if *state != "0A" || !inode.parse().is_ok_and(|i: u64| inodes.contains(&i)) {
                 continue;
             }
@@ -113,19 +144,33 @@ fn tcp_listeners(inodes: &BTreeSet<u64>) -> Vec<(String, u16)> {
 fn unix_listeners(inodes: &BTreeSet<u64>) -> Vec<String> {
     const ACCEPTCON: u32 = 0x10000;
     let mut found = Vec::new();
-    for line in std::fs::read_to_string("/proc/net/unix").unwrap().lines().skip(1) {
+    for line in std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+    {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(flags), Some(inode)) = (f.get(3), f.get(6)) else { continue };
+        let (Some(flags), Some(inode)) = (f.get(3), f.get(6)) else {
+            continue;
+        };
         let listening = u32::from_str_radix(flags, 16).is_ok_and(|v| v & ACCEPTCON != 0);
         if listening && inode.parse().is_ok_and(|i: u64| inodes.contains(&i)) {
-            found.push(f.get(7).map(|p| p.to_string()).unwrap_or_else(|| "(unnamed)".into()));
+            found.push(
+                f.get(7)
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "(unnamed)".into()),
+            );
         }
     }
     found
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 #[test]
@@ -134,7 +179,10 @@ fn only_this_runs_agent_is_let_in_and_every_listening_socket_is_private() {
     let serial = out.join("serial.log");
     let opts = LabOptions {
         builtin_workloads: false,
-        workloads: vec![format!("{} --iterations 300000", workload_binary("flood").display())],
+        workloads: vec![format!(
+            "{} --iterations 300000",
+            workload_binary("flood").display()
+        )],
         probes: vec!["alloc_fd".into()],
         ..LabOptions::default()
     };
@@ -153,49 +201,109 @@ fn only_this_runs_agent_is_let_in_and_every_listening_socket_is_private() {
         std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("started workload=flood"))
     });
     let wrong_secret = fake_agent(&socket, &fake_frames(&"0".repeat(64)));
-    for (what, got) in [("no secret", &no_secret), ("garbage", &garbage), ("a wrong secret", &wrong_secret)] {
-        assert!(got.is_empty(), "the fake agent with {what} got {} bytes back (an acknowledgement?)", got.len());
+    for (what, got) in [
+        ("no secret", &no_secret),
+        ("garbage", &garbage),
+        ("a wrong secret", &wrong_secret),
+    ] {
+        assert!(
+            got.is_empty(),
+            "the fake agent with {what} got {} bytes back (an acknowledgement?)",
+            got.len()
+        );
     }
 
     // Every socket the run listens on, while it runs.
     let mut pids = vec![std::process::id()];
-    pids.extend(children_of(std::process::id()).into_iter().filter(|(_, c)| c.starts_with("qemu") || c.starts_with("vhost")).map(|(p, _)| p));
-    assert_eq!(pids.len(), 3, "the collector, QEMU and vhost-device-vsock: {pids:?}");
+    pids.extend(
+        children_of(std::process::id())
+            .into_iter()
+            .filter(|(_, c)| c.starts_with("qemu") || c.starts_with("vhost"))
+            .map(|(p, _)| p),
+    );
+    assert_eq!(
+        pids.len(),
+        3,
+        "the collector, QEMU and vhost-device-vsock: {pids:?}"
+    );
     let inodes: BTreeSet<u64> = pids.iter().flat_map(|p| socket_inodes(*p)).collect();
     let tcp = tcp_listeners(&inodes);
     let unix = unix_listeners(&inodes);
     eprintln!("listening: TCP {tcp:?}, Unix {unix:?}");
     let loopback = ["0100007F", "00000000000000000000000001000000"];
     for (addr, port) in &tcp {
-        assert!(loopback.contains(&addr.as_str()), "TCP port {port} listens on {addr}, not loopback");
+        assert!(
+            loopback.contains(&addr.as_str()),
+            "TCP port {port} listens on {addr}, not loopback"
+        );
     }
     assert!(!tcp.is_empty(), "the gdbstub is not listening");
     // vhost-device-vsock stops listening on its control socket once QEMU is connected.
     for expected in [socket.clone(), uds.clone()] {
-        assert!(unix.iter().any(|p| Path::new(p) == expected), "{} is not among the listeners {unix:?}", expected.display());
+        assert!(
+            unix.iter().any(|p| Path::new(p) == expected),
+            "{} is not among the listeners {unix:?}",
+            expected.display()
+        );
     }
     for path in &unix {
-        assert!(!path.starts_with('@'), "abstract Unix socket {path}: any local user can connect");
+        assert!(
+            !path.starts_with('@'),
+            "abstract Unix socket {path}: any local user can connect"
+        );
         let p = Path::new(path);
         assert_eq!(mode(p), 0o600, "{path} is mode {:o}", mode(p));
         let dir = p.parent().unwrap();
-        assert_eq!(mode(dir), 0o700, "{} (holding {path}) is mode {:o}", dir.display(), mode(dir));
+        assert_eq!(
+            mode(dir),
+            0o700,
+            "{} (holding {path}) is mode {:o}",
+            dir.display(),
+            mode(dir)
+        );
     }
 
     let r = lab.join().expect("the lab run");
     let s = &r.summary;
-    assert_eq!(s["run"]["outcome"]["complete"], true, "{}", s["run"]["outcome"]);
+    assert_eq!(
+        s["run"]["outcome"]["complete"], true,
+        "{}",
+        s["run"]["outcome"]
+    );
     let gdb_port = s["run"]["gdb_port"].as_u64().unwrap();
-    assert!(tcp.iter().any(|(a, p)| a == "0100007F" && u64::from(*p) == gdb_port), "gdbstub {gdb_port} not among {tcp:?}");
+    assert!(
+        tcp.iter()
+            .any(|(a, p)| a == "0100007F" && u64::from(*p) == gdb_port),
+        "gdbstub {gdb_port} not among {tcp:?}"
+    );
     let link = &s["stream"]["link"];
-    let refused: Vec<&str> = link["refused"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    let refused: Vec<&str> = link["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
     eprintln!("refused: {refused:#?}");
     assert_eq!(refused.len(), 3, "{refused:?}");
-    assert_eq!(refused.iter().filter(|r| r.contains("without this run's secret")).count(), 2, "{refused:?}");
-    assert_eq!(link["connections"], 1, "only the agent's connection was served");
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|r| r.contains("without this run's secret"))
+            .count(),
+        2,
+        "{refused:?}"
+    );
+    assert_eq!(
+        link["connections"], 1,
+        "only the agent's connection was served"
+    );
     // The fakes' Hello (pid 1, "fake") never reached the session.
     assert_ne!(s["run"]["kernel_release"], "fake");
     let n = r.events_of("flood", "alloc_fd").count();
     assert!(n >= 300_000, "{n} alloc_fd events");
-    assert!(r.report.contains("| connections refused (not this run's agent) | 3 |"), "report.md does not count the refusals");
+    assert!(
+        r.report
+            .contains("| connections refused (not this run's agent) | 3 |"),
+        "report.md does not count the refusals"
+    );
 }

@@ -21,12 +21,18 @@ pub struct Error {
 impl Error {
     /// A bad-arguments error (exit status 2).
     pub fn usage(message: impl Into<String>) -> Error {
-        Error { message: message.into(), status: 2 }
+        Error {
+            message: message.into(),
+            status: 2,
+        }
     }
 
     /// A run-time error (exit status 1).
     pub fn runtime(message: impl Into<String>) -> Error {
-        Error { message: message.into(), status: 1 }
+        Error {
+            message: message.into(),
+            status: 1,
+        }
     }
 }
 
@@ -51,13 +57,18 @@ impl Args {
     /// The process's arguments (without argv\[0\]); non-UTF-8 arguments become lossy text.
     pub fn from_env() -> Args {
         Args {
-            rest: std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect(),
+            rest: std::env::args_os()
+                .skip(1)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
         }
     }
 
     /// Arguments from a list (for tests).
     pub fn from_list<S: Into<String>>(list: impl IntoIterator<Item = S>) -> Args {
-        Args { rest: list.into_iter().map(Into::into).collect() }
+        Args {
+            rest: list.into_iter().map(Into::into).collect(),
+        }
     }
 
     /// Removes `--name VALUE` (or `--name=VALUE`) and returns the value, if present.
@@ -82,9 +93,9 @@ impl Args {
     pub fn number(&mut self, name: &str, default: u64) -> Result<u64, Error> {
         match self.value(name)? {
             None => Ok(default),
-            Some(v) => {
-                v.parse().map_err(|_| Error::usage(format!("{name}: {v:?} is not a whole number")))
-            }
+            Some(v) => v
+                .parse()
+                .map_err(|_| Error::usage(format!("{name}: {v:?} is not a whole number"))),
         }
     }
 
@@ -103,7 +114,9 @@ impl Args {
     pub fn finish(self, usage: &str) -> Result<(), Error> {
         match self.rest.first() {
             None => Ok(()),
-            Some(a) => Err(Error::usage(format!("unexpected argument {a:?}; usage: {usage}"))),
+            Some(a) => Err(Error::usage(format!(
+                "unexpected argument {a:?}; usage: {usage}"
+            ))),
         }
     }
 }
@@ -178,12 +191,23 @@ mod tests {
     #[test]
     fn bad_arguments_are_usage_errors() {
         assert_eq!(
-            Args::from_list(["--iterations", "ten"]).number("--iterations", 1).unwrap_err().status,
+            Args::from_list(["--iterations", "ten"])
+                .number("--iterations", 1)
+                .unwrap_err()
+                .status,
             2
         );
-        assert!(Args::from_list(["--iterations"]).number("--iterations", 1).is_err());
         assert!(
-            Args::from_list(["--bogus"]).finish("usage").unwrap_err().message.contains("--bogus")
+            Args::from_list(["--iterations"])
+                .number("--iterations", 1)
+                .is_err()
+        );
+        assert!(
+            Args::from_list(["--bogus"])
+                .finish("usage")
+                .unwrap_err()
+                .message
+                .contains("--bogus")
         );
     }
 

@@ -29,7 +29,11 @@ pub struct Options {
     #[command(flatten)]
     pub overrides: Overrides,
     /// Further arguments, passed to `guestscope bench` as they are (e.g. `--reps 5`).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "GUESTSCOPE_ARGS")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "GUESTSCOPE_ARGS"
+    )]
     pub args: Vec<String>,
 }
 
@@ -59,7 +63,12 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
         let _ = std::fs::remove_dir_all(&lab_out);
         let started = Instant::now();
         steps.run("warm cargo xtask lab", || {
-            cmd::run(cmd::cargo().args(["xtask", "lab", "--out"]).arg(&lab_out).current_dir(&layout.root))
+            cmd::run(
+                cmd::cargo()
+                    .args(["xtask", "lab", "--out"])
+                    .arg(&lab_out)
+                    .current_dir(&layout.root),
+            )
         })?;
         lab_args.push("--lab-wall-s".to_string());
         lab_args.push(format!("{:.3}", started.elapsed().as_secs_f64()));
@@ -79,7 +88,12 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
                 .arg(out)
                 .arg("--work-dir")
                 .arg(work.join("work"))
-                .args(image.kernel_elf.iter().flat_map(|k| [std::ffi::OsStr::new("--fast-kernel"), k.as_os_str()]))
+                .args(
+                    image
+                        .kernel_elf
+                        .iter()
+                        .flat_map(|k| [std::ffi::OsStr::new("--fast-kernel"), k.as_os_str()]),
+                )
                 .args(&lab_args)
                 .args(&options.args),
         )

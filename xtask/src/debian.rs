@@ -51,7 +51,8 @@ pub struct DebianGuest {
 pub fn prepare(layout: &Layout) -> Result<DebianGuest> {
     let dir = layout.cache_dir().join("debian");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mirror = std::env::var("GUESTSCOPE_DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_string());
+    let mirror =
+        std::env::var("GUESTSCOPE_DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_string());
     let package = kernel::download(&dir, KERNEL_META)?;
     let release = package
         .name
@@ -70,12 +71,21 @@ pub fn prepare(layout: &Layout) -> Result<DebianGuest> {
         package.name, package.version
     );
     let current = fs::read_to_string(&stamp_path).ok();
-    if current.as_deref() == Some(stamp.as_str()) && [&guest.image, &guest.kernel, &guest.initrd].iter().all(|p| p.is_file()) {
-        eprintln!("    up to date: {} (kernel {release})", guest.image.display());
+    if current.as_deref() == Some(stamp.as_str())
+        && [&guest.image, &guest.kernel, &guest.initrd]
+            .iter()
+            .all(|p| p.is_file())
+    {
+        eprintln!(
+            "    up to date: {} (kernel {release})",
+            guest.image.display()
+        );
         return Ok(guest);
     }
     if !cmd::is_root() {
-        bail!("the Debian test guest is made with debootstrap and chroot, which need root: run `cargo xtask test` as root");
+        bail!(
+            "the Debian test guest is made with debootstrap and chroot, which need root: run `cargo xtask test` as root"
+        );
     }
     if cmd::which("debootstrap").is_none() {
         crate::deps::install_debian(&["debootstrap"])?;
@@ -91,7 +101,12 @@ pub fn prepare(layout: &Layout) -> Result<DebianGuest> {
     Ok(guest)
 }
 
-fn build(root: &Path, mirror: &str, package: &kernel::Downloaded, guest: &DebianGuest) -> Result<()> {
+fn build(
+    root: &Path,
+    mirror: &str,
+    package: &kernel::Downloaded,
+    guest: &DebianGuest,
+) -> Result<()> {
     if root.exists() {
         fs::remove_dir_all(root).with_context(|| format!("cannot remove {}", root.display()))?;
     }
@@ -104,10 +119,17 @@ fn build(root: &Path, mirror: &str, package: &kernel::Downloaded, guest: &Debian
             .arg(root)
             .arg(mirror),
     )?;
-    eprintln!("    installing {} {} (and its initramfs)", package.name, package.version);
+    eprintln!(
+        "    installing {} {} (and its initramfs)",
+        package.name, package.version
+    );
     let deb_in_root = root.join("tmp/kernel.deb");
     fs::copy(&package.deb, &deb_in_root)?;
-    cmd::run(cmd("chroot").arg(root).args(["dpkg", "-i", "/tmp/kernel.deb"]))?;
+    cmd::run(
+        cmd("chroot")
+            .arg(root)
+            .args(["dpkg", "-i", "/tmp/kernel.deb"]),
+    )?;
     fs::remove_file(&deb_in_root)?;
     cmd::run(cmd("chroot").arg(root).args(["apt-get", "clean"]))?;
     fs::write(root.join("etc/hostname"), "guestscope-debian\n")?;
@@ -117,14 +139,21 @@ fn build(root: &Path, mirror: &str, package: &kernel::Downloaded, guest: &Debian
     let initrd = boot.join(format!("initrd.img-{}", guest.release));
     for (from, to) in [(&vmlinuz, &guest.kernel), (&initrd, &guest.initrd)] {
         let tmp = to.with_extension(format!("tmp.{}", std::process::id()));
-        fs::copy(from, &tmp).with_context(|| format!("{} missing after the kernel's installation", from.display()))?;
+        fs::copy(from, &tmp).with_context(|| {
+            format!("{} missing after the kernel's installation", from.display())
+        })?;
         fs::rename(&tmp, to)?;
     }
     let used_mib = du_mib(root)?;
     let size_mib = used_mib + used_mib / 2 + HEADROOM_MIB;
-    let tmp = guest.image.with_extension(format!("tmp.{}", std::process::id()));
+    let tmp = guest
+        .image
+        .with_extension(format!("tmp.{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
-    eprintln!("    mke2fs -d: {} ({size_mib} MiB, {used_mib} MiB used)", guest.image.display());
+    eprintln!(
+        "    mke2fs -d: {} ({size_mib} MiB, {used_mib} MiB used)",
+        guest.image.display()
+    );
     cmd::run(
         cmd("mke2fs")
             .args(["-q", "-t", "ext4", "-L", "guestscope-debian", "-d"])
@@ -139,7 +168,10 @@ fn build(root: &Path, mirror: &str, package: &kernel::Downloaded, guest: &Debian
 /// Disk usage of a tree, MiB (`du -sm`).
 fn du_mib(root: &Path) -> Result<u64> {
     let out = cmd::stdout_of(cmd("du").arg("-sm").arg(root))?;
-    out.split_whitespace().next().and_then(|n| n.parse().ok()).context("du output")
+    out.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("du output")
 }
 
 /// Removes kernel packages of other versions from the Debian cache.

@@ -125,11 +125,21 @@ fn ensure_perfetto_protos(present: &mut Vec<String>) -> Result<()> {
     }
     eprintln!("    installing {PERFETTO_PIP} (Python) for the trace tests");
     let status = std::process::Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", PERFETTO_PIP, "protobuf"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            PERFETTO_PIP,
+            "protobuf",
+        ])
         .status()
         .map_err(|e| anyhow::anyhow!("running pip: {e}"))?;
     if !status.success() || !importable() {
-        anyhow::bail!("could not install the Python package {PERFETTO_PIP}: run `python3 -m pip install {PERFETTO_PIP} protobuf`");
+        anyhow::bail!(
+            "could not install the Python package {PERFETTO_PIP}: run `python3 -m pip install {PERFETTO_PIP} protobuf`"
+        );
     }
     Ok(())
 }
@@ -185,7 +195,11 @@ fn ensure_debian_packages(present: &mut Vec<String>) -> Result<()> {
 /// missing, and once more when the install fails.
 pub fn install_debian(packages: &[&str]) -> Result<()> {
     if !cmd::is_root() {
-        bail!("missing Debian packages: {}; install them with:\n    sudo {}", packages.join(" "), apt_install_command(packages));
+        bail!(
+            "missing Debian packages: {}; install them with:\n    sudo {}",
+            packages.join(" "),
+            apt_install_command(packages)
+        );
     }
     eprintln!("    installing Debian packages: {}", packages.join(" "));
     if !apt_lists_present() {

@@ -48,7 +48,10 @@ pub fn image(options: &Options) -> Result<()> {
         image.initrd.display()
     );
     if let Some(elf) = &image.kernel_elf {
-        eprintln!("uncompressed kernel (boots faster, no KASLR): {}", elf.display());
+        eprintln!(
+            "uncompressed kernel (boots faster, no KASLR): {}",
+            elf.display()
+        );
     }
     eprintln!("steps: {}", steps.summary());
     Ok(())
@@ -95,18 +98,34 @@ fn unpack_kernel_elf(layout: &Layout) -> Result<Option<PathBuf>> {
     let (bzimage, elf) = (layout.kernel(), layout.kernel_elf());
     let stamp_path = elf.with_extension("stamp");
     let meta = std::fs::metadata(&bzimage)?;
-    let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let stamp = format!("vmlinuz {} {}.{:09}\n", meta.len(), mtime.as_secs(), mtime.subsec_nanos());
-    if elf.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) {
+    let mtime = meta
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let stamp = format!(
+        "vmlinuz {} {}.{:09}\n",
+        meta.len(),
+        mtime.as_secs(),
+        mtime.subsec_nanos()
+    );
+    if elf.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str())
+    {
         eprintln!("    up to date: {}", elf.display());
         return Ok(Some(elf));
     }
     let _ = std::fs::remove_file(&stamp_path);
     if !kernel::unpack_elf(&bzimage, &elf)? {
-        eprintln!("    {} has no xz payload with a PVH entry: no direct-boot kernel", bzimage.display());
+        eprintln!(
+            "    {} has no xz payload with a PVH entry: no direct-boot kernel",
+            bzimage.display()
+        );
         return Ok(None);
     }
     std::fs::write(&stamp_path, stamp)?;
-    eprintln!("    wrote {} ({:.0} MiB)", elf.display(), std::fs::metadata(&elf)?.len() as f64 / (1024.0 * 1024.0));
+    eprintln!(
+        "    wrote {} ({:.0} MiB)",
+        elf.display(),
+        std::fs::metadata(&elf)?.len() as f64 / (1024.0 * 1024.0)
+    );
     Ok(Some(elf))
 }

@@ -121,7 +121,11 @@ pub struct Downloaded {
 /// depends on (`linux-image-amd64`, `linux-image-6.12-amd64`, ...).
 pub fn download(cache: &Path, meta: &str) -> Result<Downloaded> {
     let (package, deb) = fetch_retrying(cache, meta)?;
-    Ok(Downloaded { name: package.name, version: package.version, deb })
+    Ok(Downloaded {
+        name: package.name,
+        version: package.version,
+        deb,
+    })
 }
 
 /// [`fetch`], after one `apt-get update` when the first try fails and we are root.
@@ -457,9 +461,8 @@ const XZ_MAGIC: &[u8] = b"\xfd7zXZ\x00";
 /// point QEMU boots an uncompressed kernel through (`CONFIG_PVH`).
 pub fn has_pvh_entry(elf: &[u8]) -> bool {
     // Note header: namesz 4, descsz (4 or 8), type 18, then the name "Xen\0".
-    elf.windows(16).any(|w| {
-        w[0..4] == [4, 0, 0, 0] && w[8..12] == [18, 0, 0, 0] && &w[12..16] == b"Xen\0"
-    })
+    elf.windows(16)
+        .any(|w| w[0..4] == [4, 0, 0, 0] && w[8..12] == [18, 0, 0, 0] && &w[12..16] == b"Xen\0")
 }
 
 /// Unpacks the uncompressed kernel from `bzimage` (its xz payload is the kernel's ELF)

@@ -63,7 +63,8 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
 
 /// Whether `args` set `option` (`--option VALUE` or `--option=VALUE`).
 fn gives(args: &[String], option: &str) -> bool {
-    args.iter().any(|a| a == option || a.starts_with(&format!("{option}=")))
+    args.iter()
+        .any(|a| a == option || a.starts_with(&format!("{option}=")))
 }
 
 #[cfg(test)]
@@ -72,7 +73,10 @@ mod tests {
 
     #[test]
     fn own_kernel_replaces_the_built_in_one() {
-        let args: Vec<String> = ["--rootfs", "d.img", "--kernel=/k"].iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = ["--rootfs", "d.img", "--kernel=/k"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert!(gives(&args, "--kernel"));
         assert!(!gives(&args, "--initrd"));
         assert!(!gives(&["--kernels".to_string()], "--kernel"));

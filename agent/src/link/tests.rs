@@ -63,7 +63,10 @@ fn events(n: usize) -> Body {
 }
 
 fn log(i: u64) -> Body {
-    Body::Log { level: "info".into(), message: format!("record {i}") }
+    Body::Log {
+        level: "info".into(),
+        message: format!("record {i}"),
+    }
 }
 
 /// What the scripted collector saw: every record applied (duplicates dropped), and
@@ -88,7 +91,9 @@ fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
     let mut writer = conn.try_clone().unwrap();
     let mut frames = FrameReader::new(conn);
     let first = frames.next_record().expect("a Connect first");
-    let Body::Connect(c) = first.body else { panic!("first record is not Connect: {first:?}") };
+    let Body::Connect(c) = first.body else {
+        panic!("first record is not Connect: {first:?}")
+    };
     seen.lock().unwrap().connects.push((first.seq, c));
     let mut n = 0;
     let mut writable = true;
@@ -113,11 +118,16 @@ fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
             }
             s.applied.last().map_or(0, |r| r.seq + 1)
         };
-        writable = writable && writer.write_all(&encode_reply(&Reply::Ack { next }).unwrap()).is_ok();
+        writable = writable
+            && writer
+                .write_all(&encode_reply(&Reply::Ack { next }).unwrap())
+                .is_ok();
         if writable && n % 10 == 0 {
             let mut s = seen.lock().unwrap();
             let id = s.probes + 1;
-            writable = writer.write_all(&encode_reply(&Reply::ClockProbe { id }).unwrap()).is_ok();
+            writable = writer
+                .write_all(&encode_reply(&Reply::ClockProbe { id }).unwrap())
+                .is_ok();
             // Only a probe that went out counts as sent.
             if writable {
                 s.probes = id;
@@ -128,7 +138,14 @@ fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
 
 /// A link (1 MiB spool) to a scripted collector serving one connection on a fresh
 /// socket: the socket's path, what the collector saw, its thread, and the stream.
-fn served_link(name: &str) -> (PathBuf, Arc<Mutex<Seen>>, thread::JoinHandle<()>, Stream<Link<UnixConnector>>) {
+fn served_link(
+    name: &str,
+) -> (
+    PathBuf,
+    Arc<Mutex<Seen>>,
+    thread::JoinHandle<()>,
+    Stream<Link<UnixConnector>>,
+) {
     let path = socket_path(name);
     let listener = UnixListener::bind(&path).unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -145,7 +162,9 @@ fn served_link(name: &str) -> (PathBuf, Arc<Mutex<Seen>>, thread::JoinHandle<()>
 fn records_flow_and_are_forgotten_once_acknowledged() {
     let (path, seen, host, mut stream) = served_link("flow");
     for i in 0..200 {
-        stream.send(if i % 2 == 0 { events(10) } else { log(i) }).unwrap();
+        stream
+            .send(if i % 2 == 0 { events(10) } else { log(i) })
+            .unwrap();
     }
     let mut link = stream.into_inner();
     link.finish(Duration::from_secs(10)).unwrap();
@@ -155,10 +174,27 @@ fn records_flow_and_are_forgotten_once_acknowledged() {
     assert_eq!(s.applied.len(), 200);
     assert!(s.applied.iter().enumerate().all(|(i, r)| r.seq == i as u64));
     assert_eq!(s.connects.len(), 1);
-    assert_eq!((s.connects[0].0, s.connects[0].1.connection, s.connects[0].1.agent_pid), (0, 1, 42));
-    assert_eq!(s.connects[0].1.secret, "s3cret", "the secret goes with every connection");
+    assert_eq!(
+        (
+            s.connects[0].0,
+            s.connects[0].1.connection,
+            s.connects[0].1.agent_pid
+        ),
+        (0, 1, 42)
+    );
+    assert_eq!(
+        s.connects[0].1.secret, "s3cret",
+        "the secret goes with every connection"
+    );
     let st = link.stats();
-    assert_eq!(st, LinkStats { spool_peak_bytes: st.spool_peak_bytes, clock_echoes: st.clock_echoes, ..LinkStats::default() });
+    assert_eq!(
+        st,
+        LinkStats {
+            spool_peak_bytes: st.spool_peak_bytes,
+            clock_echoes: st.clock_echoes,
+            ..LinkStats::default()
+        }
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -168,7 +204,9 @@ fn clock_probes_are_answered_between_records_with_the_guest_clock() {
     let before = monotonic_ns();
     for i in 0..300 {
         // Big records, so a probe often arrives while one is half written.
-        stream.send(if i % 3 == 0 { events(400) } else { log(i) }).unwrap();
+        stream
+            .send(if i % 3 == 0 { events(400) } else { log(i) })
+            .unwrap();
     }
     let mut link = stream.into_inner();
     link.finish(Duration::from_secs(10)).unwrap();
@@ -183,10 +221,22 @@ fn clock_probes_are_answered_between_records_with_the_guest_clock() {
     // taken during the run.
     let ids: Vec<u32> = s.echoes.iter().map(|(e, _)| e.id).collect();
     let answered = ids.len() as u32;
-    assert!(answered + 1 >= s.probes, "{answered} of {} probes answered", s.probes);
+    assert!(
+        answered + 1 >= s.probes,
+        "{answered} of {} probes answered",
+        s.probes
+    );
     assert_eq!(ids, (1..=answered).collect::<Vec<_>>());
-    assert!(s.echoes.windows(2).all(|w| w[0].0.guest_ns <= w[1].0.guest_ns));
-    assert!(s.echoes.iter().all(|(e, _)| (before..=after).contains(&e.guest_ns)));
+    assert!(
+        s.echoes
+            .windows(2)
+            .all(|w| w[0].0.guest_ns <= w[1].0.guest_ns)
+    );
+    assert!(
+        s.echoes
+            .iter()
+            .all(|(e, _)| (before..=after).contains(&e.guest_ns))
+    );
     assert_eq!(link.stats().clock_echoes, u64::from(answered));
     let _ = std::fs::remove_file(&path);
 }
@@ -209,7 +259,9 @@ fn a_dropped_connection_is_restored_and_nothing_is_lost_or_doubled() {
     let link = Link::new(UnixConnector(path.clone()), conn, config(1 << 20)).unwrap();
     let mut stream = Stream::new(link);
     for i in 0..300u64 {
-        stream.send(if i % 3 == 0 { events(5) } else { log(i) }).unwrap();
+        stream
+            .send(if i % 3 == 0 { events(5) } else { log(i) })
+            .unwrap();
         if i % 50 == 0 {
             // Give the host time to read, so drops happen with records in flight.
             thread::sleep(Duration::from_millis(20));
@@ -220,20 +272,39 @@ fn a_dropped_connection_is_restored_and_nothing_is_lost_or_doubled() {
     host.join().unwrap();
     let s = seen.lock().unwrap();
     let seqs: Vec<u64> = s.applied.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs, (0..300).collect::<Vec<_>>(), "every record exactly once, in order");
+    assert_eq!(
+        seqs,
+        (0..300).collect::<Vec<_>>(),
+        "every record exactly once, in order"
+    );
     assert_eq!(s.connects.len(), 3);
     let stats = link.stats();
     assert_eq!(stats.reconnects, 2);
     assert_eq!(stats.spool_dropped_records, 0);
     for (i, (seq, c)) in s.connects.iter().enumerate().skip(1) {
-        let after = c.after.as_ref().expect("a reconnection says what it follows");
+        let after = c
+            .after
+            .as_ref()
+            .expect("a reconnection says what it follows");
         assert_eq!(c.connection, i as u32 + 1);
-        assert_eq!(*seq, after.acked, "resending starts at the first unacknowledged record");
+        assert_eq!(
+            *seq, after.acked,
+            "resending starts at the first unacknowledged record"
+        );
         assert!(after.restored_ns >= after.lost_ns);
         // The host closed it: seen as end of stream, a reset or a broken pipe.
-        assert!(["closed", "reset", "Broken pipe"].iter().any(|w| after.why.contains(w)), "{}", after.why);
+        assert!(
+            ["closed", "reset", "Broken pipe"]
+                .iter()
+                .any(|w| after.why.contains(w)),
+            "{}",
+            after.why
+        );
     }
-    assert!(stats.records_resent > 0, "nothing was in flight at the drops");
+    assert!(
+        stats.records_resent > 0,
+        "nothing was in flight at the drops"
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -251,10 +322,17 @@ fn past_the_spool_bound_events_are_dropped_and_counted_while_the_link_is_down() 
 
     let link = Link::new(UnixConnector(path.clone()), conn, config(64 * 1024)).unwrap();
     let mut stream = Stream::new(link);
-    let frame_len = encode_frame(&Record { seq: 0, body: events(100) }).unwrap().len() as u64;
+    let frame_len = encode_frame(&Record {
+        seq: 0,
+        body: events(100),
+    })
+    .unwrap()
+    .len() as u64;
     let mut sent_events = 0u64;
     for i in 0..100u64 {
-        stream.send(if i % 10 == 0 { log(i) } else { events(100) }).unwrap();
+        stream
+            .send(if i % 10 == 0 { log(i) } else { events(100) })
+            .unwrap();
         if i % 10 != 0 {
             sent_events += 100;
         }
@@ -268,8 +346,14 @@ fn past_the_spool_bound_events_are_dropped_and_counted_while_the_link_is_down() 
     let kept = (64 * 1024) / frame_len;
     assert!(stats.spool_dropped_records > 0);
     assert!(stats.spool_dropped_records <= 90 - kept + 1, "{stats:?}");
-    assert_eq!(stats.spool_dropped_events[ProbeKind::AllocFd as usize], stats.spool_dropped_records * 100);
-    assert!(stats.spool_peak_bytes <= 64 * 1024 + 4096, "non-events records only may pass the bound: {stats:?}");
+    assert_eq!(
+        stats.spool_dropped_events[ProbeKind::AllocFd as usize],
+        stats.spool_dropped_records * 100
+    );
+    assert!(
+        stats.spool_peak_bytes <= 64 * 1024 + 4096,
+        "non-events records only may pass the bound: {stats:?}"
+    );
     assert!(sent_events > stats.spool_dropped_events.iter().sum::<u64>());
 }
 
@@ -288,7 +372,9 @@ fn the_collector_gets_everything_kept_after_an_outage_with_the_gap_where_records
     thread::sleep(Duration::from_millis(50));
     stream.service();
     for i in 0..60u64 {
-        stream.send(if i % 6 == 0 { log(i) } else { events(50) }).unwrap();
+        stream
+            .send(if i % 6 == 0 { log(i) } else { events(50) })
+            .unwrap();
     }
     // The collector comes back.
     let listener = UnixListener::bind(&path).unwrap();
@@ -303,8 +389,16 @@ fn the_collector_gets_everything_kept_after_an_outage_with_the_gap_where_records
     let stats = link.stats();
     let s = seen.lock().unwrap();
     let got = s.applied.len() as u64;
-    assert_eq!(got + stats.spool_dropped_records, 60, "every record either arrived or was counted as dropped");
-    let logs = s.applied.iter().filter(|r| matches!(r.body, Body::Log { .. })).count();
+    assert_eq!(
+        got + stats.spool_dropped_records,
+        60,
+        "every record either arrived or was counted as dropped"
+    );
+    let logs = s
+        .applied
+        .iter()
+        .filter(|r| matches!(r.body, Body::Log { .. }))
+        .count();
     assert_eq!(logs, 10, "records other than events are never dropped");
     assert_eq!(s.connects.len(), 1);
     assert_eq!(s.connects[0].1.connection, 2);

@@ -31,14 +31,36 @@ fn sample_records() -> Vec<Record> {
                 agent_pid: 77,
             }),
         },
-        Record { seq: 1, body: Body::Events((0..100).map(event).collect()) },
-        Record { seq: 2, body: Body::Stack { id: 7, ips: vec![0xffff_ffff_8100_0000, 1, 2] } },
+        Record {
+            seq: 1,
+            body: Body::Events((0..100).map(event).collect()),
+        },
+        Record {
+            seq: 2,
+            body: Body::Stack {
+                id: 7,
+                ips: vec![0xffff_ffff_8100_0000, 1, 2],
+            },
+        },
         Record {
             seq: 3,
-            body: Body::Artifact { name: "kallsyms".into(), offset: 0, data: b"ffff t x\n".to_vec(), last: true },
+            body: Body::Artifact {
+                name: "kallsyms".into(),
+                offset: 0,
+                data: b"ffff t x\n".to_vec(),
+                last: true,
+            },
         },
-        Record { seq: 4, body: Body::Heartbeat { monotonic_ns: 123_456_789 } },
-        Record { seq: 5, body: Body::Finished(Totals::default()) },
+        Record {
+            seq: 4,
+            body: Body::Heartbeat {
+                monotonic_ns: 123_456_789,
+            },
+        },
+        Record {
+            seq: 5,
+            body: Body::Finished(Totals::default()),
+        },
     ]
 }
 
@@ -71,7 +93,10 @@ fn header_layout_is_as_documented() {
 fn bad_magic_is_rejected() {
     let mut frame = encode_frame(&sample_records()[0]).unwrap();
     frame[0] = b'X';
-    assert!(matches!(decode_frame(&frame), Err(DecodeError::BadMagic(_))));
+    assert!(matches!(
+        decode_frame(&frame),
+        Err(DecodeError::BadMagic(_))
+    ));
 }
 
 #[test]
@@ -92,7 +117,10 @@ fn newer_wire_version_is_rejected_with_both_versions() {
 fn oversized_length_is_rejected_before_allocating() {
     let mut frame = encode_frame(&sample_records()[0]).unwrap();
     frame[8..12].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
-    assert!(matches!(decode_frame(&frame), Err(DecodeError::TooLarge(_))));
+    assert!(matches!(
+        decode_frame(&frame),
+        Err(DecodeError::TooLarge(_))
+    ));
 }
 
 #[test]
@@ -155,8 +183,15 @@ proptest! {
 // ---- Whole streams ----
 
 fn arb_event() -> impl Strategy<Value = RawEvent> {
-    (any::<u64>(), any::<u64>(), 1u32..5, any::<u32>(), any::<i32>(), any::<[u8; 16]>()).prop_map(
-        |(ts_ns, arg, kind, pid, stack_id, comm)| RawEvent {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        1u32..5,
+        any::<u32>(),
+        any::<i32>(),
+        any::<[u8; 16]>(),
+    )
+        .prop_map(|(ts_ns, arg, kind, pid, stack_id, comm)| RawEvent {
             ts_ns,
             arg,
             ip: arg ^ ts_ns,
@@ -167,8 +202,7 @@ fn arb_event() -> impl Strategy<Value = RawEvent> {
             stack_id,
             flags: 0,
             comm,
-        },
-    )
+        })
 }
 
 fn arb_body() -> impl Strategy<Value = Body> {
@@ -177,23 +211,44 @@ fn arb_body() -> impl Strategy<Value = Body> {
         any::<u64>().prop_map(|monotonic_ns| Body::Heartbeat { monotonic_ns }),
         (any::<u32>(), vec(any::<u64>(), 0..8)).prop_map(|(id, ips)| Body::Stack { id, ips }),
         ("[a-z]{0,8}", ".{0,40}").prop_map(|(level, message)| Body::Log { level, message }),
-        (vec(any::<u8>(), 0..64), any::<u64>(), any::<bool>())
-            .prop_map(|(data, offset, last)| Body::Artifact { name: "kallsyms".into(), offset, data, last }),
+        (vec(any::<u8>(), 0..64), any::<u64>(), any::<bool>()).prop_map(|(data, offset, last)| {
+            Body::Artifact {
+                name: "kallsyms".into(),
+                offset,
+                data,
+                last,
+            }
+        }),
         vec(arb_event(), 0..24).prop_map(Body::Events),
         (any::<u32>(), "[0-9a-f]{0,64}").prop_map(|(agent_pid, secret)| Body::Connect(Connect {
             agent_pid,
             agent_start_ns: 1,
             connection: 2,
-            after: Some(LinkLoss { lost_ns: 1, restored_ns: 2, attempts: 3, why: "closed".into(), acked: 4 }),
+            after: Some(LinkLoss {
+                lost_ns: 1,
+                restored_ns: 2,
+                attempts: 3,
+                why: "closed".into(),
+                acked: 4
+            }),
             secret,
         })),
-        (any::<u32>(), any::<u64>()).prop_map(|(id, guest_ns)| Body::ClockEcho(ClockEcho { id, guest_ns })),
+        (any::<u32>(), any::<u64>())
+            .prop_map(|(id, guest_ns)| Body::ClockEcho(ClockEcho { id, guest_ns })),
     ]
 }
 
 fn arb_stream() -> impl Strategy<Value = Vec<Record>> {
-    proptest::collection::vec(arb_body(), 1..30)
-        .prop_map(|bodies| bodies.into_iter().enumerate().map(|(i, body)| Record { seq: i as u64, body }).collect())
+    proptest::collection::vec(arb_body(), 1..30).prop_map(|bodies| {
+        bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| Record {
+                seq: i as u64,
+                body,
+            })
+            .collect()
+    })
 }
 
 fn encode_all(records: &[Record]) -> (Vec<u8>, Vec<usize>) {

@@ -36,7 +36,13 @@ pub struct BootSample {
 
 impl BootSample {
     /// Builds a sample from one boot's milestones and the agent's hello.
-    pub fn from_run(boot: u32, m: &BootMarks, hello: Option<&Hello>, hello_host_s: Option<f64>, outcome: &Outcome) -> BootSample {
+    pub fn from_run(
+        boot: u32,
+        m: &BootMarks,
+        hello: Option<&Hello>,
+        hello_host_s: Option<f64>,
+        outcome: &Outcome,
+    ) -> BootSample {
         BootSample {
             boot,
             first_byte_s: m.first_byte_s,
@@ -74,10 +80,20 @@ impl Stat {
         }
         let n = v.len();
         let mean = v.iter().sum::<f64>() / n as f64;
-        let var = if n > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        let var = if n > 1 {
+            v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
         let min = v.iter().copied().fold(f64::INFINITY, f64::min);
         let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        Some(Stat { mean, sd: var.sqrt(), min, max, n })
+        Some(Stat {
+            mean,
+            sd: var.sqrt(),
+            min,
+            max,
+            n,
+        })
     }
 }
 
@@ -112,7 +128,11 @@ pub fn analyze(samples: Vec<BootSample>) -> Option<BootExperiment> {
         return None;
     }
     let sub = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
-    let gap = Stat::of(samples.iter().map(|s| sub(s.agent_hello_s, s.agent_hello_kernel_s)));
+    let gap = Stat::of(
+        samples
+            .iter()
+            .map(|s| sub(s.agent_hello_s, s.agent_hello_kernel_s)),
+    );
     let before = Stat::of(samples.iter().map(|s| s.kernel_banner_s));
     let explained = match (gap, before) {
         (Some(g), Some(b)) if g.mean > 0.0 => Some(b.mean / g.mean),
@@ -124,7 +144,11 @@ pub fn analyze(samples: Vec<BootSample>) -> Option<BootExperiment> {
         gap,
         before_kernel_clock: before,
         to_first_byte: Stat::of(samples.iter().map(|s| s.first_byte_s)),
-        drift_to_init: Stat::of(samples.iter().map(|s| Some(sub(s.init_s, s.kernel_banner_s)? - s.init_kernel_s?))),
+        drift_to_init: Stat::of(
+            samples
+                .iter()
+                .map(|s| Some(sub(s.init_s, s.kernel_banner_s)? - s.init_kernel_s?)),
+        ),
         userspace: Stat::of(samples.iter().map(|s| sub(s.agent_hello_s, s.init_s))),
         explained_by_pre_kernel: explained,
         samples,
@@ -158,7 +182,11 @@ mod tests {
 
     #[test]
     fn the_gap_is_split_into_pre_kernel_time_and_drift() {
-        let e = analyze(vec![sample(1, 2.0, 3.6, 1.5, 4.0, 1.9), sample(2, 2.2, 3.8, 1.5, 4.2, 1.9)]).unwrap();
+        let e = analyze(vec![
+            sample(1, 2.0, 3.6, 1.5, 4.0, 1.9),
+            sample(2, 2.2, 3.8, 1.5, 4.2, 1.9),
+        ])
+        .unwrap();
         let gap = e.gap.unwrap();
         assert!((gap.mean - 2.2).abs() < 1e-9);
         assert!((e.before_kernel_clock.unwrap().mean - 2.1).abs() < 1e-9);

@@ -44,7 +44,12 @@ pub struct Claim {
 }
 
 fn claim(section: &'static str, claim: &'static str, verdict: Verdict, evidence: String) -> Claim {
-    Claim { section, claim, verdict, evidence }
+    Claim {
+        section,
+        claim,
+        verdict,
+        evidence,
+    }
 }
 
 /// Checks every claim against a summary.
@@ -76,8 +81,23 @@ pub fn check(s: &Summary) -> Vec<Claim> {
 
     // §3.5: devices and classes.
     let host_bridge = e.pci.iter().find(|d| d.ids == "8086:1237");
-    let seed_rows = ["8086:1237", "8086:7000", "8086:7010", "8086:7113", "8086:100e", "1b36:0100", "8086:2934", "8086:2935", "8086:2936", "1af4:1002"];
-    let present: Vec<&str> = seed_rows.iter().copied().filter(|id| e.pci.iter().any(|d| d.ids == *id)).collect();
+    let seed_rows = [
+        "8086:1237",
+        "8086:7000",
+        "8086:7010",
+        "8086:7113",
+        "8086:100e",
+        "1b36:0100",
+        "8086:2934",
+        "8086:2935",
+        "8086:2936",
+        "1af4:1002",
+    ];
+    let present: Vec<&str> = seed_rows
+        .iter()
+        .copied()
+        .filter(|id| e.pci.iter().any(|d| d.ids == *id))
+        .collect();
     out.push(match host_bridge {
         Some(hb) => claim(
             "3.5",
@@ -105,7 +125,11 @@ pub fn check(s: &Summary) -> Vec<Claim> {
     let through = |class: &str, func: &str, workload: Option<&str>| {
         let mut hits = 0;
         let mut example: Option<(String, Vec<String>)> = None;
-        for w in e.spin_lock.iter().filter(|w| workload.is_none_or(|n| w.workload == n)) {
+        for w in e
+            .spin_lock
+            .iter()
+            .filter(|w| workload.is_none_or(|n| w.workload == n))
+        {
             for c in w.classes.iter().filter(|c| c.class == class) {
                 if let Some(t) = c.through.get(func) {
                     hits += t.hits;
@@ -115,8 +139,21 @@ pub fn check(s: &Summary) -> Vec<Claim> {
         }
         (hits, example)
     };
-    let short = |stack: &[String], n: usize| stack.iter().take(n).cloned().collect::<Vec<_>>().join(" ← ");
-    let jiffies: u64 = e.spin_lock.iter().flat_map(|w| &w.classes).filter(|c| c.class == "timers").map(|c| c.named_locks.get("jiffies_lock").copied().unwrap_or(0)).sum();
+    let short = |stack: &[String], n: usize| {
+        stack
+            .iter()
+            .take(n)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ← ")
+    };
+    let jiffies: u64 = e
+        .spin_lock
+        .iter()
+        .flat_map(|w| &w.classes)
+        .filter(|c| c.class == "timers")
+        .map(|c| c.named_locks.get("jiffies_lock").copied().unwrap_or(0))
+        .sum();
     let (tick_hits, tick_ex) = through("timers", "tick_do_update_jiffies64", None);
     out.push(match tick_ex {
         Some((w, st)) => claim(
@@ -133,9 +170,17 @@ pub fn check(s: &Summary) -> Vec<Claim> {
             "5 (file system)",
             "open() takes the files_struct lock in alloc_fd (Listing 11).",
             Verdict::Confirmed,
-            format!("{fd_hits} spin_lock hits through alloc_fd; e.g. in {w}: {}", short(&st, 5)),
+            format!(
+                "{fd_hits} spin_lock hits through alloc_fd; e.g. in {w}: {}",
+                short(&st, 5)
+            ),
         ),
-        None => claim("5 (file system)", "open() takes the files_struct lock in alloc_fd (Listing 11).", Verdict::NotTested, "No spin_lock stack through alloc_fd was recorded.".into()),
+        None => claim(
+            "5 (file system)",
+            "open() takes the files_struct lock in alloc_fd (Listing 11).",
+            Verdict::NotTested,
+            "No spin_lock stack through alloc_fd was recorded.".into(),
+        ),
     });
     let (sched_fault, sched_ex) = through("scheduler", "exc_page_fault", Some("malloc"));
     let (sched_pte, _) = through("scheduler", "pte_alloc_one", Some("malloc"));
@@ -156,8 +201,16 @@ pub fn check(s: &Summary) -> Vec<Claim> {
     });
 
     // §6: CR3 and PTI.
-    let on = e.syscall_cr3.iter().find(|r| r.label == "PTI on").and_then(|r| r.report.as_ref().map(|c| (r, c)));
-    let off = e.syscall_cr3.iter().find(|r| r.label == "PTI off").and_then(|r| r.report.as_ref().map(|c| (r, c)));
+    let on = e
+        .syscall_cr3
+        .iter()
+        .find(|r| r.label == "PTI on")
+        .and_then(|r| r.report.as_ref().map(|c| (r, c)));
+    let off = e
+        .syscall_cr3
+        .iter()
+        .find(|r| r.label == "PTI off")
+        .and_then(|r| r.report.as_ref().map(|c| (r, c)));
     let claim6 = "CR3 does not change at system-call entry whether PTI is on or off, because GDB in a VM cannot see the guest's CR3 updates.";
     out.push(match (on, off) {
         (Some((ron, con)), Some((roff, coff))) => claim(

@@ -57,11 +57,17 @@ impl Rules {
             }
             for rule in self.rules {
                 if rule.matches(func) {
-                    return Classified { class: rule.class, decided_by: Some(func.to_string()) };
+                    return Classified {
+                        class: rule.class,
+                        decided_by: Some(func.to_string()),
+                    };
                 }
             }
         }
-        Classified { class: self.other, decided_by: None }
+        Classified {
+            class: self.other,
+            decided_by: None,
+        }
     }
 
     /// Every class name, in table order, then the fallback.
@@ -79,7 +85,11 @@ impl Rules {
 
 /// Subsystem that took a `_raw_spin_lock`, the lab's §5 question.
 pub const SPIN_LOCK_RULES: Rules = Rules {
-    skip: &["_raw_spin_lock", "raw_spin_rq_lock_nested", "_raw_spin_lock_nested"],
+    skip: &[
+        "_raw_spin_lock",
+        "raw_spin_rq_lock_nested",
+        "_raw_spin_lock_nested",
+    ],
     rules: &[
         Rule {
             class: "timers",
@@ -149,7 +159,21 @@ pub const SPIN_LOCK_RULES: Rules = Rules {
                 "path_init",
                 "simple_offset_add",
             ],
-            prefixes: &["d_", "__d_", "dentry_", "inode_", "ext4_", "shmem_", "proc_", "seq_", "vfs_", "do_sys_open", "__fput", "kernfs_", "tmpfs"],
+            prefixes: &[
+                "d_",
+                "__d_",
+                "dentry_",
+                "inode_",
+                "ext4_",
+                "shmem_",
+                "proc_",
+                "seq_",
+                "vfs_",
+                "do_sys_open",
+                "__fput",
+                "kernfs_",
+                "tmpfs",
+            ],
         },
         Rule {
             class: "memory",
@@ -173,7 +197,18 @@ pub const SPIN_LOCK_RULES: Rules = Rules {
                 "__pte_offset_map_lock",
                 "copy_pte_range",
             ],
-            prefixes: &["__pmd_alloc", "__pud_alloc", "pte_", "alloc_pages", "__alloc_pages", "page_", "folio_", "mm_", "vma_", "lru_"],
+            prefixes: &[
+                "__pmd_alloc",
+                "__pud_alloc",
+                "pte_",
+                "alloc_pages",
+                "__alloc_pages",
+                "page_",
+                "folio_",
+                "mm_",
+                "vma_",
+                "lru_",
+            ],
         },
     ],
     other: "other",
@@ -183,10 +218,32 @@ pub const SPIN_LOCK_RULES: Rules = Rules {
 pub const FAULT_RULES: Rules = Rules {
     skip: &[],
     rules: &[
-        Rule { class: "page-table allocation", functions: &["pte_alloc_one", "__pte_alloc", "__pmd_alloc", "__pud_alloc"], prefixes: &[] },
-        Rule { class: "anonymous page", functions: &["do_anonymous_page"], prefixes: &[] },
-        Rule { class: "copy on write", functions: &["do_wp_page", "wp_page_copy"], prefixes: &[] },
-        Rule { class: "file page", functions: &["do_read_fault", "do_cow_fault", "do_shared_fault", "filemap_fault", "do_fault"], prefixes: &[] },
+        Rule {
+            class: "page-table allocation",
+            functions: &["pte_alloc_one", "__pte_alloc", "__pmd_alloc", "__pud_alloc"],
+            prefixes: &[],
+        },
+        Rule {
+            class: "anonymous page",
+            functions: &["do_anonymous_page"],
+            prefixes: &[],
+        },
+        Rule {
+            class: "copy on write",
+            functions: &["do_wp_page", "wp_page_copy"],
+            prefixes: &[],
+        },
+        Rule {
+            class: "file page",
+            functions: &[
+                "do_read_fault",
+                "do_cow_fault",
+                "do_shared_fault",
+                "filemap_fault",
+                "do_fault",
+            ],
+            prefixes: &[],
+        },
     ],
     other: "other",
 };
@@ -209,12 +266,23 @@ mod tests {
             "__hrtimer_run_queues+0x112",
             "sysvec_apic_timer_interrupt+0x9e",
         ]));
-        assert_eq!(c, Classified { class: "timers", decided_by: Some("tick_do_update_jiffies64".into()) });
+        assert_eq!(
+            c,
+            Classified {
+                class: "timers",
+                decided_by: Some("tick_do_update_jiffies64".into())
+            }
+        );
     }
 
     #[test]
     fn lab_listing_11_is_file_system() {
-        let c = SPIN_LOCK_RULES.classify(&s(&["_raw_spin_lock+0x5", "alloc_fd+0x4e", "do_sys_openat2+0x7c", "__x64_sys_openat+0x6b"]));
+        let c = SPIN_LOCK_RULES.classify(&s(&[
+            "_raw_spin_lock+0x5",
+            "alloc_fd+0x4e",
+            "do_sys_openat2+0x7c",
+            "__x64_sys_openat+0x6b",
+        ]));
         assert_eq!(c.class, "file system");
     }
 
@@ -234,13 +302,32 @@ mod tests {
     #[test]
     fn unmatched_is_other_and_classes_are_listed_once() {
         let c = SPIN_LOCK_RULES.classify(&s(&["_raw_spin_lock+0x5", "mystery+0x1"]));
-        assert_eq!(c, Classified { class: "other", decided_by: None });
-        assert_eq!(SPIN_LOCK_RULES.classes(), vec!["timers", "scheduler", "file system", "memory", "other"]);
+        assert_eq!(
+            c,
+            Classified {
+                class: "other",
+                decided_by: None
+            }
+        );
+        assert_eq!(
+            SPIN_LOCK_RULES.classes(),
+            vec!["timers", "scheduler", "file system", "memory", "other"]
+        );
     }
 
     #[test]
     fn fault_paths() {
-        assert_eq!(FAULT_RULES.classify(&s(&["exc_page_fault+0x1", "pte_alloc_one+0x1"])).class, "page-table allocation");
-        assert_eq!(FAULT_RULES.classify(&s(&["do_anonymous_page+0x1", "__handle_mm_fault+0x1"])).class, "anonymous page");
+        assert_eq!(
+            FAULT_RULES
+                .classify(&s(&["exc_page_fault+0x1", "pte_alloc_one+0x1"]))
+                .class,
+            "page-table allocation"
+        );
+        assert_eq!(
+            FAULT_RULES
+                .classify(&s(&["do_anonymous_page+0x1", "__handle_mm_fault+0x1"]))
+                .class,
+            "anonymous page"
+        );
     }
 }

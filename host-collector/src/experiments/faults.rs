@@ -31,21 +31,37 @@ pub fn analyze<W: Write>(session: &mut Session<W>) -> Vec<WorkloadFaults> {
     let mut out = Vec::new();
     for i in 0..session.workloads.len() {
         let w = &session.workloads[i];
-        let user = w.events.get(ProbeKind::PageFaultUser.name()).copied().unwrap_or(0);
-        let kernel = w.events.get(ProbeKind::PageFaultKernel.name()).copied().unwrap_or(0);
+        let user = w
+            .events
+            .get(ProbeKind::PageFaultUser.name())
+            .copied()
+            .unwrap_or(0);
+        let kernel = w
+            .events
+            .get(ProbeKind::PageFaultKernel.name())
+            .copied()
+            .unwrap_or(0);
         let name = w.started.name.clone();
         let mut paths = BTreeMap::new();
         let mut representative = Vec::new();
         for kind in [ProbeKind::PageFaultUser, ProbeKind::PageFaultKernel] {
             for (id, count) in session.stacks_of(i, kind) {
                 let frames = session.stack(id).to_vec();
-                *paths.entry(FAULT_RULES.classify(&frames).class.to_string()).or_default() += count;
+                *paths
+                    .entry(FAULT_RULES.classify(&frames).class.to_string())
+                    .or_default() += count;
                 if representative.is_empty() && kind == ProbeKind::PageFaultUser {
                     representative = frames;
                 }
             }
         }
-        out.push(WorkloadFaults { workload: name, user, kernel, paths, representative });
+        out.push(WorkloadFaults {
+            workload: name,
+            user,
+            kernel,
+            paths,
+            representative,
+        });
     }
     out
 }

@@ -37,9 +37,13 @@ pub fn analyze(pci: &str, dmesg: &str) -> Vec<PciDevice> {
     let mut out = Vec::new();
     for line in pci.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let [slot, v, d, c, ..] = f.as_slice() else { continue };
+        let [slot, v, d, c, ..] = f.as_slice() else {
+            continue;
+        };
         let hex = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok();
-        let (Some(vendor_id), Some(device_id), Some(class_code)) = (hex(v), hex(d), hex(c)) else { continue };
+        let (Some(vendor_id), Some(device_id), Some(class_code)) = (hex(v), hex(d), hex(c)) else {
+            continue;
+        };
         let (vendor_id, device_id) = (vendor_id as u16, device_id as u16);
         let ids = format!("{vendor_id:04x}:{device_id:04x}");
         let cid = (class_code >> 16) as u8;
@@ -59,7 +63,10 @@ pub fn analyze(pci: &str, dmesg: &str) -> Vec<PciDevice> {
             subclass_name: sub.map(|s| s.name().to_string()),
             vendor_name: vendor.map(|v| v.name().to_string()),
             device_name: dev.map(|d| d.name().to_string()),
-            dmesg: dmesg.lines().find(|l| l.contains(&needle)).map(|l| l.trim().to_string()),
+            dmesg: dmesg
+                .lines()
+                .find(|l| l.contains(&needle))
+                .map(|l| l.trim().to_string()),
         });
     }
     out.sort_by(|a, b| a.slot.cmp(&b.slot));
@@ -72,7 +79,8 @@ mod tests {
 
     #[test]
     fn host_bridge_is_named_and_joined_with_its_dmesg_line() {
-        let pci = "0000:00:00.0 0x8086 0x1237 0x060000\n0000:00:03.0 0x8086 0x100e 0x020000\nbad line\n";
+        let pci =
+            "0000:00:00.0 0x8086 0x1237 0x060000\n0000:00:03.0 0x8086 0x100e 0x020000\nbad line\n";
         let dmesg = "[    0.297000] pci 0000:00:00.0: [8086:1237] type 00 class 0x060000\n";
         let d = analyze(pci, dmesg);
         assert_eq!(d.len(), 2);

@@ -67,16 +67,24 @@ pub struct RandomExperiment {
 
 /// Parses one `random` workload's output.
 pub fn parse_source(workload: &str, start_ns: u64, output: &str) -> Source {
-    let mut s = Source { workload: workload.to_string(), start_s: start_ns as f64 / 1e9, ..Source::default() };
+    let mut s = Source {
+        workload: workload.to_string(),
+        start_s: start_ns as f64 / 1e9,
+        ..Source::default()
+    };
     let mut elapsed_us = 0.0;
     let mut longest = 0.0;
     for line in output.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         if let Some(m) = v.get("method").and_then(Value::as_str) {
             s.method = m.to_string();
             continue;
         }
-        let Some(ns) = v.get("latency_ns").and_then(Value::as_u64) else { continue };
+        let Some(ns) = v.get("latency_ns").and_then(Value::as_u64) else {
+            continue;
+        };
         elapsed_us += ns as f64 / 1e3;
         if ns as f64 / 1e3 > longest {
             longest = ns as f64 / 1e3;
@@ -94,7 +102,9 @@ pub fn parse_source(workload: &str, start_ns: u64, output: &str) -> Source {
     }
     let mut sorted = s.latencies_us.clone();
     sorted.sort_by(f64::total_cmp);
-    let pct = |p: f64| (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * p).round() as usize]);
+    let pct = |p: f64| {
+        (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * p).round() as usize])
+    };
     s.p50_us = pct(0.5);
     s.p99_us = pct(0.99);
     s.max_us = sorted.last().copied();
@@ -105,18 +115,33 @@ pub fn parse_source(workload: &str, start_ns: u64, output: &str) -> Source {
 
 /// Finds the CRNG-ready message in dmesg (`random: crng init done` on 6.x).
 pub fn crng_ready(dmesg: &str) -> Option<(String, Option<f64>)> {
-    let line = dmesg.lines().find(|l| l.contains("crng init done") || l.contains("crng ready"))?;
-    Some((line.trim().to_string(), crate::qemu::serial::printk_timestamp(line)))
+    let line = dmesg
+        .lines()
+        .find(|l| l.contains("crng init done") || l.contains("crng ready"))?;
+    Some((
+        line.trim().to_string(),
+        crate::qemu::serial::printk_timestamp(line),
+    ))
 }
 
 /// Builds the experiment from the workloads' outputs and guest artifacts.
-pub fn analyze(outputs: &[(String, u64, String)], dmesg: &str, entropy_avail: Option<&str>, init_kernel_s: Option<f64>) -> Option<RandomExperiment> {
+pub fn analyze(
+    outputs: &[(String, u64, String)],
+    dmesg: &str,
+    entropy_avail: Option<&str>,
+    init_kernel_s: Option<f64>,
+) -> Option<RandomExperiment> {
     if outputs.is_empty() {
         return None;
     }
-    let (line, ts) = crng_ready(dmesg).map(|(l, t)| (Some(l), t)).unwrap_or((None, None));
+    let (line, ts) = crng_ready(dmesg)
+        .map(|(l, t)| (Some(l), t))
+        .unwrap_or((None, None));
     Some(RandomExperiment {
-        sources: outputs.iter().map(|(w, t, o)| parse_source(w, *t, o)).collect(),
+        sources: outputs
+            .iter()
+            .map(|(w, t, o)| parse_source(w, *t, o))
+            .collect(),
         crng_ready_line: line,
         crng_ready_s: ts,
         init_kernel_s,
@@ -146,19 +171,37 @@ mod tests {
     #[test]
     fn finds_crng_ready_time() {
         let d = "[    0.000000] Linux version\n[    1.234567] random: crng init done\n";
-        assert_eq!(crng_ready(d), Some(("[    1.234567] random: crng init done".into(), Some(1.234567))));
+        assert_eq!(
+            crng_ready(d),
+            Some((
+                "[    1.234567] random: crng init done".into(),
+                Some(1.234567)
+            ))
+        );
         assert!(crng_ready("nothing").is_none());
     }
 }
 
 /// Counts, per source, the probe events whose stacks pass through [`JITTER_FN`].
-pub fn annotate_with_stacks<W: std::io::Write>(r: &mut RandomExperiment, session: &mut crate::session::Session<W>) {
+pub fn annotate_with_stacks<W: std::io::Write>(
+    r: &mut RandomExperiment,
+    session: &mut crate::session::Session<W>,
+) {
     for src in &mut r.sources {
-        let Some(i) = session.workloads.iter().position(|w| w.started.name == src.workload) else { continue };
+        let Some(i) = session
+            .workloads
+            .iter()
+            .position(|w| w.started.name == src.workload)
+        else {
+            continue;
+        };
         for kind in guestscope_common::event::ProbeKind::ALL {
             for (id, count) in session.stacks_of(i, kind) {
                 let frames = session.stack(id);
-                if frames.iter().any(|f| crate::guest::kallsyms::frame_function(f) == JITTER_FN) {
+                if frames
+                    .iter()
+                    .any(|f| crate::guest::kallsyms::frame_function(f) == JITTER_FN)
+                {
                     src.jitter_events += count;
                     if src.jitter_stack.is_empty() {
                         src.jitter_stack = frames.to_vec();
@@ -179,13 +222,24 @@ pub fn explain(r: &RandomExperiment) -> String {
     for s in &r.sources {
         let what = if s.method.contains("getrandom") {
             if s.errors > 0 {
-                format!("`{}`: {} of {} non-blocking `getrandom` calls failed ({}): the CRNG was not ready yet", s.workload, s.errors, s.errors + s.reads, s.error_texts.join("; "))
+                format!(
+                    "`{}`: {} of {} non-blocking `getrandom` calls failed ({}): the CRNG was not ready yet",
+                    s.workload,
+                    s.errors,
+                    s.errors + s.reads,
+                    s.error_texts.join("; ")
+                )
             } else {
-                format!("`{}`: all {} non-blocking `getrandom` calls succeeded: the CRNG was ready", s.workload, s.reads)
+                format!(
+                    "`{}`: all {} non-blocking `getrandom` calls succeeded: the CRNG was ready",
+                    s.workload, s.reads
+                )
             }
         } else if s.blocked {
             let when = match (s.longest_read_end_s, r.crng_ready_s) {
-                (Some(end), Some(crng)) => format!(", returning at ≈{end:.3} s on the kernel clock, next to the CRNG becoming ready at {crng:.3} s"),
+                (Some(end), Some(crng)) => format!(
+                    ", returning at ≈{end:.3} s on the kernel clock, next to the CRNG becoming ready at {crng:.3} s"
+                ),
                 _ => String::new(),
             };
             let jitter = if s.jitter_events > 0 {
@@ -209,14 +263,26 @@ pub fn explain(r: &RandomExperiment) -> String {
                 s.p50_us.unwrap_or(0.0)
             )
         } else {
-            format!("`{}` ({}) never blocked: {} reads, longest {:.1} µs", s.workload, s.method, s.reads, s.max_us.unwrap_or(0.0))
+            format!(
+                "`{}` ({}) never blocked: {} reads, longest {:.1} µs",
+                s.workload,
+                s.method,
+                s.reads,
+                s.max_us.unwrap_or(0.0)
+            )
         };
         parts.push(what);
     }
     out.push_str(&parts.join("; "));
     out.push('.');
-    let random_blocked = r.sources.iter().any(|s| s.method == "/dev/random" && s.blocked);
-    let crng_before_random = match (r.sources.iter().find(|s| s.method == "/dev/random"), r.crng_ready_s) {
+    let random_blocked = r
+        .sources
+        .iter()
+        .any(|s| s.method == "/dev/random" && s.blocked);
+    let crng_before_random = match (
+        r.sources.iter().find(|s| s.method == "/dev/random"),
+        r.crng_ready_s,
+    ) {
         (Some(s), Some(c)) => c <= s.start_s,
         _ => false,
     };
@@ -226,7 +292,10 @@ pub fn explain(r: &RandomExperiment) -> String {
              the VM lacked a hardware RNG or had \"enough entropy\".",
         );
     }
-    if r.sources.iter().any(|s| s.method == "/dev/urandom" && s.blocked) {
+    if r.sources
+        .iter()
+        .any(|s| s.method == "/dev/urandom" && s.blocked)
+    {
         out.push_str(
             " Since Linux 5.18 a `/dev/urandom` read before the CRNG is ready does not return weak bytes either: it first \
              tries to seed the CRNG from CPU timing jitter, which is the wait measured above.",

@@ -112,7 +112,13 @@ pub fn take(
     let mut run = run?;
     run.holds = holds?
         .iter()
-        .map(|h| (since(launched, h.from), since(launched, h.to), h.stepping.as_nanos() as u64))
+        .map(|h| {
+            (
+                since(launched, h.from),
+                since(launched, h.to),
+                h.stepping.as_nanos() as u64,
+            )
+        })
         .collect();
     Ok(run)
 }

@@ -92,8 +92,17 @@ pub fn analyze<W: Write>(session: &mut Session<W>) -> Vec<WorkloadSpinLocks> {
                 through: BTreeMap::new(),
             });
             for l in LANDMARKS {
-                if frames.iter().any(|f| crate::guest::kallsyms::frame_function(f) == l) {
-                    let t = entry.through.entry(l.to_string()).or_insert_with(|| Through { hits: 0, stack: frames.clone() });
+                if frames
+                    .iter()
+                    .any(|f| crate::guest::kallsyms::frame_function(f) == l)
+                {
+                    let t = entry
+                        .through
+                        .entry(l.to_string())
+                        .or_insert_with(|| Through {
+                            hits: 0,
+                            stack: frames.clone(),
+                        });
                     t.hits += count;
                 }
             }
@@ -105,8 +114,17 @@ pub fn analyze<W: Write>(session: &mut Session<W>) -> Vec<WorkloadSpinLocks> {
                 }
             }
         }
-        let classes = SPIN_LOCK_RULES.classes().into_iter().filter_map(|c| by_class.remove(c)).collect();
-        out.push(WorkloadSpinLocks { workload: session.workloads[i].started.name.clone(), hits, no_stack, classes });
+        let classes = SPIN_LOCK_RULES
+            .classes()
+            .into_iter()
+            .filter_map(|c| by_class.remove(c))
+            .collect();
+        out.push(WorkloadSpinLocks {
+            workload: session.workloads[i].started.name.clone(),
+            hits,
+            no_stack,
+            classes,
+        });
     }
     out
 }

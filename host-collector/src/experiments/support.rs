@@ -57,7 +57,10 @@ pub struct Skipped {
 pub const NEEDED_SYMBOLS: &[(&str, &str)] = &[
     ("_raw_spin_lock", "spin_lock by subsystem (spin_lock probe)"),
     ("alloc_fd", "file-descriptor allocation (alloc_fd probe)"),
-    ("entry_SYSCALL_64", "CR3 at system-call entry (breakpoint address)"),
+    (
+        "entry_SYSCALL_64",
+        "CR3 at system-call entry (breakpoint address)",
+    ),
 ];
 
 /// The experiments of a run, in report order.
@@ -72,14 +75,23 @@ pub const EXPERIMENTS: &[&str] = &[
 
 /// What the kernel offered: from the probes' attach records, whether the guest's
 /// BTF arrived, and the guest's kallsyms (None when it did not arrive).
-pub fn kernel_support(probes: &[ProbeAttach], btf: bool, kallsyms: Option<&Kallsyms>) -> KernelSupport {
+pub fn kernel_support(
+    probes: &[ProbeAttach],
+    btf: bool,
+    kallsyms: Option<&Kallsyms>,
+) -> KernelSupport {
     let attach = |kind: ProbeKind| probes.iter().find(|p| p.probe == kind.name());
     let requested = |kind: ProbeKind| attach(kind).is_some_and(|a| a.note != NOT_REQUESTED);
-    let fentry = attach(ProbeKind::SpinLock).filter(|a| a.attached).map(|a| a.method == "fentry");
+    let fentry = attach(ProbeKind::SpinLock)
+        .filter(|a| a.attached)
+        .map(|a| a.method == "fentry");
     // alloc_fd is always a kprobe; spin_lock is one when fentry fell back.
     let kprobe_tried: Vec<bool> = probes
         .iter()
-        .filter(|p| p.method == "kprobe" || (p.probe == ProbeKind::AllocFd.name() && requested(ProbeKind::AllocFd)))
+        .filter(|p| {
+            p.method == "kprobe"
+                || (p.probe == ProbeKind::AllocFd.name() && requested(ProbeKind::AllocFd))
+        })
         .map(|p| p.attached && p.method == "kprobe")
         .collect();
     let tracepoints = [ProbeKind::PageFaultUser, ProbeKind::PageFaultKernel]
@@ -103,9 +115,17 @@ pub fn kernel_support(probes: &[ProbeAttach], btf: bool, kallsyms: Option<&Kalls
         probes: probes
             .iter()
             .map(|p| {
-                let how = if p.attached { p.method.clone() } else { "not attached".to_string() };
+                let how = if p.attached {
+                    p.method.clone()
+                } else {
+                    "not attached".to_string()
+                };
                 let note = first_line(&p.note);
-                if note.is_empty() { format!("{}: {how}", p.probe) } else { format!("{}: {how} ({note})", p.probe) }
+                if note.is_empty() {
+                    format!("{}: {how}", p.probe)
+                } else {
+                    format!("{}: {how} ({note})", p.probe)
+                }
             })
             .collect(),
     }
@@ -136,16 +156,36 @@ fn probe_reason(probes: &[ProbeAttach], kind: ProbeKind) -> Option<String> {
 /// whether any workload finished.
 pub fn skipped(probes: &[ProbeAttach], e: &Experiments, ran_workloads: bool) -> Vec<Skipped> {
     let mut out = Vec::new();
-    let mut skip = |experiment: &str, reason: String| out.push(Skipped { experiment: experiment.into(), reason });
-    let no_events = |what: &str| if ran_workloads { format!("no {what} events from any workload") } else { "no workload ran".into() };
+    let mut skip = |experiment: &str, reason: String| {
+        out.push(Skipped {
+            experiment: experiment.into(),
+            reason,
+        })
+    };
+    let no_events = |what: &str| {
+        if ran_workloads {
+            format!("no {what} events from any workload")
+        } else {
+            "no workload ran".into()
+        }
+    };
     if e.boot.is_none() {
-        skip(EXPERIMENTS[0], "no boot-time boots in this run (`lab --boots N` makes them)".into());
+        skip(
+            EXPERIMENTS[0],
+            "no boot-time boots in this run (`lab --boots N` makes them)".into(),
+        );
     }
     if e.pci.is_empty() {
-        skip(EXPERIMENTS[1], "the guest sent no PCI device list (/sys/bus/pci/devices)".into());
+        skip(
+            EXPERIMENTS[1],
+            "the guest sent no PCI device list (/sys/bus/pci/devices)".into(),
+        );
     }
     if e.spin_lock.iter().all(|w| w.hits == 0) {
-        skip(EXPERIMENTS[2], probe_reason(probes, ProbeKind::SpinLock).unwrap_or_else(|| no_events("spin_lock")));
+        skip(
+            EXPERIMENTS[2],
+            probe_reason(probes, ProbeKind::SpinLock).unwrap_or_else(|| no_events("spin_lock")),
+        );
     }
     if e.page_faults.iter().all(|w| w.user + w.kernel == 0) {
         let reason = probe_reason(probes, ProbeKind::PageFaultUser)
@@ -158,11 +198,16 @@ pub fn skipped(probes: &[ProbeAttach], e: &Experiments, ran_workloads: bool) -> 
             .syscall_cr3
             .iter()
             .find_map(|r| r.error.clone())
-            .unwrap_or_else(|| "not run (it needs `lab` without --no-cr3: two boots under the gdbstub)".into());
+            .unwrap_or_else(|| {
+                "not run (it needs `lab` without --no-cr3: two boots under the gdbstub)".into()
+            });
         skip(EXPERIMENTS[4], first_line(&reason).to_string());
     }
     if e.random.is_none() {
-        skip(EXPERIMENTS[5], "the /dev/random workloads did not run (they are built-in workloads)".into());
+        skip(
+            EXPERIMENTS[5],
+            "the /dev/random workloads did not run (they are built-in workloads)".into(),
+        );
     }
     out
 }
@@ -178,21 +223,56 @@ mod tests {
     use crate::output::summary::Cr3Run;
 
     fn probe(name: &str, method: &str, note: &str, attached: bool) -> ProbeAttach {
-        ProbeAttach { probe: name.into(), target: String::new(), method: method.into(), note: note.into(), attached }
+        ProbeAttach {
+            probe: name.into(),
+            target: String::new(),
+            method: method.into(),
+            note: note.into(),
+            attached,
+        }
     }
 
     #[test]
     fn a_kernel_without_btf_or_tracepoints_gets_reasons_not_silence() {
         let probes = [
-            probe("spin_lock", "kprobe", "fentry unavailable (reading kernel BTF (/sys/kernel/btf/vmlinux): not found); fell back to kprobe", true),
+            probe(
+                "spin_lock",
+                "kprobe",
+                "fentry unavailable (reading kernel BTF (/sys/kernel/btf/vmlinux): not found); fell back to kprobe",
+                true,
+            ),
             probe("alloc_fd", "", "alloc_fd is not in /proc/kallsyms", false),
-            probe("page_fault_user", "", "tracepoint exceptions:page_fault_user is not in this kernel", false),
-            probe("page_fault_kernel", "", "tracepoint exceptions:page_fault_kernel is not in this kernel", false),
+            probe(
+                "page_fault_user",
+                "",
+                "tracepoint exceptions:page_fault_user is not in this kernel",
+                false,
+            ),
+            probe(
+                "page_fault_kernel",
+                "",
+                "tracepoint exceptions:page_fault_kernel is not in this kernel",
+                false,
+            ),
         ];
-        let e = Experiments { syscall_cr3: vec![Cr3Run::skipped("no task_struct layout from the guest's BTF: no BTF")], ..Default::default() };
+        let e = Experiments {
+            syscall_cr3: vec![Cr3Run::skipped(
+                "no task_struct layout from the guest's BTF: no BTF",
+            )],
+            ..Default::default()
+        };
         let skipped = skipped(&probes, &e, false);
-        let reason = |x: &str| skipped.iter().find(|s| s.experiment.starts_with(x)).map(|s| s.reason.clone());
-        assert!(reason("Page faults").unwrap().contains("tracepoint exceptions:page_fault_user is not in this kernel"));
+        let reason = |x: &str| {
+            skipped
+                .iter()
+                .find(|s| s.experiment.starts_with(x))
+                .map(|s| s.reason.clone())
+        };
+        assert!(
+            reason("Page faults")
+                .unwrap()
+                .contains("tracepoint exceptions:page_fault_user is not in this kernel")
+        );
         assert!(reason("CR3").unwrap().contains("BTF"));
         assert!(reason("Boot time").unwrap().contains("--boots"));
         assert!(reason("/dev/random").is_some());
@@ -207,8 +287,15 @@ mod tests {
         assert_eq!(k.kprobes, Some(true));
         assert_eq!(k.tracepoints, Some(false));
         assert!(!k.btf);
-        assert!(k.symbols.iter().all(|c| c.present.is_none()), "no kallsyms: unknown, not absent");
-        assert!(k.probes[1].starts_with("alloc_fd: not attached (alloc_fd is not in /proc/kallsyms)"), "{:?}", k.probes);
+        assert!(
+            k.symbols.iter().all(|c| c.present.is_none()),
+            "no kallsyms: unknown, not absent"
+        );
+        assert!(
+            k.probes[1].starts_with("alloc_fd: not attached (alloc_fd is not in /proc/kallsyms)"),
+            "{:?}",
+            k.probes
+        );
     }
 
     #[test]
@@ -219,9 +306,14 @@ mod tests {
             probe("page_fault_user", "tracepoint", "", true),
             probe("page_fault_kernel", "", NOT_REQUESTED, false),
         ];
-        let kallsyms = Kallsyms::parse("ffffffff81000000 T _raw_spin_lock\nffffffff81000100 T alloc_fd\n").unwrap();
+        let kallsyms =
+            Kallsyms::parse("ffffffff81000000 T _raw_spin_lock\nffffffff81000100 T alloc_fd\n")
+                .unwrap();
         let k = kernel_support(&probes, true, Some(&kallsyms));
-        assert_eq!((k.fentry, k.kprobes, k.tracepoints), (Some(true), Some(true), Some(true)));
+        assert_eq!(
+            (k.fentry, k.kprobes, k.tracepoints),
+            (Some(true), Some(true), Some(true))
+        );
         let present: Vec<Option<bool>> = k.symbols.iter().map(|c| c.present).collect();
         assert_eq!(present, [Some(true), Some(true), Some(false)]);
     }

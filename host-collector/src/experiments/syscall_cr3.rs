@@ -23,7 +23,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::gdb::kernel::{Access, CR3_NOFLUSH, CR3_PCID_MASK, CR3_PTI_USER_BIT, MemoryPath, TaskIds};
+use crate::gdb::kernel::{
+    Access, CR3_NOFLUSH, CR3_PCID_MASK, CR3_PTI_USER_BIT, MemoryPath, TaskIds,
+};
 use crate::gdb::{Client, ClientOptions, CurrentReader, GdbError, KernelLayout, ThreadId};
 use crate::guest::btf::TaskOffsets;
 use crate::guest::kallsyms::Kallsyms;
@@ -87,7 +89,9 @@ pub enum Cr3Error {
     #[error("kallsyms has no {0}")]
     MissingSymbol(&'static str),
     /// The target process made no system call before a limit.
-    #[error("pid {target_pid} made no system call in {hits} hits / {elapsed_ms:.0} ms ({reason}); tgids seen: {seen:?}")]
+    #[error(
+        "pid {target_pid} made no system call in {hits} hits / {elapsed_ms:.0} ms ({reason}); tgids seen: {seen:?}"
+    )]
     TargetNotSeen {
         /// The pid looked for.
         target_pid: u32,
@@ -133,8 +137,18 @@ impl Millis {
         let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         ms.sort_by(f64::total_cmp);
         let n = ms.len();
-        let median = if n % 2 == 1 { ms[n / 2] } else { (ms[n / 2 - 1] + ms[n / 2]) / 2.0 };
-        Millis { n, min: ms[0], median, mean: ms.iter().sum::<f64>() / n as f64, max: ms[n - 1] }
+        let median = if n % 2 == 1 {
+            ms[n / 2]
+        } else {
+            (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+        };
+        Millis {
+            n,
+            min: ms[0],
+            median,
+            mean: ms.iter().sum::<f64>() / n as f64,
+            max: ms[n - 1],
+        }
     }
 }
 
@@ -216,33 +230,59 @@ impl Cr3Report {
 
 impl fmt::Display for Cr3Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "target pid {} (task {:#x}) at {ENTRY_SYMBOL} {:#x}", self.target_pid, self.target.task, self.entry)?;
+        writeln!(
+            f,
+            "target pid {} (task {:#x}) at {ENTRY_SYMBOL} {:#x}",
+            self.target_pid, self.target.task, self.entry
+        )?;
         writeln!(
             f,
             "cr3 {:#x} -> {:#x} ({}; differing bits {:#x}, bit 12 {}, pcid {:#x}/{:#x}) after {} steps{}",
             self.cr3_user,
             self.cr3_kernel,
-            if self.cr3_changed { "changed" } else { "unchanged" },
+            if self.cr3_changed {
+                "changed"
+            } else {
+                "unchanged"
+            },
             self.differing_bits,
-            if self.pgd_switch_bit12 { "switched" } else { "same" },
+            if self.pgd_switch_bit12 {
+                "switched"
+            } else {
+                "same"
+            },
             self.pcid.0,
             self.pcid.1,
             self.steps,
-            self.switch_at.as_deref().map(|s| format!(" at {s}")).unwrap_or_default()
+            self.switch_at
+                .as_deref()
+                .map(|s| format!(" at {s}"))
+                .unwrap_or_default()
         )?;
         writeln!(
             f,
             "current readable before the switch: {}{}; after: {}",
             self.current_readable_before,
-            self.current_error_before.as_deref().map(|e| format!(" ({e})")).unwrap_or_default(),
+            self.current_error_before
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default(),
             self.current_readable_after
         )?;
-        write!(f, "{} hits, {} other-process resumes ({:?})", self.hits_examined, self.resumes_other, self.step_over)?;
+        write!(
+            f,
+            "{} hits, {} other-process resumes ({:?})",
+            self.hits_examined, self.resumes_other, self.step_over
+        )?;
         if self.resumes_other > 0 {
             write!(
                 f,
                 "; per hit {:.2} ms median ({:.2} mean, {:.2} min), handling {:.3} ms, {:.1} round trips per other hit",
-                self.per_hit.median, self.per_hit.mean, self.per_hit.min, self.handling.median, self.round_trips_per_other_hit
+                self.per_hit.median,
+                self.per_hit.mean,
+                self.per_hit.min,
+                self.handling.median,
+                self.round_trips_per_other_hit
             )?;
         }
         write!(f, "; {} round trips in all", self.round_trips_total)
@@ -255,7 +295,13 @@ impl fmt::Display for Cr3Report {
 /// Inputs from the guest: its `/proc/kallsyms` (for `entry_SYSCALL_64` and
 /// `current_task`) and the task_struct offsets from its BTF
 /// ([`crate::guest::btf::task_offsets`]).
-pub fn run(gdb: SocketAddr, kallsyms: &Kallsyms, offsets: &TaskOffsets, target_pid: u32, opts: &Cr3Options) -> Result<Cr3Report, Cr3Error> {
+pub fn run(
+    gdb: SocketAddr,
+    kallsyms: &Kallsyms,
+    offsets: &TaskOffsets,
+    target_pid: u32,
+    opts: &Cr3Options,
+) -> Result<Cr3Report, Cr3Error> {
     let mut client = Client::connect(gdb, opts.client.clone())?;
     let report = run_on(&mut client, kallsyms, offsets, target_pid, opts);
     let detached = client.detach();
@@ -266,11 +312,22 @@ pub fn run(gdb: SocketAddr, kallsyms: &Kallsyms, offsets: &TaskOffsets, target_p
 
 /// Runs the experiment on a connected, stopped client. The breakpoint is removed
 /// before returning, on success and on error; the client stays attached.
-pub fn run_on(client: &mut Client, kallsyms: &Kallsyms, offsets: &TaskOffsets, target_pid: u32, opts: &Cr3Options) -> Result<Cr3Report, Cr3Error> {
-    let entry = kallsyms.by_name(ENTRY_SYMBOL).ok_or(Cr3Error::MissingSymbol(ENTRY_SYMBOL))?.addr;
+pub fn run_on(
+    client: &mut Client,
+    kallsyms: &Kallsyms,
+    offsets: &TaskOffsets,
+    target_pid: u32,
+    opts: &Cr3Options,
+) -> Result<Cr3Report, Cr3Error> {
+    let entry = kallsyms
+        .by_name(ENTRY_SYMBOL)
+        .ok_or(Cr3Error::MissingSymbol(ENTRY_SYMBOL))?
+        .addr;
     let layout = KernelLayout::new(kallsyms, offsets.clone())?;
     let mut reader = CurrentReader::new(layout);
-    with_breakpoint(client, entry, |client| hunt(client, &mut reader, kallsyms, entry, target_pid, opts))
+    with_breakpoint(client, entry, |client| {
+        hunt(client, &mut reader, kallsyms, entry, target_pid, opts)
+    })
 }
 
 /// The cost of a breakpoint whose condition (the current tgid) is decided on the host.
@@ -309,7 +366,10 @@ pub fn measure_condition(
     hits: u64,
     opts: &Cr3Options,
 ) -> Result<ConditionCost, Cr3Error> {
-    let entry = kallsyms.by_name(ENTRY_SYMBOL).ok_or(Cr3Error::MissingSymbol(ENTRY_SYMBOL))?.addr;
+    let entry = kallsyms
+        .by_name(ENTRY_SYMBOL)
+        .ok_or(Cr3Error::MissingSymbol(ENTRY_SYMBOL))?
+        .addr;
     let mut reader = CurrentReader::new(KernelLayout::new(kallsyms, offsets.clone())?);
     with_breakpoint(client, entry, |client| {
         let mut l = HitLoop::new(opts);
@@ -330,7 +390,11 @@ pub fn measure_condition(
             matching,
             step_over: opts.step_over,
             condition_path: l.last_path,
-            round_trips_per_hit: if l.resumed == 0 { 0.0 } else { l.other_rts as f64 / l.resumed as f64 },
+            round_trips_per_hit: if l.resumed == 0 {
+                0.0
+            } else {
+                l.other_rts as f64 / l.resumed as f64
+            },
             run_to_hit: Millis::of(&l.run_to_hit),
             handling: Millis::of(&l.handling),
             per_hit: Millis::of(&l.per_hit),
@@ -388,7 +452,10 @@ pub fn trace_function(
     expected: u64,
     opts: &Cr3Options,
 ) -> Result<FunctionTrace, Cr3Error> {
-    let address = kallsyms.by_name(symbol).ok_or(Cr3Error::MissingSymbol(symbol))?.addr;
+    let address = kallsyms
+        .by_name(symbol)
+        .ok_or(Cr3Error::MissingSymbol(symbol))?
+        .addr;
     let mut reader = CurrentReader::new(KernelLayout::new(kallsyms, offsets.clone())?);
     with_breakpoint(client, address, |client| {
         let mut l = HitLoop::new(opts);
@@ -423,7 +490,11 @@ pub fn trace_function(
                 (Some(a), Some(z)) => (z - a).as_secs_f64(),
                 _ => 0.0,
             },
-            round_trips_per_hit: if l.resumed == 0 { 0.0 } else { l.other_rts as f64 / l.resumed as f64 },
+            round_trips_per_hit: if l.resumed == 0 {
+                0.0
+            } else {
+                l.other_rts as f64 / l.resumed as f64
+            },
             run_to_hit: Millis::of(&l.run_to_hit),
             handling: Millis::of(&l.handling),
             per_hit: Millis::of(&l.per_hit),
@@ -508,7 +579,12 @@ impl HitLoop {
 
     /// Resumes, waits for the next hit and reads `current` there. `None`: no hit in time
     /// (the target is stopped again by an interrupt).
-    pub(crate) fn next_hit(&mut self, client: &mut Client, reader: &mut CurrentReader, entry: u64) -> Result<Option<Hit>, Cr3Error> {
+    pub(crate) fn next_hit(
+        &mut self,
+        client: &mut Client,
+        reader: &mut CurrentReader,
+        entry: u64,
+    ) -> Result<Option<Hit>, Cr3Error> {
         let resumed = Instant::now();
         if let Some(prev) = self.last_resume.replace(resumed) {
             self.per_hit.push(resumed - prev);
@@ -543,17 +619,32 @@ impl HitLoop {
         };
         let ids = reader.current_ids(client, base, Access::Auto)?;
         if self.samples.len() < self.keep_samples {
-            self.samples.push(HitSample { pid: ids.pid, tgid: ids.tgid, thread });
+            self.samples.push(HitSample {
+                pid: ids.pid,
+                tgid: ids.tgid,
+                thread,
+            });
         }
         self.samples_all.push(ids.tgid);
         if !self.seen.contains(&ids.tgid) {
             self.seen.push(ids.tgid);
         }
-        Ok(Some(Hit { ids, base, thread, stopped, rt_at_stop }))
+        Ok(Some(Hit {
+            ids,
+            base,
+            thread,
+            stopped,
+            rt_at_stop,
+        }))
     }
 
     /// Leaves the breakpoint address so the next resume runs on.
-    pub(crate) fn step_over(&mut self, client: &mut Client, entry: u64, hit: &Hit) -> Result<(), Cr3Error> {
+    pub(crate) fn step_over(
+        &mut self,
+        client: &mut Client,
+        entry: u64,
+        hit: &Hit,
+    ) -> Result<(), Cr3Error> {
         let (rt_at_stop, stopped) = (hit.rt_at_stop, hit.stopped);
         match self.step_over_mode {
             StepOver::KeepBreakpoint => {
@@ -613,17 +704,22 @@ fn hunt(
         }
         l.step_over(client, entry, &hit)?;
     };
-    tracing::debug!(target_pid, hits = l.hits, "target process at the syscall entry");
+    tracing::debug!(
+        target_pid,
+        hits = l.hits,
+        "target process at the syscall entry"
+    );
     let rip = client.read_register("rip")?;
     if rip != entry {
         return Err(Cr3Error::WrongStop { rip, entry });
     }
     let cr3_user = client.read_register("cr3")?;
-    let (current_readable_before, current_error_before) = match reader.current_ids(client, hit.base, Access::Virtual) {
-        Ok(_) => (true, None),
-        Err(e @ GdbError::Memory { .. }) => (false, Some(e.to_string())),
-        Err(e) => return Err(e.into()),
-    };
+    let (current_readable_before, current_error_before) =
+        match reader.current_ids(client, hit.base, Access::Virtual) {
+            Ok(_) => (true, None),
+            Err(e @ GdbError::Memory { .. }) => (false, Some(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
     let mut cr3_kernel = cr3_user;
     let mut steps = 0;
     let mut switch_at = None;
@@ -633,11 +729,17 @@ fn hunt(
         cr3_kernel = client.read_register("cr3")?;
         if cr3_kernel != cr3_user {
             let rip = client.read_register("rip")?;
-            switch_at = Some(kallsyms.resolve(rip).map_or_else(|| format!("{rip:#x}"), |r| r.to_string()));
+            switch_at = Some(
+                kallsyms
+                    .resolve(rip)
+                    .map_or_else(|| format!("{rip:#x}"), |r| r.to_string()),
+            );
             break;
         }
     }
-    let current_readable_after = reader.current_ids(client, hit.base, Access::Virtual).is_ok();
+    let current_readable_after = reader
+        .current_ids(client, hit.base, Access::Virtual)
+        .is_ok();
     let diff = cr3_user ^ cr3_kernel;
     Ok(Cr3Report {
         target_pid,
@@ -648,7 +750,10 @@ fn hunt(
         cr3_changed: diff != 0,
         differing_bits: diff,
         pgd_switch_bit12: diff & CR3_PTI_USER_BIT != 0,
-        pcid: ((cr3_user & CR3_PCID_MASK) as u16, (cr3_kernel & CR3_PCID_MASK) as u16),
+        pcid: (
+            (cr3_user & CR3_PCID_MASK) as u16,
+            (cr3_kernel & CR3_PCID_MASK) as u16,
+        ),
         noflush: (cr3_user & CR3_NOFLUSH != 0, cr3_kernel & CR3_NOFLUSH != 0),
         steps,
         switch_at,
@@ -660,7 +765,11 @@ fn hunt(
         resumes_other: l.resumed,
         step_over: opts.step_over,
         round_trips_total: client.round_trips(),
-        round_trips_per_other_hit: if l.resumed == 0 { 0.0 } else { l.other_rts as f64 / l.resumed as f64 },
+        round_trips_per_other_hit: if l.resumed == 0 {
+            0.0
+        } else {
+            l.other_rts as f64 / l.resumed as f64
+        },
         run_to_hit: Millis::of(&l.run_to_hit),
         handling: Millis::of(&l.handling),
         per_hit: Millis::of(&l.per_hit),
@@ -675,7 +784,11 @@ mod tests {
 
     #[test]
     fn millis_summarises_durations() {
-        let m = Millis::of(&[Duration::from_millis(1), Duration::from_millis(3), Duration::from_millis(8)]);
+        let m = Millis::of(&[
+            Duration::from_millis(1),
+            Duration::from_millis(3),
+            Duration::from_millis(8),
+        ]);
         assert_eq!((m.n, m.min, m.median, m.max), (3, 1.0, 3.0, 8.0));
         assert!((m.mean - 4.0).abs() < 1e-9);
         assert_eq!(Millis::of(&[]), Millis::default());

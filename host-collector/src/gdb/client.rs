@@ -175,7 +175,8 @@ impl Client {
         if !addr.ip().is_loopback() {
             return Err(GdbError::NotLoopback(addr));
         }
-        let stream = TcpStream::connect_timeout(&addr, opts.connect_timeout).map_err(|source| GdbError::Connect { addr, source })?;
+        let stream = TcpStream::connect_timeout(&addr, opts.connect_timeout)
+            .map_err(|source| GdbError::Connect { addr, source })?;
         stream.set_nodelay(true)?;
         tracing::debug!(%addr, "gdbstub connected");
         Client::handshake(stream, opts)
@@ -209,9 +210,18 @@ impl Client {
             held_stepping: Duration::ZERO,
             holds: Vec::new(),
         };
-        let reply = c.request_text("qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386")?;
-        c.features = reply.split(';').filter(|s| !s.is_empty()).map(str::to_string).collect();
-        if let Some(size) = c.features.iter().find_map(|f| f.strip_prefix("PacketSize=")) {
+        let reply =
+            c.request_text("qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386")?;
+        c.features = reply
+            .split(';')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if let Some(size) = c
+            .features
+            .iter()
+            .find_map(|f| f.strip_prefix("PacketSize="))
+        {
             c.packet_size = usize::from_str_radix(size, 16)
                 .ok()
                 .filter(|s| *s >= 64)
@@ -223,7 +233,9 @@ impl Client {
             c.ack_mode = false;
         }
         if !c.has_feature("qXfer:features:read+") {
-            return Err(GdbError::TargetXml("the stub offers no target description (qXfer:features:read)".into()));
+            return Err(GdbError::TargetXml(
+                "the stub offers no target description (qXfer:features:read)".into(),
+            ));
         }
         let root = c.read_feature_file("target.xml")?;
         let target = TargetDescription::parse(&root, &mut |href| c.read_feature_file(href))?;
@@ -298,7 +310,9 @@ impl Client {
         if self.opts.record {
             self.transcript.push((Direction::Sent, bytes.to_vec()));
         }
-        self.stream.write_all(bytes).inspect_err(|_| self.broken = true)?;
+        self.stream
+            .write_all(bytes)
+            .inspect_err(|_| self.broken = true)?;
         Ok(())
     }
 
@@ -310,21 +324,38 @@ impl Client {
         self.stream.set_read_timeout(Some(deadline - now))?;
         let mut buf = vec![0u8; READ_CHUNK];
         let result = self.stream.read(&mut buf);
-        if matches!(&result, Ok(0)) || result.as_ref().is_err_and(|e| !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted)) {
+        if matches!(&result, Ok(0))
+            || result.as_ref().is_err_and(|e| {
+                !matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                )
+            })
+        {
             self.broken = true;
         }
         match result {
             Ok(0) => Err(GdbError::Closed),
             Ok(n) => {
                 if self.opts.record {
-                    self.transcript.push((Direction::Received, buf[..n].to_vec()));
+                    self.transcript
+                        .push((Direction::Received, buf[..n].to_vec()));
                 }
                 self.decoder.feed(&buf[..n]);
                 Ok(())
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(self.timeout(request)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(self.timeout(request))
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                ) =>
+            {
                 Err(GdbError::Closed)
             }
             Err(e) => Err(GdbError::Io(e)),
@@ -332,12 +363,20 @@ impl Client {
     }
 
     fn timeout(&self, request: &str) -> GdbError {
-        GdbError::Timeout { request: request.to_string(), after: self.opts.reply_timeout }
+        GdbError::Timeout {
+            request: request.to_string(),
+            after: self.opts.reply_timeout,
+        }
     }
 
     /// Sends `payload` and returns the reply payload. Unsolicited stop replies are
     /// recorded as the last stop and skipped when a normal reply is expected.
-    fn transact(&mut self, payload: &[u8], expect: Expect, timeout: Duration) -> Result<Vec<u8>, GdbError> {
+    fn transact(
+        &mut self,
+        payload: &[u8],
+        expect: Expect,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, GdbError> {
         let request = String::from_utf8_lossy(payload).into_owned();
         let framed = packet::encode(payload);
         tracing::trace!(request = %request, "gdb >");
@@ -347,7 +386,13 @@ impl Client {
         Ok(reply)
     }
 
-    fn await_packet(&mut self, resend: Option<&[u8]>, request: &str, expect: Expect, deadline: Instant) -> Result<Vec<u8>, GdbError> {
+    fn await_packet(
+        &mut self,
+        resend: Option<&[u8]>,
+        request: &str,
+        expect: Expect,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, GdbError> {
         let mut nacks = 0u32;
         loop {
             let frame = match self.decoder.next_frame()? {
@@ -363,16 +408,24 @@ impl Client {
                     nacks += 1;
                     let Some(bytes) = resend else { continue };
                     if nacks > self.opts.max_retransmits {
-                        return Err(GdbError::Retransmits { request: request.to_string() });
+                        return Err(GdbError::Retransmits {
+                            request: request.to_string(),
+                        });
                     }
                     tracing::debug!(request, "gdbstub asked for a retransmission");
                     self.write_raw(bytes)?;
                 }
                 Frame::BadChecksum { sent, computed } => {
                     if !self.ack_mode {
-                        return Err(GdbError::Malformed(format!("checksum {sent:02x} != {computed:02x} in no-ack mode")));
+                        return Err(GdbError::Malformed(format!(
+                            "checksum {sent:02x} != {computed:02x} in no-ack mode"
+                        )));
                     }
-                    tracing::debug!(sent, computed, "bad checksum from the gdbstub, asking again");
+                    tracing::debug!(
+                        sent,
+                        computed,
+                        "bad checksum from the gdbstub, asking again"
+                    );
                     self.write_raw(b"-")?;
                 }
                 Frame::Packet(p) => {
@@ -398,14 +451,19 @@ impl Client {
     fn note_stop(&mut self, stop: &StopReply) {
         self.running = false;
         self.held_since.get_or_insert_with(Instant::now);
-        self.g_thread = if self.opts.stop_selects_thread { stop.thread() } else { None };
+        self.g_thread = if self.opts.stop_selects_thread {
+            stop.thread()
+        } else {
+            None
+        };
         self.last_stop = Some(stop.clone());
     }
 
     /// Sends a request and returns its reply as text; `E..` and empty replies become errors.
     pub fn request_text(&mut self, request: &str) -> Result<String, GdbError> {
         let reply = self.request(request.as_bytes())?;
-        String::from_utf8(reply).map_err(|_| GdbError::Malformed(format!("reply to {request} is not text")))
+        String::from_utf8(reply)
+            .map_err(|_| GdbError::Malformed(format!("reply to {request} is not text")))
     }
 
     /// Sends a request and returns the raw reply payload; `E..` and empty replies become errors.
@@ -422,7 +480,10 @@ impl Client {
             return Err(GdbError::Unsupported { request: name() });
         }
         if let Some(code) = packet::error_code(&reply) {
-            return Err(GdbError::Refused { request: name(), code });
+            return Err(GdbError::Refused {
+                request: name(),
+                code,
+            });
         }
         Ok(reply)
     }
@@ -430,7 +491,10 @@ impl Client {
     fn expect_ok(&mut self, request: &str) -> Result<(), GdbError> {
         let reply = self.request_text(request)?;
         if reply != "OK" {
-            return Err(GdbError::UnexpectedReply { request: request.into(), reply });
+            return Err(GdbError::UnexpectedReply {
+                request: request.into(),
+                reply,
+            });
         }
         Ok(())
     }
@@ -441,12 +505,22 @@ impl Client {
         for _ in 0..4096 {
             let request = format!("qXfer:features:read:{annex}:{:x},{chunk:x}", out.len());
             let reply = self.request(request.as_bytes())?;
-            let (kind, data) = reply.split_first().ok_or_else(|| GdbError::Malformed("empty qXfer reply".into()))?;
+            let (kind, data) = reply
+                .split_first()
+                .ok_or_else(|| GdbError::Malformed("empty qXfer reply".into()))?;
             out.extend_from_slice(data);
             match kind {
-                b'l' => return String::from_utf8(out).map_err(|_| GdbError::TargetXml(format!("{annex} is not UTF-8"))),
+                b'l' => {
+                    return String::from_utf8(out)
+                        .map_err(|_| GdbError::TargetXml(format!("{annex} is not UTF-8")));
+                }
                 b'm' if !data.is_empty() => {}
-                _ => return Err(GdbError::UnexpectedReply { request, reply: String::from_utf8_lossy(&reply).into_owned() }),
+                _ => {
+                    return Err(GdbError::UnexpectedReply {
+                        request,
+                        reply: String::from_utf8_lossy(&reply).into_owned(),
+                    });
+                }
             }
         }
         Err(GdbError::TargetXml(format!("{annex} is too large")))
@@ -492,7 +566,10 @@ impl Client {
 
     /// The description of a register.
     pub fn register_info(&self, name: &str) -> Result<RegisterInfo, GdbError> {
-        self.target.register(name).cloned().ok_or_else(|| GdbError::UnknownRegister(name.to_string()))
+        self.target
+            .register(name)
+            .cloned()
+            .ok_or_else(|| GdbError::UnknownRegister(name.to_string()))
     }
 
     /// Raw bytes of one register (`p`, or `g` if the stub lacks `p`).
@@ -509,7 +586,9 @@ impl Client {
             }
         }
         let regs = self.read_registers()?;
-        regs.raw(name).map(<[u8]>::to_vec).ok_or_else(|| GdbError::UnknownRegister(format!("{name} (not in the 'g' reply)")))
+        regs.raw(name)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| GdbError::UnknownRegister(format!("{name} (not in the 'g' reply)")))
     }
 
     /// One register of up to 64 bits, by name.
@@ -522,7 +601,10 @@ impl Client {
     pub fn read_registers(&mut self) -> Result<Registers, GdbError> {
         let hex = self.request(b"g")?;
         let bytes = packet::decode_hex(&hex)?;
-        Ok(Registers { bytes, target: Arc::clone(&self.target) })
+        Ok(Registers {
+            bytes,
+            target: Arc::clone(&self.target),
+        })
     }
 
     // ---- memory ------------------------------------------------------------
@@ -538,13 +620,20 @@ impl Client {
             let hex = match self.request_text(&format!("m{at:x},{n:x}")) {
                 Ok(h) => h,
                 Err(GdbError::Refused { code, .. }) => {
-                    return Err(GdbError::Memory { addr: at, len: n, code });
+                    return Err(GdbError::Memory {
+                        addr: at,
+                        len: n,
+                        code,
+                    });
                 }
                 Err(e) => return Err(e),
             };
             let bytes = packet::decode_hex(hex.as_bytes())?;
             if bytes.is_empty() || bytes.len() > n {
-                return Err(GdbError::UnexpectedReply { request: format!("m{at:x},{n:x}"), reply: hex });
+                return Err(GdbError::UnexpectedReply {
+                    request: format!("m{at:x},{n:x}"),
+                    reply: hex,
+                });
             }
             out.extend_from_slice(&bytes);
         }
@@ -563,7 +652,9 @@ impl Client {
             return Ok(());
         }
         if !self.supports_phys_mem_mode() {
-            return Err(GdbError::Unsupported { request: "Qqemu.PhyMemMode".into() });
+            return Err(GdbError::Unsupported {
+                request: "Qqemu.PhyMemMode".into(),
+            });
         }
         self.expect_ok(&format!("Qqemu.PhyMemMode:{}", u8::from(on)))?;
         self.phys_mode = Some(on);
@@ -625,7 +716,10 @@ impl Client {
         self.held_stepping += started.elapsed();
         let stop = self.stop_from(&reply, &request)?;
         if stop.thread().is_some_and(|t| t != thread) {
-            return Err(GdbError::UnexpectedReply { request, reply: format!("{stop:?}") });
+            return Err(GdbError::UnexpectedReply {
+                request,
+                reply: format!("{stop:?}"),
+            });
         }
         Ok(stop)
     }
@@ -646,9 +740,17 @@ impl Client {
     /// the target still runs.
     pub fn wait_stop(&mut self, timeout: Duration) -> Result<Option<StopReply>, GdbError> {
         if !self.running {
-            return Err(GdbError::UnexpectedReply { request: "wait for stop".into(), reply: "(target is not running)".into() });
+            return Err(GdbError::UnexpectedReply {
+                request: "wait for stop".into(),
+                reply: "(target is not running)".into(),
+            });
         }
-        match self.await_packet(Some(&packet::encode(b"c")), "c", Expect::Stop, Instant::now() + timeout) {
+        match self.await_packet(
+            Some(&packet::encode(b"c")),
+            "c",
+            Expect::Stop,
+            Instant::now() + timeout,
+        ) {
             Ok(reply) => {
                 self.round_trips += 1;
                 self.stop_from(&reply, "c").map(Some)
@@ -671,13 +773,21 @@ impl Client {
     /// a breakpoint stop that raced with the interrupt).
     pub fn interrupt(&mut self) -> Result<StopReply, GdbError> {
         if !self.running {
-            return self.last_stop.clone().ok_or_else(|| GdbError::UnexpectedReply {
-                request: "interrupt".into(),
-                reply: "(target is not running)".into(),
-            });
+            return self
+                .last_stop
+                .clone()
+                .ok_or_else(|| GdbError::UnexpectedReply {
+                    request: "interrupt".into(),
+                    reply: "(target is not running)".into(),
+                });
         }
         self.write_raw(&[packet::INTERRUPT])?;
-        let reply = self.await_packet(None, "interrupt", Expect::Stop, Instant::now() + self.opts.reply_timeout)?;
+        let reply = self.await_packet(
+            None,
+            "interrupt",
+            Expect::Stop,
+            Instant::now() + self.opts.reply_timeout,
+        )?;
         self.round_trips += 1;
         self.stop_from(&reply, "interrupt")
     }
@@ -686,7 +796,11 @@ impl Client {
     fn release(&mut self) {
         if let Some(from) = self.held_since.take() {
             let stepping = std::mem::take(&mut self.held_stepping);
-            self.holds.push(Hold { from, to: Instant::now(), stepping });
+            self.holds.push(Hold {
+                from,
+                to: Instant::now(),
+                stepping,
+            });
         }
     }
 
@@ -697,18 +811,27 @@ impl Client {
 
     fn ensure_stopped(&self, request: &str) -> Result<(), GdbError> {
         if self.running {
-            return Err(GdbError::UnexpectedReply { request: request.into(), reply: "(target is already running)".into() });
+            return Err(GdbError::UnexpectedReply {
+                request: request.into(),
+                reply: "(target is already running)".into(),
+            });
         }
         Ok(())
     }
 
     fn stop_from(&mut self, reply: &[u8], request: &str) -> Result<StopReply, GdbError> {
         if let Some(code) = packet::error_code(reply) {
-            return Err(GdbError::Refused { request: request.into(), code });
+            return Err(GdbError::Refused {
+                request: request.into(),
+                code,
+            });
         }
         let stop = StopReply::parse(reply)?;
         self.note_stop(&stop);
-        if matches!(stop, StopReply::Exited { .. } | StopReply::Terminated { .. }) {
+        if matches!(
+            stop,
+            StopReply::Exited { .. } | StopReply::Terminated { .. }
+        ) {
             return Err(GdbError::TargetGone(stop));
         }
         Ok(stop)
@@ -741,13 +864,26 @@ impl Client {
         if self.phys_mode == Some(true) {
             self.set_phys_mem_mode(false)?;
         }
-        let pid = self.last_stop.as_ref().and_then(StopReply::thread).and_then(|t| t.pid).unwrap_or(1);
-        let request = if self.multiprocess { format!("D;{pid:x}") } else { "D".to_string() };
+        let pid = self
+            .last_stop
+            .as_ref()
+            .and_then(StopReply::thread)
+            .and_then(|t| t.pid)
+            .unwrap_or(1);
+        let request = if self.multiprocess {
+            format!("D;{pid:x}")
+        } else {
+            "D".to_string()
+        };
         let sent = Instant::now();
         self.expect_ok(&request)?;
         if let Some(from) = self.held_since.take() {
             let stepping = std::mem::take(&mut self.held_stepping);
-            self.holds.push(Hold { from, to: sent, stepping });
+            self.holds.push(Hold {
+                from,
+                to: sent,
+                stepping,
+            });
         }
         self.detached = true;
         tracing::debug!("detached from the gdbstub");

@@ -75,14 +75,18 @@ impl KernelLayout {
     pub fn new(kallsyms: &Kallsyms, task: TaskOffsets) -> Result<KernelLayout, GdbError> {
         let current_task = if let Some(s) = kallsyms.by_name("current_task") {
             s.addr
-        } else if let (Some(s), Some(off)) = (kallsyms.by_name("pcpu_hot"), task.pcpu_hot_current_task) {
+        } else if let (Some(s), Some(off)) =
+            (kallsyms.by_name("pcpu_hot"), task.pcpu_hot_current_task)
+        {
             s.addr + u64::from(off)
         } else {
             return Err(GdbError::MissingSymbol("current_task (or pcpu_hot)".into()));
         };
         if is_kernel_address(current_task) {
             // A per-cpu symbol is an offset into the per-cpu area, not an address.
-            return Err(GdbError::Implausible(format!("current_task at {current_task:#x} is not a per-cpu offset")));
+            return Err(GdbError::Implausible(format!(
+                "current_task at {current_task:#x} is not a per-cpu offset"
+            )));
         }
         Ok(KernelLayout { current_task, task })
     }
@@ -147,7 +151,14 @@ pub struct CurrentReader {
 impl CurrentReader {
     /// A reader for this kernel.
     pub fn new(layout: KernelLayout) -> CurrentReader {
-        CurrentReader { layout, prefer_walk: false, la57: None, cache: HashMap::new(), cache_enabled: true, pgd: None }
+        CurrentReader {
+            layout,
+            prefer_walk: false,
+            la57: None,
+            cache: HashMap::new(),
+            cache_enabled: true,
+            pgd: None,
+        }
     }
 
     /// The layout in use.
@@ -173,7 +184,12 @@ impl CurrentReader {
 
     /// Translates a kernel virtual address by walking the page tables under `pgd`
     /// (physical) with physical reads.
-    pub fn translate(&mut self, client: &mut Client, pgd: u64, vaddr: u64) -> Result<u64, GdbError> {
+    pub fn translate(
+        &mut self,
+        client: &mut Client,
+        pgd: u64,
+        vaddr: u64,
+    ) -> Result<u64, GdbError> {
         let page = vaddr & !0xfff;
         if self.cache_enabled
             && let Some(phys) = self.cache.get(&page)
@@ -189,7 +205,11 @@ impl CurrentReader {
             }
         };
         client.set_phys_mem_mode(true)?;
-        let shifts: &[u32] = if la57 { &[48, 39, 30, 21, 12] } else { &[39, 30, 21, 12] };
+        let shifts: &[u32] = if la57 {
+            &[48, 39, 30, 21, 12]
+        } else {
+            &[39, 30, 21, 12]
+        };
         let mut table = pgd & PHYS_ADDR_MASK;
         let mut phys = None;
         for (i, &shift) in shifts.iter().enumerate() {
@@ -197,7 +217,11 @@ impl CurrentReader {
             let index = (vaddr >> shift) & 0x1ff;
             let entry = client.read_u64(table + index * 8)?;
             if entry & 1 == 0 {
-                return Err(GdbError::NotMapped { vaddr, level, entry });
+                return Err(GdbError::NotMapped {
+                    vaddr,
+                    level,
+                    entry,
+                });
             }
             let large = (shift == 30 || shift == 21) && entry & 0x80 != 0;
             if large || shift == 12 {
@@ -207,7 +231,8 @@ impl CurrentReader {
             }
             table = entry & PHYS_ADDR_MASK;
         }
-        let phys = phys.ok_or_else(|| GdbError::Implausible("page walk ended without a mapping".into()))?;
+        let phys =
+            phys.ok_or_else(|| GdbError::Implausible("page walk ended without a mapping".into()))?;
         if self.cache_enabled {
             if self.cache.len() >= TRANSLATION_CACHE_MAX {
                 self.cache.clear();
@@ -217,7 +242,12 @@ impl CurrentReader {
         Ok(phys)
     }
 
-    fn walk_read(&mut self, client: &mut Client, vaddr: u64, len: usize) -> Result<Vec<u8>, GdbError> {
+    fn walk_read(
+        &mut self,
+        client: &mut Client,
+        vaddr: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, GdbError> {
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
             let at = vaddr.wrapping_add(out.len() as u64);
@@ -248,10 +278,17 @@ impl CurrentReader {
     }
 
     /// Reads `len` bytes of kernel memory at `vaddr` the way `access` says.
-    pub fn read_kernel(&mut self, client: &mut Client, vaddr: u64, len: usize, access: Access) -> Result<(Vec<u8>, MemoryPath), GdbError> {
+    pub fn read_kernel(
+        &mut self,
+        client: &mut Client,
+        vaddr: u64,
+        len: usize,
+        access: Access,
+    ) -> Result<(Vec<u8>, MemoryPath), GdbError> {
         // The PGD is only valid while the vCPU stays stopped where it was read.
         self.pgd = None;
-        let walk_first = matches!(access, Access::PageWalk) || (access == Access::Auto && self.prefer_walk);
+        let walk_first =
+            matches!(access, Access::PageWalk) || (access == Access::Auto && self.prefer_walk);
         if !walk_first {
             client.set_phys_mem_mode(false)?;
             match client.read_memory(vaddr, len) {
@@ -271,12 +308,19 @@ impl CurrentReader {
 
     /// `current`'s task pointer, pid and tgid, given the per-cpu base (two memory
     /// reads when translations are cached: the per-cpu slot, then pid+tgid).
-    pub fn current_ids(&mut self, client: &mut Client, per_cpu_base: u64, access: Access) -> Result<TaskIds, GdbError> {
+    pub fn current_ids(
+        &mut self,
+        client: &mut Client,
+        per_cpu_base: u64,
+        access: Access,
+    ) -> Result<TaskIds, GdbError> {
         let slot = per_cpu_base.wrapping_add(self.layout.current_task);
         let (bytes, path) = self.read_kernel(client, slot, 8, access)?;
         let task = super::packet::le_u64(&bytes)?;
         if !is_kernel_address(task) {
-            return Err(GdbError::Implausible(format!("current_task at {slot:#x} holds {task:#x}")));
+            return Err(GdbError::Implausible(format!(
+                "current_task at {slot:#x} holds {task:#x}"
+            )));
         }
         let access = match path {
             MemoryPath::Virtual if access == Access::Auto => Access::Virtual,
@@ -286,17 +330,28 @@ impl CurrentReader {
         let t = self.layout.task.clone();
         let (lo, hi) = (t.pid.min(t.tgid), t.pid.max(t.tgid) + 4);
         let (pid, tgid) = if hi - lo <= 64 {
-            let (b, _) = self.read_kernel(client, task + u64::from(lo), (hi - lo) as usize, access)?;
-            (le_u32(&b, (t.pid - lo) as usize)?, le_u32(&b, (t.tgid - lo) as usize)?)
+            let (b, _) =
+                self.read_kernel(client, task + u64::from(lo), (hi - lo) as usize, access)?;
+            (
+                le_u32(&b, (t.pid - lo) as usize)?,
+                le_u32(&b, (t.tgid - lo) as usize)?,
+            )
         } else {
             let (p, _) = self.read_kernel(client, task + u64::from(t.pid), 4, access)?;
             let (g, _) = self.read_kernel(client, task + u64::from(t.tgid), 4, access)?;
             (le_u32(&p, 0)?, le_u32(&g, 0)?)
         };
         if pid > PID_MAX_LIMIT || tgid > PID_MAX_LIMIT {
-            return Err(GdbError::Implausible(format!("task {task:#x}: pid {pid}, tgid {tgid}")));
+            return Err(GdbError::Implausible(format!(
+                "task {task:#x}: pid {pid}, tgid {tgid}"
+            )));
         }
-        Ok(TaskIds { task, pid, tgid, path })
+        Ok(TaskIds {
+            task,
+            pid,
+            tgid,
+            path,
+        })
     }
 
     /// The current task of the selected (stopped) vCPU: pid, tgid and comm.
@@ -310,9 +365,18 @@ impl CurrentReader {
             MemoryPath::PageWalk => Access::PageWalk,
         };
         let t = self.layout.task.clone();
-        let (comm, _) = self.read_kernel(client, ids.task + u64::from(t.comm), t.comm_len as usize, access)?;
+        let (comm, _) = self.read_kernel(
+            client,
+            ids.task + u64::from(t.comm),
+            t.comm_len as usize,
+            access,
+        )?;
         let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-        Ok(CurrentTask { ids, comm: String::from_utf8_lossy(&comm[..end]).into_owned(), per_cpu_base: base })
+        Ok(CurrentTask {
+            ids,
+            comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+            per_cpu_base: base,
+        })
     }
 }
 
@@ -329,9 +393,18 @@ mod tests {
 
     #[test]
     fn per_cpu_base_takes_the_kernel_half_register() {
-        assert_eq!(per_cpu_base(0, 0xffff_8e95_5f20_0000).unwrap(), 0xffff_8e95_5f20_0000);
-        assert_eq!(per_cpu_base(0xffff_8e95_5f20_0000, 0x7f00_0000_0000).unwrap(), 0xffff_8e95_5f20_0000);
-        assert!(matches!(per_cpu_base(0, 0x7f00_0000), Err(GdbError::NoPerCpuBase { .. })));
+        assert_eq!(
+            per_cpu_base(0, 0xffff_8e95_5f20_0000).unwrap(),
+            0xffff_8e95_5f20_0000
+        );
+        assert_eq!(
+            per_cpu_base(0xffff_8e95_5f20_0000, 0x7f00_0000_0000).unwrap(),
+            0xffff_8e95_5f20_0000
+        );
+        assert!(matches!(
+            per_cpu_base(0, 0x7f00_0000),
+            Err(GdbError::NoPerCpuBase { .. })
+        ));
     }
 
     #[test]

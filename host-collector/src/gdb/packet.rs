@@ -53,13 +53,19 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<u8>, GdbError> {
             }
             b'*' => {
                 let Some(&count) = body.get(i + 1) else {
-                    return Err(GdbError::Malformed("packet ends inside a run-length".into()));
+                    return Err(GdbError::Malformed(
+                        "packet ends inside a run-length".into(),
+                    ));
                 };
                 let Some(&last) = out.last() else {
-                    return Err(GdbError::Malformed("run-length with nothing to repeat".into()));
+                    return Err(GdbError::Malformed(
+                        "run-length with nothing to repeat".into(),
+                    ));
                 };
                 if !(29 + 3..=126).contains(&count) {
-                    return Err(GdbError::Malformed(format!("bad run-length count byte {count:#04x}")));
+                    return Err(GdbError::Malformed(format!(
+                        "bad run-length count byte {count:#04x}"
+                    )));
                 }
                 out.extend(std::iter::repeat_n(last, usize::from(count - 29)));
                 i += 2;
@@ -105,7 +111,10 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder that rejects packets longer than `max_packet` bytes on the wire.
     pub fn new(max_packet: usize) -> Decoder {
-        Decoder { buf: Vec::new(), max_packet }
+        Decoder {
+            buf: Vec::new(),
+            max_packet,
+        }
     }
 
     /// Appends received bytes.
@@ -116,7 +125,9 @@ impl Decoder {
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, GdbError> {
         loop {
-            let Some(&first) = self.buf.first() else { return Ok(None) };
+            let Some(&first) = self.buf.first() else {
+                return Ok(None);
+            };
             match first {
                 b'+' => {
                     self.buf.drain(..1);
@@ -142,7 +153,10 @@ impl Decoder {
             if self.buf.len() > self.max_packet {
                 let len = self.buf.len();
                 self.buf.clear();
-                return Err(GdbError::Malformed(format!("packet longer than {} bytes ({len} without end)", self.max_packet)));
+                return Err(GdbError::Malformed(format!(
+                    "packet longer than {} bytes ({len} without end)",
+                    self.max_packet
+                )));
             }
             return Ok(None);
         };
@@ -154,7 +168,12 @@ impl Decoder {
         let sent = std::str::from_utf8(&frame[hash + 1..hash + 3])
             .ok()
             .and_then(|s| u8::from_str_radix(s, 16).ok())
-            .ok_or_else(|| GdbError::Malformed(format!("bad checksum digits {:?}", String::from_utf8_lossy(&frame[hash + 1..]))))?;
+            .ok_or_else(|| {
+                GdbError::Malformed(format!(
+                    "bad checksum digits {:?}",
+                    String::from_utf8_lossy(&frame[hash + 1..])
+                ))
+            })?;
         let computed = checksum(body);
         if sent != computed {
             return Ok(Some(Frame::BadChecksum { sent, computed }));
@@ -176,14 +195,19 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 /// for unavailable register bytes, are an error.
 pub fn decode_hex(hex: &[u8]) -> Result<Vec<u8>, GdbError> {
     if !hex.len().is_multiple_of(2) {
-        return Err(GdbError::Malformed(format!("odd-length hex ({} digits)", hex.len())));
+        return Err(GdbError::Malformed(format!(
+            "odd-length hex ({} digits)",
+            hex.len()
+        )));
     }
     hex.chunks_exact(2)
         .map(|pair| {
             std::str::from_utf8(pair)
                 .ok()
                 .and_then(|s| u8::from_str_radix(s, 16).ok())
-                .ok_or_else(|| GdbError::Malformed(format!("bad hex pair {:?}", String::from_utf8_lossy(pair))))
+                .ok_or_else(|| {
+                    GdbError::Malformed(format!("bad hex pair {:?}", String::from_utf8_lossy(pair)))
+                })
         })
         .collect()
 }
@@ -191,9 +215,15 @@ pub fn decode_hex(hex: &[u8]) -> Result<Vec<u8>, GdbError> {
 /// A little-endian value of up to 8 bytes (register contents are in target order).
 pub fn le_u64(bytes: &[u8]) -> Result<u64, GdbError> {
     if bytes.is_empty() || bytes.len() > 8 {
-        return Err(GdbError::Malformed(format!("{} bytes do not fit a 64-bit value", bytes.len())));
+        return Err(GdbError::Malformed(format!(
+            "{} bytes do not fit a 64-bit value",
+            bytes.len()
+        )));
     }
-    Ok(bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    Ok(bytes
+        .iter()
+        .rev()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
 fn parse_hex_u64(s: &str) -> Result<u64, GdbError> {
@@ -216,7 +246,10 @@ impl ThreadId {
         let bad = || GdbError::Malformed(format!("bad thread id {s:?}"));
         if let Some(rest) = s.strip_prefix('p') {
             let (pid, tid) = rest.split_once('.').ok_or_else(bad)?;
-            let id = ThreadId { pid: Some(parse_hex_u64(pid)?), tid: parse_hex_u64(tid)? };
+            let id = ThreadId {
+                pid: Some(parse_hex_u64(pid)?),
+                tid: parse_hex_u64(tid)?,
+            };
             if id.tid == 0 {
                 return Err(bad());
             }
@@ -242,11 +275,17 @@ impl fmt::Display for ThreadId {
 /// Parses one `qfThreadInfo`/`qsThreadInfo` reply: the threads and whether more
 /// follow (`m...`) or this was the last part (`l...`).
 pub fn parse_thread_list(reply: &[u8]) -> Result<(Vec<ThreadId>, bool), GdbError> {
-    let text = std::str::from_utf8(reply).map_err(|_| GdbError::Malformed("thread list is not text".into()))?;
+    let text = std::str::from_utf8(reply)
+        .map_err(|_| GdbError::Malformed("thread list is not text".into()))?;
     let (more, rest) = match text.as_bytes().first() {
         Some(b'm') => (true, &text[1..]),
         Some(b'l') => (false, &text[1..]),
-        _ => return Err(GdbError::UnexpectedReply { request: "qfThreadInfo".into(), reply: text.into() }),
+        _ => {
+            return Err(GdbError::UnexpectedReply {
+                request: "qfThreadInfo".into(),
+                reply: text.into(),
+            });
+        }
     };
     let threads = rest
         .split(',')
@@ -283,13 +322,18 @@ pub enum StopReply {
 impl StopReply {
     /// Parses a stop reply payload (`T05thread:p01.01;`, `S02`, `W00`, ...).
     pub fn parse(reply: &[u8]) -> Result<StopReply, GdbError> {
-        let text = std::str::from_utf8(reply).map_err(|_| GdbError::Malformed("stop reply is not text".into()))?;
+        let text = std::str::from_utf8(reply)
+            .map_err(|_| GdbError::Malformed("stop reply is not text".into()))?;
         let bad = || GdbError::Malformed(format!("bad stop reply {text:?}"));
         let kind = text.as_bytes().first().copied().ok_or_else(bad)?;
         let num = text.get(1..3).ok_or_else(bad)?;
         let value = u8::from_str_radix(num, 16).map_err(|_| bad())?;
         match kind {
-            b'S' if text.len() == 3 => Ok(StopReply::Signal { signal: value, thread: None, pairs: Vec::new() }),
+            b'S' if text.len() == 3 => Ok(StopReply::Signal {
+                signal: value,
+                thread: None,
+                pairs: Vec::new(),
+            }),
             b'T' => {
                 let mut thread = None;
                 let mut pairs = Vec::new();
@@ -301,7 +345,11 @@ impl StopReply {
                         pairs.push((k.to_string(), v.to_string()));
                     }
                 }
-                Ok(StopReply::Signal { signal: value, thread, pairs })
+                Ok(StopReply::Signal {
+                    signal: value,
+                    thread,
+                    pairs,
+                })
             }
             b'W' => Ok(StopReply::Exited { code: value }),
             b'X' => Ok(StopReply::Terminated { signal: value }),

@@ -37,7 +37,10 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 
 impl TargetDescription {
     /// Parses `root` (the text of `target.xml`), fetching included files through `fetch`.
-    pub fn parse(root: &str, fetch: &mut dyn FnMut(&str) -> Result<String, GdbError>) -> Result<TargetDescription, GdbError> {
+    pub fn parse(
+        root: &str,
+        fetch: &mut dyn FnMut(&str) -> Result<String, GdbError>,
+    ) -> Result<TargetDescription, GdbError> {
         let mut desc = TargetDescription::default();
         let mut raw: Vec<(String, Option<u32>, u32)> = Vec::new();
         collect(root, fetch, 0, &mut desc.architecture, &mut raw)?;
@@ -45,12 +48,22 @@ impl TargetDescription {
         let mut regs: Vec<RegisterInfo> = Vec::with_capacity(raw.len());
         for (name, regnum, bitsize) in raw {
             let n = regnum.unwrap_or(next);
-            next = n.checked_add(1).ok_or_else(|| GdbError::TargetXml("register number overflow".into()))?;
-            regs.push(RegisterInfo { name, regnum: n, bitsize, g_offset: 0 });
+            next = n
+                .checked_add(1)
+                .ok_or_else(|| GdbError::TargetXml("register number overflow".into()))?;
+            regs.push(RegisterInfo {
+                name,
+                regnum: n,
+                bitsize,
+                g_offset: 0,
+            });
         }
         regs.sort_by_key(|r| r.regnum);
         if let Some(w) = regs.windows(2).find(|w| w[0].regnum == w[1].regnum) {
-            return Err(GdbError::TargetXml(format!("register number {} used twice ({} and {})", w[0].regnum, w[0].name, w[1].name)));
+            return Err(GdbError::TargetXml(format!(
+                "register number {} used twice ({} and {})",
+                w[0].regnum, w[0].name, w[1].name
+            )));
         }
         let mut offset = 0usize;
         for r in &mut regs {
@@ -71,7 +84,9 @@ impl TargetDescription {
 
     /// Total bytes of all registers (the full length of a `g` reply that has them all).
     pub fn g_len(&self) -> usize {
-        self.registers.last().map_or(0, |r| r.g_offset + (r.bitsize as usize).div_ceil(8))
+        self.registers
+            .last()
+            .map_or(0, |r| r.g_offset + (r.bitsize as usize).div_ceil(8))
     }
 }
 
@@ -83,16 +98,23 @@ fn collect(
     out: &mut Vec<(String, Option<u32>, u32)>,
 ) -> Result<(), GdbError> {
     if depth > MAX_INCLUDE_DEPTH {
-        return Err(GdbError::TargetXml(format!("includes nested deeper than {MAX_INCLUDE_DEPTH}")));
+        return Err(GdbError::TargetXml(format!(
+            "includes nested deeper than {MAX_INCLUDE_DEPTH}"
+        )));
     }
     let text = strip_comments(text)?;
     let mut rest = text.as_str();
     while let Some(start) = rest.find('<') {
         rest = &rest[start + 1..];
-        let end = rest.find('>').ok_or_else(|| GdbError::TargetXml("unterminated tag".into()))?;
+        let end = rest
+            .find('>')
+            .ok_or_else(|| GdbError::TargetXml("unterminated tag".into()))?;
         let tag = &rest[..end];
         let after = &rest[end + 1..];
-        let name = tag.split(|c: char| c.is_whitespace() || c == '/').next().unwrap_or("");
+        let name = tag
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("");
         match name {
             "architecture" => {
                 if let Some(close) = after.find("</architecture>") {
@@ -100,19 +122,25 @@ fn collect(
                 }
             }
             "reg" => {
-                let reg_name = attribute(tag, "name").ok_or_else(|| GdbError::TargetXml(format!("<reg> without name: <{tag}>")))?;
+                let reg_name = attribute(tag, "name")
+                    .ok_or_else(|| GdbError::TargetXml(format!("<reg> without name: <{tag}>")))?;
                 let bitsize = attribute(tag, "bitsize")
                     .and_then(|b| b.parse::<u32>().ok())
                     .filter(|b| *b > 0 && *b <= 4096)
-                    .ok_or_else(|| GdbError::TargetXml(format!("<reg {reg_name}> without a valid bitsize")))?;
+                    .ok_or_else(|| {
+                        GdbError::TargetXml(format!("<reg {reg_name}> without a valid bitsize"))
+                    })?;
                 let regnum = match attribute(tag, "regnum") {
-                    Some(n) => Some(n.parse::<u32>().map_err(|_| GdbError::TargetXml(format!("<reg {reg_name}> bad regnum {n:?}")))?),
+                    Some(n) => Some(n.parse::<u32>().map_err(|_| {
+                        GdbError::TargetXml(format!("<reg {reg_name}> bad regnum {n:?}"))
+                    })?),
                     None => None,
                 };
                 out.push((reg_name, regnum, bitsize));
             }
             "xi:include" => {
-                let href = attribute(tag, "href").ok_or_else(|| GdbError::TargetXml("<xi:include> without href".into()))?;
+                let href = attribute(tag, "href")
+                    .ok_or_else(|| GdbError::TargetXml("<xi:include> without href".into()))?;
                 let included = fetch(&href)?;
                 collect(&included, fetch, depth + 1, arch, out)?;
             }
@@ -128,7 +156,9 @@ fn strip_comments(text: &str) -> Result<String, GdbError> {
     let mut rest = text;
     while let Some(start) = rest.find("<!--") {
         out.push_str(&rest[..start]);
-        let end = rest[start + 4..].find("-->").ok_or_else(|| GdbError::TargetXml("unterminated comment".into()))?;
+        let end = rest[start + 4..]
+            .find("-->")
+            .ok_or_else(|| GdbError::TargetXml("unterminated comment".into()))?;
         rest = &rest[start + 4 + end + 3..];
     }
     out.push_str(rest);
@@ -165,13 +195,19 @@ mod tests {
         assert_eq!(attribute(tag, "name").as_deref(), Some("k_gs_base"));
         assert_eq!(attribute(tag, "bitsize").as_deref(), Some("64"));
         assert_eq!(attribute(tag, "regnum").as_deref(), Some("7"));
-        assert_eq!(attribute(r#"reg xname="a" name="b""#, "name").as_deref(), Some("b"));
+        assert_eq!(
+            attribute(r#"reg xname="a" name="b""#, "name").as_deref(),
+            Some("b")
+        );
         assert_eq!(attribute("reg", "name"), None);
     }
 
     #[test]
     fn comments_are_removed_and_unterminated_ones_rejected() {
-        assert_eq!(strip_comments("a<!-- <reg name=\"x\"/> -->b").unwrap(), "ab");
+        assert_eq!(
+            strip_comments("a<!-- <reg name=\"x\"/> -->b").unwrap(),
+            "ab"
+        );
         assert!(strip_comments("a<!-- b").is_err());
     }
 }

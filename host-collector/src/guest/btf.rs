@@ -82,7 +82,9 @@ pub struct Btf {
 
 impl std::fmt::Debug for Btf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Btf").field("types", &self.info.get().len()).finish()
+        f.debug_struct("Btf")
+            .field("types", &self.info.get().len())
+            .finish()
     }
 }
 
@@ -97,7 +99,10 @@ impl Readable for Bytes<'_> {
                 buffer.copy_from_slice(src);
                 Ok(())
             }
-            None => Err(btfparse::Error::new(btfparse::ErrorKind::EOF, "read past the end of the BTF blob")),
+            None => Err(btfparse::Error::new(
+                btfparse::ErrorKind::EOF,
+                "read past the end of the BTF blob",
+            )),
         }
     }
 }
@@ -108,7 +113,10 @@ impl Btf {
         // The parser trusts the header's section lengths; check them first so a
         // truncated blob is an error, not a partial type table.
         check_header(blob)?;
-        let info = TypeInformation::new(&Bytes(blob)).map_err(|e| BtfError::Parse { len: blob.len(), message: e.message().to_string() })?;
+        let info = TypeInformation::new(&Bytes(blob)).map_err(|e| BtfError::Parse {
+            len: blob.len(),
+            message: e.message().to_string(),
+        })?;
         Ok(Btf { info })
     }
 
@@ -128,13 +136,19 @@ impl Btf {
     /// and members of anonymous unions/structs are found by name).
     pub fn member(&self, strukt: &str, member: &str) -> Result<Member, BtfError> {
         let id = self.struct_id(strukt)?;
-        let (tid, offset) = self.info.offset_of(id, member).map_err(|e| BtfError::NoMember {
-            strukt: strukt.to_string(),
-            member: member.to_string(),
-            message: e.message().to_string(),
-        })?;
+        let (tid, offset) = self
+            .info
+            .offset_of(id, member)
+            .map_err(|e| BtfError::NoMember {
+                strukt: strukt.to_string(),
+                member: member.to_string(),
+                message: e.message().to_string(),
+            })?;
         let Offset::ByteOffset(offset) = offset else {
-            return Err(BtfError::Bitfield { strukt: strukt.to_string(), member: member.to_string() });
+            return Err(BtfError::Bitfield {
+                strukt: strukt.to_string(),
+                member: member.to_string(),
+            });
         };
         let size = self.info.size_of(tid).map_err(|e| BtfError::Size {
             strukt: strukt.to_string(),
@@ -166,14 +180,24 @@ impl Btf {
         let tgid = sized(self.member("task_struct", "tgid")?, 4, "tgid")?;
         let comm = self.member("task_struct", "comm")?;
         if comm.size == 0 || comm.size > 256 {
-            return Err(BtfError::Size { strukt: "task_struct".into(), member: "comm".into(), message: format!("size {}", comm.size) });
+            return Err(BtfError::Size {
+                strukt: "task_struct".into(),
+                member: "comm".into(),
+                message: format!("size {}", comm.size),
+            });
         }
         let pcpu_hot_current_task = match self.member("pcpu_hot", "current_task") {
             Ok(m) => Some(sized(m, 8, "pcpu_hot.current_task")?),
             Err(BtfError::NoStruct(_)) => None,
             Err(e) => return Err(e),
         };
-        Ok(TaskOffsets { pid, tgid, comm: comm.offset, comm_len: comm.size, pcpu_hot_current_task })
+        Ok(TaskOffsets {
+            pid,
+            tgid,
+            comm: comm.offset,
+            comm_len: comm.size,
+            pcpu_hot_current_task,
+        })
     }
 }
 
@@ -185,13 +209,22 @@ pub fn task_offsets(blob: &[u8]) -> Result<TaskOffsets, BtfError> {
 const BTF_MAGIC: u16 = 0xeb9f;
 
 fn check_header(blob: &[u8]) -> Result<(), BtfError> {
-    let bad = |message: String| BtfError::Parse { len: blob.len(), message };
-    let u32_at = |at: usize| blob.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let bad = |message: String| BtfError::Parse {
+        len: blob.len(),
+        message,
+    };
+    let u32_at = |at: usize| {
+        blob.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let magic = blob.get(0..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     if magic != Some(BTF_MAGIC) {
-        return Err(bad(format!("no BTF magic (got {magic:x?}; big-endian blobs are not supported)")));
+        return Err(bad(format!(
+            "no BTF magic (got {magic:x?}; big-endian blobs are not supported)"
+        )));
     }
-    let (Some(hdr_len), Some(type_off), Some(type_len), Some(str_off), Some(str_len)) = (u32_at(4), u32_at(8), u32_at(12), u32_at(16), u32_at(20))
+    let (Some(hdr_len), Some(type_off), Some(type_len), Some(str_off), Some(str_len)) =
+        (u32_at(4), u32_at(8), u32_at(12), u32_at(16), u32_at(20))
     else {
         return Err(bad("header truncated".into()));
     };
@@ -211,13 +244,19 @@ mod tests {
     /// int tgid @12; char comm[16] @32; }`, a typedef named `task_struct` (which
     /// must not be taken for the struct), `struct flags { int a:3; }`.
     fn sample() -> Vec<u8> {
-        let mut strings = b"\0int\0char\0task_struct\0pid\0tgid\0comm\0flags\0a\0__ARRAY_SIZE_TYPE__\0".to_vec();
+        let mut strings =
+            b"\0int\0char\0task_struct\0pid\0tgid\0comm\0flags\0a\0__ARRAY_SIZE_TYPE__\0".to_vec();
         let s = |name: &str, strings: &[u8]| -> u32 {
             let needle: Vec<u8> = [name.as_bytes(), b"\0"].concat();
-            strings.windows(needle.len()).position(|w| w == needle.as_slice()).map(|p| p as u32).unwrap()
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+                .map(|p| p as u32)
+                .unwrap()
         };
         let mut types: Vec<u32> = Vec::new();
-        let info = |kind: u32, vlen: u32, kflag: bool| (kind << 24) | vlen | (u32::from(kflag) << 31);
+        let info =
+            |kind: u32, vlen: u32, kflag: bool| (kind << 24) | vlen | (u32::from(kflag) << 31);
         // 1: int (INT, size 4, encoding signed, 32 bits)
         types.extend([s("int", &strings), info(1, 0, false), 4, (1 << 24) | 32]);
         // 2: char (INT, size 1, 8 bits)
@@ -240,7 +279,13 @@ mod tests {
         blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         blob.push(1); // version
         blob.push(0); // flags
-        for v in [24u32, 0, type_bytes.len() as u32, type_bytes.len() as u32, strings.len() as u32] {
+        for v in [
+            24u32,
+            0,
+            type_bytes.len() as u32,
+            type_bytes.len() as u32,
+            strings.len() as u32,
+        ] {
             blob.extend_from_slice(&v.to_le_bytes());
         }
         blob.extend_from_slice(&type_bytes);
@@ -251,14 +296,29 @@ mod tests {
     #[test]
     fn task_offsets_from_a_small_blob() {
         let t = task_offsets(&sample()).unwrap();
-        assert_eq!(t, TaskOffsets { pid: 8, tgid: 12, comm: 32, comm_len: 16, pcpu_hot_current_task: None });
+        assert_eq!(
+            t,
+            TaskOffsets {
+                pid: 8,
+                tgid: 12,
+                comm: 32,
+                comm_len: 16,
+                pcpu_hot_current_task: None
+            }
+        );
     }
 
     #[test]
     fn missing_struct_member_and_bitfields_are_errors() {
         let btf = Btf::parse(&sample()).unwrap();
-        assert!(matches!(btf.member("mm_struct", "pgd"), Err(BtfError::NoStruct(_))));
-        assert!(matches!(btf.member("task_struct", "nope"), Err(BtfError::NoMember { .. })));
+        assert!(matches!(
+            btf.member("mm_struct", "pgd"),
+            Err(BtfError::NoStruct(_))
+        ));
+        assert!(matches!(
+            btf.member("task_struct", "nope"),
+            Err(BtfError::NoMember { .. })
+        ));
         let bf = btf.member("flags", "a");
         assert!(matches!(bf, Err(BtfError::Bitfield { .. })), "{bf:?}");
     }
@@ -267,7 +327,10 @@ mod tests {
     fn damaged_blobs_are_errors_not_panics() {
         let blob = sample();
         assert!(matches!(task_offsets(&[]), Err(BtfError::Parse { .. })));
-        assert!(matches!(task_offsets(b"not btf at all, not btf at all"), Err(BtfError::Parse { .. })));
+        assert!(matches!(
+            task_offsets(b"not btf at all, not btf at all"),
+            Err(BtfError::Parse { .. })
+        ));
         for cut in [10, 24, 40, blob.len() - 1] {
             assert!(task_offsets(&blob[..cut]).is_err(), "truncated at {cut}");
         }

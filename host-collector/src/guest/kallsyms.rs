@@ -70,7 +70,9 @@ impl Kallsyms {
             else {
                 continue;
             };
-            let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
             if addr == 0 {
                 continue;
             }
@@ -85,7 +87,11 @@ impl Kallsyms {
             });
         }
         if symbols.is_empty() {
-            return Err(if lines > 0 { KallsymsError::AllZero { lines } } else { KallsymsError::Empty });
+            return Err(if lines > 0 {
+                KallsymsError::AllZero { lines }
+            } else {
+                KallsymsError::Empty
+            });
         }
         // Stable sort keeps kallsyms order among aliases at one address; prefer
         // text symbols by placing them last, so a lookup lands on them.
@@ -189,7 +195,10 @@ ffffffffc0400000 t virtio_dev_probe\t[virtio]
         assert_eq!(r.symbol.name, "alloc_fd");
         assert_eq!(r.offset, 0x4e);
         assert_eq!(r.to_string(), "alloc_fd+0x4e");
-        assert_eq!(k.resolve(0xffffffffc0400010).unwrap().to_string(), "virtio_dev_probe+0x10 [virtio]");
+        assert_eq!(
+            k.resolve(0xffffffffc0400010).unwrap().to_string(),
+            "virtio_dev_probe+0x10 [virtio]"
+        );
     }
 
     #[test]
@@ -204,7 +213,10 @@ ffffffffc0400000 t virtio_dev_probe\t[virtio]
         let k = Kallsyms::parse(SAMPLE).unwrap();
         assert!(k.by_name("fixed_percpu_data").is_none());
         let hidden = "0000000000000000 T _text\n0000000000000000 T alloc_fd\n";
-        assert!(matches!(Kallsyms::parse(hidden), Err(KallsymsError::AllZero { lines: 2 })));
+        assert!(matches!(
+            Kallsyms::parse(hidden),
+            Err(KallsymsError::AllZero { lines: 2 })
+        ));
         assert!(matches!(Kallsyms::parse(""), Err(KallsymsError::Empty)));
     }
 
@@ -226,7 +238,10 @@ ffffffffc0400000 t virtio_dev_probe\t[virtio]
             0xffffffffa52b6c40, // do_sys_openat2
         ];
         let frames = k.symbolize_stack(&stack);
-        assert_eq!(frames, vec!["_raw_spin_lock+0x5", "alloc_fd+0x4e", "do_sys_openat2+0x40"]);
+        assert_eq!(
+            frames,
+            vec!["_raw_spin_lock+0x5", "alloc_fd+0x4e", "do_sys_openat2+0x40"]
+        );
         assert_eq!(frame_function(&frames[1]), "alloc_fd");
     }
 
@@ -234,6 +249,9 @@ ffffffffc0400000 t virtio_dev_probe\t[virtio]
     fn unknown_frames_stay_as_addresses() {
         let k = Kallsyms::parse(SAMPLE).unwrap();
         let frames = k.symbolize_stack(&[0xffffffffa52b6a5e, 0x42]);
-        assert_eq!(frames, vec!["alloc_fd+0x4e".to_string(), "0x42".to_string()]);
+        assert_eq!(
+            frames,
+            vec!["alloc_fd+0x4e".to_string(), "0x42".to_string()]
+        );
     }
 }

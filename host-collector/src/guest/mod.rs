@@ -3,5 +3,5 @@
 //! - [`kallsyms`]: the guest's `/proc/kallsyms`, for symbolizing kernel addresses
 //!   at their run-time (KASLR-shifted) location.
 
-pub mod kallsyms;
 pub mod btf;
+pub mod kallsyms;

@@ -44,7 +44,13 @@ pub fn render(markdown: &str, figures: &[Figure]) -> String {
                 md.push_str(&format!("\n<div data-figure=\"{i}\"></div>\n\n"));
             }
             let heading = line.trim_start_matches("## ");
-            pending.extend(figures.iter().enumerate().filter(|(_, f)| heading.starts_with(&f.after_heading)).map(|(i, _)| i));
+            pending.extend(
+                figures
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| heading.starts_with(&f.after_heading))
+                    .map(|(i, _)| i),
+            );
         }
         md.push_str(line);
         md.push('\n');
@@ -55,12 +61,24 @@ pub fn render(markdown: &str, figures: &[Figure]) -> String {
     let mut body = String::new();
     html::push_html(&mut body, Parser::new_ext(&md, opts));
     for (i, f) in figures.iter().enumerate() {
-        body = body.replace(&format!("<div data-figure=\"{i}\"></div>"), &format!("<figure>{}</figure>", f.svg));
+        body = body.replace(
+            &format!("<div data-figure=\"{i}\"></div>"),
+            &format!("<figure>{}</figure>", f.svg),
+        );
     }
     let body = body
-        .replace("<strong>confirmed</strong>", "<span class=\"verdict-confirmed\">confirmed</span>")
-        .replace("<strong>contradicted</strong>", "<span class=\"verdict-contradicted\">contradicted</span>")
-        .replace("<strong>not tested</strong>", "<span class=\"verdict-not-tested\">not tested</span>");
+        .replace(
+            "<strong>confirmed</strong>",
+            "<span class=\"verdict-confirmed\">confirmed</span>",
+        )
+        .replace(
+            "<strong>contradicted</strong>",
+            "<span class=\"verdict-contradicted\">contradicted</span>",
+        )
+        .replace(
+            "<strong>not tested</strong>",
+            "<span class=\"verdict-not-tested\">not tested</span>",
+        );
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>guestscope report</title>\
          <style>{STYLE}</style></head><body>\n{body}</body></html>\n"
@@ -74,7 +92,13 @@ mod tests {
     #[test]
     fn figures_land_at_the_end_of_their_section_and_nothing_is_fetched() {
         let md = "# R\n\n## Boot time\n\ntext\n\n## Other\n\n| a | b |\n|---|---|\n| 1 | 2 |\n";
-        let page = render(md, &[Figure { after_heading: "Boot".into(), svg: "<svg id=\"x\"></svg>".into() }]);
+        let page = render(
+            md,
+            &[Figure {
+                after_heading: "Boot".into(),
+                svg: "<svg id=\"x\"></svg>".into(),
+            }],
+        );
         let fig = page.find("<figure><svg id=\"x\">").unwrap();
         assert!(page.find("<p>text</p>").unwrap() < fig);
         assert!(fig < page.find("<h2>Other</h2>").unwrap());

@@ -21,7 +21,12 @@ pub struct WholeLines {
 impl WholeLines {
     /// Writes whole lines to `file` (empty, just created).
     pub fn new(file: File) -> WholeLines {
-        WholeLines { file, buf: Vec::with_capacity(BUFFER), committed: 0, failed: None }
+        WholeLines {
+            file,
+            buf: Vec::with_capacity(BUFFER),
+            committed: 0,
+            failed: None,
+        }
     }
 
     /// Bytes of whole lines written so far.
@@ -35,7 +40,9 @@ impl WholeLines {
         if let Some(kind) = self.failed {
             return Err(io::Error::new(kind, "an earlier write failed"));
         }
-        let Some(end) = self.buf.iter().rposition(|&b| b == b'\n').map(|i| i + 1) else { return Ok(()) };
+        let Some(end) = self.buf.iter().rposition(|&b| b == b'\n').map(|i| i + 1) else {
+            return Ok(());
+        };
         let mut written = 0;
         while written < end {
             match self.file.write(&self.buf[written..end]) {
@@ -53,7 +60,10 @@ impl WholeLines {
     /// After `written` bytes of the buffer reached the file and then `e`: keeps the
     /// complete lines among them, cuts the rest, and stops writing.
     fn fail(&mut self, written: usize, e: io::Error) -> io::Error {
-        let whole = self.buf[..written].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let whole = self.buf[..written]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         self.committed += whole as u64;
         self.failed = Some(e.kind());
         let _ = self.file.set_len(self.committed);
@@ -143,7 +153,10 @@ mod tests {
         }
         let err = err.expect("64 KiB filled up");
         assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
-        assert!(w.write_all(b"more\n").is_err(), "nothing is written after a failure");
+        assert!(
+            w.write_all(b"more\n").is_err(),
+            "nothing is written after a failure"
+        );
         let committed = w.committed();
         drop(w);
         let text = std::fs::read_to_string(&path).unwrap();

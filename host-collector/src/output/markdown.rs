@@ -25,7 +25,11 @@ pub fn render(s: &Summary) -> String {
         r.memory_mb,
         r.wall_s,
         r.outcome.how,
-        r.outcome.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+        r.outcome
+            .detail
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
     );
 
     if !r.outcome.complete {
@@ -34,10 +38,17 @@ pub fn render(s: &Summary) -> String {
             md,
             "The run ended before the agent's final record: **{}**{}. Everything received until then is in this report and in `events.jsonl`.\n",
             r.outcome.how,
-            r.outcome.detail.as_deref().map(|d| format!(": `{}`", d.replace('`', "'"))).unwrap_or_default()
+            r.outcome
+                .detail
+                .as_deref()
+                .map(|d| format!(": `{}`", d.replace('`', "'")))
+                .unwrap_or_default()
         );
         if !r.outcome.console.is_empty() {
-            let _ = writeln!(md, "The guest console at the end (`serial.log` has all of it):\n\n```");
+            let _ = writeln!(
+                md,
+                "The guest console at the end (`serial.log` has all of it):\n\n```"
+            );
             for l in &r.outcome.console {
                 let _ = writeln!(md, "{l}");
             }
@@ -46,10 +57,23 @@ pub fn render(s: &Summary) -> String {
     }
     if !s.claims.is_empty() {
         let _ = writeln!(md, "## Claims check\n");
-        let _ = writeln!(md, "Each conclusion of the seed lab, decided by this run's measurements.\n");
-        let _ = writeln!(md, "| § | the lab's claim | verdict | evidence from this run |\n|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "Each conclusion of the seed lab, decided by this run's measurements.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| § | the lab's claim | verdict | evidence from this run |\n|---|---|---|---|"
+        );
         for c in &s.claims {
-            let _ = writeln!(md, "| {} | {} | **{}** | {} |", c.section, c.claim, c.verdict.as_str(), c.evidence.replace('|', "\\|"));
+            let _ = writeln!(
+                md,
+                "| {} | {} | **{}** | {} |",
+                c.section,
+                c.claim,
+                c.verdict.as_str(),
+                c.evidence.replace('|', "\\|")
+            );
         }
         let _ = writeln!(md);
     }
@@ -68,25 +92,39 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(md, "| {name} | {} |", opt_s(v));
     }
     if let Some(k) = b.init_start_kernel_s {
-        let _ = writeln!(md, "\nThe kernel's own clock read {k:.3} s when init started.");
+        let _ = writeln!(
+            md,
+            "\nThe kernel's own clock read {k:.3} s when init started."
+        );
     }
     if let Some(f) = &b.fatal {
         let _ = writeln!(md, "\n**Fatal console message:** `{f}`");
     }
 
     let _ = writeln!(md, "\n## Probes\n");
-    let _ = writeln!(md, "| probe | attached to | method | matched | emitted | lost (ring full) | no stack | skipped (nested) | note |\n|---|---|---|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        md,
+        "| probe | attached to | method | matched | emitted | lost (ring full) | no stack | skipped (nested) | note |\n|---|---|---|---:|---:|---:|---:|---:|---|"
+    );
     for p in &s.probes {
         let c = p.counters.unwrap_or_default();
         let n = |v: u64| {
-            if p.counters.is_some() { v.to_string() } else { "—".into() }
+            if p.counters.is_some() {
+                v.to_string()
+            } else {
+                "—".into()
+            }
         };
         let _ = writeln!(
             md,
             "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
             p.name,
             p.attach.target,
-            if p.attach.attached { p.attach.method.as_str() } else { "not attached" },
+            if p.attach.attached {
+                p.attach.method.as_str()
+            } else {
+                "not attached"
+            },
             n(c.matched),
             n(c.emitted),
             n(c.ring_full),
@@ -100,18 +138,42 @@ pub fn render(s: &Summary) -> String {
     let st = &s.stream;
     let _ = writeln!(md, "\n## Coverage and losses\n");
     let _ = writeln!(md, "| what | count |\n|---|---:|");
-    let _ = writeln!(md, "| events received by the collector | {} |", st.events_received);
+    let _ = writeln!(
+        md,
+        "| events received by the collector | {} |",
+        st.events_received
+    );
     if let Some(sent) = l.events_sent {
         let _ = writeln!(md, "| events sent by the agent | {sent} |");
     }
     if let Some(m) = l.events_missing {
         let _ = writeln!(md, "| events sent but not received | {m} |");
     }
-    let _ = writeln!(md, "| events lost in the kernel (ring buffer full) | {} |", l.ring_full);
-    let _ = writeln!(md, "| events without a stack (stack walk failed) | {} |", l.stack_failed);
-    let _ = writeln!(md, "| probe hits skipped (another probe running on the CPU) | {} |", l.nested);
-    let _ = writeln!(md, "| stream records missing (sequence gaps) | {} in {} gaps |", st.seq.missing, st.seq.gaps);
-    let _ = writeln!(md, "| duplicate records dropped (resent after a reconnection) | {} |", st.seq.duplicates);
+    let _ = writeln!(
+        md,
+        "| events lost in the kernel (ring buffer full) | {} |",
+        l.ring_full
+    );
+    let _ = writeln!(
+        md,
+        "| events without a stack (stack walk failed) | {} |",
+        l.stack_failed
+    );
+    let _ = writeln!(
+        md,
+        "| probe hits skipped (another probe running on the CPU) | {} |",
+        l.nested
+    );
+    let _ = writeln!(
+        md,
+        "| stream records missing (sequence gaps) | {} in {} gaps |",
+        st.seq.missing, st.seq.gaps
+    );
+    let _ = writeln!(
+        md,
+        "| duplicate records dropped (resent after a reconnection) | {} |",
+        st.seq.duplicates
+    );
     let link = &st.link;
     let _ = writeln!(
         md,
@@ -124,13 +186,35 @@ pub fn render(s: &Summary) -> String {
         "| events dropped by the agent (link down past its spool bound) | {} in {} records |",
         l.spool_dropped_events, l.spool_dropped_records
     );
-    let _ = writeln!(md, "| connections refused (not this run's agent) | {} |", link.refused.len());
-    let _ = writeln!(md, "| events attributed to no workload | {} |", st.events_unattributed);
-    let counted: Vec<_> = s.probes.iter().filter(|p| p.counters.is_some_and(|c| c.matched > 0)).collect();
+    let _ = writeln!(
+        md,
+        "| connections refused (not this run's agent) | {} |",
+        link.refused.len()
+    );
+    let _ = writeln!(
+        md,
+        "| events attributed to no workload | {} |",
+        st.events_unattributed
+    );
+    let counted: Vec<_> = s
+        .probes
+        .iter()
+        .filter(|p| p.counters.is_some_and(|c| c.matched > 0))
+        .collect();
     if !counted.is_empty() {
-        let ring = if r.events_ring_bytes > 0 { format!(" (ring buffer: {} KiB)", r.events_ring_bytes / 1024) } else { String::new() };
-        let _ = writeln!(md, "\nPer probe, every hit of a traced process is received, counted as lost in the kernel{ring}, or counted as dropped by the agent:\n");
-        let _ = writeln!(md, "| probe | hits (matched) | received | lost (ring full) | dropped (link down) | unaccounted |\n|---|---:|---:|---:|---:|---:|");
+        let ring = if r.events_ring_bytes > 0 {
+            format!(" (ring buffer: {} KiB)", r.events_ring_bytes / 1024)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            md,
+            "\nPer probe, every hit of a traced process is received, counted as lost in the kernel{ring}, or counted as dropped by the agent:\n"
+        );
+        let _ = writeln!(
+            md,
+            "| probe | hits (matched) | received | lost (ring full) | dropped (link down) | unaccounted |\n|---|---:|---:|---:|---:|---:|"
+        );
         for p in counted {
             let c = p.counters.unwrap_or_default();
             let _ = writeln!(
@@ -146,13 +230,20 @@ pub fn render(s: &Summary) -> String {
         }
     }
     if !link.outages.is_empty() {
-        let _ = writeln!(md, "\nThe link to the agent was lost {} time(s):\n", link.outages.len());
+        let _ = writeln!(
+            md,
+            "\nThe link to the agent was lost {} time(s):\n",
+            link.outages.len()
+        );
         for o in &link.outages {
             let restored = match (o.restored_host_s, o.gap_s) {
                 (Some(r), Some(g)) => format!("restored at {r:.2} s ({g:.2} s without the link)"),
                 _ => "never restored".into(),
             };
-            let resumed = o.resumed_from.map(|s| format!("; the agent resent from record {s}")).unwrap_or_default();
+            let resumed = o
+                .resumed_from
+                .map(|s| format!("; the agent resent from record {s}"))
+                .unwrap_or_default();
             let agent = o
                 .agent
                 .as_ref()
@@ -180,11 +271,18 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(md, "\nThe stream ended with an error: `{e}`.");
     }
     if let Some(rate) = st.events_per_s {
-        let _ = writeln!(md, "\n{} records, {} bytes; {:.0} events/s while workloads ran (guest clock).", st.records, st.bytes, rate);
+        let _ = writeln!(
+            md,
+            "\n{} records, {} bytes; {:.0} events/s while workloads ran (guest clock).",
+            st.records, st.bytes, rate
+        );
     }
 
     let _ = writeln!(md, "\n## Workloads\n");
-    let _ = writeln!(md, "| workload | pid | exit | duration (guest) | spin_lock | alloc_fd | page_fault_user | page_fault_kernel |\n|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| workload | pid | exit | duration (guest) | spin_lock | alloc_fd | page_fault_user | page_fault_kernel |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for w in &s.workloads {
         let e = |k: &str| w.events.get(k).copied().unwrap_or(0);
         let _ = writeln!(
@@ -192,27 +290,47 @@ pub fn render(s: &Summary) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             w.name,
             w.pid,
-            w.status.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
-            w.duration_ms.map(|d| format!("{d:.1} ms")).unwrap_or_else(|| "—".into()),
+            w.status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "—".into()),
+            w.duration_ms
+                .map(|d| format!("{d:.1} ms"))
+                .unwrap_or_else(|| "—".into()),
             e("spin_lock"),
             e("alloc_fd"),
             e("page_fault_user"),
             e("page_fault_kernel")
         );
     }
-    let _ = writeln!(md, "\n## Workload details\n\nThe most frequent kernel stacks of each workload, per probe; every event is in `events.jsonl`.");
+    let _ = writeln!(
+        md,
+        "\n## Workload details\n\nThe most frequent kernel stacks of each workload, per probe; every event is in `events.jsonl`."
+    );
     for w in &s.workloads {
         let _ = writeln!(md, "\n### {} (`{}`)\n", w.name, w.argv.join(" "));
         if w.pids.len() > 1 {
-            let _ = writeln!(md, "Events came from pids {:?} (the workload and its children).\n", w.pids);
+            let _ = writeln!(
+                md,
+                "Events came from pids {:?} (the workload and its children).\n",
+                w.pids
+            );
         }
         if !w.named_locks.is_empty() {
-            let locks: Vec<String> = w.named_locks.iter().map(|(k, v)| format!("`{k}` ×{v}")).collect();
+            let locks: Vec<String> = w
+                .named_locks
+                .iter()
+                .map(|(k, v)| format!("`{k}` ×{v}"))
+                .collect();
             let _ = writeln!(md, "Named locks taken: {}.\n", locks.join(", "));
         }
         for (probe, stacks) in &w.top_stacks {
             let total = w.events.get(probe).copied().unwrap_or(0);
-            let _ = writeln!(md, "**{probe}**: top {} of {} events' stacks\n", stacks.len(), total);
+            let _ = writeln!(
+                md,
+                "**{probe}**: top {} of {} events' stacks\n",
+                stacks.len(),
+                total
+            );
             for st in stacks {
                 let _ = writeln!(md, "{} events:\n```", st.count);
                 if st.frames.is_empty() {
@@ -252,22 +370,69 @@ pub fn render(s: &Summary) -> String {
 
 fn render_experiments(md: &mut String, s: &Summary) {
     if let Some(b) = &s.experiments.boot {
-        let _ = writeln!(md, "\n## Boot time: wall clock versus kernel clock (seed §3.4)\n");
-        let _ = writeln!(md, "| boot | first byte | kernel banner | init | init (kernel clock) | agent hello | agent hello (kernel clock) |\n|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "\n## Boot time: wall clock versus kernel clock (seed §3.4)\n"
+        );
+        let _ = writeln!(
+            md,
+            "| boot | first byte | kernel banner | init | init (kernel clock) | agent hello | agent hello (kernel clock) |\n|---:|---:|---:|---:|---:|---:|---:|"
+        );
         let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "—".into());
         for x in &b.samples {
-            let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} | {} |", x.boot, f(x.first_byte_s), f(x.kernel_banner_s), f(x.init_s), f(x.init_kernel_s), f(x.agent_hello_s), f(x.agent_hello_kernel_s));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                x.boot,
+                f(x.first_byte_s),
+                f(x.kernel_banner_s),
+                f(x.init_s),
+                f(x.init_kernel_s),
+                f(x.agent_hello_s),
+                f(x.agent_hello_kernel_s)
+            );
         }
-        let st = |s: Option<crate::experiments::boot::Stat>| s.map(|s| format!("{:.3} ± {:.3} s", s.mean, s.sd)).unwrap_or_else(|| "—".into());
-        let _ = writeln!(md, "\nAll times in seconds; host times from QEMU's launch; the agent's hello is its first record on the stream, stamped with the guest's CLOCK_MONOTONIC.\n");
+        let st = |s: Option<crate::experiments::boot::Stat>| {
+            s.map(|s| format!("{:.3} ± {:.3} s", s.mean, s.sd))
+                .unwrap_or_else(|| "—".into())
+        };
+        let _ = writeln!(
+            md,
+            "\nAll times in seconds; host times from QEMU's launch; the agent's hello is its first record on the stream, stamped with the guest's CLOCK_MONOTONIC.\n"
+        );
         let _ = writeln!(md, "| phase | mean ± sd |\n|---|---:|");
-        let _ = writeln!(md, "| wall clock to agent hello | {} |", st(b.wall_to_hello));
-        let _ = writeln!(md, "| kernel clock at agent hello | {} |", st(b.kernel_at_hello));
+        let _ = writeln!(
+            md,
+            "| wall clock to agent hello | {} |",
+            st(b.wall_to_hello)
+        );
+        let _ = writeln!(
+            md,
+            "| kernel clock at agent hello | {} |",
+            st(b.kernel_at_hello)
+        );
         let _ = writeln!(md, "| gap (wall − kernel) | {} |", st(b.gap));
-        let _ = writeln!(md, "| before the kernel clock starts (firmware, load, decompress) | {} |", st(b.before_kernel_clock));
-        let _ = writeln!(md, "| clock drift from banner to init (host − kernel) | {} |", st(b.drift_to_init));
-        let _ = writeln!(md, "| user space, init → agent hello | {} |", st(b.userspace));
-        if let (Some(x), Some(pre), Some(gap), Some(drift)) = (b.explained_by_pre_kernel, b.before_kernel_clock, b.gap, b.drift_to_init) {
+        let _ = writeln!(
+            md,
+            "| before the kernel clock starts (firmware, load, decompress) | {} |",
+            st(b.before_kernel_clock)
+        );
+        let _ = writeln!(
+            md,
+            "| clock drift from banner to init (host − kernel) | {} |",
+            st(b.drift_to_init)
+        );
+        let _ = writeln!(
+            md,
+            "| user space, init → agent hello | {} |",
+            st(b.userspace)
+        );
+        if let (Some(x), Some(pre), Some(gap), Some(drift)) = (
+            b.explained_by_pre_kernel,
+            b.before_kernel_clock,
+            b.gap,
+            b.drift_to_init,
+        ) {
             let _ = writeln!(
                 md,
                 "\nThe {:.2} s that pass before the kernel's clock starts account for {:.0}% of the {:.2} s gap; while the kernel \
@@ -281,7 +446,10 @@ fn render_experiments(md: &mut String, s: &Summary) {
     }
     if !s.experiments.pci.is_empty() {
         let _ = writeln!(md, "\n## PCI devices (seed §3.5)\n");
-        let _ = writeln!(md, "| slot | vendor:device | class | class name | vendor | device | discovered by the kernel |\n|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| slot | vendor:device | class | class name | vendor | device | discovered by the kernel |\n|---|---|---|---|---|---|---|"
+        );
         for d in &s.experiments.pci {
             let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
             let _ = writeln!(
@@ -293,7 +461,10 @@ fn render_experiments(md: &mut String, s: &Summary) {
                 o(&d.subclass_name.clone().or_else(|| d.class_name.clone())),
                 o(&d.vendor_name),
                 o(&d.device_name),
-                d.dmesg.as_deref().map(|l| format!("`{l}`")).unwrap_or_else(|| "—".into())
+                d.dmesg
+                    .as_deref()
+                    .map(|l| format!("`{l}`"))
+                    .unwrap_or_else(|| "—".into())
             );
         }
     }
@@ -310,15 +481,33 @@ fn render_experiments(md: &mut String, s: &Summary) {
          names (the rule table is in `host-collector/src/experiments/classify.rs`).\n"
     );
     let classes = crate::experiments::classify::SPIN_LOCK_RULES.classes();
-    let _ = writeln!(md, "| workload | hits | {} |\n|---|---:|{}", classes.join(" | "), "---:|".repeat(classes.len()));
+    let _ = writeln!(
+        md,
+        "| workload | hits | {} |\n|---|---:|{}",
+        classes.join(" | "),
+        "---:|".repeat(classes.len())
+    );
     for w in &s.experiments.spin_lock {
         let cells: Vec<String> = classes
             .iter()
-            .map(|c| w.classes.iter().find(|x| x.class == *c).map(|x| x.hits.to_string()).unwrap_or_else(|| "0".into()))
+            .map(|c| {
+                w.classes
+                    .iter()
+                    .find(|x| x.class == *c)
+                    .map(|x| x.hits.to_string())
+                    .unwrap_or_else(|| "0".into())
+            })
             .collect();
-        let _ = writeln!(md, "| {} | {} | {} |", w.workload, w.hits, cells.join(" | "));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            w.workload,
+            w.hits,
+            cells.join(" | ")
+        );
     }
-    let mut locks: std::collections::BTreeMap<(&str, &str), u64> = std::collections::BTreeMap::new();
+    let mut locks: std::collections::BTreeMap<(&str, &str), u64> =
+        std::collections::BTreeMap::new();
     for w in &s.experiments.spin_lock {
         for c in &w.classes {
             for (l, n) in &c.named_locks {
@@ -327,7 +516,10 @@ fn render_experiments(md: &mut String, s: &Summary) {
         }
     }
     if !locks.is_empty() {
-        let _ = writeln!(md, "\nNamed global locks among those hits (the lock address matched a symbol in the guest's kallsyms), all workloads:\n");
+        let _ = writeln!(
+            md,
+            "\nNamed global locks among those hits (the lock address matched a symbol in the guest's kallsyms), all workloads:\n"
+        );
         let _ = writeln!(md, "| lock | class | hits |\n|---|---|---:|");
         for ((l, c), n) in &locks {
             let _ = writeln!(md, "| `{l}` | {c} | {n} |");
@@ -355,17 +547,33 @@ fn render_experiments(md: &mut String, s: &Summary) {
         }
     }
     let _ = writeln!(md, "\n## Page faults (seed §5.3)\n");
-    let _ = writeln!(md, "| workload | user faults | kernel faults | paths |\n|---|---:|---:|---|");
+    let _ = writeln!(
+        md,
+        "| workload | user faults | kernel faults | paths |\n|---|---:|---:|---|"
+    );
     for f in &s.experiments.page_faults {
         let paths: Vec<String> = f.paths.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
-        let _ = writeln!(md, "| {} | {} | {} | {} |", f.workload, f.user, f.kernel, paths.join(", "));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            f.workload,
+            f.user,
+            f.kernel,
+            paths.join(", ")
+        );
     }
 }
 
 fn render_random(md: &mut String, r: &crate::experiments::random::RandomExperiment) {
     let _ = writeln!(md, "\n## /dev/random versus /dev/urandom (seed §7)\n");
-    let us = |v: Option<f64>| v.map(|v| format!("{v:.1} µs")).unwrap_or_else(|| "—".into());
-    let _ = writeln!(md, "| workload | source | reads | errors | median | p99 | max | blocked (> 100 ms) |\n|---|---|---:|---:|---:|---:|---:|---|");
+    let us = |v: Option<f64>| {
+        v.map(|v| format!("{v:.1} µs"))
+            .unwrap_or_else(|| "—".into())
+    };
+    let _ = writeln!(
+        md,
+        "| workload | source | reads | errors | median | p99 | max | blocked (> 100 ms) |\n|---|---|---:|---:|---:|---:|---:|---|"
+    );
     for x in &r.sources {
         let _ = writeln!(
             md,
@@ -385,12 +593,18 @@ fn render_random(md: &mut String, r: &crate::experiments::random::RandomExperime
             let _ = writeln!(md, "\nThe kernel's CRNG became ready during boot: `{l}`.");
         }
         _ => {
-            let _ = writeln!(md, "\nNo CRNG-ready message was found in this boot's dmesg.");
+            let _ = writeln!(
+                md,
+                "\nNo CRNG-ready message was found in this boot's dmesg."
+            );
         }
     }
     if let (Some(c), Some(i)) = (r.crng_ready_s, r.init_kernel_s) {
         let when = if c <= i { "before" } else { "after" };
-        let _ = writeln!(md, "That was at {c:.3} s on the kernel clock, {when} the first user-space process started ({i:.3} s).");
+        let _ = writeln!(
+            md,
+            "That was at {c:.3} s on the kernel clock, {when} the first user-space process started ({i:.3} s)."
+        );
     }
     if let Some(e) = r.entropy_avail {
         let _ = writeln!(md, "`entropy_avail` read {e} at the end of the run.");
@@ -398,7 +612,11 @@ fn render_random(md: &mut String, r: &crate::experiments::random::RandomExperime
     let _ = writeln!(md, "\n{}", crate::experiments::random::explain(r));
     if let Some(s) = r.sources.iter().find(|s| !s.jitter_stack.is_empty()) {
         let _ = writeln!(md, "\nA stack from inside that read ({}):\n```", s.workload);
-        let upto = s.jitter_stack.iter().position(|f| f.starts_with(crate::experiments::random::JITTER_FN)).map_or(12, |i| i + 4);
+        let upto = s
+            .jitter_stack
+            .iter()
+            .position(|f| f.starts_with(crate::experiments::random::JITTER_FN))
+            .map_or(12, |i| i + 4);
         for f in s.jitter_stack.iter().take(upto) {
             let _ = writeln!(md, "  {f}");
         }
@@ -407,14 +625,20 @@ fn render_random(md: &mut String, r: &crate::experiments::random::RandomExperime
 }
 
 fn render_cr3(md: &mut String, runs: &[crate::output::summary::Cr3Run]) {
-    let _ = writeln!(md, "\n## CR3 at system-call entry, PTI on and off (seed §6)\n");
+    let _ = writeln!(
+        md,
+        "\n## CR3 at system-call entry, PTI on and off (seed §6)\n"
+    );
     let _ = writeln!(
         md,
         "A hardware breakpoint on `entry_SYSCALL_64` through QEMU's gdbstub; at each hit the host reads `current` \
          (per-cpu `current_task`, offsets from the guest's BTF) and resumes unless it is the workload's process; at the \
          workload's hit it records CR3, then single-steps until CR3 changes.\n"
     );
-    let _ = writeln!(md, "| boot | CPU model | guest's meltdown line | CR3 at entry | CR3 after | differing bits | switched at | `current` readable before / after | other-process hits resumed | per hit |\n|---|---|---|---|---|---|---|---|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| boot | CPU model | guest's meltdown line | CR3 at entry | CR3 after | differing bits | switched at | `current` readable before / after | other-process hits resumed | per hit |\n|---|---|---|---|---|---|---|---|---:|---:|"
+    );
     for r in runs {
         match &r.report {
             Some(c) => {
@@ -427,26 +651,55 @@ fn render_cr3(md: &mut String, runs: &[crate::output::summary::Cr3Run]) {
                     c.cr3_user,
                     c.cr3_kernel,
                     c.differing_bits,
-                    if c.pgd_switch_bit12 { " (bit 12: PTI's user/kernel PGD)" } else { "" },
-                    c.switch_at.as_deref().map(|x| format!("`{x}` after {} steps", c.steps)).unwrap_or_else(|| format!("no change in {} steps", c.steps)),
-                    if c.current_readable_before { "yes" } else { "no" },
-                    if c.current_readable_after { "yes" } else { "no" },
+                    if c.pgd_switch_bit12 {
+                        " (bit 12: PTI's user/kernel PGD)"
+                    } else {
+                        ""
+                    },
+                    c.switch_at
+                        .as_deref()
+                        .map(|x| format!("`{x}` after {} steps", c.steps))
+                        .unwrap_or_else(|| format!("no change in {} steps", c.steps)),
+                    if c.current_readable_before {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    if c.current_readable_after {
+                        "yes"
+                    } else {
+                        "no"
+                    },
                     c.resumes_other,
                     c.per_hit.median
                 );
             }
             None => {
-                let _ = writeln!(md, "| {} | {} | {} | — | — | — | {} | — | — | — |", r.label, r.cpu_model, r.meltdown.as_deref().unwrap_or("—"), r.error.as_deref().unwrap_or("no result"));
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | — | — | — | {} | — | — | — |",
+                    r.label,
+                    r.cpu_model,
+                    r.meltdown.as_deref().unwrap_or("—"),
+                    r.error.as_deref().unwrap_or("no result")
+                );
             }
         }
     }
-    if let Some(c) = runs.iter().filter_map(|r| r.report.as_ref()).find(|c| !c.current_readable_before) {
+    if let Some(c) = runs
+        .iter()
+        .filter_map(|r| r.report.as_ref())
+        .find(|c| !c.current_readable_before)
+    {
         let _ = writeln!(
             md,
             "\nUnder PTI the user page tables do not map the kernel's per-cpu data, so reading `current` at the entry fails{} — \
              the memory error the lab saw before `SWITCH_TO_KERNEL_CR3`. It is not the MMU \"updating permissions\": the CR3 switch \
              installs page tables that map the kernel.",
-            c.current_error_before.as_deref().map(|e| format!(" (`{e}`)")).unwrap_or_default()
+            c.current_error_before
+                .as_deref()
+                .map(|e| format!(" (`{e}`)"))
+                .unwrap_or_default()
         );
     }
 }
@@ -459,24 +712,50 @@ fn render_support(md: &mut String, s: &Summary) {
         Some(false) => "no",
         None => "not tried",
     };
-    let _ = writeln!(md, "## Guest kernel support
-");
+    let _ = writeln!(
+        md,
+        "## Guest kernel support
+"
+    );
     let _ = writeln!(md, "| feature | available |\n|---|---|");
-    let _ = writeln!(md, "| BTF (`/sys/kernel/btf/vmlinux`) | {} |", if k.btf { "yes" } else { "no" });
+    let _ = writeln!(
+        md,
+        "| BTF (`/sys/kernel/btf/vmlinux`) | {} |",
+        if k.btf { "yes" } else { "no" }
+    );
     let _ = writeln!(md, "| fentry (spin_lock probe) | {} |", yes_no(k.fentry));
     let _ = writeln!(md, "| kprobes | {} |", yes_no(k.kprobes));
-    let _ = writeln!(md, "| tracepoints (exceptions:page_fault_*) | {} |", yes_no(k.tracepoints));
+    let _ = writeln!(
+        md,
+        "| tracepoints (exceptions:page_fault_*) | {} |",
+        yes_no(k.tracepoints)
+    );
     for c in &k.symbols {
-        let _ = writeln!(md, "| symbol `{}` ({}) | {} |", c.symbol, c.needed_by, yes_no(c.present));
+        let _ = writeln!(
+            md,
+            "| symbol `{}` ({}) | {} |",
+            c.symbol,
+            c.needed_by,
+            yes_no(c.present)
+        );
     }
-    let _ = writeln!(md, "\nProbes: {}.\n", k.probes.join("; ").replace('|', "\\|"));
+    let _ = writeln!(
+        md,
+        "\nProbes: {}.\n",
+        k.probes.join("; ").replace('|', "\\|")
+    );
     if s.skipped.is_empty() {
         let _ = writeln!(md, "Every experiment ran.\n");
     } else {
         let _ = writeln!(md, "### Skipped\n");
         let _ = writeln!(md, "| experiment | why |\n|---|---|");
         for x in &s.skipped {
-            let _ = writeln!(md, "| {} | {} |", x.experiment, x.reason.replace('|', "\\|"));
+            let _ = writeln!(
+                md,
+                "| {} | {} |",
+                x.experiment,
+                x.reason.replace('|', "\\|")
+            );
         }
         let _ = writeln!(md);
     }
@@ -492,23 +771,52 @@ fn render_timeline(md: &mut String, s: &Summary) {
     );
     let p = &t.probes;
     let _ = writeln!(md, "| clock sync | value |\n|---|---:|");
-    let _ = writeln!(md, "| probes sent / answered / given up | {} / {} / {} |", p.sent, p.answered, p.unanswered);
+    let _ = writeln!(
+        md,
+        "| probes sent / answered / given up | {} / {} / {} |",
+        p.sent, p.answered, p.unanswered
+    );
     if let Some(f) = &t.fit {
-        let _ = writeln!(md, "| round trips, over guest time | {} over {:.2} s |", f.samples, f.span_ns as f64 / 1e9);
-        let _ = writeln!(md, "| shortest round trip | {:.1} µs |", f.best_rtt_ns as f64 / 1e3);
+        let _ = writeln!(
+            md,
+            "| round trips, over guest time | {} over {:.2} s |",
+            f.samples,
+            f.span_ns as f64 / 1e9
+        );
+        let _ = writeln!(
+            md,
+            "| shortest round trip | {:.1} µs |",
+            f.best_rtt_ns as f64 / 1e3
+        );
         let _ = writeln!(
             md,
             "| one line through every window | {} |",
-            if f.consistent { "yes" } else { "**no**: the samples contradict one offset and drift" }
+            if f.consistent {
+                "yes"
+            } else {
+                "**no**: the samples contradict one offset and drift"
+            }
         );
         let _ = writeln!(md, "| offset (host − guest) | {:.6} s |", f.offset_ns / 1e9);
         let _ = writeln!(md, "| drift | {:+.2} ppm |", f.drift * 1e6);
-        let _ = writeln!(md, "| error bound of a mapped time | ±{:.1} µs |", f.error_bound_ns / 1e3);
+        let _ = writeln!(
+            md,
+            "| error bound of a mapped time | ±{:.1} µs |",
+            f.error_bound_ns / 1e3
+        );
     }
     if t.holds > 0 {
-        let _ = writeln!(md, "| gdbstub holds (guest clock stopped) | {} holds, {:.1} ms |", t.holds, t.held_ms);
+        let _ = writeln!(
+            md,
+            "| gdbstub holds (guest clock stopped) | {} holds, {:.1} ms |",
+            t.holds, t.held_ms
+        );
         if let Some(naive) = t.error_bound_ignoring_holds_ns {
-            let _ = writeln!(md, "| the same fit with the holds ignored | ±{:.1} µs |", naive / 1e3);
+            let _ = writeln!(
+                md,
+                "| the same fit with the holds ignored | ±{:.1} µs |",
+                naive / 1e3
+            );
         }
     }
     let Some(sr) = &t.snapshots else { return };
@@ -556,7 +864,13 @@ fn render_timeline(md: &mut String, s: &Summary) {
         let Some(snap) = run.snapshots.get(m.snapshot) else {
             continue;
         };
-        let reg = |n: &str| snap.registers.iter().find(|(r, _)| r == n).map(|(_, v)| format!("{v:#x}")).unwrap_or_default();
+        let reg = |n: &str| {
+            snap.registers
+                .iter()
+                .find(|(r, _)| r == n)
+                .map(|(_, v)| format!("{v:#x}"))
+                .unwrap_or_default()
+        };
         let _ = writeln!(
             md,
             "| {} | {:.6} | {} | {} | {} | {} | {} | {} | {} ({}, {:+.1}) | {} | {} |",
@@ -571,8 +885,13 @@ fn render_timeline(md: &mut String, s: &Summary) {
             m.probe,
             m.pids.1,
             m.delta_us,
-            m.same_call.map_or_else(|| "—".into(), |(tid, d)| format!("{tid}, {d:+.1}")),
-            if m.agree && m.same_call.is_some_and(|(tid, _)| tid == m.pids.0) { "yes" } else { "**no**" }
+            m.same_call
+                .map_or_else(|| "—".into(), |(tid, d)| format!("{tid}, {d:+.1}")),
+            if m.agree && m.same_call.is_some_and(|(tid, _)| tid == m.pids.0) {
+                "yes"
+            } else {
+                "**no**"
+            }
         );
     }
 }

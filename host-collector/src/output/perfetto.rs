@@ -147,17 +147,30 @@ pub struct TraceWriter<W: Write> {
 }
 
 fn annotation_str(name: &str, v: &str) -> DebugAnnotation {
-    DebugAnnotation { name: Some(name.into()), string_value: Some(v.into()), ..Default::default() }
+    DebugAnnotation {
+        name: Some(name.into()),
+        string_value: Some(v.into()),
+        ..Default::default()
+    }
 }
 
 fn annotation_uint(name: &str, v: u64) -> DebugAnnotation {
-    DebugAnnotation { name: Some(name.into()), uint_value: Some(v), ..Default::default() }
+    DebugAnnotation {
+        name: Some(name.into()),
+        uint_value: Some(v),
+        ..Default::default()
+    }
 }
 
 impl<W: Write> TraceWriter<W> {
     /// Starts a trace on `out`.
     pub fn new(out: W) -> Self {
-        TraceWriter { out, tracks: BTreeMap::new(), next_uuid: 1, packets: 0 }
+        TraceWriter {
+            out,
+            tracks: BTreeMap::new(),
+            next_uuid: 1,
+            packets: 0,
+        }
     }
 
     fn packet(&mut self, p: TracePacket) -> io::Result<()> {
@@ -189,7 +202,10 @@ impl<W: Write> TraceWriter<W> {
     fn process_track(&mut self, pid: u32, name: &str) -> io::Result<u64> {
         self.track(format!("p{pid}"), |uuid| TrackDescriptor {
             uuid: Some(uuid),
-            process: Some(ProcessDescriptor { pid: Some(pid as i32), process_name: Some(name.into()) }),
+            process: Some(ProcessDescriptor {
+                pid: Some(pid as i32),
+                process_name: Some(name.into()),
+            }),
             ..Default::default()
         })
     }
@@ -199,16 +215,32 @@ impl<W: Write> TraceWriter<W> {
         self.track(format!("t{tid}"), |uuid| TrackDescriptor {
             uuid: Some(uuid),
             parent_uuid: Some(parent),
-            thread: Some(ThreadDescriptor { pid: Some(pid as i32), tid: Some(tid as i32), thread_name: Some(comm.into()) }),
+            thread: Some(ThreadDescriptor {
+                pid: Some(pid as i32),
+                tid: Some(tid as i32),
+                thread_name: Some(comm.into()),
+            }),
             ..Default::default()
         })
     }
 
     fn named_track(&mut self, name: &str) -> io::Result<u64> {
-        self.track(format!("n{name}"), |uuid| TrackDescriptor { uuid: Some(uuid), name: Some(name.into()), ..Default::default() })
+        self.track(format!("n{name}"), |uuid| TrackDescriptor {
+            uuid: Some(uuid),
+            name: Some(name.into()),
+            ..Default::default()
+        })
     }
 
-    fn event(&mut self, ts: u64, track: u64, kind: i32, name: Option<&str>, cat: &str, args: Vec<DebugAnnotation>) -> io::Result<()> {
+    fn event(
+        &mut self,
+        ts: u64,
+        track: u64,
+        kind: i32,
+        name: Option<&str>,
+        cat: &str,
+        args: Vec<DebugAnnotation>,
+    ) -> io::Result<()> {
         self.packet(TracePacket {
             timestamp: Some(ts),
             trusted_packet_sequence_id: Some(SEQ),
@@ -216,7 +248,11 @@ impl<W: Write> TraceWriter<W> {
                 debug_annotations: args,
                 r#type: Some(kind),
                 track_uuid: Some(track),
-                categories: if cat.is_empty() { vec![] } else { vec![cat.into()] },
+                categories: if cat.is_empty() {
+                    vec![]
+                } else {
+                    vec![cat.into()]
+                },
                 name: name.map(str::to_string),
             }),
             ..Default::default()
@@ -226,20 +262,40 @@ impl<W: Write> TraceWriter<W> {
     /// Writes a slice on its named track.
     pub fn slice(&mut self, s: &Slice) -> io::Result<()> {
         let t = self.named_track(&s.track)?;
-        self.event(s.start_ns, t, SLICE_BEGIN, Some(&s.name), "guestscope", vec![])?;
+        self.event(
+            s.start_ns,
+            t,
+            SLICE_BEGIN,
+            Some(&s.name),
+            "guestscope",
+            vec![],
+        )?;
         self.event(s.end_ns.max(s.start_ns), t, SLICE_END, None, "", vec![])
     }
 
     /// Writes a workload's run as a slice on its process track.
     pub fn workload(&mut self, pid: u32, name: &str, start_ns: u64, end_ns: u64) -> io::Result<()> {
         let t = self.process_track(pid, name)?;
-        self.event(start_ns, t, SLICE_BEGIN, Some(name), "workload", vec![annotation_uint("pid", pid as u64)])?;
+        self.event(
+            start_ns,
+            t,
+            SLICE_BEGIN,
+            Some(name),
+            "workload",
+            vec![annotation_uint("pid", pid as u64)],
+        )?;
         self.event(end_ns.max(start_ns), t, SLICE_END, None, "", vec![])
     }
 
     /// Writes an instant event with arguments on a named track (e.g. a gdbstub
     /// snapshot with its registers).
-    pub fn instant_on(&mut self, track: &str, ts: u64, name: &str, args: &[(String, String)]) -> io::Result<()> {
+    pub fn instant_on(
+        &mut self,
+        track: &str,
+        ts: u64,
+        name: &str,
+        args: &[(String, String)],
+    ) -> io::Result<()> {
         let t = self.named_track(track)?;
         let args = args.iter().map(|(k, v)| annotation_str(k, v)).collect();
         self.event(ts, t, INSTANT, Some(name), "snapshot", args)
@@ -247,16 +303,29 @@ impl<W: Write> TraceWriter<W> {
 
     /// Reads `events.jsonl` and writes each event as an instant on its thread's
     /// track and on its CPU's track. `to_trace_ns` maps guest ns to the trace axis.
-    pub fn events_from_jsonl<R: BufRead>(&mut self, events: R, to_trace_ns: impl Fn(u64) -> u64) -> io::Result<u64> {
+    pub fn events_from_jsonl<R: BufRead>(
+        &mut self,
+        events: R,
+        to_trace_ns: impl Fn(u64) -> u64,
+    ) -> io::Result<u64> {
         let mut n = 0;
         for line in events.lines() {
             let line = line?;
-            let Ok(e) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            let (Some(ts), Some(pid), Some(tid)) = (e["ts_ns"].as_u64(), e["pid"].as_u64(), e["tid"].as_u64()) else { continue };
+            let Ok(e) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let (Some(ts), Some(pid), Some(tid)) =
+                (e["ts_ns"].as_u64(), e["pid"].as_u64(), e["tid"].as_u64())
+            else {
+                continue;
+            };
             let probe = e["probe"].as_str().unwrap_or("event");
             let comm = e["comm"].as_str().unwrap_or("");
             let cpu = e["cpu"].as_u64().unwrap_or(0);
-            let mut args = vec![annotation_uint("cpu", cpu), annotation_str("arg", e["arg"].as_str().unwrap_or(""))];
+            let mut args = vec![
+                annotation_uint("cpu", cpu),
+                annotation_str("arg", e["arg"].as_str().unwrap_or("")),
+            ];
             if let Some(l) = e["lock"].as_str() {
                 args.push(annotation_str("lock", l));
             }
@@ -270,7 +339,14 @@ impl<W: Write> TraceWriter<W> {
             let thread = self.thread_track(pid as u32, tid as u32, comm)?;
             self.event(t, thread, INSTANT, Some(probe), "probe", args)?;
             let cpu_track = self.named_track(&format!("guest CPU {cpu}"))?;
-            self.event(t, cpu_track, INSTANT, Some(probe), "probe", vec![annotation_uint("pid", pid), annotation_uint("tid", tid)])?;
+            self.event(
+                t,
+                cpu_track,
+                INSTANT,
+                Some(probe),
+                "probe",
+                vec![annotation_uint("pid", pid), annotation_uint("tid", tid)],
+            )?;
             n += 1;
         }
         Ok(n)
@@ -304,18 +380,50 @@ not json
 "#;
         let n = w.events_from_jsonl(jsonl.as_bytes(), |t| t + 1000).unwrap();
         assert_eq!(n, 2);
-        w.instant_on("gdbstub", 1070, "cr3", &[("cr3".into(), "0x4866000".into())]).unwrap();
+        w.instant_on(
+            "gdbstub",
+            1070,
+            "cr3",
+            &[("cr3".into(), "0x4866000".into())],
+        )
+        .unwrap();
         let bytes = w.finish().unwrap();
         let trace = Trace::decode(bytes.as_slice()).unwrap();
-        let events: Vec<&TrackEvent> = trace.packet.iter().filter_map(|p| p.track_event.as_ref()).collect();
+        let events: Vec<&TrackEvent> = trace
+            .packet
+            .iter()
+            .filter_map(|p| p.track_event.as_ref())
+            .collect();
         // 2 workload slice events + 2 × 2 probe instants + 1 snapshot.
         assert_eq!(events.len(), 7);
-        let alloc = trace.packet.iter().find(|p| p.track_event.as_ref().and_then(|e| e.name.as_deref()) == Some("alloc_fd")).unwrap();
+        let alloc = trace
+            .packet
+            .iter()
+            .find(|p| p.track_event.as_ref().and_then(|e| e.name.as_deref()) == Some("alloc_fd"))
+            .unwrap();
         assert_eq!(alloc.timestamp, Some(1050));
-        let stack = &alloc.track_event.as_ref().unwrap().debug_annotations.iter().find(|a| a.name.as_deref() == Some("stack")).unwrap();
-        assert_eq!(stack.string_value.as_deref(), Some("alloc_fd+0x1\ndo_sys_openat2+0x8d"));
+        let stack = &alloc
+            .track_event
+            .as_ref()
+            .unwrap()
+            .debug_annotations
+            .iter()
+            .find(|a| a.name.as_deref() == Some("stack"))
+            .unwrap();
+        assert_eq!(
+            stack.string_value.as_deref(),
+            Some("alloc_fd+0x1\ndo_sys_openat2+0x8d")
+        );
         // Two threads of one process: one process track, two thread tracks.
-        let threads = trace.packet.iter().filter(|p| p.track_descriptor.as_ref().is_some_and(|t| t.thread.is_some())).count();
+        let threads = trace
+            .packet
+            .iter()
+            .filter(|p| {
+                p.track_descriptor
+                    .as_ref()
+                    .is_some_and(|t| t.thread.is_some())
+            })
+            .count();
         assert_eq!(threads, 2);
     }
 }

@@ -18,7 +18,11 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(0x76, 0xb7, 0xb2),
 ];
 
-fn render(width: u32, height: u32, draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>) -> Option<String> {
+fn render(
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+) -> Option<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
@@ -36,7 +40,10 @@ fn render(width: u32, height: u32, draw: impl FnOnce(&DrawingArea<SVGBackend<'_>
 type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// Draws the series legend, boxed on a light background, at `position`.
-fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<(), String> {
+fn legend<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.9))
@@ -58,10 +65,17 @@ pub fn boot_phases(b: &BootExperiment) -> Option<String> {
     }
     let max_x = rows.iter().map(|(_, t)| t[2]).fold(0.0, f64::max) * 1.05;
     let n = rows.len() as f64;
-    let labels = ["before kernel clock (firmware, load, decompress)", "kernel init", "user space to agent hello"];
+    let labels = [
+        "before kernel clock (firmware, load, decompress)",
+        "kernel init",
+        "user space to agent hello",
+    ];
     render(760, 170 + 36 * rows.len() as u32, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption("Boot phases per boot (host seconds since QEMU launch)", ("sans-serif", 16))
+            .caption(
+                "Boot phases per boot (host seconds since QEMU launch)",
+                ("sans-serif", 16),
+            )
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(60)
@@ -73,7 +87,11 @@ pub fn boot_phases(b: &BootExperiment) -> Option<String> {
             .y_labels(rows.len() + 2)
             .y_label_formatter(&|y| {
                 let i = y.round();
-                if (y - i).abs() < 1e-6 && i >= 1.0 && i <= n { format!("boot {}", i as u32) } else { String::new() }
+                if (y - i).abs() < 1e-6 && i >= 1.0 && i <= n {
+                    format!("boot {}", i as u32)
+                } else {
+                    String::new()
+                }
             })
             .x_desc("seconds")
             .draw()
@@ -88,7 +106,9 @@ pub fn boot_phases(b: &BootExperiment) -> Option<String> {
                 }))
                 .map_err(|e| e.to_string())?
                 .label(*label)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
         }
         legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
@@ -100,13 +120,28 @@ pub fn spin_lock_classes(data: &[WorkloadSpinLocks], classes: &[&str]) -> Option
     if workloads.is_empty() {
         return None;
     }
-    let count = |w: &WorkloadSpinLocks, c: &str| w.classes.iter().find(|x| x.class == c).map(|x| x.hits).unwrap_or(0);
-    let max_y = workloads.iter().flat_map(|w| classes.iter().map(|c| count(w, c))).max().unwrap_or(1).max(1) as f64 * 1.15;
+    let count = |w: &WorkloadSpinLocks, c: &str| {
+        w.classes
+            .iter()
+            .find(|x| x.class == c)
+            .map(|x| x.hits)
+            .unwrap_or(0)
+    };
+    let max_y = workloads
+        .iter()
+        .flat_map(|w| classes.iter().map(|c| count(w, c)))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.15;
     let nw = workloads.len() as f64;
     let width = 0.8 / classes.len() as f64;
     render(760, 360, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption("spin_lock hits per subsystem and workload", ("sans-serif", 16))
+            .caption(
+                "spin_lock hits per subsystem and workload",
+                ("sans-serif", 16),
+            )
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(50)
@@ -119,7 +154,11 @@ pub fn spin_lock_classes(data: &[WorkloadSpinLocks], classes: &[&str]) -> Option
             .x_labels(workloads.len())
             .x_label_formatter(&|x| {
                 let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 { names.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
             })
             .y_desc("hits")
             .draw()
@@ -129,11 +168,16 @@ pub fn spin_lock_classes(data: &[WorkloadSpinLocks], classes: &[&str]) -> Option
             chart
                 .draw_series(workloads.iter().enumerate().map(|(wi, w)| {
                     let x0 = wi as f64 - 0.4 + ci as f64 * width;
-                    Rectangle::new([(x0, 0.0), (x0 + width * 0.9, count(w, class) as f64)], color.filled())
+                    Rectangle::new(
+                        [(x0, 0.0), (x0 + width * 0.9, count(w, class) as f64)],
+                        color.filled(),
+                    )
                 }))
                 .map_err(|e| e.to_string())?
                 .label(*class)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
         }
         legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
@@ -141,8 +185,16 @@ pub fn spin_lock_classes(data: &[WorkloadSpinLocks], classes: &[&str]) -> Option
 
 /// Events per time bin for several series: `(label, [(ms since start, count)])`.
 pub fn timeline(title: &str, bin_ms: f64, series: &[(String, Vec<(f64, u64)>)]) -> Option<String> {
-    let max_x = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)).fold(0.0, f64::max) + bin_ms;
-    let max_y = series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y)).max()? as f64 * 1.15;
+    let max_x = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
+        .fold(0.0, f64::max)
+        + bin_ms;
+    let max_y = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .max()? as f64
+        * 1.15;
     render(760, 320, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 16))
@@ -160,10 +212,15 @@ pub fn timeline(title: &str, bin_ms: f64, series: &[(String, Vec<(f64, u64)>)]) 
         for (i, (label, points)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             chart
-                .draw_series(LineSeries::new(points.iter().map(|(x, y)| (*x, *y as f64)), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().map(|(x, y)| (*x, *y as f64)),
+                    color.stroke_width(2),
+                ))
                 .map_err(|e| e.to_string())?
                 .label(label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 12, y)], color.stroke_width(2))
+                });
         }
         legend(&mut chart, SeriesLabelPosition::MiddleRight)
     })
@@ -171,12 +228,27 @@ pub fn timeline(title: &str, bin_ms: f64, series: &[(String, Vec<(f64, u64)>)]) 
 
 /// A histogram of values (e.g. read latencies in µs) per series, on a log2 x axis.
 pub fn log_histogram(title: &str, unit: &str, series: &[(String, Vec<f64>)]) -> Option<String> {
-    let all: Vec<f64> = series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| *v > 0.0).collect();
+    let all: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|v| *v > 0.0)
+        .collect();
     if all.is_empty() {
         return None;
     }
-    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).log2().floor();
-    let hi = all.iter().copied().fold(0.0, f64::max).log2().ceil().max(lo + 1.0);
+    let lo = all
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .log2()
+        .floor();
+    let hi = all
+        .iter()
+        .copied()
+        .fold(0.0, f64::max)
+        .log2()
+        .ceil()
+        .max(lo + 1.0);
     let nbins = ((hi - lo) * 4.0) as usize;
     let bin = |v: f64| (((v.max(1e-9).log2() - lo) * 4.0) as usize).min(nbins - 1);
     let counts: Vec<(String, Vec<u64>)> = series
@@ -189,7 +261,12 @@ pub fn log_histogram(title: &str, unit: &str, series: &[(String, Vec<f64>)]) -> 
             (l.clone(), c)
         })
         .collect();
-    let max_y = counts.iter().flat_map(|(_, c)| c.iter().copied()).max().unwrap_or(1) as f64 * 1.15;
+    let max_y = counts
+        .iter()
+        .flat_map(|(_, c)| c.iter().copied())
+        .max()
+        .unwrap_or(1) as f64
+        * 1.15;
     render(760, 320, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 16))
@@ -214,7 +291,9 @@ pub fn log_histogram(title: &str, unit: &str, series: &[(String, Vec<f64>)]) -> 
                 }))
                 .map_err(|e| e.to_string())?
                 .label(label.clone())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
         }
         legend(&mut chart, SeriesLabelPosition::MiddleRight)
     })
@@ -226,7 +305,12 @@ mod tests {
 
     #[test]
     fn timeline_is_an_svg_with_the_series_label() {
-        let svg = timeline("t", 10.0, &[("page_fault_user".into(), vec![(0.0, 5), (10.0, 7)])]).unwrap();
+        let svg = timeline(
+            "t",
+            10.0,
+            &[("page_fault_user".into(), vec![(0.0, 5), (10.0, 7)])],
+        )
+        .unwrap();
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("page_fault_user"));
     }
@@ -240,7 +324,12 @@ mod tests {
 
     #[test]
     fn histogram_bins_every_positive_value() {
-        let svg = log_histogram("h", "µs", &[("urandom".into(), vec![1.0, 2.0, 3.0, 1000.0])]).unwrap();
+        let svg = log_histogram(
+            "h",
+            "µs",
+            &[("urandom".into(), vec![1.0, 2.0, 3.0, 1000.0])],
+        )
+        .unwrap();
         assert!(svg.contains("urandom"));
     }
 }

@@ -111,7 +111,13 @@ pub struct Cr3Run {
 impl Cr3Run {
     /// A run that could not be attempted.
     pub fn skipped(why: &str) -> Cr3Run {
-        Cr3Run { label: "skipped".into(), cpu_model: String::new(), meltdown: None, report: None, error: Some(why.into()) }
+        Cr3Run {
+            label: "skipped".into(),
+            cpu_model: String::new(),
+            meltdown: None,
+            report: None,
+            error: Some(why.into()),
+        }
     }
 }
 
@@ -282,9 +288,14 @@ pub struct WorkloadSummary {
 pub const TOP_STACKS: usize = 5;
 
 /// Builds the per-probe and per-workload parts from a session.
-pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<WorkloadSummary>, Losses, StreamStats) {
-    let counters: BTreeMap<String, ProbeCounters> =
-        session.totals.as_ref().map(|t| t.probes.iter().cloned().collect()).unwrap_or_default();
+pub fn collect<W: Write>(
+    session: &mut Session<W>,
+) -> (Vec<ProbeSummary>, Vec<WorkloadSummary>, Losses, StreamStats) {
+    let counters: BTreeMap<String, ProbeCounters> = session
+        .totals
+        .as_ref()
+        .map(|t| t.probes.iter().cloned().collect())
+        .unwrap_or_default();
     let probes = session
         .probes
         .iter()
@@ -294,7 +305,12 @@ pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<Wo
             let spool_dropped = session
                 .totals
                 .as_ref()
-                .and_then(|t| t.spool_dropped_by_probe.iter().find(|(p, _)| *p == a.probe).map(|(_, n)| *n))
+                .and_then(|t| {
+                    t.spool_dropped_by_probe
+                        .iter()
+                        .find(|(p, _)| *p == a.probe)
+                        .map(|(_, n)| *n)
+                })
                 .unwrap_or(0);
             ProbeSummary {
                 name: a.probe.clone(),
@@ -302,7 +318,8 @@ pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<Wo
                 counters: c,
                 received,
                 spool_dropped,
-                unaccounted: c.map(|c| c.matched as i64 - (received + c.ring_full + spool_dropped) as i64),
+                unaccounted: c
+                    .map(|c| c.matched as i64 - (received + c.ring_full + spool_dropped) as i64),
             }
         })
         .collect();
@@ -314,12 +331,21 @@ pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<Wo
             if !top.is_empty() {
                 top_stacks.insert(
                     kind.name().to_string(),
-                    top.into_iter().map(|(count, stack_id, frames)| StackCount { count, stack_id, frames }).collect(),
+                    top.into_iter()
+                        .map(|(count, stack_id, frames)| StackCount {
+                            count,
+                            stack_id,
+                            frames,
+                        })
+                        .collect(),
                 );
             }
         }
         let w = &session.workloads[i];
-        let duration_ms = w.exited.as_ref().map(|x| x.end_ns.saturating_sub(w.started.start_ns) as f64 / 1e6);
+        let duration_ms = w
+            .exited
+            .as_ref()
+            .map(|x| x.end_ns.saturating_sub(w.started.start_ns) as f64 / 1e6);
         workloads.push(WorkloadSummary {
             name: w.started.name.clone(),
             pid: w.started.pid,
@@ -330,10 +356,17 @@ pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<Wo
             pids: w.pids.iter().copied().collect(),
             named_locks: w.named_locks.clone(),
             top_stacks,
-            output: w.exited.as_ref().map(|x| x.output.lines().take(20).collect::<Vec<_>>().join("\n")).unwrap_or_default(),
+            output: w
+                .exited
+                .as_ref()
+                .map(|x| x.output.lines().take(20).collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default(),
         });
     }
-    let mut losses = Losses { records_missing: session.seq.missing, ..Losses::default() };
+    let mut losses = Losses {
+        records_missing: session.seq.missing,
+        ..Losses::default()
+    };
     for c in counters.values() {
         losses.ring_full += c.ring_full;
         losses.stack_failed += c.stack_failed;
@@ -343,13 +376,20 @@ pub fn collect<W: Write>(session: &mut Session<W>) -> (Vec<ProbeSummary>, Vec<Wo
         losses.events_sent = Some(t.events_sent);
         losses.spool_dropped_records = t.spool_dropped_records;
         losses.spool_dropped_events = t.spool_dropped_events;
-        losses.events_missing =
-            Some(t.events_sent.saturating_sub(t.spool_dropped_events).saturating_sub(session.events_received));
+        losses.events_missing = Some(
+            t.events_sent
+                .saturating_sub(t.spool_dropped_events)
+                .saturating_sub(session.events_received),
+        );
     }
     let busy_ns: u64 = session
         .workloads
         .iter()
-        .filter_map(|w| w.exited.as_ref().map(|x| x.end_ns.saturating_sub(w.started.start_ns)))
+        .filter_map(|w| {
+            w.exited
+                .as_ref()
+                .map(|x| x.end_ns.saturating_sub(w.started.start_ns))
+        })
         .sum();
     let attributed = session.events_received - session.events_unattributed;
     let stream = StreamStats {

@@ -47,12 +47,19 @@ pub fn choose(cpuinfo: &str, kvm_opens: bool) -> AccelChoice {
         .filter(|l| l.starts_with("flags"))
         .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
     match (has_virt, kvm_opens) {
-        (true, true) => AccelChoice { accel: Accel::Kvm, reason: "CPU has vmx/svm and /dev/kvm is usable".into() },
+        (true, true) => AccelChoice {
+            accel: Accel::Kvm,
+            reason: "CPU has vmx/svm and /dev/kvm is usable".into(),
+        },
         (false, true) => AccelChoice {
             accel: Accel::Tcg,
-            reason: "/dev/kvm exists but the CPU exposes no vmx/svm (KVM would hang): using TCG".into(),
+            reason: "/dev/kvm exists but the CPU exposes no vmx/svm (KVM would hang): using TCG"
+                .into(),
         },
-        (_, false) => AccelChoice { accel: Accel::Tcg, reason: "/dev/kvm is not usable: using TCG".into() },
+        (_, false) => AccelChoice {
+            accel: Accel::Tcg,
+            reason: "/dev/kvm is not usable: using TCG".into(),
+        },
     }
 }
 

@@ -34,7 +34,10 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Takes ownership of `child`; `name` is used in messages.
     pub fn new(name: &'static str, child: Child) -> ChildGuard {
-        ChildGuard { name, child: Some(child) }
+        ChildGuard {
+            name,
+            child: Some(child),
+        }
     }
 
     /// The process id.

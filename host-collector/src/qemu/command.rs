@@ -68,13 +68,19 @@ impl QemuConfig {
         }
         match &self.vsock {
             VsockBackend::Kernel => {
-                a.extend(["-device".into(), format!("vhost-vsock-pci,guest-cid={}", self.cid)]);
+                a.extend([
+                    "-device".into(),
+                    format!("vhost-vsock-pci,guest-cid={}", self.cid),
+                ]);
             }
             VsockBackend::VhostUser { control, .. } => {
                 // vhost-user needs guest memory QEMU can share with the backend.
                 a.extend([
                     "-object".into(),
-                    format!("memory-backend-memfd,id=mem,size={}M,share=on", self.memory_mb),
+                    format!(
+                        "memory-backend-memfd,id=mem,size={}M,share=on",
+                        self.memory_mb
+                    ),
                     "-machine".into(),
                     "memory-backend=mem".into(),
                     "-chardev".into(),
@@ -108,7 +114,10 @@ impl QemuConfig {
 }
 
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -130,7 +139,10 @@ mod tests {
             initrd: "/i".into(),
             append: "console=ttyS0 panic=-1".into(),
             gdb_port: Some(1234),
-            vsock: VsockBackend::VhostUser { control: "/r/vhost.sock".into(), uds: "/r/vm.vsock".into() },
+            vsock: VsockBackend::VhostUser {
+                control: "/r/vhost.sock".into(),
+                uds: "/r/vm.vsock".into(),
+            },
             cid: 3,
             extra: vec![],
         }
@@ -153,6 +165,10 @@ mod tests {
 
     #[test]
     fn display_quotes_the_kernel_command_line() {
-        assert!(config().display().contains("-append 'console=ttyS0 panic=-1'"));
+        assert!(
+            config()
+                .display()
+                .contains("-append 'console=ttyS0 panic=-1'")
+        );
     }
 }

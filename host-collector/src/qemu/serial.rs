@@ -103,7 +103,11 @@ impl SerialState {
         if kernel_s.is_some() {
             self.last_kernel_s = kernel_s;
         }
-        self.lines.push(SerialLine { host_s, kernel_s, text });
+        self.lines.push(SerialLine {
+            host_s,
+            kernel_s,
+            text,
+        });
     }
 }
 
@@ -119,9 +123,15 @@ pub fn printk_timestamp(line: &str) -> Option<f64> {
 pub const INIT_ERROR: &str = "guestscope-init: error: ";
 
 fn is_fatal(text: &str) -> bool {
-    ["Kernel panic - not syncing", "BUG: soft lockup", "rcu_sched detected stalls", "Oops:", INIT_ERROR]
-        .iter()
-        .any(|p| text.contains(p))
+    [
+        "Kernel panic - not syncing",
+        "BUG: soft lockup",
+        "rcu_sched detected stalls",
+        "Oops:",
+        INIT_ERROR,
+    ]
+    .iter()
+    .any(|p| text.contains(p))
 }
 
 /// Starts a thread that reads `source` until EOF into `state`, mirroring the raw
@@ -155,7 +165,10 @@ mod tests {
 
     #[test]
     fn parses_printk_timestamps() {
-        assert_eq!(printk_timestamp("[    1.234567] Run /init as init process"), Some(1.234567));
+        assert_eq!(
+            printk_timestamp("[    1.234567] Run /init as init process"),
+            Some(1.234567)
+        );
         assert_eq!(printk_timestamp("[12345.000001] x"), Some(12345.000001));
         assert_eq!(printk_timestamp("guestscope-init: start"), None);
         assert_eq!(printk_timestamp("[abc] x"), None);
@@ -184,10 +197,25 @@ mod tests {
     #[test]
     fn panics_are_recognized() {
         let mut s = SerialState::default();
-        s.feed(b"[    2.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n", 1.0);
-        assert!(s.marks.fatal.as_deref().unwrap().contains("Unable to mount root fs"));
+        s.feed(
+            b"[    2.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n",
+            1.0,
+        );
+        assert!(
+            s.marks
+                .fatal
+                .as_deref()
+                .unwrap()
+                .contains("Unable to mount root fs")
+        );
         let mut s = SerialState::default();
-        s.feed(b"guestscope-init: error: no root device /dev/vda after 15 s\n", 1.0);
-        assert_eq!(s.marks.fatal.as_deref(), Some("guestscope-init: error: no root device /dev/vda after 15 s"));
+        s.feed(
+            b"guestscope-init: error: no root device /dev/vda after 15 s\n",
+            1.0,
+        );
+        assert_eq!(
+            s.marks.fatal.as_deref(),
+            Some("guestscope-init: error: no root device /dev/vda after 15 s")
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The vsock device when the host has no `/dev/vhost-vsock`: rust-vmm's
 //! `vhost-device-vsock`, a vhost-user backend QEMU connects to over a Unix socket.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,9 @@ pub enum VsockBackend {
 #[derive(Debug, thiserror::Error)]
 pub enum VhostError {
     /// The program is not installed.
-    #[error("vhost-device-vsock not found ({0}); run `cargo xtask lab` once, or `cargo install vhost-device-vsock@0.3.0`")]
+    #[error(
+        "vhost-device-vsock not found ({0}); run `cargo xtask lab` once, or `cargo install vhost-device-vsock@0.3.0`"
+    )]
     NotFound(String),
     /// It started but never created its socket.
     #[error("vhost-device-vsock did not create {0} within 10 s")]
@@ -57,7 +59,11 @@ impl OwnerOnly for Command {
 
 /// Starts `vhost-device-vsock` for guest CID `cid`, with its sockets in `dir`
 /// (created owner-only: mode 0600, from a umask of 0177; it creates no directory).
-pub fn start(program: &Path, dir: &Path, cid: u32) -> Result<(ChildGuard, VsockBackend), VhostError> {
+pub fn start(
+    program: &Path,
+    dir: &Path,
+    cid: u32,
+) -> Result<(ChildGuard, VsockBackend), VhostError> {
     let control = dir.join("vhost.sock");
     let uds = dir.join("vm.vsock");
     let mut command = Command::new(program);

@@ -98,8 +98,15 @@ pub struct DeployReport {
 /// One thing to have in the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Item {
-    File { path: String, data: Vec<u8>, perm: u32 },
-    Symlink { path: String, target: String },
+    File {
+        path: String,
+        data: Vec<u8>,
+        perm: u32,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
 }
 
 impl Item {
@@ -162,7 +169,10 @@ pub fn binaries_from_initrd(initrd: &Path) -> Result<Binaries, RootfsError> {
     let mut rest: &[u8] = &data;
     loop {
         let mut entry = cpio::newc::Reader::new(rest).map_err(|e| {
-            RootfsError::Io(initrd.to_path_buf(), format!("not guestscope's initramfs (newc cpio): {e}"))
+            RootfsError::Io(
+                initrd.to_path_buf(),
+                format!("not guestscope's initramfs (newc cpio): {e}"),
+            )
         })?;
         if entry.entry().is_trailer() {
             break;
@@ -172,7 +182,9 @@ pub fn binaries_from_initrd(initrd: &Path) -> Result<Binaries, RootfsError> {
         entry.read_to_end(&mut bytes).map_err(io)?;
         if name == "bin/guestscope-agent" {
             agent = Some(bytes);
-        } else if let Some(w) = name.strip_prefix(workload_dir).and_then(|w| w.strip_prefix('/'))
+        } else if let Some(w) = name
+            .strip_prefix(workload_dir)
+            .and_then(|w| w.strip_prefix('/'))
             && !w.is_empty()
             && !bytes.is_empty()
         {
@@ -181,7 +193,10 @@ pub fn binaries_from_initrd(initrd: &Path) -> Result<Binaries, RootfsError> {
         rest = entry.finish().map_err(io)?;
     }
     let agent = agent.ok_or_else(|| {
-        RootfsError::Io(initrd.to_path_buf(), "has no bin/guestscope-agent: not guestscope's base initramfs".into())
+        RootfsError::Io(
+            initrd.to_path_buf(),
+            "has no bin/guestscope-agent: not guestscope's base initramfs".into(),
+        )
     })?;
     Ok((agent, workloads))
 }
@@ -209,23 +224,59 @@ pub fn init_system(ext: &Ext4Image) -> Result<InitSystem, RootfsError> {
     ))
 }
 
-fn items(init: InitSystem, ext: &Ext4Image, agent: Vec<u8>, workloads: Vec<(String, Vec<u8>)>, plan: &RunPlan) -> Result<Vec<Item>, RootfsError> {
-    let plan_json = serde_json::to_vec_pretty(plan).map_err(|e| RootfsError::Io(PLAN_PATH.into(), e.to_string()))?;
-    let mut items = vec![Item::File { path: AGENT_PATH.into(), data: agent, perm: 0o755 }];
+fn items(
+    init: InitSystem,
+    ext: &Ext4Image,
+    agent: Vec<u8>,
+    workloads: Vec<(String, Vec<u8>)>,
+    plan: &RunPlan,
+) -> Result<Vec<Item>, RootfsError> {
+    let plan_json = serde_json::to_vec_pretty(plan)
+        .map_err(|e| RootfsError::Io(PLAN_PATH.into(), e.to_string()))?;
+    let mut items = vec![Item::File {
+        path: AGENT_PATH.into(),
+        data: agent,
+        perm: 0o755,
+    }];
     for (name, data) in workloads {
-        items.push(Item::File { path: format!("{BUILTIN_WORKLOAD_DIR}/{name}"), data, perm: 0o755 });
+        items.push(Item::File {
+            path: format!("{BUILTIN_WORKLOAD_DIR}/{name}"),
+            data,
+            perm: 0o755,
+        });
     }
     // Root-only: it holds the secret.
-    items.push(Item::File { path: PLAN_PATH.into(), data: plan_json, perm: 0o600 });
+    items.push(Item::File {
+        path: PLAN_PATH.into(),
+        data: plan_json,
+        perm: 0o600,
+    });
     match init {
         InitSystem::Systemd => {
-            items.push(Item::File { path: UNIT_PATH.into(), data: systemd_unit().into_bytes(), perm: 0o644 });
-            items.push(Item::Symlink { path: UNIT_WANTS.into(), target: UNIT_PATH.into() });
+            items.push(Item::File {
+                path: UNIT_PATH.into(),
+                data: systemd_unit().into_bytes(),
+                perm: 0o644,
+            });
+            items.push(Item::Symlink {
+                path: UNIT_WANTS.into(),
+                target: UNIT_PATH.into(),
+            });
         }
         InitSystem::RcScripts => {
-            items.push(Item::File { path: INIT_SCRIPT_PATH.into(), data: init_script().into_bytes(), perm: 0o755 });
-            if ext.stat("/etc/rc2.d")?.is_some_and(|s| s.kind == FileKind::Dir) {
-                items.push(Item::Symlink { path: RC2_LINK.into(), target: "../init.d/S99guestscope".into() });
+            items.push(Item::File {
+                path: INIT_SCRIPT_PATH.into(),
+                data: init_script().into_bytes(),
+                perm: 0o755,
+            });
+            if ext
+                .stat("/etc/rc2.d")?
+                .is_some_and(|s| s.kind == FileKind::Dir)
+            {
+                items.push(Item::Symlink {
+                    path: RC2_LINK.into(),
+                    target: "../init.d/S99guestscope".into(),
+                });
             }
         }
     }
@@ -234,7 +285,9 @@ fn items(init: InitSystem, ext: &Ext4Image, agent: Vec<u8>, workloads: Vec<(Stri
 
 /// Whether `item` is already in `ext` as it should be.
 fn in_place(ext: &Ext4Image, item: &Item) -> Result<bool, RootfsError> {
-    let Some(stat) = ext.stat(item.path())? else { return Ok(false) };
+    let Some(stat) = ext.stat(item.path())? else {
+        return Ok(false);
+    };
     if (stat.uid, stat.gid) != (0, 0) {
         return Ok(false);
     }
@@ -243,7 +296,9 @@ fn in_place(ext: &Ext4Image, item: &Item) -> Result<bool, RootfsError> {
             && stat.perm == *perm
             && stat.size == data.len() as u64
             && ext.read(path)?.as_deref() == Some(data.as_slice())),
-        Item::Symlink { path, target } => Ok(stat.kind == FileKind::Symlink && ext.read_link(path)?.as_deref() == Some(target)),
+        Item::Symlink { path, target } => {
+            Ok(stat.kind == FileKind::Symlink && ext.read_link(path)?.as_deref() == Some(target))
+        }
     }
 }
 
@@ -275,7 +330,8 @@ fn script(ext: &Ext4Image, todo: &[&Item], staging: &Path) -> Result<String, Roo
         match item {
             Item::File { data, perm, .. } => {
                 let host = staging.join(i.to_string());
-                std::fs::write(&host, data).map_err(|e| RootfsError::Io(host.clone(), e.to_string()))?;
+                std::fs::write(&host, data)
+                    .map_err(|e| RootfsError::Io(host.clone(), e.to_string()))?;
                 lines.push(format!("write \"{}\" \"{path}\"", host.display()));
                 lines.push(format!("sif \"{path}\" mode 0{:o}", 0o100000 | perm));
             }
@@ -304,8 +360,12 @@ fn deploy_raw(image: &Path, raw: &Path, o: &DeployOptions) -> Result<DeployRepor
         None => match installed_plan(&ext)? {
             Some(plan) => plan,
             None => {
-                let secret = new_secret().map_err(|e| RootfsError::Io("/dev/urandom".into(), e.to_string()))?;
-                RunPlan { secret: Some(secret), ..o.new_plan.clone() }
+                let secret = new_secret()
+                    .map_err(|e| RootfsError::Io("/dev/urandom".into(), e.to_string()))?;
+                RunPlan {
+                    secret: Some(secret),
+                    ..o.new_plan.clone()
+                }
             }
         },
     };
@@ -328,23 +388,41 @@ fn deploy_raw(image: &Path, raw: &Path, o: &DeployOptions) -> Result<DeployRepor
         let output = ext.script(&commands, true)?;
         for item in &todo {
             if !in_place(&ext, item)? {
-                let detail = output.lines().rfind(|l| !l.starts_with("debugfs ")).unwrap_or("").trim().to_string();
-                return Err(RootfsError::Io(image.to_path_buf(), format!("debugfs did not write {} ({detail})", item.path())));
+                let detail = output
+                    .lines()
+                    .rfind(|l| !l.starts_with("debugfs "))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                return Err(RootfsError::Io(
+                    image.to_path_buf(),
+                    format!("debugfs did not write {} ({detail})", item.path()),
+                ));
             }
         }
     }
-    Ok(DeployReport { init, written: todo.iter().map(|i| i.path().to_string()).collect(), unchanged, plan })
+    Ok(DeployReport {
+        init,
+        written: todo.iter().map(|i| i.path().to_string()).collect(),
+        unchanged,
+        plan,
+    })
 }
 
 /// The plan a previous deploy installed, if it is one with a secret.
 fn installed_plan(ext: &Ext4Image) -> Result<Option<RunPlan>, RootfsError> {
-    let Some(bytes) = ext.read(PLAN_PATH)? else { return Ok(None) };
-    Ok(serde_json::from_slice::<RunPlan>(&bytes).ok().filter(|p| p.secret.is_some()))
+    let Some(bytes) = ext.read(PLAN_PATH)? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<RunPlan>(&bytes)
+        .ok()
+        .filter(|p| p.secret.is_some()))
 }
 
 /// Installs the agent into `o.image` (see the module docs).
 pub fn deploy(o: &DeployOptions) -> Result<DeployReport, RootfsError> {
-    let image = std::path::absolute(&o.image).map_err(|e| RootfsError::Io(o.image.clone(), e.to_string()))?;
+    let image = std::path::absolute(&o.image)
+        .map_err(|e| RootfsError::Io(o.image.clone(), e.to_string()))?;
     match std::fs::metadata(&image) {
         Ok(m) if m.is_file() => {}
         Ok(_) => return Err(RootfsError::Unsupported(image, "not a regular file".into())),
@@ -357,16 +435,28 @@ pub fn deploy(o: &DeployOptions) -> Result<DeployReport, RootfsError> {
 }
 
 fn deploy_qcow2(image: &Path, o: &DeployOptions) -> Result<DeployReport, RootfsError> {
-    let info = run_tool(Command::new(QEMU_IMG).args(["info", "--output=json", "-f", "qcow2"]).arg(image), QEMU_IMG)?;
-    let info: serde_json::Value =
-        serde_json::from_slice(&info).map_err(|e| RootfsError::Tool(QEMU_IMG.into(), format!("unreadable `info` output: {e}")))?;
+    let info = run_tool(
+        Command::new(QEMU_IMG)
+            .args(["info", "--output=json", "-f", "qcow2"])
+            .arg(image),
+        QEMU_IMG,
+    )?;
+    let info: serde_json::Value = serde_json::from_slice(&info).map_err(|e| {
+        RootfsError::Tool(QEMU_IMG.into(), format!("unreadable `info` output: {e}"))
+    })?;
     if let Some(backing) = info.get("backing-filename").and_then(|b| b.as_str()) {
         return Err(RootfsError::Refused(
             image.to_path_buf(),
-            format!("it is an overlay of {backing}: deploy into a flattened copy (qemu-img convert -O qcow2) or into the backing image"),
+            format!(
+                "it is an overlay of {backing}: deploy into a flattened copy (qemu-img convert -O qcow2) or into the backing image"
+            ),
         ));
     }
-    if info.get("snapshots").and_then(|s| s.as_array()).is_some_and(|s| !s.is_empty()) {
+    if info
+        .get("snapshots")
+        .and_then(|s| s.as_array())
+        .is_some_and(|s| !s.is_empty())
+    {
         return Err(RootfsError::Refused(
             image.to_path_buf(),
             "it has internal snapshots, which a convert round trip would drop: delete them (qemu-img snapshot -d) or deploy into a copy".into(),
@@ -378,12 +468,29 @@ fn deploy_qcow2(image: &Path, o: &DeployOptions) -> Result<DeployReport, RootfsE
         .tempdir_in(dir)
         .map_err(|e| RootfsError::Io(dir.to_path_buf(), e.to_string()))?;
     let raw = tmp.path().join("image.raw");
-    run_tool(Command::new(QEMU_IMG).args(["convert", "-q", "-f", "qcow2", "-O", "raw"]).arg(image).arg(&raw), QEMU_IMG)?;
+    run_tool(
+        Command::new(QEMU_IMG)
+            .args(["convert", "-q", "-f", "qcow2", "-O", "raw"])
+            .arg(image)
+            .arg(&raw),
+        QEMU_IMG,
+    )?;
     let report = deploy_raw(image, &raw, o)?;
     if !report.written.is_empty() {
         let back = tmp.path().join("image.qcow2");
-        run_tool(Command::new(QEMU_IMG).args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&back), QEMU_IMG)?;
-        std::fs::rename(&back, image).map_err(|e| RootfsError::Io(image.to_path_buf(), format!("replacing it with the new qcow2: {e}")))?;
+        run_tool(
+            Command::new(QEMU_IMG)
+                .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+                .arg(&raw)
+                .arg(&back),
+            QEMU_IMG,
+        )?;
+        std::fs::rename(&back, image).map_err(|e| {
+            RootfsError::Io(
+                image.to_path_buf(),
+                format!("replacing it with the new qcow2: {e}"),
+            )
+        })?;
     }
     Ok(report)
 }
@@ -400,15 +507,26 @@ mod tests {
         let script = init_script();
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(script.contains(&format!("{AGENT_PATH} --plan {PLAN_PATH}")));
-        assert_eq!(Path::new(UNIT_WANTS).file_name(), Path::new(UNIT_PATH).file_name());
+        assert_eq!(
+            Path::new(UNIT_WANTS).file_name(),
+            Path::new(UNIT_PATH).file_name()
+        );
     }
 
     #[test]
     fn binaries_come_from_the_base_initramfs() {
         use crate::image::{LayerFile, write_layer};
         let files = [
-            LayerFile { guest_path: "/bin/guestscope-agent".into(), data: b"agent", mode: 0o755 },
-            LayerFile { guest_path: format!("{BUILTIN_WORKLOAD_DIR}/fopen"), data: b"fopen", mode: 0o755 },
+            LayerFile {
+                guest_path: "/bin/guestscope-agent".into(),
+                data: b"agent",
+                mode: 0o755,
+            },
+            LayerFile {
+                guest_path: format!("{BUILTIN_WORKLOAD_DIR}/fopen"),
+                data: b"fopen",
+                mode: 0o755,
+            },
         ];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("base.cpio");
@@ -418,6 +536,11 @@ mod tests {
         assert_eq!(workloads, vec![("fopen".to_string(), b"fopen".to_vec())]);
         let empty = dir.path().join("empty.cpio");
         std::fs::write(&empty, write_layer(Vec::new(), &files[1..]).unwrap()).unwrap();
-        assert!(binaries_from_initrd(&empty).unwrap_err().to_string().contains("not guestscope's base initramfs"));
+        assert!(
+            binaries_from_initrd(&empty)
+                .unwrap_err()
+                .to_string()
+                .contains("not guestscope's base initramfs")
+        );
     }
 }

@@ -57,7 +57,10 @@ pub struct Stat {
 impl Ext4Image {
     /// The file system at byte `offset` of `image`.
     pub fn new(image: &Path, offset: u64) -> Ext4Image {
-        Ext4Image { image: image.to_path_buf(), offset }
+        Ext4Image {
+            image: image.to_path_buf(),
+            offset,
+        }
     }
 
     /// The image file.
@@ -83,8 +86,14 @@ impl Ext4Image {
             .output()
             .map_err(|e| RootfsError::Tool(DEBUGFS.into(), format!("{e} (install e2fsprogs)")))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if let Some(line) = stderr.lines().find(|l| l.contains("while trying to open") || l.contains("while opening filesystem")) {
-            return Err(RootfsError::NotExt(self.image.clone(), line.trim().to_string()));
+        if let Some(line) = stderr
+            .lines()
+            .find(|l| l.contains("while trying to open") || l.contains("while opening filesystem"))
+        {
+            return Err(RootfsError::NotExt(
+                self.image.clone(),
+                line.trim().to_string(),
+            ));
         }
         Ok(out)
     }
@@ -125,11 +134,22 @@ impl Ext4Image {
     /// Where the symlink at `path` points, or None if `path` is not a symlink.
     pub fn read_link(&self, path: &str) -> Result<Option<String>, RootfsError> {
         match self.stat(path)? {
-            Some(Stat { kind: FileKind::Symlink, fast_link: Some(t), .. }) => Ok(Some(t)),
+            Some(Stat {
+                kind: FileKind::Symlink,
+                fast_link: Some(t),
+                ..
+            }) => Ok(Some(t)),
             // A slow symlink keeps its target in a data block, which `cat` prints.
-            Some(Stat { kind: FileKind::Symlink, .. }) => {
+            Some(Stat {
+                kind: FileKind::Symlink,
+                ..
+            }) => {
                 let out = self.run(&["-R", &format!("cat \"{path}\"")])?;
-                Ok(Some(String::from_utf8_lossy(&out.stdout).trim_end_matches('\0').to_string()))
+                Ok(Some(
+                    String::from_utf8_lossy(&out.stdout)
+                        .trim_end_matches('\0')
+                        .to_string(),
+                ))
             }
             _ => Ok(None),
         }
@@ -145,7 +165,10 @@ impl Ext4Image {
         self.script(&script, false)?;
         for (guest, host) in files {
             if !host.is_file() {
-                return Err(RootfsError::Io(self.image.clone(), format!("debugfs could not copy {guest} out of the image")));
+                return Err(RootfsError::Io(
+                    self.image.clone(),
+                    format!("debugfs could not copy {guest} out of the image"),
+                ));
             }
         }
         Ok(())
@@ -153,15 +176,21 @@ impl Ext4Image {
 
     /// Runs debugfs `commands` (one per line), read-write when `write`; returns its output.
     pub fn script(&self, commands: &str, write: bool) -> Result<String, RootfsError> {
-        let mut file = tempfile::NamedTempFile::new().map_err(|e| RootfsError::Io(PathBuf::from("/tmp"), e.to_string()))?;
-        std::io::Write::write_all(&mut file, commands.as_bytes()).map_err(|e| RootfsError::Io(file.path().to_path_buf(), e.to_string()))?;
+        let mut file = tempfile::NamedTempFile::new()
+            .map_err(|e| RootfsError::Io(PathBuf::from("/tmp"), e.to_string()))?;
+        std::io::Write::write_all(&mut file, commands.as_bytes())
+            .map_err(|e| RootfsError::Io(file.path().to_path_buf(), e.to_string()))?;
         let cmd = file.path().display().to_string();
         let mut args = vec!["-f", cmd.as_str()];
         if write {
             args.insert(0, "-w");
         }
         let out = self.run(&args)?;
-        Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -185,13 +214,27 @@ fn parse_stat(text: &str) -> Stat {
         Some("symlink") => FileKind::Symlink,
         _ => FileKind::Other,
     };
-    let num = |key: &str| word_after(key).and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
-    let perm = word_after("Mode:").and_then(|m| u32::from_str_radix(m, 8).ok()).unwrap_or(0) & 0o7777;
+    let num = |key: &str| {
+        word_after(key)
+            .and_then(|w| w.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let perm = word_after("Mode:")
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
+        .unwrap_or(0)
+        & 0o7777;
     let fast_link = text.find("Fast link dest: \"").map(|at| {
         let rest = &text[at + "Fast link dest: \"".len()..];
         rest[..rest.rfind('"').unwrap_or(rest.len())].to_string()
     });
-    Stat { kind, perm, uid: num("User:") as u32, gid: num("Group:") as u32, size: num("Size:"), fast_link }
+    Stat {
+        kind,
+        perm,
+        uid: num("User:") as u32,
+        gid: num("Group:") as u32,
+        size: num("Size:"),
+        fast_link,
+    }
 }
 
 /// Parses `ls -p` lines (`/inode/mode/uid/gid/name/size/`).
@@ -213,7 +256,10 @@ mod tests {
     fn stat_output_is_parsed() {
         let file = "Inode: 12   Type: regular    Mode:  0755   Flags: 0x80000\nGeneration: 0    Version: 0x00000000:00000000\nUser:     0   Group:     0   Project:     0   Size: 5812\n";
         let s = parse_stat(file);
-        assert_eq!((s.kind, s.perm, s.uid, s.gid, s.size), (FileKind::File, 0o755, 0, 0, 5812));
+        assert_eq!(
+            (s.kind, s.perm, s.uid, s.gid, s.size),
+            (FileKind::File, 0o755, 0, 0, 5812)
+        );
         let link = "Inode: 12   Type: symlink    Mode:  0777   Flags: 0x0\nUser:  1000   Group:   100   Size: 7\nFast link dest: \"usr/lib\"";
         let s = parse_stat(link);
         assert_eq!((s.kind, s.uid, s.gid), (FileKind::Symlink, 1000, 100));

@@ -45,7 +45,9 @@ impl Format {
     pub fn detect(path: &Path) -> Result<Format, RootfsError> {
         let mut magic = [0u8; 4];
         let mut f = open(path)?;
-        let n = f.read(&mut magic).map_err(|e| RootfsError::Io(path.to_path_buf(), e.to_string()))?;
+        let n = f
+            .read(&mut magic)
+            .map_err(|e| RootfsError::Io(path.to_path_buf(), e.to_string()))?;
         if n == 4 && magic == *b"QFI\xfb" {
             Ok(Format::Qcow2)
         } else {
@@ -135,7 +137,12 @@ fn ext_at(f: &mut File, offset: u64, partition: Option<u32>) -> std::io::Result<
     } else {
         ExtKind::Ext2
     };
-    Ok(Some(ExtFs { offset, partition, kind, needs_recovery: incompat & INCOMPAT_RECOVER != 0 }))
+    Ok(Some(ExtFs {
+        offset,
+        partition,
+        kind,
+        needs_recovery: incompat & INCOMPAT_RECOVER != 0,
+    }))
 }
 
 /// Partitions of an MBR or GPT disk: (number, byte offset).
@@ -224,9 +231,21 @@ mod tests {
     #[test]
     fn bare_file_systems_and_their_flavour() {
         let dir = tempfile::tempdir().unwrap();
-        let ext4 = write(dir.path(), "a", &superblock(COMPAT_HAS_JOURNAL, 0x40 | INCOMPAT_RECOVER));
+        let ext4 = write(
+            dir.path(),
+            "a",
+            &superblock(COMPAT_HAS_JOURNAL, 0x40 | INCOMPAT_RECOVER),
+        );
         let fs = ext_filesystems(&ext4).unwrap();
-        assert_eq!(fs, vec![ExtFs { offset: 0, partition: None, kind: ExtKind::Ext4, needs_recovery: true }]);
+        assert_eq!(
+            fs,
+            vec![ExtFs {
+                offset: 0,
+                partition: None,
+                kind: ExtKind::Ext4,
+                needs_recovery: true
+            }]
+        );
         let ext3 = write(dir.path(), "b", &superblock(COMPAT_HAS_JOURNAL, 0));
         assert_eq!(ext_filesystems(&ext3).unwrap()[0].kind, ExtKind::Ext3);
         let ext2 = write(dir.path(), "c", &superblock(0, 0));
@@ -234,7 +253,10 @@ mod tests {
         assert_eq!(Format::detect(&ext2).unwrap(), Format::Raw);
         let junk = write(dir.path(), "d", b"not an image");
         assert!(ext_filesystems(&junk).unwrap().is_empty());
-        assert!(matches!(ext_filesystems(&dir.path().join("nope")), Err(RootfsError::Missing(_))));
+        assert!(matches!(
+            ext_filesystems(&dir.path().join("nope")),
+            Err(RootfsError::Missing(_))
+        ));
     }
 
     #[test]

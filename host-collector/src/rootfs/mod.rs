@@ -70,7 +70,9 @@ pub enum RootfsError {
     #[error("{0}: {1}")]
     Io(PathBuf, String),
     /// The image holds no ext file system guestscope can use.
-    #[error("{0}: unsupported image: {1} (guestscope takes a raw ext2/3/4 image, a raw disk with an ext partition (MBR or GPT), or qcow2 of either)")]
+    #[error(
+        "{0}: unsupported image: {1} (guestscope takes a raw ext2/3/4 image, a raw disk with an ext partition (MBR or GPT), or qcow2 of either)"
+    )]
     Unsupported(PathBuf, String),
     /// debugfs could not open the file system.
     #[error("{0}: not a usable ext2/3/4 file system: {1}")]
@@ -79,7 +81,9 @@ pub enum RootfsError {
     #[error("{0}: {1}")]
     Tool(String, String),
     /// A path that cannot be passed to debugfs.
-    #[error("path {0:?} cannot be used in the image (must be absolute, without quotes or backslashes)")]
+    #[error(
+        "path {0:?} cannot be used in the image (must be absolute, without quotes or backslashes)"
+    )]
     BadPath(String),
     /// The kernel cannot reach the disk or the host.
     #[error("{0}")]
@@ -111,12 +115,25 @@ impl Prepared {
     pub fn qemu_args(&self) -> Vec<String> {
         // QEMU option values escape a comma by doubling it.
         let file = self.image.display().to_string().replace(',', ",,");
-        vec!["-drive".into(), format!("file={file},format={},if=virtio,snapshot=on", self.format.qemu_name())]
+        vec![
+            "-drive".into(),
+            format!(
+                "file={file},format={},if=virtio,snapshot=on",
+                self.format.qemu_name()
+            ),
+        ]
     }
 
     /// The layer files, for [`crate::image::build_run_initrd_with`].
     pub fn layer_files(&self) -> Vec<LayerFile<'_>> {
-        self.layer.iter().map(|(p, d, m)| LayerFile { guest_path: p.clone(), data: d, mode: *m }).collect()
+        self.layer
+            .iter()
+            .map(|(p, d, m)| LayerFile {
+                guest_path: p.clone(),
+                data: d,
+                mode: *m,
+            })
+            .collect()
     }
 }
 
@@ -131,15 +148,27 @@ pub struct RawView {
 /// Opens `image` for reading its file system on the host.
 pub fn raw_view(image: &Path, format: Format) -> Result<RawView, RootfsError> {
     match format {
-        Format::Raw => Ok(RawView { path: image.to_path_buf(), _tmp: None }),
+        Format::Raw => Ok(RawView {
+            path: image.to_path_buf(),
+            _tmp: None,
+        }),
         Format::Qcow2 => {
             let tmp = tempfile::Builder::new()
                 .prefix("guestscope-raw-")
                 .tempdir()
                 .map_err(|e| RootfsError::Io(std::env::temp_dir(), e.to_string()))?;
             let raw = tmp.path().join("image.raw");
-            run_tool(Command::new(QEMU_IMG).args(["convert", "-q", "-f", "qcow2", "-O", "raw"]).arg(image).arg(&raw), QEMU_IMG)?;
-            Ok(RawView { path: raw, _tmp: Some(tmp) })
+            run_tool(
+                Command::new(QEMU_IMG)
+                    .args(["convert", "-q", "-f", "qcow2", "-O", "raw"])
+                    .arg(image)
+                    .arg(&raw),
+                QEMU_IMG,
+            )?;
+            Ok(RawView {
+                path: raw,
+                _tmp: Some(tmp),
+            })
         }
     }
 }
@@ -157,8 +186,17 @@ pub fn run_tool(cmd: &mut Command, name: &str) -> Result<Vec<u8>, RootfsError> {
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        return Err(RootfsError::Tool(name.into(), format!("failed ({}): {last}", out.status)));
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        return Err(RootfsError::Tool(
+            name.into(),
+            format!("failed ({}): {last}", out.status),
+        ));
     }
     Ok(out.stdout)
 }
@@ -168,7 +206,10 @@ pub fn run_tool(cmd: &mut Command, name: &str) -> Result<Vec<u8>, RootfsError> {
 pub fn find_root(image: &Path, raw: &Path) -> Result<ExtFs, RootfsError> {
     let found = format::ext_filesystems(raw)?;
     match found.len() {
-        0 => Err(RootfsError::Unsupported(image.to_path_buf(), "no ext2/3/4 file system in it".into())),
+        0 => Err(RootfsError::Unsupported(
+            image.to_path_buf(),
+            "no ext2/3/4 file system in it".into(),
+        )),
         1 => Ok(found[0].clone()),
         _ => {
             for fs in &found {
@@ -186,7 +227,8 @@ pub fn find_root(image: &Path, raw: &Path) -> Result<ExtFs, RootfsError> {
 /// initramfs layer that mounts the image and loads them. Nothing is booted and the
 /// image is only read.
 pub fn prepare(image: &Path, kernel: &Path) -> Result<Prepared, RootfsError> {
-    let image = std::path::absolute(image).map_err(|e| RootfsError::Io(image.to_path_buf(), e.to_string()))?;
+    let image = std::path::absolute(image)
+        .map_err(|e| RootfsError::Io(image.to_path_buf(), e.to_string()))?;
     if !image.is_file() {
         return Err(match std::fs::metadata(&image) {
             Ok(_) => RootfsError::Unsupported(image.clone(), "not a regular file".into()),
@@ -201,9 +243,14 @@ pub fn prepare(image: &Path, kernel: &Path) -> Result<Prepared, RootfsError> {
         Some(n) => format!("/dev/vda{n}"),
         None => "/dev/vda".to_string(),
     };
-    let kernel_bytes = std::fs::read(kernel).map_err(|e| RootfsError::Io(kernel.to_path_buf(), e.to_string()))?;
-    let release = modules::bzimage_release(&kernel_bytes)
-        .ok_or_else(|| RootfsError::Kernel(format!("{}: no release string in the bzImage header", kernel.display())))?;
+    let kernel_bytes =
+        std::fs::read(kernel).map_err(|e| RootfsError::Io(kernel.to_path_buf(), e.to_string()))?;
+    let release = modules::bzimage_release(&kernel_bytes).ok_or_else(|| {
+        RootfsError::Kernel(format!(
+            "{}: no release string in the bzImage header",
+            kernel.display()
+        ))
+    })?;
 
     let modules_dir = format!("/lib/modules/{release}");
     let mut layer = Vec::new();
@@ -215,18 +262,26 @@ pub fn prepare(image: &Path, kernel: &Path) -> Result<Prepared, RootfsError> {
             image.display(),
             format.qemu_name(),
             fs.kind.name(),
-            if others.is_empty() { String::new() } else { format!(" (it has {})", others.join(", ")) }
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(" (it has {})", others.join(", "))
+            }
         )
     } else {
         let dep = ext.read(&format!("{modules_dir}/modules.dep"))?.ok_or_else(|| {
             RootfsError::Kernel(format!("{}: {modules_dir}/modules.dep is missing: run `depmod {release}` in the guest once", image.display()))
         })?;
-        let builtin = ext.read(&format!("{modules_dir}/modules.builtin"))?.unwrap_or_default();
+        let builtin = ext
+            .read(&format!("{modules_dir}/modules.builtin"))?
+            .unwrap_or_default();
         let dep = modules::ModulesDep::parse(&String::from_utf8_lossy(&dep));
         let builtin: BTreeSet<String> = modules::parse_builtin(&String::from_utf8_lossy(&builtin));
         let r = modules::resolve(&dep, &builtin, modules::NEEDS);
         if !r.missing.is_empty() {
-            return Err(RootfsError::Kernel(modules::missing_message(&release, &r.missing)));
+            return Err(RootfsError::Kernel(modules::missing_message(
+                &release, &r.missing,
+            )));
         }
         let work = tempfile::Builder::new()
             .prefix("guestscope-modules-")
@@ -236,7 +291,12 @@ pub fn prepare(image: &Path, kernel: &Path) -> Result<Prepared, RootfsError> {
             .load_order
             .iter()
             .enumerate()
-            .map(|(i, m)| (format!("{modules_dir}/{m}"), work.path().join(format!("{i}.ko"))))
+            .map(|(i, m)| {
+                (
+                    format!("{modules_dir}/{m}"),
+                    work.path().join(format!("{i}.ko")),
+                )
+            })
             .collect();
         ext.dump(&pairs)?;
         for ((_, host), module) in pairs.iter().zip(&r.load_order) {
@@ -245,25 +305,51 @@ pub fn prepare(image: &Path, kernel: &Path) -> Result<Prepared, RootfsError> {
             order.push('\n');
             layer.push((format!("{modules_dir}/{plain}"), data, 0o644));
         }
-        let names: Vec<String> = r.load_order.iter().map(|m| modules::module_name(m)).collect();
+        let names: Vec<String> = r
+            .load_order
+            .iter()
+            .map(|m| modules::module_name(m))
+            .collect();
         format!(
             "{} ({} {}, root {root_device}); kernel {release}: built in: {}; loading from the image: {}",
             image.display(),
             format.qemu_name(),
             fs.kind.name(),
-            if r.builtin.is_empty() { "none of the needed drivers".to_string() } else { r.builtin.join(", ") },
-            if names.is_empty() { "nothing".to_string() } else { names.join(" ") }
+            if r.builtin.is_empty() {
+                "none of the needed drivers".to_string()
+            } else {
+                r.builtin.join(", ")
+            },
+            if names.is_empty() {
+                "nothing".to_string()
+            } else {
+                names.join(" ")
+            }
         )
     };
     layer.push((MODULES_ORDER_PATH.to_string(), order.into_bytes(), 0o644));
-    layer.push((ROOTFS_ENV_PATH.to_string(), format!("GS_ROOT={root_device}\n").into_bytes(), 0o644));
-    Ok(Prepared { image, format, root_device, release, layer, description })
+    layer.push((
+        ROOTFS_ENV_PATH.to_string(),
+        format!("GS_ROOT={root_device}\n").into_bytes(),
+        0o644,
+    ));
+    Ok(Prepared {
+        image,
+        format,
+        root_device,
+        release,
+        layer,
+        description,
+    })
 }
 
 /// A module's contents, decompressed, and its path without the compression suffix.
 fn decompress(module: &str, file: &Path) -> Result<(String, Vec<u8>), RootfsError> {
-    let tool = |name: &str| -> Result<Vec<u8>, RootfsError> { run_tool(Command::new(name).arg("-dc").arg(file), name) };
-    let read = || std::fs::read(file).map_err(|e| RootfsError::Io(file.to_path_buf(), e.to_string()));
+    let tool = |name: &str| -> Result<Vec<u8>, RootfsError> {
+        run_tool(Command::new(name).arg("-dc").arg(file), name)
+    };
+    let read =
+        || std::fs::read(file).map_err(|e| RootfsError::Io(file.to_path_buf(), e.to_string()));
     Ok(match module.rsplit_once('.') {
         Some((plain, "xz")) => (plain.to_string(), tool("xz")?),
         Some((plain, "zst")) => (plain.to_string(), tool("zstd")?),
@@ -286,7 +372,13 @@ mod tests {
             layer: vec![],
             description: String::new(),
         };
-        assert_eq!(p.qemu_args(), ["-drive", "file=/img/a,,b.qcow2,format=qcow2,if=virtio,snapshot=on"]);
+        assert_eq!(
+            p.qemu_args(),
+            [
+                "-drive",
+                "file=/img/a,,b.qcow2,format=qcow2,if=virtio,snapshot=on"
+            ]
+        );
     }
 
     #[test]
@@ -294,8 +386,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kernel = dir.path().join("k");
         std::fs::write(&kernel, b"x").unwrap();
-        let missing = prepare(&dir.path().join("nope.img"), &kernel).unwrap_err().to_string();
-        assert!(missing.starts_with("root file system image not found"), "{missing}");
+        let missing = prepare(&dir.path().join("nope.img"), &kernel)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.starts_with("root file system image not found"),
+            "{missing}"
+        );
         let junk = dir.path().join("junk.img");
         std::fs::write(&junk, vec![7u8; 8192]).unwrap();
         let e = prepare(&junk, &kernel).unwrap_err().to_string();

@@ -21,13 +21,38 @@ pub struct Need {
 /// What the guest needs from its kernel to run guestscope from a root file system
 /// on a virtio disk.
 pub const NEEDS: &[Need] = &[
-    Need { what: "virtio PCI devices", config: "CONFIG_VIRTIO_PCI", modules: &["virtio_pci"], optional: false },
-    Need { what: "the virtio disk", config: "CONFIG_VIRTIO_BLK", modules: &["virtio_blk"], optional: false },
+    Need {
+        what: "virtio PCI devices",
+        config: "CONFIG_VIRTIO_PCI",
+        modules: &["virtio_pci"],
+        optional: false,
+    },
+    Need {
+        what: "the virtio disk",
+        config: "CONFIG_VIRTIO_BLK",
+        modules: &["virtio_blk"],
+        optional: false,
+    },
     // ext4 asks the crypto API for crc32c when it mounts a file system with
     // metadata checksums (mke2fs's default), and that request would need modprobe.
-    Need { what: "crc32c checksums", config: "CONFIG_CRYPTO_CRC32C", modules: &["crc32c_generic"], optional: true },
-    Need { what: "the root file system", config: "CONFIG_EXT4_FS", modules: &["ext4", "ext3", "ext2"], optional: false },
-    Need { what: "the vsock to the host", config: "CONFIG_VIRTIO_VSOCKETS", modules: &["vmw_vsock_virtio_transport"], optional: false },
+    Need {
+        what: "crc32c checksums",
+        config: "CONFIG_CRYPTO_CRC32C",
+        modules: &["crc32c_generic"],
+        optional: true,
+    },
+    Need {
+        what: "the root file system",
+        config: "CONFIG_EXT4_FS",
+        modules: &["ext4", "ext3", "ext2"],
+        optional: false,
+    },
+    Need {
+        what: "the vsock to the host",
+        config: "CONFIG_VIRTIO_VSOCKETS",
+        modules: &["vmw_vsock_virtio_transport"],
+        optional: false,
+    },
 ];
 
 /// The release string a bzImage carries (`uname -r` of the kernel it boots), from
@@ -42,7 +67,10 @@ pub fn bzimage_release(image: &[u8]) -> Option<String> {
     }
     let start = at + 0x200;
     let text = image.get(start..(start + 256).min(image.len()))?;
-    let end = text.iter().position(|b| *b == 0 || *b == b' ').unwrap_or(text.len());
+    let end = text
+        .iter()
+        .position(|b| *b == 0 || *b == b' ')
+        .unwrap_or(text.len());
     let release = std::str::from_utf8(&text[..end]).ok()?.trim();
     (!release.is_empty()).then(|| release.to_string())
 }
@@ -65,26 +93,37 @@ impl ModulesDep {
     pub fn parse(text: &str) -> ModulesDep {
         let mut d = ModulesDep::default();
         for line in text.lines() {
-            let Some((module, needs)) = line.split_once(':') else { continue };
+            let Some((module, needs)) = line.split_once(':') else {
+                continue;
+            };
             let module = module.trim().to_string();
             if module.is_empty() {
                 continue;
             }
             d.by_name.insert(module_name(&module), module.clone());
-            d.deps.insert(module, needs.split_whitespace().map(str::to_string).collect());
+            d.deps.insert(
+                module,
+                needs.split_whitespace().map(str::to_string).collect(),
+            );
         }
         d
     }
 
     /// The path of module `name`, if it is a loadable module.
     pub fn path_of(&self, name: &str) -> Option<&str> {
-        self.by_name.get(&name.replace('-', "_")).map(String::as_str)
+        self.by_name
+            .get(&name.replace('-', "_"))
+            .map(String::as_str)
     }
 }
 
 /// Names in `modules.builtin` (one path per line).
 pub fn parse_builtin(text: &str) -> BTreeSet<String> {
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(module_name).collect()
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(module_name)
+        .collect()
 }
 
 /// How each need is met, and the modules to load in order (each after what it needs).
@@ -103,7 +142,11 @@ pub fn resolve(dep: &ModulesDep, builtin: &BTreeSet<String>, needs: &[Need]) -> 
     let mut r = Resolution::default();
     let mut done = BTreeSet::new();
     for need in needs {
-        if need.modules.iter().any(|m| builtin.contains(&m.replace('-', "_"))) {
+        if need
+            .modules
+            .iter()
+            .any(|m| builtin.contains(&m.replace('-', "_")))
+        {
             r.builtin.push(need.what);
             continue;
         }
@@ -116,7 +159,13 @@ pub fn resolve(dep: &ModulesDep, builtin: &BTreeSet<String>, needs: &[Need]) -> 
     r
 }
 
-fn visit(dep: &ModulesDep, path: &str, done: &mut BTreeSet<String>, order: &mut Vec<String>, depth: usize) {
+fn visit(
+    dep: &ModulesDep,
+    path: &str,
+    done: &mut BTreeSet<String>,
+    order: &mut Vec<String>,
+    depth: usize,
+) {
     // modules.dep lists every dependency of a module, so depth stays small; the
     // bound only guards against a corrupt file with a cycle.
     if depth > 64 || !done.insert(path.to_string()) {
@@ -130,7 +179,10 @@ fn visit(dep: &ModulesDep, path: &str, done: &mut BTreeSet<String>, order: &mut 
 
 /// The one-line message for needs the kernel cannot meet.
 pub fn missing_message(release: &str, missing: &[Need]) -> String {
-    let what: Vec<String> = missing.iter().map(|n| format!("{} ({}, module {})", n.what, n.config, n.modules[0])).collect();
+    let what: Vec<String> = missing
+        .iter()
+        .map(|n| format!("{} ({}, module {})", n.what, n.config, n.modules[0]))
+        .collect();
     format!(
         "kernel {release} has no support for {}: neither built in nor a module in the root file system's /lib/modules/{release}; \
          rebuild it with these options =y (or =m with the modules installed in the image)",
@@ -173,27 +225,42 @@ kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko.xz: kernel/net/vmw_vsock/vmw_
         let r = resolve(&ModulesDep::parse(DEP), &BTreeSet::new(), NEEDS);
         assert!(r.missing.is_empty() && r.builtin.is_empty());
         let names: Vec<String> = r.load_order.iter().map(|p| module_name(p)).collect();
-        let pos = |n: &str| names.iter().position(|x| x == n).unwrap_or_else(|| panic!("{n} not in {names:?}"));
+        let pos = |n: &str| {
+            names
+                .iter()
+                .position(|x| x == n)
+                .unwrap_or_else(|| panic!("{n} not in {names:?}"))
+        };
         assert!(pos("virtio") < pos("virtio_pci") && pos("virtio_ring") < pos("virtio_blk"));
         assert!(pos("jbd2") < pos("ext4"));
         assert!(pos("vsock") < pos("vmw_vsock_virtio_transport_common"));
-        assert_eq!(names.len(), names.iter().collect::<BTreeSet<_>>().len(), "each once: {names:?}");
+        assert_eq!(
+            names.len(),
+            names.iter().collect::<BTreeSet<_>>().len(),
+            "each once: {names:?}"
+        );
     }
 
     #[test]
     fn built_in_needs_load_nothing_and_absent_ones_are_named() {
         // Debian's 6.12: virtio and virtio_pci built in, the rest modules.
-        let builtin = parse_builtin("kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_pci.ko\n");
+        let builtin =
+            parse_builtin("kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_pci.ko\n");
         let r = resolve(&ModulesDep::parse(DEP), &builtin, NEEDS);
         assert_eq!(r.builtin, ["virtio PCI devices"]);
         assert!(!r.load_order.iter().any(|p| p.contains("virtio_pci")));
         // A kernel with no vsock and no modules for it.
         let dep = ModulesDep::parse("kernel/fs/ext4/ext4.ko:\n");
-        let builtin = parse_builtin("kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/block/virtio_blk.ko\n");
+        let builtin = parse_builtin(
+            "kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/block/virtio_blk.ko\n",
+        );
         let r = resolve(&dep, &builtin, NEEDS);
         assert_eq!(r.missing.len(), 1);
         let msg = missing_message("6.1.7", &r.missing);
-        assert!(msg.contains("CONFIG_VIRTIO_VSOCKETS") && msg.contains("/lib/modules/6.1.7"), "{msg}");
+        assert!(
+            msg.contains("CONFIG_VIRTIO_VSOCKETS") && msg.contains("/lib/modules/6.1.7"),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'));
     }
 

@@ -5,7 +5,18 @@ use super::*;
 const KALLSYMS: &str = "ffffffff81000000 T _text\nffffffff81200000 t alloc_fd\nffffffff81300000 T _raw_spin_lock\nffffffff82000000 D jiffies_lock\n";
 
 fn ev(kind: ProbeKind, pid: u32, stack_id: i32, arg: u64) -> RawEvent {
-    RawEvent { ts_ns: 10, arg, ip: 0, kind: kind as u32, cpu: 0, pid, tid: pid, stack_id, flags: 0, comm: *b"fopen\0\0\0\0\0\0\0\0\0\0\0" }
+    RawEvent {
+        ts_ns: 10,
+        arg,
+        ip: 0,
+        kind: kind as u32,
+        cpu: 0,
+        pid,
+        tid: pid,
+        stack_id,
+        flags: 0,
+        comm: *b"fopen\0\0\0\0\0\0\0\0\0\0\0",
+    }
 }
 
 fn feed(s: &mut Session<Vec<u8>>, bodies: Vec<Body>) {
@@ -16,7 +27,12 @@ fn feed(s: &mut Session<Vec<u8>>, bodies: Vec<Body>) {
 }
 
 fn started(name: &str, pid: u32) -> Body {
-    Body::WorkloadStarted(WorkloadStarted { name: name.into(), pid, argv: vec![name.into()], start_ns: 1 })
+    Body::WorkloadStarted(WorkloadStarted {
+        name: name.into(),
+        pid,
+        argv: vec![name.into()],
+        start_ns: 1,
+    })
 }
 
 #[test]
@@ -25,18 +41,35 @@ fn events_are_symbolized_attributed_and_written_as_json_lines() {
     feed(
         &mut s,
         vec![
-            Body::Artifact { name: "kallsyms".into(), offset: 0, data: KALLSYMS.as_bytes().to_vec(), last: true },
+            Body::Artifact {
+                name: "kallsyms".into(),
+                offset: 0,
+                data: KALLSYMS.as_bytes().to_vec(),
+                last: true,
+            },
             started("fopen", 100),
-            Body::Stack { id: 3, ips: vec![0xffffffff81300010, 0xffffffff81200020] },
+            Body::Stack {
+                id: 3,
+                ips: vec![0xffffffff81300010, 0xffffffff81200020],
+            },
             Body::Events(vec![
                 ev(ProbeKind::AllocFd, 100, 3, 1024),
                 ev(ProbeKind::SpinLock, 100, 3, 0xffffffff82000000),
             ]),
-            Body::WorkloadExited(WorkloadExited { name: "fopen".into(), pid: 100, status: 0, end_ns: 20, output: String::new() }),
+            Body::WorkloadExited(WorkloadExited {
+                name: "fopen".into(),
+                pid: 100,
+                status: 0,
+                end_ns: 20,
+                output: String::new(),
+            }),
         ],
     );
     let out = String::from_utf8(s.events_out.clone()).unwrap();
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["probe"], "alloc_fd");
     assert_eq!(lines[0]["workload"], "fopen");
@@ -54,11 +87,26 @@ fn events_are_symbolized_attributed_and_written_as_json_lines() {
 #[test]
 fn duplicates_are_dropped_and_gaps_counted() {
     let mut s = Session::new(Vec::new());
-    s.apply(Record { seq: 0, body: started("a", 1) }).unwrap();
-    s.apply(Record { seq: 0, body: Body::Events(vec![ev(ProbeKind::AllocFd, 1, -1, 0)]) }).unwrap();
-    s.apply(Record { seq: 3, body: Body::Events(vec![ev(ProbeKind::AllocFd, 1, -1, 0)]) }).unwrap();
+    s.apply(Record {
+        seq: 0,
+        body: started("a", 1),
+    })
+    .unwrap();
+    s.apply(Record {
+        seq: 0,
+        body: Body::Events(vec![ev(ProbeKind::AllocFd, 1, -1, 0)]),
+    })
+    .unwrap();
+    s.apply(Record {
+        seq: 3,
+        body: Body::Events(vec![ev(ProbeKind::AllocFd, 1, -1, 0)]),
+    })
+    .unwrap();
     assert_eq!(s.events_received, 1);
-    assert_eq!(s.events_by_probe["alloc_fd"], 1, "a duplicate's events are not counted");
+    assert_eq!(
+        s.events_by_probe["alloc_fd"], 1,
+        "a duplicate's events are not counted"
+    );
     assert_eq!(s.seq.duplicates, 1);
     assert_eq!(s.seq.missing, 2);
 }
@@ -66,13 +114,22 @@ fn duplicates_are_dropped_and_gaps_counted() {
 #[test]
 fn events_with_no_active_workload_and_unknown_pid_are_unattributed() {
     let mut s = Session::new(Vec::new());
-    feed(&mut s, vec![Body::Events(vec![ev(ProbeKind::SpinLock, 9, -1, 0)])]);
+    feed(
+        &mut s,
+        vec![Body::Events(vec![ev(ProbeKind::SpinLock, 9, -1, 0)])],
+    );
     assert_eq!(s.events_unattributed, 1);
 }
 
 #[test]
 fn a_stack_referenced_before_it_arrived_is_counted() {
     let mut s = Session::new(Vec::new());
-    feed(&mut s, vec![started("a", 1), Body::Events(vec![ev(ProbeKind::AllocFd, 1, 8, 0)])]);
+    feed(
+        &mut s,
+        vec![
+            started("a", 1),
+            Body::Events(vec![ev(ProbeKind::AllocFd, 1, 8, 0)]),
+        ],
+    );
     assert_eq!(s.events_stack_unknown, 1);
 }

@@ -51,7 +51,10 @@ pub struct PortListener {
 }
 
 fn bind_path(path: &Path) -> Result<UnixListener, ListenError> {
-    let bind_err = |source| ListenError::Bind { path: path.to_path_buf(), source };
+    let bind_err = |source| ListenError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
     let listener = UnixListener::bind(path).map_err(bind_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
@@ -62,7 +65,10 @@ impl PortListener {
     /// Binds `<uds_path>_<port>` with mode 0600.
     pub fn bind(uds_path: &Path, port: u32) -> Result<PortListener, ListenError> {
         let path = port_socket_path(uds_path, port);
-        Ok(PortListener { listener: Some(bind_path(&path)?), path })
+        Ok(PortListener {
+            listener: Some(bind_path(&path)?),
+            path,
+        })
     }
 
     /// The socket's path.
@@ -99,7 +105,9 @@ impl PortListener {
 
 impl Accept for PortListener {
     fn accept_now(&mut self) -> io::Result<Option<Box<dyn Conn>>> {
-        let Some(listener) = self.listener.as_ref() else { return Ok(None) };
+        let Some(listener) = self.listener.as_ref() else {
+            return Ok(None);
+        };
         match listener.accept() {
             Ok((stream, _)) => {
                 stream.set_nonblocking(false)?;
@@ -139,7 +147,10 @@ mod tests {
 
     #[test]
     fn hybrid_path_appends_the_port() {
-        assert_eq!(port_socket_path(Path::new("/tmp/x/vm.vsock"), 5000), PathBuf::from("/tmp/x/vm.vsock_5000"));
+        assert_eq!(
+            port_socket_path(Path::new("/tmp/x/vm.vsock"), 5000),
+            PathBuf::from("/tmp/x/vm.vsock_5000")
+        );
     }
 
     #[test]
@@ -165,7 +176,10 @@ mod tests {
     fn times_out_and_can_be_abandoned() {
         let dir = tempfile::tempdir().unwrap();
         let l = PortListener::bind(&dir.path().join("v"), 1).unwrap();
-        assert!(matches!(l.accept_within(Duration::from_millis(120), || Ok(())), Err(ListenError::Timeout(_))));
+        assert!(matches!(
+            l.accept_within(Duration::from_millis(120), || Ok(())),
+            Err(ListenError::Timeout(_))
+        ));
         assert!(matches!(
             l.accept_within(Duration::from_secs(5), || Err("qemu exited".into())),
             Err(ListenError::Abandoned(_))

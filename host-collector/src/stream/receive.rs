@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use guestscope_common::plan::secret_matches;
-use guestscope_common::wire::{Body, Connect, DecodeError, FrameReader, LinkLoss, Record, Reply, encode_reply};
+use guestscope_common::wire::{
+    Body, Connect, DecodeError, FrameReader, LinkLoss, Record, Reply, encode_reply,
+};
 use serde::Serialize;
 
 use crate::output::summary::Outcome;
@@ -40,13 +42,20 @@ pub struct Stop {
 impl Stop {
     /// A stop with outcome `how`.
     pub fn new(how: impl Into<String>, detail: impl Into<String>) -> Stop {
-        Stop { how: how.into(), detail: detail.into() }
+        Stop {
+            how: how.into(),
+            detail: detail.into(),
+        }
     }
 
     /// The stop for a received SIGINT/SIGTERM/SIGHUP, if one was received.
     pub fn interrupted() -> Option<Stop> {
-        crate::interrupt::received()
-            .map(|s| Stop::new("interrupted", format!("{s} received; QEMU stopped, everything received so far written")))
+        crate::interrupt::received().map(|s| {
+            Stop::new(
+                "interrupted",
+                format!("{s} received; QEMU stopped, everything received so far written"),
+            )
+        })
     }
 }
 
@@ -338,7 +347,10 @@ impl PatientReader<'_, '_, '_> {
         }
         while let Ok(Some(new)) = self.accept.accept_now() {
             match handshake(new, self.secret.as_deref()) {
-                Ok((conn, seq, c)) if (c.agent_pid, c.agent_start_ns) == self.identity && c.connection > self.connection => {
+                Ok((conn, seq, c))
+                    if (c.agent_pid, c.agent_start_ns) == self.identity
+                        && c.connection > self.connection =>
+                {
                     self.interrupted = Some(Interrupt::Superseded(conn, seq, c));
                     return Err(io::Error::other("superseded by a newer connection"));
                 }
@@ -364,7 +376,12 @@ impl Read for PatientReader<'_, '_, '_> {
                     self.bytes += n as u64;
                     return Ok(n);
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     self.check()?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -381,14 +398,20 @@ fn refusal(c: &Connect, identity: (u32, u64)) -> String {
             c.agent_pid, c.agent_start_ns, identity.0, identity.1
         )
     } else {
-        format!("an out-of-date connection (number {}) of this run's agent", c.connection)
+        format!(
+            "an out-of-date connection (number {}) of this run's agent",
+            c.connection
+        )
     }
 }
 
 /// Reads a new connection's first record, which must be a `Connect` with the run's
 /// `secret` (if there is one); returns the connection, the record's `seq` (the first
 /// sequence number the connection carries) and the `Connect`.
-fn handshake(conn: Box<dyn Conn>, secret: Option<&str>) -> Result<(Box<dyn Conn>, u64, Connect), String> {
+fn handshake(
+    conn: Box<dyn Conn>,
+    secret: Option<&str>,
+) -> Result<(Box<dyn Conn>, u64, Connect), String> {
     if let Err(e) = conn.set_timeouts(HANDSHAKE_TIMEOUT, WRITE_TIMEOUT) {
         return Err(format!("a connection that could not be set up: {e}"));
     }
@@ -396,7 +419,10 @@ fn handshake(conn: Box<dyn Conn>, secret: Option<&str>) -> Result<(Box<dyn Conn>
     let first = frames.next_record();
     let conn = frames.into_inner();
     match first {
-        Ok(Record { seq, body: Body::Connect(c) }) => {
+        Ok(Record {
+            seq,
+            body: Body::Connect(c),
+        }) => {
             if secret.is_some_and(|expected| !secret_matches(&c.secret, expected)) {
                 conn.close();
                 return Err(format!(
@@ -409,7 +435,10 @@ fn handshake(conn: Box<dyn Conn>, secret: Option<&str>) -> Result<(Box<dyn Conn>
         }
         Ok(r) => {
             conn.close();
-            Err(format!("a connection whose first record ({}) is not Connect", body_name(&r.body)))
+            Err(format!(
+                "a connection whose first record ({}) is not Connect",
+                body_name(&r.body)
+            ))
         }
         Err(e) => {
             conn.close();
@@ -475,7 +504,10 @@ impl Receiver<'_, '_, '_, '_> {
     }
 
     fn lost(&mut self, why: String) {
-        tracing::info!(records = self.session.records, "the agent's connection was lost: {why}");
+        tracing::info!(
+            records = self.session.records,
+            "the agent's connection was lost: {why}"
+        );
         self.link.outages.push(Outage {
             lost_host_s: self.now_s(),
             restored_host_s: None,
@@ -511,7 +543,10 @@ impl Receiver<'_, '_, '_, '_> {
             last: Instant::now(),
             acks_sent: 0,
             errors: 0,
-            prober: self.prober.take().expect("the prober is home between connections"),
+            prober: self
+                .prober
+                .take()
+                .expect("the prober is home between connections"),
             paused: self.options.replies_paused.clone(),
         };
         // At once: what is already stored, so the agent need not resend it.
@@ -536,7 +571,9 @@ impl Receiver<'_, '_, '_, '_> {
                 Err(e) => break Err(e),
             };
             if matches!(rec.body, Body::Connect(_)) {
-                break Ok(ConnEnd::Lost("a second Connect record on one connection".into()));
+                break Ok(ConnEnd::Lost(
+                    "a second Connect record on one connection".into(),
+                ));
             }
             if let Body::ClockEcho(echo) = &rec.body {
                 let acker = &mut frames.get_mut().acker;
@@ -551,7 +588,8 @@ impl Receiver<'_, '_, '_, '_> {
                 self.hello_host_s = Some(self.t0.elapsed().as_secs_f64());
             }
             on_record(self.session);
-            let done = self.session.finished() || (self.options.stop_at_hello && self.session.hello.is_some());
+            let done = self.session.finished()
+                || (self.options.stop_at_hello && self.session.hello.is_some());
             let acker = &mut frames.get_mut().acker;
             acker.applied(self.session.seq.next);
             acker.ack_if_due(done);
@@ -559,7 +597,12 @@ impl Receiver<'_, '_, '_, '_> {
             if done {
                 break Ok(ConnEnd::Done);
             }
-            if let Some(i) = self.options.faults.iter().position(|f| f.after_records <= self.session.records) {
+            if let Some(i) = self
+                .options
+                .faults
+                .iter()
+                .position(|f| f.after_records <= self.session.records)
+            {
                 let fault = self.options.faults.remove(i);
                 acker.conn.close();
                 break Ok(ConnEnd::Fault(fault));
@@ -575,9 +618,13 @@ impl Receiver<'_, '_, '_, '_> {
         match (end, reader.interrupted) {
             (Ok(end), _) => end,
             (Err(_), Some(Interrupt::Stop(stop))) => ConnEnd::Stopped(stop),
-            (Err(_), Some(Interrupt::Superseded(conn, seq, c))) => ConnEnd::Superseded(conn, seq, c),
+            (Err(_), Some(Interrupt::Superseded(conn, seq, c))) => {
+                ConnEnd::Superseded(conn, seq, c)
+            }
             (Err(DecodeError::Eof), None) => ConnEnd::Lost("the connection was closed".into()),
-            (Err(e @ (DecodeError::Truncated { .. } | DecodeError::Io(_))), None) => ConnEnd::Lost(e.to_string()),
+            (Err(e @ (DecodeError::Truncated { .. } | DecodeError::Io(_))), None) => {
+                ConnEnd::Lost(e.to_string())
+            }
             (Err(e), None) => ConnEnd::Corrupt(e),
         }
     }
@@ -596,7 +643,10 @@ impl Receiver<'_, '_, '_, '_> {
         if let Err(e) = self.accept.resume() {
             tracing::error!("listening again after the injected fault: {e}");
         }
-        format!("closed by the collector (injected fault, {} ms without listening)", fault.down_for.as_millis())
+        format!(
+            "closed by the collector (injected fault, {} ms without listening)",
+            fault.down_for.as_millis()
+        )
     }
 
     /// Waits for the agent's next connection and reads its `Connect`.
@@ -607,24 +657,35 @@ impl Receiver<'_, '_, '_, '_> {
             match self.accept.accept_now() {
                 Ok(Some(conn)) => match handshake(conn, self.options.secret.as_deref()) {
                     Ok((conn, seq, c)) => {
-                        let ok = self.identity.is_none_or(|id| id == (c.agent_pid, c.agent_start_ns)) && c.connection > self.connection;
+                        let ok = self
+                            .identity
+                            .is_none_or(|id| id == (c.agent_pid, c.agent_start_ns))
+                            && c.connection > self.connection;
                         if ok {
                             return Ok((conn, seq, c));
                         }
                         conn.close();
-                        self.link.refused.push(refusal(&c, self.identity.unwrap_or_default()));
+                        self.link
+                            .refused
+                            .push(refusal(&c, self.identity.unwrap_or_default()));
                     }
                     Err(why) => self.link.refused.push(why),
                 },
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(Stop::new("link lost", format!("accepting the agent's reconnection: {e}")));
+                    return Err(Stop::new(
+                        "link lost",
+                        format!("accepting the agent's reconnection: {e}"),
+                    ));
                 }
             }
             if Instant::now() >= deadline {
                 return Err(Stop::new(
                     "link lost",
-                    format!("the agent did not reconnect within {:?}", self.options.reconnect_within),
+                    format!(
+                        "the agent did not reconnect within {:?}",
+                        self.options.reconnect_within
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -672,7 +733,12 @@ pub fn receive(
             Some(n) => n,
             None => match rx.reconnection() {
                 Ok((conn, seq, c)) => {
-                    if let Some(o) = rx.link.outages.last_mut().filter(|o| o.restored_host_s.is_none()) {
+                    if let Some(o) = rx
+                        .link
+                        .outages
+                        .last_mut()
+                        .filter(|o| o.restored_host_s.is_none())
+                    {
                         let now = rx.t0.elapsed().as_secs_f64();
                         o.restored_host_s = Some(now);
                         o.gap_s = Some(now - o.lost_host_s);
@@ -684,16 +750,29 @@ pub fn receive(
                 Err(mut stop) => {
                     if rx.link.connections == 0 {
                         // Say why what did connect was not let in.
-                        let how = if stop.how == "link lost" { "agent never connected".to_string() } else { stop.how };
+                        let how = if stop.how == "link lost" {
+                            "agent never connected".to_string()
+                        } else {
+                            stop.how
+                        };
                         let refused = if rx.link.refused.is_empty() {
                             String::new()
                         } else {
                             format!("; refused: {}", rx.link.refused.join("; "))
                         };
                         stop = Stop::new(how, format!("{}{refused}", stop.detail));
-                    } else if stop.how == "guest hung" && rx.link.outages.last().is_some_and(|o| o.restored_host_s.is_none()) {
+                    } else if stop.how == "guest hung"
+                        && rx
+                            .link
+                            .outages
+                            .last()
+                            .is_some_and(|o| o.restored_host_s.is_none())
+                    {
                         // Silent because the link is down, not because the guest is stuck.
-                        stop = Stop::new("link lost", format!("the link was lost and not restored: {}", stop.detail));
+                        stop = Stop::new(
+                            "link lost",
+                            format!("the link was lost and not restored: {}", stop.detail),
+                        );
                     }
                     outcome.how = stop.how;
                     outcome.detail = Some(stop.detail);
@@ -715,7 +794,11 @@ pub fn receive(
             ConnEnd::Fault(fault) => {
                 rx.lost(String::new());
                 let why = rx.inject(fault);
-                rx.link.outages.last_mut().expect("the outage just recorded").why = why;
+                rx.link
+                    .outages
+                    .last_mut()
+                    .expect("the outage just recorded")
+                    .why = why;
             }
             ConnEnd::Lost(why) => rx.lost(why),
             ConnEnd::Superseded(conn, seq, c) => {
@@ -724,7 +807,8 @@ pub fn receive(
                     lost_host_s: now,
                     restored_host_s: Some(now),
                     gap_s: Some(0.0),
-                    why: "the agent opened a new connection while the old one was still open".into(),
+                    why: "the agent opened a new connection while the old one was still open"
+                        .into(),
                     resumed_from: Some(seq),
                     records_before: rx.session.records,
                     agent: c.after.clone(),
@@ -744,12 +828,35 @@ pub fn receive(
             }
         }
     }
-    if !outcome.complete && rx.link.outages.last().is_some_and(|o| o.restored_host_s.is_none()) && outcome.how != "interrupted" {
+    if !outcome.complete
+        && rx
+            .link
+            .outages
+            .last()
+            .is_some_and(|o| o.restored_host_s.is_none())
+        && outcome.how != "interrupted"
+    {
         let o = rx.link.outages.last().expect("an outage");
         let detail = outcome.detail.take().unwrap_or_default();
-        outcome.detail = Some(format!("{detail} (the link was lost at {:.1} s: {})", o.lost_host_s, o.why));
+        outcome.detail = Some(format!(
+            "{detail} (the link was lost at {:.1} s: {})",
+            o.lost_host_s, o.why
+        ));
     }
-    let prober = rx.prober.take().expect("the prober is home after the last connection");
-    let clock = ClockExchange { samples: prober.samples().to_vec(), counts: prober.counts().clone() };
-    Received { outcome, bytes: rx.bytes, decode_error, hello_host_s: rx.hello_host_s, link: rx.link, clock }
+    let prober = rx
+        .prober
+        .take()
+        .expect("the prober is home after the last connection");
+    let clock = ClockExchange {
+        samples: prober.samples().to_vec(),
+        counts: prober.counts().clone(),
+    };
+    Received {
+        outcome,
+        bytes: rx.bytes,
+        decode_error,
+        hello_host_s: rx.hello_host_s,
+        link: rx.link,
+        clock,
+    }
 }

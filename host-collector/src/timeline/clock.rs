@@ -119,8 +119,14 @@ struct Window {
 /// The band of offsets at `drift` that every window allows: (lowest, highest); empty
 /// when lowest > highest.
 fn band(w: &[Window], drift: f64) -> (f64, f64) {
-    let lo = w.iter().map(|w| w.lo - drift * w.x).fold(f64::NEG_INFINITY, f64::max);
-    let hi = w.iter().map(|w| w.hi - drift * w.x).fold(f64::INFINITY, f64::min);
+    let lo = w
+        .iter()
+        .map(|w| w.lo - drift * w.x)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let hi = w
+        .iter()
+        .map(|w| w.hi - drift * w.x)
+        .fold(f64::INFINITY, f64::min);
     (lo, hi)
 }
 
@@ -168,14 +174,23 @@ pub fn fit(samples: &[Sample], holds: &Holds) -> Option<ClockMap> {
                 lo: holds.running(s.host_send_ns as f64) - g,
                 // Holds shorter for the guest than seen (single steps ran it) would put
                 // the truth higher, never lower.
-                hi: holds.running(s.host_recv_ns as f64) - g + holds.uncertainty_before(s.host_recv_ns as f64),
+                hi: holds.running(s.host_recv_ns as f64) - g
+                    + holds.uncertainty_before(s.host_recv_ns as f64),
             }
         })
         .collect();
-    let best_rtt_ns = windows.iter().map(|w| w.hi - w.lo).fold(f64::INFINITY, f64::min).max(0.0) as u64;
+    let best_rtt_ns = windows
+        .iter()
+        .map(|w| w.hi - w.lo)
+        .fold(f64::INFINITY, f64::min)
+        .max(0.0) as u64;
     let span = windows.iter().map(|w| w.x).fold(0.0, f64::max);
     // With all samples at one guest instant there is no rate to fit.
-    let drift = if span > 0.0 { argmax_concave(|d| width(&windows, d), -MAX_DRIFT, MAX_DRIFT) } else { 0.0 };
+    let drift = if span > 0.0 {
+        argmax_concave(|d| width(&windows, d), -MAX_DRIFT, MAX_DRIFT)
+    } else {
+        0.0
+    };
     let (lo, hi) = band(&windows, drift);
     let offset_ns = (lo + hi) / 2.0;
     let consistent = hi >= lo;
@@ -188,19 +203,33 @@ pub fn fit(samples: &[Sample], holds: &Holds) -> Option<ClockMap> {
     } else {
         // Every line through every window: drifts between the two edges, each with its
         // band of offsets. The extremes of a line's value are at the span's ends.
-        let (d_lo, d_hi) = (edge(&windows, drift, -MAX_DRIFT), edge(&windows, drift, MAX_DRIFT));
+        let (d_lo, d_hi) = (
+            edge(&windows, drift, -MAX_DRIFT),
+            edge(&windows, drift, MAX_DRIFT),
+        );
         let mut worst: f64 = (hi - lo) / 2.0;
         for i in 0..=64 {
             let d = d_lo + (d_hi - d_lo) * i as f64 / 64.0;
             let (l, h) = band(&windows, d);
             for x in [0.0, span] {
                 let ours = offset_ns + drift * x;
-                worst = worst.max((l + d * x - ours).abs()).max((h + d * x - ours).abs());
+                worst = worst
+                    .max((l + d * x - ours).abs())
+                    .max((h + d * x - ours).abs());
             }
         }
         worst
     };
-    Some(ClockMap { offset_ns, drift, guest_ref_ns, error_bound_ns, consistent, samples: samples.len(), best_rtt_ns, span_ns: span as u64 })
+    Some(ClockMap {
+        offset_ns,
+        drift,
+        guest_ref_ns,
+        error_bound_ns,
+        consistent,
+        samples: samples.len(),
+        best_rtt_ns,
+        span_ns: span as u64,
+    })
 }
 
 #[cfg(test)]
@@ -216,7 +245,11 @@ mod tests {
                 let guest_ns = 1_000_000_000 + i as u64 * 50_000_000;
                 let host_at = truth(offset, drift, guest_ns);
                 let send = host_at - at * rtt as f64;
-                Sample { host_send_ns: send as u64, guest_ns, host_recv_ns: (send + rtt as f64) as u64 }
+                Sample {
+                    host_send_ns: send as u64,
+                    guest_ns,
+                    host_recv_ns: (send + rtt as f64) as u64,
+                }
             })
             .collect()
     }
@@ -227,7 +260,13 @@ mod tests {
 
     fn rtts(n: usize) -> Vec<u64> {
         // A spread like the vsock link's: mostly 0.5–3 ms, a few far longer.
-        (0..n).map(|i| [600_000, 2_500_000, 900_000, 12_000_000, 1_400_000, 700_000, 3_300_000][i % 7]).collect()
+        (0..n)
+            .map(|i| {
+                [
+                    600_000, 2_500_000, 900_000, 12_000_000, 1_400_000, 700_000, 3_300_000,
+                ][i % 7]
+            })
+            .collect()
     }
 
     #[test]
@@ -239,9 +278,17 @@ mod tests {
                 assert!(m.consistent);
                 for x in &s {
                     let err = (m.to_running(x.guest_ns) - truth(3.0e9, drift, x.guest_ns)).abs();
-                    assert!(err <= m.error_bound_ns + 1.0, "at {at}, drift {drift}: error {err} > bound {}", m.error_bound_ns);
+                    assert!(
+                        err <= m.error_bound_ns + 1.0,
+                        "at {at}, drift {drift}: error {err} > bound {}",
+                        m.error_bound_ns
+                    );
                 }
-                assert!(m.error_bound_ns < 600_000.0, "at {at}, drift {drift}: bound {}", m.error_bound_ns);
+                assert!(
+                    m.error_bound_ns < 600_000.0,
+                    "at {at}, drift {drift}: bound {}",
+                    m.error_bound_ns
+                );
             }
         }
     }
@@ -252,7 +299,9 @@ mod tests {
         // echo did not): a midpoint would be off by half of each round trip.
         let s = synth(-5.0e8, 0.0, &rtts(30), 1.0);
         let m = fit(&s, &Holds::default()).unwrap();
-        assert!((m.to_running(s[3].guest_ns) - truth(-5.0e8, 0.0, s[3].guest_ns)).abs() < 310_000.0);
+        assert!(
+            (m.to_running(s[3].guest_ns) - truth(-5.0e8, 0.0, s[3].guest_ns)).abs() < 310_000.0
+        );
         assert!(m.drift.abs() < 1e-5, "drift {}", m.drift);
     }
 
@@ -280,21 +329,34 @@ mod tests {
     #[test]
     fn holds_are_taken_out_and_put_back() {
         let offset = 2.0e9;
-        let holds = Holds::new(vec![(3_050_000_000, 3_250_000_000), (3_500_000_000, 3_900_000_000)]);
+        let holds = Holds::new(vec![
+            (3_050_000_000, 3_250_000_000),
+            (3_500_000_000, 3_900_000_000),
+        ]);
         let host_of = |g: f64| holds.host(g + offset);
         // A sample every 40 ms of guest time, 20 µs round trips, answered mid-window.
         let samples: Vec<Sample> = (0..60)
             .map(|i| {
                 let g = 1.0e9 + i as f64 * 40.0e6;
                 let h = host_of(g);
-                Sample { host_send_ns: (h - 10_000.0) as u64, guest_ns: g as u64, host_recv_ns: (h + 10_000.0) as u64 }
+                Sample {
+                    host_send_ns: (h - 10_000.0) as u64,
+                    guest_ns: g as u64,
+                    host_recv_ns: (h + 10_000.0) as u64,
+                }
             })
-            .filter(|s| holds.running(s.host_send_ns as f64) + 20_000.0 >= holds.running(s.host_recv_ns as f64))
+            .filter(|s| {
+                holds.running(s.host_send_ns as f64) + 20_000.0
+                    >= holds.running(s.host_recv_ns as f64)
+            })
             .collect();
         let m = fit(&samples, &holds).unwrap();
         assert!(m.consistent);
         assert!(m.error_bound_ns < 20_000.0, "bound {}", m.error_bound_ns);
-        let t = Timeline { map: m, holds: holds.clone() };
+        let t = Timeline {
+            map: m,
+            holds: holds.clone(),
+        };
         for g in [1.2e9, 1.06e9, 1.3e9, 2.0e9, 3.0e9] {
             let err = (t.to_host(g as u64) - host_of(g)).abs();
             assert!(err <= m.error_bound_ns + 1.0, "guest {g}: error {err}");
@@ -303,25 +365,50 @@ mod tests {
         // Ignoring the holds, no line fits.
         let naive = fit(&samples, &Holds::default()).unwrap();
         assert!(!naive.consistent);
-        assert!(naive.error_bound_ns > 100.0e6, "naive bound {}", naive.error_bound_ns);
+        assert!(
+            naive.error_bound_ns > 100.0e6,
+            "naive bound {}",
+            naive.error_bound_ns
+        );
     }
 
     /// Holds the guest lived 60 µs shorter each than the host saw (a step ran it):
     /// inconsistent as seen, consistent once each may be up to 100 µs shorter.
     #[test]
     fn hold_slack_absorbs_holds_seen_long() {
-        let lived: Vec<(u64, u64)> = (0..10).map(|i| (3_000_000_000 + i * 20_000_000, 3_005_000_000 + i * 20_000_000)).collect();
-        let seen: Vec<(u64, u64)> = lived.iter().map(|&(a, z)| (a - 30_000, z + 30_000)).collect();
+        let lived: Vec<(u64, u64)> = (0..10)
+            .map(|i| {
+                (
+                    3_000_000_000 + i * 20_000_000,
+                    3_005_000_000 + i * 20_000_000,
+                )
+            })
+            .collect();
+        let seen: Vec<(u64, u64)> = lived
+            .iter()
+            .map(|&(a, z)| (a - 30_000, z + 30_000))
+            .collect();
         let truth = Holds::new(lived);
         let samples: Vec<Sample> = (0..80)
             .map(|i| {
                 let h = truth.host(1.0e9 + i as f64 * 50.0e6 + 1.0e9);
-                Sample { host_send_ns: (h - 20_000.0) as u64, guest_ns: (1.0e9 + i as f64 * 50.0e6) as u64, host_recv_ns: (h + 20_000.0) as u64 }
+                Sample {
+                    host_send_ns: (h - 20_000.0) as u64,
+                    guest_ns: (1.0e9 + i as f64 * 50.0e6) as u64,
+                    host_recv_ns: (h + 20_000.0) as u64,
+                }
             })
-            .filter(|s| truth.running(s.host_send_ns as f64) + 40_000.0 >= truth.running(s.host_recv_ns as f64))
+            .filter(|s| {
+                truth.running(s.host_send_ns as f64) + 40_000.0
+                    >= truth.running(s.host_recv_ns as f64)
+            })
             .collect();
         assert!(!fit(&samples, &Holds::new(seen.clone())).unwrap().consistent);
-        let m = fit(&samples, &Holds::with_slack(seen.into_iter().map(|(a, b)| (a, b, 100_000)).collect())).unwrap();
+        let m = fit(
+            &samples,
+            &Holds::with_slack(seen.into_iter().map(|(a, b)| (a, b, 100_000)).collect()),
+        )
+        .unwrap();
         assert!(m.consistent, "{m:?}");
     }
 }

@@ -45,7 +45,10 @@ impl Holds {
                 }
             }
         }
-        Holds { spans: merged, slack }
+        Holds {
+            spans: merged,
+            slack,
+        }
     }
 
     /// Total slack, ns.

@@ -41,7 +41,10 @@ fn run(mut args: Args) -> Result<(), Error> {
     for _ in 0..opens {
         File::open("/").map_err(|e| Error::runtime(format!("open /: {e}")))?;
     }
-    println!("fault: {opens} opens done; {} in {wait_ms} ms", if panic { "panic" } else { "hang" });
+    println!(
+        "fault: {opens} opens done; {} in {wait_ms} ms",
+        if panic { "panic" } else { "hang" }
+    );
     std::thread::sleep(Duration::from_millis(wait_ms));
     if panic {
         write("/proc/sysrq-trigger", "c")?;
@@ -54,7 +57,8 @@ fn run(mut args: Args) -> Result<(), Error> {
         param.sched_priority = 99;
         // musl's sched_setscheduler is a stub (ENOSYS): make the system call itself.
         // SAFETY: the call reads a valid sched_param; pid 0 is this thread.
-        if unsafe { libc::syscall(libc::SYS_sched_setscheduler, 0, libc::SCHED_FIFO, &param) } != 0 {
+        if unsafe { libc::syscall(libc::SYS_sched_setscheduler, 0, libc::SCHED_FIFO, &param) } != 0
+        {
             return Err(Error::runtime(format!(
                 "sched_setscheduler(SCHED_FIFO, 99): {}",
                 std::io::Error::last_os_error()

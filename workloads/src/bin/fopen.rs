@@ -26,7 +26,10 @@ fn main() -> ExitCode {
 
 fn run(mut args: Args) -> Result<(), Error> {
     let iterations = args.number("--iterations", 200)?;
-    let base = args.value("--dir")?.map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base = args
+        .value("--dir")?
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let delay_ms = args.number("--start-delay-ms", 0)?;
     args.finish(USAGE)?;
     std::thread::sleep(Duration::from_millis(delay_ms));
@@ -41,7 +44,8 @@ fn run(mut args: Args) -> Result<(), Error> {
             .map_err(|e| Error::runtime(format!("create {}: {e}", path.display())))?;
         // One write per iteration, like fprintf's buffered line reaching fclose.
         let line = format!("guestscope fopen iteration {i}\n");
-        f.write_all(line.as_bytes()).map_err(|e| Error::runtime(format!("write: {e}")))
+        f.write_all(line.as_bytes())
+            .map_err(|e| Error::runtime(format!("write: {e}")))
         // `f` is closed here.
     });
     let elapsed = elapsed_ns(start);

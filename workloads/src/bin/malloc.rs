@@ -28,7 +28,10 @@ fn run(mut args: Args) -> Result<(), Error> {
     let no_thp = args.flag("--no-thp");
     args.finish(USAGE)?;
     if mib == 0 || mib > 1 << 20 {
-        return Err(Error::usage(format!("--mib must be between 1 and {}", 1 << 20)));
+        return Err(Error::usage(format!(
+            "--mib must be between 1 and {}",
+            1 << 20
+        )));
     }
     let size = usize::try_from(mib)
         .ok()
@@ -44,7 +47,9 @@ fn run(mut args: Args) -> Result<(), Error> {
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { alloc(layout) };
         if p.is_null() {
-            return Err(Error::runtime(format!("allocating {mib} MiB failed in round {round}")));
+            return Err(Error::runtime(format!(
+                "allocating {mib} MiB failed in round {round}"
+            )));
         }
         if no_thp {
             // SAFETY: madvise only changes paging advice for this allocation's pages.
@@ -57,7 +62,10 @@ fn run(mut args: Args) -> Result<(), Error> {
         }
         for offset in (0..size).step_by(PAGE) {
             // SAFETY: offset < size, inside the allocation.
-            unsafe { p.add(offset).write_volatile(round as u8 ^ (offset >> 12) as u8) };
+            unsafe {
+                p.add(offset)
+                    .write_volatile(round as u8 ^ (offset >> 12) as u8)
+            };
             pages += 1;
         }
         // Read one byte back so the writes cannot be optimised away.

@@ -34,14 +34,20 @@ impl Source {
                 let n = unsafe {
                     libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK)
                 };
-                if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
             }
         }
     }
 }
 
 fn run(mut args: Args) -> Result<(), Error> {
-    let device = args.value("--device")?.unwrap_or_else(|| "/dev/random".into());
+    let device = args
+        .value("--device")?
+        .unwrap_or_else(|| "/dev/random".into());
     let reads = args.number("--reads", 10)?;
     let bytes = args.number("--bytes", 32)?;
     let nonblock = args.flag("--getrandom-nonblock");
@@ -61,7 +67,11 @@ fn run(mut args: Args) -> Result<(), Error> {
             File::open(&device).map_err(|e| Error::runtime(format!("open {device}: {e}")))?,
         )
     };
-    let method = if nonblock { "getrandom-nonblock".to_string() } else { device.clone() };
+    let method = if nonblock {
+        "getrandom-nonblock".to_string()
+    } else {
+        device.clone()
+    };
 
     let mut buf = vec![0u8; bytes as usize];
     let (mut total_bytes, mut errors, mut total_ns, mut max_ns) = (0u64, 0u64, 0u64, 0u64);
@@ -101,7 +111,10 @@ fn run(mut args: Args) -> Result<(), Error> {
             ("bytes_per_read", Value::Num(bytes)),
             ("bytes", Value::Num(total_bytes)),
             ("errors", Value::Num(errors)),
-            ("mean_latency_ns", Value::Num(total_ns.checked_div(reads).unwrap_or(0))),
+            (
+                "mean_latency_ns",
+                Value::Num(total_ns.checked_div(reads).unwrap_or(0))
+            ),
             ("max_latency_ns", Value::Num(max_ns)),
             ("elapsed_ns", Value::Num(elapsed_ns(start))),
         ])
