@@ -81,19 +81,12 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guestscope_common::ProbeKind;
 
     pub(crate) fn ev(n: u64) -> RawEvent {
         RawEvent {
-            ts_ns: n,
-            arg: 0,
-            ip: 0,
-            kind: 2,
-            cpu: 0,
-            pid: 1,
-            tid: 1,
             stack_id: -1,
-            flags: 0,
-            comm: [0; 16],
+            ..RawEvent::new(ProbeKind::AllocFd, 1, n)
         }
     }
 

@@ -196,8 +196,7 @@ pub fn send_batch<W: Sink>(
 #[cfg(test)]
 mod tests {
     use guestscope_common::{
-        MAX_STACK_FRAMES,
-        event::NO_STACK,
+        MAX_STACK_FRAMES, ProbeKind,
         wire::{DecodeError, FrameReader},
     };
 
@@ -207,18 +206,7 @@ mod tests {
         let mut ips = [0; MAX_STACK_FRAMES];
         ips[..frames.len()].copy_from_slice(frames);
         StackedEvent {
-            event: RawEvent {
-                ts_ns: 0,
-                arg: 0,
-                ip: 0,
-                kind: 1,
-                cpu: 0,
-                pid: 1,
-                tid: 1,
-                stack_id: NO_STACK,
-                flags: 0,
-                comm: [0; 16],
-            },
+            event: RawEvent::new(ProbeKind::SpinLock, 1, 0),
             stack_bytes: stack_bytes.unwrap_or(8 * frames.len() as i32),
             _pad: 0,
             ips,

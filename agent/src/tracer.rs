@@ -215,10 +215,10 @@ impl Tracer {
                 break;
             };
             n += 1;
-            if let Some(e) = event {
-                if self.batch.push(e, now) {
-                    self.flush(stream)?;
-                }
+            if let Some(e) = event
+                && self.batch.push(e, now)
+            {
+                self.flush(stream)?;
             }
         }
         Ok(n)

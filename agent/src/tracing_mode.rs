@@ -177,10 +177,8 @@ impl TracingMode {
             hits
         });
         errors.extend(tracer.restore_plan());
-        if !stacks {
-            if let Err(e) = tracer.set_stack_walks(true) {
-                errors.push(format!("setting stack walks on again: {e}"));
-            }
+        if !stacks && let Err(e) = tracer.set_stack_walks(true) {
+            errors.push(format!("setting stack walks on again: {e}"));
         }
         let report = WorkloadTracing {
             probes: attached

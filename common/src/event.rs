@@ -97,6 +97,34 @@ pub struct RawEvent {
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 64);
 
 impl RawEvent {
+    /// An event of `kind` from process `pid` (its main thread) at `ts_ns`, with
+    /// every other field zero, no stack ([`NO_STACK`]) and an empty `comm`: the one
+    /// constructor tests and synthetic producers start from (set the rest with
+    /// struct-update syntax and [`RawEvent::with_comm`]).
+    pub const fn new(kind: ProbeKind, pid: u32, ts_ns: u64) -> RawEvent {
+        RawEvent {
+            ts_ns,
+            arg: 0,
+            ip: 0,
+            kind: kind as u32,
+            cpu: 0,
+            pid,
+            tid: pid,
+            stack_id: NO_STACK,
+            flags: 0,
+            comm: [0; 16],
+        }
+    }
+
+    /// This event with `comm` set to `name` (cut to 15 bytes, NUL-padded, as the
+    /// kernel keeps it).
+    pub fn with_comm(mut self, name: &str) -> RawEvent {
+        self.comm = [0; 16];
+        let n = name.len().min(15);
+        self.comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+        self
+    }
+
     /// The probe kind, if the id is known.
     pub fn probe(&self) -> Option<ProbeKind> {
         ProbeKind::from_id(self.kind)
@@ -227,18 +255,7 @@ mod tests {
     use super::*;
 
     fn stacked(stack_bytes: i32) -> StackedEvent {
-        let event = RawEvent {
-            ts_ns: 0,
-            arg: 0,
-            ip: 0,
-            kind: 1,
-            cpu: 0,
-            pid: 1,
-            tid: 1,
-            stack_id: NO_STACK,
-            flags: 0,
-            comm: [0; 16],
-        };
+        let event = RawEvent::new(ProbeKind::SpinLock, 1, 0);
         let mut ips = [0; MAX_STACK_FRAMES];
         for (i, ip) in ips.iter_mut().enumerate() {
             *ip = 0xffff_ffff_8100_0000 + i as u64;

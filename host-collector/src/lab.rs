@@ -490,17 +490,17 @@ pub fn boot_and_collect(
                 format!("the run took longer than {:?}", o.run_timeout),
             ));
         }
-        if let (Some(limit), Some(last)) = (watchdog, progress.get()) {
-            if last.elapsed() >= limit {
-                return Err(Stop::new(
-                    "guest hung",
-                    format!(
-                        "no record from the agent for {:.0} s (it sends a heartbeat every {} ms): the guest kernel or the agent is stuck",
-                        last.elapsed().as_secs_f64(),
-                        guestscope_common::wire::HEARTBEAT_MS
-                    ),
-                ));
-            }
+        if let (Some(limit), Some(last)) = (watchdog, progress.get())
+            && last.elapsed() >= limit
+        {
+            return Err(Stop::new(
+                "guest hung",
+                format!(
+                    "no record from the agent for {:.0} s (it sends a heartbeat every {} ms): the guest kernel or the agent is stuck",
+                    last.elapsed().as_secs_f64(),
+                    guestscope_common::wire::HEARTBEAT_MS
+                ),
+            ));
         }
         Ok(())
     };
@@ -534,15 +534,14 @@ pub fn boot_and_collect(
                     last_progress.set(Some(Instant::now()));
                     if let (Mode::Cr3 { offsets, .. }, None, Some(port)) =
                         (mode, &cr3_thread, v.gdb_port)
+                        && let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms)
                     {
-                        if let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms) {
-                            let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
-                            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                            cr3_thread = Some(spawn_holding(&paused, move || {
-                                syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default())
-                                    .map_err(|e| e.to_string())
-                            }));
-                        }
+                        let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
+                        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                        cr3_thread = Some(spawn_holding(&paused, move || {
+                            syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default())
+                                .map_err(|e| e.to_string())
+                        }));
                     }
                     match (&snapshot_thread, v.gdb_port) {
                         (None, Some(port)) if take_snapshots => {
@@ -603,12 +602,13 @@ pub fn boot_and_collect(
     let _ = session.flush();
     let serial = serial_state.lock().expect("serial");
     let marks = serial.marks.clone();
-    if let Some(f) = &marks.fatal {
-        if !outcome.complete && outcome.how != "interrupted" {
-            // QEMU exiting, or the stream ending, was the panic's consequence.
-            outcome.how = fatal_how(f).into();
-            outcome.detail = Some(f.clone());
-        }
+    if let Some(f) = &marks.fatal
+        && !outcome.complete
+        && outcome.how != "interrupted"
+    {
+        // QEMU exiting, or the stream ending, was the panic's consequence.
+        outcome.how = fatal_how(f).into();
+        outcome.detail = Some(f.clone());
     }
     if !outcome.complete {
         let lines: Vec<&str> = serial.lines.iter().map(|l| l.text.as_str()).collect();
@@ -831,15 +831,15 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     } else {
         Vec::new()
     };
-    if c.outcome.how != "interrupted" {
-        if let Some(stop) = Stop::interrupted() {
-            // The traced run had ended; what came after it (the CR3 boots) was cut short.
-            let before = std::mem::replace(&mut c.outcome.how, stop.how);
-            c.outcome.detail = Some(format!(
-                "{} after the traced run had ended ({before})",
-                stop.detail
-            ));
-        }
+    if c.outcome.how != "interrupted"
+        && let Some(stop) = Stop::interrupted()
+    {
+        // The traced run had ended; what came after it (the CR3 boots) was cut short.
+        let before = std::mem::replace(&mut c.outcome.how, stop.how);
+        c.outcome.detail = Some(format!(
+            "{} after the traced run had ended ({before})",
+            stop.detail
+        ));
     }
     (o.progress)("analyzing");
     let run = summary::RunInfo {

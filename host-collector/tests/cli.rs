@@ -424,17 +424,10 @@ fn good_start(secret: &str, events: usize) -> Vec<u8> {
 
 fn event_batch(n: usize) -> Vec<RawEvent> {
     let e = RawEvent {
-        ts_ns: 10,
-        arg: 0,
-        ip: 0,
-        kind: ProbeKind::AllocFd as u32,
-        cpu: 0,
-        pid: 77,
-        tid: 77,
         stack_id: -1,
-        flags: 0,
-        comm: *b"w\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
-    };
+        ..RawEvent::new(ProbeKind::AllocFd, 77, 10)
+    }
+    .with_comm("w");
     vec![e; n]
 }
 

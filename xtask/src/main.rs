@@ -10,7 +10,7 @@
 //! Their building blocks: [`build_guest`] (cargo builds), [`kernel`] (the
 //! Debian kernel and its modules), [`initramfs`] (the guest's base archive),
 //! [`debian`] (the second test guest: a debootstrap rootfs with Debian's 6.12),
-//! [`paths`] (where artifacts go), [`cmd`] (running programs), [`steps`]
+//! [`lints`] (rustfmt and clippy, as `test` runs them), [`paths`] (where artifacts go), [`cmd`] (running programs), [`steps`]
 //! (timing), [`elf`] (static or dynamic executables).
 
 mod bench;
@@ -23,6 +23,7 @@ mod image;
 mod initramfs;
 mod kernel;
 mod lab;
+mod lints;
 mod paths;
 mod steps;
 mod test;

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: build the guest image (as `lab` does) and the Debian test
 //! guest ([`crate::debian`]), then run every crate's tests in release mode, the VM
 //! tests included, which find the images and the collector through environment
-//! variables.
+//! variables. Before building anything it checks the house rules
+//! ([`crate::lints`]: rustfmt and clippy with warnings denied), so CI enforces them.
 
 use anyhow::Result;
 
@@ -9,6 +10,7 @@ use crate::build_guest::Overrides;
 use crate::cmd;
 use crate::debian;
 use crate::image;
+use crate::lints;
 use crate::paths::Layout;
 use crate::steps::Steps;
 
@@ -37,6 +39,9 @@ pub struct Options {
     /// Prebuilt guest binaries.
     #[command(flatten)]
     pub overrides: Overrides,
+    /// Skip the rustfmt and clippy checks (for quick local iterations; CI runs them).
+    #[arg(long)]
+    pub no_lints: bool,
     /// Further arguments for `cargo test` (a test name filter, `-- --nocapture`, ...).
     #[arg(
         trailing_var_arg = true,
@@ -56,6 +61,9 @@ pub fn test(options: &Options) -> Result<()> {
 }
 
 fn run(layout: &Layout, steps: &mut Steps, options: &Options) -> Result<()> {
+    if !options.no_lints {
+        steps.run("lints", || lints::check(&layout.root))?;
+    }
     let image = image::prepare(layout, steps, &options.overrides, true)?;
     let debian = steps.run("debian guest", || debian::prepare(layout))?;
     let collector = image

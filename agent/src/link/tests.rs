@@ -48,16 +48,8 @@ fn config(spool_bytes: u64) -> LinkConfig {
 
 fn events(n: usize) -> Body {
     let e = RawEvent {
-        ts_ns: 1,
-        arg: 0,
-        ip: 0,
-        kind: ProbeKind::AllocFd as u32,
-        cpu: 0,
-        pid: 1,
-        tid: 1,
         stack_id: -1,
-        flags: 0,
-        comm: [0; 16],
+        ..RawEvent::new(ProbeKind::AllocFd, 1, 1)
     };
     Body::Events(vec![e; n])
 }
@@ -136,16 +128,18 @@ fn serve(conn: UnixStream, seen: &Mutex<Seen>, limit: Option<usize>) {
     }
 }
 
-/// A link (1 MiB spool) to a scripted collector serving one connection on a fresh
-/// socket: the socket's path, what the collector saw, its thread, and the stream.
-fn served_link(
-    name: &str,
-) -> (
+/// What [`served_link`] returns: the socket's path, what the collector saw, its
+/// thread, and the stream.
+type ServedLink = (
     PathBuf,
     Arc<Mutex<Seen>>,
     thread::JoinHandle<()>,
     Stream<Link<UnixConnector>>,
-) {
+);
+
+/// A link (1 MiB spool) to a scripted collector serving one connection on a fresh
+/// socket: the socket's path, what the collector saw, its thread, and the stream.
+fn served_link(name: &str) -> ServedLink {
     let path = socket_path(name);
     let listener = UnixListener::bind(&path).unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));

@@ -5,17 +5,13 @@ use crate::event::ProbeKind;
 
 fn event(seq: u64) -> RawEvent {
     RawEvent {
-        ts_ns: 1_000 + seq,
         arg: 0xffff_ffff_8280_7a40,
-        ip: 0,
-        kind: ProbeKind::SpinLock as u32,
         cpu: 1,
-        pid: 42,
         tid: 43,
         stack_id: 7,
-        flags: 0,
-        comm: *b"fopen\0\0\0\0\0\0\0\0\0\0\0",
+        ..RawEvent::new(ProbeKind::SpinLock, 42, 1_000 + seq)
     }
+    .with_comm("fopen")
 }
 
 fn sample_records() -> Vec<Record> {

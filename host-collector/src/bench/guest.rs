@@ -339,10 +339,10 @@ pub fn boot(
     vhost_child.kill();
     let _ = session.flush();
     let marks = serial_state.lock().expect("serial").marks.clone();
-    if !outcome.complete {
-        if let Some(f) = &marks.fatal {
-            outcome.detail = Some(format!("{}; {f}", outcome.detail.unwrap_or_default()));
-        }
+    if !outcome.complete
+        && let Some(f) = &marks.fatal
+    {
+        outcome.detail = Some(format!("{}; {f}", outcome.detail.unwrap_or_default()));
     }
     let blasts = blasts.lock().expect("blasts").clone();
     Ok(Booted {

@@ -17,7 +17,7 @@
 //! - [`stats`]: medians, spread, pairing, rotation.
 //! - [`guest`]: one boot with the hooks the benchmarks need.
 //! - [`results`]: what `results.json` holds.
-//! - [`report`]: `results.md`.
+//! - [`report`][]: `results.md`.
 
 pub mod guest;
 pub mod report;
@@ -48,6 +48,9 @@ use crate::qemu::accel;
 use guest::{BootSetup, Booted, Collecting, Machine};
 use results::*;
 use stats::Spread;
+
+/// A gdb-method trace running on its own thread, named by its workload.
+type GdbTraceThread = (String, JoinHandle<Result<FunctionTrace, String>>);
 
 /// The vsock port the blast workload sends to.
 pub const BLAST_PORT: u32 = VSOCK_PORT + 1;
@@ -603,9 +606,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
             "overhead: fopen and cpuinfo loops untraced, with every probe, under ftrace; then the gdb method",
         );
         let gdb_port = inputs::free_port();
-        let gdb_threads: std::cell::RefCell<
-            Vec<(String, JoinHandle<Result<FunctionTrace, String>>)>,
-        > = Default::default();
+        let gdb_threads: std::cell::RefCell<Vec<GdbTraceThread>> = Default::default();
         let mut marks = ByteMarks::default();
         let gdb_opts = Cr3Options {
             step_over: StepOver::Reinsert,
@@ -767,12 +768,12 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
             .collect();
         for i in 0..o.boot_samples {
             for (label, kernel) in &kernels {
-                if kernel != &o.kernel {
-                    if let Err(e) = inputs::check_kernel(kernel) {
-                        r.problems
-                            .push(format!("uncompressed kernel not booted: {e}"));
-                        continue;
-                    }
+                if kernel != &o.kernel
+                    && let Err(e) = inputs::check_kernel(kernel)
+                {
+                    r.problems
+                        .push(format!("uncompressed kernel not booted: {e}"));
+                    continue;
                 }
                 let m = Machine {
                     kernel: kernel.clone(),

@@ -149,39 +149,6 @@ pub fn analyze(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_reads_errors_and_percentiles() {
-        let out = "{\"read\":0,\"bytes\":32,\"latency_ns\":2000}\n{\"read\":1,\"bytes\":32,\"latency_ns\":4000}\n\
-                   {\"read\":2,\"error\":\"Resource temporarily unavailable (os error 11)\",\"latency_ns\":900}\n\
-                   {\"workload\":\"random\",\"method\":\"/dev/urandom\",\"reads\":3}\n";
-        let s = parse_source("urandom", 2_000_000_000, out);
-        assert_eq!((s.reads, s.errors), (2, 1));
-        assert_eq!(s.method, "/dev/urandom");
-        assert_eq!(s.max_us, Some(4.0));
-        assert!(!s.blocked);
-        assert!(s.error_texts[0].contains("os error 11"));
-        assert_eq!(s.blocked_reads, 0);
-        assert!((s.longest_read_end_s.unwrap() - (2.0 + 6e-6)).abs() < 1e-9);
-    }
-
-    #[test]
-    fn finds_crng_ready_time() {
-        let d = "[    0.000000] Linux version\n[    1.234567] random: crng init done\n";
-        assert_eq!(
-            crng_ready(d),
-            Some((
-                "[    1.234567] random: crng init done".into(),
-                Some(1.234567)
-            ))
-        );
-        assert!(crng_ready("nothing").is_none());
-    }
-}
-
 /// Counts, per source, the probe events whose stacks pass through [`JITTER_FN`].
 pub fn annotate_with_stacks<W: std::io::Write>(
     r: &mut RandomExperiment,
@@ -302,4 +269,37 @@ pub fn explain(r: &RandomExperiment) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_reads_errors_and_percentiles() {
+        let out = "{\"read\":0,\"bytes\":32,\"latency_ns\":2000}\n{\"read\":1,\"bytes\":32,\"latency_ns\":4000}\n\
+                   {\"read\":2,\"error\":\"Resource temporarily unavailable (os error 11)\",\"latency_ns\":900}\n\
+                   {\"workload\":\"random\",\"method\":\"/dev/urandom\",\"reads\":3}\n";
+        let s = parse_source("urandom", 2_000_000_000, out);
+        assert_eq!((s.reads, s.errors), (2, 1));
+        assert_eq!(s.method, "/dev/urandom");
+        assert_eq!(s.max_us, Some(4.0));
+        assert!(!s.blocked);
+        assert!(s.error_texts[0].contains("os error 11"));
+        assert_eq!(s.blocked_reads, 0);
+        assert!((s.longest_read_end_s.unwrap() - (2.0 + 6e-6)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn finds_crng_ready_time() {
+        let d = "[    0.000000] Linux version\n[    1.234567] random: crng init done\n";
+        assert_eq!(
+            crng_ready(d),
+            Some((
+                "[    1.234567] random: crng init done".into(),
+                Some(1.234567)
+            ))
+        );
+        assert!(crng_ready("nothing").is_none());
+    }
 }

@@ -6,17 +6,11 @@ const KALLSYMS: &str = "ffffffff81000000 T _text\nffffffff81200000 t alloc_fd\nf
 
 fn ev(kind: ProbeKind, pid: u32, stack_id: i32, arg: u64) -> RawEvent {
     RawEvent {
-        ts_ns: 10,
         arg,
-        ip: 0,
-        kind: kind as u32,
-        cpu: 0,
-        pid,
-        tid: pid,
         stack_id,
-        flags: 0,
-        comm: *b"fopen\0\0\0\0\0\0\0\0\0\0\0",
+        ..RawEvent::new(kind, pid, 10)
     }
+    .with_comm("fopen")
 }
 
 fn feed(s: &mut Session<Vec<u8>>, bodies: Vec<Body>) {
