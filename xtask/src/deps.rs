@@ -31,10 +31,13 @@ pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Where the guest's busybox comes from (Debian's `busybox-static`).
 pub const BUSYBOX: &str = "/bin/busybox";
 
+/// Tells whether a package is installed (by a binary it ships, usually).
+type Check = fn() -> bool;
+
 /// A Debian package and how to tell it is installed.
 struct DebianPackage {
     name: &'static str,
-    installed: fn() -> bool,
+    installed: Check,
 }
 
 const DEBIAN_PACKAGES: &[DebianPackage] = &[
@@ -149,46 +152,81 @@ fn busybox_is_static() -> bool {
 }
 
 fn ensure_debian_packages(present: &mut Vec<String>) -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let checks: Vec<(&str, Check)> = DEBIAN_PACKAGES
         .iter()
-        .filter(|p| {
-            let ok = (p.installed)();
-            if ok {
-                present.push(p.name.to_string());
-            }
-            !ok
-        })
-        .map(|p| p.name)
+        .map(|p| (p.name, p.installed))
         .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let install = apt_install_command(&missing);
-    if !cmd::is_root() {
-        bail!(
-            "missing Debian packages: {}; install them with:\n    sudo {install}",
-            missing.join(" ")
-        );
-    }
-    eprintln!("    installing Debian packages: {}", missing.join(" "));
-    if !apt_lists_present() {
-        eprintln!("    apt's package lists are missing: running apt-get update first");
-        apt_update()?;
-        apt_install(&missing)?;
-    } else if let Err(err) = apt_install(&missing) {
-        eprintln!(
-            "    apt-get install failed ({err:#}); the package lists may be stale: running apt-get update and retrying once"
-        );
-        apt_update()?;
-        apt_install(&missing)?;
-    }
-    for package in DEBIAN_PACKAGES.iter().filter(|p| missing.contains(&p.name)) {
-        if !(package.installed)() {
-            bail!("installed {} but its check still fails", package.name);
+    let mut install = |missing: &[&str]| -> Result<()> {
+        let install = apt_install_command(missing);
+        if !cmd::is_root() {
+            bail!(
+                "missing Debian packages: {}; install them with:\n    sudo {install}",
+                missing.join(" ")
+            );
         }
-        present.push(package.name.to_string());
-    }
+        eprintln!("    installing Debian packages: {}", missing.join(" "));
+        if !apt_lists_present() {
+            eprintln!("    apt's package lists are missing: running apt-get update first");
+            apt_update()?;
+            apt_install(missing)
+        } else if let Err(err) = apt_install(missing) {
+            eprintln!(
+                "    apt-get install failed ({err:#}); the package lists may be stale: running apt-get update and retrying once"
+            );
+            apt_update()?;
+            apt_install(missing)
+        } else {
+            Ok(())
+        }
+    };
+    present.extend(settle(&checks, |check| check(), &mut install)?);
     Ok(())
+}
+
+/// How many install rounds [`settle`] makes before giving up.
+const INSTALL_ROUNDS: usize = 3;
+
+/// Installs what is missing until every check passes, checking *every* package
+/// again after each install: installing one package can remove another (on this
+/// project's machines, bookworm's `qemu-system-x86` removes the preinstalled
+/// backports `qemu-utils`, and with it `qemu-img`). Returns the names found
+/// present by the last check, never by a check made before an install.
+/// Generic over the check, so tests can drive it with a fake system.
+fn settle<C>(
+    packages: &[(&str, C)],
+    is_installed: impl Fn(&C) -> bool,
+    install: &mut dyn FnMut(&[&str]) -> Result<()>,
+) -> Result<Vec<String>> {
+    let mut installed_already: Vec<&str> = Vec::new();
+    for _ in 0..INSTALL_ROUNDS {
+        let missing: Vec<&str> = packages
+            .iter()
+            .filter(|(_, check)| !is_installed(check))
+            .map(|(name, _)| *name)
+            .collect();
+        if missing.is_empty() {
+            return Ok(packages.iter().map(|(name, _)| name.to_string()).collect());
+        }
+        for name in &missing {
+            if installed_already.contains(name) {
+                eprintln!("    {name} was installed earlier and is missing again: reinstalling");
+            }
+        }
+        install(&missing)?;
+        installed_already.extend(missing);
+    }
+    let still: Vec<&str> = packages
+        .iter()
+        .filter(|(_, check)| !is_installed(check))
+        .map(|(name, _)| *name)
+        .collect();
+    if still.is_empty() {
+        return Ok(packages.iter().map(|(name, _)| name.to_string()).collect());
+    }
+    bail!(
+        "Debian packages still missing after {INSTALL_ROUNDS} install rounds: {} (installing one removes another?)",
+        still.join(" ")
+    )
 }
 
 /// Installs Debian packages as root, updating apt's lists first when they are
@@ -390,6 +428,74 @@ mod tests {
         assert_eq!(parse_version("something-else 1.0\n", "bpf-linker"), None);
         assert_eq!(parse_version("", "bpf-linker"), None);
         assert_eq!(parse_version("bpf-linker\n", "bpf-linker"), None);
+    }
+
+    /// A fake system where installing `qemu-system-x86` removes `qemu-utils`, as
+    /// bookworm's package does to the preinstalled backports one.
+    fn fake_system() -> std::cell::RefCell<Vec<String>> {
+        std::cell::RefCell::new(vec!["qemu-utils".to_string(), "kmod".to_string()])
+    }
+
+    #[test]
+    fn a_package_an_install_removes_is_installed_again_and_not_reported_present_early() {
+        let system = fake_system();
+        let names = ["qemu-system-x86", "kmod", "qemu-utils"];
+        let packages: Vec<(&str, &str)> = names.iter().map(|n| (*n, *n)).collect();
+        let mut rounds: Vec<Vec<String>> = Vec::new();
+        let mut install = |missing: &[&str]| -> Result<()> {
+            rounds.push(missing.iter().map(|m| m.to_string()).collect());
+            let mut sys = system.borrow_mut();
+            for m in missing {
+                if *m == "qemu-system-x86" {
+                    sys.retain(|p| p != "qemu-utils");
+                }
+                sys.push(m.to_string());
+            }
+            Ok(())
+        };
+        let present = settle(
+            &packages,
+            |name| system.borrow().iter().any(|p| p == name),
+            &mut install,
+        )
+        .unwrap();
+        assert_eq!(rounds, vec![vec!["qemu-system-x86"], vec!["qemu-utils"]]);
+        assert_eq!(present, ["qemu-system-x86", "kmod", "qemu-utils"]);
+        assert!(system.borrow().iter().any(|p| p == "qemu-utils"));
+    }
+
+    #[test]
+    fn two_packages_that_remove_each_other_fail_with_their_names() {
+        let system = std::cell::RefCell::new(Vec::<String>::new());
+        let packages = [("a", "a"), ("b", "b")];
+        let mut install = |missing: &[&str]| -> Result<()> {
+            let mut sys = system.borrow_mut();
+            for m in missing {
+                let other = if *m == "a" { "b" } else { "a" };
+                sys.retain(|p| p != other);
+                sys.push(m.to_string());
+            }
+            Ok(())
+        };
+        let err = settle(
+            &packages,
+            |name| system.borrow().iter().any(|p| p == name),
+            &mut install,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("still missing after 3 install rounds"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nothing_is_installed_when_everything_is_present() {
+        let packages = [("a", true), ("b", true)];
+        let mut install = |_: &[&str]| -> Result<()> { panic!("nothing to install") };
+        let present = settle(&packages, |ok| *ok, &mut install).unwrap();
+        assert_eq!(present, ["a", "b"]);
     }
 
     #[test]
