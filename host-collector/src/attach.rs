@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, WorkloadOrigin, WorkloadSpec};
 
+use crate::gdb::GdbEndpoint;
 use crate::lab::{self, Collected, LabError, LabOutcome};
 use crate::output::lines::WholeLines;
 use crate::output::summary;
@@ -61,25 +62,33 @@ pub fn default_plan(port: u32) -> RunPlan {
 }
 
 /// What the VM needs, as QEMU options and libvirt XML, for `endpoint`.
-pub fn setup_text(endpoint: &Endpoint, gdb_port: u16) -> String {
+pub fn setup_text(endpoint: &Endpoint, gdb: &GdbEndpoint) -> String {
+    let gdb_args = gdb.qemu_args().join(" ");
+    let gdb_xml: String = gdb
+        .qemu_args()
+        .iter()
+        .map(|a| format!("<qemu:arg value='{a}'/>"))
+        .collect();
     let vsock = match endpoint {
         Endpoint::Uds(path) => format!(
             "  vhost-device-vsock --guest-cid 3 --socket /run/guestscope/vhost.sock --uds-path {}\n  \
              qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=<RAM>,share=on -machine memory-backend=mem \\\n    \
              -chardev socket,id=vsock0,path=/run/guestscope/vhost.sock -device vhost-user-vsock-pci,chardev=vsock0 \\\n    \
-             -gdb tcp:127.0.0.1:{gdb_port}",
+             {gdb_args}",
             path.display()
         ),
         Endpoint::Cid(cid) => format!(
-            "  qemu-system-x86_64 ... -device vhost-vsock-pci,guest-cid={cid} -gdb tcp:127.0.0.1:{gdb_port}\n\n\
+            "  qemu-system-x86_64 ... -device vhost-vsock-pci,guest-cid={cid} {gdb_args}\n\n\
              libvirt (virsh edit <domain>), inside <devices>:\n  \
              <vsock model='virtio'><cid auto='no' address='{cid}'/></vsock>\n\
              and for the gdbstub, in <domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>:\n  \
-             <qemu:commandline><qemu:arg value='-gdb'/><qemu:arg value='tcp:127.0.0.1:{gdb_port}'/></qemu:commandline>"
+             <qemu:commandline>{gdb_xml}</qemu:commandline>"
         ),
     };
     format!(
-        "The VM needs a vsock device and, for the gdbstub experiments, QEMU's gdbstub on loopback only:\n{vsock}\n\n\
+        "The VM needs a vsock device and, for the gdbstub experiments, QEMU's gdbstub on a Unix socket in a\n\
+         directory only you can enter (mkdir -m 0700 /run/guestscope): the gdbstub is code execution in the guest,\n\
+         and any local user can reach a TCP port:\n{vsock}\n\n\
          In the guest (as root): the static agent and workloads from target/x86_64-unknown-linux-musl/release, the plan\n\
          (`guestscope attach --write-plan plan.json`) at /etc/guestscope/plan.json, then\n  \
          guestscope-agent --plan /etc/guestscope/plan.json\n"

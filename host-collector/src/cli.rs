@@ -144,9 +144,11 @@ pub struct AttachArgs {
     /// vsock port the agent connects to.
     #[arg(long, default_value_t = crate::lab::VSOCK_PORT)]
     pub port: u32,
-    /// QEMU gdbstub address of the VM (127.0.0.1 only), shown in the setup text.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1234")]
-    pub gdb: std::net::SocketAddr,
+    /// The VM's QEMU gdbstub, shown in the setup text: a Unix socket path
+    /// (recommended: only its owner can connect) or a loopback HOST:PORT (every local
+    /// user can connect to that, and the gdbstub is code execution in the guest).
+    #[arg(long, value_name = "PATH|HOST:PORT", default_value = crate::gdb::endpoint::RECOMMENDED_SOCKET)]
+    pub gdb: crate::gdb::GdbEndpoint,
     /// Output directory.
     #[arg(long, default_value = "guestscope-out")]
     pub out: PathBuf,
@@ -244,7 +246,8 @@ pub struct LabArgs {
     /// Extra kernel command-line arguments.
     #[arg(long, default_value = "")]
     pub append: String,
-    /// gdbstub port on 127.0.0.1 (default: a free port).
+    /// Put the gdbstub on this TCP port of 127.0.0.1, where every local user can reach it
+    /// (default: a Unix socket in the run's private directory).
     #[arg(long)]
     pub gdb_port: Option<u16>,
     /// Accelerator.

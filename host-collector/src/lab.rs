@@ -18,6 +18,7 @@ use guestscope_common::plan::{
 use crate::experiments;
 use crate::experiments::snapshots::{self, SnapshotOptions, SnapshotRun};
 use crate::experiments::syscall_cr3::{self, Cr3Options, Cr3Report};
+use crate::gdb::GdbEndpoint;
 use crate::guest::btf::TaskOffsets;
 use crate::image;
 use crate::inputs::{self, InputError, UserWorkload};
@@ -45,6 +46,8 @@ pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(30);
 /// The built-in workload the traced run's gdbstub snapshots are taken of (it calls
 /// [`experiments::snapshots::SNAPSHOT_SYMBOL`] on every open).
 pub const SNAPSHOT_WORKLOAD: &str = "fopen";
+/// The gdbstub's Unix socket, in the run's private (0700) directory.
+const GDB_SOCKET: &str = "gdb.sock";
 /// How long the [`SNAPSHOT_WORKLOAD`] sleeps before its loop when snapshots are taken.
 const SNAPSHOT_START_DELAY_MS: u64 = 500;
 /// Console lines kept in the outcome of a run that ended early (the panic text, or the
@@ -263,7 +266,7 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
         probes: o.probes.clone(),
         qemu,
         vhost,
-        gdb_port: o.gdb_port.or_else(inputs::free_port),
+        gdb_port: o.gdb_port,
         accel: accel::detect(),
         append: format!("console=ttyS0 panic=-1 {}", o.append)
             .trim()
@@ -407,6 +410,10 @@ pub fn boot_and_collect(
     let mut listener =
         PortListener::bind(&uds, VSOCK_PORT).map_err(|e| LabError::Setup(e.to_string()))?;
 
+    let gdb = match v.gdb_port {
+        Some(port) => GdbEndpoint::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        None => GdbEndpoint::Unix(run_dir.path().join(GDB_SOCKET)),
+    };
     let accel = o.accel.unwrap_or(v.accel.accel);
     let qemu_cfg = QemuConfig {
         binary: v.qemu.clone(),
@@ -420,7 +427,7 @@ pub fn boot_and_collect(
         kernel: o.kernel.clone(),
         initrd: initrd.clone(),
         append: v.append.clone(),
-        gdb_port: v.gdb_port,
+        gdb: Some(gdb.clone()),
         vsock: backend.clone(),
         cid: GUEST_CID,
         extra: o
@@ -532,23 +539,23 @@ pub fn boot_and_collect(
                 options,
                 &mut |session| {
                     last_progress.set(Some(Instant::now()));
-                    if let (Mode::Cr3 { offsets, .. }, None, Some(port)) =
-                        (mode, &cr3_thread, v.gdb_port)
+                    if let (Mode::Cr3 { offsets, .. }, None) = (mode, &cr3_thread)
                         && let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms)
                     {
                         let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
-                        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                        let addr = gdb.clone();
                         cr3_thread = Some(spawn_holding(&paused, move || {
                             syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default())
                                 .map_err(|e| e.to_string())
                         }));
                     }
-                    match (&snapshot_thread, v.gdb_port) {
-                        (None, Some(port)) if take_snapshots => {
-                            snapshot_thread = start_snapshots(session, port, launched, &paused)
+                    match &snapshot_thread {
+                        None if take_snapshots => {
+                            snapshot_thread =
+                                start_snapshots(session, gdb.clone(), launched, &paused)
                         }
-                        (Some(s), _) => s.note_progress(session),
-                        _ => {}
+                        Some(s) => s.note_progress(session),
+                        None => {}
                     }
                 },
             );
@@ -686,7 +693,7 @@ impl Snapshotter {
 /// `paused` is set while the thread runs (nothing is written to the guest meanwhile).
 fn start_snapshots<W: io::Write>(
     session: &Session<W>,
-    gdb_port: u16,
+    gdb: GdbEndpoint,
     launched: Instant,
     paused: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<Snapshotter> {
@@ -701,7 +708,7 @@ fn start_snapshots<W: io::Write>(
         .filter(|a| a.complete && !a.data.is_empty())?;
     let btf = btf.data.clone();
     let tgid = w.started.pid;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], gdb_port));
+    let addr = gdb;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tracing::debug!(tgid, "starting the gdbstub snapshots");
     let flag = done.clone();

@@ -197,11 +197,16 @@ fn bench_command(args: guestscope::cli::BenchArgs) -> ExitCode {
 
 /// Runs `guestscope attach`; `Ok(None)` when it only printed or wrote setup.
 fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>, String> {
-    if !a.gdb.ip().is_loopback() {
-        return Err(format!(
-            "--gdb {}: the gdbstub must listen on loopback only (it gives full control of the guest)",
-            a.gdb
-        ));
+    if let guestscope::gdb::GdbEndpoint::Tcp(addr) = &a.gdb {
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "--gdb {addr}: the gdbstub must listen on loopback only (it gives full control of the guest)"
+            ));
+        }
+        eprintln!(
+            "guestscope: warning: --gdb {addr}: every local user can connect to a TCP gdbstub; prefer a Unix socket (--gdb {})",
+            guestscope::gdb::endpoint::RECOMMENDED_SOCKET
+        );
     }
     let endpoint = match (a.vsock_uds.clone(), a.vsock_cid) {
         (Some(p), None) => Some(Endpoint::Uds(p)),
@@ -228,7 +233,7 @@ fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>,
     }
     if a.print_setup {
         let shown = endpoint.clone().unwrap_or(Endpoint::Cid(3));
-        print!("{}", attach::setup_text(&shown, a.gdb.port()));
+        print!("{}", attach::setup_text(&shown, &a.gdb));
     }
     let Some(endpoint) = endpoint else {
         return Ok(None);

@@ -353,7 +353,8 @@ fn replays_a_recorded_qemu_pti_session() {
 
 #[test]
 fn refuses_non_loopback_addresses_without_connecting() {
-    let err = Client::connect("192.0.2.1:1234".parse().unwrap(), quick()).unwrap_err();
+    let err =
+        Client::connect("192.0.2.1:1234".parse::<SocketAddr>().unwrap(), quick()).unwrap_err();
     assert!(matches!(err, GdbError::NotLoopback(_)), "{err}");
 }
 

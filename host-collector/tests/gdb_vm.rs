@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use guestscope::experiments::syscall_cr3::{self, Cr3Options, StepOver};
 use guestscope::gdb::kernel::{MemoryPath, PHYS_ADDR_MASK};
-use guestscope::gdb::{Client, ClientOptions, CurrentReader, KernelLayout};
+use guestscope::gdb::{Client, ClientOptions, CurrentReader, GdbEndpoint, KernelLayout};
 use guestscope::guest::btf::{self, TaskOffsets};
 use guestscope::guest::kallsyms::Kallsyms;
 
@@ -100,7 +100,8 @@ fn scratch_initramfs(dir: &Path) -> PathBuf {
 /// A booted guest with its gdbstub; QEMU is killed on drop.
 struct Guest {
     child: Child,
-    gdb: SocketAddr,
+    /// Over loopback TCP here (the lab uses a Unix socket): both transports get a real stub.
+    gdb: GdbEndpoint,
     kallsyms: Kallsyms,
     target_pid: u32,
     noise_pid: u32,
@@ -175,7 +176,7 @@ fn boot(dir: &Path, initrd: &Path, cpu: Option<&str>, smp: u32, want_btf: bool) 
     });
     let mut guest = Guest {
         child,
-        gdb: SocketAddr::from(([127, 0, 0, 1], port)),
+        gdb: SocketAddr::from(([127, 0, 0, 1], port)).into(),
         kallsyms: Kallsyms::default(),
         target_pid: 0,
         noise_pid: 0,
@@ -236,7 +237,7 @@ fn boot(dir: &Path, initrd: &Path, cpu: Option<&str>, smp: u32, want_btf: bool) 
 }
 
 fn check_cr3_and_current(guest: &Guest, offsets: &TaskOffsets, vcpus: usize) {
-    let mut c = Client::connect(guest.gdb, ClientOptions::default()).unwrap();
+    let mut c = Client::connect(guest.gdb.clone(), ClientOptions::default()).unwrap();
     assert_eq!(c.threads().unwrap().len(), vcpus, "one thread per vCPU");
     let cr3 = c.read_register("cr3").unwrap();
     let cr4 = c.read_register("cr4").unwrap();
@@ -302,7 +303,7 @@ fn syscall_cr3_with_and_without_pti() {
     check_cr3_and_current(&pti, &offsets, 1);
 
     // current at the syscall entry: both loops show up, read through a page walk.
-    let mut c = Client::connect(pti.gdb, ClientOptions::default()).unwrap();
+    let mut c = Client::connect(pti.gdb.clone(), ClientOptions::default()).unwrap();
     let cost_keep =
         syscall_cr3::measure_condition(&mut c, &pti.kallsyms, &offsets, pti.target_pid, 300, &opts)
             .unwrap();
@@ -331,7 +332,14 @@ fn syscall_cr3_with_and_without_pti() {
     report_cost("PTI, gdb-style remove/step/insert", &cost_reinsert);
     c.detach().unwrap();
 
-    let report = syscall_cr3::run(pti.gdb, &pti.kallsyms, &offsets, pti.target_pid, &opts).unwrap();
+    let report = syscall_cr3::run(
+        pti.gdb.clone(),
+        &pti.kallsyms,
+        &offsets,
+        pti.target_pid,
+        &opts,
+    )
+    .unwrap();
     eprintln!("PTI report:\n{report}");
     assert_eq!(report.target.tgid, pti.target_pid);
     assert!(report.cr3_changed, "{report}");
@@ -352,7 +360,14 @@ fn syscall_cr3_with_and_without_pti() {
         "{report}"
     );
     // The guest runs on after detach: a new connection finds it making syscalls.
-    let again = syscall_cr3::run(pti.gdb, &pti.kallsyms, &offsets, pti.noise_pid, &opts).unwrap();
+    let again = syscall_cr3::run(
+        pti.gdb.clone(),
+        &pti.kallsyms,
+        &offsets,
+        pti.noise_pid,
+        &opts,
+    )
+    .unwrap();
     assert_eq!(again.target.tgid, pti.noise_pid);
     drop(pti);
 
@@ -366,7 +381,7 @@ fn syscall_cr3_with_and_without_pti() {
         nopti.meltdown
     );
     check_cr3_and_current(&nopti, &offsets, 2);
-    let mut c = Client::connect(nopti.gdb, ClientOptions::default()).unwrap();
+    let mut c = Client::connect(nopti.gdb.clone(), ClientOptions::default()).unwrap();
     let all = Cr3Options {
         keep_samples: 300,
         ..opts.clone()
@@ -389,7 +404,7 @@ fn syscall_cr3_with_and_without_pti() {
     assert!(cost_plain.matching > 0);
     c.detach().unwrap();
     let report = syscall_cr3::run(
-        nopti.gdb,
+        nopti.gdb.clone(),
         &nopti.kallsyms,
         &offsets,
         nopti.target_pid,

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod guests;
+pub mod other_user;
 
 use guestscope::lab::{self, LabOptions};
 use serde_json::Value;

@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use guestscope::attach::{self, AttachOptions, Endpoint};
+use guestscope::gdb::GdbEndpoint;
 use guestscope::image;
 use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, WorkloadOrigin, WorkloadSpec};
 use guestscope_tests::{
@@ -18,12 +19,17 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
     let uds = dir.join("vm.vsock");
     let control = dir.join("vhost.sock");
     let port = 7300;
-    let setup = attach::setup_text(&Endpoint::Uds(uds.clone()), 1234);
+    let gdb_socket = dir.join("gdb.sock");
+    let gdb = GdbEndpoint::Unix(gdb_socket.clone());
+    let setup = attach::setup_text(&Endpoint::Uds(uds.clone()), &gdb);
     for option in [
         "vhost-user-vsock-pci,chardev=vsock0",
         "memory-backend-memfd",
         "share=on",
-        "-gdb tcp:127.0.0.1:1234",
+        &format!(
+            "-chardev socket,id=gdbstub,path={},server=on,wait=off -gdb chardev:gdbstub",
+            gdb_socket.display()
+        ),
     ] {
         assert!(
             setup.contains(option),
@@ -73,11 +79,6 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
     }
 
     let _vhost = start_vhost_device_vsock(&control, &uds);
-    let gdb = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let _qemu = Kill(
         Command::new("qemu-system-x86_64")
             .args([
@@ -107,7 +108,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
             .arg("-chardev")
             .arg(format!("socket,id=vsock0,path={}", control.display()))
             .args(["-device", "vhost-user-vsock-pci,chardev=vsock0"])
-            .args(["-gdb", &format!("tcp:127.0.0.1:{gdb}")])
+            .args(gdb.qemu_args())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

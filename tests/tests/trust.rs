@@ -5,8 +5,9 @@
 //! socket (the one vhost-device-vsock forwards the agent's connection to): one without
 //! the run's secret, one with a wrong one, one speaking no guestscope at all. Each is
 //! refused, nothing is acknowledged to it, and the summary counts it. Then every socket
-//! the collector, QEMU and vhost-device-vsock listen on is checked: TCP on loopback only,
-//! Unix sockets of mode 0600 in a directory of mode 0700, no abstract Unix sockets.
+//! the collector, QEMU and vhost-device-vsock listen on is checked: nothing on TCP (the
+//! gdbstub is a Unix socket too), Unix sockets of mode 0600 in a directory of mode 0700,
+//! no abstract Unix sockets; and an unprivileged user (`nobody`) is refused by each.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use guestscope::lab::LabOptions;
 use guestscope_common::wire::{Body, Connect, Hello, Record, encode_frame};
+use guestscope_tests::other_user::{NOBODY, connect_as};
 use guestscope_tests::{children_of, run_lab, target_dir, workload_binary};
 
 /// What one fake agent sends.
@@ -230,16 +232,13 @@ fn only_this_runs_agent_is_let_in_and_every_listening_socket_is_private() {
     let tcp = tcp_listeners(&inodes);
     let unix = unix_listeners(&inodes);
     eprintln!("listening: TCP {tcp:?}, Unix {unix:?}");
-    let loopback = ["0100007F", "00000000000000000000000001000000"];
-    for (addr, port) in &tcp {
-        assert!(
-            loopback.contains(&addr.as_str()),
-            "TCP port {port} listens on {addr}, not loopback"
-        );
-    }
-    assert!(!tcp.is_empty(), "the gdbstub is not listening");
+    assert!(
+        tcp.is_empty(),
+        "TCP listeners, reachable by every local user: {tcp:?}"
+    );
+    let gdb = uds.parent().unwrap().join("gdb.sock");
     // vhost-device-vsock stops listening on its control socket once QEMU is connected.
-    for expected in [socket.clone(), uds.clone()] {
+    for expected in [socket.clone(), uds.clone(), gdb.clone()] {
         assert!(
             unix.iter().any(|p| Path::new(p) == expected),
             "{} is not among the listeners {unix:?}",
@@ -253,6 +252,13 @@ fn only_this_runs_agent_is_let_in_and_every_listening_socket_is_private() {
         );
         let p = Path::new(path);
         assert_eq!(mode(p), 0o600, "{path} is mode {:o}", mode(p));
+        let refused = connect_as(NOBODY, p);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied),
+            "user {NOBODY} connecting to {path}: {refused:?}"
+        );
         let dir = p.parent().unwrap();
         assert_eq!(
             mode(dir),
@@ -270,11 +276,10 @@ fn only_this_runs_agent_is_let_in_and_every_listening_socket_is_private() {
         "{}",
         s["run"]["outcome"]
     );
-    let gdb_port = s["run"]["gdb_port"].as_u64().unwrap();
     assert!(
-        tcp.iter()
-            .any(|(a, p)| a == "0100007F" && u64::from(*p) == gdb_port),
-        "gdbstub {gdb_port} not among {tcp:?}"
+        s["run"]["gdb_port"].is_null(),
+        "no TCP gdbstub: {}",
+        s["run"]["gdb_port"]
     );
     let link = &s["stream"]["link"];
     let refused: Vec<&str> = link["refused"]

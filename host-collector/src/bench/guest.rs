@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use guestscope_common::plan::RunPlan;
 
+use crate::gdb::GdbEndpoint;
 use crate::image;
 use crate::lab::{GUEST_CID, Stop};
 use crate::output::summary::Outcome;
@@ -172,10 +173,10 @@ fn blast_receiver(
 }
 
 /// How far a boot goes, and what it listens to besides the stream.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct BootSetup {
-    /// QEMU's gdbstub on this loopback port.
-    pub gdb_port: Option<u16>,
+    /// QEMU's gdbstub here (a Unix socket in a private directory).
+    pub gdb: Option<GdbEndpoint>,
     /// Read and time raw connections to this vsock port.
     pub blast_port: Option<u32>,
     /// Stop at the agent's hello (boot-time samples).
@@ -194,13 +195,14 @@ pub fn boot(
     on_record: &mut dyn FnMut(&Collecting, u64),
 ) -> Result<Booted, String> {
     let BootSetup {
-        gdb_port,
+        gdb,
         blast_port,
         stop_at_hello,
     } = setup;
     let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
     let run_dir = tempfile::Builder::new()
         .prefix("guestscope-bench-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .map_err(|e| err("run directory", &e))?;
     // Each boot gets its own secret, as in `lab`: only the agent given this plan is heard.
@@ -240,7 +242,7 @@ pub fn boot(
         kernel: m.kernel.clone(),
         initrd,
         append: m.append.clone(),
-        gdb_port,
+        gdb,
         vsock: backend,
         cid: GUEST_CID,
         extra: Vec::new(),

@@ -27,7 +27,6 @@ pub mod stats;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufWriter};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,7 +38,7 @@ use guestscope_common::plan::{
 use guestscope_common::{ProbeKind, StackedEvent};
 
 use crate::experiments::syscall_cr3::{self, Cr3Options, FunctionTrace, StepOver};
-use crate::gdb::Client;
+use crate::gdb::{Client, GdbEndpoint};
 use crate::guest::btf::TaskOffsets;
 use crate::inputs;
 use crate::lab::VSOCK_PORT;
@@ -605,7 +604,13 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
         (o.progress)(
             "overhead: fopen and cpuinfo loops untraced, with every probe, under ftrace; then the gdb method",
         );
-        let gdb_port = inputs::free_port();
+        // The gdbstub's socket, private to this user as in `lab`.
+        let gdb_dir = tempfile::Builder::new()
+            .prefix("guestscope-bench-gdb-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| BenchError::Boot(format!("making the gdbstub's directory: {e}")))?;
+        let gdb = GdbEndpoint::Unix(gdb_dir.path().join("gdb.sock"));
         let gdb_threads: std::cell::RefCell<Vec<GdbTraceThread>> = Default::default();
         let mut marks = ByteMarks::default();
         let gdb_opts = Cr3Options {
@@ -620,7 +625,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
             Box::new(io::sink()),
             &o.work_dir.join("serial-overhead.log"),
             BootSetup {
-                gdb_port,
+                gdb: Some(gdb.clone()),
                 ..BootSetup::default()
             },
             &mut |s, bytes| {
@@ -628,11 +633,10 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
                 let Some(name) = started_name.filter(|n| n.starts_with("gdb-")) else {
                     return;
                 };
-                let (Some(port), Some(k), Ok(off)) =
-                    (gdb_port, s.kallsyms.clone(), offsets.clone())
-                else {
+                let (Some(k), Ok(off)) = (s.kallsyms.clone(), offsets.clone()) else {
                     return;
                 };
+                let port = gdb.clone();
                 let pid = s.workloads.last().map(|w| w.started.pid).unwrap_or(0);
                 let (n, opts) = (o.gdb_iterations, gdb_opts.clone());
                 let handle = std::thread::spawn(move || gdb_trace(port, &k, &off, pid, n, &opts));
@@ -895,15 +899,14 @@ fn note_outcome(what: &str, b: &Booted, problems: &mut Vec<String>) {
 
 /// Connects to the gdbstub and traces [`GDB_SYMBOL`] for `pid` until `n` hits.
 fn gdb_trace(
-    port: u16,
+    gdb: GdbEndpoint,
     k: &crate::guest::kallsyms::Kallsyms,
     off: &TaskOffsets,
     pid: u32,
     n: u64,
     opts: &Cr3Options,
 ) -> Result<FunctionTrace, String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut client = Client::connect(addr, opts.client.clone()).map_err(|e| e.to_string())?;
+    let mut client = Client::connect(gdb, opts.client.clone()).map_err(|e| e.to_string())?;
     let trace = syscall_cr3::trace_function(&mut client, k, GDB_SYMBOL, off, pid, n, opts);
     let detached = client.detach();
     let trace = trace.map_err(|e| e.to_string())?;

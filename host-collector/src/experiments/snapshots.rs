@@ -11,14 +11,13 @@
 //! The cross-check ([`cross_check`]): for each snapshot, the eBPF event nearest in
 //! time on the same CPU, on the one time line; the two must name the same task.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::syscall_cr3::{Cr3Error, Cr3Options, HitLoop, with_breakpoint};
-use crate::gdb::{Client, CurrentReader, KernelLayout};
+use crate::gdb::{Client, CurrentReader, GdbEndpoint, KernelLayout};
 use crate::guest::btf::TaskOffsets;
 use crate::guest::kallsyms::Kallsyms;
 use crate::timeline::clock::Timeline;
@@ -98,7 +97,7 @@ pub struct SnapshotRun {
 /// [`SNAPSHOT_SYMBOL`] (stopping early once `done` is set: the process ended), and
 /// detaches. Host times are measured from `launched`.
 pub fn take(
-    gdb: SocketAddr,
+    gdb: GdbEndpoint,
     kallsyms: &Kallsyms,
     offsets: &TaskOffsets,
     tgid: u32,

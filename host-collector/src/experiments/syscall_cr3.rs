@@ -20,13 +20,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::gdb::kernel::{
     Access, CR3_NOFLUSH, CR3_PCID_MASK, CR3_PTI_USER_BIT, MemoryPath, TaskIds,
 };
-use crate::gdb::{Client, ClientOptions, CurrentReader, GdbError, KernelLayout, ThreadId};
+use crate::gdb::{
+    Client, ClientOptions, CurrentReader, GdbEndpoint, GdbError, KernelLayout, ThreadId,
+};
 use crate::guest::btf::TaskOffsets;
 use crate::guest::kallsyms::Kallsyms;
 
@@ -296,7 +297,7 @@ impl fmt::Display for Cr3Report {
 /// `current_task`) and the task_struct offsets from its BTF
 /// ([`crate::guest::btf::task_offsets`]).
 pub fn run(
-    gdb: SocketAddr,
+    gdb: GdbEndpoint,
     kallsyms: &Kallsyms,
     offsets: &TaskOffsets,
     target_pid: u32,

@@ -17,11 +17,13 @@
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::GdbError;
+use super::endpoint::{GdbEndpoint, Transport};
 use super::packet::{self, Decoder, Frame, StopReply, ThreadId};
 use super::target::{RegisterInfo, TargetDescription};
 
@@ -105,7 +107,7 @@ enum Expect {
 
 /// A connected gdbstub client. The target is stopped while no resume is pending.
 pub struct Client {
-    stream: TcpStream,
+    stream: Transport,
     decoder: Decoder,
     opts: ClientOptions,
     ack_mode: bool,
@@ -154,7 +156,7 @@ pub struct Hold {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("peer", &self.stream.peer_addr().ok())
+            .field("stream", &self.stream)
             .field("ack_mode", &self.ack_mode)
             .field("round_trips", &self.round_trips)
             .field("running", &self.running)
@@ -168,24 +170,49 @@ const READ_CHUNK: usize = 64 * 1024;
 const MAX_INCOMING: usize = 1 << 20;
 
 impl Client {
-    /// Connects to a loopback gdbstub and performs the handshake (features, no-ack
-    /// mode if offered, target description, halt reason). The target is stopped
-    /// when this returns (QEMU pauses the VM when a client connects).
-    pub fn connect(addr: SocketAddr, opts: ClientOptions) -> Result<Client, GdbError> {
-        if !addr.ip().is_loopback() {
-            return Err(GdbError::NotLoopback(addr));
-        }
-        let stream = TcpStream::connect_timeout(&addr, opts.connect_timeout)
-            .map_err(|source| GdbError::Connect { addr, source })?;
-        stream.set_nodelay(true)?;
-        tracing::debug!(%addr, "gdbstub connected");
+    /// Connects to a gdbstub on a Unix socket or a loopback TCP address and performs
+    /// the handshake (features, no-ack mode if offered, target description, halt
+    /// reason). The target is stopped when this returns (QEMU pauses the VM when a
+    /// client connects).
+    pub fn connect(
+        endpoint: impl Into<GdbEndpoint>,
+        opts: ClientOptions,
+    ) -> Result<Client, GdbError> {
+        let endpoint = endpoint.into();
+        let stream: Transport = match &endpoint {
+            GdbEndpoint::Tcp(addr) => {
+                if !addr.ip().is_loopback() {
+                    return Err(GdbError::NotLoopback(*addr));
+                }
+                let stream =
+                    TcpStream::connect_timeout(addr, opts.connect_timeout).map_err(|source| {
+                        GdbError::Connect {
+                            addr: endpoint.clone(),
+                            source,
+                        }
+                    })?;
+                stream.set_nodelay(true)?;
+                stream.into()
+            }
+            // A local connect either succeeds or fails at once: no timeout to apply.
+            GdbEndpoint::Unix(path) => UnixStream::connect(path)
+                .map_err(|source| GdbError::Connect {
+                    addr: endpoint.clone(),
+                    source,
+                })?
+                .into(),
+        };
+        tracing::debug!(%endpoint, "gdbstub connected");
         Client::handshake(stream, opts)
     }
 
     /// Runs the handshake on an already connected stream (tests use a scripted stub).
-    pub fn handshake(stream: TcpStream, opts: ClientOptions) -> Result<Client, GdbError> {
+    pub fn handshake(
+        stream: impl Into<Transport>,
+        opts: ClientOptions,
+    ) -> Result<Client, GdbError> {
         let mut c = Client {
-            stream,
+            stream: stream.into(),
             decoder: Decoder::new(MAX_INCOMING),
             opts,
             ack_mode: true,

@@ -4,14 +4,17 @@
 //!
 //! - [`packet`]: framing, checksums, escaping, run-length decoding, reply grammars.
 //! - [`target`]: the target description (`target.xml` and its includes).
+//! - [`endpoint`]: where the stub listens (a Unix socket, or loopback TCP) and the stream to it.
 //! - [`client`]: the connection: handshake, requests, resume/stop, detach.
 //! - [`kernel`]: x86_64 guest-kernel reads on top of it: page-table walks and the
 //!   current task (`current_task` → pid, tgid, comm), the native `lx_current()`.
 //!
 //! QEMU's documentation warns that the gdb socket gives code execution in the
-//! guest: [`client::Client::connect`] only accepts loopback addresses.
+//! guest: guestscope puts it on a Unix socket in the run's private directory, and
+//! [`client::Client::connect`] only accepts loopback TCP addresses.
 
 pub mod client;
+pub mod endpoint;
 pub mod kernel;
 pub mod packet;
 pub mod target;
@@ -20,6 +23,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use client::{Client, ClientOptions, Hold};
+pub use endpoint::{GdbEndpoint, Transport};
 pub use kernel::{CurrentReader, CurrentTask, KernelLayout};
 pub use packet::{StopReply, ThreadId};
 pub use target::{RegisterInfo, TargetDescription};
@@ -30,11 +34,11 @@ pub enum GdbError {
     /// Only loopback addresses are accepted (the socket is code execution in the guest).
     #[error("refusing to connect to {0}: the gdbstub must listen on 127.0.0.1 or ::1")]
     NotLoopback(SocketAddr),
-    /// The TCP connection could not be made.
+    /// The connection could not be made.
     #[error("cannot connect to the gdbstub at {addr}: {source}")]
     Connect {
         /// Address tried.
-        addr: SocketAddr,
+        addr: GdbEndpoint,
         /// Cause.
         source: std::io::Error,
     },

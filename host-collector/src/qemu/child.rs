@@ -25,6 +25,19 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Makes every file and socket the child creates private to its user (umask 077):
+/// QEMU's gdbstub socket is code execution in the guest.
+pub fn private_files(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // umask, which is async-signal-safe and cannot fail.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        })
+    }
+}
+
 /// Wraps a [`Child`]; killed and reaped on drop.
 pub struct ChildGuard {
     name: &'static str,

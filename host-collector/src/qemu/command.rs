@@ -1,5 +1,6 @@
 //! The QEMU command line for a guestscope run.
 
+use crate::gdb::GdbEndpoint;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -25,8 +26,8 @@ pub struct QemuConfig {
     pub initrd: PathBuf,
     /// Kernel command line.
     pub append: String,
-    /// gdbstub port on 127.0.0.1, if any.
-    pub gdb_port: Option<u16>,
+    /// Where the gdbstub listens, if it is on.
+    pub gdb: Option<GdbEndpoint>,
     /// The vsock device.
     pub vsock: VsockBackend,
     /// Guest vsock CID.
@@ -62,9 +63,10 @@ impl QemuConfig {
         if let Some(model) = &self.cpu_model {
             a.extend(["-cpu".into(), model.clone()]);
         }
-        if let Some(port) = self.gdb_port {
-            // Loopback only: the gdbstub gives full control of the guest.
-            a.extend(["-gdb".into(), format!("tcp:127.0.0.1:{port}")]);
+        if let Some(gdb) = &self.gdb {
+            // The gdbstub gives full control of the guest: a Unix socket in the run's
+            // private directory, or loopback TCP when asked for.
+            a.extend(gdb.qemu_args());
         }
         match &self.vsock {
             VsockBackend::Kernel => {
@@ -95,11 +97,13 @@ impl QemuConfig {
     }
 
     /// A ready-to-spawn command; QEMU dies with the thread that starts it (see
-    /// [`super::child::die_with_parent`]).
+    /// [`super::child::die_with_parent`]) and creates its sockets (the gdbstub's)
+    /// for its own user only ([`super::child::private_files`]).
     pub fn command(&self) -> Command {
         let mut c = Command::new(&self.binary);
         c.args(self.args());
         super::child::die_with_parent(&mut c);
+        super::child::private_files(&mut c);
         c
     }
 
@@ -138,7 +142,7 @@ mod tests {
             kernel: "/k".into(),
             initrd: "/i".into(),
             append: "console=ttyS0 panic=-1".into(),
-            gdb_port: Some(1234),
+            gdb: Some(GdbEndpoint::Unix("/r/gdb.sock".into())),
             vsock: VsockBackend::VhostUser {
                 control: "/r/vhost.sock".into(),
                 uds: "/r/vm.vsock".into(),
@@ -149,10 +153,22 @@ mod tests {
     }
 
     #[test]
-    fn gdbstub_listens_on_loopback_only() {
+    fn gdbstub_listens_on_the_run_s_unix_socket_or_loopback() {
         let args = config().args();
         let i = args.iter().position(|a| a == "-gdb").unwrap();
+        assert_eq!(args[i + 1], "chardev:gdbstub");
+        assert_eq!(
+            args[i - 1],
+            "socket,id=gdbstub,path=/r/gdb.sock,server=on,wait=off"
+        );
+        let tcp = QemuConfig {
+            gdb: Some(GdbEndpoint::Tcp(([127, 0, 0, 1], 1234).into())),
+            ..config()
+        };
+        let args = tcp.args();
+        let i = args.iter().position(|a| a == "-gdb").unwrap();
         assert_eq!(args[i + 1], "tcp:127.0.0.1:1234");
+        assert!(!args.iter().any(|a| a.contains("id=gdbstub")));
     }
 
     #[test]
