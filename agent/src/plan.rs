@@ -184,6 +184,7 @@ mod tests {
                     origin: WorkloadOrigin::Builtin,
                     tracing: Tracing::Plan,
                     quiet_link: false,
+                    as_root: false,
                 })
                 .collect(),
             settle_ms: 0,

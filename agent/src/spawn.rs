@@ -86,8 +86,9 @@ impl Running {
 }
 
 /// Forks a child that waits at a gate, then execs `path` with `argv` (argv\[0\] included),
-/// its stdout and stderr on a pipe and stdin on /dev/null.
-pub fn spawn_gated(path: &str, argv: &[String]) -> Result<Gated, SpawnError> {
+/// its stdout and stderr on a pipe and stdin on /dev/null; as user and group `run_as`
+/// (no supplementary groups) when given, else with the agent's own credentials (root).
+pub fn spawn_gated(path: &str, argv: &[String], run_as: Option<u32>) -> Result<Gated, SpawnError> {
     let c_path = CString::new(path).map_err(|_| SpawnError::Nul)?;
     let c_argv = argv
         .iter()
@@ -108,6 +109,7 @@ pub fn spawn_gated(path: &str, argv: &[String]) -> Result<Gated, SpawnError> {
                 &gate_r,
                 &out_w,
                 null.as_ref(),
+                run_as,
                 &c_path,
                 &c_argv,
                 &exec_error_prefix,
@@ -134,6 +136,7 @@ fn child(
     gate: &OwnedFd,
     out: &OwnedFd,
     null: Option<&File>,
+    run_as: Option<u32>,
     path: &CString,
     argv: &[CString],
     prefix: &str,
@@ -145,6 +148,15 @@ fn child(
     let _ = dup2(out.as_raw_fd(), 2);
     if let Some(null) = null {
         let _ = dup2(null.as_raw_fd(), 0);
+    }
+    if let Some(id) = run_as
+        && let Err(e) = drop_privileges(id)
+    {
+        let message = format!("{prefix}cannot become user {id}: {e}\n");
+        // SAFETY: fd 2 is the output pipe, owned by this process until it exits.
+        let stderr = unsafe { BorrowedFd::borrow_raw(2) };
+        let _ = write(stderr, message.as_bytes());
+        exit_now(EXEC_FAILED);
     }
     let mut byte = [0u8; 1];
     let released = loop {
@@ -167,6 +179,16 @@ fn child(
     let stderr = unsafe { BorrowedFd::borrow_raw(2) };
     let _ = write(stderr, message.as_bytes());
     exit_now(EXEC_FAILED)
+}
+
+/// Becomes user and group `id` with no supplementary groups, for good (the saved ids
+/// change too, so the workload cannot take root back).
+fn drop_privileges(id: u32) -> nix::Result<()> {
+    nix::unistd::setgroups(&[])?;
+    let gid = nix::unistd::Gid::from_raw(id);
+    let uid = nix::unistd::Uid::from_raw(id);
+    nix::unistd::setresgid(gid, gid, gid)?;
+    nix::unistd::setresuid(uid, uid, uid)
 }
 
 /// Ignored signals and the signal mask survive exec: Rust ignores SIGPIPE at start-up

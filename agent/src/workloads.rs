@@ -148,7 +148,8 @@ fn execute<W: Sink>(
         end_ns: monotonic_ns(),
         output,
     };
-    let gated = match spawn_gated(&spec.path, &argv) {
+    let run_as = (!spec.as_root).then_some(guestscope_common::plan::UNPRIVILEGED_ID);
+    let gated = match spawn_gated(&spec.path, &argv, run_as) {
         Ok(g) => g,
         Err(e) => {
             tracing::error!(workload = %spec.name, "cannot start: {e}");

@@ -119,7 +119,16 @@ pub struct WorkloadSpec {
     /// vsock device wedged (measured: the link died in 1 to 3 of 6 runs with 8 holds).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub quiet_link: bool,
+    /// Run as root. By default a workload runs as the unprivileged
+    /// [`UNPRIVILEGED_ID`] (user and group, no supplementary groups): it cannot read
+    /// the plan (and its secret) nor change the guest under the agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub as_root: bool,
 }
+
+/// The user and group id workloads run as unless they ask for root: `nobody` on
+/// Debian and BusyBox systems; no passwd entry is needed.
+pub const UNPRIVILEGED_ID: u32 = 65534;
 
 /// How one workload is traced. Every variant but [`Tracing::Plan`] changes what is
 /// attached for the workload's run only (the plan's probes are attached again after it)

@@ -56,6 +56,7 @@ pub fn default_plan(port: u32) -> RunPlan {
             origin: WorkloadOrigin::Builtin,
             tracing: Default::default(),
             quiet_link: false,
+            as_root: false,
         })
         .collect();
     RunPlan::new(port, workloads)

@@ -227,9 +227,10 @@ pub struct LabArgs {
     /// Output directory.
     #[arg(long, default_value = "guestscope-out")]
     pub out: PathBuf,
-    /// A static program to trace, with its arguments: --workload './prog -n 5'.
-    /// Repeatable; each runs after the built-in workloads.
-    #[arg(long = "workload", value_name = "'PATH [ARGS...]'")]
+    /// A static program to trace, with its arguments: --workload './prog -n 5', or
+    /// named: --workload 'fast=./prog -n 5'. Repeatable (the same program too: unnamed
+    /// repeats are called prog, prog#2, ...); each runs after the built-in workloads.
+    #[arg(long = "workload", value_name = "'[NAME=]PATH [ARGS...]'")]
     pub workloads: Vec<String>,
     /// Skip guestscope's own workloads.
     #[arg(long)]
@@ -297,6 +298,20 @@ pub struct LabArgs {
     /// 64 MiB): what a dropped link can hold back before events are dropped (counted).
     #[arg(long, value_name = "BYTES")]
     pub spool_bytes: Option<u64>,
+    /// Who the workloads run as in the guest: `nobody` (uid and gid 65534, the default:
+    /// a workload cannot read the run's plan and secret) or `root` (for programs that
+    /// need privileges; the report says so).
+    #[arg(long, value_enum, default_value_t = WorkloadUser::Nobody)]
+    pub workload_user: WorkloadUser,
+}
+
+/// `--workload-user`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkloadUser {
+    /// uid and gid 65534, no supplementary groups.
+    Nobody,
+    /// root.
+    Root,
 }
 
 impl From<LabArgs> for LabOptions {
@@ -314,6 +329,7 @@ impl From<LabArgs> for LabOptions {
             vhost_device_vsock: a.vhost_device_vsock,
             append: a.append,
             gdb_port: a.gdb_port,
+            workloads_as_root: a.workload_user == WorkloadUser::Root,
             boot_timeout: Duration::from_secs(a.boot_timeout),
             run_timeout: Duration::from_secs(a.timeout),
             accel: match a.accel {

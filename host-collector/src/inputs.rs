@@ -37,9 +37,16 @@ pub enum InputError {
     /// A `--workload` spec could not be split into words.
     #[error("--workload '{0}': {1}")]
     WorkloadSyntax(String, String),
-    /// Two workloads would have the same name.
-    #[error("--workload {0}: two workloads named '{1}'; rename one of the binaries")]
-    WorkloadDuplicate(PathBuf, String),
+    /// Two workloads would have the same name (an explicit `NAME=` clashes).
+    #[error(
+        "--workload {0}: two workloads named '{1}'; give this one another name (--workload OTHER=CMD)"
+    )]
+    WorkloadDuplicate(String, String),
+    /// `--workload =CMD`, or a name with characters a report or file cannot carry.
+    #[error(
+        "--workload '{0}': the name before '=' must be letters, digits, '_', '-' or '.', and not empty"
+    )]
+    WorkloadBadName(String),
     /// An unknown probe name.
     #[error("unknown probe '{0}' (known: {1})")]
     UnknownProbe(String, String),
@@ -90,14 +97,112 @@ pub fn check_initrd(path: &Path) -> Result<(), InputError> {
 pub struct UserWorkload {
     /// Host path of the binary.
     pub path: PathBuf,
-    /// Name in the report (the file name).
+    /// Name in the report: given with `NAME=`, else the binary's file name, made
+    /// unique by [`name_workloads`].
     pub name: String,
+    /// Whether the user gave the name (`--workload NAME=CMD`).
+    pub named: bool,
+    /// The binary's file name in the guest's user-workload directory (one per
+    /// distinct host binary).
+    pub guest_file: String,
     /// Arguments.
     pub args: Vec<String>,
 }
 
-/// Parses and checks one `--workload 'PATH [ARGS...]'` value.
+/// Splits `NAME=CMD` into the name and the command; `None` for a plain command.
+/// Only a first word with no `/` and no space before its `=` counts as a name, so
+/// `./prog a=b` and `/opt/x=y/prog` stay plain commands.
+fn explicit_name(spec: &str) -> Option<(&str, &str)> {
+    let (name, cmd) = spec.split_once('=')?;
+    let first_word_end = spec.find(char::is_whitespace).unwrap_or(spec.len());
+    (name.len() < first_word_end && !name.contains('/')).then_some((name, cmd))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Parses and checks one `--workload '[NAME=]PATH [ARGS...]'` value. Without a
+/// `NAME=`, the workload is named after its binary; [`name_workloads`] makes such
+/// names unique.
 pub fn check_workload(spec: &str) -> Result<UserWorkload, InputError> {
+    let (explicit, command) = match explicit_name(spec) {
+        Some((name, command)) => {
+            if !valid_name(name) {
+                return Err(InputError::WorkloadBadName(spec.to_string()));
+            }
+            (Some(name.to_string()), command)
+        }
+        None => (None, spec),
+    };
+    let mut w = check_command(command)?;
+    if let Some(name) = explicit {
+        w.name = name;
+        w.named = true;
+    }
+    Ok(w)
+}
+
+/// Names the user's workloads for the run, in order, next to the names `taken`
+/// already (the built-in workloads'): a name given with `NAME=` must be free; a
+/// binary's name gets `#2`, `#3`, ... when it is taken (`prog`, `prog#2`), so the
+/// same program can run twice with other arguments. The guest gets each distinct
+/// host binary once ([`UserWorkload::guest_file`]).
+pub fn name_workloads(
+    mut user: Vec<UserWorkload>,
+    taken: &[&str],
+) -> Result<Vec<UserWorkload>, InputError> {
+    let mut names: Vec<String> = taken.iter().map(|n| n.to_string()).collect();
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    for w in &mut user {
+        if w.named {
+            if names.contains(&w.name) {
+                return Err(InputError::WorkloadDuplicate(
+                    format!("{}={}", w.name, w.path.display()),
+                    w.name.clone(),
+                ));
+            }
+        } else {
+            w.name = unique(&w.name, &names, '#');
+        }
+        names.push(w.name.clone());
+        w.guest_file = match files.iter().find(|(path, _)| *path == w.path) {
+            Some((_, file)) => file.clone(),
+            None => {
+                let base = w
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "workload".into());
+                let taken: Vec<String> = files.iter().map(|(_, f)| f.clone()).collect();
+                let file = unique(&base, &taken, '-');
+                files.push((w.path.clone(), file.clone()));
+                file
+            }
+        };
+    }
+    Ok(user)
+}
+
+/// `base`, or `base{sep}2`, `base{sep}3`, ...: the first not in `taken`.
+fn unique(base: &str, taken: &[String], sep: char) -> String {
+    (1..)
+        .map(|n| {
+            if n == 1 {
+                base.to_string()
+            } else {
+                format!("{base}{sep}{n}")
+            }
+        })
+        .find(|name| !taken.contains(name))
+        .expect("an unbounded range has a free name")
+}
+
+/// Checks one workload command, `PATH [ARGS...]`.
+fn check_command(spec: &str) -> Result<UserWorkload, InputError> {
     let words = shell_words::split(spec)
         .map_err(|e| InputError::WorkloadSyntax(spec.to_string(), e.to_string()))?;
     let Some((path, args)) = words.split_first() else {
@@ -120,7 +225,9 @@ pub fn check_workload(spec: &str) -> Result<UserWorkload, InputError> {
         .unwrap_or_else(|| "workload".into());
     Ok(UserWorkload {
         path,
+        guest_file: name.clone(),
         name,
+        named: false,
         args: args.to_vec(),
     })
 }
@@ -213,6 +320,73 @@ fn dirs_home_cargo_bin() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn workload(spec: &str) -> UserWorkload {
+        check_workload(spec).unwrap()
+    }
+
+    /// The smallest x86-64 ELF header with no program headers: "static" to the checks.
+    fn static_elf() -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2; // 64-bit
+        h[5] = 1; // little endian
+        h[6] = 1; // ELF version
+        h[16] = 2; // ET_EXEC
+        h[18] = 62; // EM_X86_64
+        h[20] = 1; // e_version
+        h[52] = 64; // e_ehsize
+        h[54] = 56; // e_phentsize
+        h
+    }
+
+    #[test]
+    fn the_same_program_twice_gets_two_names_and_one_guest_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("prog");
+        fs::write(&prog, static_elf()).unwrap();
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o755)).unwrap();
+        let other_dir = dir.path().join("o");
+        fs::create_dir(&other_dir).unwrap();
+        let other = other_dir.join("prog");
+        fs::copy(&prog, &other).unwrap();
+        let p = prog.display();
+        let ws = vec![
+            workload(&format!("{p} -n 1")),
+            workload(&format!("{p} -n 2")),
+            workload(&format!("fast={p} -n 3")),
+            workload(&format!("{} -n 4", other.display())),
+        ];
+        let ws = name_workloads(ws, &["fopen"]).unwrap();
+        let names: Vec<&str> = ws.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["prog", "prog#2", "fast", "prog#3"]);
+        let files: Vec<&str> = ws.iter().map(|w| w.guest_file.as_str()).collect();
+        assert_eq!(files, ["prog", "prog", "prog", "prog-2"]);
+        assert_eq!(ws[1].args, ["-n", "2"]);
+    }
+
+    #[test]
+    fn explicit_names_must_be_free_and_well_formed() {
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("prog");
+        fs::write(&prog, static_elf()).unwrap();
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o755)).unwrap();
+        let p = prog.display();
+        let ws = vec![workload(&format!("fopen={p}"))];
+        let err = name_workloads(ws, &["fopen"]).unwrap_err().to_string();
+        assert!(err.contains("two workloads named 'fopen'"), "{err}");
+        for bad in [format!("={p}"), format!("a b={p}"), format!("x:y={p}")] {
+            let e = check_workload(&bad).map(|_| ()).unwrap_err().to_string();
+            assert!(
+                e.contains("the name before '='") || e.contains("no such file"),
+                "{bad}: {e}"
+            );
+        }
+        // '=' in an argument or in a directory name is not a name.
+        assert_eq!(explicit_name("./prog a=b"), None);
+        assert_eq!(explicit_name("/opt/x=y/prog"), None);
+        assert_eq!(explicit_name("n=./prog a=b"), Some(("n", "./prog a=b")));
+    }
 
     #[test]
     fn kernel_checks() {

@@ -107,6 +107,9 @@ pub struct LabOptions {
     /// The user's root file system image (`--rootfs`): the agent runs chrooted in it
     /// (see [`crate::rootfs`]).
     pub rootfs: Option<PathBuf>,
+    /// Run the workloads as root (`--workload-user root`) instead of the unprivileged
+    /// user [`guestscope_common::plan::UNPRIVILEGED_ID`].
+    pub workloads_as_root: bool,
     /// Called with a short description as each step starts.
     pub progress: fn(&str),
 }
@@ -126,6 +129,7 @@ impl Default for LabOptions {
             vhost_device_vsock: "vhost-device-vsock".into(),
             append: String::new(),
             gdb_port: None,
+            workloads_as_root: false,
             boot_timeout: Duration::from_secs(180),
             run_timeout: Duration::from_secs(900),
             accel: None,
@@ -224,19 +228,17 @@ pub struct Validated {
 fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     inputs::check_kernel(&o.kernel)?;
     inputs::check_initrd(&o.initrd)?;
-    let mut user = Vec::new();
-    for spec in &o.workloads {
-        let w = inputs::check_workload(spec)?;
-        let clash = user.iter().any(|u: &UserWorkload| u.name == w.name)
-            || (o.builtin_workloads && BUILTIN_WORKLOADS.iter().any(|(n, _, _)| *n == w.name));
-        if clash {
-            return Err(InputError::WorkloadDuplicate(
-                w.path.clone(),
-                w.name.clone(),
-            ));
-        }
-        user.push(w);
-    }
+    let user = o
+        .workloads
+        .iter()
+        .map(|spec| inputs::check_workload(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let builtin: Vec<&str> = if o.builtin_workloads {
+        BUILTIN_WORKLOADS.iter().map(|(n, _, _)| *n).collect()
+    } else {
+        Vec::new()
+    };
+    let user = inputs::name_workloads(user, &builtin)?;
     for p in &o.probes {
         if ProbeKind::from_name(p).is_none() {
             let known: Vec<&str> = ProbeKind::ALL.iter().map(|k| k.name()).collect();
@@ -295,17 +297,19 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
                 tracing: Default::default(),
                 // The host holds the VM while it runs.
                 quiet_link: o.snapshots && name == SNAPSHOT_WORKLOAD,
+                as_root: o.workloads_as_root,
             });
         }
     }
     for u in &v.user {
         workloads.push(WorkloadSpec {
             name: u.name.clone(),
-            path: format!("{USER_WORKLOAD_DIR}/{}", u.name),
+            path: format!("{USER_WORKLOAD_DIR}/{}", u.guest_file),
             args: u.args.clone(),
             origin: WorkloadOrigin::User,
             tracing: Default::default(),
             quiet_link: false,
+            as_root: o.workloads_as_root,
         });
     }
     RunPlan {
@@ -379,10 +383,13 @@ pub fn boot_and_collect(
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .map_err(|e| setup("creating a run directory", &e))?;
+    // One file per distinct binary: a program run twice is copied once.
     let user: Vec<(String, &Path)> = v
         .user
         .iter()
-        .map(|u| (u.name.clone(), u.path.as_path()))
+        .map(|u| (u.guest_file.clone(), u.path.as_path()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
         .collect();
     let initrd = run_dir.path().join("initrd.cpio");
     let rootfs_files = v
@@ -865,6 +872,11 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         cpus: o.cpus,
         memory_mb: o.memory_mb,
         gdb_port: v.gdb_port,
+        workload_user: if o.workloads_as_root {
+            "root (--workload-user root)".into()
+        } else {
+            format!("nobody (uid {})", guestscope_common::plan::UNPRIVILEGED_ID)
+        },
         events_ring_bytes: o
             .events_bytes
             .unwrap_or(guestscope_common::maps::EVENTS_BYTES),
@@ -1037,6 +1049,7 @@ fn cr3_boots<W: io::Write>(
             // The CR3 experiment holds the VM at every system call until it finds this
             // workload's.
             quiet_link: true,
+            as_root: o.workloads_as_root,
         }],
         ..plan(o, v)
     };

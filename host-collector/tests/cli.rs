@@ -226,8 +226,29 @@ fn input_cases() -> Vec<Case> {
             "workload named like a built-in one",
             "two workloads named 'fopen'",
             plain(|f| {
-                let p = f.program("fopen", &static_elf(), 0o755);
-                f.lab(&["--workload", &p])
+                let p = f.program("prog", &static_elf(), 0o755);
+                f.lab(&["--workload", &format!("fopen={p}")])
+            }),
+        ),
+        case(
+            "two workloads given the same name",
+            "two workloads named 'mine'",
+            plain(|f| {
+                let p = f.program("prog", &static_elf(), 0o755);
+                f.lab(&[
+                    "--workload",
+                    &format!("mine={p} -n 1"),
+                    "--workload",
+                    &format!("mine={p} -n 2"),
+                ])
+            }),
+        ),
+        case(
+            "workload with an empty name",
+            "the name before '='",
+            plain(|f| {
+                let p = f.program("prog", &static_elf(), 0o755);
+                f.lab(&["--workload", &format!("={p}")])
             }),
         ),
         case("gdb port in use", "already in use", |f| {

@@ -47,6 +47,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
             origin: WorkloadOrigin::Builtin,
             tracing: Default::default(),
             quiet_link: false,
+            as_root: false,
         }],
         settle_ms: 0,
         events_bytes: None,

@@ -247,6 +247,7 @@ fn spec(name: &str, program: &str, args: &[String], tracing: Tracing) -> Workloa
         origin: WorkloadOrigin::Builtin,
         tracing,
         quiet_link: false,
+        as_root: false,
     }
 }
 

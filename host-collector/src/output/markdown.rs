@@ -279,6 +279,9 @@ pub fn render(s: &Summary) -> String {
     }
 
     let _ = writeln!(md, "\n## Workloads\n");
+    if !s.run.workload_user.is_empty() {
+        let _ = writeln!(md, "Workloads ran as {}.\n", s.run.workload_user);
+    }
     let _ = writeln!(
         md,
         "| workload | pid | exit | duration (guest) | spin_lock | alloc_fd | page_fault_user | page_fault_kernel |\n|---|---:|---:|---:|---:|---:|---:|---:|"

@@ -161,8 +161,12 @@ pub struct RunInfo {
     pub cpus: u32,
     /// Guest memory, MiB.
     pub memory_mb: u32,
-    /// gdbstub port on 127.0.0.1.
+    /// gdbstub port on 127.0.0.1, when asked for (`--gdb-port`); `None`: a Unix socket
+    /// in the run's private directory.
     pub gdb_port: Option<u16>,
+    /// Who the workloads ran as in the guest (`nobody (uid 65534)` or `root`);
+    /// empty when not known (attach: the guest's plan decides).
+    pub workload_user: String,
     /// Size of the probes' `EVENTS` ring buffer, bytes (0 when unknown).
     pub events_ring_bytes: u32,
     /// How the run ended.
