@@ -37,6 +37,7 @@ pub mod link;
 pub mod packet_size;
 pub mod plan;
 pub mod probes;
+pub mod resume;
 pub mod ringbuf;
 pub mod session;
 pub mod spawn;
@@ -94,7 +95,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let (summary, bytes) = match &args.output {
         Some(path) => {
             let mut stream = Stream::new(transport::create_file(path)?);
-            let summary = session::run(&plan, &mut stream, agent_start_ns)?;
+            let summary = session::run(&plan, &mut stream, agent_start_ns, None)?;
             let bytes = stream.bytes();
             stream.into_inner().flush().context("flushing the stream")?;
             (summary, bytes)
@@ -121,7 +122,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
             )
             .context("setting up the connection to the host")?;
             let mut stream = Stream::new(link);
-            let summary = session::run(&plan, &mut stream, agent_start_ns)?;
+            let summary = session::run(
+                &plan,
+                &mut stream,
+                agent_start_ns,
+                Some(std::path::Path::new(resume::STATE_DIR)),
+            )?;
             let bytes = stream.bytes();
             let mut link = stream.into_inner();
             link.finish(FINISH_TIMEOUT)?;

@@ -5,6 +5,7 @@
 
 use std::{
     fs,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -19,6 +20,7 @@ use crate::{
     clock::monotonic_ns,
     plan::selected_probes,
     probes,
+    resume::RunState,
     stream::{Sink, Stream, StreamError},
     tracer::Tracer,
     workloads,
@@ -40,14 +42,27 @@ pub struct Summary {
 }
 
 /// Runs `plan`, writing every record to `stream`. Only a broken stream is an error.
+/// With `state_dir`, the run's progress is kept there so that an agent restarted
+/// after this one died resumes after the workloads already started ([`resume`]).
 pub fn run<W: Sink>(
     plan: &RunPlan,
     stream: &mut Stream<W>,
     agent_start_ns: u64,
+    state_dir: Option<&Path>,
 ) -> Result<Summary, StreamError> {
     // The plan was checked when loaded; an unknown name cannot reach here.
     let selected = selected_probes(plan).unwrap_or_else(|_| ProbeKind::ALL.to_vec());
     let mut logs: Vec<(&str, String)> = Vec::new();
+    let state = state_dir.map(|dir| RunState::open(dir, plan));
+    let already = state.as_ref().map_or(0, |(_, n)| *n);
+    if already > 0 {
+        logs.push((
+            "warn",
+            format!(
+                "restarted after an agent of this run died: the {already} workload(s) it started are not run again"
+            ),
+        ));
+    }
     let (mut tracer, attach) = match probes::load_with(plan.events_bytes) {
         Ok(mut loaded) => {
             let attach = probes::attach_all(&mut loaded.ebpf, &selected);
@@ -109,7 +124,10 @@ pub fn run<W: Sink>(
         settle(&mut tracer, stream, Duration::from_millis(plan.settle_ms))?;
     }
     let mut failed_workloads = 0;
-    for spec in &plan.workloads {
+    for (i, spec) in plan.workloads.iter().enumerate().skip(already) {
+        if let Some((state, _)) = &state {
+            state.started(i + 1);
+        }
         let status = workloads::run(spec, &mut tracer, stream)?;
         if status != 0 {
             failed_workloads += 1;
@@ -121,6 +139,9 @@ pub fn run<W: Sink>(
     let totals = tracer.totals();
     let events = totals.events_sent;
     stream.send(Body::Finished(totals))?;
+    if let Some((state, _)) = state {
+        state.finish();
+    }
     Ok(Summary {
         attached,
         workloads: plan.workloads.len(),

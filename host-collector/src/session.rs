@@ -88,10 +88,34 @@ pub struct Session<W: Write> {
     pub agent_logs: Vec<(String, String)>,
     /// Guest clock of the agent's last heartbeat, ns.
     pub last_heartbeat_ns: Option<u64>,
+    /// Agents that took over the run after the previous one died, in order.
+    pub restarts: Vec<AgentRestart>,
+    /// Added to the stack ids of the current agent: each agent numbers its stacks from
+    /// 0, so a restarted agent's ids are moved past the ones already seen.
+    stack_id_base: u32,
     stacks_raw: HashMap<u32, Vec<u64>>,
     stacks_sym: HashMap<u32, Vec<String>>,
     pid_workload: HashMap<u32, usize>,
     active: Option<usize>,
+}
+
+/// A restarted agent taking over a run: what the session held when it did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AgentRestart {
+    /// Records applied before the new agent's first one.
+    pub records_before: u64,
+    /// Events received before, per probe (the dead agent's).
+    pub events_before: BTreeMap<String, u64>,
+    /// The workload that was running when the agent died (its exit was never seen).
+    pub interrupted_workload: Option<String>,
+    /// Guest clock of the dead agent's last heartbeat and of the new agent's hello, ns:
+    /// the gap in which nothing was traced.
+    pub last_heartbeat_ns: Option<u64>,
+    /// Guest clock when the new agent started, ns (from its hello).
+    pub new_agent_start_ns: Option<u64>,
+    /// The untraced gap on the guest clock, s: from the dead agent's last heartbeat to
+    /// the new agent's start (known once its hello is in).
+    pub gap_s: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -133,6 +157,8 @@ impl<W: Write> Session<W> {
             seq: SeqTracker::default(),
             totals: None,
             records: 0,
+            restarts: Vec::new(),
+            stack_id_base: 0,
             events_received: 0,
             events_by_probe: BTreeMap::new(),
             events_unattributed: 0,
@@ -163,7 +189,16 @@ impl<W: Write> Session<W> {
         }
         self.records += 1;
         match record.body {
-            Body::Hello(h) => self.hello = Some(h),
+            Body::Hello(h) => match self.restarts.last_mut() {
+                // The run's first agent said hello; a restarted one only starts its part.
+                Some(r) if self.hello.is_some() => {
+                    r.new_agent_start_ns = Some(h.agent_start_ns);
+                    r.gap_s = r
+                        .last_heartbeat_ns
+                        .map(|last| h.agent_start_ns.saturating_sub(last) as f64 / 1e9);
+                }
+                _ => self.hello = Some(h),
+            },
             Body::ProbeAttach(p) => self.probes.push(p),
             Body::Artifact {
                 name,
@@ -197,12 +232,21 @@ impl<W: Write> Session<W> {
                 }
             }
             Body::Stack { id, ips } => {
+                let id = id + self.stack_id_base;
                 self.stacks_sym.remove(&id);
                 self.stacks_raw.insert(id, ips);
             }
             Body::Events(events) => {
                 for e in &events {
-                    self.event(e)?;
+                    if e.stack_id >= 0 && self.stack_id_base > 0 {
+                        let moved = RawEvent {
+                            stack_id: e.stack_id + self.stack_id_base as i32,
+                            ..*e
+                        };
+                        self.event(&moved)?;
+                    } else {
+                        self.event(e)?;
+                    }
                 }
             }
             Body::Log { level, message } => self.agent_logs.push((level, message)),
@@ -216,8 +260,50 @@ impl<W: Write> Session<W> {
         Ok(())
     }
 
+    /// A new agent took over the run (the guest restarted one that died): its records
+    /// are numbered from `first_seq`, its stacks from 0, and it sends its probes and
+    /// artifacts again.
+    pub fn agent_restarted(&mut self, first_seq: u64) {
+        let interrupted_workload = self
+            .active
+            .filter(|&i| self.workloads[i].exited.is_none())
+            .map(|i| self.workloads[i].started.name.clone());
+        self.restarts.push(AgentRestart {
+            records_before: self.records,
+            events_before: self.events_by_probe.clone(),
+            interrupted_workload,
+            last_heartbeat_ns: self.last_heartbeat_ns,
+            new_agent_start_ns: None,
+            gap_s: None,
+        });
+        self.active = None;
+        self.seq.next = first_seq;
+        self.stack_id_base = self
+            .stacks_raw
+            .keys()
+            .max()
+            .map_or(self.stack_id_base, |max| max + 1);
+        self.probes.clear();
+    }
+
+    /// Events of `probe` received from the current agent (since the last restart):
+    /// what its counters account for.
+    pub fn events_of_current_agent(&self, probe: &str) -> u64 {
+        let all = self.events_by_probe.get(probe).copied().unwrap_or(0);
+        let before = self
+            .restarts
+            .last()
+            .and_then(|r| r.events_before.get(probe).copied())
+            .unwrap_or(0);
+        all - before
+    }
+
     fn artifact_chunk(&mut self, name: String, offset: u64, data: Vec<u8>, last: bool) {
         let a = self.artifacts.entry(name.clone()).or_default();
+        if offset == 0 && a.complete {
+            // Sent again by a restarted agent: the new copy replaces the old.
+            *a = Artifact::default();
+        }
         if offset != a.data.len() as u64 {
             a.misplaced_chunks += 1;
         }

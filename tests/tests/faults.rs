@@ -266,6 +266,8 @@ fn guest_kernel_panic_ends_the_run_with_the_panic_text() {
             workload_binary("fault").display()
         )],
         probes: vec!["alloc_fd".into()],
+        // Panicking the kernel (sysrq) takes root.
+        workloads_as_root: true,
         ..LabOptions::default()
     };
     let r = run_lab("panic", opts);
@@ -326,6 +328,8 @@ fn hung_guest_is_stopped_by_the_watchdog() {
         )],
         probes: vec!["alloc_fd".into()],
         watchdog: Some(watchdog),
+        // Hanging the guest takes root.
+        workloads_as_root: true,
         ..LabOptions::default()
     };
     let started = Instant::now();

@@ -46,6 +46,22 @@ done < /etc/guestscope/modules.order
 [ -d /sys/bus/virtio/drivers/vmw_vsock_virtio_transport ] ||
     fail "kernel $(uname -r) has no virtio vsock transport (it needs CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_VSOCKETS, built in or as modules): the agent cannot reach the host"
 
+# Runs the agent ("$@" is how), and again if it dies of a signal (killed, crashed),
+# up to three times: the new agent resumes the run after the workloads already
+# started, and the collector takes its stream as the run's continuation. An agent
+# that exits on its own (done, or an error it reported) is not restarted.
+run_agent() {
+    restarts=0
+    while :; do
+        "$@"
+        status=$?
+        echo "guestscope-init: agent exited with status $status"
+        [ $status -gt 128 ] && [ $restarts -lt 3 ] || return
+        restarts=$((restarts + 1))
+        echo "guestscope-init: the agent died (signal $((status - 128))): restarting it ($restarts of 3)"
+    done
+}
+
 if [ -f /etc/guestscope/rootfs.env ]; then
     # `guestscope lab --rootfs`: the user's root file system is the virtio disk
     # (writes go to a QEMU snapshot that is discarded). Mount it, give it the
@@ -70,11 +86,9 @@ if [ -f /etc/guestscope/rootfs.env ]; then
     mount -o bind /usr/lib/guestscope /sysroot/usr/lib/guestscope
     mount -o bind /etc/guestscope /sysroot/etc/guestscope
     echo "guestscope-init: root file system $GS_ROOT mounted on /sysroot"
-    chroot /sysroot /usr/lib/guestscope/guestscope-agent --plan /etc/guestscope/plan.json
-    echo "guestscope-init: agent exited with status $?"
+    run_agent chroot /sysroot /usr/lib/guestscope/guestscope-agent --plan /etc/guestscope/plan.json
 else
-    /bin/guestscope-agent --plan /etc/guestscope/plan.json
-    echo "guestscope-init: agent exited with status $?"
+    run_agent /bin/guestscope-agent --plan /etc/guestscope/plan.json
 fi
 
 poweroff -f

@@ -229,6 +229,32 @@ pub fn render(s: &Summary) -> String {
             );
         }
     }
+    for (i, r) in st.agent_restarts.iter().enumerate() {
+        let before: Vec<String> = r
+            .events_before
+            .iter()
+            .map(|(probe, n)| format!("{n} {probe}"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "\nThe agent died and the guest restarted it ({}): events before it were kept ({}); \
+             nothing was traced for {} between its predecessor's last heartbeat and its start{}. \
+             After a restart the losses above account for the new agent's events only: the counters died with the old one.",
+            i + 1,
+            if before.is_empty() {
+                "none".into()
+            } else {
+                before.join(", ")
+            },
+            r.gap_s
+                .map(|g| format!("{g:.3} s"))
+                .unwrap_or_else(|| "an unknown time".into()),
+            r.interrupted_workload
+                .as_ref()
+                .map(|w| format!("; workload {w} was running and its exit was never seen"))
+                .unwrap_or_default()
+        );
+    }
     if !link.outages.is_empty() {
         let _ = writeln!(
             md,

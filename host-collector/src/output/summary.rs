@@ -209,6 +209,8 @@ pub struct StreamStats {
     pub events_per_s: Option<f64>,
     /// The agent's connections: outages and how they were recovered, refusals.
     pub link: crate::stream::receive::LinkReport,
+    /// Agents that took over after the previous one died (the guest restarts it).
+    pub agent_restarts: Vec<crate::session::AgentRestart>,
 }
 
 /// Losses, by cause. Per probe, `matched = received + ring_full + spool_dropped`.
@@ -249,6 +251,8 @@ pub struct ProbeSummary {
     pub spool_dropped: u64,
     /// `matched - (received + ring_full + spool_dropped)`: hits neither received nor
     /// counted as lost (0 when every hit is accounted for; absent without counters).
+    /// After an agent restart, `received` here is the current agent's events only: the
+    /// counters died with the agent before it.
     pub unaccounted: Option<i64>,
 }
 
@@ -322,8 +326,10 @@ pub fn collect<W: Write>(
                 counters: c,
                 received,
                 spool_dropped,
-                unaccounted: c
-                    .map(|c| c.matched as i64 - (received + c.ring_full + spool_dropped) as i64),
+                unaccounted: c.map(|c| {
+                    let received = session.events_of_current_agent(&a.probe);
+                    c.matched as i64 - (received + c.ring_full + spool_dropped) as i64
+                }),
             }
         })
         .collect();
@@ -383,7 +389,13 @@ pub fn collect<W: Write>(
         losses.events_missing = Some(
             t.events_sent
                 .saturating_sub(t.spool_dropped_events)
-                .saturating_sub(session.events_received),
+                .saturating_sub(
+                    session.events_received
+                        - session
+                            .restarts
+                            .last()
+                            .map_or(0, |r| r.events_before.values().sum::<u64>()),
+                ),
         );
     }
     let busy_ns: u64 = session
@@ -406,6 +418,7 @@ pub fn collect<W: Write>(
         events_stack_unknown: session.events_stack_unknown,
         events_per_s: (busy_ns > 0).then(|| attributed as f64 / (busy_ns as f64 / 1e9)),
         link: Default::default(),
+        agent_restarts: session.restarts.clone(),
     };
     (probes, workloads, losses, stream)
 }

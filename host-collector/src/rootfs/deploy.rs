@@ -132,7 +132,7 @@ pub fn systemd_unit() -> String {
          ExecStartPre=-/sbin/modprobe vmw_vsock_virtio_transport\n\
          ExecStart={AGENT_PATH} --plan {PLAN_PATH}\n\
          Restart=on-failure\n\
-         RestartSec=5\n\
+         RestartSec=1\n\
          StandardOutput=journal+console\n\
          StandardError=journal+console\n\
          \n\
@@ -152,7 +152,12 @@ pub fn init_script() -> String {
          mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null\n\
          mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
          modprobe vmw_vsock_virtio_transport 2>/dev/null\n\
-         {AGENT_PATH} --plan {PLAN_PATH} >/dev/console 2>&1 &\n"
+         # An agent that dies of a signal is restarted (three times at most); it resumes the run.\n\
+         (n=0; while :; do\n\
+         \x20   {AGENT_PATH} --plan {PLAN_PATH}; s=$?\n\
+         \x20   [ $s -gt 128 ] && [ $n -lt 3 ] || exit 0\n\
+         \x20   n=$((n + 1)); echo \"guestscope: the agent died (status $s): restarting it ($n of 3)\"; sleep 1\n\
+         done) >/dev/console 2>&1 &\n"
     )
 }
 
@@ -507,6 +512,16 @@ mod tests {
         let script = init_script();
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(script.contains(&format!("{AGENT_PATH} --plan {PLAN_PATH}")));
+        // The shell can read it (the restart loop included).
+        let check = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
         assert_eq!(
             Path::new(UNIT_WANTS).file_name(),
             Path::new(UNIT_PATH).file_name()

@@ -192,6 +192,9 @@ pub struct Outage {
     /// The agent's view: when it found the link broken and restored it (guest clock),
     /// how many attempts it took, why.
     pub agent: Option<LinkLoss>,
+    /// When a new agent took over (the guest restarted a dead agent): its pid. The
+    /// events before and after are kept; what happened in between was not traced.
+    pub restarted_agent: Option<u32>,
 }
 
 /// Everything about the connections of one run.
@@ -348,8 +351,9 @@ impl PatientReader<'_, '_, '_> {
         while let Ok(Some(new)) = self.accept.accept_now() {
             match handshake(new, self.secret.as_deref()) {
                 Ok((conn, seq, c))
-                    if (c.agent_pid, c.agent_start_ns) == self.identity
-                        && c.connection > self.connection =>
+                    if ((c.agent_pid, c.agent_start_ns) == self.identity
+                        && c.connection > self.connection)
+                        || restarted(self.secret.as_deref(), self.identity, &c) =>
                 {
                     self.interrupted = Some(Interrupt::Superseded(conn, seq, c));
                     return Err(io::Error::other("superseded by a newer connection"));
@@ -389,6 +393,13 @@ impl Read for PatientReader<'_, '_, '_> {
             }
         }
     }
+}
+
+/// Whether `c` comes from a new agent that took over this run: the guest restarts an
+/// agent that died, and the new one presents the run's secret under a new identity.
+/// Without a secret nothing tells it from a stranger, so nothing is taken over.
+fn restarted(secret: Option<&str>, identity: (u32, u64), c: &Connect) -> bool {
+    secret.is_some() && (c.agent_pid, c.agent_start_ns) != identity && c.agent_start_ns > identity.1
 }
 
 fn refusal(c: &Connect, identity: (u32, u64)) -> String {
@@ -516,6 +527,7 @@ impl Receiver<'_, '_, '_, '_> {
             resumed_from: None,
             records_before: self.session.records,
             agent: None,
+            restarted_agent: None,
         });
     }
 
@@ -527,7 +539,7 @@ impl Receiver<'_, '_, '_, '_> {
         on_record: &mut dyn FnMut(&LabSession),
     ) -> ConnEnd {
         let identity = (connect.agent_pid, connect.agent_start_ns);
-        self.identity.get_or_insert(identity);
+        self.identity = Some(identity);
         self.connection = connect.connection;
         self.link.connections += 1;
         let acks = match conn.clone_conn() {
@@ -629,6 +641,25 @@ impl Receiver<'_, '_, '_, '_> {
         }
     }
 
+    /// If `c` is a new agent that took over the run (see [`restarted`]), records it on
+    /// the last outage and lets the session start the new agent's sequence at `seq`.
+    fn take_over(&mut self, seq: u64, c: &Connect) {
+        let Some(old) = self.identity else { return };
+        if old == (c.agent_pid, c.agent_start_ns) {
+            return;
+        }
+        tracing::warn!(
+            old_pid = old.0,
+            new_pid = c.agent_pid,
+            "a restarted agent took over the run"
+        );
+        if let Some(o) = self.link.outages.last_mut() {
+            o.restarted_agent = Some(c.agent_pid);
+            o.why = format!("{} (the agent, pid {}, died)", o.why, old.0);
+        }
+        self.session.agent_restarted(seq);
+    }
+
     /// Closes the link as a network outage would: nothing is accepted for a while.
     fn inject(&mut self, fault: LinkFault) -> String {
         tracing::info!(records = self.session.records, down_for = ?fault.down_for, "injected fault: closing the agent's connection");
@@ -657,10 +688,14 @@ impl Receiver<'_, '_, '_, '_> {
             match self.accept.accept_now() {
                 Ok(Some(conn)) => match handshake(conn, self.options.secret.as_deref()) {
                     Ok((conn, seq, c)) => {
-                        let ok = self
-                            .identity
-                            .is_none_or(|id| id == (c.agent_pid, c.agent_start_ns))
-                            && c.connection > self.connection;
+                        let ok = match self.identity {
+                            None => true,
+                            Some(id) => {
+                                (id == (c.agent_pid, c.agent_start_ns)
+                                    && c.connection > self.connection)
+                                    || restarted(self.options.secret.as_deref(), id, &c)
+                            }
+                        };
                         if ok {
                             return Ok((conn, seq, c));
                         }
@@ -745,6 +780,7 @@ pub fn receive(
                         o.resumed_from = Some(seq);
                         o.agent = c.after.clone();
                     }
+                    rx.take_over(seq, &c);
                     (conn, c)
                 }
                 Err(mut stop) => {
@@ -812,7 +848,9 @@ pub fn receive(
                     resumed_from: Some(seq),
                     records_before: rx.session.records,
                     agent: c.after.clone(),
+                    restarted_agent: None,
                 });
+                rx.take_over(seq, &c);
                 next = Some((conn, c));
             }
             ConnEnd::Corrupt(e) => {
