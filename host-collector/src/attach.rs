@@ -15,6 +15,7 @@ use crate::output::lines::WholeLines;
 use crate::output::summary;
 use crate::qemu::accel::Accel;
 use crate::qemu::serial::BootMarks;
+use crate::run_end::RunEnd;
 use crate::session::Session;
 use crate::stream::listener::PortListener;
 use crate::stream::receive::{ReceiveOptions, Stop, receive};
@@ -108,7 +109,7 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
     let mut alive = move || match Stop::interrupted() {
         Some(stop) => Err(stop),
         None if Instant::now() > deadline => Err(Stop::new(
-            "attach timeout",
+            RunEnd::AttachTimeout,
             format!("no complete stream within {:?}", o.timeout),
         )),
         None => Ok(()),

@@ -30,6 +30,7 @@ use crate::qemu::child::ChildGuard;
 use crate::qemu::command::QemuConfig;
 use crate::qemu::serial::{self, SerialState};
 use crate::qemu::vhost;
+use crate::run_end::RunEnd;
 use crate::session::{self, Session};
 use crate::stream::listener::{ListenError, PortListener};
 use crate::stream::receive::{self, ClockExchange, LinkFault, LinkReport, ReceiveOptions};
@@ -496,11 +497,11 @@ pub fn boot_and_collect(
             return Err(Stop::new(fatal_how(&f), f));
         }
         if let Ok(Some(status)) = qemu_ref.try_wait() {
-            return Err(Stop::new("QEMU exited", status.to_string()));
+            return Err(Stop::new(RunEnd::QemuExited, status.to_string()));
         }
         if Instant::now() > run_deadline {
             return Err(Stop::new(
-                "run timeout",
+                RunEnd::RunTimeout,
                 format!("the run took longer than {:?}", o.run_timeout),
             ));
         }
@@ -508,7 +509,7 @@ pub fn boot_and_collect(
             && last.elapsed() >= limit
         {
             return Err(Stop::new(
-                "guest hung",
+                RunEnd::GuestHung,
                 format!(
                     "no record from the agent for {:.0} s (it sends a heartbeat every {} ms): the guest kernel or the agent is stuck",
                     last.elapsed().as_secs_f64(),
@@ -579,12 +580,12 @@ pub fn boot_and_collect(
                 outcome.detail = Some(format!("{} (before the agent connected)", stop.detail));
             }
             None => {
-                outcome.how = "agent never connected".into();
+                outcome.how = RunEnd::AgentNeverConnected;
                 outcome.detail = Some(why);
             }
         },
         Err(e) => {
-            outcome.how = "agent never connected".into();
+            outcome.how = RunEnd::AgentNeverConnected;
             outcome.detail = Some(e.to_string());
         }
     }
@@ -618,10 +619,10 @@ pub fn boot_and_collect(
     let marks = serial.marks.clone();
     if let Some(f) = &marks.fatal
         && !outcome.complete
-        && outcome.how != "interrupted"
+        && outcome.how != RunEnd::Interrupted
     {
         // QEMU exiting, or the stream ending, was the panic's consequence.
-        outcome.how = fatal_how(f).into();
+        outcome.how = fatal_how(f);
         outcome.detail = Some(f.clone());
     }
     if !outcome.complete {
@@ -756,11 +757,11 @@ fn snapshots_not_started<W: io::Write>(session: &Session<W>) -> String {
 }
 
 /// The outcome of a run the guest kernel ended with console line `fatal`.
-fn fatal_how(fatal: &str) -> &'static str {
+fn fatal_how(fatal: &str) -> RunEnd {
     if fatal.contains("Kernel panic") {
-        "guest kernel panic"
+        RunEnd::GuestKernelPanic
     } else {
-        "guest kernel failed"
+        RunEnd::GuestKernelFailed
     }
 }
 
@@ -845,7 +846,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     } else {
         Vec::new()
     };
-    if c.outcome.how != "interrupted"
+    if c.outcome.how != RunEnd::Interrupted
         && let Some(stop) = Stop::interrupted()
     {
         // The traced run had ended; what came after it (the CR3 boots) was cut short.

@@ -15,6 +15,7 @@
 //! - [`attach`]: collect from a VM started outside guestscope.
 //! - [`bench`]: the benchmarks (`guestscope bench`).
 //! - [`rootfs`]: the user's own root file system image (`--rootfs`, `deploy`).
+//! - [`run_end`]: how a run ended (one enum, shown as fixed text).
 //! - [`cli`]: the command line.
 //! - [`interrupt`]: Ctrl-C and SIGTERM stop a run cleanly.
 #![deny(missing_docs)]
@@ -32,6 +33,7 @@ pub mod lab;
 pub mod output;
 pub mod qemu;
 pub mod rootfs;
+pub mod run_end;
 pub mod session;
 pub mod stream;
 pub mod timeline;

@@ -7,6 +7,7 @@ use guestscope::attach::{self, AttachOptions, Endpoint};
 use guestscope::cli::AttachArgs;
 use guestscope::cli::{Cli, Command};
 use guestscope::lab::{self, LabError, LabOutcome};
+use guestscope::run_end::RunEnd;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
             } else if o.complete && interrupted.is_none() {
                 ExitCode::SUCCESS
             } else {
-                let kept = if o.how == "output write failed" {
+                let kept = if o.how == RunEnd::OutputWriteFailed {
                     "events.jsonl keeps every whole line written before the failure"
                 } else {
                     "everything received was written"

@@ -25,6 +25,7 @@ use crate::qemu::child::ChildGuard;
 use crate::qemu::command::QemuConfig;
 use crate::qemu::serial::{self, BootMarks, SerialState};
 use crate::qemu::vhost;
+use crate::run_end::RunEnd;
 use crate::session::Session;
 use crate::stream::listener::PortListener;
 use crate::stream::receive::{self, Conn, ReceiveOptions};
@@ -277,14 +278,14 @@ pub fn boot(
             return Err(stop);
         }
         if let Ok(Some(status)) = qemu_ref.try_wait() {
-            return Err(Stop::new("QEMU exited", status.to_string()));
+            return Err(Stop::new(RunEnd::QemuExited, status.to_string()));
         }
         if let Some(f) = serial_ref.lock().expect("serial").marks.fatal.clone() {
-            return Err(Stop::new("guest kernel failed", f));
+            return Err(Stop::new(RunEnd::GuestKernelFailed, f));
         }
         if Instant::now() > deadline {
             return Err(Stop::new(
-                "run timeout",
+                RunEnd::RunTimeout,
                 format!("the boot took longer than {:?}", m.run_timeout),
             ));
         }
@@ -320,7 +321,7 @@ pub fn boot(
             hello_host_s = r.hello_host_s;
         }
         Err(e) => {
-            outcome.how = "agent never connected".into();
+            outcome.how = RunEnd::AgentNeverConnected;
             outcome.detail = Some(e.to_string());
         }
     }

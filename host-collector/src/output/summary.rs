@@ -178,8 +178,8 @@ pub struct RunInfo {
 pub struct Outcome {
     /// True when the agent sent its final record.
     pub complete: bool,
-    /// Short description: `finished`, `stream ended early`, `guest panicked`, ...
-    pub how: String,
+    /// How it ended (serialized as its short text: `finished`, `guest hung`, ...).
+    pub how: crate::run_end::RunEnd,
     /// Detail (error text, panic line).
     pub detail: Option<String>,
     /// For a run that ended early, the guest console that says how: the panic text, or

@@ -26,6 +26,7 @@ use guestscope_common::wire::{
 use serde::Serialize;
 
 use crate::output::summary::Outcome;
+use crate::run_end::RunEnd;
 use crate::session::Session;
 use crate::stream::clock_probe::{ClockProber, ProbeCounts};
 use crate::timeline::clock::Sample;
@@ -33,17 +34,17 @@ use crate::timeline::clock::Sample;
 /// Why a run stopped waiting for the guest before the stream ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stop {
-    /// The outcome's short description (`interrupted`, `QEMU exited`, ...).
-    pub how: String,
+    /// How the run ends.
+    pub how: RunEnd,
     /// What exactly happened.
     pub detail: String,
 }
 
 impl Stop {
     /// A stop with outcome `how`.
-    pub fn new(how: impl Into<String>, detail: impl Into<String>) -> Stop {
+    pub fn new(how: RunEnd, detail: impl Into<String>) -> Stop {
         Stop {
-            how: how.into(),
+            how,
             detail: detail.into(),
         }
     }
@@ -52,7 +53,7 @@ impl Stop {
     pub fn interrupted() -> Option<Stop> {
         crate::interrupt::received().map(|s| {
             Stop::new(
-                "interrupted",
+                RunEnd::Interrupted,
                 format!("{s} received; QEMU stopped, everything received so far written"),
             )
         })
@@ -709,14 +710,14 @@ impl Receiver<'_, '_, '_, '_> {
                 Ok(None) => {}
                 Err(e) => {
                     return Err(Stop::new(
-                        "link lost",
+                        RunEnd::LinkLost,
                         format!("accepting the agent's reconnection: {e}"),
                     ));
                 }
             }
             if Instant::now() >= deadline {
                 return Err(Stop::new(
-                    "link lost",
+                    RunEnd::LinkLost,
                     format!(
                         "the agent did not reconnect within {:?}",
                         self.options.reconnect_within
@@ -786,8 +787,8 @@ pub fn receive(
                 Err(mut stop) => {
                     if rx.link.connections == 0 {
                         // Say why what did connect was not let in.
-                        let how = if stop.how == "link lost" {
-                            "agent never connected".to_string()
+                        let how = if stop.how == RunEnd::LinkLost {
+                            RunEnd::AgentNeverConnected
                         } else {
                             stop.how
                         };
@@ -797,7 +798,7 @@ pub fn receive(
                             format!("; refused: {}", rx.link.refused.join("; "))
                         };
                         stop = Stop::new(how, format!("{}{refused}", stop.detail));
-                    } else if stop.how == "guest hung"
+                    } else if stop.how == RunEnd::GuestHung
                         && rx
                             .link
                             .outages
@@ -806,7 +807,7 @@ pub fn receive(
                     {
                         // Silent because the link is down, not because the guest is stuck.
                         stop = Stop::new(
-                            "link lost",
+                            RunEnd::LinkLost,
                             format!("the link was lost and not restored: {}", stop.detail),
                         );
                     }
@@ -818,7 +819,7 @@ pub fn receive(
         };
         match rx.serve(conn, connect, on_record) {
             ConnEnd::Done => {
-                outcome.how = "finished".into();
+                outcome.how = RunEnd::Finished;
                 outcome.complete = true;
                 break;
             }
@@ -854,13 +855,13 @@ pub fn receive(
                 next = Some((conn, c));
             }
             ConnEnd::Corrupt(e) => {
-                outcome.how = "stream error".into();
+                outcome.how = RunEnd::StreamError;
                 outcome.detail = Some(e.to_string());
                 decode_error = Some(e.to_string());
                 break;
             }
             ConnEnd::OutputFailed(e) => {
-                outcome.how = "output write failed".into();
+                outcome.how = RunEnd::OutputWriteFailed;
                 outcome.detail = Some(format!("writing events.jsonl: {e}"));
                 break;
             }
@@ -872,7 +873,7 @@ pub fn receive(
             .outages
             .last()
             .is_some_and(|o| o.restored_host_s.is_none())
-        && outcome.how != "interrupted"
+        && outcome.how != RunEnd::Interrupted
     {
         let o = rx.link.outages.last().expect("an outage");
         let detail = outcome.detail.take().unwrap_or_default();
