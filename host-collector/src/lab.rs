@@ -1159,20 +1159,10 @@ fn timeline_of(c: &Collected, report: &mut summary::TimelineReport) -> Option<Ti
 
 /// The events of `events.jsonl` as the snapshot cross-check needs them.
 fn read_event_points(path: &Path) -> io::Result<Vec<snapshots::EventPoint>> {
-    #[derive(serde::Deserialize)]
-    struct Line {
-        ts_ns: u64,
-        probe: String,
-        cpu: u32,
-        pid: u32,
-        tid: u32,
-    }
     let mut out = Vec::new();
-    for line in io::BufRead::lines(io::BufReader::new(File::open(path)?)) {
-        let Ok(l) = serde_json::from_str::<Line>(&line?) else {
-            continue;
-        };
-        let Some(kind) = ProbeKind::ALL.into_iter().find(|k| k.name() == l.probe) else {
+    for l in crate::event_line::read_events(io::BufReader::new(File::open(path)?)) {
+        let l = l?;
+        let Some(kind) = ProbeKind::from_name(&l.probe) else {
             continue;
         };
         out.push(snapshots::EventPoint {
@@ -1372,6 +1362,9 @@ fn write_outputs<W: io::Write>(
         &dir.join("report.html"),
         html::render(&md, &figures(s, session)).as_bytes(),
     )?;
+    let mut folded = Vec::new();
+    crate::output::folded::write(session, &mut folded)?;
+    atomic::write(&dir.join("stacks.folded"), &folded)?;
     let guest = dir.join("guest");
     std::fs::create_dir_all(&guest)?;
     for (name, a) in &session.artifacts {

@@ -10,6 +10,7 @@
 //! - [`experiments`]: the lab's questions, answered from the collected data.
 //! - [`timeline`]: guest-to-host clock mapping.
 //! - [`session`]: applies the stream's records; writes `events.jsonl`.
+//! - [`event_line`]: one line of `events.jsonl`, written and read through one type.
 //! - [`output`]: `summary.json` and `report.md`.
 //! - [`lab`]: one run, end to end.
 //! - [`attach`]: collect from a VM started outside guestscope.
@@ -23,6 +24,7 @@
 pub mod attach;
 pub mod bench;
 pub mod cli;
+pub mod event_line;
 pub mod experiments;
 pub mod gdb;
 pub mod guest;

@@ -13,6 +13,7 @@ use guestscope_common::wire::{
 };
 use serde::Serialize;
 
+use crate::event_line::EventLine;
 use crate::guest::kallsyms::Kallsyms;
 use crate::stream::seq::{SeqTracker, SeqVerdict};
 
@@ -116,26 +117,6 @@ pub struct AgentRestart {
     /// The untraced gap on the guest clock, s: from the dead agent's last heartbeat to
     /// the new agent's start (known once its hello is in).
     pub gap_s: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct EventLine<'a> {
-    ts_ns: u64,
-    probe: &'a str,
-    cpu: u32,
-    pid: u32,
-    tid: u32,
-    comm: &'a str,
-    workload: Option<&'a str>,
-    arg: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lock: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ip: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<u32>,
-    stack_id: i32,
-    stack: &'a [String],
 }
 
 static EMPTY: Vec<String> = Vec::new();
@@ -346,6 +327,23 @@ impl<W: Write> Session<W> {
         &self.stacks_sym[&id]
     }
 
+    /// The symbolized frames of stack `id`, innermost first (empty if unknown), from
+    /// the cache when [`Session::stack`] filled it, else symbolized now.
+    pub fn stack_frames(&self, id: i32) -> Vec<String> {
+        if id < 0 {
+            return Vec::new();
+        }
+        let id = id as u32;
+        if let Some(frames) = self.stacks_sym.get(&id) {
+            return frames.clone();
+        }
+        match (self.stacks_raw.get(&id), &self.kallsyms) {
+            (Some(ips), Some(k)) => k.symbolize_stack(ips),
+            (Some(ips), None) => ips.iter().map(|ip| format!("{ip:#x}")).collect(),
+            (None, _) => Vec::new(),
+        }
+    }
+
     fn event(&mut self, e: &RawEvent) -> std::io::Result<()> {
         self.events_received += 1;
         let probe = e.probe();
@@ -403,18 +401,18 @@ impl<W: Write> Session<W> {
         let frames = self.stack(e.stack_id).to_vec();
         let line = EventLine {
             ts_ns: e.ts_ns,
-            probe: probe_name,
+            probe: probe_name.into(),
             cpu: e.cpu,
             pid: e.pid,
             tid: e.tid,
-            comm: &comm,
-            workload: workload.as_deref(),
+            comm: comm.as_str().into(),
+            workload: workload.as_deref().map(Into::into),
             arg: format!("{:#x}", e.arg),
-            lock: lock.as_deref(),
+            lock: lock.as_deref().map(Into::into),
             ip: is_fault.then(|| format!("{:#x}", e.ip)),
             error_code: is_fault.then_some(e.flags),
             stack_id,
-            stack: &frames,
+            stack: frames.as_slice().into(),
         };
         serde_json::to_writer(&mut self.events_out, &line)?;
         self.events_out.write_all(b"\n")

@@ -523,3 +523,34 @@ fn cr3_changes_at_syscall_entry_only_with_pti() {
         .unwrap();
     assert_eq!(claim["verdict"], "contradicted", "{claim}");
 }
+
+/// `stacks.folded` holds every event once: per workload and probe, its counts add up
+/// to the events received, and alloc_fd's stacks end in alloc_fd.
+#[test]
+fn folded_stacks_count_every_event_once() {
+    let r = run();
+    let text = std::fs::read_to_string(r.dir.join("stacks.folded")).expect("stacks.folded");
+    let mut per: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for line in text.lines() {
+        let (stack, count) = line.rsplit_once(' ').expect("'STACK COUNT'");
+        let mut frames = stack.split(';');
+        let workload = frames.next().unwrap().to_string();
+        let probe = frames.next().unwrap().to_string();
+        let frames: Vec<&str> = frames.collect();
+        assert!(!frames.is_empty(), "{line}");
+        if probe == "alloc_fd" && workload == "fopen" && frames != ["[no stack]"] {
+            assert_eq!(frames.last(), Some(&"alloc_fd"), "{line}");
+        }
+        *per.entry((workload, probe)).or_default() += count.parse::<u64>().unwrap();
+    }
+    for w in r.summary["workloads"].as_array().unwrap() {
+        let name = w["name"].as_str().unwrap();
+        for (probe, n) in w["events"].as_object().unwrap() {
+            assert_eq!(
+                per.get(&(name.to_string(), probe.clone())).copied(),
+                Some(n.as_u64().unwrap()),
+                "{name} {probe}"
+            );
+        }
+    }
+}

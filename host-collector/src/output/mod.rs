@@ -5,10 +5,12 @@
 //! - [`html`]: `report.html`, self-contained, with the plots inlined.
 //! - [`plots`]: SVG plots (plotters).
 //! - [`perfetto`]: `trace.perfetto-trace`, guest events and host milestones on one time axis.
+//! - [`folded`]: `stacks.folded`, the kernel stacks for flame-graph tools.
 //! - [`atomic`]: write-then-rename, so no reader ever sees half a file.
 //! - [`lines`]: `events.jsonl` in whole lines, even when the disk fills up.
 
 pub mod atomic;
+pub mod folded;
 pub mod html;
 pub mod lines;
 pub mod markdown;

@@ -20,6 +20,8 @@ use std::io::{self, BufRead, Write};
 
 use prost::Message;
 
+use crate::event_line::read_events;
+
 /// `perfetto.protos.TracePacket` (subset).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TracePacket {
@@ -309,34 +311,19 @@ impl<W: Write> TraceWriter<W> {
         to_trace_ns: impl Fn(u64) -> u64,
     ) -> io::Result<u64> {
         let mut n = 0;
-        for line in events.lines() {
-            let line = line?;
-            let Ok(e) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            let (Some(ts), Some(pid), Some(tid)) =
-                (e["ts_ns"].as_u64(), e["pid"].as_u64(), e["tid"].as_u64())
-            else {
-                continue;
-            };
-            let probe = e["probe"].as_str().unwrap_or("event");
-            let comm = e["comm"].as_str().unwrap_or("");
-            let cpu = e["cpu"].as_u64().unwrap_or(0);
-            let mut args = vec![
-                annotation_uint("cpu", cpu),
-                annotation_str("arg", e["arg"].as_str().unwrap_or("")),
-            ];
-            if let Some(l) = e["lock"].as_str() {
+        for e in read_events(events) {
+            let e = e?;
+            let (ts, pid, tid, probe, comm) = (e.ts_ns, e.pid, e.tid, &*e.probe, &*e.comm);
+            let cpu = u64::from(e.cpu);
+            let mut args = vec![annotation_uint("cpu", cpu), annotation_str("arg", &e.arg)];
+            if let Some(l) = &e.lock {
                 args.push(annotation_str("lock", l));
             }
-            if let Some(frames) = e["stack"].as_array() {
-                let s: Vec<&str> = frames.iter().filter_map(|f| f.as_str()).collect();
-                if !s.is_empty() {
-                    args.push(annotation_str("stack", &s.join("\n")));
-                }
+            if !e.stack.is_empty() {
+                args.push(annotation_str("stack", &e.stack.join("\n")));
             }
             let t = to_trace_ns(ts);
-            let thread = self.thread_track(pid as u32, tid as u32, comm)?;
+            let thread = self.thread_track(pid, tid, comm)?;
             self.event(t, thread, INSTANT, Some(probe), "probe", args)?;
             let cpu_track = self.named_track(&format!("guest CPU {cpu}"))?;
             self.event(
@@ -345,7 +332,10 @@ impl<W: Write> TraceWriter<W> {
                 INSTANT,
                 Some(probe),
                 "probe",
-                vec![annotation_uint("pid", pid), annotation_uint("tid", tid)],
+                vec![
+                    annotation_uint("pid", u64::from(pid)),
+                    annotation_uint("tid", u64::from(tid)),
+                ],
             )?;
             n += 1;
         }
@@ -374,9 +364,9 @@ mod tests {
     fn events_and_slices_decode_as_a_trace() {
         let mut w = TraceWriter::new(Vec::new());
         w.workload(100, "fopen", 10, 90).unwrap();
-        let jsonl = r#"{"ts_ns":50,"probe":"alloc_fd","cpu":0,"pid":100,"tid":100,"comm":"fopen","arg":"0x400","stack":["alloc_fd+0x1","do_sys_openat2+0x8d"]}
+        let jsonl = r#"{"ts_ns":50,"probe":"alloc_fd","cpu":0,"pid":100,"tid":100,"comm":"fopen","workload":"fopen","arg":"0x400","stack_id":1,"stack":["alloc_fd+0x1","do_sys_openat2+0x8d"]}
 not json
-{"ts_ns":60,"probe":"spin_lock","cpu":0,"pid":100,"tid":101,"comm":"fopen","arg":"0xffff","lock":"jiffies_lock","stack":[]}
+{"ts_ns":60,"probe":"spin_lock","cpu":0,"pid":100,"tid":101,"comm":"fopen","arg":"0xffff","lock":"jiffies_lock","stack_id":-1,"stack":[]}
 "#;
         let n = w.events_from_jsonl(jsonl.as_bytes(), |t| t + 1000).unwrap();
         assert_eq!(n, 2);
