@@ -1,17 +1,17 @@
-//! A fast path for the payload of `Events` records, byte for byte what bincode 2's
-//! standard configuration writes (the tests compare both on random input).
+//! A fast path for the payload of `Events` records, byte for byte what postcard
+//! writes (the tests compare both on random input and at every varint boundary).
 //!
-//! Events are nearly all of a stream; bincode's generic path costs about 1 µs per event
+//! Events are nearly all of a stream; serde's generic path costs about 1 µs per event
 //! in a TCG guest, this one a fraction of it. Records of every other kind go through
-//! bincode.
+//! postcard.
 
 use std::sync::OnceLock;
 
-use super::{Body, Record, config};
+use super::{Body, Record};
 use crate::event::RawEvent;
 
-/// bincode's bytes for the `Events` variant index (it depends on the order of [`Body`]'s
-/// variants, so it is taken from bincode itself once).
+/// postcard's bytes for the `Events` variant index (it depends on the order of
+/// [`Body`]'s variants, so it is taken from postcard itself once).
 fn events_variant() -> &'static [u8] {
     static VARIANT: OnceLock<Vec<u8>> = OnceLock::new();
     VARIANT.get_or_init(|| {
@@ -19,31 +19,23 @@ fn events_variant() -> &'static [u8] {
             seq: 0,
             body: Body::Events(Vec::new()),
         };
-        let bytes = bincode::serde::encode_to_vec(&empty, config())
-            .expect("an empty Events record encodes");
+        let bytes = postcard::to_allocvec(&empty).expect("an empty Events record encodes");
         // [seq 0: one byte][variant index][length 0: one byte]
         bytes[1..bytes.len() - 1].to_vec()
     })
 }
 
-/// bincode's variable-length integer: one byte below 251, else a marker and the value
-/// in 2, 4 or 8 little-endian bytes.
-fn varint(out: &mut Vec<u8>, v: u64) {
-    if v < 251 {
-        out.push(v as u8);
-    } else if let Ok(v) = u16::try_from(v) {
-        out.push(251);
-        out.extend_from_slice(&v.to_le_bytes());
-    } else if let Ok(v) = u32::try_from(v) {
-        out.push(252);
-        out.extend_from_slice(&v.to_le_bytes());
-    } else {
-        out.push(253);
-        out.extend_from_slice(&v.to_le_bytes());
+/// postcard's variable-length integer (LEB128): seven bits a byte, low bits first,
+/// the top bit set on every byte but the last.
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
     }
+    out.push(v as u8);
 }
 
-/// bincode's signed integers: zigzag, then [`varint`].
+/// postcard's signed integers: zigzag, then [`varint`].
 fn zigzag_i32(v: i32) -> u64 {
     u64::from(((v << 1) ^ (v >> 31)) as u32)
 }
@@ -77,14 +69,11 @@ mod tests {
 
     use super::*;
 
-    fn bincode_payload(seq: u64, events: Vec<RawEvent>) -> Vec<u8> {
-        bincode::serde::encode_to_vec(
-            &Record {
-                seq,
-                body: Body::Events(events),
-            },
-            config(),
-        )
+    fn postcard_payload(seq: u64, events: Vec<RawEvent>) -> Vec<u8> {
+        postcard::to_allocvec(&Record {
+            seq,
+            body: Body::Events(events),
+        })
         .unwrap()
     }
 
@@ -104,15 +93,16 @@ mod tests {
     }
 
     #[test]
-    fn matches_bincode_at_every_varint_boundary() {
+    fn matches_postcard_at_every_varint_boundary() {
         let edges = [
             0,
             1,
-            250,
-            251,
-            252,
-            255,
-            256,
+            127,
+            128,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
             65_535,
             65_536,
             u64::from(u32::MAX),
@@ -122,28 +112,40 @@ mod tests {
         let mut events = Vec::new();
         for &v in &edges {
             let w = u32::try_from(v).unwrap_or(u32::MAX);
-            for stack_id in [0, -1, 1, i32::MIN, i32::MAX, -126, 125, 126, -32_768] {
+            for stack_id in [
+                0,
+                -1,
+                1,
+                i32::MIN,
+                i32::MAX,
+                -64,
+                63,
+                64,
+                -65,
+                -8_192,
+                8_192,
+            ] {
                 events.push(event([v, v, v], [w; 5], stack_id, [0xff; 16]));
             }
         }
         for &seq in &edges {
             assert_eq!(
                 encode(seq, &events),
-                bincode_payload(seq, events.clone()),
+                postcard_payload(seq, events.clone()),
                 "seq {seq}"
             );
         }
-        assert_eq!(encode(3, &[]), bincode_payload(3, Vec::new()));
+        assert_eq!(encode(3, &[]), postcard_payload(3, Vec::new()));
     }
 
     proptest! {
         #[test]
-        fn matches_bincode(
+        fn matches_postcard(
             seq in any::<u64>(),
             raw in proptest::collection::vec((any::<[u64; 3]>(), any::<[u32; 5]>(), any::<i32>(), any::<[u8; 16]>()), 0..40),
         ) {
             let events: Vec<RawEvent> = raw.into_iter().map(|(v, w, s, c)| event(v, w, s, c)).collect();
-            prop_assert_eq!(encode(seq, &events), bincode_payload(seq, events.clone()));
+            prop_assert_eq!(encode(seq, &events), postcard_payload(seq, events.clone()));
         }
     }
 }
