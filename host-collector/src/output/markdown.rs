@@ -266,10 +266,11 @@ pub fn render(s: &Summary) -> String {
                 (Some(r), Some(g)) => format!("restored at {r:.2} s ({g:.2} s without the link)"),
                 _ => "never restored".into(),
             };
-            let resumed = o
-                .resumed_from
-                .map(|s| format!("; the agent resent from record {s}"))
-                .unwrap_or_default();
+            let resumed = match (o.restarted_agent, o.resumed_from) {
+                (Some(pid), _) => format!("; a restarted agent (pid {pid}) took over"),
+                (None, Some(s)) => format!("; the agent resent from record {s}"),
+                (None, None) => String::new(),
+            };
             let agent = o
                 .agent
                 .as_ref()
