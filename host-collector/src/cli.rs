@@ -218,12 +218,14 @@ impl MachineProfile {
 /// `guestscope lab` arguments.
 #[derive(Debug, clap::Args)]
 pub struct LabArgs {
-    /// Guest kernel image (bzImage).
+    /// Guest kernel image (bzImage, or an uncompressed ELF kernel) [default: the one
+    /// `cargo xtask lab` built, target/guestscope/guest/vmlinuz].
     #[arg(long)]
-    pub kernel: PathBuf,
-    /// Base initramfs carrying the agent (built by `cargo xtask lab`).
+    pub kernel: Option<PathBuf>,
+    /// Base initramfs carrying the agent [default: the one `cargo xtask lab` built,
+    /// target/guestscope/guest/base.cpio].
     #[arg(long)]
-    pub initrd: PathBuf,
+    pub initrd: Option<PathBuf>,
     /// Output directory.
     #[arg(long, default_value = "guestscope-out")]
     pub out: PathBuf,
@@ -317,8 +319,15 @@ pub enum WorkloadUser {
 impl From<LabArgs> for LabOptions {
     fn from(a: LabArgs) -> LabOptions {
         LabOptions {
-            kernel: a.kernel,
-            initrd: a.initrd,
+            // Empty when neither given nor built: validation says so in one line.
+            kernel: a
+                .kernel
+                .or_else(|| crate::built_guest::file(crate::built_guest::KERNEL))
+                .unwrap_or_default(),
+            initrd: a
+                .initrd
+                .or_else(|| crate::built_guest::file(crate::built_guest::INITRD))
+                .unwrap_or_default(),
             out_dir: a.out,
             workloads: a.workloads,
             builtin_workloads: !a.no_builtin_workloads,

@@ -17,6 +17,11 @@ pub enum InputError {
     /// The file is neither an x86 bzImage nor a 64-bit ELF kernel.
     #[error("not a bootable x86 kernel (no bzImage 'HdrS' header, not a 64-bit ELF): {0}")]
     NotAKernel(PathBuf),
+    /// Neither given nor built next to this binary.
+    #[error(
+        "no {0} given, and no guest built next to this binary (target/guestscope/guest/{1}): run `cargo xtask lab` once, or give {0}"
+    )]
+    NotBuilt(&'static str, &'static str),
     /// The initramfs does not exist or is empty.
     #[error("initramfs not found or empty: {0}")]
     InitrdMissing(PathBuf),
@@ -71,6 +76,9 @@ pub enum InputError {
 
 /// Checks that `path` is an x86 bzImage.
 pub fn check_kernel(path: &Path) -> Result<(), InputError> {
+    if path.as_os_str().is_empty() {
+        return Err(InputError::NotBuilt("--kernel", crate::built_guest::KERNEL));
+    }
     let mut head = Vec::with_capacity(0x206);
     fs::File::open(path)
         .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 0x206), &mut head))
@@ -86,6 +94,9 @@ pub fn check_kernel(path: &Path) -> Result<(), InputError> {
 
 /// Checks that the initramfs exists and is not empty.
 pub fn check_initrd(path: &Path) -> Result<(), InputError> {
+    if path.as_os_str().is_empty() {
+        return Err(InputError::NotBuilt("--initrd", crate::built_guest::INITRD));
+    }
     match fs::metadata(path) {
         Ok(m) if m.is_file() && m.len() > 0 => Ok(()),
         _ => Err(InputError::InitrdMissing(path.to_path_buf())),
@@ -390,6 +401,13 @@ mod tests {
 
     #[test]
     fn kernel_checks() {
+        let none = check_kernel(Path::new("")).unwrap_err().to_string();
+        assert!(
+            none.starts_with("no --kernel given") && none.contains("cargo xtask lab"),
+            "{none}"
+        );
+        let none = check_initrd(Path::new("")).unwrap_err().to_string();
+        assert!(none.starts_with("no --initrd given"), "{none}");
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
         assert!(matches!(

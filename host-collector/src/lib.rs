@@ -17,12 +17,14 @@
 //! - [`bench`]: the benchmarks (`guestscope bench`).
 //! - [`rootfs`]: the user's own root file system image (`--rootfs`, `deploy`).
 //! - [`run_end`]: how a run ended (one enum, shown as fixed text).
+//! - [`built_guest`]: the guest `cargo xtask` built, the default `--kernel` and `--initrd`.
 //! - [`cli`]: the command line.
 //! - [`interrupt`]: Ctrl-C and SIGTERM stop a run cleanly.
 #![deny(missing_docs)]
 
 pub mod attach;
 pub mod bench;
+pub mod built_guest;
 pub mod cli;
 pub mod event_line;
 pub mod experiments;

@@ -209,9 +209,7 @@ pub fn binaries_from_initrd(initrd: &Path) -> Result<Binaries, RootfsError> {
 /// guestscope's base initramfs of the build this binary belongs to
 /// (`target/guestscope/guest/base.cpio`, next to `target/release/guestscope`), if present.
 pub fn default_initrd() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("guestscope/guest/base.cpio");
-    p.is_file().then_some(p)
+    crate::built_guest::file(crate::built_guest::INITRD)
 }
 
 /// How `ext` starts services.
