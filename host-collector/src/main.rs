@@ -106,7 +106,11 @@ fn deploy_command(a: guestscope::cli::DeployArgs) -> ExitCode {
         eprintln!("guestscope: error: deploy: {e}");
         ExitCode::from(2)
     };
-    let Some(initrd) = a.initrd.clone().or_else(deploy::default_initrd) else {
+    let Some(initrd) = a
+        .initrd
+        .clone()
+        .or_else(|| guestscope::built_guest::file(guestscope::built_guest::INITRD))
+    else {
         return fail("--initrd not given and this build has no target/guestscope/guest/base.cpio: run `cargo xtask image`".into());
     };
     let plan = match &a.plan {

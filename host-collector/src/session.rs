@@ -267,6 +267,16 @@ impl<W: Write> Session<W> {
         self.probes.clear();
     }
 
+    /// Events received from the current agent (since the last restart), all probes:
+    /// what its `events_sent` accounts for.
+    pub fn events_from_current_agent(&self) -> u64 {
+        let before: u64 = self
+            .restarts
+            .last()
+            .map_or(0, |r| r.events_before.values().sum());
+        self.events_received - before
+    }
+
     /// Events of `probe` received from the current agent (since the last restart):
     /// what its counters account for.
     pub fn events_of_current_agent(&self, probe: &str) -> u64 {

@@ -53,6 +53,10 @@ impl RunOutput {
     }
 }
 
+/// Debian's busybox-static on the host (installed by `cargo xtask deps`): a static
+/// program the built-in guest can run as a user workload.
+pub const BUSYBOX: &str = "/bin/busybox";
+
 /// Whether any frame of an event's stack is in function `func`.
 pub fn stack_has(event: &Value, func: &str) -> bool {
     event["stack"].as_array().is_some_and(|frames| {

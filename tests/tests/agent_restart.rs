@@ -3,11 +3,7 @@
 //! from before and after, reporting the gap.
 
 use guestscope::lab::LabOptions;
-use guestscope_tests::{run_lab, stack_has, workload_binary};
-
-/// Debian's busybox-static (installed by `cargo xtask deps`): a static program that
-/// can kill the agent from inside the guest.
-const BUSYBOX: &str = "/bin/busybox";
+use guestscope_tests::{BUSYBOX, run_lab, stack_has, workload_binary};
 
 #[test]
 fn a_killed_agent_is_restarted_and_the_run_continues() {

@@ -3,11 +3,7 @@
 
 use guestscope::lab::LabOptions;
 use guestscope_common::plan::{PLAN_PATH, UNPRIVILEGED_ID};
-use guestscope_tests::run_lab;
-
-/// Debian's busybox-static, which `cargo xtask deps` installs: a static program the
-/// guest can run as a user workload.
-const BUSYBOX: &str = "/bin/busybox";
+use guestscope_tests::{BUSYBOX, run_lab};
 
 #[test]
 fn a_workload_runs_as_nobody_and_cannot_read_the_plan() {

@@ -389,13 +389,7 @@ pub fn collect<W: Write>(
         losses.events_missing = Some(
             t.events_sent
                 .saturating_sub(t.spool_dropped_events)
-                .saturating_sub(
-                    session.events_received
-                        - session
-                            .restarts
-                            .last()
-                            .map_or(0, |r| r.events_before.values().sum::<u64>()),
-                ),
+                .saturating_sub(session.events_from_current_agent()),
         );
     }
     let busy_ns: u64 = session

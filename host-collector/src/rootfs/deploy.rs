@@ -206,12 +206,6 @@ pub fn binaries_from_initrd(initrd: &Path) -> Result<Binaries, RootfsError> {
     Ok((agent, workloads))
 }
 
-/// guestscope's base initramfs of the build this binary belongs to
-/// (`target/guestscope/guest/base.cpio`, next to `target/release/guestscope`), if present.
-pub fn default_initrd() -> Option<PathBuf> {
-    crate::built_guest::file(crate::built_guest::INITRD)
-}
-
 /// How `ext` starts services.
 pub fn init_system(ext: &Ext4Image) -> Result<InitSystem, RootfsError> {
     let init_link = ext.read_link("/sbin/init")?.unwrap_or_default();

@@ -352,9 +352,12 @@ impl PatientReader<'_, '_, '_> {
         while let Ok(Some(new)) = self.accept.accept_now() {
             match handshake(new, self.secret.as_deref()) {
                 Ok((conn, seq, c))
-                    if ((c.agent_pid, c.agent_start_ns) == self.identity
-                        && c.connection > self.connection)
-                        || restarted(self.secret.as_deref(), self.identity, &c) =>
+                    if continues_run(
+                        self.secret.as_deref(),
+                        self.identity,
+                        self.connection,
+                        &c,
+                    ) =>
                 {
                     self.interrupted = Some(Interrupt::Superseded(conn, seq, c));
                     return Err(io::Error::other("superseded by a newer connection"));
@@ -401,6 +404,13 @@ impl Read for PatientReader<'_, '_, '_> {
 /// Without a secret nothing tells it from a stranger, so nothing is taken over.
 fn restarted(secret: Option<&str>, identity: (u32, u64), c: &Connect) -> bool {
     secret.is_some() && (c.agent_pid, c.agent_start_ns) != identity && c.agent_start_ns > identity.1
+}
+
+/// Whether `c` carries the run on after connection `connection` of agent `identity`:
+/// a newer connection of the same agent, or a restarted agent taking over.
+fn continues_run(secret: Option<&str>, identity: (u32, u64), connection: u32, c: &Connect) -> bool {
+    ((c.agent_pid, c.agent_start_ns) == identity && c.connection > connection)
+        || restarted(secret, identity, c)
 }
 
 fn refusal(c: &Connect, identity: (u32, u64)) -> String {
@@ -689,14 +699,9 @@ impl Receiver<'_, '_, '_, '_> {
             match self.accept.accept_now() {
                 Ok(Some(conn)) => match handshake(conn, self.options.secret.as_deref()) {
                     Ok((conn, seq, c)) => {
-                        let ok = match self.identity {
-                            None => true,
-                            Some(id) => {
-                                (id == (c.agent_pid, c.agent_start_ns)
-                                    && c.connection > self.connection)
-                                    || restarted(self.options.secret.as_deref(), id, &c)
-                            }
-                        };
+                        let ok = self.identity.is_none_or(|id| {
+                            continues_run(self.options.secret.as_deref(), id, self.connection, &c)
+                        });
                         if ok {
                             return Ok((conn, seq, c));
                         }
