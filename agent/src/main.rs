@@ -32,6 +32,7 @@ pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod counters;
+pub mod deadline;
 pub mod ftrace;
 pub mod link;
 pub mod packet_size;

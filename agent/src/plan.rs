@@ -185,6 +185,7 @@ mod tests {
                     tracing: Tracing::Plan,
                     quiet_link: false,
                     as_root: false,
+                    timeout_ms: None,
                 })
                 .collect(),
             settle_ms: 0,

@@ -12,7 +12,7 @@ use nix::{
     errno::Errno,
     fcntl::{FcntlArg, OFlag, fcntl},
     sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask},
-    unistd::{ForkResult, Pid, dup2, execv, fork, pipe2, read, write},
+    unistd::{ForkResult, Pid, dup2, execv, fork, pipe2, read, setpgid, write},
 };
 
 /// Exit status of a child whose exec failed (as shells use).
@@ -86,7 +86,8 @@ impl Running {
 }
 
 /// Forks a child that waits at a gate, then execs `path` with `argv` (argv\[0\] included),
-/// its stdout and stderr on a pipe and stdin on /dev/null; as user and group `run_as`
+/// its stdout and stderr on a pipe and stdin on /dev/null, in a process group of its own
+/// (the group's id is the child's pid); as user and group `run_as`
 /// (no supplementary groups) when given, else with the agent's own credentials (root).
 pub fn spawn_gated(path: &str, argv: &[String], run_as: Option<u32>) -> Result<Gated, SpawnError> {
     let c_path = CString::new(path).map_err(|_| SpawnError::Nul)?;
@@ -116,6 +117,9 @@ pub fn spawn_gated(path: &str, argv: &[String], run_as: Option<u32>) -> Result<G
             )
         }
         ForkResult::Parent { child } => {
+            // The child does the same; whichever runs first wins, so the group exists
+            // before anyone signals it (EACCES once it has exec'd is harmless).
+            let _ = setpgid(child, child);
             drop(gate_r);
             drop(out_w);
             if let Err(e) = set_nonblocking(out_r.as_raw_fd()) {
@@ -144,6 +148,8 @@ fn child(
     // Everything but exec happens before the gate, so the traced part of the child's life
     // before exec (still the agent's image, comm "guestscope-agen") is as short as it can be.
     reset_signals();
+    // Its own process group, so a timeout ends the workload's children with it.
+    let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
     let _ = dup2(out.as_raw_fd(), 1);
     let _ = dup2(out.as_raw_fd(), 2);
     if let Some(null) = null {

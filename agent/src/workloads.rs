@@ -6,18 +6,22 @@ use std::{
 };
 
 use guestscope_common::{
-    plan::WorkloadSpec,
+    plan::{TIMEOUT_GRACE_MS, WorkloadSpec},
     wire::{Body, WorkloadExited, WorkloadStarted},
 };
 use nix::{
     errno::Errno,
     poll::{PollFd, PollFlags, PollTimeout, poll},
-    sys::wait::{WaitPidFlag, WaitStatus, waitpid},
-    unistd::read,
+    sys::{
+        signal::{Signal, kill, killpg},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::{Pid, read},
 };
 
 use crate::{
     clock::monotonic_ns,
+    deadline::{Action, Deadline},
     spawn::{Running, spawn_gated},
     stream::{Sink, Stream, StreamError},
     tracer::Tracer,
@@ -141,12 +145,13 @@ fn execute<W: Sink>(
     let argv: Vec<String> = std::iter::once(spec.path.clone())
         .chain(spec.args.iter().cloned())
         .collect();
-    let exited = |pid: u32, status: i32, output: String| WorkloadExited {
+    let exited = |pid: u32, status: i32, output: String, timed_out: bool| WorkloadExited {
         name: spec.name.clone(),
         pid,
         status,
         end_ns: monotonic_ns(),
         output,
+        timed_out,
     };
     let run_as = (!spec.as_root).then_some(guestscope_common::plan::UNPRIVILEGED_ID);
     let gated = match spawn_gated(&spec.path, &argv, run_as) {
@@ -154,7 +159,7 @@ fn execute<W: Sink>(
         Err(e) => {
             tracing::error!(workload = %spec.name, "cannot start: {e}");
             let output = format!("guestscope-agent: cannot start {}: {e}\n", spec.path);
-            return Ok((exited(0, NEVER_RAN, output), Duration::ZERO));
+            return Ok((exited(0, NEVER_RAN, output, false), Duration::ZERO));
         }
     };
     let pid = gated.pid.as_raw() as u32;
@@ -176,32 +181,47 @@ fn execute<W: Sink>(
         Ok(r) => r,
         Err(e) => {
             // The child sees the closed gate and exits on its own; reap it.
-            let _ = waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            let _ = waitpid(Pid::from_raw(pid as i32), None);
             untrace(tracer, &spec.name);
             let drained = Instant::now();
             tracer.drain(stream)?;
             let drain = drained.elapsed();
             return Ok((
-                exited(pid, NEVER_RAN, format!("guestscope-agent: {e}\n")),
+                exited(pid, NEVER_RAN, format!("guestscope-agent: {e}\n"), false),
                 drain,
             ));
         }
     };
     tracing::info!(workload = %spec.name, pid, "started");
 
-    let (status, output) = supervise(&running, tracer, stream, spec.quiet_link)?;
+    let deadline = spec.timeout_ms.map(|ms| {
+        Deadline::new(
+            Instant::now(),
+            Duration::from_millis(ms),
+            Duration::from_millis(TIMEOUT_GRACE_MS),
+        )
+    });
+    let end = supervise(&running, tracer, stream, spec.quiet_link, deadline)?;
     untrace(tracer, &spec.name);
     let drained = Instant::now();
     tracer.drain(stream)?;
     let drain = drained.elapsed();
-    tracing::info!(workload = %spec.name, pid, status, "exited");
-    Ok((exited(pid, status, output), drain))
+    tracing::info!(workload = %spec.name, pid, status = end.status, timed_out = end.timed_out, "exited");
+    Ok((exited(pid, end.status, end.output, end.timed_out), drain))
 }
 
 /// How often a quiet workload's supervision looks at the child without a poll event.
-const QUIET_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+const QUIET_POLL: Duration = Duration::from_millis(50);
 
-/// Streams events and collects output until the child exits; returns its status and output.
+/// How a supervised workload ended.
+struct End {
+    status: i32,
+    output: String,
+    timed_out: bool,
+}
+
+/// Streams events and collects output until the child exits, ending it (its whole
+/// process group) when `deadline` says so; returns its status and output.
 /// `quiet`: the link stays silent meanwhile (nothing read or sent; the events wait in the
 /// ring buffer for the drain after the exit).
 fn supervise<W: Sink>(
@@ -209,16 +229,21 @@ fn supervise<W: Sink>(
     tracer: &mut Tracer,
     stream: &mut Stream<W>,
     quiet: bool,
-) -> Result<(i32, String), StreamError> {
+    mut deadline: Option<Deadline>,
+) -> Result<End, StreamError> {
     let mut output = OutputBuffer::new(OUTPUT_LIMIT);
     let mut output_open = true;
     let status = loop {
-        // Round up: a deadline 0.4 ms away must not become a busy 0 ms poll.
-        let wait = if quiet {
+        let now = Instant::now();
+        let mut wait = if quiet {
             QUIET_POLL
         } else {
-            tracer.poll_timeout(std::time::Instant::now())
+            tracer.poll_timeout(now)
         };
+        if let Some(left) = deadline.as_ref().and_then(|d| d.until_next(now)) {
+            wait = wait.min(left);
+        }
+        // Round up: a deadline 0.4 ms away must not become a busy 0 ms poll.
         let timeout =
             PollTimeout::from(wait.as_micros().div_ceil(1000).min(u128::from(u16::MAX)) as u16);
         {
@@ -247,6 +272,9 @@ fn supervise<W: Sink>(
         if output_open {
             output_open = output.read_from(running.output());
         }
+        if let Some(d) = deadline.as_mut() {
+            end_if_due(running.pid, d);
+        }
         match waitpid(running.pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
             Ok(status) => {
@@ -265,7 +293,25 @@ fn supervise<W: Sink>(
     if output_open {
         output.read_from(running.output());
     }
-    Ok((status, output.finish()))
+    Ok(End {
+        status,
+        output: output.finish(),
+        timed_out: deadline.is_some_and(|d| d.expired()),
+    })
+}
+
+/// Signals the workload's process group when its deadline says so.
+fn end_if_due(pid: Pid, deadline: &mut Deadline) {
+    let signal = match deadline.check(Instant::now()) {
+        Action::Wait => return,
+        Action::Terminate => Signal::SIGTERM,
+        Action::Kill => Signal::SIGKILL,
+    };
+    tracing::warn!(pid = pid.as_raw(), "workload past its time limit: {signal}");
+    // The group first (its children too); the workload alone if it left the group.
+    if killpg(pid, signal).is_err() {
+        let _ = kill(pid, signal);
+    }
 }
 
 fn untrace(tracer: &mut Tracer, name: &str) {
@@ -277,9 +323,48 @@ fn untrace(tracer: &mut Tracer, name: &str) {
 
 #[cfg(test)]
 mod tests {
-    use nix::{sys::signal::Signal, unistd::Pid};
-
     use super::*;
+    use crate::spawn::spawn_gated;
+
+    /// Whether `pid` has ended (gone, or a zombie waiting for its reaper).
+    fn ended(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    #[test]
+    fn a_workload_past_its_deadline_is_ended_with_its_children() {
+        let argv = ["sh", "-c", "sleep 100 & echo $!; wait"].map(String::from);
+        let running = spawn_gated("/bin/sh", &argv, None)
+            .unwrap()
+            .release()
+            .unwrap();
+        // The shell prints its child's pid once it started it.
+        let mut out = OutputBuffer::new(1024);
+        let child: i32 = loop {
+            out.read_from(running.output());
+            let text = String::from_utf8_lossy(&out.data).into_owned();
+            if let Some(line) = text.lines().next().filter(|_| text.ends_with('\n')) {
+                break line.trim().parse().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut deadline = Deadline::new(Instant::now(), Duration::ZERO, Duration::from_secs(60));
+        end_if_due(running.pid, &mut deadline);
+        let status = waitpid(running.pid, None).unwrap();
+        assert_eq!(exit_code(status), Some(128 + Signal::SIGTERM as i32));
+        assert!(deadline.expired());
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            ended(child)
+        });
+        assert!(gone, "the workload's child {child} outlived its timeout");
+    }
 
     #[test]
     fn output_is_kept_up_to_the_limit_with_a_note() {

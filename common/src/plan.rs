@@ -124,7 +124,16 @@ pub struct WorkloadSpec {
     /// the plan (and its secret) nor change the guest under the agent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub as_root: bool,
+    /// Longest run, ms: past it the agent ends the workload (SIGTERM to its process
+    /// group, SIGKILL [`TIMEOUT_GRACE_MS`] later), reports it as timed out and goes on
+    /// with the next one. `None`: no bound but the run's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
+
+/// Time a workload past its [`WorkloadSpec::timeout_ms`] gets between SIGTERM and
+/// SIGKILL, ms (as `timeout --kill-after` gives).
+pub const TIMEOUT_GRACE_MS: u64 = 2000;
 
 /// The user and group id workloads run as unless they ask for root: `nobody` on
 /// Debian and BusyBox systems; no passwd entry is needed.

@@ -32,7 +32,7 @@
 //! [`Reply`] frames and the link counters of [`Totals`]; 4 added [`Connect::secret`];
 //! 5 added [`Reply::ClockProbe`] and [`Body::ClockEcho`] (a reader of an older version
 //! would not know them, so the version says so); 6 encodes with postcard instead of
-//! bincode 2 (unmaintained).
+//! bincode 2 (unmaintained); 7 added [`WorkloadExited::timed_out`].
 
 use std::io::{self, Read, Write};
 
@@ -43,7 +43,7 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 6;
+pub const WIRE_VERSION: u16 = 7;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -234,6 +234,9 @@ pub struct WorkloadExited {
     pub end_ns: u64,
     /// What the workload wrote to stdout and stderr (truncated to 64 KiB).
     pub output: String,
+    /// Whether the agent ended it for running past its
+    /// [`crate::plan::WorkloadSpec::timeout_ms`].
+    pub timed_out: bool,
 }
 
 /// Totals for the whole run, sent last.

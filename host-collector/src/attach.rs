@@ -58,6 +58,7 @@ pub fn default_plan(port: u32) -> RunPlan {
             tracing: Default::default(),
             quiet_link: false,
             as_root: false,
+            timeout_ms: Some(lab::DEFAULT_WORKLOAD_TIMEOUT.as_millis() as u64),
         })
         .collect();
     RunPlan::new(port, workloads)

@@ -305,6 +305,11 @@ pub struct LabArgs {
     /// need privileges; the report says so).
     #[arg(long, value_enum, default_value_t = WorkloadUser::Nobody)]
     pub workload_user: WorkloadUser,
+    /// Seconds one workload may run: past it that workload alone is ended (SIGTERM to
+    /// its process group, SIGKILL 2 s later), reported as timed out, and the next one
+    /// runs. 0: no bound but --timeout.
+    #[arg(long, value_name = "SECS", default_value_t = crate::lab::DEFAULT_WORKLOAD_TIMEOUT.as_secs())]
+    pub workload_timeout: u64,
 }
 
 /// `--workload-user`.
@@ -339,6 +344,8 @@ impl From<LabArgs> for LabOptions {
             append: a.append,
             gdb_port: a.gdb_port,
             workloads_as_root: a.workload_user == WorkloadUser::Root,
+            workload_timeout: (a.workload_timeout > 0)
+                .then(|| Duration::from_secs(a.workload_timeout)),
             boot_timeout: Duration::from_secs(a.boot_timeout),
             run_timeout: Duration::from_secs(a.timeout),
             accel: match a.accel {

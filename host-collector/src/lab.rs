@@ -44,6 +44,9 @@ pub const GUEST_CID: u32 = 3;
 pub const VSOCK_PORT: u32 = 7171;
 /// Default [`LabOptions::watchdog`]: thirty missed heartbeats.
 pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(30);
+/// Default [`LabOptions::workload_timeout`]: a third of the default run timeout, so a
+/// hung workload leaves time for the ones after it.
+pub const DEFAULT_WORKLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// The built-in workload the traced run's gdbstub snapshots are taken of (it calls
 /// [`experiments::snapshots::SNAPSHOT_SYMBOL`] on every open).
 pub const SNAPSHOT_WORKLOAD: &str = "fopen";
@@ -111,6 +114,9 @@ pub struct LabOptions {
     /// Run the workloads as root (`--workload-user root`) instead of the unprivileged
     /// user [`guestscope_common::plan::UNPRIVILEGED_ID`].
     pub workloads_as_root: bool,
+    /// Longest run of one workload (`--workload-timeout`): past it the agent ends that
+    /// workload alone (SIGTERM, then SIGKILL) and goes on; `None`: no bound but the run's.
+    pub workload_timeout: Option<Duration>,
     /// Called with a short description as each step starts.
     pub progress: fn(&str),
 }
@@ -131,6 +137,7 @@ impl Default for LabOptions {
             append: String::new(),
             gdb_port: None,
             workloads_as_root: false,
+            workload_timeout: Some(DEFAULT_WORKLOAD_TIMEOUT),
             boot_timeout: Duration::from_secs(180),
             run_timeout: Duration::from_secs(900),
             accel: None,
@@ -299,6 +306,7 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
                 // The host holds the VM while it runs.
                 quiet_link: o.snapshots && name == SNAPSHOT_WORKLOAD,
                 as_root: o.workloads_as_root,
+                timeout_ms: timeout_ms(o),
             });
         }
     }
@@ -311,6 +319,7 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             tracing: Default::default(),
             quiet_link: false,
             as_root: o.workloads_as_root,
+            timeout_ms: timeout_ms(o),
         });
     }
     RunPlan {
@@ -319,6 +328,12 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
         spool_bytes: o.spool_bytes,
         ..RunPlan::new(VSOCK_PORT, workloads)
     }
+}
+
+/// The plan's per-workload bound, from [`LabOptions::workload_timeout`].
+fn timeout_ms(o: &LabOptions) -> Option<u64> {
+    o.workload_timeout
+        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How much of a run to do.
@@ -878,6 +893,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         } else {
             format!("nobody (uid {})", guestscope_common::plan::UNPRIVILEGED_ID)
         },
+        workload_timeout_s: o.workload_timeout.map(|t| t.as_secs_f64()),
         events_ring_bytes: o
             .events_bytes
             .unwrap_or(guestscope_common::maps::EVENTS_BYTES),
@@ -1051,6 +1067,7 @@ fn cr3_boots<W: io::Write>(
             // workload's.
             quiet_link: true,
             as_root: o.workloads_as_root,
+            timeout_ms: timeout_ms(o),
         }],
         ..plan(o, v)
     };

@@ -48,6 +48,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
             tracing: Default::default(),
             quiet_link: false,
             as_root: false,
+            timeout_ms: None,
         }],
         settle_ms: 0,
         events_bytes: None,

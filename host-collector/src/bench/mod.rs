@@ -248,6 +248,7 @@ fn spec(name: &str, program: &str, args: &[String], tracing: Tracing) -> Workloa
         tracing,
         quiet_link: false,
         as_root: false,
+        timeout_ms: None,
     }
 }
 

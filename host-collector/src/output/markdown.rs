@@ -320,9 +320,11 @@ pub fn render(s: &Summary) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             w.name,
             w.pid,
-            w.status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "—".into()),
+            match (w.status, w.timed_out) {
+                (Some(code), true) => format!("{code}, timed out"),
+                (Some(code), false) => code.to_string(),
+                (None, _) => "—".into(),
+            },
             w.duration_ms
                 .map(|d| format!("{d:.1} ms"))
                 .unwrap_or_else(|| "—".into()),
@@ -332,6 +334,7 @@ pub fn render(s: &Summary) -> String {
             e("page_fault_kernel")
         );
     }
+    timed_out_paragraph(&mut md, s);
     let _ = writeln!(
         md,
         "\n## Workload details\n\nThe most frequent kernel stacks of each workload, per probe; every event is in `events.jsonl`."
@@ -924,4 +927,31 @@ fn render_timeline(md: &mut String, s: &Summary) {
             }
         );
     }
+}
+
+/// Names the workloads the agent ended for running past `--workload-timeout`.
+fn timed_out_paragraph(md: &mut String, s: &Summary) {
+    let names: Vec<String> = s
+        .workloads
+        .iter()
+        .filter(|w| w.timed_out)
+        .map(|w| format!("`{}`", w.name))
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    let limit = s
+        .run
+        .workload_timeout_s
+        .map(|t| format!(" ({t:.0} s, `--workload-timeout`)"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        md,
+        "\n**Timed out:** {} ran past the per-workload limit{limit} and {} ended by the \
+         agent: SIGTERM to its process group, SIGKILL {} s later if still running. Its events \
+         up to then are kept; the workloads after it ran as planned.",
+        names.join(", "),
+        if names.len() == 1 { "was" } else { "were" },
+        guestscope_common::plan::TIMEOUT_GRACE_MS / 1000,
+    );
 }

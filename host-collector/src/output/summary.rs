@@ -167,6 +167,9 @@ pub struct RunInfo {
     /// Who the workloads ran as in the guest (`nobody (uid 65534)` or `root`);
     /// empty when not known (attach: the guest's plan decides).
     pub workload_user: String,
+    /// The per-workload time limit, seconds (`--workload-timeout`); `None`: none, or
+    /// not known (attach: the guest's plan decides).
+    pub workload_timeout_s: Option<f64>,
     /// Size of the probes' `EVENTS` ring buffer, bytes (0 when unknown).
     pub events_ring_bytes: u32,
     /// How the run ended.
@@ -278,6 +281,8 @@ pub struct WorkloadSummary {
     pub argv: Vec<String>,
     /// Exit status (None if the guest never reported it).
     pub status: Option<i32>,
+    /// Whether the agent ended it for running past its time limit.
+    pub timed_out: bool,
     /// Run time on the guest clock, ms.
     pub duration_ms: Option<f64>,
     /// Events per probe.
@@ -361,6 +366,7 @@ pub fn collect<W: Write>(
             pid: w.started.pid,
             argv: w.started.argv.clone(),
             status: w.exited.as_ref().map(|x| x.status),
+            timed_out: w.exited.as_ref().is_some_and(|x| x.timed_out),
             duration_ms,
             events: w.events.clone(),
             pids: w.pids.iter().copied().collect(),

@@ -56,6 +56,7 @@ fn events_are_symbolized_attributed_and_written_as_json_lines() {
                 status: 0,
                 end_ns: 20,
                 output: String::new(),
+                timed_out: false,
             }),
         ],
     );
