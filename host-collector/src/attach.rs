@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, WorkloadOrigin, WorkloadSpec};
 
-use crate::gdb::GdbEndpoint;
 use crate::lab::{self, Collected, LabError, LabOutcome};
 use crate::output::lines::WholeLines;
 use crate::output::summary;
@@ -19,6 +18,7 @@ use crate::run_end::RunEnd;
 use crate::session::Session;
 use crate::stream::listener::PortListener;
 use crate::stream::receive::{ReceiveOptions, Stop, receive};
+use qemu_gdb_client::GdbEndpoint;
 
 /// Where the guest's vsock connection arrives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +45,9 @@ pub struct AttachOptions {
     /// (`None`: any agent is let in).
     pub secret: Option<String>,
 }
+
+/// Where `guestscope attach --print-setup` tells the user to put the gdbstub.
+pub const RECOMMENDED_SOCKET: &str = "/run/guestscope/gdb.sock";
 
 /// The run plan to place in the guest at `/etc/guestscope/plan.json`.
 pub fn default_plan(port: u32) -> RunPlan {

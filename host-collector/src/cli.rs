@@ -147,8 +147,8 @@ pub struct AttachArgs {
     /// The VM's QEMU gdbstub, shown in the setup text: a Unix socket path
     /// (recommended: only its owner can connect) or a loopback HOST:PORT (every local
     /// user can connect to that, and the gdbstub is code execution in the guest).
-    #[arg(long, value_name = "PATH|HOST:PORT", default_value = crate::gdb::endpoint::RECOMMENDED_SOCKET)]
-    pub gdb: crate::gdb::GdbEndpoint,
+    #[arg(long, value_name = "PATH|HOST:PORT", default_value = crate::attach::RECOMMENDED_SOCKET)]
+    pub gdb: qemu_gdb_client::GdbEndpoint,
     /// Output directory.
     #[arg(long, default_value = "guestscope-out")]
     pub out: PathBuf,

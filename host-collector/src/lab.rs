@@ -18,7 +18,6 @@ use guestscope_common::plan::{
 use crate::experiments;
 use crate::experiments::snapshots::{self, SnapshotOptions, SnapshotRun};
 use crate::experiments::syscall_cr3::{self, Cr3Options, Cr3Report};
-use crate::gdb::GdbEndpoint;
 use crate::guest::btf::TaskOffsets;
 use crate::image;
 use crate::inputs::{self, InputError, UserWorkload};
@@ -37,6 +36,7 @@ use crate::stream::receive::{self, ClockExchange, LinkFault, LinkReport, Receive
 pub use crate::stream::receive::{Alive, Stop};
 use crate::timeline::clock::{self, Timeline};
 use crate::timeline::holds::Holds;
+use qemu_gdb_client::GdbEndpoint;
 
 /// The guest vsock CID.
 pub const GUEST_CID: u32 = 3;

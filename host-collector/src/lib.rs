@@ -28,7 +28,6 @@ pub mod built_guest;
 pub mod cli;
 pub mod event_line;
 pub mod experiments;
-pub mod gdb;
 pub mod guest;
 pub mod image;
 pub mod inputs;

@@ -202,7 +202,7 @@ fn bench_command(args: guestscope::cli::BenchArgs) -> ExitCode {
 
 /// Runs `guestscope attach`; `Ok(None)` when it only printed or wrote setup.
 fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>, String> {
-    if let guestscope::gdb::GdbEndpoint::Tcp(addr) = &a.gdb {
+    if let qemu_gdb_client::GdbEndpoint::Tcp(addr) = &a.gdb {
         if !addr.ip().is_loopback() {
             return Err(format!(
                 "--gdb {addr}: the gdbstub must listen on loopback only (it gives full control of the guest)"
@@ -210,7 +210,7 @@ fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>,
         }
         eprintln!(
             "guestscope: warning: --gdb {addr}: every local user can connect to a TCP gdbstub; prefer a Unix socket (--gdb {})",
-            guestscope::gdb::endpoint::RECOMMENDED_SOCKET
+            guestscope::attach::RECOMMENDED_SOCKET
         );
     }
     let endpoint = match (a.vsock_uds.clone(), a.vsock_cid) {

@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use guestscope::gdb::{Client, ClientOptions};
 use guestscope_common::event::{ProbeKind, RawEvent};
 use guestscope_common::plan::RunPlan;
 use guestscope_common::wire::{
     Body, Connect, Hello, MAGIC, MAX_PAYLOAD, Record, Totals, WIRE_VERSION, WorkloadStarted,
     encode_frame,
 };
+use qemu_gdb_client::{Client, ClientOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_guestscope");
 

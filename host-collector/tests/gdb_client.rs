@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use guestscope::gdb::kernel::{Access, MemoryPath};
-use guestscope::gdb::packet::{self, StopReply, ThreadId};
-use guestscope::gdb::{Client, ClientOptions, CurrentReader, GdbError, KernelLayout};
 use guestscope::guest::btf::TaskOffsets;
 use guestscope::guest::kallsyms::Kallsyms;
+use guestscope::guest::kernel::{Access, CurrentReader, KernelLayout, MemoryPath};
+use qemu_gdb_client::packet::{self, StopReply, ThreadId};
+use qemu_gdb_client::{Client, ClientOptions, GdbError};
 
-const I386_64BIT_XML: &str = include_str!("fixtures/gdb/qemu-7.2-i386-64bit.xml");
+const I386_64BIT_XML: &str =
+    include_str!("../../gdb-client/tests/fixtures/qemu-7.2-i386-64bit.xml");
 const TARGET_XML: &str = r#"<?xml version="1.0"?><!DOCTYPE target SYSTEM "gdb-target.dtd"><target><architecture>i386:x86-64</architecture><xi:include href="i386-64bit.xml"/></target>"#;
 const QEMU_FEATURES: &str = "PacketSize=1000;qXfer:features:read+;vContSupported+;multiprocess+";
 
@@ -236,7 +237,9 @@ fn debian_6_1_offsets() -> TaskOffsets {
 
 #[test]
 fn replays_a_recorded_qemu_pti_session() {
-    let mut script = recorded_exchanges(include_str!("fixtures/gdb/qemu-7.2-pti-session.jsonl"));
+    let mut script = recorded_exchanges(include_str!(
+        "../../gdb-client/tests/fixtures/qemu-7.2-pti-session.jsonl"
+    ));
     // Not in the recording: what detach sends after it.
     for (p, r) in [
         ("z1,ffffffffa3c00080,1", "+$OK#9a"),
@@ -299,7 +302,7 @@ fn replays_a_recorded_qemu_pti_session() {
     assert_eq!(c.read_register("cr3").unwrap(), 0x1ff0_5000);
     let kgs = c.read_register("k_gs_base").unwrap();
     let gs = c.read_register("gs_base").unwrap();
-    let base = guestscope::gdb::kernel::per_cpu_base(gs, kgs).unwrap();
+    let base = guestscope::guest::kernel::per_cpu_base(gs, kgs).unwrap();
     assert_eq!(base, 0xffff_8e95_5f20_0000);
     // User page tables of a PTI guest: the per-cpu area is not mapped.
     match c.read_memory(base + 0x1fb80, 8) {

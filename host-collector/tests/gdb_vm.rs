@@ -26,10 +26,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use guestscope::experiments::syscall_cr3::{self, Cr3Options, StepOver};
-use guestscope::gdb::kernel::{MemoryPath, PHYS_ADDR_MASK};
-use guestscope::gdb::{Client, ClientOptions, CurrentReader, GdbEndpoint, KernelLayout};
 use guestscope::guest::btf::{self, TaskOffsets};
 use guestscope::guest::kallsyms::Kallsyms;
+use guestscope::guest::kernel::{CurrentReader, KernelLayout, MemoryPath, PHYS_ADDR_MASK};
+use qemu_gdb_client::{Client, ClientOptions, GdbEndpoint};
 
 const BUSYBOX: &str = "/bin/busybox";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);

@@ -5,12 +5,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use guestscope::attach::{self, AttachOptions, Endpoint};
-use guestscope::gdb::GdbEndpoint;
 use guestscope::image;
 use guestscope_common::plan::{BUILTIN_WORKLOAD_DIR, RunPlan, WorkloadOrigin, WorkloadSpec};
 use guestscope_tests::{
     Kill, guest_artifacts, load, stack_has, start_vhost_device_vsock, target_dir,
 };
+use qemu_gdb_client::GdbEndpoint;
 
 #[test]
 fn attach_collects_from_a_vm_started_outside_guestscope() {

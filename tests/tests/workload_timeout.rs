@@ -42,7 +42,8 @@ fn a_hung_workload_is_ended_alone_and_the_next_one_runs() {
     assert!(after["output"].as_str().unwrap().contains("ran after"));
 
     assert!(
-        r.report.contains("**Timed out:** `stuck` ran past the per-workload limit (4 s"),
+        r.report
+            .contains("**Timed out:** `stuck` ran past the per-workload limit (4 s"),
         "report.md does not name the timed-out workload"
     );
     assert!(r.report.contains("| stuck |") && r.report.contains("143, timed out"));

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use guestscope_common::plan::RunPlan;
 
-use crate::gdb::GdbEndpoint;
 use crate::image;
 use crate::lab::{GUEST_CID, Stop};
 use crate::output::summary::Outcome;
@@ -29,6 +28,7 @@ use crate::run_end::RunEnd;
 use crate::session::Session;
 use crate::stream::listener::PortListener;
 use crate::stream::receive::{self, Conn, ReceiveOptions};
+use qemu_gdb_client::GdbEndpoint;
 
 /// What every benchmark boot shares.
 #[derive(Clone, Debug)]

@@ -38,13 +38,13 @@ use guestscope_common::plan::{
 use guestscope_common::{ProbeKind, StackedEvent};
 
 use crate::experiments::syscall_cr3::{self, Cr3Options, FunctionTrace, StepOver};
-use crate::gdb::{Client, GdbEndpoint};
 use crate::guest::btf::TaskOffsets;
 use crate::inputs;
 use crate::lab::VSOCK_PORT;
 use crate::output::atomic;
 use crate::qemu::accel;
 use guest::{BootSetup, Booted, Collecting, Machine};
+use qemu_gdb_client::{Client, GdbEndpoint};
 use results::*;
 use stats::Spread;
 

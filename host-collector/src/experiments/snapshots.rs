@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::syscall_cr3::{Cr3Error, Cr3Options, HitLoop, with_breakpoint};
-use crate::gdb::{Client, CurrentReader, GdbEndpoint, KernelLayout};
+use qemu_gdb_client::{Client, GdbEndpoint};
+
 use crate::guest::btf::TaskOffsets;
 use crate::guest::kallsyms::Kallsyms;
+use crate::guest::kernel::{CurrentReader, KernelLayout};
 use crate::timeline::clock::Timeline;
 
 /// The function the breakpoint goes on.
@@ -180,7 +182,7 @@ fn take_on(
                     client,
                     hit.ids.task + u64::from(reader.layout().task.comm),
                     16,
-                    crate::gdb::kernel::Access::Auto,
+                    crate::guest::kernel::Access::Auto,
                 )?;
                 let comm = comm
                     .split(|b| *b == 0)

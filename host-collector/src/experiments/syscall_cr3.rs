@@ -22,14 +22,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::gdb::kernel::{
-    Access, CR3_NOFLUSH, CR3_PCID_MASK, CR3_PTI_USER_BIT, MemoryPath, TaskIds,
-};
-use crate::gdb::{
-    Client, ClientOptions, CurrentReader, GdbEndpoint, GdbError, KernelLayout, ThreadId,
-};
+use qemu_gdb_client::{Client, ClientOptions, GdbEndpoint, GdbError, ThreadId};
+
 use crate::guest::btf::TaskOffsets;
 use crate::guest::kallsyms::Kallsyms;
+use crate::guest::kernel::{
+    Access, CR3_NOFLUSH, CR3_PCID_MASK, CR3_PTI_USER_BIT, CurrentReader, KernelLayout,
+    KernelReadError, MemoryPath, TaskIds,
+};
 
 /// The entry point the breakpoint goes on.
 pub const ENTRY_SYMBOL: &str = "entry_SYSCALL_64";
@@ -83,9 +83,12 @@ impl Default for Cr3Options {
 /// Why the experiment gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum Cr3Error {
-    /// Talking to the gdbstub or reading the guest failed.
+    /// Talking to the gdbstub failed.
     #[error(transparent)]
     Gdb(#[from] GdbError),
+    /// Reading the stopped guest kernel failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelReadError),
     /// A needed kernel symbol is missing from kallsyms.
     #[error("kallsyms has no {0}")]
     MissingSymbol(&'static str),
@@ -718,7 +721,7 @@ fn hunt(
     let (current_readable_before, current_error_before) =
         match reader.current_ids(client, hit.base, Access::Virtual) {
             Ok(_) => (true, None),
-            Err(e @ GdbError::Memory { .. }) => (false, Some(e.to_string())),
+            Err(e @ KernelReadError::Gdb(GdbError::Memory { .. })) => (false, Some(e.to_string())),
             Err(e) => return Err(e.into()),
         };
     let mut cr3_kernel = cr3_user;

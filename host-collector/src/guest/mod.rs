@@ -1,7 +1,12 @@
-//! Knowledge about the guest kernel gathered from what the agent sends.
+//! Knowledge about the guest kernel: what the agent sends, and what the host reads
+//! of the stopped kernel through QEMU's gdbstub ([`qemu_gdb_client`]).
 //!
 //! - [`kallsyms`]: the guest's `/proc/kallsyms`, for symbolizing kernel addresses
 //!   at their run-time (KASLR-shifted) location.
+//! - [`btf`]: struct member offsets from the guest's BTF.
+//! - [`kernel`]: reads of a stopped x86_64 kernel: per-cpu base, page-table walks,
+//!   the current task.
 
 pub mod btf;
 pub mod kallsyms;
+pub mod kernel;

@@ -1,6 +1,6 @@
 //! The QEMU command line for a guestscope run.
 
-use crate::gdb::GdbEndpoint;
+use qemu_gdb_client::GdbEndpoint;
 use std::path::PathBuf;
 use std::process::Command;
 

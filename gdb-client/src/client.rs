@@ -22,10 +22,10 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::GdbError;
-use super::endpoint::{GdbEndpoint, Transport};
-use super::packet::{self, Decoder, Frame, StopReply, ThreadId};
-use super::target::{RegisterInfo, TargetDescription};
+use crate::GdbError;
+use crate::endpoint::{GdbEndpoint, Transport};
+use crate::packet::{self, Decoder, Frame, StopReply, ThreadId};
+use crate::target::{RegisterInfo, TargetDescription};
 
 /// Connection settings.
 #[derive(Clone, Debug)]

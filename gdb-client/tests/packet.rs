@@ -1,16 +1,16 @@
 //! RSP framing and reply grammars, checked against bytes recorded from QEMU 7.2's
-//! gdbstub (fixtures/gdb/qemu-7.2-*).
+//! gdbstub (fixtures/qemu-7.2-*).
 
-use guestscope::gdb::GdbError;
-use guestscope::gdb::packet::{self, Decoder, Frame, StopReply, ThreadId};
-use guestscope::gdb::target::TargetDescription;
+use qemu_gdb_client::GdbError;
+use qemu_gdb_client::packet::{self, Decoder, Frame, StopReply, ThreadId};
+use qemu_gdb_client::target::TargetDescription;
 
-const I386_64BIT_XML: &str = include_str!("fixtures/gdb/qemu-7.2-i386-64bit.xml");
+const I386_64BIT_XML: &str = include_str!("fixtures/qemu-7.2-i386-64bit.xml");
 const TARGET_XML: &str = r#"<?xml version="1.0"?><!DOCTYPE target SYSTEM "gdb-target.dtd"><target><architecture>i386:x86-64</architecture><xi:include href="i386-64bit.xml"/></target>"#;
 
 /// The `g` reply QEMU sent in the recorded PTI session (user mode, busybox).
 fn recorded_g_reply() -> Vec<u8> {
-    let session = include_str!("fixtures/gdb/qemu-7.2-pti-session.jsonl");
+    let session = include_str!("fixtures/qemu-7.2-pti-session.jsonl");
     let mut after_g = false;
     for line in session.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

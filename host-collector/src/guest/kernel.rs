@@ -19,9 +19,42 @@
 
 use std::collections::HashMap;
 
-use super::{Client, GdbError};
+use qemu_gdb_client::{Client, GdbError};
+
 use crate::guest::btf::TaskOffsets;
 use crate::guest::kallsyms::Kallsyms;
+
+/// A read of the guest kernel that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelReadError {
+    /// Talking to the gdbstub failed (an unreadable address is [`GdbError::Memory`]).
+    #[error(transparent)]
+    Gdb(#[from] GdbError),
+    /// A page-table walk found no mapping.
+    #[error("{vaddr:#x} is not mapped (page-table level {level}, entry {entry:#x})")]
+    NotMapped {
+        /// Virtual address.
+        vaddr: u64,
+        /// Level whose entry was not present (4 = PML4 ... 1 = PT; 5 with LA57).
+        level: u8,
+        /// The entry read.
+        entry: u64,
+    },
+    /// Neither GS base register holds a kernel address.
+    #[error("no kernel per-cpu base: gs_base {gs_base:#x}, k_gs_base {k_gs_base:#x}")]
+    NoPerCpuBase {
+        /// `gs_base`.
+        gs_base: u64,
+        /// `k_gs_base` (MSR_KERNEL_GS_BASE).
+        k_gs_base: u64,
+    },
+    /// A kernel symbol needed for a read is missing from kallsyms.
+    #[error("kallsyms has no {0}")]
+    MissingSymbol(String),
+    /// A task_struct read that makes no sense (null `current`, pid out of range).
+    #[error("implausible kernel data: {0}")]
+    Implausible(String),
+}
 
 /// Bits 12–51 of a page-table entry or CR3: the physical frame address.
 pub const PHYS_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -44,13 +77,13 @@ pub fn is_kernel_address(addr: u64) -> bool {
 }
 
 /// The kernel per-cpu base from the two GS base registers (see the module docs).
-pub fn per_cpu_base(gs_base: u64, k_gs_base: u64) -> Result<u64, GdbError> {
+pub fn per_cpu_base(gs_base: u64, k_gs_base: u64) -> Result<u64, KernelReadError> {
     if is_kernel_address(gs_base) {
         Ok(gs_base)
     } else if is_kernel_address(k_gs_base) {
         Ok(k_gs_base)
     } else {
-        Err(GdbError::NoPerCpuBase { gs_base, k_gs_base })
+        Err(KernelReadError::NoPerCpuBase { gs_base, k_gs_base })
     }
 }
 
@@ -72,7 +105,7 @@ pub struct KernelLayout {
 impl KernelLayout {
     /// Finds `current_task` (or, on 6.2+, `pcpu_hot` plus the BTF offset of its
     /// `current_task` member) in kallsyms.
-    pub fn new(kallsyms: &Kallsyms, task: TaskOffsets) -> Result<KernelLayout, GdbError> {
+    pub fn new(kallsyms: &Kallsyms, task: TaskOffsets) -> Result<KernelLayout, KernelReadError> {
         let current_task = if let Some(s) = kallsyms.by_name("current_task") {
             s.addr
         } else if let (Some(s), Some(off)) =
@@ -80,11 +113,13 @@ impl KernelLayout {
         {
             s.addr + u64::from(off)
         } else {
-            return Err(GdbError::MissingSymbol("current_task (or pcpu_hot)".into()));
+            return Err(KernelReadError::MissingSymbol(
+                "current_task (or pcpu_hot)".into(),
+            ));
         };
         if is_kernel_address(current_task) {
             // A per-cpu symbol is an offset into the per-cpu area, not an address.
-            return Err(GdbError::Implausible(format!(
+            return Err(KernelReadError::Implausible(format!(
                 "current_task at {current_task:#x} is not a per-cpu offset"
             )));
         }
@@ -176,7 +211,7 @@ impl CurrentReader {
     }
 
     /// The kernel per-cpu base of the selected vCPU (two register reads).
-    pub fn per_cpu_base(&mut self, client: &mut Client) -> Result<u64, GdbError> {
+    pub fn per_cpu_base(&mut self, client: &mut Client) -> Result<u64, KernelReadError> {
         let gs = client.read_register("gs_base")?;
         let kgs = client.read_register("k_gs_base")?;
         per_cpu_base(gs, kgs)
@@ -189,7 +224,7 @@ impl CurrentReader {
         client: &mut Client,
         pgd: u64,
         vaddr: u64,
-    ) -> Result<u64, GdbError> {
+    ) -> Result<u64, KernelReadError> {
         let page = vaddr & !0xfff;
         if self.cache_enabled
             && let Some(phys) = self.cache.get(&page)
@@ -217,7 +252,7 @@ impl CurrentReader {
             let index = (vaddr >> shift) & 0x1ff;
             let entry = client.read_u64(table + index * 8)?;
             if entry & 1 == 0 {
-                return Err(GdbError::NotMapped {
+                return Err(KernelReadError::NotMapped {
                     vaddr,
                     level,
                     entry,
@@ -231,8 +266,9 @@ impl CurrentReader {
             }
             table = entry & PHYS_ADDR_MASK;
         }
-        let phys =
-            phys.ok_or_else(|| GdbError::Implausible("page walk ended without a mapping".into()))?;
+        let phys = phys.ok_or_else(|| {
+            KernelReadError::Implausible("page walk ended without a mapping".into())
+        })?;
         if self.cache_enabled {
             if self.cache.len() >= TRANSLATION_CACHE_MAX {
                 self.cache.clear();
@@ -247,7 +283,7 @@ impl CurrentReader {
         client: &mut Client,
         vaddr: u64,
         len: usize,
-    ) -> Result<Vec<u8>, GdbError> {
+    ) -> Result<Vec<u8>, KernelReadError> {
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
             let at = vaddr.wrapping_add(out.len() as u64);
@@ -260,7 +296,11 @@ impl CurrentReader {
         Ok(out)
     }
 
-    fn translate_cached_or(&mut self, client: &mut Client, vaddr: u64) -> Result<u64, GdbError> {
+    fn translate_cached_or(
+        &mut self,
+        client: &mut Client,
+        vaddr: u64,
+    ) -> Result<u64, KernelReadError> {
         if self.cache_enabled
             && let Some(phys) = self.cache.get(&(vaddr & !0xfff))
         {
@@ -284,7 +324,7 @@ impl CurrentReader {
         vaddr: u64,
         len: usize,
         access: Access,
-    ) -> Result<(Vec<u8>, MemoryPath), GdbError> {
+    ) -> Result<(Vec<u8>, MemoryPath), KernelReadError> {
         // The PGD is only valid while the vCPU stays stopped where it was read.
         self.pgd = None;
         let walk_first =
@@ -296,7 +336,7 @@ impl CurrentReader {
                 Err(e @ GdbError::Memory { .. }) if access == Access::Auto => {
                     tracing::debug!(vaddr = format_args!("{vaddr:#x}"), error = %e, "virtual read failed; walking the kernel page tables");
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         let bytes = self.walk_read(client, vaddr, len)?;
@@ -313,12 +353,12 @@ impl CurrentReader {
         client: &mut Client,
         per_cpu_base: u64,
         access: Access,
-    ) -> Result<TaskIds, GdbError> {
+    ) -> Result<TaskIds, KernelReadError> {
         let slot = per_cpu_base.wrapping_add(self.layout.current_task);
         let (bytes, path) = self.read_kernel(client, slot, 8, access)?;
-        let task = super::packet::le_u64(&bytes)?;
+        let task = qemu_gdb_client::packet::le_u64(&bytes)?;
         if !is_kernel_address(task) {
-            return Err(GdbError::Implausible(format!(
+            return Err(KernelReadError::Implausible(format!(
                 "current_task at {slot:#x} holds {task:#x}"
             )));
         }
@@ -342,7 +382,7 @@ impl CurrentReader {
             (le_u32(&p, 0)?, le_u32(&g, 0)?)
         };
         if pid > PID_MAX_LIMIT || tgid > PID_MAX_LIMIT {
-            return Err(GdbError::Implausible(format!(
+            return Err(KernelReadError::Implausible(format!(
                 "task {task:#x}: pid {pid}, tgid {tgid}"
             )));
         }
@@ -357,7 +397,7 @@ impl CurrentReader {
     /// The current task of the selected (stopped) vCPU: pid, tgid and comm.
     /// Works anywhere the guest is stopped: in user mode, in the kernel, or at an
     /// entry point before `swapgs` and the PTI CR3 switch.
-    pub fn current(&mut self, client: &mut Client) -> Result<CurrentTask, GdbError> {
+    pub fn current(&mut self, client: &mut Client) -> Result<CurrentTask, KernelReadError> {
         let base = self.per_cpu_base(client)?;
         let ids = self.current_ids(client, base, Access::Auto)?;
         let access = match ids.path {
@@ -380,11 +420,11 @@ impl CurrentReader {
     }
 }
 
-fn le_u32(bytes: &[u8], at: usize) -> Result<u32, GdbError> {
+fn le_u32(bytes: &[u8], at: usize) -> Result<u32, KernelReadError> {
     bytes
         .get(at..at + 4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or_else(|| GdbError::Malformed("short task_struct read".into()))
+        .ok_or_else(|| KernelReadError::Implausible("short task_struct read".into()))
 }
 
 #[cfg(test)]
@@ -403,7 +443,7 @@ mod tests {
         );
         assert!(matches!(
             per_cpu_base(0, 0x7f00_0000),
-            Err(GdbError::NoPerCpuBase { .. })
+            Err(KernelReadError::NoPerCpuBase { .. })
         ));
     }
 

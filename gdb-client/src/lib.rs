@@ -1,21 +1,19 @@
 //! A client for QEMU's gdbstub (the GDB remote serial protocol), for reading a
-//! stopped guest kernel from the host: registers by name (including `cr3` and
-//! `k_gs_base`), virtual or physical memory, hardware breakpoints, single steps.
+//! stopped guest from the host: registers by name (including `cr3` and `k_gs_base`),
+//! virtual or physical memory, hardware breakpoints, single steps. It knows the
+//! protocol and QEMU's extensions, nothing about any guest operating system.
 //!
 //! - [`packet`]: framing, checksums, escaping, run-length decoding, reply grammars.
 //! - [`target`]: the target description (`target.xml` and its includes).
 //! - [`endpoint`]: where the stub listens (a Unix socket, or loopback TCP) and the stream to it.
 //! - [`client`]: the connection: handshake, requests, resume/stop, detach.
-//! - [`kernel`]: x86_64 guest-kernel reads on top of it: page-table walks and the
-//!   current task (`current_task` → pid, tgid, comm), the native `lx_current()`.
 //!
 //! QEMU's documentation warns that the gdb socket gives code execution in the
-//! guest: guestscope puts it on a Unix socket in the run's private directory, and
-//! [`client::Client::connect`] only accepts loopback TCP addresses.
+//! guest: put it on a Unix socket in a private directory; [`Client::connect`]
+//! only accepts loopback TCP addresses.
 
 pub mod client;
 pub mod endpoint;
-pub mod kernel;
 pub mod packet;
 pub mod target;
 
@@ -24,7 +22,6 @@ use std::time::Duration;
 
 pub use client::{Client, ClientOptions, Hold};
 pub use endpoint::{GdbEndpoint, Transport};
-pub use kernel::{CurrentReader, CurrentTask, KernelLayout};
 pub use packet::{StopReply, ThreadId};
 pub use target::{RegisterInfo, TargetDescription};
 
@@ -106,28 +103,4 @@ pub enum GdbError {
     /// The target exited or was killed while we waited for a stop.
     #[error("the target is gone: {0:?}")]
     TargetGone(StopReply),
-    /// A page-table walk found no mapping.
-    #[error("{vaddr:#x} is not mapped (page-table level {level}, entry {entry:#x})")]
-    NotMapped {
-        /// Virtual address.
-        vaddr: u64,
-        /// Level whose entry was not present (4 = PML4 ... 1 = PT; 5 with LA57).
-        level: u8,
-        /// The entry read.
-        entry: u64,
-    },
-    /// Neither GS base register holds a kernel address.
-    #[error("no kernel per-cpu base: gs_base {gs_base:#x}, k_gs_base {k_gs_base:#x}")]
-    NoPerCpuBase {
-        /// `gs_base`.
-        gs_base: u64,
-        /// `k_gs_base` (MSR_KERNEL_GS_BASE).
-        k_gs_base: u64,
-    },
-    /// A kernel symbol needed for a read is missing from kallsyms.
-    #[error("kallsyms has no {0}")]
-    MissingSymbol(String),
-    /// A task_struct read that makes no sense (null `current`, pid out of range).
-    #[error("implausible kernel data: {0}")]
-    Implausible(String),
 }

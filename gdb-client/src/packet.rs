@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::GdbError;
+use crate::GdbError;
 
 /// The byte a client sends (outside any packet) to interrupt a running target.
 pub const INTERRUPT: u8 = 0x03;
@@ -232,7 +232,8 @@ fn parse_hex_u64(s: &str) -> Result<u64, GdbError> {
 
 /// A thread as the stub names it: `p<pid>.<tid>` in multiprocess mode, `<tid>` otherwise
 /// (QEMU: one thread per vCPU, numbered from 1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ThreadId {
     /// Process id, present in multiprocess syntax.
     pub pid: Option<u64>,
@@ -296,7 +297,8 @@ pub fn parse_thread_list(reply: &[u8]) -> Result<(Vec<ThreadId>, bool), GdbError
 }
 
 /// Why the target stopped, from a stop reply.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum StopReply {
     /// `S`/`T`: stopped with a signal (5 = SIGTRAP: breakpoint or step; 2 = SIGINT: interrupted).
     Signal {

@@ -8,10 +8,11 @@
 //! (QEMU's `i386-64bit.xml` carries `ss_base`... inside a comment, and counting them
 //! would shift every register after `gs`).
 
-use super::GdbError;
+use crate::GdbError;
 
 /// One register of the target description.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RegisterInfo {
     /// Name (`rip`, `cr3`, `k_gs_base`, ...).
     pub name: String,
@@ -24,7 +25,8 @@ pub struct RegisterInfo {
 }
 
 /// The registers of a target.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TargetDescription {
     /// `<architecture>` text (`i386:x86-64`), if present.
     pub architecture: Option<String>,

@@ -1,11 +1,10 @@
 //! Where a gdbstub listens, and the connected byte stream to it.
 //!
 //! The gdbstub gives code execution in the guest, so whoever can connect to it
-//! owns the VM. Everything guestscope starts puts it on a Unix socket in the
-//! run's private (0700) directory ([`GdbEndpoint::Unix`]): no other local user
-//! can reach it. A TCP address ([`GdbEndpoint::Tcp`]) is accepted on loopback
-//! only, for stubs started outside guestscope; every local account can reach a
-//! loopback port.
+//! owns the VM. Put it on a Unix socket in a private (0700) directory
+//! ([`GdbEndpoint::Unix`]): no other local user can reach it. A TCP address
+//! ([`GdbEndpoint::Tcp`]) is accepted on loopback only; every local account can
+//! reach a loopback port.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -66,20 +65,22 @@ impl fmt::Display for GdbEndpoint {
     }
 }
 
-/// Where `guestscope attach --print-setup` tells the user to put the gdbstub.
-pub const RECOMMENDED_SOCKET: &str = "/run/guestscope/gdb.sock";
+/// Text that names no gdbstub.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither a Unix socket path (with a '/') nor a HOST:PORT address")]
+pub struct EndpointParseError(pub String);
 
 impl std::str::FromStr for GdbEndpoint {
-    type Err = String;
+    type Err = EndpointParseError;
 
     /// A path (anything with a `/`) is a Unix socket; otherwise `HOST:PORT`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.contains('/') {
             return Ok(GdbEndpoint::Unix(PathBuf::from(s)));
         }
-        s.parse::<SocketAddr>().map(GdbEndpoint::Tcp).map_err(|_| {
-            format!("{s:?} is neither a Unix socket path (with a '/') nor a HOST:PORT address")
-        })
+        s.parse::<SocketAddr>()
+            .map(GdbEndpoint::Tcp)
+            .map_err(|_| EndpointParseError(s.to_string()))
     }
 }
 
@@ -189,6 +190,9 @@ mod tests {
             Ok(GdbEndpoint::Tcp(([127, 0, 0, 1], 1234).into()))
         );
         let err = "gdb.sock".parse::<GdbEndpoint>().unwrap_err();
-        assert!(err.contains("neither a Unix socket path"), "{err}");
+        assert!(
+            err.to_string().contains("neither a Unix socket path"),
+            "{err}"
+        );
     }
 }
