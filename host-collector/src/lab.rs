@@ -18,7 +18,6 @@ use guestscope_common::plan::{
 use crate::experiments;
 use crate::experiments::snapshots::{self, SnapshotOptions, SnapshotRun};
 use crate::experiments::syscall_cr3::{self, Cr3Options, Cr3Report};
-use crate::guest::btf::TaskOffsets;
 use crate::image;
 use crate::inputs::{self, InputError, UserWorkload};
 use crate::output::html::Figure;
@@ -36,6 +35,7 @@ use crate::stream::receive::{self, ClockExchange, LinkFault, LinkReport, Receive
 pub use crate::stream::receive::{Alive, Stop};
 use crate::timeline::clock::{self, Timeline};
 use crate::timeline::holds::Holds;
+use guest_kernel::btf::TaskOffsets;
 use qemu_gdb_client::GdbEndpoint;
 
 /// The guest vsock CID.
@@ -736,7 +736,7 @@ fn start_snapshots<W: io::Write>(
     tracing::debug!(tgid, "starting the gdbstub snapshots");
     let flag = done.clone();
     let thread = spawn_holding(paused, move || {
-        let offsets = crate::guest::btf::task_offsets(&btf)
+        let offsets = guest_kernel::btf::task_offsets(&btf)
             .map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
         snapshots::take(
             addr,
@@ -1048,7 +1048,7 @@ fn cr3_boots<W: io::Write>(
             "the guest kernel offers no BTF (/sys/kernel/btf/vmlinux): no task_struct layout to read the pid with",
         )];
     }
-    let offsets = match crate::guest::btf::task_offsets(&btf) {
+    let offsets = match guest_kernel::btf::task_offsets(&btf) {
         Ok(off) => off,
         Err(e) => {
             return vec![summary::Cr3Run::skipped(&format!(

@@ -6,7 +6,6 @@
 //! - [`image`]: the per-run initramfs layer (run plan, user workloads).
 //! - [`qemu`]: QEMU, its accelerator, serial console and vsock device.
 //! - [`stream`]: the hybrid-vsock listener and sequence accounting.
-//! - [`guest`]: guest kernel knowledge (kallsyms).
 //! - [`experiments`]: the lab's questions, answered from the collected data.
 //! - [`timeline`]: guest-to-host clock mapping.
 //! - [`session`]: applies the stream's records; writes `events.jsonl`.
@@ -20,6 +19,10 @@
 //! - [`built_guest`]: the guest `cargo xtask` built, the default `--kernel` and `--initrd`.
 //! - [`cli`]: the command line.
 //! - [`interrupt`]: Ctrl-C and SIGTERM stop a run cleanly.
+//!
+//! Two crates of the workspace serve it and know nothing of guestscope's runs:
+//! `qemu-gdb-client` (QEMU's gdbstub protocol) and `guestscope-guest-kernel`
+//! (`guest_kernel`: kallsyms, BTF offsets, reads of the stopped kernel).
 #![deny(missing_docs)]
 
 pub mod attach;
@@ -28,7 +31,6 @@ pub mod built_guest;
 pub mod cli;
 pub mod event_line;
 pub mod experiments;
-pub mod guest;
 pub mod image;
 pub mod inputs;
 pub mod interrupt;

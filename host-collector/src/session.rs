@@ -14,8 +14,8 @@ use guestscope_common::wire::{
 use serde::Serialize;
 
 use crate::event_line::EventLine;
-use crate::guest::kallsyms::Kallsyms;
 use crate::stream::seq::{SeqTracker, SeqVerdict};
+use guest_kernel::kallsyms::Kallsyms;
 
 /// A workload as seen by the collector.
 #[derive(Clone, Debug, Serialize)]

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use guestscope::guest::btf::TaskOffsets;
-use guestscope::guest::kallsyms::Kallsyms;
-use guestscope::guest::kernel::{Access, CurrentReader, KernelLayout, MemoryPath};
+use guest_kernel::btf::TaskOffsets;
+use guest_kernel::kallsyms::Kallsyms;
+use guest_kernel::kernel::{Access, CurrentReader, KernelLayout, MemoryPath};
 use qemu_gdb_client::packet::{self, StopReply, ThreadId};
 use qemu_gdb_client::{Client, ClientOptions, GdbError};
 
@@ -302,7 +302,7 @@ fn replays_a_recorded_qemu_pti_session() {
     assert_eq!(c.read_register("cr3").unwrap(), 0x1ff0_5000);
     let kgs = c.read_register("k_gs_base").unwrap();
     let gs = c.read_register("gs_base").unwrap();
-    let base = guestscope::guest::kernel::per_cpu_base(gs, kgs).unwrap();
+    let base = guest_kernel::kernel::per_cpu_base(gs, kgs).unwrap();
     assert_eq!(base, 0xffff_8e95_5f20_0000);
     // User page tables of a PTI guest: the per-cpu area is not mapped.
     match c.read_memory(base + 0x1fb80, 8) {

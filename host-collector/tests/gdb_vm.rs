@@ -25,10 +25,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use guest_kernel::btf::{self, TaskOffsets};
+use guest_kernel::kallsyms::Kallsyms;
+use guest_kernel::kernel::{CurrentReader, KernelLayout, MemoryPath, PHYS_ADDR_MASK};
 use guestscope::experiments::syscall_cr3::{self, Cr3Options, StepOver};
-use guestscope::guest::btf::{self, TaskOffsets};
-use guestscope::guest::kallsyms::Kallsyms;
-use guestscope::guest::kernel::{CurrentReader, KernelLayout, MemoryPath, PHYS_ADDR_MASK};
 use qemu_gdb_client::{Client, ClientOptions, GdbEndpoint};
 
 const BUSYBOX: &str = "/bin/busybox";

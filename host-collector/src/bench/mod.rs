@@ -38,12 +38,12 @@ use guestscope_common::plan::{
 use guestscope_common::{ProbeKind, StackedEvent};
 
 use crate::experiments::syscall_cr3::{self, Cr3Options, FunctionTrace, StepOver};
-use crate::guest::btf::TaskOffsets;
 use crate::inputs;
 use crate::lab::VSOCK_PORT;
 use crate::output::atomic;
 use crate::qemu::accel;
 use guest::{BootSetup, Booted, Collecting, Machine};
+use guest_kernel::btf::TaskOffsets;
 use qemu_gdb_client::{Client, GdbEndpoint};
 use results::*;
 use stats::Spread;
@@ -592,7 +592,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
             .session
             .artifacts
             .get("btf")
-            .map(|a| crate::guest::btf::task_offsets(&a.data).map_err(|e| e.to_string()))
+            .map(|a| guest_kernel::btf::task_offsets(&a.data).map_err(|e| e.to_string()))
             .unwrap_or_else(|| Err("the capacity boot sent no BTF".into()));
         if let Some(h) = &cap.session.hello {
             r.machine.guest_kernel = h.kernel_release.clone();
@@ -902,7 +902,7 @@ fn note_outcome(what: &str, b: &Booted, problems: &mut Vec<String>) {
 /// Connects to the gdbstub and traces [`GDB_SYMBOL`] for `pid` until `n` hits.
 fn gdb_trace(
     gdb: GdbEndpoint,
-    k: &crate::guest::kallsyms::Kallsyms,
+    k: &guest_kernel::kallsyms::Kallsyms,
     off: &TaskOffsets,
     pid: u32,
     n: u64,

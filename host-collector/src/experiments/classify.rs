@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::guest::kallsyms::frame_function;
+use guest_kernel::kallsyms::frame_function;
 
 /// One rule: frames that put a stack in `class`.
 #[derive(Clone, Debug, Serialize)]

@@ -167,7 +167,7 @@ pub fn annotate_with_stacks<W: std::io::Write>(
                 let frames = session.stack(id);
                 if frames
                     .iter()
-                    .any(|f| crate::guest::kallsyms::frame_function(f) == JITTER_FN)
+                    .any(|f| guest_kernel::kallsyms::frame_function(f) == JITTER_FN)
                 {
                     src.jitter_events += count;
                     if src.jitter_stack.is_empty() {

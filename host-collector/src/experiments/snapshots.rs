@@ -19,10 +19,10 @@ use serde::Serialize;
 use super::syscall_cr3::{Cr3Error, Cr3Options, HitLoop, with_breakpoint};
 use qemu_gdb_client::{Client, GdbEndpoint};
 
-use crate::guest::btf::TaskOffsets;
-use crate::guest::kallsyms::Kallsyms;
-use crate::guest::kernel::{CurrentReader, KernelLayout};
 use crate::timeline::clock::Timeline;
+use guest_kernel::btf::TaskOffsets;
+use guest_kernel::kallsyms::Kallsyms;
+use guest_kernel::kernel::{CurrentReader, KernelLayout};
 
 /// The function the breakpoint goes on.
 pub const SNAPSHOT_SYMBOL: &str = "alloc_fd";
@@ -182,7 +182,7 @@ fn take_on(
                     client,
                     hit.ids.task + u64::from(reader.layout().task.comm),
                     16,
-                    crate::guest::kernel::Access::Auto,
+                    guest_kernel::kernel::Access::Auto,
                 )?;
                 let comm = comm
                     .split(|b| *b == 0)

@@ -94,7 +94,7 @@ pub fn analyze<W: Write>(session: &mut Session<W>) -> Vec<WorkloadSpinLocks> {
             for l in LANDMARKS {
                 if frames
                     .iter()
-                    .any(|f| crate::guest::kallsyms::frame_function(f) == l)
+                    .any(|f| guest_kernel::kallsyms::frame_function(f) == l)
                 {
                     let t = entry
                         .through

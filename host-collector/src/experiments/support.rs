@@ -12,8 +12,8 @@ use guestscope_common::ProbeKind;
 use guestscope_common::wire::ProbeAttach;
 use serde::Serialize;
 
-use crate::guest::kallsyms::Kallsyms;
 use crate::output::summary::Experiments;
+use guest_kernel::kallsyms::Kallsyms;
 
 /// A kernel symbol an experiment needs, and whether the guest has it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

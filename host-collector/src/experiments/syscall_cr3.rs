@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use qemu_gdb_client::{Client, ClientOptions, GdbEndpoint, GdbError, ThreadId};
 
-use crate::guest::btf::TaskOffsets;
-use crate::guest::kallsyms::Kallsyms;
-use crate::guest::kernel::{
+use guest_kernel::btf::TaskOffsets;
+use guest_kernel::kallsyms::Kallsyms;
+use guest_kernel::kernel::{
     Access, CR3_NOFLUSH, CR3_PCID_MASK, CR3_PTI_USER_BIT, CurrentReader, KernelLayout,
     KernelReadError, MemoryPath, TaskIds,
 };
@@ -298,7 +298,7 @@ impl fmt::Display for Cr3Report {
 ///
 /// Inputs from the guest: its `/proc/kallsyms` (for `entry_SYSCALL_64` and
 /// `current_task`) and the task_struct offsets from its BTF
-/// ([`crate::guest::btf::task_offsets`]).
+/// ([`guest_kernel::btf::task_offsets`]).
 pub fn run(
     gdb: GdbEndpoint,
     kallsyms: &Kallsyms,

@@ -163,7 +163,7 @@ impl Btf {
         Ok(Member { offset, size })
     }
 
-    /// The task_struct offsets for [`crate::guest::kernel`].
+    /// The task_struct offsets for [`crate::kernel`].
     pub fn task_offsets(&self) -> Result<TaskOffsets, BtfError> {
         let sized = |m: Member, want: u32, name: &str| -> Result<u32, BtfError> {
             if m.size == want {

@@ -21,8 +21,8 @@ use std::collections::HashMap;
 
 use qemu_gdb_client::{Client, GdbError};
 
-use crate::guest::btf::TaskOffsets;
-use crate::guest::kallsyms::Kallsyms;
+use crate::btf::TaskOffsets;
+use crate::kallsyms::Kallsyms;
 
 /// A read of the guest kernel that failed.
 #[derive(Debug, thiserror::Error)]
