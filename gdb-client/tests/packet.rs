@@ -428,3 +428,36 @@ fn reply_parsers_never_panic_on_garbage() {
         let _ = TargetDescription::parse(&xml, &mut |_| Err(GdbError::TargetXml("none".into())));
     }
 }
+
+/// Checks (or, with `GUESTSCOPE_WRITE_FUZZ_SEEDS=1`, writes) the seed inputs of the
+/// `gdb_packet` fuzz target: every reply of the recorded QEMU session, each after the
+/// split byte the target reads first (here: split in the middle).
+#[test]
+fn fuzz_seeds_are_current() {
+    let session = include_str!("fixtures/qemu-7.2-pti-session.jsonl");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gdb_packet");
+    let write = std::env::var_os("GUESTSCOPE_WRITE_FUZZ_SEEDS").is_some();
+    if write {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for line in session.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let data = v["data"].as_str().unwrap().as_bytes();
+        if v["dir"] != "<" || !seen.insert(data.to_vec()) {
+            continue;
+        }
+        let mut seed = vec![(data.len() / 2).min(255) as u8];
+        seed.extend_from_slice(data);
+        let path = dir.join(format!("seed-reply-{:02}", seen.len()));
+        if write {
+            std::fs::write(&path, &seed).unwrap();
+        }
+        assert!(
+            std::fs::read(&path).unwrap_or_default() == seed,
+            "{} is stale: rerun this test with GUESTSCOPE_WRITE_FUZZ_SEEDS=1",
+            path.display()
+        );
+    }
+    assert!(seen.len() > 10, "only {} distinct replies", seen.len());
+}

@@ -7,6 +7,8 @@
 
 use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
 
+use crate::type_graph::{self, TypeGraphError};
+
 /// Why offsets could not be taken from a BTF blob.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -18,6 +20,9 @@ pub enum BtfError {
         /// The parser's message.
         message: String,
     },
+    /// The type table is unsafe to walk (a type containing itself, or nesting too deep).
+    #[error("the BTF blob's types cannot be used: {0}")]
+    Types(#[from] TypeGraphError),
     /// No struct of that name.
     #[error("BTF has no struct {0}")]
     NoStruct(String),
@@ -117,6 +122,7 @@ impl Btf {
             len: blob.len(),
             message: e.message().to_string(),
         })?;
+        type_graph::check(&info)?;
         Ok(Btf { info })
     }
 
@@ -291,6 +297,24 @@ mod tests {
         blob.extend_from_slice(&type_bytes);
         blob.extend_from_slice(&strings);
         blob
+    }
+
+    /// Checks (or, with `GUESTSCOPE_WRITE_FUZZ_SEEDS=1`, writes) the seed input of
+    /// the `btf_reader` fuzz target: [`sample`], a valid blob with every kind the reader
+    /// follows.
+    #[test]
+    fn fuzz_seed_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus/btf_reader/seed-task-struct");
+        if std::env::var_os("GUESTSCOPE_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, sample()).unwrap();
+        }
+        assert!(
+            std::fs::read(&path).unwrap_or_default() == sample(),
+            "{} is stale: rerun this test with GUESTSCOPE_WRITE_FUZZ_SEEDS=1",
+            path.display()
+        );
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! - [`kallsyms`]: the guest's `/proc/kallsyms`, for symbolizing kernel addresses
 //!   at their run-time (KASLR-shifted) location.
 //! - [`btf`]: struct member offsets from the guest's BTF.
+//! - [`type_graph`]: the check that makes a BTF type table safe to walk.
 //! - [`kernel`]: reads of a stopped x86_64 kernel: per-cpu base, page-table walks,
 //!   the current task.
 
 pub mod btf;
 pub mod kallsyms;
 pub mod kernel;
+pub mod type_graph;

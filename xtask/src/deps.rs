@@ -7,7 +7,7 @@
 //!   `apt-get` when root; otherwise the exact command is printed and xtask fails.
 //! - rustup: the nightly toolchain with `rust-src` (the eBPF build), and the musl
 //!   target for the active toolchain (agent and workloads are static binaries).
-//! - `bpf-linker` and `vhost-device-vsock`, pinned, with `cargo install`.
+//! - `bpf-linker`, `vhost-device-vsock` and `cargo-fuzz`, pinned, with `cargo install`.
 
 use std::path::Path;
 
@@ -91,6 +91,12 @@ const CARGO_TOOLS: &[CargoTool] = &[
     CargoTool {
         name: "vhost-device-vsock",
         version: "0.3.0",
+        toolchain: None,
+    },
+    // Builds and runs the libFuzzer targets in fuzz/ (with the nightly toolchain).
+    CargoTool {
+        name: "cargo-fuzz",
+        version: "0.13.2",
         toolchain: None,
     },
 ];

@@ -19,6 +19,7 @@ mod cmd;
 mod debian;
 mod deps;
 mod elf;
+mod fuzz;
 mod image;
 mod initramfs;
 mod kernel;

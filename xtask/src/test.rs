@@ -2,13 +2,15 @@
 //! guest ([`crate::debian`]), then run every crate's tests in release mode, the VM
 //! tests included, which find the images and the collector through environment
 //! variables. Before building anything it checks the house rules
-//! ([`crate::lints`]: rustfmt and clippy with warnings denied), so CI enforces them.
+//! ([`crate::lints`]: rustfmt and clippy with warnings denied), so CI enforces them,
+//! then runs each fuzz target for a bounded time ([`crate::fuzz`]).
 
 use anyhow::Result;
 
 use crate::build_guest::Overrides;
 use crate::cmd;
 use crate::debian;
+use crate::fuzz;
 use crate::image;
 use crate::lints;
 use crate::paths::Layout;
@@ -42,6 +44,10 @@ pub struct Options {
     /// Skip the rustfmt and clippy checks (for quick local iterations; CI runs them).
     #[arg(long)]
     pub no_lints: bool,
+    /// Seconds each fuzz target runs (`fuzz/`: the wire decoder, the gdb packet
+    /// parser, the BTF reader); 0 skips fuzzing.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub fuzz_seconds: u64,
     /// Further arguments for `cargo test` (a test name filter, `-- --nocapture`, ...).
     #[arg(
         trailing_var_arg = true,
@@ -64,7 +70,11 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options) -> Result<()> {
     if !options.no_lints {
         steps.run("lints", || lints::check(&layout.root))?;
     }
+    // Installs what the fuzz step needs too (nightly, cargo-fuzz).
     let image = image::prepare(layout, steps, &options.overrides, true)?;
+    if options.fuzz_seconds > 0 {
+        steps.run("fuzz", || fuzz::run(&layout.root, options.fuzz_seconds))?;
+    }
     let debian = steps.run("debian guest", || debian::prepare(layout))?;
     let collector = image
         .collector

@@ -346,3 +346,58 @@ proptest! {
         let _ = reader.next_reply();
     }
 }
+
+/// Checks (or, with `GUESTSCOPE_WRITE_FUZZ_SEEDS=1`, writes) the seed inputs of the
+/// `wire_decode` fuzz target: one frame per record kind of [`sample_records`], a
+/// stream of all of them, and a reply stream. They must follow the current wire
+/// version, or the fuzzer would start from inputs the header check rejects.
+#[test]
+fn fuzz_seeds_are_current() {
+    let mut seeds: Vec<(String, Vec<u8>)> = sample_records()
+        .iter()
+        .map(|r| {
+            let name = format!("seed-{}-{}", r.seq, body_name(&r.body));
+            (name, encode_frame(r).unwrap())
+        })
+        .collect();
+    seeds.push(("seed-stream".into(), encode_all(&sample_records()).0));
+    let replies = [Reply::Ack { next: 6 }, Reply::ClockProbe { id: 3 }];
+    seeds.push((
+        "seed-replies".into(),
+        replies
+            .iter()
+            .flat_map(|r| encode_reply(r).unwrap())
+            .collect(),
+    ));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/wire_decode");
+    check_or_write_seeds(&dir, &seeds);
+}
+
+fn body_name(body: &Body) -> String {
+    format!("{body:?}")
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap()
+        .to_lowercase()
+}
+
+/// Compares each seed with its file in `dir`, or writes them all when
+/// `GUESTSCOPE_WRITE_FUZZ_SEEDS` is set.
+fn check_or_write_seeds(dir: &std::path::Path, seeds: &[(String, Vec<u8>)]) {
+    if std::env::var_os("GUESTSCOPE_WRITE_FUZZ_SEEDS").is_some() {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, bytes) in seeds {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        return;
+    }
+    for (name, bytes) in seeds {
+        let path = dir.join(name);
+        let kept = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            kept == *bytes,
+            "{} is stale: rerun this test with GUESTSCOPE_WRITE_FUZZ_SEEDS=1",
+            path.display()
+        );
+    }
+}
