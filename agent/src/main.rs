@@ -47,6 +47,7 @@ pub mod stream;
 pub mod tracer;
 pub mod tracing_mode;
 pub mod transport;
+pub mod user_probes;
 pub mod workloads;
 
 use std::{io::Write as _, process::ExitCode, time::Duration};

@@ -5,6 +5,7 @@ use std::{collections::HashSet, fs, io, path::Path};
 use guestscope_common::{
     ProbeKind,
     plan::{RunPlan, Tracing, WorkloadSpec, valid_events_bytes},
+    user_probe::{UserProbe, UserProbeError},
 };
 
 /// Why the plan cannot be used.
@@ -60,6 +61,9 @@ pub enum PlanError {
         /// The probe name.
         probe: String,
     },
+    /// A `--probe` value that does not parse.
+    #[error(transparent)]
+    UserProbe(UserProbeError),
     /// A workload's ftrace kprobe target is not a kernel symbol name.
     #[error("workload {workload:?}: {function:?} is not a kernel function name")]
     BadKprobeTarget {
@@ -88,6 +92,7 @@ pub fn load(path: &Path) -> Result<RunPlan, PlanError> {
 /// Checks what serde cannot: probe names, unique workload names, usable paths.
 pub fn check(plan: &RunPlan) -> Result<(), PlanError> {
     selected_probes(plan)?;
+    user_probes(plan)?;
     if let Some(bytes) = plan.events_bytes.filter(|&b| !valid_events_bytes(b)) {
         return Err(PlanError::EventsBytes(bytes));
     }
@@ -150,10 +155,18 @@ fn check_tracing(workload: &str, tracing: &Tracing) -> Result<(), PlanError> {
     }
 }
 
-/// The probes the plan asks for (all of them when its list is empty), in id order.
+/// The probes the user named in the plan, parsed.
+pub fn user_probes(plan: &RunPlan) -> Result<Vec<UserProbe>, PlanError> {
+    plan.user_probes
+        .iter()
+        .map(|s| s.parse().map_err(PlanError::UserProbe))
+        .collect()
+}
+
+/// The built-in probes the plan asks for (all of them when its list is empty), in id order.
 pub fn selected_probes(plan: &RunPlan) -> Result<Vec<ProbeKind>, PlanError> {
     if plan.probes.is_empty() {
-        return Ok(ProbeKind::ALL.to_vec());
+        return Ok(ProbeKind::BUILTIN.to_vec());
     }
     let mut kinds = plan
         .probes
@@ -192,6 +205,7 @@ mod tests {
             events_bytes: None,
             spool_bytes: None,
             secret: None,
+            user_probes: Vec::new(),
         }
     }
 
@@ -199,7 +213,7 @@ mod tests {
     fn empty_probe_list_means_all() {
         assert_eq!(
             selected_probes(&plan(&[], &[])).unwrap(),
-            ProbeKind::ALL.to_vec()
+            ProbeKind::BUILTIN.to_vec()
         );
     }
 

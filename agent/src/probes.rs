@@ -61,6 +61,9 @@ pub enum ProbeError {
     /// The attach method was turned off by an environment variable.
     #[error("disabled by {0}=1")]
     Disabled(&'static str),
+    /// A user probe kind asked for as if it were built in.
+    #[error("{0} probes attach to the functions --probe names, not through the built-in list")]
+    NotBuiltin(&'static str),
     /// The kernel function is not in `/proc/kallsyms` (inlined, renamed or absent).
     #[error("{0} is not in /proc/kallsyms (inlined, renamed or not built into this kernel)")]
     NoSymbol(String),
@@ -151,7 +154,7 @@ fn raise_memlock_limit() {
 pub fn attach_all(ebpf: &mut Ebpf, selected: &[ProbeKind]) -> Vec<ProbeAttach> {
     let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()));
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").ok();
-    ProbeKind::ALL
+    ProbeKind::BUILTIN
         .into_iter()
         .map(|kind| {
             if !selected.contains(&kind) {
@@ -195,6 +198,7 @@ pub fn target(kind: ProbeKind) -> &'static str {
         ProbeKind::AllocFd => ALLOC_FD_FN,
         ProbeKind::PageFaultUser => "exceptions:page_fault_user",
         ProbeKind::PageFaultKernel => "exceptions:page_fault_kernel",
+        ProbeKind::Kprobe | ProbeKind::Kretprobe => "the functions --probe named",
     }
 }
 
@@ -208,6 +212,7 @@ fn precheck(kind: ProbeKind, kallsyms: Option<&str>) -> Result<(), ProbeError> {
             }
             _ => Ok(()),
         },
+        ProbeKind::Kprobe | ProbeKind::Kretprobe => Ok(()),
         ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel => {
             let (category, name) = target(kind).split_once(':').expect("category:name");
             let roots = [
@@ -243,6 +248,8 @@ pub fn programs(kind: ProbeKind) -> &'static [&'static str] {
         ProbeKind::AllocFd => &["alloc_fd"],
         ProbeKind::PageFaultUser => &["page_fault_user"],
         ProbeKind::PageFaultKernel => &["page_fault_kernel"],
+        ProbeKind::Kprobe => &["user_kprobe"],
+        ProbeKind::Kretprobe => &["user_kretprobe"],
     }
 }
 
@@ -346,6 +353,8 @@ fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) 
             record.method = "tracepoint".into();
             tracepoint(ebpf, "page_fault_kernel", "exceptions", "page_fault_kernel")
         }
+        // Attached function by function with the user's list (crate::user_probes).
+        ProbeKind::Kprobe | ProbeKind::Kretprobe => Err(ProbeError::NotBuiltin(kind.name())),
     };
     match result {
         Ok(()) => record.attached = true,

@@ -18,11 +18,12 @@ use guestscope_common::{
 use crate::{
     artifacts,
     clock::monotonic_ns,
-    plan::selected_probes,
+    plan::{selected_probes, user_probes},
     probes,
     resume::RunState,
     stream::{Sink, Stream, StreamError},
     tracer::Tracer,
+    user_probes::{self, KernelFunctions},
     workloads,
 };
 
@@ -51,7 +52,10 @@ pub fn run<W: Sink>(
     state_dir: Option<&Path>,
 ) -> Result<Summary, StreamError> {
     // The plan was checked when loaded; an unknown name cannot reach here.
-    let selected = selected_probes(plan).unwrap_or_else(|_| ProbeKind::ALL.to_vec());
+    let selected = selected_probes(plan).unwrap_or_else(|_| ProbeKind::BUILTIN.to_vec());
+    let user = user_probes(plan).unwrap_or_default();
+    // Why the user's probes cannot be attached: the run stops before any workload.
+    let mut refused: Vec<String> = Vec::new();
     let mut logs: Vec<(&str, String)> = Vec::new();
     let state = state_dir.map(|dir| RunState::open(dir, plan));
     let already = state.as_ref().map_or(0, |(_, n)| *n);
@@ -65,7 +69,14 @@ pub fn run<W: Sink>(
     }
     let (mut tracer, attach) = match probes::load_with(plan.events_bytes) {
         Ok(mut loaded) => {
-            let attach = probes::attach_all(&mut loaded.ebpf, &selected);
+            let mut attach = probes::attach_all(&mut loaded.ebpf, &selected);
+            if !user.is_empty() {
+                let kernel = KernelFunctions::read();
+                match user_probes::attach(&mut loaded.ebpf, &user, &kernel) {
+                    Ok(records) => attach.extend(records),
+                    Err(errors) => refused = errors,
+                }
+            }
             match probes::attach_fork_follower(&mut loaded.ebpf) {
                 Ok(()) => logs.push((
                     "info",
@@ -89,7 +100,10 @@ pub fn run<W: Sink>(
                 "error",
                 format!("eBPF probes not loaded, workloads run untraced: {why}"),
             ));
-            let attach = ProbeKind::ALL
+            if !user.is_empty() {
+                refused.push(format!("the probes you named cannot be attached: {why}"));
+            }
+            let attach = ProbeKind::BUILTIN
                 .into_iter()
                 .map(|kind| ProbeAttach {
                     probe: kind.name().into(),
@@ -108,6 +122,24 @@ pub fn run<W: Sink>(
     for record in attach {
         stream.send(Body::ProbeAttach(record))?;
     }
+    // Each probe the user named that cannot be attached, as an unattached user probe:
+    // the collector reports them and no workload runs.
+    for why in &refused {
+        tracing::error!("{why}");
+        stream.send(Body::ProbeAttach(ProbeAttach {
+            probe: ProbeKind::Kprobe.name().into(),
+            target: probes::target(ProbeKind::Kprobe).into(),
+            method: String::new(),
+            note: why.clone(),
+            attached: false,
+        }))?;
+    }
+    if !refused.is_empty() {
+        logs.push((
+            "error",
+            "no workload runs: a probe you named cannot be attached".into(),
+        ));
+    }
     for (level, message) in logs {
         stream.send(Body::Log {
             level: level.into(),
@@ -124,7 +156,12 @@ pub fn run<W: Sink>(
         settle(&mut tracer, stream, Duration::from_millis(plan.settle_ms))?;
     }
     let mut failed_workloads = 0;
-    for (i, spec) in plan.workloads.iter().enumerate().skip(already) {
+    let skip = if refused.is_empty() {
+        already
+    } else {
+        plan.workloads.len()
+    };
+    for (i, spec) in plan.workloads.iter().enumerate().skip(skip) {
         if let Some((state, _)) = &state {
             state.started(i + 1);
         }

@@ -255,7 +255,8 @@ impl Tracer {
         };
         let mut errors = Vec::new();
         let now = probes::attached_kinds(&a.ebpf);
-        for kind in ProbeKind::ALL {
+        // The user's probes stay as they are: only built-in probes are switched.
+        for kind in ProbeKind::BUILTIN {
             match (now.contains(&kind), want.kinds.contains(&kind)) {
                 (true, false) => {
                     if let Err(e) = probes::detach_kind(&mut a.ebpf, kind) {

@@ -17,11 +17,28 @@ pub enum ProbeKind {
     PageFaultUser = 3,
     /// `exceptions:page_fault_kernel` tracepoint: a fault taken in kernel mode.
     PageFaultKernel = 4,
+    /// A kprobe the user named (`--probe kprobe:FUNC`): one program attached to every
+    /// function asked for; [`RawEvent::ip`] says which (`bpf_get_func_ip`) and
+    /// [`RawEvent::arg`] is the first argument.
+    Kprobe = 5,
+    /// A kretprobe the user named (`--probe kretprobe:FUNC`): [`RawEvent::ip`] is the
+    /// function, [`RawEvent::arg`] its return value.
+    Kretprobe = 6,
 }
 
 impl ProbeKind {
     /// Every probe kind, in id order.
-    pub const ALL: [ProbeKind; 4] = [
+    pub const ALL: [ProbeKind; 6] = [
+        ProbeKind::SpinLock,
+        ProbeKind::AllocFd,
+        ProbeKind::PageFaultUser,
+        ProbeKind::PageFaultKernel,
+        ProbeKind::Kprobe,
+        ProbeKind::Kretprobe,
+    ];
+
+    /// The built-in probes: fixed functions, selected by name with `--probes`.
+    pub const BUILTIN: [ProbeKind; 4] = [
         ProbeKind::SpinLock,
         ProbeKind::AllocFd,
         ProbeKind::PageFaultUser,
@@ -29,7 +46,7 @@ impl ProbeKind {
     ];
 
     /// Number of probe kinds; the size of per-kind counter arrays (index = id).
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 7;
 
     /// The probe kind with this id, if any.
     pub const fn from_id(id: u32) -> Option<ProbeKind> {
@@ -38,6 +55,8 @@ impl ProbeKind {
             2 => Some(ProbeKind::AllocFd),
             3 => Some(ProbeKind::PageFaultUser),
             4 => Some(ProbeKind::PageFaultKernel),
+            5 => Some(ProbeKind::Kprobe),
+            6 => Some(ProbeKind::Kretprobe),
             _ => None,
         }
     }
@@ -49,12 +68,20 @@ impl ProbeKind {
             ProbeKind::AllocFd => "alloc_fd",
             ProbeKind::PageFaultUser => "page_fault_user",
             ProbeKind::PageFaultKernel => "page_fault_kernel",
+            ProbeKind::Kprobe => "kprobe",
+            ProbeKind::Kretprobe => "kretprobe",
         }
     }
 
-    /// The probe kind with this name (see [`ProbeKind::name`]).
+    /// Whether the user names this probe's functions (`--probe`), as opposed to a
+    /// built-in probe on a fixed function.
+    pub const fn is_user(self) -> bool {
+        matches!(self, ProbeKind::Kprobe | ProbeKind::Kretprobe)
+    }
+
+    /// The built-in probe kind with this name (see [`ProbeKind::name`]).
     pub fn from_name(name: &str) -> Option<ProbeKind> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+        Self::BUILTIN.into_iter().find(|k| k.name() == name)
     }
 }
 

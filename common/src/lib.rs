@@ -6,6 +6,7 @@
 //! - [`wire`] (feature `std`): the versioned, framed stream the agent sends to the
 //!   host collector over vsock (guest ↔ host), with its decoder.
 //! - [`plan`] (feature `std`): what the host asks the agent to run (host → guest).
+//! - [`user_probe`] (feature `std`): the probes the user names (`--probe kprobe:FUNC`).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 
@@ -13,6 +14,8 @@ pub mod event;
 pub mod maps;
 #[cfg(feature = "std")]
 pub mod plan;
+#[cfg(feature = "std")]
+pub mod user_probe;
 #[cfg(feature = "std")]
 pub mod wire;
 

@@ -19,8 +19,12 @@ pub const HOST_CID: u32 = 2;
 pub struct RunPlan {
     /// vsock port on the host (CID [`HOST_CID`]) the agent connects to.
     pub vsock_port: u32,
-    /// Probes to attach, by [`crate::ProbeKind::name`]; empty means all.
+    /// Built-in probes to attach, by [`crate::ProbeKind::name`]; empty means all.
     pub probes: Vec<String>,
+    /// Probes the user named, as `--probe` gave them ([`crate::user_probe::UserProbe`]
+    /// syntax: `kprobe:vfs_read`, `kretprobe:filemap_*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_probes: Vec<String>,
     /// Workloads to run one after another, each traced with its children.
     pub workloads: Vec<WorkloadSpec>,
     /// Milliseconds to keep tracing the idle agent-less guest before the first
@@ -49,6 +53,7 @@ impl RunPlan {
         RunPlan {
             vsock_port,
             probes: Vec::new(),
+            user_probes: Vec::new(),
             workloads,
             settle_ms: 0,
             events_bytes: None,

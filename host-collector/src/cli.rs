@@ -237,9 +237,15 @@ pub struct LabArgs {
     /// Skip guestscope's own workloads.
     #[arg(long)]
     pub no_builtin_workloads: bool,
-    /// Probes to attach (default: all). Comma-separated.
+    /// Built-in probes to attach (default: all). Comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub probes: Vec<String>,
+    /// A probe of your own, on any kernel function: kprobe:FUNC (its entry; the event
+    /// carries the first argument) or kretprobe:FUNC (its return value); FUNC may be a
+    /// glob ('kprobe:vfs_*'). Repeatable. Filtered to the workloads like the built-in
+    /// probes, with the kernel stack of each hit.
+    #[arg(long = "probe", value_name = "TYPE:FUNC")]
+    pub user_probes: Vec<String>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 1024)]
     pub memory: u32,
@@ -337,6 +343,7 @@ impl From<LabArgs> for LabOptions {
             workloads: a.workloads,
             builtin_workloads: !a.no_builtin_workloads,
             probes: a.probes,
+            user_probes: a.user_probes,
             memory_mb: a.memory,
             cpus: a.cpus,
             qemu: a.qemu,

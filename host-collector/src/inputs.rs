@@ -55,6 +55,9 @@ pub enum InputError {
     /// An unknown probe name.
     #[error("unknown probe '{0}' (known: {1})")]
     UnknownProbe(String, String),
+    /// A `--probe` value that is not a probe.
+    #[error(transparent)]
+    UserProbe(guestscope_common::user_probe::UserProbeError),
     /// The gdbstub port is taken.
     #[error("gdb port {0} on 127.0.0.1 is already in use")]
     PortInUse(u16),

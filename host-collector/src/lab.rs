@@ -14,6 +14,7 @@ use guestscope_common::event::ProbeKind;
 use guestscope_common::plan::{
     BUILTIN_WORKLOAD_DIR, RunPlan, USER_WORKLOAD_DIR, WorkloadOrigin, WorkloadSpec,
 };
+use guestscope_common::user_probe::UserProbe;
 
 use crate::experiments;
 use crate::experiments::snapshots::{self, SnapshotOptions, SnapshotRun};
@@ -71,8 +72,10 @@ pub struct LabOptions {
     pub workloads: Vec<String>,
     /// Whether to run guestscope's own workloads.
     pub builtin_workloads: bool,
-    /// Probe names; empty = all.
+    /// Built-in probe names; empty = all.
     pub probes: Vec<String>,
+    /// Probes the user names (`--probe kprobe:FUNC`, `kretprobe:FUNC`, globs).
+    pub user_probes: Vec<String>,
     /// Guest memory, MiB.
     pub memory_mb: u32,
     /// vCPUs.
@@ -130,6 +133,7 @@ impl Default for LabOptions {
             workloads: Vec::new(),
             builtin_workloads: true,
             probes: Vec::new(),
+            user_probes: Vec::new(),
             memory_mb: 1024,
             cpus: 1,
             qemu: "qemu-system-x86_64".into(),
@@ -164,6 +168,20 @@ pub enum LabError {
     /// Setting up the run failed.
     #[error("{0}")]
     Setup(String),
+    /// Probes the user named that the guest kernel cannot attach (no workload ran).
+    #[error("{}", .0.join("; "))]
+    Probes(Vec<String>),
+}
+
+/// Why each probe the user named could not be attached (the agent said so and ran no
+/// workload); empty when all were.
+pub fn refused_user_probes<W: io::Write>(session: &Session<W>) -> Vec<String> {
+    session
+        .probes
+        .iter()
+        .filter(|a| !a.attached && ProbeKind::Kprobe.name() == a.probe)
+        .map(|a| a.note.clone())
+        .collect()
 }
 
 /// What a run produced.
@@ -249,9 +267,12 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     let user = inputs::name_workloads(user, &builtin)?;
     for p in &o.probes {
         if ProbeKind::from_name(p).is_none() {
-            let known: Vec<&str> = ProbeKind::ALL.iter().map(|k| k.name()).collect();
+            let known: Vec<&str> = ProbeKind::BUILTIN.iter().map(|k| k.name()).collect();
             return Err(InputError::UnknownProbe(p.clone(), known.join(", ")));
         }
+    }
+    for p in &o.user_probes {
+        p.parse::<UserProbe>().map_err(InputError::UserProbe)?;
     }
     if let Some(bytes) = o.events_bytes {
         inputs::check_events_bytes(bytes)?;
@@ -324,6 +345,7 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
     }
     RunPlan {
         probes: v.probes.clone(),
+        user_probes: o.user_probes.clone(),
         events_bytes: o.events_bytes,
         spool_bytes: o.spool_bytes,
         ..RunPlan::new(VSOCK_PORT, workloads)
@@ -812,10 +834,29 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         .unwrap_or(0);
     let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
 
+    (o.progress)("tracing the workloads");
+    let events_path = o.out_dir.join("events.jsonl");
+    let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
+    let traced_plan = plan(o, &v);
+    let mut c = boot_and_collect(
+        o,
+        &v,
+        &traced_plan,
+        Box::new(WholeLines::new(events_file)),
+        &o.out_dir.join("serial.log"),
+        &Mode::Full,
+    )?;
+    let refused = refused_user_probes(&c.session);
+    if !refused.is_empty() {
+        return Err(LabError::Probes(refused));
+    }
+    // The boot-time boots come after the traced run, so a probe the kernel refuses
+    // is reported after one boot, not six.
     let mut boots = Vec::new();
     if o.boots > 0 {
         let boot_plan = RunPlan {
             workloads: Vec::new(),
+            user_probes: Vec::new(),
             ..plan(o, &v)
         };
         let logs = o.out_dir.join("boots");
@@ -843,18 +884,6 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         }
     }
 
-    (o.progress)("tracing the workloads");
-    let events_path = o.out_dir.join("events.jsonl");
-    let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
-    let plan = plan(o, &v);
-    let mut c = boot_and_collect(
-        o,
-        &v,
-        &plan,
-        Box::new(WholeLines::new(events_file)),
-        &o.out_dir.join("serial.log"),
-        &Mode::Full,
-    )?;
     let interrupted = || crate::interrupt::received().is_some();
     let syscall_cr3_runs = if o.cr3 && !interrupted() {
         cr3_boots(o, &v, &c.session)
@@ -971,6 +1000,7 @@ pub fn finish(
         stream,
         losses,
         probes,
+        user_probes: crate::output::user_probes::collect(session, &workloads),
         workloads,
         experiments,
         kernel: Default::default(),

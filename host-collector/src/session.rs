@@ -28,9 +28,10 @@ pub struct WorkloadRun {
     pub events: BTreeMap<String, u64>,
     /// Distinct pids whose events were attributed to this workload.
     pub pids: BTreeSet<u32>,
-    /// Event count per (probe, stack id).
+    /// Event count per (probe name, stack id): a built-in probe's name, or a user
+    /// probe's `kprobe:FUNCTION`.
     #[serde(skip)]
-    pub stack_counts: HashMap<(ProbeKind, i32), u64>,
+    pub stack_counts: HashMap<(String, i32), u64>,
     /// spin_lock hits per named lock (global lock symbols such as `jiffies_lock`).
     pub named_locks: BTreeMap<String, u64>,
     /// spin_lock hits on named locks, per stack id.
@@ -91,6 +92,9 @@ pub struct Session<W: Write> {
     pub last_heartbeat_ns: Option<u64>,
     /// Agents that took over the run after the previous one died, in order.
     pub restarts: Vec<AgentRestart>,
+    /// The values each user probe saw (first argument, or return value), by probe name
+    /// (`kprobe:FUNCTION`), kept while few.
+    pub user_probe_values: BTreeMap<String, ArgValues>,
     /// Added to the stack ids of the current agent: each agent numbers its stacks from
     /// 0, so a restarted agent's ids are moved past the ones already seen.
     stack_id_base: u32,
@@ -98,6 +102,34 @@ pub struct Session<W: Write> {
     stacks_sym: HashMap<u32, Vec<String>>,
     pid_workload: HashMap<u32, usize>,
     active: Option<usize>,
+}
+
+/// Distinct values of one user probe's argument (or return value), counted while there
+/// are at most [`ArgValues::KEPT`]; past that only the total is known.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ArgValues {
+    /// Hits per value, while few.
+    pub counts: BTreeMap<u64, u64>,
+    /// Whether more than [`ArgValues::KEPT`] distinct values were seen.
+    pub many: bool,
+}
+
+impl ArgValues {
+    /// Distinct values kept.
+    pub const KEPT: usize = 8;
+
+    /// Counts one hit with `value`.
+    pub fn add(&mut self, value: u64) {
+        if self.many {
+            return;
+        }
+        if self.counts.len() == Self::KEPT && !self.counts.contains_key(&value) {
+            self.many = true;
+            self.counts.clear();
+            return;
+        }
+        *self.counts.entry(value).or_default() += 1;
+    }
 }
 
 /// A restarted agent taking over a run: what the session held when it did.
@@ -139,6 +171,7 @@ impl<W: Write> Session<W> {
             totals: None,
             records: 0,
             restarts: Vec::new(),
+            user_probe_values: BTreeMap::new(),
             stack_id_base: 0,
             events_received: 0,
             events_by_probe: BTreeMap::new(),
@@ -357,11 +390,22 @@ impl<W: Write> Session<W> {
     fn event(&mut self, e: &RawEvent) -> std::io::Result<()> {
         self.events_received += 1;
         let probe = e.probe();
-        let probe_name = probe.map(ProbeKind::name).unwrap_or("unknown");
+        let kind_name = probe.map(ProbeKind::name).unwrap_or("unknown");
+        // The accounting is per probe kind (what the probes' counters count).
         *self
             .events_by_probe
-            .entry(probe_name.to_string())
+            .entry(kind_name.to_string())
             .or_default() += 1;
+        let user_name = probe
+            .filter(|k| k.is_user())
+            .map(|k| user_probe_name(k, e.ip, self.kallsyms.as_ref()));
+        let probe_name = user_name.as_deref().unwrap_or(kind_name);
+        if let Some(name) = &user_name {
+            self.user_probe_values
+                .entry(name.clone())
+                .or_default()
+                .add(e.arg);
+        }
         let idx = self.pid_workload.get(&e.pid).copied().or(self.active);
         if e.stack_id >= 0 && !self.stacks_raw.contains_key(&(e.stack_id as u32)) {
             self.events_stack_unknown += 1;
@@ -375,8 +419,10 @@ impl<W: Write> Session<W> {
                 let w = &mut self.workloads[i];
                 *w.events.entry(probe_name.to_string()).or_default() += 1;
                 w.pids.insert(e.pid);
-                if let Some(p) = probe {
-                    *w.stack_counts.entry((p, e.stack_id)).or_default() += 1;
+                if probe.is_some() {
+                    *w.stack_counts
+                        .entry((probe_name.to_string(), e.stack_id))
+                        .or_default() += 1;
                 }
                 if let Some(l) = &lock {
                     *w.named_locks.entry(l.clone()).or_default() += 1;
@@ -432,13 +478,13 @@ impl<W: Write> Session<W> {
     pub fn top_stacks(
         &mut self,
         idx: usize,
-        probe: ProbeKind,
+        probe: &str,
         n: usize,
     ) -> Vec<(u64, i32, Vec<String>)> {
         let mut counts: Vec<(u64, i32)> = self.workloads[idx]
             .stack_counts
             .iter()
-            .filter(|((p, _), _)| *p == probe)
+            .filter(|((p, _), _)| p == probe)
             .map(|((_, id), c)| (*c, *id))
             .collect();
         counts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -454,7 +500,7 @@ impl<W: Write> Session<W> {
         let mut v: Vec<(i32, u64)> = self.workloads[idx]
             .stack_counts
             .iter()
-            .filter(|((p, _), _)| *p == probe)
+            .filter(|((p, _), _)| p == probe.name())
             .map(|((_, id), c)| (*id, *c))
             .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -464,6 +510,16 @@ impl<W: Write> Session<W> {
     /// Flushes `events.jsonl`.
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.events_out.flush()
+    }
+}
+
+/// A user probe's name for one event: `kprobe:FUNCTION`, the function found from the
+/// address the probe reported (`bpf_get_func_ip`), or the address when the guest's
+/// symbols are not known.
+pub fn user_probe_name(kind: ProbeKind, ip: u64, kallsyms: Option<&Kallsyms>) -> String {
+    match kallsyms.and_then(|k| k.resolve(ip)) {
+        Some(at) => format!("{}:{}", kind.name(), at.symbol.name),
+        None => format!("{}:{ip:#x}", kind.name()),
     }
 }
 

@@ -186,6 +186,26 @@ fn input_cases() -> Vec<Case> {
             plain(|f| f.lab(&["--probes", "alloc_fd,kmalloc"])),
         ),
         case(
+            "--probe without a type",
+            "expected TYPE:FUNCTION, e.g. kprobe:vfs_read",
+            plain(|f| f.lab(&["--probe", "vfs_read"])),
+        ),
+        case(
+            "--probe of an unknown type",
+            "unknown probe type \"kprob\"; use kprobe:FUNCTION or kretprobe:FUNCTION",
+            plain(|f| f.lab(&["--probe", "kprob:vfs_read"])),
+        ),
+        case(
+            "--probe of a type not available yet",
+            "fentry probes are not available yet",
+            plain(|f| f.lab(&["--probe", "fentry:vfs_read"])),
+        ),
+        case(
+            "--probe with a character no function has",
+            "'-' at column 11 cannot be in a function name",
+            plain(|f| f.lab(&["--probe", "kprobe:vfs-read"])),
+        ),
+        case(
             "workload missing",
             "no such file",
             plain(|f| f.lab(&["--workload", "/no/such/prog -x"])),

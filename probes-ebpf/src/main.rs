@@ -12,6 +12,7 @@
 //! - [`fd`]: `alloc_fd` (kprobe).
 //! - [`fault`]: `exceptions:page_fault_user` and `exceptions:page_fault_kernel`.
 //! - [`fork`]: `sched:sched_process_fork`, which adds a traced process's children.
+//! - [`user`]: the kprobe and kretprobe the user points at functions of their choice.
 #![no_std]
 #![no_main]
 
@@ -21,6 +22,7 @@ mod fd;
 mod fork;
 mod maps;
 mod spinlock;
+mod user;
 
 /// The kernel lets only GPL-compatible programs call `bpf_get_stack`,
 /// `bpf_probe_read_kernel` and attach as fentry; the object declares a dual licence.

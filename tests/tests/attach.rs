@@ -40,6 +40,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
     let plan = RunPlan {
         vsock_port: port,
         probes: Vec::new(),
+        user_probes: Vec::new(),
         workloads: vec![WorkloadSpec {
             name: "fopen".into(),
             path: format!("{BUILTIN_WORKLOAD_DIR}/fopen"),

@@ -21,9 +21,9 @@ use crate::session::Session;
 pub fn write<W: Write, O: Write>(session: &Session<W>, mut out: O) -> io::Result<u64> {
     let mut lines: BTreeMap<String, u64> = BTreeMap::new();
     for w in &session.workloads {
-        for (&(probe, stack_id), &count) in &w.stack_counts {
-            let frames = session.stack_frames(stack_id);
-            let mut line = format!("{};{}", fold_name(&w.started.name), probe.name());
+        for ((probe, stack_id), &count) in &w.stack_counts {
+            let frames = session.stack_frames(*stack_id);
+            let mut line = format!("{};{}", fold_name(&w.started.name), fold_name(probe));
             if frames.is_empty() {
                 line.push_str(";[no stack]");
             }

@@ -335,6 +335,7 @@ pub fn render(s: &Summary) -> String {
         );
     }
     timed_out_paragraph(&mut md, s);
+    render_user_probes(&mut md, s);
     let _ = writeln!(
         md,
         "\n## Workload details\n\nThe most frequent kernel stacks of each workload, per probe; every event is in `events.jsonl`."
@@ -954,4 +955,75 @@ fn timed_out_paragraph(md: &mut String, s: &Summary) {
         if names.len() == 1 { "was" } else { "were" },
         guestscope_common::plan::TIMEOUT_GRACE_MS / 1000,
     );
+}
+
+/// Frames of a user probe's top stack shown in the report (all are in summary.json).
+const USER_PROBE_FRAMES: usize = 12;
+
+/// "Your probes": each function the user's `--probe`s hit.
+fn render_user_probes(md: &mut String, s: &Summary) {
+    let asked: Vec<&str> = s
+        .probes
+        .iter()
+        .filter(|p| p.attach.attached && matches!(p.name.as_str(), "kprobe" | "kretprobe"))
+        .map(|p| p.attach.note.as_str())
+        .collect();
+    if asked.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\n## Your probes\n");
+    let _ = writeln!(
+        md,
+        "Asked for with `--probe`: {}. Filtered in the kernel to the workloads and their \
+         children; `arg` is the first argument (kprobe) or the return value (kretprobe).\n",
+        asked.join("; ")
+    );
+    if s.user_probes.is_empty() {
+        let _ = writeln!(md, "None of these functions ran in a workload.");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "| probe | hits | by workload | arg values |\n|---|---:|---|---|"
+    );
+    for p in &s.user_probes {
+        let by: Vec<String> = p
+            .by_workload
+            .iter()
+            .map(|(w, n)| format!("{w} {n}"))
+            .collect();
+        let values = match &p.values {
+            Some(v) => v
+                .iter()
+                .map(|(value, n)| format!("`{value}` ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "many".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} |",
+            p.name,
+            p.hits,
+            by.join(", "),
+            values
+        );
+    }
+    for p in &s.user_probes {
+        if p.top_stack.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "\n`{}`: most frequent stack ({} of {} hits)\n\n```",
+            p.name, p.top_stack_hits, p.hits
+        );
+        for f in p.top_stack.iter().take(USER_PROBE_FRAMES) {
+            let _ = writeln!(md, "{f}");
+        }
+        if p.top_stack.len() > USER_PROBE_FRAMES {
+            let _ = writeln!(md, "... {} more", p.top_stack.len() - USER_PROBE_FRAMES);
+        }
+        let _ = writeln!(md, "```");
+    }
 }

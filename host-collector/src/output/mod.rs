@@ -6,6 +6,7 @@
 //! - [`plots`]: SVG plots (plotters).
 //! - [`perfetto`]: `trace.perfetto-trace`, guest events and host milestones on one time axis.
 //! - [`folded`]: `stacks.folded`, the kernel stacks for flame-graph tools.
+//! - [`user_probes`]: the summary of the probes the user named (`--probe`).
 //! - [`atomic`]: write-then-rename, so no reader ever sees half a file.
 //! - [`lines`]: `events.jsonl` in whole lines, even when the disk fills up.
 
@@ -17,3 +18,4 @@ pub mod markdown;
 pub mod perfetto;
 pub mod plots;
 pub mod summary;
+pub mod user_probes;

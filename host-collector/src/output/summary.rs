@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use guestscope_common::event::{ProbeCounters, ProbeKind};
+use guestscope_common::event::ProbeCounters;
 use guestscope_common::wire::ProbeAttach;
 use serde::Serialize;
 
@@ -28,6 +28,8 @@ pub struct Summary {
     pub probes: Vec<ProbeSummary>,
     /// Per-workload results.
     pub workloads: Vec<WorkloadSummary>,
+    /// The functions the user's probes (`--probe`) hit.
+    pub user_probes: Vec<super::user_probes::UserProbeSummary>,
     /// The lab's experiments.
     pub experiments: Experiments,
     /// What the guest kernel offered (BTF, fentry, kprobes, tracepoints, symbols).
@@ -341,11 +343,18 @@ pub fn collect<W: Write>(
     let mut workloads = Vec::new();
     for i in 0..session.workloads.len() {
         let mut top_stacks = BTreeMap::new();
-        for kind in ProbeKind::ALL {
-            let top = session.top_stacks(i, kind, TOP_STACKS);
+        let mut names: Vec<String> = session.workloads[i]
+            .stack_counts
+            .keys()
+            .map(|(probe, _)| probe.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let top = session.top_stacks(i, &name, TOP_STACKS);
             if !top.is_empty() {
                 top_stacks.insert(
-                    kind.name().to_string(),
+                    name,
                     top.into_iter()
                         .map(|(count, stack_id, frames)| StackCount {
                             count,

@@ -74,7 +74,7 @@ fn events_are_symbolized_attributed_and_written_as_json_lines() {
     assert_eq!(w.events["alloc_fd"], 1);
     assert_eq!(w.named_locks["jiffies_lock"], 1);
     assert!(w.exited.is_some());
-    let top = s.top_stacks(0, ProbeKind::AllocFd, 5);
+    let top = s.top_stacks(0, ProbeKind::AllocFd.name(), 5);
     assert_eq!(top[0].0, 1);
     assert_eq!(top[0].2, vec!["_raw_spin_lock+0x10", "alloc_fd+0x20"]);
 }

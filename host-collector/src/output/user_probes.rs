@@ -1,0 +1,78 @@
+//! The part of the summary about the probes the user named (`--probe`): per probed
+//! function, its hits per workload, the values it saw when they were few, and its
+//! most frequent kernel stack.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::summary::WorkloadSummary;
+use crate::session::Session;
+
+/// One probed function (`kprobe:vfs_read`).
+#[derive(Clone, Debug, Serialize)]
+pub struct UserProbeSummary {
+    /// `kprobe:FUNCTION` or `kretprobe:FUNCTION`.
+    pub name: String,
+    /// Hits in all workloads.
+    pub hits: u64,
+    /// Hits per workload (workloads without hits left out).
+    pub by_workload: BTreeMap<String, u64>,
+    /// First argument (kprobe) or return value (kretprobe), in hex, with its hits;
+    /// `None` when more than a few distinct values were seen.
+    pub values: Option<BTreeMap<String, u64>>,
+    /// The most frequent kernel stack of the function's hits, innermost first, and
+    /// the hits that had it.
+    pub top_stack: Vec<String>,
+    /// Hits with [`UserProbeSummary::top_stack`].
+    pub top_stack_hits: u64,
+}
+
+/// The probed functions that were hit, by name, from the per-workload summaries.
+pub fn collect<W: Write>(
+    session: &Session<W>,
+    workloads: &[WorkloadSummary],
+) -> Vec<UserProbeSummary> {
+    let mut by_name: BTreeMap<String, UserProbeSummary> = BTreeMap::new();
+    for w in workloads {
+        for (name, &hits) in w.events.iter().filter(|(n, _)| is_user_probe_name(n)) {
+            let p = by_name
+                .entry(name.clone())
+                .or_insert_with(|| UserProbeSummary {
+                    name: name.clone(),
+                    hits: 0,
+                    by_workload: BTreeMap::new(),
+                    values: None,
+                    top_stack: Vec::new(),
+                    top_stack_hits: 0,
+                });
+            p.hits += hits;
+            *p.by_workload.entry(w.name.clone()).or_default() += hits;
+            if let Some(top) = w.top_stacks.get(name).and_then(|s| s.first())
+                && top.count > p.top_stack_hits
+            {
+                p.top_stack = top.frames.clone();
+                p.top_stack_hits = top.count;
+            }
+        }
+    }
+    for p in by_name.values_mut() {
+        p.values = session
+            .user_probe_values
+            .get(&p.name)
+            .filter(|v| !v.many)
+            .map(|v| {
+                v.counts
+                    .iter()
+                    .map(|(value, n)| (format!("{value:#x}"), *n))
+                    .collect()
+            });
+    }
+    by_name.into_values().collect()
+}
+
+/// Whether a probe name is a user probe's (`kprobe:…`, `kretprobe:…`).
+pub fn is_user_probe_name(name: &str) -> bool {
+    name.starts_with("kprobe:") || name.starts_with("kretprobe:")
+}
