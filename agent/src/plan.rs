@@ -206,6 +206,7 @@ mod tests {
             spool_bytes: None,
             secret: None,
             user_probes: Vec::new(),
+            send_probe_list: false,
         }
     }
 

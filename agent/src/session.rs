@@ -23,8 +23,7 @@ use crate::{
     resume::RunState,
     stream::{Sink, Stream, StreamError},
     tracer::Tracer,
-    user_probes::{self, KernelFunctions},
-    workloads,
+    user_probes, workloads,
 };
 
 /// What the run did, for the console.
@@ -71,7 +70,7 @@ pub fn run<W: Sink>(
         Ok(mut loaded) => {
             let mut attach = probes::attach_all(&mut loaded.ebpf, &selected);
             if !user.is_empty() {
-                let kernel = KernelFunctions::read();
+                let kernel = user_probes::read_probe_list();
                 match user_probes::attach(&mut loaded.ebpf, &user, &kernel) {
                     Ok(records) => attach.extend(records),
                     Err(errors) => refused = errors,
@@ -150,6 +149,10 @@ pub fn run<W: Sink>(
 
     for (name, path) in artifacts::START_FILES {
         artifacts::send_file(stream, name, path)?;
+    }
+    if plan.send_probe_list {
+        let list = serde_json::to_vec(&user_probes::read_probe_list()).unwrap_or_default();
+        artifacts::send_bytes(stream, guestscope_common::probe_list::ARTIFACT, &list)?;
     }
 
     if plan.settle_ms > 0 {

@@ -7,6 +7,7 @@
 //!   host collector over vsock (guest ↔ host), with its decoder.
 //! - [`plan`] (feature `std`): what the host asks the agent to run (host → guest).
 //! - [`user_probe`] (feature `std`): the probes the user names (`--probe kprobe:FUNC`).
+//! - [`probe_list`] (feature `std`): what a kernel lets those probes attach to.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 
@@ -14,6 +15,8 @@ pub mod event;
 pub mod maps;
 #[cfg(feature = "std")]
 pub mod plan;
+#[cfg(feature = "std")]
+pub mod probe_list;
 #[cfg(feature = "std")]
 pub mod user_probe;
 #[cfg(feature = "std")]

@@ -25,6 +25,11 @@ pub struct RunPlan {
     /// syntax: `kprobe:vfs_read`, `kretprobe:filemap_*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub user_probes: Vec<String>,
+    /// Send what the kernel lets `--probe` attach to, as artifact
+    /// [`crate::probe_list::ARTIFACT`] (JSON [`crate::probe_list::ProbeList`]), for
+    /// `guestscope probes`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub send_probe_list: bool,
     /// Workloads to run one after another, each traced with its children.
     pub workloads: Vec<WorkloadSpec>,
     /// Milliseconds to keep tracing the idle agent-less guest before the first
@@ -54,6 +59,7 @@ impl RunPlan {
             vsock_port,
             probes: Vec::new(),
             user_probes: Vec::new(),
+            send_probe_list: false,
             workloads,
             settle_ms: 0,
             events_bytes: None,

@@ -33,6 +33,30 @@ pub enum Command {
     /// Measure probe overhead, the gdb method, stream capacity, boot and memory;
     /// write results.json and results.md.
     Bench(BenchArgs),
+    /// List the kernel functions --probe can attach to (one boot, then cached).
+    Probes(ProbesArgs),
+}
+
+/// `guestscope probes` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ProbesArgs {
+    /// Only functions matching this glob (`vfs_*`, or `kprobe:vfs_*`).
+    pub pattern: Option<String>,
+    /// Guest kernel image [default: the one `cargo xtask lab` built].
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Base initramfs carrying the agent [default: the one `cargo xtask lab` built].
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Boot again even if this kernel's list is cached.
+    #[arg(long)]
+    pub refresh: bool,
+    /// QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    pub qemu: String,
+    /// vhost-device-vsock binary.
+    #[arg(long, default_value = "vhost-device-vsock")]
+    pub vhost_device_vsock: String,
 }
 
 /// `guestscope bench` arguments.

@@ -58,6 +58,9 @@ pub enum InputError {
     /// A `--probe` value that is not a probe.
     #[error(transparent)]
     UserProbe(guestscope_common::user_probe::UserProbeError),
+    /// `--probe` names the kernel does not offer, by its cached probe list.
+    #[error("{0} (by this kernel's cached probe list)")]
+    ProbesRefused(String),
     /// The gdbstub port is taken.
     #[error("gdb port {0} on 127.0.0.1 is already in use")]
     PortInUse(u16),

@@ -173,6 +173,26 @@ pub enum LabError {
     Probes(Vec<String>),
 }
 
+/// Keeps the probe list the agent sent (runs with `--probe`) in the host's cache, so
+/// the next run with this kernel checks names before booting.
+fn cache_probe_list<W: io::Write>(o: &LabOptions, session: &Session<W>) {
+    let Some(artifact) = session
+        .artifacts
+        .get(guestscope_common::probe_list::ARTIFACT)
+        .filter(|a| a.complete)
+    else {
+        return;
+    };
+    match serde_json::from_slice(&artifact.data) {
+        Ok(list) => {
+            if let Err(e) = crate::probe_catalog::store(&o.kernel, &list) {
+                tracing::warn!("caching the guest's probe list: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("the guest's probe list does not parse: {e}"),
+    }
+}
+
 /// Why each probe the user named could not be attached (the agent said so and ran no
 /// workload); empty when all were.
 pub fn refused_user_probes<W: io::Write>(session: &Session<W>) -> Vec<String> {
@@ -251,7 +271,7 @@ pub struct Validated {
     rootfs: Option<crate::rootfs::Prepared>,
 }
 
-fn validate(o: &LabOptions) -> Result<Validated, InputError> {
+pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     inputs::check_kernel(&o.kernel)?;
     inputs::check_initrd(&o.initrd)?;
     let user = o
@@ -271,8 +291,24 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
             return Err(InputError::UnknownProbe(p.clone(), known.join(", ")));
         }
     }
-    for p in &o.user_probes {
-        p.parse::<UserProbe>().map_err(InputError::UserProbe)?;
+    let user_probes = o
+        .user_probes
+        .iter()
+        .map(|p| p.parse::<UserProbe>().map_err(InputError::UserProbe))
+        .collect::<Result<Vec<_>, _>>()?;
+    // A kernel seen before (`guestscope probes`, or an earlier --probe run) has its
+    // probe list cached: a name it does not offer is refused before any boot.
+    if let Some(list) = (!user_probes.is_empty())
+        .then(|| crate::probe_catalog::cached(&o.kernel))
+        .flatten()
+    {
+        let refused: Vec<String> = user_probes
+            .iter()
+            .filter_map(|p| list.resolve(p).err())
+            .collect();
+        if !refused.is_empty() {
+            return Err(InputError::ProbesRefused(refused.join("; ")));
+        }
     }
     if let Some(bytes) = o.events_bytes {
         inputs::check_events_bytes(bytes)?;
@@ -305,7 +341,7 @@ fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     })
 }
 
-fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
+pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
     let mut workloads = Vec::new();
     if o.builtin_workloads {
         for (name, program, args) in BUILTIN_WORKLOADS {
@@ -346,6 +382,8 @@ fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
     RunPlan {
         probes: v.probes.clone(),
         user_probes: o.user_probes.clone(),
+        // The agent reads the list to attach them anyway; the host caches it.
+        send_probe_list: !o.user_probes.is_empty(),
         events_bytes: o.events_bytes,
         spool_bytes: o.spool_bytes,
         ..RunPlan::new(VSOCK_PORT, workloads)
@@ -846,6 +884,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         &o.out_dir.join("serial.log"),
         &Mode::Full,
     )?;
+    cache_probe_list(o, &c.session);
     let refused = refused_user_probes(&c.session);
     if !refused.is_empty() {
         return Err(LabError::Probes(refused));

@@ -12,6 +12,7 @@
 //! - [`event_line`]: one line of `events.jsonl`, written and read through one type.
 //! - [`output`]: `summary.json` and `report.md`.
 //! - [`lab`]: one run, end to end.
+//! - [`probe_catalog`]: the guest kernel's probe list, fetched once and cached (`probes`).
 //! - [`attach`]: collect from a VM started outside guestscope.
 //! - [`bench`]: the benchmarks (`guestscope bench`).
 //! - [`rootfs`]: the user's own root file system image (`--rootfs`, `deploy`).
@@ -36,6 +37,7 @@ pub mod inputs;
 pub mod interrupt;
 pub mod lab;
 pub mod output;
+pub mod probe_catalog;
 pub mod qemu;
 pub mod rootfs;
 pub mod run_end;

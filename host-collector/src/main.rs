@@ -6,7 +6,7 @@ use clap::Parser;
 use guestscope::attach::{self, AttachOptions, Endpoint};
 use guestscope::cli::AttachArgs;
 use guestscope::cli::{Cli, Command};
-use guestscope::lab::{self, LabError, LabOutcome};
+use guestscope::lab::{self, LabError, LabOptions, LabOutcome};
 use guestscope::run_end::RunEnd;
 
 fn main() -> ExitCode {
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab::run(&args.into()),
         Command::Deploy(args) => return deploy_command(args),
         Command::Bench(args) => return bench_command(args),
+        Command::Probes(args) => return probes_command(args),
         Command::Attach(args) => match attach_command(args) {
             Ok(Some(r)) => r,
             Ok(None) => return ExitCode::SUCCESS,
@@ -281,4 +282,107 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     f.write_all(data)
+}
+
+/// `guestscope probes [PATTERN]`: the functions `--probe` can attach to, from the
+/// cached list of the kernel, or from one boot that fills the cache.
+fn probes_command(a: guestscope::cli::ProbesArgs) -> ExitCode {
+    use guestscope::built_guest;
+    use guestscope::probe_catalog;
+    use guestscope_common::user_probe::UserProbe;
+
+    let pattern = a.pattern.as_deref().unwrap_or("*");
+    let bare = pattern
+        .strip_prefix("kprobe:")
+        .or_else(|| pattern.strip_prefix("kretprobe:"))
+        .unwrap_or(pattern);
+    let probe: UserProbe = match format!("kprobe:{bare}").parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("guestscope: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let kernel = a
+        .kernel
+        .or_else(|| built_guest::file(built_guest::KERNEL))
+        .unwrap_or_default();
+    let cached = (!a.refresh)
+        .then(|| probe_catalog::cached(&kernel))
+        .flatten();
+    let list = match cached {
+        Some(list) => list,
+        None => {
+            let scratch = match tempfile::tempdir() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("guestscope: error: a scratch directory: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let o = LabOptions {
+                kernel: kernel.clone(),
+                initrd: a
+                    .initrd
+                    .or_else(|| built_guest::file(built_guest::INITRD))
+                    .unwrap_or_default(),
+                out_dir: scratch.path().join("out"),
+                builtin_workloads: false,
+                qemu: a.qemu,
+                vhost_device_vsock: a.vhost_device_vsock,
+                cr3: false,
+                snapshots: false,
+                boots: 0,
+                progress: |step| eprintln!("guestscope: {step}"),
+                ..LabOptions::default()
+            };
+            eprintln!("guestscope: booting the guest once to read its probe list");
+            match probe_catalog::fetch(&o) {
+                Ok(list) => {
+                    match probe_catalog::store(&kernel, &list) {
+                        Ok(path) => eprintln!("guestscope: cached in {}", path.display()),
+                        Err(e) => eprintln!("guestscope: warning: not cached: {e}"),
+                    }
+                    list
+                }
+                Err(e) => {
+                    eprintln!("guestscope: error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let mut shown = 0usize;
+    for f in list.probeable.iter().filter(|f| probe.matches(f)) {
+        if !list.blacklisted.contains(f) {
+            println!("kprobe:{f}");
+            shown += 1;
+        }
+    }
+    let blacklisted: Vec<&String> = list
+        .blacklisted
+        .iter()
+        .filter(|f| probe.matches(f))
+        .collect();
+    eprintln!(
+        "guestscope: {shown} functions of kernel {} match {pattern:?} (each takes kprobe: and kretprobe:; from {})",
+        list.release, list.source
+    );
+    if !blacklisted.is_empty() && blacklisted.len() <= 20 {
+        let names: Vec<&str> = blacklisted.iter().map(|s| s.as_str()).collect();
+        eprintln!(
+            "guestscope: on the kprobe blacklist (not listed): {}",
+            names.join(", ")
+        );
+    } else if !blacklisted.is_empty() {
+        eprintln!(
+            "guestscope: {} matching functions are on the kprobe blacklist (not listed)",
+            blacklisted.len()
+        );
+    }
+    if shown == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -844,3 +844,38 @@ fn gdbstub_that_refuses_hangs_up_or_stays_silent_is_one_clear_error() {
     t2.join().unwrap();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
+
+/// With the kernel's probe list in the cache (as `guestscope probes` or an earlier
+/// `--probe` run leaves it), a function the kernel does not offer is refused before
+/// any boot, with the closest names; one it offers goes on to the next check.
+#[test]
+fn a_cached_probe_list_refuses_unknown_functions_before_any_boot() {
+    use guestscope_common::probe_list::ProbeList;
+    let f = fixture();
+    let cache = f.path("cache");
+    let file =
+        guestscope::probe_catalog::cache_file(&cache.join("guestscope/probes"), &f.kernel).unwrap();
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let list = ProbeList::from_texts(
+        "6.1.0-test",
+        Some(("test", "vfs_read\nvfs_readv\nvfs_write\n")),
+        "ffffffff81000000 T vfs_read\n",
+        "",
+    );
+    std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
+    let lab = |probe: &str| {
+        Command::new(BIN)
+            .args(f.lab(&["--probe", probe, "--qemu", "/no/such/qemu"]))
+            .env("XDG_CACHE_HOME", &cache)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    one_line_error(
+        &lab("kprobe:vfs_raed"),
+        "no function vfs_raed in this kernel; closest: vfs_read, vfs_readv (by this kernel's cached probe list)",
+    )
+    .unwrap();
+    // A name the list has passes this check: the next one (the missing QEMU) speaks.
+    one_line_error(&lab("kprobe:vfs_read"), "/no/such/qemu").unwrap();
+}

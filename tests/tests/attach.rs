@@ -41,6 +41,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
         vsock_port: port,
         probes: Vec::new(),
         user_probes: Vec::new(),
+        send_probe_list: false,
         workloads: vec![WorkloadSpec {
             name: "fopen".into(),
             path: format!("{BUILTIN_WORKLOAD_DIR}/fopen"),

@@ -1,0 +1,217 @@
+//! What a guest kernel lets `--probe` attach to: the functions ftrace lists as usable
+//! (`available_filter_functions`, where a kprobe at entry works), its text symbols
+//! (to tell "exists but cannot be probed" from "absent"), and the kprobe blacklist.
+//! The agent reads it from the running kernel; `guestscope probes` caches it on the
+//! host per kernel, so a name can be checked (and suggested) before any boot.
+
+use std::collections::{BTreeSet, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::user_probe::{MAX_GLOB_FUNCTIONS, UserProbe};
+
+/// Where the kernel lists the functions ftrace (and so a kprobe at entry) can use.
+pub const FILTER_FUNCTIONS: &[&str] = &[
+    "/sys/kernel/tracing/available_filter_functions",
+    "/sys/kernel/debug/tracing/available_filter_functions",
+];
+/// The kernel's kprobe blacklist (debugfs).
+pub const BLACKLIST: &str = "/sys/kernel/debug/kprobes/blacklist";
+/// Name of the artifact the agent sends the list as (JSON), when the plan asks.
+pub const ARTIFACT: &str = "probe-list";
+/// Close names offered for a function that does not exist.
+const SUGGESTIONS: usize = 5;
+
+/// What one kernel offers for probing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeList {
+    /// The kernel release (`uname -r`).
+    pub release: String,
+    /// Where [`ProbeList::probeable`] came from.
+    pub source: String,
+    /// Functions a kprobe can attach to, sorted.
+    pub probeable: BTreeSet<String>,
+    /// Every text symbol of `/proc/kallsyms`.
+    pub symbols: BTreeSet<String>,
+    /// Functions on the kprobe blacklist.
+    pub blacklisted: BTreeSet<String>,
+}
+
+impl ProbeList {
+    /// The list from the texts of `available_filter_functions` (`None`: no tracefs;
+    /// every text symbol is then a candidate and the attach decides), `/proc/kallsyms`
+    /// and the blacklist.
+    pub fn from_texts(
+        release: &str,
+        filter_functions: Option<(&str, &str)>,
+        kallsyms: &str,
+        blacklist: &str,
+    ) -> ProbeList {
+        let symbols: BTreeSet<String> = kallsyms
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let (_, kind, name) = (w.next()?, w.next()?, w.next()?);
+                matches!(kind, "t" | "T").then(|| name.to_string())
+            })
+            .collect();
+        let (source, probeable) = match filter_functions {
+            Some((path, text)) => (path.to_string(), parse_filter_functions(text)),
+            None => ("/proc/kallsyms".to_string(), symbols.clone()),
+        };
+        ProbeList {
+            release: release.to_string(),
+            source,
+            probeable,
+            symbols,
+            blacklisted: parse_blacklist(blacklist),
+        }
+    }
+
+    /// The functions `probe` asks for, or why it cannot be attached (one line that
+    /// names what is valid nearby).
+    pub fn resolve(&self, probe: &UserProbe) -> Result<Vec<String>, String> {
+        if !probe.is_glob() {
+            let name = &probe.pattern;
+            if self.blacklisted.contains(name) {
+                return Err(format!(
+                    "{probe}: {name} is on the kernel's kprobe blacklist ({BLACKLIST}): probing it could crash the kernel"
+                ));
+            }
+            if self.probeable.contains(name) {
+                return Ok(vec![name.clone()]);
+            }
+            if self.symbols.contains(name) {
+                return Err(format!(
+                    "{probe}: {name} exists but cannot be probed (notrace, or not in {})",
+                    self.source
+                ));
+            }
+            let close = closest(name, self.probeable.iter().map(String::as_str));
+            return Err(if close.is_empty() {
+                format!("{probe}: no function {name} in this kernel")
+            } else {
+                format!(
+                    "{probe}: no function {name} in this kernel; closest: {}",
+                    close.join(", ")
+                )
+            });
+        }
+        let found: Vec<String> = self
+            .probeable
+            .iter()
+            .filter(|f| probe.matches(f) && !self.blacklisted.contains(*f))
+            .cloned()
+            .collect();
+        match found.len() {
+            0 => Err(format!(
+                "{probe}: matches no probeable function of this kernel"
+            )),
+            n if n > MAX_GLOB_FUNCTIONS => Err(format!(
+                "{probe}: matches {n} functions, more than {MAX_GLOB_FUNCTIONS}; narrow the pattern"
+            )),
+            _ => Ok(found),
+        }
+    }
+}
+
+/// `available_filter_functions`: one function per line, maybe followed by ` [module]`;
+/// `__ftrace_invalid_address___…` placeholders are skipped.
+fn parse_filter_functions(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|f| !f.starts_with("__ftrace_invalid_address"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The blacklist's lines are `0xSTART-0xEND\tNAME`.
+fn parse_blacklist(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The names nearest to `name` by edit distance (a swap of two letters counts one),
+/// at most [`SUGGESTIONS`], and only reasonably close ones.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let limit = (name.len() / 3).max(2);
+    let mut scored: Vec<(usize, &str)> = candidates
+        .map(|c| (strsim::osa_distance(name, c), c))
+        .filter(|&(d, _)| d <= limit)
+        .collect();
+    scored.sort();
+    let mut seen = HashSet::new();
+    scored
+        .into_iter()
+        .filter(|(_, c)| seen.insert(*c))
+        .take(SUGGESTIONS)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list() -> ProbeList {
+        ProbeList::from_texts(
+            "6.1.0-test",
+            Some((
+                "test",
+                "vfs_read\nvfs_readv\nvfs_write\nfilemap_fault\nfilemap_map_pages\nxfs_thing [xfs]\n__ftrace_invalid_address___64\n",
+            )),
+            "ffffffff81000000 T vfs_read\nffffffff81000100 t native_write_msr\nffffffff82000000 D jiffies\n",
+            "0xffffffff81000000-0xffffffff81000010\tdo_int3\n",
+        )
+    }
+
+    fn probe(s: &str) -> UserProbe {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn names_and_globs_resolve() {
+        let k = list();
+        assert!(k.probeable.contains("xfs_thing"));
+        assert!(!k.probeable.iter().any(|f| f.starts_with("__ftrace")));
+        assert!(
+            !k.symbols.contains("jiffies"),
+            "data symbols are not functions"
+        );
+        assert_eq!(k.resolve(&probe("kprobe:vfs_read")).unwrap(), ["vfs_read"]);
+        assert_eq!(
+            k.resolve(&probe("kretprobe:filemap_*")).unwrap(),
+            ["filemap_fault", "filemap_map_pages"]
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_probed_says_why() {
+        let k = list();
+        let e = k.resolve(&probe("kprobe:vfs_raed")).unwrap_err();
+        assert!(
+            e.ends_with("no function vfs_raed in this kernel; closest: vfs_read, vfs_readv"),
+            "{e}"
+        );
+        let e = k.resolve(&probe("kprobe:native_write_msr")).unwrap_err();
+        assert!(e.contains("exists but cannot be probed"), "{e}");
+        let e = k.resolve(&probe("kprobe:do_int3")).unwrap_err();
+        assert!(e.contains("blacklist"), "{e}");
+        let e = k.resolve(&probe("kprobe:nothing_*")).unwrap_err();
+        assert!(e.contains("matches no probeable function"), "{e}");
+        let e = k.resolve(&probe("kprobe:qqqqqqqqqqqq")).unwrap_err();
+        assert!(
+            e.ends_with("no function qqqqqqqqqqqq in this kernel"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_list_round_trips_through_json() {
+        let k = list();
+        let text = serde_json::to_string(&k).unwrap();
+        assert_eq!(serde_json::from_str::<ProbeList>(&text).unwrap(), k);
+    }
+}

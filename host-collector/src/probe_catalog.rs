@@ -1,0 +1,94 @@
+//! The guest kernel's probe list on the host ([`ProbeList`]: what `--probe` can attach
+//! to), fetched with one boot and cached per kernel image, so `guestscope probes`
+//! answers the second time without booting and `lab --probe` refuses a name the
+//! kernel does not offer before any boot.
+//!
+//! The cache lives in `$XDG_CACHE_HOME/guestscope/probes` (else
+//! `~/.cache/guestscope/probes`), one JSON file per kernel image, named after the
+//! image's file name, size and modification time: a rebuilt kernel gets a new entry.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use guestscope_common::plan::RunPlan;
+use guestscope_common::probe_list::{ARTIFACT, ProbeList};
+
+use crate::lab::{self, LabError, LabOptions, Mode};
+
+/// The cache's directory: `$XDG_CACHE_HOME/guestscope/probes`, else
+/// `~/.cache/guestscope/probes`.
+pub fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("guestscope/probes"))
+}
+
+/// Where the cached list of `kernel` lives (whether or not it exists yet).
+pub fn cache_path(kernel: &Path) -> Option<PathBuf> {
+    cache_file(&cache_dir()?, kernel)
+}
+
+/// The file in cache directory `dir` that holds the list of `kernel`.
+pub fn cache_file(dir: &Path, kernel: &Path) -> Option<PathBuf> {
+    let meta = std::fs::metadata(kernel).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    let name = kernel.file_name()?.to_string_lossy();
+    Some(dir.join(format!("{name}-{}-{modified}.json", meta.len())))
+}
+
+/// The cached list of `kernel`, if one was fetched.
+pub fn cached(kernel: &Path) -> Option<ProbeList> {
+    let text = std::fs::read(cache_path(kernel)?).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Keeps `list` as the cached list of `kernel` (written whole, then renamed).
+pub fn store(kernel: &Path, list: &ProbeList) -> io::Result<PathBuf> {
+    let path =
+        cache_path(kernel).ok_or_else(|| io::Error::other("no cache directory (HOME unset?)"))?;
+    let dir = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(list).map_err(io::Error::other)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Boots the guest of `o` once (no workload) and takes its probe list from the agent.
+pub fn fetch(o: &LabOptions) -> Result<ProbeList, LabError> {
+    let v = lab::validate(o)?;
+    let plan = RunPlan {
+        workloads: Vec::new(),
+        user_probes: Vec::new(),
+        send_probe_list: true,
+        ..lab::plan(o, &v)
+    };
+    let c = lab::boot_and_collect(
+        o,
+        &v,
+        &plan,
+        Box::new(io::sink()),
+        &o.out_dir.join("serial.log"),
+        &Mode::Full,
+    )?;
+    let from_agent = c
+        .session
+        .artifacts
+        .get(ARTIFACT)
+        .filter(|a| a.complete)
+        .ok_or_else(|| {
+            LabError::Setup(format!(
+                "the guest sent no probe list ({}; serial log: {})",
+                c.outcome.how,
+                o.out_dir.join("serial.log").display()
+            ))
+        })?;
+    serde_json::from_slice(&from_agent.data)
+        .map_err(|e| LabError::Setup(format!("the guest's probe list does not parse: {e}")))
+}
