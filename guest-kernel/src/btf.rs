@@ -126,7 +126,13 @@ impl Btf {
         Ok(Btf { info })
     }
 
-    fn struct_id(&self, name: &str) -> Result<u32, BtfError> {
+    /// The parsed type table (for [`crate::read_expr`]).
+    pub(crate) fn info(&self) -> &TypeInformation {
+        &self.info
+    }
+
+    /// The id of the complete struct named `name`.
+    pub fn struct_id(&self, name: &str) -> Result<u32, BtfError> {
         // Prefer a complete struct over a forward declaration or a same-named typedef.
         self.info
             .get()

@@ -4,6 +4,8 @@
 //! - [`kallsyms`]: the guest's `/proc/kallsyms`, for symbolizing kernel addresses
 //!   at their run-time (KASLR-shifted) location.
 //! - [`btf`]: struct member offsets from the guest's BTF.
+//! - [`read_expr`]: `--read` expressions (`current->mm->pgd`, `arg0->f_path`, `$cr3`),
+//!   resolved against the BTF and read from the stopped kernel.
 //! - [`type_graph`]: the check that makes a BTF type table safe to walk.
 //! - [`kernel`]: reads of a stopped x86_64 kernel: per-cpu base, page-table walks,
 //!   the current task.
@@ -11,4 +13,5 @@
 pub mod btf;
 pub mod kallsyms;
 pub mod kernel;
+pub mod read_expr;
 pub mod type_graph;
