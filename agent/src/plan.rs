@@ -199,6 +199,7 @@ mod tests {
                     quiet_link: false,
                     as_root: false,
                     timeout_ms: None,
+                    hold_before_exec_ms: None,
                 })
                 .collect(),
             settle_ms: 0,
@@ -207,6 +208,7 @@ mod tests {
             secret: None,
             user_probes: Vec::new(),
             send_probe_list: false,
+            stop_functions: Vec::new(),
         }
     }
 

@@ -69,11 +69,18 @@ pub fn run<W: Sink>(
     let (mut tracer, attach) = match probes::load_with(plan.events_bytes) {
         Ok(mut loaded) => {
             let mut attach = probes::attach_all(&mut loaded.ebpf, &selected);
-            if !user.is_empty() {
+            if !user.is_empty() || !plan.stop_functions.is_empty() {
                 let kernel = user_probes::read_probe_list();
-                match user_probes::attach(&mut loaded.ebpf, &user, &kernel) {
-                    Ok(records) => attach.extend(records),
-                    Err(errors) => refused = errors,
+                refused.extend(
+                    plan.stop_functions
+                        .iter()
+                        .filter_map(|f| kernel.check_stop(f).err()),
+                );
+                if refused.is_empty() && !user.is_empty() {
+                    match user_probes::attach(&mut loaded.ebpf, &user, &kernel) {
+                        Ok(records) => attach.extend(records),
+                        Err(errors) => refused = errors,
+                    }
                 }
             }
             match probes::attach_fork_follower(&mut loaded.ebpf) {
@@ -136,7 +143,7 @@ pub fn run<W: Sink>(
     if !refused.is_empty() {
         logs.push((
             "error",
-            "no workload runs: a probe you named cannot be attached".into(),
+            "no workload runs: a probe or stop you named cannot be used".into(),
         ));
     }
     for (level, message) in logs {

@@ -177,6 +177,10 @@ fn execute<W: Sink>(
         argv: argv.clone(),
         start_ns,
     }))?;
+    if let Some(ms) = spec.hold_before_exec_ms {
+        // The host puts its breakpoints in meanwhile (it has the pid from WorkloadStarted).
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let running = match gated.release() {
         Ok(r) => r,
         Err(e) => {

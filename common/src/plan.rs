@@ -30,6 +30,10 @@ pub struct RunPlan {
     /// `guestscope probes`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub send_probe_list: bool,
+    /// Kernel functions the host will stop at (`--snapshot-at`): the agent checks they
+    /// exist and, if one does not, refuses the run like a `--probe` it cannot attach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_functions: Vec<String>,
     /// Workloads to run one after another, each traced with its children.
     pub workloads: Vec<WorkloadSpec>,
     /// Milliseconds to keep tracing the idle agent-less guest before the first
@@ -60,6 +64,7 @@ impl RunPlan {
             probes: Vec::new(),
             user_probes: Vec::new(),
             send_probe_list: false,
+            stop_functions: Vec::new(),
             workloads,
             settle_ms: 0,
             events_bytes: None,
@@ -140,6 +145,10 @@ pub struct WorkloadSpec {
     /// with the next one. `None`: no bound but the run's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Milliseconds between announcing the workload (its pid) and letting it exec: time
+    /// for the host to put its breakpoints in before the program runs (`--snapshot-at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_before_exec_ms: Option<u64>,
 }
 
 /// Time a workload past its [`WorkloadSpec::timeout_ms`] gets between SIGTERM and

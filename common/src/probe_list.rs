@@ -115,6 +115,25 @@ impl ProbeList {
     }
 }
 
+impl ProbeList {
+    /// Whether `name` is a function a breakpoint can stop at (any text symbol), or why
+    /// not, with the closest names.
+    pub fn check_stop(&self, name: &str) -> Result<(), String> {
+        if self.symbols.contains(name) {
+            return Ok(());
+        }
+        let close = closest(name, self.symbols.iter().map(String::as_str));
+        Err(if close.is_empty() {
+            format!("--snapshot-at {name}: no function {name} in this kernel")
+        } else {
+            format!(
+                "--snapshot-at {name}: no function {name} in this kernel; closest: {}",
+                close.join(", ")
+            )
+        })
+    }
+}
+
 /// `available_filter_functions`: one function per line, maybe followed by ` [module]`;
 /// `__ftrace_invalid_address___…` placeholders are skipped.
 fn parse_filter_functions(text: &str) -> BTreeSet<String> {

@@ -62,6 +62,7 @@ pub fn default_plan(port: u32) -> RunPlan {
             quiet_link: false,
             as_root: false,
             timeout_ms: Some(lab::DEFAULT_WORKLOAD_TIMEOUT.as_millis() as u64),
+            hold_before_exec_ms: None,
         })
         .collect();
     RunPlan::new(port, workloads)

@@ -270,6 +270,23 @@ pub struct LabArgs {
     /// probes, with the kernel stack of each hit.
     #[arg(long = "probe", value_name = "TYPE:FUNC")]
     pub user_probes: Vec<String>,
+    /// Stop at this kernel function through QEMU's gdbstub while each workload runs
+    /// (its own process only, unless --snapshot-comm) and read registers, `current`
+    /// and every --read there. Repeatable, up to 4 functions. Replaces the built-in
+    /// alloc_fd snapshots.
+    #[arg(long = "snapshot-at", value_name = "FUNCTION")]
+    pub stop_at: Vec<String>,
+    /// What to read at every stop: current->comm, current->mm->pgd,
+    /// current->real_parent->pid, arg0..arg5 (arg0->f_path.dentry->d_name.name where
+    /// the function's BTF prototype types it), $cr3, $rip, ... Repeatable.
+    #[arg(long = "read", value_name = "EXPR")]
+    pub reads: Vec<String>,
+    /// Stops kept per --snapshot-at function and workload.
+    #[arg(long = "snapshots", value_name = "N", default_value_t = crate::lab::DEFAULT_STOPS_PER_SITE)]
+    pub stops_per_site: usize,
+    /// Keep the stops of tasks with this comm (any process) instead of the workload's.
+    #[arg(long = "snapshot-comm", value_name = "NAME")]
+    pub stop_comm: Option<String>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 1024)]
     pub memory: u32,
@@ -368,6 +385,10 @@ impl From<LabArgs> for LabOptions {
             builtin_workloads: !a.no_builtin_workloads,
             probes: a.probes,
             user_probes: a.user_probes,
+            stop_at: a.stop_at,
+            reads: a.reads,
+            stops_per_site: a.stops_per_site,
+            stop_comm: a.stop_comm,
             memory_mb: a.memory,
             cpus: a.cpus,
             qemu: a.qemu,

@@ -58,6 +58,12 @@ pub enum InputError {
     /// A `--probe` value that is not a probe.
     #[error(transparent)]
     UserProbe(guestscope_common::user_probe::UserProbeError),
+    /// `--snapshot-at`, `--read`, `--snapshot-comm` that cannot work.
+    #[error("{0}")]
+    Stops(String),
+    /// A `--read` expression that does not parse.
+    #[error(transparent)]
+    Read(guest_kernel::read_expr::ParseError),
     /// `--probe` names the kernel does not offer, by its cached probe list.
     #[error("{0} (by this kernel's cached probe list)")]
     ProbesRefused(String),

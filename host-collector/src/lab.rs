@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use guest_kernel::read_expr::ReadExpr;
 use guestscope_common::event::ProbeKind;
 use guestscope_common::plan::{
     BUILTIN_WORKLOAD_DIR, RunPlan, USER_WORKLOAD_DIR, WorkloadOrigin, WorkloadSpec,
@@ -45,6 +46,8 @@ pub const GUEST_CID: u32 = 3;
 pub const VSOCK_PORT: u32 = 7171;
 /// Default [`LabOptions::watchdog`]: thirty missed heartbeats.
 pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(30);
+/// Default [`LabOptions::stops_per_site`].
+pub const DEFAULT_STOPS_PER_SITE: usize = 5;
 /// Default [`LabOptions::workload_timeout`]: a third of the default run timeout, so a
 /// hung workload leaves time for the ones after it.
 pub const DEFAULT_WORKLOAD_TIMEOUT: Duration = Duration::from_secs(300);
@@ -76,6 +79,17 @@ pub struct LabOptions {
     pub probes: Vec<String>,
     /// Probes the user names (`--probe kprobe:FUNC`, `kretprobe:FUNC`, globs).
     pub user_probes: Vec<String>,
+    /// Functions to stop at through the gdbstub while each workload runs
+    /// (`--snapshot-at`, at most [`experiments::stops::MAX_SITES`]); they replace the
+    /// built-in `alloc_fd` snapshots.
+    pub stop_at: Vec<String>,
+    /// Expressions read at every stop (`--read`, [`guest_kernel::read_expr`]).
+    pub reads: Vec<String>,
+    /// Stops kept per site and workload (`--snapshots`).
+    pub stops_per_site: usize,
+    /// Keep the stops of tasks with this `comm` instead of the workload's own
+    /// (`--snapshot-comm`).
+    pub stop_comm: Option<String>,
     /// Guest memory, MiB.
     pub memory_mb: u32,
     /// vCPUs.
@@ -134,6 +148,10 @@ impl Default for LabOptions {
             builtin_workloads: true,
             probes: Vec::new(),
             user_probes: Vec::new(),
+            stop_at: Vec::new(),
+            reads: Vec::new(),
+            stops_per_site: DEFAULT_STOPS_PER_SITE,
+            stop_comm: None,
             memory_mb: 1024,
             cpus: 1,
             qemu: "qemu-system-x86_64".into(),
@@ -262,6 +280,7 @@ const RANDOM_WORKLOADS: [&str; 4] = ["getrandom-before", "urandom", "random", "g
 /// Inputs after validation.
 pub struct Validated {
     user: Vec<UserWorkload>,
+    reads: Vec<ReadExpr>,
     probes: Vec<String>,
     qemu: PathBuf,
     vhost: PathBuf,
@@ -310,6 +329,7 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
             return Err(InputError::ProbesRefused(refused.join("; ")));
         }
     }
+    let reads = check_stops(o)?;
     if let Some(bytes) = o.events_bytes {
         inputs::check_events_bytes(bytes)?;
     }
@@ -330,6 +350,7 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     Ok(Validated {
         rootfs,
         user,
+        reads,
         probes: o.probes.clone(),
         qemu,
         vhost,
@@ -346,7 +367,7 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
     if o.builtin_workloads {
         for (name, program, args) in BUILTIN_WORKLOADS {
             let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-            if o.snapshots && name == SNAPSHOT_WORKLOAD {
+            if builtin_snapshots(o) && name == SNAPSHOT_WORKLOAD {
                 // Time for the host to see the pid and set its breakpoint (outside the
                 // workload's timed loop).
                 args.extend([
@@ -361,9 +382,11 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
                 origin: WorkloadOrigin::Builtin,
                 tracing: Default::default(),
                 // The host holds the VM while it runs.
-                quiet_link: o.snapshots && name == SNAPSHOT_WORKLOAD,
+                quiet_link: (builtin_snapshots(o) && name == SNAPSHOT_WORKLOAD)
+                    || !o.stop_at.is_empty(),
                 as_root: o.workloads_as_root,
                 timeout_ms: timeout_ms(o),
+                hold_before_exec_ms: hold_ms(o),
             });
         }
     }
@@ -374,20 +397,82 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             args: u.args.clone(),
             origin: WorkloadOrigin::User,
             tracing: Default::default(),
-            quiet_link: false,
+            // The host holds the VM at the stops while it runs.
+            quiet_link: !o.stop_at.is_empty(),
             as_root: o.workloads_as_root,
             timeout_ms: timeout_ms(o),
+            hold_before_exec_ms: hold_ms(o),
         });
     }
     RunPlan {
         probes: v.probes.clone(),
         user_probes: o.user_probes.clone(),
         // The agent reads the list to attach them anyway; the host caches it.
-        send_probe_list: !o.user_probes.is_empty(),
+        send_probe_list: !o.user_probes.is_empty() || !o.stop_at.is_empty(),
+        stop_functions: o.stop_at.clone(),
         events_bytes: o.events_bytes,
         spool_bytes: o.spool_bytes,
         ..RunPlan::new(VSOCK_PORT, workloads)
     }
+}
+
+/// Checks `--snapshot-at`, `--read` and `--snapshot-comm`; the parsed reads.
+fn check_stops(o: &LabOptions) -> Result<Vec<ReadExpr>, InputError> {
+    let bad = |m: String| Err(InputError::Stops(m));
+    if o.stop_at.is_empty() {
+        if !o.reads.is_empty() {
+            return bad("--read needs --snapshot-at FUNCTION: where to read".into());
+        }
+        if o.stop_comm.is_some() {
+            return bad("--snapshot-comm needs --snapshot-at FUNCTION".into());
+        }
+        return Ok(Vec::new());
+    }
+    if o.stop_at.len() > experiments::stops::MAX_SITES {
+        return bad(format!(
+            "--snapshot-at given {} times; at most {} (x86 has {} hardware breakpoints)",
+            o.stop_at.len(),
+            experiments::stops::MAX_SITES,
+            experiments::stops::MAX_SITES
+        ));
+    }
+    for f in &o.stop_at {
+        if f.is_empty()
+            || !f
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return bad(format!("--snapshot-at {f:?}: not a kernel function name"));
+        }
+    }
+    if o.stops_per_site == 0 {
+        return bad("--snapshots 0: at least one stop per site".into());
+    }
+    if let Some(list) = crate::probe_catalog::cached(&o.kernel) {
+        let refused: Vec<String> = o
+            .stop_at
+            .iter()
+            .filter_map(|f| list.check_stop(f).err())
+            .collect();
+        if !refused.is_empty() {
+            return Err(InputError::ProbesRefused(refused.join("; ")));
+        }
+    }
+    o.reads
+        .iter()
+        .map(|r| r.parse::<ReadExpr>().map_err(InputError::Read))
+        .collect()
+}
+
+/// The hold before each workload's exec: time to put the stop breakpoints in.
+fn hold_ms(o: &LabOptions) -> Option<u64> {
+    (!o.stop_at.is_empty()).then_some(SNAPSHOT_START_DELAY_MS)
+}
+
+/// Whether the built-in `alloc_fd` snapshots are taken (the user's stops replace them:
+/// the gdbstub takes one client at a time).
+fn builtin_snapshots(o: &LabOptions) -> bool {
+    o.snapshots && o.stop_at.is_empty()
 }
 
 /// The plan's per-workload bound, from [`LabOptions::workload_timeout`].
@@ -550,7 +635,10 @@ pub fn boot_and_collect(
     let mut clock = ClockExchange::default();
     let mut cr3_thread: Option<std::thread::JoinHandle<Result<Cr3Report, String>>> = None;
     let mut snapshot_thread: Option<Snapshotter> = None;
-    let take_snapshots = o.snapshots && *mode == Mode::Full;
+    let take_snapshots = builtin_snapshots(o) && *mode == Mode::Full;
+    // The user's stops: one thread per workload, in turn.
+    let take_stops = !o.stop_at.is_empty() && *mode == Mode::Full;
+    let mut stop_runs: Vec<Result<SnapshotRun, String>> = Vec::new();
     let run_deadline = Instant::now() + o.run_timeout;
     // When the agent's stream last made progress (None until it connects). The gdbstub
     // experiment holds the guest at breakpoints, so it runs without the watchdog.
@@ -632,6 +720,25 @@ pub fn boot_and_collect(
                                 .map_err(|e| e.to_string())
                         }));
                     }
+                    if take_stops {
+                        if let Some(s) = &snapshot_thread {
+                            s.note_progress(session);
+                        }
+                        let next = session
+                            .workloads
+                            .last()
+                            .filter(|w| w.exited.is_none())
+                            .map(|w| w.started.pid)
+                            .filter(|pid| snapshot_thread.as_ref().is_none_or(|s| s.tgid != *pid));
+                        if next.is_some() {
+                            if let Some(previous) = snapshot_thread.take() {
+                                stop_runs.push(previous.join());
+                            }
+                            snapshot_thread =
+                                start_stops(session, o, v, gdb.clone(), launched, &paused);
+                        }
+                        return;
+                    }
                     match &snapshot_thread {
                         None if take_snapshots => {
                             snapshot_thread =
@@ -669,10 +776,19 @@ pub fn boot_and_collect(
         t.join()
             .unwrap_or_else(|_| Err("the CR3 experiment thread panicked".into()))
     });
-    let snapshots = match snapshot_thread {
-        Some(s) => Some(s.join()),
-        None if take_snapshots && outcome.complete => Some(Err(snapshots_not_started(&session))),
-        None => None,
+    let snapshots = if take_stops {
+        if let Some(s) = snapshot_thread {
+            stop_runs.push(s.join());
+        }
+        Some(merge_stops(stop_runs))
+    } else {
+        match snapshot_thread {
+            Some(s) => Some(s.join()),
+            None if take_snapshots && outcome.complete => {
+                Some(Err(snapshots_not_started(&session)))
+            }
+            None => None,
+        }
     };
     // The guest powers itself off after the agent's final record.
     let grace = if outcome.complete && *mode != Mode::BootOnly {
@@ -810,6 +926,92 @@ fn start_snapshots<W: io::Write>(
         .map_err(|e| e.to_string())
     });
     Some(Snapshotter { tgid, done, thread })
+}
+
+/// Starts the user's stops (`--snapshot-at`) for the workload that has just started.
+/// `paused` is set while the thread runs (nothing is written to the guest meanwhile).
+fn start_stops<W: io::Write>(
+    session: &Session<W>,
+    o: &LabOptions,
+    v: &Validated,
+    gdb: GdbEndpoint,
+    launched: Instant,
+    paused: &Arc<std::sync::atomic::AtomicBool>,
+) -> Option<Snapshotter> {
+    let w = session.workloads.last().filter(|w| w.exited.is_none())?;
+    let tgid = w.started.pid;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (kallsyms, btf) = match (
+        session.kallsyms.clone(),
+        session
+            .artifacts
+            .get("btf")
+            .filter(|a| a.complete && !a.data.is_empty()),
+    ) {
+        (Some(k), Some(b)) => (k, b.data.clone()),
+        _ => {
+            let why = "the guest's kallsyms or BTF did not arrive before the workload".to_string();
+            let thread = std::thread::spawn(move || Err(why));
+            return Some(Snapshotter { tgid, done, thread });
+        }
+    };
+    let req = experiments::stops::StopsRequest {
+        sites: o.stop_at.clone(),
+        reads: v.reads.clone(),
+        per_site: o.stops_per_site,
+        condition: match &o.stop_comm {
+            Some(c) => experiments::stops::Condition::Comm(c.clone()),
+            None => experiments::stops::Condition::Tgid(tgid),
+        },
+        max_other_hits: 1000,
+        hit_timeout: Duration::from_secs(2),
+    };
+    let flag = done.clone();
+    tracing::debug!(tgid, sites = ?req.sites, "starting the user's stops");
+    let thread = spawn_holding(paused, move || {
+        let btf =
+            guest_kernel::btf::Btf::parse(&btf).map_err(|e| format!("the guest's BTF: {e}"))?;
+        let offsets = btf
+            .task_offsets()
+            .map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
+        experiments::stops::take(gdb, &kallsyms, &btf, &offsets, &req, launched, &flag)
+            .map_err(|e| e.to_string())
+    });
+    Some(Snapshotter { tgid, done, thread })
+}
+
+/// The user's stops of every workload as one run (holds and stops in order); the
+/// workloads whose stops failed are named in its `ended`.
+fn merge_stops(runs: Vec<Result<SnapshotRun, String>>) -> Result<SnapshotRun, String> {
+    if runs.is_empty() {
+        return Err("no workload ran".into());
+    }
+    let mut merged: Option<SnapshotRun> = None;
+    let mut ended = Vec::new();
+    let mut errors = Vec::new();
+    for run in runs {
+        match run {
+            Ok(r) => {
+                ended.push(format!("pid {}: {}", r.target_tgid, r.ended));
+                match merged.as_mut() {
+                    None => merged = Some(r),
+                    Some(m) => {
+                        m.snapshots.extend(r.snapshots);
+                        m.holds.extend(r.holds);
+                        m.other_hits += r.other_hits;
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let Some(mut m) = merged else {
+        errors.dedup();
+        return Err(errors.join("; "));
+    };
+    ended.extend(errors.into_iter().map(|e| format!("failed: {e}")));
+    m.ended = ended.join("; ");
+    Ok(m)
 }
 
 /// Why the snapshots of a finished run were never started.
@@ -1068,11 +1270,18 @@ pub fn finish(
     {
         match read_event_points(&dir.join("events.jsonl")) {
             Ok(events) => {
+                // The built-in snapshots stop where the alloc_fd probe fires; the user's
+                // stops are compared with the nearest event only.
+                let same_call = if run.snapshots.iter().any(|s| !s.site.is_empty()) {
+                    ""
+                } else {
+                    ProbeKind::AllocFd.name()
+                };
                 sr.cross_check = Some(snapshots::cross_check(
                     &run.snapshots,
                     &events,
                     t,
-                    ProbeKind::AllocFd.name(),
+                    same_call,
                 ))
             }
             Err(e) => sr.error = Some(format!("reading events.jsonl for the cross-check: {e}")),
@@ -1137,6 +1346,7 @@ fn cr3_boots<W: io::Write>(
             quiet_link: true,
             as_root: o.workloads_as_root,
             timeout_ms: timeout_ms(o),
+            hold_before_exec_ms: None,
         }],
         ..plan(o, v)
     };
@@ -1248,7 +1458,13 @@ fn read_event_points(path: &Path) -> io::Result<Vec<snapshots::EventPoint>> {
     let mut out = Vec::new();
     for l in crate::event_line::read_events(io::BufReader::new(File::open(path)?)) {
         let l = l?;
-        let Some(kind) = ProbeKind::from_name(&l.probe) else {
+        // A user probe's events (`kprobe:FUNCTION`) count as their kind.
+        let kind = ProbeKind::from_name(&l.probe).or_else(|| {
+            [ProbeKind::Kprobe, ProbeKind::Kretprobe]
+                .into_iter()
+                .find(|k| l.probe.starts_with(&format!("{}:", k.name())))
+        });
+        let Some(kind) = kind else {
             continue;
         };
         out.push(snapshots::EventPoint {

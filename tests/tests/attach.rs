@@ -42,6 +42,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
         probes: Vec::new(),
         user_probes: Vec::new(),
         send_probe_list: false,
+        stop_functions: Vec::new(),
         workloads: vec![WorkloadSpec {
             name: "fopen".into(),
             path: format!("{BUILTIN_WORKLOAD_DIR}/fopen"),
@@ -51,6 +52,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
             quiet_link: false,
             as_root: false,
             timeout_ms: None,
+            hold_before_exec_ms: None,
         }],
         settle_ms: 0,
         events_bytes: None,

@@ -249,6 +249,7 @@ fn spec(name: &str, program: &str, args: &[String], tracing: Tracing) -> Workloa
         quiet_link: false,
         as_root: false,
         timeout_ms: None,
+        hold_before_exec_ms: None,
     }
 }
 

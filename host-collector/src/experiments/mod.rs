@@ -8,6 +8,7 @@
 //! - [`random`]: /dev/random versus /dev/urandom, and when the CRNG became ready (seed §7).
 //! - [`faults`]: page faults of the malloc workload and their path (seed §5.3).
 //! - [`snapshots`]: gdbstub snapshots of the workload at a probed function, checked against the eBPF events.
+//! - [`stops`]: the user's stops (`--snapshot-at`, `--read`), through the gdbstub.
 //! - [`support`]: what the guest kernel offered, and the experiments it could not run.
 
 pub mod boot;
@@ -18,5 +19,6 @@ pub mod pci;
 pub mod random;
 pub mod snapshots;
 pub mod spinlock;
+pub mod stops;
 pub mod support;
 pub mod syscall_cr3;

@@ -72,6 +72,25 @@ pub struct Snapshot {
     pub comm: String,
     /// [`SNAPSHOT_REGISTERS`], by name.
     pub registers: Vec<(String, u64)>,
+    /// The function the stop was at (empty: the run's one symbol).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub site: String,
+    /// The `--read` expressions evaluated at the stop, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<ReadValue>,
+}
+
+/// One `--read` expression at one stop: its value, or which step failed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReadValue {
+    /// The expression.
+    pub expr: String,
+    /// Its value as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Why it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What a snapshot run did.
@@ -124,7 +143,7 @@ pub fn take(
     Ok(run)
 }
 
-fn since(launched: Instant, t: Instant) -> u64 {
+pub(crate) fn since(launched: Instant, t: Instant) -> u64 {
     t.saturating_duration_since(launched).as_nanos() as u64
 }
 
@@ -199,6 +218,8 @@ fn take_on(
                         .iter()
                         .filter_map(|name| regs.get(name).map(|v| (name.to_string(), v)))
                         .collect(),
+                    site: String::new(),
+                    reads: Vec::new(),
                 });
             }
             l.step_over(client, address, &hit)?;
@@ -386,6 +407,8 @@ mod tests {
             tgid: pid,
             comm: "fopen".into(),
             registers: Vec::new(),
+            site: String::new(),
+            reads: Vec::new(),
         }
     }
 

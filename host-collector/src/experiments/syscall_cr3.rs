@@ -92,6 +92,9 @@ pub enum Cr3Error {
     /// A needed kernel symbol is missing from kallsyms.
     #[error("kallsyms has no {0}")]
     MissingSymbol(&'static str),
+    /// A function the user asked to stop at is not in kallsyms.
+    #[error("no function {0} in the guest's kallsyms")]
+    NoFunction(String),
     /// The target process made no system call before a limit.
     #[error(
         "pid {target_pid} made no system call in {hits} hits / {elapsed_ms:.0} ms ({reason}); tgids seen: {seen:?}"

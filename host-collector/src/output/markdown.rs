@@ -336,6 +336,7 @@ pub fn render(s: &Summary) -> String {
     }
     timed_out_paragraph(&mut md, s);
     render_user_probes(&mut md, s);
+    render_user_stops(&mut md, s);
     let _ = writeln!(
         md,
         "\n## Workload details\n\nThe most frequent kernel stacks of each workload, per probe; every event is in `events.jsonl`."
@@ -859,19 +860,42 @@ fn render_timeline(md: &mut String, s: &Summary) {
         let _ = writeln!(md, "Not taken: {e}.");
     }
     let Some(run) = &sr.run else { return };
-    let _ = writeln!(
-        md,
-        "A hardware breakpoint on `{}` ({:#x}) while workload pid {} ran; at each of its hits the collector read the registers \
+    let user_stops = run.snapshots.iter().any(|s| !s.site.is_empty());
+    if user_stops {
+        let _ = writeln!(
+            md,
+            "Hardware breakpoints on `{}` (`--snapshot-at`) while each workload ran ({} stops, {} hits of other tasks \
+             stepped over; {}); what was read at each stop is under \"Your stops\". While held, the guest's clock stands \
+             still, so each hold is taken out of the time line.\n",
+            run.symbol,
+            run.snapshots.len(),
+            run.other_hits,
+            run.ended
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "A hardware breakpoint on `{}` ({:#x}) while workload pid {} ran; at each of its hits the collector read the registers \
          and `current` through the gdbstub ({} snapshots, {} other-process hits stepped over; ended: {}). While held, the guest's \
          clock stands still, so each hold is taken out of the time line.\n",
-        run.symbol,
-        run.address,
-        run.target_tgid,
-        run.snapshots.len(),
-        run.other_hits,
-        run.ended
-    );
+            run.symbol,
+            run.address,
+            run.target_tgid,
+            run.snapshots.len(),
+            run.other_hits,
+            run.ended
+        );
+    }
     let Some(cc) = &sr.cross_check else { return };
+    if user_stops {
+        let _ = writeln!(
+            md,
+            "**Cross-check: {} of {} stops agree** with the eBPF event nearest in time on the same CPU (same thread id); \
+             {} had no event on their CPU (distance on the guest clock: median {:.1} µs, largest {:.1} µs).\n",
+            cc.agreed, cc.compared, cc.without_event, cc.median_abs_delta_us, cc.max_abs_delta_us
+        );
+        return;
+    }
     let _ = writeln!(
         md,
         "**Cross-check: {} of {} snapshots agree** with the eBPF event nearest in time on the same CPU (same thread id); \
@@ -1025,5 +1049,61 @@ fn render_user_probes(md: &mut String, s: &Summary) {
             let _ = writeln!(md, "... {} more", p.top_stack.len() - USER_PROBE_FRAMES);
         }
         let _ = writeln!(md, "```");
+    }
+}
+
+/// "Your stops": what `--read` gave at each `--snapshot-at` stop, a table per function.
+fn render_user_stops(md: &mut String, s: &Summary) {
+    let Some(sr) = &s.timeline.snapshots else {
+        return;
+    };
+    let Some(run) = &sr.run else {
+        if let Some(e) = &sr.error {
+            let _ = writeln!(md, "\n## Your stops\n\nNot taken: {e}.");
+        }
+        return;
+    };
+    if !run.snapshots.iter().any(|x| !x.site.is_empty()) {
+        return;
+    }
+    let _ = writeln!(md, "\n## Your stops\n");
+    let _ = writeln!(
+        md,
+        "Stops at `{}` through QEMU's gdbstub; the condition (which task) decided on the host; ended: {}.",
+        run.symbol, run.ended
+    );
+    for site in run.symbol.split(", ") {
+        let stops: Vec<_> = run.snapshots.iter().filter(|x| x.site == site).collect();
+        let _ = writeln!(md, "\n### `{site}`: {} stops\n", stops.len());
+        let Some(first) = stops.first() else {
+            continue;
+        };
+        let exprs: Vec<&str> = first.reads.iter().map(|r| r.expr.as_str()).collect();
+        let mut header = "| # | host time (s) | cpu | pid | comm |".to_string();
+        let mut rule = "|---:|---:|---:|---:|---|".to_string();
+        for e in &exprs {
+            header.push_str(&format!(" `{}` |", e.replace('|', "\\|")));
+            rule.push_str("---|");
+        }
+        let _ = writeln!(md, "{header}\n{rule}");
+        for (i, x) in stops.iter().enumerate() {
+            let mut row = format!(
+                "| {} | {:.6} | {} | {} | {} |",
+                i + 1,
+                x.host_ns as f64 / 1e9,
+                x.cpu.map_or_else(|| "?".into(), |c| c.to_string()),
+                x.pid,
+                x.comm
+            );
+            for r in &x.reads {
+                let cell = match (&r.value, &r.error) {
+                    (Some(v), _) => format!("`{}`", v.replace('|', "\\|")),
+                    (None, Some(e)) => format!("*{}*", e.replace('|', "\\|")),
+                    _ => "—".into(),
+                };
+                row.push_str(&format!(" {cell} |"));
+            }
+            let _ = writeln!(md, "{row}");
+        }
     }
 }

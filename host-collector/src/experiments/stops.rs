@@ -1,0 +1,267 @@
+//! Stops the user asks for: `--snapshot-at FUNCTION` puts a hardware breakpoint on
+//! each function while a workload runs, and at each hit whose task passes the
+//! condition (the workload's process, or `--snapshot-comm NAME`) the collector reads
+//! the registers, `current` and every `--read` expression through the gdbstub —
+//! the lab's `break FUNC if $lx_current().pid == N`, `p $lx_current().comm`, with the
+//! condition decided on the host, so it needs nothing of the guest kernel.
+//!
+//! Hits that fail the condition are stepped over. Each stop is a hold on the one time
+//! line (the run's [`SnapshotRun::holds`]), and each stop is cross-checked against the
+//! eBPF events like the built-in snapshots ([`super::snapshots::cross_check`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use guest_kernel::btf::{Btf, TaskOffsets};
+use guest_kernel::kallsyms::Kallsyms;
+use guest_kernel::kernel::{Access, CurrentReader, KernelLayout};
+use guest_kernel::read_expr::{Memory, ReadExpr, Stop};
+use qemu_gdb_client::{Client, GdbEndpoint, ThreadId};
+
+use super::snapshots::{ReadValue, SNAPSHOT_REGISTERS, Snapshot, SnapshotRun, since};
+use super::syscall_cr3::Cr3Error;
+
+/// Most stop sites: x86 has four debug registers for hardware breakpoints.
+pub const MAX_SITES: usize = 4;
+
+/// Which stops are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// The task's process is this one (the workload).
+    Tgid(u32),
+    /// The task's `comm` is this name (any process).
+    Comm(String),
+}
+
+/// What to stop at and what to read there.
+#[derive(Clone, Debug)]
+pub struct StopsRequest {
+    /// Functions to stop at.
+    pub sites: Vec<String>,
+    /// Expressions read at every stop.
+    pub reads: Vec<ReadExpr>,
+    /// Stops kept per site.
+    pub per_site: usize,
+    /// Which hits are kept.
+    pub condition: Condition,
+    /// Hits that fail the condition before giving up.
+    pub max_other_hits: u64,
+    /// Longest wait for one hit (also how often `done` is looked at).
+    pub hit_timeout: Duration,
+}
+
+/// The stopped kernel's memory, through the gdbstub and the page-table walk.
+struct GdbMemory<'a> {
+    client: &'a mut Client,
+    reader: &'a mut CurrentReader,
+}
+
+impl Memory for GdbMemory<'_> {
+    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+        self.reader
+            .read_kernel(self.client, addr, len, Access::Auto)
+            .map(|(bytes, _)| bytes)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Connects to the gdbstub, stops at `req.sites` until each has `req.per_site` stops
+/// or `done` is set (the workload ended), and detaches. Host times are measured from
+/// `launched`.
+pub fn take(
+    gdb: GdbEndpoint,
+    kallsyms: &Kallsyms,
+    btf: &Btf,
+    offsets: &TaskOffsets,
+    req: &StopsRequest,
+    launched: Instant,
+    done: &AtomicBool,
+) -> Result<SnapshotRun, Cr3Error> {
+    let mut client = Client::connect(gdb, Default::default())?;
+    let run = take_on(&mut client, kallsyms, btf, offsets, req, launched, done);
+    let holds = client.detach_with_holds();
+    let mut run = run?;
+    run.holds = holds?
+        .iter()
+        .map(|h| {
+            (
+                since(launched, h.from),
+                since(launched, h.to),
+                h.stepping.as_nanos() as u64,
+            )
+        })
+        .collect();
+    Ok(run)
+}
+
+fn take_on(
+    client: &mut Client,
+    kallsyms: &Kallsyms,
+    btf: &Btf,
+    offsets: &TaskOffsets,
+    req: &StopsRequest,
+    launched: Instant,
+    done: &AtomicBool,
+) -> Result<SnapshotRun, Cr3Error> {
+    let mut sites: Vec<(String, u64, usize)> = Vec::new();
+    for name in &req.sites {
+        let sym = kallsyms
+            .by_name(name)
+            .ok_or_else(|| Cr3Error::NoFunction(name.clone()))?;
+        sites.push((name.clone(), sym.addr, 0));
+    }
+    let mut reader = CurrentReader::new(KernelLayout::new(kallsyms, offsets.clone())?);
+    if client.is_running() {
+        client.interrupt()?;
+    }
+    for (_, addr, _) in &sites {
+        client.insert_hw_breakpoint(*addr)?;
+    }
+    let result = stop_loop(client, &mut reader, btf, req, &mut sites, launched, done);
+    if client.is_running() {
+        client.interrupt()?;
+    }
+    for (_, addr, taken) in &sites {
+        if *taken < req.per_site {
+            client.remove_hw_breakpoint(*addr)?;
+        }
+    }
+    let (snapshots, other_hits, ended) = result?;
+    Ok(SnapshotRun {
+        symbol: req.sites.join(", "),
+        address: sites.first().map_or(0, |s| s.1),
+        target_tgid: match req.condition {
+            Condition::Tgid(t) => t,
+            Condition::Comm(_) => 0,
+        },
+        snapshots,
+        other_hits,
+        holds: Vec::new(),
+        ended: ended.into(),
+    })
+}
+
+type Stops = (Vec<Snapshot>, u64, &'static str);
+
+fn stop_loop(
+    client: &mut Client,
+    reader: &mut CurrentReader,
+    btf: &Btf,
+    req: &StopsRequest,
+    sites: &mut [(String, u64, usize)],
+    launched: Instant,
+    done: &AtomicBool,
+) -> Result<Stops, Cr3Error> {
+    let mut snapshots = Vec::new();
+    let mut other_hits = 0u64;
+    let ended = loop {
+        if sites.iter().all(|(_, _, taken)| *taken >= req.per_site) {
+            break "every stop taken";
+        }
+        if other_hits >= req.max_other_hits {
+            break "other-process hit limit";
+        }
+        if done.load(Ordering::Relaxed) {
+            break "the workload ended";
+        }
+        client.resume()?;
+        let Some(stop) = client.wait_stop(req.hit_timeout)? else {
+            client.interrupt()?;
+            continue;
+        };
+        let stopped = Instant::now();
+        let thread = stop.thread();
+        if let Some(t) = thread {
+            client.select_thread(t)?;
+        }
+        let rip = client.read_register("rip")?;
+        let Some(site) = sites.iter().position(|(_, addr, _)| *addr == rip) else {
+            // Not one of ours (an interrupt that raced the hit): go on.
+            continue;
+        };
+        let base = reader.per_cpu_base(client)?;
+        let ids = reader.current_ids(client, base, Access::Auto)?;
+        let (comm_bytes, _) = reader.read_kernel(
+            client,
+            ids.task + u64::from(reader.layout().task.comm),
+            reader.layout().task.comm_len as usize,
+            Access::Auto,
+        )?;
+        let comm = comm_bytes
+            .split(|b| *b == 0)
+            .next()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default();
+        let wanted = match &req.condition {
+            Condition::Tgid(t) => ids.tgid == *t,
+            Condition::Comm(c) => comm == *c,
+        };
+        if wanted && sites[site].2 < req.per_site {
+            let regs = client.read_registers()?;
+            let register = |name: &str| regs.get(name);
+            let at = Stop {
+                btf,
+                function: Some(&sites[site].0),
+                current: ids.task,
+                register: &register,
+            };
+            let mut memory = GdbMemory {
+                client: &mut *client,
+                reader: &mut *reader,
+            };
+            let reads = req
+                .reads
+                .iter()
+                .map(|expr| match at.read(expr, &mut memory) {
+                    Ok(v) => ReadValue {
+                        expr: expr.text.clone(),
+                        value: Some(v),
+                        error: None,
+                    },
+                    Err(e) => ReadValue {
+                        expr: expr.text.clone(),
+                        value: None,
+                        error: Some(e),
+                    },
+                })
+                .collect();
+            snapshots.push(Snapshot {
+                host_ns: since(launched, stopped),
+                cpu: thread.map(|t| t.tid.saturating_sub(1) as u32),
+                pid: ids.pid,
+                tgid: ids.tgid,
+                comm,
+                registers: SNAPSHOT_REGISTERS
+                    .iter()
+                    .filter_map(|name| regs.get(name).map(|v| (name.to_string(), v)))
+                    .collect(),
+                site: sites[site].0.clone(),
+                reads,
+            });
+            sites[site].2 += 1;
+        } else {
+            other_hits += 1;
+        }
+        step_over(client, thread, sites[site].1, sites[site].2 < req.per_site)?;
+    };
+    Ok((snapshots, other_hits, ended))
+}
+
+/// Leaves the breakpoint: remove it, one instruction on the stopped vCPU, and put it
+/// back if the site wants more stops.
+fn step_over(
+    client: &mut Client,
+    thread: Option<ThreadId>,
+    addr: u64,
+    again: bool,
+) -> Result<(), Cr3Error> {
+    client.remove_hw_breakpoint(addr)?;
+    match thread {
+        Some(t) => drop(client.step_thread(t)?),
+        None => drop(client.step()?),
+    }
+    if again {
+        client.insert_hw_breakpoint(addr)?;
+    }
+    Ok(())
+}
