@@ -389,6 +389,7 @@ impl From<LabArgs> for LabOptions {
             reads: a.reads,
             stops_per_site: a.stops_per_site,
             stop_comm: a.stop_comm,
+            probe_cache: None,
             memory_mb: a.memory,
             cpus: a.cpus,
             qemu: a.qemu,

@@ -90,6 +90,9 @@ pub struct LabOptions {
     /// Keep the stops of tasks with this `comm` instead of the workload's own
     /// (`--snapshot-comm`).
     pub stop_comm: Option<String>,
+    /// Where the kernels' probe lists are cached ([`crate::probe_catalog`]); `None`:
+    /// `$XDG_CACHE_HOME/guestscope/probes`.
+    pub probe_cache: Option<PathBuf>,
     /// Guest memory, MiB.
     pub memory_mb: u32,
     /// vCPUs.
@@ -152,6 +155,7 @@ impl Default for LabOptions {
             reads: Vec::new(),
             stops_per_site: DEFAULT_STOPS_PER_SITE,
             stop_comm: None,
+            probe_cache: None,
             memory_mb: 1024,
             cpus: 1,
             qemu: "qemu-system-x86_64".into(),
@@ -203,7 +207,8 @@ fn cache_probe_list<W: io::Write>(o: &LabOptions, session: &Session<W>) {
     };
     match serde_json::from_slice(&artifact.data) {
         Ok(list) => {
-            if let Err(e) = crate::probe_catalog::store(&o.kernel, &list) {
+            if let Err(e) = crate::probe_catalog::store(o.probe_cache.as_deref(), &o.kernel, &list)
+            {
                 tracing::warn!("caching the guest's probe list: {e}");
             }
         }
@@ -318,7 +323,7 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     // A kernel seen before (`guestscope probes`, or an earlier --probe run) has its
     // probe list cached: a name it does not offer is refused before any boot.
     if let Some(list) = (!user_probes.is_empty())
-        .then(|| crate::probe_catalog::cached(&o.kernel))
+        .then(|| crate::probe_catalog::cached(o.probe_cache.as_deref(), &o.kernel))
         .flatten()
     {
         let refused: Vec<String> = user_probes
@@ -448,7 +453,7 @@ fn check_stops(o: &LabOptions) -> Result<Vec<ReadExpr>, InputError> {
     if o.stops_per_site == 0 {
         return bad("--snapshots 0: at least one stop per site".into());
     }
-    if let Some(list) = crate::probe_catalog::cached(&o.kernel) {
+    if let Some(list) = crate::probe_catalog::cached(o.probe_cache.as_deref(), &o.kernel) {
         let refused: Vec<String> = o
             .stop_at
             .iter()

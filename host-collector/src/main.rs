@@ -308,7 +308,7 @@ fn probes_command(a: guestscope::cli::ProbesArgs) -> ExitCode {
         .or_else(|| built_guest::file(built_guest::KERNEL))
         .unwrap_or_default();
     let cached = (!a.refresh)
-        .then(|| probe_catalog::cached(&kernel))
+        .then(|| probe_catalog::cached(None, &kernel))
         .flatten();
     let list = match cached {
         Some(list) => list,
@@ -339,7 +339,7 @@ fn probes_command(a: guestscope::cli::ProbesArgs) -> ExitCode {
             eprintln!("guestscope: booting the guest once to read its probe list");
             match probe_catalog::fetch(&o) {
                 Ok(list) => {
-                    match probe_catalog::store(&kernel, &list) {
+                    match probe_catalog::store(None, &kernel, &list) {
                         Ok(path) => eprintln!("guestscope: cached in {}", path.display()),
                         Err(e) => eprintln!("guestscope: warning: not cached: {e}"),
                     }

@@ -24,9 +24,13 @@ pub fn cache_dir() -> Option<PathBuf> {
     Some(base.join("guestscope/probes"))
 }
 
-/// Where the cached list of `kernel` lives (whether or not it exists yet).
-pub fn cache_path(kernel: &Path) -> Option<PathBuf> {
-    cache_file(&cache_dir()?, kernel)
+/// Where the cached list of `kernel` lives (whether or not it exists yet), in `dir`
+/// or else [`cache_dir`].
+pub fn cache_path(dir: Option<&Path>, kernel: &Path) -> Option<PathBuf> {
+    match dir {
+        Some(d) => cache_file(d, kernel),
+        None => cache_file(&cache_dir()?, kernel),
+    }
 }
 
 /// The file in cache directory `dir` that holds the list of `kernel`.
@@ -42,16 +46,17 @@ pub fn cache_file(dir: &Path, kernel: &Path) -> Option<PathBuf> {
     Some(dir.join(format!("{name}-{}-{modified}.json", meta.len())))
 }
 
-/// The cached list of `kernel`, if one was fetched.
-pub fn cached(kernel: &Path) -> Option<ProbeList> {
-    let text = std::fs::read(cache_path(kernel)?).ok()?;
+/// The cached list of `kernel` (in `dir`, else [`cache_dir`]), if one was fetched.
+pub fn cached(dir: Option<&Path>, kernel: &Path) -> Option<ProbeList> {
+    let text = std::fs::read(cache_path(dir, kernel)?).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
-/// Keeps `list` as the cached list of `kernel` (written whole, then renamed).
-pub fn store(kernel: &Path, list: &ProbeList) -> io::Result<PathBuf> {
-    let path =
-        cache_path(kernel).ok_or_else(|| io::Error::other("no cache directory (HOME unset?)"))?;
+/// Keeps `list` as the cached list of `kernel` (in `dir`, else [`cache_dir`]; written
+/// whole, then renamed).
+pub fn store(dir: Option<&Path>, kernel: &Path, list: &ProbeList) -> io::Result<PathBuf> {
+    let path = cache_path(dir, kernel)
+        .ok_or_else(|| io::Error::other("no cache directory (HOME unset?)"))?;
     let dir = path.parent().expect("a file in a directory");
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("json.tmp");

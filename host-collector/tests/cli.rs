@@ -206,6 +206,39 @@ fn input_cases() -> Vec<Case> {
             plain(|f| f.lab(&["--probe", "kprobe:vfs-read"])),
         ),
         case(
+            "--read that does not parse",
+            "--read \"current->\": expected a member name at column 10",
+            plain(|f| f.lab(&["--snapshot-at", "show_cpuinfo", "--read", "current->"])),
+        ),
+        case(
+            "--read of an unknown root",
+            "unknown root \"task\" (current, arg0..arg5 or $register) at column 1",
+            plain(|f| f.lab(&["--snapshot-at", "show_cpuinfo", "--read", "task->pid"])),
+        ),
+        case(
+            "--read without a stop",
+            "--read needs --snapshot-at FUNCTION",
+            plain(|f| f.lab(&["--read", "current->pid"])),
+        ),
+        case(
+            "more stop sites than hardware breakpoints",
+            "--snapshot-at given 5 times; at most 4",
+            plain(|f| {
+                f.lab(&[
+                    "--snapshot-at",
+                    "a",
+                    "--snapshot-at",
+                    "b",
+                    "--snapshot-at",
+                    "c",
+                    "--snapshot-at",
+                    "d",
+                    "--snapshot-at",
+                    "e",
+                ])
+            }),
+        ),
+        case(
             "workload missing",
             "no such file",
             plain(|f| f.lab(&["--workload", "/no/such/prog -x"])),

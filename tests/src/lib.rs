@@ -150,6 +150,9 @@ pub fn run_lab(test_name: &str, mut opts: LabOptions) -> RunOutput {
     opts.kernel = kernel;
     opts.initrd = initrd;
     opts.out_dir = dir.clone();
+    // Each test's own probe-list cache: none of them sees another's, nor the user's.
+    opts.probe_cache
+        .get_or_insert_with(|| dir.join("probe-cache"));
     let outcome = lab::run(&opts).unwrap_or_else(|e| panic!("lab run failed to start: {e}"));
     assert_eq!(outcome.out_dir, dir);
     load(&dir)

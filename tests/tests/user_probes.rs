@@ -130,6 +130,8 @@ fn names_the_kernel_refuses_stop_the_run_before_any_workload() {
         kernel,
         initrd,
         out_dir: test_out_dir("user-probes-refused"),
+        // No cached list: the agent is the one that refuses.
+        probe_cache: Some(tempfile::tempdir().unwrap().keep()),
         builtin_workloads: false,
         workloads: vec![format!(
             "{} --iterations 5",

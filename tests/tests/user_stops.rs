@@ -1,0 +1,132 @@
+//! Stops the user asks for (`--snapshot-at`, `--read`): the lab's own sites through
+//! the new flags only — `show_cpuinfo` while the cpuinfo workload runs (the lab's
+//! pid discovery, §4.1), `do_sys_openat2` with the file name from its argument, and
+//! `entry_SYSCALL_64` with `$cr3` (the CR3 experiment's first step) — each read
+//! checked against the eBPF events of the same moment; and a function the kernel
+//! does not have, refused before any workload runs.
+
+use guestscope::lab::{LabError, LabOptions};
+use guestscope_tests::{guest_artifacts, run_lab, test_out_dir, workload_binary};
+use serde_json::Value;
+
+fn read<'a>(stop: &'a Value, expr: &str) -> &'a str {
+    stop["reads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["expr"] == expr)
+        .and_then(|r| r["value"].as_str())
+        .unwrap_or_else(|| panic!("no value for {expr}: {stop}"))
+}
+
+fn hex(text: &str) -> u64 {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).unwrap()
+}
+
+#[test]
+fn stops_at_the_labs_functions_read_what_the_probes_saw() {
+    let opts = LabOptions {
+        builtin_workloads: false,
+        workloads: vec![
+            format!("{} --iterations 3", workload_binary("cpuinfo").display()),
+            format!("{} --iterations 10", workload_binary("fopen").display()),
+        ],
+        probes: vec!["alloc_fd".into()],
+        stop_at: vec![
+            "show_cpuinfo".into(),
+            "do_sys_openat2".into(),
+            "entry_SYSCALL_64".into(),
+        ],
+        reads: vec![
+            "current->pid".into(),
+            "current->comm".into(),
+            "current->real_parent->comm".into(),
+            "current->mm->pgd".into(),
+            "$cr3".into(),
+            "arg1".into(),
+        ],
+        stops_per_site: 3,
+        ..LabOptions::default()
+    };
+    let r = run_lab("user-stops", opts);
+    let snaps = &r.summary["timeline"]["snapshots"];
+    let run = &snaps["run"];
+    let stops = run["snapshots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{snaps}"));
+    let pid_of = |name: &str| r.workload(name)["pid"].as_u64().unwrap();
+    let at = |site: &str| -> Vec<&Value> { stops.iter().filter(|s| s["site"] == site).collect() };
+
+    // show_cpuinfo: only while cpuinfo reads /proc/cpuinfo, by cpuinfo itself.
+    let cpuinfo = at("show_cpuinfo");
+    assert_eq!(cpuinfo.len(), 3, "{run}");
+    for s in &cpuinfo {
+        assert_eq!(read(s, "current->pid"), pid_of("cpuinfo").to_string());
+        assert_eq!(read(s, "current->comm"), "\"cpuinfo\"");
+        assert_eq!(s["tgid"], pid_of("cpuinfo"));
+        assert_eq!(read(s, "current->real_parent->comm"), "\"guestscope-agen\"");
+    }
+    // do_sys_openat2's second argument is the user's file name.
+    let opens = at("do_sys_openat2");
+    assert!(
+        opens
+            .iter()
+            .any(|s| read(s, "arg1").ends_with("\"/proc/cpuinfo\"")),
+        "{opens:?}"
+    );
+    assert!(
+        opens
+            .iter()
+            .any(|s| s["comm"] == "fopen" && read(s, "arg1").contains("/file.txt\"")),
+        "{opens:?}"
+    );
+    // entry_SYSCALL_64, before the kernel switched anything: CR3 holds the task's own
+    // page tables, the physical address of current->mm->pgd (the direct map is
+    // 1 GiB aligned, KASLR or not).
+    let entries = at("entry_SYSCALL_64");
+    assert!(!entries.is_empty(), "{run}");
+    for s in &entries {
+        let cr3 = hex(read(s, "$cr3")) & 0x000f_ffff_ffff_f000;
+        let pgd = hex(read(s, "current->mm->pgd"));
+        assert_eq!(
+            pgd.wrapping_sub(cr3) % (1 << 30),
+            0,
+            "cr3 {cr3:#x} is not current->mm->pgd {pgd:#x}"
+        );
+    }
+    // Every stop agrees with the eBPF event nearest in time on its CPU.
+    let cc = &snaps["cross_check"];
+    assert_eq!(cc["agreed"], cc["compared"], "{cc}");
+    assert!(cc["compared"].as_u64().unwrap() >= 6, "{cc}");
+    assert!(r.report.contains("## Your stops"));
+    assert!(r.report.contains("### `show_cpuinfo`: 3 stops"));
+}
+
+#[test]
+fn a_function_the_kernel_lacks_is_refused_before_any_workload() {
+    let (kernel, initrd) = guest_artifacts();
+    let opts = LabOptions {
+        kernel,
+        initrd,
+        out_dir: test_out_dir("user-stops-refused"),
+        // No cached list: the agent is the one that refuses.
+        probe_cache: Some(tempfile::tempdir().unwrap().keep()),
+        builtin_workloads: false,
+        workloads: vec![format!(
+            "{} --iterations 3",
+            workload_binary("cpuinfo").display()
+        )],
+        stop_at: vec!["show_cpuinfoo".into()],
+        reads: vec!["current->pid".into()],
+        cr3: false,
+        boots: 0,
+        ..LabOptions::default()
+    };
+    let err = guestscope::lab::run(&opts).expect_err("the run went on");
+    assert!(matches!(err, LabError::Probes(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("--snapshot-at show_cpuinfoo: no function show_cpuinfoo in this kernel; closest: show_cpuinfo"),
+        "{text}"
+    );
+}
