@@ -10,8 +10,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cmd;
 
-/// The targets of `fuzz/Cargo.toml`, each a parser of bytes from outside.
-pub const TARGETS: &[&str] = &["wire_decode", "gdb_packet", "btf_reader"];
+/// The targets of `fuzz/Cargo.toml`, each a parser of input from outside.
+pub const TARGETS: &[&str] = &["wire_decode", "gdb_packet", "btf_reader", "read_expr"];
 
 /// What one bounded run reached.
 #[derive(Debug, PartialEq, Eq)]
