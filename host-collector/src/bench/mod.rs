@@ -255,7 +255,7 @@ fn spec(name: &str, program: &str, args: &[String], tracing: Tracing) -> Workloa
 
 fn all_probes() -> Tracing {
     Tracing::Probes(
-        ProbeKind::ALL
+        ProbeKind::BUILTIN
             .iter()
             .map(|k| k.name().to_string())
             .collect(),
@@ -280,7 +280,7 @@ fn condition_tracing(c: &str) -> Tracing {
         "off" => no_probes(),
         "all" => all_probes(),
         "nostack" => Tracing::ProbesWithoutStacks(
-            ProbeKind::ALL
+            ProbeKind::BUILTIN
                 .iter()
                 .map(|k| k.name().to_string())
                 .collect(),
@@ -983,7 +983,7 @@ fn loop_overhead(
     });
     let n = iterations.max(1) as f64;
     let mut by_probe = Vec::new();
-    for kind in ProbeKind::ALL {
+    for kind in ProbeKind::BUILTIN {
         let per: Vec<f64> = (0..reps)
             .filter_map(|rep| runs.get(&format!("{workload}-all-{rep}")))
             .map(|r| r.counters(kind.name()).matched as f64 / n)
@@ -1371,6 +1371,14 @@ mod tests {
             ..BenchOptions::default()
         };
         let p = overhead_plan(&o);
+        // Every probe a workload asks for is one the agent's plan check knows.
+        for w in &p.workloads {
+            if let Tracing::Probes(n) | Tracing::ProbesWithoutStacks(n) = &w.tracing {
+                for name in n {
+                    assert!(ProbeKind::from_name(name).is_some(), "{}: {name}", w.name);
+                }
+            }
+        }
         let names: Vec<&str> = p.workloads.iter().map(|w| w.name.as_str()).collect();
         let fopen: Vec<&str> = names
             .iter()
