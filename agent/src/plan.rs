@@ -136,6 +136,10 @@ fn check_tracing(workload: &str, tracing: &Tracing) -> Result<(), PlanError> {
                 None => Ok(()),
             }
         }
+        Tracing::UserProbes(specs) => specs
+            .iter()
+            .try_for_each(|s| s.parse::<UserProbe>().map(drop))
+            .map_err(PlanError::UserProbe),
         Tracing::FtraceKprobe(function) => {
             let symbol = !function.is_empty()
                 && function.len() <= 128

@@ -287,6 +287,34 @@ impl Tracer {
         errors
     }
 
+    /// Attaches `probes` (user probes, resolved against the running kernel) until
+    /// [`Tracer::detach_user`]; what could not be done, one message each.
+    pub fn attach_user(
+        &mut self,
+        probes: &[guestscope_common::user_probe::UserProbe],
+    ) -> Vec<String> {
+        let Some(a) = self.active.as_mut() else {
+            return vec!["the eBPF probes are not loaded".into()];
+        };
+        let list = crate::user_probes::read_probe_list();
+        match crate::user_probes::attach(&mut a.ebpf, probes, &list) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors,
+        }
+    }
+
+    /// Detaches every user probe (their programs are unloaded).
+    pub fn detach_user(&mut self) -> Vec<String> {
+        let Some(a) = self.active.as_mut() else {
+            return Vec::new();
+        };
+        [ProbeKind::Kprobe, ProbeKind::Kretprobe]
+            .into_iter()
+            .filter_map(|k| probes::detach_kind(&mut a.ebpf, k).err())
+            .map(|e| format!("detaching user probes: {}", probes::chain(&e)))
+            .collect()
+    }
+
     /// Attaches again what the plan attached at start (after [`Tracer::set_attached`]).
     pub fn restore_plan(&mut self) -> Vec<String> {
         match self.active.as_ref().map(|a| a.plan.clone()) {

@@ -19,6 +19,7 @@ use crate::{
 /// A workload's tracing, set up; [`TracingMode::finish`] restores the plan's probes.
 pub struct TracingMode {
     cpu_before: u64,
+    user: bool,
     stacks: bool,
     attached: Attached,
     errors: Vec<String>,
@@ -77,6 +78,10 @@ pub fn wanted(tracing: &Tracing) -> Option<Attached> {
                 fork_follower,
             })
         }
+        Tracing::UserProbes(_) => Some(Attached {
+            kinds: Vec::new(),
+            fork_follower: true,
+        }),
         Tracing::FtraceKprobe(_) => Some(Attached::default()),
     }
 }
@@ -93,6 +98,14 @@ impl TracingMode {
                 if stacks { "on" } else { "off" }
             ));
         }
+        let user = match tracing {
+            Tracing::UserProbes(specs) => {
+                let probes: Vec<_> = specs.iter().filter_map(|s| s.parse().ok()).collect();
+                errors.extend(tracer.attach_user(&probes));
+                true
+            }
+            _ => false,
+        };
         let ftrace = match tracing {
             Tracing::FtraceKprobe(function) => match KprobeEvent::create(function) {
                 Ok(event) => match event.profile() {
@@ -114,6 +127,7 @@ impl TracingMode {
         }
         Some(TracingMode {
             cpu_before: own_cpu_ns(),
+            user,
             stacks,
             attached: tracer.attached(),
             errors,
@@ -141,6 +155,7 @@ impl TracingMode {
             counters_before,
             read_sent_before,
             ftrace,
+            user,
             ..
         } = self;
         let counters = tracer
@@ -176,6 +191,9 @@ impl TracingMode {
             }
             hits
         });
+        if user {
+            errors.extend(tracer.detach_user());
+        }
         errors.extend(tracer.restore_plan());
         if !stacks && let Err(e) = tracer.set_stack_walks(true) {
             errors.push(format!("setting stack walks on again: {e}"));

@@ -175,6 +175,10 @@ pub enum Tracing {
     /// These probes, recording events without walking their stacks: what the stack walk
     /// costs, by difference with [`Tracing::Probes`].
     ProbesWithoutStacks(Vec<String>),
+    /// No built-in probe; these user probes (`--probe` syntax: `kprobe:alloc_fd`)
+    /// attached for the workload's run only (with the fork follower): what a user probe
+    /// costs against a built-in one on the same function.
+    UserProbes(Vec<String>),
     /// No eBPF probe; instead an ftrace kprobe event on this kernel function, created
     /// through tracefs `kprobe_events` and enabled while the workload runs (the method
     /// trace-cmd uses). Its hit count comes from `kprobe_profile`.

@@ -286,6 +286,8 @@ fn condition_tracing(c: &str) -> Tracing {
                 .collect(),
         ),
         "fd" => Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]),
+        // The same function through a user probe (`--probe kprobe:alloc_fd`).
+        "ufd" => Tracing::UserProbes(vec![format!("kprobe:{GDB_SYMBOL}")]),
         _ => Tracing::FtraceKprobe(GDB_SYMBOL.into()),
     }
 }
@@ -332,8 +334,9 @@ fn overhead_plan(o: &BenchOptions) -> RunPlan {
         }
     }
     let gdb_n = o.gdb_iterations.to_string();
-    // guestscope on the same events as the gdb method (alloc_fd only), and with every probe.
-    const SHORT: [&str; 3] = ["off", "fd", "all"];
+    // guestscope on the same events as the gdb method (alloc_fd only, by the built-in
+    // probe and by a user probe), and with every probe.
+    const SHORT: [&str; 4] = ["off", "fd", "ufd", "all"];
     for rep in 0..o.gdb_reps {
         for c in stats::rotation(SHORT.len(), rep) {
             let c = SHORT[c];
@@ -1092,6 +1095,7 @@ fn gdb_comparison(
     let per_iter = |r: &Ran| r.elapsed_s().map(|s| s * 1e3 / n as f64);
     let gs = series(runs, "short-fd", o.gdb_reps, per_iter);
     let gs_all = series(runs, "short-all", o.gdb_reps, per_iter);
+    let gs_user = series(runs, "short-ufd", o.gdb_reps, per_iter);
     let off = series(runs, "short-off", o.gdb_reps, per_iter);
     let gdb: Vec<Option<f64>> = (0..o.gdb_reps)
         .map(|rep| {
@@ -1109,6 +1113,8 @@ fn gdb_comparison(
         })
         .collect();
     let per_hit: Vec<Option<f64>> = vec![Some(1.0); o.gdb_reps];
+    // ms per iteration to µs per event: one event per iteration.
+    let per_event_us: Vec<Option<f64>> = vec![Some(1e-3); o.gdb_reps];
     GdbComparison {
         symbol: GDB_SYMBOL.into(),
         iterations: n,
@@ -1116,6 +1122,14 @@ fn gdb_comparison(
         gdb_ms_per_iteration: Spread::of(&present(&gdb)),
         guestscope_ms_per_iteration: Spread::of(&present(&gs)),
         guestscope_all_ms_per_iteration: Spread::of(&present(&gs_all)),
+        user_probe_ms_per_iteration: Spread::of(&present(&gs_user)),
+        // One alloc_fd call per iteration: the added time per iteration is per event.
+        builtin_us_per_event: Spread::of(&stats::paired_cost_per(&gs, &off, &per_event_us)),
+        user_probe_us_per_event: Spread::of(&stats::paired_cost_per(&gs_user, &off, &per_event_us)),
+        user_probe_vs_builtin: Spread::of(&stats::paired_ratios(
+            &stats::paired_differences(&gs_user, &off),
+            &stats::paired_differences(&gs, &off),
+        )),
         guestscope_all_faster: Spread::of(&stats::paired_ratios(&gdb, &gs_all)),
         untraced_ms_per_iteration: Spread::of(&present(&off)),
         guestscope_faster: Spread::of(&stats::paired_ratios(&gdb, &gs)),
@@ -1418,19 +1432,30 @@ mod tests {
                 "cpuinfo-all-2"
             ]
         );
-        let tail: Vec<&str> = names[names.len() - 8..].to_vec();
+        let tail: Vec<&str> = names[names.len() - 10..].to_vec();
         assert_eq!(
             tail,
             [
                 "short-off-0",
                 "short-fd-0",
+                "short-ufd-0",
                 "short-all-0",
                 "gdb-0",
                 "short-fd-1",
+                "short-ufd-1",
                 "short-all-1",
                 "short-off-1",
                 "gdb-1"
             ]
+        );
+        let user = p
+            .workloads
+            .iter()
+            .find(|w| w.name == "short-ufd-0")
+            .unwrap();
+        assert_eq!(
+            user.tracing,
+            Tracing::UserProbes(vec!["kprobe:alloc_fd".into()])
         );
         let fd = p.workloads.iter().find(|w| w.name == "short-fd-0").unwrap();
         assert_eq!(fd.tracing, Tracing::Probes(vec!["alloc_fd".into()]));

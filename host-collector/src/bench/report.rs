@@ -385,6 +385,12 @@ pub fn render(r: &BenchResults) -> String {
         );
         let _ = writeln!(
             md,
+            "| guestscope, a user probe on the same function (`--probe kprobe:{}`) | {} |",
+            g.symbol,
+            spread(g.user_probe_ms_per_iteration.as_ref(), 4)
+        );
+        let _ = writeln!(
+            md,
             "| guestscope, every probe | {} |",
             spread(g.guestscope_all_ms_per_iteration.as_ref(), 4)
         );
@@ -399,6 +405,13 @@ pub fn render(r: &BenchResults) -> String {
             spread(g.guestscope_faster.as_ref(), 0),
             spread(g.gdb_slowdown.as_ref(), 0),
             spread(g.gdb_ms_per_hit.as_ref(), 2)
+        );
+        let _ = writeln!(
+            md,
+            "\nPer event, paired with the untraced runs: the built-in probe adds {} µs, the user probe {} µs ({} times the built-in's).",
+            spread(g.builtin_us_per_event.as_ref(), 1),
+            spread(g.user_probe_us_per_event.as_ref(), 1),
+            spread(g.user_probe_vs_builtin.as_ref(), 2)
         );
         if let Some(t) = g.traces.first() {
             let _ = writeln!(

@@ -154,6 +154,16 @@ pub struct GdbComparison {
     pub guestscope_all_ms_per_iteration: Option<Spread>,
     /// gdb / guestscope with every probe, paired.
     pub guestscope_all_faster: Option<Spread>,
+    /// Loop time per iteration under a user probe on the same function
+    /// (`--probe kprobe:alloc_fd`), ms.
+    pub user_probe_ms_per_iteration: Option<Spread>,
+    /// Time the built-in alloc_fd probe adds per event (stack walk included), µs, paired
+    /// with the untraced runs.
+    pub builtin_us_per_event: Option<Spread>,
+    /// Time the user probe on alloc_fd adds per event, µs, paired likewise.
+    pub user_probe_us_per_event: Option<Spread>,
+    /// The user probe's added time over the built-in probe's, paired (1: the same).
+    pub user_probe_vs_builtin: Option<Spread>,
     /// Loop time per iteration untraced, ms.
     pub untraced_ms_per_iteration: Option<Spread>,
     /// How many times faster the loop runs under guestscope than under gdb, tracing the

@@ -86,6 +86,11 @@ pub fn paired_ratios(a: &[Option<f64>], b: &[Option<f64>]) -> Vec<f64> {
         .collect()
 }
 
+/// Differences `a[i] - b[i]` of runs paired by index (`None` where either is missing).
+pub fn paired_differences(a: &[Option<f64>], b: &[Option<f64>]) -> Vec<Option<f64>> {
+    a.iter().zip(b).map(|(x, y)| Some((*x)? - (*y)?)).collect()
+}
+
 /// Differences `a[i] - b[i]` of runs paired by index, each divided by `per[i]` (the
 /// count the difference is shared by, e.g. probe hits); pairs with a missing member or
 /// a zero count are skipped.
