@@ -199,6 +199,7 @@ pub fn target(kind: ProbeKind) -> &'static str {
         ProbeKind::PageFaultUser => "exceptions:page_fault_user",
         ProbeKind::PageFaultKernel => "exceptions:page_fault_kernel",
         ProbeKind::Kprobe | ProbeKind::Kretprobe => "the functions --probe named",
+        ProbeKind::Tracepoint => "the tracepoints --probe named",
     }
 }
 
@@ -212,7 +213,7 @@ fn precheck(kind: ProbeKind, kallsyms: Option<&str>) -> Result<(), ProbeError> {
             }
             _ => Ok(()),
         },
-        ProbeKind::Kprobe | ProbeKind::Kretprobe => Ok(()),
+        ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint => Ok(()),
         ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel => {
             let (category, name) = target(kind).split_once(':').expect("category:name");
             let roots = [
@@ -250,6 +251,7 @@ pub fn programs(kind: ProbeKind) -> &'static [&'static str] {
         ProbeKind::PageFaultKernel => &["page_fault_kernel"],
         ProbeKind::Kprobe => &["user_kprobe"],
         ProbeKind::Kretprobe => &["user_kretprobe"],
+        ProbeKind::Tracepoint => &crate::user_probes::TRACEPOINT_PROGRAMS,
     }
 }
 
@@ -354,7 +356,9 @@ fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) 
             tracepoint(ebpf, "page_fault_kernel", "exceptions", "page_fault_kernel")
         }
         // Attached function by function with the user's list (crate::user_probes).
-        ProbeKind::Kprobe | ProbeKind::Kretprobe => Err(ProbeError::NotBuiltin(kind.name())),
+        ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint => {
+            Err(ProbeError::NotBuiltin(kind.name()))
+        }
     };
     match result {
         Ok(()) => record.attached = true,

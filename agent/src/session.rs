@@ -55,6 +55,8 @@ pub fn run<W: Sink>(
     let user = user_probes(plan).unwrap_or_default();
     // Why the user's probes cannot be attached: the run stops before any workload.
     let mut refused: Vec<String> = Vec::new();
+    // The user's tracepoints by slot, sent for the host to name their events.
+    let mut tracepoint_slots = std::collections::BTreeMap::new();
     let mut logs: Vec<(&str, String)> = Vec::new();
     let state = state_dir.map(|dir| RunState::open(dir, plan));
     let already = state.as_ref().map_or(0, |(_, n)| *n);
@@ -78,7 +80,15 @@ pub fn run<W: Sink>(
                 );
                 if refused.is_empty() && !user.is_empty() {
                     match user_probes::attach(&mut loaded.ebpf, &user, &kernel) {
-                        Ok(records) => attach.extend(records),
+                        Ok(records) => {
+                            let tracepoints: Vec<String> = records
+                                .iter()
+                                .filter(|r| r.probe == ProbeKind::Tracepoint.name())
+                                .flat_map(|r| r.target.split(", ").map(str::to_string))
+                                .collect();
+                            tracepoint_slots = user_probes::tracepoint_slots(&tracepoints);
+                            attach.extend(records);
+                        }
                         Err(errors) => refused = errors,
                     }
                 }
@@ -156,6 +166,10 @@ pub fn run<W: Sink>(
 
     for (name, path) in artifacts::START_FILES {
         artifacts::send_file(stream, name, path)?;
+    }
+    if !tracepoint_slots.is_empty() {
+        let ids = serde_json::to_vec(&tracepoint_slots).unwrap_or_default();
+        artifacts::send_bytes(stream, guestscope_common::probe_list::TRACEPOINT_IDS, &ids)?;
     }
     if plan.send_probe_list {
         let list = serde_json::to_vec(&user_probes::read_probe_list()).unwrap_or_default();

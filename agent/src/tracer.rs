@@ -308,11 +308,15 @@ impl Tracer {
         let Some(a) = self.active.as_mut() else {
             return Vec::new();
         };
-        [ProbeKind::Kprobe, ProbeKind::Kretprobe]
-            .into_iter()
-            .filter_map(|k| probes::detach_kind(&mut a.ebpf, k).err())
-            .map(|e| format!("detaching user probes: {}", probes::chain(&e)))
-            .collect()
+        [
+            ProbeKind::Kprobe,
+            ProbeKind::Kretprobe,
+            ProbeKind::Tracepoint,
+        ]
+        .into_iter()
+        .filter_map(|k| probes::detach_kind(&mut a.ebpf, k).err())
+        .map(|e| format!("detaching user probes: {}", probes::chain(&e)))
+        .collect()
     }
 
     /// Attaches again what the plan attached at start (after [`Tracer::set_attached`]).

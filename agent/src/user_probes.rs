@@ -6,11 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use aya::{Ebpf, programs::KProbe};
+use aya::{
+    Ebpf,
+    programs::{KProbe, TracePoint},
+};
 use guestscope_common::{
     ProbeKind,
-    probe_list::{BLACKLIST, FILTER_FUNCTIONS, ProbeList},
-    user_probe::UserProbe,
+    probe_list::{AVAILABLE_EVENTS, BLACKLIST, FILTER_FUNCTIONS, ProbeList},
+    user_probe::{MAX_TRACEPOINTS, UserProbe},
     wire::ProbeAttach,
 };
 
@@ -27,12 +30,17 @@ pub fn read_probe_list() -> ProbeList {
         tracing::warn!("{BLACKLIST}: {e}; the attach alone decides what is refused");
         String::new()
     });
+    let events = AVAILABLE_EVENTS
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
     let list = ProbeList::from_texts(
         release.trim(),
         filter.as_ref().map(|(p, t)| (*p, t.as_str())),
         &kallsyms,
         &blacklist,
-    );
+    )
+    .with_tracepoints(&events);
     tracing::info!(
         probeable = list.probeable.len(),
         source = %list.source,
@@ -57,7 +65,12 @@ pub fn attach(
         match kernel.resolve(probe) {
             Ok(functions) => {
                 let (targets, notes) = by_kind.entry(probe.kind).or_default();
-                notes.push(format!("{probe}: {} function(s)", functions.len()));
+                let what = if probe.kind == ProbeKind::Tracepoint {
+                    "tracepoint(s)"
+                } else {
+                    "function(s)"
+                };
+                notes.push(format!("{probe}: {} {what}", functions.len()));
                 for f in functions {
                     if !targets.contains(&f) {
                         targets.push(f);
@@ -72,8 +85,7 @@ pub fn attach(
     }
     let mut records = Vec::new();
     for (kind, (targets, notes)) in by_kind {
-        let program = program(kind);
-        match attach_program(ebpf, program, &targets) {
+        match attach_program(ebpf, kind, &targets) {
             Ok(()) => {
                 tracing::info!(probe = kind.name(), functions = targets.len(), "attached");
                 records.push(ProbeAttach {
@@ -94,7 +106,7 @@ pub fn attach(
     }
 }
 
-/// The eBPF program of a user probe kind.
+/// The eBPF program of a user probe kind (tracepoints: see [`TRACEPOINT_PROGRAMS`]).
 pub fn program(kind: ProbeKind) -> &'static str {
     match kind {
         ProbeKind::Kretprobe => "user_kretprobe",
@@ -102,30 +114,60 @@ pub fn program(kind: ProbeKind) -> &'static str {
     }
 }
 
-fn attach_program(
-    ebpf: &mut Ebpf,
-    program: &'static str,
-    functions: &[String],
-) -> Result<(), String> {
-    let prog: &mut KProbe = ebpf
-        .program_mut(program)
-        .ok_or_else(|| format!("program {program} is missing from the eBPF object"))?
-        .try_into()
-        .map_err(|e| format!("{program}: {}", chain(&e)))?;
-    prog.load()
-        .map_err(|e| format!("{program}: {}", chain(&e)))?;
-    for f in functions {
-        if let Err(e) = prog.attach(f, 0) {
+/// The tracepoint programs, one per slot: the slot is each event's `flags`.
+pub const TRACEPOINT_PROGRAMS: [&str; MAX_TRACEPOINTS] = [
+    "user_tracepoint_0",
+    "user_tracepoint_1",
+    "user_tracepoint_2",
+    "user_tracepoint_3",
+    "user_tracepoint_4",
+    "user_tracepoint_5",
+    "user_tracepoint_6",
+    "user_tracepoint_7",
+];
+
+/// The tracepoints attached by [`attach`], by slot (the `flags` of their events).
+pub fn tracepoint_slots(tracepoints: &[String]) -> BTreeMap<u32, String> {
+    tracepoints
+        .iter()
+        .enumerate()
+        .map(|(slot, t)| (slot as u32, t.clone()))
+        .collect()
+}
+
+fn attach_program(ebpf: &mut Ebpf, kind: ProbeKind, targets: &[String]) -> Result<(), String> {
+    let failed =
+        |what: &str, e: &dyn std::error::Error| format!("{}:{what}: {}", kind.name(), chain(e));
+    let missing = |program: &str| format!("program {program} is missing from the eBPF object");
+    if kind == ProbeKind::Tracepoint {
+        if targets.len() > MAX_TRACEPOINTS {
             return Err(format!(
-                "{}:{f}: {}",
-                if program == "user_kretprobe" {
-                    "kretprobe"
-                } else {
-                    "kprobe"
-                },
-                chain(&e)
+                "tracepoint: {} tracepoints asked for; a run can probe {MAX_TRACEPOINTS}",
+                targets.len()
             ));
         }
+        // Slot i gets the i-th tracepoint (the order `tracepoint_slots` names them in).
+        for (t, program) in targets.iter().zip(TRACEPOINT_PROGRAMS) {
+            let (category, name) = t.split_once(':').unwrap_or((t, ""));
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| missing(program))?
+                .try_into()
+                .map_err(|e| failed(program, &e))?;
+            prog.load().map_err(|e| failed(program, &e))?;
+            prog.attach(category, name).map_err(|e| failed(t, &e))?;
+        }
+        return Ok(());
+    }
+    let program = program(kind);
+    let prog: &mut KProbe = ebpf
+        .program_mut(program)
+        .ok_or_else(|| missing(program))?
+        .try_into()
+        .map_err(|e| failed(program, &e))?;
+    prog.load().map_err(|e| failed(program, &e))?;
+    for f in targets {
+        prog.attach(f, 0).map_err(|e| failed(f, &e))?;
     }
     Ok(())
 }

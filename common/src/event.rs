@@ -24,17 +24,22 @@ pub enum ProbeKind {
     /// A kretprobe the user named (`--probe kretprobe:FUNC`): [`RawEvent::ip`] is the
     /// function, [`RawEvent::arg`] its return value.
     Kretprobe = 6,
+    /// A tracepoint the user named (`--probe tracepoint:CATEGORY:NAME`): one program
+    /// per slot, each attached to one tracepoint; [`RawEvent::flags`] is the slot (which
+    /// says which tracepoint), [`RawEvent::arg`] its first 8 bytes of fields.
+    Tracepoint = 7,
 }
 
 impl ProbeKind {
     /// Every probe kind, in id order.
-    pub const ALL: [ProbeKind; 6] = [
+    pub const ALL: [ProbeKind; 7] = [
         ProbeKind::SpinLock,
         ProbeKind::AllocFd,
         ProbeKind::PageFaultUser,
         ProbeKind::PageFaultKernel,
         ProbeKind::Kprobe,
         ProbeKind::Kretprobe,
+        ProbeKind::Tracepoint,
     ];
 
     /// The built-in probes: fixed functions, selected by name with `--probes`.
@@ -46,7 +51,7 @@ impl ProbeKind {
     ];
 
     /// Number of probe kinds; the size of per-kind counter arrays (index = id).
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
 
     /// The probe kind with this id, if any.
     pub const fn from_id(id: u32) -> Option<ProbeKind> {
@@ -57,6 +62,7 @@ impl ProbeKind {
             4 => Some(ProbeKind::PageFaultKernel),
             5 => Some(ProbeKind::Kprobe),
             6 => Some(ProbeKind::Kretprobe),
+            7 => Some(ProbeKind::Tracepoint),
             _ => None,
         }
     }
@@ -70,13 +76,17 @@ impl ProbeKind {
             ProbeKind::PageFaultKernel => "page_fault_kernel",
             ProbeKind::Kprobe => "kprobe",
             ProbeKind::Kretprobe => "kretprobe",
+            ProbeKind::Tracepoint => "tracepoint",
         }
     }
 
     /// Whether the user names this probe's functions (`--probe`), as opposed to a
     /// built-in probe on a fixed function.
     pub const fn is_user(self) -> bool {
-        matches!(self, ProbeKind::Kprobe | ProbeKind::Kretprobe)
+        matches!(
+            self,
+            ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint
+        )
     }
 
     /// The built-in probe kind with this name (see [`ProbeKind::name`]).

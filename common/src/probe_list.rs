@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::user_probe::{MAX_GLOB_FUNCTIONS, UserProbe};
+use crate::user_probe::{MAX_GLOB_FUNCTIONS, MAX_TRACEPOINTS, UserProbe};
 
 /// Where the kernel lists the functions ftrace (and so a kprobe at entry) can use.
 pub const FILTER_FUNCTIONS: &[&str] = &[
@@ -17,8 +17,16 @@ pub const FILTER_FUNCTIONS: &[&str] = &[
 ];
 /// The kernel's kprobe blacklist (debugfs).
 pub const BLACKLIST: &str = "/sys/kernel/debug/kprobes/blacklist";
+/// Where the kernel lists its tracepoints (`CATEGORY:NAME` per line).
+pub const AVAILABLE_EVENTS: &[&str] = &[
+    "/sys/kernel/tracing/available_events",
+    "/sys/kernel/debug/tracing/available_events",
+];
 /// Name of the artifact the agent sends the list as (JSON), when the plan asks.
 pub const ARTIFACT: &str = "probe-list";
+/// Name of the artifact mapping the user's tracepoints' slots (their events' `flags`)
+/// to `CATEGORY:NAME` (JSON object), sent before any workload runs.
+pub const TRACEPOINT_IDS: &str = "tracepoint-ids";
 /// Close names offered for a function that does not exist.
 const SUGGESTIONS: usize = 5;
 
@@ -35,6 +43,9 @@ pub struct ProbeList {
     pub symbols: BTreeSet<String>,
     /// Functions on the kprobe blacklist.
     pub blacklisted: BTreeSet<String>,
+    /// Tracepoints, as `CATEGORY:NAME`.
+    #[serde(default)]
+    pub tracepoints: BTreeSet<String>,
 }
 
 impl ProbeList {
@@ -65,12 +76,27 @@ impl ProbeList {
             probeable,
             symbols,
             blacklisted: parse_blacklist(blacklist),
+            tracepoints: BTreeSet::new(),
         }
+    }
+
+    /// This list with the tracepoints of `available_events` text.
+    pub fn with_tracepoints(mut self, available_events: &str) -> ProbeList {
+        self.tracepoints = available_events
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.contains(':'))
+            .map(str::to_string)
+            .collect();
+        self
     }
 
     /// The functions `probe` asks for, or why it cannot be attached (one line that
     /// names what is valid nearby).
     pub fn resolve(&self, probe: &UserProbe) -> Result<Vec<String>, String> {
+        if probe.kind == crate::ProbeKind::Tracepoint {
+            return self.resolve_tracepoint(probe);
+        }
         if !probe.is_glob() {
             let name = &probe.pattern;
             if self.blacklisted.contains(name) {
@@ -128,6 +154,40 @@ impl ProbeList {
         } else {
             format!(
                 "--snapshot-at {name}: no function {name} in this kernel; closest: {}",
+                close.join(", ")
+            )
+        })
+    }
+}
+
+impl ProbeList {
+    fn resolve_tracepoint(&self, probe: &UserProbe) -> Result<Vec<String>, String> {
+        let found: Vec<String> = self
+            .tracepoints
+            .iter()
+            .filter(|t| probe.matches(t))
+            .cloned()
+            .collect();
+        if !found.is_empty() {
+            return if found.len() > MAX_TRACEPOINTS {
+                Err(format!(
+                    "{probe}: matches {} tracepoints, more than the {MAX_TRACEPOINTS} a run can probe; narrow the pattern",
+                    found.len()
+                ))
+            } else {
+                Ok(found)
+            };
+        }
+        if probe.is_glob() {
+            return Err(format!("{probe}: matches no tracepoint of this kernel"));
+        }
+        let close = closest(&probe.pattern, self.tracepoints.iter().map(String::as_str));
+        Err(if close.is_empty() {
+            format!("{probe}: no tracepoint {} in this kernel", probe.pattern)
+        } else {
+            format!(
+                "{probe}: no tracepoint {} in this kernel; closest: {}",
+                probe.pattern,
                 close.join(", ")
             )
         })
@@ -225,6 +285,27 @@ mod tests {
             e.ends_with("no function qqqqqqqqqqqq in this kernel"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tracepoints_resolve_with_suggestions() {
+        let k = list()
+            .with_tracepoints("sched:sched_switch\nsched:sched_wakeup\nirq:irq_handler_entry\n");
+        assert_eq!(
+            k.resolve(&probe("tracepoint:sched:*")).unwrap(),
+            ["sched:sched_switch", "sched:sched_wakeup"]
+        );
+        let e = k
+            .resolve(&probe("tracepoint:sched:sched_swtich"))
+            .unwrap_err();
+        assert!(
+            e.ends_with(
+                "no tracepoint sched:sched_swtich in this kernel; closest: sched:sched_switch"
+            ),
+            "{e}"
+        );
+        let e = k.resolve(&probe("tracepoint:nope:*")).unwrap_err();
+        assert!(e.contains("matches no tracepoint"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,8 @@ use crate::event::ProbeKind;
 /// Functions one glob may expand to; more is almost surely a mistake (`kprobe:*`)
 /// and would take minutes to attach.
 pub const MAX_GLOB_FUNCTIONS: usize = 500;
+/// Tracepoints one run may probe: the eBPF object has one program per slot.
+pub const MAX_TRACEPOINTS: usize = 8;
 
 /// A probe the user asked for: how, and on which function(s).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +30,7 @@ pub enum UserProbeError {
     NoType(String),
     /// A type guestscope does not know.
     #[error(
-        "--probe {spec:?}: unknown probe type {kind:?}; use kprobe:FUNCTION or kretprobe:FUNCTION"
+        "--probe {spec:?}: unknown probe type {kind:?}; use kprobe:FUNCTION, kretprobe:FUNCTION or tracepoint:CATEGORY:NAME"
     )]
     UnknownType {
         /// The whole value.
@@ -61,6 +63,11 @@ pub enum UserProbeError {
     /// Nothing after `TYPE:`.
     #[error("--probe {0:?}: no function after the type")]
     NoFunction(String),
+    /// A tracepoint not given as `CATEGORY:NAME`.
+    #[error(
+        "--probe {0:?}: a tracepoint is tracepoint:CATEGORY:NAME, e.g. tracepoint:sched:sched_switch"
+    )]
+    NotCategoryName(String),
 }
 
 impl FromStr for UserProbe {
@@ -73,7 +80,8 @@ impl FromStr for UserProbe {
         let kind = match kind {
             "kprobe" => ProbeKind::Kprobe,
             "kretprobe" => ProbeKind::Kretprobe,
-            "fentry" | "fexit" | "tracepoint" | "uprobe" => {
+            "tracepoint" => ProbeKind::Tracepoint,
+            "fentry" | "fexit" | "uprobe" => {
                 return Err(UserProbeError::NotYet {
                     spec: spec.to_string(),
                     kind: kind.to_string(),
@@ -89,11 +97,21 @@ impl FromStr for UserProbe {
         if pattern.is_empty() {
             return Err(UserProbeError::NoFunction(spec.to_string()));
         }
-        let prefix = spec.len() - pattern.len();
-        if let Some((at, found)) = pattern
-            .char_indices()
-            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '*' | '?')))
+        // A tracepoint is CATEGORY:NAME: one ':' inside, neither side empty.
+        let tracepoint = kind == ProbeKind::Tracepoint;
+        if tracepoint
+            && !pattern
+                .split_once(':')
+                .is_some_and(|(c, n)| !c.is_empty() && !n.is_empty() && !n.contains(':'))
         {
+            return Err(UserProbeError::NotCategoryName(spec.to_string()));
+        }
+        let prefix = spec.len() - pattern.len();
+        if let Some((at, found)) = pattern.char_indices().find(|&(_, c)| {
+            !(c.is_ascii_alphanumeric()
+                || matches!(c, '_' | '.' | '*' | '?')
+                || (tracepoint && c == ':'))
+        }) {
             return Err(UserProbeError::BadCharacter {
                 spec: spec.to_string(),
                 found,
@@ -187,6 +205,19 @@ mod tests {
         assert!(matches!(
             parse("fentry:vfs_read"),
             Err(UserProbeError::NotYet { .. })
+        ));
+        assert_eq!(
+            parse("tracepoint:sched_switch"),
+            Err(UserProbeError::NotCategoryName(
+                "tracepoint:sched_switch".into()
+            ))
+        );
+        let tp = parse("tracepoint:sched:sched_*").unwrap();
+        assert_eq!(tp.kind, ProbeKind::Tracepoint);
+        assert!(tp.matches("sched:sched_switch") && !tp.matches("irq:sched_x"));
+        assert!(matches!(
+            parse("kprobe:a:b"),
+            Err(UserProbeError::BadCharacter { found: ':', .. })
         ));
         assert_eq!(
             parse("kprobe:"),

@@ -40,7 +40,8 @@ pub enum Command {
 /// `guestscope probes` arguments.
 #[derive(Debug, clap::Args)]
 pub struct ProbesArgs {
-    /// Only functions matching this glob (`vfs_*`, or `kprobe:vfs_*`).
+    /// Only functions matching this glob (`vfs_*`, or `kprobe:vfs_*`); with a ':'
+    /// (`sched:*`, `tracepoint:sched:*`), tracepoints instead.
     pub pattern: Option<String>,
     /// Guest kernel image [default: the one `cargo xtask lab` built].
     #[arg(long)]
@@ -264,10 +265,11 @@ pub struct LabArgs {
     /// Built-in probes to attach (default: all). Comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub probes: Vec<String>,
-    /// A probe of your own, on any kernel function: kprobe:FUNC (its entry; the event
-    /// carries the first argument) or kretprobe:FUNC (its return value); FUNC may be a
-    /// glob ('kprobe:vfs_*'). Repeatable. Filtered to the workloads like the built-in
-    /// probes, with the kernel stack of each hit.
+    /// A probe of your own: kprobe:FUNC (a kernel function's entry; the event carries
+    /// the first argument), kretprobe:FUNC (its return value) or
+    /// tracepoint:CATEGORY:NAME; names may be globs ('kprobe:vfs_*', 'tracepoint:sched:*').
+    /// Repeatable. Filtered to the workloads like the built-in probes, with the kernel
+    /// stack of each hit.
     #[arg(long = "probe", value_name = "TYPE:FUNC")]
     pub user_probes: Vec<String>,
     /// Stop at this kernel function through QEMU's gdbstub while each workload runs

@@ -1465,9 +1465,13 @@ fn read_event_points(path: &Path) -> io::Result<Vec<snapshots::EventPoint>> {
         let l = l?;
         // A user probe's events (`kprobe:FUNCTION`) count as their kind.
         let kind = ProbeKind::from_name(&l.probe).or_else(|| {
-            [ProbeKind::Kprobe, ProbeKind::Kretprobe]
-                .into_iter()
-                .find(|k| l.probe.starts_with(&format!("{}:", k.name())))
+            [
+                ProbeKind::Kprobe,
+                ProbeKind::Kretprobe,
+                ProbeKind::Tracepoint,
+            ]
+            .into_iter()
+            .find(|k| l.probe.starts_with(&format!("{}:", k.name())))
         });
         let Some(kind) = kind else {
             continue;

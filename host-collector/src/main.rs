@@ -295,8 +295,12 @@ fn probes_command(a: guestscope::cli::ProbesArgs) -> ExitCode {
     let bare = pattern
         .strip_prefix("kprobe:")
         .or_else(|| pattern.strip_prefix("kretprobe:"))
+        .or_else(|| pattern.strip_prefix("tracepoint:"))
         .unwrap_or(pattern);
-    let probe: UserProbe = match format!("kprobe:{bare}").parse() {
+    // CATEGORY:NAME asks for tracepoints, anything else for functions.
+    let tracepoints = bare.contains(':');
+    let kind = if tracepoints { "tracepoint" } else { "kprobe" };
+    let probe: UserProbe = match format!("{kind}:{bare}").parse() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("guestscope: error: {e}");
@@ -352,6 +356,26 @@ fn probes_command(a: guestscope::cli::ProbesArgs) -> ExitCode {
             }
         }
     };
+    if tracepoints {
+        let found: Vec<&String> = list
+            .tracepoints
+            .iter()
+            .filter(|t| probe.matches(t))
+            .collect();
+        for t in &found {
+            println!("tracepoint:{t}");
+        }
+        eprintln!(
+            "guestscope: {} tracepoints of kernel {} match {pattern:?}",
+            found.len(),
+            list.release
+        );
+        return if found.is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
     let mut shown = 0usize;
     for f in list.probeable.iter().filter(|f| probe.matches(f)) {
         if !list.blacklisted.contains(f) {

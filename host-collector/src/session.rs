@@ -95,6 +95,9 @@ pub struct Session<W: Write> {
     /// The values each user probe saw (first argument, or return value), by probe name
     /// (`kprobe:FUNCTION`), kept while few.
     pub user_probe_values: BTreeMap<String, ArgValues>,
+    /// The user's tracepoints (`CATEGORY:NAME`) by slot (their events' `flags`), from
+    /// the agent.
+    pub tracepoint_names: BTreeMap<u32, String>,
     /// Added to the stack ids of the current agent: each agent numbers its stacks from
     /// 0, so a restarted agent's ids are moved past the ones already seen.
     stack_id_base: u32,
@@ -172,6 +175,7 @@ impl<W: Write> Session<W> {
             records: 0,
             restarts: Vec::new(),
             user_probe_values: BTreeMap::new(),
+            tracepoint_names: BTreeMap::new(),
             stack_id_base: 0,
             events_received: 0,
             events_by_probe: BTreeMap::new(),
@@ -342,6 +346,12 @@ impl<W: Write> Session<W> {
                 Err(e) => self.kallsyms_error = Some(e.to_string()),
             }
         }
+        if last && name == guestscope_common::probe_list::TRACEPOINT_IDS {
+            match serde_json::from_slice(&a.data) {
+                Ok(ids) => self.tracepoint_names = ids,
+                Err(e) => tracing::warn!("the agent's tracepoint ids do not parse: {e}"),
+            }
+        }
     }
 
     /// The text of a complete artifact.
@@ -396,9 +406,13 @@ impl<W: Write> Session<W> {
             .events_by_probe
             .entry(kind_name.to_string())
             .or_default() += 1;
-        let user_name = probe
-            .filter(|k| k.is_user())
-            .map(|k| user_probe_name(k, e.ip, self.kallsyms.as_ref()));
+        let user_name = probe.filter(|k| k.is_user()).map(|k| match k {
+            ProbeKind::Tracepoint => match self.tracepoint_names.get(&e.flags) {
+                Some(t) => format!("tracepoint:{t}"),
+                None => format!("tracepoint:#{}", e.flags),
+            },
+            _ => user_probe_name(k, e.ip, self.kallsyms.as_ref()),
+        });
         let probe_name = user_name.as_deref().unwrap_or(kind_name);
         if let Some(name) = &user_name {
             self.user_probe_values

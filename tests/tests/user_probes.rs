@@ -26,6 +26,9 @@ const PROBES: &[&str] = &[
     // scheduler and process life
     "kprobe:schedule",
     "kprobe:do_exit",
+    // tracepoints
+    "tracepoint:syscalls:sys_enter_open*",
+    "tracepoint:sched:sched_process_e*",
 ];
 
 fn hits(probe: &Value, workload: &str) -> u64 {
@@ -105,6 +108,16 @@ fn a_dozen_named_probes_in_one_boot() {
         hits(exit, "fopen") >= 1 && hits(exit, "malloc") >= 1,
         "{exit}"
     );
+    // Tracepoints, told apart by their type id: fopen's open(2) calls, and each
+    // workload's own exec and exit.
+    assert!(hits(by_name("tracepoint:syscalls:sys_enter_open"), "fopen") >= OPENS);
+    for tp in [
+        "tracepoint:sched:sched_process_exec",
+        "tracepoint:sched:sched_process_exit",
+    ] {
+        let p = by_name(tp);
+        assert!(hits(p, "fopen") >= 1 && hits(p, "malloc") >= 1, "{p}");
+    }
 
     // Every event is a workload's own (the exec of each counts too: it opens the
     // program), with its function's name and a stack that starts there.
@@ -142,6 +155,7 @@ fn names_the_kernel_refuses_stop_the_run_before_any_workload() {
             "kprobe:nothing_like_this_*".into(),
             // The page-fault entry is on the kernel's kprobe blacklist.
             "kprobe:do_user_addr_fault".into(),
+            "tracepoint:sched:sched_swtich".into(),
         ],
         cr3: false,
         snapshots: false,
@@ -154,7 +168,13 @@ fn names_the_kernel_refuses_stop_the_run_before_any_workload() {
         panic!("not a probe refusal: {err}");
     };
     let text = err.to_string();
-    assert_eq!(reasons.len(), 3, "{text}");
+    assert_eq!(reasons.len(), 4, "{text}");
+    assert!(
+        text.contains(
+            "no tracepoint sched:sched_swtich in this kernel; closest: sched:sched_switch"
+        ),
+        "{text}"
+    );
     assert!(
         text.contains("no function vfs_raed in this kernel; closest: vfs_read"),
         "{text}"

@@ -271,9 +271,10 @@ fn args(list: &[&str]) -> Vec<String> {
 }
 
 /// The conditions of the overhead runs, in the order [`stats::rotation`] rotates: no
-/// probe, every probe, every probe without stack walks, an ftrace kprobe. cpuinfo runs
-/// the first two.
-const CONDITIONS: [&str; 4] = ["off", "all", "nostack", "ftrace"];
+/// probe, every probe, every probe without stack walks, an ftrace kprobe, the built-in
+/// alloc_fd probe alone, and a user probe on the same function. cpuinfo runs the first
+/// two.
+const CONDITIONS: [&str; 6] = ["off", "all", "nostack", "ftrace", "fd", "ufd"];
 
 fn condition_tracing(c: &str) -> Tracing {
     match c {
@@ -334,9 +335,8 @@ fn overhead_plan(o: &BenchOptions) -> RunPlan {
         }
     }
     let gdb_n = o.gdb_iterations.to_string();
-    // guestscope on the same events as the gdb method (alloc_fd only, by the built-in
-    // probe and by a user probe), and with every probe.
-    const SHORT: [&str; 4] = ["off", "fd", "ufd", "all"];
+    // guestscope on the same events as the gdb method (alloc_fd only), and with every probe.
+    const SHORT: [&str; 3] = ["off", "fd", "all"];
     for rep in 0..o.gdb_reps {
         for c in stats::rotation(SHORT.len(), rep) {
             let c = SHORT[c];
@@ -1012,6 +1012,33 @@ fn loop_overhead(
                 .map(|s| s.scaled(1e3)),
         }
     });
+    let user_probe = with_ftrace.then(|| {
+        let fd = series(runs, &format!("{workload}-fd"), reps, ms);
+        let ufd = series(runs, &format!("{workload}-ufd"), reps, ms);
+        let events = |cond: &str, probe: &str| {
+            series(runs, &format!("{workload}-{cond}"), reps, |r| {
+                r.tracing.as_ref()?;
+                Some(r.counters(probe).matched as f64)
+            })
+        };
+        let fd_events = events("fd", ProbeKind::AllocFd.name());
+        let ufd_events = events("ufd", ProbeKind::Kprobe.name());
+        UserProbeOverhead {
+            function: GDB_SYMBOL.into(),
+            builtin_ms: Spread::of(&present(&fd)),
+            user_ms: Spread::of(&present(&ufd)),
+            builtin_events: Spread::of(&present(&fd_events)),
+            user_events: Spread::of(&present(&ufd_events)),
+            builtin_us_per_event: Spread::of(&stats::paired_cost_per(&fd, &off, &fd_events))
+                .map(|s| s.scaled(1e3)),
+            user_us_per_event: Spread::of(&stats::paired_cost_per(&ufd, &off, &ufd_events))
+                .map(|s| s.scaled(1e3)),
+            user_vs_builtin: Spread::of(&stats::paired_ratios(
+                &stats::paired_differences(&ufd, &off),
+                &stats::paired_differences(&fd, &off),
+            )),
+        }
+    });
     let ftrace = with_ftrace.then(|| {
         let ft = series(runs, &format!("{workload}-ftrace"), reps, ms);
         let hits = series(runs, &format!("{workload}-ftrace"), reps, |r| {
@@ -1069,6 +1096,7 @@ fn loop_overhead(
         drain_ms: Spread::of(&present(&drain)),
         agent_cpu_us_per_event: Spread::of(&present(&agent_cpu)),
         without_stacks,
+        user_probe,
         runs_ms: (0..reps)
             .flat_map(|rep| {
                 let n = if with_ftrace { CONDITIONS.len() } else { 2 };
@@ -1095,7 +1123,6 @@ fn gdb_comparison(
     let per_iter = |r: &Ran| r.elapsed_s().map(|s| s * 1e3 / n as f64);
     let gs = series(runs, "short-fd", o.gdb_reps, per_iter);
     let gs_all = series(runs, "short-all", o.gdb_reps, per_iter);
-    let gs_user = series(runs, "short-ufd", o.gdb_reps, per_iter);
     let off = series(runs, "short-off", o.gdb_reps, per_iter);
     let gdb: Vec<Option<f64>> = (0..o.gdb_reps)
         .map(|rep| {
@@ -1113,8 +1140,6 @@ fn gdb_comparison(
         })
         .collect();
     let per_hit: Vec<Option<f64>> = vec![Some(1.0); o.gdb_reps];
-    // ms per iteration to µs per event: one event per iteration.
-    let per_event_us: Vec<Option<f64>> = vec![Some(1e-3); o.gdb_reps];
     GdbComparison {
         symbol: GDB_SYMBOL.into(),
         iterations: n,
@@ -1122,14 +1147,6 @@ fn gdb_comparison(
         gdb_ms_per_iteration: Spread::of(&present(&gdb)),
         guestscope_ms_per_iteration: Spread::of(&present(&gs)),
         guestscope_all_ms_per_iteration: Spread::of(&present(&gs_all)),
-        user_probe_ms_per_iteration: Spread::of(&present(&gs_user)),
-        // One alloc_fd call per iteration: the added time per iteration is per event.
-        builtin_us_per_event: Spread::of(&stats::paired_cost_per(&gs, &off, &per_event_us)),
-        user_probe_us_per_event: Spread::of(&stats::paired_cost_per(&gs_user, &off, &per_event_us)),
-        user_probe_vs_builtin: Spread::of(&stats::paired_ratios(
-            &stats::paired_differences(&gs_user, &off),
-            &stats::paired_differences(&gs, &off),
-        )),
         guestscope_all_faster: Spread::of(&stats::paired_ratios(&gdb, &gs_all)),
         untraced_ms_per_iteration: Spread::of(&present(&off)),
         guestscope_faster: Spread::of(&stats::paired_ratios(&gdb, &gs)),
@@ -1406,12 +1423,18 @@ mod tests {
                 "fopen-all-0",
                 "fopen-nostack-0",
                 "fopen-ftrace-0",
+                "fopen-fd-0",
+                "fopen-ufd-0",
                 "fopen-all-1",
                 "fopen-nostack-1",
                 "fopen-ftrace-1",
+                "fopen-fd-1",
+                "fopen-ufd-1",
                 "fopen-off-1",
                 "fopen-nostack-2",
                 "fopen-ftrace-2",
+                "fopen-fd-2",
+                "fopen-ufd-2",
                 "fopen-off-2",
                 "fopen-all-2",
             ]
@@ -1432,17 +1455,15 @@ mod tests {
                 "cpuinfo-all-2"
             ]
         );
-        let tail: Vec<&str> = names[names.len() - 10..].to_vec();
+        let tail: Vec<&str> = names[names.len() - 8..].to_vec();
         assert_eq!(
             tail,
             [
                 "short-off-0",
                 "short-fd-0",
-                "short-ufd-0",
                 "short-all-0",
                 "gdb-0",
                 "short-fd-1",
-                "short-ufd-1",
                 "short-all-1",
                 "short-off-1",
                 "gdb-1"
@@ -1451,7 +1472,7 @@ mod tests {
         let user = p
             .workloads
             .iter()
-            .find(|w| w.name == "short-ufd-0")
+            .find(|w| w.name == "fopen-ufd-0")
             .unwrap();
         assert_eq!(
             user.tracing,

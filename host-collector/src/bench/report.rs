@@ -340,6 +340,22 @@ pub fn render(r: &BenchResults) -> String {
             spread(o.drain_ms.as_ref(), 1),
             spread(o.us_per_event_with_drain.as_ref(), 2)
         );
+        if let Some(u) = &o.user_probe {
+            let _ = writeln!(
+                md,
+                "\n{} with one probe on `{}`, stacks on: built in {} ms ({} events), as a user probe (`--probe kprobe:{}`) {} ms ({} events); per event the built-in probe adds {} µs, the user probe {} µs, {} times the built-in's (paired).\n",
+                o.workload,
+                u.function,
+                spread(u.builtin_ms.as_ref(), 1),
+                spread(u.builtin_events.as_ref(), 0),
+                u.function,
+                spread(u.user_ms.as_ref(), 1),
+                spread(u.user_events.as_ref(), 0),
+                spread(u.builtin_us_per_event.as_ref(), 2),
+                spread(u.user_us_per_event.as_ref(), 2),
+                spread(u.user_vs_builtin.as_ref(), 2)
+            );
+        }
         if let Some(n) = &o.without_stacks {
             let _ = writeln!(
                 md,
@@ -385,12 +401,6 @@ pub fn render(r: &BenchResults) -> String {
         );
         let _ = writeln!(
             md,
-            "| guestscope, a user probe on the same function (`--probe kprobe:{}`) | {} |",
-            g.symbol,
-            spread(g.user_probe_ms_per_iteration.as_ref(), 4)
-        );
-        let _ = writeln!(
-            md,
             "| guestscope, every probe | {} |",
             spread(g.guestscope_all_ms_per_iteration.as_ref(), 4)
         );
@@ -405,13 +415,6 @@ pub fn render(r: &BenchResults) -> String {
             spread(g.guestscope_faster.as_ref(), 0),
             spread(g.gdb_slowdown.as_ref(), 0),
             spread(g.gdb_ms_per_hit.as_ref(), 2)
-        );
-        let _ = writeln!(
-            md,
-            "\nPer event, paired with the untraced runs: the built-in probe adds {} µs, the user probe {} µs ({} times the built-in's).",
-            spread(g.builtin_us_per_event.as_ref(), 1),
-            spread(g.user_probe_us_per_event.as_ref(), 1),
-            spread(g.user_probe_vs_builtin.as_ref(), 2)
         );
         if let Some(t) = g.traces.first() {
             let _ = writeln!(

@@ -101,6 +101,8 @@ pub struct LoopOverhead {
     pub agent_cpu_us_per_event: Option<Spread>,
     /// The same loop with every probe, recording no stacks.
     pub without_stacks: Option<NoStackOverhead>,
+    /// The same loop with one probe on alloc_fd, built in and as a user probe.
+    pub user_probe: Option<UserProbeOverhead>,
     /// Every run's loop time, ms, by condition and repetition (`all-3`), in run order
     /// within each repetition.
     pub runs_ms: Vec<(String, Option<f64>)>,
@@ -119,6 +121,28 @@ pub struct NoStackOverhead {
     pub us_per_event: Option<Spread>,
     /// What the walk adds per event, µs: (with stacks − without) / events, paired.
     pub walk_us_per_event: Option<Spread>,
+}
+
+/// What a user probe (`--probe kprobe:FUNC`) costs per event against the built-in
+/// probe on the same function: both with stacks, each alone, in the same loop.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UserProbeOverhead {
+    /// The probed function.
+    pub function: String,
+    /// Loop time with the built-in probe, ms.
+    pub builtin_ms: Option<Spread>,
+    /// Loop time with the user probe, ms.
+    pub user_ms: Option<Spread>,
+    /// Events per run of the built-in probe.
+    pub builtin_events: Option<Spread>,
+    /// Events per run of the user probe.
+    pub user_events: Option<Spread>,
+    /// Time the built-in probe adds per event, µs, paired with the untraced runs.
+    pub builtin_us_per_event: Option<Spread>,
+    /// Time the user probe adds per event, µs, paired likewise.
+    pub user_us_per_event: Option<Spread>,
+    /// The user probe's added time over the built-in's, paired (1: the same cost).
+    pub user_vs_builtin: Option<Spread>,
 }
 
 /// A loop under an ftrace kprobe event (the method trace-cmd uses).
@@ -154,16 +178,6 @@ pub struct GdbComparison {
     pub guestscope_all_ms_per_iteration: Option<Spread>,
     /// gdb / guestscope with every probe, paired.
     pub guestscope_all_faster: Option<Spread>,
-    /// Loop time per iteration under a user probe on the same function
-    /// (`--probe kprobe:alloc_fd`), ms.
-    pub user_probe_ms_per_iteration: Option<Spread>,
-    /// Time the built-in alloc_fd probe adds per event (stack walk included), µs, paired
-    /// with the untraced runs.
-    pub builtin_us_per_event: Option<Spread>,
-    /// Time the user probe on alloc_fd adds per event, µs, paired likewise.
-    pub user_probe_us_per_event: Option<Spread>,
-    /// The user probe's added time over the built-in probe's, paired (1: the same).
-    pub user_probe_vs_builtin: Option<Spread>,
     /// Loop time per iteration untraced, ms.
     pub untraced_ms_per_iteration: Option<Spread>,
     /// How many times faster the loop runs under guestscope than under gdb, tracing the

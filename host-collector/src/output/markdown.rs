@@ -989,7 +989,9 @@ fn render_user_probes(md: &mut String, s: &Summary) {
     let asked: Vec<&str> = s
         .probes
         .iter()
-        .filter(|p| p.attach.attached && matches!(p.name.as_str(), "kprobe" | "kretprobe"))
+        .filter(|p| {
+            p.attach.attached && matches!(p.name.as_str(), "kprobe" | "kretprobe" | "tracepoint")
+        })
         .map(|p| p.attach.note.as_str())
         .collect();
     if asked.is_empty() {
@@ -999,7 +1001,8 @@ fn render_user_probes(md: &mut String, s: &Summary) {
     let _ = writeln!(
         md,
         "Asked for with `--probe`: {}. Filtered in the kernel to the workloads and their \
-         children; `arg` is the first argument (kprobe) or the return value (kretprobe).\n",
+         children; `arg` is the first argument (kprobe), the return value (kretprobe), or the first 8 bytes \
+         of the event's fields (tracepoint).\n",
         asked.join("; ")
     );
     if s.user_probes.is_empty() {

@@ -72,7 +72,9 @@ pub fn collect<W: Write>(
     by_name.into_values().collect()
 }
 
-/// Whether a probe name is a user probe's (`kprobe:…`, `kretprobe:…`).
+/// Whether a probe name is a user probe's (`kprobe:…`, `kretprobe:…`, `tracepoint:…`).
 pub fn is_user_probe_name(name: &str) -> bool {
-    name.starts_with("kprobe:") || name.starts_with("kretprobe:")
+    ["kprobe:", "kretprobe:", "tracepoint:"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
