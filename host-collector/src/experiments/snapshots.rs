@@ -126,8 +126,20 @@ pub fn take(
     done: &AtomicBool,
     opts: &SnapshotOptions,
 ) -> Result<SnapshotRun, Cr3Error> {
+    with_client(gdb, launched, |client| {
+        take_on(client, kallsyms, offsets, tgid, launched, done, opts)
+    })
+}
+
+/// Connects to the gdbstub, runs `take` on the connection, detaches, and adds to the
+/// run every hold of the VM, in host ns since `launched`.
+pub(crate) fn with_client(
+    gdb: GdbEndpoint,
+    launched: Instant,
+    take: impl FnOnce(&mut Client) -> Result<SnapshotRun, Cr3Error>,
+) -> Result<SnapshotRun, Cr3Error> {
     let mut client = Client::connect(gdb, Default::default())?;
-    let run = take_on(&mut client, kallsyms, offsets, tgid, launched, done, opts);
+    let run = take(&mut client);
     let holds = client.detach_with_holds();
     let mut run = run?;
     run.holds = holds?

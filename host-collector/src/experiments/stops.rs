@@ -18,7 +18,7 @@ use guest_kernel::kernel::{Access, CurrentReader, KernelLayout};
 use guest_kernel::read_expr::{Memory, ReadExpr, Stop};
 use qemu_gdb_client::{Client, GdbEndpoint, ThreadId};
 
-use super::snapshots::{ReadValue, SNAPSHOT_REGISTERS, Snapshot, SnapshotRun, since};
+use super::snapshots::{ReadValue, SNAPSHOT_REGISTERS, Snapshot, SnapshotRun, since, with_client};
 use super::syscall_cr3::Cr3Error;
 
 /// Most stop sites: x86 has four debug registers for hardware breakpoints.
@@ -77,21 +77,9 @@ pub fn take(
     launched: Instant,
     done: &AtomicBool,
 ) -> Result<SnapshotRun, Cr3Error> {
-    let mut client = Client::connect(gdb, Default::default())?;
-    let run = take_on(&mut client, kallsyms, btf, offsets, req, launched, done);
-    let holds = client.detach_with_holds();
-    let mut run = run?;
-    run.holds = holds?
-        .iter()
-        .map(|h| {
-            (
-                since(launched, h.from),
-                since(launched, h.to),
-                h.stepping.as_nanos() as u64,
-            )
-        })
-        .collect();
-    Ok(run)
+    with_client(gdb, launched, |client| {
+        take_on(client, kallsyms, btf, offsets, req, launched, done)
+    })
 }
 
 fn take_on(
