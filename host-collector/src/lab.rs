@@ -25,6 +25,7 @@ use crate::inputs::{self, InputError, UserWorkload};
 use crate::output::html::Figure;
 use crate::output::lines::WholeLines;
 use crate::output::{atomic, html, markdown, plots, summary};
+use crate::own_questions;
 use crate::qemu::accel::{self, Accel};
 use crate::qemu::child::ChildGuard;
 use crate::qemu::command::QemuConfig;
@@ -57,7 +58,7 @@ pub const SNAPSHOT_WORKLOAD: &str = "fopen";
 /// The gdbstub's Unix socket, in the run's private (0700) directory.
 const GDB_SOCKET: &str = "gdb.sock";
 /// How long the [`SNAPSHOT_WORKLOAD`] sleeps before its loop when snapshots are taken.
-const SNAPSHOT_START_DELAY_MS: u64 = 500;
+pub(crate) const SNAPSHOT_START_DELAY_MS: u64 = 500;
 /// Console lines kept in the outcome of a run that ended early (the panic text, or the
 /// last lines before a hang).
 const CONSOLE_LINES: usize = 60;
@@ -195,38 +196,6 @@ pub enum LabError {
     Probes(Vec<String>),
 }
 
-/// Keeps the probe list the agent sent (runs with `--probe`) in the host's cache, so
-/// the next run with this kernel checks names before booting.
-fn cache_probe_list<W: io::Write>(o: &LabOptions, session: &Session<W>) {
-    let Some(artifact) = session
-        .artifacts
-        .get(guestscope_common::probe_list::ARTIFACT)
-        .filter(|a| a.complete)
-    else {
-        return;
-    };
-    match serde_json::from_slice(&artifact.data) {
-        Ok(list) => {
-            if let Err(e) = crate::probe_catalog::store(o.probe_cache.as_deref(), &o.kernel, &list)
-            {
-                tracing::warn!("caching the guest's probe list: {e}");
-            }
-        }
-        Err(e) => tracing::warn!("the guest's probe list does not parse: {e}"),
-    }
-}
-
-/// Why each probe the user named could not be attached (the agent said so and ran no
-/// workload); empty when all were.
-pub fn refused_user_probes<W: io::Write>(session: &Session<W>) -> Vec<String> {
-    session
-        .probes
-        .iter()
-        .filter(|a| !a.attached && ProbeKind::Kprobe.name() == a.probe)
-        .map(|a| a.note.clone())
-        .collect()
-}
-
 /// What a run produced.
 #[derive(Debug)]
 pub struct LabOutcome {
@@ -285,7 +254,7 @@ const RANDOM_WORKLOADS: [&str; 4] = ["getrandom-before", "urandom", "random", "g
 /// Inputs after validation.
 pub struct Validated {
     user: Vec<UserWorkload>,
-    reads: Vec<ReadExpr>,
+    pub(crate) reads: Vec<ReadExpr>,
     probes: Vec<String>,
     qemu: PathBuf,
     vhost: PathBuf,
@@ -334,7 +303,7 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
             return Err(InputError::ProbesRefused(refused.join("; ")));
         }
     }
-    let reads = check_stops(o)?;
+    let reads = own_questions::check_stops(o)?;
     if let Some(bytes) = o.events_bytes {
         inputs::check_events_bytes(bytes)?;
     }
@@ -372,7 +341,7 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
     if o.builtin_workloads {
         for (name, program, args) in BUILTIN_WORKLOADS {
             let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-            if builtin_snapshots(o) && name == SNAPSHOT_WORKLOAD {
+            if own_questions::builtin_snapshots(o) && name == SNAPSHOT_WORKLOAD {
                 // Time for the host to see the pid and set its breakpoint (outside the
                 // workload's timed loop).
                 args.extend([
@@ -387,11 +356,11 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
                 origin: WorkloadOrigin::Builtin,
                 tracing: Default::default(),
                 // The host holds the VM while it runs.
-                quiet_link: (builtin_snapshots(o) && name == SNAPSHOT_WORKLOAD)
+                quiet_link: (own_questions::builtin_snapshots(o) && name == SNAPSHOT_WORKLOAD)
                     || !o.stop_at.is_empty(),
                 as_root: o.workloads_as_root,
                 timeout_ms: timeout_ms(o),
-                hold_before_exec_ms: hold_ms(o),
+                hold_before_exec_ms: own_questions::hold_ms(o),
             });
         }
     }
@@ -406,7 +375,7 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             quiet_link: !o.stop_at.is_empty(),
             as_root: o.workloads_as_root,
             timeout_ms: timeout_ms(o),
-            hold_before_exec_ms: hold_ms(o),
+            hold_before_exec_ms: own_questions::hold_ms(o),
         });
     }
     RunPlan {
@@ -419,65 +388,6 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
         spool_bytes: o.spool_bytes,
         ..RunPlan::new(VSOCK_PORT, workloads)
     }
-}
-
-/// Checks `--snapshot-at`, `--read` and `--snapshot-comm`; the parsed reads.
-fn check_stops(o: &LabOptions) -> Result<Vec<ReadExpr>, InputError> {
-    let bad = |m: String| Err(InputError::Stops(m));
-    if o.stop_at.is_empty() {
-        if !o.reads.is_empty() {
-            return bad("--read needs --snapshot-at FUNCTION: where to read".into());
-        }
-        if o.stop_comm.is_some() {
-            return bad("--snapshot-comm needs --snapshot-at FUNCTION".into());
-        }
-        return Ok(Vec::new());
-    }
-    if o.stop_at.len() > experiments::stops::MAX_SITES {
-        return bad(format!(
-            "--snapshot-at given {} times; at most {} (x86 has {} hardware breakpoints)",
-            o.stop_at.len(),
-            experiments::stops::MAX_SITES,
-            experiments::stops::MAX_SITES
-        ));
-    }
-    for f in &o.stop_at {
-        if f.is_empty()
-            || !f
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        {
-            return bad(format!("--snapshot-at {f:?}: not a kernel function name"));
-        }
-    }
-    if o.stops_per_site == 0 {
-        return bad("--snapshots 0: at least one stop per site".into());
-    }
-    if let Some(list) = crate::probe_catalog::cached(o.probe_cache.as_deref(), &o.kernel) {
-        let refused: Vec<String> = o
-            .stop_at
-            .iter()
-            .filter_map(|f| list.check_stop(f).err())
-            .collect();
-        if !refused.is_empty() {
-            return Err(InputError::ProbesRefused(refused.join("; ")));
-        }
-    }
-    o.reads
-        .iter()
-        .map(|r| r.parse::<ReadExpr>().map_err(InputError::Read))
-        .collect()
-}
-
-/// The hold before each workload's exec: time to put the stop breakpoints in.
-fn hold_ms(o: &LabOptions) -> Option<u64> {
-    (!o.stop_at.is_empty()).then_some(SNAPSHOT_START_DELAY_MS)
-}
-
-/// Whether the built-in `alloc_fd` snapshots are taken (the user's stops replace them:
-/// the gdbstub takes one client at a time).
-fn builtin_snapshots(o: &LabOptions) -> bool {
-    o.snapshots && o.stop_at.is_empty()
 }
 
 /// The plan's per-workload bound, from [`LabOptions::workload_timeout`].
@@ -640,7 +550,7 @@ pub fn boot_and_collect(
     let mut clock = ClockExchange::default();
     let mut cr3_thread: Option<std::thread::JoinHandle<Result<Cr3Report, String>>> = None;
     let mut snapshot_thread: Option<Snapshotter> = None;
-    let take_snapshots = builtin_snapshots(o) && *mode == Mode::Full;
+    let take_snapshots = own_questions::builtin_snapshots(o) && *mode == Mode::Full;
     // The user's stops: one thread per workload, in turn.
     let take_stops = !o.stop_at.is_empty() && *mode == Mode::Full;
     let mut stop_runs: Vec<Result<SnapshotRun, String>> = Vec::new();
@@ -739,8 +649,14 @@ pub fn boot_and_collect(
                             if let Some(previous) = snapshot_thread.take() {
                                 stop_runs.push(previous.join());
                             }
-                            snapshot_thread =
-                                start_stops(session, o, v, gdb.clone(), launched, &paused);
+                            snapshot_thread = own_questions::start_stops(
+                                session,
+                                o,
+                                v,
+                                gdb.clone(),
+                                launched,
+                                &paused,
+                            );
                         }
                         return;
                     }
@@ -785,7 +701,7 @@ pub fn boot_and_collect(
         if let Some(s) = snapshot_thread {
             stop_runs.push(s.join());
         }
-        Some(merge_stops(stop_runs))
+        Some(own_questions::merge_stops(stop_runs))
     } else {
         match snapshot_thread {
             Some(s) => Some(s.join()),
@@ -845,7 +761,7 @@ pub fn boot_and_collect(
 /// Runs `f` on a thread that may hold the VM through the gdbstub: `paused` is set from
 /// now until the thread ends, however it ends (nothing is written to the guest
 /// meanwhile, see [`ReceiveOptions::replies_paused`]).
-fn spawn_holding<T: Send + 'static>(
+pub(crate) fn spawn_holding<T: Send + 'static>(
     paused: &Arc<std::sync::atomic::AtomicBool>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
@@ -864,16 +780,18 @@ fn spawn_holding<T: Send + 'static>(
 }
 
 /// The thread taking the traced run's gdbstub snapshots.
-struct Snapshotter {
-    tgid: u32,
+pub(crate) struct Snapshotter {
+    /// The process the thread stops.
+    pub(crate) tgid: u32,
     /// Set when the process has exited: the breakpoint comes out.
-    done: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Result<SnapshotRun, String>>,
+    pub(crate) done: Arc<std::sync::atomic::AtomicBool>,
+    /// The thread.
+    pub(crate) thread: std::thread::JoinHandle<Result<SnapshotRun, String>>,
 }
 
 impl Snapshotter {
     /// Tells the thread when its process has exited.
-    fn note_progress<W: io::Write>(&self, session: &Session<W>) {
+    pub(crate) fn note_progress<W: io::Write>(&self, session: &Session<W>) {
         if session
             .workloads
             .iter()
@@ -884,7 +802,7 @@ impl Snapshotter {
     }
 
     /// Waits for the thread (the stream has ended: its process is gone).
-    fn join(self) -> Result<SnapshotRun, String> {
+    pub(crate) fn join(self) -> Result<SnapshotRun, String> {
         self.done.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread
             .join()
@@ -931,92 +849,6 @@ fn start_snapshots<W: io::Write>(
         .map_err(|e| e.to_string())
     });
     Some(Snapshotter { tgid, done, thread })
-}
-
-/// Starts the user's stops (`--snapshot-at`) for the workload that has just started.
-/// `paused` is set while the thread runs (nothing is written to the guest meanwhile).
-fn start_stops<W: io::Write>(
-    session: &Session<W>,
-    o: &LabOptions,
-    v: &Validated,
-    gdb: GdbEndpoint,
-    launched: Instant,
-    paused: &Arc<std::sync::atomic::AtomicBool>,
-) -> Option<Snapshotter> {
-    let w = session.workloads.last().filter(|w| w.exited.is_none())?;
-    let tgid = w.started.pid;
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (kallsyms, btf) = match (
-        session.kallsyms.clone(),
-        session
-            .artifacts
-            .get("btf")
-            .filter(|a| a.complete && !a.data.is_empty()),
-    ) {
-        (Some(k), Some(b)) => (k, b.data.clone()),
-        _ => {
-            let why = "the guest's kallsyms or BTF did not arrive before the workload".to_string();
-            let thread = std::thread::spawn(move || Err(why));
-            return Some(Snapshotter { tgid, done, thread });
-        }
-    };
-    let req = experiments::stops::StopsRequest {
-        sites: o.stop_at.clone(),
-        reads: v.reads.clone(),
-        per_site: o.stops_per_site,
-        condition: match &o.stop_comm {
-            Some(c) => experiments::stops::Condition::Comm(c.clone()),
-            None => experiments::stops::Condition::Tgid(tgid),
-        },
-        max_other_hits: 1000,
-        hit_timeout: Duration::from_secs(2),
-    };
-    let flag = done.clone();
-    tracing::debug!(tgid, sites = ?req.sites, "starting the user's stops");
-    let thread = spawn_holding(paused, move || {
-        let btf =
-            guest_kernel::btf::Btf::parse(&btf).map_err(|e| format!("the guest's BTF: {e}"))?;
-        let offsets = btf
-            .task_offsets()
-            .map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
-        experiments::stops::take(gdb, &kallsyms, &btf, &offsets, &req, launched, &flag)
-            .map_err(|e| e.to_string())
-    });
-    Some(Snapshotter { tgid, done, thread })
-}
-
-/// The user's stops of every workload as one run (holds and stops in order); the
-/// workloads whose stops failed are named in its `ended`.
-fn merge_stops(runs: Vec<Result<SnapshotRun, String>>) -> Result<SnapshotRun, String> {
-    if runs.is_empty() {
-        return Err("no workload ran".into());
-    }
-    let mut merged: Option<SnapshotRun> = None;
-    let mut ended = Vec::new();
-    let mut errors = Vec::new();
-    for run in runs {
-        match run {
-            Ok(r) => {
-                ended.push(format!("pid {}: {}", r.target_tgid, r.ended));
-                match merged.as_mut() {
-                    None => merged = Some(r),
-                    Some(m) => {
-                        m.snapshots.extend(r.snapshots);
-                        m.holds.extend(r.holds);
-                        m.other_hits += r.other_hits;
-                    }
-                }
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    let Some(mut m) = merged else {
-        errors.dedup();
-        return Err(errors.join("; "));
-    };
-    ended.extend(errors.into_iter().map(|e| format!("failed: {e}")));
-    m.ended = ended.join("; ");
-    Ok(m)
 }
 
 /// Why the snapshots of a finished run were never started.
@@ -1091,8 +923,8 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         &o.out_dir.join("serial.log"),
         &Mode::Full,
     )?;
-    cache_probe_list(o, &c.session);
-    let refused = refused_user_probes(&c.session);
+    own_questions::cache_probe_list(o, &c.session);
+    let refused = own_questions::refused_user_probes(&c.session);
     if !refused.is_empty() {
         return Err(LabError::Probes(refused));
     }

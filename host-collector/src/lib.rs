@@ -12,6 +12,7 @@
 //! - [`event_line`]: one line of `events.jsonl`, written and read through one type.
 //! - [`output`]: `summary.json` and `report.md`.
 //! - [`lab`]: one run, end to end.
+//! - [`own_questions`]: the lab's side of `--probe`, `--snapshot-at` and `--read`.
 //! - [`probe_catalog`]: the guest kernel's probe list, fetched once and cached (`probes`).
 //! - [`attach`]: collect from a VM started outside guestscope.
 //! - [`bench`]: the benchmarks (`guestscope bench`).
@@ -37,6 +38,7 @@ pub mod inputs;
 pub mod interrupt;
 pub mod lab;
 pub mod output;
+pub mod own_questions;
 pub mod probe_catalog;
 pub mod qemu;
 pub mod rootfs;

@@ -1,0 +1,195 @@
+//! The lab's side of the user's own questions (`--probe`, `--snapshot-at`, `--read`):
+//! their checks before the boot, the probe list the agent sent kept in the host's
+//! cache, the agent's refusals, and the stops taken through the gdbstub while each
+//! workload runs ([`crate::experiments::stops`]), merged into one run.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use guest_kernel::read_expr::ReadExpr;
+use guestscope_common::event::ProbeKind;
+use qemu_gdb_client::GdbEndpoint;
+
+use crate::experiments;
+use crate::experiments::snapshots::SnapshotRun;
+use crate::inputs::InputError;
+use crate::lab::{LabOptions, SNAPSHOT_START_DELAY_MS, Snapshotter, Validated, spawn_holding};
+use crate::session::Session;
+
+/// Keeps the probe list the agent sent (runs with `--probe`) in the host's cache, so
+/// the next run with this kernel checks names before booting.
+pub(crate) fn cache_probe_list<W: io::Write>(o: &LabOptions, session: &Session<W>) {
+    let Some(artifact) = session
+        .artifacts
+        .get(guestscope_common::probe_list::ARTIFACT)
+        .filter(|a| a.complete)
+    else {
+        return;
+    };
+    match serde_json::from_slice(&artifact.data) {
+        Ok(list) => {
+            if let Err(e) = crate::probe_catalog::store(o.probe_cache.as_deref(), &o.kernel, &list)
+            {
+                tracing::warn!("caching the guest's probe list: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("the guest's probe list does not parse: {e}"),
+    }
+}
+
+/// Why each probe the user named could not be attached (the agent said so and ran no
+/// workload); empty when all were.
+pub fn refused_user_probes<W: io::Write>(session: &Session<W>) -> Vec<String> {
+    session
+        .probes
+        .iter()
+        .filter(|a| !a.attached && ProbeKind::Kprobe.name() == a.probe)
+        .map(|a| a.note.clone())
+        .collect()
+}
+
+/// Checks `--snapshot-at`, `--read` and `--snapshot-comm`; the parsed reads.
+pub(crate) fn check_stops(o: &LabOptions) -> Result<Vec<ReadExpr>, InputError> {
+    let bad = |m: String| Err(InputError::Stops(m));
+    if o.stop_at.is_empty() {
+        if !o.reads.is_empty() {
+            return bad("--read needs --snapshot-at FUNCTION: where to read".into());
+        }
+        if o.stop_comm.is_some() {
+            return bad("--snapshot-comm needs --snapshot-at FUNCTION".into());
+        }
+        return Ok(Vec::new());
+    }
+    if o.stop_at.len() > experiments::stops::MAX_SITES {
+        return bad(format!(
+            "--snapshot-at given {} times; at most {} (x86 has {} hardware breakpoints)",
+            o.stop_at.len(),
+            experiments::stops::MAX_SITES,
+            experiments::stops::MAX_SITES
+        ));
+    }
+    for f in &o.stop_at {
+        if f.is_empty()
+            || !f
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return bad(format!("--snapshot-at {f:?}: not a kernel function name"));
+        }
+    }
+    if o.stops_per_site == 0 {
+        return bad("--snapshots 0: at least one stop per site".into());
+    }
+    if let Some(list) = crate::probe_catalog::cached(o.probe_cache.as_deref(), &o.kernel) {
+        let refused: Vec<String> = o
+            .stop_at
+            .iter()
+            .filter_map(|f| list.check_stop(f).err())
+            .collect();
+        if !refused.is_empty() {
+            return Err(InputError::ProbesRefused(refused.join("; ")));
+        }
+    }
+    o.reads
+        .iter()
+        .map(|r| r.parse::<ReadExpr>().map_err(InputError::Read))
+        .collect()
+}
+
+/// The hold before each workload's exec: time to put the stop breakpoints in.
+pub(crate) fn hold_ms(o: &LabOptions) -> Option<u64> {
+    (!o.stop_at.is_empty()).then_some(SNAPSHOT_START_DELAY_MS)
+}
+
+/// Whether the built-in `alloc_fd` snapshots are taken (the user's stops replace them:
+/// the gdbstub takes one client at a time).
+pub(crate) fn builtin_snapshots(o: &LabOptions) -> bool {
+    o.snapshots && o.stop_at.is_empty()
+}
+
+/// Starts the user's stops (`--snapshot-at`) for the workload that has just started.
+/// `paused` is set while the thread runs (nothing is written to the guest meanwhile).
+pub(crate) fn start_stops<W: io::Write>(
+    session: &Session<W>,
+    o: &LabOptions,
+    v: &Validated,
+    gdb: GdbEndpoint,
+    launched: Instant,
+    paused: &Arc<std::sync::atomic::AtomicBool>,
+) -> Option<Snapshotter> {
+    let w = session.workloads.last().filter(|w| w.exited.is_none())?;
+    let tgid = w.started.pid;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (kallsyms, btf) = match (
+        session.kallsyms.clone(),
+        session
+            .artifacts
+            .get("btf")
+            .filter(|a| a.complete && !a.data.is_empty()),
+    ) {
+        (Some(k), Some(b)) => (k, b.data.clone()),
+        _ => {
+            let why = "the guest's kallsyms or BTF did not arrive before the workload".to_string();
+            let thread = std::thread::spawn(move || Err(why));
+            return Some(Snapshotter { tgid, done, thread });
+        }
+    };
+    let req = experiments::stops::StopsRequest {
+        sites: o.stop_at.clone(),
+        reads: v.reads.clone(),
+        per_site: o.stops_per_site,
+        condition: match &o.stop_comm {
+            Some(c) => experiments::stops::Condition::Comm(c.clone()),
+            None => experiments::stops::Condition::Tgid(tgid),
+        },
+        max_other_hits: 1000,
+        hit_timeout: Duration::from_secs(2),
+    };
+    let flag = done.clone();
+    tracing::debug!(tgid, sites = ?req.sites, "starting the user's stops");
+    let thread = spawn_holding(paused, move || {
+        let btf =
+            guest_kernel::btf::Btf::parse(&btf).map_err(|e| format!("the guest's BTF: {e}"))?;
+        let offsets = btf
+            .task_offsets()
+            .map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
+        experiments::stops::take(gdb, &kallsyms, &btf, &offsets, &req, launched, &flag)
+            .map_err(|e| e.to_string())
+    });
+    Some(Snapshotter { tgid, done, thread })
+}
+
+/// The user's stops of every workload as one run (holds and stops in order); the
+/// workloads whose stops failed are named in its `ended`.
+pub(crate) fn merge_stops(runs: Vec<Result<SnapshotRun, String>>) -> Result<SnapshotRun, String> {
+    if runs.is_empty() {
+        return Err("no workload ran".into());
+    }
+    let mut merged: Option<SnapshotRun> = None;
+    let mut ended = Vec::new();
+    let mut errors = Vec::new();
+    for run in runs {
+        match run {
+            Ok(r) => {
+                ended.push(format!("pid {}: {}", r.target_tgid, r.ended));
+                match merged.as_mut() {
+                    None => merged = Some(r),
+                    Some(m) => {
+                        m.snapshots.extend(r.snapshots);
+                        m.holds.extend(r.holds);
+                        m.other_hits += r.other_hits;
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let Some(mut m) = merged else {
+        errors.dedup();
+        return Err(errors.join("; "));
+    };
+    ended.extend(errors.into_iter().map(|e| format!("failed: {e}")));
+    m.ended = ended.join("; ");
+    Ok(m)
+}
