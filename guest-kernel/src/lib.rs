@@ -6,6 +6,7 @@
 //! - [`btf`]: struct member offsets from the guest's BTF.
 //! - [`read_expr`]: `--read` expressions (`current->mm->pgd`, `arg0->f_path`, `$cr3`),
 //!   resolved against the BTF and read from the stopped kernel.
+//! - [`type_names`]: types spelled as C does, and function signatures from BTF.
 //! - [`type_graph`]: the check that makes a BTF type table safe to walk.
 //! - [`kernel`]: reads of a stopped x86_64 kernel: per-cpu base, page-table walks,
 //!   the current task.
@@ -15,3 +16,4 @@ pub mod kallsyms;
 pub mod kernel;
 pub mod read_expr;
 pub mod type_graph;
+pub mod type_names;

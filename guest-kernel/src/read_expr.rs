@@ -20,6 +20,7 @@ use std::fmt;
 use btfparse::{Offset, TypeVariant};
 
 use crate::btf::Btf;
+use crate::type_names;
 
 /// Registers of the first six integer arguments at a function's entry (x86-64 SysV).
 pub const ARG_REGISTERS: [&str; 6] = ["rdi", "rsi", "rdx", "rcx", "r8", "r9"];
@@ -307,19 +308,8 @@ impl Stop<'_> {
     }
 
     /// `tid` with typedefs and qualifiers taken off.
-    fn resolved(&self, mut tid: u32) -> Option<(u32, TypeVariant)> {
-        for _ in 0..crate::type_graph::MAX_TYPE_DEPTH {
-            let ty = self.btf.info().from_id(tid)?;
-            tid = match &ty {
-                TypeVariant::Typedef(t) => *t.tid(),
-                TypeVariant::Const(t) => *t.tid(),
-                TypeVariant::Volatile(t) => *t.tid(),
-                TypeVariant::Restrict(t) => *t.tid(),
-                TypeVariant::TypeTag(t) => *t.tid(),
-                _ => return Some((tid, ty)),
-            };
-        }
-        None
+    fn resolved(&self, tid: u32) -> Option<(u32, TypeVariant)> {
+        type_names::resolved(self.btf.info(), tid)
     }
 
     /// The struct or union `tid` is, with its name for messages.
@@ -354,38 +344,13 @@ impl Stop<'_> {
 
     /// A short description of a type for messages (`int`, `struct file *`, ...).
     fn describe(&self, tid: u32) -> String {
-        match self.resolved(tid) {
-            Some((_, TypeVariant::Int(i))) => i.name().clone().unwrap_or_else(|| "int".into()),
-            Some((_, TypeVariant::Ptr(p))) => format!("{} *", self.describe(*p.tid())),
-            Some((_, TypeVariant::Struct(s))) => {
-                format!("struct {}", s.name().clone().unwrap_or_default())
-            }
-            Some((_, TypeVariant::Union(u))) => {
-                format!("union {}", u.name().clone().unwrap_or_default())
-            }
-            Some((_, TypeVariant::Enum(e))) => {
-                format!("enum {}", e.name().clone().unwrap_or_default())
-            }
-            Some((_, TypeVariant::Array(a))) => {
-                format!("{}[{}]", self.describe(*a.element_tid()), a.element_count())
-            }
-            Some((_, TypeVariant::Void)) | None => "void".into(),
-            Some((_, other)) => format!("{other:?}")
-                .split('(')
-                .next()
-                .unwrap_or("?")
-                .to_lowercase(),
-        }
+        type_names::describe(self.btf.info(), tid)
     }
 
     /// Parameter `n`'s type in function `name`'s BTF prototype.
     fn parameter_type(&self, name: &str, n: usize) -> Option<u32> {
         let info = self.btf.info();
-        let proto = info.get().values().find_map(|ty| match ty {
-            TypeVariant::Func(f) if f.name().as_deref() == Some(name) => Some(*f.prototype_tid()),
-            _ => None,
-        })?;
-        match info.from_id(proto)? {
+        match info.from_id(type_names::prototype_id(info, name)?)? {
             TypeVariant::FuncProto(p) => p.parameter_list().get(n).map(|param| param.tid()),
             _ => None,
         }
@@ -724,6 +689,15 @@ mod tests {
             read("$nope", None).unwrap_err(),
             "the gdbstub has no register \"nope\""
         );
+    }
+
+    #[test]
+    fn signatures_spell_parameters_as_c_does() {
+        let sig = btf().signature("do_thing").unwrap();
+        assert_eq!(sig.param(0).as_deref(), Some("struct file *file"));
+        assert_eq!(sig.returns, "int");
+        assert_eq!(sig.param(1), None);
+        assert!(btf().signature("nothing").is_none());
     }
 
     #[test]

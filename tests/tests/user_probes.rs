@@ -85,6 +85,10 @@ fn a_dozen_named_probes_in_one_boot() {
         builtin,
         "kretprobe:alloc_fd and the built-in alloc_fd probe disagree"
     );
+    // `arg` is named and typed from the guest's BTF prototypes.
+    assert_eq!(ret["arg"], "returns int", "{ret}");
+    assert_eq!(by_name("kprobe:do_sys_openat2")["arg"], "int dfd");
+    assert_eq!(by_name("kprobe:filp_close")["arg"], "struct file *filp");
     let values = ret["values"].as_object().expect("few distinct fds");
     assert!(values.contains_key("0x3"), "fds returned: {values:?}");
     // mm: the page faults of malloc reach pte_alloc_one through the fault entry.

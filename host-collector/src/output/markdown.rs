@@ -1011,7 +1011,7 @@ fn render_user_probes(md: &mut String, s: &Summary) {
     }
     let _ = writeln!(
         md,
-        "| probe | hits | by workload | arg values |\n|---|---:|---|---|"
+        "| probe | hits | by workload | arg | arg values |\n|---|---:|---|---|---|"
     );
     for p in &s.user_probes {
         let by: Vec<String> = p
@@ -1027,9 +1027,14 @@ fn render_user_probes(md: &mut String, s: &Summary) {
                 .join(", "),
             None => "many".into(),
         };
+        let arg = if p.arg.is_empty() {
+            "—".to_string()
+        } else {
+            format!("`{}`", p.arg)
+        };
         let _ = writeln!(
             md,
-            "| `{}` | {} | {} | {} |",
+            "| `{}` | {} | {} | {arg} | {} |",
             p.name,
             p.hits,
             by.join(", "),

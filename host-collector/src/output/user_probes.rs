@@ -19,6 +19,9 @@ pub struct UserProbeSummary {
     pub hits: u64,
     /// Hits per workload (workloads without hits left out).
     pub by_workload: BTreeMap<String, u64>,
+    /// What `arg` is, from the guest's BTF: the first parameter as C declares it
+    /// (`struct file *file`), `returns int` for a kretprobe; empty when not known.
+    pub arg: String,
     /// First argument (kprobe) or return value (kretprobe), in hex, with its hits;
     /// `None` when more than a few distinct values were seen.
     pub values: Option<BTreeMap<String, u64>>,
@@ -43,6 +46,7 @@ pub fn collect<W: Write>(
                     name: name.clone(),
                     hits: 0,
                     by_workload: BTreeMap::new(),
+                    arg: String::new(),
                     values: None,
                     top_stack: Vec::new(),
                     top_stack_hits: 0,
@@ -57,7 +61,16 @@ pub fn collect<W: Write>(
             }
         }
     }
+    let btf = session
+        .artifacts
+        .get("btf")
+        .filter(|a| a.complete && !a.data.is_empty())
+        .and_then(|a| guest_kernel::btf::Btf::parse(&a.data).ok());
     for p in by_name.values_mut() {
+        p.arg = btf
+            .as_ref()
+            .and_then(|b| arg_meaning(b, &p.name))
+            .unwrap_or_default();
         p.values = session
             .user_probe_values
             .get(&p.name)
@@ -70,6 +83,16 @@ pub fn collect<W: Write>(
             });
     }
     by_name.into_values().collect()
+}
+
+/// What a user probe's `arg` is for probe `name` (`kprobe:FUNC`, `kretprobe:FUNC`),
+/// from FUNC's BTF prototype.
+fn arg_meaning(btf: &guest_kernel::btf::Btf, name: &str) -> Option<String> {
+    if let Some(f) = name.strip_prefix("kprobe:") {
+        return btf.signature(f)?.param(0);
+    }
+    let f = name.strip_prefix("kretprobe:")?;
+    Some(format!("returns {}", btf.signature(f)?.returns))
 }
 
 /// Whether a probe name is a user probe's (`kprobe:…`, `kretprobe:…`, `tracepoint:…`).

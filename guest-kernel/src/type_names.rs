@@ -1,0 +1,133 @@
+//! Types as C spells them (`struct file *`, `unsigned int`, `char[16]`), and function
+//! signatures from BTF prototypes: for messages, and to name a probe's arguments.
+
+use btfparse::{TypeInformation, TypeVariant};
+
+use crate::btf::Btf;
+
+/// Pointers followed when spelling a type (`char ***`): past it, `...`. Pointers are
+/// not in [`crate::type_graph`]'s cycle check, so a hostile table could make them loop.
+const MAX_POINTER_DEPTH: usize = 8;
+
+/// `tid` with typedefs and qualifiers taken off (`None`: an id with no type, or a chain
+/// longer than the type graph allows).
+pub fn resolved(info: &TypeInformation, mut tid: u32) -> Option<(u32, TypeVariant)> {
+    for _ in 0..crate::type_graph::MAX_TYPE_DEPTH {
+        let ty = info.from_id(tid)?;
+        tid = match &ty {
+            TypeVariant::Typedef(t) => *t.tid(),
+            TypeVariant::Const(t) => *t.tid(),
+            TypeVariant::Volatile(t) => *t.tid(),
+            TypeVariant::Restrict(t) => *t.tid(),
+            TypeVariant::TypeTag(t) => *t.tid(),
+            _ => return Some((tid, ty)),
+        };
+    }
+    None
+}
+
+/// A short spelling of type `tid` (typedefs resolved): `int`, `struct file *`, ...
+pub fn describe(info: &TypeInformation, tid: u32) -> String {
+    describe_at(info, tid, 0)
+}
+
+fn describe_at(info: &TypeInformation, tid: u32, depth: usize) -> String {
+    if depth > MAX_POINTER_DEPTH {
+        return "...".into();
+    }
+    let name = |n: &Option<String>| n.clone().unwrap_or_default();
+    match resolved(info, tid) {
+        Some((_, TypeVariant::Int(i))) => i.name().clone().unwrap_or_else(|| "int".into()),
+        Some((_, TypeVariant::Ptr(p))) => format!("{} *", describe_at(info, *p.tid(), depth + 1)),
+        Some((_, TypeVariant::Struct(s))) => format!("struct {}", name(s.name())),
+        Some((_, TypeVariant::Union(u))) => format!("union {}", name(u.name())),
+        Some((_, TypeVariant::Enum(e))) => format!("enum {}", name(e.name())),
+        Some((_, TypeVariant::Array(a))) => format!(
+            "{}[{}]",
+            describe_at(info, *a.element_tid(), depth + 1),
+            a.element_count()
+        ),
+        Some((_, TypeVariant::Void)) | None => "void".into(),
+        Some((_, other)) => format!("{other:?}")
+            .split('(')
+            .next()
+            .unwrap_or("?")
+            .to_lowercase(),
+    }
+}
+
+/// A function's parameters (name, type) and return type, from its BTF prototype.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// Each parameter's name (empty when BTF has none) and spelled type.
+    pub params: Vec<(String, String)>,
+    /// The spelled return type.
+    pub returns: String,
+}
+
+impl Signature {
+    /// Parameter `n` as C declares it (`struct file *file`), if there is one.
+    pub fn param(&self, n: usize) -> Option<String> {
+        let (name, ty) = self.params.get(n)?;
+        Some(if ty.ends_with('*') {
+            format!("{ty}{name}")
+        } else {
+            format!("{ty} {name}").trim_end().to_string()
+        })
+    }
+}
+
+/// The BTF type id of function `name`'s prototype.
+pub fn prototype_id(info: &TypeInformation, name: &str) -> Option<u32> {
+    info.get().values().find_map(|ty| match ty {
+        TypeVariant::Func(f) if f.name().as_deref() == Some(name) => Some(*f.prototype_tid()),
+        _ => None,
+    })
+}
+
+impl Btf {
+    /// Function `name`'s signature, if BTF has its prototype.
+    pub fn signature(&self, name: &str) -> Option<Signature> {
+        let info = self.info();
+        let TypeVariant::FuncProto(p) = info.from_id(prototype_id(info, name)?)? else {
+            return None;
+        };
+        Some(Signature {
+            params: p
+                .parameter_list()
+                .iter()
+                .map(|param| {
+                    (
+                        param.name().unwrap_or_default(),
+                        describe(info, param.tid()),
+                    )
+                })
+                .collect(),
+            returns: describe(info, *p.return_tid()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pointer to a typedef of itself (pointers escape the type graph's cycle
+    /// check): spelling it must end.
+    #[test]
+    fn a_pointer_to_itself_is_spelled_in_bounded_steps() {
+        // 1: pointer to 2; 2: typedef (anonymous) of 1.
+        let words: [u32; 6] = [0, 2 << 24, 2, 0, 8 << 24, 1];
+        let types: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut blob = vec![0x9f, 0xeb, 1, 0];
+        for v in [24u32, 0, types.len() as u32, types.len() as u32, 1] {
+            blob.extend(v.to_le_bytes());
+        }
+        blob.extend(types);
+        blob.push(0);
+        let btf = Btf::parse(&blob).unwrap();
+        let spelled = describe(btf.info(), 1);
+        assert!(spelled.starts_with("..."), "{spelled}");
+        assert_eq!(spelled.matches('*').count(), MAX_POINTER_DEPTH + 1);
+    }
+}
