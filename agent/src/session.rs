@@ -57,6 +57,8 @@ pub fn run<W: Sink>(
     let mut refused: Vec<String> = Vec::new();
     // The user's tracepoints by slot, sent for the host to name their events.
     let mut tracepoint_slots = std::collections::BTreeMap::new();
+    // What the kernel offers for probing, read once (1 s under TCG) when needed.
+    let mut probe_list = None;
     let mut logs: Vec<(&str, String)> = Vec::new();
     let state = state_dir.map(|dir| RunState::open(dir, plan));
     let already = state.as_ref().map_or(0, |(_, n)| *n);
@@ -72,14 +74,14 @@ pub fn run<W: Sink>(
         Ok(mut loaded) => {
             let mut attach = probes::attach_all(&mut loaded.ebpf, &selected);
             if !user.is_empty() || !plan.stop_functions.is_empty() {
-                let kernel = user_probes::read_probe_list();
+                let kernel = probe_list.insert(user_probes::read_probe_list());
                 refused.extend(
                     plan.stop_functions
                         .iter()
                         .filter_map(|f| kernel.check_stop(f).err()),
                 );
                 if refused.is_empty() && !user.is_empty() {
-                    match user_probes::attach(&mut loaded.ebpf, &user, &kernel) {
+                    match user_probes::attach(&mut loaded.ebpf, &user, kernel) {
                         Ok(records) => {
                             let tracepoints: Vec<String> = records
                                 .iter()
@@ -172,7 +174,10 @@ pub fn run<W: Sink>(
         artifacts::send_bytes(stream, guestscope_common::probe_list::TRACEPOINT_IDS, &ids)?;
     }
     if plan.send_probe_list {
-        let list = serde_json::to_vec(&user_probes::read_probe_list()).unwrap_or_default();
+        let list = probe_list
+            .take()
+            .unwrap_or_else(user_probes::read_probe_list);
+        let list = serde_json::to_vec(&list).unwrap_or_default();
         artifacts::send_bytes(stream, guestscope_common::probe_list::ARTIFACT, &list)?;
     }
 

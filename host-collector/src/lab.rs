@@ -58,7 +58,7 @@ pub const SNAPSHOT_WORKLOAD: &str = "fopen";
 /// The gdbstub's Unix socket, in the run's private (0700) directory.
 const GDB_SOCKET: &str = "gdb.sock";
 /// How long the [`SNAPSHOT_WORKLOAD`] sleeps before its loop when snapshots are taken.
-pub(crate) const SNAPSHOT_START_DELAY_MS: u64 = 500;
+const SNAPSHOT_START_DELAY_MS: u64 = 500;
 /// Console lines kept in the outcome of a run that ended early (the panic text, or the
 /// last lines before a hang).
 const CONSOLE_LINES: usize = 60;
@@ -554,6 +554,7 @@ pub fn boot_and_collect(
     // The user's stops: one thread per workload, in turn.
     let take_stops = !o.stop_at.is_empty() && *mode == Mode::Full;
     let mut stop_runs: Vec<Result<SnapshotRun, String>> = Vec::new();
+    let mut stop_types: Option<Result<Arc<own_questions::GuestTypes>, String>> = None;
     let run_deadline = Instant::now() + o.run_timeout;
     // When the agent's stream last made progress (None until it connects). The gdbstub
     // experiment holds the guest at breakpoints, so it runs without the watchdog.
@@ -639,6 +640,11 @@ pub fn boot_and_collect(
                         if let Some(s) = &snapshot_thread {
                             s.note_progress(session);
                         }
+                        // The BTF comes before any workload: parse it then, not in a
+                        // workload's hold before exec.
+                        if stop_types.is_none() {
+                            stop_types = own_questions::guest_types(session);
+                        }
                         let next = session
                             .workloads
                             .last()
@@ -656,6 +662,7 @@ pub fn boot_and_collect(
                                 gdb.clone(),
                                 launched,
                                 &paused,
+                                stop_types.as_ref(),
                             );
                         }
                         return;
@@ -1108,9 +1115,9 @@ pub fn finish(
         match read_event_points(&dir.join("events.jsonl")) {
             Ok(events) => {
                 // The built-in snapshots stop where the alloc_fd probe fires; the user's
-                // stops are compared with the nearest event only.
+                // stops where their kprobes do, when they also probe the function.
                 let same_call = if run.snapshots.iter().any(|s| !s.site.is_empty()) {
-                    ""
+                    ProbeKind::Kprobe.name()
                 } else {
                     ProbeKind::AllocFd.name()
                 };

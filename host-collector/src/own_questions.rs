@@ -14,7 +14,7 @@ use qemu_gdb_client::GdbEndpoint;
 use crate::experiments;
 use crate::experiments::snapshots::SnapshotRun;
 use crate::inputs::InputError;
-use crate::lab::{LabOptions, SNAPSHOT_START_DELAY_MS, Snapshotter, Validated, spawn_holding};
+use crate::lab::{LabOptions, Snapshotter, Validated, spawn_holding};
 use crate::session::Session;
 
 /// Keeps the probe list the agent sent (runs with `--probe`) in the host's cache, so
@@ -97,9 +97,14 @@ pub(crate) fn check_stops(o: &LabOptions) -> Result<Vec<ReadExpr>, InputError> {
         .collect()
 }
 
+/// How long each workload waits before its exec when there are stops: time for the
+/// host to connect to the gdbstub and put the breakpoints in (measured: about 0.1 s
+/// on an idle host; a loaded one takes several times that).
+pub const STOP_HOLD_MS: u64 = 1000;
+
 /// The hold before each workload's exec: time to put the stop breakpoints in.
 pub(crate) fn hold_ms(o: &LabOptions) -> Option<u64> {
-    (!o.stop_at.is_empty()).then_some(SNAPSHOT_START_DELAY_MS)
+    (!o.stop_at.is_empty()).then_some(STOP_HOLD_MS)
 }
 
 /// Whether the built-in `alloc_fd` snapshots are taken (the user's stops replace them:
@@ -117,18 +122,18 @@ pub(crate) fn start_stops<W: io::Write>(
     gdb: GdbEndpoint,
     launched: Instant,
     paused: &Arc<std::sync::atomic::AtomicBool>,
+    types: Option<&Result<Arc<GuestTypes>, String>>,
 ) -> Option<Snapshotter> {
     let w = session.workloads.last().filter(|w| w.exited.is_none())?;
     let tgid = w.started.pid;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (kallsyms, btf) = match (
-        session.kallsyms.clone(),
-        session
-            .artifacts
-            .get("btf")
-            .filter(|a| a.complete && !a.data.is_empty()),
-    ) {
-        (Some(k), Some(b)) => (k, b.data.clone()),
+    let (kallsyms, types) = match (session.kallsyms.clone(), types) {
+        (Some(k), Some(Ok(t))) => (k, t.clone()),
+        (_, Some(Err(e))) => {
+            let why = e.clone();
+            let thread = std::thread::spawn(move || Err(why));
+            return Some(Snapshotter { tgid, done, thread });
+        }
         _ => {
             let why = "the guest's kallsyms or BTF did not arrive before the workload".to_string();
             let thread = std::thread::spawn(move || Err(why));
@@ -149,15 +154,47 @@ pub(crate) fn start_stops<W: io::Write>(
     let flag = done.clone();
     tracing::debug!(tgid, sites = ?req.sites, "starting the user's stops");
     let thread = spawn_holding(paused, move || {
-        let btf =
-            guest_kernel::btf::Btf::parse(&btf).map_err(|e| format!("the guest's BTF: {e}"))?;
-        let offsets = btf
-            .task_offsets()
-            .map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
-        experiments::stops::take(gdb, &kallsyms, &btf, &offsets, &req, launched, &flag)
-            .map_err(|e| e.to_string())
+        experiments::stops::take(
+            gdb,
+            &kallsyms,
+            &types.btf,
+            &types.offsets,
+            &req,
+            launched,
+            &flag,
+        )
+        .map_err(|e| e.to_string())
     });
     Some(Snapshotter { tgid, done, thread })
+}
+
+/// The guest's types, parsed once a run for every workload's stops (the parse takes
+/// longer than a workload's hold before exec).
+pub struct GuestTypes {
+    /// The guest's BTF.
+    pub btf: guest_kernel::btf::Btf,
+    /// `task_struct`'s layout in it.
+    pub offsets: guest_kernel::btf::TaskOffsets,
+}
+
+/// Parses the guest's BTF once it has arrived (`None` before).
+pub(crate) fn guest_types<W: io::Write>(
+    session: &Session<W>,
+) -> Option<Result<Arc<GuestTypes>, String>> {
+    let blob = session
+        .artifacts
+        .get("btf")
+        .filter(|a| a.complete && !a.data.is_empty())?;
+    Some(
+        guest_kernel::btf::Btf::parse(&blob.data)
+            .map_err(|e| format!("the guest's BTF: {e}"))
+            .and_then(|btf| {
+                let offsets = btf
+                    .task_offsets()
+                    .map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
+                Ok(Arc::new(GuestTypes { btf, offsets }))
+            }),
+    )
 }
 
 /// The user's stops of every workload as one run (holds and stops in order); the

@@ -890,10 +890,20 @@ fn render_timeline(md: &mut String, s: &Summary) {
     if user_stops {
         let _ = writeln!(
             md,
-            "**Cross-check: {} of {} stops agree** with the eBPF event nearest in time on the same CPU (same thread id); \
+            "**Cross-check: {} of {} stops agree** with the eBPF event nearest in time on the same CPU (same thread id; a \
+             stop far from any event of its own, such as one before the workload's exec, meets another process's); \
              {} had no event on their CPU (distance on the guest clock: median {:.1} µs, largest {:.1} µs).\n",
             cc.agreed, cc.compared, cc.without_event, cc.median_abs_delta_us, cc.max_abs_delta_us
         );
+        let followed = cc.matches.iter().filter(|m| m.same_call.is_some()).count();
+        if followed > 0 {
+            let _ = writeln!(
+                md,
+                "**{} of {}** are followed on their CPU by a `--probe kprobe:` event of the same thread (the same \
+                 call, where the function is probed too), a median {:.0} µs of guest time after the stop.\n",
+                cc.same_call_agreed, cc.compared, cc.same_call_median_us
+            );
+        }
         return;
     }
     let _ = writeln!(
