@@ -191,6 +191,10 @@ pub struct AttachArgs {
     /// secret is let in. Without it, any agent that connects is.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+    /// With --write-plan: a probe of your own in the plan, as `lab --probe` takes it
+    /// (kprobe:FUNC, kretprobe:FUNC, tracepoint:CATEGORY:NAME, globs). Repeatable.
+    #[arg(long = "probe", value_name = "TYPE:FUNC")]
+    pub user_probes: Vec<String>,
 }
 
 /// Accelerator choice on the command line.

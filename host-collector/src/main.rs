@@ -42,6 +42,18 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(out) => {
+            // An attached agent refuses a --probe of its plan by running no workload.
+            let refused: Vec<&str> = out
+                .summary
+                .probes
+                .iter()
+                .filter(|p| p.name == "kprobe" && !p.attach.attached)
+                .map(|p| p.attach.note.as_str())
+                .collect();
+            if !refused.is_empty() {
+                eprintln!("guestscope: error: {}", refused.join("; "));
+                return ExitCode::from(2);
+            }
             let o = &out.summary.run.outcome;
             let events = out.summary.stream.events_received;
             println!(
@@ -222,12 +234,20 @@ fn attach_command(a: AttachArgs) -> Result<Option<Result<LabOutcome, LabError>>,
         }
         (None, None) => None,
     };
+    for p in &a.user_probes {
+        p.parse::<guestscope_common::user_probe::UserProbe>()
+            .map_err(|e| e.to_string())?;
+    }
+    if !a.user_probes.is_empty() && a.write_plan.is_none() {
+        return Err("--probe goes into the plan: give --write-plan FILE too".into());
+    }
     if let Some(path) = &a.write_plan {
         // A fresh secret: `attach --plan` requires it of the agent that reads this plan.
         let secret =
             guestscope_common::plan::new_secret().map_err(|e| format!("making a secret: {e}"))?;
         let plan = guestscope_common::plan::RunPlan {
             secret: Some(secret),
+            user_probes: a.user_probes.clone(),
             ..attach::default_plan(a.port)
         };
         let json = serde_json::to_vec_pretty(&plan).map_err(|e| e.to_string())?;

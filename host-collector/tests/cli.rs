@@ -366,6 +366,24 @@ fn input_cases() -> Vec<Case> {
             }),
         ),
         case(
+            "attach: --probe without a plan to put it in",
+            "--probe goes into the plan: give --write-plan FILE too",
+            plain(|_| vec!["attach".into(), "--probe".into(), "kprobe:vfs_read".into()]),
+        ),
+        case(
+            "attach: --probe that does not parse",
+            "expected TYPE:FUNCTION",
+            plain(|f| {
+                vec![
+                    "attach".into(),
+                    "--write-plan".into(),
+                    f.path("plan.json").into(),
+                    "--probe".into(),
+                    "vfs_read".into(),
+                ]
+            }),
+        ),
+        case(
             "attach: two endpoints",
             "not both",
             plain(|f| {

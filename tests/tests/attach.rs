@@ -40,7 +40,8 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
     let plan = RunPlan {
         vsock_port: port,
         probes: Vec::new(),
-        user_probes: Vec::new(),
+        // As `attach --write-plan FILE --probe kretprobe:alloc_fd` makes it.
+        user_probes: vec!["kretprobe:alloc_fd".into()],
         send_probe_list: false,
         stop_functions: Vec::new(),
         workloads: vec![WorkloadSpec {
@@ -132,6 +133,14 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
     assert!(alloc.len() >= 50, "{} alloc_fd events", alloc.len());
     assert!(alloc.iter().all(|e| stack_has(e, "alloc_fd")));
     assert!(r.report.contains("### fopen"));
+    // The plan's own probe: each alloc_fd call seen at its return too.
+    let ret: Vec<_> = r.events_of("fopen", "kretprobe:alloc_fd").collect();
+    assert_eq!(
+        ret.len(),
+        alloc.len(),
+        "kretprobe:alloc_fd against alloc_fd"
+    );
+    assert!(r.report.contains("## Your probes"));
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
