@@ -192,7 +192,7 @@ fn input_cases() -> Vec<Case> {
         ),
         case(
             "--probe of an unknown type",
-            "unknown probe type \"kprob\"; use kprobe:FUNCTION or kretprobe:FUNCTION",
+            "unknown probe type \"kprob\"; use kprobe:FUNCTION, kretprobe:FUNCTION or tracepoint:CATEGORY:NAME",
             plain(|f| f.lab(&["--probe", "kprob:vfs_read"])),
         ),
         case(
