@@ -368,7 +368,15 @@ fn input_cases() -> Vec<Case> {
         case(
             "attach: --probe without a plan to put it in",
             "--probe goes into the plan: give --write-plan FILE too",
-            plain(|_| vec!["attach".into(), "--probe".into(), "kprobe:vfs_read".into()]),
+            plain(|_| {
+                vec![
+                    "attach".into(),
+                    "--vsock-cid".into(),
+                    "3".into(),
+                    "--probe".into(),
+                    "kprobe:vfs_read".into(),
+                ]
+            }),
         ),
         case(
             "attach: --probe that does not parse",
