@@ -90,6 +90,8 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options) -> Result<()> {
                     EXCLUDED_PACKAGE,
                     "--release",
                     "--locked",
+                    // A failing test binary must not hide the rest of the suite's results.
+                    "--no-fail-fast",
                 ])
                 .args(&options.args)
                 .env(KERNEL_ENV, &image.kernel)
