@@ -656,6 +656,11 @@ impl<C: Connector> Sink for Link<C> {
         Link::service(self);
     }
 
+    fn unwritten(&self) -> usize {
+        // Records from the write position on (a partly written one included).
+        self.spool.len().saturating_sub(self.write_idx)
+    }
+
     fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.conn.as_ref().map(|c| c.as_fd())
     }

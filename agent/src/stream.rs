@@ -36,6 +36,11 @@ pub trait Sink {
 
     /// Adds the sink's own counters (the link's) to the run's totals.
     fn fill_totals(&self, _totals: &mut Totals) {}
+
+    /// Records taken but not yet written out (a plain writer writes each at once).
+    fn unwritten(&self) -> usize {
+        0
+    }
 }
 
 /// A plain writer: each frame is written whole and flushed.
@@ -144,6 +149,21 @@ impl<W: Sink> Stream<W> {
         self.out.service();
     }
 
+    /// Writes out what is queued, for at most `limit`; whether all of it went.
+    pub fn write_out(&mut self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            self.out.service();
+            if self.out.unwritten() == 0 {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// The underlying sink.
     pub fn into_inner(self) -> W {
         self.out
@@ -218,5 +238,68 @@ mod tests {
         assert_eq!(err.seq, 0);
         assert!(err.to_string().contains("connection reset"));
         assert_eq!(stream.records(), 0);
+    }
+}
+
+#[cfg(test)]
+mod write_out_tests {
+    use super::*;
+
+    /// A sink that writes one queued frame per service call.
+    #[derive(Default)]
+    struct Slow {
+        queued: usize,
+        services: usize,
+    }
+
+    impl Sink for Slow {
+        fn send_frame(
+            &mut self,
+            _: u64,
+            _: Vec<u8>,
+            _: &[u64; ProbeKind::COUNT],
+        ) -> io::Result<()> {
+            self.queued += 1;
+            Ok(())
+        }
+        fn service(&mut self) {
+            self.services += 1;
+            self.queued = self.queued.saturating_sub(1);
+        }
+        fn unwritten(&self) -> usize {
+            self.queued
+        }
+    }
+
+    #[test]
+    fn write_out_services_the_sink_until_everything_went() {
+        let mut s = Stream::new(Slow::default());
+        for _ in 0..3 {
+            s.send(Body::Heartbeat { monotonic_ns: 0 }).unwrap();
+        }
+        assert!(s.write_out(Duration::from_secs(5)));
+        let sink = s.into_inner();
+        assert_eq!(sink.queued, 0);
+        assert!(sink.services >= 3);
+    }
+
+    #[test]
+    fn write_out_gives_up_at_its_limit() {
+        struct Stuck;
+        impl Sink for Stuck {
+            fn send_frame(
+                &mut self,
+                _: u64,
+                _: Vec<u8>,
+                _: &[u64; ProbeKind::COUNT],
+            ) -> io::Result<()> {
+                Ok(())
+            }
+            fn unwritten(&self) -> usize {
+                1
+            }
+        }
+        let mut s = Stream::new(Stuck);
+        assert!(!s.write_out(Duration::from_millis(20)));
     }
 }

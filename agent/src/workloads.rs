@@ -32,6 +32,8 @@ use crate::{
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
 /// Status reported for a workload that never ran.
 pub const NEVER_RAN: i32 = -1;
+/// Longest wait for the queued records to be written before a held workload's hold.
+const WRITE_OUT_LIMIT: Duration = Duration::from_secs(20);
 
 /// A workload's output, kept up to a limit; the rest is counted and dropped.
 #[derive(Debug)]
@@ -178,7 +180,12 @@ fn execute<W: Sink>(
         start_ns,
     }))?;
     if let Some(ms) = spec.hold_before_exec_ms {
-        // The host puts its breakpoints in meanwhile (it has the pid from WorkloadStarted).
+        // The host puts its breakpoints in meanwhile, once it has the pid: the hold counts
+        // from when WorkloadStarted is written out, not from when it was queued behind
+        // the start's artifacts (megabytes of BTF and symbols).
+        if !stream.write_out(WRITE_OUT_LIMIT) {
+            tracing::warn!(workload = %spec.name, "the workload's start is not written out yet");
+        }
         std::thread::sleep(Duration::from_millis(ms));
     }
     let running = match gated.release() {
