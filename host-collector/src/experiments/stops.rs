@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use guest_kernel::btf::{Btf, TaskOffsets};
 use guest_kernel::kallsyms::Kallsyms;
-use guest_kernel::kernel::{Access, CurrentReader, KernelLayout};
+use guest_kernel::kernel::{Access, CurrentReader, CurrentTask, KernelLayout};
 use guest_kernel::read_expr::{Memory, ReadExpr, Stop};
 use qemu_gdb_client::{Client, GdbEndpoint, ThreadId};
 
@@ -167,19 +167,7 @@ fn stop_loop(
             // Not one of ours (an interrupt that raced the hit): go on.
             continue;
         };
-        let base = reader.per_cpu_base(client)?;
-        let ids = reader.current_ids(client, base, Access::Auto)?;
-        let (comm_bytes, _) = reader.read_kernel(
-            client,
-            ids.task + u64::from(reader.layout().task.comm),
-            reader.layout().task.comm_len as usize,
-            Access::Auto,
-        )?;
-        let comm = comm_bytes
-            .split(|b| *b == 0)
-            .next()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .unwrap_or_default();
+        let CurrentTask { ids, comm, .. } = reader.current(client)?;
         let wanted = match &req.condition {
             Condition::Tgid(t) => ids.tgid == *t,
             Condition::Comm(c) => comm == *c,
