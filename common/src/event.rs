@@ -80,6 +80,18 @@ impl ProbeKind {
         }
     }
 
+    /// The kind of an event named `probe` as events.jsonl and the reports name them: a
+    /// built-in probe's name, or a user probe's `KIND:TARGET` (`kprobe:vfs_read`,
+    /// `tracepoint:sched:sched_switch`).
+    pub fn of_event(probe: &str) -> Option<ProbeKind> {
+        Self::from_name(probe).or_else(|| {
+            let (kind, _) = probe.split_once(':')?;
+            Self::ALL
+                .into_iter()
+                .find(|k| k.is_user() && k.name() == kind)
+        })
+    }
+
     /// Whether the user names this probe's functions (`--probe`), as opposed to a
     /// built-in probe on a fixed function.
     pub const fn is_user(self) -> bool {
@@ -303,6 +315,22 @@ mod tests {
             _pad: 0,
             ips,
         }
+    }
+
+    #[test]
+    fn event_names_give_their_kind() {
+        assert_eq!(ProbeKind::of_event("alloc_fd"), Some(ProbeKind::AllocFd));
+        assert_eq!(
+            ProbeKind::of_event("kprobe:vfs_read"),
+            Some(ProbeKind::Kprobe)
+        );
+        assert_eq!(
+            ProbeKind::of_event("tracepoint:sched:sched_switch"),
+            Some(ProbeKind::Tracepoint)
+        );
+        assert_eq!(ProbeKind::of_event("kprobe"), None);
+        assert_eq!(ProbeKind::of_event("alloc_fd:x"), None);
+        assert_eq!(ProbeKind::of_event("unknown"), None);
     }
 
     #[test]

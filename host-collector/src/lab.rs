@@ -1303,16 +1303,7 @@ fn read_event_points(path: &Path) -> io::Result<Vec<snapshots::EventPoint>> {
     for l in crate::event_line::read_events(io::BufReader::new(File::open(path)?)) {
         let l = l?;
         // A user probe's events (`kprobe:FUNCTION`) count as their kind.
-        let kind = ProbeKind::from_name(&l.probe).or_else(|| {
-            [
-                ProbeKind::Kprobe,
-                ProbeKind::Kretprobe,
-                ProbeKind::Tracepoint,
-            ]
-            .into_iter()
-            .find(|k| l.probe.starts_with(&format!("{}:", k.name())))
-        });
-        let Some(kind) = kind else {
+        let Some(kind) = ProbeKind::of_event(&l.probe) else {
             continue;
         };
         out.push(snapshots::EventPoint {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use guestscope_common::event::ProbeKind;
 use serde::Serialize;
 
 use super::summary::WorkloadSummary;
@@ -39,7 +40,11 @@ pub fn collect<W: Write>(
 ) -> Vec<UserProbeSummary> {
     let mut by_name: BTreeMap<String, UserProbeSummary> = BTreeMap::new();
     for w in workloads {
-        for (name, &hits) in w.events.iter().filter(|(n, _)| is_user_probe_name(n)) {
+        for (name, &hits) in w
+            .events
+            .iter()
+            .filter(|(n, _)| ProbeKind::of_event(n).is_some_and(ProbeKind::is_user))
+        {
             let p = by_name
                 .entry(name.clone())
                 .or_insert_with(|| UserProbeSummary {
@@ -93,11 +98,4 @@ fn arg_meaning(btf: &guest_kernel::btf::Btf, name: &str) -> Option<String> {
     }
     let f = name.strip_prefix("kretprobe:")?;
     Some(format!("returns {}", btf.signature(f)?.returns))
-}
-
-/// Whether a probe name is a user probe's (`kprobe:…`, `kretprobe:…`, `tracepoint:…`).
-pub fn is_user_probe_name(name: &str) -> bool {
-    ["kprobe:", "kretprobe:", "tracepoint:"]
-        .iter()
-        .any(|p| name.starts_with(p))
 }
