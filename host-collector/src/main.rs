@@ -43,13 +43,8 @@ fn main() -> ExitCode {
     match result {
         Ok(out) => {
             // An attached agent refuses a --probe of its plan by running no workload.
-            let refused: Vec<&str> = out
-                .summary
-                .probes
-                .iter()
-                .filter(|p| p.name == "kprobe" && !p.attach.attached)
-                .map(|p| p.attach.note.as_str())
-                .collect();
+            let refused =
+                guestscope::own_questions::refusals(out.summary.probes.iter().map(|p| &p.attach));
             if !refused.is_empty() {
                 eprintln!("guestscope: error: {}", refused.join("; "));
                 return ExitCode::from(2);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use guest_kernel::read_expr::ReadExpr;
 use guestscope_common::event::ProbeKind;
+use guestscope_common::wire::ProbeAttach;
 use qemu_gdb_client::GdbEndpoint;
 
 use crate::experiments;
@@ -41,9 +42,14 @@ pub(crate) fn cache_probe_list<W: io::Write>(o: &LabOptions, session: &Session<W
 /// Why each probe the user named could not be attached (the agent said so and ran no
 /// workload); empty when all were.
 pub fn refused_user_probes<W: io::Write>(session: &Session<W>) -> Vec<String> {
-    session
-        .probes
-        .iter()
+    refusals(&session.probes)
+}
+
+/// The agent's refusals among its attach records: each probe or stop of the user's it
+/// could not use is sent as an unattached `kprobe` record whose note says why.
+pub fn refusals<'a>(attach: impl IntoIterator<Item = &'a ProbeAttach>) -> Vec<String> {
+    attach
+        .into_iter()
         .filter(|a| !a.attached && ProbeKind::Kprobe.name() == a.probe)
         .map(|a| a.note.clone())
         .collect()
