@@ -66,10 +66,17 @@ pub fn collect<W: Write>(
             }
         }
     }
+    // Parsing the guest's BTF (megabytes) is only worth it for a function's probe.
+    let functions = by_name.keys().any(|n| {
+        matches!(
+            ProbeKind::of_event(n),
+            Some(ProbeKind::Kprobe | ProbeKind::Kretprobe)
+        )
+    });
     let btf = session
         .artifacts
         .get("btf")
-        .filter(|a| a.complete && !a.data.is_empty())
+        .filter(|a| functions && a.complete && !a.data.is_empty())
         .and_then(|a| guest_kernel::btf::Btf::parse(&a.data).ok());
     for p in by_name.values_mut() {
         p.arg = btf
