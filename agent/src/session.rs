@@ -82,14 +82,9 @@ pub fn run<W: Sink>(
                 );
                 if refused.is_empty() && !user.is_empty() {
                     match user_probes::attach(&mut loaded.ebpf, &user, kernel) {
-                        Ok(records) => {
-                            let tracepoints: Vec<String> = records
-                                .iter()
-                                .filter(|r| r.probe == ProbeKind::Tracepoint.name())
-                                .flat_map(|r| r.target.split(", ").map(str::to_string))
-                                .collect();
-                            tracepoint_slots = user_probes::tracepoint_slots(&tracepoints);
-                            attach.extend(records);
+                        Ok(attached) => {
+                            tracepoint_slots = attached.tracepoint_slots;
+                            attach.extend(attached.records);
                         }
                         Err(errors) => refused = errors,
                     }

@@ -51,14 +51,22 @@ pub fn read_probe_list() -> ProbeList {
     list
 }
 
-/// Attaches every probe in `probes`; returns one [`ProbeAttach`] per probe kind used
-/// (`kprobe`, `kretprobe`), or the reasons the run cannot go on (one per probe that
-/// did not resolve or attach).
+/// What [`attach`] attached.
+#[derive(Debug, Default)]
+pub struct UserAttached {
+    /// One record per probe kind used (`kprobe`, `kretprobe`, `tracepoint`).
+    pub records: Vec<ProbeAttach>,
+    /// The tracepoints by slot (the `flags` of their events), for the host to name them.
+    pub tracepoint_slots: BTreeMap<u32, String>,
+}
+
+/// Attaches every probe in `probes`; what was attached, or the reasons the run cannot
+/// go on (one per probe that did not resolve or attach).
 pub fn attach(
     ebpf: &mut Ebpf,
     probes: &[UserProbe],
     kernel: &ProbeList,
-) -> Result<Vec<ProbeAttach>, Vec<String>> {
+) -> Result<UserAttached, Vec<String>> {
     let mut errors = Vec::new();
     let mut by_kind: BTreeMap<ProbeKind, (Vec<String>, Vec<String>)> = BTreeMap::new();
     for probe in probes {
@@ -83,12 +91,16 @@ pub fn attach(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut records = Vec::new();
+    let mut attached = UserAttached::default();
     for (kind, (targets, notes)) in by_kind {
         match attach_program(ebpf, kind, &targets) {
             Ok(()) => {
                 tracing::info!(probe = kind.name(), functions = targets.len(), "attached");
-                records.push(ProbeAttach {
+                if kind == ProbeKind::Tracepoint {
+                    // Slot i holds the i-th tracepoint (see `attach_program`).
+                    attached.tracepoint_slots = (0u32..).zip(targets.iter().cloned()).collect();
+                }
+                attached.records.push(ProbeAttach {
                     probe: kind.name().into(),
                     target: targets.join(", "),
                     method: kind.name().into(),
@@ -100,7 +112,7 @@ pub fn attach(
         }
     }
     if errors.is_empty() {
-        Ok(records)
+        Ok(attached)
     } else {
         Err(errors)
     }
@@ -126,15 +138,6 @@ pub const TRACEPOINT_PROGRAMS: [&str; MAX_TRACEPOINTS] = [
     "user_tracepoint_7",
 ];
 
-/// The tracepoints attached by [`attach`], by slot (the `flags` of their events).
-pub fn tracepoint_slots(tracepoints: &[String]) -> BTreeMap<u32, String> {
-    tracepoints
-        .iter()
-        .enumerate()
-        .map(|(slot, t)| (slot as u32, t.clone()))
-        .collect()
-}
-
 fn attach_program(ebpf: &mut Ebpf, kind: ProbeKind, targets: &[String]) -> Result<(), String> {
     let failed =
         |what: &str, e: &dyn std::error::Error| format!("{}:{what}: {}", kind.name(), chain(e));
@@ -146,7 +149,7 @@ fn attach_program(ebpf: &mut Ebpf, kind: ProbeKind, targets: &[String]) -> Resul
                 targets.len()
             ));
         }
-        // Slot i gets the i-th tracepoint (the order `tracepoint_slots` names them in).
+        // Slot i gets the i-th tracepoint (the order `attach` names them to the host in).
         for (t, program) in targets.iter().zip(TRACEPOINT_PROGRAMS) {
             let (category, name) = t.split_once(':').unwrap_or((t, ""));
             let prog: &mut TracePoint = ebpf
