@@ -198,7 +198,9 @@ pub fn target(kind: ProbeKind) -> &'static str {
         ProbeKind::AllocFd => ALLOC_FD_FN,
         ProbeKind::PageFaultUser => "exceptions:page_fault_user",
         ProbeKind::PageFaultKernel => "exceptions:page_fault_kernel",
-        ProbeKind::Kprobe | ProbeKind::Kretprobe => "the functions --probe named",
+        ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Fentry => {
+            "the functions --probe named"
+        }
         ProbeKind::Tracepoint => "the tracepoints --probe named",
     }
 }
@@ -213,7 +215,9 @@ fn precheck(kind: ProbeKind, kallsyms: Option<&str>) -> Result<(), ProbeError> {
             }
             _ => Ok(()),
         },
-        ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint => Ok(()),
+        ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint | ProbeKind::Fentry => {
+            Ok(())
+        }
         ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel => {
             let (category, name) = target(kind).split_once(':').expect("category:name");
             let roots = [
@@ -251,6 +255,7 @@ pub fn programs(kind: ProbeKind) -> &'static [&'static str] {
         ProbeKind::PageFaultKernel => &["page_fault_kernel"],
         ProbeKind::Kprobe => &["user_kprobe"],
         ProbeKind::Kretprobe => &["user_kretprobe"],
+        ProbeKind::Fentry => &[crate::user_probes::FENTRY_PROGRAM],
         ProbeKind::Tracepoint => &crate::user_probes::TRACEPOINT_PROGRAMS,
     }
 }
@@ -356,7 +361,7 @@ fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) 
             tracepoint(ebpf, "page_fault_kernel", "exceptions", "page_fault_kernel")
         }
         // Attached function by function with the user's list (crate::user_probes).
-        ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint => {
+        ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint | ProbeKind::Fentry => {
             Err(ProbeError::NotBuiltin(kind.name()))
         }
     };

@@ -57,6 +57,8 @@ pub fn run<W: Sink>(
     let mut refused: Vec<String> = Vec::new();
     // The user's tracepoints by slot, sent for the host to name their events.
     let mut tracepoint_slots = std::collections::BTreeMap::new();
+    // The user's fentry attachments, handed to the tracer, which holds them for the run.
+    let mut fentry_links = Vec::new();
     // What the kernel offers for probing, read once (1 s under TCG) when needed.
     let mut probe_list = None;
     let mut logs: Vec<(&str, String)> = Vec::new();
@@ -84,6 +86,7 @@ pub fn run<W: Sink>(
                     match user_probes::attach(&mut loaded.ebpf, &user, kernel) {
                         Ok(attached) => {
                             tracepoint_slots = attached.tracepoint_slots;
+                            fentry_links = attached.fentry_links;
                             attach.extend(attached.records);
                         }
                         Err(errors) => refused = errors,
@@ -104,7 +107,9 @@ pub fn run<W: Sink>(
                     logs.push(("warn", message));
                 }
             }
-            (Tracer::new(loaded), attach)
+            let mut tracer = Tracer::new(loaded);
+            tracer.keep_user_links(std::mem::take(&mut fentry_links));
+            (tracer, attach)
         }
         Err(e) => {
             let why = probes::chain(&e);

@@ -12,6 +12,7 @@ use std::{
 use aya::{
     Btf, Ebpf,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    programs::fentry::FEntryLink,
 };
 use guestscope_common::{ProbeCounters, ProbeKind, wire::Totals};
 
@@ -56,6 +57,9 @@ struct Active {
     plan: Attached,
     /// The kernel's BTF (for fentry), read on the first re-attach.
     btf: Option<Result<Btf, ProbeError>>,
+    /// The user's fentry probes: each link holds its own load of `user_fentry`, and
+    /// dropping it detaches that function.
+    user_links: Vec<FEntryLink>,
 }
 
 /// Which programs are attached.
@@ -91,6 +95,7 @@ impl Tracer {
             settings: maps.settings,
             plan,
             btf: None,
+            user_links: Vec::new(),
         };
         Tracer {
             active: Some(active),
@@ -298,8 +303,18 @@ impl Tracer {
         };
         let list = crate::user_probes::read_probe_list();
         match crate::user_probes::attach(&mut a.ebpf, probes, &list) {
-            Ok(_) => Vec::new(),
+            Ok(attached) => {
+                a.user_links.extend(attached.fentry_links);
+                Vec::new()
+            }
             Err(errors) => errors,
+        }
+    }
+
+    /// Holds `links` (the user's fentry attachments) until [`Tracer::detach_user`].
+    pub fn keep_user_links(&mut self, links: Vec<FEntryLink>) {
+        if let Some(a) = self.active.as_mut() {
+            a.user_links.extend(links);
         }
     }
 
@@ -308,6 +323,7 @@ impl Tracer {
         let Some(a) = self.active.as_mut() else {
             return Vec::new();
         };
+        a.user_links.clear();
         [
             ProbeKind::Kprobe,
             ProbeKind::Kretprobe,

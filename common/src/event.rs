@@ -28,11 +28,15 @@ pub enum ProbeKind {
     /// per slot, each attached to one tracepoint; [`RawEvent::flags`] is the slot (which
     /// says which tracepoint), [`RawEvent::arg`] its first 8 bytes of fields.
     Tracepoint = 7,
+    /// An fentry probe the user named (`--probe fentry:FUNC`): one program loaded per
+    /// function (fentry binds at load), [`RawEvent::ip`] is the function
+    /// (`bpf_get_func_ip`), [`RawEvent::arg`] its first argument.
+    Fentry = 8,
 }
 
 impl ProbeKind {
     /// Every probe kind, in id order.
-    pub const ALL: [ProbeKind; 7] = [
+    pub const ALL: [ProbeKind; 8] = [
         ProbeKind::SpinLock,
         ProbeKind::AllocFd,
         ProbeKind::PageFaultUser,
@@ -40,6 +44,7 @@ impl ProbeKind {
         ProbeKind::Kprobe,
         ProbeKind::Kretprobe,
         ProbeKind::Tracepoint,
+        ProbeKind::Fentry,
     ];
 
     /// The built-in probes: fixed functions, selected by name with `--probes`.
@@ -51,7 +56,7 @@ impl ProbeKind {
     ];
 
     /// Number of probe kinds; the size of per-kind counter arrays (index = id).
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 
     /// The probe kind with this id, if any.
     pub const fn from_id(id: u32) -> Option<ProbeKind> {
@@ -63,6 +68,7 @@ impl ProbeKind {
             5 => Some(ProbeKind::Kprobe),
             6 => Some(ProbeKind::Kretprobe),
             7 => Some(ProbeKind::Tracepoint),
+            8 => Some(ProbeKind::Fentry),
             _ => None,
         }
     }
@@ -77,6 +83,7 @@ impl ProbeKind {
             ProbeKind::Kprobe => "kprobe",
             ProbeKind::Kretprobe => "kretprobe",
             ProbeKind::Tracepoint => "tracepoint",
+            ProbeKind::Fentry => "fentry",
         }
     }
 
@@ -97,7 +104,7 @@ impl ProbeKind {
     pub const fn is_user(self) -> bool {
         matches!(
             self,
-            ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint
+            ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint | ProbeKind::Fentry
         )
     }
 

@@ -46,6 +46,12 @@ pub struct ProbeList {
     /// Tracepoints, as `CATEGORY:NAME`.
     #[serde(default)]
     pub tracepoints: BTreeSet<String>,
+    /// Functions with a BTF prototype in the kernel's BTF: those of them in
+    /// [`ProbeList::probeable`] take `fentry:`. Empty when not known (the agent does not
+    /// parse the BTF; the host adds these from the BTF the guest sent), in which case
+    /// the attach decides.
+    #[serde(default)]
+    pub btf_functions: BTreeSet<String>,
 }
 
 impl ProbeList {
@@ -77,6 +83,7 @@ impl ProbeList {
             symbols,
             blacklisted: parse_blacklist(blacklist),
             tracepoints: BTreeSet::new(),
+            btf_functions: BTreeSet::new(),
         }
     }
 
@@ -97,9 +104,23 @@ impl ProbeList {
         if probe.kind == crate::ProbeKind::Tracepoint {
             return self.resolve_tracepoint(probe);
         }
+        let fentry = probe.kind == crate::ProbeKind::Fentry;
+        // The kprobe blacklist is about kprobes; fentry needs a BTF prototype instead.
+        let refused = |f: &str| {
+            if fentry {
+                !self.btf_functions.is_empty() && !self.btf_functions.contains(f)
+            } else {
+                self.blacklisted.contains(f)
+            }
+        };
         if !probe.is_glob() {
             let name = &probe.pattern;
-            if self.blacklisted.contains(name) {
+            if fentry && self.probeable.contains(name) && refused(name) {
+                return Err(format!(
+                    "{probe}: {name} has no BTF prototype in this kernel, which fentry needs; kprobe:{name} probes it"
+                ));
+            }
+            if !fentry && self.blacklisted.contains(name) {
                 return Err(format!(
                     "{probe}: {name} is on the kernel's kprobe blacklist ({BLACKLIST}): probing it could crash the kernel"
                 ));
@@ -126,7 +147,7 @@ impl ProbeList {
         let found: Vec<String> = self
             .probeable
             .iter()
-            .filter(|f| probe.matches(f) && !self.blacklisted.contains(*f))
+            .filter(|f| probe.matches(f) && !refused(f))
             .cloned()
             .collect();
         match found.len() {
@@ -142,6 +163,13 @@ impl ProbeList {
 }
 
 impl ProbeList {
+    /// Whether `name` takes `fentry:`: probeable, and with a BTF prototype when those
+    /// are known.
+    pub fn takes_fentry(&self, name: &str) -> bool {
+        self.probeable.contains(name)
+            && (self.btf_functions.is_empty() || self.btf_functions.contains(name))
+    }
+
     /// Whether `name` is a function a breakpoint can stop at (any text symbol), or why
     /// not, with the closest names.
     pub fn check_stop(&self, name: &str) -> Result<(), String> {
@@ -285,6 +313,37 @@ mod tests {
             e.ends_with("no function qqqqqqqqqqqq in this kernel"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn fentry_needs_a_btf_prototype_not_the_kprobe_blacklist() {
+        let mut k = list();
+        k.blacklisted.insert("vfs_write".into());
+        // BTF unknown: every probeable function is a candidate; the attach decides.
+        assert_eq!(
+            k.resolve(&probe("fentry:vfs_write")).unwrap(),
+            ["vfs_write"]
+        );
+        k.btf_functions = ["vfs_read", "vfs_write", "filemap_fault"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            k.resolve(&probe("fentry:vfs_write")).unwrap(),
+            ["vfs_write"]
+        );
+        assert!(k.resolve(&probe("kprobe:vfs_write")).is_err());
+        assert_eq!(
+            k.resolve(&probe("fentry:filemap_*")).unwrap(),
+            ["filemap_fault"]
+        );
+        assert!(k.takes_fentry("vfs_read") && !k.takes_fentry("filemap_map_pages"));
+        let e = k.resolve(&probe("fentry:filemap_map_pages")).unwrap_err();
+        assert!(
+            e.contains("no BTF prototype") && e.contains("kprobe:filemap_map_pages probes it"),
+            "{e}"
+        );
+        let e = k.resolve(&probe("fentry:vfs_raed")).unwrap_err();
+        assert!(e.contains("closest: vfs_read"), "{e}");
     }
 
     #[test]

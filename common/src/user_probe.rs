@@ -1,6 +1,7 @@
-//! Probes the user names (`--probe kprobe:FUNC`, `--probe 'kretprobe:vfs_*'`): their
-//! syntax, checked on the host before any boot and again by the agent, and the glob
-//! the agent expands against the guest kernel's probeable functions.
+//! Probes the user names (`--probe fentry:FUNC`, `--probe kprobe:FUNC+OFFSET`,
+//! `--probe 'kretprobe:vfs_*'`): their syntax, checked on the host before any boot and
+//! again by the agent, and the glob the agent expands against the guest kernel's
+//! probeable functions.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,21 +17,24 @@ pub const MAX_TRACEPOINTS: usize = 8;
 /// A probe the user asked for: how, and on which function(s).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserProbe {
-    /// [`ProbeKind::Kprobe`] or [`ProbeKind::Kretprobe`].
+    /// [`ProbeKind::Fentry`], [`ProbeKind::Kprobe`], [`ProbeKind::Kretprobe`] or
+    /// [`ProbeKind::Tracepoint`].
     pub kind: ProbeKind,
     /// A function name, or a glob of them (`*` any run of characters, `?` one).
     pub pattern: String,
+    /// Bytes into the function (`kprobe:FUNC+OFFSET`); 0 is its entry.
+    pub offset: u64,
 }
 
 /// Why a `--probe` value is not a probe.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UserProbeError {
     /// No `TYPE:` prefix.
-    #[error("--probe {0:?}: expected TYPE:FUNCTION, e.g. kprobe:vfs_read or kretprobe:alloc_fd")]
+    #[error("--probe {0:?}: expected TYPE:FUNCTION, e.g. fentry:vfs_read or kretprobe:alloc_fd")]
     NoType(String),
     /// A type guestscope does not know.
     #[error(
-        "--probe {spec:?}: unknown probe type {kind:?}; use kprobe:FUNCTION, kretprobe:FUNCTION or tracepoint:CATEGORY:NAME"
+        "--probe {spec:?}: unknown probe type {kind:?}; use fentry:FUNCTION, kprobe:FUNCTION[+OFFSET], kretprobe:FUNCTION or tracepoint:CATEGORY:NAME"
     )]
     UnknownType {
         /// The whole value.
@@ -40,7 +44,7 @@ pub enum UserProbeError {
     },
     /// A type guestscope knows of but cannot attach yet.
     #[error(
-        "--probe {spec:?}: {kind} probes are not available yet; kprobe:FUNCTION probes a function's entry, kretprobe:FUNCTION its return"
+        "--probe {spec:?}: {kind} probes are not available yet; fentry:FUNCTION or kprobe:FUNCTION probes a function's entry, kretprobe:FUNCTION its return"
     )]
     NotYet {
         /// The whole value.
@@ -63,6 +67,16 @@ pub enum UserProbeError {
     /// Nothing after `TYPE:`.
     #[error("--probe {0:?}: no function after the type")]
     NoFunction(String),
+    /// `+OFFSET` that is not a number, on a glob, or on a probe other than kprobe.
+    #[error(
+        "--probe {spec:?}: {why}; an offset is kprobe:FUNCTION+BYTES, e.g. kprobe:vfs_read+4 or kprobe:vfs_read+0x10"
+    )]
+    BadOffset {
+        /// The whole value.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A tracepoint not given as `CATEGORY:NAME`.
     #[error(
         "--probe {0:?}: a tracepoint is tracepoint:CATEGORY:NAME, e.g. tracepoint:sched:sched_switch"
@@ -78,10 +92,11 @@ impl FromStr for UserProbe {
             .split_once(':')
             .ok_or_else(|| UserProbeError::NoType(spec.to_string()))?;
         let kind = match kind {
+            "fentry" => ProbeKind::Fentry,
             "kprobe" => ProbeKind::Kprobe,
             "kretprobe" => ProbeKind::Kretprobe,
             "tracepoint" => ProbeKind::Tracepoint,
-            "fentry" | "fexit" | "uprobe" => {
+            "fexit" | "uprobe" => {
                 return Err(UserProbeError::NotYet {
                     spec: spec.to_string(),
                     kind: kind.to_string(),
@@ -94,9 +109,31 @@ impl FromStr for UserProbe {
                 });
             }
         };
+        let (pattern, offset) = match pattern.split_once('+') {
+            Some((function, offset)) => (function, Some(offset)),
+            None => (pattern, None),
+        };
         if pattern.is_empty() {
             return Err(UserProbeError::NoFunction(spec.to_string()));
         }
+        let bad_offset = |why: &str| UserProbeError::BadOffset {
+            spec: spec.to_string(),
+            why: why.to_string(),
+        };
+        let offset = match offset {
+            None => 0,
+            Some(_) if kind != ProbeKind::Kprobe => {
+                return Err(bad_offset(&format!(
+                    "only a kprobe takes an offset, not a {}",
+                    kind.name()
+                )));
+            }
+            Some(_) if pattern.contains(['*', '?']) => {
+                return Err(bad_offset("a glob cannot take an offset"));
+            }
+            Some(text) => parse_offset(text)
+                .ok_or_else(|| bad_offset(&format!("{text:?} is not a byte count")))?,
+        };
         // A tracepoint is CATEGORY:NAME: one ':' inside, neither side empty.
         let tracepoint = kind == ProbeKind::Tracepoint;
         if tracepoint
@@ -121,13 +158,18 @@ impl FromStr for UserProbe {
         Ok(UserProbe {
             kind,
             pattern: pattern.to_string(),
+            offset,
         })
     }
 }
 
 impl fmt::Display for UserProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.kind.name(), self.pattern)
+        write!(f, "{}:{}", self.kind.name(), self.pattern)?;
+        if self.offset != 0 {
+            write!(f, "+{}", self.offset)?;
+        }
+        Ok(())
     }
 }
 
@@ -140,6 +182,15 @@ impl UserProbe {
     /// Whether function `name` is one this probe asks for.
     pub fn matches(&self, name: &str) -> bool {
         glob_match(self.pattern.as_bytes(), name.as_bytes())
+    }
+}
+
+/// A byte offset: decimal, or hexadecimal after `0x`.
+fn parse_offset(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None if text.bytes().all(|b| b.is_ascii_digit()) => text.parse().ok(),
+        None => None,
     }
 }
 
@@ -203,7 +254,7 @@ mod tests {
             Err(UserProbeError::UnknownType { .. })
         ));
         assert!(matches!(
-            parse("fentry:vfs_read"),
+            parse("fexit:vfs_read"),
             Err(UserProbeError::NotYet { .. })
         ));
         assert_eq!(
@@ -233,6 +284,35 @@ mod tests {
             }
         );
         assert!(e.to_string().contains("column 11"), "{e}");
+    }
+
+    #[test]
+    fn fentry_and_kprobe_offsets_parse() {
+        let f = parse("fentry:vfs_*").unwrap();
+        assert_eq!((f.kind, f.offset), (ProbeKind::Fentry, 0));
+        let k = parse("kprobe:vfs_read+0x10").unwrap();
+        assert_eq!((k.pattern.as_str(), k.offset), ("vfs_read", 16));
+        assert_eq!(k.to_string(), "kprobe:vfs_read+16");
+        assert_eq!(parse("kprobe:vfs_read+16").unwrap(), k);
+        assert_eq!(
+            parse("kprobe:vfs_read+0").unwrap().to_string(),
+            "kprobe:vfs_read"
+        );
+        for (bad, says) in [
+            ("kprobe:vfs_read+", "is not a byte count"),
+            ("kprobe:vfs_read+x4", "is not a byte count"),
+            ("kprobe:vfs_read+-4", "is not a byte count"),
+            ("kprobe:vfs_*+4", "a glob cannot take an offset"),
+            ("kretprobe:vfs_read+4", "only a kprobe takes an offset"),
+            ("fentry:vfs_read+4", "only a kprobe takes an offset"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(
+                matches!(e, UserProbeError::BadOffset { .. }),
+                "{bad}: {e:?}"
+            );
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

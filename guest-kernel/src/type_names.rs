@@ -86,6 +86,19 @@ pub fn prototype_id(info: &TypeInformation, name: &str) -> Option<u32> {
 }
 
 impl Btf {
+    /// Every function BTF has a prototype for (what `fentry:` can attach to, among
+    /// the functions ftrace can trace).
+    pub fn function_names(&self) -> std::collections::BTreeSet<String> {
+        self.info()
+            .get()
+            .values()
+            .filter_map(|ty| match ty {
+                TypeVariant::Func(f) => f.name().clone(),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Function `name`'s signature, if BTF has its prototype.
     pub fn signature(&self, name: &str) -> Option<Signature> {
         let info = self.info();

@@ -40,8 +40,9 @@ pub enum Command {
 /// `guestscope probes` arguments.
 #[derive(Debug, clap::Args)]
 pub struct ProbesArgs {
-    /// Only functions matching this glob (`vfs_*`, or `kprobe:vfs_*`); with a ':'
-    /// (`sched:*`, `tracepoint:sched:*`), tracepoints instead.
+    /// Only probes matching this glob: `vfs_*` (every type that takes the function),
+    /// `fentry:vfs_*`, `kprobe:vfs_*`; with a ':' (`sched:*`, `tracepoint:sched:*`),
+    /// tracepoints instead.
     pub pattern: Option<String>,
     /// Guest kernel image [default: the one `cargo xtask lab` built].
     #[arg(long)]
@@ -192,7 +193,8 @@ pub struct AttachArgs {
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
     /// With --write-plan: a probe of your own in the plan, as `lab --probe` takes it
-    /// (kprobe:FUNC, kretprobe:FUNC, tracepoint:CATEGORY:NAME, globs). Repeatable.
+    /// (fentry:FUNC, kprobe:FUNC[+OFFSET], kretprobe:FUNC, tracepoint:CATEGORY:NAME,
+    /// globs). Repeatable.
     #[arg(long = "probe", value_name = "TYPE:FUNC")]
     pub user_probes: Vec<String>,
 }
@@ -269,9 +271,11 @@ pub struct LabArgs {
     /// Built-in probes to attach (default: all). Comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub probes: Vec<String>,
-    /// A probe of your own: kprobe:FUNC (a kernel function's entry; the event carries
-    /// the first argument), kretprobe:FUNC (its return value) or
-    /// tracepoint:CATEGORY:NAME; names may be globs ('kprobe:vfs_*', 'tracepoint:sched:*').
+    /// A probe of your own: fentry:FUNC (a kernel function's entry through its BTF
+    /// trampoline, the cheapest; the event carries the first argument), kprobe:FUNC
+    /// (entry, any function ftrace lists) or kprobe:FUNC+OFFSET (bytes in),
+    /// kretprobe:FUNC (the return value) or tracepoint:CATEGORY:NAME; names may be
+    /// globs ('fentry:vfs_*', 'tracepoint:sched:*'). `guestscope probes` lists them.
     /// Repeatable. Filtered to the workloads like the built-in probes, with the kernel
     /// stack of each hit.
     #[arg(long = "probe", value_name = "TYPE:FUNC")]

@@ -14,6 +14,7 @@
 //! - [`lab`]: one run, end to end.
 //! - [`own_questions`]: the lab's side of `--probe`, `--snapshot-at` and `--read`.
 //! - [`probe_catalog`]: the guest kernel's probe list, fetched once and cached (`probes`).
+//! - [`probe_listing`]: what `guestscope probes PATTERN` prints from that list.
 //! - [`attach`]: collect from a VM started outside guestscope.
 //! - [`bench`]: the benchmarks (`guestscope bench`).
 //! - [`rootfs`]: the user's own root file system image (`--rootfs`, `deploy`).
@@ -40,6 +41,7 @@ pub mod lab;
 pub mod output;
 pub mod own_questions;
 pub mod probe_catalog;
+pub mod probe_listing;
 pub mod qemu;
 pub mod rootfs;
 pub mod run_end;

@@ -304,19 +304,10 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
 fn probes_command(a: guestscope::cli::ProbesArgs) -> ExitCode {
     use guestscope::built_guest;
     use guestscope::probe_catalog;
-    use guestscope_common::user_probe::UserProbe;
 
     let pattern = a.pattern.as_deref().unwrap_or("*");
-    let bare = pattern
-        .strip_prefix("kprobe:")
-        .or_else(|| pattern.strip_prefix("kretprobe:"))
-        .or_else(|| pattern.strip_prefix("tracepoint:"))
-        .unwrap_or(pattern);
-    // CATEGORY:NAME asks for tracepoints, anything else for functions.
-    let tracepoints = bare.contains(':');
-    let kind = if tracepoints { "tracepoint" } else { "kprobe" };
-    let probe: UserProbe = match format!("{kind}:{bare}").parse() {
-        Ok(p) => p,
+    let query = match guestscope::probe_listing::Query::parse(pattern) {
+        Ok(q) => q,
         Err(e) => {
             eprintln!("guestscope: error: {e}");
             return ExitCode::from(2);
@@ -371,54 +362,14 @@ fn probes_command(a: guestscope::cli::ProbesArgs) -> ExitCode {
             }
         }
     };
-    if tracepoints {
-        let found: Vec<&String> = list
-            .tracepoints
-            .iter()
-            .filter(|t| probe.matches(t))
-            .collect();
-        for t in &found {
-            println!("tracepoint:{t}");
-        }
-        eprintln!(
-            "guestscope: {} tracepoints of kernel {} match {pattern:?}",
-            found.len(),
-            list.release
-        );
-        return if found.is_empty() {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        };
+    let listing = query.list(&list);
+    for line in &listing.lines {
+        println!("{line}");
     }
-    let mut shown = 0usize;
-    for f in list.probeable.iter().filter(|f| probe.matches(f)) {
-        if !list.blacklisted.contains(f) {
-            println!("kprobe:{f}");
-            shown += 1;
-        }
+    for note in &listing.notes {
+        eprintln!("guestscope: {note}");
     }
-    let blacklisted: Vec<&String> = list
-        .blacklisted
-        .iter()
-        .filter(|f| probe.matches(f))
-        .collect();
-    eprintln!(
-        "guestscope: {shown} functions of kernel {} match {pattern:?} (each takes kprobe: and kretprobe:; from {})",
-        list.release, list.source
-    );
-    if !blacklisted.is_empty() && blacklisted.len() <= 20 {
-        let names: Vec<&str> = blacklisted.iter().map(|s| s.as_str()).collect();
-        eprintln!(
-            "guestscope: on the kprobe blacklist (not listed): {}",
-            names.join(", ")
-        );
-    } else if !blacklisted.is_empty() {
-        eprintln!(
-            "guestscope: {} matching functions are on the kprobe blacklist (not listed)",
-            blacklisted.len()
-        );
-    }
+    let shown = listing.lines.len();
     if shown == 0 {
         ExitCode::FAILURE
     } else {

@@ -30,6 +30,7 @@ pub(crate) fn cache_probe_list<W: io::Write>(o: &LabOptions, session: &Session<W
     };
     match serde_json::from_slice(&artifact.data) {
         Ok(list) => {
+            let list = crate::probe_catalog::with_btf_functions(list, session);
             if let Err(e) = crate::probe_catalog::store(o.probe_cache.as_deref(), &o.kernel, &list)
             {
                 tracing::warn!("caching the guest's probe list: {e}");

@@ -14,6 +14,7 @@ use guestscope_common::plan::RunPlan;
 use guestscope_common::probe_list::{ARTIFACT, ProbeList};
 
 use crate::lab::{self, LabError, LabOptions, Mode};
+use crate::session::Session;
 
 /// The cache's directory: `$XDG_CACHE_HOME/guestscope/probes`, else
 /// `~/.cache/guestscope/probes`.
@@ -94,6 +95,25 @@ pub fn fetch(o: &LabOptions) -> Result<ProbeList, LabError> {
                 o.out_dir.join("serial.log").display()
             ))
         })?;
-    serde_json::from_slice(&from_agent.data)
-        .map_err(|e| LabError::Setup(format!("the guest's probe list does not parse: {e}")))
+    let list = serde_json::from_slice(&from_agent.data)
+        .map_err(|e| LabError::Setup(format!("the guest's probe list does not parse: {e}")))?;
+    Ok(with_btf_functions(list, &c.session))
+}
+
+/// `list` with the functions that have a BTF prototype (those take `fentry:`), from
+/// the BTF the guest sent in `session` (the agent does not parse BTF itself).
+pub fn with_btf_functions<W: io::Write>(mut list: ProbeList, session: &Session<W>) -> ProbeList {
+    let btf = session
+        .artifacts
+        .get("btf")
+        .filter(|a| a.complete && !a.data.is_empty())
+        .map(|a| guest_kernel::btf::Btf::parse(&a.data));
+    match btf {
+        Some(Ok(btf)) => list.btf_functions = btf.function_names(),
+        Some(Err(e)) => tracing::warn!(
+            "the guest's BTF does not parse, fentry: is not checked before boot: {e}"
+        ),
+        None => tracing::warn!("the guest sent no BTF, fentry: is not checked before boot"),
+    }
+    list
 }

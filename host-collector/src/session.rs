@@ -532,6 +532,10 @@ impl<W: Write> Session<W> {
 /// symbols are not known.
 pub fn user_probe_name(kind: ProbeKind, ip: u64, kallsyms: Option<&Kallsyms>) -> String {
     match kallsyms.and_then(|k| k.resolve(ip)) {
+        // A kprobe inside a function (`kprobe:FUNC+OFFSET`) is named as the user wrote it.
+        Some(at) if kind == ProbeKind::Kprobe && at.offset != 0 => {
+            format!("{}:{}+{}", kind.name(), at.symbol.name, at.offset)
+        }
         Some(at) => format!("{}:{}", kind.name(), at.symbol.name),
         None => format!("{}:{ip:#x}", kind.name()),
     }

@@ -1,27 +1,62 @@
-//! Probes the user names (`--probe kprobe:FUNC`, `kretprobe:FUNC`,
-//! `tracepoint:CATEGORY:NAME`): one program of each kind, attached by the agent to
-//! every function or tracepoint asked for. The function is told apart per event by
-//! `bpf_get_func_ip` (Linux 5.15+), the tracepoint by its record's `common_type`, so a
-//! hundred of them cost one program, not a hundred.
+//! Probes the user names (`--probe fentry:FUNC`, `kprobe:FUNC[+OFFSET]`,
+//! `kretprobe:FUNC`, `tracepoint:CATEGORY:NAME`): one program of each kind, attached
+//! by the agent to every function or tracepoint asked for. The function is told apart
+//! per event by `bpf_get_func_ip` (Linux 5.15+), the tracepoint by its slot, so a
+//! hundred kprobes cost one program, not a hundred. fentry binds a program to one
+//! function when it is loaded, so the agent loads `user_fentry` once per function;
+//! each load is the same code, and the trampoline makes each hit cheaper than a kprobe's.
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::generated::bpf_get_func_ip,
-    macros::{kprobe, kretprobe, tracepoint},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    helpers::generated::{bpf_get_func_arg, bpf_get_func_ip},
+    macros::{fentry, kprobe, kretprobe, tracepoint},
+    programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use guestscope_common::ProbeKind;
 
 use crate::emit::{Payload, emit};
 
-/// Entry of any function: `arg` is its first argument (`rdi`), `ip` the function.
+/// Entry of any function, or a place inside one (`kprobe:FUNC+OFFSET`): `arg` is
+/// `rdi` (at entry the first argument), `ip` the probed address.
 #[kprobe]
 pub fn user_kprobe(ctx: ProbeContext) -> u32 {
     emit(&ctx, ProbeKind::Kprobe, |ctx| Payload {
         arg: ctx.arg::<u64>(0).unwrap_or(0),
-        // SAFETY: a helper reading the probed address from the program's context.
-        ip: unsafe { bpf_get_func_ip(ctx.as_ptr()) },
+        ip: probed_address(ctx),
         flags: 0,
+    });
+    0
+}
+
+/// The address a kprobe sits on. `bpf_get_func_ip` gives it only at a function's
+/// entry (0 elsewhere, Linux 6.0+); inside a function the saved `rip` is one past the
+/// probe's int3 (the int3 handler and the optimized jump both set it so).
+#[inline(always)]
+fn probed_address(ctx: &ProbeContext) -> u64 {
+    // SAFETY: a helper reading the probed address from the program's context.
+    let entry = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
+    if entry != 0 {
+        return entry;
+    }
+    // SAFETY: a kprobe's context is the probed task's `pt_regs`, which the verifier
+    // lets the program read directly.
+    unsafe { (*ctx.regs).rip }.wrapping_sub(1)
+}
+
+/// fentry on any function (the agent loads it once per function, with that function's
+/// BTF id): `arg` is the first argument, read with `bpf_get_func_arg` so a function
+/// without arguments gives 0 instead of failing the verifier; `ip` the function.
+#[fentry]
+pub fn user_fentry(ctx: FEntryContext) -> u32 {
+    emit(&ctx, ProbeKind::Fentry, |ctx| {
+        let mut arg = 0u64;
+        // SAFETY: helpers reading the traced function's argument 0 (into a local the
+        // helper may leave untouched) and address from the trampoline's context.
+        let ip = unsafe {
+            bpf_get_func_arg(ctx.as_ptr(), 0, &mut arg);
+            bpf_get_func_ip(ctx.as_ptr())
+        };
+        Payload { arg, ip, flags: 0 }
     });
     0
 }

@@ -15,6 +15,10 @@ const PROBES: &[&str] = &[
     "kprobe:do_sys_open*",
     "kprobe:getname_flags",
     "kprobe:do_filp_open",
+    // the same function by fentry (BTF trampoline), and by a kprobe past its
+    // `call __fentry__` (5 bytes: the guest kernel has no IBT)
+    "fentry:do_filp_open",
+    "kprobe:do_filp_open+5",
     "kretprobe:alloc_fd",
     // dozens at once: every vfs_ function (73 on Debian's 6.1)
     "kprobe:vfs_*",
@@ -24,6 +28,8 @@ const PROBES: &[&str] = &[
     "kprobe:__handle_mm_fault",
     "kprobe:pte_alloc_one",
     "kprobe:__alloc_pages",
+    // one fentry program load per function of a glob
+    "fentry:filemap_*",
     // scheduler and process life
     "kprobe:schedule",
     "kprobe:do_exit",
@@ -55,7 +61,7 @@ fn a_dozen_named_probes_in_one_boot() {
     };
     let r = run_lab("user-probes", opts);
     let s = &r.summary;
-    for kind in ["kprobe", "kretprobe"] {
+    for kind in ["kprobe", "kretprobe", "fentry"] {
         let attach = s["probes"]
             .as_array()
             .unwrap()
@@ -72,6 +78,17 @@ fn a_dozen_named_probes_in_one_boot() {
         .and_then(|p| p["attach"]["target"].as_str())
         .map_or(0, |t| t.split(", ").count());
     assert!(functions >= 50, "{functions} functions attached");
+    let fentry_functions = s["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "fentry")
+        .and_then(|p| p["attach"]["target"].as_str())
+        .map_or(0, |t| t.split(", ").count());
+    assert!(
+        fentry_functions >= 5,
+        "{fentry_functions} fentry functions attached"
+    );
     let user = s["user_probes"].as_array().unwrap();
     let by_name = |name: &str| -> &Value {
         user.iter().find(|p| p["name"] == name).unwrap_or_else(|| {
@@ -100,6 +117,30 @@ fn a_dozen_named_probes_in_one_boot() {
     assert_eq!(by_name("kprobe:filp_close")["arg"], "struct file *filp");
     let values = ret["values"].as_object().expect("few distinct fds");
     assert!(values.contains_key("0x3"), "fds returned: {values:?}");
+    // The same function three ways sees the same calls: at entry by kprobe and by
+    // fentry, and 5 bytes in by a kprobe (named as asked, its rdi no argument any more).
+    for workload in ["fopen", "malloc"] {
+        let at_entry = hits(by_name("kprobe:do_filp_open"), workload);
+        assert_eq!(
+            hits(by_name("fentry:do_filp_open"), workload),
+            at_entry,
+            "{workload}"
+        );
+        assert_eq!(
+            hits(by_name("kprobe:do_filp_open+5"), workload),
+            at_entry,
+            "{workload}"
+        );
+    }
+    assert_eq!(by_name("fentry:do_filp_open")["arg"], "int dfd");
+    assert_eq!(by_name("kprobe:do_filp_open+5")["arg"], "rdi at +5");
+    assert!(
+        user.iter().any(|p| p["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("fentry:filemap_"))
+            && hits(p, "malloc") + hits(p, "fopen") > 0),
+        "no fentry:filemap_* hit"
+    );
     // mm: the page faults of malloc reach pte_alloc_one through the fault entry.
     let pte = by_name("kprobe:pte_alloc_one");
     assert!(hits(pte, "malloc") > 0, "{pte}");
@@ -169,6 +210,8 @@ fn names_the_kernel_refuses_stop_the_run_before_any_workload() {
             // The page-fault entry is on the kernel's kprobe blacklist.
             "kprobe:do_user_addr_fault".into(),
             "tracepoint:sched:sched_swtich".into(),
+            // 1 byte into `call __fentry__`.
+            "kprobe:do_filp_open+1".into(),
         ],
         cr3: false,
         snapshots: false,
@@ -181,7 +224,13 @@ fn names_the_kernel_refuses_stop_the_run_before_any_workload() {
         panic!("not a probe refusal: {err}");
     };
     let text = err.to_string();
-    assert_eq!(reasons.len(), 4, "{text}");
+    assert_eq!(reasons.len(), 5, "{text}");
+    assert!(
+        text.contains(
+            "kprobe:do_filp_open+1: offset 1 is not the start of an instruction of do_filp_open"
+        ),
+        "{text}"
+    );
     assert!(
         text.contains(
             "no tracepoint sched:sched_swtich in this kernel; closest: sched:sched_switch"

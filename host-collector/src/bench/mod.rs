@@ -272,9 +272,9 @@ fn args(list: &[&str]) -> Vec<String> {
 
 /// The conditions of the overhead runs, in the order [`stats::rotation`] rotates: no
 /// probe, every probe, every probe without stack walks, an ftrace kprobe, the built-in
-/// alloc_fd probe alone, and a user probe on the same function. cpuinfo runs the first
-/// two.
-const CONDITIONS: [&str; 6] = ["off", "all", "nostack", "ftrace", "fd", "ufd"];
+/// alloc_fd probe alone, and user probes on the same function (kprobe, fentry). cpuinfo
+/// runs the first two.
+const CONDITIONS: [&str; 7] = ["off", "all", "nostack", "ftrace", "fd", "ufd", "ffd"];
 
 fn condition_tracing(c: &str) -> Tracing {
     match c {
@@ -289,6 +289,7 @@ fn condition_tracing(c: &str) -> Tracing {
         "fd" => Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]),
         // The same function through a user probe (`--probe kprobe:alloc_fd`).
         "ufd" => Tracing::UserProbes(vec![format!("kprobe:{GDB_SYMBOL}")]),
+        "ffd" => Tracing::UserProbes(vec![format!("fentry:{GDB_SYMBOL}")]),
         _ => Tracing::FtraceKprobe(GDB_SYMBOL.into()),
     }
 }
@@ -1023,6 +1024,8 @@ fn loop_overhead(
         };
         let fd_events = events("fd", ProbeKind::AllocFd.name());
         let ufd_events = events("ufd", ProbeKind::Kprobe.name());
+        let ffd = series(runs, &format!("{workload}-ffd"), reps, ms);
+        let ffd_events = events("ffd", ProbeKind::Fentry.name());
         UserProbeOverhead {
             function: GDB_SYMBOL.into(),
             builtin_ms: Spread::of(&present(&fd)),
@@ -1036,6 +1039,14 @@ fn loop_overhead(
             user_vs_builtin: Spread::of(&stats::paired_ratios(
                 &stats::paired_differences(&ufd, &off),
                 &stats::paired_differences(&fd, &off),
+            )),
+            fentry_ms: Spread::of(&present(&ffd)),
+            fentry_events: Spread::of(&present(&ffd_events)),
+            fentry_us_per_event: Spread::of(&stats::paired_cost_per(&ffd, &off, &ffd_events))
+                .map(|s| s.scaled(1e3)),
+            fentry_vs_kprobe: Spread::of(&stats::paired_ratios(
+                &stats::paired_differences(&ffd, &off),
+                &stats::paired_differences(&ufd, &off),
             )),
         }
     });
@@ -1425,16 +1436,19 @@ mod tests {
                 "fopen-ftrace-0",
                 "fopen-fd-0",
                 "fopen-ufd-0",
+                "fopen-ffd-0",
                 "fopen-all-1",
                 "fopen-nostack-1",
                 "fopen-ftrace-1",
                 "fopen-fd-1",
                 "fopen-ufd-1",
+                "fopen-ffd-1",
                 "fopen-off-1",
                 "fopen-nostack-2",
                 "fopen-ftrace-2",
                 "fopen-fd-2",
                 "fopen-ufd-2",
+                "fopen-ffd-2",
                 "fopen-off-2",
                 "fopen-all-2",
             ]
@@ -1477,6 +1491,15 @@ mod tests {
         assert_eq!(
             user.tracing,
             Tracing::UserProbes(vec!["kprobe:alloc_fd".into()])
+        );
+        let fentry = p
+            .workloads
+            .iter()
+            .find(|w| w.name == "fopen-ffd-0")
+            .unwrap();
+        assert_eq!(
+            fentry.tracing,
+            Tracing::UserProbes(vec!["fentry:alloc_fd".into()])
         );
         let fd = p.workloads.iter().find(|w| w.name == "short-fd-0").unwrap();
         assert_eq!(fd.tracing, Tracing::Probes(vec!["alloc_fd".into()]));

@@ -343,7 +343,7 @@ pub fn render(r: &BenchResults) -> String {
         if let Some(u) = &o.user_probe {
             let _ = writeln!(
                 md,
-                "\n{} with one probe on `{}`, stacks on: built in {} ms ({} events), as a user probe (`--probe kprobe:{}`) {} ms ({} events); per event the built-in probe adds {} µs, the user probe {} µs, {} times the built-in's (paired).\n",
+                "\n{} with one probe on `{}`, stacks on: built in {} ms ({} events), as a user probe (`--probe kprobe:{}`) {} ms ({} events), as `--probe fentry:{}` {} ms ({} events); per event the built-in probe adds {} µs, the user kprobe {} µs ({} times the built-in's), the user fentry {} µs ({} times the user kprobe's; all paired).\n",
                 o.workload,
                 u.function,
                 spread(u.builtin_ms.as_ref(), 1),
@@ -351,9 +351,14 @@ pub fn render(r: &BenchResults) -> String {
                 u.function,
                 spread(u.user_ms.as_ref(), 1),
                 spread(u.user_events.as_ref(), 0),
+                u.function,
+                spread(u.fentry_ms.as_ref(), 1),
+                spread(u.fentry_events.as_ref(), 0),
                 spread(u.builtin_us_per_event.as_ref(), 2),
                 spread(u.user_us_per_event.as_ref(), 2),
-                spread(u.user_vs_builtin.as_ref(), 2)
+                spread(u.user_vs_builtin.as_ref(), 2),
+                spread(u.fentry_us_per_event.as_ref(), 2),
+                spread(u.fentry_vs_kprobe.as_ref(), 2)
             );
         }
         if let Some(n) = &o.without_stacks {

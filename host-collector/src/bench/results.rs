@@ -143,6 +143,14 @@ pub struct UserProbeOverhead {
     pub user_us_per_event: Option<Spread>,
     /// The user probe's added time over the built-in's, paired (1: the same cost).
     pub user_vs_builtin: Option<Spread>,
+    /// Loop time with the function probed by a user fentry probe, ms.
+    pub fentry_ms: Option<Spread>,
+    /// Events per run of the fentry probe.
+    pub fentry_events: Option<Spread>,
+    /// Time the fentry probe adds per event, µs, paired with the untraced runs.
+    pub fentry_us_per_event: Option<Spread>,
+    /// The fentry probe's added time over the user kprobe's, paired.
+    pub fentry_vs_kprobe: Option<Spread>,
 }
 
 /// A loop under an ftrace kprobe event (the method trace-cmd uses).

@@ -70,7 +70,7 @@ pub fn collect<W: Write>(
     let functions = by_name.keys().any(|n| {
         matches!(
             ProbeKind::of_event(n),
-            Some(ProbeKind::Kprobe | ProbeKind::Kretprobe)
+            Some(ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Fentry)
         )
     });
     let btf = session
@@ -101,6 +101,13 @@ pub fn collect<W: Write>(
 /// from FUNC's BTF prototype.
 fn arg_meaning(btf: &guest_kernel::btf::Btf, name: &str) -> Option<String> {
     if let Some(f) = name.strip_prefix("kprobe:") {
+        return match f.split_once('+') {
+            // Inside the function rdi may hold anything by now.
+            Some((_, offset)) => Some(format!("rdi at +{offset}")),
+            None => btf.signature(f)?.param(0),
+        };
+    }
+    if let Some(f) = name.strip_prefix("fentry:") {
         return btf.signature(f)?.param(0);
     }
     let f = name.strip_prefix("kretprobe:")?;

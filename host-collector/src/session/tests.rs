@@ -128,3 +128,29 @@ fn a_stack_referenced_before_it_arrived_is_counted() {
     );
     assert_eq!(s.events_stack_unknown, 1);
 }
+
+#[test]
+fn user_probe_events_are_named_by_function_and_offset() {
+    let k = Kallsyms::parse(KALLSYMS).unwrap();
+    let name = |kind, ip| user_probe_name(kind, ip, Some(&k));
+    assert_eq!(
+        name(ProbeKind::Kprobe, 0xffffffff81200000),
+        "kprobe:alloc_fd"
+    );
+    assert_eq!(
+        name(ProbeKind::Kprobe, 0xffffffff81200004),
+        "kprobe:alloc_fd+4"
+    );
+    assert_eq!(
+        name(ProbeKind::Fentry, 0xffffffff81200000),
+        "fentry:alloc_fd"
+    );
+    assert_eq!(
+        name(ProbeKind::Kretprobe, 0xffffffff81300000),
+        "kretprobe:_raw_spin_lock"
+    );
+    assert_eq!(
+        user_probe_name(ProbeKind::Fentry, 0x1234, None),
+        "fentry:0x1234"
+    );
+}
