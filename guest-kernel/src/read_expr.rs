@@ -7,7 +7,11 @@
 //! - `arg0` … `arg5`: the stopped function's arguments at its entry (the x86-64
 //!   calling convention's registers), typed from the function's BTF prototype, so
 //!   `arg0->f_path.dentry->d_name.name` works where the prototype says `struct file *`;
-//! - `$cr3`, `$rip`, any register the gdbstub names: its raw value.
+//! - `$cr3`, `$rip`, any register the gdbstub names: its raw value;
+//! - a global by name (`jiffies`, `runqueues.nr_running`): its address from the
+//!   guest's kallsyms. BTF types only per-CPU variables (read on the stopped CPU,
+//!   at its per-CPU base + the variable's offset); any other global reads as an
+//!   `unsigned long`, and says so.
 //!
 //! `->` follows a pointer, `.` a member of a struct held by value. Values print by
 //! type: integers in decimal, pointers in hex (`char *` with the string they point
@@ -38,6 +42,8 @@ pub enum Root {
     Arg(usize),
     /// `$name`: a register.
     Register(String),
+    /// A global variable by name (`jiffies`).
+    Global(String),
 }
 
 /// How a path step reaches its member.
@@ -107,14 +113,27 @@ impl std::str::FromStr for ReadExpr {
                     (Root::Arg(usize::from(bytes[3] - b'0')), end)
                 }
                 "" => {
-                    return Err(err("expected current, arg0..arg5 or $register", 0));
-                }
-                _ => {
                     return Err(err(
-                        &format!("unknown root {word:?} (current, arg0..arg5 or $register)"),
+                        "expected current, arg0..arg5, $register or a global's name",
                         0,
                     ));
                 }
+                _ if word.len() > 3
+                    && word.starts_with("arg")
+                    && word[3..].bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    return Err(err(
+                        &format!("unknown root {word:?}: the arguments are arg0..arg5"),
+                        0,
+                    ));
+                }
+                _ if bytes[0].is_ascii_digit() => {
+                    return Err(err(
+                        "expected current, arg0..arg5, $register or a global's name, not a number",
+                        0,
+                    ));
+                }
+                _ => (Root::Global(word.to_string()), end),
             }
         };
         let mut path = Vec::new();
@@ -126,7 +145,7 @@ impl std::str::FromStr for ReadExpr {
             } else {
                 return Err(err("expected '->' or '.'", at));
             };
-            if !matches!(root, Root::Current | Root::Arg(_)) {
+            if !matches!(root, Root::Current | Root::Arg(_) | Root::Global(_)) {
                 return Err(err("a register has no members", at));
             }
             let start = at + skip;
@@ -167,7 +186,15 @@ pub struct Stop<'a> {
     pub current: u64,
     /// A register's value by name.
     pub register: &'a dyn Fn(&str) -> Option<u64>,
+    /// A kernel symbol's address by name (the guest's kallsyms).
+    pub symbol: &'a dyn Fn(&str) -> Option<u64>,
+    /// The stopped CPU's per-CPU base (see [`crate::kernel::per_cpu_base`]).
+    pub per_cpu_base: u64,
 }
+
+/// Kallsyms addresses below this are per-CPU offsets (the per-CPU section is linked
+/// at 0 on x86-64 and not relocated by KASLR), not addresses.
+const PER_CPU_LIMIT: u64 = 1 << 32;
 
 /// The type of a value held in a register.
 #[derive(Clone, Copy)]
@@ -191,6 +218,16 @@ enum Val {
 impl Stop<'_> {
     /// Evaluates `expr`; the value as text, or which step failed and why.
     pub fn read(&self, expr: &ReadExpr, memory: &mut dyn Memory) -> Result<String, String> {
+        let text = self.read_value(expr, memory)?;
+        Ok(match &expr.root {
+            Root::Global(name) if self.var_type(name).is_none() => {
+                format!("{text} (no BTF type: read as unsigned long)")
+            }
+            _ => text,
+        })
+    }
+
+    fn read_value(&self, expr: &ReadExpr, memory: &mut dyn Memory) -> Result<String, String> {
         let mut val = self.root(expr)?;
         let mut so_far = root_text(&expr.root);
         for (access, member) in &expr.path {
@@ -267,6 +304,42 @@ impl Stop<'_> {
                     ty: Held::Raw,
                 })
                 .ok_or_else(|| format!("the gdbstub has no register {name:?}")),
+            Root::Global(name) => self.global(name, !expr.path.is_empty()),
+        }
+    }
+
+    /// The type of BTF variable `name`, if BTF has one.
+    fn var_type(&self, name: &str) -> Option<u32> {
+        self.btf.info().get().values().find_map(|ty| match ty {
+            TypeVariant::Var(v) if v.name().as_deref() == Some(name) => Some(*v.tid()),
+            _ => None,
+        })
+    }
+
+    /// Global `name` as a place in memory: typed from its BTF variable when there is
+    /// one (per-CPU variables: this CPU's copy), else an `unsigned long`.
+    fn global(&self, name: &str, has_path: bool) -> Result<Val, String> {
+        let at = (self.symbol)(name)
+            .ok_or_else(|| format!("no symbol {name} in the guest's kallsyms"))?;
+        let var = self.var_type(name);
+        let addr = if at < PER_CPU_LIMIT {
+            self.per_cpu_base.wrapping_add(at)
+        } else {
+            at
+        };
+        match var {
+            Some(tid) => Ok(Val::Place { addr, tid }),
+            None if has_path => Err(format!(
+                "{name} has no BTF type (this kernel's BTF types only per-CPU variables), so it has no members to follow"
+            )),
+            None => {
+                let ulong = self
+                    .btf
+                    .info()
+                    .id_of("long unsigned int")
+                    .ok_or_else(|| format!("{name} has no BTF type, nor does unsigned long"))?;
+                Ok(Val::Place { addr, tid: ulong })
+            }
         }
     }
 
@@ -466,6 +539,7 @@ fn root_text(root: &Root) -> String {
         Root::Current => "current".into(),
         Root::Arg(n) => format!("arg{n}"),
         Root::Register(r) => format!("${r}"),
+        Root::Global(g) => g.clone(),
     }
 }
 
@@ -561,6 +635,8 @@ mod tests {
         b.ty("do_thing", 12, 0, 9, &[]); // 13
         let (r, s) = (b.name("RUNNING"), b.name("SLEEPING"));
         b.ty("state", 6, 2, 4, &[r, 0, s, 1]); // 14
+        b.ty("long unsigned int", 1, 0, 8, &[64]); // 15
+        b.ty("this_mm", 14, 0, 6, &[1]); // 16: a per-CPU struct mm_struct
         Btf::parse(&b.blob()).unwrap()
     }
 
@@ -614,8 +690,16 @@ mod tests {
         r.put(MM, &mm);
         r.put(FILE, &NAME.to_le_bytes());
         r.put(NAME, b"/etc/passwd\0");
+        r.put(JIFFIES, &4_294_937_296u64.to_le_bytes());
+        let mut this_mm = vec![0u8; 16];
+        this_mm[8..12].copy_from_slice(&7i32.to_le_bytes());
+        r.put(GS_BASE + THIS_MM, &this_mm);
         r
     }
+
+    const JIFFIES: u64 = 0xffff_ffff_8260_5000;
+    const GS_BASE: u64 = 0xffff_8880_1f00_0000;
+    const THIS_MM: u64 = 0x1_f2c0;
 
     fn read(text: &str, function: Option<&str>) -> Result<String, String> {
         let btf = btf();
@@ -624,11 +708,18 @@ mod tests {
             "cr3" => Some(0x1234000),
             _ => None,
         };
+        let symbols = |name: &str| match name {
+            "jiffies" => Some(JIFFIES),
+            "this_mm" => Some(THIS_MM),
+            _ => None,
+        };
         let stop = Stop {
             btf: &btf,
             function,
             current: TASK,
             register: &regs,
+            symbol: &symbols,
+            per_cpu_base: GS_BASE,
         };
         let expr: ReadExpr = text.parse().map_err(|e: ParseError| e.to_string())?;
         stop.read(&expr, &mut ram())
@@ -655,6 +746,28 @@ mod tests {
         assert_eq!(
             read("arg0", Some("do_thing")).unwrap(),
             format!("{FILE:#x}")
+        );
+    }
+
+    #[test]
+    fn globals_read_by_name_per_cpu_ones_typed() {
+        assert_eq!(
+            read("jiffies", None).unwrap(),
+            "4294937296 (no BTF type: read as unsigned long)"
+        );
+        assert_eq!(read("this_mm.users", None).unwrap(), "7");
+        assert_eq!(
+            read("this_mm", None).unwrap(),
+            format!("struct mm_struct at {:#x}", GS_BASE + THIS_MM)
+        );
+        assert_eq!(
+            read("nope->x", None).unwrap_err(),
+            "no symbol nope in the guest's kallsyms"
+        );
+        assert!(
+            read("jiffies.x", None)
+                .unwrap_err()
+                .contains("jiffies has no BTF type")
         );
     }
 
@@ -698,6 +811,11 @@ mod tests {
         assert_eq!(sig.returns, "int");
         assert_eq!(sig.param(1), None);
         assert!(btf().signature("nothing").is_none());
+        let names = btf().function_names();
+        assert!(
+            names.contains("do_thing") && !names.contains("task_struct"),
+            "{names:?}"
+        );
     }
 
     #[test]
@@ -706,9 +824,9 @@ mod tests {
         assert_eq!(e("current->").column, 10);
         assert!(e("current->").message.contains("expected a member name"));
         assert_eq!(e("current-pid").column, 8);
-        assert!(e("foo->x").message.contains("unknown root \"foo\""));
+        assert!(e("1foo").message.contains("not a number"));
         assert!(e("$cr3->x").message.contains("a register has no members"));
-        assert!(e("arg6").message.contains("unknown root"));
+        assert!(e("arg6").message.contains("the arguments are arg0..arg5"));
         assert_eq!(
             e("current->1x").to_string(),
             "--read \"current->1x\": expected a member name at column 10"

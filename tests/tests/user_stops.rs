@@ -46,6 +46,10 @@ fn stops_at_the_labs_functions_read_what_the_probes_saw() {
             "current->mm->pgd".into(),
             "$cr3".into(),
             "arg1".into(),
+            // globals: untyped, and per-CPU ones typed from BTF on the stopped CPU
+            "jiffies".into(),
+            "current_task->pid".into(),
+            "runqueues.nr_running".into(),
         ],
         stops_per_site: 3,
         ..LabOptions::default()
@@ -67,6 +71,23 @@ fn stops_at_the_labs_functions_read_what_the_probes_saw() {
         assert_eq!(read(s, "current->comm"), "\"cpuinfo\"");
         assert_eq!(s["tgid"], pid_of("cpuinfo"));
         assert_eq!(read(s, "current->real_parent->comm"), "\"guestscope-agen\"");
+    }
+    // Globals by name: this CPU's `current_task` is `current`; its run queue holds at
+    // least the running task; jiffies never goes back.
+    let mut last_jiffies = 0u64;
+    for s in stops {
+        assert_eq!(read(s, "current_task->pid"), read(s, "current->pid"), "{s}");
+        let running: u64 = read(s, "runqueues.nr_running").parse().unwrap();
+        assert!(running >= 1, "{s}");
+        let jiffies = read(s, "jiffies");
+        let (value, note) = jiffies.split_once(' ').unwrap();
+        assert_eq!(note, "(no BTF type: read as unsigned long)");
+        let value: u64 = value.parse().unwrap();
+        assert!(
+            value >= last_jiffies,
+            "jiffies went back: {value} after {last_jiffies}"
+        );
+        last_jiffies = value;
     }
     // do_sys_openat2's second argument is the user's file name.
     let opens = at("do_sys_openat2");

@@ -105,7 +105,8 @@ fn take_on(
     for (_, addr, _) in &sites {
         client.insert_hw_breakpoint(*addr)?;
     }
-    let result = stop_loop(client, &mut reader, btf, req, &mut sites, launched, done);
+    let guest = Guest { kallsyms, btf };
+    let result = stop_loop(client, &mut reader, &guest, req, &mut sites, launched, done);
     if client.is_running() {
         client.interrupt()?;
     }
@@ -131,10 +132,16 @@ fn take_on(
 
 type Stops = (Vec<Snapshot>, u64, &'static str);
 
+/// What the reads resolve names against: the guest's symbols and types.
+struct Guest<'a> {
+    kallsyms: &'a Kallsyms,
+    btf: &'a Btf,
+}
+
 fn stop_loop(
     client: &mut Client,
     reader: &mut CurrentReader,
-    btf: &Btf,
+    guest: &Guest<'_>,
     req: &StopsRequest,
     sites: &mut [(String, u64, usize)],
     launched: Instant,
@@ -167,7 +174,11 @@ fn stop_loop(
             // Not one of ours (an interrupt that raced the hit): go on.
             continue;
         };
-        let CurrentTask { ids, comm, .. } = reader.current(client)?;
+        let CurrentTask {
+            ids,
+            comm,
+            per_cpu_base,
+        } = reader.current(client)?;
         let wanted = match &req.condition {
             Condition::Tgid(t) => ids.tgid == *t,
             Condition::Comm(c) => comm == *c,
@@ -175,11 +186,14 @@ fn stop_loop(
         if wanted && sites[site].2 < req.per_site {
             let regs = client.read_registers()?;
             let register = |name: &str| regs.get(name);
+            let symbol = |name: &str| guest.kallsyms.by_name(name).map(|s| s.addr);
             let at = Stop {
-                btf,
+                btf: guest.btf,
                 function: Some(&sites[site].0),
                 current: ids.task,
                 register: &register,
+                symbol: &symbol,
+                per_cpu_base,
             };
             let mut memory = GdbMemory {
                 client: &mut *client,
