@@ -72,7 +72,7 @@ impl Query {
         }
         let wants = |k: ProbeKind| self.only.is_none_or(|o| o == k);
         let btf_known = !list.btf_functions.is_empty();
-        let (mut functions, mut fentry, mut blacklisted) = (0usize, 0usize, Vec::new());
+        let (mut functions, mut fentry) = (0usize, 0usize);
         for f in list.probeable.iter().filter(|f| self.probe.matches(f)) {
             functions += 1;
             if btf_known && list.takes_fentry(f) {
@@ -82,7 +82,6 @@ impl Query {
                 }
             }
             if list.blacklisted.contains(f) {
-                blacklisted.push(f.as_str());
                 continue;
             }
             for kind in [ProbeKind::Kprobe, ProbeKind::Kretprobe] {
@@ -98,9 +97,16 @@ impl Query {
             "fentry: not known for this cache entry, --refresh to list it".to_string()
         };
         out.notes.push(format!(
-            "{functions} functions of kernel {} match {pattern:?} ({fentry_note}; the rest of them kprobe: and kretprobe:, from {})",
+            "{functions} functions of kernel {} match {pattern:?} ({fentry_note}; all but the blacklisted take kprobe: and kretprobe:; from {})",
             list.release, list.source
         ));
+        // The blacklist holds functions ftrace does not list too (notrace entry code).
+        let blacklisted: Vec<&str> = list
+            .blacklisted
+            .iter()
+            .filter(|f| self.probe.matches(f))
+            .map(String::as_str)
+            .collect();
         match blacklisted.len() {
             0 => {}
             n if n <= 20 => out.notes.push(format!(
@@ -128,6 +134,7 @@ mod tests {
         )
         .with_tracepoints("sched:sched_switch\nirq:irq_handler_entry\n");
         list.btf_functions = ["vfs_read", "do_int3"].map(String::from).into();
+        list.blacklisted.insert("exc_page_fault".into());
         list
     }
 
@@ -174,6 +181,17 @@ mod tests {
                 .notes
                 .iter()
                 .any(|n| n.contains("blacklist (no kprobe: line): do_int3"))
+        );
+        // Blacklisted functions ftrace does not list are named too.
+        let listing = Query::parse("exc_*").unwrap().list(&kernel());
+        assert!(listing.lines.is_empty());
+        assert!(
+            listing
+                .notes
+                .iter()
+                .any(|n| n.contains("blacklist (no kprobe: line): exc_page_fault")),
+            "{:?}",
+            listing.notes
         );
     }
 

@@ -187,18 +187,33 @@ fn input_cases() -> Vec<Case> {
         ),
         case(
             "--probe without a type",
-            "expected TYPE:FUNCTION, e.g. kprobe:vfs_read",
+            "expected TYPE:FUNCTION, e.g. fentry:vfs_read",
             plain(|f| f.lab(&["--probe", "vfs_read"])),
         ),
         case(
             "--probe of an unknown type",
-            "unknown probe type \"kprob\"; use kprobe:FUNCTION, kretprobe:FUNCTION or tracepoint:CATEGORY:NAME",
+            "unknown probe type \"kprob\"; use fentry:FUNCTION, kprobe:FUNCTION[+OFFSET], kretprobe:FUNCTION or tracepoint:CATEGORY:NAME",
             plain(|f| f.lab(&["--probe", "kprob:vfs_read"])),
         ),
         case(
             "--probe of a type not available yet",
-            "fentry probes are not available yet",
-            plain(|f| f.lab(&["--probe", "fentry:vfs_read"])),
+            "fexit probes are not available yet",
+            plain(|f| f.lab(&["--probe", "fexit:vfs_read"])),
+        ),
+        case(
+            "--probe with an offset that is not a number",
+            "\"0xg\" is not a byte count; an offset is kprobe:FUNCTION+BYTES",
+            plain(|f| f.lab(&["--probe", "kprobe:vfs_read+0xg"])),
+        ),
+        case(
+            "--probe with an offset on a glob",
+            "a glob cannot take an offset",
+            plain(|f| f.lab(&["--probe", "kprobe:vfs_*+4"])),
+        ),
+        case(
+            "--probe with an offset on an fentry",
+            "only a kprobe takes an offset, not a fentry",
+            plain(|f| f.lab(&["--probe", "fentry:vfs_read+4"])),
         ),
         case(
             "--probe with a character no function has",
@@ -211,9 +226,9 @@ fn input_cases() -> Vec<Case> {
             plain(|f| f.lab(&["--snapshot-at", "show_cpuinfo", "--read", "current->"])),
         ),
         case(
-            "--read of an unknown root",
-            "unknown root \"task\" (current, arg0..arg5 or $register) at column 1",
-            plain(|f| f.lab(&["--snapshot-at", "show_cpuinfo", "--read", "task->pid"])),
+            "--read of an argument past the sixth",
+            "unknown root \"arg6\": the arguments are arg0..arg5 at column 1",
+            plain(|f| f.lab(&["--snapshot-at", "show_cpuinfo", "--read", "arg6"])),
         ),
         case(
             "--read without a stop",

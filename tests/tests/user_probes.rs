@@ -188,6 +188,10 @@ fn a_dozen_named_probes_in_one_boot() {
     }
     assert!(r.report.contains("## Your probes"));
     assert!(r.report.contains("| `kretprobe:alloc_fd` |"));
+    assert!(
+        r.report.contains("fentry:do_filp_open: 1 function(s)"),
+        "the report's list of what was asked for misses the fentry probes"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::summary::Summary;
+use guestscope_common::ProbeKind;
 
 fn opt_s(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.3} s")).unwrap_or_else(|| "—".into())
@@ -1000,7 +1001,10 @@ fn render_user_probes(md: &mut String, s: &Summary) {
         .probes
         .iter()
         .filter(|p| {
-            p.attach.attached && matches!(p.name.as_str(), "kprobe" | "kretprobe" | "tracepoint")
+            p.attach.attached
+                && ProbeKind::ALL
+                    .iter()
+                    .any(|k| k.is_user() && k.name() == p.name)
         })
         .map(|p| p.attach.note.as_str())
         .collect();
@@ -1011,8 +1015,8 @@ fn render_user_probes(md: &mut String, s: &Summary) {
     let _ = writeln!(
         md,
         "Asked for with `--probe`: {}. Filtered in the kernel to the workloads and their \
-         children; `arg` is the first argument (kprobe), the return value (kretprobe), or the first 8 bytes \
-         of the event's fields (tracepoint).\n",
+         children; `arg` is the first argument (fentry, kprobe; past a kprobe's entry, `rdi`), \
+         the return value (kretprobe), or the first 8 bytes of the event's fields (tracepoint).\n",
         asked.join("; ")
     );
     if s.user_probes.is_empty() {
