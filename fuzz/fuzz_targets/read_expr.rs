@@ -36,8 +36,11 @@ fuzz_target!(|data: &[u8]| {
                 function: Some("alloc_fd"),
                 current: 0xffff_8880_0000_1000,
                 register: &register,
+                symbol: &register,
+                per_cpu_base: 0xffff_8880_1f00_0000,
             };
             let _ = stop.read(&expr, &mut Zeros);
+            let _ = guest_kernel::read_expr::check(&btf, Some("alloc_fd"), &expr);
         }
         Err(e) => assert!(e.column >= 1 && e.column <= text.len() + 1, "{e}"),
     }

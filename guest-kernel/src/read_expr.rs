@@ -196,6 +196,42 @@ pub struct Stop<'a> {
 /// at 0 on x86-64 and not relocated by KASLR), not addresses.
 const PER_CPU_LIMIT: u64 = 1 << 32;
 
+/// A kernel-half address that stands for "some valid pointer" in [`check`].
+const ANY_ADDRESS: u64 = 0xffff_8880_1010_1000;
+
+/// Memory in which every 8 bytes hold [`ANY_ADDRESS`]: every pointer is valid and no
+/// read fails, so only the types can make an expression fail.
+struct AnyMemory;
+
+impl Memory for AnyMemory {
+    fn read(&mut self, _addr: u64, len: usize) -> Result<Vec<u8>, String> {
+        Ok(ANY_ADDRESS
+            .to_le_bytes()
+            .into_iter()
+            .cycle()
+            .take(len)
+            .collect())
+    }
+}
+
+/// Checks `expr` at a stop in `function` against the types alone: the error every
+/// stop there would give, whatever memory holds (a member that is not there, `->` on
+/// a non-pointer, an argument the prototype does not type, members of an untyped
+/// global). What depends on the stop (a NULL pointer, a register or global the guest
+/// lacks) passes.
+pub fn check(btf: &Btf, function: Option<&str>, expr: &ReadExpr) -> Result<(), String> {
+    let any = |_: &str| Some(ANY_ADDRESS);
+    let stop = Stop {
+        btf,
+        function,
+        current: ANY_ADDRESS,
+        register: &any,
+        symbol: &any,
+        per_cpu_base: ANY_ADDRESS,
+    };
+    stop.read(expr, &mut AnyMemory).map(|_| ())
+}
+
 /// The type of a value held in a register.
 #[derive(Clone, Copy)]
 enum Held {
@@ -801,6 +837,41 @@ mod tests {
         assert_eq!(
             read("$nope", None).unwrap_err(),
             "the gdbstub has no register \"nope\""
+        );
+    }
+
+    #[test]
+    fn a_check_finds_the_type_errors_without_memory() {
+        let ok = |t: &str, f: Option<&str>| check(&btf(), f, &t.parse().unwrap());
+        for fine in [
+            "current->mm->pgd",
+            "current->comm",
+            "$cr3",
+            "jiffies",
+            "this_mm.users",
+        ] {
+            assert_eq!(ok(fine, None), Ok(()), "{fine}");
+        }
+        assert_eq!(ok("arg0->name", Some("do_thing")), Ok(()));
+        // NULL in real memory (the parent's mm) is not a type error.
+        assert_eq!(ok("current->parent->mm->users", None), Ok(()));
+        assert_eq!(
+            ok("current->nope", None).unwrap_err(),
+            "struct task_struct has no member \"nope\"; members: pid, state, comm, mm, parent"
+        );
+        assert_eq!(
+            ok("current->pid->x", None).unwrap_err(),
+            "current->pid is int, not a pointer"
+        );
+        assert!(
+            ok("arg0->name", None)
+                .unwrap_err()
+                .starts_with("arg0 has no type")
+        );
+        assert!(
+            ok("jiffies.x", None)
+                .unwrap_err()
+                .contains("jiffies has no BTF type")
         );
     }
 

@@ -64,6 +64,10 @@ pub enum InputError {
     /// A `--read` expression that does not parse.
     #[error(transparent)]
     Read(guest_kernel::read_expr::ParseError),
+    /// `--read` expressions that fail on the guest kernel's types at every stop site,
+    /// by its cached BTF.
+    #[error("{0} (by this kernel's cached BTF)")]
+    ReadsRefused(String),
     /// `--probe` names the kernel does not offer, by its cached probe list.
     #[error("{0} (by this kernel's cached probe list)")]
     ProbesRefused(String),

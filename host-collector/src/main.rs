@@ -348,12 +348,17 @@ fn probes_command(a: guestscope::cli::ProbesArgs) -> ExitCode {
             };
             eprintln!("guestscope: booting the guest once to read its probe list");
             match probe_catalog::fetch(&o) {
-                Ok(list) => {
-                    match probe_catalog::store(None, &kernel, &list) {
+                Ok(fetched) => {
+                    match probe_catalog::store(None, &kernel, &fetched.list) {
                         Ok(path) => eprintln!("guestscope: cached in {}", path.display()),
                         Err(e) => eprintln!("guestscope: warning: not cached: {e}"),
                     }
-                    list
+                    if let Some(btf) = &fetched.btf
+                        && let Err(e) = probe_catalog::store_btf(None, &kernel, btf)
+                    {
+                        eprintln!("guestscope: warning: the kernel's BTF not cached: {e}");
+                    }
+                    fetched.list
                 }
                 Err(e) => {
                     eprintln!("guestscope: error: {e}");

@@ -31,9 +31,14 @@ pub(crate) fn cache_probe_list<W: io::Write>(o: &LabOptions, session: &Session<W
     match serde_json::from_slice(&artifact.data) {
         Ok(list) => {
             let list = crate::probe_catalog::with_btf_functions(list, session);
-            if let Err(e) = crate::probe_catalog::store(o.probe_cache.as_deref(), &o.kernel, &list)
-            {
+            let dir = o.probe_cache.as_deref();
+            if let Err(e) = crate::probe_catalog::store(dir, &o.kernel, &list) {
                 tracing::warn!("caching the guest's probe list: {e}");
+            }
+            if let Some(btf) = crate::probe_catalog::session_btf(session)
+                && let Err(e) = crate::probe_catalog::store_btf(dir, &o.kernel, btf)
+            {
+                tracing::warn!("caching the guest's BTF: {e}");
             }
         }
         Err(e) => tracing::warn!("the guest's probe list does not parse: {e}"),
@@ -98,10 +103,50 @@ pub(crate) fn check_stops(o: &LabOptions) -> Result<Vec<ReadExpr>, InputError> {
             return Err(InputError::ProbesRefused(refused.join("; ")));
         }
     }
-    o.reads
+    let reads: Vec<ReadExpr> = o
+        .reads
         .iter()
         .map(|r| r.parse::<ReadExpr>().map_err(InputError::Read))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    check_read_types(o, &reads)?;
+    Ok(reads)
+}
+
+/// Refuses a `--read` that fails on the types alone at every `--snapshot-at` site, by
+/// the kernel's cached BTF (kept by an earlier run or `guestscope probes`); without
+/// one, such a read shows its error at each stop.
+fn check_read_types(o: &LabOptions, reads: &[ReadExpr]) -> Result<(), InputError> {
+    if reads.is_empty() {
+        return Ok(());
+    }
+    let Some(blob) = crate::probe_catalog::cached_btf(o.probe_cache.as_deref(), &o.kernel) else {
+        return Ok(());
+    };
+    let btf = match guest_kernel::btf::Btf::parse(&blob) {
+        Ok(btf) => btf,
+        Err(e) => {
+            tracing::warn!("the cached BTF does not parse, --read is not checked before boot: {e}");
+            return Ok(());
+        }
+    };
+    let refused: Vec<String> = reads
+        .iter()
+        .filter_map(|r| {
+            let mut errors = o
+                .stop_at
+                .iter()
+                .map(|f| guest_kernel::read_expr::check(&btf, Some(f), r));
+            let first = errors.next()?.err()?;
+            errors
+                .all(|e| e.is_err())
+                .then(|| format!("--read {:?}: {first}", r.text))
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(InputError::ReadsRefused(refused.join("; ")))
+    }
 }
 
 /// How long each workload waits before its exec when there are stops: time for the

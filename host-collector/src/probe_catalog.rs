@@ -6,6 +6,8 @@
 //! The cache lives in `$XDG_CACHE_HOME/guestscope/probes` (else
 //! `~/.cache/guestscope/probes`), one JSON file per kernel image, named after the
 //! image's file name, size and modification time: a rebuilt kernel gets a new entry.
+//! The guest's BTF is kept beside it (`.btf`), so `--read` expressions are
+//! type-checked before any boot too.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -66,8 +68,42 @@ pub fn store(dir: Option<&Path>, kernel: &Path, list: &ProbeList) -> io::Result<
     Ok(path)
 }
 
+/// Keeps `btf` (the guest's raw BTF) as the cached BTF of `kernel`, beside its list.
+pub fn store_btf(dir: Option<&Path>, kernel: &Path, btf: &[u8]) -> io::Result<PathBuf> {
+    let path = cache_path(dir, kernel)
+        .ok_or_else(|| io::Error::other("no cache directory (HOME unset?)"))?
+        .with_extension("btf");
+    std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+    let tmp = path.with_extension("btf.tmp");
+    std::fs::write(&tmp, btf)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// The cached BTF of `kernel`, if a run kept it.
+pub fn cached_btf(dir: Option<&Path>, kernel: &Path) -> Option<Vec<u8>> {
+    std::fs::read(cache_path(dir, kernel)?.with_extension("btf")).ok()
+}
+
+/// The guest's raw BTF, if it arrived whole in `session`.
+pub fn session_btf<W: io::Write>(session: &Session<W>) -> Option<&[u8]> {
+    session
+        .artifacts
+        .get("btf")
+        .filter(|a| a.complete && !a.data.is_empty())
+        .map(|a| a.data.as_slice())
+}
+
+/// What one boot for the probe list brought back.
+pub struct Fetched {
+    /// The kernel's probe list, with the functions its BTF has prototypes for.
+    pub list: ProbeList,
+    /// The kernel's raw BTF, if it arrived.
+    pub btf: Option<Vec<u8>>,
+}
+
 /// Boots the guest of `o` once (no workload) and takes its probe list from the agent.
-pub fn fetch(o: &LabOptions) -> Result<ProbeList, LabError> {
+pub fn fetch(o: &LabOptions) -> Result<Fetched, LabError> {
     let v = lab::validate(o)?;
     let plan = RunPlan {
         workloads: Vec::new(),
@@ -97,17 +133,16 @@ pub fn fetch(o: &LabOptions) -> Result<ProbeList, LabError> {
         })?;
     let list = serde_json::from_slice(&from_agent.data)
         .map_err(|e| LabError::Setup(format!("the guest's probe list does not parse: {e}")))?;
-    Ok(with_btf_functions(list, &c.session))
+    Ok(Fetched {
+        list: with_btf_functions(list, &c.session),
+        btf: session_btf(&c.session).map(<[u8]>::to_vec),
+    })
 }
 
 /// `list` with the functions that have a BTF prototype (those take `fentry:`), from
 /// the BTF the guest sent in `session` (the agent does not parse BTF itself).
 pub fn with_btf_functions<W: io::Write>(mut list: ProbeList, session: &Session<W>) -> ProbeList {
-    let btf = session
-        .artifacts
-        .get("btf")
-        .filter(|a| a.complete && !a.data.is_empty())
-        .map(|a| guest_kernel::btf::Btf::parse(&a.data));
+    let btf = session_btf(session).map(guest_kernel::btf::Btf::parse);
     match btf {
         Some(Ok(btf)) => list.btf_functions = btf.function_names(),
         Some(Err(e)) => tracing::warn!(

@@ -953,3 +953,47 @@ fn a_cached_probe_list_refuses_unknown_functions_before_any_boot() {
     // A name the list has passes this check: the next one (the missing QEMU) speaks.
     one_line_error(&lab("kprobe:vfs_read"), "/no/such/qemu").unwrap();
 }
+
+/// With the kernel's BTF in the cache (kept beside its probe list), a `--read` that
+/// fails on the types at every stop site is refused before any boot, listing the
+/// members there are; one that type-checks goes on to the next check.
+#[test]
+fn a_cached_btf_refuses_reads_of_members_that_are_not_there() {
+    let f = fixture();
+    let cache = f.path("cache");
+    let file =
+        guestscope::probe_catalog::cache_file(&cache.join("guestscope/probes"), &f.kernel).unwrap();
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    // struct task_struct { pid, tgid, comm[16] }: the BTF reader's fuzz seed.
+    let btf = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/btf_reader/seed-task-struct"
+    );
+    std::fs::copy(btf, file.with_extension("btf")).unwrap();
+    let lab = |read: &str| {
+        Command::new(BIN)
+            .args(f.lab(&[
+                "--snapshot-at",
+                "show_cpuinfo",
+                "--read",
+                read,
+                "--qemu",
+                "/no/such/qemu",
+            ]))
+            .env("XDG_CACHE_HOME", &cache)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    one_line_error(
+        &lab("current->pidd"),
+        "--read \"current->pidd\": struct task_struct has no member \"pidd\"; members: pid, tgid, comm (by this kernel's cached BTF)",
+    )
+    .unwrap();
+    one_line_error(
+        &lab("current->pid->x"),
+        "--read \"current->pid->x\": current->pid is int, not a pointer",
+    )
+    .unwrap();
+    one_line_error(&lab("current->comm"), "/no/such/qemu").unwrap();
+}
