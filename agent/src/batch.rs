@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use guestscope_common::RawEvent;
+use guestscope_common::{RawEvent, wire::EventArgs};
 
 /// Most events in one `Events` record.
 pub const MAX_EVENTS: usize = 1024;
@@ -14,6 +14,7 @@ pub const MAX_AGE: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct Batcher {
     events: Vec<RawEvent>,
+    args: Vec<EventArgs>,
     opened: Option<Instant>,
     max_events: usize,
     max_age: Duration,
@@ -31,6 +32,7 @@ impl Batcher {
         let max_events = max_events.max(1);
         Batcher {
             events: Vec::with_capacity(max_events),
+            args: Vec::new(),
             opened: None,
             max_events,
             max_age,
@@ -69,6 +71,17 @@ impl Batcher {
     /// Whether no event is waiting.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// Adds the arguments of an event about to be [pushed](Batcher::push); they go
+    /// out with its batch.
+    pub fn push_args(&mut self, args: EventArgs) {
+        self.args.push(args);
+    }
+
+    /// Takes the waiting events' arguments (before [`Batcher::take`]).
+    pub fn take_args(&mut self) -> Vec<EventArgs> {
+        std::mem::take(&mut self.args)
     }
 
     /// Takes the waiting events, leaving the batch empty.

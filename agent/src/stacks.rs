@@ -14,7 +14,7 @@ use std::{
 use guestscope_common::{
     RawEvent,
     event::{StackError, StackedEvent},
-    wire::Body,
+    wire::{Body, EventArgs},
 };
 
 use crate::stream::{Sink, Stream, StreamError};
@@ -170,14 +170,17 @@ pub struct BatchSent {
     pub stacks: u64,
 }
 
-/// Sends the stacks not sent yet, then `events` as one `Events` record (none when
-/// `events` is empty).
+/// Sends the stacks not sent yet, then the arguments of `events` that carry them
+/// (`args`, one `Args` record), then `events` as one `Events` record (none when
+/// `events` is empty): the host has both an event's stack and its arguments when the
+/// event arrives.
 ///
 /// Every event read is resolved against `table` just before it joins the batch, so the
 /// new stacks of a batch are exactly the table's unsent ones: each goes out before the
 /// first `Events` record that uses it.
 pub fn send_batch<W: Sink>(
     events: Vec<RawEvent>,
+    args: Vec<EventArgs>,
     table: &mut StackTable,
     stream: &mut Stream<W>,
 ) -> Result<BatchSent, StreamError> {
@@ -185,6 +188,9 @@ pub fn send_batch<W: Sink>(
     for (id, ips) in table.take_unsent() {
         stream.send(Body::Stack { id, ips })?;
         sent.stacks += 1;
+    }
+    if !args.is_empty() {
+        stream.send(Body::Args(args))?;
     }
     if !events.is_empty() {
         sent.events = events.len() as u64;
@@ -306,7 +312,7 @@ mod tests {
                 record(&[0xa, 0xb], None),
             ],
         );
-        let a = send_batch(first, &mut table, &mut stream).unwrap();
+        let a = send_batch(first, Vec::new(), &mut table, &mut stream).unwrap();
         assert_eq!(
             a,
             BatchSent {
@@ -318,7 +324,7 @@ mod tests {
             &mut table,
             &[record(&[0xa, 0xb], None), record(&[], Some(-14))],
         );
-        let b = send_batch(second, &mut table, &mut stream).unwrap();
+        let b = send_batch(second, Vec::new(), &mut table, &mut stream).unwrap();
         assert_eq!(
             b,
             BatchSent {
@@ -327,7 +333,7 @@ mod tests {
             }
         );
         assert_eq!(
-            send_batch(vec![], &mut table, &mut stream).unwrap(),
+            send_batch(vec![], Vec::new(), &mut table, &mut stream).unwrap(),
             BatchSent::default()
         );
 

@@ -14,7 +14,10 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     programs::fentry::FEntryLink,
 };
-use guestscope_common::{ProbeCounters, ProbeKind, wire::Totals};
+use guestscope_common::{
+    ProbeCounters, ProbeKind,
+    wire::{EventArgs, Totals},
+};
 
 use crate::{
     batch::{Batcher, MAX_AGE},
@@ -209,7 +212,14 @@ impl Tracer {
                             totals.stacks_missing += 1;
                         }
                     }
-                    Some(e)
+                    let args = ProbeKind::from_id(e.kind)
+                        .is_some_and(ProbeKind::carries_args)
+                        .then(|| EventArgs {
+                            tid: e.tid,
+                            ts_ns: e.ts_ns,
+                            args: record.user_args(),
+                        });
+                    Some((e, args))
                 }
                 Err(len) => {
                     totals.events_malformed += 1;
@@ -220,10 +230,13 @@ impl Tracer {
                 break;
             };
             n += 1;
-            if let Some(e) = event
-                && self.batch.push(e, now)
-            {
-                self.flush(stream)?;
+            if let Some((e, args)) = event {
+                if let Some(args) = args {
+                    self.batch.push_args(args);
+                }
+                if self.batch.push(e, now) {
+                    self.flush(stream)?;
+                }
             }
         }
         Ok(n)
@@ -231,8 +244,9 @@ impl Tracer {
 
     /// Sends the waiting batch, preceded by the stacks it introduces.
     fn flush<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
+        let args = self.batch.take_args();
         let events = self.batch.take();
-        let sent = send_batch(events, &mut self.stacks, stream)?;
+        let sent = send_batch(events, args, &mut self.stacks, stream)?;
         self.totals.events_sent += sent.events;
         self.totals.stacks_sent += sent.stacks;
         Ok(())

@@ -108,6 +108,13 @@ impl ProbeKind {
         )
     }
 
+    /// Whether events of this kind carry the probed function's arguments past the first
+    /// ([`StackedEvent::user_args`], sent as [`crate::wire::EventArgs`]): fentry and
+    /// kprobe (past a kprobe's entry, the registers as they are there).
+    pub const fn carries_args(self) -> bool {
+        matches!(self, ProbeKind::Kprobe | ProbeKind::Fentry)
+    }
+
     /// The built-in probe kind with this name (see [`ProbeKind::name`]).
     pub fn from_name(name: &str) -> Option<ProbeKind> {
         Self::BUILTIN.into_iter().find(|k| k.name() == name)
@@ -206,6 +213,14 @@ impl RawEvent {
 /// keeps its innermost 64 frames.
 pub const MAX_STACK_FRAMES: usize = 64;
 
+/// Arguments past the first that a user probe at a function's entry carries (`rsi`,
+/// `rdx`, `rcx`, `r8`, `r9`: the rest of the x86-64 calling convention's six).
+pub const USER_ARGS: usize = 5;
+
+/// Frames a probe that carries [`USER_ARGS`] walks: its arguments take the last
+/// slots of [`StackedEvent::ips`].
+pub const USER_STACK_FRAMES: usize = MAX_STACK_FRAMES - USER_ARGS;
+
 /// The ring-buffer record: one probe hit and its kernel stack, as `bpf_get_stack`
 /// wrote it (584 bytes).
 ///
@@ -249,6 +264,14 @@ pub enum StackError {
 }
 
 impl StackedEvent {
+    /// Arguments 1 to 5 of an event whose kind [carries them](ProbeKind::carries_args)
+    /// (the probe writes them past its shorter stack walk).
+    pub fn user_args(&self) -> [u64; USER_ARGS] {
+        let mut args = [0; USER_ARGS];
+        args.copy_from_slice(&self.ips[USER_STACK_FRAMES..]);
+        args
+    }
+
     /// The recorded frames, innermost first.
     pub fn frames(&self) -> Result<&[u64], StackError> {
         let bytes = self.stack_bytes;

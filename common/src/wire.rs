@@ -43,7 +43,7 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 7;
+pub const WIRE_VERSION: u16 = 8;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -117,6 +117,23 @@ pub enum Body {
     /// part of the sequence: its [`Record::seq`] is the next record's, and it is not
     /// resent after a lost link (a lost echo is a lost sample, nothing more).
     ClockEcho(ClockEcho),
+    /// The arguments past the first of events whose kind
+    /// [carries them](crate::ProbeKind::carries_args), sent just before the `Events`
+    /// record that holds those events.
+    Args(Vec<EventArgs>),
+}
+
+/// Arguments 1 to 5 of one event, which (thread, time) names: a thread's probes do not
+/// nest, so no two of its events share a timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventArgs {
+    /// [`RawEvent::tid`] of the event.
+    pub tid: u32,
+    /// [`RawEvent::ts_ns`] of the event.
+    pub ts_ns: u64,
+    /// `rsi`, `rdx`, `rcx`, `r8`, `r9` at the probe (fentry: the arguments the
+    /// prototype has, 0 past them).
+    pub args: [u64; crate::event::USER_ARGS],
 }
 
 /// The guest's clock at the moment it answered a clock probe.

@@ -35,13 +35,17 @@ fn describe_at(info: &TypeInformation, tid: u32, depth: usize) -> String {
     if depth > MAX_POINTER_DEPTH {
         return "...".into();
     }
-    let name = |n: &Option<String>| n.clone().unwrap_or_default();
+    // An anonymous struct, union or enum goes by its typedef's name (`nodemask_t`).
+    let named = |what: &str, n: &Option<String>| match n {
+        Some(n) if !n.is_empty() => format!("{what} {n}"),
+        _ => typedef_name(info, tid).unwrap_or_else(|| format!("{what} {{...}}")),
+    };
     match resolved(info, tid) {
         Some((_, TypeVariant::Int(i))) => i.name().clone().unwrap_or_else(|| "int".into()),
         Some((_, TypeVariant::Ptr(p))) => format!("{} *", describe_at(info, *p.tid(), depth + 1)),
-        Some((_, TypeVariant::Struct(s))) => format!("struct {}", name(s.name())),
-        Some((_, TypeVariant::Union(u))) => format!("union {}", name(u.name())),
-        Some((_, TypeVariant::Enum(e))) => format!("enum {}", name(e.name())),
+        Some((_, TypeVariant::Struct(s))) => named("struct", s.name()),
+        Some((_, TypeVariant::Union(u))) => named("union", u.name()),
+        Some((_, TypeVariant::Enum(e))) => named("enum", e.name()),
         Some((_, TypeVariant::Array(a))) => format!(
             "{}[{}]",
             describe_at(info, *a.element_tid(), depth + 1),
@@ -54,6 +58,21 @@ fn describe_at(info: &TypeInformation, tid: u32, depth: usize) -> String {
             .unwrap_or("?")
             .to_lowercase(),
     }
+}
+
+/// The name of the first typedef on the way from `tid` to its type, past qualifiers.
+fn typedef_name(info: &TypeInformation, mut tid: u32) -> Option<String> {
+    for _ in 0..crate::type_graph::MAX_TYPE_DEPTH {
+        tid = match info.from_id(tid)? {
+            TypeVariant::Typedef(t) => return t.name().clone(),
+            TypeVariant::Const(t) => *t.tid(),
+            TypeVariant::Volatile(t) => *t.tid(),
+            TypeVariant::Restrict(t) => *t.tid(),
+            TypeVariant::TypeTag(t) => *t.tid(),
+            _ => return None,
+        };
+    }
+    None
 }
 
 /// A function's parameters (name, type) and return type, from its BTF prototype.
@@ -142,5 +161,30 @@ mod tests {
         let spelled = describe(btf.info(), 1);
         assert!(spelled.starts_with("..."), "{spelled}");
         assert_eq!(spelled.matches('*').count(), MAX_POINTER_DEPTH + 1);
+    }
+
+    /// `nodemask_t *`, not `struct  *`: an anonymous struct goes by its typedef.
+    #[test]
+    fn an_anonymous_struct_is_spelled_by_its_typedef() {
+        // 1: struct {} (8 bytes); 2: typedef nodemask_t 1; 3: pointer to 2;
+        // 4: pointer to 1.
+        let words: [u32; 12] = [0, 4 << 24, 8, 1, 8 << 24, 1, 0, 2 << 24, 2, 0, 2 << 24, 1];
+        let types: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let strings = b"\0nodemask_t\0";
+        let mut blob = vec![0x9f, 0xeb, 1, 0];
+        for v in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend(v.to_le_bytes());
+        }
+        blob.extend(types);
+        blob.extend(strings);
+        let btf = Btf::parse(&blob).unwrap();
+        assert_eq!(describe(btf.info(), 3), "nodemask_t *");
+        assert_eq!(describe(btf.info(), 4), "struct {...} *");
     }
 }

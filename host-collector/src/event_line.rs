@@ -26,6 +26,10 @@ pub struct EventLine<'a> {
     pub workload: Option<Cow<'a, str>>,
     /// The probe's argument, in hex.
     pub arg: String,
+    /// All six argument registers at a user probe that carries them (fentry, kprobe),
+    /// in hex: `arg` first, then `rsi` … `r9` (fentry: 0 past the prototype's count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
     /// The lock's symbol, for spin_lock events on a named lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<Cow<'a, str>>,
@@ -71,6 +75,7 @@ mod tests {
             comm: "fopen".into(),
             workload: Some("fopen".into()),
             arg: "0x10".into(),
+            args: Some(vec!["0x10".into(), "0x0".into()]),
             lock: None,
             ip: None,
             error_code: None,

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 
-use guestscope_common::event::{NO_STACK, ProbeKind, RawEvent};
+use guestscope_common::event::{NO_STACK, ProbeKind, RawEvent, USER_ARGS};
 use guestscope_common::wire::{
     Body, Hello, ProbeAttach, Record, Totals, WorkloadExited, WorkloadStarted,
 };
@@ -88,13 +88,18 @@ pub struct Session<W: Write> {
     pub events_stack_unknown: u64,
     /// Diagnostic messages from the agent: (level, message).
     pub agent_logs: Vec<(String, String)>,
-    /// Guest clock of the agent's last heartbeat, ns.
-    pub last_heartbeat_ns: Option<u64>,
+    /// Guest clock of the latest record that carried one (a heartbeat, an event, a
+    /// workload's start or exit), ns: when the agent was last heard from.
+    pub last_guest_ns: Option<u64>,
     /// Agents that took over the run after the previous one died, in order.
     pub restarts: Vec<AgentRestart>,
-    /// The values each user probe saw (first argument, or return value), by probe name
-    /// (`kprobe:FUNCTION`), kept while few.
-    pub user_probe_values: BTreeMap<String, ArgValues>,
+    /// The values each user probe saw, by probe name (`kprobe:FUNCTION`), kept while
+    /// few: `[0]` its `arg` (first argument, return value), then arguments 1 to 5 for
+    /// the kinds that [carry them](ProbeKind::carries_args).
+    pub user_probe_values: BTreeMap<String, Vec<ArgValues>>,
+    /// Arguments 1 to 5 of events not arrived yet, by (thread, time): the agent sends
+    /// them just before their events.
+    pending_args: HashMap<(u32, u64), [u64; USER_ARGS]>,
     /// The user's tracepoints (`CATEGORY:NAME`) by slot (their events' `flags`), from
     /// the agent.
     pub tracepoint_names: BTreeMap<u32, String>,
@@ -144,13 +149,13 @@ pub struct AgentRestart {
     pub events_before: BTreeMap<String, u64>,
     /// The workload that was running when the agent died (its exit was never seen).
     pub interrupted_workload: Option<String>,
-    /// Guest clock of the dead agent's last heartbeat and of the new agent's hello, ns:
-    /// the gap in which nothing was traced.
-    pub last_heartbeat_ns: Option<u64>,
+    /// Guest clock when the dead agent was last heard from (a heartbeat, an event, a
+    /// workload's start or exit), ns.
+    pub last_seen_ns: Option<u64>,
     /// Guest clock when the new agent started, ns (from its hello).
     pub new_agent_start_ns: Option<u64>,
-    /// The untraced gap on the guest clock, s: from the dead agent's last heartbeat to
-    /// the new agent's start (known once its hello is in).
+    /// The untraced gap on the guest clock, s: from when the dead agent was last heard
+    /// from to the new agent's start (known once its hello is in).
     pub gap_s: Option<f64>,
 }
 
@@ -175,6 +180,7 @@ impl<W: Write> Session<W> {
             records: 0,
             restarts: Vec::new(),
             user_probe_values: BTreeMap::new(),
+            pending_args: HashMap::new(),
             tracepoint_names: BTreeMap::new(),
             stack_id_base: 0,
             events_received: 0,
@@ -182,7 +188,7 @@ impl<W: Write> Session<W> {
             events_unattributed: 0,
             events_stack_unknown: 0,
             agent_logs: Vec::new(),
-            last_heartbeat_ns: None,
+            last_guest_ns: None,
             stacks_raw: HashMap::new(),
             stacks_sym: HashMap::new(),
             pid_workload: HashMap::new(),
@@ -212,7 +218,7 @@ impl<W: Write> Session<W> {
                 Some(r) if self.hello.is_some() => {
                     r.new_agent_start_ns = Some(h.agent_start_ns);
                     r.gap_s = r
-                        .last_heartbeat_ns
+                        .last_seen_ns
                         .map(|last| h.agent_start_ns.saturating_sub(last) as f64 / 1e9);
                 }
                 _ => self.hello = Some(h),
@@ -225,6 +231,7 @@ impl<W: Write> Session<W> {
                 last,
             } => self.artifact_chunk(name, offset, data, last),
             Body::WorkloadStarted(s) => {
+                self.heard_at(s.start_ns);
                 let idx = self.workloads.len();
                 self.pid_workload.insert(s.pid, idx);
                 self.active = Some(idx);
@@ -242,6 +249,7 @@ impl<W: Write> Session<W> {
                 });
             }
             Body::WorkloadExited(x) => {
+                self.heard_at(x.end_ns);
                 if let Some(&idx) = self.pid_workload.get(&x.pid) {
                     self.workloads[idx].exited = Some(x);
                     if self.active == Some(idx) {
@@ -253,6 +261,11 @@ impl<W: Write> Session<W> {
                 let id = id + self.stack_id_base;
                 self.stacks_sym.remove(&id);
                 self.stacks_raw.insert(id, ips);
+            }
+            Body::Args(args) => {
+                for a in args {
+                    self.pending_args.insert((a.tid, a.ts_ns), a.args);
+                }
             }
             Body::Events(events) => {
                 for e in &events {
@@ -268,7 +281,7 @@ impl<W: Write> Session<W> {
                 }
             }
             Body::Log { level, message } => self.agent_logs.push((level, message)),
-            Body::Heartbeat { monotonic_ns } => self.last_heartbeat_ns = Some(monotonic_ns),
+            Body::Heartbeat { monotonic_ns } => self.heard_at(monotonic_ns),
             Body::Connect(_) | Body::ClockEcho(_) => {}
             Body::Finished(t) => {
                 self.totals = Some(t);
@@ -290,7 +303,7 @@ impl<W: Write> Session<W> {
             records_before: self.records,
             events_before: self.events_by_probe.clone(),
             interrupted_workload,
-            last_heartbeat_ns: self.last_heartbeat_ns,
+            last_seen_ns: self.last_guest_ns,
             new_agent_start_ns: None,
             gap_s: None,
         });
@@ -397,8 +410,14 @@ impl<W: Write> Session<W> {
         }
     }
 
+    /// Notes that the agent was heard from at guest time `ns`.
+    fn heard_at(&mut self, ns: u64) {
+        self.last_guest_ns = Some(self.last_guest_ns.map_or(ns, |last| last.max(ns)));
+    }
+
     fn event(&mut self, e: &RawEvent) -> std::io::Result<()> {
         self.events_received += 1;
+        self.heard_at(e.ts_ns);
         let probe = e.probe();
         let kind_name = probe.map(ProbeKind::name).unwrap_or("unknown");
         // The accounting is per probe kind (what the probes' counters count).
@@ -414,11 +433,18 @@ impl<W: Write> Session<W> {
             _ => user_probe_name(k, e.ip, self.kallsyms.as_ref()),
         });
         let probe_name = user_name.as_deref().unwrap_or(kind_name);
+        let args = probe
+            .filter(|k| k.carries_args())
+            .and_then(|_| self.pending_args.remove(&(e.tid, e.ts_ns)));
         if let Some(name) = &user_name {
-            self.user_probe_values
-                .entry(name.clone())
-                .or_default()
-                .add(e.arg);
+            let seen = self.user_probe_values.entry(name.clone()).or_default();
+            let all = std::iter::once(e.arg).chain(args.into_iter().flatten());
+            for (n, value) in all.enumerate() {
+                if seen.len() <= n {
+                    seen.push(ArgValues::default());
+                }
+                seen[n].add(value);
+            }
         }
         let idx = self.pid_workload.get(&e.pid).copied().or(self.active);
         if e.stack_id >= 0 && !self.stacks_raw.contains_key(&(e.stack_id as u32)) {
@@ -478,6 +504,12 @@ impl<W: Write> Session<W> {
             comm: comm.as_str().into(),
             workload: workload.as_deref().map(Into::into),
             arg: format!("{:#x}", e.arg),
+            args: args.map(|rest| {
+                std::iter::once(e.arg)
+                    .chain(rest)
+                    .map(|a| format!("{a:#x}"))
+                    .collect()
+            }),
             lock: lock.as_deref().map(Into::into),
             ip: is_fault.then(|| format!("{:#x}", e.ip)),
             error_code: is_fault.then_some(e.flags),

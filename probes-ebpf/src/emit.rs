@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use guestscope_common::{
     MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent,
-    event::NO_STACK,
+    event::{NO_STACK, USER_ARGS, USER_STACK_FRAMES},
     maps::{NO_STACK_WALK, WAKEUP_FRACTION},
 };
 
@@ -20,6 +20,8 @@ use crate::maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TRACED_PIDS};
 
 /// Bytes of [`StackedEvent::ips`]: the constant size the verifier wants for `bpf_get_stack`.
 const STACK_BUF_BYTES: u32 = (size_of::<u64>() * MAX_STACK_FRAMES) as u32;
+/// The stack walk's bytes for an event that carries arguments in the last slots.
+const USER_STACK_BUF_BYTES: u32 = (size_of::<u64>() * USER_STACK_FRAMES) as u32;
 
 /// The probe-specific part of an event.
 pub struct Payload {
@@ -29,6 +31,9 @@ pub struct Payload {
     pub ip: u64,
     /// [`RawEvent::flags`].
     pub flags: u32,
+    /// Arguments 1 to 5, for the kinds that carry them
+    /// ([`ProbeKind::carries_args`]): written past a shorter stack walk.
+    pub args: Option<[u64; USER_ARGS]>,
 }
 
 /// The thread-group id of the current task if it is under study.
@@ -118,7 +123,12 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     // Taken before the stack walk, which is the slow part (microseconds under TCG).
     // SAFETY: a helper call without arguments.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let Payload { arg, ip, flags } = payload(ctx);
+    let Payload {
+        arg,
+        ip,
+        flags,
+        args,
+    } = payload(ctx);
     let Some(mut entry) = EVENTS.reserve::<StackedEvent>(0) else {
         bump!(counters.ring_full);
         return;
@@ -144,6 +154,17 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
         (*record)._pad = 0;
+        let walk_bytes = match args {
+            Some(args) => {
+                (&raw mut (*record).ips)
+                    .cast::<u64>()
+                    .add(USER_STACK_FRAMES)
+                    .cast::<[u64; USER_ARGS]>()
+                    .write(args);
+                USER_STACK_BUF_BYTES
+            }
+            None => STACK_BUF_BYTES,
+        };
         if SETTINGS.get(0).is_some_and(|s| s & NO_STACK_WALK != 0) {
             // No walk: no frame is meaningful (the agent reads none).
             (*record).stack_bytes = NO_STACK;
@@ -153,7 +174,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             let written = bpf_get_stack(
                 ctx.as_ptr(),
                 (&raw mut (*record).ips).cast::<c_void>(),
-                STACK_BUF_BYTES,
+                walk_bytes,
                 0,
             );
             (*record).stack_bytes = written as i32;

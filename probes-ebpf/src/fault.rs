@@ -28,6 +28,7 @@ fn fault_payload(ctx: &TracePointContext) -> Payload {
         arg,
         ip,
         flags: code as u32,
+        args: None,
     }
 }
 

@@ -13,6 +13,7 @@ pub fn alloc_fd(ctx: ProbeContext) -> u32 {
         arg: ctx.arg::<u32>(1).map_or(0, u64::from),
         ip: 0,
         flags: ctx.arg::<u32>(2).unwrap_or(0),
+        args: None,
     });
     0
 }

@@ -19,6 +19,7 @@ pub fn spin_lock_fentry(ctx: FEntryContext) -> u32 {
         arg: ctx.arg::<u64>(0),
         ip: 0,
         flags: 0,
+        args: None,
     });
     0
 }
@@ -30,6 +31,7 @@ pub fn spin_lock_kprobe(ctx: ProbeContext) -> u32 {
         arg: ctx.arg::<u64>(0).unwrap_or(0),
         ip: 0,
         flags: 0,
+        args: None,
     });
     0
 }

@@ -17,13 +17,15 @@ use guestscope_common::ProbeKind;
 use crate::emit::{Payload, emit};
 
 /// Entry of any function, or a place inside one (`kprobe:FUNC+OFFSET`): `arg` is
-/// `rdi` (at entry the first argument), `ip` the probed address.
+/// `rdi` and `args` `rsi` … `r9` (at entry the arguments), `ip` the probed address.
 #[kprobe]
 pub fn user_kprobe(ctx: ProbeContext) -> u32 {
     emit(&ctx, ProbeKind::Kprobe, |ctx| Payload {
         arg: ctx.arg::<u64>(0).unwrap_or(0),
         ip: probed_address(ctx),
         flags: 0,
+        // rsi, rdx, rcx, r8, r9.
+        args: Some([1, 2, 3, 4, 5].map(|n| ctx.arg::<u64>(n).unwrap_or(0))),
     });
     0
 }
@@ -44,19 +46,28 @@ fn probed_address(ctx: &ProbeContext) -> u64 {
 }
 
 /// fentry on any function (the agent loads it once per function, with that function's
-/// BTF id): `arg` is the first argument, read with `bpf_get_func_arg` so a function
-/// without arguments gives 0 instead of failing the verifier; `ip` the function.
+/// BTF id): `arg` and `args` are its arguments, read with `bpf_get_func_arg` so those
+/// past the prototype's count give 0 instead of failing the verifier; `ip` the
+/// function.
 #[fentry]
 pub fn user_fentry(ctx: FEntryContext) -> u32 {
     emit(&ctx, ProbeKind::Fentry, |ctx| {
-        let mut arg = 0u64;
-        // SAFETY: helpers reading the traced function's argument 0 (into a local the
-        // helper may leave untouched) and address from the trampoline's context.
+        let mut args = [0u64; 6];
+        // SAFETY: helpers reading the traced function's arguments (each into a local the
+        // helper leaves untouched past the prototype's count) and address from the
+        // trampoline's context.
         let ip = unsafe {
-            bpf_get_func_arg(ctx.as_ptr(), 0, &mut arg);
+            for (n, arg) in args.iter_mut().enumerate() {
+                bpf_get_func_arg(ctx.as_ptr(), n as u32, arg);
+            }
             bpf_get_func_ip(ctx.as_ptr())
         };
-        Payload { arg, ip, flags: 0 }
+        Payload {
+            arg: args[0],
+            ip,
+            flags: 0,
+            args: Some([args[1], args[2], args[3], args[4], args[5]]),
+        }
     });
     0
 }
@@ -69,6 +80,7 @@ pub fn user_kretprobe(ctx: RetProbeContext) -> u32 {
         // SAFETY: as above; for a kretprobe the kernel reports the probed function.
         ip: unsafe { bpf_get_func_ip(ctx.as_ptr()) },
         flags: 0,
+        args: None,
     });
     0
 }
@@ -94,6 +106,7 @@ macro_rules! user_tracepoints {
                     arg: unsafe { ctx.read_at::<u64>(FIRST_FIELD).unwrap_or(0) },
                     ip: 0,
                     flags: $slot,
+                    args: None,
                 });
                 0
             }

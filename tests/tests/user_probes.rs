@@ -133,6 +133,32 @@ fn a_dozen_named_probes_in_one_boot() {
         );
     }
     assert_eq!(by_name("fentry:do_filp_open")["arg"], "int dfd");
+    // The arguments after the first, named from the prototype, and the same in both
+    // probes call by call: each call's file name pointer (rsi) as fentry and the
+    // kprobe saw it.
+    let more: Vec<&str> = by_name("fentry:do_filp_open")["more_args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(more, ["struct filename *pathname", "struct open_flags *op"]);
+    let second_args = |probe: &str| {
+        let mut v: Vec<String> = r
+            .events
+            .iter()
+            .filter(|e| e["probe"] == probe)
+            .map(|e| {
+                assert_eq!(e["args"].as_array().map(Vec::len), Some(6), "{e}");
+                e["args"][1].as_str().unwrap().to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let by_fentry = second_args("fentry:do_filp_open");
+    assert!(by_fentry.len() as u64 >= OPENS);
+    assert_eq!(by_fentry, second_args("kprobe:do_filp_open"));
     assert_eq!(by_name("kprobe:do_filp_open+5")["arg"], "rdi at +5");
     assert!(
         user.iter().any(|p| p["name"]

@@ -55,6 +55,14 @@ fn sample_records() -> Vec<Record> {
         },
         Record {
             seq: 5,
+            body: Body::Args(vec![EventArgs {
+                tid: 101,
+                ts_ns: 1_000_000,
+                args: [0xffff_8880_0000_1000, 4096, 0, 1, u64::MAX],
+            }]),
+        },
+        Record {
+            seq: 6,
             body: Body::Finished(Totals::default()),
         },
     ]

@@ -239,7 +239,7 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(
             md,
             "\nThe agent died and the guest restarted it ({}): events before it were kept ({}); \
-             nothing was traced for {} between its predecessor's last heartbeat and its start{}. \
+             nothing was traced for {} between the last its predecessor was heard from and its start{}. \
              After a restart the losses above account for the new agent's events only: the counters died with the old one.",
             i + 1,
             if before.is_empty() {
@@ -1053,6 +1053,29 @@ fn render_user_probes(md: &mut String, s: &Summary) {
             p.hits,
             by.join(", "),
             values
+        );
+    }
+    for p in s.user_probes.iter().filter(|p| !p.more_args.is_empty()) {
+        let args: Vec<String> = p
+            .more_args
+            .iter()
+            .map(|a| {
+                let values = match &a.values {
+                    Some(v) => v
+                        .iter()
+                        .map(|(value, n)| format!("`{value}` ×{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    None => "many values".into(),
+                };
+                format!("`{}`: {values}", a.name)
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "\n`{}`, the arguments after the first: {}.",
+            p.name,
+            args.join("; ")
         );
     }
     for p in &s.user_probes {

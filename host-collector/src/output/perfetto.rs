@@ -319,6 +319,9 @@ impl<W: Write> TraceWriter<W> {
             if let Some(l) = &e.lock {
                 args.push(annotation_str("lock", l));
             }
+            if let Some(all) = &e.args {
+                args.push(annotation_str("args", &all.join(", ")));
+            }
             if !e.stack.is_empty() {
                 args.push(annotation_str("stack", &e.stack.join("\n")));
             }

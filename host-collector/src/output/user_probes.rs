@@ -26,11 +26,24 @@ pub struct UserProbeSummary {
     /// First argument (kprobe) or return value (kretprobe), in hex, with its hits;
     /// `None` when more than a few distinct values were seen.
     pub values: Option<BTreeMap<String, u64>>,
+    /// The arguments after the first (fentry and kprobe): as many as the BTF
+    /// prototype has, else the five registers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_args: Vec<ArgSummary>,
     /// The most frequent kernel stack of the function's hits, innermost first, and
     /// the hits that had it.
     pub top_stack: Vec<String>,
     /// Hits with [`UserProbeSummary::top_stack`].
     pub top_stack_hits: u64,
+}
+
+/// One argument of a probed function and the values it had.
+#[derive(Clone, Debug, Serialize)]
+pub struct ArgSummary {
+    /// As C declares it (`size_t count`), or the register it was read from (`rsi`).
+    pub name: String,
+    /// Its values in hex with their hits; `None` when more than a few distinct.
+    pub values: Option<BTreeMap<String, u64>>,
 }
 
 /// The probed functions that were hit, by name, from the per-workload summaries.
@@ -53,6 +66,7 @@ pub fn collect<W: Write>(
                     by_workload: BTreeMap::new(),
                     arg: String::new(),
                     values: None,
+                    more_args: Vec::new(),
                     top_stack: Vec::new(),
                     top_stack_hits: 0,
                 });
@@ -83,18 +97,52 @@ pub fn collect<W: Write>(
             .as_ref()
             .and_then(|b| arg_meaning(b, &p.name))
             .unwrap_or_default();
-        p.values = session
-            .user_probe_values
-            .get(&p.name)
-            .filter(|v| !v.many)
-            .map(|v| {
-                v.counts
-                    .iter()
-                    .map(|(value, n)| (format!("{value:#x}"), *n))
-                    .collect()
-            });
+        let seen = session.user_probe_values.get(&p.name);
+        p.values = seen.and_then(|v| v.first()).and_then(few);
+        let rest = seen.map_or(&[][..], |v| v.get(1..).unwrap_or(&[]));
+        if !rest.is_empty() {
+            let names = btf.as_ref().and_then(|b| more_arg_names(b, &p.name));
+            p.more_args = rest
+                .iter()
+                .enumerate()
+                .filter_map(|(i, values)| {
+                    let name = match &names {
+                        Some(names) => names.get(i)?.clone(),
+                        None => REGISTERS[i].to_string(),
+                    };
+                    Some(ArgSummary {
+                        name,
+                        values: few(values),
+                    })
+                })
+                .collect();
+        }
     }
     by_name.into_values().collect()
+}
+
+/// The registers of arguments 1 to 5 (x86-64 calling convention).
+const REGISTERS: [&str; 5] = ["rsi", "rdx", "rcx", "r8", "r9"];
+
+/// `values` in hex with their hits, if few.
+fn few(values: &crate::session::ArgValues) -> Option<BTreeMap<String, u64>> {
+    (!values.many).then(|| {
+        values
+            .counts
+            .iter()
+            .map(|(value, n)| (format!("{value:#x}"), *n))
+            .collect()
+    })
+}
+
+/// Arguments 1 to 5 of the function of probe `name` as its BTF prototype declares
+/// them (as many as it has); `None` at a kprobe past the entry, or without a prototype.
+fn more_arg_names(btf: &guest_kernel::btf::Btf, name: &str) -> Option<Vec<String>> {
+    let f = name
+        .strip_prefix("fentry:")
+        .or_else(|| name.strip_prefix("kprobe:").filter(|f| !f.contains('+')))?;
+    let sig = btf.signature(f)?;
+    Some((1..=REGISTERS.len()).map_while(|n| sig.param(n)).collect())
 }
 
 /// What a user probe's `arg` is for probe `name` (`kprobe:FUNC`, `kretprobe:FUNC`),

@@ -154,3 +154,60 @@ fn user_probe_events_are_named_by_function_and_offset() {
         "fentry:0x1234"
     );
 }
+
+#[test]
+fn a_user_probe_event_gets_the_arguments_sent_before_it() {
+    let mut s = Session::new(Vec::new());
+    let entry = |ts, tid, arg| RawEvent {
+        ip: 0xffffffff81200000,
+        tid,
+        ts_ns: ts,
+        arg,
+        ..RawEvent::new(ProbeKind::Fentry, 100, ts)
+    };
+    feed(
+        &mut s,
+        vec![
+            Body::Artifact {
+                name: "kallsyms".into(),
+                offset: 0,
+                data: KALLSYMS.as_bytes().to_vec(),
+                last: true,
+            },
+            started("fopen", 100),
+            Body::Args(vec![
+                guestscope_common::wire::EventArgs {
+                    tid: 100,
+                    ts_ns: 20,
+                    args: [1, 2, 3, 4, 5],
+                },
+                guestscope_common::wire::EventArgs {
+                    tid: 101,
+                    ts_ns: 20,
+                    args: [1, 9, 3, 4, 5],
+                },
+            ]),
+            // Same time on another thread: each event takes its own arguments.
+            Body::Events(vec![entry(20, 100, 7), entry(20, 101, 7)]),
+            // A built-in probe carries none.
+            Body::Events(vec![ev(ProbeKind::AllocFd, 100, -1, 1024)]),
+        ],
+    );
+    let out = String::from_utf8(s.events_out.clone()).unwrap();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["probe"], "fentry:alloc_fd");
+    assert_eq!(
+        lines[0]["args"],
+        serde_json::json!(["0x7", "0x1", "0x2", "0x3", "0x4", "0x5"])
+    );
+    assert_eq!(lines[1]["args"][2], "0x9");
+    assert!(lines[2].get("args").is_none(), "{}", lines[2]);
+    let seen = &s.user_probe_values["fentry:alloc_fd"];
+    assert_eq!(seen.len(), 6);
+    assert_eq!(seen[0].counts[&7], 2);
+    assert_eq!(seen[2].counts.len(), 2, "rdx took 2 and 9");
+    assert!(s.pending_args.is_empty());
+}

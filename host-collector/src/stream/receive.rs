@@ -483,6 +483,7 @@ fn body_name(b: &Body) -> &'static str {
         Body::Heartbeat { .. } => "Heartbeat",
         Body::Connect(_) => "Connect",
         Body::ClockEcho(_) => "ClockEcho",
+        Body::Args(_) => "Args",
     }
 }
 
