@@ -204,6 +204,7 @@ mod tests {
                     as_root: false,
                     timeout_ms: None,
                     hold_before_exec_ms: None,
+                    cwd: None,
                 })
                 .collect(),
             settle_ms: 0,

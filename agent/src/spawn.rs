@@ -85,11 +85,31 @@ impl Running {
     }
 }
 
+/// Who a child runs as, and where.
+struct Identity {
+    /// User and group id (no supplementary groups); `None`: the agent's own (root).
+    run_as: Option<u32>,
+    /// Working directory; `None`: the agent's.
+    cwd: Option<CString>,
+}
+
 /// Forks a child that waits at a gate, then execs `path` with `argv` (argv\[0\] included),
 /// its stdout and stderr on a pipe and stdin on /dev/null, in a process group of its own
 /// (the group's id is the child's pid); as user and group `run_as`
-/// (no supplementary groups) when given, else with the agent's own credentials (root).
-pub fn spawn_gated(path: &str, argv: &[String], run_as: Option<u32>) -> Result<Gated, SpawnError> {
+/// (no supplementary groups) when given, else with the agent's own credentials (root);
+/// in directory `cwd` when given.
+pub fn spawn_gated(
+    path: &str,
+    argv: &[String],
+    run_as: Option<u32>,
+    cwd: Option<&str>,
+) -> Result<Gated, SpawnError> {
+    let who = Identity {
+        run_as,
+        cwd: cwd
+            .map(|d| CString::new(d).map_err(|_| SpawnError::Nul))
+            .transpose()?,
+    };
     let c_path = CString::new(path).map_err(|_| SpawnError::Nul)?;
     let c_argv = argv
         .iter()
@@ -110,7 +130,7 @@ pub fn spawn_gated(path: &str, argv: &[String], run_as: Option<u32>) -> Result<G
                 &gate_r,
                 &out_w,
                 null.as_ref(),
-                run_as,
+                &who,
                 &c_path,
                 &c_argv,
                 &exec_error_prefix,
@@ -140,7 +160,7 @@ fn child(
     gate: &OwnedFd,
     out: &OwnedFd,
     null: Option<&File>,
-    run_as: Option<u32>,
+    who: &Identity,
     path: &CString,
     argv: &[CString],
     prefix: &str,
@@ -155,10 +175,20 @@ fn child(
     if let Some(null) = null {
         let _ = dup2(null.as_raw_fd(), 0);
     }
-    if let Some(id) = run_as
+    if let Some(id) = who.run_as
         && let Err(e) = drop_privileges(id)
     {
         let message = format!("{prefix}cannot become user {id}: {e}\n");
+        // SAFETY: fd 2 is the output pipe, owned by this process until it exits.
+        let stderr = unsafe { BorrowedFd::borrow_raw(2) };
+        let _ = write(stderr, message.as_bytes());
+        exit_now(EXEC_FAILED);
+    }
+    // After the drop, so the directory is entered with the workload's own rights.
+    if let Some(dir) = &who.cwd
+        && let Err(e) = nix::unistd::chdir(dir.as_c_str())
+    {
+        let message = format!("{prefix}cannot enter directory {dir:?}: {e}\n");
         // SAFETY: fd 2 is the output pipe, owned by this process until it exits.
         let stderr = unsafe { BorrowedFd::borrow_raw(2) };
         let _ = write(stderr, message.as_bytes());

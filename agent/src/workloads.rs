@@ -156,7 +156,7 @@ fn execute<W: Sink>(
         timed_out,
     };
     let run_as = (!spec.as_root).then_some(guestscope_common::plan::UNPRIVILEGED_ID);
-    let gated = match spawn_gated(&spec.path, &argv, run_as) {
+    let gated = match spawn_gated(&spec.path, &argv, run_as, spec.cwd.as_deref()) {
         Ok(g) => g,
         Err(e) => {
             tracing::error!(workload = %spec.name, "cannot start: {e}");
@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn a_workload_past_its_deadline_is_ended_with_its_children() {
         let argv = ["sh", "-c", "sleep 100 & echo $!; wait"].map(String::from);
-        let running = spawn_gated("/bin/sh", &argv, None)
+        let running = spawn_gated("/bin/sh", &argv, None, None)
             .unwrap()
             .release()
             .unwrap();

@@ -149,6 +149,10 @@ pub struct WorkloadSpec {
     /// for the host to put its breakpoints in before the program runs (`--snapshot-at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_before_exec_ms: Option<u64>,
+    /// Working directory in the guest (a host program's: the host's current directory,
+    /// which the guest sees at the same path); `None`: the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 /// Time a workload past its [`WorkloadSpec::timeout_ms`] gets between SIGTERM and

@@ -63,6 +63,7 @@ pub fn default_plan(port: u32) -> RunPlan {
             as_root: false,
             timeout_ms: Some(lab::DEFAULT_WORKLOAD_TIMEOUT.as_millis() as u64),
             hold_before_exec_ms: None,
+            cwd: None,
         })
         .collect();
     RunPlan::new(port, workloads)

@@ -268,6 +268,12 @@ pub struct LabArgs {
     /// Skip guestscope's own workloads.
     #[arg(long)]
     pub no_builtin_workloads: bool,
+    /// A program of the host and its arguments, after `--` (as `perf record -- CMD`):
+    /// run in the guest from the host's files (read-only, writes go to a tmpfs in the
+    /// guest), dynamically linked or not, in the current directory. Runs alone: no
+    /// built-in workloads, CR3 or boot-time experiments, no alloc_fd snapshots.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
     /// Built-in probes to attach (default: all). Comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub probes: Vec<String>,
@@ -380,6 +386,8 @@ pub enum WorkloadUser {
 
 impl From<LabArgs> for LabOptions {
     fn from(a: LabArgs) -> LabOptions {
+        // A host program runs alone, as `perf record -- CMD` traces CMD alone.
+        let alone = !a.command.is_empty();
         LabOptions {
             // Empty when neither given nor built: validation says so in one line.
             kernel: a
@@ -392,7 +400,7 @@ impl From<LabArgs> for LabOptions {
                 .unwrap_or_default(),
             out_dir: a.out,
             workloads: a.workloads,
-            builtin_workloads: !a.no_builtin_workloads,
+            builtin_workloads: !a.no_builtin_workloads && !alone,
             probes: a.probes,
             user_probes: a.user_probes,
             stop_at: a.stop_at,
@@ -416,11 +424,12 @@ impl From<LabArgs> for LabOptions {
                 AccelArg::Kvm => Some(Accel::Kvm),
                 AccelArg::Tcg => Some(Accel::Tcg),
             },
-            boots: a.boots,
+            boots: if alone { 0 } else { a.boots },
             rootfs: a.rootfs,
+            command: a.command,
             qemu_extra: a.machine_profile.qemu_args(),
-            cr3: !a.no_cr3,
-            snapshots: !a.no_snapshots,
+            cr3: !a.no_cr3 && !alone,
+            snapshots: !a.no_snapshots && !alone,
             events_bytes: a.ring_bytes,
             watchdog: (a.watchdog > 0).then(|| Duration::from_secs(a.watchdog)),
             spool_bytes: a.spool_bytes,

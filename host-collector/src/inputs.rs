@@ -68,6 +68,9 @@ pub enum InputError {
     /// by its cached BTF.
     #[error("{0} (by this kernel's cached BTF)")]
     ReadsRefused(String),
+    /// A host program (`-- CMD`) that cannot run.
+    #[error(transparent)]
+    HostProgram(#[from] crate::host_program::HostProgramError),
     /// `--probe` names the kernel does not offer, by its cached probe list.
     #[error("{0} (by this kernel's cached probe list)")]
     ProbesRefused(String),

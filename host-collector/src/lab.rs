@@ -132,6 +132,9 @@ pub struct LabOptions {
     /// The user's root file system image (`--rootfs`): the agent runs chrooted in it
     /// (see [`crate::rootfs`]).
     pub rootfs: Option<PathBuf>,
+    /// A program of the host and its arguments (`guestscope lab -- CMD ARGS`), run in
+    /// the guest from the host's files (see [`crate::host_program`]); empty: none.
+    pub command: Vec<String>,
     /// Run the workloads as root (`--workload-user root`) instead of the unprivileged
     /// user [`guestscope_common::plan::UNPRIVILEGED_ID`].
     pub workloads_as_root: bool,
@@ -177,6 +180,7 @@ impl Default for LabOptions {
             link_faults: Vec::new(),
             events_bytes: None,
             rootfs: None,
+            command: Vec::new(),
             progress: |_| {},
         }
     }
@@ -262,6 +266,7 @@ pub struct Validated {
     accel: accel::AccelChoice,
     append: String,
     rootfs: Option<crate::rootfs::Prepared>,
+    host: Option<crate::host_program::HostProgram>,
 }
 
 pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
@@ -303,6 +308,17 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
             return Err(InputError::ProbesRefused(refused.join("; ")));
         }
     }
+    let host = match o.command.as_slice() {
+        [] => None,
+        [program, ..] if o.rootfs.is_some() => {
+            return Err(crate::host_program::HostProgramError::WithRootfs(program.clone()).into());
+        }
+        command => Some(crate::host_program::resolve(
+            command,
+            None,
+            std::env::var_os("PATH").as_deref(),
+        )?),
+    };
     let reads = own_questions::check_stops(o)?;
     if let Some(bytes) = o.events_bytes {
         inputs::check_events_bytes(bytes)?;
@@ -323,6 +339,7 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     };
     Ok(Validated {
         rootfs,
+        host,
         user,
         reads,
         probes: o.probes.clone(),
@@ -361,6 +378,7 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
                 as_root: o.workloads_as_root,
                 timeout_ms: timeout_ms(o),
                 hold_before_exec_ms: own_questions::hold_ms(o),
+                cwd: None,
             });
         }
     }
@@ -376,6 +394,29 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             as_root: o.workloads_as_root,
             timeout_ms: timeout_ms(o),
             hold_before_exec_ms: own_questions::hold_ms(o),
+            cwd: None,
+        });
+    }
+    if let Some(h) = &v.host {
+        let taken = |n: &str| workloads.iter().any(|w| w.name == n);
+        let name = (1..)
+            .map(|i| match i {
+                1 => h.name.clone(),
+                i => format!("{}#{i}", h.name),
+            })
+            .find(|n| !taken(n))
+            .expect("a free name");
+        workloads.push(WorkloadSpec {
+            name,
+            path: h.path.display().to_string(),
+            args: h.args.clone(),
+            origin: WorkloadOrigin::User,
+            tracing: Default::default(),
+            quiet_link: !o.stop_at.is_empty(),
+            as_root: o.workloads_as_root,
+            timeout_ms: timeout_ms(o),
+            hold_before_exec_ms: own_questions::hold_ms(o),
+            cwd: Some(h.cwd.display().to_string()),
         });
     }
     RunPlan {
@@ -468,11 +509,14 @@ pub fn boot_and_collect(
         .into_iter()
         .collect();
     let initrd = run_dir.path().join("initrd.cpio");
-    let rootfs_files = v
+    let mut rootfs_files = v
         .rootfs
         .as_ref()
         .map(|r| r.layer_files())
         .unwrap_or_default();
+    if v.host.is_some() {
+        rootfs_files.push(crate::host_program::layer_file());
+    }
     // Each boot gets its own secret, in the plan (a root-only file in the guest): only
     // the agent can present it.
     let secret =
@@ -518,6 +562,7 @@ pub fn boot_and_collect(
             .iter()
             .cloned()
             .chain(v.rootfs.iter().flat_map(|r| r.qemu_args()))
+            .chain(v.host.iter().flat_map(|_| crate::host_program::qemu_args()))
             .collect(),
     };
     tracing::info!("starting QEMU ({}): {}", accel.as_str(), qemu_cfg.display());
@@ -1008,6 +1053,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
             format!("nobody (uid {})", guestscope_common::plan::UNPRIVILEGED_ID)
         },
         workload_timeout_s: o.workload_timeout.map(|t| t.as_secs_f64()),
+        host_files_cwd: v.host.as_ref().map(|h| h.cwd.display().to_string()),
         events_ring_bytes: o
             .events_bytes
             .unwrap_or(guestscope_common::maps::EVENTS_BYTES),
@@ -1191,6 +1237,7 @@ fn cr3_boots<W: io::Write>(
             as_root: o.workloads_as_root,
             timeout_ms: timeout_ms(o),
             hold_before_exec_ms: None,
+            cwd: None,
         }],
         ..plan(o, v)
     };

@@ -34,6 +34,7 @@ pub mod built_guest;
 pub mod cli;
 pub mod event_line;
 pub mod experiments;
+pub mod host_program;
 pub mod image;
 pub mod inputs;
 pub mod interrupt;

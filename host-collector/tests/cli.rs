@@ -231,6 +231,26 @@ fn input_cases() -> Vec<Case> {
             plain(|f| f.lab(&["--snapshot-at", "show_cpuinfo", "--read", "arg6"])),
         ),
         case(
+            "host program that is not there",
+            "-- ./no-such-program: no such file",
+            plain(|f| f.lab(&["--", "./no-such-program", "-x"])),
+        ),
+        case(
+            "host program not in PATH",
+            "-- no-such-program-in-path: not found in PATH",
+            plain(|f| f.lab(&["--", "no-such-program-in-path"])),
+        ),
+        case(
+            "host program that is not executable",
+            "not an executable file",
+            plain(|f| f.lab(&["--", f.kernel.to_str().unwrap()])),
+        ),
+        case(
+            "host program with --rootfs",
+            "a host program runs in the built-in guest",
+            plain(|f| f.lab(&["--rootfs", f.path("disk.img").to_str().unwrap(), "--", "ls"])),
+        ),
+        case(
             "--read without a stop",
             "--read needs --snapshot-at FUNCTION",
             plain(|f| f.lab(&["--read", "current->pid"])),

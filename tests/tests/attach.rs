@@ -54,6 +54,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
             as_root: false,
             timeout_ms: None,
             hold_before_exec_ms: None,
+            cwd: None,
         }],
         settle_ms: 0,
         events_bytes: None,

@@ -4,8 +4,9 @@
 # modules listed in /etc/guestscope/modules.order (dependencies first), runs
 # the agent with the plan the collector appended as a second cpio layer, and
 # powers off; QEMU runs with -no-reboot, so that ends QEMU. With a root file
-# system image (`guestscope lab --rootfs`), the agent runs chrooted in it. There is no
-# network, not even loopback: the agent talks to the host over virtio-vsock.
+# system image (`guestscope lab --rootfs`), the agent runs chrooted in it; with the
+# host's files (`guestscope lab -- CMD`), chrooted in them under a tmpfs overlay. There
+# is no network, not even loopback: the agent talks to the host over virtio-vsock.
 
 # `--install` finds busybox through /proc/self/exe, so /proc comes first.
 /bin/busybox mount -t proc proc /proc
@@ -62,7 +63,42 @@ run_agent() {
     done
 }
 
-if [ -f /etc/guestscope/rootfs.env ]; then
+# Gives the root file system mounted on /sysroot the guest's kernel file systems and
+# guestscope's files; "tmp" as $1 also gives it a fresh /tmp.
+enter_sysroot() {
+    for d in proc sys dev tmp usr/lib/guestscope etc/guestscope; do
+        [ -d "/sysroot/$d" ] || mkdir -p "/sysroot/$d" || fail "cannot create /$d in the root file system"
+    done
+    mount -o rbind /proc /sysroot/proc
+    mount -o rbind /sys /sysroot/sys
+    mount -o rbind /dev /sysroot/dev
+    [ "$1" = tmp ] && mount -t tmpfs tmpfs /sysroot/tmp
+    ln -f /bin/guestscope-agent /usr/lib/guestscope/guestscope-agent
+    mount -o bind /usr/lib/guestscope /sysroot/usr/lib/guestscope
+    mount -o bind /etc/guestscope /sysroot/etc/guestscope
+}
+
+if [ -f /etc/guestscope/hostfs.env ]; then
+    # `guestscope lab -- CMD`: the host's files over virtio-9p, read-only, under a
+    # tmpfs overlay that takes every write (none reaches the host). The agent and the
+    # workloads run chrooted in it, so a host program finds its libraries; /tmp stays
+    # the host's (under the overlay), where a program or its directory may live.
+    . /etc/guestscope/hostfs.env
+    while read -r module; do
+        [ -n "$module" ] || continue
+        insmod "$modules/$module" || echo "guestscope-init: cannot load module $module"
+    done < /etc/guestscope/hostfs-modules.order
+    mkdir -p /hostfs /overlay /sysroot
+    mount -t 9p -o "trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000" "$GS_HOSTFS_TAG" /hostfs ||
+        fail "cannot mount the host's files (9p tag $GS_HOSTFS_TAG): kernel $(uname -r) needs CONFIG_9P_FS and CONFIG_NET_9P_VIRTIO"
+    mount -t tmpfs -o mode=0755 host-writes /overlay
+    mkdir -p /overlay/upper /overlay/work
+    mount -t overlay -o lowerdir=/hostfs,upperdir=/overlay/upper,workdir=/overlay/work host-overlay /sysroot ||
+        fail "cannot lay a tmpfs over the host's files: kernel $(uname -r) needs CONFIG_OVERLAY_FS"
+    enter_sysroot
+    echo "guestscope-init: the host's files mounted read-only on /sysroot, writes go to a tmpfs"
+    run_agent chroot /sysroot /usr/lib/guestscope/guestscope-agent --plan /etc/guestscope/plan.json
+elif [ -f /etc/guestscope/rootfs.env ]; then
     # `guestscope lab --rootfs`: the user's root file system is the virtio disk
     # (writes go to a QEMU snapshot that is discarded). Mount it, give it the
     # kernel file systems and guestscope's files, run the agent chrooted in it.
@@ -75,16 +111,7 @@ if [ -f /etc/guestscope/rootfs.env ]; then
     [ -b "$GS_ROOT" ] || fail "no root device $GS_ROOT after 15 s: kernel $(uname -r) found no virtio disk (it needs CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_BLK)"
     mkdir -p /sysroot
     mount "$GS_ROOT" /sysroot || fail "cannot mount $GS_ROOT (kernel $(uname -r) needs a driver for its file system, e.g. CONFIG_EXT4_FS)"
-    for d in proc sys dev tmp usr/lib/guestscope etc/guestscope; do
-        [ -d "/sysroot/$d" ] || mkdir -p "/sysroot/$d" || fail "cannot create /$d in the root file system"
-    done
-    mount -o rbind /proc /sysroot/proc
-    mount -o rbind /sys /sysroot/sys
-    mount -o rbind /dev /sysroot/dev
-    mount -t tmpfs tmpfs /sysroot/tmp
-    ln -f /bin/guestscope-agent /usr/lib/guestscope/guestscope-agent
-    mount -o bind /usr/lib/guestscope /sysroot/usr/lib/guestscope
-    mount -o bind /etc/guestscope /sysroot/etc/guestscope
+    enter_sysroot tmp
     echo "guestscope-init: root file system $GS_ROOT mounted on /sysroot"
     run_agent chroot /sysroot /usr/lib/guestscope/guestscope-agent --plan /etc/guestscope/plan.json
 else

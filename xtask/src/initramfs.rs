@@ -34,6 +34,9 @@ pub const BUILTIN_WORKLOAD_DIR: &str = "/usr/lib/guestscope/workloads";
 pub const USER_WORKLOAD_DIR: &str = "/usr/lib/guestscope/user";
 /// The module load order, one path per line relative to `/lib/modules/<release>`.
 pub const MODULES_ORDER_PATH: &str = "/etc/guestscope/modules.order";
+/// The load order of the modules that show the guest the host's files, loaded only
+/// for a run of host programs (`guestscope lab -- CMD`).
+pub const HOSTFS_ORDER_PATH: &str = "/etc/guestscope/hostfs-modules.order";
 /// The agent's path in the guest (the init script runs it).
 pub const AGENT_PATH: &str = "/bin/guestscope-agent";
 
@@ -188,7 +191,7 @@ fn plan(inputs: &Inputs<'_>) -> Vec<Entry> {
             source: Source::File(path.clone()),
         });
     }
-    for module in &kernel.load_order {
+    for module in kernel.load_order.iter().chain(&kernel.hostfs_order) {
         files.push(Entry {
             path: format!("{modules_dir}/{module}"),
             perm: 0o644,
@@ -200,6 +203,16 @@ fn plan(inputs: &Inputs<'_>) -> Vec<Entry> {
         path: rel(MODULES_ORDER_PATH),
         perm: 0o644,
         source: Source::Bytes(order.into()),
+    });
+    let hostfs: String = kernel
+        .hostfs_order
+        .iter()
+        .map(|m| format!("{m}\n"))
+        .collect();
+    files.push(Entry {
+        path: rel(HOSTFS_ORDER_PATH),
+        perm: 0o644,
+        source: Source::Bytes(hostfs.into()),
     });
 
     // Sorted by path, so every parent comes before its children.
@@ -340,6 +353,7 @@ mod tests {
                 "kernel/drivers/virtio/virtio.ko".into(),
                 "kernel/drivers/virtio/virtio_pci.ko".into(),
             ],
+            hostfs_order: vec!["kernel/fs/overlayfs/overlay.ko".into()],
         }
     }
 
@@ -410,6 +424,12 @@ mod tests {
                 b"kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_pci.ko\n".to_vec()
             )
         );
+        // The host-files modules are in the image, in an order file of their own.
+        assert_eq!(
+            find("etc/guestscope/hostfs-modules.order").source,
+            Source::Bytes(b"kernel/fs/overlayfs/overlay.ko\n".to_vec())
+        );
+        find("lib/modules/6.1.0-48-amd64/kernel/fs/overlayfs/overlay.ko");
         for dir in [
             "proc",
             "sys",

@@ -24,6 +24,10 @@ const META_PACKAGE: &str = "linux-image-amd64";
 /// transport and the vsock transport over it, which the agent talks through.
 pub const WANTED_MODULES: &[&str] = &["virtio_pci", "vmw_vsock_virtio_transport"];
 
+/// The modules the guest loads only to see the host's files (`guestscope lab -- CMD`):
+/// 9p over virtio, and overlayfs for the tmpfs that takes the writes.
+pub const HOSTFS_MODULES: &[&str] = &["9p", "9pnet_virtio", "overlay"];
+
 /// Marks an unpacked tree as complete; holds the kernel release.
 const UNPACKED_MARKER: &str = ".unpacked";
 
@@ -40,6 +44,9 @@ pub struct Kernel {
     pub modules_dir: PathBuf,
     /// The modules to load, in load order, relative to [`Kernel::modules_dir`].
     pub load_order: Vec<String>,
+    /// The modules to load after those to see the host's files ([`HOSTFS_MODULES`]
+    /// and what they need that [`Kernel::load_order`] does not load already).
+    pub hostfs_order: Vec<String>,
 }
 
 /// A Debian binary package, as apt resolved it.
@@ -81,12 +88,15 @@ pub fn prepare(layout: &Layout) -> Result<Kernel> {
     let modules_dep = fs::read_to_string(modules_dir.join("modules.dep"))
         .with_context(|| format!("cannot read modules.dep in {}", modules_dir.display()))?;
     let builtin = fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default();
-    let load_order = load_order(
-        &parse_modules_dep(&modules_dep)?,
-        WANTED_MODULES,
-        &parse_builtin(&builtin),
-    )?;
+    let dep = parse_modules_dep(&modules_dep)?;
+    let builtin = parse_builtin(&builtin);
+    let load_order = load_order(&dep, WANTED_MODULES, &builtin)?;
+    let hostfs_order: Vec<String> = load_order_of(&dep, HOSTFS_MODULES, &builtin)?
+        .into_iter()
+        .filter(|m| !load_order.contains(m))
+        .collect();
     check_uncompressed(&load_order)?;
+    check_uncompressed(&hostfs_order)?;
     eprintln!(
         "    kernel {release} ({} {}), modules: {}",
         package.name,
@@ -103,7 +113,24 @@ pub fn prepare(layout: &Layout) -> Result<Kernel> {
         release,
         modules_dir,
         load_order,
+        hostfs_order,
     })
+}
+
+/// Like [`load_order`], for modules a kernel may not have as modules at all (built
+/// in, or not configured): those are left out rather than refused, and the guest says
+/// so when it needs them.
+fn load_order_of(
+    dep: &ModulesDep,
+    wanted: &[&str],
+    builtin: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let present: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|w| dep.by_name.contains_key(&w.replace('-', "_")))
+        .collect();
+    load_order(dep, &present, builtin)
 }
 
 /// A kernel package downloaded into a cache directory.

@@ -250,6 +250,7 @@ fn spec(name: &str, program: &str, args: &[String], tracing: Tracing) -> Workloa
         as_root: false,
         timeout_ms: None,
         hold_before_exec_ms: None,
+        cwd: None,
     }
 }
 

@@ -310,6 +310,13 @@ pub fn render(s: &Summary) -> String {
     if !s.run.workload_user.is_empty() {
         let _ = writeln!(md, "Workloads ran as {}.\n", s.run.workload_user);
     }
+    if let Some(cwd) = &s.run.host_files_cwd {
+        let _ = writeln!(
+            md,
+            "The guest ran the host's program from the host's files, read-only over virtio-9p, \
+             starting in `{cwd}`; what it wrote went to a tmpfs in the guest, not to the host.\n"
+        );
+    }
     let _ = writeln!(
         md,
         "| workload | pid | exit | duration (guest) | spin_lock | alloc_fd | page_fault_user | page_fault_kernel |\n|---|---:|---:|---:|---:|---:|---:|---:|"

@@ -172,6 +172,10 @@ pub struct RunInfo {
     /// The per-workload time limit, seconds (`--workload-timeout`); `None`: none, or
     /// not known (attach: the guest's plan decides).
     pub workload_timeout_s: Option<f64>,
+    /// When a host program ran (`-- CMD`): the host directory it started in. The guest
+    /// then saw the host's files read-only (virtio-9p), its writes going to a tmpfs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_files_cwd: Option<String>,
     /// Size of the probes' `EVENTS` ring buffer, bytes (0 when unknown).
     pub events_ring_bytes: u32,
     /// How the run ended.
