@@ -331,7 +331,7 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
     inputs::check_out_dir(&o.out_dir)?;
     let rootfs = match &o.rootfs {
         Some(image) => {
-            let prepared = crate::rootfs::prepare(image, &o.kernel)?;
+            let prepared = crate::rootfs::prepare(image, &o.kernel, &o.initrd)?;
             (o.progress)(&format!("root file system: {}", prepared.description));
             Some(prepared)
         }
@@ -983,7 +983,13 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     // The boot-time boots come after the traced run, so a probe the kernel refuses
     // is reported after one boot, not six.
     let mut boots = Vec::new();
-    if o.boots > 0 {
+    // A traced boot that never reached the agent (a root file system the guest
+    // cannot mount, a kernel without vsock) would fail the same way N more times.
+    let reached_agent = c.session.hello.is_some();
+    if o.boots > 0 && !reached_agent {
+        (o.progress)("boot-time boots skipped: the traced boot never reached the agent");
+    }
+    if o.boots > 0 && reached_agent {
         let boot_plan = RunPlan {
             workloads: Vec::new(),
             user_probes: Vec::new(),

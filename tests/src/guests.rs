@@ -52,30 +52,9 @@ pub fn kernel_modules() -> PathBuf {
 /// `modules.dep` naming the compressed files.
 pub fn busybox_rootfs(dir: &Path, modules: &Path) -> PathBuf {
     let release = modules.file_name().unwrap().to_str().unwrap();
-    let root = dir.join("root");
-    let _ = std::fs::remove_dir_all(&root);
+    let root = busybox_tree(dir);
     let mdir = root.join("usr/lib/modules").join(release);
-    for d in ["bin", "sbin", "etc", "tmp", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
     std::fs::create_dir_all(&mdir).unwrap();
-    std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/init")).unwrap();
-    std::fs::write(
-        root.join("etc/os-release"),
-        "NAME=Buildroot\nID=buildroot\n",
-    )
-    .unwrap();
-    // Buildroot's BusyBox init runs /etc/init.d/rcS, which starts every S??* script.
-    std::fs::create_dir_all(root.join("etc/init.d")).unwrap();
-    let rcs = root.join("etc/init.d/rcS");
-    std::fs::write(
-        &rcs,
-        "#!/bin/sh\nfor i in /etc/init.d/S??*; do [ -x \"$i\" ] && \"$i\" start; done\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&rcs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     for m in MODULES {
         let dest = mdir.join(m);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
@@ -96,11 +75,51 @@ pub fn busybox_rootfs(dir: &Path, modules: &Path) -> PathBuf {
         mdir.join("modules.builtin"),
     )
     .unwrap();
+    ext4_image(dir, &root)
+}
+
+/// A Buildroot-style root file system as [`busybox_rootfs`] makes it, but with no
+/// `/lib/modules` at all (Buildroot images built for a kernel with its drivers built
+/// in have none), as a raw ext4 image in `dir`.
+pub fn bare_busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = busybox_tree(dir);
+    ext4_image(dir, &root)
+}
+
+/// The BusyBox userland of [`busybox_rootfs`] in `dir/root`, without modules.
+fn busybox_tree(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    for d in ["bin", "sbin", "etc", "tmp", "proc", "sys", "dev", "usr/lib"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/init")).unwrap();
+    std::fs::write(
+        root.join("etc/os-release"),
+        "NAME=Buildroot\nID=buildroot\n",
+    )
+    .unwrap();
+    // Buildroot's BusyBox init runs /etc/init.d/rcS, which starts every S??* script.
+    std::fs::create_dir_all(root.join("etc/init.d")).unwrap();
+    let rcs = root.join("etc/init.d/rcS");
+    std::fs::write(
+        &rcs,
+        "#!/bin/sh\nfor i in /etc/init.d/S??*; do [ -x \"$i\" ] && \"$i\" start; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&rcs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    root
+}
+
+/// `root` as a 64 MiB raw ext4 image in `dir`.
+fn ext4_image(dir: &Path, root: &Path) -> PathBuf {
     let image = dir.join("rootfs.ext4");
     let _ = std::fs::remove_file(&image);
     run(Command::new("mke2fs")
         .args(["-q", "-t", "ext4", "-d"])
-        .arg(&root)
+        .arg(root)
         .arg(&image)
         .arg("64M"));
     image

@@ -12,7 +12,9 @@
 use std::process::Command;
 
 use guestscope::lab::{self, LabOptions};
-use guestscope_tests::guests::{busybox_rootfs, kernel_modules, sha256, to_qcow2};
+use guestscope_tests::guests::{
+    bare_busybox_rootfs, busybox_rootfs, kernel_modules, sha256, to_qcow2,
+};
 use guestscope_tests::{
     collector_binary, guest_artifacts, load, stack_has, target_dir, test_out_dir,
 };
@@ -98,6 +100,42 @@ fn lab_runs_the_workloads_inside_a_qcow2_root_file_system() {
         "{}",
         r.report
     );
+}
+
+/// A Buildroot image with no `/lib/modules` at all, booted with the kernel `cargo
+/// xtask lab` built (its drivers are modules): the disk, ext4 and vsock drivers come
+/// from guestscope's own initramfs, and the run works in one boot.
+#[test]
+fn an_image_without_modules_gets_ours_for_the_default_kernel() {
+    let (kernel, initrd) = guest_artifacts();
+    let work = target_dir().join("guestscope/test-rootfs/bare");
+    std::fs::create_dir_all(&work).unwrap();
+    let image = bare_busybox_rootfs(&work);
+    let out = test_out_dir("rootfs-bare");
+    let opts = LabOptions {
+        kernel,
+        initrd,
+        rootfs: Some(image),
+        out_dir: out.clone(),
+        builtin_workloads: false,
+        cr3: false,
+        boots: 0,
+        workloads: vec![format!(
+            "{} --iterations 20",
+            guestscope_tests::workload_binary("fopen").display()
+        )],
+        ..LabOptions::default()
+    };
+    let outcome = lab::run(&opts).unwrap_or_else(|e| panic!("lab --rootfs did not start: {e}"));
+    assert!(
+        outcome.summary.run.outcome.complete,
+        "{:?}",
+        outcome.summary.run.outcome
+    );
+    let serial = std::fs::read_to_string(out.join("serial.log")).unwrap();
+    assert!(!serial.contains("cannot load module"), "{serial}");
+    let r = load(&out);
+    assert_eq!(r.events_of("fopen", "alloc_fd").count(), 20);
 }
 
 #[test]

@@ -40,10 +40,14 @@ fail() {
 }
 
 modules="/lib/modules/$(uname -r)"
-while read -r module; do
-    [ -n "$module" ] || continue
-    insmod "$modules/$module" || echo "guestscope-init: cannot load module $module"
-done < /etc/guestscope/modules.order
+# Loads the modules a file lists, one path per line, in order.
+load_modules() {
+    while read -r module; do
+        [ -n "$module" ] || continue
+        insmod "$modules/$module" || echo "guestscope-init: cannot load module $module"
+    done < "$1"
+}
+load_modules /etc/guestscope/modules.order
 [ -d /sys/bus/virtio/drivers/vmw_vsock_virtio_transport ] ||
     fail "kernel $(uname -r) has no virtio vsock transport (it needs CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_VSOCKETS, built in or as modules): the agent cannot reach the host"
 
@@ -84,10 +88,7 @@ if [ -f /etc/guestscope/hostfs.env ]; then
     # workloads run chrooted in it, so a host program finds its libraries; /tmp stays
     # the host's (under the overlay), where a program or its directory may live.
     . /etc/guestscope/hostfs.env
-    while read -r module; do
-        [ -n "$module" ] || continue
-        insmod "$modules/$module" || echo "guestscope-init: cannot load module $module"
-    done < /etc/guestscope/hostfs-modules.order
+    load_modules /etc/guestscope/hostfs-modules.order
     mkdir -p /hostfs /overlay /sysroot
     mount -t 9p -o "trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000" "$GS_HOSTFS_TAG" /hostfs ||
         fail "cannot mount the host's files (9p tag $GS_HOSTFS_TAG): kernel $(uname -r) needs CONFIG_9P_FS and CONFIG_NET_9P_VIRTIO"
@@ -103,6 +104,8 @@ elif [ -f /etc/guestscope/rootfs.env ]; then
     # (writes go to a QEMU snapshot that is discarded). Mount it, give it the
     # kernel file systems and guestscope's files, run the agent chrooted in it.
     . /etc/guestscope/rootfs.env
+    # An image without modules for this kernel: the disk and ext4 drivers are ours.
+    [ "$GS_OWN_MODULES" = 1 ] && load_modules /etc/guestscope/rootfs-modules.order
     tries=0
     while [ ! -b "$GS_ROOT" ] && [ $tries -lt 150 ]; do
         sleep 0.1

@@ -37,6 +37,9 @@ pub const MODULES_ORDER_PATH: &str = "/etc/guestscope/modules.order";
 /// The load order of the modules that show the guest the host's files, loaded only
 /// for a run of host programs (`guestscope lab -- CMD`).
 pub const HOSTFS_ORDER_PATH: &str = "/etc/guestscope/hostfs-modules.order";
+/// The load order of the modules that mount a root file system image that brings no
+/// modules for this kernel (`guestscope lab --rootfs`).
+pub const ROOTFS_ORDER_PATH: &str = "/etc/guestscope/rootfs-modules.order";
 /// The agent's path in the guest (the init script runs it).
 pub const AGENT_PATH: &str = "/bin/guestscope-agent";
 
@@ -191,7 +194,13 @@ fn plan(inputs: &Inputs<'_>) -> Vec<Entry> {
             source: Source::File(path.clone()),
         });
     }
-    for module in kernel.load_order.iter().chain(&kernel.hostfs_order) {
+    let mut modules: Vec<&String> = kernel.load_order.iter().collect();
+    for m in kernel.hostfs_order.iter().chain(&kernel.rootfs_order) {
+        if !modules.contains(&m) {
+            modules.push(m);
+        }
+    }
+    for module in modules {
         files.push(Entry {
             path: format!("{modules_dir}/{module}"),
             perm: 0o644,
@@ -213,6 +222,16 @@ fn plan(inputs: &Inputs<'_>) -> Vec<Entry> {
         path: rel(HOSTFS_ORDER_PATH),
         perm: 0o644,
         source: Source::Bytes(hostfs.into()),
+    });
+    let rootfs: String = kernel
+        .rootfs_order
+        .iter()
+        .map(|m| format!("{m}\n"))
+        .collect();
+    files.push(Entry {
+        path: rel(ROOTFS_ORDER_PATH),
+        perm: 0o644,
+        source: Source::Bytes(rootfs.into()),
     });
 
     // Sorted by path, so every parent comes before its children.
@@ -354,6 +373,7 @@ mod tests {
                 "kernel/drivers/virtio/virtio_pci.ko".into(),
             ],
             hostfs_order: vec!["kernel/fs/overlayfs/overlay.ko".into()],
+            rootfs_order: vec!["kernel/fs/ext4/ext4.ko".into()],
         }
     }
 
@@ -430,6 +450,11 @@ mod tests {
             Source::Bytes(b"kernel/fs/overlayfs/overlay.ko\n".to_vec())
         );
         find("lib/modules/6.1.0-48-amd64/kernel/fs/overlayfs/overlay.ko");
+        assert_eq!(
+            find("etc/guestscope/rootfs-modules.order").source,
+            Source::Bytes(b"kernel/fs/ext4/ext4.ko\n".to_vec())
+        );
+        find("lib/modules/6.1.0-48-amd64/kernel/fs/ext4/ext4.ko");
         for dir in [
             "proc",
             "sys",

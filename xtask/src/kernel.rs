@@ -28,6 +28,12 @@ pub const WANTED_MODULES: &[&str] = &["virtio_pci", "vmw_vsock_virtio_transport"
 /// 9p over virtio, and overlayfs for the tmpfs that takes the writes.
 pub const HOSTFS_MODULES: &[&str] = &["9p", "9pnet_virtio", "overlay"];
 
+/// The modules the guest loads to mount a user's root file system image that has no
+/// modules for this kernel (`guestscope lab --rootfs` with a Buildroot-style image):
+/// the virtio disk, ext4, and the crc32c it asks the crypto API for at mount (a
+/// request that would need modprobe).
+pub const ROOTFS_MODULES: &[&str] = &["virtio_blk", "crc32c_generic", "ext4"];
+
 /// Marks an unpacked tree as complete; holds the kernel release.
 const UNPACKED_MARKER: &str = ".unpacked";
 
@@ -47,6 +53,9 @@ pub struct Kernel {
     /// The modules to load after those to see the host's files ([`HOSTFS_MODULES`]
     /// and what they need that [`Kernel::load_order`] does not load already).
     pub hostfs_order: Vec<String>,
+    /// The modules to load after those to mount a root file system image without
+    /// modules of its own ([`ROOTFS_MODULES`], likewise).
+    pub rootfs_order: Vec<String>,
 }
 
 /// A Debian binary package, as apt resolved it.
@@ -95,8 +104,13 @@ pub fn prepare(layout: &Layout) -> Result<Kernel> {
         .into_iter()
         .filter(|m| !load_order.contains(m))
         .collect();
+    let rootfs_order: Vec<String> = load_order_of(&dep, ROOTFS_MODULES, &builtin)?
+        .into_iter()
+        .filter(|m| !load_order.contains(m))
+        .collect();
     check_uncompressed(&load_order)?;
     check_uncompressed(&hostfs_order)?;
+    check_uncompressed(&rootfs_order)?;
     eprintln!(
         "    kernel {release} ({} {}), modules: {}",
         package.name,
@@ -114,6 +128,7 @@ pub fn prepare(layout: &Layout) -> Result<Kernel> {
         modules_dir,
         load_order,
         hostfs_order,
+        rootfs_order,
     })
 }
 

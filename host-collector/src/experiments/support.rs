@@ -172,7 +172,7 @@ pub fn skipped(probes: &[ProbeAttach], e: &Experiments, ran_workloads: bool) -> 
     if e.boot.is_none() {
         skip(
             EXPERIMENTS[0],
-            "no boot-time boots in this run (`lab --boots N` makes them)".into(),
+            "no boot-time boots in this run (`lab --boots N` makes them; none are made when the traced boot never reached the agent)".into(),
         );
     }
     if e.pci.is_empty() {

@@ -27,9 +27,11 @@
 //!   init loads them in. A kernel with everything built in (a typical custom or
 //!   Buildroot kernel) needs no modules; when neither is the case the run stops
 //!   before the boot with one line naming the missing kernel options. An image
-//!   without `/lib/modules/<release>` is assumed to go with a kernel that has
-//!   everything built in; if it has not, the guest's init says which device
-//!   never appeared.
+//!   without `/lib/modules/<release>` (a Buildroot image) gets the drivers from
+//!   guestscope's own initramfs when that was built for the same kernel (the one
+//!   `cargo xtask lab` built, which carries virtio-blk and ext4 for this); with
+//!   another kernel it is assumed to have everything built in, and if it has not,
+//!   the guest's init says which device never appeared.
 //! - qcow2 images are read on the host through a temporary raw copy
 //!   (`qemu-img convert`, sparse), only to take the modules out; QEMU boots the
 //!   qcow2 itself.
@@ -52,6 +54,16 @@ use crate::image::LayerFile;
 
 use self::ext4::Ext4Image;
 use self::format::{ExtFs, Format};
+
+/// Whether guestscope's initramfs `initrd` carries modules of kernel `release` (it was
+/// built for that kernel): their paths, `lib/modules/<release>/kernel/…`, are names in
+/// the archive.
+fn initramfs_has_modules(initrd: &Path, release: &str) -> Result<bool, RootfsError> {
+    let bytes =
+        std::fs::read(initrd).map_err(|e| RootfsError::Io(initrd.to_path_buf(), e.to_string()))?;
+    let needle = format!("lib/modules/{release}/kernel/");
+    Ok(bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+}
 
 /// Where the guest's init finds how to mount the root file system.
 pub const ROOTFS_ENV_PATH: &str = "/etc/guestscope/rootfs.env";
@@ -226,7 +238,7 @@ pub fn find_root(image: &Path, raw: &Path) -> Result<ExtFs, RootfsError> {
 /// Reads `kernel`'s release and the modules it needs from `image`, and builds the
 /// initramfs layer that mounts the image and loads them. Nothing is booted and the
 /// image is only read.
-pub fn prepare(image: &Path, kernel: &Path) -> Result<Prepared, RootfsError> {
+pub fn prepare(image: &Path, kernel: &Path, initrd: &Path) -> Result<Prepared, RootfsError> {
     let image = std::path::absolute(image)
         .map_err(|e| RootfsError::Io(image.to_path_buf(), e.to_string()))?;
     if !image.is_file() {
@@ -255,7 +267,16 @@ pub fn prepare(image: &Path, kernel: &Path) -> Result<Prepared, RootfsError> {
     let modules_dir = format!("/lib/modules/{release}");
     let mut layer = Vec::new();
     let mut order = String::new();
-    let description = if ext.stat(&modules_dir)?.is_none() {
+    let image_has_modules = ext.stat(&modules_dir)?.is_some();
+    let own_modules = !image_has_modules && initramfs_has_modules(initrd, &release)?;
+    let description = if own_modules {
+        format!(
+            "{} ({} {}, root {root_device}); no {modules_dir} in it: the virtio disk, ext4 and vsock drivers come from guestscope's initramfs, built for kernel {release}",
+            image.display(),
+            format.qemu_name(),
+            fs.kind.name(),
+        )
+    } else if !image_has_modules {
         let others = ext.list("/lib/modules")?.unwrap_or_default();
         format!(
             "{} ({} {}, root {root_device}); no {modules_dir} in it{}: assuming kernel {release} has virtio-pci, virtio-blk, ext4 and vsock built in",
@@ -327,10 +348,17 @@ pub fn prepare(image: &Path, kernel: &Path) -> Result<Prepared, RootfsError> {
             }
         )
     };
-    layer.push((MODULES_ORDER_PATH.to_string(), order.into_bytes(), 0o644));
+    if !own_modules {
+        // The image's modules replace the built-in guest's (those are another kernel's).
+        layer.push((MODULES_ORDER_PATH.to_string(), order.into_bytes(), 0o644));
+    }
     layer.push((
         ROOTFS_ENV_PATH.to_string(),
-        format!("GS_ROOT={root_device}\n").into_bytes(),
+        format!(
+            "GS_ROOT={root_device}\nGS_OWN_MODULES={}\n",
+            u8::from(own_modules)
+        )
+        .into_bytes(),
         0o644,
     ));
     Ok(Prepared {
@@ -386,7 +414,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kernel = dir.path().join("k");
         std::fs::write(&kernel, b"x").unwrap();
-        let missing = prepare(&dir.path().join("nope.img"), &kernel)
+        let missing = prepare(&dir.path().join("nope.img"), &kernel, &kernel)
             .unwrap_err()
             .to_string();
         assert!(
@@ -395,9 +423,24 @@ mod tests {
         );
         let junk = dir.path().join("junk.img");
         std::fs::write(&junk, vec![7u8; 8192]).unwrap();
-        let e = prepare(&junk, &kernel).unwrap_err().to_string();
+        let e = prepare(&junk, &kernel, &kernel).unwrap_err().to_string();
         assert!(e.contains("unsupported image") && !e.contains('\n'), "{e}");
-        let e = prepare(dir.path(), &kernel).unwrap_err().to_string();
+        let e = prepare(dir.path(), &kernel, &kernel)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn our_initramfs_serves_a_kernel_it_was_built_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let initrd = dir.path().join("base.cpio");
+        let mut cpio =
+            b"070701...lib/modules/6.1.0-57-amd64/kernel/drivers/block/virtio_blk.ko\0".to_vec();
+        cpio.extend(vec![0u8; 1000]);
+        std::fs::write(&initrd, cpio).unwrap();
+        assert!(initramfs_has_modules(&initrd, "6.1.0-57-amd64").unwrap());
+        assert!(!initramfs_has_modules(&initrd, "6.1.0-48-amd64").unwrap());
+        assert!(!initramfs_has_modules(&initrd, "6.1.0-57").unwrap());
     }
 }
