@@ -1,0 +1,405 @@
+//! One boot of the guest: run dir, secret, vhost, listener, QEMU, serial, the stream received until the run ends, and shutdown.
+
+use super::*;
+
+/// How much of a run to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything the plan says.
+    Full,
+    /// Boot until the agent's hello, then stop (boot-time measurements).
+    BootOnly,
+    /// Everything the plan says, with the gdbstub CR3 experiment run against the
+    /// first workload while it runs.
+    Cr3 {
+        /// QEMU `-cpu` model (None: QEMU's default).
+        cpu_model: Option<String>,
+        /// task_struct offsets from the guest's BTF.
+        offsets: TaskOffsets,
+    },
+}
+
+/// What one boot of the guest produced.
+pub struct Collected {
+    /// The applied stream.
+    pub session: Session<Box<dyn io::Write + Send>>,
+    /// Serial-console milestones.
+    pub marks: serial::BootMarks,
+    /// How it ended.
+    pub outcome: summary::Outcome,
+    /// Bytes received on the stream.
+    pub bytes: u64,
+    /// Decode error that ended the stream, if any.
+    pub decode_error: Option<String>,
+    /// The QEMU command line.
+    pub qemu_command: String,
+    /// Accelerator used.
+    pub accel: Accel,
+    /// Host seconds since QEMU's launch when the agent's hello arrived.
+    pub hello_host_s: Option<f64>,
+    /// The CR3 experiment's outcome, in [`Mode::Cr3`].
+    pub cr3: Option<Result<Cr3Report, String>>,
+    /// The gdbstub snapshots' outcome (None: not taken).
+    pub snapshots: Option<Result<SnapshotRun, String>>,
+    /// The agent's connections: outages, refusals.
+    pub link: LinkReport,
+    /// The clock-sync exchange's round trips.
+    pub clock: ClockExchange,
+}
+
+/// Boots the guest once with `plan`, collecting its stream until the agent's final
+/// record (or its hello, in [`Mode::BootOnly`]). `events` receives `events.jsonl`;
+/// the console goes to `serial_log`.
+pub fn boot_and_collect(
+    o: &LabOptions,
+    v: &Validated,
+    plan: &RunPlan,
+    events: Box<dyn io::Write + Send>,
+    serial_log: &Path,
+    mode: &Mode,
+) -> Result<Collected, LabError> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
+    // Owner-only: it holds the sockets to the guest (whoever reaches them talks to it).
+    let run_dir = tempfile::Builder::new()
+        .prefix("guestscope-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| setup("creating a run directory", &e))?;
+    // One file per distinct binary: a program run twice is copied once.
+    let user: Vec<(String, &Path)> = v
+        .user
+        .iter()
+        .map(|u| (u.guest_file.clone(), u.path.as_path()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let initrd = run_dir.path().join("initrd.cpio");
+    let mut rootfs_files = v
+        .rootfs
+        .as_ref()
+        .map(|r| r.layer_files())
+        .unwrap_or_default();
+    if v.host.is_some() {
+        rootfs_files.push(crate::host_program::layer_file());
+    }
+    // Each boot gets its own secret, in the plan (a root-only file in the guest): only
+    // the agent can present it.
+    let secret =
+        guestscope_common::plan::new_secret().map_err(|e| setup("making the run's secret", &e))?;
+    let plan = &RunPlan {
+        secret: Some(secret.clone()),
+        ..plan.clone()
+    };
+    image::build_run_initrd_with(&o.initrd, plan, &user, &rootfs_files, &initrd)
+        .map_err(|e| setup("writing the run's initramfs", &e))?;
+
+    let (mut vhost_child, backend) = vhost::start(&v.vhost, run_dir.path(), GUEST_CID)
+        .map_err(|e| LabError::Setup(e.to_string()))?;
+    let uds = match &backend {
+        vhost::VsockBackend::VhostUser { uds, .. } => uds.clone(),
+        vhost::VsockBackend::Kernel => unreachable!("only the vhost-user backend is started here"),
+    };
+    let mut listener =
+        PortListener::bind(&uds, VSOCK_PORT).map_err(|e| LabError::Setup(e.to_string()))?;
+
+    let gdb = match v.gdb_port {
+        Some(port) => GdbEndpoint::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        None => GdbEndpoint::Unix(run_dir.path().join(GDB_SOCKET)),
+    };
+    let accel = o.accel.unwrap_or(v.accel.accel);
+    let qemu_cfg = QemuConfig {
+        binary: v.qemu.clone(),
+        accel,
+        memory_mb: o.memory_mb,
+        cpus: o.cpus,
+        cpu_model: match mode {
+            Mode::Cr3 { cpu_model, .. } => cpu_model.clone(),
+            _ => None,
+        },
+        kernel: o.kernel.clone(),
+        initrd: initrd.clone(),
+        append: v.append.clone(),
+        gdb: Some(gdb.clone()),
+        vsock: backend.clone(),
+        cid: GUEST_CID,
+        extra: o
+            .qemu_extra
+            .iter()
+            .cloned()
+            .chain(v.rootfs.iter().flat_map(|r| r.qemu_args()))
+            .chain(v.host.iter().flat_map(|_| crate::host_program::qemu_args()))
+            .collect(),
+    };
+    tracing::info!("starting QEMU ({}): {}", accel.as_str(), qemu_cfg.display());
+    let serial_state = Arc::new(Mutex::new(SerialState::default()));
+    let launched = Instant::now();
+    let mut child = qemu_cfg
+        .command()
+        // Its own process group: a Ctrl-C reaches the collector only, which stops QEMU
+        // after taking what the guest sent.
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(
+            File::create(run_dir.path().join("qemu.stderr"))
+                .map_err(|e| setup("qemu stderr", &e))?,
+        )
+        .spawn()
+        .map_err(|e| setup(&format!("starting {}", v.qemu.display()), &e))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut qemu = ChildGuard::new("qemu", child);
+    let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, serial_log)
+        .map_err(|e| setup("writing the serial log", &e))?;
+
+    let mut session = Session::new(events);
+    let mut outcome = summary::Outcome::default();
+    let mut decode_error = None;
+    let mut bytes = 0u64;
+    let mut hello_host_s = None;
+    let mut link = LinkReport::default();
+    let mut clock = ClockExchange::default();
+    let mut cr3_thread: Option<std::thread::JoinHandle<Result<Cr3Report, String>>> = None;
+    let mut snapshot_thread: Option<Snapshotter> = None;
+    let take_snapshots = own_questions::builtin_snapshots(o) && *mode == Mode::Full;
+    // The user's stops: one thread per workload, in turn.
+    let take_stops = !o.stop_at.is_empty() && *mode == Mode::Full;
+    let mut stop_runs: Vec<Result<SnapshotRun, String>> = Vec::new();
+    let mut stop_types: Option<Result<Arc<own_questions::GuestTypes>, String>> = None;
+    let run_deadline = Instant::now() + o.run_timeout;
+    // When the agent's stream last made progress (None until it connects). The gdbstub
+    // experiment holds the guest at breakpoints, so it runs without the watchdog.
+    let last_progress: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
+    let watchdog = if matches!(mode, Mode::Cr3 { .. }) {
+        None
+    } else {
+        o.watchdog
+    };
+
+    let qemu_ref = &mut qemu;
+    let serial_ref = serial_state.clone();
+    let progress = &last_progress;
+    let mut alive = move || -> Result<(), Stop> {
+        if let Some(stop) = Stop::interrupted() {
+            return Err(stop);
+        }
+        if let Some(f) = serial_ref.lock().expect("serial").marks.fatal.clone() {
+            return Err(Stop::new(fatal_how(&f), f));
+        }
+        if let Ok(Some(status)) = qemu_ref.try_wait() {
+            return Err(Stop::new(RunEnd::QemuExited, status.to_string()));
+        }
+        if Instant::now() > run_deadline {
+            return Err(Stop::new(
+                RunEnd::RunTimeout,
+                format!("the run took longer than {:?}", o.run_timeout),
+            ));
+        }
+        if let (Some(limit), Some(last)) = (watchdog, progress.get())
+            && last.elapsed() >= limit
+        {
+            return Err(Stop::new(
+                RunEnd::GuestHung,
+                format!(
+                    "no record from the agent for {:.0} s (it sends a heartbeat every {} ms): the guest kernel or the agent is stuck",
+                    last.elapsed().as_secs_f64(),
+                    guestscope_common::wire::HEARTBEAT_MS
+                ),
+            ));
+        }
+        Ok(())
+    };
+    let mut stopped = None;
+    let accepted = listener.accept_within(o.boot_timeout, || {
+        alive().map_err(|stop| {
+            let text = stop.to_string();
+            stopped = Some(stop);
+            text
+        })
+    });
+    match accepted {
+        Ok(stream) => {
+            let options = ReceiveOptions {
+                stop_at_hello: *mode == Mode::BootOnly,
+                faults: o.link_faults.clone(),
+                secret: Some(secret.clone()),
+                ..ReceiveOptions::default()
+            };
+            // Set while a gdbstub thread may hold the VM: nothing goes to the guest then.
+            let paused = options.replies_paused.clone();
+            last_progress.set(Some(Instant::now()));
+            let r = receive::receive(
+                Box::new(stream),
+                &mut listener,
+                &mut session,
+                &mut alive,
+                launched,
+                options,
+                &mut |session| {
+                    last_progress.set(Some(Instant::now()));
+                    if let (Mode::Cr3 { offsets, .. }, None) = (mode, &cr3_thread)
+                        && let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms)
+                    {
+                        let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
+                        let addr = gdb.clone();
+                        cr3_thread = Some(spawn_holding(&paused, move || {
+                            syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default())
+                                .map_err(|e| e.to_string())
+                        }));
+                    }
+                    if take_stops {
+                        if let Some(s) = &snapshot_thread {
+                            s.note_progress(session);
+                        }
+                        // The BTF comes before any workload: parse it then, not in a
+                        // workload's hold before exec.
+                        if stop_types.is_none() {
+                            stop_types = own_questions::guest_types(session);
+                        }
+                        let next = session
+                            .workloads
+                            .last()
+                            .filter(|w| w.exited.is_none())
+                            .map(|w| w.started.pid)
+                            .filter(|pid| snapshot_thread.as_ref().is_none_or(|s| s.tgid != *pid));
+                        if next.is_some() {
+                            if let Some(previous) = snapshot_thread.take() {
+                                stop_runs.push(previous.join());
+                            }
+                            snapshot_thread = own_questions::start_stops(
+                                session,
+                                o,
+                                v,
+                                gdb.clone(),
+                                launched,
+                                &paused,
+                                stop_types.as_ref(),
+                            );
+                        }
+                        return;
+                    }
+                    match &snapshot_thread {
+                        None if take_snapshots => {
+                            snapshot_thread =
+                                start_snapshots(session, gdb.clone(), launched, &paused)
+                        }
+                        Some(s) => s.note_progress(session),
+                        None => {}
+                    }
+                },
+            );
+            outcome = r.outcome;
+            bytes = r.bytes;
+            decode_error = r.decode_error;
+            hello_host_s = r.hello_host_s;
+            link = r.link;
+            clock = r.clock;
+        }
+        Err(ListenError::Abandoned(why)) => match stopped {
+            Some(stop) => {
+                outcome.how = stop.how;
+                outcome.detail = Some(format!("{} (before the agent connected)", stop.detail));
+            }
+            None => {
+                outcome.how = RunEnd::AgentNeverConnected;
+                outcome.detail = Some(why);
+            }
+        },
+        Err(e) => {
+            outcome.how = RunEnd::AgentNeverConnected;
+            outcome.detail = Some(e.to_string());
+        }
+    }
+    drop(alive);
+    let cr3 = cr3_thread.map(|t| {
+        t.join()
+            .unwrap_or_else(|_| Err("the CR3 experiment thread panicked".into()))
+    });
+    let snapshots = if take_stops {
+        if let Some(s) = snapshot_thread {
+            stop_runs.push(s.join());
+        }
+        Some(own_questions::merge_stops(stop_runs))
+    } else {
+        match snapshot_thread {
+            Some(s) => Some(s.join()),
+            None if take_snapshots && outcome.complete => {
+                Some(Err(snapshots_not_started(&session)))
+            }
+            None => None,
+        }
+    };
+    // The guest powers itself off after the agent's final record.
+    let grace = if outcome.complete && *mode != Mode::BootOnly {
+        30
+    } else {
+        0
+    };
+    let grace_end = Instant::now() + Duration::from_secs(grace);
+    while Instant::now() < grace_end && crate::interrupt::received().is_none() {
+        if let Ok(Some(_)) = qemu.wait_timeout(Duration::from_millis(100)) {
+            break;
+        }
+    }
+    qemu.kill();
+    let _ = reader.join();
+    vhost_child.kill();
+    let _ = session.flush();
+    let serial = serial_state.lock().expect("serial");
+    let marks = serial.marks.clone();
+    if let Some(f) = &marks.fatal
+        && !outcome.complete
+        && outcome.how != RunEnd::Interrupted
+    {
+        // QEMU exiting, or the stream ending, was the panic's consequence.
+        outcome.how = fatal_how(f);
+        outcome.detail = Some(f.clone());
+    }
+    if !outcome.complete {
+        let lines: Vec<&str> = serial.lines.iter().map(|l| l.text.as_str()).collect();
+        outcome.console = console_excerpt(&lines, marks.fatal.as_deref());
+    }
+    drop(serial);
+    Ok(Collected {
+        session,
+        marks,
+        outcome,
+        bytes,
+        decode_error,
+        qemu_command: qemu_cfg.display(),
+        accel,
+        hello_host_s,
+        cr3,
+        snapshots,
+        link,
+        clock,
+    })
+}
+
+/// The outcome of a run the guest kernel ended with console line `fatal`.
+pub(super) fn fatal_how(fatal: &str) -> RunEnd {
+    if fatal.contains("Kernel panic") {
+        RunEnd::GuestKernelPanic
+    } else {
+        RunEnd::GuestKernelFailed
+    }
+}
+
+/// The console lines that say how a run ended: from a few lines before the fatal line
+/// through the panic's end marker (at most [`CONSOLE_LINES`]), or the last lines.
+pub fn console_excerpt(lines: &[&str], fatal: Option<&str>) -> Vec<String> {
+    let at = fatal.and_then(|f| lines.iter().position(|l| l.trim() == f));
+    let range = match at {
+        Some(i) => {
+            let start = i.saturating_sub(5);
+            let end = lines[i..]
+                .iter()
+                .position(|l| l.contains("---[ end "))
+                .map(|k| i + k + 1)
+                .unwrap_or(lines.len())
+                .min(start + CONSOLE_LINES);
+            start..end
+        }
+        None => lines.len().saturating_sub(CONSOLE_LINES)..lines.len(),
+    };
+    lines[range].iter().map(|l| l.to_string()).collect()
+}

@@ -1,0 +1,87 @@
+//! The CR3 experiment's two boots (PTI on and off).
+
+use super::*;
+
+/// The two CR3 boots (PTI on, PTI off), each running a system-call-heavy workload
+/// under the gdbstub experiment. Needs the guest's BTF from the main run.
+pub(super) fn cr3_boots<W: io::Write>(
+    o: &LabOptions,
+    v: &Validated,
+    main: &Session<W>,
+) -> Vec<summary::Cr3Run> {
+    let btf = main
+        .artifacts
+        .get("btf")
+        .map(|a| a.data.clone())
+        .unwrap_or_default();
+    if btf.is_empty() {
+        return vec![summary::Cr3Run::skipped(
+            "the guest kernel offers no BTF (/sys/kernel/btf/vmlinux): no task_struct layout to read the pid with",
+        )];
+    }
+    let offsets = match guest_kernel::btf::task_offsets(&btf) {
+        Ok(off) => off,
+        Err(e) => {
+            return vec![summary::Cr3Run::skipped(&format!(
+                "no task_struct layout from the guest's BTF: {e}"
+            ))];
+        }
+    };
+    let plan = RunPlan {
+        workloads: vec![WorkloadSpec {
+            name: "syscalls".into(),
+            path: format!("{BUILTIN_WORKLOAD_DIR}/cpuinfo"),
+            args: vec!["--iterations".into(), "3000".into()],
+            origin: WorkloadOrigin::Builtin,
+            tracing: Default::default(),
+            // The CR3 experiment holds the VM at every system call until it finds this
+            // workload's.
+            quiet_link: true,
+            as_root: o.workloads_as_root,
+            timeout_ms: timeout_ms(o),
+            hold_before_exec_ms: None,
+            cwd: None,
+        }],
+        ..plan(o, v)
+    };
+    let mut runs = Vec::new();
+    for (label, cpu) in [("PTI on", Some("Haswell-noTSX")), ("PTI off", None)] {
+        if crate::interrupt::received().is_some() {
+            break;
+        }
+        (o.progress)(&format!("CR3 at system-call entry: {label}"));
+        let log = o.out_dir.join(format!(
+            "serial-cr3-{}.log",
+            if cpu.is_some() { "pti" } else { "nopti" }
+        ));
+        let mode = Mode::Cr3 {
+            cpu_model: cpu.map(str::to_string),
+            offsets: offsets.clone(),
+        };
+        let run = match boot_and_collect(o, v, &plan, Box::new(io::sink()), &log, &mode) {
+            Ok(c) => summary::Cr3Run {
+                label: label.into(),
+                cpu_model: cpu.unwrap_or("QEMU default (qemu64)").into(),
+                meltdown: c
+                    .session
+                    .artifact_text("meltdown")
+                    .map(|m| m.trim().to_string()),
+                report: c.cr3.as_ref().and_then(|r| r.as_ref().ok()).cloned(),
+                error: match c.cr3 {
+                    Some(Err(e)) => Some(e),
+                    None => Some(format!("the workload never started ({})", c.outcome.how)),
+                    Some(Ok(_)) => None,
+                },
+            },
+            Err(e) => summary::Cr3Run {
+                label: label.into(),
+                cpu_model: cpu.unwrap_or("default").into(),
+                meltdown: None,
+                report: None,
+                error: Some(e.to_string()),
+            },
+        };
+        runs.push(run);
+    }
+    runs
+}

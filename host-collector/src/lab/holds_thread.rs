@@ -1,0 +1,115 @@
+//! The threads that hold the VM through the gdbstub while a workload runs (the built-in snapshots and the user's stops).
+
+use super::*;
+
+/// Runs `f` on a thread that may hold the VM through the gdbstub: `paused` is set from
+/// now until the thread ends, however it ends (nothing is written to the guest
+/// meanwhile, see [`ReceiveOptions::replies_paused`]).
+pub(crate) fn spawn_holding<T: Send + 'static>(
+    paused: &Arc<std::sync::atomic::AtomicBool>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    struct Release(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    paused.store(true, std::sync::atomic::Ordering::Relaxed);
+    let release = Release(paused.clone());
+    std::thread::spawn(move || {
+        let _release = release;
+        f()
+    })
+}
+
+/// The thread taking the traced run's gdbstub snapshots.
+pub(crate) struct Snapshotter {
+    /// The process the thread stops.
+    pub(crate) tgid: u32,
+    /// Set when the process has exited: the breakpoint comes out.
+    pub(crate) done: Arc<std::sync::atomic::AtomicBool>,
+    /// The thread.
+    pub(crate) thread: std::thread::JoinHandle<Result<SnapshotRun, String>>,
+}
+
+impl Snapshotter {
+    /// Tells the thread when its process has exited.
+    pub(crate) fn note_progress<W: io::Write>(&self, session: &Session<W>) {
+        if session
+            .workloads
+            .iter()
+            .any(|w| w.started.pid == self.tgid && w.exited.is_some())
+        {
+            self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Waits for the thread (the stream has ended: its process is gone).
+    pub(crate) fn join(self) -> Result<SnapshotRun, String> {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err("the snapshot thread panicked".into()))
+    }
+}
+
+/// Starts the gdbstub snapshots when the [`SNAPSHOT_WORKLOAD`] has just started and
+/// the guest's kallsyms and BTF are in.
+/// `paused` is set while the thread runs (nothing is written to the guest meanwhile).
+pub(super) fn start_snapshots<W: io::Write>(
+    session: &Session<W>,
+    gdb: GdbEndpoint,
+    launched: Instant,
+    paused: &Arc<std::sync::atomic::AtomicBool>,
+) -> Option<Snapshotter> {
+    let w = session
+        .workloads
+        .last()
+        .filter(|w| w.started.name == SNAPSHOT_WORKLOAD && w.exited.is_none())?;
+    let kallsyms = session.kallsyms.clone()?;
+    let btf = session
+        .artifacts
+        .get("btf")
+        .filter(|a| a.complete && !a.data.is_empty())?;
+    let btf = btf.data.clone();
+    let tgid = w.started.pid;
+    let addr = gdb;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tracing::debug!(tgid, "starting the gdbstub snapshots");
+    let flag = done.clone();
+    let thread = spawn_holding(paused, move || {
+        let offsets = guest_kernel::btf::task_offsets(&btf)
+            .map_err(|e| format!("no task_struct layout from the guest's BTF: {e}"))?;
+        snapshots::take(
+            addr,
+            &kallsyms,
+            &offsets,
+            tgid,
+            launched,
+            &flag,
+            &SnapshotOptions::default(),
+        )
+        .map_err(|e| e.to_string())
+    });
+    Some(Snapshotter { tgid, done, thread })
+}
+
+/// Why the snapshots of a finished run were never started.
+pub(super) fn snapshots_not_started<W: io::Write>(session: &Session<W>) -> String {
+    if !session
+        .workloads
+        .iter()
+        .any(|w| w.started.name == SNAPSHOT_WORKLOAD)
+    {
+        format!("no {SNAPSHOT_WORKLOAD} workload in the plan")
+    } else if session
+        .artifacts
+        .get("btf")
+        .is_none_or(|a| a.data.is_empty())
+    {
+        "the guest kernel offers no BTF (/sys/kernel/btf/vmlinux): no task_struct layout to read the pid with".into()
+    } else {
+        "the guest's kallsyms and BTF had not arrived when the workload started".into()
+    }
+}

@@ -1,0 +1,282 @@
+//! One `guestscope lab` run: validate inputs, boot the guest, receive its stream,
+//! write the outputs. Every file written is complete and parseable, whatever way
+//! the run ends. [`run`] drives it, in the order of its files:
+//!
+//! - `options.rs`: what the run is asked to do ([`LabOptions`]);
+//! - `validate.rs`: every check that can come before a boot ([`Validated`]);
+//! - `plan.rs`: the agent's plan (workloads, probes, stops);
+//! - `boot.rs`: one boot of the guest, from run directory to shutdown ([`Collected`]);
+//! - `holds_thread.rs`: the gdbstub threads that hold the VM while a workload runs;
+//! - `cr3.rs`: the CR3 experiment's two boots;
+//! - `finish.rs`: the analysis assembled into the summary;
+//! - `outputs.rs`: the files written.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use guest_kernel::read_expr::ReadExpr;
+use guestscope_common::event::ProbeKind;
+use guestscope_common::plan::{
+    BUILTIN_WORKLOAD_DIR, RunPlan, USER_WORKLOAD_DIR, WorkloadOrigin, WorkloadSpec,
+};
+use guestscope_common::user_probe::UserProbe;
+
+use crate::experiments;
+use crate::experiments::snapshots::{self, SnapshotOptions, SnapshotRun};
+use crate::experiments::syscall_cr3::{self, Cr3Options, Cr3Report};
+use crate::image;
+use crate::inputs::{self, InputError, UserWorkload};
+use crate::output::html::Figure;
+use crate::output::lines::WholeLines;
+use crate::output::{atomic, html, markdown, plots, summary};
+use crate::own_questions;
+use crate::qemu::accel::{self, Accel};
+use crate::qemu::child::ChildGuard;
+use crate::qemu::command::QemuConfig;
+use crate::qemu::serial::{self, SerialState};
+use crate::qemu::vhost;
+use crate::run_end::RunEnd;
+use crate::session::{self, Session};
+use crate::stream::listener::{ListenError, PortListener};
+use crate::stream::receive::{self, ClockExchange, LinkFault, LinkReport, ReceiveOptions};
+pub use crate::stream::receive::{Alive, Stop};
+use crate::timeline::clock::{self, Timeline};
+use crate::timeline::holds::Holds;
+use guest_kernel::btf::TaskOffsets;
+use qemu_gdb_client::GdbEndpoint;
+
+mod boot;
+mod cr3;
+mod finish;
+mod holds_thread;
+mod options;
+mod outputs;
+mod plan;
+mod validate;
+
+pub use self::boot::*;
+use self::cr3::*;
+pub use self::finish::*;
+pub(crate) use self::holds_thread::*;
+pub use self::options::*;
+use self::outputs::*;
+pub(crate) use self::plan::*;
+pub use self::validate::*;
+
+/// The guest vsock CID.
+pub const GUEST_CID: u32 = 3;
+/// The vsock port the agent connects to.
+pub const VSOCK_PORT: u32 = 7171;
+/// Default [`LabOptions::watchdog`]: thirty missed heartbeats.
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(30);
+/// Default [`LabOptions::stops_per_site`].
+pub const DEFAULT_STOPS_PER_SITE: usize = 5;
+/// Default [`LabOptions::workload_timeout`]: a third of the default run timeout, so a
+/// hung workload leaves time for the ones after it.
+pub const DEFAULT_WORKLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// The built-in workload the traced run's gdbstub snapshots are taken of (it calls
+/// [`experiments::snapshots::SNAPSHOT_SYMBOL`] on every open).
+pub const SNAPSHOT_WORKLOAD: &str = "fopen";
+/// The gdbstub's Unix socket, in the run's private (0700) directory.
+const GDB_SOCKET: &str = "gdb.sock";
+/// How long the [`SNAPSHOT_WORKLOAD`] sleeps before its loop when snapshots are taken.
+const SNAPSHOT_START_DELAY_MS: u64 = 500;
+/// Console lines kept in the outcome of a run that ended early (the panic text, or the
+/// last lines before a hang).
+const CONSOLE_LINES: usize = 60;
+
+/// A run that could not start (nothing was collected).
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Bad input.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Setting up the run failed.
+    #[error("{0}")]
+    Setup(String),
+    /// Probes the user named that the guest kernel cannot attach (no workload ran).
+    #[error("{}", .0.join("; "))]
+    Probes(Vec<String>),
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct LabOutcome {
+    /// The summary written to `summary.json`.
+    pub summary: summary::Summary,
+    /// The output directory.
+    pub out_dir: PathBuf,
+}
+
+/// The workloads guestscope runs by default: (name, program, args). The
+/// random-number readers go first, while the kernel's CRNG may still be
+/// initializing, so the run shows how each source behaves before and after.
+pub const BUILTIN_WORKLOADS: [(&str, &str, &[&str]); 7] = [
+    (
+        "getrandom-before",
+        "random",
+        &["--getrandom-nonblock", "--reads", "20", "--bytes", "32"],
+    ),
+    (
+        "urandom",
+        "random",
+        &[
+            "--device",
+            "/dev/urandom",
+            "--reads",
+            "200",
+            "--bytes",
+            "512",
+        ],
+    ),
+    (
+        "random",
+        "random",
+        &[
+            "--device",
+            "/dev/random",
+            "--reads",
+            "200",
+            "--bytes",
+            "512",
+        ],
+    ),
+    (
+        "getrandom-after",
+        "random",
+        &["--getrandom-nonblock", "--reads", "20", "--bytes", "32"],
+    ),
+    ("cpuinfo", "cpuinfo", &[]),
+    ("fopen", "fopen", &[]),
+    ("malloc", "malloc", &[]),
+];
+
+/// Builtin workloads whose output feeds the /dev/random experiment.
+const RANDOM_WORKLOADS: [&str; 4] = ["getrandom-before", "urandom", "random", "getrandom-after"];
+
+/// Runs the lab: the boot-time boots (if asked), then the full run. Input problems
+/// are returned as [`LabError`] before anything starts; problems during the run
+/// end it early but still write every output.
+pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
+    let v = validate(o)?;
+    let started = Instant::now();
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
+
+    (o.progress)("tracing the workloads");
+    let events_path = o.out_dir.join("events.jsonl");
+    let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
+    let traced_plan = plan(o, &v);
+    let mut c = boot_and_collect(
+        o,
+        &v,
+        &traced_plan,
+        Box::new(WholeLines::new(events_file)),
+        &o.out_dir.join("serial.log"),
+        &Mode::Full,
+    )?;
+    own_questions::cache_probe_list(o, &c.session);
+    let refused = own_questions::refused_user_probes(&c.session);
+    if !refused.is_empty() {
+        return Err(LabError::Probes(refused));
+    }
+    // The boot-time boots come after the traced run, so a probe the kernel refuses
+    // is reported after one boot, not six.
+    let mut boots = Vec::new();
+    // A traced boot that never reached the agent (a root file system the guest
+    // cannot mount, a kernel without vsock) would fail the same way N more times.
+    let reached_agent = c.session.hello.is_some();
+    if o.boots > 0 && !reached_agent {
+        (o.progress)("boot-time boots skipped: the traced boot never reached the agent");
+    }
+    if o.boots > 0 && reached_agent {
+        let boot_plan = RunPlan {
+            workloads: Vec::new(),
+            user_probes: Vec::new(),
+            ..plan(o, &v)
+        };
+        let logs = o.out_dir.join("boots");
+        std::fs::create_dir_all(&logs).map_err(|e| setup("creating boots/", &e))?;
+        for i in 0..o.boots {
+            if crate::interrupt::received().is_some() {
+                break;
+            }
+            (o.progress)(&format!("boot {}/{}", i + 1, o.boots));
+            let c = boot_and_collect(
+                o,
+                &v,
+                &boot_plan,
+                Box::new(io::sink()),
+                &logs.join(format!("serial-{}.log", i + 1)),
+                &Mode::BootOnly,
+            )?;
+            boots.push(experiments::boot::BootSample::from_run(
+                i + 1,
+                &c.marks,
+                c.session.hello.as_ref(),
+                c.hello_host_s,
+                &c.outcome,
+            ));
+        }
+    }
+
+    let interrupted = || crate::interrupt::received().is_some();
+    let syscall_cr3_runs = if o.cr3 && !interrupted() {
+        cr3_boots(o, &v, &c.session)
+    } else {
+        Vec::new()
+    };
+    if c.outcome.how != RunEnd::Interrupted
+        && let Some(stop) = Stop::interrupted()
+    {
+        // The traced run had ended; what came after it (the CR3 boots) was cut short.
+        let before = std::mem::replace(&mut c.outcome.how, stop.how);
+        c.outcome.detail = Some(format!(
+            "{} after the traced run had ended ({before})",
+            stop.detail
+        ));
+    }
+    (o.progress)("analyzing");
+    let run = summary::RunInfo {
+        started_unix_s,
+        wall_s: started.elapsed().as_secs_f64(),
+        accel: c.accel.as_str().into(),
+        accel_reason: if o.accel.is_some() {
+            "forced by --accel".into()
+        } else {
+            v.accel.reason.clone()
+        },
+        qemu_command: c.qemu_command.clone(),
+        kernel: o.kernel.display().to_string(),
+        kernel_release: None,
+        kernel_cmdline: v.append.clone(),
+        cpus: o.cpus,
+        memory_mb: o.memory_mb,
+        gdb_port: v.gdb_port,
+        workload_user: if o.workloads_as_root {
+            "root (--workload-user root)".into()
+        } else {
+            format!("nobody (uid {})", guestscope_common::plan::UNPRIVILEGED_ID)
+        },
+        workload_timeout_s: o.workload_timeout.map(|t| t.as_secs_f64()),
+        host_files_cwd: v.host.as_ref().map(|h| h.cwd.display().to_string()),
+        events_ring_bytes: o
+            .events_bytes
+            .unwrap_or(guestscope_common::maps::EVENTS_BYTES),
+        outcome: c.outcome.clone(),
+    };
+    let summary = finish(&o.out_dir, &mut c, run, boots, syscall_cr3_runs)
+        .map_err(|e| outputs_error(&o.out_dir, &e))?;
+    Ok(LabOutcome {
+        summary,
+        out_dir: o.out_dir.clone(),
+    })
+}

@@ -1,0 +1,207 @@
+//! Writing the outputs: the Perfetto trace, the report's figures, summary.json, report.md/html, stacks.folded and the guest's artifacts.
+
+use super::*;
+
+/// Writes `trace.perfetto-trace`: boot milestones (host clock), workloads and every
+/// probe event (guest clock, mapped onto the host axis by `timeline`), and the
+/// gdbstub's holds and snapshots (host clock).
+pub(super) fn write_trace<W: io::Write>(
+    dir: &Path,
+    s: &summary::Summary,
+    session: &Session<W>,
+    timeline: Option<&Timeline>,
+) -> io::Result<Option<summary::TraceInfo>> {
+    let Some(timeline) = timeline else {
+        return Ok(None);
+    };
+    let to_trace = |guest_ns: u64| timeline.to_host(guest_ns).max(0.0) as u64;
+    let path = dir.join("trace.perfetto-trace");
+    let tmp = dir.join("trace.perfetto-trace.tmp");
+    let mut w = crate::output::perfetto::TraceWriter::new(io::BufWriter::new(File::create(&tmp)?));
+    let b = &s.boot;
+    let ns = |v: f64| (v * 1e9) as u64;
+    let phases = [
+        (
+            "firmware, kernel load and decompression",
+            Some(0.0),
+            b.kernel_banner_s,
+        ),
+        ("kernel init", b.kernel_banner_s, b.init_start_s),
+        ("user space to agent ready", b.init_start_s, b.agent_ready_s),
+    ];
+    for (name, a, z) in phases {
+        if let (Some(a), Some(z)) = (a, z) {
+            w.slice(&crate::output::perfetto::Slice {
+                track: "boot (host clock)".into(),
+                name: name.into(),
+                start_ns: ns(a),
+                end_ns: ns(z),
+            })?;
+        }
+    }
+    for wl in &session.workloads {
+        if let Some(x) = &wl.exited {
+            w.workload(
+                wl.started.pid,
+                &wl.started.name,
+                to_trace(wl.started.start_ns),
+                to_trace(x.end_ns),
+            )?;
+        }
+    }
+    let (mut n_snapshots, mut n_holds) = (0, 0);
+    if let Some(run) = s.timeline.snapshots.as_ref().and_then(|r| r.run.as_ref()) {
+        for &(a, z, _) in &run.holds {
+            w.slice(&crate::output::perfetto::Slice {
+                track: GDB_TRACK.into(),
+                name: "VM held (guest clock stopped)".into(),
+                start_ns: a,
+                end_ns: z,
+            })?;
+            n_holds += 1;
+        }
+        for snap in &run.snapshots {
+            let mut args = vec![
+                ("pid".to_string(), snap.pid.to_string()),
+                ("tgid".to_string(), snap.tgid.to_string()),
+                ("comm".to_string(), snap.comm.clone()),
+                (
+                    "cpu".to_string(),
+                    snap.cpu.map_or_else(|| "?".into(), |c| c.to_string()),
+                ),
+            ];
+            args.extend(
+                snap.registers
+                    .iter()
+                    .map(|(r, v)| (r.clone(), format!("{v:#x}"))),
+            );
+            w.instant_on(
+                GDB_TRACK,
+                snap.host_ns,
+                &format!("gdbstub snapshot at {}", run.symbol),
+                &args,
+            )?;
+            n_snapshots += 1;
+        }
+    }
+    let events = w.events_from_jsonl(
+        io::BufReader::new(File::open(dir.join("events.jsonl"))?),
+        to_trace,
+    )?;
+    let packets = w.packets;
+    w.finish()?
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(Some(summary::TraceInfo {
+        file: "trace.perfetto-trace".into(),
+        packets,
+        events,
+        snapshots: n_snapshots,
+        holds: n_holds,
+    }))
+}
+
+/// The trace track of the gdbstub's holds and snapshots (host clock).
+pub(super) const GDB_TRACK: &str = "gdbstub (host clock)";
+
+/// The report's plots, each placed after its section.
+pub(super) fn figures<W: io::Write>(s: &summary::Summary, session: &Session<W>) -> Vec<Figure> {
+    let mut figs = Vec::new();
+    let mut add = |after: &str, svg: Option<String>| {
+        if let Some(svg) = svg {
+            figs.push(Figure {
+                after_heading: after.to_string(),
+                svg,
+            });
+        }
+    };
+    if let Some(b) = &s.experiments.boot {
+        add("Boot time", plots::boot_phases(b));
+    }
+    let classes = experiments::classify::SPIN_LOCK_RULES.classes();
+    if let Some(r) = &s.experiments.random {
+        let series: Vec<(String, Vec<f64>)> = r
+            .sources
+            .iter()
+            .map(|x| {
+                (
+                    format!("{} ({})", x.workload, x.method),
+                    x.latencies_us.clone(),
+                )
+            })
+            .collect();
+        add(
+            "/dev/random",
+            plots::log_histogram("Read latency per source", "µs (log scale)", &series),
+        );
+    }
+    add(
+        "spin_lock by subsystem",
+        plots::spin_lock_classes(&s.experiments.spin_lock, &classes),
+    );
+    let bin_ms = session::TIMELINE_BIN_NS as f64 / 1e6;
+    for w in &session.workloads {
+        let series: Vec<(String, Vec<(f64, u64)>)> = ["page_fault_user", "page_fault_kernel"]
+            .iter()
+            .filter_map(|p| {
+                let bins = w.timeline.get(*p)?;
+                let last = *bins.keys().last()?;
+                Some((
+                    p.to_string(),
+                    (0..=last)
+                        .map(|b| (b as f64 * bin_ms, bins.get(&b).copied().unwrap_or(0)))
+                        .collect(),
+                ))
+            })
+            .collect();
+        if series
+            .iter()
+            .map(|(_, p)| p.iter().map(|(_, c)| c).sum::<u64>())
+            .sum::<u64>()
+            >= 100
+        {
+            add(
+                "Page faults",
+                plots::timeline(
+                    &format!("Page faults over time: {}", w.started.name),
+                    bin_ms,
+                    &series,
+                ),
+            );
+        }
+    }
+    figs
+}
+
+/// Writes summary.json, report.md, report.html, stacks.folded and the guest's
+/// artifacts (`guest/`) into `dir`, each whole or not at all.
+pub(super) fn write_outputs<W: io::Write>(
+    dir: &Path,
+    s: &summary::Summary,
+    session: &Session<W>,
+) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(s).map_err(io::Error::other)?;
+    atomic::write(&dir.join("summary.json"), &json)?;
+    let md = markdown::render(s);
+    atomic::write(&dir.join("report.md"), md.as_bytes())?;
+    atomic::write(
+        &dir.join("report.html"),
+        html::render(&md, &figures(s, session)).as_bytes(),
+    )?;
+    let mut folded = Vec::new();
+    crate::output::folded::write(session, &mut folded)?;
+    atomic::write(&dir.join("stacks.folded"), &folded)?;
+    let guest = dir.join("guest");
+    std::fs::create_dir_all(&guest)?;
+    for (name, a) in &session.artifacts {
+        if name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            atomic::write(&guest.join(name), &a.data)?;
+        }
+    }
+    Ok(())
+}
