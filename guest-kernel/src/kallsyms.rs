@@ -136,6 +136,17 @@ impl Kallsyms {
     /// dropping the leading frames that belong to the probe itself (`bpf_prog_*`,
     /// `bpf_trampoline_*`, and anything in the `[bpf]` pseudo-module).
     pub fn symbolize_stack(&self, ips: &[u64]) -> Vec<String> {
+        self.symbolize_stack_with(ips, |_, _| None)
+    }
+
+    /// Like [`Kallsyms::symbolize_stack`], each frame followed by what `place` says of
+    /// its address (` (fs/file.c:506)`), given the address and whether it is the
+    /// innermost frame kept (the probed place) rather than a return address.
+    pub fn symbolize_stack_with(
+        &self,
+        ips: &[u64],
+        place: impl Fn(u64, bool) -> Option<String>,
+    ) -> Vec<String> {
         let mut frames: Vec<String> = Vec::with_capacity(ips.len());
         let mut in_probe_prefix = true;
         for &ip in ips {
@@ -151,10 +162,14 @@ impl Kallsyms {
                 }
                 in_probe_prefix = false;
             }
-            frames.push(match resolved {
+            let mut frame = match resolved {
                 Some(r) => r.to_string(),
                 None => format!("{ip:#x}"),
-            });
+            };
+            if let Some(at) = place(ip, frames.is_empty()) {
+                frame.push_str(&format!(" ({at})"));
+            }
+            frames.push(frame);
         }
         frames
     }
@@ -243,6 +258,27 @@ ffffffffc0400000 t virtio_dev_probe\t[virtio]
             vec!["_raw_spin_lock+0x5", "alloc_fd+0x4e", "do_sys_openat2+0x40"]
         );
         assert_eq!(frame_function(&frames[1]), "alloc_fd");
+    }
+
+    #[test]
+    fn frames_carry_their_place_the_probed_one_told_apart() {
+        let k = Kallsyms::parse(SAMPLE).unwrap();
+        let stack = [
+            0xffffffffc0201020, // bpf_prog_*: dropped, not the probed frame
+            0xffffffffa52b6a5e, // alloc_fd
+            0xffffffffa52b6c40, // do_sys_openat2
+        ];
+        let frames = k.symbolize_stack_with(&stack, |ip, probed| {
+            (ip != 0xffffffffa52b6c40).then(|| format!("{ip:x} probed={probed}"))
+        });
+        assert_eq!(
+            frames,
+            vec![
+                "alloc_fd+0x4e (ffffffffa52b6a5e probed=true)",
+                "do_sys_openat2+0x40"
+            ]
+        );
+        assert_eq!(frame_function(&frames[0]), "alloc_fd");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - [`kallsyms`]: the guest's `/proc/kallsyms`, for symbolizing kernel addresses
 //!   at their run-time (KASLR-shifted) location.
 //! - [`btf`]: struct member offsets from the guest's BTF.
+//! - [`dwarf_lines`]: file:line and inlined frames of kernel addresses, from a vmlinux
+//!   with DWARF.
 //! - [`read_expr`]: `--read` expressions (`current->mm->pgd`, `arg0->f_path`, `$cr3`),
 //!   resolved against the BTF and read from the stopped kernel.
 //! - [`type_names`]: types spelled as C does, and function signatures from BTF.
@@ -12,6 +14,7 @@
 //!   the current task.
 
 pub mod btf;
+pub mod dwarf_lines;
 pub mod kallsyms;
 pub mod kernel;
 pub mod read_expr;

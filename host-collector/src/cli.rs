@@ -350,6 +350,11 @@ pub struct LabArgs {
     /// chrooted in it; the image is never written (QEMU snapshot=on).
     #[arg(long, value_name = "IMAGE")]
     pub rootfs: Option<PathBuf>,
+    /// A vmlinux with DWARF of --kernel: stack frames then carry file:line and the
+    /// functions inlined there [default: the vmlinux next to a kernel `cargo xtask
+    /// kernel` built, …/arch/x86/boot/bzImage → …/vmlinux].
+    #[arg(long, value_name = "FILE")]
+    pub vmlinux: Option<PathBuf>,
     /// Size of the probes' ring buffer in bytes (a power of two, at least 4096;
     /// default 8 MiB). A small ring loses events, each counted as `ring_full`.
     #[arg(long, value_name = "BYTES")]
@@ -426,6 +431,7 @@ impl From<LabArgs> for LabOptions {
             },
             boots: if alone { 0 } else { a.boots },
             rootfs: a.rootfs,
+            vmlinux: a.vmlinux,
             command: a.command,
             qemu_extra: a.machine_profile.qemu_args(),
             cr3: !a.no_cr3 && !alone,

@@ -68,6 +68,9 @@ pub enum InputError {
     /// by its cached BTF.
     #[error("{0} (by this kernel's cached BTF)")]
     ReadsRefused(String),
+    /// `--vmlinux` that is not a vmlinux with DWARF.
+    #[error("--vmlinux {0}")]
+    Vmlinux(String),
     /// A host program (`-- CMD`) that cannot run.
     #[error(transparent)]
     HostProgram(#[from] crate::host_program::HostProgramError),

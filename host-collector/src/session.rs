@@ -100,6 +100,9 @@ pub struct Session<W: Write> {
     /// Arguments 1 to 5 of events not arrived yet, by (thread, time): the agent sends
     /// them just before their events.
     pending_args: HashMap<(u32, u64), [u64; USER_ARGS]>,
+    /// The guest kernel's line tables, when a vmlinux with DWARF was given: stack
+    /// frames then carry file:line.
+    pub lines: Option<guest_kernel::dwarf_lines::DwarfLines>,
     /// The user's tracepoints (`CATEGORY:NAME`) by slot (their events' `flags`), from
     /// the agent.
     pub tracepoint_names: BTreeMap<u32, String>,
@@ -181,6 +184,7 @@ impl<W: Write> Session<W> {
             restarts: Vec::new(),
             user_probe_values: BTreeMap::new(),
             pending_args: HashMap::new(),
+            lines: None,
             tracepoint_names: BTreeMap::new(),
             stack_id_base: 0,
             events_received: 0,
@@ -385,7 +389,7 @@ impl<W: Write> Session<W> {
                 return &EMPTY;
             };
             let frames = match &self.kallsyms {
-                Some(k) => k.symbolize_stack(ips),
+                Some(k) => symbolize(k, self.lines.as_ref(), ips),
                 None => ips.iter().map(|ip| format!("{ip:#x}")).collect(),
             };
             self.stacks_sym.insert(id, frames);
@@ -404,7 +408,7 @@ impl<W: Write> Session<W> {
             return frames.clone();
         }
         match (self.stacks_raw.get(&id), &self.kallsyms) {
-            (Some(ips), Some(k)) => k.symbolize_stack(ips),
+            (Some(ips), Some(k)) => symbolize(k, self.lines.as_ref(), ips),
             (Some(ips), None) => ips.iter().map(|ip| format!("{ip:#x}")).collect(),
             (None, _) => Vec::new(),
         }
@@ -556,6 +560,23 @@ impl<W: Write> Session<W> {
     /// Flushes `events.jsonl`.
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.events_out.flush()
+    }
+}
+
+/// `ips` as `symbol+0xoff` frames, each with its file:line when `lines` has them
+/// (the KASLR slide from kallsyms' `_text`).
+fn symbolize(
+    k: &Kallsyms,
+    lines: Option<&guest_kernel::dwarf_lines::DwarfLines>,
+    ips: &[u64],
+) -> Vec<String> {
+    let with_lines = lines.zip(k.by_name("_text").map(|t| t.addr));
+    match with_lines {
+        Some((lines, text)) => {
+            let slide = lines.slide(text);
+            k.symbolize_stack_with(ips, |ip, probed| lines.describe(ip, slide, !probed))
+        }
+        None => k.symbolize_stack(ips),
     }
 }
 

@@ -235,6 +235,18 @@ fn settle<C>(
     )
 }
 
+/// The Debian packages of `packages` that are not installed (`dpkg-query`).
+pub fn missing_debian<'a>(packages: &[&'a str]) -> Vec<&'a str> {
+    packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            cmd::stdout_of(cmd("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .map_or(true, |status| status.trim() != "install ok installed")
+        })
+        .collect()
+}
+
 /// Installs Debian packages as root, updating apt's lists first when they are
 /// missing, and once more when the install fails.
 pub fn install_debian(packages: &[&str]) -> Result<()> {

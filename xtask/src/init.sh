@@ -40,8 +40,13 @@ fail() {
 }
 
 modules="/lib/modules/$(uname -r)"
-# Loads the modules a file lists, one path per line, in order.
+# Loads the modules a file lists, one path per line, in order; none for a kernel the
+# initramfs has no modules of (one built from source, its drivers built in).
 load_modules() {
+    if [ ! -d "$modules" ]; then
+        echo "guestscope-init: no modules for kernel $(uname -r) here: its drivers must be built in"
+        return
+    fi
     while read -r module; do
         [ -n "$module" ] || continue
         insmod "$modules/$module" || echo "guestscope-init: cannot load module $module"

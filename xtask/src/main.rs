@@ -23,6 +23,7 @@ mod fuzz;
 mod image;
 mod initramfs;
 mod kernel;
+mod kernel_build;
 mod lab;
 mod lints;
 mod paths;
@@ -53,6 +54,9 @@ enum Command {
     Deps(deps::Options),
     /// Build the guest image only (kernel and base initramfs).
     Image(image::Options),
+    /// Build a guest kernel from source (default: Debian's linux-source-6.1), for
+    /// `lab --kernel`.
+    Kernel(kernel_build::Options),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Bench(options) => bench::bench(options),
         Command::Deps(options) => deps::deps(options),
         Command::Image(options) => image::image(options),
+        Command::Kernel(options) => kernel_build::kernel(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -152,6 +152,14 @@ pub fn boot_and_collect(
         .map_err(|e| setup("writing the serial log", &e))?;
 
     let mut session = Session::new(events);
+    if *mode == Mode::Full
+        && let Some(v) = &v.vmlinux
+    {
+        match guest_kernel::dwarf_lines::DwarfLines::open(v) {
+            Ok(lines) => session.lines = Some(lines),
+            Err(e) => tracing::warn!("no file:line in stacks: {e}"),
+        }
+    }
     let mut outcome = summary::Outcome::default();
     let mut decode_error = None;
     let mut bytes = 0u64;

@@ -71,6 +71,9 @@ pub struct LabOptions {
     /// The user's root file system image (`--rootfs`): the agent runs chrooted in it
     /// (see [`crate::rootfs`]).
     pub rootfs: Option<PathBuf>,
+    /// A vmlinux with DWARF of the kernel (`--vmlinux`), for file:line in stacks;
+    /// `None`: the one next to a kernel built from source, if there is one.
+    pub vmlinux: Option<PathBuf>,
     /// A program of the host and its arguments (`guestscope lab -- CMD ARGS`), run in
     /// the guest from the host's files (see [`crate::host_program`]); empty: none.
     pub command: Vec<String>,
@@ -119,6 +122,7 @@ impl Default for LabOptions {
             link_faults: Vec::new(),
             events_bytes: None,
             rootfs: None,
+            vmlinux: None,
             command: Vec::new(),
             progress: |_| {},
         }

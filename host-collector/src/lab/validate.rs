@@ -24,6 +24,31 @@ pub struct Validated {
     pub(crate) rootfs: Option<crate::rootfs::Prepared>,
     /// The host program (`-- CMD`), resolved.
     pub(crate) host: Option<crate::host_program::HostProgram>,
+    /// A vmlinux with DWARF of the kernel (given, or found next to it), checked.
+    pub(crate) vmlinux: Option<PathBuf>,
+}
+
+/// The vmlinux with DWARF of `o`'s kernel: `--vmlinux` (which must be one), else the
+/// one a kernel tree built next to its bzImage, if it is one.
+fn find_vmlinux(o: &LabOptions) -> Result<Option<PathBuf>, InputError> {
+    use guest_kernel::dwarf_lines::DwarfLines;
+    if let Some(given) = &o.vmlinux {
+        DwarfLines::open(given).map_err(|e| InputError::Vmlinux(e.to_string()))?;
+        return Ok(Some(given.clone()));
+    }
+    let beside = o
+        .kernel
+        .ancestors()
+        .nth(4)
+        .filter(|_| o.kernel.ends_with("arch/x86/boot/bzImage"))
+        .map(|tree| tree.join("vmlinux"));
+    Ok(beside.filter(|v| match DwarfLines::open(v) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::info!("no file:line in stacks: {e}");
+            false
+        }
+    }))
 }
 
 /// Checks every input of `o` that can be checked before a boot; what the run needs
@@ -96,7 +121,12 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
         }
         None => None,
     };
+    let vmlinux = find_vmlinux(o)?;
+    if let Some(v) = &vmlinux {
+        (o.progress)(&format!("stack frames get file:line from {}", v.display()));
+    }
     Ok(Validated {
+        vmlinux,
         rootfs,
         host,
         user,

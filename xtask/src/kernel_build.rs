@@ -1,0 +1,330 @@
+//! `cargo xtask kernel`: builds a guest kernel from source, for `--kernel`.
+//!
+//! Out of tree (`make O=`), in `target/guestscope/kernels/<key>/`, where the key is
+//! a digest of the source tree's path and the configuration fragments: a second
+//! call with nothing changed runs make, which rebuilds nothing; a changed fragment
+//! gets a build directory of its own. The configuration is `defconfig` +
+//! `kvm_guest.config` + what guestscope needs, built in ([`OUR_FRAGMENT`]: eBPF
+//! with BTF, kprobes and ftrace, virtio-pci/blk/vsock, 9p, overlayfs, ext4, the lab's
+//! debug options), then the user's fragment on top, merged with the tree's own
+//! `scripts/kconfig/merge_config.sh` and settled with `make olddefconfig`. What the
+//! agent cannot do without is checked in the result, since olddefconfig drops an
+//! option whose dependencies are missing (BTF without pahole) without a word.
+//!
+//! Without `--source`, Debian's `linux-source-6.1` package is the source.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use sha2::{Digest as _, Sha256};
+
+use crate::cmd::{self, cmd};
+use crate::deps;
+use crate::paths::{self, Layout};
+
+/// What guestscope needs of a kernel, as a configuration fragment.
+pub const OUR_FRAGMENT: &str = include_str!("kernel.config");
+
+/// Options of `cargo xtask kernel`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// The kernel source tree [default: Debian's linux-source-6.1, installed and
+    /// unpacked into target/guestscope/cache].
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
+    /// A configuration fragment of yours, merged over guestscope's.
+    #[arg(long, value_name = "FILE")]
+    pub config_fragment: Option<PathBuf>,
+    /// Parallel jobs for make [default: the number of CPUs].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+}
+
+/// The Debian packages a kernel build needs (pahole is in dwarves).
+const BUILD_PACKAGES: &[&str] = &[
+    "make",
+    "gcc",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "libssl-dev",
+    "dwarves",
+];
+/// The Debian package of the default source.
+const SOURCE_PACKAGE: &str = "linux-source-6.1";
+/// Its tarball.
+const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
+
+/// Options the agent and the lab cannot do without (`=y` in the final `.config`).
+const REQUIRED: &[&str] = &[
+    "CONFIG_BPF_SYSCALL",
+    "CONFIG_BPF_JIT",
+    "CONFIG_DEBUG_INFO_BTF",
+    "CONFIG_KPROBES",
+    "CONFIG_FUNCTION_TRACER",
+    "CONFIG_VIRTIO_PCI",
+    "CONFIG_VIRTIO_VSOCKETS",
+    "CONFIG_DEVTMPFS",
+];
+
+/// A progress line at most this often while make runs.
+const PROGRESS_EVERY: Duration = Duration::from_secs(20);
+
+/// Entry point of `cargo xtask kernel`.
+pub fn kernel(options: &Options) -> Result<()> {
+    let layout = Layout::discover()?;
+    let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
+    if options.source.is_none() {
+        packages.push(SOURCE_PACKAGE);
+    }
+    let missing = deps::missing_debian(&packages);
+    if !missing.is_empty() {
+        deps::install_debian(&missing)?;
+    }
+    let source = match &options.source {
+        Some(dir) => paths::absolute(dir)?,
+        None => debian_source(&layout.cache_dir())?,
+    };
+    if !source.join("Makefile").is_file() || !source.join("Kconfig").is_file() {
+        bail!(
+            "--source {}: not a kernel source tree (no Makefile and Kconfig at its top)",
+            source.display()
+        );
+    }
+    let user_fragment = match &options.config_fragment {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--config-fragment {}", f.display()))?,
+        ),
+        None => None,
+    };
+    let key = cache_key(&source, user_fragment.as_deref());
+    let build = layout.guestscope_dir().join("kernels").join(&key);
+    std::fs::create_dir_all(&build)?;
+    let started = Instant::now();
+    configure(&source, &build, user_fragment.as_deref())?;
+    let config = std::fs::read_to_string(build.join(".config"))?;
+    let lacking = missing_options(&config);
+    if !lacking.is_empty() {
+        bail!(
+            "the configuration in {} lacks {} (=y): a dependency is missing (BTF needs pahole, kprobes need modules) or your fragment turns it off",
+            build.display(),
+            lacking.join(", ")
+        );
+    }
+    let jobs = options.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    make_with_progress(&source, &build, jobs, &["bzImage"])?;
+    let image = build.join("arch/x86/boot/bzImage");
+    if !image.is_file() {
+        bail!("make finished but left no {}", image.display());
+    }
+    eprintln!(
+        "    kernel built in {:.0} s: {}\n    use it: cargo xtask lab -- --kernel {}",
+        started.elapsed().as_secs_f64(),
+        image.display(),
+        image.display()
+    );
+    println!("{}", image.display());
+    Ok(())
+}
+
+/// The build directory's name: a digest of the source's path and both fragments.
+pub fn cache_key(source: &Path, user_fragment: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    h.update(source.as_os_str().as_encoded_bytes());
+    h.update([0]);
+    h.update(OUR_FRAGMENT);
+    h.update([0]);
+    h.update(user_fragment.unwrap_or(""));
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The options of [`REQUIRED`] that `config` (a `.config`) does not set to `y`.
+pub fn missing_options(config: &str) -> Vec<&'static str> {
+    REQUIRED
+        .iter()
+        .copied()
+        .filter(|opt| {
+            !config
+                .lines()
+                .any(|l| l.strip_prefix(opt).is_some_and(|rest| rest == "=y"))
+        })
+        .collect()
+}
+
+/// defconfig, kvm_guest.config, our fragment, the user's, olddefconfig — once per
+/// build directory (a stamp marks it done).
+fn configure(source: &Path, build: &Path, user_fragment: Option<&str>) -> Result<()> {
+    let stamp = build.join(".guestscope-configured");
+    if stamp.is_file() && build.join(".config").is_file() {
+        return Ok(());
+    }
+    let make = |targets: &[&str]| {
+        cmd::run(
+            cmd("make")
+                .arg("-C")
+                .arg(source)
+                .arg(format!("O={}", build.display()))
+                .args(targets),
+        )
+    };
+    make(&["defconfig", "kvm_guest.config"])?;
+    let ours = build.join("guestscope.config");
+    std::fs::write(&ours, OUR_FRAGMENT)?;
+    let mut merge = cmd(source.join("scripts/kconfig/merge_config.sh"));
+    merge
+        .current_dir(source)
+        .arg("-m")
+        .arg("-O")
+        .arg(build)
+        .arg(build.join(".config"))
+        .arg(&ours);
+    if let Some(text) = user_fragment {
+        let theirs = build.join("user.config");
+        std::fs::write(&theirs, text)?;
+        merge.arg(&theirs);
+    }
+    cmd::run(&mut merge)?;
+    make(&["olddefconfig"])?;
+    std::fs::write(&stamp, "")?;
+    Ok(())
+}
+
+/// Runs make on `targets`, printing a line of progress every [`PROGRESS_EVERY`] (the
+/// steps done and the latest) instead of thousands of lines, and the last lines of
+/// its output when it fails.
+fn make_with_progress(source: &Path, build: &Path, jobs: usize, targets: &[&str]) -> Result<()> {
+    let mut command = cmd("make");
+    command
+        .arg("-C")
+        .arg(source)
+        .arg(format!("O={}", build.display()))
+        .arg(format!("-j{jobs}"))
+        .args(targets)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    eprintln!("    $ {}", cmd::display(&command));
+    let mut child = command.spawn().context("cannot start make")?;
+    // stderr (warnings, errors) is collected on a thread so neither pipe fills up.
+    let stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let stdout = child.stdout.take().expect("piped");
+    let (mut steps, mut last_shown, mut latest) = (0usize, Instant::now(), String::new());
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if is_step(&line) {
+            steps += 1;
+            latest = line.trim().to_string();
+        }
+        if last_shown.elapsed() >= PROGRESS_EVERY {
+            eprintln!("    make: {steps} steps, now {latest}");
+            last_shown = Instant::now();
+        }
+    }
+    let status = child.wait()?;
+    let errors = errors.join().unwrap_or_default();
+    if !status.success() {
+        for l in errors.iter().rev().take(30).rev() {
+            eprintln!("    {l}");
+        }
+        bail!("make {} failed ({status})", targets.join(" "));
+    }
+    eprintln!("    make: {steps} steps (0: nothing to rebuild)");
+    Ok(())
+}
+
+/// Whether a line of make's output is a build step (`  CC      fs/ext4/inode.o`).
+fn is_step(line: &str) -> bool {
+    line.starts_with("  ")
+        && line.split_whitespace().next().is_some_and(|w| {
+            w.len() >= 2
+                && w.chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+        })
+}
+
+/// Debian's linux-source-6.1, unpacked once into `cache`.
+fn debian_source(cache: &Path) -> Result<PathBuf> {
+    let dir = cache.join("linux-source-6.1");
+    let stamp = cache.join("linux-source-6.1.unpacked");
+    if stamp.is_file() && dir.join("Makefile").is_file() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(cache)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    cmd::run(
+        cmd("tar")
+            .arg("-xf")
+            .arg(SOURCE_TARBALL)
+            .arg("-C")
+            .arg(cache),
+    )?;
+    std::fs::write(&stamp, "")?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_follows_the_source_and_the_fragments() {
+        let a = cache_key(Path::new("/src/linux"), None);
+        assert_eq!(a, cache_key(Path::new("/src/linux"), None));
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, cache_key(Path::new("/src/other"), None));
+        assert_ne!(a, cache_key(Path::new("/src/linux"), Some("CONFIG_X=y\n")));
+        assert_ne!(
+            cache_key(Path::new("/src/linux"), Some("CONFIG_X=y\n")),
+            cache_key(Path::new("/src/linux"), Some("CONFIG_X=n\n"))
+        );
+    }
+
+    #[test]
+    fn a_config_without_what_the_agent_needs_is_named() {
+        let full: String = REQUIRED.iter().map(|o| format!("{o}=y\n")).collect();
+        assert!(missing_options(&full).is_empty());
+        let no_btf = full.replace(
+            "CONFIG_DEBUG_INFO_BTF=y",
+            "# CONFIG_DEBUG_INFO_BTF is not set",
+        );
+        assert_eq!(missing_options(&no_btf), ["CONFIG_DEBUG_INFO_BTF"]);
+        // A module is not built in; a longer name is another option.
+        let modular = full.replace(
+            "CONFIG_VIRTIO_PCI=y",
+            "CONFIG_VIRTIO_PCI=m\nCONFIG_VIRTIO_PCI_LEGACY=y",
+        );
+        assert_eq!(missing_options(&modular), ["CONFIG_VIRTIO_PCI"]);
+    }
+
+    #[test]
+    fn our_fragment_asks_for_every_required_option() {
+        for opt in REQUIRED {
+            assert!(OUR_FRAGMENT.contains(&format!("\n{opt}=y\n")), "{opt}");
+        }
+    }
+
+    #[test]
+    fn build_steps_are_told_from_other_output() {
+        assert!(is_step("  CC      fs/ext4/inode.o"));
+        assert!(is_step("  LD [M]  fs/ext4/ext4.ko"));
+        assert!(is_step("  BTF     .btf.vmlinux.bin.o"));
+        assert!(!is_step("make[1]: Entering directory '/b'"));
+        assert!(!is_step("  GEN     Makefile".to_lowercase().as_str()));
+        assert!(!is_step("Kernel: arch/x86/boot/bzImage is ready  (#1)"));
+    }
+}
