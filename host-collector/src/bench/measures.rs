@@ -1,0 +1,444 @@
+//! From the boots' outcomes to the figures: loop overheads, the gdb comparison, capacity, memory, boot times.
+
+use super::*;
+
+pub(super) fn series(
+    runs: &BTreeMap<String, Ran>,
+    prefix: &str,
+    reps: usize,
+    f: impl Fn(&Ran) -> Option<f64>,
+) -> Vec<Option<f64>> {
+    (0..reps)
+        .map(|rep| runs.get(&format!("{prefix}-{rep}")).and_then(&f))
+        .collect()
+}
+
+pub(super) fn present(v: &[Option<f64>]) -> Vec<f64> {
+    v.iter().flatten().copied().collect()
+}
+
+pub(super) fn loop_overhead(
+    workload: &str,
+    iterations: u64,
+    reps: usize,
+    with_ftrace: bool,
+    runs: &BTreeMap<String, Ran>,
+    problems: &mut Vec<String>,
+) -> LoopOverhead {
+    for (name, ran) in runs
+        .iter()
+        .filter(|(n, _)| n.starts_with(&format!("{workload}-")))
+    {
+        if !ran.ok() || ran.elapsed_ns.is_none() {
+            problems.push(format!(
+                "{name}: exit status {:?}, no loop time",
+                ran.status
+            ));
+        }
+        if let Some(t) = &ran.tracing {
+            for e in &t.errors {
+                problems.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    let base: Vec<f64> = (0..2)
+        .filter_map(|i| runs.get(&format!("{workload}-base-{i}"))?.matched_total())
+        .map(|m| m as f64)
+        .collect();
+    let base = stats::median(&base);
+    let base = if base.is_finite() { base } else { 0.0 };
+    let ms = |r: &Ran| r.elapsed_s().map(|s| s * 1e3);
+    let off = series(runs, &format!("{workload}-off"), reps, ms);
+    let all = series(runs, &format!("{workload}-all"), reps, ms);
+    let loop_events = series(runs, &format!("{workload}-all"), reps, |r| {
+        r.matched_total().map(|m| (m as f64 - base).max(0.0))
+    });
+    let drain = series(runs, &format!("{workload}-all"), reps, |r| {
+        r.tracing.as_ref().map(|t| t.drain_ns as f64 / 1e6)
+    });
+    let all_drained: Vec<Option<f64>> = all
+        .iter()
+        .zip(&drain)
+        .map(|(a, d)| Some((*a)? + (*d)?))
+        .collect();
+    let agent_cpu = series(runs, &format!("{workload}-all"), reps, |r| {
+        let t = r.tracing.as_ref()?;
+        let events = r.matched_total()?;
+        (events > 0).then(|| t.agent_cpu_ns as f64 / 1e3 / events as f64)
+    });
+    let n = iterations.max(1) as f64;
+    let mut by_probe = Vec::new();
+    for kind in ProbeKind::BUILTIN {
+        let per: Vec<f64> = (0..reps)
+            .filter_map(|rep| runs.get(&format!("{workload}-all-{rep}")))
+            .map(|r| r.counters(kind.name()).matched as f64 / n)
+            .collect();
+        by_probe.push((kind.name().to_string(), stats::median(&per)));
+    }
+    let all_runs = || (0..reps).filter_map(|rep| runs.get(&format!("{workload}-all-{rep}")));
+    let nested: Vec<f64> = all_runs()
+        .filter_map(|r| r.tracing.as_ref())
+        .map(|t| t.counters.iter().map(|(_, c)| c.nested).sum::<u64>() as f64 / n)
+        .collect();
+    let without_stacks = with_ftrace.then(|| {
+        let ns = series(runs, &format!("{workload}-nostack"), reps, ms);
+        let ns_events = series(runs, &format!("{workload}-nostack"), reps, |r| {
+            r.matched_total().map(|m| (m as f64 - base).max(0.0))
+        });
+        NoStackOverhead {
+            traced_ms: Spread::of(&present(&ns)),
+            ratio: Spread::of(&stats::paired_ratios(&ns, &off)),
+            us_per_event: Spread::of(&stats::paired_cost_per(&ns, &off, &ns_events))
+                .map(|s| s.scaled(1e3)),
+            walk_us_per_event: Spread::of(&stats::paired_cost_per(&all, &ns, &loop_events))
+                .map(|s| s.scaled(1e3)),
+        }
+    });
+    let user_probe = with_ftrace.then(|| {
+        let fd = series(runs, &format!("{workload}-fd"), reps, ms);
+        let ufd = series(runs, &format!("{workload}-ufd"), reps, ms);
+        let events = |cond: &str, probe: &str| {
+            series(runs, &format!("{workload}-{cond}"), reps, |r| {
+                r.tracing.as_ref()?;
+                Some(r.counters(probe).matched as f64)
+            })
+        };
+        let fd_events = events("fd", ProbeKind::AllocFd.name());
+        let ufd_events = events("ufd", ProbeKind::Kprobe.name());
+        let ffd = series(runs, &format!("{workload}-ffd"), reps, ms);
+        let ffd_events = events("ffd", ProbeKind::Fentry.name());
+        UserProbeOverhead {
+            function: GDB_SYMBOL.into(),
+            builtin_ms: Spread::of(&present(&fd)),
+            user_ms: Spread::of(&present(&ufd)),
+            builtin_events: Spread::of(&present(&fd_events)),
+            user_events: Spread::of(&present(&ufd_events)),
+            builtin_us_per_event: Spread::of(&stats::paired_cost_per(&fd, &off, &fd_events))
+                .map(|s| s.scaled(1e3)),
+            user_us_per_event: Spread::of(&stats::paired_cost_per(&ufd, &off, &ufd_events))
+                .map(|s| s.scaled(1e3)),
+            user_vs_builtin: Spread::of(&stats::paired_ratios(
+                &stats::paired_differences(&ufd, &off),
+                &stats::paired_differences(&fd, &off),
+            )),
+            fentry_ms: Spread::of(&present(&ffd)),
+            fentry_events: Spread::of(&present(&ffd_events)),
+            fentry_us_per_event: Spread::of(&stats::paired_cost_per(&ffd, &off, &ffd_events))
+                .map(|s| s.scaled(1e3)),
+            fentry_vs_kprobe: Spread::of(&stats::paired_ratios(
+                &stats::paired_differences(&ffd, &off),
+                &stats::paired_differences(&ufd, &off),
+            )),
+        }
+    });
+    let ftrace = with_ftrace.then(|| {
+        let ft = series(runs, &format!("{workload}-ftrace"), reps, ms);
+        let hits = series(runs, &format!("{workload}-ftrace"), reps, |r| {
+            r.tracing.as_ref()?.ftrace.as_ref().map(|f| f.hits as f64)
+        });
+        FtraceOverhead {
+            function: GDB_SYMBOL.into(),
+            traced_ms: Spread::of(&present(&ft)),
+            ratio: Spread::of(&stats::paired_ratios(&ft, &off)),
+            hits_per_iteration: Spread::of(
+                &present(&hits).iter().map(|h| h / n).collect::<Vec<_>>(),
+            ),
+            us_per_hit: Spread::of(&stats::paired_cost_per(&ft, &off, &hits))
+                .map(|s| s.scaled(1e3)),
+        }
+    });
+    LoopOverhead {
+        workload: workload.into(),
+        iterations,
+        reps,
+        untraced_ms: Spread::of(&present(&off)),
+        traced_ms: Spread::of(&present(&all)),
+        ratio: Spread::of(&stats::paired_ratios(&all, &off)),
+        events_per_iteration: Spread::of(
+            &present(&loop_events)
+                .iter()
+                .map(|e| e / n)
+                .collect::<Vec<_>>(),
+        ),
+        events_per_iteration_by_probe: by_probe,
+        nested_per_iteration: stats::median(&nested),
+        stack_failed: all_runs()
+            .map(|r| {
+                r.tracing
+                    .as_ref()
+                    .map_or(0, |t| t.counters.iter().map(|(_, c)| c.stack_failed).sum())
+            })
+            .sum(),
+        ring_full: all_runs()
+            .map(|r| {
+                r.tracing
+                    .as_ref()
+                    .map_or(0, |t| t.counters.iter().map(|(_, c)| c.ring_full).sum())
+            })
+            .sum(),
+        // ms / events → µs: × 1000.
+        us_per_event: Spread::of(&stats::paired_cost_per(&all, &off, &loop_events))
+            .map(|s| s.scaled(1e3)),
+        us_per_event_with_drain: Spread::of(&stats::paired_cost_per(
+            &all_drained,
+            &off,
+            &loop_events,
+        ))
+        .map(|s| s.scaled(1e3)),
+        drain_ms: Spread::of(&present(&drain)),
+        agent_cpu_us_per_event: Spread::of(&present(&agent_cpu)),
+        without_stacks,
+        user_probe,
+        runs_ms: (0..reps)
+            .flat_map(|rep| {
+                let n = if with_ftrace { CONDITIONS.len() } else { 2 };
+                stats::rotation(n, rep)
+                    .into_iter()
+                    .map(move |c| format!("{}-{rep}", CONDITIONS[c]))
+            })
+            .map(|c| {
+                let ms = runs.get(&format!("{workload}-{c}")).and_then(ms);
+                (c, ms)
+            })
+            .collect(),
+        ftrace,
+    }
+}
+
+pub(super) fn gdb_comparison(
+    o: &BenchOptions,
+    runs: &BTreeMap<String, Ran>,
+    traces: &BTreeMap<String, FunctionTrace>,
+    problems: &mut Vec<String>,
+) -> GdbComparison {
+    let n = o.gdb_iterations.max(2);
+    let per_iter = |r: &Ran| r.elapsed_s().map(|s| s * 1e3 / n as f64);
+    let gs = series(runs, "short-fd", o.gdb_reps, per_iter);
+    let gs_all = series(runs, "short-all", o.gdb_reps, per_iter);
+    let off = series(runs, "short-off", o.gdb_reps, per_iter);
+    let gdb: Vec<Option<f64>> = (0..o.gdb_reps)
+        .map(|rep| {
+            let name = format!("gdb-{rep}");
+            let t = traces.get(&name)?;
+            if t.matching != n {
+                problems.push(format!(
+                    "{name}: the gdb method saw {} of the loop's {n} {GDB_SYMBOL} calls ({})",
+                    t.matching, t.ended
+                ));
+                return None;
+            }
+            // n hits span n - 1 iterations.
+            Some(t.matching_span_s * 1e3 / (n - 1) as f64)
+        })
+        .collect();
+    let per_hit: Vec<Option<f64>> = vec![Some(1.0); o.gdb_reps];
+    GdbComparison {
+        symbol: GDB_SYMBOL.into(),
+        iterations: n,
+        reps: o.gdb_reps,
+        gdb_ms_per_iteration: Spread::of(&present(&gdb)),
+        guestscope_ms_per_iteration: Spread::of(&present(&gs)),
+        guestscope_all_ms_per_iteration: Spread::of(&present(&gs_all)),
+        guestscope_all_faster: Spread::of(&stats::paired_ratios(&gdb, &gs_all)),
+        untraced_ms_per_iteration: Spread::of(&present(&off)),
+        guestscope_faster: Spread::of(&stats::paired_ratios(&gdb, &gs)),
+        gdb_slowdown: Spread::of(&stats::paired_ratios(&gdb, &off)),
+        gdb_ms_per_hit: Spread::of(&stats::paired_cost_per(&gdb, &off, &per_hit)),
+        traces: traces.values().cloned().collect(),
+    }
+}
+
+pub(super) fn capacity(
+    o: &BenchOptions,
+    b: &Booted,
+    runs: &BTreeMap<String, Ran>,
+    problems: &mut Vec<String>,
+) -> Capacity {
+    let host: Vec<f64> = b
+        .blasts
+        .iter()
+        .filter(|x| x.seconds > 0.0)
+        .map(|x| x.bytes as f64 / x.seconds / 1e6)
+        .collect();
+    let guest: Vec<f64> = (0..o.blast_reps)
+        .filter_map(|i| runs.get(&format!("blast-{i}")))
+        .filter_map(|r| Some(o.blast_bytes as f64 / r.elapsed_s()? / 1e6))
+        .collect();
+    for x in &b.blasts {
+        if x.bytes != o.blast_bytes {
+            problems.push(format!(
+                "a vsock blast delivered {} of {} bytes",
+                x.bytes, o.blast_bytes
+            ));
+        }
+    }
+    let mut steps = Vec::new();
+    let mut rates: Vec<u64> = o.rates.clone();
+    rates.push(0);
+    for rate in rates {
+        let name = format!("flood-{rate}");
+        let Some(ran) = runs.get(&name) else { continue };
+        let c = ran.counters(ProbeKind::AllocFd.name());
+        let received = ran
+            .received
+            .get(ProbeKind::AllocFd.name())
+            .copied()
+            .unwrap_or(0);
+        let Some(seconds) = ran.elapsed_s() else {
+            problems.push(format!(
+                "{name}: exit status {:?}, no loop time",
+                ran.status
+            ));
+            continue;
+        };
+        let wire_bytes = ran.bytes_at_exit.saturating_sub(ran.bytes_at_start);
+        let step = CapacityStep {
+            requested_rate: rate,
+            matched: c.matched,
+            emitted: c.emitted,
+            ring_full: c.ring_full,
+            received,
+            seconds,
+            rate: c.matched as f64 / seconds,
+            lossless: c.ring_full == 0 && received == c.matched && c.matched > 0,
+            accounted: received + c.ring_full == c.matched && c.emitted == received,
+            wire_bytes,
+            wire_mb_s: wire_bytes as f64 / seconds / 1e6,
+            ring_mb_s: c.emitted as f64 * size_of::<StackedEvent>() as f64 / seconds / 1e6,
+        };
+        if !step.accounted {
+            problems.push(format!(
+                "{name}: counts do not add up: matched {} != received {} + ring_full {} (emitted {})",
+                c.matched, received, c.ring_full, c.emitted
+            ));
+        }
+        steps.push(step);
+    }
+    let highest = stats::highest_lossless(
+        &steps
+            .iter()
+            .map(|t| (t.rate, t.lossless))
+            .collect::<Vec<_>>(),
+    );
+    let best = highest
+        .and_then(|r| steps.iter().find(|s| s.rate == r))
+        .cloned();
+    let raw = Spread::of(&host);
+    Capacity {
+        raw: RawThroughput {
+            reps: b.blasts.len(),
+            bytes: o.blast_bytes,
+            host_mb_s: raw.clone(),
+            guest_mb_s: Spread::of(&guest),
+        },
+        max_lossless_rate: best.as_ref().map(|s| s.rate),
+        max_lossless_wire_mb_s: best.as_ref().map(|s| s.wire_mb_s),
+        max_lossless_ring_mb_s: best.as_ref().map(|s| s.ring_mb_s),
+        wire_bytes_per_event: best
+            .as_ref()
+            .filter(|s| s.received > 0)
+            .map(|s| s.wire_bytes as f64 / s.received as f64),
+        fraction_of_raw: match (&best, &raw) {
+            (Some(s), Some(r)) if r.median > 0.0 => Some(s.wire_mb_s / r.median),
+            _ => None,
+        },
+        accounting_ok: !steps.is_empty() && steps.iter().all(|s| s.accounted),
+        steps,
+    }
+}
+
+pub(super) fn memory(
+    events: u64,
+    b: &Booted,
+    runs: &BTreeMap<String, Ran>,
+    points: &[(String, u64, u64)],
+    collector_peak: Option<u64>,
+    reset: bool,
+    jsonl_bytes: u64,
+) -> Memory {
+    let status = b.session.artifact_text("agent_status").unwrap_or_default();
+    let pts: Vec<MemoryPoint> = points
+        .iter()
+        .map(|(name, received, collector)| MemoryPoint {
+            events: *received,
+            agent_peak_kib: runs
+                .get(name)
+                .and_then(|r| r.tracing.as_ref())
+                .map_or(0, |t| t.agent_peak_rss_kib),
+            collector_peak_kib: *collector,
+        })
+        .collect();
+    let slope = match pts.as_slice() {
+        [a, .., z] if z.events > a.events => {
+            let m = (z.events - a.events) as f64 / 1e6;
+            Some((
+                (z.agent_peak_kib as f64 - a.agent_peak_kib as f64) / m,
+                (z.collector_peak_kib as f64 - a.collector_peak_kib as f64) / m,
+            ))
+        }
+        _ => None,
+    };
+    Memory {
+        events_planned: events,
+        events_received: b.session.events_received,
+        ring_full: runs
+            .values()
+            .map(|r| r.counters(ProbeKind::AllocFd.name()).ring_full)
+            .sum(),
+        points: pts,
+        agent_peak_kib: status_kib(&status, "VmHWM"),
+        agent_rss_anon_kib: status_kib(&status, "RssAnon"),
+        agent_rss_file_kib: status_kib(&status, "RssFile"),
+        collector_peak_kib: collector_peak,
+        collector_peak_reset: reset,
+        kib_per_million_events: slope,
+        events_jsonl_bytes: jsonl_bytes,
+        wall_s: b.wall_s,
+    }
+}
+
+pub(super) fn boot_times(
+    boots: &[(String, Option<f64>, Option<f64>)],
+    lab_summary: Option<&Path>,
+) -> BootTimes {
+    let mut samples: Vec<(String, f64)> = boots
+        .iter()
+        .filter_map(|(n, hello, _)| Some((format!("bench {n}"), (*hello)?)))
+        .collect();
+    let mut banners: Vec<f64> = boots.iter().filter_map(|(_, _, banner)| *banner).collect();
+    if let Some(summary) = lab_summary
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+    {
+        for s in summary["experiments"]["boot"]["samples"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(i), Some(t)) = (s["boot"].as_u64(), s["agent_hello_s"].as_f64()) {
+                samples.push((format!("lab boot {i}"), t));
+            }
+            if let Some(t) = s["kernel_banner_s"].as_f64() {
+                banners.push(t);
+            }
+        }
+    }
+    BootTimes {
+        agent_ready_s: Spread::of(&samples.iter().map(|(_, t)| *t).collect::<Vec<_>>()),
+        kernel_banner_s: Spread::of(&banners),
+        samples,
+    }
+}
+
+pub(super) fn lab_timing(wall_s: f64, summary: Option<&Path>) -> LabTiming {
+    let s = summary
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok());
+    LabTiming {
+        wall_s,
+        guestscope_lab_s: s.as_ref().and_then(|s| s["run"]["wall_s"].as_f64()),
+        complete: s
+            .as_ref()
+            .and_then(|s| s["run"]["outcome"]["complete"].as_bool()),
+    }
+}

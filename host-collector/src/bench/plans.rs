@@ -1,0 +1,186 @@
+//! The plans of the benchmark boots: the workloads of each, in rotating order, and how each condition is traced.
+
+use super::*;
+
+pub(super) fn spec(name: &str, program: &str, args: &[String], tracing: Tracing) -> WorkloadSpec {
+    WorkloadSpec {
+        name: name.to_string(),
+        path: format!("{BUILTIN_WORKLOAD_DIR}/{program}"),
+        args: args.to_vec(),
+        origin: WorkloadOrigin::Builtin,
+        tracing,
+        quiet_link: false,
+        as_root: false,
+        timeout_ms: None,
+        hold_before_exec_ms: None,
+        cwd: None,
+    }
+}
+
+pub(super) fn all_probes() -> Tracing {
+    Tracing::Probes(
+        ProbeKind::BUILTIN
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect(),
+    )
+}
+
+pub(super) fn no_probes() -> Tracing {
+    Tracing::Probes(Vec::new())
+}
+
+pub(super) fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// The conditions of the overhead runs, in the order [`stats::rotation`] rotates: no
+/// probe, every probe, every probe without stack walks, an ftrace kprobe, the built-in
+/// alloc_fd probe alone, and user probes on the same function (kprobe, fentry). cpuinfo
+/// runs the first two.
+pub(super) const CONDITIONS: [&str; 7] = ["off", "all", "nostack", "ftrace", "fd", "ufd", "ffd"];
+
+pub(super) fn condition_tracing(c: &str) -> Tracing {
+    match c {
+        "off" => no_probes(),
+        "all" => all_probes(),
+        "nostack" => Tracing::ProbesWithoutStacks(
+            ProbeKind::BUILTIN
+                .iter()
+                .map(|k| k.name().to_string())
+                .collect(),
+        ),
+        "fd" => Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]),
+        // The same function through a user probe (`--probe kprobe:alloc_fd`).
+        "ufd" => Tracing::UserProbes(vec![format!("kprobe:{GDB_SYMBOL}")]),
+        "ffd" => Tracing::UserProbes(vec![format!("fentry:{GDB_SYMBOL}")]),
+        _ => Tracing::FtraceKprobe(GDB_SYMBOL.into()),
+    }
+}
+
+/// The overhead boot's plan: the loops in rotating order, process-start baselines,
+/// then the gdb comparison.
+pub(super) fn overhead_plan(o: &BenchOptions) -> RunPlan {
+    let mut w = Vec::new();
+    let fopen_n = o.fopen_iterations.to_string();
+    let cpuinfo_n = o.cpuinfo_iterations.to_string();
+    // Events of process start and exit, to subtract from the loops' counts.
+    for i in 0..2 {
+        w.push(spec(
+            &format!("fopen-base-{i}"),
+            "fopen",
+            &args(&["--iterations", "0"]),
+            all_probes(),
+        ));
+        w.push(spec(
+            &format!("cpuinfo-base-{i}"),
+            "cpuinfo",
+            &args(&["--iterations", "0"]),
+            all_probes(),
+        ));
+    }
+    for rep in 0..o.reps {
+        for c in stats::rotation(CONDITIONS.len(), rep) {
+            let c = CONDITIONS[c];
+            w.push(spec(
+                &format!("fopen-{c}-{rep}"),
+                "fopen",
+                &args(&["--iterations", &fopen_n]),
+                condition_tracing(c),
+            ));
+        }
+        for c in stats::rotation(2, rep) {
+            let c = CONDITIONS[c];
+            w.push(spec(
+                &format!("cpuinfo-{c}-{rep}"),
+                "cpuinfo",
+                &args(&["--iterations", &cpuinfo_n]),
+                condition_tracing(c),
+            ));
+        }
+    }
+    let gdb_n = o.gdb_iterations.to_string();
+    // guestscope on the same events as the gdb method (alloc_fd only), and with every probe.
+    const SHORT: [&str; 3] = ["off", "fd", "all"];
+    for rep in 0..o.gdb_reps {
+        for c in stats::rotation(SHORT.len(), rep) {
+            let c = SHORT[c];
+            w.push(spec(
+                &format!("short-{c}-{rep}"),
+                "fopen",
+                &args(&["--iterations", &gdb_n]),
+                condition_tracing(c),
+            ));
+        }
+        let delay = GDB_START_DELAY_MS.to_string();
+        w.push(spec(
+            &format!("gdb-{rep}"),
+            "fopen",
+            &args(&["--iterations", &gdb_n, "--start-delay-ms", &delay]),
+            no_probes(),
+        ));
+    }
+    RunPlan::new(VSOCK_PORT, w)
+}
+
+/// Events per ladder step at `rate` (at least enough to fill the 8 MiB ring twice).
+pub(super) fn step_events(rate: u64, seconds: f64) -> u64 {
+    let ring_records =
+        u64::from(guestscope_common::maps::EVENTS_BYTES) / size_of::<StackedEvent>() as u64;
+    ((rate as f64 * seconds) as u64).max(2 * ring_records)
+}
+
+/// The capacity boot's plan: blasts, then the ladder, then an unpaced flood.
+pub(super) fn capacity_plan(o: &BenchOptions) -> RunPlan {
+    let mut w = Vec::new();
+    let port = BLAST_PORT.to_string();
+    let bytes = o.blast_bytes.to_string();
+    for i in 0..o.blast_reps {
+        w.push(spec(
+            &format!("blast-{i}"),
+            "blast",
+            &args(&["--port", &port, "--bytes", &bytes]),
+            no_probes(),
+        ));
+    }
+    let fd_only = Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]);
+    for &rate in &o.rates {
+        let n = step_events(rate, o.step_seconds).to_string();
+        w.push(spec(
+            &format!("flood-{rate}"),
+            "flood",
+            &args(&["--iterations", &n, "--rate", &rate.to_string()]),
+            fd_only.clone(),
+        ));
+    }
+    let max_rate = o.rates.iter().copied().max().unwrap_or(100_000);
+    let n = step_events(max_rate, o.step_seconds).to_string();
+    w.push(spec(
+        "flood-0",
+        "flood",
+        &args(&["--iterations", &n]),
+        fd_only,
+    ));
+    RunPlan::new(VSOCK_PORT, w)
+}
+
+/// The memory boot's plan: the flood in two parts (readings after each).
+pub(super) fn memory_plan(events: u64) -> RunPlan {
+    let fd_only = Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]);
+    let first = (events / 10).max(1);
+    let w = vec![
+        spec(
+            "memory-0",
+            "flood",
+            &args(&["--iterations", &first.to_string()]),
+            fd_only.clone(),
+        ),
+        spec(
+            "memory-1",
+            "flood",
+            &args(&["--iterations", &(events - first).to_string()]),
+            fd_only,
+        ),
+    ];
+    RunPlan::new(VSOCK_PORT, w)
+}
