@@ -1,0 +1,451 @@
+//! `report.md`, rendered from the [`Summary`] alone, so every number in the
+//! report is one in `summary.json`. [`render`] writes the sections in order; the
+//! longer ones have files of their own: `experiments.rs`, `support.rs`,
+//! `timeline.rs`, `own_questions.rs` (your probes and stops).
+
+use std::fmt::Write;
+
+use super::summary::Summary;
+use guestscope_common::ProbeKind;
+
+mod experiments;
+mod own_questions;
+mod support;
+mod timeline;
+
+use self::experiments::*;
+use self::own_questions::*;
+use self::support::*;
+use self::timeline::*;
+
+fn opt_s(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.3} s")).unwrap_or_else(|| "—".into())
+}
+
+/// Renders the report.
+pub fn render(s: &Summary) -> String {
+    let mut md = String::new();
+    let r = &s.run;
+    let _ = writeln!(md, "# guestscope report\n");
+    let _ = writeln!(
+        md,
+        "Guest kernel **{}** under QEMU ({}: {}), {} vCPU, {} MiB. Run took {:.1} s of host wall time. \
+         Outcome: **{}**{}.\n",
+        r.kernel_release.as_deref().unwrap_or("unknown"),
+        r.accel.to_uppercase(),
+        r.accel_reason,
+        r.cpus,
+        r.memory_mb,
+        r.wall_s,
+        r.outcome.how,
+        r.outcome
+            .detail
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    );
+
+    if !r.outcome.complete {
+        let _ = writeln!(md, "## How the run ended\n");
+        let _ = writeln!(
+            md,
+            "The run ended before the agent's final record: **{}**{}. Everything received until then is in this report and in `events.jsonl`.\n",
+            r.outcome.how,
+            r.outcome
+                .detail
+                .as_deref()
+                .map(|d| format!(": `{}`", d.replace('`', "'")))
+                .unwrap_or_default()
+        );
+        if !r.outcome.console.is_empty() {
+            let _ = writeln!(
+                md,
+                "The guest console at the end (`serial.log` has all of it):\n\n```"
+            );
+            for l in &r.outcome.console {
+                let _ = writeln!(md, "{l}");
+            }
+            let _ = writeln!(md, "```\n");
+        }
+    }
+    if !s.claims.is_empty() {
+        let _ = writeln!(md, "## Claims check\n");
+        let _ = writeln!(
+            md,
+            "Each conclusion of the seed lab, decided by this run's measurements.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| § | the lab's claim | verdict | evidence from this run |\n|---|---|---|---|"
+        );
+        for c in &s.claims {
+            let _ = writeln!(
+                md,
+                "| {} | {} | **{}** | {} |",
+                c.section,
+                c.claim,
+                c.verdict.as_str(),
+                c.evidence.replace('|', "\\|")
+            );
+        }
+        let _ = writeln!(md);
+    }
+    render_support(&mut md, s);
+    render_experiments(&mut md, s);
+    render_timeline(&mut md, s);
+    let _ = writeln!(md, "\n## The traced run: boot\n");
+    let b = &s.boot;
+    let _ = writeln!(md, "| milestone | host time since QEMU launch |\n|---|---|");
+    for (name, v) in [
+        ("first console byte", b.first_byte_s),
+        ("kernel banner (`Linux version`)", b.kernel_banner_s),
+        ("init started", b.init_start_s),
+        ("agent ready (probes attached, stream up)", b.agent_ready_s),
+    ] {
+        let _ = writeln!(md, "| {name} | {} |", opt_s(v));
+    }
+    if let Some(k) = b.init_start_kernel_s {
+        let _ = writeln!(
+            md,
+            "\nThe kernel's own clock read {k:.3} s when init started."
+        );
+    }
+    if let Some(f) = &b.fatal {
+        let _ = writeln!(md, "\n**Fatal console message:** `{f}`");
+    }
+
+    let _ = writeln!(md, "\n## Probes\n");
+    let _ = writeln!(
+        md,
+        "| probe | attached to | method | matched | emitted | lost (ring full) | no stack | skipped (nested) | note |\n|---|---|---|---:|---:|---:|---:|---:|---|"
+    );
+    for p in &s.probes {
+        let c = p.counters.unwrap_or_default();
+        let n = |v: u64| {
+            if p.counters.is_some() {
+                v.to_string()
+            } else {
+                "—".into()
+            }
+        };
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
+            p.name,
+            p.attach.target,
+            if p.attach.attached {
+                p.attach.method.as_str()
+            } else {
+                "not attached"
+            },
+            n(c.matched),
+            n(c.emitted),
+            n(c.ring_full),
+            n(c.stack_failed),
+            n(c.nested),
+            p.attach.note
+        );
+    }
+
+    let l = &s.losses;
+    let st = &s.stream;
+    let _ = writeln!(md, "\n## Coverage and losses\n");
+    let _ = writeln!(md, "| what | count |\n|---|---:|");
+    let _ = writeln!(
+        md,
+        "| events received by the collector | {} |",
+        st.events_received
+    );
+    if let Some(sent) = l.events_sent {
+        let _ = writeln!(md, "| events sent by the agent | {sent} |");
+    }
+    if let Some(m) = l.events_missing {
+        let _ = writeln!(md, "| events sent but not received | {m} |");
+    }
+    let _ = writeln!(
+        md,
+        "| events lost in the kernel (ring buffer full) | {} |",
+        l.ring_full
+    );
+    let _ = writeln!(
+        md,
+        "| events without a stack (stack walk failed) | {} |",
+        l.stack_failed
+    );
+    let _ = writeln!(
+        md,
+        "| probe hits skipped (another probe running on the CPU) | {} |",
+        l.nested
+    );
+    let _ = writeln!(
+        md,
+        "| stream records missing (sequence gaps) | {} in {} gaps |",
+        st.seq.missing, st.seq.gaps
+    );
+    let _ = writeln!(
+        md,
+        "| duplicate records dropped (resent after a reconnection) | {} |",
+        st.seq.duplicates
+    );
+    let link = &st.link;
+    let _ = writeln!(
+        md,
+        "| link outages (the agent reconnected and resent what was not acknowledged) | {} ({:.1} s without the link) |",
+        link.outages.len(),
+        link.total_gap_s()
+    );
+    let _ = writeln!(
+        md,
+        "| events dropped by the agent (link down past its spool bound) | {} in {} records |",
+        l.spool_dropped_events, l.spool_dropped_records
+    );
+    let _ = writeln!(
+        md,
+        "| connections refused (not this run's agent) | {} |",
+        link.refused.len()
+    );
+    let _ = writeln!(
+        md,
+        "| events attributed to no workload | {} |",
+        st.events_unattributed
+    );
+    let counted: Vec<_> = s
+        .probes
+        .iter()
+        .filter(|p| p.counters.is_some_and(|c| c.matched > 0))
+        .collect();
+    if !counted.is_empty() {
+        let ring = if r.events_ring_bytes > 0 {
+            format!(" (ring buffer: {} KiB)", r.events_ring_bytes / 1024)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            md,
+            "\nPer probe, every hit of a traced process is received, counted as lost in the kernel{ring}, or counted as dropped by the agent:\n"
+        );
+        let _ = writeln!(
+            md,
+            "| probe | hits (matched) | received | lost (ring full) | dropped (link down) | unaccounted |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for p in counted {
+            let c = p.counters.unwrap_or_default();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                p.name,
+                c.matched,
+                p.received,
+                c.ring_full,
+                p.spool_dropped,
+                p.unaccounted.unwrap_or(0)
+            );
+        }
+    }
+    for (i, r) in st.agent_restarts.iter().enumerate() {
+        let before: Vec<String> = r
+            .events_before
+            .iter()
+            .map(|(probe, n)| format!("{n} {probe}"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "\nThe agent died and the guest restarted it ({}): events before it were kept ({}); \
+             nothing was traced for {} between the last its predecessor was heard from and its start{}. \
+             After a restart the losses above account for the new agent's events only: the counters died with the old one.",
+            i + 1,
+            if before.is_empty() {
+                "none".into()
+            } else {
+                before.join(", ")
+            },
+            r.gap_s
+                .map(|g| format!("{g:.3} s"))
+                .unwrap_or_else(|| "an unknown time".into()),
+            r.interrupted_workload
+                .as_ref()
+                .map(|w| format!("; workload {w} was running and its exit was never seen"))
+                .unwrap_or_default()
+        );
+    }
+    if !link.outages.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nThe link to the agent was lost {} time(s):\n",
+            link.outages.len()
+        );
+        for o in &link.outages {
+            let restored = match (o.restored_host_s, o.gap_s) {
+                (Some(r), Some(g)) => format!("restored at {r:.2} s ({g:.2} s without the link)"),
+                _ => "never restored".into(),
+            };
+            let resumed = match (o.restarted_agent, o.resumed_from) {
+                (Some(pid), _) => format!("; a restarted agent (pid {pid}) took over"),
+                (None, Some(s)) => format!("; the agent resent from record {s}"),
+                (None, None) => String::new(),
+            };
+            let agent = o
+                .agent
+                .as_ref()
+                .map(|a| {
+                    format!(
+                        "; the agent saw it break at {:.3} s guest time ({}) and reconnected after {} attempt(s), {:.2} s later",
+                        a.lost_ns as f64 / 1e9,
+                        a.why,
+                        a.attempts,
+                        a.restored_ns.saturating_sub(a.lost_ns) as f64 / 1e9
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                md,
+                "- lost at {:.2} s host time after {} records ({}), {restored}{resumed}{agent}.",
+                o.lost_host_s, o.records_before, o.why
+            );
+        }
+    }
+    for why in &link.refused {
+        let _ = writeln!(md, "\nRefused: {why}.");
+    }
+    if let Some(e) = &st.decode_error {
+        let _ = writeln!(md, "\nThe stream ended with an error: `{e}`.");
+    }
+    if let Some(rate) = st.events_per_s {
+        let _ = writeln!(
+            md,
+            "\n{} records, {} bytes; {:.0} events/s while workloads ran (guest clock).",
+            st.records, st.bytes, rate
+        );
+    }
+
+    let _ = writeln!(md, "\n## Workloads\n");
+    if !s.run.workload_user.is_empty() {
+        let _ = writeln!(md, "Workloads ran as {}.\n", s.run.workload_user);
+    }
+    if let Some(cwd) = &s.run.host_files_cwd {
+        let _ = writeln!(
+            md,
+            "The guest ran the host's program from the host's files, read-only over virtio-9p, \
+             starting in `{cwd}`; what it wrote went to a tmpfs in the guest, not to the host.\n"
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| workload | pid | exit | duration (guest) | spin_lock | alloc_fd | page_fault_user | page_fault_kernel |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for w in &s.workloads {
+        let e = |k: &str| w.events.get(k).copied().unwrap_or(0);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            w.name,
+            w.pid,
+            match (w.status, w.timed_out) {
+                (Some(code), true) => format!("{code}, timed out"),
+                (Some(code), false) => code.to_string(),
+                (None, _) => "—".into(),
+            },
+            w.duration_ms
+                .map(|d| format!("{d:.1} ms"))
+                .unwrap_or_else(|| "—".into()),
+            e("spin_lock"),
+            e("alloc_fd"),
+            e("page_fault_user"),
+            e("page_fault_kernel")
+        );
+    }
+    timed_out_paragraph(&mut md, s);
+    render_user_probes(&mut md, s);
+    render_user_stops(&mut md, s);
+    let _ = writeln!(
+        md,
+        "\n## Workload details\n\nThe most frequent kernel stacks of each workload, per probe; every event is in `events.jsonl`."
+    );
+    for w in &s.workloads {
+        let _ = writeln!(md, "\n### {} (`{}`)\n", w.name, w.argv.join(" "));
+        if w.pids.len() > 1 {
+            let _ = writeln!(
+                md,
+                "Events came from pids {:?} (the workload and its children).\n",
+                w.pids
+            );
+        }
+        if !w.named_locks.is_empty() {
+            let locks: Vec<String> = w
+                .named_locks
+                .iter()
+                .map(|(k, v)| format!("`{k}` ×{v}"))
+                .collect();
+            let _ = writeln!(md, "Named locks taken: {}.\n", locks.join(", "));
+        }
+        for (probe, stacks) in &w.top_stacks {
+            let total = w.events.get(probe).copied().unwrap_or(0);
+            let _ = writeln!(
+                md,
+                "**{probe}**: top {} of {} events' stacks\n",
+                stacks.len(),
+                total
+            );
+            for st in stacks {
+                let _ = writeln!(md, "{} events:\n```", st.count);
+                if st.frames.is_empty() {
+                    let _ = writeln!(md, "(no stack: id {})", st.stack_id);
+                }
+                for f in st.frames.iter().take(16) {
+                    let _ = writeln!(md, "  {f}");
+                }
+                if st.frames.len() > 16 {
+                    let _ = writeln!(md, "  … {} more frames", st.frames.len() - 16);
+                }
+                let _ = writeln!(md, "```");
+            }
+        }
+        if !w.output.is_empty() {
+            let _ = writeln!(md, "Output:\n```\n{}\n```", w.output);
+        }
+    }
+    if !s.agent_messages.is_empty() {
+        let _ = writeln!(md, "\n## Agent messages\n");
+        for m in &s.agent_messages {
+            let _ = writeln!(md, "- {m}");
+        }
+    }
+    if let Some(t) = &s.trace {
+        let _ = writeln!(
+            md,
+            "\n## Trace\n\n`{}` ({} packets, {} probe events, {} gdbstub snapshots, {} holds) opens in https://ui.perfetto.dev: \
+             boot phases and the gdbstub's holds and snapshots on the host clock, workloads and every probe event on per-thread \
+             and per-CPU tracks, placed on the same axis as described in *One time line*.",
+            t.file, t.packets, t.events, t.snapshots, t.holds
+        );
+    }
+    let _ = writeln!(md, "\n---\nQEMU: `{}`", r.qemu_command);
+    md
+}
+
+/// Names the workloads the agent ended for running past `--workload-timeout`.
+fn timed_out_paragraph(md: &mut String, s: &Summary) {
+    let names: Vec<String> = s
+        .workloads
+        .iter()
+        .filter(|w| w.timed_out)
+        .map(|w| format!("`{}`", w.name))
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    let limit = s
+        .run
+        .workload_timeout_s
+        .map(|t| format!(" ({t:.0} s, `--workload-timeout`)"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        md,
+        "\n**Timed out:** {} ran past the per-workload limit{limit} and {} ended by the \
+         agent: SIGTERM to its process group, SIGKILL {} s later if still running. Its events \
+         up to then are kept; the workloads after it ran as planned.",
+        names.join(", "),
+        if names.len() == 1 { "was" } else { "were" },
+        guestscope_common::plan::TIMEOUT_GRACE_MS / 1000,
+    );
+}

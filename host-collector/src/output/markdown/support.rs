@@ -1,0 +1,60 @@
+//! The report's "Guest kernel support" section: what the kernel offered, what was skipped and why.
+
+use super::*;
+
+/// What the guest kernel offered, and the experiments that did not run.
+pub(super) fn render_support(md: &mut String, s: &Summary) {
+    let k = &s.kernel;
+    let yes_no = |v: Option<bool>| match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "not tried",
+    };
+    let _ = writeln!(
+        md,
+        "## Guest kernel support
+"
+    );
+    let _ = writeln!(md, "| feature | available |\n|---|---|");
+    let _ = writeln!(
+        md,
+        "| BTF (`/sys/kernel/btf/vmlinux`) | {} |",
+        if k.btf { "yes" } else { "no" }
+    );
+    let _ = writeln!(md, "| fentry (spin_lock probe) | {} |", yes_no(k.fentry));
+    let _ = writeln!(md, "| kprobes | {} |", yes_no(k.kprobes));
+    let _ = writeln!(
+        md,
+        "| tracepoints (exceptions:page_fault_*) | {} |",
+        yes_no(k.tracepoints)
+    );
+    for c in &k.symbols {
+        let _ = writeln!(
+            md,
+            "| symbol `{}` ({}) | {} |",
+            c.symbol,
+            c.needed_by,
+            yes_no(c.present)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nProbes: {}.\n",
+        k.probes.join("; ").replace('|', "\\|")
+    );
+    if s.skipped.is_empty() {
+        let _ = writeln!(md, "Every experiment ran.\n");
+    } else {
+        let _ = writeln!(md, "### Skipped\n");
+        let _ = writeln!(md, "| experiment | why |\n|---|---|");
+        for x in &s.skipped {
+            let _ = writeln!(
+                md,
+                "| {} | {} |",
+                x.experiment,
+                x.reason.replace('|', "\\|")
+            );
+        }
+        let _ = writeln!(md);
+    }
+}

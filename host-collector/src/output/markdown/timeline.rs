@@ -1,0 +1,171 @@
+//! The report's "One time line" section: the clock fit, the holds, the snapshots and their cross-check.
+
+use super::*;
+
+pub(super) fn render_timeline(md: &mut String, s: &Summary) {
+    let t = &s.timeline;
+    let _ = writeln!(md, "\n## One time line: guest clock, host clock, gdbstub\n");
+    let _ = writeln!(
+        md,
+        "Guest times (every probe event's CLOCK_MONOTONIC stamp) are put on the host's axis (ns since QEMU's launch) by {}.\n",
+        t.method
+    );
+    let p = &t.probes;
+    let _ = writeln!(md, "| clock sync | value |\n|---|---:|");
+    let _ = writeln!(
+        md,
+        "| probes sent / answered / given up | {} / {} / {} |",
+        p.sent, p.answered, p.unanswered
+    );
+    if let Some(f) = &t.fit {
+        let _ = writeln!(
+            md,
+            "| round trips, over guest time | {} over {:.2} s |",
+            f.samples,
+            f.span_ns as f64 / 1e9
+        );
+        let _ = writeln!(
+            md,
+            "| shortest round trip | {:.1} µs |",
+            f.best_rtt_ns as f64 / 1e3
+        );
+        let _ = writeln!(
+            md,
+            "| one line through every window | {} |",
+            if f.consistent {
+                "yes"
+            } else {
+                "**no**: the samples contradict one offset and drift"
+            }
+        );
+        let _ = writeln!(md, "| offset (host − guest) | {:.6} s |", f.offset_ns / 1e9);
+        let _ = writeln!(md, "| drift | {:+.2} ppm |", f.drift * 1e6);
+        let _ = writeln!(
+            md,
+            "| error bound of a mapped time | ±{:.1} µs |",
+            f.error_bound_ns / 1e3
+        );
+    }
+    if t.holds > 0 {
+        let _ = writeln!(
+            md,
+            "| gdbstub holds (guest clock stopped) | {} holds, {:.1} ms |",
+            t.holds, t.held_ms
+        );
+        if let Some(naive) = t.error_bound_ignoring_holds_ns {
+            let _ = writeln!(
+                md,
+                "| the same fit with the holds ignored | ±{:.1} µs |",
+                naive / 1e3
+            );
+        }
+    }
+    let Some(sr) = &t.snapshots else { return };
+    let _ = writeln!(md, "\n### gdbstub snapshots in the traced run\n");
+    if let Some(e) = &sr.error {
+        let _ = writeln!(md, "Not taken: {e}.");
+    }
+    let Some(run) = &sr.run else { return };
+    let user_stops = run.snapshots.iter().any(|s| !s.site.is_empty());
+    if user_stops {
+        let _ = writeln!(
+            md,
+            "Hardware breakpoints on `{}` (`--snapshot-at`) while each workload ran ({} stops, {} hits of other tasks \
+             stepped over; {}); what was read at each stop is under \"Your stops\". While held, the guest's clock stands \
+             still, so each hold is taken out of the time line.\n",
+            run.symbol,
+            run.snapshots.len(),
+            run.other_hits,
+            run.ended
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "A hardware breakpoint on `{}` ({:#x}) while workload pid {} ran; at each of its hits the collector read the registers \
+         and `current` through the gdbstub ({} snapshots, {} other-process hits stepped over; ended: {}). While held, the guest's \
+         clock stands still, so each hold is taken out of the time line.\n",
+            run.symbol,
+            run.address,
+            run.target_tgid,
+            run.snapshots.len(),
+            run.other_hits,
+            run.ended
+        );
+    }
+    let Some(cc) = &sr.cross_check else { return };
+    if user_stops {
+        let _ = writeln!(
+            md,
+            "**Cross-check: {} of {} stops agree** with the eBPF event nearest in time on the same CPU (same thread id; a \
+             stop far from any event of its own, such as one before the workload's exec, meets another process's); \
+             {} had no event on their CPU (distance on the guest clock: median {:.1} µs, largest {:.1} µs).\n",
+            cc.agreed, cc.compared, cc.without_event, cc.median_abs_delta_us, cc.max_abs_delta_us
+        );
+        let followed = cc.matches.iter().filter(|m| m.same_call.is_some()).count();
+        if followed > 0 {
+            let _ = writeln!(
+                md,
+                "**{} of {}** are followed on their CPU by a `--probe kprobe:` event of the same thread (the same \
+                 call, where the function is probed too), a median {:.0} µs of guest time after the stop.\n",
+                cc.same_call_agreed, cc.compared, cc.same_call_median_us
+            );
+        }
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "**Cross-check: {} of {} snapshots agree** with the eBPF event nearest in time on the same CPU (same thread id); \
+         {} had no event on their CPU (distance on the guest clock: median {:.1} µs, largest {:.1} µs). \
+         **{} of {}** are followed on their CPU by a `{}` event of the same thread — the same call, seen by both — stamped a \
+         median {:.0} µs (largest {:.0} µs) of guest time after the stop.\n",
+        cc.agreed,
+        cc.compared,
+        cc.without_event,
+        cc.median_abs_delta_us,
+        cc.max_abs_delta_us,
+        cc.same_call_agreed,
+        cc.compared,
+        cc.same_call_probe,
+        cc.same_call_median_us,
+        cc.same_call_max_us
+    );
+    let _ = writeln!(
+        md,
+        "| # | host time (s) | cpu | pid (gdbstub) | comm | rip | rsp | cr3 | nearest eBPF event (tid, Δt µs) | next `{}` (tid, Δt µs) | agree |\n|---:|---:|---:|---:|---|---|---|---|---|---|---|",
+        cc.same_call_probe
+    );
+    for m in &cc.matches {
+        let Some(snap) = run.snapshots.get(m.snapshot) else {
+            continue;
+        };
+        let reg = |n: &str| {
+            snap.registers
+                .iter()
+                .find(|(r, _)| r == n)
+                .map(|(_, v)| format!("{v:#x}"))
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {:.6} | {} | {} | {} | {} | {} | {} | {} ({}, {:+.1}) | {} | {} |",
+            m.snapshot + 1,
+            snap.host_ns as f64 / 1e9,
+            snap.cpu.map_or_else(|| "?".into(), |c| c.to_string()),
+            m.pids.0,
+            snap.comm,
+            reg("rip"),
+            reg("rsp"),
+            reg("cr3"),
+            m.probe,
+            m.pids.1,
+            m.delta_us,
+            m.same_call
+                .map_or_else(|| "—".into(), |(tid, d)| format!("{tid}, {d:+.1}")),
+            if m.agree && m.same_call.is_some_and(|(tid, _)| tid == m.pids.0) {
+                "yes"
+            } else {
+                "**no**"
+            }
+        );
+    }
+}
