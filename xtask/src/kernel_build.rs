@@ -243,7 +243,7 @@ fn make_with_progress(source: &Path, build: &Path, jobs: usize, targets: &[&str]
         }
         bail!("make {} failed ({status})", targets.join(" "));
     }
-    eprintln!("    make: {steps} steps (0: nothing to rebuild)");
+    eprintln!("    make: {steps} steps");
     Ok(())
 }
 
