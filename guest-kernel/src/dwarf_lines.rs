@@ -144,6 +144,54 @@ mod tests {
         );
     }
 
+    /// A small ELF with DWARF, built by the C compiler that links Rust here: `_text`
+    /// first, then a function calling an always-inlined one.
+    #[test]
+    fn addresses_map_to_file_line_and_inlined_functions() {
+        let dir = std::env::temp_dir().join(format!("gs-dwarf-ok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = dir.join("mini.c");
+        std::fs::write(
+            &c,
+            "void _text(void) {}\n\
+             static inline __attribute__((always_inline)) int inner(int x) {\n\
+             \treturn x * 3 + 7;\n\
+             }\n\
+             int outer(int x) {\n\
+             \treturn inner(x) + 1;\n\
+             }\n",
+        )
+        .unwrap();
+        let elf = dir.join("mini");
+        let built = std::process::Command::new("cc")
+            .args(["-g", "-O0", "-nostdlib", "-static", "-Wl,-e,outer", "-o"])
+            .arg(&elf)
+            .arg(&c)
+            .status()
+            .unwrap();
+        assert!(built.success());
+        let lines = DwarfLines::open(&elf).unwrap();
+        let data = std::fs::read(&elf).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let outer = file
+            .symbols()
+            .find(|s| s.name() == Ok("outer"))
+            .unwrap()
+            .address();
+        // The guest's _text 0x1000 further: the slide moves the address back.
+        let slide = lines.slide(lines.link_text + 0x1000);
+        assert_eq!(slide, 0x1000);
+        let at = lines.describe(outer + 0x1000, slide, false).unwrap();
+        assert!(at.starts_with("mini.c:") || at.contains("/mini.c:"), "{at}");
+        // Somewhere in outer's bytes the inlined function shows (always_inline: even at -O0).
+        let inlined = (0..32)
+            .filter_map(|off| lines.describe(outer + off + 0x1000, slide, false))
+            .any(|d| d.contains("mini.c:6 [inlined inner at ") && d.ends_with("mini.c:3]"));
+        assert!(inlined, "no inlined frame in outer");
+        assert!(lines.describe(0x10, 0, false).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_file_that_is_not_a_vmlinux_is_one_error() {
         let dir = std::env::temp_dir().join(format!("gs-dwarf-{}", std::process::id()));
