@@ -215,8 +215,13 @@ fn a_dozen_named_probes_in_one_boot() {
     assert!(r.report.contains("## Your probes"));
     assert!(r.report.contains("| `kretprobe:alloc_fd` |"));
     assert!(
-        r.report.contains("fentry:do_filp_open: 1 function(s)"),
+        r.report.contains("`fentry:do_filp_open`: 1 function(s)"),
         "the report's list of what was asked for misses the fentry probes"
+    );
+    // A glob is code, not Markdown emphasis.
+    assert!(
+        r.report.contains("`kprobe:vfs_*`: "),
+        "the glob is not code"
     );
 }
 

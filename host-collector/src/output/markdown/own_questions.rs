@@ -7,7 +7,7 @@ pub(super) const USER_PROBE_FRAMES: usize = 12;
 
 /// "Your probes": each function the user's `--probe`s hit.
 pub(super) fn render_user_probes(md: &mut String, s: &Summary) {
-    let asked: Vec<&str> = s
+    let asked: Vec<String> = s
         .probes
         .iter()
         .filter(|p| {
@@ -16,7 +16,12 @@ pub(super) fn render_user_probes(md: &mut String, s: &Summary) {
                     .iter()
                     .any(|k| k.is_user() && k.name() == p.name)
         })
-        .map(|p| p.attach.note.as_str())
+        // Each `SPEC: N function(s)` with the spec as code: a glob's `*` is Markdown.
+        .flat_map(|p| p.attach.note.split("; "))
+        .map(|note| match note.split_once(": ") {
+            Some((spec, rest)) => format!("`{spec}`: {rest}"),
+            None => note.to_string(),
+        })
         .collect();
     if asked.is_empty() {
         return;
