@@ -150,9 +150,18 @@ fn raise_memlock_limit() {
     }
 }
 
+/// The running kernel's BTF (for fentry), or why there is none.
+pub fn kernel_btf() -> Result<Btf, ProbeError> {
+    Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()))
+}
+
 /// Attaches the probes in `selected` and reports every probe kind, selected or not.
-pub fn attach_all(ebpf: &mut Ebpf, selected: &[ProbeKind]) -> Vec<ProbeAttach> {
-    let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()));
+/// `btf` is the kernel's ([`kernel_btf`]), for fentry.
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    selected: &[ProbeKind],
+    btf: Result<&Btf, &ProbeError>,
+) -> Vec<ProbeAttach> {
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").ok();
     ProbeKind::BUILTIN
         .into_iter()
@@ -167,7 +176,7 @@ pub fn attach_all(ebpf: &mut Ebpf, selected: &[ProbeKind]) -> Vec<ProbeAttach> {
                 };
             }
             let record = match precheck(kind, kallsyms.as_deref()) {
-                Ok(()) => attach_one(ebpf, kind, btf.as_ref()),
+                Ok(()) => attach_one(ebpf, kind, btf),
                 Err(e) => ProbeAttach {
                     probe: kind.name().into(),
                     target: target(kind).into(),

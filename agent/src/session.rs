@@ -74,7 +74,9 @@ pub fn run<W: Sink>(
     }
     let (mut tracer, attach) = match probes::load_with(plan.events_bytes) {
         Ok(mut loaded) => {
-            let mut attach = probes::attach_all(&mut loaded.ebpf, &selected);
+            // Parsed once for the built-in fentry and the user's; dropped after the attach.
+            let btf = probes::kernel_btf();
+            let mut attach = probes::attach_all(&mut loaded.ebpf, &selected, btf.as_ref());
             if !user.is_empty() || !plan.stop_functions.is_empty() {
                 let kernel = probe_list.insert(user_probes::read_probe_list());
                 refused.extend(
@@ -83,7 +85,7 @@ pub fn run<W: Sink>(
                         .filter_map(|f| kernel.check_stop(f).err()),
                 );
                 if refused.is_empty() && !user.is_empty() {
-                    match user_probes::attach(&mut loaded.ebpf, &user, kernel) {
+                    match user_probes::attach(&mut loaded.ebpf, &user, kernel, btf.as_ref()) {
                         Ok(attached) => {
                             tracepoint_slots = attached.tracepoint_slots;
                             fentry_links = attached.fentry_links;

@@ -283,9 +283,7 @@ impl Tracer {
                     }
                 }
                 (false, true) => {
-                    let btf = a.btf.get_or_insert_with(|| {
-                        Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()))
-                    });
+                    let btf = a.btf.get_or_insert_with(probes::kernel_btf);
                     let record = probes::attach_kind(&mut a.ebpf, kind, btf.as_ref());
                     if !record.attached {
                         errors.push(format!("attaching {}: {}", kind.name(), record.note));
@@ -316,7 +314,8 @@ impl Tracer {
             return vec!["the eBPF probes are not loaded".into()];
         };
         let list = crate::user_probes::read_probe_list();
-        match crate::user_probes::attach(&mut a.ebpf, probes, &list) {
+        let btf = a.btf.get_or_insert_with(probes::kernel_btf);
+        match crate::user_probes::attach(&mut a.ebpf, probes, &list, btf.as_ref()) {
             Ok(attached) => {
                 a.user_links.extend(attached.fentry_links);
                 Vec::new()

@@ -18,7 +18,7 @@ use guestscope_common::{
     wire::ProbeAttach,
 };
 
-use crate::probes::chain;
+use crate::probes::{ProbeError, chain};
 
 /// Reads what the running kernel offers for probing.
 pub fn read_probe_list() -> ProbeList {
@@ -87,10 +87,12 @@ impl std::fmt::Display for Target {
 
 /// Attaches every probe in `probes`; what was attached, or the reasons the run cannot
 /// go on (one per probe that did not resolve or attach).
+/// `btf` is the kernel's ([`crate::probes::kernel_btf`]), for fentry.
 pub fn attach(
     ebpf: &mut Ebpf,
     probes: &[UserProbe],
     kernel: &ProbeList,
+    btf: Result<&Btf, &ProbeError>,
 ) -> Result<UserAttached, Vec<String>> {
     let mut errors = Vec::new();
     let mut by_kind: BTreeMap<ProbeKind, (Vec<Target>, Vec<String>)> = BTreeMap::new();
@@ -126,7 +128,7 @@ pub fn attach(
     let mut attached = UserAttached::default();
     for (kind, (targets, mut notes)) in by_kind {
         let result = if kind == ProbeKind::Fentry {
-            attach_fentry(ebpf, &targets).map(|(links, skipped)| {
+            attach_fentry(ebpf, &targets, btf).map(|(links, skipped)| {
                 attached.fentry_links = links;
                 skipped
             })
@@ -206,13 +208,10 @@ type Skipped = Vec<(String, String)>;
 fn attach_fentry(
     ebpf: &mut Ebpf,
     targets: &[Target],
+    btf: Result<&Btf, &ProbeError>,
 ) -> Result<(Vec<FEntryLink>, Skipped), String> {
-    let btf = Btf::from_sys_fs().map_err(|e| {
-        format!(
-            "fentry: the kernel's BTF, which fentry needs: {}",
-            chain(&e)
-        )
-    })?;
+    let btf =
+        btf.map_err(|e| format!("fentry: the kernel's BTF, which fentry needs: {}", chain(e)))?;
     let prog: &mut FEntry = ebpf
         .program_mut(FENTRY_PROGRAM)
         .ok_or_else(|| format!("program {FENTRY_PROGRAM} is missing from the eBPF object"))?
@@ -222,7 +221,7 @@ fn attach_fentry(
     let mut skipped = Vec::new();
     for target in targets {
         let attached = prog
-            .load(&target.name, &btf)
+            .load(&target.name, btf)
             .and_then(|()| prog.attach())
             .and_then(|id| prog.take_link(id));
         // Unloading drops only the program's own fd: a taken link holds the load.
