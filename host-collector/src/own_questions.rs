@@ -224,21 +224,18 @@ pub(crate) fn start_stops<W: io::Write>(
 /// longer than a workload's hold before exec).
 pub struct GuestTypes {
     /// The guest's BTF.
-    pub btf: guest_kernel::btf::Btf,
+    pub btf: Arc<guest_kernel::btf::Btf>,
     /// `task_struct`'s layout in it.
     pub offsets: guest_kernel::btf::TaskOffsets,
 }
 
-/// Parses the guest's BTF once it has arrived (`None` before).
+/// The guest's types once its BTF has arrived (`None` before).
 pub(crate) fn guest_types<W: io::Write>(
     session: &Session<W>,
 ) -> Option<Result<Arc<GuestTypes>, String>> {
-    let blob = session
-        .artifacts
-        .get("btf")
-        .filter(|a| a.complete && !a.data.is_empty())?;
     Some(
-        guest_kernel::btf::Btf::parse(&blob.data)
+        session
+            .btf()?
             .map_err(|e| format!("the guest's BTF: {e}"))
             .and_then(|btf| {
                 let offsets = btf

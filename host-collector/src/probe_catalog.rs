@@ -142,7 +142,7 @@ pub fn fetch(o: &LabOptions) -> Result<Fetched, LabError> {
 /// `list` with the functions that have a BTF prototype (those take `fentry:`), from
 /// the BTF the guest sent in `session` (the agent does not parse BTF itself).
 pub fn with_btf_functions<W: io::Write>(mut list: ProbeList, session: &Session<W>) -> ProbeList {
-    let btf = session_btf(session).map(guest_kernel::btf::Btf::parse);
+    let btf = session.btf();
     match btf {
         Some(Ok(btf)) => list.btf_functions = btf.function_names(),
         Some(Err(e)) => tracing::warn!(

@@ -103,6 +103,8 @@ pub struct Session<W: Write> {
     /// The guest kernel's line tables, when a vmlinux with DWARF was given: stack
     /// frames then carry file:line.
     pub lines: Option<guest_kernel::dwarf_lines::DwarfLines>,
+    /// The guest's BTF, parsed the first time [`Session::btf`] finds it complete.
+    btf: std::sync::OnceLock<Result<std::sync::Arc<guest_kernel::btf::Btf>, String>>,
     /// The user's tracepoints (`CATEGORY:NAME`) by slot (their events' `flags`), from
     /// the agent.
     pub tracepoint_names: BTreeMap<u32, String>,
@@ -185,6 +187,7 @@ impl<W: Write> Session<W> {
             user_probe_values: BTreeMap::new(),
             pending_args: HashMap::new(),
             lines: None,
+            btf: std::sync::OnceLock::new(),
             tracepoint_names: BTreeMap::new(),
             stack_id_base: 0,
             events_received: 0,
@@ -395,6 +398,25 @@ impl<W: Write> Session<W> {
             self.stacks_sym.insert(id, frames);
         }
         &self.stacks_sym[&id]
+    }
+
+    /// The guest's BTF (megabytes), parsed once for everyone who needs it (the stops,
+    /// the probe list's fentry names, the user probes' argument names), or why it does
+    /// not parse; `None` until the agent has sent it whole.
+    pub fn btf(&self) -> Option<Result<std::sync::Arc<guest_kernel::btf::Btf>, String>> {
+        let blob = self
+            .artifacts
+            .get("btf")
+            .filter(|a| a.complete && !a.data.is_empty())?;
+        Some(
+            self.btf
+                .get_or_init(|| {
+                    guest_kernel::btf::Btf::parse(&blob.data)
+                        .map(std::sync::Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+                .clone(),
+        )
     }
 
     /// The symbolized frames of stack `id`, innermost first (empty if unknown), from

@@ -87,11 +87,10 @@ pub fn collect<W: Write>(
             Some(ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Fentry)
         )
     });
-    let btf = session
-        .artifacts
-        .get("btf")
-        .filter(|a| functions && a.complete && !a.data.is_empty())
-        .and_then(|a| guest_kernel::btf::Btf::parse(&a.data).ok());
+    let btf = functions
+        .then(|| session.btf())
+        .flatten()
+        .and_then(Result::ok);
     for p in by_name.values_mut() {
         p.arg = btf
             .as_ref()
