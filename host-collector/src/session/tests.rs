@@ -13,6 +13,16 @@ fn ev(kind: ProbeKind, pid: u32, stack_id: i32, arg: u64) -> RawEvent {
     .with_comm("fopen")
 }
 
+/// The guest's kallsyms ([`KALLSYMS`]) as the agent sends it.
+fn kallsyms() -> Body {
+    Body::Artifact {
+        name: "kallsyms".into(),
+        offset: 0,
+        data: KALLSYMS.as_bytes().to_vec(),
+        last: true,
+    }
+}
+
 fn feed(s: &mut Session<Vec<u8>>, bodies: Vec<Body>) {
     for b in bodies {
         let seq = s.seq.next;
@@ -35,12 +45,7 @@ fn events_are_symbolized_attributed_and_written_as_json_lines() {
     feed(
         &mut s,
         vec![
-            Body::Artifact {
-                name: "kallsyms".into(),
-                offset: 0,
-                data: KALLSYMS.as_bytes().to_vec(),
-                last: true,
-            },
+            kallsyms(),
             started("fopen", 100),
             Body::Stack {
                 id: 3,
@@ -168,12 +173,7 @@ fn a_user_probe_event_gets_the_arguments_sent_before_it() {
     feed(
         &mut s,
         vec![
-            Body::Artifact {
-                name: "kallsyms".into(),
-                offset: 0,
-                data: KALLSYMS.as_bytes().to_vec(),
-                last: true,
-            },
+            kallsyms(),
             started("fopen", 100),
             Body::Args(vec![
                 guestscope_common::wire::EventArgs {
