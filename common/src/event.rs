@@ -91,12 +91,14 @@ impl ProbeKind {
     /// built-in probe's name, or a user probe's `KIND:TARGET` (`kprobe:vfs_read`,
     /// `tracepoint:sched:sched_switch`).
     pub fn of_event(probe: &str) -> Option<ProbeKind> {
-        Self::from_name(probe).or_else(|| {
-            let (kind, _) = probe.split_once(':')?;
-            Self::ALL
-                .into_iter()
-                .find(|k| k.is_user() && k.name() == kind)
-        })
+        Self::from_name(probe).or_else(|| Self::user_from_name(probe.split_once(':')?.0))
+    }
+
+    /// The user probe kind named `name` (`fentry`, `kprobe`, `kretprobe`, `tracepoint`).
+    pub fn user_from_name(name: &str) -> Option<ProbeKind> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.is_user() && k.name() == name)
     }
 
     /// Whether the user names this probe's functions (`--probe`), as opposed to a

@@ -30,10 +30,9 @@ pub struct Listing {
 impl Query {
     /// Reads `pattern`: `[TYPE:]GLOB` for functions, `[tracepoint:]CATEGORY:GLOB`.
     pub fn parse(pattern: &str) -> Result<Query, UserProbeError> {
-        let typed = ProbeKind::ALL
-            .into_iter()
-            .filter(|k| k.is_user())
-            .find_map(|k| Some((k, pattern.strip_prefix(k.name())?.strip_prefix(':')?)));
+        let typed = pattern
+            .split_once(':')
+            .and_then(|(kind, bare)| Some((ProbeKind::user_from_name(kind)?, bare)));
         let (only, bare) = match typed {
             Some((kind, bare)) => (Some(kind), bare),
             None => (None, pattern),

@@ -10,12 +10,7 @@ pub(super) fn render_user_probes(md: &mut String, s: &Summary) {
     let asked: Vec<String> = s
         .probes
         .iter()
-        .filter(|p| {
-            p.attach.attached
-                && ProbeKind::ALL
-                    .iter()
-                    .any(|k| k.is_user() && k.name() == p.name)
-        })
+        .filter(|p| p.attach.attached && ProbeKind::user_from_name(&p.name).is_some())
         // Each `SPEC: N function(s)` with the spec as code: a glob's `*` is Markdown.
         .flat_map(|p| p.attach.note.split("; "))
         .map(|note| match note.split_once(": ") {
