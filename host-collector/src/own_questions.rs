@@ -35,7 +35,7 @@ pub(crate) fn cache_probe_list<W: io::Write>(o: &LabOptions, session: &Session<W
             if let Err(e) = crate::probe_catalog::store(dir, &o.kernel, &list) {
                 tracing::warn!("caching the guest's probe list: {e}");
             }
-            if let Some(btf) = crate::probe_catalog::session_btf(session)
+            if let Some(btf) = session.btf_blob()
                 && let Err(e) = crate::probe_catalog::store_btf(dir, &o.kernel, btf)
             {
                 tracing::warn!("caching the guest's BTF: {e}");

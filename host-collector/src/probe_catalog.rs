@@ -85,15 +85,6 @@ pub fn cached_btf(dir: Option<&Path>, kernel: &Path) -> Option<Vec<u8>> {
     std::fs::read(cache_path(dir, kernel)?.with_extension("btf")).ok()
 }
 
-/// The guest's raw BTF, if it arrived whole in `session`.
-pub fn session_btf<W: io::Write>(session: &Session<W>) -> Option<&[u8]> {
-    session
-        .artifacts
-        .get("btf")
-        .filter(|a| a.complete && !a.data.is_empty())
-        .map(|a| a.data.as_slice())
-}
-
 /// What one boot for the probe list brought back.
 pub struct Fetched {
     /// The kernel's probe list, with the functions its BTF has prototypes for.
@@ -135,7 +126,7 @@ pub fn fetch(o: &LabOptions) -> Result<Fetched, LabError> {
         .map_err(|e| LabError::Setup(format!("the guest's probe list does not parse: {e}")))?;
     Ok(Fetched {
         list: with_btf_functions(list, &c.session),
-        btf: session_btf(&c.session).map(<[u8]>::to_vec),
+        btf: c.session.btf_blob().map(<[u8]>::to_vec),
     })
 }
 

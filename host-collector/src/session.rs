@@ -400,18 +400,23 @@ impl<W: Write> Session<W> {
         &self.stacks_sym[&id]
     }
 
+    /// The guest's raw BTF, once the agent has sent it whole.
+    pub fn btf_blob(&self) -> Option<&[u8]> {
+        self.artifacts
+            .get("btf")
+            .filter(|a| a.complete && !a.data.is_empty())
+            .map(|a| a.data.as_slice())
+    }
+
     /// The guest's BTF (megabytes), parsed once for everyone who needs it (the stops,
     /// the probe list's fentry names, the user probes' argument names), or why it does
     /// not parse; `None` until the agent has sent it whole.
     pub fn btf(&self) -> Option<Result<std::sync::Arc<guest_kernel::btf::Btf>, String>> {
-        let blob = self
-            .artifacts
-            .get("btf")
-            .filter(|a| a.complete && !a.data.is_empty())?;
+        let blob = self.btf_blob()?;
         Some(
             self.btf
                 .get_or_init(|| {
-                    guest_kernel::btf::Btf::parse(&blob.data)
+                    guest_kernel::btf::Btf::parse(blob)
                         .map(std::sync::Arc::new)
                         .map_err(|e| e.to_string())
                 })
