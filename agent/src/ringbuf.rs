@@ -90,6 +90,10 @@ mod tests {
             },
             stack_bytes: 512,
             _pad: 0,
+            entry: guestscope_common::EntryCaller {
+                frame: 10,
+                caller: 11,
+            },
             ips,
         };
         let size = size_of::<StackedEvent>();

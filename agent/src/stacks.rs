@@ -12,7 +12,7 @@ use std::{
 };
 
 use guestscope_common::{
-    RawEvent,
+    MAX_STACK_FRAMES, RawEvent,
     event::{StackError, StackedEvent},
     wire::{Body, EventArgs},
 };
@@ -91,6 +91,7 @@ pub struct StackTable {
     ids: HashMap<Box<[u64]>, u32, BuildHasherDefault<FrameHasher>>,
     unsent: Vec<(u32, Vec<u64>)>,
     capacity: usize,
+    callers_recovered: u64,
 }
 
 impl Default for StackTable {
@@ -106,6 +107,7 @@ impl StackTable {
             ids: HashMap::default(),
             unsent: Vec::new(),
             capacity,
+            callers_recovered: 0,
         }
     }
 
@@ -127,9 +129,20 @@ impl StackTable {
 
     /// The event of a probe record, its `stack_id` set: the stack's id, or a negative
     /// code saying why there is none (the walk's `-errno`, [`BAD_LENGTH_ID`],
-    /// [`EMPTY_ID`], [`TABLE_FULL_ID`]).
+    /// [`EMPTY_ID`], [`TABLE_FULL_ID`]). A walk that missed the probed function's
+    /// caller gets it back first ([`guestscope_common::EntryCaller::recover`]).
     pub fn resolve(&mut self, record: &StackedEvent) -> (RawEvent, Result<u32, NoStack>) {
-        let (stack_id, outcome) = match record.frames() {
+        let mut recovered = [0; MAX_STACK_FRAMES];
+        let walk = record.frames().map(|frames| {
+            match record.entry.recover(frames, &mut recovered) {
+                Some(len) => {
+                    self.callers_recovered += 1;
+                    &recovered[..len]
+                }
+                None => frames,
+            }
+        });
+        let (stack_id, outcome) = match walk {
             Ok(frames) => match self.intern(frames) {
                 Ok(id) => (id as i32, Ok(id)),
                 Err(e) => (TABLE_FULL_ID, Err(e)),
@@ -148,6 +161,11 @@ impl StackTable {
     /// Takes the stacks given an id since the last call, in id order.
     pub fn take_unsent(&mut self) -> Vec<(u32, Vec<u64>)> {
         std::mem::take(&mut self.unsent)
+    }
+
+    /// Events whose walk lacked the probed function's caller, which was put back.
+    pub fn callers_recovered(&self) -> u64 {
+        self.callers_recovered
     }
 
     /// Number of distinct stacks known.
@@ -202,7 +220,7 @@ pub fn send_batch<W: Sink>(
 #[cfg(test)]
 mod tests {
     use guestscope_common::{
-        MAX_STACK_FRAMES, ProbeKind,
+        EntryCaller, ProbeKind,
         wire::{DecodeError, FrameReader},
     };
 
@@ -215,6 +233,7 @@ mod tests {
             event: RawEvent::new(ProbeKind::SpinLock, 1, 0),
             stack_bytes: stack_bytes.unwrap_or(8 * frames.len() as i32),
             _pad: 0,
+            entry: EntryCaller::UNKNOWN,
             ips,
         }
     }

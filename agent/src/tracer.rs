@@ -383,6 +383,7 @@ impl Tracer {
     pub fn totals(&self) -> Totals {
         Totals {
             probes: counters::read_all(self.active.as_ref().map(|a| &a.counters)),
+            callers_recovered: self.stacks.callers_recovered(),
             ..self.totals.clone()
         }
     }

@@ -211,7 +211,7 @@ impl RawEvent {
 /// The deepest stacks seen in this lab are interrupts taken during a system call or a
 /// page fault: 20 to 30 frames, plus the two `bpf_prog`/`bpf_trampoline` frames of an
 /// fentry probe. 64 leaves room for deeper ones while keeping a [`StackedEvent`] at
-/// 584 bytes (the kernel's own limit, `PERF_MAX_STACK_DEPTH`, is 127). A deeper stack
+/// 600 bytes (the kernel's own limit, `PERF_MAX_STACK_DEPTH`, is 127). A deeper stack
 /// keeps its innermost 64 frames.
 pub const MAX_STACK_FRAMES: usize = 64;
 
@@ -223,8 +223,64 @@ pub const USER_ARGS: usize = 5;
 /// slots of [`StackedEvent::ips`].
 pub const USER_STACK_FRAMES: usize = MAX_STACK_FRAMES - USER_ARGS;
 
+/// Where a probe at a function's entry found the function and its caller.
+///
+/// At a function's entry the function has not pushed its frame yet. The ORC unwinder
+/// knows that and records the caller; the frame-pointer unwinder (a kernel built with
+/// `CONFIG_UNWINDER_FRAME_POINTER`, as the lab's was) follows the caller's saved frame
+/// pointer instead and so skips the immediate caller: `_raw_spin_lock ←
+/// get_unused_fd_flags` where the caller was `alloc_fd`. The probe reads the return
+/// address at the stack pointer on entry (what libbpf's `BPF_KPROBE_READ_RET_IP`
+/// reads), and [`EntryCaller::recover`] puts it back into the walk when the walk lacks
+/// it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryCaller {
+    /// The probed function's own frame as the stack walk records it (a kprobe's saved
+    /// `rip`, an fentry trampoline's return address into the function); 0 if unknown.
+    pub frame: u64,
+    /// The return address into the function's caller, read at the stack pointer on
+    /// entry; 0 if unknown (tracepoints, return probes, places inside a function).
+    pub caller: u64,
+}
+
+/// How deep in a walk [`EntryCaller::frame`] may be: past the probe's own frames (an
+/// fentry walk starts in the BPF program and its trampoline).
+const ENTRY_FRAME_SEARCH: usize = 6;
+
+impl EntryCaller {
+    /// Nothing known: the walk is kept as it is.
+    pub const UNKNOWN: EntryCaller = EntryCaller {
+        frame: 0,
+        caller: 0,
+    };
+
+    /// `frames` with the caller put back right after the probed function's frame,
+    /// written to `out`; the number of frames written, or `None` when the walk already
+    /// has the caller there, the function's frame is not near the top of the walk or
+    /// nothing is known (then `frames` is right as it is). A walk that fills the record
+    /// loses its outermost frame.
+    pub fn recover(&self, frames: &[u64], out: &mut [u64; MAX_STACK_FRAMES]) -> Option<usize> {
+        if self.frame == 0 || self.caller == 0 {
+            return None;
+        }
+        let at = frames
+            .iter()
+            .take(ENTRY_FRAME_SEARCH)
+            .position(|&f| f == self.frame)?;
+        if frames.get(at + 1) == Some(&self.caller) {
+            return None;
+        }
+        let len = (frames.len() + 1).min(MAX_STACK_FRAMES);
+        out[..=at].copy_from_slice(&frames[..=at]);
+        out[at + 1] = self.caller;
+        out[at + 2..len].copy_from_slice(&frames[at + 1..len - 1]);
+        Some(len)
+    }
+}
+
 /// The ring-buffer record: one probe hit and its kernel stack, as `bpf_get_stack`
-/// wrote it (584 bytes).
+/// wrote it (600 bytes).
 ///
 /// Stacks travel with every event; the agent de-duplicates them and turns
 /// [`StackedEvent::stack_bytes`] into [`RawEvent::stack_id`].
@@ -238,13 +294,16 @@ pub struct StackedEvent {
     pub stack_bytes: i32,
     /// Zero; keeps `ips` 8-byte aligned.
     pub _pad: u32,
+    /// The function's frame and caller, for walks that miss the caller.
+    pub entry: EntryCaller,
     /// Return addresses, innermost first; only the first `stack_bytes / 8` are meaningful
     /// (the kernel zeroes the rest).
     pub ips: [u64; MAX_STACK_FRAMES],
 }
 
-const _: () = assert!(core::mem::size_of::<StackedEvent>() == 64 + 8 + 8 * MAX_STACK_FRAMES);
-const _: () = assert!(core::mem::size_of::<StackedEvent>() == 584);
+const _: () =
+    assert!(core::mem::size_of::<StackedEvent>() == 64 + 8 + 16 + 8 * MAX_STACK_FRAMES);
+const _: () = assert!(core::mem::size_of::<StackedEvent>() == 600);
 
 /// Why [`StackedEvent::frames`] found no frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,8 +404,80 @@ mod tests {
             event,
             stack_bytes,
             _pad: 0,
+            entry: EntryCaller::UNKNOWN,
             ips,
         }
+    }
+
+    const FUNC: u64 = 0xffff_ffff_8190_0005; // _raw_spin_lock+5
+    const CALLER: u64 = 0xffff_ffff_8130_0040; // alloc_fd+0x40
+    const CALLERS_CALLER: u64 = 0xffff_ffff_8130_0123; // get_unused_fd_flags+0x23
+    const BPF: [u64; 2] = [0xffff_ffff_c020_1020, 0xffff_ffff_c020_3010];
+
+    fn entry() -> EntryCaller {
+        EntryCaller {
+            frame: FUNC,
+            caller: CALLER,
+        }
+    }
+
+    #[test]
+    fn a_walk_that_skipped_the_caller_gets_it_back_after_the_function() {
+        // The frame-pointer unwinder at an fentry: BPF frames, the function, then the
+        // caller's caller.
+        let walk = [BPF[0], BPF[1], FUNC, CALLERS_CALLER, 7];
+        let mut out = [0; MAX_STACK_FRAMES];
+        let n = entry().recover(&walk, &mut out).expect("recovered");
+        assert_eq!(
+            &out[..n],
+            &[BPF[0], BPF[1], FUNC, CALLER, CALLERS_CALLER, 7]
+        );
+    }
+
+    #[test]
+    fn a_walk_that_has_the_caller_is_left_alone() {
+        // The ORC unwinder, or a kprobe's walk from pt_regs.
+        let mut out = [0; MAX_STACK_FRAMES];
+        assert_eq!(entry().recover(&[FUNC, CALLER, 7], &mut out), None);
+        assert_eq!(
+            entry().recover(&[BPF[0], BPF[1], FUNC, CALLER], &mut out),
+            None
+        );
+    }
+
+    #[test]
+    fn nothing_is_added_without_the_function_near_the_top_or_without_a_caller() {
+        let mut out = [0; MAX_STACK_FRAMES];
+        // The function's frame is not in the walk (a walk that starts elsewhere).
+        assert_eq!(entry().recover(&[1, 2, CALLERS_CALLER], &mut out), None);
+        // It is, but too deep to be the probed call.
+        let deep = [1, 2, 3, 4, 5, 6, FUNC, CALLERS_CALLER];
+        assert_eq!(entry().recover(&deep, &mut out), None);
+        // Nothing read at entry.
+        let walk = [FUNC, CALLERS_CALLER];
+        assert_eq!(EntryCaller::UNKNOWN.recover(&walk, &mut out), None);
+        let no_caller = EntryCaller {
+            caller: 0,
+            ..entry()
+        };
+        assert_eq!(no_caller.recover(&walk, &mut out), None);
+    }
+
+    #[test]
+    fn a_full_walk_keeps_its_length_and_loses_its_outermost_frame() {
+        let mut walk = [0; MAX_STACK_FRAMES];
+        for (i, f) in walk.iter_mut().enumerate() {
+            *f = 1000 + i as u64;
+        }
+        walk[0] = FUNC;
+        let mut out = [0; MAX_STACK_FRAMES];
+        let n = entry().recover(&walk, &mut out).expect("recovered");
+        assert_eq!(n, MAX_STACK_FRAMES);
+        assert_eq!(&out[..3], &[FUNC, CALLER, 1001]);
+        assert_eq!(out[MAX_STACK_FRAMES - 1], walk[MAX_STACK_FRAMES - 2]);
+        // A caller found in the last frame of a walk is appended.
+        let n = entry().recover(&[FUNC], &mut out).expect("recovered");
+        assert_eq!(&out[..n], &[FUNC, CALLER]);
     }
 
     #[test]
@@ -394,7 +525,8 @@ mod tests {
     #[test]
     fn ips_start_eight_byte_aligned_after_the_event() {
         assert_eq!(core::mem::offset_of!(StackedEvent, stack_bytes), 64);
-        assert_eq!(core::mem::offset_of!(StackedEvent, ips), 72);
+        assert_eq!(core::mem::offset_of!(StackedEvent, entry), 72);
+        assert_eq!(core::mem::offset_of!(StackedEvent, ips), 88);
         assert_eq!(core::mem::align_of::<StackedEvent>(), 8);
     }
 }

@@ -4,7 +4,7 @@
 pub const EVENTS: &str = "EVENTS";
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 ///
-/// Records are 584 bytes ([`crate::event::StackedEvent`]), so this holds about 14 000.
+/// Records are 600 bytes ([`crate::event::StackedEvent`]), so this holds about 13 800.
 /// Measured on the built-in lab under TCG (one vCPU, ~47 000 events): a 128 KiB ring
 /// overflowed (1 500 to 2 300 `ring_full`), 1 MiB did not; 8 MiB leaves room for
 /// heavier workloads and slower agents.

@@ -43,7 +43,7 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 8;
+pub const WIRE_VERSION: u16 = 9;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -269,6 +269,10 @@ pub struct Totals {
     pub events_malformed: u64,
     /// Unique stacks sent.
     pub stacks_sent: u64,
+    /// Events whose stack walk lacked the probed function's immediate caller (the
+    /// frame-pointer unwinder at a function's entry), which the agent put back from
+    /// the return address the probe read.
+    pub callers_recovered: u64,
     /// Events whose stack walk succeeded but which reached the host without a stack: no
     /// frame, a length that is not whole frames, or too many distinct stacks for the
     /// agent's table. They carry a negative `stack_id` (failed walks are counted by the

@@ -10,6 +10,7 @@
 //!   resolved against the BTF and read from the stopped kernel.
 //! - [`type_names`]: types spelled as C does, and function signatures from BTF.
 //! - [`type_graph`]: the check that makes a BTF type table safe to walk.
+//! - [`unwinder`]: which stack unwinder the kernel uses (ORC, frame pointers).
 //! - [`kernel`]: reads of a stopped x86_64 kernel: per-cpu base, page-table walks,
 //!   the current task.
 
@@ -20,3 +21,4 @@ pub mod kernel;
 pub mod read_expr;
 pub mod type_graph;
 pub mod type_names;
+pub mod unwinder;

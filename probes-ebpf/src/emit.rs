@@ -11,7 +11,7 @@ use aya_ebpf::{
     },
 };
 use guestscope_common::{
-    MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent,
+    EntryCaller, MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent,
     event::{NO_STACK, USER_ARGS, USER_STACK_FRAMES},
     maps::{NO_STACK_WALK, WAKEUP_FRACTION},
 };
@@ -34,6 +34,9 @@ pub struct Payload {
     /// Arguments 1 to 5, for the kinds that carry them
     /// ([`ProbeKind::carries_args`]): written past a shorter stack walk.
     pub args: Option<[u64; USER_ARGS]>,
+    /// [`StackedEvent::entry`]: for probes at a function's entry, where the walk may
+    /// miss the caller.
+    pub entry: EntryCaller,
 }
 
 /// The thread-group id of the current task if it is under study.
@@ -128,12 +131,13 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         ip,
         flags,
         args,
+        entry: entry_caller,
     } = payload(ctx);
     let Some(mut entry) = EVENTS.reserve::<StackedEvent>(0) else {
         bump!(counters.ring_full);
         return;
     };
-    // The record (584 bytes) is larger than the eBPF stack (512): fill it in place.
+    // The record (600 bytes) is larger than the eBPF stack (512): fill it in place.
     let record = entry.as_mut_ptr();
     // SAFETY: `record` points at a reserved, writable ring-buffer slot of
     // size_of::<StackedEvent>() bytes, which stays ours until submit; every field is
@@ -154,6 +158,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
         (*record)._pad = 0;
+        (*record).entry = entry_caller;
         let walk_bytes = match args {
             Some(args) => {
                 (&raw mut (*record).ips)

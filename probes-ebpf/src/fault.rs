@@ -5,7 +5,7 @@
 //! `address` u64 at 8, `ip` u64 at 16, `error_code` u64 at 24.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use guestscope_common::ProbeKind;
+use guestscope_common::{EntryCaller, ProbeKind};
 
 use crate::emit::{Payload, emit};
 
@@ -29,6 +29,7 @@ fn fault_payload(ctx: &TracePointContext) -> Payload {
         ip,
         flags: code as u32,
         args: None,
+        entry: EntryCaller::UNKNOWN,
     }
 }
 

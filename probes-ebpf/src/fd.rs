@@ -3,7 +3,10 @@
 use aya_ebpf::{macros::kprobe, programs::ProbeContext};
 use guestscope_common::ProbeKind;
 
-use crate::emit::{Payload, emit};
+use crate::{
+    emit::{Payload, emit},
+    entry_caller,
+};
 
 /// kprobe on `alloc_fd(unsigned start, unsigned end, unsigned flags)` (Linux 6.1):
 /// `arg` is `end` (the fd limit), `flags` the open flags (`O_CLOEXEC`...).
@@ -14,6 +17,7 @@ pub fn alloc_fd(ctx: ProbeContext) -> u32 {
         ip: 0,
         flags: ctx.arg::<u32>(2).unwrap_or(0),
         args: None,
+        entry: entry_caller::at_kprobe(ctx),
     });
     0
 }

@@ -17,6 +17,7 @@
 #![no_main]
 
 mod emit;
+mod entry_caller;
 mod fault;
 mod fd;
 mod fork;

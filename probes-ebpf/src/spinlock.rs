@@ -10,7 +10,10 @@ use aya_ebpf::{
 };
 use guestscope_common::ProbeKind;
 
-use crate::emit::{Payload, emit};
+use crate::{
+    emit::{Payload, emit},
+    entry_caller,
+};
 
 /// fentry on `_raw_spin_lock(raw_spinlock_t *lock)`.
 #[fentry(function = "_raw_spin_lock")]
@@ -20,6 +23,7 @@ pub fn spin_lock_fentry(ctx: FEntryContext) -> u32 {
         ip: 0,
         flags: 0,
         args: None,
+        entry: entry_caller::at_fentry(ctx),
     });
     0
 }
@@ -32,6 +36,7 @@ pub fn spin_lock_kprobe(ctx: ProbeContext) -> u32 {
         ip: 0,
         flags: 0,
         args: None,
+        entry: entry_caller::at_kprobe(ctx),
     });
     0
 }

@@ -12,9 +12,12 @@ use aya_ebpf::{
     macros::{fentry, kprobe, kretprobe, tracepoint},
     programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
 };
-use guestscope_common::ProbeKind;
+use guestscope_common::{EntryCaller, ProbeKind};
 
-use crate::emit::{Payload, emit};
+use crate::{
+    emit::{Payload, emit},
+    entry_caller,
+};
 
 /// Entry of any function, or a place inside one (`kprobe:FUNC+OFFSET`): `arg` is
 /// `rdi` and `args` `rsi` … `r9` (at entry the arguments), `ip` the probed address.
@@ -26,6 +29,7 @@ pub fn user_kprobe(ctx: ProbeContext) -> u32 {
         flags: 0,
         // rsi, rdx, rcx, r8, r9.
         args: Some([1, 2, 3, 4, 5].map(|n| ctx.arg::<u64>(n).unwrap_or(0))),
+        entry: kprobe_entry(ctx),
     });
     0
 }
@@ -43,6 +47,17 @@ fn probed_address(ctx: &ProbeContext) -> u64 {
     // SAFETY: a kprobe's context is the probed task's `pt_regs`, which the verifier
     // lets the program read directly.
     unsafe { (*ctx.regs).rip }.wrapping_sub(1)
+}
+
+/// The function and caller of a kprobe at a function's entry (where
+/// `bpf_get_func_ip` gives the function, Linux 6.0+), nothing for one inside a function.
+#[inline(always)]
+fn kprobe_entry(ctx: &ProbeContext) -> EntryCaller {
+    // SAFETY: as in `probed_address`.
+    if unsafe { bpf_get_func_ip(ctx.as_ptr()) } == 0 {
+        return EntryCaller::UNKNOWN;
+    }
+    entry_caller::at_kprobe(ctx)
 }
 
 /// fentry on any function (the agent loads it once per function, with that function's
@@ -67,6 +82,7 @@ pub fn user_fentry(ctx: FEntryContext) -> u32 {
             ip,
             flags: 0,
             args: Some([args[1], args[2], args[3], args[4], args[5]]),
+            entry: entry_caller::at_fentry(ctx),
         }
     });
     0
@@ -81,6 +97,7 @@ pub fn user_kretprobe(ctx: RetProbeContext) -> u32 {
         ip: unsafe { bpf_get_func_ip(ctx.as_ptr()) },
         flags: 0,
         args: None,
+        entry: EntryCaller::UNKNOWN,
     });
     0
 }
@@ -107,6 +124,7 @@ macro_rules! user_tracepoints {
                     ip: 0,
                     flags: $slot,
                     args: None,
+                    entry: EntryCaller::UNKNOWN,
                 });
                 0
             }

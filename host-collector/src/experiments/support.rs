@@ -13,7 +13,7 @@ use guestscope_common::wire::ProbeAttach;
 use serde::Serialize;
 
 use crate::output::summary::Experiments;
-use guest_kernel::kallsyms::Kallsyms;
+use guest_kernel::{kallsyms::Kallsyms, unwinder::Unwinder};
 
 /// A kernel symbol an experiment needs, and whether the guest has it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -42,6 +42,12 @@ pub struct KernelSupport {
     pub symbols: Vec<SymbolCheck>,
     /// How each probe attached, or why it did not: `probe: method (note)`.
     pub probes: Vec<String>,
+    /// The kernel's stack unwinder, from its kallsyms (None: unknown).
+    pub unwinder: Option<Unwinder>,
+    /// Events whose stack walk lacked the probed function's immediate caller (the
+    /// frame-pointer unwinder at a function's entry) and got it back from the return
+    /// address the probe read (None: the agent's totals did not arrive).
+    pub callers_recovered: Option<u64>,
 }
 
 /// An experiment that did not run, and why.
@@ -104,6 +110,8 @@ pub fn kernel_support(
         fentry,
         kprobes: (!kprobe_tried.is_empty()).then(|| kprobe_tried.iter().any(|ok| *ok)),
         tracepoints,
+        unwinder: kallsyms.and_then(Unwinder::of),
+        callers_recovered: None,
         symbols: NEEDED_SYMBOLS
             .iter()
             .map(|(sym, by)| SymbolCheck {
@@ -316,5 +324,13 @@ mod tests {
         );
         let present: Vec<Option<bool>> = k.symbols.iter().map(|c| c.present).collect();
         assert_eq!(present, [Some(true), Some(true), Some(false)]);
+        assert_eq!(k.unwinder, None, "no unwinder's symbols in these kallsyms");
+        let fp = Kallsyms::parse("ffffffff81000000 t update_stack_state\n").unwrap();
+        let k = kernel_support(&probes, true, Some(&fp));
+        assert_eq!(k.unwinder, Some(Unwinder::FramePointer));
+        assert_eq!(
+            serde_json::to_value(&k).unwrap()["unwinder"],
+            "frame_pointer"
+        );
     }
 }

@@ -86,6 +86,7 @@ pub fn finish(
         .get("btf")
         .is_some_and(|a| !a.data.is_empty());
     summary.kernel = experiments::support::kernel_support(&attach, btf, session.kallsyms.as_ref());
+    summary.kernel.callers_recovered = session.totals.as_ref().map(|t| t.callers_recovered);
     let ran_workloads = summary.workloads.iter().any(|w| w.status.is_some());
     summary.skipped = experiments::support::skipped(&attach, &summary.experiments, ran_workloads);
     summary.claims = experiments::claims::check(&summary);

@@ -28,6 +28,7 @@ pub(super) fn render_support(md: &mut String, s: &Summary) {
         "| tracepoints (exceptions:page_fault_*) | {} |",
         yes_no(k.tracepoints)
     );
+    let _ = writeln!(md, "| stack unwinder | {} |", unwinder_line(k));
     for c in &k.symbols {
         let _ = writeln!(
             md,
@@ -56,5 +57,26 @@ pub(super) fn render_support(md: &mut String, s: &Summary) {
             );
         }
         let _ = writeln!(md);
+    }
+}
+
+/// The unwinder row: which one, and what the agent did for it.
+fn unwinder_line(k: &crate::experiments::support::KernelSupport) -> String {
+    use guest_kernel::unwinder::Unwinder;
+    let name = match k.unwinder {
+        Some(Unwinder::Orc) => "ORC",
+        Some(Unwinder::FramePointer) => "frame pointers",
+        Some(Unwinder::Guess) => "guess",
+        None => return "unknown (no kallsyms)".to_string(),
+    };
+    match k.callers_recovered {
+        Some(n) if n > 0 => format!(
+            "{name}: {n} events' stacks lacked the probed function's caller at its entry; \
+             it was put back from the return address the probe read"
+        ),
+        Some(_) if k.unwinder.is_some_and(Unwinder::misses_entry_caller) => {
+            format!("{name}: no stack needed its caller put back")
+        }
+        _ => name.to_string(),
     }
 }

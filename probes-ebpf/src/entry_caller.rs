@@ -1,0 +1,78 @@
+//! The caller of a probed function, read at its entry: the frame-pointer unwinder
+//! misses it there (see [`EntryCaller`]), so the probe reads it from the stack itself
+//! and the agent puts it back into the walk ([`EntryCaller::recover`]).
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_get_func_arg_cnt, bpf_get_func_ip},
+    },
+    programs::{FEntryContext, ProbeContext},
+};
+use guestscope_common::EntryCaller;
+
+/// Largest distance from a function's start to the return address of its fentry call
+/// (`call __fentry__` is 5 bytes, after a 4-byte `endbr64` with IBT).
+const FENTRY_CALL_END_MAX: u64 = 16;
+
+/// Most argument registers an fentry trampoline saves (six, and two more for an
+/// argument passed by value in two registers; Linux 6.1 saves at most 6).
+const MAX_SAVED_REGS: u64 = 12;
+
+/// At a kprobe on a function's first instruction: the saved `rip` is the frame the walk
+/// starts with, and the stack pointer points at the return address into the caller.
+///
+/// Only for probes at a function's entry: inside a function the stack pointer points at
+/// whatever the function pushed.
+#[inline(always)]
+pub fn at_kprobe(ctx: &ProbeContext) -> EntryCaller {
+    // SAFETY: a kprobe's context is the probed task's `pt_regs`, which the verifier lets
+    // the program read directly.
+    let (rip, rsp) = unsafe { ((*ctx.regs).rip, (*ctx.regs).rsp) };
+    // SAFETY: a helper reading 8 bytes of the kernel stack; a bad address gives an error.
+    let caller = unsafe { bpf_probe_read_kernel(rsp as *const u64) }.unwrap_or(0);
+    EntryCaller { frame: rip, caller }
+}
+
+/// At an fentry: the trampoline's frame holds, above its saved `rbp`, the return
+/// address into the function (just past its `call __fentry__`) and above that the
+/// return address into the caller. The program's context points at the saved argument
+/// registers, which end right below the trampoline's `rbp` (Linux 6.1 to 6.12's x86-64
+/// trampoline layout), or one slot lower when the trampoline also keeps a return value
+/// (an fexit on the same function). Each layout is checked against the function's
+/// address before its caller is believed, so an unknown layout gives
+/// [`EntryCaller::UNKNOWN`].
+#[inline(always)]
+pub fn at_fentry(ctx: &FEntryContext) -> EntryCaller {
+    // SAFETY: helpers reading the trampoline's saved register count and the traced
+    // function's address from the program's context.
+    let (regs, function) = unsafe {
+        (
+            bpf_get_func_arg_cnt(ctx.as_ptr()) as u64,
+            bpf_get_func_ip(ctx.as_ptr()),
+        )
+    };
+    if regs > MAX_SAVED_REGS || function == 0 {
+        return EntryCaller::UNKNOWN;
+    }
+    let args = ctx.as_ptr() as u64;
+    for return_value_slot in [0, 8] {
+        let rbp = args + regs * 8 + return_value_slot;
+        // SAFETY: helpers reading 8 bytes of the trampoline's stack frame; a bad address
+        // gives an error.
+        let into_function = unsafe { bpf_probe_read_kernel((rbp + 8) as *const u64) };
+        let Ok(into_function) = into_function else {
+            return EntryCaller::UNKNOWN;
+        };
+        if into_function > function && into_function - function <= FENTRY_CALL_END_MAX {
+            // SAFETY: as above, the slot above.
+            let caller = unsafe { bpf_probe_read_kernel((rbp + 16) as *const u64) };
+            return EntryCaller {
+                frame: into_function,
+                caller: caller.unwrap_or(0),
+            };
+        }
+    }
+    EntryCaller::UNKNOWN
+}
