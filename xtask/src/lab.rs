@@ -31,6 +31,12 @@ pub struct Options {
 
 /// Entry point of `cargo xtask lab`.
 pub fn lab(options: &Options) -> Result<()> {
+    if gives(&options.args, "--out") {
+        anyhow::bail!(
+            "--out is cargo xtask lab's own option: give it before the `--` \
+             (cargo xtask lab --out DIR -- ...)"
+        );
+    }
     let layout = Layout::discover()?;
     let out = match &options.out {
         Some(out) => paths::absolute(out)?,
