@@ -1,6 +1,7 @@
 //! `cargo xtask kernel`: builds a guest kernel from source, for `--kernel`.
 //!
-//! Out of tree (`make O=`), in `target/guestscope/kernels/<key>/`, where the key is
+//! Out of tree (`make O=`), in `~/.cache/guestscope/kernels/<key>/` (kept across
+//! clones: [`Layout::user_cache_dir`]), where the key is
 //! a digest of the source tree's path and the configuration fragments: a second
 //! call with nothing changed runs make, which rebuilds nothing; a changed fragment
 //! gets a build directory of its own. The configuration is `defconfig` +
@@ -32,7 +33,7 @@ pub const OUR_FRAGMENT: &str = include_str!("kernel.config");
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// The kernel source tree [default: Debian's linux-source-6.1, installed and
-    /// unpacked into target/guestscope/cache].
+    /// unpacked into ~/.cache/guestscope].
     #[arg(long, value_name = "DIR")]
     pub source: Option<PathBuf>,
     /// A configuration fragment of yours, merged over guestscope's.
@@ -77,6 +78,20 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(20);
 /// Entry point of `cargo xtask kernel`.
 pub fn kernel(options: &Options) -> Result<()> {
     let layout = Layout::discover()?;
+    let started = Instant::now();
+    let image = build(&layout, options)?;
+    eprintln!(
+        "    kernel built in {:.0} s: {}\n    use it: cargo xtask lab -- --kernel {}",
+        started.elapsed().as_secs_f64(),
+        image.display(),
+        image.display()
+    );
+    println!("{}", image.display());
+    Ok(())
+}
+
+/// Builds (or finds built) the kernel `options` describe; its bzImage.
+pub fn build(layout: &Layout, options: &Options) -> Result<PathBuf> {
     let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
     if options.source.is_none() {
         packages.push(SOURCE_PACKAGE);
@@ -87,7 +102,7 @@ pub fn kernel(options: &Options) -> Result<()> {
     }
     let source = match &options.source {
         Some(dir) => paths::absolute(dir)?,
-        None => debian_source(&layout.cache_dir())?,
+        None => debian_source(&layout.user_cache_dir())?,
     };
     if !source.join("Makefile").is_file() || !source.join("Kconfig").is_file() {
         bail!(
@@ -103,9 +118,8 @@ pub fn kernel(options: &Options) -> Result<()> {
         None => None,
     };
     let key = cache_key(&source, user_fragment.as_deref());
-    let build = layout.guestscope_dir().join("kernels").join(&key);
+    let build = layout.user_cache_dir().join("kernels").join(&key);
     std::fs::create_dir_all(&build)?;
-    let started = Instant::now();
     configure(&source, &build, user_fragment.as_deref())?;
     let config = std::fs::read_to_string(build.join(".config"))?;
     let lacking = missing_options(&config);
@@ -124,14 +138,7 @@ pub fn kernel(options: &Options) -> Result<()> {
     if !image.is_file() {
         bail!("make finished but left no {}", image.display());
     }
-    eprintln!(
-        "    kernel built in {:.0} s: {}\n    use it: cargo xtask lab -- --kernel {}",
-        started.elapsed().as_secs_f64(),
-        image.display(),
-        image.display()
-    );
-    println!("{}", image.display());
-    Ok(())
+    Ok(image)
 }
 
 /// The build directory's name: a digest of the source's path and both fragments.

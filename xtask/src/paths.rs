@@ -36,6 +36,24 @@ impl Layout {
         self.target_dir.join("guestscope")
     }
 
+    /// Kernels built from source and the Debian source tree they are built from,
+    /// kept across clones and `cargo clean` (a cold build takes a quarter of an hour
+    /// on two cores): `$GUESTSCOPE_CACHE`, else `$XDG_CACHE_HOME/guestscope`, else
+    /// `~/.cache/guestscope`, else (no home) `target/guestscope/cache`.
+    pub fn user_cache_dir(&self) -> PathBuf {
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(dir) = env("GUESTSCOPE_CACHE") {
+            return PathBuf::from(dir);
+        }
+        if let Some(dir) = env("XDG_CACHE_HOME") {
+            return PathBuf::from(dir).join("guestscope");
+        }
+        match env("HOME") {
+            Some(home) => PathBuf::from(home).join(".cache/guestscope"),
+            None => self.cache_dir(),
+        }
+    }
+
     /// `target/guestscope/cache`: downloaded kernel packages and their unpacked trees.
     pub fn cache_dir(&self) -> PathBuf {
         self.guestscope_dir().join("cache")
