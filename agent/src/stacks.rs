@@ -133,15 +133,16 @@ impl StackTable {
     /// caller gets it back first ([`guestscope_common::EntryCaller::recover`]).
     pub fn resolve(&mut self, record: &StackedEvent) -> (RawEvent, Result<u32, NoStack>) {
         let mut recovered = [0; MAX_STACK_FRAMES];
-        let walk = record.frames().map(|frames| {
-            match record.entry.recover(frames, &mut recovered) {
-                Some(len) => {
-                    self.callers_recovered += 1;
-                    &recovered[..len]
-                }
-                None => frames,
-            }
-        });
+        let walk =
+            record.frames().map(
+                |frames| match record.entry.recover(frames, &mut recovered) {
+                    Some(len) => {
+                        self.callers_recovered += 1;
+                        &recovered[..len]
+                    }
+                    None => frames,
+                },
+            );
         let (stack_id, outcome) = match walk {
             Ok(frames) => match self.intern(frames) {
                 Ok(id) => (id as i32, Ok(id)),

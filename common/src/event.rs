@@ -301,8 +301,7 @@ pub struct StackedEvent {
     pub ips: [u64; MAX_STACK_FRAMES],
 }
 
-const _: () =
-    assert!(core::mem::size_of::<StackedEvent>() == 64 + 8 + 16 + 8 * MAX_STACK_FRAMES);
+const _: () = assert!(core::mem::size_of::<StackedEvent>() == 64 + 8 + 16 + 8 * MAX_STACK_FRAMES);
 const _: () = assert!(core::mem::size_of::<StackedEvent>() == 600);
 
 /// Why [`StackedEvent::frames`] found no frames.

@@ -22,6 +22,4 @@ pub mod user_probe;
 #[cfg(feature = "std")]
 pub mod wire;
 
-pub use event::{
-    EntryCaller, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent, StackedEvent,
-};
+pub use event::{EntryCaller, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent, StackedEvent};

@@ -67,6 +67,34 @@ pub fn stack_has(event: &Value, func: &str) -> bool {
     })
 }
 
+/// The function of frame `n` of an event's stack (0 is the innermost).
+pub fn frame_function(event: &Value, n: usize) -> Option<&str> {
+    event["stack"].get(n)?.as_str()?.split(['+', ' ']).next()
+}
+
+/// Asserts that at least `at_least` spin_lock events of workload `name` have alloc_fd
+/// as `_raw_spin_lock`'s immediate caller (one per open): the caller at the probed
+/// function's entry is in the stack, whichever unwinder the kernel uses.
+pub fn assert_alloc_fd_is_the_immediate_caller(r: &RunOutput, name: &str, at_least: usize) {
+    let under: Vec<&Value> = r
+        .events_of(name, "spin_lock")
+        .filter(|e| stack_has(e, "alloc_fd"))
+        .collect();
+    let direct = under
+        .iter()
+        .filter(|e| frame_function(e, 0) == Some("_raw_spin_lock"))
+        .filter(|e| frame_function(e, 1) == Some("alloc_fd"))
+        .count();
+    assert!(
+        direct >= at_least,
+        "{}: {direct} spin_lock events of {name} called from alloc_fd, expected at least {at_least}; e.g. {}",
+        r.dir.display(),
+        under
+            .first()
+            .map_or(serde_json::Value::Null, |e| e["stack"].clone())
+    );
+}
+
 /// The repository's target directory.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

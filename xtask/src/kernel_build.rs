@@ -29,8 +29,8 @@ use crate::paths::{self, Layout};
 /// What guestscope needs of a kernel, as a configuration fragment.
 pub const OUR_FRAGMENT: &str = include_str!("kernel.config");
 
-/// Options of `cargo xtask kernel`.
-#[derive(Debug, clap::Args)]
+/// Options of `cargo xtask kernel` (the default: Debian's 6.1 source, our fragment).
+#[derive(Debug, Default, clap::Args)]
 pub struct Options {
     /// The kernel source tree [default: Debian's linux-source-6.1, installed and
     /// unpacked into ~/.cache/guestscope].

@@ -28,8 +28,8 @@ pub struct ClassCount {
     pub representative: Vec<String>,
     /// How many hits had that exact stack.
     pub representative_hits: u64,
-    /// Hits whose stack passes through each [`LANDMARKS`] function, with the
-    /// most frequent such stack.
+    /// Hits whose stack passes through each [`LANDMARKS`] function (and each
+    /// [`LANDMARK_PATHS`] pair), with the most frequent such stack.
     pub through: BTreeMap<String, Through>,
 }
 
@@ -52,6 +52,11 @@ pub const LANDMARKS: [&str; 7] = [
     "__pte_alloc",
     "try_to_generate_entropy",
 ];
+
+/// Pairs of functions on one stack, the first outside the second, counted in
+/// [`ClassCount::through`] under the key `"OUTER>INNER"`: a context switch inside a
+/// page fault is `exc_page_fault>__schedule`.
+pub const LANDMARK_PATHS: [(&str, &str); 1] = [("exc_page_fault", "__schedule")];
 
 /// The experiment's result for one workload.
 #[derive(Clone, Debug, Serialize)]
@@ -91,20 +96,26 @@ pub fn analyze<W: Write>(session: &mut Session<W>) -> Vec<WorkloadSpinLocks> {
                 representative_hits: count,
                 through: BTreeMap::new(),
             });
-            for l in LANDMARKS {
-                if frames
+            let at = |l: &str| {
+                frames
                     .iter()
-                    .any(|f| guest_kernel::kallsyms::frame_function(f) == l)
-                {
-                    let t = entry
-                        .through
-                        .entry(l.to_string())
-                        .or_insert_with(|| Through {
-                            hits: 0,
-                            stack: frames.clone(),
-                        });
-                    t.hits += count;
-                }
+                    .position(|f| guest_kernel::kallsyms::frame_function(f) == l)
+            };
+            let on_path = LANDMARK_PATHS.iter().filter_map(|(outer, inner)| {
+                // Frames are innermost first: the outer function comes later.
+                let (o, i) = (at(outer)?, at(inner)?);
+                (o > i).then(|| format!("{outer}>{inner}"))
+            });
+            let landmarks = LANDMARKS
+                .iter()
+                .filter(|l| at(l).is_some())
+                .map(|l| l.to_string());
+            for key in landmarks.chain(on_path) {
+                let t = entry.through.entry(key).or_insert_with(|| Through {
+                    hits: 0,
+                    stack: frames.clone(),
+                });
+                t.hits += count;
             }
             entry.hits += count;
             entry.stacks += 1;
