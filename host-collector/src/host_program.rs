@@ -57,7 +57,24 @@ pub enum HostProgramError {
         "-- {0}: a host program runs in the built-in guest, which sees the host's files; with --rootfs the guest sees your image: put the program in the image and use --workload"
     )]
     WithRootfs(String),
+    /// A script whose `#!` interpreter is not there.
+    #[error("-- {0}: its interpreter {1} does not exist")]
+    NoInterpreter(String, String),
+    /// The program lies where the guest sees its own files instead of the host's.
+    #[error(
+        "-- {0}: {1} is under {2}, which in the guest is the guest's own: copy it elsewhere (the guest sees the rest of the host's files)"
+    )]
+    NotVisible(String, String, &'static str),
+    /// The current directory is one the guest has its own of.
+    #[error(
+        "-- {0}: the current directory {1} is under {2}, which in the guest is the guest's own: run from another directory"
+    )]
+    CwdNotVisible(String, String, &'static str),
 }
+
+/// The host directories the guest does not see: its own /proc, /sys and /dev are
+/// mounted over them.
+pub const GUEST_OWN_DIRS: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 /// Resolves `command` (program and arguments) as a shell would: a program with a `/`
 /// relative to `cwd`, else the first executable of that name in `path_env`'s
@@ -86,6 +103,14 @@ pub fn resolve(
             .find(|p| check_executable(p, program).is_ok())
             .ok_or_else(|| HostProgramError::NotInPath(program.clone()))?
     };
+    check_interpreter(&path, program)?;
+    // The program and where it starts. Arguments are not checked: `/dev/null` or
+    // `/proc/cpuinfo` given to the program mean the guest's own, as they should.
+    check_visible(&path, program)?;
+    check_visible(&cwd, program).map_err(|e| match e {
+        HostProgramError::NotVisible(p, d, own) => HostProgramError::CwdNotVisible(p, d, own),
+        e => e,
+    })?;
     let name = path
         .file_name()
         .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
@@ -104,6 +129,49 @@ fn check_executable(path: &Path, shown: &str) -> Result<(), HostProgramError> {
     } else {
         Err(HostProgramError::NotExecutable(shown.into()))
     }
+}
+
+/// A `#!` script's interpreter must exist (the guest runs it from the host's files).
+fn check_interpreter(path: &Path, shown: &str) -> Result<(), HostProgramError> {
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let Some(line) = head[..n].strip_prefix(b"#!") else {
+        return Ok(());
+    };
+    let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    match line.split_whitespace().next() {
+        Some(interpreter) if !Path::new(interpreter).exists() => Err(
+            HostProgramError::NoInterpreter(shown.into(), interpreter.into()),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Symbolic links followed from a file named to the guest.
+const MAX_LINKS: usize = 8;
+
+/// Neither `file` nor any symbolic link it leads through may be under
+/// [`GUEST_OWN_DIRS`] (`/proc/self/exe` leads out of /proc again, so the links are
+/// followed one at a time).
+fn check_visible(file: &Path, shown: &str) -> Result<(), HostProgramError> {
+    let mut at = file.to_path_buf();
+    for _ in 0..=MAX_LINKS {
+        if let Some(own) = GUEST_OWN_DIRS.into_iter().find(|d| at.starts_with(d)) {
+            return Err(HostProgramError::NotVisible(
+                shown.into(),
+                file.display().to_string(),
+                own,
+            ));
+        }
+        match std::fs::read_link(&at) {
+            Ok(target) => at = at.parent().unwrap_or(Path::new("/")).join(target),
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// QEMU's arguments that show the guest the host's files, read-only.
@@ -184,6 +252,37 @@ mod tests {
             err(&["./bin"]),
             HostProgramError::NotExecutable("./bin".into())
         );
+    }
+
+    #[test]
+    fn what_the_guest_cannot_see_is_refused_before_the_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/nonexistent/interp -x\necho hi\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = |words: &[&str], cwd: &Path| resolve(&command(words), Some(cwd), None);
+        assert_eq!(
+            err(&["./run.sh"], dir.path()).unwrap_err(),
+            HostProgramError::NoInterpreter("./run.sh".into(), "/nonexistent/interp".into())
+        );
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        // Arguments naming the guest's own files are the program's business.
+        assert!(err(&["./run.sh", "/proc/cpuinfo", "/dev/null"], dir.path()).is_ok());
+
+        // A program reached through /proc (a symbolic link into it), and a working
+        // directory under /sys.
+        let link = dir.path().join("self");
+        std::os::unix::fs::symlink("/proc/self/exe", &link).unwrap();
+        let e = err(&["./self"], dir.path()).unwrap_err();
+        assert!(
+            matches!(&e, HostProgramError::NotVisible(p, _, "/proc") if p == "./self"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("copy it elsewhere"), "{e}");
+        assert!(matches!(
+            err(&[script.to_str().unwrap()], Path::new("/sys")).unwrap_err(),
+            HostProgramError::CwdNotVisible(_, _, "/sys")
+        ));
     }
 
     #[test]
