@@ -19,6 +19,9 @@ pub struct Cli {
     /// Log more (`-v` info, `-vv` debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// No progress lines: errors and the final line only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// Subcommands.
@@ -378,6 +381,11 @@ pub struct LabArgs {
     /// runs. 0: no bound but --timeout.
     #[arg(long, value_name = "SECS", default_value_t = crate::lab::DEFAULT_WORKLOAD_TIMEOUT.as_secs())]
     pub workload_timeout: u64,
+    /// Check the inputs and print what the run would start (its boots, the
+    /// vhost-device-vsock and QEMU command lines, the agent's plan), then exit
+    /// without starting anything.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `--workload-user`.

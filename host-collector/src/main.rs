@@ -27,7 +27,26 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Lab(args) => lab::run(&args.into()),
+        Command::Lab(args) => {
+            let dry_run = args.dry_run;
+            let mut options: LabOptions = args.into();
+            if cli.quiet {
+                options.progress = |_| {};
+            }
+            if dry_run {
+                return match lab::dry_run(&options) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("guestscope: error: {e}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
+            lab::run(&options)
+        }
         Command::Deploy(args) => return deploy_command(args),
         Command::Bench(args) => return bench_command(args),
         Command::Probes(args) => return probes_command(args),
@@ -52,12 +71,13 @@ fn main() -> ExitCode {
             let o = &out.summary.run.outcome;
             let events = out.summary.stream.events_received;
             println!(
-                "guestscope: {} events from {} workloads ({:.1} s, {}); report: {}",
+                "guestscope: {} events from {} workloads, {} ({:.1} s, {}); report: {}",
                 events,
                 out.summary.workloads.len(),
+                losses_line(&out.summary.losses),
                 out.summary.run.wall_s,
                 out.summary.run.accel,
-                out.out_dir.join("report.md").display()
+                out.out_dir.join("report.html").display()
             );
             let interrupted = guestscope::interrupt::received();
             let skipped = &out.summary.skipped;
@@ -103,6 +123,29 @@ fn main() -> ExitCode {
             eprintln!("guestscope: error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The final line's account of losses: "0 lost", or each kind of loss counted.
+fn losses_line(l: &guestscope::output::summary::Losses) -> String {
+    let parts: Vec<String> = [
+        (l.ring_full, "to a full ring buffer"),
+        (
+            l.spool_dropped_events,
+            "to a full spool while the link was down",
+        ),
+        (l.events_missing.unwrap_or(0), "sent but never received"),
+        (l.nested, "nested probe hits skipped"),
+        (l.records_missing, "records missing from the stream"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    if parts.is_empty() {
+        "0 lost".to_string()
+    } else {
+        format!("lost: {}", parts.join(", "))
     }
 }
 

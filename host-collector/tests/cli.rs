@@ -150,6 +150,21 @@ fn input_cases() -> Vec<Case> {
     let plain = |f: fn(&Fixture) -> Vec<OsString>| move |fx: &Fixture| (f(fx), Vec::new());
     vec![
         case(
+            "host program's interpreter missing",
+            "its interpreter /nonexistent/sh does not exist",
+            plain(|f| {
+                let script = f.program("run.sh", b"#!/nonexistent/sh\n", 0o755);
+                let mut a = f.lab(&["--"]);
+                a.push(script.into());
+                a
+            }),
+        ),
+        case(
+            "a bad option is refused by --dry-run too",
+            "kmalloc",
+            plain(|f| f.lab(&["--dry-run", "--probes", "alloc_fd,kmalloc"])),
+        ),
+        case(
             "kernel missing",
             "kernel image not found",
             plain(|f| f.lab_with(&f.path("nope"), &f.initrd, &f.path("o"))),
@@ -496,6 +511,49 @@ fn input_cases() -> Vec<Case> {
             }),
         ),
     ]
+}
+
+/// `--dry-run` checks the inputs, prints the boots, the command lines and the plan,
+/// and starts nothing.
+#[test]
+fn dry_run_prints_the_plan_and_starts_nothing() {
+    let f = fixture();
+    let tool = f.program("tool", &static_elf(), 0o755);
+    let out = run(&f.lab(&["--dry-run", "--boots", "2", "--workload", &tool]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("nothing was started"), "{stdout}");
+    assert!(stdout.contains("2 boot-time boots"), "{stdout}");
+    assert!(
+        stdout.contains("CR3 boot, PTI on (-cpu Haswell-noTSX"),
+        "{stdout}"
+    );
+    let qemu = stdout
+        .lines()
+        .find(|l| l.contains("-kernel"))
+        .expect("a QEMU line");
+    assert!(qemu.contains(&f.kernel.display().to_string()), "{qemu}");
+    assert!(stdout.contains("--guest-cid 3"), "{stdout}");
+    let plan_start = stdout.find("\n{").expect("the plan as JSON");
+    let plan: serde_json::Value = serde_json::from_str(&stdout[plan_start..]).expect("JSON plan");
+    let names: Vec<&str> = plan["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"fopen") && names.contains(&"tool"),
+        "{names:?}"
+    );
+    assert!(plan["secret"].is_null(), "no secret is shown");
+    // The output folder is checked as a run checks it (made if missing), and left empty.
+    let written = std::fs::read_dir(f.path("out")).map_or(0, |d| d.count());
+    assert_eq!(written, 0, "a dry run writes nothing");
 }
 
 #[test]

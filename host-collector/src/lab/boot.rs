@@ -47,6 +47,41 @@ pub struct Collected {
     pub clock: ClockExchange,
 }
 
+/// The QEMU command line of one boot: the run's initramfs `initrd`, the gdbstub at
+/// `gdb`, the guest's vsock through `vsock`.
+pub fn qemu_config(
+    o: &LabOptions,
+    v: &Validated,
+    mode: &Mode,
+    initrd: &Path,
+    gdb: GdbEndpoint,
+    vsock: vhost::VsockBackend,
+) -> QemuConfig {
+    QemuConfig {
+        binary: v.qemu.clone(),
+        accel: o.accel.unwrap_or(v.accel.accel),
+        memory_mb: o.memory_mb,
+        cpus: o.cpus,
+        cpu_model: match mode {
+            Mode::Cr3 { cpu_model, .. } => cpu_model.clone(),
+            _ => None,
+        },
+        kernel: o.kernel.clone(),
+        initrd: initrd.to_path_buf(),
+        append: v.append.clone(),
+        gdb: Some(gdb),
+        vsock,
+        cid: GUEST_CID,
+        extra: o
+            .qemu_extra
+            .iter()
+            .cloned()
+            .chain(v.rootfs.iter().flat_map(|r| r.qemu_args()))
+            .chain(v.host.iter().flat_map(|_| crate::host_program::qemu_args()))
+            .collect(),
+    }
+}
+
 /// Boots the guest once with `plan`, collecting its stream until the agent's final
 /// record (or its hello, in [`Mode::BootOnly`]). `events` receives `events.jsonl`;
 /// the console goes to `serial_log`.
@@ -106,30 +141,8 @@ pub fn boot_and_collect(
         Some(port) => GdbEndpoint::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
         None => GdbEndpoint::Unix(run_dir.path().join(GDB_SOCKET)),
     };
-    let accel = o.accel.unwrap_or(v.accel.accel);
-    let qemu_cfg = QemuConfig {
-        binary: v.qemu.clone(),
-        accel,
-        memory_mb: o.memory_mb,
-        cpus: o.cpus,
-        cpu_model: match mode {
-            Mode::Cr3 { cpu_model, .. } => cpu_model.clone(),
-            _ => None,
-        },
-        kernel: o.kernel.clone(),
-        initrd: initrd.clone(),
-        append: v.append.clone(),
-        gdb: Some(gdb.clone()),
-        vsock: backend.clone(),
-        cid: GUEST_CID,
-        extra: o
-            .qemu_extra
-            .iter()
-            .cloned()
-            .chain(v.rootfs.iter().flat_map(|r| r.qemu_args()))
-            .chain(v.host.iter().flat_map(|_| crate::host_program::qemu_args()))
-            .collect(),
-    };
+    let qemu_cfg = qemu_config(o, v, mode, &initrd, gdb.clone(), backend.clone());
+    let accel = qemu_cfg.accel;
     tracing::info!("starting QEMU ({}): {}", accel.as_str(), qemu_cfg.display());
     let serial_state = Arc::new(Mutex::new(SerialState::default()));
     let launched = Instant::now();

@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// The CR3 experiment's boots: (label, QEMU `-cpu` model). A Haswell without TSX is
+/// vulnerable to Meltdown, so the guest turns PTI on; QEMU's default model is not.
+pub(crate) const CR3_BOOTS: [(&str, Option<&str>); 2] =
+    [("PTI on", Some("Haswell-noTSX")), ("PTI off", None)];
+
 /// The two CR3 boots (PTI on, PTI off), each running a system-call-heavy workload
 /// under the gdbstub experiment. Needs the guest's BTF from the main run.
 pub(super) fn cr3_boots<W: io::Write>(
@@ -45,7 +50,7 @@ pub(super) fn cr3_boots<W: io::Write>(
         ..plan(o, v)
     };
     let mut runs = Vec::new();
-    for (label, cpu) in [("PTI on", Some("Haswell-noTSX")), ("PTI off", None)] {
+    for (label, cpu) in CR3_BOOTS {
         if crate::interrupt::received().is_some() {
             break;
         }

@@ -52,6 +52,7 @@ use qemu_gdb_client::GdbEndpoint;
 
 mod boot;
 mod cr3;
+mod dry_run;
 mod finish;
 mod holds_thread;
 mod options;
@@ -61,6 +62,7 @@ mod validate;
 
 pub use self::boot::*;
 use self::cr3::*;
+pub use self::dry_run::dry_run;
 pub use self::finish::*;
 pub(crate) use self::holds_thread::*;
 pub use self::options::*;

@@ -57,6 +57,25 @@ impl OwnerOnly for Command {
     }
 }
 
+/// The control socket QEMU connects to and the hybrid-vsock socket the host's end
+/// of the guest's vsock listens under, in the run directory `dir`.
+fn sockets(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("vhost.sock"), dir.join("vm.vsock"))
+}
+
+/// vhost-device-vsock's arguments for guest `cid`, its sockets in `dir`.
+pub fn args(dir: &Path, cid: u32) -> Vec<std::ffi::OsString> {
+    let (control, uds) = sockets(dir);
+    vec![
+        "--guest-cid".into(),
+        cid.to_string().into(),
+        "--socket".into(),
+        control.into(),
+        "--uds-path".into(),
+        uds.into(),
+    ]
+}
+
 /// Starts `vhost-device-vsock` for guest CID `cid`, with its sockets in `dir`
 /// (created owner-only: mode 0600, from a umask of 0177; it creates no directory).
 pub fn start(
@@ -64,17 +83,11 @@ pub fn start(
     dir: &Path,
     cid: u32,
 ) -> Result<(ChildGuard, VsockBackend), VhostError> {
-    let control = dir.join("vhost.sock");
-    let uds = dir.join("vm.vsock");
+    let (control, uds) = sockets(dir);
     let mut command = Command::new(program);
     super::child::die_with_parent(&mut command);
     let child = command
-        .arg("--guest-cid")
-        .arg(cid.to_string())
-        .arg("--socket")
-        .arg(&control)
-        .arg("--uds-path")
-        .arg(&uds)
+        .args(args(dir, cid))
         // Its own process group, like QEMU's: a Ctrl-C reaches the collector only.
         .process_group(0)
         // Its sockets (the control socket, the hybrid-vsock one) for the owner only:
