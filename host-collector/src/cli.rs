@@ -38,6 +38,14 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the kernel functions --probe can attach to (one boot, then cached).
     Probes(ProbesArgs),
+    /// Print a completion script for a shell (`cargo xtask lab` installs them under
+    /// target/guestscope/share).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `man target/guestscope/share/man/man1/guestscope.1`).
+    Man,
 }
 
 /// `guestscope probes` arguments.

@@ -50,6 +50,21 @@ fn main() -> ExitCode {
         Command::Deploy(args) => return deploy_command(args),
         Command::Bench(args) => return bench_command(args),
         Command::Probes(args) => return probes_command(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "guestscope", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("guestscope: error: writing the manual page: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Attach(args) => match attach_command(args) {
             Ok(Some(r)) => r,
             Ok(None) => return ExitCode::SUCCESS,

@@ -513,6 +513,31 @@ fn input_cases() -> Vec<Case> {
     ]
 }
 
+/// Completions and the manual page come from the same command definition the
+/// parser uses: the options of `lab` are in both.
+#[test]
+fn completions_and_the_manual_page_name_the_options() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions".into(), shell.into()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            text.contains("dry-run") && text.contains("snapshot-at"),
+            "{shell}: {text}"
+        );
+    }
+    let out = run(&["man".into()]);
+    let roff = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        roff.starts_with(".ie") || roff.contains(".TH guestscope"),
+        "{roff}"
+    );
+    assert!(roff.contains("lab"), "{roff}");
+    let bad = run(&["completions".into(), "tcsh".into()]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
 /// `--dry-run` checks the inputs, prints the boots, the command lines and the plan,
 /// and starts nothing.
 #[test]

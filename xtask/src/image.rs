@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::build_guest::{self, Overrides};
 use crate::paths::Layout;
 use crate::steps::Steps;
-use crate::{deps, initramfs, kernel};
+use crate::{deps, initramfs, kernel, shell_files};
 
 /// Options of `cargo xtask image`.
 #[derive(Debug, clap::Args)]
@@ -70,6 +70,9 @@ pub fn prepare(
         let collector = with_collector
             .then(build_guest::build_collector)
             .transpose()?;
+        if let Some(collector) = &collector {
+            shell_files::write(layout, collector)?;
+        }
         Ok((guest, collector))
     })?;
     let kernel = steps.run("kernel", || kernel::prepare(layout))?;

@@ -27,6 +27,7 @@ mod kernel_build;
 mod lab;
 mod lints;
 mod paths;
+mod shell_files;
 mod steps;
 mod test;
 
