@@ -90,6 +90,13 @@ fn spin_lock_is_seen_through_alloc_fd() {
         through > 0,
         "no spin_lock event of fopen has alloc_fd in its stack"
     );
+    // The report's flame graph of the spin_lock stacks has alloc_fd's box.
+    let html = std::fs::read_to_string(r.dir.join("report.html")).unwrap();
+    assert!(html.contains("spin_lock's kernel stacks"), "no flame graph");
+    assert!(
+        html.contains("<title>alloc_fd ("),
+        "no alloc_fd box in the flame graph"
+    );
     let first = r
         .events_of("fopen", "spin_lock")
         .find(|e| stack_has(e, "alloc_fd"))

@@ -1,6 +1,7 @@
 //! Writing the outputs: the Perfetto trace, the report's figures, summary.json, report.md/html, stacks.folded and the guest's artifacts.
 
 use super::*;
+use crate::output::flamegraph;
 
 /// Writes `trace.perfetto-trace`: boot milestones (host clock), workloads and every
 /// probe event (guest clock, mapped onto the host axis by `timeline`), and the
@@ -106,6 +107,46 @@ pub(super) fn write_trace<W: io::Write>(
 /// The trace track of the gdbstub's holds and snapshots (host clock).
 pub(super) const GDB_TRACK: &str = "gdbstub (host clock)";
 
+/// The stacks of the probes `wanted` picks, as flame-graph paths: with one probe,
+/// workload then frames; with several, probe, workload, frames (outermost first,
+/// offsets dropped so call sites of one function merge).
+fn flame_stacks<W: io::Write>(
+    session: &Session<W>,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<(Vec<String>, u64)> {
+    let probes: std::collections::BTreeSet<&str> = session
+        .workloads
+        .iter()
+        .flat_map(|w| w.stack_counts.keys().map(|(p, _)| p.as_str()))
+        .filter(|p| wanted(p))
+        .collect();
+    let mut out = Vec::new();
+    for w in &session.workloads {
+        for ((probe, id), &count) in &w.stack_counts {
+            if !wanted(probe) {
+                continue;
+            }
+            let mut path = Vec::new();
+            if probes.len() > 1 {
+                path.push(probe.clone());
+            }
+            path.push(w.started.name.clone());
+            let frames = session.stack_frames(*id);
+            if frames.is_empty() {
+                path.push("[no stack]".to_string());
+            }
+            path.extend(
+                frames
+                    .iter()
+                    .rev()
+                    .map(|f| guest_kernel::kallsyms::frame_function(f).to_string()),
+            );
+            out.push((path, count));
+        }
+    }
+    out
+}
+
 /// The report's plots, each placed after its section.
 pub(super) fn figures<W: io::Write>(s: &summary::Summary, session: &Session<W>) -> Vec<Figure> {
     let mut figs = Vec::new();
@@ -140,6 +181,24 @@ pub(super) fn figures<W: io::Write>(s: &summary::Summary, session: &Session<W>) 
     add(
         "spin_lock by subsystem",
         plots::spin_lock_classes(&s.experiments.spin_lock, &classes),
+    );
+    add(
+        "spin_lock by subsystem",
+        flamegraph::svg(
+            "spin_lock's kernel stacks, each workload the same width (hover a box for its events)",
+            &flame_stacks(session, |probe| probe == ProbeKind::SpinLock.name()),
+            flamegraph::Widths::SameForEachRoot,
+        ),
+    );
+    add(
+        "Your probes",
+        flamegraph::svg(
+            "Your probes: kernel stacks by probe",
+            &flame_stacks(session, |probe| {
+                ProbeKind::of_event(probe).is_some_and(ProbeKind::is_user)
+            }),
+            flamegraph::Widths::ByEvents,
+        ),
     );
     let bin_ms = session::TIMELINE_BIN_NS as f64 / 1e6;
     for w in &session.workloads {

@@ -6,11 +6,13 @@
 //! - [`plots`]: SVG plots (plotters).
 //! - [`perfetto`]: `trace.perfetto-trace`, guest events and host milestones on one time axis.
 //! - [`folded`]: `stacks.folded`, the kernel stacks for flame-graph tools.
+//! - [`flamegraph`]: flame graphs of those stacks for `report.html`.
 //! - [`user_probes`]: the summary of the probes the user named (`--probe`).
 //! - [`atomic`]: write-then-rename, so no reader ever sees half a file.
 //! - [`lines`]: `events.jsonl` in whole lines, even when the disk fills up.
 
 pub mod atomic;
+pub mod flamegraph;
 pub mod folded;
 pub mod html;
 pub mod lines;
