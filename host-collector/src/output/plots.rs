@@ -93,6 +93,7 @@ pub fn boot_phases(b: &BootExperiment) -> Option<String> {
                     String::new()
                 }
             })
+            .x_label_formatter(&|x| tick(*x))
             .x_desc("seconds")
             .draw()
             .map_err(|e| e.to_string())?;
@@ -120,26 +121,29 @@ pub fn spin_lock_classes(data: &[WorkloadSpinLocks], classes: &[&str]) -> Option
     if workloads.is_empty() {
         return None;
     }
-    let count = |w: &WorkloadSpinLocks, c: &str| {
-        w.classes
+    // Shares of each workload's own hits: one workload with a hundred times the hits
+    // of the others (urandom's entropy loop) would flatten every other bar.
+    let share = |w: &WorkloadSpinLocks, c: &str| {
+        let hits = w
+            .classes
             .iter()
             .find(|x| x.class == c)
             .map(|x| x.hits)
-            .unwrap_or(0)
+            .unwrap_or(0);
+        100.0 * hits as f64 / w.hits as f64
     };
-    let max_y = workloads
+    let max_y = (workloads
         .iter()
-        .flat_map(|w| classes.iter().map(|c| count(w, c)))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        * 1.15;
+        .flat_map(|w| classes.iter().map(|c| share(w, c)))
+        .fold(0.0, f64::max)
+        * 1.15)
+        .clamp(1.0, 100.0);
     let nw = workloads.len() as f64;
     let width = 0.8 / classes.len() as f64;
     render(760, 360, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(
-                "spin_lock hits per subsystem and workload",
+                "spin_lock hits per subsystem, as a share of each workload's hits",
                 ("sans-serif", 16),
             )
             .margin(10)
@@ -160,7 +164,8 @@ pub fn spin_lock_classes(data: &[WorkloadSpinLocks], classes: &[&str]) -> Option
                     String::new()
                 }
             })
-            .y_desc("hits")
+            .y_label_formatter(&|y| format!("{}%", tick(*y)))
+            .y_desc("share of the workload's hits")
             .draw()
             .map_err(|e| e.to_string())?;
         for (ci, class) in classes.iter().enumerate() {
@@ -169,7 +174,7 @@ pub fn spin_lock_classes(data: &[WorkloadSpinLocks], classes: &[&str]) -> Option
                 .draw_series(workloads.iter().enumerate().map(|(wi, w)| {
                     let x0 = wi as f64 - 0.4 + ci as f64 * width;
                     Rectangle::new(
-                        [(x0, 0.0), (x0 + width * 0.9, count(w, class) as f64)],
+                        [(x0, 0.0), (x0 + width * 0.9, share(w, class))],
                         color.filled(),
                     )
                 }))
@@ -205,8 +210,10 @@ pub fn timeline(title: &str, bin_ms: f64, series: &[(String, Vec<(f64, u64)>)]) 
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|x| tick(*x))
+            .y_label_formatter(&|y| tick(*y))
             .x_desc("ms since the workload started (guest clock)")
-            .y_desc(format!("events per {bin_ms} ms"))
+            .y_desc(format!("events per {} ms", tick(bin_ms)))
             .draw()
             .map_err(|e| e.to_string())?;
         for (i, (label, points)) in series.iter().enumerate() {
@@ -278,6 +285,7 @@ pub fn log_histogram(title: &str, unit: &str, series: &[(String, Vec<f64>)]) -> 
         chart
             .configure_mesh()
             .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
+            .y_label_formatter(&|y| tick(*y))
             .x_desc(unit.to_string())
             .y_desc("reads")
             .draw()
@@ -299,9 +307,28 @@ pub fn log_histogram(title: &str, unit: &str, series: &[(String, Vec<f64>)]) -> 
     })
 }
 
+/// An axis label: whole numbers without a trailing ".0", others with at most two
+/// decimals and no trailing zeros (`0.25`, `1.5`, `120`).
+fn tick(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        return format!("{}", v.round() as i64);
+    }
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_drop_needless_decimals() {
+        assert_eq!(tick(20.0), "20");
+        assert_eq!(tick(-0.0), "0");
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(1.5), "1.5");
+        assert_eq!(tick(0.1 + 0.2), "0.3");
+    }
 
     #[test]
     fn timeline_is_an_svg_with_the_series_label() {

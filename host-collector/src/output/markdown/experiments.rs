@@ -278,7 +278,7 @@ pub(super) fn render_cr3(md: &mut String, runs: &[crate::output::summary::Cr3Run
             Some(c) => {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | `{:#x}` | `{:#x}` | `{:#x}`{} | {} | {} / {} | {} | {:.2} ms |",
+                    "| {} | {} | {} | `{:#x}` | `{:#x}` | `{:#x}`{} | {} | {} / {} | {} | {} |",
                     r.label,
                     r.cpu_model,
                     r.meltdown.as_deref().unwrap_or("—"),
@@ -305,7 +305,12 @@ pub(super) fn render_cr3(md: &mut String, runs: &[crate::output::summary::Cr3Run
                         "no"
                     },
                     c.resumes_other,
-                    c.per_hit.median
+                    // A median of no hits is not a time.
+                    if c.resumes_other == 0 {
+                        "—".to_string()
+                    } else {
+                        format!("{:.2} ms", c.per_hit.median)
+                    }
                 );
             }
             None => {
