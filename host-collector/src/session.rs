@@ -40,6 +40,10 @@ pub struct WorkloadRun {
     /// Events per probe per [`TIMELINE_BIN_NS`] bin since the workload started.
     #[serde(skip)]
     pub timeline: BTreeMap<String, BTreeMap<u64, u64>>,
+    /// Page faults by what the access was
+    /// ([`crate::experiments::faults::access`]).
+    #[serde(skip)]
+    pub fault_accesses: BTreeMap<&'static str, u64>,
     /// Guest monotonic ns of the first and last event.
     pub first_event_ns: Option<u64>,
     /// See `first_event_ns`.
@@ -251,6 +255,7 @@ impl<W: Write> Session<W> {
                     named_locks: BTreeMap::new(),
                     named_locks_by_stack: HashMap::new(),
                     timeline: BTreeMap::new(),
+                    fault_accesses: BTreeMap::new(),
                     first_event_ns: None,
                     last_event_ns: None,
                 });
@@ -494,6 +499,13 @@ impl<W: Write> Session<W> {
                     *w.stack_counts
                         .entry((probe_name.to_string(), e.stack_id))
                         .or_default() += 1;
+                }
+                if matches!(
+                    probe,
+                    Some(ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel)
+                ) {
+                    let access = crate::experiments::faults::access(e.flags);
+                    *w.fault_accesses.entry(access).or_default() += 1;
                 }
                 if let Some(l) = &lock {
                     *w.named_locks.entry(l.clone()).or_default() += 1;

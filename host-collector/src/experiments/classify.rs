@@ -214,40 +214,6 @@ pub const SPIN_LOCK_RULES: Rules = Rules {
     other: "other",
 };
 
-/// Path a page fault took (seed §5.3): did it allocate a page table?
-pub const FAULT_RULES: Rules = Rules {
-    skip: &[],
-    rules: &[
-        Rule {
-            class: "page-table allocation",
-            functions: &["pte_alloc_one", "__pte_alloc", "__pmd_alloc", "__pud_alloc"],
-            prefixes: &[],
-        },
-        Rule {
-            class: "anonymous page",
-            functions: &["do_anonymous_page"],
-            prefixes: &[],
-        },
-        Rule {
-            class: "copy on write",
-            functions: &["do_wp_page", "wp_page_copy"],
-            prefixes: &[],
-        },
-        Rule {
-            class: "file page",
-            functions: &[
-                "do_read_fault",
-                "do_cow_fault",
-                "do_shared_fault",
-                "filemap_fault",
-                "do_fault",
-            ],
-            prefixes: &[],
-        },
-    ],
-    other: "other",
-};
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,22 +278,6 @@ mod tests {
         assert_eq!(
             SPIN_LOCK_RULES.classes(),
             vec!["timers", "scheduler", "file system", "memory", "other"]
-        );
-    }
-
-    #[test]
-    fn fault_paths() {
-        assert_eq!(
-            FAULT_RULES
-                .classify(&s(&["exc_page_fault+0x1", "pte_alloc_one+0x1"]))
-                .class,
-            "page-table allocation"
-        );
-        assert_eq!(
-            FAULT_RULES
-                .classify(&s(&["do_anonymous_page+0x1", "__handle_mm_fault+0x1"]))
-                .class,
-            "anonymous page"
         );
     }
 }

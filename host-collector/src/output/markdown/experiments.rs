@@ -183,17 +183,19 @@ pub(super) fn render_experiments(md: &mut String, s: &Summary) {
     let _ = writeln!(md, "\n## Page faults (seed §5.3)\n");
     let _ = writeln!(
         md,
-        "| workload | user faults | kernel faults | paths |\n|---|---:|---:|---|"
+        "| workload | user faults | kernel faults | what the access was (x86 error code) |\n|---|---:|---:|---|"
     );
     for f in &s.experiments.page_faults {
-        let paths: Vec<String> = f.paths.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+        let mut accesses: Vec<(&String, &u64)> = f.accesses.iter().collect();
+        accesses.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let accesses: Vec<String> = accesses.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} |",
             f.workload,
             f.user,
             f.kernel,
-            paths.join(", ")
+            accesses.join(", ")
         );
     }
 }
