@@ -120,6 +120,21 @@ fn page_faults_are_attributed_to_malloc() {
         faults.len()
     );
     assert!(faults.iter().all(|e| e["pid"].as_u64() == Some(pid)));
+    // Nearly all of them are first writes to fresh pages, by the error code.
+    let malloc = r.summary["experiments"]["page_faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["workload"] == "malloc")
+        .expect("malloc's faults");
+    let first_writes = malloc["accesses"]["write to an unmapped page"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        first_writes as usize >= faults.len() * 9 / 10,
+        "{first_writes} first writes of {} faults: {malloc}",
+        faults.len()
+    );
 }
 
 #[test]
