@@ -457,6 +457,7 @@ impl From<LabArgs> for LabOptions {
             spool_bytes: a.spool_bytes,
             link_faults: Vec::new(),
             progress: |step| eprintln!("guestscope: {step}"),
+            live: true,
         }
     }
 }

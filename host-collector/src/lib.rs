@@ -13,6 +13,7 @@
 //! - [`output`]: `summary.json` and `report.md`.
 //! - [`lab`]: one run, end to end.
 //! - [`own_questions`]: the lab's side of `--probe`, `--snapshot-at` and `--read`.
+//! - [`progress`]: the live line on a terminal while the workloads run.
 //! - [`probe_catalog`]: the guest kernel's probe list, fetched once and cached (`probes`).
 //! - [`probe_listing`]: what `guestscope probes PATTERN` prints from that list.
 //! - [`attach`]: collect from a VM started outside guestscope.
@@ -43,6 +44,7 @@ pub mod output;
 pub mod own_questions;
 pub mod probe_catalog;
 pub mod probe_listing;
+pub mod progress;
 pub mod qemu;
 pub mod rootfs;
 pub mod run_end;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             let mut options: LabOptions = args.into();
             if cli.quiet {
                 options.progress = |_| {};
+                options.live = false;
             }
             if dry_run {
                 return match lab::dry_run(&options) {

@@ -3,7 +3,7 @@
 //! installs and downloads nothing.
 //!
 //! - Debian packages: `qemu-system-x86`, `busybox-static`, `kmod`, `qemu-utils`,
-//!   `e2fsprogs`, `xz-utils`, installed with
+//!   `e2fsprogs`, `xz-utils`, `tmux`, installed with
 //!   `apt-get` when root; otherwise the exact command is printed and xtask fails.
 //! - rustup: the nightly toolchain with `rust-src` (the eBPF build), and the musl
 //!   target for the active toolchain (agent and workloads are static binaries).
@@ -67,6 +67,11 @@ const DEBIAN_PACKAGES: &[DebianPackage] = &[
     DebianPackage {
         name: "xz-utils",
         installed: || cmd::which("xz").is_some(),
+    },
+    // A terminal for the test of the live progress line (`tmux capture-pane`).
+    DebianPackage {
+        name: "tmux",
+        installed: || cmd::which("tmux").is_some(),
     },
 ];
 

@@ -248,6 +248,7 @@ pub fn boot_and_collect(
             // Set while a gdbstub thread may hold the VM: nothing goes to the guest then.
             let paused = options.replies_paused.clone();
             last_progress.set(Some(Instant::now()));
+            let mut live = crate::progress::LiveLine::new(o.live && *mode == Mode::Full);
             let r = receive::receive(
                 Box::new(stream),
                 &mut listener,
@@ -257,6 +258,7 @@ pub fn boot_and_collect(
                 options,
                 &mut |session| {
                     last_progress.set(Some(Instant::now()));
+                    live.update(&crate::progress::Counts::of(session));
                     if let (Mode::Cr3 { offsets, .. }, None) = (mode, &cr3_thread)
                         && let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms)
                     {
@@ -308,6 +310,7 @@ pub fn boot_and_collect(
                     }
                 },
             );
+            live.finish();
             outcome = r.outcome;
             bytes = r.bytes;
             decode_error = r.decode_error;

@@ -85,6 +85,9 @@ pub struct LabOptions {
     pub workload_timeout: Option<Duration>,
     /// Called with a short description as each step starts.
     pub progress: fn(&str),
+    /// Draw the live line while the workloads run ([`crate::progress`]; only when
+    /// stderr is a terminal).
+    pub live: bool,
 }
 
 impl Default for LabOptions {
@@ -125,6 +128,7 @@ impl Default for LabOptions {
             vmlinux: None,
             command: Vec::new(),
             progress: |_| {},
+            live: false,
         }
     }
 }
