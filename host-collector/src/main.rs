@@ -258,7 +258,26 @@ fn bench_command(args: guestscope::cli::BenchArgs) -> ExitCode {
             for p in &r.problems {
                 println!("  problem: {p}");
             }
-            ExitCode::SUCCESS
+            // A lost boot leaves its comparisons with fewer samples than asked for:
+            // the results are written, but the run does not pass for a complete one.
+            let lost: Vec<&String> = r
+                .problems
+                .iter()
+                .filter(|p| p.contains("boot incomplete"))
+                .collect();
+            if lost.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "guestscope bench: error: {} boot(s) ended early, so some figures have fewer samples than asked for: {}",
+                    lost.len(),
+                    lost.iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("guestscope bench: error: {e}");
