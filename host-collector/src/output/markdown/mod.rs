@@ -25,6 +25,25 @@ fn opt_s(v: Option<f64>) -> String {
 /// Renders the report.
 pub fn render(s: &Summary) -> String {
     let mut md = String::new();
+    render_header(&mut md, s);
+    render_how_it_ended(&mut md, s);
+    render_claims(&mut md, s);
+    render_support(&mut md, s);
+    render_experiments(&mut md, s);
+    render_timeline(&mut md, s);
+    render_boot(&mut md, s);
+    render_probes(&mut md, s);
+    render_coverage(&mut md, s);
+    render_workloads(&mut md, s);
+    render_user_probes(&mut md, s);
+    render_user_stops(&mut md, s);
+    render_details(&mut md, s);
+    render_footer(&mut md, s);
+    md
+}
+
+/// The title and the run's one-paragraph identity: kernel, accelerator, time, outcome.
+fn render_header(md: &mut String, s: &Summary) {
     let r = &s.run;
     let _ = writeln!(md, "# guestscope report\n");
     let _ = writeln!(
@@ -44,7 +63,11 @@ pub fn render(s: &Summary) -> String {
             .map(|d| format!(" ({d})"))
             .unwrap_or_default()
     );
+}
 
+/// Why a run that ended early ended, with the console's last lines.
+fn render_how_it_ended(md: &mut String, s: &Summary) {
+    let r = &s.run;
     if !r.outcome.complete {
         let _ = writeln!(md, "## How the run ended\n");
         let _ = writeln!(
@@ -68,6 +91,10 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(md, "```\n");
         }
     }
+}
+
+/// The claims check: each conclusion of the lab with its verdict and evidence.
+fn render_claims(md: &mut String, s: &Summary) {
     if !s.claims.is_empty() {
         let _ = writeln!(md, "## Claims check\n");
         let _ = writeln!(
@@ -90,9 +117,10 @@ pub fn render(s: &Summary) -> String {
         }
         let _ = writeln!(md);
     }
-    render_support(&mut md, s);
-    render_experiments(&mut md, s);
-    render_timeline(&mut md, s);
+}
+
+/// The traced boot's milestones.
+fn render_boot(md: &mut String, s: &Summary) {
     let _ = writeln!(md, "\n## The traced run: boot\n");
     let b = &s.boot;
     let _ = writeln!(md, "| milestone | host time since QEMU launch |\n|---|---|");
@@ -113,7 +141,10 @@ pub fn render(s: &Summary) -> String {
     if let Some(f) = &b.fatal {
         let _ = writeln!(md, "\n**Fatal console message:** `{f}`");
     }
+}
 
+/// How each probe attached and what it counted.
+fn render_probes(md: &mut String, s: &Summary) {
     let _ = writeln!(md, "\n## Probes\n");
     let _ = writeln!(
         md,
@@ -146,7 +177,11 @@ pub fn render(s: &Summary) -> String {
             p.attach.note
         );
     }
+}
 
+/// Events received against sent, every loss by kind, and the link's outages.
+fn render_coverage(md: &mut String, s: &Summary) {
+    let r = &s.run;
     let l = &s.losses;
     let st = &s.stream;
     let _ = writeln!(md, "\n## Coverage and losses\n");
@@ -317,7 +352,10 @@ pub fn render(s: &Summary) -> String {
             st.records, st.bytes, rate
         );
     }
+}
 
+/// One row per workload: pid, exit, duration and events per built-in probe.
+fn render_workloads(md: &mut String, s: &Summary) {
     let _ = writeln!(md, "\n## Workloads\n");
     if !s.run.workload_user.is_empty() {
         let _ = writeln!(md, "Workloads ran as {}.\n", s.run.workload_user);
@@ -354,9 +392,11 @@ pub fn render(s: &Summary) -> String {
             e("page_fault_kernel")
         );
     }
-    timed_out_paragraph(&mut md, s);
-    render_user_probes(&mut md, s);
-    render_user_stops(&mut md, s);
+    timed_out_paragraph(md, s);
+}
+
+/// Each workload's most frequent stacks per probe, named locks and output.
+fn render_details(md: &mut String, s: &Summary) {
     let _ = writeln!(
         md,
         "\n## Workload details\n\nThe most frequent kernel stacks of each workload, per probe; every event is in `events.jsonl`."
@@ -404,6 +444,11 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(md, "Output:\n```\n{}\n```", w.output);
         }
     }
+}
+
+/// The agent's messages, the trace's description and the QEMU command line.
+fn render_footer(md: &mut String, s: &Summary) {
+    let r = &s.run;
     if !s.agent_messages.is_empty() {
         let _ = writeln!(md, "\n## Agent messages\n");
         for m in &s.agent_messages {
@@ -420,7 +465,6 @@ pub fn render(s: &Summary) -> String {
         );
     }
     let _ = writeln!(md, "\n---\nQEMU: `{}`", r.qemu_command);
-    md
 }
 
 /// Names the workloads the agent ended for running past `--workload-timeout`.
