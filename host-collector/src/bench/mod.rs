@@ -808,7 +808,8 @@ mod tests {
 
     #[test]
     fn ladder_steps_overfill_the_ring() {
-        let ring = u64::from(guestscope_common::maps::EVENTS_BYTES) / 584;
+        let record = std::mem::size_of::<guestscope_common::StackedEvent>() as u64;
+        let ring = u64::from(guestscope_common::maps::EVENTS_BYTES) / record;
         assert_eq!(step_events(1000, 2.0), 2 * ring);
         assert_eq!(step_events(1_000_000, 2.0), 2_000_000);
         let p = capacity_plan(&BenchOptions {

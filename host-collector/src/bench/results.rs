@@ -224,7 +224,7 @@ pub struct CapacityStep {
     pub wire_bytes: u64,
     /// Stream MB/s over the loop (`wire_bytes / seconds`).
     pub wire_mb_s: f64,
-    /// Ring-buffer MB/s the agent read (584-byte records).
+    /// Ring-buffer MB/s the agent read (600-byte records: `StackedEvent`).
     pub ring_mb_s: f64,
 }
 
