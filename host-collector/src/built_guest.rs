@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 /// The guest kernel `cargo xtask` unpacked (`vmlinuz`, a KASLR bzImage).
 pub const KERNEL: &str = "vmlinuz";
+/// The same kernel uncompressed (`vmlinux`, PVH entry), for the boots that do not
+/// measure the boot itself.
+pub const KERNEL_ELF: &str = "vmlinux";
 /// guestscope's base initramfs (the agent, the workloads, busybox, init).
 pub const INITRD: &str = "base.cpio";
 

@@ -409,7 +409,12 @@ impl From<LabArgs> for LabOptions {
     fn from(a: LabArgs) -> LabOptions {
         // A host program runs alone, as `perf record -- CMD` traces CMD alone.
         let alone = !a.command.is_empty();
+        // The built guest's uncompressed kernel, when the guest is the built one.
+        let fast_kernel = (a.kernel.is_none() && a.rootfs.is_none())
+            .then(|| crate::built_guest::file(crate::built_guest::KERNEL_ELF))
+            .flatten();
         LabOptions {
+            fast_kernel,
             // Empty when neither given nor built: validation says so in one line.
             kernel: a
                 .kernel

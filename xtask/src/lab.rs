@@ -56,13 +56,9 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
     steps.run("guestscope lab", || {
         let mut lab = cmd(&collector);
         lab.arg("lab");
-        // The built-in kernel and initramfs, unless the arguments bring their own
-        // (`--kernel` with `--rootfs`, for a user's guest).
-        for (option, path) in [("--kernel", &image.kernel), ("--initrd", &image.initrd)] {
-            if !gives(&options.args, option) {
-                lab.arg(option).arg(path);
-            }
-        }
+        // The collector finds the guest just built next to itself, in the same target
+        // directory (its bzImage for the boot-time boots, the uncompressed kernel for
+        // the others), unless the arguments name a kernel of their own.
         cmd::run(lab.arg("--out").arg(out).args(&options.args))
     })
 }

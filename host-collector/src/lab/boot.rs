@@ -66,7 +66,10 @@ pub fn qemu_config(
             Mode::Cr3 { cpu_model, .. } => cpu_model.clone(),
             _ => None,
         },
-        kernel: o.kernel.clone(),
+        kernel: match (mode, &o.fast_kernel) {
+            (Mode::BootOnly, _) | (_, None) => o.kernel.clone(),
+            (_, Some(fast)) => fast.clone(),
+        },
         initrd: initrd.to_path_buf(),
         append: v.append.clone(),
         gdb: Some(gdb),

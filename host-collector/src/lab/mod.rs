@@ -257,7 +257,14 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
             v.accel.reason.clone()
         },
         qemu_command: c.qemu_command.clone(),
-        kernel: o.kernel.display().to_string(),
+        kernel: o
+            .fast_kernel
+            .as_ref()
+            .unwrap_or(&o.kernel)
+            .display()
+            .to_string(),
+        boot_time_kernel: (o.fast_kernel.is_some() && o.boots > 0)
+            .then(|| o.kernel.display().to_string()),
         kernel_release: None,
         kernel_cmdline: v.append.clone(),
         cpus: o.cpus,

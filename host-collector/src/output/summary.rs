@@ -153,8 +153,11 @@ pub struct RunInfo {
     pub accel_reason: String,
     /// The QEMU command line.
     pub qemu_command: String,
-    /// Kernel image path.
+    /// The traced boot's kernel image.
     pub kernel: String,
+    /// The boot-time boots' image when it is not `kernel` (the bzImage of the
+    /// uncompressed `kernel`).
+    pub boot_time_kernel: Option<String>,
     /// Guest kernel release (from the agent).
     pub kernel_release: Option<String>,
     /// Guest kernel command line.
