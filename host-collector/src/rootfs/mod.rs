@@ -44,6 +44,7 @@
 pub mod deploy;
 pub mod ext4;
 pub mod format;
+pub mod kernel_config;
 pub mod modules;
 
 use std::collections::BTreeSet;
