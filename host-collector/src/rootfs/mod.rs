@@ -30,8 +30,13 @@
 //!   without `/lib/modules/<release>` (a Buildroot image) gets the drivers from
 //!   guestscope's own initramfs when that was built for the same kernel (the one
 //!   `cargo xtask lab` built, which carries virtio-blk and ext4 for this); with
-//!   another kernel it is assumed to have everything built in, and if it has not,
-//!   the guest's init says which device never appeared.
+//!   another kernel, its configuration decides ([`kernel_config`]: the kernel's
+//!   own copy, `CONFIG_IKCONFIG`, or a `.config`/`config-<release>` next to the
+//!   image): a kernel that does not build virtio-pci, virtio-blk, ext4 and the
+//!   virtio vsock in is refused before the boot, naming the options. Only when no
+//!   configuration can be read is it assumed to have them built in (the
+//!   description says so), and if it has not, the guest's init says which device
+//!   never appeared.
 //! - qcow2 images are read on the host through a temporary raw copy
 //!   (`qemu-img convert`, sparse), only to take the modules out; QEMU boots the
 //!   qcow2 itself.
@@ -240,6 +245,7 @@ pub fn find_root(image: &Path, raw: &Path) -> Result<ExtFs, RootfsError> {
 /// initramfs layer that mounts the image and loads them. Nothing is booted and the
 /// image is only read.
 pub fn prepare(image: &Path, kernel: &Path, initrd: &Path) -> Result<Prepared, RootfsError> {
+    let given_image = image;
     let image = std::path::absolute(image)
         .map_err(|e| RootfsError::Io(image.to_path_buf(), e.to_string()))?;
     if !image.is_file() {
@@ -279,16 +285,36 @@ pub fn prepare(image: &Path, kernel: &Path, initrd: &Path) -> Result<Prepared, R
         )
     } else if !image_has_modules {
         let others = ext.list("/lib/modules")?.unwrap_or_default();
+        let others = if others.is_empty() {
+            String::new()
+        } else {
+            format!(" (it has {})", others.join(", "))
+        };
+        let drivers = match kernel_config::find(kernel, &kernel_bytes, &release) {
+            Ok(config) => {
+                let lacking = kernel_config::NotBuiltIn::check(&config.text, &needed_options());
+                if !lacking.is_empty() {
+                    return Err(RootfsError::Kernel(format!(
+                        "{} has no {modules_dir}{others} and {} (config from {}) {lacking}: build them in (=y) or put the modules in the image",
+                        given_image.display(),
+                        kernel.display(),
+                        config.origin,
+                    )));
+                }
+                format!(
+                    "kernel {release} has virtio-pci, virtio-blk, ext4 and vsock built in (config from {})",
+                    config.origin
+                )
+            }
+            Err(not_found) => format!(
+                "kernel {release}: {not_found}: assuming it has virtio-pci, virtio-blk, ext4 and vsock built in"
+            ),
+        };
         format!(
-            "{} ({} {}, root {root_device}); no {modules_dir} in it{}: assuming kernel {release} has virtio-pci, virtio-blk, ext4 and vsock built in",
+            "{} ({} {}, root {root_device}); no {modules_dir} in it{others}: {drivers}",
             image.display(),
             format.qemu_name(),
             fs.kind.name(),
-            if others.is_empty() {
-                String::new()
-            } else {
-                format!(" (it has {})", others.join(", "))
-            }
         )
     } else {
         let dep = ext.read(&format!("{modules_dir}/modules.dep"))?.ok_or_else(|| {
@@ -372,6 +398,16 @@ pub fn prepare(image: &Path, kernel: &Path, initrd: &Path) -> Result<Prepared, R
     })
 }
 
+/// The kernel options of the drivers a guest cannot do without ([`modules::NEEDS`]
+/// that are not optional), which a kernel without modules must build in.
+fn needed_options() -> Vec<&'static str> {
+    modules::NEEDS
+        .iter()
+        .filter(|n| !n.optional)
+        .map(|n| n.config)
+        .collect()
+}
+
 /// A module's contents, decompressed, and its path without the compression suffix.
 fn decompress(module: &str, file: &Path) -> Result<(String, Vec<u8>), RootfsError> {
     let tool = |name: &str| -> Result<Vec<u8>, RootfsError> {
@@ -430,6 +466,67 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn a_kernel_without_modules_anywhere_is_judged_by_its_configuration() {
+        use kernel_config::tests::{fake_bzimage, fake_vmlinux, gzip};
+        let dir = tempfile::tempdir().unwrap();
+        // An image without /lib/modules, as Buildroot makes them.
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("sbin")).unwrap();
+        let image = dir.path().join("rootfs.ext4");
+        run_tool(
+            Command::new("mke2fs")
+                .args(["-q", "-t", "ext4", "-d"])
+                .arg(&root)
+                .arg(&image)
+                .arg("4M"),
+            "mke2fs",
+        )
+        .unwrap();
+        let initrd = dir.path().join("base.cpio");
+        std::fs::write(&initrd, b"070701 no modules here").unwrap();
+        let kernel = dir.path().join("bzImage");
+        let with_config = |config: &str| {
+            std::fs::write(&kernel, fake_bzimage(&gzip(&fake_vmlinux(config, 100)))).unwrap();
+        };
+
+        with_config("CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT4_FS=m\n");
+        let e = prepare(&image, &kernel, &initrd).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{} has no /lib/modules/6.1.7 and {} (config from its IKCONFIG) builds CONFIG_VIRTIO_BLK, CONFIG_EXT4_FS as modules and lacks CONFIG_VIRTIO_VSOCKETS: build them in (=y) or put the modules in the image",
+                image.display(),
+                kernel.display()
+            )
+        );
+
+        let built_in: String = needed_options()
+            .iter()
+            .map(|o| format!("{o}=y\n"))
+            .collect();
+        with_config(&built_in);
+        let p = prepare(&image, &kernel, &initrd).unwrap();
+        assert!(
+            p.description.ends_with(
+                "kernel 6.1.7 has virtio-pci, virtio-blk, ext4 and vsock built in (config from its IKCONFIG)"
+            ),
+            "{}",
+            p.description
+        );
+
+        // No configuration anywhere: assumed built in, and said so.
+        std::fs::write(&kernel, fake_bzimage(&gzip(&[0x90; 4096]))).unwrap();
+        let p = prepare(&image, &kernel, &initrd).unwrap();
+        assert!(
+            p.description.contains(
+                "kernel 6.1.7: cannot read its configuration (it was built without CONFIG_IKCONFIG;"
+            ),
+            "{}",
+            p.description
+        );
     }
 
     #[test]
