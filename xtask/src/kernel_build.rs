@@ -11,12 +11,17 @@
 //! `scripts/kconfig/merge_config.sh` and settled with `make olddefconfig`. What the
 //! agent cannot do without is checked in the result, since olddefconfig drops an
 //! option whose dependencies are missing (BTF without pahole) without a word.
+//! make's whole output goes to
+//! `<build dir>/build.log`; a failed build ends on the compiler's last `error:`
+//! line and that log's path.
 //!
 //! Without `--source`, Debian's `linux-source-6.1` package is the source.
 
-use std::io::{BufRead as _, BufReader};
+use std::fs::File;
+use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -71,6 +76,9 @@ const REQUIRED: &[&str] = &[
     "CONFIG_VIRTIO_VSOCKETS",
     "CONFIG_DEVTMPFS",
 ];
+
+/// make's stderr lines shown when it fails.
+const TAIL_LINES: usize = 30;
 
 /// A progress line at most this often while make runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(20);
@@ -208,9 +216,14 @@ fn configure(source: &Path, build: &Path, user_fragment: Option<&str>) -> Result
 }
 
 /// Runs make on `targets`, printing a line of progress every [`PROGRESS_EVERY`] (the
-/// steps done and the latest) instead of thousands of lines, and the last lines of
-/// its output when it fails.
+/// steps done and the latest) instead of thousands of lines, writing all of its
+/// output to `<build>/build.log`, and when it fails showing the last lines of its
+/// stderr and ending on its last `error:` line and the log's path.
 fn make_with_progress(source: &Path, build: &Path, jobs: usize, targets: &[&str]) -> Result<()> {
+    let log_path = build.join("build.log");
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log = Arc::new(Mutex::new(BufWriter::new(log)));
     let mut command = cmd("make");
     command
         .arg("-C")
@@ -222,17 +235,21 @@ fn make_with_progress(source: &Path, build: &Path, jobs: usize, targets: &[&str]
         .stderr(Stdio::piped());
     eprintln!("    $ {}", cmd::display(&command));
     let mut child = command.spawn().context("cannot start make")?;
-    // stderr (warnings, errors) is collected on a thread so neither pipe fills up.
+    // stderr (warnings, errors) is collected on a thread so neither pipe fills up;
+    // both go to the log as they come.
     let stderr = child.stderr.take().expect("piped");
+    let stderr_log = Arc::clone(&log);
     let errors = std::thread::spawn(move || {
         BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
+            .inspect(|l| log_line(&stderr_log, l))
             .collect::<Vec<_>>()
     });
     let stdout = child.stdout.take().expect("piped");
     let (mut steps, mut last_shown, mut latest) = (0usize, Instant::now(), String::new());
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        log_line(&log, &line);
         if is_step(&line) {
             steps += 1;
             latest = line.trim().to_string();
@@ -244,14 +261,41 @@ fn make_with_progress(source: &Path, build: &Path, jobs: usize, targets: &[&str]
     }
     let status = child.wait()?;
     let errors = errors.join().unwrap_or_default();
+    let flushed = log.lock().map(|mut w| w.flush());
+    if !matches!(flushed, Ok(Ok(()))) {
+        eprintln!("    (could not write all of {})", log_path.display());
+    }
     if !status.success() {
-        for l in errors.iter().rev().take(30).rev() {
+        for l in errors.iter().rev().take(TAIL_LINES).rev() {
             eprintln!("    {l}");
         }
-        bail!("make {} failed ({status})", targets.join(" "));
+        let error = last_error_line(&errors).map_or(String::new(), |e| format!(": {e}"));
+        bail!(
+            "make {} failed ({status}){error}; full log: {}",
+            targets.join(" "),
+            log_path.display()
+        );
     }
     eprintln!("    make: {steps} steps");
     Ok(())
+}
+
+/// Appends a line to the build log (a write error is noticed at the flush).
+fn log_line(log: &Mutex<BufWriter<File>>, line: &str) {
+    if let Ok(mut w) = log.lock() {
+        let _ = writeln!(w, "{line}");
+    }
+}
+
+/// The last line of a failed build's stderr that reports an error (`error:`,
+/// `fatal error:`, as gcc, clang and ld.lld print them), trimmed; make's own
+/// `*** [...] Error 2` lines, the failure's echo and not its cause, do not match.
+pub fn last_error_line(lines: &[String]) -> Option<&str> {
+    lines
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.to_ascii_lowercase().contains("error:"))
 }
 
 /// Whether a line of make's output is a build step (`  CC      fs/ext4/inode.o`).
@@ -323,6 +367,35 @@ mod tests {
         for opt in REQUIRED {
             assert!(OUR_FRAGMENT.contains(&format!("\n{opt}=y\n")), "{opt}");
         }
+    }
+
+    #[test]
+    fn the_last_compiler_error_is_picked() {
+        let lines: Vec<String> = [
+            "fs/ext4/inode.c: In function 'ext4_iget':",
+            "fs/ext4/inode.c:4801:9: warning: unused variable 'x' [-Wunused-variable]",
+            "fs/ext4/super.c:12:1: error: unknown type name 'foo'",
+            "fs/ext4/inode.c:4810:5: error: expected ';' before '}' token",
+            " 4810 |     }",
+            "      |     ^",
+            "make[4]: *** [scripts/Makefile.build:250: fs/ext4/inode.o] Error 1",
+            "make[1]: *** [/src/Makefile:2012: .] Error 2",
+            "make: *** [Makefile:226: __sub-make] Error 2",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            last_error_line(&lines),
+            Some("fs/ext4/inode.c:4810:5: error: expected ';' before '}' token")
+        );
+        let fatal = ["  drivers/x.c:3:10: fatal error: y.h: No such file or directory".into()];
+        assert_eq!(
+            last_error_line(&fatal),
+            Some("drivers/x.c:3:10: fatal error: y.h: No such file or directory")
+        );
+        assert_eq!(last_error_line(&lines[..3]), Some(lines[2].as_str()));
+        assert_eq!(last_error_line(&lines[..2]), None);
+        assert_eq!(last_error_line(&lines[6..]), None);
     }
 
     #[test]
