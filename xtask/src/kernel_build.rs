@@ -10,8 +10,9 @@
 //! debug options), then the user's fragment on top, merged with the tree's own
 //! `scripts/kconfig/merge_config.sh` and settled with `make olddefconfig`. What the
 //! agent cannot do without is checked in the result, since olddefconfig drops an
-//! option whose dependencies are missing (BTF without pahole) without a word.
-//! make's whole output goes to
+//! option whose dependencies are missing (BTF without pahole) without a word, and
+//! so is every setting of the user's fragment ([`kernel_fragment`]), which is
+//! parsed before anything else happens. make's whole output goes to
 //! `<build dir>/build.log`; a failed build ends on the compiler's last `error:`
 //! line and that log's path.
 //!
@@ -29,6 +30,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::cmd::{self, cmd};
 use crate::deps;
+use crate::kernel_fragment::{self, Setting};
 use crate::paths::{self, Layout};
 
 /// What guestscope needs of a kernel, as a configuration fragment.
@@ -80,6 +82,16 @@ const REQUIRED: &[&str] = &[
 /// make's stderr lines shown when it fails.
 const TAIL_LINES: usize = 30;
 
+/// The user's fragment: where it came from, its text and its settings.
+struct UserFragment<'a> {
+    /// The path given to `--config-fragment`.
+    path: &'a Path,
+    /// Its contents.
+    text: String,
+    /// Its settings, parsed.
+    settings: Vec<Setting>,
+}
+
 /// A progress line at most this often while make runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(20);
 
@@ -100,6 +112,21 @@ pub fn kernel(options: &Options) -> Result<()> {
 
 /// Builds (or finds built) the kernel `options` describe; its bzImage.
 pub fn build(layout: &Layout, options: &Options) -> Result<PathBuf> {
+    // The fragment first: a typo in it is worth no package installation.
+    let user = match &options.config_fragment {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--config-fragment {}", path.display()))?;
+            let settings = kernel_fragment::parse(&text)
+                .with_context(|| format!("--config-fragment {}", path.display()))?;
+            Some(UserFragment {
+                path,
+                text,
+                settings,
+            })
+        }
+        None => None,
+    };
     let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
     if options.source.is_none() {
         packages.push(SOURCE_PACKAGE);
@@ -118,17 +145,10 @@ pub fn build(layout: &Layout, options: &Options) -> Result<PathBuf> {
             source.display()
         );
     }
-    let user_fragment = match &options.config_fragment {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("--config-fragment {}", f.display()))?,
-        ),
-        None => None,
-    };
-    let key = cache_key(&source, user_fragment.as_deref());
+    let key = cache_key(&source, user.as_ref().map(|u| u.text.as_str()));
     let build = layout.user_cache_dir().join("kernels").join(&key);
     std::fs::create_dir_all(&build)?;
-    configure(&source, &build, user_fragment.as_deref())?;
+    configure(&source, &build, user.as_ref())?;
     let config = std::fs::read_to_string(build.join(".config"))?;
     let lacking = missing_options(&config);
     if !lacking.is_empty() {
@@ -178,8 +198,9 @@ pub fn missing_options(config: &str) -> Vec<&'static str> {
 }
 
 /// defconfig, kvm_guest.config, our fragment, the user's, olddefconfig — once per
-/// build directory (a stamp marks it done).
-fn configure(source: &Path, build: &Path, user_fragment: Option<&str>) -> Result<()> {
+/// build directory (a stamp marks it done, and only once the user's settings
+/// are found in the result).
+fn configure(source: &Path, build: &Path, user: Option<&UserFragment<'_>>) -> Result<()> {
     let stamp = build.join(".guestscope-configured");
     if stamp.is_file() && build.join(".config").is_file() {
         return Ok(());
@@ -204,14 +225,38 @@ fn configure(source: &Path, build: &Path, user_fragment: Option<&str>) -> Result
         .arg(build)
         .arg(build.join(".config"))
         .arg(&ours);
-    if let Some(text) = user_fragment {
+    if let Some(user) = user {
         let theirs = build.join("user.config");
-        std::fs::write(&theirs, text)?;
+        std::fs::write(&theirs, &user.text)?;
         merge.arg(&theirs);
     }
     cmd::run(&mut merge)?;
     make(&["olddefconfig"])?;
+    if let Some(user) = user {
+        check_user_settings(source, build, user)?;
+    }
     std::fs::write(&stamp, "")?;
+    Ok(())
+}
+
+/// Refuses, in one line, every setting of the user's fragment that is not in the
+/// final `.config`: options this kernel does not have, and values olddefconfig
+/// did not keep.
+fn check_user_settings(source: &Path, build: &Path, user: &UserFragment<'_>) -> Result<()> {
+    let config = std::fs::read_to_string(build.join(".config"))?;
+    let symbols = kernel_fragment::kconfig_symbols(source, kernel_fragment::SRCARCH)?;
+    let version = std::fs::read_to_string(source.join("Makefile"))
+        .ok()
+        .and_then(|m| kernel_fragment::source_version(&m))
+        .unwrap_or_else(|| source.display().to_string());
+    let problems = kernel_fragment::problems(&user.settings, &config, &symbols, &version);
+    if !problems.is_empty() {
+        bail!(
+            "--config-fragment {}: {}",
+            user.path.display(),
+            problems.join("; ")
+        );
+    }
     Ok(())
 }
 

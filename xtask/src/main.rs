@@ -24,6 +24,7 @@ mod image;
 mod initramfs;
 mod kernel;
 mod kernel_build;
+mod kernel_fragment;
 mod lab;
 mod lints;
 mod paths;
