@@ -23,7 +23,9 @@ fn run() -> &'static RunOutput {
         std::fs::copy(workload_binary("fopen"), &user).unwrap();
         // The lab's default: the uncompressed kernel for every boot but the boot-time
         // ones, as `guestscope lab` does with the guest `cargo xtask` built.
-        let fast = guestscope_tests::guest_artifacts().0.with_file_name("vmlinux");
+        let fast = guestscope_tests::guest_artifacts()
+            .0
+            .with_file_name("vmlinux");
         let opts = LabOptions {
             fast_kernel: fast.is_file().then_some(fast),
             workloads: vec![format!("{} --iterations {USER_ITERATIONS}", user.display())],
