@@ -182,6 +182,9 @@ pub struct BootSetup {
     pub blast_port: Option<u32>,
     /// Stop at the agent's hello (boot-time samples).
     pub stop_at_hello: bool,
+    /// Set while a gdbstub thread may hold the VM: no reply is written to the guest
+    /// then ([`ReceiveOptions::replies_paused`]), as in `lab`.
+    pub replies_paused: Option<Arc<AtomicBool>>,
 }
 
 /// Boots `m` with `plan` and collects its stream. `on_record` runs after every applied
@@ -199,6 +202,7 @@ pub fn boot(
         gdb,
         blast_port,
         stop_at_hello,
+        replies_paused,
     } = setup;
     let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
     let run_dir = tempfile::Builder::new()
@@ -300,10 +304,12 @@ pub fn boot(
                 inner: stream,
                 count: count.clone(),
             };
+            let defaults = ReceiveOptions::default();
             let options = ReceiveOptions {
                 stop_at_hello,
                 secret: Some(secret.clone()),
-                ..ReceiveOptions::default()
+                replies_paused: replies_paused.unwrap_or(defaults.replies_paused.clone()),
+                ..defaults
             };
             let r = receive::receive(
                 Box::new(counting),

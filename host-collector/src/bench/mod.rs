@@ -355,6 +355,10 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
             timeout: Duration::from_secs(300),
             ..Cr3Options::default()
         };
+        // Replies to the guest wait while the gdb method holds it, as in `lab`: a held
+        // guest drains no vsock, and blocked replies stalled the collector until the
+        // agent took the link for dead and the boot was lost.
+        let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let over = guest::boot(
             &timed,
             &overhead_plan(o),
@@ -362,6 +366,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
             &o.work_dir.join("serial-overhead.log"),
             BootSetup {
                 gdb: Some(gdb.clone()),
+                replies_paused: Some(paused.clone()),
                 ..BootSetup::default()
             },
             &mut |s, bytes| {
@@ -375,7 +380,9 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
                 let port = gdb.clone();
                 let pid = s.workloads.last().map(|w| w.started.pid).unwrap_or(0);
                 let (n, opts) = (o.gdb_iterations, gdb_opts.clone());
-                let handle = std::thread::spawn(move || gdb_trace(port, &k, &off, pid, n, &opts));
+                let handle = crate::lab::spawn_holding(&paused, move || {
+                    gdb_trace(port, &k, &off, pid, n, &opts)
+                });
                 gdb_threads.borrow_mut().push((name, handle));
             },
         )
