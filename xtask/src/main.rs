@@ -5,7 +5,8 @@
 //! - [`test`]: build everything and run all tests, the VM tests included;
 //! - [`bench`]: time a warm `lab`, then run `guestscope bench` (results in `bench/`);
 //! - [`deps`]: check and install what the lab needs on the host;
-//! - [`image`]: build the guest image only.
+//! - [`image`]: build the guest image only;
+//! - [`perfetto_protos`]: regenerate the collector's Rust code for Perfetto's trace protos.
 //!
 //! Their building blocks: [`build_guest`] (cargo builds), [`kernel`] (the
 //! Debian kernel and its modules), [`initramfs`] (the guest's base archive),
@@ -28,6 +29,7 @@ mod kernel_fragment;
 mod lab;
 mod lints;
 mod paths;
+mod perfetto_protos;
 mod shell_files;
 mod steps;
 mod test;
@@ -59,6 +61,8 @@ enum Command {
     /// Build a guest kernel from source (default: Debian's linux-source-6.1), for
     /// `lab --kernel`.
     Kernel(kernel_build::Options),
+    /// Regenerate the collector's Rust code for Perfetto's trace protos (prost-build).
+    PerfettoProtos(perfetto_protos::Options),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Deps(options) => deps::deps(options),
         Command::Image(options) => image::image(options),
         Command::Kernel(options) => kernel_build::kernel(options),
+        Command::PerfettoProtos(options) => perfetto_protos::perfetto_protos(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
