@@ -4,8 +4,8 @@ use super::*;
 use crate::output::flamegraph;
 
 /// Writes `trace.perfetto-trace`: boot milestones (host clock), workloads and every
-/// probe event (guest clock, mapped onto the host axis by `timeline`), and the
-/// gdbstub's holds and snapshots (host clock).
+/// probe event (guest clock, its snapshots against the host's axis from
+/// `timeline`), and the gdbstub's holds and snapshots (host clock).
 pub(super) fn write_trace<W: io::Write>(
     dir: &Path,
     s: &summary::Summary,
@@ -15,10 +15,14 @@ pub(super) fn write_trace<W: io::Write>(
     let Some(timeline) = timeline else {
         return Ok(None);
     };
-    let to_trace = |guest_ns: u64| timeline.to_host(guest_ns).max(0.0) as u64;
     let path = dir.join("trace.perfetto-trace");
     let tmp = dir.join("trace.perfetto-trace.tmp");
-    let mut w = crate::output::perfetto::TraceWriter::new(io::BufWriter::new(File::create(&tmp)?));
+    let events_path = dir.join("events.jsonl");
+    let (first, last) = guest_span(&events_path, session)?;
+    let mut w = crate::output::perfetto::TraceWriter::new(
+        io::BufWriter::new(File::create(&tmp)?),
+        crate::output::perfetto::guest_clock::points(timeline, first, last),
+    );
     let b = &s.boot;
     let ns = |v: f64| (v * 1e9) as u64;
     let phases = [
@@ -45,8 +49,8 @@ pub(super) fn write_trace<W: io::Write>(
             w.workload(
                 wl.started.pid,
                 &wl.started.name,
-                to_trace(wl.started.start_ns),
-                to_trace(x.end_ns),
+                wl.started.start_ns,
+                x.end_ns,
             )?;
         }
     }
@@ -85,10 +89,7 @@ pub(super) fn write_trace<W: io::Write>(
             n_snapshots += 1;
         }
     }
-    let events = w.events_from_jsonl(
-        io::BufReader::new(File::open(dir.join("events.jsonl"))?),
-        to_trace,
-    )?;
+    let events = w.events_from_jsonl(io::BufReader::new(File::open(&events_path)?))?;
     let packets = w.packets;
     w.finish()?
         .into_inner()
@@ -102,6 +103,33 @@ pub(super) fn write_trace<W: io::Write>(
         snapshots: n_snapshots,
         holds: n_holds,
     }))
+}
+
+/// The guest times the trace holds (every event's and workload's), for the guest
+/// clock's snapshots: (earliest, latest), ns.
+fn guest_span<W: io::Write>(events: &Path, session: &Session<W>) -> io::Result<(u64, u64)> {
+    /// Only the time of an `events.jsonl` line.
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        ts_ns: u64,
+    }
+    let (mut first, mut last) = (u64::MAX, 0);
+    let mut see = |t: u64| {
+        first = first.min(t);
+        last = last.max(t);
+    };
+    for wl in &session.workloads {
+        see(wl.started.start_ns);
+        if let Some(x) = &wl.exited {
+            see(x.end_ns);
+        }
+    }
+    for line in io::BufRead::lines(io::BufReader::new(File::open(events)?)) {
+        if let Ok(s) = serde_json::from_str::<Stamp>(&line?) {
+            see(s.ts_ns);
+        }
+    }
+    Ok(if first > last { (0, 0) } else { (first, last) })
 }
 
 /// The trace track of the gdbstub's holds and snapshots (host clock).
