@@ -353,39 +353,17 @@ fn the_report_has_every_section_and_the_html_is_self_contained() {
 }
 
 /// Parses `trace.perfetto-trace` with Perfetto's own published protos (PyPI
-/// `perfetto`, installed by `cargo xtask deps`) and checks that guest events and
-/// host-clock boot phases share one time axis.
+/// `perfetto`, installed by `cargo xtask deps`; the script is
+/// `tests/tests/perfetto_check.py`, which also runs by hand on any trace) and
+/// checks the guest's machine and clock, the interned stacks, and that guest
+/// events and host-clock boot phases share one time axis.
 #[test]
 fn the_perfetto_trace_parses_with_perfettos_protos_and_shares_one_time_axis() {
     let r = run();
     let path = r.dir.join("trace.perfetto-trace");
-    let script = r#"
-import sys, json
-from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
-t = pb.Trace()
-t.ParseFromString(open(sys.argv[1], 'rb').read())
-names = {}
-probe_ts = []
-boot = {}
-snapshots = []
-tracks = {p.track_descriptor.uuid: p.track_descriptor for p in t.packet if p.HasField('track_descriptor')}
-for p in t.packet:
-    if p.HasField('track_event'):
-        e = p.track_event
-        if 'probe' in e.categories:
-            probe_ts.append(p.timestamp)
-        track = tracks.get(e.track_uuid)
-        if track is not None and track.name == 'boot (host clock)' and e.name:
-            boot[e.name] = p.timestamp
-        if track is not None and track.name == 'gdbstub (host clock)' and e.name.startswith('gdbstub snapshot'):
-            args = {a.name: (a.string_value or str(a.uint_value)) for a in e.debug_annotations}
-            snapshots.append({"ts": p.timestamp, "pid": args.get("pid"), "cr3": args.get("cr3")})
-print(json.dumps({"probe_events": len(probe_ts), "first_probe": min(probe_ts), "last_probe": max(probe_ts), "boot": boot,
-                  "threads": sum(1 for d in tracks.values() if d.HasField('thread')), "snapshots": snapshots}))
-"#;
     let out = std::process::Command::new("python3")
         .arg("-c")
-        .arg(script)
+        .arg(include_str!("perfetto_check.py"))
         .arg(&path)
         .output()
         .expect("python3");
@@ -394,12 +372,39 @@ print(json.dumps({"probe_events": len(probe_ts), "first_probe": min(probe_ts), "
         "Perfetto's protos could not parse the trace: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // Each event appears on its thread track and on its CPU track.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    // Each event once, on its thread's track, on the guest machine (the script
+    // asserts machine id 1 and the guest clock for each).
+    assert_eq!(v["probe_events"].as_u64().unwrap(), r.events.len() as u64);
+    assert!(v["machines"]["0"].as_u64().unwrap() > 0, "no host packet");
+    assert!(v["machines"]["1"].as_u64().unwrap() > 0, "no guest packet");
+    // The guest clock's snapshots against the host's axis.
+    assert!(v["guest_clock_snapshots"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(v["guest_clock_snapshots_monotonic"], true);
+    // Every stack is an interned callstack whose frames resolve.
+    assert_eq!(v["events_with_unresolved_callstack"], 0);
+    let with_stack = r
+        .events
+        .iter()
+        .filter(|e| e["stack"].as_array().is_some_and(|s| !s.is_empty()))
+        .count();
     assert_eq!(
-        v["probe_events"].as_u64().unwrap(),
-        2 * r.events.len() as u64
+        v["events_with_resolved_callstack"].as_u64().unwrap(),
+        with_stack as u64
     );
+    // trace_processor, when its binary could be had: the guest's machine and its
+    // events on the host's axis, no clock sync failure.
+    if let Some(tp) = v["trace_processor"].as_object() {
+        assert_eq!(tp["machines"].as_array().unwrap().len(), 2, "{tp:?}");
+        assert!(
+            tp["clock_sync_failures"].as_array().unwrap().is_empty(),
+            "{tp:?}"
+        );
+    } else {
+        eprintln!("trace_processor not checked: {}", v["trace_processor"]);
+    }
     assert!(
         v["threads"].as_u64().unwrap() >= r.summary["workloads"].as_array().unwrap().len() as u64
     );
