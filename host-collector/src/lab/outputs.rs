@@ -1,7 +1,7 @@
 //! Writing the outputs: the Perfetto trace, the report's figures, summary.json, report.md/html, stacks.folded and the guest's artifacts.
 
 use super::*;
-use crate::output::flamegraph;
+use crate::output::{flamegraph, folded};
 
 /// Writes `trace.perfetto-trace`: boot milestones (host clock), workloads and every
 /// probe event (guest clock, its snapshots against the host's axis from
@@ -136,43 +136,26 @@ fn guest_span<W: io::Write>(events: &Path, session: &Session<W>) -> io::Result<(
 pub(super) const GDB_TRACK: &str = "gdbstub (host clock)";
 
 /// The stacks of the probes `wanted` picks, as flame-graph paths: with one probe,
-/// workload then frames; with several, probe, workload, frames (outermost first,
-/// offsets dropped so call sites of one function merge).
+/// workload then functions; with several, probe, workload, functions (outermost
+/// first, offsets dropped so call sites of one function merge).
 fn flame_stacks<W: io::Write>(
     session: &Session<W>,
     wanted: impl Fn(&str) -> bool,
 ) -> Vec<(Vec<String>, u64)> {
-    let probes: std::collections::BTreeSet<&str> = session
-        .workloads
-        .iter()
-        .flat_map(|w| w.stack_counts.keys().map(|(p, _)| p.as_str()))
-        .filter(|p| wanted(p))
-        .collect();
-    let mut out = Vec::new();
-    for w in &session.workloads {
-        for ((probe, id), &count) in &w.stack_counts {
-            if !wanted(probe) {
-                continue;
-            }
-            let mut path = Vec::new();
+    let stacks = folded::stacks(session, wanted);
+    let probes: std::collections::BTreeSet<&str> = stacks.iter().map(|s| s.probe).collect();
+    stacks
+        .into_iter()
+        .map(|s| {
+            let mut path = Vec::with_capacity(s.functions.len() + 2);
             if probes.len() > 1 {
-                path.push(probe.clone());
+                path.push(s.probe.to_string());
             }
-            path.push(w.started.name.clone());
-            let frames = session.stack_frames(*id);
-            if frames.is_empty() {
-                path.push("[no stack]".to_string());
-            }
-            path.extend(
-                frames
-                    .iter()
-                    .rev()
-                    .map(|f| guest_kernel::kallsyms::frame_function(f).to_string()),
-            );
-            out.push((path, count));
-        }
-    }
-    out
+            path.push(s.workload.to_string());
+            path.extend(s.functions);
+            (path, s.count)
+        })
+        .collect()
 }
 
 /// The report's plots, each placed after its section.

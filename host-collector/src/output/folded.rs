@@ -14,36 +14,80 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use guest_kernel::kallsyms::frame_function;
+
 use crate::session::Session;
+
+/// The frame of an event without a stack.
+pub const NO_STACK: &str = "[no stack]";
+
+/// One distinct (workload, probe, stack) of a session with its event count.
+pub struct FoldedStack<'a> {
+    /// The workload's name.
+    pub workload: &'a str,
+    /// The probe's name.
+    pub probe: &'a str,
+    /// The stack's functions from the outermost caller to the probed function
+    /// (offsets dropped), or [`NO_STACK`] alone.
+    pub functions: Vec<String>,
+    /// Events with that stack.
+    pub count: u64,
+}
+
+/// Every workload's stacks of the probes `wanted` picks.
+pub fn stacks<'s, W: Write>(
+    session: &'s Session<W>,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<FoldedStack<'s>> {
+    let mut out = Vec::new();
+    for w in &session.workloads {
+        for ((probe, stack_id), &count) in &w.stack_counts {
+            if !wanted(probe) {
+                continue;
+            }
+            let frames = session.stack_frames(*stack_id);
+            let functions = if frames.is_empty() {
+                vec![NO_STACK.to_string()]
+            } else {
+                frames
+                    .iter()
+                    .rev()
+                    .map(|f| frame_function(f).to_string())
+                    .collect()
+            };
+            out.push(FoldedStack {
+                workload: &w.started.name,
+                probe,
+                functions,
+                count,
+            });
+        }
+    }
+    out
+}
 
 /// Writes the folded stacks of every workload in `session` to `out`; returns the
 /// number of lines.
 pub fn write<W: Write, O: Write>(session: &Session<W>, mut out: O) -> io::Result<u64> {
     let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-    for w in &session.workloads {
-        for ((probe, stack_id), &count) in &w.stack_counts {
-            let frames = session.stack_frames(*stack_id);
-            let mut line = format!("{};{}", fold_name(&w.started.name), fold_name(probe));
-            if frames.is_empty() {
-                line.push_str(";[no stack]");
+    for s in stacks(session, |_| true) {
+        let mut line = format!("{};{}", fold_name(s.workload), fold_name(s.probe));
+        for f in &s.functions {
+            line.push(';');
+            // The marker keeps its space, as the format's readers split at the last one.
+            if f == NO_STACK {
+                line.push_str(NO_STACK);
+            } else {
+                line.push_str(&fold_name(f));
             }
-            for f in frames.iter().rev() {
-                line.push(';');
-                line.push_str(&fold_name(function_of(f)));
-            }
-            *lines.entry(line).or_default() += count;
         }
+        *lines.entry(line).or_default() += s.count;
     }
     for (line, count) in &lines {
         writeln!(out, "{line} {count}")?;
     }
     out.flush()?;
     Ok(lines.len() as u64)
-}
-
-/// `alloc_fd+0x5` → `alloc_fd`.
-fn function_of(frame: &str) -> &str {
-    frame.split(['+', ' ']).next().unwrap_or(frame)
 }
 
 /// A frame name the format can carry: no `;` (the separator) and no spaces.
@@ -57,8 +101,8 @@ mod tests {
 
     #[test]
     fn names_are_cut_at_the_offset_and_made_safe() {
-        assert_eq!(function_of("alloc_fd+0x5"), "alloc_fd");
-        assert_eq!(function_of("0xffffffff81000000"), "0xffffffff81000000");
+        assert_eq!(frame_function("alloc_fd+0x5"), "alloc_fd");
+        assert_eq!(frame_function("0xffffffff81000000"), "0xffffffff81000000");
         assert_eq!(fold_name("a b;c"), "a_b_c");
     }
 }
