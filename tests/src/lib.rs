@@ -60,16 +60,20 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// Whether any frame of an event's stack is in function `func`.
 pub fn stack_has(event: &Value, func: &str) -> bool {
     event["stack"].as_array().is_some_and(|frames| {
-        frames.iter().any(|f| {
-            f.as_str()
-                .is_some_and(|s| s.split(['+', ' ']).next() == Some(func))
-        })
+        frames
+            .iter()
+            .any(|f| f.as_str().is_some_and(|s| function_name(s) == func))
     })
 }
 
 /// The function of frame `n` of an event's stack (0 is the innermost).
 pub fn frame_function(event: &Value, n: usize) -> Option<&str> {
-    event["stack"].get(n)?.as_str()?.split(['+', ' ']).next()
+    event["stack"].get(n)?.as_str().map(function_name)
+}
+
+/// The function of a symbolized frame: `alloc_fd+0x5 (fs/file.c:488)` → `alloc_fd`.
+fn function_name(frame: &str) -> &str {
+    frame.split(['+', ' ']).next().unwrap_or(frame)
 }
 
 /// Asserts that at least `at_least` spin_lock events of workload `name` have alloc_fd
