@@ -107,6 +107,7 @@ pub fn setup_text(endpoint: &Endpoint, gdb: &GdbEndpoint) -> String {
 pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
     crate::inputs::check_out_dir(&o.out_dir)?;
     let started = Instant::now();
+    let started_unix_ns = crate::run_files::host_time::unix_now_ns();
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -122,8 +123,11 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
     };
     let events = std::fs::File::create(o.out_dir.join("events.jsonl"))
         .map_err(|e| LabError::Setup(format!("creating events.jsonl: {e}")))?;
+    let stacks = std::fs::File::create(o.out_dir.join("stacks.jsonl"))
+        .map_err(|e| LabError::Setup(format!("creating stacks.jsonl: {e}")))?;
     let mut session: Session<Box<dyn io::Write + Send>> =
         Session::new(Box::new(WholeLines::new(events)));
+    session.write_stacks_to(Box::new(WholeLines::new(stacks)));
     let options = ReceiveOptions {
         secret: o.secret.clone(),
         ..ReceiveOptions::default()
@@ -196,6 +200,7 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
         snapshots: None,
         link: received.link,
         clock: received.clock,
+        host_epoch_unix_ns: started_unix_ns,
     };
     let run = summary::RunInfo {
         started_unix_s,

@@ -9,7 +9,8 @@
 //! - [`experiments`]: the lab's questions, answered from the collected data.
 //! - [`timeline`]: guest-to-host clock mapping.
 //! - [`session`]: applies the stream's records; writes `events.jsonl`.
-//! - [`event_line`]: one line of `events.jsonl`, written and read through one type.
+//! - [`run_files`]: `events.jsonl`, `stacks.jsonl` and `run.json`, each written and
+//!   read through one type, for SQL engines.
 //! - [`output`]: `summary.json` and `report.md`.
 //! - [`lab`]: one run, end to end.
 //! - [`own_questions`]: the lab's side of `--probe`, `--snapshot-at` and `--read`.
@@ -33,7 +34,6 @@ pub mod attach;
 pub mod bench;
 pub mod built_guest;
 pub mod cli;
-pub mod event_line;
 pub mod experiments;
 pub mod host_program;
 pub mod image;
@@ -48,6 +48,7 @@ pub mod progress;
 pub mod qemu;
 pub mod rootfs;
 pub mod run_end;
+pub mod run_files;
 pub mod session;
 pub mod stream;
 pub mod timeline;

@@ -106,7 +106,7 @@ pub fn fetch(o: &LabOptions) -> Result<Fetched, LabError> {
         o,
         &v,
         &plan,
-        Box::new(io::sink()),
+        lab::StreamFiles::discard(),
         &o.out_dir.join("serial.log"),
         &Mode::Full,
     )?;

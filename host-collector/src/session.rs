@@ -4,7 +4,7 @@
 //! Memory stays bounded by what the report shows (counts per workload, probe and
 //! stack), not by the number of events: events go to disk as they arrive.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 
 use guestscope_common::event::{NO_STACK, ProbeKind, RawEvent, USER_ARGS};
@@ -13,7 +13,7 @@ use guestscope_common::wire::{
 };
 use serde::Serialize;
 
-use crate::event_line::EventLine;
+use crate::run_files::events::EventLine;
 use crate::stream::seq::{SeqTracker, SeqVerdict};
 use guest_kernel::kallsyms::Kallsyms;
 
@@ -117,6 +117,13 @@ pub struct Session<W: Write> {
     stack_id_base: u32,
     stacks_raw: HashMap<u32, Vec<u64>>,
     stacks_sym: HashMap<u32, Vec<String>>,
+    /// The run's id, on every line of `events.jsonl` and `stacks.jsonl`.
+    run_id: String,
+    /// Where each stack is written the first time an event has it (`stacks.jsonl`
+    /// while the run goes on, so a killed collector leaves the events' stacks too).
+    stacks_out: Option<Box<dyn Write + Send>>,
+    /// The stacks written to `stacks_out`.
+    stacks_written: HashSet<u32>,
     pid_workload: HashMap<u32, usize>,
     active: Option<usize>,
 }
@@ -174,9 +181,13 @@ static EMPTY: Vec<String> = Vec::new();
 pub const TIMELINE_BIN_NS: u64 = 10_000_000;
 
 impl<W: Write> Session<W> {
-    /// A new session writing one JSON line per event to `events_out`.
+    /// A new session, a new run: one JSON line per event goes to `events_out`, under a
+    /// fresh run id.
     pub fn new(events_out: W) -> Session<W> {
         Session {
+            run_id: crate::run_files::run_id::new_run_id(std::time::SystemTime::now()),
+            stacks_out: None,
+            stacks_written: HashSet::new(),
             events_out,
             hello: None,
             probes: Vec::new(),
@@ -297,7 +308,7 @@ impl<W: Write> Session<W> {
             Body::Connect(_) | Body::ClockEcho(_) => {}
             Body::Finished(t) => {
                 self.totals = Some(t);
-                self.events_out.flush()?;
+                self.flush()?;
             }
         }
         Ok(())
@@ -403,6 +414,18 @@ impl<W: Write> Session<W> {
             self.stacks_sym.insert(id, frames);
         }
         &self.stacks_sym[&id]
+    }
+
+    /// The run's id (`20261204T133106Z-0a1b2c3d`), as `events.jsonl` has it.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Every stack id received, in order (the ids of `stacks.jsonl`).
+    pub fn stack_ids(&self) -> Vec<i32> {
+        let mut ids: Vec<i32> = self.stacks_raw.keys().map(|&id| id as i32).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The guest's raw BTF, once the agent has sent it whole.
@@ -537,9 +560,10 @@ impl<W: Write> Session<W> {
         } else {
             e.stack_id
         };
-        let frames = self.stack(e.stack_id).to_vec();
         let line = EventLine {
+            run_id: self.run_id.as_str().into(),
             ts_ns: e.ts_ns,
+            host_unix_ns: None,
             probe: probe_name.into(),
             cpu: e.cpu,
             pid: e.pid,
@@ -557,10 +581,37 @@ impl<W: Write> Session<W> {
             ip: is_fault.then(|| format!("{:#x}", e.ip)),
             error_code: is_fault.then_some(e.flags),
             stack_id,
-            stack: frames.as_slice().into(),
         };
         serde_json::to_writer(&mut self.events_out, &line)?;
-        self.events_out.write_all(b"\n")
+        self.events_out.write_all(b"\n")?;
+        self.write_stack_once(e.stack_id)
+    }
+
+    /// Sends `stacks.jsonl`'s lines, each stack once, to `out` as events first have
+    /// them (the end of the run writes the file again whole, with the spin_lock
+    /// classes).
+    pub fn write_stacks_to(&mut self, out: Box<dyn Write + Send>) {
+        self.stacks_out = Some(out);
+    }
+
+    /// Writes stack `id` to `stacks_out` if it is known and not written yet.
+    fn write_stack_once(&mut self, id: i32) -> std::io::Result<()> {
+        if self.stacks_out.is_none()
+            || id < 0
+            || !self.stacks_raw.contains_key(&(id as u32))
+            || !self.stacks_written.insert(id as u32)
+        {
+            return Ok(());
+        }
+        let line = crate::run_files::stacks::StackLine {
+            run_id: self.run_id.clone(),
+            stack_id: id,
+            frames: self.stack(id).to_vec(),
+            spin_lock_class: None,
+        };
+        let out = self.stacks_out.as_mut().expect("checked above");
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")
     }
 
     /// The `n` most frequent stacks of `probe` in workload `idx`: (count, frames).
@@ -596,8 +647,11 @@ impl<W: Write> Session<W> {
         v
     }
 
-    /// Flushes `events.jsonl`.
+    /// Flushes `events.jsonl` (and `stacks.jsonl`).
     pub fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(out) = &mut self.stacks_out {
+            out.flush()?;
+        }
         self.events_out.flush()
     }
 }

@@ -21,7 +21,8 @@ pub struct RunOutput {
     pub dir: PathBuf,
     /// `summary.json`.
     pub summary: Value,
-    /// `events.jsonl`, one value per line.
+    /// `events.jsonl`, one value per line, each with its frames from `stacks.jsonl`
+    /// joined in as `stack` (innermost first; empty for an event without a stack).
     pub events: Vec<Value>,
     /// `report.md`.
     pub report: String,
@@ -197,13 +198,27 @@ pub fn load(dir: &Path) -> RunOutput {
             .unwrap_or_else(|e| panic!("{}/{n}: {e}", dir.display()))
     };
     let summary: Value = serde_json::from_str(&read("summary.json")).expect("summary.json parses");
-    let events = read("events.jsonl")
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("events.jsonl line {}: {e}", i + 1))
-        })
+    let parse = |file: &str| -> Vec<Value> {
+        read(file)
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{file} line {}: {e}", i + 1))
+            })
+            .collect()
+    };
+    let stacks: std::collections::HashMap<i64, Value> = parse("stacks.jsonl")
+        .into_iter()
+        .map(|s| (s["stack_id"].as_i64().unwrap(), s["frames"].clone()))
         .collect();
+    let mut events = parse("events.jsonl");
+    for e in &mut events {
+        let frames = e["stack_id"]
+            .as_i64()
+            .and_then(|id| stacks.get(&id).cloned())
+            .unwrap_or_else(|| Value::Array(Vec::new()));
+        e["stack"] = frames;
+    }
     RunOutput {
         dir: dir.to_path_buf(),
         summary,

@@ -114,46 +114,85 @@ pub fn ensure() -> Result<()> {
     for tool in CARGO_TOOLS {
         ensure_cargo_tool(tool, &mut present)?;
     }
-    ensure_perfetto_protos(&mut present)?;
+    ensure_python_packages(&mut present)?;
     eprintln!("    present: {}", present.join(", "));
     Ok(())
 }
 
-/// Perfetto's published trace protos for Python (PyPI `perfetto`), which the
-/// tests use as the reference parser of our `trace.perfetto-trace`.
-const PERFETTO_PIP: &str = "perfetto>=0.59,<0.60";
-const PERFETTO_CHECK: &str = "from perfetto.protos.perfetto.trace import perfetto_trace_pb2";
+/// A Python package the tests use as a reference: what pip installs, and the import
+/// that shows it is there.
+struct PythonPackage {
+    /// What it is for, in the progress line.
+    purpose: &'static str,
+    /// pip's requirement specifiers.
+    pip: &'static [&'static str],
+    /// A statement that imports it.
+    check: &'static str,
+    /// Whether the tests need it (else a failed install is a warning: the tests report
+    /// what they could not run).
+    required: bool,
+}
 
-fn ensure_perfetto_protos(present: &mut Vec<String>) -> Result<()> {
-    let importable = || {
-        std::process::Command::new("python3")
-            .args(["-c", PERFETTO_CHECK])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+/// The Python packages of the tests: Perfetto's published trace protos (the reference
+/// parser of our trace), DuckDB and ClickHouse's engine chdb (the SQL engines the
+/// fleet route's test queries the run files with).
+const PYTHON_PACKAGES: [PythonPackage; 3] = [
+    PythonPackage {
+        purpose: "the trace tests",
+        pip: &["perfetto>=0.59,<0.60", "protobuf"],
+        check: "from perfetto.protos.perfetto.trace import perfetto_trace_pb2",
+        required: true,
+    },
+    PythonPackage {
+        purpose: "the SQL-engine test",
+        pip: &["duckdb>=1.1,<3"],
+        check: "import duckdb",
+        required: true,
+    },
+    PythonPackage {
+        purpose: "the SQL-engine test (optional: its wheel is large)",
+        pip: &["chdb>=3,<5"],
+        check: "import chdb",
+        required: false,
+    },
+];
+
+fn ensure_python_packages(present: &mut Vec<String>) -> Result<()> {
+    for p in &PYTHON_PACKAGES {
+        let importable = || {
+            std::process::Command::new("python3")
+                .args(["-c", p.check])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if importable() {
+            present.push(format!("python {}", p.pip[0]));
+            continue;
+        }
+        let spec = p.pip.join(" ");
+        eprintln!("    installing {spec} (Python) for {}", p.purpose);
+        let status = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(p.pip)
             .status()
-            .is_ok_and(|s| s.success())
-    };
-    if importable() {
-        present.push("python perfetto protos".into());
-        return Ok(());
-    }
-    eprintln!("    installing {PERFETTO_PIP} (Python) for the trace tests");
-    let status = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            PERFETTO_PIP,
-            "protobuf",
-        ])
-        .status()
-        .map_err(|e| anyhow::anyhow!("running pip: {e}"))?;
-    if !status.success() || !importable() {
-        anyhow::bail!(
-            "could not install the Python package {PERFETTO_PIP}: run `python3 -m pip install {PERFETTO_PIP} protobuf`"
-        );
+            .map_err(|e| anyhow::anyhow!("running pip: {e}"))?;
+        let installed = status.success() && importable();
+        if !installed && p.required {
+            anyhow::bail!(
+                "could not install the Python package {spec}: run `python3 -m pip install {spec}`"
+            );
+        }
+        if !installed {
+            eprintln!("    warning: {spec} did not install; the tests will say what they skipped");
+        }
     }
     Ok(())
 }

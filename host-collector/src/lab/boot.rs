@@ -45,6 +45,27 @@ pub struct Collected {
     pub link: LinkReport,
     /// The clock-sync exchange's round trips.
     pub clock: ClockExchange,
+    /// The host's wall clock at the zero of the run's host times (QEMU's launch), ns
+    /// since the Unix epoch.
+    pub host_epoch_unix_ns: i64,
+}
+
+/// Where a boot's events and stacks go while they arrive.
+pub struct StreamFiles {
+    /// `events.jsonl`.
+    pub events: Box<dyn io::Write + Send>,
+    /// `stacks.jsonl` (None: the stacks stay in memory until the end).
+    pub stacks: Option<Box<dyn io::Write + Send>>,
+}
+
+impl StreamFiles {
+    /// For a boot whose events nobody keeps (the boot-time and CR3 boots).
+    pub fn discard() -> StreamFiles {
+        StreamFiles {
+            events: Box::new(io::sink()),
+            stacks: None,
+        }
+    }
 }
 
 /// The QEMU command line of one boot: the run's initramfs `initrd`, the gdbstub at
@@ -86,13 +107,13 @@ pub fn qemu_config(
 }
 
 /// Boots the guest once with `plan`, collecting its stream until the agent's final
-/// record (or its hello, in [`Mode::BootOnly`]). `events` receives `events.jsonl`;
-/// the console goes to `serial_log`.
+/// record (or its hello, in [`Mode::BootOnly`]). `files` receive `events.jsonl`
+/// and `stacks.jsonl` as the events arrive; the console goes to `serial_log`.
 pub fn boot_and_collect(
     o: &LabOptions,
     v: &Validated,
     plan: &RunPlan,
-    events: Box<dyn io::Write + Send>,
+    files: StreamFiles,
     serial_log: &Path,
     mode: &Mode,
 ) -> Result<Collected, LabError> {
@@ -149,6 +170,7 @@ pub fn boot_and_collect(
     tracing::info!("starting QEMU ({}): {}", accel.as_str(), qemu_cfg.display());
     let serial_state = Arc::new(Mutex::new(SerialState::default()));
     let launched = Instant::now();
+    let launched_unix_ns = crate::run_files::host_time::unix_now_ns();
     let mut child = qemu_cfg
         .command()
         // Its own process group: a Ctrl-C reaches the collector only, which stops QEMU
@@ -167,7 +189,10 @@ pub fn boot_and_collect(
     let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, serial_log)
         .map_err(|e| setup("writing the serial log", &e))?;
 
-    let mut session = Session::new(events);
+    let mut session = Session::new(files.events);
+    if let Some(stacks) = files.stacks {
+        session.write_stacks_to(stacks);
+    }
     if *mode == Mode::Full
         && let Some(v) = &v.vmlinux
     {
@@ -399,6 +424,7 @@ pub fn boot_and_collect(
         snapshots,
         link,
         clock,
+        host_epoch_unix_ns: launched_unix_ns,
     })
 }
 

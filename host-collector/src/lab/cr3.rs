@@ -63,7 +63,7 @@ pub(super) fn cr3_boots<W: io::Write>(
             cpu_model: cpu.map(str::to_string),
             offsets: offsets.clone(),
         };
-        let run = match boot_and_collect(o, v, &plan, Box::new(io::sink()), &log, &mode) {
+        let run = match boot_and_collect(o, v, &plan, StreamFiles::discard(), &log, &mode) {
             Ok(c) => summary::Cr3Run {
                 label: label.into(),
                 cpu_model: cpu.unwrap_or("QEMU default (qemu64)").into(),

@@ -13,8 +13,9 @@ pub fn outputs_error(dir: &Path, e: &io::Error) -> LabError {
 }
 
 /// Analyzes a collected run, checks the lab's claims and writes every output
-/// (`summary.json`, `report.md`, `report.html`, `trace.perfetto-trace`, guest
-/// artifacts) to `dir`.
+/// (`summary.json`, `report.md`, `report.html`, `trace.perfetto-trace`,
+/// `stacks.jsonl`, `run.json`, the host times in `events.jsonl`, guest artifacts)
+/// to `dir`.
 pub fn finish(
     dir: &Path,
     c: &mut Collected,
@@ -113,10 +114,17 @@ pub fn finish(
             Err(e) => sr.error = Some(format!("reading events.jsonl for the cross-check: {e}")),
         }
     }
+    let stacks = write_run_files(
+        dir,
+        &summary,
+        &c.session,
+        timeline.as_ref(),
+        c.host_epoch_unix_ns,
+    )?;
     let session = &mut c.session;
     // The trace is the largest output: if it cannot be written (a full disk), the
     // summary and the reports still are, and then the error is returned.
-    let trace = write_trace(dir, &summary, session, timeline.as_ref());
+    let trace = write_trace(dir, &summary, session, &stacks, timeline.as_ref());
     if trace.is_err() {
         let _ = std::fs::remove_file(dir.join("trace.perfetto-trace.tmp"));
     }
@@ -199,7 +207,7 @@ pub(super) fn timeline_of(c: &Collected, report: &mut summary::TimelineReport) -
 /// The events of `events.jsonl` as the snapshot cross-check needs them.
 pub(super) fn read_event_points(path: &Path) -> io::Result<Vec<snapshots::EventPoint>> {
     let mut out = Vec::new();
-    for l in crate::event_line::read_events(io::BufReader::new(File::open(path)?)) {
+    for l in crate::run_files::events::read_events(io::BufReader::new(File::open(path)?)) {
         let l = l?;
         // A user probe's events (`kprobe:FUNCTION`) count as their kind.
         let Some(kind) = ProbeKind::of_event(&l.probe) else {

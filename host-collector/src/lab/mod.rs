@@ -176,12 +176,18 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     (o.progress)("tracing the workloads");
     let events_path = o.out_dir.join("events.jsonl");
     let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
+    let stacks_path = o.out_dir.join("stacks.jsonl");
+    let stacks_file = File::create(&stacks_path).map_err(|e| setup("creating stacks.jsonl", &e))?;
     let traced_plan = plan(o, &v);
+    let files = StreamFiles {
+        events: Box::new(WholeLines::new(events_file)),
+        stacks: Some(Box::new(WholeLines::new(stacks_file))),
+    };
     let mut c = boot_and_collect(
         o,
         &v,
         &traced_plan,
-        Box::new(WholeLines::new(events_file)),
+        files,
         &o.out_dir.join("serial.log"),
         &Mode::Full,
     )?;
@@ -216,7 +222,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
                 o,
                 &v,
                 &boot_plan,
-                Box::new(io::sink()),
+                StreamFiles::discard(),
                 &logs.join(format!("serial-{}.log", i + 1)),
                 &Mode::BootOnly,
             )?;

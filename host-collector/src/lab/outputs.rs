@@ -2,6 +2,44 @@
 
 use super::*;
 use crate::output::{flamegraph, folded};
+use crate::run_files::header::RunHeader;
+use crate::run_files::host_time::{self, HostClock};
+use crate::run_files::stacks::Stacks;
+
+/// The run's data files for SQL engines: `stacks.jsonl`, the host time on every line
+/// of `events.jsonl` (when the run has a clock fit: `host_epoch_unix_ns` is the wall
+/// clock at the zero of its host axis), and `run.json`. Returns the stacks, which the
+/// trace interns.
+pub(super) fn write_run_files<W: io::Write>(
+    dir: &Path,
+    s: &summary::Summary,
+    session: &Session<W>,
+    timeline: Option<&Timeline>,
+    host_epoch_unix_ns: i64,
+) -> io::Result<Stacks> {
+    let stacks = Stacks::of_session(session);
+    let mut text = Vec::new();
+    stacks.write(&mut text)?;
+    atomic::write(&dir.join("stacks.jsonl"), &text)?;
+    let clock = timeline.map(|timeline| HostClock {
+        timeline,
+        launch_unix_ns: host_epoch_unix_ns,
+    });
+    let events = match &clock {
+        Some(clock) => host_time::add_host_time(&dir.join("events.jsonl"), clock)?,
+        None => s.stream.events_received,
+    };
+    let header = RunHeader::new(
+        session.run_id(),
+        s,
+        events,
+        stacks.len() as u64,
+        clock.as_ref(),
+    );
+    let json = serde_json::to_vec_pretty(&header).map_err(io::Error::other)?;
+    atomic::write(&dir.join("run.json"), &json)?;
+    Ok(stacks)
+}
 
 /// Writes `trace.perfetto-trace`: boot milestones (host clock), workloads and every
 /// probe event (guest clock, its snapshots against the host's axis from
@@ -10,6 +48,7 @@ pub(super) fn write_trace<W: io::Write>(
     dir: &Path,
     s: &summary::Summary,
     session: &Session<W>,
+    stacks: &Stacks,
     timeline: Option<&Timeline>,
 ) -> io::Result<Option<summary::TraceInfo>> {
     let Some(timeline) = timeline else {
@@ -89,7 +128,7 @@ pub(super) fn write_trace<W: io::Write>(
             n_snapshots += 1;
         }
     }
-    let events = w.events_from_jsonl(io::BufReader::new(File::open(&events_path)?))?;
+    let events = w.events_from_jsonl(io::BufReader::new(File::open(&events_path)?), stacks)?;
     let packets = w.packets;
     w.finish()?
         .into_inner()

@@ -73,7 +73,12 @@ fn events_are_symbolized_attributed_and_written_as_json_lines() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["probe"], "alloc_fd");
     assert_eq!(lines[0]["workload"], "fopen");
-    assert_eq!(lines[0]["stack"][1], "alloc_fd+0x20");
+    assert_eq!(lines[0]["run_id"], s.run_id());
+    assert!(lines[0].get("stack").is_none(), "stacks are by id only");
+    assert_eq!(
+        s.stack(lines[0]["stack_id"].as_i64().unwrap() as i32)[1],
+        "alloc_fd+0x20"
+    );
     assert_eq!(lines[1]["lock"], "jiffies_lock");
     let w = &s.workloads[0];
     assert_eq!(w.events["alloc_fd"], 1);

@@ -39,7 +39,8 @@ use std::io::{self, BufRead, Write};
 
 use prost::Message;
 
-use crate::event_line::read_events;
+use crate::run_files::events::read_events;
+use crate::run_files::stacks::Stacks;
 use intern::Interner;
 use protos::{
     ClockSnapshot, DebugAnnotation, InternedData, ProcessDescriptor, ThreadDescriptor, TracePacket,
@@ -350,8 +351,8 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// Reads `events.jsonl` and writes each event once, as an instant on its
-    /// thread's track at its guest time, with its kernel stack interned.
-    pub fn events_from_jsonl<R: BufRead>(&mut self, events: R) -> io::Result<u64> {
+    /// thread's track at its guest time, with its kernel stack (from `stacks`) interned.
+    pub fn events_from_jsonl<R: BufRead>(&mut self, events: R, stacks: &Stacks) -> io::Result<u64> {
         use debug_annotation::Value;
         let mut n = 0;
         for e in read_events(events) {
@@ -384,7 +385,7 @@ impl<W: Write> TraceWriter<W> {
                 category_iids: vec![self.interner.category("probe", &mut new)],
                 callstack_field: self
                     .interner
-                    .callstack(&e.stack, &mut new)
+                    .callstack(stacks.frames(e.stack_id), &mut new)
                     .map(track_event::CallstackField::CallstackIid),
                 debug_annotations: args,
                 ..Default::default()

@@ -7,12 +7,26 @@ use std::collections::HashMap;
 use super::protos::{Trace, trace_packet};
 use super::*;
 
-const JSONL: &str = r#"{"ts_ns":50,"probe":"alloc_fd","cpu":0,"pid":100,"tid":100,"comm":"fopen","workload":"fopen","arg":"0x400","stack_id":1,"stack":["alloc_fd+0x1","do_sys_openat2+0x8d"]}
+const JSONL: &str = r#"{"run_id":"r","ts_ns":50,"probe":"alloc_fd","cpu":0,"pid":100,"tid":100,"comm":"fopen","workload":"fopen","arg":"0x400","stack_id":1}
 not json
-{"ts_ns":60,"probe":"spin_lock","cpu":1,"pid":100,"tid":101,"comm":"fopen","arg":"0xffff","lock":"jiffies_lock","stack_id":-1,"stack":[]}
-{"ts_ns":70,"probe":"alloc_fd","cpu":0,"pid":100,"tid":100,"comm":"fopen","workload":"fopen","arg":"0x400","stack_id":1,"stack":["alloc_fd+0x1","do_sys_openat2+0x8d"]}
-{"ts_ns":80,"probe":"alloc_fd","cpu":0,"pid":100,"tid":100,"comm":"fopen","workload":"fopen","arg":"0x400","stack_id":2,"stack":["alloc_fd+0x1","__x64_sys_openat+0x20"]}
+{"run_id":"r","ts_ns":60,"probe":"spin_lock","cpu":1,"pid":100,"tid":101,"comm":"fopen","arg":"0xffff","lock":"jiffies_lock","stack_id":-1}
+{"run_id":"r","ts_ns":70,"probe":"alloc_fd","cpu":0,"pid":100,"tid":100,"comm":"fopen","workload":"fopen","arg":"0x400","stack_id":1}
+{"run_id":"r","ts_ns":80,"probe":"alloc_fd","cpu":0,"pid":100,"tid":100,"comm":"fopen","workload":"fopen","arg":"0x400","stack_id":2}
 "#;
+
+/// The stacks `JSONL` refers to.
+fn stacks() -> Stacks {
+    let stack = |stack_id: i32, frames: &[&str]| crate::run_files::stacks::StackLine {
+        run_id: "r".into(),
+        stack_id,
+        frames: frames.iter().map(|f| f.to_string()).collect(),
+        spin_lock_class: None,
+    };
+    Stacks::from_lines([
+        stack(1, &["alloc_fd+0x1", "do_sys_openat2+0x8d"]),
+        stack(2, &["alloc_fd+0x1", "__x64_sys_openat+0x20"]),
+    ])
+}
 
 fn write() -> Trace {
     let mut w = TraceWriter::new(Vec::new(), vec![(0, 1000), (75, 1080)]);
@@ -24,7 +38,7 @@ fn write() -> Trace {
     })
     .unwrap();
     w.workload(100, "fopen", 10, 90).unwrap();
-    assert_eq!(w.events_from_jsonl(JSONL.as_bytes()).unwrap(), 4);
+    assert_eq!(w.events_from_jsonl(JSONL.as_bytes(), &stacks()).unwrap(), 4);
     w.instant_on(
         "gdbstub",
         1070,
@@ -215,7 +229,7 @@ fn rewrite_a_runs_trace() {
         holds: Holds::with_slack(holds.clone()),
     };
     let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
-    let stamps: Vec<u64> = crate::event_line::read_events(events.as_bytes())
+    let stamps: Vec<u64> = crate::run_files::events::read_events(events.as_bytes())
         .map(|e| e.unwrap().ts_ns)
         .collect();
     let (first, last) = (*stamps.iter().min().unwrap(), *stamps.iter().max().unwrap());
@@ -275,7 +289,11 @@ fn rewrite_a_runs_trace() {
         )
         .unwrap();
     }
-    let n = w.events_from_jsonl(events.as_bytes()).unwrap();
+    let stacks = Stacks::read(std::io::BufReader::new(
+        std::fs::File::open(dir.join("stacks.jsonl")).unwrap(),
+    ))
+    .unwrap();
+    let n = w.events_from_jsonl(events.as_bytes(), &stacks).unwrap();
     let (frames, stacks) = w.stack_counts();
     let packets = w.packets;
     let bytes = w.finish().unwrap();

@@ -1,5 +1,6 @@
-//! One line of `events.jsonl`: the type the session writes and every reader (the
-//! snapshot cross-check, the Perfetto writer) parses, so the file has one schema.
+//! `events.jsonl`: one probe event per line, the type the session writes and every
+//! reader (the host-time pass, the snapshot cross-check, the Perfetto writer) parses,
+//! so the file has one schema.
 
 use std::borrow::Cow;
 use std::io::{self, BufRead};
@@ -10,8 +11,15 @@ use serde::{Deserialize, Serialize};
 /// session's strings and stacks), owned when read back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventLine<'a> {
+    /// The run the event belongs to (`run.json` has its machine and kernel).
+    pub run_id: Cow<'a, str>,
     /// Guest CLOCK_MONOTONIC, ns.
     pub ts_ns: u64,
+    /// The host's wall clock (CLOCK_REALTIME, ns since the Unix epoch) at the event,
+    /// from the run's clock fit: one axis for the events of every VM and host. Absent
+    /// when the run had no clock fit (it ended before the agent's hello).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_unix_ns: Option<i64>,
     /// The probe's name (`spin_lock`, `alloc_fd`, ...).
     pub probe: Cow<'a, str>,
     /// CPU the probe ran on.
@@ -39,10 +47,9 @@ pub struct EventLine<'a> {
     /// The page fault's error code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<u32>,
-    /// The stack's id (-1: none, other negatives: the walk's error).
+    /// The kernel stack's id in `stacks.jsonl` (-1: none, other negatives: the walk's
+    /// error).
     pub stack_id: i32,
-    /// The symbolized kernel stack, innermost first.
-    pub stack: Cow<'a, [String]>,
 }
 
 /// Reads the events of an `events.jsonl`, one per line; a line that is not an event
@@ -62,12 +69,10 @@ mod tests {
 
     #[test]
     fn what_is_written_reads_back_the_same() {
-        let frames = vec![
-            "alloc_fd+0x5".to_string(),
-            "do_sys_openat2+0x8d".to_string(),
-        ];
         let line = EventLine {
+            run_id: "20261204T133106Z-0a1b2c3d".into(),
             ts_ns: 42,
+            host_unix_ns: Some(1_796_371_254_000_000_042),
             probe: "alloc_fd".into(),
             cpu: 1,
             pid: 7,
@@ -80,7 +85,6 @@ mod tests {
             ip: None,
             error_code: None,
             stack_id: 3,
-            stack: Cow::Borrowed(&frames),
         };
         let mut text = serde_json::to_string(&line).unwrap();
         assert!(!text.contains("lock"), "absent fields are left out: {text}");
