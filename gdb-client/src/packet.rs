@@ -233,7 +233,7 @@ fn parse_hex_u64(s: &str) -> Result<u64, GdbError> {
 /// A thread as the stub names it: `p<pid>.<tid>` in multiprocess mode, `<tid>` otherwise
 /// (QEMU: one thread per vCPU, numbered from 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ThreadId {
     /// Process id, present in multiprocess syntax.
     pub pid: Option<u64>,
@@ -298,7 +298,7 @@ pub fn parse_thread_list(reply: &[u8]) -> Result<(Vec<ThreadId>, bool), GdbError
 
 /// Why the target stopped, from a stop reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum StopReply {
     /// `S`/`T`: stopped with a signal (5 = SIGTRAP: breakpoint or step; 2 = SIGINT: interrupted).
     Signal {

@@ -12,7 +12,7 @@ use crate::GdbError;
 
 /// One register of the target description.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RegisterInfo {
     /// Name (`rip`, `cr3`, `k_gs_base`, ...).
     pub name: String,
@@ -26,7 +26,7 @@ pub struct RegisterInfo {
 
 /// The registers of a target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TargetDescription {
     /// `<architecture>` text (`i386:x86-64`), if present.
     pub architecture: Option<String>,

@@ -57,7 +57,7 @@ pub enum BtfError {
 }
 
 /// A member's place in its struct.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     /// Byte offset from the start of the struct.
     pub offset: u32,
@@ -66,7 +66,7 @@ pub struct Member {
 }
 
 /// The task_struct members the host-side readers use.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskOffsets {
     /// `task_struct.pid` (thread id).
     pub pid: u32,

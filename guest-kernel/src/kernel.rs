@@ -94,7 +94,7 @@ pub fn kernel_pgd(cr3: u64) -> u64 {
 }
 
 /// Where things are in this guest kernel: from its kallsyms and BTF.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelLayout {
     /// Per-cpu offset of the `current` task pointer.
     pub current_task: u64,
@@ -128,7 +128,7 @@ impl KernelLayout {
 }
 
 /// How a kernel read was done.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MemoryPath {
     /// A plain `m` read through the vCPU's current page tables.
     Virtual,
@@ -149,7 +149,7 @@ pub enum Access {
 }
 
 /// `current`'s identity.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskIds {
     /// task_struct address.
     pub task: u64,
@@ -162,7 +162,7 @@ pub struct TaskIds {
 }
 
 /// The current task of a stopped vCPU.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CurrentTask {
     /// task_struct address, pid, tgid, read path.
     pub ids: TaskIds,

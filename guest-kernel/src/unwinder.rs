@@ -5,12 +5,12 @@
 //! the agent repairs from the return address the probe reads
 //! (`guestscope_common::EntryCaller`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::kallsyms::Kallsyms;
 
 /// A kernel's stack unwinder (`CONFIG_UNWINDER_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unwinder {
     /// `CONFIG_UNWINDER_ORC`: the compiler's unwind tables (Debian's kernels).

@@ -38,6 +38,13 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the kernel functions --probe can attach to (one boot, then cached).
     Probes(ProbesArgs),
+    /// Render a run folder's report.md, report.html and stacks.folded again from its
+    /// summary.json, events.jsonl and stacks.jsonl (no boot).
+    Report {
+        /// The run folder (`guestscope-out` by default, as `lab` writes it).
+        #[arg(default_value = "guestscope-out")]
+        dir: std::path::PathBuf,
+    },
     /// Print a completion script for a shell (`cargo xtask lab` installs them under
     /// target/guestscope/share).
     Completions {

@@ -18,6 +18,7 @@
 //! - [`probe_catalog`]: the guest kernel's probe list, fetched once and cached (`probes`).
 //! - [`probe_listing`]: what `guestscope probes PATTERN` prints from that list.
 //! - [`attach`]: collect from a VM started outside guestscope.
+//! - [`report_again`]: `guestscope report DIR`, a run folder's report rendered again.
 //! - [`bench`]: the benchmarks (`guestscope bench`).
 //! - [`rootfs`]: the user's own root file system image (`--rootfs`, `deploy`).
 //! - [`run_end`]: how a run ended (one enum, shown as fixed text).
@@ -46,6 +47,7 @@ pub mod probe_catalog;
 pub mod probe_listing;
 pub mod progress;
 pub mod qemu;
+pub mod report_again;
 pub mod rootfs;
 pub mod run_end;
 pub mod run_files;

@@ -51,6 +51,20 @@ fn main() -> ExitCode {
         Command::Deploy(args) => return deploy_command(args),
         Command::Bench(args) => return bench_command(args),
         Command::Probes(args) => return probes_command(args),
+        Command::Report { dir } => {
+            return match guestscope::report_again::report_again(&dir) {
+                Ok(_) => {
+                    if !cli.quiet {
+                        eprintln!("guestscope: report: {}", dir.join("report.html").display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("guestscope: error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "guestscope", &mut std::io::stdout());

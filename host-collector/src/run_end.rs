@@ -1,11 +1,11 @@
 //! How a run ended, as one value: the lab, attach and bench decide on it, and
 //! `summary.json` and the report show its fixed text.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a run ended (or why it stopped waiting for the guest). Serialized as the
 /// short text `summary.json` has always carried (`"finished"`, `"guest hung"`, ...).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunEnd {
     /// Not ended yet.
     #[default]

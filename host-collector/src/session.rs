@@ -11,14 +11,14 @@ use guestscope_common::event::{NO_STACK, ProbeKind, RawEvent, USER_ARGS};
 use guestscope_common::wire::{
     Body, Hello, ProbeAttach, Record, Totals, WorkloadExited, WorkloadStarted,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::run_files::events::EventLine;
 use crate::stream::seq::{SeqTracker, SeqVerdict};
 use guest_kernel::kallsyms::Kallsyms;
 
 /// A workload as seen by the collector.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkloadRun {
     /// Start record.
     pub started: WorkloadStarted,
@@ -130,7 +130,7 @@ pub struct Session<W: Write> {
 
 /// Distinct values of one user probe's argument (or return value), counted while there
 /// are at most [`ArgValues::KEPT`]; past that only the total is known.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ArgValues {
     /// Hits per value, while few.
     pub counts: BTreeMap<u64, u64>,
@@ -157,7 +157,7 @@ impl ArgValues {
 }
 
 /// A restarted agent taking over a run: what the session held when it did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AgentRestart {
     /// Records applied before the new agent's first one.
     pub records_before: u64,

@@ -497,6 +497,19 @@ fn input_cases() -> Vec<Case> {
             }),
         ),
         case(
+            "report: not a run folder",
+            "is /nonexistent-run a guestscope run folder?",
+            plain(|_| vec!["report".into(), "/nonexistent-run".into()]),
+        ),
+        case(
+            "report: summary of another shape",
+            "(written by another guestscope version?)",
+            plain(|f| {
+                std::fs::write(f.path("summary.json"), b"{\"run\": 1}").unwrap();
+                vec!["report".into(), f.path("").into()]
+            }),
+        ),
+        case(
             "attach: plan not a plan",
             "not a run plan",
             plain(|f| {

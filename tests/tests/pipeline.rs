@@ -583,3 +583,33 @@ fn folded_stacks_count_every_event_once() {
         }
     }
 }
+
+/// `guestscope report DIR` renders a run folder's report files again from its
+/// summary.json, events.jsonl and stacks.jsonl alone (no boot): the same bytes the
+/// run wrote, figures included (flame graphs, page-fault time lines).
+#[test]
+fn guestscope_report_renders_the_runs_files_again_byte_for_byte() {
+    let r = run();
+    let copy = tempfile::tempdir().unwrap();
+    for f in ["summary.json", "events.jsonl", "stacks.jsonl"] {
+        std::fs::copy(r.dir.join(f), copy.path().join(f)).unwrap();
+    }
+    let out = std::process::Command::new(guestscope_tests::collector_binary())
+        .arg("report")
+        .arg(copy.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "guestscope report: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["report.md", "report.html", "stacks.folded"] {
+        let (was, again) = (
+            std::fs::read(r.dir.join(f)).unwrap(),
+            std::fs::read(copy.path().join(f)).unwrap(),
+        );
+        assert!(!was.is_empty(), "{f} empty");
+        assert!(was == again, "{f} differs when rendered again");
+    }
+}

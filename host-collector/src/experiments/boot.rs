@@ -7,13 +7,13 @@
 //! decompressing the kernel) and any drift while it runs.
 
 use guestscope_common::wire::Hello;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::output::summary::Outcome;
 use crate::qemu::serial::BootMarks;
 
 /// One boot.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BootSample {
     /// 1-based boot number.
     pub boot: u32,
@@ -57,7 +57,7 @@ impl BootSample {
 }
 
 /// Mean and sample standard deviation of a column.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
     /// Mean.
     pub mean: f64,
@@ -98,7 +98,7 @@ impl Stat {
 }
 
 /// The experiment over all boots.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BootExperiment {
     /// Every boot.
     pub samples: Vec<BootSample>,

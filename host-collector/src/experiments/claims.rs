@@ -3,12 +3,12 @@
 //! decides it. Nothing here is asserted without a measurement; a claim this run
 //! could not test says so.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::output::summary::{Experiments, Summary};
 
 /// A verdict on one claim.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// This run's data agree with the claim.
@@ -31,12 +31,12 @@ impl Verdict {
 }
 
 /// One claim of the lab.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claim {
     /// Section of the lab report.
-    pub section: &'static str,
+    pub section: String,
     /// The claim, paraphrased.
-    pub claim: &'static str,
+    pub claim: String,
     /// The verdict.
     pub verdict: Verdict,
     /// The figures or stack that decide it.
@@ -45,8 +45,8 @@ pub struct Claim {
 
 fn claim(section: &'static str, claim: &'static str, verdict: Verdict, evidence: String) -> Claim {
     Claim {
-        section,
-        claim,
+        section: section.to_string(),
+        claim: claim.to_string(),
         verdict,
         evidence,
     }

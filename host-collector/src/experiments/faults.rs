@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use guestscope_common::event::ProbeKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::session::Session;
 
@@ -39,7 +39,7 @@ pub fn access(code: u32) -> &'static str {
 }
 
 /// Fault counts of one workload.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkloadFaults {
     /// Workload name.
     pub workload: String,

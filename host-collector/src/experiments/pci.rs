@@ -4,10 +4,10 @@
 //! guest's dmesg.
 
 use pci_ids::FromId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One PCI function.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PciDevice {
     /// Slot, e.g. `0000:00:00.0`.
     pub slot: String,

@@ -3,11 +3,11 @@
 //! `getrandom(GRND_NONBLOCK)` shows whether the kernel's CRNG was ready; the
 //! guest's dmesg says when the CRNG was initialized in this boot.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Reads of one source.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Source {
     /// Workload name.
     pub workload: String,
@@ -51,7 +51,7 @@ pub const JITTER_FN: &str = "try_to_generate_entropy";
 pub const BLOCKED_US: f64 = 100_000.0;
 
 /// The experiment's result.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RandomExperiment {
     /// One entry per source read.
     pub sources: Vec<Source>,

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::syscall_cr3::{Cr3Error, Cr3Options, HitLoop, with_breakpoint};
 use qemu_gdb_client::{Client, GdbEndpoint};
@@ -58,7 +58,7 @@ impl Default for SnapshotOptions {
 }
 
 /// One stop of the workload at the breakpoint.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// When the stop was seen, host ns since QEMU's launch.
     pub host_ns: u64,
@@ -73,28 +73,28 @@ pub struct Snapshot {
     /// [`SNAPSHOT_REGISTERS`], by name.
     pub registers: Vec<(String, u64)>,
     /// The function the stop was at (empty: the run's one symbol).
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub site: String,
     /// The `--read` expressions evaluated at the stop, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reads: Vec<ReadValue>,
 }
 
 /// One `--read` expression at one stop: its value, or which step failed.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReadValue {
     /// The expression.
     pub expr: String,
     /// Its value as text.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// Why it could not be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 /// What a snapshot run did.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotRun {
     /// The function the breakpoint was on.
     pub symbol: String,
@@ -264,7 +264,7 @@ pub struct EventPoint {
 }
 
 /// One snapshot against its nearest event.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Match {
     /// Index of the snapshot.
     pub snapshot: usize,
@@ -283,7 +283,7 @@ pub struct Match {
 }
 
 /// The cross-check of a snapshot run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CrossCheck {
     /// Snapshots compared (those with a CPU and an event on it).
     pub compared: usize,

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use guestscope_common::event::ProbeKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::classify::SPIN_LOCK_RULES;
 use crate::session::Session;
 
 /// One class of one workload.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassCount {
     /// Subsystem.
     pub class: String,
@@ -34,7 +34,7 @@ pub struct ClassCount {
 }
 
 /// Hits of a class whose stacks pass through one function.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Through {
     /// Hits.
     pub hits: u64,
@@ -59,7 +59,7 @@ pub const LANDMARKS: [&str; 7] = [
 pub const LANDMARK_PATHS: [(&str, &str); 1] = [("exc_page_fault", "__schedule")];
 
 /// The experiment's result for one workload.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkloadSpinLocks {
     /// Workload name.
     pub workload: String,

@@ -10,13 +10,13 @@
 
 use guestscope_common::ProbeKind;
 use guestscope_common::wire::ProbeAttach;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::output::summary::Experiments;
 use guest_kernel::{kallsyms::Kallsyms, unwinder::Unwinder};
 
 /// A kernel symbol an experiment needs, and whether the guest has it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SymbolCheck {
     /// The symbol.
     pub symbol: String,
@@ -27,7 +27,7 @@ pub struct SymbolCheck {
 }
 
 /// What the guest kernel offered.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelSupport {
     /// The kernel's BTF arrived (`/sys/kernel/btf/vmlinux`): fentry and the gdbstub
     /// experiment's struct offsets need it.
@@ -51,7 +51,7 @@ pub struct KernelSupport {
 }
 
 /// An experiment that did not run, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     /// The experiment (its report section).
     pub experiment: String,

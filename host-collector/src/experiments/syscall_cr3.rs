@@ -35,7 +35,7 @@ use guest_kernel::kernel::{
 pub const ENTRY_SYMBOL: &str = "entry_SYSCALL_64";
 
 /// How a non-target hit continues past the breakpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StepOver {
     /// Single-step with the breakpoint in place (QEMU's single step ignores a
     /// breakpoint at the starting address), then continue: 2 packets.
@@ -122,7 +122,7 @@ pub enum Cr3Error {
 }
 
 /// Timing summary of a set of durations, in milliseconds.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Millis {
     /// Number of samples.
     pub n: usize,
@@ -160,7 +160,7 @@ impl Millis {
 }
 
 /// One breakpoint hit's task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HitSample {
     /// `current->pid`.
     pub pid: u32,
@@ -171,7 +171,7 @@ pub struct HitSample {
 }
 
 /// What the experiment saw.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cr3Report {
     /// Process looked for.
     pub target_pid: u32,
@@ -338,7 +338,7 @@ pub fn run_on(
 }
 
 /// The cost of a breakpoint whose condition (the current tgid) is decided on the host.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConditionCost {
     /// Hits examined.
     pub hits: u64,
@@ -414,7 +414,7 @@ pub fn measure_condition(
 /// What the lab's gdb method saw tracing one kernel function for one process: a
 /// hardware breakpoint on the function, the tgid condition decided on the host at every
 /// hit (through `current_task`, as in [`measure_condition`]), every hit resumed.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FunctionTrace {
     /// The traced function.
     pub symbol: String,

@@ -1,7 +1,7 @@
 //! Writing the outputs: the Perfetto trace, the report's figures, summary.json, report.md/html, stacks.folded and the guest's artifacts.
 
 use super::*;
-use crate::output::{flamegraph, folded};
+use crate::output::figure_data::FigureData;
 use crate::run_files::header::RunHeader;
 use crate::run_files::host_time::{self, HostClock};
 use crate::run_files::stacks::Stacks;
@@ -174,116 +174,6 @@ fn guest_span<W: io::Write>(events: &Path, session: &Session<W>) -> io::Result<(
 /// The trace track of the gdbstub's holds and snapshots (host clock).
 pub(super) const GDB_TRACK: &str = "gdbstub (host clock)";
 
-/// The stacks of the probes `wanted` picks, as flame-graph paths: with one probe,
-/// workload then functions; with several, probe, workload, functions (outermost
-/// first, offsets dropped so call sites of one function merge).
-fn flame_stacks<W: io::Write>(
-    session: &Session<W>,
-    wanted: impl Fn(&str) -> bool,
-) -> Vec<(Vec<String>, u64)> {
-    let stacks = folded::stacks(session, wanted);
-    let probes: std::collections::BTreeSet<&str> = stacks.iter().map(|s| s.probe).collect();
-    stacks
-        .into_iter()
-        .map(|s| {
-            let mut path = Vec::with_capacity(s.functions.len() + 2);
-            if probes.len() > 1 {
-                path.push(s.probe.to_string());
-            }
-            path.push(s.workload.to_string());
-            path.extend(s.functions);
-            (path, s.count)
-        })
-        .collect()
-}
-
-/// The report's plots, each placed after its section.
-pub(super) fn figures<W: io::Write>(s: &summary::Summary, session: &Session<W>) -> Vec<Figure> {
-    let mut figs = Vec::new();
-    let mut add = |after: &str, svg: Option<String>| {
-        if let Some(svg) = svg {
-            figs.push(Figure {
-                after_heading: after.to_string(),
-                svg,
-            });
-        }
-    };
-    if let Some(b) = &s.experiments.boot {
-        add("Boot time", plots::boot_phases(b));
-    }
-    let classes = experiments::classify::SPIN_LOCK_RULES.classes();
-    if let Some(r) = &s.experiments.random {
-        let series: Vec<(String, Vec<f64>)> = r
-            .sources
-            .iter()
-            .map(|x| {
-                (
-                    format!("{} ({})", x.workload, x.method),
-                    x.latencies_us.clone(),
-                )
-            })
-            .collect();
-        add(
-            "/dev/random",
-            plots::log_histogram("Read latency per source", "µs (log scale)", &series),
-        );
-    }
-    add(
-        "spin_lock by subsystem",
-        plots::spin_lock_classes(&s.experiments.spin_lock, &classes),
-    );
-    add(
-        "spin_lock by subsystem",
-        flamegraph::svg(
-            "spin_lock's kernel stacks, each workload the same width (hover a box for its events)",
-            &flame_stacks(session, |probe| probe == ProbeKind::SpinLock.name()),
-            flamegraph::Widths::SameForEachRoot,
-        ),
-    );
-    add(
-        "Your probes",
-        flamegraph::svg(
-            "Your probes: kernel stacks by probe",
-            &flame_stacks(session, |probe| {
-                ProbeKind::of_event(probe).is_some_and(ProbeKind::is_user)
-            }),
-            flamegraph::Widths::ByEvents,
-        ),
-    );
-    let bin_ms = session::TIMELINE_BIN_NS as f64 / 1e6;
-    for w in &session.workloads {
-        let series: Vec<(String, Vec<(f64, u64)>)> = ["page_fault_user", "page_fault_kernel"]
-            .iter()
-            .filter_map(|p| {
-                let bins = w.timeline.get(*p)?;
-                let last = *bins.keys().last()?;
-                Some((
-                    p.to_string(),
-                    (0..=last)
-                        .map(|b| (b as f64 * bin_ms, bins.get(&b).copied().unwrap_or(0)))
-                        .collect(),
-                ))
-            })
-            .collect();
-        if series
-            .iter()
-            .map(|(_, p)| p.iter().map(|(_, c)| c).sum::<u64>())
-            .sum::<u64>()
-            >= 100
-        {
-            add(
-                "Page faults",
-                plots::timeline(
-                    &format!("Page faults over time: {}", w.started.name),
-                    bin_ms,
-                    &series,
-                ),
-            );
-        }
-    }
-    figs
-}
-
 /// Writes summary.json, report.md, report.html, stacks.folded and the guest's
 /// artifacts (`guest/`) into `dir`, each whole or not at all.
 pub(super) fn write_outputs<W: io::Write>(
@@ -293,15 +183,7 @@ pub(super) fn write_outputs<W: io::Write>(
 ) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(s).map_err(io::Error::other)?;
     atomic::write(&dir.join("summary.json"), &json)?;
-    let md = markdown::render(s);
-    atomic::write(&dir.join("report.md"), md.as_bytes())?;
-    atomic::write(
-        &dir.join("report.html"),
-        html::render(&md, &figures(s, session)).as_bytes(),
-    )?;
-    let mut folded = Vec::new();
-    crate::output::folded::write(session, &mut folded)?;
-    atomic::write(&dir.join("stacks.folded"), &folded)?;
+    crate::output::reports::write(dir, s, &FigureData::of_session(session))?;
     let guest = dir.join("guest");
     std::fs::create_dir_all(&guest)?;
     for (name, a) in &session.artifacts {

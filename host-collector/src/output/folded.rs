@@ -21,12 +21,13 @@ use crate::session::Session;
 /// The frame of an event without a stack.
 pub const NO_STACK: &str = "[no stack]";
 
-/// One distinct (workload, probe, stack) of a session with its event count.
-pub struct FoldedStack<'a> {
+/// One distinct (workload, probe, stack) of a run with its event count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoldedStack {
     /// The workload's name.
-    pub workload: &'a str,
+    pub workload: String,
     /// The probe's name.
-    pub probe: &'a str,
+    pub probe: String,
     /// The stack's functions from the outermost caller to the probed function
     /// (offsets dropped), or [`NO_STACK`] alone.
     pub functions: Vec<String>,
@@ -34,31 +35,31 @@ pub struct FoldedStack<'a> {
     pub count: u64,
 }
 
+/// A symbolized stack (innermost first) as folded functions: outermost first,
+/// offsets dropped, [`NO_STACK`] for an empty one.
+pub fn functions_of(frames: &[String]) -> Vec<String> {
+    if frames.is_empty() {
+        return vec![NO_STACK.to_string()];
+    }
+    frames
+        .iter()
+        .rev()
+        .map(|f| frame_function(f).to_string())
+        .collect()
+}
+
 /// Every workload's stacks of the probes `wanted` picks.
-pub fn stacks<'s, W: Write>(
-    session: &'s Session<W>,
-    wanted: impl Fn(&str) -> bool,
-) -> Vec<FoldedStack<'s>> {
+pub fn stacks<W: Write>(session: &Session<W>, wanted: impl Fn(&str) -> bool) -> Vec<FoldedStack> {
     let mut out = Vec::new();
     for w in &session.workloads {
         for ((probe, stack_id), &count) in &w.stack_counts {
             if !wanted(probe) {
                 continue;
             }
-            let frames = session.stack_frames(*stack_id);
-            let functions = if frames.is_empty() {
-                vec![NO_STACK.to_string()]
-            } else {
-                frames
-                    .iter()
-                    .rev()
-                    .map(|f| frame_function(f).to_string())
-                    .collect()
-            };
             out.push(FoldedStack {
-                workload: &w.started.name,
-                probe,
-                functions,
+                workload: w.started.name.clone(),
+                probe: probe.clone(),
+                functions: functions_of(&session.stack_frames(*stack_id)),
                 count,
             });
         }
@@ -66,12 +67,12 @@ pub fn stacks<'s, W: Write>(
     out
 }
 
-/// Writes the folded stacks of every workload in `session` to `out`; returns the
-/// number of lines.
-pub fn write<W: Write, O: Write>(session: &Session<W>, mut out: O) -> io::Result<u64> {
+/// Writes `stacks` in the folded format to `out`, one line per distinct path;
+/// returns the number of lines.
+pub fn write<O: Write>(stacks: &[FoldedStack], mut out: O) -> io::Result<u64> {
     let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-    for s in stacks(session, |_| true) {
-        let mut line = format!("{};{}", fold_name(s.workload), fold_name(s.probe));
+    for s in stacks {
+        let mut line = format!("{};{}", fold_name(&s.workload), fold_name(&s.probe));
         for f in &s.functions {
             line.push(';');
             // The marker keeps its space, as the format's readers split at the last one.

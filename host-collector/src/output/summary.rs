@@ -5,14 +5,14 @@ use std::io::Write;
 
 use guestscope_common::event::ProbeCounters;
 use guestscope_common::wire::ProbeAttach;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::qemu::serial::BootMarks;
 use crate::session::Session;
 use crate::stream::seq::SeqTracker;
 
 /// The whole summary.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     /// guestscope version that wrote this.
     pub guestscope_version: String,
@@ -48,7 +48,7 @@ pub struct Summary {
 }
 
 /// The Perfetto trace written for the run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TraceInfo {
     /// File name in the output directory.
     pub file: String,
@@ -63,7 +63,7 @@ pub struct TraceInfo {
 }
 
 /// How guest time was put on the host's axis, and the gdbstub snapshots on it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TimelineReport {
     /// The clock-sync exchange: probes sent, answered, given up.
     pub probes: crate::stream::clock_probe::ProbeCounts,
@@ -85,7 +85,7 @@ pub struct TimelineReport {
 }
 
 /// The gdbstub snapshots of the traced run and their cross-check.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SnapshotsReport {
     /// The run, if it worked.
     pub run: Option<crate::experiments::snapshots::SnapshotRun>,
@@ -96,7 +96,7 @@ pub struct SnapshotsReport {
 }
 
 /// One boot of the CR3 experiment.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cr3Run {
     /// `PTI on` or `PTI off`.
     pub label: String,
@@ -124,7 +124,7 @@ impl Cr3Run {
 }
 
 /// Results of the lab's experiments.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Experiments {
     /// Boot time over several boots (seed §3.4).
     pub boot: Option<crate::experiments::boot::BootExperiment>,
@@ -141,7 +141,7 @@ pub struct Experiments {
 }
 
 /// Run setup and outcome.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunInfo {
     /// Unix time the run started.
     pub started_unix_s: u64,
@@ -177,7 +177,7 @@ pub struct RunInfo {
     pub workload_timeout_s: Option<f64>,
     /// When a host program ran (`-- CMD`): the host directory it started in. The guest
     /// then saw the host's files read-only (virtio-9p), its writes going to a tmpfs.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_files_cwd: Option<String>,
     /// Size of the probes' `EVENTS` ring buffer, bytes (0 when unknown).
     pub events_ring_bytes: u32,
@@ -186,7 +186,7 @@ pub struct RunInfo {
 }
 
 /// How a run ended.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Outcome {
     /// True when the agent sent its final record.
     pub complete: bool,
@@ -196,12 +196,12 @@ pub struct Outcome {
     pub detail: Option<String>,
     /// For a run that ended early, the guest console that says how: the panic text, or
     /// the last lines before a hang.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub console: Vec<String>,
 }
 
 /// Stream accounting.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StreamStats {
     /// Records applied.
     pub records: u64,
@@ -226,7 +226,7 @@ pub struct StreamStats {
 }
 
 /// Losses, by cause. Per probe, `matched = received + ring_full + spool_dropped`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Losses {
     /// Events lost because the ring buffer was full.
     pub ring_full: u64,
@@ -249,7 +249,7 @@ pub struct Losses {
 }
 
 /// One probe.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProbeSummary {
     /// Probe name.
     pub name: String,
@@ -269,7 +269,7 @@ pub struct ProbeSummary {
 }
 
 /// One stack and how often it was seen.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StackCount {
     /// Events with this stack.
     pub count: u64,
@@ -280,7 +280,7 @@ pub struct StackCount {
 }
 
 /// One workload.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkloadSummary {
     /// Name.
     pub name: String,
@@ -294,6 +294,10 @@ pub struct WorkloadSummary {
     pub timed_out: bool,
     /// Run time on the guest clock, ms.
     pub duration_ms: Option<f64>,
+    /// When it started, guest CLOCK_MONOTONIC ns (events' `ts_ns` count from the same
+    /// zero).
+    #[serde(default)]
+    pub start_ns: u64,
     /// Events per probe.
     pub events: BTreeMap<String, u64>,
     /// Pids whose events were attributed to this workload.
@@ -384,6 +388,7 @@ pub fn collect<W: Write>(
             status: w.exited.as_ref().map(|x| x.status),
             timed_out: w.exited.as_ref().is_some_and(|x| x.timed_out),
             duration_ms,
+            start_ns: w.started.start_ns,
             events: w.events.clone(),
             pids: w.pids.iter().copied().collect(),
             named_locks: w.named_locks.clone(),

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use guestscope_common::event::ProbeKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::summary::WorkloadSummary;
 use crate::session::Session;
 
 /// One probed function (`kprobe:vfs_read`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UserProbeSummary {
     /// `kprobe:FUNCTION` or `kretprobe:FUNCTION`.
     pub name: String,
@@ -28,7 +28,7 @@ pub struct UserProbeSummary {
     pub values: Option<BTreeMap<String, u64>>,
     /// The arguments after the first (fentry and kprobe): as many as the BTF
     /// prototype has, else the five registers.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_args: Vec<ArgSummary>,
     /// The most frequent kernel stack of the function's hits, innermost first, and
     /// the hits that had it.
@@ -38,7 +38,7 @@ pub struct UserProbeSummary {
 }
 
 /// One argument of a probed function and the values it had.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ArgSummary {
     /// As C declares it (`size_t count`), or the register it was read from (`rsi`).
     pub name: String,

@@ -9,10 +9,10 @@
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The accelerator a guest ran with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// Hardware virtualization.
@@ -32,7 +32,7 @@ impl Accel {
 }
 
 /// Why KVM was or was not chosen.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccelChoice {
     /// The accelerator to try first.
     pub accel: Accel,

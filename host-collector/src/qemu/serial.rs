@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One console line.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SerialLine {
     /// Host seconds since QEMU was launched when the line's first byte arrived.
     pub host_s: f64,
@@ -23,7 +23,7 @@ pub struct SerialLine {
 }
 
 /// Milestones of a boot, in host seconds since QEMU was launched.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BootMarks {
     /// First byte on the console (firmware or kernel).
     pub first_byte_s: Option<f64>,

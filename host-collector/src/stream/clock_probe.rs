@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use guestscope_common::wire::{ClockEcho, Reply, encode_reply};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::timeline::clock::Sample;
 
@@ -21,7 +21,7 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(50);
 pub const ECHO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Counters of the exchange, for the report.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeCounts {
     /// Probes written.
     pub sent: u64,

@@ -23,7 +23,7 @@ use guestscope_common::plan::secret_matches;
 use guestscope_common::wire::{
     Body, Connect, DecodeError, FrameReader, LinkLoss, Record, Reply, encode_reply,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::output::summary::Outcome;
 use crate::run_end::RunEnd;
@@ -176,7 +176,7 @@ impl Default for ReceiveOptions {
 }
 
 /// One time the link was lost.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outage {
     /// Host seconds (since launch) when the collector saw the connection end.
     pub lost_host_s: f64,
@@ -199,7 +199,7 @@ pub struct Outage {
 }
 
 /// Everything about the connections of one run.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LinkReport {
     /// Connections accepted from the agent.
     pub connections: u32,

@@ -1,6 +1,6 @@
 //! Sequence-number accounting: every record carries `seq`, and any gap is counted.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What happened to one record's sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,7 +14,7 @@ pub enum SeqVerdict {
 }
 
 /// Tracks the sequence numbers of one stream.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeqTracker {
     /// The next expected sequence number.
     pub next: u64,

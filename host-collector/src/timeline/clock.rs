@@ -26,12 +26,12 @@
 //! can be taken inside a hold, so how well the holds are placed is checked against the
 //! eBPF events instead (`experiments::snapshots::cross_check`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::holds::Holds;
 
 /// One round trip.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
     /// Host clock when the probe was sent, ns.
     pub host_send_ns: u64,
@@ -49,7 +49,7 @@ impl Sample {
 }
 
 /// The fitted mapping `running host time = guest + offset + drift × (guest − guest_ref)`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClockMap {
     /// Offset at `guest_ref_ns`, ns.
     pub offset_ns: f64,
@@ -58,7 +58,9 @@ pub struct ClockMap {
     /// Guest time the offset refers to (the first sample's), ns.
     pub guest_ref_ns: u64,
     /// Largest error of a mapped time within the sampled span, ns (for a time after
-    /// holds, add up to their slack, [`Holds::uncertainty_before`]).
+    /// holds, add up to their slack, [`Holds::uncertainty_before`]). NaN when unknown,
+    /// which JSON writes as null.
+    #[serde(deserialize_with = "null_as_nan")]
     pub error_bound_ns: f64,
     /// Whether one line passes through every sample's window. When not, the bound is
     /// how far the best line misses the worst window plus half the tightest window.
@@ -71,6 +73,11 @@ pub struct ClockMap {
     pub span_ns: u64,
 }
 
+/// A number JSON may hold as null (how serde_json writes NaN), read back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 impl ClockMap {
     /// Maps a guest time onto the host's running time (holds left out).
     pub fn to_running(&self, guest_ns: u64) -> f64 {
@@ -80,7 +87,7 @@ impl ClockMap {
 }
 
 /// Guest time onto host time: the fitted line, with the holds put back.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Timeline {
     /// The fit, in running time.
     pub map: ClockMap,

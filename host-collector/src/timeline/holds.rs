@@ -7,10 +7,10 @@
 //! of one onto the other is a straight line only in *running* time: host time with the
 //! holds before it taken out.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Host-clock intervals (ns since QEMU's launch) during which the guest was held.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Holds {
     /// Sorted, non-overlapping `[from, to)` intervals.
     spans: Vec<(u64, u64)>,
