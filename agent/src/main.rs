@@ -44,6 +44,7 @@ pub mod session;
 pub mod spawn;
 pub mod stacks;
 pub mod stream;
+pub mod synthetic;
 pub mod tracer;
 pub mod tracing_mode;
 pub mod transport;

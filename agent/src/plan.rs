@@ -140,6 +140,7 @@ fn check_tracing(workload: &str, tracing: &Tracing) -> Result<(), PlanError> {
             .iter()
             .try_for_each(|s| s.parse::<UserProbe>().map(drop))
             .map_err(PlanError::UserProbe),
+        Tracing::Synthetic(_) => Ok(()),
         Tracing::FtraceKprobe(function) => {
             let symbol = !function.is_empty()
                 && function.len() <= 128

@@ -15,7 +15,7 @@ use aya::{
     programs::fentry::FEntryLink,
 };
 use guestscope_common::{
-    ProbeCounters, ProbeKind,
+    ProbeCounters, ProbeKind, RawEvent, StackedEvent,
     wire::{EventArgs, Totals},
 };
 
@@ -27,6 +27,34 @@ use crate::{
     stacks::{NoStack, StackTable, send_batch},
     stream::{Sink, Stream, StreamError},
 };
+
+/// One probe record taken in: counted, its stack interned (or why not counted), its
+/// arguments split off for the kinds that carry them.
+fn accept(
+    record: &StackedEvent,
+    stacks: &mut StackTable,
+    totals: &mut Totals,
+) -> (RawEvent, Option<EventArgs>) {
+    totals.events_read += 1;
+    let (e, stack) = stacks.resolve(record);
+    match stack {
+        Ok(_) | Err(NoStack::Failed(_)) => {}
+        Err(why @ (NoStack::Unusable(_) | NoStack::TableFull)) => {
+            if totals.stacks_missing == 0 {
+                tracing::warn!("an event without its stack: {why}");
+            }
+            totals.stacks_missing += 1;
+        }
+    }
+    let args = ProbeKind::from_id(e.kind)
+        .is_some_and(ProbeKind::carries_args)
+        .then(|| EventArgs {
+            tid: e.tid,
+            ts_ns: e.ts_ns,
+            args: record.user_args(),
+        });
+    (e, args)
+}
 
 /// Most ring-buffer records read in one [`Tracer::pump`] call, so a flood of events
 /// cannot starve the rest of the loop (child exit, output pipe).
@@ -200,27 +228,7 @@ impl Tracer {
             let Some(a) = self.active.as_mut() else { break };
             let (stacks, totals) = (&mut self.stacks, &mut self.totals);
             let Some(event) = a.events.read_next(|record| match record {
-                Ok(record) => {
-                    totals.events_read += 1;
-                    let (e, stack) = stacks.resolve(record);
-                    match stack {
-                        Ok(_) | Err(NoStack::Failed(_)) => {}
-                        Err(why @ (NoStack::Unusable(_) | NoStack::TableFull)) => {
-                            if totals.stacks_missing == 0 {
-                                tracing::warn!("an event without its stack: {why}");
-                            }
-                            totals.stacks_missing += 1;
-                        }
-                    }
-                    let args = ProbeKind::from_id(e.kind)
-                        .is_some_and(ProbeKind::carries_args)
-                        .then(|| EventArgs {
-                            tid: e.tid,
-                            ts_ns: e.ts_ns,
-                            args: record.user_args(),
-                        });
-                    Some((e, args))
-                }
+                Ok(record) => Some(accept(record, stacks, totals)),
                 Err(len) => {
                     totals.events_malformed += 1;
                     tracing::warn!(len, "skipping a ring-buffer record of the wrong size");
@@ -250,6 +258,30 @@ impl Tracer {
         self.totals.events_sent += sent.events;
         self.totals.stacks_sent += sent.stacks;
         Ok(())
+    }
+
+    /// Sends one record made outside the ring buffer (a synthetic producer's) the way a
+    /// probe's record is sent: its stack interned, the event batched, the batch sent
+    /// when full.
+    pub fn inject<W: Sink>(
+        &mut self,
+        record: &StackedEvent,
+        now: Instant,
+        stream: &mut Stream<W>,
+    ) -> Result<(), StreamError> {
+        let (e, args) = accept(record, &mut self.stacks, &mut self.totals);
+        if let Some(args) = args {
+            self.batch.push_args(args);
+        }
+        if self.batch.push(e, now) {
+            self.flush(stream)?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is batched.
+    pub fn flush_batch<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
+        self.flush(stream)
     }
 
     /// What is attached now (nothing when inactive).

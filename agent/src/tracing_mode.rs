@@ -82,7 +82,7 @@ pub fn wanted(tracing: &Tracing) -> Option<Attached> {
             kinds: Vec::new(),
             fork_follower: true,
         }),
-        Tracing::FtraceKprobe(_) => Some(Attached::default()),
+        Tracing::FtraceKprobe(_) | Tracing::Synthetic(_) => Some(Attached::default()),
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
 };
 
 use guestscope_common::{
-    plan::{TIMEOUT_GRACE_MS, WorkloadSpec},
+    plan::{TIMEOUT_GRACE_MS, Tracing, WorkloadSpec},
     wire::{Body, WorkloadExited, WorkloadStarted},
 };
 use nix::{
@@ -128,7 +128,12 @@ pub fn run<W: Sink>(
     stream: &mut Stream<W>,
 ) -> Result<i32, StreamError> {
     let mode = TracingMode::begin(&spec.tracing, tracer);
-    let (exited, drain) = execute(spec, tracer, stream)?;
+    let (exited, drain) = match spec.tracing {
+        Tracing::Synthetic(events) => {
+            crate::synthetic::produce(&spec.name, events, tracer, stream)?
+        }
+        _ => execute(spec, tracer, stream)?,
+    };
     if let Some(mode) = mode {
         mode.finish(&spec.name, drain, tracer, stream)?;
     }

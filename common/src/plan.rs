@@ -187,6 +187,12 @@ pub enum Tracing {
     /// through tracefs `kprobe_events` and enabled while the workload runs (the method
     /// trace-cmd uses). Its hit count comes from `kprobe_profile`.
     FtraceKprobe(String),
+    /// No probe and no process: the agent itself makes this many events, with a few
+    /// distinct kernel-like stacks, and sends them through the same batches, stack
+    /// table, stream and link as probe events, as fast as the link takes them. The
+    /// pipeline's own ceiling (agent → vsock → collector → disk) with eBPF and the
+    /// workload out of it (`guestscope bench`'s stream capacity).
+    Synthetic(u64),
 }
 
 impl Tracing {
@@ -195,6 +201,13 @@ impl Tracing {
         *self == Tracing::Plan
     }
 }
+
+/// Distinct stacks a [`Tracing::Synthetic`] run's events cycle through.
+pub const SYNTHETIC_STACKS: usize = 8;
+
+/// Frames per stack of a [`Tracing::Synthetic`] run: about what the lab's spin_lock
+/// stacks have.
+pub const SYNTHETIC_FRAMES: usize = 12;
 
 /// Artifact name prefix of the agent's per-workload tracing report ([`WorkloadTracing`],
 /// JSON), followed by the workload's name.

@@ -324,6 +324,7 @@ pub(super) fn capacity(
         .and_then(|r| steps.iter().find(|s| s.rate == r))
         .cloned();
     let raw = Spread::of(&host);
+    let pipeline = pipeline_ceiling(runs, problems);
     Capacity {
         raw: RawThroughput {
             reps: b.blasts.len(),
@@ -344,7 +345,54 @@ pub(super) fn capacity(
         },
         accounting_ok: !steps.is_empty() && steps.iter().all(|s| s.accounted),
         steps,
+        pipeline_fraction_of_raw: pipeline
+            .as_ref()
+            .zip(raw.as_ref())
+            .and_then(|(p, r)| (r.median > 0.0).then(|| p.wire_mb_s / r.median)),
+        pipeline,
     }
+}
+
+/// The pipeline's ceiling from the synthetic producer's run: events and stream bytes
+/// the collector took, over the agent's time from its first event until the link had
+/// taken the last.
+fn pipeline_ceiling(
+    runs: &BTreeMap<String, Ran>,
+    problems: &mut Vec<String>,
+) -> Option<PipelineCeiling> {
+    let ran = runs.get(plans::SYNTHETIC)?;
+    let Some(seconds) = ran.elapsed_s() else {
+        problems.push(format!(
+            "the synthetic producer: exit status {:?}, no time",
+            ran.status
+        ));
+        return None;
+    };
+    let received = ran
+        .received
+        .get(ProbeKind::SpinLock.name())
+        .copied()
+        .unwrap_or(0);
+    if received != plans::SYNTHETIC_EVENTS {
+        problems.push(format!(
+            "the synthetic producer sent {} events, the collector took {received}",
+            plans::SYNTHETIC_EVENTS
+        ));
+    }
+    let wire_bytes = ran.bytes_at_exit.saturating_sub(ran.bytes_at_start);
+    Some(PipelineCeiling {
+        events: plans::SYNTHETIC_EVENTS,
+        received,
+        seconds,
+        events_per_s: received as f64 / seconds,
+        wire_bytes,
+        wire_mb_s: wire_bytes as f64 / seconds / 1e6,
+        agent_cpu_us_per_event: ran
+            .tracing
+            .as_ref()
+            .filter(|_| received > 0)
+            .map(|t| t.agent_cpu_ns as f64 / 1e3 / received as f64),
+    })
 }
 
 pub(super) fn memory(

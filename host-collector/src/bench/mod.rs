@@ -3,7 +3,8 @@
 //!
 //! Three boots of the guest, each with a plan made of measurement workloads:
 //! 1. capacity: raw vsock blasts, then the event stream paced at rising rates until it
-//!    loses events (every loss counted by the probes, every count checked);
+//!    loses events (every loss counted by the probes, every count checked), then the
+//!    pipeline alone (events the agent makes itself: no eBPF, no workload);
 //! 2. overhead: the fopen and cpuinfo loops with no probe, with every probe, and under an
 //!    ftrace kprobe, in rotating order; then the fopen loop under the gdbstub method
 //!    (a hardware breakpoint on `alloc_fd` with the pid decided on the host), paired
@@ -825,6 +826,9 @@ mod tests {
             ..BenchOptions::default()
         });
         let names: Vec<&str> = p.workloads.iter().map(|w| w.name.as_str()).collect();
-        assert_eq!(names, ["blast-0", "flood-10", "flood-20", "flood-0"]);
+        assert_eq!(
+            names,
+            ["blast-0", "flood-10", "flood-20", "flood-0", "synthetic"]
+        );
     }
 }

@@ -130,6 +130,13 @@ pub(super) fn step_events(rate: u64, seconds: f64) -> u64 {
     ((rate as f64 * seconds) as u64).max(2 * ring_records)
 }
 
+/// The capacity boot's workload whose events the agent makes itself (the pipeline's
+/// ceiling, eBPF and the workload out of it).
+pub(super) const SYNTHETIC: &str = "synthetic";
+
+/// Events the synthetic producer sends: a few seconds' worth under TCG.
+pub(super) const SYNTHETIC_EVENTS: u64 = 400_000;
+
 /// The capacity boot's plan: blasts, then the ladder, then an unpaced flood.
 pub(super) fn capacity_plan(o: &BenchOptions) -> RunPlan {
     let mut w = Vec::new();
@@ -160,6 +167,13 @@ pub(super) fn capacity_plan(o: &BenchOptions) -> RunPlan {
         "flood",
         &args(&["--iterations", &n]),
         fd_only,
+    ));
+    // No program runs: the agent makes the events (the path is never executed).
+    w.push(spec(
+        SYNTHETIC,
+        SYNTHETIC,
+        &[],
+        Tracing::Synthetic(SYNTHETIC_EVENTS),
     ));
     RunPlan::new(VSOCK_PORT, w)
 }

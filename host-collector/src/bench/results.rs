@@ -260,6 +260,31 @@ pub struct Capacity {
     pub fraction_of_raw: Option<f64>,
     /// Every step's counts add up.
     pub accounting_ok: bool,
+    /// The pipeline's own ceiling (agent → vsock → collector → disk), from events the
+    /// agent makes itself: no eBPF, no workload.
+    pub pipeline: Option<PipelineCeiling>,
+    /// The pipeline's stream MB/s over raw vsock MB/s, same boot.
+    pub pipeline_fraction_of_raw: Option<f64>,
+}
+
+/// The synthetic producer's run: what the pipeline carries when nothing else bounds it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PipelineCeiling {
+    /// Events the agent made.
+    pub events: u64,
+    /// Events the collector took.
+    pub received: u64,
+    /// From the first event until the link had taken the last, s (agent clock).
+    pub seconds: f64,
+    /// `received / seconds`.
+    pub events_per_s: f64,
+    /// Stream bytes between the run's start and exit records.
+    pub wire_bytes: u64,
+    /// `wire_bytes / seconds`, MB/s.
+    pub wire_mb_s: f64,
+    /// The agent's CPU time per event over the run (its own clock), µs: how much of
+    /// the time per event (`1 / events_per_s`) the agent spent.
+    pub agent_cpu_us_per_event: Option<f64>,
 }
 
 /// Boot to agent-ready.

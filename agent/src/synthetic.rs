@@ -1,0 +1,120 @@
+//! The synthetic producer ([`Tracing::Synthetic`]): events made by the agent itself,
+//! sent through everything a probe's event goes through after the ring buffer (the
+//! stack table, the batches, the stream, the link), as fast as the link takes them.
+//! What it measures is the pipeline's own ceiling, with eBPF and a workload out of
+//! it; the host sees a workload named as in the plan whose events carry a few
+//! distinct kernel-like stacks.
+//!
+//! [`Tracing::Synthetic`]: guestscope_common::plan::Tracing::Synthetic
+
+use std::time::{Duration, Instant};
+
+use guestscope_common::{
+    EntryCaller, MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent,
+    wire::{Body, WorkloadExited, WorkloadStarted},
+};
+
+use crate::{
+    clock::monotonic_ns,
+    stream::{Sink, Stream, StreamError},
+    tracer::Tracer,
+};
+
+use guestscope_common::plan::{SYNTHETIC_FRAMES as FRAMES, SYNTHETIC_STACKS as STACKS};
+
+/// Events made between two reads of the clock and two services of the link.
+const CHUNK: u64 = 1024;
+
+/// Longest wait for the link to take the last events.
+const WRITE_OUT_LIMIT: Duration = Duration::from_secs(60);
+
+/// The record of synthetic event `i`: a spin_lock hit of the agent itself with stack
+/// `i % STACKS`, at `ts_ns`.
+pub fn record(i: u64, pid: u32, ts_ns: u64) -> StackedEvent {
+    let stack = (i % STACKS as u64) as usize;
+    let mut ips = [0u64; MAX_STACK_FRAMES];
+    for (f, ip) in ips.iter_mut().take(FRAMES).enumerate() {
+        // Kernel-text-like addresses, distinct per stack and frame.
+        *ip = 0xffff_ffff_8100_0000 + ((stack as u64) << 16) + ((f as u64) << 8) + 5;
+    }
+    StackedEvent {
+        event: RawEvent {
+            arg: 0xffff_8880_0000_0000 + i % 64,
+            ..RawEvent::new(ProbeKind::SpinLock, pid, ts_ns).with_comm("synthetic")
+        },
+        stack_bytes: (FRAMES * 8) as i32,
+        _pad: 0,
+        entry: EntryCaller::default(),
+        ips,
+    }
+}
+
+/// Sends `events` synthetic events as workload `name` (its start and exit records
+/// around them), timed from the first until the link has taken the last; returns its
+/// exit record (with the time in its summary line; status 1 if the link did not take
+/// them all within a minute) and how long the final flush took.
+pub fn produce<W: Sink>(
+    name: &str,
+    events: u64,
+    tracer: &mut Tracer,
+    stream: &mut Stream<W>,
+) -> Result<(WorkloadExited, Duration), StreamError> {
+    let pid = std::process::id();
+    let start_ns = monotonic_ns();
+    stream.send(Body::WorkloadStarted(WorkloadStarted {
+        name: name.to_string(),
+        pid,
+        argv: vec![format!("(synthetic: {events} events)")],
+        start_ns,
+    }))?;
+    let started = Instant::now();
+    let mut i = 0;
+    while i < events {
+        let (now, ts_ns) = (Instant::now(), monotonic_ns());
+        let end = (i + CHUNK).min(events);
+        for n in i..end {
+            tracer.inject(&record(n, pid, ts_ns + (n - i)), now, stream)?;
+        }
+        i = end;
+        stream.service();
+    }
+    let flushed = Instant::now();
+    tracer.flush_batch(stream)?;
+    // Timed until the last byte is on the link: what the host could not take yet is
+    // still queued in the agent, and the ceiling is the rate at which it takes them.
+    let written = stream.write_out(WRITE_OUT_LIMIT);
+    let elapsed = started.elapsed();
+    let flush = flushed.elapsed();
+    let exited = WorkloadExited {
+        name: name.to_string(),
+        pid,
+        status: if written { 0 } else { 1 },
+        end_ns: monotonic_ns(),
+        // The summary line every measuring workload prints.
+        output: format!(
+            "{{\"workload\":\"synthetic\",\"events\":{events},\"elapsed_ns\":{},\"written_out\":{written}}}\n",
+            elapsed.as_nanos()
+        ),
+        timed_out: false,
+    };
+    Ok((exited, flush))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_cycle_through_a_few_whole_stacks() {
+        let frames = |i| record(i, 7, 0).frames().unwrap().to_vec();
+        assert_eq!(frames(0).len(), FRAMES);
+        assert_eq!(frames(0), frames(STACKS as u64));
+        let distinct: std::collections::BTreeSet<Vec<u64>> = (0..100).map(frames).collect();
+        assert_eq!(distinct.len(), STACKS);
+        let e = record(3, 7, 42).event;
+        assert_eq!(
+            (e.pid, e.ts_ns, e.probe()),
+            (7, 42, Some(ProbeKind::SpinLock))
+        );
+    }
+}
