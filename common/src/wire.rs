@@ -32,7 +32,10 @@
 //! [`Reply`] frames and the link counters of [`Totals`]; 4 added [`Connect::secret`];
 //! 5 added [`Reply::ClockProbe`] and [`Body::ClockEcho`] (a reader of an older version
 //! would not know them, so the version says so); 6 encodes with postcard instead of
-//! bincode 2 (unmaintained); 7 added [`WorkloadExited::timed_out`].
+//! bincode 2 (unmaintained); 7 added [`WorkloadExited::timed_out`]; 8 added the `Args`
+//! record (a user probe's argument registers); 9 added [`Totals::callers_recovered`];
+//! 10 carries each event in its fixed 64-byte layout ([`RawEvent::to_le_bytes`])
+//! instead of one variable-length integer per field.
 
 use std::io::{self, Read, Write};
 
@@ -43,7 +46,7 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 9;
+pub const WIRE_VERSION: u16 = 10;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -350,8 +353,13 @@ pub enum EncodeError {
 /// Encodes `record` as one complete frame (header + payload).
 pub fn encode_frame(record: &Record) -> Result<Vec<u8>, EncodeError> {
     match &record.body {
-        // Byte for byte postcard's encoding, several times faster (see `events`).
-        Body::Events(events) => frame(events::encode(record.seq, events)),
+        // Byte for byte postcard's encoding, several times faster (see `events`),
+        // written after the header's room: no copy of the payload into the frame.
+        Body::Events(events) => {
+            let mut frame = vec![0u8; HEADER_LEN];
+            events::encode_into(&mut frame, record.seq, events);
+            finish_frame(frame)
+        }
         _ => encode_as(record),
     }
 }
@@ -385,7 +393,10 @@ pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<u32, DecodeError> {
 
 /// Decodes a frame payload into a [`Record`].
 pub fn decode_payload(payload: &[u8]) -> Result<Record, DecodeError> {
-    decode_payload_as(payload)
+    match events::decode(payload) {
+        Some(record) => Ok(record),
+        None => decode_payload_as(payload),
+    }
 }
 
 /// Encodes `reply` as one complete frame.
@@ -399,14 +410,21 @@ fn encode_as<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
 
 /// The frame around `payload`: the header, then the payload.
 fn frame(payload: Vec<u8>) -> Result<Vec<u8>, EncodeError> {
-    let mut frame = vec![0u8; HEADER_LEN];
-    if payload.len() > MAX_PAYLOAD as usize {
-        return Err(EncodeError::TooLarge(payload.len()));
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame.resize(HEADER_LEN, 0);
+    frame.extend_from_slice(&payload);
+    finish_frame(frame)
+}
+
+/// Fills in the header of `frame`, whose payload follows [`HEADER_LEN`] bytes of room.
+fn finish_frame(mut frame: Vec<u8>) -> Result<Vec<u8>, EncodeError> {
+    let len = frame.len() - HEADER_LEN;
+    if len > MAX_PAYLOAD as usize {
+        return Err(EncodeError::TooLarge(len));
     }
     frame[0..4].copy_from_slice(&MAGIC);
     frame[4..6].copy_from_slice(&WIRE_VERSION.to_le_bytes());
-    frame[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&payload);
+    frame[8..12].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(frame)
 }
 

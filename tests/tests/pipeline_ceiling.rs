@@ -39,10 +39,10 @@ fn every_synthetic_event_arrives_and_the_ceiling_is_measured_against_raw_vsock()
     assert!(f > 0.0 && f < 2.0, "fraction {f}");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("out/results.json")).unwrap()).unwrap();
-    assert_eq!(
-        json["capacity"]["pipeline_fraction_of_raw"].as_f64(),
-        Some(f),
-        "results.json carries the figure"
+    let written = json["capacity"]["pipeline_fraction_of_raw"].as_f64();
+    assert!(
+        written.is_some_and(|w| (w - f).abs() < 1e-9),
+        "results.json carries the figure: {written:?} for {f}"
     );
     eprintln!(
         "pipeline ceiling: {:.0} events/s, {:.2} MB/s, {:.1}% of raw vsock, agent {:?} µs CPU per event",

@@ -1,5 +1,7 @@
 //! A fast path for the payload of `Events` records, byte for byte what postcard
-//! writes (the tests compare both on random input and at every varint boundary).
+//! writes (the tests compare both on random input and at every varint boundary): the
+//! record's sequence number and variant, the event count, then each event in its
+//! fixed 64-byte layout ([`RawEvent::to_le_bytes`]).
 //!
 //! Events are nearly all of a stream; serde's generic path costs about 1 µs per event
 //! in a TCG guest, this one a fraction of it. Records of every other kind go through
@@ -8,7 +10,7 @@
 use std::sync::OnceLock;
 
 use super::{Body, Record};
-use crate::event::RawEvent;
+use crate::event::{RAW_EVENT_BYTES, RawEvent};
 
 /// postcard's bytes for the `Events` variant index (it depends on the order of
 /// [`Body`]'s variants, so it is taken from postcard itself once).
@@ -35,32 +37,58 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// postcard's signed integers: zigzag, then [`varint`].
-fn zigzag_i32(v: i32) -> u64 {
-    u64::from(((v << 1) ^ (v >> 31)) as u32)
+/// Appends the payload of `Record { seq, body: Body::Events(events) }` to `out`.
+pub(super) fn encode_into(out: &mut Vec<u8>, seq: u64, events: &[RawEvent]) {
+    let variant = events_variant();
+    out.reserve(10 + variant.len() + 10 + events.len() * RAW_EVENT_BYTES);
+    varint(out, seq);
+    out.extend_from_slice(variant);
+    varint(out, events.len() as u64);
+    for e in events {
+        out.extend_from_slice(&e.to_le_bytes());
+    }
 }
 
 /// The payload of `Record { seq, body: Body::Events(events) }`.
+#[cfg(test)]
 pub(super) fn encode(seq: u64, events: &[RawEvent]) -> Vec<u8> {
-    let variant = events_variant();
-    let mut out = Vec::with_capacity(10 + variant.len() + 10 + events.len() * 48);
-    varint(&mut out, seq);
-    out.extend_from_slice(variant);
-    varint(&mut out, events.len() as u64);
-    for e in events {
-        varint(&mut out, e.ts_ns);
-        varint(&mut out, e.arg);
-        varint(&mut out, e.ip);
-        varint(&mut out, u64::from(e.kind));
-        varint(&mut out, u64::from(e.cpu));
-        varint(&mut out, u64::from(e.pid));
-        varint(&mut out, u64::from(e.tid));
-        varint(&mut out, zigzag_i32(e.stack_id));
-        varint(&mut out, u64::from(e.flags));
-        // A byte array is a tuple of u8s: one byte each, no length.
-        out.extend_from_slice(&e.comm);
-    }
+    let mut out = Vec::new();
+    encode_into(&mut out, seq, events);
     out
+}
+
+/// Reads a postcard varint from the start of `bytes`: the value and its length.
+fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// The record of an `Events` payload, read straight from its fixed layout; `None`
+/// when the payload is not an `Events` record (or is not whole), for postcard's
+/// generic path to decode or reject.
+pub(super) fn decode(payload: &[u8]) -> Option<Record> {
+    let (seq, a) = read_varint(payload)?;
+    let variant = events_variant();
+    let rest = payload[a..].strip_prefix(variant)?;
+    let (n, b) = read_varint(rest)?;
+    let body = &rest[b..];
+    if body.len() as u64 != n.checked_mul(RAW_EVENT_BYTES as u64)? {
+        return None;
+    }
+    let events = body
+        .chunks_exact(RAW_EVENT_BYTES)
+        .map(|c| RawEvent::from_le_bytes(c.try_into().expect("chunks of the layout")))
+        .collect();
+    Some(Record {
+        seq,
+        body: Body::Events(events),
+    })
 }
 
 #[cfg(test)]
@@ -145,7 +173,26 @@ mod tests {
             raw in proptest::collection::vec((any::<[u64; 3]>(), any::<[u32; 5]>(), any::<i32>(), any::<[u8; 16]>()), 0..40),
         ) {
             let events: Vec<RawEvent> = raw.into_iter().map(|(v, w, s, c)| event(v, w, s, c)).collect();
-            prop_assert_eq!(encode(seq, &events), postcard_payload(seq, events.clone()));
+            let payload = encode(seq, &events);
+            prop_assert_eq!(&payload, &postcard_payload(seq, events.clone()));
+            let record = Record { seq, body: Body::Events(events) };
+            prop_assert_eq!(decode(&payload), Some(record));
+            // Cut short or with a byte more, the fast path leaves it to postcard.
+            if !payload.is_empty() {
+                prop_assert_eq!(decode(&payload[..payload.len() - 1]), None);
+            }
+            let mut longer = payload.clone();
+            longer.push(0);
+            prop_assert_eq!(decode(&longer), None);
         }
+    }
+
+    #[test]
+    fn other_records_are_left_to_postcard() {
+        let record = Record {
+            seq: 5,
+            body: Body::Heartbeat { monotonic_ns: 7 },
+        };
+        assert_eq!(decode(&postcard::to_allocvec(&record).unwrap()), None);
     }
 }
