@@ -15,33 +15,27 @@ pub trait Conn: Read + Write + Send {
     fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()>;
 }
 
-impl Conn for UnixStream {
-    fn clone_conn(&self) -> io::Result<Box<dyn Conn>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn close(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
-        self.set_nonblocking(false)?;
-        self.set_read_timeout(Some(read))?;
-        self.set_write_timeout(Some(write))
-    }
+/// [`Conn`] for socket types with the same `try_clone`, `shutdown` and timeout
+/// methods (Unix and vsock streams).
+macro_rules! impl_conn {
+    ($($stream:ty),+) => {$(
+        impl Conn for $stream {
+            fn clone_conn(&self) -> io::Result<Box<dyn Conn>> {
+                Ok(Box::new(self.try_clone()?))
+            }
+            fn close(&self) {
+                let _ = self.shutdown(Shutdown::Both);
+            }
+            fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
+                self.set_nonblocking(false)?;
+                self.set_read_timeout(Some(read))?;
+                self.set_write_timeout(Some(write))
+            }
+        }
+    )+};
 }
 
-impl Conn for vsock::VsockStream {
-    fn clone_conn(&self) -> io::Result<Box<dyn Conn>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn close(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
-        self.set_nonblocking(false)?;
-        self.set_read_timeout(Some(read))?;
-        self.set_write_timeout(Some(write))
-    }
-}
+impl_conn!(UnixStream, vsock::VsockStream);
 
 /// Where the agent's connections arrive.
 pub trait Accept {
