@@ -19,21 +19,22 @@
 
 use std::{
     collections::VecDeque,
-    io::{self, Read, Write},
-    os::fd::{AsFd, AsRawFd},
+    io,
+    os::fd::AsFd,
     time::{Duration, Instant},
 };
 
-use guestscope_common::{
-    ProbeKind,
-    wire::{
-        Body, ClockEcho, Connect, DecodeError, FrameReader, LinkLoss, Record, Reply, Totals,
-        encode_frame,
-    },
-};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use guestscope_common::{ProbeKind, wire::Totals};
 
-use crate::{clock::monotonic_ns, stream::Sink};
+use crate::stream::Sink;
+
+mod connector;
+mod reconnect;
+mod replies;
+mod writing;
+
+pub use connector::{Connector, VsockConnector, connect_state};
+use reconnect::Down;
 
 /// Default bound of the spool, bytes.
 pub const DEFAULT_SPOOL_BYTES: u64 = 64 * 1024 * 1024;
@@ -50,62 +51,6 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 const FLUSH_BUDGET: Duration = Duration::from_millis(100);
 /// Longest wait for room on a connection that would block, before giving up for now.
 const WRITABLE_WAIT: Duration = Duration::from_millis(5);
-
-/// Makes connections to the collector.
-pub trait Connector {
-    /// A connection.
-    type Conn: Read + Write + AsFd;
-    /// Starts connecting without blocking (once; the link paces retries). The
-    /// connection may still be in progress: [`connect_state`] says when it is made.
-    fn start(&mut self) -> io::Result<Self::Conn>;
-}
-
-/// Whether a connection from [`Connector::start`] is made: `Ok(true)` made,
-/// `Ok(false)` still in progress, `Err` failed.
-pub fn connect_state<T: AsFd>(conn: &T) -> io::Result<bool> {
-    let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLOUT)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(0) => return Ok(false),
-        Ok(_) => {}
-        Err(e) => return Err(e.into()),
-    }
-    match nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::SocketError)? {
-        0 => Ok(true),
-        errno => Err(io::Error::from_raw_os_error(errno)),
-    }
-}
-
-/// Connects over vsock to the host.
-#[derive(Debug, Clone, Copy)]
-pub struct VsockConnector {
-    /// Host CID.
-    pub cid: u32,
-    /// Port.
-    pub port: u32,
-}
-
-impl Connector for VsockConnector {
-    // Small writes keep each vsock packet in one buffer (see crate::packet_size).
-    type Conn = crate::packet_size::SmallWrites<vsock::VsockStream>;
-    /// A non-blocking connect: a blocking one waits seconds for an absent host, while
-    /// the probes' ring buffer fills.
-    fn start(&mut self) -> io::Result<Self::Conn> {
-        use nix::sys::socket::{AddressFamily, SockFlag, SockType, VsockAddr, connect, socket};
-        let fd = socket(
-            AddressFamily::Vsock,
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        match connect(fd.as_raw_fd(), &VsockAddr::new(self.cid, self.port)) {
-            Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
-            Err(e) => return Err(e.into()),
-        }
-        Ok(crate::packet_size::SmallWrites(vsock::VsockStream::from(
-            fd,
-        )))
-    }
-}
 
 /// How the link behaves.
 #[derive(Debug, Clone)]
@@ -138,42 +83,10 @@ pub enum LinkError {
     },
 }
 
+/// A record kept until the collector acknowledges it.
 struct Spooled {
     seq: u64,
     frame: Vec<u8>,
-}
-
-struct Down<T> {
-    since_ns: u64,
-    why: String,
-    attempts: u32,
-    next_try: Instant,
-    backoff: Duration,
-    /// A connection being made, and since when.
-    connecting: Option<(T, Instant)>,
-}
-
-impl<T> Down<T> {
-    fn new(since_ns: u64, why: String, attempts: u32) -> Down<T> {
-        Down {
-            since_ns,
-            why,
-            attempts,
-            next_try: Instant::now() + FIRST_BACKOFF,
-            backoff: FIRST_BACKOFF,
-            connecting: None,
-        }
-    }
-
-    /// Schedules the next attempt after a failed one.
-    fn failed(&mut self, e: &io::Error) {
-        if self.attempts == 1 {
-            tracing::info!("reconnecting to the host: {e}; retrying with backoff");
-        }
-        self.connecting = None;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        self.next_try = Instant::now() + self.backoff;
-    }
 }
 
 /// The counters of a link, for the run's [`Totals`].
@@ -260,49 +173,6 @@ impl<C: Connector> Link<C> {
         self.spool.len()
     }
 
-    /// Takes `conn` as the current connection and queues its [`Connect`].
-    fn attach(&mut self, conn: C::Conn, after: Option<LinkLoss>) -> io::Result<()> {
-        set_nonblocking(&conn)?;
-        self.connections += 1;
-        let first = self.spool.front().map_or(self.next_seq, |s| s.seq);
-        let connect = Connect {
-            agent_pid: self.config.agent_pid,
-            agent_start_ns: self.config.agent_start_ns,
-            connection: self.connections,
-            after,
-            secret: self.config.secret.clone(),
-        };
-        self.preamble = encode_frame(&Record {
-            seq: first,
-            body: Body::Connect(connect),
-        })
-        .map_err(io::Error::other)?;
-        self.conn = Some(conn);
-        self.write_idx = 0;
-        self.write_off = 0;
-        self.unacked_since = None;
-        self.replies.clear();
-        Ok(())
-    }
-
-    /// Drops the connection (if any) and schedules a reconnection.
-    fn lose(&mut self, why: String) {
-        if self.conn.take().is_none() {
-            return;
-        }
-        if self.spool.is_empty() {
-            // Everything was acknowledged: nothing is lost with it (the usual end).
-            tracing::debug!("connection to the host closed: {why}");
-        } else {
-            tracing::warn!(
-                acked = self.acked,
-                unacked = self.spool.len(),
-                "link to the host lost: {why}"
-            );
-        }
-        self.down = Some(Down::new(monotonic_ns(), why, 0));
-    }
-
     /// Reads acknowledgements, writes what is pending, detects a dead connection and
     /// reconnects when it is time. Never blocks for long (a connection attempt at most).
     pub fn service(&mut self) {
@@ -329,263 +199,6 @@ impl<C: Connector> Link<C> {
                 self.lose(why);
             }
         }
-    }
-
-    fn try_reconnect(&mut self) {
-        let Some(down) = self.down.as_mut() else {
-            return;
-        };
-        if down.connecting.is_none() {
-            if Instant::now() < down.next_try {
-                return;
-            }
-            down.attempts += 1;
-            match self.connector.start() {
-                Ok(conn) => down.connecting = Some((conn, Instant::now())),
-                Err(e) => {
-                    down.failed(&e);
-                    return;
-                }
-            }
-        }
-        let (conn, started) = down.connecting.as_ref().expect("connecting");
-        match connect_state(conn) {
-            Ok(false) if started.elapsed() < CONNECT_TIMEOUT => {}
-            Ok(false) => down.failed(&io::Error::from(io::ErrorKind::TimedOut)),
-            Err(e) => down.failed(&e),
-            Ok(true) => {
-                let mut down = self.down.take().expect("down");
-                let (conn, _) = down.connecting.take().expect("connecting");
-                let loss = LinkLoss {
-                    lost_ns: down.since_ns,
-                    restored_ns: monotonic_ns(),
-                    attempts: down.attempts,
-                    why: down.why,
-                    acked: self.acked,
-                };
-                tracing::info!(
-                    attempts = loss.attempts,
-                    resend = self.spool.len(),
-                    "link to the host restored"
-                );
-                match self.attach(conn, Some(loss.clone())) {
-                    Ok(()) => self.stats.reconnects += 1,
-                    Err(e) => {
-                        let why = format!("{}; then setting up the new connection: {e}", loss.why);
-                        self.down = Some(Down::new(loss.lost_ns, why, loss.attempts));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads and applies every complete reply waiting; an error means the connection
-    /// is gone (the replies that came before the end are applied first: the final
-    /// acknowledgement often arrives together with the host closing the connection).
-    fn read_replies(&mut self) -> Result<(), String> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        let mut buf = [0u8; 4096];
-        let mut ended = None;
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) => {
-                    ended = Some("the host closed the connection".to_string());
-                    break;
-                }
-                Ok(n) => self.replies.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    ended = Some(format!("reading: {e}"));
-                    break;
-                }
-            }
-        }
-        let mut used = 0;
-        loop {
-            let mut reader = FrameReader::new(&self.replies[used..]);
-            match reader.next_reply() {
-                Ok(Reply::Ack { next }) => {
-                    used += reader.bytes_read() as usize;
-                    self.acknowledge(next);
-                }
-                Ok(Reply::ClockProbe { id }) => {
-                    used += reader.bytes_read() as usize;
-                    self.echo(id);
-                }
-                Err(DecodeError::Eof | DecodeError::Truncated { .. }) => break,
-                Err(e) => return Err(format!("a bad reply from the host: {e}")),
-            }
-        }
-        self.replies.drain(..used);
-        ended.map_or(Ok(()), Err)
-    }
-
-    /// Queues the answer to clock probe `id`, stamped now.
-    fn echo(&mut self, id: u32) {
-        let echo = ClockEcho {
-            id,
-            guest_ns: monotonic_ns(),
-        };
-        match encode_frame(&Record {
-            seq: self.next_seq,
-            body: Body::ClockEcho(echo),
-        }) {
-            Ok(frame) => {
-                self.preamble.extend_from_slice(&frame);
-                self.stats.clock_echoes += 1;
-            }
-            Err(e) => tracing::warn!("encoding a clock echo: {e}"),
-        }
-    }
-
-    /// Forgets the records the collector stored (`seq < next`).
-    fn acknowledge(&mut self, next: u64) {
-        if next <= self.acked {
-            return;
-        }
-        self.acked = next;
-        self.forget_acknowledged();
-        let waiting = self.write_idx > 0 || self.write_off > 0;
-        self.unacked_since = waiting.then(Instant::now);
-    }
-
-    /// Drops the spooled records below [`Link::acked`], up to one partly written on this
-    /// connection (finished first, or the stream would be cut inside it; it is dropped
-    /// when its last byte is out: a record acknowledged while being resent).
-    fn forget_acknowledged(&mut self) {
-        while let Some(front) = self.spool.front() {
-            if front.seq >= self.acked || (self.write_idx == 0 && self.write_off > 0) {
-                break;
-            }
-            let done = self.spool.pop_front().expect("front");
-            self.spool_bytes -= done.frame.len() as u64;
-            if self.write_idx > 0 {
-                self.write_idx -= 1;
-            }
-        }
-    }
-
-    /// Writes the preamble and spooled frames while the connection takes them: when it
-    /// would block, waits up to [`WRITABLE_WAIT`] for room, for at most
-    /// [`FLUSH_BUDGET`] in all. A host that reads gets everything at once (records
-    /// keep their latency: events do not queue behind a large artifact); a stalled
-    /// link costs little.
-    fn write_pending(&mut self) -> io::Result<()> {
-        let started = Instant::now();
-        loop {
-            let (done, wrote) = self.write_some()?;
-            // A round that wrote nothing means the room poll saw was not there: stop.
-            if done
-                || wrote == 0
-                || started.elapsed() >= FLUSH_BUDGET
-                || !self.writable_within(WRITABLE_WAIT)
-            {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Whether the connection has room to write within `timeout` (a hang-up or an error
-    /// is not room).
-    fn writable_within(&self, timeout: Duration) -> bool {
-        let Some(conn) = self.conn.as_ref() else {
-            return false;
-        };
-        let mut fds = [PollFd::new(conn.as_fd(), PollFlags::POLLOUT)];
-        let ms = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
-        if !matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
-            return false;
-        }
-        fds[0].revents().is_some_and(|r| {
-            r.contains(PollFlags::POLLOUT) && !r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)
-        })
-    }
-
-    /// Writes until everything is written or the connection would block; returns whether
-    /// everything is written, and the bytes written.
-    fn write_some(&mut self) -> io::Result<(bool, usize)> {
-        let mut wrote = 0;
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Ok((true, wrote));
-            };
-            // Out-of-sequence frames go between records, never inside one.
-            if !self.preamble.is_empty() && self.write_off == 0 {
-                match conn.write(&self.preamble) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        self.preamble.drain(..n);
-                        wrote += n;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, wrote)),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-                continue;
-            }
-            let Some(item) = self.spool.get(self.write_idx) else {
-                break;
-            };
-            match conn.write(&item.frame[self.write_off..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    if self.unacked_since.is_none() {
-                        self.unacked_since = Some(Instant::now());
-                    }
-                    self.write_off += n;
-                    wrote += n;
-                    if self.write_off == item.frame.len() {
-                        if item.seq < self.written_below {
-                            self.stats.records_resent += 1;
-                        }
-                        self.written_below = self.written_below.max(item.seq + 1);
-                        self.write_idx += 1;
-                        self.write_off = 0;
-                        if item.seq < self.acked {
-                            self.forget_acknowledged();
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, wrote)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((true, wrote))
-    }
-
-    /// Waits up to `timeout` for the connection to become readable or writable (or
-    /// sleeps, when there is none).
-    fn wait(&self, timeout: Duration) {
-        let Some(conn) = self.conn.as_ref() else {
-            match self.down.as_ref() {
-                Some(Down {
-                    connecting: Some((c, _)),
-                    ..
-                }) => {
-                    let ms = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
-                    let _ = poll(
-                        &mut [PollFd::new(c.as_fd(), PollFlags::POLLOUT)],
-                        PollTimeout::from(ms),
-                    );
-                }
-                Some(d) => std::thread::sleep(
-                    timeout.min(d.next_try.saturating_duration_since(Instant::now())),
-                ),
-                None => std::thread::sleep(timeout),
-            }
-            return;
-        };
-        let mut flags = PollFlags::POLLIN;
-        if !self.preamble.is_empty() || self.write_idx < self.spool.len() {
-            flags |= PollFlags::POLLOUT;
-        }
-        let ms = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
-        let mut fds = [PollFd::new(conn.as_fd(), flags)];
-        let _ = poll(&mut fds, PollTimeout::from(ms));
     }
 
     /// Waits until the collector has acknowledged every record, reconnecting as needed,
@@ -677,14 +290,6 @@ impl<C: Connector> Sink for Link<C> {
             .filter(|(_, n)| *n > 0)
             .collect();
     }
-}
-
-fn set_nonblocking<T: AsFd>(conn: &T) -> io::Result<()> {
-    let fd = conn.as_fd().as_raw_fd();
-    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! de-duplication by sequence number, and the spool bound while the link is down.
 
 use std::{
+    io::Write,
     os::unix::net::{UnixListener, UnixStream},
     path::PathBuf,
     sync::{
@@ -11,9 +12,13 @@ use std::{
     thread,
 };
 
-use guestscope_common::{RawEvent, wire::encode_reply};
+use guestscope_common::{
+    RawEvent,
+    wire::{Body, ClockEcho, Connect, FrameReader, Record, Reply, encode_frame, encode_reply},
+};
 
 use super::*;
+use crate::clock::monotonic_ns;
 use crate::stream::Stream;
 
 struct UnixConnector(PathBuf);
