@@ -4,6 +4,7 @@
 //! Finished.
 
 use std::{
+    collections::BTreeMap,
     fs,
     path::Path,
     time::{Duration, Instant},
@@ -12,6 +13,8 @@ use std::{
 use guestscope_common::{
     ProbeKind,
     plan::RunPlan,
+    probe_list::ProbeList,
+    user_probe::UserProbe,
     wire::{Body, Hello, ProbeAttach},
 };
 
@@ -19,7 +22,7 @@ use crate::{
     artifacts,
     clock::monotonic_ns,
     plan::{selected_probes, user_probes},
-    probes,
+    probes::{self, Loaded, ProbeError},
     resume::RunState,
     stream::{Sink, Stream, StreamError},
     tracer::Tracer,
@@ -50,20 +53,9 @@ pub fn run<W: Sink>(
     agent_start_ns: u64,
     state_dir: Option<&Path>,
 ) -> Result<Summary, StreamError> {
-    // The plan was checked when loaded; an unknown name cannot reach here.
-    let selected = selected_probes(plan).unwrap_or_else(|_| ProbeKind::BUILTIN.to_vec());
-    let user = user_probes(plan).unwrap_or_default();
-    // Why the user's probes cannot be attached: the run stops before any workload.
-    let mut refused: Vec<String> = Vec::new();
-    // The user's tracepoints by slot, sent for the host to name their events.
-    let mut tracepoint_slots = std::collections::BTreeMap::new();
-    // The user's fentry attachments, handed to the tracer, which holds them for the run.
-    let mut fentry_links = Vec::new();
-    // What the kernel offers for probing, read once (1 s under TCG) when needed.
-    let mut probe_list = None;
-    let mut logs: Vec<(&str, String)> = Vec::new();
     let state = state_dir.map(|dir| RunState::open(dir, plan));
     let already = state.as_ref().map_or(0, |(_, n)| *n);
+    let mut logs: Vec<(&str, String)> = Vec::new();
     if already > 0 {
         logs.push((
             "warn",
@@ -72,116 +64,11 @@ pub fn run<W: Sink>(
             ),
         ));
     }
-    let (mut tracer, attach) = match probes::load_with(plan.events_bytes) {
-        Ok(mut loaded) => {
-            // Parsed once for the built-in fentry and the user's; dropped after the attach.
-            let btf = probes::kernel_btf();
-            let mut attach = probes::attach_all(&mut loaded.ebpf, &selected, btf.as_ref());
-            if !user.is_empty() || !plan.stop_functions.is_empty() {
-                let kernel = probe_list.insert(user_probes::read_probe_list());
-                refused.extend(
-                    plan.stop_functions
-                        .iter()
-                        .filter_map(|f| kernel.check_stop(f).err()),
-                );
-                if refused.is_empty() && !user.is_empty() {
-                    match user_probes::attach(&mut loaded.ebpf, &user, kernel, btf.as_ref()) {
-                        Ok(attached) => {
-                            tracepoint_slots = attached.tracepoint_slots;
-                            fentry_links = attached.fentry_links;
-                            attach.extend(attached.records);
-                        }
-                        Err(errors) => refused = errors,
-                    }
-                }
-            }
-            match probes::attach_fork_follower(&mut loaded.ebpf) {
-                Ok(()) => logs.push((
-                    "info",
-                    "fork follower attached to sched:sched_process_fork".into(),
-                )),
-                Err(e) => {
-                    let message = format!(
-                        "fork follower not attached, children of workloads are not traced: {}",
-                        probes::chain(&e)
-                    );
-                    tracing::warn!("{message}");
-                    logs.push(("warn", message));
-                }
-            }
-            let mut tracer = Tracer::new(loaded);
-            tracer.keep_user_links(std::mem::take(&mut fentry_links));
-            (tracer, attach)
-        }
-        Err(e) => {
-            let why = probes::chain(&e);
-            tracing::error!("no probes: {why}");
-            logs.push((
-                "error",
-                format!("eBPF probes not loaded, workloads run untraced: {why}"),
-            ));
-            if !user.is_empty() {
-                refused.push(format!("the probes you named cannot be attached: {why}"));
-            }
-            let attach = ProbeKind::BUILTIN
-                .into_iter()
-                .map(|kind| ProbeAttach {
-                    probe: kind.name().into(),
-                    target: probes::target(kind).into(),
-                    method: String::new(),
-                    note: format!("eBPF object not loaded: {why}"),
-                    attached: false,
-                })
-                .collect();
-            (Tracer::inactive(), attach)
-        }
-    };
-
-    stream.send(Body::Hello(hello(agent_start_ns)))?;
-    let attached = attach.iter().filter(|a| a.attached).count();
-    for record in attach {
-        stream.send(Body::ProbeAttach(record))?;
-    }
-    // Each probe the user named that cannot be attached, as an unattached user probe:
-    // the collector reports them and no workload runs.
-    for why in &refused {
-        tracing::error!("{why}");
-        stream.send(Body::ProbeAttach(ProbeAttach {
-            probe: ProbeKind::Kprobe.name().into(),
-            target: probes::target(ProbeKind::Kprobe).into(),
-            method: String::new(),
-            note: why.clone(),
-            attached: false,
-        }))?;
-    }
-    if !refused.is_empty() {
-        logs.push((
-            "error",
-            "no workload runs: a probe or stop you named cannot be used".into(),
-        ));
-    }
-    for (level, message) in logs {
-        stream.send(Body::Log {
-            level: level.into(),
-            message,
-        })?;
-    }
-    println!("guestscope-agent: ready");
-
-    for (name, path) in artifacts::START_FILES {
-        artifacts::send_file(stream, name, path)?;
-    }
-    if !tracepoint_slots.is_empty() {
-        let ids = serde_json::to_vec(&tracepoint_slots).unwrap_or_default();
-        artifacts::send_bytes(stream, guestscope_common::probe_list::TRACEPOINT_IDS, &ids)?;
-    }
-    if plan.send_probe_list {
-        let list = probe_list
-            .take()
-            .unwrap_or_else(user_probes::read_probe_list);
-        let list = serde_json::to_vec(&list).unwrap_or_default();
-        artifacts::send_bytes(stream, guestscope_common::probe_list::ARTIFACT, &list)?;
-    }
+    let mut setup = Setup::new(logs);
+    let mut tracer = load_probes(plan, &mut setup);
+    let attached = setup.announce(stream, agent_start_ns)?;
+    setup.send_start_artifacts(stream, plan)?;
+    let refused = setup.refused;
 
     if plan.settle_ms > 0 {
         settle(&mut tracer, stream, Duration::from_millis(plan.settle_ms))?;
@@ -219,6 +106,197 @@ pub fn run<W: Sink>(
     })
 }
 
+/// What loading and attaching the probes leaves for the host to be told before any
+/// workload runs.
+struct Setup {
+    /// One record per probe, attached or not.
+    attach: Vec<ProbeAttach>,
+    /// Why the user's probes cannot be attached: the run stops before any workload.
+    refused: Vec<String>,
+    /// The user's tracepoints by slot, sent for the host to name their events.
+    tracepoint_slots: BTreeMap<u32, String>,
+    /// What the kernel offers for probing, read once (1 s under TCG) when needed.
+    probe_list: Option<ProbeList>,
+    /// Log records for the host: level and message.
+    logs: Vec<(&'static str, String)>,
+}
+
+impl Setup {
+    /// Nothing attached yet; `logs` go first.
+    fn new(logs: Vec<(&'static str, String)>) -> Setup {
+        Setup {
+            attach: Vec::new(),
+            refused: Vec::new(),
+            tracepoint_slots: BTreeMap::new(),
+            probe_list: None,
+            logs,
+        }
+    }
+
+    /// Attaches the fork follower, logging whether it could be.
+    fn attach_fork_follower(&mut self, ebpf: &mut aya::Ebpf) {
+        match probes::attach_fork_follower(ebpf) {
+            Ok(()) => self.logs.push((
+                "info",
+                "fork follower attached to sched:sched_process_fork".into(),
+            )),
+            Err(e) => {
+                let message = format!(
+                    "fork follower not attached, children of workloads are not traced: {}",
+                    probes::chain(&e)
+                );
+                tracing::warn!("{message}");
+                self.logs.push(("warn", message));
+            }
+        }
+    }
+
+    /// The eBPF object did not load: every built-in probe is reported unattached, and
+    /// probes the user named are refused.
+    fn not_loaded(&mut self, e: &ProbeError, user_named: bool) {
+        let why = probes::chain(e);
+        tracing::error!("no probes: {why}");
+        self.logs.push((
+            "error",
+            format!("eBPF probes not loaded, workloads run untraced: {why}"),
+        ));
+        if user_named {
+            self.refused
+                .push(format!("the probes you named cannot be attached: {why}"));
+        }
+        self.attach = ProbeKind::BUILTIN
+            .into_iter()
+            .map(|kind| ProbeAttach {
+                probe: kind.name().into(),
+                target: probes::target(kind).into(),
+                method: String::new(),
+                note: format!("eBPF object not loaded: {why}"),
+                attached: false,
+            })
+            .collect();
+    }
+
+    /// Sends the hello, a `ProbeAttach` per probe (and per refused probe of the user's)
+    /// and the logs; returns how many probes are attached.
+    fn announce<W: Sink>(
+        &mut self,
+        stream: &mut Stream<W>,
+        agent_start_ns: u64,
+    ) -> Result<usize, StreamError> {
+        stream.send(Body::Hello(hello(agent_start_ns)))?;
+        let attach = std::mem::take(&mut self.attach);
+        let attached = attach.iter().filter(|a| a.attached).count();
+        for record in attach {
+            stream.send(Body::ProbeAttach(record))?;
+        }
+        // Each probe the user named that cannot be attached, as an unattached user probe:
+        // the collector reports them and no workload runs.
+        for why in &self.refused {
+            tracing::error!("{why}");
+            stream.send(Body::ProbeAttach(ProbeAttach {
+                probe: ProbeKind::Kprobe.name().into(),
+                target: probes::target(ProbeKind::Kprobe).into(),
+                method: String::new(),
+                note: why.clone(),
+                attached: false,
+            }))?;
+        }
+        if !self.refused.is_empty() {
+            self.logs.push((
+                "error",
+                "no workload runs: a probe or stop you named cannot be used".into(),
+            ));
+        }
+        for (level, message) in std::mem::take(&mut self.logs) {
+            stream.send(Body::Log {
+                level: level.into(),
+                message,
+            })?;
+        }
+        println!("guestscope-agent: ready");
+        Ok(attached)
+    }
+
+    /// Sends the start artifacts, the user's tracepoint slots and, if the plan asks,
+    /// the kernel's probe list.
+    fn send_start_artifacts<W: Sink>(
+        &mut self,
+        stream: &mut Stream<W>,
+        plan: &RunPlan,
+    ) -> Result<(), StreamError> {
+        for (name, path) in artifacts::START_FILES {
+            artifacts::send_file(stream, name, path)?;
+        }
+        if !self.tracepoint_slots.is_empty() {
+            let ids = serde_json::to_vec(&self.tracepoint_slots).unwrap_or_default();
+            artifacts::send_bytes(stream, guestscope_common::probe_list::TRACEPOINT_IDS, &ids)?;
+        }
+        if plan.send_probe_list {
+            let list = self
+                .probe_list
+                .take()
+                .unwrap_or_else(user_probes::read_probe_list);
+            let list = serde_json::to_vec(&list).unwrap_or_default();
+            artifacts::send_bytes(stream, guestscope_common::probe_list::ARTIFACT, &list)?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads the eBPF object and attaches the plan's probes; without the object, the
+/// tracer is inactive and `setup` says why.
+fn load_probes(plan: &RunPlan, setup: &mut Setup) -> Tracer {
+    // The plan was checked when loaded; an unknown name cannot reach here.
+    let selected = selected_probes(plan).unwrap_or_else(|_| ProbeKind::BUILTIN.to_vec());
+    let user = user_probes(plan).unwrap_or_default();
+    match probes::load_with(plan.events_bytes) {
+        Ok(loaded) => attach_probes(plan, &selected, &user, loaded, setup),
+        Err(e) => {
+            setup.not_loaded(&e, !user.is_empty());
+            Tracer::inactive()
+        }
+    }
+}
+
+/// Attaches the `selected` built-in probes, the user's (unless a probe or stop of the
+/// plan is refused) and the fork follower, and makes the tracer.
+fn attach_probes(
+    plan: &RunPlan,
+    selected: &[ProbeKind],
+    user: &[UserProbe],
+    mut loaded: Loaded,
+    setup: &mut Setup,
+) -> Tracer {
+    // Parsed once for the built-in fentry and the user's; dropped after the attach.
+    let btf = probes::kernel_btf();
+    setup.attach = probes::attach_all(&mut loaded.ebpf, selected, btf.as_ref());
+    // The user's fentry attachments, handed to the tracer, which holds them for the run.
+    let mut fentry_links = Vec::new();
+    if !user.is_empty() || !plan.stop_functions.is_empty() {
+        let kernel = setup.probe_list.insert(user_probes::read_probe_list());
+        setup.refused.extend(
+            plan.stop_functions
+                .iter()
+                .filter_map(|f| kernel.check_stop(f).err()),
+        );
+        if setup.refused.is_empty() && !user.is_empty() {
+            match user_probes::attach(&mut loaded.ebpf, user, kernel, btf.as_ref()) {
+                Ok(attached) => {
+                    setup.tracepoint_slots = attached.tracepoint_slots;
+                    fentry_links = attached.fentry_links;
+                    setup.attach.extend(attached.records);
+                }
+                Err(errors) => setup.refused = errors,
+            }
+        }
+    }
+    setup.attach_fork_follower(&mut loaded.ebpf);
+    let mut tracer = Tracer::new(loaded);
+    tracer.keep_user_links(fentry_links);
+    tracer
+}
+
+/// The first record: the agent, the kernel and the clocks.
 fn hello(agent_start_ns: u64) -> Hello {
     let kernel_release = fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
