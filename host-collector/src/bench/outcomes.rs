@@ -1,0 +1,128 @@
+//! What a boot's stream told of its workloads: each one's outcome ([`Ran`]), the
+//! stream bytes at its start and exit ([`ByteMarks`]), and the boot's own problems.
+
+use super::*;
+/// One workload's outcome, as the stream told it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Ran {
+    pub(super) status: Option<i32>,
+    /// The loop's time from the workload's own summary line, ns.
+    pub(super) elapsed_ns: Option<u64>,
+    /// The agent's tracing report.
+    pub(super) tracing: Option<WorkloadTracing>,
+    /// Events received per probe.
+    pub(super) received: BTreeMap<String, u64>,
+    /// Stream bytes read when its start and exit records arrived.
+    pub(super) bytes_at_start: u64,
+    pub(super) bytes_at_exit: u64,
+}
+
+impl Ran {
+    pub(super) fn ok(&self) -> bool {
+        self.status == Some(0)
+    }
+    pub(super) fn elapsed_s(&self) -> Option<f64> {
+        self.elapsed_ns
+            .filter(|_| self.ok())
+            .map(|ns| ns as f64 / 1e9)
+    }
+    pub(super) fn counters(&self, probe: &str) -> guestscope_common::ProbeCounters {
+        self.tracing
+            .as_ref()
+            .and_then(|t| t.counters.iter().find(|(n, _)| n == probe).map(|(_, c)| *c))
+            .unwrap_or_default()
+    }
+    pub(super) fn matched_total(&self) -> Option<u64> {
+        self.tracing
+            .as_ref()
+            .map(|t| t.counters.iter().map(|(_, c)| c.matched).sum())
+    }
+}
+
+/// The value of `"elapsed_ns"` in a workload's JSON summary line.
+pub fn elapsed_ns(output: &str) -> Option<u64> {
+    output.lines().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+        v.get("workload")?;
+        v.get("elapsed_ns")?.as_u64()
+    })
+}
+
+/// Per-workload outcomes of a boot (by workload name).
+pub(super) fn outcomes(b: &Booted, bytes: &HashMap<String, (u64, u64)>) -> BTreeMap<String, Ran> {
+    let s = &b.session;
+    s.workloads
+        .iter()
+        .map(|w| {
+            let name = w.started.name.clone();
+            let tracing = s
+                .artifact_text(&format!("{TRACING_ARTIFACT_PREFIX}{name}"))
+                .and_then(|t| serde_json::from_str(&t).ok());
+            let (bytes_at_start, bytes_at_exit) = bytes.get(&name).copied().unwrap_or_default();
+            let ran = Ran {
+                status: w.exited.as_ref().map(|x| x.status),
+                elapsed_ns: w.exited.as_ref().and_then(|x| elapsed_ns(&x.output)),
+                tracing,
+                received: w.events.clone(),
+                bytes_at_start,
+                bytes_at_exit,
+            };
+            (name, ran)
+        })
+        .collect()
+}
+
+/// Records, on every record, the stream bytes at each workload's start and exit.
+#[derive(Default)]
+pub(super) struct ByteMarks {
+    pub(super) marks: HashMap<String, (u64, u64)>,
+    pub(super) started: usize,
+    pub(super) exited: usize,
+}
+
+impl ByteMarks {
+    /// Returns (newly started workload, newly exited workload) names.
+    pub(super) fn observe(
+        &mut self,
+        s: &Collecting,
+        bytes: u64,
+    ) -> (Option<String>, Option<String>) {
+        let mut new = (None, None);
+        if s.workloads.len() > self.started {
+            self.started = s.workloads.len();
+            let name = s.workloads[self.started - 1].started.name.clone();
+            self.marks.insert(name.clone(), (bytes, 0));
+            new.0 = Some(name);
+        }
+        let exited = s.workloads.iter().filter(|w| w.exited.is_some()).count();
+        if exited > self.exited {
+            self.exited = exited;
+            if let Some(w) = s.workloads.iter().rev().find(|w| w.exited.is_some()) {
+                self.marks.entry(w.started.name.clone()).or_default().1 = bytes;
+                new.1 = Some(w.started.name.clone());
+            }
+        }
+        new
+    }
+}
+
+pub(super) fn note_outcome(what: &str, b: &Booted, problems: &mut Vec<String>) {
+    if !b.outcome.complete {
+        problems.push(format!(
+            "{what} boot incomplete: {}{}",
+            b.outcome.how,
+            b.outcome
+                .detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ));
+    }
+    let seq = &b.session.seq;
+    if seq.missing > 0 || seq.duplicates > 0 {
+        problems.push(format!(
+            "{what} boot: {} stream records missing, {} duplicated",
+            seq.missing, seq.duplicates
+        ));
+    }
+}
