@@ -3,7 +3,6 @@
 //! by hand or by its init unit. No boot is involved: the collector listens where
 //! the agent connects, receives the stream, and writes the same outputs as `lab`.
 
-use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +16,7 @@ use crate::qemu::serial::BootMarks;
 use crate::run_end::RunEnd;
 use crate::session::Session;
 use crate::stream::listener::PortListener;
-use crate::stream::receive::{ReceiveOptions, Stop, receive};
+use crate::stream::receive::{Alive, LabSession, ReceiveOptions, Received, Stop, receive};
 use qemu_gdb_client::GdbEndpoint;
 
 /// Where the guest's vsock connection arrives.
@@ -121,17 +120,64 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
         )),
         None => Ok(()),
     };
-    let events = std::fs::File::create(o.out_dir.join("events.jsonl"))
-        .map_err(|e| LabError::Setup(format!("creating events.jsonl: {e}")))?;
-    let stacks = std::fs::File::create(o.out_dir.join("stacks.jsonl"))
-        .map_err(|e| LabError::Setup(format!("creating stacks.jsonl: {e}")))?;
-    let mut session: Session<Box<dyn io::Write + Send>> =
-        Session::new(Box::new(WholeLines::new(events)));
-    session.write_stacks_to(Box::new(WholeLines::new(stacks)));
+    let mut session = open_session(o)?;
     let options = ReceiveOptions {
         secret: o.secret.clone(),
         ..ReceiveOptions::default()
     };
+    let received = wait_and_receive(o, &mut session, &mut alive, started, &options)?;
+    let mut c = Collected {
+        session,
+        marks: BootMarks::default(),
+        outcome: received.outcome.clone(),
+        bytes: received.bytes,
+        decode_error: received.decode_error,
+        qemu_command: String::new(),
+        accel: Accel::Tcg,
+        hello_host_s: received.hello_host_s,
+        cr3: None,
+        snapshots: None,
+        link: received.link,
+        clock: received.clock,
+        host_epoch_unix_ns: started_unix_ns,
+    };
+    let run = summary::RunInfo {
+        started_unix_s,
+        wall_s: started.elapsed().as_secs_f64(),
+        accel: "unknown".into(),
+        accel_reason: "attached to a VM started outside guestscope".into(),
+        qemu_command: format!("(attached: {:?}, port {})", o.endpoint, o.port),
+        outcome: received.outcome,
+        ..Default::default()
+    };
+    let summary = lab::finish(&o.out_dir, &mut c, run, Vec::new(), Vec::new())
+        .map_err(|e| lab::outputs_error(&o.out_dir, &e))?;
+    Ok(LabOutcome {
+        summary,
+        out_dir: o.out_dir.clone(),
+    })
+}
+
+/// The session the stream fills, writing `events.jsonl` and `stacks.jsonl` to the
+/// output directory.
+fn open_session(o: &AttachOptions) -> Result<LabSession, LabError> {
+    let events = std::fs::File::create(o.out_dir.join("events.jsonl"))
+        .map_err(|e| LabError::Setup(format!("creating events.jsonl: {e}")))?;
+    let stacks = std::fs::File::create(o.out_dir.join("stacks.jsonl"))
+        .map_err(|e| LabError::Setup(format!("creating stacks.jsonl: {e}")))?;
+    let mut session: LabSession = Session::new(Box::new(WholeLines::new(events)));
+    session.write_stacks_to(Box::new(WholeLines::new(stacks)));
+    Ok(session)
+}
+
+/// Waits on `o.endpoint` for the agent's first connection and receives the stream.
+fn wait_and_receive(
+    o: &AttachOptions,
+    session: &mut LabSession,
+    alive: &mut Alive<'_>,
+    started: Instant,
+    options: &ReceiveOptions,
+) -> Result<Received, LabError> {
     let received = match &o.endpoint {
         Endpoint::Uds(path) => {
             let mut listener =
@@ -146,8 +192,8 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
             receive(
                 Box::new(stream),
                 &mut listener,
-                &mut session,
-                &mut alive,
+                session,
+                alive,
                 started,
                 options.clone(),
                 &mut |_| {},
@@ -179,42 +225,13 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
             receive(
                 Box::new(stream),
                 &mut listener,
-                &mut session,
-                &mut alive,
+                session,
+                alive,
                 started,
                 options.clone(),
                 &mut |_| {},
             )
         }
     };
-    let mut c = Collected {
-        session,
-        marks: BootMarks::default(),
-        outcome: received.outcome.clone(),
-        bytes: received.bytes,
-        decode_error: received.decode_error,
-        qemu_command: String::new(),
-        accel: Accel::Tcg,
-        hello_host_s: received.hello_host_s,
-        cr3: None,
-        snapshots: None,
-        link: received.link,
-        clock: received.clock,
-        host_epoch_unix_ns: started_unix_ns,
-    };
-    let run = summary::RunInfo {
-        started_unix_s,
-        wall_s: started.elapsed().as_secs_f64(),
-        accel: "unknown".into(),
-        accel_reason: "attached to a VM started outside guestscope".into(),
-        qemu_command: format!("(attached: {:?}, port {})", o.endpoint, o.port),
-        outcome: received.outcome,
-        ..Default::default()
-    };
-    let summary = lab::finish(&o.out_dir, &mut c, run, Vec::new(), Vec::new())
-        .map_err(|e| lab::outputs_error(&o.out_dir, &e))?;
-    Ok(LabOutcome {
-        summary,
-        out_dir: o.out_dir.clone(),
-    })
+    Ok(received)
 }
