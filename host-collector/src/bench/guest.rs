@@ -27,7 +27,7 @@ use crate::qemu::vhost;
 use crate::run_end::RunEnd;
 use crate::session::Session;
 use crate::stream::listener::PortListener;
-use crate::stream::receive::{self, Conn, ReceiveOptions};
+use crate::stream::receive::{self, Alive, Conn, ReceiveOptions};
 use qemu_gdb_client::GdbEndpoint;
 
 /// What every benchmark boot shares.
@@ -238,42 +238,13 @@ pub fn boot(
         }
         None => None,
     };
-    let cfg = QemuConfig {
-        binary: m.qemu.clone(),
-        accel: m.accel,
-        memory_mb: m.memory_mb,
-        cpus: m.cpus,
-        cpu_model: None,
-        kernel: m.kernel.clone(),
-        initrd,
-        append: m.append.clone(),
-        gdb,
-        vsock: backend,
-        cid: GUEST_CID,
-        extra: Vec::new(),
-    };
+    let cfg = qemu_config(m, initrd, gdb, backend);
     let serial_state = Arc::new(Mutex::new(SerialState::default()));
     let launched = Instant::now();
-    let mut child = cfg
-        .command()
-        // Its own process group, as in `lab`: a Ctrl-C reaches the collector, which stops QEMU.
-        .process_group(0)
-        .nice(m.nice)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(
-            File::create(run_dir.path().join("qemu.stderr")).map_err(|e| err("qemu stderr", &e))?,
-        )
-        .spawn()
-        .map_err(|e| err(&format!("starting {}", m.qemu.display()), &e))?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut qemu = ChildGuard::new("qemu", child);
-    let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, serial_log)
-        .map_err(|e| err("serial log", &e))?;
+    let (mut qemu, reader) =
+        start_qemu(m, &cfg, run_dir.path(), &serial_state, launched, serial_log)?;
 
     let mut session: Collecting = Session::new(events);
-    let mut outcome = Outcome::default();
-    let (mut bytes, mut hello_host_s) = (0, None);
     let deadline = Instant::now() + m.run_timeout;
     let qemu_ref = &mut qemu;
     let serial_ref = serial_state.clone();
@@ -295,42 +266,22 @@ pub fn boot(
         }
         Ok(())
     };
-    let accepted =
-        listener.accept_within(m.boot_timeout, || alive().map_err(|stop| stop.to_string()));
-    match accepted {
-        Ok(stream) => {
-            let count = Arc::new(AtomicU64::new(0));
-            let counting = Counting {
-                inner: stream,
-                count: count.clone(),
-            };
-            let defaults = ReceiveOptions::default();
-            let options = ReceiveOptions {
-                stop_at_hello,
-                secret: Some(secret.clone()),
-                replies_paused: replies_paused.unwrap_or(defaults.replies_paused.clone()),
-                ..defaults
-            };
-            let r = receive::receive(
-                Box::new(counting),
-                &mut listener,
-                &mut session,
-                &mut alive,
-                launched,
-                options,
-                &mut |s| {
-                    on_record(s, count.load(Ordering::Relaxed));
-                },
-            );
-            outcome = r.outcome;
-            bytes = r.bytes;
-            hello_host_s = r.hello_host_s;
-        }
-        Err(e) => {
-            outcome.how = RunEnd::AgentNeverConnected;
-            outcome.detail = Some(e.to_string());
-        }
-    }
+    let defaults = ReceiveOptions::default();
+    let options = ReceiveOptions {
+        stop_at_hello,
+        secret: Some(secret.clone()),
+        replies_paused: replies_paused.unwrap_or(defaults.replies_paused.clone()),
+        ..defaults
+    };
+    let (mut outcome, bytes, hello_host_s) = receive_stream(
+        &mut listener,
+        m.boot_timeout,
+        &mut session,
+        &mut alive,
+        launched,
+        options,
+        on_record,
+    );
     let wall_s = launched.elapsed().as_secs_f64();
     drop(alive);
     let grace = if outcome.complete && !stop_at_hello {
@@ -363,4 +314,102 @@ pub fn boot(
         blasts,
         wall_s,
     })
+}
+
+/// QEMU's configuration for `m`, booting `initrd`, with the vsock `backend` and the
+/// gdbstub at `gdb` if given.
+fn qemu_config(
+    m: &Machine,
+    initrd: PathBuf,
+    gdb: Option<GdbEndpoint>,
+    backend: vhost::VsockBackend,
+) -> QemuConfig {
+    QemuConfig {
+        binary: m.qemu.clone(),
+        accel: m.accel,
+        memory_mb: m.memory_mb,
+        cpus: m.cpus,
+        cpu_model: None,
+        kernel: m.kernel.clone(),
+        initrd,
+        append: m.append.clone(),
+        gdb,
+        vsock: backend,
+        cid: GUEST_CID,
+        extra: Vec::new(),
+    }
+}
+
+/// Starts QEMU in its own process group at `m.nice`, its stderr to the run directory,
+/// and a thread reading its console into `serial_state` and `serial_log`.
+fn start_qemu(
+    m: &Machine,
+    cfg: &QemuConfig,
+    run_dir: &Path,
+    serial_state: &Arc<Mutex<SerialState>>,
+    launched: Instant,
+    serial_log: &Path,
+) -> Result<(ChildGuard, JoinHandle<()>), String> {
+    let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+    let mut child = cfg
+        .command()
+        // Its own process group, as in `lab`: a Ctrl-C reaches the collector, which stops QEMU.
+        .process_group(0)
+        .nice(m.nice)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(run_dir.join("qemu.stderr")).map_err(|e| err("qemu stderr", &e))?)
+        .spawn()
+        .map_err(|e| err(&format!("starting {}", m.qemu.display()), &e))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let qemu = ChildGuard::new("qemu", child);
+    let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, serial_log)
+        .map_err(|e| err("serial log", &e))?;
+    Ok((qemu, reader))
+}
+
+/// Waits up to `boot_timeout` for the agent's connection and receives its stream,
+/// counting the bytes read for `on_record`; returns the outcome, the bytes and the
+/// seconds to the agent's hello.
+fn receive_stream(
+    listener: &mut PortListener,
+    boot_timeout: Duration,
+    session: &mut Collecting,
+    alive: &mut Alive<'_>,
+    launched: Instant,
+    options: ReceiveOptions,
+    on_record: &mut dyn FnMut(&Collecting, u64),
+) -> (Outcome, u64, Option<f64>) {
+    let mut outcome = Outcome::default();
+    let (mut bytes, mut hello_host_s) = (0, None);
+    let accepted =
+        listener.accept_within(boot_timeout, || alive().map_err(|stop| stop.to_string()));
+    match accepted {
+        Ok(stream) => {
+            let count = Arc::new(AtomicU64::new(0));
+            let counting = Counting {
+                inner: stream,
+                count: count.clone(),
+            };
+            let r = receive::receive(
+                Box::new(counting),
+                listener,
+                session,
+                alive,
+                launched,
+                options,
+                &mut |s| {
+                    on_record(s, count.load(Ordering::Relaxed));
+                },
+            );
+            outcome = r.outcome;
+            bytes = r.bytes;
+            hello_host_s = r.hello_host_s;
+        }
+        Err(e) => {
+            outcome.how = RunEnd::AgentNeverConnected;
+            outcome.detail = Some(e.to_string());
+        }
+    }
+    (outcome, bytes, hello_host_s)
 }
