@@ -210,16 +210,8 @@ pub fn boot(
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .map_err(|e| err("run directory", &e))?;
-    // Each boot gets its own secret, as in `lab`: only the agent given this plan is heard.
-    let secret =
-        guestscope_common::plan::new_secret().map_err(|e| err("making the run's secret", &e))?;
-    let plan = &RunPlan {
-        secret: Some(secret.clone()),
-        ..plan.clone()
-    };
-    let initrd = run_dir.path().join("initrd.cpio");
-    image::build_run_initrd(&m.initrd, plan, &[], &initrd)
-        .map_err(|e| err("writing the run's initramfs", &e))?;
+    let (plan, secret, initrd) = run_initrd(m, plan, run_dir.path())?;
+    let plan = &plan;
     let (mut vhost_child, backend) =
         vhost::start(&m.vhost, run_dir.path(), GUEST_CID).map_err(|e| e.to_string())?;
     let uds = match &backend {
@@ -246,26 +238,7 @@ pub fn boot(
 
     let mut session: Collecting = Session::new(events);
     let deadline = Instant::now() + m.run_timeout;
-    let qemu_ref = &mut qemu;
-    let serial_ref = serial_state.clone();
-    let mut alive = move || -> Result<(), Stop> {
-        if let Some(stop) = Stop::interrupted() {
-            return Err(stop);
-        }
-        if let Ok(Some(status)) = qemu_ref.try_wait() {
-            return Err(Stop::new(RunEnd::QemuExited, status.to_string()));
-        }
-        if let Some(f) = serial_ref.lock().expect("serial").marks.fatal.clone() {
-            return Err(Stop::new(RunEnd::GuestKernelFailed, f));
-        }
-        if Instant::now() > deadline {
-            return Err(Stop::new(
-                RunEnd::RunTimeout,
-                format!("the boot took longer than {:?}", m.run_timeout),
-            ));
-        }
-        Ok(())
-    };
+    let mut alive = boot_alive(&mut qemu, serial_state.clone(), deadline, m.run_timeout);
     let defaults = ReceiveOptions::default();
     let options = ReceiveOptions {
         stop_at_hello,
@@ -314,6 +287,54 @@ pub fn boot(
         blasts,
         wall_s,
     })
+}
+
+/// The plan with a secret of its own (as in `lab`: only the agent given this plan is
+/// heard), the secret, and the run's initramfs written with it into `run_dir`.
+fn run_initrd(
+    m: &Machine,
+    plan: &RunPlan,
+    run_dir: &Path,
+) -> Result<(RunPlan, String, PathBuf), String> {
+    let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+    let secret =
+        guestscope_common::plan::new_secret().map_err(|e| err("making the run's secret", &e))?;
+    let plan = RunPlan {
+        secret: Some(secret.clone()),
+        ..plan.clone()
+    };
+    let initrd = run_dir.join("initrd.cpio");
+    image::build_run_initrd(&m.initrd, &plan, &[], &initrd)
+        .map_err(|e| err("writing the run's initramfs", &e))?;
+    Ok((plan, secret, initrd))
+}
+
+/// Asked between reads whether to keep waiting for the guest: not after a signal,
+/// QEMU's exit, a fatal kernel message on the console, or `deadline`.
+fn boot_alive<'a>(
+    qemu: &'a mut ChildGuard,
+    serial_state: Arc<Mutex<SerialState>>,
+    deadline: Instant,
+    run_timeout: Duration,
+) -> impl FnMut() -> Result<(), Stop> + 'a {
+    move || {
+        if let Some(stop) = Stop::interrupted() {
+            return Err(stop);
+        }
+        if let Ok(Some(status)) = qemu.try_wait() {
+            return Err(Stop::new(RunEnd::QemuExited, status.to_string()));
+        }
+        if let Some(f) = serial_state.lock().expect("serial").marks.fatal.clone() {
+            return Err(Stop::new(RunEnd::GuestKernelFailed, f));
+        }
+        if Instant::now() > deadline {
+            return Err(Stop::new(
+                RunEnd::RunTimeout,
+                format!("the boot took longer than {run_timeout:?}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// QEMU's configuration for `m`, booting `initrd`, with the vsock `backend` and the
