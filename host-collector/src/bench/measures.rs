@@ -25,31 +25,15 @@ pub(super) fn loop_overhead(
     runs: &BTreeMap<String, Ran>,
     problems: &mut Vec<String>,
 ) -> LoopOverhead {
-    for (name, ran) in runs
-        .iter()
-        .filter(|(n, _)| n.starts_with(&format!("{workload}-")))
-    {
-        if !ran.ok() || ran.elapsed_ns.is_none() {
-            problems.push(format!(
-                "{name}: exit status {:?}, no loop time",
-                ran.status
-            ));
-        }
-        if let Some(t) = &ran.tracing {
-            for e in &t.errors {
-                problems.push(format!("{name}: {e}"));
-            }
-        }
-    }
+    note_run_problems(workload, runs, problems);
     let base: Vec<f64> = (0..2)
         .filter_map(|i| runs.get(&format!("{workload}-base-{i}"))?.matched_total())
         .map(|m| m as f64)
         .collect();
     let base = stats::median(&base);
     let base = if base.is_finite() { base } else { 0.0 };
-    let ms = |r: &Ran| r.elapsed_s().map(|s| s * 1e3);
-    let off = series(runs, &format!("{workload}-off"), reps, ms);
-    let all = series(runs, &format!("{workload}-all"), reps, ms);
+    let off = series(runs, &format!("{workload}-off"), reps, loop_ms);
+    let all = series(runs, &format!("{workload}-all"), reps, loop_ms);
     let loop_events = series(runs, &format!("{workload}-all"), reps, |r| {
         r.matched_total().map(|m| (m as f64 - base).max(0.0))
     });
@@ -80,73 +64,10 @@ pub(super) fn loop_overhead(
         .filter_map(|r| r.tracing.as_ref())
         .map(|t| t.counters.iter().map(|(_, c)| c.nested).sum::<u64>() as f64 / n)
         .collect();
-    let without_stacks = with_ftrace.then(|| {
-        let ns = series(runs, &format!("{workload}-nostack"), reps, ms);
-        let ns_events = series(runs, &format!("{workload}-nostack"), reps, |r| {
-            r.matched_total().map(|m| (m as f64 - base).max(0.0))
-        });
-        NoStackOverhead {
-            traced_ms: Spread::of(&present(&ns)),
-            ratio: Spread::of(&stats::paired_ratios(&ns, &off)),
-            us_per_event: Spread::of(&stats::paired_cost_per(&ns, &off, &ns_events))
-                .map(|s| s.scaled(1e3)),
-            walk_us_per_event: Spread::of(&stats::paired_cost_per(&all, &ns, &loop_events))
-                .map(|s| s.scaled(1e3)),
-        }
-    });
-    let user_probe = with_ftrace.then(|| {
-        let fd = series(runs, &format!("{workload}-fd"), reps, ms);
-        let ufd = series(runs, &format!("{workload}-ufd"), reps, ms);
-        let events = |cond: &str, probe: &str| {
-            series(runs, &format!("{workload}-{cond}"), reps, |r| {
-                r.tracing.as_ref()?;
-                Some(r.counters(probe).matched as f64)
-            })
-        };
-        let fd_events = events("fd", ProbeKind::AllocFd.name());
-        let ufd_events = events("ufd", ProbeKind::Kprobe.name());
-        let ffd = series(runs, &format!("{workload}-ffd"), reps, ms);
-        let ffd_events = events("ffd", ProbeKind::Fentry.name());
-        UserProbeOverhead {
-            function: GDB_SYMBOL.into(),
-            builtin_ms: Spread::of(&present(&fd)),
-            user_ms: Spread::of(&present(&ufd)),
-            builtin_events: Spread::of(&present(&fd_events)),
-            user_events: Spread::of(&present(&ufd_events)),
-            builtin_us_per_event: Spread::of(&stats::paired_cost_per(&fd, &off, &fd_events))
-                .map(|s| s.scaled(1e3)),
-            user_us_per_event: Spread::of(&stats::paired_cost_per(&ufd, &off, &ufd_events))
-                .map(|s| s.scaled(1e3)),
-            user_vs_builtin: Spread::of(&stats::paired_ratios(
-                &stats::paired_differences(&ufd, &off),
-                &stats::paired_differences(&fd, &off),
-            )),
-            fentry_ms: Spread::of(&present(&ffd)),
-            fentry_events: Spread::of(&present(&ffd_events)),
-            fentry_us_per_event: Spread::of(&stats::paired_cost_per(&ffd, &off, &ffd_events))
-                .map(|s| s.scaled(1e3)),
-            fentry_vs_kprobe: Spread::of(&stats::paired_ratios(
-                &stats::paired_differences(&ffd, &off),
-                &stats::paired_differences(&ufd, &off),
-            )),
-        }
-    });
-    let ftrace = with_ftrace.then(|| {
-        let ft = series(runs, &format!("{workload}-ftrace"), reps, ms);
-        let hits = series(runs, &format!("{workload}-ftrace"), reps, |r| {
-            r.tracing.as_ref()?.ftrace.as_ref().map(|f| f.hits as f64)
-        });
-        FtraceOverhead {
-            function: GDB_SYMBOL.into(),
-            traced_ms: Spread::of(&present(&ft)),
-            ratio: Spread::of(&stats::paired_ratios(&ft, &off)),
-            hits_per_iteration: Spread::of(
-                &present(&hits).iter().map(|h| h / n).collect::<Vec<_>>(),
-            ),
-            us_per_hit: Spread::of(&stats::paired_cost_per(&ft, &off, &hits))
-                .map(|s| s.scaled(1e3)),
-        }
-    });
+    let without_stacks = with_ftrace
+        .then(|| without_stacks_overhead(runs, workload, reps, base, &off, &all, &loop_events));
+    let user_probe = with_ftrace.then(|| user_probe_overhead(runs, workload, reps, &off));
+    let ftrace = with_ftrace.then(|| ftrace_overhead(runs, workload, reps, n, &off));
     LoopOverhead {
         workload: workload.into(),
         iterations,
@@ -197,11 +118,125 @@ pub(super) fn loop_overhead(
                     .map(move |c| format!("{}-{rep}", CONDITIONS[c]))
             })
             .map(|c| {
-                let ms = runs.get(&format!("{workload}-{c}")).and_then(ms);
+                let ms = runs.get(&format!("{workload}-{c}")).and_then(loop_ms);
                 (c, ms)
             })
             .collect(),
         ftrace,
+    }
+}
+
+/// A run's loop time, ms (`None` if it failed).
+fn loop_ms(r: &Ran) -> Option<f64> {
+    r.elapsed_s().map(|s| s * 1e3)
+}
+
+/// `workload`'s runs that failed or whose agent reported errors, as problems.
+fn note_run_problems(workload: &str, runs: &BTreeMap<String, Ran>, problems: &mut Vec<String>) {
+    for (name, ran) in runs
+        .iter()
+        .filter(|(n, _)| n.starts_with(&format!("{workload}-")))
+    {
+        if !ran.ok() || ran.elapsed_ns.is_none() {
+            problems.push(format!(
+                "{name}: exit status {:?}, no loop time",
+                ran.status
+            ));
+        }
+        if let Some(t) = &ran.tracing {
+            for e in &t.errors {
+                problems.push(format!("{name}: {e}"));
+            }
+        }
+    }
+}
+
+/// Every probe without kernel stacks against every probe with them and untraced.
+fn without_stacks_overhead(
+    runs: &BTreeMap<String, Ran>,
+    workload: &str,
+    reps: usize,
+    base: f64,
+    off: &[Option<f64>],
+    all: &[Option<f64>],
+    loop_events: &[Option<f64>],
+) -> NoStackOverhead {
+    let ns = series(runs, &format!("{workload}-nostack"), reps, loop_ms);
+    let ns_events = series(runs, &format!("{workload}-nostack"), reps, |r| {
+        r.matched_total().map(|m| (m as f64 - base).max(0.0))
+    });
+    NoStackOverhead {
+        traced_ms: Spread::of(&present(&ns)),
+        ratio: Spread::of(&stats::paired_ratios(&ns, off)),
+        us_per_event: Spread::of(&stats::paired_cost_per(&ns, off, &ns_events))
+            .map(|s| s.scaled(1e3)),
+        walk_us_per_event: Spread::of(&stats::paired_cost_per(all, &ns, loop_events))
+            .map(|s| s.scaled(1e3)),
+    }
+}
+
+/// A user kprobe and a user fentry on [`GDB_SYMBOL`] against the built-in probe.
+fn user_probe_overhead(
+    runs: &BTreeMap<String, Ran>,
+    workload: &str,
+    reps: usize,
+    off: &[Option<f64>],
+) -> UserProbeOverhead {
+    let fd = series(runs, &format!("{workload}-fd"), reps, loop_ms);
+    let ufd = series(runs, &format!("{workload}-ufd"), reps, loop_ms);
+    let events = |cond: &str, probe: &str| {
+        series(runs, &format!("{workload}-{cond}"), reps, |r| {
+            r.tracing.as_ref()?;
+            Some(r.counters(probe).matched as f64)
+        })
+    };
+    let fd_events = events("fd", ProbeKind::AllocFd.name());
+    let ufd_events = events("ufd", ProbeKind::Kprobe.name());
+    let ffd = series(runs, &format!("{workload}-ffd"), reps, loop_ms);
+    let ffd_events = events("ffd", ProbeKind::Fentry.name());
+    UserProbeOverhead {
+        function: GDB_SYMBOL.into(),
+        builtin_ms: Spread::of(&present(&fd)),
+        user_ms: Spread::of(&present(&ufd)),
+        builtin_events: Spread::of(&present(&fd_events)),
+        user_events: Spread::of(&present(&ufd_events)),
+        builtin_us_per_event: Spread::of(&stats::paired_cost_per(&fd, off, &fd_events))
+            .map(|s| s.scaled(1e3)),
+        user_us_per_event: Spread::of(&stats::paired_cost_per(&ufd, off, &ufd_events))
+            .map(|s| s.scaled(1e3)),
+        user_vs_builtin: Spread::of(&stats::paired_ratios(
+            &stats::paired_differences(&ufd, off),
+            &stats::paired_differences(&fd, off),
+        )),
+        fentry_ms: Spread::of(&present(&ffd)),
+        fentry_events: Spread::of(&present(&ffd_events)),
+        fentry_us_per_event: Spread::of(&stats::paired_cost_per(&ffd, off, &ffd_events))
+            .map(|s| s.scaled(1e3)),
+        fentry_vs_kprobe: Spread::of(&stats::paired_ratios(
+            &stats::paired_differences(&ffd, off),
+            &stats::paired_differences(&ufd, off),
+        )),
+    }
+}
+
+/// An ftrace kprobe on [`GDB_SYMBOL`] against the untraced loop.
+fn ftrace_overhead(
+    runs: &BTreeMap<String, Ran>,
+    workload: &str,
+    reps: usize,
+    n: f64,
+    off: &[Option<f64>],
+) -> FtraceOverhead {
+    let ft = series(runs, &format!("{workload}-ftrace"), reps, loop_ms);
+    let hits = series(runs, &format!("{workload}-ftrace"), reps, |r| {
+        r.tracing.as_ref()?.ftrace.as_ref().map(|f| f.hits as f64)
+    });
+    FtraceOverhead {
+        function: GDB_SYMBOL.into(),
+        traced_ms: Spread::of(&present(&ft)),
+        ratio: Spread::of(&stats::paired_ratios(&ft, off)),
+        hits_per_iteration: Spread::of(&present(&hits).iter().map(|h| h / n).collect::<Vec<_>>()),
+        us_per_hit: Spread::of(&stats::paired_cost_per(&ft, off, &hits)).map(|s| s.scaled(1e3)),
     }
 }
 
