@@ -1,0 +1,129 @@
+//! `results.md`: the bench's tables, and each target of the benchmark issue checked
+//! against this run's figures.
+
+use std::fmt::Write as _;
+
+use super::results::BenchResults;
+use super::stats::Spread;
+
+mod sections;
+mod targets;
+
+pub use targets::targets;
+
+/// Targets of the benchmark issue.
+pub mod target {
+    /// µs added per probe event on the fopen loop, at most.
+    pub const US_PER_EVENT: f64 = 1.5;
+    /// fopen loop with every probe / untraced, at most.
+    pub const FOPEN_RATIO: f64 = 1.4;
+    /// How many times faster than the gdb method, at least.
+    pub const GDB_FASTER: f64 = 400.0;
+    /// Lossless stream MB/s over raw vsock MB/s, at least.
+    pub const FRACTION_OF_RAW: f64 = 0.5;
+    /// Boot to agent-ready, s, at most (TCG).
+    pub const BOOT_S: f64 = 3.0;
+    /// Warm `cargo xtask lab`, s, at most (TCG).
+    pub const LAB_S: f64 = 60.0;
+    /// Agent peak RSS after 10M events, MiB, at most.
+    pub const AGENT_MIB: f64 = 8.0;
+    /// Collector peak RSS after 10M events, MiB, at most.
+    pub const COLLECTOR_MIB: f64 = 64.0;
+}
+
+/// `median (min–max, n)` with `digits` decimals.
+pub fn spread(s: Option<&Spread>, digits: usize) -> String {
+    match s {
+        Some(s) if s.n > 1 => format!(
+            "{:.d$} ({:.d$}–{:.d$}, n={})",
+            s.median,
+            s.min,
+            s.max,
+            s.n,
+            d = digits
+        ),
+        Some(s) => format!("{:.d$} (n=1)", s.median, d = digits),
+        None => "—".into(),
+    }
+}
+
+/// The median of a spread, if there is one.
+fn med(s: Option<&Spread>) -> Option<f64> {
+    s.map(|s| s.median)
+}
+
+/// The Markdown page.
+pub fn render(r: &BenchResults) -> String {
+    let mut md = String::new();
+    sections::head(&mut md, r);
+    sections::overhead(&mut md, r);
+    if let Some(g) = &r.gdb {
+        sections::gdb(&mut md, g);
+    }
+    if let Some(c) = &r.capacity {
+        sections::capacity(&mut md, c);
+    }
+    sections::boot_and_lab(&mut md, r);
+    if let Some(mm) = &r.memory {
+        sections::memory(&mut md, mm);
+    }
+    if !r.problems.is_empty() {
+        let _ = writeln!(md, "\n## Problems in this run\n");
+        for p in &r.problems {
+            let _ = writeln!(md, "- {p}");
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::results::{Capacity, CapacityStep, LabTiming};
+
+    #[test]
+    fn spreads_are_shown_with_their_range() {
+        let s = Spread::of(&[1.0, 2.0, 4.0]).unwrap();
+        assert_eq!(spread(Some(&s), 1), "2.0 (1.0–4.0, n=3)");
+        assert_eq!(spread(Spread::of(&[3.0]).as_ref(), 0), "3 (n=1)");
+        assert_eq!(spread(None, 1), "—");
+    }
+
+    #[test]
+    fn targets_say_met_or_not_and_by_how_much() {
+        let r = BenchResults {
+            lab: Some(LabTiming {
+                wall_s: 90.0,
+                guestscope_lab_s: Some(70.0),
+                complete: Some(true),
+            }),
+            capacity: Some(Capacity {
+                steps: vec![CapacityStep {
+                    matched: 10,
+                    received: 8,
+                    ring_full: 2,
+                    emitted: 8,
+                    accounted: true,
+                    ..Default::default()
+                }],
+                accounting_ok: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = targets(&r);
+        let lab = t.iter().find(|c| c.what.contains("xtask lab")).unwrap();
+        assert_eq!(lab.met, Some(false));
+        assert!(lab.note.starts_with("1.50x the target"), "{}", lab.note);
+        let acc = t.iter().find(|c| c.what.contains("counted")).unwrap();
+        assert_eq!(acc.met, Some(true));
+        assert!(acc.measured.contains("2 events lost"), "{}", acc.measured);
+        let gdb = t.iter().find(|c| c.what.contains("gdb")).unwrap();
+        assert_eq!(gdb.met, None);
+        let md = render(&BenchResults { targets: t, ..r });
+        assert!(
+            md.contains("| warm `cargo xtask lab`, end to end (TCG) | ≤ 60 s | 90.0 s | **no** |"),
+            "{md}"
+        );
+    }
+}

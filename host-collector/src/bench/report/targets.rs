@@ -1,0 +1,248 @@
+//! Each target of the benchmark issue checked against a run's figures: the probes'
+//! cost and the gdb comparison, the stream's capacity, boot and lab times, memory.
+
+use super::{med, target};
+use crate::bench::results::{BenchResults, TargetCheck};
+
+/// Each target of the benchmark issue against `r`.
+pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
+    let mut t = Vec::new();
+    speed_targets(r, &mut t);
+    capacity_targets(r, &mut t);
+    boot_targets(r, &mut t);
+    memory_targets(r, &mut t);
+    t
+}
+
+/// The probes' cost per event, the fopen loop's slowdown, and the gdb comparison.
+fn speed_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
+    let fopen = r.overhead.iter().find(|o| o.workload == "fopen");
+    let us = fopen.and_then(|f| med(f.us_per_event.as_ref()));
+    let per_it = fopen.and_then(|f| med(f.events_per_iteration.as_ref()));
+    t.push(check(
+        "probe cost per event (fopen loop, every probe, stacks on every event)",
+        format!("≤ {} µs", target::US_PER_EVENT),
+        us,
+        us.map_or("—".into(), |u| format!("{u:.2} µs")),
+        Some(target::US_PER_EVENT),
+        None,
+        {
+            let mut parts = Vec::new();
+            if let Some(e) = per_it {
+                parts.push(format!("{e:.1} events per iteration"));
+            }
+            if let Some(w) =
+                fopen.and_then(|f| med(f.without_stacks.as_ref()?.walk_us_per_event.as_ref()))
+            {
+                parts.push(format!("the stack walk {w:.2} µs of it"));
+            }
+            if let Some(a) = fopen.and_then(|f| med(f.agent_cpu_us_per_event.as_ref())) {
+                parts.push(format!("the agent {a:.2} µs of CPU per event"));
+            }
+            if let Some(d) = fopen.and_then(|f| med(f.us_per_event_with_drain.as_ref())) {
+                parts.push(format!("{d:.2} µs with the agent's drain after the loop"));
+            }
+            parts.join("; ")
+        },
+    ));
+    let ratio = fopen.and_then(|f| med(f.ratio.as_ref()));
+    t.push(check(
+        "fopen loop slowdown, every probe on",
+        format!("≤ {}x", target::FOPEN_RATIO),
+        ratio,
+        ratio.map_or("—".into(), |x| format!("{x:.2}x")),
+        Some(target::FOPEN_RATIO),
+        None,
+        String::new(),
+    ));
+    let faster = r
+        .gdb
+        .as_ref()
+        .and_then(|g| med(g.guestscope_faster.as_ref()));
+    let gdb_hit = r.gdb.as_ref().and_then(|g| med(g.gdb_ms_per_hit.as_ref()));
+    t.push(check(
+        "fopen loop traced by guestscope vs by the lab's gdb method (same events: alloc_fd of the pid)",
+        format!("≥ {}x faster", target::GDB_FASTER),
+        faster,
+        faster.map_or("—".into(), |x| format!("{x:.0}x faster")),
+        None,
+        Some(target::GDB_FASTER),
+        {
+            let mut parts = Vec::new();
+            if let Some(h) = gdb_hit {
+                parts.push(format!("gdb method {h:.2} ms per breakpoint hit"));
+            }
+            if let Some(a) = r.gdb.as_ref().and_then(|g| med(g.guestscope_all_faster.as_ref())) {
+                parts.push(format!("{a:.0}x with every guestscope probe on (6 events per iteration instead of 1)"));
+            }
+            parts.join("; ")
+        },
+    ));
+}
+
+/// The pipeline's ceiling against raw vsock, and every lost event counted.
+fn capacity_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
+    let cap = r.capacity.as_ref();
+    let raw = cap.and_then(|c| med(c.raw.host_mb_s.as_ref()));
+    let pipeline = cap.and_then(|c| c.pipeline.as_ref());
+    t.push(check(
+        "the pipeline's own ceiling vs raw vsock (MB/s; events the agent makes itself, no eBPF, no workload)",
+        format!("≥ {:.0}%", target::FRACTION_OF_RAW * 100.0),
+        cap.and_then(|c| c.pipeline_fraction_of_raw),
+        match (pipeline, raw) {
+            (Some(p), Some(raw)) => format!(
+                "{:.0} events/s = {:.2} MB/s of {raw:.0} MB/s raw ({:.1}%)",
+                p.events_per_s,
+                p.wire_mb_s,
+                p.wire_mb_s / raw * 100.0
+            ),
+            _ => "—".into(),
+        },
+        None,
+        Some(target::FRACTION_OF_RAW),
+        match (
+            cap.and_then(|c| c.max_lossless_rate),
+            cap.and_then(|c| c.max_lossless_wire_mb_s),
+            cap.and_then(|c| c.fraction_of_raw),
+        ) {
+            (Some(e), Some(w), Some(f)) => format!(
+                "end to end with real probes (alloc_fd and its stack, the flood loop): {e:.0} events/s lossless = {w:.2} MB/s ({:.1}% of raw){}",
+                f * 100.0,
+                cap.and_then(|c| c.max_lossless_ring_mb_s)
+                    .map_or(String::new(), |m| format!(
+                        "; the agent read {m:.1} MB/s of ring-buffer records at that rate"
+                    ))
+            ),
+            _ => String::new(),
+        },
+    ));
+    t.push(TargetCheck {
+        what: "past the limit, every lost event counted (received + ring_full = matched)".into(),
+        target: "exact".into(),
+        measured: cap.map_or("—".into(), |c| {
+            let lost: u64 = c.steps.iter().map(|s| s.ring_full).sum();
+            format!(
+                "{} steps, {lost} events lost, {}",
+                c.steps.len(),
+                if c.accounting_ok {
+                    "all add up"
+                } else {
+                    "NOT all add up"
+                }
+            )
+        }),
+        met: cap.map(|c| c.accounting_ok),
+        note: String::new(),
+    });
+}
+
+/// Boot to agent-ready (default and uncompressed kernels) and the warm lab.
+fn boot_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
+    let boot = med(r.boot.agent_ready_s.as_ref());
+    t.push(check(
+        "boot to agent-ready, default bzImage (KASLR; host wall clock, TCG)",
+        format!("≤ {} s", target::BOOT_S),
+        boot,
+        boot.map_or("—".into(), |b| format!("{b:.2} s")),
+        Some(target::BOOT_S),
+        None,
+        med(r.boot.kernel_banner_s.as_ref()).map_or(String::new(), |k| format!("{k:.2} s of it before the kernel's first line (firmware, kernel load and decompression)")),
+    ));
+    if let Some(fast) = &r.boot_uncompressed {
+        let b = med(fast.agent_ready_s.as_ref());
+        t.push(check(
+            "boot to agent-ready, uncompressed kernel (`--kernel target/guestscope/guest/vmlinux`: PVH entry, no KASLR)",
+            format!("≤ {} s", target::BOOT_S),
+            b,
+            b.map_or("—".into(), |b| format!("{b:.2} s")),
+            Some(target::BOOT_S),
+            None,
+            med(fast.kernel_banner_s.as_ref()).map_or(String::new(), |k| format!("kernel's first line at {k:.2} s")),
+        ));
+    }
+    let lab = r.lab.as_ref().map(|l| l.wall_s);
+    t.push(check(
+        "warm `cargo xtask lab`, end to end (TCG)",
+        format!("≤ {} s", target::LAB_S),
+        lab,
+        lab.map_or("—".into(), |s| format!("{s:.1} s")),
+        Some(target::LAB_S),
+        None,
+        r.lab
+            .as_ref()
+            .and_then(|l| l.guestscope_lab_s)
+            .map_or(String::new(), |g| {
+                format!("{g:.1} s of it in `guestscope lab`")
+            }),
+    ));
+}
+
+/// The agent's and the collector's peak RSS.
+fn memory_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
+    let mem = r.memory.as_ref();
+    let scope = mem.map_or(String::new(), |m| {
+        format!("after {} events", m.events_received)
+    });
+    let agent = mem
+        .and_then(|m| m.agent_peak_kib)
+        .map(|k| k as f64 / 1024.0);
+    t.push(check(
+        "agent peak RSS (VmHWM)",
+        format!("≤ {} MiB after 10M events", target::AGENT_MIB),
+        agent,
+        agent.map_or("—".into(), |a| format!("{a:.1} MiB {scope}")),
+        Some(target::AGENT_MIB),
+        None,
+        mem.and_then(|m| Some((m.agent_rss_anon_kib?, m.agent_rss_file_kib?))).map_or(String::new(), |(a, f)| {
+            format!("{:.1} MiB of its own (RssAnon), {:.1} MiB mapped files and ring buffer (RssFile)", a as f64 / 1024.0, f as f64 / 1024.0)
+        }),
+    ));
+    let coll = mem
+        .and_then(|m| m.collector_peak_kib)
+        .map(|k| k as f64 / 1024.0);
+    t.push(check(
+        "collector peak RSS",
+        format!("≤ {} MiB after 10M events", target::COLLECTOR_MIB),
+        coll,
+        coll.map_or("—".into(), |c| format!("{c:.1} MiB {scope}")),
+        Some(target::COLLECTOR_MIB),
+        None,
+        mem.and_then(|m| m.kib_per_million_events)
+            .map_or(String::new(), |(a, c)| {
+                format!("growth per million events: agent {a:.0} KiB, collector {c:.0} KiB")
+            }),
+    ));
+}
+
+/// One target: `measured` against `at_most` or `at_least`, with how far off it is.
+fn check(
+    what: &str,
+    target: String,
+    measured: Option<f64>,
+    shown: String,
+    at_most: Option<f64>,
+    at_least: Option<f64>,
+    note: String,
+) -> TargetCheck {
+    let met = measured.map(|m| at_most.is_none_or(|t| m <= t) && at_least.is_none_or(|t| m >= t));
+    let by = match (measured, at_most, at_least) {
+        (Some(m), Some(t), _) if m <= t => {
+            format!("{:.0}% under the target", (1.0 - m / t) * 100.0)
+        }
+        (Some(m), Some(t), _) => format!("{:.2}x the target", m / t),
+        (Some(m), _, Some(t)) if m >= t => format!("{:.2}x the target", m / t),
+        (Some(m), _, Some(t)) => format!("{:.0}% of the target", m / t * 100.0),
+        _ => "not measured".into(),
+    };
+    TargetCheck {
+        what: what.into(),
+        target,
+        measured: shown,
+        met,
+        note: if note.is_empty() {
+            by
+        } else {
+            format!("{by}; {note}")
+        },
+    }
+}
