@@ -145,18 +145,32 @@ fn scheduler_claim(e: &Experiments) -> Claim {
 
 /// Checks every claim against a summary.
 pub fn check(s: &Summary) -> Vec<Claim> {
-    let mut out = Vec::new();
     let e = &s.experiments;
+    vec![
+        boot_claim(e),
+        pci_claim(e),
+        timers_claim(e),
+        file_system_claim(e),
+        scheduler_claim(e),
+        cr3_claim(e),
+        random_claim(e),
+    ]
+}
 
-    // §3.4: boot-time gap.
-    out.push(match &e.boot {
+/// §3.4: the boot-time gap comes from the virtual clock falling behind.
+fn boot_claim(e: &Experiments) -> Claim {
+    match &e.boot {
         Some(b) => match (b.gap, b.before_kernel_clock, b.drift_to_init) {
             (Some(gap), Some(pre), Some(drift)) => {
                 let contradicted = pre.mean >= 0.5 * gap.mean && drift.mean.abs() < 0.5 * gap.mean;
                 claim(
                     "3.4",
                     "The kernel reports a shorter boot than the wall clock because the guest's virtual clock falls behind (missed timer interrupts).",
-                    if contradicted { Verdict::Contradicted } else { Verdict::Confirmed },
+                    if contradicted {
+                        Verdict::Contradicted
+                    } else {
+                        Verdict::Confirmed
+                    },
                     format!(
                         "Over {} boots the gap was {:.2} ± {:.2} s; {:.2} ± {:.2} s of it passed before the kernel's clock started \
                          (firmware, loading and decompressing the kernel), while the kernel clock lagged the host by only {:.2} s \
@@ -165,12 +179,24 @@ pub fn check(s: &Summary) -> Vec<Claim> {
                     ),
                 )
             }
-            _ => claim("3.4", "Boot-time gap comes from the virtual clock falling behind.", Verdict::NotTested, "No boot reached the agent.".into()),
+            _ => claim(
+                "3.4",
+                "Boot-time gap comes from the virtual clock falling behind.",
+                Verdict::NotTested,
+                "No boot reached the agent.".into(),
+            ),
         },
-        None => claim("3.4", "Boot-time gap comes from the virtual clock falling behind.", Verdict::NotTested, "Run with --boots N to measure.".into()),
-    });
+        None => claim(
+            "3.4",
+            "Boot-time gap comes from the virtual clock falling behind.",
+            Verdict::NotTested,
+            "Run with --boots N to measure.".into(),
+        ),
+    }
+}
 
-    // §3.5: devices and classes.
+/// §3.5: the VM's PCI devices and classes are those of Table 2.
+fn pci_claim(e: &Experiments) -> Claim {
     let host_bridge = e.pci.iter().find(|d| d.ids == "8086:1237");
     let seed_rows = [
         "8086:1237",
@@ -189,11 +215,15 @@ pub fn check(s: &Summary) -> Vec<Claim> {
         .copied()
         .filter(|id| e.pci.iter().any(|d| d.ids == *id))
         .collect();
-    out.push(match host_bridge {
+    match host_bridge {
         Some(hb) => claim(
             "3.5",
             "The VM's PCI devices and classes are those of Table 2 (8086:1237 host bridge, PIIX3 ISA/IDE, ...).",
-            if hb.class_code >> 8 == 0x0600 { Verdict::Confirmed } else { Verdict::Contradicted },
+            if hb.class_code >> 8 == 0x0600 {
+                Verdict::Confirmed
+            } else {
+                Verdict::Contradicted
+            },
             format!(
                 "{} of Table 2's {} rows are present in this VM ({}); 8086:1237 has class 0x{:06x} ({}), found by the kernel in `{}`.{}",
                 present.len(),
@@ -209,10 +239,17 @@ pub fn check(s: &Summary) -> Vec<Claim> {
                 }
             ),
         ),
-        None => claim("3.5", "The VM's PCI devices are those of Table 2.", Verdict::NotTested, "The guest sent no PCI list.".into()),
-    });
+        None => claim(
+            "3.5",
+            "The VM's PCI devices are those of Table 2.",
+            Verdict::NotTested,
+            "The guest sent no PCI list.".into(),
+        ),
+    }
+}
 
-    // §5: spin_lock call paths.
+/// §5 (timers): timer interrupts take `jiffies_lock` through tick_do_update_jiffies64.
+fn timers_claim(e: &Experiments) -> Claim {
     let jiffies: u64 = e
         .spin_lock
         .iter()
@@ -221,17 +258,33 @@ pub fn check(s: &Summary) -> Vec<Claim> {
         .map(|c| c.named_locks.get("jiffies_lock").copied().unwrap_or(0))
         .sum();
     let (tick_hits, tick_ex) = through(e, "timers", "tick_do_update_jiffies64", None);
-    out.push(match tick_ex {
+    match tick_ex {
         Some((w, st)) => claim(
             "5 (timers)",
             "Timer interrupts take jiffies_lock through tick_do_update_jiffies64 (Listing 9).",
-            if jiffies > 0 { Verdict::Confirmed } else { Verdict::Contradicted },
-            format!("{tick_hits} timer-class hits through tick_do_update_jiffies64, {jiffies} of them on `jiffies_lock` (lock address resolved in the guest's kallsyms); e.g. in {w}: {}", short(&st, 5)),
+            if jiffies > 0 {
+                Verdict::Confirmed
+            } else {
+                Verdict::Contradicted
+            },
+            format!(
+                "{tick_hits} timer-class hits through tick_do_update_jiffies64, {jiffies} of them on `jiffies_lock` (lock address resolved in the guest's kallsyms); e.g. in {w}: {}",
+                short(&st, 5)
+            ),
         ),
-        None => claim("5 (timers)", "Timer interrupts take jiffies_lock through tick_do_update_jiffies64 (Listing 9).", Verdict::NotTested, "No timer-interrupt spin_lock hit landed on a traced process.".into()),
-    });
+        None => claim(
+            "5 (timers)",
+            "Timer interrupts take jiffies_lock through tick_do_update_jiffies64 (Listing 9).",
+            Verdict::NotTested,
+            "No timer-interrupt spin_lock hit landed on a traced process.".into(),
+        ),
+    }
+}
+
+/// §5 (file system): open() takes the files_struct lock in alloc_fd.
+fn file_system_claim(e: &Experiments) -> Claim {
     let (fd_hits, fd_ex) = through(e, "file system", "alloc_fd", None);
-    out.push(match fd_ex {
+    match fd_ex {
         Some((w, st)) => claim(
             "5 (file system)",
             "open() takes the files_struct lock in alloc_fd (Listing 11).",
@@ -247,10 +300,11 @@ pub fn check(s: &Summary) -> Vec<Claim> {
             Verdict::NotTested,
             "No spin_lock stack through alloc_fd was recorded.".into(),
         ),
-    });
-    out.push(scheduler_claim(e));
+    }
+}
 
-    // §6: CR3 and PTI.
+/// §6: CR3 does not change at system-call entry, PTI on or off.
+fn cr3_claim(e: &Experiments) -> Claim {
     let on = e
         .syscall_cr3
         .iter()
@@ -262,11 +316,15 @@ pub fn check(s: &Summary) -> Vec<Claim> {
         .find(|r| r.label == "PTI off")
         .and_then(|r| r.report.as_ref().map(|c| (r, c)));
     let claim6 = "CR3 does not change at system-call entry whether PTI is on or off, because GDB in a VM cannot see the guest's CR3 updates.";
-    out.push(match (on, off) {
+    match (on, off) {
         (Some((ron, con)), Some((roff, coff))) => claim(
             "6",
             claim6,
-            if con.cr3_changed && !coff.cr3_changed { Verdict::Contradicted } else { Verdict::Confirmed },
+            if con.cr3_changed && !coff.cr3_changed {
+                Verdict::Contradicted
+            } else {
+                Verdict::Confirmed
+            },
             format!(
                 "PTI on ({}, guest says \"{}\"): CR3 {:#x} → {:#x} at {}, bit 12 flipped, `current` unreadable before the switch. \
                  PTI off ({}, \"{}\"): CR3 {:#x} unchanged over {} steps, `current` readable. The gdbstub sees every CR3 write; \
@@ -288,16 +346,25 @@ pub fn check(s: &Summary) -> Vec<Claim> {
             Verdict::NotTested,
             format!(
                 "The gdbstub CR3 experiment gave no result ({}).",
-                e.syscall_cr3.iter().filter_map(|r| r.error.clone()).collect::<Vec<_>>().join("; ")
+                e.syscall_cr3
+                    .iter()
+                    .filter_map(|r| r.error.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         ),
-    });
+    }
+}
 
-    // §7: /dev/random.
-    out.push(match &e.random {
+/// §7: /dev/random blocks when the entropy pool is exhausted.
+fn random_claim(e: &Experiments) -> Claim {
+    match &e.random {
         Some(r) => {
             let random = r.sources.iter().find(|x| x.method == "/dev/random");
-            let urandom_blocked = r.sources.iter().find(|x| x.method == "/dev/urandom" && x.blocked);
+            let urandom_blocked = r
+                .sources
+                .iter()
+                .find(|x| x.method == "/dev/urandom" && x.blocked);
             let ev = format!(
                 "/dev/random: {} reads, longest {:.1} µs{}; CRNG ready at {} s (kernel clock); entropy_avail {}.{}",
                 random.map(|x| x.reads).unwrap_or(0),
@@ -310,13 +377,21 @@ pub fn check(s: &Summary) -> Vec<Claim> {
             claim(
                 "7",
                 "/dev/random blocks when the entropy pool is exhausted; it did not block here because the VM lacks a hardware RNG / has little entropy.",
-                if random.is_some_and(|x| !x.blocked) && r.crng_ready_s.is_some() { Verdict::Contradicted } else { Verdict::NotTested },
+                if random.is_some_and(|x| !x.blocked) && r.crng_ready_s.is_some() {
+                    Verdict::Contradicted
+                } else {
+                    Verdict::NotTested
+                },
                 ev,
             )
         }
-        None => claim("7", "/dev/random blocks when entropy is exhausted.", Verdict::NotTested, "The random workloads did not run.".into()),
-    });
-    out
+        None => claim(
+            "7",
+            "/dev/random blocks when entropy is exhausted.",
+            Verdict::NotTested,
+            "The random workloads did not run.".into(),
+        ),
+    }
 }
 
 #[cfg(test)]
