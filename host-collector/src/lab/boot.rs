@@ -1,6 +1,11 @@
 //! One boot of the guest: run dir, secret, vhost, listener, QEMU, serial, the stream received until the run ends, and shutdown.
 
 use super::*;
+use crate::stream::receive::{LabSession, Received};
+
+mod gdb_work;
+
+use gdb_work::GdbWork;
 
 /// How much of a run to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,33 +129,7 @@ pub fn boot_and_collect(
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .map_err(|e| setup("creating a run directory", &e))?;
-    // One file per distinct binary: a program run twice is copied once.
-    let user: Vec<(String, &Path)> = v
-        .user
-        .iter()
-        .map(|u| (u.guest_file.clone(), u.path.as_path()))
-        .collect::<std::collections::BTreeMap<_, _>>()
-        .into_iter()
-        .collect();
-    let initrd = run_dir.path().join("initrd.cpio");
-    let mut rootfs_files = v
-        .rootfs
-        .as_ref()
-        .map(|r| r.layer_files())
-        .unwrap_or_default();
-    if v.host.is_some() {
-        rootfs_files.push(crate::host_program::layer_file());
-    }
-    // Each boot gets its own secret, in the plan (a root-only file in the guest): only
-    // the agent can present it.
-    let secret =
-        guestscope_common::plan::new_secret().map_err(|e| setup("making the run's secret", &e))?;
-    let plan = &RunPlan {
-        secret: Some(secret.clone()),
-        ..plan.clone()
-    };
-    image::build_run_initrd_with(&o.initrd, plan, &user, &rootfs_files, &initrd)
-        .map_err(|e| setup("writing the run's initramfs", &e))?;
+    let (secret, initrd) = run_initrd(o, v, plan, run_dir.path())?;
 
     let (mut vhost_child, backend) = vhost::start(&v.vhost, run_dir.path(), GUEST_CID)
         .map_err(|e| LabError::Setup(e.to_string()))?;
@@ -171,6 +150,135 @@ pub fn boot_and_collect(
     let serial_state = Arc::new(Mutex::new(SerialState::default()));
     let launched = Instant::now();
     let launched_unix_ns = crate::run_files::host_time::unix_now_ns();
+    let (mut qemu, reader) = start_qemu(
+        v,
+        &qemu_cfg,
+        run_dir.path(),
+        &serial_state,
+        launched,
+        serial_log,
+    )?;
+
+    let mut session = open_session(files, v, mode);
+    let mut work = GdbWork::new(o, v, mode, gdb, launched);
+    let run_deadline = Instant::now() + o.run_timeout;
+    // When the agent's stream last made progress (None until it connects). The gdbstub
+    // experiment holds the guest at breakpoints, so it runs without the watchdog.
+    let last_progress: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
+    let watchdog = if matches!(mode, Mode::Cr3 { .. }) {
+        None
+    } else {
+        o.watchdog
+    };
+    let mut alive = lab_alive(
+        o,
+        &mut qemu,
+        serial_state.clone(),
+        run_deadline,
+        watchdog,
+        &last_progress,
+    );
+    let options = ReceiveOptions {
+        stop_at_hello: *mode == Mode::BootOnly,
+        faults: o.link_faults.clone(),
+        secret: Some(secret.clone()),
+        ..ReceiveOptions::default()
+    };
+    let received = receive_stream(
+        o,
+        &mut listener,
+        &mut session,
+        &mut alive,
+        options,
+        &last_progress,
+        &mut work,
+    );
+    let mut outcome = received.outcome;
+    drop(alive);
+    let (cr3, snapshots) = work.finish(outcome.complete, &session);
+    // The guest powers itself off after the agent's final record.
+    let grace = if outcome.complete && *mode != Mode::BootOnly {
+        30
+    } else {
+        0
+    };
+    shut_down(
+        &mut qemu,
+        reader,
+        &mut vhost_child,
+        Duration::from_secs(grace),
+    );
+    let _ = session.flush();
+    let marks = explain_outcome(&serial_state, &mut outcome);
+    Ok(Collected {
+        session,
+        marks,
+        outcome,
+        bytes: received.bytes,
+        decode_error: received.decode_error,
+        qemu_command: qemu_cfg.display(),
+        accel,
+        hello_host_s: received.hello_host_s,
+        cr3,
+        snapshots,
+        link: received.link,
+        clock: received.clock,
+        host_epoch_unix_ns: launched_unix_ns,
+    })
+}
+
+/// Writes the run's initramfs into `run_dir`: the plan with a secret of its own (in a
+/// root-only file in the guest: only the agent can present it), the user's programs
+/// and the root filesystem's layers. Returns the secret and the initramfs.
+fn run_initrd(
+    o: &LabOptions,
+    v: &Validated,
+    plan: &RunPlan,
+    run_dir: &Path,
+) -> Result<(String, PathBuf), LabError> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
+    // One file per distinct binary: a program run twice is copied once.
+    let user: Vec<(String, &Path)> = v
+        .user
+        .iter()
+        .map(|u| (u.guest_file.clone(), u.path.as_path()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let initrd = run_dir.join("initrd.cpio");
+    let mut rootfs_files = v
+        .rootfs
+        .as_ref()
+        .map(|r| r.layer_files())
+        .unwrap_or_default();
+    if v.host.is_some() {
+        rootfs_files.push(crate::host_program::layer_file());
+    }
+    // Each boot gets its own secret, in the plan (a root-only file in the guest): only
+    // the agent can present it.
+    let secret =
+        guestscope_common::plan::new_secret().map_err(|e| setup("making the run's secret", &e))?;
+    let plan = &RunPlan {
+        secret: Some(secret.clone()),
+        ..plan.clone()
+    };
+    image::build_run_initrd_with(&o.initrd, plan, &user, &rootfs_files, &initrd)
+        .map_err(|e| setup("writing the run's initramfs", &e))?;
+    Ok((secret, initrd))
+}
+
+/// Starts QEMU in its own process group (a Ctrl-C reaches the collector only, which
+/// stops QEMU after taking what the guest sent), its stderr into `run_dir`, and the
+/// thread that reads its console into `serial_state` and `serial_log`.
+fn start_qemu(
+    v: &Validated,
+    qemu_cfg: &QemuConfig,
+    run_dir: &Path,
+    serial_state: &Arc<Mutex<SerialState>>,
+    launched: Instant,
+    serial_log: &Path,
+) -> Result<(ChildGuard, std::thread::JoinHandle<()>), LabError> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
     let mut child = qemu_cfg
         .command()
         // Its own process group: a Ctrl-C reaches the collector only, which stops QEMU
@@ -178,17 +286,19 @@ pub fn boot_and_collect(
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(
-            File::create(run_dir.path().join("qemu.stderr"))
-                .map_err(|e| setup("qemu stderr", &e))?,
-        )
+        .stderr(File::create(run_dir.join("qemu.stderr")).map_err(|e| setup("qemu stderr", &e))?)
         .spawn()
         .map_err(|e| setup(&format!("starting {}", v.qemu.display()), &e))?;
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut qemu = ChildGuard::new("qemu", child);
+    let qemu = ChildGuard::new("qemu", child);
     let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, serial_log)
         .map_err(|e| setup("writing the serial log", &e))?;
+    Ok((qemu, reader))
+}
 
+/// The session the stream fills: events (and stacks, if given) written as they
+/// arrive; in a full run, stacks with file:line from the guest's `vmlinux`.
+fn open_session(files: StreamFiles, v: &Validated, mode: &Mode) -> LabSession {
     let mut session = Session::new(files.events);
     if let Some(stacks) = files.stacks {
         session.write_stacks_to(stacks);
@@ -201,40 +311,28 @@ pub fn boot_and_collect(
             Err(e) => tracing::warn!("no file:line in stacks: {e}"),
         }
     }
-    let mut outcome = summary::Outcome::default();
-    let mut decode_error = None;
-    let mut bytes = 0u64;
-    let mut hello_host_s = None;
-    let mut link = LinkReport::default();
-    let mut clock = ClockExchange::default();
-    let mut cr3_thread: Option<std::thread::JoinHandle<Result<Cr3Report, String>>> = None;
-    let mut snapshot_thread: Option<Snapshotter> = None;
-    let take_snapshots = own_questions::builtin_snapshots(o) && *mode == Mode::Full;
-    // The user's stops: one thread per workload, in turn.
-    let take_stops = !o.stop_at.is_empty() && *mode == Mode::Full;
-    let mut stop_runs: Vec<Result<SnapshotRun, String>> = Vec::new();
-    let mut stop_types: Option<Result<Arc<own_questions::GuestTypes>, String>> = None;
-    let run_deadline = Instant::now() + o.run_timeout;
-    // When the agent's stream last made progress (None until it connects). The gdbstub
-    // experiment holds the guest at breakpoints, so it runs without the watchdog.
-    let last_progress: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
-    let watchdog = if matches!(mode, Mode::Cr3 { .. }) {
-        None
-    } else {
-        o.watchdog
-    };
+    session
+}
 
-    let qemu_ref = &mut qemu;
-    let serial_ref = serial_state.clone();
-    let progress = &last_progress;
-    let mut alive = move || -> Result<(), Stop> {
+/// Asked between reads whether to keep waiting for the guest: not after a signal, a
+/// fatal console line, QEMU's exit, `run_deadline`, or (with a `watchdog`) a stream
+/// silent for that long since its last `progress`.
+fn lab_alive<'a>(
+    o: &'a LabOptions,
+    qemu: &'a mut ChildGuard,
+    serial_state: Arc<Mutex<SerialState>>,
+    run_deadline: Instant,
+    watchdog: Option<Duration>,
+    progress: &'a std::cell::Cell<Option<Instant>>,
+) -> impl FnMut() -> Result<(), Stop> + 'a {
+    move || {
         if let Some(stop) = Stop::interrupted() {
             return Err(stop);
         }
-        if let Some(f) = serial_ref.lock().expect("serial").marks.fatal.clone() {
+        if let Some(f) = serial_state.lock().expect("serial").marks.fatal.clone() {
             return Err(Stop::new(fatal_how(&f), f));
         }
-        if let Ok(Some(status)) = qemu_ref.try_wait() {
+        if let Ok(Some(status)) = qemu.try_wait() {
             return Err(Stop::new(RunEnd::QemuExited, status.to_string()));
         }
         if Instant::now() > run_deadline {
@@ -256,7 +354,21 @@ pub fn boot_and_collect(
             ));
         }
         Ok(())
-    };
+    }
+}
+
+/// Waits for the agent's connection and receives its stream into `session`, marking
+/// `last_progress` and handing each record to the gdbstub `work`. A run that ends
+/// before the agent connects says why, with nothing received.
+fn receive_stream(
+    o: &LabOptions,
+    listener: &mut PortListener,
+    session: &mut LabSession,
+    alive: &mut Alive<'_>,
+    options: ReceiveOptions,
+    last_progress: &std::cell::Cell<Option<Instant>>,
+    work: &mut GdbWork<'_>,
+) -> Received {
     let mut stopped = None;
     let accepted = listener.accept_within(o.boot_timeout, || {
         alive().map_err(|stop| {
@@ -265,86 +377,29 @@ pub fn boot_and_collect(
             text
         })
     });
+    let mut outcome = summary::Outcome::default();
     match accepted {
         Ok(stream) => {
-            let options = ReceiveOptions {
-                stop_at_hello: *mode == Mode::BootOnly,
-                faults: o.link_faults.clone(),
-                secret: Some(secret.clone()),
-                ..ReceiveOptions::default()
-            };
             // Set while a gdbstub thread may hold the VM: nothing goes to the guest then.
             let paused = options.replies_paused.clone();
             last_progress.set(Some(Instant::now()));
-            let mut live = crate::progress::LiveLine::new(o.live && *mode == Mode::Full);
+            let mut live = crate::progress::LiveLine::new(o.live && *work.mode == Mode::Full);
+            let launched = work.launched;
             let r = receive::receive(
                 Box::new(stream),
-                &mut listener,
-                &mut session,
-                &mut alive,
+                listener,
+                session,
+                alive,
                 launched,
                 options,
                 &mut |session| {
                     last_progress.set(Some(Instant::now()));
                     live.update(&crate::progress::Counts::of(session));
-                    if let (Mode::Cr3 { offsets, .. }, None) = (mode, &cr3_thread)
-                        && let (Some(w), Some(k)) = (session.workloads.last(), &session.kallsyms)
-                    {
-                        let (pid, k, off) = (w.started.pid, k.clone(), offsets.clone());
-                        let addr = gdb.clone();
-                        cr3_thread = Some(spawn_holding(&paused, move || {
-                            syscall_cr3::run(addr, &k, &off, pid, &Cr3Options::default())
-                                .map_err(|e| e.to_string())
-                        }));
-                    }
-                    if take_stops {
-                        if let Some(s) = &snapshot_thread {
-                            s.note_progress(session);
-                        }
-                        // The BTF comes before any workload: parse it then, not in a
-                        // workload's hold before exec.
-                        if stop_types.is_none() {
-                            stop_types = own_questions::guest_types(session);
-                        }
-                        let next = session
-                            .workloads
-                            .last()
-                            .filter(|w| w.exited.is_none())
-                            .map(|w| w.started.pid)
-                            .filter(|pid| snapshot_thread.as_ref().is_none_or(|s| s.tgid != *pid));
-                        if next.is_some() {
-                            if let Some(previous) = snapshot_thread.take() {
-                                stop_runs.push(previous.join());
-                            }
-                            snapshot_thread = own_questions::start_stops(
-                                session,
-                                o,
-                                v,
-                                gdb.clone(),
-                                launched,
-                                &paused,
-                                stop_types.as_ref(),
-                            );
-                        }
-                        return;
-                    }
-                    match &snapshot_thread {
-                        None if take_snapshots => {
-                            snapshot_thread =
-                                start_snapshots(session, gdb.clone(), launched, &paused)
-                        }
-                        Some(s) => s.note_progress(session),
-                        None => {}
-                    }
+                    work.on_record(session, &paused);
                 },
             );
             live.finish();
-            outcome = r.outcome;
-            bytes = r.bytes;
-            decode_error = r.decode_error;
-            hello_host_s = r.hello_host_s;
-            link = r.link;
-            clock = r.clock;
+            return r;
         }
         Err(ListenError::Abandoned(why)) => match stopped {
             Some(stop) => {
@@ -361,32 +416,25 @@ pub fn boot_and_collect(
             outcome.detail = Some(e.to_string());
         }
     }
-    drop(alive);
-    let cr3 = cr3_thread.map(|t| {
-        t.join()
-            .unwrap_or_else(|_| Err("the CR3 experiment thread panicked".into()))
-    });
-    let snapshots = if take_stops {
-        if let Some(s) = snapshot_thread {
-            stop_runs.push(s.join());
-        }
-        Some(own_questions::merge_stops(stop_runs))
-    } else {
-        match snapshot_thread {
-            Some(s) => Some(s.join()),
-            None if take_snapshots && outcome.complete => {
-                Some(Err(snapshots_not_started(&session)))
-            }
-            None => None,
-        }
-    };
-    // The guest powers itself off after the agent's final record.
-    let grace = if outcome.complete && *mode != Mode::BootOnly {
-        30
-    } else {
-        0
-    };
-    let grace_end = Instant::now() + Duration::from_secs(grace);
+    Received {
+        outcome,
+        bytes: 0,
+        decode_error: None,
+        hello_host_s: None,
+        link: LinkReport::default(),
+        clock: ClockExchange::default(),
+    }
+}
+
+/// Gives QEMU up to `grace` to power the guest off (less after a signal), then stops
+/// it, waits for the console reader and stops vhost.
+fn shut_down(
+    qemu: &mut ChildGuard,
+    reader: std::thread::JoinHandle<()>,
+    vhost_child: &mut ChildGuard,
+    grace: Duration,
+) {
+    let grace_end = Instant::now() + grace;
     while Instant::now() < grace_end && crate::interrupt::received().is_none() {
         if let Ok(Some(_)) = qemu.wait_timeout(Duration::from_millis(100)) {
             break;
@@ -395,7 +443,15 @@ pub fn boot_and_collect(
     qemu.kill();
     let _ = reader.join();
     vhost_child.kill();
-    let _ = session.flush();
+}
+
+/// The console's milestones. A run the guest kernel ended takes its outcome from the
+/// fatal line (QEMU exiting, or the stream ending, was its consequence); an unfinished
+/// run keeps the console lines that say how it ended.
+fn explain_outcome(
+    serial_state: &Mutex<SerialState>,
+    outcome: &mut summary::Outcome,
+) -> serial::BootMarks {
     let serial = serial_state.lock().expect("serial");
     let marks = serial.marks.clone();
     if let Some(f) = &marks.fatal
@@ -411,21 +467,7 @@ pub fn boot_and_collect(
         outcome.console = console_excerpt(&lines, marks.fatal.as_deref());
     }
     drop(serial);
-    Ok(Collected {
-        session,
-        marks,
-        outcome,
-        bytes,
-        decode_error,
-        qemu_command: qemu_cfg.display(),
-        accel,
-        hello_host_s,
-        cr3,
-        snapshots,
-        link,
-        clock,
-        host_epoch_unix_ns: launched_unix_ns,
-    })
+    marks
 }
 
 /// The outcome of a run the guest kernel ended with console line `fatal`.
