@@ -2,105 +2,14 @@
 
 use super::*;
 
+/// The experiments' sections: boot time, PCI devices, /dev/random, CR3, spin_lock
+/// call paths and page faults.
 pub(super) fn render_experiments(md: &mut String, s: &Summary) {
     if let Some(b) = &s.experiments.boot {
-        let _ = writeln!(
-            md,
-            "\n## Boot time: wall clock versus kernel clock (seed §3.4)\n"
-        );
-        let _ = writeln!(
-            md,
-            "| boot | first byte | kernel banner | init | init (kernel clock) | agent hello | agent hello (kernel clock) |\n|---:|---:|---:|---:|---:|---:|---:|"
-        );
-        let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "—".into());
-        for x in &b.samples {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                x.boot,
-                f(x.first_byte_s),
-                f(x.kernel_banner_s),
-                f(x.init_s),
-                f(x.init_kernel_s),
-                f(x.agent_hello_s),
-                f(x.agent_hello_kernel_s)
-            );
-        }
-        let st = |s: Option<crate::experiments::boot::Stat>| {
-            s.map(|s| format!("{:.3} ± {:.3} s", s.mean, s.sd))
-                .unwrap_or_else(|| "—".into())
-        };
-        let _ = writeln!(
-            md,
-            "\nAll times in seconds; host times from QEMU's launch; the agent's hello is its first record on the stream, stamped with the guest's CLOCK_MONOTONIC.\n"
-        );
-        let _ = writeln!(md, "| phase | mean ± sd |\n|---|---:|");
-        let _ = writeln!(
-            md,
-            "| wall clock to agent hello | {} |",
-            st(b.wall_to_hello)
-        );
-        let _ = writeln!(
-            md,
-            "| kernel clock at agent hello | {} |",
-            st(b.kernel_at_hello)
-        );
-        let _ = writeln!(md, "| gap (wall − kernel) | {} |", st(b.gap));
-        let _ = writeln!(
-            md,
-            "| before the kernel clock starts (firmware, load, decompress) | {} |",
-            st(b.before_kernel_clock)
-        );
-        let _ = writeln!(
-            md,
-            "| clock drift from banner to init (host − kernel) | {} |",
-            st(b.drift_to_init)
-        );
-        let _ = writeln!(
-            md,
-            "| user space, init → agent hello | {} |",
-            st(b.userspace)
-        );
-        if let (Some(x), Some(pre), Some(gap), Some(drift)) = (
-            b.explained_by_pre_kernel,
-            b.before_kernel_clock,
-            b.gap,
-            b.drift_to_init,
-        ) {
-            let _ = writeln!(
-                md,
-                "\nThe {:.2} s that pass before the kernel's clock starts account for {:.0}% of the {:.2} s gap; while the kernel \
-                 runs, its clock stays within {:.2} s of the host's.",
-                pre.mean,
-                x * 100.0,
-                gap.mean,
-                drift.mean.abs()
-            );
-        }
+        render_boot(md, b);
     }
     if !s.experiments.pci.is_empty() {
-        let _ = writeln!(md, "\n## PCI devices (seed §3.5)\n");
-        let _ = writeln!(
-            md,
-            "| slot | vendor:device | class | class name | vendor | device | discovered by the kernel |\n|---|---|---|---|---|---|---|"
-        );
-        for d in &s.experiments.pci {
-            let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
-            let _ = writeln!(
-                md,
-                "| {} | {} | 0x{:06x} | {} | {} | {} | {} |",
-                d.slot,
-                d.ids,
-                d.class_code,
-                o(&d.subclass_name.clone().or_else(|| d.class_name.clone())),
-                o(&d.vendor_name),
-                o(&d.device_name),
-                d.dmesg
-                    .as_deref()
-                    .map(|l| format!("`{l}`"))
-                    .unwrap_or_else(|| "—".into())
-            );
-        }
+        render_pci(md, &s.experiments.pci);
     }
     if let Some(r) = &s.experiments.random {
         render_random(md, r);
@@ -108,6 +17,119 @@ pub(super) fn render_experiments(md: &mut String, s: &Summary) {
     if !s.experiments.syscall_cr3.is_empty() {
         render_cr3(md, &s.experiments.syscall_cr3);
     }
+    render_spin_lock(md, &s.experiments.spin_lock);
+    render_page_faults(md, &s.experiments.page_faults);
+}
+
+/// Boot time: wall clock against kernel clock, per boot and per phase (seed §3.4).
+fn render_boot(md: &mut String, b: &crate::experiments::boot::BootExperiment) {
+    let _ = writeln!(
+        md,
+        "\n## Boot time: wall clock versus kernel clock (seed §3.4)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| boot | first byte | kernel banner | init | init (kernel clock) | agent hello | agent hello (kernel clock) |\n|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "—".into());
+    for x in &b.samples {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            x.boot,
+            f(x.first_byte_s),
+            f(x.kernel_banner_s),
+            f(x.init_s),
+            f(x.init_kernel_s),
+            f(x.agent_hello_s),
+            f(x.agent_hello_kernel_s)
+        );
+    }
+    let st = |s: Option<crate::experiments::boot::Stat>| {
+        s.map(|s| format!("{:.3} ± {:.3} s", s.mean, s.sd))
+            .unwrap_or_else(|| "—".into())
+    };
+    let _ = writeln!(
+        md,
+        "\nAll times in seconds; host times from QEMU's launch; the agent's hello is its first record on the stream, stamped with the guest's CLOCK_MONOTONIC.\n"
+    );
+    let _ = writeln!(md, "| phase | mean ± sd |\n|---|---:|");
+    let _ = writeln!(
+        md,
+        "| wall clock to agent hello | {} |",
+        st(b.wall_to_hello)
+    );
+    let _ = writeln!(
+        md,
+        "| kernel clock at agent hello | {} |",
+        st(b.kernel_at_hello)
+    );
+    let _ = writeln!(md, "| gap (wall − kernel) | {} |", st(b.gap));
+    let _ = writeln!(
+        md,
+        "| before the kernel clock starts (firmware, load, decompress) | {} |",
+        st(b.before_kernel_clock)
+    );
+    let _ = writeln!(
+        md,
+        "| clock drift from banner to init (host − kernel) | {} |",
+        st(b.drift_to_init)
+    );
+    let _ = writeln!(
+        md,
+        "| user space, init → agent hello | {} |",
+        st(b.userspace)
+    );
+    if let (Some(x), Some(pre), Some(gap), Some(drift)) = (
+        b.explained_by_pre_kernel,
+        b.before_kernel_clock,
+        b.gap,
+        b.drift_to_init,
+    ) {
+        let _ = writeln!(
+            md,
+            "\nThe {:.2} s that pass before the kernel's clock starts account for {:.0}% of the {:.2} s gap; while the kernel \
+             runs, its clock stays within {:.2} s of the host's.",
+            pre.mean,
+            x * 100.0,
+            gap.mean,
+            drift.mean.abs()
+        );
+    }
+}
+
+/// The VM's PCI devices (seed §3.5).
+fn render_pci(md: &mut String, pci: &[crate::experiments::pci::PciDevice]) {
+    let _ = writeln!(md, "\n## PCI devices (seed §3.5)\n");
+    let _ = writeln!(
+        md,
+        "| slot | vendor:device | class | class name | vendor | device | discovered by the kernel |\n|---|---|---|---|---|---|---|"
+    );
+    for d in pci {
+        let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
+        let _ = writeln!(
+            md,
+            "| {} | {} | 0x{:06x} | {} | {} | {} | {} |",
+            d.slot,
+            d.ids,
+            d.class_code,
+            o(&d.subclass_name.clone().or_else(|| d.class_name.clone())),
+            o(&d.vendor_name),
+            o(&d.device_name),
+            d.dmesg
+                .as_deref()
+                .map(|l| format!("`{l}`"))
+                .unwrap_or_else(|| "—".into())
+        );
+    }
+}
+
+/// spin_lock hits by subsystem, the named global locks, and a representative stack
+/// per class (seed §5).
+fn render_spin_lock(
+    md: &mut String,
+    spin_lock: &[crate::experiments::spinlock::WorkloadSpinLocks],
+) {
     let _ = writeln!(md, "\n## spin_lock by subsystem (seed §5)\n");
     let _ = writeln!(
         md,
@@ -121,7 +143,7 @@ pub(super) fn render_experiments(md: &mut String, s: &Summary) {
         classes.join(" | "),
         "---:|".repeat(classes.len())
     );
-    for w in &s.experiments.spin_lock {
+    for w in spin_lock {
         let cells: Vec<String> = classes
             .iter()
             .map(|c| {
@@ -142,7 +164,7 @@ pub(super) fn render_experiments(md: &mut String, s: &Summary) {
     }
     let mut locks: std::collections::BTreeMap<(&str, &str), u64> =
         std::collections::BTreeMap::new();
-    for w in &s.experiments.spin_lock {
+    for w in spin_lock {
         for c in &w.classes {
             for (l, n) in &c.named_locks {
                 *locks.entry((l.as_str(), c.class.as_str())).or_default() += n;
@@ -160,7 +182,7 @@ pub(super) fn render_experiments(md: &mut String, s: &Summary) {
         }
     }
     let mut shown: Vec<&str> = Vec::new();
-    for w in &s.experiments.spin_lock {
+    for w in spin_lock {
         for c in &w.classes {
             if shown.contains(&c.class.as_str()) || c.class == "other" {
                 continue;
@@ -180,12 +202,16 @@ pub(super) fn render_experiments(md: &mut String, s: &Summary) {
             let _ = writeln!(md, "```");
         }
     }
+}
+
+/// Page faults per workload, with what the accesses were (seed §5.3).
+fn render_page_faults(md: &mut String, page_faults: &[crate::experiments::faults::WorkloadFaults]) {
     let _ = writeln!(md, "\n## Page faults (seed §5.3)\n");
     let _ = writeln!(
         md,
         "| workload | user faults | kernel faults | what the access was (x86 error code) |\n|---|---:|---:|---|"
     );
-    for f in &s.experiments.page_faults {
+    for f in page_faults {
         let mut accesses: Vec<(&String, &u64)> = f.accesses.iter().collect();
         accesses.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let accesses: Vec<String> = accesses.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
