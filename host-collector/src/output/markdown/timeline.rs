@@ -1,7 +1,10 @@
 //! The report's "One time line" section: the clock fit, the holds, the snapshots and their cross-check.
 
 use super::*;
+use crate::experiments::snapshots::{CrossCheck, SnapshotRun};
+use crate::output::summary::SnapshotsReport;
 
+/// The "One time line" section: the clock fit, the holds, then the snapshots.
 pub(super) fn render_timeline(md: &mut String, s: &Summary) {
     let t = &s.timeline;
     let _ = writeln!(md, "\n## One time line: guest clock, host clock, gdbstub\n");
@@ -60,7 +63,14 @@ pub(super) fn render_timeline(md: &mut String, s: &Summary) {
             );
         }
     }
-    let Some(sr) = &t.snapshots else { return };
+    if let Some(sr) = &t.snapshots {
+        render_snapshots(md, sr);
+    }
+}
+
+/// The gdbstub snapshots (or the user's stops) in the traced run, and their
+/// cross-check against the eBPF events.
+fn render_snapshots(md: &mut String, sr: &SnapshotsReport) {
     let _ = writeln!(md, "\n### gdbstub snapshots in the traced run\n");
     if let Some(e) = &sr.error {
         let _ = writeln!(md, "Not taken: {e}.");
@@ -94,24 +104,34 @@ pub(super) fn render_timeline(md: &mut String, s: &Summary) {
     }
     let Some(cc) = &sr.cross_check else { return };
     if user_stops {
+        render_stops_cross_check(md, cc);
+    } else {
+        render_snapshots_cross_check(md, run, cc);
+    }
+}
+
+/// How the user's stops agree with the eBPF events nearest them.
+fn render_stops_cross_check(md: &mut String, cc: &CrossCheck) {
+    let _ = writeln!(
+        md,
+        "**Cross-check: {} of {} stops agree** with the eBPF event nearest in time on the same CPU (same thread id; a \
+         stop far from any event of its own, such as one before the workload's exec, meets another process's); \
+         {} had no event on their CPU (distance on the guest clock: median {:.1} µs, largest {:.1} µs).\n",
+        cc.agreed, cc.compared, cc.without_event, cc.median_abs_delta_us, cc.max_abs_delta_us
+    );
+    let followed = cc.matches.iter().filter(|m| m.same_call.is_some()).count();
+    if followed > 0 {
         let _ = writeln!(
             md,
-            "**Cross-check: {} of {} stops agree** with the eBPF event nearest in time on the same CPU (same thread id; a \
-             stop far from any event of its own, such as one before the workload's exec, meets another process's); \
-             {} had no event on their CPU (distance on the guest clock: median {:.1} µs, largest {:.1} µs).\n",
-            cc.agreed, cc.compared, cc.without_event, cc.median_abs_delta_us, cc.max_abs_delta_us
+            "**{} of {}** are followed on their CPU by a `--probe kprobe:` event of the same thread (the same \
+             call, where the function is probed too), a median {:.0} µs of guest time after the stop.\n",
+            cc.same_call_agreed, cc.compared, cc.same_call_median_us
         );
-        let followed = cc.matches.iter().filter(|m| m.same_call.is_some()).count();
-        if followed > 0 {
-            let _ = writeln!(
-                md,
-                "**{} of {}** are followed on their CPU by a `--probe kprobe:` event of the same thread (the same \
-                 call, where the function is probed too), a median {:.0} µs of guest time after the stop.\n",
-                cc.same_call_agreed, cc.compared, cc.same_call_median_us
-            );
-        }
-        return;
     }
+}
+
+/// How the built-in snapshots agree with the eBPF events nearest them, one row each.
+fn render_snapshots_cross_check(md: &mut String, run: &SnapshotRun, cc: &CrossCheck) {
     let _ = writeln!(
         md,
         "**Cross-check: {} of {} snapshots agree** with the eBPF event nearest in time on the same CPU (same thread id); \
