@@ -284,32 +284,14 @@ pub fn prepare(image: &Path, kernel: &Path, initrd: &Path) -> Result<Prepared, R
             fs.kind.name(),
         )
     } else if !image_has_modules {
-        let others = ext.list("/lib/modules")?.unwrap_or_default();
-        let others = if others.is_empty() {
-            String::new()
-        } else {
-            format!(" (it has {})", others.join(", "))
-        };
-        let drivers = match kernel_config::find(kernel, &kernel_bytes, &release) {
-            Ok(config) => {
-                let lacking = kernel_config::NotBuiltIn::check(&config.text, &needed_options());
-                if !lacking.is_empty() {
-                    return Err(RootfsError::Kernel(format!(
-                        "{} has no {modules_dir}{others} and {} (config from {}) {lacking}: build them in (=y) or put the modules in the image",
-                        given_image.display(),
-                        kernel.display(),
-                        config.origin,
-                    )));
-                }
-                format!(
-                    "kernel {release} has virtio-pci, virtio-blk, ext4 and vsock built in (config from {})",
-                    config.origin
-                )
-            }
-            Err(not_found) => format!(
-                "kernel {release}: {not_found}: assuming it has virtio-pci, virtio-blk, ext4 and vsock built in"
-            ),
-        };
+        let (others, drivers) = built_in_drivers(
+            &ext,
+            given_image,
+            kernel,
+            &kernel_bytes,
+            &release,
+            &modules_dir,
+        )?;
         format!(
             "{} ({} {}, root {root_device}); no {modules_dir} in it{others}: {drivers}",
             image.display(),
@@ -317,56 +299,17 @@ pub fn prepare(image: &Path, kernel: &Path, initrd: &Path) -> Result<Prepared, R
             fs.kind.name(),
         )
     } else {
-        let dep = ext.read(&format!("{modules_dir}/modules.dep"))?.ok_or_else(|| {
-            RootfsError::Kernel(format!("{}: {modules_dir}/modules.dep is missing: run `depmod {release}` in the guest once", image.display()))
-        })?;
-        let builtin = ext
-            .read(&format!("{modules_dir}/modules.builtin"))?
-            .unwrap_or_default();
-        let dep = modules::ModulesDep::parse(&String::from_utf8_lossy(&dep));
-        let builtin: BTreeSet<String> = modules::parse_builtin(&String::from_utf8_lossy(&builtin));
-        let r = modules::resolve(&dep, &builtin, modules::NEEDS);
-        if !r.missing.is_empty() {
-            return Err(RootfsError::Kernel(modules::missing_message(
-                &release, &r.missing,
-            )));
-        }
-        let work = tempfile::Builder::new()
-            .prefix("guestscope-modules-")
-            .tempdir()
-            .map_err(|e| RootfsError::Io(std::env::temp_dir(), e.to_string()))?;
-        let pairs: Vec<(String, PathBuf)> = r
-            .load_order
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                (
-                    format!("{modules_dir}/{m}"),
-                    work.path().join(format!("{i}.ko")),
-                )
-            })
-            .collect();
-        ext.dump(&pairs)?;
-        for ((_, host), module) in pairs.iter().zip(&r.load_order) {
-            let (plain, data) = decompress(module, host)?;
-            order.push_str(&plain);
-            order.push('\n');
-            layer.push((format!("{modules_dir}/{plain}"), data, 0o644));
-        }
-        let names: Vec<String> = r
-            .load_order
-            .iter()
-            .map(|m| modules::module_name(m))
-            .collect();
+        let (builtin, names) =
+            image_modules(&ext, &image, &release, &modules_dir, &mut layer, &mut order)?;
         format!(
             "{} ({} {}, root {root_device}); kernel {release}: built in: {}; loading from the image: {}",
             image.display(),
             format.qemu_name(),
             fs.kind.name(),
-            if r.builtin.is_empty() {
+            if builtin.is_empty() {
                 "none of the needed drivers".to_string()
             } else {
-                r.builtin.join(", ")
+                builtin.join(", ")
             },
             if names.is_empty() {
                 "nothing".to_string()
@@ -396,6 +339,101 @@ pub fn prepare(image: &Path, kernel: &Path, initrd: &Path) -> Result<Prepared, R
         layer,
         description,
     })
+}
+
+/// Without modules for `release` in the image, the kernel must have the drivers built
+/// in (checked in its config when one is found). Returns what the image has under
+/// `/lib/modules` (for the description) and what the config says of the drivers.
+fn built_in_drivers(
+    ext: &Ext4Image,
+    given_image: &Path,
+    kernel: &Path,
+    kernel_bytes: &[u8],
+    release: &str,
+    modules_dir: &str,
+) -> Result<(String, String), RootfsError> {
+    let others = ext.list("/lib/modules")?.unwrap_or_default();
+    let others = if others.is_empty() {
+        String::new()
+    } else {
+        format!(" (it has {})", others.join(", "))
+    };
+    let drivers = match kernel_config::find(kernel, kernel_bytes, release) {
+        Ok(config) => {
+            let lacking = kernel_config::NotBuiltIn::check(&config.text, &needed_options());
+            if !lacking.is_empty() {
+                return Err(RootfsError::Kernel(format!(
+                    "{} has no {modules_dir}{others} and {} (config from {}) {lacking}: build them in (=y) or put the modules in the image",
+                    given_image.display(),
+                    kernel.display(),
+                    config.origin,
+                )));
+            }
+            format!(
+                "kernel {release} has virtio-pci, virtio-blk, ext4 and vsock built in (config from {})",
+                config.origin
+            )
+        }
+        Err(not_found) => format!(
+            "kernel {release}: {not_found}: assuming it has virtio-pci, virtio-blk, ext4 and vsock built in"
+        ),
+    };
+    Ok((others, drivers))
+}
+
+/// The modules of the needed drivers from the image's `modules_dir`, in load order:
+/// decompressed into `layer`, their names appended to `order`. Returns the drivers
+/// built in and the modules loaded.
+fn image_modules(
+    ext: &Ext4Image,
+    image: &Path,
+    release: &str,
+    modules_dir: &str,
+    layer: &mut Vec<(String, Vec<u8>, u32)>,
+    order: &mut String,
+) -> Result<(Vec<&'static str>, Vec<String>), RootfsError> {
+    let dep = ext.read(&format!("{modules_dir}/modules.dep"))?.ok_or_else(|| {
+        RootfsError::Kernel(format!("{}: {modules_dir}/modules.dep is missing: run `depmod {release}` in the guest once", image.display()))
+    })?;
+    let builtin = ext
+        .read(&format!("{modules_dir}/modules.builtin"))?
+        .unwrap_or_default();
+    let dep = modules::ModulesDep::parse(&String::from_utf8_lossy(&dep));
+    let builtin: BTreeSet<String> = modules::parse_builtin(&String::from_utf8_lossy(&builtin));
+    let r = modules::resolve(&dep, &builtin, modules::NEEDS);
+    if !r.missing.is_empty() {
+        return Err(RootfsError::Kernel(modules::missing_message(
+            release, &r.missing,
+        )));
+    }
+    let work = tempfile::Builder::new()
+        .prefix("guestscope-modules-")
+        .tempdir()
+        .map_err(|e| RootfsError::Io(std::env::temp_dir(), e.to_string()))?;
+    let pairs: Vec<(String, PathBuf)> = r
+        .load_order
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (
+                format!("{modules_dir}/{m}"),
+                work.path().join(format!("{i}.ko")),
+            )
+        })
+        .collect();
+    ext.dump(&pairs)?;
+    for ((_, host), module) in pairs.iter().zip(&r.load_order) {
+        let (plain, data) = decompress(module, host)?;
+        order.push_str(&plain);
+        order.push('\n');
+        layer.push((format!("{modules_dir}/{plain}"), data, 0o644));
+    }
+    let names: Vec<String> = r
+        .load_order
+        .iter()
+        .map(|m| modules::module_name(m))
+        .collect();
+    Ok((r.builtin, names))
 }
 
 /// The kernel options of the drivers a guest cannot do without ([`modules::NEEDS`]
