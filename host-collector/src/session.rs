@@ -474,6 +474,10 @@ impl<W: Write> Session<W> {
         self.last_guest_ns = Some(self.last_guest_ns.map_or(ns, |last| last.max(ns)));
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "being edited in parallel; split next"
+    )]
     fn event(&mut self, e: &RawEvent) -> std::io::Result<()> {
         self.events_received += 1;
         self.heard_at(e.ts_ns);

@@ -9,6 +9,11 @@
 //! gdbstub's own bad behaviour (refusing, hanging up, staying silent) is tabulated too,
 //! through the client library the lab uses.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test is one scenario, clearest read top to bottom"
+)]
+
 use std::any::Any;
 use std::ffi::OsString;
 use std::io::{Read, Write};

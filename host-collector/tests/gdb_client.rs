@@ -3,6 +3,11 @@
 //! walk to `current`), and stubs that misbehave (bad checksums, nacks, silence,
 //! hang-ups, error replies, garbage).
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test is one scenario, clearest read top to bottom"
+)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};

@@ -18,6 +18,11 @@
 //! 2. QEMU's default model (AMD vendor, "meltdown: Not affected": no PTI), two
 //!    vCPUs: CR3 never changes and `current` is readable at the breakpoint.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test is one scenario, clearest read top to bottom"
+)]
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

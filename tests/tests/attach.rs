@@ -1,6 +1,11 @@
 //! `guestscope attach` against a QEMU that the test starts itself, outside
 //! guestscope, with the vsock and gdbstub options `attach --print-setup` prints.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test is one scenario, clearest read top to bottom"
+)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

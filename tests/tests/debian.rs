@@ -8,6 +8,11 @@
 //!   with its own kernel, initramfs and systemd (started by this test, outside
 //!   guestscope): systemd starts the agent, and `attach` collects from it.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test is one scenario, clearest read top to bottom"
+)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -6,6 +6,11 @@
 //! The kernel comes from `GUESTSCOPE_SOURCE_KERNEL` (its bzImage, built by `cargo
 //! xtask test` and cached across runs in `~/.cache/guestscope/kernels`).
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test is one scenario, clearest read top to bottom"
+)]
+
 use std::path::PathBuf;
 
 use guestscope::lab::{self, LabOptions};

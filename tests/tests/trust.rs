@@ -9,6 +9,11 @@
 //! gdbstub is a Unix socket too), Unix sockets for their owner only in a directory of mode 0700,
 //! no abstract Unix sockets; and an unprivileged user (`nobody`) is refused by each.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test is one scenario, clearest read top to bottom"
+)]
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;

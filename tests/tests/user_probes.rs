@@ -4,6 +4,11 @@
 //! `alloc_fd` probe of the same run; and names the kernel refuses, refused before any
 //! workload runs with the closest valid names.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "each test is one scenario, clearest read top to bottom"
+)]
+
 use guestscope::lab::{LabError, LabOptions};
 use guestscope_tests::{guest_artifacts, run_lab, stack_has, test_out_dir, workload_binary};
 use serde_json::Value;

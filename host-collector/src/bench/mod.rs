@@ -183,6 +183,10 @@ fn write(o: &BenchOptions, r: &BenchResults) -> Result<(), BenchError> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::too_many_lines,
+    reason = "each test is one scenario, clearest read top to bottom"
+)]
 mod tests {
     use super::*;
 

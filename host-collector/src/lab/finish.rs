@@ -16,6 +16,10 @@ pub fn outputs_error(dir: &Path, e: &io::Error) -> LabError {
 /// (`summary.json`, `report.md`, `report.html`, `trace.perfetto-trace`,
 /// `stacks.jsonl`, `run.json`, the host times in `events.jsonl`, guest artifacts)
 /// to `dir`.
+#[allow(
+    clippy::too_many_lines,
+    reason = "being edited in parallel; split next"
+)]
 pub fn finish(
     dir: &Path,
     c: &mut Collected,
