@@ -9,10 +9,6 @@ use guestscope::cli::{Cli, Command};
 use guestscope::lab::{self, LabError, LabOptions, LabOutcome};
 use guestscope::run_end::RunEnd;
 
-#[allow(
-    clippy::too_many_lines,
-    reason = "being edited in parallel; split next"
-)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
@@ -31,59 +27,16 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Lab(args) => {
-            let dry_run = args.dry_run;
-            let mut options: LabOptions = args.into();
-            if cli.quiet {
-                options.progress = |_| {};
-                options.live = false;
-            }
-            if dry_run {
-                return match lab::dry_run(&options) {
-                    Ok(text) => {
-                        print!("{text}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("guestscope: error: {e}");
-                        ExitCode::from(2)
-                    }
-                };
-            }
-            lab::run(&options)
-        }
+        Command::Lab(args) => match lab_command(args, cli.quiet) {
+            Ok(run) => run,
+            Err(code) => return code,
+        },
         Command::Deploy(args) => return deploy_command(args),
         Command::Bench(args) => return bench_command(args),
         Command::Probes(args) => return probes_command(args),
-        Command::Report { dir } => {
-            return match guestscope::report_again::report_again(&dir) {
-                Ok(_) => {
-                    if !cli.quiet {
-                        eprintln!("guestscope: report: {}", dir.join("report.html").display());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("guestscope: error: {e}");
-                    ExitCode::from(2)
-                }
-            };
-        }
-        Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "guestscope", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
-        }
-        Command::Man => {
-            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-            return match man.render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("guestscope: error: writing the manual page: {e}");
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Command::Report { dir } => return report_command(&dir, cli.quiet),
+        Command::Completions { shell } => return completions_command(shell),
+        Command::Man => return man_command(),
         Command::Attach(args) => match attach_command(args) {
             Ok(Some(r)) => r,
             Ok(None) => return ExitCode::SUCCESS,
@@ -94,67 +47,129 @@ fn main() -> ExitCode {
         },
     };
     match result {
-        Ok(out) => {
-            // An attached agent refuses a --probe of its plan by running no workload.
-            let refused =
-                guestscope::own_questions::refusals(out.summary.probes.iter().map(|p| &p.attach));
-            if !refused.is_empty() {
-                eprintln!("guestscope: error: {}", refused.join("; "));
-                return ExitCode::from(2);
-            }
-            let o = &out.summary.run.outcome;
-            let events = out.summary.stream.events_received;
-            println!(
-                "guestscope: {} events from {} workloads, {} ({:.1} s, {}); report: {}",
-                events,
-                out.summary.workloads.len(),
-                losses_line(&out.summary.losses),
-                out.summary.run.wall_s,
-                out.summary.run.accel,
-                out.out_dir.join("report.html").display()
-            );
-            let interrupted = guestscope::interrupt::received();
-            let skipped = &out.summary.skipped;
-            if o.complete
-                && interrupted.is_none()
-                && guestscope::experiments::support::ran(skipped) == 0
-            {
-                // Collected, but this kernel (or these options) let no experiment run.
-                let why: Vec<String> = skipped
-                    .iter()
-                    .map(|x| format!("{}: {}", x.experiment, x.reason))
-                    .collect();
-                eprintln!(
-                    "guestscope: error: no experiment could run ({})",
-                    why.join("; ")
-                );
-                ExitCode::FAILURE
-            } else if o.complete && interrupted.is_none() {
+        Ok(out) => finished(&out),
+        Err(e) => {
+            eprintln!("guestscope: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The final line of a run that ended, and its exit status: success only for a
+/// complete run in which an experiment could run.
+fn finished(out: &LabOutcome) -> ExitCode {
+    // An attached agent refuses a --probe of its plan by running no workload.
+    let refused = guestscope::own_questions::refusals(out.summary.probes.iter().map(|p| &p.attach));
+    if !refused.is_empty() {
+        eprintln!("guestscope: error: {}", refused.join("; "));
+        return ExitCode::from(2);
+    }
+    let o = &out.summary.run.outcome;
+    let events = out.summary.stream.events_received;
+    println!(
+        "guestscope: {} events from {} workloads, {} ({:.1} s, {}); report: {}",
+        events,
+        out.summary.workloads.len(),
+        losses_line(&out.summary.losses),
+        out.summary.run.wall_s,
+        out.summary.run.accel,
+        out.out_dir.join("report.html").display()
+    );
+    let interrupted = guestscope::interrupt::received();
+    let skipped = &out.summary.skipped;
+    if o.complete && interrupted.is_none() && guestscope::experiments::support::ran(skipped) == 0 {
+        // Collected, but this kernel (or these options) let no experiment run.
+        let why: Vec<String> = skipped
+            .iter()
+            .map(|x| format!("{}: {}", x.experiment, x.reason))
+            .collect();
+        eprintln!(
+            "guestscope: error: no experiment could run ({})",
+            why.join("; ")
+        );
+        ExitCode::FAILURE
+    } else if o.complete && interrupted.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        let kept = if o.how == RunEnd::OutputWriteFailed {
+            "events.jsonl keeps every whole line written before the failure"
+        } else {
+            "everything received was written"
+        };
+        eprintln!(
+            "guestscope: run {}: {}{} ({kept})",
+            if o.complete { "stopped" } else { "incomplete" },
+            o.how,
+            o.detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+        match interrupted {
+            // The shell's convention for a process stopped by a signal.
+            Some(signal) => ExitCode::from(128 + signal as u8),
+            None => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// `guestscope lab`: the run (or, with `--dry-run`, its plan printed); `Err` is the
+/// exit status of a command that ended here.
+fn lab_command(
+    args: guestscope::cli::LabArgs,
+    quiet: bool,
+) -> Result<Result<LabOutcome, LabError>, ExitCode> {
+    let dry_run = args.dry_run;
+    let mut options: LabOptions = args.into();
+    if quiet {
+        options.progress = |_| {};
+        options.live = false;
+    }
+    if dry_run {
+        return Err(match lab::dry_run(&options) {
+            Ok(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
-            } else {
-                let kept = if o.how == RunEnd::OutputWriteFailed {
-                    "events.jsonl keeps every whole line written before the failure"
-                } else {
-                    "everything received was written"
-                };
-                eprintln!(
-                    "guestscope: run {}: {}{} ({kept})",
-                    if o.complete { "stopped" } else { "incomplete" },
-                    o.how,
-                    o.detail
-                        .as_deref()
-                        .map(|d| format!(": {d}"))
-                        .unwrap_or_default()
-                );
-                match interrupted {
-                    // The shell's convention for a process stopped by a signal.
-                    Some(signal) => ExitCode::from(128 + signal as u8),
-                    None => ExitCode::FAILURE,
-                }
             }
+            Err(e) => {
+                eprintln!("guestscope: error: {e}");
+                ExitCode::from(2)
+            }
+        });
+    }
+    Ok(lab::run(&options))
+}
+
+/// `guestscope report DIR`.
+fn report_command(dir: &std::path::Path, quiet: bool) -> ExitCode {
+    match guestscope::report_again::report_again(dir) {
+        Ok(_) => {
+            if !quiet {
+                eprintln!("guestscope: report: {}", dir.join("report.html").display());
+            }
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("guestscope: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `guestscope completions SHELL`.
+fn completions_command(shell: clap_complete::Shell) -> ExitCode {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "guestscope", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `guestscope man`.
+fn man_command() -> ExitCode {
+    let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+    match man.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestscope: error: writing the manual page: {e}");
             ExitCode::from(2)
         }
     }

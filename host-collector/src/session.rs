@@ -7,13 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 
-use guestscope_common::event::{NO_STACK, ProbeKind, RawEvent, USER_ARGS};
+use guestscope_common::event::{ProbeKind, RawEvent, USER_ARGS};
 use guestscope_common::wire::{
     Body, Hello, ProbeAttach, Record, Totals, WorkloadExited, WorkloadStarted,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::run_files::events::EventLine;
 use crate::stream::seq::{SeqTracker, SeqVerdict};
 use guest_kernel::kallsyms::Kallsyms;
 
@@ -174,8 +173,6 @@ pub struct AgentRestart {
     /// from to the new agent's start (known once its hello is in).
     pub gap_s: Option<f64>,
 }
-
-static EMPTY: Vec<String> = Vec::new();
 
 /// Width of a timeline bin, ns.
 pub const TIMELINE_BIN_NS: u64 = 10_000_000;
@@ -397,35 +394,9 @@ impl<W: Write> Session<W> {
             .map(|a| String::from_utf8_lossy(&a.data).into_owned())
     }
 
-    /// The symbolized frames of stack `id` (empty if unknown).
-    pub fn stack(&mut self, id: i32) -> &[String] {
-        if id < 0 {
-            return &EMPTY;
-        }
-        let id = id as u32;
-        if !self.stacks_sym.contains_key(&id) {
-            let Some(ips) = self.stacks_raw.get(&id) else {
-                return &EMPTY;
-            };
-            let frames = match &self.kallsyms {
-                Some(k) => symbolize(k, self.lines.as_ref(), ips),
-                None => ips.iter().map(|ip| format!("{ip:#x}")).collect(),
-            };
-            self.stacks_sym.insert(id, frames);
-        }
-        &self.stacks_sym[&id]
-    }
-
     /// The run's id (`20261204T133106Z-0a1b2c3d`), as `events.jsonl` has it.
     pub fn run_id(&self) -> &str {
         &self.run_id
-    }
-
-    /// Every stack id received, in order (the ids of `stacks.jsonl`).
-    pub fn stack_ids(&self) -> Vec<i32> {
-        let mut ids: Vec<i32> = self.stacks_raw.keys().map(|&id| id as i32).collect();
-        ids.sort_unstable();
-        ids
     }
 
     /// The guest's raw BTF, once the agent has sent it whole.
@@ -452,203 +423,9 @@ impl<W: Write> Session<W> {
         )
     }
 
-    /// The symbolized frames of stack `id`, innermost first (empty if unknown), from
-    /// the cache when [`Session::stack`] filled it, else symbolized now.
-    pub fn stack_frames(&self, id: i32) -> Vec<String> {
-        if id < 0 {
-            return Vec::new();
-        }
-        let id = id as u32;
-        if let Some(frames) = self.stacks_sym.get(&id) {
-            return frames.clone();
-        }
-        match (self.stacks_raw.get(&id), &self.kallsyms) {
-            (Some(ips), Some(k)) => symbolize(k, self.lines.as_ref(), ips),
-            (Some(ips), None) => ips.iter().map(|ip| format!("{ip:#x}")).collect(),
-            (None, _) => Vec::new(),
-        }
-    }
-
     /// Notes that the agent was heard from at guest time `ns`.
-    fn heard_at(&mut self, ns: u64) {
+    pub(crate) fn heard_at(&mut self, ns: u64) {
         self.last_guest_ns = Some(self.last_guest_ns.map_or(ns, |last| last.max(ns)));
-    }
-
-    #[allow(
-        clippy::too_many_lines,
-        reason = "being edited in parallel; split next"
-    )]
-    fn event(&mut self, e: &RawEvent) -> std::io::Result<()> {
-        self.events_received += 1;
-        self.heard_at(e.ts_ns);
-        let probe = e.probe();
-        let kind_name = probe.map(ProbeKind::name).unwrap_or("unknown");
-        // The accounting is per probe kind (what the probes' counters count).
-        *self
-            .events_by_probe
-            .entry(kind_name.to_string())
-            .or_default() += 1;
-        let user_name = probe.filter(|k| k.is_user()).map(|k| match k {
-            ProbeKind::Tracepoint => match self.tracepoint_names.get(&e.flags) {
-                Some(t) => format!("tracepoint:{t}"),
-                None => format!("tracepoint:#{}", e.flags),
-            },
-            _ => user_probe_name(k, e.ip, self.kallsyms.as_ref()),
-        });
-        let probe_name = user_name.as_deref().unwrap_or(kind_name);
-        let args = probe
-            .filter(|k| k.carries_args())
-            .and_then(|_| self.pending_args.remove(&(e.tid, e.ts_ns)));
-        if let Some(name) = &user_name {
-            let seen = self.user_probe_values.entry(name.clone()).or_default();
-            let all = std::iter::once(e.arg).chain(args.into_iter().flatten());
-            for (n, value) in all.enumerate() {
-                if seen.len() <= n {
-                    seen.push(ArgValues::default());
-                }
-                seen[n].add(value);
-            }
-        }
-        let idx = self.pid_workload.get(&e.pid).copied().or(self.active);
-        if e.stack_id >= 0 && !self.stacks_raw.contains_key(&(e.stack_id as u32)) {
-            self.events_stack_unknown += 1;
-        }
-        let lock = match (probe, &self.kallsyms) {
-            (Some(ProbeKind::SpinLock), Some(k)) => k.exact(e.arg).map(|s| s.name.clone()),
-            _ => None,
-        };
-        match idx {
-            Some(i) => {
-                let w = &mut self.workloads[i];
-                *w.events.entry(probe_name.to_string()).or_default() += 1;
-                w.pids.insert(e.pid);
-                if probe.is_some() {
-                    *w.stack_counts
-                        .entry((probe_name.to_string(), e.stack_id))
-                        .or_default() += 1;
-                }
-                if matches!(
-                    probe,
-                    Some(ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel)
-                ) {
-                    let access = crate::experiments::faults::access(e.flags);
-                    *w.fault_accesses.entry(access).or_default() += 1;
-                }
-                if let Some(l) = &lock {
-                    *w.named_locks.entry(l.clone()).or_default() += 1;
-                    *w.named_locks_by_stack
-                        .entry(e.stack_id)
-                        .or_default()
-                        .entry(l.clone())
-                        .or_default() += 1;
-                }
-                let bin = e.ts_ns.saturating_sub(w.started.start_ns) / TIMELINE_BIN_NS;
-                *w.timeline
-                    .entry(probe_name.to_string())
-                    .or_default()
-                    .entry(bin)
-                    .or_default() += 1;
-                w.first_event_ns.get_or_insert(e.ts_ns);
-                w.last_event_ns = Some(e.ts_ns);
-            }
-            None => self.events_unattributed += 1,
-        }
-        let workload = idx.map(|i| self.workloads[i].started.name.clone());
-        let comm = String::from_utf8_lossy(e.comm_bytes()).into_owned();
-        let is_fault = matches!(
-            probe,
-            Some(ProbeKind::PageFaultUser | ProbeKind::PageFaultKernel)
-        );
-        let stack_id = if e.stack_id == NO_STACK {
-            -1
-        } else {
-            e.stack_id
-        };
-        let line = EventLine {
-            run_id: self.run_id.as_str().into(),
-            ts_ns: e.ts_ns,
-            host_unix_ns: None,
-            probe: probe_name.into(),
-            cpu: e.cpu,
-            pid: e.pid,
-            tid: e.tid,
-            comm: comm.as_str().into(),
-            workload: workload.as_deref().map(Into::into),
-            arg: format!("{:#x}", e.arg),
-            args: args.map(|rest| {
-                std::iter::once(e.arg)
-                    .chain(rest)
-                    .map(|a| format!("{a:#x}"))
-                    .collect()
-            }),
-            lock: lock.as_deref().map(Into::into),
-            ip: is_fault.then(|| format!("{:#x}", e.ip)),
-            error_code: is_fault.then_some(e.flags),
-            stack_id,
-        };
-        serde_json::to_writer(&mut self.events_out, &line)?;
-        self.events_out.write_all(b"\n")?;
-        self.write_stack_once(e.stack_id)
-    }
-
-    /// Sends `stacks.jsonl`'s lines, each stack once, to `out` as events first have
-    /// them (the end of the run writes the file again whole, with the spin_lock
-    /// classes).
-    pub fn write_stacks_to(&mut self, out: Box<dyn Write + Send>) {
-        self.stacks_out = Some(out);
-    }
-
-    /// Writes stack `id` to `stacks_out` if it is known and not written yet.
-    fn write_stack_once(&mut self, id: i32) -> std::io::Result<()> {
-        if self.stacks_out.is_none()
-            || id < 0
-            || !self.stacks_raw.contains_key(&(id as u32))
-            || !self.stacks_written.insert(id as u32)
-        {
-            return Ok(());
-        }
-        let line = crate::run_files::stacks::StackLine {
-            run_id: self.run_id.clone(),
-            stack_id: id,
-            frames: self.stack(id).to_vec(),
-            spin_lock_class: None,
-        };
-        let out = self.stacks_out.as_mut().expect("checked above");
-        serde_json::to_writer(&mut *out, &line)?;
-        out.write_all(b"\n")
-    }
-
-    /// The `n` most frequent stacks of `probe` in workload `idx`: (count, frames).
-    pub fn top_stacks(
-        &mut self,
-        idx: usize,
-        probe: &str,
-        n: usize,
-    ) -> Vec<(u64, i32, Vec<String>)> {
-        let mut counts: Vec<(u64, i32)> = self.workloads[idx]
-            .stack_counts
-            .iter()
-            .filter(|((p, _), _)| p == probe)
-            .map(|((_, id), c)| (*c, *id))
-            .collect();
-        counts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        counts.truncate(n);
-        counts
-            .into_iter()
-            .map(|(c, id)| (c, id, self.stack(id).to_vec()))
-            .collect()
-    }
-
-    /// Every (stack id, count) of `probe` in workload `idx`, most frequent first.
-    pub fn stacks_of(&self, idx: usize, probe: ProbeKind) -> Vec<(i32, u64)> {
-        let mut v: Vec<(i32, u64)> = self.workloads[idx]
-            .stack_counts
-            .iter()
-            .filter(|((p, _), _)| p == probe.name())
-            .map(|((_, id), c)| (*id, *c))
-            .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        v
     }
 
     /// Flushes `events.jsonl` (and `stacks.jsonl`).
@@ -657,23 +434,6 @@ impl<W: Write> Session<W> {
             out.flush()?;
         }
         self.events_out.flush()
-    }
-}
-
-/// `ips` as `symbol+0xoff` frames, each with its file:line when `lines` has them
-/// (the KASLR slide from kallsyms' `_text`).
-fn symbolize(
-    k: &Kallsyms,
-    lines: Option<&guest_kernel::dwarf_lines::DwarfLines>,
-    ips: &[u64],
-) -> Vec<String> {
-    let with_lines = lines.zip(k.by_name("_text").map(|t| t.addr));
-    match with_lines {
-        Some((lines, text)) => {
-            let slide = lines.slide(text);
-            k.symbolize_stack_with(ips, |ip, probed| lines.describe(ip, slide, !probed))
-        }
-        None => k.symbolize_stack(ips),
     }
 }
 
@@ -690,6 +450,9 @@ pub fn user_probe_name(kind: ProbeKind, ip: u64, kallsyms: Option<&Kallsyms>) ->
         None => format!("{}:{ip:#x}", kind.name()),
     }
 }
+
+mod event;
+mod stacks;
 
 #[cfg(test)]
 mod tests;

@@ -16,10 +16,6 @@ pub fn outputs_error(dir: &Path, e: &io::Error) -> LabError {
 /// (`summary.json`, `report.md`, `report.html`, `trace.perfetto-trace`,
 /// `stacks.jsonl`, `run.json`, the host times in `events.jsonl`, guest artifacts)
 /// to `dir`.
-#[allow(
-    clippy::too_many_lines,
-    reason = "being edited in parallel; split next"
-)]
 pub fn finish(
     dir: &Path,
     c: &mut Collected,
@@ -31,36 +27,8 @@ pub fn finish(
     let _ = session.flush();
     run.kernel_release = session.hello.as_ref().map(|h| h.kernel_release.clone());
     let (probes, workloads, losses, mut stream) = summary::collect(session);
-    let mut experiments = summary::Experiments {
-        boot: experiments::boot::analyze(boots),
-        pci: experiments::pci::analyze(
-            &session.artifact_text("pci").unwrap_or_default(),
-            &session.artifact_text("dmesg").unwrap_or_default(),
-        ),
-        random: experiments::random::analyze(
-            &session
-                .workloads
-                .iter()
-                .filter(|w| RANDOM_WORKLOADS.contains(&w.started.name.as_str()))
-                .filter_map(|w| {
-                    Some((
-                        w.started.name.clone(),
-                        w.started.start_ns,
-                        w.exited.as_ref()?.output.clone(),
-                    ))
-                })
-                .collect::<Vec<_>>(),
-            &session.artifact_text("dmesg").unwrap_or_default(),
-            session.artifact_text("entropy_avail").as_deref(),
-            c.marks.init_start_kernel_s,
-        ),
-        syscall_cr3,
-        spin_lock: experiments::spinlock::analyze(session),
-        page_faults: experiments::faults::analyze(session),
-    };
-    if let Some(r) = experiments.random.as_mut() {
-        experiments::random::annotate_with_stacks(r, session);
-    }
+    let experiments = analyze_experiments(c, boots, syscall_cr3);
+    let session = &mut c.session;
     stream.bytes = c.bytes;
     stream.decode_error = c.decode_error.clone();
     stream.link = c.link.clone();
@@ -96,27 +64,8 @@ pub fn finish(
     summary.skipped = experiments::support::skipped(&attach, &summary.experiments, ran_workloads);
     summary.claims = experiments::claims::check(&summary);
     let timeline = timeline_of(c, &mut summary.timeline);
-    if let (Some(t), Some(sr)) = (&timeline, summary.timeline.snapshots.as_mut())
-        && let Some(run) = &sr.run
-    {
-        match read_event_points(&dir.join("events.jsonl")) {
-            Ok(events) => {
-                // The built-in snapshots stop where the alloc_fd probe fires; the user's
-                // stops where their kprobes do, when they also probe the function.
-                let same_call = if run.snapshots.iter().any(|s| !s.site.is_empty()) {
-                    ProbeKind::Kprobe.name()
-                } else {
-                    ProbeKind::AllocFd.name()
-                };
-                sr.cross_check = Some(snapshots::cross_check(
-                    &run.snapshots,
-                    &events,
-                    t,
-                    same_call,
-                ))
-            }
-            Err(e) => sr.error = Some(format!("reading events.jsonl for the cross-check: {e}")),
-        }
+    if let Some(t) = &timeline {
+        cross_check_snapshots(dir, t, &mut summary.timeline);
     }
     let stacks = write_run_files(
         dir,
@@ -144,6 +93,74 @@ pub fn finish(
             format!("trace.perfetto-trace: {e}"),
         )),
         None => Ok(summary),
+    }
+}
+
+/// The lab's experiments, each answered from the traced run `c` (the boot-time
+/// boots' samples and the CR3 boots' results come from their own boots).
+fn analyze_experiments(
+    c: &mut Collected,
+    boots: Vec<experiments::boot::BootSample>,
+    syscall_cr3: Vec<summary::Cr3Run>,
+) -> summary::Experiments {
+    let session = &mut c.session;
+    let mut experiments = summary::Experiments {
+        boot: experiments::boot::analyze(boots),
+        pci: experiments::pci::analyze(
+            &session.artifact_text("pci").unwrap_or_default(),
+            &session.artifact_text("dmesg").unwrap_or_default(),
+        ),
+        random: experiments::random::analyze(
+            &session
+                .workloads
+                .iter()
+                .filter(|w| RANDOM_WORKLOADS.contains(&w.started.name.as_str()))
+                .filter_map(|w| {
+                    Some((
+                        w.started.name.clone(),
+                        w.started.start_ns,
+                        w.exited.as_ref()?.output.clone(),
+                    ))
+                })
+                .collect::<Vec<_>>(),
+            &session.artifact_text("dmesg").unwrap_or_default(),
+            session.artifact_text("entropy_avail").as_deref(),
+            c.marks.init_start_kernel_s,
+        ),
+        syscall_cr3,
+        spin_lock: experiments::spinlock::analyze(session),
+        page_faults: experiments::faults::analyze(session),
+    };
+    if let Some(r) = experiments.random.as_mut() {
+        experiments::random::annotate_with_stacks(r, session);
+    }
+    experiments
+}
+
+/// Checks the gdbstub's snapshots against the eBPF events of the same moments
+/// (`events.jsonl` in `dir`, on the time line `t`), into `report`.
+fn cross_check_snapshots(dir: &Path, t: &Timeline, report: &mut summary::TimelineReport) {
+    if let Some(sr) = report.snapshots.as_mut()
+        && let Some(run) = &sr.run
+    {
+        match read_event_points(&dir.join("events.jsonl")) {
+            Ok(events) => {
+                // The built-in snapshots stop where the alloc_fd probe fires; the user's
+                // stops where their kprobes do, when they also probe the function.
+                let same_call = if run.snapshots.iter().any(|s| !s.site.is_empty()) {
+                    ProbeKind::Kprobe.name()
+                } else {
+                    ProbeKind::AllocFd.name()
+                };
+                sr.cross_check = Some(snapshots::cross_check(
+                    &run.snapshots,
+                    &events,
+                    t,
+                    same_call,
+                ))
+            }
+            Err(e) => sr.error = Some(format!("reading events.jsonl for the cross-check: {e}")),
+        }
     }
 }
 

@@ -50,6 +50,7 @@ use guest_kernel::btf::TaskOffsets;
 use qemu_gdb_client::GdbEndpoint;
 
 mod boot;
+mod boot_time;
 mod cr3;
 mod dry_run;
 mod finish;
@@ -57,9 +58,11 @@ mod holds_thread;
 mod options;
 mod outputs;
 mod plan;
+mod run_info;
 mod validate;
 
 pub use self::boot::*;
+use self::boot_time::*;
 use self::cr3::*;
 pub use self::dry_run::dry_run;
 pub use self::finish::*;
@@ -67,6 +70,7 @@ pub(crate) use self::holds_thread::*;
 pub use self::options::*;
 use self::outputs::*;
 pub(crate) use self::plan::*;
+use self::run_info::*;
 pub use self::validate::*;
 
 /// The guest vsock CID.
@@ -160,13 +164,10 @@ pub const BUILTIN_WORKLOADS: [(&str, &str, &[&str]); 7] = [
 /// Builtin workloads whose output feeds the /dev/random experiment.
 const RANDOM_WORKLOADS: [&str; 4] = ["getrandom-before", "urandom", "random", "getrandom-after"];
 
-/// Runs the lab: the boot-time boots (if asked), then the full run. Input problems
-/// are returned as [`LabError`] before anything starts; problems during the run
-/// end it early but still write every output.
-#[allow(
-    clippy::too_many_lines,
-    reason = "being edited in parallel; split next"
-)]
+/// Runs the lab: the traced run, then the boot-time and CR3 boots (if asked), then
+/// the analysis and every output. Input problems are returned as [`LabError`] before
+/// anything starts; problems during the run end it early but still write every
+/// output.
 pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     let v = validate(o)?;
     let started = Instant::now();
@@ -201,43 +202,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     }
     // The boot-time boots come after the traced run, so a probe the kernel refuses
     // is reported after one boot, not six.
-    let mut boots = Vec::new();
-    // A traced boot that never reached the agent (a root file system the guest
-    // cannot mount, a kernel without vsock) would fail the same way N more times.
-    let reached_agent = c.session.hello.is_some();
-    if o.boots > 0 && !reached_agent {
-        (o.progress)("boot-time boots skipped: the traced boot never reached the agent");
-    }
-    if o.boots > 0 && reached_agent {
-        let boot_plan = RunPlan {
-            workloads: Vec::new(),
-            user_probes: Vec::new(),
-            ..plan(o, &v)
-        };
-        let logs = o.out_dir.join("boots");
-        std::fs::create_dir_all(&logs).map_err(|e| setup("creating boots/", &e))?;
-        for i in 0..o.boots {
-            if crate::interrupt::received().is_some() {
-                break;
-            }
-            (o.progress)(&format!("boot {}/{}", i + 1, o.boots));
-            let c = boot_and_collect(
-                o,
-                &v,
-                &boot_plan,
-                StreamFiles::discard(),
-                &logs.join(format!("serial-{}.log", i + 1)),
-                &Mode::BootOnly,
-            )?;
-            boots.push(experiments::boot::BootSample::from_run(
-                i + 1,
-                &c.marks,
-                c.session.hello.as_ref(),
-                c.hello_host_s,
-                &c.outcome,
-            ));
-        }
-    }
+    let boots = boot_time_boots(o, &v, &c)?;
 
     let interrupted = || crate::interrupt::received().is_some();
     let syscall_cr3_runs = if o.cr3 && !interrupted() {
@@ -256,41 +221,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         ));
     }
     (o.progress)("analyzing");
-    let run = summary::RunInfo {
-        started_unix_s,
-        wall_s: started.elapsed().as_secs_f64(),
-        accel: c.accel.as_str().into(),
-        accel_reason: if o.accel.is_some() {
-            "forced by --accel".into()
-        } else {
-            v.accel.reason.clone()
-        },
-        qemu_command: c.qemu_command.clone(),
-        kernel: o
-            .fast_kernel
-            .as_ref()
-            .unwrap_or(&o.kernel)
-            .display()
-            .to_string(),
-        boot_time_kernel: (o.fast_kernel.is_some() && o.boots > 0)
-            .then(|| o.kernel.display().to_string()),
-        kernel_release: None,
-        kernel_cmdline: v.append.clone(),
-        cpus: o.cpus,
-        memory_mb: o.memory_mb,
-        gdb_port: v.gdb_port,
-        workload_user: if o.workloads_as_root {
-            "root (--workload-user root)".into()
-        } else {
-            format!("nobody (uid {})", guestscope_common::plan::UNPRIVILEGED_ID)
-        },
-        workload_timeout_s: o.workload_timeout.map(|t| t.as_secs_f64()),
-        host_files_cwd: v.host.as_ref().map(|h| h.cwd.display().to_string()),
-        events_ring_bytes: o
-            .events_bytes
-            .unwrap_or(guestscope_common::maps::EVENTS_BYTES),
-        outcome: c.outcome.clone(),
-    };
+    let run = run_info(o, &v, &c, started_unix_s, started.elapsed().as_secs_f64());
     let summary = finish(&o.out_dir, &mut c, run, boots, syscall_cr3_runs)
         .map_err(|e| outputs_error(&o.out_dir, &e))?;
     Ok(LabOutcome {

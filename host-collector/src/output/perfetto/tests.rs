@@ -207,7 +207,7 @@ fn every_callstack_iid_resolves_to_interned_frames() {
 #[ignore = "needs a run folder: GUESTSCOPE_RUN_DIR and GUESTSCOPE_TRACE_OUT"]
 #[allow(
     clippy::too_many_lines,
-    reason = "being edited in parallel; split next"
+    reason = "a measurement run by hand on a run folder, one scenario top to bottom"
 )]
 fn rewrite_a_runs_trace() {
     use crate::timeline::clock::{ClockMap, Timeline};
