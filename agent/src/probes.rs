@@ -264,10 +264,25 @@ pub fn programs(kind: ProbeKind) -> &'static [&'static str] {
         ProbeKind::PageFaultKernel => &["page_fault_kernel"],
         ProbeKind::Kprobe => &["user_kprobe"],
         ProbeKind::Kretprobe => &["user_kretprobe"],
-        ProbeKind::Fentry => &[crate::user_probes::FENTRY_PROGRAM],
-        ProbeKind::Tracepoint => &crate::user_probes::TRACEPOINT_PROGRAMS,
+        ProbeKind::Fentry => &[FENTRY_PROGRAM],
+        ProbeKind::Tracepoint => &TRACEPOINT_PROGRAMS,
     }
 }
+
+/// The fentry program, loaded once per function.
+pub const FENTRY_PROGRAM: &str = "user_fentry";
+
+/// The tracepoint programs, one per slot: the slot is each event's `flags`.
+pub const TRACEPOINT_PROGRAMS: [&str; guestscope_common::user_probe::MAX_TRACEPOINTS] = [
+    "user_tracepoint_0",
+    "user_tracepoint_1",
+    "user_tracepoint_2",
+    "user_tracepoint_3",
+    "user_tracepoint_4",
+    "user_tracepoint_5",
+    "user_tracepoint_6",
+    "user_tracepoint_7",
+];
 
 /// The fork follower's program.
 pub const FORK_FOLLOWER: &str = "sched_process_fork";

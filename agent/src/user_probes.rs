@@ -18,7 +18,7 @@ use guestscope_common::{
     wire::ProbeAttach,
 };
 
-use crate::probes::{ProbeError, chain};
+use crate::probes::{FENTRY_PROGRAM, ProbeError, TRACEPOINT_PROGRAMS, chain};
 
 /// Reads what the running kernel offers for probing.
 pub fn read_probe_list() -> ProbeList {
@@ -182,21 +182,6 @@ pub fn program(kind: ProbeKind) -> &'static str {
         _ => "user_kprobe",
     }
 }
-
-/// The fentry program, loaded once per function.
-pub const FENTRY_PROGRAM: &str = "user_fentry";
-
-/// The tracepoint programs, one per slot: the slot is each event's `flags`.
-pub const TRACEPOINT_PROGRAMS: [&str; MAX_TRACEPOINTS] = [
-    "user_tracepoint_0",
-    "user_tracepoint_1",
-    "user_tracepoint_2",
-    "user_tracepoint_3",
-    "user_tracepoint_4",
-    "user_tracepoint_5",
-    "user_tracepoint_6",
-    "user_tracepoint_7",
-];
 
 /// Functions of a glob that refused a probe, each with the reason.
 type Skipped = Vec<(String, String)>;

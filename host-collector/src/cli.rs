@@ -182,7 +182,7 @@ pub struct AttachArgs {
     /// agent's connection arrives on `<PATH>_<PORT>`.
     #[arg(long, value_name = "PATH")]
     pub vsock_uds: Option<PathBuf>,
-    /// Guest CID, for a VM with a kernel vhost-vsock device (libvirt's <vsock>).
+    /// Guest CID, for a VM with a kernel vhost-vsock device (libvirt's `<vsock>`).
     #[arg(long, value_name = "N")]
     pub vsock_cid: Option<u32>,
     /// vsock port the agent connects to.

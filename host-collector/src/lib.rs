@@ -1,30 +1,30 @@
 //! guestscope's host side: boots (or attaches to) a guest, receives the agent's
 //! event stream, and writes the trace and the report.
 //!
-//! Modules, in the order an event passes through them:
-//! - [`inputs`]: checks on user input, one clear error each.
-//! - [`image`]: the per-run initramfs layer (run plan, user workloads).
-//! - [`qemu`]: QEMU, its accelerator, serial console and vsock device.
-//! - [`stream`]: the hybrid-vsock listener and sequence accounting.
-//! - [`experiments`]: the lab's questions, answered from the collected data.
-//! - [`timeline`]: guest-to-host clock mapping.
-//! - [`session`]: applies the stream's records; writes `events.jsonl`.
+//! Modules, in the order an event passes through them (each uses only the ones
+//! above it, and the helpers):
+//! - [`qemu`]: QEMU, its accelerator, serial console and vsock device (the VM).
+//! - [`stream`]: the hybrid-vsock listener, the frames received, sequence accounting
+//!   and the clock probes (collect).
+//! - [`session`]: applies the stream's records, keeps the aggregates, writes each
+//!   event's line as it arrives.
 //! - [`run_files`]: `events.jsonl`, `stacks.jsonl` and `run.json`, each written and
 //!   read through one type, for SQL engines.
-//! - [`output`]: `summary.json` and `report.md`.
-//! - [`lab`]: one run, end to end.
-//! - [`own_questions`]: the lab's side of `--probe`, `--snapshot-at` and `--read`.
-//! - [`progress`]: the live line on a terminal while the workloads run.
-//! - [`probe_catalog`]: the guest kernel's probe list, fetched once and cached (`probes`).
-//! - [`probe_listing`]: what `guestscope probes PATTERN` prints from that list.
-//! - [`attach`]: collect from a VM started outside guestscope.
-//! - [`report_again`]: `guestscope report DIR`, a run folder's report rendered again.
-//! - [`bench`]: the benchmarks (`guestscope bench`).
-//! - [`rootfs`]: the user's own root file system image (`--rootfs`, `deploy`).
-//! - [`run_end`]: how a run ended (one enum, shown as fixed text).
-//! - [`built_guest`]: the guest `cargo xtask` built, the default `--kernel` and `--initrd`.
-//! - [`cli`]: the command line.
-//! - [`interrupt`]: Ctrl-C and SIGTERM stop a run cleanly.
+//! - [`timeline`]: guest-to-host clock mapping.
+//! - [`experiments`]: the lab's questions and claims, answered from the session
+//!   (analyze).
+//! - [`output`]: the summary model and what is written from it: `summary.json`,
+//!   `report.md`, `report.html`, the Perfetto trace, `stacks.folded`.
+//! - The commands, boot → collect → analyze → write: [`lab`] (one run, end to end;
+//!   its own questions and the probe list's boot), [`attach`] (a VM started
+//!   elsewhere), [`bench`](mod@bench) (`guestscope bench`), [`report_again`] (`guestscope
+//!   report DIR`), [`probe_listing`] (`guestscope probes PATTERN`).
+//!
+//! Helpers: [`inputs`] (checks on user input, one clear error each), [`image`] (the
+//! per-run initramfs layer), [`rootfs`] (`--rootfs`, `deploy`), [`host_program`]
+//! (`-- CMD`), [`run_end`] (how a run ended), [`built_guest`] (the guest `cargo xtask`
+//! built), [`probe_catalog`] (the cached probe lists), [`progress`] (the live line),
+//! [`interrupt`] (Ctrl-C and SIGTERM), [`cli`] (the command line).
 //!
 //! Two crates of the workspace serve it and know nothing of guestscope's runs:
 //! `qemu-gdb-client` (QEMU's gdbstub protocol) and `guestscope-guest-kernel`
@@ -42,7 +42,6 @@ pub mod inputs;
 pub mod interrupt;
 pub mod lab;
 pub mod output;
-pub mod own_questions;
 pub mod probe_catalog;
 pub mod probe_listing;
 pub mod progress;

@@ -59,7 +59,8 @@ fn main() -> ExitCode {
 /// complete run in which an experiment could run.
 fn finished(out: &LabOutcome) -> ExitCode {
     // An attached agent refuses a --probe of its plan by running no workload.
-    let refused = guestscope::own_questions::refusals(out.summary.probes.iter().map(|p| &p.attach));
+    let refused =
+        guestscope::lab::own_questions::refusals(out.summary.probes.iter().map(|p| &p.attach));
     if !refused.is_empty() {
         eprintln!("guestscope: error: {}", refused.join("; "));
         return ExitCode::from(2);
@@ -458,7 +459,7 @@ fn probes_command(a: guestscope::cli::ProbesArgs) -> ExitCode {
                 ..LabOptions::default()
             };
             eprintln!("guestscope: booting the guest once to read its probe list");
-            match probe_catalog::fetch(&o) {
+            match guestscope::lab::probe_fetch::fetch(&o) {
                 Ok(fetched) => {
                     match probe_catalog::store(None, &kernel, &fetched.list) {
                         Ok(path) => eprintln!("guestscope: cached in {}", path.display()),

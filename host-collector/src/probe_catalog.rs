@@ -1,5 +1,5 @@
 //! The guest kernel's probe list on the host ([`ProbeList`]: what `--probe` can attach
-//! to), fetched with one boot and cached per kernel image, so `guestscope probes`
+//! to), fetched with one boot ([`crate::lab::probe_fetch`]) and cached per kernel image, so `guestscope probes`
 //! answers the second time without booting and `lab --probe` refuses a name the
 //! kernel does not offer before any boot.
 //!
@@ -12,10 +12,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use guestscope_common::plan::RunPlan;
-use guestscope_common::probe_list::{ARTIFACT, ProbeList};
+use guestscope_common::probe_list::ProbeList;
 
-use crate::lab::{self, LabError, LabOptions, Mode};
 use crate::session::Session;
 
 /// The cache's directory: `$XDG_CACHE_HOME/guestscope/probes`, else
@@ -83,51 +81,6 @@ pub fn store_btf(dir: Option<&Path>, kernel: &Path, btf: &[u8]) -> io::Result<Pa
 /// The cached BTF of `kernel`, if a run kept it.
 pub fn cached_btf(dir: Option<&Path>, kernel: &Path) -> Option<Vec<u8>> {
     std::fs::read(cache_path(dir, kernel)?.with_extension("btf")).ok()
-}
-
-/// What one boot for the probe list brought back.
-pub struct Fetched {
-    /// The kernel's probe list, with the functions its BTF has prototypes for.
-    pub list: ProbeList,
-    /// The kernel's raw BTF, if it arrived.
-    pub btf: Option<Vec<u8>>,
-}
-
-/// Boots the guest of `o` once (no workload) and takes its probe list from the agent.
-pub fn fetch(o: &LabOptions) -> Result<Fetched, LabError> {
-    let v = lab::validate(o)?;
-    let plan = RunPlan {
-        workloads: Vec::new(),
-        user_probes: Vec::new(),
-        send_probe_list: true,
-        ..lab::plan(o, &v)
-    };
-    let c = lab::boot_and_collect(
-        o,
-        &v,
-        &plan,
-        lab::StreamFiles::discard(),
-        &o.out_dir.join("serial.log"),
-        &Mode::Full,
-    )?;
-    let from_agent = c
-        .session
-        .artifacts
-        .get(ARTIFACT)
-        .filter(|a| a.complete)
-        .ok_or_else(|| {
-            LabError::Setup(format!(
-                "the guest sent no probe list ({}; serial log: {})",
-                c.outcome.how,
-                o.out_dir.join("serial.log").display()
-            ))
-        })?;
-    let list = serde_json::from_slice(&from_agent.data)
-        .map_err(|e| LabError::Setup(format!("the guest's probe list does not parse: {e}")))?;
-    Ok(Fetched {
-        list: with_btf_functions(list, &c.session),
-        btf: c.session.btf_blob().map(<[u8]>::to_vec),
-    })
 }
 
 /// `list` with the functions that have a BTF prototype (those take `fentry:`), from

@@ -76,6 +76,21 @@ impl std::fmt::Display for RunEnd {
     }
 }
 
+/// How a run ended.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    /// True when the agent sent its final record.
+    pub complete: bool,
+    /// How it ended (serialized as its short text: `finished`, `guest hung`, ...).
+    pub how: RunEnd,
+    /// Detail (error text, panic line).
+    pub detail: Option<String>,
+    /// For a run that ended early, the guest console that says how: the panic text, or
+    /// the last lines before a hang.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub console: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,12 +18,12 @@ use guestscope_common::plan::RunPlan;
 
 use crate::image;
 use crate::lab::{GUEST_CID, Stop};
-use crate::output::summary::Outcome;
 use crate::qemu::accel::Accel;
 use crate::qemu::child::ChildGuard;
 use crate::qemu::command::QemuConfig;
 use crate::qemu::serial::{self, BootMarks, SerialState};
 use crate::qemu::vhost;
+use crate::run_end::Outcome;
 use crate::run_end::RunEnd;
 use crate::session::Session;
 use crate::stream::listener::PortListener;

@@ -9,8 +9,8 @@
 use guestscope_common::wire::Hello;
 use serde::{Deserialize, Serialize};
 
-use crate::output::summary::Outcome;
 use crate::qemu::serial::BootMarks;
+use crate::run_end::Outcome;
 
 /// One boot.
 #[derive(Clone, Debug, Serialize, Deserialize)]

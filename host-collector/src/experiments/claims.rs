@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::output::summary::{Experiments, Summary};
+use super::Experiments;
 
 /// A verdict on one claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,9 +143,8 @@ fn scheduler_claim(e: &Experiments) -> Claim {
     }
 }
 
-/// Checks every claim against a summary.
-pub fn check(s: &Summary) -> Vec<Claim> {
-    let e = &s.experiments;
+/// Checks every claim against the experiments' results.
+pub fn check(e: &Experiments) -> Vec<Claim> {
     vec![
         boot_claim(e),
         pci_claim(e),

@@ -10,6 +10,7 @@
 //! - [`snapshots`]: gdbstub snapshots of the workload at a probed function, checked against the eBPF events.
 //! - [`stops`]: the user's stops (`--snapshot-at`, `--read`), through the gdbstub.
 //! - [`support`]: what the guest kernel offered, and the experiments it could not run.
+//! - [`results`]: every experiment's result together ([`Experiments`]).
 
 pub mod boot;
 pub mod claims;
@@ -17,8 +18,11 @@ pub mod classify;
 pub mod faults;
 pub mod pci;
 pub mod random;
+pub mod results;
 pub mod snapshots;
 pub mod spinlock;
 pub mod stops;
 pub mod support;
 pub mod syscall_cr3;
+
+pub use self::results::{Cr3Run, Experiments};

@@ -12,7 +12,7 @@ use guestscope_common::ProbeKind;
 use guestscope_common::wire::ProbeAttach;
 use serde::{Deserialize, Serialize};
 
-use crate::output::summary::Experiments;
+use super::Experiments;
 use guest_kernel::{kallsyms::Kallsyms, unwinder::Unwinder};
 
 /// A kernel symbol an experiment needs, and whether the guest has it.

@@ -480,7 +480,7 @@ pub(super) fn fatal_how(fatal: &str) -> RunEnd {
 }
 
 /// The console lines that say how a run ended: from a few lines before the fatal line
-/// through the panic's end marker (at most [`CONSOLE_LINES`]), or the last lines.
+/// through the panic's end marker (at most `CONSOLE_LINES`), or the last lines.
 pub fn console_excerpt(lines: &[&str], fatal: Option<&str>) -> Vec<String> {
     let at = fatal.and_then(|f| lines.iter().position(|l| l.trim() == f));
     let range = match at {

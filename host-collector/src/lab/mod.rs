@@ -33,7 +33,6 @@ use crate::image;
 use crate::inputs::{self, InputError, UserWorkload};
 use crate::output::lines::WholeLines;
 use crate::output::{atomic, summary};
-use crate::own_questions;
 use crate::qemu::accel::{self, Accel};
 use crate::qemu::child::ChildGuard;
 use crate::qemu::command::QemuConfig;
@@ -57,7 +56,10 @@ mod finish;
 mod holds_thread;
 mod options;
 mod outputs;
+pub mod own_questions;
 mod plan;
+pub mod probe_fetch;
+pub mod question_checks;
 mod run_info;
 mod validate;
 

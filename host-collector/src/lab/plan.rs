@@ -9,7 +9,7 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
     if o.builtin_workloads {
         for (name, program, args) in BUILTIN_WORKLOADS {
             let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-            if own_questions::builtin_snapshots(o) && name == SNAPSHOT_WORKLOAD {
+            if question_checks::builtin_snapshots(o) && name == SNAPSHOT_WORKLOAD {
                 // Time for the host to see the pid and set its breakpoint (outside the
                 // workload's timed loop).
                 args.extend([
@@ -24,11 +24,11 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
                 origin: WorkloadOrigin::Builtin,
                 tracing: Default::default(),
                 // The host holds the VM while it runs.
-                quiet_link: (own_questions::builtin_snapshots(o) && name == SNAPSHOT_WORKLOAD)
+                quiet_link: (question_checks::builtin_snapshots(o) && name == SNAPSHOT_WORKLOAD)
                     || !o.stop_at.is_empty(),
                 as_root: o.workloads_as_root,
                 timeout_ms: timeout_ms(o),
-                hold_before_exec_ms: own_questions::hold_ms(o),
+                hold_before_exec_ms: question_checks::hold_ms(o),
                 cwd: None,
             });
         }
@@ -44,7 +44,7 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             quiet_link: !o.stop_at.is_empty(),
             as_root: o.workloads_as_root,
             timeout_ms: timeout_ms(o),
-            hold_before_exec_ms: own_questions::hold_ms(o),
+            hold_before_exec_ms: question_checks::hold_ms(o),
             cwd: None,
         });
     }
@@ -66,7 +66,7 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
             quiet_link: !o.stop_at.is_empty(),
             as_root: o.workloads_as_root,
             timeout_ms: timeout_ms(o),
-            hold_before_exec_ms: own_questions::hold_ms(o),
+            hold_before_exec_ms: question_checks::hold_ms(o),
             cwd: Some(h.cwd.display().to_string()),
         });
     }

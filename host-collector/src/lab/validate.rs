@@ -103,7 +103,7 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
             std::env::var_os("PATH").as_deref(),
         )?),
     };
-    let reads = own_questions::check_stops(o)?;
+    let reads = question_checks::check_stops(o)?;
     if let Some(bytes) = o.events_bytes {
         inputs::check_events_bytes(bytes)?;
     }

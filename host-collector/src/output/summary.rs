@@ -27,7 +27,7 @@ pub struct Summary {
     /// Per-workload results.
     pub workloads: Vec<WorkloadSummary>,
     /// The functions the user's probes (`--probe`) hit.
-    pub user_probes: Vec<super::user_probes::UserProbeSummary>,
+    pub user_probes: Vec<UserProbeSummary>,
     /// The lab's experiments.
     pub experiments: Experiments,
     /// What the guest kernel offered (BTF, fentry, kprobes, tracepoints, symbols).
@@ -93,50 +93,7 @@ pub struct SnapshotsReport {
     pub cross_check: Option<crate::experiments::snapshots::CrossCheck>,
 }
 
-/// One boot of the CR3 experiment.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Cr3Run {
-    /// `PTI on` or `PTI off`.
-    pub label: String,
-    /// QEMU CPU model.
-    pub cpu_model: String,
-    /// The guest's own /sys/devices/system/cpu/vulnerabilities/meltdown line.
-    pub meltdown: Option<String>,
-    /// The experiment's findings.
-    pub report: Option<crate::experiments::syscall_cr3::Cr3Report>,
-    /// Why there are none.
-    pub error: Option<String>,
-}
-
-impl Cr3Run {
-    /// A run that could not be attempted.
-    pub fn skipped(why: &str) -> Cr3Run {
-        Cr3Run {
-            label: "skipped".into(),
-            cpu_model: String::new(),
-            meltdown: None,
-            report: None,
-            error: Some(why.into()),
-        }
-    }
-}
-
-/// Results of the lab's experiments.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Experiments {
-    /// Boot time over several boots (seed §3.4).
-    pub boot: Option<crate::experiments::boot::BootExperiment>,
-    /// PCI devices (seed §3.5).
-    pub pci: Vec<crate::experiments::pci::PciDevice>,
-    /// /dev/random versus /dev/urandom (seed §7).
-    pub random: Option<crate::experiments::random::RandomExperiment>,
-    /// CR3 at system-call entry with PTI on and off (seed §6).
-    pub syscall_cr3: Vec<Cr3Run>,
-    /// spin_lock hits per subsystem per workload.
-    pub spin_lock: Vec<crate::experiments::spinlock::WorkloadSpinLocks>,
-    /// Page faults per workload.
-    pub page_faults: Vec<crate::experiments::faults::WorkloadFaults>,
-}
+pub use crate::experiments::{Cr3Run, Experiments};
 
 /// Run setup and outcome.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -183,20 +140,7 @@ pub struct RunInfo {
     pub outcome: Outcome,
 }
 
-/// How a run ended.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Outcome {
-    /// True when the agent sent its final record.
-    pub complete: bool,
-    /// How it ended (serialized as its short text: `finished`, `guest hung`, ...).
-    pub how: crate::run_end::RunEnd,
-    /// Detail (error text, panic line).
-    pub detail: Option<String>,
-    /// For a run that ended early, the guest console that says how: the panic text, or
-    /// the last lines before a hang.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub console: Vec<String>,
-}
+pub use crate::run_end::Outcome;
 
 /// Stream accounting.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -313,3 +257,38 @@ pub const TOP_STACKS: usize = 5;
 
 mod collect;
 pub use self::collect::collect;
+
+/// One probed function (`kprobe:vfs_read`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserProbeSummary {
+    /// `kprobe:FUNCTION` or `kretprobe:FUNCTION`.
+    pub name: String,
+    /// Hits in all workloads.
+    pub hits: u64,
+    /// Hits per workload (workloads without hits left out).
+    pub by_workload: BTreeMap<String, u64>,
+    /// What `arg` is, from the guest's BTF: the first parameter as C declares it
+    /// (`struct file *file`), `returns int` for a kretprobe; empty when not known.
+    pub arg: String,
+    /// First argument (kprobe) or return value (kretprobe), in hex, with its hits;
+    /// `None` when more than a few distinct values were seen.
+    pub values: Option<BTreeMap<String, u64>>,
+    /// The arguments after the first (fentry and kprobe): as many as the BTF
+    /// prototype has, else the five registers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_args: Vec<ArgSummary>,
+    /// The most frequent kernel stack of the function's hits, innermost first, and
+    /// the hits that had it.
+    pub top_stack: Vec<String>,
+    /// Hits with [`UserProbeSummary::top_stack`].
+    pub top_stack_hits: u64,
+}
+
+/// One argument of a probed function and the values it had.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArgSummary {
+    /// As C declares it (`size_t count`), or the register it was read from (`rsi`).
+    pub name: String,
+    /// Its values in hex with their hits; `None` when more than a few distinct.
+    pub values: Option<BTreeMap<String, u64>>,
+}

@@ -6,45 +6,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use guestscope_common::event::ProbeKind;
-use serde::{Deserialize, Serialize};
 
 use super::summary::WorkloadSummary;
+pub use super::summary::{ArgSummary, UserProbeSummary};
 use crate::session::Session;
-
-/// One probed function (`kprobe:vfs_read`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct UserProbeSummary {
-    /// `kprobe:FUNCTION` or `kretprobe:FUNCTION`.
-    pub name: String,
-    /// Hits in all workloads.
-    pub hits: u64,
-    /// Hits per workload (workloads without hits left out).
-    pub by_workload: BTreeMap<String, u64>,
-    /// What `arg` is, from the guest's BTF: the first parameter as C declares it
-    /// (`struct file *file`), `returns int` for a kretprobe; empty when not known.
-    pub arg: String,
-    /// First argument (kprobe) or return value (kretprobe), in hex, with its hits;
-    /// `None` when more than a few distinct values were seen.
-    pub values: Option<BTreeMap<String, u64>>,
-    /// The arguments after the first (fentry and kprobe): as many as the BTF
-    /// prototype has, else the five registers.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub more_args: Vec<ArgSummary>,
-    /// The most frequent kernel stack of the function's hits, innermost first, and
-    /// the hits that had it.
-    pub top_stack: Vec<String>,
-    /// Hits with [`UserProbeSummary::top_stack`].
-    pub top_stack_hits: u64,
-}
-
-/// One argument of a probed function and the values it had.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ArgSummary {
-    /// As C declares it (`size_t count`), or the register it was read from (`rsi`).
-    pub name: String,
-    /// Its values in hex with their hits; `None` when more than a few distinct.
-    pub values: Option<BTreeMap<String, u64>>,
-}
 
 /// The probed functions that were hit, by name, from the per-workload summaries.
 pub fn collect<W: Write>(

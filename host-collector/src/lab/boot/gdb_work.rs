@@ -46,7 +46,7 @@ impl<'a> GdbWork<'a> {
             launched,
             cr3_thread: None,
             snapshot_thread: None,
-            take_snapshots: own_questions::builtin_snapshots(o) && *mode == Mode::Full,
+            take_snapshots: question_checks::builtin_snapshots(o) && *mode == Mode::Full,
             take_stops: !o.stop_at.is_empty() && *mode == Mode::Full,
             stop_runs: Vec::new(),
             stop_types: None,

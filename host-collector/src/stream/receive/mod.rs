@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::output::summary::Outcome;
+use crate::run_end::Outcome;
 use crate::run_end::RunEnd;
 use crate::session::Session;
 

@@ -13,7 +13,7 @@ use super::{
     Accept, Alive, ClockExchange, Conn, LabSession, LinkFault, LinkReport, Outage, READ_TIMEOUT,
     ReceiveOptions, Received, Stop, WRITE_TIMEOUT,
 };
-use crate::output::summary::Outcome;
+use crate::run_end::Outcome;
 use crate::run_end::RunEnd;
 use crate::stream::clock_probe::ClockProber;
 /// A connection let in, with its `Connect`.

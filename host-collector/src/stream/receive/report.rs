@@ -4,7 +4,7 @@
 use guestscope_common::wire::LinkLoss;
 use serde::{Deserialize, Serialize};
 
-use crate::output::summary::Outcome;
+use crate::run_end::Outcome;
 use crate::stream::clock_probe::ProbeCounts;
 use crate::timeline::clock::Sample;
 /// One time the link was lost.
