@@ -11,6 +11,7 @@
 //! - [`type_names`]: types spelled as C does, and function signatures from BTF.
 //! - [`type_graph`]: the check that makes a BTF type table safe to walk.
 //! - [`unwinder`]: which stack unwinder the kernel uses (ORC, frame pointers).
+//! - [`page_fault`]: what a faulting access was, from the x86 error code.
 //! - [`kernel`]: reads of a stopped x86_64 kernel: per-cpu base, page-table walks,
 //!   the current task.
 
@@ -18,6 +19,7 @@ pub mod btf;
 pub mod dwarf_lines;
 pub mod kallsyms;
 pub mod kernel;
+pub mod page_fault;
 pub mod read_expr;
 pub mod type_graph;
 pub mod type_names;

@@ -13,7 +13,7 @@ use guestscope_common::wire::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::stream::seq::{SeqTracker, SeqVerdict};
+use self::seq::{SeqTracker, SeqVerdict};
 use guest_kernel::kallsyms::Kallsyms;
 
 /// A workload as seen by the collector.
@@ -40,7 +40,7 @@ pub struct WorkloadRun {
     #[serde(skip)]
     pub timeline: BTreeMap<String, BTreeMap<u64, u64>>,
     /// Page faults by what the access was
-    /// ([`crate::experiments::faults::access`]).
+    /// ([`guest_kernel::page_fault::access`]).
     #[serde(skip)]
     pub fault_accesses: BTreeMap<&'static str, u64>,
     /// Guest monotonic ns of the first and last event.
@@ -452,6 +452,7 @@ pub fn user_probe_name(kind: ProbeKind, ip: u64, kallsyms: Option<&Kallsyms>) ->
 }
 
 mod event;
+pub mod seq;
 mod stacks;
 
 #[cfg(test)]

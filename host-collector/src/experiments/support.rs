@@ -228,7 +228,7 @@ pub fn ran(skipped: &[Skipped]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::summary::Cr3Run;
+    use crate::experiments::Cr3Run;
 
     fn probe(name: &str, method: &str, note: &str, attached: bool) -> ProbeAttach {
         ProbeAttach {

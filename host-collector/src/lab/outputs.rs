@@ -2,9 +2,9 @@
 
 use super::*;
 use crate::output::figure_data::FigureData;
-use crate::run_files::header::RunHeader;
+use crate::run_files::header::{ClockFit, RunHeader};
 use crate::run_files::host_time::{self, HostClock};
-use crate::run_files::stacks::Stacks;
+use crate::run_files::stacks::{StackLine, Stacks};
 
 /// The run's data files for SQL engines: `stacks.jsonl`, the host time on every line
 /// of `events.jsonl` (when the run has a clock fit: `host_epoch_unix_ns` is the wall
@@ -17,7 +17,7 @@ pub(super) fn write_run_files<W: io::Write>(
     timeline: Option<&Timeline>,
     host_epoch_unix_ns: i64,
 ) -> io::Result<Stacks> {
-    let stacks = Stacks::of_session(session);
+    let stacks = session_stacks(session);
     let mut text = Vec::new();
     stacks.write(&mut text)?;
     atomic::write(&dir.join("stacks.jsonl"), &text)?;
@@ -29,16 +29,54 @@ pub(super) fn write_run_files<W: io::Write>(
         Some(clock) => host_time::add_host_time(&dir.join("events.jsonl"), clock)?,
         None => s.stream.events_received,
     };
-    let header = RunHeader::new(
-        session.run_id(),
-        s,
+    let run = &s.run;
+    let header = RunHeader {
+        schema_version: crate::run_files::SCHEMA_VERSION,
+        run_id: session.run_id().to_string(),
+        guestscope_version: s.guestscope_version.clone(),
+        started_unix_s: run.started_unix_s,
+        host_name: crate::run_files::header::host_name(),
+        accel: run.accel.clone(),
+        cpus: run.cpus,
+        memory_mb: run.memory_mb,
+        kernel_release: run.kernel_release.clone(),
+        unwinder: s
+            .kernel
+            .unwinder
+            .and_then(|u| serde_json::to_value(u).ok())
+            .and_then(|v| v.as_str().map(str::to_string)),
         events,
-        stacks.len() as u64,
-        clock.as_ref(),
-    );
+        stacks: stacks.len() as u64,
+        clock: clock.as_ref().map(ClockFit::of),
+    };
     let json = serde_json::to_vec_pretty(&header).map_err(io::Error::other)?;
     atomic::write(&dir.join("run.json"), &json)?;
     Ok(stacks)
+}
+
+/// Every stack the session received, symbolized, each spin_lock stack with the class
+/// the spin_lock experiment counts it under.
+fn session_stacks<W: io::Write>(session: &Session<W>) -> Stacks {
+    let spin_lock: std::collections::BTreeSet<i32> = (0..session.workloads.len())
+        .flat_map(|i| session.stacks_of(i, ProbeKind::SpinLock))
+        .map(|(id, _)| id)
+        .collect();
+    let run_id = session.run_id();
+    Stacks::from_lines(session.stack_ids().into_iter().map(|stack_id| {
+        let frames = session.stack_frames(stack_id);
+        let spin_lock_class = (spin_lock.contains(&stack_id) && !frames.is_empty()).then(|| {
+            experiments::classify::SPIN_LOCK_RULES
+                .classify(&frames)
+                .class
+                .to_string()
+        });
+        StackLine {
+            run_id: run_id.to_string(),
+            stack_id,
+            frames,
+            spin_lock_class,
+        }
+    }))
 }
 
 /// Writes `trace.perfetto-trace`: boot milestones (host clock), workloads and every

@@ -7,7 +7,7 @@ use guestscope_common::wire::ProbeAttach;
 use serde::{Deserialize, Serialize};
 
 use crate::qemu::serial::BootMarks;
-use crate::stream::seq::SeqTracker;
+use crate::session::seq::SeqTracker;
 
 /// The whole summary.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::output::summary::Summary;
 use crate::run_files::host_time::HostClock;
 
 /// The run header, one JSON object.
@@ -61,49 +60,24 @@ pub struct ClockFit {
     pub holds: usize,
 }
 
-impl RunHeader {
-    /// The header of a run that ended with `summary`, whose files hold `events`
-    /// events and `stacks` stacks, their host times from `clock`.
-    pub fn new(
-        run_id: &str,
-        summary: &Summary,
-        events: u64,
-        stacks: u64,
-        clock: Option<&HostClock>,
-    ) -> RunHeader {
-        let run = &summary.run;
-        RunHeader {
-            schema_version: super::SCHEMA_VERSION,
-            run_id: run_id.to_string(),
-            guestscope_version: summary.guestscope_version.clone(),
-            started_unix_s: run.started_unix_s,
-            host_name: host_name(),
-            accel: run.accel.clone(),
-            cpus: run.cpus,
-            memory_mb: run.memory_mb,
-            kernel_release: run.kernel_release.clone(),
-            unwinder: summary
-                .kernel
-                .unwinder
-                .and_then(|u| serde_json::to_value(u).ok())
-                .and_then(|v| v.as_str().map(str::to_string)),
-            events,
-            stacks,
-            clock: clock.map(|c| ClockFit {
-                launch_unix_ns: c.launch_unix_ns,
-                offset_ns: c.timeline.map.offset_ns,
-                drift: c.timeline.map.drift,
-                guest_ref_ns: c.timeline.map.guest_ref_ns,
-                error_bound_ns: Some(c.timeline.map.error_bound_ns).filter(|b| b.is_finite()),
-                samples: c.timeline.map.samples,
-                holds: c.timeline.holds.len(),
-            }),
+impl ClockFit {
+    /// The fit behind `clock`.
+    pub fn of(clock: &HostClock) -> ClockFit {
+        let map = &clock.timeline.map;
+        ClockFit {
+            launch_unix_ns: clock.launch_unix_ns,
+            offset_ns: map.offset_ns,
+            drift: map.drift,
+            guest_ref_ns: map.guest_ref_ns,
+            error_bound_ns: Some(map.error_bound_ns).filter(|b| b.is_finite()),
+            samples: map.samples,
+            holds: clock.timeline.holds.len(),
         }
     }
 }
 
 /// The host's node name (`uname -n`), or "" when it cannot be read.
-fn host_name() -> String {
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|n| n.trim().to_string())
         .unwrap_or_default()

@@ -2,14 +2,10 @@
 //! frames innermost first, with the subsystem the spin_lock analysis put it in, so a
 //! query joins events to stacks instead of reading the frames on every line.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
 
-use guestscope_common::event::ProbeKind;
 use serde::{Deserialize, Serialize};
-
-use crate::experiments::classify::SPIN_LOCK_RULES;
-use crate::session::Session;
 
 /// One line of `stacks.jsonl`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,8 +23,8 @@ pub struct StackLine {
     pub spin_lock_class: Option<String>,
 }
 
-/// A run's stacks by id: built from the session when a run ends, or read back from
-/// `stacks.jsonl`.
+/// A run's stacks by id: from their lines (the session's, when a run ends), or read
+/// back from `stacks.jsonl`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stacks {
     run_id: String,
@@ -36,32 +32,6 @@ pub struct Stacks {
 }
 
 impl Stacks {
-    /// Every stack the session received, symbolized, each spin_lock stack classified.
-    pub fn of_session<W: Write>(session: &Session<W>) -> Stacks {
-        let spin_lock: BTreeSet<i32> = (0..session.workloads.len())
-            .flat_map(|i| session.stacks_of(i, ProbeKind::SpinLock))
-            .map(|(id, _)| id)
-            .collect();
-        let run_id = session.run_id().to_string();
-        let by_id = session
-            .stack_ids()
-            .into_iter()
-            .map(|stack_id| {
-                let frames = session.stack_frames(stack_id);
-                let spin_lock_class = (spin_lock.contains(&stack_id) && !frames.is_empty())
-                    .then(|| SPIN_LOCK_RULES.classify(&frames).class.to_string());
-                let line = StackLine {
-                    run_id: run_id.clone(),
-                    stack_id,
-                    frames,
-                    spin_lock_class,
-                };
-                (stack_id, line)
-            })
-            .collect();
-        Stacks { run_id, by_id }
-    }
-
     /// Stacks from their lines (the last line of an id wins).
     pub fn from_lines(lines: impl IntoIterator<Item = StackLine>) -> Stacks {
         let mut stacks = Stacks::default();

@@ -89,7 +89,7 @@ impl<W: Write> Session<W> {
                 .or_default() += 1;
         }
         if is_fault(named.probe) {
-            let access = crate::experiments::faults::access(e.flags);
+            let access = guest_kernel::page_fault::access(e.flags);
             *w.fault_accesses.entry(access).or_default() += 1;
         }
         if let Some(l) = &named.lock {

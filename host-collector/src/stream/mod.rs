@@ -1,6 +1,5 @@
 //! The host end of the guest's event stream.
 //!
-//! - [`seq`]: sequence-number checking (gaps, duplicates).
 //! - [`listener`]: the hybrid-vsock Unix socket the guest's connection arrives on.
 //! - [`receive`]: connections, acknowledgements and reconnections of the agent's stream.
 //! - [`clock_probe`]: the host's side of the clock-sync exchange on that connection.
@@ -8,4 +7,3 @@
 pub mod clock_probe;
 pub mod listener;
 pub mod receive;
-pub mod seq;
