@@ -162,9 +162,9 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
 /// output directory.
 fn open_session(o: &AttachOptions) -> Result<LabSession, LabError> {
     let events = std::fs::File::create(o.out_dir.join("events.jsonl"))
-        .map_err(|e| LabError::Setup(format!("creating events.jsonl: {e}")))?;
+        .map_err(lab::io_step("creating events.jsonl"))?;
     let stacks = std::fs::File::create(o.out_dir.join("stacks.jsonl"))
-        .map_err(|e| LabError::Setup(format!("creating stacks.jsonl: {e}")))?;
+        .map_err(lab::io_step("creating stacks.jsonl"))?;
     let mut session: LabSession = Session::new(Box::new(WholeLines::new(events)));
     session.write_stacks_to(Box::new(WholeLines::new(stacks)));
     Ok(session)
@@ -180,15 +180,13 @@ fn wait_and_receive(
 ) -> Result<Received, LabError> {
     let received = match &o.endpoint {
         Endpoint::Uds(path) => {
-            let mut listener =
-                PortListener::bind(path, o.port).map_err(|e| LabError::Setup(e.to_string()))?;
+            let mut listener = PortListener::bind(path, o.port)?;
             eprintln!(
                 "guestscope: waiting for the agent on {}",
                 listener.path().display()
             );
-            let stream = listener
-                .accept_within(o.timeout, || alive().map_err(|s| s.to_string()))
-                .map_err(|e| LabError::Setup(e.to_string()))?;
+            let stream =
+                listener.accept_within(o.timeout, || alive().map_err(|s| s.to_string()))?;
             receive(
                 Box::new(stream),
                 &mut listener,
@@ -202,25 +200,27 @@ fn wait_and_receive(
         Endpoint::Cid(cid) => {
             let mut listener =
                 vsock::VsockListener::bind_with_cid_port(vsock::VMADDR_CID_ANY, o.port).map_err(
-                    |e| {
-                        LabError::Setup(format!(
-                            "listening on vsock port {}: {e} (is vhost_vsock loaded?)",
-                            o.port
-                        ))
+                    |source| LabError::HostVsock {
+                        what: "listening",
+                        port: o.port,
+                        source,
                     },
                 )?;
             eprintln!(
                 "guestscope: waiting for the agent of CID {cid} on vsock port {}",
                 o.port
             );
-            let (stream, peer) = listener
-                .accept()
-                .map_err(|e| LabError::Setup(format!("accepting on vsock: {e}")))?;
+            let (stream, peer) = listener.accept().map_err(|source| LabError::HostVsock {
+                what: "accepting",
+                port: o.port,
+                source,
+            })?;
             let peer_cid = peer.cid();
             if peer_cid != *cid {
-                return Err(LabError::Setup(format!(
-                    "refused a connection from CID {peer_cid} (expected {cid})"
-                )));
+                return Err(LabError::WrongCid {
+                    got: peer_cid,
+                    expected: *cid,
+                });
             }
             receive(
                 Box::new(stream),

@@ -122,23 +122,20 @@ pub fn boot_and_collect(
     serial_log: &Path,
     mode: &Mode,
 ) -> Result<Collected, LabError> {
-    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
     // Owner-only: it holds the sockets to the guest (whoever reaches them talks to it).
     let run_dir = tempfile::Builder::new()
         .prefix("guestscope-")
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
-        .map_err(|e| setup("creating a run directory", &e))?;
+        .map_err(io_step("creating a run directory"))?;
     let (secret, initrd) = run_initrd(o, v, plan, run_dir.path())?;
 
-    let (mut vhost_child, backend) = vhost::start(&v.vhost, run_dir.path(), GUEST_CID)
-        .map_err(|e| LabError::Setup(e.to_string()))?;
+    let (mut vhost_child, backend) = vhost::start(&v.vhost, run_dir.path(), GUEST_CID)?;
     let uds = match &backend {
         vhost::VsockBackend::VhostUser { uds, .. } => uds.clone(),
         vhost::VsockBackend::Kernel => unreachable!("only the vhost-user backend is started here"),
     };
-    let mut listener =
-        PortListener::bind(&uds, VSOCK_PORT).map_err(|e| LabError::Setup(e.to_string()))?;
+    let mut listener = PortListener::bind(&uds, VSOCK_PORT)?;
 
     let gdb = match v.gdb_port {
         Some(port) => GdbEndpoint::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
@@ -236,7 +233,6 @@ fn run_initrd(
     plan: &RunPlan,
     run_dir: &Path,
 ) -> Result<(String, PathBuf), LabError> {
-    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
     // One file per distinct binary: a program run twice is copied once.
     let user: Vec<(String, &Path)> = v
         .user
@@ -257,13 +253,13 @@ fn run_initrd(
     // Each boot gets its own secret, in the plan (a root-only file in the guest): only
     // the agent can present it.
     let secret =
-        guestscope_common::plan::new_secret().map_err(|e| setup("making the run's secret", &e))?;
+        guestscope_common::plan::new_secret().map_err(io_step("making the run's secret"))?;
     let plan = &RunPlan {
         secret: Some(secret.clone()),
         ..plan.clone()
     };
     image::build_run_initrd_with(&o.initrd, plan, &user, &rootfs_files, &initrd)
-        .map_err(|e| setup("writing the run's initramfs", &e))?;
+        .map_err(io_step("writing the run's initramfs"))?;
     Ok((secret, initrd))
 }
 
@@ -278,7 +274,6 @@ fn start_qemu(
     launched: Instant,
     serial_log: &Path,
 ) -> Result<(ChildGuard, std::thread::JoinHandle<()>), LabError> {
-    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
     let mut child = qemu_cfg
         .command()
         // Its own process group: a Ctrl-C reaches the collector only, which stops QEMU
@@ -286,13 +281,13 @@ fn start_qemu(
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(File::create(run_dir.join("qemu.stderr")).map_err(|e| setup("qemu stderr", &e))?)
+        .stderr(File::create(run_dir.join("qemu.stderr")).map_err(io_step("qemu stderr"))?)
         .spawn()
-        .map_err(|e| setup(&format!("starting {}", v.qemu.display()), &e))?;
+        .map_err(io_step(format!("starting {}", v.qemu.display())))?;
     let stdout = child.stdout.take().expect("piped stdout");
     let qemu = ChildGuard::new("qemu", child);
     let reader = serial::spawn_reader(stdout, serial_state.clone(), launched, serial_log)
-        .map_err(|e| setup("writing the serial log", &e))?;
+        .map_err(io_step("writing the serial log"))?;
     Ok((qemu, reader))
 }
 

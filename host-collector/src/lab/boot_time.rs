@@ -11,7 +11,6 @@ pub(super) fn boot_time_boots(
     v: &Validated,
     c: &Collected,
 ) -> Result<Vec<experiments::boot::BootSample>, LabError> {
-    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
     let mut boots = Vec::new();
     let reached_agent = c.session.hello.is_some();
     if o.boots > 0 && !reached_agent {
@@ -24,7 +23,7 @@ pub(super) fn boot_time_boots(
             ..plan(o, v)
         };
         let logs = o.out_dir.join("boots");
-        std::fs::create_dir_all(&logs).map_err(|e| setup("creating boots/", &e))?;
+        std::fs::create_dir_all(&logs).map_err(io_step("creating boots/"))?;
         for i in 0..o.boots {
             if crate::interrupt::received().is_some() {
                 break;

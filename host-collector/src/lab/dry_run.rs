@@ -33,7 +33,10 @@ pub fn dry_run(o: &LabOptions) -> Result<String, LabError> {
         secret: None,
         ..plan.clone()
     })
-    .map_err(|e| LabError::Setup(format!("writing the plan: {e}")))?;
+    .map_err(|source| LabError::Json {
+        what: "writing the plan",
+        source,
+    })?;
 
     let mut out = String::from(
         "guestscope lab --dry-run: the inputs are valid; nothing was started.\n\nBoots:\n",

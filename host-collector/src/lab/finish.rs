@@ -9,7 +9,11 @@ pub fn outputs_error(dir: &Path, e: &io::Error) -> LabError {
     let kept = kept
         .map(|n| format!("; events.jsonl keeps the {n} events written before"))
         .unwrap_or_default();
-    LabError::Setup(format!("writing outputs in {}: {e}{kept}", dir.display()))
+    LabError::Outputs {
+        dir: dir.to_path_buf(),
+        source: io::Error::new(e.kind(), e.to_string()),
+        kept,
+    }
 }
 
 /// Analyzes a collected run, checks the lab's claims and writes every output

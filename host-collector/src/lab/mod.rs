@@ -97,15 +97,82 @@ const SNAPSHOT_START_DELAY_MS: u64 = 500;
 /// last lines before a hang).
 const CONSOLE_LINES: usize = 60;
 
+/// The `map_err` for an I/O step of setting up a run: `what` it was doing.
+pub(crate) fn io_step(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
 /// A run that could not start (nothing was collected).
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     /// Bad input.
     #[error(transparent)]
     Input(#[from] InputError),
-    /// Setting up the run failed.
-    #[error("{0}")]
-    Setup(String),
+    /// A file or directory of the run could not be made or written (the run
+    /// directory, its initramfs, `events.jsonl`, the serial log), or a program could
+    /// not start.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `vhost-device-vsock` could not start.
+    #[error(transparent)]
+    Vhost(#[from] vhost::VhostError),
+    /// The agent's Unix socket could not be listened on, or no agent came.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// The host's own vsock (`attach --cid`) could not be listened on or accepted.
+    #[error("{what} on vsock port {port}: {source} (is vhost_vsock loaded?)")]
+    HostVsock {
+        /// Listening or accepting.
+        what: &'static str,
+        /// The port.
+        port: u32,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A connection from a guest other than the one attached to.
+    #[error("refused a connection from CID {got} (expected {expected})")]
+    WrongCid {
+        /// The CID that connected.
+        got: u32,
+        /// The CID expected.
+        expected: u32,
+    },
+    /// The guest sent no probe list (its boot ended as `outcome`).
+    #[error("the guest sent no probe list ({outcome}; serial log: {})", .serial_log.display())]
+    NoProbeList {
+        /// How the boot ended.
+        outcome: RunEnd,
+        /// Its console.
+        serial_log: PathBuf,
+    },
+    /// The guest's probe list, or the run's plan, is not the JSON it should be.
+    #[error("{what}: {source}")]
+    Json {
+        /// What was being read or written.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The outputs could not be written; `events.jsonl` keeps what it says.
+    #[error("writing outputs in {}: {source}{kept}", .dir.display())]
+    Outputs {
+        /// The output directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+        /// What `events.jsonl` keeps (empty if unknown).
+        kept: String,
+    },
     /// Probes the user named that the guest kernel cannot attach (no workload ran).
     #[error("{}", .0.join("; "))]
     Probes(Vec<String>),
@@ -177,13 +244,11 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let setup = |what: &str, e: &dyn std::fmt::Display| LabError::Setup(format!("{what}: {e}"));
-
     (o.progress)("tracing the workloads");
     let events_path = o.out_dir.join("events.jsonl");
-    let events_file = File::create(&events_path).map_err(|e| setup("creating events.jsonl", &e))?;
+    let events_file = File::create(&events_path).map_err(io_step("creating events.jsonl"))?;
     let stacks_path = o.out_dir.join("stacks.jsonl");
-    let stacks_file = File::create(&stacks_path).map_err(|e| setup("creating stacks.jsonl", &e))?;
+    let stacks_file = File::create(&stacks_path).map_err(io_step("creating stacks.jsonl"))?;
     let traced_plan = plan(o, &v);
     let files = StreamFiles {
         events: Box::new(WholeLines::new(events_file)),

@@ -41,15 +41,14 @@ pub fn fetch(o: &LabOptions) -> Result<Fetched, LabError> {
         .artifacts
         .get(ARTIFACT)
         .filter(|a| a.complete)
-        .ok_or_else(|| {
-            LabError::Setup(format!(
-                "the guest sent no probe list ({}; serial log: {})",
-                c.outcome.how,
-                o.out_dir.join("serial.log").display()
-            ))
+        .ok_or_else(|| LabError::NoProbeList {
+            outcome: c.outcome.how,
+            serial_log: o.out_dir.join("serial.log"),
         })?;
-    let list = serde_json::from_slice(&from_agent.data)
-        .map_err(|e| LabError::Setup(format!("the guest's probe list does not parse: {e}")))?;
+    let list = serde_json::from_slice(&from_agent.data).map_err(|source| LabError::Json {
+        what: "the guest's probe list does not parse",
+        source,
+    })?;
     Ok(Fetched {
         list: with_btf_functions(list, &c.session),
         btf: c.session.btf_blob().map(<[u8]>::to_vec),
