@@ -82,9 +82,6 @@ pub fn finish(
     // The trace is the largest output: if it cannot be written (a full disk), the
     // summary and the reports still are, and then the error is returned.
     let trace = write_trace(dir, &summary, session, &stacks, timeline.as_ref());
-    if trace.is_err() {
-        let _ = std::fs::remove_file(dir.join("trace.perfetto-trace.tmp"));
-    }
     let (trace, trace_error) = match trace {
         Ok(t) => (t, None),
         Err(e) => (None, Some(e)),

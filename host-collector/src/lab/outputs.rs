@@ -92,94 +92,91 @@ pub(super) fn write_trace<W: io::Write>(
     let Some(timeline) = timeline else {
         return Ok(None);
     };
-    let path = dir.join("trace.perfetto-trace");
-    let tmp = dir.join("trace.perfetto-trace.tmp");
     let events_path = dir.join("events.jsonl");
     let (first, last) = guest_span(&events_path, session)?;
-    let mut w = crate::output::perfetto::TraceWriter::new(
-        io::BufWriter::new(File::create(&tmp)?),
-        crate::output::perfetto::guest_clock::points(timeline, first, last),
-    );
-    let b = &s.boot;
-    let ns = |v: f64| (v * 1e9) as u64;
-    let phases = [
-        (
-            "firmware, kernel load and decompression",
-            Some(0.0),
-            b.kernel_banner_s,
-        ),
-        ("kernel init", b.kernel_banner_s, b.init_start_s),
-        ("user space to agent ready", b.init_start_s, b.agent_ready_s),
-    ];
-    for (name, a, z) in phases {
-        if let (Some(a), Some(z)) = (a, z) {
-            w.slice(&crate::output::perfetto::Slice {
-                track: "boot (host clock)".into(),
-                name: name.into(),
-                start_ns: ns(a),
-                end_ns: ns(z),
-            })?;
+    let info = atomic::write_with(&dir.join("trace.perfetto-trace"), |out| {
+        let mut w = crate::output::perfetto::TraceWriter::new(
+            out,
+            crate::output::perfetto::guest_clock::points(timeline, first, last),
+        );
+        let b = &s.boot;
+        let ns = |v: f64| (v * 1e9) as u64;
+        let phases = [
+            (
+                "firmware, kernel load and decompression",
+                Some(0.0),
+                b.kernel_banner_s,
+            ),
+            ("kernel init", b.kernel_banner_s, b.init_start_s),
+            ("user space to agent ready", b.init_start_s, b.agent_ready_s),
+        ];
+        for (name, a, z) in phases {
+            if let (Some(a), Some(z)) = (a, z) {
+                w.slice(&crate::output::perfetto::Slice {
+                    track: "boot (host clock)".into(),
+                    name: name.into(),
+                    start_ns: ns(a),
+                    end_ns: ns(z),
+                })?;
+            }
         }
-    }
-    for wl in &session.workloads {
-        if let Some(x) = &wl.exited {
-            w.workload(
-                wl.started.pid,
-                &wl.started.name,
-                wl.started.start_ns,
-                x.end_ns,
-            )?;
+        for wl in &session.workloads {
+            if let Some(x) = &wl.exited {
+                w.workload(
+                    wl.started.pid,
+                    &wl.started.name,
+                    wl.started.start_ns,
+                    x.end_ns,
+                )?;
+            }
         }
-    }
-    let (mut n_snapshots, mut n_holds) = (0, 0);
-    if let Some(run) = s.timeline.snapshots.as_ref().and_then(|r| r.run.as_ref()) {
-        for &(a, z, _) in &run.holds {
-            w.slice(&crate::output::perfetto::Slice {
-                track: GDB_TRACK.into(),
-                name: "VM held (guest clock stopped)".into(),
-                start_ns: a,
-                end_ns: z,
-            })?;
-            n_holds += 1;
+        let (mut n_snapshots, mut n_holds) = (0, 0);
+        if let Some(run) = s.timeline.snapshots.as_ref().and_then(|r| r.run.as_ref()) {
+            for &(a, z, _) in &run.holds {
+                w.slice(&crate::output::perfetto::Slice {
+                    track: GDB_TRACK.into(),
+                    name: "VM held (guest clock stopped)".into(),
+                    start_ns: a,
+                    end_ns: z,
+                })?;
+                n_holds += 1;
+            }
+            for snap in &run.snapshots {
+                let mut args = vec![
+                    ("pid".to_string(), snap.pid.to_string()),
+                    ("tgid".to_string(), snap.tgid.to_string()),
+                    ("comm".to_string(), snap.comm.clone()),
+                    (
+                        "cpu".to_string(),
+                        snap.cpu.map_or_else(|| "?".into(), |c| c.to_string()),
+                    ),
+                ];
+                args.extend(
+                    snap.registers
+                        .iter()
+                        .map(|(r, v)| (r.clone(), format!("{v:#x}"))),
+                );
+                w.instant_on(
+                    GDB_TRACK,
+                    snap.host_ns,
+                    &format!("gdbstub snapshot at {}", run.symbol),
+                    &args,
+                )?;
+                n_snapshots += 1;
+            }
         }
-        for snap in &run.snapshots {
-            let mut args = vec![
-                ("pid".to_string(), snap.pid.to_string()),
-                ("tgid".to_string(), snap.tgid.to_string()),
-                ("comm".to_string(), snap.comm.clone()),
-                (
-                    "cpu".to_string(),
-                    snap.cpu.map_or_else(|| "?".into(), |c| c.to_string()),
-                ),
-            ];
-            args.extend(
-                snap.registers
-                    .iter()
-                    .map(|(r, v)| (r.clone(), format!("{v:#x}"))),
-            );
-            w.instant_on(
-                GDB_TRACK,
-                snap.host_ns,
-                &format!("gdbstub snapshot at {}", run.symbol),
-                &args,
-            )?;
-            n_snapshots += 1;
-        }
-    }
-    let events = w.events_from_jsonl(io::BufReader::new(File::open(&events_path)?), stacks)?;
-    let packets = w.packets;
-    w.finish()?
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(Some(summary::TraceInfo {
-        file: "trace.perfetto-trace".into(),
-        packets,
-        events,
-        snapshots: n_snapshots,
-        holds: n_holds,
-    }))
+        let events = w.events_from_jsonl(io::BufReader::new(File::open(&events_path)?), stacks)?;
+        let packets = w.packets;
+        w.finish()?;
+        Ok(summary::TraceInfo {
+            file: "trace.perfetto-trace".into(),
+            packets,
+            events,
+            snapshots: n_snapshots,
+            holds: n_holds,
+        })
+    })?;
+    Ok(Some(info))
 }
 
 /// The guest times the trace holds (every event's and workload's), for the guest

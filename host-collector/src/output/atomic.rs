@@ -1,21 +1,32 @@
 //! Atomic file replacement: write to a temporary sibling, then rename.
 
-use std::fs;
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 /// Writes `data` to `path` so that `path` is either the old file or the new one; on
 /// failure (a full disk) the temporary file is removed and `path` is left as it was.
 pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_with(path, |out| out.write_all(data))
+}
+
+/// Writes `path` through `fill` the same way: into a temporary sibling
+/// (`PATH.tmp`), synced, then renamed over `path`; on failure the temporary file is
+/// removed. For files written as a stream (the trace, `events.jsonl` rewritten).
+pub fn write_with<T>(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<T>,
+) -> io::Result<T> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let result = fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(data)?;
-            f.sync_all()
-        })
-        .and_then(|()| fs::rename(&tmp, path));
+    let result = File::create(&tmp).and_then(|f| {
+        let mut out = BufWriter::new(f);
+        let value = fill(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&tmp, path)?;
+        Ok(value)
+    });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

@@ -5,7 +5,7 @@
 //! renamed over it), so a crash during the pass leaves the file as it was.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
 use super::events::EventLine;
@@ -38,37 +38,23 @@ pub fn unix_now_ns() -> i64 {
 /// Adds `host_unix_ns` to every event of the `events.jsonl` at `path`; a line that is
 /// not an event is kept as it was. Returns the events given a host time.
 pub fn add_host_time(path: &Path, clock: &HostClock) -> io::Result<u64> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let result = rewrite(path, &tmp, clock).and_then(|n| {
-        std::fs::rename(&tmp, path)?;
-        Ok(n)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn rewrite(path: &Path, tmp: &Path, clock: &HostClock) -> io::Result<u64> {
     let input = BufReader::new(File::open(path)?);
-    let mut out = BufWriter::new(File::create(tmp)?);
-    let mut n = 0;
-    for line in input.lines() {
-        let line = line?;
-        match serde_json::from_str::<EventLine>(&line) {
-            Ok(mut e) => {
-                e.host_unix_ns = Some(clock.unix_ns(e.ts_ns));
-                serde_json::to_writer(&mut out, &e)?;
-                n += 1;
+    crate::output::atomic::write_with(path, |out| {
+        let mut n = 0;
+        for line in input.lines() {
+            let line = line?;
+            match serde_json::from_str::<EventLine>(&line) {
+                Ok(mut e) => {
+                    e.host_unix_ns = Some(clock.unix_ns(e.ts_ns));
+                    serde_json::to_writer(&mut *out, &e)?;
+                    n += 1;
+                }
+                Err(_) => out.write_all(line.as_bytes())?,
             }
-            Err(_) => out.write_all(line.as_bytes())?,
+            out.write_all(b"\n")?;
         }
-        out.write_all(b"\n")?;
-    }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok(n)
+        Ok(n)
+    })
 }
 
 #[cfg(test)]
