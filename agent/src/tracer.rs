@@ -239,15 +239,28 @@ impl Tracer {
             };
             n += 1;
             if let Some((e, args)) = event {
-                if let Some(args) = args {
-                    self.batch.push_args(args);
-                }
-                if self.batch.push(e, now) {
-                    self.flush(stream)?;
-                }
+                self.batch_event(e, args, now, stream)?;
             }
         }
         Ok(n)
+    }
+
+    /// Adds one taken-in event (and its arguments) to the batch, sending the batch
+    /// when it is full.
+    fn batch_event<W: Sink>(
+        &mut self,
+        e: RawEvent,
+        args: Option<EventArgs>,
+        now: Instant,
+        stream: &mut Stream<W>,
+    ) -> Result<(), StreamError> {
+        if let Some(args) = args {
+            self.batch.push_args(args);
+        }
+        if self.batch.push(e, now) {
+            self.flush(stream)?;
+        }
+        Ok(())
     }
 
     /// Sends the waiting batch, preceded by the stacks it introduces.
@@ -270,13 +283,7 @@ impl Tracer {
         stream: &mut Stream<W>,
     ) -> Result<(), StreamError> {
         let (e, args) = accept(record, &mut self.stacks, &mut self.totals);
-        if let Some(args) = args {
-            self.batch.push_args(args);
-        }
-        if self.batch.push(e, now) {
-            self.flush(stream)?;
-        }
-        Ok(())
+        self.batch_event(e, args, now, stream)
     }
 
     /// Sends what is batched.
