@@ -354,7 +354,7 @@ pub enum EncodeError {
 pub fn encode_frame(record: &Record) -> Result<Vec<u8>, EncodeError> {
     match &record.body {
         // Byte for byte postcard's encoding, several times faster (see `events`),
-        // written after the header's room: no copy of the payload into the frame.
+        // written after the header's room, as every frame is.
         Body::Events(events) => {
             let mut frame = vec![0u8; HEADER_LEN];
             events::encode_into(&mut frame, record.seq, events);
@@ -404,15 +404,9 @@ pub fn encode_reply(reply: &Reply) -> Result<Vec<u8>, EncodeError> {
     encode_as(reply)
 }
 
+/// `value` encoded by postcard after the header's room, then the header filled in.
 fn encode_as<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    frame(postcard::to_allocvec(value).map_err(EncodeError::Encode)?)
-}
-
-/// The frame around `payload`: the header, then the payload.
-fn frame(payload: Vec<u8>) -> Result<Vec<u8>, EncodeError> {
-    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
-    frame.resize(HEADER_LEN, 0);
-    frame.extend_from_slice(&payload);
+    let frame = postcard::to_extend(value, vec![0u8; HEADER_LEN]).map_err(EncodeError::Encode)?;
     finish_frame(frame)
 }
 
