@@ -174,6 +174,9 @@ pub struct AgentRestart {
     pub gap_s: Option<f64>,
 }
 
+/// The name events of a probe kind this collector does not know are counted under.
+pub const UNKNOWN_PROBE: &str = "unknown";
+
 /// Width of a timeline bin, ns.
 pub const TIMELINE_BIN_NS: u64 = 10_000_000;
 

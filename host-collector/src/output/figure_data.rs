@@ -11,7 +11,7 @@ use super::folded::{self, FoldedStack};
 use super::summary::Summary;
 use crate::run_files::events::read_events;
 use crate::run_files::stacks::Stacks;
-use crate::session::{Session, TIMELINE_BIN_NS};
+use crate::session::{Session, TIMELINE_BIN_NS, UNKNOWN_PROBE};
 
 /// Events per probe per [`TIMELINE_BIN_NS`] bin since a workload started.
 pub type Bins = BTreeMap<String, BTreeMap<u64, u64>>;
@@ -58,7 +58,7 @@ impl FigureData {
             let Some(workload) = e.workload else {
                 continue;
             };
-            if e.probe == "unknown" {
+            if e.probe == UNKNOWN_PROBE {
                 continue;
             }
             if let Some(&start) = starts.get(workload.as_ref()) {

@@ -2,18 +2,21 @@
 //! its workload (counts per probe, stack, named lock, page-fault access and time
 //! bin), and written to `events.jsonl`.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use guestscope_common::event::{NO_STACK, ProbeKind, RawEvent, USER_ARGS};
 
-use super::{ArgValues, Session, TIMELINE_BIN_NS, user_probe_name};
+use super::{ArgValues, Session, TIMELINE_BIN_NS, UNKNOWN_PROBE, user_probe_name};
 use crate::run_files::events::EventLine;
 
 /// What one event is, once named: its kind, the name it is counted under, and what
 /// the agent sent with it.
 struct Named {
     probe: Option<ProbeKind>,
-    name: String,
+    /// The kind's name for a built-in probe, `kprobe:FUNCTION` and the like for a
+    /// user probe.
+    name: Cow<'static, str>,
     args: Option<[u64; USER_ARGS]>,
     lock: Option<String>,
 }
@@ -40,7 +43,7 @@ impl<W: Write> Session<W> {
     /// keeps a user probe's argument values.
     fn name(&mut self, e: &RawEvent) -> Named {
         let probe = e.probe();
-        let kind_name = probe.map(ProbeKind::name).unwrap_or("unknown");
+        let kind_name = probe.map(ProbeKind::name).unwrap_or(UNKNOWN_PROBE);
         *self
             .events_by_probe
             .entry(kind_name.to_string())
@@ -71,7 +74,7 @@ impl<W: Write> Session<W> {
         };
         Named {
             probe,
-            name: user_name.unwrap_or_else(|| kind_name.to_string()),
+            name: user_name.map_or(Cow::Borrowed(kind_name), Cow::Owned),
             args,
             lock,
         }
@@ -81,11 +84,11 @@ impl<W: Write> Session<W> {
     fn count_in_workload(&mut self, i: usize, e: &RawEvent, named: &Named) {
         let w = &mut self.workloads[i];
         let name = &named.name;
-        *w.events.entry(name.clone()).or_default() += 1;
+        *w.events.entry(name.to_string()).or_default() += 1;
         w.pids.insert(e.pid);
         if named.probe.is_some() {
             *w.stack_counts
-                .entry((name.clone(), e.stack_id))
+                .entry((name.to_string(), e.stack_id))
                 .or_default() += 1;
         }
         if is_fault(named.probe) {
@@ -102,7 +105,7 @@ impl<W: Write> Session<W> {
         }
         let bin = e.ts_ns.saturating_sub(w.started.start_ns) / TIMELINE_BIN_NS;
         *w.timeline
-            .entry(name.clone())
+            .entry(name.to_string())
             .or_default()
             .entry(bin)
             .or_default() += 1;
@@ -124,7 +127,7 @@ impl<W: Write> Session<W> {
             run_id: self.run_id.as_str().into(),
             ts_ns: e.ts_ns,
             host_unix_ns: None,
-            probe: named.name.as_str().into(),
+            probe: named.name.as_ref().into(),
             cpu: e.cpu,
             pid: e.pid,
             tid: e.tid,
