@@ -27,19 +27,15 @@ pub struct StackLine {
 /// back from `stacks.jsonl`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stacks {
-    run_id: String,
     by_id: BTreeMap<i32, StackLine>,
 }
 
 impl Stacks {
     /// Stacks from their lines (the last line of an id wins).
     pub fn from_lines(lines: impl IntoIterator<Item = StackLine>) -> Stacks {
-        let mut stacks = Stacks::default();
-        for s in lines {
-            stacks.run_id.clone_from(&s.run_id);
-            stacks.by_id.insert(s.stack_id, s);
+        Stacks {
+            by_id: lines.into_iter().map(|s| (s.stack_id, s)).collect(),
         }
-        stacks
     }
 
     /// Reads `stacks.jsonl`; a line that does not parse (cut off by a crash) is
