@@ -48,6 +48,8 @@ mod tests {
             ring_full: 3,
             stack_failed: 4,
             nested: 5,
+            stack_cached: 6,
+            stack_cache_wrong: 7,
         };
         let b = ProbeCounters {
             matched: 10,
@@ -55,6 +57,8 @@ mod tests {
             ring_full: 30,
             stack_failed: 40,
             nested: 50,
+            stack_cached: 60,
+            stack_cache_wrong: 70,
         };
         assert_eq!(
             sum(&[a, b]),
@@ -63,7 +67,9 @@ mod tests {
                 emitted: 22,
                 ring_full: 33,
                 stack_failed: 44,
-                nested: 55
+                nested: 55,
+                stack_cached: 66,
+                stack_cache_wrong: 77,
             }
         );
         assert_eq!(sum(&[]), ProbeCounters::default());

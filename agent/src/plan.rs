@@ -127,7 +127,7 @@ pub fn check(plan: &RunPlan) -> Result<(), PlanError> {
 fn check_tracing(workload: &str, tracing: &Tracing) -> Result<(), PlanError> {
     match tracing {
         Tracing::Plan => Ok(()),
-        Tracing::Probes(names) | Tracing::ProbesWithoutStacks(names) => {
+        Tracing::Probes(names) | Tracing::ProbesWith(names, _) => {
             match names.iter().find(|n| ProbeKind::from_name(n).is_none()) {
                 Some(probe) => Err(PlanError::UnknownWorkloadProbe {
                     workload: workload.into(),

@@ -417,7 +417,9 @@ fn fentry(
         .ok_or(ProbeError::MissingProgram(program))?
         .try_into()
         .map_err(err)?;
+    let started = std::time::Instant::now();
     prog.load(function, btf).map_err(err)?;
+    log_loaded(program, started);
     if let Err(e) = prog.attach() {
         // Leave nothing half-done behind for the fallback.
         let _ = prog.unload();
@@ -433,7 +435,9 @@ fn kprobe(ebpf: &mut Ebpf, program: &'static str, function: &str) -> Result<(), 
         .ok_or(ProbeError::MissingProgram(program))?
         .try_into()
         .map_err(err)?;
+    let started = std::time::Instant::now();
     prog.load().map_err(err)?;
+    log_loaded(program, started);
     prog.attach(function, 0).map_err(err)?;
     Ok(())
 }
@@ -450,9 +454,21 @@ fn tracepoint(
         .ok_or(ProbeError::MissingProgram(program))?
         .try_into()
         .map_err(err)?;
+    let started = std::time::Instant::now();
     prog.load().map_err(err)?;
+    log_loaded(program, started);
     prog.attach(category, name).map_err(err)?;
     Ok(())
+}
+
+/// Logs how long the kernel took to verify and load `program` (seconds under TCG for
+/// a program with loops).
+fn log_loaded(program: &str, started: std::time::Instant) {
+    tracing::info!(
+        program,
+        ms = started.elapsed().as_millis() as u64,
+        "program verified and loaded"
+    );
 }
 
 /// An error and its sources, joined by ": ".
@@ -475,15 +491,25 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
+/// Where a long note is cut: its head (what failed) and its tail (a verifier log
+/// ends with the reason) are kept, the middle goes.
+const NOTE_CUT: &str = " [… truncated …] ";
+
+/// Bounds `note` to about [`MAX_NOTE`] bytes: its first quarter and last three quarters
+/// are kept.
 fn truncate_note(note: &mut String) {
-    if note.len() > MAX_NOTE {
-        let mut end = MAX_NOTE;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
-        note.push_str(" [truncated]");
+    if note.len() <= MAX_NOTE {
+        return;
     }
+    let mut head = MAX_NOTE / 4;
+    while !note.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = note.len() - (MAX_NOTE - MAX_NOTE / 4);
+    while !note.is_char_boundary(tail) {
+        tail += 1;
+    }
+    *note = format!("{}{NOTE_CUT}{}", &note[..head], &note[tail..]);
 }
 
 #[cfg(test)]
@@ -542,10 +568,15 @@ mod tests {
     }
 
     #[test]
-    fn notes_are_bounded() {
-        let mut n = "é".repeat(MAX_NOTE);
+    fn notes_are_bounded_and_keep_head_and_tail() {
+        let mut n = format!("head {} the reason", "é".repeat(MAX_NOTE));
         truncate_note(&mut n);
-        assert!(n.len() <= MAX_NOTE + " [truncated]".len());
-        assert!(n.ends_with("[truncated]"));
+        assert!(n.len() <= MAX_NOTE + NOTE_CUT.len());
+        assert!(n.starts_with("head "));
+        assert!(n.ends_with(" the reason"));
+        assert!(n.contains(NOTE_CUT));
+        let mut short = String::from("short");
+        truncate_note(&mut short);
+        assert_eq!(short, "short");
     }
 }

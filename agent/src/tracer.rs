@@ -16,6 +16,7 @@ use aya::{
 };
 use guestscope_common::{
     ProbeCounters, ProbeKind, RawEvent, StackedEvent,
+    plan::StackMode,
     wire::{EventArgs, Totals},
 };
 
@@ -340,6 +341,7 @@ impl Tracer {
         if let Err(e) = fork_result {
             errors.push(format!("fork follower: {}", probes::chain(&e)));
         }
+        errors.extend(next_generation(&mut a.settings));
         errors
     }
 
@@ -354,13 +356,16 @@ impl Tracer {
         };
         let list = crate::user_probes::read_probe_list();
         let btf = a.btf.get_or_insert_with(probes::kernel_btf);
-        match crate::user_probes::attach(&mut a.ebpf, probes, &list, btf.as_ref()) {
+        let mut errors = match crate::user_probes::attach(&mut a.ebpf, probes, &list, btf.as_ref())
+        {
             Ok(attached) => {
                 a.user_links.extend(attached.fentry_links);
                 Vec::new()
             }
             Err(errors) => errors,
-        }
+        };
+        errors.extend(next_generation(&mut a.settings));
+        errors
     }
 
     /// Holds `links` (the user's fentry attachments) until [`Tracer::detach_user`].
@@ -376,7 +381,7 @@ impl Tracer {
             return Vec::new();
         };
         a.user_links.clear();
-        [
+        let mut errors: Vec<String> = [
             ProbeKind::Kprobe,
             ProbeKind::Kretprobe,
             ProbeKind::Tracepoint,
@@ -384,7 +389,9 @@ impl Tracer {
         .into_iter()
         .filter_map(|k| probes::detach_kind(&mut a.ebpf, k).err())
         .map(|e| format!("detaching user probes: {}", probes::chain(&e)))
-        .collect()
+        .collect();
+        errors.extend(next_generation(&mut a.settings));
+        errors
     }
 
     /// Attaches again what the plan attached at start (after [`Tracer::set_attached`]).
@@ -395,17 +402,16 @@ impl Tracer {
         }
     }
 
-    /// Makes the probes walk each event's stack (the default) or not.
-    pub fn set_stack_walks(&mut self, on: bool) -> Result<(), MapError> {
+    /// Sets how the probes get each event's stack ([`StackMode::Cached`] by default).
+    pub fn set_stack_mode(&mut self, mode: StackMode) -> Result<(), MapError> {
         let Some(a) = self.active.as_mut() else {
             return Ok(());
         };
-        let flags = if on {
-            0
-        } else {
-            guestscope_common::maps::NO_STACK_WALK
-        };
-        a.settings.set(0, flags, 0)
+        a.settings.set(
+            guestscope_common::maps::SETTINGS_FLAGS,
+            mode.settings_flags(),
+            0,
+        )
     }
 
     /// The probes' counters now, summed over CPUs, by probe name in id order.
@@ -426,6 +432,18 @@ impl Tracer {
             ..self.totals.clone()
         }
     }
+}
+
+/// Bumps the probes' attachment generation (a part of their stack cache's key): an
+/// attach or detach can rebuild a trampoline that cached walks pass through. An error
+/// message if the map refused.
+fn next_generation(settings: &mut Array<MapData, u32>) -> Option<String> {
+    use guestscope_common::maps::SETTINGS_GENERATION;
+    let now = settings.get(&SETTINGS_GENERATION, 0).unwrap_or(0);
+    settings
+        .set(SETTINGS_GENERATION, now.wrapping_add(1), 0)
+        .err()
+        .map(|e| format!("bumping the probes' attachment generation: {e}"))
 }
 
 #[cfg(test)]

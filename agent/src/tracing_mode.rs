@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use guestscope_common::{
     ProbeCounters, ProbeKind,
-    plan::{FtraceHits, TRACING_ARTIFACT_PREFIX, Tracing, WorkloadTracing},
+    plan::{FtraceHits, StackMode, TRACING_ARTIFACT_PREFIX, Tracing, WorkloadTracing},
 };
 
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
 pub struct TracingMode {
     cpu_before: u64,
     user: bool,
-    stacks: bool,
+    stacks: StackMode,
     attached: Attached,
     errors: Vec<String>,
     counters_before: Vec<(String, ProbeCounters)>,
@@ -56,6 +56,10 @@ pub fn counters_delta(after: &ProbeCounters, before: &ProbeCounters) -> ProbeCou
         ring_full: after.ring_full.saturating_sub(before.ring_full),
         stack_failed: after.stack_failed.saturating_sub(before.stack_failed),
         nested: after.nested.saturating_sub(before.nested),
+        stack_cached: after.stack_cached.saturating_sub(before.stack_cached),
+        stack_cache_wrong: after
+            .stack_cache_wrong
+            .saturating_sub(before.stack_cache_wrong),
     }
 }
 
@@ -65,7 +69,7 @@ pub fn counters_delta(after: &ProbeCounters, before: &ProbeCounters) -> ProbeCou
 pub fn wanted(tracing: &Tracing) -> Option<Attached> {
     match tracing {
         Tracing::Plan => None,
-        Tracing::Probes(names) | Tracing::ProbesWithoutStacks(names) => {
+        Tracing::Probes(names) | Tracing::ProbesWith(names, _) => {
             let mut kinds: Vec<ProbeKind> = names
                 .iter()
                 .filter_map(|n| ProbeKind::from_name(n))
@@ -91,12 +95,12 @@ impl TracingMode {
     pub fn begin(tracing: &Tracing, tracer: &mut Tracer) -> Option<TracingMode> {
         let want = wanted(tracing)?;
         let mut errors = tracer.set_attached(&want);
-        let stacks = !matches!(tracing, Tracing::ProbesWithoutStacks(_));
-        if let Err(e) = tracer.set_stack_walks(stacks) {
-            errors.push(format!(
-                "setting stack walks {}: {e}",
-                if stacks { "on" } else { "off" }
-            ));
+        let stacks = match tracing {
+            Tracing::ProbesWith(_, mode) => *mode,
+            _ => StackMode::default(),
+        };
+        if let Err(e) = tracer.set_stack_mode(stacks) {
+            errors.push(format!("setting the stack mode {stacks:?}: {e}"));
         }
         let user = match tracing {
             Tracing::UserProbes(specs) => {
@@ -195,8 +199,10 @@ impl TracingMode {
             errors.extend(tracer.detach_user());
         }
         errors.extend(tracer.restore_plan());
-        if !stacks && let Err(e) = tracer.set_stack_walks(true) {
-            errors.push(format!("setting stack walks on again: {e}"));
+        if stacks != StackMode::default()
+            && let Err(e) = tracer.set_stack_mode(StackMode::default())
+        {
+            errors.push(format!("setting the default stack mode again: {e}"));
         }
         let report = WorkloadTracing {
             probes: attached
@@ -240,6 +246,8 @@ mod tests {
             ring_full: 1,
             stack_failed: 0,
             nested: 2,
+            stack_cached: 7,
+            stack_cache_wrong: 0,
         };
         let after = ProbeCounters {
             matched: 15,
@@ -247,6 +255,8 @@ mod tests {
             ring_full: 3,
             stack_failed: 0,
             nested: 1,
+            stack_cached: 9,
+            stack_cache_wrong: 1,
         };
         assert_eq!(
             counters_delta(&after, &before),
@@ -255,7 +265,9 @@ mod tests {
                 emitted: 8,
                 ring_full: 2,
                 stack_failed: 0,
-                nested: 0
+                nested: 0,
+                stack_cached: 2,
+                stack_cache_wrong: 1,
             }
         );
     }
@@ -290,7 +302,10 @@ mod tests {
             Some(Attached::default())
         );
         assert_eq!(
-            wanted(&Tracing::ProbesWithoutStacks(vec!["alloc_fd".into()])),
+            wanted(&Tracing::ProbesWith(
+                vec!["alloc_fd".into()],
+                StackMode::Off
+            )),
             Some(Attached {
                 kinds: vec![ProbeKind::AllocFd],
                 fork_follower: true

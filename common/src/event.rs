@@ -412,6 +412,12 @@ pub struct ProbeCounters {
     /// Hits skipped because another guestscope probe was running on this CPU
     /// (the probe would otherwise observe itself).
     pub nested: u64,
+    /// Records whose stack came from the probes' stack cache (its call chain was walked
+    /// before and its stack still held every frame of that walk) instead of a walk.
+    pub stack_cached: u64,
+    /// In the check mode (`maps::CHECK_STACK_CACHE`), cached stacks that differed from
+    /// the walk made anyway (every one a wrong stack the cache would have given).
+    pub stack_cache_wrong: u64,
 }
 
 impl ProbeCounters {
@@ -422,6 +428,8 @@ impl ProbeCounters {
         self.ring_full += other.ring_full;
         self.stack_failed += other.stack_failed;
         self.nested += other.nested;
+        self.stack_cached += other.stack_cached;
+        self.stack_cache_wrong += other.stack_cache_wrong;
     }
 }
 

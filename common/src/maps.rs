@@ -24,11 +24,29 @@ pub const TRACED_PIDS: &str = "TRACED_PIDS";
 pub const TRACED_PIDS_MAX: u32 = 4096;
 /// Per-CPU array of [`crate::ProbeCounters`] indexed by [`crate::ProbeKind`] id.
 pub const COUNTERS: &str = "COUNTERS";
-/// Array `u32` with one slot: switches the agent sets for the probes ([`NO_STACK_WALK`]).
+/// Array `u32` with [`SETTINGS_SLOTS`] slots that the agent sets for the probes: at
+/// [`SETTINGS_FLAGS`] switches ([`NO_STACK_WALK`], [`NO_STACK_CACHE`],
+/// [`CHECK_STACK_CACHE`]), at [`SETTINGS_GENERATION`] the attachment generation.
 pub const SETTINGS: &str = "SETTINGS";
-/// [`SETTINGS`] bit: record events without walking their stack (their `stack_bytes` is
+/// Slots of [`SETTINGS`].
+pub const SETTINGS_SLOTS: u32 = 2;
+/// [`SETTINGS`] slot of the switches.
+pub const SETTINGS_FLAGS: u32 = 0;
+/// [`SETTINGS`] slot of the attachment generation: the agent bumps it whenever it
+/// attaches or detaches a program, which can rebuild a trampoline a stack walk passes
+/// through; it is part of the stack cache's key, so no cached walk outlives it.
+pub const SETTINGS_GENERATION: u32 = 1;
+/// [`SETTINGS`] switch: record events without walking their stack (their `stack_bytes` is
 /// [`crate::event::NO_STACK`]), to measure what the walk costs.
 pub const NO_STACK_WALK: u32 = 1;
+/// [`SETTINGS`] switch: walk every event's stack; the probes' stack cache (a hit whose
+/// call chain was walked before takes that walk after checking its stack still holds
+/// it) is neither read nor filled. What the cache saves, by difference.
+pub const NO_STACK_CACHE: u32 = 2;
+/// [`SETTINGS`] switch: walk every event's stack and compare it with the stack cache's
+/// answer: `ProbeCounters::stack_cached` counts the cache's answers,
+/// `ProbeCounters::stack_cache_wrong` those that differed from the walk.
+pub const CHECK_STACK_CACHE: u32 = 4;
 /// Per-CPU array `u32` with one slot: non-zero while a guestscope probe runs
 /// on this CPU (guards against probes observing each other).
 pub const BUSY: &str = "BUSY";

@@ -176,9 +176,10 @@ pub enum Tracing {
     /// Exactly these eBPF probes, by [`crate::ProbeKind::name`]. Empty: no probe at all is
     /// attached (the fork follower neither) — the untraced baseline.
     Probes(Vec<String>),
-    /// These probes, recording events without walking their stacks: what the stack walk
-    /// costs, by difference with [`Tracing::Probes`].
-    ProbesWithoutStacks(Vec<String>),
+    /// These probes, with their events' stacks got as the [`StackMode`] says: what the
+    /// stack walk and the stack cache cost and save, by difference with
+    /// [`Tracing::Probes`] (which is [`StackMode::Cached`]).
+    ProbesWith(Vec<String>, StackMode),
     /// No built-in probe; these user probes (`--probe` syntax: `kprobe:alloc_fd`)
     /// attached for the workload's run only (with the fork follower): what a user probe
     /// costs against a built-in one on the same function.
@@ -193,6 +194,35 @@ pub enum Tracing {
     /// pipeline's own ceiling (agent → vsock → collector → disk) with eBPF and the
     /// workload out of it (`guestscope bench`'s stream capacity).
     Synthetic(u64),
+}
+
+/// How the probes get each event's kernel stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StackMode {
+    /// From the probes' stack cache when the event's call chain was walked before and
+    /// its stack still holds every frame of that walk; walked otherwise (the default).
+    #[default]
+    Cached,
+    /// Walked for every event; the cache is neither read nor filled.
+    WalkEvery,
+    /// Walked for every event, and compared with what the cache would have given
+    /// (`ProbeCounters::stack_cache_wrong` counts the differences).
+    Checked,
+    /// No stack at all.
+    Off,
+}
+
+impl StackMode {
+    /// The switches of [`crate::maps::SETTINGS`] that set this mode.
+    pub fn settings_flags(self) -> u32 {
+        use crate::maps::{CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK};
+        match self {
+            StackMode::Cached => 0,
+            StackMode::WalkEvery => NO_STACK_CACHE,
+            StackMode::Checked => CHECK_STACK_CACHE,
+            StackMode::Off => NO_STACK_WALK,
+        }
+    }
 }
 
 impl Tracing {
@@ -219,8 +249,8 @@ pub const TRACING_ARTIFACT_PREFIX: &str = "tracing-";
 pub struct WorkloadTracing {
     /// eBPF probes attached during the run, by name.
     pub probes: Vec<String>,
-    /// Whether the probes walked each event's stack.
-    pub stacks: bool,
+    /// How the probes got each event's stack.
+    pub stacks: StackMode,
     /// Whether the fork follower was attached.
     pub fork_follower: bool,
     /// Why the requested set could not be attached, if so.

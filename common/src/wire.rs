@@ -35,7 +35,8 @@
 //! bincode 2 (unmaintained); 7 added [`WorkloadExited::timed_out`]; 8 added the `Args`
 //! record (a user probe's argument registers); 9 added [`Totals::callers_recovered`];
 //! 10 carries each event in its fixed 64-byte layout ([`RawEvent::to_le_bytes`])
-//! instead of one variable-length integer per field.
+//! instead of one variable-length integer per field; 11 added the stack cache's
+//! counters to [`ProbeCounters`] (`stack_cached`, `stack_cache_wrong`).
 
 use std::io::{self, Read, Write};
 
@@ -46,7 +47,7 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 10;
+pub const WIRE_VERSION: u16 = 11;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;

@@ -103,9 +103,9 @@ pub struct BenchArgs {
     /// Seconds the memory run may take.
     #[arg(long, default_value_t = 300)]
     pub memory_budget: u64,
-    /// Run only these parts (capacity, overhead, memory, boot); default: all. The gdb
-    /// comparison (in overhead) needs the capacity boot.
-    #[arg(long, value_delimiter = ',', value_parser = ["capacity", "overhead", "memory", "boot"])]
+    /// Run only these parts (capacity, overhead, memory, stack-cache, boot); default:
+    /// all. The gdb comparison (in overhead) needs the capacity boot.
+    #[arg(long, value_delimiter = ',', value_parser = ["capacity", "overhead", "memory", "stack-cache", "boot"])]
     pub only: Vec<String>,
     /// An uncompressed kernel (ELF with a PVH entry, e.g. target/guestscope/guest/vmlinux)
     /// whose boot time is measured next to --kernel's.

@@ -11,12 +11,19 @@ use aya_ebpf::{
     },
 };
 use guestscope_common::{
-    EntryCaller, MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent,
+    MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent, StackedEvent,
     event::{NO_STACK, USER_ARGS, USER_STACK_FRAMES},
-    maps::{NO_STACK_WALK, WAKEUP_FRACTION},
+    maps::{
+        CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, SETTINGS_FLAGS, SETTINGS_GENERATION,
+        WAKEUP_FRACTION,
+    },
 };
 
-use crate::maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TRACED_PIDS};
+use crate::{
+    entry_caller::AtEntry,
+    maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TRACED_PIDS},
+    stack_cache::{self, StackKey},
+};
 
 /// Bytes of [`StackedEvent::ips`]: the constant size the verifier wants for `bpf_get_stack`.
 const STACK_BUF_BYTES: u32 = (size_of::<u64>() * MAX_STACK_FRAMES) as u32;
@@ -34,9 +41,9 @@ pub struct Payload {
     /// Arguments 1 to 5, for the kinds that carry them
     /// ([`ProbeKind::carries_args`]): written past a shorter stack walk.
     pub args: Option<[u64; USER_ARGS]>,
-    /// [`StackedEvent::entry`]: for probes at a function's entry, where the walk may
-    /// miss the caller.
-    pub entry: EntryCaller,
+    /// For probes at a function's entry: [`StackedEvent::entry`] (where the walk may
+    /// miss the caller) and the stack pointer on entry, which keys the stack cache.
+    pub entry: AtEntry,
 }
 
 /// The thread-group id of the current task if it is under study.
@@ -101,9 +108,10 @@ macro_rules! bump {
 /// Records one hit of probe `kind` if the current process is under study.
 ///
 /// `payload` runs only for hits that pass the filter and the busy guard, so the common
-/// case (some other process) costs one hash lookup. The kernel stack is walked by
-/// `bpf_get_stack` straight into the reserved ring-buffer record: no stack map, so no
-/// hash-bucket collisions and no shared state between events.
+/// case (some other process) costs one hash lookup. The kernel stack comes from the
+/// stack cache when the hit's call chain was walked before and its stack still holds
+/// that walk ([`stack_cache`]), else it is walked by `bpf_get_stack` straight into the
+/// reserved ring-buffer record: no stack map, so no hash-bucket collisions.
 #[inline(always)]
 pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -> Payload) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -131,21 +139,21 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         ip,
         flags,
         args,
-        entry: entry_caller,
+        entry,
     } = payload(ctx);
-    let Some(mut entry) = EVENTS.reserve::<StackedEvent>(0) else {
+    let Some(mut record) = EVENTS.reserve::<StackedEvent>(0) else {
         bump!(counters.ring_full);
         return;
     };
     // The record (600 bytes) is larger than the eBPF stack (512): fill it in place.
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` points at a reserved, writable ring-buffer slot of
+    let event = record.as_mut_ptr();
+    // SAFETY: `event` points at a reserved, writable ring-buffer slot of
     // size_of::<StackedEvent>() bytes, which stays ours until submit; every field is
-    // written here before the record is submitted (`ips` by the helper, which zeroes
-    // what it does not fill; without a walk `ips` keeps older bytes of the ring, which
-    // the reader ignores since `stack_bytes` is negative).
-    let written = unsafe {
-        (*record).event = RawEvent {
+    // written here before the record is submitted (`ips` by the walk or the cache; without
+    // either `ips` keeps older bytes of the ring, which the reader ignores since
+    // `stack_bytes` is negative).
+    unsafe {
+        (*event).event = RawEvent {
             ts_ns,
             arg,
             ip,
@@ -157,11 +165,11 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             flags,
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
-        (*record)._pad = 0;
-        (*record).entry = entry_caller;
+        (*event)._pad = 0;
+        (*event).entry = entry.caller;
         let walk_bytes = match args {
             Some(args) => {
-                (&raw mut (*record).ips)
+                (&raw mut (*event).ips)
                     .cast::<u64>()
                     .add(USER_STACK_FRAMES)
                     .cast::<[u64; USER_ARGS]>()
@@ -170,27 +178,72 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             }
             None => STACK_BUF_BYTES,
         };
-        if SETTINGS.get(0).is_some_and(|s| s & NO_STACK_WALK != 0) {
-            // No walk: no frame is meaningful (the agent reads none).
-            (*record).stack_bytes = NO_STACK;
-            0
-        } else {
-            // Flags 0: the kernel stack, no frame skipped.
-            let written = bpf_get_stack(
-                ctx.as_ptr(),
-                (&raw mut (*record).ips).cast::<c_void>(),
-                walk_bytes,
-                0,
-            );
-            (*record).stack_bytes = written as i32;
-            written
-        }
+        // Only a whole-size walk is cached (an event with arguments keeps them where a
+        // longer walk would go).
+        let cacheable = args.is_none();
+        (*event).stack_bytes = stack(ctx, kind, &entry, cacheable, event, walk_bytes, counters);
+    }
+    record.submit(wakeup_flag());
+    bump!(counters.emitted);
+}
+
+/// Fills `event`'s frames from the stack cache or a walk, as the settings say, and
+/// returns its `stack_bytes` (negative: no stack).
+///
+/// # Safety
+/// `event` must point at a writable record; `counters` at this CPU's counters.
+#[inline(always)]
+unsafe fn stack<C: EbpfContext>(
+    ctx: &C,
+    kind: ProbeKind,
+    entry: &AtEntry,
+    cacheable: bool,
+    event: *mut StackedEvent,
+    walk_bytes: u32,
+    counters: *mut ProbeCounters,
+) -> i32 {
+    let flags = SETTINGS.get(SETTINGS_FLAGS).copied().unwrap_or(0);
+    if flags & NO_STACK_WALK != 0 {
+        // No walk: no frame is meaningful (the agent reads none).
+        return NO_STACK;
+    }
+    let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
+    let key = if cacheable && flags & NO_STACK_CACHE == 0 {
+        StackKey::new(kind, &entry.caller, entry.anchor, generation)
+    } else {
+        None
     };
+    let cached = key
+        .as_ref()
+        .and_then(|k| stack_cache::lookup(k, entry.anchor));
+    // SAFETY: the caller vouches for `event`.
+    let ips = unsafe { &raw mut (*event).ips };
+    if let Some(cached) = cached {
+        bump!(counters.stack_cached);
+        if flags & CHECK_STACK_CACHE == 0 {
+            // SAFETY: `cached` came from `lookup`; `ips` is the record's frames.
+            return unsafe { stack_cache::copy_out(cached, ips) };
+        }
+    }
+    // Flags 0: the kernel stack, no frame skipped.
+    // SAFETY: the helper writes at most `walk_bytes` bytes into the record's frames.
+    let written =
+        unsafe { bpf_get_stack(ctx.as_ptr(), ips.cast::<c_void>(), walk_bytes, 0) } as i32;
     if written < 0 {
         bump!(counters.stack_failed);
     }
-    entry.submit(wakeup_flag());
-    bump!(counters.emitted);
+    match (cached, key) {
+        // SAFETY: as above.
+        (Some(cached), _) => {
+            if !unsafe { stack_cache::same_walk(cached, ips, written) } {
+                bump!(counters.stack_cache_wrong);
+            }
+        }
+        // SAFETY: `ips` holds the walk just made.
+        (None, Some(key)) => unsafe { stack_cache::remember(&key, entry.anchor, ips, written) },
+        (None, None) => {}
+    }
+    written
 }
 
 /// Whether to wake the agent for the record being submitted: only once the ring holds

@@ -12,6 +12,25 @@ use aya_ebpf::{
 };
 use guestscope_common::EntryCaller;
 
+/// What a probe at a function's entry found: the function and its caller, and the
+/// stack pointer on entry (where the return address into the caller lies; 0 if
+/// unknown), which keys the stack cache ([`crate::stack_cache`]).
+#[derive(Clone, Copy)]
+pub struct AtEntry {
+    /// The function's frame and its caller.
+    pub caller: EntryCaller,
+    /// The stack pointer on the function's entry.
+    pub anchor: u64,
+}
+
+impl AtEntry {
+    /// Nothing known (tracepoints, return probes, places inside a function).
+    pub const UNKNOWN: AtEntry = AtEntry {
+        caller: EntryCaller::UNKNOWN,
+        anchor: 0,
+    };
+}
+
 /// Largest distance from a function's start to the return address of its fentry call
 /// (`call __fentry__` is 5 bytes, after a 4-byte `endbr64` with IBT).
 const FENTRY_CALL_END_MAX: u64 = 16;
@@ -26,13 +45,16 @@ const MAX_SAVED_REGS: u64 = 12;
 /// Only for probes at a function's entry: inside a function the stack pointer points at
 /// whatever the function pushed.
 #[inline(always)]
-pub fn at_kprobe(ctx: &ProbeContext) -> EntryCaller {
+pub fn at_kprobe(ctx: &ProbeContext) -> AtEntry {
     // SAFETY: a kprobe's context is the probed task's `pt_regs`, which the verifier lets
     // the program read directly.
     let (rip, rsp) = unsafe { ((*ctx.regs).rip, (*ctx.regs).rsp) };
     // SAFETY: a helper reading 8 bytes of the kernel stack; a bad address gives an error.
     let caller = unsafe { bpf_probe_read_kernel(rsp as *const u64) }.unwrap_or(0);
-    EntryCaller { frame: rip, caller }
+    AtEntry {
+        caller: EntryCaller { frame: rip, caller },
+        anchor: rsp,
+    }
 }
 
 /// At an fentry: the trampoline's frame holds, above its saved `rbp`, the return
@@ -42,9 +64,9 @@ pub fn at_kprobe(ctx: &ProbeContext) -> EntryCaller {
 /// trampoline layout), or one slot lower when the trampoline also keeps a return value
 /// (an fexit on the same function). Each layout is checked against the function's
 /// address before its caller is believed, so an unknown layout gives
-/// [`EntryCaller::UNKNOWN`].
+/// [`AtEntry::UNKNOWN`].
 #[inline(always)]
-pub fn at_fentry(ctx: &FEntryContext) -> EntryCaller {
+pub fn at_fentry(ctx: &FEntryContext) -> AtEntry {
     // SAFETY: helpers reading the trampoline's saved register count and the traced
     // function's address from the program's context.
     let (regs, function) = unsafe {
@@ -54,7 +76,7 @@ pub fn at_fentry(ctx: &FEntryContext) -> EntryCaller {
         )
     };
     if regs > MAX_SAVED_REGS || function == 0 {
-        return EntryCaller::UNKNOWN;
+        return AtEntry::UNKNOWN;
     }
     let args = ctx.as_ptr() as u64;
     for return_value_slot in [0, 8] {
@@ -63,16 +85,19 @@ pub fn at_fentry(ctx: &FEntryContext) -> EntryCaller {
         // gives an error.
         let into_function = unsafe { bpf_probe_read_kernel((rbp + 8) as *const u64) };
         let Ok(into_function) = into_function else {
-            return EntryCaller::UNKNOWN;
+            return AtEntry::UNKNOWN;
         };
         if into_function > function && into_function - function <= FENTRY_CALL_END_MAX {
             // SAFETY: as above, the slot above.
             let caller = unsafe { bpf_probe_read_kernel((rbp + 16) as *const u64) };
-            return EntryCaller {
-                frame: into_function,
-                caller: caller.unwrap_or(0),
+            return AtEntry {
+                caller: EntryCaller {
+                    frame: into_function,
+                    caller: caller.unwrap_or(0),
+                },
+                anchor: crate::stack_cache::scalar(rbp + 16),
             };
         }
     }
-    EntryCaller::UNKNOWN
+    AtEntry::UNKNOWN
 }

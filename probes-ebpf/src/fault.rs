@@ -5,9 +5,12 @@
 //! `address` u64 at 8, `ip` u64 at 16, `error_code` u64 at 24.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use guestscope_common::{EntryCaller, ProbeKind};
+use guestscope_common::ProbeKind;
 
-use crate::emit::{Payload, emit};
+use crate::{
+    emit::{Payload, emit},
+    entry_caller::AtEntry,
+};
 
 const ADDRESS: usize = 8;
 const IP: usize = 16;
@@ -29,7 +32,7 @@ fn fault_payload(ctx: &TracePointContext) -> Payload {
         ip,
         flags: code as u32,
         args: None,
-        entry: EntryCaller::UNKNOWN,
+        entry: AtEntry::UNKNOWN,
     }
 }
 

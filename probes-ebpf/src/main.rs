@@ -23,6 +23,7 @@ mod fd;
 mod fork;
 mod maps;
 mod spinlock;
+mod stack_cache;
 mod user;
 
 /// The kernel lets only GPL-compatible programs call `bpf_get_stack`,

@@ -42,9 +42,9 @@ pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(names::TRAC
 pub static COUNTERS: PerCpuArray<ProbeCounters> =
     PerCpuArray::with_max_entries(ProbeKind::COUNT as u32, 0);
 
-/// Switches set by the agent (`guestscope_common::maps::NO_STACK_WALK`).
+/// Switches and the attachment generation, set by the agent (`guestscope_common::maps::SETTINGS`).
 #[map]
-pub static SETTINGS: Array<u32> = Array::with_max_entries(1, 0);
+pub static SETTINGS: Array<u32> = Array::with_max_entries(names::SETTINGS_SLOTS, 0);
 
 /// Per-CPU flag: non-zero while a guestscope probe runs on this CPU.
 #[map]

@@ -12,11 +12,11 @@ use aya_ebpf::{
     macros::{fentry, kprobe, kretprobe, tracepoint},
     programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
 };
-use guestscope_common::{EntryCaller, ProbeKind};
+use guestscope_common::ProbeKind;
 
 use crate::{
     emit::{Payload, emit},
-    entry_caller,
+    entry_caller::{self, AtEntry},
 };
 
 /// Entry of any function, or a place inside one (`kprobe:FUNC+OFFSET`): `arg` is
@@ -52,10 +52,10 @@ fn probed_address(ctx: &ProbeContext) -> u64 {
 /// The function and caller of a kprobe at a function's entry (where
 /// `bpf_get_func_ip` gives the function, Linux 6.0+), nothing for one inside a function.
 #[inline(always)]
-fn kprobe_entry(ctx: &ProbeContext) -> EntryCaller {
+fn kprobe_entry(ctx: &ProbeContext) -> AtEntry {
     // SAFETY: as in `probed_address`.
     if unsafe { bpf_get_func_ip(ctx.as_ptr()) } == 0 {
-        return EntryCaller::UNKNOWN;
+        return AtEntry::UNKNOWN;
     }
     entry_caller::at_kprobe(ctx)
 }
@@ -97,7 +97,7 @@ pub fn user_kretprobe(ctx: RetProbeContext) -> u32 {
         ip: unsafe { bpf_get_func_ip(ctx.as_ptr()) },
         flags: 0,
         args: None,
-        entry: EntryCaller::UNKNOWN,
+        entry: AtEntry::UNKNOWN,
     });
     0
 }
@@ -124,7 +124,7 @@ macro_rules! user_tracepoints {
                     ip: 0,
                     flags: $slot,
                     args: None,
-                    entry: EntryCaller::UNKNOWN,
+                    entry: AtEntry::UNKNOWN,
                 });
                 0
             }

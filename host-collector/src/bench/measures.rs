@@ -165,6 +165,15 @@ fn without_stacks_overhead(
     let ns_events = series(runs, &format!("{workload}-nostack"), reps, |r| {
         r.matched_total().map(|m| (m as f64 - base).max(0.0))
     });
+    let walk_every = series(runs, &format!("{workload}-walkall"), reps, loop_ms);
+    let cached_share = series(runs, &format!("{workload}-all"), reps, |r| {
+        let t = r.tracing.as_ref()?;
+        let (cached, emitted) = t
+            .counters
+            .iter()
+            .fold((0, 0), |(c, e), (_, k)| (c + k.stack_cached, e + k.emitted));
+        (emitted > 0).then(|| cached as f64 / emitted as f64)
+    });
     NoStackOverhead {
         traced_ms: Spread::of(&present(&ns)),
         ratio: Spread::of(&stats::paired_ratios(&ns, off)),
@@ -172,6 +181,10 @@ fn without_stacks_overhead(
             .map(|s| s.scaled(1e3)),
         walk_us_per_event: Spread::of(&stats::paired_cost_per(all, &ns, loop_events))
             .map(|s| s.scaled(1e3)),
+        walk_every_ms: Spread::of(&present(&walk_every)),
+        walk_every_us_per_event: Spread::of(&stats::paired_cost_per(&walk_every, &ns, loop_events))
+            .map(|s| s.scaled(1e3)),
+        cached_share: Spread::of(&present(&cached_share)),
     }
 }
 
@@ -524,4 +537,39 @@ pub(super) fn lab_timing(wall_s: f64, summary: Option<&Path>) -> LabTiming {
             .as_ref()
             .and_then(|s| s["run"]["outcome"]["complete"].as_bool()),
     }
+}
+
+/// The stack-cache boot's runs as a [`StackCacheCheck`]; a run without a tracing report
+/// is a problem.
+pub(super) fn stack_cache(
+    runs: &BTreeMap<String, Ran>,
+    problems: &mut Vec<String>,
+) -> StackCacheCheck {
+    let mut check = StackCacheCheck::default();
+    for (name, ran) in runs {
+        let Some(t) = &ran.tracing else {
+            problems.push(format!("{name}: no tracing report from the agent"));
+            continue;
+        };
+        let sum = t.counters.iter().fold(
+            guestscope_common::ProbeCounters::default(),
+            |mut a, (_, c)| {
+                a.add(c);
+                a
+            },
+        );
+        if t.stacks == StackMode::Checked {
+            check.checked_events += sum.emitted;
+            check.cached += sum.stack_cached;
+            check.wrong += sum.stack_cache_wrong;
+        }
+        check.runs.push(StackCacheRun {
+            workload: name.clone(),
+            mode: format!("{:?}", t.stacks),
+            emitted: sum.emitted,
+            cached: sum.stack_cached,
+            wrong: sum.stack_cache_wrong,
+        });
+    }
+    check
 }

@@ -9,7 +9,9 @@
 //!    ftrace kprobe, in rotating order; then the fopen loop under the gdbstub method
 //!    (a hardware breakpoint on `alloc_fd` with the pid decided on the host), paired
 //!    with guestscope runs of the same loop;
-//! 3. memory: a long flood of events, with the agent's and the collector's peak RSS.
+//! 3. memory: a long flood of events, with the agent's and the collector's peak RSS;
+//! 4. stack cache: the lab's workloads with every event's stack walked and compared
+//!    with the probes' stack cache, then the fopen loop with the cache off and on.
 //!
 //! Speed figures are medians of paired ratios (these machines are noisy). Loop times come
 //! from the workloads' own clocks, except under gdb, whose stops also stop the guest's
@@ -46,8 +48,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use guestscope_common::plan::{
-    BUILTIN_WORKLOAD_DIR, RunPlan, TRACING_ARTIFACT_PREFIX, Tracing, WorkloadOrigin, WorkloadSpec,
-    WorkloadTracing,
+    BUILTIN_WORKLOAD_DIR, RunPlan, StackMode, TRACING_ARTIFACT_PREFIX, Tracing, WorkloadOrigin,
+    WorkloadSpec, WorkloadTracing,
 };
 use guestscope_common::{ProbeKind, StackedEvent};
 
@@ -135,7 +137,11 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
     if part("memory") && !interrupted(&mut r.problems) {
         memory_part(o, &machine, &mut r, &mut boots)?;
     }
-    // 4. Boot to agent-ready, with the default kernel and (if given) the uncompressed one.
+    // 4. The stack cache checked against the walk.
+    if part("stack-cache") && !interrupted(&mut r.problems) {
+        stack_cache_part(o, &machine, &mut r, &mut boots)?;
+    }
+    // 5. Boot to agent-ready, with the default kernel and (if given) the uncompressed one.
     let mut fast = Vec::new();
     if part("boot") && !interrupted(&mut r.problems) {
         fast = boot_part(o, &machine, &mut r, &mut boots);
@@ -224,7 +230,7 @@ mod tests {
         let p = overhead_plan(&o);
         // Every probe a workload asks for is one the agent's plan check knows.
         for w in &p.workloads {
-            if let Tracing::Probes(n) | Tracing::ProbesWithoutStacks(n) = &w.tracing {
+            if let Tracing::Probes(n) | Tracing::ProbesWith(n, _) = &w.tracing {
                 for name in n {
                     assert!(ProbeKind::from_name(name).is_some(), "{}: {name}", w.name);
                 }
@@ -246,18 +252,21 @@ mod tests {
                 "fopen-fd-0",
                 "fopen-ufd-0",
                 "fopen-ffd-0",
+                "fopen-walkall-0",
                 "fopen-all-1",
                 "fopen-nostack-1",
                 "fopen-ftrace-1",
                 "fopen-fd-1",
                 "fopen-ufd-1",
                 "fopen-ffd-1",
+                "fopen-walkall-1",
                 "fopen-off-1",
                 "fopen-nostack-2",
                 "fopen-ftrace-2",
                 "fopen-fd-2",
                 "fopen-ufd-2",
                 "fopen-ffd-2",
+                "fopen-walkall-2",
                 "fopen-off-2",
                 "fopen-all-2",
             ]

@@ -259,6 +259,36 @@ fn memory_here(
     Ok(())
 }
 
+/// The stack cache checked: the lab's workloads with each event's stack walked and
+/// compared with the cache's answer, then the fopen loop with the cache off and on.
+pub(super) fn stack_cache_part(
+    o: &BenchOptions,
+    machine: &Machine,
+    r: &mut BenchResults,
+    boots: &mut Vec<BootSample>,
+) -> Result<(), BenchError> {
+    (o.progress)(
+        "stack cache: the lab's workloads, every stack walked and checked against the cache",
+    );
+    let mut marks = ByteMarks::default();
+    let booted = guest::boot(
+        machine,
+        &stack_cache_plan(o),
+        Box::new(io::sink()),
+        &o.work_dir.join("serial-stack-cache.log"),
+        BootSetup::default(),
+        &mut |s, bytes| {
+            marks.observe(s, bytes);
+        },
+    )
+    .map_err(BenchError::Boot)?;
+    let runs = outcomes(&booted, &marks.marks);
+    r.stack_cache = Some(stack_cache(&runs, &mut r.problems));
+    note_outcome("stack cache", &booted, &mut r.problems);
+    boots.push(boot_of("stack-cache", &booted));
+    Ok(())
+}
+
 /// Boot times: boots to the agent's hello with the default kernel and (if given) the
 /// uncompressed one. Returns the uncompressed kernel's.
 pub(super) fn boot_part(

@@ -18,12 +18,15 @@ pub(super) fn spec(name: &str, program: &str, args: &[String], tracing: Tracing)
 }
 
 pub(super) fn all_probes() -> Tracing {
-    Tracing::Probes(
-        ProbeKind::BUILTIN
-            .iter()
-            .map(|k| k.name().to_string())
-            .collect(),
-    )
+    Tracing::Probes(builtin_names())
+}
+
+/// The built-in probes' names.
+fn builtin_names() -> Vec<String> {
+    ProbeKind::BUILTIN
+        .iter()
+        .map(|k| k.name().to_string())
+        .collect()
 }
 
 pub(super) fn no_probes() -> Tracing {
@@ -36,20 +39,18 @@ pub(super) fn args(list: &[&str]) -> Vec<String> {
 
 /// The conditions of the overhead runs, in the order [`stats::rotation`] rotates: no
 /// probe, every probe, every probe without stack walks, an ftrace kprobe, the built-in
-/// alloc_fd probe alone, and user probes on the same function (kprobe, fentry). cpuinfo
-/// runs the first two.
-pub(super) const CONDITIONS: [&str; 7] = ["off", "all", "nostack", "ftrace", "fd", "ufd", "ffd"];
+/// alloc_fd probe alone, user probes on the same function (kprobe, fentry), and every
+/// probe walking every event's stack (the stack cache off). cpuinfo runs the first two.
+pub(super) const CONDITIONS: [&str; 8] = [
+    "off", "all", "nostack", "ftrace", "fd", "ufd", "ffd", "walkall",
+];
 
 pub(super) fn condition_tracing(c: &str) -> Tracing {
     match c {
         "off" => no_probes(),
         "all" => all_probes(),
-        "nostack" => Tracing::ProbesWithoutStacks(
-            ProbeKind::BUILTIN
-                .iter()
-                .map(|k| k.name().to_string())
-                .collect(),
-        ),
+        "nostack" => Tracing::ProbesWith(builtin_names(), StackMode::Off),
+        "walkall" => Tracing::ProbesWith(builtin_names(), StackMode::WalkEvery),
         "fd" => Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]),
         // The same function through a user probe (`--probe kprobe:alloc_fd`).
         "ufd" => Tracing::UserProbes(vec![format!("kprobe:{GDB_SYMBOL}")]),
@@ -196,5 +197,34 @@ pub(super) fn memory_plan(events: u64) -> RunPlan {
             fd_only,
         ),
     ];
+    RunPlan::new(VSOCK_PORT, w)
+}
+
+/// The stack-cache boot's plan: every workload of the lab run with its stacks checked
+/// against the cache, then the fopen loop with the cache off and on.
+pub(super) fn stack_cache_plan(o: &BenchOptions) -> RunPlan {
+    let mut w: Vec<WorkloadSpec> = crate::lab::BUILTIN_WORKLOADS
+        .iter()
+        .map(|(name, program, list)| {
+            spec(
+                &format!("checked-{name}"),
+                program,
+                &args(list),
+                Tracing::ProbesWith(builtin_names(), StackMode::Checked),
+            )
+        })
+        .collect();
+    let fopen_n = o.fopen_iterations.to_string();
+    for (name, mode) in [
+        ("walkall", StackMode::WalkEvery),
+        ("cached", StackMode::Cached),
+    ] {
+        w.push(spec(
+            &format!("fopen-{name}"),
+            "fopen",
+            &args(&["--iterations", &fopen_n]),
+            Tracing::ProbesWith(builtin_names(), mode),
+        ));
+    }
     RunPlan::new(VSOCK_PORT, w)
 }

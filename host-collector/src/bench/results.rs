@@ -33,6 +33,8 @@ pub struct BenchResults {
     pub lab: Option<LabTiming>,
     /// Agent and collector memory under a long event stream.
     pub memory: Option<Memory>,
+    /// The stack cache checked against a walk of every event.
+    pub stack_cache: Option<StackCacheCheck>,
     /// Each target of the benchmark issue: met or not, by how much.
     pub targets: Vec<TargetCheck>,
     /// Runs that failed and checks that did not add up.
@@ -119,8 +121,16 @@ pub struct NoStackOverhead {
     pub ratio: Option<Spread>,
     /// Time added per event without the walk, µs, paired.
     pub us_per_event: Option<Spread>,
-    /// What the walk adds per event, µs: (with stacks − without) / events, paired.
+    /// What the stacks add per event, µs: (with stacks − without) / events, paired.
+    /// With the stack cache on, as the lab runs.
     pub walk_us_per_event: Option<Spread>,
+    /// Loop time with every event's stack walked (the stack cache off), ms.
+    pub walk_every_ms: Option<Spread>,
+    /// What walking every event's stack adds per event, µs: (walk every − without
+    /// stacks) / events, paired: the stacks' cost without the cache.
+    pub walk_every_us_per_event: Option<Spread>,
+    /// Share of the every-probe runs' stacks that came from the stack cache.
+    pub cached_share: Option<Spread>,
 }
 
 /// What a user probe (`--probe kprobe:FUNC`) costs per event against the built-in
@@ -363,4 +373,35 @@ pub struct TargetCheck {
     pub met: Option<bool>,
     /// By how much, and what bounds it.
     pub note: String,
+}
+
+/// The probes' stack cache checked against the walk: every workload of the lab run with
+/// every probe, each event's stack walked and compared with what the cache would have
+/// given ([`guestscope_common::plan::StackMode::Checked`]); and the fopen loop with the
+/// cache off and on.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StackCacheCheck {
+    /// One row per workload run.
+    pub runs: Vec<StackCacheRun>,
+    /// Events of the checked runs.
+    pub checked_events: u64,
+    /// Of those, events the cache had an answer for.
+    pub cached: u64,
+    /// Of those, answers that differed from the walk (each a wrong stack).
+    pub wrong: u64,
+}
+
+/// One workload's run in [`StackCacheCheck`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StackCacheRun {
+    /// The workload.
+    pub workload: String,
+    /// How its stacks were got (`Checked`, `WalkEvery`, `Cached`).
+    pub mode: String,
+    /// Records the probes wrote.
+    pub emitted: u64,
+    /// Of those, stacks the cache answered.
+    pub cached: u64,
+    /// Of those, answers that differed from the walk (checked runs only).
+    pub wrong: u64,
 }

@@ -67,6 +67,9 @@ pub fn render(r: &BenchResults) -> String {
     if let Some(mm) = &r.memory {
         sections::memory(&mut md, mm);
     }
+    if let Some(sc) = &r.stack_cache {
+        sections::stack_cache(&mut md, sc);
+    }
     if !r.problems.is_empty() {
         let _ = writeln!(md, "\n## Problems in this run\n");
         for p in &r.problems {

@@ -1,10 +1,13 @@
 //! The sections of `results.md`: the heading and the targets, the probes' overhead,
-//! the gdb comparison, the stream's capacity, boot and lab times, memory.
+//! the gdb comparison, the stream's capacity, boot and lab times, memory, the stack
+//! cache.
 
 use std::fmt::Write as _;
 
 use super::spread;
-use crate::bench::results::{BenchResults, Capacity, GdbComparison, LoopOverhead, Memory};
+use crate::bench::results::{
+    BenchResults, Capacity, GdbComparison, LoopOverhead, Memory, StackCacheCheck,
+};
 
 /// The title, the machine, and the targets table.
 pub(super) fn head(md: &mut String, r: &BenchResults) {
@@ -120,12 +123,15 @@ fn overhead_notes(md: &mut String, o: &LoopOverhead) {
     if let Some(n) = &o.without_stacks {
         let _ = writeln!(
             md,
-            "\n{} with every probe but no stack walks: {} ms, ratio {}, {} µs per event; the stack walk adds {} µs per event.",
+            "\n{} with every probe but no stack walks: {} ms, ratio {}, {} µs per event; the stacks add {} µs per event with the stack cache ({} of the stacks came from it), {} µs with every stack walked ({} ms loop, the cache off).",
             o.workload,
             spread(n.traced_ms.as_ref(), 1),
             spread(n.ratio.as_ref(), 3),
             spread(n.us_per_event.as_ref(), 2),
-            spread(n.walk_us_per_event.as_ref(), 2)
+            spread(n.walk_us_per_event.as_ref(), 2),
+            spread(n.cached_share.as_ref(), 3),
+            spread(n.walk_every_us_per_event.as_ref(), 2),
+            spread(n.walk_every_ms.as_ref(), 1)
         );
     }
     if let Some(f) = &o.ftrace {
@@ -307,6 +313,33 @@ pub(super) fn memory(md: &mut String, mm: &Memory) {
         let _ = writeln!(
             md,
             "\nThe collector's peak could not be reset before this run: its figure is the whole bench process's peak."
+        );
+    }
+}
+
+pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
+    let _ = writeln!(md, "\n## Stack cache\n");
+    let _ = writeln!(
+        md,
+        "The lab's workloads with every probe, each event's stack walked and compared with what the probes' stack cache would have given; then the fopen loop with the cache off (`WalkEvery`) and on (`Cached`). Checked: {} events, the cache answered {} ({:.1}%), {} answers differed from the walk.\n",
+        sc.checked_events,
+        sc.cached,
+        if sc.checked_events > 0 {
+            sc.cached as f64 * 100.0 / sc.checked_events as f64
+        } else {
+            0.0
+        },
+        sc.wrong
+    );
+    let _ = writeln!(
+        md,
+        "| workload | stacks | events | from the cache | differed from the walk |\n|---|---|---:|---:|---:|"
+    );
+    for run in &sc.runs {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            run.workload, run.mode, run.emitted, run.cached, run.wrong
         );
     }
 }

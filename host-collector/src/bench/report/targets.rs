@@ -11,7 +11,24 @@ pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
     capacity_targets(r, &mut t);
     boot_targets(r, &mut t);
     memory_targets(r, &mut t);
+    stack_cache_target(r, &mut t);
     t
+}
+
+/// The stack cache gives no stack a walk would not have given.
+fn stack_cache_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
+    let Some(sc) = &r.stack_cache else {
+        return;
+    };
+    t.push(check(
+        "stack cache: cached stacks that differ from a walk of the same event (the lab's workloads)",
+        "0".into(),
+        Some(sc.wrong as f64),
+        format!("{} of {} cached", sc.wrong, sc.cached),
+        Some(0.0),
+        None,
+        format!("{} events checked", sc.checked_events),
+    ));
 }
 
 /// The probes' cost per event, the fopen loop's slowdown, and the gdb comparison.
@@ -34,7 +51,14 @@ fn speed_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
             if let Some(w) =
                 fopen.and_then(|f| med(f.without_stacks.as_ref()?.walk_us_per_event.as_ref()))
             {
-                parts.push(format!("the stack walk {w:.2} µs of it"));
+                parts.push(format!("the stacks {w:.2} µs of it"));
+            }
+            if let Some(w) =
+                fopen.and_then(|f| med(f.without_stacks.as_ref()?.walk_every_us_per_event.as_ref()))
+            {
+                parts.push(format!(
+                    "{w:.2} µs with every stack walked (the stack cache off)"
+                ));
             }
             if let Some(a) = fopen.and_then(|f| med(f.agent_cpu_us_per_event.as_ref())) {
                 parts.push(format!("the agent {a:.2} µs of CPU per event"));

@@ -1,0 +1,359 @@
+//! A per-CPU cache of kernel stacks: a hit whose call chain was walked before gets its
+//! frames from the cache after a few 8-byte reads of its own stack, instead of a walk
+//! (`bpf_get_stack` with the ORC unwinder costs about 12 µs per event under TCG).
+//!
+//! **Key.** The probe, its generation (bumped by the agent whenever it attaches or
+//! detaches, since that can rebuild a trampoline the walk passes through), the probed
+//! function's own frame and its caller. The function's stack pointer on entry (the
+//! *anchor*, where the return address into the caller lies) is not part of it: a
+//! system call starts its stack at a random offset (`RANDOMIZE_KSTACK_OFFSET`, 64
+//! places), which would make one chain 64 keys.
+//!
+//! **Validation.** When a hit with a key is walked, the cache keeps the walk and, for
+//! every frame above the probed function's, the stack slot that holds the frame's
+//! return address: counted from the anchor, or for the outermost frame (the return
+//! into the entry code, right below the saved user registers) from the stack's top,
+//! since a system call's random offset lies between the two. A later hit with the same key is served from
+//! the cache only if each of those slots holds the same return address again. The
+//! unwinder finds each frame from the one below it (its address and where its frame
+//! starts), so the same return addresses in the same slots make the same walk; a chain
+//! that differs anywhere differs in a slot (or moves the slots) and is walked afresh.
+//! What can fool it: a function that sizes its frame at run time (few kernel functions
+//! do) whose stale slot still holds an old return address; the check mode
+//! (`guestscope_common::maps::CHECK_STACK_CACHE`) walks every event anyway and counts
+//! every cached stack that differs from the walk (`stack_cache_wrong`), and the tests
+//! run it on the lab's workloads.
+//!
+//! Frames at or below the probed function's (an fentry walk's BPF program and
+//! trampoline) are not on the stack above the anchor; they depend only on the program
+//! and the function, which the key names.
+//!
+//! Per-CPU and direct-mapped: no lock is taken (a map update would take
+//! `_raw_spin_lock`, which the spin-lock probe traces), and two keys that share a slot
+//! replace each other.
+
+use core::{ffi::c_void, mem::size_of};
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, generated::bpf_probe_read_kernel as read_kernel_raw},
+    macros::map,
+    maps::PerCpuArray,
+};
+use guestscope_common::{EntryCaller, MAX_STACK_FRAMES, ProbeKind};
+
+/// Entries per CPU (each [`CachedStack`] is 680 bytes: 680 KiB per CPU).
+const ENTRIES: u32 = 1024;
+/// Bytes of stack above the anchor searched for the frames' return addresses when an
+/// entry is made; a chain that reaches further is walked on every hit.
+const WINDOW_BYTES: u64 = 4096;
+/// [`WINDOW_BYTES`] in 8-byte slots.
+const WINDOW_SLOTS: usize = WINDOW_BYTES as usize / 8;
+/// Size and alignment of an x86-64 kernel stack (`THREAD_SIZE` without KASAN).
+const THREAD_SIZE: u64 = 16 * 1024;
+/// How deep in a walk the probed function's frame may be (past an fentry's BPF
+/// program and trampoline frames); the same bound as the agent's caller recovery.
+const FRAME_SEARCH: usize = 6;
+
+/// What names one call chain (see the module's text).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct StackKey {
+    frame: u64,
+    caller: u64,
+    kind: u32,
+    generation: u32,
+}
+
+impl StackKey {
+    /// The key of a hit of `kind` at a function's entry, with the stack pointer on
+    /// entry `anchor`; `None` when the probe does not know where it is (tracepoints,
+    /// return probes, places inside a function).
+    #[inline(always)]
+    pub fn new(kind: ProbeKind, entry: &EntryCaller, anchor: u64, generation: u32) -> Option<Self> {
+        if anchor == 0 || entry.frame == 0 || entry.caller == 0 {
+            return None;
+        }
+        Some(StackKey {
+            frame: entry.frame,
+            caller: entry.caller,
+            kind: kind as u32,
+            generation,
+        })
+    }
+
+    /// The cache slot this key lives in.
+    #[inline(always)]
+    fn slot(&self) -> u32 {
+        let mut h = self.frame.rotate_left(17) ^ self.caller;
+        h ^= u64::from(self.kind) << 32 ^ u64::from(self.generation);
+        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as u32 % ENTRIES
+    }
+}
+
+/// One remembered walk.
+#[repr(C)]
+pub struct CachedStack {
+    key: StackKey,
+    /// What `bpf_get_stack` returned (bytes of `ips`); 0: the entry is empty.
+    bytes: u32,
+    /// Index in `ips` of the probed function's own frame.
+    first: u32,
+    /// The walk.
+    ips: [u64; MAX_STACK_FRAMES],
+    /// For each frame past `first`, the slot above the anchor holding its return address.
+    slots: [u16; MAX_STACK_FRAMES],
+}
+
+/// The end of the kernel stack `address` lies in (stacks are [`THREAD_SIZE`] long and
+/// aligned to it).
+#[inline(always)]
+fn stack_top(address: u64) -> u64 {
+    (address | (THREAD_SIZE - 1)) + 1
+}
+
+/// Frames of a walk of `bytes` bytes, at most [`MAX_STACK_FRAMES`] (a bound the
+/// verifier sees, so the loops over frames stay within the arrays).
+#[inline(always)]
+fn frames_of(bytes: u32) -> usize {
+    let frames = bytes as usize / size_of::<u64>();
+    if frames > MAX_STACK_FRAMES {
+        MAX_STACK_FRAMES
+    } else {
+        frames
+    }
+}
+
+/// The cache: [`ENTRIES`] per CPU, indexed by [`StackKey::slot`].
+#[map]
+static STACK_CACHE: PerCpuArray<CachedStack> = PerCpuArray::with_max_entries(ENTRIES, 0);
+
+/// This CPU's search for a walk's frames in its stack ([`remember`]).
+///
+/// The search's state lives here, in a map value, and is read again at every step:
+/// the verifier does not follow a map value's contents, so every way into the loop
+/// looks the same to it. Kept in registers, each value they could hold (which frame
+/// is next, where the probed function's frame was, how far the window reaches) would
+/// be a state of its own, verified through all the window's slots: more than the
+/// verifier's million instructions, and seconds of loading under TCG.
+#[repr(C)]
+pub struct Search {
+    /// The stack above the anchor.
+    words: [u64; WINDOW_SLOTS],
+    /// The next frame to find.
+    next: u32,
+    /// Frames in the walk.
+    frames: u32,
+    /// Bytes of `words` read.
+    len: u32,
+    /// Bytes from the anchor to the stack's top.
+    to_top: u32,
+    /// Index of the probed function's frame in the walk.
+    first: u32,
+    /// Where [`scalar`] passes a value through.
+    value: u64,
+}
+
+/// This CPU's [`Search`].
+#[map]
+static STACK_SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(1, 0);
+
+/// A field of a map value, read so the compiler cannot keep it in a register.
+macro_rules! load {
+    ($place:expr) => {
+        (&raw const $place).read_volatile()
+    };
+}
+
+/// A field of a map value, written so the compiler cannot keep it in a register.
+macro_rules! store {
+    ($place:expr, $value:expr) => {
+        (&raw mut $place).write_volatile($value)
+    };
+}
+
+/// `value` (an address computed from the program's context, which the verifier treats
+/// as a pointer and lets no mask or shift touch) as a plain number, by a round trip
+/// through a map value; 0 if the map cannot be read.
+#[inline(always)]
+pub fn scalar(value: u64) -> u64 {
+    let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: `search` points at this CPU's slot of a per-CPU array (see `lookup`).
+    unsafe {
+        store!((*search).value, value);
+        load!((*search).value)
+    }
+}
+
+/// The cached walk of `key`'s chain if every slot it remembers holds the same return
+/// address again at `anchor`; `None` otherwise.
+#[inline(always)]
+pub fn lookup(key: &StackKey, anchor: u64) -> Option<*const CachedStack> {
+    let entry = STACK_CACHE.get_ptr(key.slot())?;
+    // SAFETY: `entry` points at this CPU's slot of a per-CPU array, valid for the
+    // program's run; programs run with migration disabled, and the busy guard keeps
+    // other guestscope probes on this CPU out while this one runs.
+    let cached = unsafe { &*entry };
+    if cached.bytes == 0 || cached.key != *key {
+        return None;
+    }
+    for j in 0..MAX_STACK_FRAMES {
+        // The bounds are read again for every frame: a register holding them would be
+        // narrowed by each comparison, and the verifier would follow every narrowing.
+        // SAFETY: reads of a live map value's fields.
+        let (first, frames) = unsafe {
+            (
+                (&raw const cached.first).read_volatile() as usize,
+                frames_of((&raw const cached.bytes).read_volatile()),
+            )
+        };
+        if j <= first || j >= frames {
+            continue;
+        }
+        // The outermost frame's return address lies right below the entry's saved
+        // registers, at a fixed distance from the stack's top; the others at a fixed
+        // distance from the anchor (a system call's random stack offset lies between).
+        let at = if j + 1 == frames {
+            stack_top(anchor) - u64::from(cached.slots[j]) * 8
+        } else {
+            anchor + u64::from(cached.slots[j]) * 8
+        };
+        // SAFETY: a helper reading 8 bytes of the kernel stack; a bad address gives an
+        // error.
+        let now = unsafe { bpf_probe_read_kernel(at as *const u64) }.ok()?;
+        if now != cached.ips[j] {
+            return None;
+        }
+    }
+    Some(entry)
+}
+
+/// Copies a cached walk into a record's frames; returns its `stack_bytes`.
+///
+/// # Safety
+/// `ips` must point at a writable array of [`MAX_STACK_FRAMES`] frames.
+#[inline(always)]
+pub unsafe fn copy_out(cached: *const CachedStack, ips: *mut [u64; MAX_STACK_FRAMES]) -> i32 {
+    // SAFETY: `cached` came from `lookup` (a per-CPU map value valid for the program's
+    // run); the caller vouches for `ips`. The whole array is copied (a loop of constant
+    // length is what the verifier follows best); frames past the walk are not read.
+    unsafe {
+        for j in 0..MAX_STACK_FRAMES {
+            (*ips)[j] = (*cached).ips[j];
+        }
+        (*cached).bytes as i32
+    }
+}
+
+/// Whether a walk equals a cached one (the check mode), from the probed function's
+/// frame on. The frames below it are the probe's own (an fentry's BPF program and
+/// trampoline): their first is where in the program the walk was called from, which
+/// is one place for the walk an entry is made from and another for the check's walk.
+///
+/// # Safety
+/// `ips` must point at an array of [`MAX_STACK_FRAMES`] frames.
+#[inline(always)]
+pub unsafe fn same_walk(
+    cached: *const CachedStack,
+    ips: *const [u64; MAX_STACK_FRAMES],
+    bytes: i32,
+) -> bool {
+    // SAFETY: as in `copy_out`.
+    unsafe {
+        if bytes < 0 || (*cached).bytes != bytes as u32 {
+            return false;
+        }
+        for j in 0..MAX_STACK_FRAMES {
+            // Read again for every frame (see `lookup`).
+            let frames = frames_of(load!((*cached).bytes));
+            let first = load!((*cached).first) as usize;
+            if j >= first && j < frames && (*ips)[j] != (*cached).ips[j] {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Remembers the walk `ips` (`bytes` long) of `key`'s chain: finds each frame past the
+/// probed function's in the stack above `anchor`, in order, and keeps where. Gives up
+/// (nothing is kept) when a frame is not found within [`WINDOW_BYTES`].
+///
+/// # Safety
+/// `ips` must point at an array of [`MAX_STACK_FRAMES`] frames.
+#[inline(always)]
+pub unsafe fn remember(
+    key: &StackKey,
+    anchor: u64,
+    ips: *const [u64; MAX_STACK_FRAMES],
+    bytes: i32,
+) {
+    if bytes <= 0 {
+        return;
+    }
+    let Some(entry) = STACK_CACHE.get_ptr_mut(key.slot()) else {
+        return;
+    };
+    let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays (see
+    // `lookup`); the caller vouches for `ips`.
+    unsafe {
+        store!((*search).frames, frames_of(bytes as u32) as u32);
+        store!((*search).first, FRAME_SEARCH as u32);
+        for j in 0..FRAME_SEARCH {
+            if (j as u32) < load!((*search).frames) && (*ips)[j] == key.frame {
+                store!((*search).first, j as u32);
+                break;
+            }
+        }
+        if load!((*search).first) as usize >= FRAME_SEARCH {
+            return;
+        }
+        // The window ends at the stack's top: past it lies the guard page.
+        let to_top = stack_top(anchor) - anchor;
+        let len = if to_top < WINDOW_BYTES {
+            to_top
+        } else {
+            WINDOW_BYTES
+        };
+        let words = (&raw mut (*search).words).cast::<c_void>();
+        if read_kernel_raw(words, len as u32, anchor as *const c_void) != 0 {
+            return;
+        }
+        store!((*search).len, len as u32);
+        store!((*search).to_top, to_top as u32);
+        // Mark the entry empty while it is rewritten; the frames up to the probed
+        // function's are kept as they are, the others are found in the window.
+        (*entry).bytes = 0;
+        for j in 0..MAX_STACK_FRAMES {
+            (*entry).ips[j] = (*ips)[j];
+        }
+        store!((*search).next, load!((*search).first) + 1);
+        for slot in 0..WINDOW_SLOTS {
+            let next = load!((*search).next);
+            if next >= load!((*search).frames) {
+                break;
+            }
+            if slot as u32 * 8 >= load!((*search).len) {
+                return;
+            }
+            let j = next as usize & (MAX_STACK_FRAMES - 1);
+            if (*search).words[slot] == (*ips)[j] {
+                (*entry).slots[j] = slot as u16;
+                store!((*search).next, next + 1);
+            }
+        }
+        if load!((*search).next) < load!((*search).frames) {
+            return;
+        }
+        // The outermost frame is kept as slots below the stack's top (see `lookup`).
+        let last = (load!((*search).frames) as usize).wrapping_sub(1) & (MAX_STACK_FRAMES - 1);
+        (*entry).slots[last] = (load!((*search).to_top) / 8) as u16 - (*entry).slots[last];
+        (*entry).key = *key;
+        (*entry).first = load!((*search).first);
+        (*entry).bytes = bytes as u32;
+    }
+}

@@ -1,0 +1,70 @@
+//! The probes' stack cache against the walk it replaces, as `guestscope bench` checks
+//! it: in one boot, every workload of the lab run with every probe, each event's stack
+//! walked and compared with what the cache would have given. No cached stack may
+//! differ from the walk of the same event (so no classification made from stacks can
+//! differ either), the cache must answer for most events, and with the cache off it
+//! must answer for none.
+
+use guestscope::bench::{self, BenchOptions};
+use guestscope_tests::{guest_artifacts, target_dir};
+
+#[test]
+fn every_cached_stack_equals_the_walk_of_the_same_event() {
+    let (kernel, initrd) = guest_artifacts();
+    let dir = target_dir().join("guestscope/test-out/stack-cache");
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = BenchOptions {
+        kernel,
+        initrd,
+        out_dir: dir.join("out"),
+        work_dir: dir.join("work"),
+        only: vec!["stack-cache".into()],
+        fopen_iterations: 500,
+        ..BenchOptions::default()
+    };
+    let r = bench::run(&o).unwrap_or_else(|e| panic!("bench: {e}"));
+    let sc = r
+        .stack_cache
+        .as_ref()
+        .unwrap_or_else(|| panic!("no stack-cache figures: {:?}", r.problems));
+    for run in &sc.runs {
+        eprintln!("{run:?}");
+    }
+    assert!(r.problems.is_empty(), "problems: {:?}", r.problems);
+    let checked: Vec<_> = sc.runs.iter().filter(|r| r.mode == "Checked").collect();
+    assert_eq!(
+        checked.len(),
+        7,
+        "every lab workload ran checked: {:?}",
+        sc.runs
+    );
+    assert_eq!(
+        sc.wrong, 0,
+        "cached stacks that differ from the walk: {sc:?}"
+    );
+    assert!(
+        sc.checked_events > 10_000,
+        "the lab's workloads make thousands of events: {sc:?}"
+    );
+    assert!(
+        sc.cached * 2 > sc.checked_events,
+        "the cache answers for most events: {} of {}",
+        sc.cached,
+        sc.checked_events
+    );
+    let fopen = |mode: &str| {
+        sc.runs
+            .iter()
+            .find(|r| r.workload.starts_with("fopen-") && r.mode == mode)
+            .unwrap_or_else(|| panic!("no fopen run with {mode}: {:?}", sc.runs))
+    };
+    let off = fopen("WalkEvery");
+    assert!(off.emitted > 1000 && off.cached == 0, "cache off: {off:?}");
+    let on = fopen("Cached");
+    assert!(
+        on.emitted > 1000 && on.cached * 2 > on.emitted,
+        "cache on: {on:?}"
+    );
+    let md = std::fs::read_to_string(dir.join("out/results.md")).unwrap();
+    assert!(md.contains("## Stack cache"), "results.md has the section");
+}
