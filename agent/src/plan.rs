@@ -212,6 +212,7 @@ mod tests {
             events_bytes: None,
             spool_bytes: None,
             secret: None,
+            stacks: Default::default(),
             user_probes: Vec::new(),
             send_probe_list: false,
             stop_functions: Vec::new(),

@@ -293,6 +293,9 @@ fn attach_probes(
     setup.attach_fork_follower(&mut loaded.ebpf);
     let mut tracer = Tracer::new(loaded);
     tracer.keep_user_links(fentry_links);
+    if let Err(e) = tracer.set_plan_stack_mode(plan.stacks) {
+        tracing::warn!("setting the stack mode {:?}: {e}", plan.stacks);
+    }
     tracer
 }
 

@@ -87,6 +87,8 @@ struct Active {
     settings: Array<MapData, u32>,
     /// What was attached when the tracer was made: the plan's probes.
     plan: Attached,
+    /// How the plan asks the probes to get stacks (restored after a workload's own).
+    plan_stacks: StackMode,
     /// The kernel's BTF (for fentry), read on the first re-attach.
     btf: Option<Result<Btf, ProbeError>>,
     /// The user's fentry probes: each link holds its own load of `user_fentry`, and
@@ -126,6 +128,7 @@ impl Tracer {
             counters: maps.counters,
             settings: maps.settings,
             plan,
+            plan_stacks: StackMode::default(),
             btf: None,
             user_links: Vec::new(),
         };
@@ -399,6 +402,29 @@ impl Tracer {
         match self.active.as_ref().map(|a| a.plan.clone()) {
             Some(plan) => self.set_attached(&plan),
             None => Vec::new(),
+        }
+    }
+
+    /// Sets the plan's stack mode: what [`Tracer::restore_stack_mode`] goes back to.
+    pub fn set_plan_stack_mode(&mut self, mode: StackMode) -> Result<(), MapError> {
+        if let Some(a) = self.active.as_mut() {
+            a.plan_stacks = mode;
+        }
+        self.set_stack_mode(mode)
+    }
+
+    /// The plan's stack mode.
+    pub fn plan_stack_mode(&self) -> StackMode {
+        self.active
+            .as_ref()
+            .map_or(StackMode::default(), |a| a.plan_stacks)
+    }
+
+    /// Sets the plan's stack mode again (after a workload's own).
+    pub fn restore_stack_mode(&mut self) -> Result<(), MapError> {
+        match self.active.as_ref().map(|a| a.plan_stacks) {
+            Some(mode) => self.set_stack_mode(mode),
+            None => Ok(()),
         }
     }
 

@@ -97,7 +97,7 @@ impl TracingMode {
         let mut errors = tracer.set_attached(&want);
         let stacks = match tracing {
             Tracing::ProbesWith(_, mode) => *mode,
-            _ => StackMode::default(),
+            _ => tracer.plan_stack_mode(),
         };
         if let Err(e) = tracer.set_stack_mode(stacks) {
             errors.push(format!("setting the stack mode {stacks:?}: {e}"));
@@ -199,10 +199,8 @@ impl TracingMode {
             errors.extend(tracer.detach_user());
         }
         errors.extend(tracer.restore_plan());
-        if stacks != StackMode::default()
-            && let Err(e) = tracer.set_stack_mode(StackMode::default())
-        {
-            errors.push(format!("setting the default stack mode again: {e}"));
+        if let Err(e) = tracer.restore_stack_mode() {
+            errors.push(format!("setting the plan's stack mode again: {e}"));
         }
         let report = WorkloadTracing {
             probes: attached

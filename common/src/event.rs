@@ -414,9 +414,12 @@ pub struct ProbeCounters {
     pub nested: u64,
     /// Records whose stack came from the probes' stack cache (its call chain was walked
     /// before and its stack still held every frame of that walk) instead of a walk.
+    /// (Absent from the files of runs made before the cache: 0.)
+    #[cfg_attr(feature = "std", serde(default))]
     pub stack_cached: u64,
     /// In the check mode (`maps::CHECK_STACK_CACHE`), cached stacks that differed from
     /// the walk made anyway (every one a wrong stack the cache would have given).
+    #[cfg_attr(feature = "std", serde(default))]
     pub stack_cache_wrong: u64,
 }
 

@@ -53,6 +53,10 @@ pub struct RunPlan {
     /// guest. `None`: the collector accepts any agent (a plan written by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// How the probes get each event's stack for the whole run (workloads with a
+    /// [`Tracing`] of their own set theirs for their run).
+    #[serde(default)]
+    pub stacks: StackMode,
 }
 
 impl RunPlan {
@@ -70,6 +74,7 @@ impl RunPlan {
             events_bytes: None,
             spool_bytes: None,
             secret: None,
+            stacks: StackMode::default(),
         }
     }
 }

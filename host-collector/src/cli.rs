@@ -377,6 +377,12 @@ pub struct LabArgs {
     /// default 8 MiB). A small ring loses events, each counted as `ring_full`.
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,
+    /// How the probes get each event's kernel stack: `cached` walks a call chain once
+    /// and then takes that walk for every hit whose own stack still holds each of its
+    /// return addresses; `walk-every` walks every event; `checked` walks every event
+    /// and counts the cached stacks that differ (`stack_cache_wrong` in summary.json).
+    #[arg(long, value_enum, default_value = "cached")]
+    pub stacks: StacksArg,
     /// Seconds the agent's stream may stay silent (it sends a heartbeat every second)
     /// before the guest is taken for hung: QEMU is stopped and everything received is
     /// written. 0 turns the watchdog off.
@@ -401,6 +407,29 @@ pub struct LabArgs {
     /// without starting anything.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `--stacks`: how the probes get each event's kernel stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StacksArg {
+    /// From the stack cache when the call chain was walked before (the default).
+    Cached,
+    /// Walk every event's stack.
+    WalkEvery,
+    /// Walk every event's stack and count the cached stacks that differ from it.
+    Checked,
+}
+
+impl StacksArg {
+    /// The plan's stack mode.
+    pub fn mode(self) -> guestscope_common::plan::StackMode {
+        use guestscope_common::plan::StackMode;
+        match self {
+            StacksArg::Cached => StackMode::Cached,
+            StacksArg::WalkEvery => StackMode::WalkEvery,
+            StacksArg::Checked => StackMode::Checked,
+        }
+    }
 }
 
 /// `--workload-user`.
@@ -465,6 +494,7 @@ impl From<LabArgs> for LabOptions {
             cr3: !a.no_cr3 && !alone,
             snapshots: !a.no_snapshots && !alone,
             events_bytes: a.ring_bytes,
+            stacks: a.stacks.mode(),
             watchdog: (a.watchdog > 0).then(|| Duration::from_secs(a.watchdog)),
             spool_bytes: a.spool_bytes,
             link_faults: Vec::new(),

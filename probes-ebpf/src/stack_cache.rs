@@ -100,8 +100,11 @@ pub struct CachedStack {
     first: u32,
     /// The walk.
     ips: [u64; MAX_STACK_FRAMES],
-    /// For each frame past `first`, the slot above the anchor holding its return address.
+    /// For each frame past `first`, the slot above the anchor holding its return
+    /// address (for the outermost frame: the slot below the stack's top).
     slots: [u16; MAX_STACK_FRAMES],
+    /// Bytes above the anchor that hold every slot counted from it.
+    span: u32,
 }
 
 /// The end of the kernel stack `address` lies in (stacks are [`THREAD_SIZE`] long and
@@ -191,39 +194,47 @@ pub fn scalar(value: u64) -> u64 {
 #[inline(always)]
 pub fn lookup(key: &StackKey, anchor: u64) -> Option<*const CachedStack> {
     let entry = STACK_CACHE.get_ptr(key.slot())?;
-    // SAFETY: `entry` points at this CPU's slot of a per-CPU array, valid for the
-    // program's run; programs run with migration disabled, and the busy guard keeps
-    // other guestscope probes on this CPU out while this one runs.
-    let cached = unsafe { &*entry };
-    if cached.bytes == 0 || cached.key != *key {
-        return None;
-    }
-    for j in 0..MAX_STACK_FRAMES {
-        // The bounds are read again for every frame: a register holding them would be
-        // narrowed by each comparison, and the verifier would follow every narrowing.
-        // SAFETY: reads of a live map value's fields.
-        let (first, frames) = unsafe {
-            (
-                (&raw const cached.first).read_volatile() as usize,
-                frames_of((&raw const cached.bytes).read_volatile()),
-            )
-        };
-        if j <= first || j >= frames {
-            continue;
+    let search = STACK_SEARCH.get_ptr_mut(0)?;
+    // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays, valid
+    // for the program's run; programs run with migration disabled, and the busy guard
+    // keeps other guestscope probes on this CPU out while this one runs. Bounds are
+    // read with `load!` at every use: a register holding them would be narrowed by each
+    // comparison, and the verifier would follow every narrowing.
+    unsafe {
+        let cached = &*entry;
+        if cached.bytes == 0 || cached.key != *key {
+            return None;
+        }
+        // The slots counted from the anchor, in one read (a helper call per frame
+        // costs more under TCG than the bytes between them).
+        let span = load!(cached.span);
+        if span as u64 > WINDOW_BYTES {
+            return None;
+        }
+        let words = (&raw mut (*search).words).cast::<c_void>();
+        if span > 0 && read_kernel_raw(words, span, anchor as *const c_void) != 0 {
+            return None;
         }
         // The outermost frame's return address lies right below the entry's saved
         // registers, at a fixed distance from the stack's top; the others at a fixed
         // distance from the anchor (a system call's random stack offset lies between).
-        let at = if j + 1 == frames {
-            stack_top(anchor) - u64::from(cached.slots[j]) * 8
-        } else {
-            anchor + u64::from(cached.slots[j]) * 8
-        };
-        // SAFETY: a helper reading 8 bytes of the kernel stack; a bad address gives an
-        // error.
-        let now = unsafe { bpf_probe_read_kernel(at as *const u64) }.ok()?;
-        if now != cached.ips[j] {
-            return None;
+        let last = (frames_of(load!(cached.bytes))).wrapping_sub(1) & (MAX_STACK_FRAMES - 1);
+        if last > load!(cached.first) as usize {
+            let at = stack_top(anchor) - u64::from(cached.slots[last]) * 8;
+            if bpf_probe_read_kernel(at as *const u64).ok()? != cached.ips[last] {
+                return None;
+            }
+        }
+        for j in 0..MAX_STACK_FRAMES {
+            let first = load!(cached.first) as usize;
+            let frames = frames_of(load!(cached.bytes));
+            if j <= first || j + 1 >= frames {
+                continue;
+            }
+            let slot = cached.slots[j] as usize & (WINDOW_SLOTS - 1);
+            if (*search).words[slot] != cached.ips[j] {
+                return None;
+            }
         }
     }
     Some(entry)
@@ -349,9 +360,16 @@ pub unsafe fn remember(
         if load!((*search).next) < load!((*search).frames) {
             return;
         }
-        // The outermost frame is kept as slots below the stack's top (see `lookup`).
+        // The outermost frame is kept as slots below the stack's top (see `lookup`);
+        // the one before it is the farthest counted from the anchor.
         let last = (load!((*search).frames) as usize).wrapping_sub(1) & (MAX_STACK_FRAMES - 1);
         (*entry).slots[last] = (load!((*search).to_top) / 8) as u16 - (*entry).slots[last];
+        let before = last.wrapping_sub(1) & (MAX_STACK_FRAMES - 1);
+        (*entry).span = if before > load!((*search).first) as usize {
+            (u32::from((*entry).slots[before]) + 1) * 8
+        } else {
+            0
+        };
         (*entry).key = *key;
         (*entry).first = load!((*search).first);
         (*entry).bytes = bytes as u32;

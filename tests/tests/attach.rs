@@ -49,6 +49,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
         user_probes: vec!["kretprobe:alloc_fd".into()],
         send_probe_list: false,
         stop_functions: Vec::new(),
+        stacks: Default::default(),
         workloads: vec![WorkloadSpec {
             name: "fopen".into(),
             path: format!("{BUILTIN_WORKLOAD_DIR}/fopen"),

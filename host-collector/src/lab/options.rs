@@ -74,6 +74,8 @@ pub struct LabOptions {
     pub link_faults: Vec<LinkFault>,
     /// Size of the probes' ring buffer in bytes (None: the built-in size).
     pub events_bytes: Option<u32>,
+    /// How the probes get each event's stack (`--stacks`).
+    pub stacks: guestscope_common::plan::StackMode,
     /// The user's root file system image (`--rootfs`): the agent runs chrooted in it
     /// (see [`crate::rootfs`]).
     pub rootfs: Option<PathBuf>,
@@ -131,6 +133,7 @@ impl Default for LabOptions {
             spool_bytes: None,
             link_faults: Vec::new(),
             events_bytes: None,
+            stacks: guestscope_common::plan::StackMode::default(),
             rootfs: None,
             vmlinux: None,
             command: Vec::new(),

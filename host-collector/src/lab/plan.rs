@@ -78,6 +78,7 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
         stop_functions: o.stop_at.clone(),
         events_bytes: o.events_bytes,
         spool_bytes: o.spool_bytes,
+        stacks: o.stacks,
         ..RunPlan::new(VSOCK_PORT, workloads)
     }
 }

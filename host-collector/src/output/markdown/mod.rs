@@ -150,7 +150,7 @@ fn render_probes(md: &mut String, s: &Summary) {
     let _ = writeln!(md, "\n## Probes\n");
     let _ = writeln!(
         md,
-        "| probe | attached to | method | matched | emitted | lost (ring full) | no stack | skipped (nested) | note |\n|---|---|---|---:|---:|---:|---:|---:|---|"
+        "| probe | attached to | method | matched | emitted | lost (ring full) | no stack | stack from the cache | skipped (nested) | note |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|"
     );
     for p in &s.probes {
         let c = p.counters.unwrap_or_default();
@@ -161,9 +161,18 @@ fn render_probes(md: &mut String, s: &Summary) {
                 "—".into()
             }
         };
+        let cached = if p.counters.is_some() && c.emitted > 0 {
+            format!(
+                "{} ({:.1}%)",
+                c.stack_cached,
+                c.stack_cached as f64 * 100.0 / c.emitted as f64
+            )
+        } else {
+            n(c.stack_cached)
+        };
         let _ = writeln!(
             md,
-            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.name,
             p.attach.target,
             if p.attach.attached {
@@ -175,8 +184,18 @@ fn render_probes(md: &mut String, s: &Summary) {
             n(c.emitted),
             n(c.ring_full),
             n(c.stack_failed),
+            cached,
             n(c.nested),
             p.attach.note
+        );
+    }
+    if s.probes
+        .iter()
+        .any(|p| p.counters.is_some_and(|c| c.stack_cached > 0))
+    {
+        let _ = writeln!(
+            md,
+            "\nA stack from the cache is the walk of an earlier hit with the same call chain, taken once the probe has found each of its return addresses again in this hit's own stack; `guestscope bench` checks every cached stack of the lab's workloads against a walk of the same event."
         );
     }
 }
