@@ -41,8 +41,11 @@ use aya_ebpf::{
 };
 use guestscope_common::{EntryCaller, MAX_STACK_FRAMES, ProbeKind};
 
-/// Entries per CPU (each [`CachedStack`] is 680 bytes: 680 KiB per CPU).
+/// Entries per CPU (each [`CachedStack`] is 696 bytes: 696 KiB per CPU).
 const ENTRIES: u32 = 1024;
+/// Entries a key may live in: two, so one function called on two paths that alternate
+/// (a lock taken by `fput` on close and on exit) keeps both walks.
+const WAYS: u32 = 2;
 /// Bytes of stack above the anchor searched for the frames' return addresses when an
 /// entry is made; a chain that reaches further is walked on every hit.
 const WINDOW_BYTES: u64 = 4096;
@@ -81,12 +84,12 @@ impl StackKey {
         })
     }
 
-    /// The cache slot this key lives in.
+    /// The first of the [`WAYS`] cache entries this key may live in.
     #[inline(always)]
-    fn slot(&self) -> u32 {
+    fn set(&self) -> u32 {
         let mut h = self.frame.rotate_left(17) ^ self.caller;
         h ^= u64::from(self.kind) << 32 ^ u64::from(self.generation);
-        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as u32 % ENTRIES
+        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as u32 % (ENTRIES / WAYS) * WAYS
     }
 }
 
@@ -105,6 +108,9 @@ pub struct CachedStack {
     slots: [u16; MAX_STACK_FRAMES],
     /// Bytes above the anchor that hold every slot counted from it.
     span: u32,
+    /// In a set's first entry: the way that answered last (the other is replaced
+    /// first).
+    recent: u32,
 }
 
 /// The end of the kernel stack `address` lies in (stacks are [`THREAD_SIZE`] long and
@@ -193,8 +199,26 @@ pub fn scalar(value: u64) -> u64 {
 /// address again at `anchor`; `None` otherwise.
 #[inline(always)]
 pub fn lookup(key: &StackKey, anchor: u64) -> Option<*const CachedStack> {
-    let entry = STACK_CACHE.get_ptr(key.slot())?;
-    let search = STACK_SEARCH.get_ptr_mut(0)?;
+    let set = key.set();
+    let first = STACK_CACHE.get_ptr_mut(set)?;
+    for way in 0..WAYS {
+        let entry = STACK_CACHE.get_ptr(set + way)?;
+        if holds(entry, key, anchor) {
+            // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
+            unsafe { store!((*first).recent, way) };
+            return Some(entry);
+        }
+    }
+    None
+}
+
+/// Whether `entry` is `key`'s and every return address it remembers is in the
+/// current stack (above `anchor`) where it was.
+#[inline(always)]
+fn holds(entry: *const CachedStack, key: &StackKey, anchor: u64) -> bool {
+    let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
+        return false;
+    };
     // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays, valid
     // for the program's run; programs run with migration disabled, and the busy guard
     // keeps other guestscope probes on this CPU out while this one runs. Bounds are
@@ -203,17 +227,17 @@ pub fn lookup(key: &StackKey, anchor: u64) -> Option<*const CachedStack> {
     unsafe {
         let cached = &*entry;
         if cached.bytes == 0 || cached.key != *key {
-            return None;
+            return false;
         }
         // The slots counted from the anchor, in one read (a helper call per frame
         // costs more under TCG than the bytes between them).
         let span = load!(cached.span);
         if span as u64 > WINDOW_BYTES {
-            return None;
+            return false;
         }
         let words = (&raw mut (*search).words).cast::<c_void>();
         if span > 0 && read_kernel_raw(words, span, anchor as *const c_void) != 0 {
-            return None;
+            return false;
         }
         // The outermost frame's return address lies right below the entry's saved
         // registers, at a fixed distance from the stack's top; the others at a fixed
@@ -221,23 +245,24 @@ pub fn lookup(key: &StackKey, anchor: u64) -> Option<*const CachedStack> {
         let last = (frames_of(load!(cached.bytes))).wrapping_sub(1) & (MAX_STACK_FRAMES - 1);
         if last > load!(cached.first) as usize {
             let at = stack_top(anchor) - u64::from(cached.slots[last]) * 8;
-            if bpf_probe_read_kernel(at as *const u64).ok()? != cached.ips[last] {
-                return None;
+            if bpf_probe_read_kernel(at as *const u64) != Ok(cached.ips[last]) {
+                return false;
             }
         }
         for j in 0..MAX_STACK_FRAMES {
-            let first = load!(cached.first) as usize;
-            let frames = frames_of(load!(cached.bytes));
-            if j <= first || j + 1 >= frames {
+            if j + 1 >= frames_of(load!(cached.bytes)) {
+                break;
+            }
+            if j <= load!(cached.first) as usize {
                 continue;
             }
             let slot = cached.slots[j] as usize & (WINDOW_SLOTS - 1);
             if (*search).words[slot] != cached.ips[j] {
-                return None;
+                return false;
             }
         }
     }
-    Some(entry)
+    true
 }
 
 /// Copies a cached walk into a record's frames; returns its `stack_bytes`.
@@ -247,10 +272,12 @@ pub fn lookup(key: &StackKey, anchor: u64) -> Option<*const CachedStack> {
 #[inline(always)]
 pub unsafe fn copy_out(cached: *const CachedStack, ips: *mut [u64; MAX_STACK_FRAMES]) -> i32 {
     // SAFETY: `cached` came from `lookup` (a per-CPU map value valid for the program's
-    // run); the caller vouches for `ips`. The whole array is copied (a loop of constant
-    // length is what the verifier follows best); frames past the walk are not read.
+    // run); the caller vouches for `ips`. Frames past the walk are not read.
     unsafe {
         for j in 0..MAX_STACK_FRAMES {
+            if j >= frames_of(load!((*cached).bytes)) {
+                break;
+            }
             (*ips)[j] = (*cached).ips[j];
         }
         (*cached).bytes as i32
@@ -303,7 +330,14 @@ pub unsafe fn remember(
     if bytes <= 0 {
         return;
     }
-    let Some(entry) = STACK_CACHE.get_ptr_mut(key.slot()) else {
+    // The way that did not answer last.
+    let set = key.set();
+    let Some(first) = STACK_CACHE.get_ptr(set) else {
+        return;
+    };
+    // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
+    let victim = 1 - (unsafe { load!((*first).recent) } & 1);
+    let Some(entry) = STACK_CACHE.get_ptr_mut(set + victim) else {
         return;
     };
     let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
