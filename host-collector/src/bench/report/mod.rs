@@ -93,6 +93,37 @@ mod tests {
     }
 
     #[test]
+    fn the_stack_cache_target_is_zero_wrong_stacks() {
+        let with = |wrong| BenchResults {
+            stack_cache: Some(crate::bench::results::StackCacheCheck {
+                checked_events: 100,
+                cached: 90,
+                wrong,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = targets(&with(0));
+        let sc = t.iter().find(|c| c.what.contains("stack cache")).unwrap();
+        assert_eq!(sc.met, Some(true));
+        assert_eq!(sc.measured, "0 of 90 cached");
+        assert!(
+            sc.note.starts_with("none; 100 events checked"),
+            "{}",
+            sc.note
+        );
+        let t = targets(&with(3));
+        let sc = t.iter().find(|c| c.what.contains("stack cache")).unwrap();
+        assert_eq!(sc.met, Some(false));
+        assert!(sc.note.starts_with("3; "), "{}", sc.note);
+        assert!(
+            targets(&BenchResults::default())
+                .iter()
+                .all(|c| !c.what.contains("stack cache"))
+        );
+    }
+
+    #[test]
     fn targets_say_met_or_not_and_by_how_much() {
         let r = BenchResults {
             lab: Some(LabTiming {

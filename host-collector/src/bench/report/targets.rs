@@ -250,6 +250,9 @@ fn check(
 ) -> TargetCheck {
     let met = measured.map(|m| at_most.is_none_or(|t| m <= t) && at_least.is_none_or(|t| m >= t));
     let by = match (measured, at_most, at_least) {
+        // A target of zero (nothing wrong) has no ratio to it.
+        (Some(m), Some(t), _) if t == 0.0 && m <= t => "none".into(),
+        (Some(m), Some(t), _) if t == 0.0 => format!("{m}"),
         (Some(m), Some(t), _) if m <= t => {
             format!("{:.0}% under the target", (1.0 - m / t) * 100.0)
         }
