@@ -252,7 +252,7 @@ fn check(
     let by = match (measured, at_most, at_least) {
         // A target of zero (nothing wrong) has no ratio to it.
         (Some(m), Some(t), _) if t == 0.0 && m <= t => "none".into(),
-        (Some(m), Some(t), _) if t == 0.0 => format!("{m}"),
+        (Some(m), Some(0.0), _) => format!("{m}"),
         (Some(m), Some(t), _) if m <= t => {
             format!("{:.0}% under the target", (1.0 - m / t) * 100.0)
         }
