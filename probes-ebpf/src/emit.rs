@@ -207,8 +207,8 @@ unsafe fn stack<C: EbpfContext>(
         // No walk: no frame is meaningful (the agent reads none).
         return NO_STACK;
     }
-    let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
     let key = if cacheable && flags & NO_STACK_CACHE == 0 {
+        let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
         StackKey::new(kind, &entry.caller, entry.anchor, generation)
     } else {
         None

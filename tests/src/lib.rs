@@ -117,6 +117,24 @@ pub fn guest_artifacts() -> (PathBuf, PathBuf) {
     (get("GUESTSCOPE_KERNEL"), get("GUESTSCOPE_INITRD"))
 }
 
+/// A fresh directory `target/guestscope/test-out/<name>` and the options of a
+/// `guestscope bench` run of only `part` writing into it (`out/`, `work/`), with the
+/// guest from the environment; the rest of the options are the bench's defaults.
+pub fn bench_in(name: &str, part: &str) -> (PathBuf, guestscope::bench::BenchOptions) {
+    let (kernel, initrd) = guest_artifacts();
+    let dir = target_dir().join("guestscope/test-out").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = guestscope::bench::BenchOptions {
+        kernel,
+        initrd,
+        out_dir: dir.join("out"),
+        work_dir: dir.join("work"),
+        only: vec![part.into()],
+        ..guestscope::bench::BenchOptions::default()
+    };
+    (dir, o)
+}
+
 /// A static musl binary of one of guestscope's workloads, on the host.
 pub fn workload_binary(name: &str) -> PathBuf {
     let p = target_dir()

@@ -4,24 +4,17 @@
 //! them to disk. Every synthetic event must arrive, and the ceiling must be a rate.
 
 use guestscope::bench::{self, BenchOptions};
-use guestscope_tests::{guest_artifacts, target_dir};
+use guestscope_tests::bench_in;
 
 #[test]
 fn every_synthetic_event_arrives_and_the_ceiling_is_measured_against_raw_vsock() {
-    let (kernel, initrd) = guest_artifacts();
-    let dir = target_dir().join("guestscope/test-out/pipeline-ceiling");
-    let _ = std::fs::remove_dir_all(&dir);
+    let (dir, o) = bench_in("pipeline-ceiling", "capacity");
     let o = BenchOptions {
-        kernel,
-        initrd,
-        out_dir: dir.join("out"),
-        work_dir: dir.join("work"),
-        only: vec!["capacity".into()],
         blast_reps: 1,
         blast_bytes: 16 << 20,
         rates: vec![2_000],
         step_seconds: 0.5,
-        ..BenchOptions::default()
+        ..o
     };
     let r = bench::run(&o).unwrap_or_else(|e| panic!("bench: {e}"));
     let c = r.capacity.as_ref().expect("the capacity part ran");

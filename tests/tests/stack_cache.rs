@@ -6,21 +6,14 @@
 //! must answer for none.
 
 use guestscope::bench::{self, BenchOptions};
-use guestscope_tests::{guest_artifacts, target_dir};
+use guestscope_tests::bench_in;
 
 #[test]
 fn every_cached_stack_equals_the_walk_of_the_same_event() {
-    let (kernel, initrd) = guest_artifacts();
-    let dir = target_dir().join("guestscope/test-out/stack-cache");
-    let _ = std::fs::remove_dir_all(&dir);
+    let (dir, o) = bench_in("stack-cache", "stack-cache");
     let o = BenchOptions {
-        kernel,
-        initrd,
-        out_dir: dir.join("out"),
-        work_dir: dir.join("work"),
-        only: vec!["stack-cache".into()],
         fopen_iterations: 500,
-        ..BenchOptions::default()
+        ..o
     };
     let r = bench::run(&o).unwrap_or_else(|e| panic!("bench: {e}"));
     let sc = r
