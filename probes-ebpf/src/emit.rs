@@ -207,15 +207,18 @@ unsafe fn stack<C: EbpfContext>(
         // No walk: no frame is meaningful (the agent reads none).
         return NO_STACK;
     }
+    // A key, and the top of the task's stack the hit is on (hits on an interrupt stack
+    // are walked every time).
     let key = if cacheable && flags & NO_STACK_CACHE == 0 {
         let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
         StackKey::new(kind, &entry.caller, entry.anchor, generation)
+            .and_then(|k| Some((k, stack_cache::task_stack_top(entry.anchor)?)))
     } else {
         None
     };
     let cached = key
         .as_ref()
-        .and_then(|k| stack_cache::lookup(k, entry.anchor));
+        .and_then(|(k, top)| stack_cache::lookup(k, entry.anchor, *top));
     // SAFETY: the caller vouches for `event`.
     let ips = unsafe { &raw mut (*event).ips };
     if let Some(cached) = cached {
@@ -240,7 +243,9 @@ unsafe fn stack<C: EbpfContext>(
             }
         }
         // SAFETY: `ips` holds the walk just made.
-        (None, Some(key)) => unsafe { stack_cache::remember(&key, entry.anchor, ips, written) },
+        (None, Some((key, top))) => unsafe {
+            stack_cache::remember(&key, entry.anchor, top, ips, written)
+        },
         (None, None) => {}
     }
     written

@@ -24,6 +24,10 @@
 //! every cached stack that differs from the walk (`stack_cache_wrong`), and the tests
 //! run it on the lab's workloads.
 //!
+//! **Which stacks.** Only a task's own stack is cached: its top is known exactly, so no
+//! read goes past it. A hit on an interrupt stack (a softirq's timer, say) is walked
+//! every time; guessing that stack's top from alignment made reads fault past its end.
+//!
 //! Frames at or below the probed function's (an fentry walk's BPF program and
 //! trampoline) are not on the stack above the anchor; they depend only on the program
 //! and the function, which the key names.
@@ -51,8 +55,14 @@ const WAYS: u32 = 2;
 const WINDOW_BYTES: u64 = 4096;
 /// [`WINDOW_BYTES`] in 8-byte slots.
 const WINDOW_SLOTS: usize = WINDOW_BYTES as usize / 8;
-/// Size and alignment of an x86-64 kernel stack (`THREAD_SIZE` without KASAN).
+/// Size and alignment of an x86-64 task's kernel stack (`THREAD_SIZE` without KASAN).
 const THREAD_SIZE: u64 = 16 * 1024;
+/// What the kernel writes at the lowest address of every task's stack
+/// (`STACK_END_MAGIC`, checked for overflows): how a task's stack is told from an
+/// interrupt stack, which is not aligned to [`THREAD_SIZE`].
+const STACK_END_MAGIC: u64 = 0x57AC_6E9D;
+/// Stack regions per CPU remembered as not a task's (the interrupt stack spans two).
+const OTHER_REGIONS: usize = 4;
 /// How deep in a walk the probed function's frame may be (past an fentry's BPF
 /// program and trampoline frames); the same bound as the agent's caller recovery.
 const FRAME_SEARCH: usize = 6;
@@ -113,13 +123,6 @@ pub struct CachedStack {
     recent: u32,
 }
 
-/// The end of the kernel stack `address` lies in (stacks are [`THREAD_SIZE`] long and
-/// aligned to it).
-#[inline(always)]
-fn stack_top(address: u64) -> u64 {
-    (address | (THREAD_SIZE - 1)) + 1
-}
-
 /// Frames of a walk of `bytes` bytes, at most [`MAX_STACK_FRAMES`] (a bound the
 /// verifier sees, so the loops over frames stay within the arrays).
 #[inline(always)]
@@ -160,6 +163,12 @@ pub struct Search {
     first: u32,
     /// Where [`scalar`] passes a value through.
     value: u64,
+    /// The [`THREAD_SIZE`] region of the last stack found to be a task's.
+    task_region: u64,
+    /// Regions found not to be a task's stack (an interrupt stack), never cached.
+    other_regions: [u64; OTHER_REGIONS],
+    /// The entry of `other_regions` to replace next.
+    other_next: u32,
 }
 
 /// This CPU's [`Search`].
@@ -195,15 +204,53 @@ pub fn scalar(value: u64) -> u64 {
     }
 }
 
-/// The cached walk of `key`'s chain if every slot it remembers holds the same return
-/// address again at `anchor`; `None` otherwise.
+/// The top of the task's stack `anchor` lies in; `None` when `anchor` is on another
+/// stack (an interrupt or exception stack), whose hits are walked and not cached.
+///
+/// A task's stack is [`THREAD_SIZE`] long, aligned to it, and starts with
+/// [`STACK_END_MAGIC`]; an interrupt stack is only page-aligned, so a top guessed from
+/// alignment could lie past its end, where a read faults (each fault a kernel page
+/// fault that the probe in it skips). The answer for a region never changes while it
+/// is a stack (interrupt stacks are made once, at boot), so each CPU remembers its last
+/// task region and its other regions, and reads a region's first word once.
 #[inline(always)]
-pub fn lookup(key: &StackKey, anchor: u64) -> Option<*const CachedStack> {
+pub fn task_stack_top(anchor: u64) -> Option<u64> {
+    let search = STACK_SEARCH.get_ptr_mut(0)?;
+    let region = anchor & !(THREAD_SIZE - 1);
+    // SAFETY: `search` points at this CPU's slot of a per-CPU array (see `holds`).
+    unsafe {
+        if load!((*search).task_region) == region {
+            return Some(region + THREAD_SIZE);
+        }
+        for i in 0..OTHER_REGIONS {
+            if load!((*search).other_regions[i]) == region {
+                return None;
+            }
+        }
+        if bpf_probe_read_kernel(region as *const u64) == Ok(STACK_END_MAGIC) {
+            store!((*search).task_region, region);
+            return Some(region + THREAD_SIZE);
+        }
+        let next = load!((*search).other_next) as usize % OTHER_REGIONS;
+        store!((*search).other_regions[next], region);
+        store!(
+            (*search).other_next,
+            (next as u32 + 1) % OTHER_REGIONS as u32
+        );
+    }
+    None
+}
+
+/// The cached walk of `key`'s chain if every slot it remembers holds the same return
+/// address again at `anchor`, on the task's stack that ends at `top`
+/// ([`task_stack_top`]); `None` otherwise.
+#[inline(always)]
+pub fn lookup(key: &StackKey, anchor: u64, top: u64) -> Option<*const CachedStack> {
     let set = key.set();
     let first = STACK_CACHE.get_ptr_mut(set)?;
     for way in 0..WAYS {
         let entry = STACK_CACHE.get_ptr(set + way)?;
-        if holds(entry, key, anchor) {
+        if holds(entry, key, anchor, top) {
             // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
             unsafe { store!((*first).recent, way) };
             return Some(entry);
@@ -213,9 +260,9 @@ pub fn lookup(key: &StackKey, anchor: u64) -> Option<*const CachedStack> {
 }
 
 /// Whether `entry` is `key`'s and every return address it remembers is in the
-/// current stack (above `anchor`) where it was.
+/// current stack (above `anchor`, below `top`) where it was.
 #[inline(always)]
-fn holds(entry: *const CachedStack, key: &StackKey, anchor: u64) -> bool {
+fn holds(entry: *const CachedStack, key: &StackKey, anchor: u64, top: u64) -> bool {
     let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
         return false;
     };
@@ -232,7 +279,9 @@ fn holds(entry: *const CachedStack, key: &StackKey, anchor: u64) -> bool {
         // The slots counted from the anchor, in one read (a helper call per frame
         // costs more under TCG than the bytes between them).
         let span = load!(cached.span);
-        if span as u64 > WINDOW_BYTES {
+        // Nothing past the stack's top is read (a chain of the same key may have
+        // reached further from a deeper anchor).
+        if span as u64 > WINDOW_BYTES || anchor + span as u64 > top {
             return false;
         }
         let words = (&raw mut (*search).words).cast::<c_void>();
@@ -244,7 +293,7 @@ fn holds(entry: *const CachedStack, key: &StackKey, anchor: u64) -> bool {
         // distance from the anchor (a system call's random stack offset lies between).
         let last = (frames_of(load!(cached.bytes))).wrapping_sub(1) & (MAX_STACK_FRAMES - 1);
         if last > load!(cached.first) as usize {
-            let at = stack_top(anchor) - u64::from(cached.slots[last]) * 8;
+            let at = top - u64::from(cached.slots[last]) * 8;
             if bpf_probe_read_kernel(at as *const u64) != Ok(cached.ips[last]) {
                 return false;
             }
@@ -315,7 +364,8 @@ pub unsafe fn same_walk(
 }
 
 /// Remembers the walk `ips` (`bytes` long) of `key`'s chain: finds each frame past the
-/// probed function's in the stack above `anchor`, in order, and keeps where. Gives up
+/// probed function's in the stack above `anchor` (below `top`, the task stack's top from
+/// [`task_stack_top`]), in order, and keeps where. Gives up
 /// (nothing is kept) when a frame is not found within [`WINDOW_BYTES`].
 ///
 /// # Safety
@@ -324,6 +374,7 @@ pub unsafe fn same_walk(
 pub unsafe fn remember(
     key: &StackKey,
     anchor: u64,
+    top: u64,
     ips: *const [u64; MAX_STACK_FRAMES],
     bytes: i32,
 ) {
@@ -358,7 +409,7 @@ pub unsafe fn remember(
             return;
         }
         // The window ends at the stack's top: past it lies the guard page.
-        let to_top = stack_top(anchor) - anchor;
+        let to_top = top - anchor;
         let len = if to_top < WINDOW_BYTES {
             to_top
         } else {

@@ -569,6 +569,7 @@ pub(super) fn stack_cache(
             emitted: sum.emitted,
             cached: sum.stack_cached,
             wrong: sum.stack_cache_wrong,
+            nested: sum.nested,
         });
     }
     check

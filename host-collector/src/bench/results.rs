@@ -404,4 +404,7 @@ pub struct StackCacheRun {
     pub cached: u64,
     /// Of those, answers that differed from the walk (checked runs only).
     pub wrong: u64,
+    /// Hits skipped because another guestscope probe was running on the CPU (a page
+    /// fault in a probe's own stack reads would be one).
+    pub nested: u64,
 }

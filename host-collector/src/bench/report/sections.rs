@@ -333,13 +333,13 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
     );
     let _ = writeln!(
         md,
-        "| workload | stacks | events | from the cache | differed from the walk |\n|---|---|---:|---:|---:|"
+        "| workload | stacks | events | from the cache | differed from the walk | hits skipped (nested) |\n|---|---|---:|---:|---:|---:|"
     );
     for run in &sc.runs {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} |",
-            run.workload, run.mode, run.emitted, run.cached, run.wrong
+            "| {} | {} | {} | {} | {} | {} |",
+            run.workload, run.mode, run.emitted, run.cached, run.wrong, run.nested
         );
     }
 }
