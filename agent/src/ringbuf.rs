@@ -1,5 +1,6 @@
-//! Reading [`StackedEvent`] records (an event and its kernel stack) from the `EVENTS`
-//! ring buffer.
+//! Reading probe records from the `EVENTS` ring buffer: a [`StackedEvent`] (an event
+//! and its walked kernel stack) or a [`CachedEvent`] (an event whose stack the probes'
+//! stack cache gave), told apart by length.
 
 use std::{
     borrow::Borrow,
@@ -7,36 +8,45 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use guestscope_common::StackedEvent;
+use guestscope_common::{CachedEvent, StackedEvent};
 
-/// Decodes one ring-buffer record; `None` if it is not exactly one [`StackedEvent`].
-pub fn parse_record(bytes: &[u8]) -> Option<StackedEvent> {
-    if bytes.len() != size_of::<StackedEvent>() {
-        return None;
-    }
-    // SAFETY: the length is checked above; StackedEvent is repr(C) with only integer
-    // fields, so every bit pattern is valid, and read_unaligned has no alignment
-    // requirement.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<StackedEvent>()) })
+/// One ring-buffer record, read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// An event with its walked stack.
+    Walked(&'a StackedEvent),
+    /// An event whose stack is a stack-cache entry's.
+    Cached(&'a CachedEvent),
 }
 
-/// Calls `f` with the record in `bytes` if it is exactly one [`StackedEvent`] (in place
-/// when `bytes` is aligned for it, as ring-buffer records are; from a copy otherwise), or
-/// with the record's length if it is not.
-pub fn with_record<R>(bytes: &[u8], f: impl FnOnce(Result<&StackedEvent, usize>) -> R) -> R {
-    if bytes.len() != size_of::<StackedEvent>() {
-        return f(Err(bytes.len()));
+/// `bytes` as a `T` if it is exactly one: in place when aligned (as ring-buffer records
+/// are), else `None` with `copy` set to a copy.
+fn view<'a, T: Copy>(bytes: &'a [u8], copy: &'a mut Option<T>) -> Option<&'a T> {
+    if bytes.len() != size_of::<T>() {
+        return None;
     }
-    if bytes.as_ptr().cast::<StackedEvent>().is_aligned() {
-        // SAFETY: the length and alignment are checked above; StackedEvent is repr(C) with
-        // only integer fields, so every bit pattern is valid; the reference lives no
-        // longer than `bytes`.
-        f(Ok(unsafe { &*bytes.as_ptr().cast::<StackedEvent>() }))
+    if bytes.as_ptr().cast::<T>().is_aligned() {
+        // SAFETY: the length and alignment are checked above; callers use this only for
+        // the repr(C) records of common/, which hold only integer fields (every bit
+        // pattern valid); the reference lives no longer than `bytes`.
+        return Some(unsafe { &*bytes.as_ptr().cast::<T>() });
+    }
+    // SAFETY: the length is checked above; as above for the bit patterns;
+    // read_unaligned has no alignment requirement.
+    Some(copy.insert(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }))
+}
+
+/// Calls `f` with the record in `bytes` if it is exactly one [`StackedEvent`] or one
+/// [`CachedEvent`] (in place when `bytes` is aligned for it, as ring-buffer records
+/// are; from a copy otherwise), or with the record's length if it is neither.
+pub fn with_record<R>(bytes: &[u8], f: impl FnOnce(Result<Record<'_>, usize>) -> R) -> R {
+    let (mut walked, mut cached) = (None, None);
+    if let Some(r) = view::<StackedEvent>(bytes, &mut walked) {
+        f(Ok(Record::Walked(r)))
+    } else if let Some(r) = view::<CachedEvent>(bytes, &mut cached) {
+        f(Ok(Record::Cached(r)))
     } else {
-        match parse_record(bytes) {
-            Some(record) => f(Ok(&record)),
-            None => f(Err(bytes.len())),
-        }
+        f(Err(bytes.len()))
     }
 }
 
@@ -53,7 +63,7 @@ impl<T: Borrow<MapData>> EventReader<T> {
 
     /// Calls `f` with the next record, if one is ready (see [`with_record`]); the record
     /// is read in place, then released to the producer.
-    pub fn read_next<R>(&mut self, f: impl FnOnce(Result<&StackedEvent, usize>) -> R) -> Option<R> {
+    pub fn read_next<R>(&mut self, f: impl FnOnce(Result<Record<'_>, usize>) -> R) -> Option<R> {
         let item = self.ring.next()?;
         Some(with_record(&item, f))
     }
@@ -66,59 +76,81 @@ impl<T: Borrow<MapData>> EventReader<T> {
 
 #[cfg(test)]
 mod tests {
-    use guestscope_common::RawEvent;
+    use guestscope_common::{CacheSlot, EntryCaller, MAX_STACK_FRAMES, RawEvent};
 
     use super::*;
 
-    #[test]
-    fn parses_exactly_one_record() {
-        let mut ips = [0; guestscope_common::MAX_STACK_FRAMES];
+    fn bytes_of<T>(r: &T) -> &[u8] {
+        // SAFETY: the records of common/ are plain old data of size_of::<T>() bytes.
+        unsafe { std::slice::from_raw_parts((r as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    fn event() -> RawEvent {
+        RawEvent {
+            ts_ns: 1,
+            arg: 2,
+            ip: 3,
+            kind: 4,
+            cpu: 5,
+            pid: 6,
+            tid: 7,
+            stack_id: -8,
+            flags: 9,
+            comm: *b"fopen\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    fn walked() -> StackedEvent {
+        let mut ips = [0; MAX_STACK_FRAMES];
         ips[0] = 0xffff_ffff_8100_0005;
         ips[63] = 0xffff_ffff_8100_0063;
-        let r = StackedEvent {
-            event: RawEvent {
-                ts_ns: 1,
-                arg: 2,
-                ip: 3,
-                kind: 4,
-                cpu: 5,
-                pid: 6,
-                tid: 7,
-                stack_id: -8,
-                flags: 9,
-                comm: *b"fopen\0\0\0\0\0\0\0\0\0\0\0",
-            },
+        StackedEvent {
+            event: event(),
             stack_bytes: 512,
-            _pad: 0,
-            entry: guestscope_common::EntryCaller {
+            cache_slot: CacheSlot::tag(7),
+            entry: EntryCaller {
                 frame: 10,
                 caller: 11,
             },
             ips,
-        };
-        let size = size_of::<StackedEvent>();
-        let mut bytes = vec![0u8; 1];
-        // SAFETY: StackedEvent is plain old data of `size` bytes.
-        let raw =
-            unsafe { std::slice::from_raw_parts((&r as *const StackedEvent).cast::<u8>(), size) };
-        bytes.extend_from_slice(raw);
-        // Misaligned on purpose: the parser must not care.
-        assert_eq!(parse_record(&bytes[1..]), Some(r));
-        assert_eq!(parse_record(&bytes[1..size]), None);
-        assert_eq!(parse_record(&bytes), None);
-        // A bare event (the record of older probes) is malformed too.
-        assert_eq!(parse_record(&bytes[1..65]), None);
-        assert_eq!(parse_record(&[]), None);
+        }
+    }
 
-        // In place when aligned, from a copy when not; the length decides malformed.
-        let aligned = [r];
-        // SAFETY: as above.
-        let raw = unsafe { std::slice::from_raw_parts(aligned.as_ptr().cast::<u8>(), size) };
-        assert_eq!(
-            with_record(raw, |got| got.map(|e| std::ptr::eq(e, &aligned[0]))),
-            Ok(true)
+    #[test]
+    fn tells_the_two_records_apart_by_length_aligned_or_not() {
+        let w = walked();
+        let c = CachedEvent {
+            event: event(),
+            cache_slot: CacheSlot::tag(7),
+            _pad: 0,
+        };
+        let copy = |b: &[u8]| {
+            with_record(b, |r| match r {
+                Ok(Record::Walked(w)) => Ok(Err(*w)),
+                Ok(Record::Cached(c)) => Ok(Ok(*c)),
+                Err(len) => Err(len),
+            })
+        };
+        // In place when aligned.
+        let aligned = [w];
+        let in_place = with_record(
+            bytes_of(&aligned[0]),
+            |r| matches!(r, Ok(Record::Walked(p)) if std::ptr::eq(p, &aligned[0])),
         );
-        assert_eq!(with_record(&bytes[1..], |got| got.copied()), Ok(r));
-        assert_eq!(with_record(&bytes[1..65], |got| got.copied()), Err(64));
+        assert!(in_place, "an aligned record is read in place");
+        assert_eq!(copy(bytes_of(&w)), Ok(Err(w)));
+        assert_eq!(copy(bytes_of(&c)), Ok(Ok(c)));
+        // Misaligned on purpose: the parser must not care.
+        for raw in [bytes_of(&w), bytes_of(&c)] {
+            let mut shifted = vec![0u8; 1];
+            shifted.extend_from_slice(raw);
+            assert_eq!(copy(&shifted[1..]), copy(raw));
+            // Any other length is malformed, and says its length.
+            assert_eq!(copy(&shifted), Err(raw.len() + 1));
+            assert_eq!(copy(&shifted[1..raw.len()]), Err(raw.len() - 1));
+        }
+        // A bare event (the record of older probes) is malformed too.
+        assert_eq!(copy(&bytes_of(&w)[..64]), Err(64));
+        assert_eq!(copy(&[]), Err(0));
     }
 }

@@ -5,6 +5,10 @@
 //! Stacks are told apart by their full content (a hash map keyed by the frames), so two
 //! stacks never share an id, and an id, once given, names the same stack for the whole
 //! stream.
+//!
+//! A hit the probes' stack cache answered carries no frames, only the cache entry
+//! ([`CachedEvent`]); the table remembers which stack id the walk that filled each
+//! entry got, so such a hit costs one array read instead of a hash of its frames.
 
 use std::{
     collections::HashMap,
@@ -12,7 +16,7 @@ use std::{
 };
 
 use guestscope_common::{
-    MAX_STACK_FRAMES, RawEvent,
+    CacheSlot, CachedEvent, MAX_STACK_FRAMES, RawEvent, STACK_CACHE_ENTRIES,
     event::{StackError, StackedEvent},
     wire::{Body, EventArgs},
 };
@@ -29,6 +33,12 @@ pub const BAD_LENGTH_ID: i32 = -libc::EINVAL;
 pub const EMPTY_ID: i32 = -libc::ENODATA;
 /// `stack_id` of an event whose stack is new when [`MAX_STACKS`] are already known.
 pub const TABLE_FULL_ID: i32 = -libc::ENOSPC;
+/// `stack_id` of a cached hit whose cache entry no walk read so far filled (never
+/// expected: a CPU's records arrive in the order its probes ran).
+pub const UNKNOWN_SLOT_ID: i32 = -libc::ENOENT;
+/// CPUs whose cache entries the table follows (a cached hit of a higher CPU number
+/// gets [`UNKNOWN_SLOT_ID`]).
+pub const MAX_CPUS: usize = 1024;
 
 /// Why an event leaves the table without a stack id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +52,24 @@ pub enum NoStack {
     /// The stack is new and the table already holds [`MAX_STACKS`] stacks.
     #[error("more than {MAX_STACKS} distinct stacks")]
     TableFull,
+    /// A cached hit named a stack-cache entry that no walk read so far filled.
+    #[error("a cached hit named stack-cache entry {index} of CPU {cpu}, which no walk filled")]
+    UnknownCacheSlot {
+        /// The hit's CPU.
+        cpu: u32,
+        /// The entry (or the raw tag when out of range).
+        index: u32,
+    },
+}
+
+/// What a stack-cache entry holds, as far as the agent is concerned: what the walk
+/// that filled it resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotStack {
+    stack_id: i32,
+    outcome: Result<u32, NoStack>,
+    /// Whether the walk lacked the probed function's caller (put back).
+    recovered: bool,
 }
 
 /// A fast hash of return addresses (multiply-rotate over 64-bit words, as rustc's
@@ -92,6 +120,9 @@ pub struct StackTable {
     unsent: Vec<(u32, Vec<u64>)>,
     capacity: usize,
     callers_recovered: u64,
+    /// What each stack-cache entry holds, at `cpu * STACK_CACHE_ENTRIES + index`
+    /// (`None`: not filled yet); grows with the highest CPU seen.
+    slots: Vec<Option<SlotStack>>,
 }
 
 impl Default for StackTable {
@@ -108,6 +139,7 @@ impl StackTable {
             unsent: Vec::new(),
             capacity,
             callers_recovered: 0,
+            slots: Vec::new(),
         }
     }
 
@@ -136,6 +168,7 @@ impl StackTable {
         // kprobe event checks, few need it on an ORC kernel): zeroing 512 bytes per
         // event was a twentieth of the agent's time.
         let mut recovered = None;
+        let mut put_back = false;
         let walk = record.frames().map(|frames| {
             if record.entry.missing_after(frames).is_none() {
                 return frames;
@@ -143,12 +176,15 @@ impl StackTable {
             let out = recovered.insert([0; MAX_STACK_FRAMES]);
             match record.entry.recover(frames, out) {
                 Some(len) => {
-                    self.callers_recovered += 1;
+                    put_back = true;
                     &out[..len]
                 }
                 None => frames,
             }
         });
+        if put_back {
+            self.callers_recovered += 1;
+        }
         let (stack_id, outcome) = match walk {
             Ok(frames) => match self.intern(frames) {
                 Ok(id) => (id as i32, Ok(id)),
@@ -157,6 +193,48 @@ impl StackTable {
             Err(e @ StackError::Walk(errno)) => (errno, Err(NoStack::Failed(e))),
             Err(e @ StackError::BadLength(_)) => (BAD_LENGTH_ID, Err(NoStack::Unusable(e))),
             Err(e @ StackError::Empty) => (EMPTY_ID, Err(NoStack::Unusable(e))),
+        };
+        if let Some(index) = CacheSlot::index(record.cache_slot)
+            && let Some(at) = slot_position(record.event.cpu, index)
+        {
+            if self.slots.len() <= at {
+                let cpus = at / STACK_CACHE_ENTRIES as usize + 1;
+                self.slots.resize(cpus * STACK_CACHE_ENTRIES as usize, None);
+            }
+            self.slots[at] = Some(SlotStack {
+                stack_id,
+                outcome,
+                recovered: put_back,
+            });
+        }
+        let event = RawEvent {
+            stack_id,
+            ..record.event
+        };
+        (event, outcome)
+    }
+
+    /// The event of a cached hit, its `stack_id` set as for the walk that filled the
+    /// cache entry it names ([`UNKNOWN_SLOT_ID`] if none did).
+    pub fn resolve_cached(&mut self, record: &CachedEvent) -> (RawEvent, Result<u32, NoStack>) {
+        let cpu = record.event.cpu;
+        let known = CacheSlot::index(record.cache_slot)
+            .and_then(|index| slot_position(cpu, index))
+            .and_then(|at| self.slots.get(at).copied().flatten());
+        let (stack_id, outcome) = match known {
+            Some(s) => {
+                if s.recovered {
+                    self.callers_recovered += 1;
+                }
+                (s.stack_id, s.outcome)
+            }
+            None => (
+                UNKNOWN_SLOT_ID,
+                Err(NoStack::UnknownCacheSlot {
+                    cpu,
+                    index: CacheSlot::index(record.cache_slot).unwrap_or(record.cache_slot),
+                }),
+            ),
         };
         let event = RawEvent {
             stack_id,
@@ -184,6 +262,14 @@ impl StackTable {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+}
+
+/// Where entry `index` of CPU `cpu`'s stack cache is kept in [`StackTable`]'s slots;
+/// `None` past [`MAX_CPUS`].
+fn slot_position(cpu: u32, index: u32) -> Option<usize> {
+    let cpu = cpu as usize;
+    (cpu < MAX_CPUS && index < STACK_CACHE_ENTRIES)
+        .then(|| cpu * STACK_CACHE_ENTRIES as usize + index as usize)
 }
 
 /// What sending one batch did.
@@ -239,7 +325,7 @@ mod tests {
         StackedEvent {
             event: RawEvent::new(ProbeKind::SpinLock, 1, 0),
             stack_bytes: stack_bytes.unwrap_or(8 * frames.len() as i32),
-            _pad: 0,
+            cache_slot: CacheSlot::NONE,
             entry: EntryCaller::UNKNOWN,
             ips,
         }
@@ -292,6 +378,91 @@ mod tests {
         // The rest of the event is untouched.
         assert_eq!(e.kind, 1);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_cached_hit_gets_the_id_of_the_walk_that_filled_its_entry() {
+        let mut t = StackTable::default();
+        let filled = |frames: &[u64], cpu: u32, index: u32| {
+            let mut r = record(frames, None);
+            r.event.cpu = cpu;
+            r.cache_slot = CacheSlot::tag(index);
+            r
+        };
+        let hit = |cpu: u32, index: u32| {
+            let mut event = RawEvent::new(ProbeKind::SpinLock, 1, 0);
+            event.cpu = cpu;
+            event.ts_ns = 99;
+            CachedEvent {
+                event,
+                cache_slot: CacheSlot::tag(index),
+                _pad: 0,
+            }
+        };
+        // Nothing filled entry 3 of CPU 0 yet.
+        let (e, r) = t.resolve_cached(&hit(0, 3));
+        assert_eq!(e.stack_id, UNKNOWN_SLOT_ID);
+        assert_eq!(r, Err(NoStack::UnknownCacheSlot { cpu: 0, index: 3 }));
+        assert_eq!(t.resolve(&filled(&[0xa, 0xb], 0, 3)).1, Ok(0));
+        assert_eq!(t.resolve(&filled(&[0xc], 1, 3)).1, Ok(1));
+        let (e, r) = t.resolve_cached(&hit(0, 3));
+        assert_eq!(
+            (e.stack_id, r, e.ts_ns),
+            (0, Ok(0), 99),
+            "the rest is the hit's"
+        );
+        // The same entry of another CPU holds another walk.
+        assert_eq!(t.resolve_cached(&hit(1, 3)).1, Ok(1));
+        // A later walk kept in the entry replaces what it holds.
+        assert_eq!(t.resolve(&filled(&[0xc], 0, 3)).1, Ok(1));
+        assert_eq!(t.resolve_cached(&hit(0, 3)).1, Ok(1));
+        // A walk not kept anywhere changes no entry.
+        assert_eq!(t.resolve(&filled(&[0xd], 0, 3)).1, Ok(2));
+        let mut unkept = record(&[0xe], None);
+        unkept.cache_slot = CacheSlot::NONE;
+        assert_eq!(t.resolve(&unkept).1, Ok(3));
+        assert_eq!(t.resolve_cached(&hit(0, 3)).1, Ok(2));
+        // A failed walk's code is what its entry's hits get too.
+        assert_eq!(t.resolve(&filled(&[], 2, 0)).0.stack_id, EMPTY_ID);
+        assert_eq!(t.resolve_cached(&hit(2, 0)).0.stack_id, EMPTY_ID);
+        // Tags out of range, and CPUs past the table, are unknown, not a panic.
+        let mut bad = hit(0, 0);
+        bad.cache_slot = STACK_CACHE_ENTRIES + 1;
+        assert_eq!(t.resolve_cached(&bad).0.stack_id, UNKNOWN_SLOT_ID);
+        bad.cache_slot = CacheSlot::NONE;
+        assert_eq!(t.resolve_cached(&bad).0.stack_id, UNKNOWN_SLOT_ID);
+        assert_eq!(t.resolve(&filled(&[0xf], u32::MAX, 1)).1, Ok(4));
+        assert_eq!(
+            t.resolve_cached(&hit(u32::MAX, 1)).0.stack_id,
+            UNKNOWN_SLOT_ID
+        );
+        // Every stack was sent once, whichever way its events came.
+        assert_eq!(t.take_unsent().len(), 5);
+    }
+
+    #[test]
+    fn a_cached_hit_of_a_walk_that_lacked_its_caller_counts_as_put_back() {
+        let mut t = StackTable::default();
+        // The walk skipped the probed function's caller (0xc0): frame 0xf0 is followed
+        // by the caller's caller.
+        let mut r = record(&[0xb0, 0xf0, 0xd0], None);
+        r.entry = EntryCaller {
+            frame: 0xf0,
+            caller: 0xc0,
+        };
+        r.cache_slot = CacheSlot::tag(5);
+        let (walked, _) = t.resolve(&r);
+        assert_eq!(t.callers_recovered(), 1);
+        let mut event = RawEvent::new(ProbeKind::SpinLock, 1, 0);
+        event.cpu = r.event.cpu;
+        let (e, _) = t.resolve_cached(&CachedEvent {
+            event,
+            cache_slot: CacheSlot::tag(5),
+            _pad: 0,
+        });
+        assert_eq!(e.stack_id, walked.stack_id);
+        assert_eq!(t.callers_recovered(), 2);
+        assert_eq!(t.take_unsent()[0].1, vec![0xb0, 0xf0, 0xc0, 0xd0]);
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub fn record(i: u64, pid: u32, ts_ns: u64) -> StackedEvent {
             ..RawEvent::new(ProbeKind::SpinLock, pid, ts_ns).with_comm("synthetic")
         },
         stack_bytes: (FRAMES * 8) as i32,
-        _pad: 0,
+        cache_slot: guestscope_common::CacheSlot::NONE,
         entry: EntryCaller::default(),
         ips,
     }

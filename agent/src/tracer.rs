@@ -24,37 +24,53 @@ use crate::{
     batch::{Batcher, MAX_AGE},
     counters,
     probes::{self, Loaded, ProbeError},
-    ringbuf::EventReader,
+    ringbuf::{EventReader, Record},
     stacks::{NoStack, StackTable, send_batch},
     stream::{Sink, Stream, StreamError},
 };
 
-/// One probe record taken in: counted, its stack interned (or why not counted), its
-/// arguments split off for the kinds that carry them.
+/// One probe record taken in: counted, its stack interned or looked up (or why not
+/// counted), its arguments split off for the kinds that carry them.
 fn accept(
-    record: &StackedEvent,
+    record: Record<'_>,
     stacks: &mut StackTable,
     totals: &mut Totals,
 ) -> (RawEvent, Option<EventArgs>) {
     totals.events_read += 1;
-    let (e, stack) = stacks.resolve(record);
+    let (e, stack) = match record {
+        Record::Walked(walked) => stacks.resolve(walked),
+        Record::Cached(cached) => stacks.resolve_cached(cached),
+    };
+    count_missing(stack, totals);
+    // Only a walked record carries arguments: the cache keeps whole-size walks only.
+    let args = match record {
+        Record::Walked(walked)
+            if ProbeKind::from_id(e.kind).is_some_and(ProbeKind::carries_args) =>
+        {
+            Some(EventArgs {
+                tid: e.tid,
+                ts_ns: e.ts_ns,
+                args: walked.user_args(),
+            })
+        }
+        _ => None,
+    };
+    (e, args)
+}
+
+/// Counts an event that reaches the host without a stack it should have had.
+fn count_missing(stack: Result<u32, NoStack>, totals: &mut Totals) {
     match stack {
         Ok(_) | Err(NoStack::Failed(_)) => {}
-        Err(why @ (NoStack::Unusable(_) | NoStack::TableFull)) => {
+        Err(
+            why @ (NoStack::Unusable(_) | NoStack::TableFull | NoStack::UnknownCacheSlot { .. }),
+        ) => {
             if totals.stacks_missing == 0 {
                 tracing::warn!("an event without its stack: {why}");
             }
             totals.stacks_missing += 1;
         }
     }
-    let args = ProbeKind::from_id(e.kind)
-        .is_some_and(ProbeKind::carries_args)
-        .then(|| EventArgs {
-            tid: e.tid,
-            ts_ns: e.ts_ns,
-            args: record.user_args(),
-        });
-    (e, args)
 }
 
 /// Most ring-buffer records read in one [`Tracer::pump`] call, so a flood of events
@@ -286,7 +302,7 @@ impl Tracer {
         now: Instant,
         stream: &mut Stream<W>,
     ) -> Result<(), StreamError> {
-        let (e, args) = accept(record, &mut self.stacks, &mut self.totals);
+        let (e, args) = accept(Record::Walked(record), &mut self.stacks, &mut self.totals);
         self.batch_event(e, args, now, stream)
     }
 

@@ -22,4 +22,7 @@ pub mod user_probe;
 #[cfg(feature = "std")]
 pub mod wire;
 
-pub use event::{EntryCaller, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent, StackedEvent};
+pub use event::{
+    CacheSlot, CachedEvent, EntryCaller, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent,
+    STACK_CACHE_ENTRIES, StackedEvent,
+};

@@ -11,7 +11,7 @@ use aya_ebpf::{
     },
 };
 use guestscope_common::{
-    MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent, StackedEvent,
+    CacheSlot, CachedEvent, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent, StackedEvent,
     event::{NO_STACK, USER_ARGS, USER_STACK_FRAMES},
     maps::{
         CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, SETTINGS_FLAGS, SETTINGS_GENERATION,
@@ -22,7 +22,7 @@ use guestscope_common::{
 use crate::{
     entry_caller::AtEntry,
     maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TRACED_PIDS},
-    stack_cache::{self, StackKey},
+    stack_cache::{self, CachedStack, StackKey},
 };
 
 /// Bytes of [`StackedEvent::ips`]: the constant size the verifier wants for `bpf_get_stack`.
@@ -110,8 +110,9 @@ macro_rules! bump {
 /// `payload` runs only for hits that pass the filter and the busy guard, so the common
 /// case (some other process) costs one hash lookup. The kernel stack comes from the
 /// stack cache when the hit's call chain was walked before and its stack still holds
-/// that walk ([`stack_cache`]), else it is walked by `bpf_get_stack` straight into the
-/// reserved ring-buffer record: no stack map, so no hash-bucket collisions.
+/// that walk ([`stack_cache`]): the record is then a short [`CachedEvent`] naming the
+/// cache entry. Otherwise the stack is walked by `bpf_get_stack` straight into a
+/// reserved [`StackedEvent`]: no stack map, so no hash-bucket collisions.
 #[inline(always)]
 pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -> Payload) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -141,35 +142,54 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         args,
         entry,
     } = payload(ctx);
+    let event = RawEvent {
+        ts_ns,
+        arg,
+        ip,
+        kind: kind as u32,
+        // SAFETY: a helper call without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        pid: tgid,
+        tid: pid_tgid as u32,
+        stack_id: NO_STACK,
+        flags,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    // Only a whole-size walk is cached (an event with arguments keeps them where a
+    // longer walk would go).
+    let stacks = Stacks::choose(kind, &entry, args.is_none());
+    if let Stacks::Cached(index) = stacks {
+        bump!(counters.stack_cached);
+        let Some(mut record) = EVENTS.reserve::<CachedEvent>(0) else {
+            bump!(counters.ring_full);
+            return;
+        };
+        record.write(CachedEvent {
+            event,
+            cache_slot: CacheSlot::tag(index),
+            _pad: 0,
+        });
+        record.submit(wakeup_flag());
+        bump!(counters.emitted);
+        return;
+    }
     let Some(mut record) = EVENTS.reserve::<StackedEvent>(0) else {
         bump!(counters.ring_full);
         return;
     };
     // The record (600 bytes) is larger than the eBPF stack (512): fill it in place.
-    let event = record.as_mut_ptr();
-    // SAFETY: `event` points at a reserved, writable ring-buffer slot of
+    let record_ptr = record.as_mut_ptr();
+    // SAFETY: `record_ptr` points at a reserved, writable ring-buffer slot of
     // size_of::<StackedEvent>() bytes, which stays ours until submit; every field is
-    // written here before the record is submitted (`ips` by the walk or the cache; without
-    // either `ips` keeps older bytes of the ring, which the reader ignores since
-    // `stack_bytes` is negative).
+    // written here before the record is submitted (`ips` by the walk; without one `ips`
+    // keeps older bytes of the ring, which the reader ignores since `stack_bytes` is
+    // negative).
     unsafe {
-        (*event).event = RawEvent {
-            ts_ns,
-            arg,
-            ip,
-            kind: kind as u32,
-            cpu: bpf_get_smp_processor_id(),
-            pid: tgid,
-            tid: pid_tgid as u32,
-            stack_id: NO_STACK,
-            flags,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        };
-        (*event)._pad = 0;
-        (*event).entry = entry.caller;
+        (*record_ptr).event = event;
+        (*record_ptr).entry = entry.caller;
         let walk_bytes = match args {
             Some(args) => {
-                (&raw mut (*event).ips)
+                (&raw mut (*record_ptr).ips)
                     .cast::<u64>()
                     .add(USER_STACK_FRAMES)
                     .cast::<[u64; USER_ARGS]>()
@@ -178,77 +198,105 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             }
             None => STACK_BUF_BYTES,
         };
-        // Only a whole-size walk is cached (an event with arguments keeps them where a
-        // longer walk would go).
-        let cacheable = args.is_none();
-        (*event).stack_bytes = stack(ctx, kind, &entry, cacheable, event, walk_bytes, counters);
+        let (bytes, cache_slot) = stacks.walk(ctx, &entry, record_ptr, walk_bytes, counters);
+        (*record_ptr).stack_bytes = bytes;
+        (*record_ptr).cache_slot = cache_slot;
     }
     record.submit(wakeup_flag());
     bump!(counters.emitted);
 }
 
-/// Fills `event`'s frames from the stack cache or a walk, as the settings say, and
-/// returns its `stack_bytes` (negative: no stack).
-///
-/// # Safety
-/// `event` must point at a writable record; `counters` at this CPU's counters.
-#[inline(always)]
-unsafe fn stack<C: EbpfContext>(
-    ctx: &C,
-    kind: ProbeKind,
-    entry: &AtEntry,
-    cacheable: bool,
-    event: *mut StackedEvent,
-    walk_bytes: u32,
-    counters: *mut ProbeCounters,
-) -> i32 {
-    let flags = SETTINGS.get(SETTINGS_FLAGS).copied().unwrap_or(0);
-    if flags & NO_STACK_WALK != 0 {
-        // No walk: no frame is meaningful (the agent reads none).
-        return NO_STACK;
-    }
-    // A key, and the top of the task's stack the hit is on (hits on an interrupt stack
-    // are walked every time).
-    let key = if cacheable && flags & NO_STACK_CACHE == 0 {
-        let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
-        StackKey::new(kind, &entry.caller, entry.anchor, generation)
-            .and_then(|k| Some((k, stack_cache::task_stack_top(entry.anchor)?)))
-    } else {
-        None
-    };
-    let cached = key
-        .as_ref()
-        .and_then(|(k, top)| stack_cache::lookup(k, entry.anchor, *top));
-    // SAFETY: the caller vouches for `event`.
-    let ips = unsafe { &raw mut (*event).ips };
-    if let Some(cached) = cached {
-        bump!(counters.stack_cached);
-        if flags & CHECK_STACK_CACHE == 0 {
-            // SAFETY: `cached` came from `lookup`; `ips` is the record's frames.
-            return unsafe { stack_cache::copy_out(cached, ips) };
+/// Where one hit's stack comes from, as the settings and the stack cache say.
+enum Stacks {
+    /// No walk at all (`NO_STACK_WALK`).
+    Off,
+    /// From this cache entry: the hit's record is a [`CachedEvent`].
+    Cached(u32),
+    /// A walk, kept in the cache under `keep` (the key and the task stack's top) when
+    /// the hit has one; in check mode, `check` is the cache entry that answered, to be
+    /// compared with the walk.
+    Walk {
+        keep: Option<(StackKey, u64)>,
+        check: Option<*const CachedStack>,
+    },
+}
+
+impl Stacks {
+    /// Decides, for a hit of `kind` at `entry`, from the settings and a cache lookup.
+    #[inline(always)]
+    fn choose(kind: ProbeKind, entry: &AtEntry, cacheable: bool) -> Stacks {
+        let flags = SETTINGS.get(SETTINGS_FLAGS).copied().unwrap_or(0);
+        if flags & NO_STACK_WALK != 0 {
+            return Stacks::Off;
+        }
+        // A key, and the top of the task's stack the hit is on (hits on an interrupt
+        // stack are walked every time).
+        let keep = if cacheable && flags & NO_STACK_CACHE == 0 {
+            let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
+            StackKey::new(kind, &entry.caller, entry.anchor, generation)
+                .and_then(|k| Some((k, stack_cache::task_stack_top(entry.anchor)?)))
+        } else {
+            None
+        };
+        let hit = keep
+            .as_ref()
+            .and_then(|(k, top)| stack_cache::lookup(k, entry.anchor, *top));
+        match hit {
+            Some((index, _)) if flags & CHECK_STACK_CACHE == 0 => Stacks::Cached(index),
+            Some((_, cached)) => Stacks::Walk {
+                keep: None,
+                check: Some(cached),
+            },
+            None => Stacks::Walk { keep, check: None },
         }
     }
-    // Flags 0: the kernel stack, no frame skipped.
-    // SAFETY: the helper writes at most `walk_bytes` bytes into the record's frames.
-    let written =
-        unsafe { bpf_get_stack(ctx.as_ptr(), ips.cast::<c_void>(), walk_bytes, 0) } as i32;
-    if written < 0 {
-        bump!(counters.stack_failed);
-    }
-    match (cached, key) {
-        // SAFETY: as above.
-        (Some(cached), _) => {
+
+    /// Walks the stack into `record`'s frames (unless `Off`; `Cached` never gets here)
+    /// and returns its `stack_bytes` (negative: no stack) and the cache entry it was
+    /// kept in ([`CacheSlot::NONE`] if none).
+    ///
+    /// # Safety
+    /// `record` must point at a writable record; `counters` at this CPU's counters.
+    #[inline(always)]
+    unsafe fn walk<C: EbpfContext>(
+        self,
+        ctx: &C,
+        entry: &AtEntry,
+        record: *mut StackedEvent,
+        walk_bytes: u32,
+        counters: *mut ProbeCounters,
+    ) -> (i32, u32) {
+        let (keep, check) = match self {
+            // No walk: no frame is meaningful (the agent reads none).
+            Stacks::Off | Stacks::Cached(_) => return (NO_STACK, CacheSlot::NONE),
+            Stacks::Walk { keep, check } => (keep, check),
+        };
+        // SAFETY: the caller vouches for `record`.
+        let ips = unsafe { &raw mut (*record).ips };
+        // Flags 0: the kernel stack, no frame skipped.
+        // SAFETY: the helper writes at most `walk_bytes` bytes into the record's frames.
+        let written =
+            unsafe { bpf_get_stack(ctx.as_ptr(), ips.cast::<c_void>(), walk_bytes, 0) } as i32;
+        if written < 0 {
+            bump!(counters.stack_failed);
+        }
+        let mut slot = CacheSlot::NONE;
+        if let Some(cached) = check {
+            bump!(counters.stack_cached);
+            // SAFETY: `cached` came from `lookup`; `ips` holds the walk just made.
             if !unsafe { stack_cache::same_walk(cached, ips, written) } {
                 bump!(counters.stack_cache_wrong);
             }
+        } else if let Some((key, top)) = keep {
+            // SAFETY: `ips` holds the walk just made.
+            if let Some(index) =
+                unsafe { stack_cache::remember(&key, entry.anchor, top, ips, written) }
+            {
+                slot = CacheSlot::tag(index);
+            }
         }
-        // SAFETY: `ips` holds the walk just made.
-        (None, Some((key, top))) => unsafe {
-            stack_cache::remember(&key, entry.anchor, top, ips, written)
-        },
-        (None, None) => {}
+        (written, slot)
     }
-    written
 }
 
 /// Whether to wake the agent for the record being submitted: only once the ring holds

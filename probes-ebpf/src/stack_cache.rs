@@ -43,10 +43,11 @@ use aya_ebpf::{
     macros::map,
     maps::PerCpuArray,
 };
-use guestscope_common::{EntryCaller, MAX_STACK_FRAMES, ProbeKind};
+use guestscope_common::{EntryCaller, MAX_STACK_FRAMES, ProbeKind, STACK_CACHE_ENTRIES};
 
-/// Entries per CPU (each [`CachedStack`] is 696 bytes: 696 KiB per CPU).
-const ENTRIES: u32 = 1024;
+/// Entries per CPU (each [`CachedStack`] is 696 bytes: 696 KiB per CPU); the agent
+/// keeps what each entry holds in a table of the same size.
+const ENTRIES: u32 = STACK_CACHE_ENTRIES;
 /// Entries a key may live in: two, so one function called on two paths that alternate
 /// (a lock taken by `fput` on close and on exit) keeps both walks.
 const WAYS: u32 = 2;
@@ -243,9 +244,9 @@ pub fn task_stack_top(anchor: u64) -> Option<u64> {
 
 /// The cached walk of `key`'s chain if every slot it remembers holds the same return
 /// address again at `anchor`, on the task's stack that ends at `top`
-/// ([`task_stack_top`]); `None` otherwise.
+/// ([`task_stack_top`]), with the entry's index; `None` otherwise.
 #[inline(always)]
-pub fn lookup(key: &StackKey, anchor: u64, top: u64) -> Option<*const CachedStack> {
+pub fn lookup(key: &StackKey, anchor: u64, top: u64) -> Option<(u32, *const CachedStack)> {
     let set = key.set();
     let first = STACK_CACHE.get_ptr_mut(set)?;
     for way in 0..WAYS {
@@ -253,7 +254,7 @@ pub fn lookup(key: &StackKey, anchor: u64, top: u64) -> Option<*const CachedStac
         if holds(entry, key, anchor, top) {
             // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
             unsafe { store!((*first).recent, way) };
-            return Some(entry);
+            return Some((set + way, entry));
         }
     }
     None
@@ -314,25 +315,6 @@ fn holds(entry: *const CachedStack, key: &StackKey, anchor: u64, top: u64) -> bo
     true
 }
 
-/// Copies a cached walk into a record's frames; returns its `stack_bytes`.
-///
-/// # Safety
-/// `ips` must point at a writable array of [`MAX_STACK_FRAMES`] frames.
-#[inline(always)]
-pub unsafe fn copy_out(cached: *const CachedStack, ips: *mut [u64; MAX_STACK_FRAMES]) -> i32 {
-    // SAFETY: `cached` came from `lookup` (a per-CPU map value valid for the program's
-    // run); the caller vouches for `ips`. Frames past the walk are not read.
-    unsafe {
-        for j in 0..MAX_STACK_FRAMES {
-            if j >= frames_of(load!((*cached).bytes)) {
-                break;
-            }
-            (*ips)[j] = (*cached).ips[j];
-        }
-        (*cached).bytes as i32
-    }
-}
-
 /// Whether a walk equals a cached one (the check mode), from the probed function's
 /// frame on. The frames below it are the probe's own (an fentry's BPF program and
 /// trampoline): their first is where in the program the walk was called from, which
@@ -346,7 +328,8 @@ pub unsafe fn same_walk(
     ips: *const [u64; MAX_STACK_FRAMES],
     bytes: i32,
 ) -> bool {
-    // SAFETY: as in `copy_out`.
+    // SAFETY: `cached` came from `lookup` (a per-CPU map value valid for the
+    // program's run); the caller vouches for `ips`.
     unsafe {
         if bytes < 0 || (*cached).bytes != bytes as u32 {
             return false;
@@ -366,7 +349,8 @@ pub unsafe fn same_walk(
 /// Remembers the walk `ips` (`bytes` long) of `key`'s chain: finds each frame past the
 /// probed function's in the stack above `anchor` (below `top`, the task stack's top from
 /// [`task_stack_top`]), in order, and keeps where. Gives up
-/// (nothing is kept) when a frame is not found within [`WINDOW_BYTES`].
+/// (nothing is kept) when a frame is not found within [`WINDOW_BYTES`]. Returns the
+/// index of the entry it was kept in.
 ///
 /// # Safety
 /// `ips` must point at an array of [`MAX_STACK_FRAMES`] frames.
@@ -377,22 +361,22 @@ pub unsafe fn remember(
     top: u64,
     ips: *const [u64; MAX_STACK_FRAMES],
     bytes: i32,
-) {
+) -> Option<u32> {
     if bytes <= 0 {
-        return;
+        return None;
     }
     // The way that did not answer last.
     let set = key.set();
     let Some(first) = STACK_CACHE.get_ptr(set) else {
-        return;
+        return None;
     };
     // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
     let victim = 1 - (unsafe { load!((*first).recent) } & 1);
     let Some(entry) = STACK_CACHE.get_ptr_mut(set + victim) else {
-        return;
+        return None;
     };
     let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
-        return;
+        return None;
     };
     // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays (see
     // `lookup`); the caller vouches for `ips`.
@@ -406,7 +390,7 @@ pub unsafe fn remember(
             }
         }
         if load!((*search).first) as usize >= FRAME_SEARCH {
-            return;
+            return None;
         }
         // The window ends at the stack's top: past it lies the guard page.
         let to_top = top - anchor;
@@ -417,7 +401,7 @@ pub unsafe fn remember(
         };
         let words = (&raw mut (*search).words).cast::<c_void>();
         if read_kernel_raw(words, len as u32, anchor as *const c_void) != 0 {
-            return;
+            return None;
         }
         store!((*search).len, len as u32);
         store!((*search).to_top, to_top as u32);
@@ -434,7 +418,7 @@ pub unsafe fn remember(
                 break;
             }
             if slot as u32 * 8 >= load!((*search).len) {
-                return;
+                return None;
             }
             let j = next as usize & (MAX_STACK_FRAMES - 1);
             if (*search).words[slot] == (*ips)[j] {
@@ -443,7 +427,7 @@ pub unsafe fn remember(
             }
         }
         if load!((*search).next) < load!((*search).frames) {
-            return;
+            return None;
         }
         // The outermost frame is kept as slots below the stack's top (see `lookup`);
         // the one before it is the farthest counted from the anchor.
@@ -459,4 +443,5 @@ pub unsafe fn remember(
         (*entry).first = load!((*search).first);
         (*entry).bytes = bytes as u32;
     }
+    Some(set + victim)
 }

@@ -67,6 +67,16 @@ fn every_cached_stack_equals_the_walk_of_the_same_event() {
         "hits skipped while a probe ran: {nested} ({:?})",
         sc.runs
     );
+    // What the host received, not only what the probes compared: with the cache on,
+    // most of fopen's events travel as a cache entry's number, which the agent must tie
+    // to the right stack.
+    let distance = sc
+        .fopen_stack_distance
+        .unwrap_or_else(|| panic!("no stack distance for fopen: {sc:?}"));
+    assert!(
+        distance < 0.15,
+        "fopen's stacks differ between cache on and off by {distance}"
+    );
     let md = std::fs::read_to_string(dir.join("out/results.md")).unwrap();
     assert!(md.contains("## Stack cache"), "results.md has the section");
 }

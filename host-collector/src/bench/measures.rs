@@ -572,5 +572,20 @@ pub(super) fn stack_cache(
             nested: sum.nested,
         });
     }
+    let fopen = |mode: &str| {
+        runs.iter()
+            .find(|(name, ran)| {
+                name.starts_with("fopen-")
+                    && ran
+                        .tracing
+                        .as_ref()
+                        .is_some_and(|t| format!("{:?}", t.stacks) == mode)
+            })
+            .map(|(_, ran)| &ran.stack_counts)
+    };
+    check.fopen_stack_distance = match (fopen("Cached"), fopen("WalkEvery")) {
+        (Some(on), Some(off)) => super::stats::stack_distance(on, off),
+        _ => None,
+    };
     check
 }

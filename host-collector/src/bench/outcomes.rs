@@ -12,6 +12,9 @@ pub(super) struct Ran {
     pub(super) tracing: Option<WorkloadTracing>,
     /// Events received per probe.
     pub(super) received: BTreeMap<String, u64>,
+    /// Events received per probe and stack id (ids name the same stack for the whole
+    /// boot).
+    pub(super) stack_counts: HashMap<(String, i32), u64>,
     /// Stream bytes read when its start and exit records arrived.
     pub(super) bytes_at_start: u64,
     pub(super) bytes_at_exit: u64,
@@ -64,6 +67,7 @@ pub(super) fn outcomes(b: &Booted, bytes: &HashMap<String, (u64, u64)>) -> BTree
                 elapsed_ns: w.exited.as_ref().and_then(|x| elapsed_ns(&x.output)),
                 tracing,
                 received: w.events.clone(),
+                stack_counts: w.stack_counts.clone(),
                 bytes_at_start,
                 bytes_at_exit,
             };

@@ -389,6 +389,10 @@ pub struct StackCacheCheck {
     pub cached: u64,
     /// Of those, answers that differed from the walk (each a wrong stack).
     pub wrong: u64,
+    /// How far apart the stacks the host received are for the fopen loop with the cache
+    /// on and off (total variation distance of the events' shares per probe and stack,
+    /// 0 to 1); a cached hit tied to the wrong stack by the agent would move it.
+    pub fopen_stack_distance: Option<f64>,
 }
 
 /// One workload's run in [`StackCacheCheck`].

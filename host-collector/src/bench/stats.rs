@@ -129,9 +129,51 @@ pub fn highest_lossless(steps: &[(f64, bool)]) -> Option<f64> {
     best
 }
 
+/// Total variation distance between two runs' shares of events per (probe, stack id):
+/// half the sum of the share differences, 0 (the same shares) to 1 (nothing shared);
+/// `None` if either run has no event.
+pub(super) fn stack_distance(
+    a: &std::collections::HashMap<(String, i32), u64>,
+    b: &std::collections::HashMap<(String, i32), u64>,
+) -> Option<f64> {
+    let (ta, tb) = (a.values().sum::<u64>(), b.values().sum::<u64>());
+    if ta == 0 || tb == 0 {
+        return None;
+    }
+    let share = |m: &std::collections::HashMap<(String, i32), u64>, t: u64, k| {
+        m.get(k).copied().unwrap_or(0) as f64 / t as f64
+    };
+    let keys: std::collections::HashSet<_> = a.keys().chain(b.keys()).collect();
+    Some(
+        keys.into_iter()
+            .map(|k| (share(a, ta, k) - share(b, tb, k)).abs())
+            .sum::<f64>()
+            / 2.0,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_distance_is_the_share_of_events_that_would_have_to_move() {
+        let m = |pairs: &[(i32, u64)]| {
+            pairs
+                .iter()
+                .map(|&(id, n)| (("spin_lock".to_string(), id), n))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let d = |a, b| stack_distance(&m(a), &m(b));
+        assert_eq!(d(&[(1, 10), (2, 30)], &[(1, 100), (2, 300)]), Some(0.0));
+        assert_eq!(d(&[(1, 10)], &[(2, 7)]), Some(1.0));
+        assert_eq!(d(&[(1, 3), (2, 1)], &[(1, 1), (2, 1)]), Some(0.25));
+        assert_eq!(d(&[], &[(2, 7)]), None);
+        // The probe is part of the key.
+        let mut other = m(&[(1, 10)]);
+        other.insert(("alloc_fd".to_string(), 1), 10);
+        assert_eq!(stack_distance(&m(&[(1, 10)]), &other), Some(0.5));
+    }
 
     #[test]
     fn spread_of_odd_and_even_counts() {

@@ -331,6 +331,13 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
         },
         sc.wrong
     );
+    if let Some(d) = sc.fopen_stack_distance {
+        let _ = writeln!(
+            md,
+            "The stacks the host received for the fopen loop, cache on against cache off: {:.1}% of the events would have to change stack to make the two runs' shares per probe and stack equal (total variation distance).\n",
+            d * 100.0
+        );
+    }
     let _ = writeln!(
         md,
         "| workload | stacks | events | from the cache | differed from the walk | hits skipped (nested) |\n|---|---|---:|---:|---:|---:|"
