@@ -45,11 +45,7 @@ pub(super) fn loop_overhead(
         .zip(&drain)
         .map(|(a, d)| Some((*a)? + (*d)?))
         .collect();
-    let agent_cpu = series(runs, &format!("{workload}-all"), reps, |r| {
-        let t = r.tracing.as_ref()?;
-        let events = r.matched_total()?;
-        (events > 0).then(|| t.agent_cpu_ns as f64 / 1e3 / events as f64)
-    });
+    let agent_cpu = agent_cpu_per_event(runs, &format!("{workload}-all"), reps);
     let n = iterations.max(1) as f64;
     let mut by_probe = Vec::new();
     for kind in ProbeKind::BUILTIN {
@@ -126,6 +122,19 @@ pub(super) fn loop_overhead(
     }
 }
 
+/// The agent's CPU per event of each run of a condition, µs.
+fn agent_cpu_per_event(
+    runs: &BTreeMap<String, Ran>,
+    condition: &str,
+    reps: usize,
+) -> Vec<Option<f64>> {
+    series(runs, condition, reps, |r| {
+        let t = r.tracing.as_ref()?;
+        let events = r.matched_total()?;
+        (events > 0).then(|| t.agent_cpu_ns as f64 / 1e3 / events as f64)
+    })
+}
+
 /// A run's loop time, ms (`None` if it failed).
 fn loop_ms(r: &Ran) -> Option<f64> {
     r.elapsed_s().map(|s| s * 1e3)
@@ -185,6 +194,16 @@ fn without_stacks_overhead(
         walk_every_us_per_event: Spread::of(&stats::paired_cost_per(&walk_every, &ns, loop_events))
             .map(|s| s.scaled(1e3)),
         cached_share: Spread::of(&present(&cached_share)),
+        agent_cpu_us_per_event: Spread::of(&present(&agent_cpu_per_event(
+            runs,
+            &format!("{workload}-nostack"),
+            reps,
+        ))),
+        agent_cpu_walk_every_us_per_event: Spread::of(&present(&agent_cpu_per_event(
+            runs,
+            &format!("{workload}-walkall"),
+            reps,
+        ))),
     }
 }
 

@@ -131,6 +131,11 @@ pub struct NoStackOverhead {
     pub walk_every_us_per_event: Option<Spread>,
     /// Share of the every-probe runs' stacks that came from the stack cache.
     pub cached_share: Option<Spread>,
+    /// The agent's CPU per event without stacks, µs.
+    pub agent_cpu_us_per_event: Option<Spread>,
+    /// The agent's CPU per event with every stack walked (every record carries its
+    /// frames, which the agent hashes), µs.
+    pub agent_cpu_walk_every_us_per_event: Option<Spread>,
 }
 
 /// What a user probe (`--probe kprobe:FUNC`) costs per event against the built-in
