@@ -216,6 +216,7 @@ mod tests {
             user_probes: Vec::new(),
             send_probe_list: false,
             stop_functions: Vec::new(),
+            without_probes: false,
         }
     }
 

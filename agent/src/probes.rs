@@ -15,7 +15,7 @@ use std::error::Error as StdError;
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{FEntry, KProbe, ProgramError, TracePoint},
+    programs::{FEntry, KProbe, ProgramError, ProgramInfo, TracePoint},
 };
 use guestscope_common::{ProbeCounters, ProbeKind, maps as names, wire::ProbeAttach};
 
@@ -419,7 +419,7 @@ fn fentry(
         .map_err(err)?;
     let started = std::time::Instant::now();
     prog.load(function, btf).map_err(err)?;
-    log_loaded(program, started);
+    log_loaded(program, started, prog.info().ok());
     if let Err(e) = prog.attach() {
         // Leave nothing half-done behind for the fallback.
         let _ = prog.unload();
@@ -437,7 +437,7 @@ fn kprobe(ebpf: &mut Ebpf, program: &'static str, function: &str) -> Result<(), 
         .map_err(err)?;
     let started = std::time::Instant::now();
     prog.load().map_err(err)?;
-    log_loaded(program, started);
+    log_loaded(program, started, prog.info().ok());
     prog.attach(function, 0).map_err(err)?;
     Ok(())
 }
@@ -456,17 +456,18 @@ fn tracepoint(
         .map_err(err)?;
     let started = std::time::Instant::now();
     prog.load().map_err(err)?;
-    log_loaded(program, started);
+    log_loaded(program, started, prog.info().ok());
     prog.attach(category, name).map_err(err)?;
     Ok(())
 }
 
 /// Logs how long the kernel took to verify and load `program` (seconds under TCG for
-/// a program with loops).
-fn log_loaded(program: &str, started: std::time::Instant) {
+/// a program with loops), and how many instructions its verifier went through.
+fn log_loaded(program: &str, started: std::time::Instant, info: Option<ProgramInfo>) {
     tracing::info!(
         program,
         ms = started.elapsed().as_millis() as u64,
+        verified_insns = info.and_then(|i| i.verified_instruction_count()),
         "program verified and loaded"
     );
 }

@@ -65,7 +65,14 @@ pub fn run<W: Sink>(
         ));
     }
     let mut setup = Setup::new(logs);
-    let mut tracer = load_probes(plan, &mut setup);
+    let mut tracer = if plan.without_probes {
+        let message = "no probe loaded: the plan asks for none";
+        tracing::info!("{message}");
+        setup.logs.push(("info", message.into()));
+        Tracer::inactive()
+    } else {
+        load_probes(plan, &mut setup)
+    };
     let attached = setup.announce(stream, agent_start_ns)?;
     setup.send_start_artifacts(stream, plan)?;
     let refused = setup.refused;

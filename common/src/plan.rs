@@ -57,6 +57,12 @@ pub struct RunPlan {
     /// [`Tracing`] of their own set theirs for their run).
     #[serde(default)]
     pub stacks: StackMode,
+    /// The agent loads no eBPF probe and sends its hello as soon as it is connected;
+    /// workloads run untraced. For boots that only time the boot or only use the
+    /// gdbstub (the lab's boot-time and CR3 boots): the probes' verification takes
+    /// seconds under TCG and would serve nothing there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_probes: bool,
 }
 
 impl RunPlan {
@@ -75,6 +81,7 @@ impl RunPlan {
             spool_bytes: None,
             secret: None,
             stacks: StackMode::default(),
+            without_probes: false,
         }
     }
 }

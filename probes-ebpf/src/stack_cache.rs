@@ -43,7 +43,7 @@ use aya_ebpf::{
     macros::map,
     maps::PerCpuArray,
 };
-use guestscope_common::{EntryCaller, MAX_STACK_FRAMES, ProbeKind, STACK_CACHE_ENTRIES};
+use guestscope_common::{CacheSlot, EntryCaller, MAX_STACK_FRAMES, ProbeKind, STACK_CACHE_ENTRIES};
 
 /// Entries per CPU (each [`CachedStack`] is 696 bytes: 696 KiB per CPU); the agent
 /// keeps what each entry holds in a table of the same size.
@@ -164,6 +164,12 @@ pub struct Search {
     first: u32,
     /// Where [`scalar`] passes a value through.
     value: u64,
+    /// The entry the last [`remember`] kept its walk in ([`CacheSlot::tag`]), or
+    /// [`CacheSlot::NONE`]. Kept here, not returned: a value carried out of the search
+    /// would be one more thing the verifier follows through all its steps.
+    kept: u32,
+    /// The entry [`remember`] is filling ([`CacheSlot::tag`]).
+    candidate: u32,
     /// The [`THREAD_SIZE`] region of the last stack found to be a task's.
     task_region: u64,
     /// Regions found not to be a task's stack (an interrupt stack), never cached.
@@ -315,6 +321,17 @@ fn holds(entry: *const CachedStack, key: &StackKey, anchor: u64, top: u64) -> bo
     true
 }
 
+/// Where the last [`remember`] on this CPU kept its walk ([`CacheSlot::tag`]), or
+/// [`CacheSlot::NONE`].
+#[inline(always)]
+pub fn kept() -> u32 {
+    match STACK_SEARCH.get_ptr(0) {
+        // SAFETY: this CPU's slot of a per-CPU array (see `holds`).
+        Some(search) => unsafe { load!((*search).kept) },
+        None => CacheSlot::NONE,
+    }
+}
+
 /// Whether a walk equals a cached one (the check mode), from the probed function's
 /// frame on. The frames below it are the probe's own (an fentry's BPF program and
 /// trampoline): their first is where in the program the walk was called from, which
@@ -349,8 +366,8 @@ pub unsafe fn same_walk(
 /// Remembers the walk `ips` (`bytes` long) of `key`'s chain: finds each frame past the
 /// probed function's in the stack above `anchor` (below `top`, the task stack's top from
 /// [`task_stack_top`]), in order, and keeps where. Gives up
-/// (nothing is kept) when a frame is not found within [`WINDOW_BYTES`]. Returns the
-/// index of the entry it was kept in.
+/// (nothing is kept) when a frame is not found within [`WINDOW_BYTES`]; [`kept`] says
+/// where it was kept.
 ///
 /// # Safety
 /// `ips` must point at an array of [`MAX_STACK_FRAMES`] frames.
@@ -361,26 +378,29 @@ pub unsafe fn remember(
     top: u64,
     ips: *const [u64; MAX_STACK_FRAMES],
     bytes: i32,
-) -> Option<u32> {
+) {
+    let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `search` points at this CPU's slot of a per-CPU array (see `holds`).
+    unsafe { store!((*search).kept, CacheSlot::NONE) };
     if bytes <= 0 {
-        return None;
+        return;
     }
     // The way that did not answer last.
     let set = key.set();
     let Some(first) = STACK_CACHE.get_ptr(set) else {
-        return None;
+        return;
     };
     // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
     let victim = 1 - (unsafe { load!((*first).recent) } & 1);
     let Some(entry) = STACK_CACHE.get_ptr_mut(set + victim) else {
-        return None;
-    };
-    let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
-        return None;
+        return;
     };
     // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays (see
     // `lookup`); the caller vouches for `ips`.
     unsafe {
+        store!((*search).candidate, CacheSlot::tag(set + victim));
         store!((*search).frames, frames_of(bytes as u32) as u32);
         store!((*search).first, FRAME_SEARCH as u32);
         for j in 0..FRAME_SEARCH {
@@ -390,7 +410,7 @@ pub unsafe fn remember(
             }
         }
         if load!((*search).first) as usize >= FRAME_SEARCH {
-            return None;
+            return;
         }
         // The window ends at the stack's top: past it lies the guard page.
         let to_top = top - anchor;
@@ -401,7 +421,7 @@ pub unsafe fn remember(
         };
         let words = (&raw mut (*search).words).cast::<c_void>();
         if read_kernel_raw(words, len as u32, anchor as *const c_void) != 0 {
-            return None;
+            return;
         }
         store!((*search).len, len as u32);
         store!((*search).to_top, to_top as u32);
@@ -418,7 +438,7 @@ pub unsafe fn remember(
                 break;
             }
             if slot as u32 * 8 >= load!((*search).len) {
-                return None;
+                return;
             }
             let j = next as usize & (MAX_STACK_FRAMES - 1);
             if (*search).words[slot] == (*ips)[j] {
@@ -427,7 +447,7 @@ pub unsafe fn remember(
             }
         }
         if load!((*search).next) < load!((*search).frames) {
-            return None;
+            return;
         }
         // The outermost frame is kept as slots below the stack's top (see `lookup`);
         // the one before it is the farthest counted from the anchor.
@@ -442,6 +462,6 @@ pub unsafe fn remember(
         (*entry).key = *key;
         (*entry).first = load!((*search).first);
         (*entry).bytes = bytes as u32;
+        store!((*search).kept, load!((*search).candidate));
     }
-    Some(set + victim)
 }

@@ -266,6 +266,18 @@ fn boot_table_has_a_row_per_boot_with_kernel_time_below_wall_time() {
         assert!(s["kernel_banner_s"].as_f64().unwrap() < wall);
     }
     assert!(boot["gap"]["mean"].as_f64().unwrap() > 0.0);
+    // The boot-time boots time the boot, not the probes' verification: their agents
+    // start and load nothing, while the traced boot's loads its probes.
+    let loaded = "program verified and loaded";
+    for i in 1..=BOOTS {
+        let log = std::fs::read_to_string(r.dir.join(format!("boots/serial-{i}.log"))).unwrap();
+        assert!(
+            log.contains("no probe loaded: the plan asks for none") && !log.contains(loaded),
+            "boot {i} loaded probes:\n{log}"
+        );
+    }
+    let traced = std::fs::read_to_string(r.dir.join("serial.log")).unwrap();
+    assert!(traced.contains(loaded), "the traced boot loads its probes");
 }
 
 #[test]
@@ -513,6 +525,15 @@ fn cr3_changes_at_syscall_entry_only_with_pti() {
             .unwrap_or_else(|| panic!("no {label} run: {runs:?}"))
     };
     let (on, off) = (get("PTI on"), get("PTI off"));
+    // The CR3 boots use the gdbstub alone: their agents load no eBPF probe.
+    for log in ["serial-cr3-pti.log", "serial-cr3-nopti.log"] {
+        let text = std::fs::read_to_string(r.dir.join(log)).unwrap();
+        assert!(
+            text.contains("no probe loaded: the plan asks for none")
+                && !text.contains("program verified and loaded"),
+            "{log} loaded probes"
+        );
+    }
     let (con, coff) = (&on["report"], &off["report"]);
     assert!(con.is_object(), "PTI-on run failed: {}", on["error"]);
     assert!(coff.is_object(), "PTI-off run failed: {}", off["error"]);

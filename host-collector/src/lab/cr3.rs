@@ -47,6 +47,9 @@ pub(super) fn cr3_boots<W: io::Write>(
             hold_before_exec_ms: None,
             cwd: None,
         }],
+        // The experiment reads CR3 through the gdbstub; eBPF probes would only add
+        // their loading time to the boot.
+        without_probes: true,
         ..plan(o, v)
     };
     let mut runs = Vec::new();
