@@ -50,6 +50,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
         send_probe_list: false,
         stop_functions: Vec::new(),
         stacks: Default::default(),
+        without_probes: false,
         workloads: vec![WorkloadSpec {
             name: "fopen".into(),
             path: format!("{BUILTIN_WORKLOAD_DIR}/fopen"),
