@@ -161,7 +161,11 @@ fn render_probes(md: &mut String, s: &Summary) {
                 "—".into()
             }
         };
-        let cached = if p.counters.is_some() && c.emitted > 0 {
+        // Only hits at a function's entry have a key into the stack cache.
+        let cacheable = matches!(p.attach.method.as_str(), "fentry" | "kprobe");
+        let cached = if !cacheable && c.stack_cached == 0 {
+            "—".to_string()
+        } else if p.counters.is_some() && c.emitted > 0 {
             format!(
                 "{} ({:.1}%)",
                 c.stack_cached,
@@ -195,7 +199,7 @@ fn render_probes(md: &mut String, s: &Summary) {
     {
         let _ = writeln!(
             md,
-            "\nA stack from the cache is the walk of an earlier hit with the same call chain, taken once the probe has found each of its return addresses again in this hit's own stack; `guestscope bench` checks every cached stack of the lab's workloads against a walk of the same event."
+            "\nA stack from the cache is the walk of an earlier hit with the same call chain, taken once the probe has found each of its return addresses again in this hit's own stack; `guestscope bench` checks every cached stack of the lab's workloads against a walk of the same event. Probes that are not at a function's entry (—) walk every stack."
         );
     }
 }
