@@ -10,8 +10,6 @@
 //! ([`CachedEvent`]); the table remembers which stack id the walk that filled each
 //! entry got, so such a hit costs one array read instead of a hash of its frames.
 
-use std::hash::Hasher;
-
 use hashbrown::HashTable;
 
 use guestscope_common::{
@@ -65,61 +63,20 @@ pub enum NoStack {
 /// that filled it resolved to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SlotStack {
-    stack_id: i32,
     outcome: Result<u32, NoStack>,
     /// Whether the walk lacked the probed function's caller (put back).
     recovered: bool,
 }
 
-/// A fast hash of return addresses (multiply-rotate over 64-bit words, as rustc's
-/// FxHash). The standard SipHash resists crafted keys, which kernel stacks are not, and
-/// costs several times more per event under TCG.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FrameHasher(u64);
-
-impl FrameHasher {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for FrameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(last));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// The hash of a stack's frames (its length included, so a prefix hashes apart).
+/// The hash of a stack's frames, its length included so a prefix hashes apart: a
+/// multiply-rotate over 64-bit words, as rustc's FxHash. The standard SipHash resists
+/// crafted keys, which kernel stacks are not, and costs several times more per event
+/// under TCG.
 fn frame_hash(frames: &[u64]) -> u64 {
-    let mut h = FrameHasher::default();
-    for &f in frames {
-        h.add(f);
-    }
-    h.add(frames.len() as u64);
-    h.finish()
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let add = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
+    let h = frames.iter().fold(0, |h, &f| add(h, f));
+    add(h, frames.len() as u64)
 }
 
 /// Whether two stacks are the same frames, compared a word at a time: the slices'
@@ -204,14 +161,10 @@ impl StackTable {
         if put_back {
             self.callers_recovered += 1;
         }
-        let (stack_id, outcome) = match walk {
-            Ok(frames) => match self.intern(frames) {
-                Ok(id) => (id as i32, Ok(id)),
-                Err(e) => (TABLE_FULL_ID, Err(e)),
-            },
-            Err(e @ StackError::Walk(errno)) => (errno, Err(NoStack::Failed(e))),
-            Err(e @ StackError::BadLength(_)) => (BAD_LENGTH_ID, Err(NoStack::Unusable(e))),
-            Err(e @ StackError::Empty) => (EMPTY_ID, Err(NoStack::Unusable(e))),
+        let outcome = match walk {
+            Ok(frames) => self.intern(frames),
+            Err(e @ StackError::Walk(_)) => Err(NoStack::Failed(e)),
+            Err(e @ (StackError::BadLength(_) | StackError::Empty)) => Err(NoStack::Unusable(e)),
         };
         if let Some(index) = CacheSlot::index(record.cache_slot)
             && let Some(at) = slot_position(record.event.cpu, index)
@@ -221,13 +174,12 @@ impl StackTable {
                 self.slots.resize(cpus * STACK_CACHE_ENTRIES as usize, None);
             }
             self.slots[at] = Some(SlotStack {
-                stack_id,
                 outcome,
                 recovered: put_back,
             });
         }
         let event = RawEvent {
-            stack_id,
+            stack_id: stack_id(outcome),
             ..record.event
         };
         (event, outcome)
@@ -240,23 +192,20 @@ impl StackTable {
         let known = CacheSlot::index(record.cache_slot)
             .and_then(|index| slot_position(cpu, index))
             .and_then(|at| self.slots.get(at).copied().flatten());
-        let (stack_id, outcome) = match known {
+        let outcome = match known {
             Some(s) => {
                 if s.recovered {
                     self.callers_recovered += 1;
                 }
-                (s.stack_id, s.outcome)
+                s.outcome
             }
-            None => (
-                UNKNOWN_SLOT_ID,
-                Err(NoStack::UnknownCacheSlot {
-                    cpu,
-                    index: CacheSlot::index(record.cache_slot).unwrap_or(record.cache_slot),
-                }),
-            ),
+            None => Err(NoStack::UnknownCacheSlot {
+                cpu,
+                index: CacheSlot::index(record.cache_slot).unwrap_or(record.cache_slot),
+            }),
         };
         let event = RawEvent {
-            stack_id,
+            stack_id: stack_id(outcome),
             ..record.event
         };
         (event, outcome)
@@ -280,6 +229,22 @@ impl StackTable {
     /// Whether no stack is known yet.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+}
+
+/// The `stack_id` an event gets for `outcome`: the stack's id, or the negative code of
+/// why it has none.
+fn stack_id(outcome: Result<u32, NoStack>) -> i32 {
+    match outcome {
+        // Ids stay below MAX_STACKS, far below i32::MAX.
+        Ok(id) => id as i32,
+        Err(NoStack::TableFull) => TABLE_FULL_ID,
+        Err(NoStack::UnknownCacheSlot { .. }) => UNKNOWN_SLOT_ID,
+        Err(NoStack::Failed(e) | NoStack::Unusable(e)) => match e {
+            StackError::Walk(errno) => errno,
+            StackError::BadLength(_) => BAD_LENGTH_ID,
+            StackError::Empty => EMPTY_ID,
+        },
     }
 }
 
@@ -486,16 +451,14 @@ mod tests {
 
     #[test]
     fn the_frame_hash_tells_orders_and_lengths_apart() {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let h = |frames: &[u64]| BuildHasherDefault::<FrameHasher>::default().hash_one(frames);
+        let h = frame_hash;
         assert_eq!(h(&[1, 2, 3]), h(&[1, 2, 3]));
         assert_ne!(h(&[1, 2, 3]), h(&[3, 2, 1]));
         assert_ne!(h(&[1, 2]), h(&[1, 2, 0]));
-        let mut odd = FrameHasher::default();
-        odd.write(&[1, 2, 3]);
-        let mut padded = FrameHasher::default();
-        padded.write(&[1, 2, 3, 0, 0, 0, 0, 0]);
-        assert_eq!(odd.finish(), padded.finish(), "a short tail is zero-padded");
+        assert_ne!(h(&[]), h(&[0]));
+        // The table compares frames itself: equal hashes are not equal stacks.
+        assert!(same_frames(&[1, 2], &[1, 2]));
+        assert!(!same_frames(&[1, 2], &[1, 3]) && !same_frames(&[1, 2], &[1, 2, 0]));
     }
 
     #[test]
