@@ -591,18 +591,14 @@ pub(super) fn stack_cache(
             nested: sum.nested,
         });
     }
-    let fopen = |mode: &str| {
+    let fopen = |mode: StackMode| {
         runs.iter()
             .find(|(name, ran)| {
-                name.starts_with("fopen-")
-                    && ran
-                        .tracing
-                        .as_ref()
-                        .is_some_and(|t| format!("{:?}", t.stacks) == mode)
+                name.starts_with("fopen-") && ran.tracing.as_ref().is_some_and(|t| t.stacks == mode)
             })
             .map(|(_, ran)| &ran.stack_counts)
     };
-    check.fopen_stack_distance = match (fopen("Cached"), fopen("WalkEvery")) {
+    check.fopen_stack_distance = match (fopen(StackMode::Cached), fopen(StackMode::WalkEvery)) {
         (Some(on), Some(off)) => super::stats::stack_distance(on, off),
         _ => None,
     };

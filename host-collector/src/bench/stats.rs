@@ -3,6 +3,8 @@
 //! position equally often. These machines are noisy (other work shares the two cores),
 //! so every speed figure is a median of paired ratios, never one run's time.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 
 /// Median and spread of a set of samples.
@@ -133,17 +135,17 @@ pub fn highest_lossless(steps: &[(f64, bool)]) -> Option<f64> {
 /// half the sum of the share differences, 0 (the same shares) to 1 (nothing shared);
 /// `None` if either run has no event.
 pub(super) fn stack_distance(
-    a: &std::collections::HashMap<(String, i32), u64>,
-    b: &std::collections::HashMap<(String, i32), u64>,
+    a: &HashMap<(String, i32), u64>,
+    b: &HashMap<(String, i32), u64>,
 ) -> Option<f64> {
     let (ta, tb) = (a.values().sum::<u64>(), b.values().sum::<u64>());
     if ta == 0 || tb == 0 {
         return None;
     }
-    let share = |m: &std::collections::HashMap<(String, i32), u64>, t: u64, k| {
+    let share = |m: &HashMap<(String, i32), u64>, t: u64, k| {
         m.get(k).copied().unwrap_or(0) as f64 / t as f64
     };
-    let keys: std::collections::HashSet<_> = a.keys().chain(b.keys()).collect();
+    let keys: HashSet<_> = a.keys().chain(b.keys()).collect();
     Some(
         keys.into_iter()
             .map(|k| (share(a, ta, k) - share(b, tb, k)).abs())
@@ -162,7 +164,7 @@ mod tests {
             pairs
                 .iter()
                 .map(|&(id, n)| (("spin_lock".to_string(), id), n))
-                .collect::<std::collections::HashMap<_, _>>()
+                .collect::<HashMap<_, _>>()
         };
         let d = |a, b| stack_distance(&m(a), &m(b));
         assert_eq!(d(&[(1, 10), (2, 30)], &[(1, 100), (2, 300)]), Some(0.0));
