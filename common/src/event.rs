@@ -330,7 +330,7 @@ impl EntryCaller {
 ///
 /// The agent de-duplicates stacks and turns [`StackedEvent::stack_bytes`] into
 /// [`RawEvent::stack_id`]. A hit whose stack came from the probes' stack cache travels
-/// as the shorter [`CachedEvent`] instead, naming the cache entry a [`StackedEvent`]
+/// as the shorter [`CachedEvent`](crate::CachedEvent) instead, naming the cache entry a [`StackedEvent`]
 /// filled before it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -340,9 +340,10 @@ pub struct StackedEvent {
     /// What `bpf_get_stack` returned: the bytes of [`StackedEvent::ips`] it filled
     /// (8 per frame), or a negative errno when the walk failed.
     pub stack_bytes: i32,
-    /// The stack-cache entry this walk was kept in, as [`CacheSlot::tag`] numbers it
-    /// ([`CacheSlot::NONE`]: not kept). Later hits of the same CPU that the entry answers
-    /// are [`CachedEvent`]s naming it, until another walk is kept there.
+    /// The stack-cache entry this walk was kept in, as [`CacheSlot::tag`](crate::CacheSlot::tag) numbers
+    /// it ([`CacheSlot::NONE`](crate::CacheSlot::NONE): not kept). Later hits of the same CPU that the entry answers
+    /// are [`CachedEvent`](crate::CachedEvent)s naming it, until another walk is kept
+    /// there.
     pub cache_slot: u32,
     /// The function's frame and caller, for walks that miss the caller.
     pub entry: EntryCaller,
@@ -354,53 +355,6 @@ pub struct StackedEvent {
 const _: () = assert!(core::mem::size_of::<StackedEvent>() == 64 + 8 + 16 + 8 * MAX_STACK_FRAMES);
 const _: () = assert!(core::mem::size_of::<StackedEvent>() == 600);
 
-/// Entries of the probes' stack cache on each CPU (the probes' `STACK_CACHE` map and the
-/// agent's table of what each entry holds are this size).
-pub const STACK_CACHE_ENTRIES: u32 = 1024;
-
-/// A stack-cache entry of one CPU, as records carry it: entry index plus one, so that
-/// zero means none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CacheSlot;
-
-impl CacheSlot {
-    /// No entry.
-    pub const NONE: u32 = 0;
-
-    /// The tag of entry `index` (below [`STACK_CACHE_ENTRIES`]).
-    pub const fn tag(index: u32) -> u32 {
-        index + 1
-    }
-
-    /// The entry index a tag names; `None` for [`CacheSlot::NONE`] or a tag out of range.
-    pub const fn index(tag: u32) -> Option<u32> {
-        if tag == Self::NONE || tag > STACK_CACHE_ENTRIES {
-            None
-        } else {
-            Some(tag - 1)
-        }
-    }
-}
-
-/// The ring-buffer record of a hit whose stack came from the probes' stack cache
-/// (72 bytes instead of a [`StackedEvent`]'s 600): the stack is the one the last
-/// [`StackedEvent`] of the same CPU (`event.cpu`) with this `cache_slot` carried.
-///
-/// A CPU's records reach the ring buffer in the order its probes ran (one probe at a
-/// time on a CPU, each record reserved before the cache entry changes), so the reader
-/// has always seen the walk an entry holds before a hit that uses it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CachedEvent {
-    /// The hit; its `stack_id` is [`NO_STACK`] (the agent assigns ids).
-    pub event: RawEvent,
-    /// The stack-cache entry that answered ([`CacheSlot::tag`]).
-    pub cache_slot: u32,
-    /// Zero; keeps the record a multiple of 8 bytes.
-    pub _pad: u32,
-}
-
-const _: () = assert!(core::mem::size_of::<CachedEvent>() == 72);
 /// Why [`StackedEvent::frames`] found no frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "std", derive(thiserror::Error))]
@@ -554,7 +508,7 @@ mod tests {
         StackedEvent {
             event,
             stack_bytes,
-            cache_slot: CacheSlot::NONE,
+            cache_slot: crate::CacheSlot::NONE,
             entry: EntryCaller::UNKNOWN,
             ips,
         }
@@ -671,19 +625,6 @@ mod tests {
             Err(StackError::BadLength(i32::MAX))
         );
         assert_eq!(stacked(0).frames(), Err(StackError::Empty));
-    }
-
-    #[test]
-    fn cache_slot_tags_name_every_entry_and_nothing_else() {
-        assert_eq!(CacheSlot::index(CacheSlot::NONE), None);
-        for index in [0, 1, STACK_CACHE_ENTRIES - 1] {
-            assert_ne!(CacheSlot::tag(index), CacheSlot::NONE);
-            assert_eq!(CacheSlot::index(CacheSlot::tag(index)), Some(index));
-        }
-        assert_eq!(CacheSlot::index(STACK_CACHE_ENTRIES + 1), None);
-        assert_eq!(CacheSlot::index(u32::MAX), None);
-        // The two records a reader tells apart by length.
-        assert_ne!(size_of::<CachedEvent>(), size_of::<StackedEvent>());
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod options;
 mod outcomes;
 mod parts;
 mod plans;
+mod stack_cache_check;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -61,6 +62,7 @@ pub use self::outcomes::elapsed_ns;
 use self::outcomes::*;
 use self::parts::*;
 use self::plans::*;
+use self::stack_cache_check::*;
 use crate::experiments::syscall_cr3::{self, Cr3Options, FunctionTrace, StepOver};
 use crate::inputs;
 use crate::lab::VSOCK_PORT;

@@ -1,0 +1,73 @@
+//! The short ring-buffer record of a hit whose stack the probes' stack cache gave
+//! ([`CachedEvent`]), and how records name a cache entry ([`CacheSlot`]).
+
+use crate::event::RawEvent;
+
+/// Entries of the probes' stack cache on each CPU (the probes' `STACK_CACHE` map and the
+/// agent's table of what each entry holds are this size).
+pub const STACK_CACHE_ENTRIES: u32 = 1024;
+
+/// A stack-cache entry of one CPU, as records carry it: entry index plus one, so that
+/// zero means none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSlot;
+
+impl CacheSlot {
+    /// No entry.
+    pub const NONE: u32 = 0;
+
+    /// The tag of entry `index` (below [`STACK_CACHE_ENTRIES`]).
+    pub const fn tag(index: u32) -> u32 {
+        index + 1
+    }
+
+    /// The entry index a tag names; `None` for [`CacheSlot::NONE`] or a tag out of range.
+    pub const fn index(tag: u32) -> Option<u32> {
+        if tag == Self::NONE || tag > STACK_CACHE_ENTRIES {
+            None
+        } else {
+            Some(tag - 1)
+        }
+    }
+}
+
+/// The ring-buffer record of a hit whose stack came from the probes' stack cache
+/// (72 bytes instead of a [`StackedEvent`](crate::StackedEvent)'s 600): the stack is
+/// the one the last [`StackedEvent`](crate::StackedEvent) of the same CPU
+/// (`event.cpu`) with this `cache_slot` carried.
+///
+/// A CPU's records reach the ring buffer in the order its probes ran (one probe at a
+/// time on a CPU, each record reserved before the cache entry changes), so the reader
+/// has always seen the walk an entry holds before a hit that uses it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedEvent {
+    /// The hit; its `stack_id` is [`NO_STACK`](crate::event::NO_STACK) (the agent
+    /// assigns ids).
+    pub event: RawEvent,
+    /// The stack-cache entry that answered ([`CacheSlot::tag`]).
+    pub cache_slot: u32,
+    /// Zero; keeps the record a multiple of 8 bytes.
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<CachedEvent>() == 72);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::StackedEvent;
+
+    #[test]
+    fn cache_slot_tags_name_every_entry_and_nothing_else() {
+        assert_eq!(CacheSlot::index(CacheSlot::NONE), None);
+        for index in [0, 1, STACK_CACHE_ENTRIES - 1] {
+            assert_ne!(CacheSlot::tag(index), CacheSlot::NONE);
+            assert_eq!(CacheSlot::index(CacheSlot::tag(index)), Some(index));
+        }
+        assert_eq!(CacheSlot::index(STACK_CACHE_ENTRIES + 1), None);
+        assert_eq!(CacheSlot::index(u32::MAX), None);
+        // The two records a reader tells apart by length.
+        assert_ne!(size_of::<CachedEvent>(), size_of::<StackedEvent>());
+    }
+}
