@@ -150,7 +150,7 @@ pub fn run(o: &AttachOptions) -> Result<LabOutcome, LabError> {
         outcome: received.outcome,
         ..Default::default()
     };
-    let summary = lab::finish(&o.out_dir, &mut c, run, Vec::new(), Vec::new())
+    let summary = lab::finish(&o.out_dir, &mut c, run, lab::AfterBoots::none())
         .map_err(|e| lab::outputs_error(&o.out_dir, &e))?;
     Ok(LabOutcome {
         summary,

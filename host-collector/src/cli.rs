@@ -363,6 +363,11 @@ pub struct LabArgs {
     /// Extra boots for the boot-time experiment (wall clock versus kernel clock).
     #[arg(long, default_value_t = 5)]
     pub boots: u32,
+    /// How many of the boots after the traced run (the boot-time and CR3 boots) may
+    /// run at once, one per host core the guest's vCPUs take; 1 runs them one after
+    /// another [default: the host's cores, at most 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel_boots: Option<u16>,
     /// Your own root file system (raw ext2/3/4 image, a disk image with an ext
     /// partition, or qcow2): boots --kernel with it, the agent and workloads run
     /// chrooted in it; the image is never written (QEMU snapshot=on).
@@ -487,6 +492,7 @@ impl From<LabArgs> for LabOptions {
                 AccelArg::Tcg => Some(Accel::Tcg),
             },
             boots: if alone { 0 } else { a.boots },
+            parallel_boots: a.parallel_boots.map_or_else(host_cores, usize::from),
             rootfs: a.rootfs,
             vmlinux: a.vmlinux,
             command: a.command,
@@ -502,4 +508,10 @@ impl From<LabArgs> for LabOptions {
             live: true,
         }
     }
+}
+
+/// `--parallel-boots`' default: the host's cores, at most 4 (each boot takes a core
+/// and a guest's memory).
+fn host_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }

@@ -30,6 +30,8 @@ fn run() -> &'static RunOutput {
             fast_kernel: fast.is_file().then_some(fast),
             workloads: vec![format!("{} --iterations {USER_ITERATIONS}", user.display())],
             boots: BOOTS,
+            // The boot-time and CR3 boots two at a time, as on a two-core host.
+            parallel_boots: 2,
             cr3: true,
             snapshots: true,
             ..LabOptions::default()
@@ -256,6 +258,14 @@ fn boot_table_has_a_row_per_boot_with_kernel_time_below_wall_time() {
     let boot = &r.summary["experiments"]["boot"];
     let samples = boot["samples"].as_array().unwrap();
     assert_eq!(samples.len(), BOOTS as usize);
+    // They ran side by side, and are still reported in their order.
+    assert_eq!(boot["at_once"], 2);
+    assert!(r.report.contains("The boots ran 2 at a time"));
+    let numbers: Vec<u64> = samples
+        .iter()
+        .map(|s| s["boot"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=u64::from(BOOTS)).collect::<Vec<_>>());
     for s in samples {
         let wall = s["agent_hello_s"].as_f64().expect("boot reached the agent");
         let kernel = s["agent_hello_kernel_s"].as_f64().unwrap();
@@ -519,6 +529,12 @@ fn snapshots_agree_with_the_ebpf_events_on_one_time_line() {
 fn cr3_changes_at_syscall_entry_only_with_pti() {
     let r = run();
     let runs = r.summary["experiments"]["syscall_cr3"].as_array().unwrap();
+    let labels: Vec<&str> = runs.iter().map(|x| x["label"].as_str().unwrap()).collect();
+    assert_eq!(
+        labels,
+        ["PTI on", "PTI off"],
+        "in their order, though run side by side"
+    );
     let get = |label: &str| {
         runs.iter()
             .find(|x| x["label"] == label)

@@ -120,10 +120,19 @@ pub struct BootExperiment {
     pub userspace: Option<Stat>,
     /// Share of the gap explained by the time before the kernel clock starts.
     pub explained_by_pre_kernel: Option<f64>,
+    /// How many boots ran at once (each QEMU on a host core of its own); 1 in runs
+    /// from before boots ran side by side.
+    #[serde(default = "one")]
+    pub at_once: usize,
 }
 
-/// Summarizes the boots; `None` when there were none.
-pub fn analyze(samples: Vec<BootSample>) -> Option<BootExperiment> {
+/// What [`BootExperiment::at_once`] was before it was recorded.
+fn one() -> usize {
+    1
+}
+
+/// Summarizes the boots, which ran `at_once` at a time; `None` when there were none.
+pub fn analyze(samples: Vec<BootSample>, at_once: usize) -> Option<BootExperiment> {
     if samples.is_empty() {
         return None;
     }
@@ -151,6 +160,7 @@ pub fn analyze(samples: Vec<BootSample>) -> Option<BootExperiment> {
         ),
         userspace: Stat::of(samples.iter().map(|s| sub(s.agent_hello_s, s.init_s))),
         explained_by_pre_kernel: explained,
+        at_once,
         samples,
     })
 }
@@ -181,17 +191,31 @@ mod tests {
     }
 
     #[test]
+    fn a_summary_from_before_at_once_reads_as_one_at_a_time() {
+        let e = analyze(vec![sample(1, 2.0, 3.6, 1.5, 4.0, 1.9)], 3).unwrap();
+        let mut json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["at_once"], 3);
+        json.as_object_mut().unwrap().remove("at_once");
+        let old: BootExperiment = serde_json::from_value(json).unwrap();
+        assert_eq!(old.at_once, 1);
+    }
+
+    #[test]
     fn the_gap_is_split_into_pre_kernel_time_and_drift() {
-        let e = analyze(vec![
-            sample(1, 2.0, 3.6, 1.5, 4.0, 1.9),
-            sample(2, 2.2, 3.8, 1.5, 4.2, 1.9),
-        ])
+        let e = analyze(
+            vec![
+                sample(1, 2.0, 3.6, 1.5, 4.0, 1.9),
+                sample(2, 2.2, 3.8, 1.5, 4.2, 1.9),
+            ],
+            2,
+        )
         .unwrap();
+        assert_eq!(e.at_once, 2);
         let gap = e.gap.unwrap();
         assert!((gap.mean - 2.2).abs() < 1e-9);
         assert!((e.before_kernel_clock.unwrap().mean - 2.1).abs() < 1e-9);
         assert!((e.drift_to_init.unwrap().mean - 0.1).abs() < 1e-9);
         assert!((e.explained_by_pre_kernel.unwrap() - 2.1 / 2.2).abs() < 1e-9);
-        assert!(analyze(vec![]).is_none());
+        assert!(analyze(vec![], 1).is_none());
     }
 }

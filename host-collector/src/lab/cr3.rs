@@ -7,29 +7,42 @@ use super::*;
 pub(crate) const CR3_BOOTS: [(&str, Option<&str>); 2] =
     [("PTI on", Some("Haswell-noTSX")), ("PTI off", None)];
 
-/// The two CR3 boots (PTI on, PTI off), each running a system-call-heavy workload
-/// under the gdbstub experiment. Needs the guest's BTF from the main run.
-pub(super) fn cr3_boots<W: io::Write>(
+/// What the CR3 boots need, or why they cannot run.
+pub(super) enum Cr3Setup {
+    /// The boots can run with this plan and `task_struct` layout.
+    Ready {
+        /// A system-call-heavy workload, no probes.
+        plan: RunPlan,
+        /// Where the pid is in `task_struct`.
+        offsets: TaskOffsets,
+    },
+    /// They cannot: the one entry the experiment reports instead.
+    Skipped(Box<summary::Cr3Run>),
+}
+
+/// The CR3 boots' plan and the `task_struct` layout they read the pid with, from the
+/// guest's BTF that the main run brought back.
+pub(super) fn cr3_setup<W: io::Write>(
     o: &LabOptions,
     v: &Validated,
     main: &Session<W>,
-) -> Vec<summary::Cr3Run> {
+) -> Cr3Setup {
     let btf = main
         .artifacts
         .get("btf")
         .map(|a| a.data.clone())
         .unwrap_or_default();
     if btf.is_empty() {
-        return vec![summary::Cr3Run::skipped(
+        return Cr3Setup::Skipped(Box::new(summary::Cr3Run::skipped(
             "the guest kernel offers no BTF (/sys/kernel/btf/vmlinux): no task_struct layout to read the pid with",
-        )];
+        )));
     }
     let offsets = match guest_kernel::btf::task_offsets(&btf) {
         Ok(off) => off,
         Err(e) => {
-            return vec![summary::Cr3Run::skipped(&format!(
+            return Cr3Setup::Skipped(Box::new(summary::Cr3Run::skipped(&format!(
                 "no task_struct layout from the guest's BTF: {e}"
-            ))];
+            ))));
         }
     };
     let plan = RunPlan {
@@ -52,44 +65,48 @@ pub(super) fn cr3_boots<W: io::Write>(
         without_probes: true,
         ..plan(o, v)
     };
-    let mut runs = Vec::new();
-    for (label, cpu) in CR3_BOOTS {
-        if crate::interrupt::received().is_some() {
-            break;
-        }
-        (o.progress)(&format!("CR3 at system-call entry: {label}"));
-        let log = o.out_dir.join(format!(
-            "serial-cr3-{}.log",
-            if cpu.is_some() { "pti" } else { "nopti" }
-        ));
-        let mode = Mode::Cr3 {
-            cpu_model: cpu.map(str::to_string),
-            offsets: offsets.clone(),
-        };
-        let run = match boot_and_collect(o, v, &plan, StreamFiles::discard(), &log, &mode) {
-            Ok(c) => summary::Cr3Run {
-                label: label.into(),
-                cpu_model: cpu.unwrap_or("QEMU default (qemu64)").into(),
-                meltdown: c
-                    .session
-                    .artifact_text("meltdown")
-                    .map(|m| m.trim().to_string()),
-                report: c.cr3.as_ref().and_then(|r| r.as_ref().ok()).cloned(),
-                error: match c.cr3 {
-                    Some(Err(e)) => Some(e),
-                    None => Some(format!("the workload never started ({})", c.outcome.how)),
-                    Some(Ok(_)) => None,
-                },
+    Cr3Setup::Ready { plan, offsets }
+}
+
+/// One CR3 boot: `label` with QEMU's `-cpu cpu` (its default when `None`), running
+/// the system-call workload of `plan` under the gdbstub experiment.
+pub(super) fn cr3_boot(
+    o: &LabOptions,
+    v: &Validated,
+    plan: &RunPlan,
+    offsets: &TaskOffsets,
+    (label, cpu): (&str, Option<&str>),
+) -> summary::Cr3Run {
+    (o.progress)(&format!("CR3 at system-call entry: {label}"));
+    let log = o.out_dir.join(format!(
+        "serial-cr3-{}.log",
+        if cpu.is_some() { "pti" } else { "nopti" }
+    ));
+    let mode = Mode::Cr3 {
+        cpu_model: cpu.map(str::to_string),
+        offsets: offsets.clone(),
+    };
+    match boot_and_collect(o, v, plan, StreamFiles::discard(), &log, &mode) {
+        Ok(c) => summary::Cr3Run {
+            label: label.into(),
+            cpu_model: cpu.unwrap_or("QEMU default (qemu64)").into(),
+            meltdown: c
+                .session
+                .artifact_text("meltdown")
+                .map(|m| m.trim().to_string()),
+            report: c.cr3.as_ref().and_then(|r| r.as_ref().ok()).cloned(),
+            error: match c.cr3 {
+                Some(Err(e)) => Some(e),
+                None => Some(format!("the workload never started ({})", c.outcome.how)),
+                Some(Ok(_)) => None,
             },
-            Err(e) => summary::Cr3Run {
-                label: label.into(),
-                cpu_model: cpu.unwrap_or("default").into(),
-                meltdown: None,
-                report: None,
-                error: Some(e.to_string()),
-            },
-        };
-        runs.push(run);
+        },
+        Err(e) => summary::Cr3Run {
+            label: label.into(),
+            cpu_model: cpu.unwrap_or("default").into(),
+            meltdown: None,
+            report: None,
+            error: Some(e.to_string()),
+        },
     }
-    runs
 }

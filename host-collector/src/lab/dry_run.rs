@@ -65,6 +65,13 @@ pub fn dry_run(o: &LabOptions) -> Result<String, LabError> {
             ));
         }
     }
+    let after = o.boots as usize + if o.cr3 { CR3_BOOTS.len() } else { 0 };
+    let at_once = boots_at_once(o, &v).min(after);
+    if at_once > 1 {
+        out.push_str(&format!(
+            "  (the {after} boots after the traced one run {at_once} at a time)\n"
+        ));
+    }
     out.push_str(&format!(
         "\nvhost-device-vsock (the host's end of the guest's vsock):\n  {}\n",
         vhost_line.join(" ")

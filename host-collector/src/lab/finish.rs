@@ -24,14 +24,13 @@ pub fn finish(
     dir: &Path,
     c: &mut Collected,
     mut run: summary::RunInfo,
-    boots: Vec<experiments::boot::BootSample>,
-    syscall_cr3: Vec<summary::Cr3Run>,
+    after: AfterBoots,
 ) -> io::Result<summary::Summary> {
     let session = &mut c.session;
     let _ = session.flush();
     run.kernel_release = session.hello.as_ref().map(|h| h.kernel_release.clone());
     let (probes, workloads, losses, mut stream) = summary::collect(session);
-    let experiments = analyze_experiments(c, boots, syscall_cr3);
+    let experiments = analyze_experiments(c, after);
     let session = &mut c.session;
     stream.bytes = c.bytes;
     stream.decode_error = c.decode_error.clone();
@@ -99,14 +98,15 @@ pub fn finish(
 
 /// The lab's experiments, each answered from the traced run `c` (the boot-time
 /// boots' samples and the CR3 boots' results come from their own boots).
-fn analyze_experiments(
-    c: &mut Collected,
-    boots: Vec<experiments::boot::BootSample>,
-    syscall_cr3: Vec<summary::Cr3Run>,
-) -> summary::Experiments {
+fn analyze_experiments(c: &mut Collected, after: AfterBoots) -> summary::Experiments {
+    let AfterBoots {
+        boots,
+        cr3: syscall_cr3,
+        at_once,
+    } = after;
     let session = &mut c.session;
     let mut experiments = summary::Experiments {
-        boot: experiments::boot::analyze(boots),
+        boot: experiments::boot::analyze(boots, at_once),
         pci: experiments::pci::analyze(
             &session.artifact_text("pci").unwrap_or_default(),
             &session.artifact_text("dmesg").unwrap_or_default(),

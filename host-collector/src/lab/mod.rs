@@ -7,7 +7,9 @@
 //! - `plan.rs`: the agent's plan (workloads, probes, stops);
 //! - `boot.rs`: one boot of the guest, from run directory to shutdown ([`Collected`]);
 //! - `holds_thread.rs`: the gdbstub threads that hold the VM while a workload runs;
+//! - `boot_time.rs`: the boot-time boots;
 //! - `cr3.rs`: the CR3 experiment's two boots;
+//! - `after_boots.rs`: those boots after the traced run, a few at a time;
 //! - `finish.rs`: the analysis assembled into the summary;
 //! - `outputs.rs`: the files written.
 
@@ -48,6 +50,7 @@ use crate::timeline::holds::Holds;
 use guest_kernel::btf::TaskOffsets;
 use qemu_gdb_client::GdbEndpoint;
 
+mod after_boots;
 mod boot;
 mod boot_time;
 mod cr3;
@@ -63,6 +66,8 @@ pub mod question_checks;
 mod run_info;
 mod validate;
 
+pub use self::after_boots::AfterBoots;
+use self::after_boots::*;
 pub use self::boot::*;
 use self::boot_time::*;
 use self::cr3::*;
@@ -269,14 +274,7 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     }
     // The boot-time boots come after the traced run, so a probe the kernel refuses
     // is reported after one boot, not six.
-    let boots = boot_time_boots(o, &v, &c)?;
-
-    let interrupted = || crate::interrupt::received().is_some();
-    let syscall_cr3_runs = if o.cr3 && !interrupted() {
-        cr3_boots(o, &v, &c.session)
-    } else {
-        Vec::new()
-    };
+    let after = after_boots(o, &v, &c)?;
     if c.outcome.how != RunEnd::Interrupted
         && let Some(stop) = Stop::interrupted()
     {
@@ -289,8 +287,8 @@ pub fn run(o: &LabOptions) -> Result<LabOutcome, LabError> {
     }
     (o.progress)("analyzing");
     let run = run_info(o, &v, &c, started_unix_s, started.elapsed().as_secs_f64());
-    let summary = finish(&o.out_dir, &mut c, run, boots, syscall_cr3_runs)
-        .map_err(|e| outputs_error(&o.out_dir, &e))?;
+    let summary =
+        finish(&o.out_dir, &mut c, run, after).map_err(|e| outputs_error(&o.out_dir, &e))?;
     Ok(LabOutcome {
         summary,
         out_dir: o.out_dir.clone(),

@@ -59,6 +59,10 @@ pub struct LabOptions {
     pub accel: Option<Accel>,
     /// Extra boots for the boot-time experiment (0 = none).
     pub boots: u32,
+    /// Host cores for the boots after the traced run (the boot-time and CR3 boots):
+    /// they run side by side, one per core the guest's vCPUs take; 1 = one after
+    /// another.
+    pub parallel_boots: usize,
     /// Extra QEMU arguments (e.g. a machine profile's devices).
     pub qemu_extra: Vec<String>,
     /// Run the gdbstub CR3 experiment (two extra boots: PTI on and off).
@@ -126,6 +130,7 @@ impl Default for LabOptions {
             run_timeout: Duration::from_secs(900),
             accel: None,
             boots: 0,
+            parallel_boots: 1,
             qemu_extra: Vec::new(),
             cr3: false,
             snapshots: false,

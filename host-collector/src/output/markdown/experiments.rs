@@ -51,7 +51,15 @@ fn render_boot(md: &mut String, b: &crate::experiments::boot::BootExperiment) {
     };
     let _ = writeln!(
         md,
-        "\nAll times in seconds; host times from QEMU's launch; the agent's hello is its first record on the stream, stamped with the guest's CLOCK_MONOTONIC.\n"
+        "\nAll times in seconds; host times from QEMU's launch; the agent's hello is its first record on the stream, stamped with the guest's CLOCK_MONOTONIC.{}\n",
+        if b.at_once > 1 {
+            format!(
+                " The boots ran {} at a time, each QEMU on a host core of its own.",
+                b.at_once
+            )
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(md, "| phase | mean ± sd |\n|---|---:|");
     let _ = writeln!(
