@@ -15,16 +15,20 @@ pub use targets::targets;
 pub mod target {
     /// µs added per probe event on the fopen loop, at most.
     pub const US_PER_EVENT: f64 = 1.5;
-    /// fopen loop with every probe / untraced, at most.
-    pub const FOPEN_RATIO: f64 = 1.4;
-    /// How many times faster than the gdb method, at least.
-    pub const GDB_FASTER: f64 = 400.0;
+    /// fopen loop with every probe / untraced, at most (the targets say 1.3x,
+    /// its table 1.4x: the stricter one).
+    pub const FOPEN_RATIO: f64 = 1.3;
+    /// Agent CPU per event on the fopen loop, µs, at most.
+    pub const AGENT_US_PER_EVENT: f64 = 0.5;
+    /// How many times faster than the gdb method, as a share of the limit (the gdb
+    /// method's time over the untraced time of the same loop, same run), at least.
+    pub const GDB_SHARE_OF_LIMIT: f64 = 0.9;
     /// Lossless stream MB/s over raw vsock MB/s, at least.
     pub const FRACTION_OF_RAW: f64 = 0.5;
     /// Boot to agent-ready, s, at most (TCG).
     pub const BOOT_S: f64 = 3.0;
     /// Warm `cargo xtask lab`, s, at most (TCG).
-    pub const LAB_S: f64 = 60.0;
+    pub const LAB_S: f64 = 30.0;
     /// Agent peak RSS after 10M events, MiB, at most.
     pub const AGENT_MIB: f64 = 8.0;
     /// Collector peak RSS after 10M events, MiB, at most.
@@ -82,7 +86,7 @@ pub fn render(r: &BenchResults) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::results::{Capacity, CapacityStep, LabTiming};
+    use crate::bench::results::{Capacity, CapacityStep, GdbComparison, LabTiming};
 
     #[test]
     fn spreads_are_shown_with_their_range() {
@@ -148,7 +152,7 @@ mod tests {
         let t = targets(&r);
         let lab = t.iter().find(|c| c.what.contains("xtask lab")).unwrap();
         assert_eq!(lab.met, Some(false));
-        assert!(lab.note.starts_with("1.50x the target"), "{}", lab.note);
+        assert!(lab.note.starts_with("3.00x the target"), "{}", lab.note);
         let acc = t.iter().find(|c| c.what.contains("counted")).unwrap();
         assert_eq!(acc.met, Some(true));
         assert!(acc.measured.contains("2 events lost"), "{}", acc.measured);
@@ -156,8 +160,36 @@ mod tests {
         assert_eq!(gdb.met, None);
         let md = render(&BenchResults { targets: t, ..r });
         assert!(
-            md.contains("| warm `cargo xtask lab`, end to end (TCG) | ≤ 60 s | 90.0 s | **no** |"),
+            md.contains("| warm `cargo xtask lab`, end to end (TCG) | ≤ 30 s | 90.0 s | **no** |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_gdb_target_is_a_share_of_the_limit_measured_in_the_same_run() {
+        let with = |faster: f64, slowdown: f64| BenchResults {
+            gdb: Some(GdbComparison {
+                guestscope_faster: Spread::of(&[faster; 5]),
+                gdb_slowdown: Spread::of(&[slowdown; 5]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let gdb = |r: &BenchResults| {
+            targets(r)
+                .into_iter()
+                .find(|c| c.what.contains("gdb"))
+                .unwrap()
+        };
+        let short = gdb(&with(400.0, 500.0));
+        assert_eq!(short.met, Some(false));
+        assert!(
+            short
+                .measured
+                .starts_with("400x faster, 80% of the limit 500x (n=5)"),
+            "{}",
+            short.measured
+        );
+        assert_eq!(gdb(&with(460.0, 500.0)).met, Some(true));
     }
 }
