@@ -31,6 +31,11 @@ pub const START_FILES: &[(&str, &str)] = &[
     ("btf", "/sys/kernel/btf/vmlinux"),
 ];
 
+/// The agent's `/proc/self/status` once its probes were loaded (sent with the start
+/// artifacts): its `VmHWM` is the peak of loading them. The `agent_status` of the end
+/// of the run then has the peak since (see [`crate::memory_use::settled`]).
+pub const LOADED_STATUS: &str = "agent_status_loaded";
+
 /// Largest `Artifact` chunk (small enough that sending a file in chunks keeps the agent's
 /// memory low: it holds about four chunks at a time).
 pub const CHUNK: usize = 256 * 1024;

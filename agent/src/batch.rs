@@ -14,6 +14,8 @@ pub const MAX_AGE: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct Batcher {
     events: Vec<RawEvent>,
+    /// The last sent batch's vector, emptied, for the batch after the current one.
+    spare: Vec<RawEvent>,
     args: Vec<EventArgs>,
     opened: Option<Instant>,
     max_events: usize,
@@ -32,6 +34,7 @@ impl Batcher {
         let max_events = max_events.max(1);
         Batcher {
             events: Vec::with_capacity(max_events),
+            spare: Vec::new(),
             args: Vec::new(),
             opened: None,
             max_events,
@@ -84,10 +87,22 @@ impl Batcher {
         std::mem::take(&mut self.args)
     }
 
-    /// Takes the waiting events, leaving the batch empty.
+    /// Takes the waiting events, leaving the batch empty (in the vector last given
+    /// back, if any).
     pub fn take(&mut self) -> Vec<RawEvent> {
         self.opened = None;
-        std::mem::replace(&mut self.events, Vec::with_capacity(self.max_events))
+        let mut next = std::mem::take(&mut self.spare);
+        next.reserve(self.max_events);
+        std::mem::replace(&mut self.events, next)
+    }
+
+    /// Gives back a taken vector once its events were sent: the next batch fills it
+    /// (no fresh pages to fault in per batch).
+    pub fn give_back(&mut self, mut events: Vec<RawEvent>) {
+        events.clear();
+        if events.capacity() > self.spare.capacity() {
+            self.spare = events;
+        }
     }
 }
 
@@ -101,6 +116,28 @@ mod tests {
             stack_id: -1,
             ..RawEvent::new(ProbeKind::AllocFd, 1, n)
         }
+    }
+
+    #[test]
+    fn a_vector_given_back_holds_the_batch_after_next() {
+        let mut b = Batcher::new(4, MAX_AGE);
+        let now = Instant::now();
+        b.push(ev(1), now);
+        let first = b.take();
+        let reused = first.as_ptr();
+        b.give_back(first);
+        b.push(ev(2), now);
+        let second = b.take();
+        assert_ne!(second.as_ptr(), reused, "the open batch had its own vector");
+        b.push(ev(3), now);
+        let third = b.take();
+        assert_eq!(
+            third.as_ptr(),
+            reused,
+            "the given-back vector, not a new one"
+        );
+        assert_eq!(third.len(), 1);
+        assert!(third.capacity() >= 4);
     }
 
     #[test]

@@ -36,6 +36,14 @@ mod writing;
 pub use connector::{Connector, VsockConnector, connect_state};
 use reconnect::Down;
 
+/// How many acknowledged frames' buffers the link keeps for the next frames: enough
+/// for the batches in flight between two acknowledgements.
+pub const SPARE_FRAMES: usize = 8;
+
+/// Largest buffer kept for reuse: an `Events` frame of a full batch fits; the
+/// artifacts' 256 KiB chunks are not kept.
+pub const SPARE_FRAME_BYTES: usize = 128 * 1024;
+
 /// Default bound of the spool, bytes.
 pub const DEFAULT_SPOOL_BYTES: u64 = 64 * 1024 * 1024;
 /// First pause before reconnecting; doubled after each failed attempt up to
@@ -116,6 +124,9 @@ pub struct Link<C: Connector> {
     preamble: Vec<u8>,
     spool: VecDeque<Spooled>,
     spool_bytes: u64,
+    /// Buffers of acknowledged frames, emptied, for the next frames
+    /// ([`Sink::spare_frame`]); at most [`SPARE_FRAMES`].
+    spare: Vec<Vec<u8>>,
     /// Records below this are stored by the collector.
     acked: u64,
     /// The sequence number the next record will have.
@@ -143,6 +154,7 @@ impl<C: Connector> Link<C> {
             preamble: Vec::new(),
             spool: VecDeque::new(),
             spool_bytes: 0,
+            spare: Vec::new(),
             acked: 0,
             next_seq: 0,
             write_idx: 0,
@@ -267,6 +279,10 @@ impl<C: Connector> Sink for Link<C> {
 
     fn service(&mut self) {
         Link::service(self);
+    }
+
+    fn spare_frame(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
     }
 
     fn unwritten(&self) -> usize {

@@ -35,6 +35,7 @@ pub mod counters;
 pub mod deadline;
 pub mod ftrace;
 pub mod link;
+pub mod memory_use;
 pub mod packet_size;
 pub mod plan;
 pub mod probes;
@@ -63,12 +64,6 @@ use crate::{
     link::{Link, LinkConfig, VsockConnector},
     stream::Stream,
 };
-
-/// The agent's allocator: dlmalloc keeps freed memory for the next allocation, where
-/// musl's returns it to the kernel at once, so each batch's buffers were fresh pages to
-/// fault in again (under TCG, a fault costs tens of microseconds).
-#[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 /// A connection whose oldest unacknowledged record waits this long is taken for dead.
 /// The collector acknowledges at least every 100 ms while records wait, so this is a

@@ -18,6 +18,7 @@ use guestscope_common::{
     wire::{Body, Hello, ProbeAttach},
 };
 
+use crate::memory_use::{self, MemoryUse};
 use crate::{
     artifacts,
     clock::monotonic_ns,
@@ -71,8 +72,13 @@ pub fn run<W: Sink>(
         setup.logs.push(("info", message.into()));
         Tracer::inactive()
     } else {
-        load_probes(plan, &mut setup)
+        let started = std::time::Instant::now();
+        let tracer = load_probes(plan, &mut setup);
+        let memory = MemoryUse::now().unwrap_or_default();
+        tracing::info!(ms = started.elapsed().as_millis() as u64, %memory, "probes loaded and attached");
+        tracer
     };
+    setup.loaded_status = memory_use::settled();
     let attached = setup.announce(stream, agent_start_ns)?;
     setup.send_start_artifacts(stream, plan)?;
     let refused = setup.refused;
@@ -126,6 +132,9 @@ struct Setup {
     probe_list: Option<ProbeList>,
     /// Log records for the host: level and message.
     logs: Vec<(&'static str, String)>,
+    /// The agent's `/proc/self/status` once the probes were loaded, before its peak
+    /// was reset ([`memory_use::settled`]).
+    loaded_status: Option<String>,
 }
 
 impl Setup {
@@ -137,6 +146,7 @@ impl Setup {
             tracepoint_slots: BTreeMap::new(),
             probe_list: None,
             logs,
+            loaded_status: None,
         }
     }
 
@@ -231,6 +241,9 @@ impl Setup {
         stream: &mut Stream<W>,
         plan: &RunPlan,
     ) -> Result<(), StreamError> {
+        if let Some(status) = self.loaded_status.take() {
+            artifacts::send_bytes(stream, artifacts::LOADED_STATUS, status.as_bytes())?;
+        }
         for (name, path) in artifacts::START_FILES {
             artifacts::send_file(stream, name, path)?;
         }

@@ -278,7 +278,7 @@ pub fn send_batch<W: Sink>(
     args: Vec<EventArgs>,
     table: &mut StackTable,
     stream: &mut Stream<W>,
-) -> Result<BatchSent, StreamError> {
+) -> Result<(BatchSent, Vec<RawEvent>), StreamError> {
     let mut sent = BatchSent::default();
     for (id, ips) in table.take_unsent() {
         stream.send(Body::Stack { id, ips })?;
@@ -287,11 +287,12 @@ pub fn send_batch<W: Sink>(
     if !args.is_empty() {
         stream.send(Body::Args(args))?;
     }
-    if !events.is_empty() {
-        sent.events = events.len() as u64;
-        stream.send(Body::Events(events))?;
+    if events.is_empty() {
+        return Ok((sent, events));
     }
-    Ok(sent)
+    sent.events = events.len() as u64;
+    let emptied = stream.send_events(events)?;
+    Ok((sent, emptied))
 }
 
 #[cfg(test)]
@@ -491,7 +492,7 @@ mod tests {
                 record(&[0xa, 0xb], None),
             ],
         );
-        let a = send_batch(first, Vec::new(), &mut table, &mut stream).unwrap();
+        let (a, _) = send_batch(first, Vec::new(), &mut table, &mut stream).unwrap();
         assert_eq!(
             a,
             BatchSent {
@@ -503,7 +504,7 @@ mod tests {
             &mut table,
             &[record(&[0xa, 0xb], None), record(&[], Some(-14))],
         );
-        let b = send_batch(second, Vec::new(), &mut table, &mut stream).unwrap();
+        let (b, _) = send_batch(second, Vec::new(), &mut table, &mut stream).unwrap();
         assert_eq!(
             b,
             BatchSent {
@@ -512,7 +513,9 @@ mod tests {
             }
         );
         assert_eq!(
-            send_batch(vec![], Vec::new(), &mut table, &mut stream).unwrap(),
+            send_batch(vec![], Vec::new(), &mut table, &mut stream)
+                .unwrap()
+                .0,
             BatchSent::default()
         );
 

@@ -7,8 +7,8 @@ use std::{
 };
 
 use guestscope_common::{
-    ProbeKind,
-    wire::{Body, EncodeError, HEARTBEAT_MS, Record, Totals, encode_frame},
+    ProbeKind, RawEvent,
+    wire::{Body, EncodeError, HEARTBEAT_MS, Record, Totals, encode_frame_into},
 };
 
 use crate::clock::monotonic_ns;
@@ -40,6 +40,12 @@ pub trait Sink {
     /// Records taken but not yet written out (a plain writer writes each at once).
     fn unwritten(&self) -> usize {
         0
+    }
+
+    /// An empty buffer to encode the next `Events` frame into: one whose frame the
+    /// sink is done with (its capacity kept), or a new one.
+    fn spare_frame(&mut self) -> Vec<u8> {
+        Vec::new()
     }
 }
 
@@ -100,9 +106,28 @@ impl<W: Sink> Stream<W> {
 
     /// Sends one record; returns its sequence number. A `Finished` record gets the
     /// sink's counters (the link's reconnections and spool) added to its totals.
-    pub fn send(&mut self, mut body: Body) -> Result<u64, StreamError> {
+    pub fn send(&mut self, body: Body) -> Result<u64, StreamError> {
+        self.send_record(body).map(|(seq, _)| seq)
+    }
+
+    /// Sends one `Events` record and gives its vector back, emptied, for the next
+    /// batch (its capacity kept: no fresh pages to fault in per batch).
+    pub fn send_events(&mut self, events: Vec<RawEvent>) -> Result<Vec<RawEvent>, StreamError> {
+        let (_, body) = self.send_record(Body::Events(events))?;
+        Ok(match body {
+            Body::Events(mut events) => {
+                events.clear();
+                events
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    /// Sends one record; returns its sequence number and the body.
+    fn send_record(&mut self, mut body: Body) -> Result<(u64, Body), StreamError> {
         let seq = self.seq;
         let mut events = [0u64; ProbeKind::COUNT];
+        let mut buf = Vec::new();
         match &mut body {
             Body::Events(batch) => {
                 for e in batch.iter() {
@@ -110,12 +135,14 @@ impl<W: Sink> Stream<W> {
                         *n += 1;
                     }
                 }
+                buf = self.out.spare_frame();
             }
             Body::Finished(totals) => self.out.fill_totals(totals),
             _ => {}
         }
+        let record = Record { seq, body };
         let frame =
-            encode_frame(&Record { seq, body }).map_err(|source| StreamError { seq, source })?;
+            encode_frame_into(&record, buf).map_err(|source| StreamError { seq, source })?;
         let written = frame.len();
         self.out
             .send_frame(seq, frame, &events)
@@ -126,7 +153,7 @@ impl<W: Sink> Stream<W> {
         self.seq += 1;
         self.bytes += written as u64;
         self.last_sent = Instant::now();
-        Ok(seq)
+        Ok((seq, record.body))
     }
 
     /// Number of records sent.

@@ -287,7 +287,8 @@ impl Tracer {
     fn flush<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
         let args = self.batch.take_args();
         let events = self.batch.take();
-        let sent = send_batch(events, args, &mut self.stacks, stream)?;
+        let (sent, emptied) = send_batch(events, args, &mut self.stacks, stream)?;
+        self.batch.give_back(emptied);
         self.totals.events_sent += sent.events;
         self.totals.stacks_sent += sent.stacks;
         Ok(())

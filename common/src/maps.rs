@@ -4,11 +4,14 @@
 pub const EVENTS: &str = "EVENTS";
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 ///
-/// Records are 600 bytes ([`crate::event::StackedEvent`]), so this holds about 13 800.
-/// Measured on the built-in lab under TCG (one vCPU, ~47 000 events): a 128 KiB ring
-/// overflowed (1 500 to 2 300 `ring_full`), 1 MiB did not; 8 MiB leaves room for
-/// heavier workloads and slower agents.
-pub const EVENTS_BYTES: u32 = 8 * 1024 * 1024;
+/// A walked record is 600 bytes ([`crate::event::StackedEvent`]), a hit answered by
+/// the stack cache 72 ([`crate::cached_event::CachedEvent`]): this holds 3 500 to
+/// 29 000 of them. Measured on the built-in lab under TCG (one vCPU): a 128 KiB ring
+/// overflowed (1 500 to 2 300 `ring_full` of ~47 000 events, before the stack cache),
+/// 1 MiB and 2 MiB lost nothing of 170 000 events. The agent maps the ring's data
+/// twice (the kernel's wrap-around mapping), so it counts twice in the agent's RSS: an
+/// 8 MiB ring was 16 of its 20 MiB after loading.
+pub const EVENTS_BYTES: u32 = 2 * 1024 * 1024;
 /// The probes wake the agent only when the ring holds at least `1 / WAKEUP_FRACTION` of
 /// its size; every other record is submitted without a wakeup, and the agent drains the
 /// ring on its own timer (it reads the ring at least every 50 ms).

@@ -353,13 +353,21 @@ pub enum EncodeError {
 
 /// Encodes `record` as one complete frame (header + payload).
 pub fn encode_frame(record: &Record) -> Result<Vec<u8>, EncodeError> {
+    encode_frame_into(record, Vec::new())
+}
+
+/// Like [`encode_frame`], an `Events` record written into `buf` (emptied first, its
+/// capacity kept), so a sender that recycles its frames' buffers faults in no fresh
+/// pages per batch; other records get a buffer of their own.
+pub fn encode_frame_into(record: &Record, mut buf: Vec<u8>) -> Result<Vec<u8>, EncodeError> {
     match &record.body {
         // Byte for byte postcard's encoding, several times faster (see `events`),
         // written after the header's room, as every frame is.
         Body::Events(events) => {
-            let mut frame = vec![0u8; HEADER_LEN];
-            events::encode_into(&mut frame, record.seq, events);
-            finish_frame(frame)
+            buf.clear();
+            buf.resize(HEADER_LEN, 0);
+            events::encode_into(&mut buf, record.seq, events);
+            finish_frame(buf)
         }
         _ => encode_as(record),
     }

@@ -87,6 +87,26 @@ fn fopen_alloc_fd_events_carry_its_pid_and_an_alloc_fd_stack() {
     );
 }
 
+/// The agent's peak memory is reported twice: loading the probes (aya parses the
+/// kernel's BTF), then the run alone, after the agent reset its peak.
+#[test]
+fn the_agents_peak_is_reset_once_its_probes_are_loaded() {
+    let r = run();
+    let peak = |file: &str| {
+        let text = std::fs::read_to_string(r.dir.join("guest").join(file))
+            .unwrap_or_else(|e| panic!("guest/{file}: {e}"));
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in guest/{file}:\n{text}"))
+    };
+    let (loading, run) = (peak("agent_status_loaded"), peak("agent_status"));
+    assert!(
+        run < loading,
+        "the run's peak {run} KiB is not below the loading peak {loading} KiB: the reset did not happen"
+    );
+}
+
 #[test]
 fn spin_lock_is_seen_through_alloc_fd() {
     let r = run();

@@ -10,7 +10,7 @@ use guestscope_common::wire::{
     Body, ClockEcho, DecodeError, FrameReader, Record, Reply, encode_frame,
 };
 
-use super::{Connector, Link};
+use super::{Connector, Link, SPARE_FRAME_BYTES, SPARE_FRAMES};
 use crate::clock::monotonic_ns;
 impl<C: Connector> Link<C> {
     /// Reads and applies every complete reply waiting; an error means the connection
@@ -94,8 +94,12 @@ impl<C: Connector> Link<C> {
             if front.seq >= self.acked || (self.write_idx == 0 && self.write_off > 0) {
                 break;
             }
-            let done = self.spool.pop_front().expect("front");
+            let mut done = self.spool.pop_front().expect("front");
             self.spool_bytes -= done.frame.len() as u64;
+            if self.spare.len() < SPARE_FRAMES && done.frame.capacity() <= SPARE_FRAME_BYTES {
+                done.frame.clear();
+                self.spare.push(done.frame);
+            }
             if self.write_idx > 0 {
                 self.write_idx -= 1;
             }

@@ -198,6 +198,31 @@ fn records_flow_and_are_forgotten_once_acknowledged() {
 }
 
 #[test]
+fn acknowledged_frames_give_their_buffers_to_the_next_frames() {
+    use crate::stream::Sink as _;
+    let (path, _seen, host, mut stream) = served_link("spare");
+    for _ in 0..20 {
+        stream.send(events(100)).unwrap();
+    }
+    let mut link = stream.into_inner();
+    link.finish(Duration::from_secs(10)).unwrap();
+    assert_eq!(link.unacknowledged(), 0);
+    host.join().unwrap();
+    // Every frame was acknowledged: the link kept a bounded number of their buffers.
+    let mut spares = 0;
+    loop {
+        let buf = link.spare_frame();
+        if buf.capacity() == 0 {
+            break;
+        }
+        assert!(buf.is_empty(), "a spare buffer comes empty");
+        spares += 1;
+    }
+    assert_eq!(spares, crate::link::SPARE_FRAMES);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn clock_probes_are_answered_between_records_with_the_guest_clock() {
     let (path, seen, host, mut stream) = served_link("clock");
     let before = monotonic_ns();

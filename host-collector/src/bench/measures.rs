@@ -472,6 +472,10 @@ pub(super) fn memory(
     jsonl_bytes: u64,
 ) -> Memory {
     let status = b.session.artifact_text("agent_status").unwrap_or_default();
+    let loaded = b
+        .session
+        .artifact_text("agent_status_loaded")
+        .unwrap_or_default();
     let pts: Vec<MemoryPoint> = points
         .iter()
         .map(|(name, received, collector)| MemoryPoint {
@@ -502,6 +506,7 @@ pub(super) fn memory(
             .sum(),
         points: pts,
         agent_peak_kib: status_kib(&status, "VmHWM"),
+        agent_load_peak_kib: status_kib(&loaded, "VmHWM"),
         agent_rss_anon_kib: status_kib(&status, "RssAnon"),
         agent_rss_file_kib: status_kib(&status, "RssFile"),
         collector_peak_kib: collector_peak,

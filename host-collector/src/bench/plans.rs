@@ -124,7 +124,7 @@ pub(super) fn overhead_plan(o: &BenchOptions) -> RunPlan {
     RunPlan::new(VSOCK_PORT, w)
 }
 
-/// Events per ladder step at `rate` (at least enough to fill the 8 MiB ring twice).
+/// Events per ladder step at `rate` (at least enough to fill the ring twice).
 pub(super) fn step_events(rate: u64, seconds: f64) -> u64 {
     let ring_records =
         u64::from(guestscope_common::maps::EVENTS_BYTES) / size_of::<StackedEvent>() as u64;

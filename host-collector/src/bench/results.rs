@@ -346,8 +346,12 @@ pub struct Memory {
     pub ring_full: u64,
     /// Readings after each part.
     pub points: Vec<MemoryPoint>,
-    /// Agent `VmHWM` at the end, KiB.
+    /// Agent `VmHWM` at the end, KiB: the peak since its probes were loaded (the agent
+    /// resets it then).
     pub agent_peak_kib: Option<u64>,
+    /// Agent `VmHWM` once its probes were loaded, KiB: the peak of loading them.
+    #[serde(default)]
+    pub agent_load_peak_kib: Option<u64>,
     /// Agent `RssAnon` at the end (its own heap and stacks), KiB.
     pub agent_rss_anon_kib: Option<u64>,
     /// Agent `RssFile` at the end (its binary and the mapped ring buffer), KiB.
