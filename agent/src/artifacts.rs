@@ -40,6 +40,10 @@ pub const LOADED_STATUS: &str = "agent_status_loaded";
 /// memory low: it holds about four chunks at a time).
 pub const CHUNK: usize = 256 * 1024;
 
+/// Bytes of a file sent as an artifact that may wait unacknowledged before the next
+/// chunk is read ([`Stream::settle`]).
+pub const WINDOW: u64 = 2 * CHUNK as u64;
+
 /// Artifacts read from plain files at the end of a run: (name, path).
 pub const END_FILES: &[(&str, &str)] = &[
     ("uptime", "/proc/uptime"),
@@ -183,6 +187,9 @@ fn send_file_chunked<W: Sink>(
             data: current,
             last,
         })?;
+        // At most a window of the file waits for the host (the spool would take it
+        // all: 14 MB of kallsyms and BTF at the start of a run).
+        stream.settle(WINDOW);
         if last {
             return Ok(());
         }

@@ -44,6 +44,9 @@ pub const SPARE_FRAMES: usize = 8;
 /// artifacts' 256 KiB chunks are not kept.
 pub const SPARE_FRAME_BYTES: usize = 128 * 1024;
 
+/// Longest [`Sink::settle`] waits for acknowledgements before going on regardless.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
 /// Default bound of the spool, bytes.
 pub const DEFAULT_SPOOL_BYTES: u64 = 64 * 1024 * 1024;
 /// First pause before reconnecting; doubled after each failed attempt up to
@@ -279,6 +282,14 @@ impl<C: Connector> Sink for Link<C> {
 
     fn service(&mut self) {
         Link::service(self);
+    }
+
+    fn settle(&mut self, bytes: u64) {
+        let give_up = Instant::now() + SETTLE_LIMIT;
+        while self.conn.is_some() && self.spool_bytes > bytes && Instant::now() < give_up {
+            self.wait(WAIT_STEP);
+            self.service();
+        }
     }
 
     fn spare_frame(&mut self) -> Vec<u8> {

@@ -42,6 +42,11 @@ pub trait Sink {
         0
     }
 
+    /// Waits, serving the link, until at most `bytes` of sent records are
+    /// unacknowledged (or the link is down, or a few seconds passed): a large artifact
+    /// then passes through a small window of memory instead of the whole spool.
+    fn settle(&mut self, _bytes: u64) {}
+
     /// An empty buffer to encode the next `Events` frame into: one whose frame the
     /// sink is done with (its capacity kept), or a new one.
     fn spare_frame(&mut self) -> Vec<u8> {
@@ -154,6 +159,12 @@ impl<W: Sink> Stream<W> {
         self.bytes += written as u64;
         self.last_sent = Instant::now();
         Ok((seq, record.body))
+    }
+
+    /// Waits until at most `bytes` of sent records are unacknowledged
+    /// ([`Sink::settle`]).
+    pub fn settle(&mut self, bytes: u64) {
+        self.out.settle(bytes);
     }
 
     /// Number of records sent.

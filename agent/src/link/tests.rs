@@ -223,6 +223,25 @@ fn acknowledged_frames_give_their_buffers_to_the_next_frames() {
 }
 
 #[test]
+fn settling_waits_for_the_collector_to_acknowledge() {
+    let (path, _seen, host, mut stream) = served_link("settle");
+    for _ in 0..5 {
+        stream.send(events(100)).unwrap();
+    }
+    // The collector acknowledges every 64 records or 512 KiB, else within 100 ms.
+    stream.settle(0);
+    let mut link = stream.into_inner();
+    assert_eq!(
+        link.unacknowledged(),
+        0,
+        "settle(0) returned before every ack"
+    );
+    link.finish(Duration::from_secs(10)).unwrap();
+    host.join().unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn clock_probes_are_answered_between_records_with_the_guest_clock() {
     let (path, seen, host, mut stream) = served_link("clock");
     let before = monotonic_ns();

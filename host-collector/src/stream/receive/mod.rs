@@ -125,6 +125,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Acknowledge after this many records ...
 const ACK_EVERY_RECORDS: u64 = 64;
+/// ... or this many bytes (the agent's artifacts come in 256 KiB records, and it
+/// keeps little of them unacknowledged) ...
+const ACK_EVERY_BYTES: u64 = 512 * 1024;
 /// ... or this long after the last acknowledgement, whichever comes first.
 const ACK_EVERY: Duration = Duration::from_millis(100);
 

@@ -10,9 +10,12 @@ use std::time::Instant;
 use guestscope_common::wire::{Connect, Reply, encode_reply};
 
 use super::handshake::{continues_run, handshake, refusal};
-use super::{ACK_EVERY, ACK_EVERY_RECORDS, ALIVE_EVERY, Accept, Alive, Conn, Stop};
+use super::{
+    ACK_EVERY, ACK_EVERY_BYTES, ACK_EVERY_RECORDS, ALIVE_EVERY, Accept, Alive, Conn, Stop,
+};
 use crate::stream::clock_probe::ClockProber;
-/// Writes acknowledgements on a connection: after [`ACK_EVERY_RECORDS`] records, and
+/// Writes acknowledgements on a connection: after [`ACK_EVERY_RECORDS`] records or
+/// [`ACK_EVERY_BYTES`] bytes, and
 /// at least every [`ACK_EVERY`] while something applied is unacknowledged (the agent
 /// takes a connection that acknowledges nothing for long for dead).
 pub(super) struct Acker {
@@ -22,6 +25,9 @@ pub(super) struct Acker {
     /// The last `next` sent.
     pub(super) sent: Option<u64>,
     pub(super) unacked: u64,
+    /// Bytes read on the connection when the last acknowledgement went out, and now.
+    pub(super) acked_at_byte: u64,
+    pub(super) read_bytes: u64,
     pub(super) last: Instant,
     pub(super) acks_sent: u64,
     pub(super) errors: u64,
@@ -42,10 +48,11 @@ impl Acker {
         }
     }
 
-    /// Notes that records below `next` are stored.
-    pub(super) fn applied(&mut self, next: u64) {
+    /// Notes that records below `next` are stored, `read_bytes` read so far.
+    pub(super) fn applied(&mut self, next: u64, read_bytes: u64) {
         self.next = next;
         self.unacked += 1;
+        self.read_bytes = read_bytes;
     }
 
     /// Acknowledges now if something is unacknowledged and it is due (or `force`).
@@ -54,7 +61,10 @@ impl Acker {
             return;
         }
         let pending = self.sent != Some(self.next);
-        let due = force || self.unacked >= ACK_EVERY_RECORDS || self.last.elapsed() >= ACK_EVERY;
+        let due = force
+            || self.unacked >= ACK_EVERY_RECORDS
+            || self.read_bytes - self.acked_at_byte >= ACK_EVERY_BYTES
+            || self.last.elapsed() >= ACK_EVERY;
         if pending && due {
             let frame = encode_reply(&Reply::Ack { next: self.next }).expect("an ack encodes");
             match self.conn.write_all(&frame) {
@@ -63,6 +73,7 @@ impl Acker {
             }
             self.sent = Some(self.next);
             self.unacked = 0;
+            self.acked_at_byte = self.read_bytes;
             self.last = Instant::now();
         }
     }

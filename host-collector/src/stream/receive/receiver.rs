@@ -132,6 +132,8 @@ impl<'s, 'a, 'b, 'c> Receiver<'s, 'a, 'b, 'c> {
             next: self.session.seq.next,
             sent: None,
             unacked: 0,
+            acked_at_byte: 0,
+            read_bytes: 0,
             last: Instant::now(),
             acks_sent: 0,
             errors: 0,
@@ -182,8 +184,9 @@ impl<'s, 'a, 'b, 'c> Receiver<'s, 'a, 'b, 'c> {
             on_record(self.session);
             let done = self.session.finished()
                 || (self.options.stop_at_hello && self.session.hello.is_some());
-            let acker = &mut frames.get_mut().acker;
-            acker.applied(self.session.seq.next);
+            let reader = frames.get_mut();
+            let acker = &mut reader.acker;
+            acker.applied(self.session.seq.next, reader.bytes);
             acker.ack_if_due(done);
             acker.probe_if_due();
             if done {
