@@ -36,6 +36,29 @@ pub(super) struct Acker {
 }
 
 impl Acker {
+    /// An acker on `conn` (the connection's write half), whose session expects record
+    /// `next`; `paused` says when nothing may be written to the guest.
+    pub(super) fn new(
+        conn: Box<dyn Conn>,
+        next: u64,
+        prober: ClockProber,
+        paused: Arc<AtomicBool>,
+    ) -> Acker {
+        Acker {
+            conn,
+            next,
+            sent: None,
+            unacked: 0,
+            acked_at_byte: 0,
+            read_bytes: 0,
+            last: Instant::now(),
+            acks_sent: 0,
+            errors: 0,
+            prober,
+            paused,
+        }
+    }
+
     /// Writes a clock probe if one is due.
     pub(super) fn probe_if_due(&mut self) {
         if self.paused.load(Ordering::Relaxed) {

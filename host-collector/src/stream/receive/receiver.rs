@@ -127,22 +127,16 @@ impl<'s, 'a, 'b, 'c> Receiver<'s, 'a, 'b, 'c> {
             Err(e) => return ConnEnd::Lost(format!("cloning the connection: {e}")),
         };
         let _ = conn.set_timeouts(READ_TIMEOUT, WRITE_TIMEOUT);
-        let mut acker = Acker {
-            conn: acks,
-            next: self.session.seq.next,
-            sent: None,
-            unacked: 0,
-            acked_at_byte: 0,
-            read_bytes: 0,
-            last: Instant::now(),
-            acks_sent: 0,
-            errors: 0,
-            prober: self
-                .prober
-                .take()
-                .expect("the prober is home between connections"),
-            paused: self.options.replies_paused.clone(),
-        };
+        let prober = self
+            .prober
+            .take()
+            .expect("the prober is home between connections");
+        let mut acker = Acker::new(
+            acks,
+            self.session.seq.next,
+            prober,
+            self.options.replies_paused.clone(),
+        );
         // At once: what is already stored, so the agent need not resend it.
         acker.ack_if_due(true);
         let mut reader = PatientReader {
