@@ -38,6 +38,7 @@ pub mod link;
 pub mod memory_use;
 pub mod packet_size;
 pub mod plan;
+pub mod probe_links;
 pub mod probes;
 pub mod resume;
 pub mod ringbuf;

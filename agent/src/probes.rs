@@ -19,6 +19,8 @@ use aya::{
 };
 use guestscope_common::{ProbeCounters, ProbeKind, maps as names, wire::ProbeAttach};
 
+use crate::probe_links::{Links, ProbeLink};
+
 /// The eBPF object built from `probes-ebpf/` by the build script.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guestscope-probes"));
 
@@ -99,6 +101,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     /// Its maps, taken out of it.
     pub maps: Maps,
+    /// Which built-in programs are attached.
+    pub links: Links,
 }
 
 /// Loads the embedded object and takes its maps. No program is attached yet.
@@ -129,7 +133,11 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
         counters: take(&mut ebpf, names::COUNTERS)?,
         settings: take(&mut ebpf, names::SETTINGS)?,
     };
-    Ok(Loaded { ebpf, maps })
+    Ok(Loaded {
+        ebpf,
+        maps,
+        links: Links::default(),
+    })
 }
 
 fn take<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>
@@ -170,6 +178,7 @@ pub fn kernel_btf() -> Result<Btf, ProbeError> {
 /// `btf` is the kernel's ([`kernel_btf`]), for fentry.
 pub fn attach_all(
     ebpf: &mut Ebpf,
+    links: &mut Links,
     selected: &[ProbeKind],
     btf: Result<&Btf, &ProbeError>,
 ) -> Vec<ProbeAttach> {
@@ -199,7 +208,7 @@ pub fn attach_all(
             let record = match precheck(kind, None) {
                 Err(e) => refused(e),
                 Ok(()) => {
-                    let record = attach_one(ebpf, kind, btf);
+                    let record = attach_one(ebpf, links, kind, btf);
                     let text = if record.attached {
                         None
                     } else {
@@ -224,8 +233,8 @@ pub fn attach_all(
 }
 
 /// Attaches the fork follower (children of traced processes are traced too).
-pub fn attach_fork_follower(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    tracepoint(ebpf, FORK_FOLLOWER, "sched", "sched_process_fork")
+pub fn attach_fork_follower(ebpf: &mut Ebpf, links: &mut Links) -> Result<(), ProbeError> {
+    tracepoint(ebpf, links, FORK_FOLLOWER, "sched", "sched_process_fork")
 }
 
 /// The kernel symbol or tracepoint a probe kind attaches to.
@@ -286,7 +295,7 @@ fn has_symbol(kallsyms: &str, name: &str) -> bool {
 /// fallback; one at most is loaded).
 pub fn programs(kind: ProbeKind) -> &'static [&'static str] {
     match kind {
-        ProbeKind::SpinLock => &["spin_lock_fentry", "spin_lock_kprobe"],
+        ProbeKind::SpinLock => &[SPIN_LOCK_FENTRY, SPIN_LOCK_KPROBE],
         ProbeKind::AllocFd => &["alloc_fd"],
         ProbeKind::PageFaultUser => &["page_fault_user"],
         ProbeKind::PageFaultKernel => &["page_fault_kernel"],
@@ -312,33 +321,64 @@ pub const TRACEPOINT_PROGRAMS: [&str; guestscope_common::user_probe::MAX_TRACEPO
     "user_tracepoint_7",
 ];
 
+/// spin_lock's program through the function's BTF trampoline.
+pub const SPIN_LOCK_FENTRY: &str = "spin_lock_fentry";
+
+/// spin_lock's program where fentry is not available.
+pub const SPIN_LOCK_KPROBE: &str = "spin_lock_kprobe";
+
 /// The fork follower's program.
 pub const FORK_FOLLOWER: &str = "sched_process_fork";
 
-/// Whether program `name` is loaded. The agent attaches every program it loads and
-/// detaches by unloading, so loaded means attached.
+/// Whether program `name` is loaded (verified, in the kernel).
 pub fn is_loaded(ebpf: &Ebpf, name: &str) -> bool {
     ebpf.program(name).is_some_and(|p| p.fd().is_ok())
 }
 
+/// Whether program `name` is attached: a built-in one when `links` says so (it stays
+/// loaded when detached), one of the user's while loaded (detached by unloading).
+pub fn is_attached(ebpf: &Ebpf, links: &Links, name: &str) -> bool {
+    links.is_attached(name) || (!is_builtin_program(name) && is_loaded(ebpf, name))
+}
+
+/// Whether `name` is a built-in probe's program or the fork follower.
+fn is_builtin_program(name: &str) -> bool {
+    name == FORK_FOLLOWER
+        || ProbeKind::BUILTIN
+            .into_iter()
+            .any(|kind| programs(kind).contains(&name))
+}
+
 /// The probe kinds whose program is attached, in id order.
-pub fn attached_kinds(ebpf: &Ebpf) -> Vec<ProbeKind> {
+pub fn attached_kinds(ebpf: &Ebpf, links: &Links) -> Vec<ProbeKind> {
     ProbeKind::ALL
         .into_iter()
-        .filter(|&kind| programs(kind).iter().any(|name| is_loaded(ebpf, name)))
+        .filter(|&kind| {
+            programs(kind)
+                .iter()
+                .any(|name| is_attached(ebpf, links, name))
+        })
         .collect()
 }
 
-/// Detaches program `name` (by unloading it: aya detaches its links first). Detaching
-/// a program that is not loaded does nothing.
-pub fn detach_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProbeError> {
-    if !is_loaded(ebpf, name) {
-        return Ok(());
-    }
+/// Detaches program `name`: a built-in one keeps loaded for its next attach, one of
+/// the user's is unloaded (aya detaches its links first). Detaching a program that is
+/// not attached does nothing.
+pub fn detach_program(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    name: &'static str,
+) -> Result<(), ProbeError> {
     let err = |source| ProbeError::Program {
         program: name,
         source,
     };
+    if links.detach(ebpf, name).map_err(err)? || is_builtin_program(name) {
+        return Ok(());
+    }
+    if !is_loaded(ebpf, name) {
+        return Ok(());
+    }
     let prog = ebpf
         .program_mut(name)
         .ok_or(ProbeError::MissingProgram(name))?;
@@ -352,9 +392,9 @@ pub fn detach_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProbeEr
 }
 
 /// Detaches every program of probe kind `kind`.
-pub fn detach_kind(ebpf: &mut Ebpf, kind: ProbeKind) -> Result<(), ProbeError> {
+pub fn detach_kind(ebpf: &mut Ebpf, links: &mut Links, kind: ProbeKind) -> Result<(), ProbeError> {
     for name in programs(kind) {
-        detach_program(ebpf, name)?;
+        detach_program(ebpf, links, name)?;
     }
     Ok(())
 }
@@ -363,13 +403,27 @@ pub fn detach_kind(ebpf: &mut Ebpf, kind: ProbeKind) -> Result<(), ProbeError> {
 /// fallback), saying how, or why it could not. `btf` is the kernel's BTF, for fentry.
 pub fn attach_kind(
     ebpf: &mut Ebpf,
+    links: &mut Links,
     kind: ProbeKind,
     btf: Result<&Btf, &ProbeError>,
 ) -> ProbeAttach {
-    attach_one(ebpf, kind, btf)
+    attach_one(ebpf, links, kind, btf)
 }
 
-fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) -> ProbeAttach {
+/// Whether attaching `kind` needs the kernel's BTF: spin_lock's fentry program, until
+/// it (or its kprobe fallback) is loaded.
+pub fn needs_btf(ebpf: &Ebpf, kind: ProbeKind) -> bool {
+    kind == ProbeKind::SpinLock
+        && !is_loaded(ebpf, SPIN_LOCK_FENTRY)
+        && !is_loaded(ebpf, SPIN_LOCK_KPROBE)
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    kind: ProbeKind,
+    btf: Result<&Btf, &ProbeError>,
+) -> ProbeAttach {
     let mut record = ProbeAttach {
         probe: kind.name().into(),
         target: target(kind).into(),
@@ -378,12 +432,21 @@ fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) 
         attached: false,
     };
     let result = match kind {
+        // Loaded before (then detached): attached again the same way, unverified.
+        ProbeKind::SpinLock if is_loaded(ebpf, SPIN_LOCK_FENTRY) => {
+            record.method = "fentry".into();
+            fentry(ebpf, links, SPIN_LOCK_FENTRY, SPIN_LOCK_FN, btf.ok())
+        }
+        ProbeKind::SpinLock if is_loaded(ebpf, SPIN_LOCK_KPROBE) => {
+            record.method = "kprobe".into();
+            kprobe(ebpf, links, SPIN_LOCK_KPROBE, SPIN_LOCK_FN)
+        }
         ProbeKind::SpinLock => {
             let fentry_result = match btf {
                 _ if std::env::var_os(NO_FENTRY_ENV).is_some_and(|v| v == "1") => {
                     Err(ProbeError::Disabled(NO_FENTRY_ENV))
                 }
-                Ok(btf) => fentry(ebpf, "spin_lock_fentry", SPIN_LOCK_FN, btf),
+                Ok(btf) => fentry(ebpf, links, SPIN_LOCK_FENTRY, SPIN_LOCK_FN, Some(btf)),
                 Err(ProbeError::Btf(why)) => Err(ProbeError::Btf(why.clone())),
                 Err(e) => Err(ProbeError::Btf(e.to_string())),
             };
@@ -396,21 +459,33 @@ fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) 
                     record.note =
                         format!("fentry unavailable ({}); fell back to kprobe", chain(&e));
                     record.method = "kprobe".into();
-                    kprobe(ebpf, "spin_lock_kprobe", SPIN_LOCK_FN)
+                    kprobe(ebpf, links, SPIN_LOCK_KPROBE, SPIN_LOCK_FN)
                 }
             }
         }
         ProbeKind::AllocFd => {
             record.method = "kprobe".into();
-            kprobe(ebpf, "alloc_fd", ALLOC_FD_FN)
+            kprobe(ebpf, links, "alloc_fd", ALLOC_FD_FN)
         }
         ProbeKind::PageFaultUser => {
             record.method = "tracepoint".into();
-            tracepoint(ebpf, "page_fault_user", "exceptions", "page_fault_user")
+            tracepoint(
+                ebpf,
+                links,
+                "page_fault_user",
+                "exceptions",
+                "page_fault_user",
+            )
         }
         ProbeKind::PageFaultKernel => {
             record.method = "tracepoint".into();
-            tracepoint(ebpf, "page_fault_kernel", "exceptions", "page_fault_kernel")
+            tracepoint(
+                ebpf,
+                links,
+                "page_fault_kernel",
+                "exceptions",
+                "page_fault_kernel",
+            )
         }
         // Attached function by function with the user's list (crate::user_probes).
         ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint | ProbeKind::Fentry => {
@@ -433,11 +508,14 @@ fn attach_one(ebpf: &mut Ebpf, kind: ProbeKind, btf: Result<&Btf, &ProbeError>) 
     record
 }
 
+/// Attaches fentry program `program` to `function`, loading it first (with the
+/// kernel's `btf`) unless it is loaded.
 fn fentry(
     ebpf: &mut Ebpf,
+    links: &mut Links,
     program: &'static str,
     function: &str,
-    btf: &Btf,
+    btf: Option<&Btf>,
 ) -> Result<(), ProbeError> {
     let err = |source| ProbeError::Program { program, source };
     let prog: &mut FEntry = ebpf
@@ -445,33 +523,53 @@ fn fentry(
         .ok_or(ProbeError::MissingProgram(program))?
         .try_into()
         .map_err(err)?;
-    let started = std::time::Instant::now();
-    prog.load(function, btf).map_err(err)?;
-    log_loaded(program, started, prog.info().ok());
-    if let Err(e) = prog.attach() {
-        // Leave nothing half-done behind for the fallback.
-        let _ = prog.unload();
-        return Err(err(e));
+    if prog.fd().is_err() {
+        let btf = btf.ok_or_else(|| ProbeError::Btf("not read".into()))?;
+        let started = std::time::Instant::now();
+        prog.load(function, btf).map_err(err)?;
+        log_loaded(program, started, prog.info().ok());
     }
-    Ok(())
+    match prog.attach() {
+        Ok(link) => {
+            links.insert(program, ProbeLink::FEntry(link));
+            Ok(())
+        }
+        Err(e) => {
+            // Leave nothing half-done behind for the fallback.
+            let _ = prog.unload();
+            Err(err(e))
+        }
+    }
 }
 
-fn kprobe(ebpf: &mut Ebpf, program: &'static str, function: &str) -> Result<(), ProbeError> {
+/// Attaches kprobe program `program` to `function`, loading it first unless it is.
+fn kprobe(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    program: &'static str,
+    function: &str,
+) -> Result<(), ProbeError> {
     let err = |source| ProbeError::Program { program, source };
     let prog: &mut KProbe = ebpf
         .program_mut(program)
         .ok_or(ProbeError::MissingProgram(program))?
         .try_into()
         .map_err(err)?;
-    let started = std::time::Instant::now();
-    prog.load().map_err(err)?;
-    log_loaded(program, started, prog.info().ok());
-    prog.attach(function, 0).map_err(err)?;
+    if prog.fd().is_err() {
+        let started = std::time::Instant::now();
+        prog.load().map_err(err)?;
+        log_loaded(program, started, prog.info().ok());
+    }
+    let link = prog.attach(function, 0).map_err(err)?;
+    links.insert(program, ProbeLink::KProbe(link));
     Ok(())
 }
 
+/// Attaches tracepoint program `program` to `category:name`, loading it first unless
+/// it is.
 fn tracepoint(
     ebpf: &mut Ebpf,
+    links: &mut Links,
     program: &'static str,
     category: &str,
     name: &str,
@@ -482,10 +580,13 @@ fn tracepoint(
         .ok_or(ProbeError::MissingProgram(program))?
         .try_into()
         .map_err(err)?;
-    let started = std::time::Instant::now();
-    prog.load().map_err(err)?;
-    log_loaded(program, started, prog.info().ok());
-    prog.attach(category, name).map_err(err)?;
+    if prog.fd().is_err() {
+        let started = std::time::Instant::now();
+        prog.load().map_err(err)?;
+        log_loaded(program, started, prog.info().ok());
+    }
+    let link = prog.attach(category, name).map_err(err)?;
+    links.insert(program, ProbeLink::TracePoint(link));
     Ok(())
 }
 

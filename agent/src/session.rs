@@ -151,8 +151,12 @@ impl Setup {
     }
 
     /// Attaches the fork follower, logging whether it could be.
-    fn attach_fork_follower(&mut self, ebpf: &mut aya::Ebpf) {
-        match probes::attach_fork_follower(ebpf) {
+    fn attach_fork_follower(
+        &mut self,
+        ebpf: &mut aya::Ebpf,
+        links: &mut crate::probe_links::Links,
+    ) {
+        match probes::attach_fork_follower(ebpf, links) {
             Ok(()) => self.logs.push((
                 "info",
                 "fork follower attached to sched:sched_process_fork".into(),
@@ -289,7 +293,7 @@ fn attach_probes(
 ) -> Tracer {
     // Parsed once for the built-in fentry and the user's; dropped after the attach.
     let btf = probes::kernel_btf();
-    setup.attach = probes::attach_all(&mut loaded.ebpf, selected, btf.as_ref());
+    setup.attach = probes::attach_all(&mut loaded.ebpf, &mut loaded.links, selected, btf.as_ref());
     // The user's fentry attachments, handed to the tracer, which holds them for the run.
     let mut fentry_links = Vec::new();
     if !user.is_empty() || !plan.stop_functions.is_empty() {
@@ -310,7 +314,7 @@ fn attach_probes(
             }
         }
     }
-    setup.attach_fork_follower(&mut loaded.ebpf);
+    setup.attach_fork_follower(&mut loaded.ebpf, &mut loaded.links);
     let mut tracer = Tracer::new(loaded);
     tracer.keep_user_links(fentry_links);
     if let Err(e) = tracer.set_plan_stack_mode(plan.stacks) {

@@ -23,6 +23,7 @@ use guestscope_common::{
 use crate::{
     batch::{Batcher, MAX_AGE},
     counters,
+    probe_links::Links,
     probes::{self, Loaded, ProbeError},
     ringbuf::{EventReader, Record},
     stacks::{NoStack, StackTable, send_batch},
@@ -95,8 +96,10 @@ pub enum FilterError {
 }
 
 struct Active {
-    /// Holds the programs (attached while loaded).
+    /// Holds the programs.
     ebpf: Ebpf,
+    /// Which built-in programs are attached (a detached one stays loaded).
+    links: Links,
     events: EventReader<MapData>,
     traced: HashMap<MapData, u32, u8>,
     counters: PerCpuArray<MapData, ProbeCounters>,
@@ -132,13 +135,14 @@ pub struct Tracer {
 impl Tracer {
     /// A tracer over loaded (and attached) probes.
     pub fn new(loaded: Loaded) -> Tracer {
-        let Loaded { ebpf, maps } = loaded;
+        let Loaded { ebpf, maps, links } = loaded;
         let plan = Attached {
-            kinds: probes::attached_kinds(&ebpf),
-            fork_follower: probes::is_loaded(&ebpf, probes::FORK_FOLLOWER),
+            kinds: probes::attached_kinds(&ebpf, &links),
+            fork_follower: links.is_attached(probes::FORK_FOLLOWER),
         };
         let active = Active {
             ebpf,
+            links,
             events: EventReader::new(maps.events),
             traced: maps.traced,
             counters: maps.counters,
@@ -317,8 +321,8 @@ impl Tracer {
         self.active
             .as_ref()
             .map_or_else(Attached::default, |a| Attached {
-                kinds: probes::attached_kinds(&a.ebpf),
-                fork_follower: probes::is_loaded(&a.ebpf, probes::FORK_FOLLOWER),
+                kinds: probes::attached_kinds(&a.ebpf, &a.links),
+                fork_follower: a.links.is_attached(probes::FORK_FOLLOWER),
             })
     }
 
@@ -333,18 +337,24 @@ impl Tracer {
             };
         };
         let mut errors = Vec::new();
-        let now = probes::attached_kinds(&a.ebpf);
+        let now = probes::attached_kinds(&a.ebpf, &a.links);
         // The user's probes stay as they are: only built-in probes are switched.
         for kind in ProbeKind::BUILTIN {
             match (now.contains(&kind), want.kinds.contains(&kind)) {
                 (true, false) => {
-                    if let Err(e) = probes::detach_kind(&mut a.ebpf, kind) {
+                    if let Err(e) = probes::detach_kind(&mut a.ebpf, &mut a.links, kind) {
                         errors.push(format!("detaching {}: {}", kind.name(), probes::chain(&e)));
                     }
                 }
                 (false, true) => {
-                    let btf = a.btf.get_or_insert_with(probes::kernel_btf);
-                    let record = probes::attach_kind(&mut a.ebpf, kind, btf.as_ref());
+                    // Only a program never loaded needs the kernel's BTF.
+                    let unread = ProbeError::Btf("not needed: the program is loaded".into());
+                    let btf = if probes::needs_btf(&a.ebpf, kind) {
+                        a.btf.get_or_insert_with(probes::kernel_btf).as_ref()
+                    } else {
+                        Err(&unread)
+                    };
+                    let record = probes::attach_kind(&mut a.ebpf, &mut a.links, kind, btf);
                     if !record.attached {
                         errors.push(format!("attaching {}: {}", kind.name(), record.note));
                     }
@@ -352,10 +362,12 @@ impl Tracer {
                 _ => {}
             }
         }
-        let fork_now = probes::is_loaded(&a.ebpf, probes::FORK_FOLLOWER);
+        let fork_now = a.links.is_attached(probes::FORK_FOLLOWER);
         let fork_result = match (fork_now, want.fork_follower) {
-            (true, false) => probes::detach_program(&mut a.ebpf, probes::FORK_FOLLOWER),
-            (false, true) => probes::attach_fork_follower(&mut a.ebpf),
+            (true, false) => {
+                probes::detach_program(&mut a.ebpf, &mut a.links, probes::FORK_FOLLOWER)
+            }
+            (false, true) => probes::attach_fork_follower(&mut a.ebpf, &mut a.links),
             _ => Ok(()),
         };
         if let Err(e) = fork_result {
@@ -407,7 +419,7 @@ impl Tracer {
             ProbeKind::Tracepoint,
         ]
         .into_iter()
-        .filter_map(|k| probes::detach_kind(&mut a.ebpf, k).err())
+        .filter_map(|k| probes::detach_kind(&mut a.ebpf, &mut a.links, k).err())
         .map(|e| format!("detaching user probes: {}", probes::chain(&e)))
         .collect();
         errors.extend(next_generation(&mut a.settings));
