@@ -310,6 +310,14 @@ pub(super) fn gdb_comparison(
         untraced_ms_per_iteration: Spread::of(&present(&off)),
         guestscope_faster: Spread::of(&stats::paired_ratios(&gdb, &gs)),
         gdb_slowdown: Spread::of(&stats::paired_ratios(&gdb, &off)),
+        // Only the repetitions the gdb method completed have a limit.
+        share_of_limit: Spread::of(&stats::paired_ratios(
+            &off,
+            &gs.iter()
+                .zip(&gdb)
+                .map(|(g, d)| d.and(*g))
+                .collect::<Vec<_>>(),
+        )),
         gdb_ms_per_hit: Spread::of(&stats::paired_cost_per(&gdb, &off, &per_hit)),
         traces: traces.values().cloned().collect(),
     }

@@ -332,6 +332,11 @@ mod tests {
             .find(|w| w.name == "fopen-ftrace-0")
             .unwrap();
         assert_eq!(ft.tracing, Tracing::FtraceKprobe("alloc_fd".into()));
+        // Only the workloads the gdbstub holds keep the link silent.
+        for w in &p.workloads {
+            assert_eq!(w.quiet_link, w.name.starts_with("gdb-"), "{}", w.name);
+        }
+        assert!(p.workloads.iter().any(|w| w.quiet_link));
         let mut unique = names.clone();
         unique.sort_unstable();
         unique.dedup();

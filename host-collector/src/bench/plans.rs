@@ -114,12 +114,18 @@ pub(super) fn overhead_plan(o: &BenchOptions) -> RunPlan {
             ));
         }
         let delay = GDB_START_DELAY_MS.to_string();
-        w.push(spec(
-            &format!("gdb-{rep}"),
-            "fopen",
-            &args(&["--iterations", &gdb_n, "--start-delay-ms", &delay]),
-            no_probes(),
-        ));
+        w.push(WorkloadSpec {
+            // The host holds the VM at every hit: the link stays silent meanwhile (a
+            // stop with vsock traffic in flight can wedge the vhost-user device; the
+            // agent took the unanswered link for dead and reconnected 5 times a boot).
+            quiet_link: true,
+            ..spec(
+                &format!("gdb-{rep}"),
+                "fopen",
+                &args(&["--iterations", &gdb_n, "--start-delay-ms", &delay]),
+                no_probes(),
+            )
+        });
     }
     RunPlan::new(VSOCK_PORT, w)
 }

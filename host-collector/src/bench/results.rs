@@ -208,6 +208,10 @@ pub struct GdbComparison {
     pub guestscope_faster: Option<Spread>,
     /// gdb / untraced, paired.
     pub gdb_slowdown: Option<Spread>,
+    /// How near guestscope comes to the limit of being faster than the gdb method,
+    /// paired: (gdb / guestscope) / (gdb / untraced) = untraced / guestscope.
+    #[serde(default)]
+    pub share_of_limit: Option<Spread>,
     /// Time added per breakpoint hit by the gdb method, ms, paired.
     pub gdb_ms_per_hit: Option<Spread>,
     /// Each gdb run.

@@ -171,6 +171,7 @@ mod tests {
             gdb: Some(GdbComparison {
                 guestscope_faster: Spread::of(&[faster; 5]),
                 gdb_slowdown: Spread::of(&[slowdown; 5]),
+                share_of_limit: Spread::of(&[faster / slowdown; 5]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -191,5 +192,9 @@ mod tests {
             short.measured
         );
         assert_eq!(gdb(&with(460.0, 500.0)).met, Some(true));
+        // Paired shares, not the ratio of the medians.
+        let mut paired = with(400.0, 500.0);
+        paired.gdb.as_mut().unwrap().share_of_limit = Spread::of(&[0.95; 5]);
+        assert_eq!(gdb(&paired).met, Some(true));
     }
 }
