@@ -187,7 +187,7 @@ mod tests {
         assert!(
             short
                 .measured
-                .starts_with("400x faster, 80% of the limit 500x (n=5)"),
+                .starts_with("400x faster (limit 500x); 80% of the limit, paired"),
             "{}",
             short.measured
         );
