@@ -308,6 +308,27 @@ fn boot_table_has_a_row_per_boot_with_kernel_time_below_wall_time() {
     }
     let traced = std::fs::read_to_string(r.dir.join("serial.log")).unwrap();
     assert!(traced.contains(loaded), "the traced boot loads its probes");
+    // The traced boot runs on qboot where QEMU ships it; the boot-time boots keep
+    // QEMU's default firmware, which the lab measured (the kernel's DMI line names it).
+    let qemu = guestscope::inputs::find_program("qemu-system-x86_64").expect("QEMU");
+    let command = r.summary["run"]["qemu_command"].as_str().unwrap();
+    let dmi = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("DMI:"))
+            .map(|l| l[l.find("DMI:").unwrap()..].to_string())
+    };
+    let first = std::fs::read_to_string(r.dir.join("boots/serial-1.log")).unwrap();
+    if guestscope::qemu::firmware::qboot(&qemu).is_some() {
+        assert!(command.contains("qboot.rom"), "{command}");
+        assert_ne!(
+            dmi(&traced),
+            dmi(&first),
+            "the boot-time boot ran the same firmware"
+        );
+    } else {
+        assert!(!command.contains("-bios"), "{command}");
+    }
+    assert!(!first.is_empty());
 }
 
 #[test]

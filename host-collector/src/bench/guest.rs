@@ -35,6 +35,8 @@ use qemu_gdb_client::GdbEndpoint;
 pub struct Machine {
     /// `qemu-system-x86_64`.
     pub qemu: PathBuf,
+    /// `-bios` firmware, when not QEMU's default.
+    pub bios: Option<PathBuf>,
     /// `vhost-device-vsock`.
     pub vhost: PathBuf,
     /// Guest kernel.
@@ -351,6 +353,7 @@ fn qemu_config(
         memory_mb: m.memory_mb,
         cpus: m.cpus,
         cpu_model: None,
+        bios: m.bios.clone(),
         kernel: m.kernel.clone(),
         initrd,
         append: m.append.clone(),

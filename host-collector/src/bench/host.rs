@@ -79,6 +79,10 @@ pub(super) fn machine_info(choice: &AccelChoice, machine: &Machine) -> MachineIn
             .unwrap_or(0),
         host_cpu_model: cpu_model(),
         qemu: qemu_version(&machine.qemu),
+        firmware: match &machine.bios {
+            Some(bios) => format!("firmware {}", bios.display()),
+            None => "QEMU's default firmware (SeaBIOS)".into(),
+        },
         guest_kernel: String::new(),
         guest_vcpus: machine.cpus,
         guest_memory_mb: machine.memory_mb,

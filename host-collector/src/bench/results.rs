@@ -54,6 +54,9 @@ pub struct MachineInfo {
     pub host_cpu_model: String,
     /// QEMU's version line.
     pub qemu: String,
+    /// The guest's firmware: `qboot`, or QEMU's default (SeaBIOS).
+    #[serde(default)]
+    pub firmware: String,
     /// Guest kernel release.
     pub guest_kernel: String,
     /// Guest vCPUs.

@@ -92,6 +92,12 @@ pub fn qemu_config(
             Mode::Cr3 { cpu_model, .. } => cpu_model.clone(),
             _ => None,
         },
+        // The boot-time boots keep QEMU's default firmware: they measure what the
+        // lab measured.
+        bios: match mode {
+            Mode::BootOnly => None,
+            _ => v.qboot.clone(),
+        },
         kernel: match (mode, &o.fast_kernel) {
             (Mode::BootOnly, _) | (_, None) => o.kernel.clone(),
             (_, Some(fast)) => fast.clone(),

@@ -12,6 +12,9 @@ pub struct Validated {
     pub(crate) probes: Vec<String>,
     /// The QEMU binary found.
     pub(crate) qemu: PathBuf,
+    /// qboot, where that QEMU has it: the firmware of every boot but the boot-time
+    /// experiment's ([`crate::qemu::firmware`]).
+    pub(crate) qboot: Option<PathBuf>,
     /// The vhost-device-vsock binary found.
     pub(crate) vhost: PathBuf,
     /// `--gdb-port`, checked free.
@@ -132,6 +135,7 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
         user,
         reads,
         probes: o.probes.clone(),
+        qboot: crate::qemu::firmware::qboot(&qemu),
         qemu,
         vhost,
         gdb_port: o.gdb_port,

@@ -20,6 +20,8 @@ pub struct QemuConfig {
     pub cpus: u32,
     /// `-cpu` model, when not QEMU's default.
     pub cpu_model: Option<String>,
+    /// `-bios` firmware, when not QEMU's default (SeaBIOS).
+    pub bios: Option<PathBuf>,
     /// Kernel image (bzImage).
     pub kernel: PathBuf,
     /// Initramfs.
@@ -62,6 +64,9 @@ impl QemuConfig {
         ];
         if let Some(model) = &self.cpu_model {
             a.extend(["-cpu".into(), model.clone()]);
+        }
+        if let Some(bios) = &self.bios {
+            a.extend(["-bios".into(), bios.display().to_string()]);
         }
         if let Some(gdb) = &self.gdb {
             // The gdbstub gives full control of the guest: a Unix socket in the run's
@@ -139,6 +144,7 @@ mod tests {
             memory_mb: 1024,
             cpus: 1,
             cpu_model: None,
+            bios: None,
             kernel: "/k".into(),
             initrd: "/i".into(),
             append: "console=ttyS0 panic=-1".into(),
@@ -177,6 +183,18 @@ mod tests {
         assert!(args.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
         assert!(args.contains("vhost-user-vsock-pci,chardev=vsock0"));
         assert!(args.contains("-accel tcg"));
+    }
+
+    #[test]
+    fn firmware_is_qemus_default_unless_given() {
+        assert!(!config().args().iter().any(|a| a == "-bios"));
+        let args = QemuConfig {
+            bios: Some("/q/qboot.rom".into()),
+            ..config()
+        }
+        .args();
+        let i = args.iter().position(|a| a == "-bios").unwrap();
+        assert_eq!(args[i + 1], "/q/qboot.rom");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! - [`accel`]: KVM when it can really run a guest, else TCG.
 //! - [`command`]: the QEMU command line.
+//! - [`firmware`]: qboot, where QEMU ships it.
 //! - [`serial`]: the serial console, line by line, timestamped on the host.
 //! - [`vhost`]: the vhost-user vsock device process (when /dev/vhost-vsock is absent).
 //! - [`child`]: a child process that is killed when dropped.
@@ -9,5 +10,6 @@
 pub mod accel;
 pub mod child;
 pub mod command;
+pub mod firmware;
 pub mod serial;
 pub mod vhost;

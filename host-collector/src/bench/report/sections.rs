@@ -15,7 +15,7 @@ pub(super) fn head(md: &mut String, r: &BenchResults) {
     let _ = writeln!(md, "# guestscope benchmarks\n");
     let _ = writeln!(
         md,
-        "{} · machine: {}, {} cores ({}) · guest kernel {}, {} vCPU, {} MiB · {} · host load before/after: {} / {} · `guestscope bench` took {:.0} s\n",
+        "{} · machine: {}, {} cores ({}) · guest kernel {}, {} vCPU, {} MiB · {} · {} · host load before/after: {} / {} · `guestscope bench` took {:.0} s\n",
         r.date,
         m.accel.to_uppercase(),
         m.host_cpus,
@@ -24,6 +24,7 @@ pub(super) fn head(md: &mut String, r: &BenchResults) {
         m.guest_vcpus,
         m.guest_memory_mb,
         m.qemu,
+        m.firmware,
         m.load_before,
         m.load_after,
         r.wall_s
