@@ -7,7 +7,9 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::child::ChildGuard;
 
 /// The file name of qboot in QEMU's data directories.
 pub const QBOOT: &str = "qboot.rom";
@@ -23,17 +25,12 @@ pub fn qboot(qemu: &Path) -> Option<PathBuf> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    let asked = Instant::now();
-    while child.try_wait().ok()?.is_none() {
-        if asked.elapsed() > ASK_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut stdout = child.stdout.take()?;
+    // Killed and reaped when dropped, should it not answer in time.
+    let mut child = ChildGuard::new("qemu -L help", child);
+    child.wait_timeout(ASK_LIMIT).ok()??;
     let mut listing = String::new();
-    child.stdout.take()?.read_to_string(&mut listing).ok()?;
+    stdout.read_to_string(&mut listing).ok()?;
     find_in(&listing)
 }
 
