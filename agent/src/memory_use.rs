@@ -1,7 +1,9 @@
-//! The agent's own memory, read from `/proc/self/status` and logged at its milestones
-//! (probes loaded, run complete), so a boot's serial log shows where it grew.
+//! The agent's own memory, read from `/proc/self/status`: logged once its probes are
+//! loaded, so a boot's serial log shows what loading took, and its peak reset then.
 
 use std::fmt;
+
+use crate::tracing_mode::status_kib;
 
 /// Resident memory of the agent, KiB.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,22 +20,9 @@ pub struct MemoryUse {
 }
 
 impl MemoryUse {
-    /// The agent's memory now; `None` without `/proc`.
-    pub fn now() -> Option<MemoryUse> {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .map(|s| MemoryUse::parse(&s))
-    }
-
     /// Reads the fields out of `/proc/PID/status` text (missing ones are 0).
     pub fn parse(status: &str) -> MemoryUse {
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
+        let field = |name| status_kib(status, name).unwrap_or(0);
         MemoryUse {
             rss_kib: field("VmRSS"),
             peak_kib: field("VmHWM"),

@@ -66,19 +66,24 @@ pub fn run<W: Sink>(
         ));
     }
     let mut setup = Setup::new(logs);
+    let loading = std::time::Instant::now();
     let mut tracer = if plan.without_probes {
         let message = "no probe loaded: the plan asks for none";
         tracing::info!("{message}");
         setup.logs.push(("info", message.into()));
         Tracer::inactive()
     } else {
-        let started = std::time::Instant::now();
-        let tracer = load_probes(plan, &mut setup);
-        let memory = MemoryUse::now().unwrap_or_default();
-        tracing::info!(ms = started.elapsed().as_millis() as u64, %memory, "probes loaded and attached");
-        tracer
+        load_probes(plan, &mut setup)
     };
     setup.loaded_status = memory_use::settled();
+    if !plan.without_probes {
+        let memory = setup
+            .loaded_status
+            .as_deref()
+            .map(MemoryUse::parse)
+            .unwrap_or_default();
+        tracing::info!(ms = loading.elapsed().as_millis() as u64, %memory, "probes loaded and attached");
+    }
     let attached = setup.announce(stream, agent_start_ns)?;
     setup.send_start_artifacts(stream, plan)?;
     let refused = setup.refused;

@@ -108,7 +108,9 @@ struct Active {
     plan: Attached,
     /// How the plan asks the probes to get stacks (restored after a workload's own).
     plan_stacks: StackMode,
-    /// The kernel's BTF (for fentry), read on the first re-attach.
+    /// The kernel's BTF (for fentry), read only when a program must be loaded with it: the
+    /// user's fentry probes, or spin_lock's if it was never loaded (a detached built-in
+    /// program stays loaded and needs none).
     btf: Option<Result<Btf, ProbeError>>,
     /// The user's fentry probes: each link holds its own load of `user_fentry`, and
     /// dropping it detaches that function.
