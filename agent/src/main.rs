@@ -12,6 +12,9 @@
 //! - [`link`]: the connection to the host that survives drops: spool, acks, resends.
 //! - [`stream`]: record framing and sequence numbers.
 //! - [`probes`]: loading the eBPF object, attaching its programs.
+//! - [`probe_links`]: each built-in program loaded once, attached and detached.
+//! - [`probe_error`]: why a probe could not be loaded or attached, as a bounded note.
+//! - [`memory_use`]: the agent's own memory once its probes are loaded.
 //! - [`tracer`]: the pid filter and the ring-buffer → records pump.
 //! - [`ringbuf`]: decoding ring-buffer records.
 //! - [`batch`]: grouping events into `Events` records.
@@ -38,6 +41,7 @@ pub mod link;
 pub mod memory_use;
 pub mod packet_size;
 pub mod plan;
+pub mod probe_error;
 pub mod probe_links;
 pub mod probes;
 pub mod resume;

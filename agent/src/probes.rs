@@ -1,25 +1,24 @@
 //! Loading the embedded eBPF object and attaching its programs.
 //!
 //! Attaching never fails the run: every probe gets a [`ProbeAttach`] record saying how it
-//! was attached or why it was not. Before attaching, the kernel function must be in
-//! `/proc/kallsyms` and the tracepoint in tracefs, so a kernel without them gets a
-//! plain reason. `_raw_spin_lock` is tried as fentry first (cheap BTF
+//! was attached or why it was not. A tracepoint must be in tracefs before its attach;
+//! a function whose attach failed is looked up in `/proc/kallsyms`, so a kernel
+//! without it gets a plain reason. `_raw_spin_lock` is tried as fentry first (cheap BTF
 //! trampoline) and falls back to a kprobe; setting [`NO_FENTRY_ENV`]`=1` skips fentry
 //! (for kernels where it misbehaves, and to exercise the fallback).
 //!
 //! Tracepoints need tracefs mounted at `/sys/kernel/tracing` (or debugfs at
 //! `/sys/kernel/debug`); the guest's init mounts it.
 
-use std::error::Error as StdError;
-
 use aya::{
-    Btf, Ebpf, EbpfError, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{FEntry, KProbe, ProgramError, ProgramInfo, TracePoint},
 };
 use guestscope_common::{ProbeCounters, ProbeKind, maps as names, wire::ProbeAttach};
 
-use crate::probe_links::{Links, ProbeLink};
+pub use crate::probe_error::{ProbeError, chain};
+use crate::probe_error::{first_line, truncate_note};
+use crate::probe_links::{Links, fentry, kprobe, tracepoint};
 
 /// The eBPF object built from `probes-ebpf/` by the build script.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guestscope-probes"));
@@ -30,59 +29,6 @@ pub const SPIN_LOCK_FN: &str = "_raw_spin_lock";
 pub const ALLOC_FD_FN: &str = "alloc_fd";
 /// Environment variable that, set to `1`, makes the spin-lock probe skip fentry.
 pub const NO_FENTRY_ENV: &str = "GUESTSCOPE_NO_FENTRY";
-/// Longest note kept in a [`ProbeAttach`] record (verifier logs can be huge).
-const MAX_NOTE: usize = 4096;
-
-/// Why the probes could not be loaded, or one of them attached.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    /// The eBPF object was not built (`AYA_BUILD_SKIP`) into this agent.
-    #[error("this agent was built without its eBPF object")]
-    NoObject,
-    /// The object could not be loaded (maps could not be created, ...).
-    #[error("loading the eBPF object: {0}")]
-    Load(#[source] EbpfError),
-    /// A map the agent needs is not in the object.
-    #[error("map {0} is missing from the eBPF object")]
-    MissingMap(&'static str),
-    /// A map has an unexpected type or layout.
-    #[error("map {name}: {source}")]
-    Map {
-        /// The map's name.
-        name: &'static str,
-        /// What is wrong.
-        #[source]
-        source: MapError,
-    },
-    /// A program is not in the object.
-    #[error("program {0} is missing from the eBPF object")]
-    MissingProgram(&'static str),
-    /// The kernel's BTF (needed by fentry) could not be read.
-    #[error("reading kernel BTF (/sys/kernel/btf/vmlinux): {0}")]
-    Btf(String),
-    /// The attach method was turned off by an environment variable.
-    #[error("disabled by {0}=1")]
-    Disabled(&'static str),
-    /// A user probe kind asked for as if it were built in.
-    #[error("{0} probes attach to the functions --probe names, not through the built-in list")]
-    NotBuiltin(&'static str),
-    /// The kernel function is not in `/proc/kallsyms` (inlined, renamed or absent).
-    #[error("{0} is not in /proc/kallsyms (inlined, renamed or not built into this kernel)")]
-    NoSymbol(String),
-    /// The tracepoint is not in tracefs.
-    #[error("tracepoint {0} is not in this kernel (no {1})")]
-    NoTracepoint(String, String),
-    /// Loading or attaching a program failed.
-    #[error("{program}: {source}")]
-    Program {
-        /// The program's name.
-        program: &'static str,
-        /// What failed.
-        #[source]
-        source: ProgramError,
-    },
-}
-
 /// The maps the agent reads and writes.
 pub struct Maps {
     /// `EVENTS`: probe events with their kernel stacks.
@@ -508,140 +454,6 @@ fn attach_one(
     record
 }
 
-/// Attaches fentry program `program` to `function`, loading it first (with the
-/// kernel's `btf`) unless it is loaded.
-fn fentry(
-    ebpf: &mut Ebpf,
-    links: &mut Links,
-    program: &'static str,
-    function: &str,
-    btf: Option<&Btf>,
-) -> Result<(), ProbeError> {
-    let err = |source| ProbeError::Program { program, source };
-    let prog: &mut FEntry = ebpf
-        .program_mut(program)
-        .ok_or(ProbeError::MissingProgram(program))?
-        .try_into()
-        .map_err(err)?;
-    if prog.fd().is_err() {
-        let btf = btf.ok_or_else(|| ProbeError::Btf("not read".into()))?;
-        let started = std::time::Instant::now();
-        prog.load(function, btf).map_err(err)?;
-        log_loaded(program, started, prog.info().ok());
-    }
-    match prog.attach() {
-        Ok(link) => {
-            links.insert(program, ProbeLink::FEntry(link));
-            Ok(())
-        }
-        Err(e) => {
-            // Leave nothing half-done behind for the fallback.
-            let _ = prog.unload();
-            Err(err(e))
-        }
-    }
-}
-
-/// Attaches kprobe program `program` to `function`, loading it first unless it is.
-fn kprobe(
-    ebpf: &mut Ebpf,
-    links: &mut Links,
-    program: &'static str,
-    function: &str,
-) -> Result<(), ProbeError> {
-    let err = |source| ProbeError::Program { program, source };
-    let prog: &mut KProbe = ebpf
-        .program_mut(program)
-        .ok_or(ProbeError::MissingProgram(program))?
-        .try_into()
-        .map_err(err)?;
-    if prog.fd().is_err() {
-        let started = std::time::Instant::now();
-        prog.load().map_err(err)?;
-        log_loaded(program, started, prog.info().ok());
-    }
-    let link = prog.attach(function, 0).map_err(err)?;
-    links.insert(program, ProbeLink::KProbe(link));
-    Ok(())
-}
-
-/// Attaches tracepoint program `program` to `category:name`, loading it first unless
-/// it is.
-fn tracepoint(
-    ebpf: &mut Ebpf,
-    links: &mut Links,
-    program: &'static str,
-    category: &str,
-    name: &str,
-) -> Result<(), ProbeError> {
-    let err = |source| ProbeError::Program { program, source };
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or(ProbeError::MissingProgram(program))?
-        .try_into()
-        .map_err(err)?;
-    if prog.fd().is_err() {
-        let started = std::time::Instant::now();
-        prog.load().map_err(err)?;
-        log_loaded(program, started, prog.info().ok());
-    }
-    let link = prog.attach(category, name).map_err(err)?;
-    links.insert(program, ProbeLink::TracePoint(link));
-    Ok(())
-}
-
-/// Logs how long the kernel took to verify and load `program` (seconds under TCG for
-/// a program with loops), and how many instructions its verifier went through.
-fn log_loaded(program: &str, started: std::time::Instant, info: Option<ProgramInfo>) {
-    tracing::info!(
-        program,
-        ms = started.elapsed().as_millis() as u64,
-        verified_insns = info.and_then(|i| i.verified_instruction_count()),
-        "program verified and loaded"
-    );
-}
-
-/// An error and its sources, joined by ": ".
-pub fn chain(err: &dyn StdError) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        // thiserror's `{0}` formats often repeat the source already.
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or("")
-}
-
-/// Where a long note is cut: its head (what failed) and its tail (a verifier log
-/// ends with the reason) are kept, the middle goes.
-const NOTE_CUT: &str = " [… truncated …] ";
-
-/// Bounds `note` to about [`MAX_NOTE`] bytes: its first quarter and last three quarters
-/// are kept.
-fn truncate_note(note: &mut String) {
-    if note.len() <= MAX_NOTE {
-        return;
-    }
-    let mut head = MAX_NOTE / 4;
-    while !note.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = note.len() - (MAX_NOTE - MAX_NOTE / 4);
-    while !note.is_char_boundary(tail) {
-        tail += 1;
-    }
-    *note = format!("{}{NOTE_CUT}{}", &note[..head], &note[tail..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,18 +481,6 @@ mod tests {
     }
 
     #[test]
-    fn chain_joins_sources_without_repeating() {
-        let io = std::io::Error::other("permission denied");
-        let e = ProbeError::Program {
-            program: "alloc_fd",
-            source: ProgramError::from(io),
-        };
-        let text = chain(&e);
-        assert!(text.starts_with("alloc_fd: "), "{text}");
-        assert_eq!(text.matches("permission denied").count(), 1, "{text}");
-    }
-
-    #[test]
     fn missing_functions_are_found_in_kallsyms() {
         let text = "ffffffff81000000 T _raw_spin_lock\nffffffffc0000000 t alloc_fd_helper\t[m]\n";
         assert!(has_symbol(text, "_raw_spin_lock"));
@@ -695,18 +495,5 @@ mod tests {
         assert!(precheck(ProbeKind::SpinLock, Some(text)).is_ok());
         // Without kallsyms the attach itself decides.
         assert!(precheck(ProbeKind::AllocFd, None).is_ok());
-    }
-
-    #[test]
-    fn notes_are_bounded_and_keep_head_and_tail() {
-        let mut n = format!("head {} the reason", "é".repeat(MAX_NOTE));
-        truncate_note(&mut n);
-        assert!(n.len() <= MAX_NOTE + NOTE_CUT.len());
-        assert!(n.starts_with("head "));
-        assert!(n.ends_with(" the reason"));
-        assert!(n.contains(NOTE_CUT));
-        let mut short = String::from("short");
-        truncate_note(&mut short);
-        assert_eq!(short, "short");
     }
 }
