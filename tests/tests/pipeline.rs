@@ -95,9 +95,7 @@ fn the_agents_peak_is_reset_once_its_probes_are_loaded() {
     let peak = |file: &str| {
         let text = std::fs::read_to_string(r.dir.join("guest").join(file))
             .unwrap_or_else(|e| panic!("guest/{file}: {e}"));
-        text.lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        guestscope::bench::status_kib(&text, "VmHWM")
             .unwrap_or_else(|| panic!("no VmHWM in guest/{file}:\n{text}"))
     };
     let (loading, run) = (peak("agent_status_loaded"), peak("agent_status"));
