@@ -62,6 +62,11 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 const FLUSH_BUDGET: Duration = Duration::from_millis(100);
 /// Longest wait for room on a connection that would block, before giving up for now.
 const WRITABLE_WAIT: Duration = Duration::from_millis(5);
+/// While [corked](Sink::cork), frames are written once this many bytes wait: one
+/// packet's worth (see [`crate::packet_size::MAX_WRITE`]).
+const CORK_BYTES: usize = crate::packet_size::MAX_WRITE;
+/// Most spooled frames gathered into one write.
+const GATHER_FRAMES: usize = crate::packet_size::MAX_SLICES;
 
 /// How the link behaves.
 #[derive(Debug, Clone)]
@@ -145,6 +150,10 @@ pub struct Link<C: Connector> {
     connections: u32,
     down: Option<Down<C::Conn>>,
     stats: LinkStats,
+    /// Whether frames are held back ([`Sink::cork`]), and the bytes held since the last
+    /// write.
+    corked: bool,
+    corked_bytes: usize,
 }
 
 impl<C: Connector> Link<C> {
@@ -168,6 +177,8 @@ impl<C: Connector> Link<C> {
             connections: 0,
             down: None,
             stats: LinkStats::default(),
+            corked: false,
+            corked_bytes: 0,
         };
         link.attach(conn, None)?;
         Ok(link)
@@ -199,6 +210,7 @@ impl<C: Connector> Link<C> {
                 self.lose(why);
                 return;
             }
+            self.corked_bytes = 0;
             if let Err(e) = self.write_pending() {
                 self.lose(format!("writing: {e}"));
                 return;
@@ -254,7 +266,9 @@ impl<C: Connector> Sink for Link<C> {
         events: &[u64; ProbeKind::COUNT],
     ) -> io::Result<()> {
         self.next_seq = seq + 1;
-        self.service();
+        if !self.corked {
+            self.service();
+        }
         let len = frame.len() as u64;
         // Connected: wait for the collector rather than drop (backpressure), until the
         // connection is found dead.
@@ -276,8 +290,20 @@ impl<C: Connector> Sink for Link<C> {
         self.spool_bytes += len;
         self.stats.spool_peak_bytes = self.stats.spool_peak_bytes.max(self.spool_bytes);
         self.spool.push_back(Spooled { seq, frame });
-        self.service();
+        self.corked_bytes += len as usize;
+        if !self.corked || self.corked_bytes >= CORK_BYTES {
+            self.service();
+        }
         Ok(())
+    }
+
+    fn cork(&mut self) {
+        self.corked = true;
+    }
+
+    fn uncork(&mut self) {
+        self.corked = false;
+        self.service();
     }
 
     fn service(&mut self) {

@@ -37,6 +37,7 @@ pub mod clock;
 pub mod counters;
 pub mod deadline;
 pub mod ftrace;
+pub mod gather;
 pub mod link;
 pub mod memory_use;
 pub mod packet_size;
@@ -120,7 +121,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 ack_timeout: ACK_TIMEOUT,
                 secret: plan.secret.clone().unwrap_or_default(),
             };
-            let conn = packet_size::SmallWrites(conn);
+            let conn = packet_size::SmallWrites(gather::GatherStream(conn));
             let link = Link::new(
                 VsockConnector {
                     cid: HOST_CID,

@@ -11,12 +11,15 @@
 //! at [`MAX_WRITE`] keeps every packet linear, on every kernel.
 
 use std::{
-    io::{self, Read, Write},
+    io::{self, IoSlice, Read, Write},
     os::fd::{AsFd, BorrowedFd},
 };
 
 /// Largest write handed to the socket (well under the 32 KiB linear-buffer limit).
 pub const MAX_WRITE: usize = 16 * 1024;
+
+/// Most buffers passed on in one vectored write (Linux's `UIO_MAXIOV` is 1024).
+pub const MAX_SLICES: usize = 256;
 
 /// A connection whose writes pass at most [`MAX_WRITE`] bytes to `W` per call;
 /// reads and the file descriptor are `W`'s own.
@@ -40,6 +43,22 @@ impl<W: Write> Write for SmallWrites<W> {
         self.0.write(&buf[..buf.len().min(MAX_WRITE)])
     }
 
+    /// Passes on the leading buffers that fit in [`MAX_WRITE`] bytes (the one that
+    /// crosses it cut there), or the first one cut, as one vectored write.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut room = MAX_WRITE;
+        let mut fit = Vec::with_capacity(bufs.len().min(MAX_SLICES));
+        for buf in bufs.iter().take(MAX_SLICES) {
+            if room == 0 {
+                break;
+            }
+            let take = buf.len().min(room);
+            fit.push(IoSlice::new(&buf[..take]));
+            room -= take;
+        }
+        self.0.write_vectored(&fit)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
     }
@@ -61,6 +80,27 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_vectored_write_passes_on_at_most_max_write_bytes_in_order() {
+        let mut w = SmallWrites(Vec::new());
+        let big = vec![1u8; MAX_WRITE - 10];
+        let next = vec![2u8; 100];
+        let bufs = [
+            IoSlice::new(b"abc"),
+            IoSlice::new(&big),
+            IoSlice::new(&next),
+        ];
+        let n = w.write_vectored(&bufs).unwrap();
+        assert_eq!(n, MAX_WRITE);
+        assert_eq!(&w.0[..3], b"abc");
+        assert_eq!(w.0[3..].iter().filter(|&&b| b == 1).count(), MAX_WRITE - 10);
+        assert_eq!(w.0[3..].iter().filter(|&&b| b == 2).count(), 7);
+        // A first buffer larger than the limit is cut too.
+        let mut w = SmallWrites(Vec::new());
+        let huge = vec![3u8; 3 * MAX_WRITE];
+        assert_eq!(w.write_vectored(&[IoSlice::new(&huge)]).unwrap(), MAX_WRITE);
     }
 
     #[test]

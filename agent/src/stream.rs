@@ -47,6 +47,13 @@ pub trait Sink {
     /// then passes through a small window of memory instead of the whole spool.
     fn settle(&mut self, _bytes: u64) {}
 
+    /// Holds frames back until [`Sink::uncork`] (or a packet's worth waits), so records
+    /// sent together (a batch's stacks, then its events) leave in one write.
+    fn cork(&mut self) {}
+
+    /// Writes what [`Sink::cork`] held back, and stops holding frames back.
+    fn uncork(&mut self) {}
+
     /// An empty buffer to encode the next `Events` frame into: one whose frame the
     /// sink is done with (its capacity kept), or a new one.
     fn spare_frame(&mut self) -> Vec<u8> {
@@ -180,6 +187,17 @@ impl<W: Sink> Stream<W> {
     /// The sink's [`Sink::wake_fd`].
     pub fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.out.wake_fd()
+    }
+
+    /// Holds the records sent from now on back until [`Stream::uncork`] (see
+    /// [`Sink::cork`]).
+    pub fn cork(&mut self) {
+        self.out.cork();
+    }
+
+    /// Writes the records held back since [`Stream::cork`].
+    pub fn uncork(&mut self) {
+        self.out.uncork();
     }
 
     /// Lets the sink do its background work (see [`Sink::service`]).

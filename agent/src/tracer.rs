@@ -289,11 +289,15 @@ impl Tracer {
         Ok(())
     }
 
-    /// Sends the waiting batch, preceded by the stacks it introduces.
+    /// Sends the waiting batch, preceded by the stacks it introduces: the records
+    /// leave together, in as few writes as they fit in.
     fn flush<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
         let args = self.batch.take_args();
         let events = self.batch.take();
-        let (sent, emptied) = send_batch(events, args, &mut self.stacks, stream)?;
+        stream.cork();
+        let sent = send_batch(events, args, &mut self.stacks, stream);
+        stream.uncork();
+        let (sent, emptied) = sent?;
         self.batch.give_back(emptied);
         self.totals.events_sent += sent.events;
         self.totals.stacks_sent += sent.stacks;

@@ -42,7 +42,7 @@ pub struct VsockConnector {
 
 impl Connector for VsockConnector {
     // Small writes keep each vsock packet in one buffer (see crate::packet_size).
-    type Conn = crate::packet_size::SmallWrites<vsock::VsockStream>;
+    type Conn = crate::packet_size::SmallWrites<crate::gather::GatherStream>;
     /// A non-blocking connect: a blocking one waits seconds for an absent host, while
     /// the probes' ring buffer fills.
     fn start(&mut self) -> io::Result<Self::Conn> {
@@ -57,9 +57,9 @@ impl Connector for VsockConnector {
             Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
             Err(e) => return Err(e.into()),
         }
-        Ok(crate::packet_size::SmallWrites(vsock::VsockStream::from(
-            fd,
-        )))
+        Ok(crate::packet_size::SmallWrites(
+            crate::gather::GatherStream(vsock::VsockStream::from(fd)),
+        ))
     }
 }
 

@@ -448,3 +448,122 @@ fn the_collector_gets_everything_kept_after_an_outage_with_the_gap_where_records
     assert!(s.connects[0].1.after.is_some());
     let _ = std::fs::remove_file(&path);
 }
+
+/// A Unix stream that counts the write calls made on it.
+struct Counted {
+    inner: UnixStream,
+    writes: Arc<AtomicUsize>,
+}
+
+impl io::Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for Counted {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+struct CountedConnector(PathBuf, Arc<AtomicUsize>);
+
+impl Connector for CountedConnector {
+    type Conn = Counted;
+    fn start(&mut self) -> io::Result<Counted> {
+        Ok(Counted {
+            inner: UnixStream::connect(&self.0)?,
+            writes: self.1.clone(),
+        })
+    }
+}
+
+#[test]
+fn corked_records_wait_and_then_leave_together_in_one_write() {
+    let path = socket_path("cork");
+    let listener = UnixListener::bind(&path).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let host = {
+        let seen = seen.clone();
+        thread::spawn(move || serve(listener.accept().unwrap().0, &seen, None))
+    };
+    let writes = Arc::new(AtomicUsize::new(0));
+    let mut connector = CountedConnector(path.clone(), writes.clone());
+    let conn = connector.start().unwrap();
+    let mut stream = Stream::new(Link::new(connector, conn, config(1 << 20)).unwrap());
+    stream.send(log(0)).unwrap();
+    let before = writes.load(Ordering::SeqCst);
+    assert!(before >= 1, "an uncorked record is written at once");
+    stream.cork();
+    for i in 1..=20 {
+        stream
+            .send(if i % 2 == 0 { events(3) } else { log(i) })
+            .unwrap();
+    }
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        before,
+        "nothing written while corked"
+    );
+    stream.uncork();
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        before + 1,
+        "the 20 records leave in one write"
+    );
+    // Past a packet's worth, a corked link writes anyway.
+    stream.cork();
+    for _ in 0..4 {
+        stream.send(events(100)).unwrap();
+    }
+    assert!(writes.load(Ordering::SeqCst) > before + 1);
+    stream.uncork();
+    let mut link = stream.into_inner();
+    link.finish(Duration::from_secs(10)).unwrap();
+    host.join().unwrap();
+    let s = seen.lock().unwrap();
+    assert_eq!(s.applied.len(), 25);
+    assert!(s.applied.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// One write spanning several frames, while the collector has acknowledged some of them
+/// (as after a reconnection, when it had stored records it had not acknowledged yet):
+/// the bytes are matched to the frames they carried before any frame is forgotten.
+#[test]
+fn a_write_across_acknowledged_frames_keeps_the_write_position_on_its_frame() {
+    let (conn, _peer) = UnixStream::pair().unwrap();
+    let mut link = Link::new(UnixConnector(socket_path("advance")), conn, config(1 << 20)).unwrap();
+    for seq in 10..13 {
+        link.spool.push_back(Spooled {
+            seq,
+            frame: vec![seq as u8; 100],
+        });
+        link.spool_bytes += 100;
+    }
+    link.acked = 12;
+    link.write_off = 50;
+    // The rest of frame 10, all of 11, and 30 bytes of 12.
+    link.advance(50 + 100 + 30);
+    assert_eq!(link.spool.front().map(|s| s.seq), Some(12));
+    assert_eq!((link.write_idx, link.write_off), (0, 30));
+    assert_eq!(link.spool.len(), 1);
+    assert_eq!(link.spool_bytes, 100);
+}

@@ -2,7 +2,7 @@
 //! connection takes them, and waiting for the connection to be ready.
 
 use std::{
-    io::{self, Write},
+    io::{self, IoSlice, Write},
     os::fd::AsFd,
     time::{Duration, Instant},
 };
@@ -10,7 +10,7 @@ use std::{
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::reconnect::Down;
-use super::{Connector, FLUSH_BUDGET, Link, WRITABLE_WAIT};
+use super::{Connector, FLUSH_BUDGET, GATHER_FRAMES, Link, WRITABLE_WAIT};
 impl<C: Connector> Link<C> {
     /// Writes the preamble and spooled frames while the connection takes them: when it
     /// would block, waits up to [`WRITABLE_WAIT`] for room, for at most
@@ -70,28 +70,24 @@ impl<C: Connector> Link<C> {
                 }
                 continue;
             }
-            let Some(item) = self.spool.get(self.write_idx) else {
+            let Some(first) = self.spool.get(self.write_idx) else {
                 break;
             };
-            match conn.write(&item.frame[self.write_off..]) {
+            // The rest of the current frame and the frames after it, in one write.
+            let slices: Vec<IoSlice<'_>> = std::iter::once(&first.frame[self.write_off..])
+                .chain(
+                    self.spool
+                        .range(self.write_idx + 1..)
+                        .take(GATHER_FRAMES - 1)
+                        .map(|s| &s.frame[..]),
+                )
+                .map(IoSlice::new)
+                .collect();
+            match conn.write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    if self.unacked_since.is_none() {
-                        self.unacked_since = Some(Instant::now());
-                    }
-                    self.write_off += n;
+                    self.advance(n);
                     wrote += n;
-                    if self.write_off == item.frame.len() {
-                        if item.seq < self.written_below {
-                            self.stats.records_resent += 1;
-                        }
-                        self.written_below = self.written_below.max(item.seq + 1);
-                        self.write_idx += 1;
-                        self.write_off = 0;
-                        if item.seq < self.acked {
-                            self.forget_acknowledged();
-                        }
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, wrote)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -99,6 +95,39 @@ impl<C: Connector> Link<C> {
             }
         }
         Ok((true, wrote))
+    }
+
+    /// Moves the write position `n` bytes on, through the spool: a frame written to its
+    /// end is counted (a resend, if it was written before). Frames the collector has
+    /// already acknowledged are forgotten only once all `n` bytes are accounted for: one
+    /// write may span several frames, and forgetting one midway would shift the rest.
+    pub(super) fn advance(&mut self, mut n: usize) {
+        if self.unacked_since.is_none() {
+            self.unacked_since = Some(Instant::now());
+        }
+        let mut acknowledged_written = false;
+        while n > 0 {
+            let Some(item) = self.spool.get(self.write_idx) else {
+                break;
+            };
+            let rest = item.frame.len() - self.write_off;
+            if n < rest {
+                self.write_off += n;
+                break;
+            }
+            n -= rest;
+            let seq = item.seq;
+            if seq < self.written_below {
+                self.stats.records_resent += 1;
+            }
+            self.written_below = self.written_below.max(seq + 1);
+            self.write_idx += 1;
+            self.write_off = 0;
+            acknowledged_written |= seq < self.acked;
+        }
+        if acknowledged_written {
+            self.forget_acknowledged();
+        }
     }
 
     /// Waits up to `timeout` for the connection to become readable or writable (or
