@@ -104,6 +104,7 @@ pub(super) fn loop_overhead(
         .map(|s| s.scaled(1e3)),
         drain_ms: Spread::of(&present(&drain)),
         agent_cpu_us_per_event: Spread::of(&present(&agent_cpu)),
+        agent_cpu_marginal_us_per_event: agent_cpu_marginal(runs, workload, reps, &loop_events),
         without_stacks,
         user_probe,
         runs_ms: (0..reps)
@@ -133,6 +134,28 @@ fn agent_cpu_per_event(
         let events = r.matched_total()?;
         (events > 0).then(|| t.agent_cpu_ns as f64 / 1e3 / events as f64)
     })
+}
+
+/// What the loop's events cost the agent, µs per event: its CPU in the every-probe run
+/// less its CPU in the untraced run of the same repetition, over the loop's events.
+fn agent_cpu_marginal(
+    runs: &BTreeMap<String, Ran>,
+    workload: &str,
+    reps: usize,
+    loop_events: &[Option<f64>],
+) -> Option<Spread> {
+    let agent_cpu_ms = |condition: &str| {
+        series(runs, &format!("{workload}-{condition}"), reps, |r| {
+            r.tracing.as_ref().map(|t| t.agent_cpu_ns as f64 / 1e6)
+        })
+    };
+    // ms / events → µs: × 1000.
+    Spread::of(&stats::paired_cost_per(
+        &agent_cpu_ms("all"),
+        &agent_cpu_ms("off"),
+        loop_events,
+    ))
+    .map(|s| s.scaled(1e3))
 }
 
 /// A run's loop time, ms (`None` if it failed).
@@ -568,5 +591,56 @@ pub(super) fn lab_timing(wall_s: f64, summary: Option<&Path>) -> LabTiming {
         complete: s
             .as_ref()
             .and_then(|s| s["run"]["outcome"]["complete"].as_bool()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use guestscope_common::{ProbeCounters, plan::WorkloadTracing};
+
+    use super::*;
+
+    /// A run of `matched` events (all counted as spin_lock) in `loop_ms`, the agent
+    /// using `agent_ms` of CPU.
+    fn ran(matched: u64, loop_ms: u64, agent_ms: u64) -> Ran {
+        Ran {
+            status: Some(0),
+            elapsed_ns: Some(loop_ms * 1_000_000),
+            tracing: Some(WorkloadTracing {
+                counters: vec![(
+                    "spin_lock".into(),
+                    ProbeCounters {
+                        matched,
+                        ..ProbeCounters::default()
+                    },
+                )],
+                agent_cpu_ns: agent_ms * 1_000_000,
+                ..WorkloadTracing::default()
+            }),
+            ..Ran::default()
+        }
+    }
+
+    #[test]
+    fn the_agents_marginal_cost_per_event_leaves_out_what_every_workload_costs_it() {
+        let mut runs = BTreeMap::new();
+        // Rep 0: 10,000 loop events (10,100 matched, 100 of them process start and exit),
+        // 30 ms of agent CPU traced against 5 ms untraced; rep 1: 20,000, 50 ms against 10.
+        for (rep, (events, all_ms, off_ms)) in
+            [(10_000, 30, 5), (20_000, 50, 10)].iter().enumerate()
+        {
+            runs.insert(format!("fopen-base-{rep}"), ran(100, 1, 1));
+            runs.insert(format!("fopen-off-{rep}"), ran(0, 70, *off_ms));
+            runs.insert(format!("fopen-all-{rep}"), ran(events + 100, 150, *all_ms));
+        }
+        let mut problems = Vec::new();
+        let o = loop_overhead("fopen", 2000, 2, false, &runs, &mut problems);
+        let gross = o.agent_cpu_us_per_event.unwrap();
+        let marginal = o.agent_cpu_marginal_us_per_event.unwrap();
+        // Gross: 30 ms / 10,100 and 50 ms / 20,100 matched events.
+        assert!((gross.median - (30e3 / 10_100.0 + 50e3 / 20_100.0) / 2.0).abs() < 1e-6);
+        // Marginal: (30 − 5) ms / 10,000 = 2.5 µs and (50 − 10) ms / 20,000 = 2.0 µs.
+        assert!((marginal.median - 2.25).abs() < 1e-9, "{marginal:?}");
+        assert_eq!((marginal.min, marginal.max, marginal.n), (2.0, 2.5, 2));
     }
 }

@@ -104,6 +104,11 @@ pub struct LoopOverhead {
     pub drain_ms: Option<Spread>,
     /// Agent CPU time per event (workload start to end of drain), µs.
     pub agent_cpu_us_per_event: Option<Spread>,
+    /// What the events cost the agent, µs per event: (its CPU in the traced run − in
+    /// the untraced run of the same repetition) / loop events, paired; without what
+    /// every workload costs it whatever it traces (start, probe switch, report).
+    #[serde(default)]
+    pub agent_cpu_marginal_us_per_event: Option<Spread>,
     /// The same loop with every probe, recording no stacks.
     pub without_stacks: Option<NoStackOverhead>,
     /// The same loop with one probe on alloc_fd, built in and as a user probe.

@@ -90,13 +90,14 @@ fn overhead_notes(md: &mut String, o: &LoopOverhead) {
         .collect();
     let _ = writeln!(
         md,
-        "\n{}: per iteration {} (process start and exit subtracted); {:.2} nested hits skipped per iteration; {} stack walks failed, {} events lost to a full ring. The agent used {} µs of CPU per event; after the loop it drained the rest in {} ms, which makes {} µs per event in all.",
+        "\n{}: per iteration {} (process start and exit subtracted); {:.2} nested hits skipped per iteration; {} stack walks failed, {} events lost to a full ring. The agent used {} µs of CPU per event ({} µs more than in the untraced run, paired: what the events cost it); after the loop it drained the rest in {} ms, which makes {} µs per event in all.",
         o.workload,
         per.join(", "),
         o.nested_per_iteration,
         o.stack_failed,
         o.ring_full,
         spread(o.agent_cpu_us_per_event.as_ref(), 2),
+        spread(o.agent_cpu_marginal_us_per_event.as_ref(), 2),
         spread(o.drain_ms.as_ref(), 1),
         spread(o.us_per_event_with_drain.as_ref(), 2)
     );
