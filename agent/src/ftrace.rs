@@ -1,6 +1,8 @@
 //! An ftrace kprobe event, made through tracefs the way trace-cmd makes one: a line in
 //! `kprobe_events`, the event's `enable` switch, and its hit count in `kprobe_profile`.
-//! `guestscope bench` runs a workload under one to compare its cost with the eBPF probes'.
+//! `guestscope bench` runs a workload under one to compare its cost with the eBPF probes',
+//! and under its ftrace peer: one event per probed function, filtered to the workload's
+//! task name, with a kernel stack per hit when asked ([`StackTraces`]).
 
 use std::{
     fs::{self, OpenOptions},
@@ -90,15 +92,49 @@ fn write(path: &Path, text: &str) -> Result<(), FtraceError> {
     fs::write(path, text).map_err(io_err(path))
 }
 
+/// The mounted tracefs with kprobe events.
+fn tracefs() -> Result<PathBuf, FtraceError> {
+    TRACEFS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("kprobe_events").exists())
+        .ok_or(FtraceError::NoTracefs)
+}
+
+/// Every enabled event records its kernel stack (tracefs `options/stacktrace`) until
+/// dropped.
+#[derive(Debug)]
+pub struct StackTraces {
+    option: PathBuf,
+}
+
+impl StackTraces {
+    /// Turns the option on.
+    pub fn on() -> Result<StackTraces, FtraceError> {
+        let option = tracefs()?.join("options").join("stacktrace");
+        write(&option, "1")?;
+        Ok(StackTraces { option })
+    }
+}
+
+impl Drop for StackTraces {
+    fn drop(&mut self) {
+        let _ = write(&self.option, "0");
+    }
+}
+
 impl KprobeEvent {
     /// Creates the event `guestscope/<name>` on `function`'s entry and enables it.
     /// `function` must be a plain symbol name (the plan's check makes sure).
     pub fn create(function: &str) -> Result<KprobeEvent, FtraceError> {
-        let tracefs = TRACEFS
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.join("kprobe_events").exists())
-            .ok_or(FtraceError::NoTracefs)?;
+        KprobeEvent::create_for(function, None)
+    }
+
+    /// [`KprobeEvent::create`], keeping only the hits of tasks named `comm` when given
+    /// (the event's filter, set before it is enabled). `comm` must hold no quote or
+    /// backslash (the plan's check makes sure).
+    pub fn create_for(function: &str, comm: Option<&str>) -> Result<KprobeEvent, FtraceError> {
+        let tracefs = tracefs()?;
         let name = event_name(function);
         let mut event = KprobeEvent {
             tracefs,
@@ -113,7 +149,14 @@ impl KprobeEvent {
             &format!("p:{GROUP}/{} {function}\n", event.name),
         )?;
         let enable = event.enable_path();
-        if let Err(e) = write(&enable, "1") {
+        let filtered = match comm {
+            Some(comm) => write(
+                &enable.with_file_name("filter"),
+                &format!("comm == \"{comm}\"\n"),
+            ),
+            None => Ok(()),
+        };
+        if let Err(e) = filtered.and_then(|()| write(&enable, "1")) {
             let _ = event.undefine();
             event.removed = true;
             return Err(e);

@@ -72,6 +72,34 @@ pub enum PlanError {
         /// The function asked for.
         function: String,
     },
+    /// An ftrace peer's task name cannot go into an event filter.
+    #[error(
+        "workload {workload:?}: ftrace filter comm {comm:?} is not a task name (1 to 15 bytes, no quotes, backslashes or control characters)"
+    )]
+    BadFtraceComm {
+        /// The workload's name.
+        workload: String,
+        /// The name asked for.
+        comm: String,
+    },
+}
+
+/// Whether `function` is a plain symbol name, as tracefs `kprobe_events` takes one.
+fn is_symbol(function: &str) -> bool {
+    !function.is_empty()
+        && function.len() <= 128
+        && !function.starts_with(|c: char| c.is_ascii_digit())
+        && function
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// Whether `comm` can be a task name in an ftrace event filter (`comm == "…"`).
+fn is_filter_comm(comm: &str) -> bool {
+    (1..=15).contains(&comm.len())
+        && !comm
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
 }
 
 /// Reads and checks the plan at `path`.
@@ -141,22 +169,34 @@ fn check_tracing(workload: &str, tracing: &Tracing) -> Result<(), PlanError> {
             .try_for_each(|s| s.parse::<UserProbe>().map(drop))
             .map_err(PlanError::UserProbe),
         Tracing::Synthetic(_) => Ok(()),
-        Tracing::FtraceKprobe(function) => {
-            let symbol = !function.is_empty()
-                && function.len() <= 128
-                && !function.starts_with(|c: char| c.is_ascii_digit())
-                && function
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-            if symbol {
+        Tracing::FtraceKprobe(function) => check_symbol(workload, function),
+        Tracing::FtracePeer {
+            functions, comm, ..
+        } => {
+            functions
+                .iter()
+                .try_for_each(|f| check_symbol(workload, f))?;
+            if is_filter_comm(comm) {
                 Ok(())
             } else {
-                Err(PlanError::BadKprobeTarget {
+                Err(PlanError::BadFtraceComm {
                     workload: workload.into(),
-                    function: function.clone(),
+                    comm: comm.clone(),
                 })
             }
         }
+    }
+}
+
+/// `Ok` if `function` is a plain symbol name.
+fn check_symbol(workload: &str, function: &str) -> Result<(), PlanError> {
+    if is_symbol(function) {
+        Ok(())
+    } else {
+        Err(PlanError::BadKprobeTarget {
+            workload: workload.into(),
+            function: function.to_string(),
+        })
     }
 }
 
@@ -293,6 +333,25 @@ mod tests {
                 matches!(
                     with(Tracing::FtraceKprobe(bad.into())),
                     Err(PlanError::BadKprobeTarget { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let peer = |functions: &[&str], comm: &str| Tracing::FtracePeer {
+            functions: functions.iter().map(|f| f.to_string()).collect(),
+            comm: comm.into(),
+            stacktrace: true,
+        };
+        assert!(with(peer(&["_raw_spin_lock", "alloc_fd"], "fopen")).is_ok());
+        assert!(matches!(
+            with(peer(&["_raw_spin_lock", "a b"], "fopen")),
+            Err(PlanError::BadKprobeTarget { function, .. }) if function == "a b"
+        ));
+        for bad in ["", "a\"b", "x\\", "line\n", "sixteen-bytes-xx"] {
+            assert!(
+                matches!(
+                    with(peer(&["alloc_fd"], bad)),
+                    Err(PlanError::BadFtraceComm { .. })
                 ),
                 "{bad:?}"
             );

@@ -11,7 +11,7 @@ use guestscope_common::{
 
 use crate::{
     artifacts,
-    ftrace::KprobeEvent,
+    ftrace::{KprobeEvent, StackTraces},
     stream::{Sink, Stream, StreamError},
     tracer::{Attached, Tracer},
 };
@@ -25,7 +25,11 @@ pub struct TracingMode {
     errors: Vec<String>,
     counters_before: Vec<(String, ProbeCounters)>,
     read_sent_before: (u64, u64),
-    ftrace: Option<(KprobeEvent, (u64, u64))>,
+    /// The ftrace kprobe events made, with their counts at the start.
+    ftrace: Vec<(KprobeEvent, (u64, u64))>,
+    /// Whether they are an ftrace peer ([`Tracing::FtracePeer`]), and its stack option.
+    peer: bool,
+    stack_traces: Option<StackTraces>,
 }
 
 /// CPU time this process has used (user + system), ns.
@@ -86,7 +90,9 @@ pub fn wanted(tracing: &Tracing) -> Option<Attached> {
             kinds: Vec::new(),
             fork_follower: true,
         }),
-        Tracing::FtraceKprobe(_) | Tracing::Synthetic(_) => Some(Attached::default()),
+        Tracing::FtraceKprobe(_) | Tracing::FtracePeer { .. } | Tracing::Synthetic(_) => {
+            Some(Attached::default())
+        }
     }
 }
 
@@ -110,8 +116,21 @@ impl TracingMode {
             }
             _ => false,
         };
-        let ftrace = match tracing {
-            Tracing::FtraceKprobe(function) => match KprobeEvent::create(function) {
+        let (functions, comm, stack_traces) = match tracing {
+            Tracing::FtraceKprobe(function) => (std::slice::from_ref(function), None, false),
+            Tracing::FtracePeer {
+                functions,
+                comm,
+                stacktrace,
+            } => (functions.as_slice(), Some(comm.as_str()), *stacktrace),
+            _ => (&[][..], None, false),
+        };
+        let stack_traces = stack_traces
+            .then(|| StackTraces::on().map_err(|e| errors.push(format!("ftrace stacks: {e}"))))
+            .and_then(Result::ok);
+        let ftrace = functions
+            .iter()
+            .filter_map(|function| match KprobeEvent::create_for(function, comm) {
                 Ok(event) => match event.profile() {
                     Ok(start) => Some((event, start)),
                     Err(e) => {
@@ -123,9 +142,8 @@ impl TracingMode {
                     errors.push(format!("ftrace kprobe on {function}: {e}"));
                     None
                 }
-            },
-            _ => None,
-        };
+            })
+            .collect();
         for e in &errors {
             tracing::warn!("workload tracing: {e}");
         }
@@ -138,6 +156,8 @@ impl TracingMode {
             counters_before: tracer.counters(),
             read_sent_before: tracer.events_read_sent(),
             ftrace,
+            peer: comm.is_some(),
+            stack_traces,
         })
     }
 
@@ -159,6 +179,8 @@ impl TracingMode {
             counters_before,
             read_sent_before,
             ftrace,
+            peer,
+            stack_traces,
             user,
             ..
         } = self;
@@ -176,25 +198,29 @@ impl TracingMode {
             })
             .collect();
         let (read, sent) = tracer.events_read_sent();
-        let ftrace = ftrace.and_then(|(event, (hits0, misses0))| {
-            let hits = match event.profile() {
-                Ok((hits, misses)) => Some(FtraceHits {
-                    event: event.event(),
-                    function: event.function().to_string(),
-                    hits: hits.saturating_sub(hits0),
-                    misses: misses.saturating_sub(misses0),
-                }),
-                Err(e) => {
-                    errors.push(format!("ftrace kprobe {}: {e}", event.event()));
-                    None
+        drop(stack_traces);
+        let mut ftrace: Vec<FtraceHits> = ftrace
+            .into_iter()
+            .filter_map(|(event, (hits0, misses0))| {
+                let hits = match event.profile() {
+                    Ok((hits, misses)) => Some(FtraceHits {
+                        event: event.event(),
+                        function: event.function().to_string(),
+                        hits: hits.saturating_sub(hits0),
+                        misses: misses.saturating_sub(misses0),
+                    }),
+                    Err(e) => {
+                        errors.push(format!("ftrace kprobe {}: {e}", event.event()));
+                        None
+                    }
+                };
+                let name = event.event();
+                if let Err(e) = event.remove() {
+                    errors.push(format!("removing ftrace kprobe {name}: {e}"));
                 }
-            };
-            let name = event.event();
-            if let Err(e) = event.remove() {
-                errors.push(format!("removing ftrace kprobe {name}: {e}"));
-            }
-            hits
-        });
+                hits
+            })
+            .collect();
         if user {
             errors.extend(tracer.detach_user());
         }
@@ -214,7 +240,8 @@ impl TracingMode {
             counters,
             events_read: read - read_sent_before.0,
             events_sent: sent - read_sent_before.1,
-            ftrace,
+            ftrace: if peer { None } else { ftrace.pop() },
+            ftrace_peer: if peer { ftrace } else { Vec::new() },
             agent_peak_rss_kib: std::fs::read_to_string("/proc/self/status")
                 .ok()
                 .and_then(|s| status_kib(&s, "VmHWM"))

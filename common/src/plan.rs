@@ -200,6 +200,19 @@ pub enum Tracing {
     /// through tracefs `kprobe_events` and enabled while the workload runs (the method
     /// trace-cmd uses). Its hit count comes from `kprobe_profile`.
     FtraceKprobe(String),
+    /// No eBPF probe; the ftrace peer of guestscope's probes: a kprobe event on each of
+    /// these kernel functions, each filtered to tasks named `comm` (an event filter, as
+    /// `trace-cmd record -f` sets), with a kernel stack recorded per hit when
+    /// `stacktrace` (tracefs `options/stacktrace`). The same events as the eBPF probes on
+    /// those functions, traced the way ftrace users trace them.
+    FtracePeer {
+        /// Kernel functions, plain symbol names.
+        functions: Vec<String>,
+        /// The task name hits are kept for (at most 15 bytes, as the kernel keeps it).
+        comm: String,
+        /// Whether each hit records its kernel stack.
+        stacktrace: bool,
+    },
     /// No probe and no process: the agent itself makes this many events, with a few
     /// distinct kernel-like stacks, and sends them through the same batches, stack
     /// table, stream and link as probe events, as fast as the link takes them. The
@@ -275,6 +288,9 @@ pub struct WorkloadTracing {
     pub events_sent: u64,
     /// The ftrace kprobe, for [`Tracing::FtraceKprobe`].
     pub ftrace: Option<FtraceHits>,
+    /// The ftrace kprobes, for [`Tracing::FtracePeer`], in its functions' order.
+    #[serde(default)]
+    pub ftrace_peer: Vec<FtraceHits>,
     /// The agent's peak resident set so far (`VmHWM`), KiB; 0 when unknown.
     pub agent_peak_rss_kib: u64,
     /// CPU time the agent used from the workload's start to the end of its drain
@@ -291,7 +307,8 @@ pub struct FtraceHits {
     pub event: String,
     /// Kernel function probed.
     pub function: String,
-    /// Hits (`kprobe_profile`), every process included.
+    /// Hits (`kprobe_profile`), every process included (a filter drops hits after
+    /// they are counted).
     pub hits: u64,
     /// Missed hits (`kprobe_profile`: the kprobe could not run, e.g. nested).
     pub misses: u64,

@@ -64,6 +64,7 @@ pub(super) fn loop_overhead(
         .then(|| without_stacks_overhead(runs, workload, reps, base, &off, &all, &loop_events));
     let user_probe = with_ftrace.then(|| user_probe_overhead(runs, workload, reps, &off));
     let ftrace = with_ftrace.then(|| ftrace_overhead(runs, workload, reps, n, &off));
+    let peers = with_ftrace.then(|| peers(runs, workload, reps, n, &off, &loop_events));
     LoopOverhead {
         workload: workload.into(),
         iterations,
@@ -120,7 +121,49 @@ pub(super) fn loop_overhead(
             })
             .collect(),
         ftrace,
+        peers: peers.unwrap_or_default(),
     }
+}
+
+/// guestscope (every probe, with and without stacks) and its ftrace peer (kprobes on the
+/// same functions, filtered to the loop's task, without and with stacks), each against
+/// the untraced loop; per event over the every-probe run's loop events.
+fn peers(
+    runs: &BTreeMap<String, Ran>,
+    workload: &str,
+    reps: usize,
+    n: f64,
+    off: &[Option<f64>],
+    loop_events: &[Option<f64>],
+) -> Vec<PeerOverhead> {
+    [
+        ("all", "guestscope, every probe, stacks (cached)"),
+        ("nostack", "guestscope, every probe, no stacks"),
+        ("ftpeer", "ftrace kprobes, comm filter, no stacks"),
+        (
+            "ftpeerstk",
+            "ftrace kprobes, comm filter + options/stacktrace",
+        ),
+    ]
+    .into_iter()
+    .map(|(condition, tracer)| {
+        let name = format!("{workload}-{condition}");
+        let ms = series(runs, &name, reps, loop_ms);
+        let hits = present(&series(runs, &name, reps, |r| {
+            let peer = &r.tracing.as_ref()?.ftrace_peer;
+            (!peer.is_empty()).then(|| peer.iter().map(|h| h.hits as f64).sum::<f64>() / n)
+        }));
+        PeerOverhead {
+            tracer: tracer.into(),
+            traced_ms: Spread::of(&present(&ms)),
+            ratio: Spread::of(&stats::paired_ratios(&ms, off)),
+            // ms / events → µs: × 1000.
+            us_per_event: Spread::of(&stats::paired_cost_per(&ms, off, loop_events))
+                .map(|s| s.scaled(1e3)),
+            hits_per_iteration: Spread::of(&hits),
+        }
+    })
+    .collect()
 }
 
 /// The agent's CPU per event of each run of a condition, µs.
@@ -642,5 +685,47 @@ mod tests {
         // Marginal: (30 − 5) ms / 10,000 = 2.5 µs and (50 − 10) ms / 20,000 = 2.0 µs.
         assert!((marginal.median - 2.25).abs() < 1e-9, "{marginal:?}");
         assert_eq!((marginal.min, marginal.max, marginal.n), (2.0, 2.5, 2));
+    }
+
+    #[test]
+    fn the_ftrace_peer_is_paired_with_the_untraced_loop_over_guestscopes_events() {
+        use guestscope_common::plan::FtraceHits;
+        let mut runs = BTreeMap::new();
+        for rep in 0..2 {
+            runs.insert(format!("fopen-base-{rep}"), ran(0, 1, 1));
+            runs.insert(format!("fopen-off-{rep}"), ran(0, 100, 5));
+            // guestscope saw 10,000 events in the loop.
+            runs.insert(format!("fopen-all-{rep}"), ran(10_000, 160, 30));
+            let mut peer = ran(0, 130 + 10 * rep as u64, 5);
+            peer.tracing.as_mut().unwrap().ftrace_peer = vec![
+                FtraceHits {
+                    hits: 9_000,
+                    ..FtraceHits::default()
+                },
+                FtraceHits {
+                    hits: 2_000,
+                    ..FtraceHits::default()
+                },
+            ];
+            runs.insert(format!("fopen-ftpeer-{rep}"), peer);
+        }
+        let o = loop_overhead("fopen", 2000, 2, true, &runs, &mut Vec::new());
+        let peer = o
+            .peers
+            .iter()
+            .find(|p| p.tracer.starts_with("ftrace kprobes, comm filter, no"))
+            .unwrap();
+        // 130 and 140 ms against 100: 1.3x and 1.4x; 3 and 4 µs over 10,000 events.
+        let ratio = peer.ratio.as_ref().unwrap();
+        assert!((ratio.median - 1.35).abs() < 1e-9, "{ratio:?}");
+        let per = peer.us_per_event.as_ref().unwrap();
+        assert!((per.median - 3.5).abs() < 1e-9, "{per:?}");
+        // 11,000 hits over 2000 iterations.
+        assert!((peer.hits_per_iteration.as_ref().unwrap().median - 5.5).abs() < 1e-9);
+        let ours = &o.peers[0];
+        assert!((ours.ratio.as_ref().unwrap().median - 1.6).abs() < 1e-9);
+        assert!(ours.hits_per_iteration.is_none());
+        // A condition that did not run has no figures.
+        assert!(o.peers[3].ratio.is_none());
     }
 }

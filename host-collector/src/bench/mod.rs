@@ -259,6 +259,8 @@ mod tests {
                 "fopen-ufd-0",
                 "fopen-ffd-0",
                 "fopen-walkall-0",
+                "fopen-ftpeer-0",
+                "fopen-ftpeerstk-0",
                 "fopen-all-1",
                 "fopen-nostack-1",
                 "fopen-ftrace-1",
@@ -266,6 +268,8 @@ mod tests {
                 "fopen-ufd-1",
                 "fopen-ffd-1",
                 "fopen-walkall-1",
+                "fopen-ftpeer-1",
+                "fopen-ftpeerstk-1",
                 "fopen-off-1",
                 "fopen-nostack-2",
                 "fopen-ftrace-2",
@@ -273,6 +277,8 @@ mod tests {
                 "fopen-ufd-2",
                 "fopen-ffd-2",
                 "fopen-walkall-2",
+                "fopen-ftpeer-2",
+                "fopen-ftpeerstk-2",
                 "fopen-off-2",
                 "fopen-all-2",
             ]
@@ -336,6 +342,22 @@ mod tests {
             .find(|w| w.name == "fopen-ftrace-0")
             .unwrap();
         assert_eq!(ft.tracing, Tracing::FtraceKprobe("alloc_fd".into()));
+        let peer = |name: &str| &p.workloads.iter().find(|w| w.name == name).unwrap().tracing;
+        assert_eq!(
+            peer("fopen-ftpeerstk-1"),
+            &Tracing::FtracePeer {
+                functions: vec!["_raw_spin_lock".into(), "alloc_fd".into()],
+                comm: "fopen".into(),
+                stacktrace: true,
+            }
+        );
+        assert!(matches!(
+            peer("fopen-ftpeer-2"),
+            Tracing::FtracePeer {
+                stacktrace: false,
+                ..
+            }
+        ));
         // Only the workloads the gdbstub holds keep the link silent.
         for w in &p.workloads {
             assert_eq!(w.quiet_link, w.name.starts_with("gdb-"), "{}", w.name);

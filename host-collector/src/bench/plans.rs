@@ -39,11 +39,27 @@ pub(super) fn args(list: &[&str]) -> Vec<String> {
 
 /// The conditions of the overhead runs, in the order [`stats::rotation`] rotates: no
 /// probe, every probe, every probe without stack walks, an ftrace kprobe, the built-in
-/// alloc_fd probe alone, user probes on the same function (kprobe, fentry), and every
-/// probe walking every event's stack (the stack cache off). cpuinfo runs the first two.
-pub(super) const CONDITIONS: [&str; 8] = [
-    "off", "all", "nostack", "ftrace", "fd", "ufd", "ffd", "walkall",
+/// alloc_fd probe alone, user probes on the same function (kprobe, fentry), every
+/// probe walking every event's stack (the stack cache off), and the ftrace peer of the
+/// probes on spin_lock and alloc_fd, without and with stacks. cpuinfo runs the first two.
+pub(super) const CONDITIONS: [&str; 10] = [
+    "off",
+    "all",
+    "nostack",
+    "ftrace",
+    "fd",
+    "ufd",
+    "ffd",
+    "walkall",
+    "ftpeer",
+    "ftpeerstk",
 ];
+
+/// The kernel functions of the ftrace peer: those of the spin_lock and alloc_fd probes.
+pub(super) const PEER_FUNCTIONS: [&str; 2] = ["_raw_spin_lock", GDB_SYMBOL];
+
+/// The task name the ftrace peer keeps hits for: the fopen loop's.
+pub(super) const PEER_COMM: &str = "fopen";
 
 pub(super) fn condition_tracing(c: &str) -> Tracing {
     match c {
@@ -55,6 +71,11 @@ pub(super) fn condition_tracing(c: &str) -> Tracing {
         // The same function through a user probe (`--probe kprobe:alloc_fd`).
         "ufd" => Tracing::UserProbes(vec![format!("kprobe:{GDB_SYMBOL}")]),
         "ffd" => Tracing::UserProbes(vec![format!("fentry:{GDB_SYMBOL}")]),
+        "ftpeer" | "ftpeerstk" => Tracing::FtracePeer {
+            functions: args(&PEER_FUNCTIONS),
+            comm: PEER_COMM.into(),
+            stacktrace: c == "ftpeerstk",
+        },
         _ => Tracing::FtraceKprobe(GDB_SYMBOL.into()),
     }
 }

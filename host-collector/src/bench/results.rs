@@ -118,6 +118,27 @@ pub struct LoopOverhead {
     pub runs_ms: Vec<(String, Option<f64>)>,
     /// The same loop under an ftrace kprobe.
     pub ftrace: Option<FtraceOverhead>,
+    /// guestscope and its ftrace peer on the same events (spin_lock and alloc_fd of the
+    /// loop's task), each against the untraced loop of its repetition.
+    #[serde(default)]
+    pub peers: Vec<PeerOverhead>,
+}
+
+/// One tracer on the loop's events, against the untraced loop, paired by repetition.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeerOverhead {
+    /// The tracer and how it traced (`ftrace kprobes + stacktrace`).
+    pub tracer: String,
+    /// Loop time, ms.
+    pub traced_ms: Option<Spread>,
+    /// Traced / untraced, paired.
+    pub ratio: Option<Spread>,
+    /// Time added per event, µs, paired: over the events guestscope's every-probe run of
+    /// the same repetition saw (the same events, whoever traces them).
+    pub us_per_event: Option<Spread>,
+    /// Kprobe hits per iteration (`kprobe_profile`: every task's, before the filter), for
+    /// ftrace.
+    pub hits_per_iteration: Option<Spread>,
 }
 
 /// A loop with every probe but no stack walks: what the walk costs.

@@ -155,6 +155,37 @@ fn overhead_notes(md: &mut String, o: &LoopOverhead) {
             spread(f.us_per_hit.as_ref(), 2)
         );
     }
+    peers(md, o);
+}
+
+/// guestscope and its ftrace peer on the same events, as a table.
+fn peers(md: &mut String, o: &LoopOverhead) {
+    if o.peers.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n{} loop, the same events traced by guestscope and by ftrace (kprobe events on `_raw_spin_lock` and `alloc_fd` filtered to the loop's task name, as `trace-cmd record -f 'comm == \"fopen\"'` does), in this boot; each paired with the untraced run of its repetition ({} ms). Per event: the time added over the events guestscope's every-probe run of the same repetition saw.\n",
+        o.workload,
+        spread(o.untraced_ms.as_ref(), 1)
+    );
+    let _ = writeln!(
+        md,
+        "| tracer | loop (ms) | slowdown | µs per event | kprobe hits per iteration (every task) |\n|---|---:|---:|---:|---:|"
+    );
+    for p in &o.peers {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            p.tracer,
+            spread(p.traced_ms.as_ref(), 1),
+            spread(p.ratio.as_ref(), 2),
+            spread(p.us_per_event.as_ref(), 2),
+            p.hits_per_iteration
+                .as_ref()
+                .map_or("—".into(), |_| spread(p.hits_per_iteration.as_ref(), 1)),
+        );
+    }
 }
 
 /// guestscope against the lab's gdb method.
