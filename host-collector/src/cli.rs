@@ -103,10 +103,19 @@ pub struct BenchArgs {
     /// Seconds the memory run may take.
     #[arg(long, default_value_t = 300)]
     pub memory_budget: u64,
-    /// Run only these parts (capacity, overhead, memory, stack-cache, boot); default:
-    /// all. The gdb comparison (in overhead) needs the capacity boot.
-    #[arg(long, value_delimiter = ',', value_parser = ["capacity", "overhead", "memory", "stack-cache", "boot"])]
+    /// Run only these parts (capacity, overhead, memory, stack-cache, boot, peers);
+    /// default: all. The gdb comparison (in overhead) needs the capacity boot; peers
+    /// needs --peer-rootfs.
+    #[arg(long, value_delimiter = ',', value_parser = ["capacity", "overhead", "memory", "stack-cache", "boot", "peers"])]
     pub only: Vec<String>,
+    /// A root file system image with bpftrace in /usr/bin (the Debian test guest
+    /// `cargo xtask test` makes): the fopen loop runs in it under guestscope, ftrace
+    /// and bpftrace, in one boot of --kernel (the `peers` part).
+    #[arg(long, value_name = "IMAGE")]
+    pub peer_rootfs: Option<PathBuf>,
+    /// Repetitions of each condition of the peers boot.
+    #[arg(long, default_value_t = 6)]
+    pub peer_reps: usize,
     /// An uncompressed kernel (ELF with a PVH entry, e.g. target/guestscope/guest/vmlinux)
     /// whose boot time is measured next to --kernel's.
     #[arg(long, value_name = "FILE")]
@@ -145,6 +154,8 @@ impl From<BenchArgs> for crate::bench::BenchOptions {
             only: a.only,
             fast_kernel: a.fast_kernel,
             boot_samples: a.boot_samples,
+            peer_rootfs: a.peer_rootfs,
+            peer_reps: a.peer_reps.max(1),
             progress: |step| eprintln!("guestscope bench: {step}"),
             ..defaults
         }

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: times a warm `cargo xtask lab`, then runs `guestscope bench`,
 //! which writes `bench/results.json` and `bench/results.md` (the table the README shows).
+//! The Debian test guest, which carries bpftrace, is the peers boot's root file system.
 //!
 //! Run it after `cargo xtask lab` has set things up once (the first `lab` installs the
 //! tools and builds everything; this one must find all of it in place). Under TCG on a
@@ -75,6 +76,15 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
         lab_args.push("--lab-summary".to_string());
         lab_args.push(lab_out.join("summary.json").display().to_string());
     }
+    // The root file system with bpftrace, for the peers boot: the Debian test guest
+    // (made by `cargo xtask test` as well; cached). Without it the bench runs the rest.
+    let peers = match steps.run("debian guest", || crate::debian::prepare(layout)) {
+        Ok(debian) => vec!["--peer-rootfs".into(), debian.image.into_os_string()],
+        Err(e) => {
+            eprintln!("    no root file system with bpftrace, the peers boot is skipped: {e:#}");
+            Vec::new()
+        }
+    };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     steps.run("guestscope bench", || {
         cmd::run(
@@ -95,6 +105,7 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
                         .flat_map(|k| [std::ffi::OsStr::new("--fast-kernel"), k.as_os_str()]),
                 )
                 .args(&lab_args)
+                .args(&peers)
                 .args(&options.args),
         )
     })

@@ -1,5 +1,6 @@
 //! The second test guest, a real distribution: Debian bookworm made with
-//! `debootstrap` (minbase plus systemd as init, udev, kmod, initramfs-tools),
+//! `debootstrap` (minbase plus systemd as init, udev, kmod, initramfs-tools, and
+//! Debian's bpftrace for the bench's peers),
 //! booted with a second kernel series — Debian's 6.12 (`linux-image-6.12-amd64`,
 //! from bookworm-security), installed into the root file system with `dpkg -i`,
 //! which also makes Debian's own initramfs. The result is an ext4 image (made with
@@ -27,8 +28,9 @@ const SUITE: &str = "bookworm";
 /// Where debootstrap downloads from (`GUESTSCOPE_DEBIAN_MIRROR` overrides).
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// What debootstrap adds to minbase: systemd as init, udev (module autoloading),
-/// kmod, and what the kernel package needs to install and build its initramfs.
-const INCLUDE: &str = "systemd-sysv,udev,kmod,initramfs-tools,zstd,linux-base";
+/// kmod, what the kernel package needs to install and build its initramfs, and
+/// bpftrace (`cargo xtask bench` runs it beside guestscope on the same loop).
+const INCLUDE: &str = "systemd-sysv,udev,kmod,initramfs-tools,zstd,linux-base,bpftrace";
 /// Bump when the recipe changes in a way the stamp cannot see.
 const RECIPE_VERSION: u32 = 1;
 /// Free space left in the image beyond its contents, MiB.

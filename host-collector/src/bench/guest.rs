@@ -58,6 +58,8 @@ pub struct Machine {
     /// Scheduling priority QEMU runs at (`nice`; negative: ahead of the host's other
     /// work, so other processes on the host disturb the timed loops less).
     pub nice: i32,
+    /// A root file system the agent and its workloads run in (as `lab --rootfs`).
+    pub rootfs: Option<crate::rootfs::Prepared>,
 }
 
 /// One raw transfer received on the blast port.
@@ -306,7 +308,12 @@ fn run_initrd(
         ..plan.clone()
     };
     let initrd = run_dir.join("initrd.cpio");
-    image::build_run_initrd(&m.initrd, &plan, &[], &initrd)
+    let layer = m
+        .rootfs
+        .as_ref()
+        .map(|r| r.layer_files())
+        .unwrap_or_default();
+    image::build_run_initrd_with(&m.initrd, &plan, &[], &layer, &initrd)
         .map_err(|e| err("writing the run's initramfs", &e))?;
     Ok((plan, secret, initrd))
 }
@@ -360,7 +367,11 @@ fn qemu_config(
         gdb,
         vsock: backend,
         cid: GUEST_CID,
-        extra: Vec::new(),
+        extra: m
+            .rootfs
+            .as_ref()
+            .map(crate::rootfs::Prepared::qemu_args)
+            .unwrap_or_default(),
     }
 }
 

@@ -64,7 +64,15 @@ pub(super) fn loop_overhead(
         .then(|| without_stacks_overhead(runs, workload, reps, base, &off, &all, &loop_events));
     let user_probe = with_ftrace.then(|| user_probe_overhead(runs, workload, reps, &off));
     let ftrace = with_ftrace.then(|| ftrace_overhead(runs, workload, reps, n, &off));
-    let peers = with_ftrace.then(|| peers(runs, workload, reps, n, &off, &loop_events));
+    // guestscope and its ftrace peer (bpftrace needs the peers boot's root file system).
+    let rows = PeerRows {
+        workload,
+        reps,
+        iterations: n,
+        off: &off,
+        loop_events: &loop_events,
+    };
+    let peers = with_ftrace.then(|| rows.measure(runs, &PEER_ROWS[..4]));
     LoopOverhead {
         workload: workload.into(),
         iterations,
@@ -80,20 +88,8 @@ pub(super) fn loop_overhead(
         ),
         events_per_iteration_by_probe: by_probe,
         nested_per_iteration: stats::median(&nested),
-        stack_failed: all_runs()
-            .map(|r| {
-                r.tracing
-                    .as_ref()
-                    .map_or(0, |t| t.counters.iter().map(|(_, c)| c.stack_failed).sum())
-            })
-            .sum(),
-        ring_full: all_runs()
-            .map(|r| {
-                r.tracing
-                    .as_ref()
-                    .map_or(0, |t| t.counters.iter().map(|(_, c)| c.ring_full).sum())
-            })
-            .sum(),
+        stack_failed: all_runs().map(|r| counted(r, |c| c.stack_failed)).sum(),
+        ring_full: all_runs().map(|r| counted(r, |c| c.ring_full)).sum(),
         // ms / events → µs: × 1000.
         us_per_event: Spread::of(&stats::paired_cost_per(&all, &off, &loop_events))
             .map(|s| s.scaled(1e3)),
@@ -125,45 +121,69 @@ pub(super) fn loop_overhead(
     }
 }
 
-/// guestscope (every probe, with and without stacks) and its ftrace peer (kprobes on the
-/// same functions, filtered to the loop's task, without and with stacks), each against
-/// the untraced loop; per event over the every-probe run's loop events.
-fn peers(
-    runs: &BTreeMap<String, Ran>,
-    workload: &str,
-    reps: usize,
-    n: f64,
-    off: &[Option<f64>],
-    loop_events: &[Option<f64>],
-) -> Vec<PeerOverhead> {
-    [
-        ("all", "guestscope, every probe, stacks (cached)"),
-        ("nostack", "guestscope, every probe, no stacks"),
-        ("ftpeer", "ftrace kprobes, comm filter, no stacks"),
-        (
-            "ftpeerstk",
-            "ftrace kprobes, comm filter + options/stacktrace",
-        ),
-    ]
-    .into_iter()
-    .map(|(condition, tracer)| {
-        let name = format!("{workload}-{condition}");
-        let ms = series(runs, &name, reps, loop_ms);
-        let hits = present(&series(runs, &name, reps, |r| {
-            let peer = &r.tracing.as_ref()?.ftrace_peer;
-            (!peer.is_empty()).then(|| peer.iter().map(|h| h.hits as f64).sum::<f64>() / n)
-        }));
-        PeerOverhead {
-            tracer: tracer.into(),
-            traced_ms: Spread::of(&present(&ms)),
-            ratio: Spread::of(&stats::paired_ratios(&ms, off)),
-            // ms / events → µs: × 1000.
-            us_per_event: Spread::of(&stats::paired_cost_per(&ms, off, loop_events))
-                .map(|s| s.scaled(1e3)),
-            hits_per_iteration: Spread::of(&hits),
-        }
-    })
-    .collect()
+/// The rows of a peers table: a condition and how it traced.
+pub(super) const PEER_ROWS: [(&str, &str); 6] = [
+    ("all", "guestscope, every probe, stacks (cached)"),
+    ("nostack", "guestscope, every probe, no stacks"),
+    ("ftpeer", "ftrace kprobes, comm filter, no stacks"),
+    (
+        "ftpeerstk",
+        "ftrace kprobes, comm filter + options/stacktrace",
+    ),
+    ("bpfcount", "bpftrace kprobes, comm filter, @ = count()"),
+    (
+        "bpfstack",
+        "bpftrace kprobes, comm filter, @[kstack] = count()",
+    ),
+];
+
+/// What a peers table is measured against: a loop's untraced runs and the events
+/// guestscope's every-probe runs saw, by repetition.
+pub(super) struct PeerRows<'a> {
+    pub(super) workload: &'a str,
+    pub(super) reps: usize,
+    pub(super) iterations: f64,
+    pub(super) off: &'a [Option<f64>],
+    pub(super) loop_events: &'a [Option<f64>],
+}
+
+impl PeerRows<'_> {
+    /// Each of `rows` against the untraced loop, paired by repetition; per event over
+    /// the every-probe run's loop events.
+    pub(super) fn measure(
+        &self,
+        runs: &BTreeMap<String, Ran>,
+        rows: &[(&str, &str)],
+    ) -> Vec<PeerOverhead> {
+        rows.iter()
+            .map(|(condition, tracer)| {
+                let name = format!("{}-{condition}", self.workload);
+                let ms = series(runs, &name, self.reps, loop_ms);
+                let hits = present(&series(runs, &name, self.reps, |r| {
+                    let peer = &r.tracing.as_ref()?.ftrace_peer;
+                    let hits = if peer.is_empty() {
+                        r.bpftrace_count? as f64
+                    } else {
+                        peer.iter().map(|h| h.hits as f64).sum::<f64>()
+                    };
+                    Some(hits / self.iterations)
+                }));
+                PeerOverhead {
+                    tracer: (*tracer).into(),
+                    traced_ms: Spread::of(&present(&ms)),
+                    ratio: Spread::of(&stats::paired_ratios(&ms, self.off)),
+                    // ms / events → µs: × 1000.
+                    us_per_event: Spread::of(&stats::paired_cost_per(
+                        &ms,
+                        self.off,
+                        self.loop_events,
+                    ))
+                    .map(|s| s.scaled(1e3)),
+                    hits_per_iteration: Spread::of(&hits),
+                }
+            })
+            .collect()
+    }
 }
 
 /// The agent's CPU per event of each run of a condition, µs.
@@ -177,6 +197,57 @@ fn agent_cpu_per_event(
         let events = r.matched_total()?;
         (events > 0).then(|| t.agent_cpu_ns as f64 / 1e3 / events as f64)
     })
+}
+
+/// The peers boot's table: every row of [`PEER_ROWS`] on the fopen loop.
+pub(super) fn peers_boot(
+    o: &BenchOptions,
+    rootfs: String,
+    runs: &BTreeMap<String, Ran>,
+    problems: &mut Vec<String>,
+) -> PeersBoot {
+    note_run_problems("fopen", runs, problems);
+    let reps = o.peer_reps;
+    let base: Vec<f64> = (0..2)
+        .filter_map(|i| runs.get(&format!("fopen-base-{i}"))?.matched_total())
+        .map(|m| m as f64)
+        .collect();
+    let base = Some(stats::median(&base))
+        .filter(|b| b.is_finite())
+        .unwrap_or(0.0);
+    let off = series(runs, "fopen-off", reps, loop_ms);
+    let loop_events = series(runs, "fopen-all", reps, |r| {
+        r.matched_total().map(|m| (m as f64 - base).max(0.0))
+    });
+    let n = o.fopen_iterations.max(1) as f64;
+    let rows = PeerRows {
+        workload: "fopen",
+        reps,
+        iterations: n,
+        off: &off,
+        loop_events: &loop_events,
+    }
+    .measure(runs, &PEER_ROWS);
+    PeersBoot {
+        rootfs,
+        iterations: o.fopen_iterations,
+        reps,
+        untraced_ms: Spread::of(&present(&off)),
+        events_per_iteration: Spread::of(
+            &present(&loop_events)
+                .iter()
+                .map(|e| e / n)
+                .collect::<Vec<_>>(),
+        ),
+        rows,
+    }
+}
+
+/// One counter of a run's probes, summed over them (0 without a tracing report).
+fn counted(r: &Ran, counter: impl Fn(&guestscope_common::ProbeCounters) -> u64) -> u64 {
+    r.tracing
+        .as_ref()
+        .map_or(0, |t| t.counters.iter().map(|(_, c)| counter(c)).sum())
 }
 
 /// What the loop's events cost the agent, µs per event: its CPU in the every-probe run
@@ -727,5 +798,23 @@ mod tests {
         assert!(ours.hits_per_iteration.is_none());
         // A condition that did not run has no figures.
         assert!(o.peers[3].ratio.is_none());
+        // bpftrace's printed count is its hits, in the peers boot's table.
+        for rep in 0..2 {
+            let mut count = ran(0, 110, 5);
+            count.bpftrace_count = Some(12_000);
+            runs.insert(format!("fopen-bpfcount-{rep}"), count);
+        }
+        let rows = PeerRows {
+            workload: "fopen",
+            reps: 2,
+            iterations: 2000.0,
+            off: &[Some(100.0), Some(100.0)],
+            loop_events: &[Some(10_000.0), Some(10_000.0)],
+        }
+        .measure(&runs, &PEER_ROWS);
+        let bpf = &rows[4];
+        assert!(bpf.tracer.starts_with("bpftrace"));
+        assert!((bpf.hits_per_iteration.as_ref().unwrap().median - 6.0).abs() < 1e-9);
+        assert!((bpf.us_per_event.as_ref().unwrap().median - 1.0).abs() < 1e-9);
     }
 }

@@ -112,6 +112,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
         boot_timeout: Duration::from_secs(180),
         run_timeout: Duration::from_secs(1200),
         nice: 0,
+        rootfs: None,
     };
     // The timed boots run QEMU a little ahead of the host's other work.
     let timed = Machine {
@@ -138,6 +139,10 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
     // 2. Overhead and the gdb method.
     if part("overhead") && !interrupted(&mut r.problems) {
         overhead_part(o, &timed, &offsets, &mut r, &mut boots)?;
+    }
+    // 2b. guestscope, ftrace and bpftrace on the same events.
+    if part("peers") && !interrupted(&mut r.problems) {
+        peers_part(o, &timed, &mut r, &mut boots)?;
     }
     // 3. Memory.
     if part("memory") && !interrupted(&mut r.problems) {
@@ -224,6 +229,75 @@ mod tests {
         assert_eq!(status_kib(s, "VmHWM"), Some(4321));
         assert_eq!(status_kib(s, "RssAnon"), Some(1200));
         assert_eq!(status_kib(s, "RssFile"), None);
+    }
+
+    #[test]
+    fn the_peers_plan_runs_every_tracer_on_the_same_loop_as_root() {
+        let o = BenchOptions {
+            peer_reps: 3,
+            ..BenchOptions::default()
+        };
+        let p = peers_plan(&o);
+        let names: Vec<&str> = p.workloads.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names.len(), 2 + 3 * PEER_CONDITIONS.len());
+        assert_eq!(
+            &names[..4],
+            ["fopen-base-0", "fopen-base-1", "fopen-off-0", "fopen-all-0"]
+        );
+        // Repetition 1 starts one condition later.
+        assert_eq!(names[2 + PEER_CONDITIONS.len()], "fopen-all-1");
+        assert!(p.workloads.iter().all(|w| w.as_root));
+        let bpf = p
+            .workloads
+            .iter()
+            .find(|w| w.name == "fopen-bpfstack-2")
+            .unwrap();
+        assert_eq!(bpf.path, BPFTRACE);
+        assert_eq!(bpf.tracing, Tracing::Probes(vec![]));
+        assert_eq!(bpf.args[0], "-e");
+        assert!(
+            bpf.args[1].contains("@s[kstack] = count()"),
+            "{}",
+            bpf.args[1]
+        );
+        assert!(
+            bpf.args[1].starts_with("kprobe:_raw_spin_lock, kprobe:alloc_fd /comm == \"fopen\"/"),
+            "{}",
+            bpf.args[1]
+        );
+        assert_eq!(
+            bpf.args[2..],
+            [
+                "-c",
+                "/usr/lib/guestscope/workloads/fopen --iterations 2000"
+            ]
+        );
+        let count = p
+            .workloads
+            .iter()
+            .find(|w| w.name == "fopen-bpfcount-0")
+            .unwrap();
+        assert!(count.args[1].contains("print(@n)"), "{}", count.args[1]);
+        let ft = p
+            .workloads
+            .iter()
+            .find(|w| w.name == "fopen-ftpeerstk-1")
+            .unwrap();
+        assert!(matches!(
+            ft.tracing,
+            Tracing::FtracePeer {
+                stacktrace: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bpftraces_printed_count_is_read_from_the_workload_output() {
+        let out = "Attaching 2 probes...\n{\"workload\":\"fopen\",\"elapsed_ns\":5}\n@n: 12260\n\n@n: 0\n";
+        assert_eq!(outcomes::bpftrace_count(out), Some(12260));
+        assert_eq!(outcomes::bpftrace_count("Attaching 2 probes...\n"), None);
+        assert_eq!(outcomes::bpftrace_count("@n: many\n"), None);
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub struct BenchOptions {
     pub fast_kernel: Option<PathBuf>,
     /// Boot-only boots of each kernel for the boot-time figures.
     pub boot_samples: usize,
+    /// A root file system with bpftrace (the Debian test guest): the fopen loop runs
+    /// there under guestscope, ftrace and bpftrace in one boot (the `peers` part).
+    pub peer_rootfs: Option<PathBuf>,
+    /// Repetitions of each condition of the peers boot.
+    pub peer_reps: usize,
     /// The warm `cargo xtask lab` timing, if measured by the caller.
     pub lab: Option<(f64, Option<PathBuf>)>,
     /// Called with a short description as each step starts.
@@ -76,6 +81,8 @@ impl Default for BenchOptions {
             only: Vec::new(),
             fast_kernel: None,
             boot_samples: 3,
+            peer_rootfs: None,
+            peer_reps: 6,
             lab: None,
             progress: |_| {},
         }

@@ -18,6 +18,8 @@ pub(super) struct Ran {
     /// Stream bytes read when its start and exit records arrived.
     pub(super) bytes_at_start: u64,
     pub(super) bytes_at_exit: u64,
+    /// The count a bpftrace workload printed (`@n: N`), if any.
+    pub(super) bpftrace_count: Option<u64>,
 }
 
 impl Ran {
@@ -51,6 +53,14 @@ pub fn elapsed_ns(output: &str) -> Option<u64> {
     })
 }
 
+/// The largest count bpftrace printed for map `@n` (`@n: 12345`) in a workload's output.
+pub fn bpftrace_count(output: &str) -> Option<u64> {
+    output
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("@n: ")?.trim().parse().ok())
+        .max()
+}
+
 /// Per-workload outcomes of a boot (by workload name).
 pub(super) fn outcomes(b: &Booted, bytes: &HashMap<String, (u64, u64)>) -> BTreeMap<String, Ran> {
     let s = &b.session;
@@ -70,6 +80,7 @@ pub(super) fn outcomes(b: &Booted, bytes: &HashMap<String, (u64, u64)>) -> BTree
                 stack_counts: w.stack_counts.clone(),
                 bytes_at_start,
                 bytes_at_exit,
+                bpftrace_count: w.exited.as_ref().and_then(|x| bpftrace_count(&x.output)),
             };
             (name, ran)
         })

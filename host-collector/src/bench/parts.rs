@@ -163,6 +163,51 @@ pub(super) fn overhead_part(
     Ok(())
 }
 
+/// Peers: the fopen loop in a root file system with bpftrace, under guestscope, ftrace
+/// and bpftrace, in one boot.
+pub(super) fn peers_part(
+    o: &BenchOptions,
+    timed: &Machine,
+    r: &mut BenchResults,
+    boots: &mut Vec<BootSample>,
+) -> Result<(), BenchError> {
+    let Some(image) = &o.peer_rootfs else {
+        if o.only.iter().any(|p| p == "peers") {
+            r.problems
+                .push("peers not run: no --peer-rootfs image with bpftrace".into());
+        }
+        return Ok(());
+    };
+    (o.progress)("peers: the fopen loop under guestscope, ftrace and bpftrace, in one boot");
+    let rootfs = match crate::rootfs::prepare(image, &o.kernel, &o.initrd) {
+        Ok(p) => p,
+        Err(e) => {
+            r.problems.push(format!("peers not run: {e}"));
+            return Ok(());
+        }
+    };
+    let description = rootfs.description.clone();
+    let m = Machine {
+        rootfs: Some(rootfs),
+        ..timed.clone()
+    };
+    let booted = guest::boot(
+        &m,
+        &peers_plan(o),
+        Box::new(io::sink()),
+        &o.work_dir.join("serial-peers.log"),
+        BootSetup::default(),
+        &mut |_, _| {},
+    )
+    .map_err(BenchError::Boot)?;
+    let runs = outcomes(&booted, &HashMap::new());
+    r.peers = Some(peers_boot(o, description, &runs, &mut r.problems));
+    note_outcome("peers", &booted, &mut r.problems);
+    // Not a boot-time sample: this boot mounts a disk the others do not.
+    let _ = boots;
+    Ok(())
+}
+
 /// Memory: a long flood of events, with the agent's and the collector's peak RSS;
 /// in a fresh process unless this one runs the memory part alone.
 pub(super) fn memory_part(

@@ -61,6 +61,93 @@ pub(super) const PEER_FUNCTIONS: [&str; 2] = ["_raw_spin_lock", GDB_SYMBOL];
 /// The task name the ftrace peer keeps hits for: the fopen loop's.
 pub(super) const PEER_COMM: &str = "fopen";
 
+/// The conditions of the peers boot, rotated: the untraced loop, guestscope (every
+/// probe, with and without stacks), ftrace on the same functions (without and with
+/// stacks), and bpftrace on them (a count, and a count per kernel stack, aggregated in
+/// the kernel).
+pub(super) const PEER_CONDITIONS: [&str; 7] = [
+    "off",
+    "all",
+    "nostack",
+    "ftpeer",
+    "ftpeerstk",
+    "bpfcount",
+    "bpfstack",
+];
+
+/// Where the peers boot's root file system has bpftrace.
+pub(super) const BPFTRACE: &str = "/usr/bin/bpftrace";
+
+/// bpftrace's program: kprobes on [`PEER_FUNCTIONS`], filtered to [`PEER_COMM`],
+/// counting (printed as `@n: N` at the end) or counting per kernel stack (the map is
+/// cleared at the end, so its stacks are not printed).
+pub(super) fn bpftrace_program(stacks: bool) -> String {
+    let probes: Vec<String> = PEER_FUNCTIONS
+        .iter()
+        .map(|f| format!("kprobe:{f}"))
+        .collect();
+    let (action, end) = if stacks {
+        ("@s[kstack] = count();", "clear(@s);")
+    } else {
+        ("@n = count();", "print(@n); clear(@n);")
+    };
+    format!(
+        "{} /comm == \"{PEER_COMM}\"/ {{ {action} }} END {{ {end} }}",
+        probes.join(", ")
+    )
+}
+
+/// The peers boot's plan: process-start baselines, then [`PEER_CONDITIONS`] in
+/// rotating order, every workload as root (bpftrace needs it; the others match).
+pub(super) fn peers_plan(o: &BenchOptions) -> RunPlan {
+    let n = o.fopen_iterations.to_string();
+    let fopen = format!("{BUILTIN_WORKLOAD_DIR}/fopen");
+    let mut w = Vec::new();
+    for i in 0..2 {
+        w.push(spec(
+            &format!("fopen-base-{i}"),
+            "fopen",
+            &args(&["--iterations", "0"]),
+            all_probes(),
+        ));
+    }
+    for rep in 0..o.peer_reps {
+        for c in stats::rotation(PEER_CONDITIONS.len(), rep) {
+            let c = PEER_CONDITIONS[c];
+            let name = format!("fopen-{c}-{rep}");
+            w.push(match c {
+                "bpfcount" | "bpfstack" => WorkloadSpec {
+                    path: BPFTRACE.into(),
+                    origin: WorkloadOrigin::User,
+                    // bpftrace compiles its program with LLVM first: slow under TCG.
+                    timeout_ms: Some(300_000),
+                    ..spec(
+                        &name,
+                        "fopen",
+                        &[
+                            "-e".to_string(),
+                            bpftrace_program(c == "bpfstack"),
+                            "-c".to_string(),
+                            format!("{fopen} --iterations {n}"),
+                        ],
+                        no_probes(),
+                    )
+                },
+                _ => spec(
+                    &name,
+                    "fopen",
+                    &args(&["--iterations", &n]),
+                    condition_tracing(c),
+                ),
+            });
+        }
+    }
+    for s in &mut w {
+        s.as_root = true;
+    }
+    RunPlan::new(VSOCK_PORT, w)
+}
+
 pub(super) fn condition_tracing(c: &str) -> Tracing {
     match c {
         "off" => no_probes(),

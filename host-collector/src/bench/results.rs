@@ -21,6 +21,9 @@ pub struct BenchResults {
     pub machine: MachineInfo,
     /// Probe overhead on the workload loops (fopen, cpuinfo).
     pub overhead: Vec<LoopOverhead>,
+    /// guestscope, ftrace and bpftrace on the same events, in a root file system with
+    /// bpftrace (the `peers` part, with `--peer-rootfs`).
+    pub peers: Option<PeersBoot>,
     /// guestscope against the lab's gdbstub method.
     pub gdb: Option<GdbComparison>,
     /// Stream capacity against raw vsock.
@@ -124,6 +127,24 @@ pub struct LoopOverhead {
     pub peers: Vec<PeerOverhead>,
 }
 
+/// The peers boot: the fopen loop in a root file system with bpftrace, traced by
+/// guestscope, ftrace and bpftrace on the same events, in one boot.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeersBoot {
+    /// The root file system, as `lab --rootfs` describes it.
+    pub rootfs: String,
+    /// Loop iterations per run.
+    pub iterations: u64,
+    /// Repetitions of each condition.
+    pub reps: usize,
+    /// The untraced loop, ms.
+    pub untraced_ms: Option<Spread>,
+    /// Events per iteration guestscope's every-probe runs saw.
+    pub events_per_iteration: Option<Spread>,
+    /// Each tracer.
+    pub rows: Vec<PeerOverhead>,
+}
+
 /// One tracer on the loop's events, against the untraced loop, paired by repetition.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PeerOverhead {
@@ -136,8 +157,8 @@ pub struct PeerOverhead {
     /// Time added per event, µs, paired: over the events guestscope's every-probe run of
     /// the same repetition saw (the same events, whoever traces them).
     pub us_per_event: Option<Spread>,
-    /// Kprobe hits per iteration (`kprobe_profile`: every task's, before the filter), for
-    /// ftrace.
+    /// Hits per iteration: for ftrace its kprobes' (`kprobe_profile`: every task's,
+    /// before the filter), for bpftrace's count its own (the loop's task only).
     pub hits_per_iteration: Option<Spread>,
 }
 

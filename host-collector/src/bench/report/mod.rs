@@ -61,6 +61,9 @@ pub fn render(r: &BenchResults) -> String {
     let mut md = String::new();
     sections::head(&mut md, r);
     sections::overhead(&mut md, r);
+    if let Some(p) = &r.peers {
+        sections::peers_boot(&mut md, p);
+    }
     if let Some(g) = &r.gdb {
         sections::gdb(&mut md, g);
     }

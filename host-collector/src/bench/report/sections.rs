@@ -1,12 +1,13 @@
 //! The sections of `results.md`: the heading and the targets, the probes' overhead,
-//! the gdb comparison, the stream's capacity, boot and lab times, memory, the stack
+//! the peers on the same events, the gdb comparison, the stream's capacity, boot and lab times, memory, the stack
 //! cache.
 
 use std::fmt::Write as _;
 
 use super::spread;
 use crate::bench::results::{
-    BenchResults, Capacity, GdbComparison, LoopOverhead, Memory, StackCacheCheck,
+    BenchResults, Capacity, GdbComparison, LoopOverhead, Memory, PeerOverhead, PeersBoot,
+    StackCacheCheck,
 };
 
 /// The title, the machine, and the targets table.
@@ -169,11 +170,30 @@ fn peers(md: &mut String, o: &LoopOverhead) {
         o.workload,
         spread(o.untraced_ms.as_ref(), 1)
     );
+    peer_table(md, &o.peers);
+}
+
+/// guestscope, ftrace and bpftrace on the same events, in the peers boot.
+pub(super) fn peers_boot(md: &mut String, p: &PeersBoot) {
+    let _ = writeln!(md, "\n## Peers on the same events\n");
     let _ = writeln!(
         md,
-        "| tracer | loop (ms) | slowdown | µs per event | kprobe hits per iteration (every task) |\n|---|---:|---:|---:|---:|"
+        "The fopen loop ({} iterations, {} events per iteration as guestscope counts them) in a root file system with bpftrace ({}), in one boot: the events of `_raw_spin_lock` and `alloc_fd` in the loop's task, traced by guestscope, by ftrace kprobe events filtered to the task's name, and by bpftrace kprobes with the same filter (Debian's bpftrace; its LLVM compile happens before the loop starts, out of the timing). Each run paired with the untraced run of its repetition ({} ms); per event over the events guestscope's every-probe run of the same repetition saw.\n",
+        p.iterations,
+        spread(p.events_per_iteration.as_ref(), 2),
+        p.rootfs,
+        spread(p.untraced_ms.as_ref(), 1)
     );
-    for p in &o.peers {
+    peer_table(md, &p.rows);
+}
+
+/// The rows of a peers table.
+fn peer_table(md: &mut String, rows: &[PeerOverhead]) {
+    let _ = writeln!(
+        md,
+        "| tracer | loop (ms) | slowdown | µs per event | hits per iteration |\n|---|---:|---:|---:|---:|"
+    );
+    for p in rows {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} |",

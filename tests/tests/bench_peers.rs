@@ -1,0 +1,64 @@
+//! The bench's peers boot on the Debian test guest: guestscope, ftrace and Debian's
+//! bpftrace trace the same fopen loop in one boot, and each sees the loop's events.
+
+use guestscope::bench::{self, BenchOptions};
+use guestscope_tests::{bench_in, guests::debian_guest};
+
+#[test]
+fn guestscope_ftrace_and_bpftrace_trace_the_same_loop_in_one_boot() {
+    let (image, _, _) = debian_guest();
+    let (_dir, o) = bench_in("bench-peers", "peers");
+    let o = BenchOptions {
+        peer_rootfs: Some(image),
+        peer_reps: 1,
+        fopen_iterations: 500,
+        ..o
+    };
+    let r = bench::run(&o).unwrap_or_else(|e| panic!("bench: {e}"));
+    let p = r
+        .peers
+        .as_ref()
+        .unwrap_or_else(|| panic!("no peers figures: {:?}", r.problems));
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let events = p
+        .events_per_iteration
+        .as_ref()
+        .expect("guestscope's events")
+        .median;
+    // spin_lock about five times and alloc_fd once per fopen/fclose.
+    assert!(
+        (5.0..8.0).contains(&events),
+        "{events} events per iteration"
+    );
+    assert_eq!(p.rows.len(), 6);
+    // Every tracer's run completed and was timed (how fast is the bench's to say, not a
+    // test's: one cold run is no measurement).
+    for row in &p.rows {
+        let ratio = row
+            .ratio
+            .as_ref()
+            .unwrap_or_else(|| panic!("{row:?}"))
+            .median;
+        assert!(ratio.is_finite() && ratio > 0.0, "{}: {ratio}", row.tracer);
+    }
+    let hits = |prefix: &str| {
+        let row = p
+            .rows
+            .iter()
+            .find(|r| r.tracer.starts_with(prefix))
+            .unwrap();
+        row.hits_per_iteration.as_ref().map(|h| h.median)
+    };
+    // bpftrace's own count of the task's hits is guestscope's count of its events.
+    let bpftrace = hits("bpftrace kprobes, comm filter, @ = count()").expect("bpftrace's count");
+    assert!(
+        (bpftrace - events).abs() <= 0.05 * events,
+        "bpftrace counted {bpftrace} per iteration, guestscope {events}"
+    );
+    // ftrace's kprobes count every task's hits, the loop's among them.
+    let ftrace = hits("ftrace kprobes, comm filter, no stacks").expect("ftrace's hits");
+    assert!(
+        ftrace >= 0.95 * events,
+        "ftrace {ftrace}, guestscope {events}"
+    );
+}
