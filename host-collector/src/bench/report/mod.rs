@@ -131,6 +131,42 @@ mod tests {
     }
 
     #[test]
+    fn the_peers_boot_shows_as_a_table_and_in_the_per_event_target() {
+        use crate::bench::results::{PeerOverhead, PeersBoot};
+        let row = |tracer: &str, us: f64| PeerOverhead {
+            tracer: tracer.into(),
+            us_per_event: Spread::of(&[us]),
+            ratio: Spread::of(&[1.5]),
+            ..Default::default()
+        };
+        let r = BenchResults {
+            peers: Some(PeersBoot {
+                rootfs: "debian.ext4".into(),
+                iterations: 2000,
+                reps: 1,
+                rows: vec![row("guestscope, x", 6.5), row("bpftrace kprobes, y", 0.63)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = targets(&r);
+        let per_event = t.iter().find(|c| c.what.starts_with("probe cost")).unwrap();
+        assert!(
+            per_event
+                .note
+                .contains("in the peers boot: guestscope, x 6.50 µs, bpftrace kprobes, y 0.63 µs"),
+            "{}",
+            per_event.note
+        );
+        let md = render(&BenchResults { targets: t, ..r });
+        assert!(md.contains("## Peers on the same events"), "{md}");
+        assert!(
+            md.contains("| bpftrace kprobes, y | — | 1.50 (n=1) | 0.63 (n=1) | — |"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn targets_say_met_or_not_and_by_how_much() {
         let r = BenchResults {
             lab: Some(LabTiming {

@@ -66,6 +66,9 @@ fn speed_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
             if let Some(d) = fopen.and_then(|f| med(f.us_per_event_with_drain.as_ref())) {
                 parts.push(format!("{d:.2} µs with the agent's drain after the loop"));
             }
+            if let Some(p) = peer_costs(r) {
+                parts.push(p);
+            }
             parts.join("; ")
         },
     ));
@@ -109,6 +112,24 @@ fn speed_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
         notes.join("; "),
     ));
     t.push(gdb_target(r));
+}
+
+/// Every tracer's cost per event in the peers boot, in one phrase.
+fn peer_costs(r: &BenchResults) -> Option<String> {
+    let rows: Vec<String> = r
+        .peers
+        .as_ref()?
+        .rows
+        .iter()
+        .filter_map(|p| {
+            Some(format!(
+                "{} {:.2} µs",
+                p.tracer,
+                med(p.us_per_event.as_ref())?
+            ))
+        })
+        .collect();
+    (!rows.is_empty()).then(|| format!("in the peers boot: {}", rows.join(", ")))
 }
 
 /// guestscope against the lab's gdb method, as a share of the most any tracer could
