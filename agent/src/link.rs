@@ -297,6 +297,12 @@ impl<C: Connector> Sink for Link<C> {
         Ok(())
     }
 
+    fn quiet_ended(&mut self) {
+        if self.unacked_since.is_some() {
+            self.unacked_since = Some(Instant::now());
+        }
+    }
+
     fn cork(&mut self) {
         self.corked = true;
     }

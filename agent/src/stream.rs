@@ -47,6 +47,12 @@ pub trait Sink {
     /// then passes through a small window of memory instead of the whole spool.
     fn settle(&mut self, _bytes: u64) {}
 
+    /// The agent stops ignoring the link after a quiet workload (nothing read or sent
+    /// while the host held the VM, and the host sends no acknowledgement while it holds
+    /// it): the wait for an acknowledgement starts again now, so the held time is not
+    /// taken for a dead host.
+    fn quiet_ended(&mut self) {}
+
     /// Holds frames back until [`Sink::uncork`] (or a packet's worth waits), so records
     /// sent together (a batch's stacks, then its events) leave in one write.
     fn cork(&mut self) {}
@@ -187,6 +193,11 @@ impl<W: Sink> Stream<W> {
     /// The sink's [`Sink::wake_fd`].
     pub fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.out.wake_fd()
+    }
+
+    /// See [`Sink::quiet_ended`].
+    pub fn quiet_ended(&mut self) {
+        self.out.quiet_ended();
     }
 
     /// Holds the records sent from now on back until [`Stream::uncork`] (see

@@ -218,6 +218,9 @@ fn execute<W: Sink>(
         )
     });
     let end = supervise(&running, tracer, stream, spec.quiet_link, deadline)?;
+    if spec.quiet_link {
+        stream.quiet_ended();
+    }
     untrace(tracer, &spec.name);
     let drained = Instant::now();
     tracer.drain(stream)?;

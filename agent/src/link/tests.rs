@@ -567,3 +567,41 @@ fn a_write_across_acknowledged_frames_keeps_the_write_position_on_its_frame() {
     assert_eq!(link.spool.len(), 1);
     assert_eq!(link.spool_bytes, 100);
 }
+
+/// A quiet workload: the agent read nothing while the host held the VM (and the host
+/// acknowledged nothing then). The held time does not count against the host.
+#[test]
+fn the_wait_for_an_acknowledgement_starts_again_after_a_quiet_workload() {
+    use crate::stream::Sink as _;
+    let quiet_then_service = |quiet_ended: bool| {
+        let (conn, _peer) = UnixStream::pair().unwrap();
+        let mut link =
+            Link::new(UnixConnector(socket_path("quiet")), conn, config(1 << 20)).unwrap();
+        link.send_frame(
+            0,
+            encode_frame(&Record {
+                seq: 0,
+                body: log(0),
+            })
+            .unwrap(),
+            &[0; ProbeKind::COUNT],
+        )
+        .unwrap();
+        // Written, unacknowledged, and older than the acknowledgement timeout (5 s).
+        assert!(link.unacked_since.is_some());
+        link.unacked_since = Some(Instant::now() - Duration::from_secs(6));
+        if quiet_ended {
+            link.quiet_ended();
+        }
+        link.service();
+        link.is_connected()
+    };
+    assert!(
+        !quiet_then_service(false),
+        "a silent host is taken for dead"
+    );
+    assert!(
+        quiet_then_service(true),
+        "not for the time the agent was quiet"
+    );
+}
