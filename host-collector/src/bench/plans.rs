@@ -17,6 +17,17 @@ pub(super) fn spec(name: &str, program: &str, args: &[String], tracing: Tracing)
     }
 }
 
+/// Baseline `i` of a loop: no iteration, every probe: the events of its process's
+/// start and exit, subtracted from the loop's counts.
+fn baseline(program: &str, i: usize) -> WorkloadSpec {
+    spec(
+        &format!("{program}-base-{i}"),
+        program,
+        &args(&["--iterations", "0"]),
+        all_probes(),
+    )
+}
+
 pub(super) fn all_probes() -> Tracing {
     Tracing::Probes(builtin_names())
 }
@@ -102,15 +113,7 @@ pub(super) fn bpftrace_program(stacks: bool) -> String {
 pub(super) fn peers_plan(o: &BenchOptions) -> RunPlan {
     let n = o.fopen_iterations.to_string();
     let fopen = format!("{BUILTIN_WORKLOAD_DIR}/fopen");
-    let mut w = Vec::new();
-    for i in 0..2 {
-        w.push(spec(
-            &format!("fopen-base-{i}"),
-            "fopen",
-            &args(&["--iterations", "0"]),
-            all_probes(),
-        ));
-    }
+    let mut w: Vec<WorkloadSpec> = (0..2).map(|i| baseline("fopen", i)).collect();
     for rep in 0..o.peer_reps {
         for c in stats::rotation(PEER_CONDITIONS.len(), rep) {
             let c = PEER_CONDITIONS[c];
@@ -175,18 +178,8 @@ pub(super) fn overhead_plan(o: &BenchOptions) -> RunPlan {
     let cpuinfo_n = o.cpuinfo_iterations.to_string();
     // Events of process start and exit, to subtract from the loops' counts.
     for i in 0..2 {
-        w.push(spec(
-            &format!("fopen-base-{i}"),
-            "fopen",
-            &args(&["--iterations", "0"]),
-            all_probes(),
-        ));
-        w.push(spec(
-            &format!("cpuinfo-base-{i}"),
-            "cpuinfo",
-            &args(&["--iterations", "0"]),
-            all_probes(),
-        ));
+        w.push(baseline("fopen", i));
+        w.push(baseline("cpuinfo", i));
     }
     for rep in 0..o.reps {
         for c in stats::rotation(CONDITIONS.len(), rep) {
