@@ -26,17 +26,10 @@ pub(super) fn loop_overhead(
     problems: &mut Vec<String>,
 ) -> LoopOverhead {
     note_run_problems(workload, runs, problems);
-    let base: Vec<f64> = (0..2)
-        .filter_map(|i| runs.get(&format!("{workload}-base-{i}"))?.matched_total())
-        .map(|m| m as f64)
-        .collect();
-    let base = stats::median(&base);
-    let base = if base.is_finite() { base } else { 0.0 };
+    let base = baseline_events(runs, workload);
     let off = series(runs, &format!("{workload}-off"), reps, loop_ms);
     let all = series(runs, &format!("{workload}-all"), reps, loop_ms);
-    let loop_events = series(runs, &format!("{workload}-all"), reps, |r| {
-        r.matched_total().map(|m| (m as f64 - base).max(0.0))
-    });
+    let loop_events = loop_events(runs, workload, reps, base);
     let drain = series(runs, &format!("{workload}-all"), reps, |r| {
         r.tracing.as_ref().map(|t| t.drain_ns as f64 / 1e6)
     });
@@ -121,126 +114,29 @@ pub(super) fn loop_overhead(
     }
 }
 
-/// The rows of a peers table: a condition and how it traced.
-pub(super) const PEER_ROWS: [(&str, &str); 6] = [
-    ("all", "guestscope, every probe, stacks (cached)"),
-    ("nostack", "guestscope, every probe, no stacks"),
-    ("ftpeer", "ftrace kprobes, comm filter, no stacks"),
-    (
-        "ftpeerstk",
-        "ftrace kprobes, comm filter + options/stacktrace",
-    ),
-    ("bpfcount", "bpftrace kprobes, comm filter, @ = count()"),
-    (
-        "bpfstack",
-        "bpftrace kprobes, comm filter, @[kstack] = count()",
-    ),
-];
-
-/// What a peers table is measured against: a loop's untraced runs and the events
-/// guestscope's every-probe runs saw, by repetition.
-pub(super) struct PeerRows<'a> {
-    pub(super) workload: &'a str,
-    pub(super) reps: usize,
-    pub(super) iterations: f64,
-    pub(super) off: &'a [Option<f64>],
-    pub(super) loop_events: &'a [Option<f64>],
-}
-
-impl PeerRows<'_> {
-    /// Each of `rows` against the untraced loop, paired by repetition; per event over
-    /// the every-probe run's loop events.
-    pub(super) fn measure(
-        &self,
-        runs: &BTreeMap<String, Ran>,
-        rows: &[(&str, &str)],
-    ) -> Vec<PeerOverhead> {
-        rows.iter()
-            .map(|(condition, tracer)| {
-                let name = format!("{}-{condition}", self.workload);
-                let ms = series(runs, &name, self.reps, loop_ms);
-                let hits = present(&series(runs, &name, self.reps, |r| {
-                    let peer = &r.tracing.as_ref()?.ftrace_peer;
-                    let hits = if peer.is_empty() {
-                        r.bpftrace_count? as f64
-                    } else {
-                        peer.iter().map(|h| h.hits as f64).sum::<f64>()
-                    };
-                    Some(hits / self.iterations)
-                }));
-                PeerOverhead {
-                    tracer: (*tracer).into(),
-                    traced_ms: Spread::of(&present(&ms)),
-                    ratio: Spread::of(&stats::paired_ratios(&ms, self.off)),
-                    // ms / events → µs: × 1000.
-                    us_per_event: Spread::of(&stats::paired_cost_per(
-                        &ms,
-                        self.off,
-                        self.loop_events,
-                    ))
-                    .map(|s| s.scaled(1e3)),
-                    hits_per_iteration: Spread::of(&hits),
-                }
-            })
-            .collect()
-    }
-}
-
-/// The agent's CPU per event of each run of a condition, µs.
-fn agent_cpu_per_event(
-    runs: &BTreeMap<String, Ran>,
-    condition: &str,
-    reps: usize,
-) -> Vec<Option<f64>> {
-    series(runs, condition, reps, |r| {
-        let t = r.tracing.as_ref()?;
-        let events = r.matched_total()?;
-        (events > 0).then(|| t.agent_cpu_ns as f64 / 1e3 / events as f64)
-    })
-}
-
-/// The peers boot's table: every row of [`PEER_ROWS`] on the fopen loop.
-pub(super) fn peers_boot(
-    o: &BenchOptions,
-    rootfs: String,
-    runs: &BTreeMap<String, Ran>,
-    problems: &mut Vec<String>,
-) -> PeersBoot {
-    note_run_problems("fopen", runs, problems);
-    let reps = o.peer_reps;
+/// Events of a loop's process start and exit: the median of its baseline runs (0
+/// without any).
+pub(super) fn baseline_events(runs: &BTreeMap<String, Ran>, workload: &str) -> f64 {
     let base: Vec<f64> = (0..2)
-        .filter_map(|i| runs.get(&format!("fopen-base-{i}"))?.matched_total())
+        .filter_map(|i| runs.get(&format!("{workload}-base-{i}"))?.matched_total())
         .map(|m| m as f64)
         .collect();
-    let base = Some(stats::median(&base))
+    Some(stats::median(&base))
         .filter(|b| b.is_finite())
-        .unwrap_or(0.0);
-    let off = series(runs, "fopen-off", reps, loop_ms);
-    let loop_events = series(runs, "fopen-all", reps, |r| {
+        .unwrap_or(0.0)
+}
+
+/// The events each every-probe run of a loop saw in the loop itself: its matched
+/// events less `base`, the process's start and exit.
+pub(super) fn loop_events(
+    runs: &BTreeMap<String, Ran>,
+    workload: &str,
+    reps: usize,
+    base: f64,
+) -> Vec<Option<f64>> {
+    series(runs, &format!("{workload}-all"), reps, |r| {
         r.matched_total().map(|m| (m as f64 - base).max(0.0))
-    });
-    let n = o.fopen_iterations.max(1) as f64;
-    let rows = PeerRows {
-        workload: "fopen",
-        reps,
-        iterations: n,
-        off: &off,
-        loop_events: &loop_events,
-    }
-    .measure(runs, &PEER_ROWS);
-    PeersBoot {
-        rootfs,
-        iterations: o.fopen_iterations,
-        reps,
-        untraced_ms: Spread::of(&present(&off)),
-        events_per_iteration: Spread::of(
-            &present(&loop_events)
-                .iter()
-                .map(|e| e / n)
-                .collect::<Vec<_>>(),
-        ),
-        rows,
-    }
+    })
 }
 
 /// One counter of a run's probes, summed over them (0 without a tracing report).
@@ -250,35 +146,17 @@ fn counted(r: &Ran, counter: impl Fn(&guestscope_common::ProbeCounters) -> u64) 
         .map_or(0, |t| t.counters.iter().map(|(_, c)| counter(c)).sum())
 }
 
-/// What the loop's events cost the agent, µs per event: its CPU in the every-probe run
-/// less its CPU in the untraced run of the same repetition, over the loop's events.
-fn agent_cpu_marginal(
-    runs: &BTreeMap<String, Ran>,
-    workload: &str,
-    reps: usize,
-    loop_events: &[Option<f64>],
-) -> Option<Spread> {
-    let agent_cpu_ms = |condition: &str| {
-        series(runs, &format!("{workload}-{condition}"), reps, |r| {
-            r.tracing.as_ref().map(|t| t.agent_cpu_ns as f64 / 1e6)
-        })
-    };
-    // ms / events → µs: × 1000.
-    Spread::of(&stats::paired_cost_per(
-        &agent_cpu_ms("all"),
-        &agent_cpu_ms("off"),
-        loop_events,
-    ))
-    .map(|s| s.scaled(1e3))
-}
-
 /// A run's loop time, ms (`None` if it failed).
-fn loop_ms(r: &Ran) -> Option<f64> {
+pub(super) fn loop_ms(r: &Ran) -> Option<f64> {
     r.elapsed_s().map(|s| s * 1e3)
 }
 
 /// `workload`'s runs that failed or whose agent reported errors, as problems.
-fn note_run_problems(workload: &str, runs: &BTreeMap<String, Ran>, problems: &mut Vec<String>) {
+pub(super) fn note_run_problems(
+    workload: &str,
+    runs: &BTreeMap<String, Ran>,
+    problems: &mut Vec<String>,
+) {
     for (name, ran) in runs
         .iter()
         .filter(|(n, _)| n.starts_with(&format!("{workload}-")))
@@ -709,112 +587,4 @@ pub(super) fn lab_timing(wall_s: f64, summary: Option<&Path>) -> LabTiming {
 }
 
 #[cfg(test)]
-mod tests {
-    use guestscope_common::{ProbeCounters, plan::WorkloadTracing};
-
-    use super::*;
-
-    /// A run of `matched` events (all counted as spin_lock) in `loop_ms`, the agent
-    /// using `agent_ms` of CPU.
-    fn ran(matched: u64, loop_ms: u64, agent_ms: u64) -> Ran {
-        Ran {
-            status: Some(0),
-            elapsed_ns: Some(loop_ms * 1_000_000),
-            tracing: Some(WorkloadTracing {
-                counters: vec![(
-                    "spin_lock".into(),
-                    ProbeCounters {
-                        matched,
-                        ..ProbeCounters::default()
-                    },
-                )],
-                agent_cpu_ns: agent_ms * 1_000_000,
-                ..WorkloadTracing::default()
-            }),
-            ..Ran::default()
-        }
-    }
-
-    #[test]
-    fn the_agents_marginal_cost_per_event_leaves_out_what_every_workload_costs_it() {
-        let mut runs = BTreeMap::new();
-        // Rep 0: 10,000 loop events (10,100 matched, 100 of them process start and exit),
-        // 30 ms of agent CPU traced against 5 ms untraced; rep 1: 20,000, 50 ms against 10.
-        for (rep, (events, all_ms, off_ms)) in
-            [(10_000, 30, 5), (20_000, 50, 10)].iter().enumerate()
-        {
-            runs.insert(format!("fopen-base-{rep}"), ran(100, 1, 1));
-            runs.insert(format!("fopen-off-{rep}"), ran(0, 70, *off_ms));
-            runs.insert(format!("fopen-all-{rep}"), ran(events + 100, 150, *all_ms));
-        }
-        let mut problems = Vec::new();
-        let o = loop_overhead("fopen", 2000, 2, false, &runs, &mut problems);
-        let gross = o.agent_cpu_us_per_event.unwrap();
-        let marginal = o.agent_cpu_marginal_us_per_event.unwrap();
-        // Gross: 30 ms / 10,100 and 50 ms / 20,100 matched events.
-        assert!((gross.median - (30e3 / 10_100.0 + 50e3 / 20_100.0) / 2.0).abs() < 1e-6);
-        // Marginal: (30 − 5) ms / 10,000 = 2.5 µs and (50 − 10) ms / 20,000 = 2.0 µs.
-        assert!((marginal.median - 2.25).abs() < 1e-9, "{marginal:?}");
-        assert_eq!((marginal.min, marginal.max, marginal.n), (2.0, 2.5, 2));
-    }
-
-    #[test]
-    fn the_ftrace_peer_is_paired_with_the_untraced_loop_over_guestscopes_events() {
-        use guestscope_common::plan::FtraceHits;
-        let mut runs = BTreeMap::new();
-        for rep in 0..2 {
-            runs.insert(format!("fopen-base-{rep}"), ran(0, 1, 1));
-            runs.insert(format!("fopen-off-{rep}"), ran(0, 100, 5));
-            // guestscope saw 10,000 events in the loop.
-            runs.insert(format!("fopen-all-{rep}"), ran(10_000, 160, 30));
-            let mut peer = ran(0, 130 + 10 * rep as u64, 5);
-            peer.tracing.as_mut().unwrap().ftrace_peer = vec![
-                FtraceHits {
-                    hits: 9_000,
-                    ..FtraceHits::default()
-                },
-                FtraceHits {
-                    hits: 2_000,
-                    ..FtraceHits::default()
-                },
-            ];
-            runs.insert(format!("fopen-ftpeer-{rep}"), peer);
-        }
-        let o = loop_overhead("fopen", 2000, 2, true, &runs, &mut Vec::new());
-        let peer = o
-            .peers
-            .iter()
-            .find(|p| p.tracer.starts_with("ftrace kprobes, comm filter, no"))
-            .unwrap();
-        // 130 and 140 ms against 100: 1.3x and 1.4x; 3 and 4 µs over 10,000 events.
-        let ratio = peer.ratio.as_ref().unwrap();
-        assert!((ratio.median - 1.35).abs() < 1e-9, "{ratio:?}");
-        let per = peer.us_per_event.as_ref().unwrap();
-        assert!((per.median - 3.5).abs() < 1e-9, "{per:?}");
-        // 11,000 hits over 2000 iterations.
-        assert!((peer.hits_per_iteration.as_ref().unwrap().median - 5.5).abs() < 1e-9);
-        let ours = &o.peers[0];
-        assert!((ours.ratio.as_ref().unwrap().median - 1.6).abs() < 1e-9);
-        assert!(ours.hits_per_iteration.is_none());
-        // A condition that did not run has no figures.
-        assert!(o.peers[3].ratio.is_none());
-        // bpftrace's printed count is its hits, in the peers boot's table.
-        for rep in 0..2 {
-            let mut count = ran(0, 110, 5);
-            count.bpftrace_count = Some(12_000);
-            runs.insert(format!("fopen-bpfcount-{rep}"), count);
-        }
-        let rows = PeerRows {
-            workload: "fopen",
-            reps: 2,
-            iterations: 2000.0,
-            off: &[Some(100.0), Some(100.0)],
-            loop_events: &[Some(10_000.0), Some(10_000.0)],
-        }
-        .measure(&runs, &PEER_ROWS);
-        let bpf = &rows[4];
-        assert!(bpf.tracer.starts_with("bpftrace"));
-        assert!((bpf.hits_per_iteration.as_ref().unwrap().median - 6.0).abs() < 1e-9);
-        assert!((bpf.us_per_event.as_ref().unwrap().median - 1.0).abs() < 1e-9);
-    }
-}
+mod tests;

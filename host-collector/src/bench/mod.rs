@@ -1,14 +1,16 @@
 //! `guestscope bench`: how much cheaper guestscope is than the lab's gdb method, and how
 //! close it runs to the limits, measured side by side on this machine.
 //!
-//! Three boots of the guest, each with a plan made of measurement workloads:
+//! Boots of the guest, each with a plan made of measurement workloads:
 //! 1. capacity: raw vsock blasts, then the event stream paced at rising rates until it
 //!    loses events (every loss counted by the probes, every count checked), then the
 //!    pipeline alone (events the agent makes itself: no eBPF, no workload);
 //! 2. overhead: the fopen and cpuinfo loops with no probe, with every probe, and under an
 //!    ftrace kprobe, in rotating order; then the fopen loop under the gdbstub method
 //!    (a hardware breakpoint on `alloc_fd` with the pid decided on the host), paired
-//!    with guestscope runs of the same loop;
+//!    with guestscope runs of the same loop; with `--peer-rootfs`, a peers boot: the
+//!    fopen loop in a root file system with bpftrace, under guestscope, ftrace and
+//!    bpftrace on the same events;
 //! 3. memory: a long flood of events, with the agent's and the collector's peak RSS;
 //! 4. stack cache: the lab's workloads with every event's stack walked and compared
 //!    with the probes' stack cache, then the fopen loop with the cache off and on.
@@ -19,7 +21,9 @@
 //!
 //! - `options.rs`: what a run is asked to do ([`BenchOptions`]);
 //! - `plans.rs`: the plans of the boots, the conditions in rotating order;
-//! - `measures.rs`: from the boots' outcomes to the figures.
+//! - `measures.rs`: from the boots' outcomes to the figures;
+//! - `peers.rs`: guestscope, ftrace and bpftrace on the same loop's events;
+//! - `agent_cpu.rs`: the agent's CPU per event, gross and marginal;
 //! - `parts.rs`: the parts of a run, each its boots of the guest;
 //! - `outcomes.rs`: what a boot's stream told of its workloads;
 //! - `host.rs`: facts about the host and this process.
@@ -33,11 +37,13 @@ pub mod report;
 pub mod results;
 pub mod stats;
 
+mod agent_cpu;
 mod host;
 mod measures;
 mod options;
 mod outcomes;
 mod parts;
+mod peers;
 mod plans;
 mod stack_cache_check;
 
@@ -54,6 +60,7 @@ use guestscope_common::plan::{
 };
 use guestscope_common::{ProbeKind, StackedEvent};
 
+use self::agent_cpu::*;
 use self::host::*;
 pub use self::host::{status_kib, utc_date};
 use self::measures::*;
@@ -61,6 +68,7 @@ pub use self::options::*;
 pub use self::outcomes::elapsed_ns;
 use self::outcomes::*;
 use self::parts::*;
+use self::peers::*;
 use self::plans::*;
 use self::stack_cache_check::*;
 use crate::experiments::syscall_cr3::{self, Cr3Options, FunctionTrace, StepOver};
@@ -142,7 +150,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
     }
     // 2b. guestscope, ftrace and bpftrace on the same events.
     if part("peers") && !interrupted(&mut r.problems) {
-        peers_part(o, &timed, &mut r, &mut boots)?;
+        peers_part(o, &timed, &mut r)?;
     }
     // 3. Memory.
     if part("memory") && !interrupted(&mut r.problems) {

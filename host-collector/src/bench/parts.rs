@@ -164,12 +164,12 @@ pub(super) fn overhead_part(
 }
 
 /// Peers: the fopen loop in a root file system with bpftrace, under guestscope, ftrace
-/// and bpftrace, in one boot.
+/// and bpftrace, in one boot. Not a boot-time sample: this boot mounts a disk the others
+/// do not.
 pub(super) fn peers_part(
     o: &BenchOptions,
     timed: &Machine,
     r: &mut BenchResults,
-    boots: &mut Vec<BootSample>,
 ) -> Result<(), BenchError> {
     let Some(image) = &o.peer_rootfs else {
         if o.only.iter().any(|p| p == "peers") {
@@ -203,8 +203,6 @@ pub(super) fn peers_part(
     let runs = outcomes(&booted, &HashMap::new());
     r.peers = Some(peers_boot(o, description, &runs, &mut r.problems));
     note_outcome("peers", &booted, &mut r.problems);
-    // Not a boot-time sample: this boot mounts a disk the others do not.
-    let _ = boots;
     Ok(())
 }
 

@@ -1,0 +1,39 @@
+//! The agent's CPU per event in a loop: gross (all its CPU over the events), and
+//! marginal (paired against the untraced run: what the events cost it).
+
+use super::*;
+
+/// The agent's CPU per event of each run of a condition, µs.
+pub(super) fn agent_cpu_per_event(
+    runs: &BTreeMap<String, Ran>,
+    condition: &str,
+    reps: usize,
+) -> Vec<Option<f64>> {
+    series(runs, condition, reps, |r| {
+        let t = r.tracing.as_ref()?;
+        let events = r.matched_total()?;
+        (events > 0).then(|| t.agent_cpu_ns as f64 / 1e3 / events as f64)
+    })
+}
+
+/// What the loop's events cost the agent, µs per event: its CPU in the every-probe run
+/// less its CPU in the untraced run of the same repetition, over the loop's events.
+pub(super) fn agent_cpu_marginal(
+    runs: &BTreeMap<String, Ran>,
+    workload: &str,
+    reps: usize,
+    loop_events: &[Option<f64>],
+) -> Option<Spread> {
+    let agent_cpu_ms = |condition: &str| {
+        series(runs, &format!("{workload}-{condition}"), reps, |r| {
+            r.tracing.as_ref().map(|t| t.agent_cpu_ns as f64 / 1e6)
+        })
+    };
+    // ms / events → µs: × 1000.
+    Spread::of(&stats::paired_cost_per(
+        &agent_cpu_ms("all"),
+        &agent_cpu_ms("off"),
+        loop_events,
+    ))
+    .map(|s| s.scaled(1e3))
+}

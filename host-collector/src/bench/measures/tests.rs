@@ -1,0 +1,108 @@
+//! The loop overheads' figures from made-up runs: the agent's marginal cost, the
+//! ftrace and bpftrace peers.
+
+use guestscope_common::{ProbeCounters, plan::WorkloadTracing};
+
+use super::*;
+
+/// A run of `matched` events (all counted as spin_lock) in `loop_ms`, the agent
+/// using `agent_ms` of CPU.
+fn ran(matched: u64, loop_ms: u64, agent_ms: u64) -> Ran {
+    Ran {
+        status: Some(0),
+        elapsed_ns: Some(loop_ms * 1_000_000),
+        tracing: Some(WorkloadTracing {
+            counters: vec![(
+                "spin_lock".into(),
+                ProbeCounters {
+                    matched,
+                    ..ProbeCounters::default()
+                },
+            )],
+            agent_cpu_ns: agent_ms * 1_000_000,
+            ..WorkloadTracing::default()
+        }),
+        ..Ran::default()
+    }
+}
+
+#[test]
+fn the_agents_marginal_cost_per_event_leaves_out_what_every_workload_costs_it() {
+    let mut runs = BTreeMap::new();
+    // Rep 0: 10,000 loop events (10,100 matched, 100 of them process start and exit),
+    // 30 ms of agent CPU traced against 5 ms untraced; rep 1: 20,000, 50 ms against 10.
+    for (rep, (events, all_ms, off_ms)) in [(10_000, 30, 5), (20_000, 50, 10)].iter().enumerate() {
+        runs.insert(format!("fopen-base-{rep}"), ran(100, 1, 1));
+        runs.insert(format!("fopen-off-{rep}"), ran(0, 70, *off_ms));
+        runs.insert(format!("fopen-all-{rep}"), ran(events + 100, 150, *all_ms));
+    }
+    let mut problems = Vec::new();
+    let o = loop_overhead("fopen", 2000, 2, false, &runs, &mut problems);
+    let gross = o.agent_cpu_us_per_event.unwrap();
+    let marginal = o.agent_cpu_marginal_us_per_event.unwrap();
+    // Gross: 30 ms / 10,100 and 50 ms / 20,100 matched events.
+    assert!((gross.median - (30e3 / 10_100.0 + 50e3 / 20_100.0) / 2.0).abs() < 1e-6);
+    // Marginal: (30 − 5) ms / 10,000 = 2.5 µs and (50 − 10) ms / 20,000 = 2.0 µs.
+    assert!((marginal.median - 2.25).abs() < 1e-9, "{marginal:?}");
+    assert_eq!((marginal.min, marginal.max, marginal.n), (2.0, 2.5, 2));
+}
+
+#[test]
+fn the_ftrace_peer_is_paired_with_the_untraced_loop_over_guestscopes_events() {
+    use guestscope_common::plan::FtraceHits;
+    let mut runs = BTreeMap::new();
+    for rep in 0..2 {
+        runs.insert(format!("fopen-base-{rep}"), ran(0, 1, 1));
+        runs.insert(format!("fopen-off-{rep}"), ran(0, 100, 5));
+        // guestscope saw 10,000 events in the loop.
+        runs.insert(format!("fopen-all-{rep}"), ran(10_000, 160, 30));
+        let mut peer = ran(0, 130 + 10 * rep as u64, 5);
+        peer.tracing.as_mut().unwrap().ftrace_peer = vec![
+            FtraceHits {
+                hits: 9_000,
+                ..FtraceHits::default()
+            },
+            FtraceHits {
+                hits: 2_000,
+                ..FtraceHits::default()
+            },
+        ];
+        runs.insert(format!("fopen-ftpeer-{rep}"), peer);
+    }
+    let o = loop_overhead("fopen", 2000, 2, true, &runs, &mut Vec::new());
+    let peer = o
+        .peers
+        .iter()
+        .find(|p| p.tracer.starts_with("ftrace kprobes, comm filter, no"))
+        .unwrap();
+    // 130 and 140 ms against 100: 1.3x and 1.4x; 3 and 4 µs over 10,000 events.
+    let ratio = peer.ratio.as_ref().unwrap();
+    assert!((ratio.median - 1.35).abs() < 1e-9, "{ratio:?}");
+    let per = peer.us_per_event.as_ref().unwrap();
+    assert!((per.median - 3.5).abs() < 1e-9, "{per:?}");
+    // 11,000 hits over 2000 iterations.
+    assert!((peer.hits_per_iteration.as_ref().unwrap().median - 5.5).abs() < 1e-9);
+    let ours = &o.peers[0];
+    assert!((ours.ratio.as_ref().unwrap().median - 1.6).abs() < 1e-9);
+    assert!(ours.hits_per_iteration.is_none());
+    // A condition that did not run has no figures.
+    assert!(o.peers[3].ratio.is_none());
+    // bpftrace's printed count is its hits, in the peers boot's table.
+    for rep in 0..2 {
+        let mut count = ran(0, 110, 5);
+        count.bpftrace_count = Some(12_000);
+        runs.insert(format!("fopen-bpfcount-{rep}"), count);
+    }
+    let rows = PeerRows {
+        workload: "fopen",
+        reps: 2,
+        iterations: 2000.0,
+        off: &[Some(100.0), Some(100.0)],
+        loop_events: &[Some(10_000.0), Some(10_000.0)],
+    }
+    .measure(&runs, &PEER_ROWS);
+    let bpf = &rows[4];
+    assert!(bpf.tracer.starts_with("bpftrace"));
+    assert!((bpf.hits_per_iteration.as_ref().unwrap().median - 6.0).abs() < 1e-9);
+    assert!((bpf.us_per_event.as_ref().unwrap().median - 1.0).abs() < 1e-9);
+}

@@ -1,0 +1,105 @@
+//! The peers tables: guestscope and other tracers on the same loop's events, each
+//! against the untraced loop of its repetition (the overhead boot's ftrace peer, and the
+//! peers boot's bpftrace and ftrace).
+
+use super::*;
+
+/// The rows of a peers table: a condition and how it traced.
+pub(super) const PEER_ROWS: [(&str, &str); 6] = [
+    ("all", "guestscope, every probe, stacks (cached)"),
+    ("nostack", "guestscope, every probe, no stacks"),
+    ("ftpeer", "ftrace kprobes, comm filter, no stacks"),
+    (
+        "ftpeerstk",
+        "ftrace kprobes, comm filter + options/stacktrace",
+    ),
+    ("bpfcount", "bpftrace kprobes, comm filter, @ = count()"),
+    (
+        "bpfstack",
+        "bpftrace kprobes, comm filter, @[kstack] = count()",
+    ),
+];
+
+/// What a peers table is measured against: a loop's untraced runs and the events
+/// guestscope's every-probe runs saw, by repetition.
+pub(super) struct PeerRows<'a> {
+    pub(super) workload: &'a str,
+    pub(super) reps: usize,
+    pub(super) iterations: f64,
+    pub(super) off: &'a [Option<f64>],
+    pub(super) loop_events: &'a [Option<f64>],
+}
+
+impl PeerRows<'_> {
+    /// Each of `rows` against the untraced loop, paired by repetition; per event over
+    /// the every-probe run's loop events.
+    pub(super) fn measure(
+        &self,
+        runs: &BTreeMap<String, Ran>,
+        rows: &[(&str, &str)],
+    ) -> Vec<PeerOverhead> {
+        rows.iter()
+            .map(|(condition, tracer)| {
+                let name = format!("{}-{condition}", self.workload);
+                let ms = series(runs, &name, self.reps, loop_ms);
+                let hits = present(&series(runs, &name, self.reps, |r| {
+                    let peer = &r.tracing.as_ref()?.ftrace_peer;
+                    let hits = if peer.is_empty() {
+                        r.bpftrace_count? as f64
+                    } else {
+                        peer.iter().map(|h| h.hits as f64).sum::<f64>()
+                    };
+                    Some(hits / self.iterations)
+                }));
+                PeerOverhead {
+                    tracer: (*tracer).into(),
+                    traced_ms: Spread::of(&present(&ms)),
+                    ratio: Spread::of(&stats::paired_ratios(&ms, self.off)),
+                    // ms / events → µs: × 1000.
+                    us_per_event: Spread::of(&stats::paired_cost_per(
+                        &ms,
+                        self.off,
+                        self.loop_events,
+                    ))
+                    .map(|s| s.scaled(1e3)),
+                    hits_per_iteration: Spread::of(&hits),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The peers boot's table: every row of [`PEER_ROWS`] on the fopen loop.
+pub(super) fn peers_boot(
+    o: &BenchOptions,
+    rootfs: String,
+    runs: &BTreeMap<String, Ran>,
+    problems: &mut Vec<String>,
+) -> PeersBoot {
+    note_run_problems("fopen", runs, problems);
+    let reps = o.peer_reps;
+    let off = series(runs, "fopen-off", reps, loop_ms);
+    let loop_events = loop_events(runs, "fopen", reps, baseline_events(runs, "fopen"));
+    let n = o.fopen_iterations.max(1) as f64;
+    let rows = PeerRows {
+        workload: "fopen",
+        reps,
+        iterations: n,
+        off: &off,
+        loop_events: &loop_events,
+    }
+    .measure(runs, &PEER_ROWS);
+    PeersBoot {
+        rootfs,
+        iterations: o.fopen_iterations,
+        reps,
+        untraced_ms: Spread::of(&present(&off)),
+        events_per_iteration: Spread::of(
+            &present(&loop_events)
+                .iter()
+                .map(|e| e / n)
+                .collect::<Vec<_>>(),
+        ),
+        rows,
+    }
+}
