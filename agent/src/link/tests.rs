@@ -4,7 +4,7 @@
 use std::{
     io::Write,
     os::unix::net::{UnixListener, UnixStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -142,16 +142,23 @@ type ServedLink = (
     Stream<Link<UnixConnector>>,
 );
 
-/// A link (1 MiB spool) to a scripted collector serving one connection on a fresh
-/// socket: the socket's path, what the collector saw, its thread, and the stream.
-fn served_link(name: &str) -> ServedLink {
-    let path = socket_path(name);
-    let listener = UnixListener::bind(&path).unwrap();
+/// A scripted collector serving one connection on a fresh socket at `path`: what it
+/// saw, and its thread.
+fn collector_on(path: &Path) -> (Arc<Mutex<Seen>>, thread::JoinHandle<()>) {
+    let listener = UnixListener::bind(path).unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let host = {
         let seen = seen.clone();
         thread::spawn(move || serve(listener.accept().unwrap().0, &seen, None))
     };
+    (seen, host)
+}
+
+/// A link (1 MiB spool) to a scripted collector serving one connection on a fresh
+/// socket: the socket's path, what the collector saw, its thread, and the stream.
+fn served_link(name: &str) -> ServedLink {
+    let path = socket_path(name);
+    let (seen, host) = collector_on(&path);
     let conn = UnixStream::connect(&path).unwrap();
     let link = Link::new(UnixConnector(path.clone()), conn, config(1 << 20)).unwrap();
     (path, seen, host, Stream::new(link))
@@ -498,12 +505,7 @@ impl Connector for CountedConnector {
 #[test]
 fn corked_records_wait_and_then_leave_together_in_one_write() {
     let path = socket_path("cork");
-    let listener = UnixListener::bind(&path).unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let host = {
-        let seen = seen.clone();
-        thread::spawn(move || serve(listener.accept().unwrap().0, &seen, None))
-    };
+    let (seen, host) = collector_on(&path);
     let writes = Arc::new(AtomicUsize::new(0));
     let mut connector = CountedConnector(path.clone(), writes.clone());
     let conn = connector.start().unwrap();
