@@ -50,6 +50,7 @@ mod tests {
             nested: 5,
             stack_cached: 6,
             stack_cache_wrong: 7,
+            tallied: 8,
         };
         let b = ProbeCounters {
             matched: 10,
@@ -59,6 +60,7 @@ mod tests {
             nested: 50,
             stack_cached: 60,
             stack_cache_wrong: 70,
+            tallied: 80,
         };
         assert_eq!(
             sum(&[a, b]),
@@ -70,6 +72,7 @@ mod tests {
                 nested: 55,
                 stack_cached: 66,
                 stack_cache_wrong: 77,
+                tallied: 88,
             }
         );
         assert_eq!(sum(&[]), ProbeCounters::default());

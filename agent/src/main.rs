@@ -52,6 +52,7 @@ pub mod spawn;
 pub mod stacks;
 pub mod stream;
 pub mod synthetic;
+pub mod tallies;
 pub mod tracer;
 pub mod tracing_mode;
 pub mod transport;

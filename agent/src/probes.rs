@@ -39,6 +39,8 @@ pub struct Maps {
     pub counters: PerCpuArray<MapData, ProbeCounters>,
     /// `SETTINGS`: switches for the probes.
     pub settings: Array<MapData, u32>,
+    /// `TALLIES`: hits counted per stack-cache entry, with no record.
+    pub tallies: PerCpuArray<MapData, u64>,
 }
 
 /// The loaded object (its programs stay attached while it lives) and its maps.
@@ -78,6 +80,7 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
         traced: take(&mut ebpf, names::TRACED_PIDS)?,
         counters: take(&mut ebpf, names::COUNTERS)?,
         settings: take(&mut ebpf, names::SETTINGS)?,
+        tallies: take(&mut ebpf, names::TALLIES)?,
     };
     Ok(Loaded {
         ebpf,

@@ -112,6 +112,7 @@ mod tests {
                 frame: 10,
                 caller: 11,
             },
+            replaced_tally: 3,
             ips,
         }
     }

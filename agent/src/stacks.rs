@@ -312,6 +312,7 @@ mod tests {
             stack_bytes: stack_bytes.unwrap_or(8 * frames.len() as i32),
             cache_slot: CacheSlot::NONE,
             entry: EntryCaller::UNKNOWN,
+            replaced_tally: 0,
             ips,
         }
     }

@@ -45,6 +45,7 @@ pub fn record(i: u64, pid: u32, ts_ns: u64) -> StackedEvent {
         stack_bytes: (FRAMES * 8) as i32,
         cache_slot: guestscope_common::CacheSlot::NONE,
         entry: EntryCaller::default(),
+        replaced_tally: 0,
         ips,
     }
 }
@@ -68,7 +69,7 @@ pub fn produce<W: Sink>(
         start_ns,
     }))?;
     // One record per stack, made once: what is measured is the pipeline, not the
-    // making of 600-byte records.
+    // making of 608-byte records.
     let mut records: Vec<StackedEvent> = (0..STACKS as u64).map(|i| record(i, pid, 0)).collect();
     let started = Instant::now();
     let mut i = 0;

@@ -15,9 +15,9 @@ use aya::{
     programs::fentry::FEntryLink,
 };
 use guestscope_common::{
-    ProbeCounters, ProbeKind, RawEvent, StackedEvent,
+    CacheSlot, ProbeCounters, ProbeKind, RawEvent, StackedEvent,
     plan::StackMode,
-    wire::{EventArgs, Totals},
+    wire::{EventArgs, Tally, Totals},
 };
 
 use crate::{
@@ -28,6 +28,7 @@ use crate::{
     ringbuf::{EventReader, Record},
     stacks::{NoStack, StackTable, send_batch},
     stream::{Sink, Stream, StreamError},
+    tallies::TallyBook,
 };
 
 /// One probe record taken in: counted, its stack interned or looked up (or why not
@@ -35,11 +36,18 @@ use crate::{
 fn accept(
     record: Record<'_>,
     stacks: &mut StackTable,
+    tallies: &mut TallyBook,
     totals: &mut Totals,
 ) -> (RawEvent, Option<EventArgs>) {
     totals.events_read += 1;
     let (e, stack) = match record {
-        Record::Walked(walked) => stacks.resolve(walked),
+        Record::Walked(walked) => {
+            let (e, stack) = stacks.resolve(walked);
+            if let Some(index) = CacheSlot::index(walked.cache_slot) {
+                tallies.kept(e.cpu, index, walked.replaced_tally, e.kind, e.stack_id);
+            }
+            (e, stack)
+        }
         Record::Cached(cached) => stacks.resolve_cached(cached),
     };
     count_missing(stack, totals);
@@ -104,6 +112,11 @@ struct Active {
     traced: HashMap<MapData, u32, u8>,
     counters: PerCpuArray<MapData, ProbeCounters>,
     settings: Array<MapData, u32>,
+    /// `TALLIES`: the probes' counts per stack-cache entry ([`StackMode::Tallied`]).
+    tallies: PerCpuArray<MapData, u64>,
+    /// Whether the probes may have counted since the counts were last read: a
+    /// [`StackMode::Tallied`] was set.
+    tallying: bool,
     /// What was attached when the tracer was made: the plan's probes.
     plan: Attached,
     /// How the plan asks the probes to get stacks (restored after a workload's own).
@@ -131,6 +144,7 @@ pub struct Tracer {
     active: Option<Active>,
     batch: Batcher,
     stacks: StackTable,
+    tallies: TallyBook,
     totals: Totals,
 }
 
@@ -149,6 +163,8 @@ impl Tracer {
             traced: maps.traced,
             counters: maps.counters,
             settings: maps.settings,
+            tallies: maps.tallies,
+            tallying: false,
             plan,
             plan_stacks: StackMode::default(),
             btf: None,
@@ -166,6 +182,7 @@ impl Tracer {
             active: None,
             batch: Batcher::default(),
             stacks: StackTable::default(),
+            tallies: TallyBook::default(),
             totals: Totals::default(),
         }
     }
@@ -252,9 +269,9 @@ impl Tracer {
         let now = Instant::now();
         while n < budget {
             let Some(a) = self.active.as_mut() else { break };
-            let (stacks, totals) = (&mut self.stacks, &mut self.totals);
+            let (stacks, tallies, totals) = (&mut self.stacks, &mut self.tallies, &mut self.totals);
             let Some(event) = a.events.read_next(|record| match record {
-                Ok(record) => Some(accept(record, stacks, totals)),
+                Ok(record) => Some(accept(record, stacks, tallies, totals)),
                 Err(len) => {
                     totals.events_malformed += 1;
                     tracing::warn!(len, "skipping a ring-buffer record of the wrong size");
@@ -313,7 +330,12 @@ impl Tracer {
         now: Instant,
         stream: &mut Stream<W>,
     ) -> Result<(), StreamError> {
-        let (e, args) = accept(Record::Walked(record), &mut self.stacks, &mut self.totals);
+        let (e, args) = accept(
+            Record::Walked(record),
+            &mut self.stacks,
+            &mut self.tallies,
+            &mut self.totals,
+        );
         self.batch_event(e, args, now, stream)
     }
 
@@ -468,11 +490,33 @@ impl Tracer {
         let Some(a) = self.active.as_mut() else {
             return Ok(());
         };
+        a.tallying |= mode == StackMode::Tallied;
         a.settings.set(
             guestscope_common::maps::SETTINGS_FLAGS,
             mode.settings_flags(),
             0,
         )
+    }
+
+    /// The hits the probes only counted ([`StackMode::Tallied`]) since the last call, per
+    /// probe and stack. Call it once the ring buffer is drained and no process passes
+    /// the filter: the entries' counts are read from the kernel then.
+    pub fn take_tallies(&mut self) -> Result<Vec<Tally>, MapError> {
+        if let Some(a) = self.active.as_mut().filter(|a| a.tallying) {
+            let mut held = self.tallies.held();
+            held.sort_by_key(|&(cpu, index)| (index, cpu));
+            let mut values = None;
+            for (cpu, index) in held {
+                if values.as_ref().is_none_or(|(at, _)| *at != index) {
+                    values = Some((index, a.tallies.get(&index, 0)?));
+                }
+                if let Some(now) = values.as_ref().and_then(|(_, v)| v.get(cpu as usize)) {
+                    self.tallies.read(cpu, index, *now);
+                }
+            }
+            a.tallying = a.plan_stacks == StackMode::Tallied;
+        }
+        Ok(self.tallies.take())
     }
 
     /// The probes' counters now, summed over CPUs, by probe name in id order.

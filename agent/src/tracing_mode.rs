@@ -64,6 +64,7 @@ pub fn counters_delta(after: &ProbeCounters, before: &ProbeCounters) -> ProbeCou
         stack_cache_wrong: after
             .stack_cache_wrong
             .saturating_sub(before.stack_cache_wrong),
+        tallied: after.tallied.saturating_sub(before.tallied),
     }
 }
 
@@ -273,6 +274,7 @@ mod tests {
             nested: 2,
             stack_cached: 7,
             stack_cache_wrong: 0,
+            tallied: 3,
         };
         let after = ProbeCounters {
             matched: 15,
@@ -282,6 +284,7 @@ mod tests {
             nested: 1,
             stack_cached: 9,
             stack_cache_wrong: 1,
+            tallied: 8,
         };
         assert_eq!(
             counters_delta(&after, &before),
@@ -293,6 +296,7 @@ mod tests {
                 nested: 0,
                 stack_cached: 2,
                 stack_cache_wrong: 1,
+                tallied: 5,
             }
         );
     }

@@ -7,7 +7,7 @@ use std::{
 
 use guestscope_common::{
     plan::{TIMEOUT_GRACE_MS, Tracing, WorkloadSpec},
-    wire::{Body, WorkloadExited, WorkloadStarted},
+    wire::{Body, Tallies, WorkloadExited, WorkloadStarted},
 };
 use nix::{
     errno::Errno,
@@ -134,6 +134,7 @@ pub fn run<W: Sink>(
         }
         _ => execute(spec, tracer, stream)?,
     };
+    send_tallies(&exited, tracer, stream)?;
     if let Some(mode) = mode {
         mode.finish(&spec.name, drain, tracer, stream)?;
     }
@@ -330,6 +331,34 @@ fn end_if_due(pid: Pid, deadline: &mut Deadline) {
     // The group first (its children too); the workload alone if it left the group.
     if killpg(pid, signal).is_err() {
         let _ = kill(pid, signal);
+    }
+}
+
+/// Sends the hits the probes only counted during the workload (none unless its stack
+/// mode was [`guestscope_common::plan::StackMode::Tallied`]), before its exit record.
+fn send_tallies<W: Sink>(
+    exited: &WorkloadExited,
+    tracer: &mut Tracer,
+    stream: &mut Stream<W>,
+) -> Result<(), StreamError> {
+    match tracer.take_tallies() {
+        Ok(counts) if counts.is_empty() => Ok(()),
+        Ok(counts) => stream
+            .send(Body::Tallies(Tallies {
+                pid: exited.pid,
+                counts,
+            }))
+            .map(drop),
+        Err(e) => {
+            let message = format!("workload {}: reading the probes' tallies: {e}", exited.name);
+            tracing::error!("{message}");
+            stream
+                .send(Body::Log {
+                    level: "error".into(),
+                    message,
+                })
+                .map(drop)
+        }
     }
 }
 

@@ -32,7 +32,7 @@ impl CacheSlot {
 }
 
 /// The ring-buffer record of a hit whose stack came from the probes' stack cache
-/// (72 bytes instead of a [`StackedEvent`](crate::StackedEvent)'s 600): the stack is
+/// (72 bytes instead of a [`StackedEvent`](crate::StackedEvent)'s 608): the stack is
 /// the one the last [`StackedEvent`](crate::StackedEvent) of the same CPU
 /// (`event.cpu`) with this `cache_slot` carried.
 ///

@@ -251,7 +251,7 @@ impl RawEvent {
 /// The deepest stacks seen in this lab are interrupts taken during a system call or a
 /// page fault: 20 to 30 frames, plus the two `bpf_prog`/`bpf_trampoline` frames of an
 /// fentry probe. 64 leaves room for deeper ones while keeping a [`StackedEvent`] at
-/// 600 bytes (the kernel's own limit, `PERF_MAX_STACK_DEPTH`, is 127). A deeper stack
+/// 608 bytes (the kernel's own limit, `PERF_MAX_STACK_DEPTH`, is 127). A deeper stack
 /// keeps its innermost 64 frames.
 pub const MAX_STACK_FRAMES: usize = 64;
 
@@ -326,7 +326,7 @@ impl EntryCaller {
 }
 
 /// The ring-buffer record of a hit whose stack was walked: the hit and its kernel
-/// stack, as `bpf_get_stack` wrote it (600 bytes).
+/// stack, as `bpf_get_stack` wrote it (608 bytes).
 ///
 /// The agent de-duplicates stacks and turns [`StackedEvent::stack_bytes`] into
 /// [`RawEvent::stack_id`]. A hit whose stack came from the probes' stack cache travels
@@ -347,13 +347,19 @@ pub struct StackedEvent {
     pub cache_slot: u32,
     /// The function's frame and caller, for walks that miss the caller.
     pub entry: EntryCaller,
+    /// What the probes had counted, with no record, for the walk this one replaced in
+    /// its stack-cache entry ([`StackedEvent::cache_slot`]) since that entry's tally
+    /// was last reset ([`crate::plan::StackMode::Tallied`]); the tally starts again
+    /// from 0 for this walk. 0 when the walk was not kept.
+    pub replaced_tally: u64,
     /// Return addresses, innermost first; only the first `stack_bytes / 8` are meaningful
     /// (the kernel zeroes the rest).
     pub ips: [u64; MAX_STACK_FRAMES],
 }
 
-const _: () = assert!(core::mem::size_of::<StackedEvent>() == 64 + 8 + 16 + 8 * MAX_STACK_FRAMES);
-const _: () = assert!(core::mem::size_of::<StackedEvent>() == 600);
+const _: () =
+    assert!(core::mem::size_of::<StackedEvent>() == 64 + 8 + 16 + 8 + 8 * MAX_STACK_FRAMES);
+const _: () = assert!(core::mem::size_of::<StackedEvent>() == 608);
 
 /// Why [`StackedEvent::frames`] found no frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -426,6 +432,11 @@ pub struct ProbeCounters {
     /// the walk made anyway (every one a wrong stack the cache would have given).
     #[cfg_attr(feature = "std", serde(default))]
     pub stack_cache_wrong: u64,
+    /// Hits the stack cache answered that were counted per stack in the kernel, with no
+    /// record ([`crate::plan::StackMode::Tallied`]); not part of `emitted`. (Absent from
+    /// the files of runs made before tallies: 0.)
+    #[cfg_attr(feature = "std", serde(default))]
+    pub tallied: u64,
 }
 
 impl ProbeCounters {
@@ -438,6 +449,7 @@ impl ProbeCounters {
         self.nested += other.nested;
         self.stack_cached += other.stack_cached;
         self.stack_cache_wrong += other.stack_cache_wrong;
+        self.tallied += other.tallied;
     }
 }
 
@@ -510,6 +522,7 @@ mod tests {
             stack_bytes,
             cache_slot: crate::CacheSlot::NONE,
             entry: EntryCaller::UNKNOWN,
+            replaced_tally: 0,
             ips,
         }
     }
@@ -631,7 +644,8 @@ mod tests {
     fn ips_start_eight_byte_aligned_after_the_event() {
         assert_eq!(core::mem::offset_of!(StackedEvent, stack_bytes), 64);
         assert_eq!(core::mem::offset_of!(StackedEvent, entry), 72);
-        assert_eq!(core::mem::offset_of!(StackedEvent, ips), 88);
+        assert_eq!(core::mem::offset_of!(StackedEvent, replaced_tally), 88);
+        assert_eq!(core::mem::offset_of!(StackedEvent, ips), 96);
         assert_eq!(core::mem::align_of::<StackedEvent>(), 8);
     }
 }

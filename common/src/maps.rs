@@ -4,7 +4,7 @@
 pub const EVENTS: &str = "EVENTS";
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 ///
-/// A walked record is 600 bytes ([`crate::event::StackedEvent`]), a hit answered by
+/// A walked record is 608 bytes ([`crate::event::StackedEvent`]), a hit answered by
 /// the stack cache 72 ([`crate::cached_event::CachedEvent`]): this holds 3 500 to
 /// 29 000 of them. Measured on the built-in lab under TCG (one vCPU): a 128 KiB ring
 /// overflowed (1 500 to 2 300 `ring_full` of ~47 000 events, before the stack cache),
@@ -29,7 +29,7 @@ pub const TRACED_PIDS_MAX: u32 = 4096;
 pub const COUNTERS: &str = "COUNTERS";
 /// Array `u32` with [`SETTINGS_SLOTS`] slots that the agent sets for the probes: at
 /// [`SETTINGS_FLAGS`] switches ([`NO_STACK_WALK`], [`NO_STACK_CACHE`],
-/// [`CHECK_STACK_CACHE`]), at [`SETTINGS_GENERATION`] the attachment generation.
+/// [`CHECK_STACK_CACHE`], [`TALLY_CACHED`]), at [`SETTINGS_GENERATION`] the attachment generation.
 pub const SETTINGS: &str = "SETTINGS";
 /// Slots of [`SETTINGS`].
 pub const SETTINGS_SLOTS: u32 = 2;
@@ -50,6 +50,16 @@ pub const NO_STACK_CACHE: u32 = 2;
 /// answer: `ProbeCounters::stack_cached` counts the cache's answers,
 /// `ProbeCounters::stack_cache_wrong` those that differed from the walk.
 pub const CHECK_STACK_CACHE: u32 = 4;
+/// [`SETTINGS`] switch: a spin-lock hit the stack cache answers is counted in
+/// [`TALLIES`] under its cache entry instead of recorded
+/// ([`crate::plan::StackMode::Tallied`]).
+pub const TALLY_CACHED: u32 = 8;
+/// Per-CPU array `u64` with one slot per stack-cache entry
+/// ([`crate::STACK_CACHE_ENTRIES`]): spin-lock hits counted, with no record, under the
+/// walk the entry holds. A walk kept in an entry takes its count into
+/// [`crate::StackedEvent::replaced_tally`] and resets it; the agent reads the rest when
+/// a workload ends.
+pub const TALLIES: &str = "TALLIES";
 /// Per-CPU array `u32` with one slot: non-zero while a guestscope probe runs
 /// on this CPU (guards against probes observing each other).
 pub const BUSY: &str = "BUSY";

@@ -235,17 +235,23 @@ pub enum StackMode {
     Checked,
     /// No stack at all.
     Off,
+    /// As [`StackMode::Cached`], and a spin-lock hit the cache answers is only counted,
+    /// per stack, in the kernel: no record, so no time, thread or lock address of its
+    /// own, and nothing for the agent to forward. Every hit is still classified by its
+    /// stack; walked hits are recorded as usual.
+    Tallied,
 }
 
 impl StackMode {
     /// The switches of [`crate::maps::SETTINGS`] that set this mode.
     pub fn settings_flags(self) -> u32 {
-        use crate::maps::{CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK};
+        use crate::maps::{CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, TALLY_CACHED};
         match self {
             StackMode::Cached => 0,
             StackMode::WalkEvery => NO_STACK_CACHE,
             StackMode::Checked => CHECK_STACK_CACHE,
             StackMode::Off => NO_STACK_WALK,
+            StackMode::Tallied => TALLY_CACHED,
         }
     }
 }

@@ -36,7 +36,9 @@
 //! record (a user probe's argument registers); 9 added [`Totals::callers_recovered`];
 //! 10 carries each event in its fixed 64-byte layout ([`RawEvent::to_le_bytes`])
 //! instead of one variable-length integer per field; 11 added the stack cache's
-//! counters to [`ProbeCounters`] (`stack_cached`, `stack_cache_wrong`).
+//! counters to [`ProbeCounters`] (`stack_cached`, `stack_cache_wrong`); 12 added
+//! [`Body::Tallies`] (hits counted in the kernel per stack) and
+//! [`ProbeCounters::tallied`].
 
 use std::io::{self, Read, Write};
 
@@ -47,7 +49,7 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 11;
+pub const WIRE_VERSION: u16 = 12;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -125,6 +127,31 @@ pub enum Body {
     /// [carries them](crate::ProbeKind::carries_args), sent just before the `Events`
     /// record that holds those events.
     Args(Vec<EventArgs>),
+    /// Hits counted in the kernel per stack instead of recorded one by one
+    /// ([`crate::plan::StackMode::Tallied`]), sent when their workload ends, before its
+    /// [`Body::WorkloadExited`].
+    Tallies(Tallies),
+}
+
+/// One workload's hits that the probes counted per stack, with no record of their own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tallies {
+    /// The workload's pid ([`WorkloadStarted::pid`]).
+    pub pid: u32,
+    /// Hits per probe and stack.
+    pub counts: Vec<Tally>,
+}
+
+/// Hits of one probe with one stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// The probe ([`crate::ProbeKind`] id).
+    pub kind: u32,
+    /// The stack, as events name it ([`RawEvent::stack_id`]: an id of a
+    /// [`Body::Stack`], or the negative code of why there is none).
+    pub stack_id: i32,
+    /// Hits.
+    pub hits: u64,
 }
 
 /// Arguments 1 to 5 of one event, which (thread, time) names: a thread's probes do not

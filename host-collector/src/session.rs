@@ -23,8 +23,14 @@ pub struct WorkloadRun {
     pub started: WorkloadStarted,
     /// Exit record, once received.
     pub exited: Option<WorkloadExited>,
-    /// Events per probe name.
+    /// Events per probe name (tallied hits included).
     pub events: BTreeMap<String, u64>,
+    /// Of those, hits the probes only counted per stack (no record of their own).
+    #[serde(default)]
+    pub tallied: BTreeMap<String, u64>,
+    /// Those hits per (probe name, stack id).
+    #[serde(skip)]
+    pub tallied_stacks: BTreeMap<(String, i32), u64>,
     /// Distinct pids whose events were attributed to this workload.
     pub pids: BTreeSet<u32>,
     /// Event count per (probe name, stack id): a built-in probe's name, or a user
@@ -85,6 +91,11 @@ pub struct Session<W: Write> {
     pub events_received: u64,
     /// Events received per probe name (what the probes' `emitted` counters should match).
     pub events_by_probe: BTreeMap<String, u64>,
+    /// Hits the probes only counted per stack ([`guestscope_common::wire::Body::Tallies`]),
+    /// not among the events received.
+    pub events_tallied: u64,
+    /// Those hits per probe name.
+    pub tallied_by_probe: BTreeMap<String, u64>,
     /// Events whose pid belongs to no workload and that arrived while none ran.
     pub events_unattributed: u64,
     /// Events whose stack record never arrived (symbolized as empty).
@@ -162,6 +173,9 @@ pub struct AgentRestart {
     pub records_before: u64,
     /// Events received before, per probe (the dead agent's).
     pub events_before: BTreeMap<String, u64>,
+    /// Hits tallied before, per probe (the dead agent's).
+    #[serde(default)]
+    pub tallied_before: BTreeMap<String, u64>,
     /// The workload that was running when the agent died (its exit was never seen).
     pub interrupted_workload: Option<String>,
     /// Guest clock when the dead agent was last heard from (a heartbeat, an event, a
@@ -207,6 +221,8 @@ impl<W: Write> Session<W> {
             stack_id_base: 0,
             events_received: 0,
             events_by_probe: BTreeMap::new(),
+            events_tallied: 0,
+            tallied_by_probe: BTreeMap::new(),
             events_unattributed: 0,
             events_stack_unknown: 0,
             agent_logs: Vec::new(),
@@ -261,6 +277,8 @@ impl<W: Write> Session<W> {
                     started: s,
                     exited: None,
                     events: BTreeMap::new(),
+                    tallied: BTreeMap::new(),
+                    tallied_stacks: BTreeMap::new(),
                     pids: BTreeSet::new(),
                     stack_counts: HashMap::new(),
                     named_locks: BTreeMap::new(),
@@ -303,6 +321,7 @@ impl<W: Write> Session<W> {
                     }
                 }
             }
+            Body::Tallies(t) => self.tallies(t)?,
             Body::Log { level, message } => self.agent_logs.push((level, message)),
             Body::Heartbeat { monotonic_ns } => self.heard_at(monotonic_ns),
             Body::Connect(_) | Body::ClockEcho(_) => {}
@@ -325,6 +344,7 @@ impl<W: Write> Session<W> {
         self.restarts.push(AgentRestart {
             records_before: self.records,
             events_before: self.events_by_probe.clone(),
+            tallied_before: self.tallied_by_probe.clone(),
             interrupted_workload,
             last_seen_ns: self.last_guest_ns,
             new_agent_start_ns: None,
@@ -457,6 +477,7 @@ pub fn user_probe_name(kind: ProbeKind, ip: u64, kallsyms: Option<&Kallsyms>) ->
 mod event;
 pub mod seq;
 mod stacks;
+mod tallies;
 
 #[cfg(test)]
 mod tests;

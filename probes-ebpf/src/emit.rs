@@ -17,13 +17,13 @@ use guestscope_common::{
     event::{NO_STACK, USER_ARGS, USER_STACK_FRAMES},
     maps::{
         CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, SETTINGS_FLAGS, SETTINGS_GENERATION,
-        WAKEUP_FRACTION,
+        TALLY_CACHED, WAKEUP_FRACTION,
     },
 };
 
 use crate::{
     entry_caller::AtEntry,
-    maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TRACED_PIDS},
+    maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TALLIES, TRACED_PIDS},
     stack_cache::{self, CachedStack, StackKey},
 };
 
@@ -144,10 +144,23 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         args,
         entry,
     } = payload(ctx);
+    let with_args = args.is_some();
+    // Only a whole-size walk is cached (an event with arguments keeps them where a
+    // longer walk would go).
+    let stacks = Stacks::choose(kind, &entry, !with_args);
+    if let Stacks::Tallied(index) = stacks {
+        bump!(counters.stack_cached);
+        if let Some(tally) = TALLIES.get_ptr_mut(index) {
+            // SAFETY: this CPU's slot of a per-CPU array, valid for the program's run;
+            // the busy guard keeps other guestscope probes on this CPU out.
+            unsafe { *tally += 1 };
+            bump!(counters.tallied);
+        }
+        return;
+    }
     let Some(pending) = PENDING.get_ptr_mut(0) else {
         return;
     };
-    let with_args = args.is_some();
     // SAFETY: `pending` points at this CPU's slot of a per-CPU array, valid for the
     // program's run; the busy guard keeps other guestscope probes on this CPU out.
     unsafe {
@@ -167,9 +180,6 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             (*pending).args = args;
         }
     }
-    // Only a whole-size walk is cached (an event with arguments keeps them where a
-    // longer walk would go).
-    let stacks = Stacks::choose(kind, &entry, !with_args);
     if let Stacks::Cached(index) = stacks {
         bump!(counters.stack_cached);
         let Some(mut record) = EVENTS.reserve::<CachedEvent>(0) else {
@@ -190,7 +200,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         bump!(counters.ring_full);
         return;
     };
-    // The record (600 bytes) is larger than the eBPF stack (512): fill it in place.
+    // The record (608 bytes) is larger than the eBPF stack (512): fill it in place.
     let record_ptr = record.as_mut_ptr();
     // SAFETY: `record_ptr` points at a reserved, writable ring-buffer slot of
     // size_of::<StackedEvent>() bytes, which stays ours until submit; every field is
@@ -213,6 +223,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         let (bytes, cache_slot) = stacks.walk(ctx, &entry, record_ptr, walk_bytes, counters);
         (*record_ptr).stack_bytes = bytes;
         (*record_ptr).cache_slot = cache_slot;
+        (*record_ptr).replaced_tally = take_tally(cache_slot);
     }
     record.submit(wakeup_flag());
     bump!(counters.emitted);
@@ -242,6 +253,8 @@ enum Stacks {
     Off,
     /// From this cache entry: the hit's record is a [`CachedEvent`].
     Cached(u32),
+    /// From this cache entry, and only counted there ([`TALLY_CACHED`]): no record.
+    Tallied(u32),
     /// A walk, kept in the cache under `keep` (the key and the task stack's top) when
     /// the hit has one; in check mode, `check` is the cache entry that answered, to be
     /// compared with the walk.
@@ -272,6 +285,11 @@ impl Stacks {
             .as_ref()
             .and_then(|(k, top)| stack_cache::lookup(k, entry.anchor, *top));
         match hit {
+            Some((index, _))
+                if flags & TALLY_CACHED != 0 && kind as u32 == ProbeKind::SpinLock as u32 =>
+            {
+                Stacks::Tallied(index)
+            }
             Some((index, _)) if flags & CHECK_STACK_CACHE == 0 => Stacks::Cached(index),
             Some((_, cached)) => Stacks::Walk {
                 keep: None,
@@ -281,7 +299,8 @@ impl Stacks {
         }
     }
 
-    /// Walks the stack into `record`'s frames (unless `Off`; `Cached` never gets here)
+    /// Walks the stack into `record`'s frames (unless `Off`; `Cached` and `Tallied` never
+    /// get here)
     /// and returns its `stack_bytes` (negative: no stack) and the cache entry it was
     /// kept in ([`CacheSlot::NONE`] if none).
     ///
@@ -298,7 +317,9 @@ impl Stacks {
     ) -> (i32, u32) {
         let (keep, check) = match self {
             // No walk: no frame is meaningful (the agent reads none).
-            Stacks::Off | Stacks::Cached(_) => return (NO_STACK, CacheSlot::NONE),
+            Stacks::Off | Stacks::Cached(_) | Stacks::Tallied(_) => {
+                return (NO_STACK, CacheSlot::NONE);
+            }
             Stacks::Walk { keep, check } => (keep, check),
         };
         // SAFETY: the caller vouches for `record`.
@@ -323,6 +344,20 @@ impl Stacks {
             slot = stack_cache::kept();
         }
         (written, slot)
+    }
+}
+
+/// The count of cache entry `slot` ([`CacheSlot::tag`]) for the walk it held, reset for
+/// the walk just kept there; 0 for [`CacheSlot::NONE`].
+#[inline(always)]
+fn take_tally(slot: u32) -> u64 {
+    let Some(index) = CacheSlot::index(slot) else {
+        return 0;
+    };
+    match TALLIES.get_ptr_mut(index) {
+        // SAFETY: this CPU's slot of a per-CPU array (see `emit`).
+        Some(tally) => unsafe { core::mem::replace(&mut *tally, 0) },
+        None => 0,
     }
 }
 

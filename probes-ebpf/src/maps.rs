@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use guestscope_common::{ProbeCounters, ProbeKind, maps as names};
+use guestscope_common::{ProbeCounters, ProbeKind, STACK_CACHE_ENTRIES, maps as names};
 
 // Keep the statics' names and the shared constants in step.
 const _: () = assert!(const_eq(names::EVENTS, "EVENTS"));
@@ -13,6 +13,7 @@ const _: () = assert!(const_eq(names::TRACED_PIDS, "TRACED_PIDS"));
 const _: () = assert!(const_eq(names::COUNTERS, "COUNTERS"));
 const _: () = assert!(const_eq(names::BUSY, "BUSY"));
 const _: () = assert!(const_eq(names::SETTINGS, "SETTINGS"));
+const _: () = assert!(const_eq(names::TALLIES, "TALLIES"));
 
 const fn const_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -49,3 +50,8 @@ pub static SETTINGS: Array<u32> = Array::with_max_entries(names::SETTINGS_SLOTS,
 /// Per-CPU flag: non-zero while a guestscope probe runs on this CPU.
 #[map]
 pub static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU spin-lock hits counted under each stack-cache entry's walk, with no record
+/// (`guestscope_common::maps::TALLIES`).
+#[map]
+pub static TALLIES: PerCpuArray<u64> = PerCpuArray::with_max_entries(STACK_CACHE_ENTRIES, 0);

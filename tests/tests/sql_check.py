@@ -77,9 +77,15 @@ def with_chdb(dirs):
         names = ",".join(os.path.relpath(os.path.abspath(d), parent) for d in dirs)
         return f"file('{parent}/{{{names}}}/{name}', '{fmt}')"
 
+    # One run header per folder, each read on its own with the columns the queries
+    # use: read through one glob, with its schema inferred from the first file, a
+    # header was once left out of the join (chdb 4.4, a 1-vCPU and a 2-vCPU run).
+    runs = " union all ".join(
+        f"select run_id, kernel_release, cpus from file('{os.path.abspath(d)}/run.json', 'JSONEachRow')"
+        for d in dirs)
     tables = {"events": files("events.jsonl", "JSONEachRow"),
               "stacks": files("stacks.jsonl", "JSONEachRow"),
-              "runs": files("run.json", "JSON")}
+              "runs": f"({runs})"}
     out = {}
     for name, q in QUERIES.items():
         text = chdb.query(q.format(**tables), "JSONCompact").bytes()

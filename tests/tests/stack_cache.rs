@@ -3,7 +3,8 @@
 //! walked and compared with what the cache would have given. No cached stack may
 //! differ from the walk of the same event (so no classification made from stacks can
 //! differ either), the cache must answer for most events, with the cache off it must
-//! answer for none, and its reads must not fault.
+//! answer for none, and its reads must not fault. With spin_lock's cached hits only
+//! tallied per stack, every hit must still reach the host, on the same stacks.
 
 use guestscope::bench::{self, BenchOptions};
 use guestscope_tests::bench_in;
@@ -76,6 +77,26 @@ fn every_cached_stack_equals_the_walk_of_the_same_event() {
     assert!(
         distance < 0.15,
         "fopen's stacks differ between cache on and off by {distance}"
+    );
+    // Tallying: most spin_lock hits are only counted, every hit reaches the host as an
+    // event or a tally, and the host's stacks for the loop are those of the recorded run.
+    let tallied = fopen("Tallied");
+    assert!(
+        tallied.tallied * 2 > tallied.matched && tallied.emitted < on.emitted,
+        "tallying: {tallied:?}"
+    );
+    assert_eq!(
+        tallied.received,
+        tallied.emitted + tallied.tallied,
+        "every hit received as an event or a tally: {tallied:?}"
+    );
+    assert_eq!(on.received, on.emitted, "recorded: {on:?}");
+    let tallied_distance = sc
+        .fopen_tallied_distance
+        .unwrap_or_else(|| panic!("no tallied distance for fopen: {sc:?}"));
+    assert!(
+        tallied_distance < 0.15,
+        "fopen's stacks differ between recorded and tallied by {tallied_distance}"
     );
     let md = std::fs::read_to_string(dir.join("out/results.md")).unwrap();
     assert!(md.contains("## Stack cache"), "results.md has the section");

@@ -63,6 +63,24 @@ fn sample_records() -> Vec<Record> {
         },
         Record {
             seq: 6,
+            body: Body::Tallies(Tallies {
+                pid: 42,
+                counts: vec![
+                    Tally {
+                        kind: ProbeKind::SpinLock as u32,
+                        stack_id: 7,
+                        hits: 1 << 40,
+                    },
+                    Tally {
+                        kind: ProbeKind::SpinLock as u32,
+                        stack_id: -2,
+                        hits: 1,
+                    },
+                ],
+            }),
+        },
+        Record {
+            seq: 7,
             body: Body::Finished(Totals::default()),
         },
     ]

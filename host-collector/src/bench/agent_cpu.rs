@@ -16,11 +16,13 @@ pub(super) fn agent_cpu_per_event(
     })
 }
 
-/// What the loop's events cost the agent, µs per event: its CPU in the every-probe run
-/// less its CPU in the untraced run of the same repetition, over the loop's events.
+/// What the loop's events cost the agent, µs per event: its CPU in the runs of
+/// `condition` less its CPU in the untraced run of the same repetition, over the loop's
+/// events.
 pub(super) fn agent_cpu_marginal(
     runs: &BTreeMap<String, Ran>,
     workload: &str,
+    condition: &str,
     reps: usize,
     loop_events: &[Option<f64>],
 ) -> Option<Spread> {
@@ -31,7 +33,7 @@ pub(super) fn agent_cpu_marginal(
     };
     // ms / events → µs: × 1000.
     Spread::of(&stats::paired_cost_per(
-        &agent_cpu_ms("all"),
+        &agent_cpu_ms(condition),
         &agent_cpu_ms("off"),
         loop_events,
     ))

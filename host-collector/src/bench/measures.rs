@@ -56,6 +56,7 @@ pub(super) fn loop_overhead(
     let without_stacks = with_ftrace
         .then(|| without_stacks_overhead(runs, workload, reps, base, &off, &all, &loop_events));
     let user_probe = with_ftrace.then(|| user_probe_overhead(runs, workload, reps, &off));
+    let tallied = with_ftrace.then(|| tallied::overhead(runs, workload, reps, &off, &loop_events));
     let ftrace = with_ftrace.then(|| ftrace_overhead(runs, workload, reps, n, &off));
     // guestscope and its ftrace peer (bpftrace needs the peers boot's root file system).
     let rows = PeerRows {
@@ -65,7 +66,7 @@ pub(super) fn loop_overhead(
         off: &off,
         loop_events: &loop_events,
     };
-    let peers = with_ftrace.then(|| rows.measure(runs, &PEER_ROWS[..4]));
+    let peers = with_ftrace.then(|| rows.measure(runs, &PEER_ROWS[..5]));
     LoopOverhead {
         workload: workload.into(),
         iterations,
@@ -94,8 +95,15 @@ pub(super) fn loop_overhead(
         .map(|s| s.scaled(1e3)),
         drain_ms: Spread::of(&present(&drain)),
         agent_cpu_us_per_event: Spread::of(&present(&agent_cpu)),
-        agent_cpu_marginal_us_per_event: agent_cpu_marginal(runs, workload, reps, &loop_events),
+        agent_cpu_marginal_us_per_event: agent_cpu_marginal(
+            runs,
+            workload,
+            "all",
+            reps,
+            &loop_events,
+        ),
         without_stacks,
+        tallied,
         user_probe,
         runs_ms: (0..reps)
             .flat_map(|rep| {

@@ -46,6 +46,7 @@ mod parts;
 mod peers;
 mod plans;
 mod stack_cache_check;
+mod tallied;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -336,6 +337,7 @@ mod tests {
                 "fopen-off-0",
                 "fopen-all-0",
                 "fopen-nostack-0",
+                "fopen-tallied-0",
                 "fopen-ftrace-0",
                 "fopen-fd-0",
                 "fopen-ufd-0",
@@ -345,6 +347,7 @@ mod tests {
                 "fopen-ftpeerstk-0",
                 "fopen-all-1",
                 "fopen-nostack-1",
+                "fopen-tallied-1",
                 "fopen-ftrace-1",
                 "fopen-fd-1",
                 "fopen-ufd-1",
@@ -354,6 +357,7 @@ mod tests {
                 "fopen-ftpeerstk-1",
                 "fopen-off-1",
                 "fopen-nostack-2",
+                "fopen-tallied-2",
                 "fopen-ftrace-2",
                 "fopen-fd-2",
                 "fopen-ufd-2",

@@ -5,8 +5,12 @@
 use super::*;
 
 /// The rows of a peers table: a condition and how it traced.
-pub(super) const PEER_ROWS: [(&str, &str); 6] = [
+pub(super) const PEER_ROWS: [(&str, &str); 7] = [
     ("all", "guestscope, every probe, stacks (cached)"),
+    (
+        "tallied",
+        "guestscope, every probe, spin_lock's cached hits tallied per stack",
+    ),
     ("nostack", "guestscope, every probe, no stacks"),
     ("ftpeer", "ftrace kprobes, comm filter, no stacks"),
     (

@@ -52,11 +52,13 @@ pub(super) fn args(list: &[&str]) -> Vec<String> {
 /// probe, every probe, every probe without stack walks, an ftrace kprobe, the built-in
 /// alloc_fd probe alone, user probes on the same function (kprobe, fentry), every
 /// probe walking every event's stack (the stack cache off), and the ftrace peer of the
-/// probes on spin_lock and alloc_fd, without and with stacks. cpuinfo runs the first two.
-pub(super) const CONDITIONS: [&str; 10] = [
+/// probes on spin_lock and alloc_fd, without and with stacks; `tallied` is every probe
+/// with spin_lock's cached hits only counted per stack. cpuinfo runs the first two.
+pub(super) const CONDITIONS: [&str; 11] = [
     "off",
     "all",
     "nostack",
+    "tallied",
     "ftrace",
     "fd",
     "ufd",
@@ -73,12 +75,13 @@ pub(super) const PEER_FUNCTIONS: [&str; 2] = ["_raw_spin_lock", GDB_SYMBOL];
 pub(super) const PEER_COMM: &str = "fopen";
 
 /// The conditions of the peers boot, rotated: the untraced loop, guestscope (every
-/// probe, with and without stacks), ftrace on the same functions (without and with
+/// probe, with stacks recorded or spin_lock's tallied, and without stacks), ftrace on the same functions (without and with
 /// stacks), and bpftrace on them (a count, and a count per kernel stack, aggregated in
 /// the kernel).
-pub(super) const PEER_CONDITIONS: [&str; 7] = [
+pub(super) const PEER_CONDITIONS: [&str; 8] = [
     "off",
     "all",
+    "tallied",
     "nostack",
     "ftpeer",
     "ftpeerstk",
@@ -156,6 +159,7 @@ pub(super) fn condition_tracing(c: &str) -> Tracing {
         "off" => no_probes(),
         "all" => all_probes(),
         "nostack" => Tracing::ProbesWith(builtin_names(), StackMode::Off),
+        "tallied" => Tracing::ProbesWith(builtin_names(), StackMode::Tallied),
         "walkall" => Tracing::ProbesWith(builtin_names(), StackMode::WalkEvery),
         "fd" => Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]),
         // The same function through a user probe (`--probe kprobe:alloc_fd`).
@@ -308,7 +312,7 @@ pub(super) fn memory_plan(events: u64) -> RunPlan {
 }
 
 /// The stack-cache boot's plan: every workload of the lab run with its stacks checked
-/// against the cache, then the fopen loop with the cache off and on.
+/// against the cache, then the fopen loop with the cache off, on, and tallying.
 pub(super) fn stack_cache_plan(o: &BenchOptions) -> RunPlan {
     let mut w: Vec<WorkloadSpec> = crate::lab::BUILTIN_WORKLOADS
         .iter()
@@ -325,6 +329,7 @@ pub(super) fn stack_cache_plan(o: &BenchOptions) -> RunPlan {
     for (name, mode) in [
         ("walkall", StackMode::WalkEvery),
         ("cached", StackMode::Cached),
+        ("tallied", StackMode::Tallied),
     ] {
         w.push(spec(
             &format!("fopen-{name}"),

@@ -114,6 +114,9 @@ pub struct LoopOverhead {
     pub agent_cpu_marginal_us_per_event: Option<Spread>,
     /// The same loop with every probe, recording no stacks.
     pub without_stacks: Option<NoStackOverhead>,
+    /// The same loop with every probe, spin_lock's cached hits only counted per stack.
+    #[serde(default)]
+    pub tallied: Option<TalliedOverhead>,
     /// The same loop with one probe on alloc_fd, built in and as a user probe.
     pub user_probe: Option<UserProbeOverhead>,
     /// Every run's loop time, ms, by condition and repetition (`all-3`), in run order
@@ -186,6 +189,26 @@ pub struct NoStackOverhead {
     /// The agent's CPU per event with every stack walked (every record carries its
     /// frames, which the agent hashes), µs.
     pub agent_cpu_walk_every_us_per_event: Option<Spread>,
+}
+
+/// A loop with every probe, the spin-lock hits the stack cache answers only counted per
+/// stack in the kernel (`--stacks tallied`): every hit still classified by its stack.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TalliedOverhead {
+    /// Loop time, ms.
+    pub traced_ms: Option<Spread>,
+    /// Tallied / untraced, paired.
+    pub ratio: Option<Spread>,
+    /// Time added per event, µs: (tallied − untraced) / the every-probe runs' loop
+    /// events, paired.
+    pub us_per_event: Option<Spread>,
+    /// Share of the hits only counted (no record).
+    pub tallied_share: Option<Spread>,
+    /// What the events cost the agent, µs per event, paired against the untraced run.
+    pub agent_cpu_marginal_us_per_event: Option<Spread>,
+    /// Hits neither recorded, tallied nor counted as lost, over all runs (0 when every
+    /// hit is accounted for).
+    pub unaccounted: i64,
 }
 
 /// What a user probe (`--probe kprobe:FUNC`) costs per event against the built-in
@@ -456,6 +479,10 @@ pub struct StackCacheCheck {
     /// on and off (total variation distance of the events' shares per probe and stack,
     /// 0 to 1); a cached hit tied to the wrong stack by the agent would move it.
     pub fopen_stack_distance: Option<f64>,
+    /// The same distance between the fopen loop with every hit recorded (cache on) and
+    /// with spin_lock's cached hits only counted per stack (`--stacks tallied`): a
+    /// tally added to the wrong stack would move it.
+    pub fopen_tallied_distance: Option<f64>,
 }
 
 /// One workload's run in [`StackCacheCheck`].
@@ -463,10 +490,16 @@ pub struct StackCacheCheck {
 pub struct StackCacheRun {
     /// The workload.
     pub workload: String,
-    /// How its stacks were got (`Checked`, `WalkEvery`, `Cached`).
+    /// How its stacks were got (`Checked`, `WalkEvery`, `Cached`, `Tallied`).
     pub mode: String,
+    /// Hits by the processes under study.
+    pub matched: u64,
     /// Records the probes wrote.
     pub emitted: u64,
+    /// Hits only counted per stack, with no record (`Tallied` runs only).
+    pub tallied: u64,
+    /// Hits the host received, as events or tallies.
+    pub received: u64,
     /// Of those, stacks the cache answered.
     pub cached: u64,
     /// Of those, answers that differed from the walk (checked runs only).

@@ -1,5 +1,6 @@
 //! The stack-cache boot's figures: every cached stack checked against a walk of the
-//! same event, and the stacks the host received with the cache on and off.
+//! same event, and the stacks the host received with the cache on and off, and with
+//! spin_lock's cached hits tallied instead of recorded.
 
 use super::*;
 
@@ -30,7 +31,10 @@ pub(super) fn stack_cache(
         check.runs.push(StackCacheRun {
             workload: name.clone(),
             mode: format!("{:?}", t.stacks),
+            matched: sum.matched,
             emitted: sum.emitted,
+            tallied: sum.tallied,
+            received: ran.received.values().sum(),
             cached: sum.stack_cached,
             wrong: sum.stack_cache_wrong,
             nested: sum.nested,
@@ -45,6 +49,10 @@ pub(super) fn stack_cache(
     };
     check.fopen_stack_distance = match (fopen(StackMode::Cached), fopen(StackMode::WalkEvery)) {
         (Some(on), Some(off)) => super::stats::stack_distance(on, off),
+        _ => None,
+    };
+    check.fopen_tallied_distance = match (fopen(StackMode::Cached), fopen(StackMode::Tallied)) {
+        (Some(recorded), Some(tallied)) => super::stats::stack_distance(recorded, tallied),
         _ => None,
     };
     check

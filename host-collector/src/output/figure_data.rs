@@ -39,7 +39,7 @@ impl FigureData {
     }
 
     /// From a run folder's `events.jsonl` and `stacks.jsonl`, with the workloads'
-    /// start times from its summary. Events of no workload, and of an unknown probe
+    /// start times and tallied hits per stack from its summary. Events of no workload, and of an unknown probe
     /// kind, are left out, as the session leaves them out.
     pub fn of_run_files<R: BufRead>(
         events: R,
@@ -74,6 +74,14 @@ impl FigureData {
             *counts
                 .entry((workload.into_owned(), e.probe.into_owned(), e.stack_id))
                 .or_default() += 1;
+        }
+        // Hits only counted in the kernel have no line, only a count per stack.
+        for w in &summary.workloads {
+            for t in &w.tallied_stacks {
+                *counts
+                    .entry((w.name.clone(), t.probe.clone(), t.stack_id))
+                    .or_default() += t.hits;
+            }
         }
         let stacks = counts
             .into_iter()

@@ -155,6 +155,11 @@ pub struct StreamStats {
     pub decode_error: Option<String>,
     /// Events received.
     pub events_received: u64,
+    /// Hits the probes only counted per stack, with no event record
+    /// ([`guestscope_common::plan::StackMode::Tallied`]); counted in the workloads'
+    /// events and the experiments, absent from `events.jsonl`.
+    #[serde(default)]
+    pub events_tallied: u64,
     /// Events attributed to no workload.
     pub events_unattributed: u64,
     /// Events whose stack never arrived.
@@ -167,7 +172,7 @@ pub struct StreamStats {
     pub agent_restarts: Vec<crate::session::AgentRestart>,
 }
 
-/// Losses, by cause. Per probe, `matched = received + ring_full + spool_dropped`.
+/// Losses, by cause. Per probe, `matched = received + tallied + ring_full + spool_dropped`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Losses {
     /// Events lost because the ring buffer was full.
@@ -201,9 +206,12 @@ pub struct ProbeSummary {
     pub counters: Option<ProbeCounters>,
     /// Events of this probe the collector received.
     pub received: u64,
+    /// Hits of this probe the probes only counted per stack (no event record).
+    #[serde(default)]
+    pub tallied: u64,
     /// Events of this probe the agent dropped (spool full while the link was down).
     pub spool_dropped: u64,
-    /// `matched - (received + ring_full + spool_dropped)`: hits neither received nor
+    /// `matched - (received + tallied + ring_full + spool_dropped)`: hits neither received nor
     /// counted as lost (0 when every hit is accounted for; absent without counters).
     /// After an agent restart, `received` here is the current agent's events only: the
     /// counters died with the agent before it.
@@ -240,8 +248,16 @@ pub struct WorkloadSummary {
     /// zero).
     #[serde(default)]
     pub start_ns: u64,
-    /// Events per probe.
+    /// Events per probe (tallied hits included).
     pub events: BTreeMap<String, u64>,
+    /// Of those, hits only counted per stack in the kernel (`--stacks tallied`): no
+    /// line in `events.jsonl`.
+    #[serde(default)]
+    pub tallied: BTreeMap<String, u64>,
+    /// Those hits per probe and stack (`stack_id` as in `stacks.jsonl`): with
+    /// `events.jsonl`, every hit's stack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tallied_stacks: Vec<TalliedStack>,
     /// Pids whose events were attributed to this workload.
     pub pids: Vec<u32>,
     /// spin_lock hits on named global locks.
@@ -250,6 +266,17 @@ pub struct WorkloadSummary {
     pub top_stacks: BTreeMap<String, Vec<StackCount>>,
     /// The workload's own output (first lines).
     pub output: String,
+}
+
+/// Hits of one probe with one stack that were only counted in the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TalliedStack {
+    /// Probe name.
+    pub probe: String,
+    /// Stack id (`stacks.jsonl`), or the negative code of why there is none.
+    pub stack_id: i32,
+    /// Hits.
+    pub hits: u64,
 }
 
 /// Stacks kept per probe per workload.

@@ -216,3 +216,57 @@ fn a_user_probe_event_gets_the_arguments_sent_before_it() {
     assert_eq!(seen[2].counts.len(), 2, "rdx took 2 and 9");
     assert!(s.pending_args.is_empty());
 }
+
+#[test]
+fn tallies_count_in_their_workload_and_stack_but_write_no_event_line() {
+    use guestscope_common::wire::{Tallies, Tally};
+    let mut s = Session::new(Vec::new());
+    feed(
+        &mut s,
+        vec![
+            kallsyms(),
+            started("fopen", 100),
+            Body::Stack {
+                id: 3,
+                ips: vec![0xffffffff81300010, 0xffffffff81200020],
+            },
+            Body::Events(vec![ev(ProbeKind::SpinLock, 100, 3, 0xffffffff82000000)]),
+            Body::Tallies(Tallies {
+                pid: 100,
+                counts: vec![
+                    Tally {
+                        kind: ProbeKind::SpinLock as u32,
+                        stack_id: 3,
+                        hits: 41,
+                    },
+                    Tally {
+                        kind: ProbeKind::SpinLock as u32,
+                        stack_id: 9,
+                        hits: 2,
+                    },
+                ],
+            }),
+        ],
+    );
+    let lines = String::from_utf8(s.events_out.clone()).unwrap();
+    assert_eq!(lines.lines().count(), 1, "a tally is not an event line");
+    assert_eq!(s.events_received, 1);
+    assert_eq!(s.events_tallied, 43);
+    assert_eq!(s.tallied_of_current_agent("spin_lock"), 43);
+    assert_eq!(s.events_by_probe["spin_lock"], 1);
+    assert_eq!(s.events_stack_unknown, 2, "stack 9 never arrived");
+    let w = &s.workloads[0];
+    assert_eq!(w.events["spin_lock"], 44);
+    assert_eq!(w.tallied["spin_lock"], 43);
+    // Only the recorded hit's lock address is known.
+    assert_eq!(w.named_locks["jiffies_lock"], 1);
+    let top = s.top_stacks(0, ProbeKind::SpinLock.name(), 5);
+    assert_eq!(
+        top[0].0, 42,
+        "the recorded hit and the tallied ones share a stack"
+    );
+    // An agent that takes over starts its own count.
+    let next = s.seq.next;
+    s.agent_restarted(next);
+    assert_eq!(s.tallied_of_current_agent("spin_lock"), 0);
+}

@@ -86,7 +86,7 @@ fn the_ftrace_peer_is_paired_with_the_untraced_loop_over_guestscopes_events() {
     assert!((ours.ratio.as_ref().unwrap().median - 1.6).abs() < 1e-9);
     assert!(ours.hits_per_iteration.is_none());
     // A condition that did not run has no figures.
-    assert!(o.peers[3].ratio.is_none());
+    assert!(o.peers[4].ratio.is_none());
     // bpftrace's printed count is its hits, in the peers boot's table.
     for rep in 0..2 {
         let mut count = ran(0, 110, 5);
@@ -101,8 +101,36 @@ fn the_ftrace_peer_is_paired_with_the_untraced_loop_over_guestscopes_events() {
         loop_events: &[Some(10_000.0), Some(10_000.0)],
     }
     .measure(&runs, &PEER_ROWS);
-    let bpf = &rows[4];
+    let bpf = &rows[5];
     assert!(bpf.tracer.starts_with("bpftrace"));
     assert!((bpf.hits_per_iteration.as_ref().unwrap().median - 6.0).abs() < 1e-9);
     assert!((bpf.us_per_event.as_ref().unwrap().median - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn the_tallied_loop_is_paired_with_the_untraced_one_and_its_hits_accounted_for() {
+    let mut runs = BTreeMap::new();
+    for rep in 0..2 {
+        runs.insert(format!("fopen-base-{rep}"), ran(0, 1, 1));
+        runs.insert(format!("fopen-off-{rep}"), ran(0, 100, 5));
+        runs.insert(format!("fopen-all-{rep}"), ran(10_000, 160, 30));
+        // 10,000 hits: 8,000 tallied, 2,000 recorded; the host got all of them.
+        let mut tallied = ran(10_000, 110 + 10 * rep as u64, 7);
+        let t = tallied.tracing.as_mut().unwrap();
+        t.counters[0].1.tallied = 8_000;
+        t.counters[0].1.emitted = 2_000;
+        let probe = t.counters[0].0.clone();
+        tallied.received.insert(probe, 10_000 - rep as u64);
+        runs.insert(format!("fopen-tallied-{rep}"), tallied);
+    }
+    let o = loop_overhead("fopen", 2000, 2, true, &runs, &mut Vec::new());
+    let t = o.tallied.unwrap();
+    // 110 and 120 ms against 100 over 10,000 loop events: 1 and 2 µs per event.
+    assert!((t.us_per_event.unwrap().median - 1.5).abs() < 1e-9);
+    assert!((t.ratio.unwrap().median - 1.15).abs() < 1e-9);
+    assert!((t.tallied_share.unwrap().median - 0.8).abs() < 1e-9);
+    // The agent: (7 − 5) ms over 10,000 events.
+    assert!((t.agent_cpu_marginal_us_per_event.unwrap().median - 0.2).abs() < 1e-9);
+    // The second run's host lacked one hit.
+    assert_eq!(t.unaccounted, 1);
 }

@@ -144,6 +144,19 @@ fn overhead_notes(md: &mut String, o: &LoopOverhead) {
             spread(n.agent_cpu_walk_every_us_per_event.as_ref(), 2)
         );
     }
+    if let Some(t) = &o.tallied {
+        let _ = writeln!(
+            md,
+            "\n{} with every probe and spin_lock's cached hits only counted per stack in the kernel (`--stacks tallied`; {} of the hits had no record): {} ms, ratio {}, {} µs per event; the agent {} µs of CPU per event (paired against the untraced run); {} hits unaccounted for.",
+            o.workload,
+            spread(t.tallied_share.as_ref(), 3),
+            spread(t.traced_ms.as_ref(), 1),
+            spread(t.ratio.as_ref(), 3),
+            spread(t.us_per_event.as_ref(), 2),
+            spread(t.agent_cpu_marginal_us_per_event.as_ref(), 2),
+            t.unaccounted
+        );
+    }
     if let Some(f) = &o.ftrace {
         let _ = writeln!(
             md,
@@ -381,7 +394,7 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
     let _ = writeln!(md, "\n## Stack cache\n");
     let _ = writeln!(
         md,
-        "The lab's workloads with every probe, each event's stack walked and compared with what the probes' stack cache would have given; then the fopen loop with the cache off (`WalkEvery`) and on (`Cached`). Checked: {} events, the cache answered {} ({:.1}%), {} answers differed from the walk.\n",
+        "The lab's workloads with every probe, each event's stack walked and compared with what the probes' stack cache would have given; then the fopen loop with the cache off (`WalkEvery`), on (`Cached`), and on with spin_lock's cached hits only tallied per stack (`Tallied`). Checked: {} events, the cache answered {} ({:.1}%), {} answers differed from the walk.\n",
         sc.checked_events,
         sc.cached,
         if sc.checked_events > 0 {
@@ -398,15 +411,30 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
             d * 100.0
         );
     }
+    if let Some(d) = sc.fopen_tallied_distance {
+        let _ = writeln!(
+            md,
+            "The same distance between the fopen loop with every hit recorded and with spin_lock's cached hits only tallied per stack: {:.1}%.\n",
+            d * 100.0
+        );
+    }
     let _ = writeln!(
         md,
-        "| workload | stacks | events | from the cache | differed from the walk | hits skipped (nested) |\n|---|---|---:|---:|---:|---:|"
+        "| workload | stacks | hits | records | tallied | received | from the cache | differed from the walk | hits skipped (nested) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for run in &sc.runs {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} |",
-            run.workload, run.mode, run.emitted, run.cached, run.wrong, run.nested
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            run.workload,
+            run.mode,
+            run.matched,
+            run.emitted,
+            run.tallied,
+            run.received,
+            run.cached,
+            run.wrong,
+            run.nested
         );
     }
 }

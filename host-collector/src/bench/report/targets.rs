@@ -8,6 +8,7 @@ use crate::bench::results::{BenchResults, TargetCheck};
 pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
     let mut t = Vec::new();
     speed_targets(r, &mut t);
+    tallied_targets(r, &mut t);
     capacity_targets(r, &mut t);
     boot_targets(r, &mut t);
     memory_targets(r, &mut t);
@@ -112,6 +113,58 @@ fn speed_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
         notes.join("; "),
     ));
     t.push(gdb_target(r));
+}
+
+/// The same speed targets with spin_lock's cached hits only counted per stack in the
+/// kernel (`--stacks tallied`): every hit still classified by its stack, no record.
+fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
+    let Some(tl) = r
+        .overhead
+        .iter()
+        .find(|o| o.workload == "fopen")
+        .and_then(|f| f.tallied.as_ref())
+    else {
+        return;
+    };
+    let share = med(tl.tallied_share.as_ref());
+    let note = match share {
+        Some(s) => format!(
+            "{:.0}% of the hits tallied, the rest recorded; {} hits unaccounted for",
+            s * 100.0,
+            tl.unaccounted
+        ),
+        None => String::new(),
+    };
+    let us = med(tl.us_per_event.as_ref());
+    t.push(check(
+        "probe cost per event, spin_lock tallied per stack (`--stacks tallied`)",
+        format!("≤ {} µs", target::US_PER_EVENT),
+        us,
+        us.map_or("—".into(), |u| format!("{u:.2} µs")),
+        Some(target::US_PER_EVENT),
+        None,
+        note,
+    ));
+    let ratio = med(tl.ratio.as_ref());
+    t.push(check(
+        "fopen loop slowdown, spin_lock tallied per stack",
+        format!("≤ {}x", target::FOPEN_RATIO),
+        ratio,
+        ratio.map_or("—".into(), |x| format!("{x:.2}x")),
+        Some(target::FOPEN_RATIO),
+        None,
+        String::new(),
+    ));
+    let agent = med(tl.agent_cpu_marginal_us_per_event.as_ref());
+    t.push(check(
+        "agent CPU per event, spin_lock tallied per stack (paired)",
+        format!("≤ {} µs", target::AGENT_US_PER_EVENT),
+        agent,
+        agent.map_or("—".into(), |a| format!("{a:.2} µs")),
+        Some(target::AGENT_US_PER_EVENT),
+        None,
+        String::new(),
+    ));
 }
 
 /// Every tracer's cost per event in the peers boot, in one phrase.

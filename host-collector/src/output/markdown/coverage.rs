@@ -14,6 +14,13 @@ pub(super) fn render_coverage(md: &mut String, s: &Summary) {
         "| events received by the collector | {} |",
         st.events_received
     );
+    if st.events_tallied > 0 {
+        let _ = writeln!(
+            md,
+            "| hits only counted per stack in the kernel (`--stacks tallied`: classified, no event line) | {} |",
+            st.events_tallied
+        );
+    }
     if let Some(sent) = l.events_sent {
         let _ = writeln!(md, "| events sent by the agent | {sent} |");
     }

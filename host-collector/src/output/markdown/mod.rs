@@ -165,11 +165,12 @@ fn render_probes(md: &mut String, s: &Summary) {
         let cacheable = matches!(p.attach.method.as_str(), "fentry" | "kprobe");
         let cached = if !cacheable && c.stack_cached == 0 {
             "—".to_string()
-        } else if p.counters.is_some() && c.emitted > 0 {
+        } else if p.counters.is_some() && c.emitted + c.tallied > 0 {
+            // Of the hits with a stack: the records and the hits only tallied.
             format!(
                 "{} ({:.1}%)",
                 c.stack_cached,
-                c.stack_cached as f64 * 100.0 / c.emitted as f64
+                c.stack_cached as f64 * 100.0 / (c.emitted + c.tallied) as f64
             )
         } else {
             n(c.stack_cached)

@@ -6,7 +6,9 @@ use std::io::Write;
 
 use guestscope_common::event::ProbeCounters;
 
-use super::{Losses, ProbeSummary, StackCount, StreamStats, TOP_STACKS, WorkloadSummary};
+use super::{
+    Losses, ProbeSummary, StackCount, StreamStats, TOP_STACKS, TalliedStack, WorkloadSummary,
+};
 use crate::session::Session;
 
 /// Builds the per-probe and per-workload parts from a session.
@@ -52,9 +54,11 @@ fn probe_summaries<W: Write>(
                 attach: a.clone(),
                 counters: c,
                 received,
+                tallied: session.tallied_by_probe.get(&a.probe).copied().unwrap_or(0),
                 spool_dropped,
                 unaccounted: c.map(|c| {
-                    let received = session.events_of_current_agent(&a.probe);
+                    let received = session.events_of_current_agent(&a.probe)
+                        + session.tallied_of_current_agent(&a.probe);
                     c.matched as i64 - (received + c.ring_full + spool_dropped) as i64
                 }),
             }
@@ -102,6 +106,16 @@ fn workload_summary<W: Write>(session: &mut Session<W>, i: usize) -> WorkloadSum
         duration_ms,
         start_ns: w.started.start_ns,
         events: w.events.clone(),
+        tallied: w.tallied.clone(),
+        tallied_stacks: w
+            .tallied_stacks
+            .iter()
+            .map(|((probe, stack_id), &hits)| TalliedStack {
+                probe: probe.clone(),
+                stack_id: *stack_id,
+                hits,
+            })
+            .collect(),
         pids: w.pids.iter().copied().collect(),
         named_locks: w.named_locks.clone(),
         top_stacks,
@@ -157,6 +171,7 @@ fn stream_stats<W: Write>(session: &Session<W>) -> StreamStats {
         seq: session.seq.clone(),
         decode_error: None,
         events_received: session.events_received,
+        events_tallied: session.events_tallied,
         events_unattributed: session.events_unattributed,
         events_stack_unknown: session.events_stack_unknown,
         events_per_s: (busy_ns > 0).then(|| attributed as f64 / (busy_ns as f64 / 1e9)),

@@ -97,5 +97,6 @@ fn body_name(b: &Body) -> &'static str {
         Body::Connect(_) => "Connect",
         Body::ClockEcho(_) => "ClockEcho",
         Body::Args(_) => "Args",
+        Body::Tallies(_) => "Tallies",
     }
 }

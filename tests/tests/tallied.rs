@@ -1,0 +1,107 @@
+//! `--stacks tallied`: a spin-lock hit the stack cache answers is only counted per
+//! stack in the kernel. Every hit must still reach the host (as an event or a tally,
+//! nothing unaccounted for), be classified by its stack, and the probes that are not
+//! tallied keep every event: fopen's 200 opens still make 200 alloc_fd lines.
+
+use guestscope::lab::LabOptions;
+use guestscope_common::plan::StackMode;
+use guestscope_tests::{run_lab, stack_has, workload_binary};
+
+const OPENS: u64 = 200;
+
+#[test]
+fn tallied_hits_are_classified_and_accounted_for() {
+    let fopen = workload_binary("fopen");
+    let opts = LabOptions {
+        builtin_workloads: false,
+        workloads: vec![format!("{} --iterations {OPENS}", fopen.display())],
+        stacks: StackMode::Tallied,
+        ..LabOptions::default()
+    };
+    let r = run_lab("tallied", opts);
+    let dir = r.dir.display();
+    let tallied = r.summary["stream"]["events_tallied"].as_u64().unwrap();
+    for p in r.summary["probes"].as_array().unwrap() {
+        assert_eq!(p["unaccounted"], 0, "{dir}: every hit accounted for: {p}");
+    }
+    let spin = r.summary["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "spin_lock")
+        .unwrap_or_else(|| panic!("{dir}: no spin_lock probe"));
+    let (received, spin_tallied) = (
+        spin["received"].as_u64().unwrap(),
+        spin["tallied"].as_u64().unwrap(),
+    );
+    assert_eq!(spin_tallied, tallied, "{dir}: only spin_lock is tallied");
+    assert!(
+        tallied > 2 * received,
+        "{dir}: most spin_lock hits are tallied: {spin}"
+    );
+    // The workload counts its hits both ways; events.jsonl has the recorded ones only.
+    let w = r.workload("fopen");
+    let spin_hits = w["events"]["spin_lock"].as_u64().unwrap();
+    let lines = r.events_of("fopen", "spin_lock").count() as u64;
+    assert_eq!(
+        spin_hits,
+        lines + w["tallied"]["spin_lock"].as_u64().unwrap(),
+        "{dir}"
+    );
+    // Every hit classified: the experiment's hits are the workload's, and the file-system
+    // class still shows the locks taken under alloc_fd.
+    let exp = r.summary["experiments"]["spin_lock"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["workload"] == "fopen")
+        .unwrap_or_else(|| panic!("{dir}: no spin_lock experiment for fopen"));
+    assert_eq!(exp["hits"].as_u64().unwrap(), spin_hits, "{dir}");
+    assert_eq!(exp["no_stack"], 0, "{dir}: {exp}");
+    let fs = exp["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "file system")
+        .unwrap_or_else(|| panic!("{dir}: no file-system class: {exp}"));
+    assert!(
+        fs["through"]["alloc_fd"]["hits"].as_u64().unwrap() >= OPENS / 2,
+        "{dir}: {fs}"
+    );
+    // alloc_fd is not tallied: one line per open, each with its stack.
+    let alloc: Vec<_> = r.events_of("fopen", "alloc_fd").collect();
+    assert!(
+        alloc.len() as u64 >= OPENS,
+        "{dir}: {} alloc_fd",
+        alloc.len()
+    );
+    assert!(alloc.iter().all(|e| stack_has(e, "alloc_fd")), "{dir}");
+    assert!(
+        r.report
+            .contains("hits only counted per stack in the kernel"),
+        "{dir}: the report says what was tallied"
+    );
+    // `guestscope report DIR` gives the same files: the tallies per stack come from
+    // summary.json, the rest from events.jsonl.
+    let copy = tempfile::tempdir().unwrap();
+    for f in ["summary.json", "events.jsonl", "stacks.jsonl"] {
+        std::fs::copy(r.dir.join(f), copy.path().join(f)).unwrap();
+    }
+    let out = std::process::Command::new(guestscope_tests::collector_binary())
+        .arg("report")
+        .arg(copy.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["report.md", "stacks.folded"] {
+        let (was, again) = (
+            std::fs::read(r.dir.join(f)).unwrap(),
+            std::fs::read(copy.path().join(f)).unwrap(),
+        );
+        assert!(was == again, "{dir}: {f} differs when rendered again");
+    }
+}
