@@ -5,13 +5,15 @@ pub const EVENTS: &str = "EVENTS";
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 ///
 /// A walked record is 608 bytes ([`crate::event::StackedEvent`]), a hit answered by
-/// the stack cache 72 ([`crate::cached_event::CachedEvent`]): this holds 3 500 to
-/// 29 000 of them. Measured on the built-in lab under TCG (one vCPU): a 128 KiB ring
+/// the stack cache 72 ([`crate::cached_event::CachedEvent`]): this holds 1 700 to
+/// 14 500 of them. Measured on the built-in lab under TCG (one vCPU): a 128 KiB ring
 /// overflowed (1 500 to 2 300 `ring_full` of ~47 000 events, before the stack cache),
-/// 1 MiB and 2 MiB lost nothing of 170 000 events. The agent maps the ring's data
-/// twice (the kernel's wrap-around mapping), so it counts twice in the agent's RSS: an
-/// 8 MiB ring was 16 of its 20 MiB after loading.
-pub const EVENTS_BYTES: u32 = 2 * 1024 * 1024;
+/// 1 MiB and 2 MiB lost nothing of 170 000 events; with the stack cache, 1 MiB lost
+/// nothing of the lab's 206 000 events nor of the bench's 10 M-event flood. The agent
+/// maps the ring's data twice (the kernel's wrap-around mapping), so it counts twice in
+/// the agent's RSS: an 8 MiB ring was 16 of its 20 MiB after loading, and going from
+/// 2 MiB to 1 MiB took the agent's peak from 8.6 to 6.4 MiB.
+pub const EVENTS_BYTES: u32 = 1024 * 1024;
 /// The probes wake the agent only when the ring holds at least `1 / WAKEUP_FRACTION` of
 /// its size; every other record is submitted without a wakeup, and the agent drains the
 /// ring on its own timer (it reads the ring at least every 50 ms).

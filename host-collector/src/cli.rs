@@ -390,7 +390,7 @@ pub struct LabArgs {
     #[arg(long, value_name = "FILE")]
     pub vmlinux: Option<PathBuf>,
     /// Size of the probes' ring buffer in bytes (a power of two, at least 4096;
-    /// default 2 MiB). A small ring loses events, each counted as `ring_full`.
+    /// default 1 MiB). A small ring loses events, each counted as `ring_full`.
     #[arg(long, value_name = "BYTES")]
     pub ring_bytes: Option<u32>,
     /// How the probes get each event's kernel stack: `cached` walks a call chain once
