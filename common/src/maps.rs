@@ -52,12 +52,12 @@ pub const NO_STACK_CACHE: u32 = 2;
 /// answer: `ProbeCounters::stack_cached` counts the cache's answers,
 /// `ProbeCounters::stack_cache_wrong` those that differed from the walk.
 pub const CHECK_STACK_CACHE: u32 = 4;
-/// [`SETTINGS`] switch: a spin-lock hit the stack cache answers is counted in
+/// [`SETTINGS`] switch: a hit the stack cache answers is counted in
 /// [`TALLIES`] under its cache entry instead of recorded
 /// ([`crate::plan::StackMode::Tallied`]).
 pub const TALLY_CACHED: u32 = 8;
 /// Per-CPU array `u64` with one slot per stack-cache entry
-/// ([`crate::STACK_CACHE_ENTRIES`]): spin-lock hits counted, with no record, under the
+/// ([`crate::STACK_CACHE_ENTRIES`]): hits counted, with no record, under the
 /// walk the entry holds. A walk kept in an entry takes its count into
 /// [`crate::StackedEvent::replaced_tally`] and resets it; the agent reads the rest when
 /// a workload ends.

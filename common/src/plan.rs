@@ -235,7 +235,7 @@ pub enum StackMode {
     Checked,
     /// No stack at all.
     Off,
-    /// As [`StackMode::Cached`], and a spin-lock hit the cache answers is only counted,
+    /// As [`StackMode::Cached`], and a hit the cache answers is only counted,
     /// per stack, in the kernel: no record, so no time, thread or lock address of its
     /// own, and nothing for the agent to forward. Every hit is still classified by its
     /// stack; walked hits are recorded as usual.

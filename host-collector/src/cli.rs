@@ -397,7 +397,7 @@ pub struct LabArgs {
     /// and then takes that walk for every hit whose own stack still holds each of its
     /// return addresses; `walk-every` walks every event; `checked` walks every event
     /// and counts the cached stacks that differ (`stack_cache_wrong` in summary.json);
-    /// `tallied` counts a spin_lock hit the cache answers per stack in the kernel, with
+    /// `tallied` counts a hit the stack cache answers per stack in the kernel, with
     /// no event record (the cheapest: every hit still classified by its stack).
     #[arg(long, value_enum, default_value = "cached")]
     pub stacks: StacksArg,
@@ -436,7 +436,7 @@ pub enum StacksArg {
     WalkEvery,
     /// Walk every event's stack and count the cached stacks that differ from it.
     Checked,
-    /// As `cached`, and a spin_lock hit the cache answers is only counted per stack in
+    /// As `cached`, and a hit the stack cache answers is only counted per stack in
     /// the kernel: every hit is still classified, at a fraction of the cost, but it has
     /// no line in events.jsonl (no time, thread or lock address of its own).
     Tallied,

@@ -285,11 +285,7 @@ impl Stacks {
             .as_ref()
             .and_then(|(k, top)| stack_cache::lookup(k, entry.anchor, *top));
         match hit {
-            Some((index, _))
-                if flags & TALLY_CACHED != 0 && kind as u32 == ProbeKind::SpinLock as u32 =>
-            {
-                Stacks::Tallied(index)
-            }
+            Some((index, _)) if flags & TALLY_CACHED != 0 => Stacks::Tallied(index),
             Some((index, _)) if flags & CHECK_STACK_CACHE == 0 => Stacks::Cached(index),
             Some((_, cached)) => Stacks::Walk {
                 keep: None,

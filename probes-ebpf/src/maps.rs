@@ -51,7 +51,7 @@ pub static SETTINGS: Array<u32> = Array::with_max_entries(names::SETTINGS_SLOTS,
 #[map]
 pub static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU spin-lock hits counted under each stack-cache entry's walk, with no record
+/// Per-CPU hits counted under each stack-cache entry's walk, with no record
 /// (`guestscope_common::maps::TALLIES`).
 #[map]
 pub static TALLIES: PerCpuArray<u64> = PerCpuArray::with_max_entries(STACK_CACHE_ENTRIES, 0);

@@ -3,7 +3,7 @@
 //! walked and compared with what the cache would have given. No cached stack may
 //! differ from the walk of the same event (so no classification made from stacks can
 //! differ either), the cache must answer for most events, with the cache off it must
-//! answer for none, and its reads must not fault. With spin_lock's cached hits only
+//! answer for none, and its reads must not fault. With the cached hits only
 //! tallied per stack, every hit must still reach the host, on the same stacks.
 
 use guestscope::bench::{self, BenchOptions};

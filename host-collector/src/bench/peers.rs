@@ -9,7 +9,7 @@ pub(super) const PEER_ROWS: [(&str, &str); 7] = [
     ("all", "guestscope, every probe, stacks (cached)"),
     (
         "tallied",
-        "guestscope, every probe, spin_lock's cached hits tallied per stack",
+        "guestscope, every probe, the cached hits tallied per stack",
     ),
     ("nostack", "guestscope, every probe, no stacks"),
     ("ftpeer", "ftrace kprobes, comm filter, no stacks"),

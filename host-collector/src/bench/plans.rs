@@ -53,7 +53,7 @@ pub(super) fn args(list: &[&str]) -> Vec<String> {
 /// alloc_fd probe alone, user probes on the same function (kprobe, fentry), every
 /// probe walking every event's stack (the stack cache off), and the ftrace peer of the
 /// probes on spin_lock and alloc_fd, without and with stacks; `tallied` is every probe
-/// with spin_lock's cached hits only counted per stack. cpuinfo runs the first two.
+/// with the cached hits only counted per stack. cpuinfo runs the first two.
 pub(super) const CONDITIONS: [&str; 11] = [
     "off",
     "all",

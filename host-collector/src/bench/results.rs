@@ -114,7 +114,7 @@ pub struct LoopOverhead {
     pub agent_cpu_marginal_us_per_event: Option<Spread>,
     /// The same loop with every probe, recording no stacks.
     pub without_stacks: Option<NoStackOverhead>,
-    /// The same loop with every probe, spin_lock's cached hits only counted per stack.
+    /// The same loop with every probe, the cached hits only counted per stack.
     #[serde(default)]
     pub tallied: Option<TalliedOverhead>,
     /// The same loop with one probe on alloc_fd, built in and as a user probe.
@@ -191,7 +191,7 @@ pub struct NoStackOverhead {
     pub agent_cpu_walk_every_us_per_event: Option<Spread>,
 }
 
-/// A loop with every probe, the spin-lock hits the stack cache answers only counted per
+/// A loop with every probe, the hits the stack cache answers only counted per
 /// stack in the kernel (`--stacks tallied`): every hit still classified by its stack.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TalliedOverhead {
@@ -480,7 +480,7 @@ pub struct StackCacheCheck {
     /// 0 to 1); a cached hit tied to the wrong stack by the agent would move it.
     pub fopen_stack_distance: Option<f64>,
     /// The same distance between the fopen loop with every hit recorded (cache on) and
-    /// with spin_lock's cached hits only counted per stack (`--stacks tallied`): a
+    /// with the cached hits only counted per stack (`--stacks tallied`): a
     /// tally added to the wrong stack would move it.
     pub fopen_tallied_distance: Option<f64>,
 }

@@ -1,6 +1,6 @@
 //! The stack-cache boot's figures: every cached stack checked against a walk of the
 //! same event, and the stacks the host received with the cache on and off, and with
-//! spin_lock's cached hits tallied instead of recorded.
+//! the cached hits tallied instead of recorded.
 
 use super::*;
 

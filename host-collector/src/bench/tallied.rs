@@ -1,4 +1,4 @@
-//! The loop with every probe and spin_lock's cached hits only counted per stack in the
+//! The loop with every probe and the cached hits only counted per stack in the
 //! kernel (`--stacks tallied`), against the untraced loop of each repetition, and over
 //! the same events as the every-probe runs (those the loop makes, whatever records
 //! them).

@@ -147,7 +147,7 @@ fn overhead_notes(md: &mut String, o: &LoopOverhead) {
     if let Some(t) = &o.tallied {
         let _ = writeln!(
             md,
-            "\n{} with every probe and spin_lock's cached hits only counted per stack in the kernel (`--stacks tallied`; {} of the hits had no record): {} ms, ratio {}, {} µs per event; the agent {} µs of CPU per event (paired against the untraced run); {} hits unaccounted for.",
+            "\n{} with every probe and the cached hits only counted per stack in the kernel (`--stacks tallied`; {} of the hits had no record): {} ms, ratio {}, {} µs per event; the agent {} µs of CPU per event (paired against the untraced run); {} hits unaccounted for.",
             o.workload,
             spread(t.tallied_share.as_ref(), 3),
             spread(t.traced_ms.as_ref(), 1),
@@ -394,7 +394,7 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
     let _ = writeln!(md, "\n## Stack cache\n");
     let _ = writeln!(
         md,
-        "The lab's workloads with every probe, each event's stack walked and compared with what the probes' stack cache would have given; then the fopen loop with the cache off (`WalkEvery`), on (`Cached`), and on with spin_lock's cached hits only tallied per stack (`Tallied`). Checked: {} events, the cache answered {} ({:.1}%), {} answers differed from the walk.\n",
+        "The lab's workloads with every probe, each event's stack walked and compared with what the probes' stack cache would have given; then the fopen loop with the cache off (`WalkEvery`), on (`Cached`), and on with the cached hits only tallied per stack (`Tallied`). Checked: {} events, the cache answered {} ({:.1}%), {} answers differed from the walk.\n",
         sc.checked_events,
         sc.cached,
         if sc.checked_events > 0 {
@@ -414,7 +414,7 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
     if let Some(d) = sc.fopen_tallied_distance {
         let _ = writeln!(
             md,
-            "The same distance between the fopen loop with every hit recorded and with spin_lock's cached hits only tallied per stack: {:.1}%.\n",
+            "The same distance between the fopen loop with every hit recorded and with the cached hits only tallied per stack: {:.1}%.\n",
             d * 100.0
         );
     }

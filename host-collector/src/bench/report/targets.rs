@@ -115,7 +115,7 @@ fn speed_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     t.push(gdb_target(r));
 }
 
-/// The same speed targets with spin_lock's cached hits only counted per stack in the
+/// The same speed targets with the cached hits only counted per stack in the
 /// kernel (`--stacks tallied`): every hit still classified by its stack, no record.
 fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     let Some(tl) = r
@@ -137,7 +137,7 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     };
     let us = med(tl.us_per_event.as_ref());
     t.push(check(
-        "probe cost per event, spin_lock tallied per stack (`--stacks tallied`)",
+        "probe cost per event, cached hits tallied per stack (`--stacks tallied`)",
         format!("≤ {} µs", target::US_PER_EVENT),
         us,
         us.map_or("—".into(), |u| format!("{u:.2} µs")),
@@ -147,7 +147,7 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     ));
     let ratio = med(tl.ratio.as_ref());
     t.push(check(
-        "fopen loop slowdown, spin_lock tallied per stack",
+        "fopen loop slowdown, cached hits tallied per stack",
         format!("≤ {}x", target::FOPEN_RATIO),
         ratio,
         ratio.map_or("—".into(), |x| format!("{x:.2}x")),
@@ -157,7 +157,7 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     ));
     let agent = med(tl.agent_cpu_marginal_us_per_event.as_ref());
     t.push(check(
-        "agent CPU per event, spin_lock tallied per stack (paired)",
+        "agent CPU per event, cached hits tallied per stack (paired)",
         format!("≤ {} µs", target::AGENT_US_PER_EVENT),
         agent,
         agent.map_or("—".into(), |a| format!("{a:.2} µs")),
