@@ -225,7 +225,13 @@ fn acknowledged_frames_give_their_buffers_to_the_next_frames() {
         assert!(buf.is_empty(), "a spare buffer comes empty");
         spares += 1;
     }
-    assert_eq!(spares, crate::link::SPARE_FRAMES);
+    // At most SPARE_FRAMES of the 20, and at least one. How many were free at once
+    // depends on when the host's acknowledgements came (one that arrives between two
+    // sends hands its buffer to the next frame): exactly SPARE_FRAMES failed under load.
+    assert!(
+        (1..=crate::link::SPARE_FRAMES).contains(&spares),
+        "{spares} spare buffers"
+    );
     let _ = std::fs::remove_file(&path);
 }
 
