@@ -20,6 +20,7 @@
 //! - [`batch`]: grouping events into `Events` records.
 //! - [`stacks`]: an id per distinct kernel stack, each stack sent once, before its first use.
 //! - [`counters`]: summing the probes' per-CPU counters.
+//! - [`program_stats`]: the kernel's run counts and times of the eBPF programs.
 //! - [`spawn`]: starting a workload held at a gate until it is traced.
 //! - [`workloads`]: running one workload under the probes.
 //! - [`tracing_mode`]: a workload's own tracing (other probes, none, an ftrace kprobe)
@@ -45,6 +46,7 @@ pub mod plan;
 pub mod probe_error;
 pub mod probe_links;
 pub mod probes;
+pub mod program_stats;
 pub mod resume;
 pub mod ringbuf;
 pub mod session;

@@ -257,6 +257,7 @@ mod tests {
             send_probe_list: false,
             stop_functions: Vec::new(),
             without_probes: false,
+            program_stats: false,
         }
     }
 

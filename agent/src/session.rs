@@ -325,6 +325,19 @@ fn attach_probes(
     if let Err(e) = tracer.set_plan_stack_mode(plan.stacks) {
         tracing::warn!("setting the stack mode {:?}: {e}", plan.stacks);
     }
+    if plan.program_stats {
+        match tracer.enable_program_stats() {
+            Ok(()) => setup.logs.push((
+                "info",
+                "the kernel times every run of the eBPF programs (--program-stats)".into(),
+            )),
+            Err(e) => {
+                let message = format!("no program statistics: {e}");
+                tracing::warn!("{message}");
+                setup.logs.push(("warn", message));
+            }
+        }
+    }
     tracer
 }
 

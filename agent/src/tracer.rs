@@ -17,7 +17,7 @@ use aya::{
 use guestscope_common::{
     CacheSlot, ProbeCounters, ProbeKind, RawEvent, StackedEvent,
     plan::StackMode,
-    wire::{EventArgs, Tally, Totals},
+    wire::{EventArgs, ProgramRun, Tally, Totals},
 };
 
 use crate::{
@@ -25,6 +25,7 @@ use crate::{
     counters,
     probe_links::Links,
     probes::{self, Loaded, ProbeError},
+    program_stats::ProgramStats,
     ringbuf::{EventReader, Record},
     stacks::{NoStack, StackTable, send_batch},
     stream::{Sink, Stream, StreamError},
@@ -128,6 +129,8 @@ struct Active {
     /// The user's fentry probes: each link holds its own load of `user_fentry`, and
     /// dropping it detaches that function.
     user_links: Vec<FEntryLink>,
+    /// The kernel's statistics of the programs, when the plan asks for them.
+    stats: Option<ProgramStats>,
 }
 
 /// Which programs are attached.
@@ -169,6 +172,7 @@ impl Tracer {
             plan_stacks: StackMode::default(),
             btf: None,
             user_links: Vec::new(),
+            stats: None,
         };
         Tracer {
             active: Some(active),
@@ -517,6 +521,30 @@ impl Tracer {
             a.tallying = a.plan_stacks == StackMode::Tallied;
         }
         Ok(self.tallies.take())
+    }
+
+    /// Turns the kernel's statistics of the programs on for the rest of the run
+    /// ([`ProgramStats`]); an error when no probe is loaded or the kernel refuses.
+    pub fn enable_program_stats(&mut self) -> Result<(), String> {
+        let a = self.active.as_mut().ok_or("no probe is loaded")?;
+        a.stats = Some(ProgramStats::enable().map_err(|e| format!("BPF_ENABLE_STATS: {e}"))?);
+        Ok(())
+    }
+
+    /// Notes the programs' counts: a workload starts (nothing without statistics).
+    pub fn begin_program_runs(&mut self) {
+        if let Some(a) = self.active.as_mut()
+            && let Some(stats) = a.stats.as_mut()
+        {
+            stats.begin(&a.ebpf);
+        }
+    }
+
+    /// The programs' runs since [`Tracer::begin_program_runs`]; `None` without
+    /// statistics.
+    pub fn program_runs(&self) -> Option<Vec<ProgramRun>> {
+        let a = self.active.as_ref()?;
+        Some(a.stats.as_ref()?.since_begin(&a.ebpf))
     }
 
     /// The probes' counters now, summed over CPUs, by probe name in id order.

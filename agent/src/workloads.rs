@@ -7,7 +7,7 @@ use std::{
 
 use guestscope_common::{
     plan::{TIMEOUT_GRACE_MS, Tracing, WorkloadSpec},
-    wire::{Body, Tallies, WorkloadExited, WorkloadStarted},
+    wire::{Body, ProgramRuns, Tallies, WorkloadExited, WorkloadStarted},
 };
 use nix::{
     errno::Errno,
@@ -128,6 +128,7 @@ pub fn run<W: Sink>(
     stream: &mut Stream<W>,
 ) -> Result<i32, StreamError> {
     let mode = TracingMode::begin(&spec.tracing, tracer);
+    tracer.begin_program_runs();
     let (exited, drain) = match spec.tracing {
         Tracing::Synthetic(events) => {
             crate::synthetic::produce(&spec.name, events, tracer, stream)?
@@ -135,6 +136,12 @@ pub fn run<W: Sink>(
         _ => execute(spec, tracer, stream)?,
     };
     send_tallies(&exited, tracer, stream)?;
+    if let Some(programs) = tracer.program_runs() {
+        stream.send(Body::ProgramRuns(ProgramRuns {
+            pid: exited.pid,
+            programs,
+        }))?;
+    }
     if let Some(mode) = mode {
         mode.finish(&spec.name, drain, tracer, stream)?;
     }

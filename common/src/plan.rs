@@ -63,6 +63,12 @@ pub struct RunPlan {
     /// seconds under TCG and would serve nothing there.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub without_probes: bool,
+    /// The kernel times every run of every eBPF program (`BPF_ENABLE_STATS`), and the
+    /// agent reports each program's runs and time per workload
+    /// ([`crate::wire::Body::ProgramRuns`]). Off by default: the timing itself costs
+    /// two clock reads per run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub program_stats: bool,
 }
 
 impl RunPlan {
@@ -82,6 +88,7 @@ impl RunPlan {
             secret: None,
             stacks: StackMode::default(),
             without_probes: false,
+            program_stats: false,
         }
     }
 }

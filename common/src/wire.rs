@@ -49,7 +49,7 @@ use crate::event::{ProbeCounters, RawEvent};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 12;
+pub const WIRE_VERSION: u16 = 13;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -131,6 +131,32 @@ pub enum Body {
     /// ([`crate::plan::StackMode::Tallied`]), sent when their workload ends, before its
     /// [`Body::WorkloadExited`].
     Tallies(Tallies),
+    /// What the kernel timed of each eBPF program during one workload
+    /// ([`crate::plan::RunPlan::program_stats`]), sent when it ends, before its
+    /// [`Body::WorkloadExited`].
+    ProgramRuns(ProgramRuns),
+}
+
+/// One workload's runs of the loaded eBPF programs, as the kernel's statistics count
+/// them: every run, whichever process hit the probe (the filter is inside the program).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramRuns {
+    /// The workload's pid ([`WorkloadStarted::pid`]).
+    pub pid: u32,
+    /// One entry per program that ran.
+    pub programs: Vec<ProgramRun>,
+}
+
+/// Runs of one eBPF program over a workload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramRun {
+    /// The program's name in the eBPF object (`spin_lock_fentry`, `alloc_fd`, ...).
+    pub program: String,
+    /// Runs.
+    pub runs: u64,
+    /// Time inside the program over those runs, ns (the attach point's own cost, a
+    /// trampoline or a kprobe, is outside it).
+    pub run_ns: u64,
 }
 
 /// One workload's hits that the probes counted per stack, with no record of their own.

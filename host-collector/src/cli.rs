@@ -401,6 +401,11 @@ pub struct LabArgs {
     /// no event record (the cheapest: every hit still classified by its stack).
     #[arg(long, value_enum, default_value = "cached")]
     pub stacks: StacksArg,
+    /// Have the kernel time every run of the eBPF programs (`BPF_ENABLE_STATS`) and
+    /// report each program's runs and time inside it per workload (summary.json
+    /// `workloads[].programs`, a table in the report). Costs two clock reads per run.
+    #[arg(long)]
+    pub program_stats: bool,
     /// Seconds the agent's stream may stay silent (it sends a heartbeat every second)
     /// before the guest is taken for hung: QEMU is stopped and everything received is
     /// written. 0 turns the watchdog off.
@@ -519,6 +524,7 @@ impl From<LabArgs> for LabOptions {
             snapshots: !a.no_snapshots && !alone,
             events_bytes: a.ring_bytes,
             stacks: a.stacks.mode(),
+            program_stats: a.program_stats,
             watchdog: (a.watchdog > 0).then(|| Duration::from_secs(a.watchdog)),
             spool_bytes: a.spool_bytes,
             link_faults: Vec::new(),

@@ -9,7 +9,7 @@ use std::io::Write;
 
 use guestscope_common::event::{ProbeKind, RawEvent, USER_ARGS};
 use guestscope_common::wire::{
-    Body, Hello, ProbeAttach, Record, Totals, WorkloadExited, WorkloadStarted,
+    Body, Hello, ProbeAttach, ProgramRun, Record, Totals, WorkloadExited, WorkloadStarted,
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,10 @@ pub struct WorkloadRun {
     /// Those hits per (probe name, stack id).
     #[serde(skip)]
     pub tallied_stacks: BTreeMap<(String, i32), u64>,
+    /// What the kernel timed of each eBPF program during the workload (empty unless
+    /// the run asked for program statistics).
+    #[serde(default)]
+    pub program_runs: Vec<ProgramRun>,
     /// Distinct pids whose events were attributed to this workload.
     pub pids: BTreeSet<u32>,
     /// Event count per (probe name, stack id): a built-in probe's name, or a user
@@ -279,6 +283,7 @@ impl<W: Write> Session<W> {
                     events: BTreeMap::new(),
                     tallied: BTreeMap::new(),
                     tallied_stacks: BTreeMap::new(),
+                    program_runs: Vec::new(),
                     pids: BTreeSet::new(),
                     stack_counts: HashMap::new(),
                     named_locks: BTreeMap::new(),
@@ -322,6 +327,12 @@ impl<W: Write> Session<W> {
                 }
             }
             Body::Tallies(t) => self.tallies(t)?,
+            Body::ProgramRuns(r) => {
+                let idx = self.pid_workload.get(&r.pid).copied().or(self.active);
+                if let Some(i) = idx {
+                    self.workloads[i].program_runs = r.programs;
+                }
+            }
             Body::Log { level, message } => self.agent_logs.push((level, message)),
             Body::Heartbeat { monotonic_ns } => self.heard_at(monotonic_ns),
             Body::Connect(_) | Body::ClockEcho(_) => {}

@@ -51,6 +51,7 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
         stop_functions: Vec::new(),
         stacks: Default::default(),
         without_probes: false,
+        program_stats: false,
         workloads: vec![WorkloadSpec {
             name: "fopen".into(),
             path: format!("{BUILTIN_WORKLOAD_DIR}/fopen"),

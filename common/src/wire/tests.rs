@@ -81,6 +81,17 @@ fn sample_records() -> Vec<Record> {
         },
         Record {
             seq: 7,
+            body: Body::ProgramRuns(ProgramRuns {
+                pid: 42,
+                programs: vec![ProgramRun {
+                    program: "spin_lock_fentry".into(),
+                    runs: 12_345,
+                    run_ns: u64::MAX,
+                }],
+            }),
+        },
+        Record {
+            seq: 8,
             body: Body::Finished(Totals::default()),
         },
     ]
@@ -410,13 +421,31 @@ fn body_name(body: &Body) -> String {
 /// Compares each seed with its file in `dir`, or writes them all when
 /// `GUESTSCOPE_WRITE_FUZZ_SEEDS` is set.
 fn check_or_write_seeds(dir: &std::path::Path, seeds: &[(String, Vec<u8>)]) {
+    // Seeds of record kinds or places that no longer exist.
+    let leftovers: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("seed-") && !seeds.iter().any(|(n, _)| *n == name)
+        })
+        .collect();
     if std::env::var_os("GUESTSCOPE_WRITE_FUZZ_SEEDS").is_some() {
         std::fs::create_dir_all(dir).unwrap();
         for (name, bytes) in seeds {
             std::fs::write(dir.join(name), bytes).unwrap();
         }
+        for path in leftovers {
+            std::fs::remove_file(path).unwrap();
+        }
         return;
     }
+    assert!(
+        leftovers.is_empty(),
+        "{leftovers:?} are no seeds of the current records: rerun this test with GUESTSCOPE_WRITE_FUZZ_SEEDS=1"
+    );
     for (name, bytes) in seeds {
         let path = dir.join(name);
         let kept = std::fs::read(&path).unwrap_or_default();

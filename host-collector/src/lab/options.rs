@@ -80,6 +80,8 @@ pub struct LabOptions {
     pub events_bytes: Option<u32>,
     /// How the probes get each event's stack (`--stacks`).
     pub stacks: guestscope_common::plan::StackMode,
+    /// The kernel times the eBPF programs' runs, reported per workload (`--program-stats`).
+    pub program_stats: bool,
     /// The user's root file system image (`--rootfs`): the agent runs chrooted in it
     /// (see [`crate::rootfs`]).
     pub rootfs: Option<PathBuf>,
@@ -139,6 +141,7 @@ impl Default for LabOptions {
             link_faults: Vec::new(),
             events_bytes: None,
             stacks: guestscope_common::plan::StackMode::default(),
+            program_stats: false,
             rootfs: None,
             vmlinux: None,
             command: Vec::new(),

@@ -79,6 +79,7 @@ pub(crate) fn plan(o: &LabOptions, v: &Validated) -> RunPlan {
         events_bytes: o.events_bytes,
         spool_bytes: o.spool_bytes,
         stacks: o.stacks,
+        program_stats: o.program_stats,
         ..RunPlan::new(VSOCK_PORT, workloads)
     }
 }

@@ -258,6 +258,10 @@ pub struct WorkloadSummary {
     /// `events.jsonl`, every hit's stack.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tallied_stacks: Vec<TalliedStack>,
+    /// What the kernel timed of each eBPF program during the workload
+    /// (`--program-stats`; absent without).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<ProgramTime>,
     /// Pids whose events were attributed to this workload.
     pub pids: Vec<u32>,
     /// spin_lock hits on named global locks.
@@ -277,6 +281,21 @@ pub struct TalliedStack {
     pub stack_id: i32,
     /// Hits.
     pub hits: u64,
+}
+
+/// One eBPF program's runs over a workload, as the kernel's statistics count them:
+/// every run, whichever process hit the probe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgramTime {
+    /// The program's name in the eBPF object (`spin_lock_fentry`).
+    pub program: String,
+    /// Runs.
+    pub runs: u64,
+    /// Time inside the program over those runs, ns.
+    pub run_ns: u64,
+    /// `run_ns / runs`: the program's own time per run (its trampoline or kprobe is
+    /// outside it).
+    pub ns_per_run: f64,
 }
 
 /// Stacks kept per probe per workload.

@@ -270,3 +270,42 @@ fn tallies_count_in_their_workload_and_stack_but_write_no_event_line() {
     s.agent_restarted(next);
     assert_eq!(s.tallied_of_current_agent("spin_lock"), 0);
 }
+
+#[test]
+fn program_runs_go_to_their_workload_by_pid_and_into_its_summary() {
+    use guestscope_common::wire::{ProgramRun, ProgramRuns};
+    let run = |program: &str, runs, run_ns| ProgramRun {
+        program: program.into(),
+        runs,
+        run_ns,
+    };
+    let mut s = Session::new(Vec::new());
+    feed(
+        &mut s,
+        vec![
+            kallsyms(),
+            started("fopen", 100),
+            started("cpuinfo", 200),
+            // fopen's, though cpuinfo is the workload running now.
+            Body::ProgramRuns(ProgramRuns {
+                pid: 100,
+                programs: vec![
+                    run("alloc_fd", 400, 1_000_000),
+                    run("spin_lock_fentry", 3, 0),
+                ],
+            }),
+        ],
+    );
+    assert_eq!(s.workloads[0].program_runs.len(), 2);
+    assert!(s.workloads[1].program_runs.is_empty());
+    let (_, workloads, _, _) = crate::output::summary::collect(&mut s);
+    let programs = &workloads[0].programs;
+    assert_eq!(programs[0].program, "alloc_fd");
+    assert_eq!(programs[0].runs, 400);
+    assert_eq!(programs[0].ns_per_run, 2_500.0);
+    assert_eq!(programs[1].ns_per_run, 0.0);
+    assert!(workloads[1].programs.is_empty());
+    // Without statistics the summary has no `programs` at all.
+    let json = serde_json::to_value(&workloads[1]).unwrap();
+    assert!(json.get("programs").is_none(), "{json}");
+}

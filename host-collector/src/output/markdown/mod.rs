@@ -1,7 +1,8 @@
 //! `report.md`, rendered from the [`Summary`] alone, so every number in the
 //! report is one in `summary.json`. [`render`] writes the sections in order; the
 //! longer ones have files of their own: `coverage.rs`, `experiments.rs`,
-//! `support.rs`, `timeline.rs`, `own_questions.rs` (your probes and stops).
+//! `support.rs`, `timeline.rs`, `own_questions.rs` (your probes and stops),
+//! `program_time.rs` (the programs' own time).
 
 use std::fmt::Write;
 
@@ -11,12 +12,14 @@ use guestscope_common::ProbeKind;
 mod coverage;
 mod experiments;
 mod own_questions;
+mod program_time;
 mod support;
 mod timeline;
 
 use self::coverage::*;
 use self::experiments::*;
 use self::own_questions::*;
+use self::program_time::*;
 use self::support::*;
 use self::timeline::*;
 
@@ -244,6 +247,7 @@ fn render_workloads(md: &mut String, s: &Summary) {
         );
     }
     timed_out_paragraph(md, s);
+    render_program_time(md, s);
 }
 
 /// Each workload's most frequent stacks per probe, named locks and output.

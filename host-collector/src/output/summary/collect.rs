@@ -7,7 +7,8 @@ use std::io::Write;
 use guestscope_common::event::ProbeCounters;
 
 use super::{
-    Losses, ProbeSummary, StackCount, StreamStats, TOP_STACKS, TalliedStack, WorkloadSummary,
+    Losses, ProbeSummary, ProgramTime, StackCount, StreamStats, TOP_STACKS, TalliedStack,
+    WorkloadSummary,
 };
 use crate::session::Session;
 
@@ -114,6 +115,16 @@ fn workload_summary<W: Write>(session: &mut Session<W>, i: usize) -> WorkloadSum
                 probe: probe.clone(),
                 stack_id: *stack_id,
                 hits,
+            })
+            .collect(),
+        programs: w
+            .program_runs
+            .iter()
+            .map(|r| ProgramTime {
+                program: r.program.clone(),
+                runs: r.runs,
+                run_ns: r.run_ns,
+                ns_per_run: r.run_ns as f64 / r.runs.max(1) as f64,
             })
             .collect(),
         pids: w.pids.iter().copied().collect(),

@@ -98,5 +98,6 @@ fn body_name(b: &Body) -> &'static str {
         Body::ClockEcho(_) => "ClockEcho",
         Body::Args(_) => "Args",
         Body::Tallies(_) => "Tallies",
+        Body::ProgramRuns(_) => "ProgramRuns",
     }
 }
