@@ -98,6 +98,48 @@ fn every_cached_stack_equals_the_walk_of_the_same_event() {
         tallied_distance < 0.15,
         "fopen's stacks differ between recorded and tallied by {tallied_distance}"
     );
+    programs_are_timed_per_mode(sc);
     let md = std::fs::read_to_string(dir.join("out/results.md")).unwrap();
     assert!(md.contains("## Stack cache"), "results.md has the section");
+    assert!(
+        md.contains("| `spin_lock_fentry` |"),
+        "results.md has the programs' time per run"
+    );
+}
+
+/// The kernel timed the spin-lock program in each of the fopen loop's three modes, at
+/// least once per hit of the loop; a walk of every stack (`bpf_get_stack`, about 10 µs
+/// under TCG) costs the program more per run than taking the stack from the cache and
+/// tallying it.
+fn programs_are_timed_per_mode(sc: &guestscope::bench::results::StackCacheCheck) {
+    let us = |mode: &str| {
+        sc.fopen_program_us
+            .get(mode)
+            .and_then(|p| p.get("spin_lock_fentry"))
+            .unwrap_or_else(|| panic!("no spin_lock_fentry time for {mode}: {sc:?}"))
+    };
+    for mode in ["WalkEvery", "Cached", "Tallied"] {
+        let s = us(mode);
+        assert!(s.n == 3 && s.min > 0.0, "{mode}: {s:?}");
+    }
+    assert!(
+        us("WalkEvery").median > us("Tallied").median,
+        "walking every stack costs more inside the program than tallying: {:?}",
+        sc.fopen_program_us
+    );
+    // The loop takes a spin lock about five times per iteration (500 iterations).
+    let fopen_runs: Vec<_> = sc
+        .runs
+        .iter()
+        .filter(|r| r.workload.starts_with("fopen-"))
+        .collect();
+    assert_eq!(fopen_runs.len(), 9, "three modes, three times each");
+    for run in fopen_runs {
+        let runs = run
+            .program_runs
+            .get("spin_lock_fentry")
+            .copied()
+            .unwrap_or(0);
+        assert!(runs >= 5 * 500, "{run:?}");
+    }
 }

@@ -311,8 +311,14 @@ pub(super) fn memory_plan(events: u64) -> RunPlan {
     RunPlan::new(VSOCK_PORT, w)
 }
 
+/// Repetitions of each fopen mode in the stack-cache boot (medians of the programs'
+/// time per run).
+pub(super) const STACK_CACHE_FOPEN_REPS: usize = 3;
+
 /// The stack-cache boot's plan: every workload of the lab run with its stacks checked
-/// against the cache, then the fopen loop with the cache off, on, and tallying.
+/// against the cache, then the fopen loop with the cache off, on, and tallying
+/// ([`STACK_CACHE_FOPEN_REPS`] times each, in rotation), with the kernel timing every
+/// program run (`program_stats`: this boot's loops are not timed).
 pub(super) fn stack_cache_plan(o: &BenchOptions) -> RunPlan {
     let mut w: Vec<WorkloadSpec> = crate::lab::BUILTIN_WORKLOADS
         .iter()
@@ -326,17 +332,24 @@ pub(super) fn stack_cache_plan(o: &BenchOptions) -> RunPlan {
         })
         .collect();
     let fopen_n = o.fopen_iterations.to_string();
-    for (name, mode) in [
+    let modes = [
         ("walkall", StackMode::WalkEvery),
         ("cached", StackMode::Cached),
         ("tallied", StackMode::Tallied),
-    ] {
-        w.push(spec(
-            &format!("fopen-{name}"),
-            "fopen",
-            &args(&["--iterations", &fopen_n]),
-            Tracing::ProbesWith(builtin_names(), mode),
-        ));
+    ];
+    for rep in 0..STACK_CACHE_FOPEN_REPS {
+        for m in stats::rotation(modes.len(), rep) {
+            let (name, mode) = modes[m];
+            w.push(spec(
+                &format!("fopen-{name}-{}", rep + 1),
+                "fopen",
+                &args(&["--iterations", &fopen_n]),
+                Tracing::ProbesWith(builtin_names(), mode),
+            ));
+        }
     }
-    RunPlan::new(VSOCK_PORT, w)
+    RunPlan {
+        program_stats: true,
+        ..RunPlan::new(VSOCK_PORT, w)
+    }
 }

@@ -2,6 +2,7 @@
 //! this run, with the runs it came from.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use super::stats::Spread;
 use crate::experiments::syscall_cr3::FunctionTrace;
@@ -483,6 +484,10 @@ pub struct StackCacheCheck {
     /// with the cached hits only counted per stack (`--stacks tallied`): a
     /// tally added to the wrong stack would move it.
     pub fopen_tallied_distance: Option<f64>,
+    /// The time inside each eBPF program per run, µs, over the fopen loop's
+    /// repetitions, by stack mode (`WalkEvery`, `Cached`, `Tallied`) and program: where
+    /// a hit's cost lies (the trampoline or kprobe around a program is outside it).
+    pub fopen_program_us: BTreeMap<String, BTreeMap<String, Spread>>,
 }
 
 /// One workload's run in [`StackCacheCheck`].
@@ -507,4 +512,6 @@ pub struct StackCacheRun {
     /// Hits skipped because another guestscope probe was running on the CPU (a page
     /// fault in a probe's own stack reads would be one).
     pub nested: u64,
+    /// Runs of each eBPF program during the workload, whichever process hit it.
+    pub program_runs: BTreeMap<String, u64>,
 }

@@ -418,6 +418,7 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
             d * 100.0
         );
     }
+    program_time(md, sc);
     let _ = writeln!(
         md,
         "| workload | stacks | hits | records | tallied | received | from the cache | differed from the walk | hits skipped (nested) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -437,4 +438,44 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
             run.nested
         );
     }
+}
+
+/// The fopen loop's time inside each program per run, by stack mode.
+fn program_time(md: &mut String, sc: &StackCacheCheck) {
+    const MODES: [(&str, &str); 3] = [
+        ("WalkEvery", "every stack walked"),
+        ("Cached", "a record per hit (cached stacks)"),
+        ("Tallied", "cached hits tallied"),
+    ];
+    let programs: std::collections::BTreeSet<&String> = sc
+        .fopen_program_us
+        .values()
+        .flat_map(|p| p.keys())
+        .collect();
+    if programs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "Where a hit's time goes: the kernel's own clock inside each program (`BPF_ENABLE_STATS`, as `--program-stats`), µs per run over the fopen runs of this boot, every run counted whichever process hit the probe; the trampoline or kprobe around a program is outside it.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| program | {} |\n|---|{}",
+        MODES.map(|(_, label)| label).join(" | "),
+        "---:|".repeat(MODES.len())
+    );
+    for program in programs {
+        let cells: Vec<String> = MODES
+            .iter()
+            .map(|(mode, _)| {
+                sc.fopen_program_us
+                    .get(*mode)
+                    .and_then(|p| p.get(program))
+                    .map_or("—".into(), |s| spread(Some(s), 2))
+            })
+            .collect();
+        let _ = writeln!(md, "| `{program}` | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(md);
 }

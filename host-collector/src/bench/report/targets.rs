@@ -127,7 +127,7 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
         return;
     };
     let share = med(tl.tallied_share.as_ref());
-    let note = match share {
+    let mut note = match share {
         Some(s) => format!(
             "{:.0}% of the hits tallied, the rest recorded; {} hits unaccounted for",
             s * 100.0,
@@ -135,6 +135,17 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
         ),
         None => String::new(),
     };
+    // Where it goes, from the stack-cache boot's programs timed by the kernel.
+    let inside = r
+        .stack_cache
+        .as_ref()
+        .and_then(|sc| sc.fopen_program_us.get("Tallied"))
+        .and_then(|p| med(p.get("spin_lock_fentry")));
+    if let Some(us) = inside {
+        note.push_str(&format!(
+            "; {us:.2} µs per run inside the spin_lock program (the kernel's clock, stack-cache boot)"
+        ));
+    }
     let us = med(tl.us_per_event.as_ref());
     t.push(check(
         "probe cost per event, cached hits tallied per stack (`--stacks tallied`)",
