@@ -20,6 +20,7 @@
 //! - [`batch`]: grouping events into `Events` records.
 //! - [`stacks`]: an id per distinct kernel stack, each stack sent once, before its first use.
 //! - [`counters`]: summing the probes' per-CPU counters.
+//! - [`tally_map`]: the probes' tallies mapped into the agent's memory.
 //! - [`program_stats`]: the kernel's run counts and times of the eBPF programs.
 //! - [`spawn`]: starting a workload held at a gate until it is traced.
 //! - [`workloads`]: running one workload under the probes.
@@ -55,6 +56,7 @@ pub mod stacks;
 pub mod stream;
 pub mod synthetic;
 pub mod tallies;
+pub mod tally_map;
 pub mod tracer;
 pub mod tracing_mode;
 pub mod transport;

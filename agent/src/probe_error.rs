@@ -30,6 +30,9 @@ pub enum ProbeError {
         #[source]
         source: MapError,
     },
+    /// The `TALLIES` array could not be mapped into the agent.
+    #[error("mapping TALLIES: {0}")]
+    TallyMap(#[source] crate::tally_map::TallyMapError),
     /// A program is not in the object.
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),

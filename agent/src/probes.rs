@@ -14,11 +14,14 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
-use guestscope_common::{ProbeCounters, ProbeKind, maps as names, wire::ProbeAttach};
+use guestscope_common::{
+    ProbeCounters, ProbeKind, STACK_CACHE_ENTRIES, maps as names, wire::ProbeAttach,
+};
 
 pub use crate::probe_error::{ProbeError, chain};
 use crate::probe_error::{first_line, truncate_note};
 use crate::probe_links::{Links, fentry, kprobe, tracepoint};
+use crate::tally_map::TallyMap;
 
 /// The eBPF object built from `probes-ebpf/` by the build script.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guestscope-probes"));
@@ -39,8 +42,8 @@ pub struct Maps {
     pub counters: PerCpuArray<MapData, ProbeCounters>,
     /// `SETTINGS`: switches for the probes.
     pub settings: Array<MapData, u32>,
-    /// `TALLIES`: hits counted per stack-cache entry, with no record.
-    pub tallies: PerCpuArray<MapData, u64>,
+    /// `TALLIES`: hits counted per CPU and stack-cache entry, with no record, mapped.
+    pub tallies: TallyMap,
 }
 
 /// The loaded object (its programs stay attached while it lives) and its maps.
@@ -69,6 +72,9 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
     if let Some(bytes) = events_bytes {
         loader.map_max_entries(names::EVENTS, bytes);
     }
+    // One row of entries per possible CPU (the probes index it by CPU).
+    let cpus = aya::util::nr_cpus().unwrap_or(crate::stacks::MAX_CPUS) as u32;
+    loader.map_max_entries(names::TALLIES, cpus.max(1) * STACK_CACHE_ENTRIES);
     let started = std::time::Instant::now();
     let mut ebpf = loader.load(OBJECT).map_err(ProbeError::Load)?;
     tracing::info!(
@@ -80,13 +86,20 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
         traced: take(&mut ebpf, names::TRACED_PIDS)?,
         counters: take(&mut ebpf, names::COUNTERS)?,
         settings: take(&mut ebpf, names::SETTINGS)?,
-        tallies: take(&mut ebpf, names::TALLIES)?,
+        tallies: take_tally_map(&mut ebpf)?,
     };
     Ok(Loaded {
         ebpf,
         maps,
         links: Links::default(),
     })
+}
+
+/// `TALLIES`, mapped into the agent's memory.
+fn take_tally_map(ebpf: &mut Ebpf) -> Result<TallyMap, ProbeError> {
+    let name = names::TALLIES;
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+    TallyMap::new(map).map_err(ProbeError::TallyMap)
 }
 
 fn take<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>

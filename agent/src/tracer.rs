@@ -30,6 +30,7 @@ use crate::{
     stacks::{NoStack, StackTable, send_batch},
     stream::{Sink, Stream, StreamError},
     tallies::TallyBook,
+    tally_map::TallyMap,
 };
 
 /// One probe record taken in: counted, its stack interned or looked up (or why not
@@ -114,7 +115,7 @@ struct Active {
     counters: PerCpuArray<MapData, ProbeCounters>,
     settings: Array<MapData, u32>,
     /// `TALLIES`: the probes' counts per stack-cache entry ([`StackMode::Tallied`]).
-    tallies: PerCpuArray<MapData, u64>,
+    tallies: TallyMap,
     /// Whether the probes may have counted since the counts were last read: a
     /// [`StackMode::Tallied`] was set.
     tallying: bool,
@@ -504,23 +505,16 @@ impl Tracer {
 
     /// The hits the probes only counted ([`StackMode::Tallied`]) since the last call, per
     /// probe and stack. Call it once the ring buffer is drained and no process passes
-    /// the filter: the entries' counts are read from the kernel then.
-    pub fn take_tallies(&mut self) -> Result<Vec<Tally>, MapError> {
+    /// the filter: the entries' counts are read from the agent's mapping of the array
+    /// then, with no system call.
+    pub fn take_tallies(&mut self) -> Vec<Tally> {
         if let Some(a) = self.active.as_mut().filter(|a| a.tallying) {
-            let mut held = self.tallies.held();
-            held.sort_by_key(|&(cpu, index)| (index, cpu));
-            let mut values = None;
-            for (cpu, index) in held {
-                if values.as_ref().is_none_or(|(at, _)| *at != index) {
-                    values = Some((index, a.tallies.get(&index, 0)?));
-                }
-                if let Some(now) = values.as_ref().and_then(|(_, v)| v.get(cpu as usize)) {
-                    self.tallies.read(cpu, index, *now);
-                }
+            for (cpu, index) in self.tallies.held() {
+                self.tallies.read(cpu, index, a.tallies.get(cpu, index));
             }
             a.tallying = a.plan_stacks == StackMode::Tallied;
         }
-        Ok(self.tallies.take())
+        self.tallies.take()
     }
 
     /// Turns the kernel's statistics of the programs on for the rest of the run

@@ -348,25 +348,16 @@ fn send_tallies<W: Sink>(
     tracer: &mut Tracer,
     stream: &mut Stream<W>,
 ) -> Result<(), StreamError> {
-    match tracer.take_tallies() {
-        Ok(counts) if counts.is_empty() => Ok(()),
-        Ok(counts) => stream
-            .send(Body::Tallies(Tallies {
-                pid: exited.pid,
-                counts,
-            }))
-            .map(drop),
-        Err(e) => {
-            let message = format!("workload {}: reading the probes' tallies: {e}", exited.name);
-            tracing::error!("{message}");
-            stream
-                .send(Body::Log {
-                    level: "error".into(),
-                    message,
-                })
-                .map(drop)
-        }
+    let counts = tracer.take_tallies();
+    if counts.is_empty() {
+        return Ok(());
     }
+    stream
+        .send(Body::Tallies(Tallies {
+            pid: exited.pid,
+            counts,
+        }))
+        .map(drop)
 }
 
 fn untrace(tracer: &mut Tracer, name: &str) {

@@ -56,11 +56,12 @@ pub const CHECK_STACK_CACHE: u32 = 4;
 /// [`TALLIES`] under its cache entry instead of recorded
 /// ([`crate::plan::StackMode::Tallied`]).
 pub const TALLY_CACHED: u32 = 8;
-/// Per-CPU array `u64` with one slot per stack-cache entry
-/// ([`crate::STACK_CACHE_ENTRIES`]): hits counted, with no record, under the
-/// walk the entry holds. A walk kept in an entry takes its count into
-/// [`crate::StackedEvent::replaced_tally`] and resets it; the agent reads the rest when
-/// a workload ends.
+/// Array `u64` with one slot per CPU and stack-cache entry, at
+/// `cpu * `[`crate::STACK_CACHE_ENTRIES`]` + entry`, mappable (`BPF_F_MMAPABLE`): hits
+/// counted, with no record, under the walk the entry holds. A walk kept in an entry
+/// takes its count into [`crate::StackedEvent::replaced_tally`] and resets it; the agent
+/// reads the rest from its mapping of the array when a workload ends. Its size is set
+/// at load time for the possible CPUs.
 pub const TALLIES: &str = "TALLIES";
 /// Per-CPU array `u32` with one slot: non-zero while a guestscope probe runs
 /// on this CPU (guards against probes observing each other).

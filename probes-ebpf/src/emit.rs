@@ -23,7 +23,7 @@ use guestscope_common::{
 
 use crate::{
     entry_caller::AtEntry,
-    maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TALLIES, TRACED_PIDS},
+    maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TRACED_PIDS, tally_slot},
     stack_cache::{self, CachedStack, StackKey},
 };
 
@@ -150,9 +150,9 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     let stacks = Stacks::choose(kind, &entry, !with_args);
     if let Stacks::Tallied(index) = stacks {
         bump!(counters.stack_cached);
-        if let Some(tally) = TALLIES.get_ptr_mut(index) {
-            // SAFETY: this CPU's slot of a per-CPU array, valid for the program's run;
-            // the busy guard keeps other guestscope probes on this CPU out.
+        if let Some(tally) = tally_slot(index) {
+            // SAFETY: this CPU's slot of an array map, valid for the program's run; only
+            // this CPU's probes write it, and the busy guard keeps the others out.
             unsafe { *tally += 1 };
             bump!(counters.tallied);
         }
@@ -350,8 +350,8 @@ fn take_tally(slot: u32) -> u64 {
     let Some(index) = CacheSlot::index(slot) else {
         return 0;
     };
-    match TALLIES.get_ptr_mut(index) {
-        // SAFETY: this CPU's slot of a per-CPU array (see `emit`).
+    match tally_slot(index) {
+        // SAFETY: this CPU's slot of the array (see `emit`).
         Some(tally) => unsafe { core::mem::replace(&mut *tally, 0) },
         None => 0,
     }

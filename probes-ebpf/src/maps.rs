@@ -2,6 +2,7 @@
 //! constants in `guestscope_common::maps` (the agent looks maps up by those).
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
@@ -51,7 +52,18 @@ pub static SETTINGS: Array<u32> = Array::with_max_entries(names::SETTINGS_SLOTS,
 #[map]
 pub static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU hits counted under each stack-cache entry's walk, with no record
-/// (`guestscope_common::maps::TALLIES`).
+/// Hits counted under each stack-cache entry's walk, with no record, at
+/// `cpu * STACK_CACHE_ENTRIES + entry` (`guestscope_common::maps::TALLIES`): one plain
+/// array the agent maps into its memory (`BPF_F_MMAPABLE`) and reads without a system
+/// call. The agent sizes it for the possible CPUs when it loads the object.
 #[map]
-pub static TALLIES: PerCpuArray<u64> = PerCpuArray::with_max_entries(STACK_CACHE_ENTRIES, 0);
+pub static TALLIES: Array<u64> = Array::with_max_entries(STACK_CACHE_ENTRIES, BPF_F_MMAPABLE);
+
+/// The [`TALLIES`] slot of this CPU's stack-cache entry `entry`; `None` past the array
+/// (a CPU the agent did not size it for).
+#[inline(always)]
+pub fn tally_slot(entry: u32) -> Option<*mut u64> {
+    // SAFETY: a helper call without arguments.
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+    TALLIES.get_ptr_mut(cpu.checked_mul(STACK_CACHE_ENTRIES)?.checked_add(entry)?)
+}
