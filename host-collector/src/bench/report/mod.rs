@@ -235,5 +235,13 @@ mod tests {
         let mut paired = with(400.0, 500.0);
         paired.gdb.as_mut().unwrap().share_of_limit = Spread::of(&[0.95; 5]);
         assert_eq!(gdb(&paired).met, Some(true));
+        // Faster than untraced is noise, not a met target.
+        let noisy = gdb(&with(427.0, 342.0));
+        assert_eq!(noisy.met, None);
+        assert!(
+            noisy.note.starts_with("above 100% of the limit"),
+            "{}",
+            noisy.note
+        );
     }
 }
