@@ -106,8 +106,9 @@ impl TallyBook {
     }
 }
 
-/// Where entry `index` of `cpu` is kept; `None` past [`crate::stacks::MAX_CPUS`].
-fn position(cpu: u32, index: u32) -> Option<usize> {
+/// Where entry `index` of `cpu` is kept, here and in the `TALLIES` array
+/// ([`crate::tally_map`]); `None` past [`crate::stacks::MAX_CPUS`].
+pub fn position(cpu: u32, index: u32) -> Option<usize> {
     let cpu = cpu as usize;
     (cpu < crate::stacks::MAX_CPUS && index < STACK_CACHE_ENTRIES)
         .then(|| cpu * STACK_CACHE_ENTRIES as usize + index as usize)

@@ -5,7 +5,6 @@
 use std::{num::NonZeroUsize, os::fd::AsFd, ptr::NonNull};
 
 use aya::maps::{Map, MapData, MapError};
-use guestscope_common::STACK_CACHE_ENTRIES;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
 /// Why the array could not be mapped.
@@ -69,10 +68,9 @@ impl TallyMap {
 
     /// The count of entry `index` of `cpu` now; 0 outside the array.
     pub fn get(&self, cpu: u32, index: u32) -> u64 {
-        let slot = cpu as usize * STACK_CACHE_ENTRIES as usize + index as usize;
-        if index >= STACK_CACHE_ENTRIES || slot >= self.slots {
+        let Some(slot) = crate::tallies::position(cpu, index).filter(|&s| s < self.slots) else {
             return 0;
-        }
+        };
         // SAFETY: `slot` is within the mapping, which lives as long as `self`; the
         // probes write the slot concurrently, so it is read volatile (an aligned u64
         // load is whole on x86-64).

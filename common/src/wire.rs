@@ -159,6 +159,13 @@ pub struct ProgramRun {
     pub run_ns: u64,
 }
 
+impl ProgramRun {
+    /// Time inside the program per run, ns; `None` without runs.
+    pub fn ns_per_run(&self) -> Option<f64> {
+        (self.runs > 0).then(|| self.run_ns as f64 / self.runs as f64)
+    }
+}
+
 /// One workload's hits that the probes counted per stack, with no record of their own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tallies {

@@ -328,8 +328,7 @@ impl<W: Write> Session<W> {
             }
             Body::Tallies(t) => self.tallies(t)?,
             Body::ProgramRuns(r) => {
-                let idx = self.pid_workload.get(&r.pid).copied().or(self.active);
-                if let Some(i) = idx {
+                if let Some(i) = self.workload_of(r.pid) {
                     self.workloads[i].program_runs = r.programs;
                 }
             }
@@ -342,6 +341,12 @@ impl<W: Write> Session<W> {
             }
         }
         Ok(())
+    }
+
+    /// The workload a record of process `pid` belongs to: the workload that process
+    /// started or was followed into, else the one running now.
+    pub(super) fn workload_of(&self, pid: u32) -> Option<usize> {
+        self.pid_workload.get(&pid).copied().or(self.active)
     }
 
     /// A new agent took over the run (the guest restarted one that died): its records

@@ -72,13 +72,16 @@ fn fopen_program_us(runs: &BTreeMap<String, Ran>) -> BTreeMap<String, BTreeMap<S
         let Some(t) = ran.tracing.as_ref().filter(|_| name.starts_with("fopen-")) else {
             continue;
         };
-        for p in ran.programs.iter().filter(|p| p.runs > 0) {
+        for p in &ran.programs {
+            let Some(ns) = p.ns_per_run() else {
+                continue;
+            };
             samples
                 .entry(format!("{:?}", t.stacks))
                 .or_default()
                 .entry(p.program.clone())
                 .or_default()
-                .push(p.run_ns as f64 / p.runs as f64 / 1e3);
+                .push(ns / 1e3);
         }
     }
     samples

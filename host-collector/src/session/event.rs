@@ -27,7 +27,7 @@ impl<W: Write> Session<W> {
         self.events_received += 1;
         self.heard_at(e.ts_ns);
         let named = self.name(e);
-        let idx = self.pid_workload.get(&e.pid).copied().or(self.active);
+        let idx = self.workload_of(e.pid);
         if e.stack_id >= 0 && !self.stacks_raw.contains_key(&(e.stack_id as u32)) {
             self.events_stack_unknown += 1;
         }

@@ -12,7 +12,7 @@ use super::{Session, UNKNOWN_PROBE};
 impl<W: Write> Session<W> {
     /// Applies one workload's tallies. I/O errors writing `stacks.jsonl` are returned.
     pub(super) fn tallies(&mut self, t: Tallies) -> std::io::Result<()> {
-        let idx = self.pid_workload.get(&t.pid).copied().or(self.active);
+        let idx = self.workload_of(t.pid);
         for c in t.counts {
             let name = ProbeKind::from_id(c.kind).map_or(UNKNOWN_PROBE, ProbeKind::name);
             let stack_id = if c.stack_id >= 0 {

@@ -124,7 +124,7 @@ fn workload_summary<W: Write>(session: &mut Session<W>, i: usize) -> WorkloadSum
                 program: r.program.clone(),
                 runs: r.runs,
                 run_ns: r.run_ns,
-                ns_per_run: r.run_ns as f64 / r.runs.max(1) as f64,
+                ns_per_run: r.ns_per_run().unwrap_or(0.0),
             })
             .collect(),
         pids: w.pids.iter().copied().collect(),
