@@ -58,6 +58,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for the connection in one round of backpressure.
 const WAIT_STEP: Duration = Duration::from_millis(100);
+/// How long the first acknowledgement after a quiet workload may take: the host keeps
+/// holding the VM (and writes nothing to the guest) until the workload's exit record
+/// reaches it, behind the events the workload left in the ring buffer; with a stop
+/// site the agent's own sending hits, that drain runs at the gdbstub's pace (tens of
+/// milliseconds a hit), longer than [`LinkConfig::ack_timeout`].
+pub const AFTER_QUIET_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest one service call spends writing what is pending.
 const FLUSH_BUDGET: Duration = Duration::from_millis(100);
 /// Longest wait for room on a connection that would block, before giving up for now.
@@ -146,6 +152,9 @@ pub struct Link<C: Connector> {
     written_below: u64,
     /// Since when the oldest written, unacknowledged record has waited.
     unacked_since: Option<Instant>,
+    /// A quiet workload ended and no acknowledgement came since: the host may still
+    /// hold the VM, so the wait is [`AFTER_QUIET_ACK_TIMEOUT`].
+    after_quiet: bool,
     replies: Vec<u8>,
     connections: u32,
     down: Option<Down<C::Conn>>,
@@ -173,6 +182,7 @@ impl<C: Connector> Link<C> {
             write_off: 0,
             written_below: 0,
             unacked_since: None,
+            after_quiet: false,
             replies: Vec::new(),
             connections: 0,
             down: None,
@@ -216,7 +226,7 @@ impl<C: Connector> Link<C> {
                 return;
             }
             if let Some(since) = self.unacked_since
-                && since.elapsed() >= self.config.ack_timeout
+                && since.elapsed() >= self.ack_timeout()
             {
                 let why = format!(
                     "no acknowledgement for {:.1} s with {} records waiting",
@@ -225,6 +235,16 @@ impl<C: Connector> Link<C> {
                 );
                 self.lose(why);
             }
+        }
+    }
+
+    /// How long written records may wait for an acknowledgement before the connection
+    /// is taken for dead.
+    fn ack_timeout(&self) -> Duration {
+        if self.after_quiet {
+            self.config.ack_timeout.max(AFTER_QUIET_ACK_TIMEOUT)
+        } else {
+            self.config.ack_timeout
         }
     }
 
@@ -301,6 +321,7 @@ impl<C: Connector> Sink for Link<C> {
         if self.unacked_since.is_some() {
             self.unacked_since = Some(Instant::now());
         }
+        self.after_quiet = true;
     }
 
     fn cork(&mut self) {

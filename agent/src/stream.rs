@@ -50,7 +50,8 @@ pub trait Sink {
     /// The agent stops ignoring the link after a quiet workload (nothing read or sent
     /// while the host held the VM, and the host sends no acknowledgement while it holds
     /// it): the wait for an acknowledgement starts again now, so the held time is not
-    /// taken for a dead host.
+    /// taken for a dead host; until the host acknowledges again the wait is longer,
+    /// since it holds the VM until the workload's exit record, sent after its events.
     fn quiet_ended(&mut self) {}
 
     /// Holds frames back until [`Sink::uncork`] (or a packet's worth waits), so records

@@ -77,6 +77,8 @@ impl<C: Connector> Link<C> {
 
     /// Forgets the records the collector stored (`seq < next`).
     fn acknowledge(&mut self, next: u64) {
+        // The host writes again: it holds the VM no longer.
+        self.after_quiet = false;
         if next <= self.acked {
             return;
         }

@@ -613,3 +613,51 @@ fn the_wait_for_an_acknowledgement_starts_again_after_a_quiet_workload() {
         "not for the time the agent was quiet"
     );
 }
+
+/// After a quiet workload the host holds the VM until the workload's exit record
+/// reaches it, behind the workload's events: the first acknowledgement may take longer
+/// than the usual timeout, but not forever; once one came, the usual timeout is back.
+#[test]
+fn after_a_quiet_workload_the_host_gets_longer_until_its_first_acknowledgement() {
+    use crate::stream::Sink as _;
+    let (conn, _peer) = UnixStream::pair().unwrap();
+    let mut link = Link::new(UnixConnector(socket_path("held")), conn, config(1 << 20)).unwrap();
+    let mut send = |link: &mut Link<UnixConnector>, seq: u64| {
+        link.send_frame(
+            seq,
+            encode_frame(&Record {
+                seq,
+                body: log(seq),
+            })
+            .unwrap(),
+            &[0; ProbeKind::COUNT],
+        )
+        .unwrap();
+    };
+    send(&mut link, 0);
+    link.quiet_ended();
+    send(&mut link, 1);
+    link.unacked_since = Some(Instant::now() - Duration::from_secs(6));
+    link.service();
+    assert!(
+        link.is_connected(),
+        "6 s after a quiet workload is not dead"
+    );
+    link.unacked_since = Some(Instant::now() - AFTER_QUIET_ACK_TIMEOUT);
+    link.service();
+    assert!(!link.is_connected(), "a host silent for a minute is");
+
+    // An acknowledgement ends the longer wait.
+    let (conn, mut peer) = UnixStream::pair().unwrap();
+    let mut link = Link::new(UnixConnector(socket_path("held2")), conn, config(1 << 20)).unwrap();
+    send(&mut link, 0);
+    link.quiet_ended();
+    send(&mut link, 1);
+    peer.write_all(&encode_reply(&Reply::Ack { next: 1 }).unwrap())
+        .unwrap();
+    link.service();
+    assert_eq!(link.unacknowledged(), 1, "record 0 acknowledged");
+    link.unacked_since = Some(Instant::now() - Duration::from_secs(6));
+    link.service();
+    assert!(!link.is_connected(), "the usual timeout applies again");
+}
