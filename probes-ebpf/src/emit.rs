@@ -6,8 +6,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack,
-        bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_ns,
+        generated::bpf_get_current_comm as get_comm_raw,
     },
     macros::map,
     maps::PerCpuArray,
@@ -163,21 +163,32 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     };
     // SAFETY: `pending` points at this CPU's slot of a per-CPU array, valid for the
     // program's run; the busy guard keeps other guestscope probes on this CPU out.
+    // Field by field, and the task's name straight into its place: a whole-struct write
+    // (or a zeroed name on the stack, copied in) compiles to byte loops the verifier
+    // checks byte by byte on every path.
     unsafe {
-        (*pending).event = RawEvent {
-            ts_ns,
-            arg,
-            ip,
-            kind: kind as u32,
-            cpu: bpf_get_smp_processor_id(),
-            pid: tgid,
-            tid: pid_tgid as u32,
-            stack_id: NO_STACK,
-            flags,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        };
+        let event = &raw mut (*pending).event;
+        (*event).ts_ns = ts_ns;
+        (*event).arg = arg;
+        (*event).ip = ip;
+        (*event).kind = kind as u32;
+        (*event).cpu = bpf_get_smp_processor_id();
+        (*event).pid = tgid;
+        (*event).tid = pid_tgid as u32;
+        (*event).stack_id = NO_STACK;
+        (*event).flags = flags;
+        let comm = &raw mut (*event).comm;
+        if get_comm_raw(comm.cast::<c_void>(), COMM_BYTES) != 0 {
+            // The name as two words, not a 16-byte fill.
+            let words = comm.cast::<u64>();
+            words.write_volatile(0);
+            words.add(1).write_volatile(0);
+        }
         if let Some(args) = args {
-            (*pending).args = args;
+            let to = (&raw mut (*pending).args).cast::<u64>();
+            for (i, a) in args.into_iter().enumerate() {
+                to.add(i).write_volatile(a);
+            }
         }
     }
     if let Stacks::Cached(index) = stacks {
@@ -186,12 +197,14 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             bump!(counters.ring_full);
             return;
         };
-        record.write(CachedEvent {
-            // SAFETY: as above.
-            event: unsafe { (*pending).event },
-            cache_slot: CacheSlot::tag(index),
-            _pad: 0,
-        });
+        let cached = record.as_mut_ptr();
+        // SAFETY: `cached` points at a reserved, writable ring-buffer slot of a
+        // `CachedEvent`, ours until submit; `pending` as above.
+        unsafe {
+            copy_event(&raw mut (*cached).event, &raw const (*pending).event);
+            (*cached).cache_slot = CacheSlot::tag(index);
+            (*cached)._pad = 0;
+        }
         record.submit(wakeup_flag());
         bump!(counters.emitted);
         return;
@@ -208,14 +221,17 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     // keeps older bytes of the ring, which the reader ignores since `stack_bytes` is
     // negative).
     unsafe {
-        (*record_ptr).event = (*pending).event;
-        (*record_ptr).entry = entry.caller;
+        copy_event(&raw mut (*record_ptr).event, &raw const (*pending).event);
+        (&raw mut (*record_ptr).entry.frame).write_volatile(entry.caller.frame);
+        (&raw mut (*record_ptr).entry.caller).write_volatile(entry.caller.caller);
         let walk_bytes = if with_args {
-            (&raw mut (*record_ptr).ips)
+            let to = (&raw mut (*record_ptr).ips)
                 .cast::<u64>()
-                .add(USER_STACK_FRAMES)
-                .cast::<[u64; USER_ARGS]>()
-                .write((*pending).args);
+                .add(USER_STACK_FRAMES);
+            let from = (&raw const (*pending).args).cast::<u64>();
+            for i in 0..USER_ARGS {
+                to.add(i).write_volatile(from.add(i).read_volatile());
+            }
             USER_STACK_BUF_BYTES
         } else {
             STACK_BUF_BYTES
@@ -227,6 +243,24 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     }
     record.submit(wakeup_flag());
     bump!(counters.emitted);
+}
+
+/// Bytes of [`RawEvent::comm`].
+const COMM_BYTES: u32 = 16;
+
+/// Copies an event word by word. A plain assignment compiles to a call of `memmove`,
+/// a byte loop the verifier follows byte by byte on every path through the program.
+///
+/// # Safety
+/// `dst` must be writable and `src` readable for a [`RawEvent`], both 8-byte aligned.
+#[inline(always)]
+unsafe fn copy_event(dst: *mut RawEvent, src: *const RawEvent) {
+    const WORDS: usize = size_of::<RawEvent>() / size_of::<u64>();
+    let (dst, src) = (dst.cast::<u64>(), src.cast::<u64>());
+    for i in 0..WORDS {
+        // SAFETY: the caller vouches for both; `i` stays inside the event.
+        unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+    }
 }
 
 /// The event being recorded on this CPU, while its stack is got.

@@ -39,7 +39,10 @@
 use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, generated::bpf_probe_read_kernel as read_kernel_raw},
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_loop, bpf_probe_read_kernel as read_kernel_raw},
+    },
     macros::map,
     maps::PerCpuArray,
 };
@@ -152,6 +155,10 @@ static STACK_CACHE: PerCpuArray<CachedStack> = PerCpuArray::with_max_entries(ENT
 pub struct Search {
     /// The stack above the anchor.
     words: [u64; WINDOW_SLOTS],
+    /// The walk being kept, copied here so [`search_step`] finds it without a pointer.
+    ips: [u64; MAX_STACK_FRAMES],
+    /// Where [`search_step`] found each frame (see [`CachedStack::slots`]).
+    slots: [u16; MAX_STACK_FRAMES],
     /// The next frame to find.
     next: u32,
     /// Frames in the walk.
@@ -305,6 +312,8 @@ fn holds(entry: *const CachedStack, key: &StackKey, anchor: u64, top: u64) -> bo
                 return false;
             }
         }
+        // Unrolled, not a `bpf_loop`: this runs on every cached hit, and a callback
+        // per frame (two map lookups each) cost the tallied spin-lock hit a third more.
         for j in 0..MAX_STACK_FRAMES {
             if j + 1 >= frames_of(load!(cached.bytes)) {
                 break;
@@ -428,40 +437,76 @@ pub unsafe fn remember(
         // Mark the entry empty while it is rewritten; the frames up to the probed
         // function's are kept as they are, the others are found in the window.
         (*entry).bytes = 0;
-        for j in 0..MAX_STACK_FRAMES {
-            (*entry).ips[j] = (*ips)[j];
+        let walk = (&raw mut (*search).ips).cast::<c_void>();
+        if read_kernel_raw(walk, WALK_BYTES, ips.cast::<c_void>()) != 0 {
+            return;
         }
         store!((*search).next, load!((*search).first) + 1);
-        for slot in 0..WINDOW_SLOTS {
-            let next = load!((*search).next);
-            if next >= load!((*search).frames) {
-                break;
-            }
-            if slot as u32 * 8 >= load!((*search).len) {
-                return;
-            }
-            let j = next as usize & (MAX_STACK_FRAMES - 1);
-            if (*search).words[slot] == (*ips)[j] {
-                (*entry).slots[j] = slot as u16;
-                store!((*search).next, next + 1);
-            }
-        }
+        // One verified step for all the window's slots (a loop here is verified slot
+        // by slot: most of the programs' load time under TCG).
+        bpf_loop(
+            WINDOW_SLOTS as u32,
+            search_step as *const () as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
         if load!((*search).next) < load!((*search).frames) {
             return;
         }
         // The outermost frame is kept as slots below the stack's top (see `lookup`);
         // the one before it is the farthest counted from the anchor.
         let last = (load!((*search).frames) as usize).wrapping_sub(1) & (MAX_STACK_FRAMES - 1);
-        (*entry).slots[last] = (load!((*search).to_top) / 8) as u16 - (*entry).slots[last];
+        (*search).slots[last] = (load!((*search).to_top) / 8) as u16 - (*search).slots[last];
         let before = last.wrapping_sub(1) & (MAX_STACK_FRAMES - 1);
         (*entry).span = if before > load!((*search).first) as usize {
-            (u32::from((*entry).slots[before]) + 1) * 8
+            (u32::from((*search).slots[before]) + 1) * 8
         } else {
             0
         };
+        let found = (&raw const (*search).slots).cast::<c_void>();
+        let dest = (&raw mut (*entry).slots).cast::<c_void>();
+        if read_kernel_raw(dest, SLOTS_BYTES, found) != 0 {
+            return;
+        }
+        let dest = (&raw mut (*entry).ips).cast::<c_void>();
+        if read_kernel_raw(dest, WALK_BYTES, walk) != 0 {
+            return;
+        }
         (*entry).key = *key;
         (*entry).first = load!((*search).first);
         (*entry).bytes = bytes as u32;
         store!((*search).kept, load!((*search).candidate));
     }
+}
+
+/// Bytes of a walk's frames.
+const WALK_BYTES: u32 = (MAX_STACK_FRAMES * size_of::<u64>()) as u32;
+/// Bytes of a walk's slots.
+const SLOTS_BYTES: u32 = (MAX_STACK_FRAMES * size_of::<u16>()) as u32;
+
+/// One slot of [`remember`]'s search, a `bpf_loop` callback: if the window's word at
+/// `slot` is the next frame's return address, notes where and moves to the frame after
+/// it. Returns 1 (stop) once every frame is found or the window's read bytes end.
+///
+/// Everything it uses is in this CPU's [`Search`], read again at each step.
+#[inline(never)]
+extern "C" fn search_step(slot: u32, _ctx: *mut c_void) -> i64 {
+    let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: `search` points at this CPU's slot of a per-CPU array (see `holds`); the
+    // indexes are masked to the arrays' power-of-two sizes.
+    unsafe {
+        let next = load!((*search).next);
+        if next >= load!((*search).frames) || slot * 8 >= load!((*search).len) {
+            return 1;
+        }
+        let j = next as usize & (MAX_STACK_FRAMES - 1);
+        let at = slot as usize & (WINDOW_SLOTS - 1);
+        if (*search).words[at] == (*search).ips[j] {
+            (*search).slots[j] = slot as u16;
+            store!((*search).next, next + 1);
+        }
+    }
+    0
 }
