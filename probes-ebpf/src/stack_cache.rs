@@ -444,10 +444,13 @@ pub unsafe fn remember(
         store!((*search).next, load!((*search).first) + 1);
         // One verified step for all the window's slots (a loop here is verified slot
         // by slot: most of the programs' load time under TCG).
+        // The callback gets the search through its context (a stack slot holding the
+        // map value's address): no map lookup per slot.
+        let mut at = SearchAt(search);
         bpf_loop(
             WINDOW_SLOTS as u32,
             search_step as *const () as *mut c_void,
-            core::ptr::null_mut(),
+            (&raw mut at).cast::<c_void>(),
             0,
         );
         if load!((*search).next) < load!((*search).frames) {
@@ -484,19 +487,23 @@ const WALK_BYTES: u32 = (MAX_STACK_FRAMES * size_of::<u64>()) as u32;
 /// Bytes of a walk's slots.
 const SLOTS_BYTES: u32 = (MAX_STACK_FRAMES * size_of::<u16>()) as u32;
 
+/// Where [`search_step`] finds this CPU's [`Search`]: its `bpf_loop` context.
+#[repr(C)]
+struct SearchAt(*mut Search);
+
 /// One slot of [`remember`]'s search, a `bpf_loop` callback: if the window's word at
 /// `slot` is the next frame's return address, notes where and moves to the frame after
 /// it. Returns 1 (stop) once every frame is found or the window's read bytes end.
 ///
-/// Everything it uses is in this CPU's [`Search`], read again at each step.
+/// Everything it uses is in this CPU's [`Search`] (given in `ctx`), read again at each
+/// step.
 #[inline(never)]
-extern "C" fn search_step(slot: u32, _ctx: *mut c_void) -> i64 {
-    let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: `search` points at this CPU's slot of a per-CPU array (see `holds`); the
+extern "C" fn search_step(slot: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `SearchAt` on `remember`'s stack, which outlives the loop;
+    // the pointer in it is this CPU's slot of a per-CPU array (see `holds`); the
     // indexes are masked to the arrays' power-of-two sizes.
     unsafe {
+        let search = (*ctx.cast::<SearchAt>()).0;
         let next = load!((*search).next);
         if next >= load!((*search).frames) || slot * 8 >= load!((*search).len) {
             return 1;
