@@ -3,8 +3,8 @@
 //! Attaching never fails the run: every probe gets a [`ProbeAttach`] record saying how it
 //! was attached or why it was not. A tracepoint must be in tracefs before its attach;
 //! a function whose attach failed is looked up in `/proc/kallsyms`, so a kernel
-//! without it gets a plain reason. `_raw_spin_lock` is tried as fentry first (cheap BTF
-//! trampoline) and falls back to a kprobe; setting [`NO_FENTRY_ENV`]`=1` skips fentry
+//! without it gets a plain reason. `_raw_spin_lock` and `alloc_fd` are tried as fentry
+//! first (cheap BTF trampoline) and fall back to a kprobe; setting [`NO_FENTRY_ENV`]`=1` skips fentry
 //! (for kernels where it misbehaves, and to exercise the fallback).
 //!
 //! Tracepoints need tracefs mounted at `/sys/kernel/tracing` (or debugfs at
@@ -258,7 +258,7 @@ fn has_symbol(kallsyms: &str, name: &str) -> bool {
 pub fn programs(kind: ProbeKind) -> &'static [&'static str] {
     match kind {
         ProbeKind::SpinLock => &[SPIN_LOCK_FENTRY, SPIN_LOCK_KPROBE],
-        ProbeKind::AllocFd => &["alloc_fd"],
+        ProbeKind::AllocFd => &[ALLOC_FD_FENTRY, ALLOC_FD_KPROBE],
         ProbeKind::PageFaultUser => &["page_fault_user"],
         ProbeKind::PageFaultKernel => &["page_fault_kernel"],
         ProbeKind::Kprobe => &["user_kprobe"],
@@ -288,6 +288,80 @@ pub const SPIN_LOCK_FENTRY: &str = "spin_lock_fentry";
 
 /// spin_lock's program where fentry is not available.
 pub const SPIN_LOCK_KPROBE: &str = "spin_lock_kprobe";
+
+/// alloc_fd's program through the function's BTF trampoline.
+pub const ALLOC_FD_FENTRY: &str = "alloc_fd_fentry";
+
+/// alloc_fd's program where fentry is not available.
+pub const ALLOC_FD_KPROBE: &str = "alloc_fd";
+
+/// A built-in probe made of an fentry program and its kprobe fallback (one at most is
+/// loaded): fentry when the kernel's BTF allows it, else the kprobe.
+struct FentryPair {
+    fentry: &'static str,
+    kprobe: &'static str,
+    function: &'static str,
+}
+
+impl FentryPair {
+    /// The pair of probe kind `kind`, if it has one.
+    fn of(kind: ProbeKind) -> Option<FentryPair> {
+        match kind {
+            ProbeKind::SpinLock => Some(FentryPair {
+                fentry: SPIN_LOCK_FENTRY,
+                kprobe: SPIN_LOCK_KPROBE,
+                function: SPIN_LOCK_FN,
+            }),
+            ProbeKind::AllocFd => Some(FentryPair {
+                fentry: ALLOC_FD_FENTRY,
+                kprobe: ALLOC_FD_KPROBE,
+                function: ALLOC_FD_FN,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether neither program is loaded yet (attaching then needs the kernel's BTF).
+    fn unloaded(&self, ebpf: &Ebpf) -> bool {
+        !is_loaded(ebpf, self.fentry) && !is_loaded(ebpf, self.kprobe)
+    }
+
+    /// Attaches the pair: the way it was loaded before (a probe detached and attached
+    /// again is not verified again), else fentry, else the kprobe with `note` saying
+    /// why. Returns the method used and the outcome.
+    fn attach(
+        &self,
+        ebpf: &mut Ebpf,
+        links: &mut Links,
+        btf: Result<&Btf, &ProbeError>,
+        note: &mut String,
+    ) -> (&'static str, Result<(), ProbeError>) {
+        if is_loaded(ebpf, self.fentry) {
+            return (
+                "fentry",
+                fentry(ebpf, links, self.fentry, self.function, btf.ok()),
+            );
+        }
+        if is_loaded(ebpf, self.kprobe) {
+            return ("kprobe", kprobe(ebpf, links, self.kprobe, self.function));
+        }
+        let fentry_result = match btf {
+            _ if std::env::var_os(NO_FENTRY_ENV).is_some_and(|v| v == "1") => {
+                Err(ProbeError::Disabled(NO_FENTRY_ENV))
+            }
+            Ok(btf) => fentry(ebpf, links, self.fentry, self.function, Some(btf)),
+            Err(ProbeError::Btf(why)) => Err(ProbeError::Btf(why.clone())),
+            Err(e) => Err(ProbeError::Btf(e.to_string())),
+        };
+        match fentry_result {
+            Ok(()) => ("fentry", Ok(())),
+            Err(e) => {
+                *note = format!("fentry unavailable ({}); fell back to kprobe", chain(&e));
+                ("kprobe", kprobe(ebpf, links, self.kprobe, self.function))
+            }
+        }
+    }
+}
 
 /// The fork follower's program.
 pub const FORK_FOLLOWER: &str = "sched_process_fork";
@@ -372,12 +446,10 @@ pub fn attach_kind(
     attach_one(ebpf, links, kind, btf)
 }
 
-/// Whether attaching `kind` needs the kernel's BTF: spin_lock's fentry program, until
-/// it (or its kprobe fallback) is loaded.
+/// Whether attaching `kind` needs the kernel's BTF: an fentry program (spin_lock's,
+/// alloc_fd's), until it (or its kprobe fallback) is loaded.
 pub fn needs_btf(ebpf: &Ebpf, kind: ProbeKind) -> bool {
-    kind == ProbeKind::SpinLock
-        && !is_loaded(ebpf, SPIN_LOCK_FENTRY)
-        && !is_loaded(ebpf, SPIN_LOCK_KPROBE)
+    FentryPair::of(kind).is_some_and(|pair| pair.unloaded(ebpf))
 }
 
 fn attach_one(
@@ -394,40 +466,11 @@ fn attach_one(
         attached: false,
     };
     let result = match kind {
-        // Loaded before (then detached): attached again the same way, unverified.
-        ProbeKind::SpinLock if is_loaded(ebpf, SPIN_LOCK_FENTRY) => {
-            record.method = "fentry".into();
-            fentry(ebpf, links, SPIN_LOCK_FENTRY, SPIN_LOCK_FN, btf.ok())
-        }
-        ProbeKind::SpinLock if is_loaded(ebpf, SPIN_LOCK_KPROBE) => {
-            record.method = "kprobe".into();
-            kprobe(ebpf, links, SPIN_LOCK_KPROBE, SPIN_LOCK_FN)
-        }
-        ProbeKind::SpinLock => {
-            let fentry_result = match btf {
-                _ if std::env::var_os(NO_FENTRY_ENV).is_some_and(|v| v == "1") => {
-                    Err(ProbeError::Disabled(NO_FENTRY_ENV))
-                }
-                Ok(btf) => fentry(ebpf, links, SPIN_LOCK_FENTRY, SPIN_LOCK_FN, Some(btf)),
-                Err(ProbeError::Btf(why)) => Err(ProbeError::Btf(why.clone())),
-                Err(e) => Err(ProbeError::Btf(e.to_string())),
-            };
-            match fentry_result {
-                Ok(()) => {
-                    record.method = "fentry".into();
-                    Ok(())
-                }
-                Err(e) => {
-                    record.note =
-                        format!("fentry unavailable ({}); fell back to kprobe", chain(&e));
-                    record.method = "kprobe".into();
-                    kprobe(ebpf, links, SPIN_LOCK_KPROBE, SPIN_LOCK_FN)
-                }
-            }
-        }
-        ProbeKind::AllocFd => {
-            record.method = "kprobe".into();
-            kprobe(ebpf, links, "alloc_fd", ALLOC_FD_FN)
+        ProbeKind::SpinLock | ProbeKind::AllocFd => {
+            let pair = FentryPair::of(kind).expect("spin_lock and alloc_fd have an fentry pair");
+            let (method, result) = pair.attach(ebpf, links, btf, &mut record.note);
+            record.method = method.into();
+            result
         }
         ProbeKind::PageFaultUser => {
             record.method = "tracepoint".into();

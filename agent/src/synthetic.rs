@@ -3,14 +3,16 @@
 //! stack table, the batches, the stream, the link), as fast as the link takes them.
 //! What it measures is the pipeline's own ceiling, with eBPF and a workload out of
 //! it; the host sees a workload named as in the plan whose events carry a few
-//! distinct kernel-like stacks.
+//! distinct kernel-like stacks. The records come as the probes make them with their
+//! stack cache on (the default): one in [`WALK_EVERY`] with its walked stack (kept in
+//! a cache entry, which the agent notes), the others naming that entry.
 //!
 //! [`Tracing::Synthetic`]: guestscope_common::plan::Tracing::Synthetic
 
 use std::time::{Duration, Instant};
 
 use guestscope_common::{
-    EntryCaller, MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent,
+    CacheSlot, CachedEvent, EntryCaller, MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent,
     wire::{Body, WorkloadExited, WorkloadStarted},
 };
 
@@ -20,7 +22,9 @@ use crate::{
     tracer::Tracer,
 };
 
-use guestscope_common::plan::{SYNTHETIC_FRAMES as FRAMES, SYNTHETIC_STACKS as STACKS};
+use guestscope_common::plan::{
+    SYNTHETIC_FRAMES as FRAMES, SYNTHETIC_STACKS as STACKS, SYNTHETIC_WALK_EVERY as WALK_EVERY,
+};
 
 /// Events made between two reads of the clock and two services of the link.
 const CHUNK: u64 = 1024;
@@ -28,8 +32,8 @@ const CHUNK: u64 = 1024;
 /// Longest wait for the link to take the last events.
 const WRITE_OUT_LIMIT: Duration = Duration::from_secs(60);
 
-/// The record of synthetic event `i`: a spin_lock hit of the agent itself with stack
-/// `i % STACKS`, at `ts_ns`.
+/// The walked record of synthetic event `i`: a spin_lock hit of the agent itself with
+/// stack `i % STACKS` (kept in cache entry `i % STACKS` of CPU 0), at `ts_ns`.
 pub fn record(i: u64, pid: u32, ts_ns: u64) -> StackedEvent {
     let stack = (i % STACKS as u64) as usize;
     let mut ips = [0u64; MAX_STACK_FRAMES];
@@ -43,7 +47,7 @@ pub fn record(i: u64, pid: u32, ts_ns: u64) -> StackedEvent {
             ..RawEvent::new(ProbeKind::SpinLock, pid, ts_ns).with_comm("synthetic")
         },
         stack_bytes: (FRAMES * 8) as i32,
-        cache_slot: guestscope_common::CacheSlot::NONE,
+        cache_slot: CacheSlot::tag(stack as u32),
         entry: EntryCaller::default(),
         replaced_tally: 0,
         ips,
@@ -71,15 +75,31 @@ pub fn produce<W: Sink>(
     // One record per stack, made once: what is measured is the pipeline, not the
     // making of 608-byte records.
     let mut records: Vec<StackedEvent> = (0..STACKS as u64).map(|i| record(i, pid, 0)).collect();
+    let mut cached: Vec<CachedEvent> = records
+        .iter()
+        .map(|r| CachedEvent {
+            event: r.event,
+            cache_slot: r.cache_slot,
+            _pad: 0,
+        })
+        .collect();
     let started = Instant::now();
     let mut i = 0;
     while i < events {
         let (now, ts_ns) = (Instant::now(), monotonic_ns());
         let end = (i + CHUNK).min(events);
         for n in i..end {
-            let r = &mut records[(n % STACKS as u64) as usize];
-            r.event.ts_ns = ts_ns + (n - i);
-            tracer.inject(r, now, stream)?;
+            let stack = (n % STACKS as u64) as usize;
+            // Each stack's first event, and one in WALK_EVERY, is walked.
+            if n < STACKS as u64 || n % WALK_EVERY == 0 {
+                let r = &mut records[stack];
+                r.event.ts_ns = ts_ns + (n - i);
+                tracer.inject(r, now, stream)?;
+            } else {
+                let c = &mut cached[stack];
+                c.event.ts_ns = ts_ns + (n - i);
+                tracer.inject_cached(c, now, stream)?;
+            }
         }
         i = end;
         stream.service();
@@ -110,6 +130,25 @@ pub fn produce<W: Sink>(
 mod tests {
     use super::*;
 
+    // Hands each written frame's buffer back, as the link does on acknowledgement.
+    struct Recycling(Vec<Vec<u8>>);
+    impl crate::stream::Sink for Recycling {
+        fn send_frame(
+            &mut self,
+            _seq: u64,
+            mut frame: Vec<u8>,
+            _events: &[u64; guestscope_common::ProbeKind::COUNT],
+        ) -> std::io::Result<()> {
+            std::hint::black_box(&frame);
+            frame.clear();
+            self.0.push(frame);
+            Ok(())
+        }
+        fn spare_frame(&mut self) -> Vec<u8> {
+            self.0.pop().unwrap_or_default()
+        }
+    }
+
     /// The agent's own cost per event, natively, with a stream that discards its
     /// frames (no link, no socket): where the pipeline's time goes, for profiling
     /// (`perf record` on the test binary).
@@ -117,24 +156,6 @@ mod tests {
     #[ignore = "a measurement: cargo test --release -p guestscope-agent synthetic_cost -- --ignored --nocapture"]
     fn synthetic_cost() {
         let mut tracer = Tracer::inactive();
-        // Hands each written frame's buffer back, as the link does on acknowledgement.
-        struct Recycling(Vec<Vec<u8>>);
-        impl crate::stream::Sink for Recycling {
-            fn send_frame(
-                &mut self,
-                _seq: u64,
-                mut frame: Vec<u8>,
-                _events: &[u64; guestscope_common::ProbeKind::COUNT],
-            ) -> std::io::Result<()> {
-                std::hint::black_box(&frame);
-                frame.clear();
-                self.0.push(frame);
-                Ok(())
-            }
-            fn spare_frame(&mut self) -> Vec<u8> {
-                self.0.pop().unwrap_or_default()
-            }
-        }
         let mut stream = Stream::new(Recycling(Vec::new()));
         let n = 2_000_000;
         let t = Instant::now();
@@ -145,6 +166,19 @@ mod tests {
             stream.bytes()
         );
         assert_eq!(exited.status, 0);
+    }
+
+    /// Most events name a cache entry; every one of them still gets its stack.
+    #[test]
+    fn cached_records_get_the_stack_their_entry_was_walked_with() {
+        let mut tracer = Tracer::inactive();
+        let mut stream = Stream::new(Recycling(Vec::new()));
+        let n = 1000;
+        let (exited, _) = produce("cached", n, &mut tracer, &mut stream).unwrap();
+        assert_eq!(exited.status, 0);
+        let totals = tracer.totals();
+        assert_eq!(totals.events_read, n);
+        assert_eq!(totals.stacks_missing, 0, "every cached record resolved");
     }
 
     #[test]

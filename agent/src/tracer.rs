@@ -15,7 +15,7 @@ use aya::{
     programs::fentry::FEntryLink,
 };
 use guestscope_common::{
-    CacheSlot, ProbeCounters, ProbeKind, RawEvent, StackedEvent,
+    CacheSlot, CachedEvent, ProbeCounters, ProbeKind, RawEvent, StackedEvent,
     plan::StackMode,
     wire::{EventArgs, ProgramRun, Tally, Totals},
 };
@@ -337,6 +337,23 @@ impl Tracer {
     ) -> Result<(), StreamError> {
         let (e, args) = accept(
             Record::Walked(record),
+            &mut self.stacks,
+            &mut self.tallies,
+            &mut self.totals,
+        );
+        self.batch_event(e, args, now, stream)
+    }
+
+    /// Like [`Tracer::inject`] for a record whose stack is a stack-cache entry's, as the
+    /// probes make when their cache answers.
+    pub fn inject_cached<W: Sink>(
+        &mut self,
+        record: &CachedEvent,
+        now: Instant,
+        stream: &mut Stream<W>,
+    ) -> Result<(), StreamError> {
+        let (e, args) = accept(
+            Record::Cached(record),
             &mut self.stacks,
             &mut self.tallies,
             &mut self.totals,

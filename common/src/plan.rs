@@ -277,6 +277,11 @@ pub const SYNTHETIC_STACKS: usize = 8;
 /// stacks have.
 pub const SYNTHETIC_FRAMES: usize = 12;
 
+/// One in this many of a [`Tracing::Synthetic`] run's events carries its walked stack;
+/// the others name the stack-cache entry that holds it, as the probes' records do when
+/// their cache answers (97% of the fopen loop's hits in the bench's stack-cache boot).
+pub const SYNTHETIC_WALK_EVERY: u64 = 32;
+
 /// Artifact name prefix of the agent's per-workload tracing report ([`WorkloadTracing`],
 /// JSON), followed by the workload's name.
 pub const TRACING_ARTIFACT_PREFIX: &str = "tracing-";

@@ -1,6 +1,9 @@
 //! `alloc_fd` entry: a file descriptor is being allocated (open, socket, pipe, dup...).
 
-use aya_ebpf::{macros::kprobe, programs::ProbeContext};
+use aya_ebpf::{
+    macros::{fentry, kprobe},
+    programs::{FEntryContext, ProbeContext},
+};
 use guestscope_common::ProbeKind;
 
 use crate::{
@@ -8,7 +11,8 @@ use crate::{
     entry_caller,
 };
 
-/// kprobe on `alloc_fd(unsigned start, unsigned end, unsigned flags)` (Linux 6.1):
+/// kprobe on `alloc_fd(unsigned start, unsigned end, unsigned flags)` (Linux 6.1), the
+/// fallback of [`alloc_fd_fentry`]:
 /// `arg` is `end` (the fd limit), `flags` the open flags (`O_CLOEXEC`...).
 #[kprobe]
 pub fn alloc_fd(ctx: ProbeContext) -> u32 {
@@ -18,6 +22,20 @@ pub fn alloc_fd(ctx: ProbeContext) -> u32 {
         flags: ctx.arg::<u32>(2).unwrap_or(0),
         args: None,
         entry: entry_caller::at_kprobe(ctx),
+    });
+    0
+}
+
+/// fentry on `alloc_fd` (BTF trampoline: no kprobe dispatch per hit); the agent falls
+/// back to [`alloc_fd`] when fentry cannot be used. The same event either way.
+#[fentry(function = "alloc_fd")]
+pub fn alloc_fd_fentry(ctx: FEntryContext) -> u32 {
+    emit(&ctx, ProbeKind::AllocFd, |ctx| Payload {
+        arg: u64::from(ctx.arg::<u64>(1) as u32),
+        ip: 0,
+        flags: ctx.arg::<u64>(2) as u32,
+        args: None,
+        entry: entry_caller::at_fentry(ctx),
     });
     0
 }

@@ -30,7 +30,10 @@ fn each_program_reports_its_runs_and_time_per_workload() {
             .find(|p| p["program"] == name)
             .unwrap_or_else(|| panic!("{dir}: {name} not among {programs:?}"))
     };
-    for (name, probe) in [("alloc_fd", "alloc_fd"), ("spin_lock_fentry", "spin_lock")] {
+    for (name, probe) in [
+        ("alloc_fd_fentry", "alloc_fd"),
+        ("spin_lock_fentry", "spin_lock"),
+    ] {
         let p = program(name);
         let runs = p["runs"].as_u64().unwrap();
         let events = w["events"][probe].as_u64().unwrap();
@@ -50,11 +53,12 @@ fn each_program_reports_its_runs_and_time_per_workload() {
     }
     // fopen's opens go through alloc_fd once each (other processes add their own).
     assert!(
-        program("alloc_fd")["runs"].as_u64().unwrap() >= OPENS,
+        program("alloc_fd_fentry")["runs"].as_u64().unwrap() >= OPENS,
         "{dir}"
     );
     assert!(
-        r.report.contains("eBPF programs' own time") && r.report.contains("| fopen | `alloc_fd` |"),
+        r.report.contains("eBPF programs' own time")
+            && r.report.contains("| fopen | `alloc_fd_fentry` |"),
         "{dir}: the report has the programs' table"
     );
 }

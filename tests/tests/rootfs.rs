@@ -79,6 +79,15 @@ fn lab_runs_the_workloads_inside_a_qcow2_root_file_system() {
         "{spin}"
     );
     assert!(r.events_of("fopen", "spin_lock").count() > 0);
+    // alloc_fd falls back the same way.
+    let alloc = s["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "alloc_fd")
+        .unwrap();
+    assert_eq!(alloc["attach"]["method"], "kprobe", "{alloc}");
+    assert!(r.events_of("fopen", "alloc_fd").count() > 0);
     assert_eq!(s["kernel"]["btf"], false);
     assert_eq!(s["kernel"]["fentry"], false);
     let skipped = s["skipped"].as_array().unwrap();

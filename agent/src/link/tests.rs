@@ -622,7 +622,7 @@ fn after_a_quiet_workload_the_host_gets_longer_until_its_first_acknowledgement()
     use crate::stream::Sink as _;
     let (conn, _peer) = UnixStream::pair().unwrap();
     let mut link = Link::new(UnixConnector(socket_path("held")), conn, config(1 << 20)).unwrap();
-    let mut send = |link: &mut Link<UnixConnector>, seq: u64| {
+    let send = |link: &mut Link<UnixConnector>, seq: u64| {
         link.send_frame(
             seq,
             encode_frame(&Record {

@@ -57,7 +57,7 @@ pub(super) fn overhead(md: &mut String, r: &BenchResults) {
     let _ = writeln!(md, "\n## Probe overhead\n");
     let _ = writeln!(
         md,
-        "Loop time from the workload's own clock; \"every probe\" = spin_lock (fentry), alloc_fd (kprobe), page_fault_user and page_fault_kernel (tracepoints), each event with its kernel stack; \"untraced\" = no program attached at all.\n"
+        "Loop time from the workload's own clock; \"every probe\" = spin_lock and alloc_fd (fentry), page_fault_user and page_fault_kernel (tracepoints), each event with its kernel stack; \"untraced\" = no program attached at all.\n"
     );
     let _ = writeln!(
         md,
@@ -311,10 +311,11 @@ pub(super) fn capacity(md: &mut String, c: &Capacity) {
     if let Some(p) = &c.pipeline {
         let _ = writeln!(
             md,
-            "\nThe pipeline alone (the agent makes {} spin_lock-like events with {} distinct {}-frame stacks itself and sends them through its stack table, batches, stream and link; the collector writes them to disk): {:.0} events/s, {:.2} MB/s of stream, {} of {} events taken, {:.2} s until the link had the last; the agent's CPU {} µs per event.",
+            "\nThe pipeline alone (the agent makes {} spin_lock-like events with {} distinct {}-frame stacks itself, one in {} with its walked stack and the others naming the stack-cache entry that holds it, as the probes' records come with the cache on, and sends them through its stack table, batches, stream and link; the collector writes them to disk): {:.0} events/s, {:.2} MB/s of stream, {} of {} events taken, {:.2} s until the link had the last; the agent's CPU {} µs per event.",
             p.events,
             guestscope_common::plan::SYNTHETIC_STACKS,
             guestscope_common::plan::SYNTHETIC_FRAMES,
+            guestscope_common::plan::SYNTHETIC_WALK_EVERY,
             p.events_per_s,
             p.wire_mb_s,
             p.received,
