@@ -322,6 +322,24 @@ pub(super) fn gdb_comparison(
         })
         .collect();
     let per_hit: Vec<Option<f64>> = vec![Some(1.0); o.gdb_reps];
+    // The same loop, the same events, over many more iterations (the overhead part's
+    // runs): the share of the limit from them, once the gdb method gave a limit.
+    let long_n = o.fopen_iterations.max(1) as f64;
+    let long_per_iter = |r: &Ran| r.elapsed_s().map(|s| s * 1e3 / long_n);
+    let long_fd = series(runs, "fopen-fd", o.reps, long_per_iter);
+    let long_off = series(runs, "fopen-off", o.reps, long_per_iter);
+    let short_share = Spread::of(&stats::paired_ratios(
+        &off,
+        &gs.iter()
+            .zip(&gdb)
+            .map(|(g, d)| d.and(*g))
+            .collect::<Vec<_>>(),
+    ));
+    let long_share = if gdb.iter().any(Option::is_some) {
+        Spread::of(&stats::paired_ratios(&long_off, &long_fd))
+    } else {
+        None
+    };
     GdbComparison {
         symbol: GDB_SYMBOL.into(),
         iterations: n,
@@ -334,13 +352,15 @@ pub(super) fn gdb_comparison(
         guestscope_faster: Spread::of(&stats::paired_ratios(&gdb, &gs)),
         gdb_slowdown: Spread::of(&stats::paired_ratios(&gdb, &off)),
         // Only the repetitions the gdb method completed have a limit.
-        share_of_limit: Spread::of(&stats::paired_ratios(
-            &off,
-            &gs.iter()
-                .zip(&gdb)
-                .map(|(g, d)| d.and(*g))
-                .collect::<Vec<_>>(),
-        )),
+        long_iterations: if long_share.is_some() {
+            o.fopen_iterations
+        } else {
+            0
+        },
+        share_of_limit: long_share.or_else(|| short_share.clone()),
+        share_of_limit_short: short_share,
+        long_untraced_ms_per_iteration: Spread::of(&present(&long_off)),
+        long_guestscope_ms_per_iteration: Spread::of(&present(&long_fd)),
         gdb_ms_per_hit: Spread::of(&stats::paired_cost_per(&gdb, &off, &per_hit)),
         traces: traces.values().cloned().collect(),
     }

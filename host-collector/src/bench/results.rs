@@ -283,9 +283,25 @@ pub struct GdbComparison {
     /// gdb / untraced, paired.
     pub gdb_slowdown: Option<Spread>,
     /// How near guestscope comes to the limit of being faster than the gdb method,
-    /// paired: (gdb / guestscope) / (gdb / untraced) = untraced / guestscope.
+    /// paired: (gdb / guestscope) / (gdb / untraced) = untraced / guestscope, per
+    /// iteration of the same loop timed over [`GdbComparison::long_iterations`] (a run
+    /// of the short loop lasts ~10 ms under TCG, where a timer tick or an agent wakeup
+    /// moves it by tens of percent); the short loop's in
+    /// [`GdbComparison::share_of_limit_short`].
     #[serde(default)]
     pub share_of_limit: Option<Spread>,
+    /// The same share from the short loop's runs, paired with the gdb runs.
+    #[serde(default)]
+    pub share_of_limit_short: Option<Spread>,
+    /// Iterations of the long loop (the overhead part's fopen runs).
+    #[serde(default)]
+    pub long_iterations: u64,
+    /// The long loop's time per iteration untraced, ms.
+    #[serde(default)]
+    pub long_untraced_ms_per_iteration: Option<Spread>,
+    /// The long loop's time per iteration under the alloc_fd probe, ms.
+    #[serde(default)]
+    pub long_guestscope_ms_per_iteration: Option<Spread>,
     /// Time added per breakpoint hit by the gdb method, ms, paired.
     pub gdb_ms_per_hit: Option<Spread>,
     /// Each gdb run.

@@ -134,3 +134,57 @@ fn the_tallied_loop_is_paired_with_the_untraced_one_and_its_hits_accounted_for()
     // The second run's host lacked one hit.
     assert_eq!(t.unaccounted, 1);
 }
+
+/// The gdb method's share of the limit comes from the long loop's runs (untraced over
+/// traced, paired), the short loop's share next to it; none without a gdb run.
+#[test]
+fn the_share_of_the_limit_is_the_long_loops_and_the_short_loops_is_kept_beside_it() {
+    use crate::experiments::syscall_cr3::{FunctionTrace, StepOver};
+    let o = BenchOptions::default();
+    let mut runs = BTreeMap::new();
+    for rep in 0..o.reps {
+        // 2000 iterations: 80 ms untraced, 88 ms under the alloc_fd probe (90.9%).
+        runs.insert(format!("fopen-off-{rep}"), ran(0, 80, 1));
+        runs.insert(format!("fopen-fd-{rep}"), ran(2000, 88, 1));
+    }
+    for rep in 0..o.gdb_reps {
+        // 200 iterations: 8 ms untraced, 10 ms traced (80%).
+        runs.insert(format!("short-off-{rep}"), ran(0, 8, 1));
+        runs.insert(format!("short-fd-{rep}"), ran(200, 10, 1));
+    }
+    let trace = |span_s: f64| FunctionTrace {
+        symbol: GDB_SYMBOL.into(),
+        address: 0,
+        tgid: 1,
+        expected: o.gdb_iterations,
+        hits: o.gdb_iterations,
+        matching: o.gdb_iterations,
+        step_over: StepOver::Reinsert,
+        matching_span_s: span_s,
+        round_trips_per_hit: 6.0,
+        run_to_hit: Default::default(),
+        handling: Default::default(),
+        per_hit: Default::default(),
+        elapsed_ms: span_s * 1e3,
+        ended: "every hit".into(),
+    };
+    let mut problems = Vec::new();
+    let none = gdb_comparison(&o, &runs, &BTreeMap::new(), &mut problems);
+    assert_eq!(none.share_of_limit, None, "no limit without the gdb method");
+    assert_eq!(none.long_iterations, 0);
+    let traces: BTreeMap<String, FunctionTrace> = (0..o.gdb_reps)
+        .map(|rep| (format!("gdb-{rep}"), trace(4.0)))
+        .collect();
+    let g = gdb_comparison(&o, &runs, &traces, &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    let share = g.share_of_limit.expect("a share").median;
+    assert!((share - 80.0 / 88.0).abs() < 1e-9, "{share}");
+    let short = g.share_of_limit_short.expect("the short share").median;
+    assert!((short - 0.8).abs() < 1e-9, "{short}");
+    assert_eq!(g.long_iterations, o.fopen_iterations);
+    let long = g
+        .long_untraced_ms_per_iteration
+        .expect("long untraced")
+        .median;
+    assert!((long - 0.04).abs() < 1e-9, "{long}");
+}

@@ -250,12 +250,34 @@ pub(super) fn gdb(md: &mut String, g: &GdbComparison) {
         "| gdb method | {} |",
         spread(g.gdb_ms_per_iteration.as_ref(), 2)
     );
+    if g.long_iterations > 0 && g.long_guestscope_ms_per_iteration.is_some() {
+        let _ = writeln!(
+            md,
+            "| untraced, {} iterations | {} |",
+            g.long_iterations,
+            spread(g.long_untraced_ms_per_iteration.as_ref(), 4)
+        );
+        let _ = writeln!(
+            md,
+            "| guestscope, alloc_fd probe, {} iterations | {} |",
+            g.long_iterations,
+            spread(g.long_guestscope_ms_per_iteration.as_ref(), 4)
+        );
+    }
     let _ = writeln!(
         md,
         "\nguestscope is {} times faster; the gdb method slows the loop {} times, {} ms per breakpoint hit.",
         spread(g.guestscope_faster.as_ref(), 0),
         spread(g.gdb_slowdown.as_ref(), 0),
         spread(g.gdb_ms_per_hit.as_ref(), 2)
+    );
+    let _ = writeln!(
+        md,
+        "Share of the limit (untraced / traced, paired): {} on the {}-iteration loop (what the target row uses; the same loop and events, timed long enough that a timer tick or an agent wakeup does not move a run by tens of percent), {} on the {}-iteration loop.",
+        spread(g.share_of_limit.as_ref(), 3),
+        g.long_iterations,
+        spread(g.share_of_limit_short.as_ref(), 3),
+        g.iterations
     );
     if let Some(t) = g.traces.first() {
         let _ = writeln!(

@@ -212,10 +212,13 @@ fn gdb_target(r: &BenchResults) -> TargetCheck {
         share,
         match (faster, limit, share) {
             (Some(f), Some(l), Some(s)) => format!(
-                "{f:.0}x faster (limit {l:.0}x); {:.0}% of the limit, paired: the traced loop at that share of its untraced speed (n={})",
+                "{f:.0}x faster (limit {l:.0}x); {:.0}% of the limit, paired: the traced loop at that share of its untraced speed ({} iterations, n={}; {} iterations: {})",
                 s * 100.0,
-                g.and_then(|g| g.guestscope_faster.as_ref())
-                    .map_or(0, |s| s.n)
+                g.map_or(0, |g| g.long_iterations),
+                g.and_then(|g| g.share_of_limit.as_ref()).map_or(0, |s| s.n),
+                g.map_or(0, |g| g.iterations),
+                g.and_then(|g| med(g.share_of_limit_short.as_ref()))
+                    .map_or("—".to_string(), |s| format!("{:.0}%", s * 100.0)),
             ),
             _ => "—".into(),
         },
