@@ -134,9 +134,6 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         Err(NotEntered::NoSlot) => return,
     };
     bump!(counters.matched);
-    // Taken before the stack walk, which is the slow part (microseconds under TCG).
-    // SAFETY: a helper call without arguments.
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Payload {
         arg,
         ip,
@@ -158,6 +155,11 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         }
         return;
     }
+    // Taken once the cache has answered (a tallied hit needs no time, and a value kept
+    // live through the cache's loops is one more thing the verifier follows there),
+    // before the stack walk, which is the slow part (microseconds under TCG).
+    // SAFETY: a helper call without arguments.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Some(pending) = PENDING.get_ptr_mut(0) else {
         return;
     };
