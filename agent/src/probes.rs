@@ -536,7 +536,10 @@ mod tests {
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), n);
-        assert_eq!(programs(ProbeKind::AllocFd), [ALLOC_FD_FENTRY, ALLOC_FD_KPROBE]);
+        assert_eq!(
+            programs(ProbeKind::AllocFd),
+            [ALLOC_FD_FENTRY, ALLOC_FD_KPROBE]
+        );
     }
 
     #[test]
