@@ -91,14 +91,12 @@ pub fn kernel_support(
     let fentry = attach(ProbeKind::SpinLock)
         .filter(|a| a.attached)
         .map(|a| a.method == "fentry");
-    // alloc_fd is always a kprobe; spin_lock is one when fentry fell back.
+    // spin_lock and alloc_fd are kprobes only when fentry fell back; the user's
+    // `kprobe:` probes are kprobes.
     let kprobe_tried: Vec<bool> = probes
         .iter()
-        .filter(|p| {
-            p.method == "kprobe"
-                || (p.probe == ProbeKind::AllocFd.name() && requested(ProbeKind::AllocFd))
-        })
-        .map(|p| p.attached && p.method == "kprobe")
+        .filter(|p| p.method == "kprobe")
+        .map(|p| p.attached)
         .collect();
     let tracepoints = [ProbeKind::PageFaultUser, ProbeKind::PageFaultKernel]
         .into_iter()
