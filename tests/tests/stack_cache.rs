@@ -61,13 +61,19 @@ fn every_cached_stack_equals_the_walk_of_the_same_event() {
     );
     // The cache's reads stay within the task's stack: a read past an interrupt stack's
     // end faults, and the page-fault probe skips that fault as a nested hit (thousands
-    // per run when the cache guessed that stack's top from alignment).
-    let nested: u64 = sc.runs.iter().map(|r| r.nested).sum();
-    assert!(
-        nested <= 50,
-        "hits skipped while a probe ran: {nested} ({:?})",
-        sc.runs
-    );
+    // per run when the cache guessed that stack's top from alignment). A few per run
+    // are locks taken inside the probes' own helpers (0 to 14 per fopen run measured):
+    // each run's skipped hits stay under 5% of its hits.
+    for r in &sc.runs {
+        assert!(
+            r.nested * 20 <= r.matched.max(100),
+            "hits skipped while a probe ran: {} of {} in {} ({:?})",
+            r.nested,
+            r.matched,
+            r.workload,
+            sc.runs
+        );
+    }
     // What the host received, not only what the probes compared: with the cache on,
     // most of fopen's events travel as a cache entry's number, which the agent must tie
     // to the right stack.
