@@ -18,6 +18,7 @@ use guestscope_common::{
 
 use crate::{
     clock::monotonic_ns,
+    ringbuf::Record,
     stream::{Sink, Stream, StreamError},
     tracer::Tracer,
 };
@@ -94,11 +95,11 @@ pub fn produce<W: Sink>(
             if n < STACKS as u64 || n % WALK_EVERY == 0 {
                 let r = &mut records[stack];
                 r.event.ts_ns = ts_ns + (n - i);
-                tracer.inject(r, now, stream)?;
+                tracer.inject(Record::Walked(r), now, stream)?;
             } else {
                 let c = &mut cached[stack];
                 c.event.ts_ns = ts_ns + (n - i);
-                tracer.inject_cached(c, now, stream)?;
+                tracer.inject(Record::Cached(c), now, stream)?;
             }
         }
         i = end;

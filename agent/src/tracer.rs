@@ -15,7 +15,7 @@ use aya::{
     programs::fentry::FEntryLink,
 };
 use guestscope_common::{
-    CacheSlot, CachedEvent, ProbeCounters, ProbeKind, RawEvent, StackedEvent,
+    CacheSlot, ProbeCounters, ProbeKind, RawEvent,
     plan::StackMode,
     wire::{EventArgs, ProgramRun, Tally, Totals},
 };
@@ -327,33 +327,16 @@ impl Tracer {
     }
 
     /// Sends one record made outside the ring buffer (a synthetic producer's) the way a
-    /// probe's record is sent: its stack interned, the event batched, the batch sent
-    /// when full.
+    /// probe's record is sent: its stack interned (or, for a cached record, its cache
+    /// entry's), the event batched, the batch sent when full.
     pub fn inject<W: Sink>(
         &mut self,
-        record: &StackedEvent,
+        record: Record<'_>,
         now: Instant,
         stream: &mut Stream<W>,
     ) -> Result<(), StreamError> {
         let (e, args) = accept(
-            Record::Walked(record),
-            &mut self.stacks,
-            &mut self.tallies,
-            &mut self.totals,
-        );
-        self.batch_event(e, args, now, stream)
-    }
-
-    /// Like [`Tracer::inject`] for a record whose stack is a stack-cache entry's, as the
-    /// probes make when their cache answers.
-    pub fn inject_cached<W: Sink>(
-        &mut self,
-        record: &CachedEvent,
-        now: Instant,
-        stream: &mut Stream<W>,
-    ) -> Result<(), StreamError> {
-        let (e, args) = accept(
-            Record::Cached(record),
+            record,
             &mut self.stacks,
             &mut self.tallies,
             &mut self.totals,
