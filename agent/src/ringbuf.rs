@@ -1,6 +1,7 @@
 //! Reading probe records from the `EVENTS` ring buffer: a [`StackedEvent`] (an event
-//! and its walked kernel stack) or a [`CachedEvent`] (an event whose stack the probes'
-//! stack cache gave), told apart by length.
+//! and its walked kernel stack), a [`CachedEvent`] (an event whose stack the probes'
+//! stack cache gave) or a [`CachedArgsEvent`] (the same with a user probe's arguments),
+//! told apart by length.
 
 use std::{
     borrow::Borrow,
@@ -8,7 +9,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use guestscope_common::{CachedEvent, StackedEvent};
+use guestscope_common::{CachedArgsEvent, CachedEvent, StackedEvent};
 
 /// One ring-buffer record, read in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,8 @@ pub enum Record<'a> {
     Walked(&'a StackedEvent),
     /// An event whose stack is a stack-cache entry's.
     Cached(&'a CachedEvent),
+    /// An event with arguments whose stack is a stack-cache entry's.
+    CachedArgs(&'a CachedArgsEvent),
 }
 
 /// `bytes` as a `T` if it is exactly one: in place when aligned (as ring-buffer records
@@ -36,15 +39,18 @@ fn view<'a, T: Copy>(bytes: &'a [u8], copy: &'a mut Option<T>) -> Option<&'a T> 
     Some(copy.insert(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }))
 }
 
-/// Calls `f` with the record in `bytes` if it is exactly one [`StackedEvent`] or one
-/// [`CachedEvent`] (in place when `bytes` is aligned for it, as ring-buffer records
-/// are; from a copy otherwise), or with the record's length if it is neither.
+/// Calls `f` with the record in `bytes` if it is exactly one [`StackedEvent`],
+/// [`CachedEvent`] or [`CachedArgsEvent`] (in place when `bytes` is aligned for it, as
+/// ring-buffer records are; from a copy otherwise), or with the record's length if it
+/// is none of them.
 pub fn with_record<R>(bytes: &[u8], f: impl FnOnce(Result<Record<'_>, usize>) -> R) -> R {
-    let (mut walked, mut cached) = (None, None);
-    if let Some(r) = view::<StackedEvent>(bytes, &mut walked) {
-        f(Ok(Record::Walked(r)))
-    } else if let Some(r) = view::<CachedEvent>(bytes, &mut cached) {
+    let (mut walked, mut cached, mut with_args) = (None, None, None);
+    if let Some(r) = view::<CachedEvent>(bytes, &mut cached) {
         f(Ok(Record::Cached(r)))
+    } else if let Some(r) = view::<StackedEvent>(bytes, &mut walked) {
+        f(Ok(Record::Walked(r)))
+    } else if let Some(r) = view::<CachedArgsEvent>(bytes, &mut with_args) {
+        f(Ok(Record::CachedArgs(r)))
     } else {
         f(Err(bytes.len()))
     }
@@ -125,10 +131,21 @@ mod tests {
             cache_slot: CacheSlot::tag(7),
             _pad: 0,
         };
+        let a = CachedArgsEvent {
+            cached: c,
+            args: [21, 22, 23, 24, 25],
+        };
+        #[derive(Debug, PartialEq)]
+        enum Copied {
+            Walked(Box<StackedEvent>),
+            Cached(CachedEvent),
+            CachedArgs(CachedArgsEvent),
+        }
         let copy = |b: &[u8]| {
             with_record(b, |r| match r {
-                Ok(Record::Walked(w)) => Ok(Err(*w)),
-                Ok(Record::Cached(c)) => Ok(Ok(*c)),
+                Ok(Record::Walked(w)) => Ok(Copied::Walked(Box::new(*w))),
+                Ok(Record::Cached(c)) => Ok(Copied::Cached(*c)),
+                Ok(Record::CachedArgs(a)) => Ok(Copied::CachedArgs(*a)),
                 Err(len) => Err(len),
             })
         };
@@ -139,10 +156,11 @@ mod tests {
             |r| matches!(r, Ok(Record::Walked(p)) if std::ptr::eq(p, &aligned[0])),
         );
         assert!(in_place, "an aligned record is read in place");
-        assert_eq!(copy(bytes_of(&w)), Ok(Err(w)));
-        assert_eq!(copy(bytes_of(&c)), Ok(Ok(c)));
+        assert_eq!(copy(bytes_of(&w)), Ok(Copied::Walked(Box::new(w))));
+        assert_eq!(copy(bytes_of(&c)), Ok(Copied::Cached(c)));
+        assert_eq!(copy(bytes_of(&a)), Ok(Copied::CachedArgs(a)));
         // Misaligned on purpose: the parser must not care.
-        for raw in [bytes_of(&w), bytes_of(&c)] {
+        for raw in [bytes_of(&w), bytes_of(&c), bytes_of(&a)] {
             let mut shifted = vec![0u8; 1];
             shifted.extend_from_slice(raw);
             assert_eq!(copy(&shifted[1..]), copy(raw));

@@ -1,7 +1,8 @@
-//! The short ring-buffer record of a hit whose stack the probes' stack cache gave
-//! ([`CachedEvent`]), and how records name a cache entry ([`CacheSlot`]).
+//! The short ring-buffer records of a hit whose stack the probes' stack cache gave
+//! ([`CachedEvent`], and [`CachedArgsEvent`] for the probes that carry arguments), and
+//! how records name a cache entry ([`CacheSlot`]).
 
-use crate::event::RawEvent;
+use crate::event::{RawEvent, USER_ARGS};
 
 /// Entries of the probes' stack cache on each CPU (the probes' `STACK_CACHE` map and the
 /// agent's table of what each entry holds are this size).
@@ -53,6 +54,23 @@ pub struct CachedEvent {
 
 const _: () = assert!(core::mem::size_of::<CachedEvent>() == 72);
 
+/// A [`CachedEvent`] of a probe that carries arguments
+/// ([`ProbeKind::carries_args`](crate::ProbeKind::carries_args): the user's kprobes and
+/// fentry probes at a function's entry), with arguments 1 to 5 (112 bytes). Its walked
+/// counterpart keeps them in the last slots of
+/// [`StackedEvent::ips`](crate::StackedEvent::ips), so the cache entry it names holds a
+/// walk of at most [`USER_STACK_FRAMES`](crate::event::USER_STACK_FRAMES) frames.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedArgsEvent {
+    /// The hit and the cache entry that answered.
+    pub cached: CachedEvent,
+    /// Arguments 1 to 5 (`rsi`, `rdx`, `rcx`, `r8`, `r9` at entry).
+    pub args: [u64; USER_ARGS],
+}
+
+const _: () = assert!(core::mem::size_of::<CachedArgsEvent>() == 112);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,7 +85,12 @@ mod tests {
         }
         assert_eq!(CacheSlot::index(STACK_CACHE_ENTRIES + 1), None);
         assert_eq!(CacheSlot::index(u32::MAX), None);
-        // The two records a reader tells apart by length.
-        assert_ne!(size_of::<CachedEvent>(), size_of::<StackedEvent>());
+        // The three records a reader tells apart by length.
+        let sizes = [
+            size_of::<CachedEvent>(),
+            size_of::<CachedArgsEvent>(),
+            size_of::<StackedEvent>(),
+        ];
+        assert!(sizes[0] != sizes[1] && sizes[1] != sizes[2] && sizes[0] != sizes[2]);
     }
 }

@@ -127,6 +127,9 @@ impl ProbeKind {
 /// the agent has not assigned an id yet).
 pub const NO_STACK: i32 = i32::MIN;
 
+/// Bytes of [`RawEvent::comm`]: the kernel's task name (`TASK_COMM_LEN`).
+pub const COMM_BYTES: usize = 16;
+
 /// One probe hit (64 bytes): the head of every ring-buffer record ([`StackedEvent`]),
 /// and what `Events` records carry, in its fixed layout ([`RawEvent::to_le_bytes`]).
 #[repr(C)]
@@ -155,7 +158,7 @@ pub struct RawEvent {
     /// Probe-specific flags: the page-fault error code; 0 otherwise.
     pub flags: u32,
     /// `comm` of the current task, NUL-padded.
-    pub comm: [u8; 16],
+    pub comm: [u8; COMM_BYTES],
 }
 
 const _: () = assert!(core::mem::size_of::<RawEvent>() == 64);
@@ -217,14 +220,14 @@ impl RawEvent {
             tid: pid,
             stack_id: NO_STACK,
             flags: 0,
-            comm: [0; 16],
+            comm: [0; COMM_BYTES],
         }
     }
 
     /// This event with `comm` set to `name` (cut to 15 bytes, NUL-padded, as the
     /// kernel keeps it).
     pub fn with_comm(mut self, name: &str) -> RawEvent {
-        self.comm = [0; 16];
+        self.comm = [0; COMM_BYTES];
         let n = name.len().min(15);
         self.comm[..n].copy_from_slice(&name.as_bytes()[..n]);
         self

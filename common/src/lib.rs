@@ -2,7 +2,7 @@
 //!
 //! - [`event`]: the fixed-layout records the eBPF probes write into the ring buffer
 //!   and the counters they keep (eBPF ↔ agent). `no_std`, `#[repr(C)]`.
-//! - [`cached_event`]: the short record of a hit the probes' stack cache answered.
+//! - [`cached_event`]: the short records of a hit the probes' stack cache answered.
 //! - [`maps`]: the names and sizes of the eBPF maps both sides refer to.
 //! - [`wire`] (feature `std`): the versioned, framed stream the agent sends to the
 //!   host collector over vsock (guest ↔ host), with its decoder.
@@ -24,5 +24,5 @@ pub mod user_probe;
 #[cfg(feature = "std")]
 pub mod wire;
 
-pub use cached_event::{CacheSlot, CachedEvent, STACK_CACHE_ENTRIES};
+pub use cached_event::{CacheSlot, CachedArgsEvent, CachedEvent, STACK_CACHE_ENTRIES};
 pub use event::{EntryCaller, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent, StackedEvent};

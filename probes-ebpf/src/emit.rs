@@ -13,8 +13,9 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use guestscope_common::{
-    CacheSlot, CachedEvent, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent, StackedEvent,
-    event::{NO_STACK, USER_ARGS, USER_STACK_FRAMES},
+    CacheSlot, CachedArgsEvent, CachedEvent, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent,
+    StackedEvent,
+    event::{COMM_BYTES, NO_STACK, USER_ARGS, USER_STACK_FRAMES},
     maps::{
         CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, SETTINGS_FLAGS, SETTINGS_GENERATION,
         TALLY_CACHED, WAKEUP_FRACTION,
@@ -113,8 +114,9 @@ macro_rules! bump {
 /// case (some other process) costs one hash lookup. The kernel stack comes from the
 /// stack cache when the hit's call chain was walked before and its stack still holds
 /// that walk ([`stack_cache`]): the record is then a short [`CachedEvent`] naming the
-/// cache entry. Otherwise the stack is walked by `bpf_get_stack` straight into a
-/// reserved [`StackedEvent`]: no stack map, so no hash-bucket collisions.
+/// cache entry ([`CachedArgsEvent`] with the arguments, for the kinds that carry them).
+/// Otherwise the stack is walked by `bpf_get_stack` straight into a reserved
+/// [`StackedEvent`]: no stack map, so no hash-bucket collisions.
 #[inline(always)]
 pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -> Payload) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -142,8 +144,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         entry,
     } = payload(ctx);
     let with_args = args.is_some();
-    // Only a whole-size walk is cached (an event with arguments keeps them where a
-    // longer walk would go).
+    // A hit with arguments is never only tallied: its arguments need a record.
     let stacks = Stacks::choose(kind, &entry, !with_args);
     if let Stacks::Tallied(index) = stacks {
         bump!(counters.stack_cached);
@@ -180,7 +181,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         (*event).stack_id = NO_STACK;
         (*event).flags = flags;
         let comm = &raw mut (*event).comm;
-        if get_comm_raw(comm.cast::<c_void>(), COMM_BYTES) != 0 {
+        if get_comm_raw(comm.cast::<c_void>(), COMM_BYTES as u32) != 0 {
             // The name as two words, not a 16-byte fill.
             let words = comm.cast::<u64>();
             words.write_volatile(0);
@@ -195,20 +196,33 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     }
     if let Stacks::Cached(index) = stacks {
         bump!(counters.stack_cached);
-        let Some(mut record) = EVENTS.reserve::<CachedEvent>(0) else {
-            bump!(counters.ring_full);
-            return;
+        let submitted = if with_args {
+            EVENTS.reserve::<CachedArgsEvent>(0).map(|mut record| {
+                let r = record.as_mut_ptr();
+                // SAFETY: `r` points at a reserved, writable ring-buffer slot of a
+                // `CachedArgsEvent`, ours until submit; `pending` as above.
+                unsafe {
+                    fill_cached(&raw mut (*r).cached, pending, index);
+                    copy_words(
+                        (&raw mut (*r).args).cast::<u64>(),
+                        (&raw const (*pending).args).cast::<u64>(),
+                        USER_ARGS,
+                    );
+                }
+                record.submit(wakeup_flag());
+            })
+        } else {
+            EVENTS.reserve::<CachedEvent>(0).map(|mut record| {
+                // SAFETY: a reserved, writable ring-buffer slot of a `CachedEvent`,
+                // ours until submit; `pending` as above.
+                unsafe { fill_cached(record.as_mut_ptr(), pending, index) };
+                record.submit(wakeup_flag());
+            })
         };
-        let cached = record.as_mut_ptr();
-        // SAFETY: `cached` points at a reserved, writable ring-buffer slot of a
-        // `CachedEvent`, ours until submit; `pending` as above.
-        unsafe {
-            copy_event(&raw mut (*cached).event, &raw const (*pending).event);
-            (*cached).cache_slot = CacheSlot::tag(index);
-            (*cached)._pad = 0;
+        match submitted {
+            Some(()) => bump!(counters.emitted),
+            None => bump!(counters.ring_full),
         }
-        record.submit(wakeup_flag());
-        bump!(counters.emitted);
         return;
     }
     let Some(mut record) = EVENTS.reserve::<StackedEvent>(0) else {
@@ -223,17 +237,21 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     // keeps older bytes of the ring, which the reader ignores since `stack_bytes` is
     // negative).
     unsafe {
-        copy_event(&raw mut (*record_ptr).event, &raw const (*pending).event);
+        copy_words(
+            (&raw mut (*record_ptr).event).cast::<u64>(),
+            (&raw const (*pending).event).cast::<u64>(),
+            EVENT_WORDS,
+        );
         (&raw mut (*record_ptr).entry.frame).write_volatile(entry.caller.frame);
         (&raw mut (*record_ptr).entry.caller).write_volatile(entry.caller.caller);
         let walk_bytes = if with_args {
-            let to = (&raw mut (*record_ptr).ips)
-                .cast::<u64>()
-                .add(USER_STACK_FRAMES);
-            let from = (&raw const (*pending).args).cast::<u64>();
-            for i in 0..USER_ARGS {
-                to.add(i).write_volatile(from.add(i).read_volatile());
-            }
+            copy_words(
+                (&raw mut (*record_ptr).ips)
+                    .cast::<u64>()
+                    .add(USER_STACK_FRAMES),
+                (&raw const (*pending).args).cast::<u64>(),
+                USER_ARGS,
+            );
             USER_STACK_BUF_BYTES
         } else {
             STACK_BUF_BYTES
@@ -247,21 +265,39 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     bump!(counters.emitted);
 }
 
-/// Bytes of [`RawEvent::comm`].
-const COMM_BYTES: u32 = 16;
+/// A [`RawEvent`] in 8-byte words.
+const EVENT_WORDS: usize = size_of::<RawEvent>() / size_of::<u64>();
 
-/// Copies an event word by word. A plain assignment compiles to a call of `memmove`,
-/// a byte loop the verifier follows byte by byte on every path through the program.
+/// Copies `words` 8-byte words (a constant at every call, so the loop unrolls). A plain
+/// assignment of a struct compiles to a call of `memmove`, a byte loop the verifier
+/// follows byte by byte on every path through the program.
 ///
 /// # Safety
-/// `dst` must be writable and `src` readable for a [`RawEvent`], both 8-byte aligned.
+/// `dst` must be writable and `src` readable for `words` words, both 8-byte aligned.
 #[inline(always)]
-unsafe fn copy_event(dst: *mut RawEvent, src: *const RawEvent) {
-    const WORDS: usize = size_of::<RawEvent>() / size_of::<u64>();
-    let (dst, src) = (dst.cast::<u64>(), src.cast::<u64>());
-    for i in 0..WORDS {
-        // SAFETY: the caller vouches for both; `i` stays inside the event.
+unsafe fn copy_words(dst: *mut u64, src: *const u64, words: usize) {
+    for i in 0..words {
+        // SAFETY: the caller vouches for both; `i` stays below `words`.
         unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+    }
+}
+
+/// Fills a reserved [`CachedEvent`] with the pending event and cache entry `index`.
+///
+/// # Safety
+/// `cached` must point at a writable [`CachedEvent`] and `pending` at this CPU's
+/// [`Pending`], both 8-byte aligned.
+#[inline(always)]
+unsafe fn fill_cached(cached: *mut CachedEvent, pending: *const Pending, index: u32) {
+    // SAFETY: the caller vouches for both pointers.
+    unsafe {
+        copy_words(
+            (&raw mut (*cached).event).cast::<u64>(),
+            (&raw const (*pending).event).cast::<u64>(),
+            EVENT_WORDS,
+        );
+        (*cached).cache_slot = CacheSlot::tag(index);
+        (*cached)._pad = 0;
     }
 }
 
@@ -301,16 +337,18 @@ enum Stacks {
 }
 
 impl Stacks {
-    /// Decides, for a hit of `kind` at `entry`, from the settings and a cache lookup.
+    /// Decides, for a hit of `kind` at `entry`, from the settings and a cache lookup;
+    /// a hit that may not be only tallied (`tally_ok` false) gets a record even in the
+    /// tallied mode.
     #[inline(always)]
-    fn choose(kind: ProbeKind, entry: &AtEntry, cacheable: bool) -> Stacks {
+    fn choose(kind: ProbeKind, entry: &AtEntry, tally_ok: bool) -> Stacks {
         let flags = SETTINGS.get(SETTINGS_FLAGS).copied().unwrap_or(0);
         if flags & NO_STACK_WALK != 0 {
             return Stacks::Off;
         }
         // A key, and the top of the task's stack the hit is on (hits on an interrupt
         // stack are walked every time).
-        let keep = if cacheable && flags & NO_STACK_CACHE == 0 {
+        let keep = if flags & NO_STACK_CACHE == 0 {
             let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
             StackKey::new(kind, &entry.caller, entry.anchor, generation)
                 .and_then(|k| Some((k, stack_cache::task_stack_top(entry.anchor)?)))
@@ -321,7 +359,7 @@ impl Stacks {
             .as_ref()
             .and_then(|(k, top)| stack_cache::lookup(k, entry.anchor, *top));
         match hit {
-            Some((index, _)) if flags & TALLY_CACHED != 0 => Stacks::Tallied(index),
+            Some((index, _)) if tally_ok && flags & TALLY_CACHED != 0 => Stacks::Tallied(index),
             Some((index, _)) if flags & CHECK_STACK_CACHE == 0 => Stacks::Cached(index),
             Some((_, cached)) => Stacks::Walk {
                 keep: None,

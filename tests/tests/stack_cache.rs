@@ -1,12 +1,13 @@
 //! The probes' stack cache against the walk it replaces, as `guestscope bench` checks
-//! it: in one boot, every workload of the lab run with every probe, each event's stack
+//! it: in one boot, every workload of the lab run with every probe, and the fopen loop
+//! under user probes (whose cached records carry arguments), each event's stack
 //! walked and compared with what the cache would have given. No cached stack may
 //! differ from the walk of the same event (so no classification made from stacks can
 //! differ either), the cache must answer for most events, with the cache off it must
 //! answer for none, and its reads must not fault. With the cached hits only
 //! tallied per stack, every hit must still reach the host, on the same stacks.
 
-use guestscope::bench::{self, BenchOptions};
+use guestscope::bench::{self, BenchOptions, results::StackCacheRun};
 use guestscope_tests::bench_in;
 
 #[test]
@@ -28,10 +29,11 @@ fn every_cached_stack_equals_the_walk_of_the_same_event() {
     let checked: Vec<_> = sc.runs.iter().filter(|r| r.mode == "Checked").collect();
     assert_eq!(
         checked.len(),
-        7,
-        "every lab workload ran checked: {:?}",
+        8,
+        "every lab workload and the user probes ran checked: {:?}",
         sc.runs
     );
+    user_probes_are_answered_by_the_cache(&checked);
     assert_eq!(
         sc.wrong, 0,
         "cached stacks that differ from the walk: {sc:?}"
@@ -147,5 +149,25 @@ fn programs_are_timed_per_mode(sc: &guestscope::bench::results::StackCacheCheck)
             .copied()
             .unwrap_or(0);
         assert!(runs >= 5 * 500, "{run:?}");
+    }
+}
+
+/// User probes at a function's entry are answered by the cache as the built-in ones are
+/// (their records carry the arguments besides), kprobes and fentry probes both, and
+/// never wrongly.
+fn user_probes_are_answered_by_the_cache(checked: &[&StackCacheRun]) {
+    let user = checked
+        .iter()
+        .find(|r| r.workload == "checked-user-probes")
+        .unwrap_or_else(|| panic!("no user-probe run: {checked:?}"));
+    assert!(
+        user.emitted > 1000 && user.cached * 2 > user.emitted && user.wrong == 0,
+        "user probes: {user:?}"
+    );
+    for probe in ["kprobe", "fentry"] {
+        assert!(
+            user.cached_by_probe.get(probe).is_some_and(|&n| n > 0),
+            "the cache never answered a user {probe}: {user:?}"
+        );
     }
 }

@@ -315,10 +315,24 @@ pub(super) fn memory_plan(events: u64) -> RunPlan {
 /// time per run).
 pub(super) const STACK_CACHE_FOPEN_REPS: usize = 3;
 
+/// User probes the stack-cache boot checks on the fopen loop ([`USER_CHECKED`]): a
+/// kprobe and an fentry probe at functions' entry, whose cached records carry the
+/// arguments too, one of them on the spin lock (hit on many paths).
+pub(super) const USER_PROBES_CHECKED: [&str; 3] = [
+    "kprobe:alloc_fd",
+    "kprobe:_raw_spin_lock",
+    "fentry:do_filp_open",
+];
+
+/// The stack-cache boot's run of the fopen loop under [`USER_PROBES_CHECKED`].
+pub(super) const USER_CHECKED: &str = "checked-user-probes";
+
 /// The stack-cache boot's plan: every workload of the lab run with its stacks checked
-/// against the cache, then the fopen loop with the cache off, on, and tallying
-/// ([`STACK_CACHE_FOPEN_REPS`] times each, in rotation), with the kernel timing every
-/// program run (`program_stats`: this boot's loops are not timed).
+/// against the cache, the fopen loop under user probes checked the same way (the
+/// plan's stack mode is the check, which user probes run under), then the fopen loop
+/// with the cache off, on, and tallying ([`STACK_CACHE_FOPEN_REPS`] times each, in
+/// rotation), with the kernel timing every program run (`program_stats`: this boot's
+/// loops are not timed).
 pub(super) fn stack_cache_plan(o: &BenchOptions) -> RunPlan {
     let mut w: Vec<WorkloadSpec> = crate::lab::BUILTIN_WORKLOADS
         .iter()
@@ -332,6 +346,12 @@ pub(super) fn stack_cache_plan(o: &BenchOptions) -> RunPlan {
         })
         .collect();
     let fopen_n = o.fopen_iterations.to_string();
+    w.push(spec(
+        USER_CHECKED,
+        "fopen",
+        &args(&["--iterations", &fopen_n]),
+        Tracing::UserProbes(USER_PROBES_CHECKED.map(String::from).to_vec()),
+    ));
     let modes = [
         ("walkall", StackMode::WalkEvery),
         ("cached", StackMode::Cached),
@@ -350,6 +370,7 @@ pub(super) fn stack_cache_plan(o: &BenchOptions) -> RunPlan {
     }
     RunPlan {
         program_stats: true,
+        stacks: StackMode::Checked,
         ..RunPlan::new(VSOCK_PORT, w)
     }
 }

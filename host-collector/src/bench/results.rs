@@ -530,4 +530,7 @@ pub struct StackCacheRun {
     pub nested: u64,
     /// Runs of each eBPF program during the workload, whichever process hit it.
     pub program_runs: BTreeMap<String, u64>,
+    /// Stacks the cache answered, per probe that recorded anything (`kprobe`,
+    /// `spin_lock`, …).
+    pub cached_by_probe: BTreeMap<String, u64>,
 }

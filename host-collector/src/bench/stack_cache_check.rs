@@ -43,6 +43,12 @@ pub(super) fn stack_cache(
                 .iter()
                 .map(|p| (p.program.clone(), p.runs))
                 .collect(),
+            cached_by_probe: t
+                .counters
+                .iter()
+                .filter(|(_, c)| c.emitted > 0)
+                .map(|(name, c)| (name.clone(), c.stack_cached))
+                .collect(),
         });
     }
     check.fopen_program_us = fopen_program_us(runs);
