@@ -22,7 +22,7 @@ fn stack_cache_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
         return;
     };
     t.push(check(
-        "stack cache: cached stacks that differ from a walk of the same event (the lab's workloads)",
+        "stack cache: cached stacks that differ from a walk of the same event (the lab's workloads; the fopen loop under user probes)",
         "0".into(),
         Some(sc.wrong as f64),
         format!("{} of {} cached", sc.wrong, sc.cached),
