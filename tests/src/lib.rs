@@ -42,6 +42,15 @@ impl RunOutput {
             })
     }
 
+    /// The probe entry of `summary.json` named `name` (a built-in probe, or `kprobe`,
+    /// `fentry`, … for the user's).
+    pub fn probe(&self, name: &str) -> &Value {
+        self.summary["probes"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("probe {name} missing from summary ({})", self.dir.display()))
+    }
+
     /// Events of workload `name` from probe `probe`.
     pub fn events_of<'a>(
         &'a self,

@@ -88,12 +88,7 @@ fn ring_buffer_overrun_is_counted_exactly() {
     );
     assert_eq!(s["losses"]["ring_full"].as_u64().unwrap(), lost);
     // 20000 iterations of dup + close: at least one alloc_fd hit each.
-    let alloc = s["probes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "alloc_fd")
-        .unwrap();
+    let alloc = r.probe("alloc_fd");
     assert!(
         alloc["counters"]["matched"].as_u64().unwrap() >= 20000,
         "{alloc}"

@@ -67,12 +67,7 @@ fn lab_runs_the_workloads_inside_a_qcow2_root_file_system() {
         "{serial}"
     );
     let s = &r.summary;
-    let spin = s["probes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "spin_lock")
-        .unwrap();
+    let spin = r.probe("spin_lock");
     assert_eq!(spin["attach"]["method"], "kprobe", "{spin}");
     assert!(
         spin["attach"]["note"].as_str().unwrap().contains("BTF"),
@@ -80,12 +75,7 @@ fn lab_runs_the_workloads_inside_a_qcow2_root_file_system() {
     );
     assert!(r.events_of("fopen", "spin_lock").count() > 0);
     // alloc_fd falls back the same way.
-    let alloc = s["probes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "alloc_fd")
-        .unwrap();
+    let alloc = r.probe("alloc_fd");
     assert_eq!(alloc["attach"]["method"], "kprobe", "{alloc}");
     assert!(r.events_of("fopen", "alloc_fd").count() > 0);
     assert_eq!(s["kernel"]["btf"], false);

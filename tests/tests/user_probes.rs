@@ -67,28 +67,15 @@ fn a_dozen_named_probes_in_one_boot() {
     let r = run_lab("user-probes", opts);
     let s = &r.summary;
     for kind in ["kprobe", "kretprobe", "fentry"] {
-        let attach = s["probes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} in summary.probes"));
+        let attach = r.probe(kind);
         assert_eq!(attach["attach"]["attached"], true, "{attach}");
     }
-    let functions = s["probes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "kprobe")
-        .and_then(|p| p["attach"]["target"].as_str())
+    let functions = r.probe("kprobe")["attach"]["target"]
+        .as_str()
         .map_or(0, |t| t.split(", ").count());
     assert!(functions >= 50, "{functions} functions attached");
-    let fentry_functions = s["probes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "fentry")
-        .and_then(|p| p["attach"]["target"].as_str())
+    let fentry_functions = r.probe("fentry")["attach"]["target"]
+        .as_str()
         .map_or(0, |t| t.split(", ").count());
     assert!(
         fentry_functions >= 5,

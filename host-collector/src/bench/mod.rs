@@ -22,6 +22,7 @@
 //! - `options.rs`: what a run is asked to do ([`BenchOptions`]);
 //! - `plans.rs`: the plans of the boots, the conditions in rotating order;
 //! - `measures.rs`: from the boots' outcomes to the figures;
+//! - `gdb_comparison.rs`: the lab's gdb method against guestscope on the same events;
 //! - `peers.rs`: guestscope, ftrace and bpftrace on the same loop's events;
 //! - `agent_cpu.rs`: the agent's CPU per event, gross and marginal;
 //! - `parts.rs`: the parts of a run, each its boots of the guest;
@@ -38,6 +39,7 @@ pub mod results;
 pub mod stats;
 
 mod agent_cpu;
+mod gdb_comparison;
 mod host;
 mod measures;
 mod options;
@@ -62,6 +64,7 @@ use guestscope_common::plan::{
 use guestscope_common::{ProbeKind, StackedEvent};
 
 use self::agent_cpu::*;
+use self::gdb_comparison::*;
 use self::host::*;
 pub use self::host::{status_kib, utc_date};
 use self::measures::*;
