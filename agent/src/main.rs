@@ -20,6 +20,8 @@
 //! - [`batch`]: grouping events into `Events` records.
 //! - [`stacks`]: an id per distinct kernel stack, each stack sent once, before its first use.
 //! - [`counters`]: summing the probes' per-CPU counters.
+//! - [`mapped_array`]: an eBPF array mapped into the agent's memory.
+//! - [`traced_set`]: the pid filter, one byte per process, set and cleared in place.
 //! - [`tally_map`]: the probes' tallies mapped into the agent's memory.
 //! - [`program_stats`]: the kernel's run counts and times of the eBPF programs.
 //! - [`spawn`]: starting a workload held at a gate until it is traced.
@@ -41,6 +43,7 @@ pub mod deadline;
 pub mod ftrace;
 pub mod gather;
 pub mod link;
+pub mod mapped_array;
 pub mod memory_use;
 pub mod packet_size;
 pub mod plan;
@@ -57,6 +60,7 @@ pub mod stream;
 pub mod synthetic;
 pub mod tallies;
 pub mod tally_map;
+pub mod traced_set;
 pub mod tracer;
 pub mod tracing_mode;
 pub mod transport;

@@ -30,9 +30,16 @@ pub enum ProbeError {
         #[source]
         source: MapError,
     },
-    /// The `TALLIES` array could not be mapped into the agent.
-    #[error("mapping TALLIES: {0}")]
-    TallyMap(#[source] crate::tally_map::TallyMapError),
+    /// An array the agent uses in place (`TALLIES`, `TRACED_TGIDS`) could not be
+    /// mapped into its memory.
+    #[error("mapping {name}: {source}")]
+    Mapped {
+        /// The map's name.
+        name: &'static str,
+        /// What failed.
+        #[source]
+        source: crate::mapped_array::MappedArrayError,
+    },
     /// A program is not in the object.
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),

@@ -12,16 +12,18 @@
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
 };
 use guestscope_common::{
-    ProbeCounters, ProbeKind, STACK_CACHE_ENTRIES, maps as names, wire::ProbeAttach,
+    ProbeCounters, ProbeKind, STACK_CACHE_ENTRIES,
+    maps::{self as names, PID_MAX_LIMIT},
+    wire::ProbeAttach,
 };
 
 pub use crate::probe_error::{ProbeError, chain};
 use crate::probe_error::{first_line, truncate_note};
 use crate::probe_links::{Links, fentry, kprobe, tracepoint};
-use crate::tally_map::TallyMap;
+use crate::{mapped_array::MappedArrayError, tally_map::TallyMap, traced_set::TracedSet};
 
 /// The eBPF object built from `probes-ebpf/` by the build script.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guestscope-probes"));
@@ -36,8 +38,8 @@ pub const NO_FENTRY_ENV: &str = "GUESTSCOPE_NO_FENTRY";
 pub struct Maps {
     /// `EVENTS`: probe events with their kernel stacks.
     pub events: RingBuf<MapData>,
-    /// `TRACED_PIDS`: the processes under study.
-    pub traced: HashMap<MapData, u32, u8>,
+    /// `TRACED_TGIDS`: the processes under study, mapped.
+    pub traced: TracedSet,
     /// `COUNTERS`: per-CPU, per-probe outcome counters.
     pub counters: PerCpuArray<MapData, ProbeCounters>,
     /// `SETTINGS`: switches for the probes.
@@ -75,6 +77,8 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
     // One row of entries per possible CPU (the probes index it by CPU).
     let cpus = aya::util::nr_cpus().unwrap_or(crate::stacks::MAX_CPUS) as u32;
     loader.map_max_entries(names::TALLIES, cpus.max(1) * STACK_CACHE_ENTRIES);
+    // Every pid the kernel may hand out (one byte each).
+    loader.map_max_entries(names::TRACED_TGIDS, names::traced_words(pid_limit()));
     let started = std::time::Instant::now();
     let mut ebpf = loader.load(OBJECT).map_err(ProbeError::Load)?;
     tracing::info!(
@@ -83,10 +87,10 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
     );
     let maps = Maps {
         events: take(&mut ebpf, names::EVENTS)?,
-        traced: take(&mut ebpf, names::TRACED_PIDS)?,
+        traced: take_mapped(&mut ebpf, names::TRACED_TGIDS, TracedSet::new)?,
         counters: take(&mut ebpf, names::COUNTERS)?,
         settings: take(&mut ebpf, names::SETTINGS)?,
-        tallies: take_tally_map(&mut ebpf)?,
+        tallies: take_mapped(&mut ebpf, names::TALLIES, TallyMap::new)?,
     };
     Ok(Loaded {
         ebpf,
@@ -95,11 +99,23 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
     })
 }
 
-/// `TALLIES`, mapped into the agent's memory.
-fn take_tally_map(ebpf: &mut Ebpf) -> Result<TallyMap, ProbeError> {
-    let name = names::TALLIES;
+/// Map `name`, mapped into the agent's memory by `map_it`.
+fn take_mapped<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    map_it: impl FnOnce(aya::maps::Map) -> Result<M, MappedArrayError>,
+) -> Result<M, ProbeError> {
     let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
-    TallyMap::new(map).map_err(ProbeError::TallyMap)
+    map_it(map).map_err(|source| ProbeError::Mapped { name, source })
+}
+
+/// The kernel's `pid_max` (the largest pid plus one), bounded by [`PID_MAX_LIMIT`];
+/// [`PID_MAX_LIMIT`] if it cannot be read.
+fn pid_limit() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map_or(PID_MAX_LIMIT, |n| n.min(PID_MAX_LIMIT))
 }
 
 fn take<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>

@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     Btf, Ebpf,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, MapData, MapError, PerCpuArray},
     programs::fentry::FEntryLink,
 };
 use guestscope_common::{
@@ -31,6 +31,7 @@ use crate::{
     stream::{Sink, Stream, StreamError},
     tallies::TallyBook,
     tally_map::TallyMap,
+    traced_set::{PidOutOfRange, TracedSet},
 };
 
 /// One probe record taken in: counted, its stack interned or looked up (or why not
@@ -93,18 +94,9 @@ const PUMP_BUDGET: usize = 64 * 1024;
 /// The pid filter could not be updated.
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
-    /// Inserting a pid into `TRACED_PIDS` failed.
-    #[error("adding pid {pid} to TRACED_PIDS: {source}")]
-    Insert {
-        /// The pid.
-        pid: u32,
-        /// What failed.
-        #[source]
-        source: MapError,
-    },
-    /// Removing pids from `TRACED_PIDS` failed.
-    #[error("clearing TRACED_PIDS: {0}")]
-    Clear(#[source] MapError),
+    /// The pid is past what `TRACED_TGIDS` covers.
+    #[error("adding a pid to TRACED_TGIDS: {0}")]
+    Insert(#[from] PidOutOfRange),
 }
 
 struct Active {
@@ -113,7 +105,7 @@ struct Active {
     /// Which built-in programs are attached (a detached one stays loaded).
     links: Links,
     events: EventReader<MapData>,
-    traced: HashMap<MapData, u32, u8>,
+    traced: TracedSet,
     counters: PerCpuArray<MapData, ProbeCounters>,
     settings: Array<MapData, u32>,
     /// `TALLIES`: the probes' counts per stack-cache entry ([`StackMode::Tallied`]).
@@ -209,32 +201,13 @@ impl Tracer {
         let Some(a) = self.active.as_mut() else {
             return Ok(());
         };
-        a.traced
-            .insert(pid, 1, 0)
-            .map_err(|source| FilterError::Insert { pid, source })
+        Ok(a.traced.insert(pid)?)
     }
 
     /// Stops tracing every process (the workload and all the descendants the fork probe
     /// added); returns how many pids were removed.
     pub fn untrace_all(&mut self) -> Result<usize, FilterError> {
-        let Some(a) = self.active.as_mut() else {
-            return Ok(0);
-        };
-        let pids = a
-            .traced
-            .keys()
-            .collect::<Result<Vec<u32>, _>>()
-            .map_err(FilterError::Clear)?;
-        let mut removed = 0;
-        for pid in pids {
-            match a.traced.remove(&pid) {
-                Ok(()) => removed += 1,
-                // Gone already (e.g. removed concurrently): fine.
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(FilterError::Clear(e)),
-            }
-        }
-        Ok(removed)
+        Ok(self.active.as_ref().map_or(0, |a| a.traced.clear()))
     }
 
     /// How long the caller may sleep before the current batch is due.

@@ -24,7 +24,7 @@ use guestscope_common::{
 
 use crate::{
     entry_caller::AtEntry,
-    maps::{BUSY, COUNTERS, EVENTS, SETTINGS, TRACED_PIDS, tally_slot},
+    maps::{BUSY, COUNTERS, EVENTS, SETTINGS, is_traced, tally_slot},
     stack_cache::{self, CachedStack, StackKey},
 };
 
@@ -53,7 +53,7 @@ pub struct Payload {
 #[inline(always)]
 pub fn traced_tgid() -> Option<u32> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    TRACED_PIDS.get_ptr(&tgid).map(|_| tgid)
+    is_traced(tgid).then_some(tgid)
 }
 
 /// This CPU's "a guestscope probe is running" flag, held while the guard lives.
@@ -111,7 +111,7 @@ macro_rules! bump {
 /// Records one hit of probe `kind` if the current process is under study.
 ///
 /// `payload` runs only for hits that pass the filter and the busy guard, so the common
-/// case (some other process) costs one hash lookup. The kernel stack comes from the
+/// case (some other process) costs one array lookup. The kernel stack comes from the
 /// stack cache when the hit's call chain was walked before and its stack still holds
 /// that walk ([`stack_cache`]): the record is then a short [`CachedEvent`] naming the
 /// cache entry ([`CachedArgsEvent`] with the arguments, for the kinds that carry them).
@@ -121,7 +121,7 @@ macro_rules! bump {
 pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -> Payload) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if TRACED_PIDS.get_ptr(&tgid).is_none() {
+    if !is_traced(tgid) {
         return;
     }
     let Some(counters) = COUNTERS.get_ptr_mut(kind as u32) else {

@@ -1,7 +1,7 @@
 //! guestscope's eBPF programs.
 //!
 //! Every event probe follows the same path (see [`emit`]): drop the hit unless the
-//! current process is in `TRACED_PIDS`, skip it if another guestscope probe is already
+//! current process is in `TRACED_TGIDS`, skip it if another guestscope probe is already
 //! running on this CPU, and write one [`guestscope_common::StackedEvent`] (the event and
 //! its kernel stack, from `bpf_get_stack`) into the `EVENTS` ring buffer, counting every
 //! outcome in `COUNTERS`.

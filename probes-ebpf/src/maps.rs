@@ -4,13 +4,13 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
 use guestscope_common::{ProbeCounters, ProbeKind, STACK_CACHE_ENTRIES, maps as names};
 
 // Keep the statics' names and the shared constants in step.
 const _: () = assert!(const_eq(names::EVENTS, "EVENTS"));
-const _: () = assert!(const_eq(names::TRACED_PIDS, "TRACED_PIDS"));
+const _: () = assert!(const_eq(names::TRACED_TGIDS, "TRACED_TGIDS"));
 const _: () = assert!(const_eq(names::COUNTERS, "COUNTERS"));
 const _: () = assert!(const_eq(names::BUSY, "BUSY"));
 const _: () = assert!(const_eq(names::SETTINGS, "SETTINGS"));
@@ -35,9 +35,36 @@ const fn const_eq(a: &str, b: &str) -> bool {
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(names::EVENTS_BYTES, 0);
 
-/// Processes under study: `tgid -> 1`. Written by the agent and by the fork probe.
+/// Processes under study, one byte per thread-group id
+/// (`guestscope_common::maps::TRACED_TGIDS`). Set by the agent (mapped into its memory)
+/// and by the fork probe; the agent sizes it for the kernel's `pid_max`.
 #[map]
-pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(names::TRACED_PIDS_MAX, 0);
+pub static TRACED_TGIDS: Array<u64> = Array::with_max_entries(
+    names::traced_words(names::TRACED_TGIDS_DEFAULT),
+    BPF_F_MMAPABLE,
+);
+
+/// Whether thread group `tgid` is under study: one array lookup, which the verifier
+/// inlines, and a byte of the word.
+#[inline(always)]
+pub fn is_traced(tgid: u32) -> bool {
+    let (word, byte) = names::traced_slot(tgid);
+    TRACED_TGIDS
+        .get(word)
+        .is_some_and(|w| (*w >> (byte * 8)) & 0xff != 0)
+}
+
+/// Adds thread group `tgid` to the studied ones (nothing past the array). A byte store:
+/// other CPUs' fork probes store other bytes of the same word at the same time.
+#[inline(always)]
+pub fn add_traced(tgid: u32) {
+    let (word, byte) = names::traced_slot(tgid);
+    if let Some(w) = TRACED_TGIDS.get_ptr_mut(word) {
+        // SAFETY: `w` points at an 8-byte slot of an array map, valid for the program's
+        // run, and `byte` is below 8.
+        unsafe { w.cast::<u8>().add(byte as usize).write_volatile(1) };
+    }
+}
 
 /// Per-CPU outcome counters, indexed by [`ProbeKind`] id.
 #[map]
