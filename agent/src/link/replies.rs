@@ -10,7 +10,7 @@ use guestscope_common::wire::{
     Body, ClockEcho, DecodeError, FrameReader, Record, Reply, encode_frame,
 };
 
-use super::{Connector, Link, SPARE_FRAME_BYTES, SPARE_FRAMES};
+use super::{Connector, Link, SPARE_FRAME_BYTES, SPARE_FRAME_MIN_BYTES, SPARE_FRAMES};
 use crate::clock::monotonic_ns;
 impl<C: Connector> Link<C> {
     /// Reads and applies every complete reply waiting; an error means the connection
@@ -98,7 +98,9 @@ impl<C: Connector> Link<C> {
             }
             let mut done = self.spool.pop_front().expect("front");
             self.spool_bytes -= done.frame.len() as u64;
-            if self.spare.len() < SPARE_FRAMES && done.frame.capacity() <= SPARE_FRAME_BYTES {
+            if self.spare.len() < SPARE_FRAMES
+                && (SPARE_FRAME_MIN_BYTES..=SPARE_FRAME_BYTES).contains(&done.frame.capacity())
+            {
                 done.frame.clear();
                 self.spare.push(done.frame);
             }
