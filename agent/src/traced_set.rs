@@ -5,7 +5,7 @@
 //! read-modify-write.
 
 use aya::maps::Map;
-use guestscope_common::maps::traced_slot;
+use guestscope_common::maps::{traced_in, traced_slot};
 
 use crate::mapped_array::{Access, MappedArray, MappedArrayError};
 
@@ -74,7 +74,7 @@ impl<M: ByteWords> TracedSet<M> {
                 continue;
             }
             for byte in 0..size_of::<u64>() {
-                if (w >> (byte * 8)) & 0xff != 0 {
+                if traced_in(w, byte as u32) {
                     self.0.store_byte(word, byte, 0);
                     removed += 1;
                 }
@@ -114,10 +114,10 @@ mod tests {
         }
     }
 
-    /// What the probes test (`is_traced` in probes-ebpf/src/maps.rs).
+    /// What the probes see (`is_traced` in probes-ebpf/src/maps.rs).
     fn probes_see(set: &TracedSet<Words>, tgid: u32) -> bool {
         let (word, byte) = traced_slot(tgid);
-        (set.0.load(word as usize) >> (byte * 8)) & 0xff != 0
+        traced_in(set.0.load(word as usize), byte)
     }
 
     #[test]

@@ -91,14 +91,6 @@ fn count_missing(stack: Result<u32, NoStack>, totals: &mut Totals) {
 /// cannot starve the rest of the loop (child exit, output pipe).
 const PUMP_BUDGET: usize = 64 * 1024;
 
-/// The pid filter could not be updated.
-#[derive(Debug, thiserror::Error)]
-pub enum FilterError {
-    /// The pid is past what `TRACED_TGIDS` covers.
-    #[error("adding a pid to TRACED_TGIDS: {0}")]
-    Insert(#[from] PidOutOfRange),
-}
-
 struct Active {
     /// Holds the programs.
     ebpf: Ebpf,
@@ -197,17 +189,17 @@ impl Tracer {
     }
 
     /// Starts tracing process `pid` (and, through the fork probe, its children).
-    pub fn trace(&mut self, pid: u32) -> Result<(), FilterError> {
+    pub fn trace(&mut self, pid: u32) -> Result<(), PidOutOfRange> {
         let Some(a) = self.active.as_mut() else {
             return Ok(());
         };
-        Ok(a.traced.insert(pid)?)
+        a.traced.insert(pid)
     }
 
     /// Stops tracing every process (the workload and all the descendants the fork probe
     /// added); returns how many pids were removed.
-    pub fn untrace_all(&mut self) -> Result<usize, FilterError> {
-        Ok(self.active.as_ref().map_or(0, |a| a.traced.clear()))
+    pub fn untrace_all(&mut self) -> usize {
+        self.active.as_ref().map_or(0, |a| a.traced.clear())
     }
 
     /// How long the caller may sleep before the current batch is due.
@@ -549,114 +541,4 @@ fn next_generation(settings: &mut Array<MapData, u32>) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use guestscope_common::{
-        CachedArgsEvent, CachedEvent, EntryCaller, MAX_STACK_FRAMES, StackedEvent,
-    };
-
-    use super::*;
-
-    #[test]
-    fn a_cached_user_probe_hit_gets_its_entrys_stack_and_its_own_arguments() {
-        let (mut stacks, mut tallies, mut totals) = (
-            StackTable::default(),
-            TallyBook::default(),
-            Totals::default(),
-        );
-        let event = |ts_ns| RawEvent {
-            ts_ns,
-            tid: 9,
-            ..RawEvent::new(ProbeKind::Kprobe, 9, ts_ns)
-        };
-        // The walked hit: three frames, its arguments in the last slots, kept in entry 3.
-        let mut ips = [0; MAX_STACK_FRAMES];
-        ips[..3].copy_from_slice(&[0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020, 7]);
-        ips[MAX_STACK_FRAMES - 5..].copy_from_slice(&[1, 2, 3, 4, 5]);
-        let walked = StackedEvent {
-            event: event(100),
-            stack_bytes: 24,
-            cache_slot: CacheSlot::tag(3),
-            entry: EntryCaller::UNKNOWN,
-            replaced_tally: 0,
-            ips,
-        };
-        let (first, first_args) = accept(
-            Record::Walked(&walked),
-            &mut stacks,
-            &mut tallies,
-            &mut totals,
-        );
-        assert!(first.stack_id >= 0, "{first:?}");
-        assert_eq!(first_args.map(|a| a.args), Some([1, 2, 3, 4, 5]));
-        // A later hit the cache answered: the same stack, its own arguments and time.
-        let cached = CachedArgsEvent {
-            cached: CachedEvent {
-                event: event(200),
-                cache_slot: CacheSlot::tag(3),
-                _pad: 0,
-            },
-            args: [11, 12, 13, 14, 15],
-        };
-        let (second, second_args) = accept(
-            Record::CachedArgs(&cached),
-            &mut stacks,
-            &mut tallies,
-            &mut totals,
-        );
-        assert_eq!(second.stack_id, first.stack_id);
-        assert_eq!(second.ts_ns, 200);
-        assert_eq!(
-            second_args,
-            Some(EventArgs {
-                tid: 9,
-                ts_ns: 200,
-                args: [11, 12, 13, 14, 15]
-            })
-        );
-        // One naming an entry nothing was kept in has no stack, and is counted.
-        let stray = CachedArgsEvent {
-            cached: CachedEvent {
-                cache_slot: CacheSlot::tag(4),
-                ..cached.cached
-            },
-            ..cached
-        };
-        let (third, third_args) = accept(
-            Record::CachedArgs(&stray),
-            &mut stacks,
-            &mut tallies,
-            &mut totals,
-        );
-        assert!(third.stack_id < 0, "{third:?}");
-        assert!(third_args.is_some());
-        assert_eq!((totals.events_read, totals.stacks_missing), (3, 1));
-    }
-
-    #[test]
-    fn an_inactive_tracer_runs_workloads_without_records() {
-        let mut tracer = Tracer::inactive();
-        let mut stream = Stream::new(Vec::new());
-        assert!(!tracer.is_active());
-        assert!(tracer.ring_fd().is_none());
-        tracer.trace(42).unwrap();
-        assert_eq!(tracer.untrace_all().unwrap(), 0);
-        tracer.pump(&mut stream).unwrap();
-        tracer.drain(&mut stream).unwrap();
-        assert_eq!(stream.records(), 0);
-        assert_eq!(tracer.poll_timeout(Instant::now()), MAX_AGE);
-        assert_eq!(tracer.attached(), Attached::default());
-        assert!(tracer.set_attached(&Attached::default()).is_empty());
-        let all = Attached {
-            kinds: ProbeKind::ALL.to_vec(),
-            fork_follower: true,
-        };
-        assert_eq!(
-            tracer.set_attached(&all),
-            ["the eBPF probes are not loaded"]
-        );
-        assert!(tracer.restore_plan().is_empty());
-        let totals = tracer.totals();
-        assert_eq!(totals.probes.len(), guestscope_common::ProbeKind::ALL.len());
-        assert_eq!(totals.events_sent, 0);
-    }
-}
+mod tests;

@@ -361,10 +361,8 @@ fn send_tallies<W: Sink>(
 }
 
 fn untrace(tracer: &mut Tracer, name: &str) {
-    match tracer.untrace_all() {
-        Ok(n) => tracing::debug!(workload = name, removed = n, "pids removed from the filter"),
-        Err(e) => tracing::warn!(workload = name, "{e}"),
-    }
+    let removed = tracer.untrace_all();
+    tracing::debug!(workload = name, removed, "pids removed from the filter");
 }
 
 #[cfg(test)]

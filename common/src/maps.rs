@@ -53,6 +53,13 @@ pub const fn traced_words(pid_limit: u32) -> u32 {
 pub const fn traced_slot(tgid: u32) -> (u32, u32) {
     (tgid / 8, tgid % 8)
 }
+
+/// Whether byte `byte` (0 to 7, in memory order on little-endian x86-64) of a
+/// [`TRACED_TGIDS`] word holding `word` marks its process as studied.
+#[inline(always)]
+pub const fn traced_in(word: u64, byte: u32) -> bool {
+    (word >> (byte * 8)) & 0xff != 0
+}
 /// Per-CPU array of [`crate::ProbeCounters`] indexed by [`crate::ProbeKind`] id.
 pub const COUNTERS: &str = "COUNTERS";
 /// Array `u32` with [`SETTINGS_SLOTS`] slots that the agent sets for the probes: at

@@ -51,7 +51,7 @@ pub fn is_traced(tgid: u32) -> bool {
     let (word, byte) = names::traced_slot(tgid);
     TRACED_TGIDS
         .get(word)
-        .is_some_and(|w| (*w >> (byte * 8)) & 0xff != 0)
+        .is_some_and(|w| names::traced_in(*w, byte))
 }
 
 /// Adds thread group `tgid` to the studied ones (nothing past the array). A byte store:

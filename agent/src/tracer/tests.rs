@@ -1,0 +1,112 @@
+//! The tracer's unit tests: records taken in, and a tracer without probes.
+
+use guestscope_common::{
+    CachedArgsEvent, CachedEvent, EntryCaller, MAX_STACK_FRAMES, StackedEvent,
+    event::USER_STACK_FRAMES,
+};
+
+use super::*;
+
+#[test]
+fn a_cached_user_probe_hit_gets_its_entrys_stack_and_its_own_arguments() {
+    let (mut stacks, mut tallies, mut totals) = (
+        StackTable::default(),
+        TallyBook::default(),
+        Totals::default(),
+    );
+    let event = |ts_ns| RawEvent {
+        ts_ns,
+        tid: 9,
+        ..RawEvent::new(ProbeKind::Kprobe, 9, ts_ns)
+    };
+    // The walked hit: three frames, its arguments in the last slots, kept in entry 3.
+    let mut ips = [0; MAX_STACK_FRAMES];
+    ips[..3].copy_from_slice(&[0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020, 7]);
+    ips[USER_STACK_FRAMES..].copy_from_slice(&[1, 2, 3, 4, 5]);
+    let walked = StackedEvent {
+        event: event(100),
+        stack_bytes: 24,
+        cache_slot: CacheSlot::tag(3),
+        entry: EntryCaller::UNKNOWN,
+        replaced_tally: 0,
+        ips,
+    };
+    let (first, first_args) = accept(
+        Record::Walked(&walked),
+        &mut stacks,
+        &mut tallies,
+        &mut totals,
+    );
+    assert!(first.stack_id >= 0, "{first:?}");
+    assert_eq!(first_args.map(|a| a.args), Some([1, 2, 3, 4, 5]));
+    // A later hit the cache answered: the same stack, its own arguments and time.
+    let cached = CachedArgsEvent {
+        cached: CachedEvent {
+            event: event(200),
+            cache_slot: CacheSlot::tag(3),
+            _pad: 0,
+        },
+        args: [11, 12, 13, 14, 15],
+    };
+    let (second, second_args) = accept(
+        Record::CachedArgs(&cached),
+        &mut stacks,
+        &mut tallies,
+        &mut totals,
+    );
+    assert_eq!(second.stack_id, first.stack_id);
+    assert_eq!(second.ts_ns, 200);
+    assert_eq!(
+        second_args,
+        Some(EventArgs {
+            tid: 9,
+            ts_ns: 200,
+            args: [11, 12, 13, 14, 15]
+        })
+    );
+    // One naming an entry nothing was kept in has no stack, and is counted.
+    let stray = CachedArgsEvent {
+        cached: CachedEvent {
+            cache_slot: CacheSlot::tag(4),
+            ..cached.cached
+        },
+        ..cached
+    };
+    let (third, third_args) = accept(
+        Record::CachedArgs(&stray),
+        &mut stacks,
+        &mut tallies,
+        &mut totals,
+    );
+    assert!(third.stack_id < 0, "{third:?}");
+    assert!(third_args.is_some());
+    assert_eq!((totals.events_read, totals.stacks_missing), (3, 1));
+}
+
+#[test]
+fn an_inactive_tracer_runs_workloads_without_records() {
+    let mut tracer = Tracer::inactive();
+    let mut stream = Stream::new(Vec::new());
+    assert!(!tracer.is_active());
+    assert!(tracer.ring_fd().is_none());
+    tracer.trace(42).unwrap();
+    assert_eq!(tracer.untrace_all(), 0);
+    tracer.pump(&mut stream).unwrap();
+    tracer.drain(&mut stream).unwrap();
+    assert_eq!(stream.records(), 0);
+    assert_eq!(tracer.poll_timeout(Instant::now()), MAX_AGE);
+    assert_eq!(tracer.attached(), Attached::default());
+    assert!(tracer.set_attached(&Attached::default()).is_empty());
+    let all = Attached {
+        kinds: ProbeKind::ALL.to_vec(),
+        fork_follower: true,
+    };
+    assert_eq!(
+        tracer.set_attached(&all),
+        ["the eBPF probes are not loaded"]
+    );
+    assert!(tracer.restore_plan().is_empty());
+    let totals = tracer.totals();
+    assert_eq!(totals.probes.len(), guestscope_common::ProbeKind::ALL.len());
+    assert_eq!(totals.events_sent, 0);
+}
