@@ -96,6 +96,3 @@ pub const TALLY_CACHED: u32 = 8;
 /// reads the rest from its mapping of the array when a workload ends. Its size is set
 /// at load time for the possible CPUs.
 pub const TALLIES: &str = "TALLIES";
-/// Per-CPU array `u32` with one slot: non-zero while a guestscope probe runs
-/// on this CPU (guards against probes observing each other).
-pub const BUSY: &str = "BUSY";

@@ -4,13 +4,11 @@ use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns,
         generated::bpf_get_current_comm as get_comm_raw,
     },
-    macros::map,
-    maps::PerCpuArray,
 };
 use guestscope_common::{
     CacheSlot, CachedArgsEvent, CachedEvent, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent,
@@ -24,8 +22,9 @@ use guestscope_common::{
 
 use crate::{
     entry_caller::AtEntry,
-    maps::{BUSY, COUNTERS, EVENTS, SETTINGS, is_traced, tally_slot},
-    stack_cache::{self, CachedStack, StackKey},
+    maps::{COUNTERS, EVENTS, SETTINGS, is_traced, tally_slot},
+    scratch::{Claim, NotClaimed},
+    stack_cache::{self, CachedStack, Search, StackKey},
 };
 
 /// Bytes of [`StackedEvent::ips`]: the constant size the verifier wants for `bpf_get_stack`.
@@ -56,47 +55,6 @@ pub fn traced_tgid() -> Option<u32> {
     is_traced(tgid).then_some(tgid)
 }
 
-/// This CPU's "a guestscope probe is running" flag, held while the guard lives.
-///
-/// `_raw_spin_lock` is taken inside helpers and map updates (the hash map's free list,
-/// in the fork probe); without the flag the spin-lock probe would record the probes
-/// themselves, and a nested stack walk would compete with the outer one for the
-/// kernel's per-CPU callchain buffer.
-pub struct Busy(*mut u32);
-
-/// Why [`Busy::enter`] did not return a guard.
-pub enum NotEntered {
-    /// Another guestscope probe is running on this CPU.
-    Nested,
-    /// The per-CPU slot could not be looked up (never expected).
-    NoSlot,
-}
-
-impl Busy {
-    /// Sets this CPU's flag, unless it is already set.
-    #[inline(always)]
-    pub fn enter() -> Result<Busy, NotEntered> {
-        let flag = BUSY.get_ptr_mut(0).ok_or(NotEntered::NoSlot)?;
-        // SAFETY: `flag` points at this CPU's slot of a per-CPU array; programs run with
-        // migration disabled, so no other CPU touches it while we hold it.
-        unsafe {
-            if *flag != 0 {
-                return Err(NotEntered::Nested);
-            }
-            *flag = 1;
-        }
-        Ok(Busy(flag))
-    }
-}
-
-impl Drop for Busy {
-    #[inline(always)]
-    fn drop(&mut self) {
-        // SAFETY: see `enter`; the pointer stays valid for the program's run.
-        unsafe { *self.0 = 0 }
-    }
-}
-
 /// Adds one to a field of this CPU's [`guestscope_common::ProbeCounters`] slot, given
 /// as a raw pointer (a nested probe on this CPU may bump the same slot, so no Rust
 /// reference to it is held).
@@ -110,7 +68,7 @@ macro_rules! bump {
 
 /// Records one hit of probe `kind` if the current process is under study.
 ///
-/// `payload` runs only for hits that pass the filter and the busy guard, so the common
+/// `payload` runs only for hits that pass the filter and claim this CPU's scratch ([`Claim`]), so the common
 /// case (some other process) costs one array lookup. The kernel stack comes from the
 /// stack cache when the hit's call chain was walked before and its stack still holds
 /// that walk ([`stack_cache`]): the record is then a short [`CachedEvent`] naming the
@@ -127,14 +85,15 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     let Some(counters) = COUNTERS.get_ptr_mut(kind as u32) else {
         return;
     };
-    let _busy = match Busy::enter() {
-        Ok(guard) => guard,
-        Err(NotEntered::Nested) => {
+    let claim = match Claim::take() {
+        Ok(claim) => claim,
+        Err(NotClaimed::Nested) => {
             bump!(counters.nested);
             return;
         }
-        Err(NotEntered::NoSlot) => return,
+        Err(NotClaimed::NoSlot) => return,
     };
+    let search = claim.search();
     bump!(counters.matched);
     let Payload {
         arg,
@@ -143,14 +102,18 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         args,
         entry,
     } = payload(ctx);
+    let entry = AtEntry {
+        caller: entry.caller,
+        anchor: stack_cache::scalar(search, entry.anchor),
+    };
     let with_args = args.is_some();
     // A hit with arguments is never only tallied: its arguments need a record.
-    let stacks = Stacks::choose(kind, &entry, !with_args);
+    let stacks = Stacks::choose(search, kind, &entry, !with_args);
     if let Stacks::Tallied(index) = stacks {
         bump!(counters.stack_cached);
-        if let Some(tally) = tally_slot(index) {
+        if let Some(tally) = tally_slot(claim.cpu(), index) {
             // SAFETY: this CPU's slot of an array map, valid for the program's run; only
-            // this CPU's probes write it, and the busy guard keeps the others out.
+            // this CPU's probes write it, and the claim keeps the others out.
             unsafe { *tally += 1 };
             bump!(counters.tallied);
         }
@@ -161,11 +124,9 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     // before the stack walk, which is the slow part (microseconds under TCG).
     // SAFETY: a helper call without arguments.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let Some(pending) = PENDING.get_ptr_mut(0) else {
-        return;
-    };
+    let pending = claim.pending();
     // SAFETY: `pending` points at this CPU's slot of a per-CPU array, valid for the
-    // program's run; the busy guard keeps other guestscope probes on this CPU out.
+    // program's run; the claim keeps other guestscope probes on this CPU out.
     // Field by field, and the task's name straight into its place: a whole-struct write
     // (or a zeroed name on the stack, copied in) compiles to byte loops the verifier
     // checks byte by byte on every path.
@@ -175,7 +136,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         (*event).arg = arg;
         (*event).ip = ip;
         (*event).kind = kind as u32;
-        (*event).cpu = bpf_get_smp_processor_id();
+        (*event).cpu = claim.cpu();
         (*event).pid = tgid;
         (*event).tid = pid_tgid as u32;
         (*event).stack_id = NO_STACK;
@@ -209,14 +170,14 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
                         USER_ARGS,
                     );
                 }
-                record.submit(wakeup_flag());
+                record.submit(wakeup_flag(claim.ring_bytes()));
             })
         } else {
             EVENTS.reserve::<CachedEvent>(0).map(|mut record| {
                 // SAFETY: a reserved, writable ring-buffer slot of a `CachedEvent`,
                 // ours until submit; `pending` as above.
                 unsafe { fill_cached(record.as_mut_ptr(), pending, index) };
-                record.submit(wakeup_flag());
+                record.submit(wakeup_flag(claim.ring_bytes()));
             })
         };
         match submitted {
@@ -256,12 +217,13 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         } else {
             STACK_BUF_BYTES
         };
-        let (bytes, cache_slot) = stacks.walk(ctx, &entry, record_ptr, walk_bytes, counters);
+        let (bytes, cache_slot) =
+            stacks.walk(ctx, search, &entry, record_ptr, walk_bytes, counters);
         (*record_ptr).stack_bytes = bytes;
         (*record_ptr).cache_slot = cache_slot;
-        (*record_ptr).replaced_tally = take_tally(cache_slot);
+        (*record_ptr).replaced_tally = take_tally(claim.cpu(), cache_slot);
     }
-    record.submit(wakeup_flag());
+    record.submit(wakeup_flag(claim.ring_bytes()));
     bump!(counters.emitted);
 }
 
@@ -303,7 +265,8 @@ unsafe fn fill_cached(cached: *mut CachedEvent, pending: *const Pending, index: 
 
 /// The event being recorded on this CPU, while its stack is got.
 ///
-/// It waits in a map value rather than in the program's registers and stack: the
+/// It waits in this CPU's [`crate::scratch`], a map value, rather than in the
+/// program's registers and stack: the
 /// verifier does not follow a map value's contents, while each field kept live through
 /// the stack cache's loops multiplies the states it explores there (with the event on
 /// the stack, `alloc_fd` took 1.3 s to load under TCG, 0.4 s with it here).
@@ -314,10 +277,6 @@ pub struct Pending {
     /// Arguments 1 to 5, for the kinds that carry them.
     args: [u64; USER_ARGS],
 }
-
-/// This CPU's [`Pending`] event.
-#[map]
-static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where one hit's stack comes from, as the settings and the stack cache say.
 enum Stacks {
@@ -341,7 +300,7 @@ impl Stacks {
     /// a hit that may not be only tallied (`tally_ok` false) gets a record even in the
     /// tallied mode.
     #[inline(always)]
-    fn choose(kind: ProbeKind, entry: &AtEntry, tally_ok: bool) -> Stacks {
+    fn choose(search: *mut Search, kind: ProbeKind, entry: &AtEntry, tally_ok: bool) -> Stacks {
         let flags = SETTINGS.get(SETTINGS_FLAGS).copied().unwrap_or(0);
         if flags & NO_STACK_WALK != 0 {
             return Stacks::Off;
@@ -351,13 +310,13 @@ impl Stacks {
         let keep = if flags & NO_STACK_CACHE == 0 {
             let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
             StackKey::new(kind, &entry.caller, entry.anchor, generation)
-                .and_then(|k| Some((k, stack_cache::task_stack_top(entry.anchor)?)))
+                .and_then(|k| Some((k, stack_cache::task_stack_top(search, entry.anchor)?)))
         } else {
             None
         };
         let hit = keep
             .as_ref()
-            .and_then(|(k, top)| stack_cache::lookup(k, entry.anchor, *top));
+            .and_then(|(k, top)| stack_cache::lookup(search, k, entry.anchor, *top));
         match hit {
             Some((index, _)) if tally_ok && flags & TALLY_CACHED != 0 => Stacks::Tallied(index),
             Some((index, _)) if flags & CHECK_STACK_CACHE == 0 => Stacks::Cached(index),
@@ -380,6 +339,7 @@ impl Stacks {
     unsafe fn walk<C: EbpfContext>(
         self,
         ctx: &C,
+        search: *mut Search,
         entry: &AtEntry,
         record: *mut StackedEvent,
         walk_bytes: u32,
@@ -410,8 +370,8 @@ impl Stacks {
             }
         } else if let Some((key, top)) = keep {
             // SAFETY: `ips` holds the walk just made.
-            unsafe { stack_cache::remember(&key, entry.anchor, top, ips, written) };
-            slot = stack_cache::kept();
+            unsafe { stack_cache::remember(search, &key, entry.anchor, top, ips, written) };
+            slot = stack_cache::kept(search);
         }
         (written, slot)
     }
@@ -420,24 +380,24 @@ impl Stacks {
 /// The count of cache entry `slot` ([`CacheSlot::tag`]) for the walk it held, reset for
 /// the walk just kept there; 0 for [`CacheSlot::NONE`].
 #[inline(always)]
-fn take_tally(slot: u32) -> u64 {
+fn take_tally(cpu: u32, slot: u32) -> u64 {
     let Some(index) = CacheSlot::index(slot) else {
         return 0;
     };
-    match tally_slot(index) {
+    match tally_slot(cpu, index) {
         // SAFETY: this CPU's slot of the array (see `emit`).
         Some(tally) => unsafe { core::mem::replace(&mut *tally, 0) },
         None => 0,
     }
 }
 
-/// Whether to wake the agent for the record being submitted: only once the ring holds
-/// a [`WAKEUP_FRACTION`] of its size (the agent drains it on a timer otherwise).
+/// Whether to wake the agent for the record being submitted: only once the ring
+/// (`ring_bytes` long) holds a [`WAKEUP_FRACTION`] of its size (the agent drains it on
+/// a timer otherwise).
 #[inline(always)]
-fn wakeup_flag() -> u64 {
+fn wakeup_flag(ring_bytes: u64) -> u64 {
     let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    let size = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
-    if waiting >= size / WAKEUP_FRACTION {
+    if waiting >= ring_bytes / WAKEUP_FRACTION {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)

@@ -8,6 +8,7 @@
 //!
 //! - [`maps`]: the map definitions (names and sizes from `guestscope_common::maps`).
 //! - [`emit`]: the shared filter / guard / stack / ring-buffer path.
+//! - [`scratch`]: each CPU's working memory for one hit, claimed by the guard.
 //! - [`spinlock`]: `_raw_spin_lock` (fentry, and a kprobe fallback).
 //! - [`fd`]: `alloc_fd` (kprobe).
 //! - [`fault`]: `exceptions:page_fault_user` and `exceptions:page_fault_kernel`.
@@ -22,6 +23,7 @@ mod fault;
 mod fd;
 mod fork;
 mod maps;
+mod scratch;
 mod spinlock;
 mod stack_cache;
 mod user;

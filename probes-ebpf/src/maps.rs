@@ -12,7 +12,6 @@ use guestscope_common::{ProbeCounters, ProbeKind, STACK_CACHE_ENTRIES, maps as n
 const _: () = assert!(const_eq(names::EVENTS, "EVENTS"));
 const _: () = assert!(const_eq(names::TRACED_TGIDS, "TRACED_TGIDS"));
 const _: () = assert!(const_eq(names::COUNTERS, "COUNTERS"));
-const _: () = assert!(const_eq(names::BUSY, "BUSY"));
 const _: () = assert!(const_eq(names::SETTINGS, "SETTINGS"));
 const _: () = assert!(const_eq(names::TALLIES, "TALLIES"));
 
@@ -75,10 +74,6 @@ pub static COUNTERS: PerCpuArray<ProbeCounters> =
 #[map]
 pub static SETTINGS: Array<u32> = Array::with_max_entries(names::SETTINGS_SLOTS, 0);
 
-/// Per-CPU flag: non-zero while a guestscope probe runs on this CPU.
-#[map]
-pub static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
-
 /// Hits counted under each stack-cache entry's walk, with no record, at
 /// `cpu * STACK_CACHE_ENTRIES + entry` (`guestscope_common::maps::TALLIES`): one plain
 /// array the agent maps into its memory (`BPF_F_MMAPABLE`) and reads without a system
@@ -86,11 +81,9 @@ pub static BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static TALLIES: Array<u64> = Array::with_max_entries(STACK_CACHE_ENTRIES, BPF_F_MMAPABLE);
 
-/// The [`TALLIES`] slot of this CPU's stack-cache entry `entry`; `None` past the array
-/// (a CPU the agent did not size it for).
+/// The [`TALLIES`] slot of CPU `cpu`'s stack-cache entry `entry`; `None` past the
+/// array (a CPU the agent did not size it for).
 #[inline(always)]
-pub fn tally_slot(entry: u32) -> Option<*mut u64> {
-    // SAFETY: a helper call without arguments.
-    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+pub fn tally_slot(cpu: u32, entry: u32) -> Option<*mut u64> {
     TALLIES.get_ptr_mut(cpu.checked_mul(STACK_CACHE_ENTRIES)?.checked_add(entry)?)
 }

@@ -143,7 +143,8 @@ fn frames_of(bytes: u32) -> usize {
 #[map]
 static STACK_CACHE: PerCpuArray<CachedStack> = PerCpuArray::with_max_entries(ENTRIES, 0);
 
-/// This CPU's search for a walk's frames in its stack ([`remember`]).
+/// This CPU's search for a walk's frames in its stack ([`remember`]), and what its
+/// lookups keep between hits; it lives in the CPU's [`crate::scratch`].
 ///
 /// The search's state lives here, in a map value, and is read again at every step:
 /// the verifier does not follow a map value's contents, so every way into the loop
@@ -185,10 +186,6 @@ pub struct Search {
     other_next: u32,
 }
 
-/// This CPU's [`Search`].
-#[map]
-static STACK_SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(1, 0);
-
 /// A field of a map value, read so the compiler cannot keep it in a register.
 macro_rules! load {
     ($place:expr) => {
@@ -205,13 +202,10 @@ macro_rules! store {
 
 /// `value` (an address computed from the program's context, which the verifier treats
 /// as a pointer and lets no mask or shift touch) as a plain number, by a round trip
-/// through a map value; 0 if the map cannot be read.
+/// through this CPU's `search`, a map value.
 #[inline(always)]
-pub fn scalar(value: u64) -> u64 {
-    let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: `search` points at this CPU's slot of a per-CPU array (see `lookup`).
+pub fn scalar(search: *mut Search, value: u64) -> u64 {
+    // SAFETY: `search` points into this CPU's claimed scratch (see `holds`).
     unsafe {
         store!((*search).value, value);
         load!((*search).value)
@@ -228,8 +222,7 @@ pub fn scalar(value: u64) -> u64 {
 /// is a stack (interrupt stacks are made once, at boot), so each CPU remembers its last
 /// task region and its other regions, and reads a region's first word once.
 #[inline(always)]
-pub fn task_stack_top(anchor: u64) -> Option<u64> {
-    let search = STACK_SEARCH.get_ptr_mut(0)?;
+pub fn task_stack_top(search: *mut Search, anchor: u64) -> Option<u64> {
     let region = anchor & !(THREAD_SIZE - 1);
     // SAFETY: `search` points at this CPU's slot of a per-CPU array (see `holds`).
     unsafe {
@@ -259,12 +252,17 @@ pub fn task_stack_top(anchor: u64) -> Option<u64> {
 /// address again at `anchor`, on the task's stack that ends at `top`
 /// ([`task_stack_top`]), with the entry's index; `None` otherwise.
 #[inline(always)]
-pub fn lookup(key: &StackKey, anchor: u64, top: u64) -> Option<(u32, *const CachedStack)> {
+pub fn lookup(
+    search: *mut Search,
+    key: &StackKey,
+    anchor: u64,
+    top: u64,
+) -> Option<(u32, *const CachedStack)> {
     let set = key.set();
     let first = STACK_CACHE.get_ptr_mut(set)?;
     for way in 0..WAYS {
         let entry = STACK_CACHE.get_ptr(set + way)?;
-        if holds(entry, key, anchor, top) {
+        if holds(search, entry, key, anchor, top) {
             // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
             unsafe { store!((*first).recent, way) };
             return Some((set + way, entry));
@@ -276,13 +274,16 @@ pub fn lookup(key: &StackKey, anchor: u64, top: u64) -> Option<(u32, *const Cach
 /// Whether `entry` is `key`'s and every return address it remembers is in the
 /// current stack (above `anchor`, below `top`) where it was.
 #[inline(always)]
-fn holds(entry: *const CachedStack, key: &StackKey, anchor: u64, top: u64) -> bool {
-    let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
-        return false;
-    };
+fn holds(
+    search: *mut Search,
+    entry: *const CachedStack,
+    key: &StackKey,
+    anchor: u64,
+    top: u64,
+) -> bool {
     // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays, valid
-    // for the program's run; programs run with migration disabled, and the busy guard
-    // keeps other guestscope probes on this CPU out while this one runs. Bounds are
+    // for the program's run; programs run with migration disabled, and the claim on
+    // the scratch keeps other guestscope probes on this CPU out while this one runs. Bounds are
     // read with `load!` at every use: a register holding them would be narrowed by each
     // comparison, and the verifier would follow every narrowing.
     unsafe {
@@ -333,12 +334,9 @@ fn holds(entry: *const CachedStack, key: &StackKey, anchor: u64, top: u64) -> bo
 /// Where the last [`remember`] on this CPU kept its walk ([`CacheSlot::tag`]), or
 /// [`CacheSlot::NONE`].
 #[inline(always)]
-pub fn kept() -> u32 {
-    match STACK_SEARCH.get_ptr(0) {
-        // SAFETY: this CPU's slot of a per-CPU array (see `holds`).
-        Some(search) => unsafe { load!((*search).kept) },
-        None => CacheSlot::NONE,
-    }
+pub fn kept(search: *const Search) -> u32 {
+    // SAFETY: this CPU's claimed scratch (see `holds`).
+    unsafe { load!((*search).kept) }
 }
 
 /// Whether a walk equals a cached one (the check mode), from the probed function's
@@ -382,16 +380,14 @@ pub unsafe fn same_walk(
 /// `ips` must point at an array of [`MAX_STACK_FRAMES`] frames.
 #[inline(always)]
 pub unsafe fn remember(
+    search: *mut Search,
     key: &StackKey,
     anchor: u64,
     top: u64,
     ips: *const [u64; MAX_STACK_FRAMES],
     bytes: i32,
 ) {
-    let Some(search) = STACK_SEARCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: `search` points at this CPU's slot of a per-CPU array (see `holds`).
+    // SAFETY: `search` points into this CPU's claimed scratch (see `holds`).
     unsafe { store!((*search).kept, CacheSlot::NONE) };
     if bytes <= 0 {
         return;
