@@ -6,10 +6,10 @@
 //! tools and builds everything; this one must find all of it in place). Under TCG on a
 //! 2-core machine it takes about 4 minutes.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use crate::build_guest::Overrides;
 use crate::cmd::{self, cmd};
@@ -62,6 +62,14 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
     if !options.no_lab {
         // The whole command, as a user runs it, with everything already built.
         let _ = std::fs::remove_dir_all(&lab_out);
+        let xtask = std::env::current_exe().context("finding the xtask binary")?;
+        let built = [
+            xtask.as_path(),
+            collector.as_path(),
+            image.initrd.as_path(),
+            image.kernel.as_path(),
+        ];
+        let before = modified(&built);
         let started = Instant::now();
         steps.run("warm cargo xtask lab", || {
             cmd::run(
@@ -71,6 +79,14 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
                     .current_dir(&layout.root),
             )
         })?;
+        let rebuilt = rebuilt(&built, &before);
+        if !rebuilt.is_empty() {
+            bail!(
+                "the warm `cargo xtask lab` rebuilt {} (sources changed after the bench built them?): its {:.1} s is not a warm lab's; run `cargo xtask bench` again with the sources left as they are",
+                rebuilt.join(", "),
+                started.elapsed().as_secs_f64()
+            );
+        }
         lab_args.push("--lab-wall-s".to_string());
         lab_args.push(format!("{:.3}", started.elapsed().as_secs_f64()));
         lab_args.push("--lab-summary".to_string());
@@ -109,4 +125,53 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
                 .args(&options.args),
         )
     })
+}
+
+/// When each of `files` was last modified (`None`: missing or unreadable).
+fn modified(files: &[&Path]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// The names of those of `files` modified since `before` ([`modified`] of the same
+/// files): what a lab that should have found everything built made again.
+fn rebuilt(files: &[&Path], before: &[Option<SystemTime>]) -> Vec<String> {
+    files
+        .iter()
+        .zip(before)
+        .zip(modified(files))
+        .filter(|((_, then), now)| *then != now)
+        .map(|((f, _), _)| {
+            f.file_name()
+                .map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_written_again_counts_as_rebuilt_and_an_untouched_one_does_not() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-rebuilt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (kept, remade) = (dir.join("kept"), dir.join("remade"));
+        std::fs::write(&kept, b"a").unwrap();
+        std::fs::write(&remade, b"a").unwrap();
+        let files = [kept.as_path(), remade.as_path()];
+        let before = modified(&files);
+        assert_eq!(rebuilt(&files, &before), Vec::<String>::new());
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&remade)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(rebuilt(&files, &before), vec!["remade".to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
