@@ -352,7 +352,7 @@ pub(super) fn capacity(
             accounted: received + c.ring_full == c.matched && c.emitted == received,
             wire_bytes,
             wire_mb_s: wire_bytes as f64 / seconds / 1e6,
-            ring_mb_s: c.emitted as f64 * size_of::<StackedEvent>() as f64 / seconds / 1e6,
+            ring_mb_s: ring_record_bytes(&c) as f64 / seconds / 1e6,
         };
         if !step.accounted {
             problems.push(format!(
@@ -542,6 +542,21 @@ pub(super) fn lab_timing(wall_s: f64, summary: Option<&Path>) -> LabTiming {
             .as_ref()
             .and_then(|s| s["run"]["outcome"]["complete"].as_bool()),
     }
+}
+
+/// Bytes of the ring-buffer records a probe without arguments wrote, from its
+/// counters: a [`CachedEvent`] for each record whose stack the stack cache gave, a
+/// [`StackedEvent`] for each walked one. Exact when no hit was lost to a full ring; a
+/// lost hit may have been cached or not, and each is taken off the cached ones (the
+/// walked records' share, and the bytes, err high).
+fn ring_record_bytes(c: &ProbeCounters) -> u64 {
+    let cached = c
+        .stack_cached
+        .saturating_sub(c.tallied)
+        .saturating_sub(c.ring_full)
+        .min(c.emitted);
+    cached * size_of::<CachedEvent>() as u64
+        + (c.emitted - cached) * size_of::<StackedEvent>() as u64
 }
 
 #[cfg(test)]

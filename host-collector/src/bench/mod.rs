@@ -61,7 +61,7 @@ use guestscope_common::plan::{
     BUILTIN_WORKLOAD_DIR, RunPlan, StackMode, TRACING_ARTIFACT_PREFIX, Tracing, WorkloadOrigin,
     WorkloadSpec, WorkloadTracing,
 };
-use guestscope_common::{ProbeKind, StackedEvent};
+use guestscope_common::{CachedEvent, ProbeCounters, ProbeKind, StackedEvent};
 
 use self::agent_cpu::*;
 use self::gdb_comparison::*;

@@ -188,3 +188,38 @@ fn the_share_of_the_limit_is_the_long_loops_and_the_short_loops_is_kept_beside_i
         .median;
     assert!((long - 0.04).abs() < 1e-9, "{long}");
 }
+
+#[test]
+fn ring_bytes_count_a_cached_record_short_and_a_walked_one_long() {
+    let c = ProbeCounters {
+        matched: 100,
+        emitted: 100,
+        stack_cached: 97,
+        ..ProbeCounters::default()
+    };
+    assert_eq!(
+        ring_record_bytes(&c),
+        97 * size_of::<CachedEvent>() as u64 + 3 * size_of::<StackedEvent>() as u64
+    );
+    // Hits lost to a full ring are taken off the cached ones.
+    let lossy = ProbeCounters {
+        matched: 100,
+        emitted: 90,
+        ring_full: 10,
+        stack_cached: 97,
+        ..ProbeCounters::default()
+    };
+    assert_eq!(
+        ring_record_bytes(&lossy),
+        87 * size_of::<CachedEvent>() as u64 + 3 * size_of::<StackedEvent>() as u64
+    );
+    // Without the cache every record is a walk.
+    let walked = ProbeCounters {
+        emitted: 10,
+        ..ProbeCounters::default()
+    };
+    assert_eq!(
+        ring_record_bytes(&walked),
+        10 * size_of::<StackedEvent>() as u64
+    );
+}
