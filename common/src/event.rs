@@ -3,125 +3,8 @@
 //! Every type here is `#[repr(C)]` with fixed-width fields and no implicit padding,
 //! so the probe and the agent agree on its layout byte for byte.
 
-/// Which probe produced an event. The ids are part of the wire format: never
-/// reuse a retired id.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
-pub enum ProbeKind {
-    /// `_raw_spin_lock` entry (fentry, or kprobe when fentry is unavailable).
-    SpinLock = 1,
-    /// `alloc_fd` entry (kprobe): a file descriptor is being allocated.
-    AllocFd = 2,
-    /// `exceptions:page_fault_user` tracepoint: a fault taken in user mode.
-    PageFaultUser = 3,
-    /// `exceptions:page_fault_kernel` tracepoint: a fault taken in kernel mode.
-    PageFaultKernel = 4,
-    /// A kprobe the user named (`--probe kprobe:FUNC`): one program attached to every
-    /// function asked for; [`RawEvent::ip`] says which (`bpf_get_func_ip`) and
-    /// [`RawEvent::arg`] is the first argument.
-    Kprobe = 5,
-    /// A kretprobe the user named (`--probe kretprobe:FUNC`): [`RawEvent::ip`] is the
-    /// function, [`RawEvent::arg`] its return value.
-    Kretprobe = 6,
-    /// A tracepoint the user named (`--probe tracepoint:CATEGORY:NAME`): one program
-    /// per slot, each attached to one tracepoint; [`RawEvent::flags`] is the slot (which
-    /// says which tracepoint), [`RawEvent::arg`] its first 8 bytes of fields.
-    Tracepoint = 7,
-    /// An fentry probe the user named (`--probe fentry:FUNC`): one program loaded per
-    /// function (fentry binds at load), [`RawEvent::ip`] is the function
-    /// (`bpf_get_func_ip`), [`RawEvent::arg`] its first argument.
-    Fentry = 8,
-}
-
-impl ProbeKind {
-    /// Every probe kind, in id order.
-    pub const ALL: [ProbeKind; 8] = [
-        ProbeKind::SpinLock,
-        ProbeKind::AllocFd,
-        ProbeKind::PageFaultUser,
-        ProbeKind::PageFaultKernel,
-        ProbeKind::Kprobe,
-        ProbeKind::Kretprobe,
-        ProbeKind::Tracepoint,
-        ProbeKind::Fentry,
-    ];
-
-    /// The built-in probes: fixed functions, selected by name with `--probes`.
-    pub const BUILTIN: [ProbeKind; 4] = [
-        ProbeKind::SpinLock,
-        ProbeKind::AllocFd,
-        ProbeKind::PageFaultUser,
-        ProbeKind::PageFaultKernel,
-    ];
-
-    /// Number of probe kinds; the size of per-kind counter arrays (index = id).
-    pub const COUNT: usize = 9;
-
-    /// The probe kind with this id, if any.
-    pub const fn from_id(id: u32) -> Option<ProbeKind> {
-        match id {
-            1 => Some(ProbeKind::SpinLock),
-            2 => Some(ProbeKind::AllocFd),
-            3 => Some(ProbeKind::PageFaultUser),
-            4 => Some(ProbeKind::PageFaultKernel),
-            5 => Some(ProbeKind::Kprobe),
-            6 => Some(ProbeKind::Kretprobe),
-            7 => Some(ProbeKind::Tracepoint),
-            8 => Some(ProbeKind::Fentry),
-            _ => None,
-        }
-    }
-
-    /// The stable, human-readable name used in reports and on the command line.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ProbeKind::SpinLock => "spin_lock",
-            ProbeKind::AllocFd => "alloc_fd",
-            ProbeKind::PageFaultUser => "page_fault_user",
-            ProbeKind::PageFaultKernel => "page_fault_kernel",
-            ProbeKind::Kprobe => "kprobe",
-            ProbeKind::Kretprobe => "kretprobe",
-            ProbeKind::Tracepoint => "tracepoint",
-            ProbeKind::Fentry => "fentry",
-        }
-    }
-
-    /// The kind of an event named `probe` as events.jsonl and the reports name them: a
-    /// built-in probe's name, or a user probe's `KIND:TARGET` (`kprobe:vfs_read`,
-    /// `tracepoint:sched:sched_switch`).
-    pub fn of_event(probe: &str) -> Option<ProbeKind> {
-        Self::from_name(probe).or_else(|| Self::user_from_name(probe.split_once(':')?.0))
-    }
-
-    /// The user probe kind named `name` (`fentry`, `kprobe`, `kretprobe`, `tracepoint`).
-    pub fn user_from_name(name: &str) -> Option<ProbeKind> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.is_user() && k.name() == name)
-    }
-
-    /// Whether the user names this probe's functions (`--probe`), as opposed to a
-    /// built-in probe on a fixed function.
-    pub const fn is_user(self) -> bool {
-        matches!(
-            self,
-            ProbeKind::Kprobe | ProbeKind::Kretprobe | ProbeKind::Tracepoint | ProbeKind::Fentry
-        )
-    }
-
-    /// Whether events of this kind carry the probed function's arguments past the first
-    /// ([`StackedEvent::user_args`], sent as [`crate::wire::EventArgs`]): fentry and
-    /// kprobe (past a kprobe's entry, the registers as they are there).
-    pub const fn carries_args(self) -> bool {
-        matches!(self, ProbeKind::Kprobe | ProbeKind::Fentry)
-    }
-
-    /// The built-in probe kind with this name (see [`ProbeKind::name`]).
-    pub fn from_name(name: &str) -> Option<ProbeKind> {
-        Self::BUILTIN.into_iter().find(|k| k.name() == name)
-    }
-}
+pub use crate::probe_counters::ProbeCounters;
+pub use crate::probe_kind::ProbeKind;
 
 /// Stack id value meaning "no stack was recorded" (the probe skipped the walk, or
 /// the agent has not assigned an id yet).
@@ -409,62 +292,12 @@ impl StackedEvent {
     }
 }
 
-/// Per-CPU, per-probe counters kept by the probes themselves, so every event
-/// that was not delivered is accounted for (aya's RingBuf reports no losses).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "std", derive(serde::Serialize, serde::Deserialize))]
-pub struct ProbeCounters {
-    /// Hits by a process under study (passed the pid filter).
-    pub matched: u64,
-    /// Of those, records written to the ring buffer.
-    pub emitted: u64,
-    /// Records lost because the ring buffer was full (`reserve` failed).
-    pub ring_full: u64,
-    /// Records emitted without a stack because the stack walk (`bpf_get_stack`) failed.
-    pub stack_failed: u64,
-    /// Hits skipped because another guestscope probe was running on this CPU
-    /// (the probe would otherwise observe itself).
-    pub nested: u64,
-    /// Records whose stack came from the probes' stack cache (its call chain was walked
-    /// before and its stack still held every frame of that walk) instead of a walk.
-    /// (Absent from the files of runs made before the cache: 0.)
-    #[cfg_attr(feature = "std", serde(default))]
-    pub stack_cached: u64,
-    /// In the check mode (`maps::CHECK_STACK_CACHE`), cached stacks that differed from
-    /// the walk made anyway (every one a wrong stack the cache would have given).
-    #[cfg_attr(feature = "std", serde(default))]
-    pub stack_cache_wrong: u64,
-    /// Hits the stack cache answered that were counted per stack in the kernel, with no
-    /// record ([`crate::plan::StackMode::Tallied`]); not part of `emitted`. (Absent from
-    /// the files of runs made before tallies: 0.)
-    #[cfg_attr(feature = "std", serde(default))]
-    pub tallied: u64,
-}
-
-impl ProbeCounters {
-    /// Adds another CPU's counters to these.
-    pub fn add(&mut self, other: &ProbeCounters) {
-        self.matched += other.matched;
-        self.emitted += other.emitted;
-        self.ring_full += other.ring_full;
-        self.stack_failed += other.stack_failed;
-        self.nested += other.nested;
-        self.stack_cached += other.stack_cached;
-        self.stack_cache_wrong += other.stack_cache_wrong;
-        self.tallied += other.tallied;
-    }
-}
-
 #[cfg(feature = "user")]
 // SAFETY: RawEvent is repr(C), has only integer fields and no padding (size asserted).
 unsafe impl aya::Pod for RawEvent {}
 #[cfg(feature = "user")]
 // SAFETY: StackedEvent is repr(C), has only integer fields and no padding (size asserted).
 unsafe impl aya::Pod for StackedEvent {}
-#[cfg(feature = "user")]
-// SAFETY: ProbeCounters is repr(C) with only u64 fields.
-unsafe impl aya::Pod for ProbeCounters {}
 
 /// Serde sees a [`RawEvent`] as its fixed layout, a tuple of [`RAW_EVENT_BYTES`]
 /// bytes (postcard writes them as they are), so the generic path and the `Events`

@@ -17,6 +17,8 @@ pub mod event;
 pub mod maps;
 #[cfg(feature = "std")]
 pub mod plan;
+pub mod probe_counters;
+pub mod probe_kind;
 #[cfg(feature = "std")]
 pub mod probe_list;
 #[cfg(feature = "std")]
