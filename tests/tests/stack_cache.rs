@@ -158,7 +158,7 @@ fn programs_are_timed_per_mode(sc: &guestscope::bench::results::StackCacheCheck)
 fn user_probes_are_answered_by_the_cache(checked: &[&StackCacheRun]) {
     let user = checked
         .iter()
-        .find(|r| r.workload == "checked-user-probes")
+        .find(|r| r.workload == bench::USER_CHECKED)
         .unwrap_or_else(|| panic!("no user-probe run: {checked:?}"));
     assert!(
         user.emitted > 1000 && user.cached * 2 > user.emitted && user.wrong == 0,

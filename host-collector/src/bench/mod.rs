@@ -73,6 +73,7 @@ pub use self::outcomes::elapsed_ns;
 use self::outcomes::*;
 use self::parts::*;
 use self::peers::*;
+pub use self::plans::USER_CHECKED;
 use self::plans::*;
 use self::stack_cache_check::*;
 use crate::experiments::syscall_cr3::{self, Cr3Options, FunctionTrace, StepOver};

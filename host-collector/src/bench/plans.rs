@@ -324,8 +324,9 @@ pub(super) const USER_PROBES_CHECKED: [&str; 3] = [
     "fentry:do_filp_open",
 ];
 
-/// The stack-cache boot's run of the fopen loop under [`USER_PROBES_CHECKED`].
-pub(super) const USER_CHECKED: &str = "checked-user-probes";
+/// The stack-cache boot's run of the fopen loop under [`USER_PROBES_CHECKED`] (its
+/// name in `results.json`'s stack-cache runs).
+pub const USER_CHECKED: &str = "checked-user-probes";
 
 /// The stack-cache boot's plan: every workload of the lab run with its stacks checked
 /// against the cache, the fopen loop under user probes checked the same way (the
