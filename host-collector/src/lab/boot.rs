@@ -103,7 +103,7 @@ pub fn qemu_config(
             (_, Some(fast)) => fast.clone(),
         },
         initrd: initrd.to_path_buf(),
-        append: crate::qemu::kernel_cmdline::for_boot(*mode == Mode::BootOnly, &v.append),
+        append: v.append.clone(),
         gdb: Some(gdb),
         vsock,
         cid: GUEST_CID,
