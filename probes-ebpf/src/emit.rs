@@ -68,8 +68,8 @@ macro_rules! bump {
 
 /// Records one hit of probe `kind` if the current process is under study.
 ///
-/// `payload` runs only for hits that pass the filter and claim this CPU's scratch ([`Claim`]), so the common
-/// case (some other process) costs one array lookup. The kernel stack comes from the
+/// `payload` runs only for hits that pass the filter and claim this CPU's scratch
+/// ([`Claim`]), so the common case (some other process) costs one array lookup. The kernel stack comes from the
 /// stack cache when the hit's call chain was walked before and its stack still holds
 /// that walk ([`stack_cache`]): the record is then a short [`CachedEvent`] naming the
 /// cache entry ([`CachedArgsEvent`] with the arguments, for the kinds that carry them).
@@ -125,8 +125,8 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     // SAFETY: a helper call without arguments.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let pending = claim.pending();
-    // SAFETY: `pending` points at this CPU's slot of a per-CPU array, valid for the
-    // program's run; the claim keeps other guestscope probes on this CPU out.
+    // SAFETY: `pending` points into this CPU's scratch (a per-CPU map value), valid for
+    // the program's run; the claim keeps other guestscope probes on this CPU out.
     // Field by field, and the task's name straight into its place: a whole-struct write
     // (or a zeroed name on the stack, copied in) compiles to byte loops the verifier
     // checks byte by byte on every path.
@@ -265,11 +265,11 @@ unsafe fn fill_cached(cached: *mut CachedEvent, pending: *const Pending, index: 
 
 /// The event being recorded on this CPU, while its stack is got.
 ///
-/// It waits in this CPU's [`crate::scratch`], a map value, rather than in the
-/// program's registers and stack: the
-/// verifier does not follow a map value's contents, while each field kept live through
-/// the stack cache's loops multiplies the states it explores there (with the event on
-/// the stack, `alloc_fd` took 1.3 s to load under TCG, 0.4 s with it here).
+/// It waits in this CPU's [`crate::scratch`], a map value, rather than in the program's
+/// registers and stack: the verifier does not follow a map value's contents, while each
+/// field kept live through the stack cache's loops multiplies the states it explores
+/// there (with the event on the stack, `alloc_fd` took 1.3 s to load under TCG, 0.4 s
+/// with it here).
 #[repr(C)]
 pub struct Pending {
     /// The event, `stack_id` [`NO_STACK`].

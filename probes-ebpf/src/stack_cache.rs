@@ -261,6 +261,9 @@ pub fn lookup(
     let set = key.set();
     let first = STACK_CACHE.get_ptr_mut(set)?;
     for way in 0..WAYS {
+        // Looked up again for way 0 too, though `first` is that entry: with `first`
+        // reused there the two ways compile to different code, each verified on its own
+        // (spin_lock's program: 53 k instructions verified instead of 30 k).
         let entry = STACK_CACHE.get_ptr(set + way)?;
         if holds(search, entry, key, anchor, top) {
             // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
@@ -282,10 +285,10 @@ fn holds(
     top: u64,
 ) -> bool {
     // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays, valid
-    // for the program's run; programs run with migration disabled, and the claim on
-    // the scratch keeps other guestscope probes on this CPU out while this one runs. Bounds are
-    // read with `load!` at every use: a register holding them would be narrowed by each
-    // comparison, and the verifier would follow every narrowing.
+    // for the program's run; programs run with migration disabled, and the claim on the
+    // scratch keeps other guestscope probes on this CPU out while this one runs. Bounds
+    // are read with `load!` at every use: a register holding them would be narrowed by
+    // each comparison, and the verifier would follow every narrowing.
     unsafe {
         let cached = &*entry;
         if cached.bytes == 0 || cached.key != *key {
