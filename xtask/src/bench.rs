@@ -79,16 +79,16 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::P
                     .current_dir(&layout.root),
             )
         })?;
+        let wall_s = started.elapsed().as_secs_f64();
         let rebuilt = rebuilt(&built, &before);
         if !rebuilt.is_empty() {
             bail!(
-                "the warm `cargo xtask lab` rebuilt {} (sources changed after the bench built them?): its {:.1} s is not a warm lab's; run `cargo xtask bench` again with the sources left as they are",
-                rebuilt.join(", "),
-                started.elapsed().as_secs_f64()
+                "the warm `cargo xtask lab` rebuilt {} (sources changed after the bench built them?): its {wall_s:.1} s is not a warm lab's; run `cargo xtask bench` again with the sources left as they are",
+                rebuilt.join(", ")
             );
         }
         lab_args.push("--lab-wall-s".to_string());
-        lab_args.push(format!("{:.3}", started.elapsed().as_secs_f64()));
+        lab_args.push(format!("{wall_s:.3}"));
         lab_args.push("--lab-summary".to_string());
         lab_args.push(lab_out.join("summary.json").display().to_string());
     }
