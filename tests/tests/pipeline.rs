@@ -559,6 +559,8 @@ fn snapshots_agree_with_the_ebpf_events_on_one_time_line() {
     assert_eq!(compared, snaps.len() as u64, "{cc}");
     assert_eq!(cc["agreed"].as_u64().unwrap(), compared, "{cc}");
     assert_eq!(cc["same_call_agreed"].as_u64().unwrap(), compared, "{cc}");
+    // Each stop read the guest's own tick bookkeeping.
+    assert_eq!(cc["placed_by_ticks"].as_u64(), Some(compared), "{cc}");
     assert!(r.report.contains("## One time line"));
 }
 

@@ -117,9 +117,22 @@ fn stops_at_the_labs_functions_read_what_the_probes_saw() {
             "cr3 {cr3:#x} is not current->mm->pgd {pgd:#x}"
         );
     }
-    // Every stop at a probed function is followed on its CPU by that probe's event of
-    // the same thread: the same call, seen by the gdbstub and by eBPF.
+    // Every stop at a probed function is followed on its CPU by the same thread's event
+    // of the probe on that function: the same call, seen by the gdbstub and by eBPF,
+    // looked for from the guest's last tick before the stop (read at every stop).
     let cc = &snaps["cross_check"];
+    assert_eq!(
+        cc["placed_by_ticks"].as_u64(),
+        Some(stops.len() as u64),
+        "{cc}"
+    );
+    for s in stops {
+        let ticks = &s["ticks"];
+        assert!(
+            ticks["next_ns"].as_u64().unwrap() > ticks["last_ns"].as_u64().unwrap(),
+            "{s}"
+        );
+    }
     let matches = cc["matches"].as_array().unwrap();
     let mut same_call = 0;
     for m in matches {
@@ -128,7 +141,10 @@ fn stops_at_the_labs_functions_read_what_the_probes_saw() {
             continue; // not kprobe-able: an entry in assembly
         }
         let (tid, _) = (&m["same_call"][0], &m["same_call"][1]);
-        assert_eq!(tid, &stop["pid"], "stop {stop} against {m}");
+        assert_eq!(
+            tid, &stop["pid"],
+            "no event of the same call: stop {stop} against {m}"
+        );
         same_call += 1;
     }
     assert!(same_call >= 5, "{cc}");

@@ -22,7 +22,7 @@ use qemu_gdb_client::{Client, GdbEndpoint};
 use crate::timeline::clock::Timeline;
 use guest_kernel::btf::TaskOffsets;
 use guest_kernel::kallsyms::Kallsyms;
-use guest_kernel::kernel::{CurrentReader, KernelLayout};
+use guest_kernel::kernel::{Access, CurrentReader, KernelLayout};
 
 /// The function the breakpoint goes on.
 pub const SNAPSHOT_SYMBOL: &str = "alloc_fd";
@@ -39,7 +39,8 @@ pub struct SnapshotOptions {
     pub max_other_hits: u64,
     /// Longest the breakpoint stays in.
     pub timeout: Duration,
-    /// Longest wait for one hit (also how often `done` is looked at).
+    /// How often `done` is looked at while the target runs between hits (the target is
+    /// not stopped for it).
     pub hit_timeout: Duration,
 }
 
@@ -52,7 +53,7 @@ impl Default for SnapshotOptions {
             snapshots: 8,
             max_other_hits: 200,
             timeout: Duration::from_secs(20),
-            hit_timeout: Duration::from_secs(2),
+            hit_timeout: Duration::from_millis(250),
         }
     }
 }
@@ -78,6 +79,46 @@ pub struct Snapshot {
     /// The `--read` expressions evaluated at the stop, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reads: Vec<ReadValue>,
+    /// The guest's own clock around the stop, from its tick bookkeeping (none when the
+    /// kernel's symbols lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticks: Option<GuestTicks>,
+}
+
+/// Where a stop lies on the guest's clock, read from the stopped kernel: the host
+/// only sees a stop when its reply arrives, and each hold's ends are placed on the
+/// host's clock give or take the stub's latency, so the time line's estimate of a
+/// stop drifts with the holds before it. The kernel's tick bookkeeping does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestTicks {
+    /// `last_jiffies_update`: CLOCK_MONOTONIC of the last tick that advanced jiffies,
+    /// ns. The stop came after it.
+    pub last_ns: u64,
+    /// `tick_next_period`: when the next one is due, ns. The stop came before it
+    /// unless that tick was late.
+    pub next_ns: u64,
+}
+
+/// Reads [`GuestTicks`] from the stopped kernel; `None` when its symbols lack them (a
+/// kernel without `CONFIG_KALLSYMS_ALL`), a read fails, or the values make no sense.
+pub(crate) fn guest_ticks(
+    client: &mut Client,
+    reader: &mut CurrentReader,
+    kallsyms: &Kallsyms,
+) -> Option<GuestTicks> {
+    let mut read = |name: &str| -> Option<u64> {
+        let addr = kallsyms.by_name(name)?.addr;
+        match reader.read_kernel(client, addr, 8, Access::Auto) {
+            Ok((bytes, _)) => Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)),
+            Err(e) => {
+                tracing::debug!(name, error = %e, "guest tick bookkeeping not read");
+                None
+            }
+        }
+    };
+    let last_ns = read("last_jiffies_update")?;
+    let next_ns = read("tick_next_period")?;
+    (last_ns > 0 && next_ns > last_ns).then_some(GuestTicks { last_ns, next_ns })
 }
 
 /// One `--read` expression at one stop: its value, or which step failed.
@@ -220,6 +261,7 @@ fn take_on(
                     .next()
                     .map(|c| String::from_utf8_lossy(c).into_owned())
                     .unwrap_or_default();
+                let ticks = guest_ticks(client, &mut reader, kallsyms);
                 snapshots.push(Snapshot {
                     host_ns: since(launched, hit.stopped),
                     cpu: hit.thread.map(|t| t.tid.saturating_sub(1) as u32),
@@ -232,6 +274,7 @@ fn take_on(
                         .collect(),
                     site: String::new(),
                     reads: Vec::new(),
+                    ticks,
                 });
             }
             l.step_over(client, address, &hit)?;
@@ -249,7 +292,7 @@ fn take_on(
 }
 
 /// An eBPF event, as the cross-check needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventPoint {
     /// Guest CLOCK_MONOTONIC, ns.
     pub ts_ns: u64,
@@ -259,8 +302,8 @@ pub struct EventPoint {
     pub tid: u32,
     /// Process id.
     pub pid: u32,
-    /// Probe name.
-    pub probe: &'static str,
+    /// Probe name as in `events.jsonl` (`alloc_fd`, `kprobe:do_sys_openat2`).
+    pub probe: String,
 }
 
 /// One snapshot against its nearest event.
@@ -276,9 +319,11 @@ pub struct Match {
     pub delta_us: f64,
     /// Whether the pids agree.
     pub agree: bool,
-    /// The first event of the probe on the breakpoint's function, on the same CPU, at or
-    /// after the snapshot: its thread id and how long after the stop it was stamped, µs
-    /// (the same call, seen by both).
+    /// The same call seen by eBPF: the stopped thread's first event, on the same CPU,
+    /// of a probe on the stop's function, at or after the earliest guest time the stop
+    /// can have (the guest's last tick before it, or the time line's estimate less its
+    /// error bound); its thread id and how long after the estimated stop it was
+    /// stamped, µs.
     pub same_call: Option<(u32, f64)>,
 }
 
@@ -295,26 +340,62 @@ pub struct CrossCheck {
     pub max_abs_delta_us: f64,
     /// Median |delta|, µs.
     pub median_abs_delta_us: f64,
-    /// The probe on the breakpoint's function.
+    /// The probe on the breakpoint's function (for the user's stops: a `kprobe:` or
+    /// `fentry:` probe on each stop's own function).
     pub same_call_probe: String,
-    /// Snapshots whose next event of that probe on the same CPU is the same thread.
+    /// Snapshots followed on their CPU by that probe's event of the same thread.
     pub same_call_agreed: usize,
     /// Median time from a stop to that event on the guest clock, µs.
     pub same_call_median_us: f64,
     /// Largest, µs.
     pub same_call_max_us: f64,
+    /// Snapshots placed with the guest's own tick bookkeeping ([`GuestTicks`]).
+    #[serde(default)]
+    pub placed_by_ticks: usize,
     /// Each comparison.
     pub matches: Vec<Match>,
 }
 
-/// For each snapshot, the event nearest in time on its CPU, and the next event of
-/// `probe` (the one on the breakpoint's function) on it (times compared on the guest
-/// clock: a snapshot is the guest instant its hold began). `events` need not be sorted.
+/// What [`cross_check`] looks for after each stop: which event is the same call.
+#[derive(Clone, Copy, Debug)]
+pub enum SameCall<'a> {
+    /// Every stop is at the function this probe watches (the built-in snapshots).
+    Probe(&'a str),
+    /// Each stop is at its own function ([`Snapshot::site`]); its probe is the user's
+    /// `kprobe:SITE` or `fentry:SITE`.
+    SiteProbes,
+}
+
+impl SameCall<'_> {
+    /// What the report calls the probe.
+    fn describe(&self) -> String {
+        match self {
+            SameCall::Probe(p) => (*p).to_string(),
+            SameCall::SiteProbes => "kprobe:/fentry: on the stop's function".into(),
+        }
+    }
+
+    /// Whether an event of `probe` is a call of the function `s` stopped at.
+    fn matches(&self, s: &Snapshot, probe: &str) -> bool {
+        match self {
+            SameCall::Probe(p) => probe == *p,
+            SameCall::SiteProbes => probe
+                .strip_prefix("kprobe:")
+                .or_else(|| probe.strip_prefix("fentry:"))
+                .is_some_and(|f| f == s.site),
+        }
+    }
+}
+
+/// For each snapshot, the event nearest in time on its CPU, and the same call's event
+/// ([`Match::same_call`]). Times are compared on the guest clock: a snapshot is the
+/// guest instant its hold began, estimated by the time line and, where the stop read
+/// the guest's ticks, kept at or after its last tick. `events` need not be sorted.
 pub fn cross_check(
     snapshots: &[Snapshot],
     events: &[EventPoint],
     timeline: &Timeline,
-    probe: &str,
+    same: SameCall<'_>,
 ) -> CrossCheck {
     let mut by_cpu: std::collections::BTreeMap<u32, Vec<&EventPoint>> = Default::default();
     for e in events {
@@ -324,15 +405,29 @@ pub fn cross_check(
         v.sort_by_key(|e| e.ts_ns);
     }
     let mut out = CrossCheck {
-        same_call_probe: probe.to_string(),
+        same_call_probe: same.describe(),
         ..CrossCheck::default()
     };
+    let bound = timeline.map.error_bound_ns.max(0.0);
+    // Each call is one event: one already taken as an earlier stop's call is not
+    // another's (two stops of a thread within one tick would otherwise share it).
+    let mut taken: std::collections::HashSet<(u32, u64, u32)> = Default::default();
     for (i, s) in snapshots.iter().enumerate() {
         let Some(list) = s.cpu.and_then(|c| by_cpu.get(&c)) else {
             out.without_event += 1;
             continue;
         };
-        let at = timeline.to_guest(s.host_ns as f64);
+        let estimate = timeline.to_guest(s.host_ns as f64);
+        // The earliest the stop can have been: after the guest's last tick (read at the
+        // stop), or else the estimate less the time line's error bound. A probe's
+        // timestamp is taken a little into the call, after the stop.
+        let (at, from) = match s.ticks {
+            Some(t) => {
+                out.placed_by_ticks += 1;
+                (estimate.max(t.last_ns as f64), t.last_ns as f64)
+            }
+            None => (estimate, estimate - bound),
+        };
         let k = list.partition_point(|e| (e.ts_ns as f64) < at);
         let nearest = [k.checked_sub(1), Some(k)]
             .into_iter()
@@ -348,20 +443,24 @@ pub fn cross_check(
             continue;
         };
         let agree = e.tid == s.pid;
-        // A probe's timestamp is taken a little into the call: the event of the same
-        // call may sort just before the estimated stop; allow the timeline's bound.
-        let from = at - timeline.map.error_bound_ns.max(0.0);
         let same_call = list[list.partition_point(|e| (e.ts_ns as f64) < from)..]
             .iter()
-            .find(|e| e.probe == probe)
-            .map(|e| (e.tid, (e.ts_ns as f64 - at) / 1e3));
+            .find(|e| {
+                e.tid == s.pid
+                    && same.matches(s, &e.probe)
+                    && !taken.contains(&(e.cpu, e.ts_ns, e.tid))
+            })
+            .map(|e| {
+                taken.insert((e.cpu, e.ts_ns, e.tid));
+                (e.tid, (e.ts_ns as f64 - at) / 1e3)
+            });
         out.compared += 1;
         out.agreed += usize::from(agree);
-        out.same_call_agreed += usize::from(same_call.is_some_and(|(tid, _)| tid == s.pid));
+        out.same_call_agreed += usize::from(same_call.is_some());
         out.matches.push(Match {
             snapshot: i,
             pids: (s.pid, e.tid),
-            probe: e.probe.to_string(),
+            probe: e.probe.clone(),
             delta_us: (e.ts_ns as f64 - at) / 1e3,
             agree,
             same_call,
@@ -421,16 +520,29 @@ mod tests {
             registers: Vec::new(),
             site: String::new(),
             reads: Vec::new(),
+            ticks: None,
         }
     }
 
     fn ev(ts_ns: u64, cpu: u32, tid: u32) -> EventPoint {
+        probe_ev(ts_ns, cpu, tid, "alloc_fd")
+    }
+
+    fn probe_ev(ts_ns: u64, cpu: u32, tid: u32, probe: &str) -> EventPoint {
         EventPoint {
             ts_ns,
             cpu,
             tid,
             pid: tid,
-            probe: "alloc_fd",
+            probe: probe.into(),
+        }
+    }
+
+    fn stop_at(site: &str, host_ns: u64, pid: u32, ticks: Option<(u64, u64)>) -> Snapshot {
+        Snapshot {
+            site: site.into(),
+            ticks: ticks.map(|(last_ns, next_ns)| GuestTicks { last_ns, next_ns }),
+            ..snap(host_ns, 0, pid)
         }
     }
 
@@ -444,7 +556,7 @@ mod tests {
             ev(4_000_005_000, 1, 99), // nearer in time but on the other CPU
             ev(5_998_000_000, 1, 7),  // the second snapshot's nearest: a different thread
         ];
-        let c = cross_check(&snaps, &events, &t, "alloc_fd");
+        let c = cross_check(&snaps, &events, &t, SameCall::Probe("alloc_fd"));
         assert_eq!((c.compared, c.agreed, c.without_event), (2, 1, 0));
         assert!(
             (c.matches[0].delta_us - 10.0).abs() < 1e-6,
@@ -461,7 +573,82 @@ mod tests {
     #[test]
     fn a_snapshot_without_events_on_its_cpu_is_counted_not_compared() {
         let t = timeline(0.0, Vec::new());
-        let c = cross_check(&[snap(10, 3, 1)], &[ev(10, 0, 1)], &t, "alloc_fd");
+        let c = cross_check(
+            &[snap(10, 3, 1)],
+            &[ev(10, 0, 1)],
+            &t,
+            SameCall::Probe("alloc_fd"),
+        );
         assert_eq!((c.compared, c.without_event), (0, 1));
+    }
+
+    #[test]
+    fn a_stop_is_matched_only_with_a_probe_on_its_own_function() {
+        // Guest = host − 1 s, no holds. Stops at show_cpuinfo at guest 1.000 s, and at
+        // do_sys_openat2 at 2.000 s.
+        let t = timeline(1.0e9, Vec::new());
+        let snaps = [
+            stop_at("show_cpuinfo", 2_000_000_000, 42, None),
+            stop_at("do_sys_openat2", 3_000_000_000, 42, None),
+        ];
+        let events = [
+            probe_ev(1_000_005_000, 0, 42, "kprobe:do_sys_openat2"), // not show_cpuinfo
+            probe_ev(1_000_009_000, 0, 42, "kprobe:show_cpuinfo"),
+            probe_ev(2_000_002_000, 0, 42, "kprobe:show_cpuinfo"),
+            probe_ev(2_000_004_000, 0, 42, "fentry:do_sys_openat2"),
+        ];
+        let c = cross_check(&snaps, &events, &t, SameCall::SiteProbes);
+        let same: Vec<_> = c.matches.iter().map(|m| m.same_call).collect();
+        assert_eq!(same, [Some((42, 9.0)), Some((42, 4.0))]);
+        assert_eq!(c.same_call_agreed, 2);
+        assert_eq!(c.same_call_probe, "kprobe:/fentry: on the stop's function");
+    }
+
+    #[test]
+    fn the_guests_tick_places_a_stop_the_time_line_put_too_late() {
+        // The time line puts the stop at guest 1.010 s with a 2 ms bound, but the call's
+        // event came at 1.001 s: the holds before it were longer for the guest than the
+        // host saw. Read at the stop, the guest's last tick (1.000 s) is a hard floor.
+        let mut t = timeline(1.0e9, Vec::new());
+        t.map.error_bound_ns = 2.0e6;
+        let events = [
+            probe_ev(1_000_500_000, 0, 7, "kprobe:do_sys_openat2"), // another thread first
+            probe_ev(1_001_000_000, 0, 42, "kprobe:do_sys_openat2"), // the call
+            probe_ev(1_012_000_000, 0, 42, "kprobe:do_sys_openat2"), // its next call
+        ];
+        let late = |ticks| [stop_at("do_sys_openat2", 2_010_000_000, 42, ticks)];
+        let without = cross_check(&late(None), &events, &t, SameCall::SiteProbes);
+        assert_eq!(
+            without.matches[0].same_call,
+            Some((42, 2_000.0)),
+            "the next call"
+        );
+        assert_eq!(without.placed_by_ticks, 0);
+        let with = cross_check(
+            &late(Some((1_000_000_000, 1_004_000_000))),
+            &events,
+            &t,
+            SameCall::SiteProbes,
+        );
+        assert_eq!(with.matches[0].same_call, Some((42, -9_000.0)));
+        assert_eq!(with.placed_by_ticks, 1);
+    }
+
+    #[test]
+    fn one_event_is_the_same_call_of_one_stop_only() {
+        // Two stops of a thread within one tick: the second is the later call.
+        let t = timeline(1.0e9, Vec::new());
+        let ticks = Some((1_000_000_000, 1_004_000_000));
+        let snaps = [
+            stop_at("do_sys_openat2", 2_000_100_000, 42, ticks),
+            stop_at("do_sys_openat2", 2_000_300_000, 42, ticks),
+        ];
+        let events = [
+            probe_ev(1_000_150_000, 0, 42, "kprobe:do_sys_openat2"),
+            probe_ev(1_000_350_000, 0, 42, "kprobe:do_sys_openat2"),
+        ];
+        let c = cross_check(&snaps, &events, &t, SameCall::SiteProbes);
+        let same: Vec<_> = c.matches.iter().map(|m| m.same_call).collect();
+        assert_eq!(same, [Some((42, 50.0)), Some((42, 50.0))]);
     }
 }

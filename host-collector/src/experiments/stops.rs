@@ -46,7 +46,8 @@ pub struct StopsRequest {
     pub condition: Condition,
     /// Hits that fail the condition before giving up.
     pub max_other_hits: u64,
-    /// Longest wait for one hit (also how often `done` is looked at).
+    /// How often `done` is looked at while the target runs between hits (the target is
+    /// not stopped for it).
     pub hit_timeout: Duration,
 }
 
@@ -159,9 +160,13 @@ fn stop_loop(
         if done.load(Ordering::Relaxed) {
             break "the workload ended";
         }
-        client.resume()?;
+        // A wait that found no hit leaves the target running: it is not stopped just to
+        // look at `done` (each stop and start of the VM also stops and starts its
+        // vhost-user vsock device, and adds a hold to the time line).
+        if !client.is_running() {
+            client.resume()?;
+        }
         let Some(stop) = client.wait_stop(req.hit_timeout)? else {
-            client.interrupt()?;
             continue;
         };
         let stopped = Instant::now();
@@ -171,7 +176,7 @@ fn stop_loop(
         }
         let rip = client.read_register("rip")?;
         let Some(site) = sites.iter().position(|(_, addr, _)| *addr == rip) else {
-            // Not one of ours (an interrupt that raced the hit): go on.
+            // Not at one of the sites: go on.
             continue;
         };
         let CurrentTask {
@@ -184,6 +189,7 @@ fn stop_loop(
             Condition::Comm(c) => comm == *c,
         };
         if wanted && sites[site].2 < req.per_site {
+            let ticks = super::snapshots::guest_ticks(client, reader, guest.kallsyms);
             let regs = client.read_registers()?;
             let register = |name: &str| regs.get(name);
             let symbol = |name: &str| guest.kallsyms.by_name(name).map(|s| s.addr);
@@ -227,6 +233,7 @@ fn stop_loop(
                     .collect(),
                 site: sites[site].0.clone(),
                 reads,
+                ticks,
             });
             sites[site].2 += 1;
         } else {

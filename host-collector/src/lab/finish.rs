@@ -147,11 +147,11 @@ fn cross_check_snapshots(dir: &Path, t: &Timeline, report: &mut summary::Timelin
         match read_event_points(&dir.join("events.jsonl")) {
             Ok(events) => {
                 // The built-in snapshots stop where the alloc_fd probe fires; the user's
-                // stops where their kprobes do, when they also probe the function.
+                // stops where their kprobes or fentry probes on the same function do.
                 let same_call = if run.snapshots.iter().any(|s| !s.site.is_empty()) {
-                    ProbeKind::Kprobe.name()
+                    snapshots::SameCall::SiteProbes
                 } else {
-                    ProbeKind::AllocFd.name()
+                    snapshots::SameCall::Probe(ProbeKind::AllocFd.name())
                 };
                 sr.cross_check = Some(snapshots::cross_check(
                     &run.snapshots,
@@ -231,16 +231,16 @@ pub(super) fn read_event_points(path: &Path) -> io::Result<Vec<snapshots::EventP
     let mut out = Vec::new();
     for l in crate::run_files::events::read_events(io::BufReader::new(File::open(path)?)) {
         let l = l?;
-        // A user probe's events (`kprobe:FUNCTION`) count as their kind.
-        let Some(kind) = ProbeKind::of_event(&l.probe) else {
+        // Events of probes this build knows (a user probe's as `kprobe:FUNCTION`).
+        if ProbeKind::of_event(&l.probe).is_none() {
             continue;
-        };
+        }
         out.push(snapshots::EventPoint {
             ts_ns: l.ts_ns,
             cpu: l.cpu,
             tid: l.tid,
             pid: l.pid,
-            probe: kind.name(),
+            probe: l.probe.into_owned(),
         });
     }
     Ok(out)

@@ -98,7 +98,7 @@ pub(crate) fn start_stops<W: io::Write>(
             None => experiments::stops::Condition::Tgid(tgid),
         },
         max_other_hits: 1000,
-        hit_timeout: Duration::from_secs(2),
+        hit_timeout: Duration::from_millis(250),
     };
     let flag = done.clone();
     tracing::debug!(tgid, sites = ?req.sites, "starting the user's stops");

@@ -83,21 +83,29 @@ impl HitLoop {
         }
     }
 
-    /// Resumes, waits for the next hit and reads `current` there. `None`: no hit in time
-    /// (the target is stopped again by an interrupt).
+    /// Resumes (unless the target still runs from a call that found no hit), waits for
+    /// the next hit and reads `current` there. `None`: no hit in time; the target runs
+    /// on, and is not stopped to say so: every stop and start of the VM also stops and
+    /// starts its vhost-user devices (the vsock link), and adds a hold to the time line.
+    /// [`with_breakpoint`] stops it at the end.
     pub(crate) fn next_hit(
         &mut self,
         client: &mut Client,
         reader: &mut CurrentReader,
         entry: u64,
     ) -> Result<Option<Hit>, Cr3Error> {
-        let resumed = Instant::now();
-        if let Some(prev) = self.last_resume.replace(resumed) {
-            self.per_hit.push(resumed - prev);
-        }
-        client.resume()?;
+        let resumed = match self.last_resume {
+            Some(at) if client.is_running() => at,
+            _ => {
+                let now = Instant::now();
+                if let Some(prev) = self.last_resume.replace(now) {
+                    self.per_hit.push(now - prev);
+                }
+                client.resume()?;
+                now
+            }
+        };
         let Some(stop) = client.wait_stop(self.hit_timeout)? else {
-            client.interrupt()?;
             return Ok(None);
         };
         let stopped = Instant::now();

@@ -123,11 +123,27 @@ fn render_stops_cross_check(md: &mut String, cc: &CrossCheck) {
     if followed > 0 {
         let _ = writeln!(
             md,
-            "**{} of {}** are followed on their CPU by a `--probe kprobe:` event of the same thread (the same \
-             call, where the function is probed too), a median {:.0} µs of guest time after the stop.\n",
-            cc.same_call_agreed, cc.compared, cc.same_call_median_us
+            "**{} of {}** are followed on their CPU by the same thread's `--probe kprobe:` or `fentry:` event on \
+             the stop's own function (the same call, where the function is probed too), a median {:.0} µs of guest \
+             time after the stop.{}\n",
+            cc.same_call_agreed,
+            cc.compared,
+            cc.same_call_median_us,
+            ticks_note(cc)
         );
     }
+}
+
+/// How many stops the guest's own ticks placed, as a sentence (empty for none).
+fn ticks_note(cc: &CrossCheck) -> String {
+    if cc.placed_by_ticks == 0 {
+        return String::new();
+    }
+    format!(
+        " {} of the stops read the guest's tick bookkeeping (`last_jiffies_update`): the same call is looked for \
+         from that tick on, and no stop is placed before it.",
+        cc.placed_by_ticks
+    )
 }
 
 /// How the built-in snapshots agree with the eBPF events nearest them, one row each.
@@ -137,7 +153,7 @@ fn render_snapshots_cross_check(md: &mut String, run: &SnapshotRun, cc: &CrossCh
         "**Cross-check: {} of {} snapshots agree** with the eBPF event nearest in time on the same CPU (same thread id); \
          {} had no event on their CPU (distance on the guest clock: median {:.1} µs, largest {:.1} µs). \
          **{} of {}** are followed on their CPU by a `{}` event of the same thread — the same call, seen by both — stamped a \
-         median {:.0} µs (largest {:.0} µs) of guest time after the stop.\n",
+         median {:.0} µs (largest {:.0} µs) of guest time after the stop.{}\n",
         cc.agreed,
         cc.compared,
         cc.without_event,
@@ -147,7 +163,8 @@ fn render_snapshots_cross_check(md: &mut String, run: &SnapshotRun, cc: &CrossCh
         cc.compared,
         cc.same_call_probe,
         cc.same_call_median_us,
-        cc.same_call_max_us
+        cc.same_call_max_us,
+        ticks_note(cc)
     );
     let _ = writeln!(
         md,
