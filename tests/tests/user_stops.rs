@@ -117,9 +117,15 @@ fn stops_at_the_labs_functions_read_what_the_probes_saw() {
             "cr3 {cr3:#x} is not current->mm->pgd {pgd:#x}"
         );
     }
-    // Every stop at a probed function is followed on its CPU by the same thread's event
-    // of the probe on that function: the same call, seen by the gdbstub and by eBPF,
-    // looked for from the guest's last tick before the stop (read at every stop).
+    same_calls_follow_the_stops(snaps, stops);
+    assert!(r.report.contains("## Your stops"));
+    assert!(r.report.contains("### `show_cpuinfo`: 3 stops"));
+}
+
+/// Every stop at a probed function is followed on its CPU by the same thread's event of
+/// the probe on that function: the same call, seen by the gdbstub and by eBPF, looked
+/// for from the guest's last tick before the stop (read at every stop).
+fn same_calls_follow_the_stops(snaps: &Value, stops: &[Value]) {
     let cc = &snaps["cross_check"];
     assert_eq!(
         cc["placed_by_ticks"].as_u64(),
@@ -148,8 +154,8 @@ fn stops_at_the_labs_functions_read_what_the_probes_saw() {
         same_call += 1;
     }
     assert!(same_call >= 5, "{cc}");
-    assert!(r.report.contains("## Your stops"));
-    assert!(r.report.contains("### `show_cpuinfo`: 3 stops"));
+    assert_eq!(cc["same_call_possible"].as_u64(), Some(same_call), "{cc}");
+    assert_eq!(cc["same_call_agreed"].as_u64(), Some(same_call), "{cc}");
 }
 
 #[test]

@@ -345,6 +345,10 @@ pub struct CrossCheck {
     pub same_call_probe: String,
     /// Snapshots followed on their CPU by that probe's event of the same thread.
     pub same_call_agreed: usize,
+    /// Snapshots at a function some probe of the run watched (the others cannot be
+    /// followed by the same call's event).
+    #[serde(default)]
+    pub same_call_possible: usize,
     /// Median time from a stop to that event on the guest clock, µs.
     pub same_call_median_us: f64,
     /// Largest, µs.
@@ -457,6 +461,7 @@ pub fn cross_check(
         out.compared += 1;
         out.agreed += usize::from(agree);
         out.same_call_agreed += usize::from(same_call.is_some());
+        out.same_call_possible += usize::from(events.iter().any(|e| same.matches(s, &e.probe)));
         out.matches.push(Match {
             snapshot: i,
             pids: (s.pid, e.tid),
@@ -600,7 +605,7 @@ mod tests {
         let c = cross_check(&snaps, &events, &t, SameCall::SiteProbes);
         let same: Vec<_> = c.matches.iter().map(|m| m.same_call).collect();
         assert_eq!(same, [Some((42, 9.0)), Some((42, 4.0))]);
-        assert_eq!(c.same_call_agreed, 2);
+        assert_eq!((c.same_call_agreed, c.same_call_possible), (2, 2));
         assert_eq!(c.same_call_probe, "kprobe:/fentry: on the stop's function");
     }
 

@@ -119,15 +119,14 @@ fn render_stops_cross_check(md: &mut String, cc: &CrossCheck) {
          {} had no event on their CPU (distance on the guest clock: median {:.1} µs, largest {:.1} µs).\n",
         cc.agreed, cc.compared, cc.without_event, cc.median_abs_delta_us, cc.max_abs_delta_us
     );
-    let followed = cc.matches.iter().filter(|m| m.same_call.is_some()).count();
-    if followed > 0 {
+    if cc.same_call_possible > 0 {
         let _ = writeln!(
             md,
-            "**{} of {}** are followed on their CPU by the same thread's `--probe kprobe:` or `fentry:` event on \
-             the stop's own function (the same call, where the function is probed too), a median {:.0} µs of guest \
-             time after the stop.{}\n",
+            "**{} of the {}** stops at a function the run also probes are followed on their CPU by the same \
+             thread's `--probe kprobe:` or `fentry:` event on that function (the same call), a median {:.0} µs of \
+             guest time after the stop.{}\n",
             cc.same_call_agreed,
-            cc.compared,
+            cc.same_call_possible,
             cc.same_call_median_us,
             ticks_note(cc)
         );
