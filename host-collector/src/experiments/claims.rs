@@ -172,9 +172,13 @@ fn boot_claim(e: &Experiments) -> Claim {
                     },
                     format!(
                         "Over {} boots the gap was {:.2} ± {:.2} s; {:.2} ± {:.2} s of it passed before the kernel's clock started \
-                         (firmware, loading and decompressing the kernel), while the kernel clock lagged the host by only {:.2} s \
-                         from banner to init.",
-                        gap.n, gap.mean, gap.sd, pre.mean, pre.sd, drift.mean
+                         (firmware, loading and decompressing the kernel), while the kernel clock {} from banner to init.",
+                        gap.n,
+                        gap.mean,
+                        gap.sd,
+                        pre.mean,
+                        pre.sd,
+                        kernel_clock_pace(drift.mean)
                     ),
                 )
             }
@@ -191,6 +195,19 @@ fn boot_claim(e: &Experiments) -> Claim {
             Verdict::NotTested,
             "Run with --boots N to measure.".into(),
         ),
+    }
+}
+
+/// How the kernel's clock kept up with the host's while the kernel booted, in words:
+/// `drift_s` is host minus kernel time from banner to init (negative: the kernel's
+/// clock ran ahead).
+fn kernel_clock_pace(drift_s: f64) -> String {
+    if drift_s >= 0.005 {
+        format!("lagged the host by only {drift_s:.2} s")
+    } else if drift_s <= -0.005 {
+        format!("ran ahead of the host by {:.2} s", -drift_s)
+    } else {
+        "kept pace with the host to within 0.01 s".into()
     }
 }
 
@@ -472,5 +489,15 @@ mod tests {
         assert!(tick.evidence.contains("none of them in __schedule"));
         let none = scheduler_claim(&malloc_scheduler(&[("__schedule", 40)]));
         assert_eq!(none.verdict, Verdict::NotTested);
+    }
+
+    #[test]
+    fn the_kernel_clocks_pace_is_worded_by_its_sign() {
+        assert_eq!(kernel_clock_pace(0.07), "lagged the host by only 0.07 s");
+        assert_eq!(kernel_clock_pace(-0.07), "ran ahead of the host by 0.07 s");
+        assert_eq!(
+            kernel_clock_pace(-0.001),
+            "kept pace with the host to within 0.01 s"
+        );
     }
 }
