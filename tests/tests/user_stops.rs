@@ -186,3 +186,36 @@ fn a_function_the_kernel_lacks_is_refused_before_any_workload() {
         "{text}"
     );
 }
+
+/// A workload the VM is held in runs with a quiet link: the agent sends nothing, not
+/// even heartbeats, until it has exited. One that runs longer than the watchdog is not
+/// taken for a hung guest (it was, after the watchdog's 30 s by default), and its stop
+/// thread ends as soon as the first drained event arrives.
+#[test]
+fn a_quiet_workload_longer_than_the_watchdog_is_not_taken_for_hung() {
+    let opts = LabOptions {
+        builtin_workloads: false,
+        // About 4 s at 500 dup+close a second.
+        workloads: vec![format!(
+            "{} --iterations 2000 --rate 500",
+            workload_binary("flood").display()
+        )],
+        probes: vec!["alloc_fd".into()],
+        // A function flood never calls: the stop thread waits the workload out.
+        stop_at: vec!["show_cpuinfo".into()],
+        reads: vec!["current->pid".into()],
+        watchdog: Some(std::time::Duration::from_secs(2)),
+        cr3: false,
+        boots: 0,
+        ..LabOptions::default()
+    };
+    let r = run_lab("user-stops-quiet", opts);
+    let outcome = &r.summary["run"]["outcome"];
+    assert_eq!(outcome["complete"], true, "{outcome}");
+    let flood = r.workload("flood");
+    assert_eq!(flood["status"], 0, "{flood}");
+    let alloc_fd = r.events.iter().filter(|e| e["probe"] == "alloc_fd").count();
+    assert!(alloc_fd >= 2000, "{alloc_fd} alloc_fd events");
+    let run = &r.summary["timeline"]["snapshots"]["run"];
+    assert_eq!(run["snapshots"].as_array().map(Vec::len), Some(0), "{run}");
+}

@@ -4,6 +4,7 @@ use super::*;
 use crate::stream::receive::{LabSession, Received};
 
 mod gdb_work;
+mod silence;
 
 use gdb_work::GdbWork;
 
@@ -167,20 +168,12 @@ pub fn boot_and_collect(
     let run_deadline = Instant::now() + o.run_timeout;
     // When the agent's stream last made progress (None until it connects). The gdbstub
     // experiment holds the guest at breakpoints, so it runs without the watchdog.
-    let last_progress: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
-    let watchdog = if matches!(mode, Mode::Cr3 { .. }) {
+    let silence = silence::Silence::new(if matches!(mode, Mode::Cr3 { .. }) {
         None
     } else {
         o.watchdog
-    };
-    let mut alive = lab_alive(
-        o,
-        &mut qemu,
-        serial_state.clone(),
-        run_deadline,
-        watchdog,
-        &last_progress,
-    );
+    });
+    let mut alive = lab_alive(o, &mut qemu, serial_state.clone(), run_deadline, &silence);
     let options = ReceiveOptions {
         stop_at_hello: *mode == Mode::BootOnly,
         faults: o.link_faults.clone(),
@@ -193,7 +186,7 @@ pub fn boot_and_collect(
         &mut session,
         &mut alive,
         options,
-        &last_progress,
+        (plan, &silence),
         &mut work,
     );
     let mut outcome = received.outcome;
@@ -316,15 +309,14 @@ fn open_session(files: StreamFiles, v: &Validated, mode: &Mode) -> LabSession {
 }
 
 /// Asked between reads whether to keep waiting for the guest: not after a signal, a
-/// fatal console line, QEMU's exit, `run_deadline`, or (with a `watchdog`) a stream
-/// silent for that long since its last `progress`.
+/// fatal console line, QEMU's exit, `run_deadline`, or a stream silent past what
+/// `silence` allows.
 fn lab_alive<'a>(
     o: &'a LabOptions,
     qemu: &'a mut ChildGuard,
     serial_state: Arc<Mutex<SerialState>>,
     run_deadline: Instant,
-    watchdog: Option<Duration>,
-    progress: &'a std::cell::Cell<Option<Instant>>,
+    silence: &'a silence::Silence,
 ) -> impl FnMut() -> Result<(), Stop> + 'a {
     move || {
         if let Some(stop) = Stop::interrupted() {
@@ -342,14 +334,12 @@ fn lab_alive<'a>(
                 format!("the run took longer than {:?}", o.run_timeout),
             ));
         }
-        if let (Some(limit), Some(last)) = (watchdog, progress.get())
-            && last.elapsed() >= limit
-        {
+        if let Some(silent) = silence.overdue() {
             return Err(Stop::new(
                 RunEnd::GuestHung,
                 format!(
                     "no record from the agent for {:.0} s (it sends a heartbeat every {} ms): the guest kernel or the agent is stuck",
-                    last.elapsed().as_secs_f64(),
+                    silent.as_secs_f64(),
                     guestscope_common::wire::HEARTBEAT_MS
                 ),
             ));
@@ -358,16 +348,17 @@ fn lab_alive<'a>(
     }
 }
 
-/// Waits for the agent's connection and receives its stream into `session`, marking
-/// `last_progress` and handing each record to the gdbstub `work`. A run that ends
-/// before the agent connects says why, with nothing received.
+/// Waits for the agent's connection and receives its stream into `session`, telling
+/// `silence` of each record (and whether the `plan` has a quiet workload running) and
+/// handing each record to the gdbstub `work`. A run that ends before the agent
+/// connects says why, with nothing received.
 fn receive_stream(
     o: &LabOptions,
     listener: &mut PortListener,
     session: &mut LabSession,
     alive: &mut Alive<'_>,
     options: ReceiveOptions,
-    last_progress: &std::cell::Cell<Option<Instant>>,
+    (plan, silence): (&RunPlan, &silence::Silence),
     work: &mut GdbWork<'_>,
 ) -> Received {
     let mut stopped = None;
@@ -383,7 +374,7 @@ fn receive_stream(
         Ok(stream) => {
             // Set while a gdbstub thread may hold the VM: nothing goes to the guest then.
             let paused = options.replies_paused.clone();
-            last_progress.set(Some(Instant::now()));
+            silence.heard(None);
             let mut live = crate::progress::LiveLine::new(o.live && *work.mode == Mode::Full);
             let launched = work.launched;
             let r = receive::receive(
@@ -394,7 +385,7 @@ fn receive_stream(
                 launched,
                 options,
                 &mut |session| {
-                    last_progress.set(Some(Instant::now()));
+                    silence.heard(silence::quiet_running(plan, session));
                     live.update(&crate::progress::Counts::of(session));
                     work.on_record(session, &paused);
                 },

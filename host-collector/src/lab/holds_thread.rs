@@ -23,7 +23,7 @@ pub(crate) fn spawn_holding<T: Send + 'static>(
     })
 }
 
-/// The thread taking the traced run's gdbstub snapshots.
+/// The thread taking the traced run's gdbstub snapshots (or a workload's stops).
 pub(crate) struct Snapshotter {
     /// The process the thread stops.
     pub(crate) tgid: u32,
@@ -31,16 +31,39 @@ pub(crate) struct Snapshotter {
     pub(crate) done: Arc<std::sync::atomic::AtomicBool>,
     /// The thread.
     pub(crate) thread: std::thread::JoinHandle<Result<SnapshotRun, String>>,
+    /// Events received when the process started.
+    events_at_start: u64,
 }
 
 impl Snapshotter {
-    /// Tells the thread when its process has exited.
+    /// The thread for process `tgid`, which has just started in `session`.
+    pub(crate) fn new<W: io::Write>(
+        session: &Session<W>,
+        tgid: u32,
+        done: Arc<std::sync::atomic::AtomicBool>,
+        thread: std::thread::JoinHandle<Result<SnapshotRun, String>>,
+    ) -> Snapshotter {
+        Snapshotter {
+            tgid,
+            done,
+            thread,
+            events_at_start: session.events_received,
+        }
+    }
+
+    /// Tells the thread when its process has exited: its exit record arrived, or any
+    /// event did. A workload the VM is held in runs with a quiet link (the agent sends
+    /// nothing until it has exited, see `quiet_link` in the plan), so its first event
+    /// here is the agent draining the ring buffer after the exit, ahead of the exit
+    /// record. Stopping there keeps the breakpoints from holding the VM at every one of
+    /// the agent's own system calls while it sends (a stop with vsock traffic in flight
+    /// can wedge the vhost-user device, and the drain would crawl at the gdbstub's pace).
     pub(crate) fn note_progress<W: io::Write>(&self, session: &Session<W>) {
-        if session
+        let exited = session
             .workloads
             .iter()
-            .any(|w| w.started.pid == self.tgid && w.exited.is_some())
-        {
+            .any(|w| w.started.pid == self.tgid && w.exited.is_some());
+        if exited || session.events_received > self.events_at_start {
             self.done.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -92,7 +115,7 @@ pub(super) fn start_snapshots<W: io::Write>(
         )
         .map_err(|e| e.to_string())
     });
-    Some(Snapshotter { tgid, done, thread })
+    Some(Snapshotter::new(session, tgid, done, thread))
 }
 
 /// Why the snapshots of a finished run were never started.

@@ -81,12 +81,12 @@ pub(crate) fn start_stops<W: io::Write>(
         (_, Some(Err(e))) => {
             let why = e.clone();
             let thread = std::thread::spawn(move || Err(why));
-            return Some(Snapshotter { tgid, done, thread });
+            return Some(Snapshotter::new(session, tgid, done, thread));
         }
         _ => {
             let why = "the guest's kallsyms or BTF did not arrive before the workload".to_string();
             let thread = std::thread::spawn(move || Err(why));
-            return Some(Snapshotter { tgid, done, thread });
+            return Some(Snapshotter::new(session, tgid, done, thread));
         }
     };
     let req = experiments::stops::StopsRequest {
@@ -114,7 +114,7 @@ pub(crate) fn start_stops<W: io::Write>(
         )
         .map_err(|e| e.to_string())
     });
-    Some(Snapshotter { tgid, done, thread })
+    Some(Snapshotter::new(session, tgid, done, thread))
 }
 
 /// The guest's types, parsed once a run for every workload's stops (the parse takes
