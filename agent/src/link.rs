@@ -165,6 +165,11 @@ pub struct Link<C: Connector> {
     /// A quiet workload ended and no acknowledgement came since: the host may still
     /// hold the VM, so the wait is [`AFTER_QUIET_ACK_TIMEOUT`].
     after_quiet: bool,
+    /// The host said it holds the VM no longer ([`Reply::Released`]), not yet taken by
+    /// [`Sink::released`].
+    ///
+    /// [`Reply::Released`]: guestscope_common::wire::Reply::Released
+    released: bool,
     replies: Vec<u8>,
     connections: u32,
     down: Option<Down<C::Conn>>,
@@ -193,6 +198,7 @@ impl<C: Connector> Link<C> {
             written_below: 0,
             unacked_since: None,
             after_quiet: false,
+            released: false,
             replies: Vec::new(),
             connections: 0,
             down: None,
@@ -325,6 +331,15 @@ impl<C: Connector> Sink for Link<C> {
             self.service();
         }
         Ok(())
+    }
+
+    fn released(&mut self) -> bool {
+        // Read only: a quiet workload writes nothing until the host lets it. A lost
+        // connection is left for the next service, which reconnects.
+        if let Err(e) = self.read_replies() {
+            tracing::debug!("reading the host's replies while quiet: {e}");
+        }
+        std::mem::take(&mut self.released)
     }
 
     fn quiet_ended(&mut self) {

@@ -54,6 +54,15 @@ pub trait Sink {
     /// since it holds the VM until the workload's exit record, sent after its events.
     fn quiet_ended(&mut self) {}
 
+    /// Reads the host's replies, writing nothing, and says whether one of them since the
+    /// last call was [`Reply::Released`]: the host holds the VM no longer, and a workload
+    /// running with a quiet link may stream again.
+    ///
+    /// [`Reply::Released`]: guestscope_common::wire::Reply::Released
+    fn released(&mut self) -> bool {
+        false
+    }
+
     /// Holds frames back until [`Sink::uncork`] (or a packet's worth waits), so records
     /// sent together (a batch's stacks, then its events) leave in one write.
     fn cork(&mut self) {}
@@ -199,6 +208,11 @@ impl<W: Sink> Stream<W> {
     /// See [`Sink::quiet_ended`].
     pub fn quiet_ended(&mut self) {
         self.out.quiet_ended();
+    }
+
+    /// See [`Sink::released`].
+    pub fn released(&mut self) -> bool {
+        self.out.released()
     }
 
     /// Holds the records sent from now on back until [`Stream::uncork`] (see

@@ -201,6 +201,11 @@ fn execute<W: Sink>(
         }
         std::thread::sleep(Duration::from_millis(ms));
     }
+    if spec.quiet_link {
+        // A release the host sent before it started holding the VM for this workload
+        // (the end of the last workload's stops) must not end this one's quiet.
+        let _ = stream.released();
+    }
     let running = match gated.release() {
         Ok(r) => r,
         Err(e) => {
@@ -249,17 +254,22 @@ struct End {
 
 /// Streams events and collects output until the child exits, ending it (its whole
 /// process group) when `deadline` says so; returns its status and output.
-/// `quiet`: the link stays silent meanwhile (nothing read or sent; the events wait in the
-/// ring buffer for the drain after the exit).
+/// `quiet`: the link stays silent meanwhile (nothing sent; the events wait in the ring
+/// buffer), until the host says it holds the VM no longer ([`Stream::released`]) or
+/// the child exits.
 fn supervise<W: Sink>(
     running: &Running,
     tracer: &mut Tracer,
     stream: &mut Stream<W>,
-    quiet: bool,
+    mut quiet: bool,
     mut deadline: Option<Deadline>,
 ) -> Result<End, StreamError> {
     let mut output = OutputBuffer::new(OUTPUT_LIMIT);
     let mut output_open = true;
+    // While quiet, whether the link is still watched for the host's release (not once
+    // it hung up: a dead connection would keep the poll awake; the next service after
+    // the exit reconnects).
+    let mut watch_link = true;
     let status = loop {
         let now = Instant::now();
         let mut wait = if quiet {
@@ -273,13 +283,15 @@ fn supervise<W: Sink>(
         // Round up: a deadline 0.4 ms away must not become a busy 0 ms poll.
         let timeout =
             PollTimeout::from(wait.as_micros().div_ceil(1000).min(u128::from(u16::MAX)) as u16);
-        {
+        let host_wrote = {
             let mut fds = Vec::with_capacity(4);
-            if let (false, Some(fd)) = (quiet, tracer.ring_fd()) {
+            // The host's replies (acknowledgements, clock probes; while quiet, the
+            // word that the host holds the VM no longer) wake the loop too.
+            let wake = stream.wake_fd().filter(|_| !quiet || watch_link).map(|fd| {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
-            }
-            // The host's replies (acknowledgements, clock probes) wake the loop too.
-            if let (false, Some(fd)) = (quiet, stream.wake_fd()) {
+                fds.len() - 1
+            });
+            if let (false, Some(fd)) = (quiet, tracer.ring_fd()) {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
             if output_open {
@@ -292,6 +304,19 @@ fn supervise<W: Sink>(
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => tracing::warn!("poll: {e}"),
             }
+            wake.and_then(|i| fds[i].revents())
+                .unwrap_or(PollFlags::empty())
+        };
+        if quiet && host_wrote.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+            watch_link = false;
+        }
+        if quiet && host_wrote.contains(PollFlags::POLLIN) && stream.released() {
+            tracing::info!(
+                pid = running.pid.as_raw(),
+                "the host holds the VM no longer: streaming again"
+            );
+            quiet = false;
+            stream.quiet_ended();
         }
         if !quiet {
             tracer.pump(stream)?;

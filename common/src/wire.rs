@@ -38,7 +38,7 @@
 //! instead of one variable-length integer per field; 11 added the stack cache's
 //! counters to [`ProbeCounters`] (`stack_cached`, `stack_cache_wrong`); 12 added
 //! [`Body::Tallies`] (hits counted in the kernel per stack) and
-//! [`ProbeCounters::tallied`].
+//! [`ProbeCounters::tallied`]; 14 added [`Reply::Released`].
 
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +52,7 @@ pub use frame::{
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"GSCP";
 /// The wire version this build writes and reads.
-pub const WIRE_VERSION: u16 = 13;
+pub const WIRE_VERSION: u16 = 14;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
@@ -258,6 +258,10 @@ pub enum Reply {
         /// Matches the echo to the probe.
         id: u32,
     },
+    /// The host holds the VM no longer: its gdbstub stops of the running workload are
+    /// over (all taken, or given up). A workload running with a quiet link may stream
+    /// its events again instead of leaving them in the ring buffer until it exits.
+    Released,
 }
 
 /// Agent identity and guest facts, sent first.

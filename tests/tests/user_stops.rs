@@ -219,3 +219,54 @@ fn a_quiet_workload_longer_than_the_watchdog_is_not_taken_for_hung() {
     let run = &r.summary["timeline"]["snapshots"]["run"];
     assert_eq!(run["snapshots"].as_array().map(Vec::len), Some(0), "{run}");
 }
+
+/// Once its stops are taken, the host holds the VM no longer and tells the agent, and a
+/// quiet workload streams its events again instead of leaving them in the ring buffer
+/// until it exits. With a ring of about 900 records against 4000 events over 2 s,
+/// staying quiet to the end lost three quarters of them.
+#[test]
+fn a_workload_streams_again_once_its_stops_are_taken() {
+    let opts = LabOptions {
+        builtin_workloads: false,
+        workloads: vec![format!(
+            "{} --iterations 4000 --rate 2000",
+            workload_binary("flood").display()
+        )],
+        probes: vec!["alloc_fd".into()],
+        stop_at: vec!["alloc_fd".into()],
+        reads: vec!["current->pid".into()],
+        stops_per_site: 2,
+        events_bytes: Some(64 * 1024),
+        cr3: false,
+        boots: 0,
+        ..LabOptions::default()
+    };
+    let r = run_lab("user-stops-release", opts);
+    let s = &r.summary;
+    assert_eq!(
+        s["run"]["outcome"]["complete"], true,
+        "{}",
+        s["run"]["outcome"]
+    );
+    let run = &s["timeline"]["snapshots"]["run"];
+    assert_eq!(run["snapshots"].as_array().map(Vec::len), Some(2), "{run}");
+    assert!(
+        s["stream"]["link"]["releases_sent"].as_u64() >= Some(1),
+        "{}",
+        s["stream"]["link"]
+    );
+    let serial = std::fs::read_to_string(r.dir.join("serial.log")).unwrap();
+    assert!(
+        serial.contains("the host holds the VM no longer"),
+        "the agent never streamed again"
+    );
+    let alloc_fd = s["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "alloc_fd")
+        .unwrap();
+    let c = &alloc_fd["counters"];
+    assert_eq!(c["ring_full"], 0, "{c}");
+    assert!(alloc_fd["received"].as_u64() >= Some(4000), "{alloc_fd}");
+}

@@ -1,5 +1,6 @@
-//! The collector's replies: acknowledgements, which free the spool, and clock probes,
-//! answered with echoes ahead of the spool.
+//! The collector's replies: acknowledgements, which free the spool, clock probes,
+//! answered with echoes ahead of the spool, and the word that the host holds the VM
+//! no longer.
 
 use std::{
     io::{self, Read},
@@ -48,6 +49,10 @@ impl<C: Connector> Link<C> {
                 Ok(Reply::ClockProbe { id }) => {
                     used += reader.bytes_read() as usize;
                     self.echo(id);
+                }
+                Ok(Reply::Released) => {
+                    used += reader.bytes_read() as usize;
+                    self.released = true;
                 }
                 Err(DecodeError::Eof | DecodeError::Truncated { .. }) => break,
                 Err(e) => return Err(format!("a bad reply from the host: {e}")),

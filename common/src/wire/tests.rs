@@ -376,9 +376,11 @@ proptest! {
     fn replies_round_trip_and_garbage_is_an_error(next in any::<u64>(), id in any::<u32>(), garbage in proptest::collection::vec(any::<u8>(), 0..64)) {
         let mut frames = encode_reply(&Reply::Ack { next }).unwrap();
         frames.extend(encode_reply(&Reply::ClockProbe { id }).unwrap());
+        frames.extend(encode_reply(&Reply::Released).unwrap());
         let mut reader = FrameReader::new(frames.as_slice());
         prop_assert_eq!(reader.next_reply().unwrap(), Reply::Ack { next });
         prop_assert_eq!(reader.next_reply().unwrap(), Reply::ClockProbe { id });
+        prop_assert_eq!(reader.next_reply().unwrap(), Reply::Released);
         let mut reader = FrameReader::new(garbage.as_slice());
         let _ = reader.next_reply();
     }
@@ -398,7 +400,11 @@ fn fuzz_seeds_are_current() {
         })
         .collect();
     seeds.push(("seed-stream".into(), encode_all(&sample_records()).0));
-    let replies = [Reply::Ack { next: 6 }, Reply::ClockProbe { id: 3 }];
+    let replies = [
+        Reply::Ack { next: 6 },
+        Reply::ClockProbe { id: 3 },
+        Reply::Released,
+    ];
     seeds.push((
         "seed-replies".into(),
         replies

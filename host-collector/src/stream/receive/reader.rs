@@ -1,5 +1,5 @@
-//! Reading one connection: the [`Acker`] that acknowledges applied records and sends
-//! clock probes, and the [`PatientReader`] that waits through socket timeouts while
+//! Reading one connection: the [`Acker`] that acknowledges applied records, sends
+//! clock probes and says when a hold of the VM has ended, and the [`PatientReader`] that waits through socket timeouts while
 //! watching for a stop or a newer connection.
 
 use std::io::{self, Read, Write};
@@ -33,6 +33,10 @@ pub(super) struct Acker {
     pub(super) errors: u64,
     pub(super) prober: ClockProber,
     pub(super) paused: Arc<AtomicBool>,
+    /// `paused` was seen set since the last [`Reply::Released`].
+    pub(super) held: bool,
+    /// [`Reply::Released`] written.
+    pub(super) releases_sent: u64,
 }
 
 impl Acker {
@@ -56,6 +60,24 @@ impl Acker {
             errors: 0,
             prober,
             paused,
+            held: false,
+            releases_sent: 0,
+        }
+    }
+
+    /// Tells the agent once that a hold of the VM has ended ([`Reply::Released`]): a
+    /// workload running with a quiet link may stream again.
+    pub(super) fn release_if_due(&mut self) {
+        if self.paused.load(Ordering::Relaxed) {
+            self.held = true;
+            return;
+        }
+        if std::mem::take(&mut self.held) {
+            let frame = encode_reply(&Reply::Released).expect("a release encodes");
+            match self.conn.write_all(&frame) {
+                Ok(()) => self.releases_sent += 1,
+                Err(_) => self.errors += 1,
+            }
         }
     }
 
@@ -129,6 +151,7 @@ pub(super) struct PatientReader<'a, 'b, 'c> {
 impl PatientReader<'_, '_, '_> {
     fn check(&mut self) -> io::Result<()> {
         self.last_check = Instant::now();
+        self.acker.release_if_due();
         self.acker.ack_if_due(false);
         self.acker.probe_if_due();
         if let Err(stop) = (self.alive)() {

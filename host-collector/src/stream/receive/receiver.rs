@@ -202,6 +202,7 @@ impl<'s, 'a, 'b, 'c> Receiver<'s, 'a, 'b, 'c> {
         self.prober = Some(reader.acker.prober);
         self.bytes += reader.bytes;
         self.link.acks_sent += reader.acker.acks_sent;
+        self.link.releases_sent += reader.acker.releases_sent;
         self.link.ack_errors += reader.acker.errors;
         self.link.refused.append(&mut reader.refused);
         match (end, reader.interrupted) {

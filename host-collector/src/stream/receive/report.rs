@@ -43,6 +43,10 @@ pub struct LinkReport {
     pub acks_sent: u64,
     /// Acknowledgements that could not be written.
     pub ack_errors: u64,
+    /// Times the agent was told that a hold of the VM had ended (its quiet workload may
+    /// stream again).
+    #[serde(default)]
+    pub releases_sent: u64,
 }
 
 impl LinkReport {
