@@ -111,8 +111,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
     let choice = accel::detect();
     let qemu = inputs::find_program(&o.qemu)?;
     let machine = Machine {
-        // The bench times guestscope's own boots: qboot where QEMU has it, as the lab
-        // boots all but its boot-time boots.
+        // The bench times guestscope's own boots: qboot where QEMU has it and their
+        // kernel command line, as the lab boots all but its boot-time boots.
         bios: crate::qemu::firmware::qboot(&qemu),
         qemu,
         vhost: inputs::find_program(&o.vhost_device_vsock)?,
@@ -121,7 +121,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
         accel: choice.accel,
         memory_mb: 1024,
         cpus: 1,
-        append: "console=ttyS0 panic=-1".into(),
+        append: crate::qemu::kernel_cmdline::for_boot(false, ""),
         boot_timeout: Duration::from_secs(180),
         run_timeout: Duration::from_secs(1200),
         nice: 0,

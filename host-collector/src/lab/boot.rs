@@ -104,7 +104,7 @@ pub fn qemu_config(
             (_, Some(fast)) => fast.clone(),
         },
         initrd: initrd.to_path_buf(),
-        append: v.append.clone(),
+        append: crate::qemu::kernel_cmdline::for_boot(*mode == Mode::BootOnly, &v.append),
         gdb: Some(gdb),
         vsock,
         cid: GUEST_CID,

@@ -31,7 +31,7 @@ pub(super) fn run_info(
         boot_time_kernel: (o.fast_kernel.is_some() && o.boots > 0)
             .then(|| o.kernel.display().to_string()),
         kernel_release: None,
-        kernel_cmdline: v.append.clone(),
+        kernel_cmdline: crate::qemu::kernel_cmdline::for_boot(false, &v.append),
         cpus: o.cpus,
         memory_mb: o.memory_mb,
         gdb_port: v.gdb_port,

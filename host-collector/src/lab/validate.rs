@@ -21,7 +21,8 @@ pub struct Validated {
     pub(crate) gdb_port: Option<u16>,
     /// The accelerator and why.
     pub(crate) accel: accel::AccelChoice,
-    /// The kernel command line.
+    /// The user's additions to the kernel command line (`--append`), trimmed
+    /// ([`crate::qemu::kernel_cmdline::for_boot`] makes each boot's).
     pub(crate) append: String,
     /// The user's root file system, prepared (`--rootfs`).
     pub(crate) rootfs: Option<crate::rootfs::Prepared>,
@@ -140,8 +141,6 @@ pub(crate) fn validate(o: &LabOptions) -> Result<Validated, InputError> {
         vhost,
         gdb_port: o.gdb_port,
         accel: accel::detect(),
-        append: format!("console=ttyS0 panic=-1 {}", o.append)
-            .trim()
-            .to_string(),
+        append: o.append.trim().to_string(),
     })
 }

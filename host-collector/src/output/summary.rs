@@ -115,7 +115,8 @@ pub struct RunInfo {
     pub boot_time_kernel: Option<String>,
     /// Guest kernel release (from the agent).
     pub kernel_release: Option<String>,
-    /// Guest kernel command line.
+    /// The traced boot's kernel command line (the boot-time boots' has no
+    /// `cryptomgr.notests=1`: see `qemu::kernel_cmdline`).
     pub kernel_cmdline: String,
     /// vCPUs.
     pub cpus: u32,
