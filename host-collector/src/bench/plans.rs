@@ -324,8 +324,8 @@ pub(super) const USER_PROBES_CHECKED: [&str; 3] = [
     "fentry:do_filp_open",
 ];
 
-/// The stack-cache boot's run of the fopen loop under [`USER_PROBES_CHECKED`] (its
-/// name in `results.json`'s stack-cache runs).
+/// The stack-cache boot's run of the fopen loop under the user probes of
+/// `USER_PROBES_CHECKED` (its name in `results.json`'s stack-cache runs).
 pub const USER_CHECKED: &str = "checked-user-probes";
 
 /// The stack-cache boot's plan: every workload of the lab run with its stacks checked

@@ -16,6 +16,7 @@ pub mod boot;
 pub mod claims;
 pub mod classify;
 pub mod faults;
+pub mod guest_ticks;
 pub mod pci;
 pub mod random;
 pub mod results;

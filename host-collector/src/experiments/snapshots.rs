@@ -22,7 +22,10 @@ use qemu_gdb_client::{Client, GdbEndpoint};
 use crate::timeline::clock::Timeline;
 use guest_kernel::btf::TaskOffsets;
 use guest_kernel::kallsyms::Kallsyms;
-use guest_kernel::kernel::{Access, CurrentReader, KernelLayout};
+use guest_kernel::kernel::{CurrentReader, KernelLayout};
+
+pub use super::guest_ticks::GuestTicks;
+use super::guest_ticks::TickSymbols;
 
 /// The function the breakpoint goes on.
 pub const SNAPSHOT_SYMBOL: &str = "alloc_fd";
@@ -83,42 +86,6 @@ pub struct Snapshot {
     /// kernel's symbols lack it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticks: Option<GuestTicks>,
-}
-
-/// Where a stop lies on the guest's clock, read from the stopped kernel: the host
-/// only sees a stop when its reply arrives, and each hold's ends are placed on the
-/// host's clock give or take the stub's latency, so the time line's estimate of a
-/// stop drifts with the holds before it. The kernel's tick bookkeeping does not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestTicks {
-    /// `last_jiffies_update`: CLOCK_MONOTONIC of the last tick that advanced jiffies,
-    /// ns. The stop came after it.
-    pub last_ns: u64,
-    /// `tick_next_period`: when the next one is due, ns. The stop came before it
-    /// unless that tick was late.
-    pub next_ns: u64,
-}
-
-/// Reads [`GuestTicks`] from the stopped kernel; `None` when its symbols lack them (a
-/// kernel without `CONFIG_KALLSYMS_ALL`), a read fails, or the values make no sense.
-pub(crate) fn guest_ticks(
-    client: &mut Client,
-    reader: &mut CurrentReader,
-    kallsyms: &Kallsyms,
-) -> Option<GuestTicks> {
-    let mut read = |name: &str| -> Option<u64> {
-        let addr = kallsyms.by_name(name)?.addr;
-        match reader.read_kernel(client, addr, 8, Access::Auto) {
-            Ok((bytes, _)) => Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)),
-            Err(e) => {
-                tracing::debug!(name, error = %e, "guest tick bookkeeping not read");
-                None
-            }
-        }
-    };
-    let last_ns = read("last_jiffies_update")?;
-    let next_ns = read("tick_next_period")?;
-    (last_ns > 0 && next_ns > last_ns).then_some(GuestTicks { last_ns, next_ns })
 }
 
 /// One `--read` expression at one stop: its value, or which step failed.
@@ -214,6 +181,7 @@ fn take_on(
         .ok_or(Cr3Error::MissingSymbol(SNAPSHOT_SYMBOL))?
         .addr;
     let mut reader = CurrentReader::new(KernelLayout::new(kallsyms, offsets.clone())?);
+    let ticks_at = TickSymbols::find(kallsyms);
     let loop_opts = Cr3Options {
         hit_timeout: opts.hit_timeout,
         keep_samples: 0,
@@ -261,7 +229,7 @@ fn take_on(
                     .next()
                     .map(|c| String::from_utf8_lossy(c).into_owned())
                     .unwrap_or_default();
-                let ticks = guest_ticks(client, &mut reader, kallsyms);
+                let ticks = ticks_at.and_then(|t| t.read(client, &mut reader));
                 snapshots.push(Snapshot {
                     host_ns: since(launched, hit.stopped),
                     cpu: hit.thread.map(|t| t.tid.saturating_sub(1) as u32),
@@ -402,8 +370,11 @@ pub fn cross_check(
     same: SameCall<'_>,
 ) -> CrossCheck {
     let mut by_cpu: std::collections::BTreeMap<u32, Vec<&EventPoint>> = Default::default();
+    // The run's probes, each once: whether a stop's function was probed at all.
+    let mut probes: std::collections::BTreeSet<&str> = Default::default();
     for e in events {
         by_cpu.entry(e.cpu).or_default().push(e);
+        probes.insert(&e.probe);
     }
     for v in by_cpu.values_mut() {
         v.sort_by_key(|e| e.ts_ns);
@@ -461,7 +432,7 @@ pub fn cross_check(
         out.compared += 1;
         out.agreed += usize::from(agree);
         out.same_call_agreed += usize::from(same_call.is_some());
-        out.same_call_possible += usize::from(events.iter().any(|e| same.matches(s, &e.probe)));
+        out.same_call_possible += usize::from(probes.iter().any(|p| same.matches(s, p)));
         out.matches.push(Match {
             snapshot: i,
             pids: (s.pid, e.tid),

@@ -18,6 +18,7 @@ use guest_kernel::kernel::{Access, CurrentReader, CurrentTask, KernelLayout};
 use guest_kernel::read_expr::{Memory, ReadExpr, Stop};
 use qemu_gdb_client::{Client, GdbEndpoint, ThreadId};
 
+use super::guest_ticks::TickSymbols;
 use super::snapshots::{ReadValue, SNAPSHOT_REGISTERS, Snapshot, SnapshotRun, since, with_client};
 use super::syscall_cr3::Cr3Error;
 
@@ -106,7 +107,11 @@ fn take_on(
     for (_, addr, _) in &sites {
         client.insert_hw_breakpoint(*addr)?;
     }
-    let guest = Guest { kallsyms, btf };
+    let guest = Guest {
+        kallsyms,
+        btf,
+        ticks_at: TickSymbols::find(kallsyms),
+    };
     let result = stop_loop(client, &mut reader, &guest, req, &mut sites, launched, done);
     if client.is_running() {
         client.interrupt()?;
@@ -137,6 +142,8 @@ type Stops = (Vec<Snapshot>, u64, &'static str);
 struct Guest<'a> {
     kallsyms: &'a Kallsyms,
     btf: &'a Btf,
+    /// Where its tick bookkeeping is, read at every stop kept.
+    ticks_at: Option<TickSymbols>,
 }
 
 fn stop_loop(
@@ -189,7 +196,7 @@ fn stop_loop(
             Condition::Comm(c) => comm == *c,
         };
         if wanted && sites[site].2 < req.per_site {
-            let ticks = super::snapshots::guest_ticks(client, reader, guest.kallsyms);
+            let ticks = guest.ticks_at.and_then(|t| t.read(client, reader));
             let regs = client.read_registers()?;
             let register = |name: &str| regs.get(name);
             let symbol = |name: &str| guest.kallsyms.by_name(name).map(|s| s.addr);
