@@ -28,9 +28,11 @@ const SUITE: &str = "bookworm";
 /// Where debootstrap downloads from (`GUESTSCOPE_DEBIAN_MIRROR` overrides).
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// What debootstrap adds to minbase: systemd as init, udev (module autoloading),
-/// kmod, what the kernel package needs to install and build its initramfs, and
-/// bpftrace (`cargo xtask bench` runs it beside guestscope on the same loop).
-const INCLUDE: &str = "systemd-sysv,udev,kmod,initramfs-tools,zstd,linux-base,bpftrace";
+/// kmod, what the kernel package needs to install and build its initramfs,
+/// bpftrace (`cargo xtask bench` runs it beside guestscope on the same loop) and
+/// Debian's perf for the running kernel's series (the bench samples the whole guest
+/// with it while guestscope traces the loop: where the loop's time goes).
+const INCLUDE: &str = "systemd-sysv,udev,kmod,initramfs-tools,zstd,linux-base,bpftrace,linux-perf";
 /// Bump when the recipe changes in a way the stamp cannot see.
 const RECIPE_VERSION: u32 = 1;
 /// Free space left in the image beyond its contents, MiB.

@@ -47,6 +47,7 @@ mod outcomes;
 mod parts;
 mod peers;
 mod plans;
+mod profile;
 mod stack_cache_check;
 mod tallied;
 
@@ -252,7 +253,27 @@ mod tests {
         };
         let p = peers_plan(&o);
         let names: Vec<&str> = p.workloads.iter().map(|w| w.name.as_str()).collect();
-        assert_eq!(names.len(), 2 + 3 * PEER_CONDITIONS.len());
+        assert_eq!(names.len(), 2 + 3 * PEER_CONDITIONS.len() + 2);
+        // The guest profile comes last: perf records the whole guest around a long
+        // loop traced with every probe, then reports, untraced.
+        let [record, report] = &p.workloads[names.len() - 2..] else {
+            unreachable!()
+        };
+        assert_eq!(record.name, "fopen-profile");
+        assert_eq!(record.path, "/usr/bin/perf");
+        assert_eq!(record.tracing, all_probes());
+        assert_eq!(&record.args[..3], ["record", "-a", "-g"]);
+        assert_eq!(
+            record.args[record.args.len() - 3..],
+            [
+                "/usr/lib/guestscope/workloads/fopen",
+                "--iterations",
+                "20000"
+            ]
+        );
+        assert_eq!(report.name, "fopen-profile-report");
+        assert_eq!(report.tracing, no_probes());
+        assert_eq!(&report.args[..3], ["report", "-i", &record.args[6]]);
         assert_eq!(
             &names[..4],
             ["fopen-base-0", "fopen-base-1", "fopen-off-0", "fopen-all-0"]

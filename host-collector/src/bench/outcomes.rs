@@ -20,6 +20,8 @@ pub(super) struct Ran {
     pub(super) bytes_at_exit: u64,
     /// The count a bpftrace workload printed (`@n: N`), if any.
     pub(super) bpftrace_count: Option<u64>,
+    /// What it wrote (stdout and stderr, as the agent kept it).
+    pub(super) output: String,
     /// What the kernel timed of each eBPF program during the run (plans with
     /// `program_stats` only).
     pub(super) programs: Vec<guestscope_common::wire::ProgramRun>,
@@ -84,6 +86,11 @@ pub(super) fn outcomes(b: &Booted, bytes: &HashMap<String, (u64, u64)>) -> BTree
                 bytes_at_start,
                 bytes_at_exit,
                 bpftrace_count: w.exited.as_ref().and_then(|x| bpftrace_count(&x.output)),
+                output: w
+                    .exited
+                    .as_ref()
+                    .map(|x| x.output.clone())
+                    .unwrap_or_default(),
                 programs: w.program_runs.clone(),
             };
             (name, ran)

@@ -93,7 +93,16 @@ pub(super) fn peers_boot(
         loop_events: &loop_events,
     }
     .measure(runs, &PEER_ROWS);
+    let per_iteration = Some(stats::median(&present(&loop_events)) / n).filter(|e| e.is_finite());
+    let profile_iterations = o.fopen_iterations * profile::ITERATIONS_FACTOR;
+    let profile = profile::guest_profile(
+        runs,
+        profile_iterations,
+        per_iteration.map(|e| e * profile_iterations as f64),
+        problems,
+    );
     PeersBoot {
+        profile,
         rootfs,
         iterations: o.fopen_iterations,
         reps,

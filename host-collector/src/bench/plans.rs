@@ -148,6 +148,11 @@ pub(super) fn peers_plan(o: &BenchOptions) -> RunPlan {
             });
         }
     }
+    // Last, so its long loop and perf's report move no timed run.
+    w.extend(profile::workloads(
+        &fopen,
+        o.fopen_iterations * profile::ITERATIONS_FACTOR,
+    ));
     for s in &mut w {
         s.as_root = true;
     }

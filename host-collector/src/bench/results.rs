@@ -147,6 +147,38 @@ pub struct PeersBoot {
     pub events_per_iteration: Option<Spread>,
     /// Each tracer.
     pub rows: Vec<PeerOverhead>,
+    /// Where the traced loop's time goes, sampled by perf in the same boot.
+    pub profile: Option<GuestProfile>,
+}
+
+/// The whole guest sampled by perf while guestscope traces a long fopen loop with every
+/// probe (see `bench::profile`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GuestProfile {
+    /// Loop iterations.
+    pub iterations: u64,
+    /// Samples per second asked of perf (cpu-clock).
+    pub hz: u32,
+    /// CPU time the recording sampled, ms (perf's event count for cpu-clock).
+    pub sampled_ms: Option<f64>,
+    /// The loop's own time, ms (its summary line).
+    pub loop_ms: Option<f64>,
+    /// The loop's events: its iterations times the events per iteration of
+    /// guestscope's every-probe runs in the same boot.
+    pub events: Option<f64>,
+    /// The samples, grouped.
+    pub shares: Vec<ProfileShare>,
+}
+
+/// One group of a [`GuestProfile`]'s samples.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProfileShare {
+    /// What the guest was doing (rows starting with `·` are parts of the row above).
+    pub what: String,
+    /// Share of all the samples, %.
+    pub percent: f64,
+    /// That share of the sampled time per loop event, µs.
+    pub us_per_event: Option<f64>,
 }
 
 /// One tracer on the loop's events, against the untraced loop, paired by repetition.
