@@ -35,7 +35,9 @@ use crate::{
 };
 
 /// One probe record taken in: counted, its stack interned or looked up (or why not
-/// counted), its arguments split off for the kinds that carry them.
+/// counted), its arguments split off for the kinds that carry them. Inlined into the
+/// read loop: under TCG a call's return costs a lookup of where it goes.
+#[inline(always)]
 fn accept(
     record: Record<'_>,
     stacks: &mut StackTable,
@@ -73,6 +75,7 @@ fn accept(
 }
 
 /// Counts an event that reaches the host without a stack it should have had.
+#[inline(always)]
 fn count_missing(stack: Result<u32, NoStack>, totals: &mut Totals) {
     match stack {
         Ok(_) | Err(NoStack::Failed(_)) => {}

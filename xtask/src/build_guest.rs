@@ -66,7 +66,7 @@ pub fn build_guest(overrides: &Overrides) -> Result<GuestBinaries> {
         for package in &packages {
             args.extend(["-p", package]);
         }
-        cargo_build(&args)?
+        cargo_build(&args, &GUEST_PROFILE)?
     };
     let agent = match &overrides.guest_agent {
         Some(path) => existing(path)?,
@@ -87,7 +87,7 @@ pub fn build_guest(overrides: &Overrides) -> Result<GuestBinaries> {
 
 /// Builds the host collector and returns the path of `guestscope`.
 pub fn build_collector() -> Result<PathBuf> {
-    let built = cargo_build(&["-p", COLLECTOR_PACKAGE])?;
+    let built = cargo_build(&["-p", COLLECTOR_PACKAGE], &[])?;
     take(&built, COLLECTOR_BIN)
 }
 
@@ -99,6 +99,17 @@ fn existing(path: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The release profile as the guest's binaries are built: fat LTO in one codegen
+/// unit, so the agent's per-record path (aya's ring-buffer reads, the record's
+/// parsing, batching and encoding) is one function, not a chain of calls. Under TCG
+/// every return is an indirect jump QEMU looks up: the guest's perf put the agent's
+/// hottest samples on the instructions right after calls. Only these builds (the
+/// musl target) get it: the host's test binaries would each pay the link time.
+const GUEST_PROFILE: [&str; 2] = [
+    "profile.release.lto=\"fat\"",
+    "profile.release.codegen-units=1",
+];
+
 fn take(built: &BTreeMap<String, PathBuf>, name: &str) -> Result<PathBuf> {
     built
         .get(name)
@@ -106,9 +117,10 @@ fn take(built: &BTreeMap<String, PathBuf>, name: &str) -> Result<PathBuf> {
         .with_context(|| format!("cargo built no executable named {name}"))
 }
 
-/// `cargo build --release --locked <args>`; returns the executables it produced
-/// (fresh or rebuilt), by target name. Diagnostics and progress go to stderr.
-fn cargo_build(args: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
+/// `cargo build --release --locked <args>`, with `config` (`--config` values, such as
+/// [`GUEST_PROFILE`]); returns the executables it produced (fresh or rebuilt), by
+/// target name. Diagnostics and progress go to stderr.
+fn cargo_build(args: &[&str], config: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
     let mut command = cmd::cargo();
     command
         .args([
@@ -117,6 +129,7 @@ fn cargo_build(args: &[&str]) -> Result<BTreeMap<String, PathBuf>> {
             "--locked",
             "--message-format=json-render-diagnostics",
         ])
+        .args(config.iter().flat_map(|c| ["--config", c]))
         .args(args)
         .current_dir(crate::paths::Layout::discover()?.root)
         .stdout(Stdio::piped());
