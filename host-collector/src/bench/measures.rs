@@ -171,7 +171,7 @@ pub(super) fn note_run_problems(
         .filter(|(n, _)| n.starts_with(&format!("{workload}-")))
     {
         // perf's report prints no loop time (it runs none).
-        if !ran.ok() || (ran.elapsed_ns.is_none() && name != profile::REPORT) {
+        if !ran.ok() || (ran.elapsed_ns.is_none() && !profile::is_report(name)) {
             problems.push(format!(
                 "{name}: exit status {:?}, no loop time",
                 ran.status

@@ -253,15 +253,16 @@ mod tests {
         };
         let p = peers_plan(&o);
         let names: Vec<&str> = p.workloads.iter().map(|w| w.name.as_str()).collect();
-        assert_eq!(names.len(), 2 + 3 * PEER_CONDITIONS.len() + 2);
-        // The guest profile comes last: perf records the whole guest around a long
-        // loop traced with every probe, then reports, untraced.
-        let [record, report] = &p.workloads[names.len() - 2..] else {
+        assert_eq!(names.len(), 2 + 3 * PEER_CONDITIONS.len() + 4);
+        // The guest profiles come last: perf records the whole guest around a long
+        // loop traced with every probe (records, then tallied), then reports, untraced.
+        let [record, report, tallied, _] = &p.workloads[names.len() - 4..] else {
             unreachable!()
         };
         assert_eq!(record.name, "fopen-profile");
         assert_eq!(record.path, "/usr/bin/perf");
         assert_eq!(record.tracing, all_probes());
+        assert_eq!(tallied.tracing, condition_tracing("tallied"));
         assert_eq!(&record.args[..3], ["record", "-a", "-g"]);
         assert_eq!(
             record.args[record.args.len() - 3..],

@@ -201,11 +201,13 @@ pub(super) fn peers_part(
     )
     .map_err(BenchError::Boot)?;
     let runs = outcomes(&booted, &HashMap::new());
-    // perf's report as it printed it, beside the serial logs.
-    if let Some(report) = runs.get(profile::REPORT) {
-        let path = o.work_dir.join("perf-report-peers.txt");
-        if let Err(e) = std::fs::write(&path, &report.output) {
-            r.problems.push(format!("writing {}: {e}", path.display()));
+    // perf's reports as it printed them, beside the serial logs.
+    for (name, _) in profile::RECORDINGS {
+        if let Some(report) = runs.get(&profile::report_name(name)) {
+            let path = o.work_dir.join(format!("perf-report-{name}.txt"));
+            if let Err(e) = std::fs::write(&path, &report.output) {
+                r.problems.push(format!("writing {}: {e}", path.display()));
+            }
         }
     }
     r.peers = Some(peers_boot(o, description, &runs, &mut r.problems));

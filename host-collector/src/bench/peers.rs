@@ -95,14 +95,14 @@ pub(super) fn peers_boot(
     .measure(runs, &PEER_ROWS);
     let per_iteration = Some(stats::median(&present(&loop_events)) / n).filter(|e| e.is_finite());
     let profile_iterations = o.fopen_iterations * profile::ITERATIONS_FACTOR;
-    let profile = profile::guest_profile(
+    let profiles = profile::guest_profiles(
         runs,
         profile_iterations,
         per_iteration.map(|e| e * profile_iterations as f64),
         problems,
     );
     PeersBoot {
-        profile,
+        profiles,
         rootfs,
         iterations: o.fopen_iterations,
         reps,

@@ -17,8 +17,6 @@ use crate::bench::results::{GuestProfile, ProfileShare};
 
 /// Where the peers boot's root file system has Debian's perf (`linux-perf`).
 pub(super) const PERF: &str = "/usr/bin/perf";
-/// Where the recording is kept between the two workloads (the guest's /tmp).
-const DATA: &str = "/tmp/guestscope-profile.data";
 /// Samples per second: enough for a share of a percent, few enough that perf's own
 /// interrupts stay a small part of the recording.
 pub(super) const HZ: u32 = 1000;
@@ -26,65 +24,99 @@ pub(super) const HZ: u32 = 1000;
 pub(super) const ITERATIONS_FACTOR: u64 = 10;
 /// Rows of `perf report` below this share (of their time with children) are left out.
 const PERCENT_LIMIT: &str = "0.05";
-/// The recording workload's name.
-pub(super) const RECORD: &str = "fopen-profile";
-/// The report workload's name.
-pub(super) const REPORT: &str = "fopen-profile-report";
+/// The recordings: workload name, and how guestscope traces the loop in it (every
+/// probe, a record per hit with cached stacks; and the cached hits only tallied).
+pub(super) const RECORDINGS: [(&str, &str); 2] = [
+    (
+        "fopen-profile",
+        "every probe, stacks cached, a record per hit",
+    ),
+    (
+        "fopen-profile-tallied",
+        "every probe, the cached hits tallied per stack (`--stacks tallied`)",
+    ),
+];
+/// What ends the name of a recording's report workload.
+const REPORT_SUFFIX: &str = "-report";
 /// The agent's task name as the kernel keeps it (15 bytes).
 const AGENT_COMM: &str = "guestscope-agen";
 /// The loop's task name.
 const LOOP_COMM: &str = "fopen";
 
-/// The two workloads: `perf record` of the whole guest around the fopen loop
-/// (`iterations` of it) traced with every probe, then `perf report` of it, untraced.
-pub(super) fn workloads(fopen: &str, iterations: u64) -> [WorkloadSpec; 2] {
-    let record = WorkloadSpec {
-        path: PERF.into(),
-        origin: WorkloadOrigin::User,
-        timeout_ms: Some(300_000),
-        ..spec(
-            RECORD,
-            "fopen",
-            &[
-                "record".to_string(),
-                "-a".into(),
-                "-g".into(),
-                "-F".into(),
-                HZ.to_string(),
-                "-o".into(),
-                DATA.into(),
-                "--".into(),
-                fopen.into(),
-                "--iterations".into(),
-                iterations.to_string(),
-            ],
-            all_probes(),
-        )
-    };
-    let report = WorkloadSpec {
-        path: PERF.into(),
-        origin: WorkloadOrigin::User,
-        timeout_ms: Some(300_000),
-        ..spec(
-            REPORT,
-            "fopen",
-            &args(&[
-                "report",
-                "-i",
-                DATA,
-                "--stdio",
-                "--children",
-                "--sort",
-                "comm,sym",
-                "-g",
-                "none",
-                "--percent-limit",
-                PERCENT_LIMIT,
-            ]),
-            no_probes(),
-        )
-    };
-    [record, report]
+/// Whether workload `name` is a recording's report (it runs no loop).
+pub(super) fn is_report(name: &str) -> bool {
+    RECORDINGS
+        .iter()
+        .any(|(recording, _)| name.strip_suffix(REPORT_SUFFIX) == Some(recording))
+}
+
+/// The name of recording `name`'s report workload.
+pub(super) fn report_name(name: &str) -> String {
+    format!("{name}{REPORT_SUFFIX}")
+}
+
+/// Each recording's two workloads: `perf record` of the whole guest around the fopen
+/// loop (`iterations` of it) traced as the recording says, then `perf report` of it,
+/// untraced.
+pub(super) fn workloads(fopen: &str, iterations: u64) -> Vec<WorkloadSpec> {
+    RECORDINGS
+        .iter()
+        .flat_map(|(name, _)| {
+            let data = format!("/tmp/guestscope-{name}.data");
+            let tracing = if name.ends_with("-tallied") {
+                condition_tracing("tallied")
+            } else {
+                all_probes()
+            };
+            let record = WorkloadSpec {
+                path: PERF.into(),
+                origin: WorkloadOrigin::User,
+                timeout_ms: Some(300_000),
+                ..spec(
+                    name,
+                    "fopen",
+                    &[
+                        "record".to_string(),
+                        "-a".into(),
+                        "-g".into(),
+                        "-F".into(),
+                        HZ.to_string(),
+                        "-o".into(),
+                        data.clone(),
+                        "--".into(),
+                        fopen.into(),
+                        "--iterations".into(),
+                        iterations.to_string(),
+                    ],
+                    tracing,
+                )
+            };
+            let report = WorkloadSpec {
+                path: PERF.into(),
+                origin: WorkloadOrigin::User,
+                timeout_ms: Some(300_000),
+                ..spec(
+                    &report_name(name),
+                    "fopen",
+                    &args(&[
+                        "report",
+                        "-i",
+                        &data,
+                        "--stdio",
+                        "--children",
+                        "--sort",
+                        "comm,sym",
+                        "-g",
+                        "none",
+                        "--percent-limit",
+                        PERCENT_LIMIT,
+                    ]),
+                    no_probes(),
+                )
+            };
+            [record, report]
+        })
+        .collect()
 }
 
 /// One row of `perf report --children --sort comm,sym -g none --stdio`.
@@ -240,29 +272,52 @@ pub fn breakdown(report: &PerfReport) -> Vec<(String, f64)> {
     ]
 }
 
-/// The profile of the peers boot's recording: its report parsed and grouped, per event
-/// over `loop_events` (`None` when the loop's events are unknown).
-pub(super) fn guest_profile(
+/// Each recording of the peers boot, its report parsed and grouped, per event over
+/// `loop_events` (`None` when the loop's events are unknown); a recording that did
+/// not run is left out (a problem when it failed).
+pub(super) fn guest_profiles(
     runs: &BTreeMap<String, Ran>,
     iterations: u64,
     loop_events: Option<f64>,
     problems: &mut Vec<String>,
-) -> Option<GuestProfile> {
-    let recorded = runs.get(RECORD)?;
-    let report = runs.get(REPORT)?;
-    if !recorded.ok() || !report.ok() {
-        problems.push(format!(
-            "the guest profile: perf record exited {:?}, perf report {:?}",
-            recorded.status, report.status
-        ));
-        return None;
-    }
-    let Some(parsed) = parse_report(&report.output) else {
-        problems.push("the guest profile: perf report printed no rows".into());
-        return None;
-    };
+) -> Vec<GuestProfile> {
+    RECORDINGS
+        .iter()
+        .filter_map(|(name, condition)| {
+            let recorded = runs.get(*name)?;
+            let report = runs.get(&report_name(name))?;
+            if !recorded.ok() || !report.ok() {
+                problems.push(format!(
+                    "{name}: perf record exited {:?}, perf report {:?}",
+                    recorded.status, report.status
+                ));
+                return None;
+            }
+            let Some(parsed) = parse_report(&report.output) else {
+                problems.push(format!("{name}: perf report printed no rows"));
+                return None;
+            };
+            Some(grouped(
+                &parsed,
+                condition,
+                iterations,
+                recorded,
+                loop_events,
+            ))
+        })
+        .collect()
+}
+
+/// One recording's profile.
+fn grouped(
+    parsed: &PerfReport,
+    condition: &str,
+    iterations: u64,
+    recorded: &Ran,
+    loop_events: Option<f64>,
+) -> GuestProfile {
     let sampled_ns = parsed.event_count;
-    let shares = breakdown(&parsed)
+    let shares = breakdown(parsed)
         .into_iter()
         .map(|(what, percent)| {
             // + 0.0: no "-0.0" for an empty group.
@@ -277,14 +332,15 @@ pub(super) fn guest_profile(
             }
         })
         .collect();
-    Some(GuestProfile {
+    GuestProfile {
+        condition: condition.into(),
         iterations,
         hz: HZ,
         sampled_ms: sampled_ns.map(|ns| ns as f64 / 1e6),
         loop_ms: recorded.elapsed_s().map(|s| s * 1e3),
         events: loop_events,
         shares,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -320,6 +376,27 @@ mod tests {
      0.50%     0.50%  swapper          [k] default_idle
 Warning: a line perf may print
 ";
+
+    #[test]
+    fn only_the_reports_run_no_loop() {
+        assert!(is_report("fopen-profile-report"));
+        assert!(is_report("fopen-profile-tallied-report"));
+        assert!(!is_report("fopen-profile"));
+        assert!(!is_report("fopen-all-0-report"));
+        let names: Vec<String> = workloads("/w/fopen", 10)
+            .into_iter()
+            .map(|w| w.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "fopen-profile",
+                "fopen-profile-report",
+                "fopen-profile-tallied",
+                "fopen-profile-tallied-report"
+            ]
+        );
+    }
 
     #[test]
     fn reads_rows_and_the_event_count() {

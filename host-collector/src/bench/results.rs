@@ -147,14 +147,17 @@ pub struct PeersBoot {
     pub events_per_iteration: Option<Spread>,
     /// Each tracer.
     pub rows: Vec<PeerOverhead>,
-    /// Where the traced loop's time goes, sampled by perf in the same boot.
-    pub profile: Option<GuestProfile>,
+    /// Where the traced loop's time goes, sampled by perf in the same boot: one
+    /// profile per way of tracing it.
+    pub profiles: Vec<GuestProfile>,
 }
 
 /// The whole guest sampled by perf while guestscope traces a long fopen loop with every
 /// probe (see `bench::profile`).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GuestProfile {
+    /// How guestscope traced the loop.
+    pub condition: String,
     /// Loop iterations.
     pub iterations: u64,
     /// Samples per second asked of perf (cpu-clock).

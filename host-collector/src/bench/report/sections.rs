@@ -198,17 +198,20 @@ pub(super) fn peers_boot(md: &mut String, p: &PeersBoot) {
         spread(p.untraced_ms.as_ref(), 1)
     );
     peer_table(md, &p.rows);
-    if let Some(profile) = &p.profile {
+    if !p.profiles.is_empty() {
+        let _ = writeln!(md, "\n### Where the traced loop's time goes");
+    }
+    for profile in &p.profiles {
         guest_profile(md, profile);
     }
 }
 
 /// Where the traced loop's time goes, from perf in the peers boot.
 fn guest_profile(md: &mut String, p: &GuestProfile) {
-    let _ = writeln!(md, "\n### Where the traced loop's time goes\n");
+    let _ = writeln!(md, "\n**{}**\n", p.condition);
     let _ = writeln!(
         md,
-        "The whole guest sampled by Debian's perf (`perf record -a -g`, cpu-clock at {} Hz; {} ms sampled) while guestscope traced the fopen loop ({} iterations, {} ms by its own clock, {} events) with every probe, stacks cached; `perf report --children`, grouped. Under TCG a sample is a timer interrupt: time with interrupts off counts where they come back on (the ring buffer's lock at its unlock, under the reservation). The rows marked · are parts of the probes' row.\n",
+        "The whole guest sampled by Debian's perf (`perf record -a -g`, cpu-clock at {} Hz; {} ms sampled) while guestscope traced the fopen loop ({} iterations, {} ms by its own clock, {} events) this way; `perf report --children`, grouped. Under TCG a sample is a timer interrupt: time with interrupts off counts where they come back on (the ring buffer's lock at its unlock, under the reservation). The rows marked · are parts of the probes' row.\n",
         p.hz,
         p.sampled_ms.map_or("—".into(), |v| format!("{v:.0}")),
         p.iterations,
