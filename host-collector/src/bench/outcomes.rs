@@ -18,8 +18,6 @@ pub(super) struct Ran {
     /// Stream bytes read when its start and exit records arrived.
     pub(super) bytes_at_start: u64,
     pub(super) bytes_at_exit: u64,
-    /// The count a bpftrace workload printed (`@n: N`), if any.
-    pub(super) bpftrace_count: Option<u64>,
     /// What it wrote (stdout and stderr, as the agent kept it).
     pub(super) output: String,
     /// What the kernel timed of each eBPF program during the run (plans with
@@ -41,6 +39,10 @@ impl Ran {
             .as_ref()
             .and_then(|t| t.counters.iter().find(|(n, _)| n == probe).map(|(_, c)| *c))
             .unwrap_or_default()
+    }
+    /// The count a bpftrace workload printed (`@n: N`), if any.
+    pub(super) fn bpftrace_count(&self) -> Option<u64> {
+        bpftrace_count(&self.output)
     }
     pub(super) fn matched_total(&self) -> Option<u64> {
         self.tracing
@@ -85,7 +87,6 @@ pub(super) fn outcomes(b: &Booted, bytes: &HashMap<String, (u64, u64)>) -> BTree
                 stack_counts: w.stack_counts.clone(),
                 bytes_at_start,
                 bytes_at_exit,
-                bpftrace_count: w.exited.as_ref().and_then(|x| bpftrace_count(&x.output)),
                 output: w
                     .exited
                     .as_ref()

@@ -202,7 +202,7 @@ pub(super) fn peers_part(
     .map_err(BenchError::Boot)?;
     let runs = outcomes(&booted, &HashMap::new());
     // perf's reports as it printed them, beside the serial logs.
-    for (name, _) in profile::RECORDINGS {
+    for (name, _, _) in profile::RECORDINGS {
         if let Some(report) = runs.get(&profile::report_name(name)) {
             let path = o.work_dir.join(format!("perf-report-{name}.txt"));
             if let Err(e) = std::fs::write(&path, &report.output) {

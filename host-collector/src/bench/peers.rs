@@ -49,7 +49,7 @@ impl PeerRows<'_> {
                 let hits = present(&series(runs, &name, self.reps, |r| {
                     let peer = &r.tracing.as_ref()?.ftrace_peer;
                     let hits = if peer.is_empty() {
-                        r.bpftrace_count? as f64
+                        r.bpftrace_count()? as f64
                     } else {
                         peer.iter().map(|h| h.hits as f64).sum::<f64>()
                     };
@@ -93,12 +93,19 @@ pub(super) fn peers_boot(
         loop_events: &loop_events,
     }
     .measure(runs, &PEER_ROWS);
-    let per_iteration = Some(stats::median(&present(&loop_events)) / n).filter(|e| e.is_finite());
+    let events_per_iteration = Spread::of(
+        &present(&loop_events)
+            .iter()
+            .map(|e| e / n)
+            .collect::<Vec<_>>(),
+    );
     let profile_iterations = o.fopen_iterations * profile::ITERATIONS_FACTOR;
     let profiles = profile::guest_profiles(
         runs,
         profile_iterations,
-        per_iteration.map(|e| e * profile_iterations as f64),
+        events_per_iteration
+            .as_ref()
+            .map(|s| s.median * profile_iterations as f64),
         problems,
     );
     PeersBoot {
@@ -107,12 +114,7 @@ pub(super) fn peers_boot(
         iterations: o.fopen_iterations,
         reps,
         untraced_ms: Spread::of(&present(&off)),
-        events_per_iteration: Spread::of(
-            &present(&loop_events)
-                .iter()
-                .map(|e| e / n)
-                .collect::<Vec<_>>(),
-        ),
+        events_per_iteration,
         rows,
     }
 }

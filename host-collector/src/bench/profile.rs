@@ -1,6 +1,6 @@
 //! Where the traced loop's time goes: in the peers boot, Debian's `perf` samples the
 //! whole guest (cpu-clock, every CPU, with call chains) while guestscope traces a long
-//! fopen loop with every probe, stacks cached; a second workload prints `perf report`,
+//! fopen loop, once per [`RECORDINGS`] entry; a second workload prints `perf report`,
 //! and the host groups its rows by what the guest was doing: the loop's own work, the
 //! probes (trampolines, programs, ring buffer, stack reads, entering and leaving a
 //! program), the agent, the kernel's threads, idle.
@@ -24,15 +24,17 @@ pub(super) const HZ: u32 = 1000;
 pub(super) const ITERATIONS_FACTOR: u64 = 10;
 /// Rows of `perf report` below this share (of their time with children) are left out.
 const PERCENT_LIMIT: &str = "0.05";
-/// The recordings: workload name, and how guestscope traces the loop in it (every
-/// probe, a record per hit with cached stacks; and the cached hits only tallied).
-pub(super) const RECORDINGS: [(&str, &str); 2] = [
+/// The recordings: workload name, the peers condition guestscope traces the loop
+/// with ([`condition_tracing`]), and that condition in words.
+pub(super) const RECORDINGS: [(&str, &str, &str); 2] = [
     (
         "fopen-profile",
+        "all",
         "every probe, stacks cached, a record per hit",
     ),
     (
         "fopen-profile-tallied",
+        "tallied",
         "every probe, the cached hits tallied per stack (`--stacks tallied`)",
     ),
 ];
@@ -47,7 +49,7 @@ const LOOP_COMM: &str = "fopen";
 pub(super) fn is_report(name: &str) -> bool {
     RECORDINGS
         .iter()
-        .any(|(recording, _)| name.strip_suffix(REPORT_SUFFIX) == Some(recording))
+        .any(|(recording, _, _)| name.strip_suffix(REPORT_SUFFIX) == Some(recording))
 }
 
 /// The name of recording `name`'s report workload.
@@ -61,62 +63,55 @@ pub(super) fn report_name(name: &str) -> String {
 pub(super) fn workloads(fopen: &str, iterations: u64) -> Vec<WorkloadSpec> {
     RECORDINGS
         .iter()
-        .flat_map(|(name, _)| {
+        .flat_map(|(name, condition, _)| {
             let data = format!("/tmp/guestscope-{name}.data");
-            let tracing = if name.ends_with("-tallied") {
-                condition_tracing("tallied")
-            } else {
-                all_probes()
-            };
-            let record = WorkloadSpec {
-                path: PERF.into(),
-                origin: WorkloadOrigin::User,
-                timeout_ms: Some(300_000),
-                ..spec(
-                    name,
-                    "fopen",
-                    &[
-                        "record".to_string(),
-                        "-a".into(),
-                        "-g".into(),
-                        "-F".into(),
-                        HZ.to_string(),
-                        "-o".into(),
-                        data.clone(),
-                        "--".into(),
-                        fopen.into(),
-                        "--iterations".into(),
-                        iterations.to_string(),
-                    ],
-                    tracing,
-                )
-            };
-            let report = WorkloadSpec {
-                path: PERF.into(),
-                origin: WorkloadOrigin::User,
-                timeout_ms: Some(300_000),
-                ..spec(
-                    &report_name(name),
-                    "fopen",
-                    &args(&[
-                        "report",
-                        "-i",
-                        &data,
-                        "--stdio",
-                        "--children",
-                        "--sort",
-                        "comm,sym",
-                        "-g",
-                        "none",
-                        "--percent-limit",
-                        PERCENT_LIMIT,
-                    ]),
-                    no_probes(),
-                )
-            };
+            let record = perf_workload(
+                name,
+                &[
+                    "record".to_string(),
+                    "-a".into(),
+                    "-g".into(),
+                    "-F".into(),
+                    HZ.to_string(),
+                    "-o".into(),
+                    data.clone(),
+                    "--".into(),
+                    fopen.into(),
+                    "--iterations".into(),
+                    iterations.to_string(),
+                ],
+                condition_tracing(condition),
+            );
+            let report = perf_workload(
+                &report_name(name),
+                &args(&[
+                    "report",
+                    "-i",
+                    &data,
+                    "--stdio",
+                    "--children",
+                    "--sort",
+                    "comm,sym",
+                    "-g",
+                    "none",
+                    "--percent-limit",
+                    PERCENT_LIMIT,
+                ]),
+                no_probes(),
+            );
             [record, report]
         })
         .collect()
+}
+
+/// Workload `name`: [`PERF`] with `arguments`, traced as `tracing` says.
+fn perf_workload(name: &str, arguments: &[String], tracing: Tracing) -> WorkloadSpec {
+    WorkloadSpec {
+        path: PERF.into(),
+        origin: WorkloadOrigin::User,
+        timeout_ms: Some(300_000),
+        ..spec(name, "fopen", arguments, tracing)
+    }
 }
 
 /// One row of `perf report --children --sort comm,sym -g none --stdio`.
@@ -283,7 +278,7 @@ pub(super) fn guest_profiles(
 ) -> Vec<GuestProfile> {
     RECORDINGS
         .iter()
-        .filter_map(|(name, condition)| {
+        .filter_map(|(name, _, condition)| {
             let recorded = runs.get(*name)?;
             let report = runs.get(&report_name(name))?;
             if !recorded.ok() || !report.ok() {

@@ -90,7 +90,7 @@ fn the_ftrace_peer_is_paired_with_the_untraced_loop_over_guestscopes_events() {
     // bpftrace's printed count is its hits, in the peers boot's table.
     for rep in 0..2 {
         let mut count = ran(0, 110, 5);
-        count.bpftrace_count = Some(12_000);
+        count.output = "Attaching 2 probes...\n@n: 12000\n".into();
         runs.insert(format!("fopen-bpfcount-{rep}"), count);
     }
     let rows = PeerRows {
