@@ -66,16 +66,17 @@ fn guestscope_ftrace_and_bpftrace_trace_the_same_loop_in_one_boot() {
             .unwrap();
         row.hits_per_iteration.as_ref().map(|h| h.median)
     };
-    // bpftrace's own count of the task's hits is guestscope's count of its events.
+    // bpftrace counts the task's hits of spin_lock and alloc_fd by its name, so from its
+    // exec on; guestscope counts them by its pid, from its fork on. bpftrace's count per
+    // iteration lies between guestscope's loop alone and guestscope's whole process
+    // (each in its own run of the loop: 5% either way).
+    let ours = hits("guestscope, every probe, stacks").expect("guestscope's hits");
     let bpftrace = hits("bpftrace kprobes, comm filter, @ = count()").expect("bpftrace's count");
     assert!(
-        (bpftrace - events).abs() <= 0.05 * events,
-        "bpftrace counted {bpftrace} per iteration, guestscope {events}"
+        (0.95 * events..=1.05 * ours).contains(&bpftrace),
+        "bpftrace counted {bpftrace} per iteration; guestscope {events} in the loop, {ours} in all"
     );
     // ftrace's kprobes count every task's hits, the loop's among them.
     let ftrace = hits("ftrace kprobes, comm filter, no stacks").expect("ftrace's hits");
-    assert!(
-        ftrace >= 0.95 * events,
-        "ftrace {ftrace}, guestscope {events}"
-    );
+    assert!(ftrace >= 0.95 * ours, "ftrace {ftrace}, guestscope {ours}");
 }

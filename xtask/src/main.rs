@@ -12,13 +12,15 @@
 //! Debian kernel and its modules), [`initramfs`] (the guest's base archive),
 //! [`debian`] (the second test guest: a debootstrap rootfs with Debian's 6.12),
 //! [`lints`] (rustfmt and clippy, as `test` runs them), [`paths`] (where artifacts go), [`cmd`] (running programs), [`steps`]
-//! (timing), [`elf`] (static or dynamic executables).
+//! (timing), [`elf`] (static or dynamic executables), [`disk`] (free space before a
+//! long run).
 
 mod bench;
 mod build_guest;
 mod cmd;
 mod debian;
 mod deps;
+mod disk;
 mod elf;
 mod fuzz;
 mod image;

@@ -11,6 +11,7 @@ use anyhow::Result;
 use crate::build_guest::Overrides;
 use crate::cmd;
 use crate::debian;
+use crate::disk;
 use crate::fuzz;
 use crate::image;
 use crate::kernel_build;
@@ -71,6 +72,10 @@ pub fn test(options: &Options) -> Result<()> {
 }
 
 fn run(layout: &Layout, steps: &mut Steps, options: &Options) -> Result<()> {
+    disk::report(&[
+        ("target/", &layout.target_dir),
+        ("the kernel cache", &layout.user_cache_dir()),
+    ]);
     if !options.no_lints {
         steps.run("lints", || lints::check(&layout.root))?;
     }

@@ -123,6 +123,24 @@ pub(super) fn loop_overhead(
     }
 }
 
+/// The hits guestscope's spin_lock and alloc_fd probes matched in a run, the peers'
+/// functions ([`PEER_FUNCTIONS`]), its process's start included as a peer's count
+/// includes it (`None` for a run without those probes).
+pub(super) fn peer_function_hits(r: &Ran) -> Option<f64> {
+    let names = [ProbeKind::SpinLock.name(), ProbeKind::AllocFd.name()];
+    let t = r.tracing.as_ref()?;
+    t.probes
+        .iter()
+        .any(|name| names.contains(&name.as_str()))
+        .then(|| {
+            t.counters
+                .iter()
+                .filter(|(name, _)| names.contains(&name.as_str()))
+                .map(|(_, c)| c.matched as f64)
+                .sum()
+        })
+}
+
 /// Events of a loop's process start and exit: the median of its baseline runs (0
 /// without any).
 pub(super) fn baseline_events(runs: &BTreeMap<String, Ran>, workload: &str) -> f64 {

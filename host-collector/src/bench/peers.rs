@@ -48,10 +48,12 @@ impl PeerRows<'_> {
                 let ms = series(runs, &name, self.reps, loop_ms);
                 let hits = present(&series(runs, &name, self.reps, |r| {
                     let peer = &r.tracing.as_ref()?.ftrace_peer;
-                    let hits = if peer.is_empty() {
-                        r.bpftrace_count()? as f64
-                    } else {
+                    let hits = if !peer.is_empty() {
                         peer.iter().map(|h| h.hits as f64).sum::<f64>()
+                    } else if let Some(count) = r.bpftrace_count() {
+                        count as f64
+                    } else {
+                        peer_function_hits(r)?
                     };
                     Some(hits / self.iterations)
                 }));

@@ -196,8 +196,11 @@ pub struct PeerOverhead {
     /// Time added per event, µs, paired: over the events guestscope's every-probe run of
     /// the same repetition saw (the same events, whoever traces them).
     pub us_per_event: Option<Spread>,
-    /// Hits per iteration: for ftrace its kprobes' (`kprobe_profile`: every task's,
-    /// before the filter), for bpftrace's count its own (the loop's task only).
+    /// Hits per iteration of the peers' functions, as each tracer counted them (the
+    /// process's start included): for ftrace its kprobes' (`kprobe_profile`: every
+    /// task's, before the filter), for bpftrace's count its own (the task from its exec
+    /// on, by its name), for guestscope its spin_lock and alloc_fd probes' (the task
+    /// from its fork on, by its pid).
     pub hits_per_iteration: Option<Spread>,
 }
 

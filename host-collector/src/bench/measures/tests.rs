@@ -19,6 +19,7 @@ fn ran(matched: u64, loop_ms: u64, agent_ms: u64) -> Ran {
                     ..ProbeCounters::default()
                 },
             )],
+            probes: vec!["spin_lock".into()],
             agent_cpu_ns: agent_ms * 1_000_000,
             ..WorkloadTracing::default()
         }),
@@ -84,7 +85,8 @@ fn the_ftrace_peer_is_paired_with_the_untraced_loop_over_guestscopes_events() {
     assert!((peer.hits_per_iteration.as_ref().unwrap().median - 5.5).abs() < 1e-9);
     let ours = &o.peers[0];
     assert!((ours.ratio.as_ref().unwrap().median - 1.6).abs() < 1e-9);
-    assert!(ours.hits_per_iteration.is_none());
+    // guestscope's own hits of the same functions: its spin_lock probe's 10,000.
+    assert!((ours.hits_per_iteration.as_ref().unwrap().median - 5.0).abs() < 1e-9);
     // A condition that did not run has no figures.
     assert!(o.peers[4].ratio.is_none());
     // bpftrace's printed count is its hits, in the peers boot's table.
@@ -222,4 +224,24 @@ fn ring_bytes_count_a_cached_record_short_and_a_walked_one_long() {
         ring_record_bytes(&walked),
         10 * size_of::<StackedEvent>() as u64
     );
+}
+
+#[test]
+fn guestscopes_peer_hits_are_its_spin_lock_and_alloc_fd_probes_only() {
+    let mut r = ran(100, 1, 1);
+    let t = r.tracing.as_mut().unwrap();
+    // spin_lock and alloc_fd are the peers' functions; a page fault is not.
+    for (probe, matched) in [("alloc_fd", 20), ("page_fault_user", 500)] {
+        t.counters.push((
+            probe.into(),
+            ProbeCounters {
+                matched,
+                ..ProbeCounters::default()
+            },
+        ));
+    }
+    assert_eq!(peer_function_hits(&r), Some(120.0));
+    // A run that attached none of them (bpftrace's, say) has no such count, not 0.
+    r.tracing.as_mut().unwrap().probes = vec!["page_fault_user".into()];
+    assert_eq!(peer_function_hits(&r), None);
 }

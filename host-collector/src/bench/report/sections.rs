@@ -191,7 +191,7 @@ pub(super) fn peers_boot(md: &mut String, p: &PeersBoot) {
     let _ = writeln!(md, "\n## Peers on the same events\n");
     let _ = writeln!(
         md,
-        "The fopen loop ({} iterations, {} events per iteration as guestscope counts them) in a root file system with bpftrace ({}), in one boot: the events of `_raw_spin_lock` and `alloc_fd` in the loop's task, traced by guestscope, by ftrace kprobe events filtered to the task's name, and by bpftrace kprobes with the same filter (Debian's bpftrace; its LLVM compile happens before the loop starts, out of the timing). Each run paired with the untraced run of its repetition ({} ms); per event over the events guestscope's every-probe run of the same repetition saw.\n",
+        "The fopen loop ({} iterations, {} events per iteration as guestscope counts them) in a root file system with bpftrace ({}), in one boot: the events of `_raw_spin_lock` and `alloc_fd` in the loop's task, traced by guestscope, by ftrace kprobe events filtered to the task's name, and by bpftrace kprobes with the same filter (Debian's bpftrace; its LLVM compile happens before the loop starts, out of the timing). Each run paired with the untraced run of its repetition ({} ms); per event over the events guestscope's every-probe run of the same repetition saw. Hits per iteration: each tracer's own count of the two functions' hits, the process's start included (ftrace's kprobes every task's; bpftrace the task's from its exec on, by name; guestscope's from its fork on, by pid).\n",
         p.iterations,
         spread(p.events_per_iteration.as_ref(), 2),
         p.rootfs,
