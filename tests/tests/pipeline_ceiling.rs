@@ -1,5 +1,5 @@
 //! The stream's own ceiling, measured as `guestscope bench` measures it: in one boot,
-//! a raw vsock blast, then events the agent makes itself (no eBPF, no workload) sent
+//! raw vsock blasts, each followed by events the agent makes itself (no eBPF, no workload) sent
 //! through its stack table, batches, stream and link to the collector, which writes
 //! them to disk. Every synthetic event must arrive, and the ceiling must be a rate.
 
@@ -10,7 +10,7 @@ use guestscope_tests::bench_in;
 fn every_synthetic_event_arrives_and_the_ceiling_is_measured_against_raw_vsock() {
     let (dir, o) = bench_in("pipeline-ceiling", "capacity");
     let o = BenchOptions {
-        blast_reps: 1,
+        blast_reps: 2,
         blast_bytes: 16 << 20,
         rates: vec![2_000],
         step_seconds: 0.5,
@@ -22,14 +22,21 @@ fn every_synthetic_event_arrives_and_the_ceiling_is_measured_against_raw_vsock()
         .pipeline
         .as_ref()
         .unwrap_or_else(|| panic!("no ceiling: {:?}", r.problems));
-    assert_eq!(p.received, p.events, "every synthetic event arrives");
-    assert!(p.events_per_s > 0.0 && p.wire_mb_s > 0.0, "{p:?}");
-    assert!(
-        p.wire_bytes > p.events,
-        "a few bytes per event at least: {p:?}"
-    );
+    // One synthetic run per blast, each carrying about the blast's bytes.
+    assert_eq!(p.runs.len(), 2, "{p:?}");
+    assert_eq!(p.events, (16 << 20) / 64);
+    for run in &p.runs {
+        assert_eq!(run.received, p.events, "every synthetic event arrives");
+        assert!(run.events_per_s > 0.0 && run.wire_mb_s > 0.0, "{run:?}");
+        assert!(
+            (0.5..2.0).contains(&(run.wire_bytes as f64 / (16u64 << 20) as f64)),
+            "about the blast's bytes: {run:?}"
+        );
+        let f = run.fraction_of_raw.expect("paired with its blast");
+        assert!(f > 0.0 && f < 2.0, "fraction {f}");
+    }
     let f = c.pipeline_fraction_of_raw.expect("a fraction of raw vsock");
-    assert!(f > 0.0 && f < 2.0, "fraction {f}");
+    assert_eq!(Some(f), p.fraction_of_raw.as_ref().map(|s| s.median));
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("out/results.json")).unwrap()).unwrap();
     let written = json["capacity"]["pipeline_fraction_of_raw"].as_f64();
@@ -38,7 +45,7 @@ fn every_synthetic_event_arrives_and_the_ceiling_is_measured_against_raw_vsock()
         "results.json carries the figure: {written:?} for {f}"
     );
     eprintln!(
-        "pipeline ceiling: {:.0} events/s, {:.2} MB/s, {:.1}% of raw vsock, agent {:?} µs CPU per event",
+        "pipeline ceiling: {:?} events/s, {:?} MB/s, {:.1}% of raw vsock, agent {:?} µs CPU per event",
         p.events_per_s,
         p.wire_mb_s,
         f * 100.0,

@@ -315,12 +315,15 @@ fn ftrace_overhead(
     }
 }
 
-pub(super) fn capacity(
+/// The raw blasts' MB/s: by the host's clock, by the guest's write loop, and by
+/// repetition for pairing (`None` for a blast that did not deliver all its bytes,
+/// which is a problem).
+fn blasts(
     o: &BenchOptions,
     b: &Booted,
     runs: &BTreeMap<String, Ran>,
     problems: &mut Vec<String>,
-) -> Capacity {
+) -> (Vec<f64>, Vec<f64>, Vec<Option<f64>>) {
     let host: Vec<f64> = b
         .blasts
         .iter()
@@ -339,6 +342,22 @@ pub(super) fn capacity(
             ));
         }
     }
+    let by_rep = (0..o.blast_reps)
+        .map(|i| {
+            let x = b.blasts.get(i)?;
+            (x.seconds > 0.0 && x.bytes == o.blast_bytes).then(|| x.bytes as f64 / x.seconds / 1e6)
+        })
+        .collect();
+    (host, guest, by_rep)
+}
+
+pub(super) fn capacity(
+    o: &BenchOptions,
+    b: &Booted,
+    runs: &BTreeMap<String, Ran>,
+    problems: &mut Vec<String>,
+) -> Capacity {
+    let (host, guest, raw_by_rep) = blasts(o, b, runs, problems);
     let mut steps = Vec::new();
     let mut rates: Vec<u64> = o.rates.clone();
     rates.push(0);
@@ -391,7 +410,7 @@ pub(super) fn capacity(
         .and_then(|r| steps.iter().find(|s| s.rate == r))
         .cloned();
     let raw = Spread::of(&host);
-    let pipeline = pipeline_ceiling(runs, problems);
+    let pipeline = pipeline_ceiling(o, runs, &raw_by_rep, problems);
     Capacity {
         raw: RawThroughput {
             reps: b.blasts.len(),
@@ -414,51 +433,70 @@ pub(super) fn capacity(
         steps,
         pipeline_fraction_of_raw: pipeline
             .as_ref()
-            .zip(raw.as_ref())
-            .and_then(|(p, r)| (r.median > 0.0).then(|| p.wire_mb_s / r.median)),
+            .and_then(|p| p.fraction_of_raw.as_ref())
+            .map(|f| f.median),
         pipeline,
     }
 }
 
-/// The pipeline's ceiling from the synthetic producer's run: events and stream bytes
+/// The pipeline's ceiling from the synthetic producer's runs: events and stream bytes
 /// the collector took, over the agent's time from its first event until the link had
-/// taken the last.
+/// taken the last; each run against `raw_by_rep`, the host's MB/s of the blast before
+/// it.
 fn pipeline_ceiling(
+    o: &BenchOptions,
     runs: &BTreeMap<String, Ran>,
+    raw_by_rep: &[Option<f64>],
     problems: &mut Vec<String>,
 ) -> Option<PipelineCeiling> {
-    let ran = runs.get(plans::SYNTHETIC)?;
-    let Some(seconds) = ran.elapsed_s() else {
-        problems.push(format!(
-            "the synthetic producer: exit status {:?}, no time",
-            ran.status
-        ));
-        return None;
-    };
-    let received = ran
-        .received
-        .get(ProbeKind::SpinLock.name())
-        .copied()
-        .unwrap_or(0);
-    if received != plans::SYNTHETIC_EVENTS {
-        problems.push(format!(
-            "the synthetic producer sent {} events, the collector took {received}",
-            plans::SYNTHETIC_EVENTS
-        ));
+    let events = plans::synthetic_events(o.blast_bytes);
+    let mut measured = Vec::new();
+    for (i, raw) in raw_by_rep.iter().enumerate() {
+        let name = format!("{}-{i}", plans::SYNTHETIC);
+        let Some(ran) = runs.get(&name) else { continue };
+        let Some(seconds) = ran.elapsed_s() else {
+            problems.push(format!("{name}: exit status {:?}, no time", ran.status));
+            continue;
+        };
+        let received = ran
+            .received
+            .get(ProbeKind::SpinLock.name())
+            .copied()
+            .unwrap_or(0);
+        if received != events {
+            problems.push(format!(
+                "{name}: the synthetic producer sent {events} events, the collector took {received}"
+            ));
+        }
+        let wire_bytes = ran.bytes_at_exit.saturating_sub(ran.bytes_at_start);
+        let wire_mb_s = wire_bytes as f64 / seconds / 1e6;
+        measured.push(PipelineRun {
+            received,
+            seconds,
+            events_per_s: received as f64 / seconds,
+            wire_bytes,
+            wire_mb_s,
+            fraction_of_raw: raw.filter(|r| *r > 0.0).map(|r| wire_mb_s / r),
+            agent_cpu_us_per_event: ran
+                .tracing
+                .as_ref()
+                .filter(|_| received > 0)
+                .map(|t| t.agent_cpu_ns as f64 / 1e3 / received as f64),
+        });
     }
-    let wire_bytes = ran.bytes_at_exit.saturating_sub(ran.bytes_at_start);
+    if measured.is_empty() {
+        return None;
+    }
+    let of = |f: fn(&PipelineRun) -> Option<f64>| {
+        Spread::of(&measured.iter().filter_map(f).collect::<Vec<_>>())
+    };
     Some(PipelineCeiling {
-        events: plans::SYNTHETIC_EVENTS,
-        received,
-        seconds,
-        events_per_s: received as f64 / seconds,
-        wire_bytes,
-        wire_mb_s: wire_bytes as f64 / seconds / 1e6,
-        agent_cpu_us_per_event: ran
-            .tracing
-            .as_ref()
-            .filter(|_| received > 0)
-            .map(|t| t.agent_cpu_ns as f64 / 1e3 / received as f64),
+        events,
+        events_per_s: of(|r| Some(r.events_per_s)),
+        wire_mb_s: of(|r| Some(r.wire_mb_s)),
+        fraction_of_raw: of(|r| r.fraction_of_raw),
+        agent_cpu_us_per_event: of(|r| r.agent_cpu_us_per_event),
+        runs: measured,
     })
 }
 

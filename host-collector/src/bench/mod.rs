@@ -489,13 +489,28 @@ mod tests {
         assert_eq!(step_events(1_000_000, 2.0), 2_000_000);
         let p = capacity_plan(&BenchOptions {
             rates: vec![10, 20],
-            blast_reps: 1,
+            blast_reps: 2,
+            blast_bytes: 64 << 20,
             ..BenchOptions::default()
         });
         let names: Vec<&str> = p.workloads.iter().map(|w| w.name.as_str()).collect();
+        // Each blast is paired with the synthetic producer's run after it.
         assert_eq!(
             names,
-            ["blast-0", "flood-10", "flood-20", "flood-0", "synthetic"]
+            [
+                "blast-0",
+                "synthetic-0",
+                "blast-1",
+                "synthetic-1",
+                "flood-10",
+                "flood-20",
+                "flood-0"
+            ]
+        );
+        // The synthetic runs carry about the blast's 64 MiB: 64 bytes per event.
+        assert_eq!(
+            p.workloads[1].tracing,
+            guestscope_common::plan::Tracing::Synthetic(1 << 20)
         );
     }
 }

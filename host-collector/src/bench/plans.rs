@@ -248,13 +248,21 @@ pub(super) fn step_events(rate: u64, seconds: f64) -> u64 {
 }
 
 /// The capacity boot's workload whose events the agent makes itself (the pipeline's
-/// ceiling, eBPF and the workload out of it).
+/// ceiling, eBPF and the workload out of it); run `i` is `synthetic-i`.
 pub(super) const SYNTHETIC: &str = "synthetic";
 
-/// Events the synthetic producer sends: a few seconds' worth under TCG.
-pub(super) const SYNTHETIC_EVENTS: u64 = 400_000;
+/// Stream bytes of one synthetic event, its share of stacks and framing included (as
+/// measured: 64.0 over two million); only for sizing a run.
+const SYNTHETIC_STREAM_BYTES: u64 = 64;
 
-/// The capacity boot's plan: blasts, then the ladder, then an unpaced flood.
+/// Events a synthetic run sends: about as many stream bytes as a raw blast of
+/// `blast_bytes`, so that the two it is paired with move the same data.
+pub(super) fn synthetic_events(blast_bytes: u64) -> u64 {
+    (blast_bytes / SYNTHETIC_STREAM_BYTES).max(1)
+}
+
+/// The capacity boot's plan: raw blasts alternated with the synthetic producer (pair
+/// `i`: `blast-i`, then `synthetic-i`), then the ladder, then an unpaced flood.
 pub(super) fn capacity_plan(o: &BenchOptions) -> RunPlan {
     let mut w = Vec::new();
     let port = BLAST_PORT.to_string();
@@ -265,6 +273,13 @@ pub(super) fn capacity_plan(o: &BenchOptions) -> RunPlan {
             "blast",
             &args(&["--port", &port, "--bytes", &bytes]),
             no_probes(),
+        ));
+        // No program runs: the agent makes the events (the path is never executed).
+        w.push(spec(
+            &format!("{SYNTHETIC}-{i}"),
+            SYNTHETIC,
+            &[],
+            Tracing::Synthetic(synthetic_events(o.blast_bytes)),
         ));
     }
     let fd_only = Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]);
@@ -284,13 +299,6 @@ pub(super) fn capacity_plan(o: &BenchOptions) -> RunPlan {
         "flood",
         &args(&["--iterations", &n]),
         fd_only,
-    ));
-    // No program runs: the agent makes the events (the path is never executed).
-    w.push(spec(
-        SYNTHETIC,
-        SYNTHETIC,
-        &[],
-        Tracing::Synthetic(SYNTHETIC_EVENTS),
     ));
     RunPlan::new(VSOCK_PORT, w)
 }

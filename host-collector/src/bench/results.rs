@@ -410,15 +410,32 @@ pub struct Capacity {
     /// The pipeline's own ceiling (agent → vsock → collector → disk), from events the
     /// agent makes itself: no eBPF, no workload.
     pub pipeline: Option<PipelineCeiling>,
-    /// The pipeline's stream MB/s over raw vsock MB/s, same boot.
+    /// The pipeline's stream MB/s over raw vsock MB/s, same boot: the median of the
+    /// paired runs' fractions.
     pub pipeline_fraction_of_raw: Option<f64>,
 }
 
-/// The synthetic producer's run: what the pipeline carries when nothing else bounds it.
+/// The synthetic producer's runs: what the pipeline carries when nothing else bounds
+/// it, each paired with the raw blast just before it.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PipelineCeiling {
-    /// Events the agent made.
+    /// Events the agent made in each run.
     pub events: u64,
+    /// Every run, in order (run `i` after blast `i`).
+    pub runs: Vec<PipelineRun>,
+    /// Events per second over the runs.
+    pub events_per_s: Option<Spread>,
+    /// Stream MB/s over the runs.
+    pub wire_mb_s: Option<Spread>,
+    /// Each run's stream MB/s over its blast's raw MB/s (host clock), paired.
+    pub fraction_of_raw: Option<Spread>,
+    /// The agent's CPU per event over the runs, µs.
+    pub agent_cpu_us_per_event: Option<Spread>,
+}
+
+/// One synthetic run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PipelineRun {
     /// Events the collector took.
     pub received: u64,
     /// From the first event until the link had taken the last, s (agent clock).
@@ -429,6 +446,8 @@ pub struct PipelineCeiling {
     pub wire_bytes: u64,
     /// `wire_bytes / seconds`, MB/s.
     pub wire_mb_s: f64,
+    /// `wire_mb_s` over the raw MB/s of the blast before it, if that blast delivered.
+    pub fraction_of_raw: Option<f64>,
     /// The agent's CPU time per event over the run (its own clock), µs: how much of
     /// the time per event (`1 / events_per_s`) the agent spent.
     pub agent_cpu_us_per_event: Option<f64>,

@@ -51,6 +51,22 @@ pub fn spread(s: Option<&Spread>, digits: usize) -> String {
     }
 }
 
+/// A spread of fractions as percentages: `median% (min–max%, n)` with `digits` decimals.
+pub fn percent_spread(s: Option<&Spread>, digits: usize) -> String {
+    match s.map(|s| s.scaled(100.0)) {
+        Some(s) if s.n > 1 => format!(
+            "{:.d$}% ({:.d$}–{:.d$}%, n={})",
+            s.median,
+            s.min,
+            s.max,
+            s.n,
+            d = digits
+        ),
+        Some(s) => format!("{:.d$}% (n=1)", s.median, d = digits),
+        None => "—".into(),
+    }
+}
+
 /// The median of a spread, if there is one.
 fn med(s: Option<&Spread>) -> Option<f64> {
     s.map(|s| s.median)

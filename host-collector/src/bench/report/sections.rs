@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::spread;
+use super::{percent_spread, spread};
 use crate::bench::results::{
     BenchResults, Capacity, GdbComparison, GuestProfile, LoopOverhead, Memory, PeerOverhead,
     PeersBoot, StackCacheCheck,
@@ -364,20 +364,21 @@ pub(super) fn capacity(md: &mut String, c: &Capacity) {
         );
     }
     if let Some(p) = &c.pipeline {
+        let received: u64 = p.runs.iter().map(|r| r.received).sum();
         let _ = writeln!(
             md,
-            "\nThe pipeline alone (the agent makes {} spin_lock-like events with {} distinct {}-frame stacks itself, one in {} with its walked stack and the others naming the stack-cache entry that holds it, as the probes' records come with the cache on, and sends them through its stack table, batches, stream and link; the collector writes them to disk): {:.0} events/s, {:.2} MB/s of stream, {} of {} events taken, {:.2} s until the link had the last; the agent's CPU {} µs per event.",
+            "\nThe pipeline alone (the agent makes {} spin_lock-like events with {} distinct {}-frame stacks itself, about the stream bytes of one blast, one in {} with its walked stack and the others naming the stack-cache entry that holds it, as the probes' records come with the cache on, and sends them through its stack table, batches, stream and link; the collector writes them to disk), {} runs, each after a blast: {} events/s, {} MB/s of stream, {} of the blast before it (paired), {} of {} events taken; the agent's CPU {} µs per event.",
             p.events,
             guestscope_common::plan::SYNTHETIC_STACKS,
             guestscope_common::plan::SYNTHETIC_FRAMES,
             guestscope_common::plan::SYNTHETIC_WALK_EVERY,
-            p.events_per_s,
-            p.wire_mb_s,
-            p.received,
-            p.events,
-            p.seconds,
-            p.agent_cpu_us_per_event
-                .map_or("—".to_string(), |us| format!("{us:.2}"))
+            p.runs.len(),
+            spread(p.events_per_s.as_ref(), 0),
+            spread(p.wire_mb_s.as_ref(), 2),
+            percent_spread(p.fraction_of_raw.as_ref(), 1),
+            received,
+            p.events * p.runs.len() as u64,
+            spread(p.agent_cpu_us_per_event.as_ref(), 2),
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Each target of the benchmark issue checked against a run's figures: the probes'
 //! cost and the gdb comparison, the stream's capacity, boot and lab times, memory.
 
-use super::{med, target};
+use super::{med, percent_spread, target};
 use crate::bench::results::{BenchResults, TargetCheck};
 
 /// Each target of the benchmark issue against `r`.
@@ -260,10 +260,10 @@ fn capacity_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
         cap.and_then(|c| c.pipeline_fraction_of_raw),
         match (pipeline, raw) {
             (Some(p), Some(raw)) => format!(
-                "{:.0} events/s = {:.2} MB/s of {raw:.0} MB/s raw ({:.1}%)",
-                p.events_per_s,
-                p.wire_mb_s,
-                p.wire_mb_s / raw * 100.0
+                "{} events/s = {} MB/s against {raw:.0} MB/s raw; {} of the blast before it (paired)",
+                med(p.events_per_s.as_ref()).map_or("—".into(), |v| format!("{v:.0}")),
+                med(p.wire_mb_s.as_ref()).map_or("—".into(), |v| format!("{v:.2}")),
+                percent_spread(p.fraction_of_raw.as_ref(), 1),
             ),
             _ => "—".into(),
         },
