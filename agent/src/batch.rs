@@ -43,6 +43,7 @@ impl Batcher {
     }
 
     /// Adds an event read at `now`; returns true when the batch is full.
+    #[inline]
     pub fn push(&mut self, event: RawEvent, now: Instant) -> bool {
         if self.events.is_empty() {
             self.opened = Some(now);
@@ -78,6 +79,7 @@ impl Batcher {
 
     /// Adds the arguments of an event about to be [pushed](Batcher::push); they go
     /// out with its batch.
+    #[inline]
     pub fn push_args(&mut self, args: EventArgs) {
         self.args.push(args);
     }

@@ -187,6 +187,7 @@ impl StackTable {
 
     /// The event of a cached hit, its `stack_id` set as for the walk that filled the
     /// cache entry it names ([`UNKNOWN_SLOT_ID`] if none did).
+    #[inline]
     pub fn resolve_cached(&mut self, record: &CachedEvent) -> (RawEvent, Result<u32, NoStack>) {
         let cpu = record.event.cpu;
         let known = CacheSlot::index(record.cache_slot)

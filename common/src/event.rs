@@ -17,6 +17,7 @@ pub const COMM_BYTES: usize = 16;
 /// and what `Events` records carry, in its fixed layout ([`RawEvent::to_le_bytes`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "std", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct RawEvent {
     /// `bpf_ktime_get_ns()`: guest CLOCK_MONOTONIC, nanoseconds.
     pub ts_ns: u64,

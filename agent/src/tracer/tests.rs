@@ -1,11 +1,33 @@
 //! The tracer's unit tests: records taken in, and a tracer without probes.
 
 use guestscope_common::{
-    CachedArgsEvent, CachedEvent, EntryCaller, MAX_STACK_FRAMES, StackedEvent,
+    CachedArgsEvent, CachedEvent, EntryCaller, MAX_STACK_FRAMES, RawEvent, StackedEvent,
     event::USER_STACK_FRAMES,
 };
 
 use super::*;
+
+/// [`accept`] into a batch of its own: the event it took in and its arguments.
+fn accept_one(
+    record: Record<'_>,
+    stacks: &mut StackTable,
+    tallies: &mut TallyBook,
+    totals: &mut Totals,
+) -> (RawEvent, Option<EventArgs>) {
+    let mut batch = Batcher::default();
+    assert!(!accept(
+        record,
+        stacks,
+        tallies,
+        totals,
+        &mut batch,
+        Instant::now()
+    ));
+    let args = batch.take_args();
+    let events = batch.take();
+    assert!(events.len() == 1 && args.len() <= 1, "{events:?} {args:?}");
+    (events[0], args.first().copied())
+}
 
 #[test]
 fn a_cached_user_probe_hit_gets_its_entrys_stack_and_its_own_arguments() {
@@ -31,7 +53,7 @@ fn a_cached_user_probe_hit_gets_its_entrys_stack_and_its_own_arguments() {
         replaced_tally: 0,
         ips,
     };
-    let (first, first_args) = accept(
+    let (first, first_args) = accept_one(
         Record::Walked(&walked),
         &mut stacks,
         &mut tallies,
@@ -48,7 +70,7 @@ fn a_cached_user_probe_hit_gets_its_entrys_stack_and_its_own_arguments() {
         },
         args: [11, 12, 13, 14, 15],
     };
-    let (second, second_args) = accept(
+    let (second, second_args) = accept_one(
         Record::CachedArgs(&cached),
         &mut stacks,
         &mut tallies,
@@ -72,7 +94,7 @@ fn a_cached_user_probe_hit_gets_its_entrys_stack_and_its_own_arguments() {
         },
         ..cached
     };
-    let (third, third_args) = accept(
+    let (third, third_args) = accept_one(
         Record::CachedArgs(&stray),
         &mut stacks,
         &mut tallies,

@@ -44,6 +44,20 @@ pub(super) fn encode_into(out: &mut Vec<u8>, seq: u64, events: &[RawEvent]) {
     varint(out, seq);
     out.extend_from_slice(variant);
     varint(out, events.len() as u64);
+    extend_with_events(out, events);
+}
+
+/// Appends `events` in their fixed layout: on a little-endian machine that layout is
+/// their memory (`repr(C)`, no padding: the `Pod` derive checks it), so the whole
+/// batch is one copy instead of one per event.
+#[cfg(target_endian = "little")]
+fn extend_with_events(out: &mut Vec<u8>, events: &[RawEvent]) {
+    out.extend_from_slice(bytemuck::cast_slice(events));
+}
+
+/// Appends `events` in their fixed layout, field by field.
+#[cfg(not(target_endian = "little"))]
+fn extend_with_events(out: &mut Vec<u8>, events: &[RawEvent]) {
     for e in events {
         out.extend_from_slice(&e.to_le_bytes());
     }
@@ -185,6 +199,17 @@ mod tests {
             longer.push(0);
             prop_assert_eq!(decode(&longer), None);
         }
+    }
+
+    #[test]
+    fn a_batch_copied_whole_is_its_events_field_by_field() {
+        let events: Vec<RawEvent> = (0..3)
+            .map(|i| event([i, !i, 1 << i], [1, 2, 3, 4, 5 + i as u32], -7, [b'x'; 16]))
+            .collect();
+        let mut whole = Vec::new();
+        extend_with_events(&mut whole, &events);
+        let by_field: Vec<u8> = events.iter().flat_map(|e| e.to_le_bytes()).collect();
+        assert_eq!(whole, by_field);
     }
 
     #[test]
