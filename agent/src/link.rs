@@ -45,14 +45,16 @@ pub const SPARE_FRAMES: usize = 8;
 pub const SPARE_FRAME_BYTES: usize = 128 * 1024;
 
 /// Smallest buffer kept for reuse: a full batch's `Events` frame
-/// ([`crate::batch::MAX_EVENTS`] events of 64 bytes, and the frame's few bytes more).
+/// ([`crate::batch::MAX_EVENTS`] events at the bytes per event the packing reserves,
+/// [`guestscope_common::wire::packed::RESERVED_BYTES_PER_EVENT`], and the frame's few
+/// bytes more).
 /// Smaller frames (stacks, heartbeats, a batch sent by age) come cheaply from the
 /// allocator's pools. Kept, they took the spare slots, so a full batch's frame grew a
 /// small buffer into a fresh 64 KiB one, which musl's allocator maps and unmaps: in the
 /// fopen loop one `mmap`, 17 page faults and one `munmap` per batch, a quarter of the
 /// agent's time (bpftrace's profile of the agent in the guest).
 pub const SPARE_FRAME_MIN_BYTES: usize =
-    crate::batch::MAX_EVENTS * size_of::<guestscope_common::RawEvent>();
+    crate::batch::MAX_EVENTS * guestscope_common::wire::packed::RESERVED_BYTES_PER_EVENT;
 
 /// Longest [`Sink::settle`] waits for acknowledgements before going on regardless.
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);

@@ -14,7 +14,7 @@ pub const NO_STACK: i32 = i32::MIN;
 pub const COMM_BYTES: usize = 16;
 
 /// One probe hit (64 bytes): the head of every ring-buffer record ([`StackedEvent`]),
-/// and what `Events` records carry, in its fixed layout ([`RawEvent::to_le_bytes`]).
+/// and what `Events` records carry (packed: [`crate::wire::packed`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "std", derive(bytemuck::Pod, bytemuck::Zeroable))]

@@ -51,12 +51,22 @@ fn config(spool_bytes: u64) -> LinkConfig {
     }
 }
 
+/// `n` events as a workload's come: times apart, a different lock each, two task
+/// names taking turns (about 28 bytes each on the stream).
 fn events(n: usize) -> Body {
-    let e = RawEvent {
-        stack_id: -1,
-        ..RawEvent::new(ProbeKind::AllocFd, 1, 1)
-    };
-    Body::Events(vec![e; n])
+    Body::Events(
+        (0..n as u64)
+            .map(|i| RawEvent {
+                stack_id: (i % 7) as i32,
+                arg: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                ..RawEvent::new(ProbeKind::AllocFd, 1, 1 + i * 1_000).with_comm(if i % 2 == 0 {
+                    "even"
+                } else {
+                    "odd"
+                })
+            })
+            .collect(),
+    )
 }
 
 fn log(i: u64) -> Body {
@@ -549,7 +559,7 @@ fn corked_records_wait_and_then_leave_together_in_one_write() {
     // Past a packet's worth, a corked link writes anyway.
     stream.cork();
     for _ in 0..4 {
-        stream.send(events(100)).unwrap();
+        stream.send(events(400)).unwrap();
     }
     assert!(writes.load(Ordering::SeqCst) > before + 1);
     stream.uncork();

@@ -1,7 +1,7 @@
 //! A fast path for the payload of `Events` records, byte for byte what postcard
 //! writes (the tests compare both on random input and at every varint boundary): the
-//! record's sequence number and variant, the event count, then each event in its
-//! fixed 64-byte layout ([`RawEvent::to_le_bytes`]).
+//! record's sequence number and variant, then the packed batch ([`super::packed`]) as
+//! a byte string (its length, then its bytes), packed straight into the frame.
 //!
 //! Events are nearly all of a stream; serde's generic path costs about 1 µs per event
 //! in a TCG guest, this one a fraction of it. Records of every other kind go through
@@ -9,8 +9,9 @@
 
 use std::sync::OnceLock;
 
+use super::packed::{self, varint};
 use super::{Body, Record};
-use crate::event::{RAW_EVENT_BYTES, RawEvent};
+use crate::event::RawEvent;
 
 /// postcard's bytes for the `Events` variant index (it depends on the order of
 /// [`Body`]'s variants, so it is taken from postcard itself once).
@@ -22,46 +23,45 @@ fn events_variant() -> &'static [u8] {
             body: Body::Events(Vec::new()),
         };
         let bytes = postcard::to_allocvec(&empty).expect("an empty Events record encodes");
-        // [seq 0: one byte][variant index][length 0: one byte]
-        bytes[1..bytes.len() - 1].to_vec()
+        // [seq 0: one byte][variant index][the empty batch's length: one byte][the
+        // empty batch]
+        let mut batch = Vec::new();
+        packed::pack(&mut batch, &[]);
+        bytes[1..bytes.len() - 1 - batch.len()].to_vec()
     })
-}
-
-/// postcard's variable-length integer (LEB128): seven bits a byte, low bits first,
-/// the top bit set on every byte but the last.
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 /// Appends the payload of `Record { seq, body: Body::Events(events) }` to `out`.
 pub(super) fn encode_into(out: &mut Vec<u8>, seq: u64, events: &[RawEvent]) {
     let variant = events_variant();
-    out.reserve(10 + variant.len() + 10 + events.len() * RAW_EVENT_BYTES);
     varint(out, seq);
     out.extend_from_slice(variant);
-    varint(out, events.len() as u64);
-    extend_with_events(out, events);
-}
-
-/// Appends `events` in their fixed layout: on a little-endian machine that layout is
-/// their memory (`repr(C)`, no padding: the `Pod` derive checks it), so the whole
-/// batch is one copy instead of one per event.
-#[cfg(target_endian = "little")]
-fn extend_with_events(out: &mut Vec<u8>, events: &[RawEvent]) {
-    out.extend_from_slice(bytemuck::cast_slice(events));
-}
-
-/// Appends `events` in their fixed layout, field by field.
-#[cfg(not(target_endian = "little"))]
-fn extend_with_events(out: &mut Vec<u8>, events: &[RawEvent]) {
-    for e in events {
-        out.extend_from_slice(&e.to_le_bytes());
+    // The batch's length comes first but is known last: the batch is packed after room
+    // for the longest length a payload can need, then moved down over what is unused.
+    let at = out.len();
+    out.extend_from_slice(&[0; LENGTH_ROOM]);
+    packed::pack(out, events);
+    let mut len = (out.len() - at - LENGTH_ROOM) as u64;
+    let mut length = [0u8; LENGTH_ROOM];
+    let mut k = 0;
+    while len >= 0x80 && k + 1 < LENGTH_ROOM {
+        length[k] = (len as u8) | 0x80;
+        len >>= 7;
+        k += 1;
     }
+    length[k] = len as u8;
+    let used = k + 1;
+    if used < LENGTH_ROOM {
+        out.copy_within(at + LENGTH_ROOM.., at + used);
+        out.truncate(out.len() - (LENGTH_ROOM - used));
+    }
+    out[at..at + used].copy_from_slice(&length[..used]);
 }
+
+/// Bytes kept for a packed batch's length: a varint of five bytes holds 35 bits,
+/// far past any frame's payload ([`super::MAX_PAYLOAD`], checked when the frame is
+/// made) and any batch a machine could hold.
+const LENGTH_ROOM: usize = 5;
 
 /// The payload of `Record { seq, body: Body::Events(events) }`.
 #[cfg(test)]
@@ -83,7 +83,7 @@ fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// The record of an `Events` payload, read straight from its fixed layout; `None`
+/// The record of an `Events` payload, unpacked straight from its bytes; `None`
 /// when the payload is not an `Events` record (or is not whole), for postcard's
 /// generic path to decode or reject.
 pub(super) fn decode(payload: &[u8]) -> Option<Record> {
@@ -92,13 +92,10 @@ pub(super) fn decode(payload: &[u8]) -> Option<Record> {
     let rest = payload[a..].strip_prefix(variant)?;
     let (n, b) = read_varint(rest)?;
     let body = &rest[b..];
-    if body.len() as u64 != n.checked_mul(RAW_EVENT_BYTES as u64)? {
+    if body.len() as u64 != n {
         return None;
     }
-    let events = body
-        .chunks_exact(RAW_EVENT_BYTES)
-        .map(|c| RawEvent::from_le_bytes(c.try_into().expect("chunks of the layout")))
-        .collect();
+    let events = packed::unpack(body).ok()?;
     Some(Record {
         seq,
         body: Body::Events(events),
@@ -199,17 +196,6 @@ mod tests {
             longer.push(0);
             prop_assert_eq!(decode(&longer), None);
         }
-    }
-
-    #[test]
-    fn a_batch_copied_whole_is_its_events_field_by_field() {
-        let events: Vec<RawEvent> = (0..3)
-            .map(|i| event([i, !i, 1 << i], [1, 2, 3, 4, 5 + i as u32], -7, [b'x'; 16]))
-            .collect();
-        let mut whole = Vec::new();
-        extend_with_events(&mut whole, &events);
-        let by_field: Vec<u8> = events.iter().flat_map(|e| e.to_le_bytes()).collect();
-        assert_eq!(whole, by_field);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (the gdb comparison is [`super::gdb_comparison`]'s).
 
 use super::*;
+use guestscope_common::event::RAW_EVENT_BYTES;
 
 pub(super) fn series(
     runs: &BTreeMap<String, Ran>,
@@ -470,13 +471,16 @@ fn pipeline_ceiling(
         }
         let wire_bytes = ran.bytes_at_exit.saturating_sub(ran.bytes_at_start);
         let wire_mb_s = wire_bytes as f64 / seconds / 1e6;
+        let events_per_s = received as f64 / seconds;
+        let raw = raw.filter(|r| *r > 0.0);
         measured.push(PipelineRun {
             received,
             seconds,
-            events_per_s: received as f64 / seconds,
+            events_per_s,
             wire_bytes,
             wire_mb_s,
-            fraction_of_raw: raw.filter(|r| *r > 0.0).map(|r| wire_mb_s / r),
+            fraction_of_raw: raw.map(|r| events_per_s * RAW_EVENT_BYTES as f64 / 1e6 / r),
+            stream_fraction_of_raw: raw.map(|r| wire_mb_s / r),
             agent_cpu_us_per_event: ran
                 .tracing
                 .as_ref()
@@ -495,6 +499,7 @@ fn pipeline_ceiling(
         events_per_s: of(|r| Some(r.events_per_s)),
         wire_mb_s: of(|r| Some(r.wire_mb_s)),
         fraction_of_raw: of(|r| r.fraction_of_raw),
+        stream_fraction_of_raw: of(|r| r.stream_fraction_of_raw),
         agent_cpu_us_per_event: of(|r| r.agent_cpu_us_per_event),
         runs: measured,
     })

@@ -507,7 +507,7 @@ mod tests {
                 "flood-0"
             ]
         );
-        // The synthetic runs carry about the blast's 64 MiB: 64 bytes per event.
+        // The synthetic runs carry the events the blast's 64 MiB would hold, 64 bytes each.
         assert_eq!(
             p.workloads[1].tracing,
             guestscope_common::plan::Tracing::Synthetic(1 << 20)

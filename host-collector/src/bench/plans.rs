@@ -1,6 +1,7 @@
 //! The plans of the benchmark boots: the workloads of each, in rotating order, and how each condition is traced.
 
 use super::*;
+use guestscope_common::event::RAW_EVENT_BYTES;
 
 pub(super) fn spec(name: &str, program: &str, args: &[String], tracing: Tracing) -> WorkloadSpec {
     WorkloadSpec {
@@ -251,14 +252,11 @@ pub(super) fn step_events(rate: u64, seconds: f64) -> u64 {
 /// ceiling, eBPF and the workload out of it); run `i` is `synthetic-i`.
 pub(super) const SYNTHETIC: &str = "synthetic";
 
-/// Stream bytes of one synthetic event, its share of stacks and framing included (as
-/// measured: 64.0 over two million); only for sizing a run.
-const SYNTHETIC_STREAM_BYTES: u64 = 64;
-
-/// Events a synthetic run sends: about as many stream bytes as a raw blast of
-/// `blast_bytes`, so that the two it is paired with move the same data.
+/// Events a synthetic run sends: as many as a raw blast of `blast_bytes` would hold
+/// in their 64-byte records ([`RAW_EVENT_BYTES`]), so that the two it is paired with
+/// move the same events (packed, the stream carries fewer bytes).
 pub(super) fn synthetic_events(blast_bytes: u64) -> u64 {
-    (blast_bytes / SYNTHETIC_STREAM_BYTES).max(1)
+    (blast_bytes / RAW_EVENT_BYTES as u64).max(1)
 }
 
 /// The capacity boot's plan: raw blasts alternated with the synthetic producer (pair

@@ -410,8 +410,9 @@ pub struct Capacity {
     /// The pipeline's own ceiling (agent → vsock → collector → disk), from events the
     /// agent makes itself: no eBPF, no workload.
     pub pipeline: Option<PipelineCeiling>,
-    /// The pipeline's stream MB/s over raw vsock MB/s, same boot: the median of the
-    /// paired runs' fractions.
+    /// The pipeline's events per second in their 64-byte records (MB/s) over raw vsock
+    /// MB/s, same boot: the median of the paired runs' fractions
+    /// ([`PipelineCeiling::fraction_of_raw`]).
     pub pipeline_fraction_of_raw: Option<f64>,
 }
 
@@ -427,8 +428,13 @@ pub struct PipelineCeiling {
     pub events_per_s: Option<Spread>,
     /// Stream MB/s over the runs.
     pub wire_mb_s: Option<Spread>,
-    /// Each run's stream MB/s over its blast's raw MB/s (host clock), paired.
+    /// Each run's events per second in their 64-byte records (MB/s) over its blast's
+    /// raw MB/s (host clock), paired: how much of what raw vsock carries the pipeline
+    /// delivers as events.
     pub fraction_of_raw: Option<Spread>,
+    /// Each run's stream MB/s (the events packed, stacks and framing) over its blast's,
+    /// paired.
+    pub stream_fraction_of_raw: Option<Spread>,
     /// The agent's CPU per event over the runs, µs.
     pub agent_cpu_us_per_event: Option<Spread>,
 }
@@ -446,8 +452,11 @@ pub struct PipelineRun {
     pub wire_bytes: u64,
     /// `wire_bytes / seconds`, MB/s.
     pub wire_mb_s: f64,
-    /// `wire_mb_s` over the raw MB/s of the blast before it, if that blast delivered.
+    /// `events_per_s` in 64-byte records over the raw MB/s of the blast before it, if
+    /// that blast delivered.
     pub fraction_of_raw: Option<f64>,
+    /// `wire_mb_s` over the raw MB/s of the blast before it.
+    pub stream_fraction_of_raw: Option<f64>,
     /// The agent's CPU time per event over the run (its own clock), µs: how much of
     /// the time per event (`1 / events_per_s`) the agent spent.
     pub agent_cpu_us_per_event: Option<f64>,

@@ -249,26 +249,36 @@ fn guestscopes_peer_hits_are_its_spin_lock_and_alloc_fd_probes_only() {
 #[test]
 fn each_synthetic_run_is_paired_with_the_blast_before_it() {
     let o = BenchOptions {
-        blast_bytes: 64_000,
+        blast_bytes: 64_000_000,
         ..BenchOptions::default()
     };
+    // The events 64 MB hold in 64-byte records.
     let events = plans::synthetic_events(o.blast_bytes);
+    assert_eq!(events, 1_000_000);
     let mut runs = BTreeMap::new();
-    // Run 0: 64 MB/s (1 s); run 1: 32 MB/s (2 s), with one event lost on the way.
+    // Run 0: a million events in 1 s (64 MB/s in records), 16 MB on the stream; run 1
+    // in 2 s, with one event lost on the way.
     for (rep, (seconds, received)) in [(1, events), (2, events - 1)].into_iter().enumerate() {
         let mut r = ran(0, seconds * 1000, 0);
         r.received.insert("spin_lock".into(), received);
         r.bytes_at_start = 1_000;
-        r.bytes_at_exit = 1_000 + 64_000_000;
+        r.bytes_at_exit = 1_000 + 16_000_000;
         runs.insert(format!("synthetic-{rep}"), r);
     }
     let mut problems = Vec::new();
     // Blast 0 ran at 128 MB/s, blast 1 at 40.
     let p = pipeline_ceiling(&o, &runs, &[Some(128.0), Some(40.0)], &mut problems).unwrap();
     let fractions: Vec<_> = p.runs.iter().map(|r| r.fraction_of_raw).collect();
-    assert_eq!(fractions, [Some(0.5), Some(0.8)]);
-    assert!((p.fraction_of_raw.unwrap().median - 0.65).abs() < 1e-9);
-    assert!((p.wire_mb_s.unwrap().median - 48.0).abs() < 1e-9);
+    // 64 MB/s of records against 128; 31.999968 against 40.
+    assert!((fractions[0].unwrap() - 0.5).abs() < 1e-9, "{fractions:?}");
+    assert!(
+        (fractions[1].unwrap() - 0.799_999_2).abs() < 1e-9,
+        "{fractions:?}"
+    );
+    // The stream's bytes: 16 MB/s against 128, 8 against 40.
+    let stream: Vec<_> = p.runs.iter().map(|r| r.stream_fraction_of_raw).collect();
+    assert_eq!(stream, [Some(0.125), Some(0.2)]);
+    assert!((p.wire_mb_s.unwrap().median - 12.0).abs() < 1e-9);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].starts_with("synthetic-1:"), "{problems:?}");
     // A blast that did not deliver leaves its run without a fraction.

@@ -255,15 +255,15 @@ fn capacity_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     let raw = cap.and_then(|c| med(c.raw.host_mb_s.as_ref()));
     let pipeline = cap.and_then(|c| c.pipeline.as_ref());
     t.push(check(
-        "the pipeline's own ceiling vs raw vsock (MB/s; events the agent makes itself, no eBPF, no workload)",
+        "the pipeline's own ceiling vs raw vsock (events/s in 64-byte records vs raw MB/s; events the agent makes itself, no eBPF, no workload)",
         format!("≥ {:.0}%", target::FRACTION_OF_RAW * 100.0),
         cap.and_then(|c| c.pipeline_fraction_of_raw),
         match (pipeline, raw) {
             (Some(p), Some(raw)) => format!(
-                "{} events/s = {} MB/s against {raw:.0} MB/s raw; {} of the blast before it (paired)",
+                "{} events/s against {raw:.0} MB/s raw: {} of the blast before it (paired); on the stream, packed, {} MB/s",
                 med(p.events_per_s.as_ref()).map_or("—".into(), |v| format!("{v:.0}")),
-                med(p.wire_mb_s.as_ref()).map_or("—".into(), |v| format!("{v:.2}")),
                 percent_spread(p.fraction_of_raw.as_ref(), 1),
+                med(p.wire_mb_s.as_ref()).map_or("—".into(), |v| format!("{v:.2}")),
             ),
             _ => "—".into(),
         },
