@@ -107,6 +107,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::wire::packed::test_event as event;
 
     fn postcard_payload(seq: u64, events: Vec<RawEvent>) -> Vec<u8> {
         postcard::to_allocvec(&Record {
@@ -114,21 +115,6 @@ mod tests {
             body: Body::Events(events),
         })
         .unwrap()
-    }
-
-    fn event(v: [u64; 3], w: [u32; 5], stack_id: i32, comm: [u8; 16]) -> RawEvent {
-        RawEvent {
-            ts_ns: v[0],
-            arg: v[1],
-            ip: v[2],
-            kind: w[0],
-            cpu: w[1],
-            pid: w[2],
-            tid: w[3],
-            stack_id,
-            flags: w[4],
-            comm,
-        }
     }
 
     #[test]

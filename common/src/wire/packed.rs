@@ -227,26 +227,30 @@ pub(super) mod serde_events {
     }
 }
 
+/// An event of the given fields, for the wire's tests: `v` is `ts_ns`, `arg` and `ip`;
+/// `w` is `kind`, `cpu`, `pid`, `tid` and `flags`.
+#[cfg(test)]
+pub(super) fn test_event(v: [u64; 3], w: [u32; 5], stack_id: i32, comm: [u8; 16]) -> RawEvent {
+    RawEvent {
+        ts_ns: v[0],
+        arg: v[1],
+        ip: v[2],
+        kind: w[0],
+        cpu: w[1],
+        pid: w[2],
+        tid: w[3],
+        stack_id,
+        flags: w[4],
+        comm,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_event as event;
     use super::*;
     use crate::ProbeKind;
     use proptest::prelude::*;
-
-    fn event(v: [u64; 3], w: [u32; 5], stack_id: i32, comm: [u8; 16]) -> RawEvent {
-        RawEvent {
-            ts_ns: v[0],
-            arg: v[1],
-            ip: v[2],
-            kind: w[0],
-            cpu: w[1],
-            pid: w[2],
-            tid: w[3],
-            stack_id,
-            flags: w[4],
-            comm,
-        }
-    }
 
     proptest! {
         #[test]

@@ -37,32 +37,26 @@ pub mod target {
 
 /// `median (min–max, n)` with `digits` decimals.
 pub fn spread(s: Option<&Spread>, digits: usize) -> String {
-    match s {
-        Some(s) if s.n > 1 => format!(
-            "{:.d$} ({:.d$}–{:.d$}, n={})",
-            s.median,
-            s.min,
-            s.max,
-            s.n,
-            d = digits
-        ),
-        Some(s) => format!("{:.d$} (n=1)", s.median, d = digits),
-        None => "—".into(),
-    }
+    spread_in(s, digits, "")
 }
 
 /// A spread of fractions as percentages: `median% (min–max%, n)` with `digits` decimals.
 pub fn percent_spread(s: Option<&Spread>, digits: usize) -> String {
-    match s.map(|s| s.scaled(100.0)) {
+    spread_in(s.map(|s| s.scaled(100.0)).as_ref(), digits, "%")
+}
+
+/// [`spread`] with `unit` after the median and the range.
+fn spread_in(s: Option<&Spread>, digits: usize, unit: &str) -> String {
+    match s {
         Some(s) if s.n > 1 => format!(
-            "{:.d$}% ({:.d$}–{:.d$}%, n={})",
+            "{:.d$}{unit} ({:.d$}–{:.d$}{unit}, n={})",
             s.median,
             s.min,
             s.max,
             s.n,
             d = digits
         ),
-        Some(s) => format!("{:.d$}% (n=1)", s.median, d = digits),
+        Some(s) => format!("{:.d$}{unit} (n=1)", s.median, d = digits),
         None => "—".into(),
     }
 }

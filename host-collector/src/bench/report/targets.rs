@@ -275,7 +275,7 @@ fn capacity_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
             cap.and_then(|c| c.fraction_of_raw),
         ) {
             (Some(e), Some(w), Some(f)) => format!(
-                "end to end with real probes (alloc_fd and its stack, the flood loop): {e:.0} events/s lossless = {w:.2} MB/s ({:.1}% of raw){}",
+                "end to end with real probes (alloc_fd and its stack, the flood loop): {e:.0} events/s lossless, {w:.2} MB/s on the stream, packed ({:.1}% of raw){}",
                 f * 100.0,
                 cap.and_then(|c| c.max_lossless_ring_mb_s)
                     .map_or(String::new(), |m| format!(
