@@ -1,13 +1,13 @@
 //! The link to the host: a connection that may drop, a bounded spool of the records the
 //! collector has not acknowledged, reconnection with backoff, and resending.
 //!
-//! Every record is kept in the spool until a [`Reply::Ack`] says the collector stored it.
+//! Every record is kept in the spool until a [`Reply::Ack`](guestscope_common::wire::Reply::Ack) says the collector stored it.
 //! When the connection fails (a read or write error, the host closing it, or no
 //! acknowledgement for [`LinkConfig::ack_timeout`] while records wait), the link
-//! reconnects with backoff and, after a [`Body::Connect`] naming the lost link, resends
+//! reconnects with backoff and, after a [`Body::Connect`](guestscope_common::wire::Body::Connect) naming the lost link, resends
 //! every unacknowledged record; the collector drops the duplicates by sequence number.
 //!
-//! A [`Reply::ClockProbe`] is answered at once with a [`Body::ClockEcho`] stamped when the
+//! A [`Reply::ClockProbe`](guestscope_common::wire::Reply::ClockProbe) is answered at once with a [`Body::ClockEcho`](guestscope_common::wire::Body::ClockEcho) stamped when the
 //! probe was read: it goes out at the next frame boundary, ahead of the spool, and is
 //! never spooled (a lost echo is only a lost clock sample).
 //!
@@ -89,7 +89,7 @@ const GATHER_FRAMES: usize = crate::packet_size::MAX_SLICES;
 /// How the link behaves.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// The agent's pid, sent in every [`Connect`].
+    /// The agent's pid, sent in every [`Connect`](guestscope_common::wire::Connect).
     pub agent_pid: u32,
     /// Guest CLOCK_MONOTONIC when the agent started, ns.
     pub agent_start_ns: u64,
@@ -146,7 +146,7 @@ pub struct Link<C: Connector> {
     config: LinkConfig,
     conn: Option<C::Conn>,
     /// Bytes of out-of-sequence frames not written yet: the current connection's
-    /// [`Connect`], then clock echoes. Written only at a frame boundary.
+    /// [`Connect`](guestscope_common::wire::Connect), then clock echoes. Written only at a frame boundary.
     preamble: Vec<u8>,
     spool: VecDeque<Spooled>,
     spool_bytes: u64,

@@ -47,7 +47,7 @@ pub struct Summary {
 
 /// Runs `plan`, writing every record to `stream`. Only a broken stream is an error.
 /// With `state_dir`, the run's progress is kept there so that an agent restarted
-/// after this one died resumes after the workloads already started ([`resume`]).
+/// after this one died resumes after the workloads already started ([`crate::resume`]).
 pub fn run<W: Sink>(
     plan: &RunPlan,
     stream: &mut Stream<W>,

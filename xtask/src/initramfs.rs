@@ -70,7 +70,7 @@ pub struct Inputs<'a> {
     pub guest: &'a GuestBinaries,
 }
 
-/// Whether [`write`] had anything to do.
+/// Whether [`write()`] had anything to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The image was (re)written.

@@ -1,5 +1,6 @@
 //! The house rules `cargo xtask test` enforces before any test runs: one
-//! rustfmt style (`rustfmt.toml`) and a clippy-clean tree, warnings denied.
+//! rustfmt style (`rustfmt.toml`), a clippy-clean tree, and documentation whose
+//! links resolve, warnings denied.
 
 use std::path::Path;
 
@@ -11,8 +12,9 @@ use crate::cmd;
 /// builds and so checks it); every other crate is linted on the host.
 const EXCLUDED_PACKAGE: &str = "guestscope-probes";
 
-/// Runs `cargo fmt --check` over every crate and `cargo clippy` over every
-/// host crate and target with warnings as errors; fails on the first finding.
+/// Runs `cargo fmt --check` over every crate, then `cargo clippy` over every host
+/// crate and target and `cargo doc` over every host crate, with warnings as errors;
+/// fails on the first finding.
 pub fn check(root: &Path) -> Result<()> {
     ensure_components()?;
     cmd::run(
@@ -36,7 +38,21 @@ pub fn check(root: &Path) -> Result<()> {
             ])
             .current_dir(root),
     )
-    .context("clippy found problems (warnings are errors here)")
+    .context("clippy found problems (warnings are errors here)")?;
+    cmd::run(
+        cmd::cargo()
+            .args([
+                "doc",
+                "--workspace",
+                "--exclude",
+                EXCLUDED_PACKAGE,
+                "--no-deps",
+                "--locked",
+            ])
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .current_dir(root),
+    )
+    .context("rustdoc found problems (a broken or private link, say; warnings are errors here)")
 }
 
 /// rustfmt and clippy are rustup components a minimal toolchain may lack.

@@ -2,8 +2,8 @@
 //!
 //! Subcommands, one module each (`Options` and one entry function):
 //! - [`lab`]: build everything and run `guestscope lab` on the guest image;
-//! - [`test`]: build everything and run all tests, the VM tests included;
-//! - [`bench`]: time a warm `lab`, then run `guestscope bench` (results in `bench/`);
+//! - [`test`](mod@test): build everything and run all tests, the VM tests included;
+//! - [`bench`](mod@bench): time a warm `lab`, then run `guestscope bench` (results in `bench/`);
 //! - [`deps`]: check and install what the lab needs on the host;
 //! - [`image`]: build the guest image only;
 //! - [`perfetto_protos`]: regenerate the collector's Rust code for Perfetto's trace protos.

@@ -5,12 +5,12 @@
 //! queues and the host reads that much less per event.
 //!
 //! The batch: its event count (varint), then per event
-//! - a byte saying which fields differ from the previous event's ([`Changed`]; the
+//! - a byte saying which fields differ from the previous event's (one bit each; the
 //!   first event is compared with an all-zero one),
 //! - the time since the previous event, zigzag varint (a batch is in ring-buffer order,
 //!   which across CPUs is not quite time order),
 //! - the stack id, zigzag varint (small, or a negative error),
-//! - then each changed field, in [`Changed`]'s order: `kind`, `cpu`, `pid`, `tid` and
+//! - then each changed field, in the bits' order: `kind`, `cpu`, `pid`, `tid` and
 //!   `flags` as varints, `arg` and `ip` as 8 bytes and `comm` as 16, little endian.
 
 use bytemuck::Zeroable as _;

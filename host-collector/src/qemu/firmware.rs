@@ -16,7 +16,7 @@ pub const QBOOT: &str = "qboot.rom";
 
 /// qboot in the data directories of QEMU binary `qemu` (`qemu -L help` lists them),
 /// or `None` when QEMU has none (then QEMU's default firmware boots the guest).
-/// A QEMU that does not answer within [`ASK_LIMIT`] has none.
+/// A QEMU that does not answer within three seconds has none.
 pub fn qboot(qemu: &Path) -> Option<PathBuf> {
     let mut child = Command::new(qemu)
         .args(["-L", "help"])
