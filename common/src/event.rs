@@ -16,8 +16,7 @@ pub const COMM_BYTES: usize = 16;
 /// One probe hit (64 bytes): the head of every ring-buffer record ([`StackedEvent`]),
 /// and what `Events` records carry (packed: [`crate::wire::packed`]).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "std", derive(bytemuck::Pod, bytemuck::Zeroable))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawEvent {
     /// `bpf_ktime_get_ns()`: guest CLOCK_MONOTONIC, nanoseconds.
     pub ts_ns: u64,

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use super::packed::{self, varint};
+use super::packed::{self, read_varint, varint, varint_bytes};
 use super::{Body, Record};
 use crate::event::RawEvent;
 
@@ -41,16 +41,8 @@ pub(super) fn encode_into(out: &mut Vec<u8>, seq: u64, events: &[RawEvent]) {
     let at = out.len();
     out.extend_from_slice(&[0; LENGTH_ROOM]);
     packed::pack(out, events);
-    let mut len = (out.len() - at - LENGTH_ROOM) as u64;
-    let mut length = [0u8; LENGTH_ROOM];
-    let mut k = 0;
-    while len >= 0x80 && k + 1 < LENGTH_ROOM {
-        length[k] = (len as u8) | 0x80;
-        len >>= 7;
-        k += 1;
-    }
-    length[k] = len as u8;
-    let used = k + 1;
+    let (length, used) = varint_bytes((out.len() - at - LENGTH_ROOM) as u64);
+    assert!(used <= LENGTH_ROOM, "a batch of 32 GiB or more");
     if used < LENGTH_ROOM {
         out.copy_within(at + LENGTH_ROOM.., at + used);
         out.truncate(out.len() - (LENGTH_ROOM - used));
@@ -69,18 +61,6 @@ pub(super) fn encode(seq: u64, events: &[RawEvent]) -> Vec<u8> {
     let mut out = Vec::new();
     encode_into(&mut out, seq, events);
     out
-}
-
-/// Reads a postcard varint from the start of `bytes`: the value and its length.
-fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut v = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
 }
 
 /// The record of an `Events` payload, unpacked straight from its bytes; `None`

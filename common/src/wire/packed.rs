@@ -13,8 +13,6 @@
 //! - then each changed field, in the bits' order: `kind`, `cpu`, `pid`, `tid` and
 //!   `flags` as varints, `arg` and `ip` as 8 bytes and `comm` as 16, little endian.
 
-use bytemuck::Zeroable as _;
-
 use crate::event::{COMM_BYTES, RawEvent};
 
 /// Which fields of an event differ from the previous one's: one bit each.
@@ -35,14 +33,39 @@ impl Changed {
 /// varints, two 8-byte fields and the name.
 pub const MAX_PACKED_EVENT_BYTES: usize = 1 + 2 * 10 + 5 * 5 + 2 * 8 + COMM_BYTES;
 
-/// Appends a varint (LEB128: seven bits a byte, low bits first).
+/// `v` as a varint (LEB128, as postcard writes integers: seven bits a byte, low bits
+/// first, the top bit set on every byte but the last): its bytes and how many.
 #[inline(always)]
-pub(super) fn varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
+    let mut b = [0u8; 10];
+    let mut n = 0;
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        b[n] = (v as u8) | 0x80;
         v >>= 7;
+        n += 1;
     }
-    out.push(v as u8);
+    b[n] = v as u8;
+    (b, n + 1)
+}
+
+/// Appends `v` as a varint ([`varint_bytes`]).
+#[inline(always)]
+pub(super) fn varint(out: &mut Vec<u8>, v: u64) {
+    let (b, n) = varint_bytes(v);
+    out.extend_from_slice(&b[..n]);
+}
+
+/// Reads a varint from the start of `bytes`: the value and its length; `None` when it
+/// is cut short or longer than ten bytes.
+pub(super) fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
 }
 
 /// A signed value as an unsigned one, small magnitudes small (zigzag).
@@ -65,7 +88,7 @@ pub const RESERVED_BYTES_PER_EVENT: usize = 16;
 pub fn pack(out: &mut Vec<u8>, events: &[RawEvent]) {
     out.reserve(10 + events.len() * RESERVED_BYTES_PER_EVENT);
     varint(out, events.len() as u64);
-    let mut prev = RawEvent::zeroed();
+    let mut prev = RawEvent::default();
     for e in events {
         let mut changed = 0;
         changed |= if e.kind != prev.kind {
@@ -139,15 +162,9 @@ impl Reader<'_> {
     }
 
     fn varint(&mut self) -> Result<u64, Malformed> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let [b] = self.take::<1>()?;
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(Malformed)
+        let (v, n) = read_varint(self.0).ok_or(Malformed)?;
+        self.0 = &self.0[n..];
+        Ok(v)
     }
 
     fn u32(&mut self) -> Result<u32, Malformed> {
@@ -164,7 +181,7 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<RawEvent>, Malformed> {
         return Err(Malformed);
     }
     let mut events = Vec::with_capacity(n as usize);
-    let mut prev = RawEvent::zeroed();
+    let mut prev = RawEvent::default();
     for _ in 0..n {
         let [changed] = r.take::<1>()?;
         let mut e = prev;

@@ -1,6 +1,7 @@
 //! From the boots' outcomes to the figures: loop overheads, capacity, memory, boot times
 //! (the gdb comparison is [`super::gdb_comparison`]'s).
 
+use super::guest::Blast;
 use super::*;
 use guestscope_common::event::RAW_EVENT_BYTES;
 
@@ -325,12 +326,8 @@ fn blasts(
     runs: &BTreeMap<String, Ran>,
     problems: &mut Vec<String>,
 ) -> (Vec<f64>, Vec<f64>, Vec<Option<f64>>) {
-    let host: Vec<f64> = b
-        .blasts
-        .iter()
-        .filter(|x| x.seconds > 0.0)
-        .map(|x| x.bytes as f64 / x.seconds / 1e6)
-        .collect();
+    let mb_s = |x: &Blast| (x.seconds > 0.0).then(|| x.bytes as f64 / x.seconds / 1e6);
+    let host: Vec<f64> = b.blasts.iter().filter_map(mb_s).collect();
     let guest: Vec<f64> = (0..o.blast_reps)
         .filter_map(|i| runs.get(&format!("blast-{i}")))
         .filter_map(|r| Some(o.blast_bytes as f64 / r.elapsed_s()? / 1e6))
@@ -346,7 +343,7 @@ fn blasts(
     let by_rep = (0..o.blast_reps)
         .map(|i| {
             let x = b.blasts.get(i)?;
-            (x.seconds > 0.0 && x.bytes == o.blast_bytes).then(|| x.bytes as f64 / x.seconds / 1e6)
+            mb_s(x).filter(|_| x.bytes == o.blast_bytes)
         })
         .collect();
     (host, guest, by_rep)
