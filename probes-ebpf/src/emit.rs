@@ -24,7 +24,7 @@ use crate::{
     entry_caller::AtEntry,
     maps::{COUNTERS, EVENTS, SETTINGS, is_traced, tally_slot},
     scratch::{Claim, NotClaimed},
-    stack_cache::{self, CachedStack, Search, StackKey},
+    stack_cache::{self, Search, StackKey},
 };
 
 /// Bytes of [`StackedEvent::ips`]: the constant size the verifier wants for `bpf_get_stack`.
@@ -109,7 +109,8 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     let with_args = args.is_some();
     // A hit with arguments is never only tallied: its arguments need a record.
     let stacks = Stacks::choose(search, kind, &entry, !with_args);
-    if let Stacks::Tallied(index) = stacks {
+    if stacks.source == Source::Tallied {
+        let index = stacks.index;
         bump!(counters.stack_cached);
         if let Some(tally) = tally_slot(claim.cpu(), index) {
             // SAFETY: this CPU's slot of an array map, valid for the program's run; only
@@ -155,7 +156,8 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             }
         }
     }
-    if let Stacks::Cached(index) = stacks {
+    if stacks.source == Source::Cached {
+        let index = stacks.index;
         bump!(counters.stack_cached);
         let submitted = if with_args {
             EVENTS.reserve::<CachedArgsEvent>(0).map(|mut record| {
@@ -278,24 +280,50 @@ pub struct Pending {
     args: [u64; USER_ARGS],
 }
 
-/// Where one hit's stack comes from, as the settings and the stack cache say.
-enum Stacks {
+/// Where one hit's stack comes from ([`Stacks::source`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Source {
     /// No walk at all (`NO_STACK_WALK`).
     Off,
-    /// From this cache entry: the hit's record is a [`CachedEvent`].
-    Cached(u32),
-    /// From this cache entry, and only counted there ([`TALLY_CACHED`]): no record.
-    Tallied(u32),
-    /// A walk, kept in the cache under `keep` (the key and the task stack's top) when
-    /// the hit has one; in check mode, `check` is the cache entry that answered, to be
-    /// compared with the walk.
-    Walk {
-        keep: Option<(StackKey, u64)>,
-        check: Option<*const CachedStack>,
-    },
+    /// From cache entry [`Stacks::index`]: the hit's record is a [`CachedEvent`].
+    Cached,
+    /// From cache entry [`Stacks::index`], and only counted there ([`TALLY_CACHED`]):
+    /// no record.
+    Tallied,
+    /// A walk, not kept (the hit has no key, or is on an interrupt stack).
+    Walk,
+    /// A walk, kept in the cache under the key and stack top that
+    /// [`stack_cache::hold_key`] left in this CPU's search.
+    WalkKeep,
+    /// A walk, compared with cache entry [`Stacks::index`], which answered (check mode).
+    WalkCheck,
+}
+
+/// Where one hit's stack comes from, as the settings and the stack cache say.
+///
+/// Two plain numbers, both set on every path: a value that is defined on some paths
+/// only (an `Option`'s payload when it is `None`, an enum variant's fields) may be
+/// spilled to the stack on one path and read back on another where it was never
+/// written. Newer verifiers let a privileged program read such a slot; Linux 6.1.172
+/// (Debian's 6.1.0-48) does not, and refused the `alloc_fd` programs and
+/// `spin_lock`'s fentry ("invalid read from stack"). The key and the stack top a
+/// walk is kept under wait in the search (a map value) instead.
+#[derive(Clone, Copy)]
+struct Stacks {
+    source: Source,
+    /// The cache entry, for [`Source::Cached`], [`Source::Tallied`] and
+    /// [`Source::WalkCheck`]; 0 otherwise.
+    index: u32,
 }
 
 impl Stacks {
+    /// A source without a cache entry.
+    #[inline(always)]
+    fn of(source: Source) -> Stacks {
+        Stacks { source, index: 0 }
+    }
+
     /// Decides, for a hit of `kind` at `entry`, from the settings and a cache lookup;
     /// a hit that may not be only tallied (`tally_ok` false) gets a record even in the
     /// tallied mode.
@@ -303,35 +331,37 @@ impl Stacks {
     fn choose(search: *mut Search, kind: ProbeKind, entry: &AtEntry, tally_ok: bool) -> Stacks {
         let flags = SETTINGS.get(SETTINGS_FLAGS).copied().unwrap_or(0);
         if flags & NO_STACK_WALK != 0 {
-            return Stacks::Off;
+            return Stacks::of(Source::Off);
+        }
+        if flags & NO_STACK_CACHE != 0 {
+            return Stacks::of(Source::Walk);
         }
         // A key, and the top of the task's stack the hit is on (hits on an interrupt
         // stack are walked every time).
-        let keep = if flags & NO_STACK_CACHE == 0 {
-            let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
-            StackKey::new(kind, &entry.caller, entry.anchor, generation)
-                .and_then(|k| Some((k, stack_cache::task_stack_top(search, entry.anchor)?)))
-        } else {
-            None
+        let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
+        let Some(key) = StackKey::new(kind, &entry.caller, entry.anchor, generation) else {
+            return Stacks::of(Source::Walk);
         };
-        let hit = keep
-            .as_ref()
-            .and_then(|(k, top)| stack_cache::lookup(search, k, entry.anchor, *top));
-        match hit {
-            Some((index, _)) if tally_ok && flags & TALLY_CACHED != 0 => Stacks::Tallied(index),
-            Some((index, _)) if flags & CHECK_STACK_CACHE == 0 => Stacks::Cached(index),
-            Some((_, cached)) => Stacks::Walk {
-                keep: None,
-                check: Some(cached),
-            },
-            None => Stacks::Walk { keep, check: None },
-        }
+        let Some(top) = stack_cache::task_stack_top(search, entry.anchor) else {
+            return Stacks::of(Source::Walk);
+        };
+        let Some(index) = stack_cache::lookup(search, &key, entry.anchor, top) else {
+            stack_cache::hold_key(search, &key, top);
+            return Stacks::of(Source::WalkKeep);
+        };
+        let source = if tally_ok && flags & TALLY_CACHED != 0 {
+            Source::Tallied
+        } else if flags & CHECK_STACK_CACHE == 0 {
+            Source::Cached
+        } else {
+            Source::WalkCheck
+        };
+        Stacks { source, index }
     }
 
-    /// Walks the stack into `record`'s frames (unless `Off`; `Cached` and `Tallied` never
-    /// get here)
-    /// and returns its `stack_bytes` (negative: no stack) and the cache entry it was
-    /// kept in ([`CacheSlot::NONE`] if none).
+    /// Walks the stack into `record`'s frames (unless [`Source::Off`]; `Cached` and
+    /// `Tallied` never get here) and returns its `stack_bytes` (negative: no stack) and
+    /// the cache entry it was kept in ([`CacheSlot::NONE`] if none).
     ///
     /// # Safety
     /// `record` must point at a writable record; `counters` at this CPU's counters.
@@ -345,13 +375,10 @@ impl Stacks {
         walk_bytes: u32,
         counters: *mut ProbeCounters,
     ) -> (i32, u32) {
-        let (keep, check) = match self {
+        if matches!(self.source, Source::Off | Source::Cached | Source::Tallied) {
             // No walk: no frame is meaningful (the agent reads none).
-            Stacks::Off | Stacks::Cached(_) | Stacks::Tallied(_) => {
-                return (NO_STACK, CacheSlot::NONE);
-            }
-            Stacks::Walk { keep, check } => (keep, check),
-        };
+            return (NO_STACK, CacheSlot::NONE);
+        }
         // SAFETY: the caller vouches for `record`.
         let ips = unsafe { &raw mut (*record).ips };
         // Flags 0: the kernel stack, no frame skipped.
@@ -362,15 +389,15 @@ impl Stacks {
             bump!(counters.stack_failed);
         }
         let mut slot = CacheSlot::NONE;
-        if let Some(cached) = check {
+        if self.source == Source::WalkCheck {
             bump!(counters.stack_cached);
-            // SAFETY: `cached` came from `lookup`; `ips` holds the walk just made.
-            if !unsafe { stack_cache::same_walk(cached, ips, written) } {
+            // SAFETY: `ips` holds the walk just made.
+            if !unsafe { stack_cache::same_walk(self.index, ips, written) } {
                 bump!(counters.stack_cache_wrong);
             }
-        } else if let Some((key, top)) = keep {
-            // SAFETY: `ips` holds the walk just made.
-            unsafe { stack_cache::remember(search, &key, entry.anchor, top, ips, written) };
+        } else if self.source == Source::WalkKeep {
+            // SAFETY: `ips` holds the walk just made; the key is the one `choose` held.
+            unsafe { stack_cache::remember(search, entry.anchor, ips, written) };
             slot = stack_cache::kept(search);
         }
         (written, slot)

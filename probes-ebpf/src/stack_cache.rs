@@ -178,6 +178,10 @@ pub struct Search {
     kept: u32,
     /// The entry [`remember`] is filling ([`CacheSlot::tag`]).
     candidate: u32,
+    /// The key [`remember`] keeps the walk under ([`hold_key`]).
+    held_key: StackKey,
+    /// The top of the task's stack the held key's hit is on.
+    held_top: u64,
     /// The [`THREAD_SIZE`] region of the last stack found to be a task's.
     task_region: u64,
     /// Regions found not to be a task's stack (an interrupt stack), never cached.
@@ -248,16 +252,11 @@ pub fn task_stack_top(search: *mut Search, anchor: u64) -> Option<u64> {
     None
 }
 
-/// The cached walk of `key`'s chain if every slot it remembers holds the same return
-/// address again at `anchor`, on the task's stack that ends at `top`
-/// ([`task_stack_top`]), with the entry's index; `None` otherwise.
+/// The index of the entry holding the walk of `key`'s chain if every slot it
+/// remembers holds the same return address again at `anchor`, on the task's stack
+/// that ends at `top` ([`task_stack_top`]); `None` otherwise.
 #[inline(always)]
-pub fn lookup(
-    search: *mut Search,
-    key: &StackKey,
-    anchor: u64,
-    top: u64,
-) -> Option<(u32, *const CachedStack)> {
+pub fn lookup(search: *mut Search, key: &StackKey, anchor: u64, top: u64) -> Option<u32> {
     let set = key.set();
     let first = STACK_CACHE.get_ptr_mut(set)?;
     for way in 0..WAYS {
@@ -268,7 +267,7 @@ pub fn lookup(
         if holds(search, entry, key, anchor, top) {
             // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
             unsafe { store!((*first).recent, way) };
-            return Some((set + way, entry));
+            return Some(set + way);
         }
     }
     None
@@ -347,16 +346,17 @@ pub fn kept(search: *const Search) -> u32 {
 /// trampoline): their first is where in the program the walk was called from, which
 /// is one place for the walk an entry is made from and another for the check's walk.
 ///
+/// `index` is the entry that answered ([`lookup`]); false if there is none.
+///
 /// # Safety
 /// `ips` must point at an array of [`MAX_STACK_FRAMES`] frames.
 #[inline(always)]
-pub unsafe fn same_walk(
-    cached: *const CachedStack,
-    ips: *const [u64; MAX_STACK_FRAMES],
-    bytes: i32,
-) -> bool {
-    // SAFETY: `cached` came from `lookup` (a per-CPU map value valid for the
-    // program's run); the caller vouches for `ips`.
+pub unsafe fn same_walk(index: u32, ips: *const [u64; MAX_STACK_FRAMES], bytes: i32) -> bool {
+    let Some(cached) = STACK_CACHE.get_ptr(index) else {
+        return false;
+    };
+    // SAFETY: `cached` is this CPU's slot of a per-CPU array, valid for the program's
+    // run; the caller vouches for `ips`.
     unsafe {
         if bytes < 0 || (*cached).bytes != bytes as u32 {
             return false;
@@ -373,25 +373,39 @@ pub unsafe fn same_walk(
     }
 }
 
-/// Remembers the walk `ips` (`bytes` long) of `key`'s chain: finds each frame past the
-/// probed function's in the stack above `anchor` (below `top`, the task stack's top from
-/// [`task_stack_top`]), in order, and keeps where. Gives up
-/// (nothing is kept) when a frame is not found within [`WINDOW_BYTES`]; [`kept`] says
-/// where it was kept.
+/// Holds `key` and `top` (the top of the task's stack the hit is on, from
+/// [`task_stack_top`]) in this CPU's search for the [`remember`] of the hit's walk.
+/// They wait in the map value rather than in the program's registers and stack: a
+/// value kept there only on the paths that walk would be read back on the others too.
+#[inline(always)]
+pub fn hold_key(search: *mut Search, key: &StackKey, top: u64) {
+    // SAFETY: `search` points into this CPU's claimed scratch (see `holds`).
+    unsafe {
+        store!((*search).held_key, *key);
+        store!((*search).held_top, top);
+    }
+}
+
+/// Remembers the walk `ips` (`bytes` long) of the chain of the key [`hold_key`] held:
+/// finds each frame past the probed function's in the stack above `anchor` (below the
+/// held stack top), in order, and keeps where. Gives up (nothing is kept) when a frame
+/// is not found within [`WINDOW_BYTES`]; [`kept`] says where it was kept.
 ///
 /// # Safety
 /// `ips` must point at an array of [`MAX_STACK_FRAMES`] frames.
 #[inline(always)]
 pub unsafe fn remember(
     search: *mut Search,
-    key: &StackKey,
     anchor: u64,
-    top: u64,
     ips: *const [u64; MAX_STACK_FRAMES],
     bytes: i32,
 ) {
     // SAFETY: `search` points into this CPU's claimed scratch (see `holds`).
-    unsafe { store!((*search).kept, CacheSlot::NONE) };
+    let (key, top) = unsafe {
+        store!((*search).kept, CacheSlot::NONE);
+        (load!((*search).held_key), load!((*search).held_top))
+    };
+    let key = &key;
     if bytes <= 0 {
         return;
     }
