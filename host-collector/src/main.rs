@@ -76,6 +76,15 @@ fn finished(out: &LabOutcome) -> ExitCode {
         out.summary.run.accel,
         out.out_dir.join("report.html").display()
     );
+    let attach: Vec<_> = out
+        .summary
+        .probes
+        .iter()
+        .map(|p| p.attach.clone())
+        .collect();
+    for why in guestscope::experiments::support::unattached_builtins(&attach) {
+        eprintln!("guestscope: warning: {why}");
+    }
     let interrupted = guestscope::interrupt::received();
     let skipped = &out.summary.skipped;
     if o.complete && interrupted.is_none() && guestscope::experiments::support::ran(skipped) == 0 {

@@ -158,6 +158,21 @@ fn probe_reason(probes: &[ProbeAttach], kind: ProbeKind) -> Option<String> {
     })
 }
 
+/// Why each built-in probe the plan asked for was not attached (its attach note's first
+/// line): said on the terminal at the end of a run, since every experiment that needs
+/// the probe's events runs short without them.
+pub fn unattached_builtins(probes: &[ProbeAttach]) -> Vec<String> {
+    ProbeKind::BUILTIN
+        .into_iter()
+        .filter(|kind| {
+            probes
+                .iter()
+                .any(|p| p.probe == kind.name() && !p.attached && p.note != NOT_REQUESTED)
+        })
+        .filter_map(|kind| probe_reason(probes, kind))
+        .collect()
+}
+
 /// The experiments that did not run, each with its reason; `ran_workloads` says
 /// whether any workload finished.
 pub fn skipped(probes: &[ProbeAttach], e: &Experiments, ran_workloads: bool) -> Vec<Skipped> {
@@ -236,6 +251,28 @@ mod tests {
             note: note.into(),
             attached,
         }
+    }
+
+    #[test]
+    fn every_requested_builtin_probe_left_unattached_is_named_with_its_reason() {
+        let probes = [
+            probe("spin_lock", "kprobe", "fentry unavailable; fell back", true),
+            probe(
+                "alloc_fd",
+                "",
+                "fentry unavailable (alloc_fd_fentry: refused)\nverifier log line",
+                false,
+            ),
+            probe("page_fault_user", "", NOT_REQUESTED, false),
+            probe("page_fault_kernel", "tracepoint", "", true),
+            // A user's probe is refused elsewhere (`refusals`), not here.
+            probe("kprobe", "", "kprobe:nope: not in this kernel", false),
+        ];
+        assert_eq!(
+            unattached_builtins(&probes),
+            ["the alloc_fd probe was not attached: fentry unavailable (alloc_fd_fentry: refused)"]
+        );
+        assert!(unattached_builtins(&probes[..1]).is_empty());
     }
 
     #[test]
