@@ -55,6 +55,8 @@ pub mod resume;
 pub mod ringbuf;
 pub mod session;
 pub mod spawn;
+#[cfg(test)]
+mod stack_reads;
 pub mod stacks;
 pub mod stream;
 pub mod synthetic;

@@ -26,7 +26,8 @@ use crate::probe_links::{Links, fentry, kprobe, tracepoint};
 use crate::{mapped_array::MappedArrayError, tally_map::TallyMap, traced_set::TracedSet};
 
 /// The eBPF object built from `probes-ebpf/` by the build script.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guestscope-probes"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guestscope-probes"));
 
 /// Kernel function the spin-lock probes attach to.
 pub const SPIN_LOCK_FN: &str = "_raw_spin_lock";
