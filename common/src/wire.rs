@@ -58,6 +58,11 @@ pub const WIRE_VERSION: u16 = 15;
 /// The agent sends a [`Body::Heartbeat`] when it has sent nothing for this long, so a
 /// silent stream means a stuck guest, not an idle workload.
 pub const HEARTBEAT_MS: u64 = 1000;
+
+/// The collector acknowledges the agent's records at least every this many records
+/// (or sooner, by bytes or time): the agent keeps about this many sent frames' buffers
+/// for the frames after them.
+pub const ACK_EVERY_RECORDS: u64 = 64;
 /// Size of the frame header in bytes.
 pub const HEADER_LEN: usize = 12;
 /// Largest payload accepted (a bigger length is treated as corruption).

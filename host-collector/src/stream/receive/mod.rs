@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use guestscope_common::wire::ACK_EVERY_RECORDS;
+
 use crate::run_end::Outcome;
 use crate::run_end::RunEnd;
 use crate::session::Session;
@@ -123,8 +125,7 @@ const READ_TIMEOUT: Duration = Duration::from_millis(100);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for a new connection's `Connect`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Acknowledge after this many records ...
-const ACK_EVERY_RECORDS: u64 = 64;
+/// Acknowledge after [`ACK_EVERY_RECORDS`] records ...
 /// ... or this many bytes (the agent's artifacts come in 256 KiB records, and it
 /// keeps little of them unacknowledged) ...
 const ACK_EVERY_BYTES: u64 = 512 * 1024;
