@@ -133,98 +133,17 @@ pub fn unwritten_reads(name: &str, insns: &[bpf_insn]) -> Vec<UnwrittenRead> {
     while let Some(pc) = work.pop() {
         let Some(insn) = insns.get(pc) else { continue };
         let mut s = states[pc].clone().expect("queued with a state");
-        let class = insn.code & 0x07;
-        let (dst, src) = (insn.dst_reg() as usize, insn.src_reg() as usize);
-        let off = i64::from(insn.off);
-        let imm = i64::from(insn.imm);
-        let mut next = vec![pc + 1];
-        match class {
-            CLASS_LD => {
-                // A 64-bit immediate (a map, a constant) takes two slots.
-                if insn.code == 0x18 {
-                    s.regs[dst] = Reg::Unknown;
-                    next = vec![pc + 2];
-                }
-            }
-            CLASS_LDX => {
-                let size = size_of_access(insn.code);
-                if let Reg::Stack(base) = s.regs[src]
-                    && !s.all_written(base + off, size)
-                {
-                    found.insert(
-                        pc,
-                        UnwrittenRead {
-                            function: name.to_string(),
-                            pc,
-                            off: base + off,
-                            size,
-                        },
-                    );
-                }
-                s.regs[dst] = Reg::Unknown;
-            }
-            CLASS_ST | CLASS_STX => {
-                let size = size_of_access(insn.code);
-                if let Reg::Stack(base) = s.regs[dst] {
-                    if class == CLASS_STX && insn.code & 0xe0 == MODE_ATOMIC {
-                        if !s.all_written(base + off, size) {
-                            found.insert(
-                                pc,
-                                UnwrittenRead {
-                                    function: name.to_string(),
-                                    pc,
-                                    off: base + off,
-                                    size,
-                                },
-                            );
-                        }
-                        // A fetching atomic writes its source register.
-                        s.regs[src] = Reg::Unknown;
-                    }
-                    s.write(base + off, size);
-                }
-            }
-            CLASS_ALU64 => {
-                let operand = if insn.code & SOURCE_REG != 0 {
-                    s.regs[src]
-                } else {
-                    Reg::Const(imm)
-                };
-                s.regs[dst] = match (insn.code & 0xf0, s.regs[dst], operand) {
-                    (ALU_MOV, _, v) => v,
-                    (ALU_ADD, Reg::Stack(b), Reg::Const(c)) => Reg::Stack(b + c),
-                    (ALU_ADD, Reg::Const(c), Reg::Stack(b)) => Reg::Stack(b + c),
-                    (ALU_SUB, Reg::Stack(b), Reg::Const(c)) => Reg::Stack(b - c),
-                    (ALU_ADD, Reg::Const(a), Reg::Const(c)) => Reg::Const(a.wrapping_add(c)),
-                    _ => Reg::Unknown,
-                };
-            }
-            CLASS_JMP | CLASS_JMP32 => match insn.code & 0xf0 {
-                OP_EXIT if class == CLASS_JMP => next.clear(),
-                OP_CALL if class == CLASS_JMP => {
-                    // A helper or subprogram may write through any stack pointer it
-                    // gets, for the next argument's byte count if that is known.
-                    for arg in 1..=5 {
-                        if let Reg::Stack(at) = s.regs[arg] {
-                            let len = match s.regs.get(arg + 1) {
-                                Some(Reg::Const(n)) if arg < 5 && *n > 0 => *n,
-                                _ => -at,
-                            };
-                            s.write(at, len);
-                        }
-                    }
-                    for r in 0..=5 {
-                        s.regs[r] = Reg::Unknown;
-                    }
-                }
-                OP_JA => {
-                    let by = if class == CLASS_JMP32 { imm } else { off };
-                    next = vec![(pc as i64 + 1 + by) as usize];
-                }
-                _ => next.push((pc as i64 + 1 + off) as usize),
-            },
-            // 32-bit arithmetic: the destination is a number no longer followed.
-            _ => s.regs[dst] = Reg::Unknown,
+        let (next, unwritten) = step(insn, pc, &mut s);
+        if let Some((off, size)) = unwritten {
+            found.insert(
+                pc,
+                UnwrittenRead {
+                    function: name.to_string(),
+                    pc,
+                    off,
+                    size,
+                },
+            );
         }
         for n in next {
             if n >= states.len() {
@@ -243,6 +162,94 @@ pub fn unwritten_reads(name: &str, insns: &[bpf_insn]) -> Vec<UnwrittenRead> {
         }
     }
     found.into_values().collect()
+}
+
+/// Applies instruction `insn` (at `pc`) to `s`; returns the instructions that may
+/// come next, and the stack bytes it reads that `s` did not have written (offset from
+/// the frame pointer, length), if any.
+fn step(insn: &bpf_insn, pc: usize, s: &mut State) -> (Vec<usize>, Option<(i64, i64)>) {
+    let class = insn.code & 0x07;
+    let (dst, src) = (insn.dst_reg() as usize, insn.src_reg() as usize);
+    let off = i64::from(insn.off);
+    let imm = i64::from(insn.imm);
+    let mut next = vec![pc + 1];
+    let mut unwritten = None;
+    match class {
+        // A 64-bit immediate (a map, a constant) takes two slots.
+        CLASS_LD if insn.code == 0x18 => {
+            s.regs[dst] = Reg::Unknown;
+            next = vec![pc + 2];
+        }
+        CLASS_LD => {}
+        CLASS_LDX => {
+            let size = size_of_access(insn.code);
+            if let Reg::Stack(base) = s.regs[src]
+                && !s.all_written(base + off, size)
+            {
+                unwritten = Some((base + off, size));
+            }
+            s.regs[dst] = Reg::Unknown;
+        }
+        CLASS_ST | CLASS_STX => {
+            let size = size_of_access(insn.code);
+            if let Reg::Stack(base) = s.regs[dst] {
+                // An atomic operation reads the bytes before it writes them, and a
+                // fetching one writes its source register.
+                if class == CLASS_STX && insn.code & 0xe0 == MODE_ATOMIC {
+                    if !s.all_written(base + off, size) {
+                        unwritten = Some((base + off, size));
+                    }
+                    s.regs[src] = Reg::Unknown;
+                }
+                s.write(base + off, size);
+            }
+        }
+        CLASS_ALU64 => {
+            let operand = if insn.code & SOURCE_REG != 0 {
+                s.regs[src]
+            } else {
+                Reg::Const(imm)
+            };
+            s.regs[dst] = match (insn.code & 0xf0, s.regs[dst], operand) {
+                (ALU_MOV, _, v) => v,
+                (ALU_ADD, Reg::Stack(b), Reg::Const(c))
+                | (ALU_ADD, Reg::Const(c), Reg::Stack(b)) => Reg::Stack(b + c),
+                (ALU_SUB, Reg::Stack(b), Reg::Const(c)) => Reg::Stack(b - c),
+                (ALU_ADD, Reg::Const(a), Reg::Const(c)) => Reg::Const(a.wrapping_add(c)),
+                _ => Reg::Unknown,
+            };
+        }
+        CLASS_JMP | CLASS_JMP32 => match insn.code & 0xf0 {
+            OP_EXIT if class == CLASS_JMP => next.clear(),
+            OP_CALL if class == CLASS_JMP => call(s),
+            OP_JA => {
+                let by = if class == CLASS_JMP32 { imm } else { off };
+                next = vec![(pc as i64 + 1 + by) as usize];
+            }
+            _ => next.push((pc as i64 + 1 + off) as usize),
+        },
+        // 32-bit arithmetic: the destination is a number no longer followed.
+        _ => s.regs[dst] = Reg::Unknown,
+    }
+    (next, unwritten)
+}
+
+/// A helper or subprogram call: it may write through any stack pointer it gets, for
+/// the next argument's byte count if that is known (else up to the frame's top), and
+/// leaves r0 to r5 unknown.
+fn call(s: &mut State) {
+    for arg in 1..=5 {
+        if let Reg::Stack(at) = s.regs[arg] {
+            let len = match s.regs.get(arg + 1) {
+                Some(Reg::Const(n)) if arg < 5 && *n > 0 => *n,
+                _ => -at,
+            };
+            s.write(at, len);
+        }
+    }
+    for r in 0..=5 {
+        s.regs[r] = Reg::Unknown;
+    }
 }
 
 #[cfg(test)]
