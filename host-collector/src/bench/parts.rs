@@ -297,7 +297,7 @@ fn memory_here(
     let mem_runs = outcomes(&mem, &marks.marks);
     let jsonl_bytes = std::fs::metadata(&jsonl).map(|m| m.len()).unwrap_or(0);
     let _ = std::fs::remove_file(&jsonl);
-    r.memory = Some(memory(
+    let measured = memory(
         events,
         &mem,
         &mem_runs,
@@ -305,7 +305,9 @@ fn memory_here(
         collector_peak,
         reset,
         jsonl_bytes,
-    ));
+    );
+    r.problems.extend(measured.shortfall());
+    r.memory = Some(measured);
     note_outcome("memory", &mem, &mut r.problems);
     boots.push(boot_of("memory", &mem));
     Ok(())

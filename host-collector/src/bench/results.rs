@@ -529,6 +529,22 @@ pub struct Memory {
     pub wall_s: f64,
 }
 
+impl Memory {
+    /// Why the run's memory figures are not "after `events_planned` events": the
+    /// events that neither arrived nor were counted lost to a full ring (a probe that
+    /// did not attach, a workload that failed). `None` when every event is accounted
+    /// for.
+    pub fn shortfall(&self) -> Option<String> {
+        let accounted = self.events_received + self.ring_full;
+        (accounted < self.events_planned).then(|| {
+            format!(
+                "memory: {} of {} planned events arrived ({} lost to a full ring): its peaks are not after {} events",
+                self.events_received, self.events_planned, self.ring_full, self.events_planned
+            )
+        })
+    }
+}
+
 /// A target of the benchmark issue against what this run measured.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TargetCheck {
@@ -599,4 +615,35 @@ pub struct StackCacheRun {
     /// Stacks the cache answered, per probe that recorded anything (`kprobe`,
     /// `spin_lock`, …).
     pub cached_by_probe: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memory_run_short_of_its_events_is_a_problem() {
+        let run = |received, ring_full| Memory {
+            events_planned: 1000,
+            events_received: received,
+            ring_full,
+            ..Memory::default()
+        };
+        assert_eq!(
+            run(1002, 0).shortfall(),
+            None,
+            "the workload's own start adds a few"
+        );
+        assert_eq!(
+            run(900, 100).shortfall(),
+            None,
+            "counted losses are accounted for"
+        );
+        assert_eq!(
+            run(0, 0).shortfall().as_deref(),
+            Some(
+                "memory: 0 of 1000 planned events arrived (0 lost to a full ring): its peaks are not after 1000 events"
+            )
+        );
+    }
 }
