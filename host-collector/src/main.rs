@@ -76,13 +76,8 @@ fn finished(out: &LabOutcome) -> ExitCode {
         out.summary.run.accel,
         out.out_dir.join("report.html").display()
     );
-    let attach: Vec<_> = out
-        .summary
-        .probes
-        .iter()
-        .map(|p| p.attach.clone())
-        .collect();
-    for why in guestscope::experiments::support::unattached_builtins(&attach) {
+    let attach = out.summary.probes.iter().map(|p| &p.attach);
+    for why in guestscope::experiments::support::unattached_builtins(attach) {
         eprintln!("guestscope: warning: {why}");
     }
     let interrupted = guestscope::interrupt::received();

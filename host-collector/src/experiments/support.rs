@@ -147,29 +147,28 @@ fn first_line(s: &str) -> &str {
 /// Why a probe gave no events: its attach note, or None when it is attached.
 fn probe_reason(probes: &[ProbeAttach], kind: ProbeKind) -> Option<String> {
     let p = probes.iter().find(|p| p.probe == kind.name())?;
-    if p.attached {
-        return None;
-    }
+    (!p.attached).then(|| not_attached(p))
+}
+
+/// "the P probe was not attached", with the first line of its note if it has one.
+fn not_attached(p: &ProbeAttach) -> String {
     let note = first_line(&p.note);
-    Some(if note.is_empty() {
-        format!("the {} probe was not attached", kind.name())
+    if note.is_empty() {
+        format!("the {} probe was not attached", p.probe)
     } else {
-        format!("the {} probe was not attached: {note}", kind.name())
-    })
+        format!("the {} probe was not attached: {note}", p.probe)
+    }
 }
 
 /// Why each built-in probe the plan asked for was not attached (its attach note's first
 /// line): said on the terminal at the end of a run, since every experiment that needs
 /// the probe's events runs short without them.
-pub fn unattached_builtins(probes: &[ProbeAttach]) -> Vec<String> {
-    ProbeKind::BUILTIN
+pub fn unattached_builtins<'a>(probes: impl IntoIterator<Item = &'a ProbeAttach>) -> Vec<String> {
+    probes
         .into_iter()
-        .filter(|kind| {
-            probes
-                .iter()
-                .any(|p| p.probe == kind.name() && !p.attached && p.note != NOT_REQUESTED)
-        })
-        .filter_map(|kind| probe_reason(probes, kind))
+        .filter(|p| !p.attached && p.note != NOT_REQUESTED)
+        .filter(|p| ProbeKind::BUILTIN.iter().any(|k| k.name() == p.probe))
+        .map(not_attached)
         .collect()
 }
 
