@@ -23,19 +23,23 @@ fn one_vm() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// A ring buffer of four pages (about 28 records) against a workload that floods
-/// `_raw_spin_lock` and `alloc_fd`: the ring overflows, and per probe the hits the kernel
-/// matched equal the events received plus the ones it counted as lost.
+/// `_raw_spin_lock` and `alloc_fd` at a real-time priority, so that on the guest's one
+/// vCPU the agent cannot drain the ring while the loop runs (a fast host once let it keep
+/// up): the ring overflows, and per probe the hits the kernel matched equal the events
+/// received plus the ones it counted as lost.
 #[test]
 fn ring_buffer_overrun_is_counted_exactly() {
     let _vm = one_vm();
     let opts = LabOptions {
         builtin_workloads: false,
         workloads: vec![format!(
-            "{} --iterations 20000",
+            "{} --iterations 20000 --realtime",
             workload_binary("flood").display()
         )],
         probes: vec!["spin_lock".into(), "alloc_fd".into()],
         events_bytes: Some(16 * 1024),
+        // SCHED_FIFO needs root.
+        workloads_as_root: true,
         ..LabOptions::default()
     };
     let r = run_lab("ring-overrun", opts);
@@ -50,6 +54,14 @@ fn ring_buffer_overrun_is_counted_exactly() {
     assert_eq!(s["losses"]["events_missing"], 0);
     let flood = r.workload("flood");
     assert_eq!(flood["status"], 0, "flood output: {}", flood["output"]);
+    assert!(
+        flood["output"]
+            .as_str()
+            .unwrap()
+            .contains("\"realtime\":true"),
+        "flood did not run at a real-time priority: {}",
+        flood["output"]
+    );
 
     let mut lost = 0;
     for p in s["probes"].as_array().unwrap() {

@@ -2,12 +2,16 @@
 //! one-line JSON summaries every workload prints.
 //!
 //! The workloads are static binaries under `src/bin/`, one file each, run by the agent
-//! inside the guest: `cpuinfo`, `fopen`, `malloc`, `random`. Each prints one JSON line
-//! `{"workload":NAME,...}` as its summary on stdout; errors go to stderr as one line,
-//! with exit status 1 (2 for bad arguments).
+//! inside the guest: `blast`, `cpuinfo`, `fault`, `flood`, `fopen`, `malloc`, `random`.
+//! Each prints one JSON line `{"workload":NAME,...}` as its summary on stdout; errors go
+//! to stderr as one line, with exit status 1 (2 for bad arguments).
 #![deny(missing_docs)]
 
 use std::{fmt::Write as _, process::ExitCode, time::Instant};
+
+mod realtime;
+
+pub use realtime::run_as_fifo;
 
 /// A usage or run-time error, printed as one line.
 #[derive(Debug)]

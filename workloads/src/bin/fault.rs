@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use guestscope_workloads::{Args, Error, main_with};
+use guestscope_workloads::{Args, Error, main_with, run_as_fifo};
 
 const USAGE: &str = "fault panic|hang [--opens N] [--wait-ms MS] [--seconds S]";
 
@@ -51,19 +51,7 @@ fn run(mut args: Args) -> Result<(), Error> {
         Err(Error::runtime("the kernel survived sysrq c"))
     } else {
         write("/proc/sys/kernel/sched_rt_runtime_us", "-1")?;
-        // SAFETY: sched_param is plain integers (musl's has more fields than glibc's);
-        // all-zero is valid.
-        let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
-        param.sched_priority = 99;
-        // musl's sched_setscheduler is a stub (ENOSYS): make the system call itself.
-        // SAFETY: the call reads a valid sched_param; pid 0 is this thread.
-        if unsafe { libc::syscall(libc::SYS_sched_setscheduler, 0, libc::SCHED_FIFO, &param) } != 0
-        {
-            return Err(Error::runtime(format!(
-                "sched_setscheduler(SCHED_FIFO, 99): {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        run_as_fifo(99)?;
         let until = Instant::now() + Duration::from_secs(seconds);
         // Instant::now reads the vDSO clock: no system call, no chance to reschedule.
         while Instant::now() < until {

@@ -7,9 +7,12 @@
 //! a small ring buffer, it overflows it: the test of the probes' `ring_full` accounting.
 //! With `--rate R` it paces itself to R iterations per second (in steps of a
 //! millisecond, sleeping in between), so the rate at which the event stream starts to
-//! lose events can be found.
+//! lose events can be found. With `--realtime` it runs at `SCHED_FIFO` priority 1: on one
+//! vCPU the agent then cannot read the ring buffer until the loop ends (or the kernel's
+//! real-time throttle pauses it), so a small ring overflows however fast the host is.
 //!
-//! Usage: `flood [--iterations N] [--rate R]` (defaults 100000, and 0: unpaced).
+//! Usage: `flood [--iterations N] [--rate R] [--realtime]` (defaults 100000, 0: unpaced,
+//! and the normal scheduler).
 
 use std::{
     fs::File,
@@ -18,9 +21,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use guestscope_workloads::{Args, Error, Value, elapsed_ns, json_line, main_with};
+use guestscope_workloads::{Args, Error, Value, elapsed_ns, json_line, main_with, run_as_fifo};
 
-const USAGE: &str = "flood [--iterations N] [--rate R]";
+const USAGE: &str = "flood [--iterations N] [--rate R] [--realtime]";
 
 /// Pacing step: the loop checks its schedule (and sleeps) once per step.
 const STEP: Duration = Duration::from_millis(1);
@@ -32,7 +35,11 @@ fn main() -> ExitCode {
 fn run(mut args: Args) -> Result<(), Error> {
     let iterations = args.number("--iterations", 100_000)?;
     let rate = args.number("--rate", 0)?;
+    let realtime = args.flag("--realtime");
     args.finish(USAGE)?;
+    if realtime {
+        run_as_fifo(1)?;
+    }
     let file = File::open("/").map_err(|e| Error::runtime(format!("open /: {e}")))?;
     let fd = file.as_raw_fd();
     let start = Instant::now();
@@ -65,6 +72,7 @@ fn run(mut args: Args) -> Result<(), Error> {
             ("workload", Value::Str("flood".into())),
             ("iterations", Value::Num(iterations)),
             ("rate", Value::Num(rate)),
+            ("realtime", Value::Bool(realtime)),
             ("sleeps", Value::Num(sleeps)),
             ("elapsed_ns", Value::Num(elapsed)),
         ])
