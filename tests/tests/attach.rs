@@ -150,6 +150,9 @@ fn attach_collects_from_a_vm_started_outside_guestscope() {
         "kretprobe:alloc_fd against alloc_fd"
     );
     assert!(r.report.contains("## Your probes"));
+    // Passed: the directory (its initramfs and outputs, about 22 MB) goes; a failed
+    // run keeps it for a look.
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
