@@ -122,11 +122,16 @@ fn ring_buffer_overrun_is_counted_exactly() {
     );
 }
 
-/// Starts `guestscope lab` (the real binary, in a process group of its own) on a
-/// workload that runs until stopped, and waits until events are on disk.
-fn start_long_run(name: &str) -> (std::process::Child, PathBuf) {
+/// Starts `guestscope lab` (the real binary, in a process group of its own, with a
+/// temporary directory of its own: the second path returned) on a workload that runs
+/// until stopped, and waits until events are on disk.
+fn start_long_run(name: &str) -> (std::process::Child, PathBuf, PathBuf) {
     let (kernel, initrd) = guest_artifacts();
     let dir = test_out_dir(name);
+    // Short: the run directory inside holds Unix sockets (108-byte paths at most).
+    let tmp = std::env::temp_dir().join(format!("gs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
     let workload = format!(
         "{} --iterations 100000000",
         workload_binary("fopen").display()
@@ -148,6 +153,7 @@ fn start_long_run(name: &str) -> (std::process::Child, PathBuf) {
             "alloc_fd,spin_lock",
         ])
         .args(["--workload", &workload])
+        .env("TMPDIR", &tmp)
         .process_group(0)
         .stdout(Stdio::null())
         .stderr(
@@ -165,7 +171,24 @@ fn start_long_run(name: &str) -> (std::process::Child, PathBuf) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    (child, dir)
+    (child, dir, tmp)
+}
+
+/// What the run left in its temporary directory `tmp`: each file's path under it.
+fn left_behind(tmp: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![tmp.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
 
 /// Sends `signal` mid-run (to the process, or to its whole group as a terminal's Ctrl-C
@@ -173,7 +196,7 @@ fn start_long_run(name: &str) -> (std::process::Child, PathBuf) {
 /// every output complete and parseable with outcome `interrupted`.
 fn interrupt_mid_run(name: &str, signal: &str, number: i32, whole_group: bool) {
     let _vm = one_vm();
-    let (mut child, dir) = start_long_run(name);
+    let (mut child, dir, tmp) = start_long_run(name);
     let kids = children_of(child.id());
     assert!(
         kids.iter().any(|(_, c)| c.starts_with("qemu")),
@@ -249,6 +272,10 @@ fn interrupt_mid_run(name: &str, signal: &str, number: i32, whole_group: bool) {
         let n = leftover.file_name().to_string_lossy().into_owned();
         assert!(!n.ends_with(".tmp"), "half-written file left behind: {n}");
     }
+    // Interrupted, the run still removes its run directory (sockets, initramfs).
+    let left = left_behind(&tmp);
+    assert!(left.is_empty(), "left in the temporary directory: {left:?}");
+    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 #[test]
@@ -553,7 +580,7 @@ fn past_the_spool_bound_the_dropped_events_are_counted_exactly() {
 #[test]
 fn sigkill_mid_run_leaves_no_guest_behind_and_only_whole_lines() {
     let _vm = one_vm();
-    let (mut child, dir) = start_long_run("sigkill");
+    let (mut child, dir, tmp) = start_long_run("sigkill");
     let kids = children_of(child.id());
     assert!(
         kids.iter().any(|(_, c)| c.starts_with("qemu")),
@@ -593,4 +620,13 @@ fn sigkill_mid_run_leaves_no_guest_behind_and_only_whole_lines() {
             )
             .is_ok()
     );
+    // A killed run cannot remove its run directory, but its initramfs (about 14 MB)
+    // went once the guest had booted.
+    let left = left_behind(&tmp);
+    eprintln!("sigkill: left {left:?}");
+    assert!(
+        !left.iter().any(|f| f.ends_with("initrd.cpio")),
+        "the run's initramfs outlived the boot: {left:?}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -173,7 +173,13 @@ pub fn boot_and_collect(
     } else {
         o.watchdog
     });
-    let mut alive = lab_alive(o, &mut qemu, serial_state.clone(), run_deadline, &silence);
+    let mut keep_waiting = lab_alive(o, &mut qemu, serial_state.clone(), run_deadline, &silence);
+    let mut initrd_on_disk = Some(initrd);
+    let console = serial_state.clone();
+    let mut alive = move || {
+        remove_once_loaded(&console, &mut initrd_on_disk);
+        keep_waiting()
+    };
     let options = ReceiveOptions {
         stop_at_hello: *mode == Mode::BootOnly,
         faults: o.link_faults.clone(),
@@ -221,6 +227,24 @@ pub fn boot_and_collect(
         clock: received.clock,
         host_epoch_unix_ns: launched_unix_ns,
     })
+}
+
+/// Removes the run's initramfs (a copy of about 14 MB in the run directory) once the
+/// guest's console has printed its first byte: QEMU reads the file into the machine's
+/// memory before any vCPU runs, and never again. A run killed later (SIGKILL, which
+/// leaves its run directory behind) then leaves only its sockets and small files.
+fn remove_once_loaded(serial_state: &Mutex<SerialState>, initrd: &mut Option<PathBuf>) {
+    let loaded = serial_state
+        .lock()
+        .expect("serial")
+        .marks
+        .first_byte_s
+        .is_some();
+    if let Some(path) = initrd.take_if(|_| loaded)
+        && let Err(e) = std::fs::remove_file(&path)
+    {
+        tracing::warn!("removing the run's initramfs {}: {e}", path.display());
+    }
 }
 
 /// Writes the run's initramfs into `run_dir`: the plan with a secret of its own (in a
