@@ -33,19 +33,26 @@ impl Changed {
 /// varints, two 8-byte fields and the name.
 pub const MAX_PACKED_EVENT_BYTES: usize = 1 + 2 * 10 + 5 * 5 + 2 * 8 + COMM_BYTES;
 
-/// `v` as a varint (LEB128, as postcard writes integers: seven bits a byte, low bits
-/// first, the top bit set on every byte but the last): its bytes and how many.
+/// Writes `v` as a varint (LEB128, as postcard writes integers: seven bits a byte, low
+/// bits first, the top bit set on every byte but the last) into `buf` from `at`;
+/// returns where it ends. `buf` must have ten bytes of room from `at`.
 #[inline(always)]
-pub(super) fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
-    let mut b = [0u8; 10];
-    let mut n = 0;
+fn put_varint(buf: &mut [u8], mut at: usize, mut v: u64) -> usize {
     while v >= 0x80 {
-        b[n] = (v as u8) | 0x80;
+        buf[at] = (v as u8) | 0x80;
         v >>= 7;
-        n += 1;
+        at += 1;
     }
-    b[n] = v as u8;
-    (b, n + 1)
+    buf[at] = v as u8;
+    at + 1
+}
+
+/// `v` as a varint ([`put_varint`]): its bytes and how many.
+#[inline(always)]
+pub(super) fn varint_bytes(v: u64) -> ([u8; 10], usize) {
+    let mut b = [0u8; 10];
+    let n = put_varint(&mut b, 0, v);
+    (b, n)
 }
 
 /// Appends `v` as a varint ([`varint_bytes`]).
@@ -145,16 +152,11 @@ impl EventBytes {
         }
     }
 
-    /// Appends `v` as a varint ([`varint_bytes`]).
+    /// Appends `v` as a varint, written in place ([`put_varint`]): a copy of
+    /// [`varint_bytes`]'s variable length would cost a `memcpy` call per field.
     #[inline(always)]
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.buf[self.len] = (v as u8) | 0x80;
-            v >>= 7;
-            self.len += 1;
-        }
-        self.buf[self.len] = v as u8;
-        self.len += 1;
+    fn varint(&mut self, v: u64) {
+        self.len = put_varint(&mut self.buf, self.len, v);
     }
 
     /// Appends `bytes`.
