@@ -233,14 +233,17 @@ pub fn boot_and_collect(
 /// guest's console has printed its first byte: QEMU reads the file into the machine's
 /// memory before any vCPU runs, and never again. A run killed later (SIGKILL, which
 /// leaves its run directory behind) then leaves only its sockets and small files.
+/// Called between reads: once the file is gone, it only checks `initrd`.
 fn remove_once_loaded(serial_state: &Mutex<SerialState>, initrd: &mut Option<PathBuf>) {
-    let loaded = serial_state
-        .lock()
-        .expect("serial")
-        .marks
-        .first_byte_s
-        .is_some();
-    if let Some(path) = initrd.take_if(|_| loaded)
+    let loaded = || {
+        serial_state
+            .lock()
+            .expect("serial")
+            .marks
+            .first_byte_s
+            .is_some()
+    };
+    if let Some(path) = initrd.take_if(|_| loaded())
         && let Err(e) = std::fs::remove_file(&path)
     {
         tracing::warn!("removing the run's initramfs {}: {e}", path.display());
