@@ -12,9 +12,10 @@ fn a_dynamic_host_program_runs_traced_and_writes_nothing_to_the_host() {
     let marker = format!("guestscope-host-write-{}.txt", std::process::id());
     assert!(!cwd.join(&marker).exists());
     // dash and coreutils are dynamically linked on the host; the script writes a file
-    // in the current directory, reads it back, and lists the directory it is in.
+    // in the current directory, reads it back, lists the directory it is in, and prints
+    // more lines than the report shows.
     let script = format!(
-        "echo written-in-the-guest > {marker} && cat {marker} && pwd && ls /usr/lib/x86_64-linux-gnu/libc.so.6"
+        "echo written-in-the-guest > {marker} && cat {marker} && pwd && ls /usr/lib/x86_64-linux-gnu/libc.so.6 && seq 1 100"
     );
     let opts = LabOptions {
         builtin_workloads: false,
@@ -35,6 +36,13 @@ fn a_dynamic_host_program_runs_traced_and_writes_nothing_to_the_host() {
     assert_eq!(lines[0], "written-in-the-guest", "{output}");
     assert_eq!(lines[1], cwd.display().to_string(), "{output}");
     assert_eq!(lines[2], "/usr/lib/x86_64-linux-gnu/libc.so.6", "{output}");
+    // The whole output, not only the lines the report shows.
+    assert_eq!(lines.len(), 103, "{output}");
+    assert_eq!(lines[102], "100", "{output}");
+    assert!(
+        r.report.contains("… 83 more lines"),
+        "the report shows the first lines and counts the rest"
+    );
     // The guest's write went to its tmpfs, not to the host.
     assert!(
         !cwd.join(&marker).exists(),

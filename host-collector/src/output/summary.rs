@@ -269,7 +269,9 @@ pub struct WorkloadSummary {
     pub named_locks: BTreeMap<String, u64>,
     /// Most frequent stacks per probe.
     pub top_stacks: BTreeMap<String, Vec<StackCount>>,
-    /// The workload's own output (first lines).
+    /// The workload's own output, stdout and stderr together, whole as the agent kept
+    /// it (at most 64 KiB; past that, a closing line says how many bytes it dropped).
+    /// The report shows its first [`crate::output::markdown::OUTPUT_LINES`] lines.
     pub output: String,
 }
 

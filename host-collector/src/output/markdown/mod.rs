@@ -295,9 +295,28 @@ fn render_details(md: &mut String, s: &Summary) {
                 let _ = writeln!(md, "```");
             }
         }
-        if !w.output.is_empty() {
-            let _ = writeln!(md, "Output:\n```\n{}\n```", w.output);
-        }
+        render_output(md, &w.output);
+    }
+}
+
+/// Lines of a workload's output the report shows; summary.json has all of it.
+pub const OUTPUT_LINES: usize = 20;
+
+/// A workload's output: its first [`OUTPUT_LINES`] lines, and how many more
+/// summary.json holds.
+fn render_output(md: &mut String, output: &str) {
+    if output.is_empty() {
+        return;
+    }
+    let lines: Vec<&str> = output.lines().collect();
+    let shown = lines.len().min(OUTPUT_LINES);
+    let _ = writeln!(md, "Output:\n```\n{}\n```", lines[..shown].join("\n"));
+    if lines.len() > shown {
+        let _ = writeln!(
+            md,
+            "… {} more lines: the whole output is in summary.json (`workloads[].output`).",
+            lines.len() - shown
+        );
     }
 }
 
@@ -348,4 +367,30 @@ fn timed_out_paragraph(md: &mut String, s: &Summary) {
         if names.len() == 1 { "was" } else { "were" },
         guestscope_common::plan::TIMEOUT_GRACE_MS / 1000,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_output_shows_its_first_lines_and_counts_the_rest() {
+        let output: String = (1..=25).map(|i| format!("line {i}\n")).collect();
+        let mut md = String::new();
+        render_output(&mut md, &output);
+        assert!(md.contains("line 1\n"), "{md}");
+        assert!(md.contains(&format!("line {OUTPUT_LINES}\n")), "{md}");
+        assert!(
+            !md.contains(&format!("line {}\n", OUTPUT_LINES + 1)),
+            "{md}"
+        );
+        assert!(md.contains("… 5 more lines"), "{md}");
+
+        let mut short = String::new();
+        render_output(&mut short, "one\ntwo\n");
+        assert_eq!(short, "Output:\n```\none\ntwo\n```\n");
+        let mut none = String::new();
+        render_output(&mut none, "");
+        assert!(none.is_empty());
+    }
 }

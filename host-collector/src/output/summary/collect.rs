@@ -133,7 +133,7 @@ fn workload_summary<W: Write>(session: &mut Session<W>, i: usize) -> WorkloadSum
         output: w
             .exited
             .as_ref()
-            .map(|x| x.output.lines().take(20).collect::<Vec<_>>().join("\n"))
+            .map(|x| x.output.clone())
             .unwrap_or_default(),
     }
 }
