@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use guestscope_common::{RawEvent, wire::EventArgs};
+use guestscope_common::{RawEvent, STAGED_EVENTS, wire::EventArgs};
 
 /// Most events in one `Events` record.
 pub const MAX_EVENTS: usize = 1024;
@@ -33,7 +33,8 @@ impl Batcher {
     pub fn new(max_events: usize, max_age: Duration) -> Self {
         let max_events = max_events.max(1);
         Batcher {
-            events: Vec::with_capacity(max_events),
+            // Room for a staged run taken whole past the limit (see `push`).
+            events: Vec::with_capacity(max_events + STAGED_EVENTS),
             spare: Vec::new(),
             args: Vec::new(),
             opened: None,
@@ -42,7 +43,9 @@ impl Batcher {
         }
     }
 
-    /// Adds an event read at `now`; returns true when the batch is full.
+    /// Adds an event read at `now`; returns true when the batch is full. A full batch
+    /// still takes events: the rest of a staged run (fewer than
+    /// [`STAGED_EVENTS`]) goes with it.
     #[inline]
     pub fn push(&mut self, event: RawEvent, now: Instant) -> bool {
         if self.events.is_empty() {
@@ -94,7 +97,7 @@ impl Batcher {
     pub fn take(&mut self) -> Vec<RawEvent> {
         self.opened = None;
         let mut next = std::mem::take(&mut self.spare);
-        next.reserve(self.max_events);
+        next.reserve(self.max_events + STAGED_EVENTS);
         std::mem::replace(&mut self.events, next)
     }
 

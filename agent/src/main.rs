@@ -17,6 +17,7 @@
 //! - [`memory_use`]: the agent's own memory once its probes are loaded.
 //! - [`tracer`]: the pid filter and the ring-buffer → records pump.
 //! - [`ringbuf`]: decoding ring-buffer records.
+//! - [`staging`]: writing out the cached hits the probes staged on each CPU.
 //! - [`batch`]: grouping events into `Events` records.
 //! - [`stacks`]: an id per distinct kernel stack, each stack sent once, before its first use.
 //! - [`counters`]: summing the probes' per-CPU counters.
@@ -58,6 +59,7 @@ pub mod spawn;
 #[cfg(test)]
 mod stack_reads;
 pub mod stacks;
+pub mod staging;
 pub mod stream;
 pub mod synthetic;
 pub mod tallies;

@@ -23,7 +23,9 @@ use guestscope_common::{
 pub use crate::probe_error::{ProbeError, chain};
 use crate::probe_error::{first_line, truncate_note};
 use crate::probe_links::{Links, fentry, kprobe, tracepoint};
-use crate::{mapped_array::MappedArrayError, tally_map::TallyMap, traced_set::TracedSet};
+use crate::{
+    mapped_array::MappedArrayError, staging::Staging, tally_map::TallyMap, traced_set::TracedSet,
+};
 
 /// The eBPF object built from `probes-ebpf/` by the build script.
 pub(crate) static OBJECT: &[u8] =
@@ -57,6 +59,9 @@ pub struct Loaded {
     pub maps: Maps,
     /// Which built-in programs are attached.
     pub links: Links,
+    /// The program that writes out the probes' staged hits; `None` if it could not be
+    /// loaded (the probes then write every cached hit on its own).
+    pub staging: Option<Staging>,
 }
 
 /// Loads the embedded object and takes its maps. No program is attached yet.
@@ -93,10 +98,14 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
         settings: take(&mut ebpf, names::SETTINGS)?,
         tallies: take_mapped(&mut ebpf, names::TALLIES, TallyMap::new)?,
     };
+    let staging = Staging::load(&mut ebpf)
+        .inspect_err(|e| tracing::warn!("cached hits are written one by one: {e}"))
+        .ok();
     Ok(Loaded {
         ebpf,
         maps,
         links: Links::default(),
+        staging,
     })
 }
 

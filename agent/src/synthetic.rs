@@ -99,7 +99,7 @@ pub fn produce<W: Sink>(
             } else {
                 let c = &mut cached[stack];
                 c.event.ts_ns = ts_ns + (n - i);
-                tracer.inject(Record::Cached(c), now, stream)?;
+                tracer.inject(Record::Cached(std::slice::from_ref(c)), now, stream)?;
             }
         }
         i = end;

@@ -15,7 +15,8 @@ use aya::{
     programs::fentry::FEntryLink,
 };
 use guestscope_common::{
-    CacheSlot, ProbeCounters, ProbeKind,
+    CacheSlot, ProbeCounters, ProbeKind, RawEvent,
+    event::USER_ARGS,
     plan::StackMode,
     wire::{EventArgs, ProgramRun, Tally, Totals},
 };
@@ -28,18 +29,21 @@ use crate::{
     program_stats::ProgramStats,
     ringbuf::{EventReader, Record},
     stacks::{NoStack, StackTable, send_batch},
+    staging::Staging,
     stream::{Sink, Stream, StreamError},
     tallies::TallyBook,
     tally_map::TallyMap,
     traced_set::{PidOutOfRange, TracedSet},
 };
 
-/// One probe record taken in: counted, its stack interned or looked up (or why not
-/// counted), its arguments split off for the kinds that carry them, and the event
-/// added to `batch` (read at `now`); returns whether the batch is full. Inlined into
-/// the read loop, and writing into the batch rather than returning the event (64
-/// bytes, and 56 of arguments): under TCG every call's return and every copy through
-/// the stack costs, and this runs once per event.
+/// One probe record taken in: each of its events (a staged run of cached hits holds
+/// several) counted, its stack interned or looked up (or why not counted), its
+/// arguments split off for the kinds that carry them, and the event added to `batch`
+/// (read at `now`); returns whether the batch is full (a run is taken whole, so the
+/// batch may pass its size by less than a run). Inlined into the read loop, and writing
+/// into the batch rather than returning the event (64 bytes, and 56 of arguments):
+/// under TCG every call's return and every copy through the stack costs, and this runs
+/// once per event.
 #[inline(always)]
 fn accept(
     record: Record<'_>,
@@ -49,28 +53,45 @@ fn accept(
     batch: &mut Batcher,
     now: Instant,
 ) -> bool {
-    totals.events_read += 1;
-    let (e, stack) = match record {
+    match record {
+        Record::Cached(run) => {
+            let mut full = false;
+            for cached in run {
+                let (e, stack) = stacks.resolve_cached(cached);
+                full = take_in(e, stack, None, totals, batch, now);
+            }
+            full
+        }
+        Record::CachedArgs(with_args) => {
+            let (e, stack) = stacks.resolve_cached(&with_args.cached);
+            take_in(e, stack, Some(with_args.args), totals, batch, now)
+        }
         Record::Walked(walked) => {
             let (e, stack) = stacks.resolve(walked);
             if let Some(index) = CacheSlot::index(walked.cache_slot) {
                 tallies.kept(e.cpu, index, walked.replaced_tally, e.kind, e.stack_id);
             }
-            (e, stack)
+            let args = ProbeKind::from_id(e.kind)
+                .is_some_and(ProbeKind::carries_args)
+                .then(|| walked.user_args());
+            take_in(e, stack, args, totals, batch, now)
         }
-        Record::Cached(cached) => stacks.resolve_cached(cached),
-        Record::CachedArgs(with_args) => stacks.resolve_cached(&with_args.cached),
-    };
+    }
+}
+
+/// One event of a record, its stack resolved: counted, its arguments (if it carries
+/// them) and the event batched; returns whether the batch is full.
+#[inline(always)]
+fn take_in(
+    e: RawEvent,
+    stack: Result<u32, NoStack>,
+    args: Option<[u64; USER_ARGS]>,
+    totals: &mut Totals,
+    batch: &mut Batcher,
+    now: Instant,
+) -> bool {
+    totals.events_read += 1;
     count_missing(stack, totals);
-    let args = match record {
-        Record::Walked(walked)
-            if ProbeKind::from_id(e.kind).is_some_and(ProbeKind::carries_args) =>
-        {
-            Some(walked.user_args())
-        }
-        Record::CachedArgs(with_args) => Some(with_args.args),
-        _ => None,
-    };
     if let Some(args) = args {
         batch.push_args(EventArgs {
             tid: e.tid,
@@ -128,6 +149,8 @@ struct Active {
     user_links: Vec<FEntryLink>,
     /// The kernel's statistics of the programs, when the plan asks for them.
     stats: Option<ProgramStats>,
+    /// Writes out the probes' staged hits; `None` when the probes stage none.
+    staging: Option<Staging>,
 }
 
 /// Which programs are attached.
@@ -151,7 +174,12 @@ pub struct Tracer {
 impl Tracer {
     /// A tracer over loaded (and attached) probes.
     pub fn new(loaded: Loaded) -> Tracer {
-        let Loaded { ebpf, maps, links } = loaded;
+        let Loaded {
+            ebpf,
+            maps,
+            links,
+            staging,
+        } = loaded;
         let plan = Attached {
             kinds: probes::attached_kinds(&ebpf, &links),
             fork_follower: links.is_attached(probes::FORK_FOLLOWER),
@@ -170,6 +198,7 @@ impl Tracer {
             btf: None,
             user_links: Vec::new(),
             stats: None,
+            staging,
         };
         Tracer {
             active: Some(active),
@@ -225,6 +254,12 @@ impl Tracer {
     /// A quiet stream gets a heartbeat, so the collector can tell an idle workload from a
     /// hung guest.
     pub fn pump<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
+        if let Some(a) = self.active.as_mut()
+            && let Some(staging) = a.staging.as_mut()
+            && let Err(e) = staging.flush_if_due(&a.ebpf)
+        {
+            tracing::warn!("{e}");
+        }
         self.read(stream, PUMP_BUDGET)?;
         if self.batch.is_due(Instant::now()) {
             self.flush(stream)?;
@@ -234,8 +269,15 @@ impl Tracer {
         Ok(())
     }
 
-    /// Reads the ring buffer until it is empty and sends everything.
+    /// Has every CPU's staged hits written to the ring buffer, then reads it until it
+    /// is empty and sends everything.
     pub fn drain<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
+        if let Some(a) = self.active.as_mut()
+            && let Some(staging) = a.staging.as_mut()
+            && let Err(e) = staging.flush_all(&a.ebpf)
+        {
+            tracing::warn!("{e}");
+        }
         while self.read(stream, PUMP_BUDGET)? == PUMP_BUDGET {}
         self.flush(stream)
     }
@@ -464,9 +506,14 @@ impl Tracer {
             return Ok(());
         };
         a.tallying |= mode == StackMode::Tallied;
+        let staged = if a.staging.is_some() {
+            guestscope_common::maps::STAGE_CACHED
+        } else {
+            0
+        };
         a.settings.set(
             guestscope_common::maps::SETTINGS_FLAGS,
-            mode.settings_flags(),
+            mode.settings_flags() | staged,
             0,
         )
     }

@@ -54,6 +54,28 @@ pub struct CachedEvent {
 
 const _: () = assert!(core::mem::size_of::<CachedEvent>() == 72);
 
+/// Most [`CachedEvent`]s in one ring-buffer record. A probe stages a CPU's cached hits
+/// (in that CPU's scratch) and writes them to the ring buffer together: one reservation
+/// and one wakeup check per run instead of per hit, and one record for the agent to
+/// take. A record of `k` of them is `k * 72` bytes, which neither a
+/// [`StackedEvent`](crate::StackedEvent) nor a [`CachedArgsEvent`] can be.
+///
+/// The run is written when it is full, before any other record of the same CPU (so a
+/// CPU's records stay in the order its probes ran, and a walk that refills a cache
+/// entry comes after the hits that used the entry's older walk), and when the agent
+/// asks (the `flush_staged` program, run on each CPU while it reads the ring and
+/// before it drains it at a workload's end).
+pub const STAGED_EVENTS: usize = 32;
+
+const _: () = assert!(STAGED_EVENTS.is_power_of_two());
+const _: () = assert!(
+    !core::mem::size_of::<crate::StackedEvent>()
+        .is_multiple_of(core::mem::size_of::<CachedEvent>())
+);
+const _: () = assert!(
+    !core::mem::size_of::<CachedArgsEvent>().is_multiple_of(core::mem::size_of::<CachedEvent>())
+);
+
 /// A [`CachedEvent`] of a probe that carries arguments
 /// ([`ProbeKind::carries_args`](crate::ProbeKind::carries_args): the user's kprobes and
 /// fentry probes at a function's entry), with arguments 1 to 5 (112 bytes). Its walked

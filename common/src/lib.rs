@@ -26,5 +26,7 @@ pub mod user_probe;
 #[cfg(feature = "std")]
 pub mod wire;
 
-pub use cached_event::{CacheSlot, CachedArgsEvent, CachedEvent, STACK_CACHE_ENTRIES};
+pub use cached_event::{
+    CacheSlot, CachedArgsEvent, CachedEvent, STACK_CACHE_ENTRIES, STAGED_EVENTS,
+};
 pub use event::{EntryCaller, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent, StackedEvent};

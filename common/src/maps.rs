@@ -64,7 +64,7 @@ pub const fn traced_in(word: u64, byte: u32) -> bool {
 pub const COUNTERS: &str = "COUNTERS";
 /// Array `u32` with [`SETTINGS_SLOTS`] slots that the agent sets for the probes: at
 /// [`SETTINGS_FLAGS`] switches ([`NO_STACK_WALK`], [`NO_STACK_CACHE`],
-/// [`CHECK_STACK_CACHE`], [`TALLY_CACHED`]), at [`SETTINGS_GENERATION`] the attachment generation.
+/// [`CHECK_STACK_CACHE`], [`TALLY_CACHED`], [`STAGE_CACHED`]), at [`SETTINGS_GENERATION`] the attachment generation.
 pub const SETTINGS: &str = "SETTINGS";
 /// Slots of [`SETTINGS`].
 pub const SETTINGS_SLOTS: u32 = 2;
@@ -89,6 +89,17 @@ pub const CHECK_STACK_CACHE: u32 = 4;
 /// [`TALLIES`] under its cache entry instead of recorded
 /// ([`crate::plan::StackMode::Tallied`]).
 pub const TALLY_CACHED: u32 = 8;
+/// [`SETTINGS`] switch: a hit the stack cache answers (without arguments) is staged in
+/// its CPU's scratch and written with others, up to [`crate::STAGED_EVENTS`] in one
+/// record. The agent sets it only once it has loaded [`FLUSH_STAGED`], which writes a
+/// CPU's staged hits out when it asks.
+pub const STAGE_CACHED: u32 = 16;
+/// The raw-tracepoint program that writes the running CPU's staged hits to the ring
+/// buffer (returns 0), unless a probe holds that CPU's scratch (returns
+/// [`FLUSH_BUSY`]); never attached, the agent runs it on each CPU (`BPF_PROG_TEST_RUN`).
+pub const FLUSH_STAGED: &str = "flush_staged";
+/// What [`FLUSH_STAGED`] returns when a probe held the CPU's scratch: try again.
+pub const FLUSH_BUSY: u32 = 1;
 /// Array `u64` with one slot per CPU and stack-cache entry, at
 /// `cpu * `[`crate::STACK_CACHE_ENTRIES`]` + entry`, mappable (`BPF_F_MMAPABLE`): hits
 /// counted, with no record, under the walk the entry holds. A walk kept in an entry

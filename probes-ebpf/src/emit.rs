@@ -16,7 +16,7 @@ use guestscope_common::{
     event::{COMM_BYTES, NO_STACK, USER_ARGS, USER_STACK_FRAMES},
     maps::{
         CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, SETTINGS_FLAGS, SETTINGS_GENERATION,
-        TALLY_CACHED, WAKEUP_FRACTION,
+        STAGE_CACHED, TALLY_CACHED, WAKEUP_FRACTION,
     },
 };
 
@@ -25,6 +25,7 @@ use crate::{
     maps::{COUNTERS, EVENTS, SETTINGS, is_traced, tally_slot},
     scratch::{Claim, NotClaimed},
     stack_cache::{self, Search, StackKey},
+    staging,
 };
 
 /// Bytes of [`StackedEvent::ips`]: the constant size the verifier wants for `bpf_get_stack`.
@@ -156,6 +157,20 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             }
         }
     }
+    if stacks.source == Source::Staged {
+        bump!(counters.stack_cached);
+        // SAFETY: this CPU's claimed scratch; `pending` as above. Counted as emitted (or
+        // lost) when the stage is written.
+        unsafe {
+            if staging::stage(claim.staged(), pending, stacks.index, kind) {
+                staging::flush(claim.staged(), claim.ring_bytes());
+            }
+        }
+        return;
+    }
+    // A record written straight to the ring goes after the ones this CPU staged.
+    // SAFETY: this CPU's claimed scratch.
+    unsafe { staging::flush(claim.staged(), claim.ring_bytes()) };
     if stacks.source == Source::Cached {
         let index = stacks.index;
         bump!(counters.stack_cached);
@@ -252,7 +267,7 @@ unsafe fn copy_words(dst: *mut u64, src: *const u64, words: usize) {
 /// `cached` must point at a writable [`CachedEvent`] and `pending` at this CPU's
 /// [`Pending`], both 8-byte aligned.
 #[inline(always)]
-unsafe fn fill_cached(cached: *mut CachedEvent, pending: *const Pending, index: u32) {
+pub(crate) unsafe fn fill_cached(cached: *mut CachedEvent, pending: *const Pending, index: u32) {
     // SAFETY: the caller vouches for both pointers.
     unsafe {
         copy_words(
@@ -288,6 +303,9 @@ enum Source {
     Off,
     /// From cache entry [`Stacks::index`]: the hit's record is a [`CachedEvent`].
     Cached,
+    /// As [`Source::Cached`], the record staged with others of this CPU
+    /// ([`staging`]; `STAGE_CACHED`).
+    Staged,
     /// From cache entry [`Stacks::index`], and only counted there ([`TALLY_CACHED`]):
     /// no record.
     Tallied,
@@ -325,8 +343,8 @@ impl Stacks {
     }
 
     /// Decides, for a hit of `kind` at `entry`, from the settings and a cache lookup;
-    /// a hit that may not be only tallied (`tally_ok` false) gets a record even in the
-    /// tallied mode.
+    /// a hit that may not be only tallied (`tally_ok` false: it carries arguments) gets
+    /// a record of its own even in the tallied mode, and is never staged.
     #[inline(always)]
     fn choose(search: *mut Search, kind: ProbeKind, entry: &AtEntry, tally_ok: bool) -> Stacks {
         let flags = SETTINGS.get(SETTINGS_FLAGS).copied().unwrap_or(0);
@@ -351,10 +369,12 @@ impl Stacks {
         };
         let source = if tally_ok && flags & TALLY_CACHED != 0 {
             Source::Tallied
-        } else if flags & CHECK_STACK_CACHE == 0 {
-            Source::Cached
-        } else {
+        } else if flags & CHECK_STACK_CACHE != 0 {
             Source::WalkCheck
+        } else if tally_ok && flags & STAGE_CACHED != 0 {
+            Source::Staged
+        } else {
+            Source::Cached
         };
         Stacks { source, index }
     }
@@ -375,7 +395,10 @@ impl Stacks {
         walk_bytes: u32,
         counters: *mut ProbeCounters,
     ) -> (i32, u32) {
-        if matches!(self.source, Source::Off | Source::Cached | Source::Tallied) {
+        if matches!(
+            self.source,
+            Source::Off | Source::Cached | Source::Staged | Source::Tallied
+        ) {
             // No walk: no frame is meaningful (the agent reads none).
             return (NO_STACK, CacheSlot::NONE);
         }
@@ -422,7 +445,7 @@ fn take_tally(cpu: u32, slot: u32) -> u64 {
 /// (`ring_bytes` long) holds a [`WAKEUP_FRACTION`] of its size (the agent drains it on
 /// a timer otherwise).
 #[inline(always)]
-fn wakeup_flag(ring_bytes: u64) -> u64 {
+pub(crate) fn wakeup_flag(ring_bytes: u64) -> u64 {
     let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     if waiting >= ring_bytes / WAKEUP_FRACTION {
         u64::from(BPF_RB_FORCE_WAKEUP)

@@ -9,6 +9,8 @@
 //! - [`maps`]: the map definitions (names and sizes from `guestscope_common::maps`).
 //! - [`emit`]: the shared filter / guard / stack / ring-buffer path.
 //! - [`scratch`]: each CPU's working memory for one hit, claimed by the guard.
+//! - [`staging`]: cached hits written to the ring buffer several at a time, and the
+//!   `flush_staged` program the agent runs to write a CPU's out.
 //! - [`spinlock`]: `_raw_spin_lock` (fentry, and a kprobe fallback).
 //! - [`fd`]: `alloc_fd` (kprobe).
 //! - [`fault`]: `exceptions:page_fault_user` and `exceptions:page_fault_kernel`.
@@ -26,6 +28,7 @@ mod maps;
 mod scratch;
 mod spinlock;
 mod stack_cache;
+mod staging;
 mod user;
 
 /// The kernel lets only GPL-compatible programs call `bpf_get_stack`,

@@ -15,7 +15,8 @@ const _: () = assert!(const_eq(names::COUNTERS, "COUNTERS"));
 const _: () = assert!(const_eq(names::SETTINGS, "SETTINGS"));
 const _: () = assert!(const_eq(names::TALLIES, "TALLIES"));
 
-const fn const_eq(a: &str, b: &str) -> bool {
+/// Whether two strings are equal, at compile time.
+pub(crate) const fn const_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;

@@ -1,6 +1,7 @@
 //! This CPU's working memory for the hit being handled, found with one map lookup per
 //! hit and claimed for the hit's length: the event waiting for its stack
-//! ([`Pending`]), the stack cache's search ([`Search`]), and what never changes for a
+//! ([`Pending`]), the stack cache's search ([`Search`]), the cached hits staged for
+//! the ring buffer ([`Staged`]), and what never changes for a
 //! CPU (its id, the ring buffer's size), asked of the kernel once.
 //!
 //! Every helper call costs tens of nanoseconds under TCG, and a cached spin-lock hit
@@ -16,7 +17,7 @@ use aya_ebpf::{
     bindings::BPF_RB_RING_SIZE, helpers::bpf_get_smp_processor_id, macros::map, maps::PerCpuArray,
 };
 
-use crate::{emit::Pending, maps::EVENTS, stack_cache::Search};
+use crate::{emit::Pending, maps::EVENTS, stack_cache::Search, staging::Staged};
 
 /// One CPU's scratch.
 #[repr(C)]
@@ -31,6 +32,8 @@ pub struct Scratch {
     pending: Pending,
     /// The stack cache's search and lookups.
     search: Search,
+    /// Cached hits waiting to be written to the ring buffer together.
+    staged: Staged,
 }
 
 /// Every CPU's [`Scratch`].
@@ -77,6 +80,13 @@ impl Claim {
     pub fn search(&self) -> *mut Search {
         // SAFETY: see `take`; a field's address, nothing read.
         unsafe { &raw mut (*self.0).search }
+    }
+
+    /// The cached hits staged on this CPU.
+    #[inline(always)]
+    pub fn staged(&self) -> *mut Staged {
+        // SAFETY: see `take`; a field's address, nothing read.
+        unsafe { &raw mut (*self.0).staged }
     }
 
     /// This CPU's id.

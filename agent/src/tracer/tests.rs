@@ -106,6 +106,70 @@ fn a_cached_user_probe_hit_gets_its_entrys_stack_and_its_own_arguments() {
 }
 
 #[test]
+fn a_staged_run_is_taken_whole_in_order_each_event_with_its_entrys_stack() {
+    let (mut stacks, mut tallies, mut totals) = (
+        StackTable::default(),
+        TallyBook::default(),
+        Totals::default(),
+    );
+    // Entries 1 and 2 of CPU 0 hold two walks.
+    let walked = |slot, frame: u64| {
+        let mut ips = [0; MAX_STACK_FRAMES];
+        ips[..2].copy_from_slice(&[frame, 0xffff_ffff_8100_0100]);
+        StackedEvent {
+            event: RawEvent::new(ProbeKind::SpinLock, 5, 1),
+            stack_bytes: 16,
+            cache_slot: CacheSlot::tag(slot),
+            entry: EntryCaller::UNKNOWN,
+            replaced_tally: 0,
+            ips,
+        }
+    };
+    let mut batch = Batcher::new(4, MAX_AGE);
+    let now = Instant::now();
+    for (slot, frame) in [(1, 0xffff_ffff_8100_0010), (2, 0xffff_ffff_8100_0020)] {
+        let w = walked(slot, frame);
+        accept(
+            Record::Walked(&w),
+            &mut stacks,
+            &mut tallies,
+            &mut totals,
+            &mut batch,
+            now,
+        );
+    }
+    let ids: Vec<i32> = batch.take().iter().map(|e| e.stack_id).collect();
+    assert!(ids[0] >= 0 && ids[1] >= 0 && ids[0] != ids[1], "{ids:?}");
+    // A run of five staged hits, alternating the entries, into a batch of four: taken
+    // whole, the batch full after it.
+    let run: Vec<CachedEvent> = (0..5u64)
+        .map(|i| CachedEvent {
+            event: RawEvent::new(ProbeKind::SpinLock, 5, 10 + i),
+            cache_slot: CacheSlot::tag(1 + i as u32 % 2),
+            _pad: 0,
+        })
+        .collect();
+    assert!(accept(
+        Record::Cached(&run),
+        &mut stacks,
+        &mut tallies,
+        &mut totals,
+        &mut batch,
+        now
+    ));
+    let events = batch.take();
+    assert_eq!(
+        events.iter().map(|e| e.ts_ns).collect::<Vec<_>>(),
+        [10, 11, 12, 13, 14]
+    );
+    assert_eq!(
+        events.iter().map(|e| e.stack_id).collect::<Vec<_>>(),
+        [ids[0], ids[1], ids[0], ids[1], ids[0]]
+    );
+    assert_eq!((totals.events_read, totals.stacks_missing), (7, 0));
+}
+
+#[test]
 fn an_inactive_tracer_runs_workloads_without_records() {
     let mut tracer = Tracer::inactive();
     let mut stream = Stream::new(Vec::new());
