@@ -73,7 +73,9 @@ macro_rules! bump {
 /// ([`Claim`]), so the common case (some other process) costs one array lookup. The kernel stack comes from the
 /// stack cache when the hit's call chain was walked before and its stack still holds
 /// that walk ([`stack_cache`]): the record is then a short [`CachedEvent`] naming the
-/// cache entry ([`CachedArgsEvent`] with the arguments, for the kinds that carry them).
+/// cache entry, staged with the CPU's other cached hits and written with them
+/// ([`staging`], when the agent turned it on), or a [`CachedArgsEvent`] with the
+/// arguments, for the kinds that carry them.
 /// Otherwise the stack is walked by `bpf_get_stack` straight into a reserved
 /// [`StackedEvent`]: no stack map, so no hash-bucket collisions.
 #[inline(always)]
