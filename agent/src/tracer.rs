@@ -506,16 +506,12 @@ impl Tracer {
             return Ok(());
         };
         a.tallying |= mode == StackMode::Tallied;
-        let staged = if a.staging.is_some() {
-            guestscope_common::maps::STAGE_CACHED
-        } else {
-            0
-        };
-        a.settings.set(
-            guestscope_common::maps::SETTINGS_FLAGS,
-            mode.settings_flags() | staged,
-            0,
-        )
+        let mut flags = mode.settings_flags();
+        if a.staging.is_none() {
+            flags &= !guestscope_common::maps::STAGE_CACHED;
+        }
+        a.settings
+            .set(guestscope_common::maps::SETTINGS_FLAGS, flags, 0)
     }
 
     /// The hits the probes only counted ([`StackMode::Tallied`]) since the last call, per

@@ -247,18 +247,28 @@ pub enum StackMode {
     /// own, and nothing for the agent to forward. Every hit is still classified by its
     /// stack; walked hits are recorded as usual.
     Tallied,
+    /// As [`StackMode::Cached`], but each hit the cache answers is written to the ring
+    /// buffer as a record of its own rather than staged with its CPU's others: what
+    /// staging saves, by difference (`guestscope bench`).
+    Unstaged,
 }
 
 impl StackMode {
-    /// The switches of [`crate::maps::SETTINGS`] that set this mode.
+    /// The switches of [`crate::maps::SETTINGS`] that set this mode. Staging
+    /// ([`crate::maps::STAGE_CACHED`]) is on in every mode but [`StackMode::Unstaged`];
+    /// the agent leaves it off when it could not load the program that writes the
+    /// stages out.
     pub fn settings_flags(self) -> u32 {
-        use crate::maps::{CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, TALLY_CACHED};
+        use crate::maps::{
+            CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, STAGE_CACHED, TALLY_CACHED,
+        };
         match self {
-            StackMode::Cached => 0,
-            StackMode::WalkEvery => NO_STACK_CACHE,
-            StackMode::Checked => CHECK_STACK_CACHE,
-            StackMode::Off => NO_STACK_WALK,
-            StackMode::Tallied => TALLY_CACHED,
+            StackMode::Cached => STAGE_CACHED,
+            StackMode::WalkEvery => NO_STACK_CACHE | STAGE_CACHED,
+            StackMode::Checked => CHECK_STACK_CACHE | STAGE_CACHED,
+            StackMode::Off => NO_STACK_WALK | STAGE_CACHED,
+            StackMode::Tallied => TALLY_CACHED | STAGE_CACHED,
+            StackMode::Unstaged => 0,
         }
     }
 }

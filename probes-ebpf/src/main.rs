@@ -6,6 +6,7 @@
 //! its kernel stack, from `bpf_get_stack`) into the `EVENTS` ring buffer, counting every
 //! outcome in `COUNTERS`.
 //!
+//! - [`map_value`]: a map value's fields read and written past the compiler.
 //! - [`maps`]: the map definitions (names and sizes from `guestscope_common::maps`).
 //! - [`emit`]: the shared filter / guard / stack / ring-buffer path.
 //! - [`scratch`]: each CPU's working memory for one hit, claimed by the guard.
@@ -24,6 +25,7 @@ mod entry_caller;
 mod fault;
 mod fd;
 mod fork;
+mod map_value;
 mod maps;
 mod scratch;
 mod spinlock;

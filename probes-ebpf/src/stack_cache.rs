@@ -48,6 +48,8 @@ use aya_ebpf::{
 };
 use guestscope_common::{CacheSlot, EntryCaller, MAX_STACK_FRAMES, ProbeKind, STACK_CACHE_ENTRIES};
 
+use crate::map_value::{load, store};
+
 /// Entries per CPU (each [`CachedStack`] is 696 bytes: 696 KiB per CPU); the agent
 /// keeps what each entry holds in a table of the same size.
 const ENTRIES: u32 = STACK_CACHE_ENTRIES;
@@ -188,20 +190,6 @@ pub struct Search {
     other_regions: [u64; OTHER_REGIONS],
     /// The entry of `other_regions` to replace next.
     other_next: u32,
-}
-
-/// A field of a map value, read so the compiler cannot keep it in a register.
-macro_rules! load {
-    ($place:expr) => {
-        (&raw const $place).read_volatile()
-    };
-}
-
-/// A field of a map value, written so the compiler cannot keep it in a register.
-macro_rules! store {
-    ($place:expr, $value:expr) => {
-        (&raw mut $place).write_volatile($value)
-    };
 }
 
 /// `value` (an address computed from the program's context, which the verifier treats

@@ -18,6 +18,7 @@ use guestscope_common::{
 
 use crate::{
     emit::{Pending, fill_cached, wakeup_flag},
+    map_value::{load, store},
     maps::{COUNTERS, EVENTS, const_eq},
     scratch::{Claim, NotClaimed},
 };
@@ -34,20 +35,6 @@ pub struct Staged {
     kinds: [u32; ProbeKind::COUNT],
     /// The records, in the order the probes ran.
     records: [CachedEvent; STAGED_EVENTS],
-}
-
-/// A field of a map value, read so the compiler cannot keep it in a register.
-macro_rules! load {
-    ($place:expr) => {
-        (&raw const $place).read_volatile()
-    };
-}
-
-/// A field of a map value, written so the compiler cannot keep it in a register.
-macro_rules! store {
-    ($place:expr, $value:expr) => {
-        (&raw mut $place).write_volatile($value)
-    };
 }
 
 /// Adds the pending hit of probe `kind`, whose stack is cache entry `index`; returns

@@ -44,7 +44,7 @@ fn guestscope_ftrace_and_bpftrace_trace_the_same_loop_in_one_boot() {
             tracers("ftrace"),
             tracers("bpftrace")
         ),
-        (3, 2, 2),
+        (4, 2, 2),
         "{:?}",
         p.rows.iter().map(|r| &r.tracer).collect::<Vec<_>>()
     );

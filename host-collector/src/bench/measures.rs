@@ -69,7 +69,7 @@ pub(super) fn loop_overhead(
         off: &off,
         loop_events: &loop_events,
     };
-    let peers = with_ftrace.then(|| rows.measure(runs, &PEER_ROWS[..5]));
+    let peers = with_ftrace.then(|| rows.measure(runs, &PEER_ROWS[..6]));
     LoopOverhead {
         workload: workload.into(),
         iterations,

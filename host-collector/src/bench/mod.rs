@@ -362,6 +362,7 @@ mod tests {
             [
                 "fopen-off-0",
                 "fopen-all-0",
+                "fopen-unstaged-0",
                 "fopen-nostack-0",
                 "fopen-tallied-0",
                 "fopen-ftrace-0",
@@ -372,6 +373,7 @@ mod tests {
                 "fopen-ftpeer-0",
                 "fopen-ftpeerstk-0",
                 "fopen-all-1",
+                "fopen-unstaged-1",
                 "fopen-nostack-1",
                 "fopen-tallied-1",
                 "fopen-ftrace-1",
@@ -382,6 +384,7 @@ mod tests {
                 "fopen-ftpeer-1",
                 "fopen-ftpeerstk-1",
                 "fopen-off-1",
+                "fopen-unstaged-2",
                 "fopen-nostack-2",
                 "fopen-tallied-2",
                 "fopen-ftrace-2",

@@ -5,8 +5,12 @@
 use super::*;
 
 /// The rows of a peers table: a condition and how it traced.
-pub(super) const PEER_ROWS: [(&str, &str); 7] = [
+pub(super) const PEER_ROWS: [(&str, &str); 8] = [
     ("all", "guestscope, every probe, stacks (cached)"),
+    (
+        "unstaged",
+        "guestscope, every probe, stacks (cached), each cached hit a record of its own",
+    ),
     (
         "tallied",
         "guestscope, every probe, the cached hits tallied per stack",

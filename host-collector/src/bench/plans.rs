@@ -54,10 +54,12 @@ pub(super) fn args(list: &[&str]) -> Vec<String> {
 /// alloc_fd probe alone, user probes on the same function (kprobe, fentry), every
 /// probe walking every event's stack (the stack cache off), and the ftrace peer of the
 /// probes on spin_lock and alloc_fd, without and with stacks; `tallied` is every probe
-/// with the cached hits only counted per stack. cpuinfo runs the first two.
-pub(super) const CONDITIONS: [&str; 11] = [
+/// with the cached hits only counted per stack, `unstaged` every probe with each cached
+/// hit written on its own (not staged). cpuinfo runs the first two.
+pub(super) const CONDITIONS: [&str; 12] = [
     "off",
     "all",
+    "unstaged",
     "nostack",
     "tallied",
     "ftrace",
@@ -76,12 +78,14 @@ pub(super) const PEER_FUNCTIONS: [&str; 2] = ["_raw_spin_lock", GDB_SYMBOL];
 pub(super) const PEER_COMM: &str = "fopen";
 
 /// The conditions of the peers boot, rotated: the untraced loop, guestscope (every
-/// probe, with stacks recorded or spin_lock's tallied, and without stacks), ftrace on the same functions (without and with
+/// probe, with stacks recorded (cached hits staged, or each on its own) or the cached
+/// hits tallied, and without stacks), ftrace on the same functions (without and with
 /// stacks), and bpftrace on them (a count, and a count per kernel stack, aggregated in
 /// the kernel).
-pub(super) const PEER_CONDITIONS: [&str; 8] = [
+pub(super) const PEER_CONDITIONS: [&str; 9] = [
     "off",
     "all",
+    "unstaged",
     "tallied",
     "nostack",
     "ftpeer",
@@ -166,6 +170,7 @@ pub(super) fn condition_tracing(c: &str) -> Tracing {
         "all" => all_probes(),
         "nostack" => Tracing::ProbesWith(builtin_names(), StackMode::Off),
         "tallied" => Tracing::ProbesWith(builtin_names(), StackMode::Tallied),
+        "unstaged" => Tracing::ProbesWith(builtin_names(), StackMode::Unstaged),
         "walkall" => Tracing::ProbesWith(builtin_names(), StackMode::WalkEvery),
         "fd" => Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]),
         // The same function through a user probe (`--probe kprobe:alloc_fd`).
