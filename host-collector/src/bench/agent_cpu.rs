@@ -26,16 +26,23 @@ pub(super) fn agent_cpu_marginal(
     reps: usize,
     loop_events: &[Option<f64>],
 ) -> Option<Spread> {
-    let agent_cpu_ms = |condition: &str| {
-        series(runs, &format!("{workload}-{condition}"), reps, |r| {
-            r.tracing.as_ref().map(|t| t.agent_cpu_ns as f64 / 1e6)
-        })
-    };
     // ms / events → µs: × 1000.
     Spread::of(&stats::paired_cost_per(
-        &agent_cpu_ms(condition),
-        &agent_cpu_ms("off"),
+        &agent_cpu_ms(runs, workload, condition, reps),
+        &agent_cpu_ms(runs, workload, "off", reps),
         loop_events,
     ))
     .map(|s| s.scaled(1e3))
+}
+
+/// The agent's CPU in each repetition's run of `condition`, ms.
+pub(super) fn agent_cpu_ms(
+    runs: &BTreeMap<String, Ran>,
+    workload: &str,
+    condition: &str,
+    reps: usize,
+) -> Vec<Option<f64>> {
+    series(runs, &format!("{workload}-{condition}"), reps, |r| {
+        r.tracing.as_ref().map(|t| t.agent_cpu_ns as f64 / 1e6)
+    })
 }

@@ -60,6 +60,7 @@ pub(super) fn loop_overhead(
         .then(|| without_stacks_overhead(runs, workload, reps, base, &off, &all, &loop_events));
     let user_probe = with_ftrace.then(|| user_probe_overhead(runs, workload, reps, &off));
     let tallied = with_ftrace.then(|| tallied::overhead(runs, workload, reps, &off, &loop_events));
+    let staging = with_ftrace.then(|| staging::gain(runs, workload, reps, &all, &loop_events));
     let ftrace = with_ftrace.then(|| ftrace_overhead(runs, workload, reps, n, &off));
     // guestscope and its ftrace peer (bpftrace needs the peers boot's root file system).
     let rows = PeerRows {
@@ -107,6 +108,7 @@ pub(super) fn loop_overhead(
         ),
         without_stacks,
         tallied,
+        staging,
         user_probe,
         runs_ms: (0..reps)
             .flat_map(|rep| {

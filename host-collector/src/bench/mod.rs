@@ -49,6 +49,7 @@ mod peers;
 mod plans;
 mod profile;
 mod stack_cache_check;
+mod staging;
 mod tallied;
 
 use std::collections::{BTreeMap, HashMap};

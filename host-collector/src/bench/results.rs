@@ -118,6 +118,10 @@ pub struct LoopOverhead {
     /// The same loop with every probe, the cached hits only counted per stack.
     #[serde(default)]
     pub tallied: Option<TalliedOverhead>,
+    /// The same loop with every probe, each cached hit a record of its own: what
+    /// staging them buys.
+    #[serde(default)]
+    pub staging: Option<StagingGain>,
     /// The same loop with one probe on alloc_fd, built in and as a user probe.
     pub user_probe: Option<UserProbeOverhead>,
     /// Every run's loop time, ms, by condition and repetition (`all-3`), in run order
@@ -228,6 +232,21 @@ pub struct NoStackOverhead {
     /// The agent's CPU per event with every stack walked (every record carries its
     /// frames, which the agent hashes), µs.
     pub agent_cpu_walk_every_us_per_event: Option<Spread>,
+}
+
+/// What staging the cached hits buys: every probe with each cached hit a record of its
+/// own against every probe staged, paired by repetition.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StagingGain {
+    /// Loop time with each cached hit a record of its own, ms.
+    pub unstaged_ms: Option<Spread>,
+    /// Unstaged / staged loop time, paired.
+    pub ratio: Option<Spread>,
+    /// What staging saves per event, µs: (unstaged − staged) / loop events, paired.
+    pub saved_us_per_event: Option<Spread>,
+    /// What staging saves the agent per event, µs of CPU: (unstaged − staged) / loop
+    /// events, paired.
+    pub agent_cpu_saved_us_per_event: Option<Spread>,
 }
 
 /// A loop with every probe, the hits the stack cache answers only counted per

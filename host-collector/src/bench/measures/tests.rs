@@ -139,6 +139,32 @@ fn the_tallied_loop_is_paired_with_the_untraced_one_and_its_hits_accounted_for()
     assert_eq!(t.unaccounted, 1);
 }
 
+#[test]
+fn what_staging_saves_is_paired_with_the_staged_run_of_the_same_repetition() {
+    let mut runs = BTreeMap::new();
+    for rep in 0..2u64 {
+        runs.insert(format!("fopen-base-{rep}"), ran(0, 1, 1));
+        runs.insert(format!("fopen-off-{rep}"), ran(0, 100, 5));
+        // Staged: 160 ms, 30 ms of agent CPU; unstaged 170 and 180 ms, 34 and 38 ms.
+        runs.insert(format!("fopen-all-{rep}"), ran(10_000, 160, 30));
+        runs.insert(
+            format!("fopen-unstaged-{rep}"),
+            ran(10_000, 170 + 10 * rep, 34 + 4 * rep),
+        );
+    }
+    let o = loop_overhead("fopen", 2000, 2, true, &runs, &mut Vec::new());
+    let g = o.staging.unwrap();
+    // 10 and 20 ms over 10,000 loop events: 1 and 2 µs per event.
+    assert!((g.saved_us_per_event.unwrap().median - 1.5).abs() < 1e-9);
+    assert!((g.ratio.unwrap().median - 1.09375).abs() < 1e-9);
+    assert!((g.unstaged_ms.unwrap().median - 175.0).abs() < 1e-9);
+    // The agent: 4 and 8 ms over 10,000 events.
+    assert!((g.agent_cpu_saved_us_per_event.unwrap().median - 0.6).abs() < 1e-9);
+    // Without the peers' conditions (cpuinfo), nothing.
+    let bare = loop_overhead("fopen", 2000, 2, false, &runs, &mut Vec::new());
+    assert!(bare.staging.is_none());
+}
+
 /// The gdb method's share of the limit comes from the long loop's runs (untraced over
 /// traced, paired), the short loop's share next to it; none without a gdb run.
 #[test]

@@ -157,6 +157,17 @@ fn overhead_notes(md: &mut String, o: &LoopOverhead) {
             t.unaccounted
         );
     }
+    if let Some(g) = &o.staging {
+        let _ = writeln!(
+            md,
+            "\n{} with every probe and each cached hit written to the ring buffer on its own, not staged with its CPU's others: {} ms, {} times the staged loop's time (paired); staging saves {} µs per event, and the agent {} µs of CPU per event (paired with the every-probe run of the same repetition).",
+            o.workload,
+            spread(g.unstaged_ms.as_ref(), 1),
+            spread(g.ratio.as_ref(), 3),
+            spread(g.saved_us_per_event.as_ref(), 2),
+            spread(g.agent_cpu_saved_us_per_event.as_ref(), 2)
+        );
+    }
     if let Some(f) = &o.ftrace {
         let _ = writeln!(
             md,
