@@ -1,9 +1,13 @@
 //! Grouping events into `Events` records: at most [`MAX_EVENTS`] events, and no event
-//! waits more than [`MAX_AGE`] before it is sent.
+//! waits more than [`MAX_AGE`] before it is sent. Each event is packed as it joins
+//! ([`PackedBatch`]), so the batch is the record's bytes, ready to send.
 
 use std::time::{Duration, Instant};
 
-use guestscope_common::{RawEvent, STAGED_EVENTS, wire::EventArgs};
+use guestscope_common::{
+    RawEvent, STAGED_EVENTS,
+    wire::{EventArgs, packed::PackedBatch},
+};
 
 /// Most events in one `Events` record.
 pub const MAX_EVENTS: usize = 1024;
@@ -13,9 +17,9 @@ pub const MAX_AGE: Duration = Duration::from_millis(50);
 /// Events collected for the next `Events` record.
 #[derive(Debug)]
 pub struct Batcher {
-    events: Vec<RawEvent>,
-    /// The last sent batch's vector, emptied, for the batch after the current one.
-    spare: Vec<RawEvent>,
+    events: PackedBatch,
+    /// The last sent batch, emptied, for the batch after the current one.
+    spare: PackedBatch,
     args: Vec<EventArgs>,
     opened: Option<Instant>,
     max_events: usize,
@@ -34,8 +38,8 @@ impl Batcher {
         let max_events = max_events.max(1);
         Batcher {
             // Room for a staged run taken whole past the limit (see `push`).
-            events: Vec::with_capacity(max_events + STAGED_EVENTS),
-            spare: Vec::new(),
+            events: PackedBatch::with_capacity(max_events + STAGED_EVENTS),
+            spare: PackedBatch::default(),
             args: Vec::new(),
             opened: None,
             max_events,
@@ -47,7 +51,7 @@ impl Batcher {
     /// still takes events: the rest of a staged run (fewer than
     /// [`STAGED_EVENTS`]) goes with it.
     #[inline]
-    pub fn push(&mut self, event: RawEvent, now: Instant) -> bool {
+    pub fn push(&mut self, event: &RawEvent, now: Instant) -> bool {
         if self.events.is_empty() {
             self.opened = Some(now);
         }
@@ -92,18 +96,17 @@ impl Batcher {
         std::mem::take(&mut self.args)
     }
 
-    /// Takes the waiting events, leaving the batch empty (in the vector last given
+    /// Takes the waiting events, leaving the batch empty (in the batch last given
     /// back, if any).
-    pub fn take(&mut self) -> Vec<RawEvent> {
+    pub fn take(&mut self) -> PackedBatch {
         self.opened = None;
-        let mut next = std::mem::take(&mut self.spare);
-        next.reserve(self.max_events + STAGED_EVENTS);
+        let next = std::mem::take(&mut self.spare);
         std::mem::replace(&mut self.events, next)
     }
 
-    /// Gives back a taken vector once its events were sent: the next batch fills it
-    /// (no fresh pages to fault in per batch).
-    pub fn give_back(&mut self, mut events: Vec<RawEvent>) {
+    /// Gives back a taken batch once its events were sent: the next batch fills its
+    /// buffer (no fresh pages to fault in per batch).
+    pub fn give_back(&mut self, mut events: PackedBatch) {
         events.clear();
         if events.capacity() > self.spare.capacity() {
             self.spare = events;
@@ -124,37 +127,41 @@ mod tests {
     }
 
     #[test]
-    fn a_vector_given_back_holds_the_batch_after_next() {
+    fn a_batch_given_back_holds_the_batch_after_next() {
         let mut b = Batcher::new(4, MAX_AGE);
         let now = Instant::now();
-        b.push(ev(1), now);
+        b.push(&ev(1), now);
         let first = b.take();
-        let reused = first.as_ptr();
+        let reused = first.capacity();
+        assert!(reused > 0, "the first batch had room reserved");
         b.give_back(first);
-        b.push(ev(2), now);
+        b.push(&ev(2), now);
         let second = b.take();
-        assert_ne!(second.as_ptr(), reused, "the open batch had its own vector");
-        b.push(ev(3), now);
+        assert_ne!(
+            second.capacity(),
+            reused,
+            "the open batch had its own buffer"
+        );
+        b.push(&ev(3), now);
         let third = b.take();
         assert_eq!(
-            third.as_ptr(),
+            third.capacity(),
             reused,
-            "the given-back vector, not a new one"
+            "the given-back buffer, not a new one"
         );
-        assert_eq!(third.len(), 1);
-        assert!(third.capacity() >= 4);
+        assert_eq!(third.events(), [ev(3)]);
     }
 
     #[test]
     fn full_at_max_events() {
         let t = Instant::now();
         let mut b = Batcher::new(3, MAX_AGE);
-        assert!(!b.push(ev(0), t));
-        assert!(!b.push(ev(1), t));
+        assert!(!b.push(&ev(0), t));
+        assert!(!b.push(&ev(1), t));
         assert!(!b.is_due(t));
-        assert!(b.push(ev(2), t));
+        assert!(b.push(&ev(2), t));
         assert!(b.is_due(t));
-        let got = b.take();
+        let got = b.take().events();
         assert_eq!(
             got.iter().map(|e| e.ts_ns).collect::<Vec<_>>(),
             vec![0, 1, 2]
@@ -170,20 +177,20 @@ mod tests {
             !b.is_due(t + Duration::from_secs(10)),
             "an empty batch is never due"
         );
-        b.push(ev(0), t);
-        b.push(ev(1), t + Duration::from_millis(40));
+        b.push(&ev(0), t);
+        b.push(&ev(1), t + Duration::from_millis(40));
         assert_eq!(b.deadline(), Some(t + Duration::from_millis(50)));
         assert!(!b.is_due(t + Duration::from_millis(49)));
         assert!(b.is_due(t + Duration::from_millis(50)));
         b.take();
-        b.push(ev(2), t + Duration::from_millis(60));
+        b.push(&ev(2), t + Duration::from_millis(60));
         assert_eq!(b.deadline(), Some(t + Duration::from_millis(110)));
     }
 
     #[test]
     fn zero_limit_is_treated_as_one() {
         let mut b = Batcher::new(0, MAX_AGE);
-        assert!(b.push(ev(0), Instant::now()));
+        assert!(b.push(&ev(0), Instant::now()));
         assert_eq!(b.len(), 1);
     }
 }

@@ -15,7 +15,7 @@ use hashbrown::HashTable;
 use guestscope_common::{
     CacheSlot, CachedEvent, MAX_STACK_FRAMES, RawEvent, STACK_CACHE_ENTRIES,
     event::{StackError, StackedEvent},
-    wire::{Body, EventArgs},
+    wire::{Body, EventArgs, packed::PackedBatch},
 };
 
 use crate::stream::{Sink, Stream, StreamError};
@@ -275,11 +275,11 @@ pub struct BatchSent {
 /// new stacks of a batch are exactly the table's unsent ones: each goes out before the
 /// first `Events` record that uses it.
 pub fn send_batch<W: Sink>(
-    events: Vec<RawEvent>,
+    events: &PackedBatch,
     args: Vec<EventArgs>,
     table: &mut StackTable,
     stream: &mut Stream<W>,
-) -> Result<(BatchSent, Vec<RawEvent>), StreamError> {
+) -> Result<BatchSent, StreamError> {
     let mut sent = BatchSent::default();
     for (id, ips) in table.take_unsent() {
         stream.send(Body::Stack { id, ips })?;
@@ -289,11 +289,11 @@ pub fn send_batch<W: Sink>(
         stream.send(Body::Args(args))?;
     }
     if events.is_empty() {
-        return Ok((sent, events));
+        return Ok(sent);
     }
     sent.events = events.len() as u64;
-    let emptied = stream.send_events(events)?;
-    Ok((sent, emptied))
+    stream.send_events(events)?;
+    Ok(sent)
 }
 
 #[cfg(test)]
@@ -481,10 +481,11 @@ mod tests {
         let mut table = StackTable::default();
         let mut stream = Stream::new(Vec::new());
         let batch = |table: &mut StackTable, records: &[StackedEvent]| {
-            records
-                .iter()
-                .map(|r| table.resolve(r).0)
-                .collect::<Vec<_>>()
+            let mut batch = PackedBatch::default();
+            for r in records {
+                batch.push(&table.resolve(r).0);
+            }
+            batch
         };
         let first = batch(
             &mut table,
@@ -494,7 +495,7 @@ mod tests {
                 record(&[0xa, 0xb], None),
             ],
         );
-        let (a, _) = send_batch(first, Vec::new(), &mut table, &mut stream).unwrap();
+        let a = send_batch(&first, Vec::new(), &mut table, &mut stream).unwrap();
         assert_eq!(
             a,
             BatchSent {
@@ -506,7 +507,7 @@ mod tests {
             &mut table,
             &[record(&[0xa, 0xb], None), record(&[], Some(-14))],
         );
-        let (b, _) = send_batch(second, Vec::new(), &mut table, &mut stream).unwrap();
+        let b = send_batch(&second, Vec::new(), &mut table, &mut stream).unwrap();
         assert_eq!(
             b,
             BatchSent {
@@ -515,9 +516,7 @@ mod tests {
             }
         );
         assert_eq!(
-            send_batch(vec![], Vec::new(), &mut table, &mut stream)
-                .unwrap()
-                .0,
+            send_batch(&PackedBatch::default(), Vec::new(), &mut table, &mut stream).unwrap(),
             BatchSent::default()
         );
 

@@ -7,8 +7,11 @@ use std::{
 };
 
 use guestscope_common::{
-    ProbeKind, RawEvent,
-    wire::{Body, EncodeError, HEARTBEAT_MS, Record, Totals, encode_frame_into},
+    ProbeKind,
+    wire::{
+        Body, EncodeError, HEARTBEAT_MS, Record, Totals, encode_frame_into,
+        encode_packed_frame_into, packed::PackedBatch,
+    },
 };
 
 use crate::clock::monotonic_ns;
@@ -138,17 +141,12 @@ impl<W: Sink> Stream<W> {
         self.send_record(body).map(|(seq, _)| seq)
     }
 
-    /// Sends one `Events` record and gives its vector back, emptied, for the next
-    /// batch (its capacity kept: no fresh pages to fault in per batch).
-    pub fn send_events(&mut self, events: Vec<RawEvent>) -> Result<Vec<RawEvent>, StreamError> {
-        let (_, body) = self.send_record(Body::Events(events))?;
-        Ok(match body {
-            Body::Events(mut events) => {
-                events.clear();
-                events
-            }
-            _ => Vec::new(),
-        })
+    /// Sends one `Events` record of a batch packed as its events arrived.
+    pub fn send_events(&mut self, batch: &PackedBatch) -> Result<(), StreamError> {
+        let seq = self.seq;
+        let frame = encode_packed_frame_into(seq, batch, self.out.spare_frame())
+            .map_err(|source| StreamError { seq, source })?;
+        self.write_frame(seq, frame, batch.kinds())
     }
 
     /// Sends one record; returns its sequence number and the body.
@@ -171,9 +169,20 @@ impl<W: Sink> Stream<W> {
         let record = Record { seq, body };
         let frame =
             encode_frame_into(&record, buf).map_err(|source| StreamError { seq, source })?;
+        self.write_frame(seq, frame, &events)?;
+        Ok((seq, record.body))
+    }
+
+    /// Hands record `seq`'s frame (with its events per probe kind) to the sink.
+    fn write_frame(
+        &mut self,
+        seq: u64,
+        frame: Vec<u8>,
+        events: &[u64; ProbeKind::COUNT],
+    ) -> Result<(), StreamError> {
         let written = frame.len();
         self.out
-            .send_frame(seq, frame, &events)
+            .send_frame(seq, frame, events)
             .map_err(|e| StreamError {
                 seq,
                 source: EncodeError::Io(e),
@@ -181,7 +190,7 @@ impl<W: Sink> Stream<W> {
         self.seq += 1;
         self.bytes += written as u64;
         self.last_sent = Instant::now();
-        Ok((seq, record.body))
+        Ok(())
     }
 
     /// Waits until at most `bytes` of sent records are unacknowledged

@@ -99,7 +99,7 @@ fn take_in(
             args,
         });
     }
-    batch.push(e, now)
+    batch.push(&e, now)
 }
 
 /// Counts an event that reaches the host without a stack it should have had.
@@ -323,10 +323,10 @@ impl Tracer {
         let args = self.batch.take_args();
         let events = self.batch.take();
         stream.cork();
-        let sent = send_batch(events, args, &mut self.stacks, stream);
+        let sent = send_batch(&events, args, &mut self.stacks, stream);
         stream.uncork();
-        let (sent, emptied) = sent?;
-        self.batch.give_back(emptied);
+        self.batch.give_back(events);
+        let sent = sent?;
         self.totals.events_sent += sent.events;
         self.totals.stacks_sent += sent.stacks;
         Ok(())

@@ -48,7 +48,7 @@ use crate::event::{ProbeCounters, RawEvent};
 
 pub use frame::{
     DecodeError, EncodeError, FrameReader, decode_frame, decode_payload, encode_frame,
-    encode_frame_into, encode_reply, parse_header, write_frame,
+    encode_frame_into, encode_packed_frame_into, encode_reply, parse_header, write_frame,
 };
 
 /// First four bytes of every frame.

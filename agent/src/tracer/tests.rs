@@ -24,7 +24,7 @@ fn accept_one(
         Instant::now()
     ));
     let args = batch.take_args();
-    let events = batch.take();
+    let events = batch.take().events();
     assert!(events.len() == 1 && args.len() <= 1, "{events:?} {args:?}");
     (events[0], args.first().copied())
 }
@@ -138,7 +138,7 @@ fn a_staged_run_is_taken_whole_in_order_each_event_with_its_entrys_stack() {
             now,
         );
     }
-    let ids: Vec<i32> = batch.take().iter().map(|e| e.stack_id).collect();
+    let ids: Vec<i32> = batch.take().events().iter().map(|e| e.stack_id).collect();
     assert!(ids[0] >= 0 && ids[1] >= 0 && ids[0] != ids[1], "{ids:?}");
     // A run of five staged hits, alternating the entries, into a batch of four: taken
     // whole, the batch full after it.
@@ -157,7 +157,7 @@ fn a_staged_run_is_taken_whole_in_order_each_event_with_its_entrys_stack() {
         &mut batch,
         now
     ));
-    let events = batch.take();
+    let events = batch.take().events();
     assert_eq!(
         events.iter().map(|e| e.ts_ns).collect::<Vec<_>>(),
         [10, 11, 12, 13, 14]

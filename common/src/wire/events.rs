@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use super::packed::{self, read_varint, varint, varint_bytes};
+use super::packed::{self, PackedBatch, read_varint, varint, varint_bytes};
 use super::{Body, Record};
 use crate::event::RawEvent;
 
@@ -48,6 +48,15 @@ pub(super) fn encode_into(out: &mut Vec<u8>, seq: u64, events: &[RawEvent]) {
         out.truncate(out.len() - (LENGTH_ROOM - used));
     }
     out[at..at + used].copy_from_slice(&length[..used]);
+}
+
+/// Appends the payload of the `Events` record `seq` whose batch was packed as its
+/// events arrived: the bytes [`encode_into`] writes for the same events.
+pub(super) fn encode_packed_into(out: &mut Vec<u8>, seq: u64, batch: &PackedBatch) {
+    varint(out, seq);
+    out.extend_from_slice(events_variant());
+    varint(out, batch.packed_len() as u64);
+    batch.write_to(out);
 }
 
 /// Bytes kept for a packed batch's length: a varint of five bytes holds 35 bits,
@@ -95,6 +104,24 @@ mod tests {
             body: Body::Events(events),
         })
         .unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn a_batch_packed_as_it_came_encodes_as_its_events_do(
+            seq in any::<u64>(),
+            raw in proptest::collection::vec((any::<[u64; 3]>(), any::<[u32; 5]>(), any::<i32>(), any::<[u8; 16]>()), 0..300),
+        ) {
+            let events: Vec<RawEvent> = raw.into_iter().map(|(v, w, s, c)| event(v, w, s, c)).collect();
+            let mut batch = PackedBatch::default();
+            for e in &events {
+                batch.push(e);
+            }
+            let mut packed = Vec::new();
+            encode_packed_into(&mut packed, seq, &batch);
+            prop_assert_eq!(&packed, &encode(seq, &events));
+            prop_assert_eq!(packed, postcard_payload(seq, events));
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::io::{self, Read, Write};
 
 use serde::Serialize;
 
-use super::{Body, HEADER_LEN, MAGIC, MAX_PAYLOAD, Record, Reply, WIRE_VERSION, events};
+use super::{
+    Body, HEADER_LEN, MAGIC, MAX_PAYLOAD, Record, Reply, WIRE_VERSION, events, packed::PackedBatch,
+};
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,20 @@ pub fn encode_frame_into(record: &Record, mut buf: Vec<u8>) -> Result<Vec<u8>, E
         }
         _ => encode_as(record),
     }
+}
+
+/// Like [`encode_frame_into`], the `Events` record `seq` of a batch packed as its
+/// events arrived ([`PackedBatch`]): the same frame as for a record of its events.
+pub fn encode_packed_frame_into(
+    seq: u64,
+    batch: &PackedBatch,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, EncodeError> {
+    buf.clear();
+    buf.reserve(HEADER_LEN + 20 + batch.packed_len());
+    buf.resize(HEADER_LEN, 0);
+    events::encode_packed_into(&mut buf, seq, batch);
+    finish_frame(buf)
 }
 
 /// Writes `record` as one frame to `out`.
