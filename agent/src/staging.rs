@@ -24,6 +24,14 @@ pub enum StagingError {
     /// The object has no `flush_staged` program, or the kernel refused it.
     #[error("the {FLUSH_STAGED} program: {0}")]
     Program(#[from] ProgramError),
+    /// The program's run on a CPU failed (the others were still flushed).
+    #[error("running {FLUSH_STAGED} on CPU {cpu}: {source}")]
+    Run {
+        /// The CPU.
+        cpu: u32,
+        /// Why the run failed.
+        source: ProgramError,
+    },
     /// The online CPUs could not be read.
     #[error("reading the online CPUs: {0}")]
     Cpus(String),
@@ -85,22 +93,28 @@ impl Staging {
         }
     }
 
-    /// Runs the program once on each of `cpus`; returns those that were busy.
+    /// Runs the program once on each of `cpus`; returns those that were busy. A CPU
+    /// whose run fails (one gone offline since the list was read) does not keep the
+    /// others from being flushed: the first such failure is returned after them all.
     fn flush_each(&self, ebpf: &Ebpf, cpus: &[u32]) -> Result<Vec<u32>, StagingError> {
         let program: &RawTracePoint = ebpf
             .program(FLUSH_STAGED)
             .ok_or(ProgramError::NotLoaded)?
             .try_into()?;
         let mut busy = Vec::new();
+        let mut failed = None;
         for &cpu in cpus {
-            let ran = program.test_run(RawTracePointRunOptions {
+            match program.test_run(RawTracePointRunOptions {
                 cpu: Some(cpu),
                 ..RawTracePointRunOptions::new()
-            })?;
-            if ran.return_value == FLUSH_BUSY {
-                busy.push(cpu);
+            }) {
+                Ok(ran) if ran.return_value == FLUSH_BUSY => busy.push(cpu),
+                Ok(_) => {}
+                Err(source) => {
+                    failed.get_or_insert(StagingError::Run { cpu, source });
+                }
             }
         }
-        Ok(busy)
+        failed.map_or(Ok(busy), Err)
     }
 }
