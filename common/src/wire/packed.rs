@@ -94,8 +94,8 @@ fn unzigzag(v: u64) -> i64 {
 /// hits usually takes (a batch that takes more grows its buffer).
 pub const RESERVED_BYTES_PER_EVENT: usize = 16;
 
-/// Appends `events`, packed, to `out`: their count, then each event
-/// ([`pack_event`]).
+/// Appends `events`, packed, to `out`: their count, then each event packed against
+/// the one before it.
 pub fn pack(out: &mut Vec<u8>, events: &[RawEvent]) {
     out.reserve(10 + events.len() * RESERVED_BYTES_PER_EVENT);
     varint(out, events.len() as u64);
