@@ -61,6 +61,23 @@ pub const SPARE_FRAME_BYTES: usize = 128 * 1024;
 pub const SPARE_FRAME_MIN_BYTES: usize =
     crate::batch::MAX_EVENTS * guestscope_common::wire::packed::RESERVED_BYTES_PER_EVENT;
 
+/// Most buffers of smaller frames kept for reuse ([`Sink::spare_small_frame`]).
+///
+/// A stack's record is a few hundred bytes, and new stacks keep coming (a hit in an
+/// interrupt carries the interrupted code's frames): in the fopen loop about a hundred
+/// a second. Each frame waits in the spool until the collector acknowledges it, so
+/// they were freed in bursts, and musl's allocator unmapped each page group as it
+/// emptied and mapped a new one for the next stacks: about 30 `mmap` and 20 `munmap`
+/// calls a second, each followed by fresh page faults. Kept, at most this many
+/// buffers of [`SMALL_FRAME_BYTES`] to [`SPARE_FRAME_MIN_BYTES`] (well under a
+/// megabyte) serve them all.
+pub const SPARE_SMALL_FRAMES: usize = 256;
+
+/// Room a new small frame's buffer starts with: a stack of
+/// [`guestscope_common::MAX_STACK_FRAMES`] frames (ten bytes each at most) and its
+/// record's header fit, so it is made once and never grown.
+pub const SMALL_FRAME_BYTES: usize = 1024;
+
 /// Longest [`Sink::settle`] waits for acknowledgements before going on regardless.
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 
@@ -158,6 +175,9 @@ pub struct Link<C: Connector> {
     /// Buffers of acknowledged frames, emptied, for the next frames
     /// ([`Sink::spare_frame`]); at most [`SPARE_FRAMES`].
     spare: Vec<Vec<u8>>,
+    /// The same for smaller frames ([`Sink::spare_small_frame`]); at most
+    /// [`SPARE_SMALL_FRAMES`].
+    spare_small: Vec<Vec<u8>>,
     /// Records below this are stored by the collector.
     acked: u64,
     /// The sequence number the next record will have.
@@ -198,6 +218,7 @@ impl<C: Connector> Link<C> {
             spool: VecDeque::new(),
             spool_bytes: 0,
             spare: Vec::new(),
+            spare_small: Vec::new(),
             acked: 0,
             next_seq: 0,
             write_idx: 0,
@@ -378,7 +399,17 @@ impl<C: Connector> Sink for Link<C> {
     }
 
     fn spare_frame(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_default()
+        // A new one as large as the pool keeps: a batch sent by age, smaller, would
+        // otherwise come back too small for it, and be freed.
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(SPARE_FRAME_MIN_BYTES))
+    }
+
+    fn spare_small_frame(&mut self) -> Vec<u8> {
+        self.spare_small
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(SMALL_FRAME_BYTES))
     }
 
     fn unwritten(&self) -> usize {

@@ -78,6 +78,12 @@ pub trait Sink {
     fn spare_frame(&mut self) -> Vec<u8> {
         Vec::new()
     }
+
+    /// Like [`Sink::spare_frame`], for a frame of another record (a stack, a
+    /// workload's start), which is smaller.
+    fn spare_small_frame(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 /// A plain writer: each frame is written whole and flushed.
@@ -153,19 +159,21 @@ impl<W: Sink> Stream<W> {
     fn send_record(&mut self, mut body: Body) -> Result<(u64, Body), StreamError> {
         let seq = self.seq;
         let mut events = [0u64; ProbeKind::COUNT];
-        let mut buf = Vec::new();
-        match &mut body {
+        let buf = match &mut body {
             Body::Events(batch) => {
                 for e in batch.iter() {
                     if let Some(n) = events.get_mut(e.kind as usize) {
                         *n += 1;
                     }
                 }
-                buf = self.out.spare_frame();
+                self.out.spare_frame()
             }
-            Body::Finished(totals) => self.out.fill_totals(totals),
-            _ => {}
-        }
+            Body::Finished(totals) => {
+                self.out.fill_totals(totals);
+                Vec::new()
+            }
+            _ => self.out.spare_small_frame(),
+        };
         let record = Record { seq, body };
         let frame =
             encode_frame_into(&record, buf).map_err(|source| StreamError { seq, source })?;

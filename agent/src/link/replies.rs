@@ -11,7 +11,10 @@ use guestscope_common::wire::{
     Body, ClockEcho, DecodeError, FrameReader, Record, Reply, encode_frame,
 };
 
-use super::{Connector, Link, SPARE_FRAME_BYTES, SPARE_FRAME_MIN_BYTES, SPARE_FRAMES};
+use super::{
+    Connector, Link, SMALL_FRAME_BYTES, SPARE_FRAME_BYTES, SPARE_FRAME_MIN_BYTES, SPARE_FRAMES,
+    SPARE_SMALL_FRAMES,
+};
 use crate::clock::monotonic_ns;
 impl<C: Connector> Link<C> {
     /// Reads and applies every complete reply waiting; an error means the connection
@@ -103,11 +106,17 @@ impl<C: Connector> Link<C> {
             }
             let mut done = self.spool.pop_front().expect("front");
             self.spool_bytes -= done.frame.len() as u64;
+            let capacity = done.frame.capacity();
             if self.spare.len() < SPARE_FRAMES
-                && (SPARE_FRAME_MIN_BYTES..=SPARE_FRAME_BYTES).contains(&done.frame.capacity())
+                && (SPARE_FRAME_MIN_BYTES..=SPARE_FRAME_BYTES).contains(&capacity)
             {
                 done.frame.clear();
                 self.spare.push(done.frame);
+            } else if self.spare_small.len() < SPARE_SMALL_FRAMES
+                && (SMALL_FRAME_BYTES..SPARE_FRAME_MIN_BYTES).contains(&capacity)
+            {
+                done.frame.clear();
+                self.spare_small.push(done.frame);
             }
             if self.write_idx > 0 {
                 self.write_idx -= 1;

@@ -229,29 +229,46 @@ fn acknowledged_frames_give_their_buffers_to_the_next_frames() {
     assert_eq!(link.unacknowledged(), 0);
     host.join().unwrap();
     // Every frame was acknowledged: the link kept a bounded number of their buffers.
-    let mut spares = 0;
-    loop {
-        let buf = link.spare_frame();
-        if buf.capacity() == 0 {
-            break;
-        }
+    let spares = std::mem::take(&mut link.spare);
+    for buf in &spares {
         assert!(buf.is_empty(), "a spare buffer comes empty");
-        // Only a full batch's buffer is worth keeping: a small one handed to the next
-        // full batch would be grown into a fresh one anyway.
+        // Only a buffer a full batch fits in is kept for batches: a small one handed
+        // to the next full batch would be grown into a fresh one anyway.
         assert!(
-            buf.capacity() >= crate::link::SPARE_FRAME_MIN_BYTES,
+            (crate::link::SPARE_FRAME_MIN_BYTES..=crate::link::SPARE_FRAME_BYTES)
+                .contains(&buf.capacity()),
             "a spare of {} bytes",
             buf.capacity()
         );
-        spares += 1;
     }
-    // At most SPARE_FRAMES of the 20 full ones, and at least one. How many were free at once
-    // depends on when the host's acknowledgements came (one that arrives between two
-    // sends hands its buffer to the next frame): exactly SPARE_FRAMES failed under load.
+    // At most SPARE_FRAMES of the 40 batches' buffers, and at least one. How many were
+    // free at once depends on when the host's acknowledgements came (one that arrives
+    // between two sends hands its buffer to the next frame): exactly SPARE_FRAMES
+    // failed under load.
     assert!(
-        (1..=crate::link::SPARE_FRAMES).contains(&spares),
-        "{spares} spare buffers"
+        (1..=crate::link::SPARE_FRAMES).contains(&spares.len()),
+        "{} spare buffers",
+        spares.len()
     );
+    // The log lines' buffers are kept for small frames, and only there.
+    let small = std::mem::take(&mut link.spare_small);
+    assert!(
+        (1..=crate::link::SPARE_SMALL_FRAMES).contains(&small.len()),
+        "{} small spare buffers",
+        small.len()
+    );
+    for buf in &small {
+        assert!(buf.is_empty(), "a spare buffer comes empty");
+        assert!(
+            (crate::link::SMALL_FRAME_BYTES..crate::link::SPARE_FRAME_MIN_BYTES)
+                .contains(&buf.capacity()),
+            "a small spare of {} bytes",
+            buf.capacity()
+        );
+    }
+    // Taken, a new buffer is made with the room its kind of frame needs.
+    assert!(link.spare_frame().capacity() >= crate::link::SPARE_FRAME_MIN_BYTES);
+    assert!(link.spare_small_frame().capacity() >= crate::link::SMALL_FRAME_BYTES);
     let _ = std::fs::remove_file(&path);
 }
 

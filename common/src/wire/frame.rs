@@ -69,20 +69,19 @@ pub fn encode_frame(record: &Record) -> Result<Vec<u8>, EncodeError> {
     encode_frame_into(record, Vec::new())
 }
 
-/// Like [`encode_frame`], an `Events` record written into `buf` (emptied first, its
-/// capacity kept), so a sender that recycles its frames' buffers faults in no fresh
-/// pages per batch; other records get a buffer of their own.
+/// Like [`encode_frame`], written into `buf` (emptied first, its capacity kept), so a
+/// sender that recycles its frames' buffers faults in no fresh pages per record.
 pub fn encode_frame_into(record: &Record, mut buf: Vec<u8>) -> Result<Vec<u8>, EncodeError> {
+    buf.clear();
+    buf.resize(HEADER_LEN, 0);
     match &record.body {
         // Byte for byte postcard's encoding, several times faster (see `events`),
         // written after the header's room, as every frame is.
         Body::Events(events) => {
-            buf.clear();
-            buf.resize(HEADER_LEN, 0);
             events::encode_into(&mut buf, record.seq, events);
             finish_frame(buf)
         }
-        _ => encode_as(record),
+        _ => finish_frame(postcard::to_extend(record, buf).map_err(EncodeError::Encode)?),
     }
 }
 
