@@ -89,9 +89,13 @@ fn same_frames(a: &[u64], b: &[u64]) -> bool {
 /// The stack ids given so far, and the new stacks not sent yet.
 #[derive(Debug)]
 pub struct StackTable {
-    /// Each known stack and its id, found by [`frame_hash`] and [`same_frames`].
-    ids: HashTable<(Box<[u64]>, u32)>,
-    unsent: Vec<(u32, Vec<u64>)>,
+    /// Each known stack's frames, at its id.
+    stacks: Vec<Box<[u64]>>,
+    /// The ids of the known stacks, found by [`frame_hash`] and [`same_frames`] of
+    /// their frames.
+    ids: HashTable<u32>,
+    /// The stacks given an id and not sent yet, in id order.
+    unsent: Vec<u32>,
     capacity: usize,
     callers_recovered: u64,
     /// What each stack-cache entry holds, at `cpu * STACK_CACHE_ENTRIES + index`
@@ -109,6 +113,7 @@ impl StackTable {
     /// A table that holds at most `capacity` distinct stacks.
     pub fn with_capacity(capacity: usize) -> Self {
         StackTable {
+            stacks: Vec::new(),
             ids: HashTable::new(),
             unsent: Vec::new(),
             capacity,
@@ -121,17 +126,23 @@ impl StackTable {
     /// (the stack is then queued to be sent).
     pub fn intern(&mut self, frames: &[u64]) -> Result<u32, NoStack> {
         let hash = frame_hash(frames);
-        if let Some((_, id)) = self.ids.find(hash, |(known, _)| same_frames(known, frames)) {
-            return Ok(*id);
+        let stacks = &self.stacks;
+        if let Some(&id) = self
+            .ids
+            .find(hash, |&id| same_frames(&stacks[id as usize], frames))
+        {
+            return Ok(id);
         }
-        if self.ids.len() >= self.capacity {
+        if self.stacks.len() >= self.capacity {
             return Err(NoStack::TableFull);
         }
         // Ids count up from 0; MAX_STACKS keeps them far below i32::MAX.
-        let id = self.ids.len() as u32;
+        let id = self.stacks.len() as u32;
+        self.stacks.push(frames.into());
+        let stacks = &self.stacks;
         self.ids
-            .insert_unique(hash, (frames.into(), id), |(known, _)| frame_hash(known));
-        self.unsent.push((id, frames.to_vec()));
+            .insert_unique(hash, id, |&id| frame_hash(&stacks[id as usize]));
+        self.unsent.push(id);
         Ok(id)
     }
 
@@ -213,8 +224,25 @@ impl StackTable {
     }
 
     /// Takes the stacks given an id since the last call, in id order.
+    #[cfg(test)]
     pub fn take_unsent(&mut self) -> Vec<(u32, Vec<u64>)> {
-        std::mem::take(&mut self.unsent)
+        let unsent = std::mem::take(&mut self.unsent);
+        unsent
+            .into_iter()
+            .map(|id| (id, self.stacks[id as usize].to_vec()))
+            .collect()
+    }
+
+    /// Sends the stacks given an id since the last call, in id order, each as its
+    /// `Stack` record (straight from the table: no copy of its frames); returns how
+    /// many. After an error (the stream is broken then) the rest are dropped too.
+    fn send_unsent<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<u64, StreamError> {
+        let mut sent = 0;
+        for id in self.unsent.drain(..) {
+            stream.send_stack(id, &self.stacks[id as usize])?;
+            sent += 1;
+        }
+        Ok(sent)
     }
 
     /// Events whose walk lacked the probed function's caller, which was put back.
@@ -224,12 +252,12 @@ impl StackTable {
 
     /// Number of distinct stacks known.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.stacks.len()
     }
 
     /// Whether no stack is known yet.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.stacks.is_empty()
     }
 }
 
@@ -280,11 +308,10 @@ pub fn send_batch<W: Sink>(
     table: &mut StackTable,
     stream: &mut Stream<W>,
 ) -> Result<BatchSent, StreamError> {
-    let mut sent = BatchSent::default();
-    for (id, ips) in table.take_unsent() {
-        stream.send(Body::Stack { id, ips })?;
-        sent.stacks += 1;
-    }
+    let mut sent = BatchSent {
+        stacks: table.send_unsent(stream)?,
+        ..BatchSent::default()
+    };
     if !args.is_empty() {
         stream.send(Body::Args(args))?;
     }

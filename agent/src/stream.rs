@@ -10,7 +10,7 @@ use guestscope_common::{
     ProbeKind,
     wire::{
         Body, EncodeError, HEARTBEAT_MS, Record, Totals, encode_frame_into,
-        encode_packed_frame_into, packed::PackedBatch,
+        encode_packed_frame_into, encode_stack_frame_into, packed::PackedBatch,
     },
 };
 
@@ -153,6 +153,16 @@ impl<W: Sink> Stream<W> {
         let frame = encode_packed_frame_into(seq, batch, self.out.spare_frame())
             .map_err(|source| StreamError { seq, source })?;
         self.write_frame(seq, frame, batch.kinds())
+    }
+
+    /// Sends the `Stack` record of stack `id`, whose frames are `ips`; returns its
+    /// sequence number.
+    pub fn send_stack(&mut self, id: u32, ips: &[u64]) -> Result<u64, StreamError> {
+        let seq = self.seq;
+        let frame = encode_stack_frame_into(seq, id, ips, self.out.spare_small_frame())
+            .map_err(|source| StreamError { seq, source })?;
+        self.write_frame(seq, frame, &[0; ProbeKind::COUNT])?;
+        Ok(seq)
     }
 
     /// Sends one record; returns its sequence number and the body.

@@ -48,7 +48,8 @@ use crate::event::{ProbeCounters, RawEvent};
 
 pub use frame::{
     DecodeError, EncodeError, FrameReader, decode_frame, decode_payload, encode_frame,
-    encode_frame_into, encode_packed_frame_into, encode_reply, parse_header, write_frame,
+    encode_frame_into, encode_packed_frame_into, encode_reply, encode_stack_frame_into,
+    parse_header, write_frame,
 };
 
 /// First four bytes of every frame.
@@ -373,5 +374,6 @@ pub struct Totals {
 mod events;
 mod frame;
 pub mod packed;
+mod stack_record;
 #[cfg(test)]
 mod tests;

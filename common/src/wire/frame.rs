@@ -1,5 +1,6 @@
 //! Frames on the wire: the header, the payload encoded with postcard (an `Events`
-//! record by [`super::events`]' fixed layout), and reading frames one at a time.
+//! record by [`super::events`]' fixed layout, a `Stack` record by
+//! [`super::stack_record`]'s), and reading frames one at a time.
 
 use std::io::{self, Read, Write};
 
@@ -7,6 +8,7 @@ use serde::Serialize;
 
 use super::{
     Body, HEADER_LEN, MAGIC, MAX_PAYLOAD, Record, Reply, WIRE_VERSION, events, packed::PackedBatch,
+    stack_record,
 };
 
 /// Why a frame could not be read.
@@ -96,6 +98,20 @@ pub fn encode_packed_frame_into(
     buf.reserve(HEADER_LEN + 20 + batch.packed_len());
     buf.resize(HEADER_LEN, 0);
     events::encode_packed_into(&mut buf, seq, batch);
+    finish_frame(buf)
+}
+
+/// Like [`encode_frame_into`], the record `seq` of `Body::Stack { id, ips }` from a
+/// slice of frames: the same frame as for that record.
+pub fn encode_stack_frame_into(
+    seq: u64,
+    id: u32,
+    ips: &[u64],
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, EncodeError> {
+    buf.clear();
+    buf.resize(HEADER_LEN, 0);
+    stack_record::encode_into(&mut buf, seq, id, ips);
     finish_frame(buf)
 }
 
