@@ -141,12 +141,6 @@ impl<W: Sink> Stream<W> {
         Ok(true)
     }
 
-    /// Sends one record; returns its sequence number. A `Finished` record gets the
-    /// sink's counters (the link's reconnections and spool) added to its totals.
-    pub fn send(&mut self, body: Body) -> Result<u64, StreamError> {
-        self.send_record(body).map(|(seq, _)| seq)
-    }
-
     /// Sends one `Events` record of a batch packed as its events arrived.
     pub fn send_events(&mut self, batch: &PackedBatch) -> Result<(), StreamError> {
         let seq = self.seq;
@@ -165,18 +159,15 @@ impl<W: Sink> Stream<W> {
         Ok(seq)
     }
 
-    /// Sends one record; returns its sequence number and the body.
-    fn send_record(&mut self, mut body: Body) -> Result<(u64, Body), StreamError> {
+    /// Sends one record; returns its sequence number. A `Finished` record gets the
+    /// sink's counters (the link's reconnections and spool) added to its totals; an
+    /// `Events` record goes the way a batch does ([`Stream::send_events`]).
+    pub fn send(&mut self, mut body: Body) -> Result<u64, StreamError> {
         let seq = self.seq;
-        let mut events = [0u64; ProbeKind::COUNT];
         let buf = match &mut body {
-            Body::Events(batch) => {
-                for e in batch.iter() {
-                    if let Some(n) = events.get_mut(e.kind as usize) {
-                        *n += 1;
-                    }
-                }
-                self.out.spare_frame()
+            Body::Events(events) => {
+                self.send_events(&PackedBatch::from_events(events))?;
+                return Ok(seq);
             }
             Body::Finished(totals) => {
                 self.out.fill_totals(totals);
@@ -187,8 +178,8 @@ impl<W: Sink> Stream<W> {
         let record = Record { seq, body };
         let frame =
             encode_frame_into(&record, buf).map_err(|source| StreamError { seq, source })?;
-        self.write_frame(seq, frame, &events)?;
-        Ok((seq, record.body))
+        self.write_frame(seq, frame, &[0; ProbeKind::COUNT])?;
+        Ok(seq)
     }
 
     /// Hands record `seq`'s frame (with its events per probe kind) to the sink.

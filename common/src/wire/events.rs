@@ -1,15 +1,15 @@
 //! A fast path for the payload of `Events` records, byte for byte what postcard
 //! writes (the tests compare both on random input and at every varint boundary): the
 //! record's sequence number and variant, then the packed batch ([`super::packed`]) as
-//! a byte string (its length, then its bytes), packed straight into the frame.
+//! a byte string (its length, then its bytes).
 //!
 //! Events are nearly all of a stream; serde's generic path costs about 1 µs per event
-//! in a TCG guest, this one a fraction of it. Records of every other kind go through
-//! postcard.
+//! in a TCG guest, this one a fraction of it. Records of every other kind but `Stack`
+//! ([`super::stack_record`]) go through postcard.
 
 use std::sync::OnceLock;
 
-use super::packed::{self, PackedBatch, read_varint, varint, varint_bytes};
+use super::packed::{self, PackedBatch, read_varint, varint};
 use super::{Body, Record};
 use crate::event::RawEvent;
 
@@ -33,36 +33,18 @@ fn events_variant() -> &'static [u8] {
 
 /// Appends the payload of `Record { seq, body: Body::Events(events) }` to `out`.
 pub(super) fn encode_into(out: &mut Vec<u8>, seq: u64, events: &[RawEvent]) {
-    let variant = events_variant();
-    varint(out, seq);
-    out.extend_from_slice(variant);
-    // The batch's length comes first but is known last: the batch is packed after room
-    // for the longest length a payload can need, then moved down over what is unused.
-    let at = out.len();
-    out.extend_from_slice(&[0; LENGTH_ROOM]);
-    packed::pack(out, events);
-    let (length, used) = varint_bytes((out.len() - at - LENGTH_ROOM) as u64);
-    assert!(used <= LENGTH_ROOM, "a batch of 32 GiB or more");
-    if used < LENGTH_ROOM {
-        out.copy_within(at + LENGTH_ROOM.., at + used);
-        out.truncate(out.len() - (LENGTH_ROOM - used));
-    }
-    out[at..at + used].copy_from_slice(&length[..used]);
+    encode_packed_into(out, seq, &PackedBatch::from_events(events));
 }
 
 /// Appends the payload of the `Events` record `seq` whose batch was packed as its
-/// events arrived: the bytes [`encode_into`] writes for the same events.
+/// events arrived: the record's sequence number and variant, then the packed batch as
+/// a byte string (its length, then its bytes).
 pub(super) fn encode_packed_into(out: &mut Vec<u8>, seq: u64, batch: &PackedBatch) {
     varint(out, seq);
     out.extend_from_slice(events_variant());
     varint(out, batch.packed_len() as u64);
     batch.write_to(out);
 }
-
-/// Bytes kept for a packed batch's length: a varint of five bytes holds 35 bits,
-/// far past any frame's payload ([`super::MAX_PAYLOAD`], checked when the frame is
-/// made) and any batch a machine could hold.
-const LENGTH_ROOM: usize = 5;
 
 /// The payload of `Record { seq, body: Body::Events(events) }`.
 #[cfg(test)]

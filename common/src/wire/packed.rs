@@ -174,6 +174,15 @@ impl PackedBatch {
         }
     }
 
+    /// The batch of `events`, packed.
+    pub fn from_events(events: &[RawEvent]) -> Self {
+        let mut batch = PackedBatch::with_capacity(events.len());
+        for e in events {
+            batch.push(e);
+        }
+        batch
+    }
+
     /// Packs `e` after the events already in the batch.
     #[inline]
     pub fn push(&mut self, e: &RawEvent) {
