@@ -33,6 +33,7 @@
 //! - [`artifacts`]: files captured in the guest (kallsyms, dmesg, pci, ...).
 //! - [`session`]: one run, in the order the host expects.
 //! - [`clock`]: the guest's monotonic clock.
+//! - [`failure_run`]: a repeated failure logged once per run of them.
 #![deny(missing_docs)]
 
 pub mod artifacts;
@@ -41,6 +42,7 @@ pub mod cli;
 pub mod clock;
 pub mod counters;
 pub mod deadline;
+pub mod failure_run;
 pub mod ftrace;
 pub mod gather;
 pub mod link;

@@ -24,6 +24,7 @@ use guestscope_common::{
 use crate::{
     batch::{Batcher, MAX_AGE},
     counters,
+    failure_run::FailureRun,
     probe_links::Links,
     probes::{self, Loaded, ProbeError},
     program_stats::ProgramStats,
@@ -151,6 +152,8 @@ struct Active {
     stats: Option<ProgramStats>,
     /// Writes out the probes' staged hits; `None` when the probes stage none.
     staging: Option<Staging>,
+    /// Failed writes of the staged hits since the last that worked.
+    staging_failures: FailureRun,
 }
 
 /// Which programs are attached.
@@ -199,6 +202,7 @@ impl Tracer {
             user_links: Vec::new(),
             stats: None,
             staging,
+            staging_failures: FailureRun::default(),
         };
         Tracer {
             active: Some(active),
@@ -256,9 +260,19 @@ impl Tracer {
     pub fn pump<W: Sink>(&mut self, stream: &mut Stream<W>) -> Result<(), StreamError> {
         if let Some(a) = self.active.as_mut()
             && let Some(staging) = a.staging.as_mut()
-            && let Err(e) = staging.flush_if_due(&a.ebpf)
         {
-            tracing::warn!("{e}");
+            // Retried every 20 ms: a failing CPU is logged once per run of failures.
+            match staging.flush_if_due(&a.ebpf) {
+                Err(e) if a.staging_failures.failed() => {
+                    tracing::warn!("{e} (repeats are counted, not logged)");
+                }
+                Err(_) => {}
+                Ok(()) => {
+                    if let Some(n) = a.staging_failures.succeeded() {
+                        tracing::info!(failures = n, "staged hits are written out again");
+                    }
+                }
+            }
         }
         self.read(stream, PUMP_BUDGET)?;
         if self.batch.is_due(Instant::now()) {
