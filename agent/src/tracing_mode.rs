@@ -18,7 +18,7 @@ use crate::{
 
 /// A workload's tracing, set up; [`TracingMode::finish`] restores the plan's probes.
 pub struct TracingMode {
-    cpu_before: u64,
+    usage_before: OwnUsage,
     user: bool,
     stacks: StackMode,
     attached: Attached,
@@ -32,16 +32,50 @@ pub struct TracingMode {
     stack_traces: Option<StackTraces>,
 }
 
-/// CPU time this process has used (user + system), ns.
-pub fn own_cpu_ns() -> u64 {
-    // SAFETY: an all-zero rusage is valid; getrusage only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0;
+/// What this process has used so far, by its own resource usage (`getrusage`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnUsage {
+    /// CPU time, user + system, ns.
+    pub cpu_ns: u64,
+    /// Minor page faults.
+    pub minor_faults: u64,
+    /// Voluntary context switches (waits).
+    pub voluntary_switches: u64,
+    /// Involuntary context switches (preemptions).
+    pub involuntary_switches: u64,
+}
+
+impl OwnUsage {
+    /// This process's usage now; all zero if it cannot be read.
+    pub fn now() -> OwnUsage {
+        // SAFETY: an all-zero rusage is valid; getrusage only writes into it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid, writable rusage.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return OwnUsage::default();
+        }
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+        OwnUsage {
+            cpu_ns: ns(usage.ru_utime) + ns(usage.ru_stime),
+            minor_faults: usage.ru_minflt as u64,
+            voluntary_switches: usage.ru_nvcsw as u64,
+            involuntary_switches: usage.ru_nivcsw as u64,
+        }
     }
-    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    ns(usage.ru_utime) + ns(usage.ru_stime)
+
+    /// What was used from `before` to `self`, field by field (never below zero).
+    pub fn since(&self, before: &OwnUsage) -> OwnUsage {
+        OwnUsage {
+            cpu_ns: self.cpu_ns.saturating_sub(before.cpu_ns),
+            minor_faults: self.minor_faults.saturating_sub(before.minor_faults),
+            voluntary_switches: self
+                .voluntary_switches
+                .saturating_sub(before.voluntary_switches),
+            involuntary_switches: self
+                .involuntary_switches
+                .saturating_sub(before.involuntary_switches),
+        }
+    }
 }
 
 /// The value in KiB of `field` (e.g. `VmHWM`) in the text of `/proc/<pid>/status`.
@@ -149,7 +183,7 @@ impl TracingMode {
             tracing::warn!("workload tracing: {e}");
         }
         Some(TracingMode {
-            cpu_before: own_cpu_ns(),
+            usage_before: OwnUsage::now(),
             user,
             stacks,
             attached: tracer.attached(),
@@ -172,7 +206,7 @@ impl TracingMode {
         tracer: &mut Tracer,
         stream: &mut Stream<W>,
     ) -> Result<WorkloadTracing, StreamError> {
-        let agent_cpu_ns = own_cpu_ns().saturating_sub(self.cpu_before);
+        let used = OwnUsage::now().since(&self.usage_before);
         let TracingMode {
             attached,
             stacks,
@@ -247,8 +281,11 @@ impl TracingMode {
                 .ok()
                 .and_then(|s| status_kib(&s, "VmHWM"))
                 .unwrap_or(0),
-            agent_cpu_ns,
+            agent_cpu_ns: used.cpu_ns,
             drain_ns: drain.as_nanos() as u64,
+            agent_minor_faults: used.minor_faults,
+            agent_voluntary_switches: used.voluntary_switches,
+            agent_involuntary_switches: used.involuntary_switches,
         };
         let json = serde_json::to_vec(&report).unwrap_or_default();
         artifacts::send_bytes(
@@ -263,6 +300,23 @@ impl TracingMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_usage_counts_this_process_faults_waits_and_cpu() {
+        let before = OwnUsage::now();
+        // Fresh pages, each touched: one minor fault per page at least once mapped.
+        let mut pages = vec![0u8; 64 << 20];
+        for i in (0..pages.len()).step_by(4096) {
+            pages[i] = 1;
+        }
+        std::hint::black_box(&pages);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let used = OwnUsage::now().since(&before);
+        assert!(used.minor_faults >= 1000, "{used:?}");
+        assert!(used.voluntary_switches >= 1, "{used:?}");
+        assert!(used.cpu_ns > 0, "{used:?}");
+        assert_eq!(before.since(&OwnUsage::now()).cpu_ns, 0, "never below zero");
+    }
 
     #[test]
     fn deltas_are_per_field_and_never_negative() {

@@ -326,6 +326,17 @@ pub struct WorkloadTracing {
     pub agent_cpu_ns: u64,
     /// Time the agent spent draining the ring buffer after the workload exited, ns.
     pub drain_ns: u64,
+    /// Page faults the agent took over the same span (minor: no disk read); what its
+    /// allocator's mapping and unmapping of memory costs shows here.
+    #[serde(default)]
+    pub agent_minor_faults: u64,
+    /// Times the agent gave up the CPU over the same span to wait (for events, for
+    /// the link): its wakeups.
+    #[serde(default)]
+    pub agent_voluntary_switches: u64,
+    /// Times the agent was preempted over the same span.
+    #[serde(default)]
+    pub agent_involuntary_switches: u64,
 }
 
 /// An ftrace kprobe event's counts while a workload ran.

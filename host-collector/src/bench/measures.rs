@@ -485,6 +485,9 @@ fn pipeline_ceiling(
                 .as_ref()
                 .filter(|_| received > 0)
                 .map(|t| t.agent_cpu_ns as f64 / 1e3 / received as f64),
+            agent_minor_faults: ran.tracing.as_ref().map(|t| t.agent_minor_faults),
+            agent_voluntary_switches: ran.tracing.as_ref().map(|t| t.agent_voluntary_switches),
+            agent_involuntary_switches: ran.tracing.as_ref().map(|t| t.agent_involuntary_switches),
         });
     }
     if measured.is_empty() {
@@ -500,8 +503,20 @@ fn pipeline_ceiling(
         fraction_of_raw: of(|r| r.fraction_of_raw),
         stream_fraction_of_raw: of(|r| r.stream_fraction_of_raw),
         agent_cpu_us_per_event: of(|r| r.agent_cpu_us_per_event),
+        agent_faults_per_k_events: of(|r| per_k_events(r.agent_minor_faults, r.received)),
+        agent_waits_per_k_events: of(|r| per_k_events(r.agent_voluntary_switches, r.received)),
+        agent_preemptions_per_k_events: of(|r| {
+            per_k_events(r.agent_involuntary_switches, r.received)
+        }),
         runs: measured,
     })
+}
+
+/// `count` per thousand of `events`; `None` without a count or events.
+fn per_k_events(count: Option<u64>, events: u64) -> Option<f64> {
+    count
+        .filter(|_| events > 0)
+        .map(|n| n as f64 * 1e3 / events as f64)
 }
 
 pub(super) fn memory(

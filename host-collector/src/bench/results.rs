@@ -456,6 +456,14 @@ pub struct PipelineCeiling {
     pub stream_fraction_of_raw: Option<Spread>,
     /// The agent's CPU per event over the runs, µs.
     pub agent_cpu_us_per_event: Option<Spread>,
+    /// The agent's minor page faults per thousand events over the runs.
+    pub agent_faults_per_k_events: Option<Spread>,
+    /// The agent's waits (voluntary context switches) per thousand events over the
+    /// runs.
+    pub agent_waits_per_k_events: Option<Spread>,
+    /// The agent's preemptions (involuntary context switches) per thousand events over
+    /// the runs.
+    pub agent_preemptions_per_k_events: Option<Spread>,
 }
 
 /// One synthetic run.
@@ -479,6 +487,12 @@ pub struct PipelineRun {
     /// The agent's CPU time per event over the run (its own clock), µs: how much of
     /// the time per event (`1 / events_per_s`) the agent spent.
     pub agent_cpu_us_per_event: Option<f64>,
+    /// The agent's minor page faults over the run.
+    pub agent_minor_faults: Option<u64>,
+    /// The agent's voluntary context switches (waits) over the run.
+    pub agent_voluntary_switches: Option<u64>,
+    /// The agent's involuntary context switches (preemptions) over the run.
+    pub agent_involuntary_switches: Option<u64>,
 }
 
 /// Boot to agent-ready.

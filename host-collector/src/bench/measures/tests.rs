@@ -291,6 +291,13 @@ fn each_synthetic_run_is_paired_with_the_blast_before_it() {
         r.received.insert("spin_lock".into(), received);
         r.bytes_at_start = 1_000;
         r.bytes_at_exit = 1_000 + 16_000_000;
+        // 300 page faults, 2,000 waits and 50 preemptions per run.
+        let t = r.tracing.as_mut().unwrap();
+        (
+            t.agent_minor_faults,
+            t.agent_voluntary_switches,
+            t.agent_involuntary_switches,
+        ) = (300, 2_000, 50);
         runs.insert(format!("synthetic-{rep}"), r);
     }
     let mut problems = Vec::new();
@@ -309,6 +316,12 @@ fn each_synthetic_run_is_paired_with_the_blast_before_it() {
     assert!((p.wire_mb_s.unwrap().median - 12.0).abs() < 1e-9);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].starts_with("synthetic-1:"), "{problems:?}");
+    // Per thousand of each run's events: 0.3 faults, 2 waits, 0.05 preemptions.
+    let median = |s: Option<Spread>| s.unwrap().median;
+    assert!((median(p.agent_faults_per_k_events) - 0.3).abs() < 1e-6);
+    assert!((median(p.agent_waits_per_k_events) - 2.0).abs() < 1e-5);
+    assert!((median(p.agent_preemptions_per_k_events) - 0.05).abs() < 1e-6);
+    assert_eq!(p.runs[1].agent_minor_faults, Some(300));
     // A blast that did not deliver leaves its run without a fraction.
     let p = pipeline_ceiling(&o, &runs, &[None, Some(40.0)], &mut Vec::new()).unwrap();
     assert_eq!(p.fraction_of_raw.unwrap().n, 1);

@@ -393,6 +393,15 @@ pub(super) fn capacity(md: &mut String, c: &Capacity) {
             p.events * p.runs.len() as u64,
             spread(p.agent_cpu_us_per_event.as_ref(), 2),
         );
+        if let Some(faults) = &p.agent_faults_per_k_events {
+            let _ = writeln!(
+                md,
+                "\nPer thousand of those events the agent took {} page faults, waited {} times (voluntary context switches) and was preempted {} times.",
+                spread(Some(faults), 2),
+                spread(p.agent_waits_per_k_events.as_ref(), 2),
+                spread(p.agent_preemptions_per_k_events.as_ref(), 2),
+            );
+        }
     }
 }
 
