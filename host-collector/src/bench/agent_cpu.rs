@@ -1,6 +1,8 @@
 //! The agent's CPU per event in a loop: gross (all its CPU over the events), and
 //! marginal (paired against the untraced run: what the events cost it).
 
+use guestscope_common::plan::WorkloadTracing;
+
 use super::*;
 
 /// The agent's CPU per event of each run of a condition, µs.
@@ -14,6 +16,27 @@ pub(super) fn agent_cpu_per_event(
         let events = r.matched_total()?;
         (events > 0).then(|| t.agent_cpu_ns as f64 / 1e3 / events as f64)
     })
+}
+
+/// The agent's page faults, waits and preemptions per thousand events of each run of
+/// a condition ([`AgentActivity`] of each run).
+pub(super) fn agent_activity_per_k_events(
+    runs: &BTreeMap<String, Ran>,
+    condition: &str,
+    reps: usize,
+) -> AgentActivity {
+    let per_k = |count: fn(&WorkloadTracing) -> u64| {
+        Spread::of(&present(&series(runs, condition, reps, |r| {
+            let t = r.tracing.as_ref()?;
+            let events = r.matched_total()?;
+            (events > 0).then(|| count(t) as f64 * 1e3 / events as f64)
+        })))
+    };
+    AgentActivity {
+        faults: per_k(|t| t.agent_minor_faults),
+        waits: per_k(|t| t.agent_voluntary_switches),
+        preemptions: per_k(|t| t.agent_involuntary_switches),
+    }
 }
 
 /// What the loop's events cost the agent, µs per event: its CPU in the runs of

@@ -99,6 +99,7 @@ pub(super) fn loop_overhead(
         .map(|s| s.scaled(1e3)),
         drain_ms: Spread::of(&present(&drain)),
         agent_cpu_us_per_event: Spread::of(&present(&agent_cpu)),
+        agent_activity: agent_activity_per_k_events(runs, &format!("{workload}-all"), reps),
         agent_cpu_marginal_us_per_event: agent_cpu_marginal(
             runs,
             workload,
@@ -503,11 +504,11 @@ fn pipeline_ceiling(
         fraction_of_raw: of(|r| r.fraction_of_raw),
         stream_fraction_of_raw: of(|r| r.stream_fraction_of_raw),
         agent_cpu_us_per_event: of(|r| r.agent_cpu_us_per_event),
-        agent_faults_per_k_events: of(|r| per_k_events(r.agent_minor_faults, r.received)),
-        agent_waits_per_k_events: of(|r| per_k_events(r.agent_voluntary_switches, r.received)),
-        agent_preemptions_per_k_events: of(|r| {
-            per_k_events(r.agent_involuntary_switches, r.received)
-        }),
+        agent_activity: AgentActivity {
+            faults: of(|r| per_k_events(r.agent_minor_faults, r.received)),
+            waits: of(|r| per_k_events(r.agent_voluntary_switches, r.received)),
+            preemptions: of(|r| per_k_events(r.agent_involuntary_switches, r.received)),
+        },
         runs: measured,
     })
 }

@@ -113,6 +113,10 @@ pub struct LoopOverhead {
     /// every workload costs it whatever it traces (start, probe switch, report).
     #[serde(default)]
     pub agent_cpu_marginal_us_per_event: Option<Spread>,
+    /// The agent's page faults, waits and preemptions per thousand events, every
+    /// probe on.
+    #[serde(default)]
+    pub agent_activity: AgentActivity,
     /// The same loop with every probe, recording no stacks.
     pub without_stacks: Option<NoStackOverhead>,
     /// The same loop with every probe, the cached hits only counted per stack.
@@ -456,14 +460,22 @@ pub struct PipelineCeiling {
     pub stream_fraction_of_raw: Option<Spread>,
     /// The agent's CPU per event over the runs, µs.
     pub agent_cpu_us_per_event: Option<Spread>,
-    /// The agent's minor page faults per thousand events over the runs.
-    pub agent_faults_per_k_events: Option<Spread>,
-    /// The agent's waits (voluntary context switches) per thousand events over the
+    /// The agent's page faults, waits and preemptions per thousand events over the
     /// runs.
-    pub agent_waits_per_k_events: Option<Spread>,
-    /// The agent's preemptions (involuntary context switches) per thousand events over
-    /// the runs.
-    pub agent_preemptions_per_k_events: Option<Spread>,
+    pub agent_activity: AgentActivity,
+}
+
+/// What the agent's kernel side did per thousand events over the runs of one
+/// condition (its own resource usage, `getrusage`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AgentActivity {
+    /// Minor page faults.
+    pub faults: Option<Spread>,
+    /// Waits: voluntary context switches (for events, for the link).
+    pub waits: Option<Spread>,
+    /// Preemptions: involuntary context switches (a kernel worker woken by its
+    /// sends, an interrupt's work).
+    pub preemptions: Option<Spread>,
 }
 
 /// One synthetic run.

@@ -35,10 +35,22 @@ fn the_agents_marginal_cost_per_event_leaves_out_what_every_workload_costs_it() 
     for (rep, (events, all_ms, off_ms)) in [(10_000, 30, 5), (20_000, 50, 10)].iter().enumerate() {
         runs.insert(format!("fopen-base-{rep}"), ran(100, 1, 1));
         runs.insert(format!("fopen-off-{rep}"), ran(0, 70, *off_ms));
-        runs.insert(format!("fopen-all-{rep}"), ran(events + 100, 150, *all_ms));
+        let mut all = ran(events + 100, 150, *all_ms);
+        // 101 page faults and 202 waits in each traced run, 303 preemptions in rep 1.
+        let t = all.tracing.as_mut().unwrap();
+        (t.agent_minor_faults, t.agent_voluntary_switches) = (101, 202);
+        t.agent_involuntary_switches = 303 * rep as u64;
+        runs.insert(format!("fopen-all-{rep}"), all);
     }
     let mut problems = Vec::new();
     let o = loop_overhead("fopen", 2000, 2, false, &runs, &mut problems);
+    // Per thousand matched events: 10 and 5.02... faults, twice that many waits.
+    let a = &o.agent_activity;
+    let (faults, waits) = (a.faults.as_ref().unwrap(), a.waits.as_ref().unwrap());
+    assert_eq!((faults.max, faults.n), (10.0, 2));
+    assert!((faults.min - 101e3 / 20_100.0).abs() < 1e-9, "{faults:?}");
+    assert_eq!((waits.max, waits.min), (20.0, 2.0 * faults.min));
+    assert_eq!(a.preemptions.as_ref().unwrap().min, 0.0);
     let gross = o.agent_cpu_us_per_event.unwrap();
     let marginal = o.agent_cpu_marginal_us_per_event.unwrap();
     // Gross: 30 ms / 10,100 and 50 ms / 20,100 matched events.
@@ -317,10 +329,11 @@ fn each_synthetic_run_is_paired_with_the_blast_before_it() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].starts_with("synthetic-1:"), "{problems:?}");
     // Per thousand of each run's events: 0.3 faults, 2 waits, 0.05 preemptions.
-    let median = |s: Option<Spread>| s.unwrap().median;
-    assert!((median(p.agent_faults_per_k_events) - 0.3).abs() < 1e-6);
-    assert!((median(p.agent_waits_per_k_events) - 2.0).abs() < 1e-5);
-    assert!((median(p.agent_preemptions_per_k_events) - 0.05).abs() < 1e-6);
+    let median = |s: &Option<Spread>| s.as_ref().unwrap().median;
+    let a = &p.agent_activity;
+    assert!((median(&a.faults) - 0.3).abs() < 1e-6);
+    assert!((median(&a.waits) - 2.0).abs() < 1e-5);
+    assert!((median(&a.preemptions) - 0.05).abs() < 1e-6);
     assert_eq!(p.runs[1].agent_minor_faults, Some(300));
     // A blast that did not deliver leaves its run without a fraction.
     let p = pipeline_ceiling(&o, &runs, &[None, Some(40.0)], &mut Vec::new()).unwrap();

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use super::{percent_spread, spread};
 use crate::bench::results::{
-    BenchResults, Capacity, GdbComparison, GuestProfile, LoopOverhead, Memory, PeerOverhead,
-    PeersBoot, StackCacheCheck,
+    AgentActivity, BenchResults, Capacity, GdbComparison, GuestProfile, LoopOverhead, Memory,
+    PeerOverhead, PeersBoot, StackCacheCheck,
 };
 
 /// The title, the machine, and the targets table.
@@ -102,6 +102,7 @@ fn overhead_notes(md: &mut String, o: &LoopOverhead) {
         spread(o.drain_ms.as_ref(), 1),
         spread(o.us_per_event_with_drain.as_ref(), 2)
     );
+    agent_activity(md, &o.agent_activity);
     if let Some(u) = &o.user_probe {
         let _ = writeln!(
             md,
@@ -393,15 +394,20 @@ pub(super) fn capacity(md: &mut String, c: &Capacity) {
             p.events * p.runs.len() as u64,
             spread(p.agent_cpu_us_per_event.as_ref(), 2),
         );
-        if let Some(faults) = &p.agent_faults_per_k_events {
-            let _ = writeln!(
-                md,
-                "\nPer thousand of those events the agent took {} page faults, waited {} times (voluntary context switches) and was preempted {} times.",
-                spread(Some(faults), 2),
-                spread(p.agent_waits_per_k_events.as_ref(), 2),
-                spread(p.agent_preemptions_per_k_events.as_ref(), 2),
-            );
-        }
+        agent_activity(md, &p.agent_activity);
+    }
+}
+
+/// The agent's page faults, waits and preemptions per thousand events, if measured.
+fn agent_activity(md: &mut String, a: &AgentActivity) {
+    if a.faults.is_some() {
+        let _ = writeln!(
+            md,
+            "\nPer thousand events the agent took {} page faults, waited {} times (voluntary context switches) and was preempted {} times.",
+            spread(a.faults.as_ref(), 2),
+            spread(a.waits.as_ref(), 2),
+            spread(a.preemptions.as_ref(), 2),
+        );
     }
 }
 
