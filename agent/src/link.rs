@@ -42,7 +42,7 @@ use reconnect::Down;
 /// full batch past the eighth of an acknowledgement's window got a fresh buffer, which
 /// musl's allocator maps, faults in and unmaps (`mmap`, `munmap` and their page faults were
 /// about 1.4% of the guest's samples in the fopen loop's profile); the buffers kept hold no
-/// more than the frames in flight held at their peak (a megabyte at 16 KiB each).
+/// more than the frames in flight held at their peak (two megabytes at 32 KiB each).
 pub const SPARE_FRAMES: usize = guestscope_common::wire::ACK_EVERY_RECORDS as usize;
 
 /// Largest buffer kept for reuse: an `Events` frame of a full batch fits; the
@@ -107,6 +107,11 @@ const WRITABLE_WAIT: Duration = Duration::from_millis(5);
 const CORK_BYTES: usize = crate::packet_size::MAX_WRITE;
 /// Most spooled frames gathered into one write.
 const GATHER_FRAMES: usize = crate::packet_size::MAX_SLICES;
+/// Longest a service goes without reading the host's replies when no poll said the
+/// connection was readable ([`Sink::host_wrote`]): loops that poll the connection
+/// read as soon as the host writes; this bounds the wait of those that do not (the
+/// synthetic producer's), so acknowledgements still free the spool.
+pub const REPLIES_READ_EVERY: Duration = Duration::from_millis(10);
 
 /// How the link behaves.
 #[derive(Debug, Clone)]
@@ -198,6 +203,11 @@ pub struct Link<C: Connector> {
     /// [`Reply::Released`]: guestscope_common::wire::Reply::Released
     released: bool,
     replies: Vec<u8>,
+    /// Whether the host may have written since the replies were last read: set when a
+    /// poll saw the connection readable (or hung up), and for a new connection.
+    replies_waiting: bool,
+    /// When the replies were last read.
+    replies_read_at: Instant,
     connections: u32,
     down: Option<Down<C::Conn>>,
     stats: LinkStats,
@@ -228,6 +238,8 @@ impl<C: Connector> Link<C> {
             after_quiet: false,
             released: false,
             replies: Vec::new(),
+            replies_waiting: true,
+            replies_read_at: Instant::now(),
             connections: 0,
             down: None,
             stats: LinkStats::default(),
@@ -260,7 +272,11 @@ impl<C: Connector> Link<C> {
             self.try_reconnect();
         }
         if self.conn.is_some() {
-            if let Err(why) = self.read_replies() {
+            // A read that finds nothing is a system call for nothing: most services
+            // (one per batch, one per wakeup) come between two replies.
+            if (self.replies_waiting || self.replies_read_at.elapsed() >= REPLIES_READ_EVERY)
+                && let Err(why) = self.read_replies()
+            {
                 self.lose(why);
                 return;
             }
@@ -388,6 +404,10 @@ impl<C: Connector> Sink for Link<C> {
 
     fn service(&mut self) {
         Link::service(self);
+    }
+
+    fn host_wrote(&mut self) {
+        self.replies_waiting = true;
     }
 
     fn settle(&mut self, bytes: u64) {

@@ -37,6 +37,11 @@ pub trait Sink {
         None
     }
 
+    /// A poll of [`Sink::wake_fd`] found it readable (or hung up): the next
+    /// [`Sink::service`] reads what the host wrote. Without it a service may leave the
+    /// replies for later rather than make a read that finds nothing.
+    fn host_wrote(&mut self) {}
+
     /// Adds the sink's own counters (the link's) to the run's totals.
     fn fill_totals(&self, _totals: &mut Totals) {}
 
@@ -221,6 +226,11 @@ impl<W: Sink> Stream<W> {
     /// The sink's [`Sink::wake_fd`].
     pub fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.out.wake_fd()
+    }
+
+    /// See [`Sink::host_wrote`].
+    pub fn host_wrote(&mut self) {
+        self.out.host_wrote();
     }
 
     /// See [`Sink::quiet_ended`].

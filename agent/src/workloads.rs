@@ -283,7 +283,8 @@ fn supervise<W: Sink>(
         // Round up: a deadline 0.4 ms away must not become a busy 0 ms poll.
         let timeout =
             PollTimeout::from(wait.as_micros().div_ceil(1000).min(u128::from(u16::MAX)) as u16);
-        let host_wrote = {
+        // What the poll saw on the link, the output pipe and the pidfd.
+        let (host_wrote, output_ready, exited) = {
             let mut fds = Vec::with_capacity(4);
             // The host's replies (acknowledgements, clock probes; while quiet, the
             // word that the host holds the VM no longer) wake the loop too.
@@ -294,21 +295,39 @@ fn supervise<W: Sink>(
             if let (false, Some(fd)) = (quiet, tracer.ring_fd()) {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
-            if output_open {
+            let output_at = output_open.then(|| {
                 fds.push(PollFd::new(running.output(), PollFlags::POLLIN));
-            }
-            if let Some(fd) = running.pidfd() {
+                fds.len() - 1
+            });
+            let pidfd_at = running.pidfd().map(|fd| {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
-            }
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => tracing::warn!("poll: {e}"),
-            }
-            wake.and_then(|i| fds[i].revents())
-                .unwrap_or(PollFlags::empty())
+                fds.len() - 1
+            });
+            let polled = match poll(&mut fds, timeout) {
+                Ok(_) => true,
+                Err(Errno::EINTR) => false,
+                Err(e) => {
+                    tracing::warn!("poll: {e}");
+                    false
+                }
+            };
+            let seen = |at: Option<usize>| {
+                at.and_then(|i| fds[i].revents())
+                    .unwrap_or(PollFlags::empty())
+            };
+            // Without a pidfd, or a poll that did not say, every round looks.
+            let any = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
+            (
+                seen(wake),
+                !polled || seen(output_at).intersects(any),
+                !polled || pidfd_at.is_none() || seen(pidfd_at).intersects(any),
+            )
         };
         if quiet && host_wrote.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
             watch_link = false;
+        }
+        if host_wrote.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            stream.host_wrote();
         }
         if quiet && host_wrote.contains(PollFlags::POLLIN) && stream.released() {
             tracing::info!(
@@ -321,11 +340,16 @@ fn supervise<W: Sink>(
         if !quiet {
             tracer.pump(stream)?;
         }
-        if output_open {
+        // A read of an empty pipe, or a wait for a child that did not exit, is a
+        // system call for nothing, in every wakeup of a traced workload.
+        if output_open && output_ready {
             output_open = output.read_from(running.output());
         }
         if let Some(d) = deadline.as_mut() {
             end_if_due(running.pid, d);
+        }
+        if !exited {
+            continue;
         }
         match waitpid(running.pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}

@@ -70,6 +70,7 @@ impl<C: Connector> Link<C> {
         self.write_off = 0;
         self.unacked_since = None;
         self.replies.clear();
+        self.replies_waiting = true;
         Ok(())
     }
 

@@ -24,6 +24,8 @@ impl<C: Connector> Link<C> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
+        self.replies_waiting = false;
+        self.replies_read_at = Instant::now();
         let mut buf = [0u8; 4096];
         let mut ended = None;
         loop {

@@ -499,14 +499,16 @@ fn the_collector_gets_everything_kept_after_an_outage_with_the_gap_where_records
     let _ = std::fs::remove_file(&path);
 }
 
-/// A Unix stream that counts the write calls made on it.
+/// A Unix stream that counts the write and read calls made on it.
 struct Counted {
     inner: UnixStream,
     writes: Arc<AtomicUsize>,
+    reads: Arc<AtomicUsize>,
 }
 
 impl io::Read for Counted {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read(buf)
     }
 }
@@ -533,7 +535,8 @@ impl AsFd for Counted {
     }
 }
 
-struct CountedConnector(PathBuf, Arc<AtomicUsize>);
+/// Connects [`Counted`] streams: the socket's path, the write and the read counts.
+struct CountedConnector(PathBuf, Arc<AtomicUsize>, Arc<AtomicUsize>);
 
 impl Connector for CountedConnector {
     type Conn = Counted;
@@ -541,8 +544,52 @@ impl Connector for CountedConnector {
         Ok(Counted {
             inner: UnixStream::connect(&self.0)?,
             writes: self.1.clone(),
+            reads: self.2.clone(),
         })
     }
+}
+
+#[test]
+fn replies_are_read_when_a_poll_saw_the_host_write_or_a_while_passed() {
+    let path = socket_path("replies");
+    let (seen, host) = collector_on(&path);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mut connector = CountedConnector(path.clone(), Arc::default(), reads.clone());
+    let conn = connector.start().unwrap();
+    let mut link = Link::new(connector, conn, config(1 << 20)).unwrap();
+    let count = || reads.load(Ordering::SeqCst);
+    link.service();
+    assert!(count() >= 1, "a new connection's replies are read");
+    // Services in quick succession, no poll: no read (unless this thread was held
+    // up past the interval, when one is due).
+    let (before, started) = (count(), Instant::now());
+    for _ in 0..20 {
+        link.service();
+    }
+    if started.elapsed() < REPLIES_READ_EVERY {
+        assert_eq!(count(), before, "services between replies read nothing");
+    }
+    // A poll saw the host write: the next service reads.
+    let before = count();
+    Sink::host_wrote(&mut link);
+    link.service();
+    assert!(count() > before);
+    // Or the interval passed.
+    let before = count();
+    std::thread::sleep(REPLIES_READ_EVERY);
+    link.service();
+    assert!(count() > before);
+    // Acknowledgements still free the spool: every record sent is acknowledged.
+    let mut stream = Stream::new(link);
+    for i in 0..100 {
+        stream.send(log(i)).unwrap();
+    }
+    let mut link = stream.into_inner();
+    link.finish(Duration::from_secs(10)).unwrap();
+    assert_eq!(link.unacknowledged(), 0);
+    host.join().unwrap();
+    assert_eq!(seen.lock().unwrap().applied.len(), 100);
+    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
@@ -550,7 +597,7 @@ fn corked_records_wait_and_then_leave_together_in_one_write() {
     let path = socket_path("cork");
     let (seen, host) = collector_on(&path);
     let writes = Arc::new(AtomicUsize::new(0));
-    let mut connector = CountedConnector(path.clone(), writes.clone());
+    let mut connector = CountedConnector(path.clone(), writes.clone(), Arc::default());
     let conn = connector.start().unwrap();
     let mut stream = Stream::new(Link::new(connector, conn, config(1 << 20)).unwrap());
     stream.send(log(0)).unwrap();
@@ -692,6 +739,8 @@ fn after_a_quiet_workload_the_host_gets_longer_until_its_first_acknowledgement()
     send(&mut link, 1);
     peer.write_all(&encode_reply(&Reply::Ack { next: 1 }).unwrap())
         .unwrap();
+    // As the agent's poll would see it.
+    link.host_wrote();
     link.service();
     assert_eq!(link.unacknowledged(), 1, "record 0 acknowledged");
     link.unacked_since = Some(Instant::now() - Duration::from_secs(6));

@@ -131,8 +131,9 @@ impl<C: Connector> Link<C> {
     }
 
     /// Waits up to `timeout` for the connection to become readable or writable (or
-    /// sleeps, when there is none).
-    pub(super) fn wait(&self, timeout: Duration) {
+    /// sleeps, when there is none); a readable one has its replies read at the next
+    /// service.
+    pub(super) fn wait(&mut self, timeout: Duration) {
         let Some(conn) = self.conn.as_ref() else {
             match self.down.as_ref() {
                 Some(Down {
@@ -159,5 +160,10 @@ impl<C: Connector> Link<C> {
         let ms = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
         let mut fds = [PollFd::new(conn.as_fd(), flags)];
         let _ = poll(&mut fds, PollTimeout::from(ms));
+        if fds[0].revents().is_some_and(|r| {
+            r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+        }) {
+            self.replies_waiting = true;
+        }
     }
 }
