@@ -34,7 +34,14 @@ impl<C: Connector> Link<C> {
                     ended = Some("the host closed the connection".to_string());
                     break;
                 }
-                Ok(n) => self.replies.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    self.replies.extend_from_slice(&buf[..n]);
+                    // A short read emptied the socket: another would find nothing
+                    // (what comes later, a poll sees).
+                    if n < buf.len() {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
