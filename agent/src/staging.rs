@@ -12,6 +12,8 @@ use aya::{
 };
 use guestscope_common::maps::{FLUSH_BUSY, FLUSH_STAGED};
 
+use crate::failure_run::FailureRun;
+
 /// How often [`Staging::flush_if_due`] writes the stages out while the agent reads.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Longest [`Staging::flush_all`] waits for a CPU whose scratch a probe holds (a task
@@ -45,6 +47,8 @@ pub enum StagingError {
 pub struct Staging {
     cpus: Vec<u32>,
     flushed: Instant,
+    /// Failed write-outs by [`Staging::pump`] since the last that worked.
+    failures: FailureRun,
 }
 
 impl Staging {
@@ -61,7 +65,25 @@ impl Staging {
         Ok(Staging {
             cpus,
             flushed: Instant::now(),
+            failures: FailureRun::default(),
         })
+    }
+
+    /// [`Staging::flush_if_due`] for the event pump's every round. It is retried every
+    /// [`FLUSH_EVERY`], so a CPU that keeps failing is logged once per run of
+    /// failures, and how many there were once the write-out works again.
+    pub fn pump(&mut self, ebpf: &Ebpf) {
+        match self.flush_if_due(ebpf) {
+            Err(e) if self.failures.failed() => {
+                tracing::warn!("{e} (repeats are counted, not logged)");
+            }
+            Err(_) => {}
+            Ok(()) => {
+                if let Some(n) = self.failures.succeeded() {
+                    tracing::info!(failures = n, "staged hits are written out again");
+                }
+            }
+        }
     }
 
     /// Writes every CPU's stage out if [`FLUSH_EVERY`] passed since the last time; a

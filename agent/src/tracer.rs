@@ -24,7 +24,6 @@ use guestscope_common::{
 use crate::{
     batch::{Batcher, MAX_AGE},
     counters,
-    failure_run::FailureRun,
     probe_links::Links,
     probes::{self, Loaded, ProbeError},
     program_stats::ProgramStats,
@@ -152,8 +151,6 @@ struct Active {
     stats: Option<ProgramStats>,
     /// Writes out the probes' staged hits; `None` when the probes stage none.
     staging: Option<Staging>,
-    /// Failed writes of the staged hits since the last that worked.
-    staging_failures: FailureRun,
 }
 
 /// Which programs are attached.
@@ -202,7 +199,6 @@ impl Tracer {
             user_links: Vec::new(),
             stats: None,
             staging,
-            staging_failures: FailureRun::default(),
         };
         Tracer {
             active: Some(active),
@@ -261,18 +257,7 @@ impl Tracer {
         if let Some(a) = self.active.as_mut()
             && let Some(staging) = a.staging.as_mut()
         {
-            // Retried every 20 ms: a failing CPU is logged once per run of failures.
-            match staging.flush_if_due(&a.ebpf) {
-                Err(e) if a.staging_failures.failed() => {
-                    tracing::warn!("{e} (repeats are counted, not logged)");
-                }
-                Err(_) => {}
-                Ok(()) => {
-                    if let Some(n) = a.staging_failures.succeeded() {
-                        tracing::info!(failures = n, "staged hits are written out again");
-                    }
-                }
-            }
+            staging.pump(&a.ebpf);
         }
         self.read(stream, PUMP_BUDGET)?;
         if self.batch.is_due(Instant::now()) {

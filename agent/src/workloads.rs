@@ -242,6 +242,11 @@ fn execute<W: Sink>(
     Ok((exited(pid, end.status, end.output, end.timed_out), drain))
 }
 
+/// What a poll reports on a descriptor that has something to read: data, or its end.
+const READY: PollFlags = PollFlags::POLLIN
+    .union(PollFlags::POLLHUP)
+    .union(PollFlags::POLLERR);
+
 /// How often a quiet workload's supervision looks at the child without a poll event.
 const QUIET_POLL: Duration = Duration::from_millis(50);
 
@@ -316,17 +321,16 @@ fn supervise<W: Sink>(
                     .unwrap_or(PollFlags::empty())
             };
             // Without a pidfd, or a poll that did not say, every round looks.
-            let any = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
             (
                 seen(wake),
-                !polled || seen(output_at).intersects(any),
-                !polled || pidfd_at.is_none() || seen(pidfd_at).intersects(any),
+                !polled || seen(output_at).intersects(READY),
+                !polled || pidfd_at.is_none() || seen(pidfd_at).intersects(READY),
             )
         };
         if quiet && host_wrote.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
             watch_link = false;
         }
-        if host_wrote.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+        if host_wrote.intersects(READY) {
             stream.host_wrote();
         }
         if quiet && host_wrote.contains(PollFlags::POLLIN) && stream.released() {

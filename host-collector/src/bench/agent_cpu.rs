@@ -27,9 +27,7 @@ pub(super) fn agent_activity_per_k_events(
 ) -> AgentActivity {
     let per_k = |count: fn(&WorkloadTracing) -> u64| {
         Spread::of(&present(&series(runs, condition, reps, |r| {
-            let t = r.tracing.as_ref()?;
-            let events = r.matched_total()?;
-            (events > 0).then(|| count(t) as f64 * 1e3 / events as f64)
+            per_k_events(Some(count(r.tracing.as_ref()?)), r.matched_total()?)
         })))
     };
     AgentActivity {
@@ -37,6 +35,13 @@ pub(super) fn agent_activity_per_k_events(
         waits: per_k(|t| t.agent_voluntary_switches),
         preemptions: per_k(|t| t.agent_involuntary_switches),
     }
+}
+
+/// `count` per thousand of `events`; `None` without a count or events.
+pub(super) fn per_k_events(count: Option<u64>, events: u64) -> Option<f64> {
+    count
+        .filter(|_| events > 0)
+        .map(|n| n as f64 * 1e3 / events as f64)
 }
 
 /// What the loop's events cost the agent, µs per event: its CPU in the runs of

@@ -513,13 +513,6 @@ fn pipeline_ceiling(
     })
 }
 
-/// `count` per thousand of `events`; `None` without a count or events.
-fn per_k_events(count: Option<u64>, events: u64) -> Option<f64> {
-    count
-        .filter(|_| events > 0)
-        .map(|n| n as f64 * 1e3 / events as f64)
-}
-
 pub(super) fn memory(
     events: u64,
     b: &Booted,
