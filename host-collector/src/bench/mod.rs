@@ -254,12 +254,19 @@ mod tests {
         };
         let p = peers_plan(&o);
         let names: Vec<&str> = p.workloads.iter().map(|w| w.name.as_str()).collect();
-        assert_eq!(names.len(), 2 + 3 * PEER_CONDITIONS.len() + 4);
+        assert_eq!(names.len(), 2 + 3 * PEER_CONDITIONS.len() + 6);
         // The guest profiles come last: perf records the whole guest around a long
-        // loop traced with every probe (records, then tallied), then reports, untraced.
-        let [record, report, tallied, _] = &p.workloads[names.len() - 4..] else {
+        // loop untraced, then traced with every probe (records, then tallied), each
+        // followed by its report, untraced.
+        let [baseline, _, record, report, tallied, _] = &p.workloads[names.len() - 6..] else {
             unreachable!()
         };
+        assert_eq!(baseline.name, "fopen-profile-untraced");
+        assert_eq!(baseline.tracing, no_probes());
+        assert_eq!(
+            baseline.args[baseline.args.len() - 3..],
+            record.args[record.args.len() - 3..]
+        );
         assert_eq!(record.name, "fopen-profile");
         assert_eq!(record.path, "/usr/bin/perf");
         assert_eq!(record.tracing, all_probes());

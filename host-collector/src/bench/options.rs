@@ -29,7 +29,8 @@ pub struct BenchOptions {
     pub gdb_reps: usize,
     /// Bytes per raw vsock blast.
     pub blast_bytes: u64,
-    /// Number of blasts.
+    /// Number of blasts, each followed by a synthetic producer's run that is measured
+    /// against it.
     pub blast_reps: usize,
     /// Paced rates of the capacity ladder, events/s (an unpaced step is added).
     pub rates: Vec<u64>,
@@ -73,7 +74,9 @@ impl Default for BenchOptions {
             gdb_iterations: 200,
             gdb_reps: 5,
             blast_bytes: 64 << 20,
-            blast_reps: 3,
+            // Five pairs: with three, one slow blast or run moved the median by a third
+            // (the pipeline's share of the blast spread 33–70% in one bench).
+            blast_reps: 5,
             rates: vec![5_000, 10_000, 20_000, 40_000, 80_000, 160_000],
             step_seconds: 2.0,
             memory_events: 10_000_000,

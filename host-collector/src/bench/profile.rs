@@ -25,8 +25,16 @@ pub(super) const ITERATIONS_FACTOR: u64 = 10;
 /// Rows of `perf report` below this share (of their time with children) are left out.
 const PERCENT_LIMIT: &str = "0.05";
 /// The recordings: workload name, the peers condition guestscope traces the loop
-/// with ([`condition_tracing`]), and that condition in words.
-pub(super) const RECORDINGS: [(&str, &str, &str); 2] = [
+/// with ([`condition_tracing`]), and that condition in words. The first is the loop
+/// with no program attached: the traced recordings' rows are compared with it
+/// ([`ProfileShare::over_untraced_us`]), so a row says what tracing added, not what
+/// the loop does anyway (the files it closes are freed through RCU, for one).
+pub(super) const RECORDINGS: [(&str, &str, &str); 3] = [
+    (
+        UNTRACED_RECORDING,
+        "off",
+        "untraced: no program attached (the baseline)",
+    ),
     (
         "fopen-profile",
         "all",
@@ -38,6 +46,8 @@ pub(super) const RECORDINGS: [(&str, &str, &str); 2] = [
         "every probe, the cached hits tallied per stack (`--stacks tallied`)",
     ),
 ];
+/// The recording of the untraced loop.
+const UNTRACED_RECORDING: &str = "fopen-profile-untraced";
 /// What ends the name of a recording's report workload.
 const REPORT_SUFFIX: &str = "-report";
 /// The agent's task name as the kernel keeps it (15 bytes).
@@ -269,14 +279,15 @@ pub fn breakdown(report: &PerfReport) -> Vec<(String, f64)> {
 
 /// Each recording of the peers boot, its report parsed and grouped, per event over
 /// `loop_events` (`None` when the loop's events are unknown); a recording that did
-/// not run is left out (a problem when it failed).
+/// not run is left out (a problem when it failed). The traced recordings' rows are
+/// compared with the untraced one's ([`over_untraced`]).
 pub(super) fn guest_profiles(
     runs: &BTreeMap<String, Ran>,
     iterations: u64,
     loop_events: Option<f64>,
     problems: &mut Vec<String>,
 ) -> Vec<GuestProfile> {
-    RECORDINGS
+    let mut profiles: Vec<GuestProfile> = RECORDINGS
         .iter()
         .filter_map(|(name, _, condition)| {
             let recorded = runs.get(*name)?;
@@ -294,18 +305,40 @@ pub(super) fn guest_profiles(
             };
             Some(grouped(
                 &parsed,
+                name == &UNTRACED_RECORDING,
                 condition,
                 iterations,
                 recorded,
                 loop_events,
             ))
         })
-        .collect()
+        .collect();
+    over_untraced(&mut profiles);
+    profiles
+}
+
+/// Fills each traced profile's rows with how much more they took per loop event than
+/// the same rows of the untraced profile (left `None` without one).
+fn over_untraced(profiles: &mut [GuestProfile]) {
+    let Some(baseline) = profiles.iter().find(|p| p.untraced).cloned() else {
+        return;
+    };
+    for profile in profiles.iter_mut().filter(|p| !p.untraced) {
+        for share in &mut profile.shares {
+            let untraced = baseline
+                .shares
+                .iter()
+                .find(|b| b.what == share.what)
+                .and_then(|b| b.us_per_event);
+            share.over_untraced_us = share.us_per_event.zip(untraced).map(|(t, u)| t - u);
+        }
+    }
 }
 
 /// One recording's profile.
 fn grouped(
     parsed: &PerfReport,
+    untraced: bool,
     condition: &str,
     iterations: u64,
     recorded: &Ran,
@@ -324,11 +357,13 @@ fn grouped(
                 us_per_event: sampled_ns
                     .zip(loop_events.filter(|e| *e > 0.0))
                     .map(|(ns, events)| percent / 100.0 * ns as f64 / events / 1e3),
+                over_untraced_us: None,
             }
         })
         .collect();
     GuestProfile {
         condition: condition.into(),
+        untraced,
         iterations,
         hz: HZ,
         sampled_ms: sampled_ns.map(|ns| ns as f64 / 1e6),
@@ -375,6 +410,7 @@ Warning: a line perf may print
     #[test]
     fn only_the_reports_run_no_loop() {
         assert!(is_report("fopen-profile-report"));
+        assert!(is_report("fopen-profile-untraced-report"));
         assert!(is_report("fopen-profile-tallied-report"));
         assert!(!is_report("fopen-profile"));
         assert!(!is_report("fopen-all-0-report"));
@@ -385,12 +421,70 @@ Warning: a line perf may print
         assert_eq!(
             names,
             [
+                "fopen-profile-untraced",
+                "fopen-profile-untraced-report",
                 "fopen-profile",
                 "fopen-profile-report",
                 "fopen-profile-tallied",
                 "fopen-profile-tallied-report"
             ]
         );
+    }
+
+    #[test]
+    fn traced_rows_are_compared_with_the_same_rows_of_the_untraced_loop() {
+        let share = |what: &str, us: Option<f64>| ProfileShare {
+            what: what.into(),
+            percent: 0.0,
+            us_per_event: us,
+            over_untraced_us: None,
+        };
+        let profile = |untraced: bool, shares: Vec<ProfileShare>| GuestProfile {
+            untraced,
+            shares,
+            ..GuestProfile::default()
+        };
+        let mut profiles = vec![
+            profile(
+                false,
+                vec![
+                    share("the loop", Some(19.5)),
+                    share("the kernel's threads", Some(1.5)),
+                    share("the agent", Some(0.5)),
+                    share("idle", None),
+                ],
+            ),
+            profile(
+                true,
+                vec![
+                    share("the loop", Some(18.0)),
+                    share("the kernel's threads", Some(1.25)),
+                    share("idle", Some(0.1)),
+                ],
+            ),
+        ];
+        over_untraced(&mut profiles);
+        let over: Vec<Option<f64>> = profiles[0]
+            .shares
+            .iter()
+            .map(|s| s.over_untraced_us)
+            .collect();
+        // A row the baseline lacks, or a time either side lacks, stays unknown.
+        assert_eq!(over, [Some(1.5), Some(0.25), None, None]);
+        assert!(
+            profiles[1]
+                .shares
+                .iter()
+                .all(|s| s.over_untraced_us.is_none())
+        );
+        // Without a baseline nothing is filled.
+        let mut alone = vec![profiles[0].clone()];
+        alone[0]
+            .shares
+            .iter_mut()
+            .for_each(|s| s.over_untraced_us = None);
+        over_untraced(&mut alone);
+        assert!(alone[0].shares.iter().all(|s| s.over_untraced_us.is_none()));
     }
 
     #[test]

@@ -166,6 +166,8 @@ pub struct PeersBoot {
 pub struct GuestProfile {
     /// How guestscope traced the loop.
     pub condition: String,
+    /// Whether this is the loop with no program attached, the baseline of the others.
+    pub untraced: bool,
     /// Loop iterations.
     pub iterations: u64,
     /// Samples per second asked of perf (cpu-clock).
@@ -190,6 +192,9 @@ pub struct ProfileShare {
     pub percent: f64,
     /// That share of the sampled time per loop event, µs.
     pub us_per_event: Option<f64>,
+    /// How much more per loop event than the same row of the untraced loop's profile,
+    /// µs (`None` in the untraced profile itself, or without one).
+    pub over_untraced_us: Option<f64>,
 }
 
 /// One tracer on the loop's events, against the untraced loop, paired by repetition.

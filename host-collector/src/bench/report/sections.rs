@@ -223,24 +223,58 @@ fn guest_profile(md: &mut String, p: &GuestProfile) {
     let _ = writeln!(md, "\n**{}**\n", p.condition);
     let _ = writeln!(
         md,
-        "The whole guest sampled by Debian's perf (`perf record -a -g`, cpu-clock at {} Hz; {} ms sampled) while guestscope traced the fopen loop ({} iterations, {} ms by its own clock, {} events) this way; `perf report --children`, grouped. Under TCG a sample is a timer interrupt: time with interrupts off counts where they come back on (the ring buffer's lock at its unlock, under the reservation). The rows marked · are parts of the probes' row.\n",
+        "The whole guest sampled by Debian's perf (`perf record -a -g`, cpu-clock at {} Hz; {} ms sampled) while {} the fopen loop ({} iterations, {} ms by its own clock, {} events){}; `perf report --children`, grouped. Under TCG a sample is a timer interrupt: time with interrupts off counts where they come back on (the ring buffer's lock at its unlock, under the reservation). The rows marked · are parts of the probes' row.{}\n",
         p.hz,
         p.sampled_ms.map_or("—".into(), |v| format!("{v:.0}")),
+        if p.untraced {
+            "nothing traced"
+        } else {
+            "guestscope traced"
+        },
         p.iterations,
         p.loop_ms.map_or("—".into(), |v| format!("{v:.0}")),
         p.events.map_or("—".into(), |v| format!("{v:.0}")),
+        if p.untraced {
+            " (as many as guestscope counts in it)"
+        } else {
+            " this way"
+        },
+        if p.untraced {
+            " The traced recordings below are compared with this one, row by row."
+        } else {
+            " The last column is this row's µs per loop event less the untraced recording's: what tracing this way added there."
+        },
     );
+    let us = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
+    if p.untraced {
+        let _ = writeln!(
+            md,
+            "| where | share of the samples | µs per loop event |\n|---|---:|---:|"
+        );
+        for s in &p.shares {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1}% | {} |",
+                s.what,
+                s.percent,
+                us(s.us_per_event)
+            );
+        }
+        return;
+    }
     let _ = writeln!(
         md,
-        "| where | share of the samples | µs per loop event |\n|---|---:|---:|"
+        "| where | share of the samples | µs per loop event | more than untraced, µs per loop event |\n|---|---:|---:|---:|"
     );
     for s in &p.shares {
         let _ = writeln!(
             md,
-            "| {} | {:.1}% | {} |",
+            "| {} | {:.1}% | {} | {} |",
             s.what,
             s.percent,
-            s.us_per_event.map_or("—".into(), |v| format!("{v:.2}")),
+            us(s.us_per_event),
+            s.over_untraced_us
+                .map_or("—".into(), |v| format!("{:+.2}", v + 0.0)),
         );
     }
 }
