@@ -38,8 +38,10 @@
 
 pub mod artifacts;
 pub mod batch;
+pub mod btf_scan;
 pub mod cli;
 pub mod clock;
+pub mod comm_offset;
 pub mod counters;
 pub mod deadline;
 pub mod failure_run;

@@ -76,7 +76,10 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
         return Err(ProbeError::NoObject);
     }
     raise_memlock_limit();
+    // Before the loader: it freezes the read-only globals when it makes their map.
+    let comm_offset = crate::comm_offset::task_comm_offset();
     let mut loader = EbpfLoader::new();
+    loader.override_global(names::TASK_COMM_OFFSET, &comm_offset, true);
     if let Some(bytes) = events_bytes {
         loader.map_max_entries(names::EVENTS, bytes);
     }

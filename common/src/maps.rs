@@ -107,3 +107,15 @@ pub const FLUSH_BUSY: u32 = 1;
 /// reads the rest from its mapping of the array when a workload ends. Its size is set
 /// at load time for the possible CPUs.
 pub const TALLIES: &str = "TALLIES";
+
+/// The probes' read-only global holding the byte offset of `comm` in the kernel's
+/// `task_struct`, which the agent sets before it loads the object (from the kernel's
+/// BTF). Set, the probes read the task's name straight from the task: two loads the
+/// verifier checks against the kernel's BTF, where `bpf_get_current_comm` copies it with
+/// `strscpy` (about half a microsecond of a recorded hit under TCG, by the guest's perf
+/// against the untraced loop). [`COMM_OFFSET_UNKNOWN`] leaves the name to the helper.
+pub const TASK_COMM_OFFSET: &str = "TASK_COMM_OFFSET";
+/// [`TASK_COMM_OFFSET`] when the agent did not find the offset (no kernel BTF, a kernel
+/// before 5.11 without `bpf_get_current_task_btf`, or an offset the probes cannot load
+/// a word at).
+pub const COMM_OFFSET_UNKNOWN: u32 = u32::MAX;

@@ -5,15 +5,12 @@ use core::{ffi::c_void, mem::size_of};
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns,
-        generated::bpf_get_current_comm as get_comm_raw,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
 };
 use guestscope_common::{
     CacheSlot, CachedArgsEvent, CachedEvent, MAX_STACK_FRAMES, ProbeCounters, ProbeKind, RawEvent,
     StackedEvent,
-    event::{COMM_BYTES, NO_STACK, USER_ARGS, USER_STACK_FRAMES},
+    event::{NO_STACK, USER_ARGS, USER_STACK_FRAMES},
     maps::{
         CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, SETTINGS_FLAGS, SETTINGS_GENERATION,
         STAGE_CACHED, TALLY_CACHED, WAKEUP_FRACTION,
@@ -25,7 +22,7 @@ use crate::{
     maps::{COUNTERS, EVENTS, SETTINGS, is_traced, tally_slot},
     scratch::{Claim, NotClaimed},
     stack_cache::{self, Search, StackKey},
-    staging,
+    staging, task_name,
 };
 
 /// Bytes of [`StackedEvent::ips`]: the constant size the verifier wants for `bpf_get_stack`.
@@ -145,13 +142,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         (*event).tid = pid_tgid as u32;
         (*event).stack_id = NO_STACK;
         (*event).flags = flags;
-        let comm = &raw mut (*event).comm;
-        if get_comm_raw(comm.cast::<c_void>(), COMM_BYTES as u32) != 0 {
-            // The name as two words, not a 16-byte fill.
-            let words = comm.cast::<u64>();
-            words.write_volatile(0);
-            words.add(1).write_volatile(0);
-        }
+        task_name::write_task_name((&raw mut (*event).comm).cast::<u64>());
         if let Some(args) = args {
             let to = (&raw mut (*pending).args).cast::<u64>();
             for (i, a) in args.into_iter().enumerate() {

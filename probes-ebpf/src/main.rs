@@ -31,6 +31,7 @@ mod scratch;
 mod spinlock;
 mod stack_cache;
 mod staging;
+mod task_name;
 mod user;
 
 /// The kernel lets only GPL-compatible programs call `bpf_get_stack`,

@@ -70,6 +70,11 @@ fn assert_fopen_events(name: &str, r: &RunOutput) {
         "{name}: {}",
         alloc[0]["stack"]
     );
+    // The probes read the task's name straight from the task, at the offset the agent
+    // found in each kernel's BTF: a wrong offset would name the loop otherwise.
+    let names: std::collections::BTreeSet<&str> =
+        alloc.iter().filter_map(|e| e["comm"].as_str()).collect();
+    assert_eq!(names, ["fopen"].into(), "{name}: the loop's task names");
     assert_alloc_fd_is_the_immediate_caller(r, "fopen", ITERATIONS);
     // Both kernels unwind with ORC, which finds the caller at a function's entry:
     // the agent must not have added any.
