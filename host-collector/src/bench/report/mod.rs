@@ -177,6 +177,48 @@ mod tests {
     }
 
     #[test]
+    fn traced_profiles_show_each_row_against_the_untraced_one() {
+        use crate::bench::results::{GuestProfile, PeersBoot, ProfileShare};
+        let share = |us: f64, over: Option<f64>| ProfileShare {
+            what: "the agent, user space".into(),
+            percent: 2.5,
+            us_per_event: Some(us),
+            over_untraced_us: over,
+        };
+        let profile = |untraced: bool, condition: &str, s: ProfileShare| GuestProfile {
+            condition: condition.into(),
+            untraced,
+            shares: vec![s],
+            ..Default::default()
+        };
+        let r = BenchResults {
+            peers: Some(PeersBoot {
+                profiles: vec![
+                    profile(true, "untraced", share(0.03, None)),
+                    profile(false, "every probe", share(1.11, Some(1.08))),
+                    profile(false, "tallied", share(0.2, None)),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let md = render(&r);
+        assert!(md.contains("while nothing traced the fopen loop"), "{md}");
+        assert!(
+            md.contains("| where | share of the samples | µs per loop event |\n|---|---:|---:|\n| the agent, user space | 2.5% | 0.03 |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| the agent, user space | 2.5% | 1.11 | +1.08 |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| the agent, user space | 2.5% | 0.20 | — |\n"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn targets_say_met_or_not_and_by_how_much() {
         let r = BenchResults {
             lab: Some(LabTiming {

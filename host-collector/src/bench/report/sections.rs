@@ -246,35 +246,29 @@ fn guest_profile(md: &mut String, p: &GuestProfile) {
         },
     );
     let us = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
-    if p.untraced {
-        let _ = writeln!(
-            md,
-            "| where | share of the samples | µs per loop event |\n|---|---:|---:|"
-        );
-        for s in &p.shares {
-            let _ = writeln!(
-                md,
-                "| {} | {:.1}% | {} |",
-                s.what,
-                s.percent,
-                us(s.us_per_event)
-            );
-        }
-        return;
-    }
+    // The traced recordings' last column: the row against the untraced recording's.
+    let (head, rule) = if p.untraced {
+        ("", "")
+    } else {
+        (" more than untraced, µs per loop event |", "---:|")
+    };
     let _ = writeln!(
         md,
-        "| where | share of the samples | µs per loop event | more than untraced, µs per loop event |\n|---|---:|---:|---:|"
+        "| where | share of the samples | µs per loop event |{head}\n|---|---:|---:|{rule}"
     );
     for s in &p.shares {
+        let over = match (p.untraced, s.over_untraced_us) {
+            (true, _) => String::new(),
+            (false, None) => " — |".into(),
+            // + 0.0: no "-0.00".
+            (false, Some(v)) => format!(" {:+.2} |", v + 0.0),
+        };
         let _ = writeln!(
             md,
-            "| {} | {:.1}% | {} | {} |",
+            "| {} | {:.1}% | {} |{over}",
             s.what,
             s.percent,
-            us(s.us_per_event),
-            s.over_untraced_us
-                .map_or("—".into(), |v| format!("{:+.2}", v + 0.0)),
+            us(s.us_per_event)
         );
     }
 }
