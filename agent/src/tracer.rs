@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     Btf, Ebpf,
-    maps::{Array, MapData, MapError, PerCpuArray},
+    maps::{Array, MapData, MapError},
     programs::fentry::FEntryLink,
 };
 use guestscope_common::{
@@ -129,7 +129,7 @@ struct Active {
     links: Links,
     events: EventReader<MapData>,
     traced: TracedSet,
-    counters: PerCpuArray<MapData, ProbeCounters>,
+    counters: Array<MapData, ProbeCounters>,
     settings: Array<MapData, u32>,
     /// `TALLIES`: the probes' counts per stack-cache entry ([`StackMode::Tallied`]).
     tallies: TallyMap,
