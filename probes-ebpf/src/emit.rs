@@ -58,8 +58,9 @@ pub fn traced_tgid() -> Option<u32> {
 /// reference to it is held).
 macro_rules! bump {
     ($counters:ident . $field:ident) => {
-        // SAFETY: the pointer came from a per-CPU array lookup and is valid for this
-        // program's run; programs run with migration disabled, so only this CPU writes it.
+        // SAFETY: the pointer came from a lookup of this CPU's row of the counters and is
+        // valid for this program's run; programs run with migration disabled, and only
+        // this CPU's probes write its row.
         unsafe { (*$counters).$field += 1 }
     };
 }
