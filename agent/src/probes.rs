@@ -84,10 +84,12 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
         loader.map_max_entries(names::EVENTS, bytes);
     }
     // One row of entries per possible CPU in each (the probes index them by CPU).
-    let cpus = aya::util::nr_cpus().unwrap_or(crate::stacks::MAX_CPUS) as u32;
-    loader.map_max_entries(names::TALLIES, cpus.max(1) * STACK_CACHE_ENTRIES);
-    loader.map_max_entries(names::COUNTERS, cpus.max(1) * ProbeKind::COUNT as u32);
-    loader.map_max_entries(names::STACK_CACHE, cpus.max(1) * STACK_CACHE_ENTRIES);
+    let cpus = aya::util::nr_cpus()
+        .unwrap_or(crate::stacks::MAX_CPUS)
+        .max(1) as u32;
+    loader.map_max_entries(names::TALLIES, cpus * STACK_CACHE_ENTRIES);
+    loader.map_max_entries(names::COUNTERS, cpus * ProbeKind::COUNT as u32);
+    loader.map_max_entries(names::STACK_CACHE, cpus * STACK_CACHE_ENTRIES);
     // Every pid the kernel may hand out (one byte each).
     loader.map_max_entries(names::TRACED_TGIDS, names::traced_words(pid_limit()));
     let started = std::time::Instant::now();

@@ -277,9 +277,10 @@ fn stack_id(outcome: Result<u32, NoStack>) -> i32 {
     }
 }
 
-/// Where entry `index` of CPU `cpu`'s stack cache is kept in [`StackTable`]'s slots;
-/// `None` past [`MAX_CPUS`].
-fn slot_position(cpu: u32, index: u32) -> Option<usize> {
+/// Where entry `index` of CPU `cpu`'s stack cache is kept in [`StackTable`]'s slots,
+/// in the tally book and in the `TALLIES` array ([`crate::tally_map`]): a row of
+/// entries per CPU; `None` past [`MAX_CPUS`].
+pub fn slot_position(cpu: u32, index: u32) -> Option<usize> {
     let cpu = cpu as usize;
     (cpu < MAX_CPUS && index < STACK_CACHE_ENTRIES)
         .then(|| cpu * STACK_CACHE_ENTRIES as usize + index as usize)

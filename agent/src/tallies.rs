@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 
 use guestscope_common::{STACK_CACHE_ENTRIES, wire::Tally};
 
+use crate::stacks::slot_position;
+
 /// What one stack-cache entry of one CPU holds, as far as tallies go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Holder {
@@ -42,7 +44,7 @@ impl TallyBook {
     /// `cpu`, replacing a walk that had counted `replaced` hits since the entry's count
     /// was last reset.
     pub fn kept(&mut self, cpu: u32, index: u32, replaced: u64, kind: u32, stack_id: i32) {
-        let Some(at) = position(cpu, index) else {
+        let Some(at) = slot_position(cpu, index) else {
             return;
         };
         if self.holders.len() <= at {
@@ -78,7 +80,8 @@ impl TallyBook {
     /// Entry `index` of `cpu` has counted `now` since its walk was kept: adds what was
     /// not read before.
     pub fn read(&mut self, cpu: u32, index: u32, now: u64) {
-        let Some(Some(h)) = position(cpu, index).and_then(|at| self.holders.get_mut(at)) else {
+        let Some(Some(h)) = slot_position(cpu, index).and_then(|at| self.holders.get_mut(at))
+        else {
             return;
         };
         let new = now.saturating_sub(h.read);
@@ -104,14 +107,6 @@ impl TallyBook {
             *self.counts.entry((kind, stack_id)).or_default() += hits;
         }
     }
-}
-
-/// Where entry `index` of `cpu` is kept, here and in the `TALLIES` array
-/// ([`crate::tally_map`]); `None` past [`crate::stacks::MAX_CPUS`].
-pub fn position(cpu: u32, index: u32) -> Option<usize> {
-    let cpu = cpu as usize;
-    (cpu < crate::stacks::MAX_CPUS && index < STACK_CACHE_ENTRIES)
-        .then(|| cpu * STACK_CACHE_ENTRIES as usize + index as usize)
 }
 
 #[cfg(test)]

@@ -17,6 +17,6 @@ impl TallyMap {
 
     /// The count of entry `index` of `cpu` now; 0 outside the array.
     pub fn get(&self, cpu: u32, index: u32) -> u64 {
-        crate::tallies::position(cpu, index).map_or(0, |slot| self.0.load(slot))
+        crate::stacks::slot_position(cpu, index).map_or(0, |slot| self.0.load(slot))
     }
 }

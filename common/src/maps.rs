@@ -75,6 +75,17 @@ pub const COUNTERS: &str = "COUNTERS";
 /// for the possible CPUs when it loads the object.
 pub const STACK_CACHE: &str = "STACK_CACHE";
 
+/// The slot of CPU `cpu`'s stack-cache entry `index` in the arrays with a row of
+/// [`crate::STACK_CACHE_ENTRIES`] per CPU ([`STACK_CACHE`], [`TALLIES`]); `None` if it
+/// overflows.
+#[inline(always)]
+pub const fn cache_entry_slot(cpu: u32, index: u32) -> Option<u32> {
+    match cpu.checked_mul(crate::STACK_CACHE_ENTRIES) {
+        Some(row) => row.checked_add(index),
+        None => None,
+    }
+}
+
 /// The [`COUNTERS`] slot of probe kind `kind` (an id below `ProbeKind::COUNT`) on CPU
 /// `cpu`; `None` if it overflows.
 #[inline(always)]
@@ -163,5 +174,14 @@ mod tests {
             }
         }
         assert_eq!(counter_slot(u32::MAX, 1), None);
+    }
+
+    #[test]
+    fn each_cpu_has_its_own_row_of_stack_cache_entries() {
+        let entries = crate::STACK_CACHE_ENTRIES;
+        assert_eq!(cache_entry_slot(0, 5), Some(5));
+        assert_eq!(cache_entry_slot(1, 0), Some(entries));
+        assert_eq!(cache_entry_slot(2, entries - 1), Some(3 * entries - 1));
+        assert_eq!(cache_entry_slot(u32::MAX, 1), None);
     }
 }

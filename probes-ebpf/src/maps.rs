@@ -93,5 +93,5 @@ pub static TALLIES: Array<u64> = Array::with_max_entries(STACK_CACHE_ENTRIES, BP
 /// array (a CPU the agent did not size it for).
 #[inline(always)]
 pub fn tally_slot(cpu: u32, entry: u32) -> Option<*mut u64> {
-    TALLIES.get_ptr_mut(cpu.checked_mul(STACK_CACHE_ENTRIES)?.checked_add(entry)?)
+    TALLIES.get_ptr_mut(names::cache_entry_slot(cpu, entry)?)
 }

@@ -161,7 +161,7 @@ static STACK_CACHE: Array<CachedStack> = Array::with_max_entries(ENTRIES, 0);
 /// it for).
 #[inline(always)]
 fn entry_of(cpu: u32, index: u32) -> Option<*mut CachedStack> {
-    STACK_CACHE.get_ptr_mut(cpu.checked_mul(ENTRIES)?.checked_add(index)?)
+    STACK_CACHE.get_ptr_mut(names::cache_entry_slot(cpu, index)?)
 }
 
 /// This CPU's search for a walk's frames in its stack ([`remember`]), and what its
@@ -401,7 +401,8 @@ pub fn hold_key(search: *mut Search, key: &StackKey, top: u64) {
 
 /// Remembers the walk `ips` (`bytes` long) of the chain of the key [`hold_key`] held,
 /// in one of CPU `cpu`'s entries: finds each frame past the probed function's in the
-/// stack above `anchor` (below the held stack top), in order, and keeps where. Gives up (nothing is kept) when a frame
+/// stack above `anchor` (below the held stack top), in order, and keeps where. Gives
+/// up (nothing is kept) when a frame
 /// is not found within [`WINDOW_BYTES`]; [`kept`] says where it was kept.
 ///
 /// # Safety
