@@ -103,14 +103,15 @@ pub struct BenchArgs {
     /// Seconds the memory run may take.
     #[arg(long, default_value_t = 300)]
     pub memory_budget: u64,
-    /// Run only these parts (capacity, overhead, memory, stack-cache, boot, peers);
-    /// default: all. The gdb comparison (in overhead) needs the capacity boot; peers
-    /// needs --peer-rootfs.
-    #[arg(long, value_delimiter = ',', value_parser = ["capacity", "overhead", "memory", "stack-cache", "boot", "peers"])]
+    /// Run only these parts (capacity, overhead, memory, stack-cache, boot, peers,
+    /// instructions); default: all. The gdb comparison (in overhead) needs the capacity
+    /// boot; peers and instructions need --peer-rootfs.
+    #[arg(long, value_delimiter = ',', value_parser = ["capacity", "overhead", "memory", "stack-cache", "boot", "peers", "instructions"])]
     pub only: Vec<String>,
     /// A root file system image with bpftrace in /usr/bin (the Debian test guest
     /// `cargo xtask test` makes): the fopen loop runs in it under guestscope, ftrace
-    /// and bpftrace, in one boot of --kernel (the `peers` part).
+    /// and bpftrace, in one boot of --kernel (the `peers` part), and again with the
+    /// guest's clock counting its instructions (the `instructions` part, TCG only).
     #[arg(long, value_name = "IMAGE")]
     pub peer_rootfs: Option<PathBuf>,
     /// Repetitions of each condition of the peers boot.

@@ -60,6 +60,9 @@ pub struct Machine {
     pub nice: i32,
     /// A root file system the agent and its workloads run in (as `lab --rootfs`).
     pub rootfs: Option<crate::rootfs::Prepared>,
+    /// Whether the guest's clock counts its instructions
+    /// ([`crate::qemu::command::INSTRUCTION_CLOCK`]; TCG only).
+    pub instruction_clock: bool,
 }
 
 /// One raw transfer received on the blast port.
@@ -367,6 +370,7 @@ fn qemu_config(
         gdb,
         vsock: backend,
         cid: GUEST_CID,
+        instruction_clock: m.instruction_clock,
         extra: m
             .rootfs
             .as_ref()

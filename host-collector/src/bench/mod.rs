@@ -10,7 +10,9 @@
 //!    (a hardware breakpoint on `alloc_fd` with the pid decided on the host), paired
 //!    with guestscope runs of the same loop; with `--peer-rootfs`, a peers boot: the
 //!    fopen loop in a root file system with bpftrace, under guestscope, ftrace and
-//!    bpftrace on the same events;
+//!    bpftrace on the same events; then the peers boot again with the guest's clock
+//!    counting its instructions (QEMU's `-icount`, TCG only), where the host's other
+//!    work does not move the figures;
 //! 3. memory: a long flood of events, with the agent's and the collector's peak RSS;
 //! 4. stack cache: the lab's workloads with every event's stack walked and compared
 //!    with the probes' stack cache, then the fopen loop with the cache off and on.
@@ -128,6 +130,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
         run_timeout: Duration::from_secs(1200),
         nice: 0,
         rootfs: None,
+        instruction_clock: false,
     };
     // The timed boots run QEMU a little ahead of the host's other work.
     let timed = Machine {
@@ -158,6 +161,10 @@ pub fn run(o: &BenchOptions) -> Result<BenchResults, BenchError> {
     // 2b. guestscope, ftrace and bpftrace on the same events.
     if part("peers") && !interrupted(&mut r.problems) {
         peers_part(o, &timed, &mut r)?;
+    }
+    // 2c. The same, counted in instructions.
+    if part("instructions") && !interrupted(&mut r.problems) {
+        instructions_part(o, &timed, &mut r)?;
     }
     // 3. Memory.
     if part("memory") && !interrupted(&mut r.problems) {

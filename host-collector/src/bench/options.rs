@@ -40,8 +40,8 @@ pub struct BenchOptions {
     pub memory_events: u64,
     /// The memory run's events are cut to what fits this long at the measured rate.
     pub memory_budget: Duration,
-    /// Which parts to run (`capacity`, `overhead`, `memory`, `stack-cache`, `boot`);
-    /// empty: all. The gdb
+    /// Which parts to run (`capacity`, `overhead`, `peers`, `instructions`, `memory`,
+    /// `stack-cache`, `boot`); empty: all. The gdb
     /// comparison needs the capacity boot's BTF.
     pub only: Vec<String>,
     /// An uncompressed kernel (PVH entry) to time boots with, next to the default one.

@@ -171,31 +171,71 @@ pub(super) fn peers_part(
     timed: &Machine,
     r: &mut BenchResults,
 ) -> Result<(), BenchError> {
-    let Some(image) = &o.peer_rootfs else {
-        if o.only.iter().any(|p| p == "peers") {
-            r.problems
-                .push("peers not run: no --peer-rootfs image with bpftrace".into());
-        }
+    r.peers = peers_on(o, timed, false, "peers", &mut r.problems)?;
+    Ok(())
+}
+
+/// Instructions: the peers boot again, with the guest's clock counting its
+/// instructions ([`crate::qemu::command::INSTRUCTION_CLOCK`]), so each tracer's cost
+/// per event is a count of instructions that the host's other work does not move.
+/// TCG only.
+pub(super) fn instructions_part(
+    o: &BenchOptions,
+    timed: &Machine,
+    r: &mut BenchResults,
+) -> Result<(), BenchError> {
+    if timed.accel != accel::Accel::Tcg {
+        r.problems.push(format!(
+            "instructions not run: QEMU counts a guest's instructions only under TCG, and this host runs {}",
+            timed.accel.as_str()
+        ));
         return Ok(());
+    }
+    r.peers_instructions = peers_on(o, timed, true, "instructions", &mut r.problems)?;
+    Ok(())
+}
+
+/// The peers boot on `timed`, its clock the guest's instructions when
+/// `instruction_clock`; `part` names it in progress lines, problems and the files left
+/// in the work directory. `None` when there is no root file system to run it in.
+fn peers_on(
+    o: &BenchOptions,
+    timed: &Machine,
+    instruction_clock: bool,
+    part: &str,
+    problems: &mut Vec<String>,
+) -> Result<Option<PeersBoot>, BenchError> {
+    let Some(image) = &o.peer_rootfs else {
+        if o.only.iter().any(|p| p == part) {
+            problems.push(format!(
+                "{part} not run: no --peer-rootfs image with bpftrace"
+            ));
+        }
+        return Ok(None);
     };
-    (o.progress)("peers: the fopen loop under guestscope, ftrace and bpftrace, in one boot");
+    (o.progress)(&if instruction_clock {
+        format!("{part}: the peers boot again, the guest's clock counting its instructions")
+    } else {
+        format!("{part}: the fopen loop under guestscope, ftrace and bpftrace, in one boot")
+    });
     let rootfs = match crate::rootfs::prepare(image, &o.kernel, &o.initrd) {
         Ok(p) => p,
         Err(e) => {
-            r.problems.push(format!("peers not run: {e}"));
-            return Ok(());
+            problems.push(format!("{part} not run: {e}"));
+            return Ok(None);
         }
     };
     let description = rootfs.description.clone();
     let m = Machine {
         rootfs: Some(rootfs),
+        instruction_clock,
         ..timed.clone()
     };
     let booted = guest::boot(
         &m,
         &peers_plan(o),
         Box::new(io::sink()),
-        &o.work_dir.join("serial-peers.log"),
+        &o.work_dir.join(format!("serial-{part}.log")),
         BootSetup::default(),
         &mut |_, _| {},
     )
@@ -204,15 +244,15 @@ pub(super) fn peers_part(
     // perf's reports as it printed them, beside the serial logs.
     for (name, _, _) in profile::RECORDINGS {
         if let Some(report) = runs.get(&profile::report_name(name)) {
-            let path = o.work_dir.join(format!("perf-report-{name}.txt"));
+            let path = o.work_dir.join(format!("perf-report-{part}-{name}.txt"));
             if let Err(e) = std::fs::write(&path, &report.output) {
-                r.problems.push(format!("writing {}: {e}", path.display()));
+                problems.push(format!("writing {}: {e}", path.display()));
             }
         }
     }
-    r.peers = Some(peers_boot(o, description, &runs, &mut r.problems));
-    note_outcome("peers", &booted, &mut r.problems);
-    Ok(())
+    let boot = peers_boot(o, description, instruction_clock, &runs, problems);
+    note_outcome(part, &booted, problems);
+    Ok(Some(boot))
 }
 
 /// Memory: a long flood of events, with the agent's and the collector's peak RSS;

@@ -79,10 +79,12 @@ impl PeerRows<'_> {
     }
 }
 
-/// The peers boot's table: every row of [`PEER_ROWS`] on the fopen loop.
+/// The peers boot's table: every row of [`PEER_ROWS`] on the fopen loop (timed by the
+/// guest's instructions when `instruction_clock`).
 pub(super) fn peers_boot(
     o: &BenchOptions,
     rootfs: String,
+    instruction_clock: bool,
     runs: &BTreeMap<String, Ran>,
     problems: &mut Vec<String>,
 ) -> PeersBoot {
@@ -115,6 +117,7 @@ pub(super) fn peers_boot(
         problems,
     );
     PeersBoot {
+        instruction_clock,
         profiles,
         rootfs,
         iterations: o.fopen_iterations,

@@ -25,6 +25,9 @@ pub struct BenchResults {
     /// guestscope, ftrace and bpftrace on the same events, in a root file system with
     /// bpftrace (the `peers` part, with `--peer-rootfs`).
     pub peers: Option<PeersBoot>,
+    /// The peers boot again, the guest's clock counting its instructions (the
+    /// `instructions` part; TCG only): its loop times are millions of instructions.
+    pub peers_instructions: Option<PeersBoot>,
     /// guestscope against the lab's gdbstub method.
     pub gdb: Option<GdbComparison>,
     /// Stream capacity against raw vsock.
@@ -143,6 +146,10 @@ pub struct LoopOverhead {
 /// guestscope, ftrace and bpftrace on the same events, in one boot.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PeersBoot {
+    /// Whether the guest's clock counted its instructions
+    /// ([`crate::qemu::command::INSTRUCTION_CLOCK`]): a loop's ms is then a million
+    /// instructions, a µs per event a thousand.
+    pub instruction_clock: bool,
     /// The root file system, as `lab --rootfs` describes it.
     pub rootfs: String,
     /// Loop iterations per run.

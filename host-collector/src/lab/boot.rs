@@ -108,6 +108,7 @@ pub fn qemu_config(
         gdb: Some(gdb),
         vsock,
         cid: GUEST_CID,
+        instruction_clock: false,
         extra: o
             .qemu_extra
             .iter()

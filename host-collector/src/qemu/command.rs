@@ -34,9 +34,20 @@ pub struct QemuConfig {
     pub vsock: VsockBackend,
     /// Guest vsock CID.
     pub cid: u32,
+    /// Whether the guest's clock counts its instructions (TCG only): see
+    /// [`INSTRUCTION_CLOCK`].
+    pub instruction_clock: bool,
     /// Extra arguments appended verbatim.
     pub extra: Vec<String>,
 }
+
+/// QEMU's instruction counting (`-icount`), at one nanosecond of the guest's clock per
+/// guest instruction (`shift=0`): while the guest runs, its clock advances by the
+/// instructions it ran, not by the host's time, so a loop timed by its own clock counts
+/// its instructions whatever else the host is doing. While the guest idles, its clock
+/// follows the host's (`sleep=on`, QEMU's default), so waits on the host (the vsock
+/// link) last as long as they do. TCG only.
+pub const INSTRUCTION_CLOCK: &str = "shift=0,sleep=on";
 
 impl QemuConfig {
     /// The arguments (without the binary).
@@ -62,6 +73,9 @@ impl QemuConfig {
             "-append".into(),
             self.append.clone(),
         ];
+        if self.instruction_clock {
+            a.extend(["-icount".into(), INSTRUCTION_CLOCK.into()]);
+        }
         if let Some(model) = &self.cpu_model {
             a.extend(["-cpu".into(), model.clone()]);
         }
@@ -154,6 +168,7 @@ mod tests {
                 uds: "/r/vm.vsock".into(),
             },
             cid: 3,
+            instruction_clock: false,
             extra: vec![],
         }
     }
@@ -195,6 +210,18 @@ mod tests {
         .args();
         let i = args.iter().position(|a| a == "-bios").unwrap();
         assert_eq!(args[i + 1], "/q/qboot.rom");
+    }
+
+    #[test]
+    fn the_instruction_clock_is_asked_for_only_when_wanted() {
+        assert!(!config().args().iter().any(|a| a == "-icount"));
+        let args = QemuConfig {
+            instruction_clock: true,
+            ..config()
+        }
+        .args();
+        let i = args.iter().position(|a| a == "-icount").unwrap();
+        assert_eq!(args[i + 1], "shift=0,sleep=on");
     }
 
     #[test]

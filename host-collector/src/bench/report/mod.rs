@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::results::BenchResults;
 use super::stats::Spread;
 
+mod peers;
 mod sections;
 mod targets;
 
@@ -33,6 +34,11 @@ pub mod target {
     pub const AGENT_MIB: f64 = 8.0;
     /// Collector peak RSS after 10M events, MiB, at most.
     pub const COLLECTOR_MIB: f64 = 64.0;
+    /// Instructions per event with every probe (stacks cached) over an ftrace kprobe
+    /// hit's with no stack, at most: the issue's per-event target ("cheaper than ftrace
+    /// with no stack at all") counted in instructions, which the host's noise does not
+    /// move.
+    pub const INSTRUCTIONS_OVER_FTRACE: f64 = 1.0;
 }
 
 /// `median (min–max, n)` with `digits` decimals.
@@ -71,8 +77,8 @@ pub fn render(r: &BenchResults) -> String {
     let mut md = String::new();
     sections::head(&mut md, r);
     sections::overhead(&mut md, r);
-    if let Some(p) = &r.peers {
-        sections::peers_boot(&mut md, p);
+    for p in [&r.peers, &r.peers_instructions].into_iter().flatten() {
+        peers::peers_boot(&mut md, p);
     }
     if let Some(g) = &r.gdb {
         sections::gdb(&mut md, g);
@@ -174,6 +180,64 @@ mod tests {
             md.contains("| bpftrace kprobes, y | — | 1.50 (n=1) | 0.63 (n=1) | — |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_instruction_counted_boot_is_held_to_an_ftrace_hit_without_stack() {
+        use crate::bench::peers::PEER_ROWS;
+        use crate::bench::results::{PeerOverhead, PeersBoot};
+        let tracer = |condition: &str| {
+            PEER_ROWS
+                .iter()
+                .find(|(c, _)| *c == condition)
+                .unwrap()
+                .1
+                .to_string()
+        };
+        let row = |condition: &str, us: f64| PeerOverhead {
+            tracer: tracer(condition),
+            us_per_event: Spread::of(&[us, us]),
+            ..Default::default()
+        };
+        let boot = |all: f64| PeersBoot {
+            instruction_clock: true,
+            rows: vec![
+                row("all", all),
+                row("tallied", 1.66),
+                row("ftpeer", 0.95),
+                row("bpfcount", 0.57),
+            ],
+            ..Default::default()
+        };
+        let find = |r: &BenchResults| {
+            targets(r)
+                .into_iter()
+                .find(|c| c.what.contains("counted in instructions"))
+        };
+        let over = find(&BenchResults {
+            peers_instructions: Some(boot(2.01)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(over.met, Some(false));
+        assert_eq!(
+            over.measured,
+            "2.12x: 2010 against 950 instructions per event"
+        );
+        assert!(
+            over.note
+                .contains("instructions per event: tallied 1.75x (1660), bpftrace's count 570"),
+            "{}",
+            over.note
+        );
+        let under = find(&BenchResults {
+            peers_instructions: Some(boot(0.9)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(under.met, Some(true));
+        // No instruction-counted boot (KVM, or no root file system): no row.
+        assert!(find(&BenchResults::default()).is_none());
     }
 
     #[test]

@@ -1,13 +1,12 @@
 //! The sections of `results.md`: the heading and the targets, the probes' overhead,
-//! the peers on the same events, the gdb comparison, the stream's capacity, boot and lab times, memory, the stack
-//! cache.
+//! the gdb comparison, the stream's capacity, boot and lab times, memory, the stack
+//! cache (the peers on the same events are `peers.rs`'s).
 
 use std::fmt::Write as _;
 
 use super::{percent_spread, spread};
 use crate::bench::results::{
-    AgentActivity, BenchResults, Capacity, GdbComparison, GuestProfile, LoopOverhead, Memory,
-    PeerOverhead, PeersBoot, StackCacheCheck,
+    AgentActivity, BenchResults, Capacity, GdbComparison, LoopOverhead, Memory, StackCacheCheck,
 };
 
 /// The title, the machine, and the targets table.
@@ -181,117 +180,7 @@ fn overhead_notes(md: &mut String, o: &LoopOverhead) {
             spread(f.us_per_hit.as_ref(), 2)
         );
     }
-    peers(md, o);
-}
-
-/// guestscope and its ftrace peer on the same events, as a table.
-fn peers(md: &mut String, o: &LoopOverhead) {
-    if o.peers.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        md,
-        "\n{} loop, the same events traced by guestscope and by ftrace (kprobe events on `_raw_spin_lock` and `alloc_fd` filtered to the loop's task name, as `trace-cmd record -f 'comm == \"fopen\"'` does), in this boot; each paired with the untraced run of its repetition ({} ms). Per event: the time added over the events guestscope's every-probe run of the same repetition saw.\n",
-        o.workload,
-        spread(o.untraced_ms.as_ref(), 1)
-    );
-    peer_table(md, &o.peers);
-}
-
-/// guestscope, ftrace and bpftrace on the same events, in the peers boot.
-pub(super) fn peers_boot(md: &mut String, p: &PeersBoot) {
-    let _ = writeln!(md, "\n## Peers on the same events\n");
-    let _ = writeln!(
-        md,
-        "The fopen loop ({} iterations, {} events per iteration as guestscope counts them) in a root file system with bpftrace ({}), in one boot: the events of `_raw_spin_lock` and `alloc_fd` in the loop's task, traced by guestscope, by ftrace kprobe events filtered to the task's name, and by bpftrace kprobes with the same filter (Debian's bpftrace; its LLVM compile happens before the loop starts, out of the timing). Each run paired with the untraced run of its repetition ({} ms); per event over the events guestscope's every-probe run of the same repetition saw. Hits per iteration: each tracer's own count of the two functions' hits, the process's start included (ftrace's kprobes every task's; bpftrace the task's from its exec on, by name; guestscope's from its fork on, by pid).\n",
-        p.iterations,
-        spread(p.events_per_iteration.as_ref(), 2),
-        p.rootfs,
-        spread(p.untraced_ms.as_ref(), 1)
-    );
-    peer_table(md, &p.rows);
-    if !p.profiles.is_empty() {
-        let _ = writeln!(md, "\n### Where the traced loop's time goes");
-    }
-    for profile in &p.profiles {
-        guest_profile(md, profile);
-    }
-}
-
-/// Where the traced loop's time goes, from perf in the peers boot.
-fn guest_profile(md: &mut String, p: &GuestProfile) {
-    let _ = writeln!(md, "\n**{}**\n", p.condition);
-    let _ = writeln!(
-        md,
-        "The whole guest sampled by Debian's perf (`perf record -a -g`, cpu-clock at {} Hz; {} ms sampled) while {} the fopen loop ({} iterations, {} ms by its own clock, {} events){}; `perf report --children`, grouped. Under TCG a sample is a timer interrupt: time with interrupts off counts where they come back on (the ring buffer's lock at its unlock, under the reservation). The rows marked · are parts of the probes' row.{}\n",
-        p.hz,
-        p.sampled_ms.map_or("—".into(), |v| format!("{v:.0}")),
-        if p.untraced {
-            "nothing traced"
-        } else {
-            "guestscope traced"
-        },
-        p.iterations,
-        p.loop_ms.map_or("—".into(), |v| format!("{v:.0}")),
-        p.events.map_or("—".into(), |v| format!("{v:.0}")),
-        if p.untraced {
-            " (as many as guestscope counts in it)"
-        } else {
-            " this way"
-        },
-        if p.untraced {
-            " The traced recordings below are compared with this one, row by row."
-        } else {
-            " The last column is this row's µs per loop event less the untraced recording's: what tracing this way added there."
-        },
-    );
-    let us = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
-    // The traced recordings' last column: the row against the untraced recording's.
-    let (head, rule) = if p.untraced {
-        ("", "")
-    } else {
-        (" more than untraced, µs per loop event |", "---:|")
-    };
-    let _ = writeln!(
-        md,
-        "| where | share of the samples | µs per loop event |{head}\n|---|---:|---:|{rule}"
-    );
-    for s in &p.shares {
-        let over = match (p.untraced, s.over_untraced_us) {
-            (true, _) => String::new(),
-            (false, None) => " — |".into(),
-            // + 0.0: no "-0.00".
-            (false, Some(v)) => format!(" {:+.2} |", v + 0.0),
-        };
-        let _ = writeln!(
-            md,
-            "| {} | {:.1}% | {} |{over}",
-            s.what,
-            s.percent,
-            us(s.us_per_event)
-        );
-    }
-}
-
-/// The rows of a peers table.
-fn peer_table(md: &mut String, rows: &[PeerOverhead]) {
-    let _ = writeln!(
-        md,
-        "| tracer | loop (ms) | slowdown | µs per event | hits per iteration |\n|---|---:|---:|---:|---:|"
-    );
-    for p in rows {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} |",
-            p.tracer,
-            spread(p.traced_ms.as_ref(), 1),
-            spread(p.ratio.as_ref(), 2),
-            spread(p.us_per_event.as_ref(), 2),
-            p.hits_per_iteration
-                .as_ref()
-                .map_or("—".into(), |_| spread(p.hits_per_iteration.as_ref(), 1)),
-        );
-    }
+    super::peers::overhead_peers(md, o);
 }
 
 /// guestscope against the lab's gdb method.

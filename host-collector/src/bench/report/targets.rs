@@ -2,6 +2,7 @@
 //! cost and the gdb comparison, the stream's capacity, boot and lab times, memory.
 
 use super::{med, percent_spread, target};
+use crate::bench::peers::PEER_ROWS;
 use crate::bench::results::{BenchResults, TargetCheck};
 
 /// Each target of the benchmark issue against `r`.
@@ -9,6 +10,7 @@ pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
     let mut t = Vec::new();
     speed_targets(r, &mut t);
     tallied_targets(r, &mut t);
+    instruction_target(r, &mut t);
     capacity_targets(r, &mut t);
     boot_targets(r, &mut t);
     memory_targets(r, &mut t);
@@ -175,6 +177,59 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
         Some(target::AGENT_US_PER_EVENT),
         None,
         String::new(),
+    ));
+}
+
+/// guestscope's instructions per event against an ftrace kprobe hit's with no stack,
+/// in the instruction-counted peers boot.
+fn instruction_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
+    let Some(p) = &r.peers_instructions else {
+        return;
+    };
+    // µs of the instruction clock × 1000: instructions.
+    let per_event = |condition: &str| {
+        let tracer = PEER_ROWS.iter().find(|(c, _)| *c == condition)?.1;
+        let row = p.rows.iter().find(|row| row.tracer == tracer)?;
+        med(row.us_per_event.as_ref()).map(|us| us * 1e3)
+    };
+    let (all, ftrace) = (per_event("all"), per_event("ftpeer"));
+    let over = |v: Option<f64>| match (v, ftrace) {
+        (Some(v), Some(f)) if f > 0.0 => Some(v / f),
+        _ => None,
+    };
+    let ratio = over(all);
+    let mut notes = Vec::new();
+    for (condition, what) in [("tallied", "tallied"), ("nostack", "no stacks")] {
+        if let (Some(x), Some(n)) = (over(per_event(condition)), per_event(condition)) {
+            notes.push(format!("{what} {x:.2}x ({n:.0})"));
+        }
+    }
+    for (condition, what) in [
+        ("bpfcount", "bpftrace's count"),
+        ("bpfstack", "bpftrace's @[kstack] count"),
+        ("ftpeerstk", "ftrace with its stack trace"),
+    ] {
+        if let Some(n) = per_event(condition) {
+            notes.push(format!("{what} {n:.0}"));
+        }
+    }
+    t.push(check(
+        "probe cost per event over an ftrace kprobe hit with no stack, counted in instructions (QEMU icount; the peers boot's fopen loop, every probe, stacks cached)",
+        format!("≤ {}x", target::INSTRUCTIONS_OVER_FTRACE),
+        ratio,
+        match (ratio, all, ftrace) {
+            (Some(x), Some(a), Some(f)) => {
+                format!("{x:.2}x: {a:.0} against {f:.0} instructions per event")
+            }
+            _ => "—".into(),
+        },
+        Some(target::INSTRUCTIONS_OVER_FTRACE),
+        None,
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!("instructions per event: {}", notes.join(", "))
+        },
     ));
 }
 
