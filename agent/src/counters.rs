@@ -2,8 +2,8 @@
 
 use std::borrow::Borrow;
 
-use aya::maps::{Array, MapData};
-use guestscope_common::{ProbeCounters, ProbeKind, maps::counter_slot};
+use aya::maps::{MapData, PerCpuArray};
+use guestscope_common::{ProbeCounters, ProbeKind};
 
 /// Sums one probe's counters over CPUs.
 pub fn sum(per_cpu: &[ProbeCounters]) -> ProbeCounters {
@@ -15,27 +15,23 @@ pub fn sum(per_cpu: &[ProbeCounters]) -> ProbeCounters {
         })
 }
 
-/// Every probe kind's counters summed over CPUs, by probe name, in id order: each of
-/// the array's rows is a CPU's (see [`counter_slot`]). A slot that cannot be read
-/// counts as zeros, as does every kind without a map.
+/// Every probe kind's counters summed over CPUs, by probe name, in id order. Kinds
+/// whose slot cannot be read (or all, without a map) report zeros.
 pub fn read_all<T: Borrow<MapData>>(
-    map: Option<&Array<T, ProbeCounters>>,
+    map: Option<&PerCpuArray<T, ProbeCounters>>,
 ) -> Vec<(String, ProbeCounters)> {
-    let cpus = map.map_or(0, |m| m.len() / ProbeKind::COUNT as u32);
     ProbeKind::ALL
         .into_iter()
         .map(|kind| {
-            let per_cpu: Vec<ProbeCounters> = (0..cpus)
-                .filter_map(|cpu| {
-                    let slot = counter_slot(cpu, kind as u32)?;
-                    map?.get(&slot, 0)
-                        .inspect_err(|e| {
-                            tracing::warn!(probe = kind.name(), cpu, "reading counters: {e}")
-                        })
-                        .ok()
-                })
-                .collect();
-            (kind.name().to_string(), sum(&per_cpu))
+            let total = match map.map(|m| m.get(&(kind as u32), 0)) {
+                Some(Ok(values)) => sum(&values),
+                Some(Err(e)) => {
+                    tracing::warn!(probe = kind.name(), "reading counters: {e}");
+                    ProbeCounters::default()
+                }
+                None => ProbeCounters::default(),
+            };
+            (kind.name().to_string(), total)
         })
         .collect()
 }

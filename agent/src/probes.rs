@@ -12,7 +12,7 @@
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapData, MapError, RingBuf},
+    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
 };
 use guestscope_common::{
     ProbeCounters, ProbeKind, STACK_CACHE_ENTRIES,
@@ -43,8 +43,8 @@ pub struct Maps {
     pub events: RingBuf<MapData>,
     /// `TRACED_TGIDS`: the processes under study, mapped.
     pub traced: TracedSet,
-    /// `COUNTERS`: outcome counters per CPU and probe, a row of kinds per CPU.
-    pub counters: Array<MapData, ProbeCounters>,
+    /// `COUNTERS`: per-CPU, per-probe outcome counters.
+    pub counters: PerCpuArray<MapData, ProbeCounters>,
     /// `SETTINGS`: switches for the probes.
     pub settings: Array<MapData, u32>,
     /// `TALLIES`: hits counted per CPU and stack-cache entry, with no record, mapped.
@@ -83,13 +83,11 @@ pub fn load_with(events_bytes: Option<u32>) -> Result<Loaded, ProbeError> {
     if let Some(bytes) = events_bytes {
         loader.map_max_entries(names::EVENTS, bytes);
     }
-    // One row of entries per possible CPU in each (the probes index them by CPU).
+    // One row of entries per possible CPU (the probes index it by CPU).
     let cpus = aya::util::nr_cpus()
         .unwrap_or(crate::stacks::MAX_CPUS)
         .max(1) as u32;
     loader.map_max_entries(names::TALLIES, cpus * STACK_CACHE_ENTRIES);
-    loader.map_max_entries(names::COUNTERS, cpus * ProbeKind::COUNT as u32);
-    loader.map_max_entries(names::STACK_CACHE, cpus * STACK_CACHE_ENTRIES);
     // Every pid the kernel may hand out (one byte each).
     loader.map_max_entries(names::TRACED_TGIDS, names::traced_words(pid_limit()));
     let started = std::time::Instant::now();

@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     Btf, Ebpf,
-    maps::{Array, MapData, MapError},
+    maps::{Array, MapData, MapError, PerCpuArray},
     programs::fentry::FEntryLink,
 };
 use guestscope_common::{
@@ -129,7 +129,7 @@ struct Active {
     links: Links,
     events: EventReader<MapData>,
     traced: TracedSet,
-    counters: Array<MapData, ProbeCounters>,
+    counters: PerCpuArray<MapData, ProbeCounters>,
     settings: Array<MapData, u32>,
     /// `TALLIES`: the probes' counts per stack-cache entry ([`StackMode::Tallied`]).
     tallies: TallyMap,

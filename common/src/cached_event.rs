@@ -4,9 +4,8 @@
 
 use crate::event::{RawEvent, USER_ARGS};
 
-/// Entries of the probes' stack cache on each CPU (the probes' `STACK_CACHE` map holds a
-/// row of this many per CPU, and the agent's table of what each entry holds is as
-/// large).
+/// Entries of the probes' stack cache on each CPU (the probes' `STACK_CACHE` map and the
+/// agent's table of what each entry holds are this size).
 pub const STACK_CACHE_ENTRIES: u32 = 1024;
 
 /// A stack-cache entry of one CPU, as records carry it: entry index plus one, so that

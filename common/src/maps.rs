@@ -60,38 +60,15 @@ pub const fn traced_slot(tgid: u32) -> (u32, u32) {
 pub const fn traced_in(word: u64, byte: u32) -> bool {
     (word >> (byte * 8)) & 0xff != 0
 }
-/// Array of [`crate::ProbeCounters`], one per CPU and probe kind, at
-/// `cpu * ProbeKind::COUNT + kind` ([`counter_slot`]); the agent sizes it for the
-/// possible CPUs when it loads the object.
-///
-/// It was a per-CPU array, whose lookup the kernel before 6.7 makes a function call:
-/// with the scratch's, two of them in every recorded hit, 0.6–1.0% of the traced fopen
-/// loop's samples in the guest's perf. A plain array's lookup the verifier inlines, and
-/// the hit knows its CPU from the scratch (asked of the kernel once per CPU).
+/// Per-CPU array of [`crate::ProbeCounters`] indexed by [`crate::ProbeKind`] id.
 pub const COUNTERS: &str = "COUNTERS";
 
-/// Array of the probes' stack cache: [`crate::STACK_CACHE_ENTRIES`] entries per CPU, CPU
-/// `cpu`'s entry `index` at `cpu * STACK_CACHE_ENTRIES + index`; the agent sizes it
-/// for the possible CPUs when it loads the object.
-pub const STACK_CACHE: &str = "STACK_CACHE";
-
-/// The slot of CPU `cpu`'s stack-cache entry `index` in the arrays with a row of
-/// [`crate::STACK_CACHE_ENTRIES`] per CPU ([`STACK_CACHE`], [`TALLIES`]); `None` if it
-/// overflows.
+/// The slot of CPU `cpu`'s stack-cache entry `index` in [`TALLIES`], which has a row
+/// of [`crate::STACK_CACHE_ENTRIES`] per CPU; `None` if it overflows.
 #[inline(always)]
 pub const fn cache_entry_slot(cpu: u32, index: u32) -> Option<u32> {
     match cpu.checked_mul(crate::STACK_CACHE_ENTRIES) {
         Some(row) => row.checked_add(index),
-        None => None,
-    }
-}
-
-/// The [`COUNTERS`] slot of probe kind `kind` (an id below `ProbeKind::COUNT`) on CPU
-/// `cpu`; `None` if it overflows.
-#[inline(always)]
-pub const fn counter_slot(cpu: u32, kind: u32) -> Option<u32> {
-    match cpu.checked_mul(crate::ProbeKind::COUNT as u32) {
-        Some(row) => row.checked_add(kind),
         None => None,
     }
 }
@@ -156,25 +133,6 @@ pub const COMM_OFFSET_UNKNOWN: u32 = u32::MAX;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ProbeKind;
-
-    #[test]
-    fn each_cpu_has_its_own_row_of_probe_counters() {
-        let kinds = ProbeKind::COUNT as u32;
-        assert_eq!(counter_slot(0, 0), Some(0));
-        assert_eq!(counter_slot(0, kinds - 1), Some(kinds - 1));
-        assert_eq!(counter_slot(1, 0), Some(kinds));
-        assert_eq!(counter_slot(3, 2), Some(3 * kinds + 2));
-        // Every (cpu, kind) of four CPUs gets its own slot, and they fill the rows.
-        let mut next = 0;
-        for cpu in 0..4 {
-            for kind in 0..kinds {
-                assert_eq!(counter_slot(cpu, kind), Some(next));
-                next += 1;
-            }
-        }
-        assert_eq!(counter_slot(u32::MAX, 1), None);
-    }
 
     #[test]
     fn each_cpu_has_its_own_row_of_stack_cache_entries() {

@@ -19,7 +19,7 @@ use guestscope_common::{
 
 use crate::{
     entry_caller::AtEntry,
-    maps::{EVENTS, SETTINGS, counters_of, is_traced, tally_slot},
+    maps::{COUNTERS, EVENTS, SETTINGS, is_traced, tally_slot},
     scratch::{Claim, NotClaimed},
     stack_cache::{self, Search, StackKey},
     staging, task_name,
@@ -58,9 +58,8 @@ pub fn traced_tgid() -> Option<u32> {
 /// reference to it is held).
 macro_rules! bump {
     ($counters:ident . $field:ident) => {
-        // SAFETY: the pointer came from a lookup of this CPU's row of the counters and is
-        // valid for this program's run; programs run with migration disabled, and only
-        // this CPU's probes write its row.
+        // SAFETY: the pointer came from a per-CPU array lookup and is valid for this
+        // program's run; programs run with migration disabled, so only this CPU writes it.
         unsafe { (*$counters).$field += 1 }
     };
 }
@@ -83,18 +82,16 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     if !is_traced(tgid) {
         return;
     }
+    let Some(counters) = COUNTERS.get_ptr_mut(kind as u32) else {
+        return;
+    };
     let claim = match Claim::take() {
         Ok(claim) => claim,
-        Err(NotClaimed::Nested { cpu }) => {
-            if let Some(counters) = counters_of(cpu, kind as u32) {
-                bump!(counters.nested);
-            }
+        Err(NotClaimed::Nested) => {
+            bump!(counters.nested);
             return;
         }
         Err(NotClaimed::NoSlot) => return,
-    };
-    let Some(counters) = counters_of(claim.cpu(), kind as u32) else {
-        return;
     };
     let search = claim.search();
     bump!(counters.matched);
@@ -111,7 +108,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     };
     let with_args = args.is_some();
     // A hit with arguments is never only tallied: its arguments need a record.
-    let stacks = Stacks::choose(search, claim.cpu(), kind, &entry, !with_args);
+    let stacks = Stacks::choose(search, kind, &entry, !with_args);
     if stacks.source == Source::Tallied {
         let index = stacks.index;
         bump!(counters.stack_cached);
@@ -159,14 +156,14 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         // lost) when the stage is written.
         unsafe {
             if staging::stage(claim.staged(), pending, stacks.index, kind) {
-                staging::flush(claim.staged(), claim.ring_bytes(), claim.cpu());
+                staging::flush(claim.staged(), claim.ring_bytes());
             }
         }
         return;
     }
     // A record written straight to the ring goes after the ones this CPU staged.
     // SAFETY: this CPU's claimed scratch.
-    unsafe { staging::flush(claim.staged(), claim.ring_bytes(), claim.cpu()) };
+    unsafe { staging::flush(claim.staged(), claim.ring_bytes()) };
     if stacks.source == Source::Cached {
         let index = stacks.index;
         bump!(counters.stack_cached);
@@ -230,15 +227,8 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         } else {
             STACK_BUF_BYTES
         };
-        let (bytes, cache_slot) = stacks.walk(
-            ctx,
-            search,
-            claim.cpu(),
-            &entry,
-            record_ptr,
-            walk_bytes,
-            counters,
-        );
+        let (bytes, cache_slot) =
+            stacks.walk(ctx, search, &entry, record_ptr, walk_bytes, counters);
         (*record_ptr).stack_bytes = bytes;
         (*record_ptr).cache_slot = cache_slot;
         (*record_ptr).replaced_tally = take_tally(claim.cpu(), cache_slot);
@@ -349,13 +339,7 @@ impl Stacks {
     /// a hit that may not be only tallied (`tally_ok` false: it carries arguments) gets
     /// a record of its own even in the tallied mode, and is never staged.
     #[inline(always)]
-    fn choose(
-        search: *mut Search,
-        cpu: u32,
-        kind: ProbeKind,
-        entry: &AtEntry,
-        tally_ok: bool,
-    ) -> Stacks {
+    fn choose(search: *mut Search, kind: ProbeKind, entry: &AtEntry, tally_ok: bool) -> Stacks {
         let flags = SETTINGS.get(SETTINGS_FLAGS).copied().unwrap_or(0);
         if flags & NO_STACK_WALK != 0 {
             return Stacks::of(Source::Off);
@@ -372,7 +356,7 @@ impl Stacks {
         let Some(top) = stack_cache::task_stack_top(search, entry.anchor) else {
             return Stacks::of(Source::Walk);
         };
-        let Some(index) = stack_cache::lookup(search, cpu, &key, entry.anchor, top) else {
+        let Some(index) = stack_cache::lookup(search, &key, entry.anchor, top) else {
             stack_cache::hold_key(search, &key, top);
             return Stacks::of(Source::WalkKeep);
         };
@@ -399,7 +383,6 @@ impl Stacks {
         self,
         ctx: &C,
         search: *mut Search,
-        cpu: u32,
         entry: &AtEntry,
         record: *mut StackedEvent,
         walk_bytes: u32,
@@ -425,12 +408,12 @@ impl Stacks {
         if self.source == Source::WalkCheck {
             bump!(counters.stack_cached);
             // SAFETY: `ips` holds the walk just made.
-            if !unsafe { stack_cache::same_walk(cpu, self.index, ips, written) } {
+            if !unsafe { stack_cache::same_walk(self.index, ips, written) } {
                 bump!(counters.stack_cache_wrong);
             }
         } else if self.source == Source::WalkKeep {
             // SAFETY: `ips` holds the walk just made; the key is the one `choose` held.
-            unsafe { stack_cache::remember(search, cpu, entry.anchor, ips, written) };
+            unsafe { stack_cache::remember(search, entry.anchor, ips, written) };
             slot = stack_cache::kept(search);
         }
         (written, slot)

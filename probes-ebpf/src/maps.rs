@@ -4,7 +4,7 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
 use guestscope_common::{ProbeCounters, ProbeKind, STACK_CACHE_ENTRIES, maps as names};
 
@@ -66,17 +66,10 @@ pub fn add_traced(tgid: u32) {
     }
 }
 
-/// Outcome counters per CPU and [`ProbeKind`] (see `guestscope_common::maps::COUNTERS`);
-/// the agent sizes it for the possible CPUs when it loads the object.
+/// Per-CPU outcome counters, indexed by [`ProbeKind`] id.
 #[map]
-static COUNTERS: Array<ProbeCounters> = Array::with_max_entries(ProbeKind::COUNT as u32, 0);
-
-/// CPU `cpu`'s counters of probe `kind`; `None` past the array (a CPU the agent did not
-/// size it for).
-#[inline(always)]
-pub fn counters_of(cpu: u32, kind: u32) -> Option<*mut ProbeCounters> {
-    COUNTERS.get_ptr_mut(names::counter_slot(cpu, kind)?)
-}
+pub static COUNTERS: PerCpuArray<ProbeCounters> =
+    PerCpuArray::with_max_entries(ProbeKind::COUNT as u32, 0);
 
 /// Switches and the attachment generation, set by the agent (`guestscope_common::maps::SETTINGS`).
 #[map]

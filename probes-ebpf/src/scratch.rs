@@ -45,11 +45,8 @@ pub struct Claim(*mut Scratch);
 
 /// Why [`Claim::take`] did not return a claim.
 pub enum NotClaimed {
-    /// Another guestscope probe is running on this CPU (`cpu`).
-    Nested {
-        /// This CPU's id.
-        cpu: u32,
-    },
+    /// Another guestscope probe is running on this CPU.
+    Nested,
     /// The per-CPU slot could not be looked up (never expected).
     NoSlot,
 }
@@ -64,9 +61,7 @@ impl Claim {
         // it, and a nested probe on this CPU sees the flag and leaves.
         unsafe {
             if (*scratch).busy != 0 {
-                return Err(NotClaimed::Nested {
-                    cpu: cpu_of(scratch),
-                });
+                return Err(NotClaimed::Nested);
             }
             (*scratch).busy = 1;
         }
@@ -97,8 +92,16 @@ impl Claim {
     /// This CPU's id.
     #[inline(always)]
     pub fn cpu(&self) -> u32 {
-        // SAFETY: see `take`.
-        unsafe { cpu_of(self.0) }
+        // SAFETY: see `take`; the slot is this CPU's, so its id never changes.
+        unsafe {
+            let known = (*self.0).cpu_plus_one;
+            if known != 0 {
+                return known - 1;
+            }
+            let cpu = bpf_get_smp_processor_id();
+            (*self.0).cpu_plus_one = cpu + 1;
+            cpu
+        }
     }
 
     /// The `EVENTS` ring's data size in bytes (fixed when the agent loads the object).
@@ -114,25 +117,6 @@ impl Claim {
             (*self.0).ring_bytes = bytes;
             bytes
         }
-    }
-}
-
-/// The id of the CPU whose scratch `scratch` is: asked of the kernel once, then kept
-/// there (a nested probe may store it too: the same value).
-///
-/// # Safety
-/// `scratch` must point at this CPU's slot of [`SCRATCH`], valid for the program's run.
-#[inline(always)]
-unsafe fn cpu_of(scratch: *mut Scratch) -> u32 {
-    // SAFETY: the caller's promise; the slot is this CPU's, so its id never changes.
-    unsafe {
-        let known = (*scratch).cpu_plus_one;
-        if known != 0 {
-            return known - 1;
-        }
-        let cpu = bpf_get_smp_processor_id();
-        (*scratch).cpu_plus_one = cpu + 1;
-        cpu
     }
 }
 

@@ -44,19 +44,11 @@ use aya_ebpf::{
         generated::{bpf_loop, bpf_probe_read_kernel as read_kernel_raw},
     },
     macros::map,
-    maps::Array,
+    maps::PerCpuArray,
 };
-use guestscope_common::{
-    CacheSlot, EntryCaller, MAX_STACK_FRAMES, ProbeKind, STACK_CACHE_ENTRIES, maps as names,
-};
+use guestscope_common::{CacheSlot, EntryCaller, MAX_STACK_FRAMES, ProbeKind, STACK_CACHE_ENTRIES};
 
-use crate::{
-    map_value::{load, store},
-    maps::const_eq,
-};
-
-// The static's name and the shared constant the agent sizes it by, in step.
-const _: () = assert!(const_eq(names::STACK_CACHE, "STACK_CACHE"));
+use crate::map_value::{load, store};
 
 /// Entries per CPU (each [`CachedStack`] is 696 bytes: 696 KiB per CPU); the agent
 /// keeps what each entry holds in a table of the same size.
@@ -149,20 +141,9 @@ fn frames_of(bytes: u32) -> usize {
     }
 }
 
-/// The cache: [`ENTRIES`] per CPU, CPU `cpu`'s entry `index` at
-/// `cpu * ENTRIES + index` ([`entry_of`]; `index` is [`StackKey::slot`]'s). A plain
-/// array, which the agent sizes for the possible CPUs when it loads the object: its
-/// lookup the verifier inlines, where a per-CPU array's is a function call in kernels
-/// before 6.7 (two or three of them a hit).
+/// The cache: [`ENTRIES`] per CPU, indexed by [`StackKey::slot`].
 #[map]
-static STACK_CACHE: Array<CachedStack> = Array::with_max_entries(ENTRIES, 0);
-
-/// CPU `cpu`'s cache entry `index`; `None` past the array (a CPU the agent did not size
-/// it for).
-#[inline(always)]
-fn entry_of(cpu: u32, index: u32) -> Option<*mut CachedStack> {
-    STACK_CACHE.get_ptr_mut(names::cache_entry_slot(cpu, index)?)
-}
+static STACK_CACHE: PerCpuArray<CachedStack> = PerCpuArray::with_max_entries(ENTRIES, 0);
 
 /// This CPU's search for a walk's frames in its stack ([`remember`]), and what its
 /// lookups keep between hits; it lives in the CPU's [`crate::scratch`].
@@ -259,20 +240,20 @@ pub fn task_stack_top(search: *mut Search, anchor: u64) -> Option<u64> {
     None
 }
 
-/// The index of CPU `cpu`'s entry holding the walk of `key`'s chain if every slot it
+/// The index of the entry holding the walk of `key`'s chain if every slot it
 /// remembers holds the same return address again at `anchor`, on the task's stack
 /// that ends at `top` ([`task_stack_top`]); `None` otherwise.
 #[inline(always)]
-pub fn lookup(search: *mut Search, cpu: u32, key: &StackKey, anchor: u64, top: u64) -> Option<u32> {
+pub fn lookup(search: *mut Search, key: &StackKey, anchor: u64, top: u64) -> Option<u32> {
     let set = key.set();
-    let first = entry_of(cpu, set)?;
+    let first = STACK_CACHE.get_ptr_mut(set)?;
     for way in 0..WAYS {
         // Looked up again for way 0 too, though `first` is that entry: with `first`
         // reused there the two ways compile to different code, each verified on its own
         // (spin_lock's program: 53 k instructions verified instead of 30 k).
-        let entry = entry_of(cpu, set + way)?;
+        let entry = STACK_CACHE.get_ptr(set + way)?;
         if holds(search, entry, key, anchor, top) {
-            // SAFETY: `first` points at this CPU's entry of the cache (see `holds`).
+            // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
             unsafe { store!((*first).recent, way) };
             return Some(set + way);
         }
@@ -290,10 +271,9 @@ fn holds(
     anchor: u64,
     top: u64,
 ) -> bool {
-    // SAFETY: `entry` points at this CPU's entry of the cache and `search` at its slot of
-    // a per-CPU array, valid for the program's run; programs run with migration
-    // disabled, only this CPU's probes use its entries, and the claim on the scratch
-    // keeps other guestscope probes on this CPU out while this one runs. Bounds
+    // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays, valid
+    // for the program's run; programs run with migration disabled, and the claim on the
+    // scratch keeps other guestscope probes on this CPU out while this one runs. Bounds
     // are read with `load!` at every use: a register holding them would be narrowed by
     // each comparison, and the verifier would follow every narrowing.
     unsafe {
@@ -354,22 +334,17 @@ pub fn kept(search: *const Search) -> u32 {
 /// trampoline): their first is where in the program the walk was called from, which
 /// is one place for the walk an entry is made from and another for the check's walk.
 ///
-/// `index` is CPU `cpu`'s entry that answered ([`lookup`]); false if there is none.
+/// `index` is the entry that answered ([`lookup`]); false if there is none.
 ///
 /// # Safety
 /// `ips` must point at an array of [`MAX_STACK_FRAMES`] frames.
 #[inline(always)]
-pub unsafe fn same_walk(
-    cpu: u32,
-    index: u32,
-    ips: *const [u64; MAX_STACK_FRAMES],
-    bytes: i32,
-) -> bool {
-    let Some(cached) = entry_of(cpu, index) else {
+pub unsafe fn same_walk(index: u32, ips: *const [u64; MAX_STACK_FRAMES], bytes: i32) -> bool {
+    let Some(cached) = STACK_CACHE.get_ptr(index) else {
         return false;
     };
-    // SAFETY: `cached` is this CPU's entry of the cache, valid for the program's run
-    // (see `holds`); the caller vouches for `ips`.
+    // SAFETY: `cached` is this CPU's slot of a per-CPU array, valid for the program's
+    // run; the caller vouches for `ips`.
     unsafe {
         if bytes < 0 || (*cached).bytes != bytes as u32 {
             return false;
@@ -399,10 +374,9 @@ pub fn hold_key(search: *mut Search, key: &StackKey, top: u64) {
     }
 }
 
-/// Remembers the walk `ips` (`bytes` long) of the chain of the key [`hold_key`] held,
-/// in one of CPU `cpu`'s entries: finds each frame past the probed function's in the
-/// stack above `anchor` (below the held stack top), in order, and keeps where. Gives
-/// up (nothing is kept) when a frame
+/// Remembers the walk `ips` (`bytes` long) of the chain of the key [`hold_key`] held:
+/// finds each frame past the probed function's in the stack above `anchor` (below the
+/// held stack top), in order, and keeps where. Gives up (nothing is kept) when a frame
 /// is not found within [`WINDOW_BYTES`]; [`kept`] says where it was kept.
 ///
 /// # Safety
@@ -410,7 +384,6 @@ pub fn hold_key(search: *mut Search, key: &StackKey, top: u64) {
 #[inline(always)]
 pub unsafe fn remember(
     search: *mut Search,
-    cpu: u32,
     anchor: u64,
     ips: *const [u64; MAX_STACK_FRAMES],
     bytes: i32,
@@ -426,16 +399,16 @@ pub unsafe fn remember(
     }
     // The way that did not answer last.
     let set = key.set();
-    let Some(first) = entry_of(cpu, set) else {
+    let Some(first) = STACK_CACHE.get_ptr(set) else {
         return;
     };
-    // SAFETY: `first` points at this CPU's entry of the cache (see `holds`).
+    // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
     let victim = 1 - (unsafe { load!((*first).recent) } & 1);
-    let Some(entry) = entry_of(cpu, set + victim) else {
+    let Some(entry) = STACK_CACHE.get_ptr_mut(set + victim) else {
         return;
     };
-    // SAFETY: `entry` is this CPU's entry of the cache and `search` its scratch's (see
-    // `holds`); the caller vouches for `ips`.
+    // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays (see
+    // `lookup`); the caller vouches for `ips`.
     unsafe {
         store!((*search).candidate, CacheSlot::tag(set + victim));
         store!((*search).frames, frames_of(bytes as u32) as u32);

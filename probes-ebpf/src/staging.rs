@@ -19,7 +19,7 @@ use guestscope_common::{
 use crate::{
     emit::{Pending, fill_cached, wakeup_flag},
     map_value::{load, store},
-    maps::{EVENTS, const_eq, counters_of},
+    maps::{COUNTERS, EVENTS, const_eq},
     scratch::{Claim, NotClaimed},
 };
 
@@ -62,13 +62,13 @@ pub unsafe fn stage(
 }
 
 /// Writes the staged hits to the ring buffer (`ring_bytes` long) as one record and
-/// counts them per probe in CPU `cpu`'s counters, as emitted or lost to a full ring;
-/// nothing when none is staged.
+/// counts them per probe, as emitted or lost to a full ring; nothing when none is
+/// staged.
 ///
 /// # Safety
 /// `staged` must point at this CPU's claimed [`Staged`].
 #[inline(always)]
-pub unsafe fn flush(staged: *mut Staged, ring_bytes: u64, cpu: u32) {
+pub unsafe fn flush(staged: *mut Staged, ring_bytes: u64) {
     // SAFETY: the caller vouches for `staged`; `bytes` stays within `records`.
     unsafe {
         let mut n = load!((*staged).count) as usize;
@@ -89,7 +89,7 @@ pub unsafe fn flush(staged: *mut Staged, ring_bytes: u64, cpu: u32) {
             if staged_k == 0 {
                 continue;
             }
-            if let Some(c) = counters_of(cpu, k as u32) {
+            if let Some(c) = COUNTERS.get_ptr_mut(k as u32) {
                 // This CPU's slot, as `emit`'s counters.
                 if written {
                     (*c).emitted += u64::from(staged_k);
@@ -111,10 +111,10 @@ pub fn flush_staged(_ctx: RawTracePointContext) -> i32 {
     match Claim::take() {
         Ok(claim) => {
             // SAFETY: the claim makes this CPU's scratch ours.
-            unsafe { flush(claim.staged(), claim.ring_bytes(), claim.cpu()) };
+            unsafe { flush(claim.staged(), claim.ring_bytes()) };
             0
         }
-        Err(NotClaimed::Nested { .. }) => FLUSH_BUSY as i32,
+        Err(NotClaimed::Nested) => FLUSH_BUSY as i32,
         Err(NotClaimed::NoSlot) => -1,
     }
 }
