@@ -49,6 +49,10 @@ pub struct QemuConfig {
 /// link) last as long as they do. TCG only.
 pub const INSTRUCTION_CLOCK: &str = "shift=0,sleep=on";
 
+/// Guest instructions per µs of the guest's clock under [`INSTRUCTION_CLOCK`]
+/// (`shift=0`: one per nanosecond).
+pub const INSTRUCTIONS_PER_US: f64 = 1000.0;
+
 impl QemuConfig {
     /// The arguments (without the binary).
     pub fn args(&self) -> Vec<String> {

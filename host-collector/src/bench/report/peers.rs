@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use super::spread;
 use crate::bench::results::{GuestProfile, LoopOverhead, PeerOverhead, PeersBoot};
 use crate::bench::stats::Spread;
+use crate::qemu::command::INSTRUCTIONS_PER_US;
 
 /// What a peers boot's loop times count, and how its figures are shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,19 +28,19 @@ impl Clock {
         }
     }
 
-    /// The loop-time column's heading.
-    fn loop_head(self) -> &'static str {
+    /// What a loop's time is given in.
+    fn loop_unit(self) -> &'static str {
         match self {
-            Clock::Time => "loop (ms)",
-            Clock::Instructions => "loop (millions of instructions)",
+            Clock::Time => "ms",
+            Clock::Instructions => "millions of instructions",
         }
     }
 
-    /// The per-event column's heading.
-    fn per_event_head(self) -> &'static str {
+    /// What a per-event figure is given in.
+    fn per_event_unit(self) -> &'static str {
         match self {
-            Clock::Time => "µs per event",
-            Clock::Instructions => "instructions per event",
+            Clock::Time => "µs",
+            Clock::Instructions => "instructions",
         }
     }
 
@@ -47,7 +48,7 @@ impl Clock {
     fn per_event(self, s: Option<&Spread>) -> String {
         match self {
             Clock::Time => spread(s, 2),
-            Clock::Instructions => spread(s.map(|s| s.scaled(1e3)).as_ref(), 0),
+            Clock::Instructions => spread(s.map(|s| s.scaled(INSTRUCTIONS_PER_US)).as_ref(), 0),
         }
     }
 
@@ -55,7 +56,7 @@ impl Clock {
     fn per_event_value(self, us: f64) -> String {
         match self {
             Clock::Time => format!("{us:.2}"),
-            Clock::Instructions => format!("{:.0}", us * 1e3),
+            Clock::Instructions => format!("{:.0}", us * INSTRUCTIONS_PER_US),
         }
     }
 
@@ -64,7 +65,7 @@ impl Clock {
         // + 0.0: no "-0.00".
         match self {
             Clock::Time => format!("{:+.2}", us + 0.0),
-            Clock::Instructions => format!("{:+.0}", us * 1e3 + 0.0),
+            Clock::Instructions => format!("{:+.0}", us * INSTRUCTIONS_PER_US + 0.0),
         }
     }
 }
@@ -105,21 +106,17 @@ pub(super) fn peers_boot(md: &mut String, p: &PeersBoot) {
         spread(p.events_per_iteration.as_ref(), 2),
         p.rootfs,
         spread(p.untraced_ms.as_ref(), 1),
-        match clock {
-            Clock::Time => "ms",
-            Clock::Instructions => "millions of instructions",
-        }
+        clock.loop_unit()
     );
     peer_table(md, &p.rows, clock);
     if !p.profiles.is_empty() {
         let _ = writeln!(
             md,
-            "\n### Where the traced loop's {} go{}",
+            "\n### {}",
             match clock {
-                Clock::Time => "time",
-                Clock::Instructions => "instructions",
-            },
-            if clock == Clock::Time { "es" } else { "" }
+                Clock::Time => "Where the traced loop's time goes",
+                Clock::Instructions => "Where the traced loop's instructions go",
+            }
         );
     }
     for profile in &p.profiles {
@@ -157,11 +154,11 @@ fn guest_profile(md: &mut String, p: &GuestProfile, clock: Clock) {
         } else {
             format!(
                 " The last column is this row's {} per loop event less the untraced recording's: what tracing this way added there.",
-                per_loop_event_unit(clock)
+                clock.per_event_unit()
             )
         },
     );
-    let unit = per_loop_event_unit(clock);
+    let unit = clock.per_event_unit();
     // The traced recordings' last column: the row against the untraced recording's.
     let (head, rule) = if p.untraced {
         (String::new(), "")
@@ -192,21 +189,13 @@ fn guest_profile(md: &mut String, p: &GuestProfile, clock: Clock) {
     }
 }
 
-/// What a profile's per-loop-event columns count.
-fn per_loop_event_unit(clock: Clock) -> &'static str {
-    match clock {
-        Clock::Time => "µs",
-        Clock::Instructions => "instructions",
-    }
-}
-
 /// The rows of a peers table.
 fn peer_table(md: &mut String, rows: &[PeerOverhead], clock: Clock) {
     let _ = writeln!(
         md,
-        "| tracer | {} | slowdown | {} | hits per iteration |\n|---|---:|---:|---:|---:|",
-        clock.loop_head(),
-        clock.per_event_head()
+        "| tracer | loop ({}) | slowdown | {} per event | hits per iteration |\n|---|---:|---:|---:|---:|",
+        clock.loop_unit(),
+        clock.per_event_unit()
     );
     for p in rows {
         let _ = writeln!(

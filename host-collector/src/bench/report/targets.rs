@@ -4,6 +4,7 @@
 use super::{med, percent_spread, target};
 use crate::bench::peers::PEER_ROWS;
 use crate::bench::results::{BenchResults, TargetCheck};
+use crate::qemu::command::INSTRUCTIONS_PER_US;
 
 /// Each target of the benchmark issue against `r`.
 pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
@@ -186,11 +187,10 @@ fn instruction_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     let Some(p) = &r.peers_instructions else {
         return;
     };
-    // µs of the instruction clock × 1000: instructions.
     let per_event = |condition: &str| {
         let tracer = PEER_ROWS.iter().find(|(c, _)| *c == condition)?.1;
         let row = p.rows.iter().find(|row| row.tracer == tracer)?;
-        med(row.us_per_event.as_ref()).map(|us| us * 1e3)
+        med(row.us_per_event.as_ref()).map(|us| us * INSTRUCTIONS_PER_US)
     };
     let (all, ftrace) = (per_event("all"), per_event("ftpeer"));
     let over = |v: Option<f64>| match (v, ftrace) {
@@ -200,7 +200,8 @@ fn instruction_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     let ratio = over(all);
     let mut notes = Vec::new();
     for (condition, what) in [("tallied", "tallied"), ("nostack", "no stacks")] {
-        if let (Some(x), Some(n)) = (over(per_event(condition)), per_event(condition)) {
+        let n = per_event(condition);
+        if let (Some(x), Some(n)) = (over(n), n) {
             notes.push(format!("{what} {x:.2}x ({n:.0})"));
         }
     }
