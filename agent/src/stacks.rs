@@ -14,7 +14,7 @@ use hashbrown::HashTable;
 
 use guestscope_common::{
     CacheSlot, CachedEvent, MAX_STACK_FRAMES, RawEvent, STACK_CACHE_ENTRIES,
-    event::{StackError, StackedEvent},
+    event::{NO_STACK, StackError, StackedEvent},
     wire::{Body, EventArgs, packed::PackedBatch},
 };
 
@@ -49,6 +49,10 @@ pub enum NoStack {
     /// The stack is new and the table already holds [`MAX_STACKS`] stacks.
     #[error("more than {MAX_STACKS} distinct stacks")]
     TableFull,
+    /// Stacks are off: the probe read nothing of the hit's stack (a short record naming
+    /// no stack-cache entry, [`CacheSlot::NONE`]).
+    #[error("stacks are off")]
+    Off,
     /// A cached hit named a stack-cache entry that no walk read so far filled.
     #[error("a cached hit named stack-cache entry {index} of CPU {cpu}, which no walk filled")]
     UnknownCacheSlot {
@@ -200,6 +204,9 @@ impl StackTable {
     /// cache entry it names ([`UNKNOWN_SLOT_ID`] if none did).
     #[inline]
     pub fn resolve_cached(&mut self, record: &CachedEvent) -> (RawEvent, Result<u32, NoStack>) {
+        if record.cache_slot == CacheSlot::NONE {
+            return (record.event, Err(NoStack::Off));
+        }
         let cpu = record.event.cpu;
         let known = CacheSlot::index(record.cache_slot)
             .and_then(|index| slot_position(cpu, index))
@@ -269,6 +276,7 @@ fn stack_id(outcome: Result<u32, NoStack>) -> i32 {
         Ok(id) => id as i32,
         Err(NoStack::TableFull) => TABLE_FULL_ID,
         Err(NoStack::UnknownCacheSlot { .. }) => UNKNOWN_SLOT_ID,
+        Err(NoStack::Off) => NO_STACK,
         Err(NoStack::Failed(e) | NoStack::Unusable(e)) => match e {
             StackError::Walk(errno) => errno,
             StackError::BadLength(_) => BAD_LENGTH_ID,
@@ -444,8 +452,11 @@ mod tests {
         let mut bad = hit(0, 0);
         bad.cache_slot = STACK_CACHE_ENTRIES + 1;
         assert_eq!(t.resolve_cached(&bad).0.stack_id, UNKNOWN_SLOT_ID);
+        // A hit with stacks off names no entry: the event as the probe wrote it.
         bad.cache_slot = CacheSlot::NONE;
-        assert_eq!(t.resolve_cached(&bad).0.stack_id, UNKNOWN_SLOT_ID);
+        let (e, r) = t.resolve_cached(&bad);
+        assert_eq!((e, r), (bad.event, Err(NoStack::Off)));
+        assert_eq!(e.stack_id, NO_STACK);
         assert_eq!(t.resolve(&filled(&[0xf], u32::MAX, 1)).1, Ok(4));
         assert_eq!(
             t.resolve_cached(&hit(u32::MAX, 1)).0.stack_id,

@@ -106,7 +106,7 @@ fn take_in(
 #[inline(always)]
 fn count_missing(stack: Result<u32, NoStack>, totals: &mut Totals) {
     match stack {
-        Ok(_) | Err(NoStack::Failed(_)) => {}
+        Ok(_) | Err(NoStack::Failed(_) | NoStack::Off) => {}
         Err(
             why @ (NoStack::Unusable(_) | NoStack::TableFull | NoStack::UnknownCacheSlot { .. }),
         ) => {

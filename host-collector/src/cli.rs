@@ -399,7 +399,8 @@ pub struct LabArgs {
     /// return addresses; `walk-every` walks every event; `checked` walks every event
     /// and counts the cached stacks that differ (`stack_cache_wrong` in summary.json);
     /// `tallied` counts a hit the stack cache answers per stack in the kernel, with
-    /// no event record (the cheapest: every hit still classified by its stack).
+    /// no event record (the cheapest that still classifies every hit by its stack);
+    /// `off` records every hit without its stack.
     #[arg(long, value_enum, default_value = "cached")]
     pub stacks: StacksArg,
     /// Have the kernel time every run of the eBPF programs (`BPF_ENABLE_STATS`) and
@@ -446,6 +447,10 @@ pub enum StacksArg {
     /// the kernel: every hit is still classified, at a fraction of the cost, but it has
     /// no line in events.jsonl (no time, thread or lock address of its own).
     Tallied,
+    /// No stacks: the probes read nothing of the stack, and every event is recorded
+    /// without one (the cheapest record of every hit: no classification by stack, so
+    /// the claims that need stacks as evidence cannot be decided).
+    Off,
 }
 
 impl StacksArg {
@@ -457,6 +462,7 @@ impl StacksArg {
             StacksArg::WalkEvery => StackMode::WalkEvery,
             StacksArg::Checked => StackMode::Checked,
             StacksArg::Tallied => StackMode::Tallied,
+            StacksArg::Off => StackMode::Off,
         }
     }
 }

@@ -41,9 +41,6 @@ pub struct Payload {
     /// Arguments 1 to 5, for the kinds that carry them
     /// ([`ProbeKind::carries_args`]): written past a shorter stack walk.
     pub args: Option<[u64; USER_ARGS]>,
-    /// For probes at a function's entry: [`StackedEvent::entry`] (where the walk may
-    /// miss the caller) and the stack pointer on entry, which keys the stack cache.
-    pub entry: AtEntry,
 }
 
 /// The thread-group id of the current task if it is under study.
@@ -75,8 +72,20 @@ macro_rules! bump {
 /// arguments, for the kinds that carry them.
 /// Otherwise the stack is walked by `bpf_get_stack` straight into a reserved
 /// [`StackedEvent`]: no stack map, so no hash-bucket collisions.
+///
+/// `at_entry` says where on the stack the hit is, for probes at a function's entry:
+/// [`StackedEvent::entry`] (where the walk may miss the caller) and the stack pointer on
+/// entry, which keys the stack cache ([`AtEntry::UNKNOWN`] elsewhere). It is asked only
+/// when stacks are on: with them off ([`NO_STACK_WALK`]) a hit reads nothing of its
+/// stack, and its record is as short as a cached hit's, naming no cache entry
+/// ([`CacheSlot::NONE`]), and staged with the others when staging is on.
 #[inline(always)]
-pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -> Payload) {
+pub fn emit<C: EbpfContext>(
+    ctx: &C,
+    kind: ProbeKind,
+    payload: impl FnOnce(&C) -> Payload,
+    at_entry: impl FnOnce(&C) -> AtEntry,
+) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_traced(tgid) {
@@ -100,15 +109,23 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
         ip,
         flags,
         args,
-        entry,
     } = payload(ctx);
-    let entry = AtEntry {
-        caller: entry.caller,
-        anchor: stack_cache::scalar(search, entry.anchor),
-    };
     let with_args = args.is_some();
-    // A hit with arguments is never only tallied: its arguments need a record.
-    let stacks = Stacks::choose(search, kind, &entry, !with_args);
+    let settings = SETTINGS.get(SETTINGS_FLAGS).copied().unwrap_or(0);
+    let (stacks, entry) = if settings & NO_STACK_WALK != 0 {
+        (Stacks::off(settings, !with_args), AtEntry::UNKNOWN)
+    } else {
+        let entry = at_entry(ctx);
+        let entry = AtEntry {
+            caller: entry.caller,
+            anchor: stack_cache::scalar(search, entry.anchor),
+        };
+        // A hit with arguments is never only tallied: its arguments need a record.
+        (
+            Stacks::choose(search, settings, kind, &entry, !with_args),
+            entry,
+        )
+    };
     if stacks.source == Source::Tallied {
         let index = stacks.index;
         bump!(counters.stack_cached);
@@ -150,12 +167,14 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             }
         }
     }
-    if stacks.source == Source::Staged {
-        bump!(counters.stack_cached);
+    if matches!(stacks.source, Source::Staged | Source::OffStaged) {
+        if stacks.source == Source::Staged {
+            bump!(counters.stack_cached);
+        }
         // SAFETY: this CPU's claimed scratch; `pending` as above. Counted as emitted (or
         // lost) when the stage is written.
         unsafe {
-            if staging::stage(claim.staged(), pending, stacks.index, kind) {
+            if staging::stage(claim.staged(), pending, stacks.slot(), kind) {
                 staging::flush(claim.staged(), claim.ring_bytes());
             }
         }
@@ -164,16 +183,18 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
     // A record written straight to the ring goes after the ones this CPU staged.
     // SAFETY: this CPU's claimed scratch.
     unsafe { staging::flush(claim.staged(), claim.ring_bytes()) };
-    if stacks.source == Source::Cached {
-        let index = stacks.index;
-        bump!(counters.stack_cached);
+    if matches!(stacks.source, Source::Cached | Source::Off) {
+        let slot = stacks.slot();
+        if stacks.source == Source::Cached {
+            bump!(counters.stack_cached);
+        }
         let submitted = if with_args {
             EVENTS.reserve::<CachedArgsEvent>(0).map(|mut record| {
                 let r = record.as_mut_ptr();
                 // SAFETY: `r` points at a reserved, writable ring-buffer slot of a
                 // `CachedArgsEvent`, ours until submit; `pending` as above.
                 unsafe {
-                    fill_cached(&raw mut (*r).cached, pending, index);
+                    fill_cached(&raw mut (*r).cached, pending, slot);
                     copy_words(
                         (&raw mut (*r).args).cast::<u64>(),
                         (&raw const (*pending).args).cast::<u64>(),
@@ -186,7 +207,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, kind: ProbeKind, payload: impl FnOnce(&C) -
             EVENTS.reserve::<CachedEvent>(0).map(|mut record| {
                 // SAFETY: a reserved, writable ring-buffer slot of a `CachedEvent`,
                 // ours until submit; `pending` as above.
-                unsafe { fill_cached(record.as_mut_ptr(), pending, index) };
+                unsafe { fill_cached(record.as_mut_ptr(), pending, slot) };
                 record.submit(wakeup_flag(claim.ring_bytes()));
             })
         };
@@ -254,13 +275,14 @@ unsafe fn copy_words(dst: *mut u64, src: *const u64, words: usize) {
     }
 }
 
-/// Fills a reserved [`CachedEvent`] with the pending event and cache entry `index`.
+/// Fills a reserved [`CachedEvent`] with the pending event and cache entry `slot` (a
+/// [`CacheSlot::tag`], or [`CacheSlot::NONE`] for a hit whose stack was not asked for).
 ///
 /// # Safety
 /// `cached` must point at a writable [`CachedEvent`] and `pending` at this CPU's
 /// [`Pending`], both 8-byte aligned.
 #[inline(always)]
-pub(crate) unsafe fn fill_cached(cached: *mut CachedEvent, pending: *const Pending, index: u32) {
+pub(crate) unsafe fn fill_cached(cached: *mut CachedEvent, pending: *const Pending, slot: u32) {
     // SAFETY: the caller vouches for both pointers.
     unsafe {
         copy_words(
@@ -268,7 +290,7 @@ pub(crate) unsafe fn fill_cached(cached: *mut CachedEvent, pending: *const Pendi
             (&raw const (*pending).event).cast::<u64>(),
             EVENT_WORDS,
         );
-        (*cached).cache_slot = CacheSlot::tag(index);
+        (*cached).cache_slot = slot;
         (*cached)._pad = 0;
     }
 }
@@ -292,8 +314,10 @@ pub struct Pending {
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 enum Source {
-    /// No walk at all (`NO_STACK_WALK`).
+    /// No walk at all (`NO_STACK_WALK`): a [`CachedEvent`] naming no cache entry.
     Off,
+    /// As [`Source::Off`], the record staged with others of this CPU (`STAGE_CACHED`).
+    OffStaged,
     /// From cache entry [`Stacks::index`]: the hit's record is a [`CachedEvent`].
     Cached,
     /// As [`Source::Cached`], the record staged with others of this CPU
@@ -335,15 +359,40 @@ impl Stacks {
         Stacks { source, index: 0 }
     }
 
-    /// Decides, for a hit of `kind` at `entry`, from the settings and a cache lookup;
-    /// a hit that may not be only tallied (`tally_ok` false: it carries arguments) gets
-    /// a record of its own even in the tallied mode, and is never staged.
+    /// With stacks off (`NO_STACK_WALK` in `flags`): staged when the agent turned
+    /// staging on and the hit carries no arguments (`stage_ok`).
     #[inline(always)]
-    fn choose(search: *mut Search, kind: ProbeKind, entry: &AtEntry, tally_ok: bool) -> Stacks {
-        let flags = SETTINGS.get(SETTINGS_FLAGS).copied().unwrap_or(0);
-        if flags & NO_STACK_WALK != 0 {
-            return Stacks::of(Source::Off);
+    fn off(flags: u32, stage_ok: bool) -> Stacks {
+        if stage_ok && flags & STAGE_CACHED != 0 {
+            Stacks::of(Source::OffStaged)
+        } else {
+            Stacks::of(Source::Off)
         }
+    }
+
+    /// The [`CacheSlot`] tag a short record names: the cache entry's, or
+    /// [`CacheSlot::NONE`] with stacks off.
+    #[inline(always)]
+    fn slot(self) -> u32 {
+        if matches!(self.source, Source::Off | Source::OffStaged) {
+            CacheSlot::NONE
+        } else {
+            CacheSlot::tag(self.index)
+        }
+    }
+
+    /// Decides, for a hit of `kind` at `entry` with stacks on, from the settings'
+    /// `flags` and a cache lookup; a hit that may not be only tallied (`tally_ok`
+    /// false: it carries arguments) gets a record of its own even in the tallied mode,
+    /// and is never staged.
+    #[inline(always)]
+    fn choose(
+        search: *mut Search,
+        flags: u32,
+        kind: ProbeKind,
+        entry: &AtEntry,
+        tally_ok: bool,
+    ) -> Stacks {
         if flags & NO_STACK_CACHE != 0 {
             return Stacks::of(Source::Walk);
         }
@@ -372,8 +421,8 @@ impl Stacks {
         Stacks { source, index }
     }
 
-    /// Walks the stack into `record`'s frames (unless [`Source::Off`]; `Cached` and
-    /// `Tallied` never get here) and returns its `stack_bytes` (negative: no stack) and
+    /// Walks the stack into `record`'s frames (the sources without a walk never get
+    /// here) and returns its `stack_bytes` (negative: no stack) and
     /// the cache entry it was kept in ([`CacheSlot::NONE`] if none).
     ///
     /// # Safety
@@ -390,7 +439,7 @@ impl Stacks {
     ) -> (i32, u32) {
         if matches!(
             self.source,
-            Source::Off | Source::Cached | Source::Staged | Source::Tallied
+            Source::Off | Source::OffStaged | Source::Cached | Source::Staged | Source::Tallied
         ) {
             // No walk: no frame is meaningful (the agent reads none).
             return (NO_STACK, CacheSlot::NONE);

@@ -32,20 +32,23 @@ fn fault_payload(ctx: &TracePointContext) -> Payload {
         ip,
         flags: code as u32,
         args: None,
-        entry: AtEntry::UNKNOWN,
     }
 }
 
 /// A fault taken while the CPU ran user code.
 #[tracepoint(category = "exceptions", name = "page_fault_user")]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
-    emit(&ctx, ProbeKind::PageFaultUser, fault_payload);
+    emit(&ctx, ProbeKind::PageFaultUser, fault_payload, |_| {
+        AtEntry::UNKNOWN
+    });
     0
 }
 
 /// A fault taken while the CPU ran kernel code (e.g. `copy_to_user` touching a fresh page).
 #[tracepoint(category = "exceptions", name = "page_fault_kernel")]
 pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
-    emit(&ctx, ProbeKind::PageFaultKernel, fault_payload);
+    emit(&ctx, ProbeKind::PageFaultKernel, fault_payload, |_| {
+        AtEntry::UNKNOWN
+    });
     0
 }

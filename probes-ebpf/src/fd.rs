@@ -16,13 +16,17 @@ use crate::{
 /// `arg` is `end` (the fd limit), `flags` the open flags (`O_CLOEXEC`...).
 #[kprobe]
 pub fn alloc_fd(ctx: ProbeContext) -> u32 {
-    emit(&ctx, ProbeKind::AllocFd, |ctx| Payload {
-        arg: ctx.arg::<u32>(1).map_or(0, u64::from),
-        ip: 0,
-        flags: ctx.arg::<u32>(2).unwrap_or(0),
-        args: None,
-        entry: entry_caller::at_kprobe(ctx),
-    });
+    emit(
+        &ctx,
+        ProbeKind::AllocFd,
+        |ctx| Payload {
+            arg: ctx.arg::<u32>(1).map_or(0, u64::from),
+            ip: 0,
+            flags: ctx.arg::<u32>(2).unwrap_or(0),
+            args: None,
+        },
+        entry_caller::at_kprobe,
+    );
     0
 }
 
@@ -30,12 +34,16 @@ pub fn alloc_fd(ctx: ProbeContext) -> u32 {
 /// back to [`alloc_fd`] when fentry cannot be used. The same event either way.
 #[fentry(function = "alloc_fd")]
 pub fn alloc_fd_fentry(ctx: FEntryContext) -> u32 {
-    emit(&ctx, ProbeKind::AllocFd, |ctx| Payload {
-        arg: u64::from(ctx.arg::<u64>(1) as u32),
-        ip: 0,
-        flags: ctx.arg::<u64>(2) as u32,
-        args: None,
-        entry: entry_caller::at_fentry(ctx),
-    });
+    emit(
+        &ctx,
+        ProbeKind::AllocFd,
+        |ctx| Payload {
+            arg: u64::from(ctx.arg::<u64>(1) as u32),
+            ip: 0,
+            flags: ctx.arg::<u64>(2) as u32,
+            args: None,
+        },
+        entry_caller::at_fentry,
+    );
     0
 }

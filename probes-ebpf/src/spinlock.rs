@@ -18,25 +18,33 @@ use crate::{
 /// fentry on `_raw_spin_lock(raw_spinlock_t *lock)`.
 #[fentry(function = "_raw_spin_lock")]
 pub fn spin_lock_fentry(ctx: FEntryContext) -> u32 {
-    emit(&ctx, ProbeKind::SpinLock, |ctx| Payload {
-        arg: ctx.arg::<u64>(0),
-        ip: 0,
-        flags: 0,
-        args: None,
-        entry: entry_caller::at_fentry(ctx),
-    });
+    emit(
+        &ctx,
+        ProbeKind::SpinLock,
+        |ctx| Payload {
+            arg: ctx.arg::<u64>(0),
+            ip: 0,
+            flags: 0,
+            args: None,
+        },
+        entry_caller::at_fentry,
+    );
     0
 }
 
 /// kprobe on `_raw_spin_lock`: the fallback when fentry is unavailable.
 #[kprobe]
 pub fn spin_lock_kprobe(ctx: ProbeContext) -> u32 {
-    emit(&ctx, ProbeKind::SpinLock, |ctx| Payload {
-        arg: ctx.arg::<u64>(0).unwrap_or(0),
-        ip: 0,
-        flags: 0,
-        args: None,
-        entry: entry_caller::at_kprobe(ctx),
-    });
+    emit(
+        &ctx,
+        ProbeKind::SpinLock,
+        |ctx| Payload {
+            arg: ctx.arg::<u64>(0).unwrap_or(0),
+            ip: 0,
+            flags: 0,
+            args: None,
+        },
+        entry_caller::at_kprobe,
+    );
     0
 }

@@ -37,8 +37,9 @@ pub struct Staged {
     records: [CachedEvent; STAGED_EVENTS],
 }
 
-/// Adds the pending hit of probe `kind`, whose stack is cache entry `index`; returns
-/// whether the stage is full (then [`flush`] it).
+/// Adds the pending hit of probe `kind`, whose stack is cache entry `slot` (a
+/// `CacheSlot` tag, `CacheSlot::NONE` with stacks off); returns whether the stage is
+/// full (then [`flush`] it).
 ///
 /// # Safety
 /// `staged` must point at this CPU's claimed [`Staged`], `pending` at its [`Pending`].
@@ -46,14 +47,14 @@ pub struct Staged {
 pub unsafe fn stage(
     staged: *mut Staged,
     pending: *const Pending,
-    index: u32,
+    slot: u32,
     kind: ProbeKind,
 ) -> bool {
     // SAFETY: the caller vouches for both pointers; the index is masked into the array.
     unsafe {
         let n = load!((*staged).count) as usize;
         let at = &raw mut (*staged).records[n & (STAGED_EVENTS - 1)];
-        fill_cached(at, pending, index);
+        fill_cached(at, pending, slot);
         let k = kind as usize;
         store!((*staged).kinds[k], load!((*staged).kinds[k]) + 1);
         store!((*staged).count, (n + 1) as u32);

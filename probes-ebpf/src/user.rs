@@ -23,14 +23,18 @@ use crate::{
 /// `rdi` and `args` `rsi` … `r9` (at entry the arguments), `ip` the probed address.
 #[kprobe]
 pub fn user_kprobe(ctx: ProbeContext) -> u32 {
-    emit(&ctx, ProbeKind::Kprobe, |ctx| Payload {
-        arg: ctx.arg::<u64>(0).unwrap_or(0),
-        ip: probed_address(ctx),
-        flags: 0,
-        // rsi, rdx, rcx, r8, r9.
-        args: Some([1, 2, 3, 4, 5].map(|n| ctx.arg::<u64>(n).unwrap_or(0))),
-        entry: kprobe_entry(ctx),
-    });
+    emit(
+        &ctx,
+        ProbeKind::Kprobe,
+        |ctx| Payload {
+            arg: ctx.arg::<u64>(0).unwrap_or(0),
+            ip: probed_address(ctx),
+            flags: 0,
+            // rsi, rdx, rcx, r8, r9.
+            args: Some([1, 2, 3, 4, 5].map(|n| ctx.arg::<u64>(n).unwrap_or(0))),
+        },
+        kprobe_entry,
+    );
     0
 }
 
@@ -66,39 +70,47 @@ fn kprobe_entry(ctx: &ProbeContext) -> AtEntry {
 /// function.
 #[fentry]
 pub fn user_fentry(ctx: FEntryContext) -> u32 {
-    emit(&ctx, ProbeKind::Fentry, |ctx| {
-        let mut args = [0u64; 6];
-        // SAFETY: helpers reading the traced function's arguments (each into a local the
-        // helper leaves untouched past the prototype's count) and address from the
-        // trampoline's context.
-        let ip = unsafe {
-            for (n, arg) in args.iter_mut().enumerate() {
-                bpf_get_func_arg(ctx.as_ptr(), n as u32, arg);
+    emit(
+        &ctx,
+        ProbeKind::Fentry,
+        |ctx| {
+            let mut args = [0u64; 6];
+            // SAFETY: helpers reading the traced function's arguments (each into a local the
+            // helper leaves untouched past the prototype's count) and address from the
+            // trampoline's context.
+            let ip = unsafe {
+                for (n, arg) in args.iter_mut().enumerate() {
+                    bpf_get_func_arg(ctx.as_ptr(), n as u32, arg);
+                }
+                bpf_get_func_ip(ctx.as_ptr())
+            };
+            Payload {
+                arg: args[0],
+                ip,
+                flags: 0,
+                args: Some([args[1], args[2], args[3], args[4], args[5]]),
             }
-            bpf_get_func_ip(ctx.as_ptr())
-        };
-        Payload {
-            arg: args[0],
-            ip,
-            flags: 0,
-            args: Some([args[1], args[2], args[3], args[4], args[5]]),
-            entry: entry_caller::at_fentry(ctx),
-        }
-    });
+        },
+        entry_caller::at_fentry,
+    );
     0
 }
 
 /// Return of any function: `arg` is its return value (`rax`), `ip` the function.
 #[kretprobe]
 pub fn user_kretprobe(ctx: RetProbeContext) -> u32 {
-    emit(&ctx, ProbeKind::Kretprobe, |ctx| Payload {
-        arg: ctx.ret::<u64>(),
-        // SAFETY: as above; for a kretprobe the kernel reports the probed function.
-        ip: unsafe { bpf_get_func_ip(ctx.as_ptr()) },
-        flags: 0,
-        args: None,
-        entry: AtEntry::UNKNOWN,
-    });
+    emit(
+        &ctx,
+        ProbeKind::Kretprobe,
+        |ctx| Payload {
+            arg: ctx.ret::<u64>(),
+            // SAFETY: as above; for a kretprobe the kernel reports the probed function.
+            ip: unsafe { bpf_get_func_ip(ctx.as_ptr()) },
+            flags: 0,
+            args: None,
+        },
+        |_| AtEntry::UNKNOWN,
+    );
     0
 }
 
@@ -124,8 +136,9 @@ macro_rules! user_tracepoints {
                     ip: 0,
                     flags: $slot,
                     args: None,
-                    entry: AtEntry::UNKNOWN,
-                });
+                },
+                |_| AtEntry::UNKNOWN,
+            );
                 0
             }
         )*

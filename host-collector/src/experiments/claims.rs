@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use guestscope_common::plan::StackMode;
+
 use super::Experiments;
 
 /// A verdict on one claim.
@@ -143,17 +145,40 @@ fn scheduler_claim(e: &Experiments) -> Claim {
     }
 }
 
-/// Checks every claim against the experiments' results.
-pub fn check(e: &Experiments) -> Vec<Claim> {
+/// Checks every claim against the experiments' results, from a run whose probes got
+/// stacks as `stacks` says (`None`: not known). With stacks off no spin_lock hit is
+/// classified, so the claims decided by stacks say that, not that no hit came.
+pub fn check(e: &Experiments, stacks: Option<StackMode>) -> Vec<Claim> {
+    let stacks_off = stacks == Some(StackMode::Off);
+    let by_stack = |c: Claim| {
+        if stacks_off {
+            untested_without_stacks(c)
+        } else {
+            c
+        }
+    };
     vec![
         boot_claim(e),
         pci_claim(e),
-        timers_claim(e),
-        file_system_claim(e),
-        scheduler_claim(e),
+        by_stack(timers_claim(e)),
+        by_stack(file_system_claim(e)),
+        by_stack(scheduler_claim(e)),
         cr3_claim(e),
-        random_claim(e),
+        random_claim(e, stacks_off),
     ]
+}
+
+/// Why a claim decided by the spin_lock hits' stacks is not tested in a run without
+/// stacks.
+const NO_STACKS: &str = "This run recorded no stacks (`--stacks off`), and the spin_lock hits are told apart by their stacks.";
+
+/// `c`, a claim decided by stacks, as not tested for want of them.
+fn untested_without_stacks(c: Claim) -> Claim {
+    Claim {
+        verdict: Verdict::NotTested,
+        evidence: NO_STACKS.into(),
+        ..c
+    }
 }
 
 /// §3.4: the boot-time gap comes from the virtual clock falling behind.
@@ -373,7 +398,7 @@ fn cr3_claim(e: &Experiments) -> Claim {
 }
 
 /// §7: /dev/random blocks when the entropy pool is exhausted.
-fn random_claim(e: &Experiments) -> Claim {
+fn random_claim(e: &Experiments, stacks_off: bool) -> Claim {
     match &e.random {
         Some(r) => {
             let random = r.sources.iter().find(|x| x.method == "/dev/random");
@@ -388,7 +413,15 @@ fn random_claim(e: &Experiments) -> Claim {
                 if random.is_some_and(|x| x.blocked) { " (blocked)" } else { ", never blocked" },
                 r.crng_ready_s.map(|c| format!("{c:.3}")).unwrap_or_else(|| "?".into()),
                 r.entropy_avail.map(|e| e.to_string()).unwrap_or_else(|| "?".into()),
-                urandom_blocked.map(|u| format!(" /dev/urandom, read before that, waited {:.0} ms while seeding the CRNG itself ({} events under try_to_generate_entropy).", u.max_us.unwrap_or(0.0) / 1e3, u.jitter_events)).unwrap_or_default()
+                urandom_blocked.map(|u| format!(
+                    " /dev/urandom, read before that, waited {:.0} ms while seeding the CRNG itself ({}).",
+                    u.max_us.unwrap_or(0.0) / 1e3,
+                    if stacks_off {
+                        "no stacks recorded to find try_to_generate_entropy on".to_string()
+                    } else {
+                        format!("{} events under try_to_generate_entropy", u.jitter_events)
+                    }
+                )).unwrap_or_default()
             );
             claim(
                 "7",
@@ -489,6 +522,35 @@ mod tests {
         assert!(tick.evidence.contains("none of them in __schedule"));
         let none = scheduler_claim(&malloc_scheduler(&[("__schedule", 40)]));
         assert_eq!(none.verdict, Verdict::NotTested);
+    }
+
+    #[test]
+    fn without_stacks_the_claims_stacks_decide_are_untested_and_say_why() {
+        let e = malloc_scheduler(&[("exc_page_fault", 311), ("exc_page_fault>__schedule", 31)]);
+        let scheduler = |stacks| {
+            check(&e, stacks)
+                .into_iter()
+                .find(|c| c.section == "5 (scheduler)")
+                .expect("the scheduler claim")
+        };
+        for known in [None, Some(StackMode::Cached), Some(StackMode::Tallied)] {
+            assert_eq!(scheduler(known).verdict, Verdict::Confirmed, "{known:?}");
+        }
+        let off = check(&e, Some(StackMode::Off));
+        for section in ["5 (timers)", "5 (file system)", "5 (scheduler)"] {
+            let c = off.iter().find(|c| c.section == section).expect(section);
+            assert_eq!(
+                (c.verdict, c.evidence.as_str()),
+                (Verdict::NotTested, NO_STACKS),
+                "{section}"
+            );
+        }
+        // The claims that stacks do not decide are left as they were.
+        let pci = |stacks| check(&e, stacks).into_iter().find(|c| c.section == "3.5");
+        assert_eq!(
+            pci(Some(StackMode::Off)).map(|c| c.evidence),
+            pci(None).map(|c| c.evidence)
+        );
     }
 
     #[test]

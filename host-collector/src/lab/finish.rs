@@ -65,7 +65,7 @@ pub fn finish(
     summary.kernel.callers_recovered = session.totals.as_ref().map(|t| t.callers_recovered);
     let ran_workloads = summary.workloads.iter().any(|w| w.status.is_some());
     summary.skipped = experiments::support::skipped(&attach, &summary.experiments, ran_workloads);
-    summary.claims = experiments::claims::check(&summary.experiments);
+    summary.claims = experiments::claims::check(&summary.experiments, summary.run.stacks);
     let timeline = timeline_of(c, &mut summary.timeline);
     if let Some(t) = &timeline {
         cross_check_snapshots(dir, t, &mut summary.timeline);

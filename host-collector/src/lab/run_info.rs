@@ -45,6 +45,7 @@ pub(super) fn run_info(
         events_ring_bytes: o
             .events_bytes
             .unwrap_or(guestscope_common::maps::EVENTS_BYTES),
+        stacks: Some(o.stacks),
         outcome: c.outcome.clone(),
     }
 }

@@ -137,6 +137,9 @@ pub struct RunInfo {
     pub host_files_cwd: Option<String>,
     /// Size of the probes' `EVENTS` ring buffer, bytes (0 when unknown).
     pub events_ring_bytes: u32,
+    /// How the probes got each event's stack (`--stacks`); `None` when not known
+    /// (attach: the guest's plan decides; a summary written before it was kept).
+    pub stacks: Option<guestscope_common::plan::StackMode>,
     /// How the run ended.
     pub outcome: Outcome,
 }

@@ -14,6 +14,13 @@ pub(super) fn render_coverage(md: &mut String, s: &Summary) {
         "| events received by the collector | {} |",
         st.events_received
     );
+    if s.run.stacks == Some(guestscope_common::plan::StackMode::Off) {
+        let _ = writeln!(
+            md,
+            "| of them, recorded without reading their stacks (`--stacks off`) | {} |",
+            st.events_received
+        );
+    }
     if st.events_tallied > 0 {
         let _ = writeln!(
             md,
