@@ -15,6 +15,7 @@ use hashbrown::HashTable;
 use guestscope_common::{
     CacheSlot, CachedEvent, MAX_STACK_FRAMES, RawEvent, STACK_CACHE_ENTRIES,
     event::{NO_STACK, StackError, StackedEvent},
+    maps::cache_entry_slot,
     wire::{Body, EventArgs, packed::PackedBatch},
 };
 
@@ -286,12 +287,14 @@ fn stack_id(outcome: Result<u32, NoStack>) -> i32 {
 }
 
 /// Where entry `index` of CPU `cpu`'s stack cache is kept in [`StackTable`]'s slots,
-/// in the tally book and in the `TALLIES` array ([`crate::tally_map`]): a row of
-/// entries per CPU; `None` past [`MAX_CPUS`].
+/// in the tally book and in the `TALLIES` array ([`crate::tally_map`]): the probes'
+/// layout of `TALLIES` ([`cache_entry_slot`], a row of entries per CPU), bounded here
+/// by [`MAX_CPUS`] and the entries per CPU; `None` past them.
 pub fn slot_position(cpu: u32, index: u32) -> Option<usize> {
-    let cpu = cpu as usize;
-    (cpu < MAX_CPUS && index < STACK_CACHE_ENTRIES)
-        .then(|| cpu * STACK_CACHE_ENTRIES as usize + index as usize)
+    if cpu as usize >= MAX_CPUS || index >= STACK_CACHE_ENTRIES {
+        return None;
+    }
+    cache_entry_slot(cpu, index).map(|slot| slot as usize)
 }
 
 /// What sending one batch did.
