@@ -223,14 +223,12 @@ fn without_stacks_overhead(
         r.matched_total().map(|m| (m as f64 - base).max(0.0))
     });
     let walk_every = series(runs, &format!("{workload}-walkall"), reps, loop_ms);
-    let cached_share = series(runs, &format!("{workload}-all"), reps, |r| {
-        let t = r.tracing.as_ref()?;
-        let (cached, emitted) = t
-            .counters
-            .iter()
-            .fold((0, 0), |(c, e), (_, k)| (c + k.stack_cached, e + k.emitted));
-        (emitted > 0).then(|| cached as f64 / emitted as f64)
-    });
+    let cached_share = series(
+        runs,
+        &format!("{workload}-all"),
+        reps,
+        Ran::stack_cache_share,
+    );
     NoStackOverhead {
         traced_ms: Spread::of(&present(&ns)),
         ratio: Spread::of(&stats::paired_ratios(&ns, off)),

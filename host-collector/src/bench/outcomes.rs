@@ -44,6 +44,19 @@ impl Ran {
     pub(super) fn bpftrace_count(&self) -> Option<u64> {
         bpftrace_count(&self.output)
     }
+    /// Of the probes' recorded and tallied hits, the share whose stack the stack cache
+    /// gave (0 to 1); `None` without the agent's counters or with no hit.
+    pub(super) fn stack_cache_share(&self) -> Option<f64> {
+        let (cached, hits) = self
+            .tracing
+            .as_ref()?
+            .counters
+            .iter()
+            .fold((0, 0), |(c, h), (_, k)| {
+                (c + k.stack_cached, h + k.emitted + k.tallied)
+            });
+        (hits > 0).then(|| cached as f64 / hits as f64)
+    }
     pub(super) fn matched_total(&self) -> Option<u64> {
         self.tracing
             .as_ref()

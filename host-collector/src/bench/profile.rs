@@ -370,6 +370,11 @@ fn grouped(
         loop_ms: recorded.elapsed_s().map(|s| s * 1e3),
         events: loop_events,
         shares,
+        stack_cache_percent: if untraced {
+            None
+        } else {
+            recorded.stack_cache_share().map(|s| s * 100.0)
+        },
     }
 }
 

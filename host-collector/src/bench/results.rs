@@ -188,6 +188,11 @@ pub struct GuestProfile {
     pub events: Option<f64>,
     /// The samples, grouped.
     pub shares: Vec<ProfileShare>,
+    /// Of the probes' recorded and tallied hits in the recording, the share whose stack
+    /// the stack cache gave, %; `None` for the untraced recording (or without the
+    /// agent's counters). Well below the timed runs' share, the cache missed, and the
+    /// walks (and the searches that keep them) are in the profile.
+    pub stack_cache_percent: Option<f64>,
 }
 
 /// One group of a [`GuestProfile`]'s samples.

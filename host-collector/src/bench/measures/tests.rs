@@ -339,3 +339,28 @@ fn each_synthetic_run_is_paired_with_the_blast_before_it() {
     let p = pipeline_ceiling(&o, &runs, &[None, Some(40.0)], &mut Vec::new()).unwrap();
     assert_eq!(p.fraction_of_raw.unwrap().n, 1);
 }
+
+#[test]
+fn the_stack_cache_share_counts_tallied_hits_with_the_recorded_ones() {
+    let counters = |stack_cached, emitted, tallied| ProbeCounters {
+        matched: emitted + tallied,
+        stack_cached,
+        emitted,
+        tallied,
+        ..ProbeCounters::default()
+    };
+    let mut r = ran(0, 1, 1);
+    let t = r.tracing.as_mut().unwrap();
+    // spin_lock: 90 of 100 recorded from the cache, and 300 tallied (always cached);
+    // alloc_fd: 10 recorded, none cached.
+    t.counters = vec![
+        ("spin_lock".into(), counters(390, 100, 300)),
+        ("alloc_fd".into(), counters(0, 10, 0)),
+    ];
+    assert_eq!(r.stack_cache_share(), Some(390.0 / 410.0));
+    for (_, c) in &mut r.tracing.as_mut().unwrap().counters {
+        *c = ProbeCounters::default();
+    }
+    assert_eq!(r.stack_cache_share(), None, "no hit: no share");
+    assert_eq!(Ran::default().stack_cache_share(), None, "no counters");
+}

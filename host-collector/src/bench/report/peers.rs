@@ -145,9 +145,14 @@ fn guest_profile(md: &mut String, p: &GuestProfile, clock: Clock) {
         p.loop_ms.map_or("—".into(), |v| format!("{v:.0}")),
         p.events.map_or("—".into(), |v| format!("{v:.0}")),
         if p.untraced {
-            " (as many as guestscope counts in it)"
+            " (as many as guestscope counts in it)".to_string()
         } else {
-            " this way"
+            match p.stack_cache_percent {
+                Some(c) => format!(
+                    " this way (the stack cache gave the stacks of {c:.1}% of its probes' hits)"
+                ),
+                None => " this way".to_string(),
+            }
         },
         if p.untraced {
             " The traced recordings below are compared with this one, row by row.".to_string()
@@ -247,6 +252,7 @@ mod tests {
                     us_per_event: Some(0.4567),
                     over_untraced_us: Some(0.4),
                 }],
+                stack_cache_percent: Some(97.26),
                 ..Default::default()
             }],
         }
@@ -264,6 +270,12 @@ mod tests {
             "{timed}"
         );
         assert!(!timed.contains("instructions"), "{timed}");
+        assert!(
+            timed.contains(
+                "this way (the stack cache gave the stacks of 97.3% of its probes' hits)"
+            ),
+            "{timed}"
+        );
 
         let mut counted = String::new();
         peers_boot(&mut counted, &boot(true));
