@@ -76,4 +76,10 @@ fn with_stacks_off_every_hit_is_recorded_without_a_stack() {
             .contains("recorded without reading their stacks (`--stacks off`)"),
         "{dir}: the report says stacks were off"
     );
+    assert!(
+        r.report
+            .lines()
+            .any(|l| l.starts_with("| alloc_fd |") && l.contains("| off (`--stacks off`) |")),
+        "{dir}: the probe table's cache column says stacks were off"
+    );
 }

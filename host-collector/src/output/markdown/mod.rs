@@ -166,7 +166,9 @@ fn render_probes(md: &mut String, s: &Summary) {
         };
         // Only hits at a function's entry have a key into the stack cache.
         let cacheable = matches!(p.attach.method.as_str(), "fentry" | "kprobe");
-        let cached = if !cacheable && c.stack_cached == 0 {
+        let cached = if s.run.stacks == Some(guestscope_common::plan::StackMode::Off) {
+            "off (`--stacks off`)".to_string()
+        } else if !cacheable && c.stack_cached == 0 {
             "—".to_string()
         } else if p.counters.is_some() && c.emitted + c.tallied > 0 {
             // Of the hits with a stack: the records and the hits only tallied.
