@@ -51,6 +51,19 @@ impl RunOutput {
             .unwrap_or_else(|| panic!("probe {name} missing from summary ({})", self.dir.display()))
     }
 
+    /// The spin_lock experiment's entry of `summary.json` for workload `name`.
+    pub fn spin_lock_experiment(&self, name: &str) -> &Value {
+        self.summary["experiments"]["spin_lock"]
+            .as_array()
+            .and_then(|ws| ws.iter().find(|w| w["workload"] == name))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no spin_lock experiment for {name} ({})",
+                    self.dir.display()
+                )
+            })
+    }
+
     /// Events of workload `name` from probe `probe`.
     pub fn events_of<'a>(
         &'a self,
@@ -216,6 +229,36 @@ pub fn run_lab(test_name: &str, mut opts: LabOptions) -> RunOutput {
     let outcome = lab::run(&opts).unwrap_or_else(|e| panic!("lab run failed to start: {e}"));
     assert_eq!(outcome.out_dir, dir);
     load(&dir)
+}
+
+/// Boots the guest with only the fopen workload (`opens` opens), its probes getting
+/// stacks as `stacks` says, and loads what it wrote.
+pub fn run_fopen(
+    test_name: &str,
+    opens: u64,
+    stacks: guestscope_common::plan::StackMode,
+) -> RunOutput {
+    let fopen = workload_binary("fopen");
+    let opts = LabOptions {
+        builtin_workloads: false,
+        workloads: vec![format!("{} --iterations {opens}", fopen.display())],
+        stacks,
+        ..LabOptions::default()
+    };
+    run_lab(test_name, opts)
+}
+
+/// Asserts that every probe's hits are accounted for: received, tallied or counted as
+/// lost (`unaccounted` 0).
+pub fn assert_every_hit_accounted(r: &RunOutput) {
+    for p in r.summary["probes"].as_array().unwrap() {
+        assert_eq!(
+            p["unaccounted"],
+            0,
+            "{}: every hit accounted for: {p}",
+            r.dir.display()
+        );
+    }
 }
 
 /// Loads the outputs in `dir`.

@@ -206,12 +206,7 @@ fn a_user_workload_shows_up_with_its_own_events() {
 #[test]
 fn spin_lock_file_system_class_holds_a_stack_through_alloc_fd_for_fopen() {
     let r = run();
-    let fopen = r.summary["experiments"]["spin_lock"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["workload"] == "fopen")
-        .unwrap();
+    let fopen = r.spin_lock_experiment("fopen");
     let fs = fopen["classes"]
         .as_array()
         .unwrap()

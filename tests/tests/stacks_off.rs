@@ -4,27 +4,17 @@
 //! events), nothing unaccounted for, no stack counted as missing or failed, and the
 //! report must say why the claims that stacks decide are not tested.
 
-use guestscope::lab::LabOptions;
 use guestscope_common::plan::StackMode;
-use guestscope_tests::{run_lab, workload_binary};
+use guestscope_tests::{assert_every_hit_accounted, run_fopen};
 
 const OPENS: u64 = 200;
 
 #[test]
 fn with_stacks_off_every_hit_is_recorded_without_a_stack() {
-    let fopen = workload_binary("fopen");
-    let opts = LabOptions {
-        builtin_workloads: false,
-        workloads: vec![format!("{} --iterations {OPENS}", fopen.display())],
-        stacks: StackMode::Off,
-        ..LabOptions::default()
-    };
-    let r = run_lab("stacks_off", opts);
+    let r = run_fopen("stacks_off", OPENS, StackMode::Off);
     let dir = r.dir.display();
     assert_eq!(r.summary["run"]["stacks"], "Off", "{dir}");
-    for p in r.summary["probes"].as_array().unwrap() {
-        assert_eq!(p["unaccounted"], 0, "{dir}: every hit accounted for: {p}");
-    }
+    assert_every_hit_accounted(&r);
     let w = r.workload("fopen");
     let alloc_hits = w["events"]["alloc_fd"].as_u64().unwrap();
     let spin_hits = w["events"]["spin_lock"].as_u64().unwrap();
@@ -50,12 +40,7 @@ fn with_stacks_off_every_hit_is_recorded_without_a_stack() {
     // No stack read, so none failed or went missing.
     assert_eq!(r.summary["losses"]["stack_failed"], 0, "{dir}");
     assert_eq!(r.summary["stream"]["events_stack_unknown"], 0, "{dir}");
-    let exp = r.summary["experiments"]["spin_lock"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["workload"] == "fopen")
-        .unwrap_or_else(|| panic!("{dir}: no spin_lock experiment for fopen"));
+    let exp = r.spin_lock_experiment("fopen");
     assert_eq!(exp["no_stack"], exp["hits"], "{dir}: {exp}");
     let fs_claim = r.summary["claims"]
         .as_array()

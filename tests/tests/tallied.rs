@@ -4,28 +4,18 @@
 //! alloc_fd hits, each on a stack through alloc_fd, and `guestscope report DIR` renders
 //! the same files again.
 
-use guestscope::lab::LabOptions;
 use guestscope_common::plan::StackMode;
-use guestscope_tests::{RunOutput, run_lab, stack_has, workload_binary};
+use guestscope_tests::{RunOutput, assert_every_hit_accounted, run_fopen, stack_has};
 use serde_json::Value;
 
 const OPENS: u64 = 200;
 
 #[test]
 fn tallied_hits_are_classified_and_accounted_for() {
-    let fopen = workload_binary("fopen");
-    let opts = LabOptions {
-        builtin_workloads: false,
-        workloads: vec![format!("{} --iterations {OPENS}", fopen.display())],
-        stacks: StackMode::Tallied,
-        ..LabOptions::default()
-    };
-    let r = run_lab("tallied", opts);
+    let r = run_fopen("tallied", OPENS, StackMode::Tallied);
     let dir = r.dir.display();
     let tallied = r.summary["stream"]["events_tallied"].as_u64().unwrap();
-    for p in r.summary["probes"].as_array().unwrap() {
-        assert_eq!(p["unaccounted"], 0, "{dir}: every hit accounted for: {p}");
-    }
+    assert_every_hit_accounted(&r);
     let spin = r.summary["probes"]
         .as_array()
         .unwrap()
@@ -63,12 +53,7 @@ fn tallied_hits_are_classified_and_accounted_for() {
 /// the locks taken under alloc_fd.
 fn spin_lock_hits_are_classified(r: &RunOutput, spin_hits: u64) {
     let dir = r.dir.display();
-    let exp = r.summary["experiments"]["spin_lock"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["workload"] == "fopen")
-        .unwrap_or_else(|| panic!("{dir}: no spin_lock experiment for fopen"));
+    let exp = r.spin_lock_experiment("fopen");
     assert_eq!(exp["hits"].as_u64().unwrap(), spin_hits, "{dir}");
     assert_eq!(exp["no_stack"], 0, "{dir}: {exp}");
     let fs = exp["classes"]
