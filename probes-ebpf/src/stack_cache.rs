@@ -24,6 +24,11 @@
 //! every cached stack that differs from the walk (`stack_cache_wrong`), and the tests
 //! run it on the lab's workloads.
 //!
+//! **Reads.** A check reads the remembered slots counted from the anchor in at most
+//! [`MAX_READS`] copies, planned when the walk is kept: slots within
+//! [`MERGE_GAP_SLOTS`] of each other share a copy, and a large frame's locals between
+//! two far-apart slots are not copied at all.
+//!
 //! **Which stacks.** Only a task's own stack is cached: its top is known exactly, so no
 //! read goes past it. A hit on an interrupt stack (a softirq's timer, say) is walked
 //! every time; guessing that stack's top from alignment made reads fault past its end.
@@ -50,7 +55,7 @@ use guestscope_common::{CacheSlot, EntryCaller, MAX_STACK_FRAMES, ProbeKind, STA
 
 use crate::map_value::{load, store};
 
-/// Entries per CPU (each [`CachedStack`] is 696 bytes: 696 KiB per CPU); the agent
+/// Entries per CPU (each [`CachedStack`] is 704 bytes: 704 KiB per CPU); the agent
 /// keeps what each entry holds in a table of the same size.
 const ENTRIES: u32 = STACK_CACHE_ENTRIES;
 /// Entries a key may live in: two, so one function called on two paths that alternate
@@ -72,6 +77,16 @@ const OTHER_REGIONS: usize = 4;
 /// How deep in a walk the probed function's frame may be (past an fentry's BPF
 /// program and trampoline frames); the same bound as the agent's caller recovery.
 const FRAME_SEARCH: usize = 6;
+/// Most separate reads a cached hit's check makes ([`CachedStack::read_start`]).
+const MAX_READS: usize = 4;
+/// Slots between two remembered slots below which one read spans both. A helper
+/// call's fixed cost (the call, the address check, the page-fault guard) is about what
+/// copying eight slots costs (about six instructions per slot in
+/// `copy_from_kernel_nofault`); counted in instructions on the fopen loop (medians of
+/// three, one boot each), a recorded hit took 1,906 with 4 reads and this gap, 1,928
+/// with a gap of 8, 1,986 with 8 reads and a gap of 4, 2,001 with 2 reads and a gap
+/// of 24, and 2,003–2,022 with one read of the whole span.
+const MERGE_GAP_SLOTS: u32 = 16;
 
 /// What names one call chain (see the module's text).
 #[repr(C)]
@@ -124,10 +139,20 @@ pub struct CachedStack {
     slots: [u16; MAX_STACK_FRAMES],
     /// Bytes above the anchor that hold every slot counted from it.
     span: u32,
+    /// The reads that bring every slot counted from the anchor into the search's
+    /// window: each from slot `read_start[i]`, `read_len[i]` slots long; slots far
+    /// apart are read apart, and the stack between them is not copied.
+    read_start: [u16; MAX_READS],
+    /// See `read_start`.
+    read_len: [u16; MAX_READS],
+    /// Reads in `read_start`.
+    read_count: u32,
     /// In a set's first entry: the way that answered last (the other is replaced
     /// first).
     recent: u32,
 }
+
+const _: () = assert!(size_of::<CachedStack>() == 704);
 
 /// Frames of a walk of `bytes` bytes, at most [`MAX_STACK_FRAMES`] (a bound the
 /// verifier sees, so the loops over frames stay within the arrays).
@@ -156,8 +181,9 @@ static STACK_CACHE: PerCpuArray<CachedStack> = PerCpuArray::with_max_entries(ENT
 /// verifier's million instructions, and seconds of loading under TCG.
 #[repr(C)]
 pub struct Search {
-    /// The stack above the anchor.
-    words: [u64; WINDOW_SLOTS],
+    /// The stack above the anchor. Twice the window: a check's read starts anywhere in
+    /// the window and is up to a window long, and the verifier bounds the two apart.
+    words: [u64; 2 * WINDOW_SLOTS],
     /// The walk being kept, copied here so [`search_step`] finds it without a pointer.
     ips: [u64; MAX_STACK_FRAMES],
     /// Where [`search_step`] found each frame (see [`CachedStack::slots`]).
@@ -190,6 +216,13 @@ pub struct Search {
     other_regions: [u64; OTHER_REGIONS],
     /// The entry of `other_regions` to replace next.
     other_next: u32,
+    /// The reads [`range_step`] makes for the walk being kept (see
+    /// [`CachedStack::read_start`]).
+    read_start: [u16; MAX_READS],
+    /// See `read_start`.
+    read_len: [u16; MAX_READS],
+    /// Reads in `read_start`.
+    read_count: u32,
 }
 
 /// `value` (an address computed from the program's context, which the verifier treats
@@ -281,17 +314,29 @@ fn holds(
         if cached.bytes == 0 || cached.key != *key {
             return false;
         }
-        // The slots counted from the anchor, in one read (a helper call per frame
-        // costs more under TCG than the bytes between them).
         let span = load!(cached.span);
         // Nothing past the stack's top is read (a chain of the same key may have
         // reached further from a deeper anchor).
         if span as u64 > WINDOW_BYTES || anchor + span as u64 > top {
             return false;
         }
-        let words = (&raw mut (*search).words).cast::<c_void>();
-        if span > 0 && read_kernel_raw(words, span, anchor as *const c_void) != 0 {
-            return false;
+        // The slots counted from the anchor, in at most MAX_READS reads (a helper call
+        // per slot costs about what the bytes between two slots do; one read of the
+        // whole span copies the large frames' locals too).
+        let words = (&raw mut (*search).words).cast::<u64>();
+        for r in 0..MAX_READS {
+            if r >= load!(cached.read_count) as usize {
+                break;
+            }
+            let start = load!(cached.read_start[r]) as usize & (WINDOW_SLOTS - 1);
+            let len = u32::from(load!(cached.read_len[r])) * 8;
+            if len == 0 || len > WINDOW_BYTES as u32 {
+                return false;
+            }
+            let from = anchor + start as u64 * 8;
+            if read_kernel_raw(words.add(start).cast(), len, from as *const c_void) != 0 {
+                return false;
+            }
         }
         // The outermost frame's return address lies right below the entry's saved
         // registers, at a fixed distance from the stack's top; the others at a fixed
@@ -467,6 +512,21 @@ pub unsafe fn remember(
         } else {
             0
         };
+        // The reads a check of this walk makes: one pass over the frames counted from
+        // the anchor.
+        store!((*search).read_count, 0);
+        let mut at = SearchAt(search);
+        bpf_loop(
+            MAX_STACK_FRAMES as u32,
+            range_step as *const () as *mut c_void,
+            (&raw mut at).cast::<c_void>(),
+            0,
+        );
+        for r in 0..MAX_READS {
+            (*entry).read_start[r] = load!((*search).read_start[r]);
+            (*entry).read_len[r] = load!((*search).read_len[r]);
+        }
+        (*entry).read_count = load!((*search).read_count);
         let found = (&raw const (*search).slots).cast::<c_void>();
         let dest = (&raw mut (*entry).slots).cast::<c_void>();
         if read_kernel_raw(dest, SLOTS_BYTES, found) != 0 {
@@ -515,6 +575,39 @@ extern "C" fn search_step(slot: u32, ctx: *mut c_void) -> i64 {
             (*search).slots[j] = slot as u16;
             store!((*search).next, next + 1);
         }
+    }
+    0
+}
+
+/// One frame of [`remember`]'s plan of reads, a `bpf_loop` callback: frame
+/// `first + 1 + i` (one counted from the anchor; the outermost is read on its own)
+/// joins the last read if its slot is within [`MERGE_GAP_SLOTS`] of that read's end,
+/// or when [`MAX_READS`] are planned already; it starts a read of its own otherwise.
+/// Returns 1 (stop) past the frames counted from the anchor.
+#[inline(never)]
+extern "C" fn range_step(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in `search_step`; the indexes are masked to the arrays' sizes.
+    unsafe {
+        let search = (*ctx.cast::<SearchAt>()).0;
+        let j = load!((*search).first) + 1 + i;
+        if j + 1 >= load!((*search).frames) {
+            return 1;
+        }
+        let slot = u32::from(load!((*search).slots[j as usize & (MAX_STACK_FRAMES - 1)]));
+        let n = load!((*search).read_count);
+        if n > 0 {
+            let last = (n - 1) as usize & (MAX_READS - 1);
+            let start = u32::from(load!((*search).read_start[last]));
+            let end = start + u32::from(load!((*search).read_len[last]));
+            if slot < end + MERGE_GAP_SLOTS || n as usize >= MAX_READS {
+                store!((*search).read_len[last], (slot + 1 - start) as u16);
+                return 0;
+            }
+        }
+        let next = n as usize & (MAX_READS - 1);
+        store!((*search).read_start[next], slot as u16);
+        store!((*search).read_len[next], 1);
+        store!((*search).read_count, n + 1);
     }
     0
 }
