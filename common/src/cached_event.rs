@@ -35,7 +35,9 @@ impl CacheSlot {
 /// The ring-buffer record of a hit whose stack came from the probes' stack cache
 /// (72 bytes instead of a [`StackedEvent`](crate::StackedEvent)'s 608): the stack is
 /// the one the last [`StackedEvent`](crate::StackedEvent) of the same CPU
-/// (`event.cpu`) with this `cache_slot` carried.
+/// (`event.cpu`) with this `cache_slot` carried. With stacks off
+/// (`StackMode::Off`) every hit is one, its `cache_slot`
+/// [`CacheSlot::NONE`]: no stack.
 ///
 /// A CPU's records reach the ring buffer in the order its probes ran (one probe at a
 /// time on a CPU, each record reserved before the cache entry changes), so the reader
@@ -46,7 +48,8 @@ pub struct CachedEvent {
     /// The hit; its `stack_id` is [`NO_STACK`](crate::event::NO_STACK) (the agent
     /// assigns ids).
     pub event: RawEvent,
-    /// The stack-cache entry that answered ([`CacheSlot::tag`]).
+    /// The stack-cache entry that answered ([`CacheSlot::tag`]); [`CacheSlot::NONE`]
+    /// with stacks off.
     pub cache_slot: u32,
     /// Zero; keeps the record a multiple of 8 bytes.
     pub _pad: u32,

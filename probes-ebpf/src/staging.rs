@@ -1,4 +1,5 @@
-//! A CPU's cached hits, staged in its scratch and written to the ring buffer up to
+//! A CPU's cached hits (with stacks off, all its hits), staged in its scratch and
+//! written to the ring buffer up to
 //! [`STAGED_EVENTS`] at a time (see `guestscope_common::STAGED_EVENTS`): one
 //! reservation, one wakeup check and one record for the agent per run instead of per
 //! hit.
