@@ -144,6 +144,14 @@ pub struct RunInfo {
     pub outcome: Outcome,
 }
 
+impl RunInfo {
+    /// Whether the probes recorded no stacks (`--stacks off`): nothing was classified
+    /// by stack.
+    pub fn stacks_off(&self) -> bool {
+        self.stacks == Some(guestscope_common::plan::StackMode::Off)
+    }
+}
+
 pub use crate::run_end::Outcome;
 
 /// Stream accounting.

@@ -14,7 +14,7 @@ pub(super) fn render_coverage(md: &mut String, s: &Summary) {
         "| events received by the collector | {} |",
         st.events_received
     );
-    if s.run.stacks == Some(guestscope_common::plan::StackMode::Off) {
+    if s.run.stacks_off() {
         let _ = writeln!(
             md,
             "| of them, recorded without reading their stacks (`--stacks off`) | {} |",

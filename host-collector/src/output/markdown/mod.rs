@@ -166,7 +166,7 @@ fn render_probes(md: &mut String, s: &Summary) {
         };
         // Only hits at a function's entry have a key into the stack cache.
         let cacheable = matches!(p.attach.method.as_str(), "fentry" | "kprobe");
-        let cached = if s.run.stacks == Some(guestscope_common::plan::StackMode::Off) {
+        let cached = if s.run.stacks_off() {
             "off (`--stacks off`)".to_string()
         } else if !cacheable && c.stack_cached == 0 {
             "—".to_string()
