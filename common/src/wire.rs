@@ -92,7 +92,11 @@ pub enum Body {
         name: String,
         /// Byte offset of this chunk.
         offset: u64,
-        /// Chunk bytes.
+        /// Chunk bytes: on the wire a length and the bytes, as postcard writes any
+        /// sequence of `u8`, but encoded and decoded as one slice (a sequence is one
+        /// serializer call per byte: about nine instructions a byte, most of the agent's
+        /// instructions before its first workload).
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// True on the final chunk.
         last: bool,

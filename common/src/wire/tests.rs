@@ -155,6 +155,36 @@ fn packed_events_layout_is_as_documented() {
 }
 
 #[test]
+fn artifact_bytes_are_a_length_and_the_bytes() {
+    let record = Record {
+        seq: 5,
+        body: Body::Artifact {
+            name: "btf".into(),
+            offset: 300,
+            data: vec![0xAB; 200],
+            last: true,
+        },
+    };
+    let frame = encode_frame(&record).unwrap();
+    // seq 5, variant, the name, offset 300, then 200 as a varint and the bytes
+    // themselves, then `last`: what postcard writes for any sequence of u8.
+    let variant = postcard::to_allocvec(&Body::Artifact {
+        name: String::new(),
+        offset: 0,
+        data: Vec::new(),
+        last: false,
+    })
+    .unwrap()[0];
+    let mut want = vec![5, variant, 3];
+    want.extend(*b"btf");
+    want.extend([0xAC, 0x02, 0xC8, 0x01]);
+    want.extend([0xAB; 200]);
+    want.push(1);
+    assert_eq!(&frame[HEADER_LEN..], want.as_slice());
+    assert_eq!(decode_payload(&frame[HEADER_LEN..]).unwrap(), record);
+}
+
+#[test]
 fn bad_magic_is_rejected() {
     let mut frame = encode_frame(&sample_records()[0]).unwrap();
     frame[0] = b'X';
