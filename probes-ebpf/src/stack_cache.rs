@@ -81,8 +81,9 @@ const FRAME_SEARCH: usize = 6;
 /// Most separate reads a cached hit's check makes ([`CachedStack::read_start`]).
 const MAX_READS: usize = 4;
 /// Slots between two remembered slots below which one read spans both. A helper
-/// call's fixed cost (the call, the address check, the page-fault guard) is about what
-/// copying eight slots costs (about six instructions per slot in
+/// call's fixed cost (the call, the address check, the page-fault guard: 70
+/// instructions on Debian's 6.1, counted exactly by `cargo xtask bench --exact-counts`)
+/// is about what copying ten slots costs (7 instructions per slot in
 /// `copy_from_kernel_nofault`); counted in instructions on the fopen loop (medians of
 /// three, one boot each), a recorded hit took 1,906 with 4 reads and this gap, 1,928
 /// with a gap of 8, 1,986 with 8 reads and a gap of 4, 2,001 with 2 reads and a gap

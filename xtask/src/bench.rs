@@ -2,6 +2,9 @@
 //! which writes `bench/results.json` and `bench/results.md` (the table the README shows).
 //! The Debian test guest, which carries bpftrace, is the peers boot's root file system.
 //!
+//! `--exact-counts` runs [`crate::exact_counts`] instead: every kernel instruction of
+//! the fopen loop counted, untraced and traced, summed per function.
+//!
 //! Run it after `cargo xtask lab` has set things up once (the first `lab` installs the
 //! tools and builds everything; this one must find all of it in place). Under TCG on a
 //! 2-core machine it takes about 4 minutes.
@@ -26,6 +29,11 @@ pub struct Options {
     /// Skip timing the warm `cargo xtask lab` (its row stays empty).
     #[arg(long)]
     pub no_lab: bool,
+    /// Instead of the benchmarks: count every kernel instruction of the fopen loop,
+    /// untraced and traced, with a QEMU plugin, and write `exact-counts.md` (where a
+    /// traced event's instructions go, per kernel function; about two minutes).
+    #[arg(long)]
+    pub exact_counts: bool,
     /// Prebuilt guest binaries.
     #[command(flatten)]
     pub overrides: Overrides,
@@ -49,13 +57,21 @@ pub fn bench(options: &Options) -> Result<()> {
     let result = run(&layout, &mut steps, options, &out);
     eprintln!("steps: {}", steps.summary());
     result?;
-    eprintln!("results: {}", out.join("results.md").display());
+    if !options.exact_counts {
+        eprintln!("results: {}", out.join("results.md").display());
+    }
     Ok(())
 }
 
 fn run(layout: &Layout, steps: &mut Steps, options: &Options, out: &std::path::Path) -> Result<()> {
     let image = image::prepare(layout, steps, &options.overrides, true)?;
-    let collector = image.collector.context("the collector was not built")?;
+    let collector = image
+        .collector
+        .clone()
+        .context("the collector was not built")?;
+    if options.exact_counts {
+        return crate::exact_counts::run(layout, steps, &image, &collector, out);
+    }
     let work = layout.guestscope_dir().join("bench");
     let lab_out = work.join("lab");
     let mut lab_args = Vec::new();
