@@ -17,9 +17,10 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cmd::{self, cmd};
 use crate::image::Image;
-use crate::instruction_counts::{self as counts, Pair, Symbols};
+use crate::instruction_counts::{self as counts, Pair};
 use crate::paths::Layout;
 use crate::steps::Steps;
+use guest_kernel::kallsyms::Kallsyms;
 
 /// Iterations of the short runs (the long ones make twice as many).
 pub const ITERATIONS: u64 = 20_000;
@@ -113,7 +114,9 @@ impl Run {
         let read = |p: &Path| {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
         };
-        let symbols = Symbols::parse(&read(&self.dir.join("guest/kallsyms"))?);
+        let kallsyms = self.dir.join("guest/kallsyms");
+        let symbols = Kallsyms::parse(&read(&kallsyms)?)
+            .with_context(|| format!("reading the symbols of {}", kallsyms.display()))?;
         counts::per_function(&read(&self.counts)?, &symbols)
             .with_context(|| format!("summing {}", self.counts.display()))
     }

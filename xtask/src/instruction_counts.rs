@@ -10,46 +10,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail};
-
-/// Kernel symbols by address, from `/proc/kallsyms` text.
-#[derive(Debug, Default)]
-pub struct Symbols {
-    /// Start addresses, ascending.
-    starts: Vec<u64>,
-    /// The function starting at the same index of `starts`.
-    names: Vec<String>,
-}
-
-impl Symbols {
-    /// Parses kallsyms lines (`ADDRESS TYPE NAME [MODULE]`); lines that do not parse and
-    /// zero addresses (kallsyms read without the right to see them) are left out.
-    pub fn parse(kallsyms: &str) -> Symbols {
-        let mut all: Vec<(u64, String)> = kallsyms
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let address = u64::from_str_radix(fields.next()?, 16).ok()?;
-                let _kind = fields.next()?;
-                let name = fields.next()?;
-                (address != 0).then(|| (address, function_name(name)))
-            })
-            .collect();
-        all.sort_by_key(|(address, _)| *address);
-        let (starts, names) = all.into_iter().unzip();
-        Symbols { starts, names }
-    }
-
-    /// The function `address` lies in: the symbol at or below it; `None` below the first.
-    pub fn function_of(&self, address: u64) -> Option<&str> {
-        let at = self.starts.partition_point(|&start| start <= address);
-        at.checked_sub(1).map(|i| self.names[i].as_str())
-    }
-
-    /// Whether no symbol was read.
-    pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
-    }
-}
+use guest_kernel::kallsyms::Kallsyms;
 
 /// A kallsyms name as the table shows it: a BPF program (`bpf_prog_<tag>_<name>`) by
 /// its name, and every BPF trampoline (`bpf_trampoline_<btf id>`) as one, since its id
@@ -66,12 +27,9 @@ fn function_name(name: &str) -> String {
 }
 
 /// Instructions run per function, from the plugin's lines (`ADDRESS COUNT DISASSEMBLY`;
-/// an address translated more than once has several lines). Instructions below every
-/// symbol count as `(unknown)`.
-pub fn per_function(counts: &str, symbols: &Symbols) -> Result<BTreeMap<String, u64>> {
-    if symbols.is_empty() {
-        bail!("no kernel symbols to name the counts with");
-    }
+/// an address translated more than once has several lines), named with the boot's
+/// kallsyms. Instructions no symbol covers count as `(unknown)`.
+pub fn per_function(counts: &str, symbols: &Kallsyms) -> Result<BTreeMap<String, u64>> {
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     for (number, line) in counts.lines().enumerate() {
         let mut fields = line.splitn(3, ' ');
@@ -83,8 +41,11 @@ pub fn per_function(counts: &str, symbols: &Symbols) -> Result<BTreeMap<String, 
         let count: u64 = count
             .parse()
             .with_context(|| format!("line {}: count {count:?}", number + 1))?;
-        let function = symbols.function_of(address).unwrap_or("(unknown)");
-        *totals.entry(function.to_string()).or_default() += count;
+        let function = symbols.resolve(address).map_or_else(
+            || "(unknown)".to_string(),
+            |r| function_name(&r.symbol.name),
+        );
+        *totals.entry(function).or_default() += count;
     }
     Ok(totals)
 }
@@ -222,49 +183,35 @@ ffffffffc0003000 t bpf_trampoline_6442485274\t[bpf]
 ";
 
     #[test]
-    fn addresses_are_named_by_the_symbol_at_or_below_them() {
-        let s = Symbols::parse(KALLSYMS);
+    fn programs_and_trampolines_are_named_as_the_table_shows_them() {
         assert_eq!(
-            s.function_of(0xffff_ffff_8128_8cb0),
-            Some("copy_from_kernel_nofault")
+            function_name("bpf_prog_c98f91082567a239_spin_lock_fentry"),
+            "BPF program spin_lock_fentry"
         );
         assert_eq!(
-            s.function_of(0xffff_ffff_8128_8dff),
-            Some("copy_from_kernel_nofault")
+            function_name("bpf_trampoline_6442479278"),
+            "BPF trampolines"
         );
-        assert_eq!(s.function_of(0xffff_ffff_8128_8e00), Some("next_function"));
-        assert_eq!(
-            s.function_of(0xffff_ffff_c000_0d00),
-            Some("BPF program spin_lock_fentry")
-        );
-        assert_eq!(
-            s.function_of(0xffff_ffff_c000_3010),
-            Some("BPF trampolines")
-        );
-        assert_eq!(
-            s.function_of(0xffff_ffff_80ff_ffff),
-            None,
-            "below every symbol"
-        );
+        assert_eq!(function_name("alloc_fd"), "alloc_fd");
     }
 
     #[test]
     fn counts_are_summed_per_function_and_bad_lines_are_refused() {
-        let s = Symbols::parse(KALLSYMS);
+        let s = Kallsyms::parse(KALLSYMS).unwrap();
         let counts = "ffffffff81288cb0 10 nopl (%rax, %rax)\n\
                       ffffffff81288cb5 10 pushq %r12\n\
                       ffffffff81288cb0 5 nopl (%rax, %rax)\n\
                       ffffffffc0002004 7 pushq %rbp\n\
                       ffffffffc0003004 1 pushq %rbp\n\
-                      ffffffff80000000 2 ud2\n";
+                      ffffffff80000000 2 ud2\n\
+                      ffffffffc0003008 1 ret\n";
         let totals = per_function(counts, &s).unwrap();
         assert_eq!(totals["copy_from_kernel_nofault"], 25);
-        assert_eq!(totals["BPF trampolines"], 8);
+        assert_eq!(totals["BPF trampolines"], 9, "both trampolines, one row");
         assert_eq!(totals["(unknown)"], 2);
         assert!(per_function("zz 1 x\n", &s).is_err());
         assert!(per_function("ffffffff81288cb0 many x\n", &s).is_err());
         assert!(per_function("ffffffff81288cb0\n", &s).is_err());
-        assert!(per_function("", &Symbols::parse("")).is_err());
     }
 
     #[test]
