@@ -31,7 +31,7 @@ pub struct Options {
     pub no_lab: bool,
     /// Instead of the benchmarks: count every kernel instruction of the fopen loop,
     /// untraced and traced, with a QEMU plugin, and write `exact-counts.md` (where a
-    /// traced event's instructions go, per kernel function; about two minutes).
+    /// traced event's instructions go, per kernel function; about a minute).
     #[arg(long)]
     pub exact_counts: bool,
     /// Prebuilt guest binaries.

@@ -34,6 +34,8 @@ pub struct Image {
     pub kernel_elf: Option<PathBuf>,
     /// The host binary `guestscope`, if [`prepare`] was asked to build it.
     pub collector: Option<PathBuf>,
+    /// The workloads put in the image, each by name (as built, or the override's).
+    pub workloads: Vec<(String, PathBuf)>,
 }
 
 /// Entry point of `cargo xtask image`: the guest image only (no collector).
@@ -92,6 +94,7 @@ pub fn prepare(
         release: kernel.release,
         kernel_elf,
         collector,
+        workloads: guest.workloads,
     })
 }
 
