@@ -152,8 +152,9 @@ pub struct CachedStack {
     /// In a set's first entry: the way that answered last (the other is replaced
     /// first).
     recent: u32,
-    /// One past the last frame counted from the anchor (the outermost frame's index):
-    /// a check compares frames `first + 1 .. check_end`.
+    /// One past the last frame counted from the anchor, which is the outermost frame's
+    /// index: a check compares frames `first + 1 .. check_end` from the anchor, and
+    /// frame `check_end` from the stack's top.
     check_end: u32,
 }
 
@@ -221,13 +222,6 @@ pub struct Search {
     other_regions: [u64; OTHER_REGIONS],
     /// The entry of `other_regions` to replace next.
     other_next: u32,
-    /// The reads [`range_step`] makes for the walk being kept (see
-    /// [`CachedStack::read_start`]).
-    read_start: [u16; MAX_READS],
-    /// See `read_start`.
-    read_len: [u16; MAX_READS],
-    /// Reads in `read_start`.
-    read_count: u32,
 }
 
 /// `value` (an address computed from the program's context, which the verifier treats
@@ -355,7 +349,7 @@ fn holds(
         // The outermost frame's return address lies right below the entry's saved
         // registers, at a fixed distance from the stack's top; the others at a fixed
         // distance from the anchor (a system call's random stack offset lies between).
-        let last = (frames_of(load!(cached.bytes))).wrapping_sub(1) & (MAX_STACK_FRAMES - 1);
+        let last = load!(cached.check_end) as usize & (MAX_STACK_FRAMES - 1);
         if last > load!(cached.first) as usize {
             let at = top - u64::from(cached.slots[last]) * 8;
             if bpf_probe_read_kernel(at as *const u64) != Ok(cached.ips[last]) {
@@ -527,22 +521,17 @@ pub unsafe fn remember(
         } else {
             0
         };
-        // The reads a check of this walk makes: one pass over the frames counted from
-        // the anchor.
-        store!((*search).read_count, 0);
-        let mut at = SearchAt(search);
+        // The reads a check of this walk makes, planned straight into the entry: one
+        // pass over the frames counted from the anchor.
+        store!((*entry).read_count, 0);
+        let mut plan = PlanAt { search, entry };
         bpf_loop(
             MAX_STACK_FRAMES as u32,
             range_step as *const () as *mut c_void,
-            (&raw mut at).cast::<c_void>(),
+            (&raw mut plan).cast::<c_void>(),
             0,
         );
-        for r in 0..MAX_READS {
-            (*entry).read_start[r] = load!((*search).read_start[r]);
-            (*entry).read_len[r] = load!((*search).read_len[r]);
-        }
-        (*entry).read_count = load!((*search).read_count);
-        (*entry).check_end = load!((*search).frames) - 1;
+        (*entry).check_end = last as u32;
         let found = (&raw const (*search).slots).cast::<c_void>();
         let dest = (&raw mut (*entry).slots).cast::<c_void>();
         if read_kernel_raw(dest, SLOTS_BYTES, found) != 0 {
@@ -567,6 +556,14 @@ const SLOTS_BYTES: u32 = (MAX_STACK_FRAMES * size_of::<u16>()) as u32;
 /// Where [`search_step`] finds this CPU's [`Search`]: its `bpf_loop` context.
 #[repr(C)]
 struct SearchAt(*mut Search);
+
+/// Where [`range_step`] finds the walk's frames (this CPU's [`Search`]) and the entry
+/// whose reads it plans: its `bpf_loop` context.
+#[repr(C)]
+struct PlanAt {
+    search: *mut Search,
+    entry: *mut CachedStack,
+}
 
 /// One slot of [`remember`]'s search, a `bpf_loop` callback: if the window's word at
 /// `slot` is the next frame's return address, notes where and moves to the frame after
@@ -602,28 +599,30 @@ extern "C" fn search_step(slot: u32, ctx: *mut c_void) -> i64 {
 /// Returns 1 (stop) past the frames counted from the anchor.
 #[inline(never)]
 extern "C" fn range_step(i: u32, ctx: *mut c_void) -> i64 {
-    // SAFETY: as in `search_step`; the indexes are masked to the arrays' sizes.
+    // SAFETY: as in `search_step` (`ctx` is the `PlanAt` on `remember`'s stack, the
+    // entry this CPU's slot of a per-CPU array); the indexes are masked to the arrays'
+    // sizes.
     unsafe {
-        let search = (*ctx.cast::<SearchAt>()).0;
+        let PlanAt { search, entry } = *ctx.cast::<PlanAt>();
         let j = load!((*search).first) + 1 + i;
         if j + 1 >= load!((*search).frames) {
             return 1;
         }
         let slot = u32::from(load!((*search).slots[j as usize & (MAX_STACK_FRAMES - 1)]));
-        let n = load!((*search).read_count);
+        let n = load!((*entry).read_count);
         if n > 0 {
             let last = (n - 1) as usize & (MAX_READS - 1);
-            let start = u32::from(load!((*search).read_start[last]));
-            let end = start + u32::from(load!((*search).read_len[last]));
+            let start = u32::from(load!((*entry).read_start[last]));
+            let end = start + u32::from(load!((*entry).read_len[last]));
             if slot < end + MERGE_GAP_SLOTS || n as usize >= MAX_READS {
-                store!((*search).read_len[last], (slot + 1 - start) as u16);
+                store!((*entry).read_len[last], (slot + 1 - start) as u16);
                 return 0;
             }
         }
         let next = n as usize & (MAX_READS - 1);
-        store!((*search).read_start[next], slot as u16);
-        store!((*search).read_len[next], 1);
-        store!((*search).read_count, n + 1);
+        store!((*entry).read_start[next], slot as u16);
+        store!((*entry).read_len[next], 1);
+        store!((*entry).read_count, n + 1);
     }
     0
 }
