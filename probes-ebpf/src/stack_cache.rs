@@ -55,7 +55,7 @@ use guestscope_common::{CacheSlot, EntryCaller, MAX_STACK_FRAMES, ProbeKind, STA
 
 use crate::map_value::{load, store};
 
-/// Entries per CPU (each [`CachedStack`] is 704 bytes: 704 KiB per CPU); the agent
+/// Entries per CPU (each [`CachedStack`] is 712 bytes: 712 KiB per CPU); the agent
 /// keeps what each entry holds in a table of the same size.
 const ENTRIES: u32 = STACK_CACHE_ENTRIES;
 /// Entries a key may live in: two, so one function called on two paths that alternate
@@ -156,9 +156,14 @@ pub struct CachedStack {
     /// index: a check compares frames `first + 1 .. check_end` from the anchor, and
     /// frame `check_end` from the stack's top.
     check_end: u32,
+    /// The first frame the last read holds (`first + 1` when there is no read): a check
+    /// makes that read first and compares its frames before it makes the others.
+    last_read_from: u32,
+    /// Zero; keeps the entry a multiple of 8 bytes.
+    _pad: u32,
 }
 
-const _: () = assert!(size_of::<CachedStack>() == 704);
+const _: () = assert!(size_of::<CachedStack>() == 712);
 
 /// Frames of a walk of `bytes` bytes, at most [`MAX_STACK_FRAMES`] (a bound the
 /// verifier sees, so the loops over frames stay within the arrays).
@@ -330,19 +335,34 @@ fn holds(
         }
         // The slots counted from the anchor, in at most MAX_READS reads (a helper call
         // per slot costs about what the bytes between two slots do; one read of the
-        // whole span copies the large frames' locals too).
+        // whole span copies the large frames' locals too). The last read is made and
+        // compared first: a chain kept in both ways with two layouts of its outer
+        // frames (the key cannot tell them apart) fails there in the way that is not
+        // its layout, before the other reads are made.
         let words = (&raw mut (*search).words).cast::<u64>();
-        for r in 0..MAX_READS {
-            if r >= load!(cached.read_count) as usize {
-                break;
-            }
-            let start = load!(cached.read_start[r]) as usize & (WINDOW_SLOTS - 1);
-            let len = u32::from(load!(cached.read_len[r])) * 8;
-            if len == 0 || len > WINDOW_BYTES as u32 {
+        let count = load!(cached.read_count) as usize;
+        if count > 0 {
+            if !read_planned(cached, words, anchor, (count - 1) & (MAX_READS - 1)) {
                 return false;
             }
-            let from = anchor + start as u64 * 8;
-            if read_kernel_raw(words.add(start).cast(), len, from as *const c_void) != 0 {
+            // Unrolled, not a `bpf_loop`: this runs on every cached hit, and a
+            // callback per frame (two map lookups each) cost the tallied spin-lock hit
+            // a third more.
+            for k in 0..MAX_STACK_FRAMES {
+                let j = load!(cached.last_read_from) as usize + k;
+                if j >= load!(cached.check_end) as usize {
+                    break;
+                }
+                if !same_frame(search, cached, j) {
+                    return false;
+                }
+            }
+        }
+        for r in 0..MAX_READS - 1 {
+            if r + 1 >= load!(cached.read_count) as usize {
+                break;
+            }
+            if !read_planned(cached, words, anchor, r) {
                 return false;
             }
         }
@@ -356,23 +376,51 @@ fn holds(
                 return false;
             }
         }
-        // Unrolled, not a `bpf_loop`: this runs on every cached hit, and a callback
-        // per frame (two map lookups each) cost the tallied spin-lock hit a third more.
-        // Only the frames counted from the anchor are visited, from the one past the
-        // probed function's to `check_end`.
+        // The frames the other reads hold: from the one past the probed function's to
+        // the last read's first.
         for k in 0..MAX_STACK_FRAMES {
             let j = load!(cached.first) as usize + 1 + k;
-            if j >= load!(cached.check_end) as usize {
+            if j >= load!(cached.last_read_from) as usize {
                 break;
             }
-            let j = j & (MAX_STACK_FRAMES - 1);
-            let slot = cached.slots[j] as usize & (WINDOW_SLOTS - 1);
-            if (*search).words[slot] != cached.ips[j] {
+            if !same_frame(search, cached, j) {
                 return false;
             }
         }
     }
     true
+}
+
+/// Makes read `r` of `cached`'s plan: its slots above `anchor` into the search's
+/// window at their own places; whether the read worked.
+///
+/// # Safety
+/// `cached` and `words` as in [`holds`] (`words`: the search's window).
+#[inline(always)]
+unsafe fn read_planned(cached: &CachedStack, words: *mut u64, anchor: u64, r: usize) -> bool {
+    // SAFETY: see `holds`; the indexes are masked to the arrays' sizes.
+    unsafe {
+        let start = load!(cached.read_start[r]) as usize & (WINDOW_SLOTS - 1);
+        let len = u32::from(load!(cached.read_len[r])) * 8;
+        if len == 0 || len > WINDOW_BYTES as u32 {
+            return false;
+        }
+        let from = anchor + start as u64 * 8;
+        read_kernel_raw(words.add(start).cast(), len, from as *const c_void) == 0
+    }
+}
+
+/// Whether frame `j` of `cached` (one counted from the anchor, its slot read) holds
+/// the return address the walk found there.
+///
+/// # Safety
+/// As [`holds`].
+#[inline(always)]
+unsafe fn same_frame(search: *const Search, cached: &CachedStack, j: usize) -> bool {
+    let j = j & (MAX_STACK_FRAMES - 1);
+    let slot = cached.slots[j] as usize & (WINDOW_SLOTS - 1);
+    // SAFETY: see `holds`.
+    unsafe { (*search).words[slot] == cached.ips[j] }
 }
 
 /// Where the last [`remember`] on this CPU kept its walk ([`CacheSlot::tag`]), or
@@ -524,6 +572,7 @@ pub unsafe fn remember(
         // The reads a check of this walk makes, planned straight into the entry: one
         // pass over the frames counted from the anchor.
         store!((*entry).read_count, 0);
+        store!((*entry).last_read_from, load!((*search).first) + 1);
         let mut plan = PlanAt { search, entry };
         bpf_loop(
             MAX_STACK_FRAMES as u32,
@@ -620,6 +669,7 @@ extern "C" fn range_step(i: u32, ctx: *mut c_void) -> i64 {
             }
         }
         let next = n as usize & (MAX_READS - 1);
+        store!((*entry).last_read_from, j);
         store!((*entry).read_start[next], slot as u16);
         store!((*entry).read_len[next], 1);
         store!((*entry).read_count, n + 1);
