@@ -14,7 +14,8 @@
 //! return address: counted from the anchor, or for the outermost frame (the return
 //! into the entry code, right below the saved user registers) from the stack's top,
 //! since a system call's random offset lies between the two. A later hit with the same key is served from
-//! the cache only if each of those slots holds the same return address again. The
+//! the cache only if each of those slots holds the same return address again (the
+//! caller's, at the anchor itself, is in the key: the probe read it there). The
 //! unwinder finds each frame from the one below it (its address and where its frame
 //! starts), so the same return addresses in the same slots make the same walk; a chain
 //! that differs anywhere differs in a slot (or moves the slots) and is walked afresh.
@@ -153,14 +154,16 @@ pub struct CachedStack {
     /// first).
     recent: u32,
     /// One past the last frame counted from the anchor, which is the outermost frame's
-    /// index: a check compares frames `first + 1 .. check_end` from the anchor, and
+    /// index: a check compares frames `check_from .. check_end` from the anchor, and
     /// frame `check_end` from the stack's top.
     check_end: u32,
-    /// The first frame the last read holds (`first + 1` when there is no read): a check
-    /// makes that read first and compares its frames before it makes the others.
+    /// The first frame the last read holds (`check_from` when there is no read): a
+    /// check makes that read first and compares its frames before it makes the others.
     last_read_from: u32,
-    /// Zero; keeps the entry a multiple of 8 bytes.
-    _pad: u32,
+    /// The first frame a check compares: `first + 2` when the frame past the probed
+    /// function's is the caller in the key, whose return address the probe read at
+    /// the anchor itself to make the key; `first + 1` otherwise.
+    check_from: u32,
 }
 
 const _: () = assert!(size_of::<CachedStack>() == 712);
@@ -209,6 +212,8 @@ pub struct Search {
     to_top: u32,
     /// Index of the probed function's frame in the walk.
     first: u32,
+    /// The first frame a check of the walk compares ([`CachedStack::check_from`]).
+    check_from: u32,
     /// Where [`scalar`] passes a value through.
     value: u64,
     /// The entry the last [`remember`] kept its walk in ([`CacheSlot::tag`]), or
@@ -376,10 +381,10 @@ fn holds(
                 return false;
             }
         }
-        // The frames the other reads hold: from the one past the probed function's to
-        // the last read's first.
+        // The frames the other reads hold: from the first compared to the last read's
+        // first.
         for k in 0..MAX_STACK_FRAMES {
-            let j = load!(cached.first) as usize + 1 + k;
+            let j = load!(cached.check_from) as usize + k;
             if j >= load!(cached.last_read_from) as usize {
                 break;
             }
@@ -571,8 +576,23 @@ pub unsafe fn remember(
         };
         // The reads a check of this walk makes, planned straight into the entry: one
         // pass over the frames counted from the anchor.
+        // The caller's return address lies at the anchor, and the key holds it as the
+        // probe read it there: a hit with the same key has it there too, so a check
+        // need not read or compare that frame again.
+        let after = load!((*search).first) + 1;
+        let at = after as usize & (MAX_STACK_FRAMES - 1);
+        let from = if after + 1 < load!((*search).frames)
+            && (*search).slots[at] == 0
+            && (*search).ips[at] == key.caller
+        {
+            after + 1
+        } else {
+            after
+        };
+        store!((*search).check_from, from);
+        store!((*entry).check_from, from);
         store!((*entry).read_count, 0);
-        store!((*entry).last_read_from, load!((*search).first) + 1);
+        store!((*entry).last_read_from, from);
         let mut plan = PlanAt { search, entry };
         bpf_loop(
             MAX_STACK_FRAMES as u32,
@@ -642,7 +662,7 @@ extern "C" fn search_step(slot: u32, ctx: *mut c_void) -> i64 {
 }
 
 /// One frame of [`remember`]'s plan of reads, a `bpf_loop` callback: frame
-/// `first + 1 + i` (one counted from the anchor; the outermost is read on its own)
+/// `check_from + i` (one counted from the anchor; the outermost is read on its own)
 /// joins the last read if its slot is within [`MERGE_GAP_SLOTS`] of that read's end,
 /// or when [`MAX_READS`] are planned already; it starts a read of its own otherwise.
 /// Returns 1 (stop) past the frames counted from the anchor.
@@ -653,7 +673,7 @@ extern "C" fn range_step(i: u32, ctx: *mut c_void) -> i64 {
     // sizes.
     unsafe {
         let PlanAt { search, entry } = *ctx.cast::<PlanAt>();
-        let j = load!((*search).first) + 1 + i;
+        let j = load!((*search).check_from) + i;
         if j + 1 >= load!((*search).frames) {
             return 1;
         }
