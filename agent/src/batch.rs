@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use guestscope_common::{
-    RawEvent, STAGED_EVENTS,
+    CachedEvent, RawEvent, STAGED_EVENTS,
     wire::{EventArgs, packed::PackedBatch},
 };
 
@@ -56,10 +56,34 @@ impl Batcher {
     /// [`STAGED_EVENTS`]) goes with it.
     #[inline]
     pub fn push(&mut self, event: &RawEvent, now: Instant) -> bool {
+        self.push_with_stack(event, event.stack_id, now)
+    }
+
+    /// [`Batcher::push`] with stack id `stack_id` in place of the event's own
+    /// ([`PackedBatch::push_with_stack`]).
+    #[inline]
+    pub fn push_with_stack(&mut self, event: &RawEvent, stack_id: i32, now: Instant) -> bool {
         if self.events.is_empty() {
             self.opened = Some(now);
         }
-        self.events.push(event);
+        self.events.push_with_stack(event, stack_id);
+        self.is_full()
+    }
+
+    /// Adds a staged run of cached hits read at `now`, each with the stack id
+    /// `stack_id` gives it ([`PackedBatch::push_cached_run`]); returns true when the
+    /// batch is full (a run is taken whole).
+    #[inline]
+    pub fn push_cached_run(
+        &mut self,
+        run: &[CachedEvent],
+        stack_id: impl FnMut(&CachedEvent) -> i32,
+        now: Instant,
+    ) -> bool {
+        if self.events.is_empty() {
+            self.opened = Some(now);
+        }
+        self.events.push_cached_run(run, stack_id);
         self.is_full()
     }
 

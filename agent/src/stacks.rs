@@ -201,18 +201,32 @@ impl StackTable {
         (event, outcome)
     }
 
-    /// The event of a cached hit, its `stack_id` set as for the walk that filled the
-    /// cache entry it names ([`UNKNOWN_SLOT_ID`] if none did).
-    #[inline]
+    /// The event of a cached hit, its `stack_id` set from [`StackTable::cached_outcome`]
+    /// (what the read loop packs, without making the event).
+    #[cfg(test)]
     pub fn resolve_cached(&mut self, record: &CachedEvent) -> (RawEvent, Result<u32, NoStack>) {
+        let outcome = self.cached_outcome(record);
+        let event = RawEvent {
+            stack_id: stack_id(outcome),
+            ..record.event
+        };
+        (event, outcome)
+    }
+
+    /// The stack of a cached hit: the one the walk that filled the cache entry it names
+    /// resolved to ([`NoStack::UnknownCacheSlot`] if none did; its event's `stack_id`
+    /// is [`stack_id`] of it). No copy of the event is made: the agent's read loop packs
+    /// the hit straight from the ring buffer.
+    #[inline]
+    pub fn cached_outcome(&mut self, record: &CachedEvent) -> Result<u32, NoStack> {
         if record.cache_slot == CacheSlot::NONE {
-            return (record.event, Err(NoStack::Off));
+            return Err(NoStack::Off);
         }
         let cpu = record.event.cpu;
         let known = CacheSlot::index(record.cache_slot)
             .and_then(|index| slot_position(cpu, index))
             .and_then(|at| self.slots.get(at).copied().flatten());
-        let outcome = match known {
+        match known {
             Some(s) => {
                 if s.recovered {
                     self.callers_recovered += 1;
@@ -223,12 +237,7 @@ impl StackTable {
                 cpu,
                 index: CacheSlot::index(record.cache_slot).unwrap_or(record.cache_slot),
             }),
-        };
-        let event = RawEvent {
-            stack_id: stack_id(outcome),
-            ..record.event
-        };
-        (event, outcome)
+        }
     }
 
     /// Takes the stacks given an id since the last call, in id order.
@@ -271,7 +280,8 @@ impl StackTable {
 
 /// The `stack_id` an event gets for `outcome`: the stack's id, or the negative code of
 /// why it has none.
-fn stack_id(outcome: Result<u32, NoStack>) -> i32 {
+#[inline]
+pub fn stack_id(outcome: Result<u32, NoStack>) -> i32 {
     match outcome {
         // Ids stay below MAX_STACKS, far below i32::MAX.
         Ok(id) => id as i32,

@@ -5,14 +5,16 @@
 //! it; the host sees a workload named as in the plan whose events carry a few
 //! distinct kernel-like stacks. The records come as the probes make them with their
 //! stack cache on (the default): one in [`WALK_EVERY`] with its walked stack (kept in
-//! a cache entry, which the agent notes), the others naming that entry.
+//! a cache entry, which the agent notes), the others naming that entry, staged in runs
+//! of up to [`STAGED_EVENTS`] a record.
 //!
 //! [`Tracing::Synthetic`]: guestscope_common::plan::Tracing::Synthetic
 
 use std::time::{Duration, Instant};
 
 use guestscope_common::{
-    CacheSlot, CachedEvent, EntryCaller, MAX_STACK_FRAMES, ProbeKind, RawEvent, StackedEvent,
+    CacheSlot, CachedEvent, EntryCaller, MAX_STACK_FRAMES, ProbeKind, RawEvent, STAGED_EVENTS,
+    StackedEvent,
     wire::{Body, WorkloadExited, WorkloadStarted},
 };
 
@@ -76,7 +78,7 @@ pub fn produce<W: Sink>(
     // One record per stack, made once: what is measured is the pipeline, not the
     // making of 608-byte records.
     let mut records: Vec<StackedEvent> = (0..STACKS as u64).map(|i| record(i, pid, 0)).collect();
-    let mut cached: Vec<CachedEvent> = records
+    let cached: Vec<CachedEvent> = records
         .iter()
         .map(|r| CachedEvent {
             event: r.event,
@@ -84,6 +86,9 @@ pub fn produce<W: Sink>(
             _pad: 0,
         })
         .collect();
+    // The cached hits come in runs, as the probes stage them (`STAGED_EVENTS` a
+    // record), cut short where a walked hit comes between.
+    let mut run: Vec<CachedEvent> = Vec::with_capacity(STAGED_EVENTS);
     let started = Instant::now();
     let mut i = 0;
     while i < events {
@@ -93,14 +98,26 @@ pub fn produce<W: Sink>(
             let stack = (n % STACKS as u64) as usize;
             // Each stack's first event, and one in WALK_EVERY, is walked.
             if n < STACKS as u64 || n % WALK_EVERY == 0 {
+                if !run.is_empty() {
+                    tracer.inject(Record::Cached(&run), now, stream)?;
+                    run.clear();
+                }
                 let r = &mut records[stack];
                 r.event.ts_ns = ts_ns + (n - i);
                 tracer.inject(Record::Walked(r), now, stream)?;
             } else {
-                let c = &mut cached[stack];
+                let mut c = cached[stack];
                 c.event.ts_ns = ts_ns + (n - i);
-                tracer.inject(Record::Cached(std::slice::from_ref(c)), now, stream)?;
+                run.push(c);
+                if run.len() == STAGED_EVENTS {
+                    tracer.inject(Record::Cached(&run), now, stream)?;
+                    run.clear();
+                }
             }
+        }
+        if !run.is_empty() {
+            tracer.inject(Record::Cached(&run), now, stream)?;
+            run.clear();
         }
         i = end;
         stream.service();

@@ -28,7 +28,7 @@ use crate::{
     probes::{self, Loaded, ProbeError},
     program_stats::ProgramStats,
     ringbuf::{EventReader, Record},
-    stacks::{NoStack, StackTable, send_batch},
+    stacks::{NoStack, StackTable, send_batch, stack_id},
     staging::Staging,
     stream::{Sink, Stream, StreamError},
     tallies::TallyBook,
@@ -55,16 +55,27 @@ fn accept(
 ) -> bool {
     match record {
         Record::Cached(run) => {
-            let mut full = false;
-            for cached in run {
-                let (e, stack) = stacks.resolve_cached(cached);
-                full = take_in(e, stack, None, totals, batch, now);
-            }
-            full
+            totals.events_read += run.len() as u64;
+            batch.push_cached_run(
+                run,
+                |cached| {
+                    let stack = stacks.cached_outcome(cached);
+                    count_missing(stack, totals);
+                    stack_id(stack)
+                },
+                now,
+            )
         }
         Record::CachedArgs(with_args) => {
-            let (e, stack) = stacks.resolve_cached(&with_args.cached);
-            take_in(e, stack, Some(with_args.args), totals, batch, now)
+            let stack = stacks.cached_outcome(&with_args.cached);
+            take_in(
+                &with_args.cached.event,
+                stack,
+                Some(with_args.args),
+                totals,
+                batch,
+                now,
+            )
         }
         Record::Walked(walked) => {
             let (e, stack) = stacks.resolve(walked);
@@ -74,16 +85,17 @@ fn accept(
             let args = ProbeKind::from_id(e.kind)
                 .is_some_and(ProbeKind::carries_args)
                 .then(|| walked.user_args());
-            take_in(e, stack, args, totals, batch, now)
+            take_in(&e, stack, args, totals, batch, now)
         }
     }
 }
 
-/// One event of a record, its stack resolved: counted, its arguments (if it carries
-/// them) and the event batched; returns whether the batch is full.
+/// One event of a record and its stack: counted, its arguments (if it carries them)
+/// and the event batched with the stack's id (the event's own is not read: a cached
+/// hit comes straight from the ring buffer); returns whether the batch is full.
 #[inline(always)]
 fn take_in(
-    e: RawEvent,
+    e: &RawEvent,
     stack: Result<u32, NoStack>,
     args: Option<[u64; USER_ARGS]>,
     totals: &mut Totals,
@@ -99,7 +111,7 @@ fn take_in(
             args,
         });
     }
-    batch.push(&e, now)
+    batch.push_with_stack(e, stack_id(stack), now)
 }
 
 /// Counts an event that reaches the host without a stack it should have had.
