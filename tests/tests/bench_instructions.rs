@@ -58,6 +58,17 @@ fn each_tracer_s_loop_takes_the_same_instructions_every_time() {
             spread * 100.0
         );
     }
+    // guestscope's rows say what the events cost its agent, in instructions; the
+    // other tracers' rows run with the agent idle and say nothing.
+    for row in &p.rows {
+        let agent = row.agent_us_per_event.as_ref();
+        if row.tracer.starts_with("guestscope") {
+            let a = agent.unwrap_or_else(|| panic!("{}: no agent figure", row.tracer));
+            assert!(a.n == 2 && a.median > 0.0, "{}: {a:?}", row.tracer);
+        } else {
+            assert!(agent.is_none(), "{}: {agent:?}", row.tracer);
+        }
+    }
     // The target row compares guestscope's instructions per event with ftrace's.
     assert!(
         r.targets

@@ -28,6 +28,12 @@ pub(super) const PEER_ROWS: [(&str, &str); 8] = [
     ),
 ];
 
+/// Whether a row of [`PEER_ROWS`] is guestscope's (its agent's CPU is one of its
+/// costs; the other tracers' rows run with the agent idle).
+fn traced_by_guestscope(tracer: &str) -> bool {
+    tracer.starts_with("guestscope")
+}
+
 /// What a peers table is measured against: a loop's untraced runs and the events
 /// guestscope's every-probe runs saw, by repetition.
 pub(super) struct PeerRows<'a> {
@@ -73,6 +79,17 @@ impl PeerRows<'_> {
                     ))
                     .map(|s| s.scaled(1e3)),
                     hits_per_iteration: Spread::of(&hits),
+                    agent_us_per_event: traced_by_guestscope(tracer)
+                        .then(|| {
+                            agent_cpu_marginal(
+                                runs,
+                                self.workload,
+                                condition,
+                                self.reps,
+                                self.loop_events,
+                            )
+                        })
+                        .flatten(),
                 }
             })
             .collect()

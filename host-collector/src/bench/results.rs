@@ -227,6 +227,12 @@ pub struct PeerOverhead {
     /// on, by its name), for guestscope its spin_lock and alloc_fd probes' (the task
     /// from its fork on, by its pid).
     pub hits_per_iteration: Option<Spread>,
+    /// guestscope's rows only: what the events cost its agent, µs per event of its CPU
+    /// (`getrusage`), paired against the untraced run over the same events (with the
+    /// guest's clock counting instructions, a thousand instructions per µs: the
+    /// agent's own, user and kernel).
+    #[serde(default)]
+    pub agent_us_per_event: Option<Spread>,
 }
 
 /// A loop with every probe but no stack walks: what the walk costs.

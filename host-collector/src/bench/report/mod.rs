@@ -177,7 +177,7 @@ mod tests {
         let md = render(&BenchResults { targets: t, ..r });
         assert!(md.contains("## Peers on the same events"), "{md}");
         assert!(
-            md.contains("| bpftrace kprobes, y | — | 1.50 (n=1) | 0.63 (n=1) | — |"),
+            md.contains("| bpftrace kprobes, y | — | 1.50 (n=1) | 0.63 (n=1) | — | — |"),
             "{md}"
         );
     }
@@ -197,6 +197,9 @@ mod tests {
         let row = |condition: &str, us: f64| PeerOverhead {
             tracer: tracer(condition),
             us_per_event: Spread::of(&[us, us]),
+            agent_us_per_event: (condition == "all")
+                .then(|| Spread::of(&[0.31, 0.31]))
+                .flatten(),
             ..Default::default()
         };
         let boot = |all: f64| PeersBoot {
@@ -225,10 +228,23 @@ mod tests {
             "2.12x: 2010 against 950 instructions per event"
         );
         assert!(
-            over.note
-                .contains("instructions per event: tallied 1.75x (1660), bpftrace's count 570"),
+            over.note.contains(
+                "instructions per event: the agent's 310 of them, tallied 1.75x (1660), bpftrace's count 570"
+            ),
             "{}",
             over.note
+        );
+        let agent = targets(&BenchResults {
+            peers_instructions: Some(boot(2.01)),
+            ..Default::default()
+        })
+        .into_iter()
+        .find(|c| c.what.starts_with("agent CPU per event"))
+        .unwrap();
+        assert!(
+            agent.note.contains("310 instructions per event, counted"),
+            "{}",
+            agent.note
         );
         let under = find(&BenchResults {
             peers_instructions: Some(boot(0.9)),

@@ -198,21 +198,30 @@ fn guest_profile(md: &mut String, p: &GuestProfile, clock: Clock) {
 fn peer_table(md: &mut String, rows: &[PeerOverhead], clock: Clock) {
     let _ = writeln!(
         md,
-        "| tracer | loop ({}) | slowdown | {} per event | hits per iteration |\n|---|---:|---:|---:|---:|",
+        "| tracer | loop ({}) | slowdown | {unit} per event | of them the agent's | hits per iteration |\n|---|---:|---:|---:|---:|---:|",
         clock.loop_unit(),
-        clock.per_event_unit()
+        unit = clock.per_event_unit()
     );
     for p in rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             p.tracer,
             spread(p.traced_ms.as_ref(), 1),
             spread(p.ratio.as_ref(), 2),
             clock.per_event(p.us_per_event.as_ref()),
+            p.agent_us_per_event
+                .as_ref()
+                .map_or("—".into(), |a| clock.per_event(Some(a))),
             p.hits_per_iteration
                 .as_ref()
                 .map_or("—".into(), |_| spread(p.hits_per_iteration.as_ref(), 1)),
+        );
+    }
+    if rows.iter().any(|p| p.agent_us_per_event.is_some()) {
+        let _ = writeln!(
+            md,
+            "\nThe agent's: its CPU (`getrusage`, user and kernel) in the run less in the untraced run of the repetition, over the same events; it runs on the loop's vCPU, so it is part of the row's cost per event."
         );
     }
 }
@@ -229,6 +238,10 @@ mod tests {
             ratio: Spread::of(&[1.68, 1.69, 1.68]),
             us_per_event: Spread::of(us),
             hits_per_iteration: Spread::of(&[6.2, 6.2, 6.2]),
+            agent_us_per_event: tracer
+                .starts_with("guestscope")
+                .then(|| Spread::of(&[0.31, 0.3, 0.32]))
+                .flatten(),
         }
     }
 
@@ -240,7 +253,10 @@ mod tests {
             reps: 3,
             untraced_ms: Spread::of(&[35.8, 35.9, 35.8]),
             events_per_iteration: Spread::of(&[6.2, 6.2, 6.2]),
-            rows: vec![row("guestscope, every probe", &[2.01, 2.0, 2.03])],
+            rows: vec![
+                row("guestscope, every probe", &[2.01, 2.0, 2.03]),
+                row("bpftrace, count", &[0.6, 0.6, 0.6]),
+            ],
             profiles: vec![GuestProfile {
                 condition: "every probe".into(),
                 untraced: false,
@@ -263,8 +279,15 @@ mod tests {
         let mut timed = String::new();
         peers_boot(&mut timed, &boot(false));
         assert!(timed.contains("## Peers on the same events\n"), "{timed}");
-        assert!(timed.contains("| tracer | loop (ms) | slowdown | µs per event |"));
-        assert!(timed.contains("| 2.01 (2.00–2.03, n=3) |"), "{timed}");
+        assert!(
+            timed
+                .contains("| tracer | loop (ms) | slowdown | µs per event | of them the agent's |")
+        );
+        assert!(
+            timed.contains("| 2.01 (2.00–2.03, n=3) | 0.31 (0.30–0.32, n=3) |"),
+            "{timed}"
+        );
+        assert!(timed.contains("| 0.60 (0.60–0.60, n=3) | — |"), "{timed}");
         assert!(
             timed.contains("| the probes | 12.5% | 0.46 | +0.40 |"),
             "{timed}"
@@ -281,10 +304,13 @@ mod tests {
         peers_boot(&mut counted, &boot(true));
         assert!(counted.contains("## Peers on the same events, counted in instructions"));
         assert!(counted.contains(
-            "| tracer | loop (millions of instructions) | slowdown | instructions per event |"
+            "| tracer | loop (millions of instructions) | slowdown | instructions per event | of them the agent's |"
         ));
         // µs of the instruction clock × 1000: instructions.
-        assert!(counted.contains("| 2010 (2000–2030, n=3) |"), "{counted}");
+        assert!(
+            counted.contains("| 2010 (2000–2030, n=3) | 310 (300–320, n=3) |"),
+            "{counted}"
+        );
         assert!(counted.contains("(35.8 (35.8–35.9, n=3) millions of instructions)"));
         assert!(counted.contains("### Where the traced loop's instructions go"));
         assert!(

@@ -102,6 +102,11 @@ fn speed_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     {
         notes.push(format!("{a:.2} µs without stacks (gross)"));
     }
+    if let Some(n) = agent_instructions(r, "all") {
+        notes.push(format!(
+            "{n:.0} instructions per event, counted (the instruction-counted peers boot, paired)"
+        ));
+    }
     t.push(check(
         if marginal.is_some() {
             "agent CPU per event (fopen loop, every probe; traced − untraced run, paired)"
@@ -181,6 +186,15 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     ));
 }
 
+/// The agent's instructions per event in the instruction-counted peers boot's run of
+/// `condition` (its CPU there, paired against the untraced run).
+fn agent_instructions(r: &BenchResults, condition: &str) -> Option<f64> {
+    let p = r.peers_instructions.as_ref()?;
+    let tracer = PEER_ROWS.iter().find(|(c, _)| *c == condition)?.1;
+    let row = p.rows.iter().find(|row| row.tracer == tracer)?;
+    med(row.agent_us_per_event.as_ref()).map(|us| us * INSTRUCTIONS_PER_US)
+}
+
 /// guestscope's instructions per event against an ftrace kprobe hit's with no stack,
 /// in the instruction-counted peers boot.
 fn instruction_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
@@ -199,6 +213,9 @@ fn instruction_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     };
     let ratio = over(all);
     let mut notes = Vec::new();
+    if let Some(n) = agent_instructions(r, "all") {
+        notes.push(format!("the agent's {n:.0} of them"));
+    }
     for (condition, what) in [("tallied", "tallied"), ("nostack", "no stacks")] {
         let n = per_event(condition);
         if let (Some(x), Some(n)) = (over(n), n) {
