@@ -1,0 +1,194 @@
+//! A cached hit's check: the lookup of its key and the comparison of the return
+//! addresses an entry remembers with the ones in the hit's stack (see the parent
+//! module's text, "Validation" and "Reads").
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel, generated::bpf_probe_read_kernel as read_kernel_raw,
+};
+use guestscope_common::MAX_STACK_FRAMES;
+
+use super::{
+    CachedStack, MAX_READS, STACK_CACHE, Search, StackKey, WAYS, WINDOW_BYTES, WINDOW_SLOTS,
+    frames_of,
+};
+use crate::map_value::{load, store};
+
+/// The index of the entry holding the walk of `key`'s chain if every slot it
+/// remembers holds the same return address again at `anchor`, on the task's stack
+/// that ends at `top` ([`super::task_stack_top`]); `None` otherwise.
+#[inline(always)]
+pub fn lookup(search: *mut Search, key: &StackKey, anchor: u64, top: u64) -> Option<u32> {
+    let set = key.set();
+    let first = STACK_CACHE.get_ptr_mut(set)?;
+    // The way that answered last is asked first: a key that lives in the second way
+    // (its set's first holds another key), or a chain kept in both ways with two
+    // layouts of its frames, is then found in one lookup and one check, where asking
+    // way 0 first took two lookups, and for the second, two checks' reads.
+    // SAFETY: `first` points at this CPU's slot of a per-CPU array (see `holds`).
+    let recent = unsafe { load!((*first).recent) };
+    for i in 0..WAYS {
+        let way = (recent + i) & (WAYS - 1);
+        // Looked up again for the first way too, though `first` may be that entry: with
+        // `first` reused there the ways compile to different code, each verified on its
+        // own (spin_lock's program: 53 k instructions verified instead of 30 k).
+        let entry = STACK_CACHE.get_ptr(set + way)?;
+        if holds(search, entry, key, anchor, top) {
+            if way != recent {
+                // SAFETY: as above.
+                unsafe { store!((*first).recent, way) };
+            }
+            return Some(set + way);
+        }
+    }
+    None
+}
+
+/// Whether `entry` is `key`'s and every return address it remembers is in the
+/// current stack (above `anchor`, below `top`) where it was.
+#[inline(always)]
+fn holds(
+    search: *mut Search,
+    entry: *const CachedStack,
+    key: &StackKey,
+    anchor: u64,
+    top: u64,
+) -> bool {
+    // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays, valid
+    // for the program's run; programs run with migration disabled, and the claim on the
+    // scratch keeps other guestscope probes on this CPU out while this one runs. Bounds
+    // are read with `load!` at every use: a register holding them would be narrowed by
+    // each comparison, and the verifier would follow every narrowing.
+    unsafe {
+        let cached = &*entry;
+        if cached.bytes == 0 || cached.key != *key {
+            return false;
+        }
+        let span = load!(cached.span);
+        // Nothing past the stack's top is read (a chain of the same key may have
+        // reached further from a deeper anchor).
+        if span as u64 > WINDOW_BYTES || anchor + span as u64 > top {
+            return false;
+        }
+        // The slots counted from the anchor, in at most MAX_READS reads (a helper call
+        // per slot costs about what the bytes between two slots do; one read of the
+        // whole span copies the large frames' locals too). The last read is made and
+        // compared first: a chain kept in both ways with two layouts of its outer
+        // frames (the key cannot tell them apart) fails there in the way that is not
+        // its layout, before the other reads are made.
+        let words = (&raw mut (*search).words).cast::<u64>();
+        let count = load!(cached.read_count) as usize;
+        if count > 0 {
+            if !read_planned(cached, words, anchor, (count - 1) & (MAX_READS - 1)) {
+                return false;
+            }
+            // Unrolled, not a `bpf_loop`: this runs on every cached hit, and a
+            // callback per frame (two map lookups each) cost the tallied spin-lock hit
+            // a third more.
+            for k in 0..MAX_STACK_FRAMES {
+                let j = load!(cached.last_read_from) as usize + k;
+                if j >= load!(cached.check_end) as usize {
+                    break;
+                }
+                if !same_frame(search, cached, j) {
+                    return false;
+                }
+            }
+        }
+        for r in 0..MAX_READS - 1 {
+            if r + 1 >= load!(cached.read_count) as usize {
+                break;
+            }
+            if !read_planned(cached, words, anchor, r) {
+                return false;
+            }
+        }
+        // The outermost frame's return address lies right below the entry's saved
+        // registers, at a fixed distance from the stack's top; the others at a fixed
+        // distance from the anchor (a system call's random stack offset lies between).
+        let last = load!(cached.check_end) as usize & (MAX_STACK_FRAMES - 1);
+        if last > load!(cached.first) as usize {
+            let at = top - u64::from(cached.slots[last]) * 8;
+            if bpf_probe_read_kernel(at as *const u64) != Ok(cached.ips[last]) {
+                return false;
+            }
+        }
+        // The frames the other reads hold: from the first compared to the last read's
+        // first.
+        for k in 0..MAX_STACK_FRAMES {
+            let j = load!(cached.check_from) as usize + k;
+            if j >= load!(cached.last_read_from) as usize {
+                break;
+            }
+            if !same_frame(search, cached, j) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Makes read `r` of `cached`'s plan: its slots above `anchor` into the search's
+/// window at their own places; whether the read worked.
+///
+/// # Safety
+/// `cached` and `words` as in [`holds`] (`words`: the search's window).
+#[inline(always)]
+unsafe fn read_planned(cached: &CachedStack, words: *mut u64, anchor: u64, r: usize) -> bool {
+    // SAFETY: see `holds`; the indexes are masked to the arrays' sizes.
+    unsafe {
+        let start = load!(cached.read_start[r]) as usize & (WINDOW_SLOTS - 1);
+        let len = u32::from(load!(cached.read_len[r])) * 8;
+        if len == 0 || len > WINDOW_BYTES as u32 {
+            return false;
+        }
+        let from = anchor + start as u64 * 8;
+        read_kernel_raw(words.add(start).cast(), len, from as *const c_void) == 0
+    }
+}
+
+/// Whether frame `j` of `cached` (one counted from the anchor, its slot read) holds
+/// the return address the walk found there.
+///
+/// # Safety
+/// As [`holds`].
+#[inline(always)]
+unsafe fn same_frame(search: *const Search, cached: &CachedStack, j: usize) -> bool {
+    let j = j & (MAX_STACK_FRAMES - 1);
+    let slot = cached.slots[j] as usize & (WINDOW_SLOTS - 1);
+    // SAFETY: see `holds`.
+    unsafe { (*search).words[slot] == cached.ips[j] }
+}
+
+/// Whether a walk equals a cached one (the check mode), from the probed function's
+/// frame on. The frames below it are the probe's own (an fentry's BPF program and
+/// trampoline): their first is where in the program the walk was called from, which
+/// is one place for the walk an entry is made from and another for the check's walk.
+///
+/// `index` is the entry that answered ([`lookup`]); false if there is none.
+///
+/// # Safety
+/// `ips` must point at an array of [`MAX_STACK_FRAMES`] frames.
+#[inline(always)]
+pub unsafe fn same_walk(index: u32, ips: *const [u64; MAX_STACK_FRAMES], bytes: i32) -> bool {
+    let Some(cached) = STACK_CACHE.get_ptr(index) else {
+        return false;
+    };
+    // SAFETY: `cached` is this CPU's slot of a per-CPU array, valid for the program's
+    // run; the caller vouches for `ips`.
+    unsafe {
+        if bytes < 0 || (*cached).bytes != bytes as u32 {
+            return false;
+        }
+        for j in 0..MAX_STACK_FRAMES {
+            // Read again for every frame (see `lookup`).
+            let frames = frames_of(load!((*cached).bytes));
+            let first = load!((*cached).first) as usize;
+            if j >= first && j < frames && (*ips)[j] != (*cached).ips[j] {
+                return false;
+            }
+        }
+        true
+    }
+}
