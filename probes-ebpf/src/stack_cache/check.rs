@@ -83,17 +83,9 @@ fn holds(
             if !read_planned(cached, words, anchor, (count - 1) & (MAX_READS - 1)) {
                 return false;
             }
-            // Unrolled, not a `bpf_loop`: this runs on every cached hit, and a
-            // callback per frame (two map lookups each) cost the tallied spin-lock hit
-            // a third more.
-            for k in 0..MAX_STACK_FRAMES {
-                let j = load!(cached.last_read_from) as usize + k;
-                if j >= load!(cached.check_end) as usize {
-                    break;
-                }
-                if !same_frame(search, cached, j) {
-                    return false;
-                }
+            let last_read = |c: &CachedStack| load!(c.last_read_from) as usize;
+            if !frames_hold(search, cached, last_read, |c| load!(c.check_end) as usize) {
+                return false;
             }
         }
         for r in 0..MAX_READS - 1 {
@@ -116,14 +108,9 @@ fn holds(
         }
         // The frames the other reads hold: from the first compared to the last read's
         // first.
-        for k in 0..MAX_STACK_FRAMES {
-            let j = load!(cached.check_from) as usize + k;
-            if j >= load!(cached.last_read_from) as usize {
-                break;
-            }
-            if !same_frame(search, cached, j) {
-                return false;
-            }
+        let last_read = |c: &CachedStack| load!(c.last_read_from) as usize;
+        if !frames_hold(search, cached, |c| load!(c.check_from) as usize, last_read) {
+            return false;
         }
     }
     true
@@ -146,6 +133,35 @@ unsafe fn read_planned(cached: &CachedStack, words: *mut u64, anchor: u64, r: us
         let from = anchor + start as u64 * 8;
         read_kernel_raw(words.add(start).cast(), len, from as *const c_void) == 0
     }
+}
+
+/// Whether every frame of `cached` from `from(cached)` up to `end(cached)` (frames
+/// counted from the anchor, their slots read) holds the return address the walk found
+/// there. The bounds are read from the entry at every step (see [`holds`]).
+///
+/// Unrolled, not a `bpf_loop`: this runs on every cached hit, and a callback per frame
+/// (two map lookups each) cost the tallied spin-lock hit a third more.
+///
+/// # Safety
+/// As [`holds`].
+#[inline(always)]
+unsafe fn frames_hold(
+    search: *const Search,
+    cached: &CachedStack,
+    from: impl Fn(&CachedStack) -> usize,
+    end: impl Fn(&CachedStack) -> usize,
+) -> bool {
+    for k in 0..MAX_STACK_FRAMES {
+        let j = from(cached) + k;
+        if j >= end(cached) {
+            break;
+        }
+        // SAFETY: the caller's promise.
+        if !unsafe { same_frame(search, cached, j) } {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether frame `j` of `cached` (one counted from the anchor, its slot read) holds
