@@ -82,8 +82,10 @@ const OTHER_REGIONS: usize = 4;
 /// How deep in a walk the probed function's frame may be (past an fentry's BPF
 /// program and trampoline frames); the same bound as the agent's caller recovery.
 const FRAME_SEARCH: usize = 6;
-/// Most separate reads a cached hit's check makes ([`CachedStack::read_start`]).
+/// Most separate reads a cached hit's check makes ([`CachedStack::read_start`]). A
+/// power of two: a read's index is masked to the arrays by `MAX_READS - 1`.
 const MAX_READS: usize = 4;
+const _: () = assert!(MAX_READS.is_power_of_two());
 
 /// What names one call chain (see the module's text).
 #[repr(C)]

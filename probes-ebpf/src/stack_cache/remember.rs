@@ -16,11 +16,16 @@ use crate::map_value::{load, store};
 /// call's fixed cost (the call, the address check, the page-fault guard: 70
 /// instructions on Debian's 6.1, counted exactly by `cargo xtask bench --exact-counts`)
 /// is about what copying ten slots costs (7 instructions per slot in
-/// `copy_from_kernel_nofault`); counted in instructions on the fopen loop (medians of
-/// three, one boot each), a recorded hit took 1,906 with 4 reads and this gap, 1,928
-/// with a gap of 8, 1,986 with 8 reads and a gap of 4, 2,001 with 2 reads and a gap
-/// of 24, and 2,003–2,022 with one read of the whole span.
-const MERGE_GAP_SLOTS: u32 = 16;
+/// `copy_from_kernel_nofault`), but a walk planned into more than [`MAX_READS`] reads
+/// has its last read stretched over every slot left, so a gap that keeps walks within
+/// the reads pays. Counted exactly (the probes' own path on the fopen loop, kernel
+/// instructions per event, one boot each, with 4 reads): 1,472 with a gap of 16, 1,411
+/// with 18, 1,402 and 1,412 with 20, 1,437 with 22, 1,430 with 24, 1,437 with 32; with
+/// 8 reads and a gap of 20, 1,406; with 2, 1,581. (Counted in instructions per
+/// recorded event before the checks skipped the caller's slot: 1,906 with 4 reads and a
+/// gap of 16, 1,928 with 8, 1,986 with 8 reads and a gap of 4, 2,001 with 2 reads and a
+/// gap of 24, 2,003–2,022 with one read of the whole span.)
+const MERGE_GAP_SLOTS: u32 = 20;
 
 /// Remembers the walk `ips` (`bytes` long) of the chain of the key [`super::hold_key`] held:
 /// finds each frame past the probed function's in the stack above `anchor` (below the
