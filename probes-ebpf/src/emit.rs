@@ -143,13 +143,20 @@ pub fn emit<C: EbpfContext>(
     // SAFETY: a helper call without arguments.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let pending = claim.pending();
+    let staged = matches!(stacks.source, Source::Staged | Source::OffStaged);
     // SAFETY: `pending` points into this CPU's scratch (a per-CPU map value), valid for
-    // the program's run; the claim keeps other guestscope probes on this CPU out.
+    // the program's run; the claim keeps other guestscope probes on this CPU out; so
+    // does the stage's next record (in the same scratch).
     // Field by field, and the task's name straight into its place: a whole-struct write
     // (or a zeroed name on the stack, copied in) compiles to byte loops the verifier
-    // checks byte by byte on every path.
+    // checks byte by byte on every path. A staged hit is written straight into its
+    // place in the stage, not copied there from `pending`.
     unsafe {
-        let event = &raw mut (*pending).event;
+        let event = if staged {
+            staging::next_event(claim.staged())
+        } else {
+            &raw mut (*pending).event
+        };
         (*event).ts_ns = ts_ns;
         (*event).arg = arg;
         (*event).ip = ip;
@@ -167,14 +174,14 @@ pub fn emit<C: EbpfContext>(
             }
         }
     }
-    if matches!(stacks.source, Source::Staged | Source::OffStaged) {
+    if staged {
         if stacks.source == Source::Staged {
             bump!(counters.stack_cached);
         }
-        // SAFETY: this CPU's claimed scratch; `pending` as above. Counted as emitted (or
-        // lost) when the stage is written.
+        // SAFETY: this CPU's claimed scratch, its next record written above. Counted as
+        // emitted (or lost) when the stage is written.
         unsafe {
-            if staging::stage(claim.staged(), pending, stacks.slot(), kind) {
+            if staging::stage(claim.staged(), stacks.slot(), kind) {
                 staging::flush(claim.staged(), claim.ring_bytes());
             }
         }
@@ -282,7 +289,7 @@ unsafe fn copy_words(dst: *mut u64, src: *const u64, words: usize) {
 /// `cached` must point at a writable [`CachedEvent`] and `pending` at this CPU's
 /// [`Pending`], both 8-byte aligned.
 #[inline(always)]
-pub(crate) unsafe fn fill_cached(cached: *mut CachedEvent, pending: *const Pending, slot: u32) {
+unsafe fn fill_cached(cached: *mut CachedEvent, pending: *const Pending, slot: u32) {
     // SAFETY: the caller vouches for both pointers.
     unsafe {
         copy_words(

@@ -13,12 +13,12 @@ use core::mem::size_of;
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use guestscope_common::{
-    CachedEvent, ProbeKind, STAGED_EVENTS,
+    CachedEvent, ProbeKind, RawEvent, STAGED_EVENTS,
     maps::{FLUSH_BUSY, FLUSH_STAGED},
 };
 
 use crate::{
-    emit::{Pending, fill_cached, wakeup_flag},
+    emit::wakeup_flag,
     map_value::{load, store},
     maps::{COUNTERS, EVENTS, const_eq},
     scratch::{Claim, NotClaimed},
@@ -38,24 +38,33 @@ pub struct Staged {
     records: [CachedEvent; STAGED_EVENTS],
 }
 
-/// Adds the pending hit of probe `kind`, whose stack is cache entry `slot` (a
-/// `CacheSlot` tag, `CacheSlot::NONE` with stacks off); returns whether the stage is
-/// full (then [`flush`] it).
+/// Where the next staged hit's event is written, before [`stage`] adds it.
 ///
 /// # Safety
-/// `staged` must point at this CPU's claimed [`Staged`], `pending` at its [`Pending`].
+/// `staged` must point at this CPU's claimed [`Staged`].
 #[inline(always)]
-pub unsafe fn stage(
-    staged: *mut Staged,
-    pending: *const Pending,
-    slot: u32,
-    kind: ProbeKind,
-) -> bool {
-    // SAFETY: the caller vouches for both pointers; the index is masked into the array.
+pub unsafe fn next_event(staged: *mut Staged) -> *mut RawEvent {
+    // SAFETY: the caller vouches for `staged`; the index is masked into the array.
+    unsafe {
+        let n = load!((*staged).count) as usize;
+        &raw mut (*staged).records[n & (STAGED_EVENTS - 1)].event
+    }
+}
+
+/// Adds the hit of probe `kind` whose event was written at [`next_event`], its stack
+/// cache entry `slot` (a `CacheSlot` tag, `CacheSlot::NONE` with stacks off); returns
+/// whether the stage is full (then [`flush`] it).
+///
+/// # Safety
+/// `staged` must point at this CPU's claimed [`Staged`], its [`next_event`] written.
+#[inline(always)]
+pub unsafe fn stage(staged: *mut Staged, slot: u32, kind: ProbeKind) -> bool {
+    // SAFETY: the caller vouches for `staged`; the index is masked into the array.
     unsafe {
         let n = load!((*staged).count) as usize;
         let at = &raw mut (*staged).records[n & (STAGED_EVENTS - 1)];
-        fill_cached(at, pending, slot);
+        (*at).cache_slot = slot;
+        (*at)._pad = 0;
         let k = kind as usize;
         store!((*staged).kinds[k], load!((*staged).kinds[k]) + 1);
         store!((*staged).count, (n + 1) as u32);
