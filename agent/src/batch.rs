@@ -80,6 +80,9 @@ impl Batcher {
         stack_id: impl FnMut(&CachedEvent) -> i32,
         now: Instant,
     ) -> bool {
+        if run.is_empty() {
+            return self.is_full();
+        }
         if self.events.is_empty() {
             self.opened = Some(now);
         }
@@ -195,6 +198,34 @@ mod tests {
             vec![0, 1, 2]
         );
         assert!(b.is_empty() && b.deadline().is_none());
+    }
+
+    #[test]
+    fn a_staged_run_is_taken_whole_with_the_ids_given() {
+        let t = Instant::now();
+        let mut b = Batcher::new(3, MAX_AGE);
+        assert!(
+            !b.push_cached_run(&[], |_| 0, t),
+            "an empty run adds nothing"
+        );
+        assert!(b.deadline().is_none(), "and opens no batch");
+        let run: Vec<CachedEvent> = (0..5)
+            .map(|n| CachedEvent {
+                event: ev(n),
+                cache_slot: n as u32,
+                _pad: 0,
+            })
+            .collect();
+        assert!(b.push_cached_run(&run, |c| 10 + c.cache_slot as i32, t));
+        assert_eq!(b.deadline(), Some(t + MAX_AGE));
+        let got = b.take().events();
+        assert_eq!(
+            got.iter()
+                .map(|e| (e.ts_ns, e.stack_id))
+                .collect::<Vec<_>>(),
+            vec![(0, 10), (1, 11), (2, 12), (3, 13), (4, 14)],
+            "past max_events: a run is not cut"
+        );
     }
 
     #[test]
