@@ -151,8 +151,8 @@ unsafe fn frames_hold(
     from: impl Fn(&CachedStack) -> usize,
     end: impl Fn(&CachedStack) -> usize,
 ) -> bool {
-    for k in 0..MAX_STACK_FRAMES {
-        let j = from(cached) + k;
+    let mut j = from(cached);
+    for _ in 0..MAX_STACK_FRAMES {
         if j >= end(cached) {
             break;
         }
@@ -160,6 +160,7 @@ unsafe fn frames_hold(
         if !unsafe { same_frame(search, cached, j) } {
             return false;
         }
+        j += 1;
     }
     true
 }
