@@ -69,6 +69,8 @@ pub enum NoStack {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SlotStack {
     outcome: Result<u32, NoStack>,
+    /// [`stack_id`] of `outcome`, worked out once for all the entry's cached hits.
+    id: i32,
     /// Whether the walk lacked the probed function's caller (put back).
     recovered: bool,
 }
@@ -191,6 +193,7 @@ impl StackTable {
             }
             self.slots[at] = Some(SlotStack {
                 outcome,
+                id: stack_id(outcome),
                 recovered: put_back,
             });
         }
@@ -205,22 +208,22 @@ impl StackTable {
     /// (what the read loop packs, without making the event).
     #[cfg(test)]
     pub fn resolve_cached(&mut self, record: &CachedEvent) -> (RawEvent, Result<u32, NoStack>) {
-        let outcome = self.cached_outcome(record);
+        let (id, outcome) = self.cached_stack(record);
         let event = RawEvent {
-            stack_id: stack_id(outcome),
+            stack_id: id,
             ..record.event
         };
         (event, outcome)
     }
 
     /// The stack of a cached hit: the one the walk that filled the cache entry it names
-    /// resolved to ([`NoStack::UnknownCacheSlot`] if none did; its event's `stack_id`
-    /// is [`stack_id`] of it). No copy of the event is made: the agent's read loop packs
-    /// the hit straight from the ring buffer.
+    /// resolved to ([`NoStack::UnknownCacheSlot`] if none did), and the `stack_id` its
+    /// event gets ([`stack_id`] of it, kept with the entry). No copy of the event is
+    /// made: the agent's read loop packs the hit straight from the ring buffer.
     #[inline]
-    pub fn cached_outcome(&mut self, record: &CachedEvent) -> Result<u32, NoStack> {
+    pub fn cached_stack(&mut self, record: &CachedEvent) -> (i32, Result<u32, NoStack>) {
         if record.cache_slot == CacheSlot::NONE {
-            return Err(NoStack::Off);
+            return (NO_STACK, Err(NoStack::Off));
         }
         let cpu = record.event.cpu;
         let known = CacheSlot::index(record.cache_slot)
@@ -231,12 +234,15 @@ impl StackTable {
                 if s.recovered {
                     self.callers_recovered += 1;
                 }
-                s.outcome
+                (s.id, s.outcome)
             }
-            None => Err(NoStack::UnknownCacheSlot {
-                cpu,
-                index: CacheSlot::index(record.cache_slot).unwrap_or(record.cache_slot),
-            }),
+            None => (
+                UNKNOWN_SLOT_ID,
+                Err(NoStack::UnknownCacheSlot {
+                    cpu,
+                    index: CacheSlot::index(record.cache_slot).unwrap_or(record.cache_slot),
+                }),
+            ),
         }
     }
 

@@ -59,15 +59,19 @@ fn accept(
             batch.push_cached_run(
                 run,
                 |cached| {
-                    let stack = stacks.cached_outcome(cached);
-                    count_missing(stack, totals);
-                    stack_id(stack)
+                    let (id, stack) = stacks.cached_stack(cached);
+                    // An event with a stack has an id of 0 or more; only one without
+                    // may be missing it.
+                    if id < 0 {
+                        count_missing(stack, totals);
+                    }
+                    id
                 },
                 now,
             )
         }
         Record::CachedArgs(with_args) => {
-            let stack = stacks.cached_outcome(&with_args.cached);
+            let (_, stack) = stacks.cached_stack(&with_args.cached);
             take_in(
                 &with_args.cached.event,
                 stack,
