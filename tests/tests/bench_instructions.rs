@@ -1,6 +1,11 @@
 //! The bench's instruction-counted peers boot (QEMU's `-icount`): the same loop, run
 //! again under each tracer, takes the same number of the guest's instructions, so the
 //! figures hold still where the host-timed ones spread.
+//!
+//! Run on its own, it needs the Debian test guest `cargo xtask test` makes and points
+//! it at: `GUESTSCOPE_DEBIAN_IMAGE`, `GUESTSCOPE_DEBIAN_KERNEL` and
+//! `GUESTSCOPE_DEBIAN_INITRD` (`bookworm.ext4`, `vmlinuz` and `initrd.img` in
+//! `target/guestscope/cache/debian/`), with the variables every VM test needs.
 
 use guestscope::bench::{self, BenchOptions};
 use guestscope_tests::{bench_in, guests::debian_guest};
