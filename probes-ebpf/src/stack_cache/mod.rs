@@ -208,8 +208,6 @@ pub struct Search {
     to_top: u32,
     /// Index of the probed function's frame in the walk.
     first: u32,
-    /// The first frame a check of the walk compares ([`CachedStack::check_from`]).
-    check_from: u32,
     /// Where [`scalar`] passes a value through.
     value: u64,
     /// The entry the last [`remember`] kept its walk in ([`guestscope_common::CacheSlot::tag`]),

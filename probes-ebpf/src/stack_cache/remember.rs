@@ -135,7 +135,6 @@ pub unsafe fn remember(
         } else {
             after
         };
-        store!((*search).check_from, from);
         store!((*entry).check_from, from);
         store!((*entry).read_count, 0);
         store!((*entry).last_read_from, from);
@@ -219,7 +218,7 @@ extern "C" fn range_step(i: u32, ctx: *mut c_void) -> i64 {
     // sizes.
     unsafe {
         let PlanAt { search, entry } = *ctx.cast::<PlanAt>();
-        let j = load!((*search).check_from) + i;
+        let j = load!((*entry).check_from) + i;
         if j + 1 >= load!((*search).frames) {
             return 1;
         }
