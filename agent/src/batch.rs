@@ -51,16 +51,16 @@ impl Batcher {
         }
     }
 
-    /// Adds an event read at `now`; returns true when the batch is full. A full batch
-    /// still takes events: the rest of a staged run (fewer than
-    /// [`STAGED_EVENTS`]) goes with it.
-    #[inline]
+    /// [`Batcher::push_with_stack`] with the event's own stack id.
+    #[cfg(test)]
     pub fn push(&mut self, event: &RawEvent, now: Instant) -> bool {
         self.push_with_stack(event, event.stack_id, now)
     }
 
-    /// [`Batcher::push`] with stack id `stack_id` in place of the event's own
-    /// ([`PackedBatch::push_with_stack`]).
+    /// Adds an event read at `now`, with stack id `stack_id` in place of its own
+    /// ([`PackedBatch::push_with_stack`]); returns true when the batch is full. A full
+    /// batch still takes events: the rest of a staged run (fewer than
+    /// [`STAGED_EVENTS`]) goes with it.
     #[inline]
     pub fn push_with_stack(&mut self, event: &RawEvent, stack_id: i32, now: Instant) -> bool {
         if self.events.is_empty() {
@@ -115,7 +115,7 @@ impl Batcher {
         self.events.is_empty()
     }
 
-    /// Adds the arguments of an event about to be [pushed](Batcher::push); they go
+    /// Adds the arguments of an event about to be [pushed](Batcher::push_with_stack); they go
     /// out with its batch.
     #[inline]
     pub fn push_args(&mut self, args: EventArgs) {

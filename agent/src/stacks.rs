@@ -286,8 +286,7 @@ impl StackTable {
 
 /// The `stack_id` an event gets for `outcome`: the stack's id, or the negative code of
 /// why it has none.
-#[inline]
-pub fn stack_id(outcome: Result<u32, NoStack>) -> i32 {
+fn stack_id(outcome: Result<u32, NoStack>) -> i32 {
     match outcome {
         // Ids stay below MAX_STACKS, far below i32::MAX.
         Ok(id) => id as i32,

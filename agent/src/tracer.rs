@@ -28,7 +28,7 @@ use crate::{
     probes::{self, Loaded, ProbeError},
     program_stats::ProgramStats,
     ringbuf::{EventReader, Record},
-    stacks::{NoStack, StackTable, send_batch, stack_id},
+    stacks::{NoStack, StackTable, send_batch},
     staging::Staging,
     stream::{Sink, Stream, StreamError},
     tallies::TallyBook,
@@ -71,9 +71,10 @@ fn accept(
             )
         }
         Record::CachedArgs(with_args) => {
-            let (_, stack) = stacks.cached_stack(&with_args.cached);
+            let (id, stack) = stacks.cached_stack(&with_args.cached);
             take_in(
                 &with_args.cached.event,
+                id,
                 stack,
                 Some(with_args.args),
                 totals,
@@ -89,17 +90,18 @@ fn accept(
             let args = ProbeKind::from_id(e.kind)
                 .is_some_and(ProbeKind::carries_args)
                 .then(|| walked.user_args());
-            take_in(&e, stack, args, totals, batch, now)
+            take_in(&e, e.stack_id, stack, args, totals, batch, now)
         }
     }
 }
 
 /// One event of a record and its stack: counted, its arguments (if it carries them)
-/// and the event batched with the stack's id (the event's own is not read: a cached
-/// hit comes straight from the ring buffer); returns whether the batch is full.
+/// and the event batched with stack id `id` (the event's own is not read: a cached hit
+/// comes straight from the ring buffer); returns whether the batch is full.
 #[inline(always)]
 fn take_in(
     e: &RawEvent,
+    id: i32,
     stack: Result<u32, NoStack>,
     args: Option<[u64; USER_ARGS]>,
     totals: &mut Totals,
@@ -115,7 +117,7 @@ fn take_in(
             args,
         });
     }
-    batch.push_with_stack(e, stack_id(stack), now)
+    batch.push_with_stack(e, id, now)
 }
 
 /// Counts an event that reaches the host without a stack it should have had.
