@@ -3,7 +3,7 @@
 
 use super::{med, percent_spread, target};
 use crate::bench::peers::PEER_ROWS;
-use crate::bench::results::{BenchResults, TargetCheck};
+use crate::bench::results::{BenchResults, PeerOverhead, TargetCheck};
 use crate::qemu::command::INSTRUCTIONS_PER_US;
 
 /// Each target of the benchmark issue against `r`.
@@ -186,25 +186,30 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     ));
 }
 
+/// The instruction-counted peers boot's row of `condition` ([`PEER_ROWS`]).
+fn counted_row<'a>(r: &'a BenchResults, condition: &str) -> Option<&'a PeerOverhead> {
+    let tracer = PEER_ROWS.iter().find(|(c, _)| *c == condition)?.1;
+    r.peers_instructions
+        .as_ref()?
+        .rows
+        .iter()
+        .find(|row| row.tracer == tracer)
+}
+
 /// The agent's instructions per event in the instruction-counted peers boot's run of
 /// `condition` (its CPU there, paired against the untraced run).
 fn agent_instructions(r: &BenchResults, condition: &str) -> Option<f64> {
-    let p = r.peers_instructions.as_ref()?;
-    let tracer = PEER_ROWS.iter().find(|(c, _)| *c == condition)?.1;
-    let row = p.rows.iter().find(|row| row.tracer == tracer)?;
-    med(row.agent_us_per_event.as_ref()).map(|us| us * INSTRUCTIONS_PER_US)
+    med(counted_row(r, condition)?.agent_us_per_event.as_ref()).map(|us| us * INSTRUCTIONS_PER_US)
 }
 
 /// guestscope's instructions per event against an ftrace kprobe hit's with no stack,
 /// in the instruction-counted peers boot.
 fn instruction_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
-    let Some(p) = &r.peers_instructions else {
+    if r.peers_instructions.is_none() {
         return;
-    };
+    }
     let per_event = |condition: &str| {
-        let tracer = PEER_ROWS.iter().find(|(c, _)| *c == condition)?.1;
-        let row = p.rows.iter().find(|row| row.tracer == tracer)?;
-        med(row.us_per_event.as_ref()).map(|us| us * INSTRUCTIONS_PER_US)
+        med(counted_row(r, condition)?.us_per_event.as_ref()).map(|us| us * INSTRUCTIONS_PER_US)
     };
     let (all, ftrace) = (per_event("all"), per_event("ftpeer"));
     let over = |v: Option<f64>| match (v, ftrace) {
