@@ -4,6 +4,7 @@
 //! Memory stays bounded by what the report shows (counts per workload, probe and
 //! stack), not by the number of events: events go to disk as they arrive.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 
@@ -40,7 +41,7 @@ pub struct WorkloadRun {
     /// Event count per (probe name, stack id): a built-in probe's name, or a user
     /// probe's `kprobe:FUNCTION`.
     #[serde(skip)]
-    pub stack_counts: HashMap<(String, i32), u64>,
+    pub stack_counts: StackCounts,
     /// spin_lock hits per named lock (global lock symbols such as `jiffies_lock`).
     pub named_locks: BTreeMap<String, u64>,
     /// spin_lock hits on named locks, per stack id.
@@ -70,9 +71,16 @@ pub struct Artifact {
     pub misplaced_chunks: u64,
 }
 
+/// Events per (probe name, stack id). A built-in probe's name is borrowed, so
+/// counting one of its events allocates nothing.
+pub type StackCounts = HashMap<(Cow<'static, str>, i32), u64>;
+
 /// Collected state of one stream.
 pub struct Session<W: Write> {
     events_out: W,
+    /// The `events.jsonl` line being written, kept for the next: each line reaches
+    /// `events_out` in one write, serialized into memory the collector already has.
+    line: Vec<u8>,
     /// The agent's hello, once received.
     pub hello: Option<Hello>,
     /// Probe attach outcomes, in the order received.
@@ -207,6 +215,7 @@ impl<W: Write> Session<W> {
             stacks_out: None,
             stacks_written: HashSet::new(),
             events_out,
+            line: Vec::with_capacity(512),
             hello: None,
             probes: Vec::new(),
             workloads: Vec::new(),

@@ -2,6 +2,7 @@
 //! stream bytes at its start and exit ([`ByteMarks`]), and the boot's own problems.
 
 use super::*;
+use crate::session::StackCounts;
 /// One workload's outcome, as the stream told it.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Ran {
@@ -14,7 +15,7 @@ pub(super) struct Ran {
     pub(super) received: BTreeMap<String, u64>,
     /// Events received per probe and stack id (ids name the same stack for the whole
     /// boot).
-    pub(super) stack_counts: HashMap<(String, i32), u64>,
+    pub(super) stack_counts: StackCounts,
     /// Stream bytes read when its start and exit records arrived.
     pub(super) bytes_at_start: u64,
     pub(super) bytes_at_exit: u64,

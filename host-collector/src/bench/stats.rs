@@ -3,9 +3,11 @@
 //! position equally often. These machines are noisy (other work shares the two cores),
 //! so every speed figure is a median of paired ratios, never one run's time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde::Serialize;
+
+use crate::session::StackCounts;
 
 /// Median and spread of a set of samples.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -134,17 +136,12 @@ pub fn highest_lossless(steps: &[(f64, bool)]) -> Option<f64> {
 /// Total variation distance between two runs' shares of events per (probe, stack id):
 /// half the sum of the share differences, 0 (the same shares) to 1 (nothing shared);
 /// `None` if either run has no event.
-pub(super) fn stack_distance(
-    a: &HashMap<(String, i32), u64>,
-    b: &HashMap<(String, i32), u64>,
-) -> Option<f64> {
+pub(super) fn stack_distance(a: &StackCounts, b: &StackCounts) -> Option<f64> {
     let (ta, tb) = (a.values().sum::<u64>(), b.values().sum::<u64>());
     if ta == 0 || tb == 0 {
         return None;
     }
-    let share = |m: &HashMap<(String, i32), u64>, t: u64, k| {
-        m.get(k).copied().unwrap_or(0) as f64 / t as f64
-    };
+    let share = |m: &StackCounts, t: u64, k| m.get(k).copied().unwrap_or(0) as f64 / t as f64;
     let keys: HashSet<_> = a.keys().chain(b.keys()).collect();
     Some(
         keys.into_iter()
@@ -163,8 +160,8 @@ mod tests {
         let m = |pairs: &[(i32, u64)]| {
             pairs
                 .iter()
-                .map(|&(id, n)| (("spin_lock".to_string(), id), n))
-                .collect::<HashMap<_, _>>()
+                .map(|&(id, n)| (("spin_lock".into(), id), n))
+                .collect::<StackCounts>()
         };
         let d = |a, b| stack_distance(&m(a), &m(b));
         assert_eq!(d(&[(1, 10), (2, 30)], &[(1, 100), (2, 300)]), Some(0.0));
@@ -173,7 +170,7 @@ mod tests {
         assert_eq!(d(&[], &[(2, 7)]), None);
         // The probe is part of the key.
         let mut other = m(&[(1, 10)]);
-        other.insert(("alloc_fd".to_string(), 1), 10);
+        other.insert(("alloc_fd".into(), 1), 10);
         assert_eq!(stack_distance(&m(&[(1, 10)]), &other), Some(0.5));
     }
 

@@ -58,7 +58,7 @@ pub fn stacks<W: Write>(session: &Session<W>, wanted: impl Fn(&str) -> bool) -> 
             }
             out.push(FoldedStack {
                 workload: w.started.name.clone(),
-                probe: probe.clone(),
+                probe: probe.to_string(),
                 functions: functions_of(&session.stack_frames(*stack_id)),
                 count,
             });

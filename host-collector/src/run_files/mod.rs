@@ -13,6 +13,7 @@
 //! reader's table, so the header is a file of its own. The layout is versioned as a
 //! whole by [`SCHEMA_VERSION`], which `run.json` carries.
 
+pub mod event_line_writer;
 pub mod events;
 pub mod header;
 pub mod host_time;

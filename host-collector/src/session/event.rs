@@ -3,12 +3,13 @@
 //! bin), and written to `events.jsonl`.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use guestscope_common::event::{NO_STACK, ProbeKind, RawEvent, USER_ARGS};
 
 use super::{ArgValues, Session, TIMELINE_BIN_NS, UNKNOWN_PROBE, user_probe_name};
-use crate::run_files::events::EventLine;
+use crate::run_files::event_line_writer::{EventFields, write_event_line};
 
 /// What one event is, once named: its kind, the name it is counted under, and what
 /// the agent sent with it.
@@ -44,10 +45,7 @@ impl<W: Write> Session<W> {
     fn name(&mut self, e: &RawEvent) -> Named {
         let probe = e.probe();
         let kind_name = probe.map(ProbeKind::name).unwrap_or(UNKNOWN_PROBE);
-        *self
-            .events_by_probe
-            .entry(kind_name.to_string())
-            .or_default() += 1;
+        count_by_name(&mut self.events_by_probe, kind_name, 1);
         let user_name = probe.filter(|k| k.is_user()).map(|k| match k {
             ProbeKind::Tracepoint => match self.tracepoint_names.get(&e.flags) {
                 Some(t) => format!("tracepoint:{t}"),
@@ -84,11 +82,11 @@ impl<W: Write> Session<W> {
     fn count_in_workload(&mut self, i: usize, e: &RawEvent, named: &Named) {
         let w = &mut self.workloads[i];
         let name = &named.name;
-        *w.events.entry(name.to_string()).or_default() += 1;
+        count_by_name(&mut w.events, name, 1);
         w.pids.insert(e.pid);
         if named.probe.is_some() {
             *w.stack_counts
-                .entry((name.to_string(), e.stack_id))
+                .entry((name.clone(), e.stack_id))
                 .or_default() += 1;
         }
         if is_fault(named.probe) {
@@ -104,11 +102,11 @@ impl<W: Write> Session<W> {
                 .or_default() += 1;
         }
         let bin = e.ts_ns.saturating_sub(w.started.start_ns) / TIMELINE_BIN_NS;
-        *w.timeline
-            .entry(name.to_string())
-            .or_default()
-            .entry(bin)
-            .or_default() += 1;
+        let bins = match w.timeline.get_mut(name.as_ref()) {
+            Some(bins) => bins,
+            None => w.timeline.entry(name.to_string()).or_default(),
+        };
+        *bins.entry(bin).or_default() += 1;
         w.first_event_ns.get_or_insert(e.ts_ns);
         w.last_event_ns = Some(e.ts_ns);
     }
@@ -123,25 +121,24 @@ impl<W: Write> Session<W> {
         let workload = idx.map(|i| self.workloads[i].started.name.as_str());
         let comm = String::from_utf8_lossy(e.comm_bytes());
         let fault = is_fault(named.probe);
-        let line = EventLine {
-            run_id: self.run_id.as_str().into(),
+        let args = named.args.map(|rest| {
+            let mut all = [e.arg; USER_ARGS + 1];
+            all[1..].copy_from_slice(&rest);
+            all
+        });
+        let fields = EventFields {
             ts_ns: e.ts_ns,
             host_unix_ns: None,
-            probe: named.name.as_ref().into(),
+            probe: &named.name,
             cpu: e.cpu,
             pid: e.pid,
             tid: e.tid,
-            comm,
-            workload: workload.map(Into::into),
-            arg: format!("{:#x}", e.arg),
-            args: named.args.map(|rest| {
-                std::iter::once(e.arg)
-                    .chain(rest)
-                    .map(|a| format!("{a:#x}"))
-                    .collect()
-            }),
-            lock: named.lock.as_deref().map(Into::into),
-            ip: fault.then(|| format!("{:#x}", e.ip)),
+            comm: &comm,
+            workload,
+            arg: e.arg,
+            args: args.as_ref().map(|a| &a[..]),
+            lock: named.lock.as_deref(),
+            ip: fault.then_some(e.ip),
             error_code: fault.then_some(e.flags),
             stack_id: if e.stack_id == NO_STACK {
                 -1
@@ -149,8 +146,19 @@ impl<W: Write> Session<W> {
                 e.stack_id
             },
         };
-        serde_json::to_writer(&mut self.events_out, &line)?;
-        self.events_out.write_all(b"\n")
+        self.line.clear();
+        write_event_line(&mut self.line, &self.run_id, &fields);
+        self.events_out.write_all(&self.line)
+    }
+}
+
+/// Adds `n` to `name`'s count in `counts`; the name is copied only the first time.
+pub(super) fn count_by_name(counts: &mut BTreeMap<String, u64>, name: &str, n: u64) {
+    match counts.get_mut(name) {
+        Some(c) => *c += n,
+        None => {
+            counts.insert(name.to_string(), n);
+        }
     }
 }
 

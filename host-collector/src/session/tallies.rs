@@ -7,6 +7,7 @@ use std::io::Write;
 
 use guestscope_common::{event::ProbeKind, wire::Tallies};
 
+use super::event::count_by_name;
 use super::{Session, UNKNOWN_PROBE};
 
 impl<W: Write> Session<W> {
@@ -21,21 +22,19 @@ impl<W: Write> Session<W> {
                 c.stack_id
             };
             self.events_tallied += c.hits;
-            *self.tallied_by_probe.entry(name.to_string()).or_default() += c.hits;
+            count_by_name(&mut self.tallied_by_probe, name, c.hits);
             if stack_id >= 0 && !self.stacks_raw.contains_key(&(stack_id as u32)) {
                 self.events_stack_unknown += c.hits;
             }
             match idx {
                 Some(i) => {
                     let w = &mut self.workloads[i];
-                    *w.events.entry(name.to_string()).or_default() += c.hits;
-                    *w.tallied.entry(name.to_string()).or_default() += c.hits;
+                    count_by_name(&mut w.events, name, c.hits);
+                    count_by_name(&mut w.tallied, name, c.hits);
                     *w.tallied_stacks
                         .entry((name.to_string(), stack_id))
                         .or_default() += c.hits;
-                    *w.stack_counts
-                        .entry((name.to_string(), stack_id))
-                        .or_default() += c.hits;
+                    *w.stack_counts.entry((name.into(), stack_id)).or_default() += c.hits;
                 }
                 None => self.events_unattributed += c.hits,
             }

@@ -74,7 +74,7 @@ fn workload_summary<W: Write>(session: &mut Session<W>, i: usize) -> WorkloadSum
     let mut names: Vec<String> = session.workloads[i]
         .stack_counts
         .keys()
-        .map(|(probe, _)| probe.clone())
+        .map(|(probe, _)| probe.to_string())
         .collect();
     names.sort();
     names.dedup();
