@@ -41,6 +41,14 @@ fn every_synthetic_event_arrives_and_the_ceiling_is_measured_against_raw_vsock()
             stream < f,
             "the stream's bytes {stream} under the records' {f}"
         );
+        // The collector's CPU over the run: spent, and within the run's wall time
+        // per event (it has one thread taking the stream in).
+        let collector = run.collector_cpu_us_per_event.expect("the collector's CPU");
+        let wall = 1e6 / run.events_per_s;
+        assert!(
+            collector > 0.0 && collector < 2.0 * wall,
+            "collector {collector} µs per event against {wall} µs: {run:?}"
+        );
     }
     let f = c.pipeline_fraction_of_raw.expect("a fraction of raw vsock");
     assert_eq!(Some(f), p.fraction_of_raw.as_ref().map(|s| s.median));
@@ -52,10 +60,11 @@ fn every_synthetic_event_arrives_and_the_ceiling_is_measured_against_raw_vsock()
         "results.json carries the figure: {written:?} for {f}"
     );
     eprintln!(
-        "pipeline ceiling: {:?} events/s, {:?} MB/s, {:.1}% of raw vsock, agent {:?} µs CPU per event",
+        "pipeline ceiling: {:?} events/s, {:?} MB/s, {:.1}% of raw vsock, agent {:?} µs CPU per event, collector {:?}",
         p.events_per_s,
         p.wire_mb_s,
         f * 100.0,
-        p.agent_cpu_us_per_event
+        p.agent_cpu_us_per_event,
+        p.collector_cpu_us_per_event
     );
 }

@@ -484,6 +484,10 @@ fn pipeline_ceiling(
                 .as_ref()
                 .filter(|_| received > 0)
                 .map(|t| t.agent_cpu_ns as f64 / 1e3 / received as f64),
+            collector_cpu_us_per_event: ran
+                .collector_cpu_ns
+                .filter(|_| received > 0)
+                .map(|ns| ns as f64 / 1e3 / received as f64),
             agent_minor_faults: ran.tracing.as_ref().map(|t| t.agent_minor_faults),
             agent_voluntary_switches: ran.tracing.as_ref().map(|t| t.agent_voluntary_switches),
             agent_involuntary_switches: ran.tracing.as_ref().map(|t| t.agent_involuntary_switches),
@@ -502,6 +506,7 @@ fn pipeline_ceiling(
         fraction_of_raw: of(|r| r.fraction_of_raw),
         stream_fraction_of_raw: of(|r| r.stream_fraction_of_raw),
         agent_cpu_us_per_event: of(|r| r.agent_cpu_us_per_event),
+        collector_cpu_us_per_event: of(|r| r.collector_cpu_us_per_event),
         agent_activity: AgentActivity {
             faults: of(|r| per_k_events(r.agent_minor_faults, r.received)),
             waits: of(|r| per_k_events(r.agent_voluntary_switches, r.received)),

@@ -1,5 +1,6 @@
 //! What a boot's stream told of its workloads: each one's outcome ([`Ran`]), the
-//! stream bytes at its start and exit ([`ByteMarks`]), and the boot's own problems.
+//! stream bytes and the collector's CPU time at its start and exit ([`StreamMarks`]),
+//! and the boot's own problems.
 
 use super::*;
 use crate::session::StackCounts;
@@ -19,6 +20,9 @@ pub(super) struct Ran {
     /// Stream bytes read when its start and exit records arrived.
     pub(super) bytes_at_start: u64,
     pub(super) bytes_at_exit: u64,
+    /// The collector's CPU time from its start record to its exit record, ns: what
+    /// taking in its events cost the host.
+    pub(super) collector_cpu_ns: Option<u64>,
     /// What it wrote (stdout and stderr, as the agent kept it).
     pub(super) output: String,
     /// What the kernel timed of each eBPF program during the run (plans with
@@ -83,7 +87,7 @@ pub fn bpftrace_count(output: &str) -> Option<u64> {
 }
 
 /// Per-workload outcomes of a boot (by workload name).
-pub(super) fn outcomes(b: &Booted, bytes: &HashMap<String, (u64, u64)>) -> BTreeMap<String, Ran> {
+pub(super) fn outcomes(b: &Booted, marks: &StreamMarks) -> BTreeMap<String, Ran> {
     let s = &b.session;
     s.workloads
         .iter()
@@ -92,7 +96,12 @@ pub(super) fn outcomes(b: &Booted, bytes: &HashMap<String, (u64, u64)>) -> BTree
             let tracing = s
                 .artifact_text(&format!("{TRACING_ARTIFACT_PREFIX}{name}"))
                 .and_then(|t| serde_json::from_str(&t).ok());
-            let (bytes_at_start, bytes_at_exit) = bytes.get(&name).copied().unwrap_or_default();
+            let (bytes_at_start, bytes_at_exit) =
+                marks.bytes.get(&name).copied().unwrap_or_default();
+            let collector_cpu_ns = marks
+                .collector_cpu_ns
+                .get(&name)
+                .and_then(|&(start, exit)| exit?.checked_sub(start?));
             let ran = Ran {
                 status: w.exited.as_ref().map(|x| x.status),
                 elapsed_ns: w.exited.as_ref().and_then(|x| elapsed_ns(&x.output)),
@@ -101,6 +110,7 @@ pub(super) fn outcomes(b: &Booted, bytes: &HashMap<String, (u64, u64)>) -> BTree
                 stack_counts: w.stack_counts.clone(),
                 bytes_at_start,
                 bytes_at_exit,
+                collector_cpu_ns,
                 output: w
                     .exited
                     .as_ref()
@@ -113,15 +123,26 @@ pub(super) fn outcomes(b: &Booted, bytes: &HashMap<String, (u64, u64)>) -> BTree
         .collect()
 }
 
-/// Records, on every record, the stream bytes at each workload's start and exit.
+/// Records, on every record, the stream bytes and the collector's CPU time at each
+/// workload's start and exit.
 #[derive(Default)]
-pub(super) struct ByteMarks {
-    pub(super) marks: HashMap<String, (u64, u64)>,
+pub(super) struct StreamMarks {
+    /// Stream bytes read when each workload's start and exit records arrived.
+    pub(super) bytes: HashMap<String, (u64, u64)>,
+    /// The collector process's CPU time (every thread: reading, decoding, writing)
+    /// then, ns.
+    pub(super) collector_cpu_ns: HashMap<String, (Option<u64>, Option<u64>)>,
     pub(super) started: usize,
     pub(super) exited: usize,
 }
 
-impl ByteMarks {
+/// The CPU time this process has used, ns (None if the clock cannot be read).
+fn process_cpu_ns() -> Option<u64> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).ok()?;
+    Some(u64::try_from(t.tv_sec()).ok()? * 1_000_000_000 + u64::try_from(t.tv_nsec()).ok()?)
+}
+
+impl StreamMarks {
     /// Returns (newly started workload, newly exited workload) names.
     pub(super) fn observe(
         &mut self,
@@ -132,14 +153,20 @@ impl ByteMarks {
         if s.workloads.len() > self.started {
             self.started = s.workloads.len();
             let name = s.workloads[self.started - 1].started.name.clone();
-            self.marks.insert(name.clone(), (bytes, 0));
+            self.bytes.insert(name.clone(), (bytes, 0));
+            self.collector_cpu_ns
+                .insert(name.clone(), (process_cpu_ns(), None));
             new.0 = Some(name);
         }
         let exited = s.workloads.iter().filter(|w| w.exited.is_some()).count();
         if exited > self.exited {
             self.exited = exited;
             if let Some(w) = s.workloads.iter().rev().find(|w| w.exited.is_some()) {
-                self.marks.entry(w.started.name.clone()).or_default().1 = bytes;
+                self.bytes.entry(w.started.name.clone()).or_default().1 = bytes;
+                self.collector_cpu_ns
+                    .entry(w.started.name.clone())
+                    .or_default()
+                    .1 = process_cpu_ns();
                 new.1 = Some(w.started.name.clone());
             }
         }

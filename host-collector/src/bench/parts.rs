@@ -23,7 +23,7 @@ pub(super) fn capacity_part(
     boots: &mut Vec<BootSample>,
 ) -> Result<Result<TaskOffsets, String>, BenchError> {
     (o.progress)("capacity: raw vsock blasts, then the event stream at rising rates");
-    let mut marks = ByteMarks::default();
+    let mut marks = StreamMarks::default();
     let cap_jsonl = o.work_dir.join("capacity-events.jsonl");
     let cap_sink = File::create(&cap_jsonl).map_err(|source| BenchError::Write {
         path: cap_jsonl.clone(),
@@ -45,7 +45,7 @@ pub(super) fn capacity_part(
     )
     .map_err(BenchError::Boot)?;
     let _ = std::fs::remove_file(&cap_jsonl);
-    let cap_runs = outcomes(&cap, &marks.marks);
+    let cap_runs = outcomes(&cap, &marks);
     r.capacity = Some(capacity(o, &cap, &cap_runs, &mut r.problems));
     note_outcome("capacity", &cap, &mut r.problems);
     let offsets = cap
@@ -82,7 +82,7 @@ pub(super) fn overhead_part(
         .map_err(|e| BenchError::Boot(format!("making the gdbstub's directory: {e}")))?;
     let gdb = GdbEndpoint::Unix(gdb_dir.path().join("gdb.sock"));
     let gdb_threads: std::cell::RefCell<Vec<GdbTraceThread>> = Default::default();
-    let mut marks = ByteMarks::default();
+    let mut marks = StreamMarks::default();
     let gdb_opts = Cr3Options {
         step_over: StepOver::Reinsert,
         hit_timeout: Duration::from_secs(GDB_START_DELAY_MS / 1000 + 5),
@@ -121,7 +121,7 @@ pub(super) fn overhead_part(
         },
     )
     .map_err(BenchError::Boot)?;
-    let over_runs = outcomes(&over, &marks.marks);
+    let over_runs = outcomes(&over, &marks);
     let mut traces = BTreeMap::new();
     for (name, t) in gdb_threads.into_inner() {
         match t.join() {
@@ -240,7 +240,7 @@ fn peers_on(
         &mut |_, _| {},
     )
     .map_err(BenchError::Boot)?;
-    let runs = outcomes(&booted, &HashMap::new());
+    let runs = outcomes(&booted, &StreamMarks::default());
     // perf's reports as it printed them, beside the serial logs.
     for (name, _, _) in profile::RECORDINGS {
         if let Some(report) = runs.get(&profile::report_name(name)) {
@@ -318,7 +318,7 @@ fn memory_here(
         source,
     })?;
     let reset = reset_own_peak();
-    let mut marks = ByteMarks::default();
+    let mut marks = StreamMarks::default();
     let mut points = Vec::new();
     let mem = guest::boot(
         machine,
@@ -334,7 +334,7 @@ fn memory_here(
     )
     .map_err(BenchError::Boot)?;
     let collector_peak = own_peak_kib();
-    let mem_runs = outcomes(&mem, &marks.marks);
+    let mem_runs = outcomes(&mem, &marks);
     let jsonl_bytes = std::fs::metadata(&jsonl).map(|m| m.len()).unwrap_or(0);
     let _ = std::fs::remove_file(&jsonl);
     let measured = memory(
@@ -364,7 +364,7 @@ pub(super) fn stack_cache_part(
     (o.progress)(
         "stack cache: the lab's workloads, every stack walked and checked against the cache",
     );
-    let mut marks = ByteMarks::default();
+    let mut marks = StreamMarks::default();
     let booted = guest::boot(
         machine,
         &stack_cache_plan(o),
@@ -376,7 +376,7 @@ pub(super) fn stack_cache_part(
         },
     )
     .map_err(BenchError::Boot)?;
-    let runs = outcomes(&booted, &marks.marks);
+    let runs = outcomes(&booted, &marks);
     r.stack_cache = Some(stack_cache(&runs, &mut r.problems));
     note_outcome("stack cache", &booted, &mut r.problems);
     boots.push(boot_of("stack-cache", &booted));

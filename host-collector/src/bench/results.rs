@@ -483,6 +483,9 @@ pub struct PipelineCeiling {
     pub stream_fraction_of_raw: Option<Spread>,
     /// The agent's CPU per event over the runs, µs.
     pub agent_cpu_us_per_event: Option<Spread>,
+    /// The collector's CPU per event over the runs, µs (host).
+    #[serde(default)]
+    pub collector_cpu_us_per_event: Option<Spread>,
     /// The agent's page faults, waits and preemptions per thousand events over the
     /// runs.
     pub agent_activity: AgentActivity,
@@ -522,6 +525,11 @@ pub struct PipelineRun {
     /// The agent's CPU time per event over the run (its own clock), µs: how much of
     /// the time per event (`1 / events_per_s`) the agent spent.
     pub agent_cpu_us_per_event: Option<f64>,
+    /// The collector's CPU time per event over the run (the host process that reads,
+    /// decodes, counts and writes the events: from the run's start record to its exit
+    /// record), µs.
+    #[serde(default)]
+    pub collector_cpu_us_per_event: Option<f64>,
     /// The agent's minor page faults over the run.
     pub agent_minor_faults: Option<u64>,
     /// The agent's voluntary context switches (waits) over the run.

@@ -310,6 +310,8 @@ fn each_synthetic_run_is_paired_with_the_blast_before_it() {
             t.agent_voluntary_switches,
             t.agent_involuntary_switches,
         ) = (300, 2_000, 50);
+        // The collector's CPU was read at run 0's start and exit only.
+        r.collector_cpu_ns = (rep == 0).then_some(250_000_000);
         runs.insert(format!("synthetic-{rep}"), r);
     }
     let mut problems = Vec::new();
@@ -335,6 +337,14 @@ fn each_synthetic_run_is_paired_with_the_blast_before_it() {
     assert!((median(&a.waits) - 2.0).abs() < 1e-5);
     assert!((median(&a.preemptions) - 0.05).abs() < 1e-6);
     assert_eq!(p.runs[1].agent_minor_faults, Some(300));
+    // The collector: 0.25 s of CPU over run 0's million events; run 1 not measured.
+    let collector: Vec<_> = p
+        .runs
+        .iter()
+        .map(|r| r.collector_cpu_us_per_event)
+        .collect();
+    assert_eq!(collector, [Some(0.25), None]);
+    assert_eq!(p.collector_cpu_us_per_event.unwrap().n, 1);
     // A blast that did not deliver leaves its run without a fraction.
     let p = pipeline_ceiling(&o, &runs, &[None, Some(40.0)], &mut Vec::new()).unwrap();
     assert_eq!(p.fraction_of_raw.unwrap().n, 1);

@@ -147,6 +147,52 @@ mod tests {
     }
 
     #[test]
+    fn the_pipeline_target_says_what_each_side_spent_of_an_event() {
+        let with = |collector: Option<f64>| BenchResults {
+            capacity: Some(Capacity {
+                raw: crate::bench::results::RawThroughput {
+                    host_mb_s: Spread::of(&[128.0]),
+                    ..Default::default()
+                },
+                max_lossless_rate: Some(200_000.0),
+                max_lossless_wire_mb_s: Some(0.8),
+                fraction_of_raw: Some(0.006),
+                pipeline: Some(crate::bench::results::PipelineCeiling {
+                    events_per_s: Spread::of(&[800_000.0, 1_000_000.0, 1_200_000.0]),
+                    agent_cpu_us_per_event: Spread::of(&[0.46]),
+                    collector_cpu_us_per_event: collector.and_then(|c| Spread::of(&[c])),
+                    ..Default::default()
+                }),
+                pipeline_fraction_of_raw: Some(0.5),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let note = |r: &BenchResults| {
+            let t = targets(r);
+            t.iter()
+                .find(|c| c.what.starts_with("the pipeline's own ceiling"))
+                .unwrap()
+                .note
+                .clone()
+        };
+        // A million events a second: 1 µs each, of it 0.46 the agent's, 0.25 the host's.
+        let measured = note(&with(Some(0.25)));
+        assert!(
+            measured.contains(
+                "the target; 1.00 µs per event, of it the agent's CPU 0.46 µs (guest) and the collector's 0.25 µs (host); end to end"
+            ),
+            "{measured}"
+        );
+        // Without the collector's figure the note says only what was measured.
+        let without = note(&with(None));
+        assert!(
+            without.contains("the target; end to end with real probes"),
+            "{without}"
+        );
+    }
+
+    #[test]
     fn the_peers_boot_shows_as_a_table_and_in_the_per_event_target() {
         use crate::bench::results::{PeerOverhead, PeersBoot};
         let row = |tracer: &str, us: f64| PeerOverhead {

@@ -296,7 +296,7 @@ pub(super) fn capacity(md: &mut String, c: &Capacity) {
         let received: u64 = p.runs.iter().map(|r| r.received).sum();
         let _ = writeln!(
             md,
-            "\nThe pipeline alone (the agent makes {} spin_lock-like events with {} distinct {}-frame stacks itself, as many as one blast's bytes hold in 64-byte records, one in {} with its walked stack and the others naming the stack-cache entry that holds it, staged in runs of up to {}, as the probes' records come with the cache on, and sends them through its stack table, batches, stream and link; the collector writes them to disk), {} runs, each after a blast: {} events/s, which in 64-byte records is {} of the blast before it (paired); on the stream {} MB/s ({:.1} bytes an event, packed: {} of the blast), {} of {} events taken; the agent's CPU {} µs per event.",
+            "\nThe pipeline alone (the agent makes {} spin_lock-like events with {} distinct {}-frame stacks itself, as many as one blast's bytes hold in 64-byte records, one in {} with its walked stack and the others naming the stack-cache entry that holds it, staged in runs of up to {}, as the probes' records come with the cache on, and sends them through its stack table, batches, stream and link; the collector writes them to disk), {} runs, each after a blast: {} events/s, which in 64-byte records is {} of the blast before it (paired); on the stream {} MB/s ({:.1} bytes an event, packed: {} of the blast), {} of {} events taken; the agent's CPU {} µs per event (the guest's vCPU), the collector's {} µs (the host: reading, decoding, counting and writing `events.jsonl`).",
             p.events,
             guestscope_common::plan::SYNTHETIC_STACKS,
             guestscope_common::plan::SYNTHETIC_FRAMES,
@@ -311,6 +311,7 @@ pub(super) fn capacity(md: &mut String, c: &Capacity) {
             received,
             p.events * p.runs.len() as u64,
             spread(p.agent_cpu_us_per_event.as_ref(), 2),
+            spread(p.collector_cpu_us_per_event.as_ref(), 2),
         );
         agent_activity(md, &p.agent_activity);
     }

@@ -3,7 +3,7 @@
 
 use super::{med, percent_spread, target};
 use crate::bench::peers::PEER_ROWS;
-use crate::bench::results::{BenchResults, PeerOverhead, TargetCheck};
+use crate::bench::results::{BenchResults, PeerOverhead, PipelineCeiling, TargetCheck};
 use crate::qemu::command::INSTRUCTIONS_PER_US;
 
 /// Each target of the benchmark issue against `r`.
@@ -327,6 +327,22 @@ fn gdb_target(r: &BenchResults) -> TargetCheck {
     row
 }
 
+/// What one event of the pipeline's runs took, and how much of it each side's CPU
+/// was (medians), when measured: which side bounds the ceiling.
+fn pipeline_costs(p: &PipelineCeiling) -> String {
+    match (
+        med(p.events_per_s.as_ref()),
+        med(p.agent_cpu_us_per_event.as_ref()),
+        med(p.collector_cpu_us_per_event.as_ref()),
+    ) {
+        (Some(rate), Some(agent), Some(collector)) if rate > 0.0 => format!(
+            "{:.2} µs per event, of it the agent's CPU {agent:.2} µs (guest) and the collector's {collector:.2} µs (host); ",
+            1e6 / rate
+        ),
+        _ => String::new(),
+    }
+}
+
 /// The pipeline's ceiling against raw vsock, and every lost event counted.
 fn capacity_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     let cap = r.capacity.as_ref();
@@ -353,7 +369,8 @@ fn capacity_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
             cap.and_then(|c| c.fraction_of_raw),
         ) {
             (Some(e), Some(w), Some(f)) => format!(
-                "end to end with real probes (alloc_fd and its stack, the flood loop): {e:.0} events/s lossless, {w:.2} MB/s on the stream, packed ({:.1}% of raw){}",
+                "{}end to end with real probes (alloc_fd and its stack, the flood loop): {e:.0} events/s lossless, {w:.2} MB/s on the stream, packed ({:.1}% of raw){}",
+                pipeline.map_or(String::new(), pipeline_costs),
                 f * 100.0,
                 cap.and_then(|c| c.max_lossless_ring_mb_s)
                     .map_or(String::new(), |m| format!(
