@@ -1,8 +1,8 @@
 //! The tracer's unit tests: records taken in, and a tracer without probes.
 
 use guestscope_common::{
-    CachedArgsEvent, CachedEvent, EntryCaller, MAX_STACK_FRAMES, RawEvent, StackedEvent,
-    event::USER_STACK_FRAMES,
+    CacheSlot, CachedArgsEvent, CachedEvent, EntryCaller, MAX_STACK_FRAMES, RawEvent, StackedEvent,
+    event::USER_STACK_FRAMES, wire::EventArgs,
 };
 
 use super::*;
