@@ -3,6 +3,9 @@
 //! per-byte escaping of the keys, or a `String` for each hex number. The collector
 //! writes one line per event it receives, so this is on its hot path; the tests check
 //! the bytes against `serde_json`'s for arbitrary fields.
+//!
+//! A field added to [`EventLine`] has to be added here too: [`EventFields::to_line`]
+//! does not compile without it, and the proptest fails until the writer writes it.
 
 use super::events::EventLine;
 
