@@ -184,6 +184,7 @@ impl StackTable {
             Err(e @ StackError::Walk(_)) => Err(NoStack::Failed(e)),
             Err(e @ (StackError::BadLength(_) | StackError::Empty)) => Err(NoStack::Unusable(e)),
         };
+        let id = stack_id(outcome);
         if let Some(index) = CacheSlot::index(record.cache_slot)
             && let Some(at) = slot_position(record.event.cpu, index)
         {
@@ -193,18 +194,18 @@ impl StackTable {
             }
             self.slots[at] = Some(SlotStack {
                 outcome,
-                id: stack_id(outcome),
+                id,
                 recovered: put_back,
             });
         }
         let event = RawEvent {
-            stack_id: stack_id(outcome),
+            stack_id: id,
             ..record.event
         };
         (event, outcome)
     }
 
-    /// The event of a cached hit, its `stack_id` set from [`StackTable::cached_outcome`]
+    /// The event of a cached hit, its `stack_id` set from [`StackTable::cached_stack`]
     /// (what the read loop packs, without making the event).
     #[cfg(test)]
     pub fn resolve_cached(&mut self, record: &CachedEvent) -> (RawEvent, Result<u32, NoStack>) {
