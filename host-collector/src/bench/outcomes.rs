@@ -96,20 +96,18 @@ pub(super) fn outcomes(b: &Booted, marks: &StreamMarks) -> BTreeMap<String, Ran>
             let tracing = s
                 .artifact_text(&format!("{TRACING_ARTIFACT_PREFIX}{name}"))
                 .and_then(|t| serde_json::from_str(&t).ok());
-            let (bytes_at_start, bytes_at_exit) =
-                marks.bytes.get(&name).copied().unwrap_or_default();
-            let collector_cpu_ns = marks
-                .collector_cpu_ns
-                .get(&name)
-                .and_then(|&(start, exit)| exit?.checked_sub(start?));
+            let m = marks.marks.get(&name).copied().unwrap_or_default();
+            let collector_cpu_ns = m
+                .exit_cpu_ns
+                .and_then(|exit| exit.checked_sub(m.start_cpu_ns?));
             let ran = Ran {
                 status: w.exited.as_ref().map(|x| x.status),
                 elapsed_ns: w.exited.as_ref().and_then(|x| elapsed_ns(&x.output)),
                 tracing,
                 received: w.events.clone(),
                 stack_counts: w.stack_counts.clone(),
-                bytes_at_start,
-                bytes_at_exit,
+                bytes_at_start: m.start_bytes,
+                bytes_at_exit: m.exit_bytes,
                 collector_cpu_ns,
                 output: w
                     .exited
@@ -123,15 +121,26 @@ pub(super) fn outcomes(b: &Booted, marks: &StreamMarks) -> BTreeMap<String, Ran>
         .collect()
 }
 
+/// Where the stream stood when one workload's start and exit records arrived.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct WorkloadMarks {
+    /// Stream bytes read at its start record.
+    pub(super) start_bytes: u64,
+    /// Stream bytes read at its exit record (0 before it).
+    pub(super) exit_bytes: u64,
+    /// The collector process's CPU time (every thread: reading, decoding, writing) at
+    /// its start record, ns.
+    pub(super) start_cpu_ns: Option<u64>,
+    /// The same at its exit record.
+    pub(super) exit_cpu_ns: Option<u64>,
+}
+
 /// Records, on every record, the stream bytes and the collector's CPU time at each
 /// workload's start and exit.
 #[derive(Default)]
 pub(super) struct StreamMarks {
-    /// Stream bytes read when each workload's start and exit records arrived.
-    pub(super) bytes: HashMap<String, (u64, u64)>,
-    /// The collector process's CPU time (every thread: reading, decoding, writing)
-    /// then, ns.
-    pub(super) collector_cpu_ns: HashMap<String, (Option<u64>, Option<u64>)>,
+    /// Each workload's marks, by name.
+    pub(super) marks: HashMap<String, WorkloadMarks>,
     pub(super) started: usize,
     pub(super) exited: usize,
 }
@@ -153,20 +162,23 @@ impl StreamMarks {
         if s.workloads.len() > self.started {
             self.started = s.workloads.len();
             let name = s.workloads[self.started - 1].started.name.clone();
-            self.bytes.insert(name.clone(), (bytes, 0));
-            self.collector_cpu_ns
-                .insert(name.clone(), (process_cpu_ns(), None));
+            self.marks.insert(
+                name.clone(),
+                WorkloadMarks {
+                    start_bytes: bytes,
+                    start_cpu_ns: process_cpu_ns(),
+                    ..WorkloadMarks::default()
+                },
+            );
             new.0 = Some(name);
         }
         let exited = s.workloads.iter().filter(|w| w.exited.is_some()).count();
         if exited > self.exited {
             self.exited = exited;
             if let Some(w) = s.workloads.iter().rev().find(|w| w.exited.is_some()) {
-                self.bytes.entry(w.started.name.clone()).or_default().1 = bytes;
-                self.collector_cpu_ns
-                    .entry(w.started.name.clone())
-                    .or_default()
-                    .1 = process_cpu_ns();
+                let m = self.marks.entry(w.started.name.clone()).or_default();
+                m.exit_bytes = bytes;
+                m.exit_cpu_ns = process_cpu_ns();
                 new.1 = Some(w.started.name.clone());
             }
         }
