@@ -59,14 +59,17 @@ pub fn image(options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Runs deps → build → kernel → initramfs; builds the collector too when `with_collector`.
+/// Runs deps (unless a step before did) → build → kernel → initramfs; builds the
+/// collector too when `with_collector`.
 pub fn prepare(
     layout: &Layout,
     steps: &mut Steps,
     overrides: &Overrides,
     with_collector: bool,
 ) -> Result<Image> {
-    steps.run("deps", deps::ensure)?;
+    if !steps.has_run("deps") {
+        steps.run("deps", deps::ensure)?;
+    }
     let (guest, collector) = steps.run("build", || {
         let guest = build_guest::build_guest(overrides)?;
         let collector = with_collector

@@ -25,6 +25,11 @@ impl Steps {
         result
     }
 
+    /// Whether the step `name` has run (done or failed).
+    pub fn has_run(&self, name: &str) -> bool {
+        self.done.iter().any(|(done, _)| done == name)
+    }
+
     /// One line listing every step with its duration.
     pub fn summary(&self) -> String {
         let parts: Vec<String> = self
@@ -58,5 +63,16 @@ mod tests {
         assert!(summary.starts_with("a 0.0"), "{summary}");
         assert!(summary.contains(", b 0.0"), "{summary}");
         assert!(summary.contains("(total "), "{summary}");
+    }
+
+    #[test]
+    fn a_step_that_ran_is_known_whether_it_failed_or_not() {
+        let mut steps = Steps::default();
+        assert!(!steps.has_run("deps"));
+        steps.run("deps", || Ok(())).unwrap();
+        let _ = steps.run("lints", || -> Result<()> { anyhow::bail!("no") });
+        assert!(steps.has_run("deps"));
+        assert!(steps.has_run("lints"));
+        assert!(!steps.has_run("build"));
     }
 }

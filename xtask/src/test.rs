@@ -11,6 +11,7 @@ use anyhow::Result;
 use crate::build_guest::Overrides;
 use crate::cmd;
 use crate::debian;
+use crate::deps;
 use crate::disk;
 use crate::fuzz;
 use crate::image;
@@ -76,6 +77,9 @@ fn run(layout: &Layout, steps: &mut Steps, options: &Options) -> Result<()> {
         ("target/", &layout.target_dir),
         ("the kernel cache", &layout.user_cache_dir()),
     ]);
+    // The lints build the agent, whose build script builds the eBPF crate with nightly,
+    // rust-src and bpf-linker: they are installed first.
+    steps.run("deps", deps::ensure)?;
     if !options.no_lints {
         steps.run("lints", || lints::check(&layout.root))?;
     }
