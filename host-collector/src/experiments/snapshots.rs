@@ -120,6 +120,17 @@ pub struct SnapshotRun {
     pub holds: Vec<(u64, u64, u64)>,
     /// What ended it.
     pub ended: String,
+    /// The functions of the user's stops (`--snapshot-at`), as asked; empty for the
+    /// built-in snapshots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
+}
+
+impl SnapshotRun {
+    /// Whether these are the user's stops (`--snapshot-at`), taken or not.
+    pub fn user_stops(&self) -> bool {
+        !self.sites.is_empty()
+    }
 }
 
 /// Connects to the gdbstub, takes up to `opts.snapshots` snapshots of `tgid` at
@@ -140,7 +151,8 @@ pub fn take(
 }
 
 /// Connects to the gdbstub, runs `take` on the connection, detaches, and adds to the
-/// run every hold of the VM, in host ns since `launched`.
+/// run every hold of the VM, in host ns since `launched`. A failed detach keeps the
+/// run (its `ended` says so).
 pub(crate) fn with_client(
     gdb: GdbEndpoint,
     launched: Instant,
@@ -150,16 +162,29 @@ pub(crate) fn with_client(
     let run = take(&mut client);
     let holds = client.detach_with_holds();
     let mut run = run?;
-    run.holds = holds?
-        .iter()
-        .map(|h| {
-            (
-                since(launched, h.from),
-                since(launched, h.to),
-                h.stepping.as_nanos() as u64,
-            )
-        })
-        .collect();
+    match holds {
+        Ok(holds) => {
+            run.holds = holds
+                .iter()
+                .map(|h| {
+                    (
+                        since(launched, h.from),
+                        since(launched, h.to),
+                        h.stepping.as_nanos() as u64,
+                    )
+                })
+                .collect()
+        }
+        // What was taken is kept; the time line goes without this run's holds.
+        Err(e) => {
+            tracing::warn!("detaching from the gdbstub: {e}");
+            run.ended = format!(
+                "{}; then detaching from the gdbstub failed ({e}): the time line lacks \
+                 these holds of the VM",
+                run.ended
+            );
+        }
+    }
     Ok(run)
 }
 
@@ -255,6 +280,7 @@ fn take_on(
             snapshots,
             holds: Vec::new(),
             ended: ended.into(),
+            sites: Vec::new(),
         })
     })
 }

@@ -50,6 +50,10 @@ pub struct StopsRequest {
     /// How often `done` is looked at while the target runs between hits (the target is
     /// not stopped for it).
     pub hit_timeout: Duration,
+    /// When the workload's start arrived and how long the agent holds it before its
+    /// exec: breakpoints that go in later may have missed its first calls, and the run
+    /// says so in its `ended`.
+    pub hold: Option<(Instant, Duration)>,
 }
 
 /// The stopped kernel's memory, through the gdbstub and the page-table walk.
@@ -79,8 +83,30 @@ pub fn take(
     launched: Instant,
     done: &AtomicBool,
 ) -> Result<SnapshotRun, Cr3Error> {
-    with_client(gdb, launched, |client| {
+    // QEMU holds the VM from the connect on: the workload's hold stops counting then.
+    let late = req
+        .hold
+        .and_then(|(arrived, hold)| late_by(arrived.elapsed(), hold));
+    let mut run = with_client(gdb, launched, |client| {
         take_on(client, kallsyms, btf, offsets, req, launched, done)
+    })?;
+    if let Some(late) = late {
+        tracing::warn!("the stops of {:?}: {late}", req.condition);
+        run.ended = format!("{} ({late})", run.ended);
+    }
+    Ok(run)
+}
+
+/// What to say of stops whose gdbstub connection came `after` the workload's start
+/// arrived, when that is past its `hold` before exec (`None`: in time).
+fn late_by(after: Duration, hold: Duration) -> Option<String> {
+    (after > hold).then(|| {
+        format!(
+            "the gdbstub held the VM {} ms after the workload's start arrived, past its \
+             {} ms hold before exec: its first calls may have run before the breakpoints",
+            after.as_millis(),
+            hold.as_millis()
+        )
     })
 }
 
@@ -107,21 +133,41 @@ fn take_on(
     for (_, addr, _) in &sites {
         client.insert_hw_breakpoint(*addr)?;
     }
+    tracing::debug!(
+        at_ms = launched.elapsed().as_millis() as u64,
+        sites = ?req.sites,
+        "the stops' breakpoints are in"
+    );
     let guest = Guest {
+        launched,
         kallsyms,
         btf,
         ticks_at: TickSymbols::find(kallsyms),
     };
-    let result = stop_loop(client, &mut reader, &guest, req, &mut sites, launched, done);
-    if client.is_running() {
-        client.interrupt()?;
-    }
-    for (_, addr, taken) in &sites {
-        if *taken < req.per_site {
-            client.remove_hw_breakpoint(*addr)?;
+    // From here on a failure of the gdbstub ends the run but keeps what it took: the
+    // error goes in `ended`.
+    let mut taken = Taken::default();
+    let looped = stop_loop(
+        client,
+        &mut reader,
+        &guest,
+        req,
+        &mut sites,
+        done,
+        &mut taken,
+    );
+    let cleared = take_breakpoints_out(client, req, &sites);
+    let ended = match (looped, cleared) {
+        (Ok(why), Ok(())) => why.to_string(),
+        (Err(e), _) => {
+            tracing::warn!("the stops ended on a gdbstub error: {e}");
+            format!("a gdbstub error after {} stops: {e}", taken.snapshots.len())
         }
-    }
-    let (snapshots, other_hits, ended) = result?;
+        (Ok(why), Err(e)) => {
+            tracing::warn!("taking the stops' breakpoints out: {e}");
+            format!("{why}; then a gdbstub error taking the breakpoints out: {e}")
+        }
+    };
     Ok(SnapshotRun {
         symbol: req.sites.join(", "),
         address: sites.first().map_or(0, |s| s.1),
@@ -129,17 +175,46 @@ fn take_on(
             Condition::Tgid(t) => t,
             Condition::Comm(_) => 0,
         },
-        snapshots,
-        other_hits,
+        snapshots: taken.snapshots,
+        other_hits: taken.other_hits,
         holds: Vec::new(),
-        ended: ended.into(),
+        ended,
+        sites: req.sites.clone(),
     })
 }
 
-type Stops = (Vec<Snapshot>, u64, &'static str);
+/// Stops the VM if it runs and removes the breakpoints of the sites that still wanted
+/// stops (a full site's came out at its last stop).
+fn take_breakpoints_out(
+    client: &mut Client,
+    req: &StopsRequest,
+    sites: &[(String, u64, usize)],
+) -> Result<(), Cr3Error> {
+    if client.is_running() {
+        client.interrupt()?;
+    }
+    for (_, addr, taken) in sites {
+        if *taken < req.per_site {
+            client.remove_hw_breakpoint(*addr)?;
+        }
+    }
+    Ok(())
+}
 
-/// What the reads resolve names against: the guest's symbols and types.
+/// What a run of stops has taken so far.
+#[derive(Default)]
+struct Taken {
+    /// The stops kept, in order.
+    snapshots: Vec<Snapshot>,
+    /// Hits that failed the condition, stepped over.
+    other_hits: u64,
+}
+
+/// What the reads resolve names against (the guest's symbols and types), and the zero
+/// of the stops' host times.
 struct Guest<'a> {
+    /// QEMU's launch.
+    launched: Instant,
     kallsyms: &'a Kallsyms,
     btf: &'a Btf,
     /// Where its tick bookkeeping is, read at every stop kept.
@@ -152,16 +227,18 @@ fn stop_loop(
     guest: &Guest<'_>,
     req: &StopsRequest,
     sites: &mut [(String, u64, usize)],
-    launched: Instant,
     done: &AtomicBool,
-) -> Result<Stops, Cr3Error> {
-    let mut snapshots = Vec::new();
-    let mut other_hits = 0u64;
+    taken: &mut Taken,
+) -> Result<&'static str, Cr3Error> {
+    let Taken {
+        snapshots,
+        other_hits,
+    } = taken;
     let ended = loop {
         if sites.iter().all(|(_, _, taken)| *taken >= req.per_site) {
             break "every stop taken";
         }
-        if other_hits >= req.max_other_hits {
+        if *other_hits >= req.max_other_hits {
             break "other-process hit limit";
         }
         if done.load(Ordering::Relaxed) {
@@ -229,7 +306,7 @@ fn stop_loop(
                 })
                 .collect();
             snapshots.push(Snapshot {
-                host_ns: since(launched, stopped),
+                host_ns: since(guest.launched, stopped),
                 cpu: thread.map(|t| t.tid.saturating_sub(1) as u32),
                 pid: ids.pid,
                 tgid: ids.tgid,
@@ -244,11 +321,11 @@ fn stop_loop(
             });
             sites[site].2 += 1;
         } else {
-            other_hits += 1;
+            *other_hits += 1;
         }
         step_over(client, thread, sites[site].1, sites[site].2 < req.per_site)?;
     };
-    Ok((snapshots, other_hits, ended))
+    Ok(ended)
 }
 
 /// Leaves the breakpoint: remove it, one instruction on the stopped vCPU, and put it
@@ -268,4 +345,19 @@ fn step_over(
         client.insert_hw_breakpoint(addr)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_armed_past_the_hold_say_so_and_in_time_say_nothing() {
+        let ms = Duration::from_millis;
+        assert_eq!(late_by(ms(12), ms(1000)), None);
+        assert_eq!(late_by(ms(1000), ms(1000)), None);
+        let late = late_by(ms(1340), ms(1000)).expect("late");
+        assert!(late.contains("1340 ms after"), "{late}");
+        assert!(late.contains("1000 ms hold"), "{late}");
+    }
 }

@@ -148,7 +148,7 @@ fn cross_check_snapshots(dir: &Path, t: &Timeline, report: &mut summary::Timelin
             Ok(events) => {
                 // The built-in snapshots stop where the alloc_fd probe fires; the user's
                 // stops where their kprobes or fentry probes on the same function do.
-                let same_call = if run.snapshots.iter().any(|s| !s.site.is_empty()) {
+                let same_call = if run.user_stops() {
                     snapshots::SameCall::SiteProbes
                 } else {
                     snapshots::SameCall::Probe(ProbeKind::AllocFd.name())

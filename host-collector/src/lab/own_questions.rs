@@ -62,6 +62,15 @@ pub fn refusals<'a>(attach: impl IntoIterator<Item = &'a ProbeAttach>) -> Vec<St
         .collect()
 }
 
+/// The host times a workload's stops are measured against.
+#[derive(Clone, Copy)]
+pub(crate) struct StopTimes {
+    /// QEMU's launch: the zero of the run's host times.
+    pub(crate) launched: Instant,
+    /// When the workload's start record arrived.
+    pub(crate) arrived: Instant,
+}
+
 /// Starts the user's stops (`--snapshot-at`) for the workload that has just started.
 /// `paused` is set while the thread runs (nothing is written to the guest meanwhile).
 pub(crate) fn start_stops<W: io::Write>(
@@ -69,7 +78,7 @@ pub(crate) fn start_stops<W: io::Write>(
     o: &LabOptions,
     v: &Validated,
     gdb: GdbEndpoint,
-    launched: Instant,
+    times: StopTimes,
     paused: &Arc<std::sync::atomic::AtomicBool>,
     types: Option<&Result<Arc<GuestTypes>, String>>,
 ) -> Option<Snapshotter> {
@@ -99,6 +108,8 @@ pub(crate) fn start_stops<W: io::Write>(
         },
         max_other_hits: 1000,
         hit_timeout: Duration::from_millis(250),
+        hold: super::question_checks::hold_ms(o)
+            .map(|ms| (times.arrived, Duration::from_millis(ms))),
     };
     let flag = done.clone();
     tracing::debug!(tgid, sites = ?req.sites, "starting the user's stops");
@@ -109,7 +120,7 @@ pub(crate) fn start_stops<W: io::Write>(
             &types.btf,
             &types.offsets,
             &req,
-            launched,
+            times.launched,
             &flag,
         )
         .map_err(|e| e.to_string())

@@ -98,6 +98,7 @@ impl<'a> GdbWork<'a> {
             .map(|w| w.started.pid)
             .filter(|pid| self.snapshot_thread.as_ref().is_none_or(|s| s.tgid != *pid));
         if next.is_some() {
+            let arrived = Instant::now();
             if let Some(previous) = self.snapshot_thread.take() {
                 self.stop_runs.push(previous.join());
             }
@@ -106,7 +107,10 @@ impl<'a> GdbWork<'a> {
                 self.o,
                 self.v,
                 self.gdb.clone(),
-                self.launched,
+                own_questions::StopTimes {
+                    launched: self.launched,
+                    arrived,
+                },
                 paused,
                 self.stop_types.as_ref(),
             );

@@ -41,7 +41,7 @@ pub fn render(s: &Summary) -> String {
     render_coverage(&mut md, s);
     render_workloads(&mut md, s);
     render_user_probes(&mut md, s);
-    render_user_stops(&mut md, s);
+    render_user_stops(&mut md, s.timeline.snapshots.as_ref());
     render_details(&mut md, s);
     render_footer(&mut md, s);
     md

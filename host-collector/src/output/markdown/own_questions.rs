@@ -1,6 +1,7 @@
 //! The report's "Your probes" and "Your stops" sections (`--probe`, `--snapshot-at`).
 
 use super::*;
+use crate::output::summary::SnapshotsReport;
 
 /// Frames of a user probe's top stack shown in the report (all are in summary.json).
 pub(super) const USER_PROBE_FRAMES: usize = 12;
@@ -108,8 +109,8 @@ pub(super) fn render_user_probes(md: &mut String, s: &Summary) {
 }
 
 /// "Your stops": what `--read` gave at each `--snapshot-at` stop, a table per function.
-pub(super) fn render_user_stops(md: &mut String, s: &Summary) {
-    let Some(sr) = &s.timeline.snapshots else {
+pub(super) fn render_user_stops(md: &mut String, snapshots: Option<&SnapshotsReport>) {
+    let Some(sr) = snapshots else {
         return;
     };
     let Some(run) = &sr.run else {
@@ -118,7 +119,8 @@ pub(super) fn render_user_stops(md: &mut String, s: &Summary) {
         }
         return;
     };
-    if !run.snapshots.iter().any(|x| !x.site.is_empty()) {
+    // The section is written when none was taken too: it says why.
+    if !run.user_stops() {
         return;
     }
     let _ = writeln!(md, "\n## Your stops\n");
@@ -127,8 +129,8 @@ pub(super) fn render_user_stops(md: &mut String, s: &Summary) {
         "Stops at `{}` through QEMU's gdbstub; the condition (which task) decided on the host; ended: {}.",
         run.symbol, run.ended
     );
-    for site in run.symbol.split(", ") {
-        let stops: Vec<_> = run.snapshots.iter().filter(|x| x.site == site).collect();
+    for site in &run.sites {
+        let stops: Vec<_> = run.snapshots.iter().filter(|x| x.site == *site).collect();
         let _ = writeln!(md, "\n### `{site}`: {} stops\n", stops.len());
         let Some(first) = stops.first() else {
             continue;
@@ -160,5 +162,46 @@ pub(super) fn render_user_stops(md: &mut String, s: &Summary) {
             }
             let _ = writeln!(md, "{row}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiments::snapshots::SnapshotRun;
+
+    #[test]
+    fn stops_of_which_none_was_taken_still_say_what_ended_them() {
+        let run = SnapshotRun {
+            symbol: "show_cpuinfo, do_sys_openat2".into(),
+            sites: vec!["show_cpuinfo".into(), "do_sys_openat2".into()],
+            ended: "pid 101: the workload ended (the gdbstub held the VM late)".into(),
+            ..SnapshotRun::default()
+        };
+        let report = SnapshotsReport {
+            run: Some(run.clone()),
+            ..SnapshotsReport::default()
+        };
+        let mut md = String::new();
+        render_user_stops(&mut md, Some(&report));
+        assert!(md.contains("## Your stops"), "{md}");
+        assert!(
+            md.contains("ended: pid 101: the workload ended (the gdbstub held the VM late)"),
+            "{md}"
+        );
+        assert!(md.contains("### `show_cpuinfo`: 0 stops"), "{md}");
+        assert!(md.contains("### `do_sys_openat2`: 0 stops"), "{md}");
+
+        // The built-in snapshots are not the user's stops: no section.
+        let builtin = SnapshotsReport {
+            run: Some(SnapshotRun {
+                sites: Vec::new(),
+                ..run
+            }),
+            ..SnapshotsReport::default()
+        };
+        let mut none = String::new();
+        render_user_stops(&mut none, Some(&builtin));
+        assert!(none.is_empty(), "{none}");
     }
 }

@@ -76,7 +76,7 @@ fn render_snapshots(md: &mut String, sr: &SnapshotsReport) {
         let _ = writeln!(md, "Not taken: {e}.");
     }
     let Some(run) = &sr.run else { return };
-    let user_stops = run.snapshots.iter().any(|s| !s.site.is_empty());
+    let user_stops = run.user_stops();
     if user_stops {
         let _ = writeln!(
             md,
