@@ -23,7 +23,8 @@
 //!
 //! - `options.rs`: what a run is asked to do ([`BenchOptions`]);
 //! - `plans.rs`: the plans of the boots, the conditions in rotating order;
-//! - `measures.rs`: from the boots' outcomes to the figures;
+//! - `measures/`: from the boots' outcomes to the figures (the loop overheads; capacity,
+//!   memory and times each in its own file);
 //! - `gdb_comparison.rs`: the lab's gdb method against guestscope on the same events;
 //! - `peers.rs`: guestscope, ftrace and bpftrace on the same loop's events;
 //! - `agent_cpu.rs`: the agent's CPU per event, gross and marginal;
