@@ -10,8 +10,8 @@ use guestscope_common::wire::{Body, Connect, DecodeError, FrameReader};
 use super::handshake::{continues_run, handshake, refusal};
 use super::reader::{Acker, Interrupt, PatientReader};
 use super::{
-    Accept, Alive, ClockExchange, Conn, LabSession, LinkFault, LinkReport, Outage, READ_TIMEOUT,
-    ReceiveOptions, Received, Stop, WRITE_TIMEOUT,
+    Accept, Alive, ClockExchange, Conn, FIRST_HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT, LabSession,
+    LinkFault, LinkReport, Outage, READ_TIMEOUT, ReceiveOptions, Received, Stop, WRITE_TIMEOUT,
 };
 use crate::run_end::Outcome;
 use crate::run_end::RunEnd;
@@ -78,10 +78,15 @@ impl<'s, 'a, 'b, 'c> Receiver<'s, 'a, 'b, 'c> {
         }
     }
 
-    /// Reads the first connection's `Connect`; a refused one is counted and `None`
+    /// Reads the first connection's `Connect` (within [`FIRST_HANDSHAKE_TIMEOUT`]: the
+    /// agent writes it once its probes are loaded); a refused one is counted and `None`
     /// returned (the run then waits for a reconnection).
     pub(super) fn first_connection(&mut self, first: Box<dyn Conn>) -> Option<Accepted> {
-        match handshake(first, self.options.secret.as_deref()) {
+        match handshake(
+            first,
+            self.options.secret.as_deref(),
+            FIRST_HANDSHAKE_TIMEOUT,
+        ) {
             Ok((conn, _, c)) => Some((conn, c)),
             Err(why) => {
                 self.link.refused.push(why);
@@ -265,21 +270,28 @@ impl<'s, 'a, 'b, 'c> Receiver<'s, 'a, 'b, 'c> {
         loop {
             (self.alive)()?;
             match self.accept.accept_now() {
-                Ok(Some(conn)) => match handshake(conn, self.options.secret.as_deref()) {
-                    Ok((conn, seq, c)) => {
-                        let ok = self.identity.is_none_or(|id| {
-                            continues_run(self.options.secret.as_deref(), id, self.connection, &c)
-                        });
-                        if ok {
-                            return Ok((conn, seq, c));
+                Ok(Some(conn)) => {
+                    match handshake(conn, self.options.secret.as_deref(), HANDSHAKE_TIMEOUT) {
+                        Ok((conn, seq, c)) => {
+                            let ok = self.identity.is_none_or(|id| {
+                                continues_run(
+                                    self.options.secret.as_deref(),
+                                    id,
+                                    self.connection,
+                                    &c,
+                                )
+                            });
+                            if ok {
+                                return Ok((conn, seq, c));
+                            }
+                            conn.close();
+                            self.link
+                                .refused
+                                .push(refusal(&c, self.identity.unwrap_or_default()));
                         }
-                        conn.close();
-                        self.link
-                            .refused
-                            .push(refusal(&c, self.identity.unwrap_or_default()));
+                        Err(why) => self.link.refused.push(why),
                     }
-                    Err(why) => self.link.refused.push(why),
-                },
+                }
                 Ok(None) => {}
                 Err(e) => {
                     return Err(Stop::new(
