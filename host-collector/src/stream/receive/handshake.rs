@@ -4,8 +4,11 @@
 use guestscope_common::plan::secret_matches;
 use guestscope_common::wire::{Body, Connect, FrameReader, Record};
 
-use super::{Conn, READ_TIMEOUT, WRITE_TIMEOUT};
-use std::time::Duration;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+use super::{Alive, Conn, READ_TIMEOUT, Stop, WRITE_TIMEOUT};
+
 /// Whether `c` comes from a new agent that took over this run: the guest restarts an
 /// agent that died, and the new one presents the run's secret under a new identity.
 /// Without a secret nothing tells it from a stranger, so nothing is taken over.
@@ -53,7 +56,89 @@ pub(super) fn handshake(
     }
     let mut frames = FrameReader::new(conn);
     let first = frames.next_record();
-    let conn = frames.into_inner();
+    check_connect(frames.into_inner(), first, secret)
+}
+
+/// Why a patient handshake gave up.
+pub(super) enum Waited {
+    /// The connection was refused, with why.
+    Refused(String),
+    /// `alive` said to stop the run.
+    Stopped(Stop),
+}
+
+/// Like [`handshake`], for the first connection, whose `Connect` the agent writes only
+/// with its hello, once its probes are loaded: waits up to `limit`, asking `alive`
+/// between reads, so that a run that ends meanwhile (QEMU exited, the run's time limit)
+/// ends the wait.
+pub(super) fn patient_handshake(
+    conn: Box<dyn Conn>,
+    secret: Option<&str>,
+    limit: Duration,
+    alive: &mut Alive<'_>,
+) -> Result<(Box<dyn Conn>, u64, Connect), Waited> {
+    if let Err(e) = conn.set_timeouts(READ_TIMEOUT, WRITE_TIMEOUT) {
+        return Err(Waited::Refused(format!(
+            "a connection that could not be set up: {e}"
+        )));
+    }
+    let mut frames = FrameReader::new(Patient {
+        conn,
+        until: Instant::now() + limit,
+        alive,
+        stopped: None,
+    });
+    let first = frames.next_record();
+    let patient = frames.into_inner();
+    if let Some(stop) = patient.stopped {
+        patient.conn.close();
+        return Err(Waited::Stopped(stop));
+    }
+    check_connect(patient.conn, first, secret).map_err(Waited::Refused)
+}
+
+/// Reads through the connection's read timeouts until `until`, asking `alive` at each.
+struct Patient<'a, 'b> {
+    conn: Box<dyn Conn>,
+    until: Instant,
+    alive: &'a mut Alive<'b>,
+    /// What `alive` said, when it said to stop.
+    stopped: Option<Stop>,
+}
+
+impl Read for Patient<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() >= self.until {
+                        return Err(e);
+                    }
+                    if let Err(stop) = (self.alive)() {
+                        let e = io::Error::other(stop.to_string());
+                        self.stopped = Some(stop);
+                        return Err(e);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+/// The connection if `first` is a `Connect` with the run's `secret`; else closes it
+/// and says why.
+fn check_connect(
+    conn: Box<dyn Conn>,
+    first: Result<Record, guestscope_common::wire::DecodeError>,
+    secret: Option<&str>,
+) -> Result<(Box<dyn Conn>, u64, Connect), String> {
     match first {
         Ok(Record {
             seq,
@@ -101,5 +186,85 @@ fn body_name(b: &Body) -> &'static str {
         Body::Args(_) => "Args",
         Body::Tallies(_) => "Tallies",
         Body::ProgramRuns(_) => "ProgramRuns",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use guestscope_common::wire::encode_frame;
+
+    use super::*;
+    use crate::stream::receive::RunEnd;
+
+    fn connect_frame() -> Vec<u8> {
+        encode_frame(&Record {
+            seq: 0,
+            body: Body::Connect(Connect {
+                agent_pid: 7,
+                agent_start_ns: 1,
+                connection: 1,
+                after: None,
+                secret: String::new(),
+            }),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_first_connect_is_waited_for_past_the_read_timeouts() {
+        let (host, mut agent) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            // Past several read timeouts, as an agent loading its probes.
+            std::thread::sleep(READ_TIMEOUT * 4);
+            agent.write_all(&connect_frame()).unwrap();
+            agent
+        });
+        let mut asked = 0;
+        let mut alive = || {
+            asked += 1;
+            Ok(())
+        };
+        let got = patient_handshake(Box::new(host), None, Duration::from_secs(30), &mut alive);
+        let (_, seq, c) = got.ok().expect("the Connect was read");
+        assert_eq!((seq, c.agent_pid), (0, 7));
+        drop(writer.join());
+        assert!(asked >= 2, "alive was asked at each read timeout: {asked}");
+    }
+
+    #[test]
+    fn a_run_that_stops_while_the_first_connect_is_awaited_ends_the_wait() {
+        let (host, _agent) = UnixStream::pair().unwrap();
+        let started = Instant::now();
+        let mut asked = 0;
+        let mut alive = || {
+            asked += 1;
+            if asked < 3 {
+                Ok(())
+            } else {
+                Err(Stop::new(RunEnd::QemuExited, "exit status: 1"))
+            }
+        };
+        match patient_handshake(Box::new(host), None, Duration::from_secs(30), &mut alive) {
+            Err(Waited::Stopped(stop)) => assert_eq!(stop.detail, "exit status: 1"),
+            Err(Waited::Refused(why)) => panic!("refused: {why}"),
+            Ok(_) => panic!("no Connect was written"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_first_connection_silent_past_the_limit_is_refused() {
+        let (host, _agent) = UnixStream::pair().unwrap();
+        let mut alive = || Ok(());
+        match patient_handshake(Box::new(host), None, READ_TIMEOUT * 3, &mut alive) {
+            Err(Waited::Refused(why)) => {
+                assert!(why.contains("without a valid Connect"), "{why}")
+            }
+            Err(Waited::Stopped(_)) => panic!("alive never said to stop"),
+            Ok(_) => panic!("no Connect was written"),
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use guestscope_common::wire::{Body, Connect, DecodeError, FrameReader};
 
-use super::handshake::{continues_run, handshake, refusal};
+use super::handshake::{Waited, continues_run, handshake, patient_handshake, refusal};
 use super::reader::{Acker, Interrupt, PatientReader};
 use super::{
     Accept, Alive, ClockExchange, Conn, FIRST_HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT, LabSession,
@@ -52,6 +52,8 @@ pub(super) struct Receiver<'s, 'a, 'b, 'c> {
     link: LinkReport,
     /// Lent to each connection's [`Acker`] while it is served.
     prober: Option<ClockProber>,
+    /// Why the run stopped while the first connection's `Connect` was awaited.
+    stopped_at_start: Option<Stop>,
 }
 
 impl<'s, 'a, 'b, 'c> Receiver<'s, 'a, 'b, 'c> {
@@ -75,21 +77,28 @@ impl<'s, 'a, 'b, 'c> Receiver<'s, 'a, 'b, 'c> {
             hello_host_s: None,
             link: LinkReport::default(),
             prober: Some(ClockProber::new(t0)),
+            stopped_at_start: None,
         }
     }
 
-    /// Reads the first connection's `Connect` (within [`FIRST_HANDSHAKE_TIMEOUT`]: the
-    /// agent writes it once its probes are loaded); a refused one is counted and `None`
-    /// returned (the run then waits for a reconnection).
+    /// Reads the first connection's `Connect` (waiting up to
+    /// [`FIRST_HANDSHAKE_TIMEOUT`] while the run is alive: the agent writes it once its
+    /// probes are loaded); a refused one is counted and `None` returned (the run then
+    /// waits for a reconnection, which ends at once on a stop `alive` gave meanwhile).
     pub(super) fn first_connection(&mut self, first: Box<dyn Conn>) -> Option<Accepted> {
-        match handshake(
+        match patient_handshake(
             first,
             self.options.secret.as_deref(),
             FIRST_HANDSHAKE_TIMEOUT,
+            &mut *self.alive,
         ) {
             Ok((conn, _, c)) => Some((conn, c)),
-            Err(why) => {
+            Err(Waited::Refused(why)) => {
                 self.link.refused.push(why);
+                None
+            }
+            Err(Waited::Stopped(stop)) => {
+                self.stopped_at_start = Some(stop);
                 None
             }
         }
@@ -316,6 +325,9 @@ impl<'s, 'a, 'b, 'c> Receiver<'s, 'a, 'b, 'c> {
     /// Waits for the agent's next connection after a lost one; records when the link
     /// came back and any agent take-over. A stop says why no connection came.
     pub(super) fn reconnect(&mut self) -> Result<Accepted, Stop> {
+        if let Some(stop) = self.stopped_at_start.take() {
+            return Err(self.explain_stop(stop));
+        }
         match self.reconnection() {
             Ok((conn, seq, c)) => {
                 if let Some(o) = self
