@@ -167,7 +167,7 @@ pub fn boot_and_collect(
     let mut session = open_session(files, v, mode);
     let mut work = GdbWork::new(o, v, mode, gdb, launched);
     let run_deadline = Instant::now() + o.run_timeout;
-    // When the agent's stream last made progress (None until it connects). The gdbstub
+    // When the agent's stream last made progress (None until its first record). The gdbstub
     // experiment holds the guest at breakpoints, so it runs without the watchdog.
     let silence = silence::Silence::new(if matches!(mode, Mode::Cr3 { .. }) {
         None
@@ -402,7 +402,9 @@ fn receive_stream(
         Ok(stream) => {
             // Set while a gdbstub thread may hold the VM: nothing goes to the guest then.
             let paused = options.replies_paused.clone();
-            silence.heard(None);
+            // The watchdog starts at the agent's first record, its hello: until then it
+            // loads its probes and sends nothing (the first Connect's own wait bounds
+            // that, see `receive`).
             let mut live = crate::progress::LiveLine::new(o.live && *work.mode == Mode::Full);
             let launched = work.launched;
             let r = receive::receive(

@@ -15,7 +15,7 @@ use crate::stream::receive::LabSession;
 pub(super) struct Silence {
     /// The limit when no quiet workload runs (`None`: no watchdog).
     watchdog: Option<Duration>,
-    /// When the last record arrived (`None` before the agent connected).
+    /// When the last record arrived (`None` before the first).
     last: Cell<Option<Instant>>,
     /// The limit now.
     limit: Cell<Option<Duration>>,
