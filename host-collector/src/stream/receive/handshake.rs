@@ -7,7 +7,7 @@ use guestscope_common::wire::{Body, Connect, FrameReader, Record};
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use super::{Alive, Conn, READ_TIMEOUT, Stop, WRITE_TIMEOUT};
+use super::{Alive, Conn, HANDSHAKE_TIMEOUT, READ_TIMEOUT, Stop, WRITE_TIMEOUT};
 
 /// Whether `c` comes from a new agent that took over this run: the guest restarts an
 /// agent that died, and the new one presents the run's secret under a new identity.
@@ -44,14 +44,13 @@ pub(super) fn refusal(c: &Connect, identity: (u32, u64)) -> String {
 }
 
 /// Reads a new connection's first record, which must be a `Connect` with the run's
-/// `secret` (if there is one) and come within `timeout`; returns the connection, the
-/// record's `seq` (the first sequence number the connection carries) and the `Connect`.
+/// `secret` (if there is one); returns the connection, the record's `seq` (the first
+/// sequence number the connection carries) and the `Connect`.
 pub(super) fn handshake(
     conn: Box<dyn Conn>,
     secret: Option<&str>,
-    timeout: Duration,
 ) -> Result<(Box<dyn Conn>, u64, Connect), String> {
-    if let Err(e) = conn.set_timeouts(timeout, WRITE_TIMEOUT) {
+    if let Err(e) = conn.set_timeouts(HANDSHAKE_TIMEOUT, WRITE_TIMEOUT) {
         return Err(format!("a connection that could not be set up: {e}"));
     }
     let mut frames = FrameReader::new(conn);

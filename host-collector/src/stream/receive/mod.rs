@@ -129,7 +129,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// but writes its `Connect` with its first record, the hello, once its probes are
 /// loaded (5.7 s for the user-probes test's under TCG, longer with many probes; at
 /// [`HANDSHAKE_TIMEOUT`] the first connection was refused and the agent reconnected).
-/// A guest that dies meanwhile closes the connection, which ends the wait at once.
+/// The wait asks the run whether it goes on at each read timeout, so QEMU exiting or
+/// the run's time limit ends it at once.
 const FIRST_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Acknowledge after [`ACK_EVERY_RECORDS`] records ...
 /// ... or this many bytes (the agent's artifacts come in 256 KiB records, and it

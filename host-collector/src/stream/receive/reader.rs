@@ -11,8 +11,7 @@ use guestscope_common::wire::{Connect, Reply, encode_reply};
 
 use super::handshake::{continues_run, handshake, refusal};
 use super::{
-    ACK_EVERY, ACK_EVERY_BYTES, ACK_EVERY_RECORDS, ALIVE_EVERY, Accept, Alive, Conn,
-    HANDSHAKE_TIMEOUT, Stop,
+    ACK_EVERY, ACK_EVERY_BYTES, ACK_EVERY_RECORDS, ALIVE_EVERY, Accept, Alive, Conn, Stop,
 };
 use crate::stream::clock_probe::ClockProber;
 /// Writes acknowledgements on a connection: after [`ACK_EVERY_RECORDS`] records or
@@ -161,7 +160,7 @@ impl PatientReader<'_, '_, '_> {
             return Err(e);
         }
         while let Ok(Some(new)) = self.accept.accept_now() {
-            match handshake(new, self.secret.as_deref(), HANDSHAKE_TIMEOUT) {
+            match handshake(new, self.secret.as_deref()) {
                 Ok((conn, seq, c))
                     if continues_run(
                         self.secret.as_deref(),

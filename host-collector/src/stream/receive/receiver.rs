@@ -10,8 +10,8 @@ use guestscope_common::wire::{Body, Connect, DecodeError, FrameReader};
 use super::handshake::{Waited, continues_run, handshake, patient_handshake, refusal};
 use super::reader::{Acker, Interrupt, PatientReader};
 use super::{
-    Accept, Alive, ClockExchange, Conn, FIRST_HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT, LabSession,
-    LinkFault, LinkReport, Outage, READ_TIMEOUT, ReceiveOptions, Received, Stop, WRITE_TIMEOUT,
+    Accept, Alive, ClockExchange, Conn, FIRST_HANDSHAKE_TIMEOUT, LabSession, LinkFault, LinkReport,
+    Outage, READ_TIMEOUT, ReceiveOptions, Received, Stop, WRITE_TIMEOUT,
 };
 use crate::run_end::Outcome;
 use crate::run_end::RunEnd;
@@ -279,28 +279,21 @@ impl<'s, 'a, 'b, 'c> Receiver<'s, 'a, 'b, 'c> {
         loop {
             (self.alive)()?;
             match self.accept.accept_now() {
-                Ok(Some(conn)) => {
-                    match handshake(conn, self.options.secret.as_deref(), HANDSHAKE_TIMEOUT) {
-                        Ok((conn, seq, c)) => {
-                            let ok = self.identity.is_none_or(|id| {
-                                continues_run(
-                                    self.options.secret.as_deref(),
-                                    id,
-                                    self.connection,
-                                    &c,
-                                )
-                            });
-                            if ok {
-                                return Ok((conn, seq, c));
-                            }
-                            conn.close();
-                            self.link
-                                .refused
-                                .push(refusal(&c, self.identity.unwrap_or_default()));
+                Ok(Some(conn)) => match handshake(conn, self.options.secret.as_deref()) {
+                    Ok((conn, seq, c)) => {
+                        let ok = self.identity.is_none_or(|id| {
+                            continues_run(self.options.secret.as_deref(), id, self.connection, &c)
+                        });
+                        if ok {
+                            return Ok((conn, seq, c));
                         }
-                        Err(why) => self.link.refused.push(why),
+                        conn.close();
+                        self.link
+                            .refused
+                            .push(refusal(&c, self.identity.unwrap_or_default()));
                     }
-                }
+                    Err(why) => self.link.refused.push(why),
+                },
                 Ok(None) => {}
                 Err(e) => {
                     return Err(Stop::new(
