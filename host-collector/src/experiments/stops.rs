@@ -156,16 +156,13 @@ fn take_on(
         done,
         &mut taken,
     );
-    let cleared = take_breakpoints_out(client, req, &sites);
-    let ended = match (looped, cleared) {
-        (Ok(why), Ok(())) => why.to_string(),
-        (Err(e), _) => {
+    // The VM is stopped and the breakpoints left are removed by the detach
+    // (`with_client`), which keeps this run if it fails.
+    let ended = match looped {
+        Ok(why) => why.to_string(),
+        Err(e) => {
             tracing::warn!("the stops ended on a gdbstub error: {e}");
             format!("a gdbstub error after {} stops: {e}", taken.snapshots.len())
-        }
-        (Ok(why), Err(e)) => {
-            tracing::warn!("taking the stops' breakpoints out: {e}");
-            format!("{why}; then a gdbstub error taking the breakpoints out: {e}")
         }
     };
     Ok(SnapshotRun {
@@ -181,24 +178,6 @@ fn take_on(
         ended,
         sites: req.sites.clone(),
     })
-}
-
-/// Stops the VM if it runs and removes the breakpoints of the sites that still wanted
-/// stops (a full site's came out at its last stop).
-fn take_breakpoints_out(
-    client: &mut Client,
-    req: &StopsRequest,
-    sites: &[(String, u64, usize)],
-) -> Result<(), Cr3Error> {
-    if client.is_running() {
-        client.interrupt()?;
-    }
-    for (_, addr, taken) in sites {
-        if *taken < req.per_site {
-            client.remove_hw_breakpoint(*addr)?;
-        }
-    }
-    Ok(())
 }
 
 /// What a run of stops has taken so far.
