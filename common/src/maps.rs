@@ -104,6 +104,12 @@ pub const TALLY_CACHED: u32 = 8;
 /// record. The agent sets it only once it has loaded [`FLUSH_STAGED`], which writes a
 /// CPU's staged hits out when it asks.
 pub const STAGE_CACHED: u32 = 16;
+/// [`SETTINGS`] switch: the stack cache answers a hit whose key (the probe, the probed
+/// function's frame and its caller) it holds without reading the hit's stack any
+/// further: the hit gets the first walk made for that caller
+/// ([`crate::plan::StackMode::Caller`]). With [`CHECK_STACK_CACHE`], every hit is
+/// walked too and the answers that differ from the walk are counted.
+pub const TRUST_CALLER: u32 = 32;
 /// The raw-tracepoint program that writes the running CPU's staged hits to the ring
 /// buffer (returns 0), unless a probe holds that CPU's scratch (returns
 /// [`FLUSH_BUSY`]); never attached, the agent runs it on each CPU (`BPF_PROG_TEST_RUN`).

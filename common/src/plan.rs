@@ -251,6 +251,17 @@ pub enum StackMode {
     /// buffer as a record of its own rather than staged with its CPU's others: what
     /// staging saves, by difference (`guestscope bench`).
     Unstaged,
+    /// From the probes' stack cache keyed by the probed function and its caller, with
+    /// no further read of the hit's stack: a hit whose caller was walked before gets
+    /// that first walk (its frames past the caller may differ from the hit's own),
+    /// and every hit's function and caller are its own. The cheapest mode that keeps
+    /// a stack for every hit; the lab's classes are decided by the innermost frame
+    /// a rule names, which is the caller for most hits.
+    Caller,
+    /// As [`StackMode::Caller`], and every hit walked too: the answers that differ
+    /// from the walk are counted (`ProbeCounters::stack_cache_wrong`), as in
+    /// [`StackMode::Checked`].
+    CallerChecked,
 }
 
 impl StackMode {
@@ -261,6 +272,7 @@ impl StackMode {
     pub fn settings_flags(self) -> u32 {
         use crate::maps::{
             CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, STAGE_CACHED, TALLY_CACHED,
+            TRUST_CALLER,
         };
         match self {
             StackMode::Cached => STAGE_CACHED,
@@ -269,6 +281,8 @@ impl StackMode {
             StackMode::Off => NO_STACK_WALK | STAGE_CACHED,
             StackMode::Tallied => TALLY_CACHED | STAGE_CACHED,
             StackMode::Unstaged => 0,
+            StackMode::Caller => TRUST_CALLER | STAGE_CACHED,
+            StackMode::CallerChecked => TRUST_CALLER | CHECK_STACK_CACHE | STAGE_CACHED,
         }
     }
 }

@@ -13,7 +13,7 @@ use guestscope_common::{
     event::{NO_STACK, USER_ARGS, USER_STACK_FRAMES},
     maps::{
         CHECK_STACK_CACHE, NO_STACK_CACHE, NO_STACK_WALK, SETTINGS_FLAGS, SETTINGS_GENERATION,
-        STAGE_CACHED, TALLY_CACHED, WAKEUP_FRACTION,
+        STAGE_CACHED, TALLY_CACHED, TRUST_CALLER, WAKEUP_FRACTION,
     },
 };
 
@@ -412,7 +412,8 @@ impl Stacks {
         let Some(top) = stack_cache::task_stack_top(search, entry.anchor) else {
             return Stacks::of(Source::Walk);
         };
-        let Some(index) = stack_cache::lookup(search, &key, entry.anchor, top) else {
+        let trust_caller = flags & TRUST_CALLER != 0;
+        let Some(index) = stack_cache::lookup(search, &key, entry.anchor, top, trust_caller) else {
             stack_cache::hold_key(search, &key, top);
             return Stacks::of(Source::WalkKeep);
         };

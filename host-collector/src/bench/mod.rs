@@ -52,8 +52,8 @@ mod peers;
 mod plans;
 mod profile;
 mod stack_cache_check;
+mod stack_modes;
 mod staging;
-mod tallied;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -381,6 +381,7 @@ mod tests {
                 "fopen-unstaged-0",
                 "fopen-nostack-0",
                 "fopen-tallied-0",
+                "fopen-caller-0",
                 "fopen-ftrace-0",
                 "fopen-fd-0",
                 "fopen-ufd-0",
@@ -392,6 +393,7 @@ mod tests {
                 "fopen-unstaged-1",
                 "fopen-nostack-1",
                 "fopen-tallied-1",
+                "fopen-caller-1",
                 "fopen-ftrace-1",
                 "fopen-fd-1",
                 "fopen-ufd-1",
@@ -403,6 +405,7 @@ mod tests {
                 "fopen-unstaged-2",
                 "fopen-nostack-2",
                 "fopen-tallied-2",
+                "fopen-caller-2",
                 "fopen-ftrace-2",
                 "fopen-fd-2",
                 "fopen-ufd-2",

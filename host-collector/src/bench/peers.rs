@@ -5,7 +5,7 @@
 use super::*;
 
 /// The rows of a peers table: a condition and how it traced.
-pub(super) const PEER_ROWS: [(&str, &str); 8] = [
+pub(super) const PEER_ROWS: [(&str, &str); 9] = [
     ("all", "guestscope, every probe, stacks (cached)"),
     (
         "unstaged",
@@ -14,6 +14,10 @@ pub(super) const PEER_ROWS: [(&str, &str); 8] = [
     (
         "tallied",
         "guestscope, every probe, the cached hits tallied per stack",
+    ),
+    (
+        "caller",
+        "guestscope, every probe, stacks by caller (the first walk of each caller's)",
     ),
     ("nostack", "guestscope, every probe, no stacks"),
     ("ftpeer", "ftrace kprobes, comm filter, no stacks"),
@@ -27,6 +31,14 @@ pub(super) const PEER_ROWS: [(&str, &str); 8] = [
         "bpftrace kprobes, comm filter, @[kstack] = count()",
     ),
 ];
+
+/// The rows of [`PEER_ROWS`] that the overhead boot runs too (not bpftrace's).
+pub(super) fn overhead_rows() -> Vec<(&'static str, &'static str)> {
+    PEER_ROWS
+        .into_iter()
+        .filter(|(c, _)| CONDITIONS.contains(c))
+        .collect()
+}
 
 /// Whether a row of [`PEER_ROWS`] is guestscope's (its agent's CPU is one of its
 /// costs; the other tracers' rows run with the agent idle).

@@ -150,6 +150,12 @@ impl RunInfo {
     pub fn stacks_off(&self) -> bool {
         self.stacks == Some(guestscope_common::plan::StackMode::Off)
     }
+
+    /// Whether a hit's stack could be its caller's first walk (`--stacks caller`): its
+    /// frames past the caller not read.
+    pub fn stacks_by_caller(&self) -> bool {
+        self.stacks == Some(guestscope_common::plan::StackMode::Caller)
+    }
 }
 
 pub use crate::run_end::Outcome;

@@ -17,9 +17,16 @@ use crate::map_value::{load, store};
 
 /// The index of the entry holding the walk of `key`'s chain if every slot it
 /// remembers holds the same return address again at `anchor`, on the task's stack
-/// that ends at `top` ([`super::task_stack_top`]); `None` otherwise.
+/// that ends at `top` ([`super::task_stack_top`]); `None` otherwise. With
+/// `trust_caller` (`TRUST_CALLER`) the key alone decides: no slot is read.
 #[inline(always)]
-pub fn lookup(search: *mut Search, key: &StackKey, anchor: u64, top: u64) -> Option<u32> {
+pub fn lookup(
+    search: *mut Search,
+    key: &StackKey,
+    anchor: u64,
+    top: u64,
+    trust_caller: bool,
+) -> Option<u32> {
     let set = key.set();
     let first = STACK_CACHE.get_ptr_mut(set)?;
     // The way that answered last is asked first: a key that lives in the second way
@@ -34,7 +41,7 @@ pub fn lookup(search: *mut Search, key: &StackKey, anchor: u64, top: u64) -> Opt
         // `first` reused there the ways compile to different code, each verified on its
         // own (spin_lock's program: 53 k instructions verified instead of 30 k).
         let entry = STACK_CACHE.get_ptr(set + way)?;
-        if holds(search, entry, key, anchor, top) {
+        if holds(search, entry, key, anchor, top, trust_caller) {
             if way != recent {
                 // SAFETY: as above.
                 unsafe { store!((*first).recent, way) };
@@ -45,8 +52,8 @@ pub fn lookup(search: *mut Search, key: &StackKey, anchor: u64, top: u64) -> Opt
     None
 }
 
-/// Whether `entry` is `key`'s and every return address it remembers is in the
-/// current stack (above `anchor`, below `top`) where it was.
+/// Whether `entry` is `key`'s and (unless `trust_caller`) every return address it
+/// remembers is in the current stack (above `anchor`, below `top`) where it was.
 #[inline(always)]
 fn holds(
     search: *mut Search,
@@ -54,6 +61,7 @@ fn holds(
     key: &StackKey,
     anchor: u64,
     top: u64,
+    trust_caller: bool,
 ) -> bool {
     // SAFETY: `entry` and `search` point at this CPU's slots of per-CPU arrays, valid
     // for the program's run; programs run with migration disabled, and the claim on the
@@ -64,6 +72,9 @@ fn holds(
         let cached = &*entry;
         if cached.bytes == 0 || cached.key != *key {
             return false;
+        }
+        if trust_caller {
+            return true;
         }
         let span = load!(cached.span);
         // Nothing past the stack's top is read (a chain of the same key may have

@@ -25,6 +25,12 @@
 //! every cached stack that differs from the walk (`stack_cache_wrong`), and the tests
 //! run it on the lab's workloads.
 //!
+//! **By caller.** With `TRUST_CALLER` (`--stacks caller`) the key alone decides: a hit
+//! whose key an entry holds gets that entry's walk, and nothing past the caller is
+//! read. Its function and caller are its own; its outer frames are those of the first
+//! hit walked with that caller. With the check mode too, every hit is walked and the
+//! answers that differ from the walk are counted, which measures what that costs.
+//!
 //! **Reads.** A check reads the remembered slots counted from the anchor in at most
 //! [`MAX_READS`] copies, planned when the walk is kept: slots within
 //! [`remember::MERGE_GAP_SLOTS`] of each other share a copy, and a large frame's

@@ -80,6 +80,37 @@ pub(super) fn overhead(md: &mut String, r: &BenchResults) {
     }
 }
 
+/// The loop with the cheaper stack modes: the cached hits tallied, the stacks taken
+/// by caller.
+fn stack_mode_notes(md: &mut String, o: &LoopOverhead) {
+    if let Some(t) = &o.tallied {
+        let _ = writeln!(
+            md,
+            "\n{} with every probe and the cached hits only counted per stack in the kernel (`--stacks tallied`; {} of the hits had no record): {} ms, ratio {}, {} µs per event; the agent {} µs of CPU per event (paired against the untraced run); {} hits unaccounted for.",
+            o.workload,
+            spread(t.share.as_ref(), 3),
+            spread(t.traced_ms.as_ref(), 1),
+            spread(t.ratio.as_ref(), 3),
+            spread(t.us_per_event.as_ref(), 2),
+            spread(t.agent_cpu_marginal_us_per_event.as_ref(), 2),
+            t.unaccounted
+        );
+    }
+    if let Some(c) = &o.by_caller {
+        let _ = writeln!(
+            md,
+            "\n{} with every probe and the stacks taken by caller (`--stacks caller`: a hit whose function and caller were walked before gets that first walk, nothing of its stack past the caller read; {} of the hits): {} ms, ratio {}, {} µs per event; the agent {} µs of CPU per event (paired against the untraced run); {} hits unaccounted for.",
+            o.workload,
+            spread(c.share.as_ref(), 3),
+            spread(c.traced_ms.as_ref(), 1),
+            spread(c.ratio.as_ref(), 3),
+            spread(c.us_per_event.as_ref(), 2),
+            spread(c.agent_cpu_marginal_us_per_event.as_ref(), 2),
+            c.unaccounted
+        );
+    }
+}
+
 /// One loop's notes: events per probe, nesting and losses, the agent's CPU, and the user-probe, no-stack and ftrace comparisons.
 fn overhead_notes(md: &mut String, o: &LoopOverhead) {
     let per: Vec<String> = o
@@ -144,19 +175,7 @@ fn overhead_notes(md: &mut String, o: &LoopOverhead) {
             spread(n.agent_cpu_walk_every_us_per_event.as_ref(), 2)
         );
     }
-    if let Some(t) = &o.tallied {
-        let _ = writeln!(
-            md,
-            "\n{} with every probe and the cached hits only counted per stack in the kernel (`--stacks tallied`; {} of the hits had no record): {} ms, ratio {}, {} µs per event; the agent {} µs of CPU per event (paired against the untraced run); {} hits unaccounted for.",
-            o.workload,
-            spread(t.tallied_share.as_ref(), 3),
-            spread(t.traced_ms.as_ref(), 1),
-            spread(t.ratio.as_ref(), 3),
-            spread(t.us_per_event.as_ref(), 2),
-            spread(t.agent_cpu_marginal_us_per_event.as_ref(), 2),
-            t.unaccounted
-        );
-    }
+    stack_mode_notes(md, o);
     if let Some(g) = &o.staging {
         let _ = writeln!(
             md,

@@ -3,7 +3,9 @@
 
 use super::{med, percent_spread, target};
 use crate::bench::peers::PEER_ROWS;
-use crate::bench::results::{BenchResults, PeerOverhead, PipelineCeiling, TargetCheck};
+use crate::bench::results::{
+    BenchResults, LoopOverhead, PeerOverhead, PipelineCeiling, StackModeOverhead, TargetCheck,
+};
 use crate::qemu::command::INSTRUCTIONS_PER_US;
 
 /// Each target of the benchmark issue against `r`.
@@ -11,6 +13,7 @@ pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
     let mut t = Vec::new();
     speed_targets(r, &mut t);
     tallied_targets(r, &mut t);
+    caller_targets(r, &mut t);
     instruction_target(r, &mut t);
     capacity_targets(r, &mut t);
     boot_targets(r, &mut t);
@@ -126,16 +129,10 @@ fn speed_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
 /// The same speed targets with the cached hits only counted per stack in the
 /// kernel (`--stacks tallied`): every hit still classified by its stack, no record.
 fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
-    let Some(tl) = r
-        .overhead
-        .iter()
-        .find(|o| o.workload == "fopen")
-        .and_then(|f| f.tallied.as_ref())
-    else {
+    let Some(tl) = fopen_overhead(r).and_then(|f| f.tallied.as_ref()) else {
         return;
     };
-    let share = med(tl.tallied_share.as_ref());
-    let mut note = match share {
+    let mut note = match med(tl.share.as_ref()) {
         Some(s) => format!(
             "{:.0}% of the hits tallied, the rest recorded; {} hits unaccounted for",
             s * 100.0,
@@ -154,9 +151,50 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
             "; {us:.2} µs per run inside the spin_lock program (the kernel's clock, stack-cache boot)"
         ));
     }
-    let us = med(tl.us_per_event.as_ref());
+    mode_targets(
+        tl,
+        ("cached hits tallied per stack", "`--stacks tallied`"),
+        note,
+        t,
+    );
+}
+
+/// The same speed targets with the stacks taken by caller (`--stacks caller`): every
+/// hit recorded with its function and caller, and the first walk made for them.
+fn caller_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
+    let Some(c) = fopen_overhead(r).and_then(|f| f.by_caller.as_ref()) else {
+        return;
+    };
+    let mut note = match med(c.share.as_ref()) {
+        Some(s) => format!(
+            "{:.0}% of the hits answered by caller, the rest walked; {} hits unaccounted for",
+            s * 100.0,
+            c.unaccounted
+        ),
+        None => String::new(),
+    };
+    if let Some(n) = instructions_per_event(r, "caller") {
+        note.push_str(&format!("; {n:.0} instructions per event (icount)"));
+    }
+    mode_targets(c, ("stacks by caller", "`--stacks caller`"), note, t);
+}
+
+/// The fopen loop's overhead figures.
+fn fopen_overhead(r: &BenchResults) -> Option<&LoopOverhead> {
+    r.overhead.iter().find(|o| o.workload == "fopen")
+}
+
+/// The per-event, slowdown and agent targets of a stack mode (`what`: its phrase and
+/// its option), `note` on the first.
+fn mode_targets(
+    m: &StackModeOverhead,
+    (what, option): (&str, &str),
+    note: String,
+    t: &mut Vec<TargetCheck>,
+) {
+    let us = med(m.us_per_event.as_ref());
     t.push(check(
-        "probe cost per event, cached hits tallied per stack (`--stacks tallied`)",
+        &format!("probe cost per event, {what} ({option})"),
         format!("≤ {} µs", target::US_PER_EVENT),
         us,
         us.map_or("—".into(), |u| format!("{u:.2} µs")),
@@ -164,9 +202,9 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
         None,
         note,
     ));
-    let ratio = med(tl.ratio.as_ref());
+    let ratio = med(m.ratio.as_ref());
     t.push(check(
-        "fopen loop slowdown, cached hits tallied per stack",
+        &format!("fopen loop slowdown, {what}"),
         format!("≤ {}x", target::FOPEN_RATIO),
         ratio,
         ratio.map_or("—".into(), |x| format!("{x:.2}x")),
@@ -174,9 +212,9 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
         None,
         String::new(),
     ));
-    let agent = med(tl.agent_cpu_marginal_us_per_event.as_ref());
+    let agent = med(m.agent_cpu_marginal_us_per_event.as_ref());
     t.push(check(
-        "agent CPU per event, cached hits tallied per stack (paired)",
+        &format!("agent CPU per event, {what} (paired)"),
         format!("≤ {} µs", target::AGENT_US_PER_EVENT),
         agent,
         agent.map_or("—".into(), |a| format!("{a:.2} µs")),
@@ -202,15 +240,18 @@ fn agent_instructions(r: &BenchResults, condition: &str) -> Option<f64> {
     med(counted_row(r, condition)?.agent_us_per_event.as_ref()).map(|us| us * INSTRUCTIONS_PER_US)
 }
 
+/// Instructions per event of `condition` in the instruction-counted peers boot.
+fn instructions_per_event(r: &BenchResults, condition: &str) -> Option<f64> {
+    med(counted_row(r, condition)?.us_per_event.as_ref()).map(|us| us * INSTRUCTIONS_PER_US)
+}
+
 /// guestscope's instructions per event against an ftrace kprobe hit's with no stack,
 /// in the instruction-counted peers boot.
 fn instruction_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     if r.peers_instructions.is_none() {
         return;
     }
-    let per_event = |condition: &str| {
-        med(counted_row(r, condition)?.us_per_event.as_ref()).map(|us| us * INSTRUCTIONS_PER_US)
-    };
+    let per_event = |condition: &str| instructions_per_event(r, condition);
     let (all, ftrace) = (per_event("all"), per_event("ftpeer"));
     let over = |v: Option<f64>| match (v, ftrace) {
         (Some(v), Some(f)) if f > 0.0 => Some(v / f),
@@ -221,7 +262,11 @@ fn instruction_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     if let Some(n) = agent_instructions(r, "all") {
         notes.push(format!("the agent's {n:.0} of them"));
     }
-    for (condition, what) in [("tallied", "tallied"), ("nostack", "no stacks")] {
+    for (condition, what) in [
+        ("tallied", "tallied"),
+        ("caller", "stacks by caller"),
+        ("nostack", "no stacks"),
+    ] {
         let n = per_event(condition);
         if let (Some(x), Some(n)) = (over(n), n) {
             notes.push(format!("{what} {x:.2}x ({n:.0})"));

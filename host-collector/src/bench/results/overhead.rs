@@ -51,7 +51,10 @@ pub struct LoopOverhead {
     pub without_stacks: Option<NoStackOverhead>,
     /// The same loop with every probe, the cached hits only counted per stack.
     #[serde(default)]
-    pub tallied: Option<TalliedOverhead>,
+    pub tallied: Option<StackModeOverhead>,
+    /// The same loop with every probe, the stacks taken by caller (`--stacks caller`).
+    #[serde(default)]
+    pub by_caller: Option<StackModeOverhead>,
     /// The same loop with every probe, each cached hit a record of its own: what
     /// staging them buys.
     #[serde(default)]
@@ -110,19 +113,21 @@ pub struct StagingGain {
     pub agent_cpu_saved_us_per_event: Option<Spread>,
 }
 
-/// A loop with every probe, the hits the stack cache answers only counted per
-/// stack in the kernel (`--stacks tallied`): every hit still classified by its stack.
+/// A loop with every probe and a cheaper stack mode: the hits the stack cache answers
+/// only counted per stack in the kernel (`--stacks tallied`), or the stacks taken by
+/// caller (`--stacks caller`); every hit still classified by its stack.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct TalliedOverhead {
+pub struct StackModeOverhead {
     /// Loop time, ms.
     pub traced_ms: Option<Spread>,
-    /// Tallied / untraced, paired.
+    /// Traced / untraced, paired.
     pub ratio: Option<Spread>,
-    /// Time added per event, µs: (tallied − untraced) / the every-probe runs' loop
+    /// Time added per event, µs: (traced − untraced) / the every-probe runs' loop
     /// events, paired.
     pub us_per_event: Option<Spread>,
-    /// Share of the hits only counted (no record).
-    pub tallied_share: Option<Spread>,
+    /// Share of the hits the mode answered from its cache: only counted (no record)
+    /// when tallied, taken by caller when by caller.
+    pub share: Option<Spread>,
     /// What the events cost the agent, µs per event, paired against the untraced run.
     pub agent_cpu_marginal_us_per_event: Option<Spread>,
     /// Hits neither recorded, tallied nor counted as lost, over all runs (0 when every

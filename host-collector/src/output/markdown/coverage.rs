@@ -1,6 +1,8 @@
 //! The report's "Coverage and losses" section: events received against sent, every
 //! loss by kind and by probe, agent restarts, and the link's outages.
 
+use guestscope_common::{ProbeCounters, plan::StackMode};
+
 use super::*;
 
 /// Events received against sent, every loss by kind, and the link's outages.
@@ -14,13 +16,7 @@ pub(super) fn render_coverage(md: &mut String, s: &Summary) {
         "| events received by the collector | {} |",
         st.events_received
     );
-    if s.run.stacks_off() {
-        let _ = writeln!(
-            md,
-            "| of them, recorded without reading their stacks (`--stacks off`) | {} |",
-            st.events_received
-        );
-    }
+    render_stack_modes(md, s);
     if st.events_tallied > 0 {
         let _ = writeln!(
             md,
@@ -204,6 +200,41 @@ fn render_outages(md: &mut String, link: &crate::stream::receive::LinkReport) {
             md,
             "- lost at {:.2} s host time after {} records ({}), {restored}{resumed}{agent}.",
             o.lost_host_s, o.records_before, o.why
+        );
+    }
+}
+
+/// The rows of the stack modes that record hits without their own stacks, or check
+/// the ones taken by caller: how many hits were recorded that way.
+fn render_stack_modes(md: &mut String, s: &Summary) {
+    let st = &s.stream;
+    if s.run.stacks_off() {
+        let _ = writeln!(
+            md,
+            "| of them, recorded without reading their stacks (`--stacks off`) | {} |",
+            st.events_received
+        );
+    }
+    let counted = |f: fn(&ProbeCounters) -> u64| -> u64 {
+        s.probes
+            .iter()
+            .filter_map(|p| p.counters.as_ref())
+            .map(f)
+            .sum()
+    };
+    if s.run.stacks_by_caller() {
+        let _ = writeln!(
+            md,
+            "| of them, with the first walk made for their function and caller (`--stacks caller`: their frames past the caller were not read) | {} |",
+            counted(|c| c.stack_cached)
+        );
+    }
+    if s.run.stacks == Some(StackMode::CallerChecked) {
+        let _ = writeln!(
+            md,
+            "| hits whose caller's first walk differs from their own walk (`--stacks caller-checked`) | {} of {} |",
+            counted(|c| c.stack_cache_wrong),
+            counted(|c| c.stack_cached)
         );
     }
 }
