@@ -251,12 +251,14 @@ pub enum StackMode {
     /// buffer as a record of its own rather than staged with its CPU's others: what
     /// staging saves, by difference (`guestscope bench`).
     Unstaged,
-    /// From the probes' stack cache keyed by the probed function and its caller, with
-    /// no further read of the hit's stack: a hit whose caller was walked before gets
-    /// that first walk (its frames past the caller may differ from the hit's own),
-    /// and every hit's function and caller are its own. The cheapest mode that keeps
-    /// a stack for every hit; the lab's classes are decided by the innermost frame
-    /// a rule names, which is the caller for most hits.
+    /// From the probes' stack cache keyed by the probed function, its caller and how
+    /// the task entered the kernel (a system call's number, a fault's error code, an
+    /// interrupt's vector), with no read of the hit's stack: a hit gets the walk of the
+    /// first hit with the same key, whose frames between the caller and the entry may
+    /// differ from its own (2.6% of the answers in the lab's workloads, measured by
+    /// [`StackMode::CallerChecked`]). Every hit's function, caller and way in are its
+    /// own, and the lab classifies a hit by the innermost frame a rule names, which is
+    /// the caller for most hits.
     Caller,
     /// As [`StackMode::Caller`], and every hit walked too: the answers that differ
     /// from the walk are counted (`ProbeCounters::stack_cache_wrong`), as in

@@ -400,10 +400,10 @@ pub struct LabArgs {
     /// and counts the cached stacks that differ (`stack_cache_wrong` in summary.json);
     /// `tallied` counts a hit the stack cache answers per stack in the kernel, with
     /// no event record (the cheapest that still classifies every hit by its stack);
-    /// `caller` takes, for every hit whose probed function and caller were walked
-    /// before, that first walk without reading the hit's stack further (its frames
-    /// past the caller may differ from the hit's own; `caller-checked` walks every hit
-    /// too and counts the differences); `off` records every hit without its stack.
+    /// `caller` reads nothing of the stack and takes the walk of the first hit with the
+    /// same function, caller and way into the kernel (its frames between may differ
+    /// from the hit's own; `caller-checked` walks every hit too and counts the
+    /// differences); `off` records every hit without its stack.
     #[arg(long, value_enum, default_value = "cached")]
     pub stacks: StacksArg,
     /// Have the kernel time every run of the eBPF programs (`BPF_ENABLE_STATS`) and
@@ -454,9 +454,9 @@ pub enum StacksArg {
     /// without one (the cheapest record of every hit: no classification by stack, so
     /// the claims that need stacks as evidence cannot be decided).
     Off,
-    /// From the stack cache keyed by the probed function and its caller, with no
-    /// further read of the hit's stack: a hit gets the first walk made for its caller,
-    /// whose frames past the caller may differ from its own.
+    /// From the stack cache keyed by the probed function, its caller and how the task
+    /// entered the kernel, with no read of the stack: a hit gets the walk of the first
+    /// hit with the same three, whose frames between may differ from its own.
     Caller,
     /// As `caller`, and every hit walked too: the cached stacks that differ from the
     /// walk are counted (`stack_cache_wrong` in summary.json).

@@ -406,13 +406,19 @@ impl Stacks {
         // A key, and the top of the task's stack the hit is on (hits on an interrupt
         // stack are walked every time).
         let generation = SETTINGS.get(SETTINGS_GENERATION).copied().unwrap_or(0);
-        let Some(key) = StackKey::new(kind, &entry.caller, entry.anchor, generation) else {
+        let trust_caller = flags & TRUST_CALLER != 0;
+        let entered = if trust_caller {
+            stack_cache::entry_id()
+        } else {
+            0
+        };
+        let Some(key) = StackKey::new(kind, &entry.caller, entry.anchor, generation, entered)
+        else {
             return Stacks::of(Source::Walk);
         };
         let Some(top) = stack_cache::task_stack_top(search, entry.anchor) else {
             return Stacks::of(Source::Walk);
         };
-        let trust_caller = flags & TRUST_CALLER != 0;
         let Some(index) = stack_cache::lookup(search, &key, entry.anchor, top, trust_caller) else {
             stack_cache::hold_key(search, &key, top);
             return Stacks::of(Source::WalkKeep);

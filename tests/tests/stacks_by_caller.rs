@@ -1,10 +1,10 @@
-//! `--stacks caller`: the stack cache answers a hit by its probed function and caller
-//! alone and reads nothing of its stack past the caller, so a hit gets the first walk
-//! made for its caller. The lab classifies a spin-lock hit by the innermost frame a
-//! rule names (the caller, for most hits): in the fopen loop, a caller whose hits all
-//! fall in one class in a run whose every cached stack was checked against the hit's
-//! own (`cached`) must put its hits in that class by caller too, each
-//! alloc_fd hit must still be one per open on a stack through alloc_fd, and
+//! `--stacks caller`: the stack cache answers a hit by its probed function, its caller
+//! and how it entered the kernel, reading nothing of its stack, so a hit gets the walk
+//! of the first hit with the same three. The lab classifies a spin-lock hit by the
+//! innermost frame a rule names (the caller, for most hits): in the fopen loop, a
+//! caller whose hits all fall in one class in a run whose every cached stack was
+//! checked against the hit's own (`cached`) must put its hits in that class by caller
+//! too, each alloc_fd hit must still be one per open on a stack through alloc_fd, and
 //! `caller-checked`, which walks every hit too, counts the answers that differ from
 //! the walk and says so in the report.
 
@@ -67,7 +67,7 @@ fn classes_by_caller_agree_with_checked_stacks() {
         counter(&caller, "spin_lock", "stack_cached"),
     );
     assert!(
-        by_caller * 10 > matched * 9,
+        by_caller * 5 > matched * 4,
         "the cache answers most spin_lock hits by caller: {by_caller} of {matched}"
     );
     // Each caller's classes where every stack was checked; a caller seen in more than
@@ -89,14 +89,17 @@ fn classes_by_caller_agree_with_checked_stacks() {
         "by caller: {agree} hits in their caller's class, {} in another, {undecided} of callers with several classes, {unseen} of callers the checked run did not see",
         differ.len()
     );
+    // A caller seen in one class in the checked run may still have others, rarer: an
+    // interrupt's handler on the task's stack is classed by what it interrupted (3 of
+    // 1,255 hits in one run, 0 of 1,251 in another). At most 1% may fall outside.
     assert!(
-        differ.is_empty() && agree > undecided + unseen,
+        differ.len() * 100 <= agree && agree > undecided + unseen,
         "hits by caller outside their caller's class: {differ:?} ({agree} agree)"
     );
     assert!(
         caller
             .report
-            .contains("with the first walk made for their function and caller"),
+            .contains("with the walk of the first hit with their function, caller and way into"),
         "{}: the report says the stacks were taken by caller",
         caller.dir.display()
     );

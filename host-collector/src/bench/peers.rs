@@ -17,7 +17,7 @@ pub(super) const PEER_ROWS: [(&str, &str); 9] = [
     ),
     (
         "caller",
-        "guestscope, every probe, stacks by caller (the first walk of each caller's)",
+        "guestscope, every probe, stacks by caller and way in (no stack read)",
     ),
     ("nostack", "guestscope, every probe, no stacks"),
     ("ftpeer", "ftrace kprobes, comm filter, no stacks"),

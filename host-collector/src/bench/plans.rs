@@ -355,17 +355,26 @@ pub const USER_CHECKED: &str = "checked-user-probes";
 /// rotation), with the kernel timing every program run (`program_stats`: this boot's
 /// loops are not timed).
 pub(super) fn stack_cache_plan(o: &BenchOptions) -> RunPlan {
-    let mut w: Vec<WorkloadSpec> = crate::lab::BUILTIN_WORKLOADS
-        .iter()
-        .map(|(name, program, list)| {
-            spec(
-                &format!("checked-{name}"),
-                program,
-                &args(list),
-                Tracing::ProbesWith(builtin_names(), StackMode::Checked),
-            )
-        })
-        .collect();
+    // Each of the lab's workloads checked twice: against the cache's answers, and
+    // against the answers it gives by caller (`--stacks caller`).
+    let mut w: Vec<WorkloadSpec> = [
+        ("checked", StackMode::Checked),
+        ("caller-checked", StackMode::CallerChecked),
+    ]
+    .into_iter()
+    .flat_map(|(prefix, mode)| {
+        crate::lab::BUILTIN_WORKLOADS
+            .iter()
+            .map(move |(name, program, list)| {
+                spec(
+                    &format!("{prefix}-{name}"),
+                    program,
+                    &args(list),
+                    Tracing::ProbesWith(builtin_names(), mode),
+                )
+            })
+    })
+    .collect();
     let fopen_n = o.fopen_iterations.to_string();
     w.push(spec(
         USER_CHECKED,

@@ -28,6 +28,10 @@ pub(super) fn stack_cache(
             check.cached += sum.stack_cached;
             check.wrong += sum.stack_cache_wrong;
         }
+        if t.stacks == StackMode::CallerChecked {
+            check.caller_answers += sum.stack_cached;
+            check.caller_differed += sum.stack_cache_wrong;
+        }
         check.runs.push(StackCacheRun {
             workload: name.clone(),
             mode: format!("{:?}", t.stacks),

@@ -18,7 +18,7 @@ use crate::map_value::{load, store};
 /// The index of the entry holding the walk of `key`'s chain if every slot it
 /// remembers holds the same return address again at `anchor`, on the task's stack
 /// that ends at `top` ([`super::task_stack_top`]); `None` otherwise. With
-/// `trust_caller` (`TRUST_CALLER`) the key alone decides: no slot is read.
+/// `trust_caller` (`TRUST_CALLER`, whose key holds the way in) the key alone decides.
 #[inline(always)]
 pub fn lookup(
     search: *mut Search,
@@ -107,15 +107,8 @@ fn holds(
                 return false;
             }
         }
-        // The outermost frame's return address lies right below the entry's saved
-        // registers, at a fixed distance from the stack's top; the others at a fixed
-        // distance from the anchor (a system call's random stack offset lies between).
-        let last = load!(cached.check_end) as usize & (MAX_STACK_FRAMES - 1);
-        if last > load!(cached.first) as usize {
-            let at = top - u64::from(cached.slots[last]) * 8;
-            if bpf_probe_read_kernel(at as *const u64) != Ok(cached.ips[last]) {
-                return false;
-            }
+        if !outermost_holds(cached, top) {
+            return false;
         }
         // The frames the other reads hold: from the first compared to the last read's
         // first.
@@ -125,6 +118,25 @@ fn holds(
         }
     }
     true
+}
+
+/// Whether the outermost frame's return address (into the code the task entered the
+/// kernel by: a system call, a fault, an interrupt) is where `cached` found it, right
+/// below the entry's saved registers at a fixed distance from the stack's `top`; the
+/// other frames lie at fixed distances from the anchor (a system call's random stack
+/// offset lies between).
+#[inline(always)]
+fn outermost_holds(cached: &CachedStack, top: u64) -> bool {
+    // SAFETY: `cached` is this CPU's entry (see `holds`); the index is masked to the
+    // arrays; the helper reads kernel memory and fails rather than faults.
+    unsafe {
+        let last = load!(cached.check_end) as usize & (MAX_STACK_FRAMES - 1);
+        if last <= load!(cached.first) as usize {
+            return true;
+        }
+        let at = top - u64::from(cached.slots[last]) * 8;
+        bpf_probe_read_kernel(at as *const u64) == Ok(cached.ips[last])
+    }
 }
 
 /// Makes read `r` of `cached`'s plan: its slots above `anchor` into the search's

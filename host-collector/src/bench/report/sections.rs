@@ -427,6 +427,15 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
         },
         sc.wrong
     );
+    if sc.caller_answers > 0 {
+        let _ = writeln!(
+            md,
+            "The same workloads by caller (`CallerChecked`: the cache keyed by the probed function and its caller answers with nothing more of the stack read, as `--stacks caller` does, and every hit is walked too): {} answers, {} ({:.1}%) differed from the walk past the caller.\n",
+            sc.caller_answers,
+            sc.caller_differed,
+            sc.caller_differed as f64 * 100.0 / sc.caller_answers as f64
+        );
+    }
     if let Some(d) = sc.fopen_stack_distance {
         let _ = writeln!(
             md,

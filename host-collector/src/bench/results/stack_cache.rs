@@ -16,6 +16,14 @@ pub struct StackCacheCheck {
     pub cached: u64,
     /// Of those, answers that differed from the walk (each a wrong stack).
     pub wrong: u64,
+    /// Answers by caller (`CallerChecked`: the lab's workloads again, the cache keyed by
+    /// function and caller answering with no further read, every hit walked too).
+    #[serde(default)]
+    pub caller_answers: u64,
+    /// Of those, answers that differed from the walk: hits whose frames past their
+    /// caller were not those of their caller's first walk.
+    #[serde(default)]
+    pub caller_differed: u64,
     /// How far apart the stacks the host received are for the fopen loop with the cache
     /// on and off (total variation distance of the events' shares per probe and stack,
     /// 0 to 1); a cached hit tied to the wrong stack by the agent would move it.
@@ -35,7 +43,8 @@ pub struct StackCacheCheck {
 pub struct StackCacheRun {
     /// The workload.
     pub workload: String,
-    /// How its stacks were got (`Checked`, `WalkEvery`, `Cached`, `Tallied`).
+    /// How its stacks were got (`Checked`, `CallerChecked`, `WalkEvery`, `Cached`,
+    /// `Tallied`).
     pub mode: String,
     /// Hits by the processes under study.
     pub matched: u64,

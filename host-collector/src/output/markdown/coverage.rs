@@ -225,7 +225,7 @@ fn render_stack_modes(md: &mut String, s: &Summary) {
     if s.run.stacks_by_caller() {
         let _ = writeln!(
             md,
-            "| of them, with the first walk made for their function and caller (`--stacks caller`: their frames past the caller were not read) | {} |",
+            "| of them, with the walk of the first hit with their function, caller and way into the kernel (`--stacks caller`: the frames between were not compared) | {} |",
             counted(|c| c.stack_cached)
         );
     }
