@@ -84,31 +84,41 @@ pub(super) fn overhead(md: &mut String, r: &BenchResults) {
 /// by caller.
 fn stack_mode_notes(md: &mut String, o: &LoopOverhead) {
     if let Some(t) = &o.tallied {
-        let _ = writeln!(
+        mode_note(
             md,
-            "\n{} with every probe and the cached hits only counted per stack in the kernel (`--stacks tallied`; {} of the hits had no record): {} ms, ratio {}, {} µs per event; the agent {} µs of CPU per event (paired against the untraced run); {} hits unaccounted for.",
-            o.workload,
-            spread(t.share.as_ref(), 3),
-            spread(t.traced_ms.as_ref(), 1),
-            spread(t.ratio.as_ref(), 3),
-            spread(t.us_per_event.as_ref(), 2),
-            spread(t.agent_cpu_marginal_us_per_event.as_ref(), 2),
-            t.unaccounted
+            &o.workload,
+            "the cached hits only counted per stack in the kernel (`--stacks tallied`; {share} of the hits had no record)",
+            t,
         );
     }
     if let Some(c) = &o.by_caller {
-        let _ = writeln!(
+        mode_note(
             md,
-            "\n{} with every probe and the stacks taken by caller (`--stacks caller`: a hit whose function and caller were walked before gets that first walk, nothing of its stack past the caller read; {} of the hits): {} ms, ratio {}, {} µs per event; the agent {} µs of CPU per event (paired against the untraced run); {} hits unaccounted for.",
-            o.workload,
-            spread(c.share.as_ref(), 3),
-            spread(c.traced_ms.as_ref(), 1),
-            spread(c.ratio.as_ref(), 3),
-            spread(c.us_per_event.as_ref(), 2),
-            spread(c.agent_cpu_marginal_us_per_event.as_ref(), 2),
-            c.unaccounted
+            &o.workload,
+            "the stacks taken by caller (`--stacks caller`: a hit gets the walk of the first hit with the same function, caller and way into the kernel, nothing of its stack read; {share} of the hits)",
+            c,
         );
     }
+}
+
+/// One stack mode's paragraph: `how` says what the mode did, its `{share}` replaced by
+/// the share of the hits its cache answered.
+fn mode_note(
+    md: &mut String,
+    workload: &str,
+    how: &str,
+    m: &crate::bench::results::StackModeOverhead,
+) {
+    let how = how.replace("{share}", &spread(m.share.as_ref(), 3));
+    let _ = writeln!(
+        md,
+        "\n{workload} with every probe and {how}: {} ms, ratio {}, {} µs per event; the agent {} µs of CPU per event (paired against the untraced run); {} hits unaccounted for.",
+        spread(m.traced_ms.as_ref(), 1),
+        spread(m.ratio.as_ref(), 3),
+        spread(m.us_per_event.as_ref(), 2),
+        spread(m.agent_cpu_marginal_us_per_event.as_ref(), 2),
+        m.unaccounted
+    );
 }
 
 /// One loop's notes: events per probe, nesting and losses, the agent's CPU, and the user-probe, no-stack and ftrace comparisons.
@@ -430,7 +440,7 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
     if sc.caller_answers > 0 {
         let _ = writeln!(
             md,
-            "The same workloads by caller (`CallerChecked`: the cache keyed by the probed function and its caller answers with nothing more of the stack read, as `--stacks caller` does, and every hit is walked too): {} answers, {} ({:.1}%) differed from the walk past the caller.\n",
+            "The same workloads by caller (`CallerChecked`: the cache keyed by the probed function, its caller and the task's way into the kernel answers with nothing of the stack read, as `--stacks caller` does, and every hit is walked too): {} answers, {} ({:.1}%) differed from the walk between the caller and the way in.\n",
             sc.caller_answers,
             sc.caller_differed,
             sc.caller_differed as f64 * 100.0 / sc.caller_answers as f64
