@@ -412,8 +412,14 @@ impl Stacks {
         } else {
             0
         };
-        let Some(key) = StackKey::new(kind, &entry.caller, entry.anchor, generation, entered)
-        else {
+        let Some(key) = StackKey::new(
+            kind,
+            &entry.caller,
+            entry.anchor,
+            generation,
+            entered,
+            trust_caller,
+        ) else {
             return Stacks::of(Source::Walk);
         };
         let Some(top) = stack_cache::task_stack_top(search, entry.anchor) else {

@@ -32,7 +32,7 @@
 //! page fault's walk taken in a system call's copy to user memory served the faults
 //! from user space: 54% of the lab's answers differed from the walk; with the
 //! outermost frame's slot compared (one read) 6%; with the way in in the key (one
-//! load through the task's registers) 2.6%. With the check mode too, every hit is
+//! load through the task's registers) 2 to 3%. With the check mode too, every hit is
 //! walked and the answers that differ are counted.
 //!
 //! **Reads.** A check reads the remembered slots counted from the anchor in at most
@@ -104,6 +104,9 @@ const FRAME_SEARCH: usize = 6;
 const MAX_READS: usize = 4;
 const _: () = assert!(MAX_READS.is_power_of_two());
 
+/// The bit of [`StackKey`]'s kind that marks a key made by caller (`TRUST_CALLER`).
+const BY_CALLER_KEY: u32 = 1 << 31;
+
 /// What names one call chain (see the module's text).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -119,9 +122,11 @@ pub struct StackKey {
 
 impl StackKey {
     /// The key of a hit of `kind` at a function's entry, with the stack pointer on
-    /// entry `anchor` and the task's way into the kernel `entered` ([`entry_id`], or 0);
-    /// `None` when the probe does not know where it is (tracepoints, return probes,
-    /// places inside a function).
+    /// entry `anchor`; with `by_caller` (`TRUST_CALLER`), also the task's way into the
+    /// kernel `entered` ([`entry_id`]), and marked as such, so that an entry kept in
+    /// another mode (which a check would vouch for) never answers for it. `None` when
+    /// the probe does not know where it is (tracepoints, return probes, places inside a
+    /// function).
     #[inline(always)]
     pub fn new(
         kind: ProbeKind,
@@ -129,6 +134,7 @@ impl StackKey {
         anchor: u64,
         generation: u32,
         entered: u64,
+        by_caller: bool,
     ) -> Option<Self> {
         if anchor == 0 || entry.frame == 0 || entry.caller == 0 {
             return None;
@@ -137,7 +143,7 @@ impl StackKey {
             frame: entry.frame,
             caller: entry.caller,
             entry: entered,
-            kind: kind as u32,
+            kind: kind as u32 | if by_caller { BY_CALLER_KEY } else { 0 },
             generation,
         })
     }
