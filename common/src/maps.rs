@@ -106,9 +106,9 @@ pub const TALLY_CACHED: u32 = 8;
 pub const STAGE_CACHED: u32 = 16;
 /// [`SETTINGS`] switch: the stack cache is keyed by the probe, the probed function's
 /// frame, its caller and how the task entered the kernel (`orig_ax` of its saved
-/// registers: a system call's number, a fault's error code, an interrupt's vector), and
-/// a hit whose key an entry holds gets that entry's walk with no read of its stack:
-/// the frames between the caller and the entry are not compared
+/// registers: a system call's number, or -1 for a fault or an interrupt, whose
+/// outermost frame is compared then), and a hit whose key an entry holds gets that
+/// entry's walk: the frames between the caller and the entry are not compared
 /// ([`crate::plan::StackMode::Caller`]). With [`CHECK_STACK_CACHE`], every hit is
 /// walked too and the answers that differ from the walk are counted.
 pub const TRUST_CALLER: u32 = 32;

@@ -252,10 +252,10 @@ pub enum StackMode {
     /// staging saves, by difference (`guestscope bench`).
     Unstaged,
     /// From the probes' stack cache keyed by the probed function, its caller and how
-    /// the task entered the kernel (a system call's number, a fault's error code, an
-    /// interrupt's vector), with no read of the hit's stack: a hit gets the walk of the
-    /// first hit with the same key, whose frames between the caller and the entry may
-    /// differ from its own (2 to 3% of the answers in the lab's workloads, measured by
+    /// the task entered the kernel (a system call's number; outside one, the outermost
+    /// frame, one read): a hit gets the walk of the first hit with the same key, whose
+    /// frames between the caller and the entry may differ from its own (about 2% of the
+    /// answers in the lab's workloads, measured by
     /// [`StackMode::CallerChecked`]). Every hit's function, caller and way in are its
     /// own, and the lab classifies a hit by the innermost frame a rule names, which is
     /// the caller for most hits.

@@ -17,7 +17,7 @@ pub(super) const PEER_ROWS: [(&str, &str); 9] = [
     ),
     (
         "caller",
-        "guestscope, every probe, stacks by caller and way in (no stack read)",
+        "guestscope, every probe, stacks by caller and way in",
     ),
     ("nostack", "guestscope, every probe, no stacks"),
     ("ftpeer", "ftrace kprobes, comm filter, no stacks"),

@@ -147,24 +147,33 @@ fn scheduler_claim(e: &Experiments) -> Claim {
 
 /// Checks every claim against the experiments' results, from a run whose probes got
 /// stacks as `stacks` says (`None`: not known). With stacks off no spin_lock hit is
-/// classified, so the claims decided by stacks say that, not that no hit came.
+/// classified, so the claims decided by stacks say that, not that no hit came. With
+/// stacks taken by caller a hit's frames between its caller and its way into the
+/// kernel are another hit's: the claims decided by the caller (the timers' and the
+/// file system's) stand, the scheduler's (a lock taken inside a page fault, frames
+/// further out) is not tested.
 pub fn check(e: &Experiments, stacks: Option<StackMode>) -> Vec<Claim> {
-    let stacks_off = stacks == Some(StackMode::Off);
     let by_stack = |c: Claim| {
-        if stacks_off {
-            untested_without_stacks(c)
+        if stacks == Some(StackMode::Off) {
+            untested(c, NO_STACKS)
         } else {
             c
         }
+    };
+    let past_the_caller = |c: Claim| match (stacks, c.verdict) {
+        (Some(StackMode::Caller), Verdict::Confirmed | Verdict::Contradicted) => {
+            untested(c, BY_CALLER)
+        }
+        _ => by_stack(c),
     };
     vec![
         boot_claim(e),
         pci_claim(e),
         by_stack(timers_claim(e)),
         by_stack(file_system_claim(e)),
-        by_stack(scheduler_claim(e)),
+        past_the_caller(scheduler_claim(e)),
         cr3_claim(e),
-        random_claim(e, stacks_off),
+        random_claim(e, stacks),
     ]
 }
 
@@ -172,11 +181,15 @@ pub fn check(e: &Experiments, stacks: Option<StackMode>) -> Vec<Claim> {
 /// stacks.
 const NO_STACKS: &str = "This run recorded no stacks (`--stacks off`), and the spin_lock hits are told apart by their stacks.";
 
-/// `c`, a claim decided by stacks, as not tested for want of them.
-fn untested_without_stacks(c: Claim) -> Claim {
+/// Why a claim decided by frames past a hit's caller is not tested in a run whose
+/// stacks were taken by caller.
+const BY_CALLER: &str = "This run took stacks by caller (`--stacks caller`): a hit's frames between its caller and its way into the kernel are those of the first hit with the same key, and whether a scheduler lock was taken inside a page fault lies in those frames. Run with `--stacks cached` (the default) to decide it.";
+
+/// `c`, a claim decided by stacks, as not tested, and `why`.
+fn untested(c: Claim, why: &str) -> Claim {
     Claim {
         verdict: Verdict::NotTested,
-        evidence: NO_STACKS.into(),
+        evidence: why.into(),
         ..c
     }
 }
@@ -398,7 +411,7 @@ fn cr3_claim(e: &Experiments) -> Claim {
 }
 
 /// §7: /dev/random blocks when the entropy pool is exhausted.
-fn random_claim(e: &Experiments, stacks_off: bool) -> Claim {
+fn random_claim(e: &Experiments, stacks: Option<StackMode>) -> Claim {
     match &e.random {
         Some(r) => {
             let random = r.sources.iter().find(|x| x.method == "/dev/random");
@@ -416,10 +429,15 @@ fn random_claim(e: &Experiments, stacks_off: bool) -> Claim {
                 urandom_blocked.map(|u| format!(
                     " /dev/urandom, read before that, waited {:.0} ms while seeding the CRNG itself ({}).",
                     u.max_us.unwrap_or(0.0) / 1e3,
-                    if stacks_off {
-                        "no stacks recorded to find try_to_generate_entropy on".to_string()
-                    } else {
-                        format!("{} events under try_to_generate_entropy", u.jitter_events)
+                    match stacks {
+                        Some(StackMode::Off) => {
+                            "no stacks recorded to find try_to_generate_entropy on".to_string()
+                        }
+                        Some(StackMode::Caller) => format!(
+                            "{} events under try_to_generate_entropy, by stacks taken by caller",
+                            u.jitter_events
+                        ),
+                        _ => format!("{} events under try_to_generate_entropy", u.jitter_events),
                     }
                 )).unwrap_or_default()
             );
@@ -522,6 +540,35 @@ mod tests {
         assert!(tick.evidence.contains("none of them in __schedule"));
         let none = scheduler_claim(&malloc_scheduler(&[("__schedule", 40)]));
         assert_eq!(none.verdict, Verdict::NotTested);
+    }
+
+    #[test]
+    fn by_caller_the_scheduler_claim_is_untested_and_says_why() {
+        let e = malloc_scheduler(&[("exc_page_fault", 311), ("exc_page_fault>__schedule", 31)]);
+        let claims = |stacks| check(&e, Some(stacks));
+        let find = |cs: &[Claim], section: &str| {
+            cs.iter()
+                .find(|c| c.section == section)
+                .cloned()
+                .expect(section)
+        };
+        let (caller, cached) = (claims(StackMode::Caller), claims(StackMode::Cached));
+        let scheduler = find(&caller, "5 (scheduler)");
+        assert_eq!(
+            (scheduler.verdict, scheduler.evidence.as_str()),
+            (Verdict::NotTested, BY_CALLER)
+        );
+        assert_eq!(find(&cached, "5 (scheduler)").verdict, Verdict::Confirmed);
+        // Each hit's caller is its own: the claims it decides stand as with checked
+        // stacks, and with every hit walked too (caller-checked) nothing changes.
+        for section in ["5 (timers)", "5 (file system)"] {
+            assert_eq!(
+                find(&caller, section).evidence,
+                find(&cached, section).evidence
+            );
+        }
+        let checked = find(&claims(StackMode::CallerChecked), "5 (scheduler)");
+        assert_eq!(checked.verdict, Verdict::Confirmed);
     }
 
     #[test]

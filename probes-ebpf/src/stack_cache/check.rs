@@ -10,15 +10,16 @@ use aya_ebpf::helpers::{
 use guestscope_common::MAX_STACK_FRAMES;
 
 use super::{
-    CachedStack, MAX_READS, STACK_CACHE, Search, StackKey, WAYS, WINDOW_BYTES, WINDOW_SLOTS,
-    frames_of,
+    CachedStack, MAX_READS, NO_SYSCALL, STACK_CACHE, Search, StackKey, WAYS, WINDOW_BYTES,
+    WINDOW_SLOTS, frames_of,
 };
 use crate::map_value::{load, store};
 
 /// The index of the entry holding the walk of `key`'s chain if every slot it
 /// remembers holds the same return address again at `anchor`, on the task's stack
 /// that ends at `top` ([`super::task_stack_top`]); `None` otherwise. With
-/// `trust_caller` (`TRUST_CALLER`, whose key holds the way in) the key alone decides.
+/// `trust_caller` (`TRUST_CALLER`, whose key holds the way in) the key decides, and for
+/// a hit outside a system call the outermost frame too: one read.
 #[inline(always)]
 pub fn lookup(
     search: *mut Search,
@@ -52,8 +53,9 @@ pub fn lookup(
     None
 }
 
-/// Whether `entry` is `key`'s and (unless `trust_caller`) every return address it
-/// remembers is in the current stack (above `anchor`, below `top`) where it was.
+/// Whether `entry` is `key`'s and every return address it remembers (with
+/// `trust_caller`, none in a system call, the outermost one outside) is in the current
+/// stack (above `anchor`, below `top`) where it was.
 #[inline(always)]
 fn holds(
     search: *mut Search,
@@ -74,7 +76,9 @@ fn holds(
             return false;
         }
         if trust_caller {
-            return true;
+            // A system call's number names its way in; every other entry (a fault, an
+            // interrupt) saves no number, and its outermost frame tells them apart.
+            return key.entry != NO_SYSCALL || outermost_holds(cached, top);
         }
         let span = load!(cached.span);
         // Nothing past the stack's top is read (a chain of the same key may have

@@ -27,12 +27,13 @@
 //!
 //! **By caller.** With `TRUST_CALLER` (`--stacks caller`) the key also holds how the
 //! task entered the kernel ([`entry_id`]), and a hit whose key an entry holds gets
-//! that entry's walk with no read of its stack: its function, caller and way in are
-//! its own, the frames between are the first such hit's. Keyed by the caller alone, a
+//! that entry's walk with no read of its stack in a system call, and after one read
+//! (the outermost frame's slot) outside one: its function, caller and way in are its
+//! own, the frames between are the first such hit's. Keyed by the caller alone, a
 //! page fault's walk taken in a system call's copy to user memory served the faults
 //! from user space: 54% of the lab's answers differed from the walk; with the
 //! outermost frame's slot compared (one read) 6%; with the way in in the key (one
-//! load through the task's registers) 2 to 3%. With the check mode too, every hit is
+//! load through the task's registers) 2 to 3%; with both outside system calls 1.9%. With the check mode too, every hit is
 //! walked and the answers that differ are counted.
 //!
 //! **Reads.** A check reads the remembered slots counted from the anchor in at most
@@ -262,15 +263,20 @@ pub struct Search {
     other_next: u32,
 }
 
+/// [`entry_id`] of a task that entered the kernel other than by a system call: the
+/// entry code sets `orig_ax` to -1 for every fault and interrupt (an error code is
+/// passed on as an argument).
+const NO_SYSCALL: u64 = u64::MAX;
+
 /// Word of `orig_ax` in an x86-64 `struct pt_regs` (after r15 … di: 15 words).
 const ORIG_AX_WORD: usize = 15;
 
 /// How the current task entered the kernel: `orig_ax` of the registers its entry saved
-/// at the top of its stack (a system call's number, an exception's error code, an
-/// interrupt's vector), which tells apart chains that share a function and its caller
-/// but not their way in (a page fault from user space, and one in a system call's copy
-/// to user memory). A load through the task's `pt_regs` as the kernel's BTF types
-/// them: no copy helper, unlike a read of the stack.
+/// at the top of its stack, a system call's number or [`NO_SYSCALL`] (a fault, an
+/// interrupt), which tells apart chains that share a function and its caller but not
+/// their way in (a page fault from user space, and one in a system call's copy to user
+/// memory). A load through the task's `pt_regs` as the kernel's BTF types them: no
+/// copy helper, unlike a read of the stack.
 #[inline(always)]
 pub fn entry_id() -> u64 {
     // SAFETY: helpers without memory arguments; the verifier types their result as
