@@ -400,8 +400,9 @@ pub struct LabArgs {
     /// and counts the cached stacks that differ (`stack_cache_wrong` in summary.json);
     /// `tallied` counts a hit the stack cache answers per stack in the kernel, with
     /// no event record (the cheapest that still classifies every hit by its stack);
-    /// `caller` reads nothing of the stack and takes the walk of the first hit with the
-    /// same function, caller and way into the kernel (its frames between may differ
+    /// `caller` takes the walk of the first hit with the same function, caller and way
+    /// into the kernel, reading nothing of the stack in a system call and only its
+    /// outermost frame outside one (the frames between may differ
     /// from the hit's own; `caller-checked` walks every hit too and counts the
     /// differences); `off` records every hit without its stack.
     #[arg(long, value_enum, default_value = "cached")]
@@ -455,8 +456,9 @@ pub enum StacksArg {
     /// the claims that need stacks as evidence cannot be decided).
     Off,
     /// From the stack cache keyed by the probed function, its caller and how the task
-    /// entered the kernel, with no read of the stack: a hit gets the walk of the first
-    /// hit with the same three, whose frames between may differ from its own.
+    /// entered the kernel, with no read of the stack in a system call and one (the
+    /// outermost frame) outside: a hit gets the walk of the first hit with the same
+    /// three, whose frames between may differ from its own.
     Caller,
     /// As `caller`, and every hit walked too: the cached stacks that differ from the
     /// walk are counted (`stack_cache_wrong` in summary.json).

@@ -95,7 +95,7 @@ fn stack_mode_notes(md: &mut String, o: &LoopOverhead) {
         mode_note(
             md,
             &o.workload,
-            "the stacks taken by caller (`--stacks caller`: a hit gets the walk of the first hit with the same function, caller and way into the kernel, nothing of its stack read; {share} of the hits)",
+            "the stacks taken by caller (`--stacks caller`: a hit gets the walk of the first hit with the same function, caller and way into the kernel, nothing of its stack read in a system call, its outermost frame outside one; {share} of the hits)",
             c,
         );
     }
@@ -440,7 +440,7 @@ pub(super) fn stack_cache(md: &mut String, sc: &StackCacheCheck) {
     if sc.caller_answers > 0 {
         let _ = writeln!(
             md,
-            "The same workloads by caller (`CallerChecked`: the cache keyed by the probed function, its caller and the task's way into the kernel answers with nothing of the stack read, as `--stacks caller` does, and every hit is walked too): {} answers, {} ({:.1}%) differed from the walk between the caller and the way in.\n",
+            "The same workloads by caller (`CallerChecked`: the cache keyed by the probed function, its caller and the task's way into the kernel answers with nothing of the stack read in a system call and the outermost frame outside one, as `--stacks caller` does, and every hit is walked too): {} answers, {} ({:.1}%) differed from the walk between the caller and the way in.\n",
             sc.caller_answers,
             sc.caller_differed,
             sc.caller_differed as f64 * 100.0 / sc.caller_answers as f64

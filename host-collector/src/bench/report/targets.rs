@@ -132,14 +132,7 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     let Some(tl) = fopen_overhead(r).and_then(|f| f.tallied.as_ref()) else {
         return;
     };
-    let mut note = match med(tl.share.as_ref()) {
-        Some(s) => format!(
-            "{:.0}% of the hits tallied, the rest recorded; {} hits unaccounted for",
-            s * 100.0,
-            tl.unaccounted
-        ),
-        None => String::new(),
-    };
+    let mut note = share_note(tl, "tallied, the rest recorded");
     // Where it goes, from the stack-cache boot's programs timed by the kernel.
     let inside = r
         .stack_cache
@@ -160,23 +153,28 @@ fn tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
 }
 
 /// The same speed targets with the stacks taken by caller (`--stacks caller`): every
-/// hit recorded with its function and caller, and the first walk made for them.
+/// hit recorded with the walk of the first hit with its function, caller and way in.
 fn caller_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     let Some(c) = fopen_overhead(r).and_then(|f| f.by_caller.as_ref()) else {
         return;
     };
-    let mut note = match med(c.share.as_ref()) {
-        Some(s) => format!(
-            "{:.0}% of the hits answered by caller, the rest walked; {} hits unaccounted for",
-            s * 100.0,
-            c.unaccounted
-        ),
-        None => String::new(),
-    };
+    let mut note = share_note(c, "answered by caller, the rest walked");
     if let Some(n) = instructions_per_event(r, "caller") {
         note.push_str(&format!("; {n:.0} instructions per event (icount)"));
     }
     mode_targets(c, ("stacks by caller", "`--stacks caller`"), note, t);
+}
+
+/// The share of the hits a stack mode's cache answered (`how`: what became of them
+/// and of the rest) and the hits unaccounted for; empty without a share.
+fn share_note(m: &StackModeOverhead, how: &str) -> String {
+    med(m.share.as_ref()).map_or_else(String::new, |s| {
+        format!(
+            "{:.0}% of the hits {how}; {} hits unaccounted for",
+            s * 100.0,
+            m.unaccounted
+        )
+    })
 }
 
 /// The fopen loop's overhead figures.
