@@ -1,12 +1,13 @@
 //! `--stacks caller`: the stack cache answers a hit by its probed function, its caller
-//! and how it entered the kernel, reading nothing of its stack, so a hit gets the walk
-//! of the first hit with the same three. The lab classifies a spin-lock hit by the
-//! innermost frame a rule names (the caller, for most hits): in the fopen loop, a
-//! caller whose hits all fall in one class in a run whose every cached stack was
-//! checked against the hit's own (`cached`) must put its hits in that class by caller
-//! too, each alloc_fd hit must still be one per open on a stack through alloc_fd, and
-//! `caller-checked`, which walks every hit too, counts the answers that differ from
-//! the walk and says so in the report.
+//! and how it entered the kernel (reading nothing of its stack in a system call, its
+//! outermost frame outside one), so a hit gets the walk of the first hit with the same
+//! three. The lab classifies a spin-lock hit by the innermost frame a rule names (the
+//! caller, for most hits): in the fopen loop, a caller whose hits all fall in one
+//! class in a run whose every cached stack was checked against the hit's own
+//! (`cached`) must put its hits in that class by caller too, each alloc_fd hit must
+//! still be one per open on a stack through alloc_fd, and `caller-checked`, which
+//! walks every hit too, counts the answers that differ from the walk and says so in
+//! the report.
 
 use std::collections::{BTreeMap, BTreeSet};
 
