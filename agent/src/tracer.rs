@@ -422,7 +422,7 @@ impl Tracer {
         let Some(a) = self.active.as_mut() else {
             return Ok(());
         };
-        a.tallying |= mode == StackMode::Tallied;
+        a.tallying |= mode.tallies();
         let mut flags = mode.settings_flags();
         if a.staging.is_none() {
             flags &= !guestscope_common::maps::STAGE_CACHED;
@@ -431,7 +431,7 @@ impl Tracer {
             .set(guestscope_common::maps::SETTINGS_FLAGS, flags, 0)
     }
 
-    /// The hits the probes only counted ([`StackMode::Tallied`]) since the last call, per
+    /// The hits the probes only counted ([`StackMode::tallies`]) since the last call, per
     /// probe and stack. Call it once the ring buffer is drained and no process passes
     /// the filter: the entries' counts are read from the agent's mapping of the array
     /// then, with no system call.
@@ -440,7 +440,7 @@ impl Tracer {
             for (cpu, index) in self.tallies.held() {
                 self.tallies.read(cpu, index, a.tallies.get(cpu, index));
             }
-            a.tallying = a.plan_stacks == StackMode::Tallied;
+            a.tallying = a.plan_stacks.tallies();
         }
         self.tallies.take()
     }

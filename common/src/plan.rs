@@ -264,6 +264,10 @@ pub enum StackMode {
     /// from the walk are counted (`ProbeCounters::stack_cache_wrong`), as in
     /// [`StackMode::Checked`].
     CallerChecked,
+    /// As [`StackMode::Caller`], and a hit the cache answers is only counted per stack
+    /// in the kernel, as in [`StackMode::Tallied`]: the cheapest mode that still
+    /// classifies every hit by its stack (its function, caller and way in its own).
+    CallerTallied,
 }
 
 impl StackMode {
@@ -285,7 +289,21 @@ impl StackMode {
             StackMode::Unstaged => 0,
             StackMode::Caller => TRUST_CALLER | STAGE_CACHED,
             StackMode::CallerChecked => TRUST_CALLER | CHECK_STACK_CACHE | STAGE_CACHED,
+            StackMode::CallerTallied => TRUST_CALLER | TALLY_CACHED | STAGE_CACHED,
         }
+    }
+
+    /// Whether the hits the stack cache answers are only counted per stack in the
+    /// kernel ([`StackMode::Tallied`], [`StackMode::CallerTallied`]).
+    pub fn tallies(self) -> bool {
+        matches!(self, StackMode::Tallied | StackMode::CallerTallied)
+    }
+
+    /// Whether a hit's stack may be the first walk of another hit with its function,
+    /// caller and way in ([`StackMode::Caller`], [`StackMode::CallerTallied`]; with
+    /// [`StackMode::CallerChecked`] every hit keeps its own walk).
+    pub fn by_caller(self) -> bool {
+        matches!(self, StackMode::Caller | StackMode::CallerTallied)
     }
 }
 

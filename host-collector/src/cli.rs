@@ -399,12 +399,14 @@ pub struct LabArgs {
     /// return addresses; `walk-every` walks every event; `checked` walks every event
     /// and counts the cached stacks that differ (`stack_cache_wrong` in summary.json);
     /// `tallied` counts a hit the stack cache answers per stack in the kernel, with
-    /// no event record (the cheapest that still classifies every hit by its stack);
+    /// no event record (every hit still classified by its stack);
     /// `caller` takes the walk of the first hit with the same function, caller and way
     /// into the kernel, reading nothing of the stack in a system call and only its
     /// outermost frame outside one (the frames between may differ
     /// from the hit's own; `caller-checked` walks every hit too and counts the
-    /// differences); `off` records every hit without its stack.
+    /// differences); `caller-tallied` is `caller` with the answered hits counted as
+    /// `tallied` does (the cheapest that still classifies every hit by its stack);
+    /// `off` records every hit without its stack.
     #[arg(long, value_enum, default_value = "cached")]
     pub stacks: StacksArg,
     /// Have the kernel time every run of the eBPF programs (`BPF_ENABLE_STATS`) and
@@ -463,6 +465,10 @@ pub enum StacksArg {
     /// As `caller`, and every hit walked too: the cached stacks that differ from the
     /// walk are counted (`stack_cache_wrong` in summary.json).
     CallerChecked,
+    /// As `caller`, and a hit the stack cache answers is only counted per stack in the
+    /// kernel, as `tallied` does: the cheapest mode that classifies every hit by its
+    /// stack, but the hits counted have no line in events.jsonl.
+    CallerTallied,
 }
 
 impl StacksArg {
@@ -477,6 +483,7 @@ impl StacksArg {
             StacksArg::Off => StackMode::Off,
             StacksArg::Caller => StackMode::Caller,
             StacksArg::CallerChecked => StackMode::CallerChecked,
+            StacksArg::CallerTallied => StackMode::CallerTallied,
         }
     }
 }

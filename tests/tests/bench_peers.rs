@@ -30,8 +30,8 @@ fn guestscope_ftrace_and_bpftrace_trace_the_same_loop_in_one_boot() {
         (5.0..8.0).contains(&events),
         "{events} events per iteration"
     );
-    // guestscope five ways (cached stacks, each cached hit a record of its own, tallied
-    // stacks, stacks by caller, no stacks), ftrace two ways and bpftrace two ways.
+    // guestscope six ways (cached stacks, each cached hit a record of its own, tallied
+    // stacks, stacks by caller, both, no stacks), ftrace two ways and bpftrace two ways.
     let tracers = |prefix: &str| {
         p.rows
             .iter()
@@ -44,7 +44,7 @@ fn guestscope_ftrace_and_bpftrace_trace_the_same_loop_in_one_boot() {
             tracers("ftrace"),
             tracers("bpftrace")
         ),
-        (5, 2, 2),
+        (6, 2, 2),
         "{:?}",
         p.rows.iter().map(|r| &r.tracer).collect::<Vec<_>>()
     );

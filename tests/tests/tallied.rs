@@ -1,8 +1,9 @@
-//! `--stacks tallied`: a hit the stack cache answers is only counted per stack in the
-//! kernel. Every hit must still reach the host (as an event or a tally, nothing
-//! unaccounted for) and be classified by its stack: fopen's 200 opens still make 200
-//! alloc_fd hits, each on a stack through alloc_fd, and `guestscope report DIR` renders
-//! the same files again.
+//! `--stacks tallied` and `caller-tallied`: a hit the stack cache answers is only
+//! counted per stack in the kernel (with `caller-tallied`, the cache answering by the
+//! hit's function, caller and way in). Every hit must still reach the host (as an
+//! event or a tally, nothing unaccounted for) and be classified by its stack: fopen's
+//! 200 opens still make 200 alloc_fd hits, each on a stack through alloc_fd, and
+//! `guestscope report DIR` renders the same files again.
 
 use guestscope_common::plan::StackMode;
 use guestscope_tests::{RunOutput, assert_every_hit_accounted, run_fopen, stack_has};
@@ -12,7 +13,23 @@ const OPENS: u64 = 200;
 
 #[test]
 fn tallied_hits_are_classified_and_accounted_for() {
-    let r = run_fopen("tallied", OPENS, StackMode::Tallied);
+    tallied_fopen("tallied", StackMode::Tallied);
+}
+
+#[test]
+fn hits_tallied_by_caller_are_classified_and_accounted_for() {
+    let r = tallied_fopen("tallied-by-caller", StackMode::CallerTallied);
+    assert!(
+        r.report
+            .contains("with the walk of the first hit with their function, caller and way into"),
+        "{}: the report says the stacks were taken by caller",
+        r.dir.display()
+    );
+}
+
+/// The fopen loop with the cached hits tallied (`mode`), and what must hold of it.
+fn tallied_fopen(name: &str, mode: StackMode) -> RunOutput {
+    let r = run_fopen(name, OPENS, mode);
     let dir = r.dir.display();
     let tallied = r.summary["stream"]["events_tallied"].as_u64().unwrap();
     assert_every_hit_accounted(&r);
@@ -47,6 +64,7 @@ fn tallied_hits_are_classified_and_accounted_for() {
         "{dir}: the report says what was tallied"
     );
     renders_again_the_same(&r);
+    r
 }
 
 /// The experiment's hits are the workload's, and the file-system class still shows

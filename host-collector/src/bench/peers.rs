@@ -5,7 +5,7 @@
 use super::*;
 
 /// The rows of a peers table: a condition and how it traced.
-pub(super) const PEER_ROWS: [(&str, &str); 9] = [
+pub(super) const PEER_ROWS: [(&str, &str); 10] = [
     ("all", "guestscope, every probe, stacks (cached)"),
     (
         "unstaged",
@@ -18,6 +18,10 @@ pub(super) const PEER_ROWS: [(&str, &str); 9] = [
     (
         "caller",
         "guestscope, every probe, stacks by caller and way in",
+    ),
+    (
+        "caller-tallied",
+        "guestscope, every probe, stacks by caller and way in, the cached hits tallied per stack",
     ),
     ("nostack", "guestscope, every probe, no stacks"),
     ("ftpeer", "ftrace kprobes, comm filter, no stacks"),

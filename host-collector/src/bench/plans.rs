@@ -55,15 +55,16 @@ pub(super) fn args(list: &[&str]) -> Vec<String> {
 /// probe walking every event's stack (the stack cache off), and the ftrace peer of the
 /// probes on spin_lock and alloc_fd, without and with stacks; `tallied` is every probe
 /// with the cached hits only counted per stack, `caller` every probe with the stacks
-/// taken by caller, `unstaged` every probe with each cached hit written on its own (not
-/// staged). cpuinfo runs the first two.
-pub(super) const CONDITIONS: [&str; 13] = [
+/// taken by caller, `caller-tallied` both, `unstaged` every probe with each cached hit
+/// written on its own (not staged). cpuinfo runs the first two.
+pub(super) const CONDITIONS: [&str; 14] = [
     "off",
     "all",
     "unstaged",
     "nostack",
     "tallied",
     "caller",
+    "caller-tallied",
     "ftrace",
     "fd",
     "ufd",
@@ -81,15 +82,17 @@ pub(super) const PEER_COMM: &str = "fopen";
 
 /// The conditions of the peers boot, rotated: the untraced loop, guestscope (every
 /// probe, with stacks recorded (cached hits staged, or each on its own), the cached
-/// hits tallied, the stacks taken by caller (`--stacks caller`), and without stacks),
-/// ftrace on the same functions (without and with stacks), and bpftrace on them (a
-/// count, and a count per kernel stack, aggregated in the kernel).
-pub(super) const PEER_CONDITIONS: [&str; 10] = [
+/// hits tallied, the stacks taken by caller (`--stacks caller`), both
+/// (`--stacks caller-tallied`), and without stacks), ftrace on the same functions
+/// (without and with stacks), and bpftrace on them (a count, and a count per kernel
+/// stack, aggregated in the kernel).
+pub(super) const PEER_CONDITIONS: [&str; 11] = [
     "off",
     "all",
     "unstaged",
     "tallied",
     "caller",
+    "caller-tallied",
     "nostack",
     "ftpeer",
     "ftpeerstk",
@@ -174,6 +177,7 @@ pub(super) fn condition_tracing(c: &str) -> Tracing {
         "nostack" => Tracing::ProbesWith(builtin_names(), StackMode::Off),
         "tallied" => Tracing::ProbesWith(builtin_names(), StackMode::Tallied),
         "caller" => Tracing::ProbesWith(builtin_names(), StackMode::Caller),
+        "caller-tallied" => Tracing::ProbesWith(builtin_names(), StackMode::CallerTallied),
         "unstaged" => Tracing::ProbesWith(builtin_names(), StackMode::Unstaged),
         "walkall" => Tracing::ProbesWith(builtin_names(), StackMode::WalkEvery),
         "fd" => Tracing::Probes(vec![ProbeKind::AllocFd.name().to_string()]),

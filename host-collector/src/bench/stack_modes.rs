@@ -1,30 +1,56 @@
 //! The loop with every probe and a cheaper stack mode than the default, against the
 //! untraced loop of each repetition, and over the same events as the every-probe runs
 //! (those the loop makes, whatever records them): the cached hits only counted per
-//! stack in the kernel (`--stacks tallied`), or the stacks taken by caller
-//! (`--stacks caller`).
+//! stack in the kernel (`--stacks tallied`), the stacks taken by caller
+//! (`--stacks caller`), or both (`--stacks caller-tallied`).
 
 use super::*;
 
-/// The `tallied` and the `caller` conditions' figures for `workload`.
-pub(super) fn tallied_and_by_caller(
+/// One loop's figures in the cheaper stack modes.
+pub(super) struct CheaperModes {
+    /// `--stacks tallied`.
+    pub(super) tallied: StackModeOverhead,
+    /// `--stacks caller`.
+    pub(super) by_caller: StackModeOverhead,
+    /// `--stacks caller-tallied`.
+    pub(super) caller_tallied: StackModeOverhead,
+}
+
+impl CheaperModes {
+    /// Each mode's figures, all `None` when the loop did not run them.
+    pub(super) fn split(
+        modes: Option<CheaperModes>,
+    ) -> (
+        Option<StackModeOverhead>,
+        Option<StackModeOverhead>,
+        Option<StackModeOverhead>,
+    ) {
+        match modes {
+            Some(m) => (Some(m.tallied), Some(m.by_caller), Some(m.caller_tallied)),
+            None => (None, None, None),
+        }
+    }
+}
+
+/// The `tallied`, `caller` and `caller-tallied` conditions' figures for `workload`.
+pub(super) fn cheaper_modes(
     runs: &BTreeMap<String, Ran>,
     workload: &str,
     reps: usize,
     off: &[Option<f64>],
     loop_events: &[Option<f64>],
-) -> (StackModeOverhead, StackModeOverhead) {
-    (
-        overhead(runs, workload, "tallied", reps, off, loop_events, |c| {
-            c.tallied
-        }),
-        overhead(runs, workload, "caller", reps, off, loop_events, |c| {
-            c.stack_cached
-        }),
-    )
+) -> CheaperModes {
+    let mode = |condition: &str, share: fn(&ProbeCounters) -> u64| {
+        overhead(runs, workload, condition, reps, off, loop_events, share)
+    };
+    CheaperModes {
+        tallied: mode("tallied", |c| c.tallied),
+        by_caller: mode("caller", |c| c.stack_cached),
+        caller_tallied: mode("caller-tallied", |c| c.tallied),
+    }
 }
 
-/// The figures of condition `condition` (`tallied` or `caller`) for `workload`; `share`
+/// The figures of condition `condition` (one of [`cheaper_modes`]') for `workload`; `share`
 /// is a probe's hits the mode answered from its cache (tallied, or taken by caller).
 fn overhead(
     runs: &BTreeMap<String, Ran>,

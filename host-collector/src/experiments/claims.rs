@@ -161,7 +161,7 @@ pub fn check(e: &Experiments, stacks: Option<StackMode>) -> Vec<Claim> {
         }
     };
     let past_the_caller = |c: Claim| match (stacks, c.verdict) {
-        (Some(StackMode::Caller), Verdict::Confirmed | Verdict::Contradicted) => {
+        (Some(mode), Verdict::Confirmed | Verdict::Contradicted) if mode.by_caller() => {
             untested(c, BY_CALLER)
         }
         _ => by_stack(c),
@@ -183,7 +183,7 @@ const NO_STACKS: &str = "This run recorded no stacks (`--stacks off`), and the s
 
 /// Why a claim decided by frames past a hit's caller is not tested in a run whose
 /// stacks were taken by caller.
-const BY_CALLER: &str = "This run took stacks by caller (`--stacks caller`): a hit's frames between its caller and its way into the kernel are those of the first hit with the same key, and whether a scheduler lock was taken inside a page fault lies in those frames. Run with `--stacks cached` (the default) to decide it.";
+const BY_CALLER: &str = "This run took stacks by caller (`--stacks caller` or `caller-tallied`): a hit's frames between its caller and its way into the kernel are those of the first hit with the same key, and whether a scheduler lock was taken inside a page fault lies in those frames. Run with `--stacks cached` (the default) to decide it.";
 
 /// `c`, a claim decided by stacks, as not tested, and `why`.
 fn untested(c: Claim, why: &str) -> Claim {
@@ -433,7 +433,7 @@ fn random_claim(e: &Experiments, stacks: Option<StackMode>) -> Claim {
                         Some(StackMode::Off) => {
                             "no stacks recorded to find try_to_generate_entropy on".to_string()
                         }
-                        Some(StackMode::Caller) => format!(
+                        Some(mode) if mode.by_caller() => format!(
                             "{} events under try_to_generate_entropy, by stacks taken by caller",
                             u.jitter_events
                         ),
@@ -569,6 +569,13 @@ mod tests {
         }
         let checked = find(&claims(StackMode::CallerChecked), "5 (scheduler)");
         assert_eq!(checked.verdict, Verdict::Confirmed);
+        // Tallied by caller, the hits counted carry the same stacks as by caller.
+        let tallied = claims(StackMode::CallerTallied);
+        assert_eq!(find(&tallied, "5 (scheduler)").evidence, scheduler.evidence);
+        assert_eq!(
+            find(&tallied, "5 (timers)").evidence,
+            find(&cached, "5 (timers)").evidence
+        );
     }
 
     #[test]

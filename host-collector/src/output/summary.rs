@@ -151,10 +151,11 @@ impl RunInfo {
         self.stacks == Some(guestscope_common::plan::StackMode::Off)
     }
 
-    /// Whether a hit's stack could be its caller's first walk (`--stacks caller`): its
-    /// frames past the caller not read.
+    /// Whether a hit's stack could be its caller's first walk (`--stacks caller` or
+    /// `caller-tallied`): its frames past the caller not read.
     pub fn stacks_by_caller(&self) -> bool {
-        self.stacks == Some(guestscope_common::plan::StackMode::Caller)
+        self.stacks
+            .is_some_and(guestscope_common::plan::StackMode::by_caller)
     }
 }
 

@@ -66,9 +66,9 @@ pub(super) fn loop_overhead(
     let without_stacks = with_ftrace
         .then(|| without_stacks_overhead(runs, workload, reps, base, &off, &all, &loop_events));
     let user_probe = with_ftrace.then(|| user_probe_overhead(runs, workload, reps, &off));
-    let (tallied, by_caller) = with_ftrace
-        .then(|| stack_modes::tallied_and_by_caller(runs, workload, reps, &off, &loop_events))
-        .unzip();
+    let (tallied, by_caller, caller_tallied) = stack_modes::CheaperModes::split(
+        with_ftrace.then(|| stack_modes::cheaper_modes(runs, workload, reps, &off, &loop_events)),
+    );
     let staging = with_ftrace.then(|| staging::gain(runs, workload, reps, &all, &loop_events));
     let ftrace = with_ftrace.then(|| ftrace_overhead(runs, workload, reps, n, &off));
     // guestscope and its ftrace peer (bpftrace needs the peers boot's root file system).
@@ -119,6 +119,7 @@ pub(super) fn loop_overhead(
         without_stacks,
         tallied,
         by_caller,
+        caller_tallied,
         staging,
         user_probe,
         runs_ms: (0..reps)

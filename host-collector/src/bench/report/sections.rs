@@ -81,7 +81,7 @@ pub(super) fn overhead(md: &mut String, r: &BenchResults) {
 }
 
 /// The loop with the cheaper stack modes: the cached hits tallied, the stacks taken
-/// by caller.
+/// by caller, both.
 fn stack_mode_notes(md: &mut String, o: &LoopOverhead) {
     if let Some(t) = &o.tallied {
         mode_note(
@@ -96,6 +96,14 @@ fn stack_mode_notes(md: &mut String, o: &LoopOverhead) {
             md,
             &o.workload,
             "the stacks taken by caller (`--stacks caller`: a hit gets the walk of the first hit with the same function, caller and way into the kernel, nothing of its stack read in a system call, its outermost frame outside one; {share} of the hits)",
+            c,
+        );
+    }
+    if let Some(c) = &o.caller_tallied {
+        mode_note(
+            md,
+            &o.workload,
+            "the stacks taken by caller and the cached hits only counted per stack in the kernel (`--stacks caller-tallied`; {share} of the hits had no record)",
             c,
         );
     }

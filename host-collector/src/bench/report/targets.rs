@@ -14,6 +14,7 @@ pub fn targets(r: &BenchResults) -> Vec<TargetCheck> {
     speed_targets(r, &mut t);
     tallied_targets(r, &mut t);
     caller_targets(r, &mut t);
+    caller_tallied_targets(r, &mut t);
     instruction_target(r, &mut t);
     capacity_targets(r, &mut t);
     boot_targets(r, &mut t);
@@ -165,6 +166,32 @@ fn caller_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     mode_targets(c, ("stacks by caller", "`--stacks caller`"), note, t);
 }
 
+/// The same speed targets with the stacks taken by caller and the cached hits only
+/// counted per stack (`--stacks caller-tallied`): every hit classified by its stack,
+/// the cheapest way; its instructions per event against an ftrace hit's in the note.
+fn caller_tallied_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
+    let Some(c) = fopen_overhead(r).and_then(|f| f.caller_tallied.as_ref()) else {
+        return;
+    };
+    let mut note = share_note(c, "tallied by caller, the rest recorded");
+    let per_event = |condition| instructions_per_event(r, condition);
+    if let (Some(n), Some(f)) = (per_event("caller-tallied"), per_event("ftpeer")) {
+        note.push_str(&format!(
+            "; {n:.0} instructions per event (icount), {:.2}x an ftrace kprobe hit with no stack ({f:.0})",
+            n / f
+        ));
+    }
+    mode_targets(
+        c,
+        (
+            "stacks by caller, the cached hits tallied per stack",
+            "`--stacks caller-tallied`",
+        ),
+        note,
+        t,
+    );
+}
+
 /// The share of the hits a stack mode's cache answered (`how`: what became of them
 /// and of the rest) and the hits unaccounted for; empty without a share.
 fn share_note(m: &StackModeOverhead, how: &str) -> String {
@@ -263,6 +290,7 @@ fn instruction_target(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     for (condition, what) in [
         ("tallied", "tallied"),
         ("caller", "stacks by caller"),
+        ("caller-tallied", "by caller tallied"),
         ("nostack", "no stacks"),
     ] {
         let n = per_event(condition);

@@ -55,6 +55,10 @@ pub struct LoopOverhead {
     /// The same loop with every probe, the stacks taken by caller (`--stacks caller`).
     #[serde(default)]
     pub by_caller: Option<StackModeOverhead>,
+    /// The same loop with every probe, the stacks taken by caller and the cached hits
+    /// only counted per stack (`--stacks caller-tallied`).
+    #[serde(default)]
+    pub caller_tallied: Option<StackModeOverhead>,
     /// The same loop with every probe, each cached hit a record of its own: what
     /// staging them buys.
     #[serde(default)]

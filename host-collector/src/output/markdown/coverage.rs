@@ -20,7 +20,7 @@ pub(super) fn render_coverage(md: &mut String, s: &Summary) {
     if st.events_tallied > 0 {
         let _ = writeln!(
             md,
-            "| hits only counted per stack in the kernel (`--stacks tallied`: classified, no event line) | {} |",
+            "| hits only counted per stack in the kernel (`--stacks tallied` or `caller-tallied`: classified, no event line) | {} |",
             st.events_tallied
         );
     }
@@ -225,7 +225,7 @@ fn render_stack_modes(md: &mut String, s: &Summary) {
     if s.run.stacks_by_caller() {
         let _ = writeln!(
             md,
-            "| of them, with the walk of the first hit with their function, caller and way into the kernel (`--stacks caller`: the frames between were not compared) | {} |",
+            "| of them, with the walk of the first hit with their function, caller and way into the kernel (`--stacks caller` or `caller-tallied`: the frames between were not compared) | {} |",
             counted(|c| c.stack_cached)
         );
     }
