@@ -4,6 +4,7 @@ use super::*;
 use crate::stream::receive::{LabSession, Received};
 
 mod gdb_work;
+mod link_nudge;
 mod silence;
 
 use gdb_work::GdbWork;
@@ -165,6 +166,9 @@ pub fn boot_and_collect(
     )?;
 
     let mut session = open_session(files, v, mode);
+    // Set while a gdbstub thread may hold the VM: nothing goes to the guest then.
+    let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut nudge = link_nudge::LinkNudge::new(gdb.clone(), paused.clone());
     let mut work = GdbWork::new(o, v, mode, gdb, launched);
     let run_deadline = Instant::now() + o.run_timeout;
     // When the agent's stream last made progress (None until its first record). The gdbstub
@@ -177,14 +181,18 @@ pub fn boot_and_collect(
     let mut keep_waiting = lab_alive(o, &mut qemu, serial_state.clone(), run_deadline, &silence);
     let mut initrd_on_disk = Some(initrd);
     let console = serial_state.clone();
+    let heard = &silence;
+    let nudging = &mut nudge;
     let mut alive = move || {
         remove_once_loaded(&console, &mut initrd_on_disk);
+        nudging.check(heard.last_heard());
         keep_waiting()
     };
     let options = ReceiveOptions {
         stop_at_hello: *mode == Mode::BootOnly,
         faults: o.link_faults.clone(),
         secret: Some(secret.clone()),
+        replies_paused: paused,
         ..ReceiveOptions::default()
     };
     let received = receive_stream(
@@ -198,6 +206,8 @@ pub fn boot_and_collect(
     );
     let mut outcome = received.outcome;
     drop(alive);
+    let mut link = received.link;
+    (link.vm_restarts, link.vm_restarts_revived) = (nudge.watch.made, nudge.watch.revived);
     let (cr3, snapshots) = work.finish(outcome.complete, &session);
     // The guest powers itself off after the agent's final record.
     let grace = if outcome.complete && *mode != Mode::BootOnly {
@@ -224,7 +234,7 @@ pub fn boot_and_collect(
         hello_host_s: received.hello_host_s,
         cr3,
         snapshots,
-        link: received.link,
+        link,
         clock: received.clock,
         host_epoch_unix_ns: launched_unix_ns,
     })

@@ -2,9 +2,19 @@
 
 use super::*;
 
+/// How long a holding thread waits, once nothing more is written to the guest, before
+/// it may stop the VM: the vsock device finishes with what is in flight (the record
+/// that started the hold, the host's last reply) and the guest sees its completions.
+/// A stop of the VM stops the vhost-user device too, and one that comes while the
+/// device is still handling a packet can lose the notification of it, which the
+/// guest's driver then never gets (the user-stops scenario lost its link about once
+/// in twenty runs, right after a workload's stops).
+const SETTLE_BEFORE_HOLD: Duration = Duration::from_millis(50);
+
 /// Runs `f` on a thread that may hold the VM through the gdbstub: `paused` is set from
 /// now until the thread ends, however it ends (nothing is written to the guest
-/// meanwhile, see [`ReceiveOptions::replies_paused`]).
+/// meanwhile, see [`ReceiveOptions::replies_paused`]); `f` starts
+/// [`SETTLE_BEFORE_HOLD`] later.
 pub(crate) fn spawn_holding<T: Send + 'static>(
     paused: &Arc<std::sync::atomic::AtomicBool>,
     f: impl FnOnce() -> T + Send + 'static,
@@ -19,6 +29,7 @@ pub(crate) fn spawn_holding<T: Send + 'static>(
     let release = Release(paused.clone());
     std::thread::spawn(move || {
         let _release = release;
+        std::thread::sleep(SETTLE_BEFORE_HOLD);
         f()
     })
 }

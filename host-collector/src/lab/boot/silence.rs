@@ -38,6 +38,11 @@ impl Silence {
         self.limit.set(limit(self.watchdog, quiet));
     }
 
+    /// When the last record arrived (`None` before the first).
+    pub(super) fn last_heard(&self) -> Option<Instant> {
+        self.last.get()
+    }
+
     /// How long the stream has been silent, when that is past its limit.
     pub(super) fn overdue(&self) -> Option<Duration> {
         let silent = self.last.get()?.elapsed();

@@ -72,6 +72,13 @@ pub(super) fn render_coverage(md: &mut String, s: &Summary) {
         "| connections refused (not this run's agent) | {} |",
         link.refused.len()
     );
+    if link.vm_restarts > 0 {
+        let _ = writeln!(
+            md,
+            "| VM restarted for a link silent after a gdbstub hold (its vsock device set up again) | {} ({} silences ended after one) |",
+            link.vm_restarts, link.vm_restarts_revived
+        );
+    }
     let _ = writeln!(
         md,
         "| events attributed to no workload | {} |",

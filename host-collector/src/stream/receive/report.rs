@@ -47,6 +47,14 @@ pub struct LinkReport {
     /// stream again).
     #[serde(default)]
     pub releases_sent: u64,
+    /// Times the VM was stopped and started again because the link stayed silent
+    /// after a gdbstub hold (its vsock device restarted), and of them those after
+    /// which records came again.
+    #[serde(default)]
+    pub vm_restarts: u32,
+    /// See `vm_restarts`.
+    #[serde(default)]
+    pub vm_restarts_revived: u32,
 }
 
 impl LinkReport {
