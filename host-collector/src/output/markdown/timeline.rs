@@ -64,13 +64,17 @@ pub(super) fn render_timeline(md: &mut String, s: &Summary) {
         }
     }
     if let Some(sr) = &t.snapshots {
-        render_snapshots(md, sr);
+        let tallied = s
+            .run
+            .stacks
+            .is_some_and(guestscope_common::plan::StackMode::tallies);
+        render_snapshots(md, sr, tallied);
     }
 }
 
 /// The gdbstub snapshots (or the user's stops) in the traced run, and their
 /// cross-check against the eBPF events.
-fn render_snapshots(md: &mut String, sr: &SnapshotsReport) {
+fn render_snapshots(md: &mut String, sr: &SnapshotsReport, tallied: bool) {
     let _ = writeln!(md, "\n### gdbstub snapshots in the traced run\n");
     if let Some(e) = &sr.error {
         let _ = writeln!(md, "Not taken: {e}.");
@@ -106,7 +110,7 @@ fn render_snapshots(md: &mut String, sr: &SnapshotsReport) {
     if user_stops {
         render_stops_cross_check(md, cc);
     } else {
-        render_snapshots_cross_check(md, run, cc);
+        render_snapshots_cross_check(md, run, cc, tallied);
     }
 }
 
@@ -146,13 +150,20 @@ fn ticks_note(cc: &CrossCheck) -> String {
 }
 
 /// How the built-in snapshots agree with the eBPF events nearest them, one row each.
-fn render_snapshots_cross_check(md: &mut String, run: &SnapshotRun, cc: &CrossCheck) {
+/// With `tallied` (the run's stack mode only counted the hits its cache answered), the
+/// text says why a stop's call may have no event of its own.
+fn render_snapshots_cross_check(
+    md: &mut String,
+    run: &SnapshotRun,
+    cc: &CrossCheck,
+    tallied: bool,
+) {
     let _ = writeln!(
         md,
         "**Cross-check: {} of {} snapshots agree** with the eBPF event nearest in time on the same CPU (same thread id); \
          {} had no event on their CPU (distance on the guest clock: median {:.1} µs, largest {:.1} µs). \
          **{} of {}** are followed on their CPU by a `{}` event of the same thread — the same call, seen by both — stamped a \
-         median {:.0} µs (largest {:.0} µs) of guest time after the stop.{}\n",
+         median {:.0} µs (largest {:.0} µs) of guest time after the stop.{}{}\n",
         cc.agreed,
         cc.compared,
         cc.without_event,
@@ -163,7 +174,13 @@ fn render_snapshots_cross_check(md: &mut String, run: &SnapshotRun, cc: &CrossCh
         cc.same_call_probe,
         cc.same_call_median_us,
         cc.same_call_max_us,
-        ticks_note(cc)
+        ticks_note(cc),
+        if tallied && cc.same_call_agreed < cc.compared {
+            " This run only counted the hits its stack cache answered (`--stacks tallied` or `caller-tallied`): \
+             such a call has no event of its own to be found after the stop."
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         md,
@@ -203,5 +220,33 @@ fn render_snapshots_cross_check(md: &mut String, run: &SnapshotRun, cc: &CrossCh
                 "**no**"
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tallied_run_says_why_a_stops_call_may_have_no_event() {
+        let cc = CrossCheck {
+            compared: 8,
+            same_call_agreed: 0,
+            ..Default::default()
+        };
+        let text = |tallied| {
+            let mut md = String::new();
+            render_snapshots_cross_check(&mut md, &SnapshotRun::default(), &cc, tallied);
+            md
+        };
+        assert!(text(true).contains("such a call has no event of its own"));
+        assert!(!text(false).contains("such a call has no event of its own"));
+        let all_found = CrossCheck {
+            same_call_agreed: 8,
+            ..cc.clone()
+        };
+        let mut md = String::new();
+        render_snapshots_cross_check(&mut md, &SnapshotRun::default(), &all_found, true);
+        assert!(!md.contains("such a call has no event of its own"));
     }
 }
