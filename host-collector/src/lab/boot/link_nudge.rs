@@ -60,7 +60,8 @@ pub(super) struct AfterHolds {
     holding: bool,
     /// When the last hold ended, while no record has arrived since.
     hold_ended: Option<Instant>,
-    /// Restarts made for the current silence, and when the last was.
+    /// Restarts made for the current silence, and when the last was (`None` before
+    /// the first).
     restarts: u32,
     last_restart: Option<Instant>,
     /// Restarts made in the boot.
@@ -81,6 +82,7 @@ impl AfterHolds {
         if std::mem::take(&mut self.holding) {
             self.hold_ended = Some(now);
             self.restarts = 0;
+            self.last_restart = None;
         }
         let Some(ended) = self.hold_ended else {
             return false;
@@ -96,10 +98,7 @@ impl AfterHolds {
             self.hold_ended = None;
             return false;
         }
-        let since = match self.last_restart {
-            Some(t) if self.restarts > 0 => t,
-            _ => ended,
-        };
+        let since = self.last_restart.unwrap_or(ended);
         if self.restarts >= MAX_RESTARTS || now.duration_since(since) < SILENT_AFTER_HOLD {
             return false;
         }
